@@ -1,0 +1,233 @@
+//! The crate's error type and the per-operation errors that hand back what
+//! the caller gave or gained (a lock guard whose previous owner died).
+
+use std::fmt;
+use std::io;
+
+/// A result with the crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in multiproc, apart from the per-operation
+/// errors that carry a value back ([`OwnerDied`], [`TryLockError`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A system call failed. `call` names it; `source` keeps the errno.
+    #[error("{call} failed: {source}")]
+    Os {
+        /// The call that failed, such as `"memfd_create"`.
+        call: &'static str,
+        /// The operating system's error, with its errno.
+        #[source]
+        source: io::Error,
+    },
+    /// A size that cannot be used (zero where a positive size is needed, or
+    /// one that overflows).
+    #[error("invalid size {size}: {reason}")]
+    InvalidSize {
+        /// The size asked for.
+        size: usize,
+        /// Why it was refused.
+        reason: &'static str,
+    },
+    /// A named object was to be created, but one with that name exists.
+    #[error("{name:?} already exists")]
+    AlreadyExists {
+        /// The name.
+        name: String,
+    },
+    /// A named object was to be opened or unlinked, but none has that name.
+    #[error("{name:?} not found")]
+    NotFound {
+        /// The name.
+        name: String,
+    },
+    /// A name that cannot be used (empty, too long, or with a `/` or NUL).
+    #[error("invalid name {name:?}: {reason}")]
+    InvalidName {
+        /// The name.
+        name: String,
+        /// Why it was refused.
+        reason: &'static str,
+    },
+    /// An index past the end of an array.
+    #[error("index {index} out of bounds for length {len}")]
+    IndexOutOfBounds {
+        /// The index asked for.
+        index: usize,
+        /// The array's length.
+        len: usize,
+    },
+    /// A lock was released by a process or thread that does not hold it
+    /// (Python raises `RuntimeError` or `AssertionError` here).
+    #[error("cannot release a lock that this thread does not hold")]
+    NotOwner,
+    /// A lock or semaphore was released more often than it was acquired
+    /// (Python's `ValueError: semaphore or lock released too many times`).
+    #[error("released too many times")]
+    ReleasedTooManyTimes,
+    /// A barrier is broken: aborted, reset while parties waited, timed out,
+    /// or its action panicked.
+    #[error("barrier is broken")]
+    BrokenBarrier,
+    /// A blocking call gave up after its timeout.
+    #[error("timed out")]
+    Timeout,
+    /// An argument outside the accepted range.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(&'static str),
+    /// `fork` was asked for while other threads run; see
+    /// [`Process::allow_threads`](crate::Process::allow_threads).
+    #[error(
+        "refusing to fork: this process has {threads} threads, and a forked child gets a copy of \
+         any lock another thread holds (see Process::allow_threads)"
+    )]
+    ThreadedFork {
+        /// How many threads the process had.
+        threads: usize,
+    },
+    /// `start` was called on a process that was already started.
+    #[error("process already started")]
+    AlreadyStarted,
+    /// The process was never started.
+    #[error("process not started")]
+    NotStarted,
+}
+
+impl Error {
+    /// The error of a failed system call `call`, from `errno`.
+    pub(crate) fn last_os(call: &'static str) -> Error {
+        Error::Os {
+            call,
+            source: io::Error::last_os_error(),
+        }
+    }
+
+    pub(crate) fn os(call: &'static str, source: impl Into<io::Error>) -> Error {
+        Error::Os {
+            call,
+            source: source.into(),
+        }
+    }
+
+    /// The errno of an [`Error::Os`], if that is what this is.
+    pub fn raw_os_error(&self) -> Option<i32> {
+        match self {
+            Error::Os { source, .. } => source.raw_os_error(),
+            _ => None,
+        }
+    }
+}
+
+impl From<nix::errno::Errno> for Error {
+    fn from(e: nix::errno::Errno) -> Self {
+        Error::os("system call", e)
+    }
+}
+
+/// The lock was acquired, but the process or thread that held it before
+/// died while holding it, so the data it guards may be half-updated.
+///
+/// The guard is inside: repair the data through it, then go on. The lock is
+/// healthy again once this error is returned; later acquirers see nothing
+/// unusual. (Like a robust pthread mutex's `EOWNERDEAD`, but no "make
+/// consistent" call is needed.)
+pub struct OwnerDied<G> {
+    guard: G,
+}
+
+impl<G> OwnerDied<G> {
+    pub(crate) fn new(guard: G) -> Self {
+        OwnerDied { guard }
+    }
+
+    /// The guard of the lock, now held by the caller.
+    pub fn into_guard(self) -> G {
+        self.guard
+    }
+
+    /// A reference to the guard.
+    pub fn guard(&self) -> &G {
+        &self.guard
+    }
+
+    /// A mutable reference to the guard.
+    pub fn guard_mut(&mut self) -> &mut G {
+        &mut self.guard
+    }
+
+    pub(crate) fn map<H>(self, f: impl FnOnce(G) -> H) -> OwnerDied<H> {
+        OwnerDied {
+            guard: f(self.guard),
+        }
+    }
+}
+
+impl<G> fmt::Debug for OwnerDied<G> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("OwnerDied { .. }")
+    }
+}
+
+impl<G> fmt::Display for OwnerDied<G> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the previous owner of the lock died while holding it")
+    }
+}
+
+impl<G> std::error::Error for OwnerDied<G> {}
+
+/// The result of a blocking lock call: the guard, or the guard inside
+/// [`OwnerDied`].
+pub type LockResult<G> = std::result::Result<G, OwnerDied<G>>;
+
+/// Why a non-blocking or timed lock call did not simply return a guard.
+pub enum TryLockError<G> {
+    /// The lock was acquired after its owner died; see [`OwnerDied`].
+    OwnerDied(OwnerDied<G>),
+    /// Someone else holds the lock (`try_lock`).
+    WouldBlock,
+    /// Someone else held the lock for the whole timeout (`lock_timeout`).
+    TimedOut,
+}
+
+impl<G> From<OwnerDied<G>> for TryLockError<G> {
+    fn from(e: OwnerDied<G>) -> Self {
+        TryLockError::OwnerDied(e)
+    }
+}
+
+impl<G> TryLockError<G> {
+    pub(crate) fn map<H>(self, f: impl FnOnce(G) -> H) -> TryLockError<H> {
+        match self {
+            TryLockError::OwnerDied(e) => TryLockError::OwnerDied(e.map(f)),
+            TryLockError::WouldBlock => TryLockError::WouldBlock,
+            TryLockError::TimedOut => TryLockError::TimedOut,
+        }
+    }
+}
+
+impl<G> fmt::Debug for TryLockError<G> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TryLockError::OwnerDied(_) => f.write_str("OwnerDied(..)"),
+            TryLockError::WouldBlock => f.write_str("WouldBlock"),
+            TryLockError::TimedOut => f.write_str("TimedOut"),
+        }
+    }
+}
+
+impl<G> fmt::Display for TryLockError<G> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TryLockError::OwnerDied(e) => fmt::Display::fmt(e, f),
+            TryLockError::WouldBlock => f.write_str("the lock is held by someone else"),
+            TryLockError::TimedOut => f.write_str("timed out waiting for the lock"),
+        }
+    }
+}
+
+impl<G> std::error::Error for TryLockError<G> {}
+
+/// The result of `try_lock` and `lock_timeout`.
+pub type TryLockResult<G> = std::result::Result<G, TryLockError<G>>;

@@ -1,0 +1,72 @@
+//! Python's `multiprocessing` for Rust on Linux: shared memory, locks that
+//! work across processes, `Value` and `Array`.
+//!
+//! Objects made before a fork are shared with the children: they live in
+//! memfd-backed `MAP_SHARED` memory (a shared heap packs small ones into a
+//! few mappings), and every lock and wait is a futex word in that memory.
+//!
+//! ```
+//! use multiproc::{Process, Value};
+//!
+//! let counter = Value::new(0u64)?;
+//! let mut children: Vec<Process> = (0..4)
+//!     .map(|_| Process::new(|| for _ in 0..1000 { counter.update(|c| *c += 1) }))
+//!     # .map(|p| unsafe { p.allow_threads() }) // doctests run on a thread
+//!     .collect();
+//! for p in &mut children {
+//!     p.start()?;
+//! }
+//! for p in &mut children {
+//!     assert!(p.join()?.success());
+//! }
+//! assert_eq!(counter.get(), 4000);
+//! # Ok::<(), multiproc::Error>(())
+//! ```
+//!
+//! # From Python
+//!
+//! | Python `multiprocessing` | multiproc |
+//! |---|---|
+//! | `Value('d', 0.0)` | [`Value::new(0.0f64)`](Value::new) |
+//! | `with v.get_lock(): v.value += 1` | `*v.lock()? += 1`, or [`v.update(\|x\| *x += 1)`](Value::update) |
+//! | `RawValue('i', 0)` | [`RawValue::new(0i32)`](RawValue::new) (atomic) |
+//! | `Array('i', 10)` / `Array('d', [1.0, 2.0])` | [`Array::<i32>::zeroed(10)`](Array::zeroed) / [`Array::from_slice(&[1.0, 2.0])`](Array::from_slice) |
+//! | `RawArray('d', n)` | [`RawArray::<f64>::zeroed(n)`](RawArray::zeroed) |
+//! | `Lock()`, `RLock()` | [`Lock::new()`](Lock::new), [`RLock::new()`](RLock::new) |
+//! | `lock.acquire(timeout=t)` | [`lock.lock_timeout(t)`](Lock::lock_timeout) (guard) or [`acquire_timeout`](Lock::acquire_timeout) |
+//! | `Semaphore(n)`, `BoundedSemaphore(n)` | [`Semaphore::new(n)`](Semaphore::new), [`BoundedSemaphore::new(n)`](BoundedSemaphore::new) |
+//! | `Condition()`; `cond.wait_for(pred, t)` | [`Condition::new()`](Condition::new); [`wait_while_timeout`](Condition::wait_while_timeout) |
+//! | `Event()`, `Barrier(n, action)` | [`Event::new()`](Event::new), [`Barrier::with_action(n, f)`](Barrier::with_action) |
+//! | `shared_memory.SharedMemory(name, create, size)` | [`SharedMemory::create`] / [`SharedMemory::open`] |
+//! | `Process(target=f).start()` | [`Process::new(f).start()`](Process::start) |
+//!
+//! # Safety and `unsafe`
+//!
+//! Raw system calls live in the private `sys` module; placement in shared
+//! memory in `shm`. Types that may live in shared memory implement the
+//! `unsafe` trait [`ShmSafe`].
+
+#[cfg(not(target_os = "linux"))]
+compile_error!("multiproc supports Linux only: it is built on memfd, futex, pidfd and /proc");
+
+mod array;
+mod error;
+pub mod process;
+mod shared_memory;
+mod shm;
+pub mod sync;
+mod sys;
+mod value;
+
+pub use array::{Array, RawArray};
+pub use error::{Error, LockResult, OwnerDied, Result, TryLockError, TryLockResult};
+pub use process::{ExitStatus, Process};
+pub use shared_memory::SharedMemory;
+pub use shm::{Atomic, AtomicNumber, ShmSafe};
+pub use sync::barrier::Barrier;
+pub use sync::condition::{Condition, WaitTimeoutResult};
+pub use sync::event::Event;
+pub use sync::lock::{Lock, LockGuard, RLock, RLockGuard};
+pub use sync::raw::{RawProcessCondvar, RawProcessMutex};
+pub use sync::semaphore::{BoundedSemaphore, Semaphore};
+pub use value::{RawValue, Value};

@@ -1,0 +1,146 @@
+//! Primitive types that can be read and written atomically in place, for
+//! [`RawValue`](crate::RawValue) and [`RawArray`](crate::RawArray).
+
+use std::sync::atomic::{
+    AtomicBool, AtomicI8, AtomicI16, AtomicI32, AtomicI64, AtomicIsize, AtomicU8, AtomicU16,
+    AtomicU32, AtomicU64, AtomicUsize, Ordering,
+};
+
+mod private {
+    pub trait Sealed {}
+}
+
+/// A primitive with an atomic twin of the same size and alignment: integers,
+/// `bool`, `f32` and `f64` (the floats through their bits).
+///
+/// Implemented by the crate only (sealed).
+pub trait Atomic: super::ShmSafe + Copy + private::Sealed {
+    /// The atomic type that shares this type's representation.
+    type Repr: Sync;
+
+    /// Views `*ptr` as its atomic twin.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` must be valid and aligned for `Self` for `'a`, and every
+    /// concurrent access to it during `'a` must be atomic.
+    #[doc(hidden)]
+    unsafe fn as_atomic<'a>(ptr: *mut Self) -> &'a Self::Repr;
+    #[doc(hidden)]
+    fn load(a: &Self::Repr, o: Ordering) -> Self;
+    #[doc(hidden)]
+    fn store(a: &Self::Repr, v: Self, o: Ordering);
+    #[doc(hidden)]
+    fn swap(a: &Self::Repr, v: Self, o: Ordering) -> Self;
+    #[doc(hidden)]
+    fn compare_exchange(a: &Self::Repr, current: Self, new: Self) -> Result<Self, Self>;
+}
+
+/// An [`Atomic`] with arithmetic: integers add and subtract in hardware,
+/// floats through a compare-and-swap loop.
+pub trait AtomicNumber: Atomic {
+    #[doc(hidden)]
+    fn fetch_add(a: &Self::Repr, v: Self, o: Ordering) -> Self;
+    #[doc(hidden)]
+    fn fetch_sub(a: &Self::Repr, v: Self, o: Ordering) -> Self;
+}
+
+macro_rules! atomic_int {
+    ($($t:ty => $a:ty),* $(,)?) => {$(
+        impl private::Sealed for $t {}
+        impl Atomic for $t {
+            type Repr = $a;
+            unsafe fn as_atomic<'a>(ptr: *mut Self) -> &'a $a {
+                // SAFETY: same size and alignment (checked below at compile
+                // time); validity and atomic-only access are the caller's.
+                unsafe { <$a>::from_ptr(ptr) }
+            }
+            fn load(a: &$a, o: Ordering) -> Self { a.load(o) }
+            fn store(a: &$a, v: Self, o: Ordering) { a.store(v, o) }
+            fn swap(a: &$a, v: Self, o: Ordering) -> Self { a.swap(v, o) }
+            fn compare_exchange(a: &$a, c: Self, n: Self) -> Result<Self, Self> {
+                a.compare_exchange(c, n, Ordering::SeqCst, Ordering::SeqCst)
+            }
+        }
+        impl AtomicNumber for $t {
+            fn fetch_add(a: &$a, v: Self, o: Ordering) -> Self { a.fetch_add(v, o) }
+            fn fetch_sub(a: &$a, v: Self, o: Ordering) -> Self { a.fetch_sub(v, o) }
+        }
+        const _: () = assert!(
+            std::mem::size_of::<$t>() == std::mem::size_of::<$a>()
+                && std::mem::align_of::<$t>() == std::mem::align_of::<$a>()
+        );
+    )*};
+}
+
+atomic_int!(
+    u8 => AtomicU8, u16 => AtomicU16, u32 => AtomicU32, u64 => AtomicU64, usize => AtomicUsize,
+    i8 => AtomicI8, i16 => AtomicI16, i32 => AtomicI32, i64 => AtomicI64, isize => AtomicIsize,
+);
+
+impl private::Sealed for bool {}
+impl Atomic for bool {
+    type Repr = AtomicBool;
+    unsafe fn as_atomic<'a>(ptr: *mut Self) -> &'a AtomicBool {
+        // SAFETY: bool and AtomicBool share size and alignment; validity and
+        // atomic-only access are the caller's.
+        unsafe { AtomicBool::from_ptr(ptr) }
+    }
+    fn load(a: &AtomicBool, o: Ordering) -> Self {
+        a.load(o)
+    }
+    fn store(a: &AtomicBool, v: Self, o: Ordering) {
+        a.store(v, o)
+    }
+    fn swap(a: &AtomicBool, v: Self, o: Ordering) -> Self {
+        a.swap(v, o)
+    }
+    fn compare_exchange(a: &AtomicBool, c: Self, n: Self) -> Result<Self, Self> {
+        a.compare_exchange(c, n, Ordering::SeqCst, Ordering::SeqCst)
+    }
+}
+
+macro_rules! atomic_float {
+    ($($t:ty => $a:ty, $bits:ty),* $(,)?) => {$(
+        impl private::Sealed for $t {}
+        impl Atomic for $t {
+            type Repr = $a;
+            unsafe fn as_atomic<'a>(ptr: *mut Self) -> &'a $a {
+                // SAFETY: the float and its bits' atomic share size and
+                // alignment (checked below); validity and atomic-only access
+                // are the caller's.
+                unsafe { <$a>::from_ptr(ptr.cast::<$bits>()) }
+            }
+            fn load(a: &$a, o: Ordering) -> Self { <$t>::from_bits(a.load(o)) }
+            fn store(a: &$a, v: Self, o: Ordering) { a.store(v.to_bits(), o) }
+            fn swap(a: &$a, v: Self, o: Ordering) -> Self { <$t>::from_bits(a.swap(v.to_bits(), o)) }
+            /// Compares bit patterns (so `-0.0 != 0.0` and a NaN matches itself).
+            fn compare_exchange(a: &$a, c: Self, n: Self) -> Result<Self, Self> {
+                a.compare_exchange(c.to_bits(), n.to_bits(), Ordering::SeqCst, Ordering::SeqCst)
+                    .map(<$t>::from_bits)
+                    .map_err(<$t>::from_bits)
+            }
+        }
+        impl AtomicNumber for $t {
+            fn fetch_add(a: &$a, v: Self, o: Ordering) -> Self {
+                let mut cur = a.load(Ordering::Relaxed);
+                loop {
+                    let new = (<$t>::from_bits(cur) + v).to_bits();
+                    match a.compare_exchange_weak(cur, new, o, Ordering::Relaxed) {
+                        Ok(old) => return <$t>::from_bits(old),
+                        Err(now) => cur = now,
+                    }
+                }
+            }
+            fn fetch_sub(a: &$a, v: Self, o: Ordering) -> Self {
+                Self::fetch_add(a, -v, o)
+            }
+        }
+        const _: () = assert!(
+            std::mem::size_of::<$t>() == std::mem::size_of::<$a>()
+                && std::mem::align_of::<$t>() == std::mem::align_of::<$a>()
+        );
+    )*};
+}
+
+atomic_float!(f32 => AtomicU32, u32, f64 => AtomicU64, u64);

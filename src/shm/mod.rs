@@ -1,0 +1,165 @@
+//! What may live in shared memory, and the shared heap that places it.
+
+pub(crate) mod heap;
+
+use std::sync::atomic::{
+    AtomicBool, AtomicI8, AtomicI16, AtomicI32, AtomicI64, AtomicIsize, AtomicU8, AtomicU16,
+    AtomicU32, AtomicU64, AtomicUsize,
+};
+
+/// Types that may be placed in memory shared between processes.
+///
+/// A value in shared memory is seen by every process that maps it, at
+/// whatever address each maps it, and outlives any one of them. That is sound
+/// only for plain data.
+///
+/// # Safety
+///
+/// Implement this only for types that are:
+/// - **self-contained plain data**: no pointers or references (they would
+///   point into one process's private memory), no file descriptors, no
+///   handles of any kind;
+/// - **without drop glue**: no `Drop` impl anywhere inside (nobody would run
+///   it, or everybody would);
+/// - **valid when all bytes are zero** (shared memory starts zeroed, and
+///   `Array::zeroed` relies on it);
+/// - of a layout that is the same in every process using it, which holds for
+///   one binary; for data exchanged with other programs use `#[repr(C)]`.
+///
+/// Integers, floats, `bool`, `char`, the atomics and arrays of them qualify
+/// and are implemented here.
+///
+/// # Examples
+///
+/// A user struct of such fields qualifies once it is `#[repr(C)]`:
+///
+/// ```
+/// use multiproc::ShmSafe;
+///
+/// #[repr(C)]
+/// #[derive(Clone, Copy, Default)]
+/// struct Point {
+///     x: f64,
+///     y: f64,
+///     hits: u32,
+/// }
+///
+/// // SAFETY: `Point` is `#[repr(C)]` plain data of `f64` and `u32` fields:
+/// // no pointers, no drop glue, all-zero is a valid `Point`.
+/// unsafe impl ShmSafe for Point {}
+/// ```
+pub unsafe trait ShmSafe: Sized + Send + 'static {}
+
+macro_rules! shm_safe {
+    ($($t:ty),* $(,)?) => {
+        $(
+            // SAFETY: a primitive or atomic: plain bytes, no drop glue, and
+            // all-zero is a valid value.
+            unsafe impl ShmSafe for $t {}
+        )*
+    };
+}
+
+shm_safe!(
+    u8,
+    u16,
+    u32,
+    u64,
+    u128,
+    usize,
+    i8,
+    i16,
+    i32,
+    i64,
+    i128,
+    isize,
+    f32,
+    f64,
+    bool,
+    char,
+    (),
+    AtomicBool,
+    AtomicU8,
+    AtomicU16,
+    AtomicU32,
+    AtomicU64,
+    AtomicUsize,
+    AtomicI8,
+    AtomicI16,
+    AtomicI32,
+    AtomicI64,
+    AtomicIsize,
+);
+
+// SAFETY: an array of plain data is plain data; all-zero elements make an
+// all-zero array valid.
+unsafe impl<T: ShmSafe, const N: usize> ShmSafe for [T; N] {}
+
+/// Checked at compile time wherever a `ShmSafe` type is placed: the trait's
+/// contract excludes drop glue, and this catches a wrong manual impl.
+pub(crate) const fn assert_no_drop<T>() {
+    assert!(
+        !std::mem::needs_drop::<T>(),
+        "a ShmSafe type must not need drop"
+    );
+}
+
+/// One `T` placed in the shared heap: the building block of every shared
+/// type. Dereferences to `&T` only; shared mutation goes through atomics or
+/// `UnsafeCell`s inside `T`.
+pub(crate) struct ShmBox<T> {
+    alloc: heap::Allocation,
+    _marker: std::marker::PhantomData<T>,
+}
+
+impl<T: ShmSafe> ShmBox<T> {
+    /// Moves `value` into shared memory.
+    pub(crate) fn new(value: T) -> crate::Result<ShmBox<T>> {
+        const { assert_no_drop::<T>() };
+        let (alloc, _) = heap::alloc(std::mem::size_of::<T>(), std::mem::align_of::<T>())?;
+        // SAFETY: the allocation is at least size_of::<T>() bytes, aligned for
+        // T, and used by nobody else yet.
+        unsafe { alloc.ptr().cast::<T>().as_ptr().write(value) };
+        Ok(ShmBox {
+            alloc,
+            _marker: std::marker::PhantomData,
+        })
+    }
+}
+
+impl<T> ShmBox<T> {
+    pub(crate) fn as_ptr(&self) -> *mut T {
+        self.alloc.ptr().cast::<T>().as_ptr()
+    }
+
+    #[allow(dead_code)] // used by the spawn start method
+    pub(crate) fn allocation(&self) -> &heap::Allocation {
+        &self.alloc
+    }
+}
+
+impl<T> std::ops::Deref for ShmBox<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: the pointer was written with a valid T in `new` and stays
+        // mapped while `alloc` lives; only shared references are handed out.
+        unsafe { &*self.as_ptr() }
+    }
+}
+
+impl<T> std::fmt::Debug for ShmBox<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShmBox")
+            .field("at", &self.as_ptr())
+            .finish()
+    }
+}
+
+// SAFETY: a ShmBox gives out `&T` only, so it may cross threads when `&T`
+// may: T: Sync.
+unsafe impl<T: Sync> Send for ShmBox<T> {}
+// SAFETY: as above.
+unsafe impl<T: Sync> Sync for ShmBox<T> {}
+
+mod atomic;
+pub use atomic::{Atomic, AtomicNumber};

@@ -1,0 +1,281 @@
+//! `Barrier`.
+
+use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::shm::ShmBox;
+use crate::sys::futex::{self, Deadline};
+use crate::sys::thread;
+
+// The state word. Without a lock inside, no party can die holding one.
+//   bits 0..32   parties arrived in this generation, or while TRIPPING the
+//                thread id of the party running the action
+//   bits 32..61  generation
+//   bit 61       TRIPPING: the last party arrived and runs the action
+//   bit 62       RESET: the previous generation ended by `reset`
+//   bit 63       BROKEN
+const LOW: u64 = 0xFFFF_FFFF;
+const GEN_SHIFT: u32 = 32;
+const GEN_MASK: u64 = (1 << 29) - 1;
+const TRIPPING: u64 = 1 << 61;
+const RESET: u64 = 1 << 62;
+const BROKEN: u64 = 1 << 63;
+
+/// How long a waiter sleeps before it checks that the party running the
+/// action is still alive.
+const CHECK: Duration = Duration::from_millis(40);
+
+fn generation(s: u64) -> u64 {
+    (s >> GEN_SHIFT) & GEN_MASK
+}
+
+fn next_generation(s: u64) -> u64 {
+    ((generation(s) + 1) & GEN_MASK) << GEN_SHIFT
+}
+
+#[derive(Debug)]
+struct BarrierState {
+    state: AtomicU64,
+    /// Bumped on every change waiters must see; they sleep on it.
+    seq: AtomicU32,
+    parties: u32,
+}
+
+// SAFETY: atomics and a plain integer; no pointers or drop glue.
+unsafe impl crate::ShmSafe for BarrierState {}
+
+impl BarrierState {
+    fn publish(&self) {
+        self.seq.fetch_add(1, Ordering::Release);
+        futex::wake_all(&self.seq);
+    }
+
+    /// Sets BROKEN if the state is still `s`; true if it did.
+    fn break_from(&self, s: u64) -> bool {
+        let ok = self
+            .state
+            .compare_exchange(s, s | BROKEN, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok();
+        if ok {
+            self.publish();
+        }
+        ok
+    }
+}
+
+type Action = Box<dyn Fn() + Send + Sync>;
+
+/// A meeting point for a fixed number of processes, like Python's
+/// `multiprocessing.Barrier`.
+///
+/// Each of the `parties` calls [`wait`](Barrier::wait); all return together
+/// once the last arrives, each with a distinct index `0..parties` (arrival
+/// order). The optional action runs once per round, in the last party to
+/// arrive, before any is released; if it panics, the barrier breaks and the
+/// panic continues in that party.
+///
+/// A broken barrier (aborted, timed out, reset under waiters, or an action
+/// that panicked or whose process died) makes every waiting and later
+/// `wait` fail with [`Error::BrokenBarrier`] until [`reset`](Barrier::reset).
+/// A party killed while waiting does not hold the others up: it already
+/// counted as arrived.
+///
+/// # Examples
+///
+/// ```
+/// let b = multiproc::Barrier::new(1)?;
+/// assert_eq!(b.wait()?, 0);
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+pub struct Barrier {
+    inner: ShmBox<BarrierState>,
+    action: Option<Action>,
+}
+
+impl Barrier {
+    /// A barrier for `parties` parties (at least 1).
+    pub fn new(parties: u32) -> Result<Barrier> {
+        if parties == 0 {
+            return Err(Error::InvalidArgument("a barrier needs at least one party"));
+        }
+        Ok(Barrier {
+            inner: ShmBox::new(BarrierState {
+                state: AtomicU64::new(0),
+                seq: AtomicU32::new(0),
+                parties,
+            })?,
+            action: None,
+        })
+    }
+
+    /// A barrier whose `action` runs once per round, in the last party to
+    /// arrive, before the others are released. Each process runs its own copy
+    /// of the closure (a fork child inherits it).
+    pub fn with_action(parties: u32, action: impl Fn() + Send + Sync + 'static) -> Result<Barrier> {
+        let mut b = Barrier::new(parties)?;
+        b.action = Some(Box::new(action));
+        Ok(b)
+    }
+
+    /// Waits for all parties; returns this party's arrival index.
+    pub fn wait(&self) -> Result<u32> {
+        self.wait_until(Deadline::NEVER)
+    }
+
+    /// Waits at most `timeout`. On timeout the barrier breaks (as in
+    /// Python): this party gets [`Error::Timeout`], the others
+    /// [`Error::BrokenBarrier`].
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<u32> {
+        self.wait_until(Deadline::after(timeout))
+    }
+
+    fn wait_until(&self, deadline: Deadline) -> Result<u32> {
+        let b = &*self.inner;
+        loop {
+            let seq = b.seq.load(Ordering::Acquire);
+            let s = b.state.load(Ordering::Acquire);
+            if s & BROKEN != 0 {
+                return Err(Error::BrokenBarrier);
+            }
+            if s & TRIPPING != 0 {
+                // A party beyond `parties` while the round is released: wait
+                // for the next round.
+                if !self.sleep(seq, s, deadline)? {
+                    return Err(Error::Timeout);
+                }
+                continue;
+            }
+            let index = (s & LOW) as u32;
+            if index + 1 == b.parties {
+                let tripping = (s & (GEN_MASK << GEN_SHIFT)) | TRIPPING | u64::from(thread::tid());
+                if b.state
+                    .compare_exchange(s, tripping, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_err()
+                {
+                    continue;
+                }
+                if let Some(action) = &self.action
+                    && let Err(panic) = catch_unwind(AssertUnwindSafe(action))
+                {
+                    b.break_from(tripping);
+                    resume_unwind(panic);
+                }
+                b.state.store(next_generation(s), Ordering::Release);
+                b.publish();
+                return Ok(index);
+            }
+            if b.state
+                .compare_exchange(s, s + 1, Ordering::AcqRel, Ordering::Relaxed)
+                .is_err()
+            {
+                continue;
+            }
+            return self.wait_release(generation(s), index, deadline);
+        }
+    }
+
+    fn wait_release(&self, gen_: u64, index: u32, deadline: Deadline) -> Result<u32> {
+        let b = &*self.inner;
+        loop {
+            let seq = b.seq.load(Ordering::Acquire);
+            let s = b.state.load(Ordering::Acquire);
+            if generation(s) != gen_ {
+                let reset = s & RESET != 0 && generation(s) == (gen_ + 1) & GEN_MASK;
+                return if reset {
+                    Err(Error::BrokenBarrier)
+                } else {
+                    Ok(index)
+                };
+            }
+            if s & BROKEN != 0 {
+                return Err(Error::BrokenBarrier);
+            }
+            if !self.sleep(seq, s, deadline)? {
+                // Timed out: break the round for everyone, unless it was just
+                // released or broken (then look again).
+                if b.break_from(s) {
+                    return Err(Error::Timeout);
+                }
+            }
+        }
+    }
+
+    /// Sleeps on `seq` for one slice. Returns Ok(false) when the deadline has
+    /// passed, Err if the party running the action died.
+    fn sleep(&self, seq: u32, s: u64, deadline: Deadline) -> Result<bool> {
+        let b = &*self.inner;
+        if deadline.expired() {
+            return Ok(false);
+        }
+        if futex::wait(&b.seq, seq, Some(deadline.slice(CHECK))) == futex::Wait::TimedOut
+            && s & TRIPPING != 0
+            && !thread::alive((s & LOW) as u32)
+            && b.break_from(s)
+        {
+            return Err(Error::BrokenBarrier);
+        }
+        Ok(true)
+    }
+
+    /// Breaks the barrier: every waiting and later `wait` fails until
+    /// [`reset`](Barrier::reset).
+    pub fn abort(&self) {
+        let b = &*self.inner;
+        let s = b.state.fetch_or(BROKEN, Ordering::AcqRel);
+        if s & BROKEN == 0 {
+            b.publish();
+        }
+    }
+
+    /// Returns the barrier to its empty, unbroken state. Parties waiting in
+    /// the current round fail with [`Error::BrokenBarrier`].
+    pub fn reset(&self) {
+        let b = &*self.inner;
+        let mut s = b.state.load(Ordering::Acquire);
+        loop {
+            let waiting = s & BROKEN == 0 && (s & LOW != 0 || s & TRIPPING != 0);
+            let new = next_generation(s) | if waiting { RESET } else { 0 };
+            match b
+                .state
+                .compare_exchange(s, new, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => break,
+                Err(now) => s = now,
+            }
+        }
+        b.publish();
+    }
+
+    /// How many parties the barrier waits for.
+    pub fn parties(&self) -> u32 {
+        self.inner.parties
+    }
+
+    /// How many parties wait in the current round.
+    pub fn n_waiting(&self) -> u32 {
+        let s = self.inner.state.load(Ordering::Acquire);
+        if s & (TRIPPING | BROKEN) != 0 {
+            0
+        } else {
+            (s & LOW) as u32
+        }
+    }
+
+    /// Whether the barrier is broken.
+    pub fn is_broken(&self) -> bool {
+        self.inner.state.load(Ordering::Acquire) & BROKEN != 0
+    }
+}
+
+impl fmt::Debug for Barrier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Barrier")
+            .field("parties", &self.parties())
+            .field("n_waiting", &self.n_waiting())
+            .field("broken", &self.is_broken())
+            .finish()
+    }
+}

@@ -1,0 +1,162 @@
+//! `Condition`.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use super::raw::RawProcessCondvar;
+use super::{Blocking, Mutex, MutexGuard, forever, lock_mutex};
+use crate::error::{LockResult, Result, TryLockResult};
+use crate::shm::ShmBox;
+use crate::sys::futex::Deadline;
+
+struct CondState {
+    lock: Mutex<()>,
+    cv: lock_api::Condvar<RawProcessCondvar>,
+}
+
+// SAFETY: both fields are ShmSafe plain data (two atomic words).
+unsafe impl crate::ShmSafe for CondState {}
+
+/// A condition variable shared by processes, like Python's
+/// `multiprocessing.Condition`.
+///
+/// It carries its own lock ([`lock`](Condition::lock)), and its wait
+/// methods also take the guard of any other process-shared mutex, such as
+/// a [`Value`](crate::Value)'s, so a condition can guard shared data
+/// directly.
+///
+/// Wakeups may be spurious: wait in a loop on the predicate, or use
+/// [`wait_while`](Condition::wait_while). `notify(n)` wakes up to `n`
+/// sleeping waiters. A waiter that timed out does not swallow a later
+/// notify, and a waiter killed while asleep does not block `notify`
+/// (CPython's `Condition`, which counts sleepers in a semaphore, hangs there).
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// let ready = multiproc::Value::new(false)?;
+/// let cond = multiproc::Condition::new()?;
+/// let mut guard = ready.lock().unwrap();
+/// *guard = true;
+/// cond.notify_all();
+/// // A waiter with a guard of `ready` would now see `true`:
+/// let r = cond.wait_while_timeout(&mut guard, Duration::ZERO, |ready| !*ready);
+/// assert!(!r.timed_out());
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+pub struct Condition {
+    inner: ShmBox<CondState>,
+}
+
+impl Condition {
+    /// A new condition variable with its own new lock.
+    pub fn new() -> Result<Condition> {
+        Ok(Condition {
+            inner: ShmBox::new(CondState {
+                lock: Mutex::new(()),
+                cv: lock_api::Condvar::new(),
+            })?,
+        })
+    }
+
+    /// Takes the condition's own lock.
+    #[doc(alias = "acquire")]
+    pub fn lock(&self) -> LockResult<MutexGuard<'_, ()>> {
+        forever(lock_mutex(
+            &self.inner.lock,
+            Blocking::Until(Deadline::NEVER),
+        ))
+    }
+
+    /// Takes the condition's own lock, waiting at most `timeout`.
+    pub fn lock_timeout(&self, timeout: Duration) -> TryLockResult<MutexGuard<'_, ()>> {
+        lock_mutex(&self.inner.lock, Blocking::Until(Deadline::after(timeout)))
+    }
+
+    /// Releases the guard's lock, sleeps until notified, takes the lock
+    /// again. May return spuriously.
+    pub fn wait<T: ?Sized>(&self, guard: &mut MutexGuard<'_, T>) {
+        self.inner.cv.wait(guard)
+    }
+
+    /// Like [`wait`](Condition::wait), for at most `timeout`.
+    pub fn wait_timeout<T: ?Sized>(
+        &self,
+        guard: &mut MutexGuard<'_, T>,
+        timeout: Duration,
+    ) -> WaitTimeoutResult {
+        WaitTimeoutResult(self.inner.cv.wait_for(guard, timeout).timed_out())
+    }
+
+    /// Waits while `condition` holds for the guarded data (Python's
+    /// `wait_for` with the predicate negated).
+    pub fn wait_while<T: ?Sized, F: FnMut(&mut T) -> bool>(
+        &self,
+        guard: &mut MutexGuard<'_, T>,
+        mut condition: F,
+    ) {
+        while condition(&mut **guard) {
+            self.wait(guard);
+        }
+    }
+
+    /// Waits while `condition` holds, at most `timeout` in all. The result
+    /// tells whether the time ran out with `condition` still true. A zero
+    /// timeout checks `condition` once and never blocks.
+    #[doc(alias = "wait_for")]
+    pub fn wait_while_timeout<T: ?Sized, F: FnMut(&mut T) -> bool>(
+        &self,
+        guard: &mut MutexGuard<'_, T>,
+        timeout: Duration,
+        mut condition: F,
+    ) -> WaitTimeoutResult {
+        let deadline = Instant::now().checked_add(timeout);
+        loop {
+            if !condition(&mut **guard) {
+                return WaitTimeoutResult(false);
+            }
+            let left = match deadline {
+                Some(d) => d.saturating_duration_since(Instant::now()),
+                None => Duration::MAX,
+            };
+            if left.is_zero() {
+                return WaitTimeoutResult(true);
+            }
+            self.inner.cv.wait_for(guard, left);
+        }
+    }
+
+    /// Wakes up to `n` waiters.
+    pub fn notify(&self, n: u32) {
+        self.inner.cv.raw().notify(n)
+    }
+
+    /// Wakes one waiter.
+    pub fn notify_one(&self) {
+        self.notify(1)
+    }
+
+    /// Wakes every waiter.
+    pub fn notify_all(&self) {
+        self.inner.cv.raw().notify_all_waiters()
+    }
+}
+
+/// Whether a timed wait on a [`Condition`] ran out of time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WaitTimeoutResult(bool);
+
+impl WaitTimeoutResult {
+    /// True if the wait ended because the timeout passed (for
+    /// `wait_while_timeout`: with the condition still true).
+    pub fn timed_out(self) -> bool {
+        self.0
+    }
+}
+
+impl fmt::Debug for Condition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Condition")
+    }
+}

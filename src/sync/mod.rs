@@ -1,0 +1,83 @@
+//! Synchronization that works across processes: every primitive keeps its
+//! state in shared memory and sleeps on shared futex words.
+
+pub(crate) mod barrier;
+pub(crate) mod condition;
+pub(crate) mod event;
+pub(crate) mod lock;
+pub(crate) mod raw;
+pub(crate) mod semaphore;
+
+use crate::error::{OwnerDied, TryLockError, TryLockResult};
+use crate::sys::futex::Deadline;
+use raw::{Acquired, RawProcessMutex};
+
+/// A `lock_api` mutex over the process-shared raw mutex; lives in shared
+/// memory inside [`Value`](crate::Value), [`Lock`](crate::Lock) and the rest.
+pub type Mutex<T> = lock_api::Mutex<RawProcessMutex, T>;
+/// The guard of a [`Mutex`]: derefs to the data, unlocks on drop.
+pub type MutexGuard<'a, T> = lock_api::MutexGuard<'a, RawProcessMutex, T>;
+/// A guard of part of a [`Mutex`]'s data (see `MutexGuard::map`), such as
+/// the slice of an [`Array`](crate::Array).
+pub type MappedMutexGuard<'a, T> = lock_api::MappedMutexGuard<'a, RawProcessMutex, T>;
+
+// SAFETY: the raw mutex is one atomic word and T is plain data, so the pair
+// is plain data; an all-zero Mutex is an unlocked one holding all-zero T.
+unsafe impl<T: crate::ShmSafe> crate::ShmSafe for Mutex<T> {}
+// SAFETY: one atomic word; all-zero is a condvar without waiters.
+unsafe impl crate::ShmSafe for lock_api::Condvar<raw::RawProcessCondvar> {}
+
+/// How a blocking lock call should wait.
+#[derive(Clone, Copy)]
+pub(crate) enum Blocking {
+    /// Not at all (`try_lock`).
+    No,
+    /// Until the deadline (`lock_timeout`, `lock`).
+    Until(Deadline),
+}
+
+/// Acquires `mutex` as `how` says and wraps the outcome, building the guard
+/// with `make` once the lock is held.
+pub(crate) fn acquire_with<G>(
+    mutex: &RawProcessMutex,
+    how: Blocking,
+    make: impl FnOnce() -> G,
+) -> TryLockResult<G> {
+    let acquired = match how {
+        Blocking::No => {
+            if mutex.try_acquire() {
+                Acquired::Clean
+            } else {
+                return Err(TryLockError::WouldBlock);
+            }
+        }
+        Blocking::Until(d) => mutex.acquire(d),
+    };
+    match acquired {
+        Acquired::Clean => Ok(make()),
+        Acquired::OwnerDied => Err(TryLockError::OwnerDied(OwnerDied::new(make()))),
+        Acquired::Busy => Err(TryLockError::TimedOut),
+    }
+}
+
+/// Turns the result of a call that waits forever into a `LockResult`.
+pub(crate) fn forever<G>(r: TryLockResult<G>) -> crate::LockResult<G> {
+    match r {
+        Ok(g) => Ok(g),
+        Err(TryLockError::OwnerDied(e)) => Err(e),
+        Err(TryLockError::WouldBlock | TryLockError::TimedOut) => {
+            unreachable!("a wait without deadline only returns once the lock is held")
+        }
+    }
+}
+
+/// Locks a [`Mutex`] through the robust path, building its typed guard.
+pub(crate) fn lock_mutex<T>(m: &Mutex<T>, how: Blocking) -> TryLockResult<MutexGuard<'_, T>> {
+    // SAFETY: `raw()` is only used to acquire, and the guard is made only
+    // once the acquisition succeeded, as `make_guard_unchecked` requires.
+    let raw = unsafe { m.raw() };
+    acquire_with(raw, how, || {
+        // SAFETY: the lock is held by this thread right now.
+        unsafe { m.make_guard_unchecked(lock_api::GuardNoSend::new()) }
+    })
+}

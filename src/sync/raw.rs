@@ -1,0 +1,357 @@
+//! The raw process-shared mutex that every lock of the crate is built on.
+//!
+//! One 32-bit futex word in shared memory: `0` when unlocked, otherwise the
+//! owner's thread id (`gettid`, unique across processes), with the top bit set
+//! when someone may be sleeping on it. The fast paths are one compare-and-swap
+//! to lock and one swap to unlock, as in Rust std's futex mutex
+//! (`library/std/src/sys/sync/mutex/futex.rs`), whose three-state design this
+//! follows with the owner id in place of the "locked" state.
+//!
+//! Keeping the owner's id in the word is what makes the lock robust: a
+//! waiter sleeps in slices of [`OWNER_CHECK`], and after each slice checks
+//! whether the owner still lives (`/proc/<tid>/stat`). If it died, the waiter
+//! takes the lock over with one compare-and-swap and reports
+//! [`Acquired::OwnerDied`]. Two waiters cannot both take over: only one
+//! compare-and-swap from the dead owner's word succeeds.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use lock_api::GuardNoSend;
+
+use crate::sys::futex::{self, Deadline};
+use crate::sys::thread;
+
+const CONTENDED: u32 = 1 << 31;
+const TID_MASK: u32 = !CONTENDED;
+
+/// How long a waiter sleeps before it checks that the owner is alive. The
+/// next acquirer of a lock whose owner died learns it within about this long.
+pub(crate) const OWNER_CHECK: Duration = Duration::from_millis(40);
+
+/// Spins before sleeping. A futex handoff to a sleeping process costs tens
+/// of microseconds; a short critical section in another process ends sooner.
+const SPIN: u32 = 100;
+
+/// How an acquisition went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Acquired {
+    /// Acquired from a clean unlock.
+    Clean,
+    /// Acquired from an owner that died holding the lock.
+    OwnerDied,
+    /// Not acquired: the lock was busy (or the timeout passed).
+    Busy,
+}
+
+/// A process-shared mutex on one futex word: the raw lock behind [`Lock`],
+/// [`Value`], [`Array`] and the other locks, and the `R` of
+/// `lock_api::Mutex<RawProcessMutex, T>` for typed guards.
+///
+/// Through the `lock_api` traits an owner's death is not reported (their
+/// signatures have no room for it): the lock is simply acquired. The
+/// crate's own types report it as [`OwnerDied`](crate::OwnerDied).
+///
+/// [`Lock`]: crate::Lock
+/// [`Value`]: crate::Value
+/// [`Array`]: crate::Array
+#[derive(Debug)]
+#[repr(transparent)]
+pub struct RawProcessMutex {
+    word: AtomicU32,
+}
+
+// SAFETY: a single atomic word, all-zero is the unlocked state.
+unsafe impl crate::ShmSafe for RawProcessMutex {}
+
+impl RawProcessMutex {
+    /// An unlocked mutex.
+    pub const fn new() -> Self {
+        RawProcessMutex {
+            word: AtomicU32::new(0),
+        }
+    }
+
+    /// Locks, waiting at most until `deadline`.
+    #[inline]
+    pub(crate) fn acquire(&self, deadline: Deadline) -> Acquired {
+        let tid = thread::tid();
+        if self
+            .word
+            .compare_exchange(0, tid, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+        {
+            return Acquired::Clean;
+        }
+        self.acquire_slow(tid, deadline)
+    }
+
+    /// Locks if free, without waiting (and without checking the owner).
+    #[inline]
+    pub(crate) fn try_acquire(&self) -> bool {
+        let tid = thread::tid();
+        self.word
+            .compare_exchange(0, tid, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    #[cold]
+    fn acquire_slow(&self, tid: u32, deadline: Deadline) -> Acquired {
+        // Spin while the owner runs and nobody sleeps.
+        let mut w = self.word.load(Ordering::Relaxed);
+        for _ in 0..SPIN {
+            if w == 0 {
+                match self
+                    .word
+                    .compare_exchange(0, tid, Ordering::Acquire, Ordering::Relaxed)
+                {
+                    Ok(_) => return Acquired::Clean,
+                    Err(now) => w = now,
+                }
+                continue;
+            }
+            if w & CONTENDED != 0 {
+                break;
+            }
+            std::hint::spin_loop();
+            w = self.word.load(Ordering::Relaxed);
+        }
+        loop {
+            let w = self.word.load(Ordering::Relaxed);
+            if w & TID_MASK == 0 {
+                // Free. Take it marked contended: we cannot know whether
+                // others sleep, so the unlock must wake one.
+                if self
+                    .word
+                    .compare_exchange(w, tid | CONTENDED, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    return Acquired::Clean;
+                }
+                continue;
+            }
+            if w & CONTENDED == 0
+                && self
+                    .word
+                    .compare_exchange(w, w | CONTENDED, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_err()
+            {
+                continue;
+            }
+            let expected = w | CONTENDED;
+            let expired = deadline.expired();
+            let timed_out = expired
+                || futex::wait(&self.word, expected, Some(deadline.slice(OWNER_CHECK)))
+                    == futex::Wait::TimedOut;
+            if timed_out {
+                // The owner held it for a whole slice: is it still alive?
+                if self.word.load(Ordering::Relaxed) == expected && !thread::alive(w & TID_MASK) {
+                    if self
+                        .word
+                        .compare_exchange(
+                            expected,
+                            tid | CONTENDED,
+                            Ordering::Acquire,
+                            Ordering::Relaxed,
+                        )
+                        .is_ok()
+                    {
+                        return Acquired::OwnerDied;
+                    }
+                    continue;
+                }
+                if deadline.expired() {
+                    return Acquired::Busy;
+                }
+            }
+        }
+    }
+
+    /// Unlocks.
+    ///
+    /// # Safety
+    ///
+    /// The mutex must be locked, and the caller must be entitled to end
+    /// that acquisition (it holds the guard, or is the owner that acquired
+    /// it without one).
+    #[inline]
+    pub(crate) unsafe fn release(&self) {
+        if self.word.swap(0, Ordering::Release) & CONTENDED != 0 {
+            futex::wake(&self.word, 1);
+        }
+    }
+
+    /// The owner's thread id, or 0 when unlocked.
+    #[inline]
+    pub(crate) fn owner(&self) -> u32 {
+        self.word.load(Ordering::Relaxed) & TID_MASK
+    }
+
+    /// Whether the mutex is locked right now (a snapshot).
+    pub fn is_locked(&self) -> bool {
+        self.owner() != 0
+    }
+}
+
+impl Default for RawProcessMutex {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+// SAFETY: `acquire` returns Clean or OwnerDied only after a successful
+// compare-and-swap with Acquire ordering that installed our id; `release`
+// stores 0 with Release ordering. Only one compare-and-swap from any given
+// word value succeeds, so at most one holder exists. Guards are not `Send`:
+// the word names the acquiring thread, and a waiter that finds that thread
+// dead takes the lock over.
+unsafe impl lock_api::RawMutex for RawProcessMutex {
+    #[allow(clippy::declare_interior_mutable_const)]
+    const INIT: Self = RawProcessMutex::new();
+    type Guard = GuardNoSend;
+
+    fn lock(&self) -> GuardNoSend {
+        // An owner's death cannot be reported through this trait; the lock
+        // is acquired either way.
+        let _ = self.acquire(Deadline::NEVER);
+        GuardNoSend::new()
+    }
+
+    fn try_lock(&self) -> Option<GuardNoSend> {
+        self.try_acquire().then(GuardNoSend::new)
+    }
+
+    unsafe fn unlock(&self, _guard: GuardNoSend) {
+        // SAFETY: the caller passes the guard of a held acquisition.
+        unsafe { self.release() }
+    }
+
+    fn is_locked(&self) -> bool {
+        RawProcessMutex::is_locked(self)
+    }
+}
+
+// SAFETY: as for `RawMutex`; a timed acquisition that returns `Busy` has not
+// changed the word to our id.
+unsafe impl lock_api::RawMutexTimed for RawProcessMutex {
+    type Duration = Duration;
+    type Instant = std::time::Instant;
+
+    fn try_lock_for(&self, timeout: Duration) -> Option<GuardNoSend> {
+        (self.acquire(Deadline::after(timeout)) != Acquired::Busy).then(GuardNoSend::new)
+    }
+
+    fn try_lock_until(&self, timeout: std::time::Instant) -> Option<GuardNoSend> {
+        let d = timeout.saturating_duration_since(std::time::Instant::now());
+        self.try_lock_for(d)
+    }
+}
+
+/// A process-shared condition variable word: a sequence number bumped by
+/// every notify, as in Rust std's futex condvar
+/// (`library/std/src/sys/sync/condvar/futex.rs`).
+///
+/// A waiter reads the number while holding the mutex, unlocks, and sleeps
+/// only while the number is unchanged, so no notify between the unlock and
+/// the sleep is lost. A waiter that timed out is no longer in the kernel's
+/// queue and so cannot swallow a later notify; a waiter killed while asleep
+/// is simply gone from that queue. Wakeups may be spurious.
+#[derive(Debug)]
+#[repr(transparent)]
+pub struct RawProcessCondvar {
+    seq: AtomicU32,
+}
+
+// SAFETY: a single atomic word; all-zero is a fresh condvar.
+unsafe impl crate::ShmSafe for RawProcessCondvar {}
+
+impl RawProcessCondvar {
+    /// A condvar with no waiters.
+    pub const fn new() -> Self {
+        RawProcessCondvar {
+            seq: AtomicU32::new(0),
+        }
+    }
+
+    /// Wakes up to `n` waiters.
+    pub(crate) fn notify(&self, n: u32) {
+        self.seq.fetch_add(1, Ordering::Release);
+        futex::wake(&self.seq, n);
+    }
+
+    /// Wakes every waiter.
+    pub(crate) fn notify_all_waiters(&self) {
+        self.seq.fetch_add(1, Ordering::Release);
+        futex::wake_all(&self.seq);
+    }
+
+    /// Unlocks `mutex`, sleeps until notified or `timeout`, locks again.
+    /// Returns true if the sleep timed out.
+    ///
+    /// # Safety
+    ///
+    /// The caller must hold `mutex`, and must not touch the data it guards
+    /// until this returns.
+    pub(crate) unsafe fn wait_raw(
+        &self,
+        mutex: &RawProcessMutex,
+        timeout: Option<Duration>,
+    ) -> (bool, Acquired) {
+        let seq = self.seq.load(Ordering::Relaxed);
+        // SAFETY: the caller holds `mutex`.
+        unsafe { mutex.release() };
+        let r = futex::wait(&self.seq, seq, timeout);
+        let acquired = mutex.acquire(Deadline::NEVER);
+        (r == futex::Wait::TimedOut, acquired)
+    }
+}
+
+impl Default for RawProcessCondvar {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+// SAFETY: `wait` reads the sequence number while the mutex is held, then
+// unlocks, sleeps only while the number is unchanged, and re-locks before
+// returning (never unwinding in between: nothing there panics). Spurious
+// wakeups are possible, so notify methods return `false` / `0`.
+unsafe impl lock_api::RawCondvar for RawProcessCondvar {
+    #[allow(clippy::declare_interior_mutable_const)]
+    const INIT: Self = RawProcessCondvar::new();
+    type RawMutex = RawProcessMutex;
+
+    unsafe fn wait(&self, mutex: &RawProcessMutex, _guard: &mut GuardNoSend) {
+        // SAFETY: the caller holds `mutex` (its guard is `_guard`).
+        unsafe { self.wait_raw(mutex, None) };
+    }
+
+    fn notify_one(&self) -> bool {
+        self.notify(1);
+        false
+    }
+
+    fn notify_all(&self) -> usize {
+        self.notify_all_waiters();
+        0
+    }
+}
+
+// SAFETY: as for `RawCondvar`, with a bounded sleep.
+unsafe impl lock_api::RawCondvarTimed for RawProcessCondvar {
+    fn checked_duration_to_instant(timeout: &Duration) -> Option<std::time::Instant> {
+        std::time::Instant::now().checked_add(*timeout)
+    }
+
+    unsafe fn wait_until(
+        &self,
+        mutex: &RawProcessMutex,
+        _guard: &mut GuardNoSend,
+        timeout: &std::time::Instant,
+    ) -> bool {
+        let d = timeout.saturating_duration_since(std::time::Instant::now());
+        // SAFETY: the caller holds `mutex`.
+        let (timed_out, _) = unsafe { self.wait_raw(mutex, Some(d)) };
+        timed_out
+    }
+}

@@ -1,0 +1,75 @@
+//! Memory shared between processes: a memfd mapped `MAP_SHARED`.
+//!
+//! A memfd has no name in any file system, so nothing is left behind in
+//! `/dev/shm` when a process crashes: the memory goes away with the last
+//! mapping and the last descriptor. A forked child inherits the mapping at
+//! the same address; a spawned one can map the descriptor again.
+
+use std::ffi::CStr;
+use std::fs::File;
+use std::os::fd::{AsFd, BorrowedFd};
+
+use memmap2::{MmapOptions, MmapRaw};
+use nix::sys::memfd::{MFdFlags, memfd_create};
+
+use crate::error::{Error, Result};
+
+/// A `MAP_SHARED` mapping of a whole memfd.
+pub(crate) struct SharedMapping {
+    map: MmapRaw,
+    file: File,
+}
+
+impl SharedMapping {
+    /// A new zero-filled shared mapping of `len` bytes (rounded up by the
+    /// kernel to whole pages). With `populate`, every page is faulted in now
+    /// (`MAP_POPULATE`) rather than on first touch.
+    pub(crate) fn new(name: &CStr, len: usize, populate: bool) -> Result<SharedMapping> {
+        if len == 0 {
+            return Err(Error::InvalidSize {
+                size: len,
+                reason: "a shared mapping needs at least one byte",
+            });
+        }
+        let len_off = libc::off_t::try_from(len).map_err(|_| Error::InvalidSize {
+            size: len,
+            reason: "too large for a memfd",
+        })?;
+        let fd =
+            memfd_create(name, MFdFlags::MFD_CLOEXEC).map_err(|e| Error::os("memfd_create", e))?;
+        nix::unistd::ftruncate(&fd, len_off).map_err(|e| Error::os("ftruncate", e))?;
+        let file = File::from(fd);
+        let mut opts = MmapOptions::new();
+        opts.len(len);
+        if populate {
+            opts.populate();
+        }
+        let map = opts.map_raw(&file).map_err(|e| Error::os("mmap", e))?;
+        Ok(SharedMapping { map, file })
+    }
+
+    /// The first byte of the mapping.
+    pub(crate) fn as_ptr(&self) -> *mut u8 {
+        self.map.as_mut_ptr()
+    }
+
+    /// The mapping's length in bytes.
+    pub(crate) fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// The memfd behind the mapping, for handing to another process.
+    #[allow(dead_code)] // used by the spawn start method
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+        self.file.as_fd()
+    }
+}
+
+impl std::fmt::Debug for SharedMapping {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedMapping")
+            .field("ptr", &self.as_ptr())
+            .field("len", &self.len())
+            .finish()
+    }
+}

@@ -1,0 +1,101 @@
+//! Helpers shared by the integration tests: forking children from the test
+//! harness's thread, and checking that none is left behind.
+#![allow(dead_code)]
+
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use multiproc::Process;
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Serializes the forking tests of one test binary. Under `cargo nextest`
+/// every test has a process of its own and this costs nothing; under
+/// `cargo test` the tests of a binary share a process and run on threads,
+/// and a child forked while another test's thread holds some lock (stderr's,
+/// the shared heap's) would inherit that lock held forever.
+pub fn serial() -> Serial {
+    let guard = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    Serial { _guard: guard }
+}
+
+/// Held for the length of a forking test; on drop checks that the test left
+/// no child process behind.
+pub struct Serial {
+    _guard: MutexGuard<'static, ()>,
+}
+
+impl Drop for Serial {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            assert_no_children();
+        }
+    }
+}
+
+/// Starts a child running `f`. The test harness runs tests on threads, so
+/// this opts in to forking from a multithreaded process.
+pub fn spawn<'a, F, R>(f: F) -> Process<'a>
+where
+    F: FnOnce() -> R + 'a,
+    R: multiproc::process::ChildResult,
+{
+    // SAFETY: the tests' children touch only shared objects made before the
+    // fork and never print while another test runs (`serial` keeps forking
+    // tests apart); the harness's main thread only waits for this one.
+    let mut p = unsafe { Process::new(f).allow_threads() };
+    p.start().expect("fork");
+    p
+}
+
+/// Joins `p` and asserts that it exited with code 0.
+#[track_caller]
+pub fn join_ok(p: &mut Process<'_>) {
+    let st = p.join().expect("join");
+    assert!(st.success(), "child {:?} ended with {:?}", p.pid(), st);
+}
+
+/// The pids of this process's children that exist (running or zombie).
+pub fn children() -> Vec<i32> {
+    let mut out = Vec::new();
+    if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
+        for t in tasks.flatten() {
+            let path = t.path().join("children");
+            if let Ok(s) = std::fs::read_to_string(path) {
+                out.extend(s.split_whitespace().filter_map(|p| p.parse::<i32>().ok()));
+            }
+        }
+    }
+    out
+}
+
+/// Fails if any child process (running or zombie) is left.
+#[track_caller]
+pub fn assert_no_children() {
+    let left = children();
+    assert!(left.is_empty(), "child processes left behind: {left:?}");
+}
+
+/// Polls `cond` every millisecond for at most `limit`; true once it holds.
+pub fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    cond()
+}
+
+/// A generous bound for waits that should end at once: long enough never to
+/// fire on a loaded 2-core machine, short enough that a hang fails the test.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// Sleeps until killed (typed `()` so closures ending in it have a
+/// `ChildResult`).
+pub fn hang() {
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
