@@ -254,9 +254,7 @@ impl<'a> Process<'a> {
     /// The exit code as Python reports it: `None` while running (or not
     /// started), else the code or minus the signal.
     pub fn exit_code(&mut self) -> Option<i32> {
-        if self.child.is_none() {
-            return None;
-        }
+        self.child.as_ref()?;
         self.poll().ok().flatten().map(ExitStatus::code)
     }
 

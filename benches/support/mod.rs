@@ -1,0 +1,116 @@
+//! Raw baselines for the benches: what the kernel and the hardware give
+//! without multiproc, in the same kind of memory (a memfd mapped
+//! MAP_SHARED), so each bench can print its ratio to the limit.
+#![allow(dead_code)]
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use memmap2::{MmapOptions, MmapRaw};
+use multiproc::Process;
+
+/// A memfd of `len` bytes mapped MAP_SHARED (populated when asked).
+pub fn shared_mapping(len: usize, populate: bool) -> MmapRaw {
+    let fd = nix::sys::memfd::memfd_create(c"bench", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
+        .expect("memfd_create");
+    nix::unistd::ftruncate(&fd, len as i64).expect("ftruncate");
+    let file = std::fs::File::from(fd);
+    let mut o = MmapOptions::new();
+    o.len(len);
+    if populate {
+        o.populate();
+    }
+    o.map_raw(&file).expect("mmap")
+}
+
+fn futex(word: &AtomicU32, op: i32, val: u32) {
+    // SAFETY: `word` is a valid aligned u32; shared (non-private) futex op
+    // with no timeout.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            op,
+            val,
+            std::ptr::null::<libc::timespec>(),
+        );
+    }
+}
+
+/// The bare three-state futex mutex (0 free, 1 locked, 2 contended) with a
+/// short spin, as in Rust std: the floor a process-shared lock can reach.
+pub struct BareFutexLock<'a>(pub &'a AtomicU32);
+
+impl BareFutexLock<'_> {
+    #[inline]
+    pub fn lock(&self) {
+        if self
+            .0
+            .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            self.lock_contended();
+        }
+    }
+
+    #[cold]
+    fn lock_contended(&self) {
+        let mut spin = 100;
+        while spin > 0 && self.0.load(Ordering::Relaxed) == 1 {
+            std::hint::spin_loop();
+            spin -= 1;
+        }
+        if self
+            .0
+            .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+        {
+            return;
+        }
+        while self.0.swap(2, Ordering::Acquire) != 0 {
+            futex(self.0, libc::FUTEX_WAIT, 2);
+        }
+    }
+
+    #[inline]
+    pub fn unlock(&self) {
+        if self.0.swap(0, Ordering::Release) == 2 {
+            futex(self.0, libc::FUTEX_WAKE, 1);
+        }
+    }
+}
+
+/// Runs `work(i)` in `p` forked children at once and returns the wall time
+/// from their common start to the last one's end.
+pub fn run_forked<F: Fn(usize) + Sync>(p: usize, work: F) -> Duration {
+    let ready = multiproc::RawValue::new(0u32).unwrap();
+    let go = multiproc::Event::new().unwrap();
+    let work = &work;
+    let mut kids: Vec<Process> = (0..p)
+        .map(|i| {
+            let (ready, go) = (&ready, &go);
+            // SAFETY: the benches' children touch only shared objects made
+            // before the fork and never print; whatever threads the bench
+            // harness has hold none of the locks they use.
+            let mut c = unsafe {
+                Process::new(move || {
+                    ready.fetch_add(1);
+                    go.wait();
+                    work(i)
+                })
+                .allow_threads()
+            };
+            c.start().expect("fork");
+            c
+        })
+        .collect();
+    while ready.load() < p as u32 {
+        std::hint::spin_loop();
+    }
+    let t = Instant::now();
+    go.set();
+    for k in &mut kids {
+        assert!(k.join().expect("join").success(), "bench child failed");
+    }
+    t.elapsed()
+}
