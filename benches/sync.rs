@@ -118,52 +118,63 @@ fn array_fill(c: &mut Criterion) {
     for fresh in [true, false] {
         let label = if fresh { "fresh" } else { "reused" };
         let kept = RawArray::<f64>::zeroed(N).unwrap();
-        g.bench_with_input(BenchmarkId::new("multiproc_RawArray", label), &fresh, |b, &fresh| {
-            b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let made;
-                    let a = if fresh {
-                        made = RawArray::<f64>::zeroed(N).unwrap();
-                        &made
-                    } else {
-                        &kept
-                    };
-                    total += run_forked(P, |i| {
-                        // SAFETY: each child fills its own half only.
-                        let s = unsafe { a.slice_mut(i * N / P..(i + 1) * N / P) }.unwrap();
-                        s.fill(1.5);
-                    });
-                    assert_eq!(a.get(N - 1).unwrap(), 1.5);
-                }
-                total
-            })
-        });
-        let kept_map = shared_mapping(N * 8, true);
-        g.bench_with_input(BenchmarkId::new("plain_memfd_fill", label), &fresh, |b, &fresh| {
-            b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let made;
-                    let m = if fresh {
-                        made = shared_mapping(N * 8, true);
-                        &made
-                    } else {
-                        &kept_map
-                    };
-                    let base = m.as_mut_ptr() as usize;
-                    total += run_forked(P, |i| {
-                        // SAFETY: each child fills its own half of the
-                        // mapping, which outlives the children.
-                        let s = unsafe {
-                            std::slice::from_raw_parts_mut((base as *mut f64).add(i * N / P), N / P)
+        g.bench_with_input(
+            BenchmarkId::new("multiproc_RawArray", label),
+            &fresh,
+            |b, &fresh| {
+                b.iter_custom(|iters| {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        let made;
+                        let a = if fresh {
+                            made = RawArray::<f64>::zeroed(N).unwrap();
+                            &made
+                        } else {
+                            &kept
                         };
-                        s.fill(1.5);
-                    });
-                }
-                total
-            })
-        });
+                        total += run_forked(P, |i| {
+                            // SAFETY: each child fills its own half only.
+                            let s = unsafe { a.slice_mut(i * N / P..(i + 1) * N / P) }.unwrap();
+                            s.fill(1.5);
+                        });
+                        assert_eq!(a.get(N - 1).unwrap(), 1.5);
+                    }
+                    total
+                })
+            },
+        );
+        let kept_map = shared_mapping(N * 8, true);
+        g.bench_with_input(
+            BenchmarkId::new("plain_memfd_fill", label),
+            &fresh,
+            |b, &fresh| {
+                b.iter_custom(|iters| {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        let made;
+                        let m = if fresh {
+                            made = shared_mapping(N * 8, true);
+                            &made
+                        } else {
+                            &kept_map
+                        };
+                        let base = m.as_mut_ptr() as usize;
+                        total += run_forked(P, |i| {
+                            // SAFETY: each child fills its own half of the
+                            // mapping, which outlives the children.
+                            let s = unsafe {
+                                std::slice::from_raw_parts_mut(
+                                    (base as *mut f64).add(i * N / P),
+                                    N / P,
+                                )
+                            };
+                            s.fill(1.5);
+                        });
+                    }
+                    total
+                })
+            },
+        );
     }
     g.finish();
 }

@@ -21,7 +21,15 @@ use support::{BareFutexLock, run_forked, shared_mapping};
 
 const P: usize = 2;
 
-fn line(imp: &str, workload: &str, variant: &str, params: &str, metric: &str, value: f64, check: &str) {
+fn line(
+    imp: &str,
+    workload: &str,
+    variant: &str,
+    params: &str,
+    metric: &str,
+    value: f64,
+    check: &str,
+) {
     println!(
         "{{\"impl\": \"{imp}\", \"workload\": \"{workload}\", \"variant\": \"{variant}\", \
          \"params\": {{{params}}}, \"metric\": \"{metric}\", \"value\": {value:.4}, \"check\": \"{check}\"}}"
@@ -60,7 +68,15 @@ fn counter(k: u64, reps: usize) {
         t
     });
     let ns_mp = t.as_nanos() as f64 / (k * P as u64) as f64;
-    line("multiproc", "counter", "Value_lock", &params, "ns_per_increment", ns_mp, &ok);
+    line(
+        "multiproc",
+        "counter",
+        "Value_lock",
+        &params,
+        "ns_per_increment",
+        ns_mp,
+        &ok,
+    );
 
     let map = shared_mapping(4096, true);
     // SAFETY: a page-aligned 4096-byte mapping: lock word at 0, counter at 8.
@@ -88,7 +104,15 @@ fn counter(k: u64, reps: usize) {
         t
     });
     let ns_bare = t.as_nanos() as f64 / (k * P as u64) as f64;
-    line("raw", "counter", "bare_futex_lock", &params, "ns_per_increment", ns_bare, &ok);
+    line(
+        "raw",
+        "counter",
+        "bare_futex_lock",
+        &params,
+        "ns_per_increment",
+        ns_bare,
+        &ok,
+    );
 
     let raw = RawValue::new(0u64).unwrap();
     let mut ok = String::from("ok");
@@ -106,7 +130,15 @@ fn counter(k: u64, reps: usize) {
         t
     });
     let ns_atomic = t.as_nanos() as f64 / (k * P as u64) as f64;
-    line("multiproc", "counter", "RawValue_fetch_add", &params, "ns_per_increment", ns_atomic, &ok);
+    line(
+        "multiproc",
+        "counter",
+        "RawValue_fetch_add",
+        &params,
+        "ns_per_increment",
+        ns_atomic,
+        &ok,
+    );
     eprintln!(
         "counter: Value under its lock {ns_mp:.1} ns, bare futex lock {ns_bare:.1} ns \
          (ratio {:.2}, target <= 1.5); atomic fetch_add {ns_atomic:.1} ns",
@@ -172,9 +204,25 @@ fn array_fill(n: usize, reps: usize) {
         }
     }
     let gbs_mp = gb / t_mp.as_secs_f64();
-    line("multiproc", "array_fill", "RawArray", &params, "GB_per_s", gbs_mp, &ok_mp);
+    line(
+        "multiproc",
+        "array_fill",
+        "RawArray",
+        &params,
+        "GB_per_s",
+        gbs_mp,
+        &ok_mp,
+    );
     let gbs_raw = gb / t_raw.as_secs_f64();
-    line("raw", "array_fill", "populated_memfd", &params, "GB_per_s", gbs_raw, &ok_raw);
+    line(
+        "raw",
+        "array_fill",
+        "populated_memfd",
+        &params,
+        "GB_per_s",
+        gbs_raw,
+        &ok_raw,
+    );
 
     let mut t_lazy = Duration::MAX;
     for _ in 0..reps {
@@ -183,7 +231,15 @@ fn array_fill(n: usize, reps: usize) {
         t_lazy = t_lazy.min(run_forked(P, |i| fill(base as *mut f64, i)));
     }
     let gbs_lazy = gb / t_lazy.as_secs_f64();
-    line("raw", "array_fill", "fresh_memfd_faulting", &params, "GB_per_s", gbs_lazy, "ok");
+    line(
+        "raw",
+        "array_fill",
+        "fresh_memfd_faulting",
+        &params,
+        "GB_per_s",
+        gbs_lazy,
+        "ok",
+    );
     eprintln!(
         "array_fill: RawArray {gbs_mp:.2} GB/s, plain populated memfd {gbs_raw:.2} GB/s \
          (ratio {:.2}, target >= 0.9); unpopulated memfd {gbs_lazy:.2} GB/s; \

@@ -82,6 +82,13 @@ type Body<'a> = Box<dyn FnOnce() -> i32 + 'a>;
 /// closure's code, or 1 if it panicked. Stdout and stderr are flushed before
 /// the fork and before the exit.
 ///
+/// # Dropping
+///
+/// Dropping a `Process` whose child still runs joins it, because the
+/// closure may borrow from the parent and the borrow must outlive the
+/// child; a [daemon](Process::with_daemon) is killed instead. Either way no
+/// zombie is left.
+///
 /// # Threads
 ///
 /// `start` refuses to fork while the process has other threads: a forked
@@ -107,6 +114,7 @@ pub struct Process<'a> {
     body: Option<Body<'a>>,
     name: String,
     allow_threads: bool,
+    daemon: bool,
     child: Option<Child>,
 }
 
@@ -127,6 +135,7 @@ impl<'a> Process<'a> {
             body: Some(Box::new(move || body().exit_code())),
             name: String::from("Process"),
             allow_threads: false,
+            daemon: false,
             child: None,
         }
     }
@@ -140,6 +149,19 @@ impl<'a> Process<'a> {
     /// The process's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Marks the process as a daemon (Python's `daemon=True`): if it still
+    /// runs when its `Process` is dropped, it is killed (SIGKILL) and reaped
+    /// rather than joined.
+    pub fn with_daemon(mut self, daemon: bool) -> Self {
+        self.daemon = daemon;
+        self
+    }
+
+    /// Whether the process is a daemon.
+    pub fn is_daemon(&self) -> bool {
+        self.daemon
     }
 
     /// Allows `start` to fork while other threads run.
@@ -289,12 +311,15 @@ fn status(r: Reaped) -> ExitStatus {
 impl Drop for Process<'_> {
     /// Joins a child that still runs (as Python joins non-daemon children at
     /// exit, and as a scoped thread is joined): the closure may borrow from
-    /// the parent, and those borrows must outlive the child. Never leaves a
-    /// zombie.
+    /// the parent, and those borrows must outlive the child. A daemon is
+    /// killed first. Never leaves a zombie.
     fn drop(&mut self) {
         if let Some(c) = &mut self.child
             && c.status.is_none()
         {
+            if self.daemon {
+                let _ = sys::pidfd_signal(&c.pidfd, Signal::SIGKILL);
+            }
             let _ = sys::reap(c.pid, true);
         }
     }

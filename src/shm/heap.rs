@@ -101,12 +101,7 @@ struct Heap {
     free: [Vec<usize>; CLASSES],
 }
 
-static HEAP: Mutex<Heap> = Mutex::new(Heap {
-    pid: 0,
-    arenas: Vec::new(),
-    bump: 0,
-    free: [const { Vec::new() }; CLASSES],
-});
+static HEAP: Mutex<Heap> = Mutex::new(Heap::new());
 
 fn class_of(size: usize) -> (usize, usize) {
     let slot = size.max(MIN_SLOT).next_power_of_two();
@@ -115,6 +110,15 @@ fn class_of(size: usize) -> (usize, usize) {
 }
 
 impl Heap {
+    const fn new() -> Heap {
+        Heap {
+            pid: 0,
+            arenas: Vec::new(),
+            bump: 0,
+            free: [const { Vec::new() }; CLASSES],
+        }
+    }
+
     fn reset_if_forked(&mut self) {
         let pid = thread::pid();
         if self.pid != pid {
@@ -244,16 +248,24 @@ mod tests {
 
     #[test]
     fn freed_slots_are_reused_and_aligned() {
-        let (a, fresh) = alloc(24, 8).unwrap();
+        // A private heap, so tests running beside this one cannot take the
+        // freed slot first.
+        let mut heap = Heap::new();
+        let (a, fresh) = heap.alloc(24, 8).unwrap();
         assert!(fresh);
         let addr = a.ptr().as_ptr() as usize;
         assert_eq!(addr % 32, 0);
-        drop(a);
-        let (b, fresh) = alloc(30, 8).unwrap();
+        heap.free(a.ptr(), a.size, &a.arena);
+        std::mem::forget(a); // freed by hand above, not into the global heap
+        let (b, fresh) = heap.alloc(30, 8).unwrap();
         assert_eq!(b.ptr().as_ptr() as usize, addr);
         assert!(!fresh);
-        let (c, _) = alloc(8, 4096).unwrap();
+        let (c, _) = heap.alloc(8, 4096).unwrap();
         assert_eq!(c.ptr().as_ptr() as usize % 4096, 0);
+        let (d, _) = heap.alloc(100, 8).unwrap();
+        assert_ne!(d.ptr(), c.ptr());
+        // These belong to `heap`, not the global one.
+        std::mem::forget((b, c, d));
     }
 
     #[test]

@@ -69,9 +69,13 @@ pub(crate) fn alive(tid: u32) -> bool {
                 None => true,
             }
         }
-        // ENOENT or ESRCH: gone. Anything else (EACCES under a hardened
-        // /proc): assume alive rather than steal a lock.
-        Err(e) => !matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ESRCH)),
+        // Gone from /proc, or hidden (a /proc mounted with `hidepid` hides
+        // other users' processes): ask the kernel directly. `kill(tid, 0)`
+        // accepts any thread id; only ESRCH means no such thread.
+        Err(_) => {
+            let r = nix::sys::signal::kill(nix::unistd::Pid::from_raw(tid as i32), None);
+            r != Err(nix::errno::Errno::ESRCH)
+        }
     }
 }
 

@@ -43,7 +43,9 @@ where
     // SAFETY: the tests' children touch only shared objects made before the
     // fork and never print while another test runs (`serial` keeps forking
     // tests apart); the harness's main thread only waits for this one.
-    let mut p = unsafe { Process::new(f).allow_threads() };
+    // A daemon: if the test fails while the child still runs, dropping the
+    // Process kills the child instead of waiting for it forever.
+    let mut p = unsafe { Process::new(f).with_daemon(true).allow_threads() };
     p.start().expect("fork");
     p
 }
