@@ -171,11 +171,15 @@ impl<'a> Process<'a> {
     /// The child gets a copy of each lock another thread held at the moment
     /// of the fork, and such a lock stays held forever in the child. The
     /// closure must not take any lock that another thread may hold when
-    /// `start` is called: stdout's and stderr's (`print!`), a `Mutex` the
-    /// threads share, and this crate's allocator for new shared objects.
-    /// Locks the other threads never use, and the shared objects created
-    /// before the fork, are fine. Memory allocation is fine with glibc,
-    /// which resets its allocator locks in the child.
+    /// `start` is called, such as a `Mutex` the threads share, or the lock
+    /// inside a library that other threads use (a logger, a runtime).
+    ///
+    /// What `start` makes safe itself: stdout and stderr (`print!`, and the
+    /// flush at exit) and this crate's shared heap are locked by the
+    /// forking thread across the fork, so they are free in the child; glibc
+    /// resets its allocator's locks in the child, so allocating is fine.
+    /// The shared objects made before the fork (their locks are
+    /// process-shared and robust) are fine too.
     pub unsafe fn allow_threads(mut self) -> Self {
         self.allow_threads = true;
         self

@@ -204,6 +204,12 @@ impl Heap {
     }
 }
 
+/// Holds the heap's lock across a fork, so that no other thread holds it in
+/// the child's copy of memory.
+pub(crate) fn lock_for_fork() -> std::sync::MutexGuard<'static, impl Sized> {
+    HEAP.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// Allocates `size` bytes aligned to `align` (a power of two, at most a
 /// page) in shared memory. The second value tells whether the bytes are
 /// fresh (known to be zero) or a reused slot (any content).

@@ -20,15 +20,31 @@ use crate::error::{Error, Result};
 ///
 /// If other threads run, the child gets a copy of every lock they held at
 /// the moment of the fork, held forever: `child` must not take any lock
-/// (including the allocator's, stdout's, or this crate's heap lock) that
-/// another thread might hold. With one thread there is no such hazard.
+/// that another thread might hold. Stdout's, stderr's and this crate's heap
+/// lock are safe (held by this thread across the fork); glibc's allocator
+/// resets its own. With one thread there is no such hazard.
 pub(crate) unsafe fn fork<F: FnOnce() -> i32>(child: &mut Option<F>) -> Result<Pid> {
+    // Take the locks a child may need while no other thread of this process
+    // holds them, and hold them across the fork: stdout's and stderr's
+    // (printing, and the flush at exit), then the shared heap's. Without
+    // this, a child forked while another thread prints would inherit
+    // stdout's lock held forever and hang at its first print or at exit.
+    // The child is a copy of this thread, so it can release them: Rust's
+    // stdio locks are reentrant locks owned by this thread's id, which the
+    // child's thread shares.
+    let mut out = std::io::stdout().lock();
+    let mut err = std::io::stderr().lock();
     // Flush so that buffered output is not written twice (once per process).
-    let _ = std::io::stdout().flush();
-    let _ = std::io::stderr().flush();
+    let _ = out.flush();
+    let _ = err.flush();
+    let heap = crate::shm::heap::lock_for_fork();
     // SAFETY: the caller upholds the multithreading rule above; the child
     // never returns from this function (it ends in `_exit`).
-    match unsafe { nix::unistd::fork() } {
+    let forked = unsafe { nix::unistd::fork() };
+    drop(heap);
+    drop(err);
+    drop(out);
+    match forked {
         Err(e) => Err(Error::os("fork", e)),
         Ok(nix::unistd::ForkResult::Parent { child }) => Ok(child),
         Ok(nix::unistd::ForkResult::Child) => {

@@ -1,0 +1,167 @@
+//! The small fork-based `Process`: exit codes, panics, joins, signals, and
+//! forking safely while other threads print and allocate.
+
+mod common;
+
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use common::{PATIENCE, hang, join_ok, serial, spawn};
+use multiproc::{Error, ExitStatus, Process, Value};
+use nix::sys::signal::Signal;
+
+fn boom() {
+    panic!("on purpose");
+}
+
+fn exit_seven() {
+    multiproc::process::exit(7);
+}
+
+#[test]
+fn exit_codes_as_python_reports_them() {
+    let _s = serial();
+    let mut ok = spawn(|| ());
+    let mut three = spawn(|| 3);
+    let mut failed = spawn(|| -> Result<(), String> { Err("no".into()) });
+    let mut panicked = spawn(boom);
+    let mut exited = spawn(exit_seven);
+    assert_eq!(ok.join().unwrap(), ExitStatus::Exited(0));
+    assert_eq!(three.join().unwrap().code(), 3);
+    assert_eq!(failed.join().unwrap().code(), 1);
+    assert_eq!(panicked.join().unwrap().code(), 1);
+    assert_eq!(exited.join().unwrap().code(), 7);
+    // Joining again gives the same status.
+    assert_eq!(three.join().unwrap().code(), 3);
+    assert_eq!(three.exit_code(), Some(3));
+}
+
+#[test]
+fn terminate_and_kill_give_minus_the_signal() {
+    let _s = serial();
+    let mut t = spawn(hang);
+    let mut k = spawn(hang);
+    assert!(t.is_alive());
+    assert_eq!(t.exit_code(), None);
+    assert!(t.join_timeout(Duration::from_millis(20)).unwrap().is_none());
+    assert!(t.join_timeout(Duration::ZERO).unwrap().is_none());
+    t.terminate().unwrap();
+    k.kill().unwrap();
+    assert_eq!(t.join().unwrap().code(), -(Signal::SIGTERM as i32));
+    assert_eq!(k.join().unwrap(), ExitStatus::Signaled(Signal::SIGKILL));
+    assert!(!t.is_alive());
+    // Once reaped, signalling is a no-op (the pid may be someone else's).
+    t.kill().unwrap();
+}
+
+#[test]
+fn start_twice_and_join_before_start_are_errors() {
+    let _s = serial();
+    let mut p = unsafe { Process::new(|| ()).allow_threads() };
+    assert!(matches!(p.join(), Err(Error::NotStarted)));
+    assert_eq!(p.exit_code(), None);
+    assert!(!p.is_alive());
+    p.start().unwrap();
+    assert!(matches!(p.start(), Err(Error::AlreadyStarted)));
+    join_ok(&mut p);
+}
+
+#[test]
+fn forking_from_a_threaded_process_is_refused_without_opt_in() {
+    // The test harness runs this on a thread of its own, so there are at
+    // least two threads.
+    let mut p = Process::new(|| ());
+    match p.start() {
+        Err(Error::ThreadedFork { threads }) => assert!(threads >= 2),
+        other => panic!("expected ThreadedFork, got {other:?}"),
+    }
+    assert!(p.pid().is_none());
+}
+
+#[test]
+fn moved_objects_stay_allocated_while_the_child_runs() {
+    let _s = serial();
+    let moved = Value::new(5u64).unwrap();
+    let addr = moved.as_mutex() as *const _ as usize;
+    let go = multiproc::Event::new().unwrap();
+    let mut p = spawn(|| {
+        let moved = moved; // moved into the child
+        go.wait();
+        if moved.get() == 5 { 1 } else { 2 }
+    });
+    // The parent's copy of `moved` lives inside `p` until the child ends,
+    // so a new object cannot take its slot in the meantime.
+    let fresh: Vec<_> = (0..100).map(|_| Value::new(9u64).unwrap()).collect();
+    assert!(
+        fresh
+            .iter()
+            .all(|v| v.as_mutex() as *const _ as usize != addr)
+    );
+    go.set();
+    assert_eq!(
+        p.join().unwrap().code(),
+        1,
+        "the child saw its value intact"
+    );
+}
+
+#[test]
+fn fork_while_other_threads_print_and_allocate() {
+    let _s = serial();
+    // Other threads hold stdout's lock and the shared heap's lock often; a
+    // child forked at such a moment must still print and exit.
+    let stop = AtomicBool::new(false);
+    // Stops the helper threads however the test ends, so that a failure is
+    // reported instead of the scope waiting for them forever.
+    struct StopOnDrop<'a>(&'a AtomicBool);
+    impl Drop for StopOnDrop<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "printer line {n}");
+                n += 1;
+            }
+        });
+        s.spawn(|| {
+            while !stop.load(Ordering::Relaxed) {
+                let v: Vec<_> = (0..64).map(|i| Value::new(i as u32).unwrap()).collect();
+                drop(v);
+            }
+        });
+        let _stop = StopOnDrop(&stop);
+        for round in 0..200 {
+            let mut p = spawn(move || {
+                println!("child {round} says hello");
+                let v = Value::new(round as u64).unwrap();
+                assert_eq!(v.get(), round as u64);
+            });
+            let st = p.join_timeout(PATIENCE).unwrap();
+            assert!(
+                st.is_some(),
+                "child {round} hung (a lock copied held into it?)"
+            );
+            assert!(st.unwrap().success());
+        }
+    });
+}
+
+#[test]
+fn many_start_join_cycles_leave_no_zombies() {
+    let _s = serial();
+    for _ in 0..500 {
+        let mut p = spawn(|| ());
+        join_ok(&mut p);
+    }
+    // Dropped without join: joined by the drop.
+    for _ in 0..100 {
+        let _ = spawn(|| ());
+    }
+    common::assert_no_children();
+}
