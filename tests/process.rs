@@ -58,6 +58,7 @@ fn terminate_and_kill_give_minus_the_signal() {
 #[test]
 fn start_twice_and_join_before_start_are_errors() {
     let _s = serial();
+    // SAFETY: the child does nothing; no lock of another thread is touched.
     let mut p = unsafe { Process::new(|| ()).allow_threads() };
     assert!(matches!(p.join(), Err(Error::NotStarted)));
     assert_eq!(p.exit_code(), None);

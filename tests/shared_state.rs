@@ -301,3 +301,45 @@ fn a_child_allocates_from_its_own_heap() {
         assert_eq!(v.get(), i as u64);
     }
 }
+
+fn dev_shm() -> std::collections::BTreeSet<String> {
+    std::fs::read_dir("/dev/shm")
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_crashed_process_leaves_nothing_in_dev_shm() {
+    let _s = serial();
+    let before = dev_shm();
+    let made = multiproc::Event::new().unwrap();
+    let mut p = spawn(|| {
+        // Small objects (a fresh heap arena of the child's own) and a large
+        // array (a mapping of its own), then a crash.
+        let v: Vec<_> = (0..1000).map(|i| Value::new(i as u64).unwrap()).collect();
+        let a = RawArray::<u8>::zeroed(1 << 20).unwrap();
+        a.set(5, 1).unwrap();
+        made.set();
+        common::hang();
+        drop((v, a));
+    });
+    assert!(made.wait_timeout(common::PATIENCE));
+    p.kill().unwrap();
+    p.join().unwrap();
+    // Memfds have no name in any file system: nothing appears, nothing is
+    // left. (Other programs may add their own entries meanwhile, so only
+    // ours are looked for.)
+    let ours: Vec<_> = dev_shm()
+        .difference(&before)
+        .filter(|n| n.contains("multiproc"))
+        .cloned()
+        .collect();
+    assert!(ours.is_empty(), "left in /dev/shm: {ours:?}");
+    // And the memory is really a memfd mapping, named for /proc/PID/maps.
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    assert!(maps.contains("/memfd:multiproc-heap"));
+}
