@@ -927,8 +927,8 @@ fn array_test_rawarray() {
 //   CPython's semaphore-based Condition, which multiproc's futex condition
 //   does not have.
 // not ported: _TestCondition.test_wait_result, the KeyboardInterrupt half —
-//   a SIGINT from the child must raise out of the wait; Rust has no
-//   asynchronous exceptions, and a signal does not end a wait.
+//   a SIGINT from the child must raise KeyboardInterrupt out of the wait;
+//   Rust has no asynchronous exceptions for a signal to raise.
 // not ported: _TestEvent.test_repr, the "<EventProxy ...>" half — manager
 //   flavour only.
 // not ported: _TestBarrier.test_default_timeout — multiproc's Barrier has no

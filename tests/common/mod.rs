@@ -41,8 +41,9 @@ where
     R: multiproc::process::ChildResult,
 {
     // SAFETY: the tests' children touch only shared objects made before the
-    // fork and never print while another test runs (`serial` keeps forking
-    // tests apart); the harness's main thread only waits for this one.
+    // fork, and stdout/stderr (whose locks `start` holds across the fork).
+    // The harness's other threads (its main thread printing results, other
+    // tests under `cargo test`) hold no other lock a child takes.
     // A daemon: if the test fails while the child still runs, dropping the
     // Process kills the child instead of waiting for it forever.
     let mut p = unsafe { Process::new(f).with_daemon(true).allow_threads() };
