@@ -92,6 +92,20 @@ pub enum Error {
     /// The process was never started.
     #[error("process not started")]
     NotStarted,
+    /// A child process did not end well: an exit code other than 0, a
+    /// signal, or a panic; with the message it reported, if any.
+    #[error("process {name:?} failed ({status}){}", message.as_ref().map(|m| format!(": {m}")).unwrap_or_default())]
+    ChildFailed {
+        /// The process's name.
+        name: String,
+        /// How it ended.
+        status: crate::ExitStatus,
+        /// Its panic message or error text.
+        message: Option<String>,
+    },
+    /// A value could not be encoded or decoded.
+    #[error("codec: {0}")]
+    Codec(String),
 }
 
 impl Error {

@@ -54,13 +54,17 @@ mod error;
 pub mod process;
 mod shared_memory;
 mod shm;
+pub mod signal;
 pub mod sync;
 mod sys;
 mod value;
 
 pub use array::{Array, RawArray};
 pub use error::{Error, LockResult, OwnerDied, Result, TryLockError, TryLockResult};
-pub use process::{ExitStatus, Process};
+pub use process::{
+    CurrentProcess, ExitStatus, Process, ProcessGroup, active_children, current_process,
+    parent_alive,
+};
 pub use shared_memory::SharedMemory;
 pub use shm::{Atomic, AtomicNumber, ShmSafe};
 pub use sync::barrier::Barrier;

@@ -11,7 +11,7 @@ use nix::unistd::Pid;
 
 use crate::error::{Error, Result};
 
-/// Forks; the child takes `child` out of the option, runs it under
+/// Forks; the child runs `setup`, then takes `child` out of the option, runs it under
 /// `catch_unwind` and ends with `_exit` with the code it returns (1 if it
 /// panicked). Returns the child's pid in the parent, whose copy of `child`
 /// stays in the option; never returns in the child.
@@ -23,7 +23,10 @@ use crate::error::{Error, Result};
 /// that another thread might hold. Stdout's, stderr's and this crate's heap
 /// lock are safe (held by this thread across the fork); glibc's allocator
 /// resets its own. With one thread there is no such hazard.
-pub(crate) unsafe fn fork<F: FnOnce() -> i32>(child: &mut Option<F>) -> Result<Pid> {
+pub(crate) unsafe fn fork<S: FnOnce(), F: FnOnce() -> i32>(
+    setup: S,
+    child: &mut Option<F>,
+) -> Result<Pid> {
     // Take the locks a child may need while no other thread of this process
     // holds them, and hold them across the fork: stdout's and stderr's
     // (printing, and the flush at exit), then the shared heap's. Without
@@ -48,6 +51,7 @@ pub(crate) unsafe fn fork<F: FnOnce() -> i32>(child: &mut Option<F>) -> Result<P
         Err(e) => Err(Error::os("fork", e)),
         Ok(nix::unistd::ForkResult::Parent { child }) => Ok(child),
         Ok(nix::unistd::ForkResult::Child) => {
+            setup();
             let code = match child.take() {
                 Some(f) => catch_unwind(AssertUnwindSafe(f)).unwrap_or(1),
                 None => 1,
@@ -104,25 +108,6 @@ pub(crate) fn pidfd_open(pid: Pid) -> Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
-/// Waits until `pidfd` is readable (the process ended) or `timeout`;
-/// true if it ended.
-pub(crate) fn pidfd_wait(pidfd: &OwnedFd, timeout: Duration) -> Result<bool> {
-    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-    let deadline = crate::sys::futex::Deadline::after(timeout);
-    loop {
-        let left = deadline.remaining().unwrap_or(Duration::MAX);
-        let ms = u16::try_from(left.as_nanos().div_ceil(1_000_000)).unwrap_or(u16::MAX);
-        let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
-        match poll(&mut fds, PollTimeout::from(ms)) {
-            Ok(0) if deadline.expired() => return Ok(false),
-            Ok(0) => continue,
-            Ok(_) => return Ok(true),
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Err(Error::os("poll", e)),
-        }
-    }
-}
-
 /// Sends `sig` through the pidfd, so a recycled pid is never signalled.
 pub(crate) fn pidfd_signal(pidfd: &OwnedFd, sig: Signal) -> Result<()> {
     use std::os::fd::AsRawFd;
@@ -144,6 +129,165 @@ pub(crate) fn pidfd_signal(pidfd: &OwnedFd, sig: Signal) -> Result<()> {
             return Ok(());
         }
         return Err(Error::os("pidfd_send_signal", e));
+    }
+    Ok(())
+}
+
+/// A pipe with both ends close-on-exec: (read, write).
+pub(crate) fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::os("pipe2", e))
+}
+
+/// Writes all of `data` to `fd`, retrying on EINTR; errors are dropped
+/// (the reader may be gone, which is not the writer's problem).
+pub(crate) fn write_all(fd: &OwnedFd, mut data: &[u8]) {
+    while !data.is_empty() {
+        match nix::unistd::write(fd, data) {
+            Ok(0) => return,
+            Ok(n) => data = &data[n..],
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return,
+        }
+    }
+}
+
+/// Reads what `fd` has without blocking into `buf`; true at end of file.
+pub(crate) fn read_available(fd: &OwnedFd, buf: &mut Vec<u8>) -> Result<bool> {
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        let mut fds = [nix::poll::PollFd::new(
+            fd.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        match nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO) {
+            Ok(0) => return Ok(false),
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(Error::os("poll", e)),
+        }
+        match nix::unistd::read(fd, &mut chunk) {
+            Ok(0) => return Ok(true),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(Error::os("read", e)),
+        }
+    }
+}
+
+/// Waits until any of `fds` is readable or hung up, at most `timeout`
+/// (forever on `None`); returns which ones are.
+pub(crate) fn poll_readable(
+    fds: &[std::os::fd::BorrowedFd<'_>],
+    timeout: Option<Duration>,
+) -> Result<Vec<usize>> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let deadline = timeout.map(crate::sys::futex::Deadline::after);
+    loop {
+        let ms = match deadline.and_then(|d| d.remaining()) {
+            None => PollTimeout::NONE,
+            Some(left) => PollTimeout::from(
+                u16::try_from(left.as_nanos().div_ceil(1_000_000)).unwrap_or(u16::MAX),
+            ),
+        };
+        let mut pfds: Vec<PollFd<'_>> = fds
+            .iter()
+            .map(|fd| PollFd::new(*fd, PollFlags::POLLIN))
+            .collect();
+        match poll(&mut pfds, ms) {
+            Ok(0) => {
+                if deadline.is_some_and(|d| d.expired()) {
+                    return Ok(Vec::new());
+                }
+            }
+            Ok(_) => {
+                return Ok(pfds
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, p)| p.revents().is_some_and(|r| !r.is_empty()))
+                    .map(|(i, _)| i)
+                    .collect());
+            }
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(Error::os("poll", e)),
+        }
+    }
+}
+
+/// In a fork child: be killed with `sig` when the parent (`parent`, the pid
+/// before the fork) dies. If it died already, exits at once (the classic
+/// race: the parent may die between fork and prctl).
+pub(crate) fn die_with_parent(parent: i32, sig: Signal) {
+    // SAFETY: prctl(PR_SET_PDEATHSIG) takes a signal number; no pointers.
+    let r = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, 0, 0, 0) };
+    if r != 0 || nix::unistd::getppid().as_raw() != parent {
+        exit(1);
+    }
+}
+
+/// In a fork child: arms a timer that sends SIGKILL to this process after
+/// `d`, whatever it does meanwhile (it cannot be caught or ignored).
+pub(crate) fn kill_after(d: Duration) -> Result<()> {
+    // SAFETY: zeroed sigevent is a valid starting value; the fields set
+    // below select a signal notification to the whole process.
+    let mut ev: libc::sigevent = unsafe { std::mem::zeroed() };
+    ev.sigev_notify = libc::SIGEV_SIGNAL;
+    ev.sigev_signo = libc::SIGKILL;
+    let mut timer: libc::timer_t = std::ptr::null_mut();
+    // SAFETY: valid pointers to a sigevent and a timer_t out-parameter.
+    if unsafe { libc::timer_create(libc::CLOCK_MONOTONIC, &mut ev, &mut timer) } != 0 {
+        return Err(Error::last_os("timer_create"));
+    }
+    let d = d.max(Duration::from_nanos(1));
+    let spec = libc::itimerspec {
+        it_interval: libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        },
+        it_value: libc::timespec {
+            tv_sec: d.as_secs().min(i64::MAX as u64) as libc::time_t,
+            tv_nsec: d.subsec_nanos() as libc::c_long,
+        },
+    };
+    // SAFETY: `timer` was just created; `spec` is a valid itimerspec; the old
+    // value is not wanted (null).
+    if unsafe { libc::timer_settime(timer, 0, &spec, std::ptr::null_mut()) } != 0 {
+        return Err(Error::last_os("timer_settime"));
+    }
+    Ok(())
+}
+
+/// Puts `pid` (0: the caller) in a new process group of its own.
+pub(crate) fn new_group(pid: Pid) -> Result<()> {
+    nix::unistd::setpgid(pid, pid).map_err(|e| Error::os("setpgid", e))
+}
+
+/// Sends `sig` to the process group `pgid`.
+pub(crate) fn signal_group(pgid: Pid, sig: Signal) -> Result<()> {
+    match nix::sys::signal::killpg(pgid, sig) {
+        Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
+        Err(e) => Err(Error::os("killpg", e)),
+    }
+}
+
+/// The parent's pid.
+pub(crate) fn parent_pid() -> i32 {
+    nix::unistd::getppid().as_raw()
+}
+
+/// Fills `buf` with random bytes from the kernel (`getrandom`).
+pub(crate) fn random_bytes(buf: &mut [u8]) -> Result<()> {
+    let mut done = 0;
+    while done < buf.len() {
+        // SAFETY: writes at most `buf.len() - done` bytes into `buf[done..]`.
+        let r = unsafe { libc::getrandom(buf[done..].as_mut_ptr().cast(), buf.len() - done, 0) };
+        if r < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return Err(Error::os("getrandom", e));
+        }
+        done += r as usize;
     }
     Ok(())
 }

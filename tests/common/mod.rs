@@ -102,3 +102,11 @@ pub fn hang() {
         std::thread::sleep(Duration::from_secs(1));
     }
 }
+
+/// Opts `p` in to forking from the test harness's threads, for tests that
+/// build a `Process` with options of their own.
+pub fn allow<'a, T>(p: Process<'a, T>) -> Process<'a, T> {
+    // SAFETY: as in `spawn`: the tests' children touch only shared objects
+    // made before the fork and stdio, whose locks `start` holds across it.
+    unsafe { p.allow_threads() }
+}

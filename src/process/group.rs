@@ -1,0 +1,243 @@
+//! Waiting on many processes at once, and groups that fail fast.
+
+use std::os::fd::BorrowedFd;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+
+use super::{ExitStatus, Process};
+use crate::error::Result;
+use crate::sys::futex::Deadline;
+use crate::sys::process as sys;
+
+/// Something [`wait`] can wait on: it becomes ready once a file descriptor
+/// is readable (a process's pidfd once it ended; later, a connection with
+/// data).
+pub trait Waitable {
+    /// The descriptor that becomes readable, or `None` if there is nothing
+    /// to wait for (a process not started).
+    fn ready_fd(&self) -> Option<BorrowedFd<'_>>;
+}
+
+impl<T> Waitable for Process<'_, T> {
+    fn ready_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.pidfd()
+    }
+}
+
+/// Waits until at least one of `objects` is ready, at most `timeout`
+/// (forever on `None`), and returns the indexes of those that are, like
+/// Python's `multiprocessing.connection.wait`. A process is ready once it
+/// ended (it is not reaped: `join` it). An empty list is returned on timeout.
+pub fn wait(objects: &[&dyn Waitable], timeout: Option<Duration>) -> Result<Vec<usize>> {
+    let mut fds = Vec::new();
+    let mut index = Vec::new();
+    for (i, o) in objects.iter().enumerate() {
+        if let Some(fd) = o.ready_fd() {
+            fds.push(fd);
+            index.push(i);
+        }
+    }
+    if fds.is_empty() {
+        if let Some(t) = timeout {
+            std::thread::sleep(t);
+        }
+        return Ok(Vec::new());
+    }
+    Ok(sys::poll_readable(&fds, timeout)?
+        .into_iter()
+        .map(|i| index[i])
+        .collect())
+}
+
+/// Processes run as a unit: wait for whichever ends first, stop them all,
+/// or run them so that the first failure stops the rest (fail fast).
+///
+/// # Examples
+///
+/// ```
+/// use multiproc::{Process, ProcessGroup};
+///
+/// let mut group = ProcessGroup::new();
+/// group.push(Process::new(|| ()));
+/// group.push(Process::new(|| 3));
+/// # // Doctests run on a thread of their own: opt in to forking there.
+/// # let mut group = ProcessGroup::new();
+/// # group.push(unsafe { Process::new(|| ()).allow_threads() });
+/// # group.push(unsafe { Process::new(|| 3).allow_threads() });
+/// let err = group.run_fail_fast().unwrap_err();
+/// assert!(matches!(err, multiproc::Error::ChildFailed { .. }));
+/// ```
+#[derive(Default)]
+pub struct ProcessGroup<'a> {
+    procs: Vec<Process<'a>>,
+    reported: Vec<bool>,
+}
+
+impl<'a> ProcessGroup<'a> {
+    /// An empty group.
+    pub fn new() -> Self {
+        ProcessGroup {
+            procs: Vec::new(),
+            reported: Vec::new(),
+        }
+    }
+
+    /// Adds a process (started or not); returns its index.
+    pub fn push(&mut self, p: Process<'a>) -> usize {
+        self.procs.push(p);
+        self.reported.push(false);
+        self.procs.len() - 1
+    }
+
+    /// How many processes the group has.
+    pub fn len(&self) -> usize {
+        self.procs.len()
+    }
+
+    /// Whether the group has none.
+    pub fn is_empty(&self) -> bool {
+        self.procs.is_empty()
+    }
+
+    /// The processes.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Process<'a>> {
+        self.procs.iter_mut()
+    }
+
+    /// Process `i`.
+    pub fn get_mut(&mut self, i: usize) -> Option<&mut Process<'a>> {
+        self.procs.get_mut(i)
+    }
+
+    /// Starts every process not started yet. On an error the ones already
+    /// started keep running (`terminate_all` stops them).
+    pub fn start(&mut self) -> Result<()> {
+        for p in &mut self.procs {
+            if p.pid().is_none() {
+                p.start()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits for the next process to end that this call has not reported
+    /// yet, at most `timeout`; returns its index and status (reaped), or
+    /// `None` on timeout or when every process has been reported.
+    pub fn wait_any(&mut self, timeout: Option<Duration>) -> Result<Option<(usize, ExitStatus)>> {
+        let deadline = timeout.map_or(Deadline::NEVER, Deadline::after);
+        loop {
+            let mut pending = false;
+            for (i, p) in self.procs.iter_mut().enumerate() {
+                if self.reported[i] || p.pid().is_none() {
+                    continue;
+                }
+                pending = true;
+                if let Some(s) = p.join_timeout(Duration::ZERO)? {
+                    self.reported[i] = true;
+                    return Ok(Some((i, s)));
+                }
+            }
+            if !pending || deadline.expired() {
+                return Ok(None);
+            }
+            let objs: Vec<&dyn Waitable> = self
+                .procs
+                .iter()
+                .zip(&self.reported)
+                .filter(|(_, r)| !**r)
+                .map(|(p, _)| p as &dyn Waitable)
+                .collect();
+            wait(&objs, deadline.remaining())?;
+        }
+    }
+
+    /// Sends SIGTERM to every process still running.
+    pub fn terminate_all(&mut self) -> Result<()> {
+        self.signal_all(Signal::SIGTERM)
+    }
+
+    /// Sends SIGKILL to every process still running.
+    pub fn kill_all(&mut self) -> Result<()> {
+        self.signal_all(Signal::SIGKILL)
+    }
+
+    fn signal_all(&mut self, sig: Signal) -> Result<()> {
+        let mut first_err = None;
+        for p in &mut self.procs {
+            if p.pid().is_some()
+                && let Err(e) = p.signal(sig)
+            {
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// Joins every started process; their statuses in order (`None` for
+    /// one never started).
+    pub fn join_all(&mut self) -> Result<Vec<Option<ExitStatus>>> {
+        self.procs
+            .iter_mut()
+            .map(|p| {
+                if p.pid().is_some() {
+                    p.join().map(Some)
+                } else {
+                    Ok(None)
+                }
+            })
+            .collect()
+    }
+
+    /// Starts every process and waits for all of them; as soon as one ends
+    /// with anything but exit code 0, stops the others (SIGTERM, then
+    /// SIGKILL for any still running after `grace` of one second), joins
+    /// them, and returns [`Error::ChildFailed`] for the first failure.
+    pub fn run_fail_fast(&mut self) -> Result<Vec<ExitStatus>> {
+        self.run_fail_fast_with_grace(Duration::from_secs(1))
+    }
+
+    /// [`run_fail_fast`](ProcessGroup::run_fail_fast) with a chosen grace
+    /// period between SIGTERM and SIGKILL.
+    pub fn run_fail_fast_with_grace(&mut self, grace: Duration) -> Result<Vec<ExitStatus>> {
+        if let Err(e) = self.start() {
+            self.stop(grace)?;
+            return Err(e);
+        }
+        while let Some((i, s)) = self.wait_any(None)? {
+            if !s.success() {
+                let failed = self.procs[i].failure(s);
+                self.stop(grace)?;
+                return Err(failed);
+            }
+        }
+        Ok(self
+            .join_all()?
+            .into_iter()
+            .map(|s| s.unwrap_or(ExitStatus::Exited(0)))
+            .collect())
+    }
+
+    /// SIGTERM to all, SIGKILL after `grace` to those still running, then
+    /// join all.
+    fn stop(&mut self, grace: Duration) -> Result<()> {
+        self.terminate_all()?;
+        let deadline = Deadline::after(grace);
+        for p in &mut self.procs {
+            if p.pid().is_some() {
+                let left = deadline.remaining().unwrap_or(Duration::ZERO);
+                if p.join_timeout(left)?.is_none() {
+                    p.kill()?;
+                    p.join()?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for ProcessGroup<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(&self.procs).finish()
+    }
+}

@@ -1,0 +1,217 @@
+//! Who this process is (`current_process`), and the children it started
+//! (`active_children`).
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::ExitStatus;
+use crate::sys::process as sys;
+use crate::sys::thread;
+
+/// The name, pid and authkey of the calling process, like Python's
+/// `multiprocessing.current_process()`.
+#[derive(Clone)]
+pub struct CurrentProcess {
+    name: Arc<str>,
+    pid: i32,
+    parent_pid: i32,
+    authkey: Arc<[u8]>,
+}
+
+impl CurrentProcess {
+    /// `"MainProcess"` in a program's first process, else the name its
+    /// parent gave the [`Process`](crate::Process).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// The pid of the parent this process started under.
+    pub fn parent_pid(&self) -> i32 {
+        self.parent_pid
+    }
+
+    /// The key that authenticates this process's connections by default
+    /// (Python's `current_process().authkey`). A program's first process
+    /// makes 32 random bytes; a child inherits its parent's, unless the
+    /// parent gave it another with [`Process::with_authkey`].
+    ///
+    /// [`Process::with_authkey`]: crate::Process::with_authkey
+    pub fn authkey(&self) -> &[u8] {
+        &self.authkey
+    }
+}
+
+impl std::fmt::Debug for CurrentProcess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The authkey is a secret: not printed.
+        f.debug_struct("CurrentProcess")
+            .field("name", &self.name)
+            .field("pid", &self.pid)
+            .field("parent_pid", &self.parent_pid)
+            .finish_non_exhaustive()
+    }
+}
+
+static IDENTITY: Mutex<Option<CurrentProcess>> = Mutex::new(None);
+
+fn identity() -> MutexGuard<'static, Option<CurrentProcess>> {
+    IDENTITY.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The calling process's name, pid and authkey.
+pub fn current_process() -> CurrentProcess {
+    let mut g = identity();
+    let pid = thread::pid();
+    match &*g {
+        Some(me) if me.pid == pid => me.clone(),
+        _ => {
+            // The first call in a program's first process (or in a process
+            // forked without `Process`, which then counts as a main process
+            // that inherited its parent's key).
+            let authkey = match &*g {
+                Some(parent) => parent.authkey.clone(),
+                None => new_authkey(),
+            };
+            let me = CurrentProcess {
+                name: Arc::from("MainProcess"),
+                pid,
+                parent_pid: sys::parent_pid(),
+                authkey,
+            };
+            *g = Some(me.clone());
+            me
+        }
+    }
+}
+
+fn new_authkey() -> Arc<[u8]> {
+    let mut key = [0u8; 32];
+    if sys::random_bytes(&mut key).is_err() {
+        // getrandom cannot fail on Linux >= 3.17 with these flags; should it,
+        // fall back to a key that is at least unique to this process.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        key[..16].copy_from_slice(&t.to_le_bytes());
+        key[16..20].copy_from_slice(&thread::pid().to_le_bytes());
+    }
+    Arc::from(&key[..])
+}
+
+/// What a child needs to know of itself, computed in the parent before the
+/// fork and installed in the child by [`ChildIdentity::install`].
+pub(crate) struct ChildIdentity {
+    guard: MutexGuard<'static, Option<CurrentProcess>>,
+    registry: MutexGuard<'static, Registry>,
+    name: Arc<str>,
+    parent_pid: i32,
+    authkey: Arc<[u8]>,
+}
+
+impl ChildIdentity {
+    /// Takes the identity and registry locks (held across the fork, so no
+    /// other thread holds them in the child).
+    pub(crate) fn prepare(name: &str, authkey: Option<&[u8]>) -> ChildIdentity {
+        let inherited = current_process().authkey;
+        ChildIdentity {
+            guard: identity(),
+            registry: registry(),
+            name: Arc::from(name),
+            parent_pid: thread::pid(),
+            authkey: authkey.map(Arc::from).unwrap_or(inherited),
+        }
+    }
+
+    /// In the child: becomes the new process's identity; the registry of
+    /// children starts empty.
+    pub(crate) fn install(mut self) {
+        *self.guard = Some(CurrentProcess {
+            name: self.name,
+            pid: thread::pid(),
+            parent_pid: self.parent_pid,
+            authkey: self.authkey,
+        });
+        self.registry.children.clear();
+        self.registry.pid = thread::pid();
+    }
+
+    /// The parent's pid (for the child's parent-death check).
+    pub(crate) fn parent_pid(&self) -> i32 {
+        self.parent_pid
+    }
+}
+
+/// Whether the process this one started under is still its parent. False
+/// once the parent has died and this process was reparented (to init or a
+/// subreaper).
+pub fn parent_alive() -> bool {
+    sys::parent_pid() == current_process().parent_pid
+}
+
+/// The children started through [`Process`](crate::Process) and not yet
+/// joined: pid, and the status once someone reaped it without the
+/// `Process` (see [`active_children`]).
+pub(crate) struct Registry {
+    pid: i32,
+    children: Vec<(i32, Option<ExitStatus>)>,
+}
+
+static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
+    pid: 0,
+    children: Vec::new(),
+});
+
+pub(crate) fn registry() -> MutexGuard<'static, Registry> {
+    let mut g = REGISTRY.lock().unwrap_or_else(|p| p.into_inner());
+    let pid = thread::pid();
+    if g.pid != pid {
+        g.pid = pid;
+        g.children.clear();
+    }
+    g
+}
+
+impl Registry {
+    pub(crate) fn add(&mut self, pid: i32) {
+        self.children.push((pid, None));
+    }
+
+    /// Forgets `pid`; returns the status if someone else reaped it.
+    pub(crate) fn remove(&mut self, pid: i32) -> Option<ExitStatus> {
+        let i = self.children.iter().position(|(p, _)| *p == pid)?;
+        self.children.swap_remove(i).1
+    }
+
+    pub(crate) fn reaped_status(&self, pid: i32) -> Option<ExitStatus> {
+        self.children
+            .iter()
+            .find(|(p, _)| *p == pid)
+            .and_then(|(_, s)| *s)
+    }
+}
+
+/// The pids of the children this process started with
+/// [`Process`](crate::Process) that are still running, after reaping those
+/// that ended (Python's `active_children()`). A reaped child's status is
+/// kept for its `Process`, whose `join` returns it.
+pub fn active_children() -> Vec<i32> {
+    let mut reg = registry();
+    let mut alive = Vec::new();
+    for (pid, status) in &mut reg.children {
+        if status.is_some() {
+            continue;
+        }
+        match sys::reap(nix::unistd::Pid::from_raw(*pid), false) {
+            Ok(Some(r)) => *status = Some(super::status(r)),
+            Ok(None) => alive.push(*pid),
+            Err(_) => {}
+        }
+    }
+    alive.sort_unstable();
+    alive
+}

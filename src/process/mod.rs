@@ -1,0 +1,649 @@
+//! `Process`: a child process running a closure (the fork start method),
+//! with Python's `Process` API and more: exit codes, panics and returned
+//! values carried back, signals through a pidfd, process groups, a
+//! deadline, and death with the parent.
+
+mod group;
+mod identity;
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+
+use crate::error::{Error, Result};
+use crate::sys::futex::Deadline;
+use crate::sys::process::{self as sys, Reaped};
+use crate::sys::thread;
+
+pub use group::{ProcessGroup, Waitable, wait};
+pub use identity::{CurrentProcess, active_children, current_process, parent_alive};
+
+/// How a child process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    /// It exited with this code.
+    Exited(i32),
+    /// A signal ended it.
+    Signaled(Signal),
+}
+
+impl ExitStatus {
+    /// The exit code as Python's `Process.exitcode` reports it: the code, or
+    /// minus the signal number.
+    pub fn code(self) -> i32 {
+        match self {
+            ExitStatus::Exited(c) => c,
+            ExitStatus::Signaled(s) => -(s as i32),
+        }
+    }
+
+    /// Whether it exited with code 0.
+    pub fn success(self) -> bool {
+        self == ExitStatus::Exited(0)
+    }
+}
+
+impl fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExitStatus::Exited(c) => write!(f, "exit code {c}"),
+            ExitStatus::Signaled(s) => write!(f, "killed by {s}"),
+        }
+    }
+}
+
+/// What a child's closure may return: its exit code, and a message for the
+/// parent.
+pub trait ChildResult {
+    /// The exit code, and a message the parent can read with
+    /// [`Process::message`] (an error's text).
+    fn into_exit(self) -> (i32, Option<String>);
+}
+
+impl ChildResult for () {
+    fn into_exit(self) -> (i32, Option<String>) {
+        (0, None)
+    }
+}
+
+impl ChildResult for i32 {
+    fn into_exit(self) -> (i32, Option<String>) {
+        (self, None)
+    }
+}
+
+impl<E: fmt::Display> ChildResult for std::result::Result<(), E> {
+    /// 0, or 1 after printing the error to stderr and reporting it.
+    fn into_exit(self) -> (i32, Option<String>) {
+        match self {
+            Ok(()) => (0, None),
+            Err(e) => {
+                let msg = e.to_string();
+                eprintln!("Error: {msg}");
+                (1, Some(msg))
+            }
+        }
+    }
+}
+
+/// What the child sends back through its report pipe: a kind byte, then
+/// the payload.
+const REPORT_VALUE: u8 = 0;
+const REPORT_PANIC: u8 = 1;
+const REPORT_ERROR: u8 = 2;
+
+struct Report {
+    code: i32,
+    kind: u8,
+    bytes: Vec<u8>,
+}
+
+type Body<'a> = Box<dyn FnOnce() -> Report + 'a>;
+
+/// A child process that runs a closure, like Python's
+/// `multiprocessing.Process(target=...)` with the fork start method.
+///
+/// The child gets a copy of the parent's memory, shares the parent's shared
+/// objects ([`Value`](crate::Value), [`Lock`](crate::Lock), ...), runs the
+/// closure under `catch_unwind` and ends with `_exit`: exit code 0, the
+/// closure's code, or 1 if it panicked, with the panic message sent back to
+/// the parent ([`message`](Process::message)). Stdout and stderr are flushed
+/// before the fork and before the exit. With the `serde` feature a child may
+/// also return a value ([`Process::with_result`]).
+///
+/// # Dropping
+///
+/// Dropping a `Process` whose child still runs joins it, because the
+/// closure may borrow from the parent and the borrow must outlive the
+/// child; a [daemon](Process::with_daemon) is killed instead. Either way no
+/// zombie is left.
+///
+/// # Threads
+///
+/// `start` refuses to fork while the process has other threads: a forked
+/// child inherits every lock those threads held, forever held. A program
+/// that knows its child touches no such lock opts in with the `unsafe`
+/// [`allow_threads`](Process::allow_threads).
+///
+/// # Examples
+///
+/// ```
+/// let counter = multiproc::Value::new(0u32)?;
+/// let mut p = multiproc::Process::new(|| counter.update(|c| *c += 1));
+/// # let mut p = unsafe { p.allow_threads() }; // doctests run on a thread
+/// p.start()?;
+/// assert!(p.join()?.success());
+/// assert_eq!(counter.get(), 1);
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+pub struct Process<'a, T = ()> {
+    /// Before `start`: the closure. After: the parent's copy of it, kept
+    /// (never called) until the child has ended, so that shared objects
+    /// moved into the closure stay allocated while the child uses them.
+    body: Option<Body<'a>>,
+    name: String,
+    allow_threads: bool,
+    daemon: bool,
+    die_with_parent: bool,
+    new_group: bool,
+    deadline: Option<Duration>,
+    authkey: Option<Vec<u8>>,
+    child: Option<Child>,
+    _result: PhantomData<fn() -> T>,
+}
+
+struct Child {
+    pid: Pid,
+    pidfd: OwnedFd,
+    status: Option<ExitStatus>,
+    /// The read end of the report pipe, until its end of file.
+    report_fd: Option<OwnedFd>,
+    report: Vec<u8>,
+}
+
+impl<'a> Process<'a, ()> {
+    /// A process that will run `body` once started. `body` returns `()`, an
+    /// exit code (`i32`), or a `Result<(), E>` (an error exits with code 1
+    /// and its text reaches the parent).
+    pub fn new<F, R>(body: F) -> Process<'a, ()>
+    where
+        F: FnOnce() -> R + 'a,
+        R: ChildResult,
+    {
+        Self::from_body(Box::new(move || {
+            let (code, msg) = body().into_exit();
+            match msg {
+                Some(m) => Report {
+                    code,
+                    kind: REPORT_ERROR,
+                    bytes: m.into_bytes(),
+                },
+                None => Report {
+                    code,
+                    kind: REPORT_VALUE,
+                    bytes: Vec::new(),
+                },
+            }
+        }))
+    }
+}
+
+#[cfg(feature = "serde")]
+impl<'a, T: serde::Serialize + serde::de::DeserializeOwned> Process<'a, T> {
+    /// A process whose closure returns a value to the parent (sent back
+    /// serialized, read with [`result`](Process::result)), which Python's
+    /// `Process` cannot do. A value that cannot be serialized makes the
+    /// child exit with code 1 and an error message.
+    pub fn with_result<F>(body: F) -> Process<'a, T>
+    where
+        F: FnOnce() -> T + 'a,
+    {
+        Self::from_body(Box::new(move || match postcard::to_stdvec(&body()) {
+            Ok(bytes) => Report {
+                code: 0,
+                kind: REPORT_VALUE,
+                bytes,
+            },
+            Err(e) => Report {
+                code: 1,
+                kind: REPORT_ERROR,
+                bytes: format!("the result could not be serialized: {e}").into_bytes(),
+            },
+        }))
+    }
+
+    /// Joins the child and returns the value its closure returned, or
+    /// [`Error::ChildFailed`] if it did not end well (a panic, an exit code,
+    /// a signal), with its message.
+    pub fn result(&mut self) -> Result<T> {
+        let status = self.join()?;
+        let c = self.child.as_ref().ok_or(Error::NotStarted)?;
+        match c.report.split_first() {
+            Some((&REPORT_VALUE, bytes)) if status.success() => postcard::from_bytes(bytes)
+                .map_err(|e| Error::Codec(format!("the child's result: {e}"))),
+            _ => Err(self.failure(status)),
+        }
+    }
+}
+
+impl<'a, T> Process<'a, T> {
+    fn from_body(body: Body<'a>) -> Self {
+        Process {
+            body: Some(body),
+            name: String::from("Process"),
+            allow_threads: false,
+            daemon: false,
+            die_with_parent: false,
+            new_group: false,
+            deadline: None,
+            authkey: None,
+            child: None,
+            _result: PhantomData,
+        }
+    }
+
+    /// Names the process (Python's `name`); the child sees it as
+    /// [`current_process().name()`](CurrentProcess::name).
+    pub fn with_name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// The process's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Marks the process as a daemon (Python's `daemon=True`): if it still
+    /// runs when its `Process` is dropped, it is killed (SIGKILL) and reaped
+    /// rather than joined.
+    pub fn with_daemon(mut self, daemon: bool) -> Self {
+        self.daemon = daemon;
+        self
+    }
+
+    /// Whether the process is a daemon.
+    pub fn is_daemon(&self) -> bool {
+        self.daemon
+    }
+
+    /// Kills the child (SIGKILL) when this process dies, however it dies,
+    /// SIGKILL included (`PR_SET_PDEATHSIG`). If the parent died between the
+    /// fork and that setting, the child exits at once.
+    ///
+    /// The kernel ties this to the *thread* that forked: if that thread ends
+    /// before the child, the child is killed too. Start such children from
+    /// a thread that outlives them (typically the main thread).
+    pub fn with_die_with_parent(mut self, on: bool) -> Self {
+        self.die_with_parent = on;
+        self
+    }
+
+    /// Starts the child in a process group of its own, so that it and every
+    /// process it starts can be signalled at once with
+    /// [`signal_group`](Process::signal_group).
+    pub fn with_new_group(mut self, on: bool) -> Self {
+        self.new_group = on;
+        self
+    }
+
+    /// Kills the child with SIGKILL once `limit` has passed since it
+    /// started, whatever it is doing (a timer in the child; it needs no
+    /// help from the parent). Its exit code then shows `-9`.
+    pub fn with_deadline(mut self, limit: Duration) -> Self {
+        self.deadline = Some(limit);
+        self
+    }
+
+    /// The authkey the child will see as `current_process().authkey()`
+    /// (default: this process's).
+    pub fn with_authkey(mut self, key: impl Into<Vec<u8>>) -> Self {
+        self.authkey = Some(key.into());
+        self
+    }
+
+    /// Allows `start` to fork while other threads run.
+    ///
+    /// # Safety
+    ///
+    /// The child gets a copy of each lock another thread held at the moment
+    /// of the fork, and such a lock stays held forever in the child. The
+    /// closure must not take any lock that another thread may hold when
+    /// `start` is called, such as a `Mutex` the threads share, or the lock
+    /// inside a library that other threads use (a logger, a runtime).
+    ///
+    /// What `start` makes safe itself: stdout and stderr (`print!`, and the
+    /// flush at exit) and this crate's shared heap are locked by the
+    /// forking thread across the fork, so they are free in the child; glibc
+    /// resets its allocator's locks in the child, so allocating is fine.
+    /// The shared objects made before the fork (their locks are
+    /// process-shared and robust) are fine too.
+    pub unsafe fn allow_threads(mut self) -> Self {
+        self.allow_threads = true;
+        self
+    }
+
+    /// Forks the child, which runs the closure.
+    ///
+    /// [`Error::AlreadyStarted`] on a second call; [`Error::ThreadedFork`]
+    /// if other threads run and [`allow_threads`](Process::allow_threads)
+    /// was not given.
+    pub fn start(&mut self) -> Result<()> {
+        if self.child.is_some() {
+            return Err(Error::AlreadyStarted);
+        }
+        if !self.allow_threads
+            && let Some(n) = thread::thread_count()
+            && n > 1
+        {
+            return Err(Error::ThreadedFork { threads: n });
+        }
+        let (report_rd, report_wr) = sys::pipe()?;
+        let ident = identity::ChildIdentity::prepare(&self.name, self.authkey.as_deref());
+        let parent = ident.parent_pid();
+        let (die_with_parent, new_group, deadline) =
+            (self.die_with_parent, self.new_group, self.deadline);
+        let rd_raw = report_rd.as_raw_fd();
+        let setup = move || {
+            ident.install();
+            // The child never reads its own report.
+            let _ = nix::unistd::close(rd_raw);
+            if die_with_parent {
+                sys::die_with_parent(parent, Signal::SIGKILL);
+            }
+            if new_group {
+                let _ = sys::new_group(Pid::from_raw(0));
+            }
+            if let Some(d) = deadline
+                && let Err(e) = sys::kill_after(d)
+            {
+                eprintln!("multiproc: cannot arm the deadline: {e}");
+                sys::exit(1);
+            }
+        };
+        let body_slot = &mut self.body;
+        let wr = &report_wr;
+        let mut run = Some(move || {
+            let report = match body_slot.take() {
+                Some(body) => match catch_unwind(AssertUnwindSafe(body)) {
+                    Ok(r) => r,
+                    Err(payload) => Report {
+                        code: 1,
+                        kind: REPORT_PANIC,
+                        bytes: panic_text(&*payload).into_bytes(),
+                    },
+                },
+                None => Report {
+                    code: 1,
+                    kind: REPORT_ERROR,
+                    bytes: b"no closure to run".to_vec(),
+                },
+            };
+            let mut msg = Vec::with_capacity(report.bytes.len() + 1);
+            msg.push(report.kind);
+            msg.extend_from_slice(&report.bytes);
+            sys::write_all(wr, &msg);
+            report.code
+        });
+        // SAFETY: either this process has one thread, or the caller took
+        // responsibility through `allow_threads`.
+        let pid = unsafe { sys::fork(setup, &mut run)? };
+        drop(report_wr);
+        if self.new_group {
+            // Also from the parent, so the group exists before `start`
+            // returns whichever process runs first.
+            let _ = sys::new_group(pid);
+        }
+        let pidfd = match sys::pidfd_open(pid) {
+            Ok(fd) => fd,
+            Err(e) => {
+                // Without a pidfd the child cannot be managed safely: stop
+                // it rather than leak it.
+                let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+                let _ = sys::reap(pid, true);
+                return Err(e);
+            }
+        };
+        identity::registry().add(pid.as_raw());
+        self.child = Some(Child {
+            pid,
+            pidfd,
+            status: None,
+            report_fd: Some(report_rd),
+            report: Vec::new(),
+        });
+        Ok(())
+    }
+
+    /// The child's pid, once started.
+    pub fn pid(&self) -> Option<i32> {
+        self.child.as_ref().map(|c| c.pid.as_raw())
+    }
+
+    fn child(&mut self) -> Result<&mut Child> {
+        self.child.as_mut().ok_or(Error::NotStarted)
+    }
+
+    /// Waits for the child to end and reaps it. Can be called again; it
+    /// then returns the same status.
+    pub fn join(&mut self) -> Result<ExitStatus> {
+        match self.wait_until(Deadline::NEVER)? {
+            Some(s) => Ok(s),
+            None => unreachable!("a wait without deadline returns once the child ended"),
+        }
+    }
+
+    /// Waits at most `timeout` for the child to end; `None` if it still
+    /// runs. A zero timeout never blocks.
+    pub fn join_timeout(&mut self, timeout: Duration) -> Result<Option<ExitStatus>> {
+        self.wait_until(Deadline::after(timeout))
+    }
+
+    fn wait_until(&mut self, deadline: Deadline) -> Result<Option<ExitStatus>> {
+        loop {
+            if let Some(s) = self.poll()? {
+                return Ok(Some(s));
+            }
+            if deadline.expired() {
+                return Ok(None);
+            }
+            let c = self.child()?;
+            // Wait for the end, reading the report meanwhile: a child with a
+            // large report blocks in its write until the parent reads.
+            let mut fds: Vec<BorrowedFd<'_>> = vec![c.pidfd.as_fd()];
+            if let Some(r) = &c.report_fd {
+                fds.push(r.as_fd());
+            }
+            sys::poll_readable(&fds, deadline.remaining())?;
+        }
+    }
+
+    /// Reads what the report pipe has and reaps the child if it ended.
+    fn poll(&mut self) -> Result<Option<ExitStatus>> {
+        let c = self.child()?;
+        if c.status.is_some() {
+            return Ok(c.status);
+        }
+        if let Some(fd) = &c.report_fd
+            && sys::read_available(fd, &mut c.report)?
+        {
+            c.report_fd = None;
+        }
+        let status = match sys::reap(c.pid, false) {
+            Ok(r) => r.map(status),
+            // Reaped by `active_children` (perhaps on another thread).
+            Err(e) if e.raw_os_error() == Some(libc::ECHILD) => {
+                identity::registry().reaped_status(c.pid.as_raw())
+            }
+            Err(e) => return Err(e),
+        };
+        if let Some(s) = status {
+            // The child has ended: the report is complete (whatever a
+            // grandchild holding the pipe's write end may do).
+            if let Some(fd) = c.report_fd.take() {
+                sys::read_available(&fd, &mut c.report)?;
+            }
+            c.status = Some(s);
+            identity::registry().remove(c.pid.as_raw());
+            self.body = None;
+        }
+        Ok(status)
+    }
+
+    /// Whether the child was started and has not ended (it is reaped if it
+    /// has).
+    pub fn is_alive(&mut self) -> bool {
+        self.child.is_some() && matches!(self.poll(), Ok(None))
+    }
+
+    /// The exit code as Python reports it: `None` while running (or not
+    /// started), else the code or minus the signal.
+    pub fn exit_code(&mut self) -> Option<i32> {
+        self.child.as_ref()?;
+        self.poll().ok().flatten().map(ExitStatus::code)
+    }
+
+    /// The panic message, or the error text, the child reported before it
+    /// ended (`None` if it reported none, or has not ended).
+    pub fn message(&self) -> Option<String> {
+        let c = self.child.as_ref()?;
+        c.status?;
+        match c.report.split_first() {
+            Some((&(REPORT_PANIC | REPORT_ERROR), text)) => {
+                Some(String::from_utf8_lossy(text).into_owned())
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether the child ended by panicking.
+    pub fn panicked(&self) -> bool {
+        self.child
+            .as_ref()
+            .is_some_and(|c| c.status.is_some() && c.report.first() == Some(&REPORT_PANIC))
+    }
+
+    fn failure(&self, status: ExitStatus) -> Error {
+        Error::ChildFailed {
+            name: self.name.clone(),
+            status,
+            message: self.message(),
+        }
+    }
+
+    /// Joins the child and turns anything but exit code 0 into
+    /// [`Error::ChildFailed`] with the child's message.
+    pub fn join_ok(&mut self) -> Result<()> {
+        let s = self.join()?;
+        if s.success() {
+            Ok(())
+        } else {
+            Err(self.failure(s))
+        }
+    }
+
+    /// Sends SIGTERM. Does nothing once the child has been reaped: the pid
+    /// may belong to another process by then.
+    pub fn terminate(&mut self) -> Result<()> {
+        self.signal(Signal::SIGTERM)
+    }
+
+    /// Sends SIGKILL. Does nothing once the child has been reaped.
+    pub fn kill(&mut self) -> Result<()> {
+        self.signal(Signal::SIGKILL)
+    }
+
+    /// Sends `sig` to the child (through its pidfd, never to a recycled pid).
+    pub fn signal(&mut self, sig: Signal) -> Result<()> {
+        let c = self.child()?;
+        if c.status.is_some() {
+            return Ok(());
+        }
+        sys::pidfd_signal(&c.pidfd, sig)
+    }
+
+    /// Sends `sig` to the child's process group: the child and every
+    /// process it started that stayed in the group. Needs
+    /// [`with_new_group`](Process::with_new_group); the group may outlive
+    /// the child, so this works after the child ended too.
+    pub fn signal_group(&mut self, sig: Signal) -> Result<()> {
+        if !self.new_group {
+            return Err(Error::InvalidArgument(
+                "signal_group needs a process started with with_new_group(true)",
+            ));
+        }
+        let c = self.child()?;
+        sys::signal_group(c.pid, sig)
+    }
+
+    pub(crate) fn pidfd(&self) -> Option<BorrowedFd<'_>> {
+        self.child.as_ref().map(|c| c.pidfd.as_fd())
+    }
+}
+
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        String::from("panicked with a non-string payload")
+    }
+}
+
+pub(crate) fn status(r: Reaped) -> ExitStatus {
+    match r {
+        Reaped::Exited(c) => ExitStatus::Exited(c),
+        Reaped::Signaled(s) => ExitStatus::Signaled(s),
+    }
+}
+
+impl<T> Drop for Process<'_, T> {
+    /// Joins a child that still runs (as Python joins non-daemon children at
+    /// exit, and as a scoped thread is joined): the closure may borrow from
+    /// the parent, and those borrows must outlive the child. A daemon is
+    /// killed first. Never leaves a zombie.
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.child
+            && c.status.is_none()
+        {
+            if self.daemon {
+                let _ = sys::pidfd_signal(&c.pidfd, Signal::SIGKILL);
+            }
+            // Drop the report pipe first: a child blocked writing a large
+            // report must not wait for a reader that will never come.
+            c.report_fd = None;
+            let _ = sys::reap(c.pid, true);
+            identity::registry().remove(c.pid.as_raw());
+        }
+    }
+}
+
+impl<T> fmt::Debug for Process<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Process")
+            .field("name", &self.name)
+            .field("pid", &self.pid())
+            .field(
+                "status",
+                &self
+                    .child
+                    .as_ref()
+                    .and_then(|c| c.status.map(ExitStatus::code)),
+            )
+            .field("daemon", &self.daemon)
+            .finish()
+    }
+}
+
+/// Ends the calling process at once with `code` after flushing stdout and
+/// stderr, without running destructors: how a forked child should end
+/// early (Python's `os._exit`).
+pub fn exit(code: i32) -> ! {
+    sys::exit(code)
+}
