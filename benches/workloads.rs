@@ -248,6 +248,49 @@ fn array_fill(n: usize, reps: usize) {
     );
 }
 
+/// `spawn`: start a child that exits at once, then join it, 1,000 times.
+/// Baseline: a bare `fork` + `_exit(0)` + `waitpid`.
+fn spawn_workload(n: usize, reps: usize) {
+    use multiproc::Process;
+    let params = format!("\"children\": {n}, \"start_method\": \"fork\"");
+    let mut ok = String::from("ok");
+    let mut t_mp = Duration::MAX;
+    let mut t_raw = Duration::MAX;
+    for _ in 0..=reps {
+        let t = Instant::now();
+        for _ in 0..n {
+            // SAFETY: the child does nothing; whatever threads the bench has
+            // hold nothing it needs.
+            let mut p = unsafe { Process::new(|| ()).allow_threads() };
+            p.start().unwrap();
+            if !p.join().unwrap().success() {
+                ok = "a child failed".into();
+            }
+        }
+        t_mp = t_mp.min(t.elapsed());
+        let t = Instant::now();
+        for _ in 0..n {
+            // SAFETY: the child only calls _exit, which is async-signal-safe.
+            match unsafe { nix::unistd::fork() }.unwrap() {
+                nix::unistd::ForkResult::Child => unsafe { libc::_exit(0) },
+                nix::unistd::ForkResult::Parent { child } => {
+                    nix::sys::wait::waitpid(child, None).unwrap();
+                }
+            }
+        }
+        t_raw = t_raw.min(t.elapsed());
+    }
+    let us_mp = t_mp.as_secs_f64() * 1e6 / n as f64;
+    let us_raw = t_raw.as_secs_f64() * 1e6 / n as f64;
+    line("multiproc", "spawn", "Process_fork", &params, "us_per_child", us_mp, &ok);
+    line("raw", "spawn", "fork_exit_waitpid", &params, "us_per_child", us_raw, "ok");
+    eprintln!(
+        "spawn: Process start+join {us_mp:.0} us, bare fork+_exit+waitpid {us_raw:.0} us \
+         (ratio {:.2}, target <= 1.3)",
+        us_mp / us_raw
+    );
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; `-- --quick` picks small sizes.
     let quick = std::env::args().any(|a| a == "--quick");
@@ -258,4 +301,5 @@ fn main() {
     };
     counter(k, reps);
     array_fill(n, reps);
+    spawn_workload(if quick { 200 } else { 1000 }, reps);
 }

@@ -8,7 +8,9 @@ mod identity;
 
 use std::fmt;
 use std::marker::PhantomData;
+use std::cell::UnsafeCell;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Duration;
 
@@ -103,6 +105,56 @@ struct Report {
     bytes: Vec<u8>,
 }
 
+/// Room for a report in shared memory: most reports (none, a panic message,
+/// a small value) go here, so the parent is woken once, when the child ends,
+/// not also when the report arrives. Larger ones go through the pipe.
+const SLOT_BYTES: usize = 4096 - 8;
+const SLOT_EMPTY: u32 = 0;
+const SLOT_HERE: u32 = 1;
+const SLOT_IN_PIPE: u32 = 2;
+
+#[repr(C)]
+struct ReportSlot {
+    state: AtomicU32,
+    len: AtomicU32,
+    data: UnsafeCell<[u8; SLOT_BYTES]>,
+}
+
+// SAFETY: atomics and bytes; all-zero is an empty slot. `data` is written
+// by the child alone before it sets `state`, and read by the parent only
+// after the child has ended.
+unsafe impl crate::ShmSafe for ReportSlot {}
+// SAFETY: see above: writes and reads of `data` never overlap in time.
+unsafe impl Sync for ReportSlot {}
+
+impl ReportSlot {
+    /// In the child: stores `msg` here if it fits; false if it does not.
+    fn put(&self, msg: &[u8]) -> bool {
+        if msg.len() > SLOT_BYTES {
+            self.state.store(SLOT_IN_PIPE, Ordering::Release);
+            return false;
+        }
+        // SAFETY: only this (child) process writes the slot, once, before
+        // publishing it with the Release store below; the parent reads it
+        // only after that store and after the child ended.
+        unsafe { (&mut *self.data.get())[..msg.len()].copy_from_slice(msg) };
+        self.len.store(msg.len() as u32, Ordering::Relaxed);
+        self.state.store(SLOT_HERE, Ordering::Release);
+        true
+    }
+
+    /// In the parent, once the child ended: the report, if it is here.
+    fn take(&self) -> Option<Vec<u8>> {
+        if self.state.load(Ordering::Acquire) != SLOT_HERE {
+            return None;
+        }
+        let len = (self.len.load(Ordering::Relaxed) as usize).min(SLOT_BYTES);
+        // SAFETY: the child wrote `len` bytes before its Release store,
+        // which the Acquire load above observed; it has ended.
+        Some(unsafe { (&*self.data.get())[..len].to_vec() })
+    }
+}
+
 type Body<'a> = Box<dyn FnOnce() -> Report + 'a>;
 
 /// A child process that runs a closure, like Python's
@@ -164,6 +216,7 @@ struct Child {
     /// The read end of the report pipe, until its end of file.
     report_fd: Option<OwnedFd>,
     report: Vec<u8>,
+    slot: crate::shm::ShmBox<ReportSlot>,
 }
 
 impl<'a> Process<'a, ()> {
@@ -344,6 +397,11 @@ impl<'a, T> Process<'a, T> {
             return Err(Error::ThreadedFork { threads: n });
         }
         let (report_rd, report_wr) = sys::pipe()?;
+        let slot = crate::shm::ShmBox::new(ReportSlot {
+            state: AtomicU32::new(SLOT_EMPTY),
+            len: AtomicU32::new(0),
+            data: UnsafeCell::new([0; SLOT_BYTES]),
+        })?;
         let ident = identity::ChildIdentity::prepare(&self.name, self.authkey.as_deref());
         let parent = ident.parent_pid();
         let (die_with_parent, new_group, deadline) =
@@ -368,6 +426,7 @@ impl<'a, T> Process<'a, T> {
         };
         let body_slot = &mut self.body;
         let wr = &report_wr;
+        let report_slot = &*slot;
         let mut run = Some(move || {
             let report = match body_slot.take() {
                 Some(body) => match catch_unwind(AssertUnwindSafe(body)) {
@@ -387,7 +446,9 @@ impl<'a, T> Process<'a, T> {
             let mut msg = Vec::with_capacity(report.bytes.len() + 1);
             msg.push(report.kind);
             msg.extend_from_slice(&report.bytes);
-            sys::write_all(wr, &msg);
+            if !report_slot.put(&msg) {
+                sys::write_all(wr, &msg);
+            }
             report.code
         });
         // SAFETY: either this process has one thread, or the caller took
@@ -416,6 +477,7 @@ impl<'a, T> Process<'a, T> {
             status: None,
             report_fd: Some(report_rd),
             report: Vec::new(),
+            slot,
         });
         Ok(())
     }
@@ -487,6 +549,9 @@ impl<'a, T> Process<'a, T> {
             // grandchild holding the pipe's write end may do).
             if let Some(fd) = c.report_fd.take() {
                 sys::read_available(&fd, &mut c.report)?;
+            }
+            if let Some(r) = c.slot.take() {
+                c.report = r;
             }
             c.status = Some(s);
             identity::registry().remove(c.pid.as_raw());

@@ -11,10 +11,27 @@ thread_local! {
 
 static ATFORK: Once = Once::new();
 
+/// This process's id, cached (0: not looked up yet). Reset in a fork child.
+static PID: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
 extern "C" fn after_fork_in_child() {
-    // Only the forking thread exists in the child; its cached id is the
-    // parent's thread's id and must be looked up again.
+    // Only the forking thread exists in the child; its cached ids are the
+    // parent's and must be looked up again.
     TID.with(|t| t.set(0));
+    PID.store(0, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Registers the fork handler that clears the caches; false if that failed
+/// (then nothing may be cached).
+fn atfork_registered() -> bool {
+    ATFORK.call_once(|| {
+        // SAFETY: registers a handler that only writes a thread-local cell
+        // and an atomic, both async-signal-safe in a fork child (no
+        // allocation: the cell has a const initializer).
+        let r = unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
+        ATFORK_OK.store(r == 0, std::sync::atomic::Ordering::Relaxed);
+    });
+    ATFORK_OK.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// The calling thread's id (`gettid`), unique among live threads of every
@@ -28,16 +45,8 @@ pub(crate) fn tid() -> u32 {
 
 #[cold]
 fn tid_slow() -> u32 {
-    ATFORK.call_once(|| {
-        // SAFETY: registers a handler that only writes a thread-local cell,
-        // which is async-signal-safe in a fork child (no allocation: the cell
-        // has a const initializer). On failure the cache would survive fork,
-        // so fall back to never caching (checked below).
-        let r = unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
-        ATFORK_OK.store(r == 0, std::sync::atomic::Ordering::Relaxed);
-    });
     let t = nix::unistd::gettid().as_raw() as u32;
-    if ATFORK_OK.load(std::sync::atomic::Ordering::Relaxed) {
+    if atfork_registered() {
         TID.with(|c| c.set(t));
     }
     t
@@ -45,9 +54,20 @@ fn tid_slow() -> u32 {
 
 static ATFORK_OK: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-/// The calling process's id.
+/// The calling process's id. Cached; the cache is dropped in a child
+/// forked through libc's `fork` (which runs the atfork handlers). A child
+/// made by a raw `clone` system call would see its parent's id here, and
+/// must not use this crate.
 pub(crate) fn pid() -> i32 {
-    nix::unistd::getpid().as_raw()
+    let p = PID.load(std::sync::atomic::Ordering::Relaxed);
+    if p != 0 {
+        return p;
+    }
+    let p = nix::unistd::getpid().as_raw();
+    if atfork_registered() {
+        PID.store(p, std::sync::atomic::Ordering::Relaxed);
+    }
+    p
 }
 
 /// Whether thread `tid` (of any process) is alive: it exists and is not a
@@ -79,10 +99,12 @@ pub(crate) fn alive(tid: u32) -> bool {
     }
 }
 
-/// How many threads this process has (`/proc/self/task`), or `None` if that
-/// cannot be read.
+/// How many threads this process has (field 20 of `/proc/self/stat`), or
+/// `None` if that cannot be read.
 pub(crate) fn thread_count() -> Option<usize> {
-    std::fs::read_dir("/proc/self/task")
-        .ok()
-        .map(|d| d.filter(|e| e.is_ok()).count())
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name, which is in parentheses and may hold
+    // spaces: state is field 3, num_threads field 20.
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(17)?.parse().ok()
 }
