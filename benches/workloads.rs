@@ -272,6 +272,7 @@ fn spawn_workload(n: usize, reps: usize) {
         for _ in 0..n {
             // SAFETY: the child only calls _exit, which is async-signal-safe.
             match unsafe { nix::unistd::fork() }.unwrap() {
+                // SAFETY: _exit is always safe to call; it does not return.
                 nix::unistd::ForkResult::Child => unsafe { libc::_exit(0) },
                 nix::unistd::ForkResult::Parent { child } => {
                     nix::sys::wait::waitpid(child, None).unwrap();
@@ -282,8 +283,24 @@ fn spawn_workload(n: usize, reps: usize) {
     }
     let us_mp = t_mp.as_secs_f64() * 1e6 / n as f64;
     let us_raw = t_raw.as_secs_f64() * 1e6 / n as f64;
-    line("multiproc", "spawn", "Process_fork", &params, "us_per_child", us_mp, &ok);
-    line("raw", "spawn", "fork_exit_waitpid", &params, "us_per_child", us_raw, "ok");
+    line(
+        "multiproc",
+        "spawn",
+        "Process_fork",
+        &params,
+        "us_per_child",
+        us_mp,
+        &ok,
+    );
+    line(
+        "raw",
+        "spawn",
+        "fork_exit_waitpid",
+        &params,
+        "us_per_child",
+        us_raw,
+        "ok",
+    );
     eprintln!(
         "spawn: Process start+join {us_mp:.0} us, bare fork+_exit+waitpid {us_raw:.0} us \
          (ratio {:.2}, target <= 1.3)",

@@ -65,6 +65,11 @@ fn check_index(index: usize, len: usize) -> Result<()> {
 /// assert!(a.get(2).is_err());
 /// # Ok::<(), multiproc::Error>(())
 /// ```
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(bound = "")
+)]
 pub struct Array<T: ShmSafe> {
     alloc: Allocation,
     len: usize,
@@ -232,6 +237,11 @@ impl<T: ShmSafe + Copy + fmt::Debug> fmt::Debug for Array<T> {
 /// assert_eq!(a.to_vec(), vec![0, 9, 9, 7]);
 /// # Ok::<(), multiproc::Error>(())
 /// ```
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(bound = "")
+)]
 pub struct RawArray<T: ShmSafe> {
     alloc: Allocation,
     len: usize,

@@ -62,7 +62,7 @@ mod value;
 pub use array::{Array, RawArray};
 pub use error::{Error, LockResult, OwnerDied, Result, TryLockError, TryLockResult};
 pub use process::{
-    CurrentProcess, ExitStatus, Process, ProcessGroup, active_children, current_process,
+    CurrentProcess, ExitStatus, Process, ProcessGroup, active_children, current_process, init,
     parent_alive,
 };
 pub use shared_memory::SharedMemory;

@@ -29,6 +29,11 @@ use crate::sys::futex::Deadline;
 ///
 /// `get`/`set`/`update` take the lock; there is no unlocked `.value`
 /// attribute. For lock-free access use [`RawValue`] (atomics).
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(bound = "")
+)]
 pub struct Value<T: ShmSafe> {
     inner: ShmBox<Mutex<T>>,
 }
@@ -114,6 +119,11 @@ impl<T: ShmSafe + Copy + fmt::Debug> fmt::Debug for Value<T> {
 /// assert_eq!(hits.load(), 5);
 /// # Ok::<(), multiproc::Error>(())
 /// ```
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(bound = "")
+)]
 pub struct RawValue<T: Atomic> {
     inner: ShmBox<T>,
 }

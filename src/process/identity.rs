@@ -146,6 +146,17 @@ impl ChildIdentity {
     }
 }
 
+/// In a spawned child: its identity, as its parent chose it.
+#[cfg_attr(not(feature = "serde"), allow(dead_code))]
+pub(crate) fn install_spawned(name: &str, parent_pid: i32, authkey: &[u8]) {
+    *identity() = Some(CurrentProcess {
+        name: Arc::from(name),
+        pid: thread::pid(),
+        parent_pid,
+        authkey: Arc::from(authkey),
+    });
+}
+
 /// Whether the process this one started under is still its parent. False
 /// once the parent has died and this process was reparented (to init or a
 /// subreaper).

@@ -5,13 +5,15 @@
 
 mod group;
 mod identity;
+#[cfg(feature = "serde")]
+mod spawn;
 
+use std::cell::UnsafeCell;
 use std::fmt;
 use std::marker::PhantomData;
-use std::cell::UnsafeCell;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
@@ -24,6 +26,14 @@ use crate::sys::thread;
 
 pub use group::{ProcessGroup, Waitable, wait};
 pub use identity::{CurrentProcess, active_children, current_process, parent_alive};
+#[cfg(feature = "serde")]
+pub use spawn::init;
+
+/// Call this first thing in `main` of a program that uses the spawn start
+/// method (it needs the `serde` feature; without it there is no spawn start
+/// method and this does nothing).
+#[cfg(not(feature = "serde"))]
+pub fn init() {}
 
 /// How a child process ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -206,6 +216,14 @@ pub struct Process<'a, T = ()> {
     deadline: Option<Duration>,
     authkey: Option<Vec<u8>>,
     child: Option<Child>,
+    /// The spawn start method's plan, for a process made by
+    /// [`Process::spawn`].
+    #[cfg(feature = "serde")]
+    spawn: Option<spawn::Plan>,
+    /// A spawned process's arguments, kept until it ends: the shared
+    /// objects among them must stay allocated while the child uses them.
+    #[cfg(feature = "serde")]
+    retained: Option<Box<dyn std::any::Any>>,
     _result: PhantomData<fn() -> T>,
 }
 
@@ -270,6 +288,49 @@ impl<'a, T: serde::Serialize + serde::de::DeserializeOwned> Process<'a, T> {
         }))
     }
 
+    /// A process started with the **spawn** start method: a fresh run of
+    /// this program (`/proc/self/exe`) that calls `entry(args)` and returns
+    /// its result ([`result`](Process::result)). Safe from a multithreaded
+    /// parent, unlike fork, and no `allow_threads` is needed.
+    ///
+    /// The program must call [`init`] first thing in `main`. `entry` is a
+    /// plain function (no captured state: everything goes in `args`).
+    /// Shared objects travel in `args`, usually as `Arc<Value<T>>` and the
+    /// like so the parent keeps its own handle: the child maps the same
+    /// shared memory. The `Process` keeps `args` until the child ends.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::sync::Arc;
+    /// use multiproc::{Process, Value};
+    ///
+    /// fn add(counter: Arc<Value<u64>>) -> u64 {
+    ///     counter.update(|c| { *c += 1; *c })
+    /// }
+    ///
+    /// fn main() -> multiproc::Result<()> {
+    ///     multiproc::init();
+    ///     let counter = Arc::new(Value::new(0u64)?);
+    ///     let mut p = Process::spawn(add, counter.clone())?;
+    ///     p.start()?;
+    ///     assert_eq!(p.result()?, 1);
+    ///     assert_eq!(counter.get(), 1);
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn spawn<A>(entry: fn(A) -> T, args: A) -> Result<Process<'static, T>>
+    where
+        A: serde::Serialize + serde::de::DeserializeOwned + 'static,
+        T: 'static,
+    {
+        let plan = spawn::Plan::new(entry, &args)?;
+        let mut p = Process::from_body_static(None);
+        p.spawn = Some(plan);
+        p.retained = Some(Box::new(args));
+        Ok(p)
+    }
+
     /// Joins the child and returns the value its closure returned, or
     /// [`Error::ChildFailed`] if it did not end well (a panic, an exit code,
     /// a signal), with its message.
@@ -281,6 +342,19 @@ impl<'a, T: serde::Serialize + serde::de::DeserializeOwned> Process<'a, T> {
                 .map_err(|e| Error::Codec(format!("the child's result: {e}"))),
             _ => Err(self.failure(status)),
         }
+    }
+}
+
+impl<T> Process<'static, T> {
+    #[cfg(feature = "serde")]
+    fn from_body_static(body: Option<Body<'static>>) -> Self {
+        let mut p = Process::from_body(Box::new(|| Report {
+            code: 1,
+            kind: REPORT_ERROR,
+            bytes: Vec::new(),
+        }));
+        p.body = body;
+        p
     }
 }
 
@@ -296,6 +370,10 @@ impl<'a, T> Process<'a, T> {
             deadline: None,
             authkey: None,
             child: None,
+            #[cfg(feature = "serde")]
+            spawn: None,
+            #[cfg(feature = "serde")]
+            retained: None,
             _result: PhantomData,
         }
     }
@@ -390,6 +468,10 @@ impl<'a, T> Process<'a, T> {
         if self.child.is_some() {
             return Err(Error::AlreadyStarted);
         }
+        #[cfg(feature = "serde")]
+        if let Some(plan) = self.spawn.take() {
+            return self.start_spawned(plan);
+        }
         if !self.allow_threads
             && let Some(n) = thread::thread_count()
             && n > 1
@@ -460,6 +542,39 @@ impl<'a, T> Process<'a, T> {
             // returns whichever process runs first.
             let _ = sys::new_group(pid);
         }
+        self.adopt_child(pid, report_rd, slot)
+    }
+
+    #[cfg(feature = "serde")]
+    fn start_spawned(&mut self, plan: spawn::Plan) -> Result<()> {
+        let slot = crate::shm::ShmBox::new(ReportSlot {
+            state: AtomicU32::new(SLOT_EMPTY),
+            len: AtomicU32::new(0),
+            data: UnsafeCell::new([0; SLOT_BYTES]),
+        })?;
+        let authkey = match &self.authkey {
+            Some(k) => k.clone(),
+            None => current_process().authkey().to_vec(),
+        };
+        let (pid, report_rd) = spawn::start(
+            plan,
+            spawn::Options {
+                name: &self.name,
+                authkey,
+                die_with_parent: self.die_with_parent,
+                new_group: self.new_group,
+                deadline: self.deadline,
+            },
+        )?;
+        self.adopt_child(pid, report_rd, slot)
+    }
+
+    fn adopt_child(
+        &mut self,
+        pid: Pid,
+        report_rd: OwnedFd,
+        slot: crate::shm::ShmBox<ReportSlot>,
+    ) -> Result<()> {
         let pidfd = match sys::pidfd_open(pid) {
             Ok(fd) => fd,
             Err(e) => {
@@ -556,6 +671,10 @@ impl<'a, T> Process<'a, T> {
             c.status = Some(s);
             identity::registry().remove(c.pid.as_raw());
             self.body = None;
+            #[cfg(feature = "serde")]
+            {
+                self.retained = None;
+            }
         }
         Ok(status)
     }

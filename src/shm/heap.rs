@@ -42,9 +42,22 @@ pub(crate) struct Arena {
 }
 
 impl Arena {
-    #[allow(dead_code)] // used by the spawn start method
+    #[cfg_attr(not(feature = "serde"), allow(dead_code))]
     pub(crate) fn mapping(&self) -> &SharedMapping {
         &self.map
+    }
+
+    /// The process whose heap owns the arena.
+    #[cfg_attr(not(feature = "serde"), allow(dead_code))]
+    pub(crate) fn owner(&self) -> i32 {
+        self.owner
+    }
+
+    /// An arena of another process's heap, mapped again in this one (spawn
+    /// start method). This process never frees into it.
+    #[cfg_attr(not(feature = "serde"), allow(dead_code))]
+    pub(crate) fn adopted(map: SharedMapping, owner: i32) -> Arena {
+        Arena { map, owner }
     }
 }
 
@@ -71,11 +84,36 @@ impl Allocation {
         self.ptr
     }
 
-    /// The arena and offset, for re-mapping in another process.
-    #[allow(dead_code)] // used by the spawn start method
-    pub(crate) fn location(&self) -> (&Arc<Arena>, usize) {
+    /// The arena, offset and slot size, for re-mapping in another process.
+    #[cfg_attr(not(feature = "serde"), allow(dead_code))]
+    pub(crate) fn location(&self) -> (&Arc<Arena>, usize, usize) {
         let off = self.ptr.as_ptr() as usize - self.arena.map.as_ptr() as usize;
-        (&self.arena, off)
+        (&self.arena, off, self.size)
+    }
+
+    /// The allocation at `offset` in `arena` (an adopted one), `size` bytes.
+    #[cfg_attr(not(feature = "serde"), allow(dead_code))]
+    pub(crate) fn adopt(arena: Arc<Arena>, offset: usize, size: usize) -> Result<Allocation> {
+        let len = arena.map.len();
+        // A large block's `size` is at least SMALL_MAX + 1 but its mapping
+        // may be shorter than that; only the bytes actually used matter.
+        let used = if size > SMALL_MAX {
+            len - offset.min(len)
+        } else {
+            size
+        };
+        if offset >= len || used > len - offset {
+            return Err(Error::InvalidArgument(
+                "a shared object's location lies outside its memory",
+            ));
+        }
+        // SAFETY: `offset < len`, inside the mapping.
+        let ptr = unsafe { arena.map.as_ptr().add(offset) };
+        Ok(Allocation {
+            ptr: NonNull::new(ptr).expect("mmap never returns null"),
+            size,
+            arena,
+        })
     }
 }
 

@@ -1,6 +1,8 @@
 //! What may live in shared memory, and the shared heap that places it.
 
 pub(crate) mod heap;
+#[cfg(feature = "serde")]
+pub(crate) mod transfer;
 
 use std::sync::atomic::{
     AtomicBool, AtomicI8, AtomicI16, AtomicI32, AtomicI64, AtomicIsize, AtomicU8, AtomicU16,
@@ -107,6 +109,11 @@ pub(crate) const fn assert_no_drop<T>() {
 /// One `T` placed in the shared heap: the building block of every shared
 /// type. Dereferences to `&T` only; shared mutation goes through atomics or
 /// `UnsafeCell`s inside `T`.
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(bound = "")
+)]
 pub(crate) struct ShmBox<T> {
     alloc: heap::Allocation,
     _marker: std::marker::PhantomData<T>,

@@ -90,8 +90,15 @@ type Action = Box<dyn Fn() + Send + Sync>;
 /// assert_eq!(b.wait()?, 0);
 /// # Ok::<(), multiproc::Error>(())
 /// ```
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(bound = "")
+)]
 pub struct Barrier {
     inner: ShmBox<BarrierState>,
+    /// Each process runs its own copy; a spawned process has none.
+    #[cfg_attr(feature = "serde", serde(skip))]
     action: Option<Action>,
 }
 

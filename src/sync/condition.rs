@@ -45,6 +45,11 @@ unsafe impl crate::ShmSafe for CondState {}
 /// assert!(!r.timed_out());
 /// # Ok::<(), multiproc::Error>(())
 /// ```
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(bound = "")
+)]
 pub struct Condition {
     inner: ShmBox<CondState>,
 }

@@ -25,6 +25,11 @@ use crate::sys::futex::{self, Deadline};
 /// ev.wait();
 /// # Ok::<(), multiproc::Error>(())
 /// ```
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(bound = "")
+)]
 pub struct Event {
     flag: ShmBox<AtomicU32>,
 }

@@ -41,6 +41,11 @@ pub type LockGuard<'a> = MutexGuard<'a, ()>;
 /// The guard releases the lock (Python's `with lock:`). `acquire` and
 /// `release` exist for code that must release elsewhere; as in Python any
 /// process may release a held `Lock`.
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(bound = "")
+)]
 pub struct Lock {
     inner: ShmBox<Mutex<()>>,
 }
@@ -143,6 +148,11 @@ unsafe impl crate::ShmSafe for RLockState {}
 ///
 /// The owner is one thread of one process (its kernel thread id); another
 /// thread or process that tries to release it gets [`Error::NotOwner`].
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(bound = "")
+)]
 pub struct RLock {
     inner: ShmBox<RLockState>,
 }

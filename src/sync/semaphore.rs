@@ -100,6 +100,11 @@ impl SemState {
 /// assert_eq!(sem.value(), 1);
 /// # Ok::<(), multiproc::Error>(())
 /// ```
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(bound = "")
+)]
 pub struct Semaphore {
     inner: ShmBox<SemState>,
 }
@@ -171,6 +176,11 @@ impl fmt::Debug for Semaphore {
 /// A semaphore whose count may never exceed its initial value, like
 /// Python's `multiprocessing.BoundedSemaphore`: a release past the bound is
 /// [`Error::ReleasedTooManyTimes`] and changes nothing.
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(bound = "")
+)]
 pub struct BoundedSemaphore {
     sem: Semaphore,
 }

@@ -48,6 +48,26 @@ impl SharedMapping {
         Ok(SharedMapping { map, file })
     }
 
+    /// Maps all of the memfd (or any shared-memory file) `fd`, as a child
+    /// started by the spawn start method does with the descriptors its
+    /// parent handed over.
+    #[cfg_attr(not(feature = "serde"), allow(dead_code))]
+    pub(crate) fn from_fd(fd: std::os::fd::OwnedFd) -> Result<SharedMapping> {
+        let file = File::from(fd);
+        let len = file.metadata().map_err(|e| Error::os("fstat", e))?.len() as usize;
+        if len == 0 {
+            return Err(Error::InvalidSize {
+                size: 0,
+                reason: "an empty shared memory file cannot be mapped",
+            });
+        }
+        let map = MmapOptions::new()
+            .len(len)
+            .map_raw(&file)
+            .map_err(|e| Error::os("mmap", e))?;
+        Ok(SharedMapping { map, file })
+    }
+
     /// The first byte of the mapping.
     pub(crate) fn as_ptr(&self) -> *mut u8 {
         self.map.as_mut_ptr()
@@ -59,7 +79,7 @@ impl SharedMapping {
     }
 
     /// The memfd behind the mapping, for handing to another process.
-    #[allow(dead_code)] // used by the spawn start method
+    #[cfg_attr(not(feature = "serde"), allow(dead_code))]
     pub(crate) fn fd(&self) -> BorrowedFd<'_> {
         self.file.as_fd()
     }

@@ -1,0 +1,219 @@
+//! The spawn start method: children that are fresh runs of this test
+//! binary, started from a multithreaded parent, sharing Values, locks and
+//! events through re-mapped shared memory.
+//!
+//! This binary has its own `main` (libtest-mimic) because `multiproc::init`
+//! must run before anything else when the binary is started as a spawned
+//! child.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use libtest_mimic::{Arguments, Failed, Trial};
+use multiproc::{Array, Error, Event, ExitStatus, Lock, Process, RawValue, Value, current_process};
+
+fn check(cond: bool, what: &str) -> Result<(), Failed> {
+    if cond { Ok(()) } else { Err(what.into()) }
+}
+
+// ---- entry points run in spawned children ----
+
+fn add_under_lock(args: (Arc<Value<u64>>, u64)) -> u64 {
+    let (counter, k) = args;
+    for _ in 0..k {
+        *counter.lock().unwrap() += 1;
+    }
+    counter.get()
+}
+
+fn wait_then_fill(args: (Arc<Event>, Arc<Array<f64>>, Arc<Lock>, usize)) -> f64 {
+    let (go, array, lock, slot) = args;
+    go.wait();
+    let _g = lock.lock().unwrap();
+    array.set(slot, slot as f64 * 1.5).unwrap();
+    array.to_vec().iter().sum()
+}
+
+fn who_am_i(_: ()) -> (String, Vec<u8>, i32) {
+    let me = current_process();
+    (me.name().to_owned(), me.authkey().to_vec(), me.parent_pid())
+}
+
+fn panics(msg: String) -> u32 {
+    panic!("{msg}")
+}
+
+fn sleeps(_: ()) {
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+fn atomics(v: Arc<RawValue<u64>>) {
+    for _ in 0..10_000 {
+        v.fetch_add(1);
+    }
+}
+
+// ---- tests ----
+
+fn from_a_multithreaded_parent_with_a_shared_value() -> Result<(), Failed> {
+    // Keep other threads busy the whole time: fork would refuse here.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let threads: Vec<_> = (0..3)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _v: Vec<u8> = vec![0; 1024];
+                    std::thread::yield_now();
+                }
+            })
+        })
+        .collect();
+    let counter = Arc::new(Value::new(0u64).map_err(|e| e.to_string())?);
+    let mut kids: Vec<Process<'static, u64>> = (0..3)
+        .map(|_| Process::spawn(add_under_lock, (counter.clone(), 2000)))
+        .collect::<Result<_, _>>()
+        .map_err(|e| e.to_string())?;
+    for k in &mut kids {
+        k.start().map_err(|e| e.to_string())?;
+    }
+    for k in &mut kids {
+        let seen = k.result().map_err(|e| e.to_string())?;
+        check(
+            (2000..=6000).contains(&seen),
+            "a child saw an impossible count",
+        )?;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in threads {
+        t.join().unwrap();
+    }
+    check(
+        counter.get() == 6000,
+        &format!("counter is {}", counter.get()),
+    )
+}
+
+fn events_arrays_and_locks_cross_over() -> Result<(), Failed> {
+    let go = Arc::new(Event::new().map_err(|e| e.to_string())?);
+    let array = Arc::new(Array::<f64>::zeroed(3).map_err(|e| e.to_string())?);
+    let lock = Arc::new(Lock::new().map_err(|e| e.to_string())?);
+    let mut kids: Vec<Process<'static, f64>> = (0..3)
+        .map(|i| Process::spawn(wait_then_fill, (go.clone(), array.clone(), lock.clone(), i)))
+        .collect::<Result<_, _>>()
+        .map_err(|e| e.to_string())?;
+    for k in &mut kids {
+        k.start().map_err(|e| e.to_string())?;
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    check(
+        array.to_vec() == vec![0.0; 3],
+        "children ran before the event",
+    )?;
+    go.set();
+    for k in &mut kids {
+        k.result().map_err(|e| e.to_string())?;
+    }
+    check(array.to_vec() == vec![0.0, 1.5, 3.0], "wrong array")
+}
+
+fn raw_values_are_atomic_across_spawned_children() -> Result<(), Failed> {
+    let v = Arc::new(RawValue::new(0u64).map_err(|e| e.to_string())?);
+    let mut kids: Vec<Process<'static, ()>> = (0..4)
+        .map(|_| Process::spawn(atomics, v.clone()))
+        .collect::<Result<_, _>>()
+        .map_err(|e| e.to_string())?;
+    for k in &mut kids {
+        k.start().map_err(|e| e.to_string())?;
+    }
+    for k in &mut kids {
+        k.join_ok().map_err(|e| e.to_string())?;
+    }
+    check(v.load() == 40_000, &format!("total {}", v.load()))
+}
+
+fn identity_and_authkey() -> Result<(), Failed> {
+    let mut p = Process::spawn(who_am_i, ())
+        .map_err(|e| e.to_string())?
+        .with_name("spawned-one");
+    p.start().map_err(|e| e.to_string())?;
+    let (name, key, ppid) = p.result().map_err(|e| e.to_string())?;
+    check(name == "spawned-one", &format!("name {name}"))?;
+    check(key == current_process().authkey(), "authkey not inherited")?;
+    check(ppid == std::process::id() as i32, "parent pid")?;
+    let mut q = Process::spawn(who_am_i, ())
+        .map_err(|e| e.to_string())?
+        .with_authkey(&b"other"[..]);
+    q.start().map_err(|e| e.to_string())?;
+    let (_, key, _) = q.result().map_err(|e| e.to_string())?;
+    check(key == b"other", "custom authkey")
+}
+
+fn panics_and_signals() -> Result<(), Failed> {
+    let mut p = Process::spawn(panics, "spawned boom".to_owned()).map_err(|e| e.to_string())?;
+    p.start().map_err(|e| e.to_string())?;
+    match p.result() {
+        Err(Error::ChildFailed {
+            status, message, ..
+        }) => {
+            check(status == ExitStatus::Exited(1), "exit code 1")?;
+            check(message.as_deref() == Some("spawned boom"), "panic message")?;
+        }
+        other => return Err(format!("expected ChildFailed, got {other:?}").into()),
+    }
+    let mut s = Process::spawn(sleeps, ()).map_err(|e| e.to_string())?;
+    s.start().map_err(|e| e.to_string())?;
+    check(
+        s.join_timeout(Duration::from_millis(50))
+            .map_err(|e| e.to_string())?
+            .is_none(),
+        "still sleeping",
+    )?;
+    s.terminate().map_err(|e| e.to_string())?;
+    check(
+        s.join().map_err(|e| e.to_string())?.code() == -15,
+        "terminated: -15",
+    )?;
+    let mut d = Process::spawn(sleeps, ())
+        .map_err(|e| e.to_string())?
+        .with_deadline(Duration::from_millis(100));
+    d.start().map_err(|e| e.to_string())?;
+    check(
+        d.join().map_err(|e| e.to_string())?.code() == -9,
+        "deadline: -9",
+    )
+}
+
+fn shared_objects_refuse_plain_serialization() -> Result<(), Failed> {
+    let v = Value::new(1u8).map_err(|e| e.to_string())?;
+    check(
+        postcard::to_stdvec(&v).is_err(),
+        "a Value serialized outside a spawn",
+    )
+}
+
+fn main() {
+    multiproc::init();
+    let args = Arguments::from_args();
+    let tests = vec![
+        Trial::test(
+            "from_a_multithreaded_parent_with_a_shared_value",
+            from_a_multithreaded_parent_with_a_shared_value,
+        ),
+        Trial::test(
+            "events_arrays_and_locks_cross_over",
+            events_arrays_and_locks_cross_over,
+        ),
+        Trial::test(
+            "raw_values_are_atomic_across_spawned_children",
+            raw_values_are_atomic_across_spawned_children,
+        ),
+        Trial::test("identity_and_authkey", identity_and_authkey),
+        Trial::test("panics_and_signals", panics_and_signals),
+        Trial::test(
+            "shared_objects_refuse_plain_serialization",
+            shared_objects_refuse_plain_serialization,
+        ),
+    ];
+    libtest_mimic::run(&args, tests).exit();
+}
