@@ -308,7 +308,81 @@ fn spawn_workload(n: usize, reps: usize) {
     );
 }
 
+/// The entry point of the spawned children of the `spawn` workload.
+#[cfg(feature = "serde")]
+fn nothing(_: ()) {}
+
+/// `spawn` with the spawn start method: a fresh run of this binary that
+/// returns at once. Baseline: `posix_spawn` of the same binary, which exits
+/// at once (`BENCH_EXIT_AT_ONCE`), and `waitpid`.
+#[cfg(feature = "serde")]
+fn spawn_start_method(n: usize, reps: usize) {
+    use multiproc::Process;
+    let params = format!("\"children\": {n}, \"start_method\": \"spawn\"");
+    let mut ok = String::from("ok");
+    let (mut t_mp, mut t_raw) = (Duration::MAX, Duration::MAX);
+    let exe = std::ffi::CString::new("/proc/self/exe").unwrap();
+    let argv = [exe.clone()];
+    let mut envp: Vec<std::ffi::CString> = std::env::vars()
+        .map(|(k, v)| std::ffi::CString::new(format!("{k}={v}")).unwrap())
+        .collect();
+    envp.push(std::ffi::CString::new("BENCH_EXIT_AT_ONCE=1").unwrap());
+    for _ in 0..=reps {
+        let t = Instant::now();
+        for _ in 0..n {
+            let mut p = Process::spawn(nothing, ()).unwrap();
+            p.start().unwrap();
+            if p.result().is_err() {
+                ok = "a child failed".into();
+            }
+        }
+        t_mp = t_mp.min(t.elapsed());
+        let t = Instant::now();
+        for _ in 0..n {
+            let pid = nix::spawn::posix_spawn(
+                exe.as_c_str(),
+                &nix::spawn::PosixSpawnFileActions::init().unwrap(),
+                &nix::spawn::PosixSpawnAttr::init().unwrap(),
+                &argv,
+                &envp,
+            )
+            .unwrap();
+            nix::sys::wait::waitpid(pid, None).unwrap();
+        }
+        t_raw = t_raw.min(t.elapsed());
+    }
+    let us_mp = t_mp.as_secs_f64() * 1e6 / n as f64;
+    let us_raw = t_raw.as_secs_f64() * 1e6 / n as f64;
+    line(
+        "multiproc",
+        "spawn",
+        "Process_spawn",
+        &params,
+        "us_per_child",
+        us_mp,
+        &ok,
+    );
+    line(
+        "raw",
+        "spawn",
+        "posix_spawn_same_binary",
+        &params,
+        "us_per_child",
+        us_raw,
+        "ok",
+    );
+    eprintln!(
+        "spawn (start method): Process::spawn start+join {us_mp:.0} us, bare posix_spawn of the \
+         same binary {us_raw:.0} us (ratio {:.2}, target <= 1.3)",
+        us_mp / us_raw
+    );
+}
+
 fn main() {
+    if std::env::var_os("BENCH_EXIT_AT_ONCE").is_some() {
+        return;
+    }
+    multiproc::init();
     // `cargo bench` passes `--bench`; `-- --quick` picks small sizes.
     let quick = std::env::args().any(|a| a == "--quick");
     let (k, n, reps) = if quick {
@@ -319,4 +393,6 @@ fn main() {
     counter(k, reps);
     array_fill(n, reps);
     spawn_workload(if quick { 200 } else { 1000 }, reps);
+    #[cfg(feature = "serde")]
+    spawn_start_method(if quick { 50 } else { 300 }, reps);
 }
