@@ -358,3 +358,20 @@ fn a_stop_request_ends_the_work_cleanly() {
     p.terminate().unwrap();
     assert_eq!(p.join().unwrap(), ExitStatus::Exited(5));
 }
+
+#[test]
+fn the_sigchld_reaper_leaves_no_zombie() {
+    let _s = serial();
+    multiproc::process::start_reaper().unwrap();
+    multiproc::process::start_reaper().unwrap(); // a second call does nothing
+    let mut kids: Vec<_> = (0..5).map(|i| spawn(move || i)).collect();
+    let pids: Vec<i32> = kids.iter().map(|k| k.pid().unwrap()).collect();
+    // Nobody joins: the reaper must reap them (gone from /proc entirely,
+    // not zombies).
+    assert!(eventually(PATIENCE, || pids
+        .iter()
+        .all(|p| { std::fs::metadata(format!("/proc/{p}")).is_err() })));
+    for (i, k) in kids.iter_mut().enumerate() {
+        assert_eq!(k.join().unwrap().code(), i as i32, "status kept for join");
+    }
+}

@@ -226,3 +226,35 @@ pub fn active_children() -> Vec<i32> {
     alive.sort_unstable();
     alive
 }
+
+/// Starts a background thread that reaps, on every SIGCHLD, the children
+/// this process started through [`Process`](crate::Process) that have
+/// ended, for programs that never join them: no zombie lingers, and a later
+/// `join` still returns the status. Children started by other means (such
+/// as `std::process::Command`) are left to their owners. Calling it again
+/// does nothing.
+///
+/// The thread makes this process multithreaded: later fork-started
+/// children need [`Process::allow_threads`](crate::Process::allow_threads)
+/// (spawn-started ones do not).
+pub fn start_reaper() -> crate::Result<()> {
+    static STARTED: std::sync::OnceLock<std::result::Result<(), String>> =
+        std::sync::OnceLock::new();
+    let r = STARTED.get_or_init(|| {
+        let mut signals =
+            signal_hook::iterator::Signals::new([libc::SIGCHLD]).map_err(|e| e.to_string())?;
+        std::thread::Builder::new()
+            .name("multiproc-reaper".into())
+            .spawn(move || {
+                for _ in signals.forever() {
+                    active_children();
+                }
+            })
+            .map(drop)
+            .map_err(|e| e.to_string())
+    });
+    r.clone().map_err(|e| crate::Error::Os {
+        call: "start_reaper",
+        source: std::io::Error::other(e),
+    })
+}

@@ -25,7 +25,7 @@ use crate::sys::process::{self as sys, Reaped};
 use crate::sys::thread;
 
 pub use group::{ProcessGroup, Waitable, wait};
-pub use identity::{CurrentProcess, active_children, current_process, parent_alive};
+pub use identity::{CurrentProcess, active_children, current_process, parent_alive, start_reaper};
 #[cfg(feature = "serde")]
 pub use spawn::init;
 
