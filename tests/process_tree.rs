@@ -311,6 +311,11 @@ fn wait_on_several_processes() {
     );
     go.set();
     assert_eq!(wait(&[&a, &b, &c], Some(PATIENCE)).unwrap(), vec![1]);
+    let unstarted = Process::new(|| ());
+    assert!(matches!(
+        wait(&[&a, &unstarted], Some(Duration::ZERO)),
+        Err(Error::NotStarted)
+    ));
     join_ok(&mut b);
     a.kill().unwrap();
     c.kill().unwrap();

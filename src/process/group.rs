@@ -6,7 +6,7 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 
 use super::{ExitStatus, Process};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::sys::futex::Deadline;
 use crate::sys::process as sys;
 
@@ -28,26 +28,21 @@ impl<T> Waitable for Process<'_, T> {
 /// Waits until at least one of `objects` is ready, at most `timeout`
 /// (forever on `None`), and returns the indexes of those that are, like
 /// Python's `multiprocessing.connection.wait`. A process is ready once it
-/// ended (it is not reaped: `join` it). An empty list is returned on timeout.
+/// ended (it is not reaped: `join` it). An empty list is returned on
+/// timeout. A process never started is [`Error::NotStarted`] (Python raises
+/// too).
 pub fn wait(objects: &[&dyn Waitable], timeout: Option<Duration>) -> Result<Vec<usize>> {
-    let mut fds = Vec::new();
-    let mut index = Vec::new();
-    for (i, o) in objects.iter().enumerate() {
-        if let Some(fd) = o.ready_fd() {
-            fds.push(fd);
-            index.push(i);
-        }
-    }
+    let fds = objects
+        .iter()
+        .map(|o| o.ready_fd().ok_or(Error::NotStarted))
+        .collect::<Result<Vec<_>>>()?;
     if fds.is_empty() {
         if let Some(t) = timeout {
             std::thread::sleep(t);
         }
         return Ok(Vec::new());
     }
-    Ok(sys::poll_readable(&fds, timeout)?
-        .into_iter()
-        .map(|i| index[i])
-        .collect())
+    sys::poll_readable(&fds, timeout)
 }
 
 /// Processes run as a unit: wait for whichever ends first, stop them all,
@@ -145,7 +140,7 @@ impl<'a> ProcessGroup<'a> {
                 .procs
                 .iter()
                 .zip(&self.reported)
-                .filter(|(_, r)| !**r)
+                .filter(|(p, r)| !**r && p.pid().is_some())
                 .map(|(p, _)| p as &dyn Waitable)
                 .collect();
             wait(&objs, deadline.remaining())?;

@@ -10,6 +10,7 @@ mod spawn;
 
 use std::cell::UnsafeCell;
 use std::fmt;
+use std::io::Write;
 use std::marker::PhantomData;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -96,7 +97,9 @@ impl<E: fmt::Display> ChildResult for std::result::Result<(), E> {
             Ok(()) => (0, None),
             Err(e) => {
                 let msg = e.to_string();
-                eprintln!("Error: {msg}");
+                // Not eprintln!, which panics when stderr cannot be written
+                // (a full disk): the report must still reach the parent.
+                let _ = writeln!(std::io::stderr(), "Error: {msg}");
                 (1, Some(msg))
             }
         }
