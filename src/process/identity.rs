@@ -107,7 +107,8 @@ fn new_authkey() -> Arc<[u8]> {
 /// fork and installed in the child by [`ChildIdentity::install`].
 pub(crate) struct ChildIdentity {
     guard: MutexGuard<'static, Option<CurrentProcess>>,
-    registry: MutexGuard<'static, Registry>,
+    /// Held across the fork only, so that no other thread holds it then.
+    _registry: MutexGuard<'static, Registry>,
     name: Arc<str>,
     parent_pid: i32,
     authkey: Arc<[u8]>,
@@ -120,7 +121,7 @@ impl ChildIdentity {
         let inherited = current_process().authkey;
         ChildIdentity {
             guard: identity(),
-            registry: registry(),
+            _registry: registry(),
             name: Arc::from(name),
             parent_pid: thread::pid(),
             authkey: authkey.map(Arc::from).unwrap_or(inherited),
@@ -128,16 +129,19 @@ impl ChildIdentity {
     }
 
     /// In the child: becomes the new process's identity; the registry of
-    /// children starts empty.
+    /// children starts empty (see `registry`).
     pub(crate) fn install(mut self) {
-        *self.guard = Some(CurrentProcess {
+        let parent_identity = self.guard.replace(CurrentProcess {
             name: self.name,
             pid: thread::pid(),
             parent_pid: self.parent_pid,
             authkey: self.authkey,
         });
-        self.registry.children.clear();
-        self.registry.pid = thread::pid();
+        // Not dropped: that would write reference counts into pages the
+        // child shares copy-on-write with its parent, for nothing (the
+        // child ends with `_exit`). The registry of children is cleared
+        // lazily, on its first use in this process (its pid differs).
+        std::mem::forget(parent_identity);
     }
 
     /// The parent's pid (for the child's parent-death check).

@@ -218,6 +218,9 @@ pub struct Process<'a, T = ()> {
     new_group: bool,
     deadline: Option<Duration>,
     authkey: Option<Vec<u8>>,
+    /// Whether the child's report may outgrow the shared slot (a returned
+    /// value): then a pipe carries it. Messages alone fit the slot.
+    report_pipe: bool,
     child: Option<Child>,
     /// The spawn start method's plan, for a process made by
     /// [`Process::spawn`].
@@ -277,7 +280,7 @@ impl<'a, T: serde::Serialize + serde::de::DeserializeOwned> Process<'a, T> {
     where
         F: FnOnce() -> T + 'a,
     {
-        Self::from_body(Box::new(move || match postcard::to_stdvec(&body()) {
+        let mut p = Self::from_body(Box::new(move || match postcard::to_stdvec(&body()) {
             Ok(bytes) => Report {
                 code: 0,
                 kind: REPORT_VALUE,
@@ -288,7 +291,9 @@ impl<'a, T: serde::Serialize + serde::de::DeserializeOwned> Process<'a, T> {
                 kind: REPORT_ERROR,
                 bytes: format!("the result could not be serialized: {e}").into_bytes(),
             },
-        }))
+        }));
+        p.report_pipe = true;
+        p
     }
 
     /// A process started with the **spawn** start method: a fresh run of
@@ -372,6 +377,7 @@ impl<'a, T> Process<'a, T> {
             new_group: false,
             deadline: None,
             authkey: None,
+            report_pipe: false,
             child: None,
             #[cfg(feature = "serde")]
             spawn: None,
@@ -481,7 +487,12 @@ impl<'a, T> Process<'a, T> {
         {
             return Err(Error::ThreadedFork { threads: n });
         }
-        let (report_rd, report_wr) = sys::pipe()?;
+        let (report_rd, report_wr) = if self.report_pipe {
+            let (r, w) = sys::pipe()?;
+            (Some(r), Some(w))
+        } else {
+            (None, None)
+        };
         let slot = crate::shm::ShmBox::new(ReportSlot {
             state: AtomicU32::new(SLOT_EMPTY),
             len: AtomicU32::new(0),
@@ -491,11 +502,13 @@ impl<'a, T> Process<'a, T> {
         let parent = ident.parent_pid();
         let (die_with_parent, new_group, deadline) =
             (self.die_with_parent, self.new_group, self.deadline);
-        let rd_raw = report_rd.as_raw_fd();
+        let rd_raw = report_rd.as_ref().map(|r| r.as_raw_fd());
         let setup = move || {
             ident.install();
             // The child never reads its own report.
-            let _ = nix::unistd::close(rd_raw);
+            if let Some(fd) = rd_raw {
+                let _ = nix::unistd::close(fd);
+            }
             if die_with_parent {
                 sys::die_with_parent(parent, Signal::SIGKILL);
             }
@@ -510,7 +523,7 @@ impl<'a, T> Process<'a, T> {
             }
         };
         let body_slot = &mut self.body;
-        let wr = &report_wr;
+        let wr = report_wr.as_ref();
         let report_slot = &*slot;
         let mut run = Some(move || {
             let report = match body_slot.take() {
@@ -531,8 +544,14 @@ impl<'a, T> Process<'a, T> {
             let mut msg = Vec::with_capacity(report.bytes.len() + 1);
             msg.push(report.kind);
             msg.extend_from_slice(&report.bytes);
-            if !report_slot.put(&msg) {
-                sys::write_all(wr, &msg);
+            match wr {
+                Some(wr) if !report_slot.put(&msg) => sys::write_all(wr, &msg),
+                Some(_) => {}
+                None => {
+                    // No pipe: a message longer than the slot is cut short.
+                    msg.truncate(SLOT_BYTES);
+                    report_slot.put(&msg);
+                }
             }
             report.code
         });
@@ -569,13 +588,13 @@ impl<'a, T> Process<'a, T> {
                 deadline: self.deadline,
             },
         )?;
-        self.adopt_child(pid, report_rd, slot)
+        self.adopt_child(pid, Some(report_rd), slot)
     }
 
     fn adopt_child(
         &mut self,
         pid: Pid,
-        report_rd: OwnedFd,
+        report_rd: Option<OwnedFd>,
         slot: crate::shm::ShmBox<ReportSlot>,
     ) -> Result<()> {
         let pidfd = match sys::pidfd_open(pid) {
@@ -593,7 +612,7 @@ impl<'a, T> Process<'a, T> {
             pid,
             pidfd,
             status: None,
-            report_fd: Some(report_rd),
+            report_fd: report_rd,
             report: Vec::new(),
             slot,
         });
@@ -626,20 +645,26 @@ impl<'a, T> Process<'a, T> {
 
     fn wait_until(&mut self, deadline: Deadline) -> Result<Option<ExitStatus>> {
         loop {
-            if let Some(s) = self.poll()? {
+            let c = self.child()?;
+            if let Some(s) = c.status {
                 return Ok(Some(s));
             }
-            if deadline.expired() {
-                return Ok(None);
-            }
-            let c = self.child()?;
-            // Wait for the end, reading the report meanwhile: a child with a
-            // large report blocks in its write until the parent reads.
+            // Sleep until the child ends, reading the report meanwhile: a
+            // child with a large report blocks in its write until the parent
+            // reads. (One poll, then one waitpid, for a plain join.)
             let mut fds: Vec<BorrowedFd<'_>> = vec![c.pidfd.as_fd()];
             if let Some(r) = &c.report_fd {
                 fds.push(r.as_fd());
             }
-            sys::poll_readable(&fds, deadline.remaining())?;
+            let ready = sys::poll_readable(&fds, deadline.remaining())?;
+            if !ready.is_empty() || deadline.expired() {
+                if let Some(s) = self.poll()? {
+                    return Ok(Some(s));
+                }
+                if deadline.expired() {
+                    return Ok(None);
+                }
+            }
         }
     }
 
@@ -696,7 +721,10 @@ impl<'a, T> Process<'a, T> {
     }
 
     /// The panic message, or the error text, the child reported before it
-    /// ended (`None` if it reported none, or has not ended).
+    /// ended (`None` if it reported none, or has not ended). For a process
+    /// made with [`Process::new`] the text is cut at about 4 KiB (it travels
+    /// in shared memory, sparing a pipe per child); returned values and the
+    /// messages of spawned processes have no such limit.
     pub fn message(&self) -> Option<String> {
         let c = self.child.as_ref()?;
         c.status?;
