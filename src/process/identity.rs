@@ -107,21 +107,18 @@ fn new_authkey() -> Arc<[u8]> {
 /// fork and installed in the child by [`ChildIdentity::install`].
 pub(crate) struct ChildIdentity {
     guard: MutexGuard<'static, Option<CurrentProcess>>,
-    /// Held across the fork only, so that no other thread holds it then.
-    _registry: MutexGuard<'static, Registry>,
     name: Arc<str>,
     parent_pid: i32,
     authkey: Arc<[u8]>,
 }
 
 impl ChildIdentity {
-    /// Takes the identity and registry locks (held across the fork, so no
-    /// other thread holds them in the child).
+    /// Takes the identity lock (held across the fork, so no other thread
+    /// holds it in the child).
     pub(crate) fn prepare(name: &str, authkey: Option<&[u8]>) -> ChildIdentity {
         let inherited = current_process().authkey;
         ChildIdentity {
             guard: identity(),
-            _registry: registry(),
             name: Arc::from(name),
             parent_pid: thread::pid(),
             authkey: authkey.map(Arc::from).unwrap_or(inherited),

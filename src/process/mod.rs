@@ -498,13 +498,28 @@ impl<'a, T> Process<'a, T> {
             len: AtomicU32::new(0),
             data: UnsafeCell::new([0; SLOT_BYTES]),
         })?;
+        // Lock order across the fork: stdout and stderr first (the fork
+        // takes them again, reentrantly), then this process's identity and
+        // registry of children, then the shared heap. A thread that prints
+        // while calling `current_process` takes them in this order too. In
+        // the child these stdio guards are never dropped, which is fine:
+        // the locks are reentrant and owned by the child's one thread.
+        let stdout = std::io::stdout().lock();
+        let stderr = std::io::stderr().lock();
         let ident = identity::ChildIdentity::prepare(&self.name, self.authkey.as_deref());
         let parent = ident.parent_pid();
+        // The registry of children is locked across the fork: no other
+        // thread holds it in the child, and the child is registered before
+        // anyone (the SIGCHLD reaper) can look for it, even if it ends at
+        // once.
+        let mut registry = Some(identity::registry());
+        let registry_in_child = &mut registry;
         let (die_with_parent, new_group, deadline) =
             (self.die_with_parent, self.new_group, self.deadline);
         let rd_raw = report_rd.as_ref().map(|r| r.as_raw_fd());
         let setup = move || {
             ident.install();
+            drop(registry_in_child.take());
             // The child never reads its own report.
             if let Some(fd) = rd_raw {
                 let _ = nix::unistd::close(fd);
@@ -564,7 +579,9 @@ impl<'a, T> Process<'a, T> {
             // returns whichever process runs first.
             let _ = sys::new_group(pid);
         }
-        self.adopt_child(pid, report_rd, slot)
+        let registry = registry.take().expect("the parent keeps its registry lock");
+        drop((stderr, stdout));
+        self.adopt_child(pid, report_rd, slot, registry)
     }
 
     #[cfg(feature = "serde")]
@@ -578,6 +595,8 @@ impl<'a, T> Process<'a, T> {
             Some(k) => k.clone(),
             None => current_process().authkey().to_vec(),
         };
+        // Locked until the child is registered (see `start`).
+        let registry = identity::registry();
         let (pid, report_rd) = spawn::start(
             plan,
             spawn::Options {
@@ -588,7 +607,7 @@ impl<'a, T> Process<'a, T> {
                 deadline: self.deadline,
             },
         )?;
-        self.adopt_child(pid, Some(report_rd), slot)
+        self.adopt_child(pid, Some(report_rd), slot, registry)
     }
 
     fn adopt_child(
@@ -596,6 +615,7 @@ impl<'a, T> Process<'a, T> {
         pid: Pid,
         report_rd: Option<OwnedFd>,
         slot: crate::shm::ShmBox<ReportSlot>,
+        mut registry: std::sync::MutexGuard<'static, identity::Registry>,
     ) -> Result<()> {
         let pidfd = match sys::pidfd_open(pid) {
             Ok(fd) => fd,
@@ -607,7 +627,8 @@ impl<'a, T> Process<'a, T> {
                 return Err(e);
             }
         };
-        identity::registry().add(pid.as_raw());
+        registry.add(pid.as_raw());
+        drop(registry);
         self.child = Some(Child {
             pid,
             pidfd,
