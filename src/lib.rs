@@ -62,8 +62,8 @@ mod value;
 pub use array::{Array, RawArray};
 pub use error::{Error, LockResult, OwnerDied, Result, TryLockError, TryLockResult};
 pub use process::{
-    CurrentProcess, ExitStatus, Process, ProcessGroup, active_children, current_process, init,
-    parent_alive,
+    CurrentProcess, ExitStatus, Process, ProcessGroup, StartMethod, active_children,
+    current_process, init, parent_alive, set_start_method, start_method,
 };
 pub use shared_memory::SharedMemory;
 pub use shm::{Atomic, AtomicNumber, ShmSafe};

@@ -184,6 +184,33 @@ fn panics_and_signals() -> Result<(), Failed> {
     )
 }
 
+fn double(x: (Arc<Value<u64>>, u64)) -> u64 {
+    x.0.update(|v| *v += x.1);
+    x.1 * 2
+}
+
+fn the_start_method_is_a_setting() -> Result<(), Failed> {
+    use multiproc::{StartMethod, set_start_method, start_method};
+    check(start_method() == StartMethod::Fork, "fork is the default")?;
+    let v = Arc::new(Value::new(0u64).map_err(|e| e.to_string())?);
+    // The same call under both start methods. Forking from this harness
+    // (threads) needs the opt-in; spawning does not.
+    // SAFETY: the child only updates a shared Value and returns.
+    let mut f = unsafe {
+        Process::call(double, (v.clone(), 5))
+            .map_err(|e| e.to_string())?
+            .allow_threads()
+    };
+    f.start().map_err(|e| e.to_string())?;
+    check(f.result().map_err(|e| e.to_string())? == 10, "fork result")?;
+    set_start_method(StartMethod::Spawn);
+    let mut s = Process::call(double, (v.clone(), 7)).map_err(|e| e.to_string())?;
+    set_start_method(StartMethod::Fork);
+    s.start().map_err(|e| e.to_string())?;
+    check(s.result().map_err(|e| e.to_string())? == 14, "spawn result")?;
+    check(v.get() == 12, &format!("value {}", v.get()))
+}
+
 fn shared_objects_refuse_plain_serialization() -> Result<(), Failed> {
     let v = Value::new(1u8).map_err(|e| e.to_string())?;
     check(
@@ -210,6 +237,10 @@ fn main() {
         ),
         Trial::test("identity_and_authkey", identity_and_authkey),
         Trial::test("panics_and_signals", panics_and_signals),
+        Trial::test(
+            "the_start_method_is_a_setting",
+            the_start_method_is_a_setting,
+        ),
         Trial::test(
             "shared_objects_refuse_plain_serialization",
             shared_objects_refuse_plain_serialization,

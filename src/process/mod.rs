@@ -70,6 +70,41 @@ impl fmt::Display for ExitStatus {
     }
 }
 
+/// How a child process is started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartMethod {
+    /// `fork`: the child is a copy of the parent (the default on Linux, as
+    /// in Python before 3.14).
+    Fork,
+    /// A fresh run of the program (`/proc/self/exe`) that calls the entry
+    /// function: safe from multithreaded parents. Needs the `serde` feature
+    /// and `init()` first in `main`.
+    Spawn,
+}
+
+static START_METHOD: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// Sets the start method that [`Process::call`] uses from now on
+/// (Python's `set_start_method`). [`Process::new`] always forks and
+/// [`Process::spawn`] always spawns.
+pub fn set_start_method(method: StartMethod) {
+    START_METHOD.store(
+        match method {
+            StartMethod::Fork => 0,
+            StartMethod::Spawn => 1,
+        },
+        Ordering::Relaxed,
+    );
+}
+
+/// The start method [`Process::call`] uses.
+pub fn start_method() -> StartMethod {
+    match START_METHOD.load(Ordering::Relaxed) {
+        1 => StartMethod::Spawn,
+        _ => StartMethod::Fork,
+    }
+}
+
 /// What a child's closure may return: its exit code, and a message for the
 /// parent.
 pub trait ChildResult {
@@ -337,6 +372,36 @@ impl<'a, T: serde::Serialize + serde::de::DeserializeOwned> Process<'a, T> {
         p.spawn = Some(plan);
         p.retained = Some(Box::new(args));
         Ok(p)
+    }
+
+    /// A process that runs `entry(args)` with the start method in force
+    /// ([`set_start_method`]; fork unless changed), and returns its result
+    /// ([`result`](Process::result)): the same call runs in a forked child
+    /// or in a spawned one, as Python's `Process(target=f, args=a)` does
+    /// under either start method. See [`Process::spawn`] for what spawning
+    /// asks of the program (`init()` first in `main`).
+    pub fn call<A>(entry: fn(A) -> T, args: A) -> Result<Process<'static, T>>
+    where
+        A: serde::Serialize + serde::de::DeserializeOwned + 'static,
+        T: 'static,
+    {
+        Self::call_with(start_method(), entry, args)
+    }
+
+    /// [`Process::call`] with the start method given here.
+    pub fn call_with<A>(
+        method: StartMethod,
+        entry: fn(A) -> T,
+        args: A,
+    ) -> Result<Process<'static, T>>
+    where
+        A: serde::Serialize + serde::de::DeserializeOwned + 'static,
+        T: 'static,
+    {
+        match method {
+            StartMethod::Spawn => Self::spawn(entry, args),
+            StartMethod::Fork => Ok(Process::with_result(move || entry(args))),
+        }
     }
 
     /// Joins the child and returns the value its closure returned, or
