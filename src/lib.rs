@@ -50,8 +50,11 @@
 compile_error!("multiproc supports Linux only: it is built on memfd, futex, pidfd and /proc");
 
 mod array;
+pub mod connection;
 mod error;
 pub mod process;
+#[cfg(feature = "serde")]
+pub mod queue;
 mod shared_memory;
 mod shm;
 pub mod signal;

@@ -1,0 +1,1 @@
+//! Pipes and connections between processes (being written).
