@@ -308,6 +308,100 @@ fn spawn_workload(n: usize, reps: usize) {
     );
 }
 
+/// `pipe_rtt`: a 64-byte message goes back and forth R times between two
+/// processes over a duplex Pipe. Baseline: the same over a bare blocking
+/// socketpair with read/write.
+fn pipe_rtt(r: usize, reps: usize) {
+    let params = format!("\"R\": {r}, \"bytes\": 64");
+    let (mut best_mp, mut best_raw) = (Duration::MAX, Duration::MAX);
+    let mut ok = String::from("ok");
+    for _ in 0..=reps {
+        let (a, b) = multiproc::pipe(true).unwrap();
+        let msg = [7u8; 64];
+        let child_b = &b;
+        // SAFETY: the child only echoes on its connection.
+        let mut p = unsafe {
+            multiproc::Process::new(move || {
+                for _ in 0..r {
+                    let m = child_b.recv_bytes().unwrap();
+                    child_b.send_bytes(&m).unwrap();
+                }
+            })
+            .allow_threads()
+        };
+        p.start().unwrap();
+        let t = Instant::now();
+        for _ in 0..r {
+            a.send_bytes(&msg).unwrap();
+            if a.recv_bytes().unwrap().len() != 64 {
+                ok = "a reply of the wrong size".into();
+            }
+        }
+        best_mp = best_mp.min(t.elapsed());
+        p.join().unwrap();
+        let (x, y) = nix::sys::socket::socketpair(
+            nix::sys::socket::AddressFamily::Unix,
+            nix::sys::socket::SockType::Stream,
+            None,
+            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        )
+        .unwrap();
+        let y_ref = &y;
+        // SAFETY: the child only reads and writes its socket.
+        let mut q = unsafe {
+            multiproc::Process::new(move || {
+                let mut buf = [0u8; 64];
+                for _ in 0..r {
+                    let mut got = 0;
+                    while got < 64 {
+                        got += nix::unistd::read(y_ref, &mut buf[got..]).unwrap();
+                    }
+                    nix::unistd::write(y_ref, &buf).unwrap();
+                }
+            })
+            .allow_threads()
+        };
+        q.start().unwrap();
+        let t = Instant::now();
+        let mut buf = [0u8; 64];
+        for _ in 0..r {
+            nix::unistd::write(&x, &msg).unwrap();
+            let mut got = 0;
+            while got < 64 {
+                got += nix::unistd::read(&x, &mut buf[got..]).unwrap();
+            }
+        }
+        best_raw = best_raw.min(t.elapsed());
+        q.join().unwrap();
+    }
+    let ns_mp = best_mp.as_nanos() as f64 / r as f64;
+    let ns_raw = best_raw.as_nanos() as f64 / r as f64;
+    line(
+        "multiproc",
+        "pipe_rtt",
+        "Pipe_duplex",
+        &params,
+        "ns_per_round_trip",
+        ns_mp,
+        &ok,
+    );
+    line(
+        "raw",
+        "pipe_rtt",
+        "blocking_socketpair",
+        &params,
+        "ns_per_round_trip",
+        ns_raw,
+        "ok",
+    );
+    eprintln!(
+        "pipe_rtt: Pipe {:.1} us, bare blocking socketpair {:.1} us (ratio {:.3}, target <= 0.1)",
+        ns_mp / 1e3,
+        ns_raw / 1e3,
+        ns_mp / ns_raw
+    );
+}
+
 /// The entry point of the spawned children of the `spawn` workload.
 #[cfg(feature = "serde")]
 fn nothing(_: ()) {}
@@ -393,6 +487,7 @@ fn main() {
     counter(k, reps);
     array_fill(n, reps);
     spawn_workload(if quick { 200 } else { 1000 }, reps);
+    pipe_rtt(if quick { 5_000 } else { 100_000 }, reps.min(2));
     #[cfg(feature = "serde")]
     spawn_start_method(if quick { 50 } else { 300 }, reps);
 }

@@ -106,6 +106,38 @@ pub enum Error {
     /// A value could not be encoded or decoded.
     #[error("codec: {0}")]
     Codec(String),
+    /// The other end of a connection was closed (every copy of it) or its
+    /// process died, at a message boundary: no more messages will come.
+    #[error("end of stream: the other end closed the connection")]
+    Eof,
+    /// The other end stopped in the middle of a message (its process was
+    /// killed while writing): `got` of `expected` bytes arrived. The partial
+    /// message is dropped.
+    #[error("truncated message: {got} of {expected} bytes arrived before the end of stream")]
+    Truncated {
+        /// The length the message announced (header bytes for a cut header).
+        expected: u64,
+        /// How many bytes came.
+        got: u64,
+    },
+    /// A message longer than the connection accepts. Nothing was allocated
+    /// for it; on receive its bytes were skipped, so the next message can
+    /// be read.
+    #[error("message of {size} bytes exceeds the maximum of {max}")]
+    MessageTooLarge {
+        /// The announced size.
+        size: u64,
+        /// The connection's maximum.
+        max: u64,
+    },
+    /// `recv_bytes_into` got a message longer than the buffer; the message
+    /// is here (Python's `BufferTooShort`).
+    #[error("buffer too short: the message has {} bytes", .0.len())]
+    BufferTooShort(Vec<u8>),
+    /// The connection cannot be used that way (sending on the read end of
+    /// a one-way pipe, or using it after `close`).
+    #[error("connection is {0}")]
+    BadConnection(&'static str),
 }
 
 impl Error {

@@ -63,11 +63,14 @@ mod sys;
 mod value;
 
 pub use array::{Array, RawArray};
+pub use connection::{Connection, pipe};
 pub use error::{Error, LockResult, OwnerDied, Result, TryLockError, TryLockResult};
 pub use process::{
     CurrentProcess, ExitStatus, Process, ProcessGroup, StartMethod, active_children,
     current_process, init, parent_alive, set_start_method, start_method,
 };
+#[cfg(feature = "serde")]
+pub use queue::{GetError, JoinableQueue, PutError, Queue, SimpleQueue, TaskDoneError};
 pub use shared_memory::SharedMemory;
 pub use shm::{Atomic, AtomicNumber, ShmSafe};
 pub use sync::barrier::Barrier;

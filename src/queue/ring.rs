@@ -1,0 +1,822 @@
+//! The byte ring under every queue: records of encoded items in shared
+//! memory, one robust process-shared mutex, and futex sequence words that
+//! waiters sleep on.
+//!
+//! # Layout
+//!
+//! A [`Shared`] header (three cache lines: the producers' side, the
+//! consumers' side, and rarely written sleep words and settings) and a ring
+//! of `cap` bytes (a power of two, at most 1 GiB; rings above 256 KiB get a
+//! memfd mapping of their own). `tail` packs the number of items ever put
+//! and the bytes ever written, `head` the items ever taken and the bytes
+//! ever read, each half modulo 2^32; a byte counter `x` lives at
+//! `x % cap`. Between head and tail lie records, each an 8-byte header
+//! (`len: u32`, `tag: u32`) then `len` payload bytes padded to a multiple
+//! of 8. A record may wrap around the end of the ring (two copies).
+//!
+//! # Locking and commit
+//!
+//! Two robust process-shared mutexes: `put_lock` serializes producers (it
+//! guards `tail` and the free space), `get_lock` serializes consumers (it
+//! guards `head` and the committed records), so a producer and a consumer
+//! never contend, as in a two-lock queue. A producer copies its record into
+//! free space, then publishes it and counts it with one `Release` store of
+//! `tail`; a consumer copies a record out, then frees it and counts it with
+//! one store of `head`. A process killed with either lock held therefore
+//! leaves either the old or the new counter, never half a record or a wrong
+//! count: an unpublished record is overwritten by the next producer, and a
+//! record whose `head` was not yet advanced is still there for the next
+//! consumer. The next locker, told by the robust mutex that the owner died
+//! (within about 40 ms), has nothing to mend.
+//!
+//! # Large items
+//!
+//! An item whose record would be larger than a quarter of the ring goes in
+//! chunks (`FIRST`, `CONT`..., `LAST` records carrying a 30-bit item id).
+//! Large writers take `big_writer` for the whole item, so their chunks never
+//! interleave, and while one is sending (`big_tid` names it) small writers
+//! wait, so the chunks of an item are contiguous in the ring. The consumer
+//! that takes the `FIRST` chunk names itself in `rx_tid` and is the only one
+//! that takes the rest. Dead parties are detected through their thread ids:
+//! - a large writer that died (or gave up at its deadline) leaves a partial
+//!   item: its receiver notices that no chunk can come any more and drops
+//!   what it gathered; chunks nobody is receiving are discarded;
+//! - a receiver that died leaves chunks at the head that nobody takes: the
+//!   next consumer finds `rx_tid` dead and discards them.
+//!
+//! Liveness is checked (through `/proc`) only after a waiter slept a whole
+//! [`SLICE`] without progress, so a dead party is noticed within about that.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::shm::ShmBox;
+use crate::shm::heap::{self, Allocation};
+use crate::sync::raw::{Acquired, RawProcessMutex};
+use crate::sys::futex::{self, Deadline};
+use crate::sys::thread;
+
+/// Record header size.
+const HDR: u64 = 8;
+const KIND_ITEM: u32 = 0;
+const KIND_FIRST: u32 = 1;
+const KIND_CONT: u32 = 2;
+const KIND_LAST: u32 = 3;
+const ID_MASK: u32 = u32::MAX >> 2;
+
+/// The smallest ring: a 4 KiB page.
+pub(crate) const MIN_CAP: usize = 4096;
+/// The largest ring (1 GiB): byte counters are kept modulo 2^32.
+pub(crate) const MAX_CAP: usize = 1 << 30;
+
+/// Spins (each a few atomic loads and a `spin_loop` hint) before a waiter
+/// sleeps: a few microseconds, less than one futex wake-up across CPUs.
+const SPIN: u32 = 2000;
+/// Spins on a busy lock before falling back to the mutex's own wait.
+const LOCK_SPIN: u32 = 200;
+/// The longest one futex sleep; after a whole slice without progress a
+/// waiter checks whether the processes it waits for are alive.
+pub(crate) const SLICE: Duration = Duration::from_millis(50);
+/// A zero or short timeout still waits this long for the lock itself (held
+/// only for one copy, or by a process that died with it, which the mutex
+/// notices within about 40 ms).
+const LOCK_GRACE: Duration = Duration::from_millis(100);
+
+fn rec_len(len: u64) -> u64 {
+    HDR + len.next_multiple_of(8)
+}
+
+fn tag(kind: u32, id: u32) -> u32 {
+    kind | ((id & ID_MASK) << 2)
+}
+
+/// The producers' side: written by putters, under `put_lock`.
+#[derive(Debug)]
+#[repr(C, align(64))]
+struct PutSide {
+    put_lock: RawProcessMutex,
+    big_writer: RawProcessMutex,
+    /// `items put << 32 | bytes written`, both modulo 2^32, so one store
+    /// commits a record and counts it.
+    tail: AtomicU64,
+    /// The thread sending a large item (0: none), and that item's id.
+    big_tid: AtomicU32,
+    big_id: AtomicU32,
+    next_id: AtomicU32,
+}
+
+/// The consumers' side: written by getters, under `get_lock`.
+#[derive(Debug)]
+#[repr(C, align(64))]
+struct GetSide {
+    get_lock: RawProcessMutex,
+    /// `items taken << 32 | bytes read`, modulo 2^32.
+    head: AtomicU64,
+    /// The thread receiving a large item (0: none), and that item's id.
+    rx_tid: AtomicU32,
+    rx_id: AtomicU32,
+}
+
+/// Sleep words and settings: written rarely.
+#[derive(Debug)]
+#[repr(C, align(64))]
+struct Waits {
+    /// Bumped when items arrive; getters sleep on it.
+    not_empty: AtomicU32,
+    get_sleepers: AtomicU32,
+    /// Bumped when room appears; putters sleep on it.
+    not_full: AtomicU32,
+    put_sleepers: AtomicU32,
+    closed: AtomicU32,
+    joinable: u32,
+    cap: u64,
+    maxsize: u64,
+}
+
+/// The shared header of a queue.
+#[derive(Debug)]
+#[repr(C, align(64))]
+pub(crate) struct Shared {
+    p: PutSide,
+    g: GetSide,
+    w: Waits,
+    /// Items put and not yet marked done (joinable queues); joiners sleep
+    /// on it while it is not 0.
+    pub(crate) unfinished: AtomicU32,
+}
+
+// SAFETY: atomics, raw mutexes (single atomic words) and plain integers:
+// no pointers, no drop glue, all-zero is valid.
+unsafe impl crate::ShmSafe for Shared {}
+
+/// Why a put did not happen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PutFail {
+    /// No room before the deadline.
+    Full,
+    /// The queue is closed.
+    Closed,
+}
+
+/// Why a get returned nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum GetFail {
+    /// Nothing arrived before the deadline.
+    Empty,
+    /// The queue is closed and drained.
+    Closed,
+}
+
+/// A received payload: small ones without a heap allocation.
+pub(crate) enum Payload {
+    Inline([u8; INLINE], usize),
+    Heap(Vec<u8>),
+}
+
+pub(crate) const INLINE: usize = 128;
+
+impl Payload {
+    pub(crate) fn as_slice(&self) -> &[u8] {
+        match self {
+            Payload::Inline(b, n) => &b[..*n],
+            Payload::Heap(v) => v,
+        }
+    }
+}
+
+/// A snapshot of everything whose change should send a waiter back to look.
+type Snap = (u64, u64, u32, u32, u32);
+
+/// `(count, bytes)` halves of a packed counter.
+fn unpack(v: u64) -> (u32, u32) {
+    ((v >> 32) as u32, v as u32)
+}
+
+fn pack(count: u32, bytes: u32) -> u64 {
+    ((count as u64) << 32) | bytes as u64
+}
+
+/// The queue's shared state and ring, as one handle.
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(bound = "")
+)]
+pub(crate) struct Core {
+    shared: ShmBox<Shared>,
+    ring: Allocation,
+}
+
+/// A raw mutex, held. Releases on drop.
+struct Held<'a> {
+    m: &'a RawProcessMutex,
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        // SAFETY: a `Held` exists only after a successful acquisition of `m`
+        // by this thread, and is dropped once.
+        unsafe { self.m.release() }
+    }
+}
+
+impl Core {
+    pub(crate) fn new(maxsize: usize, bytes: usize, joinable: bool) -> Result<Core> {
+        if bytes > MAX_CAP {
+            return Err(Error::InvalidSize {
+                size: bytes,
+                reason: "a queue's ring may hold at most 1 GiB",
+            });
+        }
+        let cap = bytes.max(MIN_CAP).next_power_of_two();
+        let (ring, _) = heap::alloc(cap, 8)?;
+        let shared = ShmBox::new(Shared {
+            p: PutSide {
+                put_lock: RawProcessMutex::new(),
+                big_writer: RawProcessMutex::new(),
+                tail: AtomicU64::new(0),
+                big_tid: AtomicU32::new(0),
+                big_id: AtomicU32::new(0),
+                next_id: AtomicU32::new(1),
+            },
+            g: GetSide {
+                get_lock: RawProcessMutex::new(),
+                head: AtomicU64::new(0),
+                rx_tid: AtomicU32::new(0),
+                rx_id: AtomicU32::new(0),
+            },
+            w: Waits {
+                not_empty: AtomicU32::new(0),
+                get_sleepers: AtomicU32::new(0),
+                not_full: AtomicU32::new(0),
+                put_sleepers: AtomicU32::new(0),
+                closed: AtomicU32::new(0),
+                joinable: joinable as u32,
+                cap: cap as u64,
+                maxsize: maxsize as u64,
+            },
+            unfinished: AtomicU32::new(0),
+        })?;
+        Ok(Core { shared, ring })
+    }
+
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.shared
+    }
+
+    pub(crate) fn cap(&self) -> usize {
+        self.shared.w.cap as usize
+    }
+
+    pub(crate) fn maxsize(&self) -> usize {
+        self.shared.w.maxsize as usize
+    }
+
+    /// Items in the queue: put minus taken (a snapshot).
+    pub(crate) fn len(&self) -> usize {
+        let s = self.shared();
+        // Taken first: it never passes put, so the difference is never
+        // negative.
+        let (gets, _) = unpack(s.g.head.load(Ordering::Acquire));
+        let (puts, _) = unpack(s.p.tail.load(Ordering::Acquire));
+        puts.wrapping_sub(gets) as usize
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.shared.w.closed.load(Ordering::Acquire) != 0
+    }
+
+    pub(crate) fn close(&self) {
+        let s = self.shared();
+        s.w.closed.store(1, Ordering::Release);
+        self.wake_everyone();
+    }
+
+    fn wake_everyone(&self) {
+        let w = &self.shared.w;
+        for word in [&w.not_empty, &w.not_full] {
+            word.fetch_add(1, Ordering::Release);
+            futex::wake_all(word);
+        }
+    }
+
+    /// The payload bytes of the largest item sent in one record.
+    fn chunk_max(&self) -> usize {
+        (self.shared.w.cap / 4 - HDR) as usize
+    }
+
+    /// Whether `rec` more bytes fit, and (if `count` is set) one more item
+    /// is within `maxsize`. `head` and `tail` are packed counters.
+    fn room(&self, head: u64, tail: u64, rec: u64, count: bool) -> bool {
+        let w = &self.shared.w;
+        let (gets, hb) = unpack(head);
+        let (puts, tb) = unpack(tail);
+        let used = tb.wrapping_sub(hb) as u64;
+        w.cap - used >= rec
+            && (!count || w.maxsize == 0 || (puts.wrapping_sub(gets) as u64) < w.maxsize)
+    }
+
+    fn lock<'a>(&'a self, m: &'a RawProcessMutex, deadline: Deadline) -> Option<Held<'a>> {
+        for _ in 0..LOCK_SPIN {
+            if m.owner() == 0 && m.try_acquire() {
+                return Some(Held { m });
+            }
+            std::hint::spin_loop();
+        }
+        let deadline = match deadline.remaining() {
+            None => Deadline::NEVER,
+            Some(r) => Deadline::after(r + LOCK_GRACE),
+        };
+        match m.acquire(deadline) {
+            Acquired::Clean => Some(Held { m }),
+            Acquired::OwnerDied => {
+                // Nothing to mend: every change became visible in one store
+                // (see the module documentation). Others may have slept
+                // through the death; wake them to look again.
+                self.wake_everyone();
+                Some(Held { m })
+            }
+            Acquired::Busy => None,
+        }
+    }
+
+    fn snapshot(&self) -> Snap {
+        let s = self.shared();
+        (
+            s.g.head.load(Ordering::Acquire),
+            s.p.tail.load(Ordering::Acquire),
+            s.p.big_tid.load(Ordering::Acquire),
+            s.g.rx_tid.load(Ordering::Acquire),
+            s.w.closed.load(Ordering::Acquire),
+        )
+    }
+
+    /// Waits until the state differs from `snap`: a bounded spin, then futex
+    /// sleeps of at most [`SLICE`]. Returns true if it slept a whole slice
+    /// without news (so the caller may check who is alive).
+    fn wait(&self, word: &AtomicU32, sleepers: &AtomicU32, snap: Snap, deadline: Deadline) -> bool {
+        // Spin mostly on the counter the other side moves (the tail for a
+        // getter, the head for a putter), looking at everything now and then.
+        let getter = std::ptr::eq(word, &self.shared.w.not_empty);
+        let (watch, seen) = if getter {
+            (&self.shared.p.tail, snap.1)
+        } else {
+            (&self.shared.g.head, snap.0)
+        };
+        for i in 0..SPIN {
+            if watch.load(Ordering::Relaxed) != seen || (i % 64 == 63 && self.snapshot() != snap) {
+                return false;
+            }
+            std::hint::spin_loop();
+        }
+        if deadline.expired() {
+            return false;
+        }
+        sleepers.fetch_add(1, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        let seq = word.load(Ordering::SeqCst);
+        let mut timed_out = false;
+        if self.snapshot() == snap {
+            timed_out =
+                futex::wait(word, seq, Some(deadline.slice(SLICE))) == futex::Wait::TimedOut;
+        }
+        sleepers.fetch_sub(1, Ordering::Relaxed);
+        timed_out
+    }
+
+    /// Wakes one (or all) sleepers on `word` if there may be any. Called
+    /// after the state change was stored.
+    fn notify(word: &AtomicU32, sleepers: &AtomicU32, all: bool) {
+        fence(Ordering::SeqCst);
+        if sleepers.load(Ordering::SeqCst) > 0 {
+            word.fetch_add(1, Ordering::Release);
+            if all {
+                futex::wake_all(word);
+            } else {
+                futex::wake(word, 1);
+            }
+        }
+    }
+
+    fn notify_getters(&self, all: bool) {
+        let w = &self.shared.w;
+        Self::notify(&w.not_empty, &w.get_sleepers, all);
+    }
+
+    fn notify_putters(&self, all: bool) {
+        let w = &self.shared.w;
+        Self::notify(&w.not_full, &w.put_sleepers, all);
+    }
+
+    fn base(&self) -> *mut u8 {
+        self.ring.ptr().as_ptr()
+    }
+
+    /// Copies `src` into the ring at byte counter `pos`, wrapping.
+    ///
+    /// # Safety
+    ///
+    /// `put_lock` must be held and `[pos, pos + src.len())` must be free
+    /// space (past the tail, before the head plus `cap`).
+    unsafe fn write_at(&self, pos: u32, src: &[u8]) {
+        let cap = self.cap();
+        let off = (pos as usize) & (cap - 1);
+        let first = src.len().min(cap - off);
+        // SAFETY: `off + first <= cap` and `src.len() - first < cap`: both
+        // copies stay inside the ring's `cap` bytes. Free space is touched
+        // by no one but the holder of `put_lock`; `src` is private memory,
+        // so the ranges do not overlap.
+        unsafe {
+            std::ptr::copy_nonoverlapping(src.as_ptr(), self.base().add(off), first);
+            std::ptr::copy_nonoverlapping(src.as_ptr().add(first), self.base(), src.len() - first);
+        }
+    }
+
+    /// Copies ring bytes at byte counter `pos` into `dst`, wrapping.
+    ///
+    /// # Safety
+    ///
+    /// Either `get_lock` is held and `[pos, pos + dst.len())` lies between
+    /// the head and a tail loaded with `Acquire` (committed bytes, which no
+    /// writer touches until the head passes them), or `put_lock` is held and
+    /// the range is free space this thread wrote.
+    unsafe fn read_at(&self, pos: u32, dst: &mut [u8]) {
+        let cap = self.cap();
+        let off = (pos as usize) & (cap - 1);
+        let first = dst.len().min(cap - off);
+        // SAFETY: as in `write_at`, with the copies going the other way.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.base().add(off), dst.as_mut_ptr(), first);
+            std::ptr::copy_nonoverlapping(
+                self.base(),
+                dst.as_mut_ptr().add(first),
+                dst.len() - first,
+            );
+        }
+    }
+
+    /// The header at byte counter `pos`: (payload length, tag).
+    ///
+    /// # Safety
+    ///
+    /// As for `read_at`, for the 8 header bytes.
+    unsafe fn header_at(&self, pos: u32) -> (u32, u32) {
+        let off = (pos as usize) & (self.cap() - 1);
+        // SAFETY: byte counters of records are multiples of 8 and so is
+        // `cap`, so the header lies whole and 8-aligned inside the ring (whose
+        // base is page-aligned); the caller guarantees it is committed.
+        let v = unsafe { self.base().add(off).cast::<u64>().read() };
+        (v as u32, (v >> 32) as u32)
+    }
+
+    /// Writes a whole record at byte counter `tail` (does not publish it).
+    ///
+    /// # Safety
+    ///
+    /// `put_lock` must be held and the record's bytes must be free space.
+    unsafe fn write_record(&self, tail: u32, tag: u32, payload: &[u8]) {
+        let h = (payload.len() as u64) | ((tag as u64) << 32);
+        let off = (tail as usize) & (self.cap() - 1);
+        // SAFETY: the header lies whole and 8-aligned inside the ring (see
+        // `header_at`); the caller guarantees the record's bytes are free.
+        unsafe {
+            self.base().add(off).cast::<u64>().write(h);
+            self.write_at(tail.wrapping_add(HDR as u32), payload);
+        }
+    }
+
+    /// Copies the payload of the record at byte counter `head`.
+    ///
+    /// # Safety
+    ///
+    /// `get_lock` must be held and a committed record of `len` payload
+    /// bytes must start at `head`.
+    unsafe fn read_payload(&self, head: u32, len: usize) -> Payload {
+        let at = head.wrapping_add(HDR as u32);
+        if len <= INLINE {
+            let mut b = [0u8; INLINE];
+            // SAFETY: forwarded from the caller.
+            unsafe { self.read_at(at, &mut b[..len]) };
+            Payload::Inline(b, len)
+        } else {
+            let mut v = vec![0u8; len];
+            // SAFETY: forwarded from the caller.
+            unsafe { self.read_at(at, &mut v) };
+            Payload::Heap(v)
+        }
+    }
+
+    /// Marks one more unfinished task (joinable queues), before the item
+    /// is committed, so a `task_done` for it never finds the count at 0.
+    fn count_task(&self) {
+        let s = self.shared();
+        if s.w.joinable != 0 {
+            s.unfinished.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Puts one encoded item, waiting until `deadline` for room.
+    pub(crate) fn put(&self, bytes: &[u8], deadline: Deadline) -> Result<(), PutFail> {
+        if bytes.len() > self.chunk_max() {
+            self.put_big(bytes, deadline)
+        } else {
+            self.put_small(bytes, deadline)
+        }
+    }
+
+    fn put_small(&self, bytes: &[u8], deadline: Deadline) -> Result<(), PutFail> {
+        let s = self.shared();
+        let rec = rec_len(bytes.len() as u64);
+        let mut suspect = false;
+        loop {
+            if self.is_closed() {
+                return Err(PutFail::Closed);
+            }
+            let held = self.lock(&s.p.put_lock, deadline).ok_or(PutFail::Full)?;
+            let tail = s.p.tail.load(Ordering::Relaxed);
+            let head = s.g.head.load(Ordering::Acquire);
+            let bt = s.p.big_tid.load(Ordering::Relaxed);
+            let mut blocked = false;
+            if bt != 0 {
+                if suspect && !thread::alive(bt) {
+                    // The large writer died mid-item: stop waiting for it.
+                    // Its receiver (if any) notices and drops the part.
+                    s.p.big_tid.store(0, Ordering::Release);
+                } else {
+                    blocked = true;
+                }
+            }
+            if !blocked && self.room(head, tail, rec, true) {
+                let (puts, tb) = unpack(tail);
+                // SAFETY: `put_lock` is held and `room` checked the space.
+                unsafe { self.write_record(tb, tag(KIND_ITEM, 0), bytes) };
+                self.count_task();
+                s.p.tail.store(
+                    pack(puts.wrapping_add(1), tb.wrapping_add(rec as u32)),
+                    Ordering::Release,
+                );
+                drop(held);
+                self.notify_getters(false);
+                return Ok(());
+            }
+            let snap = self.snapshot();
+            drop(held);
+            if deadline.expired() {
+                return Err(PutFail::Full);
+            }
+            suspect = self.wait(&s.w.not_full, &s.w.put_sleepers, snap, deadline);
+        }
+    }
+
+    fn put_big(&self, bytes: &[u8], deadline: Deadline) -> Result<(), PutFail> {
+        let s = self.shared();
+        let me = thread::tid();
+        // A dead previous holder of `big_writer` needs no mending: its
+        // partial item is dropped by its receiver (see `get`).
+        let _big = self.lock(&s.p.big_writer, deadline).ok_or(PutFail::Full)?;
+        let id = s.p.next_id.fetch_add(1, Ordering::Relaxed) & ID_MASK;
+        let chunk = self.chunk_max();
+        let mut off = 0usize;
+        let mut started = false;
+        let result = loop {
+            if self.is_closed() {
+                break Err(PutFail::Closed);
+            }
+            let Some(held) = self.lock(&s.p.put_lock, deadline) else {
+                break Err(PutFail::Full);
+            };
+            let tail = s.p.tail.load(Ordering::Relaxed);
+            let head = s.g.head.load(Ordering::Acquire);
+            let n = chunk.min(bytes.len() - off);
+            let rec = rec_len(n as u64);
+            let last = off + n == bytes.len();
+            // Before the first chunk, `big_tid` may still name a large
+            // writer that died (we hold `big_writer`, so it is not sending):
+            // it is overwritten below.
+            if self.room(head, tail, rec, !started) {
+                let kind = match (started, last) {
+                    (false, _) => KIND_FIRST,
+                    (true, false) => KIND_CONT,
+                    (true, true) => KIND_LAST,
+                };
+                let (puts, tb) = unpack(tail);
+                // SAFETY: `put_lock` is held and `room` checked the space.
+                unsafe { self.write_record(tb, tag(kind, id), &bytes[off..off + n]) };
+                if !started {
+                    s.p.big_id.store(id, Ordering::Release);
+                    s.p.big_tid.store(me, Ordering::Release);
+                    started = true;
+                }
+                let puts = if last {
+                    self.count_task();
+                    puts.wrapping_add(1)
+                } else {
+                    puts
+                };
+                s.p.tail
+                    .store(pack(puts, tb.wrapping_add(rec as u32)), Ordering::Release);
+                if last {
+                    s.p.big_tid.store(0, Ordering::Release);
+                }
+                drop(held);
+                self.notify_getters(true);
+                if last {
+                    self.notify_putters(true);
+                    break Ok(());
+                }
+                off += n;
+                continue;
+            }
+            let snap = self.snapshot();
+            drop(held);
+            if deadline.expired() {
+                break Err(PutFail::Full);
+            }
+            self.wait(&s.w.not_full, &s.w.put_sleepers, snap, deadline);
+        };
+        if result.is_err() && started {
+            // Give up the item: clear `big_tid` so its receiver drops the
+            // part it has and small writers go on.
+            if let Some(held) = self.lock(&s.p.put_lock, Deadline::NEVER) {
+                if s.p.big_id.load(Ordering::Relaxed) == id
+                    && s.p.big_tid.load(Ordering::Relaxed) == me
+                {
+                    s.p.big_tid.store(0, Ordering::Release);
+                }
+                drop(held);
+            }
+            self.notify_getters(true);
+            self.notify_putters(true);
+        }
+        result
+    }
+
+    /// Takes one item's payload, waiting until `deadline`. Once the first
+    /// chunk of a large item is taken, the rest is awaited past the
+    /// deadline, until it arrives or its writer is known to be gone.
+    pub(crate) fn get(&self, deadline: Deadline) -> Result<Payload, GetFail> {
+        let s = self.shared();
+        let me = thread::tid();
+        let mut suspect = false;
+        // The large item being received: (id, bytes so far).
+        let mut rx: Option<(u32, Vec<u8>)> = None;
+        loop {
+            let dl = if rx.is_some() {
+                Deadline::NEVER
+            } else {
+                deadline
+            };
+            let Some(held) = self.lock(&s.g.get_lock, dl) else {
+                return Err(GetFail::Empty);
+            };
+            // The writer's state is read before the tail: a writer that
+            // cleared `big_tid` had published its last chunk before.
+            let big_tid = s.p.big_tid.load(Ordering::Acquire);
+            let big_id = s.p.big_id.load(Ordering::Acquire);
+            let head = s.g.head.load(Ordering::Relaxed);
+            let tail = s.p.tail.load(Ordering::Acquire);
+            let (gets, hb) = unpack(head);
+            let (_, tb) = unpack(tail);
+            if hb == tb {
+                if let Some((id, _)) = &rx {
+                    let writer_gone =
+                        big_id != *id || big_tid == 0 || (suspect && !thread::alive(big_tid));
+                    if writer_gone || s.g.rx_tid.load(Ordering::Relaxed) != me {
+                        self.abandon_rx(&mut rx, me);
+                    }
+                }
+                if rx.is_none() && self.is_closed() {
+                    return Err(GetFail::Closed);
+                }
+                let snap = self.snapshot();
+                drop(held);
+                let dl = if rx.is_some() {
+                    Deadline::NEVER
+                } else {
+                    deadline
+                };
+                if dl.expired() {
+                    return Err(GetFail::Empty);
+                }
+                suspect = self.wait(&s.w.not_empty, &s.w.get_sleepers, snap, dl);
+                continue;
+            }
+            // SAFETY: head != tail (loaded with Acquire), so a committed
+            // record starts at head; `get_lock` is held.
+            let (len, tg) = unsafe { self.header_at(hb) };
+            let kind = tg & 3;
+            let id = tg >> 2;
+            let rec = rec_len(len as u64) as u32;
+            let next = |taken: bool| pack(gets.wrapping_add(taken as u32), hb.wrapping_add(rec));
+            if let Some((rid, buf)) = &mut rx {
+                if (kind == KIND_CONT || kind == KIND_LAST)
+                    && id == *rid
+                    && s.g.rx_tid.load(Ordering::Relaxed) == me
+                {
+                    let start = buf.len();
+                    buf.resize(start + len as usize, 0);
+                    // SAFETY: a committed record starts at head; `get_lock`
+                    // is held.
+                    unsafe { self.read_at(hb.wrapping_add(HDR as u32), &mut buf[start..]) };
+                    let last = kind == KIND_LAST;
+                    s.g.head.store(next(last), Ordering::Release);
+                    if last {
+                        s.g.rx_tid.store(0, Ordering::Release);
+                    }
+                    drop(held);
+                    self.notify_putters(true);
+                    if last {
+                        self.notify_getters(true);
+                        let (_, buf) = rx.take().expect("receiving");
+                        return Ok(Payload::Heap(buf));
+                    }
+                    suspect = false;
+                    continue;
+                }
+                // Something else is at the head: our item will not be
+                // completed.
+                self.abandon_rx(&mut rx, me);
+            }
+            match kind {
+                KIND_ITEM => {
+                    // SAFETY: a committed record starts at head; `get_lock`
+                    // is held.
+                    let payload = unsafe { self.read_payload(hb, len as usize) };
+                    s.g.head.swap(next(true), Ordering::SeqCst);
+                    drop(held);
+                    self.notify_putters(big_tid != 0);
+                    return Ok(payload);
+                }
+                KIND_FIRST => {
+                    let mut buf = vec![0u8; len as usize];
+                    // SAFETY: a committed record starts at head; `get_lock`
+                    // is held.
+                    unsafe { self.read_at(hb.wrapping_add(HDR as u32), &mut buf) };
+                    s.g.head.store(next(false), Ordering::Release);
+                    s.g.rx_id.store(id, Ordering::Release);
+                    s.g.rx_tid.store(me, Ordering::Release);
+                    drop(held);
+                    self.notify_putters(true);
+                    rx = Some((id, buf));
+                    suspect = false;
+                }
+                _ => {
+                    let rt = s.g.rx_tid.load(Ordering::Relaxed);
+                    let receiving = rt != 0
+                        && rt != me
+                        && s.g.rx_id.load(Ordering::Relaxed) == id
+                        && (!suspect || thread::alive(rt));
+                    if receiving {
+                        // Another consumer's chunk: wait for it to take it.
+                        let snap = self.snapshot();
+                        drop(held);
+                        if deadline.expired() {
+                            return Err(GetFail::Empty);
+                        }
+                        suspect = self.wait(&s.w.not_empty, &s.w.get_sleepers, snap, deadline);
+                        continue;
+                    }
+                    // A chunk nobody receives (its receiver died or gave
+                    // up): discard it. A discarded last chunk counts as
+                    // taken, as its item was counted when put.
+                    s.g.head.store(next(kind == KIND_LAST), Ordering::Release);
+                    if s.g.rx_id.load(Ordering::Relaxed) == id {
+                        s.g.rx_tid.store(0, Ordering::Release);
+                    }
+                    drop(held);
+                    self.notify_putters(true);
+                }
+            }
+        }
+    }
+
+    /// Drops a large item being received (`get_lock` held).
+    fn abandon_rx(&self, rx: &mut Option<(u32, Vec<u8>)>, me: u32) {
+        let g = &self.shared.g;
+        if g.rx_tid.load(Ordering::Relaxed) == me {
+            g.rx_tid.store(0, Ordering::Release);
+        }
+        *rx = None;
+    }
+
+    /// Test hook: takes `put_lock`, writes a record at the tail without
+    /// publishing it, and keeps the lock: what a writer killed mid-put
+    /// leaves behind. Returns false if the ring had no room.
+    pub(crate) fn hold_lock_mid_put(&self, bytes: &[u8]) -> bool {
+        let s = self.shared();
+        let Some(held) = self.lock(&s.p.put_lock, Deadline::NEVER) else {
+            return false;
+        };
+        let tail = s.p.tail.load(Ordering::Relaxed);
+        let head = s.g.head.load(Ordering::Acquire);
+        let rec = rec_len(bytes.len() as u64);
+        if bytes.len() > self.chunk_max() || !self.room(head, tail, rec, false) {
+            return false;
+        }
+        // SAFETY: `put_lock` is held and `room` checked the space.
+        unsafe { self.write_record(unpack(tail).1, tag(KIND_ITEM, 0), bytes) };
+        std::mem::forget(held);
+        true
+    }
+}

@@ -1,0 +1,289 @@
+//! Pipe and Connection across real processes: boundaries, sizes, end of
+//! stream, truncation, oversized messages, polling, waiting, and the wire
+//! format against CPython's `multiprocessing.connection`.
+
+mod common;
+
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::time::{Duration, Instant};
+
+use common::{PATIENCE, join_ok, serial, spawn};
+use multiproc::{Connection, Error, pipe};
+
+#[test]
+fn boundaries_and_sizes_across_processes() {
+    let _s = serial();
+    let (a, b) = pipe(true).unwrap();
+    let sizes = [0usize, 1, 2, 4095, 16 * 1024 + 1, 64 * 1024, 64 << 20];
+    let mut p = spawn(|| {
+        for &n in &sizes {
+            let msg: Vec<u8> = (0..n).map(|i| (i % 251) as u8).collect();
+            b.send_bytes(&msg).unwrap();
+            // Echo back what the parent sends, reversed.
+            let back = b.recv_bytes().unwrap();
+            assert_eq!(back.len(), n);
+        }
+    });
+    for &n in &sizes {
+        let m = a.recv_bytes().unwrap();
+        assert_eq!(m.len(), n, "one message per send, whole");
+        assert!(m.iter().enumerate().all(|(i, &x)| x == (i % 251) as u8));
+        a.send_bytes(&m).unwrap();
+    }
+    join_ok(&mut p);
+}
+
+#[test]
+fn one_way_pipe() {
+    let _s = serial();
+    let (r, w) = pipe(false).unwrap();
+    assert!(r.readable() && !r.writable());
+    assert!(w.writable() && !w.readable());
+    assert!(matches!(r.send_bytes(b"x"), Err(Error::BadConnection(_))));
+    assert!(matches!(w.recv_bytes(), Err(Error::BadConnection(_))));
+    let mut p = spawn(|| {
+        for i in 0..1000u32 {
+            w.send_bytes(&i.to_le_bytes()).unwrap();
+        }
+    });
+    for i in 0..1000u32 {
+        assert_eq!(r.recv_bytes().unwrap(), i.to_le_bytes());
+    }
+    join_ok(&mut p);
+}
+
+#[test]
+fn end_of_stream_when_every_copy_of_the_peer_is_closed() {
+    let _s = serial();
+    let (r, w) = pipe(false).unwrap();
+    let mut p = spawn(move || {
+        w.send_bytes(b"last words").unwrap();
+        // The child's copy of `w` closes at exit; so does the parent's
+        // (moved into this closure, dropped with the Process).
+    });
+    join_ok(&mut p);
+    drop(p);
+    assert_eq!(r.recv_bytes().unwrap(), b"last words");
+    assert!(matches!(r.recv_bytes(), Err(Error::Eof)));
+    assert!(matches!(r.recv_bytes(), Err(Error::Eof)), "and it stays so");
+    // A peer process that dies holding the only copy: end of stream too.
+    let (a, b) = pipe(true).unwrap();
+    let mut q = spawn(move || {
+        let _b = b;
+        common::hang();
+    });
+    q.kill().unwrap();
+    q.join().unwrap();
+    drop(q);
+    assert!(matches!(a.recv_bytes(), Err(Error::Eof)));
+}
+
+fn die() {
+    multiproc::process::exit(0);
+}
+
+#[test]
+fn a_writer_killed_mid_message_gives_a_truncated_error() {
+    let _s = serial();
+    let (a, b) = pipe(true).unwrap();
+    let mut p = spawn(move || {
+        // Announce 1000 bytes, send 10, die.
+        let fd = b.as_raw_fd();
+        let mut raw = 1000i32.to_be_bytes().to_vec();
+        raw.extend_from_slice(&[9u8; 10]);
+        // SAFETY: writes our own buffer to a descriptor this child owns.
+        unsafe { libc::write(fd, raw.as_ptr().cast(), raw.len()) };
+        // Die without closing cleanly (the descriptor closes with the
+        // process, as after a SIGKILL).
+        die();
+    });
+    join_ok(&mut p);
+    drop(p);
+    match a.recv_bytes() {
+        Err(Error::Truncated { expected, got }) => {
+            assert_eq!((expected, got), (1000, 10));
+        }
+        other => panic!("expected Truncated, got {other:?}"),
+    }
+}
+
+#[test]
+fn oversized_messages_are_refused_and_skipped() {
+    let (a, b) = pipe(true).unwrap();
+    let b = b.with_max_message(1000);
+    a.send_bytes(&[1u8; 5000]).unwrap();
+    a.send_bytes(b"next").unwrap();
+    match b.recv_bytes() {
+        Err(Error::MessageTooLarge { size, max }) => assert_eq!((size, max), (5000, 1000)),
+        other => panic!("expected MessageTooLarge, got {other:?}"),
+    }
+    assert_eq!(b.recv_bytes().unwrap(), b"next", "the stream stays usable");
+    // A header that lies about a huge size is never allocated.
+    let lie = (-1i32)
+        .to_be_bytes()
+        .into_iter()
+        .chain((1u64 << 60).to_be_bytes());
+    let raw: Vec<u8> = lie.collect();
+    // SAFETY: writes our own buffer to a descriptor we own.
+    unsafe { libc::write(a.as_raw_fd(), raw.as_ptr().cast(), raw.len()) };
+    drop(a);
+    assert!(matches!(
+        b.recv_bytes(),
+        Err(Error::MessageTooLarge { .. }) | Err(Error::Eof)
+    ));
+}
+
+#[test]
+fn recv_bytes_into_and_buffer_too_short() {
+    let (a, b) = pipe(true).unwrap();
+    a.send_bytes(b"short").unwrap();
+    a.send_bytes(b"much too long").unwrap();
+    let mut buf = [0u8; 8];
+    assert_eq!(b.recv_bytes_into(&mut buf).unwrap(), 5);
+    assert_eq!(&buf[..5], b"short");
+    match b.recv_bytes_into(&mut buf) {
+        Err(Error::BufferTooShort(m)) => assert_eq!(m, b"much too long"),
+        other => panic!("expected BufferTooShort, got {other:?}"),
+    }
+}
+
+#[test]
+fn writing_to_a_closed_peer_is_an_error_not_a_death() {
+    let (a, b) = pipe(true).unwrap();
+    drop(b);
+    assert!(matches!(a.send_bytes(b"x"), Err(Error::Os { .. })));
+    let (r, w) = pipe(false).unwrap();
+    drop(r);
+    assert!(matches!(w.send_bytes(b"x"), Err(Error::Os { .. })));
+}
+
+#[test]
+fn poll_never_consumes_and_waits_its_timeout() {
+    let (a, b) = pipe(true).unwrap();
+    assert!(!b.poll(Some(Duration::ZERO)).unwrap());
+    let t = Instant::now();
+    assert!(!b.poll(Some(Duration::from_millis(30))).unwrap());
+    assert!(t.elapsed() >= Duration::from_millis(30));
+    a.send_bytes(b"m").unwrap();
+    assert!(b.poll(Some(Duration::ZERO)).unwrap());
+    assert!(b.poll(None).unwrap());
+    assert_eq!(b.recv_bytes().unwrap(), b"m");
+    assert!(!b.poll(Some(Duration::ZERO)).unwrap());
+    drop(a);
+    assert!(
+        b.poll(Some(Duration::ZERO)).unwrap(),
+        "end of stream is readable"
+    );
+}
+
+#[test]
+fn wait_over_connections_and_processes() {
+    let _s = serial();
+    let (a, b) = pipe(true).unwrap();
+    let (c, d) = pipe(true).unwrap();
+    let go = multiproc::Event::new().unwrap();
+    let mut p = spawn(|| {
+        go.wait();
+        d.send_bytes(b"from the child").unwrap();
+    });
+    let objs: [&dyn multiproc::process::Waitable; 3] = [&b, &c, &p];
+    assert!(
+        multiproc::process::wait(&objs, Some(Duration::from_millis(20)))
+            .unwrap()
+            .is_empty()
+    );
+    a.send_bytes(b"x").unwrap();
+    assert_eq!(
+        multiproc::process::wait(&objs, Some(PATIENCE)).unwrap(),
+        vec![0]
+    );
+    go.set();
+    join_ok(&mut p);
+    let ready = multiproc::process::wait(&[&c, &p], Some(PATIENCE)).unwrap();
+    assert_eq!(ready, vec![0, 1]);
+    assert_eq!(c.recv_bytes().unwrap(), b"from the child");
+}
+
+#[cfg(feature = "serde")]
+#[test]
+fn send_and_recv_values() {
+    #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+    struct Msg {
+        id: u32,
+        text: String,
+        parts: Vec<f64>,
+    }
+    let (a, b) = pipe(true).unwrap();
+    let m = Msg {
+        id: 7,
+        text: "seven".into(),
+        parts: vec![0.5, 1.5],
+    };
+    a.send(&m).unwrap();
+    assert_eq!(b.recv::<Msg>().unwrap(), m);
+    b.send_bytes(b"\xff\xff").unwrap();
+    assert!(matches!(a.recv::<Msg>(), Err(Error::Codec(_))));
+}
+
+/// A python3 peer on an inherited descriptor: the framing is CPython's.
+fn python_peer(conn: &Connection, script: &str) -> std::process::Child {
+    let fd = conn.as_raw_fd();
+    let mut cmd = std::process::Command::new("python3");
+    cmd.arg("-c").arg(script).arg(fd.to_string());
+    // SAFETY: only fcntl, async-signal-safe, between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn()
+        .expect("python3 is needed for the interop tests")
+}
+
+#[test]
+fn wire_compatible_with_python() {
+    let (a, b) = pipe(true).unwrap();
+    let script = r#"
+import sys
+from multiprocessing.connection import Connection
+c = Connection(int(sys.argv[1]))
+while True:
+    try:
+        m = c.recv_bytes()
+    except EOFError:
+        break
+    c.send_bytes(m[::-1])
+"#;
+    let mut py = python_peer(&b, script);
+    drop(b);
+    for n in [0usize, 1, 100, 70_000, 3 << 20] {
+        let msg: Vec<u8> = (0..n).map(|i| (i * 7 % 256) as u8).collect();
+        a.send_bytes(&msg).unwrap();
+        let back = a.recv_bytes().unwrap();
+        let mut want = msg.clone();
+        want.reverse();
+        assert_eq!(back, want, "python reversed a {n}-byte message");
+    }
+    drop(a);
+    assert!(py.wait().unwrap().success());
+}
+
+#[test]
+fn messages_over_two_gib_use_the_long_header() {
+    let _s = serial();
+    const N: usize = (1 << 31) + 17;
+    let (a, b) = pipe(true).unwrap();
+    let mut p = spawn(|| {
+        let mut big = vec![3u8; N];
+        big[N - 1] = 4;
+        b.send_bytes(&big).unwrap();
+    });
+    let m = a.recv_bytes().unwrap();
+    assert_eq!(m.len(), N);
+    assert_eq!((m[0], m[N - 1]), (3, 4));
+    join_ok(&mut p);
+}
