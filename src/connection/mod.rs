@@ -7,6 +7,8 @@
 //! So a multiproc connection and a Python one can talk over the same
 //! descriptor (and, later, over `Listener`/`Client` sockets).
 
+pub mod listener;
+
 use std::io::IoSlice;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};

@@ -1,0 +1,1 @@
+//! `Listener` and `Client` (being written).
