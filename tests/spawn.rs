@@ -211,6 +211,47 @@ fn the_start_method_is_a_setting() -> Result<(), Failed> {
     check(v.get() == 12, &format!("value {}", v.get()))
 }
 
+fn produce(args: (Arc<multiproc::Queue<u64>>, u64, u64)) {
+    let (q, from, n) = args;
+    for i in from..from + n {
+        q.put(i).unwrap();
+    }
+}
+
+fn consume(args: (Arc<multiproc::Queue<u64>>, u64)) -> u64 {
+    let (q, n) = args;
+    (0..n).map(|_| q.get().unwrap()).sum()
+}
+
+fn queues_cross_over() -> Result<(), Failed> {
+    let q = Arc::new(multiproc::Queue::<u64>::new().map_err(|e| e.to_string())?);
+    let mut producers: Vec<Process<'static, ()>> = (0..2)
+        .map(|i| Process::spawn(produce, (q.clone(), i * 10_000, 10_000)))
+        .collect::<Result<_, _>>()
+        .map_err(|e| e.to_string())?;
+    let mut consumer = Process::spawn(consume, (q.clone(), 15_000)).map_err(|e| e.to_string())?;
+    for p in &mut producers {
+        p.start().map_err(|e| e.to_string())?;
+    }
+    consumer.start().map_err(|e| e.to_string())?;
+    let in_child = consumer.result().map_err(|e| e.to_string())?;
+    for p in &mut producers {
+        p.join_ok().map_err(|e| e.to_string())?;
+    }
+    let mut rest = 0;
+    for _ in 0..5_000 {
+        rest += q
+            .get_timeout(Duration::from_secs(20))
+            .map_err(|e| e.to_string())?;
+    }
+    let total: u64 = (0..20_000).sum();
+    check(
+        in_child + rest == total,
+        &format!("{in_child} + {rest} != {total}"),
+    )?;
+    check(q.empty(), "queue drained")
+}
+
 fn shared_objects_refuse_plain_serialization() -> Result<(), Failed> {
     let v = Value::new(1u8).map_err(|e| e.to_string())?;
     check(
@@ -237,6 +278,7 @@ fn main() {
         ),
         Trial::test("identity_and_authkey", identity_and_authkey),
         Trial::test("panics_and_signals", panics_and_signals),
+        Trial::test("queues_cross_over", queues_cross_over),
         Trial::test(
             "the_start_method_is_a_setting",
             the_start_method_is_a_setting,
