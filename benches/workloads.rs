@@ -402,6 +402,98 @@ fn pipe_rtt(r: usize, reps: usize) {
     );
 }
 
+/// `pipe_bw`: one process sends 1 MiB messages to another, `total` bytes
+/// in all, over a duplex Pipe. Baseline: the same bytes over a bare
+/// socketpair with write/read.
+fn pipe_bw(total: usize, reps: usize) {
+    const MSG: usize = 1 << 20;
+    let n = total / MSG;
+    let params = format!("\"total_bytes\": {total}, \"message_bytes\": {MSG}");
+    let (mut best_mp, mut best_raw) = (Duration::MAX, Duration::MAX);
+    let mut ok = String::from("ok");
+    for _ in 0..=reps {
+        let (a, b) = multiproc::pipe(true).unwrap();
+        let b_ref = &b;
+        // SAFETY: the child only sends on its connection.
+        let mut p = unsafe {
+            multiproc::Process::new(move || {
+                let msg = vec![5u8; MSG];
+                for _ in 0..n {
+                    b_ref.send_bytes(&msg).unwrap();
+                }
+            })
+            .allow_threads()
+        };
+        let t = Instant::now();
+        p.start().unwrap();
+        let mut bytes = 0;
+        for _ in 0..n {
+            bytes += a.recv_bytes().unwrap().len();
+        }
+        best_mp = best_mp.min(t.elapsed());
+        p.join().unwrap();
+        if bytes != n * MSG {
+            ok = format!("received {bytes} bytes");
+        }
+        let (x, y) = nix::sys::socket::socketpair(
+            nix::sys::socket::AddressFamily::Unix,
+            nix::sys::socket::SockType::Stream,
+            None,
+            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+        )
+        .unwrap();
+        let y_ref = &y;
+        // SAFETY: the child only writes its socket.
+        let mut q = unsafe {
+            multiproc::Process::new(move || {
+                let msg = vec![5u8; MSG];
+                for _ in 0..n {
+                    let mut sent = 0;
+                    while sent < MSG {
+                        sent += nix::unistd::write(y_ref, &msg[sent..]).unwrap();
+                    }
+                }
+            })
+            .allow_threads()
+        };
+        let t = Instant::now();
+        q.start().unwrap();
+        let mut buf = vec![0u8; MSG];
+        for _ in 0..n {
+            let mut got = 0;
+            while got < MSG {
+                got += nix::unistd::read(&x, &mut buf[got..]).unwrap();
+            }
+        }
+        best_raw = best_raw.min(t.elapsed());
+        q.join().unwrap();
+    }
+    let gbs_mp = total as f64 / 1e9 / best_mp.as_secs_f64();
+    let gbs_raw = total as f64 / 1e9 / best_raw.as_secs_f64();
+    line(
+        "multiproc",
+        "pipe_bw",
+        "Pipe_duplex",
+        &params,
+        "GB_per_s",
+        gbs_mp,
+        &ok,
+    );
+    line(
+        "raw",
+        "pipe_bw",
+        "socketpair_read_write",
+        &params,
+        "GB_per_s",
+        gbs_raw,
+        "ok",
+    );
+    eprintln!(
+        "pipe_bw: Pipe {gbs_mp:.2} GB/s, bare socketpair {gbs_raw:.2} GB/s (ratio {:.2}, target >= 2)",
+        gbs_mp / gbs_raw
+    );
+}
+
 /// The entry point of the spawned children of the `spawn` workload.
 #[cfg(feature = "serde")]
 fn nothing(_: ()) {}
@@ -488,6 +580,7 @@ fn main() {
     array_fill(n, reps);
     spawn_workload(if quick { 200 } else { 1000 }, reps);
     pipe_rtt(if quick { 5_000 } else { 100_000 }, reps.min(2));
+    pipe_bw(if quick { 64 << 20 } else { 1 << 30 }, reps.min(2));
     #[cfg(feature = "serde")]
     spawn_start_method(if quick { 50 } else { 300 }, reps);
 }
