@@ -153,6 +153,34 @@ struct Report {
     bytes: Vec<u8>,
 }
 
+impl Report {
+    /// A returned value, serialized; an error report if it cannot be.
+    #[cfg(feature = "serde")]
+    fn value<T: serde::Serialize>(value: &T) -> Report {
+        match postcard::to_stdvec(value) {
+            Ok(bytes) => Report {
+                code: 0,
+                kind: REPORT_VALUE,
+                bytes,
+            },
+            Err(e) => Report {
+                code: 1,
+                kind: REPORT_ERROR,
+                bytes: format!("the result could not be serialized: {e}").into_bytes(),
+            },
+        }
+    }
+
+    /// A panic's message (exit code 1, as Python reports an exception).
+    fn panic(payload: &(dyn std::any::Any + Send)) -> Report {
+        Report {
+            code: 1,
+            kind: REPORT_PANIC,
+            bytes: panic_text(payload).into_bytes(),
+        }
+    }
+}
+
 /// Room for a report in shared memory: most reports (none, a panic message,
 /// a small value) go here, so the parent is woken once, when the child ends,
 /// not also when the report arrives. Larger ones go through the pipe.
@@ -315,18 +343,7 @@ impl<'a, T: serde::Serialize + serde::de::DeserializeOwned> Process<'a, T> {
     where
         F: FnOnce() -> T + 'a,
     {
-        let mut p = Self::from_body(Box::new(move || match postcard::to_stdvec(&body()) {
-            Ok(bytes) => Report {
-                code: 0,
-                kind: REPORT_VALUE,
-                bytes,
-            },
-            Err(e) => Report {
-                code: 1,
-                kind: REPORT_ERROR,
-                bytes: format!("the result could not be serialized: {e}").into_bytes(),
-            },
-        }));
+        let mut p = Self::from_body(Box::new(move || Report::value(&body())));
         p.report_pipe = true;
         p
     }
@@ -609,11 +626,7 @@ impl<'a, T> Process<'a, T> {
             let report = match body_slot.take() {
                 Some(body) => match catch_unwind(AssertUnwindSafe(body)) {
                     Ok(r) => r,
-                    Err(payload) => Report {
-                        code: 1,
-                        kind: REPORT_PANIC,
-                        bytes: panic_text(&*payload).into_bytes(),
-                    },
+                    Err(payload) => Report::panic(&*payload),
                 },
                 None => Report {
                     code: 1,

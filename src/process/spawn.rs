@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
-use super::{REPORT_ERROR, REPORT_PANIC, REPORT_VALUE, Report, panic_text};
+use super::{REPORT_ERROR, Report};
 use crate::error::{Error, Result};
 use crate::shm::heap::Arena;
 use crate::shm::transfer;
@@ -105,23 +105,8 @@ fn trampoline<A: DeserializeOwned, R: Serialize>(
         }
     };
     match catch_unwind(AssertUnwindSafe(|| f(a))) {
-        Ok(r) => match postcard::to_stdvec(&r) {
-            Ok(bytes) => Report {
-                code: 0,
-                kind: REPORT_VALUE,
-                bytes,
-            },
-            Err(e) => Report {
-                code: 1,
-                kind: REPORT_ERROR,
-                bytes: format!("the result could not be serialized: {e}").into_bytes(),
-            },
-        },
-        Err(p) => Report {
-            code: 1,
-            kind: REPORT_PANIC,
-            bytes: panic_text(&*p).into_bytes(),
-        },
+        Ok(r) => Report::value(&r),
+        Err(p) => Report::panic(&*p),
     }
 }
 
