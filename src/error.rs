@@ -134,6 +134,10 @@ pub enum Error {
     /// is here (Python's `BufferTooShort`).
     #[error("buffer too short: the message has {} bytes", .0.len())]
     BufferTooShort(Vec<u8>),
+    /// The peer failed authentication, or rejected ours: the two ends do not
+    /// share the authkey (Python's `AuthenticationError`).
+    #[error("authentication failed: {0}")]
+    AuthenticationFailed(&'static str),
     /// The connection cannot be used that way (sending on the read end of
     /// a one-way pipe, or using it after `close`).
     #[error("connection is {0}")]

@@ -63,6 +63,7 @@ mod sys;
 mod value;
 
 pub use array::{Array, RawArray};
+pub use connection::listener::{Address, Client, Listener};
 pub use connection::{Connection, pipe};
 pub use error::{Error, LockResult, OwnerDied, Result, TryLockError, TryLockResult};
 pub use process::{

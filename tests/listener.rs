@@ -1,0 +1,502 @@
+//! Listener and Client across real processes: Unix paths, abstract names
+//! and TCP; authentication with right and wrong keys; silent clients; stale
+//! socket files; and the handshake against CPython (3.11's HMAC-MD5 one and,
+//! when installed, 3.12's `{sha256}` one), in both directions.
+//!
+//! Every test is serialized: a child forked by one test inherits the
+//! sockets of the others, which would keep a "dead" listener alive.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::{UnixListener as StdUnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use common::{PATIENCE, join_ok, serial, spawn};
+use multiproc::Error;
+use multiproc::connection::listener::{Address, Client, Listener};
+
+const KEY: &[u8] = b"the right key";
+const WRONG: &[u8] = b"the wrong key";
+
+/// A fresh directory for socket files, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> TempDir {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "multiproc-listener-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+
+    fn sock(&self) -> PathBuf {
+        self.0.join("sock")
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn abstract_name() -> Address {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    Address::Abstract(
+        format!(
+            "multiproc-test-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        )
+        .into_bytes(),
+    )
+}
+
+fn is_auth_error(e: &Error) -> bool {
+    matches!(e, Error::AuthenticationFailed(_))
+}
+
+/// A forked child connects with `key`, sends a greeting, echoes one message
+/// reversed; the parent accepts and checks.
+fn round_trip(address: Address) {
+    let mut listener = Listener::bind(&address, Some(KEY)).unwrap();
+    let addr = listener.address().clone();
+    let mut p = spawn(move || {
+        let c = Client::connect(&addr, Some(KEY)).unwrap();
+        c.send_bytes(b"hello").unwrap();
+        let m = c.recv_bytes().unwrap();
+        c.send_bytes(&m.iter().rev().copied().collect::<Vec<u8>>())
+            .unwrap();
+    });
+    let c = listener.accept_timeout(PATIENCE).unwrap();
+    assert_eq!(c.recv_bytes().unwrap(), b"hello");
+    let big: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
+    c.send_bytes(&big).unwrap();
+    let back = c.recv_bytes().unwrap();
+    assert_eq!(back, big.iter().rev().copied().collect::<Vec<u8>>());
+    assert!(matches!(c.recv_bytes(), Err(Error::Eof)));
+    join_ok(&mut p);
+}
+
+#[test]
+fn unix_path_round_trip_and_cleanup() {
+    let _s = serial();
+    let dir = TempDir::new();
+    round_trip(Address::Unix(dir.sock()));
+    assert!(
+        !dir.sock().exists(),
+        "the socket file goes with the listener"
+    );
+}
+
+#[test]
+fn abstract_round_trip() {
+    let _s = serial();
+    round_trip(abstract_name());
+}
+
+#[test]
+fn tcp_round_trip() {
+    let _s = serial();
+    let l = Listener::bind(&Address::parse("tcp:127.0.0.1:0").unwrap(), None).unwrap();
+    match l.address() {
+        Address::Tcp(a) => assert_ne!(a.port(), 0, "the chosen port is reported"),
+        other => panic!("unexpected address {other:?}"),
+    }
+    drop(l);
+    round_trip(Address::parse("tcp:127.0.0.1:0").unwrap());
+}
+
+#[test]
+fn no_key_no_handshake() {
+    let _s = serial();
+    let dir = TempDir::new();
+    let mut l = Listener::bind(&Address::Unix(dir.sock()), None).unwrap();
+    assert!(!l.authenticates());
+    // One thread can connect first: nothing waits on the other side.
+    let c = Client::connect(l.address(), None).unwrap();
+    let s = l.accept_timeout(PATIENCE).unwrap();
+    c.send_bytes(b"x").unwrap();
+    assert_eq!(s.recv_bytes().unwrap(), b"x");
+}
+
+#[test]
+fn default_key_is_inherited() {
+    let _s = serial();
+    let mut l = Listener::bind_default_key(&abstract_name()).unwrap();
+    let addr = l.address().clone();
+    let mut p = spawn(move || {
+        let c = Client::connect_default_key(&addr).unwrap();
+        c.send_bytes(b"same key").unwrap();
+    });
+    let c = l.accept_timeout(PATIENCE).unwrap();
+    assert_eq!(c.recv_bytes().unwrap(), b"same key");
+    join_ok(&mut p);
+}
+
+#[test]
+fn wrong_key_fails_on_both_ends_and_listener_goes_on() {
+    let _s = serial();
+    let dir = TempDir::new();
+    let mut l = Listener::bind(&Address::Unix(dir.sock()), Some(KEY)).unwrap();
+    let addr = l.address().clone();
+    let mut p = spawn(move || {
+        let e = Client::connect(&addr, Some(WRONG)).unwrap_err();
+        assert!(is_auth_error(&e), "client: {e}");
+        // A good client after the bad one is still served.
+        let c = Client::connect(&addr, Some(KEY)).unwrap();
+        c.send_bytes(b"good").unwrap();
+    });
+    let e = l.accept_timeout(PATIENCE).unwrap_err();
+    assert!(is_auth_error(&e), "listener: {e}");
+    let c = l.accept_timeout(PATIENCE).unwrap();
+    assert_eq!(c.recv_bytes().unwrap(), b"good");
+    join_ok(&mut p);
+}
+
+#[test]
+fn key_against_no_key_is_not_a_message() {
+    let _s = serial();
+    // A keyed client meets a listener without key: the listener side sees
+    // the client's first bytes only after the handshake would have passed,
+    // so here the client just times out waiting for a challenge.
+    let dir = TempDir::new();
+    let mut l = Listener::bind(&Address::Unix(dir.sock()), None).unwrap();
+    let addr = l.address().clone();
+    let (r, _server_side) = std::thread::scope(|s| {
+        let h =
+            s.spawn(|| Client::connect_timeout(&addr, Some(KEY), Some(Duration::from_millis(200))));
+        let server_side = l.accept_timeout(PATIENCE).unwrap();
+        (h.join().unwrap(), server_side)
+    });
+    assert!(matches!(r, Err(Error::Timeout)), "{r:?}");
+}
+
+#[test]
+fn silent_client_does_not_block_a_good_one() {
+    let _s = serial();
+    let dir = TempDir::new();
+    // A long handshake deadline: the good client must get through while the
+    // silent one is still within its time.
+    let mut l = Listener::bind(&Address::Unix(dir.sock()), Some(KEY))
+        .unwrap()
+        .with_handshake_timeout(Duration::from_secs(600));
+    let silent = UnixStream::connect(dir.sock()).unwrap();
+    let addr = l.address().clone();
+    let mut p = spawn(move || {
+        let c = Client::connect(&addr, Some(KEY)).unwrap();
+        c.send_bytes(b"made it").unwrap();
+    });
+    let c = l.accept_timeout(PATIENCE).unwrap();
+    assert_eq!(c.recv_bytes().unwrap(), b"made it");
+    join_ok(&mut p);
+    drop(silent);
+}
+
+#[test]
+fn handshake_deadline_drops_silent_client() {
+    let _s = serial();
+    let dir = TempDir::new();
+    let mut l = Listener::bind(&Address::Unix(dir.sock()), Some(KEY))
+        .unwrap()
+        .with_handshake_timeout(Duration::from_millis(50));
+    let mut silent = UnixStream::connect(dir.sock()).unwrap();
+    silent.set_read_timeout(Some(PATIENCE)).unwrap();
+    let r = l.accept_timeout(Duration::from_millis(300));
+    assert!(matches!(r, Err(Error::Timeout)), "{r:?}");
+    // The silent client got a challenge, then the connection was closed.
+    let mut got = Vec::new();
+    silent.read_to_end(&mut got).unwrap();
+    assert!(got.len() > 4 + 11);
+    assert_eq!(&got[4..15], b"#CHALLENGE#");
+    assert_eq!(&got[15..23], b"{sha256}");
+}
+
+#[test]
+fn garbage_client_is_dropped_quietly() {
+    let _s = serial();
+    let dir = TempDir::new();
+    let mut l = Listener::bind(&Address::Unix(dir.sock()), Some(KEY)).unwrap();
+    // Announces a huge message: never allocated, the peer is dropped.
+    let mut bad = UnixStream::connect(dir.sock()).unwrap();
+    bad.write_all(&0x7fff_ffffu32.to_be_bytes()).unwrap();
+    let addr = l.address().clone();
+    let mut p = spawn(move || {
+        let c = Client::connect(&addr, Some(KEY)).unwrap();
+        c.send_bytes(b"ok").unwrap();
+    });
+    let c = l.accept_timeout(PATIENCE).unwrap();
+    assert_eq!(c.recv_bytes().unwrap(), b"ok");
+    join_ok(&mut p);
+}
+
+#[test]
+fn stale_socket_file_is_replaced() {
+    let _s = serial();
+    let dir = TempDir::new();
+    // A listener that died without cleaning up leaves its file.
+    drop(StdUnixListener::bind(dir.sock()).unwrap());
+    assert!(dir.sock().exists());
+    let mut l = Listener::bind(&Address::Unix(dir.sock()), None).unwrap();
+    let c = Client::connect(l.address(), None).unwrap();
+    let s = l.accept_timeout(PATIENCE).unwrap();
+    c.send_bytes(b"fresh").unwrap();
+    assert_eq!(s.recv_bytes().unwrap(), b"fresh");
+}
+
+#[test]
+fn live_socket_file_is_not_stolen() {
+    let _s = serial();
+    let dir = TempDir::new();
+    let mut first = Listener::bind(&Address::Unix(dir.sock()), None).unwrap();
+    let e = Listener::bind(&Address::Unix(dir.sock()), None).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(EADDRINUSE), "{e}");
+    // The probe connection of the failed bind is queued at the first
+    // listener; the first one still works.
+    let c = Client::connect(first.address(), None).unwrap();
+    let _probe = first.accept_timeout(PATIENCE).unwrap();
+    let s = first.accept_timeout(PATIENCE).unwrap();
+    c.send_bytes(b"still mine").unwrap();
+    assert_eq!(s.recv_bytes().unwrap(), b"still mine");
+    // A regular file is never removed.
+    let other = dir.0.join("file");
+    std::fs::write(&other, b"data").unwrap();
+    assert!(Listener::bind(&Address::Unix(other.clone()), None).is_err());
+    assert_eq!(std::fs::read(&other).unwrap(), b"data");
+}
+
+const EADDRINUSE: i32 = 98;
+
+#[test]
+fn address_parse_and_display() {
+    let _s = serial();
+    assert_eq!(
+        Address::parse("unix:/tmp/x").unwrap(),
+        Address::Unix("/tmp/x".into())
+    );
+    assert_eq!(
+        Address::parse("/tmp/x").unwrap(),
+        Address::Unix("/tmp/x".into())
+    );
+    assert_eq!(
+        Address::parse("abstract:name").unwrap(),
+        Address::Abstract(b"name".to_vec())
+    );
+    assert_eq!(
+        Address::parse("\0name").unwrap(),
+        Address::Abstract(b"name".to_vec())
+    );
+    let t = Address::parse("tcp:127.0.0.1:8080").unwrap();
+    assert_eq!(t, Address::Tcp("127.0.0.1:8080".parse().unwrap()));
+    assert_eq!(t.to_string(), "tcp:127.0.0.1:8080");
+    assert_eq!(Address::parse(&t.to_string()).unwrap(), t);
+    assert!(Address::parse("nonsense").is_err());
+    assert!(Address::parse("unix:").is_err());
+}
+
+#[test]
+fn a_forked_listener_copy_does_not_remove_the_file() {
+    let _s = serial();
+    let dir = TempDir::new();
+    // The child takes the listener out of the cell and drops it; the
+    // parent's copy of the cell still holds it.
+    let cell = std::cell::Cell::new(Some(
+        Listener::bind(&Address::Unix(dir.sock()), None).unwrap(),
+    ));
+    let mut p = spawn(|| drop(cell.take()));
+    join_ok(&mut p);
+    assert!(dir.sock().exists());
+    drop(p);
+    drop(cell);
+    assert!(!dir.sock().exists());
+}
+
+// ---- CPython interop ----------------------------------------------------
+
+/// The interpreters to try: `python3` (3.11 here: the MD5 handshake), and
+/// a 3.12 one (the `{sha256}` handshake) when pyenv has it.
+fn pythons() -> Vec<String> {
+    let mut v = vec!["python3".to_string()];
+    let p312 = "/root/.pyenv/versions/3.12.1/bin/python3";
+    if Path::new(p312).exists() {
+        v.push(p312.to_string());
+    }
+    v
+}
+
+/// The Python expression of `a`.
+fn py_address(a: &Address) -> String {
+    match a {
+        Address::Unix(p) => format!("{:?}", p.to_str().unwrap()),
+        Address::Abstract(n) => format!("'\\0{}'", std::str::from_utf8(n).unwrap()),
+        Address::Tcp(s) => format!("('{}', {})", s.ip(), s.port()),
+    }
+}
+
+fn python(py: &str, script: &str) -> Child {
+    Command::new(py)
+        .arg("-c")
+        .arg(script)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("python3 is needed for the interop tests")
+}
+
+const PY_CLIENT: &str = r#"
+import sys
+from multiprocessing.connection import Client
+from multiprocessing import AuthenticationError
+try:
+    c = Client(ADDRESS, authkey=AUTHKEY)
+except AuthenticationError as e:
+    print('auth-error', e, flush=True)
+    sys.exit(3)
+c.send_bytes(b'hello from python')
+m = c.recv_bytes()
+c.send_bytes(m[::-1])
+print('done', flush=True)
+"#;
+
+fn python_client(py: &str, address: &Address, key: &[u8]) -> Child {
+    let script = PY_CLIENT.replace("ADDRESS", &py_address(address)).replace(
+        "AUTHKEY",
+        &format!("b'{}'", std::str::from_utf8(key).unwrap()),
+    );
+    python(py, &script)
+}
+
+fn python_client_to_our_listener(address: Address) {
+    for py in pythons() {
+        let mut l = Listener::bind(&address, Some(KEY)).unwrap();
+        let mut child = python_client(&py, l.address(), KEY);
+        let c = l.accept_timeout(PATIENCE).unwrap();
+        assert_eq!(c.recv_bytes().unwrap(), b"hello from python");
+        c.send_bytes(b"abc").unwrap();
+        assert_eq!(c.recv_bytes().unwrap(), b"cba");
+        assert!(child.wait().unwrap().success(), "{py}");
+    }
+}
+
+#[test]
+fn python_client_our_listener_unix() {
+    let _s = serial();
+    let dir = TempDir::new();
+    python_client_to_our_listener(Address::Unix(dir.sock()));
+}
+
+#[test]
+fn python_client_our_listener_abstract_and_tcp() {
+    let _s = serial();
+    python_client_to_our_listener(abstract_name());
+    python_client_to_our_listener(Address::parse("tcp:127.0.0.1:0").unwrap());
+}
+
+#[test]
+fn python_client_wrong_key() {
+    let _s = serial();
+    for py in pythons() {
+        let mut l = Listener::bind(&abstract_name(), Some(KEY)).unwrap();
+        let mut child = python_client(&py, l.address(), WRONG);
+        let e = l.accept_timeout(PATIENCE).unwrap_err();
+        assert!(is_auth_error(&e), "{py}: {e}");
+        let mut out = String::new();
+        child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
+        assert_eq!(child.wait().unwrap().code(), Some(3), "{py}: {out}");
+        assert!(out.starts_with("auth-error"), "{py}: {out}");
+    }
+}
+
+const PY_LISTENER: &str = r#"
+import sys
+from multiprocessing.connection import Listener
+from multiprocessing import AuthenticationError
+with Listener(ADDRESS, authkey=AUTHKEY) as l:
+    a = l.address
+    print(a if isinstance(a, str) else '%s %d' % a, flush=True)
+    try:
+        c = l.accept()
+    except AuthenticationError as e:
+        print('auth-error', e, flush=True)
+        sys.exit(3)
+    m = c.recv_bytes()
+    c.send_bytes(m[::-1])
+    c.send_bytes(c.recv_bytes() + b'!')
+    c.close()
+"#;
+
+/// Starts a Python listener and returns it with its address line.
+fn python_listener(
+    py: &str,
+    address: &str,
+    key: &[u8],
+) -> (Child, BufReader<std::process::ChildStdout>, String) {
+    let script = PY_LISTENER.replace("ADDRESS", address).replace(
+        "AUTHKEY",
+        &format!("b'{}'", std::str::from_utf8(key).unwrap()),
+    );
+    let mut child = python(py, &script);
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert!(!line.is_empty(), "{py}: the listener did not start");
+    (child, out, line.trim_end().to_string())
+}
+
+#[test]
+fn our_client_python_listener() {
+    let _s = serial();
+    for py in pythons() {
+        let dir = TempDir::new();
+        let path = dir.sock();
+        let cases = [
+            (format!("{:?}", path.to_str().unwrap()), None),
+            ("('127.0.0.1', 0)".to_string(), Some(())),
+        ];
+        for (addr, tcp) in cases {
+            let (mut child, _out, line) = python_listener(&py, &addr, KEY);
+            let address = if tcp.is_some() {
+                let (h, p) = line.split_once(' ').unwrap();
+                Address::parse(&format!("tcp:{h}:{p}")).unwrap()
+            } else {
+                Address::Unix(line.into())
+            };
+            let c = Client::connect(&address, Some(KEY)).unwrap();
+            c.send_bytes(b"xyz").unwrap();
+            assert_eq!(c.recv_bytes().unwrap(), b"zyx");
+            c.send_bytes(b"again").unwrap();
+            assert_eq!(c.recv_bytes().unwrap(), b"again!");
+            assert!(child.wait().unwrap().success(), "{py}");
+        }
+        assert!(!path.exists(), "python removed its socket file");
+    }
+}
+
+#[test]
+fn our_client_python_listener_wrong_key() {
+    let _s = serial();
+    for py in pythons() {
+        let dir = TempDir::new();
+        let (mut child, mut out, line) =
+            python_listener(&py, &format!("{:?}", dir.sock().to_str().unwrap()), KEY);
+        let e = Client::connect(&Address::Unix(line.into()), Some(WRONG)).unwrap_err();
+        assert!(is_auth_error(&e), "{py}: {e}");
+        let mut rest = String::new();
+        out.read_to_string(&mut rest).unwrap();
+        assert_eq!(child.wait().unwrap().code(), Some(3), "{py}: {rest}");
+        assert!(rest.starts_with("auth-error"), "{py}: {rest}");
+    }
+}
