@@ -494,6 +494,75 @@ fn pipe_bw(total: usize, reps: usize) {
     );
 }
 
+/// `joinable`: the parent puts M tasks in a JoinableQueue, P = 2 worker
+/// processes get them and call task_done, the parent join()s; the workers
+/// check every task arrived once. (Python's JoinableQueue: about 230
+/// thousand tasks/s on this machine class.)
+#[cfg(feature = "serde")]
+fn joinable(m: u64, reps: usize) {
+    use multiproc::{JoinableQueue, Process, RawValue};
+    let params = format!("\"M\": {m}, \"P\": {P}");
+    let mut best = Duration::MAX;
+    let mut ok = String::from("ok");
+    for _ in 0..=reps {
+        let q = JoinableQueue::<u64>::new().unwrap();
+        let sum = RawValue::new(0u64).unwrap();
+        let count = RawValue::new(0u64).unwrap();
+        let (q_ref, sum_ref, count_ref) = (&q, &sum, &count);
+        let mut workers: Vec<Process> = (0..P)
+            .map(|_| {
+                // SAFETY: the workers only use the shared queue and counters.
+                let mut w = unsafe {
+                    Process::new(move || {
+                        while let Ok(t) = q_ref.get() {
+                            if t == u64::MAX {
+                                q_ref.task_done().unwrap();
+                                break;
+                            }
+                            sum_ref.fetch_add(t);
+                            count_ref.fetch_add(1);
+                            q_ref.task_done().unwrap();
+                        }
+                    })
+                    .allow_threads()
+                };
+                w.start().unwrap();
+                w
+            })
+            .collect();
+        let t = Instant::now();
+        for i in 0..m {
+            q.put(i).unwrap();
+        }
+        q.join();
+        let elapsed = t.elapsed();
+        for _ in 0..P {
+            q.put(u64::MAX).unwrap();
+        }
+        for w in &mut workers {
+            w.join().unwrap();
+        }
+        best = best.min(elapsed);
+        if count.load() != m || sum.load() != m * (m - 1) / 2 {
+            ok = format!("{} tasks done, sum {}", count.load(), sum.load());
+        }
+    }
+    let rate = m as f64 / best.as_secs_f64();
+    line(
+        "multiproc",
+        "joinable",
+        "JoinableQueue",
+        &params,
+        "tasks_per_s",
+        rate,
+        &ok,
+    );
+    eprintln!(
+        "joinable: {:.0} thousand tasks/s (Python's JoinableQueue: about 230 thousand; target >= 20x)",
+        rate / 1e3
+    );
+}
+
 /// The entry point of the spawned children of the `spawn` workload.
 #[cfg(feature = "serde")]
 fn nothing(_: ()) {}
@@ -581,6 +650,8 @@ fn main() {
     spawn_workload(if quick { 200 } else { 1000 }, reps);
     pipe_rtt(if quick { 5_000 } else { 100_000 }, reps.min(2));
     pipe_bw(if quick { 64 << 20 } else { 1 << 30 }, reps.min(2));
+    #[cfg(feature = "serde")]
+    joinable(if quick { 20_000 } else { 100_000 }, reps.min(2));
     #[cfg(feature = "serde")]
     spawn_start_method(if quick { 50 } else { 300 }, reps);
 }
