@@ -472,6 +472,40 @@ impl AsFd for Listener {
 }
 
 /// Binds a Unix socket at `path`, replacing a socket file nobody listens on.
+/// Whether a listening Unix socket is bound to `path`, from
+/// `/proc/net/unix` (this network namespace's sockets); `None` if the
+/// table cannot be read.
+fn someone_listens(path: &Path) -> Option<bool> {
+    /// `__SO_ACCEPTCON` in the Flags column: the socket listens.
+    const ACCEPTCON: u32 = 0x10000;
+    let table = std::fs::read_to_string("/proc/net/unix").ok()?;
+    let canonical = std::fs::canonicalize(path).ok();
+    Some(table.lines().skip(1).any(|line| {
+        // Num RefCount Protocol Flags Type St Inode Path (which may hold spaces)
+        let mut cols = line
+            .splitn(8, char::is_whitespace)
+            .filter(|c| !c.is_empty());
+        let flags = cols.nth(3).and_then(|f| u32::from_str_radix(f, 16).ok());
+        let bound = line.split_whitespace().nth(7).map(|_| {
+            // The path is everything after the seventh column.
+            let mut rest = line.trim_start();
+            for _ in 0..7 {
+                rest = rest
+                    .split_once(char::is_whitespace)
+                    .map_or("", |(_, r)| r)
+                    .trim_start();
+            }
+            rest
+        });
+        match (flags, bound) {
+            (Some(f), Some(b)) if f & ACCEPTCON != 0 => {
+                Path::new(b) == path || canonical.as_deref() == Some(Path::new(b))
+            }
+            _ => false,
+        }
+    }))
+}
+
 fn bind_unix_path(path: &Path) -> Result<UnixListener> {
     match UnixListener::bind(path) {
         Ok(l) => Ok(l),
@@ -482,14 +516,22 @@ fn bind_unix_path(path: &Path) -> Result<UnixListener> {
             if !is_socket {
                 return Err(Error::os("bind", e));
             }
-            match UnixStream::connect(path) {
-                // Somebody serves it: leave it alone.
-                Ok(_) => Err(Error::os("bind", e)),
-                Err(c) if c.raw_os_error() == Some(libc::ECONNREFUSED) => {
-                    let _ = std::fs::remove_file(path);
-                    UnixListener::bind(path).map_err(|e| Error::os("bind", e))
-                }
-                Err(_) => Err(Error::os("bind", e)),
+            // Is anybody listening on it? Asked of the kernel's socket
+            // table, not by connecting: a probe connection would sit in a
+            // live listener's queue and be accepted as a (dead) client.
+            let stale = match someone_listens(path) {
+                Some(listening) => !listening,
+                // No /proc: fall back to a probe connection.
+                None => matches!(
+                    UnixStream::connect(path),
+                    Err(c) if c.raw_os_error() == Some(libc::ECONNREFUSED)
+                ),
+            };
+            if stale {
+                let _ = std::fs::remove_file(path);
+                UnixListener::bind(path).map_err(|e| Error::os("bind", e))
+            } else {
+                Err(Error::os("bind", e))
             }
         }
         Err(e) => Err(Error::os("bind", e)),

@@ -251,6 +251,17 @@ type Body<'a> = Box<dyn FnOnce() -> Report + 'a>;
 /// child; a [daemon](Process::with_daemon) is killed instead. Either way no
 /// zombie is left.
 ///
+/// # What the parent keeps
+///
+/// The parent's copy of the closure (and whatever it captured by move) is
+/// kept until the child has ended, so that shared objects moved into it are
+/// not freed and reused while the child works on them. Unlike Python, a
+/// [`Connection`](crate::Connection) end moved into the closure therefore
+/// stays open in the parent too; to close the parent's copy (so that end of
+/// stream is seen when the child closes its own), hand it over in a
+/// `RefCell<Option<Connection>>` the closure borrows and take it out of the
+/// cell in the parent after `start`.
+///
 /// # Threads
 ///
 /// `start` refuses to fork while the process has other threads: a forked
