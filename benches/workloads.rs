@@ -308,6 +308,17 @@ fn spawn_workload(n: usize, reps: usize) {
     );
 }
 
+/// A bare stream socketpair, the raw baseline of the pipe workloads.
+fn bare_socketpair() -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
+    nix::sys::socket::socketpair(
+        nix::sys::socket::AddressFamily::Unix,
+        nix::sys::socket::SockType::Stream,
+        None,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
+    )
+    .unwrap()
+}
+
 /// `pipe_rtt`: a 64-byte message goes back and forth R times between two
 /// processes over a duplex Pipe. Baseline: the same over a bare blocking
 /// socketpair with read/write.
@@ -339,13 +350,7 @@ fn pipe_rtt(r: usize, reps: usize) {
         }
         best_mp = best_mp.min(t.elapsed());
         p.join().unwrap();
-        let (x, y) = nix::sys::socket::socketpair(
-            nix::sys::socket::AddressFamily::Unix,
-            nix::sys::socket::SockType::Stream,
-            None,
-            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
-        )
-        .unwrap();
+        let (x, y) = bare_socketpair();
         let y_ref = &y;
         // SAFETY: the child only reads and writes its socket.
         let mut q = unsafe {
@@ -435,13 +440,7 @@ fn pipe_bw(total: usize, reps: usize) {
         if bytes != n * MSG {
             ok = format!("received {bytes} bytes");
         }
-        let (x, y) = nix::sys::socket::socketpair(
-            nix::sys::socket::AddressFamily::Unix,
-            nix::sys::socket::SockType::Stream,
-            None,
-            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
-        )
-        .unwrap();
+        let (x, y) = bare_socketpair();
         let y_ref = &y;
         // SAFETY: the child only writes its socket.
         let mut q = unsafe {

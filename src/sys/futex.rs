@@ -1,7 +1,7 @@
 //! Shared futex wait and wake.
 //!
-//! Every call here uses the *shared* futex operations (no
-//! `FUTEX_PRIVATE_FLAG`): the words live in `MAP_SHARED` memory and the
+//! Every call here uses the *shared* futex operations (never the private
+//! flag): the words live in `MAP_SHARED` memory and the
 //! waiters and wakers are in different processes, whose private futex keys
 //! (keyed by address space) would never match.
 
