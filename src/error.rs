@@ -169,12 +169,6 @@ impl Error {
     }
 }
 
-impl From<nix::errno::Errno> for Error {
-    fn from(e: nix::errno::Errno) -> Self {
-        Error::os("system call", e)
-    }
-}
-
 /// The lock was acquired, but the process or thread that held it before
 /// died while holding it, so the data it guards may be half-updated.
 ///

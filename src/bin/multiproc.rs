@@ -75,15 +75,18 @@ fn owned(p: u64, procs: u64, c: u64) -> impl Iterator<Item = u64> {
     (p..c).step_by(procs as usize)
 }
 
-type Outcome = multiproc::Result<f64>;
+/// The binary's errors: the library's and the queues' alike.
+type Outcome<T = f64> = Result<T, Box<dyn std::error::Error>>;
 
-fn run_children(
-    procs: u64,
-    body: impl Fn(u64) -> multiproc::Result<()> + Sync,
-) -> multiproc::Result<()> {
+/// Runs `body(p)` in `procs` forked workers and waits for all; a worker's
+/// error comes back as its message.
+fn run_children(procs: u64, body: impl Fn(u64) -> Outcome<()> + Sync) -> Outcome<()> {
     let body = &body;
     let mut kids: Vec<Process> = (0..procs)
-        .map(|p| Process::new(move || body(p)).with_name(format!("pi-worker-{p}")))
+        .map(|p| {
+            Process::new(move || body(p).map_err(|e| e.to_string()))
+                .with_name(format!("pi-worker-{p}"))
+        })
         .collect();
     for k in &mut kids {
         k.start()?;
@@ -94,37 +97,27 @@ fn run_children(
     Ok(())
 }
 
+/// Reads back a partial sum written as 8 little-endian bytes.
+fn decode(bytes: Vec<u8>) -> Outcome {
+    let a: [u8; 8] = bytes
+        .try_into()
+        .map_err(|b: Vec<u8>| format!("a partial sum of {} bytes", b.len()))?;
+    Ok(f64::from_le_bytes(a))
+}
+
 fn transport(name: &str, n: u64, c: u64, procs: u64) -> Outcome {
+    // The partial sum of the chunks process `p` owns.
+    let share = |p: u64| -> f64 { owned(p, procs, c).map(|i| partial(chunk(i, c, n))).sum() };
     match name {
         "seq" => Ok((0..c).map(|i| partial(chunk(i, c, n))).sum()),
         "file" => {
             let dir = std::env::temp_dir().join(format!("multiproc-pi-{}", std::process::id()));
-            std::fs::create_dir_all(&dir).map_err(|e| multiproc::Error::Os {
-                call: "mkdir",
-                source: e,
-            })?;
+            std::fs::create_dir_all(&dir)?;
             let path = |p: u64| dir.join(format!("part-{p}"));
             let r = run_children(procs, |p| {
-                let s: f64 = owned(p, procs, c).map(|i| partial(chunk(i, c, n))).sum();
-                std::fs::write(path(p), s.to_le_bytes()).map_err(|e| multiproc::Error::Os {
-                    call: "write",
-                    source: e,
-                })
+                Ok(std::fs::write(path(p), share(p).to_le_bytes())?)
             })
-            .and_then(|()| {
-                (0..procs)
-                    .map(|p| {
-                        let b = std::fs::read(path(p)).map_err(|e| multiproc::Error::Os {
-                            call: "read",
-                            source: e,
-                        })?;
-                        let a: [u8; 8] = b
-                            .try_into()
-                            .map_err(|_| multiproc::Error::Codec("short file".into()))?;
-                        Ok(f64::from_le_bytes(a))
-                    })
-                    .sum::<multiproc::Result<f64>>()
-            });
+            .and_then(|()| (0..procs).map(|p| decode(std::fs::read(path(p))?)).sum());
             let _ = std::fs::remove_dir_all(&dir);
             r
         }
@@ -134,24 +127,14 @@ fn transport(name: &str, n: u64, c: u64, procs: u64) -> Outcome {
                 .collect::<multiproc::Result<Vec<_>>>()?;
             let pipes = &pipes;
             run_children(procs, |p| {
-                let s: f64 = owned(p, procs, c).map(|i| partial(chunk(i, c, n))).sum();
-                pipes[p as usize].1.send_bytes(&s.to_le_bytes())
+                Ok(pipes[p as usize].1.send_bytes(&share(p).to_le_bytes())?)
             })?;
-            pipes
-                .iter()
-                .map(|(r, _)| {
-                    let b = r.recv_bytes()?;
-                    let a: [u8; 8] = b
-                        .try_into()
-                        .map_err(|_| multiproc::Error::Codec("short message".into()))?;
-                    Ok(f64::from_le_bytes(a))
-                })
-                .sum()
+            pipes.iter().map(|(r, _)| decode(r.recv_bytes()?)).sum()
         }
         "value" => {
             let total = Value::new(0.0f64)?;
             run_children(procs, |p| {
-                let s: f64 = owned(p, procs, c).map(|i| partial(chunk(i, c, n))).sum();
+                let s = share(p);
                 total.update(|t| *t += s);
                 Ok(())
             })?;
@@ -159,24 +142,18 @@ fn transport(name: &str, n: u64, c: u64, procs: u64) -> Outcome {
         }
         "array" => {
             let slots = RawArray::<f64>::zeroed(procs as usize)?;
-            run_children(procs, |p| {
-                let s: f64 = owned(p, procs, c).map(|i| partial(chunk(i, c, n))).sum();
-                slots.set(p as usize, s)
-            })?;
+            run_children(procs, |p| Ok(slots.set(p as usize, share(p))?))?;
             Ok(slots.to_vec().iter().sum())
         }
         "queue" => {
             let q = Queue::<f64>::new()?;
             run_children(procs, |p| {
                 for i in owned(p, procs, c) {
-                    q.put(partial(chunk(i, c, n)))
-                        .map_err(|e| multiproc::Error::Codec(e.to_string()))?;
+                    q.put(partial(chunk(i, c, n)))?;
                 }
                 Ok(())
             })?;
-            (0..c)
-                .map(|_| q.get().map_err(|e| multiproc::Error::Codec(e.to_string())))
-                .sum()
+            (0..c).map(|_| Ok(q.get()?)).sum()
         }
         "joinable" => {
             // Chunks handed out dynamically; results come back on a queue.
@@ -185,20 +162,19 @@ fn transport(name: &str, n: u64, c: u64, procs: u64) -> Outcome {
             let (tasks_r, results_r) = (&tasks, &results);
             let mut kids: Vec<Process> = (0..procs)
                 .map(|p| {
-                    Process::new(move || -> multiproc::Result<()> {
-                        while let Ok(i) = tasks_r.get() {
-                            if i == u64::MAX {
-                                let _ = tasks_r.task_done();
-                                break;
+                    Process::new(move || -> Result<(), String> {
+                        let work = || -> Outcome<()> {
+                            while let Ok(i) = tasks_r.get() {
+                                if i == u64::MAX {
+                                    let _ = tasks_r.task_done();
+                                    break;
+                                }
+                                results_r.put(partial(chunk(i, c, n)))?;
+                                tasks_r.task_done()?;
                             }
-                            results_r
-                                .put(partial(chunk(i, c, n)))
-                                .map_err(|e| multiproc::Error::Codec(e.to_string()))?;
-                            tasks_r
-                                .task_done()
-                                .map_err(|e| multiproc::Error::Codec(e.to_string()))?;
-                        }
-                        Ok(())
+                            Ok(())
+                        };
+                        work().map_err(|e| e.to_string())
                     })
                     .with_name(format!("pi-worker-{p}"))
                 })
@@ -207,30 +183,18 @@ fn transport(name: &str, n: u64, c: u64, procs: u64) -> Outcome {
                 k.start()?;
             }
             for i in 0..c {
-                tasks
-                    .put(i)
-                    .map_err(|e| multiproc::Error::Codec(e.to_string()))?;
+                tasks.put(i)?;
             }
             tasks.join();
             for _ in 0..procs {
-                tasks
-                    .put(u64::MAX)
-                    .map_err(|e| multiproc::Error::Codec(e.to_string()))?;
+                tasks.put(u64::MAX)?;
             }
             for k in &mut kids {
                 k.join_ok()?;
             }
-            (0..c)
-                .map(|_| {
-                    results
-                        .get()
-                        .map_err(|e| multiproc::Error::Codec(e.to_string()))
-                })
-                .sum()
+            (0..c).map(|_| Ok(results.get()?)).sum()
         }
-        other => Err(multiproc::Error::Codec(format!(
-            "unknown transport {other:?}"
-        ))),
+        other => Err(format!("unknown transport {other:?}").into()),
     }
 }
 

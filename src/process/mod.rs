@@ -314,7 +314,9 @@ struct Child {
     /// The read end of the report pipe, until its end of file.
     report_fd: Option<OwnedFd>,
     report: Vec<u8>,
-    slot: crate::shm::ShmBox<ReportSlot>,
+    /// The shared report slot (fork only; a spawned child reports through
+    /// the pipe).
+    slot: Option<crate::shm::ShmBox<ReportSlot>>,
 }
 
 impl<'a> Process<'a, ()> {
@@ -326,7 +328,7 @@ impl<'a> Process<'a, ()> {
         F: FnOnce() -> R + 'a,
         R: ChildResult,
     {
-        Self::from_body(Box::new(move || {
+        Self::from_body(Some(Box::new(move || {
             let (code, msg) = body().into_exit();
             match msg {
                 Some(m) => Report {
@@ -340,7 +342,7 @@ impl<'a> Process<'a, ()> {
                     bytes: Vec::new(),
                 },
             }
-        }))
+        })))
     }
 }
 
@@ -354,7 +356,7 @@ impl<'a, T: serde::Serialize + serde::de::DeserializeOwned> Process<'a, T> {
     where
         F: FnOnce() -> T + 'a,
     {
-        let mut p = Self::from_body(Box::new(move || Report::value(&body())));
+        let mut p = Self::from_body(Some(Box::new(move || Report::value(&body()))));
         p.report_pipe = true;
         p
     }
@@ -396,7 +398,7 @@ impl<'a, T: serde::Serialize + serde::de::DeserializeOwned> Process<'a, T> {
         T: 'static,
     {
         let plan = spawn::Plan::new(entry, &args)?;
-        let mut p = Process::from_body_static(None);
+        let mut p = Process::from_body(None);
         p.spawn = Some(plan);
         p.retained = Some(Box::new(args));
         Ok(p)
@@ -446,23 +448,11 @@ impl<'a, T: serde::Serialize + serde::de::DeserializeOwned> Process<'a, T> {
     }
 }
 
-impl<T> Process<'static, T> {
-    #[cfg(feature = "serde")]
-    fn from_body_static(body: Option<Body<'static>>) -> Self {
-        let mut p = Process::from_body(Box::new(|| Report {
-            code: 1,
-            kind: REPORT_ERROR,
-            bytes: Vec::new(),
-        }));
-        p.body = body;
-        p
-    }
-}
-
 impl<'a, T> Process<'a, T> {
-    fn from_body(body: Body<'a>) -> Self {
+    /// A process with `body` to fork, or none (the spawn start method).
+    fn from_body(body: Option<Body<'a>>) -> Self {
         Process {
-            body: Some(body),
+            body,
             name: String::from("Process"),
             allow_threads: false,
             daemon: false,
@@ -670,16 +660,11 @@ impl<'a, T> Process<'a, T> {
         }
         let registry = registry.take().expect("the parent keeps its registry lock");
         drop((stderr, stdout));
-        self.adopt_child(pid, report_rd, slot, registry)
+        self.adopt_child(pid, report_rd, Some(slot), registry)
     }
 
     #[cfg(feature = "serde")]
     fn start_spawned(&mut self, plan: spawn::Plan) -> Result<()> {
-        let slot = crate::shm::ShmBox::new(ReportSlot {
-            state: AtomicU32::new(SLOT_EMPTY),
-            len: AtomicU32::new(0),
-            data: UnsafeCell::new([0; SLOT_BYTES]),
-        })?;
         let authkey = match &self.authkey {
             Some(k) => k.clone(),
             None => current_process().authkey().to_vec(),
@@ -696,14 +681,14 @@ impl<'a, T> Process<'a, T> {
                 deadline: self.deadline,
             },
         )?;
-        self.adopt_child(pid, Some(report_rd), slot, registry)
+        self.adopt_child(pid, Some(report_rd), None, registry)
     }
 
     fn adopt_child(
         &mut self,
         pid: Pid,
         report_rd: Option<OwnedFd>,
-        slot: crate::shm::ShmBox<ReportSlot>,
+        slot: Option<crate::shm::ShmBox<ReportSlot>>,
         mut registry: std::sync::MutexGuard<'static, identity::Registry>,
     ) -> Result<()> {
         let pidfd = match sys::pidfd_open(pid) {
@@ -803,7 +788,7 @@ impl<'a, T> Process<'a, T> {
             if let Some(fd) = c.report_fd.take() {
                 sys::read_available(&fd, &mut c.report)?;
             }
-            if let Some(r) = c.slot.take() {
+            if let Some(r) = c.slot.as_ref().and_then(|slot| slot.take()) {
                 c.report = r;
             }
             c.status = Some(s);

@@ -138,11 +138,6 @@ impl<T> ShmBox<T> {
     pub(crate) fn as_ptr(&self) -> *mut T {
         self.alloc.ptr().cast::<T>().as_ptr()
     }
-
-    #[allow(dead_code)] // used by the spawn start method
-    pub(crate) fn allocation(&self) -> &heap::Allocation {
-        &self.alloc
-    }
 }
 
 impl<T> std::ops::Deref for ShmBox<T> {
