@@ -21,7 +21,15 @@ fn pi_json_lines_for_every_transport_are_verified() {
     );
     let text = String::from_utf8(out.stdout).unwrap();
     let lines: Vec<&str> = text.lines().collect();
-    let transports = ["seq", "file", "pipe", "value", "array", "queue", "joinable"];
+    let transports = [
+        "seq",
+        "fork_file",
+        "fork_pipe",
+        "value",
+        "array",
+        "queue",
+        "joinable",
+    ];
     assert_eq!(lines.len(), 2 * transports.len(), "{text}");
     for t in transports {
         for metric in ["seconds", "pi"] {
@@ -84,4 +92,111 @@ fn bad_arguments_are_refused_clearly() {
         assert!(!out.status.success(), "{args:?} was accepted");
         assert!(!out.stderr.is_empty(), "{args:?}: no message");
     }
+}
+
+#[test]
+fn bench_json_prints_verified_lines_with_their_baselines() {
+    let out = multiproc(&[
+        "bench",
+        "--workload",
+        "counter,queue_1p1c",
+        "--quick",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    for (imp, workload, variant, metric) in [
+        ("multiproc", "counter", "Value_lock", "ns_per_increment"),
+        ("raw", "counter", "bare_futex_lock", "ns_per_increment"),
+        ("multiproc", "queue_1p1c", "Queue", "messages_per_s"),
+        ("raw", "queue_1p1c", "bare_spsc_ring", "messages_per_s"),
+    ] {
+        let l = text
+            .lines()
+            .find(|l| {
+                l.contains(&format!("\"impl\": \"{imp}\""))
+                    && l.contains(&format!("\"workload\": \"{workload}\""))
+                    && l.contains(&format!("\"variant\": \"{variant}\""))
+                    && l.contains(&format!("\"metric\": \"{metric}\""))
+            })
+            .unwrap_or_else(|| panic!("no {imp} {workload} {variant} line in {text}"));
+        assert!(l.ends_with("\"check\": \"ok\"}"), "{l}");
+        let value: f64 = l
+            .split("\"value\": ")
+            .nth(1)
+            .and_then(|v| v.split(',').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no number in {l}"));
+        assert!(value > 0.0 && value.is_finite(), "{l}");
+    }
+    // Only JSON lines on stdout.
+    assert!(
+        text.lines().all(|l| l.starts_with('{') && l.ends_with('}')),
+        "{text}"
+    );
+}
+
+#[test]
+fn bench_table_and_bad_workload() {
+    let out = multiproc(&["bench", "--workload", "pipe_rtt", "--quick"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let row = text
+        .lines()
+        .find(|l| l.starts_with("pipe_rtt"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        row.contains("blocking_socketpair") && row.ends_with("ok"),
+        "{row}"
+    );
+    let out = multiproc(&["bench", "--workload", "nonsense"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown workload"));
+}
+
+#[test]
+fn pi_plot_draws_one_bar_per_transport() {
+    let dir = std::env::temp_dir().join(format!("multiproc-plot-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let svg = dir.join("pi.svg");
+    let out = multiproc(&[
+        "pi",
+        "--n",
+        "100000",
+        "--transport",
+        "seq,array,queue",
+        "--plot",
+        svg.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert!(text.starts_with("<svg") && text.trim_end().ends_with("</svg>"));
+    for t in ["seq", "array", "queue"] {
+        assert!(
+            text.contains(&format!(">{t}</text>")),
+            "{t} missing: {text}"
+        );
+    }
+    assert_eq!(text.matches("<rect x=").count(), 3, "{text}");
+    let bad = multiproc(&[
+        "pi",
+        "--n",
+        "1000",
+        "--plot",
+        dir.join("pi.gif").to_str().unwrap(),
+    ]);
+    assert_eq!(bad.status.code(), Some(2));
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -1,0 +1,320 @@
+//! The `multiproc` command.
+//!
+//! ```text
+//! multiproc pi [--n 100000000] [--procs P] [--chunks C] [--transport T,...] [--json] [--plot FILE.svg]
+//! multiproc bench [--workload W,...] [--quick] [--json] [--compare-python]
+//! ```
+//!
+//! `pi` computes pi from the series sum_{k<N} 1/(2k+1)^2 = pi^2/8, split
+//! into chunks over worker processes, and returns the partial sums through
+//! each transport, timing each. `bench` runs the workloads of
+//! `shared/WORKLOADS.md`, each beside its raw baseline (and Python's, when
+//! asked), and prints a summary table or the verified JSON lines.
+
+use std::io::{IsTerminal, Write as _};
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+mod pi;
+mod plot;
+mod report;
+#[path = "../../../benches/support/mod.rs"]
+mod support;
+mod workloads;
+
+use report::Line;
+
+#[derive(Parser)]
+#[command(
+    name = "multiproc",
+    version,
+    about = "Python's multiprocessing for Rust: the pi benchmark and the workloads"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Compute pi over N terms, split over processes, through each transport.
+    Pi(PiArgs),
+    /// Run the workloads of shared/WORKLOADS.md beside their raw baselines.
+    Bench(BenchArgs),
+}
+
+#[derive(clap::Args)]
+struct PiArgs {
+    /// Number of terms of the series.
+    #[arg(long, default_value_t = 100_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+    n: u64,
+    /// Worker processes (default: available cores).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    procs: Option<u64>,
+    /// Chunks the work is split into (10: the classic tutorial; 10000: fine-grained).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    chunks: u64,
+    /// Transports to measure, comma-separated: seq, file, pipe, value, array, queue, joinable.
+    #[arg(long, value_delimiter = ',', default_value = pi::DEFAULT_TRANSPORTS)]
+    transport: Vec<String>,
+    /// Print the JSON lines of shared/WORKLOADS.md instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Draw a bar chart of the times into this SVG file.
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// Workloads to run, comma-separated (default: all).
+    #[arg(long, value_delimiter = ',')]
+    workload: Vec<String>,
+    /// Small sizes: a quick look, not figures to quote.
+    #[arg(long)]
+    quick: bool,
+    /// Print only the verified JSON lines on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Also run python3's multiprocessing on the same workloads (the script
+    /// benches/python/workloads.py) and show the ratios.
+    #[arg(long)]
+    compare_python: bool,
+    /// The Python side's script.
+    #[arg(long, value_name = "FILE", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/python/workloads.py"))]
+    python_script: PathBuf,
+    /// Worker processes for pi (default: available cores).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    procs: Option<u64>,
+}
+
+fn default_procs() -> u64 {
+    std::thread::available_parallelism().map_or(1, |n| n.get() as u64)
+}
+
+/// A one-line progress note on stderr, only when it is a terminal.
+struct Progress(bool);
+
+impl Progress {
+    fn new(enabled: bool) -> Progress {
+        Progress(enabled && std::io::stderr().is_terminal())
+    }
+
+    fn show(&self, what: &str) {
+        if self.0 {
+            eprint!("\r\x1b[2K{what} ...");
+            let _ = std::io::stderr().flush();
+        }
+    }
+
+    fn clear(&self) {
+        if self.0 {
+            eprint!("\r\x1b[2K");
+            let _ = std::io::stderr().flush();
+        }
+    }
+}
+
+fn pi_command(args: PiArgs) -> i32 {
+    for t in &args.transport {
+        if !pi::TRANSPORTS.contains(&t.as_str()) {
+            eprintln!(
+                "multiproc pi: unknown transport {t:?}; choose from {}",
+                pi::TRANSPORTS.join(", ")
+            );
+            return 2;
+        }
+    }
+    if let Some(path) = &args.plot {
+        if !path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("svg"))
+        {
+            eprintln!(
+                "multiproc pi: --plot {}: give a .svg file name",
+                path.display()
+            );
+            return 2;
+        }
+    }
+    let procs = args.procs.unwrap_or_else(default_procs);
+    let (n, c) = (args.n, args.chunks);
+    if c > n {
+        eprintln!("multiproc pi: --chunks ({c}) cannot exceed --n ({n})");
+        return 2;
+    }
+    let progress = Progress::new(!args.json);
+    let mut runs = Vec::new();
+    for t in &args.transport {
+        progress.show(&format!("pi through {t}"));
+        runs.push(pi::run(t, n, c, procs));
+    }
+    progress.clear();
+    let seq = runs
+        .iter()
+        .find(|r| r.transport == "seq")
+        .map(|r| r.seconds);
+    if args.json {
+        for r in &runs {
+            for l in r.lines("multiproc", n, c, procs) {
+                println!("{}", l.json());
+            }
+        }
+    } else {
+        println!("pi over N = {n} terms, {c} chunks, {procs} processes");
+        println!(
+            "{:<10} {:>10} {:>20} {:>11} {:>8} {:>10}  check",
+            "transport", "seconds", "pi", "error", "speedup", "efficiency"
+        );
+        for r in &runs {
+            let speedup = seq.map(|s| s / r.seconds);
+            let workers = if r.transport == "seq" {
+                1.0
+            } else {
+                procs as f64
+            };
+            println!(
+                "{:<10} {:>10.4} {:>20.15} {:>11.2e} {:>8} {:>10}  {}",
+                r.transport,
+                r.seconds,
+                r.pi,
+                (r.pi - std::f64::consts::PI).abs(),
+                speedup.map_or("-".into(), |s| format!("{s:.2}x")),
+                speedup.map_or("-".into(), |s| format!("{:.0}%", 100.0 * s / workers)),
+                r.check
+            );
+        }
+    }
+    if let Some(path) = &args.plot {
+        let title = format!("pi, N = {n}, {c} chunks, {procs} processes");
+        if let Err(e) = plot::write(path, &title, &runs) {
+            eprintln!("multiproc pi: {e}");
+            return 1;
+        }
+    }
+    if runs.iter().all(|r| r.check == "ok") {
+        0
+    } else {
+        1
+    }
+}
+
+/// Runs the Python side of one workload; its lines, or a line saying why
+/// there are none.
+fn python_lines(script: &std::path::Path, workload: &str, quick: bool) -> Vec<Line> {
+    let mut cmd = std::process::Command::new("python3");
+    cmd.arg(script).args(["--workload", workload]);
+    if quick {
+        cmd.arg("--quick");
+    }
+    let failed = |why: String| vec![Line::new("python", workload, "-", &[], "-", f64::NAN, &why)];
+    match cmd.stderr(std::process::Stdio::inherit()).output() {
+        Ok(out) => {
+            let lines: Vec<Line> = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter_map(Line::parse)
+                .collect();
+            if lines.is_empty() {
+                failed(format!(
+                    "python3 {} printed no lines ({})",
+                    script.display(),
+                    out.status
+                ))
+            } else {
+                lines
+            }
+        }
+        Err(e) => failed(format!("cannot run python3: {e}")),
+    }
+}
+
+fn bench_command(args: BenchArgs) -> i32 {
+    let chosen: Vec<String> = if args.workload.is_empty() {
+        workloads::WORKLOADS.iter().map(|w| w.to_string()).collect()
+    } else {
+        args.workload.clone()
+    };
+    for w in &chosen {
+        if !workloads::WORKLOADS.contains(&w.as_str()) {
+            eprintln!(
+                "multiproc bench: unknown workload {w:?}; choose from {}",
+                workloads::WORKLOADS.join(", ")
+            );
+            return 2;
+        }
+    }
+    if args.compare_python && !args.python_script.is_file() {
+        eprintln!(
+            "multiproc bench: --compare-python needs the script {} (from the multiproc repository); give its path with --python-script",
+            args.python_script.display()
+        );
+        return 2;
+    }
+    let size = workloads::Size::new(args.quick);
+    let procs = args.procs.unwrap_or_else(default_procs);
+    let progress = Progress::new(true);
+    let mut lines: Vec<Line> = Vec::new();
+    let mut failed = false;
+    for w in &chosen {
+        progress.show(w);
+        match workloads::run(w, size, procs) {
+            Ok(ls) => lines.extend(ls),
+            Err(e) => {
+                failed = true;
+                lines.push(Line::new(
+                    "multiproc",
+                    w,
+                    "-",
+                    &[],
+                    "-",
+                    f64::NAN,
+                    &format!("failed: {e}"),
+                ));
+            }
+        }
+        if args.compare_python {
+            progress.show(&format!("{w} (python3)"));
+            lines.extend(python_lines(&args.python_script, w, args.quick));
+        }
+        if args.json {
+            // Lines go out as each workload ends, so a long run shows progress.
+            progress.clear();
+            for l in lines.iter().filter(|l| l.workload == *w) {
+                if l.ok() {
+                    println!("{}", l.json());
+                } else {
+                    eprintln!("multiproc bench: not verified: {}", l.json());
+                }
+            }
+        }
+    }
+    progress.clear();
+    if !args.json {
+        let sizes = if args.quick {
+            "quick sizes"
+        } else {
+            "WORKLOADS.md sizes"
+        };
+        println!("multiproc bench ({sizes}, {procs} processes for pi; best of the repetitions)");
+        print!("{}", report::table(&lines));
+    }
+    if failed || lines.iter().any(|l| l.imp != "python" && !l.ok()) {
+        1
+    } else {
+        0
+    }
+}
+
+fn main() {
+    if std::env::var_os(workloads::EXIT_AT_ONCE).is_some() {
+        return;
+    }
+    multiproc::init();
+    let cli = Cli::parse();
+    let code = match cli.command {
+        Command::Pi(args) => pi_command(args),
+        Command::Bench(args) => bench_command(args),
+    };
+    std::process::exit(code);
+}

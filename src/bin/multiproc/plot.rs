@@ -1,0 +1,107 @@
+//! `--plot FILE.svg`: a horizontal bar chart of the pi times, one bar per
+//! transport, written as a self-contained SVG file.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use crate::pi::{Outcome, Run};
+
+/// Escapes text for an SVG text node.
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// The chart as SVG text.
+pub fn svg(title: &str, runs: &[Run]) -> String {
+    let (bar_h, gap, left, width, top) = (24.0, 8.0, 110.0, 460.0, 48.0);
+    let max = runs
+        .iter()
+        .map(|r| r.seconds)
+        .filter(|s| s.is_finite())
+        .fold(0.0f64, f64::max)
+        .max(1e-9);
+    let height = top + runs.len() as f64 * (bar_h + gap) + 36.0;
+    let total_w = left + width + 150.0;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{total_w}" height="{height}" viewBox="0 0 {total_w} {height}" font-family="sans-serif" font-size="13">"#
+    );
+    let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
+    let _ = writeln!(
+        s,
+        r#"<text x="{}" y="24" font-size="15" font-weight="bold">{}</text>"#,
+        left,
+        escape(title)
+    );
+    for (i, r) in runs.iter().enumerate() {
+        let y = top + i as f64 * (bar_h + gap);
+        let w = if r.seconds.is_finite() {
+            width * r.seconds / max
+        } else {
+            0.0
+        };
+        let color = if r.check == "ok" {
+            "#4c78a8"
+        } else {
+            "#e45756"
+        };
+        let _ = writeln!(
+            s,
+            r#"<text x="{}" y="{}" text-anchor="end">{}</text>"#,
+            left - 8.0,
+            y + bar_h * 0.7,
+            escape(&r.transport)
+        );
+        let _ = writeln!(
+            s,
+            r#"<rect x="{left}" y="{y}" width="{w:.1}" height="{bar_h}" fill="{color}"><title>{}: {:.4} s ({})</title></rect>"#,
+            escape(&r.transport),
+            r.seconds,
+            escape(&r.check)
+        );
+        let label = if r.check == "ok" {
+            format!("{:.4} s", r.seconds)
+        } else {
+            format!("{:.4} s ({})", r.seconds, r.check)
+        };
+        let _ = writeln!(
+            s,
+            r#"<text x="{}" y="{}">{}</text>"#,
+            left + w + 6.0,
+            y + bar_h * 0.7,
+            escape(&label)
+        );
+    }
+    let axis_y = top + runs.len() as f64 * (bar_h + gap);
+    let _ = writeln!(
+        s,
+        r##"<line x1="{left}" y1="{}" x2="{left}" y2="{axis_y}" stroke="#333"/>"##,
+        top - 4.0
+    );
+    let _ = writeln!(
+        s,
+        r##"<text x="{left}" y="{}" fill="#555">wall-clock seconds (shorter is faster)</text>"##,
+        axis_y + 22.0
+    );
+    s.push_str("</svg>\n");
+    s
+}
+
+/// Writes the chart to `path`; only SVG is drawn.
+pub fn write(path: &Path, title: &str, runs: &[Run]) -> Outcome<()> {
+    match path.extension().and_then(|e| e.to_str()) {
+        Some(e) if e.eq_ignore_ascii_case("svg") => {
+            std::fs::write(path, svg(title, runs))
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            Ok(())
+        }
+        _ => Err(format!(
+            "--plot {}: only .svg charts are drawn (convert with e.g. `rsvg-convert` for PNG)",
+            path.display()
+        )
+        .into()),
+    }
+}
