@@ -190,6 +190,23 @@ fn pi_plot_draws_one_bar_per_transport() {
         );
     }
     assert_eq!(text.matches("<rect x=").count(), 3, "{text}");
+    let png = dir.join("pi.png");
+    let out = multiproc(&[
+        "pi",
+        "--n",
+        "100000",
+        "--transport",
+        "seq,pipe",
+        "--plot",
+        png.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bytes = std::fs::read(&png).unwrap();
+    assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n") && bytes.len() > 1000);
     let bad = multiproc(&[
         "pi",
         "--n",

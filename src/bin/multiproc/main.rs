@@ -1,7 +1,7 @@
 //! The `multiproc` command.
 //!
 //! ```text
-//! multiproc pi [--n 100000000] [--procs P] [--chunks C] [--transport T,...] [--json] [--plot FILE.svg]
+//! multiproc pi [--n 100000000] [--procs P] [--chunks C] [--transport T,...] [--json] [--plot FILE.svg|FILE.png]
 //! multiproc bench [--workload W,...] [--quick] [--json] [--compare-python]
 //! ```
 //!
@@ -61,8 +61,8 @@ struct PiArgs {
     /// Print the JSON lines of shared/WORKLOADS.md instead of a table.
     #[arg(long)]
     json: bool,
-    /// Draw a bar chart of the times into this SVG file.
-    #[arg(long, value_name = "FILE.svg")]
+    /// Draw a bar chart of the times into this file (.svg or .png).
+    #[arg(long, value_name = "FILE.svg|FILE.png")]
     plot: Option<PathBuf>,
 }
 
@@ -127,12 +127,9 @@ fn pi_command(args: PiArgs) -> i32 {
         }
     }
     if let Some(path) = &args.plot {
-        if !path
-            .extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("svg"))
-        {
+        if !plot::supported(path) {
             eprintln!(
-                "multiproc pi: --plot {}: give a .svg file name",
+                "multiproc pi: --plot {}: give a .svg or .png file name",
                 path.display()
             );
             return 2;

@@ -1,5 +1,5 @@
 //! `--plot FILE.svg`: a horizontal bar chart of the pi times, one bar per
-//! transport, written as a self-contained SVG file.
+//! transport, written as a self-contained SVG file or rendered to PNG.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -90,18 +90,60 @@ pub fn svg(title: &str, runs: &[Run]) -> String {
     s
 }
 
-/// Writes the chart to `path`; only SVG is drawn.
-pub fn write(path: &Path, title: &str, runs: &[Run]) -> Outcome<()> {
-    match path.extension().and_then(|e| e.to_str()) {
-        Some(e) if e.eq_ignore_ascii_case("svg") => {
-            std::fs::write(path, svg(title, runs))
-                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-            Ok(())
-        }
-        _ => Err(format!(
-            "--plot {}: only .svg charts are drawn (convert with e.g. `rsvg-convert` for PNG)",
-            path.display()
-        )
-        .into()),
+/// Renders the SVG chart to PNG at twice its size, with the system's fonts
+/// (without any, the bars are drawn and the labels are missing).
+fn png(svg: &str) -> Outcome<Vec<u8>> {
+    use resvg::{tiny_skia, usvg};
+    let mut opt = usvg::Options::default();
+    let db = opt.fontdb_mut();
+    db.load_system_fonts();
+    // fontdb's generic sans-serif is Arial; use a family this system has.
+    let families: Vec<String> = db
+        .faces()
+        .flat_map(|f| f.families.iter().map(|(name, _)| name.clone()))
+        .collect();
+    let family = ["DejaVu Sans", "Liberation Sans", "Noto Sans", "FreeSans"]
+        .iter()
+        .map(|f| f.to_string())
+        .find(|f| families.contains(f))
+        .or_else(|| families.first().cloned());
+    if let Some(f) = family {
+        db.set_sans_serif_family(f);
     }
+    let tree = usvg::Tree::from_str(svg, &opt)?;
+    let scale = 2.0;
+    let size = tree
+        .size()
+        .to_int_size()
+        .scale_by(scale)
+        .ok_or("chart too large")?;
+    let mut pixmap =
+        tiny_skia::Pixmap::new(size.width(), size.height()).ok_or("chart too large")?;
+    resvg::render(
+        &tree,
+        tiny_skia::Transform::from_scale(scale, scale),
+        &mut pixmap.as_mut(),
+    );
+    Ok(pixmap.encode_png()?)
+}
+
+/// The chart formats `--plot` draws, by file extension.
+pub fn supported(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("svg") || e.eq_ignore_ascii_case("png"))
+}
+
+/// Writes the chart to `path`, as SVG or PNG by its extension.
+pub fn write(path: &Path, title: &str, runs: &[Run]) -> Outcome<()> {
+    let text = svg(title, runs);
+    let bytes = match path.extension().and_then(|e| e.to_str()) {
+        Some(e) if e.eq_ignore_ascii_case("svg") => text.into_bytes(),
+        Some(e) if e.eq_ignore_ascii_case("png") => png(&text)?,
+        _ => {
+            return Err(format!("--plot {}: give a .svg or .png file name", path.display()).into());
+        }
+    };
+    std::fs::write(path, bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok(())
 }
