@@ -142,32 +142,48 @@ pub fn human(x: f64) -> String {
     }
 }
 
-/// The Python variant that measures the same thing as a multiproc variant
-/// (the two sides name some variants after their own types).
+/// A variant name without case or underscores: `Value_lock`, `value_lock`
+/// and `valuelock` name the same thing.
+fn normalized(name: &str) -> String {
+    name.chars()
+        .filter(|c| *c != '_')
+        .map(|c| c.to_ascii_lowercase())
+        .collect()
+}
+
+/// The Python line that measures the same thing as a multiproc line: the
+/// variant of the same name (the two sides name some after their own types,
+/// hence the aliases), else Python's best variant of the workload. For pi,
+/// the chunk count must match where it shapes the work (joinable).
 fn python_variant<'a>(ours: &Line, python: &'a [Line]) -> Option<&'a Line> {
-    let same = |l: &&Line| l.workload == ours.workload && l.metric == ours.metric && l.ok();
-    let candidates: Vec<&Line> = python.iter().filter(same).collect();
-    let by_name = |name: &str| candidates.iter().copied().find(|l| l.variant == name);
-    let same_chunks = |l: &&Line| ours.workload != "pi" || l.param("C") == ours.param("C");
-    if let Some(l) = by_name(&ours.variant).filter(same_chunks) {
-        return Some(l);
-    }
-    let alias: &[&str] = match (ours.workload.as_str(), ours.variant.as_str()) {
-        ("pool_map", v) if v.contains("default") => &["default", "chunksize_default"],
-        ("pool_map", _) => &["chunksize1", "chunksize_1"],
-        ("spawn", v) if v.contains("spawn") => &["spawn", "spawn_start_method"],
-        ("spawn", _) => &["fork", "fork_start_method"],
-        ("counter", v) if v.contains("fetch_add") => &[],
-        _ => &[],
+    let fine_grained = ours.workload == "pi" && ours.variant == "joinable";
+    let candidates: Vec<&Line> = python
+        .iter()
+        .filter(|l| l.workload == ours.workload && l.metric == ours.metric && l.ok())
+        .filter(|l| !fine_grained || l.param("C") == ours.param("C"))
+        .collect();
+    let alias = match ours.variant.as_str() {
+        "Process_fork" => "fork",
+        "Process_spawn" => "spawn",
+        v => v,
     };
-    if let Some(l) = alias.iter().find_map(|a| by_name(a)) {
+    let wanted = normalized(alias);
+    if let Some(l) = candidates.iter().find(|l| normalized(&l.variant) == wanted) {
         return Some(l);
     }
-    // A workload with a single Python variant compares against it.
-    if ours.workload != "pi" && ours.workload != "spawn" && candidates.len() == 1 {
-        return Some(candidates[0]);
+    if ours.workload == "pi" || ours.workload == "spawn" {
+        return None;
     }
-    None
+    // Python's best: the smallest time or the largest rate.
+    let better = |a: &&Line, b: &&Line| {
+        let (x, y) = (a.value, b.value);
+        if lower_is_better(&ours.metric) {
+            y.total_cmp(&x)
+        } else {
+            x.total_cmp(&y)
+        }
+    };
+    candidates.into_iter().max_by(better)
 }
 
 /// The summary table: each multiproc line with its value, its speed
@@ -268,6 +284,53 @@ mod tests {
         assert!(
             l.json()
                 .starts_with("{\"impl\": \"multiproc\", \"workload\": \"pi\"")
+        );
+    }
+
+    #[test]
+    fn python_lines_pair_by_name_else_the_best() {
+        let line = |imp: &str, w: &str, v: &str, c: &str, metric: &str, value: f64| Line {
+            imp: imp.into(),
+            workload: w.into(),
+            variant: v.into(),
+            params: vec![("C".into(), c.into())],
+            metric: metric.into(),
+            value,
+            check: "ok".into(),
+        };
+        let py = vec![
+            line(
+                "python",
+                "counter",
+                "value_lock",
+                "1",
+                "ns_per_increment",
+                800.0,
+            ),
+            line("python", "spawn", "fork", "1", "us_per_child", 7000.0),
+            line("python", "spawn", "spawn", "1", "us_per_child", 70000.0),
+            line("python", "array_fill", "python_loop", "1", "GB_per_s", 0.07),
+            line("python", "array_fill", "slices", "1", "GB_per_s", 0.06),
+            line("python", "pi", "joinable", "10000", "seconds", 5.0),
+        ];
+        let find = |l: Line| python_variant(&l, &py).map(|p| p.variant.clone());
+        let ours = |w: &str, v: &str, c: &str, m: &str| line("multiproc", w, v, c, m, 1.0);
+        assert_eq!(
+            find(ours("counter", "Value_lock", "1", "ns_per_increment")).as_deref(),
+            Some("value_lock")
+        );
+        assert_eq!(
+            find(ours("spawn", "Process_spawn", "1", "us_per_child")).as_deref(),
+            Some("spawn")
+        );
+        assert_eq!(
+            find(ours("array_fill", "RawArray", "1", "GB_per_s")).as_deref(),
+            Some("python_loop")
+        );
+        assert_eq!(find(ours("pi", "joinable", "10", "seconds")), None);
+        assert_eq!(
+            find(ours("pi", "joinable", "10000", "seconds")).as_deref(),
+            Some("joinable")
         );
     }
 
