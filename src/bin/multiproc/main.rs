@@ -206,15 +206,18 @@ fn python_lines(script: &std::path::Path, workload: &str, quick: bool) -> Vec<Li
         cmd.arg("--quick");
     }
     let failed = |why: String| vec![Line::new("python", workload, "-", &[], "-", f64::NAN, &why)];
-    match cmd.stderr(std::process::Stdio::inherit()).output() {
+    // Python's progress notes are dropped; they are shown when it fails.
+    match cmd.output() {
         Ok(out) => {
             let lines: Vec<Line> = String::from_utf8_lossy(&out.stdout)
                 .lines()
                 .filter_map(Line::parse)
                 .collect();
             if lines.is_empty() {
+                let err = String::from_utf8_lossy(&out.stderr);
+                let last = err.lines().last().unwrap_or("");
                 failed(format!(
-                    "python3 {} printed no lines ({})",
+                    "python3 {} printed no lines ({}): {last}",
                     script.display(),
                     out.status
                 ))

@@ -204,7 +204,7 @@ pub fn table(lines: &[Line]) -> String {
     let mut out = String::new();
     let _ = write!(
         out,
-        "{:<15} {:<22} {:<18} {:>11}  {:<32}",
+        "{:<15} {:<22} {:<18} {:>11}  {:<42}",
         "workload", "variant", "metric", "value", "vs raw baseline (speed ratio)"
     );
     if with_python {
@@ -235,7 +235,7 @@ pub fn table(lines: &[Line]) -> String {
         };
         let _ = write!(
             out,
-            "{:<15} {:<22} {:<18} {:>11}  {:<32}",
+            "{:<15} {:<22} {:<18} {:>11}  {:<42}",
             l.workload,
             variant,
             l.metric,
