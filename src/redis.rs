@@ -387,7 +387,11 @@ impl<T: Serialize + DeserializeOwned> RedisQueue<T> {
             return self.try_get();
         }
         // BLPOP reads its timeout in seconds with millisecond precision;
-        // 0 would mean "no limit".
+        // 0 would mean "no limit", and the server refuses timeouts that
+        // overflow its clock: past a year, wait for ever.
+        if timeout > Duration::from_secs(365 * 24 * 3600) {
+            return self.get();
+        }
         let seconds = timeout.as_secs_f64().max(0.001);
         match self.blocking_get(seconds)? {
             Some(item) => Ok(item),
@@ -414,6 +418,25 @@ impl<T: Serialize + DeserializeOwned> RedisQueue<T> {
             Some(bytes) => Self::decode(&bytes),
             None if closed => Err(GetError::Closed),
             None => Err(GetError::Empty),
+        }
+    }
+}
+
+/// Another handle on the same queue, with connections of its own.
+impl<T> Clone for RedisQueue<T> {
+    fn clone(&self) -> Self {
+        RedisQueue {
+            client: self.client.clone(),
+            url: self.url.clone(),
+            name: self.name.clone(),
+            items: self.items.clone(),
+            closed: self.closed.clone(),
+            wake: self.wake.clone(),
+            pool: Mutex::new(Pool {
+                pid: std::process::id(),
+                idle: Vec::new(),
+            }),
+            _items: PhantomData,
         }
     }
 }

@@ -94,6 +94,10 @@ fn get_timeout_on_empty_waits_then_times_out() {
     // The connection is still in step after the timeouts.
     q.put(7).unwrap();
     assert_eq!(q.get_timeout(PATIENCE), Ok(7));
+    // A timeout too long for the server waits without limit instead of
+    // failing.
+    q.put(8).unwrap();
+    assert_eq!(q.get_timeout(Duration::MAX), Ok(8));
 }
 
 #[test]
