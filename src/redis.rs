@@ -66,7 +66,6 @@
 //! tests, examples and single-machine runs.
 
 use std::fmt;
-use std::io::Read;
 use std::marker::PhantomData;
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -527,6 +526,9 @@ impl LocalServer {
         ));
         std::fs::create_dir_all(&dir).map_err(|e| (Error::os("mkdir", e), false))?;
         let log = dir.join("redis.log");
+        // stderr to a file, not a pipe no one reads while the server runs.
+        let stderr =
+            std::fs::File::create(dir.join("stderr")).map_err(|e| (Error::os("open", e), false))?;
         let spawned = Command::new(program)
             .arg("--port")
             .arg(port.to_string())
@@ -537,7 +539,7 @@ impl LocalServer {
             .arg(&dir)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .stderr(stderr)
             .spawn();
         let child = match spawned {
             Ok(c) => c,
@@ -583,10 +585,7 @@ impl LocalServer {
                 return Err((Error::Redis("redis-server was stopped".into()), false));
             };
             if let Ok(Some(status)) = child.try_wait() {
-                let mut err = String::new();
-                if let Some(mut e) = child.stderr.take() {
-                    let _ = e.read_to_string(&mut err);
-                }
+                let err = std::fs::read_to_string(self.dir.join("stderr")).unwrap_or_default();
                 let log = std::fs::read_to_string(self.dir.join("redis.log")).unwrap_or_default();
                 let in_use = log.contains("Address already in use");
                 let tail: Vec<&str> = log.lines().rev().take(3).collect();

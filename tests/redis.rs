@@ -27,10 +27,7 @@ const SHORT: Duration = Duration::from_millis(200);
 fn server() -> LocalServer {
     match LocalServer::start() {
         Ok(s) => s,
-        Err(e) => panic!(
-            "these tests need a real redis-server: {e}\n\
-             install it with `apt-get install redis-server`"
-        ),
+        Err(e) => panic!("these tests need a real redis-server: {e}"),
     }
 }
 
@@ -39,6 +36,15 @@ fn missing_server_program_says_how_to_install_it() {
     let e = LocalServer::start_with(Path::new("/nonexistent/redis-server")).unwrap_err();
     let m = e.to_string();
     assert!(m.contains("apt-get install redis-server"), "{m}");
+}
+
+#[test]
+fn server_program_that_exits_is_reported() {
+    let _s = serial();
+    // `false` takes the server's arguments and exits at once with 1.
+    let e = LocalServer::start_with(Path::new("false")).unwrap_err();
+    let m = e.to_string();
+    assert!(m.contains("exited") && m.contains("before accepting"), "{m}");
 }
 
 #[test]
