@@ -221,8 +221,8 @@ impl<T> RedisQueue<T> {
         }
     }
 
-    /// Runs `f` on a connection; a connection whose command failed other
-    /// than with a plain server reply error is dropped.
+    /// Runs `f` on a connection of this process, and keeps the connection
+    /// for later calls unless it may be out of step.
     fn with_con<R>(
         &self,
         f: impl FnOnce(&mut ::redis::Connection) -> ::redis::RedisResult<R>,
@@ -235,8 +235,16 @@ impl<T> RedisQueue<T> {
             }
             Err(e) => {
                 let m = self.describe(&e);
-                if !e.is_io_error() && !e.is_unrecoverable_error() && con.is_open() {
-                    // An error reply: the connection is in step.
+                // After an error reply, or a whole reply of an unexpected
+                // type, the connection is in step; after anything else (an
+                // I/O error, a reply cut or garbled) it is dropped.
+                let whole_reply = matches!(
+                    e.kind(),
+                    ::redis::ErrorKind::Server(_)
+                        | ::redis::ErrorKind::Extension
+                        | ::redis::ErrorKind::UnexpectedReturnType
+                );
+                if whole_reply && con.is_open() {
                     self.release(con);
                 }
                 Err(m)

@@ -44,7 +44,10 @@ fn server_program_that_exits_is_reported() {
     // `false` takes the server's arguments and exits at once with 1.
     let e = LocalServer::start_with(Path::new("false")).unwrap_err();
     let m = e.to_string();
-    assert!(m.contains("exited") && m.contains("before accepting"), "{m}");
+    assert!(
+        m.contains("exited") && m.contains("before accepting"),
+        "{m}"
+    );
 }
 
 #[test]
@@ -319,6 +322,32 @@ fn undecodable_item_is_a_decode_error() {
     assert!(matches!(q.try_get(), Err(GetError::Decode(_))));
     q.put("ok".into()).unwrap();
     assert_eq!(q.try_get().unwrap(), "ok");
+}
+
+#[test]
+fn a_key_of_another_type_is_a_server_error() {
+    let _s = serial();
+    let s = server();
+    let q = RedisQueue::<u32>::open(&s.url(), "wrongtype").unwrap();
+    let mut raw = redis::Client::open(s.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    redis::cmd("SET")
+        .arg(q.key())
+        .arg("a string")
+        .query::<()>(&mut raw)
+        .unwrap();
+    match q.put(1) {
+        Err(PutError::Server(1, m)) => assert!(m.contains("WRONGTYPE"), "{m}"),
+        other => panic!("expected a server error, got {other:?}"),
+    }
+    assert!(matches!(q.try_get(), Err(GetError::Server(_))));
+    assert!(matches!(q.get_timeout(SHORT), Err(GetError::Server(_))));
+    // The error replies left the connection usable.
+    q.delete().unwrap();
+    q.put(2).unwrap();
+    assert_eq!(q.try_get(), Ok(2));
 }
 
 #[test]
