@@ -52,12 +52,29 @@
 //!
 //! # What a blocking call waits for
 //!
-//! [`get`](RedisQueue::get) waits without limit for an item (a server that
-//! goes away ends the wait with an error at once: its socket is closed).
+//! [`get`](RedisQueue::get) waits without limit for an item (in `BLPOP`s of
+//! 5 s; a server that goes away ends the wait with an error at once: its
+//! socket is closed).
 //! [`get_timeout`](RedisQueue::get_timeout) lets the server time the wait
 //! (`BLPOP` with a timeout, in milliseconds at least 1). No socket read
 //! timeout is set, so a server that is alive but stalled (stopped with
 //! `SIGSTOP`, or cut off by the network without a reset) stalls the call.
+//!
+//! # When a process is killed
+//!
+//! The server does each command whole, so a killed client never leaves a
+//! half-written item. What is lost:
+//! - a producer killed during `put`: that item, unless the server had
+//!   already received the whole command (then it is in the queue);
+//! - a consumer killed during `get` after the server took the item out of
+//!   the list (the reply was on its way): that item;
+//! - a getter killed in the instant between taking the close marker and
+//!   putting it back: the prompt wake-up of the other blocked getters. The
+//!   queue stays closed (puts are refused, `try_get` sees it); a blocked
+//!   `get` notices within 5 s, a `get_timeout` when its time is up.
+//!
+//! Nothing else is lost, duplicated or reordered; if the server itself dies
+//! without persistence, everything in it is gone.
 //!
 //! # Starting a server
 //!
@@ -88,6 +105,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// flag) exists; the list's new length, or -1 if closed.
 const PUT_SCRIPT: &str = "if redis.call('EXISTS', KEYS[2]) == 1 then return -1 end \
                           return redis.call('RPUSH', KEYS[1], ARGV[1])";
+
+/// How long [`RedisQueue::get`] waits in one `BLPOP` before it looks at
+/// the closed flag.
+const GET_SLICE: Duration = Duration::from_secs(5);
 
 /// The item in the wake list.
 const WAKE_MARKER: &[u8] = b"closed";
@@ -346,7 +367,7 @@ impl<T: Serialize + DeserializeOwned> RedisQueue<T> {
         postcard::from_bytes(bytes).map_err(|e| GetError::Decode(e.to_string()))
     }
 
-    /// `BLPOP items wake timeout` (0: no limit): the item, or `None` when
+    /// `BLPOP items wake seconds`: the item, or `None` when
     /// the server's timeout passed; `Closed` when the wake marker came.
     fn blocking_get(&self, seconds: f64) -> std::result::Result<Option<T>, GetError> {
         let r = self.with_con(|c| {
@@ -379,8 +400,14 @@ impl<T: Serialize + DeserializeOwned> RedisQueue<T> {
     /// [`GetError::Server`] if the server fails or goes away.
     pub fn get(&self) -> std::result::Result<T, GetError> {
         loop {
-            if let Some(item) = self.blocking_get(0.0)? {
+            // Waits in slices, so that a close whose wake-up was lost (see
+            // the module documentation) is still seen.
+            if let Some(item) = self.blocking_get(GET_SLICE.as_secs_f64())? {
                 return Ok(item);
+            }
+            match self.try_get() {
+                Err(GetError::Empty) => continue,
+                other => return other,
             }
         }
     }
@@ -402,7 +429,13 @@ impl<T: Serialize + DeserializeOwned> RedisQueue<T> {
         let seconds = timeout.as_secs_f64().max(0.001);
         match self.blocking_get(seconds)? {
             Some(item) => Ok(item),
-            None => Err(GetError::Timeout),
+            // One look at the queue and its closed flag together: Closed
+            // if it was closed (and its wake-up lost), an item that came
+            // just now, or Timeout.
+            None => match self.try_get() {
+                Err(GetError::Empty) => Err(GetError::Timeout),
+                other => other,
+            },
         }
     }
 

@@ -299,6 +299,37 @@ fn close_refuses_puts_drains_then_wakes_every_getter() {
 }
 
 #[test]
+fn close_whose_wake_up_was_lost_is_still_seen() {
+    let _s = serial();
+    let s = server();
+    let q = RedisQueue::<u32>::open(&s.url(), "lost-wake").unwrap();
+    let mut c = spawn(|| {
+        let t = Instant::now();
+        assert_eq!(q.get(), Err(GetError::Closed));
+        // Seen at the end of a 5 s slice.
+        assert!(t.elapsed() < PATIENCE, "{:?}", t.elapsed());
+    });
+    std::thread::sleep(SHORT);
+    // What a getter killed after taking the close marker leaves: the
+    // closed flag (documented key `…:closed`) without the marker.
+    let mut raw = redis::Client::open(s.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    redis::cmd("SET")
+        .arg(format!("{}:closed", q.key()))
+        .arg(1)
+        .query::<()>(&mut raw)
+        .unwrap();
+    assert!(q.is_closed().unwrap());
+    assert_eq!(q.get_timeout(SHORT), Err(GetError::Closed));
+    assert_eq!(q.try_get(), Err(GetError::Closed));
+    assert_eq!(q.put(1), Err(PutError::Closed(1)));
+    let st = c.join_timeout(PATIENCE).unwrap();
+    assert!(st.is_some_and(|st| st.success()), "child: {st:?}");
+}
+
+#[test]
 fn delete_drops_the_items() {
     let _s = serial();
     let s = server();
