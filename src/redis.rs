@@ -46,7 +46,8 @@
 //!   ones included.
 //! - [`delete`](RedisQueue::delete) removes the three keys: the items left
 //!   are dropped and the name is free (and open) again. Use it once no
-//!   process uses the queue; getters blocked at that moment stay blocked.
+//!   process uses the queue; getters blocked at that moment go on waiting,
+//!   for items put after it.
 //! - Dropping a `RedisQueue` only closes its connections; the items stay in
 //!   the server for the next process that opens the name.
 //!
