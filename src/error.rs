@@ -142,6 +142,10 @@ pub enum Error {
     /// a one-way pipe, or using it after `close`).
     #[error("connection is {0}")]
     BadConnection(&'static str),
+    /// A Redis server could not be started, reached or used (feature
+    /// `redis`); the message says which server and why.
+    #[error("redis: {0}")]
+    Redis(String),
 }
 
 impl Error {

@@ -55,6 +55,8 @@ mod error;
 pub mod process;
 #[cfg(feature = "serde")]
 pub mod queue;
+#[cfg(feature = "redis")]
+pub mod redis;
 mod shared_memory;
 mod shm;
 pub mod signal;
@@ -62,6 +64,8 @@ pub mod sync;
 mod sys;
 mod value;
 
+#[cfg(feature = "redis")]
+pub use crate::redis::RedisQueue;
 pub use array::{Array, RawArray};
 pub use connection::listener::{Address, Client, Listener};
 pub use connection::{Connection, pipe};

@@ -14,6 +14,10 @@ pub enum PutError<T> {
     Closed(T),
     /// The item could not be encoded; the message says why.
     Encode(T, String),
+    /// The server that keeps the queue ([`RedisQueue`](crate::redis::RedisQueue))
+    /// could not be reached or failed; the message says why. The item may
+    /// or may not be in the queue if the connection broke after it was sent.
+    Server(T, String),
 }
 
 impl<T> PutError<T> {
@@ -21,7 +25,7 @@ impl<T> PutError<T> {
     pub fn into_inner(self) -> T {
         match self {
             PutError::Full(t) | PutError::Timeout(t) | PutError::Closed(t) => t,
-            PutError::Encode(t, _) => t,
+            PutError::Encode(t, _) | PutError::Server(t, _) => t,
         }
     }
 
@@ -38,6 +42,7 @@ impl<T> fmt::Debug for PutError<T> {
             PutError::Timeout(_) => f.write_str("Timeout(..)"),
             PutError::Closed(_) => f.write_str("Closed(..)"),
             PutError::Encode(_, m) => write!(f, "Encode(.., {m:?})"),
+            PutError::Server(_, m) => write!(f, "Server(.., {m:?})"),
         }
     }
 }
@@ -49,6 +54,7 @@ impl<T> fmt::Display for PutError<T> {
             PutError::Timeout(_) => f.write_str("timed out waiting for room in the queue"),
             PutError::Closed(_) => f.write_str("the queue is closed"),
             PutError::Encode(_, m) => write!(f, "the item could not be encoded: {m}"),
+            PutError::Server(_, m) => write!(f, "the queue's server failed: {m}"),
         }
     }
 }
@@ -68,6 +74,9 @@ pub enum GetError {
     Closed,
     /// An item was taken but could not be decoded as `T` (it is lost).
     Decode(String),
+    /// The server that keeps the queue ([`RedisQueue`](crate::redis::RedisQueue))
+    /// could not be reached or failed; the message says why.
+    Server(String),
 }
 
 impl fmt::Display for GetError {
@@ -77,6 +86,7 @@ impl fmt::Display for GetError {
             GetError::Timeout => f.write_str("timed out waiting for an item"),
             GetError::Closed => f.write_str("the queue is closed and empty"),
             GetError::Decode(m) => write!(f, "an item could not be decoded: {m}"),
+            GetError::Server(m) => write!(f, "the queue's server failed: {m}"),
         }
     }
 }

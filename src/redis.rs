@@ -1,0 +1,703 @@
+//! A queue kept in a Redis server (feature `redis`), so that work can
+//! spread over processes on several machines.
+//!
+//! [`RedisQueue<T>`] has the `put`/`get` API of [`Queue`](crate::Queue):
+//! items are encoded with `postcard`, kept in a Redis list and taken in
+//! FIFO order (`RPUSH` to put, `BLPOP`/`LPOP` to take). Any process that
+//! opens a queue of the same name on the same server shares it: a forked
+//! child, a spawned one, or a program on another machine.
+//!
+//! ```no_run
+//! use multiproc::redis::RedisQueue;
+//!
+//! let q = RedisQueue::<f64>::open("redis://127.0.0.1:6379/", "partial-sums")?;
+//! q.put(0.5).unwrap();
+//! assert_eq!(q.get().unwrap(), 0.5);
+//! # Ok::<(), multiproc::Error>(())
+//! ```
+//!
+//! # Connections and processes
+//!
+//! A `RedisQueue` keeps a small pool of connections: a call takes one (or
+//! connects), uses it and puts it back, so threads can share a queue and a
+//! blocking `get` on one thread does not hold up a `put` on another. The
+//! pool remembers the process id it was made in; in a forked child the
+//! first call finds another pid, drops the inherited connections (closing
+//! only the child's copies of their sockets) and connects anew, so parent
+//! and child never share a socket.
+//!
+//! A connection that fails is dropped, and the call returns
+//! [`GetError::Server`] or [`PutError::Server`] (with the item); the next
+//! call connects again. No command is retried: a put whose connection broke
+//! after the command was sent may or may not have been stored.
+//!
+//! # Keys, `close` and `delete`
+//!
+//! A queue named `NAME` uses three keys (see [`RedisQueue::key`]):
+//! `multiproc:queue:{NAME}` is the list of items, `…:closed` is set by
+//! [`close`](RedisQueue::close), and `…:wake` holds a marker that wakes the
+//! getters blocked when the queue was closed.
+//!
+//! - [`close`](RedisQueue::close) closes the queue for everyone, as the
+//!   shared-memory queues' `close` does: puts fail with
+//!   [`PutError::Closed`] (the check and the push are one server-side
+//!   script, so no put slips in after the close), and gets fail with
+//!   [`GetError::Closed`] once the items already there are taken, blocked
+//!   ones included.
+//! - [`delete`](RedisQueue::delete) removes the three keys: the items left
+//!   are dropped and the name is free (and open) again. Use it once no
+//!   process uses the queue; getters blocked at that moment go on waiting,
+//!   for items put after it.
+//! - Dropping a `RedisQueue` only closes its connections; the items stay in
+//!   the server for the next process that opens the name.
+//!
+//! # What a blocking call waits for
+//!
+//! [`get`](RedisQueue::get) waits without limit for an item (in `BLPOP`s of
+//! 5 s; a server that goes away ends the wait with an error at once: its
+//! socket is closed).
+//! [`get_timeout`](RedisQueue::get_timeout) lets the server time the wait
+//! (`BLPOP` with a timeout, in milliseconds at least 1). No socket read
+//! timeout is set, so a server that is alive but stalled (stopped with
+//! `SIGSTOP`, or cut off by the network without a reset) stalls the call.
+//!
+//! # When a process is killed
+//!
+//! The server does each command whole, so a killed client never leaves a
+//! half-written item. What is lost:
+//! - a producer killed during `put`: that item, unless the server had
+//!   already received the whole command (then it is in the queue);
+//! - a consumer killed during `get` after the server took the item out of
+//!   the list (the reply was on its way): that item;
+//! - a getter killed in the instant between taking the close marker and
+//!   putting it back: the prompt wake-up of the other blocked getters. The
+//!   queue stays closed (puts are refused, `try_get` sees it); a blocked
+//!   `get` notices within 5 s, a `get_timeout` when its time is up.
+//!
+//! Nothing else is lost, duplicated or reordered; if the server itself dies
+//! without persistence, everything in it is gone.
+//!
+//! # Starting a server
+//!
+//! [`LocalServer`] starts a private `redis-server` on a free loopback port
+//! (no persistence, a temporary directory) and stops it when dropped: for
+//! tests, examples and single-machine runs.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::net::{Ipv4Addr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use ::redis::ConnectionLike;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::{Error, Result};
+use crate::queue::{GetError, PutError};
+
+/// How long to wait for a TCP connection to the server.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Puts `ARGV[1]` at the tail of `KEYS[1]` unless `KEYS[2]` (the closed
+/// flag) exists; the list's new length, or -1 if closed.
+const PUT_SCRIPT: &str = "if redis.call('EXISTS', KEYS[2]) == 1 then return -1 end \
+                          return redis.call('RPUSH', KEYS[1], ARGV[1])";
+
+/// How long [`RedisQueue::get`] waits in one `BLPOP` before it looks at
+/// the closed flag.
+const GET_SLICE: Duration = Duration::from_secs(5);
+
+/// The item in the wake list.
+const WAKE_MARKER: &[u8] = b"closed";
+
+/// A multi-producer, multi-consumer FIFO queue kept in a Redis server; see
+/// the [module documentation](self).
+///
+/// Unbounded (the server's memory is the limit); `put` never waits for
+/// room. Items are encoded with `postcard`, as in [`Queue`](crate::Queue);
+/// an item of any size the server accepts (512 MB by default) goes through.
+///
+/// It serializes as its URL and name, so a child started with
+/// [`Process::spawn`](crate::Process::spawn) can receive it as an argument
+/// and connects on first use. (The URL, with any password in it, goes along.)
+pub struct RedisQueue<T> {
+    client: ::redis::Client,
+    url: String,
+    name: String,
+    items: String,
+    closed: String,
+    wake: String,
+    pool: Mutex<Pool>,
+    _items: PhantomData<fn(T) -> T>,
+}
+
+/// Idle connections, and the process they were opened in.
+struct Pool {
+    pid: u32,
+    idle: Vec<::redis::Connection>,
+}
+
+impl<T> RedisQueue<T> {
+    /// Opens the queue `name` on the server at `url` (such as
+    /// `redis://127.0.0.1:6379/`, `redis://:password@host:port/db` or
+    /// `redis+unix:///path/to/socket`). The queue exists as soon as anyone
+    /// puts to it; opening connects once, so that a wrong URL or an absent
+    /// server is reported here.
+    pub fn open(url: &str, name: &str) -> Result<RedisQueue<T>> {
+        let q = Self::open_lazy(url, name)?;
+        let con = q.connect().map_err(Error::Redis)?;
+        q.release(con);
+        Ok(q)
+    }
+
+    /// Like [`open`](Self::open), without connecting: the first call
+    /// connects.
+    pub fn open_lazy(url: &str, name: &str) -> Result<RedisQueue<T>> {
+        if name.is_empty() {
+            return Err(Error::InvalidName {
+                name: name.to_owned(),
+                reason: "a queue name must not be empty",
+            });
+        }
+        let client = ::redis::Client::open(url)
+            .map_err(|e| Error::Redis(format!("invalid server URL {url:?}: {e}")))?;
+        let items = format!("multiproc:queue:{{{name}}}");
+        Ok(RedisQueue {
+            client,
+            url: url.to_owned(),
+            name: name.to_owned(),
+            closed: format!("{items}:closed"),
+            wake: format!("{items}:wake"),
+            items,
+            pool: Mutex::new(Pool {
+                pid: std::process::id(),
+                idle: Vec::new(),
+            }),
+            _items: PhantomData,
+        })
+    }
+
+    /// The name given to [`open`](Self::open).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The server's URL given to [`open`](Self::open).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The key of the Redis list that holds the items:
+    /// `multiproc:queue:{NAME}`.
+    pub fn key(&self) -> &str {
+        &self.items
+    }
+
+    fn describe(&self, e: &::redis::RedisError) -> String {
+        let addr = self.client.get_connection_info().addr();
+        if e.is_connection_dropped() || e.is_io_error() {
+            format!("lost the connection to the redis server at {addr}: {e}")
+        } else {
+            format!("redis server at {addr}: {e}")
+        }
+    }
+
+    /// A connection made in this process: an idle one, or a new one.
+    fn connect(&self) -> std::result::Result<::redis::Connection, String> {
+        let pid = std::process::id();
+        {
+            let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+            if pool.pid != pid {
+                // A forked child: the idle connections are the parent's
+                // sockets. Dropping them closes this process's copies only
+                // (nothing is sent), and the parent's stay open.
+                pool.idle.clear();
+                pool.pid = pid;
+            }
+            if let Some(con) = pool.idle.pop() {
+                return Ok(con);
+            }
+        }
+        self.client
+            .get_connection_with_timeout(CONNECT_TIMEOUT)
+            .map_err(|e| {
+                let addr = self.client.get_connection_info().addr();
+                let mut m = format!("cannot connect to the redis server at {addr}: {e}");
+                if e.is_connection_refusal() {
+                    m.push_str(" (is redis-server running there?)");
+                }
+                m
+            })
+    }
+
+    /// Puts a healthy connection back in the pool (if still in the process
+    /// that made it).
+    fn release(&self, con: ::redis::Connection) {
+        let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+        if pool.pid == std::process::id() {
+            pool.idle.push(con);
+        }
+    }
+
+    /// Runs `f` on a connection of this process, and keeps the connection
+    /// for later calls unless it may be out of step.
+    fn with_con<R>(
+        &self,
+        f: impl FnOnce(&mut ::redis::Connection) -> ::redis::RedisResult<R>,
+    ) -> std::result::Result<R, String> {
+        let mut con = self.connect()?;
+        match f(&mut con) {
+            Ok(r) => {
+                self.release(con);
+                Ok(r)
+            }
+            Err(e) => {
+                let m = self.describe(&e);
+                // After an error reply, or a whole reply of an unexpected
+                // type, the connection is in step; after anything else (an
+                // I/O error, a reply cut or garbled) it is dropped.
+                let whole_reply = matches!(
+                    e.kind(),
+                    ::redis::ErrorKind::Server(_)
+                        | ::redis::ErrorKind::Extension
+                        | ::redis::ErrorKind::UnexpectedReturnType
+                );
+                if whole_reply && con.is_open() {
+                    self.release(con);
+                }
+                Err(m)
+            }
+        }
+    }
+
+    /// The number of items in the queue (a snapshot);
+    /// [`GetError::Server`] if the server cannot tell.
+    #[doc(alias = "__len__")]
+    pub fn qsize(&self) -> std::result::Result<usize, GetError> {
+        self.with_con(|c| ::redis::cmd("LLEN").arg(&self.items).query::<usize>(c))
+            .map_err(GetError::Server)
+    }
+
+    /// Whether the queue holds no item (a snapshot).
+    pub fn empty(&self) -> std::result::Result<bool, GetError> {
+        Ok(self.qsize()? == 0)
+    }
+
+    /// Closes the queue for every process: later puts fail with
+    /// [`PutError::Closed`], and gets fail with [`GetError::Closed`] once
+    /// the items already in the queue are taken. Wakes every blocked getter.
+    pub fn close(&self) -> Result<()> {
+        self.with_con(|c| {
+            ::redis::pipe()
+                .atomic()
+                .cmd("SET")
+                .arg(&self.closed)
+                .arg(1)
+                .ignore()
+                .cmd("DEL")
+                .arg(&self.wake)
+                .ignore()
+                .cmd("RPUSH")
+                .arg(&self.wake)
+                .arg(WAKE_MARKER)
+                .ignore()
+                .query::<()>(c)
+        })
+        .map_err(Error::Redis)
+    }
+
+    /// Whether [`close`](Self::close) was called (and no
+    /// [`delete`](Self::delete) since).
+    pub fn is_closed(&self) -> Result<bool> {
+        self.with_con(|c| ::redis::cmd("EXISTS").arg(&self.closed).query::<bool>(c))
+            .map_err(Error::Redis)
+    }
+
+    /// Removes the queue from the server: its items (dropped) and its
+    /// closed state. The name can be used again at once; see the
+    /// [module documentation](self#keys-close-and-delete).
+    pub fn delete(&self) -> Result<()> {
+        self.with_con(|c| {
+            ::redis::cmd("DEL")
+                .arg(&self.items)
+                .arg(&self.closed)
+                .arg(&self.wake)
+                .query::<()>(c)
+        })
+        .map_err(Error::Redis)
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> RedisQueue<T> {
+    /// Puts `item` at the tail. Fails when the queue is closed, the item
+    /// cannot be encoded, or the server fails; each error gives the item
+    /// back.
+    pub fn put(&self, item: T) -> std::result::Result<(), PutError<T>> {
+        let bytes = match postcard::to_stdvec(&item) {
+            Ok(b) => b,
+            Err(e) => return Err(PutError::Encode(item, e.to_string())),
+        };
+        let r = self.with_con(|c| {
+            ::redis::cmd("EVAL")
+                .arg(PUT_SCRIPT)
+                .arg(2)
+                .arg(&self.items)
+                .arg(&self.closed)
+                .arg(bytes.as_slice())
+                .query::<i64>(c)
+        });
+        match r {
+            Ok(n) if n < 0 => Err(PutError::Closed(item)),
+            Ok(_) => Ok(()),
+            Err(m) => Err(PutError::Server(item, m)),
+        }
+    }
+
+    /// Puts `item`: the same as [`put`](Self::put), as the queue is
+    /// unbounded and a put never waits for room.
+    #[doc(alias = "put_nowait")]
+    pub fn try_put(&self, item: T) -> std::result::Result<(), PutError<T>> {
+        self.put(item)
+    }
+
+    fn decode(bytes: &[u8]) -> std::result::Result<T, GetError> {
+        postcard::from_bytes(bytes).map_err(|e| GetError::Decode(e.to_string()))
+    }
+
+    /// `BLPOP items wake seconds`: the item, or `None` when
+    /// the server's timeout passed; `Closed` when the wake marker came.
+    fn blocking_get(&self, seconds: f64) -> std::result::Result<Option<T>, GetError> {
+        let r = self.with_con(|c| {
+            ::redis::cmd("BLPOP")
+                .arg(&self.items)
+                .arg(&self.wake)
+                .arg(seconds)
+                .query::<Option<(Vec<u8>, Vec<u8>)>>(c)
+        });
+        match r.map_err(GetError::Server)? {
+            None => Ok(None),
+            Some((key, value)) if key == self.items.as_bytes() => Self::decode(&value).map(Some),
+            Some(_) => {
+                // The queue was closed while empty: hand the marker on to
+                // the next blocked getter.
+                self.with_con(|c| {
+                    ::redis::cmd("RPUSH")
+                        .arg(&self.wake)
+                        .arg(WAKE_MARKER)
+                        .query::<()>(c)
+                })
+                .map_err(GetError::Server)?;
+                Err(GetError::Closed)
+            }
+        }
+    }
+
+    /// Takes the oldest item, waiting as long as it takes. Fails with
+    /// [`GetError::Closed`] once the queue is closed and drained, and with
+    /// [`GetError::Server`] if the server fails or goes away.
+    pub fn get(&self) -> std::result::Result<T, GetError> {
+        loop {
+            // Waits in slices, so that a close whose wake-up was lost (see
+            // the module documentation) is still seen.
+            if let Some(item) = self.blocking_get(GET_SLICE.as_secs_f64())? {
+                return Ok(item);
+            }
+            match self.try_get() {
+                Err(GetError::Empty) => continue,
+                other => return other,
+            }
+        }
+    }
+
+    /// Takes the oldest item, waiting at most `timeout` (timed by the
+    /// server, at least 1 ms); [`GetError::Timeout`] after that. A zero
+    /// timeout is [`try_get`](Self::try_get).
+    #[doc(alias = "get")]
+    pub fn get_timeout(&self, timeout: Duration) -> std::result::Result<T, GetError> {
+        if timeout.is_zero() {
+            return self.try_get();
+        }
+        // BLPOP reads its timeout in seconds with millisecond precision;
+        // 0 would mean "no limit", and the server refuses timeouts that
+        // overflow its clock: past a year, wait for ever.
+        if timeout > Duration::from_secs(365 * 24 * 3600) {
+            return self.get();
+        }
+        let seconds = timeout.as_secs_f64().max(0.001);
+        match self.blocking_get(seconds)? {
+            Some(item) => Ok(item),
+            // One look at the queue and its closed flag together: Closed
+            // if it was closed (and its wake-up lost), an item that came
+            // just now, or Timeout.
+            None => match self.try_get() {
+                Err(GetError::Empty) => Err(GetError::Timeout),
+                other => other,
+            },
+        }
+    }
+
+    /// Takes the oldest item if there is one; [`GetError::Empty`] (or
+    /// [`GetError::Closed`]) otherwise.
+    #[doc(alias = "get_nowait")]
+    pub fn try_get(&self) -> std::result::Result<T, GetError> {
+        let (item, closed) = self
+            .with_con(|c| {
+                ::redis::pipe()
+                    .atomic()
+                    .cmd("LPOP")
+                    .arg(&self.items)
+                    .cmd("EXISTS")
+                    .arg(&self.closed)
+                    .query::<(Option<Vec<u8>>, bool)>(c)
+            })
+            .map_err(GetError::Server)?;
+        match item {
+            Some(bytes) => Self::decode(&bytes),
+            None if closed => Err(GetError::Closed),
+            None => Err(GetError::Empty),
+        }
+    }
+}
+
+/// Another handle on the same queue, with connections of its own.
+impl<T> Clone for RedisQueue<T> {
+    fn clone(&self) -> Self {
+        RedisQueue {
+            client: self.client.clone(),
+            url: self.url.clone(),
+            name: self.name.clone(),
+            items: self.items.clone(),
+            closed: self.closed.clone(),
+            wake: self.wake.clone(),
+            pool: Mutex::new(Pool {
+                pid: std::process::id(),
+                idle: Vec::new(),
+            }),
+            _items: PhantomData,
+        }
+    }
+}
+
+impl<T> fmt::Debug for RedisQueue<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisQueue")
+            .field("server", &self.client.get_connection_info().addr())
+            .field("key", &self.items)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Wire {
+    url: String,
+    name: String,
+}
+
+impl<T> Serialize for RedisQueue<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        Wire {
+            url: self.url.clone(),
+            name: self.name.clone(),
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de, T> serde::Deserialize<'de> for RedisQueue<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let w = Wire::deserialize(d)?;
+        RedisQueue::open_lazy(&w.url, &w.name).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A private `redis-server` on a free loopback port, stopped (killed and
+/// reaped) when dropped, with its temporary directory removed.
+///
+/// It runs `redis-server --port P --bind 127.0.0.1 --save "" --appendonly no`
+/// in a new temporary directory: nothing is written to disk. If
+/// `redis-server` is not installed, [`start`](LocalServer::start) fails
+/// with an error that says how to install it.
+pub struct LocalServer {
+    child: Option<Child>,
+    port: u16,
+    dir: PathBuf,
+    owner: u32,
+}
+
+impl LocalServer {
+    /// Starts `redis-server` (found on `PATH`) and waits until it accepts
+    /// connections.
+    pub fn start() -> Result<LocalServer> {
+        Self::start_with(Path::new("redis-server"))
+    }
+
+    /// Starts the server program at `program` and waits until it accepts
+    /// connections.
+    pub fn start_with(program: &Path) -> Result<LocalServer> {
+        // The free port is found by binding port 0 and letting it go, so
+        // another program may take it in between: try a few times.
+        let mut last = None;
+        for _ in 0..5 {
+            match Self::try_start(program) {
+                Ok(s) => return Ok(s),
+                Err((e, retry)) => {
+                    if !retry {
+                        return Err(e);
+                    }
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::Redis("redis-server did not start".into())))
+    }
+
+    fn try_start(program: &Path) -> std::result::Result<LocalServer, (Error, bool)> {
+        static SEQ: AtomicU64 = AtomicU64::new(0);
+        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .and_then(|l| l.local_addr())
+            .map_err(|e| (Error::os("bind", e), false))?
+            .port();
+        let dir = std::env::temp_dir().join(format!(
+            "multiproc-redis-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).map_err(|e| (Error::os("mkdir", e), false))?;
+        let log = dir.join("redis.log");
+        // stderr to a file, not a pipe no one reads while the server runs.
+        let stderr =
+            std::fs::File::create(dir.join("stderr")).map_err(|e| (Error::os("open", e), false))?;
+        let spawned = Command::new(program)
+            .arg("--port")
+            .arg(port.to_string())
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--daemonize", "no", "--logfile"])
+            .arg(&log)
+            .arg("--dir")
+            .arg(&dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn();
+        let child = match spawned {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                let m = if e.kind() == std::io::ErrorKind::NotFound {
+                    format!(
+                        "{} is not installed (or not on PATH); install it with \
+                         `apt-get install redis-server` (Debian, Ubuntu)",
+                        program.display()
+                    )
+                } else {
+                    format!("cannot run {}: {e}", program.display())
+                };
+                return Err((Error::Redis(m), false));
+            }
+        };
+        let mut server = LocalServer {
+            child: Some(child),
+            port,
+            dir,
+            owner: std::process::id(),
+        };
+        match server.wait_ready(Duration::from_secs(20)) {
+            Ok(()) => Ok(server),
+            Err((e, retry)) => Err((e, retry)),
+        }
+    }
+
+    /// Waits until the server answers PING, or fails if it exits.
+    fn wait_ready(&mut self, limit: Duration) -> std::result::Result<(), (Error, bool)> {
+        let start = Instant::now();
+        let client = ::redis::Client::open(self.url().as_str())
+            .map_err(|e| (Error::Redis(e.to_string()), false))?;
+        loop {
+            let ready = client
+                .get_connection_with_timeout(Duration::from_secs(1))
+                .and_then(|mut c| ::redis::cmd("PING").query::<String>(&mut c));
+            if ready.is_ok() {
+                return Ok(());
+            }
+            let Some(child) = self.child.as_mut() else {
+                return Err((Error::Redis("redis-server was stopped".into()), false));
+            };
+            if let Ok(Some(status)) = child.try_wait() {
+                let err = std::fs::read_to_string(self.dir.join("stderr")).unwrap_or_default();
+                let log = std::fs::read_to_string(self.dir.join("redis.log")).unwrap_or_default();
+                let in_use = log.contains("Address already in use");
+                let tail: Vec<&str> = log.lines().rev().take(3).collect();
+                let m = format!(
+                    "redis-server on port {} exited ({status}) before accepting connections: {} {}",
+                    self.port,
+                    err.trim(),
+                    tail.into_iter().rev().collect::<Vec<_>>().join(" / ")
+                );
+                self.child = None;
+                return Err((Error::Redis(m), in_use));
+            }
+            if start.elapsed() > limit {
+                return Err((
+                    Error::Redis(format!(
+                        "redis-server on port {} did not accept connections within {limit:?}",
+                        self.port
+                    )),
+                    false,
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The server's URL: `redis://127.0.0.1:PORT/`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// The server's TCP port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The server's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Kills the server (`SIGKILL`) and reaps it now; its clients see their
+    /// connections closed. Does nothing if it was already stopped.
+    pub fn kill(&mut self) -> Result<()> {
+        if let Some(mut child) = self.child.take() {
+            if self.owner != std::process::id() {
+                // A forked copy: the server is the parent's to stop.
+                return Ok(());
+            }
+            child.kill().map_err(|e| Error::os("kill", e))?;
+            child.wait().map_err(|e| Error::os("waitpid", e))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for LocalServer {
+    fn drop(&mut self) {
+        if self.owner != std::process::id() {
+            return;
+        }
+        let _ = self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl fmt::Debug for LocalServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LocalServer")
+            .field("port", &self.port)
+            .field("pid", &self.pid())
+            .finish()
+    }
+}

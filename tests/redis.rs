@@ -1,0 +1,478 @@
+//! `RedisQueue` against a real `redis-server` started by each test on a
+//! free loopback port (no persistence, a temporary directory), with real
+//! processes: order, many producers and consumers, timeouts, close, item
+//! sizes, forked children that must not share the parent's socket, and a
+//! server killed mid-test.
+//!
+//! `redis-server` must be installed (`apt-get install redis-server`); the
+//! tests fail, saying so, where it is not.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{PATIENCE, join_ok, serial, spawn};
+use multiproc::Process;
+use multiproc::queue::{GetError, PutError};
+use multiproc::redis::{LocalServer, RedisQueue};
+
+const SHORT: Duration = Duration::from_millis(200);
+
+/// A fresh server for one test; fails the test (never skips it) when
+/// `redis-server` is missing. The server is a child process: every test
+/// that starts one holds `serial()` (declared first, dropped last), so that
+/// the forking tests' check for leftover children sees no other test's.
+fn server() -> LocalServer {
+    match LocalServer::start() {
+        Ok(s) => s,
+        Err(e) => panic!("these tests need a real redis-server: {e}"),
+    }
+}
+
+#[test]
+fn missing_server_program_says_how_to_install_it() {
+    let e = LocalServer::start_with(Path::new("/nonexistent/redis-server")).unwrap_err();
+    let m = e.to_string();
+    assert!(m.contains("apt-get install redis-server"), "{m}");
+}
+
+#[test]
+fn server_program_that_exits_is_reported() {
+    let _s = serial();
+    // `false` takes the server's arguments and exits at once with 1.
+    let e = LocalServer::start_with(Path::new("false")).unwrap_err();
+    let m = e.to_string();
+    assert!(
+        m.contains("exited") && m.contains("before accepting"),
+        "{m}"
+    );
+}
+
+#[test]
+fn put_get_in_one_process() {
+    let _s = serial();
+    let s = server();
+    let q = RedisQueue::<String>::open(&s.url(), "basic").unwrap();
+    assert_eq!(q.key(), "multiproc:queue:{basic}");
+    assert!(q.empty().unwrap());
+    assert_eq!(q.try_get(), Err(GetError::Empty));
+    q.put("a".into()).unwrap();
+    q.try_put("b".into()).unwrap();
+    assert_eq!(q.qsize().unwrap(), 2);
+    assert!(!q.empty().unwrap());
+    assert_eq!(q.get().unwrap(), "a");
+    assert_eq!(q.try_get().unwrap(), "b");
+    assert_eq!(q.get_timeout(Duration::ZERO), Err(GetError::Empty));
+    // Another handle on the same name sees the same list; another name not.
+    let q2 = RedisQueue::<String>::open(&s.url(), "basic").unwrap();
+    let other = RedisQueue::<String>::open(&s.url(), "other").unwrap();
+    q.put("c".into()).unwrap();
+    assert_eq!(other.qsize().unwrap(), 0);
+    assert_eq!(q2.get_timeout(PATIENCE).unwrap(), "c");
+}
+
+#[test]
+fn bad_name_and_url_are_refused() {
+    assert!(matches!(
+        RedisQueue::<u8>::open("redis://127.0.0.1:1/", ""),
+        Err(multiproc::Error::InvalidName { .. })
+    ));
+    let e = RedisQueue::<u8>::open("http://example/", "q").unwrap_err();
+    assert!(matches!(e, multiproc::Error::Redis(_)), "{e:?}");
+}
+
+#[test]
+fn get_timeout_on_empty_waits_then_times_out() {
+    let _s = serial();
+    let s = server();
+    let q = RedisQueue::<u32>::open(&s.url(), "empty").unwrap();
+    let t = Instant::now();
+    assert_eq!(q.get_timeout(SHORT), Err(GetError::Timeout));
+    assert!(
+        t.elapsed() >= SHORT - Duration::from_millis(5),
+        "{:?}",
+        t.elapsed()
+    );
+    // A timeout below the server's resolution still waits, never forever.
+    assert_eq!(
+        q.get_timeout(Duration::from_micros(10)),
+        Err(GetError::Timeout)
+    );
+    // The connection is still in step after the timeouts.
+    q.put(7).unwrap();
+    assert_eq!(q.get_timeout(PATIENCE), Ok(7));
+    // A timeout too long for the server waits without limit instead of
+    // failing.
+    q.put(8).unwrap();
+    assert_eq!(q.get_timeout(Duration::MAX), Ok(8));
+}
+
+#[test]
+fn one_producer_one_consumer_keeps_order() {
+    let _s = serial();
+    const N: u64 = 5_000;
+    let s = server();
+    let q = RedisQueue::<u64>::open(&s.url(), "order").unwrap();
+    let mut c = spawn(|| {
+        for i in 0..N {
+            assert_eq!(q.get_timeout(PATIENCE).unwrap(), i);
+        }
+        assert_eq!(q.try_get(), Err(GetError::Empty));
+    });
+    let mut p = spawn(|| {
+        for i in 0..N {
+            q.put(i).unwrap();
+        }
+    });
+    join_ok(&mut p);
+    join_ok(&mut c);
+    assert_eq!(q.qsize().unwrap(), 0);
+}
+
+#[test]
+fn two_producers_two_consumers_deliver_each_item_once_in_order() {
+    let _s = serial();
+    const N: u64 = 3_000;
+    let s = server();
+    let q = RedisQueue::<Option<(u8, u64)>>::open(&s.url(), "multiset").unwrap();
+    let producer = |id: u8| {
+        let q = &q;
+        move || {
+            for i in 0..N {
+                q.put(Some((id, i))).unwrap();
+            }
+        }
+    };
+    let consumer = || {
+        let mut got = Vec::new();
+        // Each consumer stops at the first None.
+        while let Some(item) = q.get_timeout(PATIENCE).unwrap() {
+            got.push(item);
+        }
+        got
+    };
+    let mut consumers: Vec<Process<'_, Vec<(u8, u64)>>> = (0..2)
+        .map(|_| {
+            let mut p = common::allow(Process::with_result(consumer).with_daemon(true));
+            p.start().unwrap();
+            p
+        })
+        .collect();
+    let mut p1 = spawn(producer(1));
+    let mut p2 = spawn(producer(2));
+    join_ok(&mut p1);
+    join_ok(&mut p2);
+    q.put(None).unwrap();
+    q.put(None).unwrap();
+    let mut seen: HashMap<(u8, u64), u32> = HashMap::new();
+    let mut per_consumer = Vec::new();
+    for c in &mut consumers {
+        let got = c.result().unwrap();
+        // FIFO: within one consumer, each producer's items come in order.
+        for id in [1, 2] {
+            let mine: Vec<u64> = got.iter().filter(|x| x.0 == id).map(|x| x.1).collect();
+            assert!(
+                mine.windows(2).all(|w| w[0] < w[1]),
+                "producer {id} out of order"
+            );
+        }
+        per_consumer.push(got.len());
+        for item in got {
+            *seen.entry(item).or_default() += 1;
+        }
+    }
+    assert_eq!(seen.len() as u64, 2 * N, "items lost: {per_consumer:?}");
+    assert!(
+        seen.values().all(|&n| n == 1),
+        "an item was delivered twice"
+    );
+    assert_eq!(q.qsize().unwrap(), 0);
+}
+
+#[test]
+fn forked_child_gets_its_own_connection() {
+    let _s = serial();
+    const N: u32 = 1_000;
+    let s = server();
+    let q = RedisQueue::<u32>::open(&s.url(), "fork").unwrap();
+    // The parent has an idle connection in its pool now. Parent and child
+    // then talk to the server at the same time: had the child used the
+    // parent's socket, each would read replies meant for the other (an
+    // array where a number is expected, or the wrong number).
+    q.put(1_000_000).unwrap();
+    let mut c = spawn(|| {
+        for i in 0..N {
+            q.put(i).unwrap();
+            // FIFO: the parent's item first, then each one put before.
+            let want = if i == 0 { 1_000_000 } else { i - 1 };
+            assert_eq!(q.try_get().unwrap(), want);
+        }
+    });
+    let mut sizes = 0;
+    while c.is_alive() {
+        let n = q.qsize().unwrap();
+        assert!((1..=2).contains(&n), "{n}");
+        sizes += 1;
+    }
+    join_ok(&mut c);
+    assert!(sizes > 0);
+    // The parent's pooled connection is still in step.
+    assert_eq!(q.qsize().unwrap(), 1);
+    q.put(5).unwrap();
+    assert_eq!(q.try_get().unwrap(), N - 1);
+    assert_eq!(q.get_timeout(PATIENCE).unwrap(), 5);
+}
+
+#[test]
+fn blocked_get_in_a_child_takes_an_item_put_later() {
+    let _s = serial();
+    let s = server();
+    let q = RedisQueue::<String>::open(&s.url(), "blocked").unwrap();
+    let mut c = spawn(|| {
+        assert_eq!(q.get().unwrap(), "late");
+    });
+    std::thread::sleep(SHORT);
+    assert!(c.is_alive(), "get returned before any put");
+    q.put("late".into()).unwrap();
+    join_ok(&mut c);
+}
+
+#[test]
+fn items_of_zero_bytes_and_one_mib() {
+    let _s = serial();
+    let s = server();
+    let units = RedisQueue::<()>::open(&s.url(), "unit").unwrap();
+    let empty = RedisQueue::<Vec<u8>>::open(&s.url(), "bytes").unwrap();
+    let big: Vec<u8> = (0..1 << 20)
+        .map(|i: u32| (i * 7 + i / 1000) as u8)
+        .collect();
+    let mut c = spawn(|| {
+        units.put(()).unwrap();
+        empty.put(Vec::new()).unwrap();
+        empty.put(big.clone()).unwrap();
+        empty.put(vec![42]).unwrap();
+    });
+    join_ok(&mut c);
+    assert_eq!(units.qsize().unwrap(), 1);
+    assert_eq!(units.get_timeout(PATIENCE), Ok(()));
+    assert_eq!(empty.get_timeout(PATIENCE).unwrap(), Vec::<u8>::new());
+    assert!(empty.get_timeout(PATIENCE).unwrap() == big);
+    assert_eq!(empty.get_timeout(PATIENCE).unwrap(), vec![42]);
+}
+
+#[test]
+fn close_refuses_puts_drains_then_wakes_every_getter() {
+    let _s = serial();
+    let s = server();
+    let q = RedisQueue::<u32>::open(&s.url(), "close").unwrap();
+    let waiter = || {
+        assert_eq!(q.get(), Err(GetError::Closed));
+    };
+    let mut w1 = spawn(waiter);
+    let mut w2 = spawn(waiter);
+    std::thread::sleep(SHORT);
+    assert!(w1.is_alive() && w2.is_alive());
+    q.close().unwrap();
+    join_ok(&mut w1);
+    join_ok(&mut w2);
+    assert!(q.is_closed().unwrap());
+    assert_eq!(q.put(3), Err(PutError::Closed(3)));
+    assert_eq!(q.try_get(), Err(GetError::Closed));
+    assert_eq!(q.get_timeout(SHORT), Err(GetError::Closed));
+
+    // Items put before the close are still taken, then Closed.
+    q.delete().unwrap();
+    assert!(!q.is_closed().unwrap());
+    q.put(1).unwrap();
+    q.put(2).unwrap();
+    q.close().unwrap();
+    let mut c = spawn(|| {
+        assert_eq!(q.get(), Ok(1));
+        assert_eq!(q.get_timeout(PATIENCE), Ok(2));
+        assert_eq!(q.get(), Err(GetError::Closed));
+    });
+    join_ok(&mut c);
+    q.delete().unwrap();
+    assert_eq!(q.qsize().unwrap(), 0);
+}
+
+#[test]
+fn close_whose_wake_up_was_lost_is_still_seen() {
+    let _s = serial();
+    let s = server();
+    let q = RedisQueue::<u32>::open(&s.url(), "lost-wake").unwrap();
+    let mut c = spawn(|| {
+        let t = Instant::now();
+        assert_eq!(q.get(), Err(GetError::Closed));
+        // Seen at the end of a 5 s slice.
+        assert!(t.elapsed() < PATIENCE, "{:?}", t.elapsed());
+    });
+    std::thread::sleep(SHORT);
+    // What a getter killed after taking the close marker leaves: the
+    // closed flag (documented key `…:closed`) without the marker.
+    let mut raw = redis::Client::open(s.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    redis::cmd("SET")
+        .arg(format!("{}:closed", q.key()))
+        .arg(1)
+        .query::<()>(&mut raw)
+        .unwrap();
+    assert!(q.is_closed().unwrap());
+    assert_eq!(q.get_timeout(SHORT), Err(GetError::Closed));
+    assert_eq!(q.try_get(), Err(GetError::Closed));
+    assert_eq!(q.put(1), Err(PutError::Closed(1)));
+    let st = c.join_timeout(PATIENCE).unwrap();
+    assert!(st.is_some_and(|st| st.success()), "child: {st:?}");
+}
+
+#[test]
+fn delete_drops_the_items() {
+    let _s = serial();
+    let s = server();
+    let q = RedisQueue::<u32>::open(&s.url(), "delete").unwrap();
+    for i in 0..10 {
+        q.put(i).unwrap();
+    }
+    q.delete().unwrap();
+    assert_eq!(q.qsize().unwrap(), 0);
+    assert_eq!(q.try_get(), Err(GetError::Empty));
+}
+
+#[test]
+fn undecodable_item_is_a_decode_error() {
+    let _s = serial();
+    let s = server();
+    let raw = RedisQueue::<Vec<u8>>::open(&s.url(), "decode").unwrap();
+    let q = RedisQueue::<String>::open(&s.url(), "decode").unwrap();
+    // Encoded as a String: a length, then bytes that are not UTF-8.
+    raw.put(vec![0xff, 0xfe]).unwrap();
+    assert!(matches!(q.try_get(), Err(GetError::Decode(_))));
+    q.put("ok".into()).unwrap();
+    assert_eq!(q.try_get().unwrap(), "ok");
+}
+
+#[test]
+fn a_key_of_another_type_is_a_server_error() {
+    let _s = serial();
+    let s = server();
+    let q = RedisQueue::<u32>::open(&s.url(), "wrongtype").unwrap();
+    let mut raw = redis::Client::open(s.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    redis::cmd("SET")
+        .arg(q.key())
+        .arg("a string")
+        .query::<()>(&mut raw)
+        .unwrap();
+    match q.put(1) {
+        Err(PutError::Server(1, m)) => assert!(m.contains("WRONGTYPE"), "{m}"),
+        other => panic!("expected a server error, got {other:?}"),
+    }
+    assert!(matches!(q.try_get(), Err(GetError::Server(_))));
+    assert!(matches!(q.get_timeout(SHORT), Err(GetError::Server(_))));
+    // The error replies left the connection usable.
+    q.delete().unwrap();
+    q.put(2).unwrap();
+    assert_eq!(q.try_get(), Ok(2));
+}
+
+#[test]
+fn server_killed_mid_test_gives_clear_errors_without_hanging() {
+    let _s = serial();
+    let mut s = server();
+    let q = RedisQueue::<u32>::open(&s.url(), "gone").unwrap();
+    q.put(1).unwrap();
+    // A child blocked in get() when the server dies.
+    let mut c = spawn(|| {
+        assert_eq!(q.get().unwrap(), 1);
+        match q.get() {
+            Err(GetError::Server(m)) => assert!(m.contains("127.0.0.1"), "{m}"),
+            other => panic!("expected a server error, got {other:?}"),
+        }
+    });
+    std::thread::sleep(SHORT);
+    assert!(c.is_alive());
+    s.kill().unwrap();
+    let st = c.join_timeout(PATIENCE).unwrap();
+    assert!(st.is_some_and(|st| st.success()), "child: {st:?}");
+
+    // Every call now fails at once with a server error; puts hand the item
+    // back. The first call may find the parent's pooled connection closed,
+    // the next ones cannot connect.
+    let t = Instant::now();
+    match q.put(4) {
+        Err(PutError::Server(4, m)) => assert!(m.contains("127.0.0.1"), "{m}"),
+        other => panic!("expected a server error, got {other:?}"),
+    }
+    match q.put(5) {
+        Err(PutError::Server(5, m)) => assert!(m.contains("cannot connect"), "{m}"),
+        other => panic!("expected a server error, got {other:?}"),
+    }
+    assert!(matches!(q.get(), Err(GetError::Server(_))));
+    assert!(matches!(q.get_timeout(SHORT), Err(GetError::Server(_))));
+    assert!(matches!(q.try_get(), Err(GetError::Server(_))));
+    assert!(matches!(q.qsize(), Err(GetError::Server(_))));
+    assert!(q.close().is_err());
+    let e = RedisQueue::<u32>::open(&s.url(), "gone").unwrap_err();
+    assert!(e.to_string().contains("redis-server running"), "{e}");
+    assert!(t.elapsed() < PATIENCE);
+}
+
+#[test]
+fn a_restarted_server_is_reconnected_to() {
+    let _s = serial();
+    let mut s = server();
+    let q = RedisQueue::<u32>::open(&s.url(), "restart").unwrap();
+    q.put(1).unwrap();
+    s.kill().unwrap();
+    // The pooled connection is dead: the first call fails, and drops it.
+    assert!(matches!(q.try_get(), Err(GetError::Server(_))));
+    drop(s);
+    let s2 = server();
+    let q2 = RedisQueue::<u32>::open(&s2.url(), "restart").unwrap();
+    q2.put(2).unwrap();
+    assert_eq!(q2.get_timeout(PATIENCE), Ok(2));
+}
+
+#[test]
+fn serializes_as_url_and_name() {
+    let _s = serial();
+    let s = server();
+    let q = RedisQueue::<u32>::open(&s.url(), "wire").unwrap();
+    q.put(11).unwrap();
+    let bytes = postcard::to_stdvec(&q).unwrap();
+    let back: RedisQueue<u32> = postcard::from_bytes(&bytes).unwrap();
+    assert_eq!(back.name(), "wire");
+    assert_eq!(back.url(), s.url());
+    assert_eq!(back.get_timeout(PATIENCE), Ok(11));
+}
+
+#[test]
+fn threads_share_a_queue_while_one_blocks() {
+    let _s = serial();
+    let s = server();
+    let q = RedisQueue::<u32>::open(&s.url(), "threads").unwrap();
+    std::thread::scope(|sc| {
+        let h = sc.spawn(|| q.get_timeout(PATIENCE));
+        std::thread::sleep(SHORT);
+        // The put goes through while the other thread's get blocks.
+        q.put(3).unwrap();
+        assert_eq!(h.join().unwrap(), Ok(3));
+    });
+}
+
+#[test]
+fn server_is_stopped_and_reaped_on_drop() {
+    let _s = serial();
+    let s = server();
+    let pid = s.pid().unwrap();
+    assert!(Path::new(&format!("/proc/{pid}")).exists());
+    drop(s);
+    // Reaped: not even a zombie is left (Serial checks for children too).
+    assert!(common::children().is_empty());
+}
