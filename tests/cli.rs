@@ -217,3 +217,32 @@ fn pi_plot_draws_one_bar_per_transport() {
     assert_eq!(bad.status.code(), Some(2));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn pi_redis_transport_through_a_real_server() {
+    // Needs redis-server (CI installs it; `apt-get install redis-server`).
+    let server = multiproc::redis::LocalServer::start().expect("start redis-server");
+    let url = server.url();
+    let out = multiproc(&[
+        "pi", "--n", "1000000", "--chunks", "20", "--redis", &url, "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let l = text
+        .lines()
+        .find(|l| l.contains("\"variant\": \"fork_redis\"") && l.contains("\"metric\": \"pi\""))
+        .unwrap_or_else(|| panic!("no redis line: {text}"));
+    assert!(l.contains("\"check\": \"ok\""), "{l}");
+    // Without a server, naming the transport is refused.
+    let out = Command::new(env!("CARGO_BIN_EXE_multiproc"))
+        .args(["pi", "--transport", "redis"])
+        .env_remove("REDIS_URL")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--redis URL"));
+}

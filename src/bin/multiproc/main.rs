@@ -1,7 +1,7 @@
 //! The `multiproc` command.
 //!
 //! ```text
-//! multiproc pi [--n 100000000] [--procs P] [--chunks C] [--transport T,...] [--json] [--plot FILE.svg|FILE.png]
+//! multiproc pi [--n 100000000] [--procs P] [--chunks C] [--transport T,...] [--redis URL] [--json] [--plot FILE.svg|FILE.png]
 //! multiproc bench [--workload W,...] [--quick] [--json] [--compare-python]
 //! ```
 //!
@@ -55,9 +55,13 @@ struct PiArgs {
     /// Chunks the work is split into (10: the classic tutorial; 10000: fine-grained).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     chunks: u64,
-    /// Transports to measure, comma-separated: seq, file, pipe, value, array, queue, joinable.
-    #[arg(long, value_delimiter = ',', default_value = pi::DEFAULT_TRANSPORTS)]
+    /// Transports to measure, comma-separated: seq, file, pipe, value, array, queue, joinable,
+    /// redis [default: all; redis only with a Redis server given].
+    #[arg(long, value_delimiter = ',')]
     transport: Vec<String>,
+    /// The Redis server of the redis transport, e.g. redis://127.0.0.1:6379.
+    #[arg(long, value_name = "URL", env = "REDIS_URL")]
+    redis: Option<String>,
     /// Print the JSON lines of shared/WORKLOADS.md instead of a table.
     #[arg(long)]
     json: bool,
@@ -87,6 +91,9 @@ struct BenchArgs {
     /// Worker processes for pi (default: available cores).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1024))]
     procs: Option<u64>,
+    /// A Redis server for pi's redis transport, e.g. redis://127.0.0.1:6379.
+    #[arg(long, value_name = "URL", env = "REDIS_URL")]
+    redis: Option<String>,
 }
 
 fn default_procs() -> u64 {
@@ -116,7 +123,21 @@ impl Progress {
     }
 }
 
-fn pi_command(args: PiArgs) -> i32 {
+fn pi_command(mut args: PiArgs) -> i32 {
+    if let Some(url) = args.redis.clone() {
+        pi::set_redis_url(url);
+    }
+    if args.transport.is_empty() {
+        args.transport = pi::TRANSPORTS
+            .iter()
+            .filter(|t| **t != "redis" || args.redis.is_some())
+            .map(|t| t.to_string())
+            .collect();
+    }
+    if args.transport.iter().any(|t| t == "redis") && args.redis.is_none() {
+        eprintln!("multiproc pi: the redis transport needs a server: --redis URL or REDIS_URL");
+        return 2;
+    }
     for t in &args.transport {
         if !pi::TRANSPORTS.contains(&t.as_str()) {
             eprintln!(
@@ -250,6 +271,9 @@ fn bench_command(args: BenchArgs) -> i32 {
             args.python_script.display()
         );
         return 2;
+    }
+    if let Some(url) = args.redis.clone() {
+        pi::set_redis_url(url);
     }
     let size = workloads::Size::new(args.quick);
     let procs = args.procs.unwrap_or_else(default_procs);

@@ -2,17 +2,31 @@
 //! chunks over P worker processes, the partial sums returned through each
 //! transport.
 
-use std::time::Instant;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
-use multiproc::{JoinableQueue, Process, Queue, RawArray, Value};
+use multiproc::{JoinableQueue, Process, Queue, RawArray, RedisQueue, Value};
 
 use crate::report::{Line, params};
 
 /// Every transport, in the order they are measured.
-pub const TRANSPORTS: &[&str] = &["seq", "file", "pipe", "value", "array", "queue", "joinable"];
+pub const TRANSPORTS: &[&str] = &[
+    "seq", "file", "pipe", "value", "array", "queue", "joinable", "redis",
+];
 
-/// The transports measured when none is named.
-pub const DEFAULT_TRANSPORTS: &str = "seq,file,pipe,value,array,queue,joinable";
+/// The Redis server of the `redis` transport (`--redis URL` or
+/// `REDIS_URL`), set once by `main`.
+static REDIS_URL: OnceLock<String> = OnceLock::new();
+
+/// Sets the Redis server the `redis` transport uses.
+pub fn set_redis_url(url: String) {
+    let _ = REDIS_URL.set(url);
+}
+
+/// The Redis server, when one was given.
+pub fn redis_url() -> Option<&'static str> {
+    REDIS_URL.get().map(String::as_str)
+}
 
 /// The variant name WORKLOADS.md gives a transport.
 pub fn variant(transport: &str) -> String {
@@ -161,6 +175,26 @@ pub fn transport(name: &str, n: u64, c: u64, procs: u64) -> Outcome {
                 k.join_ok()?;
             }
             (0..c).map(|_| Ok(results.get()?)).sum()
+        }
+        "redis" => {
+            // As in the classic tutorial: each child pushes its partial
+            // sums onto a Redis list, the parent pops C of them.
+            let url = redis_url().ok_or("the redis transport needs --redis URL (or REDIS_URL)")?;
+            let q = RedisQueue::<f64>::open(url, &format!("multiproc-pi-{}", std::process::id()))?;
+            q.delete()?;
+            let sums = run_children(procs, |p| {
+                for i in owned(p, procs, c) {
+                    q.put(partial(chunk(i, c, n)))?;
+                }
+                Ok(())
+            })
+            .and_then(|()| {
+                (0..c)
+                    .map(|_| Ok(q.get_timeout(Duration::from_secs(60))?))
+                    .sum()
+            });
+            let _ = q.delete();
+            sums
         }
         other => Err(format!("unknown transport {other:?}").into()),
     }

@@ -124,7 +124,11 @@ fn pi_workload(size: Size, procs: u64) -> Vec<Line> {
             .expect("at least one repetition")
     };
     lines.extend(best(&|| pi::bare_loop(n)).lines("raw", n, 1, 1));
-    for t in pi::TRANSPORTS {
+    // Redis only when a server was given.
+    let transports = pi::TRANSPORTS
+        .iter()
+        .filter(|t| **t != "redis" || pi::redis_url().is_some());
+    for t in transports {
         lines.extend(best(&|| pi::run(t, n, 10, procs)).lines("multiproc", n, 10, procs));
     }
     let fine = 10_000;
