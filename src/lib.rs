@@ -52,6 +52,8 @@ compile_error!("multiproc supports Linux only: it is built on memfd, futex, pidf
 mod array;
 pub mod connection;
 mod error;
+#[cfg(feature = "serde")]
+pub mod pool;
 pub mod process;
 #[cfg(feature = "serde")]
 pub mod queue;
@@ -66,6 +68,8 @@ pub use array::{Array, RawArray};
 pub use connection::listener::{Address, Client, Listener};
 pub use connection::{Connection, pipe};
 pub use error::{Error, LockResult, OwnerDied, Result, TryLockError, TryLockResult};
+#[cfg(feature = "serde")]
+pub use pool::{AsyncResult, IMap, Pool, PoolBuilder};
 pub use process::{
     CurrentProcess, ExitStatus, Process, ProcessGroup, StartMethod, active_children,
     current_process, init, parent_alive, set_start_method, start_method,
