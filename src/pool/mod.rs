@@ -215,7 +215,7 @@ pub struct Pool {
 pub struct PoolBuilder<I = ()> {
     processes: Option<usize>,
     init: Option<(isize, I)>,
-    max_tasks_per_child: u64,
+    max_tasks_per_child: Option<u64>,
     start_method: Option<StartMethod>,
     allow_threads: bool,
     ring_bytes: usize,
@@ -226,7 +226,7 @@ impl Default for PoolBuilder<()> {
         PoolBuilder {
             processes: None,
             init: None,
-            max_tasks_per_child: 0,
+            max_tasks_per_child: None,
             start_method: None,
             allow_threads: false,
             ring_bytes: RING_BYTES,
@@ -244,9 +244,10 @@ impl<I> PoolBuilder<I> {
 
     /// Each worker ends after this many chunks (Python's
     /// `maxtasksperchild`, which counts chunks too) and a new one takes its
-    /// place. 0 (the default): workers live as long as the pool.
+    /// place. Without it, workers live as long as the pool. Zero is refused
+    /// at `build`, as in Python.
     pub fn max_tasks_per_child(mut self, n: u64) -> Self {
-        self.max_tasks_per_child = n;
+        self.max_tasks_per_child = Some(n);
         self
     }
 
@@ -312,7 +313,8 @@ where
 {
     /// Starts the workers.
     ///
-    /// Errors: [`Error::InvalidArgument`] for zero processes;
+    /// Errors: [`Error::InvalidArgument`] for zero processes or a zero
+    /// `max_tasks_per_child`;
     /// [`Error::ThreadedFork`] when forking from a multithreaded process
     /// without [`allow_threads`](PoolBuilder::allow_threads); the error of a
     /// worker that could not be started (the others are stopped).
@@ -324,10 +326,20 @@ where
             Some(n) => n,
             None => std::thread::available_parallelism().map_or(1, |n| n.get()),
         };
+        // 0 in the workers: no limit.
+        let max_tasks = match self.max_tasks_per_child {
+            Some(0) => {
+                return Err(Error::InvalidArgument(
+                    "max_tasks_per_child must be at least 1",
+                ));
+            }
+            Some(n) => n,
+            None => 0,
+        };
         let tasks = Arc::new(Core::new(0, self.ring_bytes, false)?);
         let results = Arc::new(Core::new(0, self.ring_bytes, false)?);
         let method = self.start_method.unwrap_or_else(crate::start_method);
-        let (init, max_tasks, allow) = (self.init, self.max_tasks_per_child, self.allow_threads);
+        let (init, allow) = (self.init, self.allow_threads);
         let starter: Starter = Box::new(move |serial, tasks, results, slot| {
             let args = WorkerArgs {
                 tasks,
