@@ -311,6 +311,15 @@ fn main() {
     line(
         "raw",
         "pool_map",
+        "shm_rings_pipelined_1_worker",
+        &params,
+        "us_per_task",
+        rings,
+        "ok",
+    );
+    line(
+        "raw",
+        "pool_map",
         "shm_spin_handoff_1_worker",
         &params,
         "us_per_task",
