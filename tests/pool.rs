@@ -438,6 +438,23 @@ fn close_then_join_finishes_the_work_and_leaves_nothing() {
 }
 
 #[test]
+fn an_imap_made_before_close_still_runs_until_join() {
+    let _s = common::serial();
+    let pool = builder(2).build().unwrap();
+    let it = pool.imap(square, 0..2000u64).unwrap();
+    let left_over = pool.imap(square, 0..2000u64).unwrap();
+    pool.close();
+    let got: Vec<u64> = it.map(Result::unwrap).collect();
+    assert_eq!(got, (0..2000).map(|x| x * x).collect::<Vec<_>>());
+    // Joined before it was consumed: what it had not submitted fails.
+    pool.join().unwrap();
+    let rest: Vec<_> = left_over.collect();
+    assert_eq!(rest.len(), 2000);
+    assert!(rest.iter().any(|r| matches!(r, Err(Error::PoolClosed))));
+    assert!(pool.pids().is_empty());
+}
+
+#[test]
 fn dropping_the_pool_terminates_it() {
     let _s = common::serial();
     let r = {

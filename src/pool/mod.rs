@@ -536,6 +536,15 @@ impl Inner {
             j.sealed = true;
         }
         self.check_complete(st, job);
+        self.close_ring_if_done(st);
+    }
+
+    /// After `close`, the task ring is closed (so idle workers exit) once
+    /// no `imap` made before `close` still has input to submit.
+    fn close_ring_if_done(&self, st: &State) {
+        if st.closed && !st.jobs.values().any(|j| j.streaming && !j.sealed) {
+            self.tasks.close();
+        }
     }
 
     /// Records the outcome of chunk `id` (the first one only).
@@ -1151,12 +1160,12 @@ impl Pool {
     }
 
     /// Accepts no more work; the workers finish what was queued, then exit
-    /// (Python's `close`). An `imap` whose input was not consumed yet gets
-    /// [`Error::PoolClosed`] for the rest.
+    /// (Python's `close`). An `imap` made before goes on taking its input
+    /// until [`join`](Pool::join) (Python's takes all of it at once).
     pub fn close(&self) {
         let mut st = self.inner.lock();
         st.closed = true;
-        self.inner.tasks.close();
+        self.inner.close_ring_if_done(&st);
         self.inner.finish(st);
     }
 
@@ -1171,7 +1180,8 @@ impl Pool {
     /// [`close`](Pool::close) or [`terminate`](Pool::terminate) (Python's
     /// `join`); [`Error::InvalidArgument`] if neither was called. Workers
     /// that die meanwhile are replaced while work remains, and every result
-    /// is collected, so handles have their results afterwards.
+    /// is collected, so handles have their results afterwards. An `imap`
+    /// with input not yet taken gets [`Error::PoolClosed`] for the rest.
     pub fn join(&self) -> Result<()> {
         loop {
             let mut st = self.inner.lock();
@@ -1180,6 +1190,7 @@ impl Pool {
                     "join a pool only after close or terminate",
                 ));
             }
+            self.inner.tasks.close();
             st.next_scan = Instant::now();
             self.inner.scan(&mut st);
             if st.workers.iter().all(Option::is_none) {
@@ -1420,6 +1431,7 @@ impl<A, R> Drop for IMap<'_, A, R> {
     fn drop(&mut self) {
         let mut st = self.inner.lock();
         st.jobs.remove(&self.job);
+        self.inner.close_ring_if_done(&st);
     }
 }
 
