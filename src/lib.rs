@@ -39,7 +39,7 @@
 //! | `Event()`, `Barrier(n, action)` | [`Event::new()`](Event::new), [`Barrier::with_action(n, f)`](Barrier::with_action) |
 //! | `shared_memory.SharedMemory(name, create, size)` | [`SharedMemory::create`] / [`SharedMemory::open`] |
 //! | `Process(target=f).start()` | [`Process::new(f).start()`](Process::start) |
-//! | `with Pool(4) as p: p.map(f, xs)` | `Pool::new(4)?.map(f, xs)?` (feature `serde`; see [`pool`]) |
+//! | `with Pool(4) as p: p.map(f, xs)` | `Pool::new(4)?.map(f, xs)?` (feature `serde`, module `pool`) |
 //!
 //! # Safety and `unsafe`
 //!
