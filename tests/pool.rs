@@ -376,14 +376,19 @@ fn the_initializer_runs_in_every_worker() {
     assert_eq!(started.get(), 3);
 }
 
-fn bad_init(_: ()) {
+fn bad_init(runs: Arc<Value<u64>>) {
+    runs.update(|n| *n += 1);
     panic!("the initializer broke");
 }
 
 #[test]
 fn a_failing_initializer_is_reported_not_retried() {
     let _s = common::serial();
-    let pool = builder(2).initializer(bad_init, ()).build().unwrap();
+    let runs = Arc::new(Value::new(0u64).unwrap());
+    let pool = builder(2)
+        .initializer(bad_init, runs.clone())
+        .build()
+        .unwrap();
     let t = Instant::now();
     let err = pool
         .apply_async(square, 2)
@@ -404,6 +409,11 @@ fn a_failing_initializer_is_reported_not_retried() {
         Err(Error::InitializerFailed(_))
     ));
     assert!(pool.pids().is_empty());
+    // No new worker was started after the failure: each of the two ran the
+    // initializer at most once.
+    std::thread::sleep(Duration::from_millis(200));
+    let n = runs.get();
+    assert!((1..=2).contains(&n), "the initializer ran {n} times");
 }
 
 #[test]

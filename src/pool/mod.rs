@@ -110,6 +110,13 @@ struct WorkerProc(Process<'static, ()>);
 // tied to the thread that made it.
 unsafe impl Send for WorkerProc {}
 
+/// Checks the claim above: what a worker's `Process` keeps is `Send`.
+#[allow(dead_code)]
+fn worker_args_are_send<I: Send>() {
+    fn send<T: Send>() {}
+    send::<WorkerArgs<I>>();
+}
+
 struct Worker {
     proc: WorkerProc,
     serial: u64,
