@@ -189,7 +189,6 @@ struct State {
     next_serial: u64,
     closed: bool,
     terminated: bool,
-    joined: bool,
     broken: Option<String>,
     startup_failures: u32,
     next_scan: Instant,
@@ -383,7 +382,6 @@ where
                     next_serial: 1,
                     closed: false,
                     terminated: false,
-                    joined: false,
                     broken: None,
                     startup_failures: 0,
                     next_scan: Instant::now() + SCAN,
@@ -1202,7 +1200,6 @@ impl Pool {
             self.inner.scan(&mut st);
             if st.workers.iter().all(Option::is_none) {
                 self.inner.drain(&mut st);
-                st.joined = true;
                 self.inner.finish(st);
                 return Ok(());
             }
