@@ -476,6 +476,46 @@ fn dropping_the_pool_terminates_it() {
     assert!(matches!(r.get(), Err(Error::PoolTerminated)));
 }
 
+fn byte_sum(v: Vec<u8>) -> u64 {
+    v.iter().map(|&b| b as u64).sum()
+}
+
+fn make_bytes(n: usize) -> Vec<u8> {
+    (0..n).map(|i| i as u8).collect()
+}
+
+#[test]
+fn large_arguments_and_results_go_through() {
+    let _s = common::serial();
+    // Items larger than the whole ring travel in pieces.
+    let pool = builder(2).ring_bytes(1 << 16).build().unwrap();
+    let big = make_bytes(3 << 20);
+    let want: u64 = big.iter().map(|&b| b as u64).sum();
+    assert_eq!(pool.apply(byte_sum, big.clone()).unwrap(), want);
+    let back = pool.map(make_bytes, vec![1 << 20, 10, 200_000]).unwrap();
+    assert_eq!(back[0], make_bytes(1 << 20));
+    assert_eq!(back[1], make_bytes(10));
+    assert_eq!(back[2], make_bytes(200_000));
+    pool.close();
+    pool.join().unwrap();
+}
+
+#[test]
+fn a_small_ring_fills_and_drains_without_deadlock() {
+    let _s = common::serial();
+    // 4 KiB rings hold about a hundred tasks or results: the parent must
+    // collect results while it submits.
+    let pool = builder(2).ring_bytes(4096).build().unwrap();
+    let got = pool.map_chunked(square, 0..20_000, 1).unwrap();
+    assert_eq!(got, (0..20_000).map(|x| x * x).collect::<Vec<_>>());
+    let got: Vec<u64> = pool
+        .imap(square, 0..5000)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(got, (0..5000).map(|x| x * x).collect::<Vec<_>>());
+}
+
 #[test]
 fn zero_processes_is_refused() {
     assert!(matches!(builder(0).build(), Err(Error::InvalidArgument(_))));

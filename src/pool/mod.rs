@@ -94,6 +94,11 @@ const RING_BYTES: usize = 1 << 20;
 /// initializer before the pool gives up.
 const STARTUP_FAILURES: u32 = 3;
 
+/// The first and the longest attempt at putting a chunk larger than a
+/// quarter of the task ring (see `Inner::submit`).
+const BIG_PUT_FIRST: Duration = Duration::from_millis(20);
+const BIG_PUT_MAX: Duration = Duration::from_secs(1);
+
 /// How many chunks an `imap` keeps submitted ahead of what it yielded,
 /// per worker.
 const IMAP_AHEAD_PER_WORKER: usize = 64;
@@ -474,7 +479,16 @@ impl Inner {
 
     /// Puts one encoded chunk in the task ring, collecting results while
     /// the ring is full. The chunk is already listed in its job.
+    ///
+    /// A chunk that fits in the ring is put without waiting (results are
+    /// collected while there is no room: workers may be waiting for room
+    /// in the result ring). A larger one goes in pieces while a worker
+    /// takes them, which takes time: it is given growing deadlines (an
+    /// attempt that runs out takes its pieces back), with results collected
+    /// between attempts.
     fn submit(&self, st: &mut State, msg: &[u8]) -> std::result::Result<(), Failure> {
+        let big = msg.len() + 8 > self.tasks.cap() / 4;
+        let mut wait = Duration::ZERO;
         loop {
             if st.terminated {
                 return Err(Failure::Terminated);
@@ -482,10 +496,15 @@ impl Inner {
             if let Some(m) = &st.broken {
                 return Err(Failure::Init(m.clone()));
             }
-            match self.tasks.put(msg, Deadline::after(Duration::ZERO)) {
+            match self.tasks.put(msg, Deadline::after(wait)) {
                 Ok(()) => return Ok(()),
                 Err(PutFail::Closed) => return Err(Failure::Closed),
-                Err(PutFail::Full) => self.pump(st, Deadline::after(Duration::from_millis(1))),
+                Err(PutFail::Full) => {
+                    self.pump(st, Deadline::after(Duration::from_millis(1)));
+                    if big {
+                        wait = (wait * 2).clamp(BIG_PUT_FIRST, BIG_PUT_MAX);
+                    }
+                }
             }
         }
     }
