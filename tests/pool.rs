@@ -516,6 +516,40 @@ fn a_small_ring_fills_and_drains_without_deadlock() {
     assert_eq!(got, (0..5000).map(|x| x * x).collect::<Vec<_>>());
 }
 
+/// Whether `pid` runs (exists and is not a zombie).
+fn running(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => s
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+#[test]
+fn workers_exit_when_the_parent_dies() {
+    let _s = common::serial();
+    let worker = multiproc::RawValue::new(0i32).unwrap();
+    let w = &worker;
+    // A child makes a pool, gives it work, and is killed without cleaning
+    // up: its worker finishes the task, notices, and exits.
+    let mut parent = common::spawn(move || {
+        // The child has one thread: forking needs no opt-in here.
+        let pool = Pool::builder().processes(1).build().unwrap();
+        let _r = pool.apply_async(sleep_ms, 200).unwrap();
+        w.store(pool.pids()[0]);
+        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+        common::hang();
+    });
+    assert_eq!(parent.join().unwrap().code(), -9);
+    let pid = worker.load();
+    assert!(pid > 0);
+    assert!(
+        common::eventually(Duration::from_secs(10), || !running(pid)),
+        "worker {pid} outlived its parent"
+    );
+}
+
 #[test]
 fn zero_processes_is_refused() {
     assert!(matches!(builder(0).build(), Err(Error::InvalidArgument(_))));

@@ -25,7 +25,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::queue::ring::{Core, GetFail};
+use crate::queue::ring::{Core, GetFail, PutFail};
 use crate::sys::futex::Deadline;
 
 pub(super) const MSG_RESULT: u8 = 0;
@@ -189,6 +189,19 @@ pub(super) fn parse_header(b: &[u8]) -> Option<(u64, isize, isize, u32)> {
     ))
 }
 
+/// Puts `msg` in the result ring, waiting for room as long as the parent
+/// lives; false if the ring was closed or the parent is gone.
+fn send(results: &Core, msg: &[u8]) -> bool {
+    loop {
+        match results.put(msg, Deadline::after(IDLE_CHECK)) {
+            Ok(()) => return true,
+            Err(PutFail::Closed) => return false,
+            Err(PutFail::Full) if !crate::process::parent_alive() => return false,
+            Err(PutFail::Full) => {}
+        }
+    }
+}
+
 /// The body of every worker process.
 pub(super) fn worker_main<I: Serialize + DeserializeOwned>(args: WorkerArgs<I>) {
     let WorkerArgs {
@@ -208,7 +221,7 @@ pub(super) fn worker_main<I: Serialize + DeserializeOwned>(args: WorkerArgs<I>) 
             let mut out = vec![MSG_INIT_FAILED];
             out.extend_from_slice(&serial.to_le_bytes());
             out.extend_from_slice(msg.as_bytes());
-            let _ = results.put(&out, Deadline::NEVER);
+            send(&results, &out);
             let _ = writeln!(std::io::stderr(), "pool initializer failed: {msg}");
             crate::process::exit(1);
         }
@@ -243,7 +256,7 @@ pub(super) fn worker_main<I: Serialize + DeserializeOwned>(args: WorkerArgs<I>) 
             }
             None => continue,
         }
-        if results.put(&out, Deadline::NEVER).is_err() {
+        if !send(&results, &out) {
             return;
         }
         slot.in_flight.store(0, Ordering::Release);
@@ -251,7 +264,7 @@ pub(super) fn worker_main<I: Serialize + DeserializeOwned>(args: WorkerArgs<I>) 
         if max_tasks != 0 && done >= max_tasks {
             let mut msg = vec![MSG_RETIRED];
             msg.extend_from_slice(&serial.to_le_bytes());
-            let _ = results.put(&msg, Deadline::NEVER);
+            send(&results, &msg);
             return;
         }
     }
