@@ -241,6 +241,42 @@ fn callbacks_get_results_and_errors() {
 }
 
 #[test]
+fn a_panicking_callback_surfaces_without_losing_the_others() {
+    let _s = common::serial();
+    let pool = builder(1).build().unwrap();
+    let ran = Arc::new(AtomicU64::new(0));
+    let r1 = pool
+        .apply_async(square, 2)
+        .unwrap()
+        .callback(|_| panic!("callback panicked"));
+    let r2 = {
+        let ran = ran.clone();
+        pool.apply_async(square, 3)
+            .unwrap()
+            .callback(move |v| ran.store(*v, Ordering::Relaxed))
+    };
+    // Both results are collected together once the second is there.
+    std::thread::sleep(Duration::from_millis(100));
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        r2.wait();
+        r1.wait();
+    }));
+    assert!(caught.is_err(), "the callback's panic surfaced");
+    // (Normally collected in the same call; on a very slow machine the
+    // second result may come in a later one.)
+    r2.wait();
+    assert_eq!(ran.load(Ordering::Relaxed), 9);
+    assert_eq!(r1.get().unwrap(), 4);
+    // Dropping the pool runs error callbacks of terminated tasks; one that
+    // panics does not make the drop panic.
+    let _r = pool
+        .apply_async(sleep_ms, 60_000)
+        .unwrap()
+        .error_callback(|_| panic!("error callback panicked"));
+    drop(pool);
+}
+
+#[test]
 fn a_panicking_task_fails_alone() {
     let _s = common::serial();
     let pool = builder(2).build().unwrap();

@@ -410,16 +410,34 @@ impl Inner {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Unlocks the state and runs the callbacks of jobs that finished.
-    fn finish(&self, mut st: MutexGuard<'_, State>) {
+    /// Unlocks the state and runs the callbacks of jobs that finished. A
+    /// callback that panics does not keep the others from running; the
+    /// first panic goes on in the caller afterwards.
+    fn finish(&self, st: MutexGuard<'_, State>) {
+        if let Some(p) = self.run_callbacks(st) {
+            std::panic::resume_unwind(p);
+        }
+    }
+
+    /// [`finish`](Inner::finish), handing back the first panic of a
+    /// callback instead of resuming it (for `Drop`).
+    fn run_callbacks(
+        &self,
+        mut st: MutexGuard<'_, State>,
+    ) -> Option<Box<dyn std::any::Any + Send>> {
         if st.ready.is_empty() {
-            return;
+            return None;
         }
         let ready = std::mem::take(&mut st.ready);
         drop(st);
+        let mut panic = None;
         for (cb, outcome) in ready {
-            cb(&outcome);
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cb(&outcome)));
+            if let Err(p) = r {
+                panic.get_or_insert(p);
+            }
         }
+        panic
     }
 
     fn start_worker(&self, st: &mut State, pos: usize) -> Result<()> {
@@ -790,14 +808,15 @@ impl Inner {
         }
     }
 
-    fn terminate(&self) {
+    /// Stops everything; returns a callback's panic, if one panicked.
+    fn terminate(&self) -> Option<Box<dyn std::any::Any + Send>> {
         let mut st = self.lock();
         if !st.terminated {
             st.terminated = true;
             st.closed = true;
             self.stop_all(&mut st, Failure::Terminated);
         }
-        self.finish(st);
+        self.run_callbacks(st)
     }
 
     /// Waits until job `job` completes or `deadline` passes.
@@ -1197,7 +1216,9 @@ impl Pool {
     /// fail with [`Error::PoolTerminated`] (Python's `terminate`). Results
     /// already sent are kept.
     pub fn terminate(&self) {
-        self.inner.terminate()
+        if let Some(p) = self.inner.terminate() {
+            std::panic::resume_unwind(p);
+        }
     }
 
     /// Waits for the workers to finish the queued work and exit, after
@@ -1233,7 +1254,8 @@ impl Drop for Pool {
     /// Terminates the pool (as Python's `with Pool() as p:` does on exit):
     /// no worker or zombie is left.
     fn drop(&mut self) {
-        self.inner.terminate();
+        // Never panic in drop: a callback's panic is dropped here.
+        drop(self.inner.terminate());
     }
 }
 
@@ -1331,7 +1353,9 @@ impl<T: 'static> AsyncResult<T> {
     /// Calls `f` with the result once it is there, if it is not an error
     /// (Python's `callback`), in the thread whose pool call collects it, or
     /// at once if it is already there. It runs even if this handle was
-    /// dropped, once some call on the pool collects the result.
+    /// dropped, once some call on the pool collects the result. If `f`
+    /// panics, the panic surfaces in that call, after the other callbacks
+    /// ran.
     pub fn callback(self, f: impl FnOnce(&T) + Send + 'static) -> Self {
         let decode = self.decode;
         self.on_done(Box::new(move |o| {
