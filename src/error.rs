@@ -146,6 +146,29 @@ pub enum Error {
     /// `redis`); the message says which server and why.
     #[error("redis: {0}")]
     Redis(String),
+    /// A pool task panicked, or its result could not be encoded; the text
+    /// says which, with the panic message. The pool and its worker go on.
+    #[error("task failed: {0}")]
+    TaskFailed(String),
+    /// The pool worker running the task ended before finishing it (killed
+    /// by a signal, say); a new worker took its place.
+    #[error("pool worker {pid} ended ({status}) while running the task")]
+    WorkerDied {
+        /// The worker's pid.
+        pid: i32,
+        /// How it ended.
+        status: crate::ExitStatus,
+    },
+    /// A pool worker's initializer failed: the pool stops starting workers
+    /// and fails every task (Python would start new workers forever).
+    #[error("the pool's initializer failed: {0}")]
+    InitializerFailed(String),
+    /// Work was given to a pool after `close` or `terminate`.
+    #[error("the pool is closed")]
+    PoolClosed,
+    /// The pool was terminated (or dropped) before the task finished.
+    #[error("the pool was terminated before the task finished")]
+    PoolTerminated,
 }
 
 impl Error {

@@ -39,6 +39,7 @@
 //! | `Event()`, `Barrier(n, action)` | [`Event::new()`](Event::new), [`Barrier::with_action(n, f)`](Barrier::with_action) |
 //! | `shared_memory.SharedMemory(name, create, size)` | [`SharedMemory::create`] / [`SharedMemory::open`] |
 //! | `Process(target=f).start()` | [`Process::new(f).start()`](Process::start) |
+//! | `with Pool(4) as p: p.map(f, xs)` | `Pool::new(4)?.map(f, xs)?` (feature `serde`, module `pool`) |
 //!
 //! # Safety and `unsafe`
 //!
@@ -52,6 +53,8 @@ compile_error!("multiproc supports Linux only: it is built on memfd, futex, pidf
 mod array;
 pub mod connection;
 mod error;
+#[cfg(feature = "serde")]
+pub mod pool;
 pub mod process;
 #[cfg(feature = "serde")]
 pub mod queue;
@@ -70,6 +73,8 @@ pub use array::{Array, RawArray};
 pub use connection::listener::{Address, Client, Listener};
 pub use connection::{Connection, pipe};
 pub use error::{Error, LockResult, OwnerDied, Result, TryLockError, TryLockResult};
+#[cfg(feature = "serde")]
+pub use pool::{AsyncResult, IMap, Pool, PoolBuilder};
 pub use process::{
     CurrentProcess, ExitStatus, Process, ProcessGroup, StartMethod, active_children,
     current_process, init, parent_alive, set_start_method, start_method,

@@ -54,7 +54,7 @@
 //! costs the others a needless wake-up call per operation.
 
 mod error;
-mod ring;
+pub(crate) mod ring;
 
 use std::fmt;
 use std::marker::PhantomData;

@@ -656,6 +656,20 @@ impl Core {
     /// chunk of a large item is taken, the rest is awaited past the
     /// deadline, until it arrives or its writer is known to be gone.
     pub(crate) fn get(&self, deadline: Deadline) -> Result<Payload, GetFail> {
+        self.get_noting(deadline, &mut |_| {})
+    }
+
+    /// [`get`](Core::get), calling `on_take` with the item's first bytes
+    /// (a whole small item, or a large item's first chunk) while the item
+    /// is still in the ring, just before it is taken out (under the
+    /// consumers' lock). A consumer killed before `on_take` leaves the item
+    /// in the ring; one killed after it has noted what it took. The pool
+    /// notes there which task a worker holds.
+    pub(crate) fn get_noting(
+        &self,
+        deadline: Deadline,
+        on_take: &mut dyn FnMut(&[u8]),
+    ) -> Result<Payload, GetFail> {
         let s = self.shared();
         let me = thread::tid();
         let mut suspect = false;
@@ -743,6 +757,7 @@ impl Core {
                     // SAFETY: a committed record starts at head; `get_lock`
                     // is held.
                     let payload = unsafe { self.read_payload(hb, len as usize) };
+                    on_take(payload.as_slice());
                     s.g.head.swap(next(true), Ordering::SeqCst);
                     drop(held);
                     self.notify_putters(big_tid != 0);
@@ -753,6 +768,7 @@ impl Core {
                     // SAFETY: a committed record starts at head; `get_lock`
                     // is held.
                     unsafe { self.read_at(hb.wrapping_add(HDR as u32), &mut buf) };
+                    on_take(&buf);
                     s.g.head.store(next(false), Ordering::Release);
                     s.g.rx_id.store(id, Ordering::Release);
                     s.g.rx_tid.store(me, Ordering::Release);

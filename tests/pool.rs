@@ -1,0 +1,611 @@
+//! The process pool with the fork start method: results in order and out
+//! of order, chunk sizes, async handles, callbacks, errors in tasks, killed
+//! workers, worker replacement, initializers, and nothing left behind.
+#![cfg(feature = "serde")]
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use multiproc::pool::{Pool, PoolBuilder};
+use multiproc::{Error, Value};
+
+/// A builder whose workers may be forked from the test harness's threads.
+fn builder(n: usize) -> PoolBuilder {
+    // SAFETY: the tasks below touch only their arguments, shared objects
+    // made before the fork and stdio (whose locks fork holds); the
+    // harness's other threads hold no lock a worker takes.
+    unsafe { Pool::builder().processes(n).allow_threads() }
+}
+
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+fn pid_of(_: u64) -> i32 {
+    std::process::id() as i32
+}
+
+fn sleep_ms(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+fn fails_on_3(x: u64) -> u64 {
+    if x == 3 {
+        panic!("three is not allowed");
+    }
+    x
+}
+
+fn kill_self_on_5(x: u64) -> u64 {
+    if x == 5 {
+        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+    }
+    x
+}
+
+fn add(a: u64, b: u64) -> u64 {
+    a + b
+}
+
+/// A value whose serialization always fails.
+#[derive(Debug)]
+struct Unserializable;
+
+impl serde::Serialize for Unserializable {
+    fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        Err(serde::ser::Error::custom("refuses to be serialized"))
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Unserializable {
+    fn deserialize<D: serde::Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+        Ok(Unserializable)
+    }
+}
+
+fn unserializable(_: ()) -> Unserializable {
+    Unserializable
+}
+
+#[test]
+fn map_returns_results_in_order_for_every_chunk_size() {
+    let _s = common::serial();
+    let pool = builder(2).build().unwrap();
+    let want: Vec<u64> = (0..1000).map(|x| x * x).collect();
+    assert_eq!(pool.map(square, 0..1000).unwrap(), want);
+    for cs in [1, 3, 7, 100, 1000, 5000] {
+        assert_eq!(
+            pool.map_chunked(square, 0..1000, cs).unwrap(),
+            want,
+            "chunksize {cs}"
+        );
+    }
+    assert_eq!(
+        pool.map(square, Vec::<u64>::new()).unwrap(),
+        Vec::<u64>::new()
+    );
+    assert!(matches!(
+        pool.map_chunked(square, 0..3, 0),
+        Err(Error::InvalidArgument(_))
+    ));
+    // Both workers took part.
+    let pids: HashSet<i32> = pool
+        .map_chunked(sleep_then_pid, vec![20u64; 8], 1)
+        .unwrap()
+        .into_iter()
+        .collect();
+    assert_eq!(pids.len(), 2, "{pids:?}");
+    pool.close();
+    pool.join().unwrap();
+}
+
+fn sleep_then_pid(ms: u64) -> i32 {
+    std::thread::sleep(Duration::from_millis(ms));
+    std::process::id() as i32
+}
+
+#[test]
+fn starmap_calls_with_two_arguments() {
+    let _s = common::serial();
+    let pool = builder(2).build().unwrap();
+    let got = pool.starmap(add, (0..50).map(|i| (i, 10 * i))).unwrap();
+    assert_eq!(got, (0..50).map(|i| 11 * i).collect::<Vec<_>>());
+    let r = pool
+        .starmap_async(add, vec![(1, 2), (3, 4)], Some(1))
+        .unwrap();
+    assert_eq!(r.get().unwrap(), vec![3, 7]);
+}
+
+#[test]
+fn imap_is_ordered_and_lazy() {
+    let _s = common::serial();
+    let pool = builder(2).build().unwrap();
+    let pulled = Arc::new(AtomicUsize::new(0));
+    let p2 = pulled.clone();
+    let input = (0..100_000u64).inspect(move |_| {
+        p2.fetch_add(1, Ordering::Relaxed);
+    });
+    let mut it = pool.imap(square, input).unwrap();
+    for i in 0..10u64 {
+        assert_eq!(it.next().unwrap().unwrap(), i * i);
+    }
+    // Only a window ahead was taken from the input.
+    let n = pulled.load(Ordering::Relaxed);
+    assert!(n < 100_000, "imap consumed {n} items for 10 results");
+    drop(it);
+    let all: Vec<u64> = pool
+        .imap_chunked(square, 0..500, 7)
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(all, (0..500).map(|x| x * x).collect::<Vec<_>>());
+}
+
+#[test]
+fn imap_unordered_yields_in_completion_order() {
+    let _s = common::serial();
+    let pool = builder(2).build().unwrap();
+    // The slow task is submitted first; the fast ones finish before it.
+    let got: Vec<u64> = pool
+        .imap_unordered(sleep_ms, vec![400, 1, 2, 3])
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let mut sorted = got.clone();
+    sorted.sort();
+    assert_eq!(sorted, vec![1, 2, 3, 400]);
+    assert_eq!(*got.last().unwrap(), 400, "{got:?}");
+    let mut many: Vec<u64> = pool
+        .imap_unordered_chunked(square, 0..300, 4)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    many.sort();
+    assert_eq!(many, (0..300).map(|x| x * x).collect::<Vec<_>>());
+}
+
+#[test]
+fn async_handles_wait_time_out_and_report_success() {
+    let _s = common::serial();
+    let pool = builder(2).build().unwrap();
+    assert_eq!(pool.apply(square, 12).unwrap(), 144);
+    let slow = pool.apply_async(sleep_ms, 300).unwrap();
+    assert!(!slow.ready());
+    assert_eq!(slow.successful(), None);
+    let t = Instant::now();
+    assert!(matches!(
+        slow.get_timeout(Duration::from_millis(50)),
+        Err(Error::Timeout)
+    ));
+    assert!(t.elapsed() < Duration::from_millis(250));
+    assert!(!slow.wait_timeout(Duration::from_millis(10)));
+    slow.wait();
+    assert!(slow.ready());
+    assert_eq!(slow.successful(), Some(true));
+    assert_eq!(slow.get().unwrap(), 300);
+    // get can be called again.
+    assert_eq!(slow.get_timeout(Duration::ZERO).unwrap(), 300);
+    let bad = pool.apply_async(fails_on_3, 3).unwrap();
+    bad.wait();
+    assert_eq!(bad.successful(), Some(false));
+    let m = pool.map_async(square, 0..10).unwrap();
+    assert_eq!(m.get().unwrap(), (0..10).map(|x| x * x).collect::<Vec<_>>());
+}
+
+#[test]
+fn callbacks_get_results_and_errors() {
+    let _s = common::serial();
+    let pool = builder(2).build().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let errors = Arc::new(Mutex::new(Vec::new()));
+    let (s, e) = (seen.clone(), errors.clone());
+    let ok = pool
+        .apply_async(square, 9)
+        .unwrap()
+        .callback(move |v| s.lock().unwrap().push(*v))
+        .error_callback(move |err| e.lock().unwrap().push(err.to_string()));
+    let (s, e) = (seen.clone(), errors.clone());
+    let bad = pool
+        .apply_async(fails_on_3, 3)
+        .unwrap()
+        .callback(move |v| s.lock().unwrap().push(*v))
+        .error_callback(move |err| e.lock().unwrap().push(err.to_string()));
+    assert_eq!(ok.get().unwrap(), 81);
+    assert!(bad.get().is_err());
+    assert_eq!(*seen.lock().unwrap(), vec![81]);
+    let errs = errors.lock().unwrap().clone();
+    assert_eq!(errs.len(), 1);
+    assert!(errs[0].contains("three is not allowed"), "{errs:?}");
+    // A callback added once the result is there runs at once.
+    let late = Arc::new(AtomicU64::new(0));
+    let l = late.clone();
+    let _ = ok.callback(move |v| l.store(*v, Ordering::Relaxed));
+    assert_eq!(late.load(Ordering::Relaxed), 81);
+    // Map callbacks get the whole list; a handle dropped before the result
+    // still gets its callback run by a later call.
+    let total = Arc::new(AtomicU64::new(0));
+    let t = total.clone();
+    drop(
+        pool.map_async(square, 0..10u64)
+            .unwrap()
+            .callback(move |v: &Vec<u64>| t.store(v.iter().sum(), Ordering::Relaxed)),
+    );
+    pool.close();
+    pool.join().unwrap();
+    assert_eq!(total.load(Ordering::Relaxed), 285);
+}
+
+#[test]
+fn a_panicking_callback_surfaces_without_losing_the_others() {
+    let _s = common::serial();
+    let pool = builder(1).build().unwrap();
+    let ran = Arc::new(AtomicU64::new(0));
+    let r1 = pool
+        .apply_async(square, 2)
+        .unwrap()
+        .callback(|_| panic!("callback panicked"));
+    let r2 = {
+        let ran = ran.clone();
+        pool.apply_async(square, 3)
+            .unwrap()
+            .callback(move |v| ran.store(*v, Ordering::Relaxed))
+    };
+    // Both results are collected together once the second is there.
+    std::thread::sleep(Duration::from_millis(100));
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        r2.wait();
+        r1.wait();
+    }));
+    assert!(caught.is_err(), "the callback's panic surfaced");
+    // (Normally collected in the same call; on a very slow machine the
+    // second result may come in a later one.)
+    r2.wait();
+    assert_eq!(ran.load(Ordering::Relaxed), 9);
+    assert_eq!(r1.get().unwrap(), 4);
+    // Dropping the pool runs error callbacks of terminated tasks; one that
+    // panics does not make the drop panic.
+    let _r = pool
+        .apply_async(sleep_ms, 60_000)
+        .unwrap()
+        .error_callback(|_| panic!("error callback panicked"));
+    drop(pool);
+}
+
+#[test]
+fn a_panicking_task_fails_alone() {
+    let _s = common::serial();
+    let pool = builder(2).build().unwrap();
+    let pids = pool.pids();
+    let results: Vec<_> = pool.imap(fails_on_3, 0..6).unwrap().collect();
+    for (i, r) in results.iter().enumerate() {
+        match r {
+            Ok(v) => assert_eq!(*v, i as u64),
+            Err(Error::TaskFailed(m)) => {
+                assert_eq!(i, 3);
+                assert!(m.contains("three is not allowed"), "{m}");
+            }
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert!(results[3].is_err());
+    // map gives the first error.
+    let err = pool.map_chunked(fails_on_3, 0..6, 2).unwrap_err();
+    assert!(
+        matches!(err, Error::TaskFailed(ref m) if m.contains("three")),
+        "{err}"
+    );
+    // The workers survived.
+    assert_eq!(pool.pids(), pids);
+    assert_eq!(pool.map(square, 0..4).unwrap(), vec![0, 1, 4, 9]);
+}
+
+#[test]
+fn an_unserializable_result_fails_its_task_only() {
+    let _s = common::serial();
+    let pool = builder(1).build().unwrap();
+    let pids = pool.pids();
+    let err = pool.apply(unserializable, ()).unwrap_err();
+    assert!(
+        matches!(err, Error::TaskFailed(ref m) if m.contains("could not be serialized")),
+        "{err}"
+    );
+    assert_eq!(pool.apply(square, 5).unwrap(), 25);
+    assert_eq!(pool.pids(), pids, "the worker survived");
+}
+
+#[test]
+fn a_worker_killed_mid_task_fails_that_task_and_is_replaced() {
+    let _s = common::serial();
+    let pool = builder(2).build().unwrap();
+    let before = pool.pids();
+    let err = pool.map_chunked(kill_self_on_5, 0..10, 1).unwrap_err();
+    assert!(matches!(err, Error::WorkerDied { .. }), "{err}");
+    // Item by item: only item 5 failed.
+    let items: Vec<_> = pool.imap(kill_self_on_5, 0..10).unwrap().collect();
+    for (i, r) in items.iter().enumerate() {
+        if i == 5 {
+            match r {
+                Err(Error::WorkerDied { status, .. }) => {
+                    assert_eq!(status.code(), -9);
+                }
+                other => panic!("item 5: {other:?}"),
+            }
+        } else {
+            assert_eq!(*r.as_ref().unwrap(), i as u64);
+        }
+    }
+    let after = pool.pids();
+    assert_eq!(after.len(), 2);
+    assert_ne!(after, before, "killed workers were replaced");
+    assert_eq!(pool.map(square, 0..5).unwrap(), vec![0, 1, 4, 9, 16]);
+}
+
+#[test]
+fn a_worker_killed_from_outside_fails_its_task_instead_of_hanging() {
+    let _s = common::serial();
+    let pool = builder(2).build().unwrap();
+    let r = pool.apply_async(sleep_ms, 60_000).unwrap();
+    // Let a worker take it, then kill both workers.
+    std::thread::sleep(Duration::from_millis(100));
+    for pid in pool.pids() {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+    }
+    let t = Instant::now();
+    let err = r.get_timeout(common::PATIENCE).unwrap_err();
+    assert!(matches!(err, Error::WorkerDied { .. }), "{err}");
+    assert!(t.elapsed() < Duration::from_secs(5));
+    assert_eq!(pool.apply(square, 6).unwrap(), 36);
+    assert_eq!(pool.pids().len(), 2);
+}
+
+#[test]
+fn max_tasks_per_child_replaces_workers() {
+    let _s = common::serial();
+    let pool = builder(2).max_tasks_per_child(2).build().unwrap();
+    let pids: Vec<i32> = pool.map_chunked(pid_of, 0..20, 1).unwrap();
+    let distinct: HashSet<i32> = pids.iter().copied().collect();
+    // 20 chunks, at most 2 per worker: at least 10 workers.
+    assert!(distinct.len() >= 10, "{} workers: {pids:?}", distinct.len());
+    for pid in &distinct {
+        assert!(pids.iter().filter(|p| *p == pid).count() <= 2);
+    }
+    assert_eq!(pool.map(square, 0..10).unwrap().len(), 10);
+    pool.close();
+    pool.join().unwrap();
+}
+
+static STATE: AtomicU64 = AtomicU64::new(0);
+
+fn init_worker(args: (u64, Arc<Value<u64>>)) {
+    let (v, started) = args;
+    STATE.store(v, Ordering::Relaxed);
+    started.update(|n| *n += 1);
+}
+
+fn read_state(_: ()) -> u64 {
+    STATE.load(Ordering::Relaxed)
+}
+
+#[test]
+fn the_initializer_runs_in_every_worker() {
+    let _s = common::serial();
+    let started = Arc::new(Value::new(0u64).unwrap());
+    let pool = builder(3)
+        .initializer(init_worker, (42, started.clone()))
+        .build()
+        .unwrap();
+    let got = pool.map_chunked(read_state, vec![(); 12], 1).unwrap();
+    assert_eq!(got, vec![42; 12]);
+    // The parent's own copy was never set.
+    assert_eq!(STATE.load(Ordering::Relaxed), 0);
+    pool.close();
+    pool.join().unwrap();
+    assert_eq!(started.get(), 3);
+}
+
+fn bad_init(runs: Arc<Value<u64>>) {
+    runs.update(|n| *n += 1);
+    panic!("the initializer broke");
+}
+
+#[test]
+fn a_failing_initializer_is_reported_not_retried() {
+    let _s = common::serial();
+    let runs = Arc::new(Value::new(0u64).unwrap());
+    let pool = builder(2)
+        .initializer(bad_init, runs.clone())
+        .build()
+        .unwrap();
+    let t = Instant::now();
+    let err = pool
+        .apply_async(square, 2)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .get_timeout(common::PATIENCE);
+    let err = match err {
+        Err(e) => e,
+        Ok(v) => panic!("got {v}"),
+    };
+    assert!(
+        matches!(err, Error::InitializerFailed(ref m) if m.contains("the initializer broke")),
+        "{err}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(5));
+    // Later work is refused at once, and no worker is left.
+    assert!(matches!(
+        pool.apply(square, 3),
+        Err(Error::InitializerFailed(_))
+    ));
+    assert!(pool.pids().is_empty());
+    // No new worker was started after the failure: each of the two ran the
+    // initializer at most once.
+    std::thread::sleep(Duration::from_millis(200));
+    let n = runs.get();
+    assert!((1..=2).contains(&n), "the initializer ran {n} times");
+}
+
+#[test]
+fn terminate_with_queued_work_returns_promptly() {
+    let _s = common::serial();
+    let pool = builder(2).build().unwrap();
+    let r = pool.map_async_chunked(sleep_ms, vec![200; 100], 1).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    let t = Instant::now();
+    pool.terminate();
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    assert!(matches!(r.get(), Err(Error::PoolTerminated)));
+    assert!(pool.pids().is_empty());
+    assert!(matches!(pool.apply(square, 1), Err(Error::PoolClosed)));
+    pool.join().unwrap();
+    assert!(common::children().is_empty());
+}
+
+#[test]
+fn close_then_join_finishes_the_work_and_leaves_nothing() {
+    let _s = common::serial();
+    let pool = builder(2).build().unwrap();
+    assert!(matches!(pool.join(), Err(Error::InvalidArgument(_))));
+    let r = pool.map_async_chunked(sleep_ms, vec![10; 20], 1).unwrap();
+    pool.close();
+    assert!(matches!(pool.apply(square, 1), Err(Error::PoolClosed)));
+    pool.join().unwrap();
+    assert!(r.ready());
+    assert_eq!(r.get().unwrap(), vec![10; 20]);
+    assert!(pool.pids().is_empty());
+    assert!(common::children().is_empty());
+}
+
+#[test]
+fn an_imap_made_before_close_still_runs_until_join() {
+    let _s = common::serial();
+    let pool = builder(2).build().unwrap();
+    let it = pool.imap(square, 0..2000u64).unwrap();
+    let left_over = pool.imap(square, 0..2000u64).unwrap();
+    pool.close();
+    let got: Vec<u64> = it.map(Result::unwrap).collect();
+    assert_eq!(got, (0..2000).map(|x| x * x).collect::<Vec<_>>());
+    // Joined before it was consumed: what it had not submitted fails.
+    pool.join().unwrap();
+    let rest: Vec<_> = left_over.collect();
+    assert_eq!(rest.len(), 2000);
+    assert!(rest.iter().any(|r| matches!(r, Err(Error::PoolClosed))));
+    assert!(pool.pids().is_empty());
+}
+
+#[test]
+fn dropping_the_pool_terminates_it() {
+    let _s = common::serial();
+    let r = {
+        let pool = builder(2).build().unwrap();
+        assert_eq!(pool.pids().len(), 2);
+        pool.apply_async(sleep_ms, 60_000).unwrap()
+    };
+    assert!(common::children().is_empty());
+    assert!(matches!(r.get(), Err(Error::PoolTerminated)));
+}
+
+fn byte_sum(v: Vec<u8>) -> u64 {
+    v.iter().map(|&b| b as u64).sum()
+}
+
+fn make_bytes(n: usize) -> Vec<u8> {
+    (0..n).map(|i| i as u8).collect()
+}
+
+#[test]
+fn large_arguments_and_results_go_through() {
+    let _s = common::serial();
+    // Items larger than the whole ring travel in pieces.
+    let pool = builder(2).ring_bytes(1 << 16).build().unwrap();
+    let big = make_bytes(3 << 20);
+    let want: u64 = big.iter().map(|&b| b as u64).sum();
+    assert_eq!(pool.apply(byte_sum, big.clone()).unwrap(), want);
+    let back = pool.map(make_bytes, vec![1 << 20, 10, 200_000]).unwrap();
+    assert_eq!(back[0], make_bytes(1 << 20));
+    assert_eq!(back[1], make_bytes(10));
+    assert_eq!(back[2], make_bytes(200_000));
+    pool.close();
+    pool.join().unwrap();
+}
+
+#[test]
+fn a_small_ring_fills_and_drains_without_deadlock() {
+    let _s = common::serial();
+    // 4 KiB rings hold about a hundred tasks or results: the parent must
+    // collect results while it submits.
+    let pool = builder(2).ring_bytes(4096).build().unwrap();
+    let got = pool.map_chunked(square, 0..20_000, 1).unwrap();
+    assert_eq!(got, (0..20_000).map(|x| x * x).collect::<Vec<_>>());
+    let got: Vec<u64> = pool
+        .imap(square, 0..5000)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(got, (0..5000).map(|x| x * x).collect::<Vec<_>>());
+}
+
+/// Whether `pid` runs (exists and is not a zombie).
+fn running(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => s
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+#[test]
+fn workers_exit_when_the_parent_dies() {
+    let _s = common::serial();
+    let worker = multiproc::RawValue::new(0i32).unwrap();
+    let w = &worker;
+    // A child makes a pool, gives it work, and is killed without cleaning
+    // up: its worker finishes the task, notices, and exits.
+    let mut parent = common::spawn(move || {
+        // The child has one thread: forking needs no opt-in here.
+        let pool = Pool::builder().processes(1).build().unwrap();
+        let _r = pool.apply_async(sleep_ms, 200).unwrap();
+        w.store(pool.pids()[0]);
+        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+        common::hang();
+    });
+    assert_eq!(parent.join().unwrap().code(), -9);
+    let pid = worker.load();
+    assert!(pid > 0);
+    assert!(
+        common::eventually(Duration::from_secs(10), || !running(pid)),
+        "worker {pid} outlived its parent"
+    );
+}
+
+#[test]
+fn zero_processes_is_refused() {
+    assert!(matches!(builder(0).build(), Err(Error::InvalidArgument(_))));
+}
+
+#[test]
+fn threads_share_a_pool() {
+    let _s = common::serial();
+    let pool = builder(2).build().unwrap();
+    std::thread::scope(|s| {
+        for t in 0..3u64 {
+            let pool = &pool;
+            s.spawn(move || {
+                for k in 0..20 {
+                    let x = t * 100 + k;
+                    assert_eq!(pool.apply(square, x).unwrap(), x * x);
+                }
+                let v = pool.map_chunked(square, 0..200, 5).unwrap();
+                assert_eq!(v.len(), 200);
+            });
+        }
+    });
+}
