@@ -29,6 +29,7 @@ fn pi_json_lines_for_every_transport_are_verified() {
         "array",
         "queue",
         "joinable",
+        "pool",
     ];
     assert_eq!(lines.len(), 2 * transports.len(), "{text}");
     for t in transports {

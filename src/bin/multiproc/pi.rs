@@ -5,13 +5,13 @@
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use multiproc::{JoinableQueue, Process, Queue, RawArray, RedisQueue, Value};
+use multiproc::{JoinableQueue, Pool, Process, Queue, RawArray, RedisQueue, Value};
 
 use crate::report::{Line, params};
 
 /// Every transport, in the order they are measured.
 pub const TRANSPORTS: &[&str] = &[
-    "seq", "file", "pipe", "value", "array", "queue", "joinable", "redis",
+    "seq", "file", "pipe", "value", "array", "queue", "joinable", "pool", "redis",
 ];
 
 /// The Redis server of the `redis` transport (`--redis URL` or
@@ -45,6 +45,11 @@ pub fn partial(range: std::ops::Range<u64>) -> f64 {
         s += 1.0 / (d * d);
     }
     s
+}
+
+/// [`partial`] over `start..end`: a plain function for the pool's workers.
+fn partial_of((start, end): (u64, u64)) -> f64 {
+    partial(start..end)
 }
 
 /// Chunk `i` of `c` over `n` terms.
@@ -175,6 +180,28 @@ pub fn transport(name: &str, n: u64, c: u64, procs: u64) -> Outcome {
                 k.join_ok()?;
             }
             (0..c).map(|_| Ok(results.get()?)).sum()
+        }
+        "pool" => {
+            // Pool.map over the chunks, as in the classic tutorial. A few
+            // chunks go one at a time (Python's default chunk size would
+            // split ten chunks into uneven pairs); many go in Python's
+            // default chunk size.
+            let pool = Pool::new(procs as usize)?;
+            let ranges: Vec<(u64, u64)> = (0..c)
+                .map(|i| {
+                    let r = chunk(i, c, n);
+                    (r.start, r.end)
+                })
+                .collect();
+            let chunksize = if c <= 16 * procs {
+                1
+            } else {
+                c.div_ceil(4 * procs) as usize
+            };
+            let sums = pool.map_chunked(partial_of, ranges, chunksize)?;
+            pool.close();
+            pool.join()?;
+            Ok(sums.iter().sum())
         }
         "redis" => {
             // As in the classic tutorial: each child pushes its partial
