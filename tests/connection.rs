@@ -9,6 +9,7 @@ use std::os::unix::process::CommandExt;
 use std::time::{Duration, Instant};
 
 use common::{PATIENCE, join_ok, serial, spawn};
+use multiproc::connection::pipe_os;
 use multiproc::{Connection, Error, pipe};
 
 #[test]
@@ -83,55 +84,99 @@ fn die() {
     multiproc::process::exit(0);
 }
 
+/// Both kinds of duplex pair: shared memory (`pipe`) and OS-only
+/// (`pipe_os`).
+fn duplex_kinds() -> [(&'static str, (Connection, Connection)); 2] {
+    [
+        ("shared-memory pipe", pipe(true).unwrap()),
+        ("os pipe", pipe_os(true).unwrap()),
+    ]
+}
+
 #[test]
 fn a_writer_killed_mid_message_gives_a_truncated_error() {
     let _s = serial();
-    let (a, b) = pipe(true).unwrap();
-    let mut p = spawn(move || {
-        // Announce 1000 bytes, send 10, die.
-        let fd = b.as_raw_fd();
-        let mut raw = 1000i32.to_be_bytes().to_vec();
-        raw.extend_from_slice(&[9u8; 10]);
-        // SAFETY: writes our own buffer to a descriptor this child owns.
-        unsafe { libc::write(fd, raw.as_ptr().cast(), raw.len()) };
-        // Die without closing cleanly (the descriptor closes with the
-        // process, as after a SIGKILL).
-        die();
-    });
-    join_ok(&mut p);
-    drop(p);
-    match a.recv_bytes() {
-        Err(Error::Truncated { expected, got }) => {
-            assert_eq!((expected, got), (1000, 10));
+    for (kind, (a, b)) in duplex_kinds() {
+        let mut p = spawn(move || {
+            // Announce 1000 bytes, send 10, die.
+            let mut raw = 1000i32.to_be_bytes().to_vec();
+            raw.extend_from_slice(&[9u8; 10]);
+            b.__send_raw(&raw).unwrap();
+            // Die without closing cleanly (the descriptor closes with the
+            // process, as after a SIGKILL).
+            die();
+        });
+        join_ok(&mut p);
+        drop(p);
+        match a.recv_bytes() {
+            Err(Error::Truncated { expected, got }) => {
+                assert_eq!((expected, got), (1000, 10), "{kind}");
+            }
+            other => panic!("{kind}: expected Truncated, got {other:?}"),
         }
-        other => panic!("expected Truncated, got {other:?}"),
     }
 }
 
 #[test]
-fn oversized_messages_are_refused_and_skipped() {
+fn a_writer_killed_by_sigkill_mid_message_gives_a_truncated_error() {
+    let _s = serial();
+    // A message four times the ring: the writer is stopped by the full
+    // ring, and killed there.
+    const N: usize = 1 << 20;
     let (a, b) = pipe(true).unwrap();
+    let mut p = spawn(move || {
+        b.send_bytes(&vec![1u8; N]).unwrap();
+        common::hang();
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    p.kill().unwrap();
+    p.join().unwrap();
+    drop(p);
+    match a.recv_bytes() {
+        Err(Error::Truncated { expected, got }) => {
+            assert_eq!(expected, N as u64);
+            assert!(got < N as u64 && got > 0, "got {got}");
+        }
+        other => panic!("expected Truncated, got {other:?}"),
+    }
+    assert!(matches!(a.recv_bytes(), Err(Error::Eof)));
+}
+
+#[test]
+fn oversized_messages_are_refused_and_skipped() {
+    for (kind, (a, b)) in duplex_kinds() {
+        oversized(kind, a, b);
+    }
+}
+
+fn oversized(kind: &str, a: Connection, b: Connection) {
     let b = b.with_max_message(1000);
     a.send_bytes(&[1u8; 5000]).unwrap();
     a.send_bytes(b"next").unwrap();
     match b.recv_bytes() {
         Err(Error::MessageTooLarge { size, max }) => assert_eq!((size, max), (5000, 1000)),
-        other => panic!("expected MessageTooLarge, got {other:?}"),
+        other => panic!("{kind}: expected MessageTooLarge, got {other:?}"),
     }
-    assert_eq!(b.recv_bytes().unwrap(), b"next", "the stream stays usable");
+    assert_eq!(
+        b.recv_bytes().unwrap(),
+        b"next",
+        "{kind}: the stream stays usable"
+    );
     // A header that lies about a huge size is never allocated.
     let lie = (-1i32)
         .to_be_bytes()
         .into_iter()
         .chain((1u64 << 60).to_be_bytes());
     let raw: Vec<u8> = lie.collect();
-    // SAFETY: writes our own buffer to a descriptor we own.
-    unsafe { libc::write(a.as_raw_fd(), raw.as_ptr().cast(), raw.len()) };
+    a.__send_raw(&raw).unwrap();
     drop(a);
-    assert!(matches!(
-        b.recv_bytes(),
-        Err(Error::MessageTooLarge { .. }) | Err(Error::Eof)
-    ));
+    assert!(
+        matches!(
+            b.recv_bytes(),
+            Err(Error::MessageTooLarge { .. }) | Err(Error::Eof)
+        ),
+        "{kind}"
+    );
 }
 
 #[test]
@@ -150,9 +195,11 @@ fn recv_bytes_into_and_buffer_too_short() {
 
 #[test]
 fn writing_to_a_closed_peer_is_an_error_not_a_death() {
-    let (a, b) = pipe(true).unwrap();
-    drop(b);
-    assert!(matches!(a.send_bytes(b"x"), Err(Error::Os { .. })));
+    for (kind, (a, b)) in duplex_kinds() {
+        drop(b);
+        let e = a.send_bytes(b"x").unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EPIPE), "{kind}: {e}");
+    }
     let (r, w) = pipe(false).unwrap();
     drop(r);
     assert!(matches!(w.send_bytes(b"x"), Err(Error::Os { .. })));
@@ -160,7 +207,12 @@ fn writing_to_a_closed_peer_is_an_error_not_a_death() {
 
 #[test]
 fn poll_never_consumes_and_waits_its_timeout() {
-    let (a, b) = pipe(true).unwrap();
+    for (_, (a, b)) in duplex_kinds() {
+        poll_never_consumes(a, b);
+    }
+}
+
+fn poll_never_consumes(a: Connection, b: Connection) {
     assert!(!b.poll(Some(Duration::ZERO)).unwrap());
     let t = Instant::now();
     assert!(!b.poll(Some(Duration::from_millis(30))).unwrap());
@@ -246,7 +298,8 @@ fn python_peer(conn: &Connection, script: &str) -> std::process::Child {
 
 #[test]
 fn wire_compatible_with_python() {
-    let (a, b) = pipe(true).unwrap();
+    // An inherited descriptor read by another program: the OS-only kind.
+    let (a, b) = pipe_os(true).unwrap();
     let script = r#"
 import sys
 from multiprocessing.connection import Connection

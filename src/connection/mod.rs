@@ -8,6 +8,7 @@
 //! descriptor (and, later, over `Listener`/`Client` sockets).
 
 pub mod listener;
+mod ring;
 
 use std::io::IoSlice;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
@@ -53,6 +54,9 @@ pub struct Connection {
     writable: bool,
     socket: bool,
     max_message: u64,
+    /// The shared-memory data path of a [`pipe`] pair (the socket is then
+    /// only the doorbell and the witness of the peer's life).
+    stream: Option<ring::Stream>,
 }
 
 /// Two connected ends, like Python's `multiprocessing.Pipe(duplex)`: with
@@ -62,8 +66,33 @@ pub struct Connection {
 /// Made before a fork, the ends are inherited by the children; close the
 /// ends a process does not use, so that end of stream is seen when the last
 /// user of the other end goes away.
+///
+/// The duplex kind carries its bytes through shared memory (a ring per
+/// direction, see below) and uses its socketpair only to wake a sleeping
+/// receiver and to learn that the peer is gone: both ends must be used
+/// through their [`Connection`]s, by multiproc code in processes forked
+/// after the pair was made. For a descriptor handed to another program
+/// (a Python peer) or read with plain `read`/`write`, use [`pipe_os`].
+///
+/// Several processes may send on one end (each message goes whole), and
+/// several may receive on one end (each takes whole messages).
 #[doc(alias = "Pipe")]
 pub fn pipe(duplex: bool) -> Result<(Connection, Connection)> {
+    if !duplex {
+        return pipe_os(false);
+    }
+    let (mut a, mut b) = pipe_os(true)?;
+    let (sa, sb) = ring::Stream::pair()?;
+    a.stream = Some(sa);
+    b.stream = Some(sb);
+    Ok((a, b))
+}
+
+/// Like [`pipe`], but every byte goes through the kernel descriptor (a
+/// socketpair or a kernel pipe): the kind to hand to a program that is not
+/// multiproc (a Python peer on an inherited descriptor), or to read and
+/// write with plain `read`/`write` on [`as_raw_fd`](AsRawFd::as_raw_fd).
+pub fn pipe_os(duplex: bool) -> Result<(Connection, Connection)> {
     if duplex {
         let (a, b) = socket::socketpair(
             AddressFamily::Unix,
@@ -97,6 +126,7 @@ impl Connection {
             writable,
             socket,
             max_message: DEFAULT_MAX_MESSAGE,
+            stream: None,
         }
     }
 
@@ -155,6 +185,10 @@ impl Connection {
     }
 
     fn write_all(&self, parts: &[&[u8]]) -> Result<()> {
+        if let Some(s) = &self.stream {
+            let _one_writer = s.lock_send();
+            return s.write(self.fd.as_fd(), parts);
+        }
         let mut part = 0;
         let mut off = 0;
         while part < parts.len() {
@@ -195,6 +229,7 @@ impl Connection {
     /// the middle of a message; [`Error::MessageTooLarge`] for a message
     /// over the maximum (skipped: the next call reads the next message).
     pub fn recv_bytes(&self) -> Result<Vec<u8>> {
+        let _one_reader = self.stream.as_ref().map(|s| s.lock_recv());
         let size = self.recv_header()?;
         let mut buf = Vec::new();
         let mut got = 0usize;
@@ -206,8 +241,14 @@ impl Connection {
                     size,
                     max: self.max_message,
                 })?;
-            buf.resize(got + step, 0);
-            let n = self.read_exact_or_eof(&mut buf[got..got + step])?;
+            let n = match &self.stream {
+                // Copied straight from the ring, no zeroing first.
+                Some(s) => s.read_append(self.fd.as_fd(), &mut buf, step),
+                None => {
+                    buf.resize(got + step, 0);
+                    self.read_exact_or_eof(&mut buf[got..got + step])?
+                }
+            };
             got += n;
             if n < step {
                 return Err(Error::Truncated {
@@ -222,6 +263,7 @@ impl Connection {
     /// Receives one message into `buf` and returns its length; a message
     /// longer than `buf` is [`Error::BufferTooShort`] carrying it.
     pub fn recv_bytes_into(&self, buf: &mut [u8]) -> Result<usize> {
+        let _one_reader = self.stream.as_ref().map(|s| s.lock_recv());
         let size = self.recv_header()?;
         if size as usize > buf.len() {
             let mut whole = vec![0u8; size as usize];
@@ -290,6 +332,12 @@ impl Connection {
 
     /// Reads and drops `n` bytes (an oversized message's body).
     fn skip(&self, mut n: u64) -> Result<()> {
+        if let Some(s) = &self.stream {
+            return match s.skip(self.fd.as_fd(), n) == n {
+                true => Ok(()),
+                false => Err(Error::Eof),
+            };
+        }
         let mut sink = vec![0u8; 64 * 1024];
         while n > 0 {
             let step = n.min(sink.len() as u64) as usize;
@@ -304,6 +352,9 @@ impl Connection {
 
     /// Fills `buf` unless the stream ends first; returns how much it read.
     fn read_exact_or_eof(&self, buf: &mut [u8]) -> Result<usize> {
+        if let Some(s) = &self.stream {
+            return Ok(s.read_exact_or_eof(self.fd.as_fd(), buf));
+        }
         let mut got = 0;
         while got < buf.len() {
             match nix::unistd::read(&self.fd, &mut buf[got..]) {
@@ -319,6 +370,9 @@ impl Connection {
 
     /// Checks for data for a short while before the blocking read sleeps.
     fn spin_for_data(&self) {
+        if self.stream.is_some() {
+            return; // the ring's reads spin on shared memory
+        }
         let start = Instant::now();
         while start.elapsed() < SPIN {
             if self.ready(Some(Duration::ZERO)).unwrap_or(true) {
@@ -339,7 +393,19 @@ impl Connection {
         if !self.readable {
             return Err(Error::BadConnection("write-only"));
         }
+        if let Some(s) = &self.stream {
+            return Ok(s.poll(self.fd.as_fd(), timeout));
+        }
         self.ready(timeout)
+    }
+
+    /// Test hook, not part of the API: writes `raw` bytes into the stream
+    /// as they are (no framing), through whichever path the connection
+    /// uses, as a writer killed mid-message or a lying peer would leave
+    /// them.
+    #[doc(hidden)]
+    pub fn __send_raw(&self, raw: &[u8]) -> Result<()> {
+        self.write_all(&[raw])
     }
 
     /// Closes this end (dropping it does the same).
@@ -376,5 +442,12 @@ impl Waitable for Connection {
     /// Ready when a message (or end of stream) can be read.
     fn ready_fd(&self) -> Option<BorrowedFd<'_>> {
         self.readable.then(|| self.fd.as_fd())
+    }
+
+    fn prepare_wait(&self) -> bool {
+        match &self.stream {
+            Some(s) if self.readable => s.arm(self.fd.as_fd()),
+            _ => false,
+        }
     }
 }
