@@ -340,3 +340,205 @@ fn messages_over_two_gib_use_the_long_header() {
     assert_eq!((m[0], m[N - 1]), (3, 4));
     join_ok(&mut p);
 }
+
+#[test]
+fn shared_memory_pipe_messages_left_by_a_dead_peer_are_read_before_eof() {
+    let _s = serial();
+    let (a, b) = pipe(true).unwrap();
+    let mut p = spawn(move || {
+        for i in 0..3u8 {
+            b.send_bytes(&vec![i; 1000 * (i as usize + 1)]).unwrap();
+        }
+        die();
+    });
+    join_ok(&mut p);
+    drop(p);
+    for i in 0..3u8 {
+        assert_eq!(a.recv_bytes().unwrap(), vec![i; 1000 * (i as usize + 1)]);
+    }
+    assert!(matches!(a.recv_bytes(), Err(Error::Eof)));
+    assert!(
+        a.poll(Some(Duration::ZERO)).unwrap(),
+        "end of stream polls ready"
+    );
+}
+
+#[test]
+fn shared_memory_pipe_several_senders_and_receivers_on_one_end() {
+    let _s = serial();
+    // Messages larger than the ring, so a sender must wait for room in the
+    // middle of one, while the other sender and the other receiver run.
+    const BIG: usize = 600 << 10;
+    let (a, b) = pipe(true).unwrap();
+    let results = multiproc::Array::<u64>::zeroed(2).unwrap();
+    let senders: Vec<_> = (0..2u8)
+        .map(|k| {
+            let b = &b;
+            spawn(move || {
+                for i in 0..20usize {
+                    let n = if i % 5 == 0 { BIG } else { 100 + i };
+                    b.send_bytes(&vec![k * 100 + i as u8; n]).unwrap();
+                }
+            })
+        })
+        .collect();
+    let receivers: Vec<_> = (0..2usize)
+        .map(|r| {
+            let (a, results) = (&a, &results);
+            spawn(move || {
+                let mut seen = 0u64;
+                for _ in 0..20 {
+                    let m = a.recv_bytes().unwrap();
+                    // Whole and unmixed: one byte value, a size it was sent with.
+                    assert!(m.iter().all(|&x| x == m[0]), "a mixed message");
+                    let i = (m[0] % 100) as usize;
+                    let want = if i % 5 == 0 { BIG } else { 100 + i };
+                    assert_eq!(m.len(), want);
+                    seen += 1;
+                }
+                results.set(r, seen).unwrap();
+            })
+        })
+        .collect();
+    for mut p in senders.into_iter().chain(receivers) {
+        join_ok(&mut p);
+    }
+    assert_eq!(results.get(0).unwrap() + results.get(1).unwrap(), 40);
+    assert!(!a.poll(Some(Duration::ZERO)).unwrap());
+}
+
+#[test]
+fn shared_memory_pipe_sender_waiting_for_room_sees_the_reader_die() {
+    let _s = serial();
+    let (a, b) = pipe(true).unwrap();
+    // The child inherits both ends and never reads; the parent closes its
+    // copy of `b`. Fill the ring, then kill the reader (the last holder of
+    // `b`) while this sender waits for room.
+    let mut reader = spawn(common::hang);
+    drop(b);
+    let killer = std::thread::spawn({
+        let pid = reader.pid().unwrap();
+        move || {
+            std::thread::sleep(Duration::from_millis(100));
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL)
+                .unwrap();
+        }
+    });
+    let t = Instant::now();
+    let e = a.send_bytes(&vec![0u8; 4 << 20]);
+    killer.join().unwrap();
+    reader.join().unwrap();
+    drop(reader);
+    let e = e.unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EPIPE), "{e}");
+    assert!(t.elapsed() < PATIENCE);
+}
+
+#[test]
+fn shared_memory_pipe_poll_wakes_on_data_from_another_process() {
+    let _s = serial();
+    let (a, b) = pipe(true).unwrap();
+    let mut p = spawn(|| {
+        // Long enough for the parent to be asleep in poll.
+        std::thread::sleep(Duration::from_millis(100));
+        b.send_bytes(b"wake up").unwrap();
+    });
+    let t = Instant::now();
+    assert!(a.poll(Some(PATIENCE)).unwrap());
+    assert!(t.elapsed() >= Duration::from_millis(90));
+    assert!(t.elapsed() < Duration::from_secs(2));
+    assert!(
+        a.poll(Some(Duration::ZERO)).unwrap(),
+        "poll consumed nothing"
+    );
+    assert_eq!(a.recv_bytes().unwrap(), b"wake up");
+    join_ok(&mut p);
+}
+
+#[test]
+fn send_handle_passes_a_descriptor_the_peer_did_not_have() {
+    let _s = serial();
+    for (kind, (a, b)) in duplex_kinds() {
+        let mut p = spawn(|| {
+            // Let the parent fall asleep in recv_bytes, so that a bell byte
+            // (shared-memory kind) precedes the handle on its socket.
+            std::thread::sleep(Duration::from_millis(100));
+            b.send_bytes(b"first").unwrap();
+            // A pipe made after the fork: the parent cannot have it.
+            let (r, w) = nix::unistd::pipe().unwrap();
+            b.send_handle(std::os::fd::AsFd::as_fd(&w)).unwrap();
+            drop(w);
+            b.send_bytes(b"after").unwrap();
+            let mut got = Vec::new();
+            let mut f = std::fs::File::from(r);
+            std::io::Read::read_to_end(&mut f, &mut got).unwrap();
+            assert_eq!(got, b"written through the passed handle");
+        });
+        assert_eq!(a.recv_bytes().unwrap(), b"first", "{kind}");
+        let fd = a.recv_handle().unwrap();
+        assert_eq!(a.recv_bytes().unwrap(), b"after", "{kind}");
+        let mut f = std::fs::File::from(fd);
+        std::io::Write::write_all(&mut f, b"written through the passed handle").unwrap();
+        drop(f);
+        join_ok(&mut p);
+    }
+    // A one-way pipe is not a socket.
+    let (r, w) = pipe(false).unwrap();
+    assert!(matches!(
+        w.send_handle(std::os::fd::AsFd::as_fd(&r)),
+        Err(Error::BadConnection(_))
+    ));
+    assert!(matches!(r.recv_handle(), Err(Error::BadConnection(_))));
+    // The peer closed without sending one: end of stream.
+    let (a, b) = pipe(true).unwrap();
+    drop(b);
+    assert!(matches!(a.recv_handle(), Err(Error::Eof)));
+}
+
+#[test]
+fn handles_pass_to_and_from_python() {
+    let (a, b) = pipe_os(true).unwrap();
+    let script = r#"
+import os, sys
+from multiprocessing.connection import Connection
+from multiprocessing import reduction
+c = Connection(int(sys.argv[1]))
+fd = reduction.recv_handle(c)
+os.write(fd, b"python wrote this")
+os.close(fd)
+r, w = os.pipe()
+reduction.send_handle(c, w, 0)
+os.close(w)
+c.send_bytes(b"sent")
+print(os.read(r, 100).decode(), end="")
+"#;
+    let fd = b.as_raw_fd();
+    let mut cmd = std::process::Command::new("python3");
+    cmd.arg("-c").arg(script).arg(fd.to_string());
+    cmd.stdout(std::process::Stdio::piped());
+    // SAFETY: only fcntl, async-signal-safe, between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let py = cmd
+        .spawn()
+        .expect("python3 is needed for the interop tests");
+    drop(b);
+    let (r, w) = nix::unistd::pipe().unwrap();
+    a.send_handle(std::os::fd::AsFd::as_fd(&w)).unwrap();
+    drop(w);
+    let mut got = Vec::new();
+    std::io::Read::read_to_end(&mut std::fs::File::from(r), &mut got).unwrap();
+    assert_eq!(got, b"python wrote this");
+    let theirs = a.recv_handle().unwrap();
+    assert_eq!(a.recv_bytes().unwrap(), b"sent");
+    std::io::Write::write_all(&mut std::fs::File::from(theirs), b"rust wrote this").unwrap();
+    let out = py.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(out.stdout, b"rust wrote this");
+}

@@ -399,6 +399,103 @@ impl Connection {
         self.ready(timeout)
     }
 
+    /// Passes a copy of the file descriptor `fd` to the process at the
+    /// other end, which takes it with [`recv_handle`](Self::recv_handle):
+    /// Python's `multiprocessing.reduction.send_handle` (`SCM_RIGHTS` over
+    /// the Unix socket, with the same one-byte payload, so a Python peer on
+    /// an [`pipe_os`] or [`Listener`](crate::Listener) connection can
+    /// receive it).
+    ///
+    /// Only connections over a Unix stream socket can (a duplex pipe, a
+    /// Unix-address listener's connections): others are
+    /// [`Error::BadConnection`]. Handles travel beside the messages, not
+    /// among them: the receiver calls `recv_handle` for each handle sent,
+    /// in order, whatever messages it receives meanwhile.
+    pub fn send_handle(&self, fd: BorrowedFd<'_>) -> Result<()> {
+        if !self.writable {
+            return Err(Error::BadConnection("read-only"));
+        }
+        if !self.socket {
+            return Err(Error::BadConnection("handles need a Unix socket"));
+        }
+        let fds = [fd.as_raw_fd()];
+        let cmsg = [socket::ControlMessage::ScmRights(&fds)];
+        let payload = [1u8];
+        let iov = [IoSlice::new(&payload)];
+        loop {
+            match socket::sendmsg::<()>(
+                self.fd.as_raw_fd(),
+                &iov,
+                &cmsg,
+                MsgFlags::MSG_NOSIGNAL,
+                None,
+            ) {
+                Ok(_) => return Ok(()),
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(Error::os("sendmsg", e)),
+            }
+        }
+    }
+
+    /// Takes a file descriptor passed by the other end with
+    /// [`send_handle`](Self::send_handle) (waiting for it): Python's
+    /// `multiprocessing.reduction.recv_handle`. The descriptor is new in
+    /// this process, close-on-exec. [`Error::Eof`] if the other end closed
+    /// first.
+    pub fn recv_handle(&self) -> Result<OwnedFd> {
+        use std::os::fd::FromRawFd;
+        if !self.readable {
+            return Err(Error::BadConnection("write-only"));
+        }
+        if !self.socket {
+            return Err(Error::BadConnection("handles need a Unix socket"));
+        }
+        let mut space = nix::cmsg_space!([RawFd; 4]);
+        // Bytes before the handle's are a shared-memory pipe's bells (the
+        // kernel never merges bytes past the one carrying descriptors);
+        // read until the descriptors come.
+        let mut buf = [0u8; 64];
+        // A plain socket carries messages too: read the handle's byte only.
+        let want = if self.stream.is_some() { buf.len() } else { 1 };
+        loop {
+            let mut iov = [std::io::IoSliceMut::new(&mut buf[..want])];
+            let msg = match socket::recvmsg::<()>(
+                self.fd.as_raw_fd(),
+                &mut iov,
+                Some(&mut space),
+                MsgFlags::MSG_CMSG_CLOEXEC,
+            ) {
+                Ok(m) => m,
+                Err(Errno::EINTR) => continue,
+                Err(Errno::ECONNRESET) => return Err(Error::Eof),
+                Err(e) => return Err(Error::os("recvmsg", e)),
+            };
+            if msg.bytes == 0 {
+                return Err(Error::Eof);
+            }
+            let mut got: Vec<OwnedFd> = Vec::new();
+            for c in msg.cmsgs().map_err(|e| Error::os("recvmsg", e))? {
+                if let socket::ControlMessageOwned::ScmRights(fds) = c {
+                    // SAFETY: the kernel just installed these descriptors
+                    // in this process for us; nothing else owns them.
+                    got.extend(fds.into_iter().map(|f| unsafe { OwnedFd::from_raw_fd(f) }));
+                }
+            }
+            if got.len() > 1 {
+                return Err(Error::Codec(format!(
+                    "expected one handle, got {}",
+                    got.len()
+                )));
+            }
+            if let Some(fd) = got.pop() {
+                return Ok(fd);
+            }
+            if self.stream.is_none() {
+                return Err(Error::Codec("bytes where a handle was expected".into()));
+            }
+        }
+    }
+
     /// Test hook, not part of the API: writes `raw` bytes into the stream
     /// as they are (no framing), through whichever path the connection
     /// uses, as a writer killed mid-message or a lying peer would leave

@@ -64,15 +64,23 @@ use crate::sync::raw::{Acquired, RawProcessMutex};
 use crate::sys::futex::{self, Deadline};
 
 /// The bytes of one direction's ring.
-pub(crate) const CAP: usize = 256 << 10;
+pub(crate) const CAP: usize = 1 << 20;
 /// The most bytes a writer copies before it publishes them.
 const PUBLISH: usize = 32 << 10;
 /// How long a reader (or a writer without room) keeps checking before it
 /// sleeps: waking a sleeping process costs tens of microseconds here.
 const SPIN: Duration = Duration::from_micros(50);
+/// Checks between two looks at the clock while spinning; past the first
+/// [`YIELD_AFTER`] of them the spinner also yields its CPU, in case the
+/// process it waits for is queued behind it on the same CPU.
+const CHECKS: u32 = 64;
+const YIELD_AFTER: u32 = 4;
 /// The longest single sleep: then the sleeper looks again (and a writer
 /// checks that its peer still exists).
 const SLICE: Duration = Duration::from_millis(50);
+/// How often a reader looks at the ring while a passed handle, not yet
+/// received, keeps its socket readable.
+const HANDLE_PENDING: Duration = Duration::from_millis(1);
 
 /// One direction's shared state: writers' line, readers' line, bells.
 #[derive(Debug)]
@@ -152,17 +160,49 @@ fn peer_gone(sock: BorrowedFd<'_>) -> bool {
     }
 }
 
-/// Reads and drops the bell bytes waiting on `sock`; returns true if the
-/// socket reads as end of file (every copy of the peer closed).
-fn drain_bells(sock: BorrowedFd<'_>) -> bool {
+/// The byte a writer sends to wake a reader. (A handle passed with
+/// [`Connection::send_handle`](crate::Connection::send_handle) travels
+/// with a byte 1, as in CPython, and is never taken for a bell.)
+const BELL: u8 = 0;
+
+/// What is left on a socket once its bells are drained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Left {
+    /// Nothing: a poll on it sleeps until a bell or the end.
+    Nothing,
+    /// End of file: every copy of the peer end is closed.
+    Eof,
+    /// A passed handle not yet received: the socket stays readable.
+    Handle,
+}
+
+/// Reads and drops the bell bytes waiting on `sock`, stopping before
+/// anything else (a passed handle).
+fn drain_bells(sock: BorrowedFd<'_>) -> Left {
     let mut buf = [0u8; 256];
     loop {
-        match socket::recv(sock.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
-            Ok(0) => return true,
-            Ok(_) => continue,
+        let peek = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_PEEK;
+        let n = match socket::recv(sock.as_raw_fd(), &mut buf, peek) {
+            Ok(0) => return Left::Eof,
+            Ok(n) => n,
             Err(Errno::EINTR) => continue,
-            Err(Errno::ECONNRESET) => return true,
-            Err(_) => return false,
+            Err(Errno::ECONNRESET) => return Left::Eof,
+            Err(_) => return Left::Nothing,
+        };
+        let bells = buf[..n].iter().take_while(|&&b| b == BELL).count();
+        if bells == 0 {
+            return Left::Handle;
+        }
+        // Only bell bytes, which carry no descriptors: a plain read of
+        // exactly those takes nothing else.
+        match socket::recv(sock.as_raw_fd(), &mut buf[..bells], MsgFlags::MSG_DONTWAIT) {
+            Ok(0) => return Left::Eof,
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(Errno::ECONNRESET) => return Left::Eof,
+            Err(_) => return Left::Nothing,
+        }
+        if bells < n {
+            return Left::Handle;
         }
     }
 }
@@ -172,6 +212,38 @@ fn sleep_on(sock: BorrowedFd<'_>, timeout: Duration) {
     let ms = u16::try_from(timeout.as_nanos().div_ceil(1_000_000)).unwrap_or(u16::MAX);
     let mut p = [PollFd::new(sock, PollFlags::POLLIN)];
     let _ = poll(&mut p, PollTimeout::from(ms));
+}
+
+/// A bounded spin: [`SPIN`] long at most, and not past a deadline.
+struct Spin {
+    start: Instant,
+    deadline: Deadline,
+    i: u32,
+}
+
+impl Spin {
+    fn new(deadline: Deadline) -> Spin {
+        Spin {
+            start: Instant::now(),
+            deadline,
+            i: 0,
+        }
+    }
+
+    /// Pauses a little; false once the spin is over.
+    fn again(&mut self) -> bool {
+        self.i += 1;
+        if self.i % CHECKS == 0 {
+            if self.start.elapsed() >= SPIN || self.deadline.expired() {
+                return false;
+            }
+            if self.i >= CHECKS * YIELD_AFTER {
+                std::thread::yield_now();
+            }
+        }
+        std::hint::spin_loop();
+        true
+    }
 }
 
 /// Whether a wait for data ended with data or with the peer gone.
@@ -296,7 +368,7 @@ impl Stream {
             // nothing: both failures are harmless.
             let _ = socket::send(
                 sock.as_raw_fd(),
-                &[1u8],
+                &[BELL],
                 MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
             );
         }
@@ -306,18 +378,15 @@ impl Stream {
     fn wait_room(&self, sock: BorrowedFd<'_>, tail: u64) -> Result<u64> {
         let d = self.txd();
         let full = |h: u64| tail - h >= CAP as u64;
-        let start = Instant::now();
-        let mut i = 0u32;
+        let mut spin = Spin::new(Deadline::NEVER);
         loop {
             let h = d.head.load(Ordering::Acquire);
             if !full(h) {
                 return Ok(h);
             }
-            i += 1;
-            if i % 64 == 0 && start.elapsed() >= SPIN {
+            if !spin.again() {
                 break;
             }
-            std::hint::spin_loop();
         }
         loop {
             d.tx_waiting.fetch_add(1, Ordering::SeqCst);
@@ -357,32 +426,35 @@ impl Stream {
     /// Waits for bytes (or the peer's end) until `deadline`.
     fn wait_data(&self, sock: BorrowedFd<'_>, deadline: Deadline) -> Woke {
         let d = self.rxd();
-        let start = Instant::now();
-        let mut i = 0u32;
+        let mut spin = Spin::new(deadline);
         loop {
             if self.available() > 0 {
                 return Woke::Data;
             }
-            i += 1;
-            if i % 64 == 0 && (start.elapsed() >= SPIN || deadline.expired()) {
+            if !spin.again() {
                 break;
             }
-            std::hint::spin_loop();
         }
         loop {
-            let eof = drain_bells(sock);
+            let left = drain_bells(sock);
             d.rx_armed.store(1, Ordering::SeqCst);
             fence(Ordering::SeqCst);
             if self.available() > 0 {
                 return Woke::Data;
             }
-            if eof {
+            if left == Left::Eof {
                 return Woke::Eof;
             }
             if deadline.expired() {
                 return Woke::TimedOut;
             }
-            sleep_on(sock, deadline.slice(SLICE));
+            if left == Left::Handle {
+                // The socket stays readable until the handle is received:
+                // look again now and then instead of polling it.
+                std::thread::sleep(deadline.slice(HANDLE_PENDING));
+            } else {
+                sleep_on(sock, deadline.slice(SLICE));
+            }
             if self.available() > 0 {
                 return Woke::Data;
             }
@@ -472,9 +544,9 @@ impl Stream {
     /// makes the socket readable; true if bytes are readable already.
     pub(crate) fn arm(&self, sock: BorrowedFd<'_>) -> bool {
         let d = self.rxd();
-        let eof = drain_bells(sock);
+        let left = drain_bells(sock);
         d.rx_armed.store(1, Ordering::SeqCst);
         fence(Ordering::SeqCst);
-        eof || self.available() > 0
+        left == Left::Eof || self.available() > 0
     }
 }
