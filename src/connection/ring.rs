@@ -66,7 +66,7 @@ use crate::sys::futex::{self, Deadline};
 /// The bytes of one direction's ring.
 pub(crate) const CAP: usize = 1 << 20;
 /// The most bytes a writer copies before it publishes them.
-const PUBLISH: usize = 32 << 10;
+const PUBLISH: usize = 128 << 10;
 /// How long a reader (or a writer without room) keeps checking before it
 /// sleeps: waking a sleeping process costs tens of microseconds here.
 const SPIN: Duration = Duration::from_micros(50);

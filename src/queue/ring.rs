@@ -1,11 +1,11 @@
 //! The byte ring under every queue: records of encoded items in shared
-//! memory, one robust process-shared mutex, and futex sequence words that
+//! memory, two robust process-shared mutexes, and futex sequence words that
 //! waiters sleep on.
 //!
 //! # Layout
 //!
-//! A [`Shared`] header (three cache lines: the producers' side, the
-//! consumers' side, and rarely written sleep words and settings) and a ring
+//! A [`Shared`] header (cache lines of their own for the producers' side,
+//! the consumers' side, each futex word, and the settings) and a ring
 //! of `cap` bytes (a power of two, at most 1 GiB; rings above 256 KiB get a
 //! memfd mapping of their own). `tail` packs the number of items ever put
 //! and the bytes ever written, `head` the items ever taken and the bytes
@@ -28,6 +28,21 @@
 //! record whose `head` was not yet advanced is still there for the next
 //! consumer. The next locker, told by the robust mutex that the owner died
 //! (within about 40 ms), has nothing to mend.
+//!
+//! Each side also keeps, under its lock, the other side's counter as it
+//! last loaded it (`head_seen`, `tail_seen`): an old head only understates
+//! the free room and an old tail only the committed records, so either is
+//! safe to act on, and the other side's cache line is loaded only when the
+//! old value falls short. A process killed at any point leaves such a value
+//! old, never wrong.
+//!
+//! # Waiting
+//!
+//! A waiter spins a few microseconds, then arms the low bit of its futex
+//! word (`not_empty` for consumers, `not_full` for producers), looks at the
+//! state once more and sleeps at most [`SLICE`]. A notifier, after its
+//! change, calls the kernel only if it finds the bit armed, clearing it as
+//! it bumps the word: a busy queue makes no system calls at all.
 //!
 //! # Large items
 //!
