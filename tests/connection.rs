@@ -144,6 +144,9 @@ fn a_writer_killed_by_sigkill_mid_message_gives_a_truncated_error() {
 
 #[test]
 fn oversized_messages_are_refused_and_skipped() {
+    // End of stream needs every copy of the peer closed: no test may fork
+    // (and inherit it) meanwhile.
+    let _s = serial();
     for (kind, (a, b)) in duplex_kinds() {
         oversized(kind, a, b);
     }
@@ -195,6 +198,9 @@ fn recv_bytes_into_and_buffer_too_short() {
 
 #[test]
 fn writing_to_a_closed_peer_is_an_error_not_a_death() {
+    // End of stream needs every copy of the peer closed: no test may fork
+    // (and inherit it) meanwhile.
+    let _s = serial();
     for (kind, (a, b)) in duplex_kinds() {
         drop(b);
         let e = a.send_bytes(b"x").unwrap_err();
@@ -207,6 +213,9 @@ fn writing_to_a_closed_peer_is_an_error_not_a_death() {
 
 #[test]
 fn poll_never_consumes_and_waits_its_timeout() {
+    // End of stream needs every copy of the peer closed: no test may fork
+    // (and inherit it) meanwhile.
+    let _s = serial();
     for (_, (a, b)) in duplex_kinds() {
         poll_never_consumes(a, b);
     }
@@ -298,6 +307,9 @@ fn python_peer(conn: &Connection, script: &str) -> std::process::Child {
 
 #[test]
 fn wire_compatible_with_python() {
+    // Serialized: the python child must not be taken for another test's
+    // left-behind child, nor inherit another test's descriptors.
+    let _s = serial();
     // An inherited descriptor read by another program: the OS-only kind.
     let (a, b) = pipe_os(true).unwrap();
     let script = r#"
@@ -497,6 +509,9 @@ fn send_handle_passes_a_descriptor_the_peer_did_not_have() {
 
 #[test]
 fn handles_pass_to_and_from_python() {
+    // Serialized: the python child must not be taken for another test's
+    // left-behind child, nor inherit another test's descriptors.
+    let _s = serial();
     let (a, b) = pipe_os(true).unwrap();
     let script = r#"
 import os, sys

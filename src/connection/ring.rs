@@ -46,7 +46,10 @@
 //! A process killed holding a direction's `send` lock in the middle of a
 //! message leaves a partial message in the stream, exactly as a partial
 //! socket write would: the next writer takes the (robust) lock over within
-//! about 40 ms.
+//! about 40 ms. Likewise a reader killed in the middle of a message leaves
+//! the rest of it at the head of the stream, as on a socket shared by
+//! several readers; with one reader per end (the usual case) neither
+//! happens to anyone else.
 
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::Arc;
