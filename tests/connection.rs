@@ -494,8 +494,8 @@ fn send_handle_passes_a_descriptor_the_peer_did_not_have() {
         drop(f);
         join_ok(&mut p);
     }
-    // A one-way pipe is not a socket.
-    let (r, w) = pipe(false).unwrap();
+    // A kernel pipe is not a socket.
+    let (r, w) = pipe_os(false).unwrap();
     assert!(matches!(
         w.send_handle(std::os::fd::AsFd::as_fd(&r)),
         Err(Error::BadConnection(_))

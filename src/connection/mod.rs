@@ -60,16 +60,16 @@ pub struct Connection {
 }
 
 /// Two connected ends, like Python's `multiprocessing.Pipe(duplex)`: with
-/// `duplex` both ends send and receive (a socketpair); without, the first
-/// end only receives and the second only sends (a kernel pipe).
+/// `duplex` both ends send and receive; without, the first end only
+/// receives and the second only sends.
 ///
 /// Made before a fork, the ends are inherited by the children; close the
 /// ends a process does not use, so that end of stream is seen when the last
 /// user of the other end goes away.
 ///
-/// The duplex kind carries its bytes through shared memory (a ring per
-/// direction, see below) and uses its socketpair only to wake a sleeping
-/// receiver and to learn that the peer is gone: both ends must be used
+/// Both kinds carry their bytes through shared memory (a ring per
+/// direction) and use a socketpair only to wake a sleeping receiver and to
+/// learn that the peer is gone: both ends must be used
 /// through their [`Connection`]s, by multiproc code in processes forked
 /// after the pair was made. For a descriptor handed to another program
 /// (a Python peer) or read with plain `read`/`write`, use [`pipe_os`].
@@ -78,18 +78,19 @@ pub struct Connection {
 /// several may receive on one end (each takes whole messages).
 #[doc(alias = "Pipe")]
 pub fn pipe(duplex: bool) -> Result<(Connection, Connection)> {
-    if !duplex {
-        return pipe_os(false);
-    }
     let (mut a, mut b) = pipe_os(true)?;
     let (sa, sb) = ring::Stream::pair()?;
     a.stream = Some(sa);
     b.stream = Some(sb);
+    if !duplex {
+        // The one-way kind: the same pair, each end used one way only.
+        (a.writable, b.readable) = (false, false);
+    }
     Ok((a, b))
 }
 
 /// Like [`pipe`], but every byte goes through the kernel descriptor (a
-/// socketpair or a kernel pipe): the kind to hand to a program that is not
+/// socketpair when duplex, a kernel pipe otherwise): the kind to hand to a program that is not
 /// multiproc (a Python peer on an inherited descriptor), or to read and
 /// write with plain `read`/`write` on [`as_raw_fd`](AsRawFd::as_raw_fd).
 pub fn pipe_os(duplex: bool) -> Result<(Connection, Connection)> {
@@ -406,8 +407,9 @@ impl Connection {
     /// an [`pipe_os`] or [`Listener`](crate::Listener) connection can
     /// receive it).
     ///
-    /// Only connections over a Unix stream socket can (a duplex pipe, a
-    /// Unix-address listener's connections): others are
+    /// Only connections over a Unix stream socket can (those of [`pipe`],
+    /// duplex [`pipe_os`] ends, a Unix-address listener's connections):
+    /// others are
     /// [`Error::BadConnection`]. Handles travel beside the messages, not
     /// among them: the receiver calls `recv_handle` for each handle sent,
     /// in order, whatever messages it receives meanwhile.
