@@ -35,6 +35,12 @@ const CHUNK: usize = 64 << 20;
 
 /// One end of a pipe: sends and receives whole messages.
 ///
+/// The descriptor behind [`as_raw_fd`](AsRawFd::as_raw_fd) carries the
+/// messages themselves for [`pipe_os`] ends, [`Connection::from_fd`] and
+/// listener connections; for [`pipe`] ends it is only the doorbell (it
+/// polls readable when a message or the end of stream is there, and passes
+/// handles), the bytes being in shared memory.
+///
 /// # Examples
 ///
 /// ```

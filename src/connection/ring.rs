@@ -61,7 +61,6 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::socket::{self, MsgFlags};
 
 use crate::error::{Error, Result};
-use crate::shm::ShmBox;
 use crate::shm::heap::{self, Allocation};
 use crate::sync::raw::{Acquired, RawProcessMutex};
 use crate::sys::futex::{self, Deadline};
@@ -113,11 +112,12 @@ struct Shared {
 // pointers, no drop glue, all-zero is valid.
 unsafe impl crate::ShmSafe for Shared {}
 
+/// One mapping of its own (never a slot of the shared heap, which this
+/// process could reuse while a child still uses the pair): direction 0's
+/// ring, direction 1's, then the [`Shared`] header.
 #[derive(Debug)]
 struct Channel {
-    shared: ShmBox<Shared>,
-    /// `2 * CAP` bytes: direction 0's ring, then direction 1's.
-    rings: Allocation,
+    map: Allocation,
 }
 
 /// One end's view of a shared-memory channel: it sends on one direction
@@ -260,22 +260,16 @@ enum Woke {
 impl Stream {
     /// A new channel: the two ends' views.
     pub(crate) fn pair() -> Result<(Stream, Stream)> {
-        let dir = || Dir {
-            send: RawProcessMutex::new(),
-            tail: AtomicU64::new(0),
-            _p1: [0; 48],
-            recv: RawProcessMutex::new(),
-            head: AtomicU64::new(0),
-            _p2: [0; 48],
-            rx_armed: AtomicU32::new(0),
-            room: AtomicU32::new(0),
-            tx_waiting: AtomicU32::new(0),
-        };
-        let shared = ShmBox::new(Shared {
-            dirs: [dir(), dir()],
-        })?;
-        let (rings, _) = heap::alloc(2 * CAP, 4096)?;
-        let ch = Arc::new(Channel { shared, rings });
+        const { crate::shm::assert_no_drop::<Shared>() };
+        let (map, fresh) = heap::alloc(2 * CAP + std::mem::size_of::<Shared>(), 4096)?;
+        if !fresh {
+            // Never the case for a block this large; refuse rather than
+            // trust old bytes.
+            return Err(Error::InvalidArgument("a reused block for a pipe"));
+        }
+        // Zeroed bytes are a valid `Shared`: unlocked mutexes, zero
+        // counters and bells.
+        let ch = Arc::new(Channel { map });
         Ok((
             Stream {
                 ch: ch.clone(),
@@ -286,7 +280,12 @@ impl Stream {
     }
 
     fn dir(&self, d: usize) -> &Dir {
-        &self.ch.shared.dirs[d]
+        // SAFETY: the mapping holds a `Shared` at `2 * CAP` (page aligned,
+        // so aligned for it), zeroed when made, which is a valid value
+        // (atomics and padding); it lives as long as `self.ch`, and is only
+        // ever reached through shared references and atomics.
+        let shared = unsafe { &*self.ch.map.ptr().as_ptr().add(2 * CAP).cast::<Shared>() };
+        &shared.dirs[d]
     }
 
     fn txd(&self) -> &Dir {
@@ -298,8 +297,8 @@ impl Stream {
     }
 
     fn ring(&self, d: usize) -> *mut u8 {
-        // SAFETY: the allocation is `2 * CAP` bytes; `d` is 0 or 1.
-        unsafe { self.ch.rings.ptr().as_ptr().add(d * CAP) }
+        // SAFETY: the mapping is more than `2 * CAP` bytes; `d` is 0 or 1.
+        unsafe { self.ch.map.ptr().as_ptr().add(d * CAP) }
     }
 
     /// Takes this end's send lock for one message.
