@@ -803,7 +803,7 @@ impl Core {
                     // SAFETY: a committed record starts at head; `get_lock`
                     // is held.
                     let payload = unsafe { self.read_payload(hb, len as usize) };
-                    s.g.head.swap(next(true), Ordering::SeqCst);
+                    s.g.head.store(next(true), Ordering::Release);
                     drop(held);
                     self.notify_putters();
                     return Ok(payload);
