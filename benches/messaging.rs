@@ -131,17 +131,23 @@ const MSG: usize = 1 << 20;
 
 fn bw_connections(a: &Connection, b: &Connection, iters: u64) -> Duration {
     let mut child = fork(move || {
-        let msg = vec![5u8; MSG];
-        for _ in 0..iters {
+        let mut msg = vec![5u8; MSG];
+        for i in 0..iters {
+            // Each message marked at both ends, so stale bytes would show.
+            msg[..8].copy_from_slice(&i.to_le_bytes());
+            msg[MSG - 1] = i as u8;
             b.send_bytes(&msg).unwrap();
         }
     });
     let t = Instant::now();
     let mut bytes = 0;
-    for _ in 0..iters {
+    for i in 0..iters {
         let m = a.recv_bytes().unwrap();
         bytes += m.len();
-        assert_eq!(m[MSG - 1], 5);
+        assert_eq!(
+            (&m[..8], m[MSG / 2], m[MSG - 1]),
+            (&i.to_le_bytes()[..], 5, i as u8)
+        );
     }
     let t = t.elapsed();
     assert!(child.join().unwrap().success());
@@ -168,16 +174,21 @@ fn pipe_bw(c: &mut Criterion) {
         bch.iter_custom(|iters| {
             let y = &y;
             let mut child = fork(move || {
-                let msg = vec![5u8; MSG];
-                for _ in 0..iters {
+                let mut msg = vec![5u8; MSG];
+                for i in 0..iters {
+                    msg[..8].copy_from_slice(&i.to_le_bytes());
+                    msg[MSG - 1] = i as u8;
                     write_full(y, &msg);
                 }
             });
             let mut buf = vec![0u8; MSG];
             let t = Instant::now();
-            for _ in 0..iters {
+            for i in 0..iters {
                 read_full(&x, &mut buf);
-                assert_eq!(buf[MSG - 1], 5);
+                assert_eq!(
+                    (&buf[..8], buf[MSG / 2], buf[MSG - 1]),
+                    (&i.to_le_bytes()[..], 5, i as u8)
+                );
             }
             let t = t.elapsed();
             assert!(child.join().unwrap().success());

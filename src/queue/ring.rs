@@ -88,6 +88,8 @@ pub(crate) const MAX_CAP: usize = 1 << 30;
 /// Spins (each a few atomic loads and a `spin_loop` hint) before a waiter
 /// sleeps: a few microseconds, less than one futex wake-up across CPUs.
 const SPIN: u32 = 2000;
+/// Pauses between two looks at the other side's counter while spinning.
+const LOOK_EVERY: u32 = 8;
 /// Spins on a busy lock before falling back to the mutex's own wait.
 const LOCK_SPIN: u32 = 200;
 /// The longest one futex sleep; after a whole slice without progress a
@@ -404,8 +406,14 @@ impl Core {
         } else {
             (&self.shared.g.head, snap.0)
         };
+        // Every look takes the line from the other side, which then pays to
+        // take it back: looking only every few pauses lets a few items (or
+        // a few frees) gather, to be handled in one go.
         for i in 0..SPIN {
-            if watch.load(Ordering::Relaxed) != seen || (i % 64 == 63 && self.snapshot() != snap) {
+            if i % LOOK_EVERY == 0
+                && (watch.load(Ordering::Relaxed) != seen
+                    || (i % 64 == 0 && i > 0 && self.snapshot() != snap))
+            {
                 return false;
             }
             std::hint::spin_loop();
