@@ -261,12 +261,9 @@ impl Stream {
     /// A new channel: the two ends' views.
     pub(crate) fn pair() -> Result<(Stream, Stream)> {
         const { crate::shm::assert_no_drop::<Shared>() };
-        let (map, fresh) = heap::alloc(2 * CAP + std::mem::size_of::<Shared>(), 4096)?;
-        if !fresh {
-            // Never the case for a block this large; refuse rather than
-            // trust old bytes.
-            return Err(Error::InvalidArgument("a reused block for a pipe"));
-        }
+        // Pages come on first touch: creating a pipe stays cheap, and a
+        // pipe carrying little uses little memory.
+        let map = heap::alloc_lazy(2 * CAP + std::mem::size_of::<Shared>())?;
         // Zeroed bytes are a valid `Shared`: unlocked mutexes, zero
         // counters and bells.
         let ch = Arc::new(Channel { map });
