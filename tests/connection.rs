@@ -9,6 +9,7 @@ use std::os::unix::process::CommandExt;
 use std::time::{Duration, Instant};
 
 use common::{PATIENCE, join_ok, serial, spawn};
+use multiproc::connection::pipe_os;
 use multiproc::{Connection, Error, pipe};
 
 #[test]
@@ -83,55 +84,102 @@ fn die() {
     multiproc::process::exit(0);
 }
 
+/// Both kinds of duplex pair: shared memory (`pipe`) and OS-only
+/// (`pipe_os`).
+fn duplex_kinds() -> [(&'static str, (Connection, Connection)); 2] {
+    [
+        ("shared-memory pipe", pipe(true).unwrap()),
+        ("os pipe", pipe_os(true).unwrap()),
+    ]
+}
+
 #[test]
 fn a_writer_killed_mid_message_gives_a_truncated_error() {
     let _s = serial();
-    let (a, b) = pipe(true).unwrap();
-    let mut p = spawn(move || {
-        // Announce 1000 bytes, send 10, die.
-        let fd = b.as_raw_fd();
-        let mut raw = 1000i32.to_be_bytes().to_vec();
-        raw.extend_from_slice(&[9u8; 10]);
-        // SAFETY: writes our own buffer to a descriptor this child owns.
-        unsafe { libc::write(fd, raw.as_ptr().cast(), raw.len()) };
-        // Die without closing cleanly (the descriptor closes with the
-        // process, as after a SIGKILL).
-        die();
-    });
-    join_ok(&mut p);
-    drop(p);
-    match a.recv_bytes() {
-        Err(Error::Truncated { expected, got }) => {
-            assert_eq!((expected, got), (1000, 10));
+    for (kind, (a, b)) in duplex_kinds() {
+        let mut p = spawn(move || {
+            // Announce 1000 bytes, send 10, die.
+            let mut raw = 1000i32.to_be_bytes().to_vec();
+            raw.extend_from_slice(&[9u8; 10]);
+            b.__send_raw(&raw).unwrap();
+            // Die without closing cleanly (the descriptor closes with the
+            // process, as after a SIGKILL).
+            die();
+        });
+        join_ok(&mut p);
+        drop(p);
+        match a.recv_bytes() {
+            Err(Error::Truncated { expected, got }) => {
+                assert_eq!((expected, got), (1000, 10), "{kind}");
+            }
+            other => panic!("{kind}: expected Truncated, got {other:?}"),
         }
-        other => panic!("expected Truncated, got {other:?}"),
     }
 }
 
 #[test]
-fn oversized_messages_are_refused_and_skipped() {
+fn a_writer_killed_by_sigkill_mid_message_gives_a_truncated_error() {
+    let _s = serial();
+    // A message four times the ring: the writer is stopped by the full
+    // ring, and killed there.
+    const N: usize = 1 << 20;
     let (a, b) = pipe(true).unwrap();
+    let mut p = spawn(move || {
+        b.send_bytes(&vec![1u8; N]).unwrap();
+        common::hang();
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    p.kill().unwrap();
+    p.join().unwrap();
+    drop(p);
+    match a.recv_bytes() {
+        Err(Error::Truncated { expected, got }) => {
+            assert_eq!(expected, N as u64);
+            assert!(got < N as u64 && got > 0, "got {got}");
+        }
+        other => panic!("expected Truncated, got {other:?}"),
+    }
+    assert!(matches!(a.recv_bytes(), Err(Error::Eof)));
+}
+
+#[test]
+fn oversized_messages_are_refused_and_skipped() {
+    // End of stream needs every copy of the peer closed: no test may fork
+    // (and inherit it) meanwhile.
+    let _s = serial();
+    for (kind, (a, b)) in duplex_kinds() {
+        oversized(kind, a, b);
+    }
+}
+
+fn oversized(kind: &str, a: Connection, b: Connection) {
     let b = b.with_max_message(1000);
     a.send_bytes(&[1u8; 5000]).unwrap();
     a.send_bytes(b"next").unwrap();
     match b.recv_bytes() {
         Err(Error::MessageTooLarge { size, max }) => assert_eq!((size, max), (5000, 1000)),
-        other => panic!("expected MessageTooLarge, got {other:?}"),
+        other => panic!("{kind}: expected MessageTooLarge, got {other:?}"),
     }
-    assert_eq!(b.recv_bytes().unwrap(), b"next", "the stream stays usable");
+    assert_eq!(
+        b.recv_bytes().unwrap(),
+        b"next",
+        "{kind}: the stream stays usable"
+    );
     // A header that lies about a huge size is never allocated.
     let lie = (-1i32)
         .to_be_bytes()
         .into_iter()
         .chain((1u64 << 60).to_be_bytes());
     let raw: Vec<u8> = lie.collect();
-    // SAFETY: writes our own buffer to a descriptor we own.
-    unsafe { libc::write(a.as_raw_fd(), raw.as_ptr().cast(), raw.len()) };
+    a.__send_raw(&raw).unwrap();
     drop(a);
-    assert!(matches!(
-        b.recv_bytes(),
-        Err(Error::MessageTooLarge { .. }) | Err(Error::Eof)
-    ));
+    assert!(
+        matches!(
+            b.recv_bytes(),
+            Err(Error::MessageTooLarge { .. }) | Err(Error::Eof)
+        ),
+        "{kind}"
+    );
 }
 
 #[test]
@@ -150,9 +198,14 @@ fn recv_bytes_into_and_buffer_too_short() {
 
 #[test]
 fn writing_to_a_closed_peer_is_an_error_not_a_death() {
-    let (a, b) = pipe(true).unwrap();
-    drop(b);
-    assert!(matches!(a.send_bytes(b"x"), Err(Error::Os { .. })));
+    // End of stream needs every copy of the peer closed: no test may fork
+    // (and inherit it) meanwhile.
+    let _s = serial();
+    for (kind, (a, b)) in duplex_kinds() {
+        drop(b);
+        let e = a.send_bytes(b"x").unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EPIPE), "{kind}: {e}");
+    }
     let (r, w) = pipe(false).unwrap();
     drop(r);
     assert!(matches!(w.send_bytes(b"x"), Err(Error::Os { .. })));
@@ -160,7 +213,15 @@ fn writing_to_a_closed_peer_is_an_error_not_a_death() {
 
 #[test]
 fn poll_never_consumes_and_waits_its_timeout() {
-    let (a, b) = pipe(true).unwrap();
+    // End of stream needs every copy of the peer closed: no test may fork
+    // (and inherit it) meanwhile.
+    let _s = serial();
+    for (_, (a, b)) in duplex_kinds() {
+        poll_never_consumes(a, b);
+    }
+}
+
+fn poll_never_consumes(a: Connection, b: Connection) {
     assert!(!b.poll(Some(Duration::ZERO)).unwrap());
     let t = Instant::now();
     assert!(!b.poll(Some(Duration::from_millis(30))).unwrap());
@@ -246,7 +307,11 @@ fn python_peer(conn: &Connection, script: &str) -> std::process::Child {
 
 #[test]
 fn wire_compatible_with_python() {
-    let (a, b) = pipe(true).unwrap();
+    // Serialized: the python child must not be taken for another test's
+    // left-behind child, nor inherit another test's descriptors.
+    let _s = serial();
+    // An inherited descriptor read by another program: the OS-only kind.
+    let (a, b) = pipe_os(true).unwrap();
     let script = r#"
 import sys
 from multiprocessing.connection import Connection
@@ -286,4 +351,209 @@ fn messages_over_two_gib_use_the_long_header() {
     assert_eq!(m.len(), N);
     assert_eq!((m[0], m[N - 1]), (3, 4));
     join_ok(&mut p);
+}
+
+#[test]
+fn shared_memory_pipe_messages_left_by_a_dead_peer_are_read_before_eof() {
+    let _s = serial();
+    let (a, b) = pipe(true).unwrap();
+    let mut p = spawn(move || {
+        for i in 0..3u8 {
+            b.send_bytes(&vec![i; 1000 * (i as usize + 1)]).unwrap();
+        }
+        die();
+    });
+    join_ok(&mut p);
+    drop(p);
+    for i in 0..3u8 {
+        assert_eq!(a.recv_bytes().unwrap(), vec![i; 1000 * (i as usize + 1)]);
+    }
+    assert!(matches!(a.recv_bytes(), Err(Error::Eof)));
+    assert!(
+        a.poll(Some(Duration::ZERO)).unwrap(),
+        "end of stream polls ready"
+    );
+}
+
+#[test]
+fn shared_memory_pipe_several_senders_and_receivers_on_one_end() {
+    let _s = serial();
+    // Messages larger than the ring, so a sender must wait for room in the
+    // middle of one, while the other sender and the other receiver run.
+    const BIG: usize = 600 << 10;
+    let (a, b) = pipe(true).unwrap();
+    let results = multiproc::Array::<u64>::zeroed(2).unwrap();
+    let senders: Vec<_> = (0..2u8)
+        .map(|k| {
+            let b = &b;
+            spawn(move || {
+                for i in 0..20usize {
+                    let n = if i % 5 == 0 { BIG } else { 100 + i };
+                    b.send_bytes(&vec![k * 100 + i as u8; n]).unwrap();
+                }
+            })
+        })
+        .collect();
+    let receivers: Vec<_> = (0..2usize)
+        .map(|r| {
+            let (a, results) = (&a, &results);
+            spawn(move || {
+                let mut seen = 0u64;
+                for _ in 0..20 {
+                    let m = a.recv_bytes().unwrap();
+                    // Whole and unmixed: one byte value, a size it was sent with.
+                    assert!(m.iter().all(|&x| x == m[0]), "a mixed message");
+                    let i = (m[0] % 100) as usize;
+                    let want = if i % 5 == 0 { BIG } else { 100 + i };
+                    assert_eq!(m.len(), want);
+                    seen += 1;
+                }
+                results.set(r, seen).unwrap();
+            })
+        })
+        .collect();
+    for mut p in senders.into_iter().chain(receivers) {
+        join_ok(&mut p);
+    }
+    assert_eq!(results.get(0).unwrap() + results.get(1).unwrap(), 40);
+    assert!(!a.poll(Some(Duration::ZERO)).unwrap());
+}
+
+#[test]
+fn shared_memory_pipe_sender_waiting_for_room_sees_the_reader_die() {
+    let _s = serial();
+    let (a, b) = pipe(true).unwrap();
+    // The child inherits both ends and never reads; the parent closes its
+    // copy of `b`. Fill the ring, then kill the reader (the last holder of
+    // `b`) while this sender waits for room.
+    let mut reader = spawn(common::hang);
+    drop(b);
+    let killer = std::thread::spawn({
+        let pid = reader.pid().unwrap();
+        move || {
+            std::thread::sleep(Duration::from_millis(100));
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGKILL)
+                .unwrap();
+        }
+    });
+    let t = Instant::now();
+    let e = a.send_bytes(&vec![0u8; 4 << 20]);
+    killer.join().unwrap();
+    reader.join().unwrap();
+    drop(reader);
+    let e = e.unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EPIPE), "{e}");
+    assert!(t.elapsed() < PATIENCE);
+}
+
+#[test]
+fn shared_memory_pipe_poll_wakes_on_data_from_another_process() {
+    let _s = serial();
+    let (a, b) = pipe(true).unwrap();
+    let mut p = spawn(|| {
+        // Long enough for the parent to be asleep in poll.
+        std::thread::sleep(Duration::from_millis(100));
+        b.send_bytes(b"wake up").unwrap();
+    });
+    let t = Instant::now();
+    assert!(a.poll(Some(PATIENCE)).unwrap());
+    assert!(t.elapsed() >= Duration::from_millis(90));
+    assert!(t.elapsed() < Duration::from_secs(2));
+    assert!(
+        a.poll(Some(Duration::ZERO)).unwrap(),
+        "poll consumed nothing"
+    );
+    assert_eq!(a.recv_bytes().unwrap(), b"wake up");
+    join_ok(&mut p);
+}
+
+#[test]
+fn send_handle_passes_a_descriptor_the_peer_did_not_have() {
+    let _s = serial();
+    for (kind, (a, b)) in duplex_kinds() {
+        let mut p = spawn(|| {
+            // Let the parent fall asleep in recv_bytes, so that a bell byte
+            // (shared-memory kind) precedes the handle on its socket.
+            std::thread::sleep(Duration::from_millis(100));
+            b.send_bytes(b"first").unwrap();
+            // A pipe made after the fork: the parent cannot have it.
+            let (r, w) = nix::unistd::pipe().unwrap();
+            b.send_handle(std::os::fd::AsFd::as_fd(&w)).unwrap();
+            drop(w);
+            b.send_bytes(b"after").unwrap();
+            let mut got = Vec::new();
+            let mut f = std::fs::File::from(r);
+            std::io::Read::read_to_end(&mut f, &mut got).unwrap();
+            assert_eq!(got, b"written through the passed handle");
+        });
+        assert_eq!(a.recv_bytes().unwrap(), b"first", "{kind}");
+        let fd = a.recv_handle().unwrap();
+        assert_eq!(a.recv_bytes().unwrap(), b"after", "{kind}");
+        let mut f = std::fs::File::from(fd);
+        std::io::Write::write_all(&mut f, b"written through the passed handle").unwrap();
+        drop(f);
+        join_ok(&mut p);
+    }
+    // A kernel pipe is not a socket.
+    let (r, w) = pipe_os(false).unwrap();
+    assert!(matches!(
+        w.send_handle(std::os::fd::AsFd::as_fd(&r)),
+        Err(Error::BadConnection(_))
+    ));
+    assert!(matches!(r.recv_handle(), Err(Error::BadConnection(_))));
+    // The peer closed without sending one: end of stream.
+    let (a, b) = pipe(true).unwrap();
+    drop(b);
+    assert!(matches!(a.recv_handle(), Err(Error::Eof)));
+}
+
+#[test]
+fn handles_pass_to_and_from_python() {
+    // Serialized: the python child must not be taken for another test's
+    // left-behind child, nor inherit another test's descriptors.
+    let _s = serial();
+    let (a, b) = pipe_os(true).unwrap();
+    let script = r#"
+import os, sys
+from multiprocessing.connection import Connection
+from multiprocessing import reduction
+c = Connection(int(sys.argv[1]))
+fd = reduction.recv_handle(c)
+os.write(fd, b"python wrote this")
+os.close(fd)
+r, w = os.pipe()
+reduction.send_handle(c, w, 0)
+os.close(w)
+c.send_bytes(b"sent")
+print(os.read(r, 100).decode(), end="")
+"#;
+    let fd = b.as_raw_fd();
+    let mut cmd = std::process::Command::new("python3");
+    cmd.arg("-c").arg(script).arg(fd.to_string());
+    cmd.stdout(std::process::Stdio::piped());
+    // SAFETY: only fcntl, async-signal-safe, between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let py = cmd
+        .spawn()
+        .expect("python3 is needed for the interop tests");
+    drop(b);
+    let (r, w) = nix::unistd::pipe().unwrap();
+    a.send_handle(std::os::fd::AsFd::as_fd(&w)).unwrap();
+    drop(w);
+    let mut got = Vec::new();
+    std::io::Read::read_to_end(&mut std::fs::File::from(r), &mut got).unwrap();
+    assert_eq!(got, b"python wrote this");
+    let theirs = a.recv_handle().unwrap();
+    assert_eq!(a.recv_bytes().unwrap(), b"sent");
+    std::io::Write::write_all(&mut std::fs::File::from(theirs), b"rust wrote this").unwrap();
+    let out = py.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(out.stdout, b"rust wrote this");
 }

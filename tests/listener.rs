@@ -500,3 +500,82 @@ fn our_client_python_listener_wrong_key() {
         assert!(rest.starts_with("auth-error"), "{py}: {rest}");
     }
 }
+
+#[test]
+fn connect_timeout_against_a_listener_that_never_accepts() {
+    let _s = serial();
+    let dir = TempDir::new();
+    // A keyed listener that never calls accept: the connection completes
+    // in the kernel's backlog, and no challenge ever comes.
+    let l = Listener::bind(&Address::Unix(dir.sock()), Some(KEY)).unwrap();
+    let t = std::time::Instant::now();
+    let r = Client::connect_timeout(l.address(), Some(KEY), Some(Duration::from_millis(200)));
+    assert!(matches!(r, Err(Error::Timeout)), "{r:?}");
+    assert!(t.elapsed() >= Duration::from_millis(200) && t.elapsed() < PATIENCE);
+    drop(l);
+
+    // A listening socket whose backlog is full (backlog 0, one pending
+    // connection): a blocking connect would wait for ever; the timeout
+    // bounds it, with or without a key.
+    use nix::sys::socket::{
+        AddressFamily, Backlog, SockFlag, SockType, UnixAddr, bind, listen, socket,
+    };
+    let path = dir.0.join("full.sock");
+    let s = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .unwrap();
+    bind(
+        std::os::fd::AsRawFd::as_raw_fd(&s),
+        &UnixAddr::new(&path).unwrap(),
+    )
+    .unwrap();
+    listen(&s, Backlog::new(0).unwrap()).unwrap();
+    let mut pending = Vec::new();
+    // Fill the backlog (the kernel lets one more in than the number given).
+    while pending.len() < 8 {
+        let c = nix::sys::socket::socket(
+            AddressFamily::Unix,
+            SockType::Stream,
+            SockFlag::SOCK_NONBLOCK,
+            None,
+        )
+        .unwrap();
+        match nix::sys::socket::connect(
+            std::os::fd::AsRawFd::as_raw_fd(&c),
+            &UnixAddr::new(&path).unwrap(),
+        ) {
+            Ok(()) => pending.push(c),
+            Err(nix::errno::Errno::EAGAIN) => break,
+            Err(e) => panic!("connect: {e}"),
+        }
+    }
+    assert!(
+        !pending.is_empty() && pending.len() < 8,
+        "{}",
+        pending.len()
+    );
+    for key in [None, Some(KEY)] {
+        let t = std::time::Instant::now();
+        let r = Client::connect_timeout(
+            &Address::Unix(path.clone()),
+            key,
+            Some(Duration::from_millis(150)),
+        );
+        assert!(matches!(r, Err(Error::Timeout)), "{r:?}");
+        assert!(t.elapsed() >= Duration::from_millis(150) && t.elapsed() < PATIENCE);
+    }
+    // Room again: the same call connects (no key, so no handshake).
+    for _ in 0..pending.len() {
+        nix::sys::socket::accept(std::os::fd::AsRawFd::as_raw_fd(&s)).unwrap();
+    }
+    let c = Client::connect_timeout(
+        &Address::Unix(path.clone()),
+        None,
+        Some(Duration::from_secs(5)),
+    );
+    assert!(c.is_ok(), "{c:?}");
+}

@@ -567,7 +567,10 @@ impl Client {
         timeout: Option<Duration>,
     ) -> Result<Connection> {
         let deadline = timeout.map(|t| Instant::now() + t);
-        let fd = connect_socket(address)?;
+        let fd = match deadline {
+            None => connect_socket(address)?,
+            Some(d) => connect_socket_until(address, d)?,
+        };
         let Some(key) = authkey else {
             return Ok(Connection::from_fd(fd, true, true));
         };
@@ -612,6 +615,58 @@ fn connect_socket(address: &Address) -> Result<OwnedFd> {
             s.into()
         }
     })
+}
+
+/// Connects by `deadline`: [`Error::Timeout`] if the listener's backlog
+/// stays full (a listener that does not accept) or the peer does not
+/// answer until then.
+fn connect_socket_until(address: &Address, deadline: Instant) -> Result<OwnedFd> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, connect, socket};
+    let left = || deadline.saturating_duration_since(Instant::now());
+    let ua = match address {
+        Address::Tcp(a) => {
+            if left().is_zero() {
+                return Err(Error::Timeout);
+            }
+            let s = TcpStream::connect_timeout(a, left()).map_err(|e| {
+                if e.kind() == io::ErrorKind::TimedOut {
+                    Error::Timeout
+                } else {
+                    Error::os("connect", e)
+                }
+            })?;
+            let _ = s.set_nodelay(true);
+            return Ok(s.into());
+        }
+        Address::Unix(p) => UnixAddr::new(p.as_path()).map_err(|e| Error::os("connect", e))?,
+        Address::Abstract(n) => {
+            UnixAddr::new_abstract(n.as_slice()).map_err(|e| Error::os("connect", e))?
+        }
+    };
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+        None,
+    )
+    .map_err(|e| Error::os("socket", e))?;
+    loop {
+        match connect(fd.as_raw_fd(), &ua) {
+            Ok(()) => break,
+            Err(Errno::EINTR) => continue,
+            // The listener's backlog is full: it is not accepting. A Unix
+            // socket cannot be polled for room there; look again shortly.
+            Err(Errno::EAGAIN) => {
+                if left().is_zero() {
+                    return Err(Error::Timeout);
+                }
+                std::thread::sleep(left().min(Duration::from_millis(2)));
+            }
+            Err(e) => return Err(Error::os("connect", e)),
+        }
+    }
+    set_nonblocking(fd.as_fd(), false)?;
+    Ok(fd)
 }
 
 /// A poll timeout reaching `deadline` (rounded up to whole milliseconds).

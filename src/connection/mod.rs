@@ -8,6 +8,7 @@
 //! descriptor (and, later, over `Listener`/`Client` sockets).
 
 pub mod listener;
+mod ring;
 
 use std::io::IoSlice;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
@@ -34,6 +35,12 @@ const CHUNK: usize = 64 << 20;
 
 /// One end of a pipe: sends and receives whole messages.
 ///
+/// The descriptor behind [`as_raw_fd`](AsRawFd::as_raw_fd) carries the
+/// messages themselves for [`pipe_os`] ends, [`Connection::from_fd`] and
+/// listener connections; for [`pipe`] ends it is only the doorbell (it
+/// polls readable when a message or the end of stream is there, and passes
+/// handles), the bytes being in shared memory.
+///
 /// # Examples
 ///
 /// ```
@@ -53,17 +60,46 @@ pub struct Connection {
     writable: bool,
     socket: bool,
     max_message: u64,
+    /// The shared-memory data path of a [`pipe`] pair (the socket is then
+    /// only the doorbell and the witness of the peer's life).
+    stream: Option<ring::Stream>,
 }
 
 /// Two connected ends, like Python's `multiprocessing.Pipe(duplex)`: with
-/// `duplex` both ends send and receive (a socketpair); without, the first
-/// end only receives and the second only sends (a kernel pipe).
+/// `duplex` both ends send and receive; without, the first end only
+/// receives and the second only sends.
 ///
 /// Made before a fork, the ends are inherited by the children; close the
 /// ends a process does not use, so that end of stream is seen when the last
 /// user of the other end goes away.
+///
+/// Both kinds carry their bytes through shared memory (a ring per
+/// direction) and use a socketpair only to wake a sleeping receiver and to
+/// learn that the peer is gone: both ends must be used
+/// through their [`Connection`]s, by multiproc code in processes forked
+/// after the pair was made. For a descriptor handed to another program
+/// (a Python peer) or read with plain `read`/`write`, use [`pipe_os`].
+///
+/// Several processes may send on one end (each message goes whole), and
+/// several may receive on one end (each takes whole messages).
 #[doc(alias = "Pipe")]
 pub fn pipe(duplex: bool) -> Result<(Connection, Connection)> {
+    let (mut a, mut b) = pipe_os(true)?;
+    let (sa, sb) = ring::Stream::pair()?;
+    a.stream = Some(sa);
+    b.stream = Some(sb);
+    if !duplex {
+        // The one-way kind: the same pair, each end used one way only.
+        (a.writable, b.readable) = (false, false);
+    }
+    Ok((a, b))
+}
+
+/// Like [`pipe`], but every byte goes through the kernel descriptor (a
+/// socketpair when duplex, a kernel pipe otherwise): the kind to hand to a program that is not
+/// multiproc (a Python peer on an inherited descriptor), or to read and
+/// write with plain `read`/`write` on [`as_raw_fd`](AsRawFd::as_raw_fd).
+pub fn pipe_os(duplex: bool) -> Result<(Connection, Connection)> {
     if duplex {
         let (a, b) = socket::socketpair(
             AddressFamily::Unix,
@@ -97,6 +133,7 @@ impl Connection {
             writable,
             socket,
             max_message: DEFAULT_MAX_MESSAGE,
+            stream: None,
         }
     }
 
@@ -155,6 +192,10 @@ impl Connection {
     }
 
     fn write_all(&self, parts: &[&[u8]]) -> Result<()> {
+        if let Some(s) = &self.stream {
+            let _one_writer = s.lock_send();
+            return s.write(self.fd.as_fd(), parts);
+        }
         let mut part = 0;
         let mut off = 0;
         while part < parts.len() {
@@ -195,6 +236,7 @@ impl Connection {
     /// the middle of a message; [`Error::MessageTooLarge`] for a message
     /// over the maximum (skipped: the next call reads the next message).
     pub fn recv_bytes(&self) -> Result<Vec<u8>> {
+        let _one_reader = self.stream.as_ref().map(|s| s.lock_recv());
         let size = self.recv_header()?;
         let mut buf = Vec::new();
         let mut got = 0usize;
@@ -206,8 +248,14 @@ impl Connection {
                     size,
                     max: self.max_message,
                 })?;
-            buf.resize(got + step, 0);
-            let n = self.read_exact_or_eof(&mut buf[got..got + step])?;
+            let n = match &self.stream {
+                // Copied straight from the ring, no zeroing first.
+                Some(s) => s.read_append(self.fd.as_fd(), &mut buf, step),
+                None => {
+                    buf.resize(got + step, 0);
+                    self.read_exact_or_eof(&mut buf[got..got + step])?
+                }
+            };
             got += n;
             if n < step {
                 return Err(Error::Truncated {
@@ -222,6 +270,7 @@ impl Connection {
     /// Receives one message into `buf` and returns its length; a message
     /// longer than `buf` is [`Error::BufferTooShort`] carrying it.
     pub fn recv_bytes_into(&self, buf: &mut [u8]) -> Result<usize> {
+        let _one_reader = self.stream.as_ref().map(|s| s.lock_recv());
         let size = self.recv_header()?;
         if size as usize > buf.len() {
             let mut whole = vec![0u8; size as usize];
@@ -290,6 +339,12 @@ impl Connection {
 
     /// Reads and drops `n` bytes (an oversized message's body).
     fn skip(&self, mut n: u64) -> Result<()> {
+        if let Some(s) = &self.stream {
+            return match s.skip(self.fd.as_fd(), n) == n {
+                true => Ok(()),
+                false => Err(Error::Eof),
+            };
+        }
         let mut sink = vec![0u8; 64 * 1024];
         while n > 0 {
             let step = n.min(sink.len() as u64) as usize;
@@ -304,6 +359,9 @@ impl Connection {
 
     /// Fills `buf` unless the stream ends first; returns how much it read.
     fn read_exact_or_eof(&self, buf: &mut [u8]) -> Result<usize> {
+        if let Some(s) = &self.stream {
+            return Ok(s.read_exact_or_eof(self.fd.as_fd(), buf));
+        }
         let mut got = 0;
         while got < buf.len() {
             match nix::unistd::read(&self.fd, &mut buf[got..]) {
@@ -319,6 +377,9 @@ impl Connection {
 
     /// Checks for data for a short while before the blocking read sleeps.
     fn spin_for_data(&self) {
+        if self.stream.is_some() {
+            return; // the ring's reads spin on shared memory
+        }
         let start = Instant::now();
         while start.elapsed() < SPIN {
             if self.ready(Some(Duration::ZERO)).unwrap_or(true) {
@@ -339,7 +400,117 @@ impl Connection {
         if !self.readable {
             return Err(Error::BadConnection("write-only"));
         }
+        if let Some(s) = &self.stream {
+            return Ok(s.poll(self.fd.as_fd(), timeout));
+        }
         self.ready(timeout)
+    }
+
+    /// Passes a copy of the file descriptor `fd` to the process at the
+    /// other end, which takes it with [`recv_handle`](Self::recv_handle):
+    /// Python's `multiprocessing.reduction.send_handle` (`SCM_RIGHTS` over
+    /// the Unix socket, with the same one-byte payload, so a Python peer on
+    /// an [`pipe_os`] or [`Listener`](crate::Listener) connection can
+    /// receive it).
+    ///
+    /// Only connections over a Unix stream socket can (those of [`pipe`],
+    /// duplex [`pipe_os`] ends, a Unix-address listener's connections):
+    /// others are
+    /// [`Error::BadConnection`]. Handles travel beside the messages, not
+    /// among them: the receiver calls `recv_handle` for each handle sent,
+    /// in order, whatever messages it receives meanwhile.
+    pub fn send_handle(&self, fd: BorrowedFd<'_>) -> Result<()> {
+        if !self.writable {
+            return Err(Error::BadConnection("read-only"));
+        }
+        if !self.socket {
+            return Err(Error::BadConnection("handles need a Unix socket"));
+        }
+        let fds = [fd.as_raw_fd()];
+        let cmsg = [socket::ControlMessage::ScmRights(&fds)];
+        let payload = [1u8];
+        let iov = [IoSlice::new(&payload)];
+        loop {
+            match socket::sendmsg::<()>(
+                self.fd.as_raw_fd(),
+                &iov,
+                &cmsg,
+                MsgFlags::MSG_NOSIGNAL,
+                None,
+            ) {
+                Ok(_) => return Ok(()),
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(Error::os("sendmsg", e)),
+            }
+        }
+    }
+
+    /// Takes a file descriptor passed by the other end with
+    /// [`send_handle`](Self::send_handle) (waiting for it): Python's
+    /// `multiprocessing.reduction.recv_handle`. The descriptor is new in
+    /// this process, close-on-exec. [`Error::Eof`] if the other end closed
+    /// first.
+    pub fn recv_handle(&self) -> Result<OwnedFd> {
+        use std::os::fd::FromRawFd;
+        if !self.readable {
+            return Err(Error::BadConnection("write-only"));
+        }
+        if !self.socket {
+            return Err(Error::BadConnection("handles need a Unix socket"));
+        }
+        let mut space = nix::cmsg_space!([RawFd; 4]);
+        // Bytes before the handle's are a shared-memory pipe's bells (the
+        // kernel never merges bytes past the one carrying descriptors);
+        // read until the descriptors come.
+        let mut buf = [0u8; 64];
+        // A plain socket carries messages too: read the handle's byte only.
+        let want = if self.stream.is_some() { buf.len() } else { 1 };
+        loop {
+            let mut iov = [std::io::IoSliceMut::new(&mut buf[..want])];
+            let msg = match socket::recvmsg::<()>(
+                self.fd.as_raw_fd(),
+                &mut iov,
+                Some(&mut space),
+                MsgFlags::MSG_CMSG_CLOEXEC,
+            ) {
+                Ok(m) => m,
+                Err(Errno::EINTR) => continue,
+                Err(Errno::ECONNRESET) => return Err(Error::Eof),
+                Err(e) => return Err(Error::os("recvmsg", e)),
+            };
+            if msg.bytes == 0 {
+                return Err(Error::Eof);
+            }
+            let mut got: Vec<OwnedFd> = Vec::new();
+            for c in msg.cmsgs().map_err(|e| Error::os("recvmsg", e))? {
+                if let socket::ControlMessageOwned::ScmRights(fds) = c {
+                    // SAFETY: the kernel just installed these descriptors
+                    // in this process for us; nothing else owns them.
+                    got.extend(fds.into_iter().map(|f| unsafe { OwnedFd::from_raw_fd(f) }));
+                }
+            }
+            if got.len() > 1 {
+                return Err(Error::Codec(format!(
+                    "expected one handle, got {}",
+                    got.len()
+                )));
+            }
+            if let Some(fd) = got.pop() {
+                return Ok(fd);
+            }
+            if self.stream.is_none() {
+                return Err(Error::Codec("bytes where a handle was expected".into()));
+            }
+        }
+    }
+
+    /// Test hook, not part of the API: writes `raw` bytes into the stream
+    /// as they are (no framing), through whichever path the connection
+    /// uses, as a writer killed mid-message or a lying peer would leave
+    /// them.
+    #[doc(hidden)]
+    pub fn __send_raw(&self, raw: &[u8]) -> Result<()> {
+        self.write_all(&[raw])
     }
 
     /// Closes this end (dropping it does the same).
@@ -376,5 +547,12 @@ impl Waitable for Connection {
     /// Ready when a message (or end of stream) can be read.
     fn ready_fd(&self) -> Option<BorrowedFd<'_>> {
         self.readable.then(|| self.fd.as_fd())
+    }
+
+    fn prepare_wait(&self) -> bool {
+        match &self.stream {
+            Some(s) if self.readable => s.arm(self.fd.as_fd()),
+            _ => false,
+        }
     }
 }

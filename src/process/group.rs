@@ -17,6 +17,16 @@ pub trait Waitable {
     /// The descriptor that becomes readable, or `None` if there is nothing
     /// to wait for (a process not started).
     fn ready_fd(&self) -> Option<BorrowedFd<'_>>;
+
+    /// Called by [`wait`] just before it polls the descriptors: returns
+    /// true if the object is ready already although its descriptor may not
+    /// show it, and otherwise arranges for the descriptor to become
+    /// readable once it is ready. A [`Connection`](crate::Connection)
+    /// made by [`pipe`](crate::pipe) carries its bytes in shared memory and
+    /// needs this; descriptor-only objects keep the default (false).
+    fn prepare_wait(&self) -> bool {
+        false
+    }
 }
 
 impl<T> Waitable for Process<'_, T> {
@@ -36,6 +46,20 @@ pub fn wait(objects: &[&dyn Waitable], timeout: Option<Duration>) -> Result<Vec<
         .iter()
         .map(|o| o.ready_fd().ok_or(Error::NotStarted))
         .collect::<Result<Vec<_>>>()?;
+    let ready: Vec<usize> = objects
+        .iter()
+        .enumerate()
+        .filter(|(_, o)| o.prepare_wait())
+        .map(|(i, _)| i)
+        .collect();
+    if !ready.is_empty() {
+        // Also report the others that are ready now.
+        let mut now = sys::poll_readable(&fds, Some(Duration::ZERO))?;
+        now.extend(ready);
+        now.sort_unstable();
+        now.dedup();
+        return Ok(now);
+    }
     if fds.is_empty() {
         if let Some(t) = timeout {
             std::thread::sleep(t);

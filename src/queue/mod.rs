@@ -50,8 +50,8 @@
 //!   [`join_timeout`](JoinableQueue::join_timeout)).
 //!
 //! Nothing else: no other item is lost, duplicated or reordered. A waiter
-//! killed while asleep leaves a sleeper count one too high, which only
-//! costs the others a needless wake-up call per operation.
+//! killed while asleep leaves its futex word armed, which costs the next
+//! notifier one needless wake-up call.
 
 mod error;
 pub(crate) mod ring;

@@ -1,11 +1,11 @@
 //! The byte ring under every queue: records of encoded items in shared
-//! memory, one robust process-shared mutex, and futex sequence words that
+//! memory, two robust process-shared mutexes, and futex sequence words that
 //! waiters sleep on.
 //!
 //! # Layout
 //!
-//! A [`Shared`] header (three cache lines: the producers' side, the
-//! consumers' side, and rarely written sleep words and settings) and a ring
+//! A [`Shared`] header (cache lines of their own for the producers' side,
+//! the consumers' side, each futex word, and the settings) and a ring
 //! of `cap` bytes (a power of two, at most 1 GiB; rings above 256 KiB get a
 //! memfd mapping of their own). `tail` packs the number of items ever put
 //! and the bytes ever written, `head` the items ever taken and the bytes
@@ -28,6 +28,21 @@
 //! record whose `head` was not yet advanced is still there for the next
 //! consumer. The next locker, told by the robust mutex that the owner died
 //! (within about 40 ms), has nothing to mend.
+//!
+//! Each side also keeps, under its lock, the other side's counter as it
+//! last loaded it (`head_seen`, `tail_seen`): an old head only understates
+//! the free room and an old tail only the committed records, so either is
+//! safe to act on, and the other side's cache line is loaded only when the
+//! old value falls short. A process killed at any point leaves such a value
+//! old, never wrong.
+//!
+//! # Waiting
+//!
+//! A waiter spins a few microseconds, then arms the low bit of its futex
+//! word (`not_empty` for consumers, `not_full` for producers), looks at the
+//! state once more and sleeps at most [`SLICE`]. A notifier, after its
+//! change, calls the kernel only if it finds the bit armed, clearing it as
+//! it bumps the word: a busy queue makes no system calls at all.
 //!
 //! # Large items
 //!
@@ -73,6 +88,8 @@ pub(crate) const MAX_CAP: usize = 1 << 30;
 /// Spins (each a few atomic loads and a `spin_loop` hint) before a waiter
 /// sleeps: a few microseconds, less than one futex wake-up across CPUs.
 const SPIN: u32 = 2000;
+/// Pauses between two looks at the other side's counter while spinning.
+const LOOK_EVERY: u32 = 8;
 /// Spins on a busy lock before falling back to the mutex's own wait.
 const LOCK_SPIN: u32 = 200;
 /// The longest one futex sleep; after a whole slice without progress a
@@ -104,6 +121,10 @@ struct PutSide {
     big_tid: AtomicU32,
     big_id: AtomicU32,
     next_id: AtomicU32,
+    /// The head as last loaded by a producer (under `put_lock`): room
+    /// is checked against it, and the real head (on the consumers' cache
+    /// line) is loaded only when it shows too little.
+    head_seen: AtomicU64,
 }
 
 /// The consumers' side: written by getters, under `get_lock`.
@@ -116,18 +137,32 @@ struct GetSide {
     /// The thread receiving a large item (0: none), and that item's id.
     rx_tid: AtomicU32,
     rx_id: AtomicU32,
+    /// The tail as last loaded by a consumer (under `get_lock`): records
+    /// before it are taken without loading the real tail (on the
+    /// producers' cache line).
+    tail_seen: AtomicU64,
 }
 
-/// Sleep words and settings: written rarely.
+/// A futex word that waiters sleep on: a sequence number, counted in steps
+/// of 2, whose low bit a waiter sets before it sleeps. A notifier calls
+/// the kernel only when it finds the bit set (and clears it as it bumps
+/// the sequence), so a busy queue makes no system calls for its waiters.
+#[derive(Debug)]
+#[repr(C, align(64))]
+struct Bell {
+    word: AtomicU32,
+}
+
+const ARMED: u32 = 1;
+
+/// Settings, and the closed flag: written rarely.
 #[derive(Debug)]
 #[repr(C, align(64))]
 struct Waits {
-    /// Bumped when items arrive; getters sleep on it.
-    not_empty: AtomicU32,
-    get_sleepers: AtomicU32,
-    /// Bumped when room appears; putters sleep on it.
-    not_full: AtomicU32,
-    put_sleepers: AtomicU32,
+    /// Rung when items arrive; getters sleep on it.
+    not_empty: Bell,
+    /// Rung when room appears; putters sleep on it.
+    not_full: Bell,
     closed: AtomicU32,
     joinable: u32,
     cap: u64,
@@ -239,18 +274,22 @@ impl Core {
                 big_tid: AtomicU32::new(0),
                 big_id: AtomicU32::new(0),
                 next_id: AtomicU32::new(1),
+                head_seen: AtomicU64::new(0),
             },
             g: GetSide {
                 get_lock: RawProcessMutex::new(),
                 head: AtomicU64::new(0),
                 rx_tid: AtomicU32::new(0),
                 rx_id: AtomicU32::new(0),
+                tail_seen: AtomicU64::new(0),
             },
             w: Waits {
-                not_empty: AtomicU32::new(0),
-                get_sleepers: AtomicU32::new(0),
-                not_full: AtomicU32::new(0),
-                put_sleepers: AtomicU32::new(0),
+                not_empty: Bell {
+                    word: AtomicU32::new(0),
+                },
+                not_full: Bell {
+                    word: AtomicU32::new(0),
+                },
                 closed: AtomicU32::new(0),
                 joinable: joinable as u32,
                 cap: cap as u64,
@@ -295,9 +334,10 @@ impl Core {
 
     fn wake_everyone(&self) {
         let w = &self.shared.w;
-        for word in [&w.not_empty, &w.not_full] {
-            word.fetch_add(1, Ordering::Release);
-            futex::wake_all(word);
+        for bell in [&w.not_empty, &w.not_full] {
+            // A new sequence (the armed bit kept), and everyone up.
+            bell.word.fetch_add(2, Ordering::SeqCst);
+            futex::wake_all(&bell.word);
         }
     }
 
@@ -313,7 +353,9 @@ impl Core {
         let (gets, hb) = unpack(head);
         let (puts, tb) = unpack(tail);
         let used = tb.wrapping_sub(hb) as u64;
-        w.cap - used >= rec
+        // (An old head may show more used than the ring holds: no room
+        // then, and the caller looks at the real head.)
+        w.cap.checked_sub(used).is_some_and(|free| free >= rec)
             && (!count || w.maxsize == 0 || (puts.wrapping_sub(gets) as u64) < w.maxsize)
     }
 
@@ -355,17 +397,23 @@ impl Core {
     /// Waits until the state differs from `snap`: a bounded spin, then futex
     /// sleeps of at most [`SLICE`]. Returns true if it slept a whole slice
     /// without news (so the caller may check who is alive).
-    fn wait(&self, word: &AtomicU32, sleepers: &AtomicU32, snap: Snap, deadline: Deadline) -> bool {
+    fn wait(&self, bell: &Bell, snap: Snap, deadline: Deadline) -> bool {
         // Spin mostly on the counter the other side moves (the tail for a
         // getter, the head for a putter), looking at everything now and then.
-        let getter = std::ptr::eq(word, &self.shared.w.not_empty);
+        let getter = std::ptr::eq(bell, &self.shared.w.not_empty);
         let (watch, seen) = if getter {
             (&self.shared.p.tail, snap.1)
         } else {
             (&self.shared.g.head, snap.0)
         };
+        // Every look takes the line from the other side, which then pays to
+        // take it back: looking only every few pauses lets a few items (or
+        // a few frees) gather, to be handled in one go.
         for i in 0..SPIN {
-            if watch.load(Ordering::Relaxed) != seen || (i % 64 == 63 && self.snapshot() != snap) {
+            if i % LOOK_EVERY == 0
+                && (watch.load(Ordering::Relaxed) != seen
+                    || (i % 64 == 0 && i > 0 && self.snapshot() != snap))
+            {
                 return false;
             }
             std::hint::spin_loop();
@@ -373,40 +421,45 @@ impl Core {
         if deadline.expired() {
             return false;
         }
-        sleepers.fetch_add(1, Ordering::SeqCst);
-        fence(Ordering::SeqCst);
-        let seq = word.load(Ordering::SeqCst);
-        let mut timed_out = false;
-        if self.snapshot() == snap {
-            timed_out =
-                futex::wait(word, seq, Some(deadline.slice(SLICE))) == futex::Wait::TimedOut;
-        }
-        sleepers.fetch_sub(1, Ordering::Relaxed);
-        timed_out
-    }
-
-    /// Wakes one (or all) sleepers on `word` if there may be any. Called
-    /// after the state change was stored.
-    fn notify(word: &AtomicU32, sleepers: &AtomicU32, all: bool) {
-        fence(Ordering::SeqCst);
-        if sleepers.load(Ordering::SeqCst) > 0 {
-            word.fetch_add(1, Ordering::Release);
-            if all {
-                futex::wake_all(word);
-            } else {
-                futex::wake(word, 1);
+        // Arm the bell, then look once more: a notifier that changed the
+        // state before seeing the bit armed is seen here (both sides store,
+        // fence, then load).
+        let w = &bell.word;
+        let mut v = w.load(Ordering::SeqCst);
+        while v & ARMED == 0 {
+            match w.compare_exchange(v, v | ARMED, Ordering::SeqCst, Ordering::SeqCst) {
+                Ok(_) => v |= ARMED,
+                Err(now) => v = now,
             }
         }
+        fence(Ordering::SeqCst);
+        if self.snapshot() != snap {
+            return false;
+        }
+        futex::wait(w, v, Some(deadline.slice(SLICE))) == futex::Wait::TimedOut
     }
 
-    fn notify_getters(&self, all: bool) {
-        let w = &self.shared.w;
-        Self::notify(&w.not_empty, &w.get_sleepers, all);
+    /// Wakes the sleepers on `bell`, if one armed it. Called after the
+    /// state change was stored.
+    fn notify(bell: &Bell) {
+        fence(Ordering::SeqCst);
+        let w = &bell.word;
+        let v = w.load(Ordering::Relaxed);
+        if v & ARMED != 0
+            && w.compare_exchange(v, v.wrapping_add(1), Ordering::SeqCst, Ordering::Relaxed)
+                .is_ok()
+        {
+            // All of them: they share the one bit.
+            futex::wake_all(w);
+        }
     }
 
-    fn notify_putters(&self, all: bool) {
-        let w = &self.shared.w;
-        Self::notify(&w.not_full, &w.put_sleepers, all);
+    fn notify_getters(&self) {
+        Self::notify(&self.shared.w.not_empty);
+    }
+
+    fn notify_putters(&self) {
+        Self::notify(&self.shared.w.not_full);
     }
 
     fn base(&self) -> *mut u8 {
@@ -535,7 +588,13 @@ impl Core {
             }
             let held = self.lock(&s.p.put_lock, deadline).ok_or(PutFail::Full)?;
             let tail = s.p.tail.load(Ordering::Relaxed);
-            let head = s.g.head.load(Ordering::Acquire);
+            // An old head only understates the room: look at the real one
+            // (the consumers' cache line) only when the old one is short.
+            let mut head = s.p.head_seen.load(Ordering::Relaxed);
+            if !self.room(head, tail, rec, true) {
+                head = s.g.head.load(Ordering::Acquire);
+                s.p.head_seen.store(head, Ordering::Relaxed);
+            }
             let bt = s.p.big_tid.load(Ordering::Relaxed);
             let mut blocked = false;
             if bt != 0 {
@@ -557,7 +616,7 @@ impl Core {
                     Ordering::Release,
                 );
                 drop(held);
-                self.notify_getters(false);
+                self.notify_getters();
                 return Ok(());
             }
             let snap = self.snapshot();
@@ -565,7 +624,7 @@ impl Core {
             if deadline.expired() {
                 return Err(PutFail::Full);
             }
-            suspect = self.wait(&s.w.not_full, &s.w.put_sleepers, snap, deadline);
+            suspect = self.wait(&s.w.not_full, snap, deadline);
         }
     }
 
@@ -588,6 +647,8 @@ impl Core {
             };
             let tail = s.p.tail.load(Ordering::Relaxed);
             let head = s.g.head.load(Ordering::Acquire);
+            // Keep the producers' old head within a ring of the tail.
+            s.p.head_seen.store(head, Ordering::Relaxed);
             let n = chunk.min(bytes.len() - off);
             let rec = rec_len(n as u64);
             let last = off + n == bytes.len();
@@ -620,9 +681,9 @@ impl Core {
                     s.p.big_tid.store(0, Ordering::Release);
                 }
                 drop(held);
-                self.notify_getters(true);
+                self.notify_getters();
                 if last {
-                    self.notify_putters(true);
+                    self.notify_putters();
                     break Ok(());
                 }
                 off += n;
@@ -633,7 +694,7 @@ impl Core {
             if deadline.expired() {
                 break Err(PutFail::Full);
             }
-            self.wait(&s.w.not_full, &s.w.put_sleepers, snap, deadline);
+            self.wait(&s.w.not_full, snap, deadline);
         };
         if result.is_err() && started {
             // Give up the item: clear `big_tid` so its receiver drops the
@@ -646,8 +707,8 @@ impl Core {
                 }
                 drop(held);
             }
-            self.notify_getters(true);
-            self.notify_putters(true);
+            self.notify_getters();
+            self.notify_putters();
         }
         result
     }
@@ -684,13 +745,20 @@ impl Core {
             let Some(held) = self.lock(&s.g.get_lock, dl) else {
                 return Err(GetFail::Empty);
             };
-            // The writer's state is read before the tail: a writer that
-            // cleared `big_tid` had published its last chunk before.
-            let big_tid = s.p.big_tid.load(Ordering::Acquire);
-            let big_id = s.p.big_id.load(Ordering::Acquire);
             let head = s.g.head.load(Ordering::Relaxed);
-            let tail = s.p.tail.load(Ordering::Acquire);
             let (gets, hb) = unpack(head);
+            // Records before the tail a consumer saw last are committed:
+            // take them without touching the producers' cache line.
+            let mut tail = s.g.tail_seen.load(Ordering::Relaxed);
+            let (mut big_tid, mut big_id) = (0, 0);
+            if unpack(tail).1 == hb || rx.is_some() {
+                // The writer's state is read before the tail: a writer that
+                // cleared `big_tid` had published its last chunk before.
+                big_tid = s.p.big_tid.load(Ordering::Acquire);
+                big_id = s.p.big_id.load(Ordering::Acquire);
+                tail = s.p.tail.load(Ordering::Acquire);
+                s.g.tail_seen.store(tail, Ordering::Relaxed);
+            }
             let (_, tb) = unpack(tail);
             if hb == tb {
                 if let Some((id, _)) = &rx {
@@ -713,7 +781,7 @@ impl Core {
                 if dl.expired() {
                     return Err(GetFail::Empty);
                 }
-                suspect = self.wait(&s.w.not_empty, &s.w.get_sleepers, snap, dl);
+                suspect = self.wait(&s.w.not_empty, snap, dl);
                 continue;
             }
             // SAFETY: head != tail (loaded with Acquire), so a committed
@@ -739,9 +807,9 @@ impl Core {
                         s.g.rx_tid.store(0, Ordering::Release);
                     }
                     drop(held);
-                    self.notify_putters(true);
+                    self.notify_putters();
                     if last {
-                        self.notify_getters(true);
+                        self.notify_getters();
                         let (_, buf) = rx.take().expect("receiving");
                         return Ok(Payload::Heap(buf));
                     }
@@ -758,9 +826,9 @@ impl Core {
                     // is held.
                     let payload = unsafe { self.read_payload(hb, len as usize) };
                     on_take(payload.as_slice());
-                    s.g.head.swap(next(true), Ordering::SeqCst);
+                    s.g.head.store(next(true), Ordering::Release);
                     drop(held);
-                    self.notify_putters(big_tid != 0);
+                    self.notify_putters();
                     return Ok(payload);
                 }
                 KIND_FIRST => {
@@ -773,7 +841,7 @@ impl Core {
                     s.g.rx_id.store(id, Ordering::Release);
                     s.g.rx_tid.store(me, Ordering::Release);
                     drop(held);
-                    self.notify_putters(true);
+                    self.notify_putters();
                     rx = Some((id, buf));
                     suspect = false;
                 }
@@ -790,7 +858,7 @@ impl Core {
                         if deadline.expired() {
                             return Err(GetFail::Empty);
                         }
-                        suspect = self.wait(&s.w.not_empty, &s.w.get_sleepers, snap, deadline);
+                        suspect = self.wait(&s.w.not_empty, snap, deadline);
                         continue;
                     }
                     // A chunk nobody receives (its receiver died or gave
@@ -801,7 +869,7 @@ impl Core {
                         s.g.rx_tid.store(0, Ordering::Release);
                     }
                     drop(held);
-                    self.notify_putters(true);
+                    self.notify_putters();
                 }
             }
         }

@@ -259,23 +259,33 @@ pub(crate) fn alloc(size: usize, align: usize) -> Result<(Allocation, bool)> {
     }
     let size = size.max(1);
     if size.max(align) > SMALL_MAX {
-        let map = SharedMapping::new(BLOCK_NAME, size, true)?;
-        let ptr = NonNull::new(map.as_ptr()).expect("mmap never returns null");
-        let len = map.len();
-        return Ok((
-            Allocation {
-                ptr,
-                size: len.max(SMALL_MAX + 1),
-                arena: Arc::new(Arena {
-                    map,
-                    owner: thread::pid(),
-                }),
-            },
-            true,
-        ));
+        return Ok((block(size, true)?, true));
     }
     let mut heap = HEAP.lock().unwrap_or_else(|p| p.into_inner());
     heap.alloc(size, align)
+}
+
+/// A zeroed mapping of its own, of at least `size` bytes, whose pages are
+/// faulted in on first touch rather than now: for large buffers that may
+/// never be used whole (a pipe's rings), where populating would make
+/// creating them cost milliseconds.
+pub(crate) fn alloc_lazy(size: usize) -> Result<Allocation> {
+    block(size.max(SMALL_MAX + 1), false)
+}
+
+/// A mapping of its own for a large block.
+fn block(size: usize, populate: bool) -> Result<Allocation> {
+    let map = SharedMapping::new(BLOCK_NAME, size, populate)?;
+    let ptr = NonNull::new(map.as_ptr()).expect("mmap never returns null");
+    let len = map.len();
+    Ok(Allocation {
+        ptr,
+        size: len.max(SMALL_MAX + 1),
+        arena: Arc::new(Arena {
+            map,
+            owner: thread::pid(),
+        }),
+    })
 }
 
 #[cfg(test)]

@@ -1,0 +1,551 @@
+//! The shared-memory data path of the connections made by [`pipe`]: one
+//! byte ring per direction, with the pair's socket kept as a doorbell and
+//! as the witness of the peer's life.
+//!
+//! # The stream
+//!
+//! Each direction is a byte stream exactly like the socket's: the same
+//! CPython framing (length header, then the bytes) goes through it, so the
+//! message logic above (boundaries, oversized messages skipped, truncation)
+//! is the same for both paths. `tail` counts the bytes ever written, `head`
+//! the bytes ever read; byte `x` lives at `x % CAP`. A writer copies into
+//! the free space and publishes with one `Release` store of `tail` (at most
+//! [`PUBLISH`] bytes at a time, so that the reader copies out while the
+//! writer copies in); a reader copies out and frees with one store of
+//! `head`. Writers of one end hold that direction's `send` lock for a whole
+//! message, readers the `recv` lock, so messages never interleave even when
+//! several processes share an end.
+//!
+//! # Sleeping and the doorbell
+//!
+//! A reader that finds nothing spins for a while ([`SPIN`]), then arms
+//! `rx_armed` and sleeps in `poll` on its socket. A writer that published
+//! bytes and sees the bell armed disarms it and writes one byte to its own
+//! socket end, which makes the reader's descriptor readable: so `poll`,
+//! [`process::wait`](crate::process::wait) and a sleeping receiver all
+//! wake. (The usual store / fence / load on both sides, so that either the
+//! reader sees the bytes or the writer sees the bell.) Bell bytes carry no
+//! data; whoever sleeps next drains the leftovers first. A sleeper wakes at
+//! least every [`SLICE`] to look again, so a bell taken by another reader
+//! of the same end costs at most that.
+//!
+//! A writer that finds the ring full sleeps on the futex word `room` (the
+//! reader bumps and wakes it when it frees bytes and someone waits),
+//! checking every [`SLICE`] that the peer is still there.
+//!
+//! # End of stream and dead peers
+//!
+//! The kernel still tells when every copy of the peer end is closed (or the
+//! process that had it died): the socket reads as end of file and polls as
+//! hung up. A reader reports end of stream only when the socket says so
+//! *and* the ring is empty, so bytes written before the close are read
+//! first; a message cut short reads as truncated, as on a socket. A writer
+//! checks for a hung-up peer before every message (`EPIPE`, as a socket
+//! write would give).
+//!
+//! A process killed holding a direction's `send` lock in the middle of a
+//! message leaves a partial message in the stream, exactly as a partial
+//! socket write would: the next writer takes the (robust) lock over within
+//! about 40 ms. Likewise a reader killed in the middle of a message leaves
+//! the rest of it at the head of the stream, as on a socket shared by
+//! several readers; with one reader per end (the usual case) neither
+//! happens to anyone else.
+
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::socket::{self, MsgFlags};
+
+use crate::error::{Error, Result};
+use crate::shm::heap::{self, Allocation};
+use crate::sync::raw::{Acquired, RawProcessMutex};
+use crate::sys::futex::{self, Deadline};
+
+/// The bytes of one direction's ring.
+pub(crate) const CAP: usize = 1 << 20;
+/// The most bytes a writer copies before it publishes them.
+const PUBLISH: usize = 128 << 10;
+/// How long a reader (or a writer without room) keeps checking before it
+/// sleeps: waking a sleeping process costs tens of microseconds here.
+const SPIN: Duration = Duration::from_micros(50);
+/// Checks between two looks at the clock while spinning; past the first
+/// [`YIELD_AFTER`] of them the spinner also yields its CPU, in case the
+/// process it waits for is queued behind it on the same CPU.
+const CHECKS: u32 = 64;
+const YIELD_AFTER: u32 = 4;
+/// The longest single sleep: then the sleeper looks again (and a writer
+/// checks that its peer still exists).
+const SLICE: Duration = Duration::from_millis(50);
+/// How often a reader looks at the ring while a passed handle, not yet
+/// received, keeps its socket readable.
+const HANDLE_PENDING: Duration = Duration::from_millis(1);
+
+/// One direction's shared state: writers' line, readers' line, bells.
+#[derive(Debug)]
+#[repr(C, align(64))]
+struct Dir {
+    send: RawProcessMutex,
+    tail: AtomicU64,
+    _p1: [u8; 48],
+    recv: RawProcessMutex,
+    head: AtomicU64,
+    _p2: [u8; 48],
+    /// Set by a reader about to sleep on its socket.
+    rx_armed: AtomicU32,
+    /// Bumped by a reader that freed room while a writer waits.
+    room: AtomicU32,
+    /// Writers asleep on `room`.
+    tx_waiting: AtomicU32,
+}
+
+#[derive(Debug)]
+#[repr(C)]
+struct Shared {
+    dirs: [Dir; 2],
+}
+
+// SAFETY: atomics, raw mutexes (single atomic words) and padding bytes: no
+// pointers, no drop glue, all-zero is valid.
+unsafe impl crate::ShmSafe for Shared {}
+
+/// One mapping of its own (never a slot of the shared heap, which this
+/// process could reuse while a child still uses the pair): direction 0's
+/// ring, direction 1's, then the [`Shared`] header.
+#[derive(Debug)]
+struct Channel {
+    map: Allocation,
+}
+
+/// One end's view of a shared-memory channel: it sends on one direction
+/// and receives on the other.
+#[derive(Debug, Clone)]
+pub(crate) struct Stream {
+    ch: Arc<Channel>,
+    tx: usize,
+}
+
+/// A raw mutex held; released on drop.
+pub(crate) struct Held<'a>(&'a RawProcessMutex);
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        // SAFETY: a `Held` exists only after this thread acquired the
+        // mutex, and is dropped once.
+        unsafe { self.0.release() }
+    }
+}
+
+fn lock(m: &RawProcessMutex) -> Held<'_> {
+    // Never `Busy` without a deadline. A dead owner left at most a partial
+    // message, as a dead socket writer would: nothing to mend here.
+    let _: Acquired = m.acquire(Deadline::NEVER);
+    Held(m)
+}
+
+/// Whether the socket's peer is gone (every copy closed): it polls as hung
+/// up.
+fn peer_gone(sock: BorrowedFd<'_>) -> bool {
+    let mut p = [PollFd::new(sock, PollFlags::empty())];
+    loop {
+        match poll(&mut p, PollTimeout::ZERO) {
+            Ok(_) => {
+                return p[0]
+                    .revents()
+                    .is_some_and(|r| r.intersects(PollFlags::POLLHUP | PollFlags::POLLERR));
+            }
+            Err(Errno::EINTR) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+/// The byte a writer sends to wake a reader. (A handle passed with
+/// [`Connection::send_handle`](crate::Connection::send_handle) travels
+/// with a byte 1, as in CPython, and is never taken for a bell.)
+const BELL: u8 = 0;
+
+/// What is left on a socket once its bells are drained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Left {
+    /// Nothing: a poll on it sleeps until a bell or the end.
+    Nothing,
+    /// End of file: every copy of the peer end is closed.
+    Eof,
+    /// A passed handle not yet received: the socket stays readable.
+    Handle,
+}
+
+/// Reads and drops the bell bytes waiting on `sock`, stopping before
+/// anything else (a passed handle).
+fn drain_bells(sock: BorrowedFd<'_>) -> Left {
+    let mut buf = [0u8; 256];
+    loop {
+        let peek = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_PEEK;
+        let n = match socket::recv(sock.as_raw_fd(), &mut buf, peek) {
+            Ok(0) => return Left::Eof,
+            Ok(n) => n,
+            Err(Errno::EINTR) => continue,
+            Err(Errno::ECONNRESET) => return Left::Eof,
+            Err(_) => return Left::Nothing,
+        };
+        let bells = buf[..n].iter().take_while(|&&b| b == BELL).count();
+        if bells == 0 {
+            return Left::Handle;
+        }
+        // Only bell bytes, which carry no descriptors: a plain read of
+        // exactly those takes nothing else.
+        match socket::recv(sock.as_raw_fd(), &mut buf[..bells], MsgFlags::MSG_DONTWAIT) {
+            Ok(0) => return Left::Eof,
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(Errno::ECONNRESET) => return Left::Eof,
+            Err(_) => return Left::Nothing,
+        }
+        if bells < n {
+            return Left::Handle;
+        }
+    }
+}
+
+/// Sleeps until `sock` is readable or hung up, at most `timeout`.
+fn sleep_on(sock: BorrowedFd<'_>, timeout: Duration) {
+    let ms = u16::try_from(timeout.as_nanos().div_ceil(1_000_000)).unwrap_or(u16::MAX);
+    let mut p = [PollFd::new(sock, PollFlags::POLLIN)];
+    let _ = poll(&mut p, PollTimeout::from(ms));
+}
+
+/// A bounded spin: [`SPIN`] long at most, and not past a deadline.
+struct Spin {
+    start: Instant,
+    deadline: Deadline,
+    i: u32,
+}
+
+impl Spin {
+    fn new(deadline: Deadline) -> Spin {
+        Spin {
+            start: Instant::now(),
+            deadline,
+            i: 0,
+        }
+    }
+
+    /// Pauses a little; false once the spin is over.
+    fn again(&mut self) -> bool {
+        self.i += 1;
+        if self.i % CHECKS == 0 {
+            if self.start.elapsed() >= SPIN || self.deadline.expired() {
+                return false;
+            }
+            if self.i >= CHECKS * YIELD_AFTER {
+                std::thread::yield_now();
+            }
+        }
+        std::hint::spin_loop();
+        true
+    }
+}
+
+/// Whether a wait for data ended with data or with the peer gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Woke {
+    Data,
+    Eof,
+    TimedOut,
+}
+
+impl Stream {
+    /// A new channel: the two ends' views.
+    pub(crate) fn pair() -> Result<(Stream, Stream)> {
+        const { crate::shm::assert_no_drop::<Shared>() };
+        // Pages come on first touch: creating a pipe stays cheap, and a
+        // pipe carrying little uses little memory.
+        let map = heap::alloc_lazy(2 * CAP + std::mem::size_of::<Shared>())?;
+        // Zeroed bytes are a valid `Shared`: unlocked mutexes, zero
+        // counters and bells.
+        let ch = Arc::new(Channel { map });
+        Ok((
+            Stream {
+                ch: ch.clone(),
+                tx: 0,
+            },
+            Stream { ch, tx: 1 },
+        ))
+    }
+
+    fn dir(&self, d: usize) -> &Dir {
+        // SAFETY: the mapping holds a `Shared` at `2 * CAP` (page aligned,
+        // so aligned for it), zeroed when made, which is a valid value
+        // (atomics and padding); it lives as long as `self.ch`, and is only
+        // ever reached through shared references and atomics.
+        let shared = unsafe { &*self.ch.map.ptr().as_ptr().add(2 * CAP).cast::<Shared>() };
+        &shared.dirs[d]
+    }
+
+    fn txd(&self) -> &Dir {
+        self.dir(self.tx)
+    }
+
+    fn rxd(&self) -> &Dir {
+        self.dir(1 - self.tx)
+    }
+
+    fn ring(&self, d: usize) -> *mut u8 {
+        // SAFETY: the mapping is more than `2 * CAP` bytes; `d` is 0 or 1.
+        unsafe { self.ch.map.ptr().as_ptr().add(d * CAP) }
+    }
+
+    /// Takes this end's send lock for one message.
+    pub(crate) fn lock_send(&self) -> Held<'_> {
+        lock(&self.txd().send)
+    }
+
+    /// Takes this end's receive lock for one message.
+    pub(crate) fn lock_recv(&self) -> Held<'_> {
+        lock(&self.rxd().recv)
+    }
+
+    /// Writes `parts` into the stream (the caller holds the send lock).
+    /// `EPIPE` if the peer is gone before or while waiting for room.
+    pub(crate) fn write(&self, sock: BorrowedFd<'_>, parts: &[&[u8]]) -> Result<()> {
+        if peer_gone(sock) {
+            return Err(Error::os("send", Errno::EPIPE));
+        }
+        let d = self.txd();
+        let base = self.ring(self.tx);
+        let mut tail = d.tail.load(Ordering::Relaxed);
+        let mut head = d.head.load(Ordering::Acquire);
+        let mut unpublished = 0usize;
+        for part in parts {
+            let mut off = 0;
+            while off < part.len() {
+                let mut free = CAP - (tail - head) as usize;
+                if free == 0 {
+                    head = d.head.load(Ordering::Acquire);
+                    free = CAP - (tail - head) as usize;
+                }
+                if free == 0 || unpublished >= PUBLISH {
+                    if unpublished > 0 {
+                        self.publish(sock, tail);
+                        unpublished = 0;
+                    }
+                    if free == 0 {
+                        head = self.wait_room(sock, tail)?;
+                    }
+                    continue;
+                }
+                let at = (tail as usize) & (CAP - 1);
+                let n = (part.len() - off).min(free).min(CAP - at).min(PUBLISH);
+                // SAFETY: `[at, at + n)` lies inside this direction's ring
+                // and is free space (`n <= free`), which only the holder of
+                // the send lock touches; the source is private memory.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(part.as_ptr().add(off), base.add(at), n);
+                }
+                off += n;
+                tail += n as u64;
+                unpublished += n;
+            }
+        }
+        if unpublished > 0 {
+            self.publish(sock, tail);
+        }
+        Ok(())
+    }
+
+    /// Publishes the bytes up to `tail` and rings the bell if the reader
+    /// sleeps.
+    fn publish(&self, sock: BorrowedFd<'_>, tail: u64) {
+        let d = self.txd();
+        d.tail.store(tail, Ordering::Release);
+        fence(Ordering::SeqCst);
+        if d.rx_armed.load(Ordering::Relaxed) != 0 && d.rx_armed.swap(0, Ordering::AcqRel) != 0 {
+            // A full socket buffer already holds bells; a gone peer reads
+            // nothing: both failures are harmless.
+            let _ = socket::send(
+                sock.as_raw_fd(),
+                &[BELL],
+                MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+            );
+        }
+    }
+
+    /// Waits until the ring has room past `tail`; returns the new head.
+    fn wait_room(&self, sock: BorrowedFd<'_>, tail: u64) -> Result<u64> {
+        let d = self.txd();
+        let full = |h: u64| tail - h >= CAP as u64;
+        let mut spin = Spin::new(Deadline::NEVER);
+        loop {
+            let h = d.head.load(Ordering::Acquire);
+            if !full(h) {
+                return Ok(h);
+            }
+            if !spin.again() {
+                break;
+            }
+        }
+        loop {
+            d.tx_waiting.fetch_add(1, Ordering::SeqCst);
+            fence(Ordering::SeqCst);
+            let seq = d.room.load(Ordering::SeqCst);
+            let h = d.head.load(Ordering::SeqCst);
+            let timed_out =
+                full(h) && futex::wait(&d.room, seq, Some(SLICE)) == futex::Wait::TimedOut;
+            d.tx_waiting.fetch_sub(1, Ordering::SeqCst);
+            let h = d.head.load(Ordering::Acquire);
+            if !full(h) {
+                return Ok(h);
+            }
+            if timed_out && peer_gone(sock) {
+                return Err(Error::os("send", Errno::EPIPE));
+            }
+        }
+    }
+
+    /// Frees the bytes up to `head` and wakes a writer waiting for room.
+    fn free(&self, head: u64) {
+        let d = self.rxd();
+        d.head.store(head, Ordering::Release);
+        fence(Ordering::SeqCst);
+        if d.tx_waiting.load(Ordering::Relaxed) != 0 {
+            d.room.fetch_add(1, Ordering::Release);
+            futex::wake_all(&d.room);
+        }
+    }
+
+    /// Bytes readable now.
+    fn available(&self) -> u64 {
+        let d = self.rxd();
+        d.tail.load(Ordering::Acquire) - d.head.load(Ordering::Relaxed)
+    }
+
+    /// Waits for bytes (or the peer's end) until `deadline`.
+    fn wait_data(&self, sock: BorrowedFd<'_>, deadline: Deadline) -> Woke {
+        let d = self.rxd();
+        let mut spin = Spin::new(deadline);
+        loop {
+            if self.available() > 0 {
+                return Woke::Data;
+            }
+            if !spin.again() {
+                break;
+            }
+        }
+        loop {
+            let left = drain_bells(sock);
+            d.rx_armed.store(1, Ordering::SeqCst);
+            fence(Ordering::SeqCst);
+            if self.available() > 0 {
+                return Woke::Data;
+            }
+            if left == Left::Eof {
+                return Woke::Eof;
+            }
+            if deadline.expired() {
+                return Woke::TimedOut;
+            }
+            if left == Left::Handle {
+                // The socket stays readable until the handle is received:
+                // look again now and then instead of polling it.
+                std::thread::sleep(deadline.slice(HANDLE_PENDING));
+            } else {
+                sleep_on(sock, deadline.slice(SLICE));
+            }
+            if self.available() > 0 {
+                return Woke::Data;
+            }
+        }
+    }
+
+    /// Calls `take` with readable bytes, at most `max` (waiting for some):
+    /// `take` gets one contiguous slice and those bytes are consumed.
+    /// Returns 0 at end of stream.
+    fn read_with(&self, sock: BorrowedFd<'_>, max: usize, take: impl FnOnce(&[u8])) -> usize {
+        if max == 0 {
+            return 0;
+        }
+        if self.available() == 0 && self.wait_data(sock, Deadline::NEVER) != Woke::Data {
+            return 0;
+        }
+        let d = self.rxd();
+        let head = d.head.load(Ordering::Relaxed);
+        let avail = (d.tail.load(Ordering::Acquire) - head) as usize;
+        let at = (head as usize) & (CAP - 1);
+        let n = avail.min(max).min(CAP - at);
+        // SAFETY: `[at, at + n)` lies inside the receiving direction's ring
+        // and holds published bytes (before a tail loaded with Acquire),
+        // which no writer touches until `head` passes them; the receive lock
+        // is held, so no other reader frees them meanwhile.
+        let bytes = unsafe { std::slice::from_raw_parts(self.ring(1 - self.tx).add(at), n) };
+        take(bytes);
+        self.free(head + n as u64);
+        n
+    }
+
+    /// Fills `buf` unless the stream ends first; returns how much it read
+    /// (the caller holds the receive lock).
+    pub(crate) fn read_exact_or_eof(&self, sock: BorrowedFd<'_>, buf: &mut [u8]) -> usize {
+        let mut got = 0;
+        while got < buf.len() {
+            let want = buf.len() - got;
+            let n = self.read_with(sock, want, |b| buf[got..got + b.len()].copy_from_slice(b));
+            if n == 0 {
+                break;
+            }
+            got += n;
+        }
+        got
+    }
+
+    /// Appends the next `n` bytes of the stream to `buf` (reserved by the
+    /// caller) unless it ends first; returns how many it appended.
+    pub(crate) fn read_append(&self, sock: BorrowedFd<'_>, buf: &mut Vec<u8>, n: usize) -> usize {
+        let mut got = 0;
+        while got < n {
+            let k = self.read_with(sock, n - got, |b| buf.extend_from_slice(b));
+            if k == 0 {
+                break;
+            }
+            got += k;
+        }
+        got
+    }
+
+    /// Drops the next `n` bytes; returns how many there were before the
+    /// stream ended.
+    pub(crate) fn skip(&self, sock: BorrowedFd<'_>, n: u64) -> u64 {
+        let mut got = 0u64;
+        while got < n {
+            let want = (n - got).min(usize::MAX as u64) as usize;
+            let k = self.read_with(sock, want, |_| {});
+            if k == 0 {
+                break;
+            }
+            got += k as u64;
+        }
+        got
+    }
+
+    /// Whether bytes (or the end of stream) can be read, waiting at most
+    /// `timeout`. Consumes nothing but bell bytes.
+    pub(crate) fn poll(&self, sock: BorrowedFd<'_>, timeout: Option<Duration>) -> bool {
+        let deadline = match timeout {
+            None => Deadline::NEVER,
+            Some(t) => Deadline::after(t),
+        };
+        self.wait_data(sock, deadline) != Woke::TimedOut
+    }
+
+    /// Before a wait on the socket: arms the bell so that data to come
+    /// makes the socket readable; true if bytes are readable already.
+    pub(crate) fn arm(&self, sock: BorrowedFd<'_>) -> bool {
+        let d = self.rxd();
+        let left = drain_bells(sock);
+        d.rx_armed.store(1, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        left == Left::Eof || self.available() > 0
+    }
+}
