@@ -52,6 +52,8 @@ compile_error!("multiproc supports Linux only: it is built on memfd, futex, pidf
 mod array;
 pub mod connection;
 mod error;
+#[cfg(feature = "serde")]
+pub mod manager;
 pub mod process;
 #[cfg(feature = "serde")]
 pub mod queue;
@@ -65,7 +67,9 @@ mod value;
 pub use array::{Array, RawArray};
 pub use connection::listener::{Address, Client, Listener};
 pub use connection::{Connection, pipe};
-pub use error::{Error, LockResult, OwnerDied, Result, TryLockError, TryLockResult};
+pub use error::{
+    Error, LockResult, OwnerDied, RemoteErrorKind, Result, TryLockError, TryLockResult,
+};
 pub use process::{
     CurrentProcess, ExitStatus, Process, ProcessGroup, StartMethod, active_children,
     current_process, init, parent_alive, set_start_method, start_method,

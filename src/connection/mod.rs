@@ -109,6 +109,11 @@ impl Connection {
         Connection::new(fd, readable, writable, socket)
     }
 
+    /// The descriptor, taken out of the connection (which is consumed).
+    pub fn into_fd(self) -> OwnedFd {
+        self.fd
+    }
+
     /// Sets the largest message `recv_bytes` accepts (longer ones are an
     /// error and are skipped, never allocated).
     pub fn with_max_message(mut self, max: u64) -> Self {
