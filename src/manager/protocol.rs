@@ -262,3 +262,90 @@ mod tests {
         assert_eq!(big, enc(&300usize).unwrap());
     }
 }
+
+/// A bounded fuzz run of the frame decoder (a few thousand cases, well
+/// under a second): arbitrary bytes never panic it, never make it allocate
+/// for a length it was not given, and well-formed frames come back intact.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Splits a byte stream into frames the way the server does; stops at
+    /// the first error or incomplete frame.
+    fn drain(mut buf: &[u8], max: usize) -> usize {
+        let mut frames = 0;
+        while let Ok(Some(len)) = parse_frame(buf, max) {
+            assert!(HEADER + len <= buf.len());
+            let _ = decode_request(&buf[HEADER..HEADER + len]);
+            let _ = decode_reply(&buf[HEADER..HEADER + len]);
+            buf = &buf[HEADER + len..];
+            frames += 1;
+        }
+        frames
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+
+        #[test]
+        fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            drain(&bytes, 1 << 16);
+            let _ = decode_request(&bytes);
+            let _ = decode_reply(&bytes);
+            let _ = dec_args::<(u64, Bytes<'_>)>(&bytes);
+            let _ = dec_args::<Vec<(Bytes<'_>, Bytes<'_>)>>(&bytes);
+        }
+
+        #[test]
+        fn oversized_and_negative_lengths_are_refused(len in any::<i32>(), max in 0usize..1 << 20) {
+            let r = parse_frame(&len.to_be_bytes(), max);
+            if len < 0 || len as usize > max {
+                prop_assert!(r.is_err());
+            } else if len == 0 {
+                prop_assert_eq!(r.unwrap(), Some(0));
+            } else {
+                prop_assert_eq!(r.unwrap(), None);
+            }
+        }
+
+        #[test]
+        fn requests_round_trip(
+            id in any::<u64>(),
+            object in any::<u64>(),
+            method in "[a-z_]{0,20}",
+            caller in any::<u64>(),
+            flags in any::<u8>(),
+            args in proptest::collection::vec(any::<u8>(), 0..200),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let r = Request { id, object, method: &method, caller, flags, args: Bytes(&args) };
+            let mut f = Vec::new();
+            encode_frame(&r, &mut f).unwrap();
+            // Twice in a row: both come out, in order.
+            let one = f.len();
+            encode_frame(&r, &mut f).unwrap();
+            prop_assert_eq!(drain(&f, 1 << 16), 2);
+            let len = parse_frame(&f, 1 << 16).unwrap().unwrap();
+            prop_assert_eq!(decode_request(&f[HEADER..HEADER + len]).unwrap(), r);
+            // Any cut inside the first frame is "more bytes needed".
+            let at = cut.index(one);
+            prop_assert_eq!(parse_frame(&f[..at], 1 << 16).unwrap(), None);
+        }
+
+        #[test]
+        fn flipped_bytes_never_panic(
+            args in proptest::collection::vec(any::<u8>(), 0..64),
+            flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
+        ) {
+            let r = Request { id: 1, object: 2, method: "append", caller: 3, flags: 0, args: Bytes(&args) };
+            let mut f = Vec::new();
+            encode_frame(&r, &mut f).unwrap();
+            for (i, b) in flips {
+                let i = i.index(f.len());
+                f[i] ^= b;
+            }
+            drain(&f, 1 << 16);
+        }
+    }
+}
