@@ -84,6 +84,17 @@ impl Session {
         Ok(s)
     }
 
+    /// This process's live session with the server at `address`, whatever
+    /// its key.
+    pub(crate) fn existing(address: &Address) -> Option<Arc<Session>> {
+        let pid = crate::sys::thread::pid();
+        SESSIONS
+            .lock()
+            .iter()
+            .filter_map(Weak::upgrade)
+            .find(|s| s.pid == pid && s.address == *address)
+    }
+
     /// Whether this session belongs to the calling process.
     pub(crate) fn is_current(&self) -> bool {
         self.pid == crate::sys::thread::pid()

@@ -86,7 +86,8 @@ impl Drop for Inner {
 /// child uses its copy through a connection of its own (made on first
 /// use); serialized (through a [`Connection`](crate::Connection), a
 /// [`Queue`](crate::Queue), or as the [`Token`]) it is rebuilt in the
-/// receiving process and takes a reference of its own there on first use.
+/// receiving process and takes a reference of its own there on first use
+/// (through that process's connection to the server, or with its authkey).
 /// The sender must keep its proxy until then. An object lives while any
 /// process holds a reference; a process that exits or dies releases all of
 /// its references.
@@ -120,7 +121,8 @@ impl Proxy {
     }
 
     /// A proxy for the object `token` names, connecting with `authkey`
-    /// (`None`: this process's authkey). It takes its reference on first
+    /// (`None`: the key of this process's connection to that server if it
+    /// has one, else this process's authkey). It takes its reference on first
     /// use; an object that is gone by then is an
     /// [`UnknownObject`](RemoteErrorKind::UnknownObject) error.
     pub fn from_token(token: Token, authkey: Option<&[u8]>) -> Proxy {
@@ -146,11 +148,16 @@ impl Proxy {
         {
             return Ok(s.clone());
         }
-        let key = match &self.inner.authkey {
-            Some(k) => k.clone(),
-            None => crate::process::current_process().authkey().to_vec(),
+        let s = match &self.inner.authkey {
+            Some(k) => Session::get(&self.inner.token.address, k)?,
+            None => match Session::existing(&self.inner.token.address) {
+                Some(s) => s,
+                None => Session::get(
+                    &self.inner.token.address,
+                    crate::process::current_process().authkey(),
+                )?,
+            },
         };
-        let s = Session::get(&self.inner.token.address, &key)?;
         let id = self.inner.token.id;
         let typeid: String = dec(&s.call(CONTROL, "incref", &enc(&id)?)?)?;
         if typeid != self.inner.token.typeid {
@@ -201,7 +208,9 @@ impl Serialize for Proxy {
 }
 
 impl<'de> Deserialize<'de> for Proxy {
-    /// Rebuilt with this process's authkey; it connects on first use.
+    /// Rebuilt without a key: on first use it goes through this process's
+    /// connection to that server if there is one, else it connects with
+    /// this process's authkey.
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         Ok(Proxy::from_token(Token::deserialize(d)?, None))
     }
