@@ -534,11 +534,7 @@ fn proxies_travel_through_a_connection() {
 fn tcp_loopback() {
     let _s = serial();
     let m = builder()
-        .address(
-            Address::parse("tcp:127.0.0.1:0")
-                .map(pick_port)
-                .unwrap(),
-        )
+        .address(Address::parse("tcp:127.0.0.1:0").map(pick_port).unwrap())
         .start()
         .unwrap();
     let address = m.address().clone();
@@ -629,10 +625,10 @@ fn objects_are_freed_when_the_last_proxy_goes() {
     rx.send(&()).unwrap();
     assert_eq!(rx.recv::<usize>().unwrap(), 2);
     join_ok(&mut kid);
-    // The child's references went with it.
-    wait_for(|| m.object_count().unwrap() == 1);
     drop(l);
-    assert_eq!(m.object_count().unwrap(), 0);
+    // The child's references went with it (once the server noticed that
+    // its connection closed).
+    wait_for(|| m.object_count().unwrap() == 0);
 }
 
 /// Polls `f` for up to a few seconds.

@@ -32,6 +32,8 @@ pub(crate) struct Channel {
     /// The frame handed out last: consumed on the next read.
     last: usize,
     max: usize,
+    /// Descriptors that came with the bytes read (SCM_RIGHTS).
+    fds: Vec<OwnedFd>,
 }
 
 /// Why a read ended without a frame.
@@ -61,7 +63,25 @@ impl Channel {
             end: 0,
             last: 0,
             max,
+            fds: Vec::new(),
         })
+    }
+
+    /// A descriptor that came with the data read, if any.
+    pub(crate) fn take_fd(&mut self) -> Option<OwnedFd> {
+        self.fds.pop()
+    }
+
+    /// Sends one whole frame with `fd` attached to its first bytes.
+    pub(crate) fn send_with_fd(&self, frame: &[u8], fd: BorrowedFd<'_>) -> Result<()> {
+        let n = loop {
+            match crate::sys::process::send_with_fd(self.fd.as_fd(), frame, fd) {
+                Ok(n) => break n,
+                Err(Errno::EAGAIN) => wait_writable(&[self.fd.as_fd()])?,
+                Err(e) => return Err(Error::os("sendmsg", e)),
+            }
+        };
+        self.send(&frame[n..])
     }
 
     /// Sends one whole frame (already framed by `encode_frame`).
@@ -133,10 +153,12 @@ impl Channel {
             } else if self.end == self.buf.len() {
                 self.buf.resize(self.buf.len() * 2, 0);
             }
-            match nix::unistd::read(self.fd.as_fd(), &mut self.buf[self.end..]) {
-                Ok(0) => return Err(ReadEnd::Closed),
-                Ok(n) => {
+            match crate::sys::process::recv_with_fds(self.fd.as_fd(), &mut self.buf[self.end..]) {
+                Ok((0, _)) => return Err(ReadEnd::Closed),
+                Ok((n, fds)) => {
                     self.end += n;
+                    self.fds.extend(fds);
+                    self.fds.truncate(4);
                     continue;
                 }
                 Err(Errno::EINTR) => continue,

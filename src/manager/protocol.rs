@@ -155,6 +155,15 @@ pub(crate) fn encode_frame<T: Serialize>(msg: &T, out: &mut Vec<u8>) -> Result<(
     Ok(())
 }
 
+/// Replaces `out` with the postcard body of `msg` (no frame header: what
+/// goes into a mailbox slot).
+pub(crate) fn encode_body<T: Serialize>(msg: &T, out: &mut Vec<u8>) -> Result<(), Error> {
+    out.clear();
+    let v = std::mem::take(out);
+    *out = postcard::to_extend(msg, v).map_err(|e| Error::Codec(format!("encode: {e}")))?;
+    Ok(())
+}
+
 /// Where the next frame in `buf` stands: `Ok(Some(len))` if a whole frame
 /// of `len` body bytes is there (it starts at `HEADER`), `Ok(None)` if more
 /// bytes are needed, an error for a negative or oversized length (the

@@ -22,10 +22,11 @@ use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
 use super::channel::{Channel, ReadEnd, SPIN};
 use super::protocol::{
     Bytes, CONTROL, DEFAULT_MAX_FRAME, Fault, NO_REPLY, Reply, Request, dec_args, decode_request,
-    enc, encode_frame, remote,
+    enc, encode_body, encode_frame, remote,
 };
 use crate::connection::listener::{Address, Listener};
 use crate::error::{Error, RemoteErrorKind, Result};
+use crate::shm::mailbox::{Arrival, Mailbox, ON_SOCKET, SLOT, Slot};
 
 /// Makes an object of a registered type from its encoded initial value.
 pub(crate) type Constructor = fn(&[u8]) -> Result<Arc<dyn Served>>;
@@ -356,6 +357,27 @@ impl Server {
                     return;
                 }
             };
+            if req.object == CONTROL && req.method == "mailbox" {
+                let id = req.id;
+                let mailbox = channel
+                    .take_fd()
+                    .ok_or_else(|| remote(RemoteErrorKind::Protocol, "no mailbox descriptor came"))
+                    .and_then(Mailbox::from_fd);
+                out.clear();
+                let result = match &mailbox {
+                    Ok(_) => Ok(Vec::new()),
+                    Err(e) => Err(clone_error(e)),
+                };
+                if encode_frame(&reply_for(id, &result), &mut out).is_err()
+                    || channel.send(&out).is_err()
+                {
+                    return;
+                }
+                if let Ok(m) = mailbox {
+                    return self.serve_mailbox(channel, m, session);
+                }
+                continue;
+            }
             let cx = Cx {
                 caller: req.caller,
                 channel,
@@ -404,6 +426,69 @@ impl Server {
         }
     }
 
+    /// Serves a connection whose calls come through a shared-memory
+    /// mailbox (messages too long for it still go over the socket).
+    fn serve_mailbox(&self, channel: &mut Channel, mailbox: Mailbox, session: u64) {
+        let mut expect: u32 = 1;
+        let mut buf = Vec::with_capacity(256);
+        let mut out = Vec::with_capacity(256);
+        loop {
+            let arrival = {
+                let ch = &*channel;
+                mailbox.wait(Slot::Request, expect, SPIN, WAIT_SLICE, &mut || {
+                    self.stopping.load(Ordering::Relaxed) || ch.peer_gone_or_talking()
+                })
+            };
+            let len = match arrival {
+                Arrival::Stopped => return,
+                Arrival::Message(n) => n,
+            };
+            if len == ON_SOCKET {
+                let stop = || self.stopping.load(Ordering::Relaxed);
+                match channel.recv(SPIN, Some(WAIT_SLICE), &stop) {
+                    Ok(r) => {
+                        buf.clear();
+                        buf.extend_from_slice(channel.bytes(r));
+                    }
+                    Err(_) => return,
+                }
+            } else if mailbox.take(Slot::Request, len, &mut buf).is_err() {
+                return;
+            }
+            let Ok(req) = decode_request(&buf) else {
+                return;
+            };
+            let cx = Cx {
+                caller: req.caller,
+                channel,
+                server: self,
+            };
+            // Every call is answered here, even a NO_REPLY one: the client
+            // may not write the request slot again before that.
+            let result = self.call(session, &req, &cx);
+            let reply = reply_for(req.id, &result);
+            if encode_body(&reply, &mut out).is_err() {
+                return;
+            }
+            if out.len() <= SLOT {
+                mailbox.post(Slot::Reply, expect, Some(&out));
+            } else {
+                mailbox.post(Slot::Reply, expect, None);
+                out.clear();
+                if encode_frame(&reply, &mut out).is_err() || channel.send(&out).is_err() {
+                    return;
+                }
+            }
+            if out.capacity() > 1 << 20 {
+                out = Vec::with_capacity(256);
+            }
+            if buf.capacity() > 1 << 20 {
+                buf = Vec::with_capacity(256);
+            }
+            expect = expect.wrapping_add(1);
+        }
+    }
+
     /// Asks every connection thread to end (their sockets are shut down,
     /// which also tells the clients at once).
     fn stop_all(&self) {
@@ -414,6 +499,16 @@ impl Server {
             // (under this lock) before its thread closes it.
             let _ = nix::sys::socket::shutdown(fd, nix::sys::socket::Shutdown::Both);
         }
+    }
+}
+
+fn reply_for(id: u64, result: &Result<Vec<u8>>) -> Reply<'_> {
+    Reply {
+        id,
+        result: match result {
+            Ok(v) => Ok(Bytes(v)),
+            Err(e) => Err(Fault::from(clone_error(e))),
+        },
     }
 }
 
