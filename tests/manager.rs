@@ -832,3 +832,27 @@ fn a_stale_socket_file_is_replaced() {
     m.shutdown().unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn messages_longer_than_the_mailbox_go_over_the_socket() {
+    let _s = serial();
+    let m = start();
+    let list = m.list::<Vec<u8>>().unwrap();
+    let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let mut kid = {
+        let (list, big) = (list.clone(), big.clone());
+        spawn(move || {
+            list.push(&big).unwrap();
+            list.push(&vec![1, 2, 3]).unwrap();
+            assert_eq!(list.get(0).unwrap(), big);
+        })
+    };
+    join_ok(&mut kid);
+    // Long request, long reply, then short ones again on the same
+    // connection: the two paths stay in step.
+    list.push(&big).unwrap();
+    assert_eq!(list.len().unwrap(), 3);
+    let all = list.to_vec().unwrap();
+    assert_eq!(all, [big.clone(), vec![1, 2, 3], big]);
+    assert_eq!(list.get(1).unwrap(), [1, 2, 3]);
+}

@@ -45,7 +45,7 @@
 //! * **Protocol.** Length-prefixed frames (4-byte big-endian length) of
 //!   postcard-encoded `{id, object, method, caller, flags, args}` requests
 //!   and `{id, result}` replies; errors travel as a kind and a message and
-//!   come back as [`Error::Remote`](crate::Error::Remote) (or as the
+//!   come back as [`Error::Remote`] (or as the
 //!   crate's own `Timeout`, `BrokenBarrier`, `NotOwner`,
 //!   `ReleasedTooManyTimes`). Only the methods an object's type dispatches
 //!   can be called. A frame that cannot be decoded, or a length over the
