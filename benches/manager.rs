@@ -14,7 +14,8 @@
 //! First the WORKLOADS.md JSON lines (stdout) and ratios (stderr) at the
 //! full sizes, then criterion's statistics for the same operations. Run
 //! with `cargo bench --all-features --bench manager`; `-- --quick` for
-//! smaller sizes and no criterion part.
+//! smaller sizes and no criterion part, `-- --workloads-only` for the full
+//! sizes without it.
 
 #[path = "support/mod.rs"]
 mod support;
@@ -286,6 +287,8 @@ fn main() {
         workloads(2_000, 2_000, 2);
     } else {
         workloads(10_000, 10_000, 3);
-        criterion_part();
+        if !std::env::args().any(|a| a == "--workloads-only") {
+            criterion_part();
+        }
     }
 }
