@@ -648,26 +648,37 @@ fn killed_client_releases_its_references_and_others_go_on() {
     let _s = serial();
     let m = start();
     let lock = m.lock().unwrap();
+    let rlock = m.rlock().unwrap();
     let list = m.list::<u32>().unwrap();
     let (tx, rx) = multiproc::pipe(true).unwrap();
     let address = m.address().clone();
-    let mut kid = spawn(move || {
-        let other = Manager::connect(&address, KEY).unwrap();
-        let mine = other.list::<u32>().unwrap();
-        mine.push(&1).unwrap();
-        let q = other.queue::<u32>().unwrap();
-        tx.send(&()).unwrap();
-        // Killed while blocked in a call.
-        let _ = q.get();
-    });
+    let mut kid = {
+        let (lock, rlock) = (lock.clone(), rlock.clone());
+        spawn(move || {
+            let other = Manager::connect(&address, KEY).unwrap();
+            let mine = other.list::<u32>().unwrap();
+            mine.push(&1).unwrap();
+            let q = other.queue::<u32>().unwrap();
+            // Locks held when it dies are freed for the others.
+            lock.acquire().unwrap();
+            rlock.acquire().unwrap();
+            rlock.acquire().unwrap();
+            tx.send(&()).unwrap();
+            // Killed while blocked in a call.
+            let _ = q.get();
+        })
+    };
     rx.recv::<()>().unwrap();
-    assert_eq!(m.object_count().unwrap(), 4);
+    assert_eq!(m.object_count().unwrap(), 5);
+    assert!(!lock.try_acquire().unwrap());
+    assert!(!rlock.try_acquire().unwrap());
     std::thread::sleep(Duration::from_millis(20));
     kid.kill().unwrap();
     kid.join().unwrap();
-    wait_for(|| m.object_count().unwrap() == 2);
+    wait_for(|| m.object_count().unwrap() == 3);
     list.push(&5).unwrap();
-    assert!(lock.try_acquire().unwrap());
+    assert!(lock.acquire_timeout(Duration::from_secs(10)).unwrap());
+    assert!(rlock.acquire_timeout(Duration::from_secs(10)).unwrap());
     assert_eq!(list.to_vec().unwrap(), [5]);
 }
 

@@ -41,7 +41,10 @@
 //!   own session. Reference counts are kept per session in the server, so
 //!   a process that exits or is killed releases every reference it held
 //!   when its connections close; an object is freed when no session refers
-//!   to it.
+//!   to it. Locks (`Lock`, `RLock`, `Condition`) it still holds then are
+//!   released too, so a killed holder cannot block the others for ever
+//!   (Python's manager leaves them locked). A semaphore has no owner and
+//!   keeps its count.
 //! * **Protocol.** Length-prefixed frames (4-byte big-endian length) of
 //!   postcard-encoded `{id, object, method, caller, flags, args}` requests
 //!   and `{id, result}` replies; errors travel as a kind and a message and

@@ -469,14 +469,15 @@ impl Served for QueueObj {
 
 /// A plain lock: any caller may release it (as Python's `threading.Lock`).
 struct LockObj {
-    held: Mutex<bool>,
+    /// The session that acquired it, while held.
+    held: Mutex<Option<u64>>,
     cv: Condvar,
 }
 
 impl LockObj {
     fn make(_init: &[u8]) -> Result<Arc<dyn Served>> {
         Ok(Arc::new(LockObj {
-            held: Mutex::new(false),
+            held: Mutex::new(None),
             cv: Condvar::new(),
         }))
     }
@@ -489,24 +490,32 @@ impl Served for LockObj {
             "acquire" => {
                 let (block, timeout): (bool, Option<u64>) = dec_args(args)?;
                 let d = deadline(block, timeout);
-                while *held {
+                while held.is_some() {
                     if !cx.wait(&self.cv, &mut held, d)? {
                         return enc(&false);
                     }
                 }
-                *held = true;
+                *held = Some(cx.session);
                 enc(&true)
             }
             "release" => {
-                if !*held {
+                if held.is_none() {
                     return Err(Error::NotOwner);
                 }
-                *held = false;
+                *held = None;
                 self.cv.notify_one();
                 unit()
             }
-            "locked" => enc(&*held),
+            "locked" => enc(&held.is_some()),
             m => Err(unknown("Lock", m)),
+        }
+    }
+
+    fn session_ended(&self, session: u64) {
+        let mut held = self.held.lock();
+        if *held == Some(session) {
+            *held = None;
+            self.cv.notify_one();
         }
     }
 }
@@ -515,6 +524,8 @@ impl Served for LockObj {
 #[derive(Default)]
 struct Owned {
     owner: Option<u64>,
+    /// The owner's session.
+    session: u64,
     count: u64,
 }
 
@@ -533,6 +544,7 @@ impl Owned {
             match o.owner {
                 None => {
                     o.owner = Some(caller);
+                    o.session = cx.session;
                     o.count = 1;
                     return Ok(true);
                 }
@@ -559,6 +571,18 @@ impl Owned {
             cv.notify_all();
         }
         Ok(())
+    }
+}
+
+impl Owned {
+    /// Frees the lock if `session` holds it; whether it did.
+    fn drop_session(&mut self, session: u64) -> bool {
+        if self.owner.is_some() && self.session == session {
+            self.owner = None;
+            self.count = 0;
+            return true;
+        }
+        false
     }
 }
 
@@ -597,6 +621,12 @@ impl Served for RLockObj {
             }
             "locked" => enc(&s.owner.is_some()),
             m => Err(unknown("RLock", m)),
+        }
+    }
+
+    fn session_ended(&self, session: u64) {
+        if self.state.lock().drop_session(session) {
+            self.cv.notify_all();
         }
     }
 }
@@ -740,6 +770,7 @@ impl Served for ConditionObj {
                     cx.wait(&self.lock_cv, &mut s, None)?;
                 }
                 s.lock.owner = Some(cx.caller);
+                s.lock.session = cx.session;
                 s.lock.count = depth;
                 enc(&notified)
             }
@@ -767,6 +798,12 @@ impl Served for ConditionObj {
                 unit()
             }
             m => Err(unknown("Condition", m)),
+        }
+    }
+
+    fn session_ended(&self, session: u64) {
+        if self.state.lock().lock.drop_session(session) {
+            self.lock_cv.notify_all();
         }
     }
 }

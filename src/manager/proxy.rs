@@ -779,7 +779,8 @@ macro_rules! lock_methods {
 
 typed_proxy!(
     /// A lock held by a manager (Python's `manager.Lock()`): any process
-    /// may release it.
+    /// may release it; the server releases it if the process that acquired
+    /// it ends (exits, dies or drops its connection) while holding it.
     LockProxy, "lock"
 );
 lock_methods!(LockProxy);

@@ -35,6 +35,10 @@ pub(crate) type Constructor = fn(&[u8]) -> Result<Arc<dyn Served>>;
 pub(crate) trait Served: Send + Sync {
     /// Runs `method` with the encoded `args`; the encoded result.
     fn call(&self, method: &str, args: &[u8], cx: &Cx<'_>) -> Result<Vec<u8>>;
+
+    /// The client session `session` ended (its process exited, died or
+    /// dropped its handles): locks it holds are released.
+    fn session_ended(&self, _session: u64) {}
 }
 
 /// How long a blocked call sleeps before it checks that its caller is
@@ -47,6 +51,8 @@ const ACCEPT_SLICE: Duration = Duration::from_millis(50);
 pub(crate) struct Cx<'a> {
     /// The calling thread (pid << 32 | tid).
     pub caller: u64,
+    /// The caller's session.
+    pub session: u64,
     channel: &'a Channel,
     server: &'a Server,
 }
@@ -229,6 +235,17 @@ impl Server {
             }
             sessions.remove(&id).map(|s| s.refs).unwrap_or_default()
         };
+        // Locks it held are freed (a dead holder would block the others
+        // for ever).
+        let all: Vec<Arc<dyn Served>> = self
+            .objects
+            .read()
+            .values()
+            .map(|e| e.object.clone())
+            .collect();
+        for o in all {
+            o.session_ended(id);
+        }
         for (obj, n) in released {
             self.release(obj, n);
         }
@@ -380,6 +397,7 @@ impl Server {
             }
             let cx = Cx {
                 caller: req.caller,
+                session,
                 channel,
                 server: self,
             };
@@ -460,6 +478,7 @@ impl Server {
             };
             let cx = Cx {
                 caller: req.caller,
+                session,
                 channel,
                 server: self,
             };
