@@ -867,3 +867,31 @@ fn messages_longer_than_the_mailbox_go_over_the_socket() {
     assert_eq!(all, [big.clone(), vec![1, 2, 3], big]);
     assert_eq!(list.get(1).unwrap(), [1, 2, 3]);
 }
+
+#[test]
+fn the_server_stops_when_the_process_that_started_it_dies() {
+    let _s = serial();
+    let (tx, rx) = multiproc::pipe(true).unwrap();
+    let mut kid = spawn(move || {
+        // A single-threaded child: the server is forked from it.
+        let m = Manager::builder().authkey(KEY).start().unwrap();
+        let Address::Unix(path) = m.address().clone() else {
+            unreachable!()
+        };
+        tx.send(&(m.server_pid().unwrap(), path)).unwrap();
+        std::thread::sleep(Duration::from_secs(60));
+        drop(m);
+    });
+    let (pid, path): (i32, std::path::PathBuf) = rx.recv().unwrap();
+    assert!(path.exists());
+    kid.kill().unwrap();
+    kid.join().unwrap();
+    let gone = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| s.split_whitespace().nth(2) == Some("Z"))
+            .unwrap_or(true)
+    };
+    wait_for(gone);
+    // It cleaned up its socket and the private directory.
+    wait_for(|| !path.exists() && !path.parent().unwrap().exists());
+}

@@ -359,6 +359,7 @@ impl ManagerBuilder {
                 _ => StartMethod::Spawn,
             });
         let args = ServerArgs {
+            parent: Some(crate::sys::thread::pid()),
             address: address.to_string(),
             authkey: authkey.clone(),
             types: self
@@ -369,8 +370,7 @@ impl ManagerBuilder {
         };
         let process = Process::call_with(method, server_main, args)?
             .with_name("multiproc-manager")
-            .with_daemon(true)
-            .with_die_with_parent(true);
+            .with_daemon(true);
         let mut process = if self.allow_threads {
             // SAFETY: the caller of `allow_threads` promised it.
             unsafe { process.allow_threads() }
@@ -454,7 +454,7 @@ impl ManagerBuilder {
         let authkey = self
             .authkey
             .unwrap_or_else(|| crate::process::current_process().authkey().to_vec());
-        serve_with(&address, &authkey, self.types, true)
+        serve_with(&address, &authkey, self.types, None)
     }
 }
 
@@ -464,27 +464,28 @@ impl ManagerBuilder {
 /// registered ones). A Unix socket file left at `address` by a server that
 /// died is replaced; one that a live server uses is an error.
 pub fn serve(address: &Address, authkey: &[u8]) -> Result<()> {
-    serve_with(address, authkey, Vec::new(), true)
+    serve_with(address, authkey, Vec::new(), None)
 }
 
+/// Serves until a shutdown request, SIGTERM or SIGINT, or (with `parent`)
+/// until the process `parent` is no longer this one's parent (it died).
 fn serve_with(
     address: &Address,
     authkey: &[u8],
     types: Vec<(String, Constructor)>,
-    signals: bool,
+    parent: Option<i32>,
 ) -> Result<()> {
     let listener = server::bind(address, authkey)?;
     let stop = Arc::new(AtomicBool::new(false));
     let mut ids = Vec::new();
-    if signals {
-        for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-            ids.push(
-                signal_hook::flag::register(sig, stop.clone())
-                    .map_err(|e| Error::os("sigaction", e))?,
-            );
-        }
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        ids.push(
+            signal_hook::flag::register(sig, stop.clone())
+                .map_err(|e| Error::os("sigaction", e))?,
+        );
     }
-    let r = server::run(listener, types, &stop);
+    let orphaned = move || parent.is_some_and(|p| nix::unistd::getppid().as_raw() != p);
+    let r = server::run(listener, types, &stop, &orphaned);
     for id in ids {
         signal_hook::low_level::unregister(id);
     }
@@ -494,6 +495,8 @@ fn serve_with(
 /// What the server process gets.
 #[derive(Serialize, Deserialize)]
 struct ServerArgs {
+    /// The process that started the server: when it dies, the server stops.
+    parent: Option<i32>,
     address: String,
     authkey: Vec<u8>,
     /// Registered types: type id and the constructor's code offset.
@@ -515,7 +518,18 @@ fn server_main(args: ServerArgs) -> Option<String> {
                 (id.clone(), f)
             })
             .collect();
-        serve_with(&address, &args.authkey, types, true)
+        let r = serve_with(&address, &args.authkey, types, args.parent);
+        // The private directory `start` made, now empty (the socket file
+        // went with the listener), if the parent died without removing it.
+        if let Address::Unix(path) = &address
+            && let Some(dir) = path.parent()
+            && dir
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("multiproc-manager-"))
+        {
+            let _ = std::fs::remove_dir(dir);
+        }
+        r
     };
     run().err().map(|e| e.to_string())
 }

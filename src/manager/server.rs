@@ -566,16 +566,17 @@ pub(crate) fn bind(address: &Address, authkey: &[u8]) -> Result<Listener> {
     Ok(listener)
 }
 
-/// Runs a server on `listener` until a shutdown request, or `stop` turns
-/// true.
+/// Runs a server on `listener` until a shutdown request, `stop` turns
+/// true, or `orphaned()` does (checked every accept slice).
 pub(crate) fn run(
     mut listener: Listener,
     types: Vec<(String, Constructor)>,
     stop: &AtomicBool,
+    orphaned: &dyn Fn() -> bool,
 ) -> Result<()> {
     let server = Arc::new(Server::new(types));
     let result = loop {
-        if stop.load(Ordering::Relaxed) || server.stopping.load(Ordering::Relaxed) {
+        if stop.load(Ordering::Relaxed) || server.stopping.load(Ordering::Relaxed) || orphaned() {
             break Ok(());
         }
         match listener.accept_timeout(ACCEPT_SLICE) {
