@@ -71,19 +71,14 @@ impl std::fmt::Debug for Mailbox {
 impl Mailbox {
     /// A new mailbox (zeroed: both sequences at 0).
     pub(crate) fn new() -> Result<Mailbox> {
-        let map = SharedMapping::new(c"multiproc-manager-mailbox", HEADER + 2 * SLOT, false)?;
+        let map = SharedMapping::new_sealed(c"multiproc-manager-mailbox", HEADER + 2 * SLOT)?;
         Ok(Mailbox { map })
     }
 
-    /// Maps the mailbox another process made (its memfd).
+    /// Maps the mailbox another process made (its memfd, which must be
+    /// sealed against shrinking: a truncated mapping would fault).
     pub(crate) fn from_fd(fd: std::os::fd::OwnedFd) -> Result<Mailbox> {
-        let map = SharedMapping::from_fd(fd)?;
-        if map.len() < HEADER + 2 * SLOT {
-            return Err(Error::InvalidSize {
-                size: map.len(),
-                reason: "a mailbox mapping is too small",
-            });
-        }
+        let map = SharedMapping::from_sealed_fd(fd, HEADER + 2 * SLOT)?;
         Ok(Mailbox { map })
     }
 
@@ -214,5 +209,92 @@ impl Mailbox {
             out.set_len(n);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dup(fd: std::os::fd::BorrowedFd<'_>) -> std::os::fd::OwnedFd {
+        fd.try_clone_to_owned().unwrap()
+    }
+
+    #[test]
+    fn only_sealed_mailboxes_are_adopted() {
+        let plain = SharedMapping::new(c"plain", HEADER + 2 * SLOT, false).unwrap();
+        assert!(Mailbox::from_fd(dup(plain.fd())).is_err());
+        let small = SharedMapping::new_sealed(c"small", 4096).unwrap();
+        assert!(Mailbox::from_fd(dup(small.fd())).is_err());
+        let m = Mailbox::new().unwrap();
+        assert!(Mailbox::from_fd(dup(m.fd())).is_ok());
+        // The size cannot change under the adopter's feet.
+        assert!(nix::unistd::ftruncate(m.fd(), 0).is_err());
+    }
+
+    #[test]
+    fn ping_pong_between_two_mappings() {
+        let a = Mailbox::new().unwrap();
+        let b = Mailbox::from_fd(dup(a.fd())).unwrap();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let mut buf = Vec::new();
+                for seq in 1..=1000u32 {
+                    let Arrival::Message(n) = b.wait(
+                        Slot::Request,
+                        seq,
+                        Duration::from_micros(50),
+                        Duration::from_millis(10),
+                        &mut || false,
+                    ) else {
+                        panic!("stopped")
+                    };
+                    b.take(Slot::Request, n, &mut buf).unwrap();
+                    buf.push(b'!');
+                    b.post(Slot::Reply, seq, Some(&buf));
+                }
+            });
+            let mut buf = Vec::new();
+            for seq in 1..=1000u32 {
+                let msg = seq.to_le_bytes();
+                a.post(Slot::Request, seq, Some(&msg));
+                let Arrival::Message(n) = a.wait(
+                    Slot::Reply,
+                    seq,
+                    Duration::from_micros(50),
+                    Duration::from_millis(10),
+                    &mut || false,
+                ) else {
+                    panic!("stopped")
+                };
+                a.take(Slot::Reply, n, &mut buf).unwrap();
+                assert_eq!(&buf[..4], &msg);
+                assert_eq!(buf[4], b'!');
+            }
+        });
+        // A length over the slot is refused, not read.
+        let mut buf = Vec::new();
+        assert!(a.take(Slot::Reply, SLOT as u32 + 1, &mut buf).is_err());
+        a.post(Slot::Reply, 5000, None);
+        assert_eq!(
+            a.wait(
+                Slot::Reply,
+                5000,
+                Duration::ZERO,
+                Duration::from_millis(1),
+                &mut || true
+            ),
+            Arrival::Message(ON_SOCKET)
+        );
+        assert_eq!(
+            a.wait(
+                Slot::Reply,
+                5001,
+                Duration::ZERO,
+                Duration::from_millis(1),
+                &mut || true
+            ),
+            Arrival::Stopped
+        );
     }
 }
