@@ -175,6 +175,30 @@ fn best<T>(reps: usize, mut f: impl FnMut() -> (Duration, T)) -> (Duration, T) {
     out
 }
 
+/// Python's SyncManager on the same workloads, run now by
+/// `benches/python/manager.py` (if python3 is there): (ns per call,
+/// appends per second).
+fn python_figures() -> Option<(f64, f64)> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/python/manager.py");
+    let out = std::process::Command::new("python3")
+        .arg(script)
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let value = |workload: &str| -> Option<f64> {
+        let line = text
+            .lines()
+            .find(|l| l.contains(&format!("\"workload\": \"{workload}\"")))?;
+        println!("{line}");
+        let v = line.split("\"value\": ").nth(1)?;
+        v.split([',', '}']).next()?.trim().parse().ok()
+    };
+    Some((value("manager_rtt")?, value("manager_append")?))
+}
+
 fn workloads(r: u64, k: u64, reps: usize) {
     let m = builder().start().unwrap();
     // manager_rtt: R set+get pairs = 2R proxy calls.
@@ -209,7 +233,7 @@ fn workloads(r: u64, k: u64, reps: usize) {
     );
     eprintln!(
         "manager_rtt: {:.2} us per proxy call, bare blocking socket round trip {:.2} us \
-         (ratio {:.3}); Python's SyncManager here: about 42 us (target <= 4.2 us)",
+         (ratio {:.3})",
         ns_mp / 1e3,
         ns_raw / 1e3,
         ns_mp / ns_raw
@@ -242,12 +266,23 @@ fn workloads(r: u64, k: u64, reps: usize) {
     );
     eprintln!(
         "manager_append: {:.0} appends/s, bare blocking socket round trips {:.0}/s \
-         (ratio {:.2}); Python's SyncManager here: about 57k/s (target >= 570k/s)",
+         (ratio {:.2})",
         rate_mp,
         rate_raw,
         rate_mp / rate_raw
     );
     m.shutdown().unwrap();
+    match python_figures() {
+        Some((py_ns, py_rate)) => eprintln!(
+            "same run, Python's SyncManager: {:.1} us per call ({:.1}x multiproc's time), \
+             {:.0} appends/s (multiproc {:.1}x its rate); targets 10x",
+            py_ns / 1e3,
+            py_ns / ns_mp,
+            py_rate,
+            rate_mp / py_rate
+        ),
+        None => eprintln!("(python3 not run: no Python comparison in this run)"),
+    }
 }
 
 fn criterion_part() {

@@ -22,13 +22,23 @@ pub(crate) const SLOT: usize = 60 * 1024;
 pub(crate) const ON_SOCKET: u32 = u32::MAX;
 const HEADER: usize = 256;
 
-/// One direction: a sequence number, a length, whether the reader sleeps.
+/// One direction: a sequence number, a length, whether the reader sleeps,
+/// and the CPU the writer last posted from.
 #[repr(C)]
 struct Side {
     seq: AtomicU32,
     len: AtomicU32,
     sleeping: AtomicU32,
-    _pad: [u32; 29],
+    cpu: AtomicU32,
+    _pad: [u32; 28],
+}
+
+/// The CPU the calling thread runs on (`u32::MAX` if unknown).
+fn current_cpu() -> u32 {
+    // SAFETY: sched_getcpu takes no arguments and only reads the calling
+    // thread's state (through the vDSO or rseq).
+    let c = unsafe { libc::sched_getcpu() };
+    if c < 0 { u32::MAX } else { c as u32 }
 }
 
 #[repr(C)]
@@ -130,6 +140,7 @@ impl Mailbox {
             None => ON_SOCKET,
         };
         side.len.store(len, Ordering::Relaxed);
+        side.cpu.store(current_cpu(), Ordering::Relaxed);
         side.seq.store(seq, Ordering::SeqCst);
         if side.sleeping.load(Ordering::SeqCst) != 0 {
             futex::wake(&side.seq, 1);
@@ -153,6 +164,10 @@ impl Mailbox {
         if let Some(n) = arrived(side) {
             return Arrival::Message(n);
         }
+        // A writer that last ran on this CPU needs it to answer: give it up
+        // at every round. One on another CPU answers sooner if we only spin.
+        let shared_cpu = side.cpu.load(Ordering::Relaxed) == current_cpu();
+        let every = if shared_cpu { 1 } else { 16 };
         let start = Instant::now();
         let mut rounds = 0u32;
         while start.elapsed() < spin {
@@ -163,7 +178,7 @@ impl Mailbox {
                 return Arrival::Message(n);
             }
             rounds += 1;
-            if rounds % 2 == 0 {
+            if rounds % every == 0 {
                 // If the other side shares this CPU, let it run: spinning
                 // would only delay it.
                 std::thread::yield_now();
