@@ -169,6 +169,72 @@ pub enum Error {
     /// The pool was terminated (or dropped) before the task finished.
     #[error("the pool was terminated before the task finished")]
     PoolTerminated,
+    /// A method called through a manager proxy failed in the server: the
+    /// server-side kind and message (Python re-raises the server's
+    /// exception in the caller the same way).
+    #[error("remote {kind}: {message}")]
+    Remote {
+        /// What went wrong, as the server classified it.
+        kind: RemoteErrorKind,
+        /// The server's message.
+        message: String,
+    },
+    /// The manager server cannot be reached: it was shut down or killed,
+    /// or the connection to it broke. Calls fail with this promptly; none
+    /// waits for a server that is gone.
+    #[error("manager server unreachable: {0}")]
+    ServerGone(String),
+}
+
+/// The kind of an [`Error::Remote`]: what the manager's server reported.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[non_exhaustive]
+pub enum RemoteErrorKind {
+    /// No object with that id lives in the server (freed, or never made).
+    UnknownObject,
+    /// The object's type has no method of that name (only registered
+    /// methods can be called).
+    UnknownMethod,
+    /// No type of that name is registered with the server.
+    UnknownType,
+    /// The arguments could not be decoded as the method's parameters (a
+    /// proxy of the wrong type, or a corrupt request).
+    BadArguments,
+    /// An index past the end (Python's `IndexError`).
+    Index,
+    /// A key that is not there (Python's `KeyError`, or `AttributeError`
+    /// for a namespace).
+    Key,
+    /// A value that is not there (Python's `ValueError` from
+    /// `list.remove` and `list.index`), or an argument out of range.
+    Value,
+    /// A non-blocking get from an empty queue (Python's `queue.Empty`).
+    Empty,
+    /// A non-blocking put to a full queue (Python's `queue.Full`).
+    Full,
+    /// The request was malformed or refused by the protocol.
+    Protocol,
+    /// A registered type's own error, with its name.
+    Custom(String),
+}
+
+impl fmt::Display for RemoteErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RemoteErrorKind::UnknownObject => f.write_str("unknown object"),
+            RemoteErrorKind::UnknownMethod => f.write_str("unknown method"),
+            RemoteErrorKind::UnknownType => f.write_str("unknown type"),
+            RemoteErrorKind::BadArguments => f.write_str("bad arguments"),
+            RemoteErrorKind::Index => f.write_str("index error"),
+            RemoteErrorKind::Key => f.write_str("key error"),
+            RemoteErrorKind::Value => f.write_str("value error"),
+            RemoteErrorKind::Empty => f.write_str("empty"),
+            RemoteErrorKind::Full => f.write_str("full"),
+            RemoteErrorKind::Protocol => f.write_str("protocol error"),
+            RemoteErrorKind::Custom(name) => write!(f, "{name}"),
+        }
+    }
 }
 
 impl Error {

@@ -54,6 +54,8 @@ mod array;
 pub mod connection;
 mod error;
 #[cfg(feature = "serde")]
+pub mod manager;
+#[cfg(feature = "serde")]
 pub mod pool;
 pub mod process;
 #[cfg(feature = "serde")]
@@ -72,7 +74,9 @@ pub use crate::redis::RedisQueue;
 pub use array::{Array, RawArray};
 pub use connection::listener::{Address, Client, Listener};
 pub use connection::{Connection, pipe};
-pub use error::{Error, LockResult, OwnerDied, Result, TryLockError, TryLockResult};
+pub use error::{
+    Error, LockResult, OwnerDied, RemoteErrorKind, Result, TryLockError, TryLockResult,
+};
 #[cfg(feature = "serde")]
 pub use pool::{AsyncResult, IMap, Pool, PoolBuilder};
 pub use process::{

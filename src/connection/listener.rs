@@ -248,6 +248,7 @@ pub struct Listener {
     authkey: Option<Vec<u8>>,
     handshake_timeout: Duration,
     max_message: Option<u64>,
+    sha256_only: bool,
     pending: Vec<Handshake>,
     // Declared after `socket`: the file goes once the socket is closed.
     _file: Option<SocketFile>,
@@ -296,6 +297,7 @@ impl Listener {
             authkey: authkey.map(<[u8]>::to_vec),
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             max_message: None,
+            sha256_only: false,
             pending: Vec::new(),
             _file: file,
         })
@@ -320,6 +322,15 @@ impl Listener {
     /// [`Connection::with_max_message`]).
     pub fn with_max_message(mut self, max: u64) -> Self {
         self.max_message = Some(max);
+        self
+    }
+
+    /// Accepts only HMAC-SHA256 answers (`{sha256}`), refusing the old
+    /// HMAC-MD5 ones and any other digest: both directions of every
+    /// handshake are then HMAC-SHA256, since our own challenge asks for it
+    /// and a client of ours answers it so. The manager's listener uses this.
+    pub fn with_sha256_only(mut self) -> Self {
+        self.sha256_only = true;
         self
     }
 
@@ -413,7 +424,7 @@ impl Listener {
                         return self.finish(fd);
                     }
                     let deadline = Instant::now() + self.handshake_timeout;
-                    match Handshake::new(fd, Role::Server, deadline) {
+                    match Handshake::new(fd, Role::Server, deadline, self.sha256_only) {
                         Ok(mut h) => {
                             // Its challenge is queued; send it now.
                             h.ready = true;
@@ -566,29 +577,50 @@ impl Client {
         authkey: Option<&[u8]>,
         timeout: Option<Duration>,
     ) -> Result<Connection> {
-        let deadline = timeout.map(|t| Instant::now() + t);
-        let fd = match deadline {
-            None => connect_socket(address)?,
-            Some(d) => connect_socket_until(address, d)?,
-        };
-        let Some(key) = authkey else {
-            return Ok(Connection::from_fd(fd, true, true));
-        };
-        let mut h = Handshake::new(fd, Role::Client, far_future())?;
-        loop {
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                return Err(Error::Timeout);
-            }
-            let mut fds = [PollFd::new(h.fd.as_fd(), h.interest())];
-            match nix::poll::poll(&mut fds, poll_timeout(deadline)) {
-                Ok(0) => continue,
-                Ok(_) => {}
-                Err(Errno::EINTR) => continue,
-                Err(e) => return Err(Error::os("poll", e)),
-            }
-            if let Progress::Done = h.step(key)? {
-                return Ok(Connection::from_fd(h.into_fd()?, true, true));
-            }
+        connect_with(address, authkey, timeout, false)
+    }
+
+    /// Like [`connect_timeout`](Self::connect_timeout), but the handshake is
+    /// HMAC-SHA256 in both directions or nothing: a challenge for another
+    /// digest (or an old-style MD5 one) is refused, and our own challenge
+    /// asks for SHA-256. The manager's client uses this.
+    pub fn connect_sha256_only(
+        address: &Address,
+        authkey: &[u8],
+        timeout: Option<Duration>,
+    ) -> Result<Connection> {
+        connect_with(address, Some(authkey), timeout, true)
+    }
+}
+
+fn connect_with(
+    address: &Address,
+    authkey: Option<&[u8]>,
+    timeout: Option<Duration>,
+    sha256_only: bool,
+) -> Result<Connection> {
+    let deadline = timeout.map(|t| Instant::now() + t);
+    let fd = match deadline {
+        None => connect_socket(address)?,
+        Some(d) => connect_socket_until(address, d)?,
+    };
+    let Some(key) = authkey else {
+        return Ok(Connection::from_fd(fd, true, true));
+    };
+    let mut h = Handshake::new(fd, Role::Client, far_future(), sha256_only)?;
+    loop {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(Error::Timeout);
+        }
+        let mut fds = [PollFd::new(h.fd.as_fd(), h.interest())];
+        match nix::poll::poll(&mut fds, poll_timeout(deadline)) {
+            Ok(0) => continue,
+            Ok(_) => {}
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(Error::os("poll", e)),
+        }
+        if let Progress::Done = h.step(key)? {
+            return Ok(Connection::from_fd(h.into_fd()?, true, true));
         }
     }
 }
@@ -764,7 +796,17 @@ fn split_digest(msg: &[u8]) -> Option<(Digest, usize)> {
 }
 
 /// Our answer to a challenge message (what follows `#CHALLENGE#`).
-fn answer(key: &[u8], msg: &[u8]) -> Result<Vec<u8>> {
+fn answer(key: &[u8], msg: &[u8], sha256_only: bool) -> Result<Vec<u8>> {
+    if sha256_only {
+        return match split_digest(msg) {
+            Some((Digest::Sha256, prefix)) => {
+                let mut out = msg[..prefix].to_vec();
+                out.extend_from_slice(&Digest::Sha256.mac(key, msg));
+                Ok(out)
+            }
+            _ => Err(auth_failed("challenge is not HMAC-SHA256")),
+        };
+    }
     if msg.len() == LEGACY_CHALLENGE_LEN {
         // The old protocol: HMAC-MD5 of the random bytes, no prefix.
         return Ok(Digest::Md5.mac(key, msg));
@@ -779,7 +821,13 @@ fn answer(key: &[u8], msg: &[u8]) -> Result<Vec<u8>> {
 
 /// Whether `response` answers our challenge message `msg` (which follows
 /// `#CHALLENGE#`): a `{digest}` answer, or a bare HMAC-MD5 one.
-fn verify(key: &[u8], msg: &[u8], response: &[u8]) -> bool {
+fn verify(key: &[u8], msg: &[u8], response: &[u8], sha256_only: bool) -> bool {
+    if sha256_only {
+        return match split_digest(response) {
+            Some((Digest::Sha256, prefix)) => Digest::Sha256.verify(key, msg, &response[prefix..]),
+            _ => false,
+        };
+    }
     if response.len() == MD5_LEN {
         return Digest::Md5.verify(key, msg, response);
     }
@@ -828,10 +876,11 @@ struct Handshake {
     sent: usize,
     input: Vec<u8>,
     state: State,
+    sha256_only: bool,
 }
 
 impl Handshake {
-    fn new(fd: OwnedFd, role: Role, deadline: Instant) -> Result<Handshake> {
+    fn new(fd: OwnedFd, role: Role, deadline: Instant, sha256_only: bool) -> Result<Handshake> {
         set_nonblocking(fd.as_fd(), true)?;
         let mut h = Handshake {
             fd,
@@ -842,6 +891,7 @@ impl Handshake {
             sent: 0,
             input: Vec::new(),
             state: State::AwaitChallenge,
+            sha256_only,
         };
         if role == Role::Server {
             h.challenge()?;
@@ -914,7 +964,7 @@ impl Handshake {
             };
             match std::mem::replace(&mut self.state, State::Finish) {
                 State::AwaitResponse(challenge) => {
-                    if verify(key, &challenge, &msg) {
+                    if verify(key, &challenge, &msg, self.sha256_only) {
                         self.queue(WELCOME);
                         self.state = match self.role {
                             Role::Server => State::AwaitChallenge,
@@ -929,7 +979,7 @@ impl Handshake {
                     let Some(body) = msg.strip_prefix(CHALLENGE) else {
                         return Err(auth_failed("expected a challenge"));
                     };
-                    let reply = answer(key, body)?;
+                    let reply = answer(key, body, self.sha256_only)?;
                     self.queue(&reply);
                     self.state = State::AwaitVerdict;
                 }
@@ -1011,26 +1061,35 @@ mod tests {
     fn answers_match_python() {
         let mut modern = b"{sha256}".to_vec();
         modern.extend_from_slice(&[b'x'; 40]);
-        let a = answer(b"k", &modern).unwrap();
+        let a = answer(b"k", &modern, false).unwrap();
         assert_eq!(&a[..8], b"{sha256}");
         assert_eq!(
             hex(&a[8..]),
             "c88f5842497f089695cef742fe0f3f0363b08f255b0da59a5907f785657c9504"
         );
-        assert!(verify(b"k", &modern, &a));
-        assert!(!verify(b"K", &modern, &a));
+        assert!(verify(b"k", &modern, &a, false));
+        assert!(!verify(b"K", &modern, &a, false));
         // A 3.11 peer answers our challenge with bare HMAC-MD5 of all of it.
         let md5 = Digest::Md5.mac(b"k", &modern);
         assert_eq!(hex(&md5), "b6d8a95c2aec62a2d758f6fc96cc92cf");
-        assert!(verify(b"k", &modern, &md5));
+        assert!(verify(b"k", &modern, &md5, false));
         let mut bad = md5.clone();
         bad[0] ^= 1;
-        assert!(!verify(b"k", &modern, &bad));
+        assert!(!verify(b"k", &modern, &bad, false));
         // The old challenge: 20 bytes, answered with bare HMAC-MD5.
-        let old = answer(b"k", &[b'y'; 20]).unwrap();
+        let old = answer(b"k", &[b'y'; 20], false).unwrap();
         assert_eq!(hex(&old), "80977f5d629fcb3509faf2e12c90e153");
         // Unknown digests are refused.
-        assert!(answer(b"k", b"{sha3_512}aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa").is_err());
-        assert!(!verify(b"k", &modern, b"{nope}abc"));
+        assert!(answer(b"k", b"{sha3_512}aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", false).is_err());
+        assert!(!verify(b"k", &modern, b"{nope}abc", false));
+        // SHA-256 only: the MD5 answers and challenges are refused.
+        assert!(verify(b"k", &modern, &a, true));
+        assert!(!verify(b"k", &modern, &md5, true));
+        assert!(answer(b"k", &[b'y'; 20], true).is_err());
+        assert_eq!(answer(b"k", &modern, true).unwrap(), a);
+        let mut md5_challenge = b"{md5}".to_vec();
+        md5_challenge.extend_from_slice(&[b'x'; 40]);
+        assert!(answer(b"k", &md5_challenge, true).is_err());
+        assert!(answer(b"k", &md5_challenge, false).is_ok());
     }
 }

@@ -146,6 +146,19 @@ impl Connection {
         Connection::new(fd, readable, writable, socket)
     }
 
+    /// The descriptor, taken out of the connection (which is consumed):
+    /// the socket of a listener connection or of a [`pipe_os`] end. An end
+    /// of a shared-memory [`pipe`] is refused ([`Error::BadConnection`]):
+    /// its descriptor is only a doorbell, the bytes are not in it.
+    pub fn into_fd(self) -> Result<OwnedFd> {
+        if self.stream.is_some() {
+            return Err(Error::BadConnection(
+                "backed by shared memory: its descriptor carries no data",
+            ));
+        }
+        Ok(self.fd)
+    }
+
     /// Sets the largest message `recv_bytes` accepts (longer ones are an
     /// error and are skipped, never allocated).
     pub fn with_max_message(mut self, max: u64) -> Self {

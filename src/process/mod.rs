@@ -6,7 +6,7 @@
 mod group;
 mod identity;
 #[cfg(feature = "serde")]
-mod spawn;
+pub(crate) mod spawn;
 
 use std::cell::UnsafeCell;
 use std::fmt;

@@ -56,12 +56,29 @@ type Trampoline = fn(usize, &[u8], Vec<Arc<Arena>>) -> Report;
 
 /// Where code lies relative to [`init`]: the same in every process running
 /// this executable, wherever it was loaded.
-fn offset_of(addr: usize) -> isize {
+pub(crate) fn offset_of(addr: usize) -> isize {
     addr as isize - (init as fn() as usize) as isize
 }
 
-fn address_of(offset: isize) -> usize {
+pub(crate) fn address_of(offset: isize) -> usize {
     ((init as fn() as usize) as isize + offset) as usize
+}
+
+/// The function pointer of type `F` at `offset` from [`init`] (an offset
+/// [`offset_of`] gave for a function of this executable).
+///
+/// # Safety
+///
+/// `F` must be a function pointer type, and `offset` must come from
+/// `offset_of(f as usize)` for an `f: F` of this very executable (in this
+/// process, or in the parent that spawned it: the same image).
+pub(crate) unsafe fn fn_at<F: Copy>(offset: isize) -> F {
+    const { assert!(std::mem::size_of::<F>() == std::mem::size_of::<usize>()) };
+    let addr = address_of(offset);
+    // SAFETY: by the caller's promise `addr` is the address of a function
+    // of type `F`, and a function pointer has the size and representation
+    // of a `usize` address (checked above).
+    unsafe { std::mem::transmute_copy::<usize, F>(&addr) }
 }
 
 impl Plan {

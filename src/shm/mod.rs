@@ -2,6 +2,8 @@
 
 pub(crate) mod heap;
 #[cfg(feature = "serde")]
+pub(crate) mod mailbox;
+#[cfg(feature = "serde")]
 pub(crate) mod transfer;
 
 use std::sync::atomic::{

@@ -38,6 +38,50 @@ impl SharedMapping {
         let fd =
             memfd_create(name, MFdFlags::MFD_CLOEXEC).map_err(|e| Error::os("memfd_create", e))?;
         nix::unistd::ftruncate(&fd, len_off).map_err(|e| Error::os("ftruncate", e))?;
+        Self::map_new(fd, len, populate)
+    }
+
+    /// A new zero-filled shared mapping of `len` bytes whose size is sealed
+    /// (`F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL`): a process it is
+    /// handed to can map it without fear of it being truncated under its
+    /// feet (which would make its accesses fault with SIGBUS).
+    #[cfg(feature = "serde")]
+    pub(crate) fn new_sealed(name: &CStr, len: usize) -> Result<SharedMapping> {
+        use nix::fcntl::{FcntlArg, SealFlag, fcntl};
+        let len_off = libc::off_t::try_from(len).map_err(|_| Error::InvalidSize {
+            size: len,
+            reason: "too large for a memfd",
+        })?;
+        let fd = memfd_create(name, MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING)
+            .map_err(|e| Error::os("memfd_create", e))?;
+        nix::unistd::ftruncate(&fd, len_off).map_err(|e| Error::os("ftruncate", e))?;
+        let seals = SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_SEAL;
+        fcntl(&fd, FcntlArg::F_ADD_SEALS(seals)).map_err(|e| Error::os("fcntl", e))?;
+        Self::map_new(fd, len, false)
+    }
+
+    /// Maps the memfd `fd` if its size is sealed against shrinking and it
+    /// has at least `min` bytes (see [`new_sealed`](Self::new_sealed)).
+    #[cfg(feature = "serde")]
+    pub(crate) fn from_sealed_fd(fd: std::os::fd::OwnedFd, min: usize) -> Result<SharedMapping> {
+        use nix::fcntl::{FcntlArg, SealFlag, fcntl};
+        let seals = fcntl(&fd, FcntlArg::F_GET_SEALS).map_err(|e| Error::os("fcntl", e))?;
+        if !SealFlag::from_bits_retain(seals).contains(SealFlag::F_SEAL_SHRINK) {
+            return Err(Error::InvalidArgument(
+                "a shared mapping handed over must be sealed against shrinking",
+            ));
+        }
+        let map = Self::from_fd(fd)?;
+        if map.len() < min {
+            return Err(Error::InvalidSize {
+                size: map.len(),
+                reason: "the shared mapping handed over is too small",
+            });
+        }
+        Ok(map)
+    }
+
+    fn map_new(fd: std::os::fd::OwnedFd, len: usize, populate: bool) -> Result<SharedMapping> {
         let file = File::from(fd);
         let mut opts = MmapOptions::new();
         opts.len(len);

@@ -291,3 +291,58 @@ pub(crate) fn random_bytes(buf: &mut [u8]) -> Result<()> {
     }
     Ok(())
 }
+
+/// Sends `data` on the stream socket `fd` with the descriptor `pass`
+/// attached (SCM_RIGHTS); how many bytes went (the rest is the caller's to
+/// send normally).
+#[cfg(feature = "serde")]
+pub(crate) fn send_with_fd(
+    fd: std::os::fd::BorrowedFd<'_>,
+    data: &[u8],
+    pass: std::os::fd::BorrowedFd<'_>,
+) -> nix::Result<usize> {
+    use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+    use std::os::fd::AsRawFd;
+    let fds = [pass.as_raw_fd()];
+    let cmsg = [ControlMessage::ScmRights(&fds)];
+    let iov = [std::io::IoSlice::new(data)];
+    loop {
+        match sendmsg::<()>(fd.as_raw_fd(), &iov, &cmsg, MsgFlags::MSG_NOSIGNAL, None) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            r => return r,
+        }
+    }
+}
+
+/// Reads from the stream socket `fd` into `buf` (not waiting: EAGAIN on a
+/// non-blocking socket with nothing to read); the bytes read and any
+/// descriptors that came with them (SCM_RIGHTS, close-on-exec).
+#[cfg(feature = "serde")]
+pub(crate) fn recv_with_fds(
+    fd: std::os::fd::BorrowedFd<'_>,
+    buf: &mut [u8],
+) -> nix::Result<(usize, Vec<OwnedFd>)> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    use std::os::fd::{AsRawFd, RawFd};
+    let mut iov = [std::io::IoSliceMut::new(buf)];
+    let mut space = nix::cmsg_space!([RawFd; 4]);
+    let msg = recvmsg::<()>(
+        fd.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )?;
+    let mut fds = Vec::new();
+    if let Ok(cmsgs) = msg.cmsgs() {
+        for c in cmsgs {
+            if let ControlMessageOwned::ScmRights(raw) = c {
+                for r in raw {
+                    // SAFETY: the kernel just installed `r` in this process
+                    // for this message (SCM_RIGHTS); nothing else owns it.
+                    fds.push(unsafe { OwnedFd::from_raw_fd(r) });
+                }
+            }
+        }
+    }
+    Ok((msg.bytes, fds))
+}

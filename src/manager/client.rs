@@ -1,0 +1,303 @@
+//! The client side: one session per process and server, a pool of
+//! connections in it (one per thread that calls at the same time, so a
+//! blocking call on one thread never holds up another), and the call
+//! itself.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+use super::channel::{Channel, ReadEnd, SPIN};
+use super::protocol::{
+    Bytes, CONTROL, DEFAULT_MAX_FRAME, NO_REPLY, Request, dec, decode_reply, enc, encode_body,
+    encode_frame,
+};
+use crate::connection::listener::{Address, Client};
+use crate::error::{Error, Result};
+use crate::shm::mailbox::{Arrival, Mailbox, ON_SOCKET, SLOT, Slot};
+
+/// How long connecting (with the handshake) may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A process's connections to one server, and the references they hold.
+pub(crate) struct Session {
+    pid: i32,
+    pub(crate) address: Address,
+    pub(crate) authkey: Vec<u8>,
+    id: u64,
+    idle: Mutex<Vec<Conn>>,
+    next_request: AtomicU64,
+}
+
+struct Conn {
+    channel: Channel,
+    out: Vec<u8>,
+    /// Calls go through this shared-memory mailbox once the server took it
+    /// (Unix sockets only: the peer is on this host).
+    mailbox: Option<Mailbox>,
+    /// The mailbox's last sequence number.
+    seq: u32,
+    input: Vec<u8>,
+}
+
+/// How often a caller sleeping on the mailbox checks that the server is
+/// still there (its socket closes when it dies).
+const MAILBOX_SLICE: Duration = Duration::from_millis(20);
+
+/// The live sessions of this process (a forked child sees its parent's,
+/// which it does not use: their pid is not its own).
+static SESSIONS: Mutex<Vec<Weak<Session>>> = Mutex::new(Vec::new());
+
+fn gone(e: impl std::fmt::Display) -> Error {
+    Error::ServerGone(e.to_string())
+}
+
+/// Maps a failure to reach the server to [`Error::ServerGone`].
+fn connect_error(address: &Address, e: Error) -> Error {
+    match e {
+        Error::Os { call, source } => gone(format!("{call} {address}: {source}")),
+        Error::Eof | Error::Truncated { .. } => gone(format!(
+            "{address} closed the connection during the handshake"
+        )),
+        other => other,
+    }
+}
+
+impl Session {
+    /// This process's session with the server at `address`, made (and
+    /// connected) if there is none.
+    pub(crate) fn get(address: &Address, authkey: &[u8]) -> Result<Arc<Session>> {
+        let pid = crate::sys::thread::pid();
+        {
+            let mut all = SESSIONS.lock();
+            all.retain(|w| w.strong_count() > 0);
+            for w in all.iter() {
+                if let Some(s) = w.upgrade()
+                    && s.pid == pid
+                    && s.address == *address
+                    && s.authkey == authkey
+                {
+                    return Ok(s);
+                }
+            }
+        }
+        let (conn, id) = Self::open(address, authkey, None)?;
+        let s = Arc::new(Session {
+            pid,
+            address: address.clone(),
+            authkey: authkey.to_vec(),
+            id,
+            idle: Mutex::new(vec![conn]),
+            next_request: AtomicU64::new(1),
+        });
+        SESSIONS.lock().push(Arc::downgrade(&s));
+        Ok(s)
+    }
+
+    /// This process's live session with the server at `address`, whatever
+    /// its key.
+    pub(crate) fn existing(address: &Address) -> Option<Arc<Session>> {
+        let pid = crate::sys::thread::pid();
+        SESSIONS
+            .lock()
+            .iter()
+            .filter_map(Weak::upgrade)
+            .find(|s| s.pid == pid && s.address == *address)
+    }
+
+    /// Whether this session belongs to the calling process.
+    pub(crate) fn is_current(&self) -> bool {
+        self.pid == crate::sys::thread::pid()
+    }
+
+    /// Connects, authenticates and says hello; the connection and the
+    /// session id the server gave.
+    fn open(address: &Address, authkey: &[u8], join: Option<u64>) -> Result<(Conn, u64)> {
+        let c = Client::connect_sha256_only(address, authkey, Some(CONNECT_TIMEOUT))
+            .map_err(|e| connect_error(address, e))?;
+        let mut conn = Conn {
+            channel: Channel::new(c.into_fd()?, DEFAULT_MAX_FRAME)?,
+            out: Vec::with_capacity(256),
+            mailbox: None,
+            seq: 0,
+            input: Vec::new(),
+        };
+        let args = enc(&join)?;
+        let reply = conn.call(0, CONTROL, "hello", &args, 0)?;
+        let id: u64 = dec(&reply)?;
+        if !matches!(address, Address::Tcp(_)) {
+            // Same host: offer a mailbox; a server that refuses it is
+            // served over the socket.
+            let mailbox = Mailbox::new()?;
+            conn.out.clear();
+            encode_frame(
+                &Request {
+                    id: 0,
+                    object: CONTROL,
+                    method: "mailbox",
+                    caller: 0,
+                    flags: 0,
+                    args: Bytes(&[]),
+                },
+                &mut conn.out,
+            )?;
+            conn.channel
+                .send_with_fd(&conn.out, mailbox.fd())
+                .map_err(gone)?;
+            if conn.recv_socket(0).is_ok() {
+                conn.mailbox = Some(mailbox);
+            }
+        }
+        Ok((conn, id))
+    }
+
+    /// Calls `method` of `object` with encoded `args`; the encoded result.
+    pub(crate) fn call(&self, object: u64, method: &str, args: &[u8]) -> Result<Vec<u8>> {
+        let mut conn = self.take()?;
+        let id = self.next_request.fetch_add(1, Ordering::Relaxed);
+        let r = conn.call(id, object, method, args, 0);
+        match &r {
+            Err(Error::ServerGone(_)) | Err(Error::Codec(_)) => {}
+            _ => self.idle.lock().push(conn),
+        }
+        r
+    }
+
+    /// Sends a call whose reply nobody waits for (a decref from `Drop`).
+    pub(crate) fn notify(&self, object: u64, method: &str, args: &[u8]) {
+        let Ok(mut conn) = self.take() else {
+            return;
+        };
+        let sent = if conn.mailbox.is_some() {
+            // A mailbox call is always answered (the slot is reused).
+            conn.call_mailbox(0, object, method, args, NO_REPLY)
+                .map(drop)
+        } else {
+            conn.send(0, object, method, args, NO_REPLY)
+        };
+        if sent.is_ok() {
+            self.idle.lock().push(conn);
+        }
+    }
+
+    fn take(&self) -> Result<Conn> {
+        if let Some(c) = self.idle.lock().pop() {
+            return Ok(c);
+        }
+        let (conn, _) = Self::open(&self.address, &self.authkey, Some(self.id))?;
+        Ok(conn)
+    }
+}
+
+impl Conn {
+    fn send(&mut self, id: u64, object: u64, method: &str, args: &[u8], flags: u8) -> Result<()> {
+        self.out.clear();
+        let caller = (crate::sys::thread::pid() as u64) << 32 | crate::sys::thread::tid() as u64;
+        encode_frame(
+            &Request {
+                id,
+                object,
+                method,
+                caller,
+                flags,
+                args: Bytes(args),
+            },
+            &mut self.out,
+        )?;
+        self.channel.send(&self.out).map_err(gone)
+    }
+
+    fn call(
+        &mut self,
+        id: u64,
+        object: u64,
+        method: &str,
+        args: &[u8],
+        flags: u8,
+    ) -> Result<Vec<u8>> {
+        if self.mailbox.is_some() {
+            return self.call_mailbox(id, object, method, args, flags);
+        }
+        self.send(id, object, method, args, flags)?;
+        self.recv_socket(id)
+    }
+
+    /// Reads the reply to request `id` from the socket.
+    fn recv_socket(&mut self, id: u64) -> Result<Vec<u8>> {
+        let range = match self.channel.recv(SPIN, None, &|| false) {
+            Ok(r) => r,
+            Err(ReadEnd::Closed) => return Err(gone("the server closed the connection")),
+            Err(ReadEnd::Bad(e) | ReadEnd::Os(e)) => return Err(gone(e)),
+            Err(ReadEnd::Stopped) => return Err(gone("stopped")),
+        };
+        finish(id, self.channel.bytes(range))
+    }
+
+    /// A call through the mailbox: no system call while both sides spin.
+    fn call_mailbox(
+        &mut self,
+        id: u64,
+        object: u64,
+        method: &str,
+        args: &[u8],
+        flags: u8,
+    ) -> Result<Vec<u8>> {
+        let Some(mailbox) = &self.mailbox else {
+            return Err(gone("no mailbox"));
+        };
+        let caller = (crate::sys::thread::pid() as u64) << 32 | crate::sys::thread::tid() as u64;
+        let req = Request {
+            id,
+            object,
+            method,
+            caller,
+            flags,
+            args: Bytes(args),
+        };
+        encode_body(&req, &mut self.out)?;
+        self.seq = self.seq.wrapping_add(1);
+        let seq = self.seq;
+        if self.out.len() <= SLOT {
+            mailbox.post(Slot::Request, seq, Some(&self.out));
+        } else {
+            // Announced first, then sent: the server reads the socket once
+            // it sees the announcement.
+            mailbox.post(Slot::Request, seq, None);
+            self.out.clear();
+            encode_frame(&req, &mut self.out)?;
+            self.channel.send(&self.out).map_err(gone)?;
+        }
+        let channel = &self.channel;
+        let arrival = mailbox.wait(Slot::Reply, seq, SPIN, MAILBOX_SLICE, &mut || {
+            // The server never writes the socket during a call, unless it
+            // closed (died, or stops) or a long reply follows (announced in
+            // the mailbox first).
+            channel.peer_gone_or_talking()
+        });
+        match arrival {
+            Arrival::Stopped => Err(gone("the server closed the connection")),
+            Arrival::Message(ON_SOCKET) => self.recv_socket(id),
+            Arrival::Message(n) => {
+                mailbox.take(Slot::Reply, n, &mut self.input)?;
+                finish(id, &self.input)
+            }
+        }
+    }
+}
+
+/// The result a reply to request `id` carries.
+fn finish(id: u64, body: &[u8]) -> Result<Vec<u8>> {
+    let reply = decode_reply(body)?;
+    if reply.id != id {
+        return Err(Error::Codec(format!(
+            "reply {} to request {id}: the connection is out of step",
+            reply.id
+        )));
+    }
+    match reply.result {
+        Ok(b) => Ok(b.0.to_vec()),
+        Err(f) => Err(f.into()),
+    }
+}

@@ -1,0 +1,792 @@
+//! Managers: a server process that holds objects (lists, dicts, queues,
+//! locks, your own types) and typed proxies to use them from any process
+//! that connects, over a Unix socket or TCP, like Python's
+//! `multiprocessing.managers.SyncManager`.
+//!
+//! ```no_run
+//! use multiproc::manager::Manager;
+//!
+//! let manager = Manager::start()?;
+//! let list = manager.list::<u64>()?;
+//! let squares = manager.dict::<u64, u64>()?;
+//! let mut children = Vec::new();
+//! for i in 0..4u64 {
+//!     let (list, squares) = (list.clone(), squares.clone());
+//!     let mut p = multiproc::Process::new(move || -> multiproc::Result<()> {
+//!         list.push(&i)?;
+//!         squares.insert(&i, &(i * i))?;
+//!         Ok(())
+//!     });
+//!     p.start()?;
+//!     children.push(p);
+//! }
+//! for p in &mut children {
+//!     p.join_ok()?;
+//! }
+//! assert_eq!(list.len()?, 4);
+//! assert_eq!(squares.get(&3)?, Some(9));
+//! # Ok::<(), multiproc::Error>(())
+//! ```
+//!
+//! # How it works
+//!
+//! * **Server.** One thread per client connection; the objects live in a
+//!   registry, each behind its own lock (parking_lot), so a call locks only
+//!   the object it touches, and a blocking call (a lock's `acquire`, a
+//!   queue's `get`, a condition's or barrier's `wait`) blocks only the
+//!   connection it came on.
+//! * **Client.** Each process has one *session* per server: a pool of
+//!   connections, one per thread calling at the same moment. A proxy used
+//!   in a forked child notices the pid change and goes through the child's
+//!   own session. Reference counts are kept per session in the server, so
+//!   a process that exits or is killed releases every reference it held
+//!   when its connections close; an object is freed when no session refers
+//!   to it. Locks (`Lock`, `RLock`, `Condition`) it still holds then are
+//!   released too, so a killed holder cannot block the others for ever
+//!   (Python's manager leaves them locked). A semaphore has no owner and
+//!   keeps its count.
+//! * **Protocol.** Length-prefixed frames (4-byte big-endian length) of
+//!   postcard-encoded `{id, object, method, caller, flags, args}` requests
+//!   and `{id, result}` replies; errors travel as a kind and a message and
+//!   come back as [`Error::Remote`] (or as the
+//!   crate's own `Timeout`, `BrokenBarrier`, `NotOwner`,
+//!   `ReleasedTooManyTimes`). Only the methods an object's type dispatches
+//!   can be called. A frame that cannot be decoded, or a length over the
+//!   limit (64 MiB), closes that client's connection; the server goes on.
+//! * **Security.** Every connection passes an HMAC-SHA256 challenge in both
+//!   directions before any request is read (the `Listener`/`Client`
+//!   handshake restricted to SHA-256). A wrong key is refused and the
+//!   server keeps serving. [`Manager::start`] puts its socket in a fresh
+//!   private directory (mode 0700) with the socket file at mode 0600; a
+//!   stale socket file left by a killed server at a given path is replaced.
+//! * **Speed.** On a Unix socket (same host) each connection also gets a
+//!   shared-memory *mailbox* (a memfd the client makes and passes over the
+//!   socket): one request slot and one reply slot of 60 KiB, each with a
+//!   sequence word that doubles as a futex. A call writes the request,
+//!   bumps the sequence, and spins briefly for the reply before sleeping on
+//!   the futex; the server thread does the same for requests. Back-to-back
+//!   calls thus cost no system call at all; longer messages are announced
+//!   in the mailbox and sent over the socket. The socket stays the sign of
+//!   life: a side asleep on the mailbox checks it every few tens of
+//!   milliseconds, so a dead peer is noticed within that. Over TCP, frames
+//!   go on the socket, where both ends also spin a few tens of microseconds
+//!   before sleeping in `poll`.
+//!
+//! # Your own types
+//!
+//! [`manager_type!`](crate::manager_type) turns a serializable type and a
+//! list of its methods into a [`Remote`] implementation (the server-side
+//! dispatch) and a typed proxy; register the type with
+//! [`ManagerBuilder::register`] and make objects with [`Manager::create`].
+
+mod channel;
+mod client;
+mod objects;
+pub(crate) mod protocol;
+mod proxy;
+mod server;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::connection::listener::Address;
+use crate::error::{Error, Result};
+use crate::process::{Process, StartMethod};
+use client::Session;
+use protocol::{Bytes, CONTROL, dec, enc};
+use server::{Constructor, Served};
+
+pub use proxy::{
+    ArrayProxy, BarrierProxy, BoundedSemaphoreProxy, ConditionProxy, DictProxy, EventProxy,
+    JoinableQueueProxy, ListProxy, LockProxy, NamespaceProxy, Proxy, ProxyGuard, QueueProxy,
+    RLockProxy, SemaphoreProxy, Token, TypedProxy, ValueProxy,
+};
+
+/// How long [`Manager::start`] waits for its server to answer.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long shutdown waits for the server to exit before killing it.
+const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A type whose values a manager can hold and whose methods its proxies
+/// call. Implement it with [`manager_type!`](crate::manager_type).
+pub trait Remote: Serialize + DeserializeOwned + Send + 'static {
+    /// The name the type is registered under (unique per manager).
+    const TYPE_ID: &'static str;
+    /// The typed proxy.
+    type Proxy: TypedProxy;
+    /// Runs `method` with postcard-encoded `args` (a tuple of the
+    /// parameters); the encoded result. Unknown methods are an
+    /// [`UnknownMethod`](crate::RemoteErrorKind::UnknownMethod) error.
+    fn dispatch(&mut self, method: &str, args: &[u8]) -> Result<Vec<u8>>;
+}
+
+/// A registered type's object in the server: its value behind a lock.
+struct Custom<T>(parking_lot::Mutex<T>);
+
+impl<T: Remote> Served for Custom<T> {
+    fn call(&self, method: &str, args: &[u8], _cx: &server::Cx<'_>) -> Result<Vec<u8>> {
+        self.0.lock().dispatch(method, args)
+    }
+}
+
+fn construct<T: Remote>(init: &[u8]) -> Result<Arc<dyn Served>> {
+    let value: T = protocol::dec_args(init)?;
+    Ok(Arc::new(Custom(parking_lot::Mutex::new(value))))
+}
+
+/// What [`manager_type!`](crate::manager_type) expands to needs these.
+#[doc(hidden)]
+pub mod __private {
+    pub use serde;
+
+    /// Decodes a method's argument tuple.
+    pub fn decode_args<T: serde::de::DeserializeOwned>(args: &[u8]) -> crate::Result<T> {
+        super::protocol::dec_args(args)
+    }
+
+    /// Encodes a method's result.
+    pub fn encode<T: serde::Serialize>(v: &T) -> crate::Result<Vec<u8>> {
+        super::protocol::enc(v)
+    }
+
+    /// The error for a method the type does not have.
+    pub fn unknown_method(typeid: &str, method: &str) -> crate::Error {
+        crate::Error::Remote {
+            kind: crate::RemoteErrorKind::UnknownMethod,
+            message: format!("{typeid} has no method {method:?}"),
+        }
+    }
+}
+
+/// Defines a typed proxy for a serializable type and the server-side
+/// dispatch of the listed methods (the equivalent of Python's
+/// `BaseManager.register(typeid, callable)` with its exposed methods).
+///
+/// Each listed method must exist on the type with the same signature;
+/// arguments and results must be serializable. The proxy gets one method
+/// per entry, taking the arguments by value and returning
+/// `multiproc::Result<R>`. Only the listed methods can be called remotely.
+///
+/// ```no_run
+/// use multiproc::manager::Manager;
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Serialize, Deserialize)]
+/// struct Counter { n: u64 }
+///
+/// impl Counter {
+///     fn add(&mut self, k: u64) -> u64 { self.n += k; self.n }
+///     fn get(&self) -> u64 { self.n }
+/// }
+///
+/// multiproc::manager_type! {
+///     /// A counter in a manager.
+///     pub proxy CounterProxy for Counter as "Counter" {
+///         fn add(&mut self, k: u64) -> u64;
+///         fn get(&self) -> u64;
+///     }
+/// }
+///
+/// let manager = Manager::builder().register::<Counter>().start()?;
+/// let c: CounterProxy = manager.create(&Counter { n: 1 })?;
+/// assert_eq!(c.add(2)?, 3);
+/// assert_eq!(c.get()?, 3);
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+#[macro_export]
+macro_rules! manager_type {
+    (
+        $(#[$pm:meta])*
+        $vis:vis proxy $proxy:ident for $ty:ty as $typeid:literal {
+            $(
+                $(#[$mm:meta])*
+                fn $method:ident(& $(mut)? self $(, $arg:ident : $argty:ty)* $(,)?) $(-> $ret:ty)?;
+            )*
+        }
+    ) => {
+        $(#[$pm])*
+        #[derive(Clone, Debug)]
+        $vis struct $proxy($crate::manager::Proxy);
+
+        impl $crate::manager::TypedProxy for $proxy {
+            const TYPE_ID: &'static str = $typeid;
+            fn from_proxy_unchecked(p: $crate::manager::Proxy) -> Self {
+                $proxy(p)
+            }
+            fn proxy(&self) -> &$crate::manager::Proxy {
+                &self.0
+            }
+        }
+
+        impl $crate::manager::__private::serde::Serialize for $proxy {
+            fn serialize<S: $crate::manager::__private::serde::Serializer>(
+                &self,
+                s: S,
+            ) -> ::std::result::Result<S::Ok, S::Error> {
+                self.0.serialize(s)
+            }
+        }
+
+        impl<'de> $crate::manager::__private::serde::Deserialize<'de> for $proxy {
+            fn deserialize<D: $crate::manager::__private::serde::Deserializer<'de>>(
+                d: D,
+            ) -> ::std::result::Result<Self, D::Error> {
+                let p = <$crate::manager::Proxy as $crate::manager::__private::serde::Deserialize>::deserialize(d)?;
+                p.downcast().map_err(<D::Error as $crate::manager::__private::serde::de::Error>::custom)
+            }
+        }
+
+        impl $proxy {
+            $(
+                #[doc = concat!("Calls `", stringify!($method), "` on the object in the server.")]
+                $(#[$mm])*
+                #[allow(clippy::unused_unit)]
+                pub fn $method(&self $(, $arg: $argty)*) -> $crate::Result<$crate::__manager_ret!($($ret)?)> {
+                    self.0.call(stringify!($method), &($($arg,)*))
+                }
+            )*
+        }
+
+        impl $crate::manager::Remote for $ty {
+            const TYPE_ID: &'static str = $typeid;
+            type Proxy = $proxy;
+            fn dispatch(&mut self, method: &str, args: &[u8]) -> $crate::Result<::std::vec::Vec<u8>> {
+                match method {
+                    $(
+                        stringify!($method) => {
+                            #[allow(unused_parens, clippy::let_unit_value)]
+                            let ($($arg,)*): ($($argty,)*) =
+                                $crate::manager::__private::decode_args(args)?;
+                            #[allow(clippy::let_unit_value)]
+                            let r = self.$method($($arg),*);
+                            $crate::manager::__private::encode(&r)
+                        }
+                    )*
+                    m => Err($crate::manager::__private::unknown_method($typeid, m)),
+                }
+            }
+        }
+    };
+}
+
+/// The result type of a [`manager_type!`] method: `()` when none is given.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __manager_ret {
+    () => {
+        ()
+    };
+    ($t:ty) => {
+        $t
+    };
+}
+
+/// How a server is started and what it knows.
+#[derive(Debug, Default)]
+pub struct ManagerBuilder {
+    address: Option<Address>,
+    authkey: Option<Vec<u8>>,
+    types: Vec<(String, Constructor)>,
+    method: Option<StartMethod>,
+    allow_threads: bool,
+}
+
+impl ManagerBuilder {
+    /// Listens on `address` (default: a socket in a fresh private
+    /// directory). A TCP address serves other hosts too.
+    pub fn address(mut self, address: Address) -> Self {
+        self.address = Some(address);
+        self
+    }
+
+    /// The authentication key (default: this process's
+    /// [`authkey`](crate::CurrentProcess::authkey), which children inherit).
+    pub fn authkey(mut self, key: impl Into<Vec<u8>>) -> Self {
+        self.authkey = Some(key.into());
+        self
+    }
+
+    /// Registers a type made with [`manager_type!`](crate::manager_type).
+    /// A type id registered twice: the last registration wins.
+    pub fn register<T: Remote>(mut self) -> Self {
+        self.types
+            .push((T::TYPE_ID.to_string(), construct::<T> as Constructor));
+        self
+    }
+
+    /// Starts the server with this start method (default: fork if this
+    /// process has one thread, spawn otherwise; spawn needs
+    /// [`init`](crate::init) first in `main`).
+    pub fn start_method(mut self, method: StartMethod) -> Self {
+        self.method = Some(method);
+        self
+    }
+
+    /// Lets [`start`](Self::start) fork a multithreaded process (see
+    /// [`Process::allow_threads`]).
+    ///
+    /// # Safety
+    ///
+    /// As for [`Process::allow_threads`]: no other thread may hold a lock
+    /// the server process would need (the server uses its own threads,
+    /// the allocator and the standard library).
+    pub unsafe fn allow_threads(mut self) -> Self {
+        self.allow_threads = true;
+        self
+    }
+
+    /// Starts a server process and connects to it.
+    pub fn start(self) -> Result<Manager> {
+        let authkey = self
+            .authkey
+            .unwrap_or_else(|| crate::process::current_process().authkey().to_vec());
+        let (address, dir) = match self.address {
+            Some(a) => (a, None),
+            None => {
+                let dir = private_dir()?;
+                (Address::Unix(dir.join("manager.sock")), Some(dir))
+            }
+        };
+        let method = self
+            .method
+            .unwrap_or_else(|| match crate::sys::thread::thread_count() {
+                Some(1) => StartMethod::Fork,
+                _ => StartMethod::Spawn,
+            });
+        let args = ServerArgs {
+            parent: Some(crate::sys::thread::pid()),
+            address: address.to_string(),
+            authkey: authkey.clone(),
+            types: self
+                .types
+                .iter()
+                .map(|(id, f)| (id.clone(), crate::process::spawn::offset_of(*f as usize)))
+                .collect(),
+        };
+        let process = Process::call_with(method, server_main, args)?
+            .with_name("multiproc-manager")
+            .with_daemon(true);
+        let mut process = if self.allow_threads {
+            // SAFETY: the caller of `allow_threads` promised it.
+            unsafe { process.allow_threads() }
+        } else {
+            process
+        };
+        let cleanup = |dir: &Option<PathBuf>| {
+            if let Some(d) = dir {
+                let _ = std::fs::remove_dir_all(d);
+            }
+        };
+        if let Err(e) = process.start() {
+            cleanup(&dir);
+            return Err(e);
+        }
+        let deadline = Instant::now() + START_TIMEOUT;
+        let session = loop {
+            // Connected to *our* server (not another one that holds the
+            // address: ours then fails to bind and exits)?
+            let ours = Session::get(&address, &authkey).and_then(|s| {
+                let pid: u32 = dec(&s.call(CONTROL, "pid", &[])?)?;
+                if Some(pid as i32) == process.pid() {
+                    Ok(s)
+                } else {
+                    Err(Error::ServerGone(format!(
+                        "another server answers at {address}"
+                    )))
+                }
+            });
+            match ours {
+                Ok(s) => break s,
+                Err(Error::ServerGone(why)) => {
+                    if !process.is_alive() {
+                        let msg = match process.result() {
+                            Ok(Some(m)) => m,
+                            Ok(None) => "it exited".into(),
+                            Err(e) => e.to_string(),
+                        };
+                        cleanup(&dir);
+                        return Err(Error::ServerGone(format!(
+                            "the manager server did not start: {msg}"
+                        )));
+                    }
+                    if Instant::now() >= deadline {
+                        let _ = process.kill();
+                        let _ = process.join();
+                        cleanup(&dir);
+                        return Err(Error::ServerGone(format!(
+                            "the manager server did not answer in time: {why}"
+                        )));
+                    }
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                Err(e) => {
+                    let _ = process.kill();
+                    let _ = process.join();
+                    cleanup(&dir);
+                    return Err(e);
+                }
+            }
+        };
+        Ok(Manager {
+            session: parking_lot::Mutex::new(session),
+            address,
+            authkey,
+            server: Some(ServerHandle {
+                process,
+                dir,
+                owner: crate::sys::thread::pid(),
+            }),
+        })
+    }
+
+    /// Runs a server in this process until a shutdown request, SIGTERM or
+    /// SIGINT (a blocking call; what `multiproc manager serve` runs). The
+    /// address must be given.
+    pub fn serve(self) -> Result<()> {
+        let address = self.address.ok_or(Error::InvalidArgument(
+            "serve needs an address to listen on",
+        ))?;
+        let authkey = self
+            .authkey
+            .unwrap_or_else(|| crate::process::current_process().authkey().to_vec());
+        serve_with(&address, &authkey, self.types, None)
+    }
+}
+
+/// Runs a manager server on `address` with `authkey` in this process until
+/// a shutdown request ([`Manager::shutdown`] from a client), SIGTERM or
+/// SIGINT; the built-in types only (see [`ManagerBuilder::serve`] for
+/// registered ones). A Unix socket file left at `address` by a server that
+/// died is replaced; one that a live server uses is an error.
+pub fn serve(address: &Address, authkey: &[u8]) -> Result<()> {
+    serve_with(address, authkey, Vec::new(), None)
+}
+
+/// Serves until a shutdown request, SIGTERM or SIGINT, or (with `parent`)
+/// until the process `parent` is no longer this one's parent (it died).
+fn serve_with(
+    address: &Address,
+    authkey: &[u8],
+    types: Vec<(String, Constructor)>,
+    parent: Option<i32>,
+) -> Result<()> {
+    let listener = server::bind(address, authkey)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut ids = Vec::new();
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        ids.push(
+            signal_hook::flag::register(sig, stop.clone())
+                .map_err(|e| Error::os("sigaction", e))?,
+        );
+    }
+    let orphaned = move || parent.is_some_and(|p| nix::unistd::getppid().as_raw() != p);
+    let r = server::run(listener, types, &stop, &orphaned);
+    for id in ids {
+        signal_hook::low_level::unregister(id);
+    }
+    r
+}
+
+/// What the server process gets.
+#[derive(Serialize, Deserialize)]
+struct ServerArgs {
+    /// The process that started the server: when it dies, the server stops.
+    parent: Option<i32>,
+    address: String,
+    authkey: Vec<u8>,
+    /// Registered types: type id and the constructor's code offset.
+    types: Vec<(String, isize)>,
+}
+
+/// The server process's entry: `None` after a clean stop, or the error.
+fn server_main(args: ServerArgs) -> Option<String> {
+    let run = || -> Result<()> {
+        let address = Address::parse(&args.address)?;
+        let types = args
+            .types
+            .iter()
+            .map(|(id, off)| {
+                // SAFETY: the offset was taken from a `Constructor` of this
+                // executable by `ManagerBuilder::start` (this process is a
+                // fork of that one or a spawn of the same program).
+                let f: Constructor = unsafe { crate::process::spawn::fn_at(*off) };
+                (id.clone(), f)
+            })
+            .collect();
+        let r = serve_with(&address, &args.authkey, types, args.parent);
+        // The private directory `start` made, now empty (the socket file
+        // went with the listener), if the parent died without removing it.
+        if let Address::Unix(path) = &address
+            && let Some(dir) = path.parent()
+            && dir
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("multiproc-manager-"))
+        {
+            let _ = std::fs::remove_dir(dir);
+        }
+        r
+    };
+    run().err().map(|e| e.to_string())
+}
+
+/// A fresh directory only this user can enter, for a server's socket.
+fn private_dir() -> Result<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    let base = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(PathBuf::from)
+        .filter(|p| p.is_dir())
+        .unwrap_or_else(std::env::temp_dir);
+    for attempt in 0u32..100 {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let dir = base.join(format!(
+            "multiproc-manager-{}-{nanos:x}{attempt}",
+            std::process::id()
+        ));
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(Error::os("mkdir", e)),
+        }
+    }
+    Err(Error::InvalidArgument("could not make a private directory"))
+}
+
+struct ServerHandle {
+    process: Process<'static, Option<String>>,
+    dir: Option<PathBuf>,
+    owner: i32,
+}
+
+/// A connection to a manager's server, and the server itself if this
+/// process started it (Python's `SyncManager`).
+///
+/// Dropping a manager that started its server shuts the server down (in
+/// the process that started it; a forked child's copy leaves it alone).
+pub struct Manager {
+    session: parking_lot::Mutex<Arc<Session>>,
+    address: Address,
+    authkey: Vec<u8>,
+    server: Option<ServerHandle>,
+}
+
+impl std::fmt::Debug for Manager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Manager")
+            .field("address", &self.address)
+            .field("owns_server", &self.server.is_some())
+            .finish()
+    }
+}
+
+impl Manager {
+    /// Starts a server process with the built-in types and connects to it
+    /// (see [`ManagerBuilder`] for the options).
+    pub fn start() -> Result<Manager> {
+        Manager::builder().start()
+    }
+
+    /// Options for starting a server.
+    pub fn builder() -> ManagerBuilder {
+        ManagerBuilder::default()
+    }
+
+    /// Connects to a running server (Python's `BaseManager.connect`).
+    pub fn connect(address: &Address, authkey: &[u8]) -> Result<Manager> {
+        let session = Session::get(address, authkey)?;
+        Ok(Manager {
+            session: parking_lot::Mutex::new(session),
+            address: address.clone(),
+            authkey: authkey.to_vec(),
+            server: None,
+        })
+    }
+
+    /// The server's address.
+    pub fn address(&self) -> &Address {
+        &self.address
+    }
+
+    /// The server's process id, if this process started it.
+    pub fn server_pid(&self) -> Option<i32> {
+        self.server.as_ref().and_then(|s| s.process.pid())
+    }
+
+    /// This process's session (a new one after a fork).
+    fn session(&self) -> Result<Arc<Session>> {
+        let mut s = self.session.lock();
+        if !s.is_current() {
+            *s = Session::get(&self.address, &self.authkey)?;
+        }
+        Ok(s.clone())
+    }
+
+    fn make<P: TypedProxy>(&self, init: &[u8]) -> Result<P> {
+        let session = self.session()?;
+        let id: u64 = dec(&session.call(CONTROL, "create", &enc(&(P::TYPE_ID, Bytes(init)))?)?)?;
+        Ok(P::from_proxy_unchecked(Proxy::created(
+            session,
+            id,
+            P::TYPE_ID,
+        )))
+    }
+
+    /// Makes an object of a registered type, starting as `value`.
+    pub fn create<T: Remote>(&self, value: &T) -> Result<T::Proxy> {
+        self.make(&enc(value)?)
+    }
+
+    /// An empty list.
+    pub fn list<T: Serialize + DeserializeOwned>(&self) -> Result<ListProxy<T>> {
+        self.make(&enc(&Vec::<Bytes<'_>>::new())?)
+    }
+
+    /// A list holding `items`.
+    pub fn list_from<T: Serialize + DeserializeOwned>(&self, items: &[T]) -> Result<ListProxy<T>> {
+        let v: Vec<Vec<u8>> = items.iter().map(enc).collect::<Result<_>>()?;
+        let b: Vec<Bytes<'_>> = v.iter().map(|x| Bytes(x)).collect();
+        self.make(&enc(&b)?)
+    }
+
+    /// An empty dict.
+    pub fn dict<K, V>(&self) -> Result<DictProxy<K, V>>
+    where
+        K: Serialize + DeserializeOwned,
+        V: Serialize + DeserializeOwned,
+    {
+        self.make(&enc(&Vec::<(Bytes<'_>, Bytes<'_>)>::new())?)
+    }
+
+    /// An empty namespace.
+    pub fn namespace(&self) -> Result<NamespaceProxy> {
+        self.make(&enc(&Vec::<(String, Bytes<'_>)>::new())?)
+    }
+
+    /// A value.
+    pub fn value<T: Serialize + DeserializeOwned>(&self, value: &T) -> Result<ValueProxy<T>> {
+        self.make(&enc(value)?)
+    }
+
+    /// A fixed-length array holding `items`.
+    pub fn array<T: Serialize + DeserializeOwned>(&self, items: &[T]) -> Result<ArrayProxy<T>> {
+        let v: Vec<Vec<u8>> = items.iter().map(enc).collect::<Result<_>>()?;
+        let b: Vec<Bytes<'_>> = v.iter().map(|x| Bytes(x)).collect();
+        self.make(&enc(&b)?)
+    }
+
+    /// An unbounded queue.
+    pub fn queue<T: Serialize + DeserializeOwned>(&self) -> Result<QueueProxy<T>> {
+        self.make(&enc(&0u64)?)
+    }
+
+    /// A queue of at most `maxsize` items (`0`: unbounded).
+    pub fn queue_bounded<T: Serialize + DeserializeOwned>(
+        &self,
+        maxsize: usize,
+    ) -> Result<QueueProxy<T>> {
+        self.make(&enc(&(maxsize as u64))?)
+    }
+
+    /// An unbounded joinable queue.
+    pub fn joinable_queue<T: Serialize + DeserializeOwned>(&self) -> Result<JoinableQueueProxy<T>> {
+        self.make(&enc(&0u64)?)
+    }
+
+    /// A joinable queue of at most `maxsize` items (`0`: unbounded).
+    pub fn joinable_queue_bounded<T: Serialize + DeserializeOwned>(
+        &self,
+        maxsize: usize,
+    ) -> Result<JoinableQueueProxy<T>> {
+        self.make(&enc(&(maxsize as u64))?)
+    }
+
+    /// A lock.
+    pub fn lock(&self) -> Result<LockProxy> {
+        self.make(&[])
+    }
+
+    /// A reentrant lock.
+    pub fn rlock(&self) -> Result<RLockProxy> {
+        self.make(&[])
+    }
+
+    /// A semaphore with `value` units.
+    pub fn semaphore(&self, value: u32) -> Result<SemaphoreProxy> {
+        self.make(&enc(&(value as u64, false))?)
+    }
+
+    /// A semaphore that refuses to be released past `value` units.
+    pub fn bounded_semaphore(&self, value: u32) -> Result<BoundedSemaphoreProxy> {
+        self.make(&enc(&(value as u64, true))?)
+    }
+
+    /// A condition variable with its own reentrant lock.
+    pub fn condition(&self) -> Result<ConditionProxy> {
+        self.make(&[])
+    }
+
+    /// An event.
+    pub fn event(&self) -> Result<EventProxy> {
+        self.make(&[])
+    }
+
+    /// A barrier for `parties` parties.
+    pub fn barrier(&self, parties: u32) -> Result<BarrierProxy> {
+        self.make(&enc(&(parties as u64))?)
+    }
+
+    /// How many objects the server holds (Python's
+    /// `_number_of_objects`): for checking that objects are freed.
+    pub fn object_count(&self) -> Result<usize> {
+        Ok(dec::<u64>(&self.session()?.call(CONTROL, "count", &[])?)? as usize)
+    }
+
+    /// Asks the server to stop (any connected client may), and, if this
+    /// process started it, waits for it to exit (killing it after a few
+    /// seconds) and removes its private directory.
+    pub fn shutdown(mut self) -> Result<()> {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> Result<()> {
+        let asked = match self.session() {
+            Ok(s) => s.call(CONTROL, "shutdown", &[]).map(drop),
+            Err(e) => Err(e),
+        };
+        let Some(mut h) = self.server.take() else {
+            return asked;
+        };
+        let ended = h.process.join_timeout(STOP_TIMEOUT);
+        if !matches!(ended, Ok(Some(_))) {
+            let _ = h.process.kill();
+            let _ = h.process.join();
+        }
+        if let Some(d) = &h.dir {
+            let _ = std::fs::remove_dir_all(d);
+        }
+        match asked {
+            Err(Error::ServerGone(_)) | Ok(()) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl Drop for Manager {
+    fn drop(&mut self) {
+        let owner = self.server.as_ref().map(|h| h.owner);
+        if owner == Some(crate::sys::thread::pid()) {
+            let _ = self.stop();
+        } else if let Some(h) = self.server.take() {
+            // A forked child's copy: the parent's server and process
+            // handle are not this process's to stop.
+            std::mem::forget(h.process);
+        }
+    }
+}

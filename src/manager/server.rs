@@ -1,0 +1,616 @@
+//! The server: accepts authenticated connections, one thread each, and
+//! runs the calls they carry on the objects it holds.
+//!
+//! Objects live in a registry (`id -> object`), each behind its own lock
+//! (held only while one of its methods runs), so calls on different objects
+//! run in parallel and a slow one holds up nobody else. References are
+//! counted per *session*: a client process's connections to one server
+//! form a session, and when the last of them closes (the process dropped
+//! its handles, exited or was killed) every reference it held is released.
+//! An object is freed when no session refers to it any more.
+
+use std::collections::{HashMap, HashSet};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::unix::fs::PermissionsExt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
+
+use super::channel::{Channel, ReadEnd, SPIN};
+use super::protocol::{
+    Bytes, CONTROL, DEFAULT_MAX_FRAME, Fault, NO_REPLY, Reply, Request, dec_args, decode_request,
+    enc, encode_body, encode_frame, remote,
+};
+use crate::connection::listener::{Address, Listener};
+use crate::error::{Error, RemoteErrorKind, Result};
+use crate::shm::mailbox::{Arrival, Mailbox, ON_SOCKET, SLOT, Slot};
+
+/// Makes an object of a registered type from its encoded initial value.
+pub(crate) type Constructor = fn(&[u8]) -> Result<Arc<dyn Served>>;
+
+/// An object the server holds: it answers method calls by name.
+pub(crate) trait Served: Send + Sync {
+    /// Runs `method` with the encoded `args`; the encoded result.
+    fn call(&self, method: &str, args: &[u8], cx: &Cx<'_>) -> Result<Vec<u8>>;
+
+    /// The client session `session` ended (its process exited, died or
+    /// dropped its handles): locks it holds are released.
+    fn session_ended(&self, _session: u64) {}
+}
+
+/// How long a blocked call sleeps before it checks that its caller is
+/// still there and the server still runs.
+const WAIT_SLICE: Duration = Duration::from_millis(100);
+/// How often the accept loop looks at the stop flags.
+const ACCEPT_SLICE: Duration = Duration::from_millis(50);
+
+/// The context of one call: who calls, and whether it is still wanted.
+pub(crate) struct Cx<'a> {
+    /// The calling thread (pid << 32 | tid).
+    pub caller: u64,
+    /// The caller's session.
+    pub session: u64,
+    channel: &'a Channel,
+    server: &'a Server,
+}
+
+impl Cx<'_> {
+    /// Whether the call should stop: the server stops, or the caller closed
+    /// its connection (it died or gave up).
+    pub(crate) fn cancelled(&self) -> bool {
+        self.server.stopping.load(Ordering::Relaxed) || self.channel.peer_gone_or_talking()
+    }
+
+    /// Waits on `cv` until woken, `deadline` passes (`Ok(false)`), or the
+    /// call is cancelled (an error). Spurious wakeups return `Ok(true)`:
+    /// callers loop on their condition.
+    pub(crate) fn wait<T>(
+        &self,
+        cv: &Condvar,
+        g: &mut MutexGuard<'_, T>,
+        deadline: Option<Instant>,
+    ) -> Result<bool> {
+        let now = Instant::now();
+        if deadline.is_some_and(|d| now >= d) {
+            return Ok(false);
+        }
+        let slice_end = now + WAIT_SLICE;
+        let until = deadline.map_or(slice_end, |d| d.min(slice_end));
+        cv.wait_until(g, until);
+        if self.cancelled() {
+            return Err(Error::ServerGone(
+                "the call was cancelled: its caller left or the server stops".into(),
+            ));
+        }
+        Ok(true)
+    }
+}
+
+struct Entry {
+    object: Arc<dyn Served>,
+    typeid: String,
+    refs: u64,
+}
+
+#[derive(Default)]
+struct SessionState {
+    conns: usize,
+    refs: HashMap<u64, u64>,
+}
+
+/// The server's state, shared by its threads.
+pub(crate) struct Server {
+    types: HashMap<String, Constructor>,
+    objects: RwLock<HashMap<u64, Entry>>,
+    next_object: AtomicU64,
+    sessions: Mutex<HashMap<u64, SessionState>>,
+    next_session: AtomicU64,
+    stopping: AtomicBool,
+    conns: Mutex<HashMap<u64, RawFd>>,
+    next_conn: AtomicU64,
+    max_frame: usize,
+}
+
+impl Server {
+    pub(crate) fn new(types: Vec<(String, Constructor)>) -> Server {
+        let mut map: HashMap<String, Constructor> = super::objects::builtin_types()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        map.extend(types);
+        Server {
+            types: map,
+            objects: RwLock::new(HashMap::new()),
+            next_object: AtomicU64::new(1),
+            sessions: Mutex::new(HashMap::new()),
+            next_session: AtomicU64::new(1),
+            stopping: AtomicBool::new(false),
+            conns: Mutex::new(HashMap::new()),
+            next_conn: AtomicU64::new(1),
+            max_frame: DEFAULT_MAX_FRAME,
+        }
+    }
+
+    fn create(&self, session: u64, typeid: &str, init: &[u8]) -> Result<u64> {
+        let ctor = self.types.get(typeid).ok_or_else(|| {
+            remote(
+                RemoteErrorKind::UnknownType,
+                format!("no type {typeid:?} is registered with this manager"),
+            )
+        })?;
+        let object = ctor(init)?;
+        let id = self.next_object.fetch_add(1, Ordering::Relaxed);
+        let mut objects = self.objects.write();
+        objects.insert(
+            id,
+            Entry {
+                object,
+                typeid: typeid.to_string(),
+                refs: 1,
+            },
+        );
+        *self
+            .sessions
+            .lock()
+            .entry(session)
+            .or_default()
+            .refs
+            .entry(id)
+            .or_default() += 1;
+        Ok(id)
+    }
+
+    fn incref(&self, session: u64, id: u64) -> Result<String> {
+        let mut objects = self.objects.write();
+        let e = objects.get_mut(&id).ok_or_else(|| unknown_object(id))?;
+        e.refs += 1;
+        *self
+            .sessions
+            .lock()
+            .entry(session)
+            .or_default()
+            .refs
+            .entry(id)
+            .or_default() += 1;
+        Ok(e.typeid.clone())
+    }
+
+    fn decref(&self, session: u64, id: u64) {
+        {
+            let mut sessions = self.sessions.lock();
+            let Some(s) = sessions.get_mut(&session) else {
+                return;
+            };
+            match s.refs.get_mut(&id) {
+                Some(n) if *n > 1 => *n -= 1,
+                Some(_) => {
+                    s.refs.remove(&id);
+                }
+                // Not a reference of this session: ignored.
+                None => return,
+            }
+        }
+        self.release(id, 1);
+    }
+
+    /// Drops `n` references to `id`, freeing it at zero.
+    fn release(&self, id: u64, n: u64) {
+        let freed = {
+            let mut objects = self.objects.write();
+            match objects.get_mut(&id) {
+                Some(e) if e.refs > n => {
+                    e.refs -= n;
+                    None
+                }
+                Some(_) => objects.remove(&id),
+                None => None,
+            }
+        };
+        // Dropped outside the registry's lock.
+        drop(freed);
+    }
+
+    fn join_session(&self, want: Option<u64>) -> u64 {
+        let mut sessions = self.sessions.lock();
+        let id = match want {
+            Some(id) if sessions.contains_key(&id) => id,
+            _ => self.next_session.fetch_add(1, Ordering::Relaxed),
+        };
+        sessions.entry(id).or_default().conns += 1;
+        id
+    }
+
+    fn leave_session(&self, id: u64) {
+        let released = {
+            let mut sessions = self.sessions.lock();
+            let Some(s) = sessions.get_mut(&id) else {
+                return;
+            };
+            s.conns -= 1;
+            if s.conns > 0 {
+                return;
+            }
+            sessions.remove(&id).map(|s| s.refs).unwrap_or_default()
+        };
+        // Locks it held are freed (a dead holder would block the others
+        // for ever).
+        let all: Vec<Arc<dyn Served>> = self
+            .objects
+            .read()
+            .values()
+            .map(|e| e.object.clone())
+            .collect();
+        for o in all {
+            o.session_ended(id);
+        }
+        for (obj, n) in released {
+            self.release(obj, n);
+        }
+    }
+
+    fn control(&self, session: u64, req: &Request<'_>) -> Result<Vec<u8>> {
+        match req.method {
+            "create" => {
+                let (typeid, init): (&str, Bytes<'_>) = dec_args(req.args.0)?;
+                enc(&self.create(session, typeid, init.0)?)
+            }
+            "incref" => {
+                let id: u64 = dec_args(req.args.0)?;
+                enc(&self.incref(session, id)?)
+            }
+            "decref" => {
+                let id: u64 = dec_args(req.args.0)?;
+                self.decref(session, id);
+                Ok(Vec::new())
+            }
+            "count" => enc(&(self.objects.read().len() as u64)),
+            "ping" => Ok(Vec::new()),
+            "pid" => enc(&std::process::id()),
+            "shutdown" => {
+                self.stopping.store(true, Ordering::SeqCst);
+                Ok(Vec::new())
+            }
+            m => Err(remote(
+                RemoteErrorKind::UnknownMethod,
+                format!("the manager has no method {m:?}"),
+            )),
+        }
+    }
+
+    fn call(&self, session: u64, req: &Request<'_>, cx: &Cx<'_>) -> Result<Vec<u8>> {
+        if req.object == CONTROL {
+            return self.control(session, req);
+        }
+        let object = self
+            .objects
+            .read()
+            .get(&req.object)
+            .map(|e| e.object.clone())
+            .ok_or_else(|| unknown_object(req.object))?;
+        match catch_unwind(AssertUnwindSafe(|| object.call(req.method, req.args.0, cx))) {
+            Ok(r) => r,
+            Err(p) => {
+                let msg = p
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| p.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic".into());
+                Err(remote(
+                    RemoteErrorKind::Custom("panic".into()),
+                    format!("method {:?} panicked in the server: {msg}", req.method),
+                ))
+            }
+        }
+    }
+
+    /// Serves one authenticated connection until it closes.
+    fn serve_connection(&self, channel: Channel) {
+        let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        self.conns.lock().insert(conn, channel.as_fd().as_raw_fd());
+        let mut channel = channel;
+        if let Some(session) = self.hello(&mut channel) {
+            self.serve_requests(&mut channel, session);
+            self.leave_session(session);
+        }
+        // Out of the list before the descriptor closes (with `channel`).
+        self.conns.lock().remove(&conn);
+    }
+
+    /// The first request must be `hello`: it names the session to join.
+    fn hello(&self, channel: &mut Channel) -> Option<u64> {
+        let stop = || self.stopping.load(Ordering::Relaxed);
+        let range = channel.recv(Duration::ZERO, Some(WAIT_SLICE), &stop).ok()?;
+        let frame = channel.bytes(range);
+        let req = decode_request(frame).ok()?;
+        if req.object != CONTROL || req.method != "hello" {
+            return None;
+        }
+        let want: Option<u64> = dec_args(req.args.0).ok()?;
+        let session = self.join_session(want);
+        let mut out = Vec::new();
+        let body = enc(&session).ok()?;
+        let reply = Reply {
+            id: req.id,
+            result: Ok(Bytes(&body)),
+        };
+        if encode_frame(&reply, &mut out).is_err() || channel.send(&out).is_err() {
+            self.leave_session(session);
+            return None;
+        }
+        Some(session)
+    }
+
+    fn serve_requests(&self, channel: &mut Channel, session: u64) {
+        let stop = || self.stopping.load(Ordering::Relaxed);
+        let mut out = Vec::with_capacity(256);
+        loop {
+            let range = match channel.recv(SPIN, Some(WAIT_SLICE), &stop) {
+                Ok(r) => r,
+                // Closed, garbage framing, or stopping: this client only.
+                Err(ReadEnd::Closed | ReadEnd::Bad(_) | ReadEnd::Os(_) | ReadEnd::Stopped) => {
+                    return;
+                }
+            };
+            let frame = channel.bytes(range);
+            let req = match decode_request(frame) {
+                Ok(r) => r,
+                Err(e) => {
+                    // Tell the client why, then hang up: a connection that
+                    // sent garbage cannot be trusted to be in step.
+                    out.clear();
+                    let reply = Reply {
+                        id: 0,
+                        result: Err(Fault::from(remote(
+                            RemoteErrorKind::Protocol,
+                            e.to_string(),
+                        ))),
+                    };
+                    if encode_frame(&reply, &mut out).is_ok() {
+                        let _ = channel.send(&out);
+                    }
+                    return;
+                }
+            };
+            if req.object == CONTROL && req.method == "mailbox" {
+                let id = req.id;
+                let mailbox = channel
+                    .take_fd()
+                    .ok_or_else(|| remote(RemoteErrorKind::Protocol, "no mailbox descriptor came"))
+                    .and_then(Mailbox::from_fd);
+                out.clear();
+                let result = match &mailbox {
+                    Ok(_) => Ok(Vec::new()),
+                    Err(e) => Err(clone_error(e)),
+                };
+                if encode_frame(&reply_for(id, &result), &mut out).is_err()
+                    || channel.send(&out).is_err()
+                {
+                    return;
+                }
+                if let Ok(m) = mailbox {
+                    return self.serve_mailbox(channel, m, session);
+                }
+                continue;
+            }
+            let cx = Cx {
+                caller: req.caller,
+                session,
+                channel,
+                server: self,
+            };
+            let result = self.call(session, &req, &cx);
+            if req.flags & NO_REPLY != 0 {
+                continue;
+            }
+            out.clear();
+            let encoded = match &result {
+                Ok(v) => encode_frame(
+                    &Reply {
+                        id: req.id,
+                        result: Ok(Bytes(v)),
+                    },
+                    &mut out,
+                ),
+                Err(e) => encode_frame(
+                    &Reply {
+                        id: req.id,
+                        result: Err(Fault::from(clone_error(e))),
+                    },
+                    &mut out,
+                ),
+            };
+            if encoded.is_err() {
+                out.clear();
+                let reply = Reply {
+                    id: req.id,
+                    result: Err(Fault::Remote(
+                        RemoteErrorKind::Protocol,
+                        "the reply could not be encoded (too large?)".into(),
+                    )),
+                };
+                if encode_frame(&reply, &mut out).is_err() {
+                    return;
+                }
+            }
+            if channel.send(&out).is_err() {
+                return;
+            }
+            if out.capacity() > 1 << 20 {
+                out = Vec::with_capacity(256);
+            }
+        }
+    }
+
+    /// Serves a connection whose calls come through a shared-memory
+    /// mailbox (messages too long for it still go over the socket).
+    fn serve_mailbox(&self, channel: &mut Channel, mailbox: Mailbox, session: u64) {
+        let mut expect: u32 = 1;
+        let mut buf = Vec::with_capacity(256);
+        let mut out = Vec::with_capacity(256);
+        loop {
+            let arrival = {
+                let ch = &*channel;
+                mailbox.wait(Slot::Request, expect, SPIN, WAIT_SLICE, &mut || {
+                    self.stopping.load(Ordering::Relaxed) || ch.peer_gone_or_talking()
+                })
+            };
+            let len = match arrival {
+                Arrival::Stopped => return,
+                Arrival::Message(n) => n,
+            };
+            if len == ON_SOCKET {
+                let stop = || self.stopping.load(Ordering::Relaxed);
+                match channel.recv(SPIN, Some(WAIT_SLICE), &stop) {
+                    Ok(r) => {
+                        buf.clear();
+                        buf.extend_from_slice(channel.bytes(r));
+                    }
+                    Err(_) => return,
+                }
+            } else if mailbox.take(Slot::Request, len, &mut buf).is_err() {
+                return;
+            }
+            let Ok(req) = decode_request(&buf) else {
+                return;
+            };
+            let cx = Cx {
+                caller: req.caller,
+                session,
+                channel,
+                server: self,
+            };
+            // Every call is answered here, even a NO_REPLY one: the client
+            // may not write the request slot again before that.
+            let result = self.call(session, &req, &cx);
+            let reply = reply_for(req.id, &result);
+            if encode_body(&reply, &mut out).is_err() {
+                return;
+            }
+            if out.len() <= SLOT {
+                mailbox.post(Slot::Reply, expect, Some(&out));
+            } else {
+                mailbox.post(Slot::Reply, expect, None);
+                out.clear();
+                if encode_frame(&reply, &mut out).is_err() || channel.send(&out).is_err() {
+                    return;
+                }
+            }
+            if out.capacity() > 1 << 20 {
+                out = Vec::with_capacity(256);
+            }
+            if buf.capacity() > 1 << 20 {
+                buf = Vec::with_capacity(256);
+            }
+            expect = expect.wrapping_add(1);
+        }
+    }
+
+    /// Asks every connection thread to end (their sockets are shut down,
+    /// which also tells the clients at once).
+    fn stop_all(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        let conns = self.conns.lock();
+        for &fd in conns.values() {
+            // `fd` is open: a connection's descriptor leaves this list
+            // (under this lock) before its thread closes it.
+            let _ = nix::sys::socket::shutdown(fd, nix::sys::socket::Shutdown::Both);
+        }
+    }
+}
+
+fn reply_for(id: u64, result: &Result<Vec<u8>>) -> Reply<'_> {
+    Reply {
+        id,
+        result: match result {
+            Ok(v) => Ok(Bytes(v)),
+            Err(e) => Err(Fault::from(clone_error(e))),
+        },
+    }
+}
+
+fn clone_error(e: &Error) -> Error {
+    match e {
+        Error::Remote { kind, message } => Error::Remote {
+            kind: kind.clone(),
+            message: message.clone(),
+        },
+        Error::Timeout => Error::Timeout,
+        Error::BrokenBarrier => Error::BrokenBarrier,
+        Error::NotOwner => Error::NotOwner,
+        Error::ReleasedTooManyTimes => Error::ReleasedTooManyTimes,
+        Error::Codec(m) => Error::Codec(m.clone()),
+        other => remote(RemoteErrorKind::Custom("Error".into()), other.to_string()),
+    }
+}
+
+fn unknown_object(id: u64) -> Error {
+    remote(
+        RemoteErrorKind::UnknownObject,
+        format!("no object with id {id} (freed, or never made)"),
+    )
+}
+
+/// Binds `address` for a server: SHA-256-only authentication, and a Unix
+/// socket file readable and writable by its owner only.
+pub(crate) fn bind(address: &Address, authkey: &[u8]) -> Result<Listener> {
+    let listener = Listener::bind(address, Some(authkey))?
+        .with_sha256_only()
+        .with_max_message(DEFAULT_MAX_FRAME as u64);
+    if let Address::Unix(path) = listener.address() {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| Error::os("chmod", e))?;
+    }
+    Ok(listener)
+}
+
+/// Runs a server on `listener` until a shutdown request, `stop` turns
+/// true, or `orphaned()` does (checked every accept slice).
+pub(crate) fn run(
+    mut listener: Listener,
+    types: Vec<(String, Constructor)>,
+    stop: &AtomicBool,
+    orphaned: &dyn Fn() -> bool,
+) -> Result<()> {
+    let server = Arc::new(Server::new(types));
+    let result = loop {
+        if stop.load(Ordering::Relaxed) || server.stopping.load(Ordering::Relaxed) || orphaned() {
+            break Ok(());
+        }
+        match listener.accept_timeout(ACCEPT_SLICE) {
+            Ok(conn) => {
+                let s = server.clone();
+                let max = s.max_frame;
+                let Ok(channel) = conn.into_fd().and_then(|fd| Channel::new(fd, max)) else {
+                    continue;
+                };
+                let spawned = std::thread::Builder::new()
+                    .name("mp-manager-conn".into())
+                    .spawn(move || s.serve_connection(channel));
+                if spawned.is_err() {
+                    // Out of threads: that client is refused (its socket
+                    // closed with the closure), the others go on.
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+            Err(Error::Timeout | Error::AuthenticationFailed(_)) => {}
+            Err(Error::Os { source, .. })
+                if matches!(
+                    source.raw_os_error(),
+                    Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM | libc::EINTR)
+                ) =>
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(Error::Os { .. }) => {}
+            Err(e) => break Err(e),
+        }
+    };
+    server.stop_all();
+    result
+}
+
+/// Used by objects for `HashSet` of broken barrier generations.
+pub(crate) type GenSet = HashSet<u64>;

@@ -1,0 +1,167 @@
+//! Managers whose server is a spawned process (a fresh run of this test
+//! binary): started from a multithreaded parent, with a registered type
+//! whose constructor crosses over by code offset; the standalone
+//! `manager::serve` run in a spawned child and reached by address; proxies
+//! handed to spawned clients as arguments.
+//!
+//! This binary has its own `main` (libtest-mimic) because `multiproc::init`
+//! must run first when the binary is started as a spawned child.
+
+use std::time::Duration;
+
+use libtest_mimic::{Arguments, Failed, Trial};
+use multiproc::connection::listener::Address;
+use multiproc::manager::{ListProxy, Manager};
+use multiproc::{Error, Process, StartMethod};
+use serde::{Deserialize, Serialize};
+
+fn check(cond: bool, what: &str) -> Result<(), Failed> {
+    if cond { Ok(()) } else { Err(what.into()) }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Tally {
+    names: Vec<String>,
+}
+
+impl Tally {
+    fn add(&mut self, name: String) -> usize {
+        self.names.push(name);
+        self.names.len()
+    }
+    fn all(&self) -> Vec<String> {
+        self.names.clone()
+    }
+}
+
+multiproc::manager_type! {
+    /// A tally of names.
+    pub proxy TallyProxy for Tally as "Tally" {
+        fn add(&mut self, name: String) -> usize;
+        fn all(&self) -> Vec<String>;
+    }
+}
+
+// ---- entry points run in spawned children ----
+
+fn serve_entry(args: (String, Vec<u8>)) -> String {
+    let address = Address::parse(&args.0).expect("address");
+    match multiproc::manager::serve(&address, &args.1) {
+        Ok(()) => "stopped".into(),
+        Err(e) => format!("error: {e}"),
+    }
+}
+
+fn append_from_spawned(args: (ListProxy<String>, TallyProxy)) -> usize {
+    let (list, tally) = args;
+    list.push(&"spawned".to_string()).unwrap();
+    tally.add("spawned".into()).unwrap()
+}
+
+// ---- tests ----
+
+fn spawned_server_from_a_multithreaded_parent() -> Result<(), Failed> {
+    // libtest-mimic runs this on a thread of its own or the main thread;
+    // make sure the process has another thread either way.
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let t = std::thread::spawn(move || rx.recv());
+    let m = Manager::builder().register::<Tally>().start()?;
+    let list = m.list::<String>()?;
+    let tally: TallyProxy = m.create(&Tally { names: vec![] })?;
+    list.push(&"parent".to_string())?;
+    tally.add("parent".into())?;
+    // Proxies go to a spawned client as its arguments (serialized as
+    // tokens; it connects with the inherited authkey).
+    let mut p = Process::spawn(append_from_spawned, (list.clone(), tally.clone()))?;
+    p.start()?;
+    check(
+        p.result()? == 2,
+        "the spawned client saw the parent's entry",
+    )?;
+    check(
+        list.to_vec()? == ["parent", "spawned"],
+        "both appends are in the list",
+    )?;
+    check(
+        tally.all()? == ["parent", "spawned"],
+        "the registered type crossed over",
+    )?;
+    m.shutdown()?;
+    drop(tx);
+    let _ = t.join();
+    Ok(())
+}
+
+fn standalone_serve_reached_by_address() -> Result<(), Failed> {
+    let dir = std::env::temp_dir().join(format!("mp-mgr-serve-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let address = Address::Unix(dir.join("sock"));
+    let key = b"standalone key".to_vec();
+    let mut server = Process::spawn(serve_entry, (address.to_string(), key.clone()))?;
+    server.start()?;
+    let m = loop {
+        match Manager::connect(&address, &key) {
+            Ok(m) => break m,
+            Err(Error::ServerGone(_)) if server.is_alive() => {
+                std::thread::sleep(Duration::from_millis(5))
+            }
+            Err(e) => return Err(e.to_string().into()),
+        }
+    };
+    let wrong = Manager::connect(&address, b"wrong");
+    check(
+        matches!(wrong, Err(Error::AuthenticationFailed(_))),
+        "a wrong key is refused",
+    )?;
+    let d = m.dict::<u32, u32>()?;
+    d.insert(&1, &10)?;
+    check(d.get(&1)? == Some(10), "the dict works")?;
+    // SIGTERM stops it cleanly.
+    server.terminate()?;
+    check(
+        server.result()? == "stopped",
+        "serve returned Ok on SIGTERM",
+    )?;
+    check(
+        matches!(d.get(&1), Err(Error::ServerGone(_))),
+        "calls fail once the server is gone",
+    )?;
+    drop(d);
+    drop(m);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+fn explicit_spawn_start_method() -> Result<(), Failed> {
+    let m = Manager::builder()
+        .start_method(StartMethod::Spawn)
+        .start()?;
+    let q = m.queue::<u64>()?;
+    q.put(&5)?;
+    check(q.get()? == 5, "a queue through a spawned server")?;
+    let pid = m.server_pid().ok_or("the server's pid")?;
+    drop(m);
+    // Dropping the manager stopped and reaped its server.
+    check(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "the server is gone after drop",
+    )?;
+    Ok(())
+}
+
+fn main() {
+    multiproc::init();
+    let args = Arguments::from_args();
+    let tests = vec![
+        Trial::test(
+            "spawned_server_from_a_multithreaded_parent",
+            spawned_server_from_a_multithreaded_parent,
+        ),
+        Trial::test(
+            "standalone_serve_reached_by_address",
+            standalone_serve_reached_by_address,
+        ),
+        Trial::test("explicit_spawn_start_method", explicit_spawn_start_method),
+    ];
+    libtest_mimic::run(&args, tests).exit();
+}
