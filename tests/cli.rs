@@ -7,6 +7,7 @@ use std::process::Command;
 fn multiproc(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_multiproc"))
         .args(args)
+        .env_remove("REDIS_URL")
         .output()
         .expect("run multiproc")
 }
@@ -29,6 +30,7 @@ fn pi_json_lines_for_every_transport_are_verified() {
         "array",
         "queue",
         "joinable",
+        "manager",
         "pool",
     ];
     assert_eq!(lines.len(), 2 * transports.len(), "{text}");
@@ -246,4 +248,56 @@ fn pi_redis_transport_through_a_real_server() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--redis URL"));
+}
+
+#[test]
+fn manager_serve_for_other_processes_until_shutdown() {
+    use multiproc::Address;
+    use multiproc::manager::Manager;
+    let dir = std::env::temp_dir().join(format!("multiproc-serve-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key_file = dir.join("key");
+    std::fs::write(&key_file, "s3cret\n").unwrap();
+    let sock = dir.join("m.sock");
+    let listen = format!("unix:{}", sock.display());
+    let mut server = Command::new(env!("CARGO_BIN_EXE_multiproc"))
+        .args(["manager", "serve", "--listen", &listen, "--authkey-file"])
+        .arg(&key_file)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let address = Address::parse(&listen).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let m = loop {
+        // The trailing newline of the key file is not part of the key.
+        match Manager::connect(&address, b"s3cret") {
+            Ok(m) => break m,
+            Err(e) if std::time::Instant::now() < deadline => {
+                let _ = e;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => panic!("cannot connect to the served manager: {e}"),
+        }
+    };
+    let list = m.list::<u64>().unwrap();
+    list.push(&7).unwrap();
+    list.push(&8).unwrap();
+    assert_eq!(list.to_vec().unwrap(), vec![7, 8]);
+    assert!(Manager::connect(&address, b"wrong").is_err());
+    drop(list);
+    m.shutdown().unwrap();
+    let status = server.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    // A missing key file is refused with a message.
+    let out = multiproc(&[
+        "manager",
+        "serve",
+        "--listen",
+        &listen,
+        "--authkey-file",
+        dir.join("nope").to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("authkey file"));
+    std::fs::remove_dir_all(&dir).unwrap();
 }

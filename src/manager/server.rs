@@ -112,6 +112,10 @@ pub(crate) struct Server {
     conns: Mutex<HashMap<u64, RawFd>>,
     next_conn: AtomicU64,
     max_frame: usize,
+    /// The listener's address: a shutdown request connects to it once, so
+    /// that the accept loop sees the request at once rather than at the end
+    /// of its accept slice.
+    wake: std::sync::OnceLock<Address>,
 }
 
 impl Server {
@@ -131,6 +135,7 @@ impl Server {
             conns: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(1),
             max_frame: DEFAULT_MAX_FRAME,
+            wake: std::sync::OnceLock::new(),
         }
     }
 
@@ -438,8 +443,27 @@ impl Server {
             if channel.send(&out).is_err() {
                 return;
             }
+            self.after_reply(&req);
             if out.capacity() > 1 << 20 {
                 out = Vec::with_capacity(256);
+            }
+        }
+    }
+
+    /// After the reply to a shutdown request went out: wakes the accept
+    /// loop, which would otherwise see the request only at the end of its
+    /// accept slice. It returns when a handshake ends, well or badly (a
+    /// peer that just closes is dropped silently), so one with a made-up
+    /// key makes it return at once and see `stopping`. Waking it only now
+    /// lets the requester read its reply before the server exits.
+    fn after_reply(&self, req: &Request<'_>) {
+        if req.object == CONTROL && req.method == "shutdown" {
+            if let Some(address) = self.wake.get() {
+                let _ = crate::Client::connect_timeout(
+                    address,
+                    Some(b"multiproc-manager-wake"),
+                    Some(Duration::from_millis(200)),
+                );
             }
         }
     }
@@ -498,6 +522,7 @@ impl Server {
                     return;
                 }
             }
+            self.after_reply(&req);
             if out.capacity() > 1 << 20 {
                 out = Vec::with_capacity(256);
             }
@@ -575,6 +600,7 @@ pub(crate) fn run(
     orphaned: &dyn Fn() -> bool,
 ) -> Result<()> {
     let server = Arc::new(Server::new(types));
+    let _ = server.wake.set(listener.address().clone());
     let result = loop {
         if stop.load(Ordering::Relaxed) || server.stopping.load(Ordering::Relaxed) || orphaned() {
             break Ok(());

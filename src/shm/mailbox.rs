@@ -148,7 +148,8 @@ impl Mailbox {
     }
 
     /// Waits until `slot`'s sequence is `seq`: spins for `spin`, then
-    /// sleeps on the futex in `slice`s, asking `stop` after each.
+    /// sleeps on the futex in `slice`s, asking `stop` before the first and
+    /// after each.
     pub(crate) fn wait(
         &self,
         slot: Slot,
@@ -184,10 +185,20 @@ impl Mailbox {
                 std::thread::yield_now();
             }
         }
+        let mut asked = false;
         loop {
             let cur = side.seq.load(Ordering::SeqCst);
             if cur == seq {
                 return Arrival::Message(side.len.load(Ordering::Relaxed));
+            }
+            if !asked {
+                // Ask once before the first sleep too: a peer that is gone
+                // already (a server that exited) is seen now, not a whole
+                // slice later.
+                asked = true;
+                if stop() {
+                    return arrived(side).map_or(Arrival::Stopped, Arrival::Message);
+                }
             }
             side.sleeping.store(1, Ordering::SeqCst);
             if side.seq.load(Ordering::SeqCst) == cur {

@@ -3,6 +3,7 @@
 //! ```text
 //! multiproc pi [--n 100000000] [--procs P] [--chunks C] [--transport T,...] [--redis URL] [--json] [--plot FILE.svg|FILE.png]
 //! multiproc bench [--workload W,...] [--quick] [--json] [--compare-python]
+//! multiproc manager serve --listen unix:PATH|tcp:HOST:PORT --authkey-file FILE
 //! ```
 //!
 //! `pi` computes pi from the series sum_{k<N} 1/(2k+1)^2 = pi^2/8, split
@@ -42,6 +43,67 @@ enum Command {
     Pi(PiArgs),
     /// Run the workloads of shared/WORKLOADS.md beside their raw baselines.
     Bench(BenchArgs),
+    /// A manager server for other processes and hosts.
+    Manager {
+        #[command(subcommand)]
+        command: ManagerCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ManagerCommand {
+    /// Serve lists, dicts, queues, locks ... until SIGTERM, SIGINT or a
+    /// client's shutdown request.
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Where to listen: unix:PATH, a bare path, or tcp:HOST:PORT.
+    #[arg(long, value_name = "ADDRESS")]
+    listen: String,
+    /// A file holding the authentication key (one trailing newline is
+    /// dropped). Clients must present the same key.
+    #[arg(long, value_name = "FILE")]
+    authkey_file: PathBuf,
+}
+
+fn manager_serve(args: ServeArgs) -> i32 {
+    let address = match multiproc::Address::parse(&args.listen) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("multiproc manager serve: --listen {}: {e}", args.listen);
+            return 2;
+        }
+    };
+    let mut key = match std::fs::read(&args.authkey_file) {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!(
+                "multiproc manager serve: cannot read the authkey file {}: {e}",
+                args.authkey_file.display()
+            );
+            return 2;
+        }
+    };
+    if key.last() == Some(&b'\n') {
+        key.pop();
+    }
+    if key.is_empty() {
+        eprintln!(
+            "multiproc manager serve: the authkey file {} is empty",
+            args.authkey_file.display()
+        );
+        return 2;
+    }
+    eprintln!("multiproc manager: serving on {}", args.listen);
+    match multiproc::manager::serve(&address, &key) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("multiproc manager serve: {e}");
+            1
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -56,7 +118,7 @@ struct PiArgs {
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     chunks: u64,
     /// Transports to measure, comma-separated: seq, file, pipe, value, array, queue, joinable,
-    /// redis [default: all; redis only with a Redis server given].
+    /// manager, pool, redis [default: all; redis only with a Redis server given].
     #[arg(long, value_delimiter = ',')]
     transport: Vec<String>,
     /// The Redis server of the redis transport, e.g. redis://127.0.0.1:6379.
@@ -339,6 +401,9 @@ fn main() {
     let code = match cli.command {
         Command::Pi(args) => pi_command(args),
         Command::Bench(args) => bench_command(args),
+        Command::Manager {
+            command: ManagerCommand::Serve(args),
+        } => manager_serve(args),
     };
     std::process::exit(code);
 }

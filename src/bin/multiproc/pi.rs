@@ -5,13 +5,14 @@
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use multiproc::manager::Manager;
 use multiproc::{JoinableQueue, Pool, Process, Queue, RawArray, RedisQueue, Value};
 
 use crate::report::{Line, params};
 
 /// Every transport, in the order they are measured.
 pub const TRANSPORTS: &[&str] = &[
-    "seq", "file", "pipe", "value", "array", "queue", "joinable", "pool", "redis",
+    "seq", "file", "pipe", "value", "array", "queue", "joinable", "manager", "pool", "redis",
 ];
 
 /// The Redis server of the `redis` transport (`--redis URL` or
@@ -180,6 +181,23 @@ pub fn transport(name: &str, n: u64, c: u64, procs: u64) -> Outcome {
                 k.join_ok()?;
             }
             (0..c).map(|_| Ok(results.get()?)).sum()
+        }
+        "manager" => {
+            // Each child appends its partial sums to a list held by a
+            // manager server process (started within the timing, as
+            // Python's `Manager()` is).
+            let m = Manager::start()?;
+            let sums = m.list::<f64>()?;
+            run_children(procs, |p| {
+                for i in owned(p, procs, c) {
+                    sums.push(&partial(chunk(i, c, n)))?;
+                }
+                Ok(())
+            })?;
+            let total = sums.to_vec()?.iter().sum();
+            drop(sums);
+            m.shutdown()?;
+            Ok(total)
         }
         "pool" => {
             // Pool.map over the chunks, as in the classic tutorial. A few
