@@ -258,6 +258,14 @@ impl<T> Queue<T> {
             Err(_) => false,
         }
     }
+
+    /// Test hook, not part of the API: takes the consumers' lock and keeps
+    /// it without taking anything, as a consumer killed in the middle of a
+    /// get would. The caller is expected to be killed next.
+    #[doc(hidden)]
+    pub fn __hold_lock_mid_get(&self) {
+        self.core.hold_lock_mid_get();
+    }
 }
 
 impl<T> fmt::Debug for Queue<T> {

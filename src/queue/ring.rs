@@ -1101,4 +1101,12 @@ impl Core {
         std::mem::forget(held);
         true
     }
+
+    /// Test hook: takes `get_lock` and keeps it: what a consumer killed
+    /// mid-get leaves behind.
+    pub(crate) fn hold_lock_mid_get(&self) {
+        if let Some(held) = self.lock(&self.shared.g.get_lock, Deadline::NEVER) {
+            std::mem::forget(held);
+        }
+    }
 }
