@@ -688,7 +688,13 @@ impl Core {
         // so the ranges do not overlap.
         unsafe {
             std::ptr::copy_nonoverlapping(src.as_ptr(), self.base().add(off), first);
-            std::ptr::copy_nonoverlapping(src.as_ptr().add(first), self.base(), src.len() - first);
+            if first < src.len() {
+                std::ptr::copy_nonoverlapping(
+                    src.as_ptr().add(first),
+                    self.base(),
+                    src.len() - first,
+                );
+            }
         }
     }
 
@@ -707,11 +713,13 @@ impl Core {
         // SAFETY: as in `write_at`, with the copies going the other way.
         unsafe {
             std::ptr::copy_nonoverlapping(self.base().add(off), dst.as_mut_ptr(), first);
-            std::ptr::copy_nonoverlapping(
-                self.base(),
-                dst.as_mut_ptr().add(first),
-                dst.len() - first,
-            );
+            if first < dst.len() {
+                std::ptr::copy_nonoverlapping(
+                    self.base(),
+                    dst.as_mut_ptr().add(first),
+                    dst.len() - first,
+                );
+            }
         }
     }
 
@@ -755,8 +763,17 @@ impl Core {
         let at = head.wrapping_add(HDR as u32);
         if len <= INLINE {
             let mut b = [0u8; INLINE];
-            // SAFETY: forwarded from the caller.
-            unsafe { self.read_at(at, &mut b[..len]) };
+            let mask = self.cap() - 1;
+            // Whole words, the record's padding included (`INLINE` is a
+            // multiple of 8): no `memcpy` call for a small item.
+            for (i, d) in b.chunks_exact_mut(8).take(len.div_ceil(8)).enumerate() {
+                let off = (at as usize + 8 * i) & mask;
+                // SAFETY: `at` and `cap` are multiples of 8, so the word lies
+                // whole and 8-aligned inside the ring, and within the
+                // committed record (payload and padding) the caller names.
+                let w = unsafe { self.base().add(off).cast::<u64>().read() };
+                d.copy_from_slice(&w.to_ne_bytes());
+            }
             Payload::Inline(b, len)
         } else {
             let mut v = vec![0u8; len];
