@@ -383,6 +383,33 @@ fn pack(count: u32, bytes: u32) -> u64 {
     ((count as u64) << 32) | bytes as u64
 }
 
+/// Copies `n <= 16` bytes with fixed-size (overlapping) copies, which
+/// compile to a few moves where a `memcpy` of unknown length is a call.
+///
+/// # Safety
+///
+/// As for `copy_nonoverlapping(src, dst, n)`, and `n <= 16`.
+#[inline(always)]
+unsafe fn copy_small(src: *const u8, dst: *mut u8, n: usize) {
+    use std::ptr::copy_nonoverlapping as copy;
+    // SAFETY: every copy lies inside `[0, n)` of both ranges, which the
+    // caller guarantees valid and disjoint.
+    unsafe {
+        if n >= 8 {
+            copy(src, dst, 8);
+            copy(src.add(n - 8), dst.add(n - 8), 8);
+        } else if n >= 4 {
+            copy(src, dst, 4);
+            copy(src.add(n - 4), dst.add(n - 4), 4);
+        } else if n >= 2 {
+            copy(src, dst, 2);
+            copy(src.add(n - 2), dst.add(n - 2), 2);
+        } else if n == 1 {
+            *dst = *src;
+        }
+    }
+}
+
 /// The queue's shared state and ring, as one handle.
 #[cfg_attr(
     feature = "serde",
@@ -687,6 +714,10 @@ impl Core {
         // by no one but the holder of `put_lock`; `src` is private memory,
         // so the ranges do not overlap.
         unsafe {
+            if src.len() <= 16 && first == src.len() {
+                copy_small(src.as_ptr(), self.base().add(off), first);
+                return;
+            }
             std::ptr::copy_nonoverlapping(src.as_ptr(), self.base().add(off), first);
             if first < src.len() {
                 std::ptr::copy_nonoverlapping(
@@ -759,6 +790,7 @@ impl Core {
     ///
     /// `get_lock` must be held and a committed record of `len` payload
     /// bytes must start at `head`.
+    #[inline(always)]
     unsafe fn read_payload(&self, head: u32, len: usize) -> Payload {
         let at = head.wrapping_add(HDR as u32);
         if len <= INLINE {
@@ -936,6 +968,7 @@ impl Core {
     /// Takes one item's payload, waiting until `deadline`. Once the first
     /// chunk of a large item is taken, the rest is awaited past the
     /// deadline, until it arrives or its writer is known to be gone.
+    #[inline]
     pub(crate) fn get(&self, deadline: Deadline) -> Result<Payload, GetFail> {
         self.get_noting(deadline, &mut |_| {})
     }
