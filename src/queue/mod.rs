@@ -166,7 +166,8 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     }
 
     fn get_until(&self, deadline: Deadline, zero: bool) -> Result<T, GetError> {
-        match self.core.get(deadline) {
+        // Matched by reference: moving the payload out would copy it whole.
+        match &self.core.get(deadline) {
             Ok(p) => {
                 postcard::from_bytes(p.as_slice()).map_err(|e| GetError::Decode(e.to_string()))
             }
