@@ -39,8 +39,9 @@
 //! # Waiting
 //!
 //! A waiter spins a few microseconds, then arms its bell (`not_empty` for
-//! consumers, `not_full` for producers) by setting its bit in both side
-//! locks' words, looks at the state once more and sleeps on the bell's
+//! consumers, `not_full` for producers) by setting its bit in the other
+//! side's lock word (and its own side's, for a change its own side makes:
+//! large items), looks at the state once more and sleeps on the bell's
 //! sequence word at most [`SLICE`]. Every change a waiter waits for is made
 //! under one of the two locks, and the swap that releases a lock returns
 //! the bits armed meanwhile: the releaser rings those bells (bumps the
@@ -121,8 +122,9 @@ fn tag(kind: u32, id: u32) -> u32 {
 /// owner's thread id, robust as [`RawProcessMutex`] is (a waiter that finds
 /// the owner dead after a slice of [`OWNER_CHECK`] takes the lock over), and
 /// two more bits that carry the waiters' bells: a getter (putter) about to
-/// sleep sets [`GETTERS`] ([`PUTTERS`]) in both sides' words, and whoever
-/// releases either lock next finds the bit in the word it swaps out and
+/// sleep sets [`GETTERS`] ([`PUTTERS`]) in the other side's word (and in
+/// its own side's when it waits for a change of its own side), and whoever
+/// releases that lock next finds the bit in the word it swaps out and
 /// rings that bell. Every change a waiter waits for is made under one of
 /// the two locks, so the release's swap, which a lock needs anyway, is the
 /// notifier's whole handshake: no fence, no extra load, on the fast path.
@@ -627,7 +629,13 @@ impl Core {
     /// reading and load the consumers' head line for every item, which
     /// costs both sides a cache-line transfer per item while the ring is
     /// full.
-    fn wait(&self, bell: &Bell, snap: Snap, deadline: Deadline) -> bool {
+    ///
+    /// `own_side`: the change awaited may come from the waiter's own side
+    /// (a large item's writer, for a putter; another consumer taking its
+    /// chunks, for a getter), so the bell is armed in that side's lock too.
+    /// Otherwise only the other side's releases ring it: consumers taking
+    /// items do not wake each other.
+    fn wait(&self, bell: &Bell, snap: Snap, deadline: Deadline, own_side: bool) -> bool {
         // Spin mostly on the counter the other side moves (the tail for a
         // getter, the head for a putter), looking at everything now and then.
         let getter = std::ptr::eq(bell, &self.shared.w.not_empty);
@@ -679,9 +687,16 @@ impl Core {
         // rings (see `SideLock`). The sequence is loaded first, so a ring
         // after the arm is never slept through.
         let v = bell.word.load(Ordering::Acquire);
-        let bit = if getter { GETTERS } else { PUTTERS };
-        self.shared.p.put_lock.arm(bit);
-        self.shared.g.get_lock.arm(bit);
+        let (p, g) = (&self.shared.p.put_lock, &self.shared.g.get_lock);
+        let (bit, other, own) = if getter {
+            (GETTERS, p, g)
+        } else {
+            (PUTTERS, g, p)
+        };
+        other.arm(bit);
+        if own_side {
+            own.arm(bit);
+        }
         if self.snapshot() != snap {
             return false;
         }
@@ -878,7 +893,7 @@ impl Core {
             if deadline.expired() {
                 return Err(PutFail::Full);
             }
-            suspect = self.wait(&s.w.not_full, snap, deadline);
+            suspect = self.wait(&s.w.not_full, snap, deadline, blocked);
         }
     }
 
@@ -948,7 +963,7 @@ impl Core {
             if deadline.expired() {
                 break Err(PutFail::Full);
             }
-            self.wait(&s.w.not_full, snap, deadline);
+            self.wait(&s.w.not_full, snap, deadline, false);
         };
         if result.is_err() && started {
             // Give up the item: clear `big_tid` so its receiver drops the
@@ -1034,7 +1049,7 @@ impl Core {
                 if dl.expired() {
                     return Err(GetFail::Empty);
                 }
-                suspect = self.wait(&s.w.not_empty, snap, dl);
+                suspect = self.wait(&s.w.not_empty, snap, dl, rx.is_some());
                 continue;
             }
             // SAFETY: head != tail (loaded with Acquire), so a committed
@@ -1107,7 +1122,7 @@ impl Core {
                         if deadline.expired() {
                             return Err(GetFail::Empty);
                         }
-                        suspect = self.wait(&s.w.not_empty, snap, deadline);
+                        suspect = self.wait(&s.w.not_empty, snap, deadline, true);
                         continue;
                     }
                     // A chunk nobody receives (its receiver died or gave
