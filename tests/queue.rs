@@ -429,6 +429,61 @@ fn producer_killed_holding_the_lock_mid_put() {
     assert_eq!(q.try_get(), Err(GetError::Empty));
 }
 
+/// Waiters arm their bells in the side locks' words; a party killed while
+/// holding a side lock leaves those bits in a word whose owner is dead. The
+/// next locker takes the lock over with the bits kept, and its release still
+/// wakes the waiter, on both sides.
+#[test]
+fn waiters_are_woken_through_a_lock_taken_over_from_the_dead() {
+    let _s = serial();
+    // A consumer asleep on an empty queue; a producer dies holding the
+    // producers' lock mid-put; another producer's put reaches the consumer.
+    let q = Queue::<u64>::new().unwrap();
+    let mut c = spawn(|| {
+        assert_eq!(q.get_timeout(PATIENCE), Ok(5));
+    });
+    std::thread::sleep(SHORT);
+    let held = Event::new().unwrap();
+    let mut p = spawn(|| {
+        assert!(q.__hold_lock_mid_put(&666));
+        held.set();
+        hang();
+    });
+    assert!(held.wait_timeout(PATIENCE));
+    p.kill().unwrap();
+    p.join().unwrap();
+    let mut p2 = spawn(|| q.put_timeout(5, PATIENCE).unwrap());
+    join_ok(&mut p2);
+    join_ok(&mut c);
+    assert!(q.empty());
+
+    // A producer asleep on a full queue; a consumer dies holding the
+    // consumers' lock; another consumer takes the items and the producer's
+    // last item goes in.
+    let q = Queue::<u64>::bounded(2).unwrap();
+    q.put(1).unwrap();
+    q.put(2).unwrap();
+    let mut p = spawn(|| q.put_timeout(3, PATIENCE).unwrap());
+    std::thread::sleep(SHORT);
+    let held = Event::new().unwrap();
+    let mut c = spawn(|| {
+        q.__hold_lock_mid_get();
+        held.set();
+        hang();
+    });
+    assert!(held.wait_timeout(PATIENCE));
+    c.kill().unwrap();
+    c.join().unwrap();
+    let mut c2 = spawn(|| {
+        for i in 1..=3 {
+            assert_eq!(q.get_timeout(PATIENCE), Ok(i));
+        }
+    });
+    join_ok(&mut c2);
+    join_ok(&mut p);
+    assert!(q.empty());
+}
+
 #[test]
 fn producer_killed_mid_large_item() {
     let _s = serial();

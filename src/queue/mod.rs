@@ -166,7 +166,8 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     }
 
     fn get_until(&self, deadline: Deadline, zero: bool) -> Result<T, GetError> {
-        match self.core.get(deadline) {
+        // Matched by reference: moving the payload out would copy it whole.
+        match &self.core.get(deadline) {
             Ok(p) => {
                 postcard::from_bytes(p.as_slice()).map_err(|e| GetError::Decode(e.to_string()))
             }
@@ -257,6 +258,14 @@ impl<T> Queue<T> {
             Ok(b) => self.core.hold_lock_mid_put(&b),
             Err(_) => false,
         }
+    }
+
+    /// Test hook, not part of the API: takes the consumers' lock and keeps
+    /// it without taking anything, as a consumer killed in the middle of a
+    /// get would. The caller is expected to be killed next.
+    #[doc(hidden)]
+    pub fn __hold_lock_mid_get(&self) {
+        self.core.hold_lock_mid_get();
     }
 }
 

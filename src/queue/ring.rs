@@ -16,7 +16,7 @@
 //!
 //! # Locking and commit
 //!
-//! Two robust process-shared mutexes: `put_lock` serializes producers (it
+//! Two robust process-shared locks: `put_lock` serializes producers (it
 //! guards `tail` and the free space), `get_lock` serializes consumers (it
 //! guards `head` and the committed records), so a producer and a consumer
 //! never contend, as in a two-lock queue. A producer copies its record into
@@ -38,11 +38,21 @@
 //!
 //! # Waiting
 //!
-//! A waiter spins a few microseconds, then arms the low bit of its futex
-//! word (`not_empty` for consumers, `not_full` for producers), looks at the
-//! state once more and sleeps at most [`SLICE`]. A notifier, after its
-//! change, calls the kernel only if it finds the bit armed, clearing it as
-//! it bumps the word: a busy queue makes no system calls at all.
+//! A waiter spins a few microseconds, then arms its bell (`not_empty` for
+//! consumers, `not_full` for producers) by setting its bit in the other
+//! side's lock word (and its own side's, for a change its own side makes:
+//! large items), looks at the state once more and sleeps on the bell's
+//! sequence word at most [`SLICE`]. Every change a waiter waits for is made
+//! under one of the two locks, and the swap that releases a lock returns
+//! the bits armed meanwhile: the releaser rings those bells (bumps the
+//! sequence, wakes the sleepers). A busy queue thus pays no fence and makes
+//! no system call for its waiters: the release it needs anyway is the whole
+//! handshake (see [`SideLock`]).
+//!
+//! A producer waiting for room comes back early from its spin only once a
+//! sixteenth of the ring (or of `maxsize`) is free: a full ring refilled one
+//! record at a time would have the producer write the cache line the
+//! consumer reads, and load the consumers' head, for every item.
 //!
 //! # Large items
 //!
@@ -62,13 +72,13 @@
 //! Liveness is checked (through `/proc`) only after a waiter slept a whole
 //! [`SLICE`] without progress, so a dead party is noticed within about that.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::shm::ShmBox;
 use crate::shm::heap::{self, Allocation};
-use crate::sync::raw::{Acquired, RawProcessMutex};
+use crate::sync::raw::{Acquired, OWNER_CHECK, RawProcessMutex};
 use crate::sys::futex::{self, Deadline};
 use crate::sys::thread;
 
@@ -108,11 +118,157 @@ fn tag(kind: u32, id: u32) -> u32 {
     kind | ((id & ID_MASK) << 2)
 }
 
+/// A side's lock (`put_lock`, `get_lock`): one futex word holding the
+/// owner's thread id, robust as [`RawProcessMutex`] is (a waiter that finds
+/// the owner dead after a slice of [`OWNER_CHECK`] takes the lock over), and
+/// two more bits that carry the waiters' bells: a getter (putter) about to
+/// sleep sets [`GETTERS`] ([`PUTTERS`]) in the other side's word (and in
+/// its own side's when it waits for a change of its own side), and whoever
+/// releases that lock next finds the bit in the word it swaps out and
+/// rings that bell. Every change a waiter waits for is made under one of
+/// the two locks, so the release's swap, which a lock needs anyway, is the
+/// notifier's whole handshake: no fence, no extra load, on the fast path.
+///
+/// Why no wake-up is lost: the waiter's `fetch_or` and the releaser's
+/// `swap` are read-modify-writes of one word, so one comes first. If the
+/// waiter's does, the swap reads the bit and rings. If the swap does, the
+/// waiter's `fetch_or` (Acquire) reads from it (Release) or from a later
+/// read-modify-write in its release sequence, so the released change is
+/// visible to the waiter's next look, and it does not sleep. The waiter
+/// loads the bell's sequence before arming, so a ring after the arm always
+/// changes the word the waiter sleeps on.
+#[derive(Debug)]
+#[repr(transparent)]
+struct SideLock {
+    word: AtomicU32,
+}
+
+/// Someone sleeps on the lock word itself, waiting for the lock.
+const CONTENDED: u32 = 1 << 31;
+/// A getter waits for a change: ring `not_empty` at the next release.
+const GETTERS: u32 = 1 << 30;
+/// A putter waits for a change: ring `not_full` at the next release.
+const PUTTERS: u32 = 1 << 29;
+/// The owner's thread id (Linux thread ids stay below 2^22).
+const TID: u32 = PUTTERS - 1;
+/// Spins on a taken side lock before sleeping on it.
+const SIDE_SPIN: u32 = 100;
+
+impl SideLock {
+    const fn new() -> SideLock {
+        SideLock {
+            word: AtomicU32::new(0),
+        }
+    }
+
+    /// Takes the lock if it is free now, keeping the bell bits.
+    fn try_acquire(&self, tid: u32) -> bool {
+        let w = self.word.load(Ordering::Relaxed);
+        w & (TID | CONTENDED) == 0
+            && self
+                .word
+                .compare_exchange(w, w | tid, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+    }
+
+    /// Takes the lock, waiting at most until `deadline`; an owner found
+    /// dead is taken over (`OwnerDied`).
+    fn acquire(&self, deadline: Deadline) -> Acquired {
+        let tid = thread::tid();
+        for _ in 0..SIDE_SPIN {
+            let w = self.word.load(Ordering::Relaxed);
+            if w & TID == 0 {
+                if self
+                    .word
+                    .compare_exchange(w, w | tid, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    return Acquired::Clean;
+                }
+                continue;
+            }
+            if w & CONTENDED != 0 {
+                break;
+            }
+            std::hint::spin_loop();
+        }
+        loop {
+            let w = self.word.load(Ordering::Relaxed);
+            if w & TID == 0 {
+                // Free. Take it marked contended: others may sleep on it, so
+                // the release must wake one.
+                if self
+                    .word
+                    .compare_exchange(w, w | tid | CONTENDED, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    return Acquired::Clean;
+                }
+                continue;
+            }
+            if w & CONTENDED == 0
+                && self
+                    .word
+                    .compare_exchange(w, w | CONTENDED, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_err()
+            {
+                continue;
+            }
+            let expected = w | CONTENDED;
+            let timed_out = deadline.expired()
+                || futex::wait(&self.word, expected, Some(deadline.slice(OWNER_CHECK)))
+                    == futex::Wait::TimedOut;
+            if timed_out {
+                // The owner held it for a whole slice: is it still alive?
+                let now = self.word.load(Ordering::Relaxed);
+                if now & TID == w & TID && !thread::alive(w & TID) {
+                    // Only one compare-and-swap from `now` succeeds.
+                    if self
+                        .word
+                        .compare_exchange(
+                            now,
+                            (now & !TID) | tid | CONTENDED,
+                            Ordering::Acquire,
+                            Ordering::Relaxed,
+                        )
+                        .is_ok()
+                    {
+                        return Acquired::OwnerDied;
+                    }
+                    continue;
+                }
+                if deadline.expired() {
+                    return Acquired::Busy;
+                }
+            }
+        }
+    }
+
+    /// Releases the lock; returns the bell bits it found (cleared now), for
+    /// the caller to ring.
+    ///
+    /// # Safety
+    ///
+    /// The calling thread must hold the lock.
+    unsafe fn release(&self) -> u32 {
+        let old = self.word.swap(0, Ordering::AcqRel);
+        if old & CONTENDED != 0 {
+            futex::wake(&self.word, 1);
+        }
+        old & (GETTERS | PUTTERS)
+    }
+
+    /// Asks the next releaser to ring `bit`'s bell.
+    fn arm(&self, bit: u32) {
+        self.word.fetch_or(bit, Ordering::AcqRel);
+    }
+}
+
 /// The producers' side: written by putters, under `put_lock`.
 #[derive(Debug)]
 #[repr(C, align(64))]
 struct PutSide {
-    put_lock: RawProcessMutex,
+    put_lock: SideLock,
     big_writer: RawProcessMutex,
     /// `items put << 32 | bytes written`, both modulo 2^32, so one store
     /// commits a record and counts it.
@@ -131,7 +287,7 @@ struct PutSide {
 #[derive(Debug)]
 #[repr(C, align(64))]
 struct GetSide {
-    get_lock: RawProcessMutex,
+    get_lock: SideLock,
     /// `items taken << 32 | bytes read`, modulo 2^32.
     head: AtomicU64,
     /// The thread receiving a large item (0: none), and that item's id.
@@ -143,17 +299,14 @@ struct GetSide {
     tail_seen: AtomicU64,
 }
 
-/// A futex word that waiters sleep on: a sequence number, counted in steps
-/// of 2, whose low bit a waiter sets before it sleeps. A notifier calls
-/// the kernel only when it finds the bit set (and clears it as it bumps
-/// the sequence), so a busy queue makes no system calls for its waiters.
+/// A futex word that waiters sleep on: a sequence number, bumped by
+/// whoever finds the bell's bit armed in a side lock's word (see
+/// [`SideLock`]), so a busy queue makes no system calls for its waiters.
 #[derive(Debug)]
 #[repr(C, align(64))]
 struct Bell {
     word: AtomicU32,
 }
-
-const ARMED: u32 = 1;
 
 /// Settings, and the closed flag: written rarely.
 #[derive(Debug)]
@@ -232,6 +385,33 @@ fn pack(count: u32, bytes: u32) -> u64 {
     ((count as u64) << 32) | bytes as u64
 }
 
+/// Copies `n <= 16` bytes with fixed-size (overlapping) copies, which
+/// compile to a few moves where a `memcpy` of unknown length is a call.
+///
+/// # Safety
+///
+/// As for `copy_nonoverlapping(src, dst, n)`, and `n <= 16`.
+#[inline(always)]
+unsafe fn copy_small(src: *const u8, dst: *mut u8, n: usize) {
+    use std::ptr::copy_nonoverlapping as copy;
+    // SAFETY: every copy lies inside `[0, n)` of both ranges, which the
+    // caller guarantees valid and disjoint.
+    unsafe {
+        if n >= 8 {
+            copy(src, dst, 8);
+            copy(src.add(n - 8), dst.add(n - 8), 8);
+        } else if n >= 4 {
+            copy(src, dst, 4);
+            copy(src.add(n - 4), dst.add(n - 4), 4);
+        } else if n >= 2 {
+            copy(src, dst, 2);
+            copy(src.add(n - 2), dst.add(n - 2), 2);
+        } else if n == 1 {
+            *dst = *src;
+        }
+    }
+}
+
 /// The queue's shared state and ring, as one handle.
 #[cfg_attr(
     feature = "serde",
@@ -243,16 +423,37 @@ pub(crate) struct Core {
     ring: Allocation,
 }
 
-/// A raw mutex, held. Releases on drop.
-struct Held<'a> {
+/// The large writers' mutex, held. Releases on drop.
+struct HeldRaw<'a> {
     m: &'a RawProcessMutex,
+}
+
+impl Drop for HeldRaw<'_> {
+    fn drop(&mut self) {
+        // SAFETY: a `HeldRaw` exists only after a successful acquisition of
+        // `m` by this thread, and is dropped once.
+        unsafe { self.m.release() }
+    }
+}
+
+/// A side lock, held. Releases on drop and rings the bells it finds armed.
+struct Held<'a> {
+    m: &'a SideLock,
+    core: &'a Core,
 }
 
 impl Drop for Held<'_> {
     fn drop(&mut self) {
         // SAFETY: a `Held` exists only after a successful acquisition of `m`
         // by this thread, and is dropped once.
-        unsafe { self.m.release() }
+        let armed = unsafe { self.m.release() };
+        let w = &self.core.shared.w;
+        if armed & GETTERS != 0 {
+            Core::ring(&w.not_empty);
+        }
+        if armed & PUTTERS != 0 {
+            Core::ring(&w.not_full);
+        }
     }
 }
 
@@ -268,7 +469,7 @@ impl Core {
         let (ring, _) = heap::alloc(cap, 8)?;
         let shared = ShmBox::new(Shared {
             p: PutSide {
-                put_lock: RawProcessMutex::new(),
+                put_lock: SideLock::new(),
                 big_writer: RawProcessMutex::new(),
                 tail: AtomicU64::new(0),
                 big_tid: AtomicU32::new(0),
@@ -277,7 +478,7 @@ impl Core {
                 head_seen: AtomicU64::new(0),
             },
             g: GetSide {
-                get_lock: RawProcessMutex::new(),
+                get_lock: SideLock::new(),
                 head: AtomicU64::new(0),
                 rx_tid: AtomicU32::new(0),
                 rx_id: AtomicU32::new(0),
@@ -335,9 +536,7 @@ impl Core {
     fn wake_everyone(&self) {
         let w = &self.shared.w;
         for bell in [&w.not_empty, &w.not_full] {
-            // A new sequence (the armed bit kept), and everyone up.
-            bell.word.fetch_add(2, Ordering::SeqCst);
-            futex::wake_all(&bell.word);
+            Self::ring(bell);
         }
     }
 
@@ -359,27 +558,52 @@ impl Core {
             && (!count || w.maxsize == 0 || (puts.wrapping_sub(gets) as u64) < w.maxsize)
     }
 
-    fn lock<'a>(&'a self, m: &'a RawProcessMutex, deadline: Deadline) -> Option<Held<'a>> {
+    /// Whether the consumers, moving the head from `seen` to `now`, freed
+    /// enough for a waiting putter to come back at once: a sixteenth of the
+    /// ring, or of `maxsize` items.
+    fn room_goal(&self, seen: u64, now: u64) -> bool {
+        let w = &self.shared.w;
+        let (c0, b0) = unpack(seen);
+        let (c1, b1) = unpack(now);
+        b1.wrapping_sub(b0) as u64 >= w.cap / 16
+            || (w.maxsize != 0 && c1.wrapping_sub(c0) as u64 >= (w.maxsize / 16).max(1))
+    }
+
+    /// Takes a side lock: a short spin, then the lock's own wait.
+    fn lock<'a>(&'a self, m: &'a SideLock, deadline: Deadline) -> Option<Held<'a>> {
+        let tid = thread::tid();
         for _ in 0..LOCK_SPIN {
-            if m.owner() == 0 && m.try_acquire() {
-                return Some(Held { m });
+            if m.try_acquire(tid) {
+                return Some(Held { m, core: self });
             }
             std::hint::spin_loop();
         }
-        let deadline = match deadline.remaining() {
-            None => Deadline::NEVER,
-            Some(r) => Deadline::after(r + LOCK_GRACE),
-        };
-        match m.acquire(deadline) {
-            Acquired::Clean => Some(Held { m }),
+        match m.acquire(Self::lock_deadline(deadline)) {
+            Acquired::Clean => Some(Held { m, core: self }),
             Acquired::OwnerDied => {
                 // Nothing to mend: every change became visible in one store
                 // (see the module documentation). Others may have slept
                 // through the death; wake them to look again.
                 self.wake_everyone();
-                Some(Held { m })
+                Some(Held { m, core: self })
             }
             Acquired::Busy => None,
+        }
+    }
+
+    /// Takes the large writers' mutex.
+    fn lock_big<'a>(&'a self, m: &'a RawProcessMutex, deadline: Deadline) -> Option<HeldRaw<'a>> {
+        match m.acquire(Self::lock_deadline(deadline)) {
+            Acquired::Clean | Acquired::OwnerDied => Some(HeldRaw { m }),
+            Acquired::Busy => None,
+        }
+    }
+
+    /// A zero or short timeout still waits [`LOCK_GRACE`] for a lock.
+    fn lock_deadline(deadline: Deadline) -> Deadline {
+        match deadline.remaining() {
+            None => Deadline::NEVER,
+            Some(r) => Deadline::after(r + LOCK_GRACE),
         }
     }
 
@@ -397,7 +621,21 @@ impl Core {
     /// Waits until the state differs from `snap`: a bounded spin, then futex
     /// sleeps of at most [`SLICE`]. Returns true if it slept a whole slice
     /// without news (so the caller may check who is alive).
-    fn wait(&self, bell: &Bell, snap: Snap, deadline: Deadline) -> bool {
+    ///
+    /// A putter (waiting for room) comes back early from its spin only once
+    /// a good share of the ring is free ([`Core::room_goal`]), or at the end
+    /// of the spin if anything at all was freed: coming back for every freed
+    /// record would have it write the very cache line the consumer is
+    /// reading and load the consumers' head line for every item, which
+    /// costs both sides a cache-line transfer per item while the ring is
+    /// full.
+    ///
+    /// `own_side`: the change awaited may come from the waiter's own side
+    /// (a large item's writer, for a putter; another consumer taking its
+    /// chunks, for a getter), so the bell is armed in that side's lock too.
+    /// Otherwise only the other side's releases ring it: consumers taking
+    /// items do not wake each other.
+    fn wait(&self, bell: &Bell, snap: Snap, deadline: Deadline, own_side: bool) -> bool {
         // Spin mostly on the counter the other side moves (the tail for a
         // getter, the head for a putter), looking at everything now and then.
         let getter = std::ptr::eq(bell, &self.shared.w.not_empty);
@@ -406,60 +644,70 @@ impl Core {
         } else {
             (&self.shared.g.head, snap.0)
         };
+        let enough = |now: u64| {
+            if getter {
+                now != seen
+            } else {
+                self.room_goal(seen, now)
+            }
+        };
         // Every look takes the line from the other side, which then pays to
         // take it back: looking only every few pauses lets a few items (or
         // a few frees) gather, to be handled in one go.
         for i in 0..SPIN {
-            if i % LOOK_EVERY == 0
-                && (watch.load(Ordering::Relaxed) != seen
-                    || (i % 64 == 0 && i > 0 && self.snapshot() != snap))
-            {
-                return false;
+            if i % LOOK_EVERY == 0 {
+                if enough(watch.load(Ordering::Relaxed)) {
+                    return false;
+                }
+                if i % 64 == 0 && i > 0 {
+                    // Anything else that changed (closed, a large writer
+                    // or receiver come or gone, the other counter).
+                    let mut now = self.snapshot();
+                    if getter {
+                        now.1 = seen;
+                    } else {
+                        now.0 = seen;
+                    }
+                    if now != snap {
+                        return false;
+                    }
+                }
             }
             std::hint::spin_loop();
+        }
+        // Anything freed is worth a look before sleeping.
+        if watch.load(Ordering::Relaxed) != seen {
+            return false;
         }
         if deadline.expired() {
             return false;
         }
-        // Arm the bell, then look once more: a notifier that changed the
-        // state before seeing the bit armed is seen here (both sides store,
-        // fence, then load).
-        let w = &bell.word;
-        let mut v = w.load(Ordering::SeqCst);
-        while v & ARMED == 0 {
-            match w.compare_exchange(v, v | ARMED, Ordering::SeqCst, Ordering::SeqCst) {
-                Ok(_) => v |= ARMED,
-                Err(now) => v = now,
-            }
+        // Arm the bell in both side locks, then look once more: a change
+        // released before the arm is seen here, one released after it
+        // rings (see `SideLock`). The sequence is loaded first, so a ring
+        // after the arm is never slept through.
+        let v = bell.word.load(Ordering::Acquire);
+        let (p, g) = (&self.shared.p.put_lock, &self.shared.g.get_lock);
+        let (bit, other, own) = if getter {
+            (GETTERS, p, g)
+        } else {
+            (PUTTERS, g, p)
+        };
+        other.arm(bit);
+        if own_side {
+            own.arm(bit);
         }
-        fence(Ordering::SeqCst);
         if self.snapshot() != snap {
             return false;
         }
-        futex::wait(w, v, Some(deadline.slice(SLICE))) == futex::Wait::TimedOut
+        futex::wait(&bell.word, v, Some(deadline.slice(SLICE))) == futex::Wait::TimedOut
     }
 
-    /// Wakes the sleepers on `bell`, if one armed it. Called after the
-    /// state change was stored.
-    fn notify(bell: &Bell) {
-        fence(Ordering::SeqCst);
-        let w = &bell.word;
-        let v = w.load(Ordering::Relaxed);
-        if v & ARMED != 0
-            && w.compare_exchange(v, v.wrapping_add(1), Ordering::SeqCst, Ordering::Relaxed)
-                .is_ok()
-        {
-            // All of them: they share the one bit.
-            futex::wake_all(w);
-        }
-    }
-
-    fn notify_getters(&self) {
-        Self::notify(&self.shared.w.not_empty);
-    }
-
-    fn notify_putters(&self) {
-        Self::notify(&self.shared.w.not_full);
+    /// Wakes every sleeper on `bell`: a new sequence, and all of them up
+    /// (they share one bit).
+    fn ring(bell: &Bell) {
+        bell.word.fetch_add(1, Ordering::AcqRel);
+        futex::wake_all(&bell.word);
     }
 
     fn base(&self) -> *mut u8 {
@@ -481,8 +729,18 @@ impl Core {
         // by no one but the holder of `put_lock`; `src` is private memory,
         // so the ranges do not overlap.
         unsafe {
+            if src.len() <= 16 && first == src.len() {
+                copy_small(src.as_ptr(), self.base().add(off), first);
+                return;
+            }
             std::ptr::copy_nonoverlapping(src.as_ptr(), self.base().add(off), first);
-            std::ptr::copy_nonoverlapping(src.as_ptr().add(first), self.base(), src.len() - first);
+            if first < src.len() {
+                std::ptr::copy_nonoverlapping(
+                    src.as_ptr().add(first),
+                    self.base(),
+                    src.len() - first,
+                );
+            }
         }
     }
 
@@ -501,11 +759,13 @@ impl Core {
         // SAFETY: as in `write_at`, with the copies going the other way.
         unsafe {
             std::ptr::copy_nonoverlapping(self.base().add(off), dst.as_mut_ptr(), first);
-            std::ptr::copy_nonoverlapping(
-                self.base(),
-                dst.as_mut_ptr().add(first),
-                dst.len() - first,
-            );
+            if first < dst.len() {
+                std::ptr::copy_nonoverlapping(
+                    self.base(),
+                    dst.as_mut_ptr().add(first),
+                    dst.len() - first,
+                );
+            }
         }
     }
 
@@ -545,12 +805,22 @@ impl Core {
     ///
     /// `get_lock` must be held and a committed record of `len` payload
     /// bytes must start at `head`.
+    #[inline(always)]
     unsafe fn read_payload(&self, head: u32, len: usize) -> Payload {
         let at = head.wrapping_add(HDR as u32);
         if len <= INLINE {
             let mut b = [0u8; INLINE];
-            // SAFETY: forwarded from the caller.
-            unsafe { self.read_at(at, &mut b[..len]) };
+            let mask = self.cap() - 1;
+            // Whole words, the record's padding included (`INLINE` is a
+            // multiple of 8): no `memcpy` call for a small item.
+            for (i, d) in b.chunks_exact_mut(8).take(len.div_ceil(8)).enumerate() {
+                let off = (at as usize + 8 * i) & mask;
+                // SAFETY: `at` and `cap` are multiples of 8, so the word lies
+                // whole and 8-aligned inside the ring, and within the
+                // committed record (payload and padding) the caller names.
+                let w = unsafe { self.base().add(off).cast::<u64>().read() };
+                d.copy_from_slice(&w.to_ne_bytes());
+            }
             Payload::Inline(b, len)
         } else {
             let mut v = vec![0u8; len];
@@ -616,7 +886,6 @@ impl Core {
                     Ordering::Release,
                 );
                 drop(held);
-                self.notify_getters();
                 return Ok(());
             }
             let snap = self.snapshot();
@@ -624,7 +893,7 @@ impl Core {
             if deadline.expired() {
                 return Err(PutFail::Full);
             }
-            suspect = self.wait(&s.w.not_full, snap, deadline);
+            suspect = self.wait(&s.w.not_full, snap, deadline, blocked);
         }
     }
 
@@ -633,7 +902,9 @@ impl Core {
         let me = thread::tid();
         // A dead previous holder of `big_writer` needs no mending: its
         // partial item is dropped by its receiver (see `get`).
-        let _big = self.lock(&s.p.big_writer, deadline).ok_or(PutFail::Full)?;
+        let _big = self
+            .lock_big(&s.p.big_writer, deadline)
+            .ok_or(PutFail::Full)?;
         let id = s.p.next_id.fetch_add(1, Ordering::Relaxed) & ID_MASK;
         let chunk = self.chunk_max();
         let mut off = 0usize;
@@ -681,9 +952,7 @@ impl Core {
                     s.p.big_tid.store(0, Ordering::Release);
                 }
                 drop(held);
-                self.notify_getters();
                 if last {
-                    self.notify_putters();
                     break Ok(());
                 }
                 off += n;
@@ -694,7 +963,7 @@ impl Core {
             if deadline.expired() {
                 break Err(PutFail::Full);
             }
-            self.wait(&s.w.not_full, snap, deadline);
+            self.wait(&s.w.not_full, snap, deadline, false);
         };
         if result.is_err() && started {
             // Give up the item: clear `big_tid` so its receiver drops the
@@ -707,8 +976,6 @@ impl Core {
                 }
                 drop(held);
             }
-            self.notify_getters();
-            self.notify_putters();
         }
         result
     }
@@ -716,6 +983,7 @@ impl Core {
     /// Takes one item's payload, waiting until `deadline`. Once the first
     /// chunk of a large item is taken, the rest is awaited past the
     /// deadline, until it arrives or its writer is known to be gone.
+    #[inline]
     pub(crate) fn get(&self, deadline: Deadline) -> Result<Payload, GetFail> {
         self.get_noting(deadline, &mut |_| {})
     }
@@ -781,7 +1049,7 @@ impl Core {
                 if dl.expired() {
                     return Err(GetFail::Empty);
                 }
-                suspect = self.wait(&s.w.not_empty, snap, dl);
+                suspect = self.wait(&s.w.not_empty, snap, dl, rx.is_some());
                 continue;
             }
             // SAFETY: head != tail (loaded with Acquire), so a committed
@@ -807,9 +1075,7 @@ impl Core {
                         s.g.rx_tid.store(0, Ordering::Release);
                     }
                     drop(held);
-                    self.notify_putters();
                     if last {
-                        self.notify_getters();
                         let (_, buf) = rx.take().expect("receiving");
                         return Ok(Payload::Heap(buf));
                     }
@@ -828,7 +1094,6 @@ impl Core {
                     on_take(payload.as_slice());
                     s.g.head.store(next(true), Ordering::Release);
                     drop(held);
-                    self.notify_putters();
                     return Ok(payload);
                 }
                 KIND_FIRST => {
@@ -841,7 +1106,6 @@ impl Core {
                     s.g.rx_id.store(id, Ordering::Release);
                     s.g.rx_tid.store(me, Ordering::Release);
                     drop(held);
-                    self.notify_putters();
                     rx = Some((id, buf));
                     suspect = false;
                 }
@@ -858,7 +1122,7 @@ impl Core {
                         if deadline.expired() {
                             return Err(GetFail::Empty);
                         }
-                        suspect = self.wait(&s.w.not_empty, snap, deadline);
+                        suspect = self.wait(&s.w.not_empty, snap, deadline, true);
                         continue;
                     }
                     // A chunk nobody receives (its receiver died or gave
@@ -869,7 +1133,6 @@ impl Core {
                         s.g.rx_tid.store(0, Ordering::Release);
                     }
                     drop(held);
-                    self.notify_putters();
                 }
             }
         }
@@ -902,5 +1165,13 @@ impl Core {
         unsafe { self.write_record(unpack(tail).1, tag(KIND_ITEM, 0), bytes) };
         std::mem::forget(held);
         true
+    }
+
+    /// Test hook: takes `get_lock` and keeps it: what a consumer killed
+    /// mid-get leaves behind.
+    pub(crate) fn hold_lock_mid_get(&self) {
+        if let Some(held) = self.lock(&self.shared.g.get_lock, Deadline::NEVER) {
+            std::mem::forget(held);
+        }
     }
 }
