@@ -79,6 +79,16 @@ pub fn run(name: &str, size: Size, procs: u64) -> Outcome<Vec<Line>> {
 /// from their common start (all of them forked and waiting) to the last
 /// one's end.
 fn run_forked<F: Fn(usize) + Sync>(p: usize, work: F) -> Outcome<Duration> {
+    run_forked_on(p, false, work)
+}
+
+/// [`run_forked`], with child `i` pinned to CPU `i` modulo the CPUs when
+/// `pin` is set: a producer and a consumer then always run on different
+/// CPUs, as the queue workloads mean them to (left to the scheduler, a bare
+/// spinning ring sometimes runs as "fill, then drain" on one CPU and
+/// reports a figure no cross-process queue can reach).
+fn run_forked_on<F: Fn(usize) + Sync>(p: usize, pin: bool, work: F) -> Outcome<Duration> {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let ready = RawValue::new(0u32)?;
     let go = multiproc::Event::new()?;
     let work = &work;
@@ -86,6 +96,13 @@ fn run_forked<F: Fn(usize) + Sync>(p: usize, work: F) -> Outcome<Duration> {
     for i in 0..p {
         let (ready, go) = (&ready, &go);
         let mut c = Process::new(move || {
+            if pin {
+                let mut set = nix::sched::CpuSet::new();
+                // Best effort: a CPU this process may not use is left alone.
+                if set.set(i % cpus).is_ok() {
+                    let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set);
+                }
+            }
             ready.fetch_add(1);
             go.wait();
             work(i)
@@ -610,7 +627,8 @@ struct BareRing {
 const SLOTS: u64 = 1 << 16;
 
 /// `queue_1p1c` (`p` = 1) and `queue_2p2c` (`p` = 2): `p` producers put M
-/// u64s in all, `p` consumers get them. One consumer checks the order; two
+/// u64s in all, `p` consumers get them, each process pinned to a CPU
+/// (producer `i` and consumer `i` on different ones). One consumer checks the order; two
 /// check the multiset through its sum and count. Baseline: a bare ring of
 /// u64 slots with spinning waiters, lock-free for one producer and one
 /// consumer, under one bare futex lock for two and two.
@@ -630,7 +648,7 @@ fn queue(size: Size, p: usize) -> Outcome<Vec<Line>> {
             RawValue::new(0u64)?,
             RawValue::new(0u64)?,
         );
-        t_mp = t_mp.min(run_forked(2 * p, |i| {
+        t_mp = t_mp.min(run_forked_on(2 * p, true, |i| {
             if i < p {
                 for k in 0..per {
                     q.put(k).expect("put");
@@ -660,7 +678,7 @@ fn queue(size: Size, p: usize) -> Outcome<Vec<Line>> {
         // BareRing is atomics only, for which all-zero is valid.
         let ring = unsafe { &*(map.as_ptr() as *const BareRing) };
         let sum = RawValue::new(0u64)?;
-        t_raw = t_raw.min(run_forked(2 * p, |i| {
+        t_raw = t_raw.min(run_forked_on(2 * p, true, |i| {
             if p == 1 {
                 bare_spsc(ring, i == 0, per, &sum)
             } else {
