@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput};
 use multiproc::manager::{Manager, ManagerBuilder};
 use multiproc::{Process, StartMethod};
-use support::run_forked;
+use support::{json_line as line, run_forked};
 
 /// The sizes of a manager dict set's request and reply frames (header
 /// included), for the baseline's messages.
@@ -43,40 +43,12 @@ fn builder() -> ManagerBuilder {
     }
 }
 
-fn line(
-    imp: &str,
-    workload: &str,
-    variant: &str,
-    params: &str,
-    metric: &str,
-    value: f64,
-    check: &str,
-) {
-    println!(
-        "{{\"impl\": \"{imp}\", \"workload\": \"{workload}\", \"variant\": \"{variant}\", \
-         \"params\": {{{params}}}, \"metric\": \"{metric}\", \"value\": {value:.4}, \"check\": \"{check}\"}}"
-    );
-}
-
 fn socketpair() -> (OwnedFd, OwnedFd) {
-    nix::sys::socket::socketpair(
-        nix::sys::socket::AddressFamily::Unix,
-        nix::sys::socket::SockType::Stream,
-        None,
-        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
-    )
-    .unwrap()
+    support::socketpair().expect("socketpair")
 }
 
 fn read_exact(fd: &OwnedFd, buf: &mut [u8]) -> bool {
-    let mut got = 0;
-    while got < buf.len() {
-        match nix::unistd::read(fd, &mut buf[got..]) {
-            Ok(0) | Err(_) => return false,
-            Ok(n) => got += n,
-        }
-    }
-    true
+    support::read_full(fd, buf).is_ok()
 }
 
 /// A bare server: answers `n` `REQUEST`-byte messages on each socket with

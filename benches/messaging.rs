@@ -22,39 +22,25 @@
 mod support;
 
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use multiproc::connection::Connection;
 use multiproc::queue::Queue;
 use multiproc::{JoinableQueue, Process, RawValue};
-use support::{BareFutexLock, run_forked, shared_mapping};
+use support::{BareFutexLock, BareRing as Bare, SLOTS, SharedRing, run_forked};
 
 fn bare_socketpair() -> (OwnedFd, OwnedFd) {
-    nix::sys::socket::socketpair(
-        nix::sys::socket::AddressFamily::Unix,
-        nix::sys::socket::SockType::Stream,
-        None,
-        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
-    )
-    .unwrap()
+    support::socketpair().expect("socketpair")
 }
 
 fn read_full(fd: &OwnedFd, buf: &mut [u8]) {
-    let mut got = 0;
-    while got < buf.len() {
-        let n = nix::unistd::read(fd, &mut buf[got..]).unwrap();
-        assert!(n > 0, "bench peer closed early");
-        got += n;
-    }
+    support::read_full(fd, buf).expect("read (the bench peer closed early?)");
 }
 
 fn write_full(fd: &OwnedFd, buf: &[u8]) {
-    let mut sent = 0;
-    while sent < buf.len() {
-        sent += nix::unistd::write(fd, &buf[sent..]).unwrap();
-    }
+    support::write_full(fd, buf).expect("write");
 }
 
 /// Starts `body` in a forked child.
@@ -198,30 +184,6 @@ fn pipe_bw(c: &mut Criterion) {
     g.finish();
 }
 
-const SLOTS: u64 = 1 << 16;
-
-/// A bare ring in shared memory: a lock word, the two counters on their own
-/// cache lines, then `SLOTS` u64 slots.
-#[repr(C)]
-struct Bare {
-    lock: AtomicU32,
-    _pad: [u8; 60],
-    head: AtomicU64,
-    _pad2: [u8; 56],
-    tail: AtomicU64,
-    _pad3: [u8; 56],
-    slots: [AtomicU64; SLOTS as usize],
-}
-
-fn bare_ring() -> (memmap2::MmapRaw, &'static Bare) {
-    let map = shared_mapping(std::mem::size_of::<Bare>(), true);
-    // SAFETY: the mapping is zeroed, large enough and page-aligned, Bare is
-    // atomics only (all-zero valid); the caller keeps the mapping alive as
-    // long as it uses the reference.
-    let r = unsafe { &*(map.as_ptr() as *const Bare) };
-    (map, r)
-}
-
 /// Items per producer for `iters` items in all over `p` producers.
 fn share(iters: u64, p: usize) -> u64 {
     iters.div_ceil(p as u64).max(1)
@@ -309,7 +271,8 @@ fn bare_locked(r: &Bare, p: usize, iters: u64) -> Duration {
 }
 
 fn queues(c: &mut Criterion) {
-    let (_map, bare) = bare_ring();
+    let shared = SharedRing::new();
+    let bare = shared.ring();
     for (name, p) in [("queue_1p1c", 1), ("queue_2p2c", 2)] {
         let mut g = c.benchmark_group(name);
         g.measurement_time(Duration::from_secs(4)).sample_size(10);

@@ -20,13 +20,17 @@
 //! Run with `cargo bench --all-features --bench pool`; `-- --quick` for a
 //! short run.
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput};
-use memmap2::{MmapOptions, MmapRaw};
+use memmap2::MmapRaw;
 use multiproc::pool::Pool;
+use support::json_line as line;
 
 const P: usize = 2;
 const T: u64 = 10_000;
@@ -42,21 +46,6 @@ fn pi_part(range: (u64, u64)) -> f64 {
         s += 1.0 / (d * d);
     }
     s
-}
-
-fn line(
-    imp: &str,
-    workload: &str,
-    variant: &str,
-    params: &str,
-    metric: &str,
-    value: f64,
-    check: &str,
-) {
-    println!(
-        "{{\"impl\": \"{imp}\", \"workload\": \"{workload}\", \"variant\": \"{variant}\", \
-         \"params\": {{{params}}}, \"metric\": \"{metric}\", \"value\": {value:.4}, \"check\": \"{check}\"}}"
-    );
 }
 
 fn best(reps: usize, mut f: impl FnMut() -> Duration) -> Duration {
@@ -85,13 +74,7 @@ fn pool_map(pool: &Pool, chunksize: Option<usize>) -> (Duration, bool) {
 }
 
 fn shared_mapping(len: usize) -> MmapRaw {
-    let fd = nix::sys::memfd::memfd_create(c"bench", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
-        .expect("memfd_create");
-    nix::unistd::ftruncate(&fd, len as i64).expect("ftruncate");
-    let file = std::fs::File::from(fd);
-    let mut o = MmapOptions::new();
-    o.len(len).populate();
-    o.map_raw(&file).expect("mmap")
+    support::shared_mapping(len, true)
 }
 
 /// T round trips through two spinning shared-memory slots (request on one
@@ -200,13 +183,7 @@ fn bare_shm_rings(n: u64) -> Duration {
 }
 
 fn socketpair() -> (OwnedFd, OwnedFd) {
-    nix::sys::socket::socketpair(
-        nix::sys::socket::AddressFamily::Unix,
-        nix::sys::socket::SockType::Stream,
-        None,
-        nix::sys::socket::SockFlag::SOCK_CLOEXEC,
-    )
-    .expect("socketpair")
+    support::socketpair().expect("socketpair")
 }
 
 /// T round trips of an 8-byte message over a bare blocking socketpair.

@@ -114,3 +114,87 @@ pub fn run_forked<F: Fn(usize) + Sync>(p: usize, work: F) -> Duration {
     }
     t.elapsed()
 }
+
+/// A bare stream socketpair (close-on-exec): the kernel path the messaging
+/// workloads compare against.
+pub fn socketpair() -> nix::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType};
+    nix::sys::socket::socketpair(
+        AddressFamily::Unix,
+        SockType::Stream,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+}
+
+/// Reads exactly `buf.len()` bytes (`EPIPE` if the peer closes first).
+pub fn read_full(fd: &std::os::fd::OwnedFd, buf: &mut [u8]) -> nix::Result<()> {
+    let mut got = 0;
+    while got < buf.len() {
+        match nix::unistd::read(fd, &mut buf[got..])? {
+            0 => return Err(nix::errno::Errno::EPIPE),
+            n => got += n,
+        }
+    }
+    Ok(())
+}
+
+/// Writes all of `buf`.
+pub fn write_full(fd: &std::os::fd::OwnedFd, buf: &[u8]) -> nix::Result<()> {
+    let mut sent = 0;
+    while sent < buf.len() {
+        sent += nix::unistd::write(fd, &buf[sent..])?;
+    }
+    Ok(())
+}
+
+/// Prints one JSON line of `shared/WORKLOADS.md`; `params` is the inside of
+/// the params object (`"N": 1, "C": 10`).
+pub fn json_line(
+    imp: &str,
+    workload: &str,
+    variant: &str,
+    params: &str,
+    metric: &str,
+    value: f64,
+    check: &str,
+) {
+    println!(
+        "{{\"impl\": \"{imp}\", \"workload\": \"{workload}\", \"variant\": \"{variant}\", \
+         \"params\": {{{params}}}, \"metric\": \"{metric}\", \"value\": {value:.4}, \"check\": \"{check}\"}}"
+    );
+}
+
+/// Slots of a [`BareRing`].
+pub const SLOTS: u64 = 1 << 16;
+
+/// A bare ring of u64 slots in shared memory: a lock word and the two
+/// counters on cache lines of their own, then the slots. No encoding, no
+/// robustness: the floor a queue is compared with.
+#[repr(C)]
+pub struct BareRing {
+    pub lock: AtomicU32,
+    _pad: [u8; 60],
+    pub head: std::sync::atomic::AtomicU64,
+    _pad2: [u8; 56],
+    pub tail: std::sync::atomic::AtomicU64,
+    _pad3: [u8; 56],
+    pub slots: [std::sync::atomic::AtomicU64; SLOTS as usize],
+}
+
+/// A [`BareRing`] in a populated memfd mapping of its own, shared with
+/// children forked while it lives.
+pub struct SharedRing(MmapRaw);
+
+impl SharedRing {
+    pub fn new() -> SharedRing {
+        SharedRing(shared_mapping(std::mem::size_of::<BareRing>(), true))
+    }
+
+    pub fn ring(&self) -> &BareRing {
+        // SAFETY: the mapping is zeroed, page-aligned and large enough for
+        // a BareRing, which is atomics only (all-zero is valid); the
+        // reference lives no longer than the mapping.
+        unsafe { &*(self.0.as_ptr() as *const BareRing) }
+    }
+}

@@ -13,7 +13,9 @@ use multiproc::{JoinableQueue, Pool, Process, Queue, RawArray, RawValue, Value};
 
 use crate::pi::{self, Outcome};
 use crate::report::{Line, params};
-use crate::support::{BareFutexLock, shared_mapping};
+use crate::support::{
+    BareFutexLock, BareRing, SLOTS, SharedRing, read_full, shared_mapping, socketpair, write_full,
+};
 
 /// Every workload, in the order `multiproc bench` runs them.
 pub const WORKLOADS: &[&str] = &[
@@ -437,38 +439,6 @@ fn spawn(size: Size) -> Outcome<Vec<Line>> {
     Ok(lines)
 }
 
-/// A bare stream socketpair, the raw baseline of the pipe workloads.
-fn bare_socketpair() -> Outcome<(OwnedFd, OwnedFd)> {
-    use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
-    Ok(socketpair(
-        AddressFamily::Unix,
-        SockType::Stream,
-        None,
-        SockFlag::SOCK_CLOEXEC,
-    )?)
-}
-
-/// Reads exactly `buf.len()` bytes.
-fn read_full(fd: &OwnedFd, buf: &mut [u8]) -> nix::Result<()> {
-    let mut got = 0;
-    while got < buf.len() {
-        match nix::unistd::read(fd, &mut buf[got..])? {
-            0 => return Err(nix::errno::Errno::EPIPE),
-            k => got += k,
-        }
-    }
-    Ok(())
-}
-
-/// Writes all of `buf`.
-fn write_full(fd: &OwnedFd, buf: &[u8]) -> nix::Result<()> {
-    let mut sent = 0;
-    while sent < buf.len() {
-        sent += nix::unistd::write(fd, &buf[sent..])?;
-    }
-    Ok(())
-}
-
 fn pipe_rtt(size: Size) -> Outcome<Vec<Line>> {
     let r: usize = size.pick(100_000, 5_000);
     let params = params!["R" => r, "bytes" => 64];
@@ -495,7 +465,7 @@ fn pipe_rtt(size: Size) -> Outcome<Vec<Line>> {
         t_mp = t_mp.min(t.elapsed());
         p.join_ok()?;
 
-        let (x, y) = bare_socketpair()?;
+        let (x, y) = socketpair()?;
         let y = &y;
         let mut q = Process::new(move || -> nix::Result<()> {
             let mut buf = [0u8; 64];
@@ -570,7 +540,7 @@ fn pipe_bw(size: Size) -> Outcome<Vec<Line>> {
         t_mp = t_mp.min(t.elapsed());
         p.join_ok()?;
 
-        let (x, y) = bare_socketpair()?;
+        let (x, y) = socketpair()?;
         let y = &y;
         let mut q = Process::new(move || -> nix::Result<()> {
             let msg = vec![5u8; MSG];
@@ -610,21 +580,6 @@ fn pipe_bw(size: Size) -> Outcome<Vec<Line>> {
         ),
     ])
 }
-
-/// The shared part of a bare ring of u64 slots: counters on their own cache
-/// lines, then the slots.
-#[repr(C)]
-struct BareRing {
-    lock: AtomicU32,
-    _pad: [u8; 60],
-    head: AtomicU64,
-    _pad2: [u8; 56],
-    tail: AtomicU64,
-    _pad3: [u8; 56],
-    slots: [AtomicU64; SLOTS as usize],
-}
-
-const SLOTS: u64 = 1 << 16;
 
 /// `queue_1p1c` (`p` = 1) and `queue_2p2c` (`p` = 2): `p` producers put M
 /// u64s in all, `p` consumers get them, each process pinned to a CPU
@@ -673,10 +628,8 @@ fn queue(size: Size, p: usize) -> Outcome<Vec<Line>> {
         keep(&mut ok, check_eq(sum.load(), want_sum));
         keep(&mut ok, check_eq(count.load(), per * p as u64));
 
-        let map = shared_mapping(std::mem::size_of::<BareRing>(), true);
-        // SAFETY: the mapping is zeroed, page-aligned and large enough, and
-        // BareRing is atomics only, for which all-zero is valid.
-        let ring = unsafe { &*(map.as_ptr() as *const BareRing) };
+        let shared = SharedRing::new();
+        let ring = shared.ring();
         let sum = RawValue::new(0u64)?;
         t_raw = t_raw.min(run_forked_on(2 * p, true, |i| {
             if p == 1 {
@@ -874,14 +827,8 @@ fn pool_map(size: Size) -> Outcome<Vec<Line>> {
 
     let (mut best, mut ok) = (Duration::MAX, String::from("ok"));
     for _ in 0..size.reps {
-        let map = shared_mapping(2 * std::mem::size_of::<BareRing>(), true);
-        // SAFETY: the mapping is zeroed, page-aligned and holds two
-        // BareRings (atomics only, for which all-zero is valid); it
-        // outlives the child.
-        let (to, back) = unsafe {
-            let base = map.as_ptr() as *const BareRing;
-            (&*base, &*base.add(1))
-        };
+        let (to, back) = (SharedRing::new(), SharedRing::new());
+        let (to, back) = (to.ring(), back.ring());
         let mut child = Process::new(|| {
             for _ in 0..t {
                 let head = to.head.load(Ordering::Relaxed);
@@ -999,7 +946,7 @@ fn manager_rtt(size: Size) -> Outcome<Vec<Line>> {
         }
         t_mp = t_mp.min(t.elapsed());
 
-        let (a, b) = bare_socketpair()?;
+        let (a, b) = socketpair()?;
         let mut server = bare_server(vec![b], calls)?;
         let t = Instant::now();
         bare_calls(&a, calls)?;
@@ -1060,8 +1007,8 @@ fn manager_append(size: Size) -> Outcome<Vec<Line>> {
         }
 
         let (clients, servers): (Vec<_>, Vec<_>) = (0..P)
-            .map(|_| bare_socketpair())
-            .collect::<Outcome<Vec<_>>>()?
+            .map(|_| socketpair())
+            .collect::<nix::Result<Vec<_>>>()?
             .into_iter()
             .unzip();
         let mut server = bare_server(servers, k)?;
