@@ -1,4 +1,4 @@
-//! The shared-memory data path of the connections made by [`pipe`]: one
+//! The shared-memory data path of the connections made by [`pipe`](super::pipe): one
 //! byte ring per direction, with the pair's socket kept as a doorbell and
 //! as the witness of the peer's life.
 //!

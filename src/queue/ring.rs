@@ -78,7 +78,7 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 use crate::shm::ShmBox;
 use crate::shm::heap::{self, Allocation};
-use crate::sync::raw::{Acquired, OWNER_CHECK, RawProcessMutex};
+use crate::sync::raw::{self, Acquired, RawProcessMutex};
 use crate::sys::futex::{self, Deadline};
 use crate::sys::thread;
 
@@ -120,7 +120,7 @@ fn tag(kind: u32, id: u32) -> u32 {
 
 /// A side's lock (`put_lock`, `get_lock`): one futex word holding the
 /// owner's thread id, robust as [`RawProcessMutex`] is (a waiter that finds
-/// the owner dead after a slice of [`OWNER_CHECK`] takes the lock over), and
+/// the owner dead after a slice of [`OWNER_CHECK`](raw::OWNER_CHECK) takes the lock over), and
 /// two more bits that carry the waiters' bells: a getter (putter) about to
 /// sleep sets [`GETTERS`] ([`PUTTERS`]) in the other side's word (and in
 /// its own side's when it waits for a change of its own side), and whoever
@@ -143,8 +143,9 @@ struct SideLock {
     word: AtomicU32,
 }
 
-/// Someone sleeps on the lock word itself, waiting for the lock.
-const CONTENDED: u32 = 1 << 31;
+/// Someone sleeps on the lock word itself, waiting for the lock (bit 31,
+/// as in every robust lock word, see [`raw::robust_acquire`]).
+const CONTENDED: u32 = raw::CONTENDED;
 /// A getter waits for a change: ring `not_empty` at the next release.
 const GETTERS: u32 = 1 << 30;
 /// A putter waits for a change: ring `not_full` at the next release.
@@ -174,74 +175,7 @@ impl SideLock {
     /// Takes the lock, waiting at most until `deadline`; an owner found
     /// dead is taken over (`OwnerDied`).
     fn acquire(&self, deadline: Deadline) -> Acquired {
-        let tid = thread::tid();
-        for _ in 0..SIDE_SPIN {
-            let w = self.word.load(Ordering::Relaxed);
-            if w & TID == 0 {
-                if self
-                    .word
-                    .compare_exchange(w, w | tid, Ordering::Acquire, Ordering::Relaxed)
-                    .is_ok()
-                {
-                    return Acquired::Clean;
-                }
-                continue;
-            }
-            if w & CONTENDED != 0 {
-                break;
-            }
-            std::hint::spin_loop();
-        }
-        loop {
-            let w = self.word.load(Ordering::Relaxed);
-            if w & TID == 0 {
-                // Free. Take it marked contended: others may sleep on it, so
-                // the release must wake one.
-                if self
-                    .word
-                    .compare_exchange(w, w | tid | CONTENDED, Ordering::Acquire, Ordering::Relaxed)
-                    .is_ok()
-                {
-                    return Acquired::Clean;
-                }
-                continue;
-            }
-            if w & CONTENDED == 0
-                && self
-                    .word
-                    .compare_exchange(w, w | CONTENDED, Ordering::Relaxed, Ordering::Relaxed)
-                    .is_err()
-            {
-                continue;
-            }
-            let expected = w | CONTENDED;
-            let timed_out = deadline.expired()
-                || futex::wait(&self.word, expected, Some(deadline.slice(OWNER_CHECK)))
-                    == futex::Wait::TimedOut;
-            if timed_out {
-                // The owner held it for a whole slice: is it still alive?
-                let now = self.word.load(Ordering::Relaxed);
-                if now & TID == w & TID && !thread::alive(w & TID) {
-                    // Only one compare-and-swap from `now` succeeds.
-                    if self
-                        .word
-                        .compare_exchange(
-                            now,
-                            (now & !TID) | tid | CONTENDED,
-                            Ordering::Acquire,
-                            Ordering::Relaxed,
-                        )
-                        .is_ok()
-                    {
-                        return Acquired::OwnerDied;
-                    }
-                    continue;
-                }
-                if deadline.expired() {
-                    return Acquired::Busy;
-                }
-            }
-        }
+        raw::robust_acquire(&self.word, TID, thread::tid(), SIDE_SPIN, deadline)
     }
 
     /// Releases the lock; returns the bell bits it found (cleared now), for

@@ -22,7 +22,7 @@ use lock_api::GuardNoSend;
 use crate::sys::futex::{self, Deadline};
 use crate::sys::thread;
 
-const CONTENDED: u32 = 1 << 31;
+pub(crate) const CONTENDED: u32 = 1 << 31;
 const TID_MASK: u32 = !CONTENDED;
 
 /// How long a waiter sleeps before it checks that the owner is alive. The
@@ -97,74 +97,7 @@ impl RawProcessMutex {
 
     #[cold]
     fn acquire_slow(&self, tid: u32, deadline: Deadline) -> Acquired {
-        // Spin while the owner runs and nobody sleeps.
-        let mut w = self.word.load(Ordering::Relaxed);
-        for _ in 0..SPIN {
-            if w == 0 {
-                match self
-                    .word
-                    .compare_exchange(0, tid, Ordering::Acquire, Ordering::Relaxed)
-                {
-                    Ok(_) => return Acquired::Clean,
-                    Err(now) => w = now,
-                }
-                continue;
-            }
-            if w & CONTENDED != 0 {
-                break;
-            }
-            std::hint::spin_loop();
-            w = self.word.load(Ordering::Relaxed);
-        }
-        loop {
-            let w = self.word.load(Ordering::Relaxed);
-            if w & TID_MASK == 0 {
-                // Free. Take it marked contended: we cannot know whether
-                // others sleep, so the unlock must wake one.
-                if self
-                    .word
-                    .compare_exchange(w, tid | CONTENDED, Ordering::Acquire, Ordering::Relaxed)
-                    .is_ok()
-                {
-                    return Acquired::Clean;
-                }
-                continue;
-            }
-            if w & CONTENDED == 0
-                && self
-                    .word
-                    .compare_exchange(w, w | CONTENDED, Ordering::Relaxed, Ordering::Relaxed)
-                    .is_err()
-            {
-                continue;
-            }
-            let expected = w | CONTENDED;
-            let expired = deadline.expired();
-            let timed_out = expired
-                || futex::wait(&self.word, expected, Some(deadline.slice(OWNER_CHECK)))
-                    == futex::Wait::TimedOut;
-            if timed_out {
-                // The owner held it for a whole slice: is it still alive?
-                if self.word.load(Ordering::Relaxed) == expected && !thread::alive(w & TID_MASK) {
-                    if self
-                        .word
-                        .compare_exchange(
-                            expected,
-                            tid | CONTENDED,
-                            Ordering::Acquire,
-                            Ordering::Relaxed,
-                        )
-                        .is_ok()
-                    {
-                        return Acquired::OwnerDied;
-                    }
-                    continue;
-                }
-                if deadline.expired() {
-                    return Acquired::Busy;
-                }
-            }
-        }
+        robust_acquire(&self.word, TID_MASK, tid, SPIN, deadline)
     }
 
     /// Unlocks.
@@ -353,5 +286,86 @@ unsafe impl lock_api::RawCondvarTimed for RawProcessCondvar {
         // SAFETY: the caller holds `mutex`.
         let (timed_out, _) = unsafe { self.wait_raw(mutex, Some(d)) };
         timed_out
+    }
+}
+
+/// The robust wait for a futex lock word shared by [`RawProcessMutex`] and
+/// the queues' side locks: the owner's thread id in `tid_mask`, bit 31
+/// ([`CONTENDED`]) set while someone sleeps on the word, and any other bits
+/// (the queues keep their waiters' bells there) left as they are.
+///
+/// Spins `spin` rounds while the owner runs and nobody sleeps, then sleeps
+/// on the word in slices of [`OWNER_CHECK`]; after a whole slice with the
+/// same owner it checks that owner's liveness, and one compare-and-swap
+/// takes a dead owner's lock over ([`Acquired::OwnerDied`]).
+pub(crate) fn robust_acquire(
+    word: &AtomicU32,
+    tid_mask: u32,
+    tid: u32,
+    spin: u32,
+    deadline: Deadline,
+) -> Acquired {
+    for _ in 0..spin {
+        let w = word.load(Ordering::Relaxed);
+        if w & tid_mask == 0 {
+            if word
+                .compare_exchange(w, w | tid, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+            {
+                return Acquired::Clean;
+            }
+            continue;
+        }
+        if w & CONTENDED != 0 {
+            break;
+        }
+        std::hint::spin_loop();
+    }
+    loop {
+        let w = word.load(Ordering::Relaxed);
+        if w & tid_mask == 0 {
+            // Free. Take it marked contended: others may sleep on it, so
+            // the release must wake one.
+            if word
+                .compare_exchange(w, w | tid | CONTENDED, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+            {
+                return Acquired::Clean;
+            }
+            continue;
+        }
+        if w & CONTENDED == 0
+            && word
+                .compare_exchange(w, w | CONTENDED, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            continue;
+        }
+        let expected = w | CONTENDED;
+        let timed_out = deadline.expired()
+            || futex::wait(word, expected, Some(deadline.slice(OWNER_CHECK)))
+                == futex::Wait::TimedOut;
+        if timed_out {
+            // The owner held it for a whole slice: is it still alive?
+            let now = word.load(Ordering::Relaxed);
+            if now & tid_mask == w & tid_mask && !thread::alive(w & tid_mask) {
+                // Only one compare-and-swap from `now` succeeds.
+                if word
+                    .compare_exchange(
+                        now,
+                        (now & !tid_mask) | tid | CONTENDED,
+                        Ordering::Acquire,
+                        Ordering::Relaxed,
+                    )
+                    .is_ok()
+                {
+                    return Acquired::OwnerDied;
+                }
+                continue;
+            }
+            if deadline.expired() {
+                return Acquired::Busy;
+            }
+        }
     }
 }
