@@ -28,9 +28,13 @@
 //!
 //! A task is a plain function, `fn(A) -> R` (or `fn(A, B) -> R` for
 //! `starmap`), with arguments and results that serde can encode (postcard,
-//! as elsewhere in the crate). Functions travel as their offset in the
-//! program's code, valid in every worker, forked or spawned, since all run
-//! the same executable. Shared objects for the workers (a [`Lock`](crate::Lock),
+//! as elsewhere in the crate). The functions must be the program's own:
+//! a function of a shared library (a plugin, a `cdylib`, a
+//! `-C prefer-dynamic` build) is refused with [`Error::ForeignCode`], since
+//! a worker could not find it. The parent registers each function in a
+//! table that only it can write, and the task ring names functions by
+//! their index in that table, so a worker never calls an address read from
+//! memory another process could write. Shared objects for the workers (a [`Lock`](crate::Lock),
 //! a [`Value`](crate::Value)) are given to the
 //! [initializer](PoolBuilder::initializer), as Python requires for pool
 //! workers.
@@ -80,11 +84,12 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
+use crate::process::code::CodePtr;
 use crate::process::{ExitStatus, Process, StartMethod};
 use crate::queue::ring::{Core, GetFail, PutFail};
 use crate::shm::ShmBox;
 use crate::sys::futex::Deadline;
-use worker::{WorkerArgs, WorkerSlot};
+use worker::{CodeTable, TaskCode, WorkerArgs, WorkerSlot};
 
 /// How often waiting calls look for dead workers.
 const SCAN: Duration = Duration::from_millis(20);
@@ -199,6 +204,8 @@ struct State {
     next_scan: Instant,
     /// Callbacks of finished jobs, run once the state is unlocked.
     ready: Vec<(Callback, Arc<Outcome>)>,
+    /// The functions the workers may run.
+    table: CodeTable,
 }
 
 type Starter = Box<
@@ -225,7 +232,7 @@ pub struct Pool {
 #[must_use]
 pub struct PoolBuilder<I = ()> {
     processes: Option<usize>,
-    init: Option<(isize, I)>,
+    init: Option<(fn(I), I)>,
     max_tasks_per_child: Option<u64>,
     start_method: Option<StartMethod>,
     allow_threads: bool,
@@ -302,14 +309,15 @@ impl<I> PoolBuilder<I> {
     /// Hand shared objects to the workers this way, usually as
     /// `Arc<Value<T>>` and the like. An initializer that panics makes the
     /// pool fail every task with [`Error::InitializerFailed`] and start no
-    /// more workers.
+    /// more workers. `f` must be a function of the main executable
+    /// ([`build`](PoolBuilder::build) refuses one from a shared library).
     pub fn initializer<J>(self, f: fn(J), args: J) -> PoolBuilder<J>
     where
         J: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
     {
         PoolBuilder {
             processes: self.processes,
-            init: Some((worker::offset_of(f as usize), args)),
+            init: Some((f, args)),
             max_tasks_per_child: self.max_tasks_per_child,
             start_method: self.start_method,
             allow_threads: self.allow_threads,
@@ -327,8 +335,10 @@ where
     /// Errors: [`Error::InvalidArgument`] for zero processes or a zero
     /// `max_tasks_per_child`;
     /// [`Error::ThreadedFork`] when forking from a multithreaded process
-    /// without [`allow_threads`](PoolBuilder::allow_threads); the error of a
-    /// worker that could not be started (the others are stopped).
+    /// without [`allow_threads`](PoolBuilder::allow_threads);
+    /// [`Error::ForeignCode`] for an initializer that is not in the main
+    /// executable; the error of a worker that could not be started (the
+    /// others are stopped).
     pub fn build(self) -> Result<Pool> {
         let processes = match self.processes {
             Some(0) => {
@@ -347,10 +357,16 @@ where
             Some(n) => n,
             None => 0,
         };
+        let init = match self.init {
+            Some((f, args)) => Some((CodePtr::new(f)?.offset(), args)),
+            None => None,
+        };
+        let table = CodeTable::new()?;
+        let table_fd = table.descriptor();
         let tasks = Arc::new(Core::new(0, self.ring_bytes, false)?);
         let results = Arc::new(Core::new(0, self.ring_bytes, false)?);
         let method = self.start_method.unwrap_or_else(crate::start_method);
-        let (init, allow) = (self.init, self.allow_threads);
+        let allow = self.allow_threads;
         let starter: Starter = Box::new(move |serial, tasks, results, slot| {
             let args = WorkerArgs {
                 tasks,
@@ -358,6 +374,7 @@ where
                 slot,
                 serial,
                 max_tasks,
+                table: table_fd.clone(),
                 init: init.clone(),
             };
             let p = Process::call_with(method, worker::worker_main::<I>, args)?
@@ -391,6 +408,7 @@ where
                     startup_failures: 0,
                     next_scan: Instant::now() + SCAN,
                     ready: Vec::new(),
+                    table,
                 }),
             }),
         };
@@ -532,7 +550,7 @@ impl Inner {
         &self,
         st: &mut State,
         job: u32,
-        code: (isize, isize),
+        function: u32,
         items: impl Iterator<Item = X>,
         buf: &mut Vec<u8>,
     ) {
@@ -542,10 +560,7 @@ impl Inner {
         let idx = j.chunks.len() as u32;
         let id = ((job as u64) << 32) | idx as u64;
         buf.clear();
-        buf.extend_from_slice(&id.to_le_bytes());
-        buf.extend_from_slice(&(code.0 as i64).to_le_bytes());
-        buf.extend_from_slice(&(code.1 as i64).to_le_bytes());
-        buf.extend_from_slice(&[0; 4]);
+        worker::push_header(buf, id, function);
         let mut count = 0u32;
         let mut failure = None;
         for x in items {
@@ -558,7 +573,7 @@ impl Inner {
                 )));
             }
         }
-        buf[24..28].copy_from_slice(&count.to_le_bytes());
+        worker::set_count(buf, count);
         j.chunks.push(Chunk {
             count,
             outcome: None,
@@ -944,7 +959,7 @@ impl Pool {
 
     fn start_map<X: Serialize, T>(
         &self,
-        code: (isize, isize),
+        code: Result<TaskCode>,
         items: Vec<X>,
         chunksize: Option<usize>,
         decode: fn(&Outcome) -> Result<T>,
@@ -959,11 +974,12 @@ impl Pool {
         if let Some(e) = inner.refusal(&st) {
             return Err(e);
         }
+        let function = st.table.index(code?)?;
         let job = inner.new_job(&mut st, false);
         let mut buf = Vec::with_capacity(64);
         let mut items = items.into_iter().peekable();
         while items.peek().is_some() {
-            inner.add_chunk(&mut st, job, code, items.by_ref().take(cs), &mut buf);
+            inner.add_chunk(&mut st, job, function, items.by_ref().take(cs), &mut buf);
         }
         inner.seal(&mut st, job);
         inner.finish(st);
@@ -992,10 +1008,7 @@ impl Pool {
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
-        let code = (
-            worker::offset_of(worker::run_chunk1::<A, R> as worker::Runner as usize),
-            worker::offset_of(f as usize),
-        );
+        let code = worker::code1(f);
         self.start_map(code, vec![arg], Some(1), decode_one::<R>)
     }
 
@@ -1034,10 +1047,7 @@ impl Pool {
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
-        let code = (
-            worker::offset_of(worker::run_chunk1::<A, R> as worker::Runner as usize),
-            worker::offset_of(f as usize),
-        );
+        let code = worker::code1(f);
         self.start_map(code, items.into_iter().collect(), None, decode_all::<R>)
     }
 
@@ -1052,10 +1062,7 @@ impl Pool {
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
-        let code = (
-            worker::offset_of(worker::run_chunk1::<A, R> as worker::Runner as usize),
-            worker::offset_of(f as usize),
-        );
+        let code = worker::code1(f);
         self.start_map(
             code,
             items.into_iter().collect(),
@@ -1092,10 +1099,7 @@ impl Pool {
         B: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
-        let code = (
-            worker::offset_of(worker::run_chunk2::<A, B, R> as worker::Runner as usize),
-            worker::offset_of(f as usize),
-        );
+        let code = worker::code2(f);
         self.start_map(
             code,
             items.into_iter().collect(),
@@ -1118,20 +1122,19 @@ impl Pool {
         if chunksize == 0 {
             return Err(Error::InvalidArgument("chunksize must be at least 1"));
         }
+        let code = worker::code1(f)?;
         let inner = &self.inner;
         let mut st = inner.lock();
         if let Some(e) = inner.refusal(&st) {
             return Err(e);
         }
+        let function = st.table.index(code)?;
         let job = inner.new_job(&mut st, true);
         drop(st);
         Ok(IMap {
             inner: self.inner.clone(),
             job,
-            code: (
-                worker::offset_of(worker::run_chunk1::<A, R> as worker::Runner as usize),
-                worker::offset_of(f as usize),
-            ),
+            function,
             input: Box::new(items.into_iter()),
             chunksize,
             ordered,
@@ -1396,7 +1399,7 @@ impl<T> fmt::Debug for AsyncResult<T> {
 pub struct IMap<'a, A, R> {
     inner: Arc<Inner>,
     job: u32,
-    code: (isize, isize),
+    function: u32,
     input: Box<dyn Iterator<Item = A> + 'a>,
     chunksize: usize,
     ordered: bool,
@@ -1422,7 +1425,7 @@ impl<A: Serialize, R: DeserializeOwned> IMap<'_, A, R> {
             let input = &mut self.input;
             let items = std::iter::from_fn(|| first.take()).chain(input.by_ref().take(cs - 1));
             self.inner
-                .add_chunk(st, self.job, self.code, items, &mut self.buf);
+                .add_chunk(st, self.job, self.function, items, &mut self.buf);
             self.submitted += 1;
         }
     }
