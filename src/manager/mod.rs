@@ -811,3 +811,20 @@ impl Drop for Manager {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_type_registered_from_a_shared_library_is_refused() {
+        let mut b = Manager::builder();
+        let f = crate::process::code::tests::foreign::<(), Constructor>();
+        b.types.push(("plugin".to_owned(), f));
+        match b.start() {
+            Err(Error::ForeignCode { object, .. }) => assert!(object.contains("libc"), "{object}"),
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("a server was started"),
+        }
+    }
+}

@@ -1493,3 +1493,98 @@ impl<A, R> fmt::Debug for IMap<'_, A, R> {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn double(x: u32) -> u32 {
+        x * 2
+    }
+
+    /// A pool of one forked worker (the unit-test harness runs on threads).
+    fn pool() -> Pool {
+        // SAFETY: the worker runs only the pool's code and `double`, which
+        // take no lock another thread of the harness could hold.
+        unsafe { Pool::builder().processes(1).allow_threads() }
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_forged_function_index_is_the_tasks_error_not_a_call() {
+        let pool = pool();
+        assert_eq!(pool.map(double, [1, 2]).unwrap(), vec![2, 4]);
+        let worker = pool.pids();
+        // A job of one chunk of one task, in the parent's books...
+        let (job, id) = {
+            let mut st = pool.inner.lock();
+            let job = pool.inner.new_job(&mut st, false);
+            let j = st.jobs.get_mut(&job).unwrap();
+            j.chunks.push(Chunk {
+                count: 1,
+                outcome: None,
+            });
+            j.sealed = true;
+            (job, (job as u64) << 32)
+        };
+        // ... whose task message another process writes into the shared
+        // ring, naming functions the table does not hold.
+        let tasks = pool.inner.tasks.clone();
+        let forge = move || {
+            for function in [7, u32::MAX] {
+                let mut buf = Vec::new();
+                worker::push_header(&mut buf, id, function);
+                worker::set_count(&mut buf, 1);
+                buf.extend_from_slice(&postcard::to_stdvec(&5u32).unwrap());
+                if tasks
+                    .put(&buf, Deadline::after(Duration::from_secs(5)))
+                    .is_err()
+                {
+                    return 1;
+                }
+            }
+            0
+        };
+        // SAFETY: the child only encodes and writes to the shared ring.
+        let mut p = unsafe { Process::new(forge).allow_threads() };
+        p.start().unwrap();
+        assert!(
+            p.join_timeout(Duration::from_secs(10))
+                .unwrap()
+                .is_some_and(|s| s.success())
+        );
+        let forged = AsyncResult {
+            inner: pool.inner.clone(),
+            job,
+            decode: decode_all::<u32>,
+        };
+        match forged.get_timeout(Duration::from_secs(10)) {
+            Err(Error::TaskFailed(m)) => assert!(m.contains("never registered"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        // The worker lived through it and still runs what was registered.
+        assert_eq!(pool.map(double, [3]).unwrap(), vec![6]);
+        assert_eq!(pool.pids(), worker);
+    }
+
+    #[test]
+    fn shared_library_functions_are_refused() {
+        let pool = pool();
+        let f = crate::process::code::tests::foreign::<u32, u32>();
+        assert!(matches!(pool.map(f, [1]), Err(Error::ForeignCode { .. })));
+        assert!(matches!(pool.apply(f, 1), Err(Error::ForeignCode { .. })));
+        assert!(matches!(
+            pool.imap(f, [1]).map(|_| ()),
+            Err(Error::ForeignCode { .. })
+        ));
+        assert_eq!(pool.map(double, [4]).unwrap(), vec![8]);
+        let init = crate::process::code::tests::foreign::<(), ()>();
+        // SAFETY: refused before any fork.
+        let b = unsafe { Pool::builder().processes(1).allow_threads() }.initializer(init, ());
+        assert!(matches!(
+            b.build().map(|_| ()),
+            Err(Error::ForeignCode { .. })
+        ));
+    }
+}

@@ -146,13 +146,14 @@ pub(super) struct CodeTable {
 ///
 /// # Safety
 ///
-/// `base` must be the start of a live table mapping of [`TABLE_BYTES`]
-/// bytes or more, page-aligned, and `at + 8 <= TABLE_BYTES`, a multiple
-/// of 8.
+/// `base` must be the start of a table mapping of [`TABLE_BYTES`] bytes or
+/// more, page-aligned, that lives as long as `'a`.
 unsafe fn table_word<'a>(base: *mut u8, at: usize) -> &'a AtomicU64 {
-    // SAFETY: in bounds and aligned by the caller's promise; the memory is
-    // shared and only ever accessed atomically.
-    unsafe { &*base.add(at).cast::<AtomicU64>() }
+    assert!(at % 8 == 0 && at + 8 <= TABLE_BYTES);
+    let p = base.wrapping_add(at).cast::<AtomicU64>();
+    // SAFETY: in bounds and aligned (checked above, with the caller's
+    // promise); the memory is shared and only ever accessed atomically.
+    unsafe { &*p }
 }
 
 impl CodeTable {
@@ -169,6 +170,12 @@ impl CodeTable {
             len: 0,
             known: std::collections::HashMap::new(),
         })
+    }
+
+    fn word(&self, at: usize) -> &AtomicU64 {
+        // SAFETY: the table's own mapping, TABLE_BYTES long, page-aligned,
+        // alive as long as `self`.
+        unsafe { table_word(self.map.as_ptr(), at) }
     }
 
     /// The descriptor the workers map.
@@ -194,14 +201,11 @@ impl CodeTable {
             ));
         }
         let at = TABLE_HEAD + i * TABLE_ENTRY;
-        // SAFETY: the table mapping, writable in this process (its owner,
-        // checked above); `at + 16 <= TABLE_BYTES` since `i < TABLE_CAP`.
-        unsafe {
-            table_word(self.map.as_ptr(), at).store(key.0, Ordering::Relaxed);
-            table_word(self.map.as_ptr(), at + 8).store(key.1, Ordering::Relaxed);
-            // Publishes the entry to workers that load the count (Acquire).
-            table_word(self.map.as_ptr(), 0).store(i as u64 + 1, Ordering::Release);
-        }
+        // Writable in this process: its owner (checked above).
+        self.word(at).store(key.0, Ordering::Relaxed);
+        self.word(at + 8).store(key.1, Ordering::Relaxed);
+        // Publishes the entry to workers that load the count (Acquire).
+        self.word(0).store(i as u64 + 1, Ordering::Release);
         self.len += 1;
         self.known.insert(key, i as u32);
         Ok(i as u32)
@@ -221,25 +225,23 @@ impl CodeView {
         })
     }
 
+    fn word(&self, at: usize) -> &AtomicU64 {
+        // SAFETY: a mapping of at least TABLE_BYTES (checked when it was
+        // mapped), page-aligned, alive as long as `self`. Atomic loads from
+        // read-only memory are fine; nothing here stores.
+        unsafe { table_word(self.map.as_mut_ptr(), at) }
+    }
+
     /// Entry `index`, if the parent has registered it.
     fn get(&self, index: u32) -> Option<(CodePtr<Runner>, Code)> {
-        let base = self.map.as_mut_ptr();
-        // SAFETY: the mapping is at least TABLE_BYTES long (checked when it
-        // was mapped), page-aligned; word 0 is the count. Atomic loads from
-        // read-only memory are fine.
-        let len = unsafe { table_word(base, 0) }.load(Ordering::Acquire);
+        let len = self.word(0).load(Ordering::Acquire);
         let i = index as usize;
         if i as u64 >= len || i >= TABLE_CAP {
             return None;
         }
         let at = TABLE_HEAD + i * TABLE_ENTRY;
-        // SAFETY: `i < TABLE_CAP`, so `at + 16 <= TABLE_BYTES`.
-        let (r, e) = unsafe {
-            (
-                table_word(base, at).load(Ordering::Relaxed),
-                table_word(base, at + 8).load(Ordering::Relaxed),
-            )
-        };
+        let r = self.word(at).load(Ordering::Relaxed);
+        let e = self.word(at + 8).load(Ordering::Relaxed);
         let runner = Code::from_offset(r).ok()?;
         let entry = Code::from_offset(e).ok()?;
         // SAFETY: only the pool's parent writes the table (see the module
@@ -472,4 +474,38 @@ pub(super) fn worker_main<I: Serialize + DeserializeOwned>(args: WorkerArgs<I>) 
 /// Reads a message's serial (`MSG_RETIRED`, `MSG_INIT_FAILED`).
 pub(super) fn message_serial(b: &[u8]) -> u64 {
     read_u64(b, 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    fn double(x: u32) -> u32 {
+        x * 2
+    }
+
+    #[test]
+    fn only_the_parent_writes_the_code_table() {
+        let mut t = CodeTable::new().unwrap();
+        let fd = t.descriptor();
+        // Nobody else can map it writable, nor write to it.
+        let w = memmap2::MmapOptions::new()
+            .len(TABLE_BYTES)
+            .map_raw(fd.0.as_raw_fd());
+        assert!(w.is_err());
+        let file = std::fs::File::from(fd.0.try_clone().unwrap());
+        assert!(std::os::unix::fs::FileExt::write_at(&file, &[1; 16], 16).is_err());
+        // A read-only view sees what the parent registers, and only that.
+        let view = CodeView::open(&fd).unwrap();
+        assert!(view.get(0).is_none());
+        let i = t.index(code1(double).unwrap()).unwrap();
+        assert_eq!(t.index(code1(double).unwrap()).unwrap(), i);
+        let (run, entry) = view.get(i).unwrap();
+        let mut out = Vec::new();
+        run.get()(entry, 1, &postcard::to_stdvec(&21u32).unwrap(), &mut out);
+        assert_eq!(out, [ITEM_OK, 42]);
+        assert!(view.get(i + 1).is_none());
+        assert!(view.get(u32::MAX).is_none());
+    }
 }

@@ -183,22 +183,24 @@ pub(crate) fn start(plan: Plan, opts: Options<'_>) -> Result<(nix::unistd::Pid, 
     }
     cmd.env(ENV, file.as_raw_fd().to_string())
         .stdin(std::process::Stdio::null());
-    // SAFETY: the closure runs between fork and exec in the child and only
-    // makes async-signal-safe calls (fcntl, setpgid) on a vector allocated
-    // before the fork; it allocates nothing.
-    unsafe {
-        cmd.pre_exec(move || {
-            for &fd in &keep {
-                if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            if new_group && libc::setpgid(0, 0) != 0 {
+    let hook = move || {
+        for &fd in &keep {
+            // SAFETY: clears close-on-exec on a descriptor number; changes
+            // no memory.
+            if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } != 0 {
                 return Err(std::io::Error::last_os_error());
             }
-            Ok(())
-        });
-    }
+        }
+        // SAFETY: setpgid changes no memory.
+        if new_group && unsafe { libc::setpgid(0, 0) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    };
+    // SAFETY: the hook runs between fork and exec in the child and only
+    // makes async-signal-safe calls (fcntl, setpgid) on a vector allocated
+    // before the fork; it allocates nothing.
+    unsafe { cmd.pre_exec(hook) };
     let child = cmd.spawn().map_err(|e| Error::os("spawn", e))?;
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
     // The std handle would neither wait nor kill on drop; the Process owns

@@ -273,7 +273,9 @@ unsafe extern "C" fn first_object(
 ) -> libc::c_int {
     const PF_X: u32 = 1;
     // SAFETY: by this function's contract.
-    let (info, image) = unsafe { (&*info, &mut *data.cast::<MainImage>()) };
+    let info = unsafe { &*info };
+    // SAFETY: by this function's contract.
+    let image = unsafe { &mut *data.cast::<MainImage>() };
     image.base = info.dlpi_addr as usize;
     let phdrs = if info.dlpi_phdr.is_null() {
         &[][..]
