@@ -321,7 +321,10 @@ impl ManagerBuilder {
     }
 
     /// Registers a type made with [`manager_type!`](crate::manager_type).
-    /// A type id registered twice: the last registration wins.
+    /// A type id registered twice: the last registration wins. Its code
+    /// must be in the main executable, not a shared library (a plugin):
+    /// [`start`](Self::start) refuses it otherwise with
+    /// [`Error::ForeignCode`].
     pub fn register<T: Remote>(mut self) -> Self {
         self.types
             .push((T::TYPE_ID.to_string(), constructor_of::<T> as Registration));

@@ -34,7 +34,9 @@
 //! a worker could not find it. The parent registers each function in a
 //! table that only it can write, and the task ring names functions by
 //! their index in that table, so a worker never calls an address read from
-//! memory another process could write. Shared objects for the workers (a [`Lock`](crate::Lock),
+//! memory another process could write (a process forked from the pool's
+//! owner can still give it functions the owner registered, but no new
+//! ones). Shared objects for the workers (a [`Lock`](crate::Lock),
 //! a [`Value`](crate::Value)) are given to the
 //! [initializer](PoolBuilder::initializer), as Python requires for pool
 //! workers.

@@ -48,13 +48,7 @@ impl SharedMapping {
     #[cfg(feature = "serde")]
     pub(crate) fn new_sealed(name: &CStr, len: usize) -> Result<SharedMapping> {
         use nix::fcntl::{FcntlArg, SealFlag, fcntl};
-        let len_off = libc::off_t::try_from(len).map_err(|_| Error::InvalidSize {
-            size: len,
-            reason: "too large for a memfd",
-        })?;
-        let fd = memfd_create(name, MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING)
-            .map_err(|e| Error::os("memfd_create", e))?;
-        nix::unistd::ftruncate(&fd, len_off).map_err(|e| Error::os("ftruncate", e))?;
+        let fd = sealable_memfd(name, len)?;
         let seals = SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_SEAL;
         fcntl(&fd, FcntlArg::F_ADD_SEALS(seals)).map_err(|e| Error::os("fcntl", e))?;
         Self::map_new(fd, len, false)
@@ -138,6 +132,19 @@ impl std::fmt::Debug for SharedMapping {
     }
 }
 
+/// A new memfd of `len` zero bytes that can be sealed.
+#[cfg(feature = "serde")]
+fn sealable_memfd(name: &CStr, len: usize) -> Result<std::os::fd::OwnedFd> {
+    let len_off = libc::off_t::try_from(len).map_err(|_| Error::InvalidSize {
+        size: len,
+        reason: "too large for a memfd",
+    })?;
+    let fd = memfd_create(name, MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING)
+        .map_err(|e| Error::os("memfd_create", e))?;
+    nix::unistd::ftruncate(&fd, len_off).map_err(|e| Error::os("ftruncate", e))?;
+    Ok(fd)
+}
+
 /// A memfd that only the process that made it can write: mapped writable
 /// here with `MADV_DONTFORK` (a forked child does not inherit that
 /// mapping), then sealed with `F_SEAL_FUTURE_WRITE` (nobody can map it
@@ -145,10 +152,7 @@ impl std::fmt::Debug for SharedMapping {
 /// descriptor, forked or spawned, can map it read-only only
 /// ([`map_read_only`]).
 #[cfg(feature = "serde")]
-pub(crate) struct WriterMapping {
-    map: MmapRaw,
-    file: File,
-}
+pub(crate) struct WriterMapping(SharedMapping);
 
 #[cfg(feature = "serde")]
 impl WriterMapping {
@@ -156,21 +160,10 @@ impl WriterMapping {
     /// size, so that no other data shares its pages).
     pub(crate) fn new(name: &CStr, len: usize) -> Result<WriterMapping> {
         use nix::fcntl::{FcntlArg, SealFlag, fcntl};
-        let len_off = libc::off_t::try_from(len).map_err(|_| Error::InvalidSize {
-            size: len,
-            reason: "too large for a memfd",
-        })?;
-        let fd = memfd_create(name, MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING)
-            .map_err(|e| Error::os("memfd_create", e))?;
-        nix::unistd::ftruncate(&fd, len_off).map_err(|e| Error::os("ftruncate", e))?;
-        let file = File::from(fd);
-        let map = MmapOptions::new()
-            .len(len)
-            .map_raw(&file)
-            .map_err(|e| Error::os("mmap", e))?;
+        let map = SharedMapping::map_new(sealable_memfd(name, len)?, len, false)?;
         // SAFETY: madvise on exactly the range `map` owns; MADV_DONTFORK
         // changes no memory contents, only what a fork copies.
-        let r = unsafe { libc::madvise(map.as_mut_ptr().cast(), len, libc::MADV_DONTFORK) };
+        let r = unsafe { libc::madvise(map.as_ptr().cast(), len, libc::MADV_DONTFORK) };
         if r != 0 {
             return Err(Error::os("madvise", std::io::Error::last_os_error()));
         }
@@ -178,18 +171,18 @@ impl WriterMapping {
             | SealFlag::F_SEAL_GROW
             | SealFlag::from_bits_retain(libc::F_SEAL_FUTURE_WRITE)
             | SealFlag::F_SEAL_SEAL;
-        fcntl(&file, FcntlArg::F_ADD_SEALS(seals)).map_err(|e| Error::os("fcntl", e))?;
-        Ok(WriterMapping { map, file })
+        fcntl(map.fd(), FcntlArg::F_ADD_SEALS(seals)).map_err(|e| Error::os("fcntl", e))?;
+        Ok(WriterMapping(map))
     }
 
     /// The first byte (writable in this process only).
     pub(crate) fn as_ptr(&self) -> *mut u8 {
-        self.map.as_mut_ptr()
+        self.0.as_ptr()
     }
 
     /// The memfd, for handing to another process.
     pub(crate) fn fd(&self) -> BorrowedFd<'_> {
-        self.file.as_fd()
+        self.0.fd()
     }
 }
 
