@@ -169,6 +169,20 @@ pub enum Error {
     /// The pool was terminated (or dropped) before the task finished.
     #[error("the pool was terminated before the task finished")]
     PoolTerminated,
+    /// A function to be run in another process (a spawn entry, a pool task
+    /// or initializer, a manager type) is not in the main executable: it
+    /// lives in a shared library (a plugin, a `cdylib`, a
+    /// `-C prefer-dynamic` build), which another process may have loaded
+    /// elsewhere or not at all. Only the program's own functions can cross.
+    #[error(
+        "the function at {address:#x} is in {object}, not in the main executable: only the program's own functions can run in another process"
+    )]
+    ForeignCode {
+        /// The function's address in this process.
+        address: usize,
+        /// The file of the object it lives in.
+        object: String,
+    },
     /// A method called through a manager proxy failed in the server: the
     /// server-side kind and message (Python re-raises the server's
     /// exception in the caller the same way).

@@ -53,7 +53,108 @@ fn atomics(v: Arc<RawValue<u64>>) {
     }
 }
 
+/// Runs this test binary again with `--list` (it lists the tests and
+/// exits), waiting at most 30 s; whether it succeeded, and its output.
+fn list_tests_again(env: Option<&str>) -> (bool, String) {
+    let mut cmd = std::process::Command::new("/proc/self/exe");
+    cmd.arg("--list")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    if let Some(v) = env {
+        cmd.env("MULTIPROC_SPAWN_BOOTSTRAP", v);
+    }
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => return (false, e.to_string()),
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5))
+            }
+            _ => {
+                let _ = child.kill();
+                break;
+            }
+        }
+    }
+    match child.wait_with_output() {
+        Ok(o) => (
+            o.status.success(),
+            format!(
+                "{:?}: {}{}",
+                o.status,
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ),
+        ),
+        Err(e) => (false, e.to_string()),
+    }
+}
+
+/// Starts the program again from a spawned child, as a program that runs
+/// itself with `Command` does.
+fn starts_the_program_again(_: ()) -> (bool, String) {
+    list_tests_again(None)
+}
+
+/// A function of the C library (a shared object) as a Rust function
+/// pointer; never called.
+fn foreign() -> fn(i32) -> i32 {
+    // SAFETY: dlsym with a NUL-terminated name; checked for null below.
+    let p = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"abs".as_ptr()) };
+    assert!(!p.is_null());
+    // SAFETY: a non-null code address of a C function taking and returning
+    // an int; the pointer is handed to `Process::spawn`, which must refuse
+    // it without calling it.
+    unsafe { std::mem::transmute::<*mut libc::c_void, fn(i32) -> i32>(p) }
+}
+
 // ---- tests ----
+
+fn a_spawned_child_can_start_the_program_again() -> Result<(), Failed> {
+    let mut p = Process::spawn(starts_the_program_again, ()).map_err(|e| e.to_string())?;
+    p.start().map_err(|e| e.to_string())?;
+    check(
+        p.join_timeout(Duration::from_secs(60))
+            .map_err(|e| e.to_string())?
+            .is_some(),
+        "the spawned child did not end",
+    )?;
+    let (ok, out) = p.result().map_err(|e| e.to_string())?;
+    check(ok, &format!("the program started again failed: {out}"))?;
+    check(
+        out.contains("a_spawned_child_can_start_the_program_again"),
+        &format!("it did not list the tests: {out}"),
+    )
+}
+
+fn a_stray_bootstrap_variable_is_ignored() -> Result<(), Failed> {
+    // Descriptors that are not a bootstrap memfd: stdin (/dev/null),
+    // stdout and stderr (pipes), one that is not open, garbage.
+    for v in ["0", "1", "2", "987", "-1", "x"] {
+        let (ok, out) = list_tests_again(Some(v));
+        check(ok, &format!("with the variable at {v}: {out}"))?;
+        check(
+            out.contains("a_stray_bootstrap_variable_is_ignored"),
+            &format!("with the variable at {v}, no test list: {out}"),
+        )?;
+    }
+    Ok(())
+}
+
+fn a_shared_library_function_is_refused() -> Result<(), Failed> {
+    match Process::spawn(foreign(), 1) {
+        Err(Error::ForeignCode { object, .. }) => {
+            check(object.contains("libc"), &format!("the object: {object}"))
+        }
+        Err(e) => Err(e.to_string().into()),
+        Ok(_) => Err("a function of libc was accepted for spawning".into()),
+    }
+}
 
 fn from_a_multithreaded_parent_with_a_shared_value() -> Result<(), Failed> {
     // Keep other threads busy the whole time: fork would refuse here.
@@ -286,6 +387,18 @@ fn main() {
         Trial::test(
             "shared_objects_refuse_plain_serialization",
             shared_objects_refuse_plain_serialization,
+        ),
+        Trial::test(
+            "a_spawned_child_can_start_the_program_again",
+            a_spawned_child_can_start_the_program_again,
+        ),
+        Trial::test(
+            "a_stray_bootstrap_variable_is_ignored",
+            a_stray_bootstrap_variable_is_ignored,
+        ),
+        Trial::test(
+            "a_shared_library_function_is_refused",
+            a_shared_library_function_is_refused,
         ),
     ];
     libtest_mimic::run(&args, tests).exit();

@@ -96,6 +96,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::connection::listener::Address;
 use crate::error::{Error, Result};
+use crate::process::code::{Code, CodePtr};
 use crate::process::{Process, StartMethod};
 use client::Session;
 use protocol::{Bytes, CONTROL, dec, enc};
@@ -132,6 +133,14 @@ impl<T: Remote> Served for Custom<T> {
     fn call(&self, method: &str, args: &[u8], _cx: &server::Cx<'_>) -> Result<Vec<u8>> {
         self.0.lock().dispatch(method, args)
     }
+}
+
+/// What crosses to a server process for a registered type: a function of
+/// the main executable that gives the server its constructor there.
+type Registration = fn(()) -> Constructor;
+
+fn constructor_of<T: Remote>((): ()) -> Constructor {
+    construct::<T>
 }
 
 fn construct<T: Remote>(init: &[u8]) -> Result<Arc<dyn Served>> {
@@ -291,7 +300,7 @@ macro_rules! __manager_ret {
 pub struct ManagerBuilder {
     address: Option<Address>,
     authkey: Option<Vec<u8>>,
-    types: Vec<(String, Constructor)>,
+    types: Vec<(String, Registration)>,
     method: Option<StartMethod>,
     allow_threads: bool,
 }
@@ -312,10 +321,13 @@ impl ManagerBuilder {
     }
 
     /// Registers a type made with [`manager_type!`](crate::manager_type).
-    /// A type id registered twice: the last registration wins.
+    /// A type id registered twice: the last registration wins. Its code
+    /// must be in the main executable, not a shared library (a plugin):
+    /// [`start`](Self::start) refuses it otherwise with
+    /// [`Error::ForeignCode`].
     pub fn register<T: Remote>(mut self) -> Self {
         self.types
-            .push((T::TYPE_ID.to_string(), construct::<T> as Constructor));
+            .push((T::TYPE_ID.to_string(), constructor_of::<T> as Registration));
         self
     }
 
@@ -341,7 +353,19 @@ impl ManagerBuilder {
     }
 
     /// Starts a server process and connects to it.
+    ///
+    /// Errors: [`Error::ForeignCode`] if a registered type's code lives in
+    /// a shared library rather than the main executable (the server
+    /// process could not find it); the errors of starting the process and
+    /// connecting.
     pub fn start(self) -> Result<Manager> {
+        // Registered types cross to the server as code offsets: functions of
+        // the main executable only.
+        let types = self
+            .types
+            .iter()
+            .map(|(id, f)| Ok((id.clone(), CodePtr::new(*f)?.offset())))
+            .collect::<Result<_>>()?;
         let authkey = self
             .authkey
             .unwrap_or_else(|| crate::process::current_process().authkey().to_vec());
@@ -362,11 +386,7 @@ impl ManagerBuilder {
             parent: Some(crate::sys::thread::pid()),
             address: address.to_string(),
             authkey: authkey.clone(),
-            types: self
-                .types
-                .iter()
-                .map(|(id, f)| (id.clone(), crate::process::spawn::offset_of(*f as usize)))
-                .collect(),
+            types,
         };
         let process = Process::call_with(method, server_main, args)?
             .with_name("multiproc-manager")
@@ -454,7 +474,9 @@ impl ManagerBuilder {
         let authkey = self
             .authkey
             .unwrap_or_else(|| crate::process::current_process().authkey().to_vec());
-        serve_with(&address, &authkey, self.types, None)
+        // In this process: no code crosses.
+        let types = self.types.into_iter().map(|(id, f)| (id, f(()))).collect();
+        serve_with(&address, &authkey, types, None)
     }
 }
 
@@ -499,8 +521,8 @@ struct ServerArgs {
     parent: Option<i32>,
     address: String,
     authkey: Vec<u8>,
-    /// Registered types: type id and the constructor's code offset.
-    types: Vec<(String, isize)>,
+    /// Registered types: type id and the constructor's `CodePtr` offset.
+    types: Vec<(String, u64)>,
 }
 
 /// The server process's entry: `None` after a clean stop, or the error.
@@ -511,13 +533,15 @@ fn server_main(args: ServerArgs) -> Option<String> {
             .types
             .iter()
             .map(|(id, off)| {
-                // SAFETY: the offset was taken from a `Constructor` of this
-                // executable by `ManagerBuilder::start` (this process is a
-                // fork of that one or a spawn of the same program).
-                let f: Constructor = unsafe { crate::process::spawn::fn_at(*off) };
-                (id.clone(), f)
+                // SAFETY: the offset of a `CodePtr<Registration>`, made by
+                // `ManagerBuilder::start` and handed to this process in its
+                // arguments (fork memory or the spawn bootstrap, which no
+                // other process can write); this process is a fork of that
+                // one or a spawn of the same executable.
+                let f = unsafe { Code::from_offset(*off)?.assume::<Registration>() };
+                Ok((id.clone(), f.get()(())))
             })
-            .collect();
+            .collect::<Result<_>>()?;
         let r = serve_with(&address, &args.authkey, types, args.parent);
         // The private directory `start` made, now empty (the socket file
         // went with the listener), if the parent died without removing it.
@@ -787,6 +811,23 @@ impl Drop for Manager {
             // A forked child's copy: the parent's server and process
             // handle are not this process's to stop.
             std::mem::forget(h.process);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_type_registered_from_a_shared_library_is_refused() {
+        let mut b = Manager::builder();
+        let f = crate::process::code::tests::foreign::<(), Constructor>();
+        b.types.push(("plugin".to_owned(), f));
+        match b.start() {
+            Err(Error::ForeignCode { object, .. }) => assert!(object.contains("libc"), "{object}"),
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("a server was started"),
         }
     }
 }

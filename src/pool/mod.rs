@@ -28,9 +28,15 @@
 //!
 //! A task is a plain function, `fn(A) -> R` (or `fn(A, B) -> R` for
 //! `starmap`), with arguments and results that serde can encode (postcard,
-//! as elsewhere in the crate). Functions travel as their offset in the
-//! program's code, valid in every worker, forked or spawned, since all run
-//! the same executable. Shared objects for the workers (a [`Lock`](crate::Lock),
+//! as elsewhere in the crate). The functions must be the program's own:
+//! a function of a shared library (a plugin, a `cdylib`, a
+//! `-C prefer-dynamic` build) is refused with [`Error::ForeignCode`], since
+//! a worker could not find it. The parent registers each function in a
+//! table that only it can write, and the task ring names functions by
+//! their index in that table, so a worker never calls an address read from
+//! memory another process could write (a process forked from the pool's
+//! owner can still give it functions the owner registered, but no new
+//! ones). Shared objects for the workers (a [`Lock`](crate::Lock),
 //! a [`Value`](crate::Value)) are given to the
 //! [initializer](PoolBuilder::initializer), as Python requires for pool
 //! workers.
@@ -80,11 +86,12 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
+use crate::process::code::CodePtr;
 use crate::process::{ExitStatus, Process, StartMethod};
 use crate::queue::ring::{Core, GetFail, PutFail};
 use crate::shm::ShmBox;
 use crate::sys::futex::Deadline;
-use worker::{WorkerArgs, WorkerSlot};
+use worker::{CodeTable, TaskCode, WorkerArgs, WorkerSlot};
 
 /// How often waiting calls look for dead workers.
 const SCAN: Duration = Duration::from_millis(20);
@@ -199,6 +206,8 @@ struct State {
     next_scan: Instant,
     /// Callbacks of finished jobs, run once the state is unlocked.
     ready: Vec<(Callback, Arc<Outcome>)>,
+    /// The functions the workers may run.
+    table: CodeTable,
 }
 
 type Starter = Box<
@@ -225,7 +234,7 @@ pub struct Pool {
 #[must_use]
 pub struct PoolBuilder<I = ()> {
     processes: Option<usize>,
-    init: Option<(isize, I)>,
+    init: Option<(fn(I), I)>,
     max_tasks_per_child: Option<u64>,
     start_method: Option<StartMethod>,
     allow_threads: bool,
@@ -302,14 +311,15 @@ impl<I> PoolBuilder<I> {
     /// Hand shared objects to the workers this way, usually as
     /// `Arc<Value<T>>` and the like. An initializer that panics makes the
     /// pool fail every task with [`Error::InitializerFailed`] and start no
-    /// more workers.
+    /// more workers. `f` must be a function of the main executable
+    /// ([`build`](PoolBuilder::build) refuses one from a shared library).
     pub fn initializer<J>(self, f: fn(J), args: J) -> PoolBuilder<J>
     where
         J: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
     {
         PoolBuilder {
             processes: self.processes,
-            init: Some((worker::offset_of(f as usize), args)),
+            init: Some((f, args)),
             max_tasks_per_child: self.max_tasks_per_child,
             start_method: self.start_method,
             allow_threads: self.allow_threads,
@@ -327,8 +337,10 @@ where
     /// Errors: [`Error::InvalidArgument`] for zero processes or a zero
     /// `max_tasks_per_child`;
     /// [`Error::ThreadedFork`] when forking from a multithreaded process
-    /// without [`allow_threads`](PoolBuilder::allow_threads); the error of a
-    /// worker that could not be started (the others are stopped).
+    /// without [`allow_threads`](PoolBuilder::allow_threads);
+    /// [`Error::ForeignCode`] for an initializer that is not in the main
+    /// executable; the error of a worker that could not be started (the
+    /// others are stopped).
     pub fn build(self) -> Result<Pool> {
         let processes = match self.processes {
             Some(0) => {
@@ -347,10 +359,16 @@ where
             Some(n) => n,
             None => 0,
         };
+        let init = match self.init {
+            Some((f, args)) => Some((CodePtr::new(f)?.offset(), args)),
+            None => None,
+        };
+        let table = CodeTable::new()?;
+        let table_fd = table.descriptor();
         let tasks = Arc::new(Core::new(0, self.ring_bytes, false)?);
         let results = Arc::new(Core::new(0, self.ring_bytes, false)?);
         let method = self.start_method.unwrap_or_else(crate::start_method);
-        let (init, allow) = (self.init, self.allow_threads);
+        let allow = self.allow_threads;
         let starter: Starter = Box::new(move |serial, tasks, results, slot| {
             let args = WorkerArgs {
                 tasks,
@@ -358,6 +376,7 @@ where
                 slot,
                 serial,
                 max_tasks,
+                table: table_fd.clone(),
                 init: init.clone(),
             };
             let p = Process::call_with(method, worker::worker_main::<I>, args)?
@@ -391,6 +410,7 @@ where
                     startup_failures: 0,
                     next_scan: Instant::now() + SCAN,
                     ready: Vec::new(),
+                    table,
                 }),
             }),
         };
@@ -532,7 +552,7 @@ impl Inner {
         &self,
         st: &mut State,
         job: u32,
-        code: (isize, isize),
+        function: u32,
         items: impl Iterator<Item = X>,
         buf: &mut Vec<u8>,
     ) {
@@ -542,10 +562,7 @@ impl Inner {
         let idx = j.chunks.len() as u32;
         let id = ((job as u64) << 32) | idx as u64;
         buf.clear();
-        buf.extend_from_slice(&id.to_le_bytes());
-        buf.extend_from_slice(&(code.0 as i64).to_le_bytes());
-        buf.extend_from_slice(&(code.1 as i64).to_le_bytes());
-        buf.extend_from_slice(&[0; 4]);
+        worker::push_header(buf, id, function);
         let mut count = 0u32;
         let mut failure = None;
         for x in items {
@@ -558,7 +575,7 @@ impl Inner {
                 )));
             }
         }
-        buf[24..28].copy_from_slice(&count.to_le_bytes());
+        worker::set_count(buf, count);
         j.chunks.push(Chunk {
             count,
             outcome: None,
@@ -944,7 +961,7 @@ impl Pool {
 
     fn start_map<X: Serialize, T>(
         &self,
-        code: (isize, isize),
+        code: Result<TaskCode>,
         items: Vec<X>,
         chunksize: Option<usize>,
         decode: fn(&Outcome) -> Result<T>,
@@ -959,11 +976,12 @@ impl Pool {
         if let Some(e) = inner.refusal(&st) {
             return Err(e);
         }
+        let function = st.table.index(code?)?;
         let job = inner.new_job(&mut st, false);
         let mut buf = Vec::with_capacity(64);
         let mut items = items.into_iter().peekable();
         while items.peek().is_some() {
-            inner.add_chunk(&mut st, job, code, items.by_ref().take(cs), &mut buf);
+            inner.add_chunk(&mut st, job, function, items.by_ref().take(cs), &mut buf);
         }
         inner.seal(&mut st, job);
         inner.finish(st);
@@ -992,10 +1010,7 @@ impl Pool {
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
-        let code = (
-            worker::offset_of(worker::run_chunk1::<A, R> as worker::Runner as usize),
-            worker::offset_of(f as usize),
-        );
+        let code = worker::code1(f);
         self.start_map(code, vec![arg], Some(1), decode_one::<R>)
     }
 
@@ -1034,10 +1049,7 @@ impl Pool {
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
-        let code = (
-            worker::offset_of(worker::run_chunk1::<A, R> as worker::Runner as usize),
-            worker::offset_of(f as usize),
-        );
+        let code = worker::code1(f);
         self.start_map(code, items.into_iter().collect(), None, decode_all::<R>)
     }
 
@@ -1052,10 +1064,7 @@ impl Pool {
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
-        let code = (
-            worker::offset_of(worker::run_chunk1::<A, R> as worker::Runner as usize),
-            worker::offset_of(f as usize),
-        );
+        let code = worker::code1(f);
         self.start_map(
             code,
             items.into_iter().collect(),
@@ -1092,10 +1101,7 @@ impl Pool {
         B: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
-        let code = (
-            worker::offset_of(worker::run_chunk2::<A, B, R> as worker::Runner as usize),
-            worker::offset_of(f as usize),
-        );
+        let code = worker::code2(f);
         self.start_map(
             code,
             items.into_iter().collect(),
@@ -1118,20 +1124,19 @@ impl Pool {
         if chunksize == 0 {
             return Err(Error::InvalidArgument("chunksize must be at least 1"));
         }
+        let code = worker::code1(f)?;
         let inner = &self.inner;
         let mut st = inner.lock();
         if let Some(e) = inner.refusal(&st) {
             return Err(e);
         }
+        let function = st.table.index(code)?;
         let job = inner.new_job(&mut st, true);
         drop(st);
         Ok(IMap {
             inner: self.inner.clone(),
             job,
-            code: (
-                worker::offset_of(worker::run_chunk1::<A, R> as worker::Runner as usize),
-                worker::offset_of(f as usize),
-            ),
+            function,
             input: Box::new(items.into_iter()),
             chunksize,
             ordered,
@@ -1396,7 +1401,7 @@ impl<T> fmt::Debug for AsyncResult<T> {
 pub struct IMap<'a, A, R> {
     inner: Arc<Inner>,
     job: u32,
-    code: (isize, isize),
+    function: u32,
     input: Box<dyn Iterator<Item = A> + 'a>,
     chunksize: usize,
     ordered: bool,
@@ -1422,7 +1427,7 @@ impl<A: Serialize, R: DeserializeOwned> IMap<'_, A, R> {
             let input = &mut self.input;
             let items = std::iter::from_fn(|| first.take()).chain(input.by_ref().take(cs - 1));
             self.inner
-                .add_chunk(st, self.job, self.code, items, &mut self.buf);
+                .add_chunk(st, self.job, self.function, items, &mut self.buf);
             self.submitted += 1;
         }
     }
@@ -1488,5 +1493,100 @@ impl<A, R> fmt::Debug for IMap<'_, A, R> {
             .field("job", &self.job)
             .field("ordered", &self.ordered)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn double(x: u32) -> u32 {
+        x * 2
+    }
+
+    /// A pool of one forked worker (the unit-test harness runs on threads).
+    fn pool() -> Pool {
+        // SAFETY: the worker runs only the pool's code and `double`, which
+        // take no lock another thread of the harness could hold.
+        unsafe { Pool::builder().processes(1).allow_threads() }
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_forged_function_index_is_the_tasks_error_not_a_call() {
+        let pool = pool();
+        assert_eq!(pool.map(double, [1, 2]).unwrap(), vec![2, 4]);
+        let worker = pool.pids();
+        // A job of one chunk of one task, in the parent's books...
+        let (job, id) = {
+            let mut st = pool.inner.lock();
+            let job = pool.inner.new_job(&mut st, false);
+            let j = st.jobs.get_mut(&job).unwrap();
+            j.chunks.push(Chunk {
+                count: 1,
+                outcome: None,
+            });
+            j.sealed = true;
+            (job, (job as u64) << 32)
+        };
+        // ... whose task message another process writes into the shared
+        // ring, naming functions the table does not hold.
+        let tasks = pool.inner.tasks.clone();
+        let forge = move || {
+            for function in [7, u32::MAX] {
+                let mut buf = Vec::new();
+                worker::push_header(&mut buf, id, function);
+                worker::set_count(&mut buf, 1);
+                buf.extend_from_slice(&postcard::to_stdvec(&5u32).unwrap());
+                if tasks
+                    .put(&buf, Deadline::after(Duration::from_secs(5)))
+                    .is_err()
+                {
+                    return 1;
+                }
+            }
+            0
+        };
+        // SAFETY: the child only encodes and writes to the shared ring.
+        let mut p = unsafe { Process::new(forge).allow_threads() };
+        p.start().unwrap();
+        assert!(
+            p.join_timeout(Duration::from_secs(10))
+                .unwrap()
+                .is_some_and(|s| s.success())
+        );
+        let forged = AsyncResult {
+            inner: pool.inner.clone(),
+            job,
+            decode: decode_all::<u32>,
+        };
+        match forged.get_timeout(Duration::from_secs(10)) {
+            Err(Error::TaskFailed(m)) => assert!(m.contains("never registered"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        // The worker lived through it and still runs what was registered.
+        assert_eq!(pool.map(double, [3]).unwrap(), vec![6]);
+        assert_eq!(pool.pids(), worker);
+    }
+
+    #[test]
+    fn shared_library_functions_are_refused() {
+        let pool = pool();
+        let f = crate::process::code::tests::foreign::<u32, u32>();
+        assert!(matches!(pool.map(f, [1]), Err(Error::ForeignCode { .. })));
+        assert!(matches!(pool.apply(f, 1), Err(Error::ForeignCode { .. })));
+        assert!(matches!(
+            pool.imap(f, [1]).map(|_| ()),
+            Err(Error::ForeignCode { .. })
+        ));
+        assert_eq!(pool.map(double, [4]).unwrap(), vec![8]);
+        let init = crate::process::code::tests::foreign::<(), ()>();
+        // SAFETY: refused before any fork.
+        let b = unsafe { Pool::builder().processes(1).allow_threads() }.initializer(init, ());
+        assert!(matches!(
+            b.build().map(|_| ()),
+            Err(Error::ForeignCode { .. })
+        ));
     }
 }

@@ -2,10 +2,21 @@
 //! its workers.
 //!
 //! A task message (one chunk of tasks) in the task ring:
-//! `chunk id: u64 | runner: i64 | function: i64 | count: u32 | args...`,
-//! where `runner` and `function` are code offsets from [`crate::init`]
-//! (valid in every process running this executable, forked or spawned) and
-//! the arguments are `count` postcard encodings one after the other.
+//! `chunk id: u64 | function: u32 | count: u32 | args...`, where the
+//! arguments are `count` postcard encodings one after the other and
+//! `function` is an index in the pool's [code table](CodeTable), never an
+//! address: the ring is shared memory that other processes may write, so a
+//! worker calls only what the table holds, and an index the table does not
+//! hold is that chunk's error ([`ITEM_CODE`]).
+//!
+//! The code table is a memfd that only the pool's parent can write: its
+//! writable mapping is not inherited by forks (`MADV_DONTFORK`) and the
+//! memfd is sealed against new writable mappings (`F_SEAL_FUTURE_WRITE`),
+//! so the workers, and any other process holding the descriptor, can map
+//! it read-only only. Each entry is a pair of [`CodePtr`] offsets (a runner
+//! instantiated for the task's types, and the task function), checked to
+//! be in the main executable when the parent registered them; the worker
+//! looks entries up without a system call.
 //!
 //! A message in the result ring starts with a kind byte:
 //! - [`MSG_RESULT`] `| chunk id: u64 | items...`, each item a tag byte
@@ -25,8 +36,12 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::error::{Error, Result};
+use crate::process::code::{Code, CodeFn, CodePtr};
 use crate::queue::ring::{Core, GetFail, PutFail};
+use crate::shm::transfer::Descriptor;
 use crate::sys::futex::Deadline;
+use crate::sys::mem::WriterMapping;
 
 pub(super) const MSG_RESULT: u8 = 0;
 pub(super) const MSG_RETIRED: u8 = 1;
@@ -36,9 +51,17 @@ pub(super) const ITEM_OK: u8 = 0;
 pub(super) const ITEM_PANIC: u8 = 1;
 pub(super) const ITEM_ENCODE: u8 = 2;
 pub(super) const ITEM_DECODE: u8 = 3;
+pub(super) const ITEM_CODE: u8 = 4;
 
 /// Bytes before a task message's arguments.
-pub(super) const TASK_HEADER: usize = 8 + 8 + 8 + 4;
+pub(super) const TASK_HEADER: usize = 8 + 4 + 4;
+
+/// The code table's size (a whole number of pages), its header (the
+/// number of entries) and how many entries it holds.
+const TABLE_BYTES: usize = 64 * 1024;
+const TABLE_HEAD: usize = 16;
+const TABLE_ENTRY: usize = 16;
+pub(super) const TABLE_CAP: usize = (TABLE_BYTES - TABLE_HEAD) / TABLE_ENTRY;
 
 /// The worker is running its initializer (or has not begun).
 pub(super) const STATE_STARTING: u32 = 0;
@@ -73,22 +96,160 @@ pub(super) struct WorkerArgs<I> {
     pub(super) slot: Arc<crate::shm::ShmBox<WorkerSlot>>,
     pub(super) serial: u64,
     pub(super) max_tasks: u64,
-    /// The initializer's code offset, and its arguments.
-    pub(super) init: Option<(isize, I)>,
+    /// The code table (mapped read-only by the worker).
+    pub(super) table: Descriptor,
+    /// The initializer (a `CodePtr<fn(I)>` offset), and its arguments.
+    pub(super) init: Option<(u64, I)>,
 }
 
 /// A chunk runner: decodes `count` arguments from `input`, calls the
-/// function at `entry` on each, appends tagged results to `out`.
-pub(super) type Runner = fn(usize, u32, &[u8], &mut Vec<u8>);
+/// function `entry` on each, appends tagged results to `out`.
+pub(super) type Runner = fn(Code, u32, &[u8], &mut Vec<u8>);
 
-/// Where code lies relative to [`crate::init`]: the same in every process
-/// running this executable, wherever it was loaded.
-pub(super) fn offset_of(addr: usize) -> isize {
-    addr as isize - (crate::process::init as fn() as usize) as isize
+// SAFETY: a function pointer type.
+unsafe impl CodeFn for Runner {}
+
+/// What a task runs: the runner for its types, and its function.
+pub(super) type TaskCode = (CodePtr<Runner>, Code);
+
+/// The code of a task `f: fn(A) -> R`; [`Error::ForeignCode`] if `f` is not
+/// in the main executable.
+pub(super) fn code1<A: DeserializeOwned, R: Serialize>(f: fn(A) -> R) -> Result<TaskCode> {
+    Ok((
+        CodePtr::new(run_chunk1::<A, R> as Runner)?,
+        CodePtr::new(f)?.erase(),
+    ))
 }
 
-fn address_of(offset: isize) -> usize {
-    ((crate::process::init as fn() as usize) as isize + offset) as usize
+/// The code of a task `f: fn(A, B) -> R` (starmap).
+pub(super) fn code2<A: DeserializeOwned, B: DeserializeOwned, R: Serialize>(
+    f: fn(A, B) -> R,
+) -> Result<TaskCode> {
+    Ok((
+        CodePtr::new(run_chunk2::<A, B, R> as Runner)?,
+        CodePtr::new(f)?.erase(),
+    ))
+}
+
+/// The parent's side of the code table: the only writer.
+pub(super) struct CodeTable {
+    map: WriterMapping,
+    fd: Descriptor,
+    /// The process that made it: the only one that has the writable
+    /// mapping (forks do not inherit it).
+    owner: i32,
+    len: u32,
+    known: std::collections::HashMap<(u64, u64), u32>,
+}
+
+/// The word at byte `at` of a table mapping.
+///
+/// # Safety
+///
+/// `base` must be the start of a table mapping of [`TABLE_BYTES`] bytes or
+/// more, page-aligned, that lives as long as `'a`.
+unsafe fn table_word<'a>(base: *mut u8, at: usize) -> &'a AtomicU64 {
+    assert!(at % 8 == 0 && at + 8 <= TABLE_BYTES);
+    let p = base.wrapping_add(at).cast::<AtomicU64>();
+    // SAFETY: in bounds and aligned (checked above, with the caller's
+    // promise); the memory is shared and only ever accessed atomically.
+    unsafe { &*p }
+}
+
+impl CodeTable {
+    pub(super) fn new() -> Result<CodeTable> {
+        let map = WriterMapping::new(c"multiproc-pool-code", TABLE_BYTES)?;
+        let fd = map
+            .fd()
+            .try_clone_to_owned()
+            .map_err(|e| Error::os("fcntl", e))?;
+        Ok(CodeTable {
+            map,
+            fd: Descriptor(Arc::new(fd)),
+            owner: crate::sys::thread::pid(),
+            len: 0,
+            known: std::collections::HashMap::new(),
+        })
+    }
+
+    fn word(&self, at: usize) -> &AtomicU64 {
+        // SAFETY: the table's own mapping, TABLE_BYTES long, page-aligned,
+        // alive as long as `self`.
+        unsafe { table_word(self.map.as_ptr(), at) }
+    }
+
+    /// The descriptor the workers map.
+    pub(super) fn descriptor(&self) -> Descriptor {
+        self.fd.clone()
+    }
+
+    /// The index of `code` in the table, adding it if new.
+    pub(super) fn index(&mut self, code: TaskCode) -> Result<u32> {
+        let key = (code.0.offset(), code.1.offset());
+        if let Some(&i) = self.known.get(&key) {
+            return Ok(i);
+        }
+        if self.owner != crate::sys::thread::pid() {
+            return Err(Error::InvalidArgument(
+                "only the process that made a pool can give it new functions",
+            ));
+        }
+        let i = self.len as usize;
+        if i >= TABLE_CAP {
+            return Err(Error::InvalidArgument(
+                "a pool runs at most 4095 different task functions",
+            ));
+        }
+        let at = TABLE_HEAD + i * TABLE_ENTRY;
+        // Writable in this process: its owner (checked above).
+        self.word(at).store(key.0, Ordering::Relaxed);
+        self.word(at + 8).store(key.1, Ordering::Relaxed);
+        // Publishes the entry to workers that load the count (Acquire).
+        self.word(0).store(i as u64 + 1, Ordering::Release);
+        self.len += 1;
+        self.known.insert(key, i as u32);
+        Ok(i as u32)
+    }
+}
+
+/// A worker's read-only view of the code table.
+struct CodeView {
+    map: memmap2::MmapRaw,
+}
+
+impl CodeView {
+    fn open(fd: &Descriptor) -> Result<CodeView> {
+        use std::os::fd::AsFd;
+        Ok(CodeView {
+            map: crate::sys::mem::map_read_only(fd.0.as_fd(), TABLE_BYTES)?,
+        })
+    }
+
+    fn word(&self, at: usize) -> &AtomicU64 {
+        // SAFETY: a mapping of at least TABLE_BYTES (checked when it was
+        // mapped), page-aligned, alive as long as `self`. Atomic loads from
+        // read-only memory are fine; nothing here stores.
+        unsafe { table_word(self.map.as_mut_ptr(), at) }
+    }
+
+    /// Entry `index`, if the parent has registered it.
+    fn get(&self, index: u32) -> Option<(CodePtr<Runner>, Code)> {
+        let len = self.word(0).load(Ordering::Acquire);
+        let i = index as usize;
+        if i as u64 >= len || i >= TABLE_CAP {
+            return None;
+        }
+        let at = TABLE_HEAD + i * TABLE_ENTRY;
+        let r = self.word(at).load(Ordering::Relaxed);
+        let e = self.word(at + 8).load(Ordering::Relaxed);
+        let runner = Code::from_offset(r).ok()?;
+        let entry = Code::from_offset(e).ok()?;
+        // SAFETY: only the pool's parent writes the table (see the module
+        // documentation), and it wrote entry `i` (below the count it
+        // published) from a `CodePtr<Runner>` and the function that runner
+        // expects; this process runs the parent's executable image.
+        Some((unsafe { runner.assume::<Runner>() }, entry))
+    }
 }
 
 /// Appends `s` as a postcard string.
@@ -139,30 +300,28 @@ fn run_items<A: DeserializeOwned, R: Serialize>(
 }
 
 /// The runner for `fn(A) -> R`.
-pub(super) fn run_chunk1<A: DeserializeOwned, R: Serialize>(
-    entry: usize,
+fn run_chunk1<A: DeserializeOwned, R: Serialize>(
+    entry: Code,
     count: u32,
     input: &[u8],
     out: &mut Vec<u8>,
 ) {
-    // SAFETY: `entry` is the address of an `fn(A) -> R` of this executable:
-    // the parent took it from such a function, together with this runner
-    // instantiated for the same A and R, and sent its offset from `init`;
-    // every worker runs the parent's executable image (forked, or an exec
-    // of /proc/self/exe).
-    let f = unsafe { std::mem::transmute::<usize, fn(A) -> R>(entry) };
+    // SAFETY: the runner and `entry` come from one entry of the code table,
+    // which `code1` made from a `CodePtr<fn(A) -> R>` and this runner
+    // instantiated for the same A and R (see `CodeView::get`).
+    let f = unsafe { entry.assume::<fn(A) -> R>() }.get();
     run_items(count, input, out, f)
 }
 
 /// The runner for `fn(A, B) -> R` (starmap).
-pub(super) fn run_chunk2<A: DeserializeOwned, B: DeserializeOwned, R: Serialize>(
-    entry: usize,
+fn run_chunk2<A: DeserializeOwned, B: DeserializeOwned, R: Serialize>(
+    entry: Code,
     count: u32,
     input: &[u8],
     out: &mut Vec<u8>,
 ) {
-    // SAFETY: as in `run_chunk1`, for an `fn(A, B) -> R`.
-    let f = unsafe { std::mem::transmute::<usize, fn(A, B) -> R>(entry) };
+    // SAFETY: as in `run_chunk1`, from `code2`, for an `fn(A, B) -> R`.
+    let f = unsafe { entry.assume::<fn(A, B) -> R>() }.get();
     run_items(count, input, out, |(a, b): (A, B)| f(a, b))
 }
 
@@ -174,19 +333,33 @@ fn read_u64(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(w)
 }
 
-/// The first bytes of a task message: `(chunk id, runner, function, count)`.
-pub(super) fn parse_header(b: &[u8]) -> Option<(u64, isize, isize, u32)> {
+fn read_u32(b: &[u8], at: usize) -> u32 {
+    let mut w = [0u8; 4];
+    if let Some(s) = b.get(at..at + 4) {
+        w.copy_from_slice(s);
+    }
+    u32::from_le_bytes(w)
+}
+
+/// Writes a task message's header into the empty `buf`; the count is
+/// filled in later ([`set_count`]).
+pub(super) fn push_header(buf: &mut Vec<u8>, chunk: u64, function: u32) {
+    buf.extend_from_slice(&chunk.to_le_bytes());
+    buf.extend_from_slice(&function.to_le_bytes());
+    buf.extend_from_slice(&[0; 4]);
+}
+
+/// Sets the count of the task message in `buf`.
+pub(super) fn set_count(buf: &mut [u8], count: u32) {
+    buf[12..16].copy_from_slice(&count.to_le_bytes());
+}
+
+/// The first bytes of a task message: `(chunk id, function, count)`.
+pub(super) fn parse_header(b: &[u8]) -> Option<(u64, u32, u32)> {
     if b.len() < TASK_HEADER {
         return None;
     }
-    let mut c = [0u8; 4];
-    c.copy_from_slice(&b[24..28]);
-    Some((
-        read_u64(b, 0),
-        read_u64(b, 8) as i64 as isize,
-        read_u64(b, 16) as i64 as isize,
-        u32::from_le_bytes(c),
-    ))
+    Some((read_u64(b, 0), read_u32(b, 8), read_u32(b, 12)))
 }
 
 /// Puts `msg` in the result ring, waiting for room as long as the parent
@@ -210,14 +383,22 @@ pub(super) fn worker_main<I: Serialize + DeserializeOwned>(args: WorkerArgs<I>) 
         slot,
         serial,
         max_tasks,
+        table,
         init,
     } = args;
+    let table = CodeView::open(&table);
     if let Some((offset, init_args)) = init {
-        // SAFETY: the offset of an `fn(I)` of this executable, taken by the
-        // parent's builder for this very `I` (see `run_chunk1`).
-        let f = unsafe { std::mem::transmute::<usize, fn(I)>(address_of(offset)) };
-        if let Err(p) = catch_unwind(AssertUnwindSafe(|| f(init_args))) {
-            let msg = crate::process::panic_text(&*p);
+        // SAFETY: the offset of a `CodePtr<fn(I)>` made by the parent's
+        // `build` for this very `I`, handed over in this worker's arguments
+        // (fork memory or the spawn bootstrap, which no other process can
+        // write).
+        let f = Code::from_offset(offset).map(|c| unsafe { c.assume::<fn(I)>() }.get());
+        let r = match f {
+            Ok(f) => catch_unwind(AssertUnwindSafe(|| f(init_args)))
+                .map_err(|p| crate::process::panic_text(&*p)),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(msg) = r {
             let mut out = vec![MSG_INIT_FAILED];
             out.extend_from_slice(&serial.to_le_bytes());
             out.extend_from_slice(msg.as_bytes());
@@ -226,6 +407,16 @@ pub(super) fn worker_main<I: Serialize + DeserializeOwned>(args: WorkerArgs<I>) 
             crate::process::exit(1);
         }
     }
+    let table = match table {
+        Ok(t) => t,
+        Err(e) => {
+            let mut out = vec![MSG_INIT_FAILED];
+            out.extend_from_slice(&serial.to_le_bytes());
+            out.extend_from_slice(format!("the pool's code table: {e}").as_bytes());
+            send(&results, &out);
+            crate::process::exit(1);
+        }
+    };
     slot.state.store(STATE_READY, Ordering::Release);
     let mut done = 0u64;
     let mut out = Vec::with_capacity(256);
@@ -247,12 +438,22 @@ pub(super) fn worker_main<I: Serialize + DeserializeOwned>(args: WorkerArgs<I>) 
         out.clear();
         out.push(MSG_RESULT);
         match parse_header(bytes) {
-            Some((id, runner, entry, count)) => {
+            Some((id, function, count)) => {
                 out.extend_from_slice(&id.to_le_bytes());
-                // SAFETY: the parent wrote the offset of a `Runner` (a
-                // `run_chunk*` instance) of this executable image.
-                let run = unsafe { std::mem::transmute::<usize, Runner>(address_of(runner)) };
-                run(address_of(entry), count, &bytes[TASK_HEADER..], &mut out);
+                match table.get(function) {
+                    Some((run, entry)) => {
+                        run.get()(entry, count, &bytes[TASK_HEADER..], &mut out);
+                    }
+                    None => {
+                        let msg = format!(
+                            "the task names function #{function}, which the pool never registered"
+                        );
+                        for _ in 0..count.min(1 << 16) {
+                            out.push(ITEM_CODE);
+                            push_text(&mut out, &msg);
+                        }
+                    }
+                }
             }
             None => continue,
         }
@@ -273,4 +474,38 @@ pub(super) fn worker_main<I: Serialize + DeserializeOwned>(args: WorkerArgs<I>) 
 /// Reads a message's serial (`MSG_RETIRED`, `MSG_INIT_FAILED`).
 pub(super) fn message_serial(b: &[u8]) -> u64 {
     read_u64(b, 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsRawFd;
+
+    fn double(x: u32) -> u32 {
+        x * 2
+    }
+
+    #[test]
+    fn only_the_parent_writes_the_code_table() {
+        let mut t = CodeTable::new().unwrap();
+        let fd = t.descriptor();
+        // Nobody else can map it writable, nor write to it.
+        let w = memmap2::MmapOptions::new()
+            .len(TABLE_BYTES)
+            .map_raw(fd.0.as_raw_fd());
+        assert!(w.is_err());
+        let file = std::fs::File::from(fd.0.try_clone().unwrap());
+        assert!(std::os::unix::fs::FileExt::write_at(&file, &[1; 16], 16).is_err());
+        // A read-only view sees what the parent registers, and only that.
+        let view = CodeView::open(&fd).unwrap();
+        assert!(view.get(0).is_none());
+        let i = t.index(code1(double).unwrap()).unwrap();
+        assert_eq!(t.index(code1(double).unwrap()).unwrap(), i);
+        let (run, entry) = view.get(i).unwrap();
+        let mut out = Vec::new();
+        run.get()(entry, 1, &postcard::to_stdvec(&21u32).unwrap(), &mut out);
+        assert_eq!(out, [ITEM_OK, 42]);
+        assert!(view.get(i + 1).is_none());
+        assert!(view.get(u32::MAX).is_none());
+    }
 }

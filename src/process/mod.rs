@@ -3,6 +3,8 @@
 //! values carried back, signals through a pidfd, process groups, a
 //! deadline, and death with the parent.
 
+#[cfg(feature = "serde")]
+pub(crate) mod code;
 mod group;
 mod identity;
 #[cfg(feature = "serde")]

@@ -5,12 +5,19 @@
 //! multithreaded parent (a tokio runtime, a test harness), unlike fork.
 //!
 //! What crosses over, in a memfd read once by the child: the function (as
-//! its offset from [`init`] in the program's code, valid because the child
-//! runs the very same executable image), the arguments (serde, postcard),
-//! the name, authkey and options, and the descriptors of the shared memory
-//! the arguments' shared objects live in, which the child maps again.
+//! a [`CodePtr`](super::code::CodePtr) offset: only functions of the main
+//! executable can be spawned, since the child runs the same executable
+//! image loaded elsewhere), the arguments (serde, postcard), the name,
+//! authkey and options, and the descriptors of the shared memory the
+//! arguments' shared objects live in, which the child maps again.
+//!
+//! The child learns the memfd's number from an environment variable, which
+//! [`init`] removes before anything else can read it (a program the child
+//! starts in turn must not inherit it), and adopts the descriptor only
+//! after checking that it is a memfd named as the parent names it and that
+//! the parent recorded in it is this process's parent.
 
-use std::io::{Read, Seek, Write};
+use std::io::{Seek, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -18,10 +25,11 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
+use super::code::{Code, CodeFn, CodePtr};
 use super::{REPORT_ERROR, Report};
 use crate::error::{Error, Result};
 use crate::shm::heap::Arena;
-use crate::shm::transfer;
+use crate::shm::transfer::{self, Carried};
 use crate::sys::mem::SharedMapping;
 use crate::sys::process as sys;
 
@@ -29,21 +37,30 @@ use crate::sys::process as sys;
 /// descriptor of the bootstrap memfd.
 const ENV: &str = "MULTIPROC_SPAWN_BOOTSTRAP";
 
+/// The bootstrap memfd's name (`/proc/self/fd/N` reads
+/// `/memfd:multiproc-spawn (deleted)`).
+const MEMFD_NAME: &std::ffi::CStr = c"multiproc-spawn";
+
 /// Everything a spawned child needs, computed by the parent.
 pub(crate) struct Plan {
-    trampoline: isize,
-    entry: isize,
+    trampoline: CodePtr<Trampoline>,
+    entry: Code,
     args: Vec<u8>,
-    arenas: Vec<Arc<Arena>>,
+    carried: Carried,
 }
 
+/// What the child reads from the bootstrap memfd, which only the parent
+/// and this child hold.
 #[derive(Serialize, Deserialize)]
 struct Bootstrap {
-    trampoline: isize,
-    entry: isize,
+    /// `CodePtr` offsets: the trampoline for the entry's types, the entry.
+    trampoline: u64,
+    entry: u64,
     args: Vec<u8>,
     arena_fds: Vec<RawFd>,
     arena_owners: Vec<i32>,
+    /// Other inherited descriptors (`transfer::Descriptor`).
+    fds: Vec<RawFd>,
     name: String,
     authkey: Vec<u8>,
     parent_pid: i32,
@@ -52,48 +69,28 @@ struct Bootstrap {
     deadline_ns: Option<u64>,
 }
 
-type Trampoline = fn(usize, &[u8], Vec<Arc<Arena>>) -> Report;
+type Trampoline = fn(Code, &[u8], Carried) -> Report;
 
-/// Where code lies relative to [`init`]: the same in every process running
-/// this executable, wherever it was loaded.
-pub(crate) fn offset_of(addr: usize) -> isize {
-    addr as isize - (init as fn() as usize) as isize
-}
-
-pub(crate) fn address_of(offset: isize) -> usize {
-    ((init as fn() as usize) as isize + offset) as usize
-}
-
-/// The function pointer of type `F` at `offset` from [`init`] (an offset
-/// [`offset_of`] gave for a function of this executable).
-///
-/// # Safety
-///
-/// `F` must be a function pointer type, and `offset` must come from
-/// `offset_of(f as usize)` for an `f: F` of this very executable (in this
-/// process, or in the parent that spawned it: the same image).
-pub(crate) unsafe fn fn_at<F: Copy>(offset: isize) -> F {
-    const { assert!(std::mem::size_of::<F>() == std::mem::size_of::<usize>()) };
-    let addr = address_of(offset);
-    // SAFETY: by the caller's promise `addr` is the address of a function
-    // of type `F`, and a function pointer has the size and representation
-    // of a `usize` address (checked above).
-    unsafe { std::mem::transmute_copy::<usize, F>(&addr) }
-}
+// SAFETY: a function pointer type.
+unsafe impl CodeFn for Trampoline {}
 
 impl Plan {
+    /// Errors: [`Error::ForeignCode`] if `entry` is not a function of the
+    /// main executable; the arguments' serialization error.
     pub(crate) fn new<A, R>(entry: fn(A) -> R, args: &A) -> Result<Plan>
     where
         A: Serialize + DeserializeOwned,
         R: Serialize + DeserializeOwned,
     {
-        let (bytes, arenas) = transfer::collecting(|| postcard::to_stdvec(args));
+        let entry = CodePtr::new(entry)?.erase();
+        let trampoline = CodePtr::new(trampoline::<A, R> as Trampoline)?;
+        let (bytes, carried) = transfer::collecting(|| postcard::to_stdvec(args));
         let args = bytes.map_err(|e| Error::Codec(format!("the spawn arguments: {e}")))?;
         Ok(Plan {
-            trampoline: offset_of(trampoline::<A, R> as Trampoline as usize),
-            entry: offset_of(entry as usize),
+            trampoline,
+            entry,
             args,
-            arenas,
+            carried,
         })
     }
 }
@@ -101,17 +98,16 @@ impl Plan {
 /// Runs in the child: decodes the arguments (with the shared memory in
 /// place), calls the function, encodes its result.
 fn trampoline<A: DeserializeOwned, R: Serialize>(
-    entry: usize,
+    entry: Code,
     args: &[u8],
-    arenas: Vec<Arc<Arena>>,
+    carried: Carried,
 ) -> Report {
-    // SAFETY: `entry` is the address of an `fn(A) -> R` of this executable:
-    // the parent took it from such a function and sent its offset from
-    // `init`, and this process runs the same executable image (an exec of
-    // the parent's /proc/self/exe). This trampoline was chosen by the
-    // parent for exactly these A and R.
-    let f = unsafe { std::mem::transmute::<usize, fn(A) -> R>(entry) };
-    let a: A = match transfer::receiving(arenas, || postcard::from_bytes(args)) {
+    // SAFETY: `entry` came from a `CodePtr<fn(A) -> R>` in `Plan::new`,
+    // which chose this trampoline for the same A and R; both crossed in the
+    // bootstrap memfd, which only the parent and this child hold, and this
+    // process runs the parent's executable image (/proc/self/exe).
+    let f = unsafe { entry.assume::<fn(A) -> R>() }.get();
+    let a: A = match transfer::receiving(carried, || postcard::from_bytes(args)) {
         Ok(a) => a,
         Err(e) => {
             return Report {
@@ -145,16 +141,19 @@ pub(crate) fn start(plan: Plan, opts: Options<'_>) -> Result<(nix::unistd::Pid, 
     }
     let (report_rd, report_wr) = sys::pipe()?;
     let arena_fds: Vec<RawFd> = plan
+        .carried
         .arenas
         .iter()
         .map(|a| a.mapping().fd().as_raw_fd())
         .collect();
+    let fds: Vec<RawFd> = plan.carried.fds.iter().map(|f| f.as_raw_fd()).collect();
     let boot = Bootstrap {
-        trampoline: plan.trampoline,
-        entry: plan.entry,
+        trampoline: plan.trampoline.offset(),
+        entry: plan.entry.offset(),
         args: plan.args,
         arena_fds: arena_fds.clone(),
-        arena_owners: plan.arenas.iter().map(|a| a.owner()).collect(),
+        arena_owners: plan.carried.arenas.iter().map(|a| a.owner()).collect(),
+        fds: fds.clone(),
         name: opts.name.to_owned(),
         authkey: opts.authkey,
         parent_pid: crate::sys::thread::pid(),
@@ -165,9 +164,8 @@ pub(crate) fn start(plan: Plan, opts: Options<'_>) -> Result<(nix::unistd::Pid, 
             .map(|d| d.as_nanos().min(u64::MAX as u128) as u64),
     };
     let bytes = postcard::to_stdvec(&boot).map_err(|e| Error::Codec(e.to_string()))?;
-    let memfd =
-        nix::sys::memfd::memfd_create(c"multiproc-spawn", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
-            .map_err(|e| Error::os("memfd_create", e))?;
+    let memfd = nix::sys::memfd::memfd_create(MEMFD_NAME, nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
+        .map_err(|e| Error::os("memfd_create", e))?;
     let mut file = std::fs::File::from(memfd);
     file.write_all(&bytes)
         .and_then(|()| file.rewind())
@@ -175,6 +173,7 @@ pub(crate) fn start(plan: Plan, opts: Options<'_>) -> Result<(nix::unistd::Pid, 
     // Descriptors the child must inherit: made inheritable between fork and
     // exec only, so no other child of this process gets them.
     let mut keep: Vec<RawFd> = arena_fds;
+    keep.extend_from_slice(&fds);
     keep.push(report_wr.as_raw_fd());
     keep.push(file.as_raw_fd());
     let new_group = opts.new_group;
@@ -184,22 +183,24 @@ pub(crate) fn start(plan: Plan, opts: Options<'_>) -> Result<(nix::unistd::Pid, 
     }
     cmd.env(ENV, file.as_raw_fd().to_string())
         .stdin(std::process::Stdio::null());
-    // SAFETY: the closure runs between fork and exec in the child and only
-    // makes async-signal-safe calls (fcntl, setpgid) on a vector allocated
-    // before the fork; it allocates nothing.
-    unsafe {
-        cmd.pre_exec(move || {
-            for &fd in &keep {
-                if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            if new_group && libc::setpgid(0, 0) != 0 {
+    let hook = move || {
+        for &fd in &keep {
+            // SAFETY: clears close-on-exec on a descriptor number; changes
+            // no memory.
+            if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } != 0 {
                 return Err(std::io::Error::last_os_error());
             }
-            Ok(())
-        });
-    }
+        }
+        // SAFETY: setpgid changes no memory.
+        if new_group && unsafe { libc::setpgid(0, 0) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    };
+    // SAFETY: the hook runs between fork and exec in the child and only
+    // makes async-signal-safe calls (fcntl, setpgid) on a vector allocated
+    // before the fork; it allocates nothing.
+    unsafe { cmd.pre_exec(hook) };
     let child = cmd.spawn().map_err(|e| Error::os("spawn", e))?;
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
     // The std handle would neither wait nor kill on drop; the Process owns
@@ -217,11 +218,30 @@ pub(crate) fn start(plan: Plan, opts: Options<'_>) -> Result<(nix::unistd::Pid, 
 /// A program that forgets it makes every spawn fail with a clear error in
 /// the child (the child's own spawns refuse to run), rather than running
 /// `main` over again forever.
+///
+/// It removes the variable that marks a spawned child from the environment
+/// (when this process has a single thread, as it does first thing in
+/// `main`), so that programs the child starts do not take it for theirs,
+/// and adopts the descriptor it names only if that is the bootstrap memfd
+/// of this process's parent; a variable naming anything else is ignored.
 pub fn init() {
     let Some(v) = std::env::var_os(ENV) else {
         return;
     };
-    let code = match run_spawned(&v) {
+    if crate::sys::thread::thread_count() == Some(1) {
+        // SAFETY: this process has one thread, this one: nothing reads or
+        // writes the environment concurrently.
+        unsafe { std::env::remove_var(ENV) };
+    }
+    let Some(fd) = v.to_str().and_then(|s| s.parse::<RawFd>().ok()) else {
+        return;
+    };
+    // Not a bootstrap memfd: a variable inherited from an ancestor that
+    // started this program some other way. Not ours to adopt.
+    let Some(bytes) = sys::inherited_memfd(fd, MEMFD_NAME) else {
+        return;
+    };
+    let code = match run_spawned(fd, &bytes) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("multiproc: the spawned process could not start: {e}");
@@ -231,22 +251,20 @@ pub fn init() {
     sys::exit(code)
 }
 
-fn run_spawned(v: &std::ffi::OsStr) -> Result<i32> {
-    let fd: RawFd = v
-        .to_str()
-        .and_then(|s| s.parse().ok())
-        .ok_or(Error::InvalidArgument(
-            "a malformed spawn bootstrap variable",
-        ))?;
-    // SAFETY: the parent made `fd` inheritable for this process alone and
-    // named it in the variable; nothing else in this fresh process owns it.
-    let mut file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
-    let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes)
-        .map_err(|e| Error::os("read", e))?;
-    drop(file);
-    let boot: Bootstrap = postcard::from_bytes(&bytes)
+/// Runs the spawned child whose bootstrap memfd `fd` holds `bytes`.
+fn run_spawned(fd: RawFd, bytes: &[u8]) -> Result<i32> {
+    let boot: Bootstrap = postcard::from_bytes(bytes)
         .map_err(|e| Error::Codec(format!("the spawn bootstrap: {e}")))?;
+    if boot.parent_pid != sys::parent_pid() {
+        return Err(Error::InvalidArgument(
+            "the spawn bootstrap names another parent (the parent is gone): not adopted",
+        ));
+    }
+    // SAFETY: `fd` is a memfd named as the parent names the bootstrap, and
+    // the parent recorded in it is ours: the parent made it inheritable for
+    // this process alone and named it in the variable (now removed); nothing
+    // else in this fresh process owns it.
+    drop(unsafe { OwnedFd::from_raw_fd(fd) });
     // SAFETY: the report pipe's write end, inherited for this process alone.
     let report_fd = unsafe { OwnedFd::from_raw_fd(boot.report_fd) };
     if boot.die_with_parent {
@@ -256,17 +274,23 @@ fn run_spawned(v: &std::ffi::OsStr) -> Result<i32> {
         sys::kill_after(std::time::Duration::from_nanos(ns))?;
     }
     super::identity::install_spawned(&boot.name, boot.parent_pid, &boot.authkey);
-    let mut arenas = Vec::with_capacity(boot.arena_fds.len());
+    let mut carried = Carried::default();
     for (&fd, &owner) in boot.arena_fds.iter().zip(&boot.arena_owners) {
         // SAFETY: inherited for this process alone, named in the bootstrap.
         let map = SharedMapping::from_fd(unsafe { OwnedFd::from_raw_fd(fd) })?;
-        arenas.push(Arc::new(Arena::adopted(map, owner)));
+        carried.arenas.push(Arc::new(Arena::adopted(map, owner)));
     }
-    // SAFETY: the parent sent the offset of `trampoline::<A, R>` for the
-    // entry's own A and R; the same executable image runs here (see
-    // `trampoline`).
-    let t = unsafe { std::mem::transmute::<usize, Trampoline>(address_of(boot.trampoline)) };
-    let report = t(address_of(boot.entry), &boot.args, arenas);
+    for &fd in &boot.fds {
+        // SAFETY: inherited for this process alone, named in the bootstrap.
+        carried
+            .fds
+            .push(Arc::new(unsafe { OwnedFd::from_raw_fd(fd) }));
+    }
+    // SAFETY: the parent sent the offset of a `CodePtr<Trampoline>`, in the
+    // bootstrap only it and this process hold; this process runs the same
+    // executable image.
+    let t = unsafe { Code::from_offset(boot.trampoline)?.assume::<Trampoline>() }.get();
+    let report = t(Code::from_offset(boot.entry)?, &boot.args, carried);
     let mut msg = Vec::with_capacity(report.bytes.len() + 1);
     msg.push(report.kind);
     msg.extend_from_slice(&report.bytes);

@@ -10,6 +10,7 @@
 //! object refuses to be serialized: its bytes alone would mean nothing.
 
 use std::cell::RefCell;
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
 use serde::de::Error as _;
@@ -18,27 +19,79 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::heap::{Allocation, Arena};
 
+/// What a spawned child inherits besides its arguments' bytes: the arenas
+/// shared objects live in, and other descriptors ([`Descriptor`]), each in
+/// the order the parent met them while serializing.
+#[derive(Default)]
+pub(crate) struct Carried {
+    pub(crate) arenas: Vec<Arc<Arena>>,
+    pub(crate) fds: Vec<Arc<OwnedFd>>,
+}
+
 thread_local! {
-    static OUTGOING: RefCell<Option<Vec<Arc<Arena>>>> = const { RefCell::new(None) };
-    static INCOMING: RefCell<Option<Vec<Arc<Arena>>>> = const { RefCell::new(None) };
+    static OUTGOING: RefCell<Option<Carried>> = const { RefCell::new(None) };
+    static INCOMING: RefCell<Option<Carried>> = const { RefCell::new(None) };
 }
 
-/// Runs `f` (which serializes spawn arguments) and returns the arenas the
-/// shared objects in them live in.
-pub(crate) fn collecting<R>(f: impl FnOnce() -> R) -> (R, Vec<Arc<Arena>>) {
-    OUTGOING.with(|o| *o.borrow_mut() = Some(Vec::new()));
+/// Runs `f` (which serializes spawn arguments) and returns the arenas and
+/// descriptors met on the way.
+pub(crate) fn collecting<R>(f: impl FnOnce() -> R) -> (R, Carried) {
+    OUTGOING.with(|o| *o.borrow_mut() = Some(Carried::default()));
     let r = f();
-    let arenas = OUTGOING.with(|o| o.borrow_mut().take()).unwrap_or_default();
-    (r, arenas)
+    let carried = OUTGOING.with(|o| o.borrow_mut().take()).unwrap_or_default();
+    (r, carried)
 }
 
-/// Runs `f` (which deserializes spawn arguments) with `arenas`, in the
-/// order the parent collected them.
-pub(crate) fn receiving<R>(arenas: Vec<Arc<Arena>>, f: impl FnOnce() -> R) -> R {
-    INCOMING.with(|i| *i.borrow_mut() = Some(arenas));
+/// Runs `f` (which deserializes spawn arguments) with what the parent
+/// collected, in its order.
+pub(crate) fn receiving<R>(carried: Carried, f: impl FnOnce() -> R) -> R {
+    INCOMING.with(|i| *i.borrow_mut() = Some(carried));
     let r = f();
     INCOMING.with(|i| *i.borrow_mut() = None);
     r
+}
+
+/// A descriptor that a spawned child inherits when this is among its
+/// arguments (a forked child has it anyway): serialized as its place in
+/// the list handed over, and only while spawn arguments are serialized.
+#[derive(Clone, Debug)]
+pub(crate) struct Descriptor(pub(crate) Arc<OwnedFd>);
+
+impl Serialize for Descriptor {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let index = OUTGOING.with(|o| {
+            let mut o = o.borrow_mut();
+            let list = &mut o.as_mut()?.fds;
+            let i = match list.iter().position(|f| Arc::ptr_eq(f, &self.0)) {
+                Some(i) => i,
+                None => {
+                    list.push(self.0.clone());
+                    list.len() - 1
+                }
+            };
+            Some(i as u32)
+        });
+        match index {
+            Some(i) => i.serialize(s),
+            None => Err(S::Error::custom(
+                "a descriptor can be serialized only as an argument of a spawned process",
+            )),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Descriptor {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let i = u32::deserialize(d)?;
+        INCOMING
+            .with(|c| {
+                c.borrow()
+                    .as_ref()
+                    .and_then(|c| c.fds.get(i as usize).cloned())
+            })
+            .map(Descriptor)
+            .ok_or_else(|| D::Error::custom("a descriptor arrived without being inherited"))
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -53,7 +106,7 @@ impl Serialize for Allocation {
         let (arena, offset, size) = self.location();
         let index = OUTGOING.with(|o| {
             let mut o = o.borrow_mut();
-            let list = o.as_mut()?;
+            let list = &mut o.as_mut()?.arenas;
             let i = match list.iter().position(|a| Arc::ptr_eq(a, arena)) {
                 Some(i) => i,
                 None => {
@@ -84,7 +137,7 @@ impl<'de> Deserialize<'de> for Allocation {
             .with(|i| {
                 i.borrow()
                     .as_ref()
-                    .and_then(|v| v.get(h.arena as usize).cloned())
+                    .and_then(|c| c.arenas.get(h.arena as usize).cloned())
             })
             .ok_or_else(|| {
                 D::Error::custom("a shared object arrived without the memory it lives in")

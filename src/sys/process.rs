@@ -274,6 +274,50 @@ pub(crate) fn parent_pid() -> i32 {
     nix::unistd::getppid().as_raw()
 }
 
+/// The contents of descriptor `fd` if it is a memfd named `name` (one this
+/// process inherited under a number it was told), read without taking the
+/// descriptor over; `None` for anything else (closed, another file, a
+/// memfd of another name). The file offset is left alone (`pread`).
+#[cfg(feature = "serde")]
+pub(crate) fn inherited_memfd(fd: std::os::fd::RawFd, name: &std::ffi::CStr) -> Option<Vec<u8>> {
+    const MAX: usize = 1 << 30;
+    if fd < 0 {
+        return None;
+    }
+    let link = std::fs::read_link(format!("/proc/self/fd/{fd}")).ok()?;
+    let want = format!("/memfd:{} (deleted)", name.to_str().ok()?);
+    if link.as_os_str() != want.as_str() {
+        return None;
+    }
+    // SAFETY: fcntl on a descriptor number: at worst EBADF; changes nothing.
+    if unsafe { libc::fcntl(fd, libc::F_GET_SEALS) } < 0 {
+        return None;
+    }
+    let mut out = Vec::new();
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        // SAFETY: reads at most `chunk.len()` bytes into `chunk`; pread
+        // leaves the descriptor's offset alone, so whoever owns it sees no
+        // change; at worst EBADF.
+        let r = unsafe {
+            libc::pread(
+                fd,
+                chunk.as_mut_ptr().cast(),
+                chunk.len(),
+                out.len() as libc::off_t,
+            )
+        };
+        match r {
+            0 => return Some(out),
+            n if n > 0 && out.len() + (n as usize) <= MAX => {
+                out.extend_from_slice(&chunk[..n as usize]);
+            }
+            n if n < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) => {}
+            _ => return None,
+        }
+    }
+}
+
 /// Fills `buf` with random bytes from the kernel (`getrandom`).
 pub(crate) fn random_bytes(buf: &mut [u8]) -> Result<()> {
     let mut done = 0;
