@@ -6,7 +6,7 @@ use std::ops::Range;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use crate::error::{Error, LockResult, Result, TryLockResult};
+use crate::error::{Error, LockError, LockResult, Result, TryLockResult};
 use crate::shm::heap::{self, Allocation};
 use crate::shm::{Atomic, ShmSafe, assert_no_drop};
 use crate::sync::{Blocking, MappedMutexGuard, Mutex, MutexGuard, forever, lock_mutex};
@@ -174,16 +174,43 @@ impl<T: ShmSafe> Array<T> {
 
     /// Runs `f` on the elements under the lock (recovering a lock whose
     /// owner died; use [`lock`](Array::lock) to learn of it).
+    ///
+    /// # Panics
+    ///
+    /// If this thread holds the lock already (a guard from
+    /// [`lock`](Array::lock) is alive): waiting would never end. The same
+    /// holds for [`to_vec`](Array::to_vec); [`get`](Array::get) and
+    /// [`set`](Array::set) return [`Error::WouldDeadlock`] instead.
+    #[track_caller]
     pub fn update<R>(&self, f: impl FnOnce(&mut [T]) -> R) -> R {
-        let mut g = self.lock().unwrap_or_else(|e| e.into_guard());
+        // A `match`, not a closure, so that a panic names the caller.
+        let mut g = match self.lock() {
+            Ok(g) => g,
+            Err(e) => e.into_guard(),
+        };
         f(&mut g)
     }
 
+    /// Runs `f` under the lock, recovering a dead owner's lock;
+    /// [`Error::WouldDeadlock`] if this thread holds it already.
+    fn try_update<R>(&self, f: impl FnOnce(&mut [T]) -> R) -> Result<R> {
+        let mut g = match self.lock() {
+            Ok(g) => g,
+            Err(LockError::OwnerDied(e)) => e.into_guard(),
+            Err(LockError::WouldDeadlock) => return Err(Error::WouldDeadlock),
+        };
+        Ok(f(&mut g))
+    }
+
     /// Stores `value` at `index` under the lock.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::IndexOutOfBounds`] past the end, [`Error::WouldDeadlock`]
+    /// if this thread holds the lock already.
     pub fn set(&self, index: usize, value: T) -> Result<()> {
         check_index(index, self.len)?;
-        self.update(|s| s[index] = value);
-        Ok(())
+        self.try_update(|s| s[index] = value)
     }
 
     /// The number of elements.
@@ -199,12 +226,21 @@ impl<T: ShmSafe> Array<T> {
 
 impl<T: ShmSafe + Copy> Array<T> {
     /// A copy of element `index`, read under the lock.
+    ///
+    /// # Errors
+    ///
+    /// As for [`set`](Array::set).
     pub fn get(&self, index: usize) -> Result<T> {
         check_index(index, self.len)?;
-        Ok(self.update(|s| s[index]))
+        self.try_update(|s| s[index])
     }
 
     /// A copy of all elements, read under the lock.
+    ///
+    /// # Panics
+    ///
+    /// If this thread holds the lock already; see [`update`](Array::update).
+    #[track_caller]
     pub fn to_vec(&self) -> Vec<T> {
         self.update(|s| s.to_vec())
     }

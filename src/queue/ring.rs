@@ -521,7 +521,9 @@ impl Core {
                 self.wake_everyone();
                 Some(Held { m, core: self })
             }
-            Acquired::Busy => None,
+            // The side locks are taken and released within one call of this
+            // module, so this thread never holds one here.
+            Acquired::Busy | Acquired::WouldDeadlock => None,
         }
     }
 
@@ -529,7 +531,8 @@ impl Core {
     fn lock_big<'a>(&'a self, m: &'a RawProcessMutex, deadline: Deadline) -> Option<HeldRaw<'a>> {
         match m.acquire(Self::lock_deadline(deadline)) {
             Acquired::Clean | Acquired::OwnerDied => Some(HeldRaw { m }),
-            Acquired::Busy => None,
+            // As for the side locks: never held by this thread here.
+            Acquired::Busy | Acquired::WouldDeadlock => None,
         }
     }
 

@@ -17,8 +17,12 @@ pub type LockGuard<'a> = MutexGuard<'a, ()>;
 /// A non-recursive lock shared by processes, like Python's
 /// `multiprocessing.Lock`.
 ///
-/// Create it before forking; children inherit it. Locking it twice from the
-/// same thread deadlocks, as in Python.
+/// Create it before forking; children inherit it. Locking it again from
+/// the thread that holds it would deadlock (it does in Python): `lock`,
+/// `lock_timeout`, `acquire` and `acquire_timeout` return
+/// [`WouldDeadlock`](crate::LockError::WouldDeadlock) at once instead. To
+/// signal between processes, use an [`Event`](crate::Event) or a
+/// [`Semaphore`](crate::Semaphore) rather than a lock taken twice.
 ///
 /// If a process dies while holding the lock, the next acquirer gets
 /// [`OwnerDied`](crate::OwnerDied) (holding the guard) within about 50 ms, and the lock

@@ -8,7 +8,7 @@ pub(crate) mod lock;
 pub(crate) mod raw;
 pub(crate) mod semaphore;
 
-use crate::error::{OwnerDied, TryLockError, TryLockResult};
+use crate::error::{LockError, OwnerDied, TryLockError, TryLockResult};
 use crate::sys::futex::Deadline;
 use raw::{Acquired, RawProcessMutex};
 
@@ -57,6 +57,7 @@ pub(crate) fn acquire_with<G>(
         Acquired::Clean => Ok(make()),
         Acquired::OwnerDied => Err(TryLockError::OwnerDied(OwnerDied::new(make()))),
         Acquired::Busy => Err(TryLockError::TimedOut),
+        Acquired::WouldDeadlock => Err(TryLockError::WouldDeadlock),
     }
 }
 
@@ -64,7 +65,8 @@ pub(crate) fn acquire_with<G>(
 pub(crate) fn forever<G>(r: TryLockResult<G>) -> crate::LockResult<G> {
     match r {
         Ok(g) => Ok(g),
-        Err(TryLockError::OwnerDied(e)) => Err(e),
+        Err(TryLockError::OwnerDied(e)) => Err(LockError::OwnerDied(e)),
+        Err(TryLockError::WouldDeadlock) => Err(LockError::WouldDeadlock),
         Err(TryLockError::WouldBlock | TryLockError::TimedOut) => {
             unreachable!("a wait without deadline only returns once the lock is held")
         }
