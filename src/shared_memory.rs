@@ -16,7 +16,7 @@ use nix::sys::mman::{shm_open, shm_unlink};
 use nix::sys::stat::{Mode, fstat};
 
 use crate::error::{Error, Result};
-use crate::shm::{AtomicNumber, ShmSafe};
+use crate::shm::{AtomicNumber, ShmSafe, copy};
 
 /// The prefix of generated names, as in Python (`_SHM_NAME_PREFIX` without
 /// its leading slash).
@@ -99,9 +99,11 @@ const MAX_NAME_LEN: usize = 255;
 /// Other processes may write a block at any time, without any
 /// synchronisation this process can see. The safe accessors are made for
 /// that: [`read_at`](SharedMemory::read_at) and
-/// [`write_at`](SharedMemory::write_at) copy bytes through raw pointers,
-/// never through references (as Python's `memoryview` slicing copies); a
-/// copy that overlaps a concurrent write may get part old, part new bytes.
+/// [`write_at`](SharedMemory::write_at) copy bytes with relaxed atomic
+/// word and byte operations, never through references (as Python's
+/// `memoryview` slicing copies), so threads sharing a handle never race; a
+/// copy that overlaps a concurrent write may get part old, part new bytes
+/// (each byte whole).
 /// For synchronisation use [`as_atomics`](SharedMemory::as_atomics) (or the
 /// crate's locks placed elsewhere). The `unsafe` views
 /// ([`as_slice`](SharedMemory::as_slice),
@@ -466,18 +468,11 @@ impl SharedMemory {
     pub fn read_at(&self, offset: usize, buf: &mut [u8]) -> Result<()> {
         self.check_range(offset, buf.len())?;
         // SAFETY: `offset..offset + buf.len()` lies in the mapping (checked
-        // above), which stays mapped while `self` lives. `buf` is a distinct
-        // writable buffer of that length, and `ptr::copy` allows the two to
-        // overlap (a `buf` taken from `as_mut_slice`). No reference to the
-        // shared bytes is made: they are read once, through a raw pointer,
-        // so a concurrent write by another process can only tear the copy.
-        unsafe {
-            std::ptr::copy(
-                self.as_ptr().add(offset).cast_const(),
-                buf.as_mut_ptr(),
-                buf.len(),
-            );
-        }
+        // above), which stays mapped while `self` lives. Every safe access
+        // to the block in this process is atomic (these copies and
+        // `as_atomics`); the `unsafe` views put the absence of concurrent
+        // access on their callers. `buf` is a distinct `&mut`.
+        unsafe { copy::load(self.as_ptr().add(offset), buf) };
         Ok(())
     }
 
@@ -504,9 +499,8 @@ impl SharedMemory {
     pub fn write_at(&self, offset: usize, data: &[u8]) -> Result<()> {
         self.check_range(offset, data.len())?;
         // SAFETY: as in `read_at`: the range is in the live, writable
-        // mapping; `ptr::copy` tolerates overlap with `data`; the shared
-        // bytes are written through a raw pointer, never a reference.
-        unsafe { std::ptr::copy(data.as_ptr(), self.as_ptr().add(offset), data.len()) };
+        // mapping, and every safe access to it in this process is atomic.
+        unsafe { copy::store(data, self.as_ptr().add(offset)) };
         Ok(())
     }
 

@@ -136,3 +136,41 @@ fn a_fork_child_waits_for_a_lock_its_parent_holds() {
     join_ok(&mut p);
     assert_eq!(v.get(), 1);
 }
+
+#[test]
+fn threads_sharing_a_block_copy_whole_words() {
+    // `read_at`/`write_at` through one `Sync` handle from several threads,
+    // beside atomics over the same bytes: each aligned word is copied with
+    // one atomic access, so a reader sees a word wholly old or wholly new.
+    // (The old `memcpy` copies were a data race here; this test documents
+    // the behaviour, and the race itself is the kind Miri would flag.)
+    let shm = Arc::new(multiproc::SharedMemory::create(None, 4096).unwrap());
+    shm.unlink().unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (shm, stop) = (shm.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let (zeros, ones) = (vec![0u8; 2048], vec![0xFFu8; 2048]);
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                shm.write_at(0, if n % 2 == 0 { &ones } else { &zeros })
+                    .unwrap();
+                shm.as_atomics::<u64>().unwrap()[400]
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                n += 1;
+            }
+        })
+    };
+    let mut buf = vec![0u8; 2048];
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(200) {
+        shm.read_at(0, &mut buf).unwrap();
+        for w in buf.chunks(8) {
+            assert!(w.iter().all(|&b| b == w[0]), "a torn word: {w:?}");
+        }
+        let mut tail = [0u8; 8];
+        shm.read_at(3200, &mut tail).unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.join().unwrap();
+}

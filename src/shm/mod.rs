@@ -1,5 +1,6 @@
 //! What may live in shared memory, and the shared heap that places it.
 
+pub(crate) mod copy;
 pub(crate) mod heap;
 #[cfg(feature = "serde")]
 pub(crate) mod mailbox;
