@@ -73,6 +73,12 @@ pub enum Error {
     /// A blocking call gave up after its timeout.
     #[error("timed out")]
     Timeout,
+    /// Shared memory holds what this crate never writes there (a length
+    /// past its buffer, a size that does not match the mapping, a counter
+    /// off its grid): another process wrote where it should not. The text
+    /// says what was found; nothing was read or written out of bounds.
+    #[error("corrupt shared memory: {0}")]
+    Corrupt(&'static str),
     /// The calling thread already holds the lock it asked for, so waiting
     /// for it would never end (the lock's owner word names this thread).
     #[error("this thread already holds the lock; waiting for it would deadlock")]

@@ -174,3 +174,26 @@ fn threads_sharing_a_block_copy_whole_words() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     writer.join().unwrap();
 }
+
+#[cfg(feature = "serde")]
+#[test]
+fn a_queue_record_length_scribbled_by_another_process_is_refused() {
+    use multiproc::queue::{GetError, PutError};
+    let _s = serial();
+    let q = Arc::new(multiproc::Queue::<u64>::new().unwrap());
+    q.put(7).unwrap();
+    let mut p = {
+        let q = q.clone();
+        spawn(move || assert!(q.__scribble_head_len(u32::MAX - 7)))
+    };
+    join_ok(&mut p);
+    // Before the check, the consumer made a 4 GiB buffer and copied that
+    // much out of a 1 MiB ring.
+    assert!(matches!(q.try_get(), Err(GetError::Corrupt)));
+    assert!(matches!(q.put(8), Err(PutError::Corrupt(8))));
+    assert!(q.is_closed());
+    assert!(
+        GetError::Corrupt.to_string().contains("corrupted"),
+        "a clear message"
+    );
+}

@@ -100,6 +100,14 @@ shm_safe!(
 // all-zero array valid.
 unsafe impl<T: ShmSafe, const N: usize> ShmSafe for [T; N] {}
 
+/// How many bytes from `alloc.ptr()` belong to the allocation and are
+/// mapped: its slot size, or what its mapping holds past it (an adopted
+/// large block's recorded size is not trusted beyond its mapping).
+pub(crate) fn usable_len(alloc: &heap::Allocation) -> usize {
+    let (arena, offset, size) = alloc.location();
+    size.min(arena.mapping().len().saturating_sub(offset))
+}
+
 /// Checked at compile time wherever a `ShmSafe` type is placed: the trait's
 /// contract excludes drop glue, and this catches a wrong manual impl.
 pub(crate) const fn assert_no_drop<T>() {
