@@ -4,7 +4,6 @@
 
 use std::ffi::CString;
 use std::fmt;
-use std::io;
 use std::mem::{align_of, size_of};
 use std::ops::Range;
 use std::os::fd::OwnedFd;
@@ -828,31 +827,10 @@ fn map_fd(fd: &OwnedFd, size: usize) -> Result<MmapRaw> {
 /// lowercase hex digits.
 fn random_name() -> Result<String> {
     let mut bytes = [0u8; 4];
-    fill_random(&mut bytes)?;
+    crate::sys::process::random_bytes(&mut bytes)?;
     let mut name = String::from(NAME_PREFIX);
     for b in bytes {
         name.push_str(&format!("{b:02x}"));
     }
     Ok(name)
-}
-
-/// Fills `buf` from the kernel's random source (`getrandom`).
-fn fill_random(buf: &mut [u8]) -> Result<()> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        let rest = &mut buf[filled..];
-        // SAFETY: `rest` is a writable buffer of `rest.len()` bytes, and
-        // getrandom writes at most that many.
-        let n = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
-        match usize::try_from(n) {
-            Ok(n) => filled += n,
-            Err(_) => {
-                let e = io::Error::last_os_error();
-                if e.kind() != io::ErrorKind::Interrupted {
-                    return Err(Error::os("getrandom", e));
-                }
-            }
-        }
-    }
-    Ok(())
 }

@@ -13,6 +13,20 @@
 //! takes the lock over with one compare-and-swap and reports
 //! [`Acquired::OwnerDied`]. Two waiters cannot both take over: only one
 //! compare-and-swap from the dead owner's word succeeds.
+//!
+//! # One pid namespace
+//!
+//! A thread id is a number in its process's pid namespace, and liveness is
+//! read from this namespace's `/proc`. So every process that uses a lock
+//! must live in one pid namespace, as every process this crate starts does
+//! (fork and spawn children stay in their parent's). A process in another
+//! namespace (a container handed the memory through a descriptor or
+//! `/dev/shm`, a child after `unshare(CLONE_NEWPID)`) would write ids that
+//! name other threads here: its death could go unnoticed, or its id could
+//! be taken for another thread's, even the caller's own (reported as
+//! [`Acquired::WouldDeadlock`]). Nothing checks this (a lock is one word,
+//! with no room to record a namespace): do not share locks across pid
+//! namespaces.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
