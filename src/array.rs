@@ -186,8 +186,9 @@ impl<T: ShmSafe> Array<T> {
     pub fn from_fn(len: usize, mut f: impl FnMut(usize) -> T) -> Result<Array<T>> {
         let a = Self::zeroed(len)?;
         for i in 0..len {
-            // SAFETY: `i < len`; nobody else can reach the new array yet.
-            unsafe { a.data_ptr().add(i).write(f(i)) };
+            // SAFETY: `i < len`, so the element lies in the array, aligned;
+            // nobody else can reach the new array yet.
+            unsafe { a.data_ptr().wrapping_add(i).write(f(i)) };
         }
         Ok(a)
     }
@@ -450,7 +451,9 @@ impl<T: ShmSafe> RawArray<T> {
             });
         }
         // SAFETY: in bounds (checked); exclusivity is the caller's promise.
-        Ok(unsafe { std::slice::from_raw_parts_mut(self.as_ptr().add(range.start), range.len()) })
+        Ok(unsafe {
+            std::slice::from_raw_parts_mut(self.as_ptr().wrapping_add(range.start), range.len())
+        })
     }
 }
 

@@ -403,7 +403,7 @@ impl SharedMemory {
         let len = self.check_slice_range(&range)?;
         // SAFETY: `range` lies in the mapping (checked), which lives as long
         // as `self`; the absence of writers is the caller's promise.
-        Ok(unsafe { std::slice::from_raw_parts(self.as_ptr().add(range.start), len) })
+        Ok(unsafe { std::slice::from_raw_parts(self.at(range.start), len) })
     }
 
     /// The bytes in `range` as a mutable slice: for processes or threads
@@ -437,7 +437,7 @@ impl SharedMemory {
         let len = self.check_slice_range(&range)?;
         // SAFETY: `range` lies in the mapping (checked), which lives as long
         // as `self`; exclusive access to it is the caller's promise.
-        Ok(unsafe { std::slice::from_raw_parts_mut(self.as_ptr().add(range.start), len) })
+        Ok(unsafe { std::slice::from_raw_parts_mut(self.at(range.start), len) })
     }
 
     /// Copies `buf.len()` bytes starting at `offset` out of the block.
@@ -471,7 +471,7 @@ impl SharedMemory {
         // to the block in this process is atomic (these copies and
         // `as_atomics`); the `unsafe` views put the absence of concurrent
         // access on their callers. `buf` is a distinct `&mut`.
-        unsafe { copy::load(self.as_ptr().add(offset), buf) };
+        unsafe { copy::load(self.at(offset), buf) };
         Ok(())
     }
 
@@ -499,7 +499,7 @@ impl SharedMemory {
         self.check_range(offset, data.len())?;
         // SAFETY: as in `read_at`: the range is in the live, writable
         // mapping, and every safe access to it in this process is atomic.
-        unsafe { copy::store(data, self.as_ptr().add(offset)) };
+        unsafe { copy::store(data, self.at(offset)) };
         Ok(())
     }
 
@@ -677,6 +677,12 @@ impl SharedMemory {
     pub fn unlink_name(name: &str) -> Result<()> {
         let path = shm_path(name)?;
         shm_unlink(path.as_c_str()).map_err(|e| shm_error("shm_unlink", name, e))
+    }
+
+    /// The address of byte `offset` (computed without `unsafe`; in the
+    /// block if `offset` was checked to be).
+    fn at(&self, offset: usize) -> *mut u8 {
+        self.as_ptr().wrapping_add(offset)
     }
 
     /// Checks that `len` bytes from `offset` lie in the block.

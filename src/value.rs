@@ -143,6 +143,10 @@ impl<T: ShmSafe + Copy + fmt::Debug> fmt::Debug for Value<T> {
 /// assert_eq!(hits.load(), 5);
 /// # Ok::<(), multiproc::Error>(())
 /// ```
+// The derived `Deserialize` is sound: the only field is a `ShmBox`, whose
+// own `Deserialize` checks the type, size and alignment of what it adopts;
+// the `unsafe` in this type's methods relies on nothing else.
+#[cfg_attr(feature = "serde", allow(clippy::unsafe_derive_deserialize))]
 #[cfg_attr(
     feature = "serde",
     derive(serde::Serialize, serde::Deserialize),

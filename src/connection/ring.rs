@@ -299,11 +299,12 @@ impl Stream {
     }
 
     fn dir(&self, d: usize) -> &Dir {
+        let at = self.ch.map.ptr().as_ptr().wrapping_add(2 * CAP);
         // SAFETY: the mapping holds a `Shared` at `2 * CAP` (page aligned,
         // so aligned for it), zeroed when made, which is a valid value
         // (atomics and padding); it lives as long as `self.ch`, and is only
         // ever reached through shared references and atomics.
-        let shared = unsafe { &*self.ch.map.ptr().as_ptr().add(2 * CAP).cast::<Shared>() };
+        let shared = unsafe { &*at.cast::<Shared>() };
         &shared.dirs[d]
     }
 
@@ -316,8 +317,8 @@ impl Stream {
     }
 
     fn ring(&self, d: usize) -> *mut u8 {
-        // SAFETY: the mapping is more than `2 * CAP` bytes; `d` is 0 or 1.
-        unsafe { self.ch.map.ptr().as_ptr().add(d * CAP) }
+        // In the mapping, which is more than `2 * CAP` bytes: `d` is 0 or 1.
+        self.ch.map.ptr().as_ptr().wrapping_add(d * CAP)
     }
 
     /// Takes this end's send lock for one message.
@@ -361,12 +362,11 @@ impl Stream {
                 }
                 let at = (tail as usize) & (CAP - 1);
                 let n = (part.len() - off).min(free).min(CAP - at).min(PUBLISH);
+                let src = &part[off..off + n];
                 // SAFETY: `[at, at + n)` lies inside this direction's ring
                 // and is free space (`n <= free`), which only the holder of
                 // the send lock touches; the source is private memory.
-                unsafe {
-                    std::ptr::copy_nonoverlapping(part.as_ptr().add(off), base.add(at), n);
-                }
+                unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), base.wrapping_add(at), n) };
                 off += n;
                 tail += n as u64;
                 unpublished += n;
@@ -512,11 +512,12 @@ impl Stream {
         }
         let at = (head as usize) & (CAP - 1);
         let n = avail.min(max).min(CAP - at);
+        let start = self.ring(1 - self.tx).wrapping_add(at);
         // SAFETY: `[at, at + n)` lies inside the receiving direction's ring
         // and holds published bytes (before a tail loaded with Acquire),
         // which no writer touches until `head` passes them; the receive lock
         // is held, so no other reader frees them meanwhile.
-        let bytes = unsafe { std::slice::from_raw_parts(self.ring(1 - self.tx).add(at), n) };
+        let bytes = unsafe { std::slice::from_raw_parts(start, n) };
         take(bytes);
         self.free(head + n as u64);
         n

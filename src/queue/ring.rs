@@ -331,30 +331,43 @@ fn pack(count: u32, bytes: u32) -> u64 {
     ((count as u64) << 32) | bytes as u64
 }
 
-/// Copies `n <= 16` bytes with fixed-size (overlapping) copies, which
-/// compile to a few moves where a `memcpy` of unknown length is a call.
+/// Copies `src` (at most 16 bytes) to `dst` with fixed-size (overlapping)
+/// copies, which compile to a few moves where a `memcpy` of unknown length
+/// is a call.
 ///
 /// # Safety
 ///
-/// As for `copy_nonoverlapping(src, dst, n)`, and `n <= 16`.
+/// `dst` must be valid for writes of `src.len()` bytes, which must not
+/// overlap `src`; `src.len() <= 16`.
 #[inline(always)]
-unsafe fn copy_small(src: *const u8, dst: *mut u8, n: usize) {
-    use std::ptr::copy_nonoverlapping as copy;
-    // SAFETY: every copy lies inside `[0, n)` of both ranges, which the
-    // caller guarantees valid and disjoint.
-    unsafe {
-        if n >= 8 {
-            copy(src, dst, 8);
-            copy(src.add(n - 8), dst.add(n - 8), 8);
-        } else if n >= 4 {
-            copy(src, dst, 4);
-            copy(src.add(n - 4), dst.add(n - 4), 4);
-        } else if n >= 2 {
-            copy(src, dst, 2);
-            copy(src.add(n - 2), dst.add(n - 2), 2);
-        } else if n == 1 {
-            *dst = *src;
-        }
+unsafe fn copy_small(src: &[u8], dst: *mut u8) {
+    /// Copies the first and the last `K` bytes of `src`.
+    ///
+    /// # Safety
+    ///
+    /// As for `copy_small`, and `K <= src.len()`.
+    #[inline(always)]
+    unsafe fn ends<const K: usize>(src: &[u8], dst: *mut u8) {
+        let n = src.len();
+        // SAFETY: `K <= n`: the first `K` bytes of both ranges, valid and
+        // disjoint (the caller's promise).
+        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst, K) };
+        // SAFETY: likewise the last `K` bytes.
+        unsafe { std::ptr::copy_nonoverlapping(src[n - K..].as_ptr(), dst.wrapping_add(n - K), K) };
+    }
+    let n = src.len();
+    if n >= 8 {
+        // SAFETY: `8 <= n`; the rest is the caller's promise.
+        unsafe { ends::<8>(src, dst) }
+    } else if n >= 4 {
+        // SAFETY: `4 <= n`; as above.
+        unsafe { ends::<4>(src, dst) }
+    } else if n >= 2 {
+        // SAFETY: `2 <= n`; as above.
+        unsafe { ends::<2>(src, dst) }
+    } else if n == 1 {
+        // SAFETY: `dst` is valid for one byte's write.
+        unsafe { dst.write(src[0]) }
     }
 }
 
@@ -751,24 +764,27 @@ impl Core {
         let cap = self.cap();
         let off = (pos as usize) & (cap - 1);
         let first = src.len().min(cap - off);
-        // SAFETY: `off + first <= cap` and `src.len() - first < cap`: both
-        // copies stay inside the ring's `cap` bytes. Free space is touched
-        // by no one but the holder of `put_lock`; `src` is private memory,
-        // so the ranges do not overlap.
-        unsafe {
-            if src.len() <= 16 && first == src.len() {
-                copy_small(src.as_ptr(), self.base().add(off), first);
-                return;
-            }
-            std::ptr::copy_nonoverlapping(src.as_ptr(), self.base().add(off), first);
-            if first < src.len() {
-                std::ptr::copy_nonoverlapping(
-                    src.as_ptr().add(first),
-                    self.base(),
-                    src.len() - first,
-                );
-            }
+        let (head, wrapped) = src.split_at(first);
+        if wrapped.is_empty() && head.len() <= 16 {
+            // SAFETY: `off + first <= cap`: inside the ring's `cap` bytes.
+            // Free space is touched by no one but the holder of `put_lock`;
+            // `src` is private memory, so the ranges do not overlap.
+            unsafe { copy_small(head, self.at(off)) };
+            return;
         }
+        // SAFETY: as above.
+        unsafe { std::ptr::copy_nonoverlapping(head.as_ptr(), self.at(off), first) };
+        if !wrapped.is_empty() {
+            // SAFETY: `src.len() - first < cap`: the rest, from the ring's
+            // start, stays inside it too; otherwise as above.
+            unsafe { std::ptr::copy_nonoverlapping(wrapped.as_ptr(), self.base(), wrapped.len()) };
+        }
+    }
+
+    /// The address of ring byte `off` (computed without `unsafe`; in the
+    /// ring for `off < cap`).
+    fn at(&self, off: usize) -> *mut u8 {
+        self.base().wrapping_add(off)
     }
 
     /// Copies ring bytes at byte counter `pos` into `dst`, wrapping.
@@ -783,16 +799,14 @@ impl Core {
         let cap = self.cap();
         let off = (pos as usize) & (cap - 1);
         let first = dst.len().min(cap - off);
+        let (head, wrapped) = dst.split_at_mut(first);
         // SAFETY: as in `write_at`, with the copies going the other way.
-        unsafe {
-            std::ptr::copy_nonoverlapping(self.base().add(off), dst.as_mut_ptr(), first);
-            if first < dst.len() {
-                std::ptr::copy_nonoverlapping(
-                    self.base(),
-                    dst.as_mut_ptr().add(first),
-                    dst.len() - first,
-                );
-            }
+        unsafe { std::ptr::copy_nonoverlapping(self.at(off), head.as_mut_ptr(), first) };
+        if !wrapped.is_empty() {
+            // SAFETY: as in `write_at`.
+            unsafe {
+                std::ptr::copy_nonoverlapping(self.base(), wrapped.as_mut_ptr(), wrapped.len())
+            };
         }
     }
 
@@ -808,7 +822,7 @@ impl Core {
         // and so is `cap`, so the header lies whole and 8-aligned inside the
         // ring (whose base is page-aligned); the caller guarantees it is
         // committed.
-        let v = unsafe { self.base().add(off).cast::<u64>().read() };
+        let v = unsafe { self.at(off).cast::<u64>().read() };
         (v as u32, (v >> 32) as u32)
     }
 
@@ -822,10 +836,9 @@ impl Core {
         let off = (tail as usize) & (self.cap() - 1);
         // SAFETY: the header lies whole and 8-aligned inside the ring (see
         // `header_at`); the caller guarantees the record's bytes are free.
-        unsafe {
-            self.base().add(off).cast::<u64>().write(h);
-            self.write_at(tail.wrapping_add(HDR as u32), payload);
-        }
+        unsafe { self.at(off).cast::<u64>().write(h) };
+        // SAFETY: the payload's bytes follow, free too (the caller's).
+        unsafe { self.write_at(tail.wrapping_add(HDR as u32), payload) };
     }
 
     /// Copies the payload of the record at byte counter `head`.
@@ -847,7 +860,7 @@ impl Core {
                 // SAFETY: `at` and `cap` are multiples of 8, so the word lies
                 // whole and 8-aligned inside the ring, and within the
                 // committed record (payload and padding) the caller names.
-                let w = unsafe { self.base().add(off).cast::<u64>().read() };
+                let w = unsafe { self.at(off).cast::<u64>().read() };
                 d.copy_from_slice(&w.to_ne_bytes());
             }
             Payload::Inline(b, len)
@@ -1236,7 +1249,7 @@ impl Core {
         // `sane`), so the header's first word lies whole and aligned in the
         // ring, which lives as long as `self`; consumers read it only under
         // `get_lock`, after this store in this test's program order.
-        let word = unsafe { AtomicU32::from_ptr(self.base().add(off).cast::<u32>()) };
+        let word = unsafe { AtomicU32::from_ptr(self.at(off).cast::<u32>()) };
         word.store(len, Ordering::Release);
         true
     }
@@ -1317,9 +1330,12 @@ mod tests {
     fn a_recorded_size_that_does_not_fit_the_ring_is_refused() {
         for bad in [0u64, 4095, 8192, 1 << 40] {
             let c = Core::new(0, MIN_CAP, false).unwrap();
-            // SAFETY: the header lives as long as `c`; `cap` is written by
-            // nobody else (this is what a hostile process could do).
-            unsafe { std::ptr::addr_of_mut!((*c.shared.as_ptr()).w.cap).write(bad) };
+            // SAFETY: `as_ptr` points at the live header, valid for `c`'s
+            // life; only a place is named, no reference made.
+            let cap = unsafe { &raw mut (*c.shared.as_ptr()).w.cap };
+            // SAFETY: in the header, aligned; nobody else reads or writes
+            // it meanwhile (this is what a hostile process could do).
+            unsafe { cap.write(bad) };
             let Core { shared, ring, .. } = c;
             assert!(matches!(Core::adopt(shared, ring), Err(Error::Corrupt(_))));
         }

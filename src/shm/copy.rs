@@ -54,21 +54,23 @@ pub(crate) unsafe fn load(src: *const u8, dst: &mut [u8]) {
         // SAFETY: `src + i` is in the readable range; every concurrent
         // access is atomic (the caller's promise), and a byte is always
         // aligned for `AtomicU8`.
-        *d = unsafe { AtomicU8::from_ptr(src.add(i).cast_mut()) }.load(Ordering::Relaxed);
+        *d = unsafe { AtomicU8::from_ptr(src.wrapping_add(i).cast_mut()) }.load(Ordering::Relaxed);
     }
     for w in 0..words {
         let at = head + w * WORD;
         // SAFETY: `src + at` is word-aligned (the head brought it to a
         // boundary) and `at + WORD <= len`, in the readable range; every
         // concurrent access is atomic.
-        let word = unsafe { AtomicUsize::from_ptr(src.add(at).cast::<usize>().cast_mut()) }
-            .load(Ordering::Relaxed);
+        let word =
+            unsafe { AtomicUsize::from_ptr(src.wrapping_add(at).cast::<usize>().cast_mut()) }
+                .load(Ordering::Relaxed);
         dst[at..at + WORD].copy_from_slice(&word.to_ne_bytes());
     }
     let tail = head + words * WORD;
     for (i, d) in dst[tail..].iter_mut().enumerate() {
         // SAFETY: as for the head bytes.
-        *d = unsafe { AtomicU8::from_ptr(src.add(tail + i).cast_mut()) }.load(Ordering::Relaxed);
+        *d = unsafe { AtomicU8::from_ptr(src.wrapping_add(tail + i).cast_mut()) }
+            .load(Ordering::Relaxed);
     }
 }
 
@@ -95,7 +97,7 @@ pub(crate) unsafe fn store(data: &[u8], dst: *mut u8) {
     for (i, &b) in data[..head].iter().enumerate() {
         // SAFETY: `dst + i` is in the writable range; every concurrent
         // access is atomic (the caller's promise).
-        unsafe { AtomicU8::from_ptr(dst.add(i)) }.store(b, Ordering::Relaxed);
+        unsafe { AtomicU8::from_ptr(dst.wrapping_add(i)) }.store(b, Ordering::Relaxed);
     }
     for w in 0..words {
         let at = head + w * WORD;
@@ -103,13 +105,13 @@ pub(crate) unsafe fn store(data: &[u8], dst: *mut u8) {
         bytes.copy_from_slice(&data[at..at + WORD]);
         // SAFETY: `dst + at` is word-aligned and `at + WORD <= len`, in the
         // writable range; every concurrent access is atomic.
-        unsafe { AtomicUsize::from_ptr(dst.add(at).cast::<usize>()) }
+        unsafe { AtomicUsize::from_ptr(dst.wrapping_add(at).cast::<usize>()) }
             .store(usize::from_ne_bytes(bytes), Ordering::Relaxed);
     }
     let tail = head + words * WORD;
     for (i, &b) in data[tail..].iter().enumerate() {
         // SAFETY: as for the head bytes.
-        unsafe { AtomicU8::from_ptr(dst.add(tail + i)) }.store(b, Ordering::Relaxed);
+        unsafe { AtomicU8::from_ptr(dst.wrapping_add(tail + i)) }.store(b, Ordering::Relaxed);
     }
 }
 
@@ -130,13 +132,13 @@ mod tests {
                 let mut out = vec![0xAA; len];
                 // SAFETY: `shared` holds 64 bytes, `off + len < 64`; no other
                 // thread touches it.
-                unsafe { load(shared.as_ptr().add(off), &mut out) };
+                unsafe { load(shared[off..].as_ptr(), &mut out) };
                 assert_eq!(out, &shared[off..off + len]);
 
-                let mut target = vec![0u8; 64];
+                let mut target = [0u8; 64];
                 let data: Vec<u8> = (100..100 + len as u8).collect();
                 // SAFETY: as above, for writes.
-                unsafe { store(&data, target.as_mut_ptr().add(off)) };
+                unsafe { store(&data, target[off..].as_mut_ptr()) };
                 assert_eq!(&target[off..off + len], &data[..]);
                 assert!(target[..off].iter().all(|&b| b == 0));
                 assert!(target[off + len..].iter().all(|&b| b == 0));

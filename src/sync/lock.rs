@@ -45,6 +45,10 @@ pub type LockGuard<'a> = MutexGuard<'a, ()>;
 /// The guard releases the lock (Python's `with lock:`). `acquire` and
 /// `release` exist for code that must release elsewhere; as in Python any
 /// process may release a held `Lock`.
+// The derived `Deserialize` is sound: the only field is a `ShmBox`, whose
+// own `Deserialize` checks the type, size and alignment of what it adopts;
+// the `unsafe` in this type's methods relies on nothing else.
+#[cfg_attr(feature = "serde", allow(clippy::unsafe_derive_deserialize))]
 #[cfg_attr(
     feature = "serde",
     derive(serde::Serialize, serde::Deserialize),
@@ -152,6 +156,10 @@ unsafe impl crate::ShmSafe for RLockState {}
 ///
 /// The owner is one thread of one process (its kernel thread id); another
 /// thread or process that tries to release it gets [`Error::NotOwner`].
+// The derived `Deserialize` is sound: the only field is a `ShmBox`, whose
+// own `Deserialize` checks the type, size and alignment of what it adopts;
+// the `unsafe` in this type's methods relies on nothing else.
+#[cfg_attr(feature = "serde", allow(clippy::unsafe_derive_deserialize))]
 #[cfg_attr(
     feature = "serde",
     derive(serde::Serialize, serde::Deserialize),
