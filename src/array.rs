@@ -92,6 +92,35 @@ struct ArrayWire<A> {
     ty: crate::shm::transfer::TypeTag,
 }
 
+/// Serializes the array handle `H` of `len` `T`s in `alloc`.
+#[cfg(feature = "serde")]
+fn send<T: ShmSafe, H: 'static, S: serde::Serializer>(
+    alloc: &Allocation,
+    len: usize,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    use serde::Serialize;
+    ArrayWire {
+        alloc,
+        len,
+        ty: crate::shm::transfer::TypeTag::of_elements::<T, H>(),
+    }
+    .serialize(s)
+}
+
+/// Reads an array handle `H` of `T`s with `header` bytes before its
+/// elements, checked ([`adopt`]): its allocation, length and data offset.
+#[cfg(feature = "serde")]
+fn receive<'de, T: ShmSafe, H: 'static, D: serde::Deserializer<'de>>(
+    d: D,
+    header: usize,
+) -> std::result::Result<(Allocation, usize, usize), D::Error> {
+    use serde::Deserialize;
+    let w = ArrayWire::<Allocation>::deserialize(d)?;
+    let data = adopt::<T, H>(&w, header).map_err(serde::de::Error::custom)?;
+    Ok((w.alloc, w.len, data))
+}
+
 /// Checks a handle from the wire against `T` and returns its data offset:
 /// the type it was sent as, then `len` elements after `header` bytes
 /// (overflow-checked) within the allocation, aligned for `T` and the lock.
@@ -116,23 +145,17 @@ fn adopt<T: ShmSafe, A: 'static>(w: &ArrayWire<Allocation>, header: usize) -> Re
 #[cfg(feature = "serde")]
 impl<T: ShmSafe> serde::Serialize for Array<T> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        ArrayWire {
-            alloc: &self.alloc,
-            len: self.len,
-            ty: crate::shm::transfer::TypeTag::of_elements::<T, Self>(),
-        }
-        .serialize(s)
+        send::<T, Self, S>(&self.alloc, self.len, s)
     }
 }
 
 #[cfg(feature = "serde")]
 impl<'de, T: ShmSafe> serde::Deserialize<'de> for Array<T> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let w = ArrayWire::<Allocation>::deserialize(d)?;
-        let data = adopt::<T, Self>(&w, MUTEX).map_err(serde::de::Error::custom)?;
+        let (alloc, len, data) = receive::<T, Self, D>(d, MUTEX)?;
         Ok(Array {
-            alloc: w.alloc,
-            len: w.len,
+            alloc,
+            len,
             data,
             _marker: PhantomData,
         })
@@ -346,23 +369,17 @@ pub struct RawArray<T: ShmSafe> {
 #[cfg(feature = "serde")]
 impl<T: ShmSafe> serde::Serialize for RawArray<T> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        ArrayWire {
-            alloc: &self.alloc,
-            len: self.len,
-            ty: crate::shm::transfer::TypeTag::of_elements::<T, Self>(),
-        }
-        .serialize(s)
+        send::<T, Self, S>(&self.alloc, self.len, s)
     }
 }
 
 #[cfg(feature = "serde")]
 impl<'de, T: ShmSafe> serde::Deserialize<'de> for RawArray<T> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let w = ArrayWire::<Allocation>::deserialize(d)?;
-        adopt::<T, Self>(&w, 0).map_err(serde::de::Error::custom)?;
+        let (alloc, len, _) = receive::<T, Self, D>(d, 0)?;
         Ok(RawArray {
-            alloc: w.alloc,
-            len: w.len,
+            alloc,
+            len,
             _marker: PhantomData,
         })
     }
