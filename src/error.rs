@@ -402,8 +402,10 @@ pub enum TryLockError<G> {
     /// Someone else held the lock for the whole timeout (`lock_timeout`).
     TimedOut,
     /// The calling thread already holds the lock (`lock_timeout`): no
-    /// wait could end, so none was made. `try_lock` reports such a lock
-    /// as [`WouldBlock`](TryLockError::WouldBlock).
+    /// wait could end, so none was made. Calls that never wait report such
+    /// a lock as any held one: `try_lock` as
+    /// [`WouldBlock`](TryLockError::WouldBlock), a zero timeout as
+    /// [`TimedOut`](TryLockError::TimedOut).
     WouldDeadlock,
 }
 

@@ -197,3 +197,20 @@ fn a_queue_record_length_scribbled_by_another_process_is_refused() {
         "a clear message"
     );
 }
+
+#[test]
+fn a_zero_timeout_on_an_own_lock_times_out_as_in_python() {
+    // Python's `lock.acquire(False)` on a held lock returns False: a call
+    // that never waits is not a deadlock.
+    let l = Lock::new().unwrap();
+    l.acquire().unwrap();
+    assert!(matches!(
+        l.acquire_timeout(Duration::ZERO),
+        Err(TryLockError::TimedOut)
+    ));
+    assert!(matches!(
+        l.lock_timeout(Duration::ZERO),
+        Err(TryLockError::TimedOut)
+    ));
+    l.release().unwrap();
+}

@@ -20,7 +20,9 @@ pub type LockGuard<'a> = MutexGuard<'a, ()>;
 /// Create it before forking; children inherit it. Locking it again from
 /// the thread that holds it would deadlock (it does in Python): `lock`,
 /// `lock_timeout`, `acquire` and `acquire_timeout` return
-/// [`WouldDeadlock`](crate::LockError::WouldDeadlock) at once instead. To
+/// [`WouldDeadlock`](crate::LockError::WouldDeadlock) at once instead
+/// (with a zero timeout, which never waits, they time out as Python's
+/// `acquire(False)` fails). To
 /// signal between processes, use an [`Event`](crate::Event) or a
 /// [`Semaphore`](crate::Semaphore) rather than a lock taken twice.
 ///

@@ -78,7 +78,8 @@ pub(crate) enum Acquired {
 /// [`TryLockError::WouldDeadlock`](crate::TryLockError::WouldDeadlock);
 /// `lock_api`'s `lock` (whose signature has no room for an error) panics
 /// with a message saying so, and its timed forms return `None` at once.
-/// `try_lock` simply fails, as for any held lock.
+/// Calls that never wait (`try_lock`, a zero timeout) simply fail, as for
+/// any held lock (Python's `acquire(False)` returns `False` here).
 ///
 /// Thread ids are per thread and per process: a fork child runs under a
 /// new id, so a lock its parent held at the fork is not the child's; the
@@ -136,7 +137,13 @@ impl RawProcessMutex {
     fn acquire_slow(&self, tid: u32, deadline: Deadline) -> Acquired {
         if self.owner() == tid {
             // Only this thread could release it, and it is here, waiting.
-            return Acquired::WouldDeadlock;
+            // A call that would not wait anyway (a zero timeout) is told
+            // what any held lock tells it.
+            return if deadline.expired() {
+                Acquired::Busy
+            } else {
+                Acquired::WouldDeadlock
+            };
         }
         robust_acquire(&self.word, TID_MASK, tid, SPIN, deadline)
     }
