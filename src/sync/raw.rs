@@ -84,7 +84,9 @@ pub(crate) enum Acquired {
 /// Thread ids are per thread and per process: a fork child runs under a
 /// new id, so a lock its parent held at the fork is not the child's; the
 /// child waits for the parent to release it (or to die) like any other
-/// process. The check cannot be fooled the other way either: the word can
+/// process. (A parent that keeps holding it while it waits for that child
+/// to end deadlocks the two, as two threads would; nothing can tell that
+/// apart from a long critical section.) The check cannot be fooled the other way either: the word can
 /// hold this thread's id only if this thread wrote it, or if a thread that
 /// died holding the lock had the same id, which the kernel hands out again
 /// only after the whole id space has been cycled through; waiting for
