@@ -162,9 +162,17 @@ impl Drop for Held<'_> {
 }
 
 fn lock(m: &RawProcessMutex) -> Held<'_> {
-    // Never `Busy` without a deadline. A dead owner left at most a partial
-    // message, as a dead socket writer would: nothing to mend here.
-    let _: Acquired = m.acquire(Deadline::NEVER);
+    match m.acquire(Deadline::NEVER) {
+        // A dead owner left at most a partial message, as a dead socket
+        // writer would: nothing to mend here.
+        Acquired::Clean | Acquired::OwnerDied => {}
+        // The word names this thread, yet no call of this module takes a
+        // lock while it holds one: the id belonged to a thread that died
+        // holding the lock and was handed to this thread since. That is a
+        // dead owner's lock, already in our name: take it, as above.
+        Acquired::WouldDeadlock => {}
+        Acquired::Busy => unreachable!("a wait without deadline ends holding the lock"),
+    }
     Held(m)
 }
 

@@ -624,8 +624,8 @@ impl Core {
                 self.wake_everyone();
                 Some(Held { m, core: self })
             }
-            // The side locks are taken and released within one call of this
-            // module, so this thread never holds one here.
+            // (`robust_acquire`, behind the side locks, never reports
+            // `WouldDeadlock`: only `RawProcessMutex` looks for its own id.)
             Acquired::Busy | Acquired::WouldDeadlock => None,
         }
     }
@@ -634,8 +634,12 @@ impl Core {
     fn lock_big<'a>(&'a self, m: &'a RawProcessMutex, deadline: Deadline) -> Option<HeldRaw<'a>> {
         match m.acquire(Self::lock_deadline(deadline)) {
             Acquired::Clean | Acquired::OwnerDied => Some(HeldRaw { m }),
-            // As for the side locks: never held by this thread here.
-            Acquired::Busy | Acquired::WouldDeadlock => None,
+            // The word names this thread, yet this module never takes the
+            // lock while holding it: the id belonged to a thread that died
+            // holding it and was handed to this thread since. A dead
+            // owner's lock, already in our name: taken, as above.
+            Acquired::WouldDeadlock => Some(HeldRaw { m }),
+            Acquired::Busy => None,
         }
     }
 
