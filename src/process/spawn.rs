@@ -44,6 +44,8 @@ struct Bootstrap {
     args: Vec<u8>,
     arena_fds: Vec<RawFd>,
     arena_owners: Vec<i32>,
+    /// The heap's generation write ends the child holds (`heap::for_spawn`).
+    held_fds: Vec<RawFd>,
     name: String,
     authkey: Vec<u8>,
     parent_pid: i32,
@@ -144,6 +146,7 @@ pub(crate) fn start(plan: Plan, opts: Options<'_>) -> Result<(nix::unistd::Pid, 
         ));
     }
     let (report_rd, report_wr) = sys::pipe()?;
+    let inherit = crate::shm::heap::for_spawn();
     let arena_fds: Vec<RawFd> = plan
         .arenas
         .iter()
@@ -155,6 +158,7 @@ pub(crate) fn start(plan: Plan, opts: Options<'_>) -> Result<(nix::unistd::Pid, 
         args: plan.args,
         arena_fds: arena_fds.clone(),
         arena_owners: plan.arenas.iter().map(|a| a.owner()).collect(),
+        held_fds: inherit.fds(),
         name: opts.name.to_owned(),
         authkey: opts.authkey,
         parent_pid: crate::sys::thread::pid(),
@@ -177,6 +181,7 @@ pub(crate) fn start(plan: Plan, opts: Options<'_>) -> Result<(nix::unistd::Pid, 
     let mut keep: Vec<RawFd> = arena_fds;
     keep.push(report_wr.as_raw_fd());
     keep.push(file.as_raw_fd());
+    keep.extend(inherit.fds());
     let new_group = opts.new_group;
     let mut cmd = std::process::Command::new("/proc/self/exe");
     if let Some(arg0) = std::env::args_os().next() {
@@ -205,6 +210,7 @@ pub(crate) fn start(plan: Plan, opts: Options<'_>) -> Result<(nix::unistd::Pid, 
     // The std handle would neither wait nor kill on drop; the Process owns
     // the child from here (pidfd, waitpid).
     drop(child);
+    drop(inherit);
     drop(report_wr);
     drop(file);
     Ok((pid, report_rd))
@@ -256,6 +262,9 @@ fn run_spawned(v: &std::ffi::OsStr) -> Result<i32> {
         sys::kill_after(std::time::Duration::from_nanos(ns))?;
     }
     super::identity::install_spawned(&boot.name, boot.parent_pid, &boot.authkey);
+    // SAFETY: inherited for this process alone, named in the bootstrap, and
+    // owned by nothing else here.
+    unsafe { crate::shm::heap::hold_inherited(&boot.held_fds) };
     let mut arenas = Vec::with_capacity(boot.arena_fds.len());
     for (&fd, &owner) in boot.arena_fds.iter().zip(&boot.arena_owners) {
         // SAFETY: inherited for this process alone, named in the bootstrap.
