@@ -557,9 +557,13 @@ pub(crate) unsafe fn hold_inherited(fds: &[RawFd]) {
         // Close-on-exec again, so programs this one execs do not hold them
         // unknowingly (its own spawns pass them on explicitly).
         // SAFETY: by the caller's promise `fd` is an open descriptor of
-        // ours; F_SETFD only changes its flags.
-        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
-        heap.held.push(fd);
+        // ours, and it stays open for good (nothing closes it).
+        let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        // One that cannot be flagged cannot be passed on either (a later
+        // spawn would fail to make it inheritable): leave it out.
+        if sysproc::set_cloexec(borrowed) {
+            heap.held.push(fd);
+        }
     }
 }
 

@@ -235,6 +235,12 @@ pub(crate) fn hung_up(fds: &[std::os::fd::BorrowedFd<'_>]) -> Vec<bool> {
     }
 }
 
+/// Marks `fd` close-on-exec; false if that failed.
+pub(crate) fn set_cloexec(fd: std::os::fd::BorrowedFd<'_>) -> bool {
+    use nix::fcntl::{F_SETFD, FdFlag, fcntl};
+    fcntl(fd, F_SETFD(FdFlag::FD_CLOEXEC)).is_ok()
+}
+
 /// In a fork child: be killed with `sig` when the parent (`parent`, the pid
 /// before the fork) dies. If it died already, exits at once (the classic
 /// race: the parent may die between fork and prctl).
