@@ -33,11 +33,17 @@
 //!   whole life (it never closes it, and its own children inherit it), the
 //!   parent keeps the read end. Once every holder has ended, whoever reaped
 //!   them or not, the read end reports `POLLHUP`. No process can stop
-//!   holding it early without closing a descriptor it does not own.
+//!   holding it early without closing a descriptor it does not own (an
+//!   I/O-safety violation, like a `close_range` over descriptors of others).
+//!   Waiting for the children to be reaped instead would miss grandchildren
+//!   that outlive them, and children reaped by someone else.
 //! - The parent holds the write end of the current generation too, so that
 //!   the next forks can hand it on, until it quarantines a slot: then it
 //!   closes its copy and the next fork opens a new generation. A fork
-//!   after no such free costs nothing extra; the pipe is made lazily.
+//!   after no such free costs nothing extra; the pipe is made lazily (one
+//!   `pipe2` and, later, two `close`s per generation). Grouping is
+//!   conservative: a slot may wait for a longer-lived child forked in the
+//!   same generation as the one that could use it.
 //! - A quarantined slot remembers its epochs of birth and death; it is
 //!   released to its free list once no live generation holds a fork made
 //!   between the two. Release is checked lazily: when the quarantine is not
@@ -58,9 +64,12 @@
 //! copy of the mapping keeps the memfd's pages, and no other object can be
 //! placed there (a new mapping in the parent is another address space's
 //! affair). A spawned child maps whole arenas but gets handles only to the
-//! objects passed as arguments; it holds the generation write ends like a
-//! forked child (passed across `exec`, see [`for_spawn`]), which covers
-//! objects that its parent inherited from further up.
+//! objects passed as arguments, which its parent's `Process` keeps until
+//! the child ends (or leaks, if forgotten). That covers the parent's own
+//! objects but not those the parent inherited from further up: a forked
+//! child may pass one on and end without joining. So a spawned child
+//! holds the generation write ends its parent holds, passed across `exec`
+//! (see [`for_spawn`]), and a spawn counts as a fork.
 
 use std::ffi::CStr;
 use std::os::fd::{AsFd, AsRawFd, IntoRawFd, OwnedFd, RawFd};
@@ -372,10 +381,10 @@ impl Heap {
     }
 
     fn free(&mut self, ptr: NonNull<u8>, size: usize, arena: &Arc<Arena>, born: u64) {
-        let pid = thread::pid();
-        if arena.owner != pid || self.pid != pid {
+        if self.pid != thread::pid() || !self.arenas.iter().any(|a| Arc::ptr_eq(a, arena)) {
             // The parent's object, dropped in a child: the parent still uses
-            // the slot. Leave it alone.
+            // the slot. Leave it alone. (Arenas are told apart by identity,
+            // not by owner pid: a descendant may get a dead ancestor's pid.)
             return;
         }
         let (class, _) = class_of(size);
