@@ -38,22 +38,26 @@
 //!   Waiting for the children to be reaped instead would miss grandchildren
 //!   that outlive them, and children reaped by someone else.
 //! - The parent holds the write end of the current generation too, so that
-//!   the next forks can hand it on, until it quarantines a slot: then it
-//!   closes its copy and the next fork opens a new generation. A fork
-//!   after no such free costs nothing extra; the pipe is made lazily (one
-//!   `pipe2` and, later, two `close`s per generation). Grouping is
-//!   conservative: a slot may wait for a longer-lived child forked in the
-//!   same generation as the one that could use it.
+//!   the next forks can hand it on, until it wants quarantined slots back
+//!   (the release check below, after a slot was quarantined while that
+//!   generation was open): then it closes its copy, and the next fork opens
+//!   a new generation. Forks in between join the open one at no cost, so a
+//!   loop of fork, free, join makes one pipe per check (one `pipe2` and,
+//!   later, two `close`s), not one per fork. Grouping is conservative: a
+//!   slot may also wait for children forked after it was freed, or for a
+//!   longer-lived one of the same generation.
 //! - A quarantined slot remembers its epochs of birth and death; it is
 //!   released to its free list once no live generation holds a fork made
 //!   between the two. Release is checked lazily: when the quarantine is not
 //!   empty and an allocation misses its free list (at most once per
 //!   [`CHECK_EVERY`]), and when a fork opens a generation while many are
-//!   live (which also bounds the read ends kept). There is never a system
-//!   call on allocation or free while nothing is quarantined.
+//!   live (which also bounds the read ends kept). A free never makes a
+//!   system call, nor does an allocation while nothing is quarantined.
 //! - Failing to make a pipe (no descriptors left) records a generation that
-//!   never ends: its slots leak, they are never reused. So does a child that
-//!   is never reaped or never ends. A leak, never unsound.
+//!   never ends: its slots leak, they are never reused. So do the slots a
+//!   child that never ends could use. A leak, never unsound. (A child that
+//!   ended but is never reaped holds nothing up: a zombie has no
+//!   descriptors.)
 //!
 //! Only forks made through this crate (`sys::fork`, which calls
 //! [`lock_for_fork`]) and spawns (see [`for_spawn`]) are covered: a child
@@ -244,6 +248,9 @@ struct Heap {
     open: bool,
     /// This process's copy of the open generation's write end.
     write: Option<OwnedFd>,
+    /// Whether a quarantined slot waits for the open generation, which must
+    /// then be closed at the next check.
+    rotate_due: bool,
     quarantine: Vec<Quarantined>,
     /// How much of the quarantine was checked against the live generations
     /// since one last ended.
@@ -273,6 +280,7 @@ impl Heap {
             gens: Vec::new(),
             open: false,
             write: None,
+            rotate_due: false,
             quarantine: Vec::new(),
             scanned: 0,
             last_check: None,
@@ -306,6 +314,7 @@ impl Heap {
         // Closes the parent's read ends in this process.
         self.gens = Vec::new();
         self.open = false;
+        self.rotate_due = false;
         self.epoch = 0;
         self.quarantine = Vec::new();
         self.scanned = 0;
@@ -400,11 +409,10 @@ impl Heap {
             born,
             freed: self.epoch,
         });
-        // Later forks go to a new generation, so that this slot waits only
-        // for the children forked so far; and the open one can end now
-        // that this process lets go of its write end.
-        self.open = false;
-        self.write = None;
+        // The open generation must end before this slot comes back: let
+        // go of it at the next check (not now: forks until then join it at
+        // no cost, and the slot merely waits for them too).
+        self.rotate_due = self.open;
     }
 
     /// Before a fork (or a spawn) from this process: makes sure there is an
@@ -443,6 +451,13 @@ impl Heap {
     /// slots that no longer wait for any to their free lists.
     fn release(&mut self) {
         self.last_check = Some(Instant::now());
+        if self.rotate_due {
+            // Later forks go to a new generation, and the open one can end
+            // now that this process lets go of its write end.
+            self.rotate_due = false;
+            self.open = false;
+            self.write = None;
+        }
         let watched: Vec<usize> = (0..self.gens.len())
             .filter(|&i| self.gens[i].read.is_some())
             .collect();
@@ -777,8 +792,8 @@ mod tests {
         }
     }
 
-    /// Once the children that could use a slot have ended, the slot is
-    /// reused: the quarantine does not leak in the normal case.
+    /// Once the children that could use a slot have ended (reaped or not),
+    /// the slot is reused: the quarantine does not leak in the normal case.
     #[test]
     fn quarantined_slots_are_reused_once_the_children_end() {
         let _serial = FORKING.lock().unwrap_or_else(|p| p.into_inner());
@@ -794,7 +809,10 @@ mod tests {
         let mut kept = vec![alloc(LEN, 8).unwrap().0];
         assert_ne!(addr(&kept[0]), old, "reused while the child runs");
         signal(&go_w);
-        assert_eq!(wait_exit(pid), 0);
+        // Ended, not reaped yet: a zombie holds no descriptor, so it holds
+        // nothing up.
+        let pidfd = sysproc::pidfd_open(pid).unwrap();
+        assert!(ready(&pidfd), "the child did not end in time");
         // Allocations that miss the free list look at the quarantine (at
         // most once a millisecond).
         let deadline = Instant::now() + WAIT;
@@ -807,6 +825,7 @@ mod tests {
             kept.push(b);
             assert!(Instant::now() < deadline, "the slot was never reused");
         }
+        assert_eq!(wait_exit(pid), 0);
     }
 
     fn pipes_open() -> usize {
