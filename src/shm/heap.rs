@@ -498,15 +498,30 @@ pub(crate) struct ForkGuard(MutexGuard<'static, Heap>);
 
 impl ForkGuard {
     /// Right after the fork, in the parent (`in_child` false: also when the
-    /// fork failed) or in the child: unlocks the heap. In the child, takes
-    /// the write end of the generation it was forked in for good and lets
-    /// go of the parent's read ends.
+    /// fork failed) or in the child: unlocks the heap. In the child, closes
+    /// the parent's read ends; the write end of the generation it was
+    /// forked in stays open for good (it moves to `held` at the child's
+    /// first use of the heap, with the rest of the reset).
+    ///
+    /// The child touches as little memory as it can here: every page it
+    /// writes is copied (a fault of a microsecond or more), so it neither
+    /// frees nor allocates.
     pub(crate) fn forked(mut self, in_child: bool) {
         if in_child {
-            self.0.forget_parent_generations();
             // The rest of the parent's bookkeeping is forgotten at the
-            // child's first allocation.
+            // child's first use of the heap.
             self.0.pid = 0;
+            let gens = std::mem::take(&mut self.0.gens);
+            for g in &gens {
+                if let Some(r) = &g.read {
+                    // SAFETY: this process's copy of the read end, owned by
+                    // `gens`, which is forgotten below (never dropped).
+                    unsafe { sysproc::close_raw(r.as_raw_fd()) };
+                }
+            }
+            // Closed above: the descriptors must not be closed again, and
+            // freeing the buffer would write to it.
+            std::mem::forget(gens);
         }
     }
 }

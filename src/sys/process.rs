@@ -235,6 +235,16 @@ pub(crate) fn hung_up(fds: &[std::os::fd::BorrowedFd<'_>]) -> Vec<bool> {
     }
 }
 
+/// Closes the descriptor number `fd`; errors are ignored.
+///
+/// # Safety
+///
+/// The caller owns `fd` (e.g. through an `OwnedFd` it will never drop) and
+/// never uses it again.
+pub(crate) unsafe fn close_raw(fd: std::os::fd::RawFd) {
+    let _ = nix::unistd::close(fd);
+}
+
 /// Marks `fd` close-on-exec; false if that failed.
 pub(crate) fn set_cloexec(fd: std::os::fd::BorrowedFd<'_>) -> bool {
     use nix::fcntl::{F_SETFD, FdFlag, fcntl};
