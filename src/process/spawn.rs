@@ -61,6 +61,8 @@ struct Bootstrap {
     arena_owners: Vec<i32>,
     /// Other inherited descriptors (`transfer::Descriptor`).
     fds: Vec<RawFd>,
+    /// The heap's generation write ends the child holds (`heap::for_spawn`).
+    held_fds: Vec<RawFd>,
     name: String,
     authkey: Vec<u8>,
     parent_pid: i32,
@@ -140,6 +142,7 @@ pub(crate) fn start(plan: Plan, opts: Options<'_>) -> Result<(nix::unistd::Pid, 
         ));
     }
     let (report_rd, report_wr) = sys::pipe()?;
+    let inherit = crate::shm::heap::for_spawn();
     let arena_fds: Vec<RawFd> = plan
         .carried
         .arenas
@@ -154,6 +157,7 @@ pub(crate) fn start(plan: Plan, opts: Options<'_>) -> Result<(nix::unistd::Pid, 
         arena_fds: arena_fds.clone(),
         arena_owners: plan.carried.arenas.iter().map(|a| a.owner()).collect(),
         fds: fds.clone(),
+        held_fds: inherit.fds(),
         name: opts.name.to_owned(),
         authkey: opts.authkey,
         parent_pid: crate::sys::thread::pid(),
@@ -176,6 +180,7 @@ pub(crate) fn start(plan: Plan, opts: Options<'_>) -> Result<(nix::unistd::Pid, 
     keep.extend_from_slice(&fds);
     keep.push(report_wr.as_raw_fd());
     keep.push(file.as_raw_fd());
+    keep.extend(inherit.fds());
     let new_group = opts.new_group;
     let mut cmd = std::process::Command::new("/proc/self/exe");
     if let Some(arg0) = std::env::args_os().next() {
@@ -206,6 +211,7 @@ pub(crate) fn start(plan: Plan, opts: Options<'_>) -> Result<(nix::unistd::Pid, 
     // The std handle would neither wait nor kill on drop; the Process owns
     // the child from here (pidfd, waitpid).
     drop(child);
+    drop(inherit);
     drop(report_wr);
     drop(file);
     Ok((pid, report_rd))
@@ -274,6 +280,9 @@ fn run_spawned(fd: RawFd, bytes: &[u8]) -> Result<i32> {
         sys::kill_after(std::time::Duration::from_nanos(ns))?;
     }
     super::identity::install_spawned(&boot.name, boot.parent_pid, &boot.authkey);
+    // SAFETY: inherited for this process alone, named in the bootstrap, and
+    // owned by nothing else here.
+    unsafe { crate::shm::heap::hold_inherited(&boot.held_fds) };
     let mut carried = Carried::default();
     for (&fd, &owner) in boot.arena_fds.iter().zip(&boot.arena_owners) {
         // SAFETY: inherited for this process alone, named in the bootstrap.

@@ -44,7 +44,7 @@ pub(crate) unsafe fn fork<S: FnOnce(), F: FnOnce() -> i32>(
     // SAFETY: the caller upholds the multithreading rule above; the child
     // never returns from this function (it ends in `_exit`).
     let forked = unsafe { nix::unistd::fork() };
-    drop(heap);
+    heap.forked(matches!(forked, Ok(nix::unistd::ForkResult::Child)));
     drop(err);
     drop(out);
     match forked {
@@ -211,6 +211,44 @@ pub(crate) fn poll_readable(
             Err(e) => return Err(Error::os("poll", e)),
         }
     }
+}
+
+/// Which of `fds` (pipe read ends) are hung up now, every write end
+/// closed; does not wait. On an error none is.
+pub(crate) fn hung_up(fds: &[std::os::fd::BorrowedFd<'_>]) -> Vec<bool> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let mut pfds: Vec<PollFd<'_>> = fds
+        .iter()
+        .map(|fd| PollFd::new(*fd, PollFlags::empty()))
+        .collect();
+    loop {
+        match poll(&mut pfds, PollTimeout::ZERO) {
+            Ok(_) => {
+                return pfds
+                    .iter()
+                    .map(|p| p.revents().is_some_and(|r| r.contains(PollFlags::POLLHUP)))
+                    .collect();
+            }
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return vec![false; fds.len()],
+        }
+    }
+}
+
+/// Closes the descriptor number `fd`; errors are ignored.
+///
+/// # Safety
+///
+/// The caller owns `fd` (e.g. through an `OwnedFd` it will never drop) and
+/// never uses it again.
+pub(crate) unsafe fn close_raw(fd: std::os::fd::RawFd) {
+    let _ = nix::unistd::close(fd);
+}
+
+/// Marks `fd` close-on-exec; false if that failed.
+pub(crate) fn set_cloexec(fd: std::os::fd::BorrowedFd<'_>) -> bool {
+    use nix::fcntl::{F_SETFD, FdFlag, fcntl};
+    fcntl(fd, F_SETFD(FdFlag::FD_CLOEXEC)).is_ok()
 }
 
 /// In a fork child: be killed with `sig` when the parent (`parent`, the pid
