@@ -135,7 +135,17 @@ fn a_spawned_child_can_start_the_program_again() -> Result<(), Failed> {
 fn a_stray_bootstrap_variable_is_ignored() -> Result<(), Failed> {
     // Descriptors that are not a bootstrap memfd: stdin (/dev/null),
     // stdout and stderr (pipes), one that is not open, garbage.
-    for v in ["0", "1", "2", "987", "-1", "x"] {
+    for v in [
+        "0",
+        "1",
+        "2",
+        "987",
+        "-1",
+        "x",
+        "0:00112233445566778899aabbccddeeff",
+        "2:",
+        ":",
+    ] {
         let (ok, out) = list_tests_again(Some(v));
         check(ok, &format!("with the variable at {v}: {out}"))?;
         check(

@@ -34,7 +34,8 @@ use crate::sys::mem::SharedMapping;
 use crate::sys::process as sys;
 
 /// The environment variable that marks a spawned child; its value is the
-/// descriptor of the bootstrap memfd.
+/// descriptor of the bootstrap memfd and, after a colon, the random value
+/// recorded in it (hexadecimal).
 const ENV: &str = "MULTIPROC_SPAWN_BOOTSTRAP";
 
 /// The bootstrap memfd's name (`/proc/self/fd/N` reads
@@ -66,6 +67,11 @@ struct Bootstrap {
     name: String,
     authkey: Vec<u8>,
     parent_pid: i32,
+    /// A random value also written into the variable that names this
+    /// memfd: the child adopts the descriptor only if the two match, so a
+    /// descriptor that merely happens to be a bootstrap memfd (of another
+    /// spawn) is never taken for this process's.
+    nonce: [u8; 16],
     report_fd: RawFd,
     die_with_parent: bool,
     deadline_ns: Option<u64>,
@@ -150,7 +156,10 @@ pub(crate) fn start(plan: Plan, opts: Options<'_>) -> Result<(nix::unistd::Pid, 
         .map(|a| a.mapping().fd().as_raw_fd())
         .collect();
     let fds: Vec<RawFd> = plan.carried.fds.iter().map(|f| f.as_raw_fd()).collect();
+    let mut nonce = [0u8; 16];
+    sys::random_bytes(&mut nonce)?;
     let boot = Bootstrap {
+        nonce,
         trampoline: plan.trampoline.offset(),
         entry: plan.entry.offset(),
         args: plan.args,
@@ -186,7 +195,7 @@ pub(crate) fn start(plan: Plan, opts: Options<'_>) -> Result<(nix::unistd::Pid, 
     if let Some(arg0) = std::env::args_os().next() {
         cmd.arg0(arg0);
     }
-    cmd.env(ENV, file.as_raw_fd().to_string())
+    cmd.env(ENV, format!("{}:{}", file.as_raw_fd(), hex(&nonce)))
         .stdin(std::process::Stdio::null());
     let hook = move || {
         for &fd in &keep {
@@ -239,7 +248,10 @@ pub fn init() {
         // writes the environment concurrently.
         unsafe { std::env::remove_var(ENV) };
     }
-    let Some(fd) = v.to_str().and_then(|s| s.parse::<RawFd>().ok()) else {
+    let Some((fd, nonce)) = v.to_str().and_then(|s| {
+        let (fd, nonce) = s.split_once(':')?;
+        Some((fd.parse::<RawFd>().ok()?, nonce.to_owned()))
+    }) else {
         return;
     };
     // Not a bootstrap memfd: a variable inherited from an ancestor that
@@ -247,7 +259,7 @@ pub fn init() {
     let Some(bytes) = sys::inherited_memfd(fd, MEMFD_NAME) else {
         return;
     };
-    let code = match run_spawned(fd, &bytes) {
+    let code = match run_spawned(fd, &bytes, &nonce) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("multiproc: the spawned process could not start: {e}");
@@ -257,19 +269,26 @@ pub fn init() {
     sys::exit(code)
 }
 
+/// Lower-case hexadecimal digits of `bytes`.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Runs the spawned child whose bootstrap memfd `fd` holds `bytes`.
-fn run_spawned(fd: RawFd, bytes: &[u8]) -> Result<i32> {
+fn run_spawned(fd: RawFd, bytes: &[u8], nonce: &str) -> Result<i32> {
     let boot: Bootstrap = postcard::from_bytes(bytes)
         .map_err(|e| Error::Codec(format!("the spawn bootstrap: {e}")))?;
-    if boot.parent_pid != sys::parent_pid() {
+    if hex(&boot.nonce) != nonce {
         return Err(Error::InvalidArgument(
-            "the spawn bootstrap names another parent (the parent is gone): not adopted",
+            "the spawn bootstrap does not match the variable that names it: not adopted",
         ));
     }
     // SAFETY: `fd` is a memfd named as the parent names the bootstrap, and
-    // the parent recorded in it is ours: the parent made it inheritable for
-    // this process alone and named it in the variable (now removed); nothing
-    // else in this fresh process owns it.
+    // it carries the random value of the variable that named it: the
+    // parent that set the variable made this memfd inheritable for this
+    // process alone (the variable is now removed); nothing else in this
+    // fresh process owns it. (The parent itself may have ended since: its
+    // spawned child still runs, as with Python's spawn.)
     drop(unsafe { OwnedFd::from_raw_fd(fd) });
     // SAFETY: the report pipe's write end, inherited for this process alone.
     let report_fd = unsafe { OwnedFd::from_raw_fd(boot.report_fd) };
