@@ -767,6 +767,57 @@ fn garbage_frames_close_only_that_client() {
     assert_eq!(list.to_vec().unwrap(), [1, 2]);
 }
 
+/// A field of /proc/PID/status, in KiB.
+fn status_kib(pid: i32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn frame_headers_alone_cost_the_server_nothing_and_time_out() {
+    let _s = serial();
+    let m = start();
+    let list = m.list::<u32>().unwrap();
+    list.push(&1).unwrap();
+    let pid = m.server_pid().unwrap();
+    let peak_before = status_kib(pid, "VmHWM:");
+    // Ten authenticated clients announce 63 MiB frames, send one byte of
+    // each and stop there, keeping their connections open.
+    let t = Instant::now();
+    let mut socks: Vec<UnixStream> = (0..10)
+        .map(|_| {
+            let c = Client::connect_sha256_only(m.address(), KEY, None).unwrap();
+            let mut s = UnixStream::from(c.into_fd().unwrap());
+            s.write_all(&[0x03, 0xf0, 0, 0, b'x']).unwrap();
+            s
+        })
+        .collect();
+    // The server drops each one once its frame stalled for FRAME_IDLE
+    // (5 s): every read ends (EOF or reset), none times out.
+    for s in &mut socks {
+        s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        let mut b = [0u8; 16];
+        match s.read(&mut b) {
+            Ok(0) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            other => panic!("the server kept a stalled frame: {other:?}"),
+        }
+    }
+    let took = t.elapsed();
+    assert!(took >= Duration::from_secs(4), "dropped too soon: {took:?}");
+    // The server's peak memory did not follow the announced lengths
+    // (10 x 63 MiB): each connection held at most its 64 KiB buffer.
+    let grew = status_kib(pid, "VmHWM:").saturating_sub(peak_before);
+    assert!(grew < 20 * 1024, "the server's peak RSS grew by {grew} KiB");
+    // The others are served as before.
+    list.push(&2).unwrap();
+    assert_eq!(list.to_vec().unwrap(), [1, 2]);
+}
+
 #[test]
 fn sixteen_clients_hammer_shared_objects() {
     let _s = serial();
