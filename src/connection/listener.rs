@@ -56,9 +56,9 @@ const MD5_LEN: usize = 16;
 const HANDSHAKE_MAX: usize = 256;
 /// How long an accepted connection has to finish its handshake by default.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
-/// How many handshakes a listener runs at once; further connections wait in
-/// the kernel's backlog.
-const MAX_PENDING: usize = 64;
+/// How many handshakes a listener runs at once by default; past it, the
+/// oldest pending one is dropped to make room for a new connection.
+pub const DEFAULT_MAX_PENDING: usize = 1024;
 
 /// The error of a failed authentication (a wrong key on one side or the
 /// other, or a peer that does not speak the protocol).
@@ -219,7 +219,12 @@ impl Drop for SocketFile {
 /// handshake (see the [module docs](self)) before [`accept`](Self::accept)
 /// returns it. Handshakes run side by side, each with a deadline
 /// ([`with_handshake_timeout`](Self::with_handshake_timeout)), without
-/// threads: a client that connects and stays silent holds up nobody.
+/// threads, on one poll loop: a client that connects and stays silent holds
+/// up nobody. Every waiting connection is taken off the kernel's backlog at
+/// once; past [`with_max_pending`](Self::with_max_pending) handshakes (or
+/// when the process runs out of descriptors) the oldest pending one is
+/// dropped, so a flood of idle connections delays a legitimate client by
+/// no more than the time to accept them.
 ///
 /// A listener on a path removes its socket file when dropped (in the
 /// process that bound it; a forked child's copy leaves it alone).
@@ -249,6 +254,7 @@ pub struct Listener {
     handshake_timeout: Duration,
     max_message: Option<u64>,
     sha256_only: bool,
+    max_pending: usize,
     pending: Vec<Handshake>,
     // Declared after `socket`: the file goes once the socket is closed.
     _file: Option<SocketFile>,
@@ -298,6 +304,7 @@ impl Listener {
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             max_message: None,
             sha256_only: false,
+            max_pending: DEFAULT_MAX_PENDING,
             pending: Vec::new(),
             _file: file,
         })
@@ -315,6 +322,14 @@ impl Listener {
     /// before it is dropped (default [`DEFAULT_HANDSHAKE_TIMEOUT`]).
     pub fn with_handshake_timeout(mut self, timeout: Duration) -> Self {
         self.handshake_timeout = timeout;
+        self
+    }
+
+    /// Sets how many handshakes may be in progress at once (default
+    /// [`DEFAULT_MAX_PENDING`], at least 1); a connection coming past it
+    /// makes room by dropping the oldest pending one.
+    pub fn with_max_pending(mut self, max: usize) -> Self {
+        self.max_pending = max.max(1);
         self
     }
 
@@ -383,10 +398,7 @@ impl Listener {
             let listen_ready;
             {
                 let mut fds = Vec::with_capacity(self.pending.len() + 1);
-                let accepting = self.pending.len() < MAX_PENDING;
-                if accepting {
-                    fds.push(PollFd::new(self.socket.fd(), PollFlags::POLLIN));
-                }
+                fds.push(PollFd::new(self.socket.fd(), PollFlags::POLLIN));
                 for h in &self.pending {
                     fds.push(PollFd::new(h.fd.as_fd(), h.interest()));
                 }
@@ -398,30 +410,46 @@ impl Listener {
                     Ok(_) | Err(Errno::EINTR) => {}
                     Err(e) => return Err(Error::os("poll", e)),
                 }
-                let revents: Vec<bool> = fds
+                let ready: Vec<bool> = fds
                     .iter()
                     .map(|p| p.revents().is_some_and(|r| !r.is_empty()))
                     .collect();
-                let (l, rest) = if accepting {
-                    (revents[0], &revents[1..])
-                } else {
-                    (false, &revents[..])
-                };
-                listen_ready = l;
-                for (h, ready) in self.pending.iter_mut().zip(rest) {
-                    h.ready = *ready;
+                drop(fds);
+                listen_ready = ready[0];
+                for (h, r) in self.pending.iter_mut().zip(&ready[1..]) {
+                    h.ready = *r;
                 }
             }
             if let Some(r) = self.advance_pending() {
                 return r;
             }
             if listen_ready {
-                while self.pending.len() < MAX_PENDING {
-                    let Some(fd) = self.socket.accept()? else {
-                        break;
+                // Take the whole backlog: a connection left there waits for
+                // nothing but our turn.
+                loop {
+                    let fd = match self.socket.accept() {
+                        Ok(Some(fd)) => fd,
+                        Ok(None) => break,
+                        Err(Error::Os { call, source })
+                            if matches!(
+                                source.raw_os_error(),
+                                Some(libc::EMFILE | libc::ENFILE)
+                            ) =>
+                        {
+                            // Out of descriptors: the oldest handshake
+                            // makes room, if there is one.
+                            if !self.drop_oldest() {
+                                return Err(Error::Os { call, source });
+                            }
+                            continue;
+                        }
+                        Err(e) => return Err(e),
                     };
                     if self.authkey.is_none() {
                         return self.finish(fd);
+                    }
+                    if self.pending.len() >= self.max_pending {
+                        self.drop_oldest();
                     }
                     let deadline = Instant::now() + self.handshake_timeout;
                     match Handshake::new(fd, Role::Server, deadline, self.sha256_only) {
@@ -440,6 +468,25 @@ impl Listener {
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Err(Error::Timeout);
             }
+        }
+    }
+
+    /// Drops the pending handshake that began first (all share one
+    /// timeout, so it is the one with the earliest deadline); false if
+    /// none is pending.
+    fn drop_oldest(&mut self) -> bool {
+        let oldest = self
+            .pending
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, h)| h.deadline)
+            .map(|(i, _)| i);
+        match oldest {
+            Some(i) => {
+                self.pending.swap_remove(i);
+                true
+            }
+            None => false,
         }
     }
 
