@@ -689,3 +689,24 @@ fn past_the_pending_cap_the_oldest_handshake_is_dropped() {
     server.join().unwrap();
     assert!(took < Duration::from_secs(1), "{took:?}");
 }
+
+#[test]
+fn a_socket_file_is_private_whatever_the_umask() {
+    let _s = serial();
+    let dir = TempDir::new();
+    let path = dir.sock();
+    // In a child: the umask is process-wide.
+    let mut p = spawn(move || -> Result<(), String> {
+        use std::os::unix::fs::PermissionsExt;
+        // SAFETY: umask only sets the process's file mode mask.
+        unsafe { libc::umask(0) };
+        let l = Listener::bind(&Address::Unix(path.clone()), None).map_err(|e| e.to_string())?;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        drop(l);
+        match mode {
+            0o600 => Ok(()),
+            m => Err(format!("socket file mode {m:o} under umask 000")),
+        }
+    });
+    join_ok(&mut p);
+}

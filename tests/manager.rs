@@ -594,6 +594,35 @@ fn socket_is_private() {
 }
 
 #[test]
+fn an_explicit_socket_path_is_private_whatever_the_umask() {
+    let _s = serial();
+    let dir = std::env::temp_dir().join(format!("mp-mgr-umask-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("sock");
+    let mut p = spawn({
+        let path = path.clone();
+        move || -> Result<(), String> {
+            use std::os::unix::fs::PermissionsExt;
+            // SAFETY: umask only sets the process's file mode mask (in
+            // this child and the server it forks).
+            unsafe { libc::umask(0) };
+            let m = builder()
+                .address(Address::Unix(path.clone()))
+                .start()
+                .map_err(|e| e.to_string())?;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            m.shutdown().map_err(|e| e.to_string())?;
+            match mode {
+                0o600 => Ok(()),
+                m => Err(format!("socket file mode {m:o} under umask 000")),
+            }
+        }
+    });
+    join_ok(&mut p);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn objects_are_freed_when_the_last_proxy_goes() {
     let _s = serial();
     let m = start();

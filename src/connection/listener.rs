@@ -265,8 +265,11 @@ impl Listener {
     /// authenticate with the same key; with `None` none does (as in Python,
     /// where `authkey=None` means no authentication).
     ///
-    /// A Unix socket file left behind by a process that died is replaced;
-    /// one that a live listener still serves is `EADDRINUSE`.
+    /// A Unix socket file is created mode 0600 (only its owner may connect),
+    /// whatever the umask, never wider even for a moment. One left behind
+    /// by a process that died is replaced; one that a live listener still
+    /// serves is `EADDRINUSE`. (An abstract name has no file and no mode:
+    /// any local process may connect to it, which is what the key is for.)
     pub fn bind(address: &Address, authkey: Option<&[u8]>) -> Result<Listener> {
         let (socket, address, file) = match address {
             Address::Unix(path) => {
@@ -564,8 +567,41 @@ fn someone_listens(path: &Path) -> Option<bool> {
     }))
 }
 
+/// Binds and listens on a new Unix socket at `path`, its file created mode
+/// 0600 (read and write for the owner only), whatever the umask.
+///
+/// Linux gives the file of a bound Unix socket the socket's own inode mode,
+/// less the umask: the mode is set on the socket (`fchmod`) before `bind`,
+/// so the file never exists with a wider one. Changing the umask around
+/// `bind` would do the same, but the umask is process-wide: a file another
+/// thread creates meanwhile would get ours. Binding inside a private
+/// directory and renaming would leave the kernel's socket table naming the
+/// old path, which is how a live listener is told from a stale file.
+fn bind_private(path: &Path) -> io::Result<UnixListener> {
+    use nix::sys::socket::{
+        AddressFamily, Backlog, SockFlag, SockType, UnixAddr, bind, listen, socket,
+    };
+    use nix::sys::stat::{Mode, fchmod};
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    fchmod(&fd, Mode::S_IRUSR | Mode::S_IWUSR)?;
+    bind(fd.as_raw_fd(), &UnixAddr::new(path)?)?;
+    // A kernel that ignored the socket's mode: narrow it now.
+    let m = std::fs::symlink_metadata(path)?;
+    if m.mode() & 0o077 != 0 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    listen(&fd, Backlog::MAXCONN)?;
+    Ok(UnixListener::from(fd))
+}
+
 fn bind_unix_path(path: &Path) -> Result<UnixListener> {
-    match UnixListener::bind(path) {
+    match bind_private(path) {
         Ok(l) => Ok(l),
         Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
             let is_socket = std::fs::symlink_metadata(path)
@@ -587,7 +623,7 @@ fn bind_unix_path(path: &Path) -> Result<UnixListener> {
             };
             if stale {
                 let _ = std::fs::remove_file(path);
-                UnixListener::bind(path).map_err(|e| Error::os("bind", e))
+                bind_private(path).map_err(|e| Error::os("bind", e))
             } else {
                 Err(Error::os("bind", e))
             }
