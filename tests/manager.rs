@@ -746,6 +746,37 @@ fn killed_server_fails_calls_promptly() {
 }
 
 #[test]
+fn connecting_to_a_dead_server_fails_at_once_despite_a_cached_session() {
+    let _s = serial();
+    let mut m = start();
+    let list = m.list::<u32>().unwrap();
+    list.push(&1).unwrap();
+    let address = m.address().clone();
+    // This process has a live session with the server; the server dies.
+    let pid = m.server_pid().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let t = Instant::now();
+    while std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z ")) {
+        assert!(t.elapsed() < common::PATIENCE, "the server did not die");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let t = Instant::now();
+    match Manager::connect(&address, KEY) {
+        Err(Error::ServerGone(_)) => {}
+        Err(e) => panic!("expected ServerGone, got {e}"),
+        Ok(_) => panic!("connected to a dead server"),
+    }
+    assert!(t.elapsed() < Duration::from_secs(2));
+    drop(list);
+    let _ = &mut m;
+    drop(m);
+}
+
+#[test]
 fn garbage_frames_close_only_that_client() {
     let _s = serial();
     let m = start();
