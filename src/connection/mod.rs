@@ -595,3 +595,39 @@ impl Waitable for Connection {
         }
     }
 }
+
+/// A bounded fuzz run of the receiving side (a few hundred streams, about
+/// a second): whatever bytes a peer writes before it closes, on either
+/// transport, every receive returns, no message is over the maximum, and
+/// the stream ends in `Eof` or `Truncated` after at most one call per byte.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn any_stream_ends_cleanly(
+            bytes in proptest::collection::vec(any::<u8>(), 0..400),
+            ring in any::<bool>(),
+            max in 0u64..64,
+        ) {
+            let (a, b) = if ring { pipe(true) } else { pipe_os(true) }.unwrap();
+            let b = b.with_max_message(max);
+            a.__send_raw(&bytes).unwrap();
+            drop(a);
+            for _ in 0..bytes.len() + 2 {
+                match b.recv_bytes() {
+                    Ok(m) => prop_assert!(m.len() as u64 <= max),
+                    Err(Error::MessageTooLarge { size, max: m }) => prop_assert!(size > m),
+                    Err(Error::Codec(_)) => {}
+                    Err(Error::Eof | Error::Truncated { .. }) => return Ok(()),
+                    Err(e) => prop_assert!(false, "unexpected {e}"),
+                }
+            }
+            prop_assert!(false, "the stream never ended");
+        }
+    }
+}
