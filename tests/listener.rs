@@ -666,8 +666,9 @@ fn past_the_pending_cap_the_oldest_handshake_is_dropped() {
     c.send_bytes(b"hi").unwrap();
     assert_eq!(c.recv_bytes().unwrap(), b"hi");
     let took = t.elapsed();
-    // The first idle connection got its challenge, then was dropped; the
-    // newest is still waiting for its answer.
+    // The first idle connection was dropped (with or without its challenge:
+    // the whole backlog may be taken before any challenge goes out); the
+    // newest got its challenge and is still waiting for its answer.
     let read_all = |s: &mut UnixStream| {
         s.set_read_timeout(Some(Duration::from_millis(300)))
             .unwrap();
@@ -681,8 +682,8 @@ fn past_the_pending_cap_the_oldest_handshake_is_dropped() {
             }
         }
     };
-    let (first, closed) = read_all(&mut flood[0]);
-    assert!(closed && first.windows(11).any(|w| w == b"#CHALLENGE#"));
+    let (_, closed) = read_all(&mut flood[0]);
+    assert!(closed, "the oldest idle connection is still open");
     let (last, closed) = read_all(flood.last_mut().unwrap());
     assert!(!closed && last.windows(11).any(|w| w == b"#CHALLENGE#"));
     stop.store(true, Ordering::Relaxed);
