@@ -567,12 +567,7 @@ fn long_header(n: u64) -> Vec<u8> {
 /// bytes (in a child: an allocation past it fails, and a failed `Vec`
 /// allocation aborts the process).
 fn limit_address_space(extra: u64) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmSize:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap();
+    let kib = common::status_kib(std::process::id() as i32, "VmSize:");
     let lim = libc::rlimit {
         rlim_cur: kib * 1024 + extra,
         rlim_max: kib * 1024 + extra,

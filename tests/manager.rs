@@ -827,16 +827,6 @@ fn garbage_frames_close_only_that_client() {
     assert_eq!(list.to_vec().unwrap(), [1, 2]);
 }
 
-/// A field of /proc/PID/status, in KiB.
-fn status_kib(pid: i32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap()
-}
-
 #[test]
 fn frame_headers_alone_cost_the_server_nothing_and_time_out() {
     let _s = serial();
@@ -844,7 +834,7 @@ fn frame_headers_alone_cost_the_server_nothing_and_time_out() {
     let list = m.list::<u32>().unwrap();
     list.push(&1).unwrap();
     let pid = m.server_pid().unwrap();
-    let peak_before = status_kib(pid, "VmHWM:");
+    let peak_before = common::status_kib(pid, "VmHWM:");
     // Ten authenticated clients announce 63 MiB frames, send one byte of
     // each and stop there, keeping their connections open.
     let t = Instant::now();
@@ -871,7 +861,7 @@ fn frame_headers_alone_cost_the_server_nothing_and_time_out() {
     assert!(took >= Duration::from_secs(4), "dropped too soon: {took:?}");
     // The server's peak memory did not follow the announced lengths
     // (10 x 63 MiB): each connection held at most its 64 KiB buffer.
-    let grew = status_kib(pid, "VmHWM:").saturating_sub(peak_before);
+    let grew = common::status_kib(pid, "VmHWM:").saturating_sub(peak_before);
     assert!(grew < 20 * 1024, "the server's peak RSS grew by {grew} KiB");
     // The others are served as before.
     list.push(&2).unwrap();

@@ -127,3 +127,13 @@ pub fn raise_nofile(n: u64) {
         }
     }
 }
+
+/// A field of /proc/PID/status, in KiB.
+pub fn status_kib(pid: i32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap()
+}
