@@ -148,8 +148,12 @@ pub(crate) fn encode_frame<T: Serialize>(msg: &T, out: &mut Vec<u8>) -> Result<(
     let len = (v.len() - start - frame::SHORT) as u64;
     let mut header = [0u8; frame::LONG];
     let n = frame::encode_header(len, &mut header);
-    // The long header (a body over 2 GiB) needs 8 more bytes in front.
-    v.splice(start..start + frame::SHORT, header[..n].iter().copied());
+    if n == frame::SHORT {
+        v[start..start + n].copy_from_slice(&header[..n]);
+    } else {
+        // The long header (a body over 2 GiB) needs 8 more bytes in front.
+        v.splice(start..start + frame::SHORT, header[..n].iter().copied());
+    }
     *out = v;
     Ok(())
 }
