@@ -684,3 +684,43 @@ fn an_oversized_message_whose_body_never_comes_does_not_hang() {
         drop(a);
     }
 }
+
+#[test]
+fn a_python_peer_announcing_too_much_and_stalling_does_not_hang_us() {
+    // Serialized: the python child must not inherit other tests' ends.
+    let _s = serial();
+    let (a, b) = pipe_os(true).unwrap();
+    // A long header announcing 0xF0000000 bytes, a frame-looking "ok"
+    // (part of that body), then nothing until we close.
+    let script = r#"
+import os, struct, sys
+fd = int(sys.argv[1])
+os.write(fd, b"\xff\xff\xff\xff" + struct.pack("!Q", 0xF0000000) + b"\x00\x00\x00\x02ok")
+os.read(fd, 1)
+"#;
+    let mut py = python_peer(&b, script);
+    drop(b);
+    let a = a.with_max_message(1 << 20);
+    let t = Instant::now();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let first = a.recv_bytes();
+        let second = a.recv_bytes();
+        let _ = tx.send((first, second, t.elapsed()));
+        // `a` closes here: the python peer's read ends.
+    });
+    let Ok((first, second, took)) = rx.recv_timeout(PATIENCE) else {
+        let _ = py.kill();
+        let _ = py.wait();
+        panic!("the receive never returned");
+    };
+    match first {
+        Err(Error::MessageTooLarge { size, max }) => {
+            assert_eq!((size, max), (0xF000_0000, 1 << 20))
+        }
+        other => panic!("expected MessageTooLarge, got {other:?}"),
+    }
+    assert!(took < multiproc::connection::SKIP_IDLE * 3, "{took:?}");
+    assert!(matches!(second, Err(Error::BadConnection(_))), "{second:?}");
+    assert!(py.wait().unwrap().success());
+}
