@@ -6,7 +6,7 @@
 //! 2^31 - 1 bytes has the length -1 and then an 8-byte big-endian length.
 //! So a multiproc connection and a Python one can talk over the same
 //! descriptor (and over `Listener`/`Client` sockets). The manager's channel
-//! uses the same framing ([`frame`]).
+//! uses the same framing, decoded by the same code.
 //!
 //! A header is only the peer's claim: the receiver commits memory as the
 //! body's bytes arrive (64 KiB first, then doubling), whatever length was
