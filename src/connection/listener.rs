@@ -56,9 +56,17 @@ const MD5_LEN: usize = 16;
 const HANDSHAKE_MAX: usize = 256;
 /// How long an accepted connection has to finish its handshake by default.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
-/// How many handshakes a listener runs at once by default; past it, the
-/// oldest pending one is dropped to make room for a new connection.
+/// How many handshakes a listener runs at once by default (or half the
+/// process's soft limit on open descriptors, if that is lower: a flood must
+/// leave descriptors for the rest of the program); past it, the oldest
+/// pending one is dropped to make room for a new connection.
 pub const DEFAULT_MAX_PENDING: usize = 1024;
+
+/// The default cap on pending handshakes in this process.
+fn default_max_pending() -> usize {
+    let half = crate::sys::limits::open_files().map_or(u64::MAX, |n| n / 2);
+    (DEFAULT_MAX_PENDING as u64).min(half).max(16) as usize
+}
 
 /// The error of a failed authentication (a wrong key on one side or the
 /// other, or a peer that does not speak the protocol).
@@ -307,7 +315,7 @@ impl Listener {
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             max_message: None,
             sha256_only: false,
-            max_pending: DEFAULT_MAX_PENDING,
+            max_pending: default_max_pending(),
             pending: Vec::new(),
             _file: file,
         })
@@ -329,8 +337,9 @@ impl Listener {
     }
 
     /// Sets how many handshakes may be in progress at once (default
-    /// [`DEFAULT_MAX_PENDING`], at least 1); a connection coming past it
-    /// makes room by dropping the oldest pending one.
+    /// [`DEFAULT_MAX_PENDING`], or half the soft limit on open descriptors
+    /// if lower; at least 1); a connection coming past it makes room by
+    /// dropping the oldest pending one.
     pub fn with_max_pending(mut self, max: usize) -> Self {
         self.max_pending = max.max(1);
         self
