@@ -174,12 +174,10 @@ fn oversized(kind: &str, a: Connection, b: Connection) {
     a.__send_raw(&raw).unwrap();
     drop(a);
     assert!(
-        matches!(
-            b.recv_bytes(),
-            Err(Error::MessageTooLarge { .. }) | Err(Error::Eof)
-        ),
+        matches!(b.recv_bytes(), Err(Error::MessageTooLarge { .. })),
         "{kind}"
     );
+    assert!(matches!(b.recv_bytes(), Err(Error::Eof)), "{kind}");
 }
 
 #[test]
@@ -556,4 +554,173 @@ print(os.read(r, 100).decode(), end="")
     let out = py.wait_with_output().unwrap();
     assert!(out.status.success());
     assert_eq!(out.stdout, b"rust wrote this");
+}
+
+/// The 12 bytes of a long header announcing `n` bytes.
+fn long_header(n: u64) -> Vec<u8> {
+    let mut raw = (-1i32).to_be_bytes().to_vec();
+    raw.extend_from_slice(&n.to_be_bytes());
+    raw
+}
+
+/// Limits this process's address space to what it maps now plus `extra`
+/// bytes (in a child: an allocation past it fails, and a failed `Vec`
+/// allocation aborts the process).
+fn limit_address_space(extra: u64) {
+    let kib = common::status_kib(std::process::id() as i32, "VmSize:");
+    let lim = libc::rlimit {
+        rlim_cur: kib * 1024 + extra,
+        rlim_max: kib * 1024 + extra,
+    };
+    // SAFETY: setrlimit reads the struct we pass.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &lim) }, 0);
+}
+
+#[test]
+fn a_forged_huge_header_is_not_allocated_on_its_word() {
+    let _s = serial();
+    // Both receive calls, on every kind of connection: a peer announces
+    // 0xF0000000 bytes, sends 10 and closes. The receiver, allowed 32 MiB
+    // more address space, must see a truncated message, not die.
+    for into in [false, true] {
+        let kinds = [
+            ("shared-memory pipe", pipe(true).unwrap()),
+            ("os socketpair", pipe_os(true).unwrap()),
+            ("os pipe", {
+                let (r, w) = pipe_os(false).unwrap();
+                (w, r)
+            }),
+        ];
+        for (kind, (a, b)) in kinds {
+            let mut raw = long_header(0xF000_0000);
+            raw.extend_from_slice(&[7u8; 10]);
+            a.__send_raw(&raw).unwrap();
+            // Closed before the fork: the child has no copy of it.
+            drop(a);
+            let mut p = spawn(move || -> Result<(), String> {
+                limit_address_space(32 << 20);
+                let r = if into {
+                    b.recv_bytes_into(&mut [0u8; 16]).map(drop)
+                } else {
+                    b.recv_bytes().map(drop)
+                };
+                match r {
+                    Err(Error::Truncated { expected, got })
+                        if (expected, got) == (0xF000_0000, 10) => {}
+                    other => return Err(format!("expected Truncated, got {other:?}")),
+                }
+                match b.recv_bytes() {
+                    Err(Error::Eof) => Ok(()),
+                    other => Err(format!("expected Eof, got {other:?}")),
+                }
+            });
+            let st = p.join().unwrap();
+            assert!(
+                st.success(),
+                "{kind} (into: {into}): the receiver ended with {st:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn an_oversized_message_cut_short_is_too_large_then_end_of_stream() {
+    let _s = serial();
+    for (kind, (a, b)) in duplex_kinds() {
+        let b = b.with_max_message(1000);
+        // Announced over the maximum; what follows is its body (here a
+        // frame-looking "ok", which is not a message of its own), then the
+        // sender closes.
+        let mut raw = long_header(5000);
+        raw.extend_from_slice(b"\0\0\0\x02ok");
+        a.__send_raw(&raw).unwrap();
+        drop(a);
+        match b.recv_bytes() {
+            Err(Error::MessageTooLarge { size, max }) => assert_eq!((size, max), (5000, 1000)),
+            other => panic!("{kind}: expected MessageTooLarge, got {other:?}"),
+        }
+        assert!(matches!(b.recv_bytes(), Err(Error::Eof)), "{kind}");
+    }
+}
+
+#[test]
+fn an_oversized_message_whose_body_never_comes_does_not_hang() {
+    for (kind, (a, b)) in duplex_kinds() {
+        let b = b.with_max_message(1000);
+        let mut raw = long_header(5000);
+        raw.extend_from_slice(b"\0\0\0\x02ok");
+        a.__send_raw(&raw).unwrap();
+        // The sender keeps its end open and sends nothing more.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let start = Instant::now();
+        std::thread::spawn(move || {
+            let first = b.recv_bytes();
+            let second = b.recv_bytes();
+            let _ = tx.send((first, second));
+        });
+        let (first, second) = rx
+            .recv_timeout(PATIENCE)
+            .unwrap_or_else(|_| panic!("{kind}: the receive never returned"));
+        let took = start.elapsed();
+        assert!(
+            matches!(
+                first,
+                Err(Error::MessageTooLarge {
+                    size: 5000,
+                    max: 1000
+                })
+            ),
+            "{kind}: {first:?}"
+        );
+        // Out of step: refused at once, never read as a header.
+        assert!(
+            matches!(second, Err(Error::BadConnection(_))),
+            "{kind}: {second:?}"
+        );
+        assert!(
+            took >= multiproc::connection::SKIP_IDLE && took < multiproc::connection::SKIP_IDLE * 3,
+            "{kind}: took {took:?}"
+        );
+        drop(a);
+    }
+}
+
+#[test]
+fn a_python_peer_announcing_too_much_and_stalling_does_not_hang_us() {
+    // Serialized: the python child must not inherit other tests' ends.
+    let _s = serial();
+    let (a, b) = pipe_os(true).unwrap();
+    // A long header announcing 0xF0000000 bytes, a frame-looking "ok"
+    // (part of that body), then nothing until we close.
+    let script = r#"
+import os, struct, sys
+fd = int(sys.argv[1])
+os.write(fd, b"\xff\xff\xff\xff" + struct.pack("!Q", 0xF0000000) + b"\x00\x00\x00\x02ok")
+os.read(fd, 1)
+"#;
+    let mut py = python_peer(&b, script);
+    drop(b);
+    let a = a.with_max_message(1 << 20);
+    let t = Instant::now();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let first = a.recv_bytes();
+        let second = a.recv_bytes();
+        let _ = tx.send((first, second, t.elapsed()));
+        // `a` closes here: the python peer's read ends.
+    });
+    let Ok((first, second, took)) = rx.recv_timeout(PATIENCE) else {
+        let _ = py.kill();
+        let _ = py.wait();
+        panic!("the receive never returned");
+    };
+    match first {
+        Err(Error::MessageTooLarge { size, max }) => {
+            assert_eq!((size, max), (0xF000_0000, 1 << 20))
+        }
+        other => panic!("expected MessageTooLarge, got {other:?}"),
+    }
+    assert!(took < multiproc::connection::SKIP_IDLE * 3, "{took:?}");
+    assert!(matches!(second, Err(Error::BadConnection(_))), "{second:?}");
+    assert!(py.wait().unwrap().success());
 }

@@ -579,3 +579,137 @@ fn connect_timeout_against_a_listener_that_never_accepts() {
     );
     assert!(c.is_ok(), "{c:?}");
 }
+
+/// Serves `listener` on a thread (each connection echoes one message)
+/// until the returned flag is set.
+fn serve_echo(
+    mut listener: Listener,
+) -> (
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+    std::thread::JoinHandle<()>,
+) {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    let t = std::thread::spawn(move || {
+        while !flag.load(Ordering::Relaxed) {
+            if let Ok(c) = listener.accept_timeout(Duration::from_millis(50)) {
+                std::thread::spawn(move || {
+                    if let Ok(m) = c.recv_bytes() {
+                        let _ = c.send_bytes(&m);
+                    }
+                });
+            }
+        }
+    });
+    (stop, t)
+}
+
+/// How long a legitimate client takes to connect, authenticate and get an
+/// echo while `idle` connections that never speak are open (a slowloris
+/// flood before authentication): the median of five.
+fn legit_latency_under_flood(address: &Address, listener: Listener, idle: usize) -> Duration {
+    let (stop, server) = serve_echo(listener);
+    let flood: Vec<std::os::fd::OwnedFd> = (0..idle)
+        .map(|_| match address {
+            Address::Tcp(a) => std::net::TcpStream::connect(a).unwrap().into(),
+            Address::Unix(p) => UnixStream::connect(p).unwrap().into(),
+            _ => unreachable!(),
+        })
+        .collect();
+    let mut times: Vec<Duration> = (0..5)
+        .map(|_| {
+            let t = std::time::Instant::now();
+            let c = Client::connect_timeout(address, Some(KEY), Some(PATIENCE)).unwrap();
+            c.send_bytes(b"hello").unwrap();
+            assert_eq!(c.recv_bytes().unwrap(), b"hello");
+            t.elapsed()
+        })
+        .collect();
+    stop.store(true, Ordering::Relaxed);
+    server.join().unwrap();
+    drop(flood);
+    times.sort();
+    eprintln!("{idle} idle connections on {address}: legitimate client times {times:?}");
+    times[2]
+}
+
+#[test]
+fn a_thousand_idle_connections_do_not_delay_a_legitimate_client() {
+    let _s = serial();
+    // Room for the flood's both ends (before binding: the listener's
+    // default cap on handshakes follows the limit).
+    common::raise_nofile(4 * 1000 + 256);
+    let dir = TempDir::new();
+    let unix = Address::Unix(dir.sock());
+    let l = Listener::bind(&unix, Some(KEY)).unwrap();
+    let t = legit_latency_under_flood(&unix, l, 1000);
+    assert!(t < Duration::from_millis(100), "unix: {t:?}");
+    // Over TCP a flood needs no key nor local access.
+    let l = Listener::bind(&Address::Tcp("127.0.0.1:0".parse().unwrap()), Some(KEY)).unwrap();
+    let tcp = l.address().clone();
+    let t = legit_latency_under_flood(&tcp, l, 1000);
+    assert!(t < Duration::from_millis(100), "tcp: {t:?}");
+}
+
+#[test]
+fn past_the_pending_cap_the_oldest_handshake_is_dropped() {
+    let _s = serial();
+    let dir = TempDir::new();
+    let address = Address::Unix(dir.sock());
+    let l = Listener::bind(&address, Some(KEY))
+        .unwrap()
+        .with_max_pending(16);
+    let (stop, server) = serve_echo(l);
+    let mut flood: Vec<UnixStream> = (0..100)
+        .map(|_| UnixStream::connect(dir.sock()).unwrap())
+        .collect();
+    let t = std::time::Instant::now();
+    let c = Client::connect_timeout(&address, Some(KEY), Some(PATIENCE)).unwrap();
+    c.send_bytes(b"hi").unwrap();
+    assert_eq!(c.recv_bytes().unwrap(), b"hi");
+    let took = t.elapsed();
+    // The first idle connection was dropped (with or without its challenge:
+    // the whole backlog may be taken before any challenge goes out); the
+    // newest got its challenge and is still waiting for its answer.
+    let read_all = |s: &mut UnixStream| {
+        s.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let mut got = Vec::new();
+        let mut b = [0u8; 256];
+        loop {
+            match s.read(&mut b) {
+                Ok(0) => return (got, true),
+                Ok(n) => got.extend_from_slice(&b[..n]),
+                Err(_) => return (got, false),
+            }
+        }
+    };
+    let (_, closed) = read_all(&mut flood[0]);
+    assert!(closed, "the oldest idle connection is still open");
+    let (last, closed) = read_all(flood.last_mut().unwrap());
+    assert!(!closed && last.windows(11).any(|w| w == b"#CHALLENGE#"));
+    stop.store(true, Ordering::Relaxed);
+    server.join().unwrap();
+    assert!(took < Duration::from_secs(1), "{took:?}");
+}
+
+#[test]
+fn a_socket_file_is_private_whatever_the_umask() {
+    let _s = serial();
+    let dir = TempDir::new();
+    let path = dir.sock();
+    // In a child: the umask is process-wide.
+    let mut p = spawn(move || -> Result<(), String> {
+        use std::os::unix::fs::PermissionsExt;
+        // SAFETY: umask only sets the process's file mode mask.
+        unsafe { libc::umask(0) };
+        let l = Listener::bind(&Address::Unix(path.clone()), None).map_err(|e| e.to_string())?;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        drop(l);
+        match mode {
+            0o600 => Ok(()),
+            m => Err(format!("socket file mode {m:o} under umask 000")),
+        }
+    });
+    join_ok(&mut p);
+}

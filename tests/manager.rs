@@ -594,6 +594,35 @@ fn socket_is_private() {
 }
 
 #[test]
+fn an_explicit_socket_path_is_private_whatever_the_umask() {
+    let _s = serial();
+    let dir = std::env::temp_dir().join(format!("mp-mgr-umask-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("sock");
+    let mut p = spawn({
+        let path = path.clone();
+        move || -> Result<(), String> {
+            use std::os::unix::fs::PermissionsExt;
+            // SAFETY: umask only sets the process's file mode mask (in
+            // this child and the server it forks).
+            unsafe { libc::umask(0) };
+            let m = builder()
+                .address(Address::Unix(path.clone()))
+                .start()
+                .map_err(|e| e.to_string())?;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            m.shutdown().map_err(|e| e.to_string())?;
+            match mode {
+                0o600 => Ok(()),
+                m => Err(format!("socket file mode {m:o} under umask 000")),
+            }
+        }
+    });
+    join_ok(&mut p);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn objects_are_freed_when_the_last_proxy_goes() {
     let _s = serial();
     let m = start();
@@ -717,6 +746,39 @@ fn killed_server_fails_calls_promptly() {
 }
 
 #[test]
+fn connecting_to_a_dead_server_fails_at_once_despite_a_cached_session() {
+    let _s = serial();
+    let mut m = start();
+    let list = m.list::<u32>().unwrap();
+    list.push(&1).unwrap();
+    let address = m.address().clone();
+    // This process has a live session with the server; the server dies.
+    let pid = m.server_pid().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    // Until it has exited whole (a zombie leader may still have threads
+    // whose descriptors are open), without reaping it: the manager does.
+    nix::sys::wait::waitid(
+        nix::sys::wait::Id::Pid(nix::unistd::Pid::from_raw(pid)),
+        nix::sys::wait::WaitPidFlag::WEXITED | nix::sys::wait::WaitPidFlag::WNOWAIT,
+    )
+    .unwrap();
+    let t = Instant::now();
+    match Manager::connect(&address, KEY) {
+        Err(Error::ServerGone(_)) => {}
+        Err(e) => panic!("expected ServerGone, got {e}"),
+        Ok(_) => panic!("connected to a dead server"),
+    }
+    assert!(t.elapsed() < Duration::from_secs(2));
+    drop(list);
+    let _ = &mut m;
+    drop(m);
+}
+
+#[test]
 fn garbage_frames_close_only_that_client() {
     let _s = serial();
     let m = start();
@@ -765,6 +827,81 @@ fn garbage_frames_close_only_that_client() {
     assert!(is_kind(&e, RemoteErrorKind::UnknownMethod), "{e}");
     list.push(&2).unwrap();
     assert_eq!(list.to_vec().unwrap(), [1, 2]);
+}
+
+#[test]
+fn frame_headers_alone_cost_the_server_nothing_and_time_out() {
+    let _s = serial();
+    let m = start();
+    let list = m.list::<u32>().unwrap();
+    list.push(&1).unwrap();
+    let pid = m.server_pid().unwrap();
+    let peak_before = common::status_kib(pid, "VmHWM:");
+    // Ten authenticated clients announce 63 MiB frames, send one byte of
+    // each and stop there, keeping their connections open.
+    let t = Instant::now();
+    let mut socks: Vec<UnixStream> = (0..10)
+        .map(|_| {
+            let c = Client::connect_sha256_only(m.address(), KEY, None).unwrap();
+            let mut s = UnixStream::from(c.into_fd().unwrap());
+            s.write_all(&[0x03, 0xf0, 0, 0, b'x']).unwrap();
+            s
+        })
+        .collect();
+    // The server drops each one once its frame stalled for FRAME_IDLE
+    // (5 s): every read ends (EOF or reset), none times out.
+    for s in &mut socks {
+        s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        let mut b = [0u8; 16];
+        match s.read(&mut b) {
+            Ok(0) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            other => panic!("the server kept a stalled frame: {other:?}"),
+        }
+    }
+    let took = t.elapsed();
+    assert!(took >= Duration::from_secs(4), "dropped too soon: {took:?}");
+    // The server's peak memory did not follow the announced lengths
+    // (10 x 63 MiB): each connection held at most its 64 KiB buffer.
+    let grew = common::status_kib(pid, "VmHWM:").saturating_sub(peak_before);
+    eprintln!(
+        "server peak RSS {peak_before} KiB, grew by {grew} KiB under 10 stalled 63 MiB frames"
+    );
+    assert!(grew < 20 * 1024, "the server's peak RSS grew by {grew} KiB");
+    // The others are served as before.
+    list.push(&2).unwrap();
+    assert_eq!(list.to_vec().unwrap(), [1, 2]);
+}
+
+#[test]
+fn a_flood_of_idle_connections_does_not_keep_a_client_out() {
+    let _s = serial();
+    // The server keeps the usual soft limit of descriptors: the flood
+    // below is more than it can hold, and it makes room by dropping the
+    // oldest handshakes.
+    let m = start();
+    common::raise_nofile(4096);
+    let Address::Unix(path) = m.address().clone() else {
+        unreachable!()
+    };
+    let flood: Vec<UnixStream> = (0..1200)
+        .map(|_| UnixStream::connect(&path).unwrap())
+        .collect();
+    let (rx, tx) = multiproc::pipe(false).unwrap();
+    let address = m.address().clone();
+    let mut p = spawn(move || {
+        // A process of its own: a new session, connected and authenticated.
+        let t = Instant::now();
+        let m = Manager::connect(&address, KEY).unwrap();
+        let list = m.list::<u32>().unwrap();
+        list.push(&7).unwrap();
+        tx.send(&(t.elapsed().as_micros() as u64)).unwrap();
+    });
+    let us: u64 = rx.recv().unwrap();
+    join_ok(&mut p);
+    drop(flood);
+    eprintln!("manager connect + 2 calls under 1200 idle connections: {us} us");
+    assert!(us < 1_000_000, "{us} us");
 }
 
 #[test]

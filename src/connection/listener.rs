@@ -56,9 +56,17 @@ const MD5_LEN: usize = 16;
 const HANDSHAKE_MAX: usize = 256;
 /// How long an accepted connection has to finish its handshake by default.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
-/// How many handshakes a listener runs at once; further connections wait in
-/// the kernel's backlog.
-const MAX_PENDING: usize = 64;
+/// How many handshakes a listener runs at once by default (or half the
+/// process's soft limit on open descriptors, if that is lower: a flood must
+/// leave descriptors for the rest of the program); past it, the oldest
+/// pending one is dropped to make room for a new connection.
+pub const DEFAULT_MAX_PENDING: usize = 1024;
+
+/// The default cap on pending handshakes in this process.
+fn default_max_pending() -> usize {
+    let half = crate::sys::limits::open_files().map_or(u64::MAX, |n| n / 2);
+    (DEFAULT_MAX_PENDING as u64).min(half).max(16) as usize
+}
 
 /// The error of a failed authentication (a wrong key on one side or the
 /// other, or a peer that does not speak the protocol).
@@ -219,7 +227,12 @@ impl Drop for SocketFile {
 /// handshake (see the [module docs](self)) before [`accept`](Self::accept)
 /// returns it. Handshakes run side by side, each with a deadline
 /// ([`with_handshake_timeout`](Self::with_handshake_timeout)), without
-/// threads: a client that connects and stays silent holds up nobody.
+/// threads, on one poll loop: a client that connects and stays silent holds
+/// up nobody. Every waiting connection is taken off the kernel's backlog at
+/// once; past [`with_max_pending`](Self::with_max_pending) handshakes (or
+/// when the process runs out of descriptors) the oldest pending one is
+/// dropped, so a flood of idle connections delays a legitimate client by
+/// no more than the time to accept them.
 ///
 /// A listener on a path removes its socket file when dropped (in the
 /// process that bound it; a forked child's copy leaves it alone).
@@ -249,6 +262,7 @@ pub struct Listener {
     handshake_timeout: Duration,
     max_message: Option<u64>,
     sha256_only: bool,
+    max_pending: usize,
     pending: Vec<Handshake>,
     // Declared after `socket`: the file goes once the socket is closed.
     _file: Option<SocketFile>,
@@ -259,8 +273,11 @@ impl Listener {
     /// authenticate with the same key; with `None` none does (as in Python,
     /// where `authkey=None` means no authentication).
     ///
-    /// A Unix socket file left behind by a process that died is replaced;
-    /// one that a live listener still serves is `EADDRINUSE`.
+    /// A Unix socket file is created mode 0600 (only its owner may connect),
+    /// whatever the umask, never wider even for a moment. One left behind
+    /// by a process that died is replaced; one that a live listener still
+    /// serves is `EADDRINUSE`. (An abstract name has no file and no mode:
+    /// any local process may connect to it, which is what the key is for.)
     pub fn bind(address: &Address, authkey: Option<&[u8]>) -> Result<Listener> {
         let (socket, address, file) = match address {
             Address::Unix(path) => {
@@ -298,6 +315,7 @@ impl Listener {
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             max_message: None,
             sha256_only: false,
+            max_pending: default_max_pending(),
             pending: Vec::new(),
             _file: file,
         })
@@ -315,6 +333,15 @@ impl Listener {
     /// before it is dropped (default [`DEFAULT_HANDSHAKE_TIMEOUT`]).
     pub fn with_handshake_timeout(mut self, timeout: Duration) -> Self {
         self.handshake_timeout = timeout;
+        self
+    }
+
+    /// Sets how many handshakes may be in progress at once (default
+    /// [`DEFAULT_MAX_PENDING`], or half the soft limit on open descriptors
+    /// if lower; at least 1); a connection coming past it makes room by
+    /// dropping the oldest pending one.
+    pub fn with_max_pending(mut self, max: usize) -> Self {
+        self.max_pending = max.max(1);
         self
     }
 
@@ -383,10 +410,7 @@ impl Listener {
             let listen_ready;
             {
                 let mut fds = Vec::with_capacity(self.pending.len() + 1);
-                let accepting = self.pending.len() < MAX_PENDING;
-                if accepting {
-                    fds.push(PollFd::new(self.socket.fd(), PollFlags::POLLIN));
-                }
+                fds.push(PollFd::new(self.socket.fd(), PollFlags::POLLIN));
                 for h in &self.pending {
                     fds.push(PollFd::new(h.fd.as_fd(), h.interest()));
                 }
@@ -398,30 +422,46 @@ impl Listener {
                     Ok(_) | Err(Errno::EINTR) => {}
                     Err(e) => return Err(Error::os("poll", e)),
                 }
-                let revents: Vec<bool> = fds
+                let ready: Vec<bool> = fds
                     .iter()
                     .map(|p| p.revents().is_some_and(|r| !r.is_empty()))
                     .collect();
-                let (l, rest) = if accepting {
-                    (revents[0], &revents[1..])
-                } else {
-                    (false, &revents[..])
-                };
-                listen_ready = l;
-                for (h, ready) in self.pending.iter_mut().zip(rest) {
-                    h.ready = *ready;
+                drop(fds);
+                listen_ready = ready[0];
+                for (h, r) in self.pending.iter_mut().zip(&ready[1..]) {
+                    h.ready = *r;
                 }
             }
             if let Some(r) = self.advance_pending() {
                 return r;
             }
             if listen_ready {
-                while self.pending.len() < MAX_PENDING {
-                    let Some(fd) = self.socket.accept()? else {
-                        break;
+                // Take the whole backlog: a connection left there waits for
+                // nothing but our turn.
+                loop {
+                    let fd = match self.socket.accept() {
+                        Ok(Some(fd)) => fd,
+                        Ok(None) => break,
+                        Err(Error::Os { call, source })
+                            if matches!(
+                                source.raw_os_error(),
+                                Some(libc::EMFILE | libc::ENFILE)
+                            ) =>
+                        {
+                            // Out of descriptors: the oldest handshake
+                            // makes room, if there is one.
+                            if !self.drop_oldest() {
+                                return Err(Error::Os { call, source });
+                            }
+                            continue;
+                        }
+                        Err(e) => return Err(e),
                     };
                     if self.authkey.is_none() {
                         return self.finish(fd);
+                    }
+                    if self.pending.len() >= self.max_pending {
+                        self.drop_oldest();
                     }
                     let deadline = Instant::now() + self.handshake_timeout;
                     match Handshake::new(fd, Role::Server, deadline, self.sha256_only) {
@@ -440,6 +480,25 @@ impl Listener {
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Err(Error::Timeout);
             }
+        }
+    }
+
+    /// Drops the pending handshake that began first (all share one
+    /// timeout, so it is the one with the earliest deadline); false if
+    /// none is pending.
+    fn drop_oldest(&mut self) -> bool {
+        let oldest = self
+            .pending
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, h)| h.deadline)
+            .map(|(i, _)| i);
+        match oldest {
+            Some(i) => {
+                self.pending.swap_remove(i);
+                true
+            }
+            None => false,
         }
     }
 
@@ -517,8 +576,41 @@ fn someone_listens(path: &Path) -> Option<bool> {
     }))
 }
 
+/// Binds and listens on a new Unix socket at `path`, its file created mode
+/// 0600 (read and write for the owner only), whatever the umask.
+///
+/// Linux gives the file of a bound Unix socket the socket's own inode mode,
+/// less the umask: the mode is set on the socket (`fchmod`) before `bind`,
+/// so the file never exists with a wider one. Changing the umask around
+/// `bind` would do the same, but the umask is process-wide: a file another
+/// thread creates meanwhile would get ours. Binding inside a private
+/// directory and renaming would leave the kernel's socket table naming the
+/// old path, which is how a live listener is told from a stale file.
+fn bind_private(path: &Path) -> io::Result<UnixListener> {
+    use nix::sys::socket::{
+        AddressFamily, Backlog, SockFlag, SockType, UnixAddr, bind, listen, socket,
+    };
+    use nix::sys::stat::{Mode, fchmod};
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    fchmod(&fd, Mode::S_IRUSR | Mode::S_IWUSR)?;
+    bind(fd.as_raw_fd(), &UnixAddr::new(path)?)?;
+    // A kernel that ignored the socket's mode: narrow it now.
+    let m = std::fs::symlink_metadata(path)?;
+    if m.mode() & 0o077 != 0 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    listen(&fd, Backlog::MAXCONN)?;
+    Ok(UnixListener::from(fd))
+}
+
 fn bind_unix_path(path: &Path) -> Result<UnixListener> {
-    match UnixListener::bind(path) {
+    match bind_private(path) {
         Ok(l) => Ok(l),
         Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
             let is_socket = std::fs::symlink_metadata(path)
@@ -540,7 +632,7 @@ fn bind_unix_path(path: &Path) -> Result<UnixListener> {
             };
             if stale {
                 let _ = std::fs::remove_file(path);
-                UnixListener::bind(path).map_err(|e| Error::os("bind", e))
+                bind_private(path).map_err(|e| Error::os("bind", e))
             } else {
                 Err(Error::os("bind", e))
             }
@@ -1091,5 +1183,53 @@ mod tests {
         md5_challenge.extend_from_slice(&[b'x'; 40]);
         assert!(answer(b"k", &md5_challenge, true).is_err());
         assert!(answer(b"k", &md5_challenge, false).is_ok());
+    }
+}
+
+/// A bounded fuzz run of the handshake (a few hundred exchanges): whatever
+/// a peer sends before it stops writing, either side's handshake ends
+/// (never waits once the input ended), never panics, and never lets the
+/// peer in without the key.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+    use std::io::Write;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        #[test]
+        fn garbage_never_authenticates(
+            bytes in proptest::collection::vec(any::<u8>(), 0..300),
+            server in any::<bool>(),
+            framed in any::<bool>(),
+            sha256_only in any::<bool>(),
+        ) {
+            let (ours, mut peer) = UnixStream::pair().unwrap();
+            // Half the cases frame the garbage like handshake messages, so
+            // that it reaches the digest checks.
+            let mut input = Vec::new();
+            if framed {
+                input.extend_from_slice(&(bytes.len() as i32).to_be_bytes());
+            }
+            input.extend_from_slice(&bytes);
+            peer.write_all(&input).unwrap();
+            peer.shutdown(std::net::Shutdown::Write).unwrap();
+            let role = if server { Role::Server } else { Role::Client };
+            let mut h = Handshake::new(ours.into(), role, far_future(), sha256_only).unwrap();
+            let mut ended = false;
+            for _ in 0..16 {
+                match h.step(b"key") {
+                    Ok(Progress::Done) => prop_assert!(false, "garbage authenticated"),
+                    Ok(Progress::Waiting) => {}
+                    Err(_) => {
+                        ended = true;
+                        break;
+                    }
+                }
+            }
+            prop_assert!(ended, "the handshake kept waiting on ended input");
+        }
     }
 }

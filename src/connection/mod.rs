@@ -5,13 +5,22 @@
 //! big-endian signed length, then the bytes; a message longer than
 //! 2^31 - 1 bytes has the length -1 and then an 8-byte big-endian length.
 //! So a multiproc connection and a Python one can talk over the same
-//! descriptor (and, later, over `Listener`/`Client` sockets).
+//! descriptor (and over `Listener`/`Client` sockets). The manager's channel
+//! uses the same framing, decoded by the same code.
+//!
+//! A header is only the peer's claim: the receiver commits memory as the
+//! body's bytes arrive (64 KiB first, then doubling), whatever length was
+//! announced. A message over the maximum is skipped: its announced bytes
+//! are read and dropped, with an idle deadline ([`SKIP_IDLE`]) that bounds
+//! how long a receive can wait for a body it will not return.
 
+pub(crate) mod frame;
 pub mod listener;
 mod ring;
 
 use std::io::IoSlice;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -29,9 +38,11 @@ pub const DEFAULT_MAX_MESSAGE: u64 = 4 << 30;
 /// nothing coming spins this long once, then sleeps.
 const SPIN: Duration = Duration::from_micros(50);
 
-/// Bytes read per step when a message grows: memory is committed as the
-/// bytes arrive, never on the header's word alone.
-const CHUNK: usize = 64 << 20;
+/// How long the body of a message over the maximum may pause (no byte
+/// arriving) while it is skipped. Past it the receive returns
+/// [`Error::MessageTooLarge`] anyway, and the connection is out of step:
+/// every later receive is [`Error::BadConnection`].
+pub const SKIP_IDLE: Duration = Duration::from_secs(2);
 
 /// One end of a pipe: sends and receives whole messages.
 ///
@@ -60,6 +71,9 @@ pub struct Connection {
     writable: bool,
     socket: bool,
     max_message: u64,
+    /// Set when the body of an oversized message stopped coming before it
+    /// was skipped: what follows is not at a message boundary.
+    out_of_step: AtomicBool,
     /// The shared-memory data path of a [`pipe`] pair (the socket is then
     /// only the doorbell and the witness of the peer's life).
     stream: Option<ring::Stream>,
@@ -133,6 +147,7 @@ impl Connection {
             writable,
             socket,
             max_message: DEFAULT_MAX_MESSAGE,
+            out_of_step: AtomicBool::new(false),
             stream: None,
         }
     }
@@ -160,7 +175,7 @@ impl Connection {
     }
 
     /// Sets the largest message `recv_bytes` accepts (longer ones are an
-    /// error and are skipped, never allocated).
+    /// error and are skipped, never allocated; see [`SKIP_IDLE`]).
     pub fn with_max_message(mut self, max: u64) -> Self {
         self.max_message = max;
         self
@@ -191,16 +206,8 @@ impl Connection {
         if !self.writable {
             return Err(Error::BadConnection("read-only"));
         }
-        let n = buf.len() as u64;
-        let mut header = [0u8; 12];
-        let hlen = if n > 0x7fff_ffff {
-            header[..4].copy_from_slice(&(-1i32).to_be_bytes());
-            header[4..12].copy_from_slice(&n.to_be_bytes());
-            12
-        } else {
-            header[..4].copy_from_slice(&(n as i32).to_be_bytes());
-            4
-        };
+        let mut header = [0u8; frame::LONG];
+        let hlen = frame::encode_header(buf.len() as u64, &mut header);
         self.write_all(&[&header[..hlen], buf])
     }
 
@@ -247,54 +254,60 @@ impl Connection {
     /// [`Error::Eof`] once the other end is closed (by every process that
     /// had it) and no message is left; [`Error::Truncated`] if it closed in
     /// the middle of a message; [`Error::MessageTooLarge`] for a message
-    /// over the maximum (skipped: the next call reads the next message).
+    /// over the maximum (skipped: the next call reads the next message;
+    /// if its body stops coming for [`SKIP_IDLE`], the connection is out of
+    /// step and later calls are [`Error::BadConnection`]).
+    ///
+    /// Memory grows with the bytes that arrive, not with the length the
+    /// peer announced.
     pub fn recv_bytes(&self) -> Result<Vec<u8>> {
         let _one_reader = self.stream.as_ref().map(|s| s.lock_recv());
         let size = self.recv_header()?;
-        let mut buf = Vec::new();
-        let mut got = 0usize;
-        let size_us = size as usize;
+        self.recv_body(size, Vec::new())
+    }
+
+    /// Reads a body of `size` bytes after what `buf` holds already,
+    /// growing `buf` as the bytes come in.
+    fn recv_body(&self, size: u64, mut buf: Vec<u8>) -> Result<Vec<u8>> {
+        let truncated = |got: usize| Error::Truncated {
+            expected: size,
+            got: got as u64,
+        };
+        let too_large = || Error::MessageTooLarge {
+            size,
+            max: self.max_message,
+        };
+        let size_us = usize::try_from(size).map_err(|_| too_large())?;
+        let mut got = buf.len();
         while got < size_us {
-            let step = (size_us - got).min(CHUNK);
-            buf.try_reserve_exact(step)
-                .map_err(|_| Error::MessageTooLarge {
-                    size,
-                    max: self.max_message,
-                })?;
+            let step = frame::grow(got, size) - got;
+            buf.try_reserve_exact(step).map_err(|_| too_large())?;
             let n = match &self.stream {
                 // Copied straight from the ring, no zeroing first.
                 Some(s) => s.read_append(self.fd.as_fd(), &mut buf, step),
                 None => {
                     buf.resize(got + step, 0);
-                    self.read_exact_or_eof(&mut buf[got..got + step])?
+                    let n = self.read_exact_or_eof(&mut buf[got..got + step])?;
+                    buf.truncate(got + n);
+                    n
                 }
             };
             got += n;
             if n < step {
-                return Err(Error::Truncated {
-                    expected: size,
-                    got: got as u64,
-                });
+                return Err(truncated(got));
             }
         }
         Ok(buf)
     }
 
     /// Receives one message into `buf` and returns its length; a message
-    /// longer than `buf` is [`Error::BufferTooShort`] carrying it.
+    /// longer than `buf` is [`Error::BufferTooShort`] carrying it (read as
+    /// [`recv_bytes`](Self::recv_bytes) does, growing with what arrives).
     pub fn recv_bytes_into(&self, buf: &mut [u8]) -> Result<usize> {
         let _one_reader = self.stream.as_ref().map(|s| s.lock_recv());
         let size = self.recv_header()?;
-        if size as usize > buf.len() {
-            let mut whole = vec![0u8; size as usize];
-            let n = self.read_exact_or_eof(&mut whole)?;
-            if n < whole.len() {
-                return Err(Error::Truncated {
-                    expected: size,
-                    got: n as u64,
-                });
-            }
-            return Err(Error::BufferTooShort(whole));
+        if size > buf.len() as u64 {
+            return Err(Error::BufferTooShort(self.recv_body(size, Vec::new())?));
         }
         let n = self.read_exact_or_eof(&mut buf[..size as usize])?;
         if n < size as usize {
@@ -311,37 +324,37 @@ impl Connection {
         if !self.readable {
             return Err(Error::BadConnection("write-only"));
         }
+        if self.out_of_step.load(Ordering::Relaxed) {
+            return Err(Error::BadConnection(
+                "out of step: the body of a message over the maximum stopped coming",
+            ));
+        }
         self.spin_for_data();
-        let mut h = [0u8; 4];
-        match self.read_exact_or_eof(&mut h)? {
-            0 => return Err(Error::Eof),
-            4 => {}
-            n => {
-                return Err(Error::Truncated {
-                    expected: 4,
-                    got: n as u64,
+        let mut h = [0u8; frame::LONG];
+        let mut have = 0;
+        let size = loop {
+            if let Some((_, size)) = frame::decode_header(&h[..have])? {
+                break size;
+            }
+            let want = if have < frame::SHORT {
+                frame::SHORT
+            } else {
+                frame::LONG
+            };
+            let n = self.read_exact_or_eof(&mut h[have..want])?;
+            have += n;
+            if have < want {
+                return Err(match have {
+                    0 => Error::Eof,
+                    _ => Error::Truncated {
+                        expected: want as u64,
+                        got: have as u64,
+                    },
                 });
             }
-        }
-        let mut size = i32::from_be_bytes(h) as i64 as u64;
-        if i32::from_be_bytes(h) == -1 {
-            let mut l = [0u8; 8];
-            let n = self.read_exact_or_eof(&mut l)?;
-            if n < 8 {
-                return Err(Error::Truncated {
-                    expected: 8,
-                    got: n as u64,
-                });
-            }
-            size = u64::from_be_bytes(l);
-        } else if i32::from_be_bytes(h) < 0 {
-            return Err(Error::Codec(format!(
-                "bad message length {}",
-                i32::from_be_bytes(h)
-            )));
-        }
+        };
         if size > self.max_message {
-            self.skip(size)?;
+            self.skip(size);
             return Err(Error::MessageTooLarge {
                 size,
                 max: self.max_message,
@@ -350,24 +363,37 @@ impl Connection {
         Ok(size)
     }
 
-    /// Reads and drops `n` bytes (an oversized message's body).
-    fn skip(&self, mut n: u64) -> Result<()> {
+    /// Reads and drops `n` bytes (an oversized message's body), as long as
+    /// they keep coming: after [`SKIP_IDLE`] without any, the connection
+    /// is marked out of step. An end of stream first is left for the next
+    /// receive to report.
+    fn skip(&self, mut n: u64) {
         if let Some(s) = &self.stream {
-            return match s.skip(self.fd.as_fd(), n) == n {
-                true => Ok(()),
-                false => Err(Error::Eof),
-            };
-        }
-        let mut sink = vec![0u8; 64 * 1024];
-        while n > 0 {
-            let step = n.min(sink.len() as u64) as usize;
-            let got = self.read_exact_or_eof(&mut sink[..step])?;
-            if got < step {
-                return Err(Error::Eof);
+            if s.skip_idle(self.fd.as_fd(), n, SKIP_IDLE) {
+                self.out_of_step.store(true, Ordering::Relaxed);
             }
-            n -= step as u64;
+            return;
         }
-        Ok(())
+        let mut sink = vec![0u8; frame::FIRST_READ];
+        while n > 0 {
+            match self.ready(Some(SKIP_IDLE)) {
+                Ok(true) => {}
+                Ok(false) | Err(_) => {
+                    self.out_of_step.store(true, Ordering::Relaxed);
+                    return;
+                }
+            }
+            let step = n.min(sink.len() as u64) as usize;
+            match nix::unistd::read(&self.fd, &mut sink[..step]) {
+                Ok(0) | Err(Errno::ECONNRESET) => return,
+                Ok(got) => n -= got as u64,
+                Err(Errno::EINTR | Errno::EAGAIN) => {}
+                Err(_) => {
+                    self.out_of_step.store(true, Ordering::Relaxed);
+                    return;
+                }
+            }
+        }
     }
 
     /// Fills `buf` unless the stream ends first; returns how much it read.
@@ -566,6 +592,42 @@ impl Waitable for Connection {
         match &self.stream {
             Some(s) if self.readable => s.arm(self.fd.as_fd()),
             _ => false,
+        }
+    }
+}
+
+/// A bounded fuzz run of the receiving side (a few hundred streams, about
+/// a second): whatever bytes a peer writes before it closes, on either
+/// transport, every receive returns, no message is over the maximum, and
+/// the stream ends in `Eof` or `Truncated` after at most one call per byte.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn any_stream_ends_cleanly(
+            bytes in proptest::collection::vec(any::<u8>(), 0..400),
+            ring in any::<bool>(),
+            max in 0u64..64,
+        ) {
+            let (a, b) = if ring { pipe(true) } else { pipe_os(true) }.unwrap();
+            let b = b.with_max_message(max);
+            a.__send_raw(&bytes).unwrap();
+            drop(a);
+            for _ in 0..bytes.len() + 2 {
+                match b.recv_bytes() {
+                    Ok(m) => prop_assert!(m.len() as u64 <= max),
+                    Err(Error::MessageTooLarge { size, max: m }) => prop_assert!(size > m),
+                    Err(Error::Codec(_)) => {}
+                    Err(Error::Eof | Error::Truncated { .. }) => return Ok(()),
+                    Err(e) => prop_assert!(false, "unexpected {e}"),
+                }
+            }
+            prop_assert!(false, "the stream never ended");
         }
     }
 }

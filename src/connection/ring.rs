@@ -560,19 +560,23 @@ impl Stream {
         got
     }
 
-    /// Drops the next `n` bytes; returns how many there were before the
-    /// stream ended.
-    pub(crate) fn skip(&self, sock: BorrowedFd<'_>, n: u64) -> u64 {
+    /// Drops the next `n` bytes, waiting at most `idle` for each piece;
+    /// true if it gave up because none came for that long (an end of
+    /// stream first is not a give-up: the next read reports it).
+    pub(crate) fn skip_idle(&self, sock: BorrowedFd<'_>, n: u64, idle: Duration) -> bool {
         let mut got = 0u64;
         while got < n {
-            let want = (n - got).min(usize::MAX as u64) as usize;
-            let k = self.read_with(sock, want, |_| {});
-            if k == 0 {
-                break;
+            if self.available() == 0 {
+                match self.wait_data(sock, Deadline::after(idle)) {
+                    Woke::Data => {}
+                    Woke::Eof => return false,
+                    Woke::TimedOut => return true,
+                }
             }
-            got += k as u64;
+            let want = (n - got).min(usize::MAX as u64) as usize;
+            got += self.read_with(sock, want, |_| {}) as u64;
         }
-        got
+        false
     }
 
     /// Whether bytes (or the end of stream) can be read, waiting at most

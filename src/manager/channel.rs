@@ -1,5 +1,11 @@
 //! One authenticated stream socket carrying frames, read through a buffer.
 //!
+//! The buffer starts at 64 KiB and grows (doubling) only as a frame's bytes
+//! arrive, whatever length its header announced, and shrinks back once a
+//! large frame is consumed; a frame that stops coming for [`FRAME_IDLE`]
+//! midway ends the connection. A peer can thus hold only what it sent, and
+//! not for long unless it keeps sending.
+//!
 //! Reading spins briefly before it sleeps: a reply (or the next request)
 //! that comes within [`SPIN`] is picked up without the 20-25 us it costs
 //! to wake a sleeping process on this machine class, and an idle reader
@@ -12,13 +18,21 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::sys::socket::{self, MsgFlags};
 
-use super::protocol::{HEADER, parse_frame};
+use super::protocol::parse_frame;
+use crate::connection::frame;
 use crate::error::{Error, Result};
 
 /// How long a reader polls for data without sleeping: a little more than
 /// the 20-25 us a wakeup costs, so that a reply (or the next request) that
 /// comes back to back is caught without one.
 pub(crate) const SPIN: Duration = Duration::from_micros(60);
+
+/// How long a frame may stop midway (no byte arriving) before the read
+/// gives up with [`Error::Timeout`] (and the connection is dropped).
+pub(crate) const FRAME_IDLE: Duration = Duration::from_secs(5);
+
+/// A buffer larger than this is given back once it is empty.
+const KEEP: usize = 1 << 20;
 
 /// A framed connection with a read buffer.
 #[derive(Debug)]
@@ -58,7 +72,7 @@ impl Channel {
         fcntl(fd.as_fd(), FcntlArg::F_SETFL(flags)).map_err(|e| Error::os("fcntl", e))?;
         Ok(Channel {
             fd,
-            buf: vec![0; 64 * 1024],
+            buf: vec![0; frame::FIRST_READ],
             start: 0,
             end: 0,
             last: 0,
@@ -111,7 +125,8 @@ impl Channel {
 
     /// Reads the next frame; its body is `bytes(range)`. While waiting it spins for `spin`, then
     /// sleeps in poll, waking every `slice` (if given) to ask `stop`
-    /// whether to give up.
+    /// whether to give up. A frame begun but not continued for
+    /// [`FRAME_IDLE`] is `ReadEnd::Bad(Error::Timeout)`.
     pub(crate) fn recv(
         &mut self,
         spin: Duration,
@@ -123,35 +138,39 @@ impl Channel {
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
+            if self.buf.len() > KEEP {
+                // A large frame went by: give its memory back.
+                self.buf = vec![0; frame::FIRST_READ];
+            }
         }
         let mut spin_until: Option<Instant> = None;
         let mut rounds = 0u32;
+        let mut progress = Instant::now();
         loop {
             match parse_frame(&self.buf[self.start..self.end], self.max) {
-                Ok(Some(len)) => {
-                    self.last = HEADER + len;
-                    return Ok(self.start + HEADER..self.start + HEADER + len);
+                Ok(Some((header, len))) => {
+                    self.last = header + len;
+                    return Ok(self.start + header..self.start + header + len);
                 }
                 Ok(None) => {}
                 Err(e) => return Err(ReadEnd::Bad(e)),
             }
-            // Make room: move the partial frame to the front, grow if a
-            // frame is longer than the buffer.
+            // Make room: move the partial frame to the front; grow, as the
+            // bytes come, a buffer that a frame fills.
             if self.start > 0 {
                 self.buf.copy_within(self.start..self.end, 0);
                 self.end -= self.start;
                 self.start = 0;
             }
-            let need = if self.end >= HEADER {
-                let len = i32::from_be_bytes(self.buf[..HEADER].try_into().expect("4")) as usize;
-                HEADER + len
-            } else {
-                HEADER
-            };
-            if need > self.buf.len() {
-                self.buf.resize(need, 0);
-            } else if self.end == self.buf.len() {
-                self.buf.resize(self.buf.len() * 2, 0);
+            if self.end == self.buf.len() {
+                // Full, so the header is whole (the buffer is longer than
+                // any header) and its frame longer than the buffer.
+                let need = match frame::decode_header(&self.buf) {
+                    Ok(Some((header, len))) => header as u64 + len,
+                    _ => return Err(ReadEnd::Bad(Error::Codec("bad frame header".into()))),
+                };
+                let to = frame::grow(self.buf.len(), need).max(self.buf.len() + 1);
+                self.buf.resize(to, 0);
             }
             match crate::sys::process::recv_with_fds(self.fd.as_fd(), &mut self.buf[self.end..]) {
                 Ok((0, _)) => return Err(ReadEnd::Closed),
@@ -159,6 +178,7 @@ impl Channel {
                     self.end += n;
                     self.fds.extend(fds);
                     self.fds.truncate(4);
+                    progress = Instant::now();
                     continue;
                 }
                 Err(Errno::EINTR) => continue,
@@ -181,11 +201,21 @@ impl Channel {
                 }
                 continue;
             }
+            // A frame begun must keep coming.
+            let stalled_at = (self.end > 0).then(|| progress + FRAME_IDLE);
             loop {
                 if stop() {
                     return Err(ReadEnd::Stopped);
                 }
-                match readable(self.fd.as_fd(), slice) {
+                let mut wait = slice;
+                if let Some(at) = stalled_at {
+                    let left = at.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Err(ReadEnd::Bad(Error::Timeout));
+                    }
+                    wait = Some(wait.map_or(left, |w| w.min(left)));
+                }
+                match readable(self.fd.as_fd(), wait) {
                     Ok(true) => break,
                     Ok(false) => {}
                     Err(e) => return Err(ReadEnd::Os(e)),
@@ -235,5 +265,74 @@ fn wait_writable(fds: &[BorrowedFd<'_>]) -> Result<()> {
     match poll(&mut p, PollTimeout::NONE) {
         Ok(_) | Err(Errno::EINTR) => Ok(()),
         Err(e) => Err(Error::os("poll", e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::io::Write;
+    use std::os::unix::net::UnixStream;
+
+    fn pair() -> (Channel, UnixStream) {
+        let (a, b) = UnixStream::pair().unwrap();
+        (Channel::new(a.into(), 1 << 20).unwrap(), b)
+    }
+
+    #[test]
+    fn a_stalled_frame_times_out_holding_only_what_came() {
+        let (mut ch, mut peer) = pair();
+        // 63 MiB announced, one byte sent, then nothing (the peer stays).
+        peer.write_all(&[0x03, 0xf0, 0, 0, b'x']).unwrap();
+        ch.max = 64 << 20;
+        let t = Instant::now();
+        let r = ch.recv(Duration::ZERO, None, &|| false);
+        assert!(matches!(r, Err(ReadEnd::Bad(Error::Timeout))));
+        let took = t.elapsed();
+        assert!(took >= FRAME_IDLE && took < FRAME_IDLE * 2, "{took:?}");
+        assert_eq!(ch.buf.len(), frame::FIRST_READ);
+    }
+
+    // A bounded fuzz of the reader: frames of any size up to 300 KiB, with
+    // short or long headers, written in chunks of any size, come out whole
+    // and in order; the buffer never holds much more than the largest frame.
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+
+        #[test]
+        fn frames_in_any_chunks_come_out_whole(
+            sizes in proptest::collection::vec((0usize..300_000, any::<bool>()), 1..4),
+            chunk in 1usize..100_000,
+        ) {
+            let (mut ch, mut peer) = pair();
+            let mut stream = Vec::new();
+            let mut bodies = Vec::new();
+            for (i, (n, long)) in sizes.iter().enumerate() {
+                let body: Vec<u8> = (0..*n).map(|k| (k * 31 + i) as u8).collect();
+                if *long {
+                    stream.extend_from_slice(&(-1i32).to_be_bytes());
+                    stream.extend_from_slice(&(*n as u64).to_be_bytes());
+                } else {
+                    stream.extend_from_slice(&(*n as i32).to_be_bytes());
+                }
+                stream.extend_from_slice(&body);
+                bodies.push(body);
+            }
+            let writer = std::thread::spawn(move || {
+                for c in stream.chunks(chunk) {
+                    peer.write_all(c).unwrap();
+                }
+            });
+            let mut largest = frame::FIRST_READ;
+            for body in &bodies {
+                let r = ch.recv(Duration::ZERO, None, &|| false).ok().unwrap();
+                prop_assert_eq!(ch.bytes(r), &body[..]);
+                largest = largest.max(body.len() + 12);
+                prop_assert!(ch.buf.len() <= 2 * largest);
+            }
+            writer.join().unwrap();
+            prop_assert!(matches!(ch.recv(Duration::ZERO, None, &|| false), Err(ReadEnd::Closed)));
+        }
     }
 }

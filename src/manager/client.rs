@@ -70,6 +70,7 @@ impl Session {
     /// connected) if there is none.
     pub(crate) fn get(address: &Address, authkey: &[u8]) -> Result<Arc<Session>> {
         let pid = crate::sys::thread::pid();
+        let mut cached = None;
         {
             let mut all = SESSIONS.lock();
             all.retain(|w| w.strong_count() > 0);
@@ -79,9 +80,20 @@ impl Session {
                     && s.address == *address
                     && s.authkey == authkey
                 {
-                    return Ok(s);
+                    cached = Some(s);
+                    break;
                 }
             }
+        }
+        if let Some(s) = cached {
+            // A server that died since leaves a session whose connections
+            // are closed: not one to hand out.
+            if s.alive() {
+                return Ok(s);
+            }
+            SESSIONS
+                .lock()
+                .retain(|w| !std::ptr::eq(w.as_ptr(), Arc::as_ptr(&s)));
         }
         let (conn, id) = Self::open(address, authkey, None)?;
         let s = Arc::new(Session {
@@ -105,6 +117,25 @@ impl Session {
             .iter()
             .filter_map(Weak::upgrade)
             .find(|s| s.pid == pid && s.address == *address)
+    }
+
+    /// Whether the server still serves this session: its idle connections
+    /// are not closed (those that are are dropped), or, with none idle, a
+    /// new one can be opened.
+    fn alive(&self) -> bool {
+        let mut idle = self.idle.lock();
+        idle.retain(|c| !c.channel.peer_gone_or_talking());
+        if !idle.is_empty() {
+            return true;
+        }
+        drop(idle);
+        match Self::open(&self.address, &self.authkey, Some(self.id)) {
+            Ok((conn, _)) => {
+                self.idle.lock().push(conn);
+                true
+            }
+            Err(_) => false,
+        }
     }
 
     /// Whether this session belongs to the calling process.

@@ -1,8 +1,9 @@
 //! The manager's wire protocol: frames, requests and replies.
 //!
-//! A frame is a 4-byte big-endian length and that many bytes (the framing
-//! of [`Connection`](crate::Connection), so a frame fits one `read` and one
-//! `write`). Inside a frame, a request or a reply encoded with postcard:
+//! A frame is a length header and that many bytes: the framing of
+//! [`Connection`](crate::Connection), decoded by the same code
+//! (`connection::frame`), long header included (a frame over the server's
+//! maximum is refused and the connection closed). Inside a frame, a request or a reply encoded with postcard:
 //!
 //! * request: `{ id, object, method, caller, flags, args }`; `args` is an
 //!   opaque byte string that the object's method decodes;
@@ -21,6 +22,7 @@ use std::fmt;
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::connection::frame;
 use crate::error::{Error, RemoteErrorKind};
 
 /// The object id of the server itself (hello, create, incref, ...).
@@ -29,8 +31,6 @@ pub(crate) const CONTROL: u64 = 0;
 pub(crate) const NO_REPLY: u8 = 1;
 /// The longest frame accepted by default: 64 MiB.
 pub(crate) const DEFAULT_MAX_FRAME: usize = 64 << 20;
-/// The frame header's size.
-pub(crate) const HEADER: usize = 4;
 
 /// A byte string encoded as one (a length and the bytes), borrowed when
 /// decoded.
@@ -142,15 +142,18 @@ pub(crate) struct Reply<'a> {
 /// Appends a whole frame (header and postcard body) for `msg` to `out`.
 pub(crate) fn encode_frame<T: Serialize>(msg: &T, out: &mut Vec<u8>) -> Result<(), Error> {
     let start = out.len();
-    out.extend_from_slice(&[0; HEADER]);
+    out.extend_from_slice(&[0; frame::SHORT]);
     let v = std::mem::take(out);
     let mut v = postcard::to_extend(msg, v).map_err(|e| Error::Codec(format!("encode: {e}")))?;
-    let len = v.len() - start - HEADER;
-    let len = i32::try_from(len).map_err(|_| Error::MessageTooLarge {
-        size: len as u64,
-        max: i32::MAX as u64,
-    })?;
-    v[start..start + HEADER].copy_from_slice(&len.to_be_bytes());
+    let len = (v.len() - start - frame::SHORT) as u64;
+    let mut header = [0u8; frame::LONG];
+    let n = frame::encode_header(len, &mut header);
+    if n == frame::SHORT {
+        v[start..start + n].copy_from_slice(&header[..n]);
+    } else {
+        // The long header (a body over 2 GiB) needs 8 more bytes in front.
+        v.splice(start..start + frame::SHORT, header[..n].iter().copied());
+    }
     *out = v;
     Ok(())
 }
@@ -164,26 +167,23 @@ pub(crate) fn encode_body<T: Serialize>(msg: &T, out: &mut Vec<u8>) -> Result<()
     Ok(())
 }
 
-/// Where the next frame in `buf` stands: `Ok(Some(len))` if a whole frame
-/// of `len` body bytes is there (it starts at `HEADER`), `Ok(None)` if more
-/// bytes are needed, an error for a negative or oversized length (the
-/// connection cannot go on: nothing is allocated for it).
-pub(crate) fn parse_frame(buf: &[u8], max: usize) -> Result<Option<usize>, Error> {
-    let Some(h) = buf.get(..HEADER) else {
+/// Where the next frame in `buf` stands: `Ok(Some((header, len)))` if a
+/// whole frame of `len` body bytes is there (the body starts at `header`),
+/// `Ok(None)` if more bytes are needed, an error for a malformed or
+/// oversized length (the connection cannot go on: nothing is allocated for
+/// it).
+pub(crate) fn parse_frame(buf: &[u8], max: usize) -> Result<Option<(usize, usize)>, Error> {
+    let Some((header, len)) = frame::decode_header(buf)? else {
         return Ok(None);
     };
-    let len = i32::from_be_bytes(h.try_into().expect("4 bytes"));
-    if len < 0 {
-        return Err(Error::Codec(format!("bad frame length {len}")));
-    }
-    let len = len as usize;
-    if len > max {
+    if len > max as u64 {
         return Err(Error::MessageTooLarge {
-            size: len as u64,
+            size: len,
             max: max as u64,
         });
     }
-    Ok((buf.len() >= HEADER + len).then_some(len))
+    let len = len as usize;
+    Ok((buf.len() - header >= len).then_some((header, len)))
 }
 
 /// Decodes a request frame's body.
@@ -249,9 +249,9 @@ mod tests {
         };
         let mut f = Vec::new();
         encode_frame(&r, &mut f).unwrap();
-        let len = parse_frame(&f, 1 << 20).unwrap().unwrap();
-        assert_eq!(len, f.len() - HEADER);
-        assert_eq!(decode_request(&f[HEADER..]).unwrap(), r);
+        let (h, len) = parse_frame(&f, 1 << 20).unwrap().unwrap();
+        assert_eq!(len, f.len() - h);
+        assert_eq!(decode_request(&f[h..]).unwrap(), r);
         assert!(parse_frame(&f[..f.len() - 1], 1 << 20).unwrap().is_none());
         assert!(parse_frame(&f, 2).is_err());
     }
@@ -284,11 +284,11 @@ mod fuzz {
     /// the first error or incomplete frame.
     fn drain(mut buf: &[u8], max: usize) -> usize {
         let mut frames = 0;
-        while let Ok(Some(len)) = parse_frame(buf, max) {
-            assert!(HEADER + len <= buf.len());
-            let _ = decode_request(&buf[HEADER..HEADER + len]);
-            let _ = decode_reply(&buf[HEADER..HEADER + len]);
-            buf = &buf[HEADER + len..];
+        while let Ok(Some((h, len))) = parse_frame(buf, max) {
+            assert!(h + len <= buf.len());
+            let _ = decode_request(&buf[h..h + len]);
+            let _ = decode_reply(&buf[h..h + len]);
+            buf = &buf[h + len..];
             frames += 1;
         }
         frames
@@ -309,12 +309,31 @@ mod fuzz {
         #[test]
         fn oversized_and_negative_lengths_are_refused(len in any::<i32>(), max in 0usize..1 << 20) {
             let r = parse_frame(&len.to_be_bytes(), max);
-            if len < 0 || len as usize > max {
+            if len == -1 {
+                // The long header: its 64-bit length is still to come.
+                prop_assert_eq!(r.unwrap(), None);
+            } else if len < 0 || len as usize > max {
                 prop_assert!(r.is_err());
             } else if len == 0 {
-                prop_assert_eq!(r.unwrap(), Some(0));
+                prop_assert_eq!(r.unwrap(), Some((4, 0)));
             } else {
                 prop_assert_eq!(r.unwrap(), None);
+            }
+        }
+
+        #[test]
+        fn long_headers_are_read_and_bounded(len in any::<u64>(), max in 0usize..1 << 20) {
+            let mut buf = vec![0xff; 4];
+            buf.extend_from_slice(&len.to_be_bytes());
+            let r = parse_frame(&buf, max);
+            if len > max as u64 {
+                prop_assert!(r.is_err());
+            } else if len == 0 {
+                prop_assert_eq!(r.unwrap(), Some((12, 0)));
+            } else {
+                prop_assert_eq!(r.unwrap(), None);
+                // Never read past the header into the body's absence.
+                prop_assert_eq!(parse_frame(&buf[..11], max).unwrap(), None);
             }
         }
 
@@ -335,8 +354,8 @@ mod fuzz {
             let one = f.len();
             encode_frame(&r, &mut f).unwrap();
             prop_assert_eq!(drain(&f, 1 << 16), 2);
-            let len = parse_frame(&f, 1 << 16).unwrap().unwrap();
-            prop_assert_eq!(decode_request(&f[HEADER..HEADER + len]).unwrap(), r);
+            let (h, len) = parse_frame(&f, 1 << 16).unwrap().unwrap();
+            prop_assert_eq!(decode_request(&f[h..h + len]).unwrap(), r);
             // Any cut inside the first frame is "more bytes needed".
             let at = cut.index(one);
             prop_assert_eq!(parse_frame(&f[..at], 1 << 16).unwrap(), None);

@@ -11,7 +11,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsFd, AsRawFd, RawFd};
-use std::os::unix::fs::PermissionsExt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -579,16 +578,12 @@ fn unknown_object(id: u64) -> Error {
 }
 
 /// Binds `address` for a server: SHA-256-only authentication, and a Unix
-/// socket file readable and writable by its owner only.
+/// socket file readable and writable by its owner only (as every
+/// [`Listener`] makes it, from the start: no window with a wider mode).
 pub(crate) fn bind(address: &Address, authkey: &[u8]) -> Result<Listener> {
-    let listener = Listener::bind(address, Some(authkey))?
+    Ok(Listener::bind(address, Some(authkey))?
         .with_sha256_only()
-        .with_max_message(DEFAULT_MAX_FRAME as u64);
-    if let Address::Unix(path) = listener.address() {
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-            .map_err(|e| Error::os("chmod", e))?;
-    }
-    Ok(listener)
+        .with_max_message(DEFAULT_MAX_FRAME as u64))
 }
 
 /// Runs a server on `listener` until a shutdown request, `stop` turns

@@ -3,6 +3,7 @@
 //! wrappers.
 
 pub(crate) mod futex;
+pub(crate) mod limits;
 pub(crate) mod mem;
 pub(crate) mod process;
 pub(crate) mod thread;

@@ -110,3 +110,30 @@ pub fn allow<'a, T>(p: Process<'a, T>) -> Process<'a, T> {
     // made before the fork and stdio, whose locks `start` holds across it.
     unsafe { p.allow_threads() }
 }
+
+/// Raises this process's soft limit on descriptors to `n` (or to the hard
+/// limit, if lower); children forked afterwards inherit it.
+pub fn raise_nofile(n: u64) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read or fill the struct we pass.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
+        if lim.rlim_cur < n {
+            lim.rlim_cur = n.min(lim.rlim_max);
+            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
+        }
+    }
+}
+
+/// A field of /proc/PID/status, in KiB.
+pub fn status_kib(pid: i32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap()
+}
