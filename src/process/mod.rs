@@ -5,6 +5,7 @@
 
 mod group;
 mod identity;
+mod scope;
 #[cfg(feature = "serde")]
 pub(crate) mod spawn;
 
@@ -27,6 +28,7 @@ use crate::sys::thread;
 
 pub use group::{ProcessGroup, Waitable, wait};
 pub use identity::{CurrentProcess, active_children, current_process, parent_alive, start_reaper};
+pub use scope::{Scope, scope};
 #[cfg(feature = "serde")]
 pub use spawn::init;
 
@@ -106,7 +108,15 @@ pub fn start_method() -> StartMethod {
 }
 
 /// What a child's closure may return: its exit code, and a message for the
-/// parent.
+/// parent. Implemented for `()`, `i32` (an exit code), `Result<(), E>` with
+/// a displayable error, and for closures that never return (ending in
+/// `std::process::exit`, [`exit`], `panic!` or an endless loop).
+#[diagnostic::on_unimplemented(
+    message = "a child process's closure cannot return `{Self}`",
+    label = "the closure returns `{Self}`",
+    note = "return `()`, an exit code (`i32`) or a `Result<(), E>` whose error is `Display`; \
+            to send a value back, use `Process::with_result` (the `serde` feature)"
+)]
 pub trait ChildResult {
     /// The exit code, and a message the parent can read with
     /// [`Process::message`] (an error's text).
@@ -122,6 +132,30 @@ impl ChildResult for () {
 impl ChildResult for i32 {
     fn into_exit(self) -> (i32, Option<String>) {
         (self, None)
+    }
+}
+
+/// Naming the never type `!` needs an unstable feature, but the return type
+/// of a `fn() -> !` pointer is `!` itself, reachable through a projection.
+mod never {
+    pub trait FnReturn {
+        type Output;
+    }
+
+    impl<T> FnReturn for fn() -> T {
+        type Output = T;
+    }
+
+    /// The never type `!`: what a closure that ends in
+    /// `std::process::exit(..)` or `panic!` returns (edition 2024 infers
+    /// `!` for such a closure, not `()`).
+    pub type Never = <fn() -> ! as FnReturn>::Output;
+}
+
+impl ChildResult for never::Never {
+    fn into_exit(self) -> (i32, Option<String>) {
+        // There is no value of type `!`: this is never called.
+        match self {}
     }
 }
 
@@ -244,23 +278,31 @@ type Body<'a> = Box<dyn FnOnce() -> Report + 'a>;
 /// before the fork and before the exit. With the `serde` feature a child may
 /// also return a value ([`Process::with_result`]).
 ///
+/// # Borrowing, and what keeps it sound
+///
+/// [`Process::new`] takes a `'static` closure: it owns what it uses (move
+/// shared objects in, or an `Arc` of them so the parent keeps a handle).
+/// A closure that borrows from the parent runs in a [`scope`], which joins
+/// every process started in it before it returns, even if its closure
+/// panics or a handle was `mem::forget`-ed; a scoped `Process` cannot
+/// outlive its scope. So no safe code can free what a running child
+/// borrows, whether or not the `Process` is dropped.
+///
 /// # Dropping
 ///
-/// Dropping a `Process` whose child still runs joins it, because the
-/// closure may borrow from the parent and the borrow must outlive the
-/// child; a [daemon](Process::with_daemon) is killed instead. Either way no
-/// zombie is left.
+/// Dropping a `Process` whose child still runs joins it (a
+/// [daemon](Process::with_daemon) is killed instead), so no zombie is left.
 ///
 /// # What the parent keeps
 ///
-/// The parent's copy of the closure (and whatever it captured by move) is
-/// kept until the child has ended, so that shared objects moved into it are
-/// not freed and reused while the child works on them. Unlike Python, a
-/// [`Connection`](crate::Connection) end moved into the closure therefore
-/// stays open in the parent too; to close the parent's copy (so that end of
-/// stream is seen when the child closes its own), hand it over in a
-/// `RefCell<Option<Connection>>` the closure borrows and take it out of the
-/// cell in the parent after `start`.
+/// Nothing of the closure: the parent drops its copy right after the fork,
+/// as Python's `Process` drops its target. A
+/// [`Connection`](crate::Connection) end moved into the closure is closed
+/// in the parent at `start`, so the parent sees end of stream once the
+/// child closes its own (Python's "close the write ends, read until end of
+/// stream" idiom works). Shared objects moved in and so freed by the parent
+/// stay allocated while the child runs (the shared heap keeps slots freed
+/// after a fork out of reuse until the children forked before are gone).
 ///
 /// # Threads
 ///
@@ -272,20 +314,43 @@ type Body<'a> = Box<dyn FnOnce() -> Report + 'a>;
 /// # Examples
 ///
 /// ```
-/// let counter = multiproc::Value::new(0u32)?;
-/// let mut p = multiproc::Process::new(|| counter.update(|c| *c += 1));
+/// use std::sync::Arc;
+///
+/// let counter = Arc::new(multiproc::Value::new(0u32)?);
+/// let mut p = multiproc::Process::new({
+///     let counter = Arc::clone(&counter);
+///     move || counter.update(|c| *c += 1)
+/// });
 /// # let mut p = unsafe { p.allow_threads() }; // doctests run on a thread
 /// p.start()?;
 /// assert!(p.join()?.success());
 /// assert_eq!(counter.get(), 1);
 /// # Ok::<(), multiproc::Error>(())
 /// ```
+///
+/// Borrowing instead, in a [`scope`]:
+///
+/// ```
+/// let counter = multiproc::Value::new(0u32)?;
+/// multiproc::process::scope(|s| {
+///     let mut p = s.process(|| counter.update(|c| *c += 1));
+/// #   let mut p = unsafe { p.allow_threads() }; // doctests run on a thread
+///     p.start()?;
+///     p.join_ok()
+/// })?;
+/// assert_eq!(counter.get(), 1);
+/// # Ok::<(), multiproc::Error>(())
+/// ```
 pub struct Process<'a, T = ()> {
-    /// Before `start`: the closure. After: the parent's copy of it, kept
-    /// (never called) until the child has ended, so that shared objects
-    /// moved into the closure stay allocated while the child uses them.
+    /// The closure, until `start` (the parent drops its copy right after
+    /// the fork).
     body: Option<Body<'a>>,
+    /// The scope that joins this process, for one made by [`Scope`]; `None`
+    /// for a `'static` one.
+    scope: Option<&'a scope::ScopeData>,
     name: String,
+    /// Python's `_identity` for the child ("2", "1:2").
+    ident: String,
     allow_threads: bool,
     daemon: bool,
     die_with_parent: bool,
@@ -311,6 +376,8 @@ struct Child {
     pid: Pid,
     pidfd: OwnedFd,
     status: Option<ExitStatus>,
+    /// Someone else reaped the child: its status is unknown.
+    lost: bool,
     /// The read end of the report pipe, until its end of file.
     report_fd: Option<OwnedFd>,
     report: Vec<u8>,
@@ -319,44 +386,67 @@ struct Child {
     slot: Option<crate::shm::ShmBox<ReportSlot>>,
 }
 
-impl<'a> Process<'a, ()> {
+impl Process<'static, ()> {
     /// A process that will run `body` once started. `body` returns `()`, an
     /// exit code (`i32`), or a `Result<(), E>` (an error exits with code 1
-    /// and its text reaches the parent).
-    pub fn new<F, R>(body: F) -> Process<'a, ()>
+    /// and its text reaches the parent), or never returns.
+    ///
+    /// `body` is `'static`: it owns what it uses. To borrow from the parent,
+    /// start the process in a [`scope`].
+    pub fn new<F, R>(body: F) -> Process<'static, ()>
     where
-        F: FnOnce() -> R + 'a,
+        F: FnOnce() -> R + 'static,
         R: ChildResult,
     {
-        Self::from_body(Some(Box::new(move || {
-            let (code, msg) = body().into_exit();
-            match msg {
-                Some(m) => Report {
-                    code,
-                    kind: REPORT_ERROR,
-                    bytes: m.into_bytes(),
-                },
-                None => Report {
-                    code,
-                    kind: REPORT_VALUE,
-                    bytes: Vec::new(),
-                },
-            }
-        })))
+        Process::from_body(Some(unit_body(body)), None)
     }
 }
 
+/// The body of a process whose closure returns a [`ChildResult`].
+fn unit_body<'a, F, R>(body: F) -> Body<'a>
+where
+    F: FnOnce() -> R + 'a,
+    R: ChildResult,
+{
+    Box::new(move || {
+        let (code, msg) = body().into_exit();
+        match msg {
+            Some(m) => Report {
+                code,
+                kind: REPORT_ERROR,
+                bytes: m.into_bytes(),
+            },
+            None => Report {
+                code,
+                kind: REPORT_VALUE,
+                bytes: Vec::new(),
+            },
+        }
+    })
+}
+
+/// The body of a process whose closure returns a value for the parent.
 #[cfg(feature = "serde")]
-impl<'a, T: serde::Serialize + serde::de::DeserializeOwned> Process<'a, T> {
+fn value_body<'a, T, F>(body: F) -> Body<'a>
+where
+    T: serde::Serialize,
+    F: FnOnce() -> T + 'a,
+{
+    Box::new(move || Report::value(&body()))
+}
+
+#[cfg(feature = "serde")]
+impl<T: serde::Serialize + serde::de::DeserializeOwned> Process<'static, T> {
     /// A process whose closure returns a value to the parent (sent back
     /// serialized, read with [`result`](Process::result)), which Python's
     /// `Process` cannot do. A value that cannot be serialized makes the
-    /// child exit with code 1 and an error message.
-    pub fn with_result<F>(body: F) -> Process<'a, T>
+    /// child exit with code 1 and an error message. `body` is `'static`, as
+    /// for [`Process::new`]; [`Scope::process_with_result`] borrows.
+    pub fn with_result<F>(body: F) -> Process<'static, T>
     where
-        F: FnOnce() -> T + 'a,
+        F: FnOnce() -> T + 'static,
     {
-        let mut p = Self::from_body(Some(Box::new(move || Report::value(&body()))));
+        let mut p = Process::from_body(Some(value_body(body)), None);
         p.report_pipe = true;
         p
     }
@@ -398,7 +488,7 @@ impl<'a, T: serde::Serialize + serde::de::DeserializeOwned> Process<'a, T> {
         T: 'static,
     {
         let plan = spawn::Plan::new(entry, &args)?;
-        let mut p = Process::from_body(None);
+        let mut p = Process::from_body(None, None);
         p.spawn = Some(plan);
         p.retained = Some(Box::new(args));
         Ok(p)
@@ -433,7 +523,10 @@ impl<'a, T: serde::Serialize + serde::de::DeserializeOwned> Process<'a, T> {
             StartMethod::Fork => Ok(Process::with_result(move || entry(args))),
         }
     }
+}
 
+#[cfg(feature = "serde")]
+impl<T: serde::de::DeserializeOwned> Process<'_, T> {
     /// Joins the child and returns the value its closure returned, or
     /// [`Error::ChildFailed`] if it did not end well (a panic, an exit code,
     /// a signal), with its message.
@@ -449,11 +542,15 @@ impl<'a, T: serde::Serialize + serde::de::DeserializeOwned> Process<'a, T> {
 }
 
 impl<'a, T> Process<'a, T> {
-    /// A process with `body` to fork, or none (the spawn start method).
-    fn from_body(body: Option<Body<'a>>) -> Self {
+    /// A process with `body` to fork, or none (the spawn start method),
+    /// joined by `scope` if it borrows.
+    fn from_body(body: Option<Body<'a>>, scope: Option<&'a scope::ScopeData>) -> Self {
+        let ident = identity::next_child_identity();
         Process {
             body,
-            name: String::from("Process"),
+            scope,
+            name: format!("Process-{ident}"),
+            ident,
             allow_threads: false,
             daemon: false,
             die_with_parent: false,
@@ -471,7 +568,10 @@ impl<'a, T> Process<'a, T> {
     }
 
     /// Names the process (Python's `name`); the child sees it as
-    /// [`current_process().name()`](CurrentProcess::name).
+    /// [`current_process().name()`](CurrentProcess::name). The default is
+    /// Python's: `Process-1`, `Process-2`, ... in the order the `Process`es
+    /// are made, and `Process-1:1`, ... for those made in the child
+    /// `Process-1`.
     pub fn with_name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
         self
@@ -560,6 +660,9 @@ impl<'a, T> Process<'a, T> {
         if self.child.is_some() {
             return Err(Error::AlreadyStarted);
         }
+        if let Some(scope) = self.scope {
+            scope.check_owner()?;
+        }
         #[cfg(feature = "serde")]
         if let Some(plan) = self.spawn.take() {
             return self.start_spawned(plan);
@@ -589,7 +692,8 @@ impl<'a, T> Process<'a, T> {
         // the locks are reentrant and owned by the child's one thread.
         let stdout = std::io::stdout().lock();
         let stderr = std::io::stderr().lock();
-        let ident = identity::ChildIdentity::prepare(&self.name, self.authkey.as_deref());
+        let ident =
+            identity::ChildIdentity::prepare(&self.name, &self.ident, self.authkey.as_deref());
         let parent = ident.parent_pid();
         // The registry of children is locked across the fork: no other
         // thread holds it in the child, and the child is registered before
@@ -652,6 +756,15 @@ impl<'a, T> Process<'a, T> {
         // SAFETY: either this process has one thread, or the caller took
         // responsibility through `allow_threads`.
         let pid = unsafe { sys::fork(setup, &mut run)? };
+        // Drop the parent's copy of the closure now, as Python drops its
+        // copy of the target: a `Connection` moved into the child is closed
+        // here, so the parent can see end of stream. Shared objects the
+        // closure owned are freed here while the child still uses them;
+        // that is sound because the shared heap quarantines slots freed
+        // after a fork until every process forked before the free is gone
+        // (`shm::heap`'s quarantine), so none is handed out again under the
+        // child's feet.
+        self.body = None;
         drop(report_wr);
         if self.new_group {
             // Also from the parent, so the group exists before `start`
@@ -701,12 +814,22 @@ impl<'a, T> Process<'a, T> {
                 return Err(e);
             }
         };
+        if let Some(scope) = self.scope
+            && let Err(e) = scope.register(&pidfd)
+        {
+            // The scope could not keep track of it: stop it before the
+            // handle could be forgotten.
+            let _ = sys::pidfd_signal(&pidfd, Signal::SIGKILL);
+            let _ = sys::reap_pidfd(pidfd.as_fd(), true);
+            return Err(e);
+        }
         registry.add(pid.as_raw());
         drop(registry);
         self.child = Some(Child {
             pid,
             pidfd,
             status: None,
+            lost: false,
             report_fd: report_rd,
             report: Vec::new(),
             slot,
@@ -725,6 +848,12 @@ impl<'a, T> Process<'a, T> {
 
     /// Waits for the child to end and reaps it. Can be called again; it
     /// then returns the same status.
+    ///
+    /// If someone else reaped the child (a `waitpid(-1)`, `SIGCHLD` set to
+    /// `SIG_IGN`, another library's reaper), returns
+    /// [`Error::ReapedElsewhere`] as soon as the child has ended: its status
+    /// is lost (Python's `exitcode` is `None` then). Children reaped by
+    /// [`active_children`] or [`start_reaper`] keep their status.
     pub fn join(&mut self) -> Result<ExitStatus> {
         match self.wait_until(Deadline::NEVER)? {
             Some(s) => Ok(s),
@@ -764,52 +893,79 @@ impl<'a, T> Process<'a, T> {
     }
 
     /// Reads what the report pipe has and reaps the child if it ended.
+    /// [`Error::ReapedElsewhere`] once someone else reaped it.
     fn poll(&mut self) -> Result<Option<ExitStatus>> {
         let c = self.child()?;
         if c.status.is_some() {
             return Ok(c.status);
+        }
+        if c.lost {
+            return Err(Error::ReapedElsewhere {
+                pid: c.pid.as_raw(),
+            });
         }
         if let Some(fd) = &c.report_fd
             && sys::read_available(fd, &mut c.report)?
         {
             c.report_fd = None;
         }
-        let status = match sys::reap(c.pid, false) {
+        // Through the pidfd: a pid reused after someone else reaped the
+        // child is never reaped in its place.
+        let status = match sys::reap_pidfd(c.pidfd.as_fd(), false) {
             Ok(r) => r.map(status),
-            // Reaped by `active_children` (perhaps on another thread).
+            // No longer our child to reap: `active_children` (perhaps on
+            // another thread) kept its status, or someone else reaped it
+            // and the status is lost.
             Err(e) if e.raw_os_error() == Some(libc::ECHILD) => {
-                identity::registry().reaped_status(c.pid.as_raw())
+                let kept = identity::registry().reaped_status(c.pid.as_raw());
+                match kept {
+                    Some(s) => Some(s),
+                    None => {
+                        c.lost = true;
+                        self.ended();
+                        return self.poll();
+                    }
+                }
             }
             Err(e) => return Err(e),
         };
         if let Some(s) = status {
-            // The child has ended: the report is complete (whatever a
-            // grandchild holding the pipe's write end may do).
-            if let Some(fd) = c.report_fd.take() {
-                sys::read_available(&fd, &mut c.report)?;
-            }
-            if let Some(r) = c.slot.as_ref().and_then(|slot| slot.take()) {
-                c.report = r;
-            }
             c.status = Some(s);
-            identity::registry().remove(c.pid.as_raw());
-            self.body = None;
-            #[cfg(feature = "serde")]
-            {
-                self.retained = None;
-            }
+            self.ended();
         }
         Ok(status)
     }
 
+    /// Once the child has ended (reaped here or elsewhere): completes its
+    /// report and forgets what was kept for it.
+    fn ended(&mut self) {
+        if let Some(c) = &mut self.child {
+            // The report is complete (whatever a grandchild holding the
+            // pipe's write end may do): read what is there, without waiting.
+            if let Some(fd) = c.report_fd.take() {
+                let _ = sys::read_available(&fd, &mut c.report);
+            }
+            if let Some(r) = c.slot.as_ref().and_then(|slot| slot.take()) {
+                c.report = r;
+            }
+            identity::registry().remove(c.pid.as_raw());
+        }
+        self.body = None;
+        #[cfg(feature = "serde")]
+        {
+            self.retained = None;
+        }
+    }
+
     /// Whether the child was started and has not ended (it is reaped if it
-    /// has).
+    /// has). False once someone else reaped it.
     pub fn is_alive(&mut self) -> bool {
         self.child.is_some() && matches!(self.poll(), Ok(None))
     }
 
     /// The exit code as Python reports it: `None` while running (or not
-    /// started), else the code or minus the signal.
+    /// started, or reaped by someone else, as in Python), else the code or
+    /// minus the signal.
     pub fn exit_code(&mut self) -> Option<i32> {
         self.child.as_ref()?;
         self.poll().ok().flatten().map(ExitStatus::code)
@@ -915,12 +1071,13 @@ pub(crate) fn status(r: Reaped) -> ExitStatus {
 
 impl<T> Drop for Process<'_, T> {
     /// Joins a child that still runs (as Python joins non-daemon children at
-    /// exit, and as a scoped thread is joined): the closure may borrow from
-    /// the parent, and those borrows must outlive the child. A daemon is
-    /// killed first. Never leaves a zombie.
+    /// exit, and as a scoped thread is joined); a daemon is killed first.
+    /// Never leaves a zombie, and returns once the child has ended even if
+    /// someone else reaps it.
     fn drop(&mut self) {
         if let Some(c) = &mut self.child
             && c.status.is_none()
+            && !c.lost
         {
             if self.daemon {
                 let _ = sys::pidfd_signal(&c.pidfd, Signal::SIGKILL);
@@ -928,7 +1085,9 @@ impl<T> Drop for Process<'_, T> {
             // Drop the report pipe first: a child blocked writing a large
             // report must not wait for a reader that will never come.
             c.report_fd = None;
-            let _ = sys::reap(c.pid, true);
+            // Waits until the child ends; ECHILD at once if it is no longer
+            // ours to reap.
+            let _ = sys::reap_pidfd(c.pidfd.as_fd(), true);
             identity::registry().remove(c.pid.as_raw());
         }
     }

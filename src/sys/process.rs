@@ -1,7 +1,7 @@
 //! fork, _exit, waitpid, pidfd and kill.
 
 use std::io::Write;
-use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Duration;
 
@@ -97,6 +97,53 @@ pub(crate) fn reap(pid: Pid, block: bool) -> Result<Option<Reaped>> {
     }
 }
 
+/// Reaps the child that `pidfd` refers to if it has ended (`block`: wait
+/// until it does); `Ok(None)`: still running. Unlike [`reap`] by pid, this
+/// can never reap another process that reused the pid. An error with
+/// `ECHILD` means the child is no longer ours to reap: someone else reaped
+/// it (a `waitpid(-1)`, `SIGCHLD` ignored, another reaper).
+pub(crate) fn reap_pidfd(pidfd: BorrowedFd<'_>, block: bool) -> Result<Option<Reaped>> {
+    let flags = libc::WEXITED | if block { 0 } else { libc::WNOHANG };
+    loop {
+        // SAFETY: all-zero is a valid siginfo_t (plain integers and unions
+        // of them); a zero `si_pid` after WNOHANG means "still running".
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: waitid with P_PIDFD reads the descriptor (valid while
+        // borrowed) and writes only into `info`, a valid siginfo_t.
+        let r = unsafe {
+            libc::waitid(
+                libc::P_PIDFD,
+                pidfd.as_raw_fd() as libc::id_t,
+                &mut info,
+                flags,
+            )
+        };
+        if r < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return Err(Error::os("waitid", e));
+        }
+        // SAFETY: waitid filled `info` for a child state change (or left it
+        // zeroed); `si_pid` and `si_status` are valid to read for SIGCHLD
+        // information, and read as 0 from the zeroed value.
+        let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
+        if pid == 0 {
+            return Ok(None);
+        }
+        return Ok(Some(match info.si_code {
+            libc::CLD_EXITED => Reaped::Exited(status),
+            _ => match Signal::try_from(status) {
+                Ok(s) => Reaped::Signaled(s),
+                // A signal number nix does not know (a real-time signal):
+                // report it as the shell would, 128 + n.
+                Err(_) => Reaped::Exited(128 + status),
+            },
+        }));
+    }
+}
+
 /// A pidfd for `pid` (`pidfd_open`), readable once the process ends.
 pub(crate) fn pidfd_open(pid: Pid) -> Result<OwnedFd> {
     // SAFETY: plain syscall with integer arguments.
@@ -110,7 +157,6 @@ pub(crate) fn pidfd_open(pid: Pid) -> Result<OwnedFd> {
 
 /// Sends `sig` through the pidfd, so a recycled pid is never signalled.
 pub(crate) fn pidfd_signal(pidfd: &OwnedFd, sig: Signal) -> Result<()> {
-    use std::os::fd::AsRawFd;
     // SAFETY: plain syscall; the descriptor is valid while borrowed, and a
     // null siginfo is allowed.
     let r = unsafe {
@@ -302,7 +348,6 @@ pub(crate) fn send_with_fd(
     pass: std::os::fd::BorrowedFd<'_>,
 ) -> nix::Result<usize> {
     use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
-    use std::os::fd::AsRawFd;
     let fds = [pass.as_raw_fd()];
     let cmsg = [ControlMessage::ScmRights(&fds)];
     let iov = [std::io::IoSlice::new(data)];
@@ -323,7 +368,7 @@ pub(crate) fn recv_with_fds(
     buf: &mut [u8],
 ) -> nix::Result<(usize, Vec<OwnedFd>)> {
     use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
-    use std::os::fd::{AsRawFd, RawFd};
+    use std::os::fd::RawFd;
     let mut iov = [std::io::IoSliceMut::new(buf)];
     let mut space = nix::cmsg_space!([RawFd; 4]);
     let msg = recvmsg::<()>(
