@@ -338,3 +338,18 @@ fn closures_that_never_return_are_accepted() {
         assert_eq!(p.join().unwrap(), ExitStatus::Exited(5));
     });
 }
+
+#[test]
+fn a_long_scope_keeps_no_descriptor_per_joined_child() {
+    let _s = serial();
+    let fds = || std::fs::read_dir("/proc/self/fd").unwrap().count();
+    multiproc::process::scope(|s| {
+        let before = fds();
+        for _ in 0..50 {
+            let mut p = allow(s.process(|| ()));
+            p.start().unwrap();
+            join_ok(&mut p);
+        }
+        assert!(fds() <= before + 2, "{} descriptors, {before} before", fds());
+    });
+}

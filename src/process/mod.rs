@@ -815,7 +815,7 @@ impl<'a, T> Process<'a, T> {
             }
         };
         if let Some(scope) = self.scope
-            && let Err(e) = scope.register(&pidfd)
+            && let Err(e) = scope.register(pid, &pidfd)
         {
             // The scope could not keep track of it: stop it before the
             // handle could be forgotten.
@@ -949,6 +949,9 @@ impl<'a, T> Process<'a, T> {
                 c.report = r;
             }
             identity::registry().remove(c.pid.as_raw());
+            if let Some(scope) = self.scope {
+                scope.ended(c.pid);
+            }
         }
         self.body = None;
         #[cfg(feature = "serde")]
@@ -1089,6 +1092,9 @@ impl<T> Drop for Process<'_, T> {
             // ours to reap.
             let _ = sys::reap_pidfd(c.pidfd.as_fd(), true);
             identity::registry().remove(c.pid.as_raw());
+            if let Some(scope) = self.scope {
+                scope.ended(c.pid);
+            }
         }
     }
 }

@@ -12,6 +12,8 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::Mutex;
 
+use nix::unistd::Pid;
+
 use super::{ChildResult, Process};
 use crate::error::{Error, Result};
 use crate::sys::process as sys;
@@ -22,8 +24,9 @@ pub(crate) struct ScopeData {
     /// The process that opened the scope: only it starts, and waits for,
     /// the scope's children.
     owner: i32,
-    /// A pidfd of each child started in the scope (a copy of its handle's).
-    children: Mutex<Vec<OwnedFd>>,
+    /// The pid and a pidfd of each child started in the scope and not yet
+    /// reaped by its handle (a copy of the handle's pidfd).
+    children: Mutex<Vec<(Pid, OwnedFd)>>,
 }
 
 impl ScopeData {
@@ -41,15 +44,26 @@ impl ScopeData {
     }
 
     /// Keeps a copy of the child's pidfd, to wait for it at the scope's end.
-    pub(crate) fn register(&self, pidfd: &OwnedFd) -> Result<()> {
+    pub(crate) fn register(&self, pid: Pid, pidfd: &OwnedFd) -> Result<()> {
         let copy = pidfd
             .try_clone()
             .map_err(|e| Error::os("fcntl(F_DUPFD_CLOEXEC)", e))?;
         self.children
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push(copy);
+            .push((pid, copy));
         Ok(())
+    }
+
+    /// The handle has seen its child `pid` end: nothing left to wait for
+    /// (a long scope does not keep a descriptor per child it ever started).
+    /// The oldest entry for `pid` is the one that ended: a pid comes back
+    /// only after its earlier process was reaped.
+    pub(crate) fn ended(&self, pid: Pid) {
+        let mut children = self.children.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(i) = children.iter().position(|(p, _)| *p == pid) {
+            children.remove(i);
+        }
     }
 
     /// Waits until every child started in the scope has ended, and reaps
@@ -57,7 +71,7 @@ impl ScopeData {
     fn wait_all(&self) {
         let children =
             std::mem::take(&mut *self.children.lock().unwrap_or_else(|p| p.into_inner()));
-        for pidfd in children {
+        for (_, pidfd) in children {
             // Blocks until the child ends and reaps it; ECHILD at once if
             // its handle (or someone else) reaped it already. EINTR is
             // retried inside; any other error means the kernel refuses to
