@@ -350,6 +350,10 @@ fn a_long_scope_keeps_no_descriptor_per_joined_child() {
             p.start().unwrap();
             join_ok(&mut p);
         }
-        assert!(fds() <= before + 2, "{} descriptors, {before} before", fds());
+        assert!(
+            fds() <= before + 2,
+            "{} descriptors, {before} before",
+            fds()
+        );
     });
 }

@@ -166,7 +166,7 @@ impl<'scope> Scope<'scope, '_> {
         F: FnOnce() -> R + 'scope,
         R: ChildResult,
     {
-        Process::from_body(Some(super::unit_body(body)), Some(&self.data))
+        Process::from_body(Some(super::report::unit_body(body)), Some(&self.data))
     }
 
     /// Starts a process running `body` at once (see [`Scope::process`] to
@@ -189,7 +189,7 @@ impl<'scope> Scope<'scope, '_> {
         T: serde::Serialize + serde::de::DeserializeOwned,
         F: FnOnce() -> T + 'scope,
     {
-        let mut p = Process::from_body(Some(super::value_body(body)), Some(&self.data));
+        let mut p = Process::from_body(Some(super::report::value_body(body)), Some(&self.data));
         p.report_pipe = true;
         p
     }
