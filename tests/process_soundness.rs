@@ -357,3 +357,61 @@ fn a_long_scope_keeps_no_descriptor_per_joined_child() {
         );
     });
 }
+
+#[test]
+fn children_that_end_at_once_with_sigchld_ignored_still_start() {
+    let _s = serial();
+    // With SIGCHLD ignored the kernel reaps a child the moment it ends: a
+    // pidfd opened after the fork could come too late (start failed with
+    // ESRCH now and then). The pidfd now comes with the fork.
+    in_child(|| {
+        // SAFETY: sets a signal disposition of this (single-threaded) child.
+        unsafe { libc::signal(libc::SIGCHLD, libc::SIG_IGN) };
+        for _ in 0..200 {
+            let mut p = Process::new(|| ());
+            if p.start().is_err() {
+                return 2;
+            }
+            if !matches!(p.join(), Err(Error::ReapedElsewhere { .. })) {
+                return 3;
+            }
+        }
+        0
+    });
+}
+
+#[test]
+fn a_forked_child_knows_its_own_ids() {
+    let _s = serial();
+    // A single-threaded parent forks through clone3, which runs no fork
+    // handlers: the child's cached ids (and glibc's) must still be its own.
+    in_child(|| {
+        let mut p = Process::new(|| {
+            let me = current_process();
+            // SAFETY: plain syscalls.
+            let (pid, tid) = unsafe { (libc::getpid(), libc::syscall(libc::SYS_gettid) as i32) };
+            if me.pid() != pid || pid != tid {
+                return 2;
+            }
+            // glibc's thread descriptor holds the child's id (the word the
+            // kernel clears at the thread's end is that field).
+            let mut addr: *mut libc::pid_t = std::ptr::null_mut();
+            // SAFETY: PR_GET_TID_ADDRESS (40) writes one pointer.
+            if unsafe { libc::prctl(40, &mut addr as *mut *mut libc::pid_t) } == 0
+                && !addr.is_null()
+                // SAFETY: the kernel's address of this thread's id word.
+                && unsafe { addr.read_volatile() } != tid
+            {
+                return 3;
+            }
+            0
+        });
+        if p.start().is_err() {
+            return 4;
+        }
+        match p.join() {
+            Ok(ExitStatus::Exited(c)) => c,
+            _ => 5,
+        }
+    });
+}

@@ -15,7 +15,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
-use super::report::{REPORT_ERROR, Report, ReportSlot, SLOT_BYTES};
+use super::report::{REPORT_ERROR, REPORT_VALUE, Report, ReportSlot};
 use super::{Process, identity};
 use crate::error::{Error, Result};
 use crate::sys::process as sys;
@@ -24,8 +24,9 @@ use crate::sys::thread;
 impl<T> Process<'_, T> {
     /// Forks the child, which runs the closure (see [`Process::start`]).
     pub(super) fn start_forked(&mut self) -> Result<()> {
+        let threads = thread::thread_count();
         if !self.allow_threads
-            && let Some(n) = thread::thread_count()
+            && let Some(n) = threads
             && n > 1
         {
             return Err(Error::ThreadedFork { threads: n });
@@ -92,23 +93,25 @@ impl<T> Process<'_, T> {
                     bytes: b"no closure to run".to_vec(),
                 },
             };
-            let mut msg = Vec::with_capacity(report.bytes.len() + 1);
-            msg.push(report.kind);
-            msg.extend_from_slice(&report.bytes);
-            match wr {
-                Some(wr) if !report_slot.put(&msg) => sys::write_all(wr, &msg),
-                Some(_) => {}
-                None => {
-                    // No pipe: a message longer than the slot is cut short.
-                    msg.truncate(SLOT_BYTES);
-                    report_slot.put(&msg);
-                }
+            // A plain success needs no report (an empty slot says as much),
+            // which spares the child its first touch of the slot's page.
+            if wr.is_none() && report.kind == REPORT_VALUE && report.bytes.is_empty() {
+                return report.code;
+            }
+            // No pipe: a message longer than the slot is cut short.
+            if !report_slot.put(report.kind, &report.bytes, wr.is_none())
+                && let Some(wr) = wr
+            {
+                sys::write_all(wr, &[report.kind]);
+                sys::write_all(wr, &report.bytes);
             }
             report.code
         });
         // SAFETY: either this process has one thread, or the caller took
-        // responsibility through `allow_threads`.
-        let pid = unsafe { sys::fork(setup, &mut run)? };
+        // responsibility through `allow_threads`; `one_thread` is true only
+        // if `threads` counted exactly one thread just now (no other thread
+        // can have started since: only this one could have started it).
+        let (pid, pidfd) = unsafe { sys::fork(setup, &mut run, threads == Some(1))? };
         // Drop the parent's copy of the closure now, as Python drops its
         // copy of the target: a `Connection` moved into the child is closed
         // here, so the parent can see end of stream. Shared objects the
@@ -126,6 +129,6 @@ impl<T> Process<'_, T> {
         }
         let registry = registry.take().expect("the parent keeps its registry lock");
         drop((stderr, stdout));
-        self.adopt_child(pid, report_rd, Some(slot), registry)
+        self.adopt_child(pid, pidfd, report_rd, Some(slot), registry)
     }
 }

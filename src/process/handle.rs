@@ -405,17 +405,18 @@ impl<'a, T> Process<'a, T> {
                 deadline: self.deadline,
             },
         )?;
-        self.adopt_child(pid, Some(report_rd), None, registry)
+        self.adopt_child(pid, None, Some(report_rd), None, registry)
     }
 
     pub(super) fn adopt_child(
         &mut self,
         pid: Pid,
+        pidfd: Option<OwnedFd>,
         report_rd: Option<OwnedFd>,
         slot: Option<crate::shm::ShmBox<ReportSlot>>,
         mut registry: std::sync::MutexGuard<'static, identity::Registry>,
     ) -> Result<()> {
-        let pidfd = match sys::pidfd_open(pid) {
+        let pidfd = match pidfd.map_or_else(|| sys::pidfd_open(pid), Ok) {
             Ok(fd) => fd,
             Err(e) => {
                 // Without a pidfd the child cannot be managed safely: stop
@@ -484,6 +485,11 @@ impl<'a, T> Process<'a, T> {
             if let Some(s) = c.status {
                 return Ok(Some(s));
             }
+            if c.report_fd.is_none() && deadline.remaining().is_none() {
+                // Nothing to read meanwhile and no deadline: one blocking
+                // waitid, as a bare waitpid would.
+                return self.reap(true);
+            }
             // Sleep until the child ends, reading the report meanwhile: a
             // child with a large report blocks in its write until the parent
             // reads. (One poll, then one waitpid, for a plain join.)
@@ -506,6 +512,11 @@ impl<'a, T> Process<'a, T> {
     /// Reads what the report pipe has and reaps the child if it ended.
     /// [`Error::ReapedElsewhere`] once someone else reaped it.
     fn poll(&mut self) -> Result<Option<ExitStatus>> {
+        self.reap(false)
+    }
+
+    /// [`poll`](Process::poll), waiting for the child to end if `block`.
+    fn reap(&mut self, block: bool) -> Result<Option<ExitStatus>> {
         let c = self.child()?;
         if c.status.is_some() {
             return Ok(c.status);
@@ -522,7 +533,7 @@ impl<'a, T> Process<'a, T> {
         }
         // Through the pidfd: a pid reused after someone else reaped the
         // child is never reaped in its place.
-        let status = match sys::reap_pidfd(c.pidfd.as_fd(), false) {
+        let status = match sys::reap_pidfd(c.pidfd.as_fd(), block) {
             Ok(r) => r.map(status),
             // No longer our child to reap: `active_children` (perhaps on
             // another thread) kept its status, or someone else reaped it

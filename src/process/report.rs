@@ -147,17 +147,26 @@ impl ReportSlot {
         }
     }
 
-    /// In the child: stores `msg` here if it fits; false if it does not.
-    pub(crate) fn put(&self, msg: &[u8]) -> bool {
-        if msg.len() > SLOT_BYTES {
-            self.state.store(SLOT_IN_PIPE, Ordering::Release);
-            return false;
-        }
+    /// In the child: stores the report (its `kind` byte, then `bytes`)
+    /// here if it fits; false if it does not. With `cut`, a report that
+    /// does not fit is cut short to fit instead (true).
+    pub(crate) fn put(&self, kind: u8, bytes: &[u8], cut: bool) -> bool {
+        let bytes = if bytes.len() + 1 > SLOT_BYTES {
+            if !cut {
+                self.state.store(SLOT_IN_PIPE, Ordering::Release);
+                return false;
+            }
+            &bytes[..SLOT_BYTES - 1]
+        } else {
+            bytes
+        };
         // SAFETY: only this (child) process writes the slot, once, before
         // publishing it with the Release store below; the parent reads it
         // only after that store and after the child ended.
-        unsafe { (&mut *self.data.get())[..msg.len()].copy_from_slice(msg) };
-        self.len.store(msg.len() as u32, Ordering::Relaxed);
+        let data = unsafe { &mut *self.data.get() };
+        data[0] = kind;
+        data[1..=bytes.len()].copy_from_slice(bytes);
+        self.len.store(bytes.len() as u32 + 1, Ordering::Relaxed);
         self.state.store(SLOT_HERE, Ordering::Release);
         true
     }

@@ -13,8 +13,21 @@ use crate::error::{Error, Result};
 
 /// Forks; the child runs `setup`, then takes `child` out of the option, runs it under
 /// `catch_unwind` and ends with `_exit` with the code it returns (1 if it
-/// panicked). Returns the child's pid in the parent, whose copy of `child`
-/// stays in the option; never returns in the child.
+/// panicked). Returns the child's pid in the parent, and its pidfd when the
+/// fork made one; the parent's copy of `child` stays in the option; never
+/// returns in the child.
+///
+/// With `one_thread` (the caller checked that this process has no other
+/// thread) the fork is a `clone3` with `CLONE_PIDFD`: the pidfd comes with
+/// the child, so a child that ends and is reaped by someone else at once
+/// (`SIGCHLD` ignored) is still tracked, and no `pidfd_open` follows. Like
+/// glibc's own fork it makes the kernel write the child's thread id into
+/// glibc's thread descriptor and registers the robust-futex list again in
+/// the child; unlike it, it does not run `pthread_atfork` handlers (this
+/// crate resets its own caches itself, [`thread::after_fork_in_child`]).
+/// Otherwise, or if the kernel refuses `clone3`, it is glibc's `fork`.
+///
+/// [`thread::after_fork_in_child`]: crate::sys::thread::after_fork_in_child
 ///
 /// # Safety
 ///
@@ -22,11 +35,13 @@ use crate::error::{Error, Result};
 /// the moment of the fork, held forever: `child` must not take any lock
 /// that another thread might hold. Stdout's, stderr's and this crate's heap
 /// lock are safe (held by this thread across the fork); glibc's allocator
-/// resets its own. With one thread there is no such hazard.
+/// resets its own. With one thread there is no such hazard. `one_thread`
+/// must be false unless this process has exactly one thread.
 pub(crate) unsafe fn fork<S: FnOnce(), F: FnOnce() -> i32>(
     setup: S,
     child: &mut Option<F>,
-) -> Result<Pid> {
+    one_thread: bool,
+) -> Result<(Pid, Option<OwnedFd>)> {
     // Take the locks a child may need while no other thread of this process
     // holds them, and hold them across the fork: stdout's and stderr's
     // (printing, and the flush at exit), then the shared heap's. Without
@@ -41,24 +56,144 @@ pub(crate) unsafe fn fork<S: FnOnce(), F: FnOnce() -> i32>(
     let _ = out.flush();
     let _ = err.flush();
     let heap = crate::shm::heap::lock_for_fork();
-    // SAFETY: the caller upholds the multithreading rule above; the child
-    // never returns from this function (it ends in `_exit`).
-    let forked = unsafe { nix::unistd::fork() };
+    let forked = if one_thread {
+        // SAFETY: the caller promises a single thread; the child never
+        // returns from this function (it ends in `_exit` below).
+        match unsafe { clone_pidfd() } {
+            Err(nix::errno::Errno::ENOSYS | nix::errno::Errno::EPERM) => None,
+            r => Some(r),
+        }
+    } else {
+        None
+    };
+    let forked = match forked {
+        Some(r) => r,
+        // SAFETY: the caller upholds the multithreading rule above; the child
+        // never returns from this function (it ends in `_exit`).
+        None => unsafe { nix::unistd::fork() }.map(|r| match r {
+            nix::unistd::ForkResult::Parent { child } => Forked::Parent(child, None),
+            nix::unistd::ForkResult::Child => Forked::Child,
+        }),
+    };
     drop(heap);
-    drop(err);
-    drop(out);
     match forked {
         Err(e) => Err(Error::os("fork", e)),
-        Ok(nix::unistd::ForkResult::Parent { child }) => Ok(child),
-        Ok(nix::unistd::ForkResult::Child) => {
+        Ok(Forked::Parent(pid, pidfd)) => Ok((pid, pidfd)),
+        Ok(Forked::Child) => {
+            // The child keeps its stdio guards to the end and flushes through
+            // them: unlocking and locking again would write to pages it
+            // shares copy-on-write with its parent, for nothing (the locks
+            // are reentrant: printing still works).
             setup();
             let code = match child.take() {
                 Some(f) => catch_unwind(AssertUnwindSafe(f)).unwrap_or(1),
                 None => 1,
             };
-            exit(code)
+            let _ = out.flush();
+            let _ = err.flush();
+            // SAFETY: `_exit` is always safe to call; it does not return.
+            unsafe { libc::_exit(code) }
         }
     }
+}
+
+enum Forked {
+    Parent(Pid, Option<OwnedFd>),
+    Child,
+}
+
+/// `struct clone_args` up to `tls` (`CLONE_ARGS_SIZE_VER0`, 64 bytes).
+#[repr(C)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+}
+
+/// `prctl(PR_GET_TID_ADDRESS)`: where the kernel clears the calling
+/// thread's id at its end (glibc's thread descriptor's `tid`).
+const PR_GET_TID_ADDRESS: libc::c_int = 40;
+
+/// A fork through `clone3` with `CLONE_PIDFD`, doing in the child what
+/// glibc's `_Fork` does (the thread descriptor's `tid`, the robust-futex
+/// list) and resetting this crate's cached ids. `ENOSYS` or `EPERM` when
+/// the kernel (or a seccomp filter) refuses `clone3`, or when the thread's
+/// own addresses cannot be read: the caller then uses glibc's `fork`.
+///
+/// # Safety
+///
+/// As for `fork(2)` in a process with a single thread (which the caller
+/// guarantees): the child must not return into code that assumes it is the
+/// parent; the caller ends it with `_exit`.
+unsafe fn clone_pidfd() -> nix::Result<Forked> {
+    let mut tid_addr: *mut libc::pid_t = std::ptr::null_mut();
+    // SAFETY: PR_GET_TID_ADDRESS writes one pointer to the address given.
+    if unsafe { libc::prctl(PR_GET_TID_ADDRESS, &mut tid_addr as *mut *mut libc::pid_t) } != 0
+        || tid_addr.is_null()
+    {
+        return Err(nix::errno::Errno::ENOSYS);
+    }
+    let mut robust: *mut libc::c_void = std::ptr::null_mut();
+    let mut robust_len: libc::size_t = 0;
+    // SAFETY: get_robust_list for the calling thread (pid 0) writes a
+    // pointer and a length into the two locations given.
+    if unsafe {
+        libc::syscall(
+            libc::SYS_get_robust_list,
+            0,
+            &mut robust as *mut *mut libc::c_void,
+            &mut robust_len as *mut libc::size_t,
+        )
+    } != 0
+    {
+        return Err(nix::errno::Errno::ENOSYS);
+    }
+    let mut pidfd: libc::c_int = -1;
+    let mut args = CloneArgs {
+        // As glibc's _Fork: the kernel writes the child's id into the
+        // thread descriptor (and clears it at the child's end).
+        flags: (libc::CLONE_PIDFD | libc::CLONE_CHILD_SETTID | libc::CLONE_CHILD_CLEARTID) as u64,
+        pidfd: &mut pidfd as *mut libc::c_int as u64,
+        child_tid: tid_addr as u64,
+        parent_tid: 0,
+        exit_signal: libc::SIGCHLD as u64,
+        stack: 0,
+        stack_size: 0,
+        tls: 0,
+    };
+    // SAFETY: clone3 with a valid, fully initialised clone_args of the size
+    // given; no new stack (the child continues on a copy of this one, as
+    // after fork), `pidfd` and `tid_addr` are valid for writes in the
+    // parent and (as copies) in the child.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &mut args as *mut CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    if r < 0 {
+        return Err(nix::errno::Errno::last());
+    }
+    if r == 0 {
+        // The child. glibc's fork handlers did not run: reset what this
+        // crate caches per process and thread, and register the robust
+        // list again (the kernel does not carry it over).
+        crate::sys::thread::after_fork_in_child();
+        // SAFETY: the list head of this thread's copy lives at the same
+        // address as in the parent (the memory is a copy).
+        unsafe { libc::syscall(libc::SYS_set_robust_list, robust, robust_len) };
+        return Ok(Forked::Child);
+    }
+    // SAFETY: the kernel stored a new descriptor for the child in `pidfd`
+    // (CLONE_PIDFD); nothing else owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+    Ok(Forked::Parent(Pid::from_raw(r as i32), Some(fd)))
 }
 
 /// Ends the calling process at once with `code`, after flushing stdout and
