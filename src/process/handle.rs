@@ -63,6 +63,13 @@ use crate::sys::process as sys;
 /// that knows its child touches no such lock opts in with the `unsafe`
 /// [`allow_threads`](Process::allow_threads).
 ///
+/// From a process with a single thread the fork is a `clone3` system call
+/// that hands back a pidfd at once. It does what glibc's `fork` does for
+/// glibc itself and resets this crate's caches, but runs no handlers other
+/// libraries registered with `pthread_atfork`: a library that counts on
+/// one in the child (to reseed a random generator, say) must be told in
+/// the child's closure. With other threads it is glibc's `fork`.
+///
 /// # Examples
 ///
 /// ```
