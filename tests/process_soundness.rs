@@ -142,22 +142,30 @@ fn join_after_another_reaper_thread_returns_at_once() {
     });
 }
 
+/// Starts in scope `s` a child that waits for `go`, then for long enough
+/// that a scope that does not wait for it returns first, and sets `done`;
+/// forgets its handle and sets `go`.
+fn start_and_forget_a_slow_child<'s>(
+    s: &'s multiproc::process::Scope<'s, '_>,
+    go: &'s Event,
+    done: &'s RawValue<bool>,
+) {
+    let mut p = allow(s.process(|| {
+        assert!(go.wait_timeout(PATIENCE));
+        std::thread::sleep(Duration::from_millis(100));
+        done.store(true);
+    }));
+    p.start().unwrap();
+    std::mem::forget(p);
+    go.set();
+}
+
 #[test]
 fn a_forgotten_scoped_process_is_joined_by_its_scope() {
     let _s = serial();
     let go = Event::new().unwrap();
     let done = RawValue::new(false).unwrap();
-    multiproc::process::scope(|s| {
-        let mut p = allow(s.process(|| {
-            assert!(go.wait_timeout(PATIENCE));
-            // Long enough that a scope that does not wait returns first.
-            std::thread::sleep(Duration::from_millis(100));
-            done.store(true);
-        }));
-        p.start().unwrap();
-        std::mem::forget(p);
-        go.set();
-    });
+    multiproc::process::scope(|s| start_and_forget_a_slow_child(s, &go, &done));
     assert!(done.load(), "the scope returned before its child ended");
     // And it was reaped (the serial guard checks no child is left).
 }
@@ -169,19 +177,34 @@ fn a_scope_whose_closure_panics_still_joins_its_processes() {
     let done = RawValue::new(false).unwrap();
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         multiproc::process::scope(|s| {
-            let mut p = allow(s.process(|| {
-                assert!(go.wait_timeout(PATIENCE));
-                std::thread::sleep(Duration::from_millis(100));
-                done.store(true);
-            }));
-            p.start().unwrap();
-            std::mem::forget(p);
-            go.set();
+            start_and_forget_a_slow_child(s, &go, &done);
             panic!("the scope's closure panics");
         })
     }));
     assert!(r.is_err());
     assert!(done.load(), "the scope unwound before its child ended");
+}
+
+#[test]
+fn a_scoped_group_runs_borrowing_processes_fail_fast() {
+    let _s = serial();
+    let seen = RawValue::new(0u32).unwrap();
+    let limit = 2u32;
+    multiproc::process::scope(|s| {
+        let mut group = multiproc::ProcessGroup::new();
+        group.push(allow(s.process(|| {
+            seen.fetch_add(1);
+        })));
+        group.push(allow(s.process(|| if limit == 2 { 7 } else { 0 })));
+        let err = group.run_fail_fast().unwrap_err();
+        assert!(matches!(
+            err,
+            Error::ChildFailed {
+                status: ExitStatus::Exited(7),
+                ..
+            }
+        ));
+    });
 }
 
 #[test]
