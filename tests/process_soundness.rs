@@ -373,8 +373,10 @@ fn a_long_scope_keeps_no_descriptor_per_joined_child() {
             p.start().unwrap();
             join_ok(&mut p);
         }
+        // Not one per child (50): a few are the shared heap's, which
+        // watches fork generations through pipes.
         assert!(
-            fds() <= before + 2,
+            fds() <= before + 16,
             "{} descriptors, {before} before",
             fds()
         );
