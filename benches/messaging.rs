@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use multiproc::connection::Connection;
+use multiproc::process::Scope;
 use multiproc::queue::Queue;
 use multiproc::{JoinableQueue, Process, RawValue};
 use support::{BareFutexLock, BareRing as Bare, SLOTS, SharedRing, run_forked};
@@ -44,10 +45,10 @@ fn write_full(fd: &OwnedFd, buf: &[u8]) {
 }
 
 /// Starts `body` in a forked child.
-fn fork<'a>(body: impl FnOnce() + 'a) -> Process<'a> {
+fn fork<'s>(ps: &'s Scope<'s, '_>, body: impl FnOnce() + 's) -> Process<'s> {
     // SAFETY: the benches' children only use objects made before the fork
     // and never print; the harness's threads hold none of their locks.
-    let mut p = unsafe { Process::new(body).allow_threads() };
+    let mut p = unsafe { ps.process(body).allow_threads() };
     p.start().expect("fork");
     p
 }
@@ -55,23 +56,25 @@ fn fork<'a>(body: impl FnOnce() + 'a) -> Process<'a> {
 /// Times `iters` round trips of 64 bytes over a pair of connections.
 fn rtt_connections(a: &Connection, b: &Connection, iters: u64) -> Duration {
     let msg = [7u8; 64];
-    let mut child = fork(move || {
+    multiproc::process::scope(|ps| {
+        let mut child = fork(ps, move || {
+            let mut buf = [0u8; 64];
+            for _ in 0..iters {
+                let n = b.recv_bytes_into(&mut buf).unwrap();
+                b.send_bytes(&buf[..n]).unwrap();
+            }
+        });
         let mut buf = [0u8; 64];
+        let t = Instant::now();
         for _ in 0..iters {
-            let n = b.recv_bytes_into(&mut buf).unwrap();
-            b.send_bytes(&buf[..n]).unwrap();
+            a.send_bytes(&msg).unwrap();
+            assert_eq!(a.recv_bytes_into(&mut buf).unwrap(), 64);
         }
-    });
-    let mut buf = [0u8; 64];
-    let t = Instant::now();
-    for _ in 0..iters {
-        a.send_bytes(&msg).unwrap();
-        assert_eq!(a.recv_bytes_into(&mut buf).unwrap(), 64);
-    }
-    let t = t.elapsed();
-    assert!(child.join().unwrap().success());
-    assert_eq!(buf, msg);
-    t
+        let t = t.elapsed();
+        assert!(child.join().unwrap().success());
+        assert_eq!(buf, msg);
+        t
+    })
 }
 
 fn pipe_rtt(c: &mut Criterion) {
@@ -91,23 +94,25 @@ fn pipe_rtt(c: &mut Criterion) {
     g.bench_function("bare_socketpair", |bch| {
         bch.iter_custom(|iters| {
             let y = &y;
-            let mut child = fork(move || {
+            multiproc::process::scope(|ps| {
+                let mut child = fork(ps, move || {
+                    let mut buf = [0u8; 64];
+                    for _ in 0..iters {
+                        read_full(y, &mut buf);
+                        write_full(y, &buf);
+                    }
+                });
+                let msg = [7u8; 64];
                 let mut buf = [0u8; 64];
+                let t = Instant::now();
                 for _ in 0..iters {
-                    read_full(y, &mut buf);
-                    write_full(y, &buf);
+                    write_full(&x, &msg);
+                    read_full(&x, &mut buf);
                 }
-            });
-            let msg = [7u8; 64];
-            let mut buf = [0u8; 64];
-            let t = Instant::now();
-            for _ in 0..iters {
-                write_full(&x, &msg);
-                read_full(&x, &mut buf);
-            }
-            let t = t.elapsed();
-            assert!(child.join().unwrap().success());
-            t
+                let t = t.elapsed();
+                assert!(child.join().unwrap().success());
+                t
+            })
         })
     });
     g.finish();
@@ -116,29 +121,31 @@ fn pipe_rtt(c: &mut Criterion) {
 const MSG: usize = 1 << 20;
 
 fn bw_connections(a: &Connection, b: &Connection, iters: u64) -> Duration {
-    let mut child = fork(move || {
-        let mut msg = vec![5u8; MSG];
+    multiproc::process::scope(|ps| {
+        let mut child = fork(ps, move || {
+            let mut msg = vec![5u8; MSG];
+            for i in 0..iters {
+                // Each message marked at both ends, so stale bytes would show.
+                msg[..8].copy_from_slice(&i.to_le_bytes());
+                msg[MSG - 1] = i as u8;
+                b.send_bytes(&msg).unwrap();
+            }
+        });
+        let t = Instant::now();
+        let mut bytes = 0;
         for i in 0..iters {
-            // Each message marked at both ends, so stale bytes would show.
-            msg[..8].copy_from_slice(&i.to_le_bytes());
-            msg[MSG - 1] = i as u8;
-            b.send_bytes(&msg).unwrap();
+            let m = a.recv_bytes().unwrap();
+            bytes += m.len();
+            assert_eq!(
+                (&m[..8], m[MSG / 2], m[MSG - 1]),
+                (&i.to_le_bytes()[..], 5, i as u8)
+            );
         }
-    });
-    let t = Instant::now();
-    let mut bytes = 0;
-    for i in 0..iters {
-        let m = a.recv_bytes().unwrap();
-        bytes += m.len();
-        assert_eq!(
-            (&m[..8], m[MSG / 2], m[MSG - 1]),
-            (&i.to_le_bytes()[..], 5, i as u8)
-        );
-    }
-    let t = t.elapsed();
-    assert!(child.join().unwrap().success());
-    assert_eq!(bytes as u64, iters * MSG as u64);
-    t
+        let t = t.elapsed();
+        assert!(child.join().unwrap().success());
+        assert_eq!(bytes as u64, iters * MSG as u64);
+        t
+    })
 }
 
 fn pipe_bw(c: &mut Criterion) {
@@ -159,26 +166,28 @@ fn pipe_bw(c: &mut Criterion) {
     g.bench_function("bare_socketpair", |bch| {
         bch.iter_custom(|iters| {
             let y = &y;
-            let mut child = fork(move || {
-                let mut msg = vec![5u8; MSG];
+            multiproc::process::scope(|ps| {
+                let mut child = fork(ps, move || {
+                    let mut msg = vec![5u8; MSG];
+                    for i in 0..iters {
+                        msg[..8].copy_from_slice(&i.to_le_bytes());
+                        msg[MSG - 1] = i as u8;
+                        write_full(y, &msg);
+                    }
+                });
+                let mut buf = vec![0u8; MSG];
+                let t = Instant::now();
                 for i in 0..iters {
-                    msg[..8].copy_from_slice(&i.to_le_bytes());
-                    msg[MSG - 1] = i as u8;
-                    write_full(y, &msg);
+                    read_full(&x, &mut buf);
+                    assert_eq!(
+                        (&buf[..8], buf[MSG / 2], buf[MSG - 1]),
+                        (&i.to_le_bytes()[..], 5, i as u8)
+                    );
                 }
-            });
-            let mut buf = vec![0u8; MSG];
-            let t = Instant::now();
-            for i in 0..iters {
-                read_full(&x, &mut buf);
-                assert_eq!(
-                    (&buf[..8], buf[MSG / 2], buf[MSG - 1]),
-                    (&i.to_le_bytes()[..], 5, i as u8)
-                );
-            }
-            let t = t.elapsed();
-            assert!(child.join().unwrap().success());
-            t
+                let t = t.elapsed();
+                assert!(child.join().unwrap().success());
+                t
+            })
         })
     });
     g.finish();
@@ -309,36 +318,38 @@ fn joinable(c: &mut Criterion) {
             let q = JoinableQueue::<u64>::new().unwrap();
             let (sum, count) = (RawValue::new(0u64).unwrap(), RawValue::new(0u64).unwrap());
             let (q, sum_ref, count_ref) = (&q, &sum, &count);
-            let mut workers: Vec<Process> = (0..P)
-                .map(|_| {
-                    fork(move || {
-                        while let Ok(t) = q.get() {
-                            if t == u64::MAX {
+            multiproc::process::scope(|ps| {
+                let mut workers: Vec<Process> = (0..P)
+                    .map(|_| {
+                        fork(ps, move || {
+                            while let Ok(t) = q.get() {
+                                if t == u64::MAX {
+                                    q.task_done().unwrap();
+                                    break;
+                                }
+                                sum_ref.fetch_add(t);
+                                count_ref.fetch_add(1);
                                 q.task_done().unwrap();
-                                break;
                             }
-                            sum_ref.fetch_add(t);
-                            count_ref.fetch_add(1);
-                            q.task_done().unwrap();
-                        }
+                        })
                     })
-                })
-                .collect();
-            let t = Instant::now();
-            for i in 0..iters {
-                q.put(i).unwrap();
-            }
-            q.join();
-            let t = t.elapsed();
-            for _ in 0..P {
-                q.put(u64::MAX).unwrap();
-            }
-            for w in &mut workers {
-                assert!(w.join().unwrap().success());
-            }
-            assert_eq!(count.load(), iters);
-            assert_eq!(sum.load(), iters * (iters - 1) / 2);
-            t
+                    .collect();
+                let t = Instant::now();
+                for i in 0..iters {
+                    q.put(i).unwrap();
+                }
+                q.join();
+                let t = t.elapsed();
+                for _ in 0..P {
+                    q.put(u64::MAX).unwrap();
+                }
+                for w in &mut workers {
+                    assert!(w.join().unwrap().success());
+                }
+                assert_eq!(count.load(), iters);
+                assert_eq!(sum.load(), iters * (iters - 1) / 2);
+                t
+            })
         })
     });
     g.finish();

@@ -150,33 +150,35 @@ fn bare_shm_rings(n: u64) -> Duration {
         head.store(h + 1, Ordering::Release);
         v
     };
-    // SAFETY: the child only moves u64s through the two rings.
-    let mut child = unsafe {
-        multiproc::Process::new(move || {
-            for _ in 0..n {
-                let v = pop(ring(0));
-                push(ring(1), inc(v));
+    multiproc::process::scope(|ps| {
+        // SAFETY: the child only moves u64s through the two rings.
+        let mut child = unsafe {
+            ps.process(move || {
+                for _ in 0..n {
+                    let v = pop(ring(0));
+                    push(ring(1), inc(v));
+                }
+            })
+            .allow_threads()
+        };
+        child.start().expect("fork");
+        let t = Instant::now();
+        let mut next = 0;
+        let mut got = 0;
+        while got < n {
+            // Keep at most a ring's worth in flight.
+            while next < n && next - got < RING as u64 {
+                push(ring(0), next);
+                next += 1;
             }
-        })
-        .allow_threads()
-    };
-    child.start().expect("fork");
-    let t = Instant::now();
-    let mut next = 0;
-    let mut got = 0;
-    while got < n {
-        // Keep at most a ring's worth in flight.
-        while next < n && next - got < RING as u64 {
-            push(ring(0), next);
-            next += 1;
+            let v = pop(ring(1));
+            assert_eq!(v, got + 1);
+            got += 1;
         }
-        let v = pop(ring(1));
-        assert_eq!(v, got + 1);
-        got += 1;
-    }
-    let el = t.elapsed();
-    child.join().expect("join");
-    el
+        let el = t.elapsed();
+        child.join().expect("join");
+        el
+    })
 }
 
 fn socketpair() -> (OwnedFd, OwnedFd) {
@@ -187,34 +189,36 @@ fn socketpair() -> (OwnedFd, OwnedFd) {
 fn bare_socketpair(n: u64) -> Duration {
     let (a, b) = socketpair();
     let b_ref = &b;
-    // SAFETY: the child only reads and writes its socket.
-    let mut child = unsafe {
-        multiproc::Process::new(move || {
-            let mut buf = [0u8; 8];
-            for _ in 0..n {
-                let mut got = 0;
-                while got < 8 {
-                    got += nix::unistd::read(b_ref, &mut buf[got..]).expect("read");
+    multiproc::process::scope(|ps| {
+        // SAFETY: the child only reads and writes its socket.
+        let mut child = unsafe {
+            ps.process(move || {
+                let mut buf = [0u8; 8];
+                for _ in 0..n {
+                    let mut got = 0;
+                    while got < 8 {
+                        got += nix::unistd::read(b_ref, &mut buf[got..]).expect("read");
+                    }
+                    let v = inc(u64::from_le_bytes(buf));
+                    nix::unistd::write(b_ref, &v.to_le_bytes()).expect("write");
                 }
-                let v = inc(u64::from_le_bytes(buf));
-                nix::unistd::write(b_ref, &v.to_le_bytes()).expect("write");
+            })
+            .allow_threads()
+        };
+        child.start().expect("fork");
+        let t = Instant::now();
+        let mut buf = [0u8; 8];
+        for k in 0..n {
+            nix::unistd::write(&a, &k.to_le_bytes()).expect("write");
+            let mut got = 0;
+            while got < 8 {
+                got += nix::unistd::read(&a, &mut buf[got..]).expect("read");
             }
-        })
-        .allow_threads()
-    };
-    child.start().expect("fork");
-    let t = Instant::now();
-    let mut buf = [0u8; 8];
-    for k in 0..n {
-        nix::unistd::write(&a, &k.to_le_bytes()).expect("write");
-        let mut got = 0;
-        while got < 8 {
-            got += nix::unistd::read(&a, &mut buf[got..]).expect("read");
         }
-    }
-    let el = t.elapsed();
-    child.join().expect("join");
-    el
+        let el = t.elapsed();
+        child.join().expect("join");
+        el
+    })
 }
 
 fn criterion_part(pool: &Pool, quick: bool) {

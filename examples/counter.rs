@@ -18,40 +18,42 @@ fn main() -> multiproc::Result<()> {
     let counter = Value::new(0u64)?;
 
     let start = Instant::now();
-    let mut procs: Vec<Process> = (0..children)
-        .map(|i| {
-            Process::new(|| {
-                for _ in 0..increments {
-                    // The guard derefs to the u64; the lock is released when
-                    // it drops at the end of the statement.
-                    *counter.lock().unwrap_or_else(|died| died.into_guard()) += 1;
-                }
+    multiproc::process::scope(|ps| {
+        let mut procs: Vec<Process> = (0..children)
+            .map(|i| {
+                ps.process(|| {
+                    for _ in 0..increments {
+                        // The guard derefs to the u64; the lock is released when
+                        // it drops at the end of the statement.
+                        *counter.lock().unwrap_or_else(|died| died.into_guard()) += 1;
+                    }
+                })
+                .with_name(format!("adder-{i}"))
             })
-            .with_name(format!("adder-{i}"))
-        })
-        .collect();
-    for p in &mut procs {
-        p.start()?;
-    }
-    for p in &mut procs {
-        let status = p.join()?;
-        if !status.success() {
-            eprintln!("{} ended with {status:?}", p.name());
+            .collect();
+        for p in &mut procs {
+            p.start()?;
+        }
+        for p in &mut procs {
+            let status = p.join()?;
+            if !status.success() {
+                eprintln!("{} ended with {status:?}", p.name());
+                std::process::exit(1);
+            }
+        }
+        let elapsed = start.elapsed();
+
+        let total = counter.get();
+        let expected = children * increments;
+        println!(
+            "{children} processes x {increments} increments: counter = {total} (expected {expected}) in {:.3} s, {:.1} ns per increment",
+            elapsed.as_secs_f64(),
+            elapsed.as_nanos() as f64 / expected as f64
+        );
+        if total != expected {
+            eprintln!("lost updates: {}", expected - total);
             std::process::exit(1);
         }
-    }
-    let elapsed = start.elapsed();
-
-    let total = counter.get();
-    let expected = children * increments;
-    println!(
-        "{children} processes x {increments} increments: counter = {total} (expected {expected}) in {:.3} s, {:.1} ns per increment",
-        elapsed.as_secs_f64(),
-        elapsed.as_nanos() as f64 / expected as f64
-    );
-    if total != expected {
-        eprintln!("lost updates: {}", expected - total);
-        std::process::exit(1);
-    }
-    Ok(())
+        Ok(())
+    })
 }

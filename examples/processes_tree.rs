@@ -15,6 +15,7 @@
 //! cargo run --example processes_tree
 //! ```
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use multiproc::signal::SignalKind;
@@ -68,11 +69,11 @@ fn fail(what: &str) -> ! {
 
 /// A leader that starts two grandchildren (`die_with_parent` set as asked),
 /// records their pids, signals `ready` and works until stopped.
-fn leader<'a>(
-    pids: &'a Array<i32>,
-    ready: &'a Event,
+fn leader(
+    pids: Arc<Array<i32>>,
+    ready: Arc<Event>,
     die_with_parent: bool,
-) -> impl FnOnce() -> multiproc::Result<()> + 'a {
+) -> impl FnOnce() -> multiproc::Result<()> + 'static {
     move || {
         let mut kids = Vec::new();
         for i in 0..2 {
@@ -141,9 +142,9 @@ fn main() -> multiproc::Result<()> {
 
     // Part 2: a process group signalled as a whole.
     println!("part 2: with_new_group + signal_group");
-    let pids = Array::<i32>::zeroed(2)?;
-    let ready = Event::new()?;
-    let mut lead = Process::new(leader(&pids, &ready, false))
+    let pids = Arc::new(Array::<i32>::zeroed(2)?);
+    let ready = Arc::new(Event::new()?);
+    let mut lead = Process::new(leader(pids.clone(), ready.clone(), false))
         .with_name("leader")
         .with_new_group(true)
         .with_daemon(true);
@@ -173,9 +174,9 @@ fn main() -> multiproc::Result<()> {
 
     // Part 3: grandchildren that die with their parent.
     println!("part 3: with_die_with_parent");
-    let pids = Array::<i32>::zeroed(2)?;
-    let ready = Event::new()?;
-    let mut lead = Process::new(leader(&pids, &ready, true))
+    let pids = Arc::new(Array::<i32>::zeroed(2)?);
+    let ready = Arc::new(Event::new()?);
+    let mut lead = Process::new(leader(pids.clone(), ready.clone(), true))
         .with_name("leader")
         .with_daemon(true);
     lead.start()?;

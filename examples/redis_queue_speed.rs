@@ -16,21 +16,23 @@
 
 use std::time::Instant;
 
+use multiproc::Result;
 use multiproc::queue::Queue;
 use multiproc::redis::{LocalServer, RedisQueue};
-use multiproc::{Process, Result};
 
 /// Runs `producer` and `consumer` in two child processes; the seconds from
 /// before the first start to after the last join.
 fn time_pair(producer: impl FnOnce(), consumer: impl FnOnce()) -> Result<f64> {
     let t = Instant::now();
-    let mut c = Process::new(consumer);
-    let mut p = Process::new(producer);
-    c.start()?;
-    p.start()?;
-    p.join_ok()?;
-    c.join_ok()?;
-    Ok(t.elapsed().as_secs_f64())
+    multiproc::process::scope(|ps| {
+        let mut c = ps.process(consumer);
+        let mut p = ps.process(producer);
+        c.start()?;
+        p.start()?;
+        p.join_ok()?;
+        c.join_ok()?;
+        Ok(t.elapsed().as_secs_f64())
+    })
 }
 
 /// Two producer and two consumer processes over `put`/`get`; the seconds
@@ -56,19 +58,21 @@ fn time_two_by_two(m: u64, put: &dyn Fn((u8, u64)), get: &dyn Fn() -> (u8, u64))
             }
         }
     };
-    let mut all = vec![
-        Process::new(Box::new(consume) as Box<dyn FnOnce()>),
-        Process::new(Box::new(consume)),
-        Process::new(Box::new(produce(0))),
-        Process::new(Box::new(produce(1))),
-    ];
-    for p in &mut all {
-        p.start()?;
-    }
-    for p in &mut all {
-        p.join_ok()?;
-    }
-    Ok(t.elapsed().as_secs_f64())
+    multiproc::process::scope(|ps| {
+        let mut all = vec![
+            ps.process(Box::new(consume) as Box<dyn FnOnce()>),
+            ps.process(Box::new(consume)),
+            ps.process(Box::new(produce(0))),
+            ps.process(Box::new(produce(1))),
+        ];
+        for p in &mut all {
+            p.start()?;
+        }
+        for p in &mut all {
+            p.join_ok()?;
+        }
+        Ok(t.elapsed().as_secs_f64())
+    })
 }
 
 fn report(what: &str, m: u64, secs: f64, base: f64) {

@@ -102,6 +102,14 @@ pub enum Error {
     /// The process was never started.
     #[error("process not started")]
     NotStarted,
+    /// The child ended but someone else reaped it first (a `waitpid(-1)`,
+    /// `SIGCHLD` set to `SIG_IGN`, another library's reaper), so how it
+    /// ended is unknown: Python's `exitcode` is `None` here.
+    #[error("process {pid} was reaped by someone else: its exit status is unknown")]
+    ReapedElsewhere {
+        /// The child's pid (possibly reused by now).
+        pid: i32,
+    },
     /// A child process did not end well: an exit code other than 0, a
     /// signal, or a panic; with the message it reported, if any.
     #[error("process {name:?} failed ({status}){}", message.as_ref().map(|m| format!(": {m}")).unwrap_or_default())]

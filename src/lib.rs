@@ -9,19 +9,28 @@
 //! use multiproc::{Process, Value};
 //!
 //! let counter = Value::new(0u64)?;
-//! let mut children: Vec<Process> = (0..4)
-//!     .map(|_| Process::new(|| for _ in 0..1000 { counter.update(|c| *c += 1) }))
-//!     # .map(|p| unsafe { p.allow_threads() }) // doctests run on a thread
-//!     .collect();
-//! for p in &mut children {
-//!     p.start()?;
-//! }
-//! for p in &mut children {
-//!     assert!(p.join()?.success());
-//! }
+//! multiproc::process::scope(|s| {
+//!     let mut children: Vec<Process> = (0..4)
+//!         .map(|_| s.process(|| for _ in 0..1000 { counter.update(|c| *c += 1) }))
+//!         # .map(|p| unsafe { p.allow_threads() }) // doctests run on a thread
+//!         .collect();
+//!     for p in &mut children {
+//!         p.start()?;
+//!     }
+//!     for p in &mut children {
+//!         assert!(p.join()?.success());
+//!     }
+//!     Ok::<(), multiproc::Error>(())
+//! })?;
 //! assert_eq!(counter.get(), 4000);
 //! # Ok::<(), multiproc::Error>(())
 //! ```
+//!
+//! Children that borrow (here `counter`) run in a [`process::scope`], which
+//! returns only once every child started in it has ended, even if a handle
+//! is `mem::forget`-ed or the scope's closure panics; outside a scope,
+//! [`Process::new`] takes a `'static` closure that owns what it uses. Safe
+//! code therefore cannot free what a running child still uses.
 //!
 //! # From Python
 //!

@@ -8,7 +8,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::time::{Duration, Instant};
 
-use common::{PATIENCE, join_ok, serial, spawn};
+use common::{PATIENCE, join_ok, serial, spawn, spawn_in};
 use multiproc::connection::pipe_os;
 use multiproc::{Connection, Error, pipe};
 
@@ -17,22 +17,24 @@ fn boundaries_and_sizes_across_processes() {
     let _s = serial();
     let (a, b) = pipe(true).unwrap();
     let sizes = [0usize, 1, 2, 4095, 16 * 1024 + 1, 64 * 1024, 64 << 20];
-    let mut p = spawn(|| {
+    multiproc::process::scope(|ps| {
+        let mut p = spawn_in(ps, || {
+            for &n in &sizes {
+                let msg: Vec<u8> = (0..n).map(|i| (i % 251) as u8).collect();
+                b.send_bytes(&msg).unwrap();
+                // Echo back what the parent sends, reversed.
+                let back = b.recv_bytes().unwrap();
+                assert_eq!(back.len(), n);
+            }
+        });
         for &n in &sizes {
-            let msg: Vec<u8> = (0..n).map(|i| (i % 251) as u8).collect();
-            b.send_bytes(&msg).unwrap();
-            // Echo back what the parent sends, reversed.
-            let back = b.recv_bytes().unwrap();
-            assert_eq!(back.len(), n);
+            let m = a.recv_bytes().unwrap();
+            assert_eq!(m.len(), n, "one message per send, whole");
+            assert!(m.iter().enumerate().all(|(i, &x)| x == (i % 251) as u8));
+            a.send_bytes(&m).unwrap();
         }
-    });
-    for &n in &sizes {
-        let m = a.recv_bytes().unwrap();
-        assert_eq!(m.len(), n, "one message per send, whole");
-        assert!(m.iter().enumerate().all(|(i, &x)| x == (i % 251) as u8));
-        a.send_bytes(&m).unwrap();
-    }
-    join_ok(&mut p);
+        join_ok(&mut p);
+    })
 }
 
 #[test]
@@ -43,15 +45,17 @@ fn one_way_pipe() {
     assert!(w.writable() && !w.readable());
     assert!(matches!(r.send_bytes(b"x"), Err(Error::BadConnection(_))));
     assert!(matches!(w.recv_bytes(), Err(Error::BadConnection(_))));
-    let mut p = spawn(|| {
+    multiproc::process::scope(|ps| {
+        let mut p = spawn_in(ps, || {
+            for i in 0..1000u32 {
+                w.send_bytes(&i.to_le_bytes()).unwrap();
+            }
+        });
         for i in 0..1000u32 {
-            w.send_bytes(&i.to_le_bytes()).unwrap();
+            assert_eq!(r.recv_bytes().unwrap(), i.to_le_bytes());
         }
-    });
-    for i in 0..1000u32 {
-        assert_eq!(r.recv_bytes().unwrap(), i.to_le_bytes());
-    }
-    join_ok(&mut p);
+        join_ok(&mut p);
+    })
 }
 
 #[test]
@@ -242,26 +246,28 @@ fn wait_over_connections_and_processes() {
     let (a, b) = pipe(true).unwrap();
     let (c, d) = pipe(true).unwrap();
     let go = multiproc::Event::new().unwrap();
-    let mut p = spawn(|| {
-        go.wait();
-        d.send_bytes(b"from the child").unwrap();
-    });
-    let objs: [&dyn multiproc::process::Waitable; 3] = [&b, &c, &p];
-    assert!(
-        multiproc::process::wait(&objs, Some(Duration::from_millis(20)))
-            .unwrap()
-            .is_empty()
-    );
-    a.send_bytes(b"x").unwrap();
-    assert_eq!(
-        multiproc::process::wait(&objs, Some(PATIENCE)).unwrap(),
-        vec![0]
-    );
-    go.set();
-    join_ok(&mut p);
-    let ready = multiproc::process::wait(&[&c, &p], Some(PATIENCE)).unwrap();
-    assert_eq!(ready, vec![0, 1]);
-    assert_eq!(c.recv_bytes().unwrap(), b"from the child");
+    multiproc::process::scope(|ps| {
+        let mut p = spawn_in(ps, || {
+            go.wait();
+            d.send_bytes(b"from the child").unwrap();
+        });
+        let objs: [&dyn multiproc::process::Waitable; 3] = [&b, &c, &p];
+        assert!(
+            multiproc::process::wait(&objs, Some(Duration::from_millis(20)))
+                .unwrap()
+                .is_empty()
+        );
+        a.send_bytes(b"x").unwrap();
+        assert_eq!(
+            multiproc::process::wait(&objs, Some(PATIENCE)).unwrap(),
+            vec![0]
+        );
+        go.set();
+        join_ok(&mut p);
+        let ready = multiproc::process::wait(&[&c, &p], Some(PATIENCE)).unwrap();
+        assert_eq!(ready, vec![0, 1]);
+        assert_eq!(c.recv_bytes().unwrap(), b"from the child");
+    })
 }
 
 #[cfg(feature = "serde")]
@@ -340,15 +346,17 @@ fn messages_over_two_gib_use_the_long_header() {
     let _s = serial();
     const N: usize = (1 << 31) + 17;
     let (a, b) = pipe(true).unwrap();
-    let mut p = spawn(|| {
-        let mut big = vec![3u8; N];
-        big[N - 1] = 4;
-        b.send_bytes(&big).unwrap();
-    });
-    let m = a.recv_bytes().unwrap();
-    assert_eq!(m.len(), N);
-    assert_eq!((m[0], m[N - 1]), (3, 4));
-    join_ok(&mut p);
+    multiproc::process::scope(|ps| {
+        let mut p = spawn_in(ps, || {
+            let mut big = vec![3u8; N];
+            big[N - 1] = 4;
+            b.send_bytes(&big).unwrap();
+        });
+        let m = a.recv_bytes().unwrap();
+        assert_eq!(m.len(), N);
+        assert_eq!((m[0], m[N - 1]), (3, 4));
+        join_ok(&mut p);
+    })
 }
 
 #[test]
@@ -381,40 +389,42 @@ fn shared_memory_pipe_several_senders_and_receivers_on_one_end() {
     const BIG: usize = 600 << 10;
     let (a, b) = pipe(true).unwrap();
     let results = multiproc::Array::<u64>::zeroed(2).unwrap();
-    let senders: Vec<_> = (0..2u8)
-        .map(|k| {
-            let b = &b;
-            spawn(move || {
-                for i in 0..20usize {
-                    let n = if i % 5 == 0 { BIG } else { 100 + i };
-                    b.send_bytes(&vec![k * 100 + i as u8; n]).unwrap();
-                }
+    multiproc::process::scope(|ps| {
+        let senders: Vec<_> = (0..2u8)
+            .map(|k| {
+                let b = &b;
+                spawn_in(ps, move || {
+                    for i in 0..20usize {
+                        let n = if i % 5 == 0 { BIG } else { 100 + i };
+                        b.send_bytes(&vec![k * 100 + i as u8; n]).unwrap();
+                    }
+                })
             })
-        })
-        .collect();
-    let receivers: Vec<_> = (0..2usize)
-        .map(|r| {
-            let (a, results) = (&a, &results);
-            spawn(move || {
-                let mut seen = 0u64;
-                for _ in 0..20 {
-                    let m = a.recv_bytes().unwrap();
-                    // Whole and unmixed: one byte value, a size it was sent with.
-                    assert!(m.iter().all(|&x| x == m[0]), "a mixed message");
-                    let i = (m[0] % 100) as usize;
-                    let want = if i % 5 == 0 { BIG } else { 100 + i };
-                    assert_eq!(m.len(), want);
-                    seen += 1;
-                }
-                results.set(r, seen).unwrap();
+            .collect();
+        let receivers: Vec<_> = (0..2usize)
+            .map(|r| {
+                let (a, results) = (&a, &results);
+                spawn_in(ps, move || {
+                    let mut seen = 0u64;
+                    for _ in 0..20 {
+                        let m = a.recv_bytes().unwrap();
+                        // Whole and unmixed: one byte value, a size it was sent with.
+                        assert!(m.iter().all(|&x| x == m[0]), "a mixed message");
+                        let i = (m[0] % 100) as usize;
+                        let want = if i % 5 == 0 { BIG } else { 100 + i };
+                        assert_eq!(m.len(), want);
+                        seen += 1;
+                    }
+                    results.set(r, seen).unwrap();
+                })
             })
-        })
-        .collect();
-    for mut p in senders.into_iter().chain(receivers) {
-        join_ok(&mut p);
-    }
-    assert_eq!(results.get(0).unwrap() + results.get(1).unwrap(), 40);
-    assert!(!a.poll(Some(Duration::ZERO)).unwrap());
+            .collect();
+        for mut p in senders.into_iter().chain(receivers) {
+            join_ok(&mut p);
+        }
+        assert_eq!(results.get(0).unwrap() + results.get(1).unwrap(), 40);
+        assert!(!a.poll(Some(Duration::ZERO)).unwrap());
+    })
 }
 
 #[test]
@@ -448,61 +458,65 @@ fn shared_memory_pipe_sender_waiting_for_room_sees_the_reader_die() {
 fn shared_memory_pipe_poll_wakes_on_data_from_another_process() {
     let _s = serial();
     let (a, b) = pipe(true).unwrap();
-    let mut p = spawn(|| {
-        // Long enough for the parent to be asleep in poll.
-        std::thread::sleep(Duration::from_millis(100));
-        b.send_bytes(b"wake up").unwrap();
-    });
-    let t = Instant::now();
-    assert!(a.poll(Some(PATIENCE)).unwrap());
-    assert!(t.elapsed() >= Duration::from_millis(90));
-    assert!(t.elapsed() < Duration::from_secs(2));
-    assert!(
-        a.poll(Some(Duration::ZERO)).unwrap(),
-        "poll consumed nothing"
-    );
-    assert_eq!(a.recv_bytes().unwrap(), b"wake up");
-    join_ok(&mut p);
+    multiproc::process::scope(|ps| {
+        let mut p = spawn_in(ps, || {
+            // Long enough for the parent to be asleep in poll.
+            std::thread::sleep(Duration::from_millis(100));
+            b.send_bytes(b"wake up").unwrap();
+        });
+        let t = Instant::now();
+        assert!(a.poll(Some(PATIENCE)).unwrap());
+        assert!(t.elapsed() >= Duration::from_millis(90));
+        assert!(t.elapsed() < Duration::from_secs(2));
+        assert!(
+            a.poll(Some(Duration::ZERO)).unwrap(),
+            "poll consumed nothing"
+        );
+        assert_eq!(a.recv_bytes().unwrap(), b"wake up");
+        join_ok(&mut p);
+    })
 }
 
 #[test]
 fn send_handle_passes_a_descriptor_the_peer_did_not_have() {
     let _s = serial();
-    for (kind, (a, b)) in duplex_kinds() {
-        let mut p = spawn(|| {
-            // Let the parent fall asleep in recv_bytes, so that a bell byte
-            // (shared-memory kind) precedes the handle on its socket.
-            std::thread::sleep(Duration::from_millis(100));
-            b.send_bytes(b"first").unwrap();
-            // A pipe made after the fork: the parent cannot have it.
-            let (r, w) = nix::unistd::pipe().unwrap();
-            b.send_handle(std::os::fd::AsFd::as_fd(&w)).unwrap();
-            drop(w);
-            b.send_bytes(b"after").unwrap();
-            let mut got = Vec::new();
-            let mut f = std::fs::File::from(r);
-            std::io::Read::read_to_end(&mut f, &mut got).unwrap();
-            assert_eq!(got, b"written through the passed handle");
-        });
-        assert_eq!(a.recv_bytes().unwrap(), b"first", "{kind}");
-        let fd = a.recv_handle().unwrap();
-        assert_eq!(a.recv_bytes().unwrap(), b"after", "{kind}");
-        let mut f = std::fs::File::from(fd);
-        std::io::Write::write_all(&mut f, b"written through the passed handle").unwrap();
-        drop(f);
-        join_ok(&mut p);
-    }
-    // A kernel pipe is not a socket.
-    let (r, w) = pipe_os(false).unwrap();
-    assert!(matches!(
-        w.send_handle(std::os::fd::AsFd::as_fd(&r)),
-        Err(Error::BadConnection(_))
-    ));
-    assert!(matches!(r.recv_handle(), Err(Error::BadConnection(_))));
-    // The peer closed without sending one: end of stream.
-    let (a, b) = pipe(true).unwrap();
-    drop(b);
-    assert!(matches!(a.recv_handle(), Err(Error::Eof)));
+    multiproc::process::scope(|_| {
+        for (kind, (a, b)) in duplex_kinds() {
+            let mut p = spawn(move || {
+                // Let the parent fall asleep in recv_bytes, so that a bell byte
+                // (shared-memory kind) precedes the handle on its socket.
+                std::thread::sleep(Duration::from_millis(100));
+                b.send_bytes(b"first").unwrap();
+                // A pipe made after the fork: the parent cannot have it.
+                let (r, w) = nix::unistd::pipe().unwrap();
+                b.send_handle(std::os::fd::AsFd::as_fd(&w)).unwrap();
+                drop(w);
+                b.send_bytes(b"after").unwrap();
+                let mut got = Vec::new();
+                let mut f = std::fs::File::from(r);
+                std::io::Read::read_to_end(&mut f, &mut got).unwrap();
+                assert_eq!(got, b"written through the passed handle");
+            });
+            assert_eq!(a.recv_bytes().unwrap(), b"first", "{kind}");
+            let fd = a.recv_handle().unwrap();
+            assert_eq!(a.recv_bytes().unwrap(), b"after", "{kind}");
+            let mut f = std::fs::File::from(fd);
+            std::io::Write::write_all(&mut f, b"written through the passed handle").unwrap();
+            drop(f);
+            join_ok(&mut p);
+        }
+        // A kernel pipe is not a socket.
+        let (r, w) = pipe_os(false).unwrap();
+        assert!(matches!(
+            w.send_handle(std::os::fd::AsFd::as_fd(&r)),
+            Err(Error::BadConnection(_))
+        ));
+        assert!(matches!(r.recv_handle(), Err(Error::BadConnection(_))));
+        // The peer closed without sending one: end of stream.
+        let (a, b) = pipe(true).unwrap();
+        drop(b);
+        assert!(matches!(a.recv_handle(), Err(Error::Eof)));
+    })
 }
 
 #[test]

@@ -16,7 +16,7 @@ use std::io;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::{PATIENCE, join_ok, serial, spawn};
+use common::{PATIENCE, join_ok, serial, spawn, spawn_in};
 use multiproc::{Address, Client, Connection, Error, Listener, pipe};
 
 /// The short timeout of the CPython suite (its `TIMEOUT1`).
@@ -93,81 +93,83 @@ fn connection_test_connection() {
     // The child's end goes in a slot the parent empties after the fork, so
     // that the parent's copy is closed while the child keeps its own.
     let slot = RefCell::new(Some(child_conn));
-    let mut p = spawn(|| echo(&slot));
-    drop(conn_slot_take(&slot));
+    multiproc::process::scope(|ps| {
+        let mut p = spawn_in(ps, || echo(&slot));
+        drop(conn_slot_take(&slot));
 
-    let msg = b"hello world".to_vec();
-    let longmsg = msg.repeat(10);
-    let arr = [0i32, 1, 2, 3];
+        let msg = b"hello world".to_vec();
+        let longmsg = msg.repeat(10);
+        let arr = [0i32, 1, 2, 3];
 
-    assert!(std::os::fd::AsRawFd::as_raw_fd(&conn) >= 0);
+        assert!(std::os::fd::AsRawFd::as_raw_fd(&conn) >= 0);
 
-    #[cfg(feature = "serde")]
-    {
-        let seq: (i64, f64, Option<i32>) = (1, 2.25, None);
-        conn.send(&seq).unwrap();
-        assert_eq!(conn.recv::<(i64, f64, Option<i32>)>().unwrap(), seq);
-    }
+        #[cfg(feature = "serde")]
+        {
+            let seq: (i64, f64, Option<i32>) = (1, 2.25, None);
+            conn.send(&seq).unwrap();
+            assert_eq!(conn.recv::<(i64, f64, Option<i32>)>().unwrap(), seq);
+        }
 
-    conn.send_bytes(&msg).unwrap();
-    assert_eq!(conn.recv_bytes().unwrap(), msg);
+        conn.send_bytes(&msg).unwrap();
+        assert_eq!(conn.recv_bytes().unwrap(), msg);
 
-    // Into a buffer bigger than the message: the rest is left alone.
-    let mut buffer = [0u8; 40];
-    conn.send_bytes(&ints_to_bytes(&arr)).unwrap();
-    assert_eq!(conn.recv_bytes_into(&mut buffer).unwrap(), arr.len() * 4);
-    let mut expected = arr.to_vec();
-    expected.resize(10, 0);
-    assert_eq!(bytes_to_ints(&buffer), expected);
+        // Into a buffer bigger than the message: the rest is left alone.
+        let mut buffer = [0u8; 40];
+        conn.send_bytes(&ints_to_bytes(&arr)).unwrap();
+        assert_eq!(conn.recv_bytes_into(&mut buffer).unwrap(), arr.len() * 4);
+        let mut expected = arr.to_vec();
+        expected.resize(10, 0);
+        assert_eq!(bytes_to_ints(&buffer), expected);
 
-    // Into a buffer at an offset (Python's `offset` argument: a subslice).
-    let mut buffer = [0u8; 40];
-    conn.send_bytes(&ints_to_bytes(&arr)).unwrap();
-    assert_eq!(
-        conn.recv_bytes_into(&mut buffer[3 * 4..]).unwrap(),
-        arr.len() * 4
-    );
-    let mut expected = vec![0; 3];
-    expected.extend_from_slice(&arr);
-    expected.resize(10, 0);
-    assert_eq!(bytes_to_ints(&buffer), expected);
+        // Into a buffer at an offset (Python's `offset` argument: a subslice).
+        let mut buffer = [0u8; 40];
+        conn.send_bytes(&ints_to_bytes(&arr)).unwrap();
+        assert_eq!(
+            conn.recv_bytes_into(&mut buffer[3 * 4..]).unwrap(),
+            arr.len() * 4
+        );
+        let mut expected = vec![0; 3];
+        expected.extend_from_slice(&arr);
+        expected.resize(10, 0);
+        assert_eq!(bytes_to_ints(&buffer), expected);
 
-    // Too short a buffer: the error carries the whole message.
-    let mut buffer = [b' '; 40];
-    conn.send_bytes(&longmsg).unwrap();
-    match conn.recv_bytes_into(&mut buffer) {
-        Err(Error::BufferTooShort(whole)) => assert_eq!(whole, longmsg),
-        other => panic!("expected BufferTooShort, got {other:?}"),
-    }
-    // The connection is still in step after it.
-    conn.send_bytes(&msg).unwrap();
-    assert_eq!(conn.recv_bytes().unwrap(), msg);
+        // Too short a buffer: the error carries the whole message.
+        let mut buffer = [b' '; 40];
+        conn.send_bytes(&longmsg).unwrap();
+        match conn.recv_bytes_into(&mut buffer) {
+            Err(Error::BufferTooShort(whole)) => assert_eq!(whole, longmsg),
+            other => panic!("expected BufferTooShort, got {other:?}"),
+        }
+        // The connection is still in step after it.
+        conn.send_bytes(&msg).unwrap();
+        assert_eq!(conn.recv_bytes().unwrap(), msg);
 
-    // Polling with nothing to read.
-    assert!(!conn.poll(Some(Duration::ZERO)).unwrap());
-    let start = Instant::now();
-    assert!(!conn.poll(Some(TIMEOUT)).unwrap());
-    assert!(start.elapsed() >= TIMEOUT);
+        // Polling with nothing to read.
+        assert!(!conn.poll(Some(Duration::ZERO)).unwrap());
+        let start = Instant::now();
+        assert!(!conn.poll(Some(TIMEOUT)).unwrap());
+        assert!(start.elapsed() >= TIMEOUT);
 
-    // With a message on its way back, poll sees it and leaves it there.
-    conn.send_bytes(b"x").unwrap();
-    assert!(conn.poll(Some(PATIENCE)).unwrap());
-    assert!(conn.poll(Some(Duration::ZERO)).unwrap());
-    assert_eq!(conn.recv_bytes().unwrap(), b"x");
+        // With a message on its way back, poll sees it and leaves it there.
+        conn.send_bytes(b"x").unwrap();
+        assert!(conn.poll(Some(PATIENCE)).unwrap());
+        assert!(conn.poll(Some(Duration::ZERO)).unwrap());
+        assert_eq!(conn.recv_bytes().unwrap(), b"x");
 
-    // A 16 MiB message there and back.
-    let really_big_msg = vec![b'X'; 16 << 20];
-    conn.send_bytes(&really_big_msg).unwrap();
-    assert_eq!(conn.recv_bytes().unwrap(), really_big_msg);
+        // A 16 MiB message there and back.
+        let really_big_msg = vec![b'X'; 16 << 20];
+        conn.send_bytes(&really_big_msg).unwrap();
+        assert_eq!(conn.recv_bytes().unwrap(), really_big_msg);
 
-    // Stop the child; with every copy of the other end closed, end of stream.
-    conn.send_bytes(SENTINEL).unwrap();
-    assert!(conn.readable());
-    assert!(conn.writable());
-    assert!(matches!(conn.recv_bytes(), Err(Error::Eof)));
-    #[cfg(feature = "serde")]
-    assert!(matches!(conn.recv::<()>(), Err(Error::Eof)));
-    join_ok(&mut p);
+        // Stop the child; with every copy of the other end closed, end of stream.
+        conn.send_bytes(SENTINEL).unwrap();
+        assert!(conn.readable());
+        assert!(conn.writable());
+        assert!(matches!(conn.recv_bytes(), Err(Error::Eof)));
+        #[cfg(feature = "serde")]
+        assert!(matches!(conn.recv::<()>(), Err(Error::Eof)));
+        join_ok(&mut p);
+    })
 }
 
 fn conn_slot_take(slot: &RefCell<Option<Connection>>) -> Option<Connection> {
@@ -215,14 +217,16 @@ fn connection_test_spawn_close() {
     let _s = serial();
     let (conn, child_conn) = pipe(true).unwrap();
     let slot = RefCell::new(Some(child_conn));
-    let mut p = spawn(|| echo(&slot));
-    drop(conn_slot_take(&slot));
+    multiproc::process::scope(|ps| {
+        let mut p = spawn_in(ps, || echo(&slot));
+        drop(conn_slot_take(&slot));
 
-    conn.send_bytes(b"hello").unwrap();
-    assert_eq!(conn.recv_bytes().unwrap(), b"hello");
-    conn.send_bytes(SENTINEL).unwrap();
-    conn.close();
-    join_ok(&mut p);
+        conn.send_bytes(b"hello").unwrap();
+        assert_eq!(conn.recv_bytes().unwrap(), b"hello");
+        conn.send_bytes(SENTINEL).unwrap();
+        conn.close();
+        join_ok(&mut p);
+    })
 }
 
 // Ports _TestConnection.test_sendbytes: sending part of a buffer (Python's
@@ -411,7 +415,10 @@ fn listener_client_test_listener_client() {
     for addr in families("listener_client") {
         let mut l = Listener::bind(&addr, None).unwrap();
         let bound = l.address().clone();
-        let mut p = spawn(|| say_hello(&bound, None));
+        let mut p = spawn({
+            let bound = bound.clone();
+            move || say_hello(&bound, None)
+        });
         let conn = l.accept_timeout(PATIENCE).unwrap();
         assert_eq!(conn.recv_bytes().unwrap(), b"hello", "{addr}");
         join_ok(&mut p);
@@ -429,15 +436,21 @@ fn listener_client_test_listener_client_authkey() {
     for addr in families("listener_client_key") {
         let mut l = Listener::bind(&addr, Some(b"secret")).unwrap();
         let bound = l.address().clone();
-        let mut p = spawn(|| say_hello(&bound, Some(b"secret")));
+        let mut p = spawn({
+            let bound = bound.clone();
+            move || say_hello(&bound, Some(b"secret"))
+        });
         let conn = l.accept_timeout(PATIENCE).unwrap();
         assert_eq!(conn.recv_bytes().unwrap(), b"hello", "{addr}");
         join_ok(&mut p);
         drop(p);
 
-        let mut p = spawn(|| match Client::connect(&bound, Some(b"wrong")) {
-            Err(Error::AuthenticationFailed(_)) => 0,
-            _ => 3,
+        let mut p = spawn({
+            let bound = bound.clone();
+            move || match Client::connect(&bound, Some(b"wrong")) {
+                Err(Error::AuthenticationFailed(_)) => 0,
+                _ => 3,
+            }
         });
         assert!(matches!(
             l.accept_timeout(PATIENCE),
@@ -458,15 +471,17 @@ fn listener_client_test_issue14725() {
     let addr = Address::Unix(sock_path("issue14725"));
     let mut l = Listener::bind(&addr, None).unwrap();
     let bound = l.address().clone();
-    let mut p = spawn(|| say_hello(&bound, None));
-    // Instead of sleeping a second, wait for the child to be gone.
-    join_ok(&mut p);
-    let conn = l.accept_timeout(PATIENCE).unwrap();
-    assert_eq!(conn.recv_bytes().unwrap(), b"hello");
-    assert!(matches!(conn.recv_bytes(), Err(Error::Eof)));
-    conn.close();
-    l.close();
-    remove_socket_file(&addr);
+    multiproc::process::scope(|ps| {
+        let mut p = spawn_in(ps, || say_hello(&bound, None));
+        // Instead of sleeping a second, wait for the child to be gone.
+        join_ok(&mut p);
+        let conn = l.accept_timeout(PATIENCE).unwrap();
+        assert_eq!(conn.recv_bytes().unwrap(), b"hello");
+        assert!(matches!(conn.recv_bytes(), Err(Error::Eof)));
+        conn.close();
+        l.close();
+        remove_socket_file(&addr);
+    })
 }
 
 // Ports _TestListenerClient.test_issue16955: a client's poll sees a message
@@ -513,22 +528,24 @@ fn poll_test_strings() {
     let strings: [&[u8]; 8] = [b"hello", b"", b"a", b"b", b"", b"bye", b"", b"lop"];
     let (a, b) = pipe(true).unwrap();
     let slot = RefCell::new(Some(b));
-    let mut p = spawn(|| -> Result<(), Error> {
-        let b = slot.borrow_mut().take().unwrap();
+    multiproc::process::scope(|ps| {
+        let mut p = spawn_in(ps, || -> Result<(), Error> {
+            let b = slot.borrow_mut().take().unwrap();
+            for s in strings {
+                std::thread::sleep(Duration::from_millis(10));
+                b.send_bytes(s)?;
+            }
+            b.close();
+            Ok(())
+        });
+        drop(conn_slot_take(&slot));
         for s in strings {
-            std::thread::sleep(Duration::from_millis(10));
-            b.send_bytes(s)?;
+            assert!(a.poll(Some(PATIENCE)).unwrap());
+            assert_eq!(a.recv_bytes().unwrap(), s);
         }
-        b.close();
-        Ok(())
-    });
-    drop(conn_slot_take(&slot));
-    for s in strings {
-        assert!(a.poll(Some(PATIENCE)).unwrap());
-        assert_eq!(a.recv_bytes().unwrap(), s);
-    }
-    assert!(matches!(a.recv_bytes(), Err(Error::Eof)));
-    join_ok(&mut p);
+        assert!(matches!(a.recv_bytes(), Err(Error::Eof)));
+        join_ok(&mut p);
+    })
 }
 
 // Ports _TestPoll.test_boundaries: a child polling the read end of a one-way
@@ -537,23 +554,25 @@ fn poll_test_strings() {
 fn poll_test_boundaries() {
     let _s = serial();
     let (r, w) = pipe(false).unwrap();
-    let mut p = spawn(|| -> i32 {
-        match r.poll(Some(PATIENCE)) {
-            Ok(true) => 0,
-            _ => 2,
-        }
-    });
-    // Give the child a moment to be polling when the data comes.
-    std::thread::sleep(Duration::from_millis(50));
-    w.send_bytes(b"first").unwrap();
-    w.send_bytes(b"second").unwrap();
-    w.close();
-    join_ok(&mut p);
-    drop(p);
-    // Both messages are intact, in order (CPython accepts either).
-    assert_eq!(r.recv_bytes().unwrap(), b"first");
-    assert_eq!(r.recv_bytes().unwrap(), b"second");
-    assert!(matches!(r.recv_bytes(), Err(Error::Eof)));
+    multiproc::process::scope(|ps| {
+        let mut p = spawn_in(ps, || -> i32 {
+            match r.poll(Some(PATIENCE)) {
+                Ok(true) => 0,
+                _ => 2,
+            }
+        });
+        // Give the child a moment to be polling when the data comes.
+        std::thread::sleep(Duration::from_millis(50));
+        w.send_bytes(b"first").unwrap();
+        w.send_bytes(b"second").unwrap();
+        w.close();
+        join_ok(&mut p);
+        drop(p);
+        // Both messages are intact, in order (CPython accepts either).
+        assert_eq!(r.recv_bytes().unwrap(), b"first");
+        assert_eq!(r.recv_bytes().unwrap(), b"second");
+        assert!(matches!(r.recv_bytes(), Err(Error::Eof)));
+    })
 }
 
 // Ports _TestPoll.test_dont_merge: messages sent back to back stay apart,
@@ -567,22 +586,24 @@ fn poll_test_dont_merge() {
     assert!(!a.poll(Some(TIMEOUT)).unwrap());
     assert!(start.elapsed() >= TIMEOUT);
 
-    let mut p = spawn(|| -> Result<(), Error> {
-        b.send_bytes(b"a")?;
-        b.send_bytes(b"b")?;
-        b.send_bytes(b"cd")?;
-        Ok(())
-    });
+    multiproc::process::scope(|ps| {
+        let mut p = spawn_in(ps, || -> Result<(), Error> {
+            b.send_bytes(b"a")?;
+            b.send_bytes(b"b")?;
+            b.send_bytes(b"cd")?;
+            Ok(())
+        });
 
-    assert_eq!(a.recv_bytes().unwrap(), b"a");
-    assert!(a.poll(Some(PATIENCE)).unwrap());
-    assert!(a.poll(Some(PATIENCE)).unwrap());
-    assert_eq!(a.recv_bytes().unwrap(), b"b");
-    assert!(a.poll(Some(PATIENCE)).unwrap());
-    assert!(a.poll(Some(PATIENCE)).unwrap());
-    assert!(a.poll(Some(Duration::ZERO)).unwrap());
-    assert_eq!(a.recv_bytes().unwrap(), b"cd");
-    join_ok(&mut p);
+        assert_eq!(a.recv_bytes().unwrap(), b"a");
+        assert!(a.poll(Some(PATIENCE)).unwrap());
+        assert!(a.poll(Some(PATIENCE)).unwrap());
+        assert_eq!(a.recv_bytes().unwrap(), b"b");
+        assert!(a.poll(Some(PATIENCE)).unwrap());
+        assert!(a.poll(Some(PATIENCE)).unwrap());
+        assert!(a.poll(Some(Duration::ZERO)).unwrap());
+        assert_eq!(a.recv_bytes().unwrap(), b"cd");
+        join_ok(&mut p);
+    })
 }
 
 // Not ported:

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{PATIENCE, eventually, join_ok, serial, spawn};
+use common::{PATIENCE, eventually, join_ok, serial, spawn_in};
 use multiproc::{
     Array, Barrier, BoundedSemaphore, Condition, Error, Event, Lock, RLock, RawArray, RawValue,
     Semaphore, TryLockError, Value,
@@ -226,24 +226,26 @@ fn condition_test_notify() {
     let woken = Semaphore::new(0).unwrap();
     let sleeper = || cond_sleeper(&cond, &sleeping, &woken, PATIENCE);
 
-    let mut p = spawn(sleeper);
-    thread::scope(|s| {
-        s.spawn(sleeper);
-        take(&sleeping, 2);
+    multiproc::process::scope(|ps| {
+        let mut p = spawn_in(ps, sleeper);
+        thread::scope(|s| {
+            s.spawn(sleeper);
+            take(&sleeping, 2);
 
-        // Nobody wakes on its own.
-        thread::sleep(DELTA);
-        assert_eq!(woken.value(), 0);
+            // Nobody wakes on its own.
+            thread::sleep(DELTA);
+            assert_eq!(woken.value(), 0);
 
-        for n in 1..=2 {
-            {
-                let _g = cond.lock().unwrap();
-                cond.notify_one();
+            for n in 1..=2 {
+                {
+                    let _g = cond.lock().unwrap();
+                    cond.notify_one();
+                }
+                reaches_and_stays(&woken, n);
             }
-            reaches_and_stays(&woken, n);
-        }
-    });
-    join_ok(&mut p);
+        });
+        join_ok(&mut p);
+    })
 }
 
 // Ports _TestCondition.test_notify_all: waiters that time out come back by
@@ -257,38 +259,40 @@ fn condition_test_notify_all() {
 
     // Three processes and three threads whose waits time out.
     let timing_out = || cond_sleeper(&cond, &sleeping, &woken, TIMEOUT);
-    let mut kids: Vec<_> = (0..3).map(|_| spawn(timing_out)).collect();
-    thread::scope(|s| {
-        for _ in 0..3 {
-            s.spawn(timing_out);
+    multiproc::process::scope(|ps| {
+        let mut kids: Vec<_> = (0..3).map(|_| spawn_in(ps, timing_out)).collect();
+        thread::scope(|s| {
+            for _ in 0..3 {
+                s.spawn(timing_out);
+            }
+            take(&sleeping, 6);
+            take(&woken, 6);
+            assert_eq!(woken.value(), 0);
+        });
+        for k in &mut kids {
+            join_ok(k);
         }
-        take(&sleeping, 6);
-        take(&woken, 6);
-        assert_eq!(woken.value(), 0);
-    });
-    for k in &mut kids {
-        join_ok(k);
-    }
 
-    // Three processes and three threads that wait until notified.
-    let patient = || cond_sleeper(&cond, &sleeping, &woken, PATIENCE);
-    let mut kids: Vec<_> = (0..3).map(|_| spawn(patient)).collect();
-    thread::scope(|s| {
-        for _ in 0..3 {
-            s.spawn(patient);
+        // Three processes and three threads that wait until notified.
+        let patient = || cond_sleeper(&cond, &sleeping, &woken, PATIENCE);
+        let mut kids: Vec<_> = (0..3).map(|_| spawn_in(ps, patient)).collect();
+        thread::scope(|s| {
+            for _ in 0..3 {
+                s.spawn(patient);
+            }
+            take(&sleeping, 6);
+            thread::sleep(DELTA);
+            assert_eq!(woken.value(), 0);
+            {
+                let _g = cond.lock().unwrap();
+                cond.notify_all();
+            }
+            reaches_and_stays(&woken, 6);
+        });
+        for k in &mut kids {
+            join_ok(k);
         }
-        take(&sleeping, 6);
-        thread::sleep(DELTA);
-        assert_eq!(woken.value(), 0);
-        {
-            let _g = cond.lock().unwrap();
-            cond.notify_all();
-        }
-        reaches_and_stays(&woken, 6);
-    });
-    for k in &mut kids {
-        join_ok(k);
-    }
+    })
 }
 
 // Ports _TestCondition.test_notify_n: notify(n) wakes n waiters, and no
@@ -301,30 +305,32 @@ fn condition_test_notify_n() {
     let woken = Semaphore::new(0).unwrap();
     let sleeper = || cond_sleeper(&cond, &sleeping, &woken, PATIENCE);
 
-    let mut kids: Vec<_> = (0..3).map(|_| spawn(sleeper)).collect();
-    thread::scope(|s| {
-        for _ in 0..3 {
-            s.spawn(sleeper);
-        }
-        take(&sleeping, 6);
-        thread::sleep(DELTA);
-        assert_eq!(woken.value(), 0);
+    multiproc::process::scope(|ps| {
+        let mut kids: Vec<_> = (0..3).map(|_| spawn_in(ps, sleeper)).collect();
+        thread::scope(|s| {
+            for _ in 0..3 {
+                s.spawn(sleeper);
+            }
+            take(&sleeping, 6);
+            thread::sleep(DELTA);
+            assert_eq!(woken.value(), 0);
 
-        let notify = |n| {
-            let _g = cond.lock().unwrap();
-            cond.notify(n);
-        };
-        notify(2);
-        reaches_and_stays(&woken, 2);
-        notify(4);
-        reaches_and_stays(&woken, 6);
-        // Nobody is left to wake.
-        notify(3);
-        assert_eq!(woken.value(), 6);
-    });
-    for k in &mut kids {
-        join_ok(k);
-    }
+            let notify = |n| {
+                let _g = cond.lock().unwrap();
+                cond.notify(n);
+            };
+            notify(2);
+            reaches_and_stays(&woken, 2);
+            notify(4);
+            reaches_and_stays(&woken, 6);
+            // Nobody is left to wake.
+            notify(3);
+            assert_eq!(woken.value(), 6);
+        });
+        for k in &mut kids {
+            join_ok(k);
+        }
+    })
 }
 
 // Ports _TestCondition.test_timeout.
@@ -349,28 +355,30 @@ fn condition_test_waitfor() {
     let cond = Condition::new().unwrap();
     let state = Value::new(-1i32).unwrap();
 
-    let mut p = spawn(|| {
-        let mut g = state.lock().unwrap();
-        *g = 0;
-        cond.notify_one();
-        let r = cond.wait_while_timeout(&mut g, PATIENCE, |v| *v != 4);
-        assert!(!r.timed_out());
-        assert_eq!(*g, 4);
-    });
+    multiproc::process::scope(|ps| {
+        let mut p = spawn_in(ps, || {
+            let mut g = state.lock().unwrap();
+            *g = 0;
+            cond.notify_one();
+            let r = cond.wait_while_timeout(&mut g, PATIENCE, |v| *v != 4);
+            assert!(!r.timed_out());
+            assert_eq!(*g, 4);
+        });
 
-    {
-        let mut g = state.lock().unwrap();
-        let r = cond.wait_while_timeout(&mut g, PATIENCE, |v| *v != 0);
-        assert!(!r.timed_out());
-        assert_eq!(*g, 0);
-    }
-    for _ in 0..4 {
-        thread::sleep(Duration::from_millis(10));
-        let mut g = state.lock().unwrap();
-        *g += 1;
-        cond.notify_one();
-    }
-    join_ok(&mut p);
+        {
+            let mut g = state.lock().unwrap();
+            let r = cond.wait_while_timeout(&mut g, PATIENCE, |v| *v != 0);
+            assert!(!r.timed_out());
+            assert_eq!(*g, 0);
+        }
+        for _ in 0..4 {
+            thread::sleep(Duration::from_millis(10));
+            let mut g = state.lock().unwrap();
+            *g += 1;
+            cond.notify_one();
+        }
+        join_ok(&mut p);
+    })
 }
 
 // Ports _TestCondition.test_waitfor_timeout: notifications that leave the
@@ -384,26 +392,28 @@ fn condition_test_waitfor_timeout() {
     let success = RawValue::new(false).unwrap();
     let started = Semaphore::new(0).unwrap();
 
-    let mut p = spawn(|| {
-        started.release().unwrap();
-        let mut g = state.lock().unwrap();
-        let t = Instant::now();
-        let r = cond.wait_while_timeout(&mut g, TIMEOUT, |v| *v != 4);
-        let elapsed = t.elapsed();
-        if r.timed_out() && elapsed >= TIMEOUT {
-            success.store(true);
+    multiproc::process::scope(|ps| {
+        let mut p = spawn_in(ps, || {
+            started.release().unwrap();
+            let mut g = state.lock().unwrap();
+            let t = Instant::now();
+            let r = cond.wait_while_timeout(&mut g, TIMEOUT, |v| *v != 4);
+            let elapsed = t.elapsed();
+            if r.timed_out() && elapsed >= TIMEOUT {
+                success.store(true);
+            }
+        });
+        assert!(started.acquire_timeout(PATIENCE));
+        // Three increments only: the state never reaches 4.
+        for _ in 0..3 {
+            thread::sleep(Duration::from_millis(10));
+            let mut g = state.lock().unwrap();
+            *g += 1;
+            cond.notify_one();
         }
-    });
-    assert!(started.acquire_timeout(PATIENCE));
-    // Three increments only: the state never reaches 4.
-    for _ in 0..3 {
-        thread::sleep(Duration::from_millis(10));
-        let mut g = state.lock().unwrap();
-        *g += 1;
-        cond.notify_one();
-    }
-    join_ok(&mut p);
-    assert!(success.load());
+        join_ok(&mut p);
+        assert!(success.load());
+    })
 }
 
 // Ports _TestCondition.test_wait_result (without its KeyboardInterrupt half,
@@ -419,13 +429,15 @@ fn condition_test_wait_result() {
 
     // Started while the parent holds the lock: the child gets it only once
     // the parent sleeps in wait.
-    let mut p = spawn(|| {
-        let _g = cond.lock().unwrap();
-        cond.notify_one();
-    });
-    assert!(!cond.wait_timeout(&mut guard, PATIENCE).timed_out());
-    drop(guard);
-    join_ok(&mut p);
+    multiproc::process::scope(|ps| {
+        let mut p = spawn_in(ps, || {
+            let _g = cond.lock().unwrap();
+            cond.notify_one();
+        });
+        assert!(!cond.wait_timeout(&mut guard, PATIENCE).timed_out());
+        drop(guard);
+        join_ok(&mut p);
+    })
 }
 
 // ---------------------------------------------------------------------------
@@ -452,12 +464,14 @@ fn event_test_event() {
     assert!(!event.is_set());
 
     // A child sets it a little later; the parent's wait sees that.
-    let mut p = spawn(|| {
-        thread::sleep(TIMEOUT);
-        event.set();
-    });
-    assert!(event.wait_timeout(PATIENCE));
-    join_ok(&mut p);
+    multiproc::process::scope(|ps| {
+        let mut p = spawn_in(ps, || {
+            thread::sleep(TIMEOUT);
+            event.set();
+        });
+        assert!(event.wait_timeout(PATIENCE));
+        join_ok(&mut p);
+    })
 }
 
 // Ports _TestEvent.test_repr (Rust's Debug shows whether the event is set).
@@ -496,14 +510,16 @@ impl Drop for AbortOnPanic<'_> {
 /// `run_threads` with the processes flavour), then joins the children. The
 /// caller holds `serial()`.
 fn run_parties(barriers: &[&Barrier], f: impl Fn() + Sync) {
-    let mut kids: Vec<_> = (0..N - 1).map(|_| spawn(&f)).collect();
-    // Dropped before `kids` on a panic, so the children are unblocked
-    // before they are joined.
-    let _abort = AbortOnPanic(barriers);
-    f();
-    for k in &mut kids {
-        join_ok(k);
-    }
+    multiproc::process::scope(|ps| {
+        let mut kids: Vec<_> = (0..N - 1).map(|_| spawn_in(ps, &f)).collect();
+        // Dropped before `kids` on a panic, so the children are unblocked
+        // before they are joined.
+        let _abort = AbortOnPanic(barriers);
+        f();
+        for k in &mut kids {
+            join_ok(k);
+        }
+    })
 }
 
 /// A barrier wait that fails instead of hanging if the others never come.
@@ -733,28 +749,30 @@ fn barrier_test_thousand() {
     let b = Barrier::new(N).unwrap();
     // Element 0 counts the entries that follow it.
     let log = Array::<u32>::zeroed(1 + (N * PASSES) as usize).unwrap();
-    let mut kids: Vec<_> = (0..N)
-        .map(|_| {
-            spawn(|| {
-                for i in 0..PASSES {
-                    wait(&b).unwrap();
-                    let mut g = log.lock().unwrap();
-                    let k = g[0] as usize;
-                    g[1 + k] = i;
-                    g[0] += 1;
-                }
+    multiproc::process::scope(|ps| {
+        let mut kids: Vec<_> = (0..N)
+            .map(|_| {
+                spawn_in(ps, || {
+                    for i in 0..PASSES {
+                        wait(&b).unwrap();
+                        let mut g = log.lock().unwrap();
+                        let k = g[0] as usize;
+                        g[1 + k] = i;
+                        g[0] += 1;
+                    }
+                })
             })
-        })
-        .collect();
-    let _abort = AbortOnPanic(&[&b]);
-    for k in &mut kids {
-        join_ok(k);
-    }
-    let log = log.to_vec();
-    assert_eq!(log[0], N * PASSES);
-    for (j, &pass) in log[1..].iter().enumerate() {
-        assert_eq!(pass, j as u32 / N, "entry {j} of the log");
-    }
+            .collect();
+        let _abort = AbortOnPanic(&[&b]);
+        for k in &mut kids {
+            join_ok(k);
+        }
+        let log = log.to_vec();
+        assert_eq!(log[0], N * PASSES);
+        for (j, &pass) in log[1..].iter().enumerate() {
+            assert_eq!(pass, j as u32 / N, "entry {j} of the log");
+        }
+    })
 }
 
 // ---------------------------------------------------------------------------
@@ -777,20 +795,22 @@ fn value_test_value() {
     assert_eq!(q.get(), 1 << 33);
     assert_eq!(c.get(), b'x');
 
-    let mut p = spawn(|| {
-        i.set(24234);
-        d.set(-4.25);
-        h.set(234);
-        q.set(1 << 34);
-        c.set(b'y');
-    });
-    join_ok(&mut p);
+    multiproc::process::scope(|ps| {
+        let mut p = spawn_in(ps, || {
+            i.set(24234);
+            d.set(-4.25);
+            h.set(234);
+            q.set(1 << 34);
+            c.set(b'y');
+        });
+        join_ok(&mut p);
 
-    assert_eq!(i.get(), 24234);
-    assert_eq!(d.get(), -4.25);
-    assert_eq!(h.get(), 234);
-    assert_eq!(q.get(), 1 << 34);
-    assert_eq!(c.get(), b'y');
+        assert_eq!(i.get(), 24234);
+        assert_eq!(d.get(), -4.25);
+        assert_eq!(h.get(), 234);
+        assert_eq!(q.get(), 1 << 34);
+        assert_eq!(c.get(), b'y');
+    })
 }
 
 // Ports _TestValue.test_rawvalue (the same with RawValue).
@@ -808,20 +828,22 @@ fn value_test_rawvalue() {
     assert_eq!(q.load(), 1 << 33);
     assert_eq!(c.load(), b'x');
 
-    let mut p = spawn(|| {
-        i.store(24234);
-        d.store(-4.25);
-        h.store(234);
-        q.store(1 << 34);
-        c.store(b'y');
-    });
-    join_ok(&mut p);
+    multiproc::process::scope(|ps| {
+        let mut p = spawn_in(ps, || {
+            i.store(24234);
+            d.store(-4.25);
+            h.store(234);
+            q.store(1 << 34);
+            c.store(b'y');
+        });
+        join_ok(&mut p);
 
-    assert_eq!(i.load(), 24234);
-    assert_eq!(d.load(), -4.25);
-    assert_eq!(h.load(), 234);
-    assert_eq!(q.load(), 1 << 34);
-    assert_eq!(c.load(), b'y');
+        assert_eq!(i.load(), 24234);
+        assert_eq!(d.load(), -4.25);
+        assert_eq!(h.load(), 234);
+        assert_eq!(q.load(), 1 << 34);
+        assert_eq!(c.load(), b'y');
+    })
 }
 
 // ---------------------------------------------------------------------------
@@ -854,9 +876,11 @@ fn array_test_array() {
     assert_eq!(arr.to_vec(), seq);
 
     running_sums(&mut seq);
-    let mut p = spawn(|| running_sums(&mut arr.lock().unwrap()));
-    join_ok(&mut p);
-    assert_eq!(arr.to_vec(), seq);
+    multiproc::process::scope(|ps| {
+        let mut p = spawn_in(ps, || running_sums(&mut arr.lock().unwrap()));
+        join_ok(&mut p);
+        assert_eq!(arr.to_vec(), seq);
+    })
 }
 
 // Ports _TestArray.test_array_from_size: a new array is all zeros, even
@@ -901,14 +925,16 @@ fn array_test_rawarray() {
     assert_eq!(arr.to_vec(), seq);
 
     running_sums(&mut seq);
-    let mut p = spawn(|| {
-        for j in 1..arr.len() {
-            let sum = arr.get(j).unwrap() + arr.get(j - 1).unwrap();
-            arr.set(j, sum).unwrap();
-        }
-    });
-    join_ok(&mut p);
-    assert_eq!(arr.to_vec(), seq);
+    multiproc::process::scope(|ps| {
+        let mut p = spawn_in(ps, || {
+            for j in 1..arr.len() {
+                let sum = arr.get(j).unwrap() + arr.get(j - 1).unwrap();
+                arr.set(j, sum).unwrap();
+            }
+        });
+        join_ok(&mut p);
+        assert_eq!(arr.to_vec(), seq);
+    })
 }
 
 // ---------------------------------------------------------------------------

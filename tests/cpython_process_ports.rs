@@ -20,8 +20,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{PATIENCE, eventually, hang, join_ok, serial, spawn};
-use multiproc::process::{Waitable, wait};
+use common::{PATIENCE, eventually, hang, join_ok, serial, spawn, spawn_in};
+use multiproc::process::{Scope, Waitable, wait};
 use multiproc::{
     Array, Event, ExitStatus, Process, RawValue, Semaphore, active_children, current_process,
     parent_alive,
@@ -201,14 +201,16 @@ fn test_args_argument() {
     // memory.
     let borrowed = vec![String::from("a"), String::from("b")];
     let r = &borrowed;
-    // SAFETY: as above.
-    let mut p = unsafe {
-        Process::with_result(move || r.join("+"))
-            .with_daemon(true)
-            .allow_threads()
-    };
-    p.start().unwrap();
-    assert_eq!(p.result().unwrap(), "a+b");
+    multiproc::process::scope(|ps| {
+        // SAFETY: as above.
+        let mut p = unsafe {
+            ps.process_with_result(move || r.join("+"))
+                .with_daemon(true)
+                .allow_threads()
+        };
+        p.start().unwrap();
+        assert_eq!(p.result().unwrap(), "a+b");
+    });
 }
 
 // Ports _TestProcess.test_process (positional and keyword arguments become
@@ -223,47 +225,49 @@ fn test_process() {
     let (hello, bye) = (23, 2.54);
     let current = current_process();
 
-    // SAFETY: the child touches only the shared objects above.
-    let mut p = unsafe {
-        Process::new(|| {
-            let me = current_process();
-            args.put(format!("{:?}", (a, b)).as_bytes());
-            kwargs.put(format!("hello={hello} bye={bye}").as_bytes());
-            name.put(me.name().as_bytes());
-            authkey.put(me.authkey());
-            pid.store(me.pid());
-            // Stay alive until the parent has looked.
-            go.wait_timeout(PATIENCE);
-        })
-        .with_name("SomeProcess")
-        .with_daemon(true)
-        .allow_threads()
-    };
+    multiproc::process::scope(|ps| {
+        // SAFETY: the child touches only the shared objects above.
+        let mut p = unsafe {
+            ps.process(|| {
+                let me = current_process();
+                args.put(format!("{:?}", (a, b)).as_bytes());
+                kwargs.put(format!("hello={hello} bye={bye}").as_bytes());
+                name.put(me.name().as_bytes());
+                authkey.put(me.authkey());
+                pid.store(me.pid());
+                // Stay alive until the parent has looked.
+                go.wait_timeout(PATIENCE);
+            })
+            .with_name("SomeProcess")
+            .with_daemon(true)
+            .allow_threads()
+        };
 
-    assert!(!p.is_alive());
-    assert!(p.is_daemon());
-    assert_eq!(p.pid(), None);
-    assert_eq!(p.exit_code(), None);
-    assert!(active_children().is_empty());
+        assert!(!p.is_alive());
+        assert!(p.is_daemon());
+        assert_eq!(p.pid(), None);
+        assert_eq!(p.exit_code(), None);
+        assert!(active_children().is_empty());
 
-    p.start().unwrap();
-    let child = p.pid().unwrap();
-    assert_eq!(p.exit_code(), None);
-    assert!(p.is_alive());
-    assert!(active_children().contains(&child));
+        p.start().unwrap();
+        let child = p.pid().unwrap();
+        assert_eq!(p.exit_code(), None);
+        assert!(p.is_alive());
+        assert!(active_children().contains(&child));
 
-    assert!(eventually(PATIENCE, || pid.load() != 0));
-    assert_eq!(args.get_string(), "(1, 2)");
-    assert_eq!(kwargs.get_string(), "hello=23 bye=2.54");
-    assert_eq!(name.get_string(), p.name());
-    assert_eq!(authkey.get(), current.authkey());
-    assert_eq!(pid.load(), child);
+        assert!(eventually(PATIENCE, || pid.load() != 0));
+        assert_eq!(args.get_string(), "(1, 2)");
+        assert_eq!(kwargs.get_string(), "hello=23 bye=2.54");
+        assert_eq!(name.get_string(), p.name());
+        assert_eq!(authkey.get(), current.authkey());
+        assert_eq!(pid.load(), child);
 
-    go.set();
-    join_ok(&mut p);
-    assert_eq!(p.exit_code(), Some(0));
-    assert!(!p.is_alive());
-    assert!(!active_children().contains(&child));
+        go.set();
+        join_ok(&mut p);
+        assert_eq!(p.exit_code(), Some(0));
+        assert!(!p.is_alive());
+        assert!(!active_children().contains(&child));
+    })
 }
 
 // Ports _TestProcess.test_process_mainthread_native_id.
@@ -272,17 +276,19 @@ fn test_process_mainthread_native_id() {
     let _s = serial();
     let tid = RawValue::new(0i32).unwrap();
     let pid = RawValue::new(0i32).unwrap();
-    let mut p = spawn(|| {
-        // SAFETY: gettid takes no arguments and cannot fail.
-        tid.store(unsafe { libc::gettid() });
-        pid.store(std::process::id() as i32);
-    });
-    join_ok(&mut p);
-    // The forking thread became the child's main thread: its id is the
-    // child's pid, and differs from the parent's main thread's.
-    assert_eq!(tid.load(), pid.load());
-    assert_eq!(tid.load(), p.pid().unwrap());
-    assert_ne!(tid.load(), std::process::id() as i32);
+    multiproc::process::scope(|ps| {
+        let mut p = spawn_in(ps, || {
+            // SAFETY: gettid takes no arguments and cannot fail.
+            tid.store(unsafe { libc::gettid() });
+            pid.store(std::process::id() as i32);
+        });
+        join_ok(&mut p);
+        // The forking thread became the child's main thread: its id is the
+        // child's pid, and differs from the parent's main thread's.
+        assert_eq!(tid.load(), pid.load());
+        assert_eq!(tid.load(), p.pid().unwrap());
+        assert_ne!(tid.load(), std::process::id() as i32);
+    })
 }
 
 // Ports _TestProcess.test_parent_process_attributes (the parent's pid; there
@@ -296,10 +302,12 @@ fn test_parent_process_attributes() {
         std::os::unix::process::parent_id() as i32
     );
     let seen = RawValue::new(0i32).unwrap();
-    let mut p = spawn(|| seen.store(current_process().parent_pid()));
-    join_ok(&mut p);
-    assert_eq!(seen.load(), current_process().pid());
-    assert_eq!(seen.load(), std::process::id() as i32);
+    multiproc::process::scope(|ps| {
+        let mut p = spawn_in(ps, || seen.store(current_process().parent_pid()));
+        join_ok(&mut p);
+        assert_eq!(seen.load(), current_process().pid());
+        assert_eq!(seen.load(), std::process::id() as i32);
+    })
 }
 
 // Ports _TestProcess.test_parent_process.
@@ -310,31 +318,35 @@ fn test_parent_process() {
     let first = RawValue::new(0u8).unwrap();
     let second = RawValue::new(0u8).unwrap();
     let reported = Event::new().unwrap();
-    let mut child = spawn(|| {
-        let mut grandchild = Process::new(|| {
-            first.store(if parent_alive() { 1 } else { 2 });
-            reported.set();
-            // Wait (boundedly) for the parent to go.
-            let t = Instant::now();
-            while parent_alive() && t.elapsed() < PATIENCE {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            second.store(if parent_alive() { 1 } else { 2 });
+    multiproc::process::scope(|ps| {
+        let mut child = spawn_in(ps, || {
+            multiproc::process::scope(|inner| {
+                let mut grandchild = inner.process(|| {
+                    first.store(if parent_alive() { 1 } else { 2 });
+                    reported.set();
+                    // Wait (boundedly) for the parent to go.
+                    let t = Instant::now();
+                    while parent_alive() && t.elapsed() < PATIENCE {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    second.store(if parent_alive() { 1 } else { 2 });
+                });
+                grandchild.start().unwrap();
+                hang();
+                drop(grandchild);
+            })
         });
-        grandchild.start().unwrap();
-        hang();
-        drop(grandchild);
-    });
-    assert!(reported.wait_timeout(PATIENCE));
-    assert_eq!(first.load(), 1, "the grandchild saw its parent dead");
-    child.terminate().unwrap();
-    assert_eq!(child.join().unwrap().code(), -(Signal::SIGTERM as i32));
-    assert!(eventually(PATIENCE, || second.load() != 0));
-    assert_eq!(
-        second.load(),
-        2,
-        "the grandchild did not notice its parent died"
-    );
+        assert!(reported.wait_timeout(PATIENCE));
+        assert_eq!(first.load(), 1, "the grandchild saw its parent dead");
+        child.terminate().unwrap();
+        assert_eq!(child.join().unwrap().code(), -(Signal::SIGTERM as i32));
+        assert!(eventually(PATIENCE, || second.load() != 0));
+        assert_eq!(
+            second.load(),
+            2,
+            "the grandchild did not notice its parent died"
+        );
+    })
 }
 
 /// CPython's `_kill_process`: a sleeping child is stopped by `stop`; returns
@@ -387,22 +399,24 @@ fn test_kill() {
 fn test_active_children() {
     let _s = serial();
     let go = Event::new().unwrap();
-    // SAFETY: the child only waits on the shared event.
-    let mut p = unsafe {
-        Process::new(|| {
-            go.wait_timeout(PATIENCE);
-        })
-        .with_daemon(true)
-        .allow_threads()
-    };
-    assert!(active_children().is_empty());
-    p.start().unwrap();
-    let pid = p.pid().unwrap();
-    assert_eq!(active_children(), vec![pid]);
-    go.set();
-    join_ok(&mut p);
-    assert!(!active_children().contains(&pid));
-    assert!(active_children().is_empty());
+    multiproc::process::scope(|ps| {
+        // SAFETY: the child only waits on the shared event.
+        let mut p = unsafe {
+            ps.process(|| {
+                go.wait_timeout(PATIENCE);
+            })
+            .with_daemon(true)
+            .allow_threads()
+        };
+        assert!(active_children().is_empty());
+        p.start().unwrap();
+        let pid = p.pid().unwrap();
+        assert_eq!(active_children(), vec![pid]);
+        go.set();
+        join_ok(&mut p);
+        assert!(!active_children().contains(&pid));
+        assert!(active_children().is_empty());
+    })
 }
 
 /// CPython's `_test_recursion`: records `id`, then (above depth 2) starts
@@ -413,32 +427,34 @@ fn recursion(log: &Array<u32>, next: &RawValue<usize>, id: &[u32]) -> Result<(),
     let code = id.iter().fold(0, |acc, d| acc * 3 + d + 1);
     log.set(next.fetch_add(1), code)
         .map_err(|e| e.to_string())?;
-    if id.len() < 2 {
-        for i in 0..2 {
-            let mut sub = id.to_vec();
-            sub.push(i);
-            let name = format!("recursion{sub:?}");
-            let expected = name.clone();
-            let parent = std::process::id() as i32;
-            // SAFETY: the children touch only the shared log; at depth 0
-            // this runs on a test thread, deeper in single-threaded children.
-            let mut p = unsafe {
-                Process::new(move || {
-                    let me = current_process();
-                    if me.name() != expected || me.parent_pid() != parent {
-                        return Err(format!("wrong identity {me:?} for {expected}"));
-                    }
-                    recursion(log, next, &sub)
-                })
-                .with_name(name)
-                .with_daemon(true)
-                .allow_threads()
-            };
-            p.start().map_err(|e| e.to_string())?;
-            p.join_ok().map_err(|e| e.to_string())?;
+    multiproc::process::scope(|ps| {
+        if id.len() < 2 {
+            for i in 0..2 {
+                let mut sub = id.to_vec();
+                sub.push(i);
+                let name = format!("recursion{sub:?}");
+                let expected = name.clone();
+                let parent = std::process::id() as i32;
+                // SAFETY: the children touch only the shared log; at depth 0
+                // this runs on a test thread, deeper in single-threaded children.
+                let mut p = unsafe {
+                    ps.process(move || {
+                        let me = current_process();
+                        if me.name() != expected || me.parent_pid() != parent {
+                            return Err(format!("wrong identity {me:?} for {expected}"));
+                        }
+                        recursion(log, next, &sub)
+                    })
+                    .with_name(name)
+                    .with_daemon(true)
+                    .allow_threads()
+                };
+                p.start().map_err(|e| e.to_string())?;
+                p.join_ok().map_err(|e| e.to_string())?;
+            }
         }
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 // Ports _TestProcess.test_recursion.
@@ -459,23 +475,25 @@ fn test_recursion() {
 fn test_sentinel() {
     let _s = serial();
     let event = Event::new().unwrap();
-    // SAFETY: the child only waits on the shared event.
-    let mut p = unsafe {
-        Process::new(|| {
-            event.wait_timeout(Duration::from_secs(10));
-        })
-        .with_daemon(true)
-        .allow_threads()
-    };
-    // Nothing to wait for before the start (Python raises ValueError).
-    assert!(p.ready_fd().is_none());
-    p.start().unwrap();
-    assert!(p.ready_fd().is_some());
-    assert!(wait(&[&p], Some(Duration::ZERO)).unwrap().is_empty());
-    event.set();
-    join_ok(&mut p);
-    // Still ready after the join.
-    assert_eq!(wait(&[&p], Some(PATIENCE)).unwrap(), vec![0]);
+    multiproc::process::scope(|ps| {
+        // SAFETY: the child only waits on the shared event.
+        let mut p = unsafe {
+            ps.process(|| {
+                event.wait_timeout(Duration::from_secs(10));
+            })
+            .with_daemon(true)
+            .allow_threads()
+        };
+        // Nothing to wait for before the start (Python raises ValueError).
+        assert!(p.ready_fd().is_none());
+        p.start().unwrap();
+        assert!(p.ready_fd().is_some());
+        assert!(wait(&[&p], Some(Duration::ZERO)).unwrap().is_empty());
+        event.set();
+        join_ok(&mut p);
+        // Still ready after the join.
+        assert_eq!(wait(&[&p], Some(PATIENCE)).unwrap(), vec![0]);
+    })
 }
 
 // Ports _TestProcess.test_many_processes (and its kill variant).
@@ -531,20 +549,20 @@ fn test_lose_target_ref() {
     let c = Arc::new(DummyCallable);
     let weak = Arc::downgrade(&c);
     let (out_ref, go_ref) = (&out, &go);
-    let mut p = spawn(move || {
-        go_ref.wait_timeout(PATIENCE);
-        c.call(out_ref);
-    });
-    // While the child runs, the parent keeps its copy of the closure (what
-    // it captured must outlive the child).
-    assert!(weak.upgrade().is_some());
-    go.set();
-    join_ok(&mut p);
-    // Once the child is joined the parent lets go of the target, though the
-    // Process itself is still there.
-    assert!(weak.upgrade().is_none(), "the target outlived the join");
-    assert_eq!(out.load(), 5);
-    drop(p);
+    multiproc::process::scope(|ps| {
+        let mut p = spawn_in(ps, move || {
+            go_ref.wait_timeout(PATIENCE);
+            c.call(out_ref);
+        });
+        // As in Python, the parent lets go of the target once the child is
+        // started, while the child still runs (and the Process is still
+        // there).
+        assert!(weak.upgrade().is_none(), "the parent kept the target");
+        go.set();
+        join_ok(&mut p);
+        assert_eq!(out.load(), 5);
+        drop(p);
+    })
 }
 
 // Ports _TestProcess.test_error_on_stdio_flush_1: a process whose standard
@@ -556,24 +574,28 @@ fn test_error_on_stdio_flush_1() {
         for how in [Broken::Closed, Broken::Full] {
             let evt = Event::new().unwrap();
             let grandchild_code = RawValue::new(-1i32).unwrap();
-            // The "parent" with broken streams is a child of the test, so
-            // that the test's own streams stay intact.
-            let mut parent = spawn(|| {
-                break_stream(fd, how);
-                // Unflushed output that the flush before the fork cannot
-                // write.
-                write_to(fd, b"lost");
-                let mut p = Process::new(|| evt.set());
-                if p.start().is_err() {
-                    return 2;
-                }
-                match p.join() {
-                    Ok(st) => grandchild_code.store(st.code()),
-                    Err(_) => return 3,
-                }
-                0
+            multiproc::process::scope(|ps| {
+                // The "parent" with broken streams is a child of the test, so
+                // that the test's own streams stay intact.
+                let mut parent = spawn_in(ps, || {
+                    break_stream(fd, how);
+                    // Unflushed output that the flush before the fork cannot
+                    // write.
+                    write_to(fd, b"lost");
+                    multiproc::process::scope(|inner| {
+                        let mut p = inner.process(|| evt.set());
+                        if p.start().is_err() {
+                            return 2;
+                        }
+                        match p.join() {
+                            Ok(st) => grandchild_code.store(st.code()),
+                            Err(_) => return 3,
+                        }
+                        0
+                    })
+                });
+                join_ok(&mut parent);
             });
-            join_ok(&mut parent);
             assert!(evt.is_set(), "fd {fd} {how:?}");
             assert_eq!(grandchild_code.load(), 0, "fd {fd} {how:?}");
         }
@@ -589,13 +611,15 @@ fn test_error_on_stdio_flush_2() {
     for fd in [1, 2] {
         for how in [Broken::Closed, Broken::Full] {
             let evt = Event::new().unwrap();
-            let mut p = spawn(|| {
-                break_stream(fd, how);
-                write_to(fd, b"lost");
-                evt.set();
+            multiproc::process::scope(|ps| {
+                let mut p = spawn_in(ps, || {
+                    break_stream(fd, how);
+                    write_to(fd, b"lost");
+                    evt.set();
+                });
+                let st = p.join().unwrap();
+                assert_eq!(st, ExitStatus::Exited(0), "fd {fd} {how:?}");
             });
-            let st = p.join().unwrap();
-            assert_eq!(st, ExitStatus::Exited(0), "fd {fd} {how:?}");
             assert!(evt.is_set(), "fd {fd} {how:?}");
         }
     }
@@ -618,10 +642,10 @@ struct Channel {
 }
 
 impl<'a> UpperCaser<'a> {
-    fn new(chan: &'a Channel) -> UpperCaser<'a> {
+    fn new(ps: &'a Scope<'a, '_>, chan: &'a Channel) -> UpperCaser<'a> {
         // SAFETY: the child touches only the shared channel.
         let process = unsafe {
-            Process::new(move || {
+            ps.process(move || {
                 loop {
                     if !chan.request.acquire_timeout(PATIENCE) || chan.stop.load() {
                         break;
@@ -660,12 +684,14 @@ fn test_subclassing() {
         reply: Semaphore::new(0).unwrap(),
         stop: RawValue::new(false).unwrap(),
     };
-    let mut uppercaser = UpperCaser::new(&chan);
-    uppercaser.process.start().unwrap();
-    assert_eq!(uppercaser.submit("hello"), "HELLO");
-    assert_eq!(uppercaser.submit("world"), "WORLD");
-    uppercaser.stop();
-    join_ok(&mut uppercaser.process);
+    multiproc::process::scope(|ps| {
+        let mut uppercaser = UpperCaser::new(ps, &chan);
+        uppercaser.process.start().unwrap();
+        assert_eq!(uppercaser.submit("hello"), "HELLO");
+        assert_eq!(uppercaser.submit("world"), "WORLD");
+        uppercaser.stop();
+        join_ok(&mut uppercaser.process);
+    });
 }
 
 // Ports _TestSubclassingProcess.test_stderr_flush (what a child wrote
@@ -675,20 +701,22 @@ fn test_subclassing() {
 fn test_stderr_flush() {
     let _s = serial();
     let out = TempFile::new("stderr-flush");
-    let mut p = spawn(|| {
-        redirect(&out.file, 1);
-        redirect(&out.file, 2);
-        // Buffered: no newline.
-        write_to(1, b"before the failure");
-        let zero = std::hint::black_box(0);
-        let _ = 1 / zero; // MARKER
-    });
-    let st = p.join().unwrap();
-    assert_eq!(st, ExitStatus::Exited(1));
-    assert!(p.panicked());
-    let msg = p.message().unwrap();
-    assert!(msg.contains("divide by zero"), "message: {msg:?}");
-    assert!(out.contents().contains("before the failure"));
+    multiproc::process::scope(|ps| {
+        let mut p = spawn_in(ps, || {
+            redirect(&out.file, 1);
+            redirect(&out.file, 2);
+            // Buffered: no newline.
+            write_to(1, b"before the failure");
+            let zero = std::hint::black_box(0);
+            let _ = 1 / zero; // MARKER
+        });
+        let st = p.join().unwrap();
+        assert_eq!(st, ExitStatus::Exited(1));
+        assert!(p.panicked());
+        let msg = p.message().unwrap();
+        assert!(msg.contains("divide by zero"), "message: {msg:?}");
+        assert!(out.contents().contains("before the failure"));
+    })
 }
 
 // Ports _TestSubclassingProcess.test_sys_exit (exit codes given to
@@ -697,31 +725,34 @@ fn test_stderr_flush() {
 #[test]
 fn test_sys_exit() {
     let _s = serial();
-    for code in [0, 1, 8] {
-        let mut p = spawn(move || -> () { multiproc::process::exit(code) });
-        assert_eq!(p.join().unwrap(), ExitStatus::Exited(code));
-        let mut p = spawn(move || code);
-        assert_eq!(p.join().unwrap(), ExitStatus::Exited(code));
-    }
+    multiproc::process::scope(|ps| {
+        for code in [0, 1, 8] {
+            let mut p = spawn_in(ps, move || -> () { multiproc::process::exit(code) });
+            assert_eq!(p.join().unwrap(), ExitStatus::Exited(code));
+            let mut p = spawn_in(ps, move || code);
+            assert_eq!(p.join().unwrap(), ExitStatus::Exited(code));
+        }
 
-    // A reason instead of a code: exit code 1, and the reason reaches the
-    // parent.
-    let mut p = spawn(|| -> Result<(), String> {
-        // The error is also printed on stderr: keep it quiet.
-        redirect(&File::options().write(true).open("/dev/null").unwrap(), 2);
-        Err(String::from("ignore this"))
+        // A reason instead of a code: exit code 1, and the reason reaches the
+        // parent.
+        let mut p = spawn_in(ps, || -> Result<(), String> {
+            // The error is also printed on stderr: keep it quiet.
+            redirect(&File::options().write(true).open("/dev/null").unwrap(), 2);
+            Err(String::from("ignore this"))
+        });
+        assert_eq!(p.join().unwrap(), ExitStatus::Exited(1));
+        assert_eq!(p.message().as_deref(), Some("ignore this"));
     });
-    assert_eq!(p.join().unwrap(), ExitStatus::Exited(1));
-    assert_eq!(p.message().as_deref(), Some("ignore this"));
-
     let out = TempFile::new("sys-exit");
-    let mut p = spawn(|| -> () {
-        redirect(&out.file, 1);
-        write_to(1, b"[1, 2, 3]");
-        multiproc::process::exit(1)
-    });
-    assert_eq!(p.join().unwrap(), ExitStatus::Exited(1));
-    assert_eq!(out.contents(), "[1, 2, 3]");
+    multiproc::process::scope(|ps| {
+        let mut p = spawn_in(ps, || -> () {
+            redirect(&out.file, 1);
+            write_to(1, b"[1, 2, 3]");
+            multiproc::process::exit(1)
+        });
+        assert_eq!(p.join().unwrap(), ExitStatus::Exited(1));
+        assert_eq!(out.contents(), "[1, 2, 3]");
+    })
 }
 
 // Ports the error-exit case of test_sys_exit under the broken stderr of

@@ -15,7 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::{PATIENCE, join_ok, serial, spawn};
+use common::{PATIENCE, join_ok, serial, spawn, spawn_in};
 use multiproc::Error;
 use multiproc::connection::listener::{Address, Client, Listener};
 
@@ -311,10 +311,11 @@ fn a_forked_listener_copy_does_not_remove_the_file() {
     let cell = std::cell::Cell::new(Some(
         Listener::bind(&Address::Unix(dir.sock()), None).unwrap(),
     ));
-    let mut p = spawn(|| drop(cell.take()));
-    join_ok(&mut p);
-    assert!(dir.sock().exists());
-    drop(p);
+    multiproc::process::scope(|ps| {
+        let mut p = spawn_in(ps, || drop(cell.take()));
+        join_ok(&mut p);
+        assert!(dir.sock().exists());
+    });
     drop(cell);
     assert!(!dir.sock().exists());
 }

@@ -569,21 +569,23 @@ fn workers_exit_when_the_parent_dies() {
     let w = &worker;
     // A child makes a pool, gives it work, and is killed without cleaning
     // up: its worker finishes the task, notices, and exits.
-    let mut parent = common::spawn(move || {
-        // The child has one thread: forking needs no opt-in here.
-        let pool = Pool::builder().processes(1).build().unwrap();
-        let _r = pool.apply_async(sleep_ms, 200).unwrap();
-        w.store(pool.pids()[0]);
-        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
-        common::hang();
-    });
-    assert_eq!(parent.join().unwrap().code(), -9);
-    let pid = worker.load();
-    assert!(pid > 0);
-    assert!(
-        common::eventually(Duration::from_secs(10), || !running(pid)),
-        "worker {pid} outlived its parent"
-    );
+    multiproc::process::scope(|ps| {
+        let mut parent = common::spawn_in(ps, move || {
+            // The child has one thread: forking needs no opt-in here.
+            let pool = Pool::builder().processes(1).build().unwrap();
+            let _r = pool.apply_async(sleep_ms, 200).unwrap();
+            w.store(pool.pids()[0]);
+            let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+            common::hang();
+        });
+        assert_eq!(parent.join().unwrap().code(), -9);
+        let pid = worker.load();
+        assert!(pid > 0);
+        assert!(
+            common::eventually(Duration::from_secs(10), || !running(pid)),
+            "worker {pid} outlived its parent"
+        );
+    })
 }
 
 #[test]

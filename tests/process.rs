@@ -80,19 +80,26 @@ fn forking_from_a_threaded_process_is_refused_without_opt_in() {
     assert!(p.pid().is_none());
 }
 
+// The parent drops its copy of the closure at `start` (as Python does), so
+// a shared object moved into the child is freed in the parent while the
+// child still uses it: the shared heap's quarantine keeps its slot from
+// being handed out again until the child is gone.
 #[test]
 fn moved_objects_stay_allocated_while_the_child_runs() {
     let _s = serial();
     let moved = Value::new(5u64).unwrap();
     let addr = moved.as_mutex() as *const _ as usize;
-    let go = multiproc::Event::new().unwrap();
-    let mut p = spawn(|| {
-        let moved = moved; // moved into the child
-        go.wait();
-        if moved.get() == 5 { 1 } else { 2 }
+    let go = std::sync::Arc::new(multiproc::Event::new().unwrap());
+    let mut p = spawn({
+        let go = go.clone();
+        move || {
+            let moved = moved; // moved into the child
+            go.wait();
+            if moved.get() == 5 { 1 } else { 2 }
+        }
     });
-    // The parent's copy of `moved` lives inside `p` until the child ends,
-    // so a new object cannot take its slot in the meantime.
+    // The parent's copy of `moved` was freed at `start`; a new object must
+    // not take its slot while the child runs.
     let fresh: Vec<_> = (0..100).map(|_| Value::new(9u64).unwrap()).collect();
     assert!(
         fresh

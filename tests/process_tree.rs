@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{PATIENCE, allow, eventually, hang, join_ok, serial, spawn};
+use common::{PATIENCE, allow, eventually, hang, join_ok, serial, spawn, spawn_in};
 use multiproc::process::wait;
 use multiproc::signal::{StopRequest, ignore_terminate};
 use multiproc::{
@@ -105,32 +105,34 @@ fn identity_and_authkey() {
     assert_eq!(me.pid(), std::process::id() as i32);
     assert_eq!(me.authkey().len(), 32);
     let seen_ok = RawValue::new(false).unwrap();
-    let mut p = allow(
-        Process::new(|| {
-            let c = current_process();
-            seen_ok.store(
-                c.name() == "worker-7"
-                    && c.pid() == std::process::id() as i32
-                    && c.parent_pid() == me.pid()
-                    && c.authkey() == me.authkey()
-                    && parent_alive(),
-            );
-        })
-        .with_name("worker-7"),
-    );
-    p.start().unwrap();
-    join_ok(&mut p);
-    assert!(seen_ok.load(), "the child saw the wrong identity");
     let custom = RawValue::new(false).unwrap();
-    let mut q = allow(
-        Process::new(|| custom.store(current_process().authkey() == b"sesame"))
-            .with_authkey(&b"sesame"[..]),
-    );
-    q.start().unwrap();
-    join_ok(&mut q);
-    assert!(custom.load());
-    // The parent's own identity did not change.
-    assert_eq!(current_process().name(), "MainProcess");
+    multiproc::process::scope(|ps| {
+        let mut p = allow(
+            ps.process(|| {
+                let c = current_process();
+                seen_ok.store(
+                    c.name() == "worker-7"
+                        && c.pid() == std::process::id() as i32
+                        && c.parent_pid() == me.pid()
+                        && c.authkey() == me.authkey()
+                        && parent_alive(),
+                );
+            })
+            .with_name("worker-7"),
+        );
+        p.start().unwrap();
+        join_ok(&mut p);
+        assert!(seen_ok.load(), "the child saw the wrong identity");
+        let mut q = allow(
+            ps.process(|| custom.store(current_process().authkey() == b"sesame"))
+                .with_authkey(&b"sesame"[..]),
+        );
+        q.start().unwrap();
+        join_ok(&mut q);
+        assert!(custom.load());
+        // The parent's own identity did not change.
+        assert_eq!(current_process().name(), "MainProcess");
+    })
 }
 
 #[test]
@@ -166,60 +168,64 @@ fn ten_thousand_start_join_cycles_leave_no_defunct_child() {
 fn children_die_when_their_parent_is_sigkilled() {
     let _s = serial();
     let grandchild = RawValue::new(0i32).unwrap();
-    let mut middle = spawn(|| {
-        // Single-threaded here: no opt-in needed.
-        let mut c = Process::new(hang).with_die_with_parent(true);
-        c.start().unwrap();
-        grandchild.store(c.pid().unwrap());
-        hang();
-        drop(c);
-    });
-    assert!(eventually(PATIENCE, || grandchild.load() != 0));
-    let g = grandchild.load();
-    assert!(!dead(g));
-    middle.kill().unwrap();
-    middle.join().unwrap();
-    let t = Instant::now();
-    assert!(
-        eventually(Duration::from_secs(1), || dead(g)),
-        "the grandchild outlived its SIGKILLed parent by 1 s"
-    );
-    eprintln!("grandchild died {:?} after its parent", t.elapsed());
+    multiproc::process::scope(|ps| {
+        let mut middle = spawn_in(ps, || {
+            // Single-threaded here: no opt-in needed.
+            let mut c = Process::new(hang).with_die_with_parent(true);
+            c.start().unwrap();
+            grandchild.store(c.pid().unwrap());
+            hang();
+            drop(c);
+        });
+        assert!(eventually(PATIENCE, || grandchild.load() != 0));
+        let g = grandchild.load();
+        assert!(!dead(g));
+        middle.kill().unwrap();
+        middle.join().unwrap();
+        let t = Instant::now();
+        assert!(
+            eventually(Duration::from_secs(1), || dead(g)),
+            "the grandchild outlived its SIGKILLed parent by 1 s"
+        );
+        eprintln!("grandchild died {:?} after its parent", t.elapsed());
+    })
 }
 
 #[test]
 fn a_group_is_signalled_as_a_whole() {
     let _s = serial();
     let pids = multiproc::Array::<i32>::zeroed(2).unwrap();
-    let mut leader = allow(
-        Process::new(|| {
-            let mut kids: Vec<_> = (0..2).map(|_| Process::new(hang)).collect();
-            for (i, k) in kids.iter_mut().enumerate() {
-                k.start().unwrap();
-                pids.set(i, k.pid().unwrap()).unwrap();
-            }
-            hang();
-            drop(kids);
-        })
-        .with_new_group(true)
-        .with_daemon(true),
-    );
-    leader.start().unwrap();
-    assert!(eventually(PATIENCE, || pids
-        .to_vec()
-        .iter()
-        .all(|&p| p != 0)));
-    let kids = pids.to_vec();
-    assert!(kids.iter().all(|&p| !dead(p)));
-    leader.signal_group(Signal::SIGKILL).unwrap();
-    assert_eq!(leader.join().unwrap().code(), -9);
-    assert!(eventually(PATIENCE, || kids.iter().all(|&p| dead(p))));
-    let mut plain = spawn(|| ());
-    assert!(matches!(
-        plain.signal_group(Signal::SIGTERM),
-        Err(Error::InvalidArgument(_))
-    ));
-    join_ok(&mut plain);
+    multiproc::process::scope(|ps| {
+        let mut leader = allow(
+            ps.process(|| {
+                let mut kids: Vec<_> = (0..2).map(|_| Process::new(hang)).collect();
+                for (i, k) in kids.iter_mut().enumerate() {
+                    k.start().unwrap();
+                    pids.set(i, k.pid().unwrap()).unwrap();
+                }
+                hang();
+                drop(kids);
+            })
+            .with_new_group(true)
+            .with_daemon(true),
+        );
+        leader.start().unwrap();
+        assert!(eventually(PATIENCE, || pids
+            .to_vec()
+            .iter()
+            .all(|&p| p != 0)));
+        let kids = pids.to_vec();
+        assert!(kids.iter().all(|&p| !dead(p)));
+        leader.signal_group(Signal::SIGKILL).unwrap();
+        assert_eq!(leader.join().unwrap().code(), -9);
+        assert!(eventually(PATIENCE, || kids.iter().all(|&p| dead(p))));
+        let mut plain = spawn_in(ps, || ());
+        assert!(matches!(
+            plain.signal_group(Signal::SIGTERM),
+            Err(Error::InvalidArgument(_))
+        ));
+        join_ok(&mut plain);
+    })
 }
 
 #[test]
@@ -278,69 +284,77 @@ fn a_child_learns_that_its_parent_is_gone() {
     let _s = serial();
     let noticed = RawValue::new(false).unwrap();
     let started = Event::new().unwrap();
-    let mut middle = spawn(|| {
-        let mut c = Process::new(|| {
-            assert!(parent_alive());
-            started.set();
-            while parent_alive() {
-                std::thread::sleep(Duration::from_millis(2));
-            }
-            noticed.store(true);
+    multiproc::process::scope(|ps| {
+        let mut middle = spawn_in(ps, || {
+            multiproc::process::scope(|inner| {
+                let mut c = inner.process(|| {
+                    assert!(parent_alive());
+                    started.set();
+                    while parent_alive() {
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                    noticed.store(true);
+                });
+                c.start().unwrap();
+                hang();
+                drop(c);
+            })
         });
-        c.start().unwrap();
-        hang();
-        drop(c);
-    });
-    assert!(started.wait_timeout(PATIENCE));
-    middle.kill().unwrap();
-    middle.join().unwrap();
-    assert!(eventually(PATIENCE, || noticed.load()));
+        assert!(started.wait_timeout(PATIENCE));
+        middle.kill().unwrap();
+        middle.join().unwrap();
+        assert!(eventually(PATIENCE, || noticed.load()));
+    })
 }
 
 #[test]
 fn wait_on_several_processes() {
     let _s = serial();
     let go = Event::new().unwrap();
-    let mut a = spawn(hang);
-    let mut b = spawn(|| go.wait());
-    let mut c = spawn(hang);
-    assert!(
-        wait(&[&a, &b, &c], Some(Duration::from_millis(30)))
-            .unwrap()
-            .is_empty()
-    );
-    go.set();
-    assert_eq!(wait(&[&a, &b, &c], Some(PATIENCE)).unwrap(), vec![1]);
-    let unstarted = Process::new(|| ());
-    assert!(matches!(
-        wait(&[&a, &unstarted], Some(Duration::ZERO)),
-        Err(Error::NotStarted)
-    ));
-    join_ok(&mut b);
-    a.kill().unwrap();
-    c.kill().unwrap();
-    a.join().unwrap();
-    c.join().unwrap();
+    multiproc::process::scope(|ps| {
+        let mut a = spawn_in(ps, hang);
+        let mut b = spawn_in(ps, || go.wait());
+        let mut c = spawn_in(ps, hang);
+        assert!(
+            wait(&[&a, &b, &c], Some(Duration::from_millis(30)))
+                .unwrap()
+                .is_empty()
+        );
+        go.set();
+        assert_eq!(wait(&[&a, &b, &c], Some(PATIENCE)).unwrap(), vec![1]);
+        let unstarted = ps.process(|| ());
+        assert!(matches!(
+            wait(&[&a, &unstarted], Some(Duration::ZERO)),
+            Err(Error::NotStarted)
+        ));
+        join_ok(&mut b);
+        a.kill().unwrap();
+        c.kill().unwrap();
+        a.join().unwrap();
+        c.join().unwrap();
+    })
 }
 
 #[test]
 fn ignoring_sigterm_leaves_only_sigkill() {
     let _s = serial();
     let ready = Event::new().unwrap();
-    let mut p = spawn(|| {
-        ignore_terminate().unwrap();
-        ready.set();
-        hang();
-    });
-    assert!(ready.wait_timeout(PATIENCE));
-    p.terminate().unwrap();
-    assert!(
-        p.join_timeout(Duration::from_millis(100))
-            .unwrap()
-            .is_none()
-    );
-    p.kill().unwrap();
-    assert_eq!(p.join().unwrap(), ExitStatus::Signaled(Signal::SIGKILL));
+    multiproc::process::scope(|ps| {
+        let mut p = spawn_in(ps, || {
+            ignore_terminate().unwrap();
+            ready.set();
+            hang();
+        });
+        assert!(ready.wait_timeout(PATIENCE));
+        p.terminate().unwrap();
+        assert!(
+            p.join_timeout(Duration::from_millis(100))
+                .unwrap()
+                .is_none()
+        );
+        p.kill().unwrap();
+        assert_eq!(p.join().unwrap(), ExitStatus::Signaled(Signal::SIGKILL));
+    })
 }
 
 #[test]
@@ -348,20 +362,22 @@ fn a_stop_request_ends_the_work_cleanly() {
     let _s = serial();
     let ready = Event::new().unwrap();
     let work = RawValue::new(0u64).unwrap();
-    let mut p = spawn(|| {
-        let stop = StopRequest::install().unwrap();
-        ready.set();
-        while !stop.requested() {
-            work.fetch_add(1);
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        // Clean shutdown: a chosen exit code.
-        5
-    });
-    assert!(ready.wait_timeout(PATIENCE));
-    assert!(eventually(PATIENCE, || work.load() > 0));
-    p.terminate().unwrap();
-    assert_eq!(p.join().unwrap(), ExitStatus::Exited(5));
+    multiproc::process::scope(|ps| {
+        let mut p = spawn_in(ps, || {
+            let stop = StopRequest::install().unwrap();
+            ready.set();
+            while !stop.requested() {
+                work.fetch_add(1);
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            // Clean shutdown: a chosen exit code.
+            5
+        });
+        assert!(ready.wait_timeout(PATIENCE));
+        assert!(eventually(PATIENCE, || work.load() > 0));
+        p.terminate().unwrap();
+        assert_eq!(p.join().unwrap(), ExitStatus::Exited(5));
+    })
 }
 
 #[test]

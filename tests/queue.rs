@@ -11,7 +11,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{PATIENCE, eventually, hang, join_ok, serial, spawn};
+use common::{PATIENCE, eventually, hang, join_ok, serial, spawn_in};
 use multiproc::Event;
 use multiproc::queue::{GetError, JoinableQueue, PutError, Queue, SimpleQueue, TaskDoneError};
 
@@ -23,25 +23,27 @@ fn one_producer_one_consumer_keeps_order() {
     const N: u64 = 100_000;
     let q = Queue::<u64>::new().unwrap();
     let sum = multiproc::RawValue::new(0u64).unwrap();
-    let mut c = spawn(|| {
-        let mut s = 0u64;
-        for i in 0..N {
-            let v = q.get_timeout(PATIENCE).unwrap();
-            assert_eq!(v, i);
-            s += v;
-        }
-        sum.store(s);
-    });
-    let mut p = spawn(|| {
-        for i in 0..N {
-            q.put(i).unwrap();
-        }
-    });
-    join_ok(&mut p);
-    join_ok(&mut c);
-    assert_eq!(sum.load(), N * (N - 1) / 2);
-    assert!(q.empty());
-    assert_eq!(q.qsize(), 0);
+    multiproc::process::scope(|ps| {
+        let mut c = spawn_in(ps, || {
+            let mut s = 0u64;
+            for i in 0..N {
+                let v = q.get_timeout(PATIENCE).unwrap();
+                assert_eq!(v, i);
+                s += v;
+            }
+            sum.store(s);
+        });
+        let mut p = spawn_in(ps, || {
+            for i in 0..N {
+                q.put(i).unwrap();
+            }
+        });
+        join_ok(&mut p);
+        join_ok(&mut c);
+        assert_eq!(sum.load(), N * (N - 1) / 2);
+        assert!(q.empty());
+        assert_eq!(q.qsize(), 0);
+    })
 }
 
 #[test]
@@ -70,31 +72,33 @@ fn two_producers_two_consumers_lose_nothing() {
         }
         out.put(got).unwrap();
     };
-    let mut cs = [spawn(consumer), spawn(consumer)];
-    let mut ps: Vec<_> = (0..2u8)
-        .map(|who| {
-            let q = &q;
-            spawn(move || {
-                for i in 0..N {
-                    q.put((who, i)).unwrap();
-                }
+    multiproc::process::scope(|ps| {
+        let mut cs = [spawn_in(ps, consumer), spawn_in(ps, consumer)];
+        let mut ps: Vec<_> = (0..2u8)
+            .map(|who| {
+                let q = &q;
+                spawn_in(ps, move || {
+                    for i in 0..N {
+                        q.put((who, i)).unwrap();
+                    }
+                })
             })
-        })
-        .collect();
-    for p in &mut ps {
-        join_ok(p);
-    }
-    q.close();
-    let mut all = Vec::new();
-    for _ in 0..2 {
-        all.extend(out.get_timeout(PATIENCE).unwrap());
-    }
-    for c in &mut cs {
-        join_ok(c);
-    }
-    all.sort();
-    let want: Vec<(u8, u64)> = (0..2u8).flat_map(|w| (0..N).map(move |i| (w, i))).collect();
-    assert_eq!(all, want);
+            .collect();
+        for p in &mut ps {
+            join_ok(p);
+        }
+        q.close();
+        let mut all = Vec::new();
+        for _ in 0..2 {
+            all.extend(out.get_timeout(PATIENCE).unwrap());
+        }
+        for c in &mut cs {
+            join_ok(c);
+        }
+        all.sort();
+        let want: Vec<(u8, u64)> = (0..2u8).flat_map(|w| (0..N).map(move |i| (w, i))).collect();
+        assert_eq!(all, want);
+    })
 }
 
 #[test]
@@ -104,24 +108,26 @@ fn items_of_every_size_go_through() {
     let q = Queue::<Vec<u8>>::new().unwrap();
     let sizes = [0usize, 1, 7, 8, 9, 200, 64 << 10, 300 << 10, 64 << 20, 3];
     let pattern = |n: usize, k: usize| -> Vec<u8> { (0..n).map(|i| (i * 31 + k) as u8).collect() };
-    let mut p = spawn(|| {
+    multiproc::process::scope(|ps| {
+        let mut p = spawn_in(ps, || {
+            for _ in 0..3 {
+                units.put(()).unwrap();
+            }
+            for (k, &n) in sizes.iter().enumerate() {
+                q.put(pattern(n, k)).unwrap();
+            }
+        });
         for _ in 0..3 {
-            units.put(()).unwrap();
+            units.get_timeout(PATIENCE).unwrap();
         }
         for (k, &n) in sizes.iter().enumerate() {
-            q.put(pattern(n, k)).unwrap();
+            let v = q.get_timeout(PATIENCE).unwrap();
+            assert_eq!(v.len(), n);
+            assert!(v == pattern(n, k), "item {k} of {n} bytes differs");
         }
-    });
-    for _ in 0..3 {
-        units.get_timeout(PATIENCE).unwrap();
-    }
-    for (k, &n) in sizes.iter().enumerate() {
-        let v = q.get_timeout(PATIENCE).unwrap();
-        assert_eq!(v.len(), n);
-        assert!(v == pattern(n, k), "item {k} of {n} bytes differs");
-    }
-    join_ok(&mut p);
-    assert!(q.empty());
+        join_ok(&mut p);
+        assert!(q.empty());
+    })
 }
 
 #[test]
@@ -129,35 +135,37 @@ fn items_larger_than_a_small_ring_interleave_with_small_ones() {
     let _s = serial();
     // 4 KiB ring: anything over 1 KiB is chunked.
     let q = Queue::<Vec<u8>>::with_capacity(0, 4096).unwrap();
-    let mut ps: Vec<_> = (0..2u8)
-        .map(|w| {
-            let q = &q;
-            spawn(move || {
-                for i in 0..200usize {
-                    let n = if i % 7 == 0 { 10_000 + i } else { i % 50 };
-                    q.put(vec![w.wrapping_mul(100).wrapping_add(i as u8); n])
-                        .unwrap();
-                }
+    multiproc::process::scope(|scope| {
+        let mut ps: Vec<_> = (0..2u8)
+            .map(|w| {
+                let q = &q;
+                spawn_in(scope, move || {
+                    for i in 0..200usize {
+                        let n = if i % 7 == 0 { 10_000 + i } else { i % 50 };
+                        q.put(vec![w.wrapping_mul(100).wrapping_add(i as u8); n])
+                            .unwrap();
+                    }
+                })
             })
-        })
-        .collect();
-    let mut cs: Vec<_> = (0..2)
-        .map(|_| {
-            let q = &q;
-            spawn(move || {
-                while let Ok(v) = q.get_timeout(Duration::from_secs(1)) {
-                    assert!(v.windows(2).all(|w| w[0] == w[1]), "torn item");
-                }
+            .collect();
+        let mut cs: Vec<_> = (0..2)
+            .map(|_| {
+                let q = &q;
+                spawn_in(scope, move || {
+                    while let Ok(v) = q.get_timeout(Duration::from_secs(1)) {
+                        assert!(v.windows(2).all(|w| w[0] == w[1]), "torn item");
+                    }
+                })
             })
-        })
-        .collect();
-    for p in &mut ps {
-        join_ok(p);
-    }
-    for c in &mut cs {
-        join_ok(c);
-    }
-    assert!(q.empty());
+            .collect();
+        for p in &mut ps {
+            join_ok(p);
+        }
+        for c in &mut cs {
+            join_ok(c);
+        }
+        assert!(q.empty());
+    })
 }
 
 #[test]
@@ -230,26 +238,28 @@ fn maxsize_blocks_producers_until_consumers_take() {
     let q = Queue::<u32>::bounded(3).unwrap();
     assert_eq!(q.maxsize(), 3);
     let filled = Event::new().unwrap();
-    let mut p = spawn(|| {
-        for i in 0..3 {
-            q.try_put(i).unwrap();
+    multiproc::process::scope(|ps| {
+        let mut p = spawn_in(ps, || {
+            for i in 0..3 {
+                q.try_put(i).unwrap();
+            }
+            filled.set();
+            // Blocks until the parent takes one.
+            q.put(3).unwrap();
+        });
+        assert!(filled.wait_timeout(PATIENCE));
+        assert!(eventually(PATIENCE, || q.full()));
+        std::thread::sleep(SHORT);
+        assert_eq!(q.qsize(), 3);
+        assert_eq!(q.get().unwrap(), 0);
+        join_ok(&mut p);
+        assert_eq!(q.qsize(), 3);
+        assert!(q.full());
+        for i in 1..4 {
+            assert_eq!(q.get().unwrap(), i);
         }
-        filled.set();
-        // Blocks until the parent takes one.
-        q.put(3).unwrap();
-    });
-    assert!(filled.wait_timeout(PATIENCE));
-    assert!(eventually(PATIENCE, || q.full()));
-    std::thread::sleep(SHORT);
-    assert_eq!(q.qsize(), 3);
-    assert_eq!(q.get().unwrap(), 0);
-    join_ok(&mut p);
-    assert_eq!(q.qsize(), 3);
-    assert!(q.full());
-    for i in 1..4 {
-        assert_eq!(q.get().unwrap(), i);
-    }
-    assert!(q.empty());
+        assert!(q.empty());
+    })
 }
 
 #[test]
@@ -258,24 +268,26 @@ fn close_hands_items_back_and_wakes_getters() {
     let q = Queue::<String>::new().unwrap();
     q.put("a".into()).unwrap();
     let waiting = Event::new().unwrap();
-    let mut c = spawn(|| {
-        assert_eq!(q.get().unwrap(), "a");
-        waiting.set();
-        // Blocks until the close.
-        assert_eq!(q.get(), Err(GetError::Closed));
-    });
-    assert!(waiting.wait_timeout(PATIENCE));
-    std::thread::sleep(SHORT);
-    q.close();
-    join_ok(&mut c);
-    assert!(q.is_closed());
-    match q.put("b".into()) {
-        Err(PutError::Closed(s)) => assert_eq!(s, "b"),
-        other => panic!("{other:?}"),
-    }
-    assert!(matches!(q.try_put("c".into()), Err(PutError::Closed(_))));
-    assert_eq!(q.try_get(), Err(GetError::Closed));
-    assert_eq!(q.get_timeout(SHORT), Err(GetError::Closed));
+    multiproc::process::scope(|ps| {
+        let mut c = spawn_in(ps, || {
+            assert_eq!(q.get().unwrap(), "a");
+            waiting.set();
+            // Blocks until the close.
+            assert_eq!(q.get(), Err(GetError::Closed));
+        });
+        assert!(waiting.wait_timeout(PATIENCE));
+        std::thread::sleep(SHORT);
+        q.close();
+        join_ok(&mut c);
+        assert!(q.is_closed());
+        match q.put("b".into()) {
+            Err(PutError::Closed(s)) => assert_eq!(s, "b"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(q.try_put("c".into()), Err(PutError::Closed(_))));
+        assert_eq!(q.try_get(), Err(GetError::Closed));
+        assert_eq!(q.get_timeout(SHORT), Err(GetError::Closed));
+    })
 }
 
 #[test]
@@ -293,27 +305,29 @@ fn close_lets_the_queue_drain_first() {
 fn joinable_queue_across_processes() {
     let _s = serial();
     let q = JoinableQueue::<u32>::new().unwrap();
-    let mut workers: Vec<_> = (0..2)
-        .map(|_| {
-            let q = &q;
-            spawn(move || {
-                while let Ok(_item) = q.get() {
-                    std::thread::sleep(Duration::from_millis(1));
-                    q.task_done().unwrap();
-                }
+    multiproc::process::scope(|ps| {
+        let mut workers: Vec<_> = (0..2)
+            .map(|_| {
+                let q = &q;
+                spawn_in(ps, move || {
+                    while let Ok(_item) = q.get() {
+                        std::thread::sleep(Duration::from_millis(1));
+                        q.task_done().unwrap();
+                    }
+                })
             })
-        })
-        .collect();
-    for i in 0..50 {
-        q.put(i).unwrap();
-    }
-    assert!(q.join_timeout(PATIENCE));
-    assert_eq!(q.unfinished_tasks(), 0);
-    assert!(q.empty());
-    q.close();
-    for w in &mut workers {
-        join_ok(w);
-    }
+            .collect();
+        for i in 0..50 {
+            q.put(i).unwrap();
+        }
+        assert!(q.join_timeout(PATIENCE));
+        assert_eq!(q.unfinished_tasks(), 0);
+        assert!(q.empty());
+        q.close();
+        for w in &mut workers {
+            join_ok(w);
+        }
+    })
 }
 
 #[test]
@@ -336,71 +350,77 @@ fn simple_queue() {
     // CPython `_TestSimpleQueue.test_empty` and `test_close`.
     let q = SimpleQueue::<i32>::new().unwrap();
     assert!(q.empty());
-    let mut p = spawn(|| {
-        q.put(5).unwrap();
-        q.put(6).unwrap();
-    });
-    join_ok(&mut p);
-    assert!(!q.empty());
-    assert_eq!(q.get(), Ok(5));
-    assert_eq!(q.get(), Ok(6));
-    assert!(q.empty());
-    q.close();
-    assert_eq!(q.get(), Err(GetError::Closed));
+    multiproc::process::scope(|ps| {
+        let mut p = spawn_in(ps, || {
+            q.put(5).unwrap();
+            q.put(6).unwrap();
+        });
+        join_ok(&mut p);
+        assert!(!q.empty());
+        assert_eq!(q.get(), Ok(5));
+        assert_eq!(q.get(), Ok(6));
+        assert!(q.empty());
+        q.close();
+        assert_eq!(q.get(), Err(GetError::Closed));
+    })
 }
 
 #[test]
 fn consumer_killed_in_get_does_not_hang_producers() {
     let _s = serial();
     let q = Queue::<u64>::bounded(4).unwrap();
-    let mut c = spawn(|| {
-        let _ = q.get();
-        hang();
-    });
-    // Let it go to sleep in `get`, then kill it there.
-    std::thread::sleep(Duration::from_millis(50));
-    c.kill().unwrap();
-    c.join().unwrap();
-    let mut p = spawn(|| {
+    multiproc::process::scope(|ps| {
+        let mut c = spawn_in(ps, || {
+            let _ = q.get();
+            hang();
+        });
+        // Let it go to sleep in `get`, then kill it there.
+        std::thread::sleep(Duration::from_millis(50));
+        c.kill().unwrap();
+        c.join().unwrap();
+        let mut p = spawn_in(ps, || {
+            for i in 0..4 {
+                q.put_timeout(i, PATIENCE).unwrap();
+            }
+        });
+        join_ok(&mut p);
         for i in 0..4 {
-            q.put_timeout(i, PATIENCE).unwrap();
+            assert_eq!(q.get_timeout(PATIENCE), Ok(i));
         }
     });
-    join_ok(&mut p);
-    for i in 0..4 {
-        assert_eq!(q.get_timeout(PATIENCE), Ok(i));
-    }
     // A consumer killed while receiving a chunked item loses that item
     // only; its remaining chunks are discarded.
     let q = Queue::<Vec<u8>>::with_capacity(0, 4096).unwrap();
     let took = Event::new().unwrap();
-    let mut p = spawn(|| {
-        q.put(vec![9u8; 50_000]).unwrap();
-        q.put(vec![1u8; 3]).unwrap();
-    });
-    let mut c = spawn(|| {
-        // Killed at some point of receiving the big item (or before, or
-        // after it): every case is allowed below.
-        took.set();
-        let _ = q.get();
-        hang();
-    });
-    assert!(took.wait_timeout(PATIENCE));
-    std::thread::sleep(Duration::from_millis(1));
-    c.kill().unwrap();
-    c.join().unwrap();
-    // Whatever the killed consumer took is lost; the rest arrives intact.
-    let mut got = Vec::new();
-    while let Ok(v) = q.get_timeout(Duration::from_secs(1)) {
-        got.push(v);
-    }
-    join_ok(&mut p);
-    assert!(got.last() == Some(&vec![1u8; 3]), "small item lost");
-    assert!(got.len() <= 2);
-    if got.len() == 2 {
-        assert_eq!(got[0], vec![9u8; 50_000]);
-    }
-    assert!(q.empty());
+    multiproc::process::scope(|ps| {
+        let mut p = spawn_in(ps, || {
+            q.put(vec![9u8; 50_000]).unwrap();
+            q.put(vec![1u8; 3]).unwrap();
+        });
+        let mut c = spawn_in(ps, || {
+            // Killed at some point of receiving the big item (or before, or
+            // after it): every case is allowed below.
+            took.set();
+            let _ = q.get();
+            hang();
+        });
+        assert!(took.wait_timeout(PATIENCE));
+        std::thread::sleep(Duration::from_millis(1));
+        c.kill().unwrap();
+        c.join().unwrap();
+        // Whatever the killed consumer took is lost; the rest arrives intact.
+        let mut got = Vec::new();
+        while let Ok(v) = q.get_timeout(Duration::from_secs(1)) {
+            got.push(v);
+        }
+        join_ok(&mut p);
+        assert!(got.last() == Some(&vec![1u8; 3]), "small item lost");
+        assert!(got.len() <= 2);
+        if got.len() == 2 {
+            assert_eq!(got[0], vec![9u8; 50_000]);
+        }
+        assert!(q.empty());
+    })
 }
 
 #[test]
@@ -409,24 +429,26 @@ fn producer_killed_holding_the_lock_mid_put() {
     let q = Queue::<u64>::new().unwrap();
     q.put(1).unwrap();
     let held = Event::new().unwrap();
-    let mut p = spawn(|| {
-        assert!(q.__hold_lock_mid_put(&666));
-        held.set();
-        hang();
-    });
-    assert!(held.wait_timeout(PATIENCE));
-    // The half-put item is not counted.
-    assert_eq!(q.qsize(), 1);
-    p.kill().unwrap();
-    p.join().unwrap();
-    let mut c = spawn(|| {
-        assert_eq!(q.get_timeout(PATIENCE), Ok(1));
-        q.put(2).unwrap();
-    });
-    join_ok(&mut c);
-    assert_eq!(q.qsize(), 1);
-    assert_eq!(q.try_get(), Ok(2));
-    assert_eq!(q.try_get(), Err(GetError::Empty));
+    multiproc::process::scope(|ps| {
+        let mut p = spawn_in(ps, || {
+            assert!(q.__hold_lock_mid_put(&666));
+            held.set();
+            hang();
+        });
+        assert!(held.wait_timeout(PATIENCE));
+        // The half-put item is not counted.
+        assert_eq!(q.qsize(), 1);
+        p.kill().unwrap();
+        p.join().unwrap();
+        let mut c = spawn_in(ps, || {
+            assert_eq!(q.get_timeout(PATIENCE), Ok(1));
+            q.put(2).unwrap();
+        });
+        join_ok(&mut c);
+        assert_eq!(q.qsize(), 1);
+        assert_eq!(q.try_get(), Ok(2));
+        assert_eq!(q.try_get(), Err(GetError::Empty));
+    })
 }
 
 /// Waiters arm their bells in the side locks' words; a party killed while
@@ -439,49 +461,52 @@ fn waiters_are_woken_through_a_lock_taken_over_from_the_dead() {
     // A consumer asleep on an empty queue; a producer dies holding the
     // producers' lock mid-put; another producer's put reaches the consumer.
     let q = Queue::<u64>::new().unwrap();
-    let mut c = spawn(|| {
-        assert_eq!(q.get_timeout(PATIENCE), Ok(5));
-    });
-    std::thread::sleep(SHORT);
     let held = Event::new().unwrap();
-    let mut p = spawn(|| {
-        assert!(q.__hold_lock_mid_put(&666));
-        held.set();
-        hang();
+    multiproc::process::scope(|ps| {
+        let mut c = spawn_in(ps, || {
+            assert_eq!(q.get_timeout(PATIENCE), Ok(5));
+        });
+        std::thread::sleep(SHORT);
+        let mut p = spawn_in(ps, || {
+            assert!(q.__hold_lock_mid_put(&666));
+            held.set();
+            hang();
+        });
+        assert!(held.wait_timeout(PATIENCE));
+        p.kill().unwrap();
+        p.join().unwrap();
+        let mut p2 = spawn_in(ps, || q.put_timeout(5, PATIENCE).unwrap());
+        join_ok(&mut p2);
+        join_ok(&mut c);
+        assert!(q.empty());
     });
-    assert!(held.wait_timeout(PATIENCE));
-    p.kill().unwrap();
-    p.join().unwrap();
-    let mut p2 = spawn(|| q.put_timeout(5, PATIENCE).unwrap());
-    join_ok(&mut p2);
-    join_ok(&mut c);
-    assert!(q.empty());
-
     // A producer asleep on a full queue; a consumer dies holding the
     // consumers' lock; another consumer takes the items and the producer's
     // last item goes in.
     let q = Queue::<u64>::bounded(2).unwrap();
     q.put(1).unwrap();
     q.put(2).unwrap();
-    let mut p = spawn(|| q.put_timeout(3, PATIENCE).unwrap());
-    std::thread::sleep(SHORT);
     let held = Event::new().unwrap();
-    let mut c = spawn(|| {
-        q.__hold_lock_mid_get();
-        held.set();
-        hang();
-    });
-    assert!(held.wait_timeout(PATIENCE));
-    c.kill().unwrap();
-    c.join().unwrap();
-    let mut c2 = spawn(|| {
-        for i in 1..=3 {
-            assert_eq!(q.get_timeout(PATIENCE), Ok(i));
-        }
-    });
-    join_ok(&mut c2);
-    join_ok(&mut p);
-    assert!(q.empty());
+    multiproc::process::scope(|ps| {
+        let mut p = spawn_in(ps, || q.put_timeout(3, PATIENCE).unwrap());
+        std::thread::sleep(SHORT);
+        let mut c = spawn_in(ps, || {
+            q.__hold_lock_mid_get();
+            held.set();
+            hang();
+        });
+        assert!(held.wait_timeout(PATIENCE));
+        c.kill().unwrap();
+        c.join().unwrap();
+        let mut c2 = spawn_in(ps, || {
+            for i in 1..=3 {
+                assert_eq!(q.get_timeout(PATIENCE), Ok(i));
+            }
+        });
+        join_ok(&mut c2);
+        join_ok(&mut p);
+        assert!(q.empty());
+    })
 }
 
 #[test]
@@ -491,27 +516,29 @@ fn producer_killed_mid_large_item() {
     // the ring is full, with nobody reading. The producer is killed there.
     let q = Queue::<Vec<u8>>::with_capacity(0, 64 << 10).unwrap();
     q.put(vec![1]).unwrap();
-    let mut p = spawn(|| {
-        q.put(vec![7u8; 4 << 20]).unwrap();
-    });
-    std::thread::sleep(Duration::from_millis(100));
-    p.kill().unwrap();
-    p.join().unwrap();
-    // A consumer takes the first item, then the dead producer's partial
-    // item, which it drops once it learns the writer is gone.
-    let mut c = spawn(|| {
-        assert_eq!(q.get_timeout(PATIENCE), Ok(vec![1]));
-        assert_eq!(q.get_timeout(PATIENCE), Ok(vec![2, 2]));
-    });
-    // Another producer is not blocked for ever by the dead one.
-    let mut p2 = spawn(|| {
-        q.put_timeout(vec![2, 2], PATIENCE).unwrap();
-    });
-    join_ok(&mut p2);
-    join_ok(&mut c);
-    assert!(q.empty());
-    q.put(vec![3]).unwrap();
-    assert_eq!(q.try_get(), Ok(vec![3]));
+    multiproc::process::scope(|ps| {
+        let mut p = spawn_in(ps, || {
+            q.put(vec![7u8; 4 << 20]).unwrap();
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        p.kill().unwrap();
+        p.join().unwrap();
+        // A consumer takes the first item, then the dead producer's partial
+        // item, which it drops once it learns the writer is gone.
+        let mut c = spawn_in(ps, || {
+            assert_eq!(q.get_timeout(PATIENCE), Ok(vec![1]));
+            assert_eq!(q.get_timeout(PATIENCE), Ok(vec![2, 2]));
+        });
+        // Another producer is not blocked for ever by the dead one.
+        let mut p2 = spawn_in(ps, || {
+            q.put_timeout(vec![2, 2], PATIENCE).unwrap();
+        });
+        join_ok(&mut p2);
+        join_ok(&mut c);
+        assert!(q.empty());
+        q.put(vec![3]).unwrap();
+        assert_eq!(q.try_get(), Ok(vec![3]));
+    })
 }
 
 /// utime + stime of `pid`, in clock ticks.
@@ -527,23 +554,25 @@ fn cpu_ticks(pid: i32) -> u64 {
 fn an_idle_getter_sleeps() {
     let _s = serial();
     let q = Queue::<u8>::new().unwrap();
-    let mut c = spawn(|| {
-        let _ = q.get_timeout(PATIENCE);
-    });
-    let pid = c.pid().unwrap();
-    std::thread::sleep(SHORT);
-    let t0 = cpu_ticks(pid);
-    let w0 = Instant::now();
-    std::thread::sleep(Duration::from_secs(1));
-    let used = cpu_ticks(pid) - t0;
-    let wall = w0.elapsed();
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    let frac = used as f64 / hz / wall.as_secs_f64();
-    eprintln!("idle getter used {:.1}% of a CPU", frac * 100.0);
-    assert!(frac < 0.2, "idle getter used {:.1}% of a CPU", frac * 100.0);
-    q.put(1).unwrap();
-    join_ok(&mut c);
+    multiproc::process::scope(|ps| {
+        let mut c = spawn_in(ps, || {
+            let _ = q.get_timeout(PATIENCE);
+        });
+        let pid = c.pid().unwrap();
+        std::thread::sleep(SHORT);
+        let t0 = cpu_ticks(pid);
+        let w0 = Instant::now();
+        std::thread::sleep(Duration::from_secs(1));
+        let used = cpu_ticks(pid) - t0;
+        let wall = w0.elapsed();
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        let frac = used as f64 / hz / wall.as_secs_f64();
+        eprintln!("idle getter used {:.1}% of a CPU", frac * 100.0);
+        assert!(frac < 0.2, "idle getter used {:.1}% of a CPU", frac * 100.0);
+        q.put(1).unwrap();
+        join_ok(&mut c);
+    })
 }
 
 // ---- ports of CPython's `_TestQueue`, `_TestJoinableQueue` ----
@@ -557,40 +586,42 @@ fn cpython_test_put() {
     let q = Queue::<usize>::bounded(MAXSIZE).unwrap();
     let parent_can_continue = Event::new().unwrap();
     let child_can_start = Event::new().unwrap();
-    let mut p = spawn(|| {
-        assert!(child_can_start.wait_timeout(PATIENCE));
-        for _ in 0..6 {
-            q.get_timeout(PATIENCE).unwrap();
-        }
-        parent_can_continue.set();
-    });
-    assert!(q.empty());
-    assert!(!q.full());
-    q.put(1).unwrap();
-    q.put_timeout(2, PATIENCE).unwrap();
-    q.put_timeout(3, Duration::ZERO).unwrap();
-    q.put_timeout(4, Duration::from_millis(10)).unwrap();
-    q.try_put(5).unwrap();
-    q.put(6).unwrap();
-    assert_eq!(q.qsize(), MAXSIZE);
-    assert!(!q.empty());
-    assert!(q.full());
-    assert!(matches!(q.try_put(7), Err(PutError::Full(7))));
-    assert!(matches!(
-        q.put_timeout(7, Duration::ZERO),
-        Err(PutError::Timeout(7))
-    ));
-    let t = Instant::now();
-    assert!(matches!(
-        q.put_timeout(7, Duration::from_millis(100)),
-        Err(PutError::Timeout(7))
-    ));
-    assert!(t.elapsed() >= Duration::from_millis(100));
-    child_can_start.set();
-    assert!(parent_can_continue.wait_timeout(PATIENCE));
-    assert!(q.empty());
-    assert!(!q.full());
-    join_ok(&mut p);
+    multiproc::process::scope(|ps| {
+        let mut p = spawn_in(ps, || {
+            assert!(child_can_start.wait_timeout(PATIENCE));
+            for _ in 0..6 {
+                q.get_timeout(PATIENCE).unwrap();
+            }
+            parent_can_continue.set();
+        });
+        assert!(q.empty());
+        assert!(!q.full());
+        q.put(1).unwrap();
+        q.put_timeout(2, PATIENCE).unwrap();
+        q.put_timeout(3, Duration::ZERO).unwrap();
+        q.put_timeout(4, Duration::from_millis(10)).unwrap();
+        q.try_put(5).unwrap();
+        q.put(6).unwrap();
+        assert_eq!(q.qsize(), MAXSIZE);
+        assert!(!q.empty());
+        assert!(q.full());
+        assert!(matches!(q.try_put(7), Err(PutError::Full(7))));
+        assert!(matches!(
+            q.put_timeout(7, Duration::ZERO),
+            Err(PutError::Timeout(7))
+        ));
+        let t = Instant::now();
+        assert!(matches!(
+            q.put_timeout(7, Duration::from_millis(100)),
+            Err(PutError::Timeout(7))
+        ));
+        assert!(t.elapsed() >= Duration::from_millis(100));
+        child_can_start.set();
+        assert!(parent_can_continue.wait_timeout(PATIENCE));
+        assert!(q.empty());
+        assert!(!q.full());
+        join_ok(&mut p);
+    })
 }
 
 /// CPython `_TestQueue.test_get`: a child fills, this process drains with
@@ -601,31 +632,33 @@ fn cpython_test_get() {
     let q = Queue::<i32>::new().unwrap();
     let child_can_start = Event::new().unwrap();
     let parent_can_continue = Event::new().unwrap();
-    let mut p = spawn(|| {
-        assert!(child_can_start.wait_timeout(PATIENCE));
-        for i in 1..=5 {
-            q.put(i).unwrap();
-        }
-        parent_can_continue.set();
-    });
-    assert!(q.empty());
-    child_can_start.set();
-    assert!(parent_can_continue.wait_timeout(PATIENCE));
-    assert!(!q.empty());
-    assert_eq!(q.get(), Ok(1));
-    assert_eq!(q.get_timeout(PATIENCE), Ok(2));
-    assert_eq!(q.get_timeout(Duration::ZERO), Ok(3));
-    assert_eq!(q.get_timeout(Duration::from_millis(10)), Ok(4));
-    assert_eq!(q.try_get(), Ok(5));
-    assert!(q.empty());
-    assert_eq!(q.try_get(), Err(GetError::Empty));
-    let t = Instant::now();
-    assert_eq!(
-        q.get_timeout(Duration::from_millis(100)),
-        Err(GetError::Timeout)
-    );
-    assert!(t.elapsed() >= Duration::from_millis(100));
-    join_ok(&mut p);
+    multiproc::process::scope(|ps| {
+        let mut p = spawn_in(ps, || {
+            assert!(child_can_start.wait_timeout(PATIENCE));
+            for i in 1..=5 {
+                q.put(i).unwrap();
+            }
+            parent_can_continue.set();
+        });
+        assert!(q.empty());
+        child_can_start.set();
+        assert!(parent_can_continue.wait_timeout(PATIENCE));
+        assert!(!q.empty());
+        assert_eq!(q.get(), Ok(1));
+        assert_eq!(q.get_timeout(PATIENCE), Ok(2));
+        assert_eq!(q.get_timeout(Duration::ZERO), Ok(3));
+        assert_eq!(q.get_timeout(Duration::from_millis(10)), Ok(4));
+        assert_eq!(q.try_get(), Ok(5));
+        assert!(q.empty());
+        assert_eq!(q.try_get(), Err(GetError::Empty));
+        let t = Instant::now();
+        assert_eq!(
+            q.get_timeout(Duration::from_millis(100)),
+            Err(GetError::Timeout)
+        );
+        assert!(t.elapsed() >= Duration::from_millis(100));
+        join_ok(&mut p);
+    })
 }
 
 /// CPython `_TestQueue.test_fork`: items put before a child starts and by
@@ -637,15 +670,17 @@ fn cpython_test_fork() {
     for i in 0..10 {
         q.put(i).unwrap();
     }
-    let mut p = spawn(|| {
-        for i in 10..20 {
-            q.put(i).unwrap();
-        }
-    });
-    join_ok(&mut p);
-    let got: Vec<i32> = (0..20).map(|_| q.get_timeout(PATIENCE).unwrap()).collect();
-    assert_eq!(got, (0..20).collect::<Vec<_>>());
-    assert_eq!(q.try_get(), Err(GetError::Empty));
+    multiproc::process::scope(|ps| {
+        let mut p = spawn_in(ps, || {
+            for i in 10..20 {
+                q.put(i).unwrap();
+            }
+        });
+        join_ok(&mut p);
+        let got: Vec<i32> = (0..20).map(|_| q.get_timeout(PATIENCE).unwrap()).collect();
+        assert_eq!(got, (0..20).collect::<Vec<_>>());
+        assert_eq!(q.try_get(), Err(GetError::Empty));
+    })
 }
 
 /// CPython `_TestQueue.test_qsize`.
@@ -669,28 +704,30 @@ fn cpython_test_qsize() {
 fn cpython_test_task_done() {
     let _s = serial();
     let q = JoinableQueue::<Option<i32>>::new().unwrap();
-    let mut workers: Vec<_> = (0..4)
-        .map(|_| {
-            let q = &q;
-            spawn(move || {
-                while let Ok(Some(_)) = q.get() {
+    multiproc::process::scope(|ps| {
+        let mut workers: Vec<_> = (0..4)
+            .map(|_| {
+                let q = &q;
+                spawn_in(ps, move || {
+                    while let Ok(Some(_)) = q.get() {
+                        q.task_done().unwrap();
+                    }
                     q.task_done().unwrap();
-                }
-                q.task_done().unwrap();
+                })
             })
-        })
-        .collect();
-    for i in 0..10 {
-        q.put(Some(i)).unwrap();
-    }
-    assert!(q.join_timeout(PATIENCE));
-    for _ in &workers {
-        q.put(None).unwrap();
-    }
-    for w in &mut workers {
-        join_ok(w);
-    }
-    assert!(q.join_timeout(PATIENCE));
+            .collect();
+        for i in 0..10 {
+            q.put(Some(i)).unwrap();
+        }
+        assert!(q.join_timeout(PATIENCE));
+        for _ in &workers {
+            q.put(None).unwrap();
+        }
+        for w in &mut workers {
+            join_ok(w);
+        }
+        assert!(q.join_timeout(PATIENCE));
+    })
 }
 
 /// CPython `_TestQueue.test_timeout`: `get` with a timeout waits about

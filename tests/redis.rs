@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{PATIENCE, join_ok, serial, spawn};
+use common::{PATIENCE, join_ok, serial, spawn_in};
 use multiproc::Process;
 use multiproc::queue::{GetError, PutError};
 use multiproc::redis::{LocalServer, RedisQueue};
@@ -115,20 +115,22 @@ fn one_producer_one_consumer_keeps_order() {
     const N: u64 = 5_000;
     let s = server();
     let q = RedisQueue::<u64>::open(&s.url(), "order").unwrap();
-    let mut c = spawn(|| {
-        for i in 0..N {
-            assert_eq!(q.get_timeout(PATIENCE).unwrap(), i);
-        }
-        assert_eq!(q.try_get(), Err(GetError::Empty));
-    });
-    let mut p = spawn(|| {
-        for i in 0..N {
-            q.put(i).unwrap();
-        }
-    });
-    join_ok(&mut p);
-    join_ok(&mut c);
-    assert_eq!(q.qsize().unwrap(), 0);
+    multiproc::process::scope(|ps| {
+        let mut c = spawn_in(ps, || {
+            for i in 0..N {
+                assert_eq!(q.get_timeout(PATIENCE).unwrap(), i);
+            }
+            assert_eq!(q.try_get(), Err(GetError::Empty));
+        });
+        let mut p = spawn_in(ps, || {
+            for i in 0..N {
+                q.put(i).unwrap();
+            }
+        });
+        join_ok(&mut p);
+        join_ok(&mut c);
+        assert_eq!(q.qsize().unwrap(), 0);
+    })
 }
 
 #[test]
@@ -153,42 +155,44 @@ fn two_producers_two_consumers_deliver_each_item_once_in_order() {
         }
         got
     };
-    let mut consumers: Vec<Process<'_, Vec<(u8, u64)>>> = (0..2)
-        .map(|_| {
-            let mut p = common::allow(Process::with_result(consumer).with_daemon(true));
-            p.start().unwrap();
-            p
-        })
-        .collect();
-    let mut p1 = spawn(producer(1));
-    let mut p2 = spawn(producer(2));
-    join_ok(&mut p1);
-    join_ok(&mut p2);
-    q.put(None).unwrap();
-    q.put(None).unwrap();
-    let mut seen: HashMap<(u8, u64), u32> = HashMap::new();
-    let mut per_consumer = Vec::new();
-    for c in &mut consumers {
-        let got = c.result().unwrap();
-        // FIFO: within one consumer, each producer's items come in order.
-        for id in [1, 2] {
-            let mine: Vec<u64> = got.iter().filter(|x| x.0 == id).map(|x| x.1).collect();
-            assert!(
-                mine.windows(2).all(|w| w[0] < w[1]),
-                "producer {id} out of order"
-            );
+    multiproc::process::scope(|ps| {
+        let mut consumers: Vec<Process<'_, Vec<(u8, u64)>>> = (0..2)
+            .map(|_| {
+                let mut p = common::allow(ps.process_with_result(consumer).with_daemon(true));
+                p.start().unwrap();
+                p
+            })
+            .collect();
+        let mut p1 = spawn_in(ps, producer(1));
+        let mut p2 = spawn_in(ps, producer(2));
+        join_ok(&mut p1);
+        join_ok(&mut p2);
+        q.put(None).unwrap();
+        q.put(None).unwrap();
+        let mut seen: HashMap<(u8, u64), u32> = HashMap::new();
+        let mut per_consumer = Vec::new();
+        for c in &mut consumers {
+            let got = c.result().unwrap();
+            // FIFO: within one consumer, each producer's items come in order.
+            for id in [1, 2] {
+                let mine: Vec<u64> = got.iter().filter(|x| x.0 == id).map(|x| x.1).collect();
+                assert!(
+                    mine.windows(2).all(|w| w[0] < w[1]),
+                    "producer {id} out of order"
+                );
+            }
+            per_consumer.push(got.len());
+            for item in got {
+                *seen.entry(item).or_default() += 1;
+            }
         }
-        per_consumer.push(got.len());
-        for item in got {
-            *seen.entry(item).or_default() += 1;
-        }
-    }
-    assert_eq!(seen.len() as u64, 2 * N, "items lost: {per_consumer:?}");
-    assert!(
-        seen.values().all(|&n| n == 1),
-        "an item was delivered twice"
-    );
-    assert_eq!(q.qsize().unwrap(), 0);
+        assert_eq!(seen.len() as u64, 2 * N, "items lost: {per_consumer:?}");
+        assert!(
+            seen.values().all(|&n| n == 1),
+            "an item was delivered twice"
+        );
+        assert_eq!(q.qsize().unwrap(), 0);
+    })
 }
 
 #[test]
@@ -202,27 +206,29 @@ fn forked_child_gets_its_own_connection() {
     // parent's socket, each would read replies meant for the other (an
     // array where a number is expected, or the wrong number).
     q.put(1_000_000).unwrap();
-    let mut c = spawn(|| {
-        for i in 0..N {
-            q.put(i).unwrap();
-            // FIFO: the parent's item first, then each one put before.
-            let want = if i == 0 { 1_000_000 } else { i - 1 };
-            assert_eq!(q.try_get().unwrap(), want);
+    multiproc::process::scope(|ps| {
+        let mut c = spawn_in(ps, || {
+            for i in 0..N {
+                q.put(i).unwrap();
+                // FIFO: the parent's item first, then each one put before.
+                let want = if i == 0 { 1_000_000 } else { i - 1 };
+                assert_eq!(q.try_get().unwrap(), want);
+            }
+        });
+        let mut sizes = 0;
+        while c.is_alive() {
+            let n = q.qsize().unwrap();
+            assert!((1..=2).contains(&n), "{n}");
+            sizes += 1;
         }
-    });
-    let mut sizes = 0;
-    while c.is_alive() {
-        let n = q.qsize().unwrap();
-        assert!((1..=2).contains(&n), "{n}");
-        sizes += 1;
-    }
-    join_ok(&mut c);
-    assert!(sizes > 0);
-    // The parent's pooled connection is still in step.
-    assert_eq!(q.qsize().unwrap(), 1);
-    q.put(5).unwrap();
-    assert_eq!(q.try_get().unwrap(), N - 1);
-    assert_eq!(q.get_timeout(PATIENCE).unwrap(), 5);
+        join_ok(&mut c);
+        assert!(sizes > 0);
+        // The parent's pooled connection is still in step.
+        assert_eq!(q.qsize().unwrap(), 1);
+        q.put(5).unwrap();
+        assert_eq!(q.try_get().unwrap(), N - 1);
+        assert_eq!(q.get_timeout(PATIENCE).unwrap(), 5);
+    })
 }
 
 #[test]
@@ -230,13 +236,15 @@ fn blocked_get_in_a_child_takes_an_item_put_later() {
     let _s = serial();
     let s = server();
     let q = RedisQueue::<String>::open(&s.url(), "blocked").unwrap();
-    let mut c = spawn(|| {
-        assert_eq!(q.get().unwrap(), "late");
-    });
-    std::thread::sleep(SHORT);
-    assert!(c.is_alive(), "get returned before any put");
-    q.put("late".into()).unwrap();
-    join_ok(&mut c);
+    multiproc::process::scope(|ps| {
+        let mut c = spawn_in(ps, || {
+            assert_eq!(q.get().unwrap(), "late");
+        });
+        std::thread::sleep(SHORT);
+        assert!(c.is_alive(), "get returned before any put");
+        q.put("late".into()).unwrap();
+        join_ok(&mut c);
+    })
 }
 
 #[test]
@@ -248,18 +256,20 @@ fn items_of_zero_bytes_and_one_mib() {
     let big: Vec<u8> = (0..1 << 20)
         .map(|i: u32| (i * 7 + i / 1000) as u8)
         .collect();
-    let mut c = spawn(|| {
-        units.put(()).unwrap();
-        empty.put(Vec::new()).unwrap();
-        empty.put(big.clone()).unwrap();
-        empty.put(vec![42]).unwrap();
-    });
-    join_ok(&mut c);
-    assert_eq!(units.qsize().unwrap(), 1);
-    assert_eq!(units.get_timeout(PATIENCE), Ok(()));
-    assert_eq!(empty.get_timeout(PATIENCE).unwrap(), Vec::<u8>::new());
-    assert!(empty.get_timeout(PATIENCE).unwrap() == big);
-    assert_eq!(empty.get_timeout(PATIENCE).unwrap(), vec![42]);
+    multiproc::process::scope(|ps| {
+        let mut c = spawn_in(ps, || {
+            units.put(()).unwrap();
+            empty.put(Vec::new()).unwrap();
+            empty.put(big.clone()).unwrap();
+            empty.put(vec![42]).unwrap();
+        });
+        join_ok(&mut c);
+        assert_eq!(units.qsize().unwrap(), 1);
+        assert_eq!(units.get_timeout(PATIENCE), Ok(()));
+        assert_eq!(empty.get_timeout(PATIENCE).unwrap(), Vec::<u8>::new());
+        assert!(empty.get_timeout(PATIENCE).unwrap() == big);
+        assert_eq!(empty.get_timeout(PATIENCE).unwrap(), vec![42]);
+    })
 }
 
 #[test]
@@ -270,32 +280,34 @@ fn close_refuses_puts_drains_then_wakes_every_getter() {
     let waiter = || {
         assert_eq!(q.get(), Err(GetError::Closed));
     };
-    let mut w1 = spawn(waiter);
-    let mut w2 = spawn(waiter);
-    std::thread::sleep(SHORT);
-    assert!(w1.is_alive() && w2.is_alive());
-    q.close().unwrap();
-    join_ok(&mut w1);
-    join_ok(&mut w2);
-    assert!(q.is_closed().unwrap());
-    assert_eq!(q.put(3), Err(PutError::Closed(3)));
-    assert_eq!(q.try_get(), Err(GetError::Closed));
-    assert_eq!(q.get_timeout(SHORT), Err(GetError::Closed));
+    multiproc::process::scope(|ps| {
+        let mut w1 = spawn_in(ps, waiter);
+        let mut w2 = spawn_in(ps, waiter);
+        std::thread::sleep(SHORT);
+        assert!(w1.is_alive() && w2.is_alive());
+        q.close().unwrap();
+        join_ok(&mut w1);
+        join_ok(&mut w2);
+        assert!(q.is_closed().unwrap());
+        assert_eq!(q.put(3), Err(PutError::Closed(3)));
+        assert_eq!(q.try_get(), Err(GetError::Closed));
+        assert_eq!(q.get_timeout(SHORT), Err(GetError::Closed));
 
-    // Items put before the close are still taken, then Closed.
-    q.delete().unwrap();
-    assert!(!q.is_closed().unwrap());
-    q.put(1).unwrap();
-    q.put(2).unwrap();
-    q.close().unwrap();
-    let mut c = spawn(|| {
-        assert_eq!(q.get(), Ok(1));
-        assert_eq!(q.get_timeout(PATIENCE), Ok(2));
-        assert_eq!(q.get(), Err(GetError::Closed));
-    });
-    join_ok(&mut c);
-    q.delete().unwrap();
-    assert_eq!(q.qsize().unwrap(), 0);
+        // Items put before the close are still taken, then Closed.
+        q.delete().unwrap();
+        assert!(!q.is_closed().unwrap());
+        q.put(1).unwrap();
+        q.put(2).unwrap();
+        q.close().unwrap();
+        let mut c = spawn_in(ps, || {
+            assert_eq!(q.get(), Ok(1));
+            assert_eq!(q.get_timeout(PATIENCE), Ok(2));
+            assert_eq!(q.get(), Err(GetError::Closed));
+        });
+        join_ok(&mut c);
+        q.delete().unwrap();
+        assert_eq!(q.qsize().unwrap(), 0);
+    })
 }
 
 #[test]
@@ -303,30 +315,32 @@ fn close_whose_wake_up_was_lost_is_still_seen() {
     let _s = serial();
     let s = server();
     let q = RedisQueue::<u32>::open(&s.url(), "lost-wake").unwrap();
-    let mut c = spawn(|| {
-        let t = Instant::now();
-        assert_eq!(q.get(), Err(GetError::Closed));
-        // Seen at the end of a 5 s slice.
-        assert!(t.elapsed() < PATIENCE, "{:?}", t.elapsed());
-    });
-    std::thread::sleep(SHORT);
-    // What a getter killed after taking the close marker leaves: the
-    // closed flag (documented key `…:closed`) without the marker.
-    let mut raw = redis::Client::open(s.url())
-        .unwrap()
-        .get_connection()
-        .unwrap();
-    redis::cmd("SET")
-        .arg(format!("{}:closed", q.key()))
-        .arg(1)
-        .query::<()>(&mut raw)
-        .unwrap();
-    assert!(q.is_closed().unwrap());
-    assert_eq!(q.get_timeout(SHORT), Err(GetError::Closed));
-    assert_eq!(q.try_get(), Err(GetError::Closed));
-    assert_eq!(q.put(1), Err(PutError::Closed(1)));
-    let st = c.join_timeout(PATIENCE).unwrap();
-    assert!(st.is_some_and(|st| st.success()), "child: {st:?}");
+    multiproc::process::scope(|ps| {
+        let mut c = spawn_in(ps, || {
+            let t = Instant::now();
+            assert_eq!(q.get(), Err(GetError::Closed));
+            // Seen at the end of a 5 s slice.
+            assert!(t.elapsed() < PATIENCE, "{:?}", t.elapsed());
+        });
+        std::thread::sleep(SHORT);
+        // What a getter killed after taking the close marker leaves: the
+        // closed flag (documented key `…:closed`) without the marker.
+        let mut raw = redis::Client::open(s.url())
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        redis::cmd("SET")
+            .arg(format!("{}:closed", q.key()))
+            .arg(1)
+            .query::<()>(&mut raw)
+            .unwrap();
+        assert!(q.is_closed().unwrap());
+        assert_eq!(q.get_timeout(SHORT), Err(GetError::Closed));
+        assert_eq!(q.try_get(), Err(GetError::Closed));
+        assert_eq!(q.put(1), Err(PutError::Closed(1)));
+        let st = c.join_timeout(PATIENCE).unwrap();
+        assert!(st.is_some_and(|st| st.success()), "child: {st:?}");
+    })
 }
 
 #[test]
@@ -388,39 +402,41 @@ fn server_killed_mid_test_gives_clear_errors_without_hanging() {
     let q = RedisQueue::<u32>::open(&s.url(), "gone").unwrap();
     q.put(1).unwrap();
     // A child blocked in get() when the server dies.
-    let mut c = spawn(|| {
-        assert_eq!(q.get().unwrap(), 1);
-        match q.get() {
-            Err(GetError::Server(m)) => assert!(m.contains("127.0.0.1"), "{m}"),
+    multiproc::process::scope(|ps| {
+        let mut c = spawn_in(ps, || {
+            assert_eq!(q.get().unwrap(), 1);
+            match q.get() {
+                Err(GetError::Server(m)) => assert!(m.contains("127.0.0.1"), "{m}"),
+                other => panic!("expected a server error, got {other:?}"),
+            }
+        });
+        std::thread::sleep(SHORT);
+        assert!(c.is_alive());
+        s.kill().unwrap();
+        let st = c.join_timeout(PATIENCE).unwrap();
+        assert!(st.is_some_and(|st| st.success()), "child: {st:?}");
+
+        // Every call now fails at once with a server error; puts hand the item
+        // back. The first call may find the parent's pooled connection closed,
+        // the next ones cannot connect.
+        let t = Instant::now();
+        match q.put(4) {
+            Err(PutError::Server(4, m)) => assert!(m.contains("127.0.0.1"), "{m}"),
             other => panic!("expected a server error, got {other:?}"),
         }
-    });
-    std::thread::sleep(SHORT);
-    assert!(c.is_alive());
-    s.kill().unwrap();
-    let st = c.join_timeout(PATIENCE).unwrap();
-    assert!(st.is_some_and(|st| st.success()), "child: {st:?}");
-
-    // Every call now fails at once with a server error; puts hand the item
-    // back. The first call may find the parent's pooled connection closed,
-    // the next ones cannot connect.
-    let t = Instant::now();
-    match q.put(4) {
-        Err(PutError::Server(4, m)) => assert!(m.contains("127.0.0.1"), "{m}"),
-        other => panic!("expected a server error, got {other:?}"),
-    }
-    match q.put(5) {
-        Err(PutError::Server(5, m)) => assert!(m.contains("cannot connect"), "{m}"),
-        other => panic!("expected a server error, got {other:?}"),
-    }
-    assert!(matches!(q.get(), Err(GetError::Server(_))));
-    assert!(matches!(q.get_timeout(SHORT), Err(GetError::Server(_))));
-    assert!(matches!(q.try_get(), Err(GetError::Server(_))));
-    assert!(matches!(q.qsize(), Err(GetError::Server(_))));
-    assert!(q.close().is_err());
-    let e = RedisQueue::<u32>::open(&s.url(), "gone").unwrap_err();
-    assert!(e.to_string().contains("redis-server running"), "{e}");
-    assert!(t.elapsed() < PATIENCE);
+        match q.put(5) {
+            Err(PutError::Server(5, m)) => assert!(m.contains("cannot connect"), "{m}"),
+            other => panic!("expected a server error, got {other:?}"),
+        }
+        assert!(matches!(q.get(), Err(GetError::Server(_))));
+        assert!(matches!(q.get_timeout(SHORT), Err(GetError::Server(_))));
+        assert!(matches!(q.try_get(), Err(GetError::Server(_))));
+        assert!(matches!(q.qsize(), Err(GetError::Server(_))));
+        assert!(q.close().is_err());
+        let e = RedisQueue::<u32>::open(&s.url(), "gone").unwrap_err();
+        assert!(e.to_string().contains("redis-server running"), "{e}");
+        assert!(t.elapsed() < PATIENCE);
+    })
 }
 
 #[test]

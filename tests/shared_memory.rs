@@ -37,15 +37,17 @@ const ODD_SIZE: usize = 3 * 4096 + 5;
 
 /// Runs a forked child that returns an exit code; asserts it exited 0.
 fn run_child(body: impl FnOnce() -> i32) {
-    // SAFETY: the test harness runs tests on threads, so other threads
-    // exist. Each child body here only opens the block, reads and writes
-    // bytes or atomics in it and returns an exit code: it takes no lock
-    // another thread may hold (no printing, no shared Mutex, no new crate
-    // shared objects; glibc resets its malloc locks in the child).
-    let mut p = unsafe { Process::new(body).allow_threads() };
-    p.start().expect("fork the child");
-    let status = p.join().expect("join the child");
-    assert!(status.success(), "child failed: {status:?}");
+    multiproc::process::scope(|ps| {
+        // SAFETY: the test harness runs tests on threads, so other threads
+        // exist. Each child body here only opens the block, reads and writes
+        // bytes or atomics in it and returns an exit code: it takes no lock
+        // another thread may hold (no printing, no shared Mutex, no new crate
+        // shared objects; glibc resets its malloc locks in the child).
+        let mut p = unsafe { ps.process(body).allow_threads() };
+        p.start().expect("fork the child");
+        let status = p.join().expect("join the child");
+        assert!(status.success(), "child failed: {status:?}");
+    })
 }
 
 /// Runs tests/python/shm_peer.py with `args`; asserts it succeeded without
@@ -434,50 +436,52 @@ fn atomics_count_exactly_across_processes_and_threads() {
     let _c = Cleanup(name.clone());
     let shm = SharedMemory::create(Some(&name), 64).unwrap();
 
-    let mut kids: Vec<Process> = (0..3)
-        .map(|_| {
-            let name = &name;
-            // SAFETY: as in `run_child`: the child opens the block and does
-            // atomic adds, taking no lock another thread may hold.
-            unsafe {
-                Process::new(move || {
-                    let Ok(shm) = SharedMemory::open(name) else {
-                        return 2;
-                    };
-                    let Ok(counters) = shm.as_atomics::<u64>() else {
-                        return 3;
-                    };
+    multiproc::process::scope(|ps| {
+        let mut kids: Vec<Process> = (0..3)
+            .map(|_| {
+                let name = &name;
+                // SAFETY: as in `run_child`: the child opens the block and does
+                // atomic adds, taking no lock another thread may hold.
+                unsafe {
+                    ps.process(move || {
+                        let Ok(shm) = SharedMemory::open(name) else {
+                            return 2;
+                        };
+                        let Ok(counters) = shm.as_atomics::<u64>() else {
+                            return 3;
+                        };
+                        for _ in 0..K {
+                            counters[0].fetch_add(1, Ordering::SeqCst);
+                        }
+                        0
+                    })
+                    .allow_threads()
+                }
+            })
+            .collect();
+        for k in &mut kids {
+            k.start().unwrap();
+        }
+        // Meanwhile two threads of this process add through one shared handle.
+        std::thread::scope(|s| {
+            for _ in 0..2 {
+                s.spawn(|| {
+                    let counters = shm.as_atomics::<u64>().unwrap();
                     for _ in 0..K {
                         counters[0].fetch_add(1, Ordering::SeqCst);
                     }
-                    0
-                })
-                .allow_threads()
+                });
             }
-        })
-        .collect();
-    for k in &mut kids {
-        k.start().unwrap();
-    }
-    // Meanwhile two threads of this process add through one shared handle.
-    std::thread::scope(|s| {
-        for _ in 0..2 {
-            s.spawn(|| {
-                let counters = shm.as_atomics::<u64>().unwrap();
-                for _ in 0..K {
-                    counters[0].fetch_add(1, Ordering::SeqCst);
-                }
-            });
+        });
+        for k in &mut kids {
+            assert!(k.join().unwrap().success());
         }
-    });
-    for k in &mut kids {
-        assert!(k.join().unwrap().success());
-    }
-    assert_eq!(
-        shm.as_atomics::<u64>().unwrap()[0].load(Ordering::SeqCst),
-        5 * K
-    );
-    shm.unlink().unwrap();
+        assert_eq!(
+            shm.as_atomics::<u64>().unwrap()[0].load(Ordering::SeqCst),
+            5 * K
+        );
+        shm.unlink().unwrap();
+    })
 }
 
 /// Rust creates (under `name`, or a generated name), Python opens, checks,

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{join_ok, serial, spawn};
+use common::{join_ok, serial, spawn_in};
 use multiproc::{Array, Error, RawArray, RawValue, ShmSafe, Value};
 
 #[test]
@@ -11,19 +11,21 @@ fn counter_under_lock_is_exact() {
     const P: usize = 4;
     const K: u64 = 20_000;
     let counter = Value::new(0u64).unwrap();
-    let mut kids: Vec<_> = (0..P)
-        .map(|_| {
-            spawn(|| {
-                for _ in 0..K {
-                    *counter.lock().unwrap() += 1;
-                }
+    multiproc::process::scope(|ps| {
+        let mut kids: Vec<_> = (0..P)
+            .map(|_| {
+                spawn_in(ps, || {
+                    for _ in 0..K {
+                        *counter.lock().unwrap() += 1;
+                    }
+                })
             })
-        })
-        .collect();
-    for k in &mut kids {
-        join_ok(k);
-    }
-    assert_eq!(counter.get(), P as u64 * K);
+            .collect();
+        for k in &mut kids {
+            join_ok(k);
+        }
+        assert_eq!(counter.get(), P as u64 * K);
+    })
 }
 
 #[test]
@@ -33,23 +35,25 @@ fn raw_value_atomic_adds_are_exact() {
     const K: u64 = 100_000;
     let n = RawValue::new(0u64).unwrap();
     let f = RawValue::new(0.0f64).unwrap();
-    let mut kids: Vec<_> = (0..P)
-        .map(|_| {
-            spawn(|| {
-                for _ in 0..K {
-                    n.fetch_add(1);
-                }
-                for _ in 0..1000 {
-                    f.fetch_add(0.5);
-                }
+    multiproc::process::scope(|ps| {
+        let mut kids: Vec<_> = (0..P)
+            .map(|_| {
+                spawn_in(ps, || {
+                    for _ in 0..K {
+                        n.fetch_add(1);
+                    }
+                    for _ in 0..1000 {
+                        f.fetch_add(0.5);
+                    }
+                })
             })
-        })
-        .collect();
-    for k in &mut kids {
-        join_ok(k);
-    }
-    assert_eq!(n.load(), P as u64 * K);
-    assert_eq!(f.load(), P as f64 * 500.0);
+            .collect();
+        for k in &mut kids {
+            join_ok(k);
+        }
+        assert_eq!(n.load(), P as u64 * K);
+        assert_eq!(f.load(), P as f64 * 500.0);
+    })
 }
 
 #[test]
@@ -57,14 +61,16 @@ fn value_set_in_child_is_seen_by_parent() {
     let _s = serial();
     let v = Value::new(1.5f64).unwrap();
     let flag = Value::new(false).unwrap();
-    let mut p = spawn(|| {
-        assert_eq!(v.get(), 1.5);
-        v.set(-2.25);
-        flag.set(true);
-    });
-    join_ok(&mut p);
-    assert_eq!(v.get(), -2.25);
-    assert!(flag.get());
+    multiproc::process::scope(|ps| {
+        let mut p = spawn_in(ps, || {
+            assert_eq!(v.get(), 1.5);
+            v.set(-2.25);
+            flag.set(true);
+        });
+        join_ok(&mut p);
+        assert_eq!(v.get(), -2.25);
+        assert!(flag.get());
+    })
 }
 
 #[repr(C)]
@@ -82,31 +88,33 @@ unsafe impl ShmSafe for Point {}
 fn user_struct_value_is_shared() {
     let _s = serial();
     let p = Value::new(Point::default()).unwrap();
-    let mut kids: Vec<_> = (0..3)
-        .map(|i| {
-            let p = &p;
-            spawn(move || {
-                for _ in 0..1000 {
-                    p.update(|pt| {
-                        pt.x += 1.0;
-                        pt.y += i as f64;
-                        pt.hits += 1;
-                    });
-                }
+    multiproc::process::scope(|ps| {
+        let mut kids: Vec<_> = (0..3)
+            .map(|i| {
+                let p = &p;
+                spawn_in(ps, move || {
+                    for _ in 0..1000 {
+                        p.update(|pt| {
+                            pt.x += 1.0;
+                            pt.y += i as f64;
+                            pt.hits += 1;
+                        });
+                    }
+                })
             })
-        })
-        .collect();
-    for k in &mut kids {
-        join_ok(k);
-    }
-    assert_eq!(
-        p.get(),
-        Point {
-            x: 3000.0,
-            y: 3000.0,
-            hits: 3000
+            .collect();
+        for k in &mut kids {
+            join_ok(k);
         }
-    );
+        assert_eq!(
+            p.get(),
+            Point {
+                x: 3000.0,
+                y: 3000.0,
+                hits: 3000
+            }
+        );
+    })
 }
 
 #[test]
@@ -144,38 +152,42 @@ fn array_children_write_their_slots() {
     let _s = serial();
     const P: usize = 4;
     let a = Array::<u64>::zeroed(P).unwrap();
-    let mut kids: Vec<_> = (0..P)
-        .map(|i| {
-            let a = &a;
-            spawn(move || a.set(i, (i as u64 + 1) * 11))
-        })
-        .collect();
-    for k in &mut kids {
-        join_ok(k);
-    }
-    assert_eq!(a.to_vec(), vec![11, 22, 33, 44]);
+    multiproc::process::scope(|ps| {
+        let mut kids: Vec<_> = (0..P)
+            .map(|i| {
+                let a = &a;
+                spawn_in(ps, move || a.set(i, (i as u64 + 1) * 11))
+            })
+            .collect();
+        for k in &mut kids {
+            join_ok(k);
+        }
+        assert_eq!(a.to_vec(), vec![11, 22, 33, 44]);
+    })
 }
 
 #[test]
 fn array_lock_guards_whole_slice() {
     let _s = serial();
     let a = Array::<u32>::zeroed(64).unwrap();
-    let mut kids: Vec<_> = (0..3)
-        .map(|_| {
-            spawn(|| {
-                for _ in 0..2000 {
-                    let mut g = a.lock().unwrap();
-                    for x in g.iter_mut() {
-                        *x += 1;
+    multiproc::process::scope(|ps| {
+        let mut kids: Vec<_> = (0..3)
+            .map(|_| {
+                spawn_in(ps, || {
+                    for _ in 0..2000 {
+                        let mut g = a.lock().unwrap();
+                        for x in g.iter_mut() {
+                            *x += 1;
+                        }
                     }
-                }
+                })
             })
-        })
-        .collect();
-    for k in &mut kids {
-        join_ok(k);
-    }
-    assert_eq!(a.to_vec(), vec![6000; 64]);
+            .collect();
+        for k in &mut kids {
+            join_ok(k);
+        }
+        assert_eq!(a.to_vec(), vec![6000; 64]);
+    })
 }
 
 #[test]
@@ -183,43 +195,46 @@ fn raw_array_disjoint_fill_and_atomics() {
     let _s = serial();
     const N: usize = 1 << 20; // large: its own populated mapping
     let a = RawArray::<f64>::zeroed(N).unwrap();
-    let mut kids: Vec<_> = (0..2)
-        .map(|half| {
-            let a = &a;
-            spawn(move || {
-                let r = half * N / 2..(half + 1) * N / 2;
-                // SAFETY: each child writes only its own half; the parent
-                // reads after joining both.
-                let s = unsafe { a.slice_mut(r.clone()) }.unwrap();
-                for (i, x) in s.iter_mut().enumerate() {
-                    *x = (r.start + i) as f64;
-                }
+    multiproc::process::scope(|ps| {
+        let mut kids: Vec<_> = (0..2)
+            .map(|half| {
+                let a = &a;
+                spawn_in(ps, move || {
+                    let r = half * N / 2..(half + 1) * N / 2;
+                    // SAFETY: each child writes only its own half; the parent
+                    // reads after joining both.
+                    let s = unsafe { a.slice_mut(r.clone()) }.unwrap();
+                    for (i, x) in s.iter_mut().enumerate() {
+                        *x = (r.start + i) as f64;
+                    }
+                })
             })
-        })
-        .collect();
-    for k in &mut kids {
-        join_ok(k);
-    }
-    let sum: f64 = a.to_vec().iter().sum();
-    assert_eq!(sum, (N as f64 - 1.0) * N as f64 / 2.0);
-
+            .collect();
+        for k in &mut kids {
+            join_ok(k);
+        }
+        let sum: f64 = a.to_vec().iter().sum();
+        assert_eq!(sum, (N as f64 - 1.0) * N as f64 / 2.0);
+    });
     let small = RawArray::<u32>::zeroed(8).unwrap();
-    let mut kids: Vec<_> = (0..2)
-        .map(|_| {
-            spawn(|| {
-                for _ in 0..10_000 {
-                    small.as_atomics()[3].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
+    multiproc::process::scope(|ps| {
+        let mut kids: Vec<_> = (0..2)
+            .map(|_| {
+                spawn_in(ps, || {
+                    for _ in 0..10_000 {
+                        small.as_atomics()[3].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                })
             })
-        })
-        .collect();
-    for k in &mut kids {
-        join_ok(k);
-    }
-    assert_eq!(small.get(3).unwrap(), 20_000);
-    assert!(small.get(8).is_err());
-    // SAFETY: no other process or thread writes the array now.
-    assert!(unsafe { small.slice_mut(7..9) }.is_err());
+            .collect();
+        for k in &mut kids {
+            join_ok(k);
+        }
+        assert_eq!(small.get(3).unwrap(), 20_000);
+        assert!(small.get(8).is_err());
+        // SAFETY: no other process or thread writes the array now.
+        assert!(unsafe { small.slice_mut(7..9) }.is_err());
+    })
 }
 
 fn rss_kib() -> u64 {
@@ -257,11 +272,12 @@ fn a_million_values_share_a_few_mappings() {
     assert!(grew_mib < 64, "a million Value<u64> cost {grew_mib} MiB");
     assert_eq!(values[123_456].get(), 123_456);
     // A child sees them too.
-    let mut p = spawn(|| {
-        values[999_999].set(7);
+    multiproc::process::scope(|ps| {
+        let mut p = spawn_in(ps, || {
+            values[999_999].set(7);
+        });
+        join_ok(&mut p);
     });
-    join_ok(&mut p);
-    drop(p);
     assert_eq!(values[999_999].get(), 7);
     // Freed slots are reused: a second million costs no new memory.
     let first = values[0].as_mutex() as *const _ as usize;
@@ -287,19 +303,21 @@ fn a_child_allocates_from_its_own_heap() {
     // would be the very slot the parent hands out next, and its writes
     // would land in the parent's object.
     let go = multiproc::Event::new().unwrap();
-    let mut p = spawn(|| {
-        go.wait();
-        let mine: Vec<_> = (0..1000).map(|_| Value::new(999u64).unwrap()).collect();
-        drop(mine);
-        let again = Value::new(999u64).unwrap();
-        again.set(1234);
-    });
-    let parents: Vec<_> = (0..1000).map(|i| Value::new(i as u64).unwrap()).collect();
-    go.set();
-    join_ok(&mut p);
-    for (i, v) in parents.iter().enumerate() {
-        assert_eq!(v.get(), i as u64);
-    }
+    multiproc::process::scope(|ps| {
+        let mut p = spawn_in(ps, || {
+            go.wait();
+            let mine: Vec<_> = (0..1000).map(|_| Value::new(999u64).unwrap()).collect();
+            drop(mine);
+            let again = Value::new(999u64).unwrap();
+            again.set(1234);
+        });
+        let parents: Vec<_> = (0..1000).map(|i| Value::new(i as u64).unwrap()).collect();
+        go.set();
+        join_ok(&mut p);
+        for (i, v) in parents.iter().enumerate() {
+            assert_eq!(v.get(), i as u64);
+        }
+    })
 }
 
 fn dev_shm() -> std::collections::BTreeSet<String> {
@@ -317,29 +335,31 @@ fn a_crashed_process_leaves_nothing_in_dev_shm() {
     let _s = serial();
     let before = dev_shm();
     let made = multiproc::Event::new().unwrap();
-    let mut p = spawn(|| {
-        // Small objects (a fresh heap arena of the child's own) and a large
-        // array (a mapping of its own), then a crash.
-        let v: Vec<_> = (0..1000).map(|i| Value::new(i as u64).unwrap()).collect();
-        let a = RawArray::<u8>::zeroed(1 << 20).unwrap();
-        a.set(5, 1).unwrap();
-        made.set();
-        common::hang();
-        drop((v, a));
-    });
-    assert!(made.wait_timeout(common::PATIENCE));
-    p.kill().unwrap();
-    p.join().unwrap();
-    // Memfds have no name in any file system: nothing appears, nothing is
-    // left. (Other programs may add their own entries meanwhile, so only
-    // ours are looked for.)
-    let ours: Vec<_> = dev_shm()
-        .difference(&before)
-        .filter(|n| n.contains("multiproc"))
-        .cloned()
-        .collect();
-    assert!(ours.is_empty(), "left in /dev/shm: {ours:?}");
-    // And the memory is really a memfd mapping, named for /proc/PID/maps.
-    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
-    assert!(maps.contains("/memfd:multiproc-heap"));
+    multiproc::process::scope(|ps| {
+        let mut p = spawn_in(ps, || {
+            // Small objects (a fresh heap arena of the child's own) and a large
+            // array (a mapping of its own), then a crash.
+            let v: Vec<_> = (0..1000).map(|i| Value::new(i as u64).unwrap()).collect();
+            let a = RawArray::<u8>::zeroed(1 << 20).unwrap();
+            a.set(5, 1).unwrap();
+            made.set();
+            common::hang();
+            drop((v, a));
+        });
+        assert!(made.wait_timeout(common::PATIENCE));
+        p.kill().unwrap();
+        p.join().unwrap();
+        // Memfds have no name in any file system: nothing appears, nothing is
+        // left. (Other programs may add their own entries meanwhile, so only
+        // ours are looked for.)
+        let ours: Vec<_> = dev_shm()
+            .difference(&before)
+            .filter(|n| n.contains("multiproc"))
+            .cloned()
+            .collect();
+        assert!(ours.is_empty(), "left in /dev/shm: {ours:?}");
+        // And the memory is really a memfd mapping, named for /proc/PID/maps.
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        assert!(maps.contains("/memfd:multiproc-heap"));
+    })
 }

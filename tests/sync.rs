@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{PATIENCE, eventually, join_ok, serial, spawn};
+use common::{PATIENCE, eventually, join_ok, serial, spawn_in};
 use multiproc::{
     Array, Barrier, BoundedSemaphore, Condition, Error, Event, Lock, RLock, RawValue, Semaphore,
     ShmSafe, TryLockError, Value,
@@ -17,27 +17,29 @@ fn lock_excludes_other_processes() {
     let lock = Lock::new().unwrap();
     let inside = RawValue::new(0u32).unwrap();
     let overlap = RawValue::new(false).unwrap();
-    let mut kids: Vec<_> = (0..3)
-        .map(|_| {
-            spawn(|| {
-                for _ in 0..2000 {
-                    let _g = lock.lock().unwrap();
-                    if inside.fetch_add(1) != 0 {
-                        overlap.store(true);
+    multiproc::process::scope(|ps| {
+        let mut kids: Vec<_> = (0..3)
+            .map(|_| {
+                spawn_in(ps, || {
+                    for _ in 0..2000 {
+                        let _g = lock.lock().unwrap();
+                        if inside.fetch_add(1) != 0 {
+                            overlap.store(true);
+                        }
+                        std::hint::spin_loop();
+                        inside.fetch_sub(1);
                     }
-                    std::hint::spin_loop();
-                    inside.fetch_sub(1);
-                }
+                })
             })
-        })
-        .collect();
-    for k in &mut kids {
-        join_ok(k);
-    }
-    assert!(
-        !overlap.load(),
-        "two processes were inside the lock at once"
-    );
+            .collect();
+        for k in &mut kids {
+            join_ok(k);
+        }
+        assert!(
+            !overlap.load(),
+            "two processes were inside the lock at once"
+        );
+    })
 }
 
 #[test]
@@ -46,23 +48,25 @@ fn lock_held_by_child_blocks_parent_until_released() {
     let lock = Lock::new().unwrap();
     let held = Event::new().unwrap();
     let release = Event::new().unwrap();
-    let mut p = spawn(|| {
-        let _g = lock.lock().unwrap();
-        held.set();
-        release.wait();
-    });
-    assert!(held.wait_timeout(PATIENCE));
-    assert!(matches!(lock.try_lock(), Err(TryLockError::WouldBlock)));
-    let t = Instant::now();
-    assert!(matches!(
-        lock.lock_timeout(Duration::from_millis(30)),
-        Err(TryLockError::TimedOut)
-    ));
-    assert!(t.elapsed() >= Duration::from_millis(30));
-    release.set();
-    let g = lock.lock_timeout(PATIENCE).unwrap();
-    drop(g);
-    join_ok(&mut p);
+    multiproc::process::scope(|ps| {
+        let mut p = spawn_in(ps, || {
+            let _g = lock.lock().unwrap();
+            held.set();
+            release.wait();
+        });
+        assert!(held.wait_timeout(PATIENCE));
+        assert!(matches!(lock.try_lock(), Err(TryLockError::WouldBlock)));
+        let t = Instant::now();
+        assert!(matches!(
+            lock.lock_timeout(Duration::from_millis(30)),
+            Err(TryLockError::TimedOut)
+        ));
+        assert!(t.elapsed() >= Duration::from_millis(30));
+        release.set();
+        let g = lock.lock_timeout(PATIENCE).unwrap();
+        drop(g);
+        join_ok(&mut p);
+    })
 }
 
 #[test]
@@ -71,10 +75,12 @@ fn lock_acquire_release_across_processes() {
     // As in Python, a Lock taken in one process may be released by another.
     let lock = Lock::new().unwrap();
     lock.acquire().unwrap();
-    let mut p = spawn(|| lock.release());
-    join_ok(&mut p);
-    assert!(!lock.is_locked());
-    assert!(matches!(lock.release(), Err(Error::ReleasedTooManyTimes)));
+    multiproc::process::scope(|ps| {
+        let mut p = spawn_in(ps, || lock.release());
+        join_ok(&mut p);
+        assert!(!lock.is_locked());
+        assert!(matches!(lock.release(), Err(Error::ReleasedTooManyTimes)));
+    })
 }
 
 #[test]
@@ -85,33 +91,35 @@ fn rlock_depth_and_ownership_across_processes() {
     let g2 = r.lock().unwrap();
     r.acquire().unwrap();
     assert_eq!(r.depth(), 3);
-    let mut p = spawn(|| {
-        // Another process is not the owner: it can neither take nor release.
-        assert!(!r.is_owned());
+    multiproc::process::scope(|ps| {
+        let mut p = spawn_in(ps, || {
+            // Another process is not the owner: it can neither take nor release.
+            assert!(!r.is_owned());
+            assert!(r.is_locked());
+            assert!(matches!(r.try_lock(), Err(TryLockError::WouldBlock)));
+            assert!(matches!(
+                r.lock_timeout(Duration::from_millis(10)),
+                Err(TryLockError::TimedOut)
+            ));
+            assert!(matches!(r.release(), Err(Error::NotOwner)));
+        });
+        join_ok(&mut p);
+        r.release().unwrap();
+        drop(g2);
+        assert_eq!(r.depth(), 1);
         assert!(r.is_locked());
-        assert!(matches!(r.try_lock(), Err(TryLockError::WouldBlock)));
-        assert!(matches!(
-            r.lock_timeout(Duration::from_millis(10)),
-            Err(TryLockError::TimedOut)
-        ));
+        drop(g1);
+        assert!(!r.is_locked());
         assert!(matches!(r.release(), Err(Error::NotOwner)));
-    });
-    join_ok(&mut p);
-    r.release().unwrap();
-    drop(g2);
-    assert_eq!(r.depth(), 1);
-    assert!(r.is_locked());
-    drop(g1);
-    assert!(!r.is_locked());
-    assert!(matches!(r.release(), Err(Error::NotOwner)));
-    // Now the child may take it.
-    let mut p = spawn(|| {
-        let _a = r.lock().unwrap();
-        let _b = r.lock().unwrap();
-        assert_eq!(r.depth(), 2);
-    });
-    join_ok(&mut p);
-    assert!(!r.is_locked());
+        // Now the child may take it.
+        let mut p = spawn_in(ps, || {
+            let _a = r.lock().unwrap();
+            let _b = r.lock().unwrap();
+            assert_eq!(r.depth(), 2);
+        });
+        join_ok(&mut p);
+        assert!(!r.is_locked());
+    })
 }
 
 #[test]
@@ -120,34 +128,36 @@ fn semaphore_bounds_concurrency() {
     let sem = Semaphore::new(2).unwrap();
     let inside = RawValue::new(0u32).unwrap();
     let most = RawValue::new(0u32).unwrap();
-    let mut kids: Vec<_> = (0..5)
-        .map(|_| {
-            spawn(|| {
-                for _ in 0..200 {
-                    sem.acquire();
-                    let now = inside.fetch_add(1) + 1;
-                    let mut m = most.load();
-                    while now > m {
-                        match most.compare_exchange(m, now) {
-                            Ok(_) => break,
-                            Err(x) => m = x,
-                        }
-                    }
+    multiproc::process::scope(|ps| {
+        let mut kids: Vec<_> = (0..5)
+            .map(|_| {
+                spawn_in(ps, || {
                     for _ in 0..200 {
-                        std::hint::spin_loop();
+                        sem.acquire();
+                        let now = inside.fetch_add(1) + 1;
+                        let mut m = most.load();
+                        while now > m {
+                            match most.compare_exchange(m, now) {
+                                Ok(_) => break,
+                                Err(x) => m = x,
+                            }
+                        }
+                        for _ in 0..200 {
+                            std::hint::spin_loop();
+                        }
+                        inside.fetch_sub(1);
+                        sem.release().unwrap();
                     }
-                    inside.fetch_sub(1);
-                    sem.release().unwrap();
-                }
+                })
             })
-        })
-        .collect();
-    for k in &mut kids {
-        join_ok(k);
-    }
-    assert!(most.load() <= 2, "{} inside at once", most.load());
-    assert!(most.load() >= 1);
-    assert_eq!(sem.value(), 2);
+            .collect();
+        for k in &mut kids {
+            join_ok(k);
+        }
+        assert!(most.load() <= 2, "{} inside at once", most.load());
+        assert!(most.load() >= 1);
+        assert_eq!(sem.value(), 2);
+    })
 }
 
 #[test]
@@ -155,16 +165,18 @@ fn semaphore_release_wakes_a_sleeping_process() {
     let _s = serial();
     let sem = Semaphore::new(0).unwrap();
     let got = RawValue::new(0u32).unwrap();
-    let mut p = spawn(|| {
-        sem.acquire();
-        got.store(1);
-    });
-    std::thread::sleep(Duration::from_millis(20));
-    assert_eq!(got.load(), 0);
-    sem.release().unwrap();
-    join_ok(&mut p);
-    assert_eq!(got.load(), 1);
-    assert!(!sem.acquire_timeout(Duration::ZERO));
+    multiproc::process::scope(|ps| {
+        let mut p = spawn_in(ps, || {
+            sem.acquire();
+            got.store(1);
+        });
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(got.load(), 0);
+        sem.release().unwrap();
+        join_ok(&mut p);
+        assert_eq!(got.load(), 1);
+        assert!(!sem.acquire_timeout(Duration::ZERO));
+    })
 }
 
 #[test]
@@ -173,13 +185,15 @@ fn bounded_semaphore_refuses_release_past_bound() {
     let b = BoundedSemaphore::new(2).unwrap();
     assert!(matches!(b.release(), Err(Error::ReleasedTooManyTimes)));
     b.acquire();
-    let mut p = spawn(|| {
-        b.release().unwrap();
-        assert!(matches!(b.release(), Err(Error::ReleasedTooManyTimes)));
-    });
-    join_ok(&mut p);
-    assert_eq!(b.value(), 2);
-    assert_eq!(b.bound(), 2);
+    multiproc::process::scope(|ps| {
+        let mut p = spawn_in(ps, || {
+            b.release().unwrap();
+            assert!(matches!(b.release(), Err(Error::ReleasedTooManyTimes)));
+        });
+        join_ok(&mut p);
+        assert_eq!(b.value(), 2);
+        assert_eq!(b.bound(), 2);
+    })
 }
 
 #[repr(C)]
@@ -207,38 +221,40 @@ fn condition_producer_consumer() {
     .unwrap();
     let not_empty = Condition::new().unwrap();
     let not_full = Condition::new().unwrap();
-    let mut producer = spawn(|| {
-        for i in 1..=N {
+    multiproc::process::scope(|ps| {
+        let mut producer = spawn_in(ps, || {
+            for i in 1..=N {
+                let mut g = ring.lock().unwrap();
+                not_full.wait_while(&mut g, |r| r.tail - r.head == 8);
+                let t = g.tail;
+                g.items[(t % 8) as usize] = i;
+                g.tail += 1;
+                drop(g);
+                not_empty.notify_one();
+            }
+            ring.update(|r| r.done = true);
+            not_empty.notify_all();
+        });
+        let mut next = 1;
+        let mut sum = 0;
+        loop {
             let mut g = ring.lock().unwrap();
-            not_full.wait_while(&mut g, |r| r.tail - r.head == 8);
-            let t = g.tail;
-            g.items[(t % 8) as usize] = i;
-            g.tail += 1;
+            not_empty.wait_while(&mut g, |r| r.tail == r.head && !r.done);
+            if g.tail == g.head && g.done {
+                break;
+            }
+            let h = g.head;
+            let item = g.items[(h % 8) as usize];
+            g.head += 1;
             drop(g);
-            not_empty.notify_one();
+            not_full.notify_one();
+            assert_eq!(item, next, "items arrive in order");
+            next += 1;
+            sum += item;
         }
-        ring.update(|r| r.done = true);
-        not_empty.notify_all();
-    });
-    let mut next = 1;
-    let mut sum = 0;
-    loop {
-        let mut g = ring.lock().unwrap();
-        not_empty.wait_while(&mut g, |r| r.tail == r.head && !r.done);
-        if g.tail == g.head && g.done {
-            break;
-        }
-        let h = g.head;
-        let item = g.items[(h % 8) as usize];
-        g.head += 1;
-        drop(g);
-        not_full.notify_one();
-        assert_eq!(item, next, "items arrive in order");
-        next += 1;
-        sum += item;
-    }
-    join_ok(&mut producer);
-    assert_eq!(sum, N * (N + 1) / 2);
+        join_ok(&mut producer);
+        assert_eq!(sum, N * (N + 1) / 2);
+    })
 }
 
 #[test]
@@ -248,39 +264,41 @@ fn condition_notify_n_wakes_that_many() {
     let go = Value::new(0u32).unwrap();
     let cond = Condition::new().unwrap();
     let waiting = RawValue::new(0u32).unwrap();
-    let mut kids: Vec<_> = (0..4)
-        .map(|_| {
-            spawn(|| {
-                let mut g = go.lock().unwrap();
-                waiting.fetch_add(1);
-                // Each wakeup consumes one ticket.
-                cond.wait_while(&mut g, |t| *t == 0);
-                *g -= 1;
-                drop(g);
-                woken.update(|w| *w += 1);
+    multiproc::process::scope(|ps| {
+        let mut kids: Vec<_> = (0..4)
+            .map(|_| {
+                spawn_in(ps, || {
+                    let mut g = go.lock().unwrap();
+                    waiting.fetch_add(1);
+                    // Each wakeup consumes one ticket.
+                    cond.wait_while(&mut g, |t| *t == 0);
+                    *g -= 1;
+                    drop(g);
+                    woken.update(|w| *w += 1);
+                })
             })
-        })
-        .collect();
-    assert!(eventually(PATIENCE, || waiting.load() == 4));
-    // Let them fall asleep (holding `go` while notifying guarantees every
-    // waiter that checked its predicate is asleep or about to be).
-    {
-        let mut g = go.lock().unwrap();
-        *g = 2;
-        cond.notify(2);
-    }
-    assert!(eventually(PATIENCE, || woken.get() == 2));
-    std::thread::sleep(Duration::from_millis(50));
-    assert_eq!(woken.get(), 2, "only two tickets were handed out");
-    {
-        let mut g = go.lock().unwrap();
-        *g = 2;
-        cond.notify_all();
-    }
-    for k in &mut kids {
-        join_ok(k);
-    }
-    assert_eq!(woken.get(), 4);
+            .collect();
+        assert!(eventually(PATIENCE, || waiting.load() == 4));
+        // Let them fall asleep (holding `go` while notifying guarantees every
+        // waiter that checked its predicate is asleep or about to be).
+        {
+            let mut g = go.lock().unwrap();
+            *g = 2;
+            cond.notify(2);
+        }
+        assert!(eventually(PATIENCE, || woken.get() == 2));
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(woken.get(), 2, "only two tickets were handed out");
+        {
+            let mut g = go.lock().unwrap();
+            *g = 2;
+            cond.notify_all();
+        }
+        for k in &mut kids {
+            join_ok(k);
+        }
+        assert_eq!(woken.get(), 4);
+    })
 }
 
 #[test]
@@ -288,28 +306,30 @@ fn condition_timed_out_waiter_does_not_swallow_notify() {
     let _s = serial();
     let cond = Condition::new().unwrap();
     let state = Value::new(0u32).unwrap();
-    // A waiter in another process times out first.
-    let mut early = spawn(|| {
-        let mut g = state.lock().unwrap();
-        let r = cond.wait_timeout(&mut g, Duration::from_millis(20));
-        if r.timed_out() { 0 } else { 3 }
-    });
-    assert_eq!(early.join().unwrap().code(), 0);
-    // A second waiter then sleeps; one notify must reach it.
     let asleep = RawValue::new(false).unwrap();
-    let mut late = spawn(|| {
-        let mut g = state.lock().unwrap();
-        asleep.store(true);
-        cond.wait_while(&mut g, |s| *s == 0);
-    });
-    assert!(eventually(PATIENCE, || asleep.load()));
-    {
-        let mut g = state.lock().unwrap();
-        *g = 1;
-        cond.notify_one();
-    }
-    assert!(late.join_timeout(PATIENCE).unwrap().is_some());
-    join_ok(&mut late);
+    // A waiter in another process times out first.
+    multiproc::process::scope(|ps| {
+        let mut early = spawn_in(ps, || {
+            let mut g = state.lock().unwrap();
+            let r = cond.wait_timeout(&mut g, Duration::from_millis(20));
+            if r.timed_out() { 0 } else { 3 }
+        });
+        assert_eq!(early.join().unwrap().code(), 0);
+        // A second waiter then sleeps; one notify must reach it.
+        let mut late = spawn_in(ps, || {
+            let mut g = state.lock().unwrap();
+            asleep.store(true);
+            cond.wait_while(&mut g, |s| *s == 0);
+        });
+        assert!(eventually(PATIENCE, || asleep.load()));
+        {
+            let mut g = state.lock().unwrap();
+            *g = 1;
+            cond.notify_one();
+        }
+        assert!(late.join_timeout(PATIENCE).unwrap().is_some());
+        join_ok(&mut late);
+    })
 }
 
 #[test]
@@ -317,24 +337,26 @@ fn event_wakes_waiters_in_other_processes() {
     let _s = serial();
     let ev = Event::new().unwrap();
     let woke = RawValue::new(0u32).unwrap();
-    let mut kids: Vec<_> = (0..3)
-        .map(|_| {
-            spawn(|| {
-                ev.wait();
-                woke.fetch_add(1);
+    multiproc::process::scope(|ps| {
+        let mut kids: Vec<_> = (0..3)
+            .map(|_| {
+                spawn_in(ps, || {
+                    ev.wait();
+                    woke.fetch_add(1);
+                })
             })
-        })
-        .collect();
-    std::thread::sleep(Duration::from_millis(30));
-    assert_eq!(woke.load(), 0);
-    assert!(!ev.is_set());
-    ev.set();
-    for k in &mut kids {
-        join_ok(k);
-    }
-    assert_eq!(woke.load(), 3);
-    ev.clear();
-    assert!(!ev.wait_timeout(Duration::from_millis(10)));
+            .collect();
+        std::thread::sleep(Duration::from_millis(30));
+        assert_eq!(woke.load(), 0);
+        assert!(!ev.is_set());
+        ev.set();
+        for k in &mut kids {
+            join_ok(k);
+        }
+        assert_eq!(woke.load(), 3);
+        ev.clear();
+        assert!(!ev.wait_timeout(Duration::from_millis(10)));
+    })
 }
 
 #[test]
@@ -350,88 +372,98 @@ fn three_process_barrier() {
     let barrier = Barrier::new(3).unwrap();
     let rounds = 50;
     let seen = Array::<u32>::zeroed(3 * rounds).unwrap();
-    let mut kids: Vec<_> = (0..3)
-        .map(|_| {
-            spawn(|| {
-                for round in 0..rounds {
-                    let i = counted.wait().unwrap() as usize;
-                    seen.update(|s| s[round * 3 + i] += 1);
-                    barrier.wait().unwrap();
-                }
+    multiproc::process::scope(|ps| {
+        let mut kids: Vec<_> = (0..3)
+            .map(|_| {
+                spawn_in(ps, || {
+                    for round in 0..rounds {
+                        let i = counted.wait().unwrap() as usize;
+                        seen.update(|s| s[round * 3 + i] += 1);
+                        barrier.wait().unwrap();
+                    }
+                })
             })
-        })
-        .collect();
-    for k in &mut kids {
-        join_ok(k);
-    }
-    // Each round handed out indices 0, 1, 2 exactly once.
-    assert_eq!(seen.to_vec(), vec![1; 3 * rounds]);
-    assert_eq!(
-        actions.load(),
-        rounds as u32,
-        "the action runs once a round"
-    );
-    assert_eq!(counted.n_waiting(), 0);
-    assert!(!counted.is_broken());
+            .collect();
+        for k in &mut kids {
+            join_ok(k);
+        }
+        // Each round handed out indices 0, 1, 2 exactly once.
+        assert_eq!(seen.to_vec(), vec![1; 3 * rounds]);
+        assert_eq!(
+            actions.load(),
+            rounds as u32,
+            "the action runs once a round"
+        );
+        assert_eq!(counted.n_waiting(), 0);
+        assert!(!counted.is_broken());
+    })
 }
 
 #[test]
 fn barrier_abort_breaks_all_parties() {
     let _s = serial();
     let b = Barrier::new(3).unwrap();
-    let mut kids: Vec<_> = (0..2)
-        .map(|_| {
-            spawn(|| match b.wait() {
-                Err(Error::BrokenBarrier) => 0,
-                _ => 1,
+    multiproc::process::scope(|ps| {
+        let mut kids: Vec<_> = (0..2)
+            .map(|_| {
+                spawn_in(ps, || match b.wait() {
+                    Err(Error::BrokenBarrier) => 0,
+                    _ => 1,
+                })
             })
-        })
-        .collect();
-    assert!(eventually(PATIENCE, || b.n_waiting() == 2));
-    b.abort();
-    for k in &mut kids {
-        join_ok(k);
-    }
-    assert!(matches!(b.wait(), Err(Error::BrokenBarrier)));
-    b.reset();
-    assert!(!b.is_broken());
-    let mut kids: Vec<_> = (0..2).map(|_| spawn(|| b.wait().map(|_| ()))).collect();
-    b.wait_timeout(PATIENCE).unwrap();
-    for k in &mut kids {
-        join_ok(k);
-    }
+            .collect();
+        assert!(eventually(PATIENCE, || b.n_waiting() == 2));
+        b.abort();
+        for k in &mut kids {
+            join_ok(k);
+        }
+        assert!(matches!(b.wait(), Err(Error::BrokenBarrier)));
+        b.reset();
+        assert!(!b.is_broken());
+        let mut kids: Vec<_> = (0..2)
+            .map(|_| spawn_in(ps, || b.wait().map(|_| ())))
+            .collect();
+        b.wait_timeout(PATIENCE).unwrap();
+        for k in &mut kids {
+            join_ok(k);
+        }
+    })
 }
 
 #[test]
 fn barrier_timeout_breaks_it_for_the_others() {
     let _s = serial();
     let b = Barrier::new(3).unwrap();
-    let mut other = spawn(|| match b.wait() {
-        Err(Error::BrokenBarrier) => 0,
-        _ => 1,
-    });
-    assert!(eventually(PATIENCE, || b.n_waiting() == 1));
-    assert!(matches!(
-        b.wait_timeout(Duration::from_millis(20)),
-        Err(Error::Timeout)
-    ));
-    join_ok(&mut other);
-    assert!(b.is_broken());
+    multiproc::process::scope(|ps| {
+        let mut other = spawn_in(ps, || match b.wait() {
+            Err(Error::BrokenBarrier) => 0,
+            _ => 1,
+        });
+        assert!(eventually(PATIENCE, || b.n_waiting() == 1));
+        assert!(matches!(
+            b.wait_timeout(Duration::from_millis(20)),
+            Err(Error::Timeout)
+        ));
+        join_ok(&mut other);
+        assert!(b.is_broken());
+    })
 }
 
 #[test]
 fn barrier_reset_fails_current_waiters() {
     let _s = serial();
     let b = Barrier::new(2).unwrap();
-    let mut p = spawn(|| match b.wait() {
-        Err(Error::BrokenBarrier) => 0,
-        _ => 1,
-    });
-    assert!(eventually(PATIENCE, || b.n_waiting() == 1));
-    b.reset();
-    join_ok(&mut p);
-    assert!(!b.is_broken());
-    assert_eq!(b.n_waiting(), 0);
+    multiproc::process::scope(|ps| {
+        let mut p = spawn_in(ps, || match b.wait() {
+            Err(Error::BrokenBarrier) => 0,
+            _ => 1,
+        });
+        assert!(eventually(PATIENCE, || b.n_waiting() == 1));
+        b.reset();
+        join_ok(&mut p);
+        assert!(!b.is_broken());
+        assert_eq!(b.n_waiting(), 0);
+    })
 }
 
 #[test]
@@ -445,44 +477,46 @@ fn zero_timeouts_never_block() {
     let cond = Condition::new().unwrap();
     let held = Event::new().unwrap();
     let done = Event::new().unwrap();
-    let mut p = spawn(|| {
-        let _a = lock.lock().unwrap();
-        let _b = r.lock().unwrap();
-        let _c = v.lock().unwrap();
-        held.set();
-        done.wait();
-    });
-    assert!(held.wait_timeout(PATIENCE));
-    let t = Instant::now();
-    assert!(matches!(
-        lock.lock_timeout(Duration::ZERO),
-        Err(TryLockError::TimedOut)
-    ));
-    assert!(matches!(
-        r.lock_timeout(Duration::ZERO),
-        Err(TryLockError::TimedOut)
-    ));
-    assert!(matches!(
-        v.lock_timeout(Duration::ZERO),
-        Err(TryLockError::TimedOut)
-    ));
-    assert!(!sem.acquire_timeout(Duration::ZERO));
-    assert!(!ev.wait_timeout(Duration::ZERO));
-    let mut g = cond.lock().unwrap();
-    assert!(cond.wait_timeout(&mut g, Duration::ZERO).timed_out());
-    assert!(
-        cond.wait_while_timeout(&mut g, Duration::ZERO, |_| true)
-            .timed_out()
-    );
-    drop(g);
-    let b = Barrier::new(2).unwrap();
-    assert!(matches!(
-        b.wait_timeout(Duration::ZERO),
-        Err(Error::Timeout)
-    ));
-    // Not a timing assertion on speed: a generous bound that only a blocking
-    // call (which would wait for `done`, i.e. forever) could exceed.
-    assert!(t.elapsed() < Duration::from_secs(5));
-    done.set();
-    join_ok(&mut p);
+    multiproc::process::scope(|ps| {
+        let mut p = spawn_in(ps, || {
+            let _a = lock.lock().unwrap();
+            let _b = r.lock().unwrap();
+            let _c = v.lock().unwrap();
+            held.set();
+            done.wait();
+        });
+        assert!(held.wait_timeout(PATIENCE));
+        let t = Instant::now();
+        assert!(matches!(
+            lock.lock_timeout(Duration::ZERO),
+            Err(TryLockError::TimedOut)
+        ));
+        assert!(matches!(
+            r.lock_timeout(Duration::ZERO),
+            Err(TryLockError::TimedOut)
+        ));
+        assert!(matches!(
+            v.lock_timeout(Duration::ZERO),
+            Err(TryLockError::TimedOut)
+        ));
+        assert!(!sem.acquire_timeout(Duration::ZERO));
+        assert!(!ev.wait_timeout(Duration::ZERO));
+        let mut g = cond.lock().unwrap();
+        assert!(cond.wait_timeout(&mut g, Duration::ZERO).timed_out());
+        assert!(
+            cond.wait_while_timeout(&mut g, Duration::ZERO, |_| true)
+                .timed_out()
+        );
+        drop(g);
+        let b = Barrier::new(2).unwrap();
+        assert!(matches!(
+            b.wait_timeout(Duration::ZERO),
+            Err(Error::Timeout)
+        ));
+        // Not a timing assertion on speed: a generous bound that only a blocking
+        // call (which would wait for `done`, i.e. forever) could exceed.
+        assert!(t.elapsed() < Duration::from_secs(5));
+        done.set();
+        join_ok(&mut p);
+    })
 }

@@ -86,33 +86,35 @@ pub fn run_forked<F: Fn(usize) + Sync>(p: usize, work: F) -> Duration {
     let ready = multiproc::RawValue::new(0u32).unwrap();
     let go = multiproc::Event::new().unwrap();
     let work = &work;
-    let mut kids: Vec<Process> = (0..p)
-        .map(|i| {
-            let (ready, go) = (&ready, &go);
-            // SAFETY: the benches' children touch only shared objects made
-            // before the fork and never print; whatever threads the bench
-            // harness has hold none of the locks they use.
-            let mut c = unsafe {
-                Process::new(move || {
-                    ready.fetch_add(1);
-                    go.wait();
-                    work(i)
-                })
-                .allow_threads()
-            };
-            c.start().expect("fork");
-            c
-        })
-        .collect();
-    while ready.load() < p as u32 {
-        std::hint::spin_loop();
-    }
-    let t = Instant::now();
-    go.set();
-    for k in &mut kids {
-        assert!(k.join().expect("join").success(), "bench child failed");
-    }
-    t.elapsed()
+    multiproc::process::scope(|ps| {
+        let mut kids: Vec<Process> = (0..p)
+            .map(|i| {
+                let (ready, go) = (&ready, &go);
+                // SAFETY: the benches' children touch only shared objects made
+                // before the fork and never print; whatever threads the bench
+                // harness has hold none of the locks they use.
+                let mut c = unsafe {
+                    ps.process(move || {
+                        ready.fetch_add(1);
+                        go.wait();
+                        work(i)
+                    })
+                    .allow_threads()
+                };
+                c.start().expect("fork");
+                c
+            })
+            .collect();
+        while ready.load() < p as u32 {
+            std::hint::spin_loop();
+        }
+        let t = Instant::now();
+        go.set();
+        for k in &mut kids {
+            assert!(k.join().expect("join").success(), "bench child failed");
+        }
+        t.elapsed()
+    })
 }
 
 /// A bare stream socketpair (close-on-exec): the kernel path the messaging

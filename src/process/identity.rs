@@ -1,6 +1,7 @@
 //! Who this process is (`current_process`), and the children it started
 //! (`active_children`).
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::ExitStatus;
@@ -12,6 +13,9 @@ use crate::sys::thread;
 #[derive(Clone)]
 pub struct CurrentProcess {
     name: Arc<str>,
+    /// Python's `_identity`: "" in a main process, "1" in its first child,
+    /// "1:2" in that child's second child. Default names are made from it.
+    identity: Arc<str>,
     pid: i32,
     parent_pid: i32,
     authkey: Arc<[u8]>,
@@ -78,6 +82,7 @@ pub fn current_process() -> CurrentProcess {
             };
             let me = CurrentProcess {
                 name: Arc::from("MainProcess"),
+                identity: Arc::from(""),
                 pid,
                 parent_pid: sys::parent_pid(),
                 authkey,
@@ -114,11 +119,29 @@ fn new_authkey() -> Arc<[u8]> {
     Arc::from(&key[..])
 }
 
+/// How many `Process`es this process has made (Python's
+/// `_process_counter`); starts again from 0 in each child.
+static CHILD_COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// The identity of the next `Process` this process makes ("3", or "1:3"
+/// in a child whose own identity is "1"), counted as Python counts them:
+/// when the `Process` is made, started or not.
+pub(crate) fn next_child_identity() -> String {
+    let n = CHILD_COUNTER.fetch_add(1, Ordering::Relaxed) + 1;
+    let me = current_process();
+    if me.identity.is_empty() {
+        n.to_string()
+    } else {
+        format!("{}:{n}", me.identity)
+    }
+}
+
 /// What a child needs to know of itself, computed in the parent before the
 /// fork and installed in the child by [`ChildIdentity::install`].
 pub(crate) struct ChildIdentity {
     guard: MutexGuard<'static, Option<CurrentProcess>>,
     name: Arc<str>,
+    identity: Arc<str>,
     parent_pid: i32,
     authkey: Arc<[u8]>,
 }
@@ -126,11 +149,12 @@ pub(crate) struct ChildIdentity {
 impl ChildIdentity {
     /// Takes the identity lock (held across the fork, so no other thread
     /// holds it in the child).
-    pub(crate) fn prepare(name: &str, authkey: Option<&[u8]>) -> ChildIdentity {
+    pub(crate) fn prepare(name: &str, ident: &str, authkey: Option<&[u8]>) -> ChildIdentity {
         let inherited = current_process().authkey;
         ChildIdentity {
             guard: identity(),
             name: Arc::from(name),
+            identity: Arc::from(ident),
             parent_pid: thread::pid(),
             authkey: authkey.map(Arc::from).unwrap_or(inherited),
         }
@@ -139,8 +163,10 @@ impl ChildIdentity {
     /// In the child: becomes the new process's identity; the registry of
     /// children starts empty (see `registry`).
     pub(crate) fn install(mut self) {
+        CHILD_COUNTER.store(0, Ordering::Relaxed);
         let parent_identity = self.guard.replace(CurrentProcess {
             name: self.name,
+            identity: self.identity,
             pid: thread::pid(),
             parent_pid: self.parent_pid,
             authkey: self.authkey,
@@ -163,6 +189,9 @@ impl ChildIdentity {
 pub(crate) fn install_spawned(name: &str, parent_pid: i32, authkey: &[u8]) {
     *identity() = Some(CurrentProcess {
         name: Arc::from(name),
+        // Not passed across a spawn (yet): a spawned child numbers its own
+        // children as a main process does.
+        identity: Arc::from(""),
         pid: thread::pid(),
         parent_pid,
         authkey: Arc::from(authkey),

@@ -696,7 +696,7 @@ mod tests {
         // SAFETY: the children touch only shared memory, pipes and the heap
         // (whose lock `fork` holds across the fork); no other lock that a
         // thread of the test harness may hold.
-        let pid = unsafe { sysproc::fork(|| {}, &mut run) }.expect("fork");
+        let pid = unsafe { sysproc::fork(|| {}, &mut run) }.expect("fork").0;
         (pid, run)
     }
 

@@ -1,7 +1,7 @@
 //! fork, _exit, waitpid, pidfd and kill.
 
 use std::io::Write;
-use std::os::fd::{AsFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Duration;
 
@@ -13,8 +13,22 @@ use crate::error::{Error, Result};
 
 /// Forks; the child runs `setup`, then takes `child` out of the option, runs it under
 /// `catch_unwind` and ends with `_exit` with the code it returns (1 if it
-/// panicked). Returns the child's pid in the parent, whose copy of `child`
-/// stays in the option; never returns in the child.
+/// panicked). Returns the child's pid and a pidfd for it in the parent
+/// (`Some` whenever it returns `Ok`); the parent's copy of `child` stays in
+/// the option; never returns in the child.
+///
+/// It is glibc's `fork`, so every `pthread_atfork` handler runs (other
+/// libraries' too: a random generator that reseeds in the child, an
+/// allocator that resets its locks). A `clone3` with `CLONE_PIDFD` would
+/// save the `pidfd_open` but would skip those handlers, a trap for
+/// programs that rely on them; it was measured and not kept.
+///
+/// The pidfd is opened before the child can be reaped by anyone else: if
+/// `SIGCHLD` is ignored (or `SA_NOCLDWAIT` is set), the kernel would reap a
+/// child that ends at once, and its pid could be recycled before
+/// `pidfd_open`. So while the disposition says so, it is set to the default
+/// from before the fork until the pidfd is open (and back to the caller's
+/// in the child, first thing).
 ///
 /// # Safety
 ///
@@ -22,11 +36,14 @@ use crate::error::{Error, Result};
 /// the moment of the fork, held forever: `child` must not take any lock
 /// that another thread might hold. Stdout's, stderr's and this crate's heap
 /// lock are safe (held by this thread across the fork); glibc's allocator
-/// resets its own. With one thread there is no such hazard.
+/// resets its own. With one thread there is no such hazard. Another thread
+/// that reaps any child (`waitpid(-1)`) or changes `SIGCHLD`'s disposition
+/// meanwhile can make the pidfd name another process; with one thread
+/// there is no such thread.
 pub(crate) unsafe fn fork<S: FnOnce(), F: FnOnce() -> i32>(
     setup: S,
     child: &mut Option<F>,
-) -> Result<Pid> {
+) -> Result<(Pid, Option<OwnedFd>)> {
     // Take the locks a child may need while no other thread of this process
     // holds them, and hold them across the fork: stdout's and stderr's
     // (printing, and the flush at exit), then the shared heap's. Without
@@ -41,22 +58,96 @@ pub(crate) unsafe fn fork<S: FnOnce(), F: FnOnce() -> i32>(
     let _ = out.flush();
     let _ = err.flush();
     let heap = crate::shm::heap::lock_for_fork();
+    let sigchld = ChildReaping::hold();
     // SAFETY: the caller upholds the multithreading rule above; the child
     // never returns from this function (it ends in `_exit`).
     let forked = unsafe { nix::unistd::fork() };
     heap.forked(matches!(forked, Ok(nix::unistd::ForkResult::Child)));
-    drop(err);
-    drop(out);
+    let forked = match forked {
+        Ok(nix::unistd::ForkResult::Child) => {
+            sigchld.restore();
+            Ok(Forked::Child)
+        }
+        Ok(nix::unistd::ForkResult::Parent { child }) => {
+            let pidfd = pidfd_open(child);
+            sigchld.restore();
+            match pidfd {
+                Ok(fd) => Ok(Forked::Parent(child, Some(fd))),
+                Err(e) => {
+                    // Without a pidfd the child cannot be managed safely:
+                    // stop it rather than leak it (it is still ours to
+                    // reap: reaping was held off until now).
+                    let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
+                    let _ = reap(child, true);
+                    drop(err);
+                    drop(out);
+                    return Err(e);
+                }
+            }
+        }
+        Err(e) => Err(e),
+    };
     match forked {
         Err(e) => Err(Error::os("fork", e)),
-        Ok(nix::unistd::ForkResult::Parent { child }) => Ok(child),
-        Ok(nix::unistd::ForkResult::Child) => {
+        Ok(Forked::Parent(pid, pidfd)) => Ok((pid, pidfd)),
+        Ok(Forked::Child) => {
+            // The child keeps its stdio guards to the end and flushes through
+            // them: unlocking and locking again would write to pages it
+            // shares copy-on-write with its parent, for nothing (the locks
+            // are reentrant: printing still works).
             setup();
             let code = match child.take() {
                 Some(f) => catch_unwind(AssertUnwindSafe(f)).unwrap_or(1),
                 None => 1,
             };
-            exit(code)
+            let _ = out.flush();
+            let _ = err.flush();
+            // SAFETY: `_exit` is always safe to call; it does not return.
+            unsafe { libc::_exit(code) }
+        }
+    }
+}
+
+enum Forked {
+    Parent(Pid, Option<OwnedFd>),
+    Child,
+}
+
+/// Holds off the kernel's automatic reaping of children (`SIGCHLD` set to
+/// `SIG_IGN`, or `SA_NOCLDWAIT`) until [`restore`](ChildReaping::restore)
+/// puts the caller's disposition back.
+struct ChildReaping(Option<libc::sigaction>);
+
+impl ChildReaping {
+    fn hold() -> ChildReaping {
+        // SAFETY: an all-zero `sigaction` is a valid value to be written.
+        let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+        // SAFETY: queries the disposition (no new one given) into `old`.
+        if unsafe { libc::sigaction(libc::SIGCHLD, std::ptr::null(), &mut old) } != 0 {
+            return ChildReaping(None);
+        }
+        if old.sa_sigaction != libc::SIG_IGN && old.sa_flags & libc::SA_NOCLDWAIT == 0 {
+            return ChildReaping(None);
+        }
+        // The same disposition without the automatic reaping: a handler
+        // stays installed (without `SA_NOCLDWAIT`), `SIG_IGN` becomes the
+        // default (which ignores the signal too, but leaves a zombie).
+        let mut held = old;
+        held.sa_flags &= !libc::SA_NOCLDWAIT;
+        if held.sa_sigaction == libc::SIG_IGN {
+            held.sa_sigaction = libc::SIG_DFL;
+        }
+        // SAFETY: sets a valid disposition; changes no memory of ours.
+        if unsafe { libc::sigaction(libc::SIGCHLD, &held, std::ptr::null_mut()) } != 0 {
+            return ChildReaping(None);
+        }
+        ChildReaping(Some(old))
+    }
+
+    fn restore(self) {
+        if let Some(old) = self.0 {
+            // SAFETY: puts back the disposition read in `hold`.
+            unsafe { libc::sigaction(libc::SIGCHLD, &old, std::ptr::null_mut()) };
         }
     }
 }
@@ -97,6 +188,53 @@ pub(crate) fn reap(pid: Pid, block: bool) -> Result<Option<Reaped>> {
     }
 }
 
+/// Reaps the child that `pidfd` refers to if it has ended (`block`: wait
+/// until it does); `Ok(None)`: still running. Unlike [`reap`] by pid, this
+/// can never reap another process that reused the pid. An error with
+/// `ECHILD` means the child is no longer ours to reap: someone else reaped
+/// it (a `waitpid(-1)`, `SIGCHLD` ignored, another reaper).
+pub(crate) fn reap_pidfd(pidfd: BorrowedFd<'_>, block: bool) -> Result<Option<Reaped>> {
+    let flags = libc::WEXITED | if block { 0 } else { libc::WNOHANG };
+    loop {
+        // SAFETY: all-zero is a valid siginfo_t (plain integers and unions
+        // of them); a zero `si_pid` after WNOHANG means "still running".
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: waitid with P_PIDFD reads the descriptor (valid while
+        // borrowed) and writes only into `info`, a valid siginfo_t.
+        let r = unsafe {
+            libc::waitid(
+                libc::P_PIDFD,
+                pidfd.as_raw_fd() as libc::id_t,
+                &mut info,
+                flags,
+            )
+        };
+        if r < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return Err(Error::os("waitid", e));
+        }
+        // SAFETY: waitid filled `info` for a child state change (or left it
+        // zeroed); `si_pid` and `si_status` are valid to read for SIGCHLD
+        // information, and read as 0 from the zeroed value.
+        let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
+        if pid == 0 {
+            return Ok(None);
+        }
+        return Ok(Some(match info.si_code {
+            libc::CLD_EXITED => Reaped::Exited(status),
+            _ => match Signal::try_from(status) {
+                Ok(s) => Reaped::Signaled(s),
+                // A signal number nix does not know (a real-time signal):
+                // report it as the shell would, 128 + n.
+                Err(_) => Reaped::Exited(128 + status),
+            },
+        }));
+    }
+}
+
 /// A pidfd for `pid` (`pidfd_open`), readable once the process ends.
 pub(crate) fn pidfd_open(pid: Pid) -> Result<OwnedFd> {
     // SAFETY: plain syscall with integer arguments.
@@ -110,7 +248,6 @@ pub(crate) fn pidfd_open(pid: Pid) -> Result<OwnedFd> {
 
 /// Sends `sig` through the pidfd, so a recycled pid is never signalled.
 pub(crate) fn pidfd_signal(pidfd: &OwnedFd, sig: Signal) -> Result<()> {
-    use std::os::fd::AsRawFd;
     // SAFETY: plain syscall; the descriptor is valid while borrowed, and a
     // null siginfo is allowed.
     let r = unsafe {
@@ -384,7 +521,6 @@ pub(crate) fn send_with_fd(
     pass: std::os::fd::BorrowedFd<'_>,
 ) -> nix::Result<usize> {
     use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
-    use std::os::fd::AsRawFd;
     let fds = [pass.as_raw_fd()];
     let cmsg = [ControlMessage::ScmRights(&fds)];
     let iov = [std::io::IoSlice::new(data)];
@@ -405,7 +541,7 @@ pub(crate) fn recv_with_fds(
     buf: &mut [u8],
 ) -> nix::Result<(usize, Vec<OwnedFd>)> {
     use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
-    use std::os::fd::{AsRawFd, RawFd};
+    use std::os::fd::RawFd;
     let mut iov = [std::io::IoSliceMut::new(buf)];
     let mut space = nix::cmsg_space!([RawFd; 4]);
     let msg = recvmsg::<()>(

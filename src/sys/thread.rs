@@ -14,7 +14,10 @@ static ATFORK: Once = Once::new();
 /// This process's id, cached (0: not looked up yet). Reset in a fork child.
 static PID: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
 
-extern "C" fn after_fork_in_child() {
+/// In a fork child: drops the cached ids (they are the parent's). Run by
+/// `pthread_atfork` after glibc's `fork`, and by `sys::process::fork`
+/// itself after a `clone3`, which runs no fork handlers.
+pub(crate) extern "C" fn after_fork_in_child() {
     // Only the forking thread exists in the child; its cached ids are the
     // parent's and must be looked up again.
     TID.with(|t| t.set(0));
@@ -55,9 +58,10 @@ fn tid_slow() -> u32 {
 static ATFORK_OK: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// The calling process's id. Cached; the cache is dropped in a child
-/// forked through libc's `fork` (which runs the atfork handlers). A child
-/// made by a raw `clone` system call would see its parent's id here, and
-/// must not use this crate.
+/// forked through libc's `fork` (which runs the atfork handlers) or
+/// through this crate's `clone3`. A child made by another raw `clone`
+/// system call would see its parent's id here, and must not use this
+/// crate.
 pub(crate) fn pid() -> i32 {
     let p = PID.load(std::sync::atomic::Ordering::Relaxed);
     if p != 0 {
@@ -99,12 +103,13 @@ pub(crate) fn alive(tid: u32) -> bool {
     }
 }
 
-/// How many threads this process has (field 20 of `/proc/self/stat`), or
-/// `None` if that cannot be read.
+/// How many threads this process has, or `None` if that cannot be read:
+/// the link count of `/proc/self/task` is two plus the number of threads
+/// (one `statx`, no file to open and parse).
 pub(crate) fn thread_count() -> Option<usize> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the command name, which is in parentheses and may hold
-    // spaces: state is field 3, num_threads field 20.
-    let (_, rest) = stat.rsplit_once(')')?;
-    rest.split_whitespace().nth(17)?.parse().ok()
+    use std::os::unix::fs::MetadataExt;
+    let links = std::fs::metadata("/proc/self/task").ok()?.nlink();
+    usize::try_from(links.checked_sub(2)?)
+        .ok()
+        .filter(|&n| n > 0)
 }

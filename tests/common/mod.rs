@@ -6,6 +6,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use multiproc::Process;
+use multiproc::process::Scope;
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -35,9 +36,9 @@ impl Drop for Serial {
 
 /// Starts a child running `f`. The test harness runs tests on threads, so
 /// this opts in to forking from a multithreaded process.
-pub fn spawn<'a, F, R>(f: F) -> Process<'a>
+pub fn spawn<F, R>(f: F) -> Process<'static>
 where
-    F: FnOnce() -> R + 'a,
+    F: FnOnce() -> R + 'static,
     R: multiproc::process::ChildResult,
 {
     // SAFETY: the tests' children touch only shared objects made before the
@@ -47,6 +48,18 @@ where
     // A daemon: if the test fails while the child still runs, dropping the
     // Process kills the child instead of waiting for it forever.
     let mut p = unsafe { Process::new(f).with_daemon(true).allow_threads() };
+    p.start().expect("fork");
+    p
+}
+
+/// [`spawn`] in a scope: `f` may borrow (the scope joins the child).
+pub fn spawn_in<'scope, F, R>(s: &'scope Scope<'scope, '_>, f: F) -> Process<'scope>
+where
+    F: FnOnce() -> R + 'scope,
+    R: multiproc::process::ChildResult,
+{
+    // SAFETY: as in `spawn`.
+    let mut p = unsafe { s.process(f).with_daemon(true).allow_threads() };
     p.start().expect("fork");
     p
 }

@@ -70,19 +70,21 @@ pub type Outcome<T = f64> = Result<T, Box<dyn std::error::Error>>;
 /// error comes back as its message.
 fn run_children(procs: u64, body: impl Fn(u64) -> Outcome<()> + Sync) -> Outcome<()> {
     let body = &body;
-    let mut kids: Vec<Process> = (0..procs)
-        .map(|p| {
-            Process::new(move || body(p).map_err(|e| e.to_string()))
-                .with_name(format!("pi-worker-{p}"))
-        })
-        .collect();
-    for k in &mut kids {
-        k.start()?;
-    }
-    for k in &mut kids {
-        k.join_ok()?;
-    }
-    Ok(())
+    multiproc::process::scope(|ps| {
+        let mut kids: Vec<Process> = (0..procs)
+            .map(|p| {
+                ps.process(move || body(p).map_err(|e| e.to_string()))
+                    .with_name(format!("pi-worker-{p}"))
+            })
+            .collect();
+        for k in &mut kids {
+            k.start()?;
+        }
+        for k in &mut kids {
+            k.join_ok()?;
+        }
+        Ok(())
+    })
 }
 
 /// Reads back a partial sum written as 8 little-endian bytes.
@@ -148,38 +150,41 @@ pub fn transport(name: &str, n: u64, c: u64, procs: u64) -> Outcome {
             let tasks = JoinableQueue::<u64>::new()?;
             let results = Queue::<f64>::new()?;
             let (tasks_r, results_r) = (&tasks, &results);
-            let mut kids: Vec<Process> = (0..procs)
-                .map(|p| {
-                    Process::new(move || -> Result<(), String> {
-                        let work = || -> Outcome<()> {
-                            while let Ok(i) = tasks_r.get() {
-                                if i == u64::MAX {
-                                    let _ = tasks_r.task_done();
-                                    break;
+            multiproc::process::scope(|ps| -> Outcome<()> {
+                let mut kids: Vec<Process> = (0..procs)
+                    .map(|p| {
+                        ps.process(move || -> Result<(), String> {
+                            let work = || -> Outcome<()> {
+                                while let Ok(i) = tasks_r.get() {
+                                    if i == u64::MAX {
+                                        let _ = tasks_r.task_done();
+                                        break;
+                                    }
+                                    results_r.put(partial(chunk(i, c, n)))?;
+                                    tasks_r.task_done()?;
                                 }
-                                results_r.put(partial(chunk(i, c, n)))?;
-                                tasks_r.task_done()?;
-                            }
-                            Ok(())
-                        };
-                        work().map_err(|e| e.to_string())
+                                Ok(())
+                            };
+                            work().map_err(|e| e.to_string())
+                        })
+                        .with_name(format!("pi-worker-{p}"))
                     })
-                    .with_name(format!("pi-worker-{p}"))
-                })
-                .collect();
-            for k in &mut kids {
-                k.start()?;
-            }
-            for i in 0..c {
-                tasks.put(i)?;
-            }
-            tasks.join();
-            for _ in 0..procs {
-                tasks.put(u64::MAX)?;
-            }
-            for k in &mut kids {
-                k.join_ok()?;
-            }
+                    .collect();
+                for k in &mut kids {
+                    k.start()?;
+                }
+                for i in 0..c {
+                    tasks.put(i)?;
+                }
+                tasks.join();
+                for _ in 0..procs {
+                    tasks.put(u64::MAX)?;
+                }
+                for k in &mut kids {
+                    k.join_ok()?;
+                }
+                Ok(())
+            })?;
             (0..c).map(|_| Ok(results.get()?)).sum()
         }
         "manager" => {

@@ -94,34 +94,38 @@ fn run_forked_on<F: Fn(usize) + Sync>(p: usize, pin: bool, work: F) -> Outcome<D
     let ready = RawValue::new(0u32)?;
     let go = multiproc::Event::new()?;
     let work = &work;
-    let mut kids = Vec::with_capacity(p);
-    for i in 0..p {
-        let (ready, go) = (&ready, &go);
-        let mut c = Process::new(move || {
-            if pin {
-                let mut set = nix::sched::CpuSet::new();
-                // Best effort: a CPU this process may not use is left alone.
-                if set.set(i % cpus).is_ok() {
-                    let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set);
-                }
-            }
-            ready.fetch_add(1);
-            go.wait();
-            work(i)
-        })
-        .with_daemon(true);
-        c.start()?;
-        kids.push(c);
-    }
-    while ready.load() < p as u32 {
-        std::hint::spin_loop();
-    }
-    let t = Instant::now();
-    go.set();
-    for k in &mut kids {
-        k.join_ok()?;
-    }
-    Ok(t.elapsed())
+    multiproc::process::scope(|ps| {
+        let mut kids = Vec::with_capacity(p);
+        for i in 0..p {
+            let (ready, go) = (&ready, &go);
+            let mut c = ps
+                .process(move || {
+                    if pin {
+                        let mut set = nix::sched::CpuSet::new();
+                        // Best effort: a CPU this process may not use is left alone.
+                        if set.set(i % cpus).is_ok() {
+                            let _ =
+                                nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set);
+                        }
+                    }
+                    ready.fetch_add(1);
+                    go.wait();
+                    work(i)
+                })
+                .with_daemon(true);
+            c.start()?;
+            kids.push(c);
+        }
+        while ready.load() < p as u32 {
+            std::hint::spin_loop();
+        }
+        let t = Instant::now();
+        go.set();
+        for k in &mut kids {
+            k.join_ok()?;
+        }
+        Ok(t.elapsed())
+    })
 }
 
 fn check_eq(got: u64, want: u64) -> String {
@@ -443,67 +447,67 @@ fn pipe_rtt(size: Size) -> Outcome<Vec<Line>> {
     let (mut t_mp, mut t_raw) = (Duration::MAX, Duration::MAX);
     let mut ok = String::from("ok");
     let msg = [7u8; 64];
-    for _ in 0..size.reps {
-        let (a, b) = multiproc::pipe(true)?;
-        let b = &b;
-        let mut p = Process::new(move || -> multiproc::Result<()> {
+    multiproc::process::scope(|ps| {
+        for _ in 0..size.reps {
+            let (a, b) = multiproc::pipe(true)?;
+            let mut p = ps.process(move || -> multiproc::Result<()> {
+                for _ in 0..r {
+                    b.send_bytes(&b.recv_bytes()?)?;
+                }
+                Ok(())
+            });
+            p.start()?;
+            let t = Instant::now();
             for _ in 0..r {
-                b.send_bytes(&b.recv_bytes()?)?;
+                a.send_bytes(&msg)?;
+                if a.recv_bytes()? != msg {
+                    keep(&mut ok, "a reply differs from the message".into());
+                }
             }
-            Ok(())
-        });
-        p.start()?;
-        let t = Instant::now();
-        for _ in 0..r {
-            a.send_bytes(&msg)?;
-            if a.recv_bytes()? != msg {
-                keep(&mut ok, "a reply differs from the message".into());
-            }
-        }
-        t_mp = t_mp.min(t.elapsed());
-        p.join_ok()?;
+            t_mp = t_mp.min(t.elapsed());
+            p.join_ok()?;
 
-        let (x, y) = socketpair()?;
-        let y = &y;
-        let mut q = Process::new(move || -> nix::Result<()> {
+            let (x, y) = socketpair()?;
+            let mut q = ps.process(move || -> nix::Result<()> {
+                let mut buf = [0u8; 64];
+                for _ in 0..r {
+                    read_full(&y, &mut buf)?;
+                    write_full(&y, &buf)?;
+                }
+                Ok(())
+            });
+            q.start()?;
+            let t = Instant::now();
             let mut buf = [0u8; 64];
             for _ in 0..r {
-                read_full(y, &mut buf)?;
-                write_full(y, &buf)?;
+                write_full(&x, &msg)?;
+                read_full(&x, &mut buf)?;
             }
-            Ok(())
-        });
-        q.start()?;
-        let t = Instant::now();
-        let mut buf = [0u8; 64];
-        for _ in 0..r {
-            write_full(&x, &msg)?;
-            read_full(&x, &mut buf)?;
+            t_raw = t_raw.min(t.elapsed());
+            q.join_ok()?;
         }
-        t_raw = t_raw.min(t.elapsed());
-        q.join_ok()?;
-    }
-    let per = |t: Duration| t.as_nanos() as f64 / r as f64;
-    Ok(vec![
-        Line::new(
-            "multiproc",
-            "pipe_rtt",
-            "Pipe_duplex",
-            &params,
-            "ns_per_round_trip",
-            per(t_mp),
-            &ok,
-        ),
-        Line::new(
-            "raw",
-            "pipe_rtt",
-            "blocking_socketpair",
-            &params,
-            "ns_per_round_trip",
-            per(t_raw),
-            "ok",
-        ),
-    ])
+        let per = |t: Duration| t.as_nanos() as f64 / r as f64;
+        Ok(vec![
+            Line::new(
+                "multiproc",
+                "pipe_rtt",
+                "Pipe_duplex",
+                &params,
+                "ns_per_round_trip",
+                per(t_mp),
+                &ok,
+            ),
+            Line::new(
+                "raw",
+                "pipe_rtt",
+                "blocking_socketpair",
+                &params,
+                "ns_per_round_trip",
+                per(t_raw),
+                "ok",
+            ),
+        ])
+    })
 }
 
 fn pipe_bw(size: Size) -> Outcome<Vec<Line>> {
@@ -513,70 +517,70 @@ fn pipe_bw(size: Size) -> Outcome<Vec<Line>> {
     let params = params!["total_bytes" => total, "message_bytes" => MSG];
     let (mut t_mp, mut t_raw) = (Duration::MAX, Duration::MAX);
     let mut ok = String::from("ok");
-    for _ in 0..size.reps {
-        let (a, b) = multiproc::pipe(true)?;
-        let b = &b;
-        let mut p = Process::new(move || -> multiproc::Result<()> {
-            let mut msg = vec![5u8; MSG];
+    multiproc::process::scope(|ps| {
+        for _ in 0..size.reps {
+            let (a, b) = multiproc::pipe(true)?;
+            let mut p = ps.process(move || -> multiproc::Result<()> {
+                let mut msg = vec![5u8; MSG];
+                for i in 0..n {
+                    msg[0] = i as u8;
+                    b.send_bytes(&msg)?;
+                }
+                Ok(())
+            });
+            let t = Instant::now();
+            p.start()?;
             for i in 0..n {
-                msg[0] = i as u8;
-                b.send_bytes(&msg)?;
+                let m = a.recv_bytes()?;
+                if m.len() != MSG || m[0] != i as u8 {
+                    keep(
+                        &mut ok,
+                        format!("message {i} has {} bytes or is out of order", m.len()),
+                    );
+                }
             }
-            Ok(())
-        });
-        let t = Instant::now();
-        p.start()?;
-        for i in 0..n {
-            let m = a.recv_bytes()?;
-            if m.len() != MSG || m[0] != i as u8 {
-                keep(
-                    &mut ok,
-                    format!("message {i} has {} bytes or is out of order", m.len()),
-                );
-            }
-        }
-        t_mp = t_mp.min(t.elapsed());
-        p.join_ok()?;
+            t_mp = t_mp.min(t.elapsed());
+            p.join_ok()?;
 
-        let (x, y) = socketpair()?;
-        let y = &y;
-        let mut q = Process::new(move || -> nix::Result<()> {
-            let msg = vec![5u8; MSG];
+            let (x, y) = socketpair()?;
+            let mut q = ps.process(move || -> nix::Result<()> {
+                let msg = vec![5u8; MSG];
+                for _ in 0..n {
+                    write_full(&y, &msg)?;
+                }
+                Ok(())
+            });
+            let t = Instant::now();
+            q.start()?;
+            let mut buf = vec![0u8; MSG];
             for _ in 0..n {
-                write_full(y, &msg)?;
+                read_full(&x, &mut buf)?;
             }
-            Ok(())
-        });
-        let t = Instant::now();
-        q.start()?;
-        let mut buf = vec![0u8; MSG];
-        for _ in 0..n {
-            read_full(&x, &mut buf)?;
+            t_raw = t_raw.min(t.elapsed());
+            q.join_ok()?;
         }
-        t_raw = t_raw.min(t.elapsed());
-        q.join_ok()?;
-    }
-    let rate = |t: Duration| total as f64 / 1e9 / t.as_secs_f64();
-    Ok(vec![
-        Line::new(
-            "multiproc",
-            "pipe_bw",
-            "Pipe_duplex",
-            &params,
-            "GB_per_s",
-            rate(t_mp),
-            &ok,
-        ),
-        Line::new(
-            "raw",
-            "pipe_bw",
-            "socketpair_read_write",
-            &params,
-            "GB_per_s",
-            rate(t_raw),
-            "ok",
-        ),
-    ])
+        let rate = |t: Duration| total as f64 / 1e9 / t.as_secs_f64();
+        Ok(vec![
+            Line::new(
+                "multiproc",
+                "pipe_bw",
+                "Pipe_duplex",
+                &params,
+                "GB_per_s",
+                rate(t_mp),
+                &ok,
+            ),
+            Line::new(
+                "raw",
+                "pipe_bw",
+                "socketpair_read_write",
+                &params,
+                "GB_per_s",
+                rate(t_raw),
+                "ok",
+            ),
+        ])
+    })
 }
 
 /// `queue_1p1c` (`p` = 1) and `queue_2p2c` (`p` = 2): `p` producers put M
@@ -727,37 +731,41 @@ fn joinable(size: Size) -> Outcome<Vec<Line>> {
         let q = JoinableQueue::<u64>::new()?;
         let (sum, count) = (RawValue::new(0u64)?, RawValue::new(0u64)?);
         let (q_ref, sum_ref, count_ref) = (&q, &sum, &count);
-        let mut workers = Vec::new();
-        for _ in 0..P {
-            let mut w = Process::new(move || -> Result<(), String> {
-                while let Ok(t) = q_ref.get() {
-                    if t != u64::MAX {
-                        sum_ref.fetch_add(t);
-                        count_ref.fetch_add(1);
-                    }
-                    q_ref.task_done().map_err(|e| e.to_string())?;
-                    if t == u64::MAX {
-                        break;
-                    }
-                }
-                Ok(())
-            })
-            .with_daemon(true);
-            w.start()?;
-            workers.push(w);
-        }
-        let t = Instant::now();
-        for i in 0..m {
-            q.put(i)?;
-        }
-        q.join();
-        best = best.min(t.elapsed());
-        for _ in 0..P {
-            q.put(u64::MAX)?;
-        }
-        for w in &mut workers {
-            w.join_ok()?;
-        }
+        multiproc::process::scope(|ps| -> Outcome<()> {
+            let mut workers = Vec::new();
+            for _ in 0..P {
+                let mut w = ps
+                    .process(move || -> Result<(), String> {
+                        while let Ok(t) = q_ref.get() {
+                            if t != u64::MAX {
+                                sum_ref.fetch_add(t);
+                                count_ref.fetch_add(1);
+                            }
+                            q_ref.task_done().map_err(|e| e.to_string())?;
+                            if t == u64::MAX {
+                                break;
+                            }
+                        }
+                        Ok(())
+                    })
+                    .with_daemon(true);
+                w.start()?;
+                workers.push(w);
+            }
+            let t = Instant::now();
+            for i in 0..m {
+                q.put(i)?;
+            }
+            q.join();
+            best = best.min(t.elapsed());
+            for _ in 0..P {
+                q.put(u64::MAX)?;
+            }
+            for w in &mut workers {
+                w.join_ok()?;
+            }
+            Ok(())
+        })?;
         if count.load() != m || sum.load() != m * (m - 1) / 2 {
             keep(
                 &mut ok,
@@ -827,43 +835,47 @@ fn pool_map(size: Size) -> Outcome<Vec<Line>> {
     for _ in 0..size.reps {
         let (to, back) = (SharedRing::new(), SharedRing::new());
         let (to, back) = (to.ring(), back.ring());
-        let mut child = Process::new(|| {
-            for _ in 0..t {
-                let head = to.head.load(Ordering::Relaxed);
-                while to.tail.load(Ordering::Acquire) == head {
-                    std::hint::spin_loop();
+        multiproc::process::scope(|ps| -> Outcome<()> {
+            let mut child = ps
+                .process(|| {
+                    for _ in 0..t {
+                        let head = to.head.load(Ordering::Relaxed);
+                        while to.tail.load(Ordering::Acquire) == head {
+                            std::hint::spin_loop();
+                        }
+                        let x = to.slots[(head % SLOTS) as usize].load(Ordering::Relaxed);
+                        to.head.store(head + 1, Ordering::Release);
+                        let tail = back.tail.load(Ordering::Relaxed);
+                        while tail - back.head.load(Ordering::Acquire) == SLOTS {
+                            std::hint::spin_loop();
+                        }
+                        back.slots[(tail % SLOTS) as usize].store(inc(x), Ordering::Relaxed);
+                        back.tail.store(tail + 1, Ordering::Release);
+                    }
+                })
+                .with_daemon(true);
+            child.start()?;
+            let start = Instant::now();
+            let (mut sent, mut got, mut s) = (0, 0, 0);
+            while got < t {
+                let tail = to.tail.load(Ordering::Relaxed);
+                if sent < t && tail - to.head.load(Ordering::Acquire) < SLOTS {
+                    to.slots[(tail % SLOTS) as usize].store(sent, Ordering::Relaxed);
+                    to.tail.store(tail + 1, Ordering::Release);
+                    sent += 1;
                 }
-                let x = to.slots[(head % SLOTS) as usize].load(Ordering::Relaxed);
-                to.head.store(head + 1, Ordering::Release);
-                let tail = back.tail.load(Ordering::Relaxed);
-                while tail - back.head.load(Ordering::Acquire) == SLOTS {
-                    std::hint::spin_loop();
+                let head = back.head.load(Ordering::Relaxed);
+                if back.tail.load(Ordering::Acquire) != head {
+                    s += back.slots[(head % SLOTS) as usize].load(Ordering::Relaxed);
+                    back.head.store(head + 1, Ordering::Release);
+                    got += 1;
                 }
-                back.slots[(tail % SLOTS) as usize].store(inc(x), Ordering::Relaxed);
-                back.tail.store(tail + 1, Ordering::Release);
             }
-        })
-        .with_daemon(true);
-        child.start()?;
-        let start = Instant::now();
-        let (mut sent, mut got, mut s) = (0, 0, 0);
-        while got < t {
-            let tail = to.tail.load(Ordering::Relaxed);
-            if sent < t && tail - to.head.load(Ordering::Acquire) < SLOTS {
-                to.slots[(tail % SLOTS) as usize].store(sent, Ordering::Relaxed);
-                to.tail.store(tail + 1, Ordering::Release);
-                sent += 1;
-            }
-            let head = back.head.load(Ordering::Relaxed);
-            if back.tail.load(Ordering::Acquire) != head {
-                s += back.slots[(head % SLOTS) as usize].load(Ordering::Relaxed);
-                back.head.store(head + 1, Ordering::Release);
-                got += 1;
-            }
-        }
-        best = best.min(start.elapsed());
-        child.join_ok()?;
-        keep(&mut ok, check_eq(s, t * (t + 1) / 2));
+            best = best.min(start.elapsed());
+            child.join_ok()?;
+            keep(&mut ok, check_eq(s, t * (t + 1) / 2));
+            Ok(())
+        })?;
     }
     let us = best.as_secs_f64() * 1e6 / t as f64;
     let params = params!["T" => t, "P" => 1];

@@ -1,0 +1,11 @@
+//! Type-level guarantees of the process API, checked by compiling
+//! programs that must be rejected (`tests/ui`, with the expected errors):
+//! a `Process::new` closure cannot borrow from the parent, a scoped process
+//! cannot leave its scope, and a closure returning something a child cannot
+//! report gets an error that says what to return.
+
+#[test]
+fn process_api_rejects_unsound_programs() {
+    let t = trybuild::TestCases::new();
+    t.compile_fail("tests/ui/*.rs");
+}
