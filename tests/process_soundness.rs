@@ -412,8 +412,10 @@ fn a_forked_child_knows_its_own_ids() {
     in_child(|| {
         let mut p = Process::new(|| {
             let me = current_process();
-            // SAFETY: plain syscalls.
-            let (pid, tid) = unsafe { (libc::getpid(), libc::syscall(libc::SYS_gettid) as i32) };
+            // SAFETY: a plain syscall.
+            let pid = unsafe { libc::getpid() };
+            // SAFETY: a plain syscall.
+            let tid = unsafe { libc::syscall(libc::SYS_gettid) } as i32;
             if me.pid() != pid || pid != tid {
                 return 2;
             }

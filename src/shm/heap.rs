@@ -879,7 +879,9 @@ mod tests {
     fn large_blocks_get_their_own_mapping() {
         let (a, fresh) = alloc(SMALL_MAX + 1, 8).unwrap();
         assert!(fresh);
-        // SAFETY: the block is at least SMALL_MAX + 1 bytes, freshly mapped.
-        unsafe { a.ptr().as_ptr().add(SMALL_MAX).write(7) };
+        let last = a.ptr().as_ptr().wrapping_add(SMALL_MAX);
+        // SAFETY: the block is at least SMALL_MAX + 1 bytes, freshly mapped:
+        // `last` is its byte at offset SMALL_MAX.
+        unsafe { last.write(7) };
     }
 }

@@ -217,9 +217,12 @@ pub(crate) fn reap_pidfd(pidfd: BorrowedFd<'_>, block: bool) -> Result<Option<Re
             return Err(Error::os("waitid", e));
         }
         // SAFETY: waitid filled `info` for a child state change (or left it
-        // zeroed); `si_pid` and `si_status` are valid to read for SIGCHLD
-        // information, and read as 0 from the zeroed value.
-        let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
+        // zeroed); `si_pid` is valid to read for SIGCHLD information, and
+        // reads as 0 from the zeroed value.
+        let pid = unsafe { info.si_pid() };
+        // SAFETY: as for `si_pid`: `si_status` is part of SIGCHLD
+        // information, 0 in the zeroed value.
+        let status = unsafe { info.si_status() };
         if pid == 0 {
             return Ok(None);
         }
