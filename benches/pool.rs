@@ -81,14 +81,11 @@ fn shared_mapping(len: usize) -> MmapRaw {
 /// cache line, answer on another) with one forked process.
 fn bare_shm_handoff(n: u64) -> Duration {
     let map = shared_mapping(4096);
-    // SAFETY: a populated 4096-byte page-aligned mapping, outliving both
-    // references; offsets 0 and 64 are aligned for u64.
-    let (req, resp) = unsafe {
-        (
-            AtomicU64::from_ptr(map.as_mut_ptr().cast()),
-            AtomicU64::from_ptr(map.as_mut_ptr().add(64).cast()),
-        )
-    };
+    // SAFETY: a populated 4096-byte page-aligned mapping, outliving the
+    // reference; offset 0 is aligned for u64.
+    let req = unsafe { AtomicU64::from_ptr(map.as_mut_ptr().cast()) };
+    // SAFETY: as above, at offset 64.
+    let resp = unsafe { AtomicU64::from_ptr(map.as_mut_ptr().wrapping_add(64).cast()) };
     // SAFETY: the child only spins on the two atomics.
     let mut child = unsafe {
         multiproc::Process::new(move || {
@@ -127,7 +124,7 @@ fn bare_shm_rings(n: u64) -> Duration {
     let base = map.as_mut_ptr();
     // SAFETY: a populated mapping of two ring areas, page aligned, outliving
     // these references; every offset is 8-aligned and in bounds.
-    let at = |off: usize| unsafe { AtomicU64::from_ptr(base.add(off).cast()) };
+    let at = |off: usize| unsafe { AtomicU64::from_ptr(base.wrapping_add(off).cast()) };
     let ring = |r: usize| {
         (
             at(r * ring_bytes),

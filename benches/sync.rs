@@ -67,14 +67,11 @@ fn counter(c: &mut Criterion) {
         })
     });
     let map = shared_mapping(4096, true);
-    // SAFETY: 4096 bytes, page aligned: a u32 lock word at 0 and a u64
-    // counter at 8, both outlived by the mapping.
-    let (word, count) = unsafe {
-        (
-            AtomicU32::from_ptr(map.as_mut_ptr().cast()),
-            AtomicU64::from_ptr(map.as_mut_ptr().add(8).cast()),
-        )
-    };
+    // SAFETY: 4096 bytes, page aligned: a u32 lock word at 0, outlived by
+    // the mapping.
+    let word = unsafe { AtomicU32::from_ptr(map.as_mut_ptr().cast()) };
+    // SAFETY: a u64 counter at 8, aligned, outlived by the mapping.
+    let count = unsafe { AtomicU64::from_ptr(map.as_mut_ptr().wrapping_add(8).cast()) };
     g.bench_function("bare_futex", |b| {
         b.iter_custom(|iters| {
             count.store(0, Ordering::Relaxed);
@@ -164,7 +161,7 @@ fn array_fill(c: &mut Criterion) {
                             // mapping, which outlives the children.
                             let s = unsafe {
                                 std::slice::from_raw_parts_mut(
-                                    (base as *mut f64).add(i * N / P),
+                                    (base as *mut f64).wrapping_add(i * N / P),
                                     N / P,
                                 )
                             };

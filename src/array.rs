@@ -6,7 +6,7 @@ use std::ops::Range;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use crate::error::{Error, LockResult, Result, TryLockResult};
+use crate::error::{Error, LockError, LockResult, Result, TryLockResult};
 use crate::shm::heap::{self, Allocation};
 use crate::shm::{Atomic, ShmSafe, assert_no_drop};
 use crate::sync::{Blocking, MappedMutexGuard, Mutex, MutexGuard, forever, lock_mutex};
@@ -34,9 +34,13 @@ fn alloc_zeroed<T: ShmSafe>(header: usize, len: usize) -> Result<(Allocation, us
     let align = std::mem::align_of::<T>().max(std::mem::align_of::<Mutex<()>>());
     let (alloc, fresh) = heap::alloc(size, align)?;
     if !fresh {
-        // SAFETY: the allocation holds `size` bytes that nobody else uses yet;
-        // all-zero bytes are a valid T (ShmSafe's contract).
-        unsafe { alloc.ptr().as_ptr().write_bytes(0, size) };
+        // The whole slot, not only `size` bytes: a handle forged with a
+        // larger length that still fits the slot then finds zeros (valid
+        // `T`s), not an earlier tenant's bytes.
+        let slot = crate::shm::usable_len(&alloc);
+        // SAFETY: the allocation holds `slot >= size` bytes that nobody else
+        // uses yet; all-zero bytes are a valid T (ShmSafe's contract).
+        unsafe { alloc.ptr().as_ptr().write_bytes(0, slot) };
     }
     Ok((alloc, off))
 }
@@ -65,16 +69,97 @@ fn check_index(index: usize, len: usize) -> Result<()> {
 /// assert!(a.get(2).is_err());
 /// # Ok::<(), multiproc::Error>(())
 /// ```
-#[cfg_attr(
-    feature = "serde",
-    derive(serde::Serialize, serde::Deserialize),
-    serde(bound = "")
-)]
 pub struct Array<T: ShmSafe> {
+    /// Invariant: holds a `Mutex<()>` at offset 0 and `len` valid `T`s at
+    /// `data`, where `(_, data) == layout::<T>(MUTEX, len)` and the whole
+    /// layout lies in the allocation (checked on adoption from the wire).
     alloc: Allocation,
     len: usize,
     data: usize,
     _marker: PhantomData<T>,
+}
+
+/// The bytes before an [`Array`]'s elements: its lock.
+const MUTEX: usize = std::mem::size_of::<Mutex<()>>();
+
+/// The serialized form of an array handle: where it lies, its length, and
+/// the element type it was sent as.
+#[cfg(feature = "serde")]
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ArrayWire<A> {
+    alloc: A,
+    len: usize,
+    ty: crate::shm::transfer::TypeTag,
+}
+
+/// Serializes the array handle `H` of `len` `T`s in `alloc`.
+#[cfg(feature = "serde")]
+fn send<T: ShmSafe, H: 'static, S: serde::Serializer>(
+    alloc: &Allocation,
+    len: usize,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    use serde::Serialize;
+    ArrayWire {
+        alloc,
+        len,
+        ty: crate::shm::transfer::TypeTag::of_elements::<T, H>(),
+    }
+    .serialize(s)
+}
+
+/// Reads an array handle `H` of `T`s with `header` bytes before its
+/// elements, checked ([`adopt`]): its allocation, length and data offset.
+#[cfg(feature = "serde")]
+fn receive<'de, T: ShmSafe, H: 'static, D: serde::Deserializer<'de>>(
+    d: D,
+    header: usize,
+) -> std::result::Result<(Allocation, usize, usize), D::Error> {
+    use serde::Deserialize;
+    let w = ArrayWire::<Allocation>::deserialize(d)?;
+    let data = adopt::<T, H>(&w, header).map_err(serde::de::Error::custom)?;
+    Ok((w.alloc, w.len, data))
+}
+
+/// Checks a handle from the wire against `T` and returns its data offset:
+/// the type it was sent as, then `len` elements after `header` bytes
+/// (overflow-checked) within the allocation, aligned for `T` and the lock.
+#[cfg(feature = "serde")]
+fn adopt<T: ShmSafe, A: 'static>(w: &ArrayWire<Allocation>, header: usize) -> Result<usize> {
+    w.ty.check::<T, A>()?;
+    let (size, off) = layout::<T>(header, w.len)?;
+    let align = std::mem::align_of::<T>().max(std::mem::align_of::<Mutex<()>>());
+    if size > crate::shm::usable_len(&w.alloc) {
+        return Err(Error::InvalidArgument(
+            "an array arrived longer than the memory it lives in",
+        ));
+    }
+    if w.alloc.ptr().as_ptr() as usize % align != 0 {
+        return Err(Error::InvalidArgument(
+            "an array's memory is misaligned for its element type",
+        ));
+    }
+    Ok(off)
+}
+
+#[cfg(feature = "serde")]
+impl<T: ShmSafe> serde::Serialize for Array<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        send::<T, Self, S>(&self.alloc, self.len, s)
+    }
+}
+
+#[cfg(feature = "serde")]
+impl<'de, T: ShmSafe> serde::Deserialize<'de> for Array<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let (alloc, len, data) = receive::<T, Self, D>(d, MUTEX)?;
+        Ok(Array {
+            alloc,
+            len,
+            data,
+            _marker: PhantomData,
+        })
+    }
 }
 
 // SAFETY: the elements are only reached under the process-shared lock (or
@@ -87,8 +172,7 @@ unsafe impl<T: ShmSafe> Send for Array<T> {}
 impl<T: ShmSafe> Array<T> {
     /// `len` elements, all zero.
     pub fn zeroed(len: usize) -> Result<Array<T>> {
-        let header = std::mem::size_of::<Mutex<()>>();
-        let (alloc, data) = alloc_zeroed::<T>(header, len)?;
+        let (alloc, data) = alloc_zeroed::<T>(MUTEX, len)?;
         // SAFETY: the header is in bounds, aligned for Mutex<()> (the
         // allocation is), and an all-zero Mutex<()> is an unlocked one; write
         // it properly anyway.
@@ -125,8 +209,9 @@ impl<T: ShmSafe> Array<T> {
     pub fn from_fn(len: usize, mut f: impl FnMut(usize) -> T) -> Result<Array<T>> {
         let a = Self::zeroed(len)?;
         for i in 0..len {
-            // SAFETY: `i < len`; nobody else can reach the new array yet.
-            unsafe { a.data_ptr().add(i).write(f(i)) };
+            // SAFETY: `i < len`, so the element lies in the array, aligned;
+            // nobody else can reach the new array yet.
+            unsafe { a.data_ptr().wrapping_add(i).write(f(i)) };
         }
         Ok(a)
     }
@@ -174,16 +259,43 @@ impl<T: ShmSafe> Array<T> {
 
     /// Runs `f` on the elements under the lock (recovering a lock whose
     /// owner died; use [`lock`](Array::lock) to learn of it).
+    ///
+    /// # Panics
+    ///
+    /// If this thread holds the lock already (a guard from
+    /// [`lock`](Array::lock) is alive): waiting would never end. The same
+    /// holds for [`to_vec`](Array::to_vec); [`get`](Array::get) and
+    /// [`set`](Array::set) return [`Error::WouldDeadlock`] instead.
+    #[track_caller]
     pub fn update<R>(&self, f: impl FnOnce(&mut [T]) -> R) -> R {
-        let mut g = self.lock().unwrap_or_else(|e| e.into_guard());
+        // A `match`, not a closure, so that a panic names the caller.
+        let mut g = match self.lock() {
+            Ok(g) => g,
+            Err(e) => e.into_guard(),
+        };
         f(&mut g)
     }
 
+    /// Runs `f` under the lock, recovering a dead owner's lock;
+    /// [`Error::WouldDeadlock`] if this thread holds it already.
+    fn try_update<R>(&self, f: impl FnOnce(&mut [T]) -> R) -> Result<R> {
+        let mut g = match self.lock() {
+            Ok(g) => g,
+            Err(LockError::OwnerDied(e)) => e.into_guard(),
+            Err(LockError::WouldDeadlock) => return Err(Error::WouldDeadlock),
+        };
+        Ok(f(&mut g))
+    }
+
     /// Stores `value` at `index` under the lock.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::IndexOutOfBounds`] past the end, [`Error::WouldDeadlock`]
+    /// if this thread holds the lock already.
     pub fn set(&self, index: usize, value: T) -> Result<()> {
         check_index(index, self.len)?;
-        self.update(|s| s[index] = value);
-        Ok(())
+        self.try_update(|s| s[index] = value)
     }
 
     /// The number of elements.
@@ -199,12 +311,21 @@ impl<T: ShmSafe> Array<T> {
 
 impl<T: ShmSafe + Copy> Array<T> {
     /// A copy of element `index`, read under the lock.
+    ///
+    /// # Errors
+    ///
+    /// As for [`set`](Array::set).
     pub fn get(&self, index: usize) -> Result<T> {
         check_index(index, self.len)?;
-        Ok(self.update(|s| s[index]))
+        self.try_update(|s| s[index])
     }
 
     /// A copy of all elements, read under the lock.
+    ///
+    /// # Panics
+    ///
+    /// If this thread holds the lock already; see [`update`](Array::update).
+    #[track_caller]
     pub fn to_vec(&self) -> Vec<T> {
         self.update(|s| s.to_vec())
     }
@@ -237,15 +358,31 @@ impl<T: ShmSafe + Copy + fmt::Debug> fmt::Debug for Array<T> {
 /// assert_eq!(a.to_vec(), vec![0, 9, 9, 7]);
 /// # Ok::<(), multiproc::Error>(())
 /// ```
-#[cfg_attr(
-    feature = "serde",
-    derive(serde::Serialize, serde::Deserialize),
-    serde(bound = "")
-)]
 pub struct RawArray<T: ShmSafe> {
+    /// Invariant: holds `len` valid `T`s from its first byte (checked on
+    /// adoption from the wire, as for [`Array`]).
     alloc: Allocation,
     len: usize,
     _marker: PhantomData<T>,
+}
+
+#[cfg(feature = "serde")]
+impl<T: ShmSafe> serde::Serialize for RawArray<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        send::<T, Self, S>(&self.alloc, self.len, s)
+    }
+}
+
+#[cfg(feature = "serde")]
+impl<'de, T: ShmSafe> serde::Deserialize<'de> for RawArray<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let (alloc, len, _) = receive::<T, Self, D>(d, 0)?;
+        Ok(RawArray {
+            alloc,
+            len,
+            _marker: PhantomData,
+        })
+    }
 }
 
 // SAFETY: safe access is atomic per element (T: Atomic) and unsafe access
@@ -331,7 +468,9 @@ impl<T: ShmSafe> RawArray<T> {
             });
         }
         // SAFETY: in bounds (checked); exclusivity is the caller's promise.
-        Ok(unsafe { std::slice::from_raw_parts_mut(self.as_ptr().add(range.start), range.len()) })
+        Ok(unsafe {
+            std::slice::from_raw_parts_mut(self.as_ptr().wrapping_add(range.start), range.len())
+        })
     }
 }
 
@@ -385,5 +524,87 @@ impl<T: Atomic> RawArray<T> {
 impl<T: Atomic + fmt::Debug> fmt::Debug for RawArray<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_tuple("RawArray").field(&self.to_vec()).finish()
+    }
+}
+
+#[cfg(all(test, feature = "serde"))]
+mod tests {
+    use super::*;
+    use crate::shm::transfer::{self, TypeTag};
+    use crate::{RawValue, Value};
+
+    /// Serializes `v` as a spawn argument and reads it back as `U`, with
+    /// the arenas handed over as a spawned child gets them.
+    fn resend<T: serde::Serialize, U: serde::de::DeserializeOwned>(
+        v: &T,
+    ) -> std::result::Result<U, postcard::Error> {
+        let (bytes, arenas) = transfer::collecting(|| postcard::to_stdvec(v));
+        transfer::receiving(arenas, || postcard::from_bytes::<U>(&bytes.unwrap()))
+    }
+
+    fn refused<U: serde::de::DeserializeOwned>(r: std::result::Result<U, postcard::Error>) {
+        assert!(r.is_err(), "a forged handle was adopted");
+    }
+
+    #[test]
+    fn handles_travel_as_what_they_are() {
+        let a = Array::from_slice(&[1u64, 2, 3]).unwrap();
+        let b: Array<u64> = resend(&a).unwrap();
+        assert_eq!(b.to_vec(), [1, 2, 3]);
+        let r = RawArray::from_slice(&[true, false]).unwrap();
+        let s: RawArray<bool> = resend(&r).unwrap();
+        assert_eq!(s.to_vec(), [true, false]);
+        let v = Value::new(7u8).unwrap();
+        let w: Value<u8> = resend(&v).unwrap();
+        assert_eq!(w.get(), 7);
+    }
+
+    #[test]
+    fn a_handle_read_back_as_another_type_is_refused() {
+        // Before the type tag these were adopted: 100 `u8`s read as 100
+        // `u64`s reach 800 bytes of a 128-byte slot; a `u8` of 2 read as
+        // a `bool` is an invalid value.
+        let a = Array::from_slice(&[2u8; 100]).unwrap();
+        refused(resend::<_, Array<u64>>(&a));
+        refused(resend::<_, Array<bool>>(&a));
+        // Same element type, other container: a `RawArray` would read the
+        // `Array`'s lock word as elements.
+        refused(resend::<_, RawArray<u8>>(&a));
+        let r = RawArray::from_slice(&[2u8; 100]).unwrap();
+        refused(resend::<_, RawArray<bool>>(&r));
+        refused(resend::<_, RawArray<u32>>(&r));
+        let v = Value::new(2u8).unwrap();
+        refused(resend::<_, Value<bool>>(&v));
+        refused(resend::<_, Value<[u64; 64]>>(&v));
+        let rv = RawValue::new(2u8).unwrap();
+        refused(resend::<_, RawValue<bool>>(&rv));
+    }
+
+    #[test]
+    fn a_handle_with_a_tampered_length_is_refused() {
+        let a = Array::from_slice(&[1u64; 4]).unwrap();
+        for len in [1_000_000, usize::MAX / 8, usize::MAX] {
+            for ty in [
+                TypeTag::of_elements::<u64, Array<u64>>(),
+                TypeTag::of_elements::<u64, RawArray<u64>>(),
+            ] {
+                let forged = ArrayWire {
+                    alloc: &a.alloc,
+                    len,
+                    ty,
+                };
+                refused(resend::<_, Array<u64>>(&forged));
+                refused(resend::<_, RawArray<u64>>(&forged));
+            }
+        }
+        // A length that still fits the allocation is adopted: its extra
+        // elements are zeros, valid `T`s.
+        let fits = ArrayWire {
+            alloc: &a.alloc,
+            len: 5,
+            ty: TypeTag::of_elements::<u64, Array<u64>>(),
+        };
+        let b: Array<u64> = resend(&fits).unwrap();
+        assert_eq!(b.len(), 5);
     }
 }

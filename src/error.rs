@@ -73,6 +73,16 @@ pub enum Error {
     /// A blocking call gave up after its timeout.
     #[error("timed out")]
     Timeout,
+    /// Shared memory holds what this crate never writes there (a length
+    /// past its buffer, a size that does not match the mapping, a counter
+    /// off its grid): another process wrote where it should not. The text
+    /// says what was found; nothing was read or written out of bounds.
+    #[error("corrupt shared memory: {0}")]
+    Corrupt(&'static str),
+    /// The calling thread already holds the lock it asked for, so waiting
+    /// for it would never end (the lock's owner word names this thread).
+    #[error("this thread already holds the lock; waiting for it would deadlock")]
+    WouldDeadlock,
     /// An argument outside the accepted range.
     #[error("invalid argument: {0}")]
     InvalidArgument(&'static str),
@@ -328,9 +338,74 @@ impl<G> fmt::Display for OwnerDied<G> {
 
 impl<G> std::error::Error for OwnerDied<G> {}
 
-/// The result of a blocking lock call: the guard, or the guard inside
-/// [`OwnerDied`].
-pub type LockResult<G> = std::result::Result<G, OwnerDied<G>>;
+/// Why a blocking lock call (`lock`, `acquire`) did not simply return a
+/// guard.
+pub enum LockError<G> {
+    /// The lock was acquired after its owner died; see [`OwnerDied`].
+    OwnerDied(OwnerDied<G>),
+    /// The calling thread already holds the lock: waiting would never end,
+    /// so nothing was acquired (a second guard would break the lock's
+    /// exclusion anyway).
+    WouldDeadlock,
+}
+
+impl<G> LockError<G> {
+    /// The guard of a lock acquired from a dead owner: the usual recovery,
+    /// `lock().unwrap_or_else(|e| e.into_guard())`.
+    ///
+    /// # Panics
+    ///
+    /// On [`LockError::WouldDeadlock`], which has no guard: the caller
+    /// locked a lock it already holds, a bug in the calling code. Match on
+    /// the error to handle that case instead.
+    #[track_caller]
+    pub fn into_guard(self) -> G {
+        match self {
+            LockError::OwnerDied(e) => e.into_guard(),
+            LockError::WouldDeadlock => panic!(
+                "this thread locked a lock it already holds (LockError::WouldDeadlock): \
+                 drop the first guard before locking again"
+            ),
+        }
+    }
+
+    pub(crate) fn map<H>(self, f: impl FnOnce(G) -> H) -> LockError<H> {
+        match self {
+            LockError::OwnerDied(e) => LockError::OwnerDied(e.map(f)),
+            LockError::WouldDeadlock => LockError::WouldDeadlock,
+        }
+    }
+}
+
+impl<G> From<OwnerDied<G>> for LockError<G> {
+    fn from(e: OwnerDied<G>) -> Self {
+        LockError::OwnerDied(e)
+    }
+}
+
+impl<G> fmt::Debug for LockError<G> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LockError::OwnerDied(_) => f.write_str("OwnerDied(..)"),
+            LockError::WouldDeadlock => f.write_str("WouldDeadlock"),
+        }
+    }
+}
+
+impl<G> fmt::Display for LockError<G> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LockError::OwnerDied(e) => fmt::Display::fmt(e, f),
+            LockError::WouldDeadlock => fmt::Display::fmt(&Error::WouldDeadlock, f),
+        }
+    }
+}
+
+impl<G> std::error::Error for LockError<G> {}
+
+/// The result of a blocking lock call: the guard, or why not (the guard
+/// inside [`OwnerDied`], or [`LockError::WouldDeadlock`]).
+pub type LockResult<G> = std::result::Result<G, LockError<G>>;
 
 /// Why a non-blocking or timed lock call did not simply return a guard.
 pub enum TryLockError<G> {
@@ -340,6 +415,12 @@ pub enum TryLockError<G> {
     WouldBlock,
     /// Someone else held the lock for the whole timeout (`lock_timeout`).
     TimedOut,
+    /// The calling thread already holds the lock (`lock_timeout`): no
+    /// wait could end, so none was made. Calls that never wait report such
+    /// a lock as any held one: `try_lock` as
+    /// [`WouldBlock`](TryLockError::WouldBlock), a zero timeout as
+    /// [`TimedOut`](TryLockError::TimedOut).
+    WouldDeadlock,
 }
 
 impl<G> From<OwnerDied<G>> for TryLockError<G> {
@@ -354,6 +435,7 @@ impl<G> TryLockError<G> {
             TryLockError::OwnerDied(e) => TryLockError::OwnerDied(e.map(f)),
             TryLockError::WouldBlock => TryLockError::WouldBlock,
             TryLockError::TimedOut => TryLockError::TimedOut,
+            TryLockError::WouldDeadlock => TryLockError::WouldDeadlock,
         }
     }
 }
@@ -364,6 +446,7 @@ impl<G> fmt::Debug for TryLockError<G> {
             TryLockError::OwnerDied(_) => f.write_str("OwnerDied(..)"),
             TryLockError::WouldBlock => f.write_str("WouldBlock"),
             TryLockError::TimedOut => f.write_str("TimedOut"),
+            TryLockError::WouldDeadlock => f.write_str("WouldDeadlock"),
         }
     }
 }
@@ -374,6 +457,7 @@ impl<G> fmt::Display for TryLockError<G> {
             TryLockError::OwnerDied(e) => fmt::Display::fmt(e, f),
             TryLockError::WouldBlock => f.write_str("the lock is held by someone else"),
             TryLockError::TimedOut => f.write_str("timed out waiting for the lock"),
+            TryLockError::WouldDeadlock => fmt::Display::fmt(&Error::WouldDeadlock, f),
         }
     }
 }

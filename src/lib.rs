@@ -75,7 +75,7 @@ pub use array::{Array, RawArray};
 pub use connection::listener::{Address, Client, Listener};
 pub use connection::{Connection, pipe};
 pub use error::{
-    Error, LockResult, OwnerDied, RemoteErrorKind, Result, TryLockError, TryLockResult,
+    Error, LockError, LockResult, OwnerDied, RemoteErrorKind, Result, TryLockError, TryLockResult,
 };
 #[cfg(feature = "serde")]
 pub use pool::{AsyncResult, IMap, Pool, PoolBuilder};

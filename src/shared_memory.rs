@@ -4,7 +4,6 @@
 
 use std::ffi::CString;
 use std::fmt;
-use std::io;
 use std::mem::{align_of, size_of};
 use std::ops::Range;
 use std::os::fd::OwnedFd;
@@ -16,7 +15,7 @@ use nix::sys::mman::{shm_open, shm_unlink};
 use nix::sys::stat::{Mode, fstat};
 
 use crate::error::{Error, Result};
-use crate::shm::{AtomicNumber, ShmSafe};
+use crate::shm::{AtomicNumber, ShmSafe, copy};
 
 /// The prefix of generated names, as in Python (`_SHM_NAME_PREFIX` without
 /// its leading slash).
@@ -99,9 +98,11 @@ const MAX_NAME_LEN: usize = 255;
 /// Other processes may write a block at any time, without any
 /// synchronisation this process can see. The safe accessors are made for
 /// that: [`read_at`](SharedMemory::read_at) and
-/// [`write_at`](SharedMemory::write_at) copy bytes through raw pointers,
-/// never through references (as Python's `memoryview` slicing copies); a
-/// copy that overlaps a concurrent write may get part old, part new bytes.
+/// [`write_at`](SharedMemory::write_at) copy bytes with relaxed atomic
+/// word and byte operations, never through references (as Python's
+/// `memoryview` slicing copies), so threads sharing a handle never race; a
+/// copy that overlaps a concurrent write may get part old, part new bytes
+/// (each byte whole).
 /// For synchronisation use [`as_atomics`](SharedMemory::as_atomics) (or the
 /// crate's locks placed elsewhere). The `unsafe` views
 /// ([`as_slice`](SharedMemory::as_slice),
@@ -402,7 +403,7 @@ impl SharedMemory {
         let len = self.check_slice_range(&range)?;
         // SAFETY: `range` lies in the mapping (checked), which lives as long
         // as `self`; the absence of writers is the caller's promise.
-        Ok(unsafe { std::slice::from_raw_parts(self.as_ptr().add(range.start), len) })
+        Ok(unsafe { std::slice::from_raw_parts(self.at(range.start), len) })
     }
 
     /// The bytes in `range` as a mutable slice: for processes or threads
@@ -436,7 +437,7 @@ impl SharedMemory {
         let len = self.check_slice_range(&range)?;
         // SAFETY: `range` lies in the mapping (checked), which lives as long
         // as `self`; exclusive access to it is the caller's promise.
-        Ok(unsafe { std::slice::from_raw_parts_mut(self.as_ptr().add(range.start), len) })
+        Ok(unsafe { std::slice::from_raw_parts_mut(self.at(range.start), len) })
     }
 
     /// Copies `buf.len()` bytes starting at `offset` out of the block.
@@ -466,18 +467,11 @@ impl SharedMemory {
     pub fn read_at(&self, offset: usize, buf: &mut [u8]) -> Result<()> {
         self.check_range(offset, buf.len())?;
         // SAFETY: `offset..offset + buf.len()` lies in the mapping (checked
-        // above), which stays mapped while `self` lives. `buf` is a distinct
-        // writable buffer of that length, and `ptr::copy` allows the two to
-        // overlap (a `buf` taken from `as_mut_slice`). No reference to the
-        // shared bytes is made: they are read once, through a raw pointer,
-        // so a concurrent write by another process can only tear the copy.
-        unsafe {
-            std::ptr::copy(
-                self.as_ptr().add(offset).cast_const(),
-                buf.as_mut_ptr(),
-                buf.len(),
-            );
-        }
+        // above), which stays mapped while `self` lives. Every safe access
+        // to the block in this process is atomic (these copies and
+        // `as_atomics`); the `unsafe` views put the absence of concurrent
+        // access on their callers. `buf` is a distinct `&mut`.
+        unsafe { copy::load(self.at(offset), buf) };
         Ok(())
     }
 
@@ -504,9 +498,8 @@ impl SharedMemory {
     pub fn write_at(&self, offset: usize, data: &[u8]) -> Result<()> {
         self.check_range(offset, data.len())?;
         // SAFETY: as in `read_at`: the range is in the live, writable
-        // mapping; `ptr::copy` tolerates overlap with `data`; the shared
-        // bytes are written through a raw pointer, never a reference.
-        unsafe { std::ptr::copy(data.as_ptr(), self.as_ptr().add(offset), data.len()) };
+        // mapping, and every safe access to it in this process is atomic.
+        unsafe { copy::store(data, self.at(offset)) };
         Ok(())
     }
 
@@ -686,6 +679,12 @@ impl SharedMemory {
         shm_unlink(path.as_c_str()).map_err(|e| shm_error("shm_unlink", name, e))
     }
 
+    /// The address of byte `offset` (computed without `unsafe`; in the
+    /// block if `offset` was checked to be).
+    fn at(&self, offset: usize) -> *mut u8 {
+        self.as_ptr().wrapping_add(offset)
+    }
+
     /// Checks that `len` bytes from `offset` lie in the block.
     fn check_range(&self, offset: usize, len: usize) -> Result<()> {
         let size = self.size();
@@ -834,31 +833,10 @@ fn map_fd(fd: &OwnedFd, size: usize) -> Result<MmapRaw> {
 /// lowercase hex digits.
 fn random_name() -> Result<String> {
     let mut bytes = [0u8; 4];
-    fill_random(&mut bytes)?;
+    crate::sys::process::random_bytes(&mut bytes)?;
     let mut name = String::from(NAME_PREFIX);
     for b in bytes {
         name.push_str(&format!("{b:02x}"));
     }
     Ok(name)
-}
-
-/// Fills `buf` from the kernel's random source (`getrandom`).
-fn fill_random(buf: &mut [u8]) -> Result<()> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        let rest = &mut buf[filled..];
-        // SAFETY: `rest` is a writable buffer of `rest.len()` bytes, and
-        // getrandom writes at most that many.
-        let n = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
-        match usize::try_from(n) {
-            Ok(n) => filled += n,
-            Err(_) => {
-                let e = io::Error::last_os_error();
-                if e.kind() != io::ErrorKind::Interrupted {
-                    return Err(Error::os("getrandom", e));
-                }
-            }
-        }
-    }
-    Ok(())
 }

@@ -49,7 +49,9 @@ impl<T: ShmSafe> Value<T> {
     /// Waits for the lock and returns a guard that derefs to the value.
     ///
     /// If the previous holder died with the lock held, the guard comes in
-    /// [`OwnerDied`](crate::OwnerDied): the value may be half-updated.
+    /// [`OwnerDied`](crate::OwnerDied): the value may be half-updated. If
+    /// this thread holds the lock already, the error is
+    /// [`LockError::WouldDeadlock`](crate::LockError::WouldDeadlock).
     #[doc(alias = "get_lock")]
     pub fn lock(&self) -> LockResult<MutexGuard<'_, T>> {
         forever(lock_mutex(&self.inner, Blocking::Until(Deadline::NEVER)))
@@ -68,12 +70,29 @@ impl<T: ShmSafe> Value<T> {
     /// Runs `f` on the value under the lock and returns its result. A lock
     /// whose owner died is recovered silently; use [`lock`](Value::lock) to
     /// learn of it.
+    ///
+    /// # Panics
+    ///
+    /// If this thread holds the lock already (a guard from
+    /// [`lock`](Value::lock) is alive): waiting would never end. The same
+    /// holds for [`get`](Value::get) and [`set`](Value::set); `lock` reports
+    /// it as an error instead.
+    #[track_caller]
     pub fn update<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
-        let mut g = self.lock().unwrap_or_else(|e| e.into_guard());
+        // A `match`, not a closure, so that a panic names the caller.
+        let mut g = match self.lock() {
+            Ok(g) => g,
+            Err(e) => e.into_guard(),
+        };
         f(&mut g)
     }
 
     /// Stores `value` under the lock.
+    ///
+    /// # Panics
+    ///
+    /// If this thread holds the lock already; see [`update`](Value::update).
+    #[track_caller]
     pub fn set(&self, value: T) {
         self.update(|v| *v = value)
     }
@@ -89,6 +108,11 @@ impl<T: ShmSafe> Value<T> {
 
 impl<T: ShmSafe + Copy> Value<T> {
     /// A copy of the value, read under the lock.
+    ///
+    /// # Panics
+    ///
+    /// If this thread holds the lock already; see [`update`](Value::update).
+    #[track_caller]
     pub fn get(&self) -> T {
         self.update(|v| *v)
     }
@@ -119,6 +143,10 @@ impl<T: ShmSafe + Copy + fmt::Debug> fmt::Debug for Value<T> {
 /// assert_eq!(hits.load(), 5);
 /// # Ok::<(), multiproc::Error>(())
 /// ```
+// The derived `Deserialize` is sound: the only field is a `ShmBox`, whose
+// own `Deserialize` checks the type, size and alignment of what it adopts;
+// the `unsafe` in this type's methods relies on nothing else.
+#[cfg_attr(feature = "serde", allow(clippy::unsafe_derive_deserialize))]
 #[cfg_attr(
     feature = "serde",
     derive(serde::Serialize, serde::Deserialize),

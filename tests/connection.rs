@@ -292,15 +292,15 @@ fn python_peer(conn: &Connection, script: &str) -> std::process::Child {
     let fd = conn.as_raw_fd();
     let mut cmd = std::process::Command::new("python3");
     cmd.arg("-c").arg(script).arg(fd.to_string());
+    let inherit = move || {
+        // SAFETY: F_SETFD on a descriptor number touches no memory.
+        if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    };
     // SAFETY: only fcntl, async-signal-safe, between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    unsafe { cmd.pre_exec(inherit) };
     cmd.spawn()
         .expect("python3 is needed for the interop tests")
 }
@@ -531,15 +531,15 @@ print(os.read(r, 100).decode(), end="")
     let mut cmd = std::process::Command::new("python3");
     cmd.arg("-c").arg(script).arg(fd.to_string());
     cmd.stdout(std::process::Stdio::piped());
+    let inherit = move || {
+        // SAFETY: F_SETFD on a descriptor number touches no memory.
+        if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    };
     // SAFETY: only fcntl, async-signal-safe, between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    unsafe { cmd.pre_exec(inherit) };
     let py = cmd
         .spawn()
         .expect("python3 is needed for the interop tests");

@@ -334,14 +334,17 @@ fn read_and_write_are_bounds_checked() {
 
     // SAFETY: the block is private to this test and no other view of it
     // is used while these slices live.
-    unsafe {
-        assert!(shm.slice(5..11).is_err());
-        #[allow(clippy::reversed_empty_ranges)]
-        let reversed = 6..5;
-        assert!(shm.slice(reversed).is_err());
-        assert_eq!(shm.slice(8..10).unwrap(), &[1, 1]);
-        shm.slice_mut(0..2).unwrap().copy_from_slice(&[5, 6]);
-    }
+    assert!(unsafe { shm.slice(5..11) }.is_err());
+    #[allow(clippy::reversed_empty_ranges)]
+    let reversed = 6..5;
+    // SAFETY: as above.
+    assert!(unsafe { shm.slice(reversed) }.is_err());
+    // SAFETY: as above.
+    assert_eq!(unsafe { shm.slice(8..10) }.unwrap(), &[1, 1]);
+    // SAFETY: as above.
+    unsafe { shm.slice_mut(0..2) }
+        .unwrap()
+        .copy_from_slice(&[5, 6]);
     assert_eq!(shm.to_vec()[..3], [5, 6, 1]);
     shm.unlink().unwrap();
 }
@@ -355,21 +358,23 @@ fn typed_views_check_size_and_alignment() {
 
     // SAFETY: the block is private to this test; all bytes are valid
     // integers and floats; each view is dropped before the next is made.
-    unsafe {
-        let words = shm.as_typed_mut::<u32>().unwrap();
-        assert_eq!(words.len(), 4);
-        words[1] = 0xdead_beef;
-        assert_eq!(shm.as_typed::<u64>().unwrap().len(), 2);
-        assert_eq!(shm.as_typed::<[u8; 16]>().unwrap().len(), 1);
-        assert!(matches!(
-            shm.as_typed::<[u8; 3]>(),
-            Err(Error::InvalidSize { size: 16, .. })
-        ));
-        assert!(matches!(
-            shm.as_typed::<()>(),
-            Err(Error::InvalidArgument(_))
-        ));
-    }
+    let words = unsafe { shm.as_typed_mut::<u32>() }.unwrap();
+    assert_eq!(words.len(), 4);
+    words[1] = 0xdead_beef;
+    // SAFETY: as above.
+    assert_eq!(unsafe { shm.as_typed::<u64>() }.unwrap().len(), 2);
+    // SAFETY: as above.
+    assert_eq!(unsafe { shm.as_typed::<[u8; 16]>() }.unwrap().len(), 1);
+    assert!(matches!(
+        // SAFETY: as above.
+        unsafe { shm.as_typed::<[u8; 3]>() },
+        Err(Error::InvalidSize { size: 16, .. })
+    ));
+    assert!(matches!(
+        // SAFETY: as above.
+        unsafe { shm.as_typed::<()>() },
+        Err(Error::InvalidArgument(_))
+    ));
     let mut buf = [0u8; 4];
     shm.read_at(4, &mut buf).unwrap();
     assert_eq!(u32::from_ne_bytes(buf), 0xdead_beef);

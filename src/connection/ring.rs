@@ -50,6 +50,16 @@
 //! the rest of it at the head of the stream, as on a socket shared by
 //! several readers; with one reader per end (the usual case) neither
 //! happens to anyone else.
+//!
+//! # Untrusted counters
+//!
+//! Any process that maps the channel can write its counters. Every copy
+//! is bounded by the ring's size, known to this process, and both sides
+//! check that the tail is at most a ring ahead of the head before they
+//! use the distance ([`used`]). Counters that fail poison the direction: a
+//! writer gets [`Error::Corrupt`], and a reader finds the stream ended (a
+//! message cut short reads as truncated, as when a writer is killed); no
+//! byte outside the ring is touched.
 
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::Arc;
@@ -126,6 +136,18 @@ struct Channel {
 pub(crate) struct Stream {
     ch: Arc<Channel>,
     tx: usize,
+}
+
+/// How many bytes lie between `head` and `tail` (read from shared memory),
+/// or `None` if that is more than the ring holds: the counters are corrupt.
+fn used(tail: u64, head: u64) -> Option<usize> {
+    let n = tail.wrapping_sub(head);
+    (n <= CAP as u64).then_some(n as usize)
+}
+
+/// The error of a writer that found its direction's counters corrupt.
+fn corrupt() -> Error {
+    Error::Corrupt("a pipe's ring counters are more than the ring apart")
 }
 
 /// A raw mutex held; released on drop.
@@ -277,11 +299,12 @@ impl Stream {
     }
 
     fn dir(&self, d: usize) -> &Dir {
+        let at = self.ch.map.ptr().as_ptr().wrapping_add(2 * CAP);
         // SAFETY: the mapping holds a `Shared` at `2 * CAP` (page aligned,
         // so aligned for it), zeroed when made, which is a valid value
         // (atomics and padding); it lives as long as `self.ch`, and is only
         // ever reached through shared references and atomics.
-        let shared = unsafe { &*self.ch.map.ptr().as_ptr().add(2 * CAP).cast::<Shared>() };
+        let shared = unsafe { &*at.cast::<Shared>() };
         &shared.dirs[d]
     }
 
@@ -294,8 +317,8 @@ impl Stream {
     }
 
     fn ring(&self, d: usize) -> *mut u8 {
-        // SAFETY: the mapping is more than `2 * CAP` bytes; `d` is 0 or 1.
-        unsafe { self.ch.map.ptr().as_ptr().add(d * CAP) }
+        // In the mapping, which is more than `2 * CAP` bytes: `d` is 0 or 1.
+        self.ch.map.ptr().as_ptr().wrapping_add(d * CAP)
     }
 
     /// Takes this end's send lock for one message.
@@ -322,10 +345,10 @@ impl Stream {
         for part in parts {
             let mut off = 0;
             while off < part.len() {
-                let mut free = CAP - (tail - head) as usize;
+                let mut free = CAP - used(tail, head).ok_or_else(corrupt)?;
                 if free == 0 {
                     head = d.head.load(Ordering::Acquire);
-                    free = CAP - (tail - head) as usize;
+                    free = CAP - used(tail, head).ok_or_else(corrupt)?;
                 }
                 if free == 0 || unpublished >= PUBLISH {
                     if unpublished > 0 {
@@ -339,12 +362,11 @@ impl Stream {
                 }
                 let at = (tail as usize) & (CAP - 1);
                 let n = (part.len() - off).min(free).min(CAP - at).min(PUBLISH);
+                let src = &part[off..off + n];
                 // SAFETY: `[at, at + n)` lies inside this direction's ring
                 // and is free space (`n <= free`), which only the holder of
                 // the send lock touches; the source is private memory.
-                unsafe {
-                    std::ptr::copy_nonoverlapping(part.as_ptr().add(off), base.add(at), n);
-                }
+                unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), base.wrapping_add(at), n) };
                 off += n;
                 tail += n as u64;
                 unpublished += n;
@@ -376,11 +398,11 @@ impl Stream {
     /// Waits until the ring has room past `tail`; returns the new head.
     fn wait_room(&self, sock: BorrowedFd<'_>, tail: u64) -> Result<u64> {
         let d = self.txd();
-        let full = |h: u64| tail - h >= CAP as u64;
+        let full = |h: u64| used(tail, h).ok_or_else(corrupt).map(|u| u == CAP);
         let mut spin = Spin::new(Deadline::NEVER);
         loop {
             let h = d.head.load(Ordering::Acquire);
-            if !full(h) {
+            if !full(h)? {
                 return Ok(h);
             }
             if !spin.again() {
@@ -392,11 +414,11 @@ impl Stream {
             fence(Ordering::SeqCst);
             let seq = d.room.load(Ordering::SeqCst);
             let h = d.head.load(Ordering::SeqCst);
-            let timed_out =
-                full(h) && futex::wait(&d.room, seq, Some(SLICE)) == futex::Wait::TimedOut;
+            let timed_out = full(h).unwrap_or(false)
+                && futex::wait(&d.room, seq, Some(SLICE)) == futex::Wait::TimedOut;
             d.tx_waiting.fetch_sub(1, Ordering::SeqCst);
             let h = d.head.load(Ordering::Acquire);
-            if !full(h) {
+            if !full(h)? {
                 return Ok(h);
             }
             if timed_out && peer_gone(sock) {
@@ -416,10 +438,19 @@ impl Stream {
         }
     }
 
-    /// Bytes readable now.
-    fn available(&self) -> u64 {
+    /// Bytes readable now; `None` if the counters are corrupt.
+    fn available(&self) -> Option<usize> {
         let d = self.rxd();
-        d.tail.load(Ordering::Acquire) - d.head.load(Ordering::Relaxed)
+        used(
+            d.tail.load(Ordering::Acquire),
+            d.head.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Whether a reader should stop waiting: bytes are there, or the
+    /// counters are corrupt (the stream reads as ended then).
+    fn ready(&self) -> bool {
+        self.available() != Some(0)
     }
 
     /// Waits for bytes (or the peer's end) until `deadline`.
@@ -427,7 +458,7 @@ impl Stream {
         let d = self.rxd();
         let mut spin = Spin::new(deadline);
         loop {
-            if self.available() > 0 {
+            if self.ready() {
                 return Woke::Data;
             }
             if !spin.again() {
@@ -438,7 +469,7 @@ impl Stream {
             let left = drain_bells(sock);
             d.rx_armed.store(1, Ordering::SeqCst);
             fence(Ordering::SeqCst);
-            if self.available() > 0 {
+            if self.ready() {
                 return Woke::Data;
             }
             if left == Left::Eof {
@@ -454,7 +485,7 @@ impl Stream {
             } else {
                 sleep_on(sock, deadline.slice(SLICE));
             }
-            if self.available() > 0 {
+            if self.ready() {
                 return Woke::Data;
             }
         }
@@ -467,19 +498,26 @@ impl Stream {
         if max == 0 {
             return 0;
         }
-        if self.available() == 0 && self.wait_data(sock, Deadline::NEVER) != Woke::Data {
+        if !self.ready() && self.wait_data(sock, Deadline::NEVER) != Woke::Data {
             return 0;
         }
         let d = self.rxd();
         let head = d.head.load(Ordering::Relaxed);
-        let avail = (d.tail.load(Ordering::Acquire) - head) as usize;
+        // Corrupt counters end the stream here (see the module docs).
+        let Some(avail) = used(d.tail.load(Ordering::Acquire), head) else {
+            return 0;
+        };
+        if avail == 0 {
+            return 0;
+        }
         let at = (head as usize) & (CAP - 1);
         let n = avail.min(max).min(CAP - at);
+        let start = self.ring(1 - self.tx).wrapping_add(at);
         // SAFETY: `[at, at + n)` lies inside the receiving direction's ring
         // and holds published bytes (before a tail loaded with Acquire),
         // which no writer touches until `head` passes them; the receive lock
         // is held, so no other reader frees them meanwhile.
-        let bytes = unsafe { std::slice::from_raw_parts(self.ring(1 - self.tx).add(at), n) };
+        let bytes = unsafe { std::slice::from_raw_parts(start, n) };
         take(bytes);
         self.free(head + n as u64);
         n
@@ -546,6 +584,46 @@ impl Stream {
         let left = drain_bells(sock);
         d.rx_armed.store(1, Ordering::SeqCst);
         fence(Ordering::SeqCst);
-        left == Left::Eof || self.available() > 0
+        left == Left::Eof || self.ready()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn corrupt_counters_fail_the_writer_and_end_the_reader() {
+        let (a, b) = Stream::pair().unwrap();
+        let (sa, sb) = socketpair(
+            AddressFamily::Unix,
+            SockType::Stream,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .unwrap();
+        a.write(sa.as_fd(), &[b"hello"]).unwrap();
+        // Another process moves the head past the tail: before the check,
+        // the writer's `CAP - (tail - head)` and the reader's `tail - head`
+        // overflowed (a panic in debug builds, in release a writer
+        // overwriting unread bytes and a reader taking stale ones).
+        b.rxd().head.store(1000, Ordering::Release);
+        assert!(matches!(
+            a.write(sa.as_fd(), &[b"more"]),
+            Err(Error::Corrupt(_))
+        ));
+        let mut buf = [0u8; 5];
+        assert_eq!(b.read_exact_or_eof(sb.as_fd(), &mut buf), 0);
+        assert!(b.poll(sb.as_fd(), Some(Duration::ZERO)));
+        // A tail more than a ring ahead, the other way round.
+        let (c, d) = Stream::pair().unwrap();
+        c.txd().tail.store(CAP as u64 + 8, Ordering::Release);
+        assert!(matches!(
+            c.write(sa.as_fd(), &[b"x"]),
+            Err(Error::Corrupt(_))
+        ));
+        assert_eq!(d.skip(sb.as_fd(), 4), 0);
     }
 }

@@ -88,17 +88,28 @@ pub fn current_process() -> CurrentProcess {
     }
 }
 
+/// A new random authkey: 32 bytes from `getrandom`, or else from
+/// `/dev/urandom`. Never from anything guessable (a time, a pid): a key an
+/// attacker can guess opens every listener and manager that trusts it. If
+/// the kernel gives no randomness at all, the process is aborted with a
+/// message saying so (`current_process` has no error to return, and going
+/// on with a weak key would be worse).
 fn new_authkey() -> Arc<[u8]> {
     let mut key = [0u8; 32];
-    if sys::random_bytes(&mut key).is_err() {
-        // getrandom cannot fail on Linux >= 3.17 with these flags; should it,
-        // fall back to a key that is at least unique to this process.
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        key[..16].copy_from_slice(&t.to_le_bytes());
-        key[16..20].copy_from_slice(&thread::pid().to_le_bytes());
+    let got = sys::random_bytes(&mut key).or_else(|e| {
+        use std::io::Read;
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| f.read_exact(&mut key))
+            .map_err(|u| format!("{e}; reading /dev/urandom failed: {u}"))
+    });
+    if let Err(why) = got {
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "multiproc: no randomness for this process's authkey ({why}); aborting rather \
+             than using a guessable key"
+        );
+        std::process::abort();
     }
     Arc::from(&key[..])
 }

@@ -18,6 +18,9 @@ pub enum PutError<T> {
     /// could not be reached or failed; the message says why. The item may
     /// or may not be in the queue if the connection broke after it was sent.
     Server(T, String),
+    /// Another process wrote nonsense into the queue's shared memory; the
+    /// queue is closed for good (see [`GetError::Corrupt`]).
+    Corrupt(T),
 }
 
 impl<T> PutError<T> {
@@ -25,6 +28,7 @@ impl<T> PutError<T> {
     pub fn into_inner(self) -> T {
         match self {
             PutError::Full(t) | PutError::Timeout(t) | PutError::Closed(t) => t,
+            PutError::Corrupt(t) => t,
             PutError::Encode(t, _) | PutError::Server(t, _) => t,
         }
     }
@@ -43,6 +47,7 @@ impl<T> fmt::Debug for PutError<T> {
             PutError::Closed(_) => f.write_str("Closed(..)"),
             PutError::Encode(_, m) => write!(f, "Encode(.., {m:?})"),
             PutError::Server(_, m) => write!(f, "Server(.., {m:?})"),
+            PutError::Corrupt(_) => f.write_str("Corrupt(..)"),
         }
     }
 }
@@ -55,11 +60,14 @@ impl<T> fmt::Display for PutError<T> {
             PutError::Closed(_) => f.write_str("the queue is closed"),
             PutError::Encode(_, m) => write!(f, "the item could not be encoded: {m}"),
             PutError::Server(_, m) => write!(f, "the queue's server failed: {m}"),
+            PutError::Corrupt(_) => f.write_str(CORRUPT),
         }
     }
 }
 
 impl<T> std::error::Error for PutError<T> {}
+
+const CORRUPT: &str = "the queue's shared memory was corrupted by another process";
 
 /// Why [`get`](super::Queue::get) and its variants returned no item.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,6 +85,11 @@ pub enum GetError {
     /// The server that keeps the queue ([`RedisQueue`](crate::redis::RedisQueue))
     /// could not be reached or failed; the message says why.
     Server(String),
+    /// Another process wrote into the queue's shared memory what no queue
+    /// writes there (a record length past the ring, counters that cannot
+    /// be): the first process to find it closed the queue for good, and
+    /// every later call fails so. Nothing was read out of bounds.
+    Corrupt,
 }
 
 impl fmt::Display for GetError {
@@ -87,6 +100,7 @@ impl fmt::Display for GetError {
             GetError::Closed => f.write_str("the queue is closed and empty"),
             GetError::Decode(m) => write!(f, "an item could not be decoded: {m}"),
             GetError::Server(m) => write!(f, "the queue's server failed: {m}"),
+            GetError::Corrupt => f.write_str(CORRUPT),
         }
     }
 }

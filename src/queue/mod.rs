@@ -137,6 +137,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         };
         match self.core.put(bytes, deadline) {
             Ok(()) => Ok(()),
+            Err(PutFail::Closed) if self.core.is_corrupt() => Err(PutError::Corrupt(item)),
             Err(PutFail::Closed) => Err(PutError::Closed(item)),
             Err(PutFail::Full) if zero => Err(PutError::Full(item)),
             Err(PutFail::Full) => Err(PutError::Timeout(item)),
@@ -171,6 +172,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             Ok(p) => {
                 postcard::from_bytes(p.as_slice()).map_err(|e| GetError::Decode(e.to_string()))
             }
+            Err(GetFail::Closed) if self.core.is_corrupt() => Err(GetError::Corrupt),
             Err(GetFail::Closed) => Err(GetError::Closed),
             Err(GetFail::Empty) if zero => Err(GetError::Empty),
             Err(GetFail::Empty) => Err(GetError::Timeout),
@@ -266,6 +268,14 @@ impl<T> Queue<T> {
     #[doc(hidden)]
     pub fn __hold_lock_mid_get(&self) {
         self.core.hold_lock_mid_get();
+    }
+
+    /// Test hook, not part of the API: overwrites the length word of the
+    /// record at the head with `len`, as a hostile or buggy process
+    /// mapping the queue could. False if the queue is empty.
+    #[doc(hidden)]
+    pub fn __scribble_head_len(&self, len: u32) -> bool {
+        self.core.scribble_head_len(len)
     }
 }
 

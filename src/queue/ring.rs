@@ -71,6 +71,18 @@
 //!
 //! Liveness is checked (through `/proc`) only after a waiter slept a whole
 //! [`SLICE`] without progress, so a dead party is noticed within about that.
+//!
+//! # Untrusted bytes
+//!
+//! Any process that maps the queue can write anything into it. Nothing
+//! read from shared memory is used before it is checked: the ring's size is
+//! read once, checked against the ring's mapping and kept in the handle
+//! (`Core::cap`); every head and tail is checked to lie on the 8-byte grid
+//! and at most a ring apart, and every record length to fit in a chunk and
+//! in the committed bytes. A value that fails poisons the queue
+//! (`Core::poison`): it is closed for good and marked corrupt, and the
+//! queue's calls fail with a corruption error; nothing is copied out of
+//! bounds and no buffer is made from an unchecked length.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
@@ -319,43 +331,85 @@ fn pack(count: u32, bytes: u32) -> u64 {
     ((count as u64) << 32) | bytes as u64
 }
 
-/// Copies `n <= 16` bytes with fixed-size (overlapping) copies, which
-/// compile to a few moves where a `memcpy` of unknown length is a call.
+/// Copies `src` (at most 16 bytes) to `dst` with fixed-size (overlapping)
+/// copies, which compile to a few moves where a `memcpy` of unknown length
+/// is a call.
 ///
 /// # Safety
 ///
-/// As for `copy_nonoverlapping(src, dst, n)`, and `n <= 16`.
+/// `dst` must be valid for writes of `src.len()` bytes, which must not
+/// overlap `src`; `src.len() <= 16`.
 #[inline(always)]
-unsafe fn copy_small(src: *const u8, dst: *mut u8, n: usize) {
-    use std::ptr::copy_nonoverlapping as copy;
-    // SAFETY: every copy lies inside `[0, n)` of both ranges, which the
-    // caller guarantees valid and disjoint.
-    unsafe {
-        if n >= 8 {
-            copy(src, dst, 8);
-            copy(src.add(n - 8), dst.add(n - 8), 8);
-        } else if n >= 4 {
-            copy(src, dst, 4);
-            copy(src.add(n - 4), dst.add(n - 4), 4);
-        } else if n >= 2 {
-            copy(src, dst, 2);
-            copy(src.add(n - 2), dst.add(n - 2), 2);
-        } else if n == 1 {
-            *dst = *src;
-        }
+unsafe fn copy_small(src: &[u8], dst: *mut u8) {
+    /// Copies the first and the last `K` bytes of `src`.
+    ///
+    /// # Safety
+    ///
+    /// As for `copy_small`, and `K <= src.len()`.
+    #[inline(always)]
+    unsafe fn ends<const K: usize>(src: &[u8], dst: *mut u8) {
+        let n = src.len();
+        // SAFETY: `K <= n`: the first `K` bytes of both ranges, valid and
+        // disjoint (the caller's promise).
+        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst, K) };
+        // SAFETY: likewise the last `K` bytes.
+        unsafe { std::ptr::copy_nonoverlapping(src[n - K..].as_ptr(), dst.wrapping_add(n - K), K) };
+    }
+    let n = src.len();
+    if n >= 8 {
+        // SAFETY: `8 <= n`; the rest is the caller's promise.
+        unsafe { ends::<8>(src, dst) }
+    } else if n >= 4 {
+        // SAFETY: `4 <= n`; as above.
+        unsafe { ends::<4>(src, dst) }
+    } else if n >= 2 {
+        // SAFETY: `2 <= n`; as above.
+        unsafe { ends::<2>(src, dst) }
+    } else if n == 1 {
+        // SAFETY: `dst` is valid for one byte's write.
+        unsafe { dst.write(src[0]) }
     }
 }
 
 /// The queue's shared state and ring, as one handle.
-#[cfg_attr(
-    feature = "serde",
-    derive(serde::Serialize, serde::Deserialize),
-    serde(bound = "")
-)]
+///
+/// The ring's size is kept here, in this process's memory, checked once
+/// against the ring's mapping when the handle is made or adopted: the copy
+/// in shared memory (`Waits::cap`) is only read then, so another process
+/// rewriting it cannot send a copy past the ring.
 pub(crate) struct Core {
     shared: ShmBox<Shared>,
     ring: Allocation,
+    cap: usize,
 }
+
+#[cfg(feature = "serde")]
+impl serde::Serialize for Core {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("Core", 2)?;
+        st.serialize_field("shared", &self.shared)?;
+        st.serialize_field("ring", &self.ring)?;
+        st.end()
+    }
+}
+
+#[cfg(feature = "serde")]
+impl<'de> serde::Deserialize<'de> for Core {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        #[derive(serde::Deserialize)]
+        #[serde(rename = "Core")]
+        struct Wire {
+            shared: ShmBox<Shared>,
+            ring: Allocation,
+        }
+        let w = Wire::deserialize(d)?;
+        Core::adopt(w.shared, w.ring).map_err(serde::de::Error::custom)
+    }
+}
+
+/// The value `Waits::closed` takes when a process found the ring corrupt.
+const CORRUPT: u32 = 2;
 
 /// The large writers' mutex, held. Releases on drop.
 struct HeldRaw<'a> {
@@ -432,7 +486,29 @@ impl Core {
             },
             unfinished: AtomicU32::new(0),
         })?;
-        Ok(Core { shared, ring })
+        Core::adopt(shared, ring)
+    }
+
+    /// A handle on `shared` and `ring`: checks the ring size recorded in
+    /// shared memory against the ring's mapping and keeps it.
+    fn adopt(shared: ShmBox<Shared>, ring: Allocation) -> Result<Core> {
+        let cap = shared.w.cap;
+        let fits = usize::try_from(cap).is_ok_and(|cap| {
+            cap.is_power_of_two()
+                && (MIN_CAP..=MAX_CAP).contains(&cap)
+                && cap <= crate::shm::usable_len(&ring)
+                && ring.ptr().as_ptr().cast::<u64>().is_aligned()
+        });
+        if !fits {
+            return Err(Error::Corrupt(
+                "a queue's recorded ring size does not match its ring",
+            ));
+        }
+        Ok(Core {
+            shared,
+            ring,
+            cap: cap as usize,
+        })
     }
 
     pub(crate) fn shared(&self) -> &Shared {
@@ -440,7 +516,7 @@ impl Core {
     }
 
     pub(crate) fn cap(&self) -> usize {
-        self.shared.w.cap as usize
+        self.cap
     }
 
     pub(crate) fn maxsize(&self) -> usize {
@@ -461,6 +537,31 @@ impl Core {
         self.shared.w.closed.load(Ordering::Acquire) != 0
     }
 
+    /// Whether a process found the ring corrupt (see [`Core::poison`]).
+    pub(crate) fn is_corrupt(&self) -> bool {
+        self.shared.w.closed.load(Ordering::Acquire) == CORRUPT
+    }
+
+    /// The ring holds what no producer of this module writes (a counter
+    /// off the 8-byte grid, more bytes between head and tail than the ring
+    /// holds, a record longer than a chunk or than the committed bytes):
+    /// another process wrote into it. Nothing in it can be trusted any
+    /// more, so the queue is closed for good, marked corrupt, and everyone
+    /// waiting is woken to find that out; the queue's calls then fail with
+    /// a corruption error.
+    #[cold]
+    fn poison(&self) {
+        self.shared.w.closed.store(CORRUPT, Ordering::Release);
+        self.wake_everyone();
+    }
+
+    /// Whether packed counters `head` and `tail` can both be true: byte
+    /// counters on the 8-byte grid, at most a ring apart.
+    fn sane(&self, head: u64, tail: u64) -> bool {
+        let (hb, tb) = (unpack(head).1, unpack(tail).1);
+        hb % 8 == 0 && tb % 8 == 0 && tb.wrapping_sub(hb) as usize <= self.cap
+    }
+
     pub(crate) fn close(&self) {
         let s = self.shared();
         s.w.closed.store(1, Ordering::Release);
@@ -476,7 +577,7 @@ impl Core {
 
     /// The payload bytes of the largest item sent in one record.
     fn chunk_max(&self) -> usize {
-        (self.shared.w.cap / 4 - HDR) as usize
+        self.cap / 4 - HDR as usize
     }
 
     /// Whether `rec` more bytes fit, and (if `count` is set) one more item
@@ -488,7 +589,9 @@ impl Core {
         let used = tb.wrapping_sub(hb) as u64;
         // (An old head may show more used than the ring holds: no room
         // then, and the caller looks at the real head.)
-        w.cap.checked_sub(used).is_some_and(|free| free >= rec)
+        (self.cap as u64)
+            .checked_sub(used)
+            .is_some_and(|free| free >= rec)
             && (!count || w.maxsize == 0 || (puts.wrapping_sub(gets) as u64) < w.maxsize)
     }
 
@@ -499,7 +602,7 @@ impl Core {
         let w = &self.shared.w;
         let (c0, b0) = unpack(seen);
         let (c1, b1) = unpack(now);
-        b1.wrapping_sub(b0) as u64 >= w.cap / 16
+        b1.wrapping_sub(b0) as usize >= self.cap / 16
             || (w.maxsize != 0 && c1.wrapping_sub(c0) as u64 >= (w.maxsize / 16).max(1))
     }
 
@@ -521,7 +624,9 @@ impl Core {
                 self.wake_everyone();
                 Some(Held { m, core: self })
             }
-            Acquired::Busy => None,
+            // The side locks are taken and released within one call of this
+            // module, so this thread never holds one here.
+            Acquired::Busy | Acquired::WouldDeadlock => None,
         }
     }
 
@@ -529,7 +634,8 @@ impl Core {
     fn lock_big<'a>(&'a self, m: &'a RawProcessMutex, deadline: Deadline) -> Option<HeldRaw<'a>> {
         match m.acquire(Self::lock_deadline(deadline)) {
             Acquired::Clean | Acquired::OwnerDied => Some(HeldRaw { m }),
-            Acquired::Busy => None,
+            // As for the side locks: never held by this thread here.
+            Acquired::Busy | Acquired::WouldDeadlock => None,
         }
     }
 
@@ -658,24 +764,27 @@ impl Core {
         let cap = self.cap();
         let off = (pos as usize) & (cap - 1);
         let first = src.len().min(cap - off);
-        // SAFETY: `off + first <= cap` and `src.len() - first < cap`: both
-        // copies stay inside the ring's `cap` bytes. Free space is touched
-        // by no one but the holder of `put_lock`; `src` is private memory,
-        // so the ranges do not overlap.
-        unsafe {
-            if src.len() <= 16 && first == src.len() {
-                copy_small(src.as_ptr(), self.base().add(off), first);
-                return;
-            }
-            std::ptr::copy_nonoverlapping(src.as_ptr(), self.base().add(off), first);
-            if first < src.len() {
-                std::ptr::copy_nonoverlapping(
-                    src.as_ptr().add(first),
-                    self.base(),
-                    src.len() - first,
-                );
-            }
+        let (head, wrapped) = src.split_at(first);
+        if wrapped.is_empty() && head.len() <= 16 {
+            // SAFETY: `off + first <= cap`: inside the ring's `cap` bytes.
+            // Free space is touched by no one but the holder of `put_lock`;
+            // `src` is private memory, so the ranges do not overlap.
+            unsafe { copy_small(head, self.at(off)) };
+            return;
         }
+        // SAFETY: as above.
+        unsafe { std::ptr::copy_nonoverlapping(head.as_ptr(), self.at(off), first) };
+        if !wrapped.is_empty() {
+            // SAFETY: `src.len() - first < cap`: the rest, from the ring's
+            // start, stays inside it too; otherwise as above.
+            unsafe { std::ptr::copy_nonoverlapping(wrapped.as_ptr(), self.base(), wrapped.len()) };
+        }
+    }
+
+    /// The address of ring byte `off` (computed without `unsafe`; in the
+    /// ring for `off < cap`).
+    fn at(&self, off: usize) -> *mut u8 {
+        self.base().wrapping_add(off)
     }
 
     /// Copies ring bytes at byte counter `pos` into `dst`, wrapping.
@@ -690,16 +799,14 @@ impl Core {
         let cap = self.cap();
         let off = (pos as usize) & (cap - 1);
         let first = dst.len().min(cap - off);
+        let (head, wrapped) = dst.split_at_mut(first);
         // SAFETY: as in `write_at`, with the copies going the other way.
-        unsafe {
-            std::ptr::copy_nonoverlapping(self.base().add(off), dst.as_mut_ptr(), first);
-            if first < dst.len() {
-                std::ptr::copy_nonoverlapping(
-                    self.base(),
-                    dst.as_mut_ptr().add(first),
-                    dst.len() - first,
-                );
-            }
+        unsafe { std::ptr::copy_nonoverlapping(self.at(off), head.as_mut_ptr(), first) };
+        if !wrapped.is_empty() {
+            // SAFETY: as in `write_at`.
+            unsafe {
+                std::ptr::copy_nonoverlapping(self.base(), wrapped.as_mut_ptr(), wrapped.len())
+            };
         }
     }
 
@@ -710,10 +817,12 @@ impl Core {
     /// As for `read_at`, for the 8 header bytes.
     unsafe fn header_at(&self, pos: u32) -> (u32, u32) {
         let off = (pos as usize) & (self.cap() - 1);
-        // SAFETY: byte counters of records are multiples of 8 and so is
-        // `cap`, so the header lies whole and 8-aligned inside the ring (whose
-        // base is page-aligned); the caller guarantees it is committed.
-        let v = unsafe { self.base().add(off).cast::<u64>().read() };
+        // SAFETY: byte counters of records are multiples of 8 (`sane`
+        // checks every counter read from shared memory before it is used)
+        // and so is `cap`, so the header lies whole and 8-aligned inside the
+        // ring (whose base is page-aligned); the caller guarantees it is
+        // committed.
+        let v = unsafe { self.at(off).cast::<u64>().read() };
         (v as u32, (v >> 32) as u32)
     }
 
@@ -727,10 +836,9 @@ impl Core {
         let off = (tail as usize) & (self.cap() - 1);
         // SAFETY: the header lies whole and 8-aligned inside the ring (see
         // `header_at`); the caller guarantees the record's bytes are free.
-        unsafe {
-            self.base().add(off).cast::<u64>().write(h);
-            self.write_at(tail.wrapping_add(HDR as u32), payload);
-        }
+        unsafe { self.at(off).cast::<u64>().write(h) };
+        // SAFETY: the payload's bytes follow, free too (the caller's).
+        unsafe { self.write_at(tail.wrapping_add(HDR as u32), payload) };
     }
 
     /// Copies the payload of the record at byte counter `head`.
@@ -752,7 +860,7 @@ impl Core {
                 // SAFETY: `at` and `cap` are multiples of 8, so the word lies
                 // whole and 8-aligned inside the ring, and within the
                 // committed record (payload and padding) the caller names.
-                let w = unsafe { self.base().add(off).cast::<u64>().read() };
+                let w = unsafe { self.at(off).cast::<u64>().read() };
                 d.copy_from_slice(&w.to_ne_bytes());
             }
             Payload::Inline(b, len)
@@ -795,8 +903,12 @@ impl Core {
             // An old head only understates the room: look at the real one
             // (the consumers' cache line) only when the old one is short.
             let mut head = s.p.head_seen.load(Ordering::Relaxed);
-            if !self.room(head, tail, rec, true) {
+            if !self.sane(head, tail) || !self.room(head, tail, rec, true) {
                 head = s.g.head.load(Ordering::Acquire);
+                if !self.sane(head, tail) {
+                    self.poison();
+                    return Err(PutFail::Closed);
+                }
                 s.p.head_seen.store(head, Ordering::Relaxed);
             }
             let bt = s.p.big_tid.load(Ordering::Relaxed);
@@ -852,6 +964,10 @@ impl Core {
             };
             let tail = s.p.tail.load(Ordering::Relaxed);
             let head = s.g.head.load(Ordering::Acquire);
+            if !self.sane(head, tail) {
+                self.poison();
+                break Err(PutFail::Closed);
+            }
             // Keep the producers' old head within a ring of the tail.
             s.p.head_seen.store(head, Ordering::Relaxed);
             let n = chunk.min(bytes.len() - off);
@@ -961,6 +1077,12 @@ impl Core {
                 tail = s.p.tail.load(Ordering::Acquire);
                 s.g.tail_seen.store(tail, Ordering::Relaxed);
             }
+            if !self.sane(head, tail) {
+                // The tail a consumer saw last may be old, never wrong: so
+                // this is the real one, or the head, gone bad.
+                self.poison();
+                return Err(GetFail::Closed);
+            }
             let (_, tb) = unpack(tail);
             if hb == tb {
                 if let Some((id, _)) = &rx {
@@ -991,6 +1113,13 @@ impl Core {
             let (len, tg) = unsafe { self.header_at(hb) };
             let kind = tg & 3;
             let id = tg >> 2;
+            // No producer writes a record longer than a chunk, nor one past
+            // the committed bytes: such a length would send the copies below
+            // past the record (and make a buffer as large as it says).
+            if len as usize > self.chunk_max() || rec_len(len as u64) > tb.wrapping_sub(hb) as u64 {
+                self.poison();
+                return Err(GetFail::Closed);
+            }
             let rec = rec_len(len as u64) as u32;
             let next = |taken: bool| pack(gets.wrapping_add(taken as u32), hb.wrapping_add(rec));
             if let Some((rid, buf)) = &mut rx {
@@ -1092,7 +1221,10 @@ impl Core {
         let tail = s.p.tail.load(Ordering::Relaxed);
         let head = s.g.head.load(Ordering::Acquire);
         let rec = rec_len(bytes.len() as u64);
-        if bytes.len() > self.chunk_max() || !self.room(head, tail, rec, false) {
+        if bytes.len() > self.chunk_max()
+            || !self.sane(head, tail)
+            || !self.room(head, tail, rec, false)
+        {
             return false;
         }
         // SAFETY: `put_lock` is held and `room` checked the space.
@@ -1101,11 +1233,111 @@ impl Core {
         true
     }
 
+    /// Test hook: overwrites the length word of the record at the head, as
+    /// any process mapping the ring could. False if the ring is empty.
+    pub(crate) fn scribble_head_len(&self, len: u32) -> bool {
+        let s = self.shared();
+        let (head, tail) = (
+            s.g.head.load(Ordering::Acquire),
+            s.p.tail.load(Ordering::Acquire),
+        );
+        if !self.sane(head, tail) || head == tail {
+            return false;
+        }
+        let off = (unpack(head).1 as usize) & (self.cap - 1);
+        // SAFETY: `off` is on the 8-byte grid inside the ring (checked by
+        // `sane`), so the header's first word lies whole and aligned in the
+        // ring, which lives as long as `self`; consumers read it only under
+        // `get_lock`, after this store in this test's program order.
+        let word = unsafe { AtomicU32::from_ptr(self.at(off).cast::<u32>()) };
+        word.store(len, Ordering::Release);
+        true
+    }
+
     /// Test hook: takes `get_lock` and keeps it: what a consumer killed
     /// mid-get leaves behind.
     pub(crate) fn hold_lock_mid_get(&self) {
         if let Some(held) = self.lock(&self.shared.g.get_lock, Deadline::NEVER) {
             std::mem::forget(held);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one_item() -> Core {
+        let c = Core::new(0, MIN_CAP, false).unwrap();
+        c.put(b"hello", Deadline::NEVER).unwrap();
+        c
+    }
+
+    #[test]
+    fn a_record_length_past_the_ring_poisons_the_queue() {
+        // Before the check, this length made the consumer allocate 4 GiB
+        // and copy it out of a 4 KiB ring.
+        let c = one_item();
+        assert!(c.scribble_head_len(u32::MAX - 7));
+        assert!(matches!(
+            c.get(Deadline::after(Duration::ZERO)),
+            Err(GetFail::Closed)
+        ));
+        assert!(c.is_corrupt());
+        assert!(matches!(
+            c.put(b"x", Deadline::after(Duration::ZERO)),
+            Err(PutFail::Closed)
+        ));
+    }
+
+    #[test]
+    fn a_record_longer_than_what_was_committed_poisons_the_queue() {
+        // Within a chunk, but past the tail: bytes no producer published.
+        let c = one_item();
+        assert!(c.scribble_head_len(64));
+        assert!(matches!(
+            c.get(Deadline::after(Duration::ZERO)),
+            Err(GetFail::Closed)
+        ));
+        assert!(c.is_corrupt());
+    }
+
+    #[test]
+    fn counters_off_the_grid_or_a_ring_apart_poison_the_queue() {
+        for (head, tail) in [(pack(0, 3), pack(1, 16)), (pack(0, 0), pack(1, 2 * 4096))] {
+            let c = one_item();
+            c.shared.g.head.store(head, Ordering::Release);
+            c.shared.g.tail_seen.store(0, Ordering::Release);
+            c.shared.p.tail.store(tail, Ordering::Release);
+            assert!(matches!(
+                c.get(Deadline::after(Duration::ZERO)),
+                Err(GetFail::Closed)
+            ));
+            assert!(c.is_corrupt());
+        }
+        // The producers' side looks too.
+        let c = one_item();
+        c.shared.p.tail.store(pack(1, 12), Ordering::Release);
+        c.shared.p.head_seen.store(pack(0, 5), Ordering::Release);
+        assert!(matches!(
+            c.put(b"x", Deadline::after(Duration::ZERO)),
+            Err(PutFail::Closed)
+        ));
+        assert!(c.is_corrupt());
+    }
+
+    #[test]
+    fn a_recorded_size_that_does_not_fit_the_ring_is_refused() {
+        for bad in [0u64, 4095, 8192, 1 << 40] {
+            let c = Core::new(0, MIN_CAP, false).unwrap();
+            // SAFETY: `as_ptr` points at the live header, valid for `c`'s
+            // life; only a place is named, no reference made.
+            let cap = unsafe { &raw mut (*c.shared.as_ptr()).w.cap };
+            // SAFETY: in the header, aligned; nobody else reads or writes
+            // it meanwhile (this is what a hostile process could do).
+            unsafe { cap.write(bad) };
+            let Core { shared, ring, .. } = c;
+            assert!(matches!(Core::adopt(shared, ring), Err(Error::Corrupt(_))));
         }
     }
 }

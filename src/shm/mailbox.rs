@@ -226,14 +226,11 @@ impl Mailbox {
             )));
         }
         out.clear();
-        out.reserve(n);
-        // SAFETY: the slot has SLOT >= n bytes; `out` has room for n bytes
-        // (reserved) in its own memory, so the ranges do not overlap; the
-        // bytes are plain u8, valid whatever the other process wrote.
-        unsafe {
-            std::ptr::copy_nonoverlapping(self.data(slot), out.as_mut_ptr(), n);
-            out.set_len(n);
-        }
+        out.resize(n, 0);
+        // SAFETY: the slot has SLOT >= n bytes; `out` holds n bytes in its
+        // own memory, so the ranges do not overlap; the bytes are plain u8,
+        // valid whatever the other process wrote.
+        unsafe { std::ptr::copy_nonoverlapping(self.data(slot), out.as_mut_ptr(), n) };
         Ok(())
     }
 }

@@ -1,5 +1,6 @@
 //! What may live in shared memory, and the shared heap that places it.
 
+pub(crate) mod copy;
 pub(crate) mod heap;
 #[cfg(feature = "serde")]
 pub(crate) mod mailbox;
@@ -99,6 +100,14 @@ shm_safe!(
 // all-zero array valid.
 unsafe impl<T: ShmSafe, const N: usize> ShmSafe for [T; N] {}
 
+/// How many bytes from `alloc.ptr()` belong to the allocation and are
+/// mapped: its slot size, or what its mapping holds past it (an adopted
+/// large block's recorded size is not trusted beyond its mapping).
+pub(crate) fn usable_len(alloc: &heap::Allocation) -> usize {
+    let (arena, offset, size) = alloc.location();
+    size.min(arena.mapping().len().saturating_sub(offset))
+}
+
 /// Checked at compile time wherever a `ShmSafe` type is placed: the trait's
 /// contract excludes drop glue, and this catches a wrong manual impl.
 pub(crate) const fn assert_no_drop<T>() {
@@ -111,11 +120,11 @@ pub(crate) const fn assert_no_drop<T>() {
 /// One `T` placed in the shared heap: the building block of every shared
 /// type. Dereferences to `&T` only; shared mutation goes through atomics or
 /// `UnsafeCell`s inside `T`.
-#[cfg_attr(
-    feature = "serde",
-    derive(serde::Serialize, serde::Deserialize),
-    serde(bound = "")
-)]
+///
+/// Invariant: `alloc` holds at least `size_of::<T>()` bytes, aligned for
+/// `T`, holding a valid `T`. A handle from the wire (spawn arguments) is
+/// adopted only after checking the first two and that it was sent as a
+/// `ShmBox<T>` of the same `T` (see [`transfer::TypeTag`]).
 pub(crate) struct ShmBox<T> {
     alloc: heap::Allocation,
     _marker: std::marker::PhantomData<T>,
@@ -139,6 +148,45 @@ impl<T: ShmSafe> ShmBox<T> {
 impl<T> ShmBox<T> {
     pub(crate) fn as_ptr(&self) -> *mut T {
         self.alloc.ptr().cast::<T>().as_ptr()
+    }
+}
+
+#[cfg(feature = "serde")]
+impl<T: 'static> serde::Serialize for ShmBox<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("ShmBox", 2)?;
+        st.serialize_field("alloc", &self.alloc)?;
+        st.serialize_field("ty", &transfer::TypeTag::of::<T>())?;
+        st.end()
+    }
+}
+
+#[cfg(feature = "serde")]
+impl<'de, T: 'static> serde::Deserialize<'de> for ShmBox<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(serde::Deserialize)]
+        #[serde(rename = "ShmBox")]
+        struct Wire {
+            alloc: heap::Allocation,
+            ty: transfer::TypeTag,
+        }
+        let w = Wire::deserialize(d)?;
+        let adopt = || -> crate::Result<ShmBox<T>> {
+            w.ty.check::<T, T>()?;
+            if usable_len(&w.alloc) < std::mem::size_of::<T>()
+                || !w.alloc.ptr().cast::<T>().is_aligned()
+            {
+                return Err(crate::Error::InvalidArgument(
+                    "a shared object's memory is too small or misaligned for its type",
+                ));
+            }
+            Ok(ShmBox {
+                alloc: w.alloc,
+                _marker: std::marker::PhantomData,
+            })
+        };
+        adopt().map_err(serde::de::Error::custom)
     }
 }
 
@@ -167,3 +215,35 @@ unsafe impl<T: Sync> Sync for ShmBox<T> {}
 
 mod atomic;
 pub use atomic::{Atomic, AtomicNumber};
+
+#[cfg(all(test, feature = "serde"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_box_too_small_or_mistyped_is_refused() {
+        let b = ShmBox::new(7u8).unwrap();
+        // A right-looking tag on a 16-byte slot, too small for 512 bytes,
+        // and a `u8` read back as a `bool`: before the check both were
+        // adopted.
+        #[derive(serde::Serialize)]
+        struct Wire<'a> {
+            alloc: &'a heap::Allocation,
+            ty: transfer::TypeTag,
+        }
+        let too_small = Wire {
+            alloc: &b.alloc,
+            ty: transfer::TypeTag::of::<[u64; 64]>(),
+        };
+        let (bytes, arenas) = transfer::collecting(|| postcard::to_stdvec(&too_small).unwrap());
+        let r = transfer::receiving(arenas, || postcard::from_bytes::<ShmBox<[u64; 64]>>(&bytes));
+        assert!(r.is_err());
+        let (bytes, arenas) = transfer::collecting(|| postcard::to_stdvec(&b).unwrap());
+        let r = transfer::receiving(arenas.clone(), || {
+            postcard::from_bytes::<ShmBox<bool>>(&bytes)
+        });
+        assert!(r.is_err());
+        let back = transfer::receiving(arenas, || postcard::from_bytes::<ShmBox<u8>>(&bytes));
+        assert_eq!(*back.unwrap(), 7);
+    }
+}

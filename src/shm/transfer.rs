@@ -22,7 +22,7 @@ use super::heap::{Allocation, Arena};
 /// What a spawned child inherits besides its arguments' bytes: the arenas
 /// shared objects live in, and other descriptors ([`Descriptor`]), each in
 /// the order the parent met them while serializing.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub(crate) struct Carried {
     pub(crate) arenas: Vec<Arc<Arena>>,
     pub(crate) fds: Vec<Arc<OwnedFd>>,
@@ -76,6 +76,58 @@ impl Serialize for Descriptor {
             None => Err(S::Error::custom(
                 "a descriptor can be serialized only as an argument of a spawned process",
             )),
+        }
+    }
+}
+
+/// What a shared object's handle says about the type it holds: its size,
+/// alignment and identity (a hash of its `TypeId`, the same in every
+/// process running one binary, as spawned children do). A handle is
+/// adopted only as the type it was sent as, so a forged or mistyped handle
+/// (an `Array<u8>` read back as an `Array<u64>`, a `Value<u8>` as a
+/// `Value<bool>`) is refused instead of reaching bytes it does not own or
+/// making invalid values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct TypeTag {
+    size: u64,
+    align: u64,
+    id: u64,
+}
+
+impl TypeTag {
+    /// The tag of a handle to one `T`.
+    pub(crate) fn of<T: 'static>() -> TypeTag {
+        TypeTag::of_elements::<T, T>()
+    }
+
+    /// The tag of a handle of type `H` to elements of type `T` (an array:
+    /// `Array<T>` and `RawArray<T>` lay their elements out differently).
+    pub(crate) fn of_elements<T: 'static, H: 'static>() -> TypeTag {
+        use std::hash::{Hash, Hasher};
+        // `DefaultHasher::new()` hashes with fixed keys: the same value in
+        // every run of one binary.
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        std::any::TypeId::of::<H>().hash(&mut h);
+        TypeTag {
+            size: std::mem::size_of::<T>() as u64,
+            align: std::mem::align_of::<T>() as u64,
+            id: h.finish(),
+        }
+    }
+
+    /// Checks that this tag is that of a handle of type `H` to `T`s.
+    pub(crate) fn check<T: 'static, H: 'static>(self) -> crate::Result<()> {
+        let want = TypeTag::of_elements::<T, H>();
+        if self.size != want.size || self.align != want.align {
+            Err(crate::Error::InvalidArgument(
+                "a shared object arrived with another element size or alignment than its type's",
+            ))
+        } else if self.id != want.id {
+            Err(crate::Error::InvalidArgument(
+                "a shared object arrived as another type than it was sent as",
+            ))
+        } else {
+            Ok(())
         }
     }
 }

@@ -17,8 +17,14 @@ pub type LockGuard<'a> = MutexGuard<'a, ()>;
 /// A non-recursive lock shared by processes, like Python's
 /// `multiprocessing.Lock`.
 ///
-/// Create it before forking; children inherit it. Locking it twice from the
-/// same thread deadlocks, as in Python.
+/// Create it before forking; children inherit it. Locking it again from
+/// the thread that holds it would deadlock (it does in Python): `lock`,
+/// `lock_timeout`, `acquire` and `acquire_timeout` return
+/// [`WouldDeadlock`](crate::LockError::WouldDeadlock) at once instead
+/// (with a zero timeout, which never waits, they time out as Python's
+/// `acquire(False)` fails). To
+/// signal between processes, use an [`Event`](crate::Event) or a
+/// [`Semaphore`](crate::Semaphore) rather than a lock taken twice.
 ///
 /// If a process dies while holding the lock, the next acquirer gets
 /// [`OwnerDied`](crate::OwnerDied) (holding the guard) within about 50 ms, and the lock
@@ -41,6 +47,10 @@ pub type LockGuard<'a> = MutexGuard<'a, ()>;
 /// The guard releases the lock (Python's `with lock:`). `acquire` and
 /// `release` exist for code that must release elsewhere; as in Python any
 /// process may release a held `Lock`.
+// The derived `Deserialize` is sound: the only field is a `ShmBox`, whose
+// own `Deserialize` checks the type, size and alignment of what it adopts;
+// the `unsafe` in this type's methods relies on nothing else.
+#[cfg_attr(feature = "serde", allow(clippy::unsafe_derive_deserialize))]
 #[cfg_attr(
     feature = "serde",
     derive(serde::Serialize, serde::Deserialize),
@@ -148,6 +158,10 @@ unsafe impl crate::ShmSafe for RLockState {}
 ///
 /// The owner is one thread of one process (its kernel thread id); another
 /// thread or process that tries to release it gets [`Error::NotOwner`].
+// The derived `Deserialize` is sound: the only field is a `ShmBox`, whose
+// own `Deserialize` checks the type, size and alignment of what it adopts;
+// the `unsafe` in this type's methods relies on nothing else.
+#[cfg_attr(feature = "serde", allow(clippy::unsafe_derive_deserialize))]
 #[cfg_attr(
     feature = "serde",
     derive(serde::Serialize, serde::Deserialize),

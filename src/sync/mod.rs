@@ -8,7 +8,7 @@ pub(crate) mod lock;
 pub(crate) mod raw;
 pub(crate) mod semaphore;
 
-use crate::error::{OwnerDied, TryLockError, TryLockResult};
+use crate::error::{LockError, OwnerDied, TryLockError, TryLockResult};
 use crate::sys::futex::Deadline;
 use raw::{Acquired, RawProcessMutex};
 
@@ -23,9 +23,47 @@ pub type MappedMutexGuard<'a, T> = lock_api::MappedMutexGuard<'a, RawProcessMute
 
 // SAFETY: the raw mutex is one atomic word and T is plain data, so the pair
 // is plain data; an all-zero Mutex is an unlocked one holding all-zero T.
+// That `lock_api::Mutex` is exactly that pair (no pointer, no drop glue,
+// nothing else) is checked below at compile time, so a `lock_api` release
+// that changed it would fail to build rather than put a pointer in shared
+// memory.
 unsafe impl<T: crate::ShmSafe> crate::ShmSafe for Mutex<T> {}
-// SAFETY: one atomic word; all-zero is a condvar without waiters.
+// SAFETY: one atomic word; all-zero is a condvar without waiters (checked
+// below: the wrapper is the raw condvar and nothing else).
 unsafe impl crate::ShmSafe for lock_api::Condvar<raw::RawProcessCondvar> {}
+
+/// The size of a `Mutex<T>` made of the raw mutex and a `T` only, in
+/// either order, with no padding beyond alignment.
+const fn pair_size<T>() -> usize {
+    let align = if align_of::<T>() > align_of::<RawProcessMutex>() {
+        align_of::<T>()
+    } else {
+        align_of::<RawProcessMutex>()
+    };
+    (size_of::<RawProcessMutex>() + size_of::<T>()).next_multiple_of(align)
+}
+
+// The layouts `ShmSafe` relies on above. Checked for a spread of payloads:
+// a field added to `lock_api::Mutex` (a pointer, a poison flag) changes at
+// least one of these sizes.
+const _: () = {
+    use std::mem::needs_drop;
+    assert!(size_of::<RawProcessMutex>() == 4 && align_of::<RawProcessMutex>() == 4);
+    assert!(size_of::<Mutex<()>>() == pair_size::<()>());
+    assert!(size_of::<Mutex<u8>>() == pair_size::<u8>());
+    assert!(size_of::<Mutex<u32>>() == pair_size::<u32>());
+    assert!(size_of::<Mutex<u64>>() == pair_size::<u64>());
+    assert!(size_of::<Mutex<[u8; 3]>>() == pair_size::<[u8; 3]>());
+    assert!(size_of::<Mutex<[u64; 5]>>() == pair_size::<[u64; 5]>());
+    assert!(align_of::<Mutex<()>>() == align_of::<RawProcessMutex>());
+    assert!(align_of::<Mutex<u64>>() == align_of::<u64>());
+    assert!(!needs_drop::<Mutex<()>>() && !needs_drop::<Mutex<[u64; 5]>>());
+    type Cv = lock_api::Condvar<raw::RawProcessCondvar>;
+    assert!(size_of::<Cv>() == size_of::<raw::RawProcessCondvar>());
+    assert!(align_of::<Cv>() == align_of::<raw::RawProcessCondvar>());
+    assert!(size_of::<raw::RawProcessCondvar>() == 4);
+    assert!(!needs_drop::<Cv>());
+};
 
 /// How a blocking lock call should wait.
 #[derive(Clone, Copy)]
@@ -57,6 +95,7 @@ pub(crate) fn acquire_with<G>(
         Acquired::Clean => Ok(make()),
         Acquired::OwnerDied => Err(TryLockError::OwnerDied(OwnerDied::new(make()))),
         Acquired::Busy => Err(TryLockError::TimedOut),
+        Acquired::WouldDeadlock => Err(TryLockError::WouldDeadlock),
     }
 }
 
@@ -64,7 +103,8 @@ pub(crate) fn acquire_with<G>(
 pub(crate) fn forever<G>(r: TryLockResult<G>) -> crate::LockResult<G> {
     match r {
         Ok(g) => Ok(g),
-        Err(TryLockError::OwnerDied(e)) => Err(e),
+        Err(TryLockError::OwnerDied(e)) => Err(LockError::OwnerDied(e)),
+        Err(TryLockError::WouldDeadlock) => Err(LockError::WouldDeadlock),
         Err(TryLockError::WouldBlock | TryLockError::TimedOut) => {
             unreachable!("a wait without deadline only returns once the lock is held")
         }

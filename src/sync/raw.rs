@@ -13,6 +13,20 @@
 //! takes the lock over with one compare-and-swap and reports
 //! [`Acquired::OwnerDied`]. Two waiters cannot both take over: only one
 //! compare-and-swap from the dead owner's word succeeds.
+//!
+//! # One pid namespace
+//!
+//! A thread id is a number in its process's pid namespace, and liveness is
+//! read from this namespace's `/proc`. So every process that uses a lock
+//! must live in one pid namespace, as every process this crate starts does
+//! (fork and spawn children stay in their parent's). A process in another
+//! namespace (a container handed the memory through a descriptor or
+//! `/dev/shm`, a child after `unshare(CLONE_NEWPID)`) would write ids that
+//! name other threads here: its death could go unnoticed, or its id could
+//! be taken for another thread's, even the caller's own (reported as
+//! [`Acquired::WouldDeadlock`]). Nothing checks this (a lock is one word,
+//! with no room to record a namespace): do not share locks across pid
+//! namespaces.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -42,6 +56,9 @@ pub(crate) enum Acquired {
     OwnerDied,
     /// Not acquired: the lock was busy (or the timeout passed).
     Busy,
+    /// Not acquired: the calling thread holds it already, so no wait could
+    /// end (see [`RawProcessMutex`] on self-deadlock).
+    WouldDeadlock,
 }
 
 /// A process-shared mutex on one futex word: the raw lock behind [`Lock`],
@@ -51,6 +68,27 @@ pub(crate) enum Acquired {
 /// Through the `lock_api` traits an owner's death is not reported (their
 /// signatures have no room for it): the lock is simply acquired. The
 /// crate's own types report it as [`OwnerDied`](crate::OwnerDied).
+///
+/// # Locking it again from the holding thread
+///
+/// The word names the holding thread, so a thread that asks for a lock it
+/// already holds is told at once instead of waiting for ever: the crate's
+/// own blocking calls (`lock`, `lock_timeout`, `acquire`) return
+/// [`LockError::WouldDeadlock`](crate::LockError::WouldDeadlock) or
+/// [`TryLockError::WouldDeadlock`](crate::TryLockError::WouldDeadlock);
+/// `lock_api`'s `lock` (whose signature has no room for an error) panics
+/// with a message saying so, and its timed forms return `None` at once.
+/// Calls that never wait (`try_lock`, a zero timeout) simply fail, as for
+/// any held lock (Python's `acquire(False)` returns `False` here).
+///
+/// Thread ids are per thread and per process: a fork child runs under a
+/// new id, so a lock its parent held at the fork is not the child's; the
+/// child waits for the parent to release it (or to die) like any other
+/// process. The check cannot be fooled the other way either: the word can
+/// hold this thread's id only if this thread wrote it, or if a thread that
+/// died holding the lock had the same id, which the kernel hands out again
+/// only after the whole id space has been cycled through; waiting for
+/// such a lock would never end either, because this thread is alive.
 ///
 /// [`Lock`]: crate::Lock
 /// [`Value`]: crate::Value
@@ -97,6 +135,16 @@ impl RawProcessMutex {
 
     #[cold]
     fn acquire_slow(&self, tid: u32, deadline: Deadline) -> Acquired {
+        if self.owner() == tid {
+            // Only this thread could release it, and it is here, waiting.
+            // A call that would not wait anyway (a zero timeout) is told
+            // what any held lock tells it.
+            return if deadline.expired() {
+                Acquired::Busy
+            } else {
+                Acquired::WouldDeadlock
+            };
+        }
         robust_acquire(&self.word, TID_MASK, tid, SPIN, deadline)
     }
 
@@ -146,8 +194,16 @@ unsafe impl lock_api::RawMutex for RawProcessMutex {
     fn lock(&self) -> GuardNoSend {
         // An owner's death cannot be reported through this trait; the lock
         // is acquired either way.
-        let _ = self.acquire(Deadline::NEVER);
-        GuardNoSend::new()
+        match self.acquire(Deadline::NEVER) {
+            Acquired::Clean | Acquired::OwnerDied => GuardNoSend::new(),
+            // A bug in the caller, which this signature cannot report:
+            // better a clear panic than a thread asleep for ever.
+            Acquired::WouldDeadlock => panic!(
+                "this thread locked a process-shared mutex it already holds; \
+                 waiting would deadlock (drop the first guard first)"
+            ),
+            Acquired::Busy => unreachable!("a wait without deadline ends holding the lock"),
+        }
     }
 
     fn try_lock(&self) -> Option<GuardNoSend> {
@@ -171,7 +227,10 @@ unsafe impl lock_api::RawMutexTimed for RawProcessMutex {
     type Instant = std::time::Instant;
 
     fn try_lock_for(&self, timeout: Duration) -> Option<GuardNoSend> {
-        (self.acquire(Deadline::after(timeout)) != Acquired::Busy).then(GuardNoSend::new)
+        match self.acquire(Deadline::after(timeout)) {
+            Acquired::Clean | Acquired::OwnerDied => Some(GuardNoSend::new()),
+            Acquired::Busy | Acquired::WouldDeadlock => None,
+        }
     }
 
     fn try_lock_until(&self, timeout: std::time::Instant) -> Option<GuardNoSend> {
@@ -234,6 +293,8 @@ impl RawProcessCondvar {
         // SAFETY: the caller holds `mutex`.
         unsafe { mutex.release() };
         let r = futex::wait(&self.seq, seq, timeout);
+        // Released above, so this thread cannot be its owner now: the
+        // result is Clean or OwnerDied.
         let acquired = mutex.acquire(Deadline::NEVER);
         (r == futex::Wait::TimedOut, acquired)
     }

@@ -192,13 +192,10 @@ fn counter(size: Size) -> Outcome<Vec<Line>> {
 
     let map = shared_mapping(4096, true);
     // SAFETY: a page-aligned, zeroed 4096-byte shared mapping that outlives
-    // its users: the lock word at 0, the counter at 8, both aligned.
-    let (word, count) = unsafe {
-        (
-            AtomicU32::from_ptr(map.as_mut_ptr().cast()),
-            AtomicU64::from_ptr(map.as_mut_ptr().add(8).cast()),
-        )
-    };
+    // its users: the lock word at 0, aligned.
+    let word = unsafe { AtomicU32::from_ptr(map.as_mut_ptr().cast()) };
+    // SAFETY: as above: the counter at 8, aligned.
+    let count = unsafe { AtomicU64::from_ptr(map.as_mut_ptr().wrapping_add(8).cast()) };
     let lock = BareFutexLock(word);
     let (mut best, mut ok) = (Duration::MAX, String::from("ok"));
     for _ in 0..size.reps {
@@ -265,9 +262,10 @@ fn array_fill(size: Size) -> Outcome<Vec<Line>> {
     };
     let fill = |base: usize, i: usize| {
         let r = i * n / P..(i + 1) * n / P;
+        let start = (base as *mut f64).wrapping_add(r.start);
         // SAFETY: each child fills its own part of an n-element f64 array
         // at `base` that outlives it.
-        let s = unsafe { std::slice::from_raw_parts_mut((base as *mut f64).add(r.start), r.len()) };
+        let s = unsafe { std::slice::from_raw_parts_mut(start, r.len()) };
         for (j, x) in s.iter_mut().enumerate() {
             *x = (r.start + j) as f64;
         }
@@ -290,7 +288,7 @@ fn array_fill(size: Size) -> Outcome<Vec<Line>> {
         // n-element mapping.
         keep(
             &mut ok_raw,
-            verify(&|i| unsafe { *(base as *const f64).add(i) }),
+            verify(&|i| unsafe { (base as *const f64).wrapping_add(i).read() }),
         );
         drop(m);
         if rep > 0 {
