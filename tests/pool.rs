@@ -609,3 +609,75 @@ fn threads_share_a_pool() {
         }
     });
 }
+
+/// Busy processes (`yes > /dev/null`), one per core, killed and reaped on
+/// drop: the load under which a large result used to be started over for
+/// ever.
+struct Hogs(Vec<std::process::Child>);
+
+impl Hogs {
+    fn start() -> Hogs {
+        let n = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Hogs(
+            (0..n)
+                .map(|_| {
+                    std::process::Command::new("yes")
+                        .stdout(std::process::Stdio::null())
+                        .spawn()
+                        .expect("start yes")
+                })
+                .collect(),
+        )
+    }
+}
+
+impl Drop for Hogs {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn text(n: usize) -> String {
+    "x".repeat(n)
+}
+
+#[test]
+fn a_result_of_a_hundred_rings_streams_through_under_load() {
+    let _s = common::serial();
+    let pool = builder(2).build().unwrap();
+    let hogs = Hogs::start();
+    // 128 times the (1 MiB) result ring. Before: whenever the parent was
+    // descheduled for a moment the worker's put gave the result up after
+    // 500 ms and sent it again from the start, and the parent dropped what
+    // it had gathered: under load it never arrived (not within 20 s).
+    let n = 128 << 20;
+    let r = pool.apply_async(text, n).unwrap();
+    let small = pool.apply_async(square, 3).unwrap();
+    // A short wait returns by its deadline while the result streams in.
+    let t = Instant::now();
+    let early = r.get_timeout(Duration::from_millis(50));
+    let took = t.elapsed();
+    assert!(
+        took < Duration::from_millis(600),
+        "get_timeout(50 ms) took {took:?}"
+    );
+    let t = Instant::now();
+    let got = match early {
+        Ok(s) => s,
+        Err(Error::Timeout) => r
+            .get_timeout(Duration::from_secs(8))
+            .unwrap_or_else(|e| panic!("{e} after {:?}", t.elapsed())),
+        Err(e) => panic!("{e}"),
+    };
+    let took = t.elapsed();
+    drop(hogs);
+    assert!(
+        got.len() == n && got == text(n),
+        "the result arrived damaged"
+    );
+    assert_eq!(small.get_timeout(common::PATIENCE).unwrap(), 9);
+    eprintln!("128 MiB result under load: {took:?}");
+}

@@ -88,7 +88,7 @@ use serde::de::DeserializeOwned;
 use crate::error::{Error, Result};
 use crate::process::code::CodePtr;
 use crate::process::{ExitStatus, Process, StartMethod};
-use crate::queue::ring::{Core, GetFail, PutFail};
+use crate::queue::ring::{Core, GetFail, OnWait};
 use crate::shm::ShmBox;
 use crate::sys::futex::Deadline;
 use worker::{CodeTable, TaskCode, WorkerArgs, WorkerSlot};
@@ -100,11 +100,6 @@ const RING_BYTES: usize = 1 << 20;
 /// Consecutive workers that may die (by a signal) before finishing their
 /// initializer before the pool gives up.
 const STARTUP_FAILURES: u32 = 3;
-
-/// The first and the longest attempt at putting a chunk larger than a
-/// quarter of the task ring (see `Inner::submit`).
-const BIG_PUT_FIRST: Duration = Duration::from_millis(20);
-const BIG_PUT_MAX: Duration = Duration::from_secs(1);
 
 /// How many chunks an `imap` keeps submitted ahead of what it yielded,
 /// per worker.
@@ -518,32 +513,33 @@ impl Inner {
     /// Puts one encoded chunk in the task ring, collecting results while
     /// the ring is full. The chunk is already listed in its job.
     ///
-    /// A chunk that fits in the ring is put without waiting (results are
-    /// collected while there is no room: workers may be waiting for room
-    /// in the result ring). A larger one goes in pieces while a worker
-    /// takes them, which takes time: it is given growing deadlines (an
-    /// attempt that runs out takes its pieces back), with results collected
-    /// between attempts.
+    /// Whenever there is no room, results are collected for up to a
+    /// millisecond (workers may be waiting for room in the result ring)
+    /// before the ring is looked at again. A chunk larger than a quarter of
+    /// the ring goes in pieces as a worker takes them, and is never started
+    /// over: the pieces already sent stay sent while results are collected.
     fn submit(&self, st: &mut State, msg: &[u8]) -> std::result::Result<(), Failure> {
-        let big = msg.len() + 8 > self.tasks.cap() / 4;
-        let mut wait = Duration::ZERO;
-        loop {
+        let mut stopped = None;
+        let r = self.tasks.put_with(msg, Deadline::NEVER, &mut || {
             if st.terminated {
-                return Err(Failure::Terminated);
+                stopped = Some(Failure::Terminated);
+                return OnWait::Stop;
             }
             if let Some(m) = &st.broken {
-                return Err(Failure::Init(m.clone()));
+                stopped = Some(Failure::Init(m.clone()));
+                return OnWait::Stop;
             }
-            match self.tasks.put(msg, Deadline::after(wait)) {
-                Ok(()) => return Ok(()),
-                Err(PutFail::Closed) => return Err(Failure::Closed),
-                Err(PutFail::Full) => {
-                    self.pump(st, Deadline::after(Duration::from_millis(1)));
-                    if big {
-                        wait = (wait * 2).clamp(BIG_PUT_FIRST, BIG_PUT_MAX);
-                    }
-                }
-            }
+            self.pump(st, Deadline::after(Duration::from_millis(1)));
+            OnWait::Again
+        });
+        match (r, stopped) {
+            (Ok(()), _) => Ok(()),
+            (Err(_), Some(f)) => Err(f),
+            (Err(_), None) if st.terminated => Err(Failure::Terminated),
+            (Err(_), None) => match &st.broken {
+                Some(m) => Err(Failure::Init(m.clone())),
+                None => Err(Failure::Closed),
+            },
         }
     }
 

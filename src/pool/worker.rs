@@ -31,14 +31,14 @@ use std::io::Write;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
 use crate::process::code::{Code, CodeFn, CodePtr};
-use crate::queue::ring::{Core, GetFail, PutFail};
+use crate::queue::ring::{Core, GetFail, OnWait};
 use crate::shm::transfer::Descriptor;
 use crate::sys::futex::Deadline;
 use crate::sys::mem::WriterMapping;
@@ -363,16 +363,22 @@ pub(super) fn parse_header(b: &[u8]) -> Option<(u64, u32, u32)> {
 }
 
 /// Puts `msg` in the result ring, waiting for room as long as the parent
-/// lives; false if the ring was closed or the parent is gone.
+/// lives; false if the ring was closed or the parent is gone. A large
+/// result goes in chunk by chunk as the parent takes them, however long
+/// that takes: it is never started over.
 fn send(results: &Core, msg: &[u8]) -> bool {
-    loop {
-        match results.put(msg, Deadline::after(IDLE_CHECK)) {
-            Ok(()) => return true,
-            Err(PutFail::Closed) => return false,
-            Err(PutFail::Full) if !crate::process::parent_alive() => return false,
-            Err(PutFail::Full) => {}
+    let mut next_check = Instant::now() + IDLE_CHECK;
+    let r = results.put_with(msg, Deadline::NEVER, &mut || {
+        let now = Instant::now();
+        if now >= next_check {
+            next_check = now + IDLE_CHECK;
+            if !crate::process::parent_alive() {
+                return OnWait::Stop;
+            }
         }
-    }
+        OnWait::Sleep
+    });
+    r.is_ok()
 }
 
 /// The body of every worker process.
