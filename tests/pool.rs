@@ -681,3 +681,66 @@ fn a_result_of_a_hundred_rings_streams_through_under_load() {
     assert_eq!(small.get_timeout(common::PATIENCE).unwrap(), 9);
     eprintln!("128 MiB result under load: {took:?}");
 }
+
+static BUSY: std::sync::OnceLock<Arc<Value<u64>>> = std::sync::OnceLock::new();
+
+fn note_busy(count: Arc<Value<u64>>) {
+    let _ = BUSY.set(count);
+}
+
+/// Counts itself in, then spins (busy, never asleep) for `ms`.
+fn spin_ms(ms: u64) -> u64 {
+    if let Some(c) = BUSY.get() {
+        c.update(|n| *n += 1);
+    }
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_millis(ms) {
+        std::hint::spin_loop();
+    }
+    ms
+}
+
+#[test]
+fn busy_workers_die_with_their_killed_parent_at_once() {
+    use nix::sys::signal::{Signal, kill, raise};
+    let _s = common::serial();
+    // A child of the test makes a pool, gives both workers a 30 s busy
+    // task, sends their pids and is SIGKILLed: the workers must be gone
+    // within a second. Before, they ran their task to its end (idle ones
+    // left within half a second). (Workers started by another thread than
+    // the main one, and spawned workers: tests/pool_spawn.rs.)
+    let (rd, wr) = multiproc::pipe(false).unwrap();
+    let mut parent = common::spawn(|| {
+        let busy = Arc::new(Value::new(0u64).unwrap());
+        // The child has one thread: forking needs no opt-in here.
+        let pool = Pool::builder()
+            .processes(2)
+            .initializer(note_busy, busy.clone())
+            .build()
+            .unwrap();
+        let _r: Vec<_> = (0..2)
+            .map(|_| pool.apply_async(spin_ms, 30_000).unwrap())
+            .collect();
+        assert!(common::eventually(common::PATIENCE, || busy.get() == 2));
+        let pids: Vec<u8> = pool.pids().iter().flat_map(|p| p.to_le_bytes()).collect();
+        wr.send_bytes(&pids).unwrap();
+        let _ = raise(Signal::SIGKILL);
+        common::hang();
+    });
+    assert!(rd.poll(Some(common::PATIENCE)).unwrap(), "no pids came");
+    let pids: Vec<i32> = rd
+        .recv_bytes()
+        .unwrap()
+        .chunks_exact(4)
+        .map(|b| i32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    assert_eq!(pids.len(), 2);
+    assert_eq!(parent.join().unwrap().code(), -9);
+    let gone = common::eventually(Duration::from_secs(1), || pids.iter().all(|&p| !running(p)));
+    let left: Vec<i32> = pids.iter().copied().filter(|&p| running(p)).collect();
+    for &p in &left {
+        // Do not leave them spinning if the test failed.
+        let _ = kill(nix::unistd::Pid::from_raw(p), Signal::SIGKILL);
+    }
+    assert!(gone, "workers {left:?} outlived their killed parent by 1 s");
+}

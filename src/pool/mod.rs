@@ -67,6 +67,21 @@
 //! at the next call. Waiting calls look at the workers at least every
 //! 20 ms, so a killed worker is noticed within about that.
 //!
+//! # Dying with the parent
+//!
+//! Workers die with the pool's process however it ends, SIGKILL included,
+//! even in the middle of a task: each has the kernel's parent-death signal
+//! set, with the check for a parent that died before it was set. The kernel
+//! sends that signal when the *thread* that started the worker ends, and the
+//! pool starts workers (and their replacements) from whichever thread calls
+//! into it. So a worker started by the process's main thread gets SIGKILL
+//! (the main thread ends with the process, unless it calls
+//! `pthread_exit`), and one started by another thread gets a real-time
+//! signal (`SIGRTMAX - 2`) whose handler kills the worker only if the
+//! pool's process is gone, not when just that thread ended. A task that
+//! blocks or takes over that signal gives this up for its worker (which
+//! then notices a dead parent only between tasks).
+//!
 //! # Dropping
 //!
 //! Dropping the pool terminates it, like leaving Python's `with Pool()`
@@ -365,6 +380,10 @@ where
         let method = self.start_method.unwrap_or_else(crate::start_method);
         let allow = self.allow_threads;
         let starter: Starter = Box::new(move |serial, tasks, results, slot| {
+            // The worker dies with this process (see "Dying with the
+            // parent" in the module documentation).
+            let parent = crate::sys::thread::pid();
+            let by_main_thread = crate::sys::thread::tid() as i32 == parent;
             let args = WorkerArgs {
                 tasks,
                 results,
@@ -373,10 +392,13 @@ where
                 max_tasks,
                 table: table_fd.clone(),
                 init: init.clone(),
+                parent,
+                by_other_thread: !by_main_thread,
             };
             let p = Process::call_with(method, worker::worker_main::<I>, args)?
                 .with_name(format!("PoolWorker-{serial}"))
-                .with_daemon(true);
+                .with_daemon(true)
+                .with_die_with_parent(by_main_thread);
             let mut p = if allow {
                 // SAFETY: the caller of `allow_threads` on the builder took
                 // the responsibility (see there); otherwise `start` refuses

@@ -100,6 +100,10 @@ pub(super) struct WorkerArgs<I> {
     pub(super) table: Descriptor,
     /// The initializer (a `CodePtr<fn(I)>` offset), and its arguments.
     pub(super) init: Option<(u64, I)>,
+    /// The pool's process, and whether the thread that started this worker
+    /// was not its main thread (see [`worker_main`]).
+    pub(super) parent: i32,
+    pub(super) by_other_thread: bool,
 }
 
 /// A chunk runner: decodes `count` arguments from `input`, calls the
@@ -391,7 +395,18 @@ pub(super) fn worker_main<I: Serialize + DeserializeOwned>(args: WorkerArgs<I>) 
         max_tasks,
         table,
         init,
+        parent,
+        by_other_thread,
     } = args;
+    if by_other_thread {
+        // Started by a thread other than the pool's main thread: the
+        // kernel's parent-death signal follows that thread, which may end
+        // while the pool goes on. A catchable signal whose handler checks
+        // whether the pool's process is gone stands in for SIGKILL here.
+        // (Workers started by the main thread have SIGKILL, set by
+        // `with_die_with_parent` before this runs.)
+        crate::sys::process::die_with_parent_process(parent);
+    }
     let table = CodeView::open(&table);
     if let Some((offset, init_args)) = init {
         // SAFETY: the offset of a `CodePtr<fn(I)>` made by the parent's
