@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::{note_busy, running, spin_ms};
 use multiproc::pool::{Pool, PoolBuilder};
 use multiproc::{Error, Value};
 
@@ -552,16 +553,6 @@ fn a_small_ring_fills_and_drains_without_deadlock() {
     assert_eq!(got, (0..5000).map(|x| x * x).collect::<Vec<_>>());
 }
 
-/// Whether `pid` runs (exists and is not a zombie).
-fn running(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => s
-            .rsplit_once(") ")
-            .is_some_and(|(_, rest)| !rest.starts_with('Z')),
-        Err(_) => false,
-    }
-}
-
 #[test]
 fn workers_exit_when_the_parent_dies() {
     let _s = common::serial();
@@ -680,24 +671,6 @@ fn a_result_of_a_hundred_rings_streams_through_under_load() {
     );
     assert_eq!(small.get_timeout(common::PATIENCE).unwrap(), 9);
     eprintln!("128 MiB result under load: {took:?}");
-}
-
-static BUSY: std::sync::OnceLock<Arc<Value<u64>>> = std::sync::OnceLock::new();
-
-fn note_busy(count: Arc<Value<u64>>) {
-    let _ = BUSY.set(count);
-}
-
-/// Counts itself in, then spins (busy, never asleep) for `ms`.
-fn spin_ms(ms: u64) -> u64 {
-    if let Some(c) = BUSY.get() {
-        c.update(|n| *n += 1);
-    }
-    let t = Instant::now();
-    while t.elapsed() < Duration::from_millis(ms) {
-        std::hint::spin_loop();
-    }
-    ms
 }
 
 #[test]

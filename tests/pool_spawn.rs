@@ -11,6 +11,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::{note_busy, running, spin_ms};
 use libtest_mimic::{Arguments, Failed, Trial};
 use multiproc::pool::{Pool, PoolBuilder};
 use multiproc::{Error, Event, Lock, StartMethod, Value};
@@ -220,24 +223,6 @@ fn the_global_start_method_applies() -> Result<(), Failed> {
     check(pool.apply(mark, ())? == 0, "spawned")
 }
 
-static BUSY: std::sync::OnceLock<Arc<Value<u64>>> = std::sync::OnceLock::new();
-
-fn note_busy(count: Arc<Value<u64>>) {
-    let _ = BUSY.set(count);
-}
-
-/// Counts itself in, then spins (busy, never asleep) for `ms`.
-fn spin_ms(ms: u64) -> u64 {
-    if let Some(c) = BUSY.get() {
-        c.update(|n| *n += 1);
-    }
-    let t = Instant::now();
-    while t.elapsed() < Duration::from_millis(ms) {
-        std::hint::spin_loop();
-    }
-    ms
-}
-
 /// What a pool owner is told: the workers' start method (0 fork, 1 spawn),
 /// whether to make the pool from a thread that then ends, where to write
 /// the workers' pids, and the event to set then.
@@ -285,16 +270,6 @@ fn pool_owner((method, from_other_thread, pids, ready): OwnerArgs) {
     let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
     loop {
         std::thread::sleep(Duration::from_secs(1));
-    }
-}
-
-/// Whether `pid` runs (exists and is not a zombie).
-fn running(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => s
-            .rsplit_once(") ")
-            .is_some_and(|(_, rest)| !rest.starts_with('Z')),
-        Err(_) => false,
     }
 }
 
