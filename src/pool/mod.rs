@@ -103,7 +103,7 @@ use serde::de::DeserializeOwned;
 use crate::error::{Error, Result};
 use crate::process::code::CodePtr;
 use crate::process::{ExitStatus, Process, StartMethod};
-use crate::queue::ring::{Core, GetFail, OnWait};
+use crate::queue::ring::{Core, GetFail, OnWait, Payload};
 use crate::shm::ShmBox;
 use crate::sys::futex::Deadline;
 use worker::{CodeTable, TaskCode, WorkerArgs, WorkerSlot};
@@ -663,13 +663,14 @@ impl Inner {
     }
 
     /// Handles one message from the result ring.
-    fn handle(&self, st: &mut State, msg: &[u8]) {
+    fn handle(&self, st: &mut State, payload: Payload) {
+        let msg = payload.as_slice();
         match msg.first() {
             Some(&worker::MSG_RESULT) if msg.len() >= 9 => {
                 let mut w = [0u8; 8];
                 w.copy_from_slice(&msg[1..9]);
                 let id = u64::from_le_bytes(w);
-                self.settle(st, id, ChunkOutcome::Done(msg[9..].to_vec()));
+                self.settle(st, id, ChunkOutcome::Done(payload.into_tail(9)));
             }
             Some(&worker::MSG_RETIRED) => {
                 let serial = worker::message_serial(msg);
@@ -704,7 +705,7 @@ impl Inner {
     fn drain(&self, st: &mut State) {
         while self.results.len() > 0 {
             match self.results.get(Deadline::after(Duration::ZERO)) {
-                Ok(p) => self.handle(st, p.as_slice()),
+                Ok(p) => self.handle(st, p),
                 Err(_) => break,
             }
         }
@@ -724,7 +725,7 @@ impl Inner {
         };
         match self.results.get(Deadline::after(wait)) {
             Ok(p) => {
-                self.handle(st, p.as_slice());
+                self.handle(st, p);
                 self.drain(st);
             }
             Err(GetFail::Empty | GetFail::Closed) => {}

@@ -72,6 +72,9 @@ pub(super) const STATE_READY: u32 = 1;
 /// parent is alive (it exits if not).
 const IDLE_CHECK: Duration = Duration::from_millis(500);
 
+/// The largest result buffer a worker keeps for its next task.
+const OUT_KEEP: usize = 1 << 20;
+
 /// One worker's slot in shared memory, read by the parent when the worker
 /// ended: which chunk it held, and whether it got past its initializer.
 #[derive(Debug)]
@@ -482,6 +485,10 @@ pub(super) fn worker_main<I: Serialize + DeserializeOwned>(args: WorkerArgs<I>) 
             return;
         }
         slot.in_flight.store(0, Ordering::Release);
+        if out.capacity() > OUT_KEEP {
+            // Do not hold a large result's buffer for the worker's life.
+            out = Vec::with_capacity(256);
+        }
         done += 1;
         if max_tasks != 0 && done >= max_tasks {
             let mut msg = vec![MSG_RETIRED];

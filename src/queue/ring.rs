@@ -342,6 +342,18 @@ impl Payload {
             Payload::Heap(v) => v,
         }
     }
+
+    /// The bytes from `start` on, as a vector: a large payload's own
+    /// buffer, moved down in place (no second buffer of its size).
+    pub(crate) fn into_tail(self, start: usize) -> Vec<u8> {
+        match self {
+            Payload::Inline(b, n) => b[..n].get(start..).unwrap_or_default().to_vec(),
+            Payload::Heap(mut v) => {
+                v.drain(..start.min(v.len()));
+                v
+            }
+        }
+    }
 }
 
 /// A snapshot of everything whose change should send a waiter back to look.
