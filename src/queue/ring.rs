@@ -452,8 +452,12 @@ impl Stash {
         (!p.is_null()).then(|| unsafe { Box::from_raw(p) })
     }
 
-    /// Keeps `p` (drops what was kept before, which cannot happen: only the
-    /// thread receiving an item keeps one, and it took the stash first).
+    /// Keeps `p`. Two at once take two gets of one process in a rare race
+    /// (one that could not take the consumers' lock in time while its item
+    /// was given up by its writer and another thread began the next item):
+    /// the one kept before is then dropped, and if it was the newer item,
+    /// the rest of it is discarded by other consumers only once the thread
+    /// that received it has ended.
     fn put(&self, p: Box<Partial>) {
         let old = self.0.swap(Box::into_raw(p), Ordering::AcqRel);
         if !old.is_null() {
@@ -1054,11 +1058,12 @@ impl Core {
         }
     }
 
-    /// Asks `on_wait` what to do while there is no room; `Some(suspect)`
-    /// to wait here (see [`Core::wait`]), `None` to look again at once, or
-    /// the failure. `idle` is when the writer began to wait without news
-    /// (a caller that does the waiting itself is told to suspect the
-    /// others after a whole [`SLICE`] of it).
+    /// Fails at the deadline, or asks `on_wait` what to do while there is
+    /// no room: waits here ([`Core::wait`]), or not (the caller waited), or
+    /// fails. Returns whether the writer may suspect the others of being
+    /// dead: after a slice without news, or, when the caller does the
+    /// waiting, a whole [`SLICE`] since `idle` (when the writer began to
+    /// wait without progress).
     fn room_wait(
         &self,
         snap: Snap,
@@ -1506,6 +1511,54 @@ mod tests {
         let c = Core::new(0, MIN_CAP, false).unwrap();
         c.put(b"hello", Deadline::NEVER).unwrap();
         c
+    }
+
+    #[test]
+    fn another_thread_goes_on_with_an_item_a_timed_out_get_kept() {
+        use std::sync::mpsc::channel;
+        let c = std::sync::Arc::new(Core::new(0, MIN_CAP, false).unwrap());
+        // 64 chunks of 1 KiB: the ring holds 4.
+        let item: Vec<u8> = (0..64 * 1016u32).map(|i| (i % 251) as u8).collect();
+        let (full_tx, full_rx) = channel::<()>();
+        let (go_tx, go_rx) = channel::<()>();
+        let writer = {
+            let (c, item) = (c.clone(), item.clone());
+            std::thread::spawn(move || {
+                let mut first = true;
+                c.put_with(&item, Deadline::NEVER, &mut || {
+                    if first {
+                        // The ring is full: stall here until told.
+                        first = false;
+                        let _ = full_tx.send(());
+                        let _ = go_rx.recv();
+                    }
+                    OnWait::Sleep
+                })
+            })
+        };
+        full_rx.recv().unwrap();
+        // The writer stalls mid-item: the get takes what is there and
+        // returns at its deadline, keeping it.
+        let t = std::time::Instant::now();
+        assert!(matches!(
+            c.get(Deadline::after(Duration::from_millis(50))),
+            Err(GetFail::Empty)
+        ));
+        assert!(t.elapsed() < Duration::from_secs(1));
+        go_tx.send(()).unwrap();
+        // Another thread of the process goes on with it.
+        let got = {
+            let c = c.clone();
+            std::thread::spawn(move || c.get(Deadline::after(Duration::from_secs(20))))
+                .join()
+                .unwrap()
+        };
+        match got {
+            Ok(p) => assert!(p.as_slice() == item.as_slice(), "the item arrived damaged"),
+            Err(e) => panic!("{e:?}"),
+        }
+        assert_eq!(writer.join().unwrap(), Ok(()));
+        assert_eq!(c.len(), 0);
     }
 
     #[test]
