@@ -717,3 +717,58 @@ fn busy_workers_die_with_their_killed_parent_at_once() {
     }
     assert!(gone, "workers {left:?} outlived their killed parent by 1 s");
 }
+
+/// Counts itself in (see `common::spin_ms`), then returns `n` bytes.
+fn counted_text(n: usize) -> String {
+    spin_ms(0);
+    text(n)
+}
+
+#[test]
+fn get_timeout_returns_by_its_deadline_while_a_stalled_worker_sends_a_large_result() {
+    use nix::sys::signal::{Signal, kill};
+    let _s = common::serial();
+    let busy = Arc::new(Value::new(0u64).unwrap());
+    let pool = builder(1)
+        .initializer(note_busy, busy.clone())
+        .build()
+        .unwrap();
+    let worker = nix::unistd::Pid::from_raw(pool.pids()[0]);
+    // 8 times the result ring: the worker fills the ring and sleeps for
+    // room (nobody takes results until the parent calls in). Stop it there.
+    let n = 8 << 20;
+    let r = pool.apply_async(counted_text, n).unwrap();
+    assert!(common::eventually(common::PATIENCE, || busy.get() == 1));
+    assert!(common::eventually(common::PATIENCE, || {
+        std::fs::read_to_string(format!("/proc/{worker}/stat"))
+            .is_ok_and(|s| s.rsplit_once(") ").is_some_and(|(_, r)| r.starts_with('S')))
+    }));
+    kill(worker, Signal::SIGSTOP).unwrap();
+    // Before: once the parent had taken the first piece it waited for the
+    // rest past its deadline, for as long as the worker lived (here until
+    // the watchdog resumed it).
+    let (done, watch) = std::sync::mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        if watch.recv_timeout(Duration::from_secs(5)).is_err() {
+            let _ = kill(worker, Signal::SIGCONT);
+        }
+    });
+    let t = Instant::now();
+    let early = r.get_timeout(Duration::from_millis(200));
+    let took = t.elapsed();
+    let _ = done.send(());
+    watchdog.join().unwrap();
+    kill(worker, Signal::SIGCONT).unwrap();
+    assert!(
+        matches!(early, Err(Error::Timeout)),
+        "gave {:?} after {took:?}",
+        early.as_ref().map(String::len)
+    );
+    assert!(
+        took < Duration::from_secs(1),
+        "get_timeout(200 ms) took {took:?}"
+    );
+    // What came is kept: the rest follows, and the result arrives whole.
+    let got = r.get_timeout(common::PATIENCE).unwrap();
+    assert!(got == text(n), "the result arrived damaged");
+}
