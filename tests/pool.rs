@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::{note_busy, running, spin_ms};
 use multiproc::pool::{Pool, PoolBuilder};
 use multiproc::{Error, Value};
 
@@ -552,16 +553,6 @@ fn a_small_ring_fills_and_drains_without_deadlock() {
     assert_eq!(got, (0..5000).map(|x| x * x).collect::<Vec<_>>());
 }
 
-/// Whether `pid` runs (exists and is not a zombie).
-fn running(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => s
-            .rsplit_once(") ")
-            .is_some_and(|(_, rest)| !rest.starts_with('Z')),
-        Err(_) => false,
-    }
-}
-
 #[test]
 fn workers_exit_when_the_parent_dies() {
     let _s = common::serial();
@@ -610,4 +601,176 @@ fn threads_share_a_pool() {
             });
         }
     });
+}
+
+/// Busy processes (`yes > /dev/null`), one per core, killed and reaped on
+/// drop: the load under which a large result used to be started over for
+/// ever.
+struct Hogs(Vec<std::process::Child>);
+
+impl Hogs {
+    fn start() -> Hogs {
+        let n = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Hogs(
+            (0..n)
+                .map(|_| {
+                    std::process::Command::new("yes")
+                        .stdout(std::process::Stdio::null())
+                        .spawn()
+                        .expect("start yes")
+                })
+                .collect(),
+        )
+    }
+}
+
+impl Drop for Hogs {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn text(n: usize) -> String {
+    "x".repeat(n)
+}
+
+#[test]
+fn a_result_of_a_hundred_rings_streams_through_under_load() {
+    let _s = common::serial();
+    let pool = builder(2).build().unwrap();
+    let hogs = Hogs::start();
+    // 128 times the (1 MiB) result ring. Before: whenever the parent was
+    // descheduled for a moment the worker's put gave the result up after
+    // 500 ms and sent it again from the start, and the parent dropped what
+    // it had gathered: under load it never arrived (not within 20 s).
+    let n = 128 << 20;
+    let r = pool.apply_async(text, n).unwrap();
+    let small = pool.apply_async(square, 3).unwrap();
+    // A short wait returns by its deadline while the result streams in.
+    let t = Instant::now();
+    let early = r.get_timeout(Duration::from_millis(50));
+    let took = t.elapsed();
+    assert!(
+        took < Duration::from_millis(600),
+        "get_timeout(50 ms) took {took:?}"
+    );
+    let t = Instant::now();
+    let got = match early {
+        Ok(s) => s,
+        Err(Error::Timeout) => r
+            .get_timeout(Duration::from_secs(8))
+            .unwrap_or_else(|e| panic!("{e} after {:?}", t.elapsed())),
+        Err(e) => panic!("{e}"),
+    };
+    let took = t.elapsed();
+    drop(hogs);
+    assert!(
+        got.len() == n && got == text(n),
+        "the result arrived damaged"
+    );
+    assert_eq!(small.get_timeout(common::PATIENCE).unwrap(), 9);
+    eprintln!("128 MiB result under load: {took:?}");
+}
+
+#[test]
+fn busy_workers_die_with_their_killed_parent_at_once() {
+    use nix::sys::signal::{Signal, kill, raise};
+    let _s = common::serial();
+    // A child of the test makes a pool, gives both workers a 30 s busy
+    // task, sends their pids and is SIGKILLed: the workers must be gone
+    // within a second. Before, they ran their task to its end (idle ones
+    // left within half a second). (Workers started by another thread than
+    // the main one, and spawned workers: tests/pool_spawn.rs.)
+    let (rd, wr) = multiproc::pipe(false).unwrap();
+    let mut parent = common::spawn(move || {
+        let busy = Arc::new(Value::new(0u64).unwrap());
+        // The child has one thread: forking needs no opt-in here.
+        let pool = Pool::builder()
+            .processes(2)
+            .initializer(note_busy, busy.clone())
+            .build()
+            .unwrap();
+        let _r: Vec<_> = (0..2)
+            .map(|_| pool.apply_async(spin_ms, 30_000).unwrap())
+            .collect();
+        assert!(common::eventually(common::PATIENCE, || busy.get() == 2));
+        let pids: Vec<u8> = pool.pids().iter().flat_map(|p| p.to_le_bytes()).collect();
+        wr.send_bytes(&pids).unwrap();
+        let _ = raise(Signal::SIGKILL);
+        common::hang();
+    });
+    assert!(rd.poll(Some(common::PATIENCE)).unwrap(), "no pids came");
+    let pids: Vec<i32> = rd
+        .recv_bytes()
+        .unwrap()
+        .chunks_exact(4)
+        .map(|b| i32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    assert_eq!(pids.len(), 2);
+    assert_eq!(parent.join().unwrap().code(), -9);
+    let gone = common::eventually(Duration::from_secs(1), || pids.iter().all(|&p| !running(p)));
+    let left: Vec<i32> = pids.iter().copied().filter(|&p| running(p)).collect();
+    for &p in &left {
+        // Do not leave them spinning if the test failed.
+        let _ = kill(nix::unistd::Pid::from_raw(p), Signal::SIGKILL);
+    }
+    assert!(gone, "workers {left:?} outlived their killed parent by 1 s");
+}
+
+/// Counts itself in (see `common::spin_ms`), then returns `n` bytes.
+fn counted_text(n: usize) -> String {
+    spin_ms(0);
+    text(n)
+}
+
+#[test]
+fn get_timeout_returns_by_its_deadline_while_a_stalled_worker_sends_a_large_result() {
+    use nix::sys::signal::{Signal, kill};
+    let _s = common::serial();
+    let busy = Arc::new(Value::new(0u64).unwrap());
+    let pool = builder(1)
+        .initializer(note_busy, busy.clone())
+        .build()
+        .unwrap();
+    let worker = nix::unistd::Pid::from_raw(pool.pids()[0]);
+    // 8 times the result ring: the worker fills the ring and sleeps for
+    // room (nobody takes results until the parent calls in). Stop it there.
+    let n = 8 << 20;
+    let r = pool.apply_async(counted_text, n).unwrap();
+    assert!(common::eventually(common::PATIENCE, || busy.get() == 1));
+    assert!(common::eventually(common::PATIENCE, || {
+        std::fs::read_to_string(format!("/proc/{worker}/stat"))
+            .is_ok_and(|s| s.rsplit_once(") ").is_some_and(|(_, r)| r.starts_with('S')))
+    }));
+    kill(worker, Signal::SIGSTOP).unwrap();
+    // Before: once the parent had taken the first piece it waited for the
+    // rest past its deadline, for as long as the worker lived (here until
+    // the watchdog resumed it).
+    let (done, watch) = std::sync::mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        if watch.recv_timeout(Duration::from_secs(5)).is_err() {
+            let _ = kill(worker, Signal::SIGCONT);
+        }
+    });
+    let t = Instant::now();
+    let early = r.get_timeout(Duration::from_millis(200));
+    let took = t.elapsed();
+    let _ = done.send(());
+    watchdog.join().unwrap();
+    kill(worker, Signal::SIGCONT).unwrap();
+    assert!(
+        matches!(early, Err(Error::Timeout)),
+        "gave {:?} after {took:?}",
+        early.as_ref().map(String::len)
+    );
+    assert!(
+        took < Duration::from_secs(1),
+        "get_timeout(200 ms) took {took:?}"
+    );
+    // What came is kept: the rest follows, and the result arrives whole.
+    let got = r.get_timeout(common::PATIENCE).unwrap();
+    assert!(got == text(n), "the result arrived damaged");
 }

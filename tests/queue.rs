@@ -781,3 +781,71 @@ fn handles_are_send_and_sync() {
     check::<SimpleQueue<Vec<u8>>>();
     check::<JoinableQueue<u64>>();
 }
+
+/// The state letter of `pid` in `/proc/<pid>/stat` (`R`, `S`, `T`, ...).
+fn proc_state(pid: i32) -> Option<char> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    s.rsplit_once(") ")?.1.chars().next()
+}
+
+#[test]
+fn get_timeout_returns_mid_item_and_the_next_get_goes_on() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let _s = serial();
+    // A 64 KiB ring carries 16 KiB chunks: the 1 MiB item fills it four
+    // chunks in, and its writer sleeps for room mid-item.
+    let q = Queue::<String>::with_capacity(0, 64 << 10).unwrap();
+    let putting = Event::new().unwrap();
+    let item: String = (0..1 << 20)
+        .map(|i| (b'a' + (i % 26) as u8) as char)
+        .collect();
+    multiproc::process::scope(|scope| {
+        let mut p = spawn_in(scope, || {
+            putting.set();
+            q.put(item.clone()).unwrap();
+        });
+        let pid = Pid::from_raw(p.pid().unwrap());
+        assert!(putting.wait_timeout(PATIENCE));
+        // Asleep in the put (only a full ring puts it to sleep there): the
+        // first chunks are in. Stop it there: a writer that stalls mid-item.
+        assert!(eventually(PATIENCE, || proc_state(pid.as_raw()) == Some('S')));
+        kill(pid, Signal::SIGSTOP).unwrap();
+        assert!(eventually(PATIENCE, || proc_state(pid.as_raw()) == Some('T')));
+        // Before: the getter waited past its deadline for the rest of the item
+        // for as long as the writer lived (here until the watchdog below
+        // resumed the writer).
+        let (done, watch) = std::sync::mpsc::channel::<()>();
+        let watchdog = std::thread::spawn(move || {
+            if watch.recv_timeout(Duration::from_secs(5)).is_err() {
+                let _ = kill(pid, Signal::SIGCONT);
+            }
+        });
+        let t = Instant::now();
+        let r = q.get_timeout(Duration::from_millis(200));
+        let took = t.elapsed();
+        let _ = done.send(());
+        watchdog.join().unwrap();
+        kill(pid, Signal::SIGCONT).unwrap();
+        assert!(
+            matches!(r, Err(GetError::Timeout)),
+            "a get mid-item gave {:?} after {took:?}",
+            r.as_ref().map(String::len)
+        );
+        assert!(
+            took < Duration::from_secs(1),
+            "get_timeout(200 ms) took {took:?}"
+        );
+        // The part received is kept: the next get goes on with the rest, and
+        // the item arrives whole, once.
+        let got = q.get_timeout(PATIENCE).unwrap();
+        assert!(
+            got == item,
+            "the item arrived damaged ({} bytes)",
+            got.len()
+        );
+        join_ok(&mut p);
+        assert!(q.empty());
+    });
+    assert!(matches!(q.try_get(), Err(GetError::Empty)));
+}

@@ -67,6 +67,21 @@
 //! at the next call. Waiting calls look at the workers at least every
 //! 20 ms, so a killed worker is noticed within about that.
 //!
+//! # Dying with the parent
+//!
+//! Workers die with the pool's process however it ends, SIGKILL included,
+//! even in the middle of a task: each has the kernel's parent-death signal
+//! set, with the check for a parent that died before it was set. The kernel
+//! sends that signal when the *thread* that started the worker ends, and the
+//! pool starts workers (and their replacements) from whichever thread calls
+//! into it. So a worker started by the process's main thread gets SIGKILL
+//! (the main thread ends with the process, unless it calls
+//! `pthread_exit`), and one started by another thread gets a real-time
+//! signal (`SIGRTMAX - 2`) whose handler kills the worker only if the
+//! pool's process is gone, not when just that thread ended. A task that
+//! blocks or takes over that signal gives this up for its worker (which
+//! then notices a dead parent only between tasks).
+//!
 //! # Dropping
 //!
 //! Dropping the pool terminates it, like leaving Python's `with Pool()`
@@ -88,7 +103,7 @@ use serde::de::DeserializeOwned;
 use crate::error::{Error, Result};
 use crate::process::code::CodePtr;
 use crate::process::{ExitStatus, Process, StartMethod};
-use crate::queue::ring::{Core, GetFail, PutFail};
+use crate::queue::ring::{Core, GetFail, OnWait, Payload};
 use crate::shm::ShmBox;
 use crate::sys::futex::Deadline;
 use worker::{CodeTable, TaskCode, WorkerArgs, WorkerSlot};
@@ -100,11 +115,6 @@ const RING_BYTES: usize = 1 << 20;
 /// Consecutive workers that may die (by a signal) before finishing their
 /// initializer before the pool gives up.
 const STARTUP_FAILURES: u32 = 3;
-
-/// The first and the longest attempt at putting a chunk larger than a
-/// quarter of the task ring (see `Inner::submit`).
-const BIG_PUT_FIRST: Duration = Duration::from_millis(20);
-const BIG_PUT_MAX: Duration = Duration::from_secs(1);
 
 /// How many chunks an `imap` keeps submitted ahead of what it yielded,
 /// per worker.
@@ -370,6 +380,10 @@ where
         let method = self.start_method.unwrap_or_else(crate::start_method);
         let allow = self.allow_threads;
         let starter: Starter = Box::new(move |serial, tasks, results, slot| {
+            // The worker dies with this process (see "Dying with the
+            // parent" in the module documentation).
+            let parent = crate::sys::thread::pid();
+            let by_main_thread = crate::sys::thread::tid() as i32 == parent;
             let args = WorkerArgs {
                 tasks,
                 results,
@@ -378,10 +392,13 @@ where
                 max_tasks,
                 table: table_fd.clone(),
                 init: init.clone(),
+                parent,
+                by_other_thread: !by_main_thread,
             };
             let p = Process::call_with(method, worker::worker_main::<I>, args)?
                 .with_name(format!("PoolWorker-{serial}"))
-                .with_daemon(true);
+                .with_daemon(true)
+                .with_die_with_parent(by_main_thread);
             let mut p = if allow {
                 // SAFETY: the caller of `allow_threads` on the builder took
                 // the responsibility (see there); otherwise `start` refuses
@@ -518,32 +535,33 @@ impl Inner {
     /// Puts one encoded chunk in the task ring, collecting results while
     /// the ring is full. The chunk is already listed in its job.
     ///
-    /// A chunk that fits in the ring is put without waiting (results are
-    /// collected while there is no room: workers may be waiting for room
-    /// in the result ring). A larger one goes in pieces while a worker
-    /// takes them, which takes time: it is given growing deadlines (an
-    /// attempt that runs out takes its pieces back), with results collected
-    /// between attempts.
+    /// Whenever there is no room, results are collected for up to a
+    /// millisecond (workers may be waiting for room in the result ring)
+    /// before the ring is looked at again. A chunk larger than a quarter of
+    /// the ring goes in pieces as a worker takes them, and is never started
+    /// over: the pieces already sent stay sent while results are collected.
     fn submit(&self, st: &mut State, msg: &[u8]) -> std::result::Result<(), Failure> {
-        let big = msg.len() + 8 > self.tasks.cap() / 4;
-        let mut wait = Duration::ZERO;
-        loop {
+        let mut stopped = None;
+        let r = self.tasks.put_with(msg, Deadline::NEVER, &mut || {
             if st.terminated {
-                return Err(Failure::Terminated);
+                stopped = Some(Failure::Terminated);
+                return OnWait::Stop;
             }
             if let Some(m) = &st.broken {
-                return Err(Failure::Init(m.clone()));
+                stopped = Some(Failure::Init(m.clone()));
+                return OnWait::Stop;
             }
-            match self.tasks.put(msg, Deadline::after(wait)) {
-                Ok(()) => return Ok(()),
-                Err(PutFail::Closed) => return Err(Failure::Closed),
-                Err(PutFail::Full) => {
-                    self.pump(st, Deadline::after(Duration::from_millis(1)));
-                    if big {
-                        wait = (wait * 2).clamp(BIG_PUT_FIRST, BIG_PUT_MAX);
-                    }
-                }
-            }
+            self.pump(st, Deadline::after(Duration::from_millis(1)));
+            OnWait::Again
+        });
+        match (r, stopped) {
+            (Ok(()), _) => Ok(()),
+            (Err(_), Some(f)) => Err(f),
+            (Err(_), None) if st.terminated => Err(Failure::Terminated),
+            (Err(_), None) => match &st.broken {
+                Some(m) => Err(Failure::Init(m.clone())),
+                None => Err(Failure::Closed),
+            },
         }
     }
 
@@ -645,13 +663,14 @@ impl Inner {
     }
 
     /// Handles one message from the result ring.
-    fn handle(&self, st: &mut State, msg: &[u8]) {
+    fn handle(&self, st: &mut State, payload: Payload) {
+        let msg = payload.as_slice();
         match msg.first() {
             Some(&worker::MSG_RESULT) if msg.len() >= 9 => {
                 let mut w = [0u8; 8];
                 w.copy_from_slice(&msg[1..9]);
                 let id = u64::from_le_bytes(w);
-                self.settle(st, id, ChunkOutcome::Done(msg[9..].to_vec()));
+                self.settle(st, id, ChunkOutcome::Done(payload.into_tail(9)));
             }
             Some(&worker::MSG_RETIRED) => {
                 let serial = worker::message_serial(msg);
@@ -686,7 +705,7 @@ impl Inner {
     fn drain(&self, st: &mut State) {
         while self.results.len() > 0 {
             match self.results.get(Deadline::after(Duration::ZERO)) {
-                Ok(p) => self.handle(st, p.as_slice()),
+                Ok(p) => self.handle(st, p),
                 Err(_) => break,
             }
         }
@@ -706,7 +725,7 @@ impl Inner {
         };
         match self.results.get(Deadline::after(wait)) {
             Ok(p) => {
-                self.handle(st, p.as_slice());
+                self.handle(st, p);
                 self.drain(st);
             }
             Err(GetFail::Empty | GetFail::Closed) => {}

@@ -31,14 +31,14 @@ use std::io::Write;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
 use crate::process::code::{Code, CodeFn, CodePtr};
-use crate::queue::ring::{Core, GetFail, PutFail};
+use crate::queue::ring::{Core, GetFail, OnWait};
 use crate::shm::transfer::Descriptor;
 use crate::sys::futex::Deadline;
 use crate::sys::mem::WriterMapping;
@@ -72,6 +72,9 @@ pub(super) const STATE_READY: u32 = 1;
 /// parent is alive (it exits if not).
 const IDLE_CHECK: Duration = Duration::from_millis(500);
 
+/// The largest result buffer a worker keeps for its next task.
+const OUT_KEEP: usize = 1 << 20;
+
 /// One worker's slot in shared memory, read by the parent when the worker
 /// ended: which chunk it held, and whether it got past its initializer.
 #[derive(Debug)]
@@ -100,6 +103,10 @@ pub(super) struct WorkerArgs<I> {
     pub(super) table: Descriptor,
     /// The initializer (a `CodePtr<fn(I)>` offset), and its arguments.
     pub(super) init: Option<(u64, I)>,
+    /// The pool's process, and whether the thread that started this worker
+    /// was not its main thread (see [`worker_main`]).
+    pub(super) parent: i32,
+    pub(super) by_other_thread: bool,
 }
 
 /// A chunk runner: decodes `count` arguments from `input`, calls the
@@ -363,16 +370,22 @@ pub(super) fn parse_header(b: &[u8]) -> Option<(u64, u32, u32)> {
 }
 
 /// Puts `msg` in the result ring, waiting for room as long as the parent
-/// lives; false if the ring was closed or the parent is gone.
+/// lives; false if the ring was closed or the parent is gone. A large
+/// result goes in chunk by chunk as the parent takes them, however long
+/// that takes: it is never started over.
 fn send(results: &Core, msg: &[u8]) -> bool {
-    loop {
-        match results.put(msg, Deadline::after(IDLE_CHECK)) {
-            Ok(()) => return true,
-            Err(PutFail::Closed) => return false,
-            Err(PutFail::Full) if !crate::process::parent_alive() => return false,
-            Err(PutFail::Full) => {}
+    let mut next_check = Instant::now() + IDLE_CHECK;
+    let r = results.put_with(msg, Deadline::NEVER, &mut || {
+        let now = Instant::now();
+        if now >= next_check {
+            next_check = now + IDLE_CHECK;
+            if !crate::process::parent_alive() {
+                return OnWait::Stop;
+            }
         }
-    }
+        OnWait::Sleep
+    });
+    r.is_ok()
 }
 
 /// The body of every worker process.
@@ -385,7 +398,18 @@ pub(super) fn worker_main<I: Serialize + DeserializeOwned>(args: WorkerArgs<I>) 
         max_tasks,
         table,
         init,
+        parent,
+        by_other_thread,
     } = args;
+    if by_other_thread {
+        // Started by a thread other than the pool's main thread: the
+        // kernel's parent-death signal follows that thread, which may end
+        // while the pool goes on. A catchable signal whose handler checks
+        // whether the pool's process is gone stands in for SIGKILL here.
+        // (Workers started by the main thread have SIGKILL, set by
+        // `with_die_with_parent` before this runs.)
+        crate::sys::process::die_with_parent_process(parent);
+    }
     let table = CodeView::open(&table);
     if let Some((offset, init_args)) = init {
         // SAFETY: the offset of a `CodePtr<fn(I)>` made by the parent's
@@ -461,6 +485,10 @@ pub(super) fn worker_main<I: Serialize + DeserializeOwned>(args: WorkerArgs<I>) 
             return;
         }
         slot.in_flight.store(0, Ordering::Release);
+        if out.capacity() > OUT_KEEP {
+            // Do not hold a large result's buffer for the worker's life.
+            out = Vec::with_capacity(256);
+        }
         done += 1;
         if max_tasks != 0 && done >= max_tasks {
             let mut msg = vec![MSG_RETIRED];

@@ -28,7 +28,10 @@
 //! choose. Each item takes its encoded size rounded up to 8 bytes, plus 8.
 //! An item whose encoding exceeds a quarter of the ring is sent in chunks
 //! while the receiver gathers them, so items of any size go through, at the
-//! cost of blocking other writers until the whole item is in the ring.
+//! cost of blocking other writers until the whole item is in the ring. The
+//! receiver's buffer grows as chunks arrive, and a get that times out in
+//! the middle of an item keeps what it received for the next get (see
+//! [`Queue::get_timeout`]).
 //!
 //! # When a process is killed
 //!
@@ -195,8 +198,11 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// Takes the oldest item, waiting at most `timeout`;
     /// [`GetError::Timeout`] after that.
     ///
-    /// Once a large (chunked) item has begun to arrive, this waits for the
-    /// rest of it past the timeout, as long as its writer is alive.
+    /// It returns by its deadline even in the middle of a large (chunked)
+    /// item: what arrived of it is kept in this handle, and the next get
+    /// on it in this process (from any thread) goes on with the rest, so a
+    /// slow item is never received twice nor lost. Until then, the rest of
+    /// that item waits in the ring and other consumers wait behind it.
     #[doc(alias = "get")]
     pub fn get_timeout(&self, timeout: Duration) -> Result<T, GetError> {
         self.get_until(Deadline::after(timeout), false)

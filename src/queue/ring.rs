@@ -62,7 +62,21 @@
 //! interleave, and while one is sending (`big_tid` names it) small writers
 //! wait, so the chunks of an item are contiguous in the ring. The consumer
 //! that takes the `FIRST` chunk names itself in `rx_tid` and is the only one
-//! that takes the rest. Dead parties are detected through their thread ids:
+//! that takes the rest.
+//!
+//! An item streams: the writer puts each chunk as soon as there is room and
+//! the receiver appends each chunk it takes to a buffer that grows with
+//! them (no size is announced, so none is trusted or reserved up front).
+//! Neither side ever starts an item over. A writer waits for room as long
+//! as its caller lets it ([`Core::put_with`]), and gives the item up only
+//! at its deadline. A receiver waits only until its deadline: past it, it
+//! takes the chunks already in the ring and, if the item is still
+//! incomplete, keeps what it has in its handle ([`Partial`]) and reports
+//! nothing; the next get of that process, from any thread, takes over
+//! `rx_tid` and goes on (a dropped handle clears `rx_tid`). Meanwhile the
+//! rest of the item waits in the ring, and other consumers wait behind it.
+//!
+//! Dead parties are detected through their thread ids:
 //! - a large writer that died (or gave up at its deadline) leaves a partial
 //!   item: its receiver notices that no chunk can come any more and drops
 //!   what it gathered; chunks nobody is receiving are discarded;
@@ -84,7 +98,7 @@
 //! queue's calls fail with a corruption error; nothing is copied out of
 //! bounds and no buffer is made from an unchecked length.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
@@ -293,6 +307,17 @@ pub(crate) enum PutFail {
     Closed,
 }
 
+/// What a writer with no room does next (see [`Core::put_with`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OnWait {
+    /// Wait here for room (or the deadline).
+    Sleep,
+    /// Look again at once: the caller did its own waiting.
+    Again,
+    /// Give up the item.
+    Stop,
+}
+
 /// Why a get returned nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum GetFail {
@@ -315,6 +340,18 @@ impl Payload {
         match self {
             Payload::Inline(b, n) => &b[..*n],
             Payload::Heap(v) => v,
+        }
+    }
+
+    /// The bytes from `start` on, as a vector: a large payload's own
+    /// buffer, moved down in place (no second buffer of its size).
+    pub(crate) fn into_tail(self, start: usize) -> Vec<u8> {
+        match self {
+            Payload::Inline(b, n) => b[..n].get(start..).unwrap_or_default().to_vec(),
+            Payload::Heap(mut v) => {
+                v.drain(..start.min(v.len()));
+                v
+            }
         }
     }
 }
@@ -381,6 +418,59 @@ pub(crate) struct Core {
     shared: ShmBox<Shared>,
     ring: Allocation,
     cap: usize,
+    /// A large item this process was receiving when a get reached its
+    /// deadline, for the next get to go on with (see [`Partial`]).
+    stash: Stash,
+}
+
+/// A large item received in part: what a get that reached its deadline in
+/// the middle of the item keeps for the next get of this process.
+struct Partial {
+    /// The process that received it: a fork child inherits a copy of the
+    /// handle (and of this), which is not its to go on with.
+    pid: i32,
+    /// The thread named in `rx_tid` while it received (the next get, from
+    /// any thread of this process, takes over from it).
+    owner: u32,
+    /// The item's id.
+    id: u32,
+    /// The bytes so far.
+    buf: Vec<u8>,
+}
+
+/// At most one [`Partial`], taken and put back with one atomic swap each:
+/// no lock, so a fork at any moment leaves nothing held in the child.
+#[derive(Default)]
+struct Stash(AtomicPtr<Partial>);
+
+impl Stash {
+    /// Takes the kept item, if any.
+    fn take(&self) -> Option<Box<Partial>> {
+        let p = self.0.swap(std::ptr::null_mut(), Ordering::AcqRel);
+        // SAFETY: a non-null pointer here always comes from `Box::into_raw`
+        // in `put`, and the swap above made this the only owner.
+        (!p.is_null()).then(|| unsafe { Box::from_raw(p) })
+    }
+
+    /// Keeps `p`. Two at once take two gets of one process in a rare race
+    /// (one that could not take the consumers' lock in time while its item
+    /// was given up by its writer and another thread began the next item):
+    /// the one kept before is then dropped, and if it was the newer item,
+    /// the rest of it is discarded by other consumers only once the thread
+    /// that received it has ended.
+    fn put(&self, p: Box<Partial>) {
+        let old = self.0.swap(Box::into_raw(p), Ordering::AcqRel);
+        if !old.is_null() {
+            // SAFETY: as in `take`.
+            drop(unsafe { Box::from_raw(old) });
+        }
+    }
+}
+
+impl Drop for Stash {
+    fn drop(&mut self) {
+        drop(self.take());
+    }
 }
 
 #[cfg(feature = "serde")]
@@ -445,8 +535,37 @@ impl Drop for Held<'_> {
     }
 }
 
+impl Drop for Core {
+    /// A large item kept in part by this process is lost with the handle:
+    /// its receiver mark is cleared, so the consumers of other handles
+    /// discard the rest of it instead of waiting for this one.
+    fn drop(&mut self) {
+        let Some(p) = self.stash.take() else {
+            return;
+        };
+        if p.pid != thread::pid() {
+            return;
+        }
+        let g = &self.shared.g;
+        if let Some(held) = self.lock(&g.get_lock, Deadline::after(Duration::ZERO)) {
+            if g.rx_tid.load(Ordering::Relaxed) == p.owner
+                && g.rx_id.load(Ordering::Relaxed) == p.id
+            {
+                g.rx_tid.store(0, Ordering::Release);
+            }
+            drop(held);
+        }
+    }
+}
+
 impl Core {
     pub(crate) fn new(maxsize: usize, bytes: usize, joinable: bool) -> Result<Core> {
+        let (shared, ring) = Core::parts(maxsize, bytes, joinable)?;
+        Core::adopt(shared, ring)
+    }
+
+    /// A new queue's header and ring.
+    fn parts(maxsize: usize, bytes: usize, joinable: bool) -> Result<(ShmBox<Shared>, Allocation)> {
         if bytes > MAX_CAP {
             return Err(Error::InvalidSize {
                 size: bytes,
@@ -486,7 +605,7 @@ impl Core {
             },
             unfinished: AtomicU32::new(0),
         })?;
-        Core::adopt(shared, ring)
+        Ok((shared, ring))
     }
 
     /// A handle on `shared` and `ring`: checks the ring size recorded in
@@ -508,6 +627,7 @@ impl Core {
             shared,
             ring,
             cap: cap as usize,
+            stash: Stash::default(),
         })
     }
 
@@ -814,6 +934,38 @@ impl Core {
         }
     }
 
+    /// Appends the `len` ring bytes at byte counter `pos` to `buf`, which
+    /// grows by that much (no zero-filling: the bytes are copied into its
+    /// spare room).
+    ///
+    /// # Safety
+    ///
+    /// As for `read_at`, for `[pos, pos + len)`.
+    unsafe fn append_at(&self, pos: u32, len: usize, buf: &mut Vec<u8>) {
+        buf.reserve(len);
+        let spare = &mut buf.spare_capacity_mut()[..len];
+        let cap = self.cap();
+        let off = (pos as usize) & (cap - 1);
+        let first = len.min(cap - off);
+        let dst = spare.as_mut_ptr().cast::<u8>();
+        // SAFETY: as in `read_at`: `[off, off + first)` lies in the ring and
+        // is committed; `dst` is valid for `len` bytes of writes (the spare
+        // room reserved above) and private to this process, so the ranges
+        // do not overlap.
+        unsafe { std::ptr::copy_nonoverlapping(self.at(off), dst, first) };
+        if first < len {
+            // SAFETY: the rest, from the ring's start (`len - first < cap`),
+            // into the rest of the spare room; as above.
+            unsafe {
+                std::ptr::copy_nonoverlapping(self.base(), dst.wrapping_add(first), len - first)
+            };
+        }
+        let new_len = buf.len() + len;
+        // SAFETY: the `len` bytes after the old length were written above,
+        // within the capacity reserved.
+        unsafe { buf.set_len(new_len) };
+    }
+
     /// The header at byte counter `pos`: (payload length, tag).
     ///
     /// # Safety
@@ -886,18 +1038,67 @@ impl Core {
     }
 
     /// Puts one encoded item, waiting until `deadline` for room.
+    #[inline]
     pub(crate) fn put(&self, bytes: &[u8], deadline: Deadline) -> Result<(), PutFail> {
+        self.put_with(bytes, deadline, &mut || OnWait::Sleep)
+    }
+
+    /// [`put`](Core::put), asking `on_wait` what to do each time there is
+    /// no room (before waiting for some): the caller can do other work
+    /// meanwhile, or give up. A large item goes in chunk by chunk as room
+    /// appears; it is given up (taken back from its receiver) only at the
+    /// deadline or when `on_wait` says [`OnWait::Stop`], never started
+    /// over.
+    pub(crate) fn put_with(
+        &self,
+        bytes: &[u8],
+        deadline: Deadline,
+        on_wait: &mut dyn FnMut() -> OnWait,
+    ) -> Result<(), PutFail> {
         if bytes.len() > self.chunk_max() {
-            self.put_big(bytes, deadline)
+            self.put_big(bytes, deadline, on_wait)
         } else {
-            self.put_small(bytes, deadline)
+            self.put_small(bytes, deadline, on_wait)
         }
     }
 
-    fn put_small(&self, bytes: &[u8], deadline: Deadline) -> Result<(), PutFail> {
+    /// Fails at the deadline, or asks `on_wait` what to do while there is
+    /// no room: waits here ([`Core::wait`]), or not (the caller waited), or
+    /// fails. Returns whether the writer may suspect the others of being
+    /// dead: after a slice without news, or, when the caller does the
+    /// waiting, a whole [`SLICE`] since `idle` (when the writer began to
+    /// wait without progress).
+    fn room_wait(
+        &self,
+        snap: Snap,
+        deadline: Deadline,
+        own_side: bool,
+        on_wait: &mut dyn FnMut() -> OnWait,
+        idle: &mut Option<std::time::Instant>,
+    ) -> Result<bool, PutFail> {
+        if deadline.expired() {
+            return Err(PutFail::Full);
+        }
+        match on_wait() {
+            OnWait::Stop => Err(PutFail::Full),
+            OnWait::Again => {
+                let since = idle.get_or_insert_with(std::time::Instant::now);
+                Ok(since.elapsed() >= SLICE)
+            }
+            OnWait::Sleep => Ok(self.wait(&self.shared.w.not_full, snap, deadline, own_side)),
+        }
+    }
+
+    fn put_small(
+        &self,
+        bytes: &[u8],
+        deadline: Deadline,
+        on_wait: &mut dyn FnMut() -> OnWait,
+    ) -> Result<(), PutFail> {
         let s = self.shared();
         let rec = rec_len(bytes.len() as u64);
         let mut suspect = false;
+        let mut idle = None;
         loop {
             if self.is_closed() {
                 return Err(PutFail::Closed);
@@ -940,14 +1141,16 @@ impl Core {
             }
             let snap = self.snapshot();
             drop(held);
-            if deadline.expired() {
-                return Err(PutFail::Full);
-            }
-            suspect = self.wait(&s.w.not_full, snap, deadline, blocked);
+            suspect = self.room_wait(snap, deadline, blocked, on_wait, &mut idle)?;
         }
     }
 
-    fn put_big(&self, bytes: &[u8], deadline: Deadline) -> Result<(), PutFail> {
+    fn put_big(
+        &self,
+        bytes: &[u8],
+        deadline: Deadline,
+        on_wait: &mut dyn FnMut() -> OnWait,
+    ) -> Result<(), PutFail> {
         let s = self.shared();
         let me = thread::tid();
         // A dead previous holder of `big_writer` needs no mending: its
@@ -959,6 +1162,7 @@ impl Core {
         let chunk = self.chunk_max();
         let mut off = 0usize;
         let mut started = false;
+        let mut idle = None;
         let result = loop {
             if self.is_closed() {
                 break Err(PutFail::Closed);
@@ -1010,14 +1214,14 @@ impl Core {
                     break Ok(());
                 }
                 off += n;
+                idle = None;
                 continue;
             }
             let snap = self.snapshot();
             drop(held);
-            if deadline.expired() {
-                break Err(PutFail::Full);
+            if let Err(e) = self.room_wait(snap, deadline, false, on_wait, &mut idle) {
+                break Err(e);
             }
-            self.wait(&s.w.not_full, snap, deadline, false);
         };
         if result.is_err() && started {
             // Give up the item: clear `big_tid` so its receiver drops the
@@ -1034,9 +1238,15 @@ impl Core {
         result
     }
 
-    /// Takes one item's payload, waiting until `deadline`. Once the first
-    /// chunk of a large item is taken, the rest is awaited past the
-    /// deadline, until it arrives or its writer is known to be gone.
+    /// Takes one item's payload, waiting until `deadline`.
+    ///
+    /// A large item is received as its chunks arrive, into a buffer that
+    /// grows with them. Past the deadline nothing more is awaited: the
+    /// chunks already in the ring when the deadline passed are taken, and
+    /// if the item is still incomplete the call fails with
+    /// [`GetFail::Empty`] and keeps what it received in the handle; the next
+    /// get of this process (from any thread) goes on from there, so a slow
+    /// large item is never started over.
     #[inline]
     pub(crate) fn get(&self, deadline: Deadline) -> Result<Payload, GetFail> {
         self.get_noting(deadline, &mut |_| {})
@@ -1056,17 +1266,30 @@ impl Core {
         let s = self.shared();
         let me = thread::tid();
         let mut suspect = false;
-        // The large item being received: (id, bytes so far).
-        let mut rx: Option<(u32, Vec<u8>)> = None;
+        // The large item being received, kept by an earlier get of this
+        // process if it reached its deadline in the middle of one.
+        let mut rx: Option<Box<Partial>> = self.stash.take().filter(|p| p.pid == thread::pid());
+        // The tail when this call first found its deadline passed: the
+        // records before it are taken without waiting, no later ones.
+        let mut late: Option<u32> = None;
         loop {
-            let dl = if rx.is_some() {
-                Deadline::NEVER
-            } else {
-                deadline
+            let Some(held) = self.lock(&s.g.get_lock, deadline) else {
+                return self.keep(rx);
             };
-            let Some(held) = self.lock(&s.g.get_lock, dl) else {
-                return Err(GetFail::Empty);
-            };
+            if let Some(p) = &mut rx
+                && p.owner != me
+            {
+                // Kept by another get of this process: go on with it if the
+                // consumers still know it as ours (nobody discarded it).
+                if s.g.rx_tid.load(Ordering::Relaxed) == p.owner
+                    && s.g.rx_id.load(Ordering::Relaxed) == p.id
+                {
+                    s.g.rx_tid.store(me, Ordering::Release);
+                    p.owner = me;
+                } else {
+                    rx = None;
+                }
+            }
             let head = s.g.head.load(Ordering::Relaxed);
             let (gets, hb) = unpack(head);
             // Records before the tail a consumer saw last are committed:
@@ -1088,10 +1311,13 @@ impl Core {
                 return Err(GetFail::Closed);
             }
             let (_, tb) = unpack(tail);
+            if deadline.expired() && late.is_none() {
+                late = Some(tb);
+            }
             if hb == tb {
-                if let Some((id, _)) = &rx {
+                if let Some(p) = &rx {
                     let writer_gone =
-                        big_id != *id || big_tid == 0 || (suspect && !thread::alive(big_tid));
+                        big_id != p.id || big_tid == 0 || (suspect && !thread::alive(big_tid));
                     if writer_gone || s.g.rx_tid.load(Ordering::Relaxed) != me {
                         self.abandon_rx(&mut rx, me);
                     }
@@ -1101,16 +1327,16 @@ impl Core {
                 }
                 let snap = self.snapshot();
                 drop(held);
-                let dl = if rx.is_some() {
-                    Deadline::NEVER
-                } else {
-                    deadline
-                };
-                if dl.expired() {
-                    return Err(GetFail::Empty);
+                if deadline.expired() {
+                    return self.keep(rx);
                 }
-                suspect = self.wait(&s.w.not_empty, snap, dl, rx.is_some());
+                suspect = self.wait(&s.w.not_empty, snap, deadline, rx.is_some());
                 continue;
+            }
+            if rx.is_some() && late.is_some_and(|l| hb.wrapping_sub(l) as i32 >= 0) {
+                // Everything that was there at the deadline is taken.
+                drop(held);
+                return self.keep(rx);
             }
             // SAFETY: head != tail (loaded with Acquire), so a committed
             // record starts at head; `get_lock` is held.
@@ -1126,16 +1352,16 @@ impl Core {
             }
             let rec = rec_len(len as u64) as u32;
             let next = |taken: bool| pack(gets.wrapping_add(taken as u32), hb.wrapping_add(rec));
-            if let Some((rid, buf)) = &mut rx {
+            if let Some(p) = &mut rx {
                 if (kind == KIND_CONT || kind == KIND_LAST)
-                    && id == *rid
+                    && id == p.id
                     && s.g.rx_tid.load(Ordering::Relaxed) == me
                 {
-                    let start = buf.len();
-                    buf.resize(start + len as usize, 0);
-                    // SAFETY: a committed record starts at head; `get_lock`
-                    // is held.
-                    unsafe { self.read_at(hb.wrapping_add(HDR as u32), &mut buf[start..]) };
+                    // SAFETY: a committed record of `len` payload bytes
+                    // starts at head; `get_lock` is held.
+                    unsafe {
+                        self.append_at(hb.wrapping_add(HDR as u32), len as usize, &mut p.buf)
+                    };
                     let last = kind == KIND_LAST;
                     s.g.head.store(next(last), Ordering::Release);
                     if last {
@@ -1143,8 +1369,8 @@ impl Core {
                     }
                     drop(held);
                     if last {
-                        let (_, buf) = rx.take().expect("receiving");
-                        return Ok(Payload::Heap(buf));
+                        let p = rx.take().expect("receiving");
+                        return Ok(Payload::Heap(p.buf));
                     }
                     suspect = false;
                     continue;
@@ -1164,16 +1390,21 @@ impl Core {
                     return Ok(payload);
                 }
                 KIND_FIRST => {
-                    let mut buf = vec![0u8; len as usize];
-                    // SAFETY: a committed record starts at head; `get_lock`
-                    // is held.
-                    unsafe { self.read_at(hb.wrapping_add(HDR as u32), &mut buf) };
+                    let mut buf = Vec::new();
+                    // SAFETY: a committed record of `len` payload bytes
+                    // starts at head; `get_lock` is held.
+                    unsafe { self.append_at(hb.wrapping_add(HDR as u32), len as usize, &mut buf) };
                     on_take(&buf);
                     s.g.head.store(next(false), Ordering::Release);
                     s.g.rx_id.store(id, Ordering::Release);
                     s.g.rx_tid.store(me, Ordering::Release);
                     drop(held);
-                    rx = Some((id, buf));
+                    rx = Some(Box::new(Partial {
+                        pid: thread::pid(),
+                        owner: me,
+                        id,
+                        buf,
+                    }));
                     suspect = false;
                 }
                 _ => {
@@ -1205,8 +1436,17 @@ impl Core {
         }
     }
 
+    /// Keeps a large item received in part (if any) for the next get of
+    /// this process, and reports that nothing came in time.
+    fn keep(&self, rx: Option<Box<Partial>>) -> Result<Payload, GetFail> {
+        if let Some(p) = rx {
+            self.stash.put(p);
+        }
+        Err(GetFail::Empty)
+    }
+
     /// Drops a large item being received (`get_lock` held).
-    fn abandon_rx(&self, rx: &mut Option<(u32, Vec<u8>)>, me: u32) {
+    fn abandon_rx(&self, rx: &mut Option<Box<Partial>>, me: u32) {
         let g = &self.shared.g;
         if g.rx_tid.load(Ordering::Relaxed) == me {
             g.rx_tid.store(0, Ordering::Release);
@@ -1278,6 +1518,54 @@ mod tests {
     }
 
     #[test]
+    fn another_thread_goes_on_with_an_item_a_timed_out_get_kept() {
+        use std::sync::mpsc::channel;
+        let c = std::sync::Arc::new(Core::new(0, MIN_CAP, false).unwrap());
+        // 64 chunks of 1 KiB: the ring holds 4.
+        let item: Vec<u8> = (0..64 * 1016u32).map(|i| (i % 251) as u8).collect();
+        let (full_tx, full_rx) = channel::<()>();
+        let (go_tx, go_rx) = channel::<()>();
+        let writer = {
+            let (c, item) = (c.clone(), item.clone());
+            std::thread::spawn(move || {
+                let mut first = true;
+                c.put_with(&item, Deadline::NEVER, &mut || {
+                    if first {
+                        // The ring is full: stall here until told.
+                        first = false;
+                        let _ = full_tx.send(());
+                        let _ = go_rx.recv();
+                    }
+                    OnWait::Sleep
+                })
+            })
+        };
+        full_rx.recv().unwrap();
+        // The writer stalls mid-item: the get takes what is there and
+        // returns at its deadline, keeping it.
+        let t = std::time::Instant::now();
+        assert!(matches!(
+            c.get(Deadline::after(Duration::from_millis(50))),
+            Err(GetFail::Empty)
+        ));
+        assert!(t.elapsed() < Duration::from_secs(1));
+        go_tx.send(()).unwrap();
+        // Another thread of the process goes on with it.
+        let got = {
+            let c = c.clone();
+            std::thread::spawn(move || c.get(Deadline::after(Duration::from_secs(20))))
+                .join()
+                .unwrap()
+        };
+        match got {
+            Ok(p) => assert!(p.as_slice() == item.as_slice(), "the item arrived damaged"),
+            Err(e) => panic!("{e:?}"),
+        }
+        assert_eq!(writer.join().unwrap(), Ok(()));
+        assert_eq!(c.len(), 0);
+    }
+
+    #[test]
     fn a_record_length_past_the_ring_poisons_the_queue() {
         // Before the check, this length made the consumer allocate 4 GiB
         // and copy it out of a 4 KiB ring.
@@ -1333,14 +1621,13 @@ mod tests {
     #[test]
     fn a_recorded_size_that_does_not_fit_the_ring_is_refused() {
         for bad in [0u64, 4095, 8192, 1 << 40] {
-            let c = Core::new(0, MIN_CAP, false).unwrap();
-            // SAFETY: `as_ptr` points at the live header, valid for `c`'s
-            // life; only a place is named, no reference made.
-            let cap = unsafe { &raw mut (*c.shared.as_ptr()).w.cap };
+            let (shared, ring) = Core::parts(0, MIN_CAP, false).unwrap();
+            // SAFETY: `as_ptr` points at the live header, valid for
+            // `shared`'s life; only a place is named, no reference made.
+            let cap = unsafe { &raw mut (*shared.as_ptr()).w.cap };
             // SAFETY: in the header, aligned; nobody else reads or writes
             // it meanwhile (this is what a hostile process could do).
             unsafe { cap.write(bad) };
-            let Core { shared, ring, .. } = c;
             assert!(matches!(Core::adopt(shared, ring), Err(Error::Corrupt(_))));
         }
     }

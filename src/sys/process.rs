@@ -402,6 +402,69 @@ pub(crate) fn die_with_parent(parent: i32, sig: Signal) {
     }
 }
 
+/// The parent process watched by [`die_with_parent_process`].
+static WATCHED_PARENT: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+/// The signal [`die_with_parent_process`] has the kernel send: a real-time
+/// signal (`SIGRTMAX - 2`) that nothing else in the crate uses.
+fn parent_thread_signal() -> libc::c_int {
+    libc::SIGRTMAX() - 2
+}
+
+/// The handler of [`parent_thread_signal`]: the thread that started this
+/// process ended; if the process it belonged to is gone too (this process
+/// was handed to another reaper, so the parent pid changed), SIGKILL this
+/// process. Only async-signal-safe calls: `getppid`, `getpid`, `kill` and
+/// an atomic load.
+extern "C" fn on_parent_thread_gone(_: libc::c_int) {
+    // SAFETY: getppid has no preconditions.
+    let now = unsafe { libc::getppid() };
+    if now != WATCHED_PARENT.load(std::sync::atomic::Ordering::Relaxed) {
+        // SAFETY: getpid has no preconditions.
+        let me = unsafe { libc::getpid() };
+        // SAFETY: signalling this process with SIGKILL is what is wanted.
+        unsafe { libc::kill(me, libc::SIGKILL) };
+    }
+}
+
+/// In a child started by a thread that may end before its process does
+/// (the parent-death signal fires when the *thread* that forked ends): be
+/// killed with SIGKILL when the parent *process* `parent` dies, however it
+/// dies, and not when only that thread ends. The kernel sends a real-time
+/// signal (`SIGRTMAX - 2`) each time the child's parent thread ends; its
+/// handler kills this process if the parent process is gone (the child then
+/// belongs to another reaper), and ignores it otherwise (the child then
+/// belongs to another thread of the same parent). If the parent died
+/// before this, exits at once. The child must keep that signal's handler
+/// and leave the signal unblocked.
+pub(crate) fn die_with_parent_process(parent: i32) {
+    WATCHED_PARENT.store(parent, std::sync::atomic::Ordering::Relaxed);
+    let sig = parent_thread_signal();
+    // SAFETY: a zeroed sigaction is a valid starting value; the fields set
+    // below name a handler of the right type and an empty mask.
+    let mut act: libc::sigaction = unsafe { std::mem::zeroed() };
+    act.sa_sigaction = on_parent_thread_gone as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    act.sa_flags = libc::SA_RESTART;
+    // SAFETY: `act.sa_mask` is a valid sigset_t to initialize.
+    unsafe { libc::sigemptyset(&mut act.sa_mask) };
+    // SAFETY: valid pointers; the handler only makes async-signal-safe
+    // calls.
+    let installed = unsafe { libc::sigaction(sig, &act, std::ptr::null_mut()) } == 0;
+    // SAFETY: a zeroed sigset_t is then initialized by sigemptyset.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid sigset_t.
+    unsafe { libc::sigemptyset(&mut set) };
+    // SAFETY: `set` is an initialized sigset_t; `sig` a valid signal.
+    unsafe { libc::sigaddset(&mut set, sig) };
+    // SAFETY: valid pointer to an initialized set; unblocks only `sig`.
+    unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut()) };
+    // SAFETY: prctl(PR_SET_PDEATHSIG) takes a signal number; no pointers.
+    let r = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, 0, 0, 0) };
+    if !installed || r != 0 || nix::unistd::getppid().as_raw() != parent {
+        exit(1);
+    }
+}
+
 /// In a fork child: arms a timer that sends SIGKILL to this process after
 /// `d`, whatever it does meanwhile (it cannot be caught or ignored).
 pub(crate) fn kill_after(d: Duration) -> Result<()> {

@@ -149,3 +149,38 @@ pub fn status_kib(pid: i32, field: &str) -> u64 {
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap()
 }
+
+/// Whether `pid` runs (exists and is not a zombie).
+pub fn running(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => s
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// The counter [`spin_ms`] counts itself in, set in pool workers by
+/// [`note_busy`] (their initializer).
+#[cfg(feature = "serde")]
+static BUSY: std::sync::OnceLock<std::sync::Arc<multiproc::Value<u64>>> =
+    std::sync::OnceLock::new();
+
+/// A pool initializer: keeps the counter [`spin_ms`] counts itself in.
+#[cfg(feature = "serde")]
+pub fn note_busy(count: std::sync::Arc<multiproc::Value<u64>>) {
+    let _ = BUSY.set(count);
+}
+
+/// A pool task: counts itself in, then spins (busy, never asleep) for `ms`.
+#[cfg(feature = "serde")]
+pub fn spin_ms(ms: u64) -> u64 {
+    if let Some(c) = BUSY.get() {
+        c.update(|n| *n += 1);
+    }
+    let t = std::time::Instant::now();
+    while t.elapsed() < Duration::from_millis(ms) {
+        std::hint::spin_loop();
+    }
+    ms
+}
