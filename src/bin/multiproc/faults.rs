@@ -281,7 +281,16 @@ fn count_fds() -> u64 {
 }
 
 fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    rss_in("/proc/self/status")
+}
+
+/// The resident memory of process `pid` (KiB).
+fn rss_of(pid: i32) -> u64 {
+    rss_in(&format!("/proc/{pid}/status"))
+}
+
+fn rss_in(path: &str) -> u64 {
+    let status = std::fs::read_to_string(path).unwrap_or_default();
     status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -740,22 +749,32 @@ fn queue_kill(size: Size) -> Outcome<Report> {
 
 // ------------------------------------------------------------------ pipes
 
-/// A writer SIGKILLed in the middle of a message, on the shared-memory pipe
-/// and on the kernel socketpair: the reader must get `Truncated` (or `Eof`
-/// at a message boundary), never a hang or a message.
+/// The connection kinds a writer or a hostile peer is tried on: the
+/// shared-memory ring of `pipe`, and `pipe_os`'s kernel socketpair and
+/// one-way kernel pipe.
+const TRANSPORTS: [&str; 3] = ["ring", "socketpair", "os_pipe"];
+
+/// A (receiving, sending) pair of the named kind.
+fn transport_pair(kind: &str) -> multiproc::Result<(Connection, Connection)> {
+    match kind {
+        "ring" => multiproc::pipe(false),
+        "socketpair" => multiproc::connection::pipe_os(true),
+        _ => multiproc::connection::pipe_os(false),
+    }
+}
+
+/// A writer SIGKILLed in the middle of a message, on each transport: the
+/// reader must get `Truncated` (or `Eof` at a message boundary), never a
+/// hang or a message.
 fn pipe_kill(size: Size) -> Outcome<Report> {
     let trials = size.pick(100, 10);
     let mut r = Report::new("pipe_kill");
     let mut rng = Rng::new();
     let mut kinds = std::collections::BTreeMap::<String, u64>::new();
     let mut latencies = Vec::new();
-    for transport in ["pipe", "pipe_os"] {
+    for transport in TRANSPORTS {
         for t in 0..trials {
-            let (rx, tx) = if transport == "pipe" {
-                multiproc::pipe(false)?
-            } else {
-                multiproc::connection::pipe_os(false)?
-            };
+            let (rx, tx) = transport_pair(transport)?;
             // Half the trials: the writer dies by its own SIGKILL after
             // `cut` raw bytes of a framed message (a cut header included);
             // the other half: it is blocked writing a message larger than
@@ -822,7 +841,7 @@ fn pipe_kill(size: Size) -> Outcome<Report> {
     }
     r.percentiles("kill to error", &mut latencies);
     r.actions = format!(
-        "{} writers SIGKILLed mid-message ({} per transport: pipe ring, socketpair; cut header or body, or blocked in a 64 MiB send)",
+        "{} writers SIGKILLed mid-message ({} per transport: pipe's ring, socketpair, kernel pipe; cut header or body, or blocked in a 64 MiB send)",
         r.faults, trials
     );
     r.notes.push(format!("receiver got: {kinds:?}"));
@@ -1150,6 +1169,26 @@ fn raise_fd_limit() {
     }
 }
 
+/// Limits this process's address space to `extra` bytes more than it
+/// maps now (best effort).
+fn limit_address_space(extra: u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let Some(kib) = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmSize:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse::<u64>().ok())
+    else {
+        return;
+    };
+    let lim = libc::rlimit {
+        rlim_cur: kib * 1024 + extra,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit reads the struct we own; failure is harmless.
+    unsafe { libc::setrlimit(libc::RLIMIT_AS, &lim) };
+}
+
 /// Opens a Unix stream connection to `path` without blocking (a full
 /// backlog refuses it rather than waiting); the socket, if it connected.
 fn idle_connect(path: &std::path::Path) -> Option<std::os::fd::OwnedFd> {
@@ -1289,7 +1328,7 @@ fn matches_expect(seen: &[String], expect: &[&str]) -> bool {
             .all(|(a, b)| a == b || (*b == "error" && !a.starts_with("msg:")))
 }
 
-/// Garbage sent to a manager server and to `Connection`s (pipe ring,
+/// Garbage sent to a manager server and to `Connection`s (pipe's ring,
 /// socketpair, authenticated Listener connection): each receiver reports
 /// an error and goes on serving the others.
 fn garbage(size: Size) -> Outcome<Report> {
@@ -1340,6 +1379,35 @@ fn garbage(size: Size) -> Outcome<Report> {
             lat.push(ms(t.elapsed()));
         }
     }
+    // Frames that announce 60 MiB and stall (sent after authentication):
+    // how much the server grows for them (a figure, not judged here).
+    if let Some(pid) = m.server_pid() {
+        let before = rss_of(pid);
+        let stalled = (0..2)
+            .map(|_| {
+                let c = Client::connect_sha256_only(m.address(), KEY, Some(STUCK))?;
+                let mut v = (60u32 << 20).to_be_bytes().to_vec();
+                v.extend([0u8; 16]);
+                c.__send_raw(&v)?;
+                Ok(c)
+            })
+            .collect::<multiproc::Result<Vec<_>>>()?;
+        std::thread::sleep(Duration::from_millis(300));
+        let during = rss_of(pid);
+        drop(stalled);
+        r.faults += 2;
+        r.notes.push(format!(
+            "manager server RSS {before} -> {during} KiB while 2 connections each announce a 60 MiB frame and stall"
+        ));
+        if during.saturating_sub(before) > 32 << 10 {
+            r.problem(format!(
+                "manager: 2 stalled 60 MiB frame headers grew the server by {} MiB",
+                during.saturating_sub(before) >> 10
+            ));
+        }
+        // Served after them too.
+        list.push(&0)?;
+    }
     // Another client process still gets served.
     let list2 = list.clone();
     let mut other = Process::new(move || -> multiproc::Result<()> { list2.push(&7) })
@@ -1352,7 +1420,7 @@ fn garbage(size: Size) -> Outcome<Report> {
         ));
         kill_and_reap(&mut other);
     }
-    let want = rounds * manager_garbage.len() + 1;
+    let want = rounds * manager_garbage.len() + 1 + usize::from(m.server_pid().is_some());
     if list.len()? != want {
         r.problem("manager: appends between the garbage were lost");
     }
@@ -1361,13 +1429,9 @@ fn garbage(size: Size) -> Outcome<Report> {
 
     // Connections: an in-process pipe pair per case and transport.
     let mut outcomes = Vec::new();
-    for transport in ["pipe", "pipe_os"] {
+    for transport in TRANSPORTS {
         for case in garbage_cases(&mut rng) {
-            let (rx, tx) = if transport == "pipe" {
-                multiproc::pipe(false)?
-            } else {
-                multiproc::connection::pipe_os(false)?
-            };
+            let (rx, tx) = transport_pair(transport)?;
             let rx = rx.with_max_message(1 << 20);
             // Written from a thread (the ring holds less than the largest
             // case), which then closes its end.
@@ -1380,6 +1444,44 @@ fn garbage(size: Size) -> Outcome<Report> {
             let _ = w.join();
             check_case(&mut r, transport, &case, &seen);
             outcomes.push(format!("{transport} {}: {}", case.name, seen.join(",")));
+        }
+    }
+
+    // A forged 3.75 GiB long header at the default maximum (4 GiB), to a
+    // receiver under a 1 GiB address-space limit: an error, not an abort
+    // for memory the peer only claimed. Each try runs whole in a child.
+    for transport in TRANSPORTS {
+        let mut child = Process::new(move || -> i32 {
+            let Ok((rx, tx)) = transport_pair(transport) else {
+                return 4;
+            };
+            let mut forged = vec![0xff; 4];
+            forged.extend(0xF000_0000u64.to_be_bytes());
+            forged.extend([0u8; 16]);
+            if tx.__send_raw(&forged).is_err() {
+                return 4;
+            }
+            drop(tx);
+            limit_address_space(1 << 30);
+            match rx.recv_bytes() {
+                Ok(_) => 3,
+                Err(_) => 0,
+            }
+        })
+        .with_die_with_parent(true);
+        child.start()?;
+        r.faults += 1;
+        match child.join_timeout(STUCK)? {
+            Some(st) if st.success() => {
+                outcomes.push(format!("{transport} forged header under 1 GiB of address space: an error"))
+            }
+            Some(st) => r.problem(format!(
+                "{transport}: a forged 3.75 GiB header under a 1 GiB address-space limit: the receiver ended with {st}"
+            )),
+            None => {
+                kill_and_reap(&mut child);
+                r.problem(format!("{transport}: a forged 3.75 GiB header: the receiver hung"));
+            }
         }
     }
 
@@ -1420,7 +1522,7 @@ fn garbage(size: Size) -> Outcome<Report> {
     let _ = server.join();
     r.percentiles("legit call after garbage", &mut lat);
     r.actions = format!(
-        "{} hostile peers: {} garbage frames to a manager ({closed} connections closed by it), {} to Connections (pipe ring, socketpair, Listener; max_message 1 MiB)",
+        "{} hostile peers: {} garbage frames to a manager ({closed} connections closed by it), {} to Connections (pipe's ring, socketpair, kernel pipe, Listener; max_message 1 MiB)",
         r.faults,
         rounds * manager_garbage.len(),
         outcomes.len()
