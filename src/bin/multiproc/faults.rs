@@ -467,7 +467,7 @@ fn lock_kill(size: Size) -> Outcome<Report> {
         holding.store(0);
         let (v2, done2, holding2, recover2) =
             (v.clone(), done.clone(), holding.clone(), recover.clone());
-        let mut victim = Process::new(move || {
+        let mut victim = Process::new(move || -> i32 {
             let mut g = match v2.lock() {
                 Ok(g) => g,
                 Err(LockError::OwnerDied(e)) => {
@@ -475,7 +475,7 @@ fn lock_kill(size: Size) -> Outcome<Report> {
                     recover2(&mut g);
                     g
                 }
-                Err(LockError::WouldDeadlock) => return,
+                Err(LockError::WouldDeadlock) => return 1,
             };
             // The four points of an increment: before it, flag set,
             // counter bumped, completion recorded.
@@ -489,7 +489,7 @@ fn lock_kill(size: Size) -> Outcome<Report> {
                 done2.as_atomics()[slot].fetch_add(1, Ordering::Relaxed);
             }
             holding2.store(1);
-            park();
+            park()
         })
         .with_die_with_parent(true);
         victim.start()?;
