@@ -301,3 +301,41 @@ fn manager_serve_for_other_processes_until_shutdown() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("authkey file"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn faults_scenarios_print_what_was_lost_and_pass() {
+    let out = multiproc(&[
+        "faults",
+        "--quick",
+        "--json",
+        "--scenario",
+        "lock_kill,pipe_kill,churn",
+    ]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    for (line, name) in lines.iter().zip(["lock_kill", "pipe_kill", "churn"]) {
+        assert!(line.starts_with('{') && line.ends_with('}'), "{line}");
+        for want in [
+            format!("\"scenario\":\"{name}\""),
+            "\"verdict\":\"ok\"".to_owned(),
+            "\"zombies\":0".to_owned(),
+            "\"duplicated\":0".to_owned(),
+            "\"fd_delta\":0".to_owned(),
+        ] {
+            assert!(line.contains(&want), "{want} not in {line}");
+        }
+        assert!(!line.contains("\"faults\":0,"), "nothing was done: {line}");
+    }
+    // Holders killed while holding the lock: every one recovered, with
+    // its latency figures.
+    assert!(lines[0].contains("owner-died p99"), "{}", lines[0]);
+    let out = multiproc(&["faults", "--scenario", "nonsense"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown scenario"));
+}

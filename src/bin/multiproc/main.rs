@@ -4,6 +4,7 @@
 //! multiproc pi [--n 100000000] [--procs P] [--chunks C] [--transport T,...] [--redis URL] [--json] [--plot FILE.svg|FILE.png]
 //! multiproc bench [--workload W,...] [--quick] [--json] [--compare-python]
 //! multiproc manager serve --listen unix:PATH|tcp:HOST:PORT --authkey-file FILE
+//! multiproc faults [--quick] [--json] [--scenario S,...]
 //! ```
 //!
 //! `pi` computes pi from the series sum_{k<N} 1/(2k+1)^2 = pi^2/8, split
@@ -11,12 +12,15 @@
 //! each transport, timing each. `bench` runs the workloads of
 //! `shared/WORKLOADS.md`, each beside its raw baseline (and Python's, when
 //! asked), and prints a summary table or the verified JSON lines.
+//! `faults` runs the fault-injection suite (kills, floods, garbage) and
+//! prints what each scenario did and lost.
 
 use std::io::{IsTerminal, Write as _};
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+mod faults;
 mod pi;
 mod plot;
 mod report;
@@ -43,6 +47,8 @@ enum Command {
     Pi(PiArgs),
     /// Run the workloads of shared/WORKLOADS.md beside their raw baselines.
     Bench(BenchArgs),
+    /// Kill, flood and garble at bounded sizes; print what was lost.
+    Faults(FaultsArgs),
     /// A manager server for other processes and hosts.
     Manager {
         #[command(subcommand)]
@@ -103,6 +109,59 @@ fn manager_serve(args: ServeArgs) -> i32 {
             eprintln!("multiproc manager serve: {e}");
             1
         }
+    }
+}
+
+#[derive(clap::Args)]
+struct FaultsArgs {
+    /// Small sizes (CI): under a minute in all.
+    #[arg(long)]
+    quick: bool,
+    /// One JSON line per scenario instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// Scenarios to run, comma-separated (default: all).
+    #[arg(long, value_delimiter = ',')]
+    scenario: Vec<String>,
+}
+
+fn faults_command(args: FaultsArgs) -> i32 {
+    let chosen: Vec<String> = if args.scenario.is_empty() {
+        faults::SCENARIOS.iter().map(|s| s.to_string()).collect()
+    } else {
+        args.scenario.clone()
+    };
+    for s in &chosen {
+        if !faults::SCENARIOS.contains(&s.as_str()) {
+            eprintln!(
+                "multiproc faults: unknown scenario {s:?}; choose from {}",
+                faults::SCENARIOS.join(", ")
+            );
+            return 2;
+        }
+    }
+    let progress = Progress::new(!args.json);
+    let reports = faults::run(&chosen, args.quick, |r| {
+        if args.json {
+            println!("{}", r.json());
+        } else {
+            progress.show(&format!("{} done", r.scenario));
+        }
+    });
+    progress.clear();
+    if !args.json {
+        let sizes = if args.quick {
+            "quick sizes"
+        } else {
+            "full sizes"
+        };
+        println!("multiproc faults ({sizes}; latencies are printed, never judged)");
+        print!("{}", faults::table(&reports));
+    }
+    if reports.iter().all(faults::Report::ok) {
+        0
+    } else {
+        1
     }
 }
 
@@ -401,6 +460,7 @@ fn main() {
     let code = match cli.command {
         Command::Pi(args) => pi_command(args),
         Command::Bench(args) => bench_command(args),
+        Command::Faults(args) => faults_command(args),
         Command::Manager {
             command: ManagerCommand::Serve(args),
         } => manager_serve(args),
