@@ -140,7 +140,8 @@ impl<T: ShmSafe + Copy + fmt::Debug> fmt::Debug for Value<T> {
 /// ```
 /// let hits = multiproc::RawValue::new(0u64)?;
 /// hits.fetch_add(5);
-/// assert_eq!(hits.load(), 5);
+/// assert_eq!(hits.get(), 5);
+/// hits.set(1);
 /// # Ok::<(), multiproc::Error>(())
 /// ```
 // The derived `Deserialize` is sound: the only field is a `ShmBox`, whose
@@ -172,15 +173,32 @@ impl<T: Atomic> RawValue<T> {
         unsafe { T::as_atomic(self.inner.as_ptr()) }
     }
 
-    /// Reads the value.
+    /// Reads the value (Python's `v.value`), atomically. The name is
+    /// [`Value::get`]'s and [`RawArray::get`](crate::RawArray::get)'s.
     #[doc(alias = "value")]
-    pub fn load(&self) -> T {
+    #[doc(alias = "load")]
+    pub fn get(&self) -> T {
         T::load(self.as_atomic(), Ordering::SeqCst)
     }
 
-    /// Writes the value.
-    pub fn store(&self, value: T) {
+    /// Writes the value (Python's `v.value = x`), atomically.
+    #[doc(alias = "store")]
+    pub fn set(&self, value: T) {
         T::store(self.as_atomic(), value, Ordering::SeqCst)
+    }
+
+    /// The old name of [`get`](Self::get), kept so existing code builds
+    /// (hidden from the docs; to be deprecated once the crate's own call
+    /// sites have moved to `get`).
+    #[doc(hidden)]
+    pub fn load(&self) -> T {
+        self.get()
+    }
+
+    /// The old name of [`set`](Self::set), kept as `load` is.
+    #[doc(hidden)]
+    pub fn store(&self, value: T) {
+        self.set(value)
     }
 
     /// Writes the value and returns the old one.
@@ -209,6 +227,6 @@ impl<T: AtomicNumber> RawValue<T> {
 
 impl<T: Atomic + fmt::Debug> fmt::Debug for RawValue<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("RawValue").field(&self.load()).finish()
+        f.debug_tuple("RawValue").field(&self.get()).finish()
     }
 }
