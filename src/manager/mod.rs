@@ -307,7 +307,9 @@ pub struct ManagerBuilder {
 
 impl ManagerBuilder {
     /// Listens on `address` (default: a socket in a fresh private
-    /// directory). A TCP address serves other hosts too.
+    /// directory). A TCP address serves other hosts too; with port 0 the
+    /// server binds a free port, and [`Manager::address`] reports the real
+    /// one (as Python's `manager.address`).
     pub fn address(mut self, address: Address) -> Self {
         self.address = Some(address);
         self
@@ -354,6 +356,12 @@ impl ManagerBuilder {
 
     /// Starts a server process and connects to it.
     ///
+    /// The server ignores SIGINT, as Python's does: a Ctrl-C in the
+    /// terminal signals the whole foreground process group, and a program
+    /// that handles it keeps working proxies. It stops when the [`Manager`]
+    /// that started it is dropped or [shut down](Manager::shutdown), on
+    /// SIGTERM, or when the process that started it ends.
+    ///
     /// Errors: [`Error::ForeignCode`] if a registered type's code lives in
     /// a shared library rather than the main executable (the server
     /// process could not find it); the errors of starting the process and
@@ -382,11 +390,20 @@ impl ManagerBuilder {
                 Some(1) => StartMethod::Fork,
                 _ => StartMethod::Spawn,
             });
+        // A TCP port 0 is chosen by the server's bind: it reports the real
+        // address through shared memory, where `start` reads it.
+        let report = match &address {
+            Address::Tcp(a) if a.port() == 0 => {
+                Some(Arc::new(crate::RawArray::<u8>::zeroed(REPORT_LEN)?))
+            }
+            _ => None,
+        };
         let args = ServerArgs {
             parent: Some(crate::sys::thread::pid()),
             address: address.to_string(),
             authkey: authkey.clone(),
             types,
+            report: report.clone(),
         };
         let process = Process::call_with(method, server_main, args)?
             .with_name("multiproc-manager")
@@ -406,20 +423,33 @@ impl ManagerBuilder {
             cleanup(&dir);
             return Err(e);
         }
+        let mut address = address;
+        let mut reported = report.is_none();
         let deadline = Instant::now() + START_TIMEOUT;
         let session = loop {
-            // Connected to *our* server (not another one that holds the
-            // address: ours then fails to bind and exits)?
-            let ours = Session::get(&address, &authkey).and_then(|s| {
-                let pid: u32 = dec(&s.call(CONTROL, "pid", &[])?)?;
-                if Some(pid as i32) == process.pid() {
-                    Ok(s)
-                } else {
-                    Err(Error::ServerGone(format!(
-                        "another server answers at {address}"
-                    )))
+            let ours = if !reported {
+                match report.as_deref().and_then(read_report) {
+                    Some(a) => {
+                        address = a;
+                        reported = true;
+                        continue;
+                    }
+                    None => Err(Error::ServerGone("it is not listening yet".into())),
                 }
-            });
+            } else {
+                // Connected to *our* server (not another one that holds the
+                // address: ours then fails to bind and exits)?
+                Session::get(&address, &authkey).and_then(|s| {
+                    let pid: u32 = dec(&s.call(CONTROL, "pid", &[])?)?;
+                    if Some(pid as i32) == process.pid() {
+                        Ok(s)
+                    } else {
+                        Err(Error::ServerGone(format!(
+                            "another server answers at {address}"
+                        )))
+                    }
+                })
+            };
             match ours {
                 Ok(s) => break s,
                 Err(Error::ServerGone(why)) => {
@@ -467,6 +497,11 @@ impl ManagerBuilder {
     /// Runs a server in this process until a shutdown request, SIGTERM or
     /// SIGINT (a blocking call; what `multiproc manager serve` runs). The
     /// address must be given.
+    ///
+    /// To stop a standalone server: Ctrl-C in its terminal (SIGINT, as
+    /// Python's `serve_forever` stops on `KeyboardInterrupt`), `kill PID`
+    /// (SIGTERM), or from any client that has the key:
+    /// `Manager::connect(&address, key)?.shutdown()`.
     pub fn serve(self) -> Result<()> {
         let address = self.address.ok_or(Error::InvalidArgument(
             "serve needs an address to listen on",
@@ -476,7 +511,7 @@ impl ManagerBuilder {
             .unwrap_or_else(|| crate::process::current_process().authkey().to_vec());
         // In this process: no code crosses.
         let types = self.types.into_iter().map(|(id, f)| (id, f(()))).collect();
-        serve_with(&address, &authkey, types, None)
+        serve_with(&address, &authkey, types, None, &|_| {})
     }
 }
 
@@ -486,21 +521,31 @@ impl ManagerBuilder {
 /// registered ones). A Unix socket file left at `address` by a server that
 /// died is replaced; one that a live server uses is an error.
 pub fn serve(address: &Address, authkey: &[u8]) -> Result<()> {
-    serve_with(address, authkey, Vec::new(), None)
+    serve_with(address, authkey, Vec::new(), None, &|_| {})
 }
 
-/// Serves until a shutdown request, SIGTERM or SIGINT, or (with `parent`)
-/// until the process `parent` is no longer this one's parent (it died).
+/// Serves until a shutdown request, SIGTERM or SIGINT (unless ignored), or
+/// (with `parent`) until the process `parent` is no longer this one's
+/// parent (it died). `bound` learns the address listened on.
 fn serve_with(
     address: &Address,
     authkey: &[u8],
     types: Vec<(String, Constructor)>,
     parent: Option<i32>,
+    bound: &dyn Fn(&Address),
 ) -> Result<()> {
     let listener = server::bind(address, authkey)?;
+    bound(listener.address());
     let stop = Arc::new(AtomicBool::new(false));
     let mut ids = Vec::new();
-    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+    // A started server (with a parent) ignores SIGINT, as Python's does; a
+    // standalone one stops on Ctrl-C.
+    let signals: &[i32] = if parent.is_some() {
+        &[signal_hook::consts::SIGTERM]
+    } else {
+        &[signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT]
+    };
+    for &sig in signals {
         ids.push(
             signal_hook::flag::register(sig, stop.clone())
                 .map_err(|e| Error::os("sigaction", e))?,
@@ -523,6 +568,38 @@ struct ServerArgs {
     authkey: Vec<u8>,
     /// Registered types: type id and the constructor's `CodePtr` offset.
     types: Vec<(String, u64)>,
+    /// Where to report the address bound (a TCP port 0 becomes a real one):
+    /// see [`write_report`].
+    report: Option<Arc<crate::RawArray<u8>>>,
+}
+
+/// The room for a reported address: a length byte, then the address.
+const REPORT_LEN: usize = 256;
+
+/// Writes `address` into `report` for [`read_report`]: the text first,
+/// then its length in byte 0 (each byte an atomic store; the length's
+/// store publishes the text).
+fn write_report(report: &crate::RawArray<u8>, address: &Address) {
+    let text = address.to_string();
+    let bytes = text.as_bytes();
+    if bytes.is_empty() || bytes.len() >= REPORT_LEN.min(256) {
+        return;
+    }
+    for (i, b) in bytes.iter().enumerate() {
+        let _ = report.set(i + 1, *b);
+    }
+    let _ = report.set(0, bytes.len() as u8);
+}
+
+/// The address the server reported, once it has: untrusted bytes (any
+/// process mapping them could write), so parsed and checked.
+fn read_report(report: &crate::RawArray<u8>) -> Option<Address> {
+    let n = report.get(0).ok()? as usize;
+    if n == 0 {
+        return None;
+    }
+    let bytes: Vec<u8> = (1..=n).map(|i| report.get(i).unwrap_or(0)).collect();
+    Address::parse(std::str::from_utf8(&bytes).ok()?).ok()
 }
 
 /// The server process's entry: `None` after a clean stop, or the error.
@@ -542,7 +619,20 @@ fn server_main(args: ServerArgs) -> Option<String> {
                 Ok((id.clone(), f.get()(())))
             })
             .collect::<Result<_>>()?;
-        let r = serve_with(&address, &args.authkey, types, args.parent);
+        // As Python's manager server: Ctrl-C in a terminal signals the whole
+        // foreground group, and the program that started the server may
+        // handle it and go on using its proxies. The server stops on a
+        // shutdown request, SIGTERM, or when that program ends.
+        crate::signal::set_disposition(
+            nix::sys::signal::Signal::SIGINT,
+            nix::sys::signal::SigHandler::SigIgn,
+        )?;
+        let report = |a: &Address| {
+            if let Some(r) = &args.report {
+                write_report(r, a);
+            }
+        };
+        let r = serve_with(&address, &args.authkey, types, args.parent, &report);
         // The private directory `start` made, now empty (the socket file
         // went with the listener), if the parent died without removing it.
         if let Address::Unix(path) = &address
