@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use common::{join_ok, serial, spawn};
 use multiproc::connection::listener::Address;
 use multiproc::manager::{DictProxy, ListProxy, Manager, ManagerBuilder, QueueProxy};
-use multiproc::{Error, RemoteErrorKind, StartMethod};
+use multiproc::{Error, StartMethod};
 
 const KEY: &[u8] = b"manager parity key";
 
@@ -104,11 +104,84 @@ fn a_started_server_ignores_sigint_like_pythons() {
     drop(m);
 }
 
-fn is_kind(e: &Error, kind: RemoteErrorKind) -> bool {
-    matches!(e, Error::Remote { kind: k, .. } if *k == kind)
+#[test]
+fn a_proxy_stored_in_a_list_keeps_its_object_alive() {
+    let _s = serial();
+    let m = start();
+    let base = m.object_count().unwrap();
+    let outer: ListProxy<ListProxy<u64>> = m.list().unwrap();
+    // The temporary proxy is dropped at once: the list holds the object.
+    outer.push(&m.list_from(&[0, 1, 2]).unwrap()).unwrap();
+    outer.get(0).unwrap().set(0, &9).unwrap();
+    assert_eq!(outer.get(0).unwrap().to_vec().unwrap(), [9, 1, 2]);
+    assert_eq!(m.object_count().unwrap(), base + 2);
+    // Overwritten: the old inner list is freed.
+    outer.set(0, &m.list_from(&[5]).unwrap()).unwrap();
+    assert_eq!(m.object_count().unwrap(), base + 2);
+    assert_eq!(outer.get(0).unwrap().to_vec().unwrap(), [5]);
+    // Popped: the caller's proxy owns the reference the list held.
+    outer.extend([&m.list_from(&[6]).unwrap()]).unwrap();
+    let popped = outer.pop().unwrap();
+    assert_eq!(m.object_count().unwrap(), base + 3);
+    assert_eq!(popped.to_vec().unwrap(), [6]);
+    drop(popped);
+    assert_eq!(m.object_count().unwrap(), base + 2);
+    // Removed by value: freed.
+    let inner = outer.get(0).unwrap();
+    outer.remove(&inner).unwrap();
+    drop(inner);
+    assert_eq!(m.object_count().unwrap(), base + 1);
+    // The container freed: what it held goes with it.
+    outer.push(&m.list_from(&[7]).unwrap()).unwrap();
+    assert_eq!(m.object_count().unwrap(), base + 2);
+    drop(outer);
+    assert_eq!(m.object_count().unwrap(), base);
+    m.shutdown().unwrap();
 }
 
-#[allow(dead_code)]
-fn unused(_: QueueProxy<u8>) -> bool {
-    is_kind(&Error::Timeout, RemoteErrorKind::Index)
+#[test]
+fn proxies_stored_by_a_child_that_exited_stay_usable() {
+    let _s = serial();
+    let m = start();
+    let base = m.object_count().unwrap();
+    let dicts: DictProxy<String, DictProxy<String, u64>> = m.dict().unwrap();
+    let queues: ListProxy<QueueProxy<String>> = m.list().unwrap();
+    let q: QueueProxy<ListProxy<u8>> = m.queue().unwrap();
+    let mgr = &m;
+    let (d2, l2, q2) = (dicts.clone(), queues.clone(), q.clone());
+    let mut kid = spawn(move || {
+        // The child's session ends when it exits: only the containers keep
+        // these objects alive then.
+        let inner = mgr.dict::<String, u64>().unwrap();
+        inner.insert(&"answer".into(), &42).unwrap();
+        d2.insert(&"inner".into(), &inner).unwrap();
+        let iq = mgr.queue::<String>().unwrap();
+        iq.put(&"hello".into()).unwrap();
+        l2.push(&iq).unwrap();
+        q2.put(&mgr.list_from(&[1u8, 2]).unwrap()).unwrap();
+    });
+    join_ok(&mut kid);
+    drop(kid);
+    let inner = dicts.get(&"inner".into()).unwrap().unwrap();
+    assert_eq!(inner.get(&"answer".into()).unwrap(), Some(42));
+    let iq = queues.get(0).unwrap();
+    assert_eq!(
+        iq.get_timeout(Duration::from_secs(5)).unwrap().as_deref(),
+        Some("hello")
+    );
+    let taken = q.get_timeout(Duration::from_secs(5)).unwrap().unwrap();
+    assert_eq!(taken.to_vec().unwrap(), [1, 2]);
+    // 3 containers + 3 held objects.
+    assert_eq!(m.object_count().unwrap(), base + 6);
+    drop(taken);
+    assert_eq!(m.object_count().unwrap(), base + 5);
+    // A dict value taken out by `remove` comes with its reference.
+    drop(inner);
+    let removed = dicts.remove(&"inner".into()).unwrap().unwrap();
+    assert_eq!(removed.get(&"answer".into()).unwrap(), Some(42));
+    drop(removed);
+    assert_eq!(m.object_count().unwrap(), base + 4);
+    drop((iq, queues));
+    assert_eq!(m.object_count().unwrap(), base + 2);
+    m.shutdown().unwrap();
 }

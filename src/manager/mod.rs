@@ -762,11 +762,14 @@ impl Manager {
         self.make(&enc(&Vec::<Bytes<'_>>::new())?)
     }
 
-    /// A list holding `items`.
+    /// A list holding `items`. Proxies among them keep their objects
+    /// alive while the list holds them (see [`ListProxy`]).
     pub fn list_from<T: Serialize + DeserializeOwned>(&self, items: &[T]) -> Result<ListProxy<T>> {
-        let v: Vec<Vec<u8>> = items.iter().map(enc).collect::<Result<_>>()?;
-        let b: Vec<Bytes<'_>> = v.iter().map(|x| Bytes(x)).collect();
-        self.make(&enc(&b)?)
+        let list = self.list()?;
+        if !items.is_empty() {
+            list.extend(items)?;
+        }
+        Ok(list)
     }
 
     /// An empty dict.
@@ -783,16 +786,35 @@ impl Manager {
         self.make(&enc(&Vec::<(String, Bytes<'_>)>::new())?)
     }
 
-    /// A value.
+    /// A value. A proxy in it keeps its object alive while it is there.
     pub fn value<T: Serialize + DeserializeOwned>(&self, value: &T) -> Result<ValueProxy<T>> {
-        self.make(&enc(value)?)
+        let (bytes, proxies) = proxy::enc_noting(value, &self.address)?;
+        let v: ValueProxy<T> = self.make(&bytes)?;
+        if proxies {
+            // Stored again through a call that makes the server hold them.
+            v.set(value)?;
+        }
+        Ok(v)
     }
 
-    /// A fixed-length array holding `items`.
+    /// A fixed-length array holding `items`. Proxies among them keep their
+    /// objects alive while the array holds them.
     pub fn array<T: Serialize + DeserializeOwned>(&self, items: &[T]) -> Result<ArrayProxy<T>> {
-        let v: Vec<Vec<u8>> = items.iter().map(enc).collect::<Result<_>>()?;
+        let mut v = Vec::with_capacity(items.len());
+        let mut with_proxies = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let (bytes, proxies) = proxy::enc_noting(item, &self.address)?;
+            if proxies {
+                with_proxies.push(i);
+            }
+            v.push(bytes);
+        }
         let b: Vec<Bytes<'_>> = v.iter().map(|x| Bytes(x)).collect();
-        self.make(&enc(&b)?)
+        let a: ArrayProxy<T> = self.make(&enc(&b)?)?;
+        for i in with_proxies {
+            a.set(i, &items[i])?;
+        }
+        Ok(a)
     }
 
     /// An unbounded queue.
