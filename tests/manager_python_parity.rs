@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use common::{join_ok, serial, spawn};
 use multiproc::connection::listener::Address;
 use multiproc::manager::{DictProxy, ListProxy, Manager, ManagerBuilder, QueueProxy};
-use multiproc::{Error, StartMethod};
+use multiproc::{Error, RemoteErrorKind, StartMethod};
 
 const KEY: &[u8] = b"manager parity key";
 
@@ -184,4 +184,107 @@ fn proxies_stored_by_a_child_that_exited_stay_usable() {
     drop((iq, queues));
     assert_eq!(m.object_count().unwrap(), base + 2);
     m.shutdown().unwrap();
+}
+
+#[test]
+fn a_client_connecting_by_address_fetches_named_objects() {
+    let _s = serial();
+    let m = builder()
+        .address(Address::parse("tcp:127.0.0.1:0").unwrap())
+        .start()
+        .unwrap();
+    let base = m.object_count().unwrap();
+    // Exposed, then the proxy dropped: the name keeps the queue alive.
+    m.expose("jobs", &m.queue::<String>().unwrap()).unwrap();
+    m.expose("results", &m.dict::<String, u64>().unwrap())
+        .unwrap();
+    assert_eq!(m.object_count().unwrap(), base + 2);
+    assert_eq!(m.exposed().unwrap(), ["jobs", "results"]);
+    let address = m.address().clone();
+    // A child that knows only the address and key, as another program.
+    let mut kid = spawn(move || {
+        let c = Manager::connect(&address, KEY).unwrap();
+        let jobs: QueueProxy<String> = c.get("jobs").unwrap();
+        let results: DictProxy<String, u64> = c.get("results").unwrap();
+        let job = jobs.get_timeout(Duration::from_secs(10)).unwrap().unwrap();
+        results.insert(&job, &(job.len() as u64)).unwrap();
+        // A wrong kind is a clear error, and a missing name too.
+        match c.get::<ListProxy<String>>("jobs") {
+            Err(Error::Remote {
+                kind: RemoteErrorKind::BadArguments,
+                message,
+            }) => assert!(message.contains("\"queue\", not a \"list\""), "{message}"),
+            other => panic!("{other:?}"),
+        }
+        match c.get::<QueueProxy<String>>("nothing") {
+            Err(Error::Remote {
+                kind: RemoteErrorKind::Key,
+                ..
+            }) => {}
+            other => panic!("{other:?}"),
+        }
+    });
+    let jobs: QueueProxy<String> = m.get("jobs").unwrap();
+    jobs.put(&"twelve chars".to_string()).unwrap();
+    join_ok(&mut kid);
+    let results: DictProxy<String, u64> = m.get("results").unwrap();
+    assert_eq!(results.get(&"twelve chars".into()).unwrap(), Some(12));
+    // Unexposed, the last proxy gone: freed.
+    assert!(m.unexpose("jobs").unwrap());
+    assert!(!m.unexpose("jobs").unwrap());
+    assert_eq!(m.object_count().unwrap(), base + 2);
+    drop(jobs);
+    assert_eq!(m.object_count().unwrap(), base + 1);
+    // Another proxy of another server is refused.
+    let other = start();
+    let foreign = other.list::<u8>().unwrap();
+    assert!(matches!(
+        m.expose("foreign", &foreign),
+        Err(Error::InvalidArgument(_))
+    ));
+    drop(foreign);
+    other.shutdown().unwrap();
+    m.shutdown().unwrap();
+}
+
+#[test]
+fn a_standalone_server_exposes_what_its_setup_made() {
+    let _s = serial();
+    let dir = std::env::temp_dir().join(format!("mp-parity-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let address = Address::Unix(dir.join("serve.sock"));
+    let at = address.clone();
+    let mut server = spawn(move || {
+        Manager::builder()
+            .address(at)
+            .authkey(KEY)
+            .serve_with_setup(|m| {
+                let q = m.queue::<u64>()?;
+                q.put(&41)?;
+                m.expose("numbers", &q)
+            })
+            .unwrap();
+    });
+    // Bounded: connect, then wait for the name to appear.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let numbers: QueueProxy<u64> = loop {
+        if let Ok(c) = Manager::connect(&address, KEY)
+            && let Ok(q) = c.get("numbers")
+        {
+            break q;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the standalone server never exposed its queue"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    assert_eq!(
+        numbers.get_timeout(Duration::from_secs(5)).unwrap(),
+        Some(41)
+    );
+    drop(numbers);
+    Manager::connect(&address, KEY).unwrap().shutdown().unwrap();
+    join_ok(&mut server);
+    let _ = std::fs::remove_dir_all(&dir);
 }

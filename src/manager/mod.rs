@@ -511,7 +511,71 @@ impl ManagerBuilder {
             .unwrap_or_else(|| crate::process::current_process().authkey().to_vec());
         // In this process: no code crosses.
         let types = self.types.into_iter().map(|(id, f)| (id, f(()))).collect();
-        serve_with(&address, &authkey, types, None, &|_| {})
+        serve_with(&address, &authkey, types, None, &|_| Ok(()))
+    }
+
+    /// [`serve`](Self::serve), running `setup` once the server listens: on
+    /// a thread of its own, with a [`Manager`] connected to this server, to
+    /// make the objects clients will find by name
+    /// ([`Manager::expose`]); Python's `register('get_queue', callable=
+    /// lambda: q)` before `serve_forever()`. If `setup` fails, the server
+    /// stops and this returns its error.
+    ///
+    /// ```no_run
+    /// use multiproc::manager::Manager;
+    /// use multiproc::connection::listener::Address;
+    ///
+    /// Manager::builder()
+    ///     .address(Address::parse("tcp:0.0.0.0:50000")?)
+    ///     .authkey(b"abracadabra".to_vec())
+    ///     .serve_with_setup(|m| m.expose("jobs", &m.queue::<String>()?))?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn serve_with_setup<F>(self, setup: F) -> Result<()>
+    where
+        F: FnOnce(&Manager) -> Result<()> + Send + 'static,
+    {
+        let address = self.address.ok_or(Error::InvalidArgument(
+            "serve needs an address to listen on",
+        ))?;
+        let authkey = self
+            .authkey
+            .unwrap_or_else(|| crate::process::current_process().authkey().to_vec());
+        let types = self.types.into_iter().map(|(id, f)| (id, f(()))).collect();
+        let failed: Arc<parking_lot::Mutex<Option<Error>>> = Arc::default();
+        let setup = parking_lot::Mutex::new(Some(setup));
+        let bound = |at: &Address| {
+            let Some(f) = setup.lock().take() else {
+                return Ok(());
+            };
+            let (at, key, failed) = (at.clone(), authkey.clone(), failed.clone());
+            std::thread::Builder::new()
+                .name("mp-manager-setup".into())
+                .spawn(move || {
+                    let r = Manager::connect(&at, &key).and_then(|m| {
+                        let r = f(&m);
+                        if r.is_err() {
+                            let _ = m.session().and_then(|s| s.call(CONTROL, "shutdown", &[]));
+                        }
+                        r
+                    });
+                    if let Err(e) = r {
+                        *failed.lock() = Some(e);
+                        // The server may be waiting for a connection: one
+                        // more stop request that cannot be missed.
+                        if let Ok(m) = Manager::connect(&at, &key) {
+                            let _ = m.shutdown();
+                        }
+                    }
+                })
+                .map(drop)
+                .map_err(|e| Error::os("spawn a thread", e))
+        };
+        let r = serve_with(&address, &authkey, types, None, &bound);
+        if let Some(e) = failed.lock().take() {
+            return Err(e);
+        }
+        r
     }
 }
 
@@ -521,7 +585,7 @@ impl ManagerBuilder {
 /// registered ones). A Unix socket file left at `address` by a server that
 /// died is replaced; one that a live server uses is an error.
 pub fn serve(address: &Address, authkey: &[u8]) -> Result<()> {
-    serve_with(address, authkey, Vec::new(), None, &|_| {})
+    serve_with(address, authkey, Vec::new(), None, &|_| Ok(()))
 }
 
 /// Serves until a shutdown request, SIGTERM or SIGINT (unless ignored), or
@@ -532,10 +596,10 @@ fn serve_with(
     authkey: &[u8],
     types: Vec<(String, Constructor)>,
     parent: Option<i32>,
-    bound: &dyn Fn(&Address),
+    bound: &dyn Fn(&Address) -> Result<()>,
 ) -> Result<()> {
     let listener = server::bind(address, authkey)?;
-    bound(listener.address());
+    bound(listener.address())?;
     let stop = Arc::new(AtomicBool::new(false));
     let mut ids = Vec::new();
     // A started server (with a parent) ignores SIGINT, as Python's does; a
@@ -631,6 +695,7 @@ fn server_main(args: ServerArgs) -> Option<String> {
             if let Some(r) = &args.report {
                 write_report(r, a);
             }
+            Ok(())
         };
         let r = serve_with(&address, &args.authkey, types, args.parent, &report);
         // The private directory `start` made, now empty (the socket file
@@ -876,6 +941,91 @@ impl Manager {
     /// A barrier for `parties` parties.
     pub fn barrier(&self, parties: u32) -> Result<BarrierProxy> {
         self.make(&enc(&(parties as u64))?)
+    }
+
+    /// Makes `proxy`'s object reachable by `name` on this server, for any
+    /// client that connects by address (Python's `BaseManager.register(
+    /// name, callable=lambda: obj)` on the server side). The name holds a
+    /// reference: the object lives while it is exposed, even after every
+    /// proxy is dropped. Exposing another object under the name replaces
+    /// (and releases) the first.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] if the proxy belongs to another server;
+    /// an [`UnknownObject`](crate::RemoteErrorKind::UnknownObject) error if
+    /// its object is gone.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use multiproc::manager::{Manager, QueueProxy};
+    /// use multiproc::connection::listener::Address;
+    ///
+    /// // The server side.
+    /// let m = Manager::builder()
+    ///     .address(Address::parse("tcp:127.0.0.1:0")?)
+    ///     .authkey(b"secret".to_vec())
+    ///     .start()?;
+    /// m.expose("jobs", &m.queue::<String>()?)?;
+    ///
+    /// // Any other program, knowing the address and key.
+    /// let client = Manager::connect(m.address(), b"secret")?;
+    /// let jobs: QueueProxy<String> = client.get("jobs")?;
+    /// jobs.put(&"work".to_string())?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn expose<P: TypedProxy>(&self, name: &str, proxy: &P) -> Result<()> {
+        let token = proxy.proxy().token();
+        if token.address != self.address {
+            return Err(Error::InvalidArgument(
+                "the proxy's object lives in another manager's server",
+            ));
+        }
+        self.session()?
+            .call(CONTROL, "expose", &enc(&(name, token.id))?)
+            .map(drop)
+    }
+
+    /// Removes the name `name`; whether it was there. Its object is freed
+    /// if nothing else refers to it.
+    pub fn unexpose(&self, name: &str) -> Result<bool> {
+        dec(&self.session()?.call(CONTROL, "unexpose", &enc(name)?)?)
+    }
+
+    /// The object exposed as `name` (see [`expose`](Self::expose)), as a
+    /// proxy of type `P` (Python's `manager.get_queue()` on a client).
+    ///
+    /// Only the kind of object is checked (`"queue"`, `"dict"`, a
+    /// registered type id), not the element types of a container: a
+    /// `QueueProxy<u64>` fetched for a queue of strings fails when an item
+    /// does not decode.
+    ///
+    /// # Errors
+    ///
+    /// A [`Key`](crate::RemoteErrorKind::Key) error if nothing is exposed
+    /// as `name`; a [`BadArguments`](crate::RemoteErrorKind::BadArguments)
+    /// error naming both kinds if the object is not a `P`.
+    pub fn get<P: TypedProxy>(&self, name: &str) -> Result<P> {
+        let session = self.session()?;
+        let (id, typeid): (u64, String) = dec(&session.call(CONTROL, "lookup", &enc(name)?)?)?;
+        // The reference is this session's now: a proxy owns it, typed or not.
+        let proxy = Proxy::created(session, id, &typeid);
+        if typeid != P::TYPE_ID {
+            return Err(Error::Remote {
+                kind: crate::RemoteErrorKind::BadArguments,
+                message: format!(
+                    "the object exposed as {name:?} is a {typeid:?}, not a {:?}",
+                    P::TYPE_ID
+                ),
+            });
+        }
+        Ok(P::from_proxy_unchecked(proxy))
+    }
+
+    /// The names objects are exposed under, sorted.
+    pub fn exposed(&self) -> Result<Vec<String>> {
+        dec(&self.session()?.call(CONTROL, "names", &[])?)
     }
 
     /// How many objects the server holds (Python's

@@ -188,6 +188,9 @@ pub(crate) struct Server {
     wake: std::sync::OnceLock<Address>,
     /// This server, for the references items hold ([`Held`]).
     me: std::sync::Weak<Server>,
+    /// Objects exposed by name (Python's `register(name, callable=...)`):
+    /// the id, and the reference the name holds.
+    names: Mutex<HashMap<String, (u64, Held)>>,
 }
 
 impl Server {
@@ -209,6 +212,7 @@ impl Server {
             max_frame: DEFAULT_MAX_FRAME,
             wake: std::sync::OnceLock::new(),
             me,
+            names: Mutex::new(HashMap::new()),
         }
     }
 
@@ -366,6 +370,40 @@ impl Server {
                 Ok(Vec::new())
             }
             "count" => enc(&(self.objects.read().len() as u64)),
+            "expose" => {
+                let (name, id): (&str, u64) = dec_args(req.args.0)?;
+                let held = self.hold(vec![id])?;
+                let old = self.names.lock().insert(name.to_string(), (id, held));
+                // Released outside the lock.
+                drop(old);
+                Ok(Vec::new())
+            }
+            "unexpose" => {
+                let name: &str = dec_args(req.args.0)?;
+                let old = self.names.lock().remove(name);
+                enc(&old.is_some())
+            }
+            "lookup" => {
+                let name: &str = dec_args(req.args.0)?;
+                // The caller's reference is taken under the names' lock, so
+                // that the name cannot be reassigned (and its object freed)
+                // in between.
+                let names = self.names.lock();
+                let id = names.get(name).map(|(id, _)| *id).ok_or_else(|| {
+                    remote(
+                        RemoteErrorKind::Key,
+                        format!("no object is exposed as {name:?}"),
+                    )
+                })?;
+                let typeid = self.incref(session, id)?;
+                drop(names);
+                enc(&(id, typeid))
+            }
+            "names" => {
+                let mut names: Vec<String> = self.names.lock().keys().cloned().collect();
+                names.sort();
+                enc(&names)
+            }
             "ping" => Ok(Vec::new()),
             "pid" => enc(&std::process::id()),
             "shutdown" => {
