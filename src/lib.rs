@@ -29,7 +29,8 @@
 //! |---|---|
 //! | `Value('d', 0.0)` | [`Value::new(0.0f64)`](Value::new) |
 //! | `with v.get_lock(): v.value += 1` | `*v.lock()? += 1`, or [`v.update(\|x\| *x += 1)`](Value::update) |
-//! | `RawValue('i', 0)` | [`RawValue::new(0i32)`](RawValue::new) (atomic) |
+//! | `RawValue('i', 0)`; `v.value`, `v.value = x` | [`RawValue::new(0i32)`](RawValue::new) (atomic); [`v.get()`](RawValue::get), [`v.set(x)`](RawValue::set) |
+//! | `Value('i', 0, lock=L)`, `Array('d', n, lock=L)`, `Condition(L)` | [`Value::with_lock(0, &l)`](Value::with_lock), [`Array::zeroed_with_lock(n, &l)`](Array::zeroed_with_lock), [`Condition::with_lock(&l)`](Condition::with_lock) |
 //! | `Array('i', 10)` / `Array('d', [1.0, 2.0])` | [`Array::<i32>::zeroed(10)`](Array::zeroed) / [`Array::from_slice(&[1.0, 2.0])`](Array::from_slice) |
 //! | `RawArray('d', n)` | [`RawArray::<f64>::zeroed(n)`](RawArray::zeroed) |
 //! | `Lock()`, `RLock()` | [`Lock::new()`](Lock::new), [`RLock::new()`](RLock::new) |
@@ -37,7 +38,7 @@
 //! | `Semaphore(n)`, `BoundedSemaphore(n)` | [`Semaphore::new(n)`](Semaphore::new), [`BoundedSemaphore::new(n)`](BoundedSemaphore::new) |
 //! | `Condition()`; `cond.wait_for(pred, t)` | [`Condition::new()`](Condition::new); [`wait_while_timeout`](Condition::wait_while_timeout) |
 //! | `Event()`, `Barrier(n, action)` | [`Event::new()`](Event::new), [`Barrier::with_action(n, f)`](Barrier::with_action) |
-//! | `shared_memory.SharedMemory(name, create, size)` | [`SharedMemory::create`] / [`SharedMemory::open`] |
+//! | `shared_memory.SharedMemory(name, create, size)` | [`SharedMemory::create`] / [`SharedMemory::open`] / [`SharedMemory::open_or_create`] |
 //! | `Process(target=f).start()` | [`Process::new(f).start()`](Process::start) |
 //! | `with Pool(4) as p: p.map(f, xs)` | `Pool::new(4)?.map(f, xs)?` (feature `serde`, module `pool`) |
 //!
@@ -93,4 +94,4 @@ pub use sync::event::Event;
 pub use sync::lock::{Lock, LockGuard, RLock, RLockGuard};
 pub use sync::raw::{RawProcessCondvar, RawProcessMutex};
 pub use sync::semaphore::{BoundedSemaphore, Semaphore};
-pub use value::{RawValue, Value};
+pub use value::{RawValue, Value, ValueWithLock};
