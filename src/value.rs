@@ -101,7 +101,7 @@ impl<T: ShmSafe> Value<T> {
 
     /// `value` in shared memory under an existing `lock` rather than a lock
     /// of its own (Python's `Value(typecode, value, lock=L)`): several
-    /// values, [arrays](crate::Array::with_lock) and
+    /// values, [arrays](crate::Array::zeroed_with_lock) and
     /// [conditions](crate::Condition::with_lock) can share one lock. The
     /// value keeps a handle on the lock; both work across processes.
     ///
