@@ -76,7 +76,7 @@ pub struct Array<T: ShmSafe> {
     alloc: Allocation,
     len: usize,
     data: usize,
-    /// The lock given to [`with_lock`](Array::with_lock), used instead of
+    /// The lock given to [`zeroed_with_lock`](Array::zeroed_with_lock), used instead of
     /// the array's own.
     lock: Option<crate::Lock>,
     _marker: PhantomData<T>,
