@@ -38,6 +38,7 @@
 //! | `Semaphore(n)`, `BoundedSemaphore(n)` | [`Semaphore::new(n)`](Semaphore::new), [`BoundedSemaphore::new(n)`](BoundedSemaphore::new) |
 //! | `Condition()`; `cond.wait_for(pred, t)` | [`Condition::new()`](Condition::new); [`wait_while_timeout`](Condition::wait_while_timeout) |
 //! | `Event()`, `Barrier(n, action)` | [`Event::new()`](Event::new), [`Barrier::with_action(n, f)`](Barrier::with_action) |
+//! | `shared_memory.ShareableList(seq, name=n)` | [`ShareableList::create`] / [`ShareableList::open`] (byte-compatible with Python's) |
 //! | `shared_memory.SharedMemory(name, create, size)` | [`SharedMemory::create`] / [`SharedMemory::open`] / [`SharedMemory::open_or_create`] |
 //! | `Process(target=f).start()` | [`Process::new(f).start()`](Process::start) |
 //! | `with Pool(4) as p: p.map(f, xs)` | `Pool::new(4)?.map(f, xs)?` (feature `serde`, module `pool`) |
@@ -63,6 +64,7 @@ pub mod process;
 pub mod queue;
 #[cfg(feature = "redis")]
 pub mod redis;
+mod shareable_list;
 mod shared_memory;
 mod shm;
 pub mod signal;
@@ -86,6 +88,7 @@ pub use process::{
 };
 #[cfg(feature = "serde")]
 pub use queue::{GetError, JoinableQueue, PutError, Queue, SimpleQueue, TaskDoneError};
+pub use shareable_list::{ShareableItem, ShareableList};
 pub use shared_memory::SharedMemory;
 pub use shm::{Atomic, AtomicNumber, ShmSafe};
 pub use sync::barrier::Barrier;
