@@ -288,3 +288,73 @@ fn a_standalone_server_exposes_what_its_setup_made() {
     join_ok(&mut server);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+fn in_dev_shm(name: &str) -> bool {
+    std::path::Path::new("/dev/shm").join(name).exists()
+}
+
+#[test]
+fn a_shared_memory_manager_unlinks_the_blocks_of_every_process_at_shutdown() {
+    let _s = serial();
+    // SAFETY: as for `builder`.
+    let smm = multiproc::manager::SharedMemoryManager::start_with(unsafe {
+        Manager::builder()
+            .authkey(KEY)
+            .start_method(StartMethod::Fork)
+            .allow_threads()
+    })
+    .unwrap();
+    let mine = smm.shared_memory(100).unwrap();
+    let list = smm.shareable_list(&[5i64.into()]).unwrap();
+    let smm_ref = &smm;
+    let mut kid = spawn(move || {
+        let theirs = smm_ref.shared_memory(64).unwrap();
+        theirs.write_at(0, b"child").unwrap();
+    });
+    join_ok(&mut kid);
+    drop(kid);
+    let names = smm.names().unwrap();
+    assert_eq!(names.len(), 3);
+    assert!(names.iter().all(|n| in_dev_shm(n)), "{names:?}");
+    assert_eq!(
+        multiproc::SharedMemory::open(&names[2]).unwrap().to_vec()[..5],
+        *b"child"
+    );
+    drop((mine, list));
+    smm.shutdown().unwrap();
+    for n in &names {
+        assert!(!in_dev_shm(n), "{n} left in /dev/shm");
+    }
+}
+
+#[test]
+fn a_shared_memory_managers_blocks_go_when_its_owner_is_killed() {
+    let _s = serial();
+    let (rx, tx) = multiproc::pipe(false).unwrap();
+    let mut owner = spawn(move || {
+        // This child is single-threaded: its manager's server is forked.
+        let smm =
+            multiproc::manager::SharedMemoryManager::start_with(Manager::builder().authkey(KEY))
+                .unwrap();
+        let shm = smm.shared_memory(10).unwrap();
+        tx.send_bytes(shm.name().as_bytes()).unwrap();
+        // Killed here.
+        std::thread::sleep(Duration::from_secs(30));
+    });
+    assert!(
+        rx.poll(Some(Duration::from_secs(10))).unwrap(),
+        "no name came"
+    );
+    let name = String::from_utf8(rx.recv_bytes().unwrap()).unwrap();
+    assert!(in_dev_shm(&name));
+    owner.kill().unwrap();
+    owner.join().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while in_dev_shm(&name) {
+        assert!(
+            Instant::now() < deadline,
+            "{name} outlived its manager's owner"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

@@ -85,6 +85,7 @@ mod objects;
 pub(crate) mod protocol;
 mod proxy;
 mod server;
+mod shared_memory_manager;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -107,6 +108,7 @@ pub use proxy::{
     JoinableQueueProxy, ListProxy, LockProxy, NamespaceProxy, Proxy, ProxyGuard, QueueProxy,
     RLockProxy, SemaphoreProxy, Token, TypedProxy, ValueProxy,
 };
+pub use shared_memory_manager::{Segments, SegmentsProxy, SharedMemoryManager};
 
 /// How long [`Manager::start`] waits for its server to answer.
 const START_TIMEOUT: Duration = Duration::from_secs(20);

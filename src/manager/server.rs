@@ -787,6 +787,13 @@ pub(crate) fn run(
         }
     };
     server.stop_all();
+    // The objects go with the server (a type's `Drop` runs now, not at a
+    // process exit that skips it): taken out under the lock, dropped
+    // outside it. A call still running keeps its object until it returns.
+    let names = std::mem::take(&mut *server.names.lock());
+    drop(names);
+    let objects = std::mem::take(&mut *server.objects.write());
+    drop(objects);
     result
 }
 
