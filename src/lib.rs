@@ -40,6 +40,7 @@
 //! | `Event()`, `Barrier(n, action)` | [`Event::new()`](Event::new), [`Barrier::with_action(n, f)`](Barrier::with_action) |
 //! | `shared_memory.ShareableList(seq, name=n)` | [`ShareableList::create`] / [`ShareableList::open`] (byte-compatible with Python's) |
 //! | `shared_memory.SharedMemory(name, create, size)` | [`SharedMemory::create`] / [`SharedMemory::open`] / [`SharedMemory::open_or_create`] |
+//! | `cpu_count()` | [`cpu_count()`], [`process_cpu_count()`] |
 //! | `Process(target=f).start()` | [`Process::new(f).start()`](Process::start) |
 //! | `with Pool(4) as p: p.map(f, xs)` | `Pool::new(4)?.map(f, xs)?` (feature `serde`, module `pool`) |
 //!
@@ -71,6 +72,29 @@ pub mod signal;
 pub mod sync;
 mod sys;
 mod value;
+
+/// The number of CPUs in the system (Python's `multiprocessing.cpu_count()`,
+/// which is `os.cpu_count()`): those online. At least 1.
+///
+/// A process may be allowed fewer (an affinity mask, `taskset`): see
+/// [`process_cpu_count`].
+///
+/// ```
+/// assert!(multiproc::cpu_count() >= multiproc::process_cpu_count());
+/// ```
+pub fn cpu_count() -> usize {
+    sys::limits::online_cpus()
+        .or_else(|| std::thread::available_parallelism().ok().map(Into::into))
+        .unwrap_or(1)
+}
+
+/// The number of CPUs this process may run on (Python 3.13's
+/// `os.process_cpu_count()`: the size of its affinity mask). At least 1.
+pub fn process_cpu_count() -> usize {
+    sys::limits::affinity_cpus()
+        .or_else(|| std::thread::available_parallelism().ok().map(Into::into))
+        .unwrap_or(1)
+}
 
 #[cfg(feature = "redis")]
 pub use crate::redis::RedisQueue;
