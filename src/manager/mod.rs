@@ -45,6 +45,15 @@
 //!   released too, so a killed holder cannot block the others for ever
 //!   (Python's manager leaves them locked). A semaphore has no owner and
 //!   keeps its count.
+//! * **References held by the server.** A proxy stored in a managed
+//!   container travels as its token; the client notes the proxies of the
+//!   same server it encodes into an item and the call carries their ids
+//!   (the `HOLDS` flag): the server takes a reference for the item, and
+//!   drops it when the item is overwritten, removed or its container freed.
+//!   An item taken out (`pop`, a queue's `get`, ...) hands its references
+//!   to the caller's session, and the reply names them (the `ADOPT` flag)
+//!   so that the proxies decoded from it own them. A name given with
+//!   [`Manager::expose`] holds a reference the same way.
 //! * **Protocol.** Length-prefixed frames (4-byte big-endian length) of
 //!   postcard-encoded `{id, object, method, caller, flags, args}` requests
 //!   and `{id, result}` replies; errors travel as a kind and a message and
