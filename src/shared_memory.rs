@@ -350,18 +350,20 @@ impl SharedMemory {
                 Err(Error::AlreadyExists { .. }) => {}
                 Err(e) => return Err(e),
             }
-            match SharedMemory::open(name) {
+            let e = match SharedMemory::open(name) {
                 Ok(shm) => return Ok((shm, false)),
                 // Unlinked in between: try creating again.
-                Err(Error::NotFound { .. }) => {}
+                Err(e @ Error::NotFound { .. }) => e,
                 // Created but not sized yet by its creator: give it a moment.
                 Err(e @ Error::InvalidSize { size: 0, .. }) => {
-                    if std::time::Instant::now() >= deadline {
-                        return Err(e);
-                    }
                     std::thread::sleep(std::time::Duration::from_millis(1));
+                    e
                 }
                 Err(e) => return Err(e),
+            };
+            // Others creating and unlinking the name for a whole second.
+            if std::time::Instant::now() >= deadline {
+                return Err(e);
             }
         }
     }

@@ -442,7 +442,16 @@ impl Server {
         // References no item kept are let go now.
         cx.holds.borrow_mut().clear();
         let handed = std::mem::take(&mut *cx.handed.borrow_mut());
-        let result = result?;
+        let result = match result {
+            Ok(r) => r,
+            Err(e) => {
+                // Nobody will adopt what a failed call handed over.
+                for id in handed {
+                    self.decref(session, id);
+                }
+                return Err(e);
+            }
+        };
         if req.flags & ADOPT != 0 {
             enc(&(handed, Bytes(&result)))
         } else {
@@ -791,9 +800,10 @@ pub(crate) fn run(
     // process exit that skips it): taken out under the lock, dropped
     // outside it. A call still running keeps its object until it returns.
     let names = std::mem::take(&mut *server.names.lock());
-    drop(names);
     let objects = std::mem::take(&mut *server.objects.write());
-    drop(objects);
+    // A registered type's `Drop` that panics must not take the server's
+    // exit path with it.
+    let _ = catch_unwind(AssertUnwindSafe(move || drop((names, objects))));
     result
 }
 
