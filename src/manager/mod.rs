@@ -514,15 +514,23 @@ impl ManagerBuilder {
     /// (SIGTERM), or from any client that has the key:
     /// `Manager::connect(&address, key)?.shutdown()`.
     pub fn serve(self) -> Result<()> {
+        let (address, authkey, types) = self.in_process()?;
+        serve_with(&address, &authkey, types, None, &|_| Ok(()))
+    }
+
+    /// What a server run in this process needs: the address (which must
+    /// be given), the key, and the registered types' constructors (no code
+    /// crosses to another process).
+    #[allow(clippy::type_complexity)]
+    fn in_process(self) -> Result<(Address, Vec<u8>, Vec<(String, Constructor)>)> {
         let address = self.address.ok_or(Error::InvalidArgument(
             "serve needs an address to listen on",
         ))?;
         let authkey = self
             .authkey
             .unwrap_or_else(|| crate::process::current_process().authkey().to_vec());
-        // In this process: no code crosses.
         let types = self.types.into_iter().map(|(id, f)| (id, f(()))).collect();
-        serve_with(&address, &authkey, types, None, &|_| Ok(()))
+        Ok((address, authkey, types))
     }
 
     /// [`serve`](Self::serve), running `setup` once the server listens: on
@@ -546,13 +554,7 @@ impl ManagerBuilder {
     where
         F: FnOnce(&Manager) -> Result<()> + Send + 'static,
     {
-        let address = self.address.ok_or(Error::InvalidArgument(
-            "serve needs an address to listen on",
-        ))?;
-        let authkey = self
-            .authkey
-            .unwrap_or_else(|| crate::process::current_process().authkey().to_vec());
-        let types = self.types.into_iter().map(|(id, f)| (id, f(()))).collect();
+        let (address, authkey, types) = self.in_process()?;
         let failed: Arc<parking_lot::Mutex<Option<Error>>> = Arc::default();
         let setup = parking_lot::Mutex::new(Some(setup));
         let bound = |at: &Address| {
