@@ -372,3 +372,32 @@ fn a_shared_memory_managers_blocks_go_when_its_owner_is_killed() {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+#[test]
+fn a_standalone_server_stops_on_ctrl_c() {
+    let _s = serial();
+    let dir = std::env::temp_dir().join(format!("mp-parity-int-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let address = Address::Unix(dir.join("serve.sock"));
+    let at = address.clone();
+    let mut server = spawn(move || {
+        Manager::builder().address(at).authkey(KEY).serve().unwrap();
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Manager::connect(&address, KEY).is_err() {
+        assert!(Instant::now() < deadline, "the server never listened");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(server.pid().unwrap()),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    // A clean exit (code 0), not a death by the signal.
+    let status = server
+        .join_timeout(Duration::from_secs(10))
+        .unwrap()
+        .expect("SIGINT did not stop the standalone server");
+    assert!(status.success(), "{status:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
