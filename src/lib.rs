@@ -41,6 +41,7 @@
 //! | `shared_memory.ShareableList(seq, name=n)` | [`ShareableList::create`] / [`ShareableList::open`] (byte-compatible with Python's) |
 //! | `shared_memory.SharedMemory(name, create, size)` | [`SharedMemory::create`] / [`SharedMemory::open`] / [`SharedMemory::open_or_create`] |
 //! | `cpu_count()` | [`cpu_count()`], [`process_cpu_count()`] |
+//! | `parent_process()` | [`parent_process()`] (`None` in the main process) |
 //! | `Process(target=f).start()` | [`Process::new(f).start()`](Process::start) |
 //! | `with Pool(4) as p: p.map(f, xs)` | `Pool::new(4)?.map(f, xs)?` (feature `serde`, module `pool`) |
 //!
@@ -58,6 +59,7 @@ pub mod connection;
 mod error;
 #[cfg(feature = "serde")]
 pub mod manager;
+mod parent_process;
 #[cfg(feature = "serde")]
 pub mod pool;
 pub mod process;
@@ -104,6 +106,7 @@ pub use connection::{Connection, pipe};
 pub use error::{
     Error, LockError, LockResult, OwnerDied, RemoteErrorKind, Result, TryLockError, TryLockResult,
 };
+pub use parent_process::{ParentProcess, parent_process};
 #[cfg(feature = "serde")]
 pub use pool::{AsyncResult, IMap, Pool, PoolBuilder};
 pub use process::{
