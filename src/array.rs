@@ -76,6 +76,9 @@ pub struct Array<T: ShmSafe> {
     alloc: Allocation,
     len: usize,
     data: usize,
+    /// The lock given to [`zeroed_with_lock`](Array::zeroed_with_lock), used instead of
+    /// the array's own.
+    lock: Option<crate::Lock>,
     _marker: PhantomData<T>,
 }
 
@@ -142,21 +145,47 @@ fn adopt<T: ShmSafe, A: 'static>(w: &ArrayWire<Allocation>, header: usize) -> Re
     Ok(off)
 }
 
+/// An [`Array`] as it travels: the handle, then the shared lock if any.
+#[cfg(feature = "serde")]
+struct WithLock<A>(A);
+
+#[cfg(feature = "serde")]
+impl<T: ShmSafe> serde::Serialize for WithLock<&Array<T>> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        send::<T, Array<T>, S>(&self.0.alloc, self.0.len, s)
+    }
+}
+
 #[cfg(feature = "serde")]
 impl<T: ShmSafe> serde::Serialize for Array<T> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        send::<T, Self, S>(&self.alloc, self.len, s)
+        serde::Serialize::serialize(&(WithLock(self), &self.lock), s)
+    }
+}
+
+/// An [`Array`]'s handle as received: allocation, length, data offset.
+#[cfg(feature = "serde")]
+type Received<T> = WithLock<(Allocation, usize, usize, PhantomData<T>)>;
+
+#[cfg(feature = "serde")]
+impl<'de, T: ShmSafe> serde::Deserialize<'de> for Received<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let (alloc, len, data) = receive::<T, Array<T>, D>(d, MUTEX)?;
+        Ok(WithLock((alloc, len, data, PhantomData)))
     }
 }
 
 #[cfg(feature = "serde")]
 impl<'de, T: ShmSafe> serde::Deserialize<'de> for Array<T> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let (alloc, len, data) = receive::<T, Self, D>(d, MUTEX)?;
+        use serde::Deserialize;
+        let (WithLock((alloc, len, data, _)), lock): (Received<T>, Option<crate::Lock>) =
+            Deserialize::deserialize(d)?;
         Ok(Array {
             alloc,
             len,
             data,
+            lock,
             _marker: PhantomData,
         })
     }
@@ -187,8 +216,53 @@ impl<T: ShmSafe> Array<T> {
             alloc,
             len,
             data,
+            lock: None,
             _marker: PhantomData,
         })
+    }
+
+    /// `len` zeroed elements under an existing `lock` instead of a lock of
+    /// their own (Python's `Array(typecode, n, lock=L)`): the guards,
+    /// [`get`](Array::get), [`set`](Array::set) and the rest take `lock`,
+    /// which several arrays, [values](crate::Value::with_lock) and
+    /// [conditions](crate::Condition::with_lock) can share. The array keeps
+    /// a handle on the lock, and every handle of it, forked or sent to a
+    /// spawned child, uses that lock.
+    ///
+    /// ```
+    /// let lock = multiproc::Lock::new()?;
+    /// let a = multiproc::Array::<u32>::zeroed_with_lock(3, &lock)?;
+    /// let b = multiproc::Array::from_slice_with_lock(&[1.5f64], &lock)?;
+    /// let g = a.lock().unwrap();
+    /// assert!(lock.is_locked());
+    /// assert!(b.try_lock().is_err());
+    /// assert_eq!(g[2], 0);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn zeroed_with_lock(len: usize, lock: &crate::Lock) -> Result<Array<T>> {
+        let mut a = Self::zeroed(len)?;
+        // A new array: no other handle exists yet that could use its own
+        // lock instead.
+        a.lock = Some(lock.clone());
+        Ok(a)
+    }
+
+    /// The elements of `values` under an existing `lock`; see
+    /// [`zeroed_with_lock`](Array::zeroed_with_lock).
+    pub fn from_slice_with_lock(values: &[T], lock: &crate::Lock) -> Result<Array<T>>
+    where
+        T: Copy,
+    {
+        let mut a = Self::from_slice(values)?;
+        // As in `zeroed_with_lock`: nobody else has the array yet.
+        a.lock = Some(lock.clone());
+        Ok(a)
+    }
+
+    /// The shared lock the array is under, if it was made with one
+    /// ([`zeroed_with_lock`](Array::zeroed_with_lock)).
+    pub fn get_lock(&self) -> Option<&crate::Lock> {
+        self.lock.as_ref()
     }
 
     /// The elements of `values`, copied into shared memory.
@@ -217,6 +291,9 @@ impl<T: ShmSafe> Array<T> {
     }
 
     fn mutex(&self) -> &Mutex<()> {
+        if let Some(l) = &self.lock {
+            return l.as_mutex();
+        }
         // SAFETY: written in `zeroed`, lives as long as the allocation.
         unsafe { &*self.alloc.ptr().cast::<Mutex<()>>().as_ptr() }
     }
@@ -593,7 +670,8 @@ mod tests {
                     len,
                     ty,
                 };
-                refused(resend::<_, Array<u64>>(&forged));
+                // An `Array` travels with its shared lock, if any.
+                refused(resend::<_, Array<u64>>(&(&forged, None::<crate::Lock>)));
                 refused(resend::<_, RawArray<u64>>(&forged));
             }
         }
@@ -604,7 +682,7 @@ mod tests {
             len: 5,
             ty: TypeTag::of_elements::<u64, Array<u64>>(),
         };
-        let b: Array<u64> = resend(&fits).unwrap();
+        let b: Array<u64> = resend(&(&fits, None::<crate::Lock>)).unwrap();
         assert_eq!(b.len(), 5);
     }
 }

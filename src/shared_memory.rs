@@ -124,7 +124,7 @@ const MAX_NAME_LEN: usize = 255;
 ///   someone unlinks it, even if the creator crashes.
 /// - Names are checked up front ([`Error::InvalidName`]): empty, `.`, `..`,
 ///   a `/` or NUL anywhere, or over 255 bytes. Python hands them to
-///   `shm_open`, which fails, or strips leading slashes.
+///   `shm_open`, which fails.
 /// - The file descriptor is closed right after mapping (Python keeps it
 ///   until `close()`); the mapping does not need it.
 /// - Python's `buf` memoryview is [`read_at`](SharedMemory::read_at) /
@@ -203,7 +203,7 @@ impl SharedMemory {
             size,
             reason: "too large for a shared memory object",
         })?;
-        match name {
+        match name.map(without_slash) {
             Some(name) => {
                 let path = shm_path(name)?;
                 let fd = open_fd(name, &path, true)?;
@@ -230,8 +230,9 @@ impl SharedMemory {
     /// Maps the existing block `name`, like Python's `SharedMemory(name)`.
     /// Its size is the block's, read with `fstat`.
     ///
-    /// The name is the one [`name`](SharedMemory::name) reports: without a
-    /// leading slash (`psm_1a2b3c4d`, not `/psm_1a2b3c4d`).
+    /// The name is the one [`name`](SharedMemory::name) reports
+    /// (`psm_1a2b3c4d`); as in Python, one leading slash is accepted and
+    /// dropped (`/psm_1a2b3c4d` names the same block).
     ///
     /// Opening does not make this process an owner: dropping the handle
     /// unmaps it and leaves the block for others.
@@ -261,6 +262,7 @@ impl SharedMemory {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn open(name: &str) -> Result<SharedMemory> {
+        let name = without_slash(name);
         let path = shm_path(name)?;
         let fd = open_fd(name, &path, false)?;
         let stat = fstat(&fd).map_err(|e| Error::os("fstat", e))?;
@@ -309,6 +311,60 @@ impl SharedMemory {
             (None, false) => Err(Error::InvalidArgument(
                 "'name' can only be None if create=True",
             )),
+        }
+    }
+
+    /// Opens the block `name`, or creates it with `size` zeroed bytes if
+    /// there is none; `true` with the handle if this call created it (the
+    /// creator is then the one to initialize and, later, unlink it). Safe
+    /// against a race with another `open_or_create`, or an unlink, of the
+    /// same name: exactly one caller creates it. An existing block keeps
+    /// its own size (read it with [`size`](SharedMemory::size)).
+    ///
+    /// # Errors
+    ///
+    /// Those of [`create`](SharedMemory::create) and
+    /// [`open`](SharedMemory::open); [`Error::InvalidSize`] if the block
+    /// another process is creating stays empty for a second (it died
+    /// between creating and sizing it).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::SharedMemory;
+    ///
+    /// let name = format!("doc_ooc_{}", std::process::id());
+    /// let (a, created) = SharedMemory::open_or_create(&name, 64)?;
+    /// assert!(created);
+    /// let (b, created) = SharedMemory::open_or_create(&name, 64)?;
+    /// assert!(!created);
+    /// assert_eq!(b.size(), 64);
+    /// a.unlink()?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn open_or_create(name: &str, size: usize) -> Result<(SharedMemory, bool)> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+        loop {
+            match SharedMemory::create(Some(name), size) {
+                Ok(shm) => return Ok((shm, true)),
+                Err(Error::AlreadyExists { .. }) => {}
+                Err(e) => return Err(e),
+            }
+            let e = match SharedMemory::open(name) {
+                Ok(shm) => return Ok((shm, false)),
+                // Unlinked in between: try creating again.
+                Err(e @ Error::NotFound { .. }) => e,
+                // Created but not sized yet by its creator: give it a moment.
+                Err(e @ Error::InvalidSize { size: 0, .. }) => {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                    e
+                }
+                Err(e) => return Err(e),
+            };
+            // Others creating and unlinking the name for a whole second.
+            if std::time::Instant::now() >= deadline {
+                return Err(e);
+            }
         }
     }
 
@@ -675,6 +731,7 @@ impl SharedMemory {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn unlink_name(name: &str) -> Result<()> {
+        let name = without_slash(name);
         let path = shm_path(name)?;
         shm_unlink(path.as_c_str()).map_err(|e| shm_error("shm_unlink", name, e))
     }
@@ -743,6 +800,12 @@ impl fmt::Debug for SharedMemory {
             .field("size", &self.size())
             .finish()
     }
+}
+
+/// `name` without one leading slash: Python accepts `"/name"` for the
+/// block `name` (its `shm_open` strips leading slashes).
+fn without_slash(name: &str) -> &str {
+    name.strip_prefix('/').unwrap_or(name)
 }
 
 /// Checks `name` and makes the `shm_open` name: `/` + name.

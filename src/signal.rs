@@ -23,7 +23,7 @@ pub fn default_terminate() -> Result<()> {
     set_disposition(Signal::SIGTERM, SigHandler::SigDfl)
 }
 
-fn set_disposition(sig: Signal, how: SigHandler) -> Result<()> {
+pub(crate) fn set_disposition(sig: Signal, how: SigHandler) -> Result<()> {
     // SAFETY: SIG_IGN and SIG_DFL install no handler code, so nothing runs
     // in signal context; replacing a handler signal-hook installed is the
     // caller's choice and leaves no dangling state (signal-hook's handler

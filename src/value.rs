@@ -4,10 +4,12 @@ use std::fmt;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use crate::error::Error;
 use crate::error::{LockResult, Result, TryLockResult};
 use crate::shm::{Atomic, AtomicNumber, ShmBox, ShmSafe};
-use crate::sync::{Blocking, Mutex, MutexGuard, forever, lock_mutex};
+use crate::sync::{Blocking, MappedMutexGuard, Mutex, MutexGuard, forever, lock_mutex};
 use crate::sys::futex::Deadline;
+use crate::{Lock, LockGuard};
 
 /// One `T` in shared memory with a process-shared lock, like Python's
 /// `multiprocessing.Value` (`Value('d', 0.0)` is `Value::new(0.0f64)`).
@@ -97,6 +99,33 @@ impl<T: ShmSafe> Value<T> {
         self.update(|v| *v = value)
     }
 
+    /// `value` in shared memory under an existing `lock` rather than a lock
+    /// of its own (Python's `Value(typecode, value, lock=L)`): several
+    /// values, [arrays](crate::Array::zeroed_with_lock) and
+    /// [conditions](crate::Condition::with_lock) can share one lock. The
+    /// value keeps a handle on the lock; both work across processes.
+    ///
+    /// ```
+    /// use multiproc::{Lock, Value};
+    ///
+    /// let lock = Lock::new()?;
+    /// let (a, b) = (Value::with_lock(10i64, &lock)?, Value::with_lock(0i64, &lock)?);
+    /// // Both updated under one acquisition (Python's `with lock:`).
+    /// let mut g = lock.lock().unwrap();
+    /// let (x, y) = (a.get_with(&mut g)?, b.get_with(&mut g)?);
+    /// a.set_with(&mut g, x - 3)?;
+    /// b.set_with(&mut g, y + 3)?;
+    /// drop(g);
+    /// assert_eq!(a.get() + b.get(), 10);
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn with_lock(value: T, lock: &Lock) -> Result<ValueWithLock<T>> {
+        Ok(ValueWithLock {
+            data: ShmBox::new(value)?,
+            lock: lock.clone(),
+        })
+    }
+
     /// The `lock_api` mutex inside, for [`Condition::wait`] and generic
     /// code (Python's `get_lock`).
     ///
@@ -140,7 +169,8 @@ impl<T: ShmSafe + Copy + fmt::Debug> fmt::Debug for Value<T> {
 /// ```
 /// let hits = multiproc::RawValue::new(0u64)?;
 /// hits.fetch_add(5);
-/// assert_eq!(hits.load(), 5);
+/// assert_eq!(hits.get(), 5);
+/// hits.set(1);
 /// # Ok::<(), multiproc::Error>(())
 /// ```
 // The derived `Deserialize` is sound: the only field is a `ShmBox`, whose
@@ -172,15 +202,32 @@ impl<T: Atomic> RawValue<T> {
         unsafe { T::as_atomic(self.inner.as_ptr()) }
     }
 
-    /// Reads the value.
+    /// Reads the value (Python's `v.value`), atomically. The name is
+    /// [`Value::get`]'s and [`RawArray::get`](crate::RawArray::get)'s.
     #[doc(alias = "value")]
-    pub fn load(&self) -> T {
+    #[doc(alias = "load")]
+    pub fn get(&self) -> T {
         T::load(self.as_atomic(), Ordering::SeqCst)
     }
 
-    /// Writes the value.
-    pub fn store(&self, value: T) {
+    /// Writes the value (Python's `v.value = x`), atomically.
+    #[doc(alias = "store")]
+    pub fn set(&self, value: T) {
         T::store(self.as_atomic(), value, Ordering::SeqCst)
+    }
+
+    /// The old name of [`get`](Self::get), kept so existing code builds
+    /// (hidden from the docs; to be deprecated once the crate's own call
+    /// sites have moved to `get`).
+    #[doc(hidden)]
+    pub fn load(&self) -> T {
+        self.get()
+    }
+
+    /// The old name of [`set`](Self::set), kept as `load` is.
+    #[doc(hidden)]
+    pub fn store(&self, value: T) {
+        self.set(value)
     }
 
     /// Writes the value and returns the old one.
@@ -209,6 +256,165 @@ impl<T: AtomicNumber> RawValue<T> {
 
 impl<T: Atomic + fmt::Debug> fmt::Debug for RawValue<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("RawValue").field(&self.load()).finish()
+        f.debug_tuple("RawValue").field(&self.get()).finish()
+    }
+}
+
+/// One `T` in shared memory under a [`Lock`] it shares with others, made
+/// by [`Value::with_lock`] (Python's `Value(typecode, value, lock=L)`).
+///
+/// Its guards ([`lock`](ValueWithLock::lock)) hold the shared lock and
+/// deref to the value; [`get_with`](ValueWithLock::get_with) and
+/// [`set_with`](ValueWithLock::set_with) reach it under a guard of the
+/// lock taken once for several values.
+// The derived `Deserialize` adopts each part through its own checked
+// `Deserialize` (`ShmBox` checks type, size and alignment; `Lock` is a
+// `ShmBox` too). Which lock goes with which value is not checked: the
+// bytes come only from this program's own serialization of spawn
+// arguments (see the README's limits on serialized handles).
+#[cfg_attr(feature = "serde", allow(clippy::unsafe_derive_deserialize))]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(bound = "")
+)]
+pub struct ValueWithLock<T: ShmSafe> {
+    /// Reached only through `as_ptr`, while `lock` is held.
+    data: ShmBox<T>,
+    lock: Lock,
+}
+
+// SAFETY: the value is only reached while the process-shared lock is held
+// (by the holder of a guard, or through `&mut` of a guard of that lock), so
+// sharing the handle between threads is as for `std::sync::Mutex<T>`.
+unsafe impl<T: ShmSafe> Sync for ValueWithLock<T> {}
+// SAFETY: an address in a shared mapping kept alive by the handle.
+unsafe impl<T: ShmSafe> Send for ValueWithLock<T> {}
+
+impl<T: ShmSafe> ValueWithLock<T> {
+    /// The lock the value is under (Python's `get_lock()`).
+    pub fn get_lock(&self) -> &Lock {
+        &self.lock
+    }
+
+    fn map<'a>(&'a self, g: LockGuard<'a>) -> MappedMutexGuard<'a, T> {
+        let ptr = self.data.as_ptr();
+        MutexGuard::map(g, |_| {
+            // SAFETY: the lock is held for as long as the guard lives, and
+            // every access to the value happens under it; valid and aligned
+            // (ShmBox's invariant).
+            unsafe { &mut *ptr }
+        })
+    }
+
+    /// Waits for the lock; the guard derefs to the value. Errors as for
+    /// [`Value::lock`].
+    pub fn lock(&self) -> LockResult<MappedMutexGuard<'_, T>> {
+        self.lock
+            .lock()
+            .map(|g| self.map(g))
+            .map_err(|e| e.map(|g| self.map(g)))
+    }
+
+    /// Takes the lock if it is free, without waiting.
+    pub fn try_lock(&self) -> TryLockResult<MappedMutexGuard<'_, T>> {
+        self.lock
+            .try_lock()
+            .map(|g| self.map(g))
+            .map_err(|e| e.map(|g| self.map(g)))
+    }
+
+    /// Waits at most `timeout` for the lock. A zero timeout never blocks.
+    pub fn lock_timeout(&self, timeout: Duration) -> TryLockResult<MappedMutexGuard<'_, T>> {
+        self.lock
+            .lock_timeout(timeout)
+            .map(|g| self.map(g))
+            .map_err(|e| e.map(|g| self.map(g)))
+    }
+
+    /// Runs `f` on the value under the lock (a dead owner's lock is
+    /// recovered silently).
+    ///
+    /// # Panics
+    ///
+    /// If this thread holds the lock already, as for [`Value::update`].
+    #[track_caller]
+    pub fn update<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
+        let mut g = match self.lock() {
+            Ok(g) => g,
+            Err(e) => e.into_guard(),
+        };
+        f(&mut g)
+    }
+
+    /// Stores `value` under the lock.
+    ///
+    /// # Panics
+    ///
+    /// If this thread holds the lock already; see
+    /// [`set_with`](Self::set_with) for that case.
+    #[track_caller]
+    pub fn set(&self, value: T) {
+        self.update(|v| *v = value)
+    }
+
+    /// Checks that `guard` holds this value's lock.
+    fn check(&self, guard: &LockGuard<'_>) -> Result<()> {
+        if self.lock.owns(guard) {
+            Ok(())
+        } else {
+            Err(Error::InvalidArgument(
+                "the guard is not of the lock this value is under",
+            ))
+        }
+    }
+
+    /// Stores `value` under a guard of the shared lock that the caller
+    /// holds already (for updating several values in one acquisition).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] if `guard` is not of this value's lock.
+    pub fn set_with(&self, guard: &mut LockGuard<'_>, value: T) -> Result<()> {
+        self.check(guard)?;
+        // SAFETY: the guard (exclusively borrowed: no other thread can use
+        // it meanwhile) shows the lock is held by this thread; no reference
+        // to the value outlives this call.
+        unsafe { *self.data.as_ptr() = value };
+        Ok(())
+    }
+}
+
+impl<T: ShmSafe + Copy> ValueWithLock<T> {
+    /// A copy of the value, read under the lock.
+    ///
+    /// # Panics
+    ///
+    /// If this thread holds the lock already; see
+    /// [`get_with`](Self::get_with) for that case.
+    #[track_caller]
+    pub fn get(&self) -> T {
+        self.update(|v| *v)
+    }
+
+    /// A copy of the value, under a guard of the shared lock that the
+    /// caller holds already.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] if `guard` is not of this value's lock.
+    pub fn get_with(&self, guard: &mut LockGuard<'_>) -> Result<T> {
+        self.check(guard)?;
+        // SAFETY: as in `set_with`.
+        Ok(unsafe { *self.data.as_ptr() })
+    }
+}
+
+impl<T: ShmSafe + Copy + fmt::Debug> fmt::Debug for ValueWithLock<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.try_lock() {
+            Ok(g) => f.debug_tuple("ValueWithLock").field(&*g).finish(),
+            Err(_) => f.write_str("ValueWithLock(<locked>)"),
+        }
     }
 }

@@ -272,7 +272,8 @@ fn bad_names_are_invalid_name() {
         ".",
         "..",
         "a/b",
-        "/leading",
+        "//two_leading",
+        "/",
         "trailing/",
         "nul\0byte",
         &long,
@@ -283,7 +284,9 @@ fn bad_names_are_invalid_name() {
             SharedMemory::unlink_name(bad),
         ] {
             match r {
-                Err(Error::InvalidName { name, .. }) => assert_eq!(name, bad),
+                Err(Error::InvalidName { name, .. }) => {
+                    assert_eq!(name, bad.strip_prefix('/').unwrap_or(bad))
+                }
                 other => panic!("name {bad:?}: {other:?}"),
             }
         }
@@ -584,4 +587,81 @@ fn python_resource_tracker_unlinks_blocks_it_only_opened() {
     shm.read_at(0, &mut buf).unwrap();
     assert_eq!(&buf, b"data");
     assert!(matches!(shm.unlink(), Err(Error::NotFound { .. })));
+}
+
+#[test]
+fn a_leading_slash_names_the_same_block_as_in_python() {
+    let name = unique("slash");
+    let _c = Cleanup(name.clone());
+    let shm = SharedMemory::create(Some(&format!("/{name}")), 16).unwrap();
+    assert_eq!(shm.name(), name);
+    assert!(dev_shm(&name).exists());
+    shm.write_at(0, b"slash").unwrap();
+    let again = SharedMemory::open(&format!("/{name}")).unwrap();
+    let mut buf = [0u8; 5];
+    again.read_at(0, &mut buf).unwrap();
+    assert_eq!(&buf, b"slash");
+    // python3 opens it by the slashed name too.
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import sys\nfrom multiprocessing import shared_memory as s, resource_tracker as r\n\
+             m = s.SharedMemory(sys.argv[1])\nr.unregister(m._name, 'shared_memory')\n\
+             print(bytes(m.buf[:5]).decode()); m.close()",
+            &format!("/{name}"),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "slash");
+    SharedMemory::unlink_name(&format!("/{name}")).unwrap();
+    assert!(!dev_shm(&name).exists());
+}
+
+#[test]
+fn open_or_create_creates_once_across_processes() {
+    let name = unique("ooc");
+    let _c = Cleanup(name.clone());
+    // Four children race to open-or-create the block; exactly one creates
+    // it, and each adds one to its counter.
+    let created = std::sync::Arc::new(multiproc::RawValue::new(0u32).unwrap());
+    let mut kids: Vec<Process> = (0..4)
+        .map(|_| {
+            let (name, created) = (name.clone(), created.clone());
+            // SAFETY: as in `run_child`: the child opens the block and
+            // touches atomics only.
+            unsafe {
+                Process::new(move || -> i32 {
+                    let Ok((shm, new)) = SharedMemory::open_or_create(&name, 64) else {
+                        return 2;
+                    };
+                    if new {
+                        created.fetch_add(1);
+                    }
+                    let Ok(n) = shm.as_atomics::<u64>() else {
+                        return 3;
+                    };
+                    n[0].fetch_add(1, Ordering::SeqCst);
+                    0
+                })
+                .with_daemon(true)
+                .allow_threads()
+            }
+        })
+        .collect();
+    for k in &mut kids {
+        k.start().unwrap();
+    }
+    for k in &mut kids {
+        assert!(k.join().unwrap().success());
+    }
+    assert_eq!(created.get(), 1);
+    let (shm, new) = SharedMemory::open_or_create(&name, 8).unwrap();
+    assert!(!new);
+    assert_eq!(shm.size(), 64, "an existing block keeps its size");
+    assert_eq!(
+        shm.as_atomics::<u64>().unwrap()[0].load(Ordering::SeqCst),
+        4
+    );
+    shm.unlink().unwrap();
 }

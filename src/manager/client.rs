@@ -186,9 +186,20 @@ impl Session {
 
     /// Calls `method` of `object` with encoded `args`; the encoded result.
     pub(crate) fn call(&self, object: u64, method: &str, args: &[u8]) -> Result<Vec<u8>> {
+        self.call_flags(object, method, args, 0)
+    }
+
+    /// [`call`](Self::call) with request flags.
+    pub(crate) fn call_flags(
+        &self,
+        object: u64,
+        method: &str,
+        args: &[u8],
+        flags: u8,
+    ) -> Result<Vec<u8>> {
         let mut conn = self.take()?;
         let id = self.next_request.fetch_add(1, Ordering::Relaxed);
-        let r = conn.call(id, object, method, args, 0);
+        let r = conn.call(id, object, method, args, flags);
         match &r {
             Err(Error::ServerGone(_)) | Err(Error::Codec(_)) => {}
             _ => self.idle.lock().push(conn),

@@ -45,6 +45,15 @@
 //!   released too, so a killed holder cannot block the others for ever
 //!   (Python's manager leaves them locked). A semaphore has no owner and
 //!   keeps its count.
+//! * **References held by the server.** A proxy stored in a managed
+//!   container travels as its token; the client notes the proxies of the
+//!   same server it encodes into an item and the call carries their ids
+//!   (the `HOLDS` flag): the server takes a reference for the item, and
+//!   drops it when the item is overwritten, removed or its container freed.
+//!   An item taken out (`pop`, a queue's `get`, ...) hands its references
+//!   to the caller's session, and the reply names them (the `ADOPT` flag)
+//!   so that the proxies decoded from it own them. A name given with
+//!   [`Manager::expose`] holds a reference the same way.
 //! * **Protocol.** Length-prefixed frames (4-byte big-endian length) of
 //!   postcard-encoded `{id, object, method, caller, flags, args}` requests
 //!   and `{id, result}` replies; errors travel as a kind and a message and
@@ -85,6 +94,7 @@ mod objects;
 pub(crate) mod protocol;
 mod proxy;
 mod server;
+mod shared_memory_manager;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -107,6 +117,7 @@ pub use proxy::{
     JoinableQueueProxy, ListProxy, LockProxy, NamespaceProxy, Proxy, ProxyGuard, QueueProxy,
     RLockProxy, SemaphoreProxy, Token, TypedProxy, ValueProxy,
 };
+pub use shared_memory_manager::{Segments, SegmentsProxy, SharedMemoryManager};
 
 /// How long [`Manager::start`] waits for its server to answer.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
@@ -307,7 +318,9 @@ pub struct ManagerBuilder {
 
 impl ManagerBuilder {
     /// Listens on `address` (default: a socket in a fresh private
-    /// directory). A TCP address serves other hosts too.
+    /// directory). A TCP address serves other hosts too; with port 0 the
+    /// server binds a free port, and [`Manager::address`] reports the real
+    /// one (as Python's `manager.address`).
     pub fn address(mut self, address: Address) -> Self {
         self.address = Some(address);
         self
@@ -354,6 +367,12 @@ impl ManagerBuilder {
 
     /// Starts a server process and connects to it.
     ///
+    /// The server ignores SIGINT, as Python's does: a Ctrl-C in the
+    /// terminal signals the whole foreground process group, and a program
+    /// that handles it keeps working proxies. It stops when the [`Manager`]
+    /// that started it is dropped or [shut down](Manager::shutdown), on
+    /// SIGTERM, or when the process that started it ends.
+    ///
     /// Errors: [`Error::ForeignCode`] if a registered type's code lives in
     /// a shared library rather than the main executable (the server
     /// process could not find it); the errors of starting the process and
@@ -382,11 +401,20 @@ impl ManagerBuilder {
                 Some(1) => StartMethod::Fork,
                 _ => StartMethod::Spawn,
             });
+        // A TCP port 0 is chosen by the server's bind: it reports the real
+        // address through shared memory, where `start` reads it.
+        let report = match &address {
+            Address::Tcp(a) if a.port() == 0 => {
+                Some(Arc::new(crate::RawArray::<u8>::zeroed(REPORT_LEN)?))
+            }
+            _ => None,
+        };
         let args = ServerArgs {
             parent: Some(crate::sys::thread::pid()),
             address: address.to_string(),
             authkey: authkey.clone(),
             types,
+            report: report.clone(),
         };
         let process = Process::call_with(method, server_main, args)?
             .with_name("multiproc-manager")
@@ -406,20 +434,33 @@ impl ManagerBuilder {
             cleanup(&dir);
             return Err(e);
         }
+        let mut address = address;
+        let mut reported = report.is_none();
         let deadline = Instant::now() + START_TIMEOUT;
         let session = loop {
-            // Connected to *our* server (not another one that holds the
-            // address: ours then fails to bind and exits)?
-            let ours = Session::get(&address, &authkey).and_then(|s| {
-                let pid: u32 = dec(&s.call(CONTROL, "pid", &[])?)?;
-                if Some(pid as i32) == process.pid() {
-                    Ok(s)
-                } else {
-                    Err(Error::ServerGone(format!(
-                        "another server answers at {address}"
-                    )))
+            let ours = if !reported {
+                match report.as_deref().and_then(read_report) {
+                    Some(a) => {
+                        address = a;
+                        reported = true;
+                        continue;
+                    }
+                    None => Err(Error::ServerGone("it is not listening yet".into())),
                 }
-            });
+            } else {
+                // Connected to *our* server (not another one that holds the
+                // address: ours then fails to bind and exits)?
+                Session::get(&address, &authkey).and_then(|s| {
+                    let pid: u32 = dec(&s.call(CONTROL, "pid", &[])?)?;
+                    if Some(pid as i32) == process.pid() {
+                        Ok(s)
+                    } else {
+                        Err(Error::ServerGone(format!(
+                            "another server answers at {address}"
+                        )))
+                    }
+                })
+            };
             match ours {
                 Ok(s) => break s,
                 Err(Error::ServerGone(why)) => {
@@ -467,16 +508,87 @@ impl ManagerBuilder {
     /// Runs a server in this process until a shutdown request, SIGTERM or
     /// SIGINT (a blocking call; what `multiproc manager serve` runs). The
     /// address must be given.
+    ///
+    /// To stop a standalone server: Ctrl-C in its terminal (SIGINT, as
+    /// Python's `serve_forever` stops on `KeyboardInterrupt`), `kill PID`
+    /// (SIGTERM), or from any client that has the key:
+    /// `Manager::connect(&address, key)?.shutdown()`.
     pub fn serve(self) -> Result<()> {
+        let (address, authkey, types) = self.in_process()?;
+        serve_with(&address, &authkey, types, None, &|_| Ok(()))
+    }
+
+    /// What a server run in this process needs: the address (which must
+    /// be given), the key, and the registered types' constructors (no code
+    /// crosses to another process).
+    #[allow(clippy::type_complexity)]
+    fn in_process(self) -> Result<(Address, Vec<u8>, Vec<(String, Constructor)>)> {
         let address = self.address.ok_or(Error::InvalidArgument(
             "serve needs an address to listen on",
         ))?;
         let authkey = self
             .authkey
             .unwrap_or_else(|| crate::process::current_process().authkey().to_vec());
-        // In this process: no code crosses.
         let types = self.types.into_iter().map(|(id, f)| (id, f(()))).collect();
-        serve_with(&address, &authkey, types, None)
+        Ok((address, authkey, types))
+    }
+
+    /// [`serve`](Self::serve), running `setup` once the server listens: on
+    /// a thread of its own, with a [`Manager`] connected to this server, to
+    /// make the objects clients will find by name
+    /// ([`Manager::expose`]); Python's `register('get_queue', callable=
+    /// lambda: q)` before `serve_forever()`. If `setup` fails, the server
+    /// stops and this returns its error.
+    ///
+    /// ```no_run
+    /// use multiproc::manager::Manager;
+    /// use multiproc::connection::listener::Address;
+    ///
+    /// Manager::builder()
+    ///     .address(Address::parse("tcp:0.0.0.0:50000")?)
+    ///     .authkey(b"abracadabra".to_vec())
+    ///     .serve_with_setup(|m| m.expose("jobs", &m.queue::<String>()?))?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn serve_with_setup<F>(self, setup: F) -> Result<()>
+    where
+        F: FnOnce(&Manager) -> Result<()> + Send + 'static,
+    {
+        let (address, authkey, types) = self.in_process()?;
+        let failed: Arc<parking_lot::Mutex<Option<Error>>> = Arc::default();
+        let setup = parking_lot::Mutex::new(Some(setup));
+        let bound = |at: &Address| {
+            let Some(f) = setup.lock().take() else {
+                return Ok(());
+            };
+            let (at, key, failed) = (at.clone(), authkey.clone(), failed.clone());
+            std::thread::Builder::new()
+                .name("mp-manager-setup".into())
+                .spawn(move || {
+                    let r = Manager::connect(&at, &key).and_then(|m| {
+                        let r = f(&m);
+                        if r.is_err() {
+                            let _ = m.session().and_then(|s| s.call(CONTROL, "shutdown", &[]));
+                        }
+                        r
+                    });
+                    if let Err(e) = r {
+                        *failed.lock() = Some(e);
+                        // The server may be waiting for a connection: one
+                        // more stop request that cannot be missed.
+                        if let Ok(m) = Manager::connect(&at, &key) {
+                            let _ = m.shutdown();
+                        }
+                    }
+                })
+                .map(drop)
+                .map_err(|e| Error::os("spawn a thread", e))
+        };
+        let r = serve_with(&address, &authkey, types, None, &bound);
+        if let Some(e) = failed.lock().take() {
+            return Err(e);
+        }
+        r
     }
 }
 
@@ -486,21 +598,31 @@ impl ManagerBuilder {
 /// registered ones). A Unix socket file left at `address` by a server that
 /// died is replaced; one that a live server uses is an error.
 pub fn serve(address: &Address, authkey: &[u8]) -> Result<()> {
-    serve_with(address, authkey, Vec::new(), None)
+    serve_with(address, authkey, Vec::new(), None, &|_| Ok(()))
 }
 
-/// Serves until a shutdown request, SIGTERM or SIGINT, or (with `parent`)
-/// until the process `parent` is no longer this one's parent (it died).
+/// Serves until a shutdown request, SIGTERM or SIGINT (unless ignored), or
+/// (with `parent`) until the process `parent` is no longer this one's
+/// parent (it died). `bound` learns the address listened on.
 fn serve_with(
     address: &Address,
     authkey: &[u8],
     types: Vec<(String, Constructor)>,
     parent: Option<i32>,
+    bound: &dyn Fn(&Address) -> Result<()>,
 ) -> Result<()> {
     let listener = server::bind(address, authkey)?;
+    bound(listener.address())?;
     let stop = Arc::new(AtomicBool::new(false));
     let mut ids = Vec::new();
-    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+    // A started server (with a parent) ignores SIGINT, as Python's does; a
+    // standalone one stops on Ctrl-C.
+    let signals: &[i32] = if parent.is_some() {
+        &[signal_hook::consts::SIGTERM]
+    } else {
+        &[signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT]
+    };
+    for &sig in signals {
         ids.push(
             signal_hook::flag::register(sig, stop.clone())
                 .map_err(|e| Error::os("sigaction", e))?,
@@ -523,6 +645,38 @@ struct ServerArgs {
     authkey: Vec<u8>,
     /// Registered types: type id and the constructor's `CodePtr` offset.
     types: Vec<(String, u64)>,
+    /// Where to report the address bound (a TCP port 0 becomes a real one):
+    /// see [`write_report`].
+    report: Option<Arc<crate::RawArray<u8>>>,
+}
+
+/// The room for a reported address: a length byte, then the address.
+const REPORT_LEN: usize = 256;
+
+/// Writes `address` into `report` for [`read_report`]: the text first,
+/// then its length in byte 0 (each byte an atomic store; the length's
+/// store publishes the text).
+fn write_report(report: &crate::RawArray<u8>, address: &Address) {
+    let text = address.to_string();
+    let bytes = text.as_bytes();
+    if bytes.is_empty() || bytes.len() >= REPORT_LEN.min(256) {
+        return;
+    }
+    for (i, b) in bytes.iter().enumerate() {
+        let _ = report.set(i + 1, *b);
+    }
+    let _ = report.set(0, bytes.len() as u8);
+}
+
+/// The address the server reported, once it has: untrusted bytes (any
+/// process mapping them could write), so parsed and checked.
+fn read_report(report: &crate::RawArray<u8>) -> Option<Address> {
+    let n = report.get(0).ok()? as usize;
+    if n == 0 {
+        return None;
+    }
+    let bytes: Vec<u8> = (1..=n).map(|i| report.get(i).unwrap_or(0)).collect();
+    Address::parse(std::str::from_utf8(&bytes).ok()?).ok()
 }
 
 /// The server process's entry: `None` after a clean stop, or the error.
@@ -542,7 +696,21 @@ fn server_main(args: ServerArgs) -> Option<String> {
                 Ok((id.clone(), f.get()(())))
             })
             .collect::<Result<_>>()?;
-        let r = serve_with(&address, &args.authkey, types, args.parent);
+        // As Python's manager server: Ctrl-C in a terminal signals the whole
+        // foreground group, and the program that started the server may
+        // handle it and go on using its proxies. The server stops on a
+        // shutdown request, SIGTERM, or when that program ends.
+        crate::signal::set_disposition(
+            nix::sys::signal::Signal::SIGINT,
+            nix::sys::signal::SigHandler::SigIgn,
+        )?;
+        let report = |a: &Address| {
+            if let Some(r) = &args.report {
+                write_report(r, a);
+            }
+            Ok(())
+        };
+        let r = serve_with(&address, &args.authkey, types, args.parent, &report);
         // The private directory `start` made, now empty (the socket file
         // went with the listener), if the parent died without removing it.
         if let Address::Unix(path) = &address
@@ -672,11 +840,14 @@ impl Manager {
         self.make(&enc(&Vec::<Bytes<'_>>::new())?)
     }
 
-    /// A list holding `items`.
+    /// A list holding `items`. Proxies among them keep their objects
+    /// alive while the list holds them (see [`ListProxy`]).
     pub fn list_from<T: Serialize + DeserializeOwned>(&self, items: &[T]) -> Result<ListProxy<T>> {
-        let v: Vec<Vec<u8>> = items.iter().map(enc).collect::<Result<_>>()?;
-        let b: Vec<Bytes<'_>> = v.iter().map(|x| Bytes(x)).collect();
-        self.make(&enc(&b)?)
+        let list = self.list()?;
+        if !items.is_empty() {
+            list.extend(items)?;
+        }
+        Ok(list)
     }
 
     /// An empty dict.
@@ -693,16 +864,35 @@ impl Manager {
         self.make(&enc(&Vec::<(String, Bytes<'_>)>::new())?)
     }
 
-    /// A value.
+    /// A value. A proxy in it keeps its object alive while it is there.
     pub fn value<T: Serialize + DeserializeOwned>(&self, value: &T) -> Result<ValueProxy<T>> {
-        self.make(&enc(value)?)
+        let (bytes, proxies) = proxy::enc_noting(value, &self.address)?;
+        let v: ValueProxy<T> = self.make(&bytes)?;
+        if proxies {
+            // Stored again through a call that makes the server hold them.
+            v.set(value)?;
+        }
+        Ok(v)
     }
 
-    /// A fixed-length array holding `items`.
+    /// A fixed-length array holding `items`. Proxies among them keep their
+    /// objects alive while the array holds them.
     pub fn array<T: Serialize + DeserializeOwned>(&self, items: &[T]) -> Result<ArrayProxy<T>> {
-        let v: Vec<Vec<u8>> = items.iter().map(enc).collect::<Result<_>>()?;
+        let mut v = Vec::with_capacity(items.len());
+        let mut with_proxies = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let (bytes, proxies) = proxy::enc_noting(item, &self.address)?;
+            if proxies {
+                with_proxies.push(i);
+            }
+            v.push(bytes);
+        }
         let b: Vec<Bytes<'_>> = v.iter().map(|x| Bytes(x)).collect();
-        self.make(&enc(&b)?)
+        let a: ArrayProxy<T> = self.make(&enc(&b)?)?;
+        for i in with_proxies {
+            a.set(i, &items[i])?;
+        }
+        Ok(a)
     }
 
     /// An unbounded queue.
@@ -764,6 +954,91 @@ impl Manager {
     /// A barrier for `parties` parties.
     pub fn barrier(&self, parties: u32) -> Result<BarrierProxy> {
         self.make(&enc(&(parties as u64))?)
+    }
+
+    /// Makes `proxy`'s object reachable by `name` on this server, for any
+    /// client that connects by address (Python's `BaseManager.register(
+    /// name, callable=lambda: obj)` on the server side). The name holds a
+    /// reference: the object lives while it is exposed, even after every
+    /// proxy is dropped. Exposing another object under the name replaces
+    /// (and releases) the first.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidArgument`] if the proxy belongs to another server;
+    /// an [`UnknownObject`](crate::RemoteErrorKind::UnknownObject) error if
+    /// its object is gone.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use multiproc::manager::{Manager, QueueProxy};
+    /// use multiproc::connection::listener::Address;
+    ///
+    /// // The server side.
+    /// let m = Manager::builder()
+    ///     .address(Address::parse("tcp:127.0.0.1:0")?)
+    ///     .authkey(b"secret".to_vec())
+    ///     .start()?;
+    /// m.expose("jobs", &m.queue::<String>()?)?;
+    ///
+    /// // Any other program, knowing the address and key.
+    /// let client = Manager::connect(m.address(), b"secret")?;
+    /// let jobs: QueueProxy<String> = client.get("jobs")?;
+    /// jobs.put(&"work".to_string())?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn expose<P: TypedProxy>(&self, name: &str, proxy: &P) -> Result<()> {
+        let token = proxy.proxy().token();
+        if token.address != self.address {
+            return Err(Error::InvalidArgument(
+                "the proxy's object lives in another manager's server",
+            ));
+        }
+        self.session()?
+            .call(CONTROL, "expose", &enc(&(name, token.id))?)
+            .map(drop)
+    }
+
+    /// Removes the name `name`; whether it was there. Its object is freed
+    /// if nothing else refers to it.
+    pub fn unexpose(&self, name: &str) -> Result<bool> {
+        dec(&self.session()?.call(CONTROL, "unexpose", &enc(name)?)?)
+    }
+
+    /// The object exposed as `name` (see [`expose`](Self::expose)), as a
+    /// proxy of type `P` (Python's `manager.get_queue()` on a client).
+    ///
+    /// Only the kind of object is checked (`"queue"`, `"dict"`, a
+    /// registered type id), not the element types of a container: a
+    /// `QueueProxy<u64>` fetched for a queue of strings fails when an item
+    /// does not decode.
+    ///
+    /// # Errors
+    ///
+    /// A [`Key`](crate::RemoteErrorKind::Key) error if nothing is exposed
+    /// as `name`; a [`BadArguments`](crate::RemoteErrorKind::BadArguments)
+    /// error naming both kinds if the object is not a `P`.
+    pub fn get<P: TypedProxy>(&self, name: &str) -> Result<P> {
+        let session = self.session()?;
+        let (id, typeid): (u64, String) = dec(&session.call(CONTROL, "lookup", &enc(name)?)?)?;
+        // The reference is this session's now: a proxy owns it, typed or not.
+        let proxy = Proxy::created(session, id, &typeid);
+        if typeid != P::TYPE_ID {
+            return Err(Error::Remote {
+                kind: crate::RemoteErrorKind::BadArguments,
+                message: format!(
+                    "the object exposed as {name:?} is a {typeid:?}, not a {:?}",
+                    P::TYPE_ID
+                ),
+            });
+        }
+        Ok(P::from_proxy_unchecked(proxy))
+    }
+
+    /// The names objects are exposed under, sorted.
+    pub fn exposed(&self) -> Result<Vec<String>> {
+        dec(&self.session()?.call(CONTROL, "names", &[])?)
     }
 
     /// How many objects the server holds (Python's

@@ -14,7 +14,7 @@ use indexmap::IndexMap;
 use parking_lot::{Condvar, Mutex};
 
 use super::protocol::{Bytes, dec_args, enc, push_len, remote};
-use super::server::{Constructor, Cx, GenSet, Served};
+use super::server::{Constructor, Cx, GenSet, Held, Served};
 use crate::error::{Error, RemoteErrorKind as K, Result};
 
 /// The type ids of the built-in objects and their constructors.
@@ -76,15 +76,47 @@ fn some(item: Option<&[u8]>) -> Vec<u8> {
     }
 }
 
+/// A stored value: its encoding, and the references to the objects whose
+/// proxies it holds (released when the item is dropped: removed,
+/// overwritten, or its container freed; handed to the caller when an item
+/// is taken out).
+struct Item {
+    bytes: Vec<u8>,
+    held: Held,
+}
+
+impl Item {
+    fn new(bytes: &[u8], held: Held) -> Item {
+        Item {
+            bytes: bytes.to_vec(),
+            held,
+        }
+    }
+
+    fn plain(bytes: &[u8]) -> Item {
+        Item::new(bytes, Held::default())
+    }
+
+    /// Takes the item out for the caller: its references go to the caller.
+    fn take(self, cx: &Cx<'_>) -> Vec<u8> {
+        cx.hand_over(self.held);
+        self.bytes
+    }
+}
+
+fn all_bytes<'a>(items: impl Iterator<Item = &'a Item>) -> Vec<&'a [u8]> {
+    items.map(|i| i.bytes.as_slice()).collect()
+}
+
 // ---------------------------------------------------------------- list
 
-struct List(Mutex<Vec<Vec<u8>>>);
+struct List(Mutex<Vec<Item>>);
 
 impl List {
     fn make(init: &[u8]) -> Result<Arc<dyn Served>> {
         let items: Vec<Bytes<'_>> = dec_args(init)?;
         Ok(Arc::new(List(Mutex::new(
-            items.into_iter().map(|b| b.0.to_vec()).collect(),
+            items.into_iter().map(|b| Item::plain(b.0)).collect(),
         ))))
     }
 }
@@ -97,30 +129,35 @@ fn index_error(i: u64, len: usize) -> Error {
 }
 
 impl Served for List {
-    fn call(&self, method: &str, args: &[u8], _cx: &Cx<'_>) -> Result<Vec<u8>> {
+    fn call(&self, method: &str, args: &[u8], cx: &Cx<'_>) -> Result<Vec<u8>> {
         let mut v = self.0.lock();
         match method {
             "append" => {
-                v.push(args.to_vec());
+                v.push(Item::new(args, cx.held(0)));
                 unit()
             }
             "extend" => {
                 let items: Vec<Bytes<'_>> = dec_args(args)?;
-                v.extend(items.into_iter().map(|b| b.0.to_vec()));
+                v.extend(
+                    items
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, b)| Item::new(b.0, cx.held(i))),
+                );
                 unit()
             }
             "len" => enc(&(v.len() as u64)),
             "get" => {
                 let i: u64 = dec_args(args)?;
                 v.get(i as usize)
-                    .cloned()
+                    .map(|x| x.bytes.clone())
                     .ok_or_else(|| index_error(i, v.len()))
             }
             "set" => {
                 let (i, item): (u64, Bytes<'_>) = dec_args(args)?;
                 let len = v.len();
                 let slot = v.get_mut(i as usize).ok_or_else(|| index_error(i, len))?;
-                *slot = item.0.to_vec();
+                *slot = Item::new(item.0, cx.held(0));
                 unit()
             }
             "pop" => {
@@ -129,21 +166,22 @@ impl Served for List {
                 match i {
                     None => v
                         .pop()
+                        .map(|x| x.take(cx))
                         .ok_or_else(|| remote(K::Index, "pop from an empty list")),
-                    Some(i) if (i as usize) < len => Ok(v.remove(i as usize)),
+                    Some(i) if (i as usize) < len => Ok(v.remove(i as usize).take(cx)),
                     Some(i) => Err(index_error(i, len)),
                 }
             }
             "insert" => {
                 let (i, item): (u64, Bytes<'_>) = dec_args(args)?;
                 let at = (i as usize).min(v.len());
-                v.insert(at, item.0.to_vec());
+                v.insert(at, Item::new(item.0, cx.held(0)));
                 unit()
             }
             "remove" => {
                 let at = v
                     .iter()
-                    .position(|x| x == args)
+                    .position(|x| x.bytes == args)
                     .ok_or_else(|| remote(K::Value, "list.remove(x): x not in list"))?;
                 v.remove(at);
                 unit()
@@ -151,23 +189,19 @@ impl Served for List {
             "index" => {
                 let at = v
                     .iter()
-                    .position(|x| x == args)
+                    .position(|x| x.bytes == args)
                     .ok_or_else(|| remote(K::Value, "list.index(x): x not in list"))?;
                 enc(&(at as u64))
             }
-            "contains" => enc(&v.iter().any(|x| x == args)),
-            "count" => enc(&(v.iter().filter(|x| *x == args).count() as u64)),
+            "contains" => enc(&v.iter().any(|x| x.bytes == args)),
+            "count" => enc(&(v.iter().filter(|x| x.bytes == args).count() as u64)),
             "slice" => {
                 let (start, end): (u64, u64) = dec_args(args)?;
                 let end = (end as usize).min(v.len());
                 let start = (start as usize).min(end);
-                let items: Vec<&[u8]> = v[start..end].iter().map(Vec::as_slice).collect();
-                Ok(concat(&items))
+                Ok(concat(&all_bytes(v[start..end].iter())))
             }
-            "to_vec" => {
-                let items: Vec<&[u8]> = v.iter().map(Vec::as_slice).collect();
-                Ok(concat(&items))
-            }
+            "to_vec" => Ok(concat(&all_bytes(v.iter()))),
             "clear" => {
                 v.clear();
                 unit()
@@ -183,7 +217,9 @@ impl Served for List {
 
 // ---------------------------------------------------------------- dict
 
-struct Dict(Mutex<IndexMap<Vec<u8>, Vec<u8>>>);
+/// Values only hold references: keys compare by their encoding, and a
+/// proxy as a key is not kept alive by the dict.
+struct Dict(Mutex<IndexMap<Vec<u8>, Item>>);
 
 impl Dict {
     fn make(init: &[u8]) -> Result<Arc<dyn Served>> {
@@ -191,25 +227,25 @@ impl Dict {
         Ok(Arc::new(Dict(Mutex::new(
             items
                 .into_iter()
-                .map(|(k, v)| (k.0.to_vec(), v.0.to_vec()))
+                .map(|(k, v)| (k.0.to_vec(), Item::plain(v.0)))
                 .collect(),
         ))))
     }
 }
 
 impl Served for Dict {
-    fn call(&self, method: &str, args: &[u8], _cx: &Cx<'_>) -> Result<Vec<u8>> {
+    fn call(&self, method: &str, args: &[u8], cx: &Cx<'_>) -> Result<Vec<u8>> {
         let mut d = self.0.lock();
         match method {
             "insert" => {
                 let (k, v): (Bytes<'_>, Bytes<'_>) = dec_args(args)?;
-                let old = d.insert(k.0.to_vec(), v.0.to_vec());
-                Ok(some(old.as_deref()))
+                let old = d.insert(k.0.to_vec(), Item::new(v.0, cx.held(0)));
+                Ok(some(old.map(|o| o.take(cx)).as_deref()))
             }
-            "get" => Ok(some(d.get(args).map(Vec::as_slice))),
+            "get" => Ok(some(d.get(args).map(|x| x.bytes.as_slice()))),
             "remove" => {
                 let old = d.shift_remove(args);
-                Ok(some(old.as_deref()))
+                Ok(some(old.map(|o| o.take(cx)).as_deref()))
             }
             "contains" => enc(&d.contains_key(args)),
             "len" => enc(&(d.len() as u64)),
@@ -217,30 +253,28 @@ impl Served for Dict {
                 let items: Vec<&[u8]> = d.keys().map(Vec::as_slice).collect();
                 Ok(concat(&items))
             }
-            "values" => {
-                let items: Vec<&[u8]> = d.values().map(Vec::as_slice).collect();
-                Ok(concat(&items))
-            }
+            "values" => Ok(concat(&all_bytes(d.values()))),
             "items" => {
                 let mut out = Vec::new();
                 push_len(&mut out, d.len());
                 for (k, v) in d.iter() {
                     out.extend_from_slice(k);
-                    out.extend_from_slice(v);
+                    out.extend_from_slice(&v.bytes);
                 }
                 Ok(out)
             }
             "update" => {
                 let items: Vec<(Bytes<'_>, Bytes<'_>)> = dec_args(args)?;
-                for (k, v) in items {
-                    d.insert(k.0.to_vec(), v.0.to_vec());
+                for (i, (k, v)) in items.into_iter().enumerate() {
+                    d.insert(k.0.to_vec(), Item::new(v.0, cx.held(i)));
                 }
                 unit()
             }
             "setdefault" => {
                 let (k, v): (Bytes<'_>, Bytes<'_>) = dec_args(args)?;
                 Ok(d.entry(k.0.to_vec())
-                    .or_insert_with(|| v.0.to_vec())
+                    .or_insert_with(|| Item::new(v.0, cx.held(0)))
+                    .bytes
                     .clone())
             }
             "clear" => {
@@ -254,24 +288,27 @@ impl Served for Dict {
 
 // ---------------------------------------------------------------- namespace
 
-struct Namespace(Mutex<BTreeMap<String, Vec<u8>>>);
+struct Namespace(Mutex<BTreeMap<String, Item>>);
 
 impl Namespace {
     fn make(init: &[u8]) -> Result<Arc<dyn Served>> {
         let items: Vec<(String, Bytes<'_>)> = dec_args(init)?;
         Ok(Arc::new(Namespace(Mutex::new(
-            items.into_iter().map(|(k, v)| (k, v.0.to_vec())).collect(),
+            items
+                .into_iter()
+                .map(|(k, v)| (k, Item::plain(v.0)))
+                .collect(),
         ))))
     }
 }
 
 impl Served for Namespace {
-    fn call(&self, method: &str, args: &[u8], _cx: &Cx<'_>) -> Result<Vec<u8>> {
+    fn call(&self, method: &str, args: &[u8], cx: &Cx<'_>) -> Result<Vec<u8>> {
         let mut m = self.0.lock();
         match method {
             "get" => {
                 let name: &str = dec_args(args)?;
-                m.get(name).cloned().ok_or_else(|| {
+                m.get(name).map(|x| x.bytes.clone()).ok_or_else(|| {
                     remote(
                         K::Key,
                         format!("'Namespace' object has no attribute {name:?}"),
@@ -280,7 +317,7 @@ impl Served for Namespace {
             }
             "set" => {
                 let (name, v): (&str, Bytes<'_>) = dec_args(args)?;
-                m.insert(name.to_string(), v.0.to_vec());
+                m.insert(name.to_string(), Item::new(v.0, cx.held(0)));
                 unit()
             }
             "remove" => {
@@ -299,63 +336,60 @@ impl Served for Namespace {
 
 // ---------------------------------------------------------------- value, array
 
-struct ValueObj(Mutex<Vec<u8>>);
+struct ValueObj(Mutex<Item>);
 
 impl ValueObj {
     fn make(init: &[u8]) -> Result<Arc<dyn Served>> {
-        Ok(Arc::new(ValueObj(Mutex::new(init.to_vec()))))
+        Ok(Arc::new(ValueObj(Mutex::new(Item::plain(init)))))
     }
 }
 
 impl Served for ValueObj {
-    fn call(&self, method: &str, args: &[u8], _cx: &Cx<'_>) -> Result<Vec<u8>> {
+    fn call(&self, method: &str, args: &[u8], cx: &Cx<'_>) -> Result<Vec<u8>> {
         let mut v = self.0.lock();
         match method {
-            "get" => Ok(v.clone()),
+            "get" => Ok(v.bytes.clone()),
             "set" => {
-                *v = args.to_vec();
+                *v = Item::new(args, cx.held(0));
                 unit()
             }
-            "swap" => Ok(std::mem::replace(&mut *v, args.to_vec())),
+            "swap" => Ok(std::mem::replace(&mut *v, Item::new(args, cx.held(0))).take(cx)),
             m => Err(unknown("Value", m)),
         }
     }
 }
 
 /// A fixed-length sequence (Python's manager `Array`).
-struct ArrayObj(Mutex<Vec<Vec<u8>>>);
+struct ArrayObj(Mutex<Vec<Item>>);
 
 impl ArrayObj {
     fn make(init: &[u8]) -> Result<Arc<dyn Served>> {
         let items: Vec<Bytes<'_>> = dec_args(init)?;
         Ok(Arc::new(ArrayObj(Mutex::new(
-            items.into_iter().map(|b| b.0.to_vec()).collect(),
+            items.into_iter().map(|b| Item::plain(b.0)).collect(),
         ))))
     }
 }
 
 impl Served for ArrayObj {
-    fn call(&self, method: &str, args: &[u8], _cx: &Cx<'_>) -> Result<Vec<u8>> {
+    fn call(&self, method: &str, args: &[u8], cx: &Cx<'_>) -> Result<Vec<u8>> {
         let mut v = self.0.lock();
         match method {
             "len" => enc(&(v.len() as u64)),
             "get" => {
                 let i: u64 = dec_args(args)?;
                 v.get(i as usize)
-                    .cloned()
+                    .map(|x| x.bytes.clone())
                     .ok_or_else(|| index_error(i, v.len()))
             }
             "set" => {
                 let (i, item): (u64, Bytes<'_>) = dec_args(args)?;
                 let len = v.len();
                 let slot = v.get_mut(i as usize).ok_or_else(|| index_error(i, len))?;
-                *slot = item.0.to_vec();
+                *slot = Item::new(item.0, cx.held(0));
                 unit()
             }
-            "to_vec" => {
-                let items: Vec<&[u8]> = v.iter().map(Vec::as_slice).collect();
-                Ok(concat(&items))
-            }
+            "to_vec" => Ok(concat(&all_bytes(v.iter()))),
             m => Err(unknown("Array", m)),
         }
     }
@@ -364,7 +398,7 @@ impl Served for ArrayObj {
 // ---------------------------------------------------------------- queue
 
 struct QueueState {
-    items: VecDeque<Vec<u8>>,
+    items: VecDeque<Item>,
     unfinished: u64,
 }
 
@@ -419,7 +453,7 @@ impl Served for QueueObj {
                         return Err(remote(K::Full, "the queue is full"));
                     }
                 }
-                s.items.push_back(item.0.to_vec());
+                s.items.push_back(Item::new(item.0, cx.held(0)));
                 s.unfinished += 1;
                 self.not_empty.notify_one();
                 unit()
@@ -430,7 +464,7 @@ impl Served for QueueObj {
                 loop {
                     if let Some(item) = s.items.pop_front() {
                         self.not_full.notify_one();
-                        return Ok(item);
+                        return Ok(item.take(cx));
                     }
                     if !cx.wait(&self.not_empty, &mut s, d)? {
                         return Err(remote(K::Empty, "the queue is empty"));

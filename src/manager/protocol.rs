@@ -29,6 +29,14 @@ use crate::error::{Error, RemoteErrorKind};
 pub(crate) const CONTROL: u64 = 0;
 /// A request flag: the caller does not wait for a reply (decref on drop).
 pub(crate) const NO_REPLY: u8 = 1;
+/// A request flag: `args` are `(Vec<Vec<u64>>, Bytes)`, the ids of the
+/// proxies (of this server) inside each item the call stores, then the
+/// method's arguments. The server holds those objects for the item.
+pub(crate) const HOLDS: u8 = 2;
+/// A request flag: the caller adopts the references held by items the call
+/// takes out of a container; the reply is `(Vec<u64>, Bytes)`, their ids
+/// (now the caller session's) and the method's result.
+pub(crate) const ADOPT: u8 = 4;
 /// The longest frame accepted by default: 64 MiB.
 pub(crate) const DEFAULT_MAX_FRAME: usize = 64 << 20;
 

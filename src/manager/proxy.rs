@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::client::Session;
-use super::protocol::{Bytes, CONTROL, dec, enc};
+use super::protocol::{ADOPT, Bytes, CONTROL, HOLDS, dec, enc};
 use crate::connection::listener::Address;
 use crate::error::{Error, RemoteErrorKind, Result};
 
@@ -91,6 +91,15 @@ impl Drop for Inner {
 /// The sender must keep its proxy until then. An object lives while any
 /// process holds a reference; a process that exits or dies releases all of
 /// its references.
+///
+/// A proxy stored in a managed container of the same server (a list, dict
+/// value, namespace field, value, array or queue item) keeps its object
+/// alive while the container holds it, as in Python: the temporary in
+/// `outer.push(&manager.list()?)` may be dropped at once. The reference
+/// goes when the item is overwritten or removed, or the container is
+/// freed; an item taken out (`pop`, a queue's `get`, a dict's `remove` or
+/// the old value `insert` returns, a value's `swap`) hands it to the proxy
+/// decoded from it. Cycles (a list that holds itself) are never freed.
 #[derive(Clone)]
 pub struct Proxy {
     inner: Arc<Inner>,
@@ -203,6 +212,11 @@ impl Proxy {
 impl Serialize for Proxy {
     /// A proxy travels as its [`Token`].
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        NOTED.with(|n| {
+            if let Some(v) = n.borrow_mut().as_mut() {
+                v.push((self.inner.token.address.clone(), self.inner.token.id));
+            }
+        });
         self.inner.token.serialize(s)
     }
 }
@@ -210,9 +224,129 @@ impl Serialize for Proxy {
 impl<'de> Deserialize<'de> for Proxy {
     /// Rebuilt without a key: on first use it goes through this process's
     /// connection to that server if there is one, else it connects with
-    /// this process's authkey.
+    /// this process's authkey. One taken out of a managed container comes
+    /// with the reference the container held.
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        Ok(Proxy::from_token(Token::deserialize(d)?, None))
+        let token = Token::deserialize(d)?;
+        let adopted = ADOPTING.with(|a| {
+            let mut a = a.borrow_mut();
+            let (session, ids) = a.as_mut()?;
+            if session.address != token.address {
+                return None;
+            }
+            let at = ids.iter().position(|&id| id == token.id)?;
+            ids.swap_remove(at);
+            Some(session.clone())
+        });
+        Ok(match adopted {
+            Some(session) => Proxy::created(session, token.id, &token.typeid),
+            None => Proxy::from_token(token, None),
+        })
+    }
+}
+
+thread_local! {
+    /// While an item a container call stores is encoded: the proxies
+    /// serialized into it (server address and object id).
+    static NOTED: std::cell::RefCell<Option<Vec<(Address, u64)>>> =
+        const { std::cell::RefCell::new(None) };
+    /// While an item taken out of a container is decoded: the session that
+    /// took it and the ids of the references handed to it, for the proxies
+    /// decoded from the item to own.
+    static ADOPTING: std::cell::RefCell<Option<(Arc<Session>, Vec<u64>)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// The encoded items one container call stores, with the ids of the
+/// proxies of the container's server inside each, which the server then
+/// holds for as long as it keeps the item (Python's server counts those
+/// references too).
+struct Items<'a> {
+    address: &'a Address,
+    holds: Vec<Vec<u64>>,
+    any: bool,
+}
+
+impl<'a> Items<'a> {
+    fn new(container: &'a Proxy) -> Items<'a> {
+        Items {
+            address: &container.inner.token.address,
+            holds: Vec::new(),
+            any: false,
+        }
+    }
+
+    /// Encodes the next item.
+    fn enc<T: Serialize + ?Sized>(&mut self, item: &T) -> Result<Vec<u8>> {
+        let outer = NOTED.with(|n| n.replace(Some(Vec::new())));
+        let r = enc(item);
+        let noted = NOTED.with(|n| n.replace(outer)).unwrap_or_default();
+        let ids: Vec<u64> = noted
+            .into_iter()
+            .filter(|(a, _)| a == self.address)
+            .map(|(_, id)| id)
+            .collect();
+        self.any |= !ids.is_empty();
+        self.holds.push(ids);
+        r
+    }
+}
+
+/// Encodes `item`; whether proxies of the server at `address` are inside.
+pub(crate) fn enc_noting<T: Serialize + ?Sized>(
+    item: &T,
+    address: &Address,
+) -> Result<(Vec<u8>, bool)> {
+    let mut items = Items {
+        address,
+        holds: Vec::new(),
+        any: false,
+    };
+    let bytes = items.enc(item)?;
+    Ok((bytes, items.any))
+}
+
+impl Proxy {
+    /// Calls a container method that stores `items` (encoded through
+    /// them) and, with `adopt`, may take items out: the proxies decoded
+    /// from the result then own the references the items held.
+    fn call_items<R: DeserializeOwned>(
+        &self,
+        method: &str,
+        args: &[u8],
+        items: Items<'_>,
+        adopt: bool,
+    ) -> Result<R> {
+        let session = self.session()?;
+        let mut flags = if adopt { ADOPT } else { 0 };
+        let wrapped;
+        let args = if items.any {
+            flags |= HOLDS;
+            wrapped = enc(&(&items.holds, Bytes(args)))?;
+            &wrapped[..]
+        } else {
+            args
+        };
+        let reply = session.call_flags(self.inner.token.id, method, args, flags)?;
+        if !adopt {
+            return dec(&reply);
+        }
+        let (handed, body): (Vec<u64>, Bytes<'_>) =
+            postcard::from_bytes(&reply).map_err(|e| Error::Codec(format!("decode: {e}")))?;
+        if handed.is_empty() {
+            return dec(body.0);
+        }
+        let outer = ADOPTING.with(|a| a.replace(Some((session.clone(), handed))));
+        let r = dec(body.0);
+        let left = ADOPTING.with(|a| a.replace(outer)).map(|(_, ids)| ids);
+        // References no decoded proxy took (a type that drops tokens, or a
+        // failed decode) are given back.
+        for id in left.unwrap_or_default() {
+            if let Ok(args) = enc(&id) {
+                session.notify(CONTROL, "decref", &args);
+            }
+        }
+        r
     }
 }
 
@@ -303,10 +437,6 @@ fn range(r: impl RangeBounds<usize>) -> (u64, u64) {
     (start, end)
 }
 
-fn enc_all<'a, T: Serialize + 'a>(items: impl IntoIterator<Item = &'a T>) -> Result<Vec<Vec<u8>>> {
-    items.into_iter().map(|i| enc(i)).collect()
-}
-
 typed_proxy!(
     /// A list held by a manager (Python's `manager.list()`).
     ///
@@ -318,7 +448,9 @@ typed_proxy!(
 impl<T: Serialize + DeserializeOwned> ListProxy<T> {
     /// Appends `item` (Python's `append`).
     pub fn push(&self, item: &T) -> Result<()> {
-        self.proxy.call_unit("append", &enc(item)?)
+        let mut items = Items::new(&self.proxy);
+        let i = items.enc(item)?;
+        self.proxy.call_items("append", &i, items, false)
     }
 
     /// Same as [`push`](Self::push).
@@ -331,9 +463,13 @@ impl<T: Serialize + DeserializeOwned> ListProxy<T> {
     where
         T: 'a,
     {
-        let v = enc_all(items)?;
+        let mut enc_items = Items::new(&self.proxy);
+        let v: Vec<Vec<u8>> = items
+            .into_iter()
+            .map(|i| enc_items.enc(i))
+            .collect::<Result<_>>()?;
         let b: Vec<Bytes<'_>> = v.iter().map(|x| Bytes(x)).collect();
-        self.proxy.call_unit("extend", &enc(&b)?)
+        self.proxy.call_items("extend", &enc(&b)?, enc_items, false)
     }
 
     /// The item at `index`.
@@ -343,9 +479,10 @@ impl<T: Serialize + DeserializeOwned> ListProxy<T> {
 
     /// Replaces the item at `index`.
     pub fn set(&self, index: usize, item: &T) -> Result<()> {
-        let i = enc(item)?;
+        let mut items = Items::new(&self.proxy);
+        let i = items.enc(item)?;
         self.proxy
-            .call_unit("set", &enc(&(index as u64, Bytes(&i)))?)
+            .call_items("set", &enc(&(index as u64, Bytes(&i)))?, items, false)
     }
 
     /// The number of items.
@@ -361,19 +498,24 @@ impl<T: Serialize + DeserializeOwned> ListProxy<T> {
     /// Removes and returns the last item (an [`Index`](RemoteErrorKind::Index)
     /// error if there is none).
     pub fn pop(&self) -> Result<T> {
-        self.proxy.call_bytes("pop", &enc(&None::<u64>)?)
+        let items = Items::new(&self.proxy);
+        self.proxy
+            .call_items("pop", &enc(&None::<u64>)?, items, true)
     }
 
     /// Removes and returns the item at `index`.
     pub fn pop_at(&self, index: usize) -> Result<T> {
-        self.proxy.call_bytes("pop", &enc(&Some(index as u64))?)
+        let items = Items::new(&self.proxy);
+        self.proxy
+            .call_items("pop", &enc(&Some(index as u64))?, items, true)
     }
 
     /// Inserts `item` before `index` (at the end if `index` is past it).
     pub fn insert(&self, index: usize, item: &T) -> Result<()> {
-        let i = enc(item)?;
+        let mut items = Items::new(&self.proxy);
+        let i = items.enc(item)?;
         self.proxy
-            .call_unit("insert", &enc(&(index as u64, Bytes(&i)))?)
+            .call_items("insert", &enc(&(index as u64, Bytes(&i)))?, items, false)
     }
 
     /// Removes the first item equal to `item` (a
@@ -427,9 +569,10 @@ typed_proxy!(
 impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> DictProxy<K, V> {
     /// Sets `key` to `value`; the value it had.
     pub fn insert(&self, key: &K, value: &V) -> Result<Option<V>> {
-        let (k, v) = (enc(key)?, enc(value)?);
+        let mut items = Items::new(&self.proxy);
+        let (k, v) = (enc(key)?, items.enc(value)?);
         self.proxy
-            .call_bytes("insert", &enc(&(Bytes(&k), Bytes(&v)))?)
+            .call_items("insert", &enc(&(Bytes(&k), Bytes(&v)))?, items, true)
     }
 
     /// The value of `key`.
@@ -439,7 +582,8 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> DictProxy
 
     /// Removes `key`; the value it had.
     pub fn remove(&self, key: &K) -> Result<Option<V>> {
-        self.proxy.call_bytes("remove", &enc(key)?)
+        let items = Items::new(&self.proxy);
+        self.proxy.call_items("remove", &enc(key)?, items, true)
     }
 
     /// Whether `key` is there.
@@ -478,22 +622,24 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> DictProxy
         K: 'a,
         V: 'a,
     {
+        let mut items = Items::new(&self.proxy);
         let enc_entries: Vec<(Vec<u8>, Vec<u8>)> = entries
             .into_iter()
-            .map(|(k, v)| Ok((enc(k)?, enc(v)?)))
+            .map(|(k, v)| Ok((enc(k)?, items.enc(v)?)))
             .collect::<Result<_>>()?;
         let b: Vec<(Bytes<'_>, Bytes<'_>)> = enc_entries
             .iter()
             .map(|(k, v)| (Bytes(k), Bytes(v)))
             .collect();
-        self.proxy.call_unit("update", &enc(&b)?)
+        self.proxy.call_items("update", &enc(&b)?, items, false)
     }
 
     /// The value of `key`, set to `default` first if `key` is not there.
     pub fn setdefault(&self, key: &K, default: &V) -> Result<V> {
-        let (k, v) = (enc(key)?, enc(default)?);
+        let mut items = Items::new(&self.proxy);
+        let (k, v) = (enc(key)?, items.enc(default)?);
         self.proxy
-            .call_bytes("setdefault", &enc(&(Bytes(&k), Bytes(&v)))?)
+            .call_items("setdefault", &enc(&(Bytes(&k), Bytes(&v)))?, items, false)
     }
 
     /// Removes every entry.
@@ -516,8 +662,10 @@ impl NamespaceProxy {
 
     /// Sets the field `name`.
     pub fn set<T: Serialize + ?Sized>(&self, name: &str, value: &T) -> Result<()> {
-        let v = enc(value)?;
-        self.proxy.call_unit("set", &enc(&(name, Bytes(&v)))?)
+        let mut items = Items::new(&self.proxy);
+        let v = items.enc(value)?;
+        self.proxy
+            .call_items("set", &enc(&(name, Bytes(&v)))?, items, false)
     }
 
     /// Removes the field `name`; whether it was set.
@@ -549,12 +697,16 @@ impl<T: Serialize + DeserializeOwned> ValueProxy<T> {
 
     /// Sets the value.
     pub fn set(&self, value: &T) -> Result<()> {
-        self.proxy.call_unit("set", &enc(value)?)
+        let mut items = Items::new(&self.proxy);
+        let v = items.enc(value)?;
+        self.proxy.call_items("set", &v, items, false)
     }
 
     /// Sets the value and returns the old one, in one call.
     pub fn swap(&self, value: &T) -> Result<T> {
-        self.proxy.call_bytes("swap", &enc(value)?)
+        let mut items = Items::new(&self.proxy);
+        let v = items.enc(value)?;
+        self.proxy.call_items("swap", &v, items, true)
     }
 }
 
@@ -582,9 +734,10 @@ impl<T: Serialize + DeserializeOwned> ArrayProxy<T> {
 
     /// Replaces the item at `index`.
     pub fn set(&self, index: usize, item: &T) -> Result<()> {
-        let i = enc(item)?;
+        let mut items = Items::new(&self.proxy);
+        let i = items.enc(item)?;
         self.proxy
-            .call_unit("set", &enc(&(index as u64, Bytes(&i)))?)
+            .call_items("set", &enc(&(index as u64, Bytes(&i)))?, items, false)
     }
 
     /// A copy of all the items.
@@ -614,11 +767,14 @@ macro_rules! queue_methods {
     ($name:ident) => {
         impl<T: Serialize + DeserializeOwned> $name<T> {
             fn put_with(&self, block: bool, timeout: Option<Duration>, item: &T) -> Result<bool> {
-                let i = enc(item)?;
-                match self
-                    .proxy
-                    .call_unit("put", &enc(&(block, ns(timeout), Bytes(&i)))?)
-                {
+                let mut items = Items::new(&self.proxy);
+                let i = items.enc(item)?;
+                match self.proxy.call_items::<()>(
+                    "put",
+                    &enc(&(block, ns(timeout), Bytes(&i)))?,
+                    items,
+                    false,
+                ) {
                     Ok(()) => Ok(true),
                     Err(e) if is_kind(&e, RemoteErrorKind::Full) => Ok(false),
                     Err(e) => Err(e),
@@ -626,8 +782,12 @@ macro_rules! queue_methods {
             }
 
             fn get_with(&self, block: bool, timeout: Option<Duration>) -> Result<Option<T>> {
-                match self.proxy.call_raw("get", &enc(&(block, ns(timeout)))?) {
-                    Ok(b) => dec(&b).map(Some),
+                let items = Items::new(&self.proxy);
+                match self
+                    .proxy
+                    .call_items("get", &enc(&(block, ns(timeout)))?, items, true)
+                {
+                    Ok(v) => Ok(Some(v)),
                     Err(e) if is_kind(&e, RemoteErrorKind::Empty) => Ok(None),
                     Err(e) => Err(e),
                 }

@@ -20,8 +20,8 @@ use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
 
 use super::channel::{Channel, ReadEnd, SPIN};
 use super::protocol::{
-    Bytes, CONTROL, DEFAULT_MAX_FRAME, Fault, NO_REPLY, Reply, Request, dec_args, decode_request,
-    enc, encode_body, encode_frame, remote,
+    ADOPT, Bytes, CONTROL, DEFAULT_MAX_FRAME, Fault, HOLDS, NO_REPLY, Reply, Request, dec_args,
+    decode_request, enc, encode_body, encode_frame, remote,
 };
 use crate::connection::listener::{Address, Listener};
 use crate::error::{Error, RemoteErrorKind, Result};
@@ -54,9 +54,80 @@ pub(crate) struct Cx<'a> {
     pub session: u64,
     channel: &'a Channel,
     server: &'a Server,
+    /// Per item of the call's arguments, the references the server took
+    /// for the proxies inside it (a [`HOLDS`] call): the container that
+    /// stores the item keeps them ([`Cx::held`]); those left are released
+    /// after the call.
+    holds: std::cell::RefCell<Vec<Held>>,
+    /// References handed to the caller's session with items taken out of
+    /// a container ([`Cx::hand_over`]).
+    handed: std::cell::RefCell<Vec<u64>>,
 }
 
-impl Cx<'_> {
+/// References to objects that something in the server holds: an item of a
+/// container that has proxies inside it, as Python's server counts the
+/// references of the proxies a managed list or dict holds. Dropping it
+/// releases them (the objects are freed if nothing else refers to them).
+#[derive(Default)]
+pub(crate) struct Held(Option<Box<HeldRefs>>);
+
+struct HeldRefs {
+    server: std::sync::Weak<Server>,
+    ids: Vec<u64>,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(h) = self.0.take()
+            && let Some(server) = h.server.upgrade()
+        {
+            for id in h.ids {
+                server.release(id, 1);
+            }
+        }
+    }
+}
+
+impl<'a> Cx<'a> {
+    fn new(caller: u64, session: u64, channel: &'a Channel, server: &'a Server) -> Cx<'a> {
+        Cx {
+            caller,
+            session,
+            channel,
+            server,
+            holds: Default::default(),
+            handed: Default::default(),
+        }
+    }
+
+    /// The references taken for the proxies inside item `i` of the call's
+    /// arguments (none if it has none), for the container storing it.
+    pub(crate) fn held(&self, i: usize) -> Held {
+        self.holds
+            .borrow_mut()
+            .get_mut(i)
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    /// An item leaves its container for the caller: the references it held
+    /// pass to the caller's session, and (in an [`ADOPT`] call) the reply
+    /// names them, so that the proxies the caller decodes from the item own
+    /// them. Not an adopting call: they are released.
+    pub(crate) fn hand_over(&self, mut held: Held) {
+        let Some(h) = held.0.take() else {
+            return;
+        };
+        {
+            let mut sessions = self.server.sessions.lock();
+            let refs = &mut sessions.entry(self.session).or_default().refs;
+            for &id in &h.ids {
+                *refs.entry(id).or_default() += 1;
+            }
+        }
+        self.handed.borrow_mut().extend_from_slice(&h.ids);
+    }
+
     /// Whether the call should stop: the server stops, or the caller closed
     /// its connection (it died or gave up).
     pub(crate) fn cancelled(&self) -> bool {
@@ -115,10 +186,15 @@ pub(crate) struct Server {
     /// that the accept loop sees the request at once rather than at the end
     /// of its accept slice.
     wake: std::sync::OnceLock<Address>,
+    /// This server, for the references items hold ([`Held`]).
+    me: std::sync::Weak<Server>,
+    /// Objects exposed by name (Python's `register(name, callable=...)`):
+    /// the id, and the reference the name holds.
+    names: Mutex<HashMap<String, (u64, Held)>>,
 }
 
 impl Server {
-    pub(crate) fn new(types: Vec<(String, Constructor)>) -> Server {
+    pub(crate) fn new(types: Vec<(String, Constructor)>, me: std::sync::Weak<Server>) -> Server {
         let mut map: HashMap<String, Constructor> = super::objects::builtin_types()
             .into_iter()
             .map(|(k, v)| (k.to_string(), v))
@@ -135,7 +211,30 @@ impl Server {
             next_conn: AtomicU64::new(1),
             max_frame: DEFAULT_MAX_FRAME,
             wake: std::sync::OnceLock::new(),
+            me,
+            names: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Takes one reference to each object of `ids` for something the
+    /// server holds (a [`HOLDS`] call's item): all, or none and the error.
+    fn hold(&self, ids: Vec<u64>) -> Result<Held> {
+        if ids.is_empty() {
+            return Ok(Held(None));
+        }
+        let mut objects = self.objects.write();
+        if let Some(&id) = ids.iter().find(|id| !objects.contains_key(id)) {
+            return Err(unknown_object(id));
+        }
+        for id in &ids {
+            if let Some(e) = objects.get_mut(id) {
+                e.refs += 1;
+            }
+        }
+        Ok(Held(Some(Box::new(HeldRefs {
+            server: self.me.clone(),
+            ids,
+        }))))
     }
 
     fn create(&self, session: u64, typeid: &str, init: &[u8]) -> Result<u64> {
@@ -271,6 +370,40 @@ impl Server {
                 Ok(Vec::new())
             }
             "count" => enc(&(self.objects.read().len() as u64)),
+            "expose" => {
+                let (name, id): (&str, u64) = dec_args(req.args.0)?;
+                let held = self.hold(vec![id])?;
+                let old = self.names.lock().insert(name.to_string(), (id, held));
+                // Released outside the lock.
+                drop(old);
+                Ok(Vec::new())
+            }
+            "unexpose" => {
+                let name: &str = dec_args(req.args.0)?;
+                let old = self.names.lock().remove(name);
+                enc(&old.is_some())
+            }
+            "lookup" => {
+                let name: &str = dec_args(req.args.0)?;
+                // The caller's reference is taken under the names' lock, so
+                // that the name cannot be reassigned (and its object freed)
+                // in between.
+                let names = self.names.lock();
+                let id = names.get(name).map(|(id, _)| *id).ok_or_else(|| {
+                    remote(
+                        RemoteErrorKind::Key,
+                        format!("no object is exposed as {name:?}"),
+                    )
+                })?;
+                let typeid = self.incref(session, id)?;
+                drop(names);
+                enc(&(id, typeid))
+            }
+            "names" => {
+                let mut names: Vec<String> = self.names.lock().keys().cloned().collect();
+                names.sort();
+                enc(&names)
+            }
             "ping" => Ok(Vec::new()),
             "pid" => enc(&std::process::id()),
             "shutdown" => {
@@ -294,7 +427,50 @@ impl Server {
             .get(&req.object)
             .map(|e| e.object.clone())
             .ok_or_else(|| unknown_object(req.object))?;
-        match catch_unwind(AssertUnwindSafe(|| object.call(req.method, req.args.0, cx))) {
+        let mut args = req.args.0;
+        if req.flags & HOLDS != 0 {
+            // The proxies inside each item, then the method's arguments.
+            let (ids, inner): (Vec<Vec<u64>>, Bytes<'_>) = dec_args(args)?;
+            let mut holds = Vec::with_capacity(ids.len());
+            for item in ids {
+                holds.push(self.hold(item)?);
+            }
+            *cx.holds.borrow_mut() = holds;
+            args = inner.0;
+        }
+        let result = self.call_object(&*object, req, args, cx);
+        // References no item kept are let go now.
+        cx.holds.borrow_mut().clear();
+        let handed = std::mem::take(&mut *cx.handed.borrow_mut());
+        let result = match result {
+            Ok(r) => r,
+            Err(e) => {
+                // Nobody will adopt what a failed call handed over.
+                for id in handed {
+                    self.decref(session, id);
+                }
+                return Err(e);
+            }
+        };
+        if req.flags & ADOPT != 0 {
+            enc(&(handed, Bytes(&result)))
+        } else {
+            // A caller that cannot adopt them: its session lets them go.
+            for id in handed {
+                self.decref(session, id);
+            }
+            Ok(result)
+        }
+    }
+
+    fn call_object(
+        &self,
+        object: &dyn Served,
+        req: &Request<'_>,
+        args: &[u8],
+        cx: &Cx<'_>,
+    ) -> Result<Vec<u8>> {
+        match catch_unwind(AssertUnwindSafe(|| object.call(req.method, args, cx))) {
             Ok(r) => r,
             Err(p) => {
                 let msg = p
@@ -399,12 +575,7 @@ impl Server {
                 }
                 continue;
             }
-            let cx = Cx {
-                caller: req.caller,
-                session,
-                channel,
-                server: self,
-            };
+            let cx = Cx::new(req.caller, session, channel, self);
             let result = self.call(session, &req, &cx);
             if req.flags & NO_REPLY != 0 {
                 continue;
@@ -499,12 +670,7 @@ impl Server {
             let Ok(req) = decode_request(&buf) else {
                 return;
             };
-            let cx = Cx {
-                caller: req.caller,
-                session,
-                channel,
-                server: self,
-            };
+            let cx = Cx::new(req.caller, session, channel, self);
             // Every call is answered here, even a NO_REPLY one: the client
             // may not write the request slot again before that.
             let result = self.call(session, &req, &cx);
@@ -594,7 +760,7 @@ pub(crate) fn run(
     stop: &AtomicBool,
     orphaned: &dyn Fn() -> bool,
 ) -> Result<()> {
-    let server = Arc::new(Server::new(types));
+    let server = Arc::new_cyclic(|me| Server::new(types, me.clone()));
     let _ = server.wake.set(listener.address().clone());
     let result = loop {
         if stop.load(Ordering::Relaxed) || server.stopping.load(Ordering::Relaxed) || orphaned() {
@@ -630,6 +796,14 @@ pub(crate) fn run(
         }
     };
     server.stop_all();
+    // The objects go with the server (a type's `Drop` runs now, not at a
+    // process exit that skips it): taken out under the lock, dropped
+    // outside it. A call still running keeps its object until it returns.
+    let names = std::mem::take(&mut *server.names.lock());
+    let objects = std::mem::take(&mut *server.objects.write());
+    // A registered type's `Drop` that panics must not take the server's
+    // exit path with it.
+    let _ = catch_unwind(AssertUnwindSafe(move || drop((names, objects))));
     result
 }
 

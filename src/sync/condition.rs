@@ -52,6 +52,9 @@ unsafe impl crate::ShmSafe for CondState {}
 )]
 pub struct Condition {
     inner: ShmBox<CondState>,
+    /// The lock given to [`with_lock`](Condition::with_lock), used instead
+    /// of the condition's own.
+    lock: Option<crate::Lock>,
 }
 
 impl Condition {
@@ -62,21 +65,51 @@ impl Condition {
                 lock: Mutex::new(()),
                 cv: lock_api::Condvar::new(),
             })?,
+            lock: None,
         })
     }
 
-    /// Takes the condition's own lock.
-    #[doc(alias = "acquire")]
-    pub fn lock(&self) -> LockResult<MutexGuard<'_, ()>> {
-        forever(lock_mutex(
-            &self.inner.lock,
-            Blocking::Until(Deadline::NEVER),
-        ))
+    /// A new condition variable over an existing lock (Python's
+    /// `Condition(lock)`): [`lock`](Condition::lock) takes `lock`, so
+    /// several conditions (and values made with
+    /// [`Value::with_lock`](crate::Value::with_lock)) can share one lock.
+    /// The condition keeps a handle on the lock; both live in shared
+    /// memory and work across processes like any other.
+    ///
+    /// ```
+    /// let lock = multiproc::Lock::new()?;
+    /// let not_empty = multiproc::Condition::with_lock(&lock)?;
+    /// let not_full = multiproc::Condition::with_lock(&lock)?;
+    /// let mut g = not_empty.lock().unwrap();
+    /// assert!(lock.is_locked());
+    /// // Either condition waits with a guard of the shared lock.
+    /// let r = not_full.wait_timeout(&mut g, std::time::Duration::ZERO);
+    /// assert!(r.timed_out());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn with_lock(lock: &crate::Lock) -> Result<Condition> {
+        let mut c = Condition::new()?;
+        c.lock = Some(lock.clone());
+        Ok(c)
     }
 
-    /// Takes the condition's own lock, waiting at most `timeout`.
+    fn mutex(&self) -> &Mutex<()> {
+        match &self.lock {
+            Some(l) => l.as_mutex(),
+            None => &self.inner.lock,
+        }
+    }
+
+    /// Takes the condition's lock (its own, or the one given to
+    /// [`with_lock`](Condition::with_lock)).
+    #[doc(alias = "acquire")]
+    pub fn lock(&self) -> LockResult<MutexGuard<'_, ()>> {
+        forever(lock_mutex(self.mutex(), Blocking::Until(Deadline::NEVER)))
+    }
+
+    /// Takes the condition's lock, waiting at most `timeout`.
     pub fn lock_timeout(&self, timeout: Duration) -> TryLockResult<MutexGuard<'_, ()>> {
-        lock_mutex(&self.inner.lock, Blocking::Until(Deadline::after(timeout)))
+        lock_mutex(self.mutex(), Blocking::Until(Deadline::after(timeout)))
     }
 
     /// Releases the guard's lock, sleeps until notified, takes the lock

@@ -56,16 +56,25 @@ pub type LockGuard<'a> = MutexGuard<'a, ()>;
     derive(serde::Serialize, serde::Deserialize),
     serde(bound = "")
 )]
+#[derive(Clone)]
 pub struct Lock {
-    inner: ShmBox<Mutex<()>>,
+    /// Shared by the handles of this process that [`Clone`] made (a
+    /// [`Condition`](crate::Condition) or a value built over this lock
+    /// keeps one): the memory lives while any of them does.
+    inner: std::sync::Arc<ShmBox<Mutex<()>>>,
 }
 
 impl Lock {
     /// A new, unlocked lock in shared memory.
     pub fn new() -> Result<Lock> {
         Ok(Lock {
-            inner: ShmBox::new(Mutex::new(()))?,
+            inner: std::sync::Arc::new(ShmBox::new(Mutex::new(()))?),
         })
+    }
+
+    /// Whether `guard` is a guard of this lock.
+    pub(crate) fn owns(&self, guard: &LockGuard<'_>) -> bool {
+        std::ptr::eq(MutexGuard::mutex(guard), self.as_mutex())
     }
 
     /// Waits for the lock and returns its guard.
