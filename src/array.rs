@@ -103,12 +103,9 @@ fn send<T: ShmSafe, H: 'static, S: serde::Serializer>(
     s: S,
 ) -> std::result::Result<S::Ok, S::Error> {
     use serde::Serialize;
-    ArrayWire {
-        alloc,
-        len,
-        ty: crate::shm::transfer::TypeTag::of_elements::<T, H>(),
-    }
-    .serialize(s)
+    let ty = crate::shm::transfer::TypeTag::of_elements::<T, H>();
+    crate::shm::transfer::note_sent(alloc, ty, len as u64);
+    ArrayWire { alloc, len, ty }.serialize(s)
 }
 
 /// Reads an array handle `H` of `T`s with `header` bytes before its
@@ -130,6 +127,7 @@ fn receive<'de, T: ShmSafe, H: 'static, D: serde::Deserializer<'de>>(
 #[cfg(feature = "serde")]
 fn adopt<T: ShmSafe, A: 'static>(w: &ArrayWire<Allocation>, header: usize) -> Result<usize> {
     w.ty.check::<T, A>()?;
+    crate::shm::transfer::check_received(&w.alloc, w.ty, w.len as u64)?;
     let (size, off) = layout::<T>(header, w.len)?;
     let align = std::mem::align_of::<T>().max(std::mem::align_of::<Mutex<()>>());
     if size > crate::shm::usable_len(&w.alloc) {
@@ -675,14 +673,16 @@ mod tests {
                 refused(resend::<_, RawArray<u64>>(&forged));
             }
         }
-        // A length that still fits the allocation is adopted: its extra
-        // elements are zeros, valid `T`s.
+        // Even a length that still fits the allocation is refused: only
+        // handles written by the array's own `Serialize` are adopted.
         let fits = ArrayWire {
             alloc: &a.alloc,
             len: 5,
             ty: TypeTag::of_elements::<u64, Array<u64>>(),
         };
-        let b: Array<u64> = resend(&(&fits, None::<crate::Lock>)).unwrap();
-        assert_eq!(b.len(), 5);
+        refused(resend::<_, Array<u64>>(&(&fits, None::<crate::Lock>)));
+        // The array itself travels.
+        let b: Array<u64> = resend(&a).unwrap();
+        assert_eq!(b.len(), 4);
     }
 }

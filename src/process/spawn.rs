@@ -60,6 +60,9 @@ struct Bootstrap {
     args: Vec<u8>,
     arena_fds: Vec<RawFd>,
     arena_owners: Vec<i32>,
+    /// The shared object handles this crate wrote into `args`
+    /// (`transfer::Sent`): the only ones the child adopts.
+    sent: Vec<transfer::Sent>,
     /// Other inherited descriptors (`transfer::Descriptor`).
     fds: Vec<RawFd>,
     /// The heap's generation write ends the child holds (`heap::for_spawn`).
@@ -165,6 +168,7 @@ pub(crate) fn start(plan: Plan, opts: Options<'_>) -> Result<(nix::unistd::Pid, 
         args: plan.args,
         arena_fds: arena_fds.clone(),
         arena_owners: plan.carried.arenas.iter().map(|a| a.owner()).collect(),
+        sent: plan.carried.sent.clone(),
         fds: fds.clone(),
         held_fds: inherit.fds(),
         name: opts.name.to_owned(),
@@ -302,7 +306,10 @@ fn run_spawned(fd: RawFd, bytes: &[u8], nonce: &str) -> Result<i32> {
     // SAFETY: inherited for this process alone, named in the bootstrap, and
     // owned by nothing else here.
     unsafe { crate::shm::heap::hold_inherited(&boot.held_fds) };
-    let mut carried = Carried::default();
+    let mut carried = Carried {
+        sent: boot.sent.clone(),
+        ..Carried::default()
+    };
     for (&fd, &owner) in boot.arena_fds.iter().zip(&boot.arena_owners) {
         // SAFETY: inherited for this process alone, named in the bootstrap.
         let map = SharedMapping::from_fd(unsafe { OwnedFd::from_raw_fd(fd) })?;

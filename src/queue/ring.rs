@@ -480,6 +480,7 @@ impl serde::Serialize for Core {
         let mut st = s.serialize_struct("Core", 2)?;
         st.serialize_field("shared", &self.shared)?;
         st.serialize_field("ring", &self.ring)?;
+        crate::shm::transfer::note_sent(&self.ring, crate::shm::transfer::TypeTag::of::<Core>(), 0);
         st.end()
     }
 }
@@ -494,6 +495,12 @@ impl<'de> serde::Deserialize<'de> for Core {
             ring: Allocation,
         }
         let w = Wire::deserialize(d)?;
+        crate::shm::transfer::check_received(
+            &w.ring,
+            crate::shm::transfer::TypeTag::of::<Core>(),
+            0,
+        )
+        .map_err(serde::de::Error::custom)?;
         Core::adopt(w.shared, w.ring).map_err(serde::de::Error::custom)
     }
 }

@@ -157,6 +157,7 @@ impl<T: 'static> serde::Serialize for ShmBox<T> {
         use serde::ser::SerializeStruct;
         let mut st = s.serialize_struct("ShmBox", 2)?;
         st.serialize_field("alloc", &self.alloc)?;
+        transfer::note_sent(&self.alloc, transfer::TypeTag::of::<T>(), 1);
         st.serialize_field("ty", &transfer::TypeTag::of::<T>())?;
         st.end()
     }
@@ -174,6 +175,7 @@ impl<'de, T: 'static> serde::Deserialize<'de> for ShmBox<T> {
         let w = Wire::deserialize(d)?;
         let adopt = || -> crate::Result<ShmBox<T>> {
             w.ty.check::<T, T>()?;
+            transfer::check_received(&w.alloc, w.ty, 1)?;
             if usable_len(&w.alloc) < std::mem::size_of::<T>()
                 || !w.alloc.ptr().cast::<T>().is_aligned()
             {
@@ -245,5 +247,35 @@ mod tests {
         assert!(r.is_err());
         let back = transfer::receiving(arenas, || postcard::from_bytes::<ShmBox<u8>>(&bytes));
         assert_eq!(*back.unwrap(), 7);
+    }
+
+    #[test]
+    fn a_handle_the_parent_did_not_send_is_refused_even_with_a_true_tag() {
+        // Bytes a caller's own `Serialize` could write: the handle of a
+        // real slot, with the right type tag, but not written by
+        // `ShmBox`'s `Serialize`. Before the record of sent handles, it was
+        // adopted (a second handle to any slot, as any type whose tag is
+        // known).
+        #[derive(serde::Serialize)]
+        struct Wire<'a> {
+            alloc: &'a heap::Allocation,
+            ty: transfer::TypeTag,
+        }
+        let sent = ShmBox::new(1u8).unwrap();
+        let other = ShmBox::new(2u8).unwrap();
+        let forged = Wire {
+            alloc: &other.alloc,
+            ty: transfer::TypeTag::of::<u8>(),
+        };
+        let (bytes, carried) =
+            transfer::collecting(|| postcard::to_stdvec(&(&sent, &forged)).unwrap());
+        let r = transfer::receiving(carried.clone(), || {
+            postcard::from_bytes::<(ShmBox<u8>, ShmBox<u8>)>(&bytes)
+        });
+        assert!(r.is_err(), "the forged handle was adopted");
+        // The one sent by `ShmBox` itself is adopted.
+        let (bytes, carried) = transfer::collecting(|| postcard::to_stdvec(&sent).unwrap());
+        let back = transfer::receiving(carried, || postcard::from_bytes::<ShmBox<u8>>(&bytes));
+        assert_eq!(*back.unwrap(), 1);
     }
 }

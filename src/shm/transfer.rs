@@ -8,6 +8,15 @@
 //! is collected for handing over; in the child the arguments are read back
 //! with the re-mapped arenas in place. Outside these two moments a shared
 //! object refuses to be serialized: its bytes alone would mean nothing.
+//!
+//! The argument bytes are not trusted to name shared objects: a value of
+//! the caller's own type can serialize any bytes it likes, including ones
+//! that read as a handle to some slot as some type. So each handle our own
+//! `Serialize` writes is also recorded ([`Sent`]: where, as which type, how
+//! long) in a list that goes to the child beside the bytes, in the spawn
+//! bootstrap that only the parent writes; the child adopts a handle only if
+//! it matches such a record. A forged handle is refused; at most a real one
+//! is adopted twice, which is what a clone would give.
 
 use std::cell::RefCell;
 use std::os::fd::OwnedFd;
@@ -26,6 +35,73 @@ use super::heap::{Allocation, Arena};
 pub(crate) struct Carried {
     pub(crate) arenas: Vec<Arc<Arena>>,
     pub(crate) fds: Vec<Arc<OwnedFd>>,
+    /// Every shared object handle this program's own `Serialize` wrote.
+    pub(crate) sent: Vec<Sent>,
+}
+
+/// A shared object handle written by this crate's own `Serialize` (not by
+/// whatever bytes a caller's type produced): its arena (index in
+/// [`Carried::arenas`]), offset, type and length (1 for a single value).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Sent {
+    arena: u32,
+    offset: u64,
+    ty: TypeTag,
+    len: u64,
+}
+
+/// Records that this crate's `Serialize` is writing a handle to `alloc` as
+/// `ty`, `len` elements long (while spawn arguments are serialized).
+pub(crate) fn note_sent(alloc: &Allocation, ty: TypeTag, len: u64) {
+    let (arena, offset, _) = alloc.location();
+    OUTGOING.with(|o| {
+        let mut o = o.borrow_mut();
+        let Some(c) = o.as_mut() else { return };
+        // `Allocation`'s own `Serialize` has put its arena in the list (or
+        // is about to: then it is added here, at the index it will find).
+        let i = match c.arenas.iter().position(|a| Arc::ptr_eq(a, arena)) {
+            Some(i) => i,
+            None => {
+                c.arenas.push(arena.clone());
+                c.arenas.len() - 1
+            }
+        };
+        let s = Sent {
+            arena: i as u32,
+            offset: offset as u64,
+            ty,
+            len,
+        };
+        if !c.sent.contains(&s) {
+            c.sent.push(s);
+        }
+    });
+}
+
+/// Checks that a handle read from spawn arguments, to `alloc` as `ty` and
+/// `len` elements long, is one this crate's `Serialize` wrote in the parent.
+pub(crate) fn check_received(alloc: &Allocation, ty: TypeTag, len: u64) -> crate::Result<()> {
+    let (arena, offset, _) = alloc.location();
+    let known = INCOMING.with(|i| {
+        let i = i.borrow();
+        let Some(c) = i.as_ref() else { return false };
+        let Some(idx) = c.arenas.iter().position(|a| Arc::ptr_eq(a, arena)) else {
+            return false;
+        };
+        c.sent.contains(&Sent {
+            arena: idx as u32,
+            offset: offset as u64,
+            ty,
+            len,
+        })
+    });
+    if known {
+        Ok(())
+    } else {
+        Err(crate::Error::InvalidArgument(
+            "a shared object handle arrived that the parent did not send as such (forged bytes)",
+        ))
+    }
 }
 
 thread_local! {
