@@ -4,6 +4,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use super::wait;
 use crate::error::Result;
 use crate::shm::ShmBox;
 use crate::sys::futex::{self, Deadline};
@@ -78,7 +79,7 @@ impl Event {
             if deadline.expired() {
                 return false;
             }
-            futex::wait(&self.flag, 0, deadline.remaining());
+            wait::sleep(&self.flag, 0, deadline, Duration::from_secs(1));
         }
     }
 }

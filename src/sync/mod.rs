@@ -7,6 +7,7 @@ pub(crate) mod event;
 pub(crate) mod lock;
 pub(crate) mod raw;
 pub(crate) mod semaphore;
+pub(crate) mod wait;
 
 use crate::error::{LockError, OwnerDied, TryLockError, TryLockResult};
 use crate::sys::futex::Deadline;
