@@ -115,7 +115,7 @@ static SPIN: Site = Site::new(Duration::from_micros(20));
 const LOOK_EVERY: u32 = 8;
 /// How a producer or consumer spins on its side's busy lock before the
 /// lock's own wait.
-static LOCK_SPIN: Site = Site::locks(Duration::from_micros(2), 200);
+static LOCK_SPIN: Site = Site::locks(Duration::ZERO, 200);
 /// The longest one futex sleep; after a whole slice without progress a
 /// waiter checks whether the processes it waits for are alive.
 pub(crate) const SLICE: Duration = Duration::from_millis(50);

@@ -45,10 +45,11 @@ const TID_MASK: u32 = !CONTENDED;
 pub(crate) const OWNER_CHECK: Duration = Duration::from_millis(40);
 
 /// How a waiter for a held lock spins before sleeping (see [`wait`]): a
-/// futex handoff to a sleeping process costs tens of microseconds, and a
-/// short critical section in another process ends sooner; the queues' side
-/// locks wait the same way.
-pub(crate) static LOCK_SPIN: Site = Site::locks(Duration::from_micros(2), 100);
+/// fixed 100 pauses whatever the load, as a plain futex mutex does (the
+/// owner is most likely running its short critical section), and no
+/// more: the load check and a longer spin cost the contended counter more
+/// than they saved. The queues' side locks wait the same way.
+pub(crate) static LOCK_SPIN: Site = Site::locks(Duration::ZERO, 100);
 
 /// How an acquisition went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
