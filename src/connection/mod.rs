@@ -420,7 +420,7 @@ impl Connection {
         if self.stream.is_some() {
             return; // the ring's reads spin on shared memory
         }
-        SPIN.spin_until(crate::sys::futex::Deadline::NEVER, || {
+        SPIN.spin_until(crate::deadline::Deadline::NEVER, || {
             self.ready(Some(Duration::ZERO))
                 .unwrap_or(true)
                 .then_some(())

@@ -70,11 +70,12 @@ use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::socket::{self, MsgFlags};
 
+use crate::deadline::Deadline;
 use crate::error::{Error, Result};
 use crate::shm::heap::{self, Allocation};
 use crate::sync::raw::{Acquired, RawProcessMutex};
 use crate::sync::wait::{self, Site, Slept};
-use crate::sys::futex::{self, Deadline};
+use crate::sys::futex;
 
 /// The bytes of one direction's ring.
 pub(crate) const CAP: usize = 1 << 20;

@@ -20,9 +20,9 @@ use nix::sys::socket::{self, MsgFlags};
 
 use super::protocol::parse_frame;
 use crate::connection::frame;
+use crate::deadline::Deadline;
 use crate::error::{Error, Result};
 use crate::sync::wait::Site;
-use crate::sys::futex::Deadline;
 
 /// How long a reader polls for data without sleeping: a little more than
 /// the 20-25 us a wakeup costs, so that a reply (or the next request) that

@@ -87,12 +87,13 @@
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::deadline::Deadline;
 use crate::error::{Error, Result};
 use crate::shm::ShmBox;
 use crate::shm::heap::{self, Allocation};
 use crate::sync::raw::{self, Acquired, RawProcessMutex};
 use crate::sync::wait::{self, Site, Slept};
-use crate::sys::futex::{self, Deadline};
+use crate::sys::futex;
 use crate::sys::thread;
 
 /// Record header size.

@@ -12,9 +12,10 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use crate::deadline::Deadline;
 use crate::error::{Error, Result};
 use crate::sync::wait::{self, Site};
-use crate::sys::futex::{self, Deadline};
+use crate::sys::futex;
 use crate::sys::thread;
 
 /// How a waiter spins before it sleeps (see [`wait`]), at most for the

@@ -6,9 +6,10 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::wait;
+use crate::deadline::Deadline;
 use crate::error::{Error, Result};
 use crate::shm::ShmBox;
-use crate::sys::futex::{self, Deadline};
+use crate::sys::futex;
 use crate::sys::thread;
 
 // The state word. Without a lock inside, no party can die holding one.

@@ -5,9 +5,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use super::wait;
+use crate::deadline::Deadline;
 use crate::error::Result;
 use crate::shm::ShmBox;
-use crate::sys::futex::{self, Deadline};
+use crate::sys::futex;
 
 /// A flag that processes wait on, like Python's `multiprocessing.Event`.
 ///

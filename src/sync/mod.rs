@@ -9,8 +9,8 @@ pub(crate) mod raw;
 pub(crate) mod semaphore;
 pub(crate) mod wait;
 
+use crate::deadline::Deadline;
 use crate::error::{LockError, OwnerDied, TryLockError, TryLockResult};
-use crate::sys::futex::Deadline;
 use raw::{Acquired, RawProcessMutex};
 
 /// A `lock_api` mutex over the process-shared raw mutex; lives in shared

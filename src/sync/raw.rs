@@ -34,7 +34,8 @@ use std::time::Duration;
 use lock_api::GuardNoSend;
 
 use super::wait::{self, Site, Slept};
-use crate::sys::futex::{self, Deadline};
+use crate::deadline::Deadline;
+use crate::sys::futex;
 use crate::sys::thread;
 
 pub(crate) const CONTENDED: u32 = 1 << 31;

@@ -5,9 +5,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use super::wait::{self, Site};
+use crate::deadline::Deadline;
 use crate::error::{Error, Result};
 use crate::shm::ShmBox;
-use crate::sys::futex::{self, Deadline};
+use crate::sys::futex;
 
 /// How a waiter spins before it sleeps (see [`wait`]).
 static SPIN: Site = Site::new(Duration::from_micros(20));

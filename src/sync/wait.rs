@@ -45,7 +45,8 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::sys::futex::{self, Deadline};
+use crate::deadline::Deadline;
+use crate::sys::futex;
 
 /// Looks at the state between two clock readings while spinning.
 const LOOKS_PER_CLOCK: u32 = 16;
