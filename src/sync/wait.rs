@@ -277,21 +277,28 @@ mod tests {
         let t = Instant::now();
         assert_eq!(SITE.spin_until(Deadline::NEVER, || None::<()>), None);
         assert!(t.elapsed() < Duration::from_secs(1));
+        // A passed deadline ends the spin at the first look at the clock.
+        static LONG: Site = Site::new(Duration::from_secs(30));
+        let t = Instant::now();
+        let passed = Deadline::after(Duration::ZERO);
+        assert_eq!(LONG.spin_until(passed, || None::<()>), None);
+        assert!(t.elapsed() < Duration::from_secs(1));
         // A lost spin halves the budget (if it spun at all); never below a
         // sixteenth.
         for _ in 0..20 {
             SITE.spin_until(Deadline::NEVER, || None::<()>);
         }
         assert!(SITE.budget() >= SITE.max_ns / 16);
+        // A spin that runs sees its change; one skipped (no CPU to spare)
+        // looks nothing up.
         let mut k = 0;
-        assert_eq!(
-            SITE.spin_until(Deadline::NEVER, || {
-                k += 1;
-                (k > 3).then_some(k)
-            })
-            .is_some(),
-            // Without a CPU to spare the spin is skipped.
-            cpu_to_spare() || k > 3
+        let got = SITE.spin_until(Deadline::NEVER, || {
+            k += 1;
+            (k > 3).then_some(k)
+        });
+        assert!(
+            got == Some(4) || (got.is_none() && k == 0),
+            "{got:?} after {k} looks"
         );
     }
 
