@@ -65,6 +65,7 @@ compile_error!("multiproc supports Linux only: it is built on memfd, futex, pidf
 
 mod array;
 pub mod connection;
+mod deadline;
 mod error;
 #[cfg(feature = "serde")]
 pub mod manager;

@@ -166,6 +166,54 @@ fn bench_table_and_bad_workload() {
 }
 
 #[test]
+fn bench_hogs_and_procs_reach_the_workloads() {
+    let out = multiproc(&[
+        "bench",
+        "--hogs",
+        "1",
+        "--procs",
+        "6",
+        "--workload",
+        "counter,queue_2p2c",
+        "--quick",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("beside 1 busy processes"), "{text}");
+    let out = multiproc(&[
+        "bench",
+        "--hogs",
+        "--procs",
+        "6",
+        "--workload",
+        "counter,queue_2p2c",
+        "--quick",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    // Six workers for the counter, three producers and three consumers.
+    let counter = text
+        .lines()
+        .filter(|l| l.contains(r#""workload": "counter""#));
+    assert!(counter.clone().count() == 3, "{text}");
+    assert!(counter.clone().all(|l| l.contains(r#""P": 6"#)), "{text}");
+    let queue = text
+        .lines()
+        .filter(|l| l.contains(r#""workload": "queue_2p2c""#));
+    assert!(queue.clone().count() == 2, "{text}");
+    assert!(queue.clone().all(|l| l.contains(r#""P": 6"#)), "{text}");
+}
+
+#[test]
 fn pi_plot_draws_one_bar_per_transport() {
     let dir = std::env::temp_dir().join(format!("multiproc-plot-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

@@ -21,7 +21,7 @@ mod ring;
 use std::io::IoSlice;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::errno::Errno;
 use nix::sys::socket::{self, AddressFamily, MsgFlags, SockFlag, SockType};
@@ -33,10 +33,11 @@ use crate::process::Waitable;
 pub const DEFAULT_MAX_MESSAGE: u64 = 4 << 30;
 
 /// How long a receiver keeps checking for data before it sleeps in the
-/// kernel. Waking a sleeping process costs tens of microseconds here; a
-/// reply that comes sooner is caught without that cost. A receiver with
-/// nothing coming spins this long once, then sleeps.
-const SPIN: Duration = Duration::from_micros(50);
+/// kernel, at most (see [`wait`](crate::sync::wait): only while a CPU is to
+/// spare, less after spins that caught nothing). Waking a sleeping process
+/// costs tens of microseconds here; a reply that comes sooner is caught
+/// without that cost.
+static SPIN: crate::sync::wait::Site = crate::sync::wait::Site::new(Duration::from_micros(50));
 
 /// How long the body of a message over the maximum may pause (no byte
 /// arriving) while it is skipped. Past it the receive returns
@@ -419,13 +420,11 @@ impl Connection {
         if self.stream.is_some() {
             return; // the ring's reads spin on shared memory
         }
-        let start = Instant::now();
-        while start.elapsed() < SPIN {
-            if self.ready(Some(Duration::ZERO)).unwrap_or(true) {
-                return;
-            }
-            std::hint::spin_loop();
-        }
+        SPIN.spin_until(crate::deadline::Deadline::NEVER, || {
+            self.ready(Some(Duration::ZERO))
+                .unwrap_or(true)
+                .then_some(())
+        });
     }
 
     fn ready(&self, timeout: Option<Duration>) -> Result<bool> {

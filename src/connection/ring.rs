@@ -64,29 +64,27 @@
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::socket::{self, MsgFlags};
 
+use crate::deadline::Deadline;
 use crate::error::{Error, Result};
 use crate::shm::heap::{self, Allocation};
 use crate::sync::raw::{Acquired, RawProcessMutex};
-use crate::sys::futex::{self, Deadline};
+use crate::sync::wait::{self, Site, Slept};
+use crate::sys::futex;
 
 /// The bytes of one direction's ring.
 pub(crate) const CAP: usize = 1 << 20;
 /// The most bytes a writer copies before it publishes them.
 const PUBLISH: usize = 128 << 10;
-/// How long a reader (or a writer without room) keeps checking before it
-/// sleeps: waking a sleeping process costs tens of microseconds here.
-const SPIN: Duration = Duration::from_micros(50);
-/// Checks between two looks at the clock while spinning; past the first
-/// [`YIELD_AFTER`] of them the spinner also yields its CPU, in case the
-/// process it waits for is queued behind it on the same CPU.
-const CHECKS: u32 = 64;
-const YIELD_AFTER: u32 = 4;
+/// How a reader (or a writer without room) spins before it sleeps (see
+/// [`wait`]): waking a sleeping process costs tens of microseconds here.
+static READ_SPIN: Site = Site::new(Duration::from_micros(50));
+static ROOM_SPIN: Site = Site::new(Duration::from_micros(50));
 /// The longest single sleep: then the sleeper looks again (and a writer
 /// checks that its peer still exists).
 const SLICE: Duration = Duration::from_millis(50);
@@ -247,38 +245,6 @@ fn sleep_on(sock: BorrowedFd<'_>, timeout: Duration) {
     let _ = poll(&mut p, PollTimeout::from(ms));
 }
 
-/// A bounded spin: [`SPIN`] long at most, and not past a deadline.
-struct Spin {
-    start: Instant,
-    deadline: Deadline,
-    i: u32,
-}
-
-impl Spin {
-    fn new(deadline: Deadline) -> Spin {
-        Spin {
-            start: Instant::now(),
-            deadline,
-            i: 0,
-        }
-    }
-
-    /// Pauses a little; false once the spin is over.
-    fn again(&mut self) -> bool {
-        self.i += 1;
-        if self.i % CHECKS == 0 {
-            if self.start.elapsed() >= SPIN || self.deadline.expired() {
-                return false;
-            }
-            if self.i >= CHECKS * YIELD_AFTER {
-                std::thread::yield_now();
-            }
-        }
-        std::hint::spin_loop();
-        true
-    }
-}
-
 /// Whether a wait for data ended with data or with the peer gone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Woke {
@@ -407,15 +373,14 @@ impl Stream {
     fn wait_room(&self, sock: BorrowedFd<'_>, tail: u64) -> Result<u64> {
         let d = self.txd();
         let full = |h: u64| used(tail, h).ok_or_else(corrupt).map(|u| u == CAP);
-        let mut spin = Spin::new(Deadline::NEVER);
-        loop {
+        // (A corrupt head ends the spin too: the error is reported below.)
+        let spun = ROOM_SPIN.spin_until(Deadline::NEVER, || {
             let h = d.head.load(Ordering::Acquire);
-            if !full(h)? {
-                return Ok(h);
-            }
-            if !spin.again() {
-                break;
-            }
+            (!full(h).unwrap_or(false)).then_some(h)
+        });
+        if let Some(h) = spun {
+            full(h)?;
+            return Ok(h);
         }
         loop {
             d.tx_waiting.fetch_add(1, Ordering::SeqCst);
@@ -423,7 +388,7 @@ impl Stream {
             let seq = d.room.load(Ordering::SeqCst);
             let h = d.head.load(Ordering::SeqCst);
             let timed_out = full(h).unwrap_or(false)
-                && futex::wait(&d.room, seq, Some(SLICE)) == futex::Wait::TimedOut;
+                && wait::sleep(&d.room, seq, Deadline::NEVER, SLICE) == Slept::Slice;
             d.tx_waiting.fetch_sub(1, Ordering::SeqCst);
             let h = d.head.load(Ordering::Acquire);
             if !full(h)? {
@@ -464,14 +429,11 @@ impl Stream {
     /// Waits for bytes (or the peer's end) until `deadline`.
     fn wait_data(&self, sock: BorrowedFd<'_>, deadline: Deadline) -> Woke {
         let d = self.rxd();
-        let mut spin = Spin::new(deadline);
-        loop {
-            if self.ready() {
-                return Woke::Data;
-            }
-            if !spin.again() {
-                break;
-            }
+        if READ_SPIN
+            .spin_until(deadline, || self.ready().then_some(()))
+            .is_some()
+        {
+            return Woke::Data;
         }
         loop {
             let left = drain_bells(sock);

@@ -20,12 +20,16 @@ use nix::sys::socket::{self, MsgFlags};
 
 use super::protocol::parse_frame;
 use crate::connection::frame;
+use crate::deadline::Deadline;
 use crate::error::{Error, Result};
+use crate::sync::wait::Site;
 
 /// How long a reader polls for data without sleeping: a little more than
 /// the 20-25 us a wakeup costs, so that a reply (or the next request) that
 /// comes back to back is caught without one.
 pub(crate) const SPIN: Duration = Duration::from_micros(60);
+/// How a reader spins (see [`wait`](crate::sync::wait)), at most for the caller's `spin`.
+static SPIN_SITE: Site = Site::new(SPIN);
 
 /// How long a frame may stop midway (no byte arriving) before the read
 /// gives up with [`Error::Timeout`] (and the connection is dropped).
@@ -143,8 +147,7 @@ impl Channel {
                 self.buf = vec![0; frame::FIRST_READ];
             }
         }
-        let mut spin_until: Option<Instant> = None;
-        let mut rounds = 0u32;
+        let mut spun = false;
         let mut progress = Instant::now();
         loop {
             match parse_frame(&self.buf[self.start..self.end], self.max) {
@@ -186,20 +189,17 @@ impl Channel {
                 Err(Errno::ECONNRESET) => return Err(ReadEnd::Closed),
                 Err(e) => return Err(ReadEnd::Os(Error::os("read", e))),
             }
-            let now = Instant::now();
-            let until = *spin_until.get_or_insert(now + spin);
-            if now < until {
-                rounds += 1;
-                if rounds % 16 == 0 {
-                    // Let another runnable thread have the CPU now and then
-                    // (more threads than cores is normal for a server).
-                    std::thread::yield_now();
-                } else {
-                    for _ in 0..32 {
-                        std::hint::spin_loop();
-                    }
+            if !spun {
+                // Once per wait: poll the socket (without sleeping) while a
+                // CPU is to spare (see `sync::wait`), at most `spin`.
+                spun = true;
+                let fd = self.fd.as_fd();
+                let data = SPIN_SITE.spin_within(spin, true, Deadline::NEVER, || {
+                    readable(fd, Some(Duration::ZERO)).map_or(Some(()), |r| r.then_some(()))
+                });
+                if data.is_some() {
+                    continue;
                 }
-                continue;
             }
             // A frame begun must keep coming.
             let stalled_at = (self.end > 0).then(|| progress + FRAME_IDLE);

@@ -101,11 +101,13 @@
 use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::deadline::Deadline;
 use crate::error::{Error, Result};
 use crate::shm::ShmBox;
 use crate::shm::heap::{self, Allocation};
 use crate::sync::raw::{self, Acquired, RawProcessMutex};
-use crate::sys::futex::{self, Deadline};
+use crate::sync::wait::{self, Site, Slept};
+use crate::sys::futex;
 use crate::sys::thread;
 
 /// Record header size.
@@ -121,13 +123,14 @@ pub(crate) const MIN_CAP: usize = 4096;
 /// The largest ring (1 GiB): byte counters are kept modulo 2^32.
 pub(crate) const MAX_CAP: usize = 1 << 30;
 
-/// Spins (each a few atomic loads and a `spin_loop` hint) before a waiter
-/// sleeps: a few microseconds, less than one futex wake-up across CPUs.
-const SPIN: u32 = 2000;
+/// How a waiter for the other side spins before it sleeps (see
+/// [`wait`]): a few microseconds, less than one futex wake-up across CPUs.
+static SPIN: Site = Site::new(Duration::from_micros(20));
 /// Pauses between two looks at the other side's counter while spinning.
 const LOOK_EVERY: u32 = 8;
-/// Spins on a busy lock before falling back to the mutex's own wait.
-const LOCK_SPIN: u32 = 200;
+/// How a producer or consumer spins on its side's busy lock before the
+/// lock's own wait.
+static LOCK_SPIN: Site = Site::locks(Duration::ZERO, 200);
 /// The longest one futex sleep; after a whole slice without progress a
 /// waiter checks whether the processes it waits for are alive.
 pub(crate) const SLICE: Duration = Duration::from_millis(50);
@@ -178,8 +181,6 @@ const GETTERS: u32 = 1 << 30;
 const PUTTERS: u32 = 1 << 29;
 /// The owner's thread id (Linux thread ids stay below 2^22).
 const TID: u32 = PUTTERS - 1;
-/// Spins on a taken side lock before sleeping on it.
-const SIDE_SPIN: u32 = 100;
 
 impl SideLock {
     const fn new() -> SideLock {
@@ -201,7 +202,7 @@ impl SideLock {
     /// Takes the lock, waiting at most until `deadline`; an owner found
     /// dead is taken over (`OwnerDied`).
     fn acquire(&self, deadline: Deadline) -> Acquired {
-        raw::robust_acquire(&self.word, TID, thread::tid(), SIDE_SPIN, deadline)
+        raw::robust_acquire(&self.word, TID, thread::tid(), &raw::LOCK_SPIN, deadline)
     }
 
     /// Releases the lock; returns the bell bits it found (cleared now), for
@@ -736,11 +737,11 @@ impl Core {
     /// Takes a side lock: a short spin, then the lock's own wait.
     fn lock<'a>(&'a self, m: &'a SideLock, deadline: Deadline) -> Option<Held<'a>> {
         let tid = thread::tid();
-        for _ in 0..LOCK_SPIN {
-            if m.try_acquire(tid) {
-                return Some(Held { m, core: self });
-            }
-            std::hint::spin_loop();
+        if LOCK_SPIN
+            .spin_until(deadline, || m.try_acquire(tid).then_some(()))
+            .is_some()
+        {
+            return Some(Held { m, core: self });
         }
         match m.acquire(Self::lock_deadline(deadline)) {
             Acquired::Clean => Some(Held { m, core: self }),
@@ -825,26 +826,32 @@ impl Core {
         // Every look takes the line from the other side, which then pays to
         // take it back: looking only every few pauses lets a few items (or
         // a few frees) gather, to be handled in one go.
-        for i in 0..SPIN {
-            if i % LOOK_EVERY == 0 {
-                if enough(watch.load(Ordering::Relaxed)) {
-                    return false;
+        let mut i = 0u32;
+        let spun = SPIN.spin_until(deadline, || {
+            i = i.wrapping_add(1);
+            if i % LOOK_EVERY != 0 {
+                return None;
+            }
+            if enough(watch.load(Ordering::Relaxed)) {
+                return Some(());
+            }
+            if i % 64 == 0 {
+                // Anything else that changed (closed, a large writer
+                // or receiver come or gone, the other counter).
+                let mut now = self.snapshot();
+                if getter {
+                    now.1 = seen;
+                } else {
+                    now.0 = seen;
                 }
-                if i % 64 == 0 && i > 0 {
-                    // Anything else that changed (closed, a large writer
-                    // or receiver come or gone, the other counter).
-                    let mut now = self.snapshot();
-                    if getter {
-                        now.1 = seen;
-                    } else {
-                        now.0 = seen;
-                    }
-                    if now != snap {
-                        return false;
-                    }
+                if now != snap {
+                    return Some(());
                 }
             }
-            std::hint::spin_loop();
+            None
+        });
+        if spun.is_some() {
+            return false;
         }
         // Anything freed is worth a look before sleeping.
         if watch.load(Ordering::Relaxed) != seen {
@@ -871,7 +878,7 @@ impl Core {
         if self.snapshot() != snap {
             return false;
         }
-        futex::wait(&bell.word, v, Some(deadline.slice(SLICE))) == futex::Wait::TimedOut
+        wait::sleep(&bell.word, v, deadline, SLICE) == Slept::Slice
     }
 
     /// Wakes every sleeper on `bell`: a new sequence, and all of them up

@@ -10,10 +10,17 @@
 //! to the memory yields at worst a message that fails to decode.
 
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crate::deadline::Deadline;
 use crate::error::{Error, Result};
+use crate::sync::wait::{self, Site};
 use crate::sys::futex;
+use crate::sys::thread;
+
+/// How a waiter spins before it sleeps (see [`wait`]), at most for the
+/// caller's `spin`.
+static SPIN: Site = Site::new(Duration::from_secs(1));
 use crate::sys::mem::SharedMapping;
 
 /// The largest message a slot holds; longer ones go over the socket.
@@ -31,14 +38,6 @@ struct Side {
     sleeping: AtomicU32,
     cpu: AtomicU32,
     _pad: [u32; 28],
-}
-
-/// The CPU the calling thread runs on (`u32::MAX` if unknown).
-fn current_cpu() -> u32 {
-    // SAFETY: sched_getcpu takes no arguments and only reads the calling
-    // thread's state (through the vDSO or rseq).
-    let c = unsafe { libc::sched_getcpu() };
-    if c < 0 { u32::MAX } else { c as u32 }
 }
 
 #[repr(C)]
@@ -140,14 +139,15 @@ impl Mailbox {
             None => ON_SOCKET,
         };
         side.len.store(len, Ordering::Relaxed);
-        side.cpu.store(current_cpu(), Ordering::Relaxed);
+        side.cpu.store(thread::current_cpu(), Ordering::Relaxed);
         side.seq.store(seq, Ordering::SeqCst);
         if side.sleeping.load(Ordering::SeqCst) != 0 {
             futex::wake(&side.seq, 1);
         }
     }
 
-    /// Waits until `slot`'s sequence is `seq`: spins for `spin`, then
+    /// Waits until `slot`'s sequence is `seq`: spins for at most `spin`
+    /// (see [`wait`]: not at all when no CPU is to spare), then
     /// sleeps on the futex in `slice`s, asking `stop` before the first and
     /// after each.
     pub(crate) fn wait(
@@ -165,25 +165,12 @@ impl Mailbox {
         if let Some(n) = arrived(side) {
             return Arrival::Message(n);
         }
-        // A writer that last ran on this CPU needs it to answer: give it up
-        // at every round. One on another CPU answers sooner if we only spin.
-        let shared_cpu = side.cpu.load(Ordering::Relaxed) == current_cpu();
-        let every = if shared_cpu { 1 } else { 16 };
-        let start = Instant::now();
-        let mut rounds = 0u32;
-        while start.elapsed() < spin {
-            for _ in 0..32 {
-                std::hint::spin_loop();
-            }
-            if let Some(n) = arrived(side) {
-                return Arrival::Message(n);
-            }
-            rounds += 1;
-            if rounds % every == 0 {
-                // If the other side shares this CPU, let it run: spinning
-                // would only delay it.
-                std::thread::yield_now();
-            }
+        // A writer that last ran on this CPU needs it to answer: spinning
+        // here would only delay it. One on another CPU answers sooner if we
+        // spin (when a CPU is to spare, see `wait`).
+        let elsewhere = side.cpu.load(Ordering::Relaxed) != thread::current_cpu();
+        if let Some(n) = SPIN.spin_within(spin, elsewhere, Deadline::NEVER, || arrived(side)) {
+            return Arrival::Message(n);
         }
         let mut asked = false;
         loop {
@@ -202,7 +189,7 @@ impl Mailbox {
             }
             side.sleeping.store(1, Ordering::SeqCst);
             if side.seq.load(Ordering::SeqCst) == cur {
-                futex::wait(&side.seq, cur, Some(slice));
+                wait::sleep(&side.seq, cur, Deadline::NEVER, slice);
             }
             side.sleeping.store(0, Ordering::SeqCst);
             if let Some(n) = arrived(side) {

@@ -5,9 +5,11 @@ use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
+use super::wait;
+use crate::deadline::Deadline;
 use crate::error::{Error, Result};
 use crate::shm::ShmBox;
-use crate::sys::futex::{self, Deadline};
+use crate::sys::futex;
 use crate::sys::thread;
 
 // The state word. Without a lock inside, no party can die holding one.
@@ -217,7 +219,7 @@ impl Barrier {
         if deadline.expired() {
             return Ok(false);
         }
-        if futex::wait(&b.seq, seq, Some(deadline.slice(CHECK))) == futex::Wait::TimedOut
+        if wait::sleep(&b.seq, seq, deadline, CHECK) == wait::Slept::Slice
             && s & TRIPPING != 0
             && !thread::alive((s & LOW) as u32)
             && b.break_from(s)

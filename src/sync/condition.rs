@@ -5,9 +5,9 @@ use std::time::{Duration, Instant};
 
 use super::raw::RawProcessCondvar;
 use super::{Blocking, Mutex, MutexGuard, forever, lock_mutex};
+use crate::deadline::Deadline;
 use crate::error::{LockResult, Result, TryLockResult};
 use crate::shm::ShmBox;
-use crate::sys::futex::Deadline;
 
 struct CondState {
     lock: Mutex<()>,

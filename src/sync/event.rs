@@ -4,9 +4,11 @@ use std::fmt;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use super::wait;
+use crate::deadline::Deadline;
 use crate::error::Result;
 use crate::shm::ShmBox;
-use crate::sys::futex::{self, Deadline};
+use crate::sys::futex;
 
 /// A flag that processes wait on, like Python's `multiprocessing.Event`.
 ///
@@ -78,7 +80,7 @@ impl Event {
             if deadline.expired() {
                 return false;
             }
-            futex::wait(&self.flag, 0, deadline.remaining());
+            wait::sleep(&self.flag, 0, deadline, Duration::from_secs(1));
         }
     }
 }

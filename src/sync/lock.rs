@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use super::raw::RawProcessMutex;
 use super::{Blocking, Mutex, MutexGuard, acquire_with, forever, lock_mutex};
+use crate::deadline::Deadline;
 use crate::error::{Error, LockResult, Result, TryLockResult};
 use crate::shm::ShmBox;
-use crate::sys::futex::Deadline;
 use crate::sys::thread;
 
 /// The guard of a [`Lock`]: the lock is held until it drops.

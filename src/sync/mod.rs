@@ -7,9 +7,10 @@ pub(crate) mod event;
 pub(crate) mod lock;
 pub(crate) mod raw;
 pub(crate) mod semaphore;
+pub(crate) mod wait;
 
+use crate::deadline::Deadline;
 use crate::error::{LockError, OwnerDied, TryLockError, TryLockResult};
-use crate::sys::futex::Deadline;
 use raw::{Acquired, RawProcessMutex};
 
 /// A `lock_api` mutex over the process-shared raw mutex; lives in shared

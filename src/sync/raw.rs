@@ -33,7 +33,9 @@ use std::time::Duration;
 
 use lock_api::GuardNoSend;
 
-use crate::sys::futex::{self, Deadline};
+use super::wait::{self, Site, Slept};
+use crate::deadline::Deadline;
+use crate::sys::futex;
 use crate::sys::thread;
 
 pub(crate) const CONTENDED: u32 = 1 << 31;
@@ -43,9 +45,12 @@ const TID_MASK: u32 = !CONTENDED;
 /// next acquirer of a lock whose owner died learns it within about this long.
 pub(crate) const OWNER_CHECK: Duration = Duration::from_millis(40);
 
-/// Spins before sleeping. A futex handoff to a sleeping process costs tens
-/// of microseconds; a short critical section in another process ends sooner.
-const SPIN: u32 = 100;
+/// How a waiter for a held lock spins before sleeping (see [`wait`]): a
+/// fixed 100 pauses whatever the load, as a plain futex mutex does (the
+/// owner is most likely running its short critical section), and no
+/// more: the load check and a longer spin cost the contended counter more
+/// than they saved. The queues' side locks wait the same way.
+pub(crate) static LOCK_SPIN: Site = Site::locks(Duration::ZERO, 100);
 
 /// How an acquisition went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,7 +152,7 @@ impl RawProcessMutex {
                 Acquired::WouldDeadlock
             };
         }
-        robust_acquire(&self.word, TID_MASK, tid, SPIN, deadline)
+        robust_acquire(&self.word, TID_MASK, tid, &LOCK_SPIN, deadline)
     }
 
     /// Unlocks.
@@ -357,7 +362,7 @@ unsafe impl lock_api::RawCondvarTimed for RawProcessCondvar {
 /// ([`CONTENDED`]) set while someone sleeps on the word, and any other bits
 /// (the queues keep their waiters' bells there) left as they are.
 ///
-/// Spins `spin` rounds while the owner runs and nobody sleeps, then sleeps
+/// Spins as `site` says (see [`wait`]) while nobody sleeps, then sleeps
 /// on the word in slices of [`OWNER_CHECK`]; after a whole slice with the
 /// same owner it checks that owner's liveness, and one compare-and-swap
 /// takes a dead owner's lock over ([`Acquired::OwnerDied`]).
@@ -365,24 +370,23 @@ pub(crate) fn robust_acquire(
     word: &AtomicU32,
     tid_mask: u32,
     tid: u32,
-    spin: u32,
+    site: &Site,
     deadline: Deadline,
 ) -> Acquired {
-    for _ in 0..spin {
+    // Spin while the owner runs and nobody sleeps: `Some(None)` ends the
+    // spin early (someone sleeps, so the release will wake one anyway).
+    let spun = site.spin_until(deadline, || {
         let w = word.load(Ordering::Relaxed);
         if w & tid_mask == 0 {
-            if word
+            return word
                 .compare_exchange(w, w | tid, Ordering::Acquire, Ordering::Relaxed)
                 .is_ok()
-            {
-                return Acquired::Clean;
-            }
-            continue;
+                .then_some(Some(Acquired::Clean));
         }
-        if w & CONTENDED != 0 {
-            break;
-        }
-        std::hint::spin_loop();
+        (w & CONTENDED != 0).then_some(None)
+    });
+    if let Some(Some(acquired)) = spun {
+        return acquired;
     }
     loop {
         let w = word.load(Ordering::Relaxed);
@@ -405,10 +409,7 @@ pub(crate) fn robust_acquire(
             continue;
         }
         let expected = w | CONTENDED;
-        let timed_out = deadline.expired()
-            || futex::wait(word, expected, Some(deadline.slice(OWNER_CHECK)))
-                == futex::Wait::TimedOut;
-        if timed_out {
+        if wait::sleep(word, expected, deadline, OWNER_CHECK) != Slept::Woken {
             // The owner held it for a whole slice: is it still alive?
             let now = word.load(Ordering::Relaxed);
             if now & tid_mask == w & tid_mask && !thread::alive(w & tid_mask) {

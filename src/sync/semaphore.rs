@@ -4,9 +4,17 @@ use std::fmt;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use super::wait::{self, Site};
+use crate::deadline::Deadline;
 use crate::error::{Error, Result};
 use crate::shm::ShmBox;
-use crate::sys::futex::{self, Deadline};
+use crate::sys::futex;
+
+/// How a waiter spins before it sleeps (see [`wait`]).
+static SPIN: Site = Site::new(Duration::from_micros(20));
+/// The longest single sleep (a waiter looks again after it; nothing else
+/// to check: a semaphore has no owner).
+const SLICE: Duration = Duration::from_secs(1);
 
 #[derive(Debug)]
 struct SemState {
@@ -43,18 +51,20 @@ impl SemState {
             if self.try_down() {
                 return true;
             }
-            for _ in 0..100 {
-                std::hint::spin_loop();
-                if self.value.load(Ordering::Relaxed) > 0 && self.try_down() {
-                    return true;
-                }
+            let spun = SPIN.spin_until(deadline, || {
+                (self.value.load(Ordering::Relaxed) > 0 && self.try_down()).then_some(())
+            });
+            if spun.is_some() {
+                return true;
             }
             if deadline.expired() {
                 return false;
             }
+            // Counted as a sleeper before the last look: an `up` after that
+            // look sees the count and wakes (both SeqCst).
             self.sleepers.fetch_add(1, Ordering::SeqCst);
             if self.value.load(Ordering::SeqCst) == 0 {
-                futex::wait(&self.value, 0, deadline.remaining());
+                wait::sleep(&self.value, 0, deadline, SLICE);
             }
             self.sleepers.fetch_sub(1, Ordering::Relaxed);
         }

@@ -6,7 +6,7 @@
 //! (keyed by address space) would never match.
 
 use std::sync::atomic::AtomicU32;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How a futex wait ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,35 +73,6 @@ pub(crate) fn wake_all(word: &AtomicU32) -> usize {
     wake(word, i32::MAX as u32)
 }
 
-/// An optional point in time after which a blocking call gives up.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Deadline(Option<Instant>);
-
-impl Deadline {
-    /// No deadline: wait forever.
-    pub(crate) const NEVER: Deadline = Deadline(None);
-
-    /// `timeout` from now. A timeout too large to represent is "never".
-    pub(crate) fn after(timeout: Duration) -> Deadline {
-        Deadline(Instant::now().checked_add(timeout))
-    }
-
-    /// `None` for "never"; `Some(ZERO)` once the deadline has passed.
-    pub(crate) fn remaining(&self) -> Option<Duration> {
-        self.0.map(|t| t.saturating_duration_since(Instant::now()))
-    }
-
-    /// Whether the deadline has passed.
-    pub(crate) fn expired(&self) -> bool {
-        self.remaining() == Some(Duration::ZERO)
-    }
-
-    /// The time to sleep before looking around again: the remaining time,
-    /// capped at `slice`.
-    pub(crate) fn slice(&self, slice: Duration) -> Duration {
-        match self.remaining() {
-            Some(r) => r.min(slice),
-            None => slice,
-        }
-    }
-}
+// `Deadline` is time, not futex: it lives in `crate::deadline`; this name
+// stays for the callers not moved yet.
+pub(crate) use crate::deadline::Deadline;

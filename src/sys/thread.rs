@@ -113,3 +113,11 @@ pub(crate) fn thread_count() -> Option<usize> {
         .ok()
         .filter(|&n| n > 0)
 }
+
+/// The CPU the calling thread runs on (`u32::MAX` if unknown).
+pub(crate) fn current_cpu() -> u32 {
+    // SAFETY: sched_getcpu takes no arguments and only reads the calling
+    // thread's state (through the vDSO or rseq).
+    let c = unsafe { libc::sched_getcpu() };
+    if c < 0 { u32::MAX } else { c as u32 }
+}

@@ -209,9 +209,16 @@ struct BenchArgs {
     /// The Python side's script.
     #[arg(long, value_name = "FILE", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/python/workloads.py"))]
     python_script: PathBuf,
-    /// Worker processes for pi (default: available cores).
+    /// Worker processes for pi (default: available cores); when given, also
+    /// for counter (default 2) and queue_2p2c (half producers, half
+    /// consumers; default 2 + 2).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1024))]
     procs: Option<u64>,
+    /// Run everything (baselines too) beside N busy processes, started and
+    /// stopped by the bench: an oversubscribed machine (N defaults to the
+    /// available cores).
+    #[arg(long, value_name = "N", num_args = 0..=1, value_parser = clap::value_parser!(u64).range(0..=1024))]
+    hogs: Option<Option<u64>>,
     /// A Redis server for pi's redis transport, e.g. redis://127.0.0.1:6379.
     #[arg(long, value_name = "URL", env = "REDIS_URL")]
     redis: Option<String>,
@@ -398,6 +405,15 @@ fn bench_command(args: BenchArgs) -> i32 {
     }
     let size = workloads::Size::new(args.quick);
     let procs = args.procs.unwrap_or_else(default_procs);
+    workloads::set_workers(args.procs);
+    let hogs = args.hogs.map(|n| n.unwrap_or_else(default_procs));
+    let _hogs = match hogs.map(|n| workloads::Hogs::start(n as usize)) {
+        Some(Err(e)) => {
+            eprintln!("multiproc bench: cannot start the busy processes: {e}");
+            return 1;
+        }
+        h => h,
+    };
     let progress = Progress::new(true);
     let mut lines: Vec<Line> = Vec::new();
     let mut failed = false;
@@ -441,7 +457,10 @@ fn bench_command(args: BenchArgs) -> i32 {
         } else {
             "WORKLOADS.md sizes"
         };
-        println!("multiproc bench ({sizes}, {procs} processes for pi; best of the repetitions)");
+        let busy = hogs.map_or(String::new(), |n| format!(", beside {n} busy processes"));
+        println!(
+            "multiproc bench ({sizes}, {procs} processes for pi{busy}; best of the repetitions)"
+        );
         print!("{}", report::table(&lines));
     }
     if failed || lines.iter().any(|l| l.imp != "python" && !l.ok()) {

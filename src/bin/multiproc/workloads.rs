@@ -36,6 +36,57 @@ pub const WORKLOADS: &[&str] = &[
 /// Worker processes: the machine class has 2 cores.
 const P: usize = 2;
 
+/// Worker processes of `counter` and the queue workloads (`--procs`; 0:
+/// [`P`]).
+static WORKERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Sets the worker processes of `counter` and `queue_2p2c` (half of them
+/// producers, half consumers), for measuring oversubscription: `None`
+/// keeps their defaults (2 for counter, 2 + 2 for `queue_2p2c`).
+pub fn set_workers(w: Option<u64>) {
+    WORKERS.store(w.map_or(0, |w| w as usize), Ordering::Relaxed);
+}
+
+fn workers() -> usize {
+    match WORKERS.load(Ordering::Relaxed) {
+        0 => P,
+        w => w,
+    }
+}
+
+/// Busy processes that load every CPU while the workloads run (`--hogs`):
+/// started by [`Hogs::start`], killed and reaped on drop. Each spins on a
+/// local counter, never touching shared memory or the kernel.
+pub struct Hogs(Vec<Process<'static>>);
+
+impl Hogs {
+    pub fn start(n: usize) -> Outcome<Hogs> {
+        let mut hogs = Hogs(Vec::with_capacity(n));
+        for _ in 0..n {
+            let mut p = Process::new(|| {
+                let mut x = 0u64;
+                while std::hint::black_box(true) {
+                    x = std::hint::black_box(x.wrapping_add(1));
+                }
+            })
+            .with_daemon(true)
+            .with_die_with_parent(true);
+            p.start()?;
+            hogs.0.push(p);
+        }
+        Ok(hogs)
+    }
+}
+
+impl Drop for Hogs {
+    fn drop(&mut self) {
+        for p in &mut self.0 {
+            let _ = p.kill();
+            let _ = p.join();
+        }
+    }
+}
+
 /// Sizes: WORKLOADS.md's, or small ones for a quick look.
 #[derive(Clone, Copy)]
 pub struct Size {
@@ -66,7 +117,13 @@ pub fn run(name: &str, size: Size, procs: u64) -> Outcome<Vec<Line>> {
         "pipe_rtt" => pipe_rtt(size),
         "pipe_bw" => pipe_bw(size),
         "queue_1p1c" => queue(size, 1),
-        "queue_2p2c" => queue(size, 2),
+        "queue_2p2c" => queue(
+            size,
+            match WORKERS.load(Ordering::Relaxed) {
+                0 => 2,
+                w => (w / 2).max(1),
+            },
+        ),
         "joinable" => joinable(size),
         "array_fill" => array_fill(size),
         "spawn" => spawn(size),
@@ -167,16 +224,18 @@ fn pi_workload(size: Size, procs: u64) -> Vec<Line> {
 }
 
 fn counter(size: Size) -> Outcome<Vec<Line>> {
-    let k: u64 = size.pick(1_000_000, 100_000);
-    let want = k * P as u64;
-    let params = params!["P" => P, "K" => k];
+    let p = workers();
+    // The same increments in all whatever the workers (P = 2: K each).
+    let k: u64 = size.pick(1_000_000, 100_000) * P as u64 / p as u64;
+    let want = k * p as u64;
+    let params = params!["P" => p, "K" => k];
     let mut lines = Vec::new();
 
     let v = Value::new(0u64)?;
     let (mut best, mut ok) = (Duration::MAX, String::from("ok"));
     for _ in 0..size.reps {
         v.set(0);
-        best = best.min(run_forked(P, |_| {
+        best = best.min(run_forked(p, |_| {
             for _ in 0..k {
                 v.update(|c| *c += 1);
             }
@@ -204,7 +263,7 @@ fn counter(size: Size) -> Outcome<Vec<Line>> {
     let (mut best, mut ok) = (Duration::MAX, String::from("ok"));
     for _ in 0..size.reps {
         count.store(0, Ordering::Relaxed);
-        best = best.min(run_forked(P, |_| {
+        best = best.min(run_forked(p, |_| {
             for _ in 0..k {
                 lock.lock();
                 count.store(count.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
@@ -228,7 +287,7 @@ fn counter(size: Size) -> Outcome<Vec<Line>> {
     let (mut best, mut ok) = (Duration::MAX, String::from("ok"));
     for _ in 0..size.reps {
         raw.store(0);
-        best = best.min(run_forked(P, |_| {
+        best = best.min(run_forked(p, |_| {
             for _ in 0..k {
                 raw.fetch_add(1);
             }
@@ -593,7 +652,11 @@ fn queue(size: Size, p: usize) -> Outcome<Vec<Line>> {
     let m: u64 = size.pick(1_000_000, 100_000);
     let per = m / p as u64;
     let workload = if p == 1 { "queue_1p1c" } else { "queue_2p2c" };
-    let params = params!["M" => per * p as u64];
+    let params = if p <= 2 {
+        params!["M" => per * p as u64]
+    } else {
+        params!["M" => per * p as u64, "P" => 2 * p]
+    };
     let want_sum = p as u64 * (per * (per - 1) / 2);
     let (mut t_mp, mut t_raw) = (Duration::MAX, Duration::MAX);
     let (mut ok, mut ok_raw) = (String::from("ok"), String::from("ok"));
