@@ -398,13 +398,16 @@ mod tests {
         static FORKING: std::sync::Mutex<()> = std::sync::Mutex::new(());
         let _serial = FORKING.lock().unwrap_or_else(|p| p.into_inner());
         const ROUNDS: u32 = 3000;
-        let words = crate::shm::ShmBox::new([const { AtomicU32::new(0) }; 4]).unwrap();
-        let w = &*words;
+        let words =
+            std::sync::Arc::new(crate::shm::ShmBox::new([const { AtomicU32::new(0) }; 4]).unwrap());
+        let theirs = words.clone();
+        let w = &**words;
         let deadline = Deadline::after(Duration::from_secs(20));
         // SAFETY: the child touches only the shared words made before the
         // fork (no lock of this process's other threads).
         let mut child = unsafe {
             crate::Process::new(move || {
+                let w = &**theirs;
                 for i in 1..=ROUNDS {
                     if !await_value(w, 0, i, deadline) {
                         return 1;
