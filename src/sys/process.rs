@@ -403,10 +403,12 @@ pub(crate) fn die_with_parent(parent: i32, sig: Signal) {
 }
 
 /// The parent process watched by [`die_with_parent_process`].
+#[cfg(feature = "serde")]
 static WATCHED_PARENT: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
 
 /// The signal [`die_with_parent_process`] has the kernel send: a real-time
 /// signal (`SIGRTMAX - 2`) that nothing else in the crate uses.
+#[cfg(feature = "serde")]
 fn parent_thread_signal() -> libc::c_int {
     libc::SIGRTMAX() - 2
 }
@@ -416,6 +418,7 @@ fn parent_thread_signal() -> libc::c_int {
 /// was handed to another reaper, so the parent pid changed), SIGKILL this
 /// process. Only async-signal-safe calls: `getppid`, `getpid`, `kill` and
 /// an atomic load.
+#[cfg(feature = "serde")]
 extern "C" fn on_parent_thread_gone(_: libc::c_int) {
     // SAFETY: getppid has no preconditions.
     let now = unsafe { libc::getppid() };
@@ -437,6 +440,7 @@ extern "C" fn on_parent_thread_gone(_: libc::c_int) {
 /// belongs to another thread of the same parent). If the parent died
 /// before this, exits at once. The child must keep that signal's handler
 /// and leave the signal unblocked.
+#[cfg(feature = "serde")]
 pub(crate) fn die_with_parent_process(parent: i32) {
     WATCHED_PARENT.store(parent, std::sync::atomic::Ordering::Relaxed);
     let sig = parent_thread_signal();
