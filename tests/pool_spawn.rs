@@ -99,11 +99,11 @@ fn results_and_the_spawn_start_method() -> Result<(), Failed> {
         "map chunksize 1",
     )?;
     let it: Vec<u64> = pool
-        .imap_chunked(square, 0..500, 9)?
+        .imap_chunked(square, 0..500, 9)
         .collect::<Result<_, _>>()?;
     check(it == want, "imap")?;
     let mut un: Vec<u64> = pool
-        .imap_unordered(square, 0..100)?
+        .imap_unordered(square, 0..100)
         .collect::<Result<_, _>>()?;
     un.sort();
     check(un == want[..100], "imap_unordered")?;
@@ -150,7 +150,7 @@ fn the_initializer_hands_over_shared_objects() -> Result<(), Failed> {
 fn a_killed_worker_fails_its_task_and_is_replaced() -> Result<(), Failed> {
     let pool = spawn_pool(2).build()?;
     let before = pool.pids();
-    let items: Vec<_> = pool.imap(kill_self_on_2, 0..5)?.collect();
+    let items: Vec<_> = pool.imap(kill_self_on_2, 0..5).collect();
     for (i, r) in items.iter().enumerate() {
         match (i, r) {
             (2, Err(Error::WorkerDied { status, .. })) => {
