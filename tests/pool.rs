@@ -847,3 +847,61 @@ fn imap_next_timeout_times_out_and_the_iterator_goes_on() {
     assert!(it.next_timeout(Duration::ZERO).is_none());
     pool.join().unwrap();
 }
+
+/// The line of the `panic!` in [`panics_on_1`].
+const PANIC_LINE: u32 = line!() + 3;
+fn panics_on_1(x: u64) -> u64 {
+    if x == 1 {
+        panic!("task {x} gave up");
+    }
+    x
+}
+
+/// A worker initializer: sets `RUST_BACKTRACE` to `bt` and sends the
+/// worker's stderr to the file `path`.
+fn worker_env((bt, path): (String, String)) {
+    // SAFETY: a pool worker's initializer runs in the worker process before
+    // any task, on its only thread: nothing reads the environment at once.
+    unsafe { std::env::set_var("RUST_BACKTRACE", bt) };
+    let f = std::fs::File::create(path).unwrap();
+    nix::unistd::dup2_stderr(&f).unwrap();
+}
+
+#[test]
+fn a_task_panic_names_its_file_and_line_and_is_not_printed_by_the_worker() {
+    let _s = common::serial();
+    for bt in ["0", "1"] {
+        let path =
+            std::env::temp_dir().join(format!("multiproc-pool-stderr-{}-{bt}", std::process::id()));
+        let pool = builder(1)
+            .initializer(worker_env, (bt.to_string(), path.display().to_string()))
+            .build()
+            .unwrap();
+        let at = format!("(at {}:{PANIC_LINE}:", file!());
+        let check = |m: &str| {
+            assert!(m.contains("task 1 gave up"), "{m}");
+            assert!(m.contains(&at), "wanted {at} in {m}");
+            // The backtrace only when asked for.
+            assert_eq!(m.contains("worker backtrace:"), bt == "1", "{m}");
+            if bt == "1" {
+                assert!(m.contains("panics_on_1"), "{m}");
+            }
+        };
+        let items: Vec<_> = pool.imap(panics_on_1, 0..3).collect();
+        match &items[1] {
+            Err(Error::TaskFailed(m)) => check(m),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(items[2].as_ref().unwrap(), &2);
+        match pool.apply(panics_on_1, 1) {
+            Err(e @ Error::TaskFailed(_)) => check(&e.to_string()),
+            other => panic!("{other:?}"),
+        }
+        pool.close();
+        pool.join().unwrap();
+        // The worker printed nothing of it: the caller has it all.
+        let printed = std::fs::read_to_string(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        assert!(!printed.contains("gave up"), "{printed}");
+    }
+}

@@ -41,7 +41,15 @@
 //! [initializer](PoolBuilder::initializer), as Python requires for pool
 //! workers.
 //!
-//! # Errors in iterators
+//! # Errors in tasks
+//!
+//! A task that panics fails alone, with [`Error::TaskFailed`]: its text is
+//! the panic's message and where it panicked in the worker, like
+//! `three is not allowed (at src/main.rs:12:9)`, followed by the worker's
+//! backtrace when `RUST_BACKTRACE` (or `RUST_LIB_BACKTRACE`) is set and not
+//! `0` in the worker's environment, as Python's `RemoteTraceback` shows the
+//! worker's traceback. The worker does not also print such a panic to its
+//! stderr: the error has all of it.
 //!
 //! `imap` and its kin return the iterator itself, with one `Result` per
 //! item; an error found before any task was submitted (a closed pool, say)
@@ -1018,7 +1026,9 @@ impl Pool {
     }
 
     /// Runs `f(arg)` in a worker and waits for its result (Python's
-    /// `apply`). A panic in `f` is [`Error::TaskFailed`] with its message.
+    /// `apply`). A panic in `f` is [`Error::TaskFailed`] with its message
+    /// and location (and the worker's backtrace when `RUST_BACKTRACE` is
+    /// set); the worker does not also print it.
     pub fn apply<A, R>(&self, f: fn(A) -> R, arg: A) -> Result<R>
     where
         A: Serialize + DeserializeOwned + 'static,
