@@ -165,7 +165,9 @@ pub enum Error {
     #[error("redis: {0}")]
     Redis(String),
     /// A pool task panicked, or its result could not be encoded; the text
-    /// says which, with the panic message. The pool and its worker go on.
+    /// says which: for a panic, its message, where in the worker it
+    /// panicked (`(at file:line:column)`), and the worker's backtrace when
+    /// `RUST_BACKTRACE` asks for one. The pool and its worker go on.
     #[error("task failed: {0}")]
     TaskFailed(String),
     /// The pool worker running the task ended before finishing it (killed

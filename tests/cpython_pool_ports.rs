@@ -248,14 +248,14 @@ fn pool_test_async_timeout() {
 fn pool_test_imap() {
     let _s = serial();
     let p = pool(4).build().unwrap();
-    let got: Vec<i64> = p.imap(sqr, 0..10).unwrap().map(Result::unwrap).collect();
+    let got: Vec<i64> = p.imap(sqr, 0..10).map(Result::unwrap).collect();
     assert_eq!(got, squares(10));
-    let mut it = p.imap(sqr, 0..10).unwrap();
+    let mut it = p.imap(sqr, 0..10);
     for i in 0..10 {
         assert_eq!(it.next().unwrap().unwrap(), i * i);
     }
     assert!(it.next().is_none());
-    let mut it = p.imap_chunked(sqr, 0..1000, 100).unwrap();
+    let mut it = p.imap_chunked(sqr, 0..1000, 100);
     for i in 0..1000 {
         assert_eq!(it.next().unwrap().unwrap(), i * i);
     }
@@ -267,16 +267,11 @@ fn pool_test_imap() {
 fn pool_test_imap_unordered() {
     let _s = serial();
     let p = pool(4).build().unwrap();
-    let mut got: Vec<i64> = p
-        .imap_unordered(sqr, 0..10)
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
+    let mut got: Vec<i64> = p.imap_unordered(sqr, 0..10).map(Result::unwrap).collect();
     got.sort();
     assert_eq!(got, squares(10));
     let mut got: Vec<i64> = p
         .imap_unordered_chunked(sqr, 0..1000, 53)
-        .unwrap()
         .map(Result::unwrap)
         .collect();
     got.sort();
@@ -314,8 +309,8 @@ fn pool_test_empty_iterable() {
     let _s = serial();
     let p = pool(1).build().unwrap();
     assert_eq!(p.map(sqr, Vec::new()).unwrap(), Vec::<i64>::new());
-    assert_eq!(p.imap(sqr, Vec::new()).unwrap().count(), 0);
-    assert_eq!(p.imap_unordered(sqr, Vec::new()).unwrap().count(), 0);
+    assert_eq!(p.imap(sqr, Vec::new()).count(), 0);
+    assert_eq!(p.imap_unordered(sqr, Vec::new()).count(), 0);
     assert_eq!(
         p.map_async(sqr, Vec::new()).unwrap().get().unwrap(),
         Vec::<i64>::new()

@@ -131,7 +131,7 @@ fn imap_is_ordered_and_lazy() {
     let input = (0..100_000u64).inspect(move |_| {
         p2.fetch_add(1, Ordering::Relaxed);
     });
-    let mut it = pool.imap(square, input).unwrap();
+    let mut it = pool.imap(square, input);
     for i in 0..10u64 {
         assert_eq!(it.next().unwrap().unwrap(), i * i);
     }
@@ -141,7 +141,6 @@ fn imap_is_ordered_and_lazy() {
     drop(it);
     let all: Vec<u64> = pool
         .imap_chunked(square, 0..500, 7)
-        .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
     assert_eq!(all, (0..500).map(|x| x * x).collect::<Vec<_>>());
@@ -154,7 +153,6 @@ fn imap_unordered_yields_in_completion_order() {
     // The slow task is submitted first; the fast ones finish before it.
     let got: Vec<u64> = pool
         .imap_unordered(sleep_ms, vec![400, 1, 2, 3])
-        .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
     let mut sorted = got.clone();
@@ -163,7 +161,6 @@ fn imap_unordered_yields_in_completion_order() {
     assert_eq!(*got.last().unwrap(), 400, "{got:?}");
     let mut many: Vec<u64> = pool
         .imap_unordered_chunked(square, 0..300, 4)
-        .unwrap()
         .map(Result::unwrap)
         .collect();
     many.sort();
@@ -282,7 +279,7 @@ fn a_panicking_task_fails_alone() {
     let _s = common::serial();
     let pool = builder(2).build().unwrap();
     let pids = pool.pids();
-    let results: Vec<_> = pool.imap(fails_on_3, 0..6).unwrap().collect();
+    let results: Vec<_> = pool.imap(fails_on_3, 0..6).collect();
     for (i, r) in results.iter().enumerate() {
         match r {
             Ok(v) => assert_eq!(*v, i as u64),
@@ -327,7 +324,7 @@ fn a_worker_killed_mid_task_fails_that_task_and_is_replaced() {
     let err = pool.map_chunked(kill_self_on_5, 0..10, 1).unwrap_err();
     assert!(matches!(err, Error::WorkerDied { .. }), "{err}");
     // Item by item: only item 5 failed.
-    let items: Vec<_> = pool.imap(kill_self_on_5, 0..10).unwrap().collect();
+    let items: Vec<_> = pool.imap(kill_self_on_5, 0..10).collect();
     for (i, r) in items.iter().enumerate() {
         if i == 5 {
             match r {
@@ -488,8 +485,8 @@ fn close_then_join_finishes_the_work_and_leaves_nothing() {
 fn an_imap_made_before_close_still_runs_until_join() {
     let _s = common::serial();
     let pool = builder(2).build().unwrap();
-    let it = pool.imap(square, 0..2000u64).unwrap();
-    let left_over = pool.imap(square, 0..2000u64).unwrap();
+    let it = pool.imap(square, 0..2000u64);
+    let left_over = pool.imap(square, 0..2000u64);
     pool.close();
     let got: Vec<u64> = it.map(Result::unwrap).collect();
     assert_eq!(got, (0..2000).map(|x| x * x).collect::<Vec<_>>());
@@ -545,11 +542,7 @@ fn a_small_ring_fills_and_drains_without_deadlock() {
     let pool = builder(2).ring_bytes(4096).build().unwrap();
     let got = pool.map_chunked(square, 0..20_000, 1).unwrap();
     assert_eq!(got, (0..20_000).map(|x| x * x).collect::<Vec<_>>());
-    let got: Vec<u64> = pool
-        .imap(square, 0..5000)
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
+    let got: Vec<u64> = pool.imap(square, 0..5000).map(Result::unwrap).collect();
     assert_eq!(got, (0..5000).map(|x| x * x).collect::<Vec<_>>());
 }
 
@@ -773,4 +766,142 @@ fn get_timeout_returns_by_its_deadline_while_a_stalled_worker_sends_a_large_resu
     // What came is kept: the rest follows, and the result arrives whole.
     let got = r.get_timeout(common::PATIENCE).unwrap();
     assert!(got == text(n), "the result arrived damaged");
+}
+
+#[test]
+fn imap_errors_before_any_task_are_its_only_item() {
+    let _s = common::serial();
+    let pool = builder(1).build().unwrap();
+    // A chunk size of 0: the loop body sees the error once.
+    let mut seen = Vec::new();
+    for r in pool.imap_unordered_chunked(square, 0..3, 0) {
+        seen.push(r);
+    }
+    assert_eq!(seen.len(), 1);
+    assert!(
+        matches!(seen[0], Err(Error::InvalidArgument(_))),
+        "{seen:?}"
+    );
+    pool.close();
+    // A closed pool: the same for every form.
+    let errs: Vec<Vec<multiproc::Result<u64>>> = vec![
+        pool.imap(square, 0..3).collect(),
+        pool.imap_chunked(square, 0..3, 2).collect(),
+        pool.imap_unordered(square, 0..3).collect(),
+        pool.imap_unordered_chunked(square, 0..3, 2).collect(),
+    ];
+    for e in &errs {
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(matches!(e[0], Err(Error::PoolClosed)), "{e:?}");
+    }
+    pool.join().unwrap();
+}
+
+#[test]
+fn imap_next_timeout_times_out_and_the_iterator_goes_on() {
+    let _s = common::serial();
+    let pool = builder(1).build().unwrap();
+    for ordered in [true, false] {
+        // The first result cannot come before 800 ms.
+        let mut it = if ordered {
+            pool.imap(sleep_ms, vec![800, 1])
+        } else {
+            pool.imap_unordered(sleep_ms, vec![800, 1])
+        };
+        let t = Instant::now();
+        assert!(
+            matches!(
+                it.next_timeout(Duration::from_millis(50)),
+                Some(Err(Error::Timeout))
+            ),
+            "ordered {ordered}"
+        );
+        assert!(
+            t.elapsed() < Duration::from_millis(750),
+            "{:?}",
+            t.elapsed()
+        );
+        assert!(matches!(
+            it.next_timeout(Duration::ZERO),
+            Some(Err(Error::Timeout))
+        ));
+        // Still usable: the late result, then the next, then the end.
+        assert_eq!(
+            it.next_timeout(Duration::from_secs(30)).unwrap().unwrap(),
+            800
+        );
+        assert_eq!(
+            it.next_timeout(Duration::from_secs(30)).unwrap().unwrap(),
+            1
+        );
+        assert!(it.next_timeout(Duration::from_secs(30)).is_none());
+        assert!(it.next().is_none());
+    }
+    // An iterator that failed to start yields its error, then ends.
+    pool.close();
+    let mut it = pool.imap(square, 0..3);
+    assert!(matches!(
+        it.next_timeout(Duration::ZERO),
+        Some(Err(Error::PoolClosed))
+    ));
+    assert!(it.next_timeout(Duration::ZERO).is_none());
+    pool.join().unwrap();
+}
+
+/// The line of the `panic!` in [`panics_on_1`].
+const PANIC_LINE: u32 = line!() + 3;
+fn panics_on_1(x: u64) -> u64 {
+    if x == 1 {
+        panic!("task {x} gave up");
+    }
+    x
+}
+
+/// A worker initializer: sets `RUST_BACKTRACE` to `bt` and sends the
+/// worker's stderr to the file `path`.
+fn worker_env((bt, path): (String, String)) {
+    // SAFETY: a pool worker's initializer runs in the worker process before
+    // any task, on its only thread: nothing reads the environment at once.
+    unsafe { std::env::set_var("RUST_BACKTRACE", bt) };
+    let f = std::fs::File::create(path).unwrap();
+    nix::unistd::dup2_stderr(&f).unwrap();
+}
+
+#[test]
+fn a_task_panic_names_its_file_and_line_and_is_not_printed_by_the_worker() {
+    let _s = common::serial();
+    for bt in ["0", "1"] {
+        let path =
+            std::env::temp_dir().join(format!("multiproc-pool-stderr-{}-{bt}", std::process::id()));
+        let pool = builder(1)
+            .initializer(worker_env, (bt.to_string(), path.display().to_string()))
+            .build()
+            .unwrap();
+        let at = format!("(at {}:{PANIC_LINE}:", file!());
+        let check = |m: &str| {
+            assert!(m.contains("task 1 gave up"), "{m}");
+            assert!(m.contains(&at), "wanted {at} in {m}");
+            // The backtrace only when asked for.
+            assert_eq!(m.contains("worker backtrace:"), bt == "1", "{m}");
+            if bt == "1" {
+                assert!(m.contains("panics_on_1"), "{m}");
+            }
+        };
+        let items: Vec<_> = pool.imap(panics_on_1, 0..3).collect();
+        match &items[1] {
+            Err(Error::TaskFailed(m)) => check(m),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(items[2].as_ref().unwrap(), &2);
+        match pool.apply(panics_on_1, 1) {
+            Err(e @ Error::TaskFailed(_)) => check(&e.to_string()),
+            other => panic!("{other:?}"),
+        }
+        pool.close();
+        pool.join().unwrap();
+        // The worker printed nothing of it: the caller has it all.
+        let printed = std::fs::read_to_string(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        assert!(!printed.contains("gave up"), "{printed}");
+    }
 }

@@ -62,6 +62,8 @@ fn kill_self_on_2(x: u64) -> u64 {
     x
 }
 
+/// The line of the `panic!` in [`panics`].
+const PANIC_LINE: u32 = line!() + 2;
 fn panics(x: u64) -> u64 {
     panic!("task {x} panicked")
 }
@@ -99,11 +101,11 @@ fn results_and_the_spawn_start_method() -> Result<(), Failed> {
         "map chunksize 1",
     )?;
     let it: Vec<u64> = pool
-        .imap_chunked(square, 0..500, 9)?
+        .imap_chunked(square, 0..500, 9)
         .collect::<Result<_, _>>()?;
     check(it == want, "imap")?;
     let mut un: Vec<u64> = pool
-        .imap_unordered(square, 0..100)?
+        .imap_unordered(square, 0..100)
         .collect::<Result<_, _>>()?;
     un.sort();
     check(un == want[..100], "imap_unordered")?;
@@ -150,7 +152,7 @@ fn the_initializer_hands_over_shared_objects() -> Result<(), Failed> {
 fn a_killed_worker_fails_its_task_and_is_replaced() -> Result<(), Failed> {
     let pool = spawn_pool(2).build()?;
     let before = pool.pids();
-    let items: Vec<_> = pool.imap(kill_self_on_2, 0..5)?.collect();
+    let items: Vec<_> = pool.imap(kill_self_on_2, 0..5).collect();
     for (i, r) in items.iter().enumerate() {
         match (i, r) {
             (2, Err(Error::WorkerDied { status, .. })) => {
@@ -166,7 +168,12 @@ fn a_killed_worker_fails_its_task_and_is_replaced() -> Result<(), Failed> {
     check(pool.apply(square, 3)? == 9, "the pool goes on")?;
     // A panic is an error of its task only.
     match pool.apply(panics, 4) {
-        Err(Error::TaskFailed(m)) => check(m.contains("task 4 panicked"), &m)?,
+        Err(Error::TaskFailed(m)) => {
+            check(m.contains("task 4 panicked"), &m)?;
+            // Where, in the spawned worker.
+            let at = format!("(at {}:{PANIC_LINE}:", file!());
+            check(m.contains(&at), &m)?
+        }
         other => return Err(format!("{other:?}").into()),
     }
     check(pool.pids() == after, "a panic does not cost the worker")
@@ -189,7 +196,10 @@ fn a_failing_initializer_is_reported() -> Result<(), Failed> {
         .apply_async(square, 1)?
         .get_timeout(Duration::from_secs(20))
     {
-        Err(Error::InitializerFailed(m)) => check(m.contains("no init for you"), &m)?,
+        Err(Error::InitializerFailed(m)) => {
+            check(m.contains("no init for you"), &m)?;
+            check(m.contains(&format!("(at {}:", file!())), &m)?
+        }
         other => return Err(format!("{other:?}").into()),
     }
     check(t.elapsed() < Duration::from_secs(10), "reported promptly")?;

@@ -41,6 +41,20 @@
 //! [initializer](PoolBuilder::initializer), as Python requires for pool
 //! workers.
 //!
+//! # Errors in tasks
+//!
+//! A task that panics fails alone, with [`Error::TaskFailed`]: its text is
+//! the panic's message and where it panicked in the worker, like
+//! `three is not allowed (at src/main.rs:12:9)`, followed by the worker's
+//! backtrace when `RUST_BACKTRACE` (or `RUST_LIB_BACKTRACE`) is set and not
+//! `0` in the worker's environment, as Python's `RemoteTraceback` shows the
+//! worker's traceback. The worker does not also print such a panic to its
+//! stderr: the error has all of it.
+//!
+//! `imap` and its kin return the iterator itself, with one `Result` per
+//! item; an error found before any task was submitted (a closed pool, say)
+//! is the iterator's first and only item.
+//!
 //! # How it works
 //!
 //! Tasks go to the workers through one shared-memory ring (the queues'
@@ -1012,7 +1026,9 @@ impl Pool {
     }
 
     /// Runs `f(arg)` in a worker and waits for its result (Python's
-    /// `apply`). A panic in `f` is [`Error::TaskFailed`] with its message.
+    /// `apply`). A panic in `f` is [`Error::TaskFailed`] with its message
+    /// and location (and the worker's backtrace when `RUST_BACKTRACE` is
+    /// set); the worker does not also print it.
     pub fn apply<A, R>(&self, f: fn(A) -> R, arg: A) -> Result<R>
     where
         A: Serialize + DeserializeOwned + 'static,
@@ -1135,47 +1151,66 @@ impl Pool {
         items: impl IntoIterator<Item = A> + 'a,
         chunksize: usize,
         ordered: bool,
-    ) -> Result<IMap<'a, A, R>>
+    ) -> IMap<'a, A, R>
     where
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
-        if chunksize == 0 {
-            return Err(Error::InvalidArgument("chunksize must be at least 1"));
-        }
-        let code = worker::code1(f)?;
         let inner = &self.inner;
-        let mut st = inner.lock();
-        if let Some(e) = inner.refusal(&st) {
-            return Err(e);
-        }
-        let function = st.table.index(code)?;
-        let job = inner.new_job(&mut st, true);
-        drop(st);
-        Ok(IMap {
+        let mut it = IMap {
             inner: self.inner.clone(),
-            job,
-            function,
-            input: Box::new(items.into_iter()),
+            job: None,
+            function: 0,
+            input: Box::new(std::iter::empty()),
             chunksize,
             ordered,
             ahead: IMAP_AHEAD_PER_WORKER * inner.processes,
             submitted: 0,
             taken: 0,
-            exhausted: false,
+            exhausted: true,
             buffered: VecDeque::new(),
             buf: Vec::new(),
-        })
+        };
+        let started = (|| {
+            if chunksize == 0 {
+                return Err(Error::InvalidArgument("chunksize must be at least 1"));
+            }
+            let code = worker::code1(f)?;
+            let mut st = inner.lock();
+            if let Some(e) = inner.refusal(&st) {
+                return Err(e);
+            }
+            let function = st.table.index(code)?;
+            Ok((inner.new_job(&mut st, true), function))
+        })();
+        match started {
+            Ok((job, function)) => {
+                it.job = Some(job);
+                it.function = function;
+                it.input = Box::new(items.into_iter());
+                it.exhausted = false;
+            }
+            // Nothing was submitted: the error is the only item.
+            Err(e) => it.buffered.push_back(Err(e)),
+        }
+        it
     }
 
     /// A lazy iterator of `f` over `items`, results in order (Python's
     /// `imap`, chunk size 1). Items are taken from `items` as results are
     /// consumed, a bounded number of chunks ahead.
+    ///
+    /// Errors come per item: a task's panic is that item's
+    /// [`Error::TaskFailed`]. An error found before any task is submitted
+    /// (the pool is closed, `f` is not in the main executable, a chunk size
+    /// of 0) is the first and only item, so `for r in pool.imap(..)` always
+    /// sees it. [`IMap::next_timeout`] waits a bounded time for the next
+    /// result (Python's `it.next(timeout)`).
     pub fn imap<'a, A, R>(
         &self,
         f: fn(A) -> R,
         items: impl IntoIterator<Item = A> + 'a,
-    ) -> Result<IMap<'a, A, R>>
+    ) -> IMap<'a, A, R>
     where
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
@@ -1189,7 +1224,7 @@ impl Pool {
         f: fn(A) -> R,
         items: impl IntoIterator<Item = A> + 'a,
         chunksize: usize,
-    ) -> Result<IMap<'a, A, R>>
+    ) -> IMap<'a, A, R>
     where
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
@@ -1203,7 +1238,7 @@ impl Pool {
         &self,
         f: fn(A) -> R,
         items: impl IntoIterator<Item = A> + 'a,
-    ) -> Result<IMap<'a, A, R>>
+    ) -> IMap<'a, A, R>
     where
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
@@ -1218,7 +1253,7 @@ impl Pool {
         f: fn(A) -> R,
         items: impl IntoIterator<Item = A> + 'a,
         chunksize: usize,
-    ) -> Result<IMap<'a, A, R>>
+    ) -> IMap<'a, A, R>
     where
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
@@ -1416,10 +1451,12 @@ impl<T> fmt::Debug for AsyncResult<T> {
 }
 
 /// The iterator of [`Pool::imap`] and [`Pool::imap_unordered`]: one
-/// `Result` per item.
+/// `Result` per item. An error found before any task was submitted is its
+/// only item.
 pub struct IMap<'a, A, R> {
     inner: Arc<Inner>,
-    job: u32,
+    /// None: the iterator failed to start (its error is in `buffered`).
+    job: Option<u32>,
     function: u32,
     input: Box<dyn Iterator<Item = A> + 'a>,
     chunksize: usize,
@@ -1435,31 +1472,44 @@ pub struct IMap<'a, A, R> {
 impl<A: Serialize, R: DeserializeOwned> IMap<'_, A, R> {
     /// Submits chunks until `ahead` are out or the input ends.
     fn top_up(&mut self, st: &mut State) {
+        let Some(job) = self.job else {
+            return;
+        };
         while !self.exhausted && self.submitted - self.taken < self.ahead {
             let mut first = self.input.next();
             if first.is_none() {
                 self.exhausted = true;
-                self.inner.seal(st, self.job);
+                self.inner.seal(st, job);
                 break;
             }
             let cs = self.chunksize;
             let input = &mut self.input;
             let items = std::iter::from_fn(|| first.take()).chain(input.by_ref().take(cs - 1));
             self.inner
-                .add_chunk(st, self.job, self.function, items, &mut self.buf);
+                .add_chunk(st, job, self.function, items, &mut self.buf);
             self.submitted += 1;
         }
     }
-}
 
-impl<A: Serialize, R: DeserializeOwned> Iterator for IMap<'_, A, R> {
-    type Item = Result<R>;
+    /// The next result, waiting at most `timeout` for it (Python's
+    /// `it.next(timeout)`): `Some(Err(Error::Timeout))` if none came in
+    /// time. The iterator is still usable after a timeout: the result that
+    /// was late comes from a later call. `None` when every result was
+    /// yielded.
+    ///
+    /// The timeout bounds the wait for results; handing the next input
+    /// items to the workers (a bounded number of chunks ahead) may also
+    /// wait for room in the task ring, as [`next`](Iterator::next) does.
+    pub fn next_timeout(&mut self, timeout: Duration) -> Option<Result<R>> {
+        self.next_until(Deadline::after(timeout))
+    }
 
-    fn next(&mut self) -> Option<Result<R>> {
+    fn next_until(&mut self, deadline: Deadline) -> Option<Result<R>> {
         loop {
             if let Some(r) = self.buffered.pop_front() {
                 return Some(r);
             }
+            let job = self.job?;
             let inner = self.inner.clone();
             let mut st = inner.lock();
             self.top_up(&mut st);
@@ -1467,7 +1517,7 @@ impl<A: Serialize, R: DeserializeOwned> Iterator for IMap<'_, A, R> {
                 inner.finish(st);
                 return None;
             }
-            let Some(j) = st.jobs.get_mut(&self.job) else {
+            let Some(j) = st.jobs.get_mut(&job) else {
                 inner.finish(st);
                 return None;
             };
@@ -1489,8 +1539,12 @@ impl<A: Serialize, R: DeserializeOwned> Iterator for IMap<'_, A, R> {
                     self.taken += 1;
                     inner.finish(st);
                 }
+                None if deadline.expired() => {
+                    inner.finish(st);
+                    return Some(Err(Error::Timeout));
+                }
                 None => {
-                    inner.pump(&mut st, Deadline::NEVER);
+                    inner.pump(&mut st, deadline);
                     inner.finish(st);
                 }
             }
@@ -1498,10 +1552,21 @@ impl<A: Serialize, R: DeserializeOwned> Iterator for IMap<'_, A, R> {
     }
 }
 
+impl<A: Serialize, R: DeserializeOwned> Iterator for IMap<'_, A, R> {
+    type Item = Result<R>;
+
+    fn next(&mut self) -> Option<Result<R>> {
+        self.next_until(Deadline::NEVER)
+    }
+}
+
 impl<A, R> Drop for IMap<'_, A, R> {
     fn drop(&mut self) {
+        let Some(job) = self.job else {
+            return;
+        };
         let mut st = self.inner.lock();
-        st.jobs.remove(&self.job);
+        st.jobs.remove(&job);
         self.inner.close_ring_if_done(&st);
     }
 }
@@ -1595,10 +1660,9 @@ mod tests {
         let f = crate::process::code::tests::foreign::<u32, u32>();
         assert!(matches!(pool.map(f, [1]), Err(Error::ForeignCode { .. })));
         assert!(matches!(pool.apply(f, 1), Err(Error::ForeignCode { .. })));
-        assert!(matches!(
-            pool.imap(f, [1]).map(|_| ()),
-            Err(Error::ForeignCode { .. })
-        ));
+        let mut it = pool.imap(f, [1]);
+        assert!(matches!(it.next(), Some(Err(Error::ForeignCode { .. }))));
+        assert!(it.next().is_none());
         assert_eq!(pool.map(double, [4]).unwrap(), vec![8]);
         let init = crate::process::code::tests::foreign::<(), ()>();
         // SAFETY: refused before any fork.

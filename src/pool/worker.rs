@@ -26,7 +26,17 @@
 //!   `max_tasks_per_child` and exits;
 //! - [`MSG_INIT_FAILED`] `| serial: u64 | message`: its initializer
 //!   panicked, and it exits.
+//!
+//! A panic in a task (or the initializer) is caught and its text sent to
+//! the parent: the message, where it panicked (`file:line:column`, from
+//! the worker's panic hook), and the worker's backtrace when
+//! `RUST_LIB_BACKTRACE` or `RUST_BACKTRACE` is set and not `0` (read at
+//! each panic). Such a panic is not also printed to the worker's stderr:
+//! the caller has all of it in its error. A panic on another thread of a
+//! worker goes to the panic hook the worker had before.
 
+use std::cell::{Cell, RefCell};
+use std::fmt::Write as _;
 use std::io::Write;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
@@ -265,6 +275,58 @@ fn push_text(out: &mut Vec<u8>, s: &str) {
     let _ = postcard::to_io(s, &mut *out);
 }
 
+thread_local! {
+    /// This thread runs a task or the initializer: a panic is caught and
+    /// reported to the parent.
+    static REPORTED: Cell<bool> = const { Cell::new(false) };
+    /// Where the last reported panic happened (and its backtrace).
+    static PANIC_SITE: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// Whether the environment asks for backtraces, as std reads it:
+/// `RUST_LIB_BACKTRACE` first, then `RUST_BACKTRACE`; `0` means no.
+fn backtrace_wanted() -> bool {
+    let v = std::env::var_os("RUST_LIB_BACKTRACE").or_else(|| std::env::var_os("RUST_BACKTRACE"));
+    v.is_some_and(|v| v != "0")
+}
+
+/// Installs the worker's panic hook: a panic on a thread running a task
+/// (see [`caught`]) has its location, and a backtrace if asked, noted for
+/// the report and is not printed; any other goes to the previous hook.
+fn install_panic_hook() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if !REPORTED.try_with(Cell::get).unwrap_or(false) {
+            return previous(info);
+        }
+        let mut site = String::new();
+        if let Some(l) = info.location() {
+            let _ = write!(site, " (at {}:{}:{})", l.file(), l.line(), l.column());
+        }
+        if backtrace_wanted() {
+            let bt = std::backtrace::Backtrace::force_capture();
+            let _ = write!(site, "\nworker backtrace:\n{bt}");
+        }
+        let _ = PANIC_SITE.try_with(|s| *s.borrow_mut() = Some(site));
+    }));
+}
+
+/// Runs `f`, catching a panic: its text is the message, where it
+/// happened, and the backtrace if asked (see [`install_panic_hook`]).
+fn caught<T>(f: impl FnOnce() -> T) -> std::result::Result<T, String> {
+    PANIC_SITE.set(None);
+    REPORTED.set(true);
+    let r = catch_unwind(AssertUnwindSafe(f));
+    REPORTED.set(false);
+    r.map_err(|p| {
+        let mut text = crate::process::panic_text(&*p);
+        if let Some(site) = PANIC_SITE.take() {
+            text.push_str(&site);
+        }
+        text
+    })
+}
+
 /// Runs the items of one chunk through `call`.
 fn run_items<A: DeserializeOwned, R: Serialize>(
     count: u32,
@@ -288,7 +350,7 @@ fn run_items<A: DeserializeOwned, R: Serialize>(
                 return;
             }
         };
-        match catch_unwind(AssertUnwindSafe(|| call(a))) {
+        match caught(|| call(a)) {
             Ok(r) => {
                 let mark = out.len();
                 out.push(ITEM_OK);
@@ -298,9 +360,9 @@ fn run_items<A: DeserializeOwned, R: Serialize>(
                     push_text(out, &format!("the result could not be serialized: {e}"));
                 }
             }
-            Err(p) => {
+            Err(text) => {
                 out.push(ITEM_PANIC);
-                push_text(out, &crate::process::panic_text(&*p));
+                push_text(out, &text);
             }
         }
     }
@@ -410,6 +472,7 @@ pub(super) fn worker_main<I: Serialize + DeserializeOwned>(args: WorkerArgs<I>) 
         // `with_die_with_parent` before this runs.)
         crate::sys::process::die_with_parent_process(parent);
     }
+    install_panic_hook();
     let table = CodeView::open(&table);
     if let Some((offset, init_args)) = init {
         // SAFETY: the offset of a `CodePtr<fn(I)>` made by the parent's
@@ -418,8 +481,7 @@ pub(super) fn worker_main<I: Serialize + DeserializeOwned>(args: WorkerArgs<I>) 
         // write).
         let f = Code::from_offset(offset).map(|c| unsafe { c.assume::<fn(I)>() }.get());
         let r = match f {
-            Ok(f) => catch_unwind(AssertUnwindSafe(|| f(init_args)))
-                .map_err(|p| crate::process::panic_text(&*p)),
+            Ok(f) => caught(|| f(init_args)),
             Err(e) => Err(e.to_string()),
         };
         if let Err(msg) = r {
