@@ -59,7 +59,10 @@
 //! use the distance ([`used`]). Counters that fail poison the direction: a
 //! writer gets [`Error::Corrupt`], and a reader finds the stream ended (a
 //! message cut short reads as truncated, as when a writer is killed); no
-//! byte outside the ring is touched.
+//! byte outside the ring is touched. The ring's bytes are only ever copied
+//! with atomic operations ([`shm::copy`](crate::shm::copy)), never lent as
+//! a slice, so a process that writes them behind the protocol's back
+//! garbles the stream but makes no data race here.
 
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::Arc;

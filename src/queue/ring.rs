@@ -97,6 +97,12 @@
 //! (`Core::poison`): it is closed for good and marked corrupt, and the
 //! queue's calls fail with a corruption error; nothing is copied out of
 //! bounds and no buffer is made from an unchecked length.
+//!
+//! Nor can such a process make this one's accesses a data race: every
+//! access to ring bytes here is atomic (headers as `AtomicU64`, payloads
+//! through [`shm::copy`](crate::shm::copy)), and no slice is ever made
+//! over the ring; a payload is copied out into private memory before
+//! anything reads it. A hostile writer can garble items, nothing more.
 
 use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
@@ -863,11 +869,10 @@ impl Core {
         let off = (pos as usize) & (cap - 1);
         let first = src.len().min(cap - off);
         let (head, wrapped) = src.split_at(first);
-        // SAFETY: `off + first <= cap`: inside the ring's `cap` bytes. Free
-        // space is touched by no one but the holder of `put_lock` in this
-        // process, and only atomically (these copies); another process may
-        // scribble on it, but its writes are no data race in this
-        // process's memory model. `src` is private memory, no overlap.
+        // SAFETY: `off + first <= cap`: inside the ring's `cap` bytes. Every
+        // access to ring bytes in this process is atomic (these copies,
+        // atomic headers), whatever the protocol's state or another
+        // process's writes; `src` is private memory, no overlap.
         unsafe { copy::store(head, self.at(off)) };
         if !wrapped.is_empty() {
             // SAFETY: `src.len() - first < cap`: the rest, from the ring's

@@ -6,8 +6,10 @@
 //! sleeps on the futex).
 //!
 //! The other process is not trusted: lengths it writes are checked, and
-//! message bytes are copied out before they are read, so whatever it does
-//! to the memory yields at worst a message that fails to decode.
+//! message bytes are copied in and out with atomic operations
+//! ([`shm::copy`](crate::shm::copy)) before they are read, so whatever it does
+//! to the memory yields at worst a message that fails to decode, never a
+//! data race.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
