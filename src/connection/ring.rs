@@ -59,7 +59,10 @@
 //! use the distance ([`used`]). Counters that fail poison the direction: a
 //! writer gets [`Error::Corrupt`], and a reader finds the stream ended (a
 //! message cut short reads as truncated, as when a writer is killed); no
-//! byte outside the ring is touched.
+//! byte outside the ring is touched. The ring's bytes are only ever copied
+//! with atomic operations ([`shm::copy`](crate::shm::copy)), never lent as
+//! a slice, so a process that writes them behind the protocol's back
+//! garbles the stream but makes no data race here.
 
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::Arc;
@@ -72,6 +75,7 @@ use nix::sys::socket::{self, MsgFlags};
 
 use crate::deadline::Deadline;
 use crate::error::{Error, Result};
+use crate::shm::copy;
 use crate::shm::heap::{self, Allocation};
 use crate::sync::raw::{Acquired, RawProcessMutex};
 use crate::sync::wait::{self, Site, Slept};
@@ -172,6 +176,16 @@ fn lock(m: &RawProcessMutex) -> Held<'_> {
         Acquired::Busy => unreachable!("a wait without deadline ends holding the lock"),
     }
     Held(m)
+}
+
+/// Where [`read_with`](Stream::read_with) puts the bytes it consumes.
+enum Sink<'a> {
+    /// The start of this slice.
+    Slice(&'a mut [u8]),
+    /// The end of this vector, which grows.
+    Append(&'a mut Vec<u8>),
+    /// Nowhere: the bytes are dropped.
+    Skip,
 }
 
 /// Whether the socket's peer is gone (every copy closed): it polls as hung
@@ -339,8 +353,11 @@ impl Stream {
                 let src = &part[off..off + n];
                 // SAFETY: `[at, at + n)` lies inside this direction's ring
                 // and is free space (`n <= free`), which only the holder of
-                // the send lock touches; the source is private memory.
-                unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), base.wrapping_add(at), n) };
+                // the send lock touches (in this process, and only through
+                // these atomic copies: another process that scribbles on
+                // it anyway garbles the bytes without a data race here);
+                // the source is private memory.
+                unsafe { copy::store(src, base.wrapping_add(at)) };
                 off += n;
                 tail += n as u64;
                 unpublished += n;
@@ -461,10 +478,16 @@ impl Stream {
         }
     }
 
-    /// Calls `take` with readable bytes, at most `max` (waiting for some):
-    /// `take` gets one contiguous slice and those bytes are consumed.
-    /// Returns 0 at end of stream.
-    fn read_with(&self, sock: BorrowedFd<'_>, max: usize, take: impl FnOnce(&[u8])) -> usize {
+    /// Moves readable bytes, at most `max` (waiting for some), into `sink`
+    /// (at most its room, for a slice) and consumes them; returns how many,
+    /// 0 at end of stream. The bytes are copied out with atomic loads, never
+    /// lent as a slice over the ring: another process can write them at
+    /// any time.
+    fn read_with(&self, sock: BorrowedFd<'_>, max: usize, sink: Sink<'_>) -> usize {
+        let max = match &sink {
+            Sink::Slice(dst) => max.min(dst.len()),
+            Sink::Append(_) | Sink::Skip => max,
+        };
         if max == 0 {
             return 0;
         }
@@ -483,12 +506,28 @@ impl Stream {
         let at = (head as usize) & (CAP - 1);
         let n = avail.min(max).min(CAP - at);
         let start = self.ring(1 - self.tx).wrapping_add(at);
-        // SAFETY: `[at, at + n)` lies inside the receiving direction's ring
-        // and holds published bytes (before a tail loaded with Acquire),
-        // which no writer touches until `head` passes them; the receive lock
-        // is held, so no other reader frees them meanwhile.
-        let bytes = unsafe { std::slice::from_raw_parts(start, n) };
-        take(bytes);
+        // SAFETY (both copies): `[at, at + n)` lies inside the receiving
+        // direction's ring and holds published bytes (before a tail loaded
+        // with Acquire), which no writer of this process touches until
+        // `head` passes them, and then only atomically; the receive lock is
+        // held, so no other reader frees them meanwhile. The destination is
+        // private memory.
+        match sink {
+            Sink::Slice(dst) => {
+                // SAFETY: see above (`n <= dst.len()`: `max` was cut to it).
+                unsafe { copy::load(start, &mut dst[..n]) }
+            }
+            Sink::Append(buf) => {
+                buf.reserve(n);
+                // SAFETY: see above.
+                unsafe { copy::load_uninit(start, &mut buf.spare_capacity_mut()[..n]) };
+                let len = buf.len() + n;
+                // SAFETY: the `n` bytes past the old length were written just
+                // above, within the capacity reserved.
+                unsafe { buf.set_len(len) };
+            }
+            Sink::Skip => {}
+        }
         self.free(head + n as u64);
         n
     }
@@ -499,7 +538,7 @@ impl Stream {
         let mut got = 0;
         while got < buf.len() {
             let want = buf.len() - got;
-            let n = self.read_with(sock, want, |b| buf[got..got + b.len()].copy_from_slice(b));
+            let n = self.read_with(sock, want, Sink::Slice(&mut buf[got..]));
             if n == 0 {
                 break;
             }
@@ -513,7 +552,7 @@ impl Stream {
     pub(crate) fn read_append(&self, sock: BorrowedFd<'_>, buf: &mut Vec<u8>, n: usize) -> usize {
         let mut got = 0;
         while got < n {
-            let k = self.read_with(sock, n - got, |b| buf.extend_from_slice(b));
+            let k = self.read_with(sock, n - got, Sink::Append(buf));
             if k == 0 {
                 break;
             }
@@ -537,7 +576,7 @@ impl Stream {
                 }
             }
             let want = (n - got).min(usize::MAX as u64) as usize;
-            let k = self.read_with(sock, want, |_| {});
+            let k = self.read_with(sock, want, Sink::Skip);
             if k == 0 {
                 // The stream ended (the peer is gone, or the counters are
                 // corrupt).
@@ -574,6 +613,64 @@ mod tests {
     use super::*;
     use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
     use std::os::fd::AsFd;
+
+    #[test]
+    fn odd_sized_writes_and_reads_cross_the_wrap_point_intact() {
+        let (a, b) = Stream::pair().unwrap();
+        let (sa, sb) = socketpair(
+            AddressFamily::Unix,
+            SockType::Stream,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .unwrap();
+        // Over three rings' worth, in pieces of odd sizes (and a few longer
+        // than a publish step), so copies start and end at every offset
+        // and cross the ring's end.
+        let size = |i: usize| match i % 40 {
+            7 => PUBLISH + 5,
+            _ => (i * 131 + i * i * 3) % 4099 + 1,
+        };
+        let byte = |k: usize| (k * 7 + k / 253) as u8;
+        let mut total = 0;
+        let mut sizes = Vec::new();
+        while total < 3 * CAP + 4321 {
+            sizes.push(size(sizes.len()));
+            total += sizes[sizes.len() - 1];
+        }
+        let writer = {
+            let sizes = sizes.clone();
+            std::thread::spawn(move || {
+                let mut k = 0;
+                for n in sizes {
+                    let piece: Vec<u8> = (k..k + n).map(byte).collect();
+                    a.write(sa.as_fd(), &[&piece[..n / 3], &piece[n / 3..]])
+                        .unwrap();
+                    k += n;
+                }
+                a
+            })
+        };
+        // Read back in other odd sizes, alternating both kinds of read.
+        let mut got = Vec::with_capacity(total);
+        let mut i = 0;
+        while got.len() < total {
+            let n = size(i + 11).min(total - got.len());
+            if i % 2 == 0 {
+                let mut buf = vec![0u8; n];
+                assert_eq!(b.read_exact_or_eof(sb.as_fd(), &mut buf), n);
+                got.extend_from_slice(&buf);
+            } else {
+                assert_eq!(b.read_append(sb.as_fd(), &mut got, n), n);
+            }
+            i += 1;
+        }
+        drop(writer.join().unwrap());
+        assert!(
+            got.iter().enumerate().all(|(k, &v)| v == byte(k)),
+            "bytes damaged"
+        );
+    }
 
     #[test]
     fn corrupt_counters_fail_the_writer_and_end_the_reader() {

@@ -97,14 +97,20 @@
 //! (`Core::poison`): it is closed for good and marked corrupt, and the
 //! queue's calls fail with a corruption error; nothing is copied out of
 //! bounds and no buffer is made from an unchecked length.
+//!
+//! Nor can such a process make this one's accesses a data race: every
+//! access to ring bytes here is atomic (headers as `AtomicU64`, payloads
+//! through [`shm::copy`](crate::shm::copy)), and no slice is ever made
+//! over the ring; a payload is copied out into private memory before
+//! anything reads it. A hostile writer can garble items, nothing more.
 
 use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::deadline::Deadline;
 use crate::error::{Error, Result};
-use crate::shm::ShmBox;
 use crate::shm::heap::{self, Allocation};
+use crate::shm::{ShmBox, copy};
 use crate::sync::raw::{self, Acquired, RawProcessMutex};
 use crate::sync::wait::{self, Site, Slept};
 use crate::sys::futex;
@@ -367,46 +373,6 @@ fn unpack(v: u64) -> (u32, u32) {
 
 fn pack(count: u32, bytes: u32) -> u64 {
     ((count as u64) << 32) | bytes as u64
-}
-
-/// Copies `src` (at most 16 bytes) to `dst` with fixed-size (overlapping)
-/// copies, which compile to a few moves where a `memcpy` of unknown length
-/// is a call.
-///
-/// # Safety
-///
-/// `dst` must be valid for writes of `src.len()` bytes, which must not
-/// overlap `src`; `src.len() <= 16`.
-#[inline(always)]
-unsafe fn copy_small(src: &[u8], dst: *mut u8) {
-    /// Copies the first and the last `K` bytes of `src`.
-    ///
-    /// # Safety
-    ///
-    /// As for `copy_small`, and `K <= src.len()`.
-    #[inline(always)]
-    unsafe fn ends<const K: usize>(src: &[u8], dst: *mut u8) {
-        let n = src.len();
-        // SAFETY: `K <= n`: the first `K` bytes of both ranges, valid and
-        // disjoint (the caller's promise).
-        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst, K) };
-        // SAFETY: likewise the last `K` bytes.
-        unsafe { std::ptr::copy_nonoverlapping(src[n - K..].as_ptr(), dst.wrapping_add(n - K), K) };
-    }
-    let n = src.len();
-    if n >= 8 {
-        // SAFETY: `8 <= n`; the rest is the caller's promise.
-        unsafe { ends::<8>(src, dst) }
-    } else if n >= 4 {
-        // SAFETY: `4 <= n`; as above.
-        unsafe { ends::<4>(src, dst) }
-    } else if n >= 2 {
-        // SAFETY: `2 <= n`; as above.
-        unsafe { ends::<2>(src, dst) }
-    } else if n == 1 {
-        // SAFETY: `dst` is valid for one byte's write.
-        unsafe { dst.write(src[0]) }
-    }
 }
 
 /// The queue's shared state and ring, as one handle.
@@ -903,19 +869,15 @@ impl Core {
         let off = (pos as usize) & (cap - 1);
         let first = src.len().min(cap - off);
         let (head, wrapped) = src.split_at(first);
-        if wrapped.is_empty() && head.len() <= 16 {
-            // SAFETY: `off + first <= cap`: inside the ring's `cap` bytes.
-            // Free space is touched by no one but the holder of `put_lock`;
-            // `src` is private memory, so the ranges do not overlap.
-            unsafe { copy_small(head, self.at(off)) };
-            return;
-        }
-        // SAFETY: as above.
-        unsafe { std::ptr::copy_nonoverlapping(head.as_ptr(), self.at(off), first) };
+        // SAFETY: `off + first <= cap`: inside the ring's `cap` bytes. Every
+        // access to ring bytes in this process is atomic (these copies,
+        // atomic headers), whatever the protocol's state or another
+        // process's writes; `src` is private memory, no overlap.
+        unsafe { copy::store(head, self.at(off)) };
         if !wrapped.is_empty() {
             // SAFETY: `src.len() - first < cap`: the rest, from the ring's
             // start, stays inside it too; otherwise as above.
-            unsafe { std::ptr::copy_nonoverlapping(wrapped.as_ptr(), self.base(), wrapped.len()) };
+            unsafe { copy::store(wrapped, self.base()) };
         }
     }
 
@@ -938,13 +900,13 @@ impl Core {
         let off = (pos as usize) & (cap - 1);
         let first = dst.len().min(cap - off);
         let (head, wrapped) = dst.split_at_mut(first);
-        // SAFETY: as in `write_at`, with the copies going the other way.
-        unsafe { std::ptr::copy_nonoverlapping(self.at(off), head.as_mut_ptr(), first) };
+        // SAFETY: as in `write_at`, with the copies going the other way
+        // (atomic loads: a peer that writes the bytes anyway makes them
+        // garbage, never a data race).
+        unsafe { copy::load(self.at(off), head) };
         if !wrapped.is_empty() {
             // SAFETY: as in `write_at`.
-            unsafe {
-                std::ptr::copy_nonoverlapping(self.base(), wrapped.as_mut_ptr(), wrapped.len())
-            };
+            unsafe { copy::load(self.base(), wrapped) };
         }
     }
 
@@ -961,18 +923,15 @@ impl Core {
         let cap = self.cap();
         let off = (pos as usize) & (cap - 1);
         let first = len.min(cap - off);
-        let dst = spare.as_mut_ptr().cast::<u8>();
+        let (head, wrapped) = spare.split_at_mut(first);
         // SAFETY: as in `read_at`: `[off, off + first)` lies in the ring and
-        // is committed; `dst` is valid for `len` bytes of writes (the spare
-        // room reserved above) and private to this process, so the ranges
-        // do not overlap.
-        unsafe { std::ptr::copy_nonoverlapping(self.at(off), dst, first) };
-        if first < len {
+        // is committed; the spare room is private to this process, so the
+        // ranges do not overlap.
+        unsafe { copy::load_uninit(self.at(off), head) };
+        if !wrapped.is_empty() {
             // SAFETY: the rest, from the ring's start (`len - first < cap`),
             // into the rest of the spare room; as above.
-            unsafe {
-                std::ptr::copy_nonoverlapping(self.base(), dst.wrapping_add(first), len - first)
-            };
+            unsafe { copy::load_uninit(self.base(), wrapped) };
         }
         let new_len = buf.len() + len;
         // SAFETY: the `len` bytes after the old length were written above,
@@ -991,8 +950,8 @@ impl Core {
         // checks every counter read from shared memory before it is used)
         // and so is `cap`, so the header lies whole and 8-aligned inside the
         // ring (whose base is page-aligned); the caller guarantees it is
-        // committed.
-        let v = unsafe { self.at(off).cast::<u64>().read() };
+        // committed. Atomic: another process may write it all the same.
+        let v = unsafe { AtomicU64::from_ptr(self.at(off).cast::<u64>()) }.load(Ordering::Relaxed);
         (v as u32, (v >> 32) as u32)
     }
 
@@ -1006,7 +965,8 @@ impl Core {
         let off = (tail as usize) & (self.cap() - 1);
         // SAFETY: the header lies whole and 8-aligned inside the ring (see
         // `header_at`); the caller guarantees the record's bytes are free.
-        unsafe { self.at(off).cast::<u64>().write(h) };
+        // Atomic, as every access to ring bytes.
+        unsafe { AtomicU64::from_ptr(self.at(off).cast::<u64>()) }.store(h, Ordering::Relaxed);
         // SAFETY: the payload's bytes follow, free too (the caller's).
         unsafe { self.write_at(tail.wrapping_add(HDR as u32), payload) };
     }
@@ -1030,7 +990,9 @@ impl Core {
                 // SAFETY: `at` and `cap` are multiples of 8, so the word lies
                 // whole and 8-aligned inside the ring, and within the
                 // committed record (payload and padding) the caller names.
-                let w = unsafe { self.at(off).cast::<u64>().read() };
+                // Atomic: another process may write it all the same.
+                let w = unsafe { AtomicU64::from_ptr(self.at(off).cast::<u64>()) }
+                    .load(Ordering::Relaxed);
                 d.copy_from_slice(&w.to_ne_bytes());
             }
             Payload::Inline(b, len)
@@ -1529,6 +1491,45 @@ mod tests {
         let c = Core::new(0, MIN_CAP, false).unwrap();
         c.put(b"hello", Deadline::NEVER).unwrap();
         c
+    }
+
+    /// The bytes of test item `i`, `len` of them.
+    fn item(i: usize, len: usize) -> Vec<u8> {
+        (0..len).map(|j| (i * 31 + j * 7 + j / 251) as u8).collect()
+    }
+
+    /// Test item `i`'s length: odd sizes around the inline limit and the
+    /// word size, now and then one longer than the ring (sent in chunks).
+    fn item_len(i: usize) -> usize {
+        match i % 50 {
+            17 => 3 * MIN_CAP + 13,
+            33 => MIN_CAP - 3,
+            _ => (i * 37 + i * i) % 301,
+        }
+    }
+
+    #[test]
+    fn items_of_every_size_cross_the_wrap_point_intact() {
+        let c = std::sync::Arc::new(Core::new(0, MIN_CAP, false).unwrap());
+        const N: usize = 1500;
+        let writer = {
+            let c = c.clone();
+            std::thread::spawn(move || {
+                for i in 0..N {
+                    let d = Deadline::after(Duration::from_secs(20));
+                    c.put(&item(i, item_len(i)), d).unwrap();
+                }
+            })
+        };
+        for i in 0..N {
+            let got = c.get(Deadline::after(Duration::from_secs(20))).unwrap();
+            assert!(
+                got.as_slice() == item(i, item_len(i)),
+                "item {i} arrived damaged"
+            );
+        }
+        writer.join().unwrap();
+        assert_eq!(c.len(), 0);
     }
 
     #[test]

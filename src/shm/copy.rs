@@ -18,6 +18,7 @@
 //! loads and stores of up to a word are single-copy atomic in hardware,
 //! so each access still sees whole old or whole new bytes.
 
+use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
 const WORD: usize = size_of::<usize>();
@@ -48,29 +49,82 @@ pub(crate) unsafe fn load(src: *const u8, dst: &mut [u8]) {
         unsafe { std::ptr::copy(src, dst.as_mut_ptr(), len) };
         return;
     }
+    // SAFETY: forwarded from the caller; `dst` is valid for `len` bytes of
+    // writes and, checked above, disjoint from the shared range.
+    unsafe { load_raw(src, dst.as_mut_ptr(), len) }
+}
+
+/// [`load`] into spare (uninitialised) room, say a `Vec`'s spare capacity;
+/// every byte of `dst` is written.
+///
+/// # Safety
+///
+/// As for [`load`], except that `dst` must not overlap the shared range at
+/// all.
+pub(crate) unsafe fn load_uninit(src: *const u8, dst: &mut [MaybeUninit<u8>]) {
+    // SAFETY: forwarded from the caller; `dst` is valid for its length of
+    // writes (a `&mut`), and writing bytes into `MaybeUninit<u8>` is fine.
+    unsafe { load_raw(src, dst.as_mut_ptr().cast::<u8>(), dst.len()) }
+}
+
+/// The copy behind [`load`]: relaxed atomic loads on the shared side
+/// (bytes up to a word boundary, then words, four at a time while they
+/// last, then bytes), plain stores into the private side.
+///
+/// # Safety
+///
+/// `src..src + len` as for [`load`]; `dst..dst + len` valid for writes and
+/// disjoint from it.
+#[inline]
+unsafe fn load_raw(src: *const u8, dst: *mut u8, len: usize) {
+    // Every load below reads an address in `src..src + len`, readable (the
+    // caller's promise); words only at word-aligned addresses (the head
+    // brings `src + at` to a boundary, and `at` moves on by whole words),
+    // bytes are always aligned; every concurrent access is atomic (the
+    // caller's promise). Every store goes to `dst..dst + len`, valid and
+    // private (the caller's promise), unaligned where need be.
+    let word = |at: usize| {
+        let p = src.wrapping_add(at).cast::<usize>().cast_mut();
+        // SAFETY: see above.
+        unsafe { AtomicUsize::from_ptr(p) }.load(Ordering::Relaxed)
+    };
+    let byte = |at: usize| {
+        // SAFETY: see above.
+        unsafe { AtomicU8::from_ptr(src.wrapping_add(at).cast_mut()) }.load(Ordering::Relaxed)
+    };
+    let put = |at: usize, w: usize| {
+        // SAFETY: see above.
+        unsafe { dst.wrapping_add(at).cast::<usize>().write_unaligned(w) }
+    };
+    let put_byte = |at: usize, b: u8| {
+        // SAFETY: see above.
+        unsafe { dst.wrapping_add(at).write(b) }
+    };
     let head = head_len(src as usize, len);
-    let words = (len - head) / WORD;
-    for (i, d) in dst[..head].iter_mut().enumerate() {
-        // SAFETY: `src + i` is in the readable range; every concurrent
-        // access is atomic (the caller's promise), and a byte is always
-        // aligned for `AtomicU8`.
-        *d = unsafe { AtomicU8::from_ptr(src.wrapping_add(i).cast_mut()) }.load(Ordering::Relaxed);
+    for at in 0..head {
+        put_byte(at, byte(at));
     }
-    for w in 0..words {
-        let at = head + w * WORD;
-        // SAFETY: `src + at` is word-aligned (the head brought it to a
-        // boundary) and `at + WORD <= len`, in the readable range; every
-        // concurrent access is atomic.
-        let word =
-            unsafe { AtomicUsize::from_ptr(src.wrapping_add(at).cast::<usize>().cast_mut()) }
-                .load(Ordering::Relaxed);
-        dst[at..at + WORD].copy_from_slice(&word.to_ne_bytes());
+    let mut at = head;
+    while len - at >= 4 * WORD {
+        let (a, b, c, d) = (
+            word(at),
+            word(at + WORD),
+            word(at + 2 * WORD),
+            word(at + 3 * WORD),
+        );
+        put(at, a);
+        put(at + WORD, b);
+        put(at + 2 * WORD, c);
+        put(at + 3 * WORD, d);
+        at += 4 * WORD;
     }
-    let tail = head + words * WORD;
-    for (i, d) in dst[tail..].iter_mut().enumerate() {
-        // SAFETY: as for the head bytes.
-        *d = unsafe { AtomicU8::from_ptr(src.wrapping_add(tail + i).cast_mut()) }
-            .load(Ordering::Relaxed);
+    while len - at >= WORD {
+        put(at, word(at));
+        at += WORD;
+    }
+    while at < len {
+        put_byte(at, byte(at));
+        at += 1;
     }
 }
 
@@ -85,33 +139,57 @@ pub(crate) unsafe fn load(src: *const u8, dst: &mut [u8]) {
 /// nobody else touches the overlap during the call.
 pub(crate) unsafe fn store(data: &[u8], dst: *mut u8) {
     let len = data.len();
-    if overlaps(dst as usize, data.as_ptr() as usize, len) {
+    let src = data.as_ptr();
+    if overlaps(dst as usize, src as usize, len) {
         // SAFETY: the caller promises that nobody else touches the overlap,
         // so this is no race there; `dst` is writable for `len` bytes;
         // `ptr::copy` allows the overlap.
-        unsafe { std::ptr::copy(data.as_ptr(), dst, len) };
+        unsafe { std::ptr::copy(src, dst, len) };
         return;
     }
-    let head = head_len(dst as usize, len);
-    let words = (len - head) / WORD;
-    for (i, &b) in data[..head].iter().enumerate() {
-        // SAFETY: `dst + i` is in the writable range; every concurrent
-        // access is atomic (the caller's promise).
-        unsafe { AtomicU8::from_ptr(dst.wrapping_add(i)) }.store(b, Ordering::Relaxed);
-    }
-    for w in 0..words {
-        let at = head + w * WORD;
-        let mut bytes = [0u8; WORD];
-        bytes.copy_from_slice(&data[at..at + WORD]);
-        // SAFETY: `dst + at` is word-aligned and `at + WORD <= len`, in the
-        // writable range; every concurrent access is atomic.
+    // Every load below reads `data` (in bounds: `at < len` or
+    // `at + WORD <= len`), unaligned where need be; every store goes to
+    // `dst..dst + len`, writable (the caller's promise), words only at
+    // word-aligned addresses (the head brings `dst + at` to a boundary);
+    // every concurrent access to them is atomic (the caller's promise).
+    let get = |at: usize| {
+        // SAFETY: see above.
+        unsafe { src.wrapping_add(at).cast::<usize>().read_unaligned() }
+    };
+    let word = |at: usize, w: usize| {
+        // SAFETY: see above.
         unsafe { AtomicUsize::from_ptr(dst.wrapping_add(at).cast::<usize>()) }
-            .store(usize::from_ne_bytes(bytes), Ordering::Relaxed);
+            .store(w, Ordering::Relaxed)
+    };
+    let byte = |at: usize| {
+        // SAFETY: see above.
+        unsafe { AtomicU8::from_ptr(dst.wrapping_add(at)) }.store(data[at], Ordering::Relaxed)
+    };
+    let head = head_len(dst as usize, len);
+    for at in 0..head {
+        byte(at);
     }
-    let tail = head + words * WORD;
-    for (i, &b) in data[tail..].iter().enumerate() {
-        // SAFETY: as for the head bytes.
-        unsafe { AtomicU8::from_ptr(dst.wrapping_add(tail + i)) }.store(b, Ordering::Relaxed);
+    let mut at = head;
+    while len - at >= 4 * WORD {
+        let (a, b, c, d) = (
+            get(at),
+            get(at + WORD),
+            get(at + 2 * WORD),
+            get(at + 3 * WORD),
+        );
+        word(at, a);
+        word(at + WORD, b);
+        word(at + 2 * WORD, c);
+        word(at + 3 * WORD, d);
+        at += 4 * WORD;
+    }
+    while len - at >= WORD {
+        word(at, get(at));
+        at += WORD;
+    }
+    while at < len {
+        byte(at);
+        at += 1;
     }
 }
 
@@ -126,16 +204,28 @@ mod tests {
 
     #[test]
     fn copies_every_offset_and_length() {
-        let shared: Vec<u8> = (0..64u8).collect();
+        let shared: Vec<u8> = (0..160u8).collect();
         for off in 0..WORD + 1 {
-            for len in 0..40 {
+            for len in 0..100 {
                 let mut out = vec![0xAA; len];
-                // SAFETY: `shared` holds 64 bytes, `off + len < 64`; no other
-                // thread touches it.
+                // SAFETY: `shared` holds 160 bytes, `off + len < 160`; no
+                // other thread touches it.
                 unsafe { load(shared[off..].as_ptr(), &mut out) };
                 assert_eq!(out, &shared[off..off + len]);
 
-                let mut target = [0u8; 64];
+                let mut spare: Vec<u8> = Vec::with_capacity(len);
+                // SAFETY: as above; the spare room is private.
+                unsafe {
+                    load_uninit(
+                        shared[off..].as_ptr(),
+                        &mut spare.spare_capacity_mut()[..len],
+                    )
+                };
+                // SAFETY: `load_uninit` wrote all `len` bytes.
+                unsafe { spare.set_len(len) };
+                assert_eq!(spare, &shared[off..off + len]);
+
+                let mut target = [0u8; 160];
                 let data: Vec<u8> = (100..100 + len as u8).collect();
                 // SAFETY: as above, for writes.
                 unsafe { store(&data, target[off..].as_mut_ptr()) };

@@ -6,14 +6,17 @@
 //! sleeps on the futex).
 //!
 //! The other process is not trusted: lengths it writes are checked, and
-//! message bytes are copied out before they are read, so whatever it does
-//! to the memory yields at worst a message that fails to decode.
+//! message bytes are copied in and out with atomic operations
+//! ([`shm::copy`](crate::shm::copy)) before they are read, so whatever it does
+//! to the memory yields at worst a message that fails to decode, never a
+//! data race.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use crate::deadline::Deadline;
 use crate::error::{Error, Result};
+use crate::shm::copy;
 use crate::sync::wait::{self, Site};
 use crate::sys::futex;
 use crate::sys::thread;
@@ -132,8 +135,11 @@ impl Mailbox {
                 let n = m.len().min(SLOT);
                 // SAFETY: the slot has SLOT bytes and `n <= SLOT`; `m` is
                 // local memory, so the ranges do not overlap. The reader
-                // copies the slot only after seeing `seq` (Release below).
-                unsafe { std::ptr::copy_nonoverlapping(m.as_ptr(), self.data(slot), n) };
+                // copies the slot only after seeing `seq` (Release below);
+                // every access to slot bytes in this process is atomic
+                // (these copies), so another process that writes them anyway
+                // garbles the message without a data race here.
+                unsafe { copy::store(&m[..n], self.data(slot)) };
                 n as u32
             }
             None => ON_SOCKET,
@@ -216,8 +222,10 @@ impl Mailbox {
         out.resize(n, 0);
         // SAFETY: the slot has SLOT >= n bytes; `out` holds n bytes in its
         // own memory, so the ranges do not overlap; the bytes are plain u8,
-        // valid whatever the other process wrote.
-        unsafe { std::ptr::copy_nonoverlapping(self.data(slot), out.as_mut_ptr(), n) };
+        // valid whatever the other process wrote, and read atomically (as
+        // every access to slot bytes in this process), so its concurrent
+        // writes are no data race.
+        unsafe { copy::load(self.data(slot), out) };
         Ok(())
     }
 }
