@@ -4,7 +4,8 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use crate::pi::{Outcome, Run};
+use crate::pi::{Outcome, Run, variant};
+use crate::report::significant;
 
 /// Escapes text for an SVG text node.
 fn escape(s: &str) -> String {
@@ -38,6 +39,7 @@ pub fn svg(title: &str, runs: &[Run]) -> String {
     );
     for (i, r) in runs.iter().enumerate() {
         let y = top + i as f64 * (bar_h + gap);
+        let name = variant(&r.transport);
         let w = if r.seconds.is_finite() {
             width * r.seconds / max
         } else {
@@ -53,19 +55,19 @@ pub fn svg(title: &str, runs: &[Run]) -> String {
             r#"<text x="{}" y="{}" text-anchor="end">{}</text>"#,
             left - 8.0,
             y + bar_h * 0.7,
-            escape(&r.transport)
+            escape(&name)
         );
         let _ = writeln!(
             s,
-            r#"<rect x="{left}" y="{y}" width="{w:.1}" height="{bar_h}" fill="{color}"><title>{}: {:.4} s ({})</title></rect>"#,
-            escape(&r.transport),
-            r.seconds,
+            r#"<rect x="{left}" y="{y}" width="{w:.1}" height="{bar_h}" fill="{color}"><title>{}: {} s ({})</title></rect>"#,
+            escape(&name),
+            significant(r.seconds, 4),
             escape(&r.check)
         );
         let label = if r.check == "ok" {
-            format!("{:.4} s", r.seconds)
+            format!("{} s", significant(r.seconds, 4))
         } else {
-            format!("{:.4} s ({})", r.seconds, r.check)
+            format!("{} s ({})", significant(r.seconds, 4), r.check)
         };
         let _ = writeln!(
             s,
