@@ -508,7 +508,15 @@ fn plot_path_is_checked_before_the_run() {
         ("pi.gif", ".svg or .png"),
     ] {
         let out = multiproc_bounded(
-            &["pi", "--n", "1e12", "--transport", "seq", "--plot", path],
+            &[
+                "pi",
+                "--n",
+                "1000000000000",
+                "--transport",
+                "seq",
+                "--plot",
+                path,
+            ],
             bound,
         );
         assert_eq!(out.status.code(), Some(2), "--plot {path}");
@@ -584,4 +592,28 @@ fn python_script_is_not_a_build_machine_path() {
         "{text}{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn readme_links_only_to_files_in_the_repository() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let mut links = 0;
+    for part in readme.split("](").skip(1) {
+        let target = part.split(')').next().unwrap();
+        if target.contains("://") || target.starts_with('#') {
+            continue;
+        }
+        links += 1;
+        let path = target.split('#').next().unwrap();
+        assert!(
+            !path.starts_with('/') && !path.split('/').any(|c| c == ".."),
+            "README links outside the repository: {target}"
+        );
+        assert!(
+            root.join(path).exists(),
+            "README links to a missing file: {target}"
+        );
+    }
+    assert!(links > 0);
 }

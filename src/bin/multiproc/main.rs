@@ -10,7 +10,7 @@
 //! `pi` computes pi from the series sum_{k<N} 1/(2k+1)^2 = pi^2/8, split
 //! into chunks over worker processes, and returns the partial sums through
 //! each transport, timing each. `bench` runs the workloads of
-//! `shared/WORKLOADS.md`, each beside its raw baseline (and Python's, when
+//! `benches/WORKLOADS.md`, each beside its raw baseline (and Python's, when
 //! asked), and prints a summary table or the verified JSON lines.
 //! `faults` runs the fault-injection suite (kills, floods, garbage) and
 //! prints what each scenario did and lost.
@@ -45,7 +45,7 @@ struct Cli {
 enum Command {
     /// Compute pi over N terms, split over processes, through each transport.
     Pi(PiArgs),
-    /// Run the workloads of shared/WORKLOADS.md beside their raw baselines.
+    /// Run the workloads of benches/WORKLOADS.md beside their raw baselines.
     Bench(BenchArgs),
     /// Kill, flood and garble at bounded sizes; print what was lost.
     Faults(FaultsArgs),
@@ -184,7 +184,7 @@ struct PiArgs {
     /// The Redis server of the redis transport, e.g. redis://127.0.0.1:6379.
     #[arg(long, value_name = "URL", env = "REDIS_URL")]
     redis: Option<String>,
-    /// Print the JSON lines of shared/WORKLOADS.md instead of a table.
+    /// Print the JSON lines of benches/WORKLOADS.md instead of a table.
     #[arg(long)]
     json: bool,
     /// Draw a bar chart of the times into this file (.svg or .png).

@@ -1,4 +1,4 @@
-//! Measurements as the JSON lines of `shared/WORKLOADS.md`, and the summary
+//! Measurements as the JSON lines of `benches/WORKLOADS.md`, and the summary
 //! table that sets multiproc's figures beside the raw baseline and Python's.
 
 use std::fmt::Write as _;
