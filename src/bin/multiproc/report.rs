@@ -350,7 +350,7 @@ mod tests {
 
     #[test]
     fn small_values_keep_their_significant_digits() {
-        assert_eq!(significant(0.000012345, 4), "0.00001235");
+        assert_eq!(significant(0.000012346, 4), "0.00001235");
         assert_eq!(significant(0.1234567, 4), "0.1235");
         assert_eq!(significant(12.34567, 4), "12.35");
         assert_eq!(significant(12345.6, 4), "12346");
