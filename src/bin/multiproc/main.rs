@@ -283,6 +283,12 @@ fn check_plot_path(path: &std::path::Path) -> Result<(), String> {
     if !plot::supported(path) {
         return Err("give a .svg or .png file name".into());
     }
+    if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("png"))
+    {
+        plot::check_png_fonts().map_err(|e| e.to_string())?;
+    }
     if path.is_dir() {
         return Err("is a directory; give a .svg or .png file name".into());
     }
