@@ -135,3 +135,8 @@ pub use sync::lock::{Lock, LockGuard, RLock, RLockGuard};
 pub use sync::raw::{RawProcessCondvar, RawProcessMutex};
 pub use sync::semaphore::{BoundedSemaphore, Semaphore};
 pub use value::{RawValue, Value, ValueWithLock};
+
+// The README's Rust examples run as doctests (`cargo test --doc`).
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -74,7 +74,8 @@ fn pi_table_names_each_transport() {
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("3 processes"), "{text}");
-    for t in ["seq", "pipe", "joinable"] {
+    // The table names transports as the JSON lines do (fork_pipe).
+    for t in ["seq ", "fork_pipe ", "joinable "] {
         assert!(
             text.lines().any(|l| l.starts_with(t) && l.ends_with("ok")),
             "{text}"
@@ -394,4 +395,225 @@ fn faults_scenarios_print_what_was_lost_and_pass() {
     let out = multiproc(&["faults", "--scenario", "nonsense"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown scenario"));
+}
+
+/// Runs `multiproc` with a bound: a run that should have been refused at
+/// once but goes on computing is killed and fails the test.
+fn multiproc_bounded(args: &[&str], bound: std::time::Duration) -> std::process::Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_multiproc"))
+        .args(args)
+        .env_remove("REDIS_URL")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run multiproc");
+    let start = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > bound {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("multiproc {args:?} still running after {bound:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn counts_accept_exponents_and_underscores() {
+    for (n, c) in [
+        ("1e5", "1_0"),
+        ("100_000", "1e1"),
+        ("100000", "10"),
+        ("1.0e5", "10"),
+    ] {
+        let out = multiproc(&[
+            "pi",
+            "--n",
+            n,
+            "--chunks",
+            c,
+            "--transport",
+            "seq",
+            "--json",
+        ]);
+        assert!(
+            out.status.success(),
+            "--n {n} --chunks {c}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(text.contains(r#""N": 100000, "C": 10"#), "{n} {c}: {text}");
+    }
+    for n in ["1.5", "1e", "e5", "1e5e2", "-3", "0", "0e9", "1e30", "ten"] {
+        let out = multiproc(&["pi", "--n", n, "--transport", "seq"]);
+        assert_eq!(out.status.code(), Some(2), "--n {n} was accepted");
+        assert!(!out.stderr.is_empty(), "--n {n}: no message");
+    }
+}
+
+#[test]
+fn table_chart_and_json_use_the_same_transport_names() {
+    let args = ["pi", "--n", "2000", "--transport", "seq,file,pipe,value"];
+    let json = String::from_utf8(multiproc(&[&args[..], &["--json"]].concat()).stdout).unwrap();
+    let table = String::from_utf8(multiproc(&args).stdout).unwrap();
+    for name in ["seq", "fork_file", "fork_pipe", "value"] {
+        assert!(
+            json.contains(&format!(r#""variant": "{name}""#)),
+            "{name}: {json}"
+        );
+        let row = table
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .unwrap_or_else(|| panic!("no row {name}: {table}"));
+        // Small times keep significant digits (never 0.0000).
+        let seconds: f64 = row.split_whitespace().nth(1).unwrap().parse().unwrap();
+        assert!(seconds > 0.0, "{row}");
+    }
+    // The long names are accepted on the command line too.
+    let out = multiproc(&["pi", "--n", "2000", "--transport", "fork_pipe,fork_file"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn skipping_redis_is_announced_with_how_to_enable_it() {
+    let out = multiproc(&["pi", "--n", "1e4"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("fork_redis skipped"), "{err}");
+    assert!(
+        err.contains("--redis") && err.contains("REDIS_URL"),
+        "{err}"
+    );
+    // Naming the transports leaves no note.
+    let out = multiproc(&["pi", "--n", "1e4", "--transport", "seq"]);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("skipped"));
+}
+
+#[test]
+fn plot_path_is_checked_before_the_run() {
+    // N = 1e12 would compute for many minutes: the refusal must come first.
+    let bound = std::time::Duration::from_secs(30);
+    for (path, says) in [
+        ("/nonexistent-multiproc-dir/pi.svg", "does not exist"),
+        ("/proc/pi.svg", "cannot write"),
+        ("pi.gif", ".svg or .png"),
+    ] {
+        let out = multiproc_bounded(
+            &[
+                "pi",
+                "--n",
+                "1000000000000",
+                "--transport",
+                "seq",
+                "--plot",
+                path,
+            ],
+            bound,
+        );
+        assert_eq!(out.status.code(), Some(2), "--plot {path}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "--plot {path}: {err}");
+        assert!(out.stdout.is_empty(), "ran before refusing {path}");
+    }
+}
+
+#[test]
+fn python_script_is_not_a_build_machine_path() {
+    // No absolute path of the build tree is baked into the binary.
+    let exe = std::fs::read(env!("CARGO_BIN_EXE_multiproc")).unwrap();
+    let baked = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/python/workloads.py");
+    assert!(
+        !exe.windows(baked.len()).any(|w| w == baked.as_bytes()),
+        "the binary holds {baked}"
+    );
+    // A copy of the binary away from any checkout, run from elsewhere,
+    // asks for the script clearly instead of using a stale path.
+    let dir = std::env::temp_dir().join(format!("multiproc-alone-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let alone = dir.join("multiproc");
+    if std::fs::hard_link(env!("CARGO_BIN_EXE_multiproc"), &alone).is_err() {
+        std::fs::copy(env!("CARGO_BIN_EXE_multiproc"), &alone).unwrap();
+    }
+    let run = |args: &[&str]| {
+        Command::new(&alone)
+            .args(args)
+            .current_dir(&dir)
+            .env_remove("REDIS_URL")
+            .output()
+            .unwrap()
+    };
+    let out = run(&[
+        "bench",
+        "--compare-python",
+        "--workload",
+        "counter",
+        "--quick",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--python-script"), "{err}");
+    let out = run(&[
+        "bench",
+        "--compare-python",
+        "--python-script",
+        "missing.py",
+        "--workload",
+        "counter",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing.py"));
+    std::fs::remove_dir_all(&dir).unwrap();
+    // From the checkout the script is found relative to the executable.
+    let out = Command::new(env!("CARGO_BIN_EXE_multiproc"))
+        .args([
+            "bench",
+            "--compare-python",
+            "--workload",
+            "spawn",
+            "--quick",
+            "--json",
+        ])
+        .current_dir(std::env::temp_dir())
+        .env_remove("REDIS_URL")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(r#""impl": "python""#),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn readme_links_only_to_files_in_the_repository() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let mut links = 0;
+    for part in readme.split("](").skip(1) {
+        let target = part.split(')').next().unwrap();
+        if target.contains("://") || target.starts_with('#') {
+            continue;
+        }
+        links += 1;
+        let path = target.split('#').next().unwrap();
+        assert!(
+            !path.starts_with('/') && !path.split('/').any(|c| c == ".."),
+            "README links outside the repository: {target}"
+        );
+        assert!(
+            root.join(path).exists(),
+            "README links to a missing file: {target}"
+        );
+    }
+    assert!(links > 0);
 }

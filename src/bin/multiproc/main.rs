@@ -10,7 +10,7 @@
 //! `pi` computes pi from the series sum_{k<N} 1/(2k+1)^2 = pi^2/8, split
 //! into chunks over worker processes, and returns the partial sums through
 //! each transport, timing each. `bench` runs the workloads of
-//! `shared/WORKLOADS.md`, each beside its raw baseline (and Python's, when
+//! `benches/WORKLOADS.md`, each beside its raw baseline (and Python's, when
 //! asked), and prints a summary table or the verified JSON lines.
 //! `faults` runs the fault-injection suite (kills, floods, garbage) and
 //! prints what each scenario did and lost.
@@ -45,7 +45,7 @@ struct Cli {
 enum Command {
     /// Compute pi over N terms, split over processes, through each transport.
     Pi(PiArgs),
-    /// Run the workloads of shared/WORKLOADS.md beside their raw baselines.
+    /// Run the workloads of benches/WORKLOADS.md beside their raw baselines.
     Bench(BenchArgs),
     /// Kill, flood and garble at bounded sizes; print what was lost.
     Faults(FaultsArgs),
@@ -167,23 +167,24 @@ fn faults_command(args: FaultsArgs) -> i32 {
 
 #[derive(clap::Args)]
 struct PiArgs {
-    /// Number of terms of the series.
-    #[arg(long, default_value_t = 100_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+    /// Number of terms of the series: 100000000, 100_000_000 or 1e8.
+    #[arg(long, default_value = "1e8", value_parser = positive_count)]
     n: u64,
     /// Worker processes (default: available cores).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1024))]
     procs: Option<u64>,
-    /// Chunks the work is split into (10: the classic tutorial; 10000: fine-grained).
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    /// Chunks the work is split into (10: the classic tutorial; 1e4: fine-grained).
+    #[arg(long, default_value_t = 10, value_parser = positive_count)]
     chunks: u64,
-    /// Transports to measure, comma-separated: seq, file, pipe, value, array, queue, joinable,
-    /// manager, pool, redis [default: all; redis only with a Redis server given].
+    /// Transports to measure, comma-separated: seq, fork_file, fork_pipe, value, array, queue,
+    /// joinable, manager, pool, fork_redis (file, pipe and redis name the fork_ ones too)
+    /// [default: all; fork_redis only with a Redis server given].
     #[arg(long, value_delimiter = ',')]
     transport: Vec<String>,
     /// The Redis server of the redis transport, e.g. redis://127.0.0.1:6379.
     #[arg(long, value_name = "URL", env = "REDIS_URL")]
     redis: Option<String>,
-    /// Print the JSON lines of shared/WORKLOADS.md instead of a table.
+    /// Print the JSON lines of benches/WORKLOADS.md instead of a table.
     #[arg(long)]
     json: bool,
     /// Draw a bar chart of the times into this file (.svg or .png).
@@ -206,9 +207,11 @@ struct BenchArgs {
     /// benches/python/workloads.py) and show the ratios.
     #[arg(long)]
     compare_python: bool,
-    /// The Python side's script.
-    #[arg(long, value_name = "FILE", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/python/workloads.py"))]
-    python_script: PathBuf,
+    /// The Python side's script [default: benches/python/workloads.py of
+    /// the repository, looked for from the current directory and from the
+    /// executable's location].
+    #[arg(long, value_name = "FILE")]
+    python_script: Option<PathBuf>,
     /// Worker processes for pi (default: available cores); when given, also
     /// for counter (default 2) and queue_2p2c (half producers, half
     /// consumers; default 2 + 2).
@@ -222,6 +225,125 @@ struct BenchArgs {
     /// A Redis server for pi's redis transport, e.g. redis://127.0.0.1:6379.
     #[arg(long, value_name = "URL", env = "REDIS_URL")]
     redis: Option<String>,
+}
+
+/// A count as a person writes it: `100000000`, `100_000_000`, `1e8` or
+/// `2.5e6` (the value must be a whole number that fits in a u64).
+fn parse_count(text: &str) -> Result<u64, String> {
+    let bad = || format!("{text:?} is not a whole number (write 100000000, 100_000_000 or 1e8)");
+    let t: String = text.trim().chars().filter(|c| *c != '_').collect();
+    let (mantissa, exponent) = match t.find(['e', 'E']) {
+        Some(i) => (&t[..i], t[i + 1..].parse::<u32>().map_err(|_| bad())?),
+        None => (t.as_str(), 0),
+    };
+    let (whole, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    if whole.is_empty() && frac.is_empty()
+        || !whole
+            .chars()
+            .chain(frac.chars())
+            .all(|c| c.is_ascii_digit())
+    {
+        return Err(bad());
+    }
+    // The fraction's digits past the exponent must be zeros.
+    let shift = exponent as usize;
+    let kept = frac.len().min(shift);
+    if frac[kept..].chars().any(|c| c != '0') {
+        return Err(bad());
+    }
+    let digits = format!("{whole}{}", &frac[..kept]);
+    let zeros = shift - kept;
+    let too_big = || format!("{text:?} is too large (at most {})", u64::MAX);
+    let mut value: u64 = if digits.is_empty() {
+        0
+    } else {
+        digits.parse().map_err(|_| too_big())?
+    };
+    for _ in 0..zeros {
+        if value == 0 {
+            break;
+        }
+        value = value.checked_mul(10).ok_or_else(too_big)?;
+    }
+    Ok(value)
+}
+
+/// [`parse_count`] for counts that must be at least 1.
+fn positive_count(text: &str) -> Result<u64, String> {
+    match parse_count(text)? {
+        0 => Err("must be at least 1".into()),
+        n => Ok(n),
+    }
+}
+
+/// Where `--plot` will write: refused before the run (not after it) when
+/// the extension is not .svg or .png, or its directory is missing or not
+/// writable.
+fn check_plot_path(path: &std::path::Path) -> Result<(), String> {
+    if !plot::supported(path) {
+        return Err("give a .svg or .png file name".into());
+    }
+    if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("png"))
+    {
+        plot::check_png_fonts().map_err(|e| e.to_string())?;
+    }
+    if path.is_dir() {
+        return Err("is a directory; give a .svg or .png file name".into());
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    if !dir.is_dir() {
+        return Err(format!("the directory {} does not exist", dir.display()));
+    }
+    // Writable: create and remove a probe file (permission bits alone do
+    // not tell, e.g. for root or a read-only mount).
+    let probe = dir.join(format!(".multiproc-plot-probe-{}", std::process::id()));
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+    {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(e) => Err(format!("cannot write in {}: {e}", dir.display())),
+    }
+}
+
+/// The script `bench --compare-python` runs: the one given, else
+/// `benches/python/workloads.py` found from the current directory or from
+/// the executable's location (`target/release/multiproc` in a checkout).
+fn python_script(given: Option<&std::path::Path>) -> Result<PathBuf, String> {
+    const RELATIVE: &str = "benches/python/workloads.py";
+    if let Some(p) = given {
+        return if p.is_file() {
+            Ok(p.to_path_buf())
+        } else {
+            Err(format!("--python-script {}: no such file", p.display()))
+        };
+    }
+    let mut bases: Vec<PathBuf> = Vec::new();
+    if let Ok(cwd) = std::env::current_dir() {
+        bases.extend(cwd.ancestors().map(PathBuf::from));
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        bases.extend(exe.ancestors().skip(1).map(PathBuf::from));
+    }
+    bases
+        .iter()
+        .map(|b| b.join(RELATIVE))
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            format!(
+                "--compare-python needs the script {RELATIVE} of the multiproc repository; \
+                 run from a checkout or give its path with --python-script FILE"
+            )
+        })
 }
 
 fn default_procs() -> u64 {
@@ -261,26 +383,35 @@ fn pi_command(mut args: PiArgs) -> i32 {
             .filter(|t| **t != "redis" || args.redis.is_some())
             .map(|t| t.to_string())
             .collect();
-    }
-    if args.transport.iter().any(|t| t == "redis") && args.redis.is_none() {
-        eprintln!("multiproc pi: the redis transport needs a server: --redis URL or REDIS_URL");
-        return 2;
-    }
-    for t in &args.transport {
-        if !pi::TRANSPORTS.contains(&t.as_str()) {
-            eprintln!(
-                "multiproc pi: unknown transport {t:?}; choose from {}",
-                pi::TRANSPORTS.join(", ")
-            );
-            return 2;
+        if args.redis.is_none() {
+            eprintln!("{}", pi::REDIS_SKIPPED);
         }
     }
+    for t in &mut args.transport {
+        match pi::transport_name(t) {
+            Some(name) => *t = name.to_string(),
+            None => {
+                eprintln!(
+                    "multiproc pi: unknown transport {t:?}; choose from {}",
+                    pi::TRANSPORTS
+                        .iter()
+                        .map(|t| pi::variant(t))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                return 2;
+            }
+        }
+    }
+    if args.transport.iter().any(|t| t == "redis") && args.redis.is_none() {
+        eprintln!(
+            "multiproc pi: the fork_redis transport needs a server: --redis URL or REDIS_URL"
+        );
+        return 2;
+    }
     if let Some(path) = &args.plot {
-        if !plot::supported(path) {
-            eprintln!(
-                "multiproc pi: --plot {}: give a .svg or .png file name",
-                path.display()
-            );
+        if let Err(e) = check_plot_path(path) {
+            eprintln!("multiproc pi: --plot {}: {e}", path.display());
             return 2;
         }
     }
@@ -321,9 +452,9 @@ fn pi_command(mut args: PiArgs) -> i32 {
                 procs as f64
             };
             println!(
-                "{:<10} {:>10.4} {:>20.15} {:>11.2e} {:>8} {:>10}  {}",
-                r.transport,
-                r.seconds,
+                "{:<10} {:>10} {:>20.15} {:>11.2e} {:>8} {:>10}  {}",
+                pi::variant(&r.transport),
+                report::significant(r.seconds, 4),
                 r.pi,
                 (r.pi - std::f64::consts::PI).abs(),
                 speedup.map_or("-".into(), |s| format!("{s:.2}x")),
@@ -393,12 +524,19 @@ fn bench_command(args: BenchArgs) -> i32 {
             return 2;
         }
     }
-    if args.compare_python && !args.python_script.is_file() {
-        eprintln!(
-            "multiproc bench: --compare-python needs the script {} (from the multiproc repository); give its path with --python-script",
-            args.python_script.display()
-        );
-        return 2;
+    let script = if args.compare_python {
+        match python_script(args.python_script.as_deref()) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                eprintln!("multiproc bench: {e}");
+                return 2;
+            }
+        }
+    } else {
+        None
+    };
+    if args.redis.is_none() && chosen.iter().any(|w| w == "pi") {
+        eprintln!("{}", pi::REDIS_SKIPPED);
     }
     if let Some(url) = args.redis.clone() {
         pi::set_redis_url(url);
@@ -434,9 +572,9 @@ fn bench_command(args: BenchArgs) -> i32 {
                 ));
             }
         }
-        if args.compare_python {
+        if let Some(script) = &script {
             progress.show(&format!("{w} (python3)"));
-            lines.extend(python_lines(&args.python_script, w, args.quick));
+            lines.extend(python_lines(script, w, args.quick));
         }
         if args.json {
             // Lines go out as each workload ends, so a long run shows progress.

@@ -29,7 +29,22 @@ pub fn redis_url() -> Option<&'static str> {
     REDIS_URL.get().map(String::as_str)
 }
 
-/// The variant name WORKLOADS.md gives a transport.
+/// What `pi` and `bench` say when no Redis server was given.
+pub const REDIS_SKIPPED: &str = "note: fork_redis skipped: no Redis server given; \
+     include it with --redis redis://HOST:PORT or REDIS_URL (e.g. start `redis-server` \
+     and use redis://127.0.0.1:6379)";
+
+/// The transport a name on the command line means: its WORKLOADS.md
+/// variant name (`fork_pipe`) or its short name (`pipe`).
+pub fn transport_name(name: &str) -> Option<&'static str> {
+    TRANSPORTS
+        .iter()
+        .copied()
+        .find(|t| *t == name || variant(t) == name)
+}
+
+/// The variant name WORKLOADS.md gives a transport (the name the table,
+/// the chart and the JSON lines all use).
 pub fn variant(transport: &str) -> String {
     match transport {
         "file" | "pipe" | "redis" => format!("fork_{transport}"),

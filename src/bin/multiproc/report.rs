@@ -1,4 +1,4 @@
-//! Measurements as the JSON lines of `shared/WORKLOADS.md`, and the summary
+//! Measurements as the JSON lines of `benches/WORKLOADS.md`, and the summary
 //! table that sets multiproc's figures beside the raw baseline and Python's.
 
 use std::fmt::Write as _;
@@ -138,8 +138,22 @@ pub fn human(x: f64) -> String {
     } else if a >= 1.0 {
         format!("{x:.2}")
     } else {
-        format!("{x:.4}")
+        significant(x, 3)
     }
+}
+
+/// `x` with `digits` significant digits in plain decimal notation (small
+/// times keep their digits: 0.00001234 s stays 0.00001234, never 0.0000).
+pub fn significant(x: f64, digits: u32) -> String {
+    if !x.is_finite() {
+        return "-".into();
+    }
+    if x == 0.0 {
+        return "0".into();
+    }
+    let magnitude = x.abs().log10().floor() as i32;
+    let decimals = (digits as i32 - 1 - magnitude).clamp(0, 15) as usize;
+    format!("{x:.decimals$}")
 }
 
 /// A variant name without case or underscores: `Value_lock`, `value_lock`
@@ -332,6 +346,17 @@ mod tests {
             find(ours("pi", "joinable", "10000", "seconds")).as_deref(),
             Some("joinable")
         );
+    }
+
+    #[test]
+    fn small_values_keep_their_significant_digits() {
+        assert_eq!(significant(0.000012346, 4), "0.00001235");
+        assert_eq!(significant(0.1234567, 4), "0.1235");
+        assert_eq!(significant(12.34567, 4), "12.35");
+        assert_eq!(significant(12345.6, 4), "12346");
+        assert_eq!(significant(0.0, 4), "0");
+        assert_eq!(human(0.0000456), "0.0000456");
+        assert_eq!(human(0.5), "0.500");
     }
 
     #[test]
