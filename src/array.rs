@@ -135,7 +135,7 @@ fn adopt<T: ShmSafe, A: 'static>(w: &ArrayWire<Allocation>, header: usize) -> Re
             "an array arrived longer than the memory it lives in",
         ));
     }
-    if w.alloc.ptr().as_ptr() as usize % align != 0 {
+    if !(w.alloc.ptr().as_ptr() as usize).is_multiple_of(align) {
         return Err(Error::InvalidArgument(
             "an array's memory is misaligned for its element type",
         ));

@@ -783,7 +783,7 @@ impl SharedMemory {
             ));
         }
         let size = self.size();
-        if size % elem != 0 {
+        if !size.is_multiple_of(elem) {
             return Err(Error::InvalidSize {
                 size,
                 reason: "not a multiple of the element size",

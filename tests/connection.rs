@@ -411,7 +411,7 @@ fn shared_memory_pipe_several_senders_and_receivers_on_one_end() {
                         // Whole and unmixed: one byte value, a size it was sent with.
                         assert!(m.iter().all(|&x| x == m[0]), "a mixed message");
                         let i = (m[0] % 100) as usize;
-                        let want = if i % 5 == 0 { BIG } else { 100 + i };
+                        let want = if i.is_multiple_of(5) { BIG } else { 100 + i };
                         assert_eq!(m.len(), want);
                         seen += 1;
                     }

@@ -153,7 +153,7 @@ fn threads_sharing_a_block_copy_whole_words() {
             let (zeros, ones) = (vec![0u8; 2048], vec![0xFFu8; 2048]);
             let mut n = 0u64;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                shm.write_at(0, if n % 2 == 0 { &ones } else { &zeros })
+                shm.write_at(0, if n.is_multiple_of(2) { &ones } else { &zeros })
                     .unwrap();
                 shm.as_atomics::<u64>().unwrap()[400]
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -627,14 +627,15 @@ impl Server {
     /// key makes it return at once and see `stopping`. Waking it only now
     /// lets the requester read its reply before the server exits.
     fn after_reply(&self, req: &Request<'_>) {
-        if req.object == CONTROL && req.method == "shutdown" {
-            if let Some(address) = self.wake.get() {
-                let _ = crate::Client::connect_timeout(
-                    address,
-                    Some(b"multiproc-manager-wake"),
-                    Some(Duration::from_millis(200)),
-                );
-            }
+        if req.object == CONTROL
+            && req.method == "shutdown"
+            && let Some(address) = self.wake.get()
+        {
+            let _ = crate::Client::connect_timeout(
+                address,
+                Some(b"multiproc-manager-wake"),
+                Some(Duration::from_millis(200)),
+            );
         }
     }
 

@@ -810,11 +810,12 @@ impl Inner {
             return;
         }
         let work_left = !(self.tasks.is_closed() && self.tasks.len() == 0);
-        if !st.terminated && work_left {
-            if let Err(e) = self.start_worker(st, pos) {
-                st.broken = Some(format!("a new worker could not be started: {e}"));
-                self.break_pool(st);
-            }
+        if !st.terminated
+            && work_left
+            && let Err(e) = self.start_worker(st, pos)
+        {
+            st.broken = Some(format!("a new worker could not be started: {e}"));
+            self.break_pool(st);
         }
     }
 

@@ -166,7 +166,7 @@ pub(super) struct CodeTable {
 /// `base` must be the start of a table mapping of [`TABLE_BYTES`] bytes or
 /// more, page-aligned, that lives as long as `'a`.
 unsafe fn table_word<'a>(base: *mut u8, at: usize) -> &'a AtomicU64 {
-    assert!(at % 8 == 0 && at + 8 <= TABLE_BYTES);
+    assert!(at.is_multiple_of(8) && at + 8 <= TABLE_BYTES);
     let p = base.wrapping_add(at).cast::<AtomicU64>();
     // SAFETY: in bounds and aligned (checked above, with the caller's
     // promise); the memory is shared and only ever accessed atomically.

@@ -795,13 +795,13 @@ impl Core {
         let mut i = 0u32;
         let spun = SPIN.spin_until(deadline, || {
             i = i.wrapping_add(1);
-            if i % LOOK_EVERY != 0 {
+            if !i.is_multiple_of(LOOK_EVERY) {
                 return None;
             }
             if enough(watch.load(Ordering::Relaxed)) {
                 return Some(());
             }
-            if i % 64 == 0 {
+            if i.is_multiple_of(64) {
                 // Anything else that changed (closed, a large writer
                 // or receiver come or gone, the other counter).
                 let mut now = self.snapshot();

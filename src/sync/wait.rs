@@ -167,7 +167,9 @@ impl Site {
                 return Some(t);
             }
             n = n.wrapping_add(1);
-            if n % LOOKS_PER_CLOCK == 0 && (start.elapsed() >= budget || deadline.expired()) {
+            if n.is_multiple_of(LOOKS_PER_CLOCK)
+                && (start.elapsed() >= budget || deadline.expired())
+            {
                 self.lost();
                 return None;
             }

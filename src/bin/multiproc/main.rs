@@ -409,11 +409,11 @@ fn pi_command(mut args: PiArgs) -> i32 {
         );
         return 2;
     }
-    if let Some(path) = &args.plot {
-        if let Err(e) = check_plot_path(path) {
-            eprintln!("multiproc pi: --plot {}: {e}", path.display());
-            return 2;
-        }
+    if let Some(path) = &args.plot
+        && let Err(e) = check_plot_path(path)
+    {
+        eprintln!("multiproc pi: --plot {}: {e}", path.display());
+        return 2;
     }
     let procs = args.procs.unwrap_or_else(default_procs);
     let (n, c) = (args.n, args.chunks);
