@@ -141,6 +141,10 @@ pub(crate) struct Allocation {
     arena: Arc<Arena>,
     /// The heap's epoch (forks made so far) when the slot was allocated.
     born: u64,
+    /// Whether dropping it frees the slot: true for what this process's
+    /// heap handed out, false for a handle adopted from the wire (another
+    /// handle to a slot someone else frees, even in this very process).
+    owned: bool,
 }
 
 // SAFETY: an `Allocation` is an address in a shared mapping kept alive by the
@@ -185,16 +189,17 @@ impl Allocation {
             ptr: NonNull::new(ptr).expect("mmap never returns null"),
             size,
             arena,
-            // Never freed into this process's heap (another process owns
-            // the arena).
+            // Never freed into this process's heap: the handle it was sent
+            // from (in another process, or in this one) frees the slot.
             born: 0,
+            owned: false,
         })
     }
 }
 
 impl Drop for Allocation {
     fn drop(&mut self) {
-        if self.size > SMALL_MAX {
+        if !self.owned || self.size > SMALL_MAX {
             // A mapping of its own: dropping the last `Arc` unmaps it (in this
             // process; other processes keep their own mappings).
             return;
@@ -344,6 +349,7 @@ impl Heap {
                     size: slot,
                     arena,
                     born: self.epoch,
+                    owned: true,
                 },
                 false,
             ));
@@ -373,6 +379,7 @@ impl Heap {
                 size: slot,
                 arena,
                 born: self.epoch,
+                owned: true,
             },
             true,
         ))
@@ -644,6 +651,7 @@ fn block(size: usize, populate: bool) -> Result<Allocation> {
             owner: thread::pid(),
         }),
         born: 0,
+        owned: true,
     })
 }
 

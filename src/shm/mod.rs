@@ -278,4 +278,23 @@ mod tests {
         let back = transfer::receiving(carried, || postcard::from_bytes::<ShmBox<u8>>(&bytes));
         assert_eq!(*back.unwrap(), 1);
     }
+
+    #[test]
+    fn a_handle_adopted_from_the_wire_never_frees_the_slot() {
+        // Received in the very process that sent it (as these unit tests
+        // do): dropping the adopted handle must not put the slot back on
+        // the free list while the original lives, or two objects would
+        // share it. (That happened, and `cargo test` running the tests
+        // side by side in one process got two live boxes in one slot.)
+        let b = ShmBox::new(7u64).unwrap();
+        let (bytes, carried) = transfer::collecting(|| postcard::to_stdvec(&b).unwrap());
+        let back = transfer::receiving(carried, || postcard::from_bytes::<ShmBox<u64>>(&bytes));
+        drop(back.unwrap());
+        let fresh: Vec<ShmBox<u64>> = (0..64).map(|_| ShmBox::new(0u64).unwrap()).collect();
+        assert!(
+            fresh.iter().all(|f| f.as_ptr() != b.as_ptr()),
+            "a new box got the slot of a live one"
+        );
+        assert_eq!(*b, 7);
+    }
 }
