@@ -157,7 +157,12 @@ impl<T: ShmSafe> serde::Serialize for WithLock<&Array<T>> {
 #[cfg(feature = "serde")]
 impl<T: ShmSafe> serde::Serialize for Array<T> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        serde::Serialize::serialize(&(WithLock(self), &self.lock), s)
+        let r = serde::Serialize::serialize(&(WithLock(self), &self.lock), s)?;
+        match &self.lock {
+            Some(l) => crate::shm::transfer::note_bundle(&[&self.alloc, l.alloc()]),
+            None => crate::shm::transfer::note_bundle(&[&self.alloc]),
+        }
+        Ok(r)
     }
 }
 
@@ -179,6 +184,12 @@ impl<'de, T: ShmSafe> serde::Deserialize<'de> for Array<T> {
         use serde::Deserialize;
         let (WithLock((alloc, len, data, _)), lock): (Received<T>, Option<crate::Lock>) =
             Deserialize::deserialize(d)?;
+        // Under the lock it was sent with (or its own), never another.
+        match &lock {
+            Some(l) => crate::shm::transfer::check_bundle(&[&alloc, l.alloc()]),
+            None => crate::shm::transfer::check_bundle(&[&alloc]),
+        }
+        .map_err(serde::de::Error::custom)?;
         Ok(Array {
             alloc,
             len,
@@ -684,5 +695,27 @@ mod tests {
         // The array itself travels.
         let b: Array<u64> = resend(&a).unwrap();
         assert_eq!(b.len(), 4);
+    }
+
+    #[test]
+    fn an_array_travels_only_with_the_lock_it_was_sent_with() {
+        let l1 = crate::Lock::new().unwrap();
+        let l2 = crate::Lock::new().unwrap();
+        let a = Array::<u64>::zeroed_with_lock(4, &l1).unwrap();
+        let b: Array<u64> = resend(&a).unwrap();
+        assert!(b.get_lock().is_some());
+        // Its handle with no lock (it would fall back to its own mutex) or
+        // with another lock: two processes would guard it differently.
+        refused(resend::<_, Array<u64>>(&(
+            WithLock(&a),
+            None::<crate::Lock>,
+        )));
+        refused(resend::<_, Array<u64>>(&(WithLock(&a), Some(&l2))));
+        // Sent whole beside a forged pairing in the same arguments: the
+        // forged one is still refused.
+        refused(resend::<_, (Array<u64>, Array<u64>)>(&(
+            &a,
+            (WithLock(&a), Some(&l2)),
+        )));
     }
 }

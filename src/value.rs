@@ -267,21 +267,32 @@ impl<T: Atomic + fmt::Debug> fmt::Debug for RawValue<T> {
 /// deref to the value; [`get_with`](ValueWithLock::get_with) and
 /// [`set_with`](ValueWithLock::set_with) reach it under a guard of the
 /// lock taken once for several values.
-// The derived `Deserialize` adopts each part through its own checked
-// `Deserialize` (`ShmBox` checks type, size and alignment; `Lock` is a
-// `ShmBox` too). Which lock goes with which value is not checked: the
-// bytes come only from this program's own serialization of spawn
-// arguments (see the README's limits on serialized handles).
-#[cfg_attr(feature = "serde", allow(clippy::unsafe_derive_deserialize))]
-#[cfg_attr(
-    feature = "serde",
-    derive(serde::Serialize, serde::Deserialize),
-    serde(bound = "")
-)]
 pub struct ValueWithLock<T: ShmSafe> {
     /// Reached only through `as_ptr`, while `lock` is held.
     data: ShmBox<T>,
     lock: Lock,
+}
+
+// By hand rather than derived: the value and its lock are adopted only as
+// the pair this crate sent (`transfer::check_bundle`), so bytes cannot put
+// one value under another's lock.
+#[cfg(feature = "serde")]
+impl<T: ShmSafe> serde::Serialize for ValueWithLock<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let r = serde::Serialize::serialize(&(&self.data, &self.lock), s)?;
+        crate::shm::transfer::note_bundle(&[self.data.alloc(), self.lock.alloc()]);
+        Ok(r)
+    }
+}
+
+#[cfg(feature = "serde")]
+impl<'de, T: ShmSafe> serde::Deserialize<'de> for ValueWithLock<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let (data, lock): (ShmBox<T>, Lock) = serde::Deserialize::deserialize(d)?;
+        crate::shm::transfer::check_bundle(&[data.alloc(), lock.alloc()])
+            .map_err(serde::de::Error::custom)?;
+        Ok(ValueWithLock { data, lock })
+    }
 }
 
 // SAFETY: the value is only reached while the process-shared lock is held
@@ -415,6 +426,47 @@ impl<T: ShmSafe + Copy + fmt::Debug> fmt::Debug for ValueWithLock<T> {
         match self.try_lock() {
             Ok(g) => f.debug_tuple("ValueWithLock").field(&*g).finish(),
             Err(_) => f.write_str("ValueWithLock(<locked>)"),
+        }
+    }
+}
+
+#[cfg(all(test, feature = "serde"))]
+mod tests {
+    use super::*;
+    use crate::shm::transfer;
+
+    #[test]
+    fn a_value_travels_only_with_the_lock_it_was_sent_with() {
+        let (l1, l2) = (Lock::new().unwrap(), Lock::new().unwrap());
+        let v1 = Value::with_lock(1u64, &l1).unwrap();
+        let v2 = Value::with_lock(2u64, &l2).unwrap();
+        let send = |x: &dyn erased::Ser| transfer::collecting(|| x.bytes());
+        // Whole: adopted.
+        let (bytes, carried) = send(&&v1);
+        let back = transfer::receiving(carried, || {
+            postcard::from_bytes::<ValueWithLock<u64>>(&bytes.unwrap())
+        });
+        assert_eq!(back.unwrap().get(), 1);
+        // v1's value under v2's lock, both genuine handles, sent beside the
+        // two real values: refused.
+        let (bytes, carried) = send(&(&v1, &v2, (&v1.data, &v2.lock)));
+        let forged = transfer::receiving(carried, || {
+            postcard::from_bytes::<(ValueWithLock<u64>, ValueWithLock<u64>, ValueWithLock<u64>)>(
+                &bytes.unwrap(),
+            )
+        });
+        assert!(forged.is_err(), "a value was adopted under another lock");
+    }
+
+    /// Serializing through a trait object keeps the test's calls short.
+    mod erased {
+        pub(super) trait Ser {
+            fn bytes(&self) -> Result<Vec<u8>, postcard::Error>;
+        }
+        impl<T: serde::Serialize> Ser for T {
+            fn bytes(&self) -> Result<Vec<u8>, postcard::Error> {
+                postcard::to_stdvec(self)
+            }
         }
     }
 }

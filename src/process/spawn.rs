@@ -63,6 +63,8 @@ struct Bootstrap {
     /// The shared object handles this crate wrote into `args`
     /// (`transfer::Sent`): the only ones the child adopts.
     sent: Vec<transfer::Sent>,
+    /// Objects adopted only together (`transfer::note_bundle`).
+    bundles: Vec<Vec<(u32, u64)>>,
     /// Other inherited descriptors (`transfer::Descriptor`).
     fds: Vec<RawFd>,
     /// The heap's generation write ends the child holds (`heap::for_spawn`).
@@ -169,6 +171,7 @@ pub(crate) fn start(plan: Plan, opts: Options<'_>) -> Result<(nix::unistd::Pid, 
         arena_fds: arena_fds.clone(),
         arena_owners: plan.carried.arenas.iter().map(|a| a.owner()).collect(),
         sent: plan.carried.sent.clone(),
+        bundles: plan.carried.bundles.clone(),
         fds: fds.clone(),
         held_fds: inherit.fds(),
         name: opts.name.to_owned(),
@@ -308,6 +311,7 @@ fn run_spawned(fd: RawFd, bytes: &[u8], nonce: &str) -> Result<i32> {
     unsafe { crate::shm::heap::hold_inherited(&boot.held_fds) };
     let mut carried = Carried {
         sent: boot.sent.clone(),
+        bundles: boot.bundles.clone(),
         ..Carried::default()
     };
     for (&fd, &owner) in boot.arena_fds.iter().zip(&boot.arena_owners) {

@@ -146,6 +146,11 @@ impl<T: ShmSafe> ShmBox<T> {
 }
 
 impl<T> ShmBox<T> {
+    /// The allocation it lives in.
+    pub(crate) fn alloc(&self) -> &heap::Allocation {
+        &self.alloc
+    }
+
     pub(crate) fn as_ptr(&self) -> *mut T {
         self.alloc.ptr().cast::<T>().as_ptr()
     }

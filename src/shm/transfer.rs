@@ -37,6 +37,9 @@ pub(crate) struct Carried {
     pub(crate) fds: Vec<Arc<OwnedFd>>,
     /// Every shared object handle this program's own `Serialize` wrote.
     pub(crate) sent: Vec<Sent>,
+    /// Objects that travel together (a value or an array and the lock it is
+    /// under, or an array alone): the places of their parts, as written.
+    pub(crate) bundles: Vec<Vec<(u32, u64)>>,
 }
 
 /// A shared object handle written by this crate's own `Serialize` (not by
@@ -76,6 +79,52 @@ pub(crate) fn note_sent(alloc: &Allocation, ty: TypeTag, len: u64) {
             c.sent.push(s);
         }
     });
+}
+
+/// The places (arena index, offset) of `parts` among the arenas of `list`,
+/// or `None` if one of them is not there.
+fn places(arenas: &[Arc<Arena>], parts: &[&Allocation]) -> Option<Vec<(u32, u64)>> {
+    parts
+        .iter()
+        .map(|p| {
+            let (arena, offset, _) = p.location();
+            let i = arenas.iter().position(|a| Arc::ptr_eq(a, arena))?;
+            Some((i as u32, offset as u64))
+        })
+        .collect()
+}
+
+/// Records that this crate's `Serialize` wrote `parts` as one object (a
+/// value and its lock; an array alone): the child adopts them together
+/// only, so bytes cannot pair one object's data with another's lock.
+/// Called after the parts themselves were serialized.
+pub(crate) fn note_bundle(parts: &[&Allocation]) {
+    OUTGOING.with(|o| {
+        let mut o = o.borrow_mut();
+        let Some(c) = o.as_mut() else { return };
+        if let Some(b) = places(&c.arenas, parts)
+            && !c.bundles.contains(&b)
+        {
+            c.bundles.push(b);
+        }
+    });
+}
+
+/// Checks that `parts`, read from spawn arguments, were written together by
+/// this crate's `Serialize` ([`note_bundle`]).
+pub(crate) fn check_bundle(parts: &[&Allocation]) -> crate::Result<()> {
+    let known = INCOMING.with(|i| {
+        let i = i.borrow();
+        let Some(c) = i.as_ref() else { return false };
+        places(&c.arenas, parts).is_some_and(|b| c.bundles.contains(&b))
+    });
+    if known {
+        Ok(())
+    } else {
+        Err(crate::Error::InvalidArgument(
+            "a shared object arrived with another lock than it was sent with (forged bytes)",
+        ))
+    }
 }
 
 /// Checks that a handle read from spawn arguments, to `alloc` as `ty` and

@@ -65,6 +65,12 @@ pub struct Lock {
 }
 
 impl Lock {
+    /// The allocation the lock lives in.
+    #[cfg(feature = "serde")]
+    pub(crate) fn alloc(&self) -> &crate::shm::heap::Allocation {
+        self.inner.alloc()
+    }
+
     /// A new, unlocked lock in shared memory.
     pub fn new() -> Result<Lock> {
         Ok(Lock {
