@@ -147,6 +147,7 @@ impl<T: ShmSafe> ShmBox<T> {
 
 impl<T> ShmBox<T> {
     /// The allocation it lives in.
+    #[cfg(feature = "serde")]
     pub(crate) fn alloc(&self) -> &heap::Allocation {
         &self.alloc
     }
