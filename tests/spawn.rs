@@ -260,6 +260,30 @@ fn identity_and_authkey() -> Result<(), Failed> {
     check(key == b"other", "custom authkey")
 }
 
+/// A spawned child's own name, and the default name it gives a child of
+/// its own.
+fn names_below(_: ()) -> (String, String) {
+    let child = Process::new(|| ());
+    (current_process().name().to_owned(), child.name().to_owned())
+}
+
+fn spawned_children_number_their_children_under_them() -> Result<(), Failed> {
+    // Python's names: a child of `Process-3` is `Process-3:1`, whether
+    // `Process-3` was forked or spawned.
+    let mut p = Process::spawn(names_below, ()).map_err(|e| e.to_string())?;
+    let mine = p.name().to_owned();
+    p.start().map_err(|e| e.to_string())?;
+    let (theirs, below) = p.result().map_err(|e| e.to_string())?;
+    check(
+        theirs == mine,
+        &format!("the child calls itself {theirs}, not {mine}"),
+    )?;
+    check(
+        below == format!("{mine}:1"),
+        &format!("its first child is {below}, not {mine}:1"),
+    )
+}
+
 fn panics_and_signals() -> Result<(), Failed> {
     let mut p = Process::spawn(panics, "spawned boom".to_owned()).map_err(|e| e.to_string())?;
     p.start().map_err(|e| e.to_string())?;
@@ -388,6 +412,10 @@ fn main() {
             raw_values_are_atomic_across_spawned_children,
         ),
         Trial::test("identity_and_authkey", identity_and_authkey),
+        Trial::test(
+            "spawned_children_number_their_children_under_them",
+            spawned_children_number_their_children_under_them,
+        ),
         Trial::test("panics_and_signals", panics_and_signals),
         Trial::test("queues_cross_over", queues_cross_over),
         Trial::test(

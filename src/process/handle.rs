@@ -403,6 +403,7 @@ impl<'a, T> Process<'a, T> {
             plan,
             spawn::Options {
                 name: &self.name,
+                ident: &self.ident,
                 authkey,
                 die_with_parent: self.die_with_parent,
                 new_group: self.new_group,

@@ -186,12 +186,11 @@ impl ChildIdentity {
 
 /// In a spawned child: its identity, as its parent chose it.
 #[cfg_attr(not(feature = "serde"), allow(dead_code))]
-pub(crate) fn install_spawned(name: &str, parent_pid: i32, authkey: &[u8]) {
+pub(crate) fn install_spawned(name: &str, ident: &str, parent_pid: i32, authkey: &[u8]) {
     *identity() = Some(CurrentProcess {
         name: Arc::from(name),
-        // Not passed across a spawn (yet): a spawned child numbers its own
-        // children as a main process does.
-        identity: Arc::from(""),
+        // Its own children are numbered under it ("1:2:1"), as after a fork.
+        identity: Arc::from(ident),
         pid: thread::pid(),
         parent_pid,
         authkey: Arc::from(authkey),

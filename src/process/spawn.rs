@@ -69,6 +69,8 @@ struct Bootstrap {
     fds: Vec<RawFd>,
     /// The heap's generation write ends the child holds (`heap::for_spawn`).
     held_fds: Vec<RawFd>,
+    /// The child's identity ("2", "1:2"): its own children are numbered under it.
+    ident: String,
     name: String,
     authkey: Vec<u8>,
     parent_pid: i32,
@@ -139,6 +141,8 @@ fn trampoline<A: DeserializeOwned, R: Serialize>(
 /// The options of the `Process` that matter to a spawned child.
 pub(crate) struct Options<'p> {
     pub(crate) name: &'p str,
+    /// Python's `_identity` for the child ("2", "1:2").
+    pub(crate) ident: &'p str,
     pub(crate) authkey: Vec<u8>,
     pub(crate) die_with_parent: bool,
     pub(crate) new_group: bool,
@@ -175,6 +179,7 @@ pub(crate) fn start(plan: Plan, opts: Options<'_>) -> Result<(nix::unistd::Pid, 
         fds: fds.clone(),
         held_fds: inherit.fds(),
         name: opts.name.to_owned(),
+        ident: opts.ident.to_owned(),
         authkey: opts.authkey,
         parent_pid: crate::sys::thread::pid(),
         report_fd: report_wr.as_raw_fd(),
@@ -305,7 +310,7 @@ fn run_spawned(fd: RawFd, bytes: &[u8], nonce: &str) -> Result<i32> {
     if let Some(ns) = boot.deadline_ns {
         sys::kill_after(std::time::Duration::from_nanos(ns))?;
     }
-    super::identity::install_spawned(&boot.name, boot.parent_pid, &boot.authkey);
+    super::identity::install_spawned(&boot.name, &boot.ident, boot.parent_pid, &boot.authkey);
     // SAFETY: inherited for this process alone, named in the bootstrap, and
     // owned by nothing else here.
     unsafe { crate::shm::heap::hold_inherited(&boot.held_fds) };
