@@ -62,9 +62,9 @@ struct Bootstrap {
     arena_owners: Vec<i32>,
     /// The shared object handles this crate wrote into `args`
     /// (`transfer::Sent`): the only ones the child adopts.
-    sent: Vec<transfer::Sent>,
+    sent: std::collections::HashSet<transfer::Sent>,
     /// Objects adopted only together (`transfer::note_bundle`).
-    bundles: Vec<Vec<(u32, u64)>>,
+    bundles: std::collections::HashSet<Vec<(u32, u64)>>,
     /// Other inherited descriptors (`transfer::Descriptor`).
     fds: Vec<RawFd>,
     /// The heap's generation write ends the child holds (`heap::for_spawn`).
@@ -288,7 +288,7 @@ fn hex(bytes: &[u8]) -> String {
 
 /// Runs the spawned child whose bootstrap memfd `fd` holds `bytes`.
 fn run_spawned(fd: RawFd, bytes: &[u8], nonce: &str) -> Result<i32> {
-    let boot: Bootstrap = postcard::from_bytes(bytes)
+    let mut boot: Bootstrap = postcard::from_bytes(bytes)
         .map_err(|e| Error::Codec(format!("the spawn bootstrap: {e}")))?;
     if hex(&boot.nonce) != nonce {
         return Err(Error::InvalidArgument(
@@ -315,8 +315,8 @@ fn run_spawned(fd: RawFd, bytes: &[u8], nonce: &str) -> Result<i32> {
     // owned by nothing else here.
     unsafe { crate::shm::heap::hold_inherited(&boot.held_fds) };
     let mut carried = Carried {
-        sent: boot.sent.clone(),
-        bundles: boot.bundles.clone(),
+        sent: std::mem::take(&mut boot.sent),
+        bundles: std::mem::take(&mut boot.bundles),
         ..Carried::default()
     };
     for (&fd, &owner) in boot.arena_fds.iter().zip(&boot.arena_owners) {

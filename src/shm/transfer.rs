@@ -19,6 +19,7 @@
 //! is adopted twice, which is what a clone would give.
 
 use std::cell::RefCell;
+use std::collections::HashSet;
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 
@@ -36,16 +37,17 @@ pub(crate) struct Carried {
     pub(crate) arenas: Vec<Arc<Arena>>,
     pub(crate) fds: Vec<Arc<OwnedFd>>,
     /// Every shared object handle this program's own `Serialize` wrote.
-    pub(crate) sent: Vec<Sent>,
+    /// A set: a spawn may carry many objects, each looked up once.
+    pub(crate) sent: HashSet<Sent>,
     /// Objects that travel together (a value or an array and the lock it is
     /// under, or an array alone): the places of their parts, as written.
-    pub(crate) bundles: Vec<Vec<(u32, u64)>>,
+    pub(crate) bundles: HashSet<Vec<(u32, u64)>>,
 }
 
 /// A shared object handle written by this crate's own `Serialize` (not by
 /// whatever bytes a caller's type produced): its arena (index in
 /// [`Carried::arenas`]), offset, type and length (1 for a single value).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub(crate) struct Sent {
     arena: u32,
     offset: u64,
@@ -75,9 +77,7 @@ pub(crate) fn note_sent(alloc: &Allocation, ty: TypeTag, len: u64) {
             ty,
             len,
         };
-        if !c.sent.contains(&s) {
-            c.sent.push(s);
-        }
+        c.sent.insert(s);
     });
 }
 
@@ -102,10 +102,8 @@ pub(crate) fn note_bundle(parts: &[&Allocation]) {
     OUTGOING.with(|o| {
         let mut o = o.borrow_mut();
         let Some(c) = o.as_mut() else { return };
-        if let Some(b) = places(&c.arenas, parts)
-            && !c.bundles.contains(&b)
-        {
-            c.bundles.push(b);
+        if let Some(b) = places(&c.arenas, parts) {
+            c.bundles.insert(b);
         }
     });
 }
@@ -212,7 +210,7 @@ impl Serialize for Descriptor {
 /// (an `Array<u8>` read back as an `Array<u64>`, a `Value<u8>` as a
 /// `Value<bool>`) is refused instead of reaching bytes it does not own or
 /// making invalid values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub(crate) struct TypeTag {
     size: u64,
     align: u64,

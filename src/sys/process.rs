@@ -28,7 +28,9 @@ use crate::error::{Error, Result};
 /// child that ends at once, and its pid could be recycled before
 /// `pidfd_open`. So while the disposition says so, it is set to the default
 /// from before the fork until the pidfd is open (and back to the caller's
-/// in the child, first thing).
+/// in the child, first thing). A child of another part of the program that
+/// ends within that window (microseconds) stays a zombie until someone
+/// waits for it, instead of being reaped by the kernel.
 ///
 /// # Safety
 ///
