@@ -83,6 +83,8 @@ mod shm;
 pub mod signal;
 pub mod sync;
 mod sys;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod value;
 
 /// The number of CPUs in the system (Python's `multiprocessing.cpu_count()`,
