@@ -520,3 +520,46 @@ fn zero_timeouts_never_block() {
         join_ok(&mut p);
     })
 }
+
+/// Python's `Barrier(parties, timeout=t)`: `wait` without a timeout of its
+/// own uses the barrier's; a missing party breaks the barrier for the
+/// process that waited (Timeout) and for a child that waited (Broken).
+#[test]
+fn barrier_default_timeout_breaks_for_every_process() {
+    let _s = serial();
+    let b = Barrier::new(3)
+        .unwrap()
+        .with_timeout(Duration::from_millis(200));
+    assert_eq!(b.timeout(), Some(Duration::from_millis(200)));
+    let verdict = RawValue::new(0u32).unwrap();
+    multiproc::process::scope(|s| {
+        let mut child = spawn_in(s, || {
+            // The child's handle is a copy: the default timeout came along.
+            let r = match b.wait() {
+                Err(Error::BrokenBarrier) => 1,
+                Err(Error::Timeout) => 2,
+                _ => 3,
+            };
+            verdict.set(r);
+        });
+        // Two parties of three: both time out or see the barrier broken.
+        let t = Instant::now();
+        let mine = b.wait();
+        assert!(
+            matches!(mine, Err(Error::Timeout) | Err(Error::BrokenBarrier)),
+            "{mine:?}"
+        );
+        assert!(t.elapsed() < PATIENCE);
+        join_ok(&mut child);
+    });
+    assert!(b.is_broken());
+    assert!(
+        matches!(verdict.get(), 1 | 2),
+        "child saw {}",
+        verdict.get()
+    );
+    // Without a default, wait does not time out: a full round works.
+    let plain = Barrier::new(1).unwrap();
+    assert_eq!(plain.timeout(), None);
+    assert_eq!(plain.wait().unwrap(), 0);
+}

@@ -102,6 +102,10 @@ pub struct Barrier {
     /// Each process runs its own copy; a spawned process has none.
     #[cfg_attr(feature = "serde", serde(skip))]
     action: Option<Action>,
+    /// What [`wait`](Barrier::wait) waits at most (Python's `timeout=`
+    /// argument of the constructor); a property of this handle, copied to
+    /// fork children and sent to spawned ones.
+    default_timeout: Option<Duration>,
 }
 
 impl Barrier {
@@ -117,6 +121,7 @@ impl Barrier {
                 parties,
             })?,
             action: None,
+            default_timeout: None,
         })
     }
 
@@ -129,9 +134,37 @@ impl Barrier {
         Ok(b)
     }
 
-    /// Waits for all parties; returns this party's arrival index.
+    /// Sets the default timeout of [`wait`](Barrier::wait), as Python's
+    /// `Barrier(parties, action, timeout)` does: `wait` then behaves as
+    /// [`wait_timeout`](Barrier::wait_timeout) with it. Handles made from
+    /// this one (fork children, spawned children) keep it.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let b = multiproc::Barrier::new(2)?.with_timeout(Duration::from_millis(20));
+    /// // The second party never comes: the barrier breaks after 20 ms.
+    /// assert!(matches!(b.wait(), Err(multiproc::Error::Timeout)));
+    /// assert!(b.is_broken());
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    pub fn with_timeout(mut self, timeout: Duration) -> Barrier {
+        self.default_timeout = Some(timeout);
+        self
+    }
+
+    /// The default timeout of [`wait`](Barrier::wait), if one was set.
+    pub fn timeout(&self) -> Option<Duration> {
+        self.default_timeout
+    }
+
+    /// Waits for all parties (at most the [default
+    /// timeout](Barrier::with_timeout), if set); returns this party's
+    /// arrival index.
     pub fn wait(&self) -> Result<u32> {
-        self.wait_until(Deadline::NEVER)
+        match self.default_timeout {
+            Some(t) => self.wait_timeout(t),
+            None => self.wait_until(Deadline::NEVER),
+        }
     }
 
     /// Waits at most `timeout`. On timeout the barrier breaks (as in
