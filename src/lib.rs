@@ -67,6 +67,8 @@ mod array;
 pub mod connection;
 mod deadline;
 mod error;
+#[cfg(feature = "log")]
+pub mod log;
 #[cfg(feature = "serde")]
 pub mod manager;
 mod parent_process;
@@ -110,6 +112,23 @@ pub fn process_cpu_count() -> usize {
         .unwrap_or(1)
 }
 
+/// Logs on the `log` facade under the target "multiproc" with feature
+/// `log`; nothing without it (the arguments are not evaluated).
+macro_rules! mp_log {
+    ($lvl:ident, $($arg:tt)+) => {{
+        #[cfg(feature = "log")]
+        ::log::$lvl!(target: $crate::log::TARGET, $($arg)+);
+        // Type-checked (and its variables used) but never run.
+        #[cfg(not(feature = "log"))]
+        if false {
+            let _ = format_args!($($arg)+);
+        }
+    }};
+}
+pub(crate) use mp_log;
+
+#[cfg(feature = "log")]
+pub use crate::log::log_to_stderr;
 #[cfg(feature = "redis")]
 pub use crate::redis::RedisQueue;
 pub use array::{Array, RawArray};

@@ -442,6 +442,7 @@ impl<'a, T> Process<'a, T> {
         }
         registry.add(pid.as_raw());
         drop(registry);
+        crate::mp_log!(info, "started {} (pid {})", self.name, pid.as_raw());
         self.child = Some(Child {
             pid,
             pidfd,
@@ -549,6 +550,12 @@ impl<'a, T> Process<'a, T> {
                     Some(s) => Some(s),
                     None => {
                         c.lost = true;
+                        let pid = c.pid.as_raw();
+                        crate::mp_log!(
+                            warn,
+                            "{} (pid {pid}) was reaped elsewhere: its status is lost",
+                            self.name
+                        );
                         self.ended();
                         return self.poll();
                     }
@@ -558,6 +565,8 @@ impl<'a, T> Process<'a, T> {
         };
         if let Some(s) = status {
             c.status = Some(s);
+            let pid = c.pid.as_raw();
+            crate::mp_log!(info, "{} (pid {pid}) ended: {s}", self.name);
             self.ended();
         }
         Ok(status)
