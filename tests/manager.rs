@@ -1032,3 +1032,22 @@ fn the_server_stops_when_the_process_that_started_it_dies() {
     // It cleaned up its socket and the private directory.
     wait_for(|| !path.exists() && !path.parent().unwrap().exists());
 }
+
+#[test]
+fn timeouts_too_long_to_represent_wait_without_limit() {
+    let _s = serial();
+    let m = start();
+    let lock = m.lock().unwrap();
+    assert!(lock.acquire_timeout(Duration::MAX).unwrap());
+    let q = m.queue::<u8>().unwrap();
+    q.put(&1).unwrap();
+    assert_eq!(q.get_timeout(Duration::MAX).unwrap(), Some(1));
+    let sem = m.semaphore(1).unwrap();
+    assert!(sem.acquire_timeout(Duration::MAX).unwrap());
+    let e = m.event().unwrap();
+    e.set().unwrap();
+    assert!(e.wait_timeout(Duration::MAX).unwrap());
+    // The server is still there.
+    lock.release().unwrap();
+    assert!(!lock.is_locked().unwrap());
+}

@@ -5,8 +5,13 @@
 //! (`connection::frame`), long header included (a frame over the server's
 //! maximum is refused and the connection closed). Inside a frame, a request or a reply encoded with postcard:
 //!
-//! * request: `{ id, object, method, caller, flags, args }`; `args` is an
-//!   opaque byte string that the object's method decodes;
+//! * request: `{ id, object, caller, flags, method, args }`. For the
+//!   server itself ([`CONTROL`]) and the built-in objects, `method` is
+//!   `None` and `args` is a typed operation (a [`ControlOp`], or the
+//!   operation enum of the object's kind: `ListOp`, `QueueOp`, ...) that
+//!   the server decodes once against the object's kind; only a type
+//!   registered by name (`manager_type!`) is called with a method name and
+//!   that method's argument tuple;
 //! * reply: `{ id, result }`; `result` is the method's encoded answer or a
 //!   [`Fault`] (the kind and message of the server-side error).
 //!
@@ -74,17 +79,67 @@ pub(crate) struct Request<'a> {
     pub id: u64,
     /// The object called ([`CONTROL`] for the server).
     pub object: u64,
-    /// The method's name.
+    /// The method's name, for a type registered by name; `None`: `args`
+    /// is a typed operation of the object's kind (or a [`ControlOp`]).
     #[serde(borrow)]
-    pub method: &'a str,
+    pub method: Option<&'a str>,
     /// Which thread of which process calls (pid << 32 | tid): the owner of
     /// a lock it acquires.
     pub caller: u64,
-    /// [`NO_REPLY`] or 0.
+    /// [`NO_REPLY`], [`HOLDS`], [`ADOPT`] or 0.
     pub flags: u8,
-    /// The encoded arguments.
+    /// The encoded operation (or a registered method's argument tuple).
     #[serde(borrow)]
     pub args: Bytes<'a>,
+}
+
+/// What a client asks of the server itself (requests to [`CONTROL`]).
+/// Each answer is postcard-encoded as noted.
+#[derive(Serialize, Deserialize, Debug, PartialEq, Eq)]
+pub(crate) enum ControlOp<'a> {
+    /// The first request of a connection: join the session given (a
+    /// process's further connections) or a new one. Answer: the session id.
+    Hello(Option<u64>),
+    /// A shared-memory mailbox comes with this request (its descriptor);
+    /// the connection's calls go through it from the reply on. Answer: unit.
+    Mailbox,
+    /// Makes an object of type `typeid` from its encoded initial value;
+    /// the caller's session holds the first reference. Answer: the id.
+    Create {
+        /// The type id (`"list"`, ..., or a registered type's).
+        #[serde(borrow)]
+        typeid: &'a str,
+        /// The encoded initial value.
+        #[serde(borrow)]
+        init: Bytes<'a>,
+    },
+    /// One more reference for the caller's session. Answer: the type id.
+    Incref(u64),
+    /// One reference less (sent without waiting for the answer).
+    Decref(u64),
+    /// How many objects the server holds. Answer: `u64`.
+    Count,
+    /// Makes an object reachable by name (the name holds a reference).
+    Expose {
+        /// The name.
+        #[serde(borrow)]
+        name: &'a str,
+        /// The object's id.
+        id: u64,
+    },
+    /// Removes a name. Answer: whether it was there.
+    Unexpose(#[serde(borrow)] &'a str),
+    /// The object exposed under a name, with a reference for the caller's
+    /// session. Answer: `(id, typeid)`.
+    Lookup(#[serde(borrow)] &'a str),
+    /// The exposed names, sorted. Answer: `Vec<String>`.
+    Names,
+    /// Answer: unit.
+    Ping,
+    /// The server's process id. Answer: `u32`.
+    Pid,
+    /// Stops the server (after this reply).
+    Shutdown,
 }
 
 /// The server-side error of a call, as it travels.
@@ -250,7 +305,7 @@ mod tests {
         let r = Request {
             id: 7,
             object: 3,
-            method: "append",
+            method: Some("append"),
             caller: 1 << 40 | 5,
             flags: 0,
             args: Bytes(b"\x01\x02"),
@@ -312,6 +367,12 @@ mod fuzz {
             let _ = decode_reply(&bytes);
             let _ = dec_args::<(u64, Bytes<'_>)>(&bytes);
             let _ = dec_args::<Vec<(Bytes<'_>, Bytes<'_>)>>(&bytes);
+            let _ = dec_args::<ControlOp<'_>>(&bytes);
+            let _ = dec_args::<crate::manager::objects::ListOp<'_>>(&bytes);
+            let _ = dec_args::<crate::manager::objects::DictOp<'_>>(&bytes);
+            let _ = dec_args::<crate::manager::objects::QueueOp<'_>>(&bytes);
+            let _ = dec_args::<crate::manager::objects::ConditionOp>(&bytes);
+            let _ = dec_args::<crate::manager::objects::BarrierOp>(&bytes);
         }
 
         #[test]
@@ -349,13 +410,13 @@ mod fuzz {
         fn requests_round_trip(
             id in any::<u64>(),
             object in any::<u64>(),
-            method in "[a-z_]{0,20}",
+            method in proptest::option::of("[a-z_]{0,20}"),
             caller in any::<u64>(),
             flags in any::<u8>(),
             args in proptest::collection::vec(any::<u8>(), 0..200),
             cut in any::<prop::sample::Index>(),
         ) {
-            let r = Request { id, object, method: &method, caller, flags, args: Bytes(&args) };
+            let r = Request { id, object, method: method.as_deref(), caller, flags, args: Bytes(&args) };
             let mut f = Vec::new();
             encode_frame(&r, &mut f).unwrap();
             // Twice in a row: both come out, in order.
@@ -374,7 +435,7 @@ mod fuzz {
             args in proptest::collection::vec(any::<u8>(), 0..64),
             flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
         ) {
-            let r = Request { id: 1, object: 2, method: "append", caller: 3, flags: 0, args: Bytes(&args) };
+            let r = Request { id: 1, object: 2, method: None, caller: 3, flags: 0, args: Bytes(&args) };
             let mut f = Vec::new();
             encode_frame(&r, &mut f).unwrap();
             for (i, b) in flips {

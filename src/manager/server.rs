@@ -8,8 +8,16 @@
 //! form a session, and when the last of them closes (the process dropped
 //! its handles, exited or was killed) every reference it held is released.
 //! An object is freed when no session refers to it any more.
+//!
+//! A connection's first request says hello (joins a session); requests are
+//! then decoded once each: a [`ControlOp`] for the server itself, or a call
+//! of an [`Object`] by id, which decodes the typed operation of its kind.
+//! Another client protocol can reuse all of this: accept its connections
+//! where [`run`] hands them to `serve_connection`, and call objects found
+//! with [`Server::object`] through their typed handlers with a [`Cx`] of
+//! its own.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
@@ -19,26 +27,14 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
 
 use super::channel::{Channel, ReadEnd, SPIN};
+use super::objects::{Constructor, Object};
 use super::protocol::{
-    ADOPT, Bytes, CONTROL, DEFAULT_MAX_FRAME, Fault, HOLDS, NO_REPLY, Reply, Request, dec_args,
-    decode_request, enc, encode_body, encode_frame, remote,
+    ADOPT, Bytes, CONTROL, ControlOp, DEFAULT_MAX_FRAME, Fault, HOLDS, NO_REPLY, Reply, Request,
+    dec_args, decode_request, enc, encode_body, encode_frame, remote,
 };
 use crate::connection::listener::{Address, Listener};
 use crate::error::{Error, RemoteErrorKind, Result};
 use crate::shm::mailbox::{Arrival, Mailbox, ON_SOCKET, SLOT, Slot};
-
-/// Makes an object of a registered type from its encoded initial value.
-pub(crate) type Constructor = fn(&[u8]) -> Result<Arc<dyn Served>>;
-
-/// An object the server holds: it answers method calls by name.
-pub(crate) trait Served: Send + Sync {
-    /// Runs `method` with the encoded `args`; the encoded result.
-    fn call(&self, method: &str, args: &[u8], cx: &Cx<'_>) -> Result<Vec<u8>>;
-
-    /// The client session `session` ended (its process exited, died or
-    /// dropped its handles): locks it holds are released.
-    fn session_ended(&self, _session: u64) {}
-}
 
 /// How long a blocked call sleeps before it checks that its caller is
 /// still there and the server still runs.
@@ -52,7 +48,9 @@ pub(crate) struct Cx<'a> {
     pub caller: u64,
     /// The caller's session.
     pub session: u64,
-    channel: &'a Channel,
+    /// Whether the caller is gone (closed its connection) or talks out of
+    /// turn (sent something while its call runs): either cancels a wait.
+    peer_gone: &'a dyn Fn() -> bool,
     server: &'a Server,
     /// Per item of the call's arguments, the references the server took
     /// for the proxies inside it (a [`HOLDS`] call): the container that
@@ -89,11 +87,18 @@ impl Drop for Held {
 }
 
 impl<'a> Cx<'a> {
-    fn new(caller: u64, session: u64, channel: &'a Channel, server: &'a Server) -> Cx<'a> {
+    /// The context of a call by `caller` (pid << 32 | tid) of `session`,
+    /// cancelled once `peer_gone()` says so.
+    pub(crate) fn new(
+        caller: u64,
+        session: u64,
+        peer_gone: &'a dyn Fn() -> bool,
+        server: &'a Server,
+    ) -> Cx<'a> {
         Cx {
             caller,
             session,
-            channel,
+            peer_gone,
             server,
             holds: Default::default(),
             handed: Default::default(),
@@ -131,7 +136,7 @@ impl<'a> Cx<'a> {
     /// Whether the call should stop: the server stops, or the caller closed
     /// its connection (it died or gave up).
     pub(crate) fn cancelled(&self) -> bool {
-        self.server.stopping.load(Ordering::Relaxed) || self.channel.peer_gone_or_talking()
+        self.server.stopping.load(Ordering::Relaxed) || (self.peer_gone)()
     }
 
     /// Waits on `cv` until woken, `deadline` passes (`Ok(false)`), or the
@@ -160,7 +165,7 @@ impl<'a> Cx<'a> {
 }
 
 struct Entry {
-    object: Arc<dyn Served>,
+    object: Arc<Object>,
     typeid: String,
     refs: u64,
 }
@@ -244,7 +249,7 @@ impl Server {
                 format!("no type {typeid:?} is registered with this manager"),
             )
         })?;
-        let object = ctor(init)?;
+        let object = Arc::new(ctor(init)?);
         let id = self.next_object.fetch_add(1, Ordering::Relaxed);
         let mut objects = self.objects.write();
         objects.insert(
@@ -340,7 +345,7 @@ impl Server {
         };
         // Locks it held are freed (a dead holder would block the others
         // for ever).
-        let all: Vec<Arc<dyn Served>> = self
+        let all: Vec<Arc<Object>> = self
             .objects
             .read()
             .values()
@@ -354,37 +359,35 @@ impl Server {
         }
     }
 
-    fn control(&self, session: u64, req: &Request<'_>) -> Result<Vec<u8>> {
-        match req.method {
-            "create" => {
-                let (typeid, init): (&str, Bytes<'_>) = dec_args(req.args.0)?;
-                enc(&self.create(session, typeid, init.0)?)
-            }
-            "incref" => {
-                let id: u64 = dec_args(req.args.0)?;
-                enc(&self.incref(session, id)?)
-            }
-            "decref" => {
-                let id: u64 = dec_args(req.args.0)?;
+    /// The object `id`, if the server holds it.
+    pub(crate) fn object(&self, id: u64) -> Option<Arc<Object>> {
+        self.objects.read().get(&id).map(|e| e.object.clone())
+    }
+
+    /// Runs an operation on the server itself for `session`; its encoded
+    /// answer. `Hello` and `Mailbox` belong to a connection's start and
+    /// are refused here.
+    pub(crate) fn control(&self, session: u64, op: ControlOp<'_>) -> Result<Vec<u8>> {
+        match op {
+            ControlOp::Create { typeid, init } => enc(&self.create(session, typeid, init.0)?),
+            ControlOp::Incref(id) => enc(&self.incref(session, id)?),
+            ControlOp::Decref(id) => {
                 self.decref(session, id);
                 Ok(Vec::new())
             }
-            "count" => enc(&(self.objects.read().len() as u64)),
-            "expose" => {
-                let (name, id): (&str, u64) = dec_args(req.args.0)?;
+            ControlOp::Count => enc(&(self.objects.read().len() as u64)),
+            ControlOp::Expose { name, id } => {
                 let held = self.hold(vec![id])?;
                 let old = self.names.lock().insert(name.to_string(), (id, held));
                 // Released outside the lock.
                 drop(old);
                 Ok(Vec::new())
             }
-            "unexpose" => {
-                let name: &str = dec_args(req.args.0)?;
+            ControlOp::Unexpose(name) => {
                 let old = self.names.lock().remove(name);
                 enc(&old.is_some())
             }
-            "lookup" => {
-                let name: &str = dec_args(req.args.0)?;
+            ControlOp::Lookup(name) => {
                 // The caller's reference is taken under the names' lock, so
                 // that the name cannot be reassigned (and its object freed)
                 // in between.
@@ -399,33 +402,36 @@ impl Server {
                 drop(names);
                 enc(&(id, typeid))
             }
-            "names" => {
+            ControlOp::Names => {
                 let mut names: Vec<String> = self.names.lock().keys().cloned().collect();
                 names.sort();
                 enc(&names)
             }
-            "ping" => Ok(Vec::new()),
-            "pid" => enc(&std::process::id()),
-            "shutdown" => {
+            ControlOp::Ping => Ok(Vec::new()),
+            ControlOp::Pid => enc(&std::process::id()),
+            ControlOp::Shutdown => {
                 self.stopping.store(true, Ordering::SeqCst);
                 Ok(Vec::new())
             }
-            m => Err(remote(
-                RemoteErrorKind::UnknownMethod,
-                format!("the manager has no method {m:?}"),
+            ControlOp::Hello(_) | ControlOp::Mailbox => Err(remote(
+                RemoteErrorKind::Protocol,
+                "hello and mailbox only start a connection",
             )),
         }
     }
 
     fn call(&self, session: u64, req: &Request<'_>, cx: &Cx<'_>) -> Result<Vec<u8>> {
         if req.object == CONTROL {
-            return self.control(session, req);
+            if req.method.is_some() {
+                return Err(remote(
+                    RemoteErrorKind::UnknownMethod,
+                    "the manager takes typed operations",
+                ));
+            }
+            return self.control(session, dec_args(req.args.0)?);
         }
         let object = self
-            .objects
-            .read()
-            .get(&req.object)
-            .map(|e| e.object.clone())
+            .object(req.object)
             .ok_or_else(|| unknown_object(req.object))?;
         let mut args = req.args.0;
         if req.flags & HOLDS != 0 {
@@ -438,7 +444,7 @@ impl Server {
             *cx.holds.borrow_mut() = holds;
             args = inner.0;
         }
-        let result = self.call_object(&*object, req, args, cx);
+        let result = self.call_object(&object, req, args, cx);
         // References no item kept are let go now.
         cx.holds.borrow_mut().clear();
         let handed = std::mem::take(&mut *cx.handed.borrow_mut());
@@ -465,12 +471,12 @@ impl Server {
 
     fn call_object(
         &self,
-        object: &dyn Served,
+        object: &Object,
         req: &Request<'_>,
         args: &[u8],
         cx: &Cx<'_>,
     ) -> Result<Vec<u8>> {
-        match catch_unwind(AssertUnwindSafe(|| object.call(req.method, args, cx))) {
+        match catch_unwind(AssertUnwindSafe(|| object.call_wire(req.method, args, cx))) {
             Ok(r) => r,
             Err(p) => {
                 let msg = p
@@ -480,7 +486,10 @@ impl Server {
                     .unwrap_or_else(|| "a panic".into());
                 Err(remote(
                     RemoteErrorKind::Custom("panic".into()),
-                    format!("method {:?} panicked in the server: {msg}", req.method),
+                    format!(
+                        "method {} panicked in the server: {msg}",
+                        req.method.unwrap_or("(an operation)")
+                    ),
                 ))
             }
         }
@@ -505,10 +514,12 @@ impl Server {
         let range = channel.recv(Duration::ZERO, Some(WAIT_SLICE), &stop).ok()?;
         let frame = channel.bytes(range);
         let req = decode_request(frame).ok()?;
-        if req.object != CONTROL || req.method != "hello" {
+        if req.object != CONTROL || req.method.is_some() {
             return None;
         }
-        let want: Option<u64> = dec_args(req.args.0).ok()?;
+        let Ok(ControlOp::Hello(want)) = dec_args(req.args.0) else {
+            return None;
+        };
         let session = self.join_session(want);
         let mut out = Vec::new();
         let body = enc(&session).ok()?;
@@ -554,7 +565,7 @@ impl Server {
                     return;
                 }
             };
-            if req.object == CONTROL && req.method == "mailbox" {
+            if is_control(&req, |op| matches!(op, ControlOp::Mailbox)) {
                 let id = req.id;
                 let mailbox = channel
                     .take_fd()
@@ -575,7 +586,8 @@ impl Server {
                 }
                 continue;
             }
-            let cx = Cx::new(req.caller, session, channel, self);
+            let gone = || channel.peer_gone_or_talking();
+            let cx = Cx::new(req.caller, session, &gone, self);
             let result = self.call(session, &req, &cx);
             if req.flags & NO_REPLY != 0 {
                 continue;
@@ -627,8 +639,7 @@ impl Server {
     /// key makes it return at once and see `stopping`. Waking it only now
     /// lets the requester read its reply before the server exits.
     fn after_reply(&self, req: &Request<'_>) {
-        if req.object == CONTROL
-            && req.method == "shutdown"
+        if is_control(req, |op| matches!(op, ControlOp::Shutdown))
             && let Some(address) = self.wake.get()
         {
             let _ = crate::Client::connect_timeout(
@@ -671,7 +682,9 @@ impl Server {
             let Ok(req) = decode_request(&buf) else {
                 return;
             };
-            let cx = Cx::new(req.caller, session, channel, self);
+            let ch = &*channel;
+            let gone = || ch.peer_gone_or_talking();
+            let cx = Cx::new(req.caller, session, &gone, self);
             // Every call is answered here, even a NO_REPLY one: the client
             // may not write the request slot again before that.
             let result = self.call(session, &req, &cx);
@@ -710,6 +723,13 @@ impl Server {
             let _ = nix::sys::socket::shutdown(fd, nix::sys::socket::Shutdown::Both);
         }
     }
+}
+
+/// Whether `req` is a control operation that `test` accepts.
+fn is_control(req: &Request<'_>, test: impl Fn(&ControlOp<'_>) -> bool) -> bool {
+    req.object == CONTROL
+        && req.method.is_none()
+        && dec_args::<ControlOp<'_>>(req.args.0).is_ok_and(|op| test(&op))
 }
 
 fn reply_for(id: u64, result: &Result<Vec<u8>>) -> Reply<'_> {
@@ -807,6 +827,3 @@ pub(crate) fn run(
     let _ = catch_unwind(AssertUnwindSafe(move || drop((names, objects))));
     result
 }
-
-/// Used by objects for `HashSet` of broken barrier generations.
-pub(crate) type GenSet = HashSet<u64>;

@@ -1,987 +1,337 @@
-//! The built-in objects a manager holds: containers of encoded values and
-//! the synchronization primitives, each behind its own lock.
+//! The built-in objects a manager holds, and the typed operations they
+//! answer.
+//!
+//! Each kind of object has an operation enum (`ListOp`, `DictOp`,
+//! `QueueOp`, `BlockingOp`, ...): a request for a built-in object carries
+//! one, postcard-encoded, and the server decodes it once, against the
+//! kind of the object called ([`Object::call_wire`]). A handler
+//! (`List::call(op, cx)`, ...) runs it and gives an [`Answer`], whose wire
+//! form the proxies decode. Only types registered by name
+//! ([`manager_type!`](crate::manager_type)) are still called by method
+//! name. A protocol adapter (another client protocol mapped onto these
+//! objects) builds the same operations and calls the same handlers: find
+//! an object with `Server::object(id)` and match on [`Object`].
+//!
+//! * [`containers`]: list, dict, namespace, value, array;
+//! * [`queues`]: the queue and the joinable queue;
+//! * [`sync`]: one generic blocking object ([`sync::Blocking`]) for the
+//!   lock, reentrant lock, semaphore and the lock of a condition, and the
+//!   condition, event and barrier.
 //!
 //! Values are kept as the clients encoded them (postcard bytes); equality
 //! (`remove`, `index`, `contains`, dict keys) is equality of encodings, as
 //! for any type whose encoding is canonical (integers, strings, structs of
 //! them; not floats' NaN or -0.0).
 
-use std::collections::{BTreeMap, VecDeque};
-use std::sync::Arc;
+pub(crate) mod containers;
+pub(crate) mod queues;
+pub(crate) mod sync;
+
 use std::time::{Duration, Instant};
 
-use indexmap::IndexMap;
-use parking_lot::{Condvar, Mutex};
-
-use super::protocol::{Bytes, dec_args, enc, push_len, remote};
-use super::server::{Constructor, Cx, GenSet, Held, Served};
+use super::protocol::{enc, push_len, remote};
+use super::server::{Cx, Held};
 use crate::error::{Error, RemoteErrorKind as K, Result};
+
+pub(crate) use containers::{
+    ArrayCells, ArrayOp, Dict, DictOp, List, ListOp, Namespace, NamespaceOp, ValueCell, ValueOp,
+};
+pub(crate) use queues::{Queue, QueueOp};
+pub(crate) use sync::{
+    BarrierObj, BarrierOp, BlockingOp, ConditionObj, ConditionOp, EventObj, EventOp, LockObj,
+    RLockObj, SemaphoreObj,
+};
+
+/// Makes an object of one kind from its encoded initial value.
+pub(crate) type Constructor = fn(&[u8]) -> Result<Object>;
+
+/// An object of a type registered by name: called by method name with
+/// the method's encoded argument tuple.
+pub(crate) trait Registered: Send + Sync {
+    /// Runs `method` with the encoded `args`; the encoded result.
+    fn call(&self, method: &str, args: &[u8]) -> Result<Vec<u8>>;
+}
+
+/// An object the server holds: one of the built-in kinds, or a registered
+/// type.
+pub(crate) enum Object {
+    /// `"list"`.
+    List(List),
+    /// `"dict"`.
+    Dict(Dict),
+    /// `"namespace"`.
+    Namespace(Namespace),
+    /// `"value"`.
+    Value(ValueCell),
+    /// `"array"`.
+    Array(ArrayCells),
+    /// `"queue"` and `"joinable_queue"`.
+    Queue(Queue),
+    /// `"lock"`.
+    Lock(LockObj),
+    /// `"rlock"`.
+    RLock(RLockObj),
+    /// `"semaphore"` (bounded or not).
+    Semaphore(SemaphoreObj),
+    /// `"condition"`.
+    Condition(ConditionObj),
+    /// `"event"`.
+    Event(EventObj),
+    /// `"barrier"`.
+    Barrier(BarrierObj),
+    /// A type registered by name.
+    Registered(Box<dyn Registered>),
+}
 
 /// The type ids of the built-in objects and their constructors.
 pub(crate) fn builtin_types() -> Vec<(&'static str, Constructor)> {
     vec![
-        ("list", List::make),
-        ("dict", Dict::make),
-        ("namespace", Namespace::make),
-        ("value", ValueObj::make),
-        ("array", ArrayObj::make),
-        ("queue", QueueObj::make),
-        ("joinable_queue", QueueObj::make_joinable),
-        ("lock", LockObj::make),
-        ("rlock", RLockObj::make),
-        ("semaphore", SemaphoreObj::make),
-        ("condition", ConditionObj::make),
-        ("event", EventObj::make),
-        ("barrier", BarrierObj::make),
+        ("list", |i| Ok(Object::List(List::make(i)?))),
+        ("dict", |i| Ok(Object::Dict(Dict::make(i)?))),
+        ("namespace", |i| Ok(Object::Namespace(Namespace::make(i)?))),
+        ("value", |i| Ok(Object::Value(ValueCell::make(i)))),
+        ("array", |i| Ok(Object::Array(ArrayCells::make(i)?))),
+        ("queue", |i| Ok(Object::Queue(Queue::make(i, false)?))),
+        ("joinable_queue", |i| {
+            Ok(Object::Queue(Queue::make(i, true)?))
+        }),
+        ("lock", |_| Ok(Object::Lock(LockObj::make()))),
+        ("rlock", |_| Ok(Object::RLock(RLockObj::make()))),
+        ("semaphore", |i| {
+            Ok(Object::Semaphore(SemaphoreObj::make(i)?))
+        }),
+        ("condition", |_| Ok(Object::Condition(ConditionObj::make()))),
+        ("event", |_| Ok(Object::Event(EventObj::make()))),
+        ("barrier", |i| Ok(Object::Barrier(BarrierObj::make(i)?))),
     ]
 }
 
-fn unknown(type_name: &str, method: &str) -> Error {
-    remote(
-        K::UnknownMethod,
-        format!("{type_name} has no method {method:?}"),
-    )
+impl Object {
+    /// The kind's name, for error messages.
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            Object::List(_) => "list",
+            Object::Dict(_) => "dict",
+            Object::Namespace(_) => "Namespace",
+            Object::Value(_) => "Value",
+            Object::Array(_) => "Array",
+            Object::Queue(_) => "Queue",
+            Object::Lock(_) => "Lock",
+            Object::RLock(_) => "RLock",
+            Object::Semaphore(_) => "Semaphore",
+            Object::Condition(_) => "Condition",
+            Object::Event(_) => "Event",
+            Object::Barrier(_) => "Barrier",
+            Object::Registered(_) => "registered type",
+        }
+    }
+
+    /// Runs a request's call: `args` decoded once as the operation of this
+    /// object's kind (`method` `None`), or, for a registered type, the
+    /// method `method` with its encoded argument tuple. The answer in its
+    /// wire form.
+    pub(crate) fn call_wire(
+        &self,
+        method: Option<&str>,
+        args: &[u8],
+        cx: &Cx<'_>,
+    ) -> Result<Vec<u8>> {
+        use super::protocol::dec_args as d;
+        let answer = match (self, method) {
+            (Object::Registered(r), Some(m)) => return r.call(m, args),
+            (Object::Registered(_), None) => {
+                return Err(remote(
+                    K::Protocol,
+                    "a registered type is called by method name",
+                ));
+            }
+            (o, Some(m)) => {
+                return Err(remote(
+                    K::UnknownMethod,
+                    format!(
+                        "{} has no method {m:?}: it takes typed operations",
+                        o.kind()
+                    ),
+                ));
+            }
+            (Object::List(o), None) => o.call(d(args)?, cx),
+            (Object::Dict(o), None) => o.call(d(args)?, cx),
+            (Object::Namespace(o), None) => o.call(d(args)?, cx),
+            (Object::Value(o), None) => o.call(d(args)?, cx),
+            (Object::Array(o), None) => o.call(d(args)?, cx),
+            (Object::Queue(o), None) => o.call(d(args)?, cx),
+            (Object::Lock(o), None) => o.call(d(args)?, cx),
+            (Object::RLock(o), None) => o.call(d(args)?, cx),
+            (Object::Semaphore(o), None) => o.call(d(args)?, cx),
+            (Object::Condition(o), None) => o.call(d(args)?, cx),
+            (Object::Event(o), None) => o.call(d(args)?, cx),
+            (Object::Barrier(o), None) => o.call(d(args)?, cx),
+        };
+        answer.and_then(Answer::into_wire)
+    }
+
+    /// The client session `session` ended (its process exited, died or
+    /// dropped its handles): locks it holds are released.
+    pub(crate) fn session_ended(&self, session: u64) {
+        match self {
+            Object::Lock(o) => o.session_ended(session),
+            Object::RLock(o) => o.session_ended(session),
+            Object::Semaphore(o) => o.session_ended(session),
+            Object::Condition(o) => o.session_ended(session),
+            _ => {}
+        }
+    }
 }
 
-fn unit() -> Result<Vec<u8>> {
-    Ok(Vec::new())
+/// What an operation on a built-in object gives back. Its wire form
+/// ([`into_wire`](Self::into_wire)) is the postcard encoding of the Rust
+/// value the proxy decodes: items are kept encoded, so an item is its own
+/// bytes and a sequence of them is a length and their concatenation.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Answer {
+    /// Nothing (`()`).
+    Unit,
+    /// A flag.
+    Bool(bool),
+    /// A count, length, index or value (`u64`).
+    Count(u64),
+    /// One stored item (`T`).
+    Item(Vec<u8>),
+    /// An item, or none (`Option<T>`).
+    MaybeItem(Option<Vec<u8>>),
+    /// Items (`Vec<T>`).
+    Items(Vec<Vec<u8>>),
+    /// Key and value pairs (`Vec<(K, V)>`).
+    Pairs(Vec<(Vec<u8>, Vec<u8>)>),
+    /// Names (`Vec<String>`).
+    Names(Vec<String>),
 }
 
-/// A deadline from a blocking call's `(block, timeout in ns)`.
-fn deadline(block: bool, timeout_ns: Option<u64>) -> Option<Instant> {
+impl Answer {
+    /// The bytes a proxy decodes.
+    pub(crate) fn into_wire(self) -> Result<Vec<u8>> {
+        Ok(match self {
+            Answer::Unit => Vec::new(),
+            Answer::Bool(b) => vec![b as u8],
+            Answer::Count(n) => enc(&n)?,
+            Answer::Item(b) => b,
+            Answer::MaybeItem(None) => vec![0],
+            Answer::MaybeItem(Some(b)) => {
+                let mut out = Vec::with_capacity(1 + b.len());
+                out.push(1);
+                out.extend_from_slice(&b);
+                out
+            }
+            Answer::Items(items) => {
+                let mut out = Vec::with_capacity(5 + items.iter().map(Vec::len).sum::<usize>());
+                push_len(&mut out, items.len());
+                for i in &items {
+                    out.extend_from_slice(i);
+                }
+                out
+            }
+            Answer::Pairs(pairs) => {
+                let mut out = Vec::new();
+                push_len(&mut out, pairs.len());
+                for (k, v) in &pairs {
+                    out.extend_from_slice(k);
+                    out.extend_from_slice(v);
+                }
+                out
+            }
+            Answer::Names(n) => enc(&n)?,
+        })
+    }
+}
+
+/// A deadline from a blocking call's `(block, timeout)`: now if it may not
+/// block; `None` (no limit) for no timeout or one too far to represent.
+pub(crate) fn deadline(block: bool, timeout: Option<Duration>) -> Option<Instant> {
     if !block {
         return Some(Instant::now());
     }
-    timeout_ns.map(|ns| Instant::now() + Duration::from_nanos(ns))
-}
-
-fn concat(items: &[&[u8]]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(5 + items.iter().map(|i| i.len()).sum::<usize>());
-    push_len(&mut out, items.len());
-    for i in items {
-        out.extend_from_slice(i);
-    }
-    out
-}
-
-fn some(item: Option<&[u8]>) -> Vec<u8> {
-    match item {
-        None => vec![0],
-        Some(b) => {
-            let mut out = Vec::with_capacity(1 + b.len());
-            out.push(1);
-            out.extend_from_slice(b);
-            out
-        }
-    }
+    timeout.and_then(|t| Instant::now().checked_add(t))
 }
 
 /// A stored value: its encoding, and the references to the objects whose
 /// proxies it holds (released when the item is dropped: removed,
 /// overwritten, or its container freed; handed to the caller when an item
 /// is taken out).
-struct Item {
+pub(crate) struct Item {
     bytes: Vec<u8>,
     held: Held,
 }
 
 impl Item {
-    fn new(bytes: &[u8], held: Held) -> Item {
+    pub(crate) fn new(bytes: &[u8], held: Held) -> Item {
         Item {
             bytes: bytes.to_vec(),
             held,
         }
     }
 
-    fn plain(bytes: &[u8]) -> Item {
+    pub(crate) fn plain(bytes: &[u8]) -> Item {
         Item::new(bytes, Held::default())
     }
 
+    /// The encoding.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
     /// Takes the item out for the caller: its references go to the caller.
-    fn take(self, cx: &Cx<'_>) -> Vec<u8> {
+    pub(crate) fn take(self, cx: &Cx<'_>) -> Vec<u8> {
         cx.hand_over(self.held);
         self.bytes
     }
 }
 
-fn all_bytes<'a>(items: impl Iterator<Item = &'a Item>) -> Vec<&'a [u8]> {
-    items.map(|i| i.bytes.as_slice()).collect()
+/// Copies of the encodings of `items`.
+pub(crate) fn copies<'a>(items: impl Iterator<Item = &'a Item>) -> Vec<Vec<u8>> {
+    items.map(|i| i.bytes.clone()).collect()
 }
 
-// ---------------------------------------------------------------- list
-
-struct List(Mutex<Vec<Item>>);
-
-impl List {
-    fn make(init: &[u8]) -> Result<Arc<dyn Served>> {
-        let items: Vec<Bytes<'_>> = dec_args(init)?;
-        Ok(Arc::new(List(Mutex::new(
-            items.into_iter().map(|b| Item::plain(b.0)).collect(),
-        ))))
-    }
-}
-
-fn index_error(i: u64, len: usize) -> Error {
+pub(crate) fn index_error(i: u64, len: usize) -> Error {
     remote(
         K::Index,
         format!("list index {i} out of range for length {len}"),
     )
 }
 
-impl Served for List {
-    fn call(&self, method: &str, args: &[u8], cx: &Cx<'_>) -> Result<Vec<u8>> {
-        let mut v = self.0.lock();
-        match method {
-            "append" => {
-                v.push(Item::new(args, cx.held(0)));
-                unit()
-            }
-            "extend" => {
-                let items: Vec<Bytes<'_>> = dec_args(args)?;
-                v.extend(
-                    items
-                        .into_iter()
-                        .enumerate()
-                        .map(|(i, b)| Item::new(b.0, cx.held(i))),
-                );
-                unit()
-            }
-            "len" => enc(&(v.len() as u64)),
-            "get" => {
-                let i: u64 = dec_args(args)?;
-                v.get(i as usize)
-                    .map(|x| x.bytes.clone())
-                    .ok_or_else(|| index_error(i, v.len()))
-            }
-            "set" => {
-                let (i, item): (u64, Bytes<'_>) = dec_args(args)?;
-                let len = v.len();
-                let slot = v.get_mut(i as usize).ok_or_else(|| index_error(i, len))?;
-                *slot = Item::new(item.0, cx.held(0));
-                unit()
-            }
-            "pop" => {
-                let i: Option<u64> = dec_args(args)?;
-                let len = v.len();
-                match i {
-                    None => v
-                        .pop()
-                        .map(|x| x.take(cx))
-                        .ok_or_else(|| remote(K::Index, "pop from an empty list")),
-                    Some(i) if (i as usize) < len => Ok(v.remove(i as usize).take(cx)),
-                    Some(i) => Err(index_error(i, len)),
-                }
-            }
-            "insert" => {
-                let (i, item): (u64, Bytes<'_>) = dec_args(args)?;
-                let at = (i as usize).min(v.len());
-                v.insert(at, Item::new(item.0, cx.held(0)));
-                unit()
-            }
-            "remove" => {
-                let at = v
-                    .iter()
-                    .position(|x| x.bytes == args)
-                    .ok_or_else(|| remote(K::Value, "list.remove(x): x not in list"))?;
-                v.remove(at);
-                unit()
-            }
-            "index" => {
-                let at = v
-                    .iter()
-                    .position(|x| x.bytes == args)
-                    .ok_or_else(|| remote(K::Value, "list.index(x): x not in list"))?;
-                enc(&(at as u64))
-            }
-            "contains" => enc(&v.iter().any(|x| x.bytes == args)),
-            "count" => enc(&(v.iter().filter(|x| x.bytes == args).count() as u64)),
-            "slice" => {
-                let (start, end): (u64, u64) = dec_args(args)?;
-                let end = (end as usize).min(v.len());
-                let start = (start as usize).min(end);
-                Ok(concat(&all_bytes(v[start..end].iter())))
-            }
-            "to_vec" => Ok(concat(&all_bytes(v.iter()))),
-            "clear" => {
-                v.clear();
-                unit()
-            }
-            "reverse" => {
-                v.reverse();
-                unit()
-            }
-            m => Err(unknown("list", m)),
-        }
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-// ---------------------------------------------------------------- dict
-
-/// Values only hold references: keys compare by their encoding, and a
-/// proxy as a key is not kept alive by the dict.
-struct Dict(Mutex<IndexMap<Vec<u8>, Item>>);
-
-impl Dict {
-    fn make(init: &[u8]) -> Result<Arc<dyn Served>> {
-        let items: Vec<(Bytes<'_>, Bytes<'_>)> = dec_args(init)?;
-        Ok(Arc::new(Dict(Mutex::new(
-            items
-                .into_iter()
-                .map(|(k, v)| (k.0.to_vec(), Item::plain(v.0)))
-                .collect(),
-        ))))
-    }
-}
-
-impl Served for Dict {
-    fn call(&self, method: &str, args: &[u8], cx: &Cx<'_>) -> Result<Vec<u8>> {
-        let mut d = self.0.lock();
-        match method {
-            "insert" => {
-                let (k, v): (Bytes<'_>, Bytes<'_>) = dec_args(args)?;
-                let old = d.insert(k.0.to_vec(), Item::new(v.0, cx.held(0)));
-                Ok(some(old.map(|o| o.take(cx)).as_deref()))
-            }
-            "get" => Ok(some(d.get(args).map(|x| x.bytes.as_slice()))),
-            "remove" => {
-                let old = d.shift_remove(args);
-                Ok(some(old.map(|o| o.take(cx)).as_deref()))
-            }
-            "contains" => enc(&d.contains_key(args)),
-            "len" => enc(&(d.len() as u64)),
-            "keys" => {
-                let items: Vec<&[u8]> = d.keys().map(Vec::as_slice).collect();
-                Ok(concat(&items))
-            }
-            "values" => Ok(concat(&all_bytes(d.values()))),
-            "items" => {
-                let mut out = Vec::new();
-                push_len(&mut out, d.len());
-                for (k, v) in d.iter() {
-                    out.extend_from_slice(k);
-                    out.extend_from_slice(&v.bytes);
-                }
-                Ok(out)
-            }
-            "update" => {
-                let items: Vec<(Bytes<'_>, Bytes<'_>)> = dec_args(args)?;
-                for (i, (k, v)) in items.into_iter().enumerate() {
-                    d.insert(k.0.to_vec(), Item::new(v.0, cx.held(i)));
-                }
-                unit()
-            }
-            "setdefault" => {
-                let (k, v): (Bytes<'_>, Bytes<'_>) = dec_args(args)?;
-                Ok(d.entry(k.0.to_vec())
-                    .or_insert_with(|| Item::new(v.0, cx.held(0)))
-                    .bytes
-                    .clone())
-            }
-            "clear" => {
-                d.clear();
-                unit()
-            }
-            m => Err(unknown("dict", m)),
-        }
-    }
-}
-
-// ---------------------------------------------------------------- namespace
-
-struct Namespace(Mutex<BTreeMap<String, Item>>);
-
-impl Namespace {
-    fn make(init: &[u8]) -> Result<Arc<dyn Served>> {
-        let items: Vec<(String, Bytes<'_>)> = dec_args(init)?;
-        Ok(Arc::new(Namespace(Mutex::new(
-            items
-                .into_iter()
-                .map(|(k, v)| (k, Item::plain(v.0)))
-                .collect(),
-        ))))
-    }
-}
-
-impl Served for Namespace {
-    fn call(&self, method: &str, args: &[u8], cx: &Cx<'_>) -> Result<Vec<u8>> {
-        let mut m = self.0.lock();
-        match method {
-            "get" => {
-                let name: &str = dec_args(args)?;
-                m.get(name).map(|x| x.bytes.clone()).ok_or_else(|| {
-                    remote(
-                        K::Key,
-                        format!("'Namespace' object has no attribute {name:?}"),
-                    )
-                })
-            }
-            "set" => {
-                let (name, v): (&str, Bytes<'_>) = dec_args(args)?;
-                m.insert(name.to_string(), Item::new(v.0, cx.held(0)));
-                unit()
-            }
-            "remove" => {
-                let name: &str = dec_args(args)?;
-                enc(&m.remove(name).is_some())
-            }
-            "contains" => {
-                let name: &str = dec_args(args)?;
-                enc(&m.contains_key(name))
-            }
-            "names" => enc(&m.keys().collect::<Vec<_>>()),
-            m => Err(unknown("Namespace", m)),
-        }
-    }
-}
-
-// ---------------------------------------------------------------- value, array
-
-struct ValueObj(Mutex<Item>);
-
-impl ValueObj {
-    fn make(init: &[u8]) -> Result<Arc<dyn Served>> {
-        Ok(Arc::new(ValueObj(Mutex::new(Item::plain(init)))))
-    }
-}
-
-impl Served for ValueObj {
-    fn call(&self, method: &str, args: &[u8], cx: &Cx<'_>) -> Result<Vec<u8>> {
-        let mut v = self.0.lock();
-        match method {
-            "get" => Ok(v.bytes.clone()),
-            "set" => {
-                *v = Item::new(args, cx.held(0));
-                unit()
-            }
-            "swap" => Ok(std::mem::replace(&mut *v, Item::new(args, cx.held(0))).take(cx)),
-            m => Err(unknown("Value", m)),
-        }
-    }
-}
-
-/// A fixed-length sequence (Python's manager `Array`).
-struct ArrayObj(Mutex<Vec<Item>>);
-
-impl ArrayObj {
-    fn make(init: &[u8]) -> Result<Arc<dyn Served>> {
-        let items: Vec<Bytes<'_>> = dec_args(init)?;
-        Ok(Arc::new(ArrayObj(Mutex::new(
-            items.into_iter().map(|b| Item::plain(b.0)).collect(),
-        ))))
-    }
-}
-
-impl Served for ArrayObj {
-    fn call(&self, method: &str, args: &[u8], cx: &Cx<'_>) -> Result<Vec<u8>> {
-        let mut v = self.0.lock();
-        match method {
-            "len" => enc(&(v.len() as u64)),
-            "get" => {
-                let i: u64 = dec_args(args)?;
-                v.get(i as usize)
-                    .map(|x| x.bytes.clone())
-                    .ok_or_else(|| index_error(i, v.len()))
-            }
-            "set" => {
-                let (i, item): (u64, Bytes<'_>) = dec_args(args)?;
-                let len = v.len();
-                let slot = v.get_mut(i as usize).ok_or_else(|| index_error(i, len))?;
-                *slot = Item::new(item.0, cx.held(0));
-                unit()
-            }
-            "to_vec" => Ok(concat(&all_bytes(v.iter()))),
-            m => Err(unknown("Array", m)),
-        }
-    }
-}
-
-// ---------------------------------------------------------------- queue
-
-struct QueueState {
-    items: VecDeque<Item>,
-    unfinished: u64,
-}
-
-/// A FIFO queue; joinable ones count unfinished tasks.
-struct QueueObj {
-    state: Mutex<QueueState>,
-    maxsize: usize,
-    joinable: bool,
-    not_empty: Condvar,
-    not_full: Condvar,
-    all_done: Condvar,
-}
-
-impl QueueObj {
-    fn make(init: &[u8]) -> Result<Arc<dyn Served>> {
-        Self::with(init, false)
+    #[test]
+    fn answers_decode_as_the_rust_values() {
+        use super::super::protocol::dec;
+        let item = |s: &str| enc(s).unwrap();
+        assert_eq!(Answer::Unit.into_wire().unwrap(), enc(&()).unwrap());
+        assert!(dec::<bool>(&Answer::Bool(true).into_wire().unwrap()).unwrap());
+        assert_eq!(
+            dec::<u64>(&Answer::Count(300).into_wire().unwrap()).unwrap(),
+            300
+        );
+        let w = Answer::MaybeItem(Some(item("x"))).into_wire().unwrap();
+        assert_eq!(dec::<Option<String>>(&w).unwrap().as_deref(), Some("x"));
+        let w = Answer::MaybeItem(None).into_wire().unwrap();
+        assert_eq!(dec::<Option<String>>(&w).unwrap(), None);
+        let w = Answer::Items(vec![item("a"), item("bc")])
+            .into_wire()
+            .unwrap();
+        assert_eq!(dec::<Vec<String>>(&w).unwrap(), ["a", "bc"]);
+        let w = Answer::Pairs(vec![(item("k"), enc(&7u8).unwrap())])
+            .into_wire()
+            .unwrap();
+        assert_eq!(dec::<Vec<(String, u8)>>(&w).unwrap(), [("k".into(), 7)]);
+        let w = Answer::Names(vec!["n".into()]).into_wire().unwrap();
+        assert_eq!(dec::<Vec<String>>(&w).unwrap(), ["n"]);
     }
 
-    fn make_joinable(init: &[u8]) -> Result<Arc<dyn Served>> {
-        Self::with(init, true)
-    }
-
-    fn with(init: &[u8], joinable: bool) -> Result<Arc<dyn Served>> {
-        let maxsize: u64 = dec_args(init)?;
-        Ok(Arc::new(QueueObj {
-            state: Mutex::new(QueueState {
-                items: VecDeque::new(),
-                unfinished: 0,
-            }),
-            maxsize: maxsize as usize,
-            joinable,
-            not_empty: Condvar::new(),
-            not_full: Condvar::new(),
-            all_done: Condvar::new(),
-        }))
-    }
-
-    fn full(&self, s: &QueueState) -> bool {
-        self.maxsize > 0 && s.items.len() >= self.maxsize
-    }
-}
-
-impl Served for QueueObj {
-    fn call(&self, method: &str, args: &[u8], cx: &Cx<'_>) -> Result<Vec<u8>> {
-        let mut s = self.state.lock();
-        match method {
-            "put" => {
-                let (block, timeout, item): (bool, Option<u64>, Bytes<'_>) = dec_args(args)?;
-                let d = deadline(block, timeout);
-                while self.full(&s) {
-                    if !cx.wait(&self.not_full, &mut s, d)? {
-                        return Err(remote(K::Full, "the queue is full"));
-                    }
-                }
-                s.items.push_back(Item::new(item.0, cx.held(0)));
-                s.unfinished += 1;
-                self.not_empty.notify_one();
-                unit()
-            }
-            "get" => {
-                let (block, timeout): (bool, Option<u64>) = dec_args(args)?;
-                let d = deadline(block, timeout);
-                loop {
-                    if let Some(item) = s.items.pop_front() {
-                        self.not_full.notify_one();
-                        return Ok(item.take(cx));
-                    }
-                    if !cx.wait(&self.not_empty, &mut s, d)? {
-                        return Err(remote(K::Empty, "the queue is empty"));
-                    }
-                }
-            }
-            "qsize" => enc(&(s.items.len() as u64)),
-            "empty" => enc(&s.items.is_empty()),
-            "full" => enc(&self.full(&s)),
-            "task_done" if self.joinable => {
-                if s.unfinished == 0 {
-                    return Err(remote(K::Value, "task_done() called too many times"));
-                }
-                s.unfinished -= 1;
-                if s.unfinished == 0 {
-                    self.all_done.notify_all();
-                }
-                unit()
-            }
-            "join" if self.joinable => {
-                let timeout: Option<u64> = dec_args(args)?;
-                let d = deadline(true, timeout);
-                while s.unfinished > 0 {
-                    if !cx.wait(&self.all_done, &mut s, d)? {
-                        return Err(Error::Timeout);
-                    }
-                }
-                unit()
-            }
-            m => Err(unknown("Queue", m)),
-        }
-    }
-}
-
-// ---------------------------------------------------------------- locks
-
-/// A plain lock: any caller may release it (as Python's `threading.Lock`).
-struct LockObj {
-    /// The session that acquired it, while held.
-    held: Mutex<Option<u64>>,
-    cv: Condvar,
-}
-
-impl LockObj {
-    fn make(_init: &[u8]) -> Result<Arc<dyn Served>> {
-        Ok(Arc::new(LockObj {
-            held: Mutex::new(None),
-            cv: Condvar::new(),
-        }))
-    }
-}
-
-impl Served for LockObj {
-    fn call(&self, method: &str, args: &[u8], cx: &Cx<'_>) -> Result<Vec<u8>> {
-        let mut held = self.held.lock();
-        match method {
-            "acquire" => {
-                let (block, timeout): (bool, Option<u64>) = dec_args(args)?;
-                let d = deadline(block, timeout);
-                while held.is_some() {
-                    if !cx.wait(&self.cv, &mut held, d)? {
-                        return enc(&false);
-                    }
-                }
-                *held = Some(cx.session);
-                enc(&true)
-            }
-            "release" => {
-                if held.is_none() {
-                    return Err(Error::NotOwner);
-                }
-                *held = None;
-                self.cv.notify_one();
-                unit()
-            }
-            "locked" => enc(&held.is_some()),
-            m => Err(unknown("Lock", m)),
-        }
-    }
-
-    fn session_ended(&self, session: u64) {
-        let mut held = self.held.lock();
-        if *held == Some(session) {
-            *held = None;
-            self.cv.notify_one();
-        }
-    }
-}
-
-/// A reentrant lock's state: the owning caller and its depth.
-#[derive(Default)]
-struct Owned {
-    owner: Option<u64>,
-    /// The owner's session.
-    session: u64,
-    count: u64,
-}
-
-impl Owned {
-    /// Takes the lock for `caller` (once more if it holds it); whether it
-    /// got it before `d`.
-    fn acquire(
-        this: &mut parking_lot::MutexGuard<'_, impl AsMut<Owned>>,
-        cv: &Condvar,
-        caller: u64,
-        d: Option<Instant>,
-        cx: &Cx<'_>,
-    ) -> Result<bool> {
-        loop {
-            let o = this.as_mut();
-            match o.owner {
-                None => {
-                    o.owner = Some(caller);
-                    o.session = cx.session;
-                    o.count = 1;
-                    return Ok(true);
-                }
-                Some(c) if c == caller => {
-                    o.count += 1;
-                    return Ok(true);
-                }
-                Some(_) => {
-                    if !cx.wait(cv, this, d)? {
-                        return Ok(false);
-                    }
-                }
-            }
-        }
-    }
-
-    fn release(&mut self, caller: u64, cv: &Condvar) -> Result<()> {
-        if self.owner != Some(caller) {
-            return Err(Error::NotOwner);
-        }
-        self.count -= 1;
-        if self.count == 0 {
-            self.owner = None;
-            cv.notify_all();
-        }
-        Ok(())
-    }
-}
-
-impl Owned {
-    /// Frees the lock if `session` holds it; whether it did.
-    fn drop_session(&mut self, session: u64) -> bool {
-        if self.owner.is_some() && self.session == session {
-            self.owner = None;
-            self.count = 0;
-            return true;
-        }
-        false
-    }
-}
-
-impl AsMut<Owned> for Owned {
-    fn as_mut(&mut self) -> &mut Owned {
-        self
-    }
-}
-
-struct RLockObj {
-    state: Mutex<Owned>,
-    cv: Condvar,
-}
-
-impl RLockObj {
-    fn make(_init: &[u8]) -> Result<Arc<dyn Served>> {
-        Ok(Arc::new(RLockObj {
-            state: Mutex::new(Owned::default()),
-            cv: Condvar::new(),
-        }))
-    }
-}
-
-impl Served for RLockObj {
-    fn call(&self, method: &str, args: &[u8], cx: &Cx<'_>) -> Result<Vec<u8>> {
-        let mut s = self.state.lock();
-        match method {
-            "acquire" => {
-                let (block, timeout): (bool, Option<u64>) = dec_args(args)?;
-                let d = deadline(block, timeout);
-                enc(&Owned::acquire(&mut s, &self.cv, cx.caller, d, cx)?)
-            }
-            "release" => {
-                s.release(cx.caller, &self.cv)?;
-                unit()
-            }
-            "locked" => enc(&s.owner.is_some()),
-            m => Err(unknown("RLock", m)),
-        }
-    }
-
-    fn session_ended(&self, session: u64) {
-        if self.state.lock().drop_session(session) {
-            self.cv.notify_all();
-        }
-    }
-}
-
-struct SemaphoreObj {
-    value: Mutex<u64>,
-    bound: Option<u64>,
-    cv: Condvar,
-}
-
-impl SemaphoreObj {
-    fn make(init: &[u8]) -> Result<Arc<dyn Served>> {
-        let (value, bounded): (u64, bool) = dec_args(init)?;
-        Ok(Arc::new(SemaphoreObj {
-            value: Mutex::new(value),
-            bound: bounded.then_some(value),
-            cv: Condvar::new(),
-        }))
-    }
-}
-
-impl Served for SemaphoreObj {
-    fn call(&self, method: &str, args: &[u8], cx: &Cx<'_>) -> Result<Vec<u8>> {
-        let mut v = self.value.lock();
-        match method {
-            "acquire" => {
-                let (block, timeout): (bool, Option<u64>) = dec_args(args)?;
-                let d = deadline(block, timeout);
-                while *v == 0 {
-                    if !cx.wait(&self.cv, &mut v, d)? {
-                        return enc(&false);
-                    }
-                }
-                *v -= 1;
-                enc(&true)
-            }
-            "release" => {
-                let n: u64 = dec_args(args)?;
-                let new = v.saturating_add(n);
-                if self.bound.is_some_and(|b| new > b) {
-                    return Err(Error::ReleasedTooManyTimes);
-                }
-                *v = new;
-                for _ in 0..n.min(1 << 16) {
-                    self.cv.notify_one();
-                }
-                unit()
-            }
-            "value" => enc(&*v),
-            m => Err(unknown("Semaphore", m)),
-        }
-    }
-}
-
-// ---------------------------------------------------------------- condition
-
-#[derive(Default)]
-struct CondState {
-    lock: Owned,
-    next_ticket: u64,
-    waiting: VecDeque<u64>,
-    woken: Vec<u64>,
-}
-
-impl AsMut<Owned> for CondState {
-    fn as_mut(&mut self) -> &mut Owned {
-        &mut self.lock
-    }
-}
-
-/// A condition variable with its own reentrant lock (Python's manager
-/// `Condition()`, whose default lock is an `RLock`).
-struct ConditionObj {
-    state: Mutex<CondState>,
-    lock_cv: Condvar,
-    cond_cv: Condvar,
-}
-
-impl ConditionObj {
-    fn make(_init: &[u8]) -> Result<Arc<dyn Served>> {
-        Ok(Arc::new(ConditionObj {
-            state: Mutex::new(CondState::default()),
-            lock_cv: Condvar::new(),
-            cond_cv: Condvar::new(),
-        }))
-    }
-}
-
-impl Served for ConditionObj {
-    fn call(&self, method: &str, args: &[u8], cx: &Cx<'_>) -> Result<Vec<u8>> {
-        let mut s = self.state.lock();
-        match method {
-            "acquire" => {
-                let (block, timeout): (bool, Option<u64>) = dec_args(args)?;
-                let d = deadline(block, timeout);
-                enc(&Owned::acquire(&mut s, &self.lock_cv, cx.caller, d, cx)?)
-            }
-            "release" => {
-                s.lock.release(cx.caller, &self.lock_cv)?;
-                unit()
-            }
-            "wait" => {
-                let timeout: Option<u64> = dec_args(args)?;
-                if s.lock.owner != Some(cx.caller) {
-                    return Err(Error::NotOwner);
-                }
-                // Release the lock entirely, wait for a notification, then
-                // take the lock back at the same depth.
-                let depth = s.lock.count;
-                s.lock.owner = None;
-                s.lock.count = 0;
-                self.lock_cv.notify_all();
-                let ticket = s.next_ticket;
-                s.next_ticket += 1;
-                s.waiting.push_back(ticket);
-                let d = deadline(true, timeout);
-                let mut notified = false;
-                let mut failure = None;
-                loop {
-                    if let Some(i) = s.woken.iter().position(|&t| t == ticket) {
-                        s.woken.swap_remove(i);
-                        notified = true;
-                        break;
-                    }
-                    match cx.wait(&self.cond_cv, &mut s, d) {
-                        Ok(true) => {}
-                        Ok(false) => break,
-                        Err(e) => {
-                            failure = Some(e);
-                            break;
-                        }
-                    }
-                }
-                if !notified {
-                    s.waiting.retain(|&t| t != ticket);
-                }
-                if let Some(e) = failure {
-                    return Err(e);
-                }
-                while s.lock.owner.is_some() {
-                    cx.wait(&self.lock_cv, &mut s, None)?;
-                }
-                s.lock.owner = Some(cx.caller);
-                s.lock.session = cx.session;
-                s.lock.count = depth;
-                enc(&notified)
-            }
-            "notify" => {
-                let n: u64 = dec_args(args)?;
-                if s.lock.owner != Some(cx.caller) {
-                    return Err(Error::NotOwner);
-                }
-                for _ in 0..n {
-                    let Some(t) = s.waiting.pop_front() else {
-                        break;
-                    };
-                    s.woken.push(t);
-                }
-                self.cond_cv.notify_all();
-                unit()
-            }
-            "notify_all" => {
-                if s.lock.owner != Some(cx.caller) {
-                    return Err(Error::NotOwner);
-                }
-                let all: Vec<u64> = s.waiting.drain(..).collect();
-                s.woken.extend(all);
-                self.cond_cv.notify_all();
-                unit()
-            }
-            m => Err(unknown("Condition", m)),
-        }
-    }
-
-    fn session_ended(&self, session: u64) {
-        if self.state.lock().lock.drop_session(session) {
-            self.lock_cv.notify_all();
-        }
-    }
-}
-
-// ---------------------------------------------------------------- event, barrier
-
-struct EventObj {
-    set: Mutex<bool>,
-    cv: Condvar,
-}
-
-impl EventObj {
-    fn make(_init: &[u8]) -> Result<Arc<dyn Served>> {
-        Ok(Arc::new(EventObj {
-            set: Mutex::new(false),
-            cv: Condvar::new(),
-        }))
-    }
-}
-
-impl Served for EventObj {
-    fn call(&self, method: &str, args: &[u8], cx: &Cx<'_>) -> Result<Vec<u8>> {
-        let mut s = self.set.lock();
-        match method {
-            "set" => {
-                *s = true;
-                self.cv.notify_all();
-                unit()
-            }
-            "clear" => {
-                *s = false;
-                unit()
-            }
-            "is_set" => enc(&*s),
-            "wait" => {
-                let timeout: Option<u64> = dec_args(args)?;
-                let d = deadline(true, timeout);
-                while !*s {
-                    if !cx.wait(&self.cv, &mut s, d)? {
-                        return enc(&false);
-                    }
-                }
-                enc(&true)
-            }
-            m => Err(unknown("Event", m)),
-        }
-    }
-}
-
-struct BarrierState {
-    count: u64,
-    generation: u64,
-    broken: bool,
-    /// Generations that a reset ended while parties waited.
-    reset_generations: GenSet,
-}
-
-struct BarrierObj {
-    parties: u64,
-    state: Mutex<BarrierState>,
-    cv: Condvar,
-}
-
-impl BarrierObj {
-    fn make(init: &[u8]) -> Result<Arc<dyn Served>> {
-        let parties: u64 = dec_args(init)?;
-        if parties == 0 {
-            return Err(remote(K::Value, "a barrier needs at least one party"));
-        }
-        Ok(Arc::new(BarrierObj {
-            parties,
-            state: Mutex::new(BarrierState {
-                count: 0,
-                generation: 0,
-                broken: false,
-                reset_generations: GenSet::new(),
-            }),
-            cv: Condvar::new(),
-        }))
-    }
-}
-
-impl Served for BarrierObj {
-    fn call(&self, method: &str, args: &[u8], cx: &Cx<'_>) -> Result<Vec<u8>> {
-        let mut s = self.state.lock();
-        match method {
-            "wait" => {
-                let timeout: Option<u64> = dec_args(args)?;
-                if s.broken {
-                    return Err(Error::BrokenBarrier);
-                }
-                let index = s.count;
-                s.count += 1;
-                if s.count == self.parties {
-                    s.count = 0;
-                    s.generation += 1;
-                    self.cv.notify_all();
-                    return enc(&index);
-                }
-                let generation = s.generation;
-                let d = deadline(true, timeout);
-                loop {
-                    if s.generation != generation {
-                        if s.reset_generations.remove(&generation) {
-                            return Err(Error::BrokenBarrier);
-                        }
-                        return enc(&index);
-                    }
-                    if s.broken {
-                        s.count = s.count.saturating_sub(1);
-                        return Err(Error::BrokenBarrier);
-                    }
-                    let woke = cx.wait(&self.cv, &mut s, d);
-                    if !matches!(woke, Ok(true)) && s.generation == generation {
-                        // A timeout (or a waiter that left) breaks the
-                        // barrier for everyone, as in Python.
-                        s.broken = true;
-                        s.count = s.count.saturating_sub(1);
-                        self.cv.notify_all();
-                        woke?;
-                        return Err(Error::BrokenBarrier);
-                    }
-                }
-            }
-            "abort" => {
-                s.broken = true;
-                self.cv.notify_all();
-                unit()
-            }
-            "reset" => {
-                if s.count > 0 {
-                    let g = s.generation;
-                    s.reset_generations.insert(g);
-                    s.generation += 1;
-                    s.count = 0;
-                }
-                s.broken = false;
-                self.cv.notify_all();
-                unit()
-            }
-            "parties" => enc(&self.parties),
-            "n_waiting" => enc(&s.count),
-            "broken" => enc(&s.broken),
-            m => Err(unknown("Barrier", m)),
-        }
+    #[test]
+    fn deadlines_too_far_away_are_none() {
+        assert!(deadline(true, Some(Duration::MAX)).is_none());
+        assert!(deadline(true, None).is_none());
+        assert!(deadline(false, Some(Duration::MAX)).is_some());
     }
 }

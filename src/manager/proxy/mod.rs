@@ -1,17 +1,19 @@
 //! Proxies: handles on objects that live in a manager's server.
+//!
+//! This module has the untyped [`Proxy`] (the reference, the session, the
+//! call) and the machinery of typed ones; the typed proxies of the
+//! built-in objects are in [`containers`], [`queues`] and [`sync`], each
+//! method encoding the typed operation its object answers.
 
 use std::fmt;
-use std::marker::PhantomData;
-use std::ops::{Bound, RangeBounds};
 use std::sync::Arc;
-use std::time::Duration;
 
 use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::client::Session;
-use super::protocol::{ADOPT, Bytes, CONTROL, HOLDS, dec, enc};
+use super::protocol::{ADOPT, Bytes, ControlOp, HOLDS, dec, enc};
 use crate::connection::listener::Address;
 use crate::error::{Error, RemoteErrorKind, Result};
 
@@ -72,9 +74,8 @@ impl Drop for Inner {
     fn drop(&mut self) {
         if let Some(s) = self.attached.get_mut().take()
             && s.is_current()
-            && let Ok(args) = enc(&self.token.id)
         {
-            s.notify(CONTROL, "decref", &args);
+            s.notify_control(&ControlOp::Decref(self.token.id));
         }
     }
 }
@@ -168,9 +169,9 @@ impl Proxy {
             },
         };
         let id = self.inner.token.id;
-        let typeid: String = dec(&s.call(CONTROL, "incref", &enc(&id)?)?)?;
+        let typeid: String = dec(&s.control(&ControlOp::Incref(id))?)?;
         if typeid != self.inner.token.typeid {
-            s.notify(CONTROL, "decref", &enc(&id)?);
+            s.notify_control(&ControlOp::Decref(id));
             return Err(Error::Remote {
                 kind: RemoteErrorKind::BadArguments,
                 message: format!(
@@ -185,13 +186,19 @@ impl Proxy {
         Ok(s)
     }
 
-    /// Calls `method` with already encoded arguments; the encoded result.
+    /// Calls the method `method` of a registered type's object with
+    /// already encoded arguments (a tuple of its parameters); the encoded
+    /// result. The built-in objects take typed operations, not method
+    /// names: on them this is an
+    /// [`UnknownMethod`](RemoteErrorKind::UnknownMethod) error.
     pub fn call_raw(&self, method: &str, args: &[u8]) -> Result<Vec<u8>> {
-        self.session()?.call(self.inner.token.id, method, args)
+        self.session()?
+            .call(self.inner.token.id, Some(method), args)
     }
 
-    /// Calls `method` with `args` (encoded with postcard) and decodes the
-    /// result as `R`.
+    /// Calls the method `method` of a registered type's object with `args`
+    /// (encoded with postcard) and decodes the result as `R` (see
+    /// [`call_raw`](Self::call_raw)).
     pub fn call<A: Serialize + ?Sized, R: DeserializeOwned>(
         &self,
         method: &str,
@@ -200,12 +207,19 @@ impl Proxy {
         dec(&self.call_raw(method, &enc(args)?)?)
     }
 
-    fn call_bytes<R: DeserializeOwned>(&self, method: &str, args: &[u8]) -> Result<R> {
-        dec(&self.call_raw(method, args)?)
+    /// Runs a typed operation on a built-in object; its answer decoded
+    /// as `R`.
+    pub(crate) fn op<O: Serialize, R: DeserializeOwned>(&self, op: &O) -> Result<R> {
+        let args = enc(op)?;
+        dec(&self.session()?.call(self.inner.token.id, None, &args)?)
     }
 
-    fn call_unit(&self, method: &str, args: &[u8]) -> Result<()> {
-        self.call_raw(method, args).map(drop)
+    /// [`op`](Self::op) for an operation answering nothing.
+    pub(crate) fn op_unit<O: Serialize>(&self, op: &O) -> Result<()> {
+        let args = enc(op)?;
+        self.session()?
+            .call(self.inner.token.id, None, &args)
+            .map(drop)
     }
 }
 
@@ -261,14 +275,14 @@ thread_local! {
 /// proxies of the container's server inside each, which the server then
 /// holds for as long as it keeps the item (Python's server counts those
 /// references too).
-struct Items<'a> {
+pub(crate) struct Items<'a> {
     address: &'a Address,
     holds: Vec<Vec<u64>>,
     any: bool,
 }
 
 impl<'a> Items<'a> {
-    fn new(container: &'a Proxy) -> Items<'a> {
+    pub(crate) fn new(container: &'a Proxy) -> Items<'a> {
         Items {
             address: &container.inner.token.address,
             holds: Vec::new(),
@@ -277,7 +291,7 @@ impl<'a> Items<'a> {
     }
 
     /// Encodes the next item.
-    fn enc<T: Serialize + ?Sized>(&mut self, item: &T) -> Result<Vec<u8>> {
+    pub(crate) fn enc<T: Serialize + ?Sized>(&mut self, item: &T) -> Result<Vec<u8>> {
         let outer = NOTED.with(|n| n.replace(Some(Vec::new())));
         let r = enc(item);
         let noted = NOTED.with(|n| n.replace(outer)).unwrap_or_default();
@@ -307,16 +321,16 @@ pub(crate) fn enc_noting<T: Serialize + ?Sized>(
 }
 
 impl Proxy {
-    /// Calls a container method that stores `items` (encoded through
+    /// Runs a container operation that stores `items` (encoded through
     /// them) and, with `adopt`, may take items out: the proxies decoded
     /// from the result then own the references the items held.
-    fn call_items<R: DeserializeOwned>(
+    pub(crate) fn op_items<O: Serialize, R: DeserializeOwned>(
         &self,
-        method: &str,
-        args: &[u8],
+        op: &O,
         items: Items<'_>,
         adopt: bool,
     ) -> Result<R> {
+        let args = &enc(op)?[..];
         let session = self.session()?;
         let mut flags = if adopt { ADOPT } else { 0 };
         let wrapped;
@@ -327,7 +341,7 @@ impl Proxy {
         } else {
             args
         };
-        let reply = session.call_flags(self.inner.token.id, method, args, flags)?;
+        let reply = session.call_flags(self.inner.token.id, None, args, flags)?;
         if !adopt {
             return dec(&reply);
         }
@@ -342,9 +356,7 @@ impl Proxy {
         // References no decoded proxy took (a type that drops tokens, or a
         // failed decode) are given back.
         for id in left.unwrap_or_default() {
-            if let Ok(args) = enc(&id) {
-                session.notify(CONTROL, "decref", &args);
-            }
+            session.notify_control(&ControlOp::Decref(id));
         }
         r
     }
@@ -373,23 +385,20 @@ impl Proxy {
     }
 }
 
-/// The nanoseconds of an optional timeout, as blocking methods take them.
-fn ns(t: Option<Duration>) -> Option<u64> {
-    t.map(|d| d.as_nanos().min(u64::MAX as u128) as u64)
-}
-
+/// Defines a typed proxy of a built-in object: the struct around a
+/// [`Proxy`], [`TypedProxy`], `Clone`, `Debug`, and serde as its token.
 macro_rules! typed_proxy {
     ($(#[$m:meta])* $name:ident $(<$($t:ident),+>)?, $typeid:literal) => {
         $(#[$m])*
         pub struct $name $(<$($t),+>)? {
             proxy: Proxy,
-            $(_t: PhantomData<fn() -> ($($t,)+)>,)?
+            $(_t: std::marker::PhantomData<fn() -> ($($t,)+)>,)?
         }
 
         impl $(<$($t),+>)? TypedProxy for $name $(<$($t),+>)? {
             const TYPE_ID: &'static str = $typeid;
             fn from_proxy_unchecked(proxy: Proxy) -> Self {
-                $name { proxy, $(_t: PhantomData::<fn() -> ($($t,)+)>,)? }
+                $name { proxy, $(_t: std::marker::PhantomData::<fn() -> ($($t,)+)>,)? }
             }
             fn proxy(&self) -> &Proxy {
                 &self.proxy
@@ -423,737 +432,13 @@ macro_rules! typed_proxy {
     };
 }
 
-fn range(r: impl RangeBounds<usize>) -> (u64, u64) {
-    let start = match r.start_bound() {
-        Bound::Included(&s) => s as u64,
-        Bound::Excluded(&s) => s as u64 + 1,
-        Bound::Unbounded => 0,
-    };
-    let end = match r.end_bound() {
-        Bound::Included(&e) => e as u64 + 1,
-        Bound::Excluded(&e) => e as u64,
-        Bound::Unbounded => u64::MAX,
-    };
-    (start, end)
-}
-
-typed_proxy!(
-    /// A list held by a manager (Python's `manager.list()`).
-    ///
-    /// Items are stored as encoded (postcard); `remove`, `index`,
-    /// `contains` and `count` compare encodings.
-    ListProxy<T>, "list"
-);
-
-impl<T: Serialize + DeserializeOwned> ListProxy<T> {
-    /// Appends `item` (Python's `append`).
-    pub fn push(&self, item: &T) -> Result<()> {
-        let mut items = Items::new(&self.proxy);
-        let i = items.enc(item)?;
-        self.proxy.call_items("append", &i, items, false)
-    }
-
-    /// Same as [`push`](Self::push).
-    pub fn append(&self, item: &T) -> Result<()> {
-        self.push(item)
-    }
-
-    /// Appends all of `items` in one call.
-    pub fn extend<'a>(&self, items: impl IntoIterator<Item = &'a T>) -> Result<()>
-    where
-        T: 'a,
-    {
-        let mut enc_items = Items::new(&self.proxy);
-        let v: Vec<Vec<u8>> = items
-            .into_iter()
-            .map(|i| enc_items.enc(i))
-            .collect::<Result<_>>()?;
-        let b: Vec<Bytes<'_>> = v.iter().map(|x| Bytes(x)).collect();
-        self.proxy.call_items("extend", &enc(&b)?, enc_items, false)
-    }
-
-    /// The item at `index`.
-    pub fn get(&self, index: usize) -> Result<T> {
-        self.proxy.call_bytes("get", &enc(&(index as u64))?)
-    }
-
-    /// Replaces the item at `index`.
-    pub fn set(&self, index: usize, item: &T) -> Result<()> {
-        let mut items = Items::new(&self.proxy);
-        let i = items.enc(item)?;
-        self.proxy
-            .call_items("set", &enc(&(index as u64, Bytes(&i)))?, items, false)
-    }
-
-    /// The number of items.
-    pub fn len(&self) -> Result<usize> {
-        Ok(self.proxy.call_bytes::<u64>("len", &[])? as usize)
-    }
-
-    /// Whether it has no items.
-    pub fn is_empty(&self) -> Result<bool> {
-        Ok(self.len()? == 0)
-    }
-
-    /// Removes and returns the last item (an [`Index`](RemoteErrorKind::Index)
-    /// error if there is none).
-    pub fn pop(&self) -> Result<T> {
-        let items = Items::new(&self.proxy);
-        self.proxy
-            .call_items("pop", &enc(&None::<u64>)?, items, true)
-    }
-
-    /// Removes and returns the item at `index`.
-    pub fn pop_at(&self, index: usize) -> Result<T> {
-        let items = Items::new(&self.proxy);
-        self.proxy
-            .call_items("pop", &enc(&Some(index as u64))?, items, true)
-    }
-
-    /// Inserts `item` before `index` (at the end if `index` is past it).
-    pub fn insert(&self, index: usize, item: &T) -> Result<()> {
-        let mut items = Items::new(&self.proxy);
-        let i = items.enc(item)?;
-        self.proxy
-            .call_items("insert", &enc(&(index as u64, Bytes(&i)))?, items, false)
-    }
-
-    /// Removes the first item equal to `item` (a
-    /// [`Value`](RemoteErrorKind::Value) error if there is none).
-    pub fn remove(&self, item: &T) -> Result<()> {
-        self.proxy.call_unit("remove", &enc(item)?)
-    }
-
-    /// The index of the first item equal to `item`.
-    pub fn index(&self, item: &T) -> Result<usize> {
-        Ok(self.proxy.call_bytes::<u64>("index", &enc(item)?)? as usize)
-    }
-
-    /// Whether an item equals `item`.
-    pub fn contains(&self, item: &T) -> Result<bool> {
-        self.proxy.call_bytes("contains", &enc(item)?)
-    }
-
-    /// How many items equal `item`.
-    pub fn count(&self, item: &T) -> Result<usize> {
-        Ok(self.proxy.call_bytes::<u64>("count", &enc(item)?)? as usize)
-    }
-
-    /// The items in `range` (clamped to the list, as Python slices are).
-    pub fn slice(&self, range: impl RangeBounds<usize>) -> Result<Vec<T>> {
-        self.proxy.call_bytes("slice", &enc(&self::range(range))?)
-    }
-
-    /// A copy of all the items.
-    pub fn to_vec(&self) -> Result<Vec<T>> {
-        self.proxy.call_bytes("to_vec", &[])
-    }
-
-    /// Removes every item.
-    pub fn clear(&self) -> Result<()> {
-        self.proxy.call_unit("clear", &[])
-    }
-
-    /// Reverses the items in place.
-    pub fn reverse(&self) -> Result<()> {
-        self.proxy.call_unit("reverse", &[])
-    }
-}
-
-typed_proxy!(
-    /// A dict held by a manager (Python's `manager.dict()`): insertion
-    /// ordered; keys compare by their encoding.
-    DictProxy<K, V>, "dict"
-);
-
-impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> DictProxy<K, V> {
-    /// Sets `key` to `value`; the value it had.
-    pub fn insert(&self, key: &K, value: &V) -> Result<Option<V>> {
-        let mut items = Items::new(&self.proxy);
-        let (k, v) = (enc(key)?, items.enc(value)?);
-        self.proxy
-            .call_items("insert", &enc(&(Bytes(&k), Bytes(&v)))?, items, true)
-    }
-
-    /// The value of `key`.
-    pub fn get(&self, key: &K) -> Result<Option<V>> {
-        self.proxy.call_bytes("get", &enc(key)?)
-    }
-
-    /// Removes `key`; the value it had.
-    pub fn remove(&self, key: &K) -> Result<Option<V>> {
-        let items = Items::new(&self.proxy);
-        self.proxy.call_items("remove", &enc(key)?, items, true)
-    }
-
-    /// Whether `key` is there.
-    pub fn contains_key(&self, key: &K) -> Result<bool> {
-        self.proxy.call_bytes("contains", &enc(key)?)
-    }
-
-    /// The number of entries.
-    pub fn len(&self) -> Result<usize> {
-        Ok(self.proxy.call_bytes::<u64>("len", &[])? as usize)
-    }
-
-    /// Whether it has no entries.
-    pub fn is_empty(&self) -> Result<bool> {
-        Ok(self.len()? == 0)
-    }
-
-    /// The keys, in insertion order.
-    pub fn keys(&self) -> Result<Vec<K>> {
-        self.proxy.call_bytes("keys", &[])
-    }
-
-    /// The values, in insertion order.
-    pub fn values(&self) -> Result<Vec<V>> {
-        self.proxy.call_bytes("values", &[])
-    }
-
-    /// The entries, in insertion order.
-    pub fn items(&self) -> Result<Vec<(K, V)>> {
-        self.proxy.call_bytes("items", &[])
-    }
-
-    /// Sets every entry of `entries`, in one call.
-    pub fn update<'a>(&self, entries: impl IntoIterator<Item = (&'a K, &'a V)>) -> Result<()>
-    where
-        K: 'a,
-        V: 'a,
-    {
-        let mut items = Items::new(&self.proxy);
-        let enc_entries: Vec<(Vec<u8>, Vec<u8>)> = entries
-            .into_iter()
-            .map(|(k, v)| Ok((enc(k)?, items.enc(v)?)))
-            .collect::<Result<_>>()?;
-        let b: Vec<(Bytes<'_>, Bytes<'_>)> = enc_entries
-            .iter()
-            .map(|(k, v)| (Bytes(k), Bytes(v)))
-            .collect();
-        self.proxy.call_items("update", &enc(&b)?, items, false)
-    }
-
-    /// The value of `key`, set to `default` first if `key` is not there.
-    pub fn setdefault(&self, key: &K, default: &V) -> Result<V> {
-        let mut items = Items::new(&self.proxy);
-        let (k, v) = (enc(key)?, items.enc(default)?);
-        self.proxy
-            .call_items("setdefault", &enc(&(Bytes(&k), Bytes(&v)))?, items, false)
-    }
-
-    /// Removes every entry.
-    pub fn clear(&self) -> Result<()> {
-        self.proxy.call_unit("clear", &[])
-    }
-}
-
-typed_proxy!(
-    /// A namespace held by a manager (Python's `manager.Namespace()`):
-    /// named fields of any serializable type.
-    NamespaceProxy, "namespace"
-);
-
-impl NamespaceProxy {
-    /// The field `name` (a [`Key`](RemoteErrorKind::Key) error if unset).
-    pub fn get<T: DeserializeOwned>(&self, name: &str) -> Result<T> {
-        self.proxy.call_bytes("get", &enc(name)?)
-    }
-
-    /// Sets the field `name`.
-    pub fn set<T: Serialize + ?Sized>(&self, name: &str, value: &T) -> Result<()> {
-        let mut items = Items::new(&self.proxy);
-        let v = items.enc(value)?;
-        self.proxy
-            .call_items("set", &enc(&(name, Bytes(&v)))?, items, false)
-    }
-
-    /// Removes the field `name`; whether it was set.
-    pub fn remove(&self, name: &str) -> Result<bool> {
-        self.proxy.call_bytes("remove", &enc(name)?)
-    }
-
-    /// Whether the field `name` is set.
-    pub fn contains(&self, name: &str) -> Result<bool> {
-        self.proxy.call_bytes("contains", &enc(name)?)
-    }
-
-    /// The names of the fields set, sorted.
-    pub fn names(&self) -> Result<Vec<String>> {
-        self.proxy.call_bytes("names", &[])
-    }
-}
-
-typed_proxy!(
-    /// A value held by a manager (Python's `manager.Value(typecode, v)`).
-    ValueProxy<T>, "value"
-);
-
-impl<T: Serialize + DeserializeOwned> ValueProxy<T> {
-    /// The value.
-    pub fn get(&self) -> Result<T> {
-        self.proxy.call_bytes("get", &[])
-    }
-
-    /// Sets the value.
-    pub fn set(&self, value: &T) -> Result<()> {
-        let mut items = Items::new(&self.proxy);
-        let v = items.enc(value)?;
-        self.proxy.call_items("set", &v, items, false)
-    }
-
-    /// Sets the value and returns the old one, in one call.
-    pub fn swap(&self, value: &T) -> Result<T> {
-        let mut items = Items::new(&self.proxy);
-        let v = items.enc(value)?;
-        self.proxy.call_items("swap", &v, items, true)
-    }
-}
-
-typed_proxy!(
-    /// A fixed-length array held by a manager (Python's
-    /// `manager.Array(typecode, seq)`).
-    ArrayProxy<T>, "array"
-);
-
-impl<T: Serialize + DeserializeOwned> ArrayProxy<T> {
-    /// The number of items (fixed at creation).
-    pub fn len(&self) -> Result<usize> {
-        Ok(self.proxy.call_bytes::<u64>("len", &[])? as usize)
-    }
-
-    /// Whether it has no items.
-    pub fn is_empty(&self) -> Result<bool> {
-        Ok(self.len()? == 0)
-    }
-
-    /// The item at `index`.
-    pub fn get(&self, index: usize) -> Result<T> {
-        self.proxy.call_bytes("get", &enc(&(index as u64))?)
-    }
-
-    /// Replaces the item at `index`.
-    pub fn set(&self, index: usize, item: &T) -> Result<()> {
-        let mut items = Items::new(&self.proxy);
-        let i = items.enc(item)?;
-        self.proxy
-            .call_items("set", &enc(&(index as u64, Bytes(&i)))?, items, false)
-    }
-
-    /// A copy of all the items.
-    pub fn to_vec(&self) -> Result<Vec<T>> {
-        self.proxy.call_bytes("to_vec", &[])
-    }
-}
-
-typed_proxy!(
-    /// A FIFO queue held by a manager (Python's `manager.Queue()`).
-    QueueProxy<T>, "queue"
-);
-
-typed_proxy!(
-    /// A joinable FIFO queue held by a manager (Python's
-    /// `manager.JoinableQueue()`): [`task_done`](Self::task_done) and
-    /// [`join`](Self::join) besides the queue's methods.
-    JoinableQueueProxy<T>, "joinable_queue"
-);
-
-/// Whether `e` is the server's "empty"/"full" answer.
-fn is_kind(e: &Error, kind: RemoteErrorKind) -> bool {
-    matches!(e, Error::Remote { kind: k, .. } if *k == kind)
-}
-
-macro_rules! queue_methods {
-    ($name:ident) => {
-        impl<T: Serialize + DeserializeOwned> $name<T> {
-            fn put_with(&self, block: bool, timeout: Option<Duration>, item: &T) -> Result<bool> {
-                let mut items = Items::new(&self.proxy);
-                let i = items.enc(item)?;
-                match self.proxy.call_items::<()>(
-                    "put",
-                    &enc(&(block, ns(timeout), Bytes(&i)))?,
-                    items,
-                    false,
-                ) {
-                    Ok(()) => Ok(true),
-                    Err(e) if is_kind(&e, RemoteErrorKind::Full) => Ok(false),
-                    Err(e) => Err(e),
-                }
-            }
-
-            fn get_with(&self, block: bool, timeout: Option<Duration>) -> Result<Option<T>> {
-                let items = Items::new(&self.proxy);
-                match self
-                    .proxy
-                    .call_items("get", &enc(&(block, ns(timeout)))?, items, true)
-                {
-                    Ok(v) => Ok(Some(v)),
-                    Err(e) if is_kind(&e, RemoteErrorKind::Empty) => Ok(None),
-                    Err(e) => Err(e),
-                }
-            }
-
-            /// Puts `item`, waiting while the queue is full.
-            pub fn put(&self, item: &T) -> Result<()> {
-                self.put_with(true, None, item).map(drop)
-            }
-
-            /// Puts `item` if there is room now; whether it did.
-            pub fn try_put(&self, item: &T) -> Result<bool> {
-                self.put_with(false, None, item)
-            }
-
-            /// Puts `item`, waiting at most `timeout` for room; whether it did.
-            pub fn put_timeout(&self, item: &T, timeout: Duration) -> Result<bool> {
-                self.put_with(true, Some(timeout), item)
-            }
-
-            /// Takes the next item, waiting for one. The wait runs in the
-            /// server and holds up no other caller.
-            pub fn get(&self) -> Result<T> {
-                self.get_with(true, None)?
-                    .ok_or_else(|| Error::Codec("a blocking get came back empty".into()))
-            }
-
-            /// Takes the next item if there is one now.
-            pub fn try_get(&self) -> Result<Option<T>> {
-                self.get_with(false, None)
-            }
-
-            /// Takes the next item, waiting at most `timeout`.
-            pub fn get_timeout(&self, timeout: Duration) -> Result<Option<T>> {
-                self.get_with(true, Some(timeout))
-            }
-
-            /// The number of items.
-            pub fn qsize(&self) -> Result<usize> {
-                Ok(self.proxy.call_bytes::<u64>("qsize", &[])? as usize)
-            }
-
-            /// Whether it has no items.
-            pub fn is_empty(&self) -> Result<bool> {
-                self.proxy.call_bytes("empty", &[])
-            }
-
-            /// Whether it is at its maximum size.
-            pub fn is_full(&self) -> Result<bool> {
-                self.proxy.call_bytes("full", &[])
-            }
-        }
-    };
-}
-
-queue_methods!(QueueProxy);
-queue_methods!(JoinableQueueProxy);
-
-impl<T: Serialize + DeserializeOwned> JoinableQueueProxy<T> {
-    /// Marks one item taken earlier as done (a
-    /// [`Value`](RemoteErrorKind::Value) error if none is pending).
-    pub fn task_done(&self) -> Result<()> {
-        self.proxy.call_unit("task_done", &[])
-    }
-
-    /// Waits until every item put has been marked done.
-    pub fn join(&self) -> Result<()> {
-        self.proxy.call_unit("join", &enc(&None::<u64>)?)
-    }
-
-    /// Like [`join`](Self::join), for at most `timeout`
-    /// ([`Error::Timeout`] then).
-    pub fn join_timeout(&self, timeout: Duration) -> Result<()> {
-        self.proxy.call_unit("join", &enc(&ns(Some(timeout)))?)
-    }
-}
-
-/// Releases a manager lock when dropped (errors on that release are
-/// ignored: call [`release`](ProxyGuard::release) to see them).
-#[must_use = "the lock is released when the guard is dropped"]
-pub struct ProxyGuard<'a> {
-    proxy: &'a Proxy,
-    released: bool,
-}
-
-impl ProxyGuard<'_> {
-    /// Releases the lock now, reporting a failure.
-    pub fn release(mut self) -> Result<()> {
-        self.released = true;
-        self.proxy.call_unit("release", &[])
-    }
-}
-
-impl Drop for ProxyGuard<'_> {
-    fn drop(&mut self) {
-        if !self.released {
-            let _ = self.proxy.call_unit("release", &[]);
-        }
-    }
-}
-
-impl fmt::Debug for ProxyGuard<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("ProxyGuard { .. }")
-    }
-}
-
-macro_rules! lock_methods {
-    ($name:ident) => {
-        impl $name {
-            fn acquire_with(&self, block: bool, timeout: Option<Duration>) -> Result<bool> {
-                self.proxy
-                    .call_bytes("acquire", &enc(&(block, ns(timeout)))?)
-            }
-
-            /// Acquires, waiting as long as it takes (the wait runs in the
-            /// server and holds up no other caller).
-            pub fn acquire(&self) -> Result<()> {
-                self.acquire_with(true, None).map(drop)
-            }
-
-            /// Acquires if free now; whether it did.
-            pub fn try_acquire(&self) -> Result<bool> {
-                self.acquire_with(false, None)
-            }
-
-            /// Acquires, waiting at most `timeout`; whether it did.
-            pub fn acquire_timeout(&self, timeout: Duration) -> Result<bool> {
-                self.acquire_with(true, Some(timeout))
-            }
-
-            /// Releases ([`Error::NotOwner`] if not held, or, for a
-            /// reentrant lock, held by another thread or process).
-            pub fn release(&self) -> Result<()> {
-                self.proxy.call_unit("release", &[])
-            }
-
-            /// Acquires and returns a guard that releases on drop.
-            pub fn lock(&self) -> Result<ProxyGuard<'_>> {
-                self.acquire()?;
-                Ok(ProxyGuard {
-                    proxy: &self.proxy,
-                    released: false,
-                })
-            }
-        }
-    };
-}
-
-typed_proxy!(
-    /// A lock held by a manager (Python's `manager.Lock()`): any process
-    /// may release it; the server releases it if the process that acquired
-    /// it ends (exits, dies or drops its connection) while holding it.
-    LockProxy, "lock"
-);
-lock_methods!(LockProxy);
-
-impl LockProxy {
-    /// Whether someone holds it.
-    pub fn is_locked(&self) -> Result<bool> {
-        self.proxy.call_bytes("locked", &[])
-    }
-}
-
-typed_proxy!(
-    /// A reentrant lock held by a manager (Python's `manager.RLock()`):
-    /// owned by the calling thread of the calling process.
-    RLockProxy, "rlock"
-);
-lock_methods!(RLockProxy);
-
-impl RLockProxy {
-    /// Whether someone holds it.
-    pub fn is_locked(&self) -> Result<bool> {
-        self.proxy.call_bytes("locked", &[])
-    }
-}
-
-typed_proxy!(
-    /// A condition variable held by a manager, with its own reentrant lock
-    /// (Python's `manager.Condition()`).
-    ConditionProxy, "condition"
-);
-lock_methods!(ConditionProxy);
-
-impl ConditionProxy {
-    /// Releases the lock (which the caller must hold), waits for a
-    /// notification, and takes the lock back.
-    pub fn wait(&self) -> Result<()> {
-        self.proxy
-            .call_bytes::<bool>("wait", &enc(&None::<u64>)?)
-            .map(drop)
-    }
-
-    /// Like [`wait`](Self::wait), for at most `timeout`; whether it was
-    /// notified (the lock is held again either way).
-    pub fn wait_timeout(&self, timeout: Duration) -> Result<bool> {
-        self.proxy.call_bytes("wait", &enc(&ns(Some(timeout)))?)
-    }
-
-    /// Waits until `pred()` holds, for at most `timeout` (`None`: no
-    /// limit); the last value of `pred()` (Python's `wait_for`).
-    pub fn wait_for(
-        &self,
-        mut pred: impl FnMut() -> bool,
-        timeout: Option<Duration>,
-    ) -> Result<bool> {
-        let deadline = timeout.map(|t| std::time::Instant::now() + t);
-        loop {
-            if pred() {
-                return Ok(true);
-            }
-            match deadline {
-                None => self.wait()?,
-                Some(d) => {
-                    let left = d.saturating_duration_since(std::time::Instant::now());
-                    if left.is_zero() {
-                        return Ok(false);
-                    }
-                    self.wait_timeout(left)?;
-                }
-            }
-        }
-    }
-
-    /// Wakes up to `n` waiters (the caller must hold the lock).
-    pub fn notify(&self, n: usize) -> Result<()> {
-        self.proxy.call_unit("notify", &enc(&(n as u64))?)
-    }
-
-    /// Wakes one waiter.
-    pub fn notify_one(&self) -> Result<()> {
-        self.notify(1)
-    }
-
-    /// Wakes every waiter.
-    pub fn notify_all(&self) -> Result<()> {
-        self.proxy.call_unit("notify_all", &[])
-    }
-}
-
-typed_proxy!(
-    /// A semaphore held by a manager (Python's `manager.Semaphore(n)`, and
-    /// `manager.BoundedSemaphore(n)`, which refuses to go over `n`).
-    SemaphoreProxy, "semaphore"
-);
-
-impl SemaphoreProxy {
-    fn acquire_with(&self, block: bool, timeout: Option<Duration>) -> Result<bool> {
-        self.proxy
-            .call_bytes("acquire", &enc(&(block, ns(timeout)))?)
-    }
-
-    /// Takes one unit, waiting for one.
-    pub fn acquire(&self) -> Result<()> {
-        self.acquire_with(true, None).map(drop)
-    }
-
-    /// Takes one unit if there is one now; whether it did.
-    pub fn try_acquire(&self) -> Result<bool> {
-        self.acquire_with(false, None)
-    }
-
-    /// Takes one unit, waiting at most `timeout`; whether it did.
-    pub fn acquire_timeout(&self, timeout: Duration) -> Result<bool> {
-        self.acquire_with(true, Some(timeout))
-    }
-
-    /// Gives one unit back ([`Error::ReleasedTooManyTimes`] past a bounded
-    /// semaphore's bound).
-    pub fn release(&self) -> Result<()> {
-        self.release_n(1)
-    }
-
-    /// Gives `n` units back.
-    pub fn release_n(&self, n: u32) -> Result<()> {
-        self.proxy.call_unit("release", &enc(&(n as u64))?)
-    }
-
-    /// The units available now.
-    pub fn value(&self) -> Result<u64> {
-        self.proxy.call_bytes("value", &[])
-    }
-}
-
-/// A bounded semaphore's proxy is a semaphore proxy whose server object
-/// refuses releases past the bound.
-pub type BoundedSemaphoreProxy = SemaphoreProxy;
-
-typed_proxy!(
-    /// An event held by a manager (Python's `manager.Event()`).
-    EventProxy, "event"
-);
-
-impl EventProxy {
-    /// Sets the flag, waking every waiter.
-    pub fn set(&self) -> Result<()> {
-        self.proxy.call_unit("set", &[])
-    }
-
-    /// Clears the flag.
-    pub fn clear(&self) -> Result<()> {
-        self.proxy.call_unit("clear", &[])
-    }
-
-    /// Whether the flag is set.
-    pub fn is_set(&self) -> Result<bool> {
-        self.proxy.call_bytes("is_set", &[])
-    }
-
-    /// Waits until the flag is set.
-    pub fn wait(&self) -> Result<()> {
-        self.proxy
-            .call_bytes::<bool>("wait", &enc(&None::<u64>)?)
-            .map(drop)
-    }
-
-    /// Waits at most `timeout`; whether the flag is set.
-    pub fn wait_timeout(&self, timeout: Duration) -> Result<bool> {
-        self.proxy.call_bytes("wait", &enc(&ns(Some(timeout)))?)
-    }
-}
-
-typed_proxy!(
-    /// A barrier held by a manager (Python's `manager.Barrier(n)`).
-    BarrierProxy, "barrier"
-);
-
-impl BarrierProxy {
-    /// Waits until all parties wait; this caller's arrival index
-    /// (`0..parties`). [`Error::BrokenBarrier`] if the barrier is or
-    /// becomes broken.
-    pub fn wait(&self) -> Result<u32> {
-        Ok(self.proxy.call_bytes::<u64>("wait", &enc(&None::<u64>)?)? as u32)
-    }
-
-    /// Like [`wait`](Self::wait), for at most `timeout`; a timeout breaks
-    /// the barrier for everyone (as in Python).
-    pub fn wait_timeout(&self, timeout: Duration) -> Result<u32> {
-        Ok(self
-            .proxy
-            .call_bytes::<u64>("wait", &enc(&ns(Some(timeout)))?)? as u32)
-    }
-
-    /// Breaks the barrier: current and later waiters fail.
-    pub fn abort(&self) -> Result<()> {
-        self.proxy.call_unit("abort", &[])
-    }
-
-    /// Back to the initial state; current waiters fail.
-    pub fn reset(&self) -> Result<()> {
-        self.proxy.call_unit("reset", &[])
-    }
-
-    /// How many parties it waits for.
-    pub fn parties(&self) -> Result<u32> {
-        Ok(self.proxy.call_bytes::<u64>("parties", &[])? as u32)
-    }
-
-    /// How many wait now.
-    pub fn n_waiting(&self) -> Result<u32> {
-        Ok(self.proxy.call_bytes::<u64>("n_waiting", &[])? as u32)
-    }
-
-    /// Whether it is broken.
-    pub fn is_broken(&self) -> Result<bool> {
-        self.proxy.call_bytes("broken", &[])
-    }
-}
+mod containers;
+mod queues;
+mod sync;
+
+pub use containers::{ArrayProxy, DictProxy, ListProxy, NamespaceProxy, ValueProxy};
+pub use queues::{JoinableQueueProxy, QueueProxy};
+pub use sync::{
+    BarrierProxy, BoundedSemaphoreProxy, ConditionProxy, EventProxy, LockProxy, ProxyGuard,
+    RLockProxy, SemaphoreProxy,
+};
