@@ -230,25 +230,6 @@ pub(crate) fn encode_body<T: Serialize>(msg: &T, out: &mut Vec<u8>) -> Result<()
     Ok(())
 }
 
-/// Where the next frame in `buf` stands: `Ok(Some((header, len)))` if a
-/// whole frame of `len` body bytes is there (the body starts at `header`),
-/// `Ok(None)` if more bytes are needed, an error for a malformed or
-/// oversized length (the connection cannot go on: nothing is allocated for
-/// it).
-pub(crate) fn parse_frame(buf: &[u8], max: usize) -> Result<Option<(usize, usize)>, Error> {
-    let Some((header, len)) = frame::decode_header(buf)? else {
-        return Ok(None);
-    };
-    if len > max as u64 {
-        return Err(Error::MessageTooLarge {
-            size: len,
-            max: max as u64,
-        });
-    }
-    let len = len as usize;
-    Ok((buf.len() - header >= len).then_some((header, len)))
-}
-
 /// Decodes a request frame's body.
 pub(crate) fn decode_request(body: &[u8]) -> Result<Request<'_>, Error> {
     postcard::from_bytes(body).map_err(|e| Error::Codec(format!("bad request: {e}")))
@@ -312,11 +293,11 @@ mod tests {
         };
         let mut f = Vec::new();
         encode_frame(&r, &mut f).unwrap();
-        let (h, len) = parse_frame(&f, 1 << 20).unwrap().unwrap();
+        let (h, len) = frame::locate(&f, 1 << 20).unwrap().unwrap();
         assert_eq!(len, f.len() - h);
         assert_eq!(decode_request(&f[h..]).unwrap(), r);
-        assert!(parse_frame(&f[..f.len() - 1], 1 << 20).unwrap().is_none());
-        assert!(parse_frame(&f, 2).is_err());
+        assert!(frame::locate(&f[..f.len() - 1], 1 << 20).unwrap().is_none());
+        assert!(frame::locate(&f, 2).is_err());
     }
 
     #[test]
@@ -347,7 +328,7 @@ mod fuzz {
     /// the first error or incomplete frame.
     fn drain(mut buf: &[u8], max: usize) -> usize {
         let mut frames = 0;
-        while let Ok(Some((h, len))) = parse_frame(buf, max) {
+        while let Ok(Some((h, len))) = frame::locate(buf, max) {
             assert!(h + len <= buf.len());
             let _ = decode_request(&buf[h..h + len]);
             let _ = decode_reply(&buf[h..h + len]);
@@ -377,7 +358,7 @@ mod fuzz {
 
         #[test]
         fn oversized_and_negative_lengths_are_refused(len in any::<i32>(), max in 0usize..1 << 20) {
-            let r = parse_frame(&len.to_be_bytes(), max);
+            let r = frame::locate(&len.to_be_bytes(), max);
             if len == -1 {
                 // The long header: its 64-bit length is still to come.
                 prop_assert_eq!(r.unwrap(), None);
@@ -394,7 +375,7 @@ mod fuzz {
         fn long_headers_are_read_and_bounded(len in any::<u64>(), max in 0usize..1 << 20) {
             let mut buf = vec![0xff; 4];
             buf.extend_from_slice(&len.to_be_bytes());
-            let r = parse_frame(&buf, max);
+            let r = frame::locate(&buf, max);
             if len > max as u64 {
                 prop_assert!(r.is_err());
             } else if len == 0 {
@@ -402,7 +383,7 @@ mod fuzz {
             } else {
                 prop_assert_eq!(r.unwrap(), None);
                 // Never read past the header into the body's absence.
-                prop_assert_eq!(parse_frame(&buf[..11], max).unwrap(), None);
+                prop_assert_eq!(frame::locate(&buf[..11], max).unwrap(), None);
             }
         }
 
@@ -423,11 +404,11 @@ mod fuzz {
             let one = f.len();
             encode_frame(&r, &mut f).unwrap();
             prop_assert_eq!(drain(&f, 1 << 16), 2);
-            let (h, len) = parse_frame(&f, 1 << 16).unwrap().unwrap();
+            let (h, len) = frame::locate(&f, 1 << 16).unwrap().unwrap();
             prop_assert_eq!(decode_request(&f[h..h + len]).unwrap(), r);
             // Any cut inside the first frame is "more bytes needed".
             let at = cut.index(one);
-            prop_assert_eq!(parse_frame(&f[..at], 1 << 16).unwrap(), None);
+            prop_assert_eq!(frame::locate(&f[..at], 1 << 16).unwrap(), None);
         }
 
         #[test]

@@ -500,7 +500,14 @@ impl Server {
         let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
         self.conns.lock().insert(conn, channel.as_fd().as_raw_fd());
         let mut channel = channel;
-        if let Some(session) = self.hello(&mut channel) {
+        let stop = || self.stopping.load(Ordering::Relaxed);
+        // The first frame says which protocol the client speaks: this
+        // crate's proxies open with a hello. (Another protocol's client
+        // would be told apart here, on the same frame.)
+        if let Ok(first) = channel.recv(Duration::ZERO, Some(WAIT_SLICE), &stop)
+            && let Some((id, want)) = hello(channel.bytes(first))
+            && let Some(session) = self.welcome(&mut channel, id, want)
+        {
             self.serve_requests(&mut channel, session);
             self.leave_session(session);
         }
@@ -508,23 +515,14 @@ impl Server {
         self.conns.lock().remove(&conn);
     }
 
-    /// The first request must be `hello`: it names the session to join.
-    fn hello(&self, channel: &mut Channel) -> Option<u64> {
-        let stop = || self.stopping.load(Ordering::Relaxed);
-        let range = channel.recv(Duration::ZERO, Some(WAIT_SLICE), &stop).ok()?;
-        let frame = channel.bytes(range);
-        let req = decode_request(frame).ok()?;
-        if req.object != CONTROL || req.method.is_some() {
-            return None;
-        }
-        let Ok(ControlOp::Hello(want)) = dec_args(req.args.0) else {
-            return None;
-        };
+    /// Joins the session a hello (request `id`) asked for, or a new one,
+    /// and tells the client which.
+    fn welcome(&self, channel: &mut Channel, id: u64, want: Option<u64>) -> Option<u64> {
         let session = self.join_session(want);
         let mut out = Vec::new();
         let body = enc(&session).ok()?;
         let reply = Reply {
-            id: req.id,
+            id,
             result: Ok(Bytes(&body)),
         };
         if encode_frame(&reply, &mut out).is_err() || channel.send(&out).is_err() {
@@ -725,6 +723,18 @@ impl Server {
     }
 }
 
+/// The request id and the session asked for, if `frame` is a hello.
+fn hello(frame: &[u8]) -> Option<(u64, Option<u64>)> {
+    let req = decode_request(frame).ok()?;
+    if req.object != CONTROL || req.method.is_some() {
+        return None;
+    }
+    match dec_args(req.args.0) {
+        Ok(ControlOp::Hello(want)) => Some((req.id, want)),
+        _ => None,
+    }
+}
+
 /// Whether `req` is a control operation that `test` accepts.
 fn is_control(req: &Request<'_>, test: impl Fn(&ControlOp<'_>) -> bool) -> bool {
     req.object == CONTROL
@@ -826,4 +836,97 @@ pub(crate) fn run(
     // exit path with it.
     let _ = catch_unwind(AssertUnwindSafe(move || drop((names, objects))));
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+
+    use super::*;
+    use crate::connection::frame;
+    use crate::manager::protocol::decode_reply;
+
+    /// A server's connection thread on one end of a socket pair.
+    fn serve() -> (UnixStream, std::thread::JoinHandle<()>) {
+        let server = Arc::new_cyclic(|me| Server::new(Vec::new(), me.clone()));
+        let (a, b) = UnixStream::pair().unwrap();
+        let ch = Channel::new(a.into(), server.max_frame).unwrap();
+        let t = std::thread::spawn(move || server.serve_connection(ch));
+        (b, t)
+    }
+
+    /// `body` behind the long header (`-1`, then a 64-bit length).
+    fn long_frame(announced: u64, body: &[u8]) -> Vec<u8> {
+        let mut f = (-1i32).to_be_bytes().to_vec();
+        f.extend_from_slice(&announced.to_be_bytes());
+        f.extend_from_slice(body);
+        f
+    }
+
+    fn request(id: u64, op: &ControlOp<'_>) -> Vec<u8> {
+        let args = enc(op).unwrap();
+        let req = Request {
+            id,
+            object: CONTROL,
+            method: None,
+            caller: 0,
+            flags: 0,
+            args: Bytes(&args),
+        };
+        postcard::to_stdvec(&req).unwrap()
+    }
+
+    /// The body of the next reply frame (short header: the server writes
+    /// the shortest).
+    fn reply_body(s: &mut UnixStream) -> Vec<u8> {
+        let mut h = [0u8; frame::SHORT];
+        s.read_exact(&mut h).unwrap();
+        let (_, len) = frame::decode_header(&h).unwrap().unwrap();
+        let mut body = vec![0; len as usize];
+        s.read_exact(&mut body).unwrap();
+        body
+    }
+
+    #[test]
+    fn requests_under_the_long_header_are_served_up_to_the_limit() {
+        let (mut s, t) = serve();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        // Connection's long header, as CPython writes it for long bodies,
+        // around short requests: the same framing.
+        let hello = request(7, &ControlOp::Hello(None));
+        s.write_all(&long_frame(hello.len() as u64, &hello))
+            .unwrap();
+        let body = reply_body(&mut s);
+        let reply = decode_reply(&body).unwrap();
+        assert_eq!(reply.id, 7);
+        assert!(reply.result.is_ok());
+        let pid = request(8, &ControlOp::Pid);
+        s.write_all(&long_frame(pid.len() as u64, &pid)).unwrap();
+        let body = reply_body(&mut s);
+        let reply = decode_reply(&body).unwrap();
+        assert_eq!(reply.id, 8);
+        let got: u32 = crate::manager::protocol::dec(reply.result.unwrap().0).unwrap();
+        assert_eq!(got, std::process::id());
+        // A long header past the manager's limit ends the connection at
+        // once, with nothing allocated for it.
+        s.write_all(&long_frame(DEFAULT_MAX_FRAME as u64 + 1, b"x"))
+            .unwrap();
+        let mut rest = Vec::new();
+        assert_eq!(s.read_to_end(&mut rest).unwrap(), 0);
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn a_first_frame_that_is_no_hello_ends_the_connection() {
+        let (mut s, t) = serve();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let pid = request(1, &ControlOp::Pid);
+        let mut f = (pid.len() as i32).to_be_bytes().to_vec();
+        f.extend_from_slice(&pid);
+        s.write_all(&f).unwrap();
+        let mut rest = Vec::new();
+        assert_eq!(s.read_to_end(&mut rest).unwrap(), 0);
+        t.join().unwrap();
+    }
 }
