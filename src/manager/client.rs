@@ -259,18 +259,7 @@ impl Conn {
         flags: u8,
     ) -> Result<()> {
         self.out.clear();
-        let caller = (crate::sys::thread::pid() as u64) << 32 | crate::sys::thread::tid() as u64;
-        encode_frame(
-            &Request {
-                id,
-                object,
-                method,
-                caller,
-                flags,
-                args: Bytes(args),
-            },
-            &mut self.out,
-        )?;
+        encode_frame(&request(id, object, method, args, flags), &mut self.out)?;
         self.channel.send(&self.out).map_err(gone)
     }
 
@@ -312,15 +301,7 @@ impl Conn {
         let Some(mailbox) = &self.mailbox else {
             return Err(gone("no mailbox"));
         };
-        let caller = (crate::sys::thread::pid() as u64) << 32 | crate::sys::thread::tid() as u64;
-        let req = Request {
-            id,
-            object,
-            method,
-            caller,
-            flags,
-            args: Bytes(args),
-        };
+        let req = request(id, object, method, args, flags);
         encode_body(&req, &mut self.out)?;
         self.seq = self.seq.wrapping_add(1);
         let seq = self.seq;
@@ -349,6 +330,26 @@ impl Conn {
                 finish(id, &self.input)
             }
         }
+    }
+}
+
+/// A request from the calling thread (the caller: pid << 32 | tid, the
+/// owner of a reentrant lock it acquires).
+fn request<'a>(
+    id: u64,
+    object: u64,
+    method: Option<&'a str>,
+    args: &'a [u8],
+    flags: u8,
+) -> Request<'a> {
+    let caller = (crate::sys::thread::pid() as u64) << 32 | crate::sys::thread::tid() as u64;
+    Request {
+        id,
+        object,
+        method,
+        caller,
+        flags,
+        args: Bytes(args),
     }
 }
 

@@ -321,7 +321,10 @@ impl Server {
         drop(freed);
     }
 
-    fn join_session(&self, want: Option<u64>) -> u64 {
+    /// Adds a connection to session `want` if it exists, else to a new
+    /// one; the session's id. Each join is matched by a
+    /// [`leave_session`](Self::leave_session) when the connection ends.
+    pub(crate) fn join_session(&self, want: Option<u64>) -> u64 {
         let mut sessions = self.sessions.lock();
         let id = match want {
             Some(id) if sessions.contains_key(&id) => id,
@@ -331,7 +334,9 @@ impl Server {
         id
     }
 
-    fn leave_session(&self, id: u64) {
+    /// A connection of session `id` ended; with its last, every reference
+    /// the session held is released and the locks it holds are freed.
+    pub(crate) fn leave_session(&self, id: u64) {
         let released = {
             let mut sessions = self.sessions.lock();
             let Some(s) = sessions.get_mut(&id) else {

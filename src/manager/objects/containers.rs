@@ -53,16 +53,35 @@ pub(crate) enum ListOp<'a> {
     Reverse,
 }
 
+/// Items from an encoded `Vec` of byte strings (a list's or an array's
+/// initial value).
+fn items_from(init: &[u8]) -> Result<Vec<Item>> {
+    let items: Vec<Bytes<'_>> = dec_args(init)?;
+    Ok(items.into_iter().map(|b| Item::plain(b.0)).collect())
+}
+
+/// A copy of the item at `i` (a list's or an array's).
+fn item_at(v: &[Item], i: u64) -> Result<Answer> {
+    v.get(i as usize)
+        .map(|x| Answer::Item(x.bytes().to_vec()))
+        .ok_or_else(|| index_error(i, v.len()))
+}
+
+/// Replaces the item at `i` with the call's item 0.
+fn set_at(v: &mut [Item], i: u64, item: Bytes<'_>, cx: &Cx<'_>) -> Result<Answer> {
+    let len = v.len();
+    let slot = v.get_mut(i as usize).ok_or_else(|| index_error(i, len))?;
+    *slot = Item::new(item.0, cx.held(0));
+    Ok(Answer::Unit)
+}
+
 /// A list of encoded items.
 pub(crate) struct List(Mutex<Vec<Item>>);
 
 impl List {
     /// From an encoded `Vec` of byte strings.
     pub(crate) fn make(init: &[u8]) -> Result<List> {
-        let items: Vec<Bytes<'_>> = dec_args(init)?;
-        Ok(List(Mutex::new(
-            items.into_iter().map(|b| Item::plain(b.0)).collect(),
-        )))
+        Ok(List(Mutex::new(items_from(init)?)))
     }
 
     /// Runs `op`.
@@ -84,17 +103,8 @@ impl List {
                 Answer::Unit
             }
             ListOp::Len => Answer::Count(v.len() as u64),
-            ListOp::Get(i) => Answer::Item(
-                v.get(i as usize)
-                    .map(|x| x.bytes().to_vec())
-                    .ok_or_else(|| index_error(i, v.len()))?,
-            ),
-            ListOp::Set(i, item) => {
-                let len = v.len();
-                let slot = v.get_mut(i as usize).ok_or_else(|| index_error(i, len))?;
-                *slot = Item::new(item.0, cx.held(0));
-                Answer::Unit
-            }
+            ListOp::Get(i) => item_at(&v, i)?,
+            ListOp::Set(i, item) => set_at(&mut v, i, item, cx)?,
             ListOp::Pop(i) => {
                 let len = v.len();
                 Answer::Item(match i {
@@ -334,10 +344,7 @@ pub(crate) struct ArrayCells(Mutex<Vec<Item>>);
 impl ArrayCells {
     /// From an encoded `Vec` of byte strings.
     pub(crate) fn make(init: &[u8]) -> Result<ArrayCells> {
-        let items: Vec<Bytes<'_>> = dec_args(init)?;
-        Ok(ArrayCells(Mutex::new(
-            items.into_iter().map(|b| Item::plain(b.0)).collect(),
-        )))
+        Ok(ArrayCells(Mutex::new(items_from(init)?)))
     }
 
     /// Runs `op`.
@@ -345,17 +352,8 @@ impl ArrayCells {
         let mut v = self.0.lock();
         Ok(match op {
             ArrayOp::Len => Answer::Count(v.len() as u64),
-            ArrayOp::Get(i) => Answer::Item(
-                v.get(i as usize)
-                    .map(|x| x.bytes().to_vec())
-                    .ok_or_else(|| index_error(i, v.len()))?,
-            ),
-            ArrayOp::Set(i, item) => {
-                let len = v.len();
-                let slot = v.get_mut(i as usize).ok_or_else(|| index_error(i, len))?;
-                *slot = Item::new(item.0, cx.held(0));
-                Answer::Unit
-            }
+            ArrayOp::Get(i) => item_at(&v, i)?,
+            ArrayOp::Set(i, item) => set_at(&mut v, i, item, cx)?,
             ArrayOp::ToVec => Answer::Items(copies(v.iter())),
         })
     }
