@@ -1,5 +1,7 @@
 //! Managers whose server is a spawned process (a fresh run of this test
-//! binary): started from a multithreaded parent, with a registered type
+//! binary): every behaviour of `manager_cases` (shared with `manager.rs`,
+//! which runs them with a forked server), and what only spawning has:
+//! a server started from a multithreaded parent, with a registered type
 //! whose constructor crosses over by code offset; the standalone
 //! `manager::serve` run in a spawned child and reached by address; proxies
 //! handed to spawned clients as arguments.
@@ -8,6 +10,9 @@
 //! must run first when the binary is started as a spawned child.
 
 use std::time::Duration;
+
+mod common;
+mod manager_cases;
 
 use libtest_mimic::{Arguments, Failed, Trial};
 use multiproc::connection::listener::Address;
@@ -61,6 +66,9 @@ fn append_from_spawned(args: (ListProxy<String>, TallyProxy)) -> usize {
 // ---- tests ----
 
 fn spawned_server_from_a_multithreaded_parent() -> Result<(), Failed> {
+    // Held by every test here: under `cargo test` they share a process,
+    // and another test's children would look like this one's leftovers.
+    let _s = common::serial();
     // libtest-mimic runs this on a thread of its own or the main thread;
     // make sure the process has another thread either way.
     let (tx, rx) = std::sync::mpsc::channel::<()>();
@@ -93,6 +101,7 @@ fn spawned_server_from_a_multithreaded_parent() -> Result<(), Failed> {
 }
 
 fn standalone_serve_reached_by_address() -> Result<(), Failed> {
+    let _s = common::serial();
     let dir = std::env::temp_dir().join(format!("mp-mgr-serve-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let address = Address::Unix(dir.join("sock"));
@@ -133,6 +142,7 @@ fn standalone_serve_reached_by_address() -> Result<(), Failed> {
 }
 
 fn explicit_spawn_start_method() -> Result<(), Failed> {
+    let _s = common::serial();
     let m = Manager::builder()
         .start_method(StartMethod::Spawn)
         .start()?;
@@ -152,7 +162,19 @@ fn explicit_spawn_start_method() -> Result<(), Failed> {
 fn main() {
     multiproc::init();
     let args = Arguments::from_args();
-    let tests = vec![
+    macro_rules! spawn_trials {
+        ($($name:ident,)*) => {
+            vec![$(
+                Trial::test(stringify!($name), || {
+                    let _s = common::serial();
+                    manager_cases::$name(StartMethod::Spawn);
+                    Ok(())
+                }),
+            )*]
+        };
+    }
+    let mut tests = cases!(spawn_trials);
+    tests.extend([
         Trial::test(
             "spawned_server_from_a_multithreaded_parent",
             spawned_server_from_a_multithreaded_parent,
@@ -162,6 +184,6 @@ fn main() {
             standalone_serve_reached_by_address,
         ),
         Trial::test("explicit_spawn_start_method", explicit_spawn_start_method),
-    ];
+    ]);
     libtest_mimic::run(&args, tests).exit();
 }

@@ -9,6 +9,14 @@
 //! A header is only a claim: a receiver grows its buffer as the body's
 //! bytes arrive ([`grow`]), never to the announced size at once, so a
 //! 12-byte lie costs it at most [`FIRST_READ`] bytes.
+//!
+//! Two readers use this framing. [`Connection`](super::Connection) reads
+//! exactly one message per call, header then body, and never a byte more:
+//! its descriptor may be shared by several processes (inherited over a
+//! fork), and a byte read ahead would be lost to the others. The manager's
+//! channel belongs to one thread and reads ahead into a buffer, finding
+//! each frame in it with [`locate`] (header, the limit, completeness); it
+//! is the read loop of every manager socket, client and server.
 
 use crate::error::{Error, Result};
 
@@ -49,6 +57,27 @@ pub(crate) fn decode_header(buf: &[u8]) -> Result<Option<(usize, u64)>> {
             .map(|l| (LONG, u64::from_be_bytes(l.try_into().expect("8 bytes"))))),
         _ => Err(Error::Codec(format!("bad message length {short}"))),
     }
+}
+
+/// For a reader that reads ahead into a buffer (the manager's channel):
+/// where the next frame in `buf` stands: `Ok(Some((header, len)))` if a
+/// whole frame of `len` body bytes is there (the body starts at `header`),
+/// `Ok(None)` if more bytes are needed, an error for a malformed or
+/// oversized length (the connection cannot go on: nothing is allocated for
+/// it).
+#[cfg_attr(not(feature = "serde"), allow(dead_code))]
+pub(crate) fn locate(buf: &[u8], max: usize) -> Result<Option<(usize, usize)>> {
+    let Some((header, len)) = decode_header(buf)? else {
+        return Ok(None);
+    };
+    if len > max as u64 {
+        return Err(Error::MessageTooLarge {
+            size: len,
+            max: max as u64,
+        });
+    }
+    let len = len as usize;
+    Ok((buf.len() - header >= len).then_some((header, len)))
 }
 
 /// The size to grow a buffer holding `have` bytes of a message of `need`

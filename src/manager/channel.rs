@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 use nix::errno::Errno;
 use nix::sys::socket::{self, MsgFlags};
 
-use super::protocol::parse_frame;
 use crate::connection::frame;
 use crate::deadline::Deadline;
 use crate::error::{Error, Result};
@@ -150,7 +149,7 @@ impl Channel {
         let mut spun = false;
         let mut progress = Instant::now();
         loop {
-            match parse_frame(&self.buf[self.start..self.end], self.max) {
+            match frame::locate(&self.buf[self.start..self.end], self.max) {
                 Ok(Some((header, len))) => {
                     self.last = header + len;
                     return Ok(self.start + header..self.start + header + len);

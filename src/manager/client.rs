@@ -11,8 +11,8 @@ use parking_lot::Mutex;
 
 use super::channel::{Channel, ReadEnd, SPIN};
 use super::protocol::{
-    Bytes, CONTROL, DEFAULT_MAX_FRAME, NO_REPLY, Request, dec, decode_reply, enc, encode_body,
-    encode_frame,
+    Bytes, CONTROL, ControlOp, DEFAULT_MAX_FRAME, NO_REPLY, Request, dec, decode_reply, enc,
+    encode_body, encode_frame,
 };
 use crate::connection::listener::{Address, Client};
 use crate::error::{Error, Result};
@@ -155,22 +155,23 @@ impl Session {
             seq: 0,
             input: Vec::new(),
         };
-        let args = enc(&join)?;
-        let reply = conn.call(0, CONTROL, "hello", &args, 0)?;
+        let args = enc(&ControlOp::Hello(join))?;
+        let reply = conn.call(0, CONTROL, None, &args, 0)?;
         let id: u64 = dec(&reply)?;
         if !matches!(address, Address::Tcp(_)) {
             // Same host: offer a mailbox; a server that refuses it is
             // served over the socket.
             let mailbox = Mailbox::new()?;
+            let args = enc(&ControlOp::Mailbox)?;
             conn.out.clear();
             encode_frame(
                 &Request {
                     id: 0,
                     object: CONTROL,
-                    method: "mailbox",
+                    method: None,
                     caller: 0,
                     flags: 0,
-                    args: Bytes(&[]),
+                    args: Bytes(&args),
                 },
                 &mut conn.out,
             )?;
@@ -184,16 +185,31 @@ impl Session {
         Ok((conn, id))
     }
 
-    /// Calls `method` of `object` with encoded `args`; the encoded result.
-    pub(crate) fn call(&self, object: u64, method: &str, args: &[u8]) -> Result<Vec<u8>> {
+    /// Calls `object` with an encoded typed operation (`method` `None`),
+    /// or its registered type's `method` with encoded `args`; the encoded
+    /// result.
+    pub(crate) fn call(&self, object: u64, method: Option<&str>, args: &[u8]) -> Result<Vec<u8>> {
         self.call_flags(object, method, args, 0)
+    }
+
+    /// Runs an operation on the server itself; its encoded answer.
+    pub(crate) fn control(&self, op: &ControlOp<'_>) -> Result<Vec<u8>> {
+        self.call(CONTROL, None, &enc(op)?)
+    }
+
+    /// Sends an operation on the server itself without waiting for its
+    /// answer (a decref from `Drop`).
+    pub(crate) fn notify_control(&self, op: &ControlOp<'_>) {
+        if let Ok(args) = enc(op) {
+            self.notify(CONTROL, None, &args);
+        }
     }
 
     /// [`call`](Self::call) with request flags.
     pub(crate) fn call_flags(
         &self,
         object: u64,
-        method: &str,
+        method: Option<&str>,
         args: &[u8],
         flags: u8,
     ) -> Result<Vec<u8>> {
@@ -208,7 +224,7 @@ impl Session {
     }
 
     /// Sends a call whose reply nobody waits for (a decref from `Drop`).
-    pub(crate) fn notify(&self, object: u64, method: &str, args: &[u8]) {
+    fn notify(&self, object: u64, method: Option<&str>, args: &[u8]) {
         let Ok(mut conn) = self.take() else {
             return;
         };
@@ -234,20 +250,16 @@ impl Session {
 }
 
 impl Conn {
-    fn send(&mut self, id: u64, object: u64, method: &str, args: &[u8], flags: u8) -> Result<()> {
+    fn send(
+        &mut self,
+        id: u64,
+        object: u64,
+        method: Option<&str>,
+        args: &[u8],
+        flags: u8,
+    ) -> Result<()> {
         self.out.clear();
-        let caller = (crate::sys::thread::pid() as u64) << 32 | crate::sys::thread::tid() as u64;
-        encode_frame(
-            &Request {
-                id,
-                object,
-                method,
-                caller,
-                flags,
-                args: Bytes(args),
-            },
-            &mut self.out,
-        )?;
+        encode_frame(&request(id, object, method, args, flags), &mut self.out)?;
         self.channel.send(&self.out).map_err(gone)
     }
 
@@ -255,7 +267,7 @@ impl Conn {
         &mut self,
         id: u64,
         object: u64,
-        method: &str,
+        method: Option<&str>,
         args: &[u8],
         flags: u8,
     ) -> Result<Vec<u8>> {
@@ -282,22 +294,14 @@ impl Conn {
         &mut self,
         id: u64,
         object: u64,
-        method: &str,
+        method: Option<&str>,
         args: &[u8],
         flags: u8,
     ) -> Result<Vec<u8>> {
         let Some(mailbox) = &self.mailbox else {
             return Err(gone("no mailbox"));
         };
-        let caller = (crate::sys::thread::pid() as u64) << 32 | crate::sys::thread::tid() as u64;
-        let req = Request {
-            id,
-            object,
-            method,
-            caller,
-            flags,
-            args: Bytes(args),
-        };
+        let req = request(id, object, method, args, flags);
         encode_body(&req, &mut self.out)?;
         self.seq = self.seq.wrapping_add(1);
         let seq = self.seq;
@@ -326,6 +330,26 @@ impl Conn {
                 finish(id, &self.input)
             }
         }
+    }
+}
+
+/// A request from the calling thread (the caller: pid << 32 | tid, the
+/// owner of a reentrant lock it acquires).
+fn request<'a>(
+    id: u64,
+    object: u64,
+    method: Option<&'a str>,
+    args: &'a [u8],
+    flags: u8,
+) -> Request<'a> {
+    let caller = (crate::sys::thread::pid() as u64) << 32 | crate::sys::thread::tid() as u64;
+    Request {
+        id,
+        object,
+        method,
+        caller,
+        flags,
+        args: Bytes(args),
     }
 }
 

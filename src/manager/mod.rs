@@ -54,14 +54,19 @@
 //!   to the caller's session, and the reply names them (the `ADOPT` flag)
 //!   so that the proxies decoded from it own them. A name given with
 //!   [`Manager::expose`] holds a reference the same way.
-//! * **Protocol.** Length-prefixed frames (4-byte big-endian length) of
-//!   postcard-encoded `{id, object, method, caller, flags, args}` requests
-//!   and `{id, result}` replies; errors travel as a kind and a message and
-//!   come back as [`Error::Remote`] (or as the
-//!   crate's own `Timeout`, `BrokenBarrier`, `NotOwner`,
-//!   `ReleasedTooManyTimes`). Only the methods an object's type dispatches
-//!   can be called. A frame that cannot be decoded, or a length over the
-//!   limit (64 MiB), closes that client's connection; the server goes on.
+//! * **Protocol.** Frames with [`Connection`](crate::Connection)'s header
+//!   (4-byte big-endian length, or the long form) of postcard-encoded
+//!   `{id, object, caller, flags, method, args}` requests and `{id,
+//!   result}` replies; errors travel as a kind and a message and come back
+//!   as [`Error::Remote`] (or as the crate's own `Timeout`,
+//!   `BrokenBarrier`, `NotOwner`, `ReleasedTooManyTimes`). A built-in
+//!   object is called with a typed operation of its kind (a list takes a
+//!   list operation, decoded once by the server), a registered type by
+//!   method name, and only the methods its type dispatches. Proxies and
+//!   server must come from the same build: the operations' encoding is
+//!   not a stable format. A frame that cannot be decoded, or a length over
+//!   the limit (64 MiB), closes that client's connection; the server goes
+//!   on.
 //! * **Security.** Every connection passes an HMAC-SHA256 challenge in both
 //!   directions before any request is read (the `Listener`/`Client`
 //!   handshake restricted to SHA-256). A wrong key is refused and the
@@ -90,10 +95,10 @@
 
 mod channel;
 mod client;
-mod objects;
+pub(crate) mod objects;
 pub(crate) mod protocol;
 mod proxy;
-mod server;
+pub(crate) mod server;
 mod shared_memory_manager;
 
 use std::path::PathBuf;
@@ -109,8 +114,8 @@ use crate::error::{Error, Result};
 use crate::process::code::{Code, CodePtr};
 use crate::process::{Process, StartMethod};
 use client::Session;
-use protocol::{Bytes, CONTROL, dec, enc};
-use server::{Constructor, Served};
+use objects::{Constructor, Object, Registered};
+use protocol::{Bytes, ControlOp, dec, enc};
 
 pub use proxy::{
     ArrayProxy, BarrierProxy, BoundedSemaphoreProxy, ConditionProxy, DictProxy, EventProxy,
@@ -140,8 +145,8 @@ pub trait Remote: Serialize + DeserializeOwned + Send + 'static {
 /// A registered type's object in the server: its value behind a lock.
 struct Custom<T>(parking_lot::Mutex<T>);
 
-impl<T: Remote> Served for Custom<T> {
-    fn call(&self, method: &str, args: &[u8], _cx: &server::Cx<'_>) -> Result<Vec<u8>> {
+impl<T: Remote> Registered for Custom<T> {
+    fn call(&self, method: &str, args: &[u8]) -> Result<Vec<u8>> {
         self.0.lock().dispatch(method, args)
     }
 }
@@ -154,9 +159,11 @@ fn constructor_of<T: Remote>((): ()) -> Constructor {
     construct::<T>
 }
 
-fn construct<T: Remote>(init: &[u8]) -> Result<Arc<dyn Served>> {
+fn construct<T: Remote>(init: &[u8]) -> Result<Object> {
     let value: T = protocol::dec_args(init)?;
-    Ok(Arc::new(Custom(parking_lot::Mutex::new(value))))
+    Ok(Object::Registered(Box::new(Custom(
+        parking_lot::Mutex::new(value),
+    ))))
 }
 
 /// What [`manager_type!`](crate::manager_type) expands to needs these.
@@ -451,7 +458,7 @@ impl ManagerBuilder {
                 // Connected to *our* server (not another one that holds the
                 // address: ours then fails to bind and exits)?
                 Session::get(&address, &authkey).and_then(|s| {
-                    let pid: u32 = dec(&s.call(CONTROL, "pid", &[])?)?;
+                    let pid: u32 = dec(&s.control(&ControlOp::Pid)?)?;
                     if Some(pid as i32) == process.pid() {
                         Ok(s)
                     } else {
@@ -568,7 +575,7 @@ impl ManagerBuilder {
                     let r = Manager::connect(&at, &key).and_then(|m| {
                         let r = f(&m);
                         if r.is_err() {
-                            let _ = m.session().and_then(|s| s.call(CONTROL, "shutdown", &[]));
+                            let _ = m.session().and_then(|s| s.control(&ControlOp::Shutdown));
                         }
                         r
                     });
@@ -822,7 +829,10 @@ impl Manager {
 
     fn make<P: TypedProxy>(&self, init: &[u8]) -> Result<P> {
         let session = self.session()?;
-        let id: u64 = dec(&session.call(CONTROL, "create", &enc(&(P::TYPE_ID, Bytes(init)))?)?)?;
+        let id: u64 = dec(&session.control(&ControlOp::Create {
+            typeid: P::TYPE_ID,
+            init: Bytes(init),
+        })?)?;
         Ok(P::from_proxy_unchecked(Proxy::created(
             session,
             id,
@@ -996,14 +1006,14 @@ impl Manager {
             ));
         }
         self.session()?
-            .call(CONTROL, "expose", &enc(&(name, token.id))?)
+            .control(&ControlOp::Expose { name, id: token.id })
             .map(drop)
     }
 
     /// Removes the name `name`; whether it was there. Its object is freed
     /// if nothing else refers to it.
     pub fn unexpose(&self, name: &str) -> Result<bool> {
-        dec(&self.session()?.call(CONTROL, "unexpose", &enc(name)?)?)
+        dec(&self.session()?.control(&ControlOp::Unexpose(name))?)
     }
 
     /// The object exposed as `name` (see [`expose`](Self::expose)), as a
@@ -1021,7 +1031,7 @@ impl Manager {
     /// error naming both kinds if the object is not a `P`.
     pub fn get<P: TypedProxy>(&self, name: &str) -> Result<P> {
         let session = self.session()?;
-        let (id, typeid): (u64, String) = dec(&session.call(CONTROL, "lookup", &enc(name)?)?)?;
+        let (id, typeid): (u64, String) = dec(&session.control(&ControlOp::Lookup(name))?)?;
         // The reference is this session's now: a proxy owns it, typed or not.
         let proxy = Proxy::created(session, id, &typeid);
         if typeid != P::TYPE_ID {
@@ -1038,13 +1048,13 @@ impl Manager {
 
     /// The names objects are exposed under, sorted.
     pub fn exposed(&self) -> Result<Vec<String>> {
-        dec(&self.session()?.call(CONTROL, "names", &[])?)
+        dec(&self.session()?.control(&ControlOp::Names)?)
     }
 
     /// How many objects the server holds (Python's
     /// `_number_of_objects`): for checking that objects are freed.
     pub fn object_count(&self) -> Result<usize> {
-        Ok(dec::<u64>(&self.session()?.call(CONTROL, "count", &[])?)? as usize)
+        Ok(dec::<u64>(&self.session()?.control(&ControlOp::Count)?)? as usize)
     }
 
     /// Asks the server to stop (any connected client may), and, if this
@@ -1056,7 +1066,7 @@ impl Manager {
 
     fn stop(&mut self) -> Result<()> {
         let asked = match self.session() {
-            Ok(s) => s.call(CONTROL, "shutdown", &[]).map(drop),
+            Ok(s) => s.control(&ControlOp::Shutdown).map(drop),
             Err(e) => Err(e),
         };
         let Some(mut h) = self.server.take() else {

@@ -5,8 +5,13 @@
 //! (`connection::frame`), long header included (a frame over the server's
 //! maximum is refused and the connection closed). Inside a frame, a request or a reply encoded with postcard:
 //!
-//! * request: `{ id, object, method, caller, flags, args }`; `args` is an
-//!   opaque byte string that the object's method decodes;
+//! * request: `{ id, object, caller, flags, method, args }`. For the
+//!   server itself ([`CONTROL`]) and the built-in objects, `method` is
+//!   `None` and `args` is a typed operation (a [`ControlOp`], or the
+//!   operation enum of the object's kind: `ListOp`, `QueueOp`, ...) that
+//!   the server decodes once against the object's kind; only a type
+//!   registered by name (`manager_type!`) is called with a method name and
+//!   that method's argument tuple;
 //! * reply: `{ id, result }`; `result` is the method's encoded answer or a
 //!   [`Fault`] (the kind and message of the server-side error).
 //!
@@ -74,17 +79,67 @@ pub(crate) struct Request<'a> {
     pub id: u64,
     /// The object called ([`CONTROL`] for the server).
     pub object: u64,
-    /// The method's name.
+    /// The method's name, for a type registered by name; `None`: `args`
+    /// is a typed operation of the object's kind (or a [`ControlOp`]).
     #[serde(borrow)]
-    pub method: &'a str,
+    pub method: Option<&'a str>,
     /// Which thread of which process calls (pid << 32 | tid): the owner of
     /// a lock it acquires.
     pub caller: u64,
-    /// [`NO_REPLY`] or 0.
+    /// [`NO_REPLY`], [`HOLDS`], [`ADOPT`] or 0.
     pub flags: u8,
-    /// The encoded arguments.
+    /// The encoded operation (or a registered method's argument tuple).
     #[serde(borrow)]
     pub args: Bytes<'a>,
+}
+
+/// What a client asks of the server itself (requests to [`CONTROL`]).
+/// Each answer is postcard-encoded as noted.
+#[derive(Serialize, Deserialize, Debug, PartialEq, Eq)]
+pub(crate) enum ControlOp<'a> {
+    /// The first request of a connection: join the session given (a
+    /// process's further connections) or a new one. Answer: the session id.
+    Hello(Option<u64>),
+    /// A shared-memory mailbox comes with this request (its descriptor);
+    /// the connection's calls go through it from the reply on. Answer: unit.
+    Mailbox,
+    /// Makes an object of type `typeid` from its encoded initial value;
+    /// the caller's session holds the first reference. Answer: the id.
+    Create {
+        /// The type id (`"list"`, ..., or a registered type's).
+        #[serde(borrow)]
+        typeid: &'a str,
+        /// The encoded initial value.
+        #[serde(borrow)]
+        init: Bytes<'a>,
+    },
+    /// One more reference for the caller's session. Answer: the type id.
+    Incref(u64),
+    /// One reference less (sent without waiting for the answer).
+    Decref(u64),
+    /// How many objects the server holds. Answer: `u64`.
+    Count,
+    /// Makes an object reachable by name (the name holds a reference).
+    Expose {
+        /// The name.
+        #[serde(borrow)]
+        name: &'a str,
+        /// The object's id.
+        id: u64,
+    },
+    /// Removes a name. Answer: whether it was there.
+    Unexpose(#[serde(borrow)] &'a str),
+    /// The object exposed under a name, with a reference for the caller's
+    /// session. Answer: `(id, typeid)`.
+    Lookup(#[serde(borrow)] &'a str),
+    /// The exposed names, sorted. Answer: `Vec<String>`.
+    Names,
+    /// Answer: unit.
+    Ping,
+    /// The server's process id. Answer: `u32`.
+    Pid,
+    /// Stops the server (after this reply).
+    Shutdown,
 }
 
 /// The server-side error of a call, as it travels.
@@ -175,25 +230,6 @@ pub(crate) fn encode_body<T: Serialize>(msg: &T, out: &mut Vec<u8>) -> Result<()
     Ok(())
 }
 
-/// Where the next frame in `buf` stands: `Ok(Some((header, len)))` if a
-/// whole frame of `len` body bytes is there (the body starts at `header`),
-/// `Ok(None)` if more bytes are needed, an error for a malformed or
-/// oversized length (the connection cannot go on: nothing is allocated for
-/// it).
-pub(crate) fn parse_frame(buf: &[u8], max: usize) -> Result<Option<(usize, usize)>, Error> {
-    let Some((header, len)) = frame::decode_header(buf)? else {
-        return Ok(None);
-    };
-    if len > max as u64 {
-        return Err(Error::MessageTooLarge {
-            size: len,
-            max: max as u64,
-        });
-    }
-    let len = len as usize;
-    Ok((buf.len() - header >= len).then_some((header, len)))
-}
-
 /// Decodes a request frame's body.
 pub(crate) fn decode_request(body: &[u8]) -> Result<Request<'_>, Error> {
     postcard::from_bytes(body).map_err(|e| Error::Codec(format!("bad request: {e}")))
@@ -250,18 +286,18 @@ mod tests {
         let r = Request {
             id: 7,
             object: 3,
-            method: "append",
+            method: Some("append"),
             caller: 1 << 40 | 5,
             flags: 0,
             args: Bytes(b"\x01\x02"),
         };
         let mut f = Vec::new();
         encode_frame(&r, &mut f).unwrap();
-        let (h, len) = parse_frame(&f, 1 << 20).unwrap().unwrap();
+        let (h, len) = frame::locate(&f, 1 << 20).unwrap().unwrap();
         assert_eq!(len, f.len() - h);
         assert_eq!(decode_request(&f[h..]).unwrap(), r);
-        assert!(parse_frame(&f[..f.len() - 1], 1 << 20).unwrap().is_none());
-        assert!(parse_frame(&f, 2).is_err());
+        assert!(frame::locate(&f[..f.len() - 1], 1 << 20).unwrap().is_none());
+        assert!(frame::locate(&f, 2).is_err());
     }
 
     #[test]
@@ -292,7 +328,7 @@ mod fuzz {
     /// the first error or incomplete frame.
     fn drain(mut buf: &[u8], max: usize) -> usize {
         let mut frames = 0;
-        while let Ok(Some((h, len))) = parse_frame(buf, max) {
+        while let Ok(Some((h, len))) = frame::locate(buf, max) {
             assert!(h + len <= buf.len());
             let _ = decode_request(&buf[h..h + len]);
             let _ = decode_reply(&buf[h..h + len]);
@@ -312,11 +348,17 @@ mod fuzz {
             let _ = decode_reply(&bytes);
             let _ = dec_args::<(u64, Bytes<'_>)>(&bytes);
             let _ = dec_args::<Vec<(Bytes<'_>, Bytes<'_>)>>(&bytes);
+            let _ = dec_args::<ControlOp<'_>>(&bytes);
+            let _ = dec_args::<crate::manager::objects::ListOp<'_>>(&bytes);
+            let _ = dec_args::<crate::manager::objects::DictOp<'_>>(&bytes);
+            let _ = dec_args::<crate::manager::objects::QueueOp<'_>>(&bytes);
+            let _ = dec_args::<crate::manager::objects::ConditionOp>(&bytes);
+            let _ = dec_args::<crate::manager::objects::BarrierOp>(&bytes);
         }
 
         #[test]
         fn oversized_and_negative_lengths_are_refused(len in any::<i32>(), max in 0usize..1 << 20) {
-            let r = parse_frame(&len.to_be_bytes(), max);
+            let r = frame::locate(&len.to_be_bytes(), max);
             if len == -1 {
                 // The long header: its 64-bit length is still to come.
                 prop_assert_eq!(r.unwrap(), None);
@@ -333,7 +375,7 @@ mod fuzz {
         fn long_headers_are_read_and_bounded(len in any::<u64>(), max in 0usize..1 << 20) {
             let mut buf = vec![0xff; 4];
             buf.extend_from_slice(&len.to_be_bytes());
-            let r = parse_frame(&buf, max);
+            let r = frame::locate(&buf, max);
             if len > max as u64 {
                 prop_assert!(r.is_err());
             } else if len == 0 {
@@ -341,7 +383,7 @@ mod fuzz {
             } else {
                 prop_assert_eq!(r.unwrap(), None);
                 // Never read past the header into the body's absence.
-                prop_assert_eq!(parse_frame(&buf[..11], max).unwrap(), None);
+                prop_assert_eq!(frame::locate(&buf[..11], max).unwrap(), None);
             }
         }
 
@@ -349,24 +391,24 @@ mod fuzz {
         fn requests_round_trip(
             id in any::<u64>(),
             object in any::<u64>(),
-            method in "[a-z_]{0,20}",
+            method in proptest::option::of("[a-z_]{0,20}"),
             caller in any::<u64>(),
             flags in any::<u8>(),
             args in proptest::collection::vec(any::<u8>(), 0..200),
             cut in any::<prop::sample::Index>(),
         ) {
-            let r = Request { id, object, method: &method, caller, flags, args: Bytes(&args) };
+            let r = Request { id, object, method: method.as_deref(), caller, flags, args: Bytes(&args) };
             let mut f = Vec::new();
             encode_frame(&r, &mut f).unwrap();
             // Twice in a row: both come out, in order.
             let one = f.len();
             encode_frame(&r, &mut f).unwrap();
             prop_assert_eq!(drain(&f, 1 << 16), 2);
-            let (h, len) = parse_frame(&f, 1 << 16).unwrap().unwrap();
+            let (h, len) = frame::locate(&f, 1 << 16).unwrap().unwrap();
             prop_assert_eq!(decode_request(&f[h..h + len]).unwrap(), r);
             // Any cut inside the first frame is "more bytes needed".
             let at = cut.index(one);
-            prop_assert_eq!(parse_frame(&f[..at], 1 << 16).unwrap(), None);
+            prop_assert_eq!(frame::locate(&f[..at], 1 << 16).unwrap(), None);
         }
 
         #[test]
@@ -374,7 +416,7 @@ mod fuzz {
             args in proptest::collection::vec(any::<u8>(), 0..64),
             flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
         ) {
-            let r = Request { id: 1, object: 2, method: "append", caller: 3, flags: 0, args: Bytes(&args) };
+            let r = Request { id: 1, object: 2, method: None, caller: 3, flags: 0, args: Bytes(&args) };
             let mut f = Vec::new();
             encode_frame(&r, &mut f).unwrap();
             for (i, b) in flips {

@@ -8,8 +8,16 @@
 //! form a session, and when the last of them closes (the process dropped
 //! its handles, exited or was killed) every reference it held is released.
 //! An object is freed when no session refers to it any more.
+//!
+//! A connection's first request says hello (joins a session); requests are
+//! then decoded once each: a [`ControlOp`] for the server itself, or a call
+//! of an [`Object`] by id, which decodes the typed operation of its kind.
+//! Another client protocol can reuse all of this: accept its connections
+//! where [`run`] hands them to `serve_connection`, and call objects found
+//! with [`Server::object`] through their typed handlers with a [`Cx`] of
+//! its own.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
@@ -19,26 +27,14 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
 
 use super::channel::{Channel, ReadEnd, SPIN};
+use super::objects::{Constructor, Object};
 use super::protocol::{
-    ADOPT, Bytes, CONTROL, DEFAULT_MAX_FRAME, Fault, HOLDS, NO_REPLY, Reply, Request, dec_args,
-    decode_request, enc, encode_body, encode_frame, remote,
+    ADOPT, Bytes, CONTROL, ControlOp, DEFAULT_MAX_FRAME, Fault, HOLDS, NO_REPLY, Reply, Request,
+    dec_args, decode_request, enc, encode_body, encode_frame, remote,
 };
 use crate::connection::listener::{Address, Listener};
 use crate::error::{Error, RemoteErrorKind, Result};
 use crate::shm::mailbox::{Arrival, Mailbox, ON_SOCKET, SLOT, Slot};
-
-/// Makes an object of a registered type from its encoded initial value.
-pub(crate) type Constructor = fn(&[u8]) -> Result<Arc<dyn Served>>;
-
-/// An object the server holds: it answers method calls by name.
-pub(crate) trait Served: Send + Sync {
-    /// Runs `method` with the encoded `args`; the encoded result.
-    fn call(&self, method: &str, args: &[u8], cx: &Cx<'_>) -> Result<Vec<u8>>;
-
-    /// The client session `session` ended (its process exited, died or
-    /// dropped its handles): locks it holds are released.
-    fn session_ended(&self, _session: u64) {}
-}
 
 /// How long a blocked call sleeps before it checks that its caller is
 /// still there and the server still runs.
@@ -52,7 +48,9 @@ pub(crate) struct Cx<'a> {
     pub caller: u64,
     /// The caller's session.
     pub session: u64,
-    channel: &'a Channel,
+    /// Whether the caller is gone (closed its connection) or talks out of
+    /// turn (sent something while its call runs): either cancels a wait.
+    peer_gone: &'a dyn Fn() -> bool,
     server: &'a Server,
     /// Per item of the call's arguments, the references the server took
     /// for the proxies inside it (a [`HOLDS`] call): the container that
@@ -89,11 +87,18 @@ impl Drop for Held {
 }
 
 impl<'a> Cx<'a> {
-    fn new(caller: u64, session: u64, channel: &'a Channel, server: &'a Server) -> Cx<'a> {
+    /// The context of a call by `caller` (pid << 32 | tid) of `session`,
+    /// cancelled once `peer_gone()` says so.
+    pub(crate) fn new(
+        caller: u64,
+        session: u64,
+        peer_gone: &'a dyn Fn() -> bool,
+        server: &'a Server,
+    ) -> Cx<'a> {
         Cx {
             caller,
             session,
-            channel,
+            peer_gone,
             server,
             holds: Default::default(),
             handed: Default::default(),
@@ -131,7 +136,7 @@ impl<'a> Cx<'a> {
     /// Whether the call should stop: the server stops, or the caller closed
     /// its connection (it died or gave up).
     pub(crate) fn cancelled(&self) -> bool {
-        self.server.stopping.load(Ordering::Relaxed) || self.channel.peer_gone_or_talking()
+        self.server.stopping.load(Ordering::Relaxed) || (self.peer_gone)()
     }
 
     /// Waits on `cv` until woken, `deadline` passes (`Ok(false)`), or the
@@ -160,7 +165,7 @@ impl<'a> Cx<'a> {
 }
 
 struct Entry {
-    object: Arc<dyn Served>,
+    object: Arc<Object>,
     typeid: String,
     refs: u64,
 }
@@ -244,7 +249,7 @@ impl Server {
                 format!("no type {typeid:?} is registered with this manager"),
             )
         })?;
-        let object = ctor(init)?;
+        let object = Arc::new(ctor(init)?);
         let id = self.next_object.fetch_add(1, Ordering::Relaxed);
         let mut objects = self.objects.write();
         objects.insert(
@@ -316,7 +321,10 @@ impl Server {
         drop(freed);
     }
 
-    fn join_session(&self, want: Option<u64>) -> u64 {
+    /// Adds a connection to session `want` if it exists, else to a new
+    /// one; the session's id. Each join is matched by a
+    /// [`leave_session`](Self::leave_session) when the connection ends.
+    pub(crate) fn join_session(&self, want: Option<u64>) -> u64 {
         let mut sessions = self.sessions.lock();
         let id = match want {
             Some(id) if sessions.contains_key(&id) => id,
@@ -326,7 +334,9 @@ impl Server {
         id
     }
 
-    fn leave_session(&self, id: u64) {
+    /// A connection of session `id` ended; with its last, every reference
+    /// the session held is released and the locks it holds are freed.
+    pub(crate) fn leave_session(&self, id: u64) {
         let released = {
             let mut sessions = self.sessions.lock();
             let Some(s) = sessions.get_mut(&id) else {
@@ -340,7 +350,7 @@ impl Server {
         };
         // Locks it held are freed (a dead holder would block the others
         // for ever).
-        let all: Vec<Arc<dyn Served>> = self
+        let all: Vec<Arc<Object>> = self
             .objects
             .read()
             .values()
@@ -354,37 +364,35 @@ impl Server {
         }
     }
 
-    fn control(&self, session: u64, req: &Request<'_>) -> Result<Vec<u8>> {
-        match req.method {
-            "create" => {
-                let (typeid, init): (&str, Bytes<'_>) = dec_args(req.args.0)?;
-                enc(&self.create(session, typeid, init.0)?)
-            }
-            "incref" => {
-                let id: u64 = dec_args(req.args.0)?;
-                enc(&self.incref(session, id)?)
-            }
-            "decref" => {
-                let id: u64 = dec_args(req.args.0)?;
+    /// The object `id`, if the server holds it.
+    pub(crate) fn object(&self, id: u64) -> Option<Arc<Object>> {
+        self.objects.read().get(&id).map(|e| e.object.clone())
+    }
+
+    /// Runs an operation on the server itself for `session`; its encoded
+    /// answer. `Hello` and `Mailbox` belong to a connection's start and
+    /// are refused here.
+    pub(crate) fn control(&self, session: u64, op: ControlOp<'_>) -> Result<Vec<u8>> {
+        match op {
+            ControlOp::Create { typeid, init } => enc(&self.create(session, typeid, init.0)?),
+            ControlOp::Incref(id) => enc(&self.incref(session, id)?),
+            ControlOp::Decref(id) => {
                 self.decref(session, id);
                 Ok(Vec::new())
             }
-            "count" => enc(&(self.objects.read().len() as u64)),
-            "expose" => {
-                let (name, id): (&str, u64) = dec_args(req.args.0)?;
+            ControlOp::Count => enc(&(self.objects.read().len() as u64)),
+            ControlOp::Expose { name, id } => {
                 let held = self.hold(vec![id])?;
                 let old = self.names.lock().insert(name.to_string(), (id, held));
                 // Released outside the lock.
                 drop(old);
                 Ok(Vec::new())
             }
-            "unexpose" => {
-                let name: &str = dec_args(req.args.0)?;
+            ControlOp::Unexpose(name) => {
                 let old = self.names.lock().remove(name);
                 enc(&old.is_some())
             }
-            "lookup" => {
-                let name: &str = dec_args(req.args.0)?;
+            ControlOp::Lookup(name) => {
                 // The caller's reference is taken under the names' lock, so
                 // that the name cannot be reassigned (and its object freed)
                 // in between.
@@ -399,33 +407,36 @@ impl Server {
                 drop(names);
                 enc(&(id, typeid))
             }
-            "names" => {
+            ControlOp::Names => {
                 let mut names: Vec<String> = self.names.lock().keys().cloned().collect();
                 names.sort();
                 enc(&names)
             }
-            "ping" => Ok(Vec::new()),
-            "pid" => enc(&std::process::id()),
-            "shutdown" => {
+            ControlOp::Ping => Ok(Vec::new()),
+            ControlOp::Pid => enc(&std::process::id()),
+            ControlOp::Shutdown => {
                 self.stopping.store(true, Ordering::SeqCst);
                 Ok(Vec::new())
             }
-            m => Err(remote(
-                RemoteErrorKind::UnknownMethod,
-                format!("the manager has no method {m:?}"),
+            ControlOp::Hello(_) | ControlOp::Mailbox => Err(remote(
+                RemoteErrorKind::Protocol,
+                "hello and mailbox only start a connection",
             )),
         }
     }
 
     fn call(&self, session: u64, req: &Request<'_>, cx: &Cx<'_>) -> Result<Vec<u8>> {
         if req.object == CONTROL {
-            return self.control(session, req);
+            if req.method.is_some() {
+                return Err(remote(
+                    RemoteErrorKind::UnknownMethod,
+                    "the manager takes typed operations",
+                ));
+            }
+            return self.control(session, dec_args(req.args.0)?);
         }
         let object = self
-            .objects
-            .read()
-            .get(&req.object)
-            .map(|e| e.object.clone())
+            .object(req.object)
             .ok_or_else(|| unknown_object(req.object))?;
         let mut args = req.args.0;
         if req.flags & HOLDS != 0 {
@@ -438,7 +449,7 @@ impl Server {
             *cx.holds.borrow_mut() = holds;
             args = inner.0;
         }
-        let result = self.call_object(&*object, req, args, cx);
+        let result = self.call_object(&object, req, args, cx);
         // References no item kept are let go now.
         cx.holds.borrow_mut().clear();
         let handed = std::mem::take(&mut *cx.handed.borrow_mut());
@@ -465,12 +476,12 @@ impl Server {
 
     fn call_object(
         &self,
-        object: &dyn Served,
+        object: &Object,
         req: &Request<'_>,
         args: &[u8],
         cx: &Cx<'_>,
     ) -> Result<Vec<u8>> {
-        match catch_unwind(AssertUnwindSafe(|| object.call(req.method, args, cx))) {
+        match catch_unwind(AssertUnwindSafe(|| object.call_wire(req.method, args, cx))) {
             Ok(r) => r,
             Err(p) => {
                 let msg = p
@@ -480,7 +491,10 @@ impl Server {
                     .unwrap_or_else(|| "a panic".into());
                 Err(remote(
                     RemoteErrorKind::Custom("panic".into()),
-                    format!("method {:?} panicked in the server: {msg}", req.method),
+                    format!(
+                        "method {} panicked in the server: {msg}",
+                        req.method.unwrap_or("(an operation)")
+                    ),
                 ))
             }
         }
@@ -491,7 +505,14 @@ impl Server {
         let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
         self.conns.lock().insert(conn, channel.as_fd().as_raw_fd());
         let mut channel = channel;
-        if let Some(session) = self.hello(&mut channel) {
+        let stop = || self.stopping.load(Ordering::Relaxed);
+        // The first frame says which protocol the client speaks: this
+        // crate's proxies open with a hello. (Another protocol's client
+        // would be told apart here, on the same frame.)
+        if let Ok(first) = channel.recv(Duration::ZERO, Some(WAIT_SLICE), &stop)
+            && let Some((id, want)) = hello(channel.bytes(first))
+            && let Some(session) = self.welcome(&mut channel, id, want)
+        {
             self.serve_requests(&mut channel, session);
             self.leave_session(session);
         }
@@ -499,21 +520,14 @@ impl Server {
         self.conns.lock().remove(&conn);
     }
 
-    /// The first request must be `hello`: it names the session to join.
-    fn hello(&self, channel: &mut Channel) -> Option<u64> {
-        let stop = || self.stopping.load(Ordering::Relaxed);
-        let range = channel.recv(Duration::ZERO, Some(WAIT_SLICE), &stop).ok()?;
-        let frame = channel.bytes(range);
-        let req = decode_request(frame).ok()?;
-        if req.object != CONTROL || req.method != "hello" {
-            return None;
-        }
-        let want: Option<u64> = dec_args(req.args.0).ok()?;
+    /// Joins the session a hello (request `id`) asked for, or a new one,
+    /// and tells the client which.
+    fn welcome(&self, channel: &mut Channel, id: u64, want: Option<u64>) -> Option<u64> {
         let session = self.join_session(want);
         let mut out = Vec::new();
         let body = enc(&session).ok()?;
         let reply = Reply {
-            id: req.id,
+            id,
             result: Ok(Bytes(&body)),
         };
         if encode_frame(&reply, &mut out).is_err() || channel.send(&out).is_err() {
@@ -554,7 +568,7 @@ impl Server {
                     return;
                 }
             };
-            if req.object == CONTROL && req.method == "mailbox" {
+            if is_control(&req, |op| matches!(op, ControlOp::Mailbox)) {
                 let id = req.id;
                 let mailbox = channel
                     .take_fd()
@@ -575,7 +589,8 @@ impl Server {
                 }
                 continue;
             }
-            let cx = Cx::new(req.caller, session, channel, self);
+            let gone = || channel.peer_gone_or_talking();
+            let cx = Cx::new(req.caller, session, &gone, self);
             let result = self.call(session, &req, &cx);
             if req.flags & NO_REPLY != 0 {
                 continue;
@@ -627,8 +642,7 @@ impl Server {
     /// key makes it return at once and see `stopping`. Waking it only now
     /// lets the requester read its reply before the server exits.
     fn after_reply(&self, req: &Request<'_>) {
-        if req.object == CONTROL
-            && req.method == "shutdown"
+        if is_control(req, |op| matches!(op, ControlOp::Shutdown))
             && let Some(address) = self.wake.get()
         {
             let _ = crate::Client::connect_timeout(
@@ -671,7 +685,9 @@ impl Server {
             let Ok(req) = decode_request(&buf) else {
                 return;
             };
-            let cx = Cx::new(req.caller, session, channel, self);
+            let ch = &*channel;
+            let gone = || ch.peer_gone_or_talking();
+            let cx = Cx::new(req.caller, session, &gone, self);
             // Every call is answered here, even a NO_REPLY one: the client
             // may not write the request slot again before that.
             let result = self.call(session, &req, &cx);
@@ -710,6 +726,25 @@ impl Server {
             let _ = nix::sys::socket::shutdown(fd, nix::sys::socket::Shutdown::Both);
         }
     }
+}
+
+/// The request id and the session asked for, if `frame` is a hello.
+fn hello(frame: &[u8]) -> Option<(u64, Option<u64>)> {
+    let req = decode_request(frame).ok()?;
+    if req.object != CONTROL || req.method.is_some() {
+        return None;
+    }
+    match dec_args(req.args.0) {
+        Ok(ControlOp::Hello(want)) => Some((req.id, want)),
+        _ => None,
+    }
+}
+
+/// Whether `req` is a control operation that `test` accepts.
+fn is_control(req: &Request<'_>, test: impl Fn(&ControlOp<'_>) -> bool) -> bool {
+    req.object == CONTROL
+        && req.method.is_none()
+        && dec_args::<ControlOp<'_>>(req.args.0).is_ok_and(|op| test(&op))
 }
 
 fn reply_for(id: u64, result: &Result<Vec<u8>>) -> Reply<'_> {
@@ -808,5 +843,95 @@ pub(crate) fn run(
     result
 }
 
-/// Used by objects for `HashSet` of broken barrier generations.
-pub(crate) type GenSet = HashSet<u64>;
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+
+    use super::*;
+    use crate::connection::frame;
+    use crate::manager::protocol::decode_reply;
+
+    /// A server's connection thread on one end of a socket pair.
+    fn serve() -> (UnixStream, std::thread::JoinHandle<()>) {
+        let server = Arc::new_cyclic(|me| Server::new(Vec::new(), me.clone()));
+        let (a, b) = UnixStream::pair().unwrap();
+        let ch = Channel::new(a.into(), server.max_frame).unwrap();
+        let t = std::thread::spawn(move || server.serve_connection(ch));
+        (b, t)
+    }
+
+    /// `body` behind the long header (`-1`, then a 64-bit length).
+    fn long_frame(announced: u64, body: &[u8]) -> Vec<u8> {
+        let mut f = (-1i32).to_be_bytes().to_vec();
+        f.extend_from_slice(&announced.to_be_bytes());
+        f.extend_from_slice(body);
+        f
+    }
+
+    fn request(id: u64, op: &ControlOp<'_>) -> Vec<u8> {
+        let args = enc(op).unwrap();
+        let req = Request {
+            id,
+            object: CONTROL,
+            method: None,
+            caller: 0,
+            flags: 0,
+            args: Bytes(&args),
+        };
+        postcard::to_stdvec(&req).unwrap()
+    }
+
+    /// The body of the next reply frame (short header: the server writes
+    /// the shortest).
+    fn reply_body(s: &mut UnixStream) -> Vec<u8> {
+        let mut h = [0u8; frame::SHORT];
+        s.read_exact(&mut h).unwrap();
+        let (_, len) = frame::decode_header(&h).unwrap().unwrap();
+        let mut body = vec![0; len as usize];
+        s.read_exact(&mut body).unwrap();
+        body
+    }
+
+    #[test]
+    fn requests_under_the_long_header_are_served_up_to_the_limit() {
+        let (mut s, t) = serve();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        // Connection's long header, as CPython writes it for long bodies,
+        // around short requests: the same framing.
+        let hello = request(7, &ControlOp::Hello(None));
+        s.write_all(&long_frame(hello.len() as u64, &hello))
+            .unwrap();
+        let body = reply_body(&mut s);
+        let reply = decode_reply(&body).unwrap();
+        assert_eq!(reply.id, 7);
+        assert!(reply.result.is_ok());
+        let pid = request(8, &ControlOp::Pid);
+        s.write_all(&long_frame(pid.len() as u64, &pid)).unwrap();
+        let body = reply_body(&mut s);
+        let reply = decode_reply(&body).unwrap();
+        assert_eq!(reply.id, 8);
+        let got: u32 = crate::manager::protocol::dec(reply.result.unwrap().0).unwrap();
+        assert_eq!(got, std::process::id());
+        // A long header past the manager's limit ends the connection at
+        // once, with nothing allocated for it.
+        s.write_all(&long_frame(DEFAULT_MAX_FRAME as u64 + 1, b"x"))
+            .unwrap();
+        let mut rest = Vec::new();
+        assert_eq!(s.read_to_end(&mut rest).unwrap(), 0);
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn a_first_frame_that_is_no_hello_ends_the_connection() {
+        let (mut s, t) = serve();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let pid = request(1, &ControlOp::Pid);
+        let mut f = (pid.len() as i32).to_be_bytes().to_vec();
+        f.extend_from_slice(&pid);
+        s.write_all(&f).unwrap();
+        let mut rest = Vec::new();
+        assert_eq!(s.read_to_end(&mut rest).unwrap(), 0);
+        t.join().unwrap();
+    }
+}
