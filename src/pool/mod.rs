@@ -117,7 +117,7 @@ use serde::de::DeserializeOwned;
 use crate::error::{Error, Result};
 use crate::process::code::CodePtr;
 use crate::process::{ExitStatus, Process, StartMethod};
-use crate::queue::ring::{Core, GetFail, OnWait, Payload};
+use crate::ring::records::{Core, GetFail, OnWait, Payload};
 use crate::shm::ShmBox;
 use crate::sys::futex::Deadline;
 use worker::{CodeTable, TaskCode, WorkerArgs, WorkerSlot};

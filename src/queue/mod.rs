@@ -57,7 +57,6 @@
 //! notifier one needless wake-up call.
 
 mod error;
-pub(crate) mod ring;
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -68,6 +67,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use error::{GetError, PutError, TaskDoneError};
+use crate::ring::records as ring;
 use ring::{Core, GetFail, INLINE, PutFail};
 
 use crate::error::Result;
