@@ -66,8 +66,8 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub use error::{GetError, PutError, TaskDoneError};
 use crate::ring::records as ring;
+pub use error::{GetError, PutError, TaskDoneError};
 use ring::{Core, GetFail, INLINE, PutFail};
 
 use crate::error::Result;
