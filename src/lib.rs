@@ -79,6 +79,7 @@ pub mod process;
 pub mod queue;
 #[cfg(feature = "redis")]
 pub mod redis;
+mod ring;
 mod shareable_list;
 mod shared_memory;
 mod shm;

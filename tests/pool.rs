@@ -4,15 +4,15 @@
 #![cfg(feature = "serde")]
 
 mod common;
+mod pool_cases;
 
-use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{note_busy, running, spin_ms};
 use multiproc::pool::{Pool, PoolBuilder};
-use multiproc::{Error, Value};
+use multiproc::{Error, StartMethod, Value};
 
 /// A builder whose workers may be forked from the test harness's threads.
 fn builder(n: usize) -> PoolBuilder {
@@ -22,13 +22,21 @@ fn builder(n: usize) -> PoolBuilder {
     unsafe { Pool::builder().processes(n).allow_threads() }
 }
 
-fn square(x: u64) -> u64 {
-    x * x
+/// The cases shared with `tests/pool_spawn.rs`, here with fork.
+macro_rules! fork_cases {
+    ($($name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                let _s = common::serial();
+                pool_cases::$name(StartMethod::Fork);
+            }
+        )*
+    };
 }
+pool_cases::each_case!(fork_cases);
 
-fn pid_of(_: u64) -> i32 {
-    std::process::id() as i32
-}
+use pool_cases::square;
 
 fn sleep_ms(ms: u64) -> u64 {
     std::thread::sleep(Duration::from_millis(ms));
@@ -38,13 +46,6 @@ fn sleep_ms(ms: u64) -> u64 {
 fn fails_on_3(x: u64) -> u64 {
     if x == 3 {
         panic!("three is not allowed");
-    }
-    x
-}
-
-fn kill_self_on_5(x: u64) -> u64 {
-    if x == 5 {
-        let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
     }
     x
 }
@@ -71,43 +72,6 @@ impl<'de> serde::Deserialize<'de> for Unserializable {
 
 fn unserializable(_: ()) -> Unserializable {
     Unserializable
-}
-
-#[test]
-fn map_returns_results_in_order_for_every_chunk_size() {
-    let _s = common::serial();
-    let pool = builder(2).build().unwrap();
-    let want: Vec<u64> = (0..1000).map(|x| x * x).collect();
-    assert_eq!(pool.map(square, 0..1000).unwrap(), want);
-    for cs in [1, 3, 7, 100, 1000, 5000] {
-        assert_eq!(
-            pool.map_chunked(square, 0..1000, cs).unwrap(),
-            want,
-            "chunksize {cs}"
-        );
-    }
-    assert_eq!(
-        pool.map(square, Vec::<u64>::new()).unwrap(),
-        Vec::<u64>::new()
-    );
-    assert!(matches!(
-        pool.map_chunked(square, 0..3, 0),
-        Err(Error::InvalidArgument(_))
-    ));
-    // Both workers took part.
-    let pids: HashSet<i32> = pool
-        .map_chunked(sleep_then_pid, vec![20u64; 8], 1)
-        .unwrap()
-        .into_iter()
-        .collect();
-    assert_eq!(pids.len(), 2, "{pids:?}");
-    pool.close();
-    pool.join().unwrap();
-}
-
-fn sleep_then_pid(ms: u64) -> i32 {
-    std::thread::sleep(Duration::from_millis(ms));
-    std::process::id() as i32
 }
 
 #[test]
@@ -317,33 +281,6 @@ fn an_unserializable_result_fails_its_task_only() {
 }
 
 #[test]
-fn a_worker_killed_mid_task_fails_that_task_and_is_replaced() {
-    let _s = common::serial();
-    let pool = builder(2).build().unwrap();
-    let before = pool.pids();
-    let err = pool.map_chunked(kill_self_on_5, 0..10, 1).unwrap_err();
-    assert!(matches!(err, Error::WorkerDied { .. }), "{err}");
-    // Item by item: only item 5 failed.
-    let items: Vec<_> = pool.imap(kill_self_on_5, 0..10).collect();
-    for (i, r) in items.iter().enumerate() {
-        if i == 5 {
-            match r {
-                Err(Error::WorkerDied { status, .. }) => {
-                    assert_eq!(status.code(), -9);
-                }
-                other => panic!("item 5: {other:?}"),
-            }
-        } else {
-            assert_eq!(*r.as_ref().unwrap(), i as u64);
-        }
-    }
-    let after = pool.pids();
-    assert_eq!(after.len(), 2);
-    assert_ne!(after, before, "killed workers were replaced");
-    assert_eq!(pool.map(square, 0..5).unwrap(), vec![0, 1, 4, 9, 16]);
-}
-
-#[test]
 fn a_worker_killed_from_outside_fails_its_task_instead_of_hanging() {
     let _s = common::serial();
     let pool = builder(2).build().unwrap();
@@ -363,107 +300,6 @@ fn a_worker_killed_from_outside_fails_its_task_instead_of_hanging() {
     assert!(t.elapsed() < Duration::from_secs(5));
     assert_eq!(pool.apply(square, 6).unwrap(), 36);
     assert_eq!(pool.pids().len(), 2);
-}
-
-#[test]
-fn max_tasks_per_child_replaces_workers() {
-    let _s = common::serial();
-    let pool = builder(2).max_tasks_per_child(2).build().unwrap();
-    let pids: Vec<i32> = pool.map_chunked(pid_of, 0..20, 1).unwrap();
-    let distinct: HashSet<i32> = pids.iter().copied().collect();
-    // 20 chunks, at most 2 per worker: at least 10 workers.
-    assert!(distinct.len() >= 10, "{} workers: {pids:?}", distinct.len());
-    for pid in &distinct {
-        assert!(pids.iter().filter(|p| *p == pid).count() <= 2);
-    }
-    assert_eq!(pool.map(square, 0..10).unwrap().len(), 10);
-    pool.close();
-    pool.join().unwrap();
-}
-
-static STATE: AtomicU64 = AtomicU64::new(0);
-
-fn init_worker(args: (u64, Arc<Value<u64>>)) {
-    let (v, started) = args;
-    STATE.store(v, Ordering::Relaxed);
-    started.update(|n| *n += 1);
-}
-
-fn read_state(_: ()) -> u64 {
-    STATE.load(Ordering::Relaxed)
-}
-
-#[test]
-fn the_initializer_runs_in_every_worker() {
-    let _s = common::serial();
-    let started = Arc::new(Value::new(0u64).unwrap());
-    let pool = builder(3)
-        .initializer(init_worker, (42, started.clone()))
-        .build()
-        .unwrap();
-    let got = pool.map_chunked(read_state, vec![(); 12], 1).unwrap();
-    assert_eq!(got, vec![42; 12]);
-    // The parent's own copy was never set.
-    assert_eq!(STATE.load(Ordering::Relaxed), 0);
-    pool.close();
-    pool.join().unwrap();
-    assert_eq!(started.get(), 3);
-}
-
-fn bad_init(runs: Arc<Value<u64>>) {
-    runs.update(|n| *n += 1);
-    panic!("the initializer broke");
-}
-
-#[test]
-fn a_failing_initializer_is_reported_not_retried() {
-    let _s = common::serial();
-    let runs = Arc::new(Value::new(0u64).unwrap());
-    let pool = builder(2)
-        .initializer(bad_init, runs.clone())
-        .build()
-        .unwrap();
-    let t = Instant::now();
-    let err = pool
-        .apply_async(square, 2)
-        .unwrap_or_else(|e| panic!("{e}"))
-        .get_timeout(common::PATIENCE);
-    let err = match err {
-        Err(e) => e,
-        Ok(v) => panic!("got {v}"),
-    };
-    assert!(
-        matches!(err, Error::InitializerFailed(ref m) if m.contains("the initializer broke")),
-        "{err}"
-    );
-    assert!(t.elapsed() < Duration::from_secs(5));
-    // Later work is refused at once, and no worker is left.
-    assert!(matches!(
-        pool.apply(square, 3),
-        Err(Error::InitializerFailed(_))
-    ));
-    assert!(pool.pids().is_empty());
-    // No new worker was started after the failure: each of the two ran the
-    // initializer at most once.
-    std::thread::sleep(Duration::from_millis(200));
-    let n = runs.get();
-    assert!((1..=2).contains(&n), "the initializer ran {n} times");
-}
-
-#[test]
-fn terminate_with_queued_work_returns_promptly() {
-    let _s = common::serial();
-    let pool = builder(2).build().unwrap();
-    let r = pool.map_async_chunked(sleep_ms, vec![200; 100], 1).unwrap();
-    std::thread::sleep(Duration::from_millis(50));
-    let t = Instant::now();
-    pool.terminate();
-    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
-    assert!(matches!(r.get(), Err(Error::PoolTerminated)));
-    assert!(pool.pids().is_empty());
-    assert!(matches!(pool.apply(square, 1), Err(Error::PoolClosed)));
-    pool.join().unwrap();
-    assert!(common::children().is_empty());
 }
 
 #[test]

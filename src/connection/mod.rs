@@ -16,7 +16,7 @@
 
 pub(crate) mod frame;
 pub mod listener;
-mod ring;
+mod stream;
 
 use std::io::IoSlice;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
@@ -77,7 +77,7 @@ pub struct Connection {
     out_of_step: AtomicBool,
     /// The shared-memory data path of a [`pipe`] pair (the socket is then
     /// only the doorbell and the witness of the peer's life).
-    stream: Option<ring::Stream>,
+    stream: Option<stream::Stream>,
 }
 
 /// Two connected ends, like Python's `multiprocessing.Pipe(duplex)`: with
@@ -100,7 +100,7 @@ pub struct Connection {
 #[doc(alias = "Pipe")]
 pub fn pipe(duplex: bool) -> Result<(Connection, Connection)> {
     let (mut a, mut b) = pipe_os(true)?;
-    let (sa, sb) = ring::Stream::pair()?;
+    let (sa, sb) = stream::Stream::pair()?;
     a.stream = Some(sa);
     b.stream = Some(sb);
     if !duplex {

@@ -48,7 +48,7 @@ use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
 use crate::process::code::{Code, CodeFn, CodePtr};
-use crate::queue::ring::{Core, GetFail, OnWait};
+use crate::ring::records::{Core, GetFail, OnWait};
 use crate::shm::transfer::Descriptor;
 use crate::sys::futex::Deadline;
 use crate::sys::mem::WriterMapping;

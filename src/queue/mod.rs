@@ -57,7 +57,6 @@
 //! notifier one needless wake-up call.
 
 mod error;
-pub(crate) mod ring;
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -67,6 +66,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::ring::records as ring;
 pub use error::{GetError, PutError, TaskDoneError};
 use ring::{Core, GetFail, INLINE, PutFail};
 

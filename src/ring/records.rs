@@ -1,6 +1,9 @@
-//! The byte ring under every queue: records of encoded items in shared
-//! memory, two robust process-shared mutexes, and futex sequence words that
-//! waiters sleep on.
+//! The record ring under every queue (and the pool's task and result
+//! queues): records of encoded items in a [byte ring](crate::ring), two
+//! robust process-shared locks, and futex sequence words that waiters sleep
+//! on. The ring's index arithmetic, its copies and its wake-up handshake
+//! (the lock-word bells, [`bell::arm`] and [`bell::release`]) are the
+//! [`ring`] module's.
 //!
 //! # Layout
 //!
@@ -91,7 +94,7 @@
 //! Any process that maps the queue can write anything into it. Nothing
 //! read from shared memory is used before it is checked: the ring's size is
 //! read once, checked against the ring's mapping and kept in the handle
-//! (`Core::cap`); every head and tail is checked to lie on the 8-byte grid
+//! (`Core::bytes`); every head and tail is checked to lie on the 8-byte grid
 //! and at most a ring apart, and every record length to fit in a chunk and
 //! in the committed bytes. A value that fails poisons the queue
 //! (`Core::poison`): it is closed for good and marked corrupt, and the
@@ -109,8 +112,9 @@ use std::time::Duration;
 
 use crate::deadline::Deadline;
 use crate::error::{Error, Result};
+use crate::ring::{self, Bytes, bell};
+use crate::shm::ShmBox;
 use crate::shm::heap::{self, Allocation};
-use crate::shm::{ShmBox, copy};
 use crate::sync::raw::{self, Acquired, RawProcessMutex};
 use crate::sync::wait::{self, Site, Slept};
 use crate::sys::futex;
@@ -218,7 +222,8 @@ impl SideLock {
     ///
     /// The calling thread must hold the lock.
     unsafe fn release(&self) -> u32 {
-        let old = self.word.swap(0, Ordering::AcqRel);
+        // SAFETY: the caller holds the lock.
+        let old = unsafe { bell::release(&self.word) };
         if old & CONTENDED != 0 {
             futex::wake(&self.word, 1);
         }
@@ -227,7 +232,7 @@ impl SideLock {
 
     /// Asks the next releaser to ring `bit`'s bell.
     fn arm(&self, bit: u32) {
-        self.word.fetch_or(bit, Ordering::AcqRel);
+        bell::arm(&self.word, bit);
     }
 }
 
@@ -383,8 +388,11 @@ fn pack(count: u32, bytes: u32) -> u64 {
 /// rewriting it cannot send a copy past the ring.
 pub(crate) struct Core {
     shared: ShmBox<Shared>,
+    /// Keeps the ring's mapping alive for `bytes`.
     ring: Allocation,
-    cap: usize,
+    /// The ring's bytes; their size, checked once against the mapping,
+    /// is the ring's size for this process.
+    bytes: Bytes,
     /// A large item this process was receiving when a get reached its
     /// deadline, for the next get to go on with (see [`Partial`]).
     stash: Stash,
@@ -586,21 +594,19 @@ impl Core {
     /// shared memory against the ring's mapping and keeps it.
     fn adopt(shared: ShmBox<Shared>, ring: Allocation) -> Result<Core> {
         let cap = shared.w.cap;
-        let fits = usize::try_from(cap).is_ok_and(|cap| {
-            cap.is_power_of_two()
-                && (MIN_CAP..=MAX_CAP).contains(&cap)
-                && cap <= crate::shm::usable_len(&ring)
-                && ring.ptr().as_ptr().cast::<u64>().is_aligned()
-        });
-        if !fits {
+        let bytes = usize::try_from(cap)
+            .ok()
+            .filter(|cap| (MIN_CAP..=MAX_CAP).contains(cap))
+            .and_then(|cap| Bytes::new(&ring, 0, cap));
+        let Some(bytes) = bytes else {
             return Err(Error::Corrupt(
                 "a queue's recorded ring size does not match its ring",
             ));
-        }
+        };
         Ok(Core {
             shared,
             ring,
-            cap: cap as usize,
+            bytes,
             stash: Stash::default(),
         })
     }
@@ -610,7 +616,7 @@ impl Core {
     }
 
     pub(crate) fn cap(&self) -> usize {
-        self.cap
+        self.bytes.cap()
     }
 
     pub(crate) fn maxsize(&self) -> usize {
@@ -653,7 +659,7 @@ impl Core {
     /// counters on the 8-byte grid, at most a ring apart.
     fn sane(&self, head: u64, tail: u64) -> bool {
         let (hb, tb) = (unpack(head).1, unpack(tail).1);
-        hb % 8 == 0 && tb % 8 == 0 && tb.wrapping_sub(hb) as usize <= self.cap
+        hb % 8 == 0 && tb % 8 == 0 && ring::used(tb, hb, self.bytes.cap()).is_some()
     }
 
     pub(crate) fn close(&self) {
@@ -671,7 +677,7 @@ impl Core {
 
     /// The payload bytes of the largest item sent in one record.
     fn chunk_max(&self) -> usize {
-        self.cap / 4 - HDR as usize
+        self.bytes.cap() / 4 - HDR as usize
     }
 
     /// Whether `rec` more bytes fit, and (if `count` is set) one more item
@@ -680,12 +686,9 @@ impl Core {
         let w = &self.shared.w;
         let (gets, hb) = unpack(head);
         let (puts, tb) = unpack(tail);
-        let used = tb.wrapping_sub(hb) as u64;
         // (An old head may show more used than the ring holds: no room
         // then, and the caller looks at the real head.)
-        (self.cap as u64)
-            .checked_sub(used)
-            .is_some_and(|free| free >= rec)
+        ring::free(tb, hb, self.bytes.cap()).is_some_and(|free| free as u64 >= rec)
             && (!count || w.maxsize == 0 || (puts.wrapping_sub(gets) as u64) < w.maxsize)
     }
 
@@ -696,7 +699,7 @@ impl Core {
         let w = &self.shared.w;
         let (c0, b0) = unpack(seen);
         let (c1, b1) = unpack(now);
-        b1.wrapping_sub(b0) as usize >= self.cap / 16
+        b1.wrapping_sub(b0) as usize >= self.bytes.cap() / 16
             || (w.maxsize != 0 && c1.wrapping_sub(c0) as u64 >= (w.maxsize / 16).max(1))
     }
 
@@ -850,12 +853,7 @@ impl Core {
     /// Wakes every sleeper on `bell`: a new sequence, and all of them up
     /// (they share one bit).
     fn ring(bell: &Bell) {
-        bell.word.fetch_add(1, Ordering::AcqRel);
-        futex::wake_all(&bell.word);
-    }
-
-    fn base(&self) -> *mut u8 {
-        self.ring.ptr().as_ptr()
+        bell::ring(&bell.word);
     }
 
     /// Copies `src` into the ring at byte counter `pos`, wrapping.
@@ -865,26 +863,9 @@ impl Core {
     /// `put_lock` must be held and `[pos, pos + src.len())` must be free
     /// space (past the tail, before the head plus `cap`).
     unsafe fn write_at(&self, pos: u32, src: &[u8]) {
-        let cap = self.cap();
-        let off = (pos as usize) & (cap - 1);
-        let first = src.len().min(cap - off);
-        let (head, wrapped) = src.split_at(first);
-        // SAFETY: `off + first <= cap`: inside the ring's `cap` bytes. Every
-        // access to ring bytes in this process is atomic (these copies,
-        // atomic headers), whatever the protocol's state or another
-        // process's writes; `src` is private memory, no overlap.
-        unsafe { copy::store(head, self.at(off)) };
-        if !wrapped.is_empty() {
-            // SAFETY: `src.len() - first < cap`: the rest, from the ring's
-            // start, stays inside it too; otherwise as above.
-            unsafe { copy::store(wrapped, self.base()) };
-        }
-    }
-
-    /// The address of ring byte `off` (computed without `unsafe`; in the
-    /// ring for `off < cap`).
-    fn at(&self, off: usize) -> *mut u8 {
-        self.base().wrapping_add(off)
+        // SAFETY: the ring's mapping lives as long as `self.ring`; the
+        // range is free space this thread owns (the caller's promise).
+        unsafe { self.bytes.store(pos as u64, src) }
     }
 
     /// Copies ring bytes at byte counter `pos` into `dst`, wrapping.
@@ -896,18 +877,9 @@ impl Core {
     /// writer touches until the head passes them), or `put_lock` is held and
     /// the range is free space this thread wrote.
     unsafe fn read_at(&self, pos: u32, dst: &mut [u8]) {
-        let cap = self.cap();
-        let off = (pos as usize) & (cap - 1);
-        let first = dst.len().min(cap - off);
-        let (head, wrapped) = dst.split_at_mut(first);
-        // SAFETY: as in `write_at`, with the copies going the other way
-        // (atomic loads: a peer that writes the bytes anyway makes them
-        // garbage, never a data race).
-        unsafe { copy::load(self.at(off), head) };
-        if !wrapped.is_empty() {
-            // SAFETY: as in `write_at`.
-            unsafe { copy::load(self.base(), wrapped) };
-        }
+        // SAFETY: the mapping lives as long as `self.ring`; the range is
+        // committed (the caller's promise).
+        unsafe { self.bytes.load(pos as u64, dst) }
     }
 
     /// Appends the `len` ring bytes at byte counter `pos` to `buf`, which
@@ -918,25 +890,8 @@ impl Core {
     ///
     /// As for `read_at`, for `[pos, pos + len)`.
     unsafe fn append_at(&self, pos: u32, len: usize, buf: &mut Vec<u8>) {
-        buf.reserve(len);
-        let spare = &mut buf.spare_capacity_mut()[..len];
-        let cap = self.cap();
-        let off = (pos as usize) & (cap - 1);
-        let first = len.min(cap - off);
-        let (head, wrapped) = spare.split_at_mut(first);
-        // SAFETY: as in `read_at`: `[off, off + first)` lies in the ring and
-        // is committed; the spare room is private to this process, so the
-        // ranges do not overlap.
-        unsafe { copy::load_uninit(self.at(off), head) };
-        if !wrapped.is_empty() {
-            // SAFETY: the rest, from the ring's start (`len - first < cap`),
-            // into the rest of the spare room; as above.
-            unsafe { copy::load_uninit(self.base(), wrapped) };
-        }
-        let new_len = buf.len() + len;
-        // SAFETY: the `len` bytes after the old length were written above,
-        // within the capacity reserved.
-        unsafe { buf.set_len(new_len) };
+        // SAFETY: as in `read_at`.
+        unsafe { self.bytes.append(pos as u64, len, buf) }
     }
 
     /// The header at byte counter `pos`: (payload length, tag).
@@ -945,13 +900,11 @@ impl Core {
     ///
     /// As for `read_at`, for the 8 header bytes.
     unsafe fn header_at(&self, pos: u32) -> (u32, u32) {
-        let off = (pos as usize) & (self.cap() - 1);
         // SAFETY: byte counters of records are multiples of 8 (`sane`
-        // checks every counter read from shared memory before it is used)
-        // and so is `cap`, so the header lies whole and 8-aligned inside the
-        // ring (whose base is page-aligned); the caller guarantees it is
-        // committed. Atomic: another process may write it all the same.
-        let v = unsafe { AtomicU64::from_ptr(self.at(off).cast::<u64>()) }.load(Ordering::Relaxed);
+        // checks every counter read from shared memory before it is used),
+        // so the word is the record's header; the mapping lives as long as
+        // `self.ring`, and the caller guarantees the header is committed.
+        let v = unsafe { self.bytes.load_word(pos as u64) };
         (v as u32, (v >> 32) as u32)
     }
 
@@ -962,11 +915,9 @@ impl Core {
     /// `put_lock` must be held and the record's bytes must be free space.
     unsafe fn write_record(&self, tail: u32, tag: u32, payload: &[u8]) {
         let h = (payload.len() as u64) | ((tag as u64) << 32);
-        let off = (tail as usize) & (self.cap() - 1);
-        // SAFETY: the header lies whole and 8-aligned inside the ring (see
-        // `header_at`); the caller guarantees the record's bytes are free.
-        // Atomic, as every access to ring bytes.
-        unsafe { AtomicU64::from_ptr(self.at(off).cast::<u64>()) }.store(h, Ordering::Relaxed);
+        // SAFETY: the header's word (see `header_at`); the caller guarantees
+        // the record's bytes are free.
+        unsafe { self.bytes.store_word(tail as u64, h) };
         // SAFETY: the payload's bytes follow, free too (the caller's).
         unsafe { self.write_at(tail.wrapping_add(HDR as u32), payload) };
     }
@@ -982,17 +933,13 @@ impl Core {
         let at = head.wrapping_add(HDR as u32);
         if len <= INLINE {
             let mut b = [0u8; INLINE];
-            let mask = self.cap() - 1;
             // Whole words, the record's padding included (`INLINE` is a
             // multiple of 8): no `memcpy` call for a small item.
             for (i, d) in b.chunks_exact_mut(8).take(len.div_ceil(8)).enumerate() {
-                let off = (at as usize + 8 * i) & mask;
-                // SAFETY: `at` and `cap` are multiples of 8, so the word lies
-                // whole and 8-aligned inside the ring, and within the
-                // committed record (payload and padding) the caller names.
-                // Atomic: another process may write it all the same.
-                let w = unsafe { AtomicU64::from_ptr(self.at(off).cast::<u64>()) }
-                    .load(Ordering::Relaxed);
+                // SAFETY: `at` is a multiple of 8, so each word lies within
+                // the committed record (payload and padding) the caller
+                // names; the mapping lives as long as `self.ring`.
+                let w = unsafe { self.bytes.load_word(at as u64 + 8 * i as u64) };
                 d.copy_from_slice(&w.to_ne_bytes());
             }
             Payload::Inline(b, len)
@@ -1464,13 +1411,13 @@ impl Core {
         if !self.sane(head, tail) || head == tail {
             return false;
         }
-        let off = (unpack(head).1 as usize) & (self.cap - 1);
-        // SAFETY: `off` is on the 8-byte grid inside the ring (checked by
-        // `sane`), so the header's first word lies whole and aligned in the
-        // ring, which lives as long as `self`; consumers read it only under
-        // `get_lock`, after this store in this test's program order.
-        let word = unsafe { AtomicU32::from_ptr(self.at(off).cast::<u32>()) };
-        word.store(len, Ordering::Release);
+        // SAFETY: the head is on the 8-byte grid (checked by `sane`), so
+        // this is the header's word, in the ring, which lives as long as
+        // `self`; consumers read it only under `get_lock`, after this store
+        // in this test's program order.
+        let word = unsafe { self.bytes.word(unpack(head).1 as u64) };
+        let old = word.load(Ordering::Relaxed);
+        word.store((old & !0xffff_ffff) | len as u64, Ordering::Release);
         true
     }
 

@@ -66,7 +66,7 @@
 
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use nix::errno::Errno;
@@ -75,11 +75,11 @@ use nix::sys::socket::{self, MsgFlags};
 
 use crate::deadline::Deadline;
 use crate::error::{Error, Result};
-use crate::shm::copy;
+use crate::ring::bell::{self, Mark};
+use crate::ring::{self, Bytes};
 use crate::shm::heap::{self, Allocation};
 use crate::sync::raw::{Acquired, RawProcessMutex};
 use crate::sync::wait::{self, Site, Slept};
-use crate::sys::futex;
 
 /// The bytes of one direction's ring.
 pub(crate) const CAP: usize = 1 << 20;
@@ -129,7 +129,11 @@ unsafe impl crate::ShmSafe for Shared {}
 /// ring, direction 1's, then the [`Shared`] header.
 #[derive(Debug)]
 struct Channel {
+    /// Keeps the mapping alive for `rings`.
     map: Allocation,
+    /// Direction 0's ring and direction 1's, checked against the mapping
+    /// once.
+    rings: [Bytes; 2],
 }
 
 /// One end's view of a shared-memory channel: it sends on one direction
@@ -143,8 +147,7 @@ pub(crate) struct Stream {
 /// How many bytes lie between `head` and `tail` (read from shared memory),
 /// or `None` if that is more than the ring holds: the counters are corrupt.
 fn used(tail: u64, head: u64) -> Option<usize> {
-    let n = tail.wrapping_sub(head);
-    (n <= CAP as u64).then_some(n as usize)
+    ring::used(tail, head, CAP)
 }
 
 /// The error of a writer that found its direction's counters corrupt.
@@ -276,7 +279,12 @@ impl Stream {
         let map = heap::alloc_lazy(2 * CAP + std::mem::size_of::<Shared>())?;
         // Zeroed bytes are a valid `Shared`: unlocked mutexes, zero
         // counters and bells.
-        let ch = Arc::new(Channel { map });
+        let ring = |d: usize| {
+            Bytes::new(&map, d * CAP, CAP)
+                .ok_or(Error::Corrupt("a pipe's mapping is smaller than its rings"))
+        };
+        let rings = [ring(0)?, ring(1)?];
+        let ch = Arc::new(Channel { map, rings });
         Ok((
             Stream {
                 ch: ch.clone(),
@@ -304,9 +312,8 @@ impl Stream {
         self.dir(1 - self.tx)
     }
 
-    fn ring(&self, d: usize) -> *mut u8 {
-        // In the mapping, which is more than `2 * CAP` bytes: `d` is 0 or 1.
-        self.ch.map.ptr().as_ptr().wrapping_add(d * CAP)
+    fn ring(&self, d: usize) -> &Bytes {
+        &self.ch.rings[d]
     }
 
     /// Takes this end's send lock for one message.
@@ -326,7 +333,7 @@ impl Stream {
             return Err(Error::os("send", Errno::EPIPE));
         }
         let d = self.txd();
-        let base = self.ring(self.tx);
+        let ring = self.ring(self.tx);
         let mut tail = d.tail.load(Ordering::Relaxed);
         let mut head = d.head.load(Ordering::Acquire);
         let mut unpublished = 0usize;
@@ -348,16 +355,13 @@ impl Stream {
                     }
                     continue;
                 }
-                let at = (tail as usize) & (CAP - 1);
-                let n = (part.len() - off).min(free).min(CAP - at).min(PUBLISH);
+                let n = (part.len() - off).min(free).min(PUBLISH);
                 let src = &part[off..off + n];
-                // SAFETY: `[at, at + n)` lies inside this direction's ring
-                // and is free space (`n <= free`), which only the holder of
-                // the send lock touches (in this process, and only through
-                // these atomic copies: another process that scribbles on
-                // it anyway garbles the bytes without a data race here);
-                // the source is private memory.
-                unsafe { copy::store(src, base.wrapping_add(at)) };
+                // SAFETY: `[tail, tail + n)` is free space (`n <= free`) of
+                // this direction's ring, which only the holder of the send
+                // lock writes; the ring's mapping lives as long as
+                // `self.ch`.
+                unsafe { ring.store(tail, src) };
                 off += n;
                 tail += n as u64;
                 unpublished += n;
@@ -374,8 +378,7 @@ impl Stream {
     fn publish(&self, sock: BorrowedFd<'_>, tail: u64) {
         let d = self.txd();
         d.tail.store(tail, Ordering::Release);
-        fence(Ordering::SeqCst);
-        if d.rx_armed.load(Ordering::Relaxed) != 0 && d.rx_armed.swap(0, Ordering::AcqRel) != 0 {
+        if bell::sleepers_after(&d.rx_armed, Mark::Flag) {
             // A full socket buffer already holds bells; a gone peer reads
             // nothing: both failures are harmless.
             let _ = socket::send(
@@ -400,13 +403,12 @@ impl Stream {
             return Ok(h);
         }
         loop {
-            d.tx_waiting.fetch_add(1, Ordering::SeqCst);
-            fence(Ordering::SeqCst);
             let seq = d.room.load(Ordering::SeqCst);
+            bell::register(&d.tx_waiting, Mark::Count);
             let h = d.head.load(Ordering::SeqCst);
             let timed_out = full(h).unwrap_or(false)
                 && wait::sleep(&d.room, seq, Deadline::NEVER, SLICE) == Slept::Slice;
-            d.tx_waiting.fetch_sub(1, Ordering::SeqCst);
+            bell::unregister(&d.tx_waiting);
             let h = d.head.load(Ordering::Acquire);
             if !full(h)? {
                 return Ok(h);
@@ -421,10 +423,8 @@ impl Stream {
     fn free(&self, head: u64) {
         let d = self.rxd();
         d.head.store(head, Ordering::Release);
-        fence(Ordering::SeqCst);
-        if d.tx_waiting.load(Ordering::Relaxed) != 0 {
-            d.room.fetch_add(1, Ordering::Release);
-            futex::wake_all(&d.room);
+        if bell::sleepers_after(&d.tx_waiting, Mark::Count) {
+            bell::ring(&d.room);
         }
     }
 
@@ -454,8 +454,7 @@ impl Stream {
         }
         loop {
             let left = drain_bells(sock);
-            d.rx_armed.store(1, Ordering::SeqCst);
-            fence(Ordering::SeqCst);
+            bell::register(&d.rx_armed, Mark::Flag);
             if self.ready() {
                 return Woke::Data;
             }
@@ -503,28 +502,21 @@ impl Stream {
         if avail == 0 {
             return 0;
         }
-        let at = (head as usize) & (CAP - 1);
-        let n = avail.min(max).min(CAP - at);
-        let start = self.ring(1 - self.tx).wrapping_add(at);
-        // SAFETY (both copies): `[at, at + n)` lies inside the receiving
-        // direction's ring and holds published bytes (before a tail loaded
-        // with Acquire), which no writer of this process touches until
-        // `head` passes them, and then only atomically; the receive lock is
-        // held, so no other reader frees them meanwhile. The destination is
-        // private memory.
+        let n = avail.min(max);
+        let ring = self.ring(1 - self.tx);
+        // SAFETY (both copies): `[head, head + n)` holds published bytes
+        // of the receiving direction's ring (before a tail loaded with
+        // Acquire), which no writer touches until `head` passes them; the
+        // receive lock is held, so no other reader frees them meanwhile.
+        // The ring's mapping lives as long as `self.ch`.
         match sink {
             Sink::Slice(dst) => {
                 // SAFETY: see above (`n <= dst.len()`: `max` was cut to it).
-                unsafe { copy::load(start, &mut dst[..n]) }
+                unsafe { ring.load(head, &mut dst[..n]) }
             }
             Sink::Append(buf) => {
-                buf.reserve(n);
                 // SAFETY: see above.
-                unsafe { copy::load_uninit(start, &mut buf.spare_capacity_mut()[..n]) };
-                let len = buf.len() + n;
-                // SAFETY: the `n` bytes past the old length were written just
-                // above, within the capacity reserved.
-                unsafe { buf.set_len(len) };
+                unsafe { ring.append(head, n, buf) }
             }
             Sink::Skip => {}
         }
@@ -602,8 +594,7 @@ impl Stream {
     pub(crate) fn arm(&self, sock: BorrowedFd<'_>) -> bool {
         let d = self.rxd();
         let left = drain_bells(sock);
-        d.rx_armed.store(1, Ordering::SeqCst);
-        fence(Ordering::SeqCst);
+        bell::register(&d.rx_armed, Mark::Flag);
         left == Left::Eof || self.ready()
     }
 }

@@ -1,0 +1,130 @@
+//! [`AsyncResult`]: a job's result to come.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::sys::futex::Deadline;
+
+use super::scheduler::{Callback, Inner, Outcome};
+
+/// The result of [`Pool::apply_async`] or [`Pool::map_async`] to come
+/// (Python's `AsyncResult`). Waiting on it also runs the pool (see the
+/// [module documentation](super)).
+pub struct AsyncResult<T> {
+    pub(super) inner: Arc<Inner>,
+    pub(super) job: u32,
+    pub(super) decode: fn(&Outcome) -> Result<T>,
+}
+
+impl<T> AsyncResult<T> {
+    /// Waits for the result. A failed task gives its error:
+    /// [`Error::TaskFailed`] (a panic, a result that could not be encoded),
+    /// [`Error::WorkerDied`], [`Error::PoolTerminated`],
+    /// [`Error::InitializerFailed`].
+    pub fn get(&self) -> Result<T> {
+        match self.inner.wait_job(self.job, Deadline::NEVER) {
+            Some(o) => (self.decode)(&o),
+            None => Err(Error::PoolTerminated),
+        }
+    }
+
+    /// [`get`](AsyncResult::get), waiting at most `timeout`; then
+    /// [`Error::Timeout`] (the result may still come: call again).
+    pub fn get_timeout(&self, timeout: Duration) -> Result<T> {
+        match self.inner.wait_job(self.job, Deadline::after(timeout)) {
+            Some(o) => (self.decode)(&o),
+            None => Err(Error::Timeout),
+        }
+    }
+
+    /// Waits until the result is there (Python's `wait()`).
+    pub fn wait(&self) {
+        self.inner.wait_job(self.job, Deadline::NEVER);
+    }
+
+    /// Waits at most `timeout`; returns whether the result is there.
+    pub fn wait_timeout(&self, timeout: Duration) -> bool {
+        self.inner
+            .wait_job(self.job, Deadline::after(timeout))
+            .is_some()
+    }
+
+    /// Whether the result is there (collecting results that came, without
+    /// waiting).
+    pub fn ready(&self) -> bool {
+        self.inner
+            .wait_job(self.job, Deadline::after(Duration::ZERO))
+            .is_some()
+    }
+
+    /// Whether the call completed without error; `None` while not
+    /// [`ready`](AsyncResult::ready) (Python raises `ValueError` there).
+    pub fn successful(&self) -> Option<bool> {
+        self.inner
+            .wait_job(self.job, Deadline::after(Duration::ZERO))
+            .map(|o| (self.decode)(&o).is_ok())
+    }
+}
+
+impl<T: 'static> AsyncResult<T> {
+    fn on_done(self, cb: Callback) -> Self {
+        let mut st = self.inner.lock();
+        let done = st.jobs.get(&self.job).and_then(|j| j.completed.clone());
+        let now = match done {
+            Some(o) => Some((cb, o)),
+            None => {
+                if let Some(j) = st.jobs.get_mut(&self.job) {
+                    j.callbacks.push(cb);
+                }
+                None
+            }
+        };
+        drop(st);
+        if let Some((cb, o)) = now {
+            cb(&o);
+        }
+        self
+    }
+
+    /// Calls `f` with the result once it is there, if it is not an error
+    /// (Python's `callback`), in the thread whose pool call collects it, or
+    /// at once if it is already there. It runs even if this handle was
+    /// dropped, once some call on the pool collects the result. If `f`
+    /// panics, the panic surfaces in that call, after the other callbacks
+    /// ran.
+    pub fn callback(self, f: impl FnOnce(&T) + Send + 'static) -> Self {
+        let decode = self.decode;
+        self.on_done(Box::new(move |o| {
+            if let Ok(v) = decode(o) {
+                f(&v)
+            }
+        }))
+    }
+
+    /// Calls `f` with the error once the result is there, if it is one
+    /// (Python's `error_callback`): see [`callback`](AsyncResult::callback).
+    pub fn error_callback(self, f: impl FnOnce(&Error) + Send + 'static) -> Self {
+        let decode = self.decode;
+        self.on_done(Box::new(move |o| {
+            if let Err(e) = decode(o) {
+                f(&e)
+            }
+        }))
+    }
+}
+
+impl<T> Drop for AsyncResult<T> {
+    fn drop(&mut self) {
+        self.inner.drop_handle(self.job);
+    }
+}
+
+impl<T> fmt::Debug for AsyncResult<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AsyncResult")
+            .field("job", &self.job)
+            .finish()
+    }
+}
