@@ -119,3 +119,45 @@ impl fmt::Display for TaskDoneError {
 }
 
 impl std::error::Error for TaskDoneError {}
+
+// `?` on a queue call in a function returning `multiproc::Result`: the
+// item a failed put hands back is dropped (`Error` is not generic, and
+// few callers that use `?` want it); match on the per-call error instead
+// to keep it.
+
+impl<T> From<PutError<T>> for crate::Error {
+    /// The item-less form of the error; the item is dropped.
+    fn from(e: PutError<T>) -> crate::Error {
+        match e {
+            PutError::Full(_) => crate::Error::Full,
+            PutError::Timeout(_) => crate::Error::Timeout,
+            PutError::Closed(_) => crate::Error::Closed,
+            PutError::Encode(_, m) => {
+                crate::Error::Codec(format!("the item could not be encoded: {m}"))
+            }
+            PutError::Server(_, m) => crate::Error::Redis(m),
+            PutError::Corrupt(_) => crate::Error::Corrupt(CORRUPT),
+        }
+    }
+}
+
+impl From<GetError> for crate::Error {
+    fn from(e: GetError) -> crate::Error {
+        match e {
+            GetError::Empty => crate::Error::Empty,
+            GetError::Timeout => crate::Error::Timeout,
+            GetError::Closed => crate::Error::Closed,
+            GetError::Decode(m) => {
+                crate::Error::Codec(format!("an item could not be decoded: {m}"))
+            }
+            GetError::Server(m) => crate::Error::Redis(m),
+            GetError::Corrupt => crate::Error::Corrupt(CORRUPT),
+        }
+    }
+}
+
+impl From<TaskDoneError> for crate::Error {
+    fn from(_: TaskDoneError) -> crate::Error {
+        crate::Error::TaskDone
+    }
+}

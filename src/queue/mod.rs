@@ -21,6 +21,28 @@
 //! # Ok::<(), multiproc::Error>(())
 //! ```
 //!
+//! A failed put hands its item back ([`PutError::into_inner`]); in a
+//! function returning [`multiproc::Result`](crate::Result), `?` turns the
+//! queue's errors into [`Error`](crate::Error)s (dropping the item):
+//!
+//! ```
+//! use multiproc::queue::Queue;
+//!
+//! fn relay(from: &Queue<u32>, to: &Queue<u32>) -> multiproc::Result<()> {
+//!     to.put(from.get()? + 1)?;
+//!     Ok(())
+//! }
+//! let (a, b) = (Queue::new()?, Queue::bounded(1)?);
+//! a.put(1)?;
+//! relay(&a, &b)?;
+//! assert_eq!(b.try_get()?, 2);
+//! assert!(matches!(b.try_get(), Err(multiproc::GetError::Empty)));
+//! b.try_put(7)?;
+//! let e: multiproc::Error = b.try_put(8).unwrap_err().into();
+//! assert!(matches!(e, multiproc::Error::Full));
+//! # Ok::<(), multiproc::Error>(())
+//! ```
+//!
 //! # Capacity
 //!
 //! A queue holds at most `maxsize` items (0: no limit, as in Python) and at
