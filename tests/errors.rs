@@ -123,3 +123,18 @@ mod queue {
         assert!(matches!(done(), Err(Error::TaskDone)));
     }
 }
+
+#[test]
+fn signals_are_the_crates_own_type() {
+    use multiproc::signal::Signal;
+    use multiproc::{ExitStatus, Process};
+    let st = ExitStatus::Signaled(Signal::SIGKILL);
+    assert_eq!(st.code(), -9);
+    assert_eq!(st.to_string(), "killed by SIGKILL");
+    // A real-time signal has a number but no name nix knows: refused
+    // before anything is sent (this process was never started).
+    let rt = Signal::from_raw(40).unwrap();
+    let mut p = Process::new(|| ());
+    let e = p.signal(rt).unwrap_err();
+    assert!(matches!(e, Error::InvalidArgument(_)), "{e:?}");
+}

@@ -201,7 +201,7 @@ fn run_isolated(name: &str, size: Size) -> Report {
         },
         Ok(None) => {
             // Past its bound: the whole tree goes.
-            let _ = child.signal_group(Signal::SIGKILL);
+            let _ = child.signal_group(multiproc::signal::Signal::SIGKILL);
             let _ = child.join_timeout(STUCK);
             failed(format!(
                 "hung: still running after its bound of {} s (killed)",
