@@ -124,7 +124,10 @@ pub use process::{
     current_process, init, parent_alive, set_start_method, start_method,
 };
 #[cfg(feature = "serde")]
-pub use queue::{GetError, JoinableQueue, PutError, Queue, SimpleQueue, TaskDoneError};
+pub use queue::{
+    GetError, GetTimeoutError, JoinableQueue, PutError, PutTimeoutError, Queue, SimpleQueue,
+    TaskDoneError, TryGetError, TryPutError,
+};
 pub use shareable_list::{ShareableItem, ShareableList};
 pub use shared_memory::SharedMemory;
 pub use shm::{Atomic, AtomicNumber, ShmSafe};

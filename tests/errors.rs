@@ -84,7 +84,7 @@ fn an_owner_death_becomes_an_error_and_releases_the_lock() {
 #[cfg(feature = "serde")]
 mod queue {
     use multiproc::queue::{JoinableQueue, Queue};
-    use multiproc::{Error, GetError, PutError};
+    use multiproc::{Error, GetError, TryPutError};
 
     fn relay(from: &Queue<u32>, to: &Queue<u32>) -> multiproc::Result<()> {
         to.put(from.get()? + 1)?;
@@ -109,7 +109,7 @@ mod queue {
         full(&b).unwrap();
         assert!(matches!(full(&b), Err(Error::Full)));
         // The per-call error still hands the item back.
-        assert!(matches!(b.try_put(5), Err(PutError::Full(5))));
+        assert!(matches!(b.try_put(5), Err(TryPutError::Full(5))));
 
         b.close();
         a.put(3).unwrap();
