@@ -327,6 +327,74 @@ impl Error {
     }
 }
 
+/// Why a shared object could not be made: a [`Value`](crate::Value), an
+/// [`Array`](crate::Array), a lock or another synchronisation object.
+/// Converts into [`Error`] (as [`Error::Os`], [`Error::InvalidSize`] or
+/// [`Error::InvalidArgument`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CreateError {
+    /// A system call failed while getting shared memory (`memfd_create`,
+    /// `ftruncate`, `mmap`: out of memory, or a limit such as the number of
+    /// open files or the size of `/dev/shm`). `call` names it.
+    #[error("{call} failed: {source}")]
+    Os {
+        /// The call that failed.
+        call: &'static str,
+        /// The operating system's error, with its errno.
+        #[source]
+        source: io::Error,
+    },
+    /// A size that cannot be allocated (it overflows).
+    #[error("invalid size {size}: {reason}")]
+    InvalidSize {
+        /// The size asked for.
+        size: usize,
+        /// Why it was refused.
+        reason: &'static str,
+    },
+    /// An argument outside the accepted range (a barrier of no parties, a
+    /// semaphore value past its maximum).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(&'static str),
+}
+
+impl CreateError {
+    /// The errno of a [`CreateError::Os`].
+    pub fn raw_os_error(&self) -> Option<i32> {
+        match self {
+            CreateError::Os { source, .. } => source.raw_os_error(),
+            _ => None,
+        }
+    }
+
+    /// The creation error for what the allocation layer (which speaks
+    /// [`Error`]) reported: a system call's failure, a size or an argument.
+    /// It reports nothing else; were it to, the error is kept whole as the
+    /// source of an `Os` error rather than lost.
+    pub(crate) fn from_internal(e: Error) -> CreateError {
+        match e {
+            Error::Os { call, source } => CreateError::Os { call, source },
+            Error::InvalidSize { size, reason } => CreateError::InvalidSize { size, reason },
+            Error::InvalidArgument(m) => CreateError::InvalidArgument(m),
+            other => CreateError::Os {
+                call: "shared memory allocation",
+                source: io::Error::other(other),
+            },
+        }
+    }
+}
+
+impl From<CreateError> for Error {
+    fn from(e: CreateError) -> Error {
+        match e {
+            CreateError::Os { call, source } => Error::Os { call, source },
+            CreateError::InvalidSize { size, reason } => Error::InvalidSize { size, reason },
+            CreateError::InvalidArgument(m) => Error::InvalidArgument(m),
+        }
+    }
+}
+
 /// The lock was acquired, but the process or thread that held it before
 /// died while holding it, so the data it guards may be half-updated.
 ///

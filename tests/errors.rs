@@ -138,3 +138,29 @@ fn signals_are_the_crates_own_type() {
     let e = p.signal(rt).unwrap_err();
     assert!(matches!(e, Error::InvalidArgument(_)), "{e:?}");
 }
+
+#[test]
+fn creating_a_shared_object_fails_only_as_creation_can() {
+    use multiproc::{Array, Barrier, BoundedSemaphore, CreateError, RawArray};
+    // The type says it: a value's creation cannot fail with a pool's or a
+    // connection's error.
+    let r: Result<Value<u8>, CreateError> = Value::new(1);
+    r.unwrap();
+    let e = Array::<u64>::zeroed(usize::MAX / 4).unwrap_err();
+    assert!(matches!(e, CreateError::InvalidSize { .. }), "{e:?}");
+    assert!(matches!(
+        RawArray::<u64>::zeroed(usize::MAX / 2),
+        Err(CreateError::InvalidSize { .. })
+    ));
+    assert!(matches!(
+        Barrier::new(0),
+        Err(CreateError::InvalidArgument(_))
+    ));
+    // And `?` takes it into the crate's error.
+    let make = || -> multiproc::Result<BoundedSemaphore> { Ok(BoundedSemaphore::new(1)?) };
+    make().unwrap();
+    let too_big = || -> multiproc::Result<Array<u64>> { Ok(Array::zeroed(usize::MAX / 4)?) };
+    let e = too_big().unwrap_err();
+    assert!(matches!(e, Error::InvalidSize { .. }), "{e:?}");
+    assert!(e.to_string().contains("array too large"), "{e}");
+}
