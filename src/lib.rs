@@ -112,7 +112,7 @@ pub fn process_cpu_count() -> usize {
 pub use crate::redis::RedisQueue;
 pub use array::{Array, RawArray};
 pub use connection::listener::{Address, Client, Listener};
-pub use connection::{Connection, pipe};
+pub use connection::{Connection, RecvError, SendError, pipe};
 pub use error::{
     CreateError, Error, LockError, LockResult, OwnerDied, RemoteErrorKind, Result, TryLockError,
     TryLockResult,

@@ -164,3 +164,22 @@ fn creating_a_shared_object_fails_only_as_creation_can() {
     assert!(matches!(e, Error::InvalidSize { .. }), "{e:?}");
     assert!(e.to_string().contains("array too large"), "{e}");
 }
+
+#[test]
+fn connection_calls_fail_with_their_own_errors() {
+    use multiproc::{RecvError, SendError};
+    let (r, w) = multiproc::pipe(false).unwrap();
+    // The types say which side can fail how.
+    let sent: Result<(), SendError> = w.send_bytes(b"hi");
+    sent.unwrap();
+    assert!(matches!(
+        r.send_bytes(b"x"),
+        Err(SendError::BadConnection(_))
+    ));
+    drop(w);
+    let echo = |c: &multiproc::Connection| -> multiproc::Result<Vec<u8>> { Ok(c.recv_bytes()?) };
+    assert_eq!(echo(&r).unwrap(), b"hi");
+    // End of stream keeps its name through `?`.
+    assert!(matches!(r.recv_bytes(), Err(RecvError::Eof)));
+    assert!(matches!(echo(&r), Err(Error::Eof)));
+}
