@@ -6,7 +6,7 @@
 //! cargo run --example pipe --features serde
 //! ```
 
-use multiproc::{Error, Process, pipe};
+use multiproc::{Process, RecvError, pipe};
 
 fn main() -> multiproc::Result<()> {
     // A duplex pipe: a request goes one way, the answer comes back.
@@ -14,7 +14,8 @@ fn main() -> multiproc::Result<()> {
     let mut echo = Process::new(move || -> multiproc::Result<()> {
         let words: Vec<String> = child_end.recv()?;
         let shouted: Vec<String> = words.iter().map(|w| w.to_uppercase()).collect();
-        child_end.send(&shouted)
+        child_end.send(&shouted)?;
+        Ok(())
     });
     echo.start()?;
     parent_end.send(&vec!["hello".to_string(), "pipe".to_string()])?;
@@ -49,8 +50,8 @@ fn main() -> multiproc::Result<()> {
                     println!("child {id} sent {square}");
                     total += square;
                 }
-                Err(Error::Eof) => break,
-                Err(e) => return Err(e),
+                Err(RecvError::Eof) => break,
+                Err(e) => return Err(e.into()),
             }
         }
     }

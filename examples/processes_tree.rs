@@ -18,7 +18,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use multiproc::signal::SignalKind;
+use multiproc::signal::Signal;
 use multiproc::{Array, Error, Event, ExitStatus, Process, ProcessGroup};
 
 /// Sleeps until a signal ends the process. (Typed `()`: a closure that only
@@ -131,7 +131,7 @@ fn main() -> multiproc::Result<()> {
         println!("  {} (pid {}): {s:?}", p.name(), p.pid().unwrap_or(0));
     }
     for s in &statuses[..3] {
-        if *s != Some(ExitStatus::Signaled(SignalKind::SIGTERM)) {
+        if *s != Some(ExitStatus::Signaled(Signal::SIGTERM)) {
             fail("a worker was not stopped by SIGTERM");
         }
     }
@@ -157,10 +157,10 @@ fn main() -> multiproc::Result<()> {
         "  leader {} (its own group) started grandchildren {grandchildren:?}",
         lead.pid().unwrap_or(0)
     );
-    lead.signal_group(SignalKind::SIGTERM)?;
+    lead.signal_group(Signal::SIGTERM)?;
     let status = lead.join()?;
     println!("  SIGTERM to the group: the leader ended with {status:?}");
-    if status != ExitStatus::Signaled(SignalKind::SIGTERM) {
+    if status != ExitStatus::Signaled(Signal::SIGTERM) {
         fail("the leader was not stopped by SIGTERM");
     }
     if !all_dead(&grandchildren) {

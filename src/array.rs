@@ -6,7 +6,7 @@ use std::ops::Range;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use crate::error::{Error, LockError, LockResult, Result, TryLockResult};
+use crate::error::{CreateError, Error, LockError, LockResult, Result, TryLockResult};
 use crate::shm::heap::{self, Allocation};
 use crate::shm::{Atomic, ShmSafe, assert_no_drop};
 use crate::sync::{Blocking, MappedMutexGuard, Mutex, MutexGuard, forever, lock_mutex};
@@ -14,25 +14,25 @@ use crate::sys::futex::Deadline;
 
 /// Room for `len` elements of `T` after a header of `header` bytes:
 /// (total size, offset of the first element).
-fn layout<T>(header: usize, len: usize) -> Result<(usize, usize)> {
+fn layout<T>(header: usize, len: usize) -> Result<(usize, usize), CreateError> {
     let off = header.next_multiple_of(std::mem::align_of::<T>());
     std::mem::size_of::<T>()
         .checked_mul(len)
         .and_then(|n| n.checked_add(off))
         .filter(|&n| n <= isize::MAX as usize)
         .map(|n| (n, off))
-        .ok_or(Error::InvalidSize {
+        .ok_or(CreateError::InvalidSize {
             size: len,
             reason: "array too large",
         })
 }
 
 /// Allocates room for `len` zeroed `T`s after `header` bytes.
-fn alloc_zeroed<T: ShmSafe>(header: usize, len: usize) -> Result<(Allocation, usize)> {
+fn alloc_zeroed<T: ShmSafe>(header: usize, len: usize) -> Result<(Allocation, usize), CreateError> {
     const { assert_no_drop::<T>() };
     let (size, off) = layout::<T>(header, len)?;
     let align = std::mem::align_of::<T>().max(std::mem::align_of::<Mutex<()>>());
-    let (alloc, fresh) = heap::alloc(size, align)?;
+    let (alloc, fresh) = heap::alloc(size, align).map_err(CreateError::from_internal)?;
     if !fresh {
         // The whole slot, not only `size` bytes: a handle forged with a
         // larger length that still fits the slot then finds zeros (valid
@@ -209,7 +209,7 @@ unsafe impl<T: ShmSafe> Send for Array<T> {}
 
 impl<T: ShmSafe> Array<T> {
     /// `len` elements, all zero.
-    pub fn zeroed(len: usize) -> Result<Array<T>> {
+    pub fn zeroed(len: usize) -> Result<Array<T>, CreateError> {
         let (alloc, data) = alloc_zeroed::<T>(MUTEX, len)?;
         // SAFETY: the header is in bounds, aligned for Mutex<()> (the
         // allocation is), and an all-zero Mutex<()> is an unlocked one; write
@@ -248,7 +248,7 @@ impl<T: ShmSafe> Array<T> {
     /// assert_eq!(g[2], 0);
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn zeroed_with_lock(len: usize, lock: &crate::Lock) -> Result<Array<T>> {
+    pub fn zeroed_with_lock(len: usize, lock: &crate::Lock) -> Result<Array<T>, CreateError> {
         let mut a = Self::zeroed(len)?;
         // A new array: no other handle exists yet that could use its own
         // lock instead.
@@ -258,7 +258,7 @@ impl<T: ShmSafe> Array<T> {
 
     /// The elements of `values` under an existing `lock`; see
     /// [`zeroed_with_lock`](Array::zeroed_with_lock).
-    pub fn from_slice_with_lock(values: &[T], lock: &crate::Lock) -> Result<Array<T>>
+    pub fn from_slice_with_lock(values: &[T], lock: &crate::Lock) -> Result<Array<T>, CreateError>
     where
         T: Copy,
     {
@@ -275,7 +275,7 @@ impl<T: ShmSafe> Array<T> {
     }
 
     /// The elements of `values`, copied into shared memory.
-    pub fn from_slice(values: &[T]) -> Result<Array<T>>
+    pub fn from_slice(values: &[T]) -> Result<Array<T>, CreateError>
     where
         T: Copy,
     {
@@ -289,7 +289,7 @@ impl<T: ShmSafe> Array<T> {
     }
 
     /// `len` elements, element `i` being `f(i)`.
-    pub fn from_fn(len: usize, mut f: impl FnMut(usize) -> T) -> Result<Array<T>> {
+    pub fn from_fn(len: usize, mut f: impl FnMut(usize) -> T) -> Result<Array<T>, CreateError> {
         let a = Self::zeroed(len)?;
         for i in 0..len {
             // SAFETY: `i < len`, so the element lies in the array, aligned;
@@ -482,7 +482,7 @@ impl<T: ShmSafe> RawArray<T> {
     /// `len` elements, all zero. Arrays above 256 KiB get a mapping of their
     /// own whose pages are faulted in at creation, so filling them later
     /// runs at memory speed.
-    pub fn zeroed(len: usize) -> Result<RawArray<T>> {
+    pub fn zeroed(len: usize) -> Result<RawArray<T>, CreateError> {
         let (alloc, _) = alloc_zeroed::<T>(0, len)?;
         Ok(RawArray {
             alloc,
@@ -492,7 +492,7 @@ impl<T: ShmSafe> RawArray<T> {
     }
 
     /// The elements of `values`, copied into shared memory.
-    pub fn from_slice(values: &[T]) -> Result<RawArray<T>>
+    pub fn from_slice(values: &[T]) -> Result<RawArray<T>, CreateError>
     where
         T: Copy,
     {

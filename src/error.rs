@@ -73,6 +73,37 @@ pub enum Error {
     /// A blocking call gave up after its timeout.
     #[error("timed out")]
     Timeout,
+    /// A call that does not wait found the lock held by someone else
+    /// (`try_lock`; [`TryLockError::WouldBlock`] turned into an `Error`).
+    #[error("the lock is held by someone else")]
+    WouldBlock,
+    /// A lock was acquired from an owner that died holding it, and the
+    /// per-call error that carried its guard ([`OwnerDied`],
+    /// [`LockError::OwnerDied`], [`TryLockError::OwnerDied`]) was turned
+    /// into an `Error` (by `?`): that dropped the guard, so the lock is
+    /// released with the data as the dead owner left it, and later
+    /// acquirers are not told. Repair the data through the guard before
+    /// `?` when that matters.
+    #[error(
+        "the previous owner of the lock died while holding it; the lock was released unrepaired"
+    )]
+    OwnerDied,
+    /// A queue had no room for an item and the call does not wait
+    /// (`try_put`); the item was dropped when the queue's error was turned
+    /// into an `Error`.
+    #[error("the queue is full")]
+    Full,
+    /// A queue held no item and the call does not wait (`try_get`).
+    #[error("the queue is empty")]
+    Empty,
+    /// The queue is closed (for a get: closed and drained); a put's item
+    /// was dropped when the queue's error was turned into an `Error`.
+    #[error("the queue is closed")]
+    Closed,
+    /// `task_done` was called more times than items were put on a joinable
+    /// queue (Python raises `ValueError`).
+    #[error("task_done() called more times than items were put")]
+    TaskDone,
     /// Shared memory holds what this crate never writes there (a length
     /// past its buffer, a size that does not match the mapping, a counter
     /// off its grid): another process wrote where it should not. The text
@@ -296,6 +327,74 @@ impl Error {
     }
 }
 
+/// Why a shared object could not be made: a [`Value`](crate::Value), an
+/// [`Array`](crate::Array), a lock or another synchronisation object.
+/// Converts into [`Error`] (as [`Error::Os`], [`Error::InvalidSize`] or
+/// [`Error::InvalidArgument`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CreateError {
+    /// A system call failed while getting shared memory (`memfd_create`,
+    /// `ftruncate`, `mmap`: out of memory, or a limit such as the number of
+    /// open files or the size of `/dev/shm`). `call` names it.
+    #[error("{call} failed: {source}")]
+    Os {
+        /// The call that failed.
+        call: &'static str,
+        /// The operating system's error, with its errno.
+        #[source]
+        source: io::Error,
+    },
+    /// A size that cannot be allocated (it overflows).
+    #[error("invalid size {size}: {reason}")]
+    InvalidSize {
+        /// The size asked for.
+        size: usize,
+        /// Why it was refused.
+        reason: &'static str,
+    },
+    /// An argument outside the accepted range (a barrier of no parties, a
+    /// semaphore value past its maximum).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(&'static str),
+}
+
+impl CreateError {
+    /// The errno of a [`CreateError::Os`].
+    pub fn raw_os_error(&self) -> Option<i32> {
+        match self {
+            CreateError::Os { source, .. } => source.raw_os_error(),
+            _ => None,
+        }
+    }
+
+    /// The creation error for what the allocation layer (which speaks
+    /// [`Error`]) reported: a system call's failure, a size or an argument.
+    /// It reports nothing else; were it to, the error is kept whole as the
+    /// source of an `Os` error rather than lost.
+    pub(crate) fn from_internal(e: Error) -> CreateError {
+        match e {
+            Error::Os { call, source } => CreateError::Os { call, source },
+            Error::InvalidSize { size, reason } => CreateError::InvalidSize { size, reason },
+            Error::InvalidArgument(m) => CreateError::InvalidArgument(m),
+            other => CreateError::Os {
+                call: "shared memory allocation",
+                source: io::Error::other(other),
+            },
+        }
+    }
+}
+
+impl From<CreateError> for Error {
+    fn from(e: CreateError) -> Error {
+        match e {
+            CreateError::Os { call, source } => Error::Os { call, source },
+            CreateError::InvalidSize { size, reason } => Error::InvalidSize { size, reason },
+            CreateError::InvalidArgument(m) => Error::InvalidArgument(m),
+        }
+    }
+}
+
 /// The lock was acquired, but the process or thread that held it before
 /// died while holding it, so the data it guards may be half-updated.
 ///
@@ -476,3 +575,38 @@ impl<G> std::error::Error for TryLockError<G> {}
 
 /// The result of `try_lock` and `lock_timeout`.
 pub type TryLockResult<G> = std::result::Result<G, TryLockError<G>>;
+
+// `?` on a lock call in a function returning `multiproc::Result`. The guard
+// a per-call error carries cannot live in `Error` (it borrows the lock, and
+// `Error` is `'static`), so it is dropped: the lock is released.
+
+impl<G> From<OwnerDied<G>> for Error {
+    /// [`Error::OwnerDied`]; the guard is dropped, releasing the lock.
+    fn from(_: OwnerDied<G>) -> Error {
+        Error::OwnerDied
+    }
+}
+
+impl<G> From<LockError<G>> for Error {
+    /// [`Error::OwnerDied`] (the guard is dropped, releasing the lock) or
+    /// [`Error::WouldDeadlock`].
+    fn from(e: LockError<G>) -> Error {
+        match e {
+            LockError::OwnerDied(_) => Error::OwnerDied,
+            LockError::WouldDeadlock => Error::WouldDeadlock,
+        }
+    }
+}
+
+impl<G> From<TryLockError<G>> for Error {
+    /// [`Error::OwnerDied`] (the guard is dropped, releasing the lock),
+    /// [`Error::WouldBlock`], [`Error::Timeout`] or [`Error::WouldDeadlock`].
+    fn from(e: TryLockError<G>) -> Error {
+        match e {
+            TryLockError::OwnerDied(_) => Error::OwnerDied,
+            TryLockError::WouldBlock => Error::WouldBlock,
+            TryLockError::TimedOut => Error::Timeout,
+            TryLockError::WouldDeadlock => Error::WouldDeadlock,
+        }
+    }
+}

@@ -134,9 +134,10 @@ pub use crate::log::log_to_stderr;
 pub use crate::redis::RedisQueue;
 pub use array::{Array, RawArray};
 pub use connection::listener::{Address, Client, Listener};
-pub use connection::{Connection, pipe};
+pub use connection::{Connection, RecvError, SendError, pipe};
 pub use error::{
-    Error, LockError, LockResult, OwnerDied, RemoteErrorKind, Result, TryLockError, TryLockResult,
+    CreateError, Error, LockError, LockResult, OwnerDied, RemoteErrorKind, Result, TryLockError,
+    TryLockResult,
 };
 pub use parent_process::{ParentProcess, parent_process};
 #[cfg(feature = "serde")]
@@ -146,7 +147,10 @@ pub use process::{
     current_process, init, parent_alive, set_start_method, start_method,
 };
 #[cfg(feature = "serde")]
-pub use queue::{GetError, JoinableQueue, PutError, Queue, SimpleQueue, TaskDoneError};
+pub use queue::{
+    GetError, GetTimeoutError, JoinableQueue, PutError, PutTimeoutError, Queue, SimpleQueue,
+    TaskDoneError, TryGetError, TryPutError,
+};
 pub use shareable_list::{ShareableItem, ShareableList};
 pub use shared_memory::SharedMemory;
 pub use shm::{Atomic, AtomicNumber, ShmSafe};

@@ -97,7 +97,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
-use crate::queue::{GetError, PutError};
+use crate::queue::{GetError, GetTimeoutError, PutError, TryGetError, TryPutError};
 
 /// How long to wait for a TCP connection to the server.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -360,8 +360,8 @@ impl<T: Serialize + DeserializeOwned> RedisQueue<T> {
     /// Puts `item`: the same as [`put`](Self::put), as the queue is
     /// unbounded and a put never waits for room.
     #[doc(alias = "put_nowait")]
-    pub fn try_put(&self, item: T) -> std::result::Result<(), PutError<T>> {
-        self.put(item)
+    pub fn try_put(&self, item: T) -> std::result::Result<(), TryPutError<T>> {
+        self.put(item).map_err(Into::into)
     }
 
     fn decode(bytes: &[u8]) -> std::result::Result<T, GetError> {
@@ -407,25 +407,32 @@ impl<T: Serialize + DeserializeOwned> RedisQueue<T> {
                 return Ok(item);
             }
             match self.try_get() {
-                Err(GetError::Empty) => continue,
-                other => return other,
+                Ok(item) => return Ok(item),
+                Err(e) => match e.into_blocking() {
+                    Some(e) => return Err(e),
+                    None => continue,
+                },
             }
         }
     }
 
     /// Takes the oldest item, waiting at most `timeout` (timed by the
-    /// server, at least 1 ms); [`GetError::Timeout`] after that. A zero
-    /// timeout is [`try_get`](Self::try_get).
+    /// server, at least 1 ms); [`GetTimeoutError::Timeout`] after that. A zero
+    /// timeout looks once, as [`try_get`](Self::try_get) does, and reports
+    /// no item as `Timeout` (as [`Queue`](crate::queue::Queue) does).
     #[doc(alias = "get")]
-    pub fn get_timeout(&self, timeout: Duration) -> std::result::Result<T, GetError> {
+    pub fn get_timeout(&self, timeout: Duration) -> std::result::Result<T, GetTimeoutError> {
         if timeout.is_zero() {
-            return self.try_get();
+            return self.try_get().map_err(|e| match e.into_blocking() {
+                Some(e) => e.into(),
+                None => GetTimeoutError::Timeout,
+            });
         }
         // BLPOP reads its timeout in seconds with millisecond precision;
         // 0 would mean "no limit", and the server refuses timeouts that
         // overflow its clock: past a year, wait for ever.
         if timeout > Duration::from_secs(365 * 24 * 3600) {
-            return self.get();
+            return self.get().map_err(Into::into);
         }
         let seconds = timeout.as_secs_f64().max(0.001);
         match self.blocking_get(seconds)? {
@@ -433,17 +440,17 @@ impl<T: Serialize + DeserializeOwned> RedisQueue<T> {
             // One look at the queue and its closed flag together: Closed
             // if it was closed (and its wake-up lost), an item that came
             // just now, or Timeout.
-            None => match self.try_get() {
-                Err(GetError::Empty) => Err(GetError::Timeout),
-                other => other,
-            },
+            None => self.try_get().map_err(|e| match e.into_blocking() {
+                Some(e) => e.into(),
+                None => GetTimeoutError::Timeout,
+            }),
         }
     }
 
-    /// Takes the oldest item if there is one; [`GetError::Empty`] (or
-    /// [`GetError::Closed`]) otherwise.
+    /// Takes the oldest item if there is one; [`TryGetError::Empty`] (or
+    /// [`TryGetError::Closed`]) otherwise.
     #[doc(alias = "get_nowait")]
-    pub fn try_get(&self) -> std::result::Result<T, GetError> {
+    pub fn try_get(&self) -> std::result::Result<T, TryGetError> {
         let (item, closed) = self
             .with_con(|c| {
                 ::redis::pipe()
@@ -454,11 +461,11 @@ impl<T: Serialize + DeserializeOwned> RedisQueue<T> {
                     .arg(&self.closed)
                     .query::<(Option<Vec<u8>>, bool)>(c)
             })
-            .map_err(GetError::Server)?;
+            .map_err(TryGetError::Server)?;
         match item {
-            Some(bytes) => Self::decode(&bytes),
-            None if closed => Err(GetError::Closed),
-            None => Err(GetError::Empty),
+            Some(bytes) => Ok(Self::decode(&bytes)?),
+            None if closed => Err(TryGetError::Closed),
+            None => Err(TryGetError::Empty),
         }
     }
 }

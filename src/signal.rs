@@ -6,24 +6,116 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{SigHandler, Signal};
+use std::fmt;
+
+use nix::sys::signal::SigHandler;
 
 use crate::error::{Error, Result};
 
-pub use nix::sys::signal::Signal as SignalKind;
+/// A signal, by its Linux number: one of the named constants
+/// ([`Signal::SIGTERM`], [`Signal::SIGKILL`], ...) or any valid number
+/// ([`Signal::from_raw`], real-time signals included).
+///
+/// What [`Process::signal`](crate::Process::signal) sends and
+/// [`ExitStatus::Signaled`](crate::ExitStatus::Signaled) reports.
+///
+/// ```
+/// use multiproc::signal::Signal;
+///
+/// assert_eq!(Signal::SIGKILL.as_raw(), 9);
+/// assert_eq!(Signal::from_raw(15), Some(Signal::SIGTERM));
+/// assert_eq!(Signal::SIGTERM.to_string(), "SIGTERM");
+/// assert_eq!(Signal::from_raw(0), None);
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Signal(i32);
+
+macro_rules! signals {
+    ($($name:ident),* $(,)?) => {
+        impl Signal {
+            $(
+                #[doc = concat!("`", stringify!($name), "`.")]
+                pub const $name: Signal = Signal(libc::$name);
+            )*
+
+            /// The signal's name (`"SIGTERM"`), if it is one of the named
+            /// constants.
+            pub fn name(self) -> Option<&'static str> {
+                match self.0 {
+                    $(libc::$name => Some(stringify!($name)),)*
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+signals!(
+    SIGHUP, SIGINT, SIGQUIT, SIGILL, SIGTRAP, SIGABRT, SIGBUS, SIGFPE, SIGKILL, SIGUSR1, SIGSEGV,
+    SIGUSR2, SIGPIPE, SIGALRM, SIGTERM, SIGSTKFLT, SIGCHLD, SIGCONT, SIGSTOP, SIGTSTP, SIGTTIN,
+    SIGTTOU, SIGURG, SIGXCPU, SIGXFSZ, SIGVTALRM, SIGPROF, SIGWINCH, SIGIO, SIGPWR, SIGSYS,
+);
+
+impl Signal {
+    /// The signal numbered `n`, if it is one (1 to `SIGRTMAX`).
+    pub fn from_raw(n: i32) -> Option<Signal> {
+        (1..=libc::SIGRTMAX()).contains(&n).then_some(Signal(n))
+    }
+
+    /// The signal's number.
+    pub const fn as_raw(self) -> i32 {
+        self.0
+    }
+
+    /// The same signal as nix names it; `None` for one nix has no name
+    /// for (a real-time signal).
+    pub(crate) fn to_nix(self) -> Option<nix::sys::signal::Signal> {
+        nix::sys::signal::Signal::try_from(self.0).ok()
+    }
+
+    pub(crate) fn from_nix(s: nix::sys::signal::Signal) -> Signal {
+        Signal(s as i32)
+    }
+}
+
+impl From<Signal> for i32 {
+    fn from(s: Signal) -> i32 {
+        s.0
+    }
+}
+
+impl fmt::Display for Signal {
+    /// The name (`SIGTERM`), `SIGRTMIN+n` for a real-time signal, or
+    /// `signal n`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.name() {
+            Some(name) => f.write_str(name),
+            None if self.0 >= libc::SIGRTMIN() => {
+                write!(f, "SIGRTMIN+{}", self.0 - libc::SIGRTMIN())
+            }
+            None => write!(f, "signal {}", self.0),
+        }
+    }
+}
+
+impl fmt::Debug for Signal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
 
 /// Ignores SIGTERM in the calling process: `terminate()` then does nothing
 /// and only SIGKILL stops it (the classic "child that ignores SIGTERM").
 pub fn ignore_terminate() -> Result<()> {
-    set_disposition(Signal::SIGTERM, SigHandler::SigIgn)
+    set_disposition(nix::sys::signal::Signal::SIGTERM, SigHandler::SigIgn)
 }
 
 /// Restores SIGTERM's default action (the process ends).
 pub fn default_terminate() -> Result<()> {
-    set_disposition(Signal::SIGTERM, SigHandler::SigDfl)
+    set_disposition(nix::sys::signal::Signal::SIGTERM, SigHandler::SigDfl)
 }
 
-pub(crate) fn set_disposition(sig: Signal, how: SigHandler) -> Result<()> {
+pub(crate) fn set_disposition(sig: nix::sys::signal::Signal, how: SigHandler) -> Result<()> {
     // SAFETY: SIG_IGN and SIG_DFL install no handler code, so nothing runs
     // in signal context; replacing a handler signal-hook installed is the
     // caller's choice and leaves no dangling state (signal-hook's handler
@@ -62,7 +154,7 @@ impl StopRequest {
     pub fn on(signals: &[Signal]) -> Result<StopRequest> {
         let flag = Arc::new(AtomicBool::new(false));
         for &s in signals {
-            signal_hook::flag::register(s as i32, flag.clone())
+            signal_hook::flag::register(s.as_raw(), flag.clone())
                 .map_err(|e| Error::os("sigaction", e))?;
         }
         Ok(StopRequest { flag })
@@ -85,5 +177,34 @@ impl StopRequest {
             std::thread::sleep((end - now).min(Duration::from_millis(5)));
         }
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_names_and_nix_agree() {
+        for n in 1..=libc::SIGRTMAX() {
+            let s = Signal::from_raw(n).unwrap();
+            assert_eq!(s.as_raw(), n);
+            match (s.name(), s.to_nix()) {
+                (Some(name), Some(x)) => {
+                    assert_eq!(name, x.as_str());
+                    assert_eq!(Signal::from_nix(x), s);
+                    assert_eq!(s.to_string(), name);
+                }
+                (None, None) => assert!(n >= libc::SIGRTMIN() || n == 32 || n == 33, "{n}"),
+                other => panic!("signal {n}: {other:?}"),
+            }
+        }
+        assert_eq!(Signal::from_raw(0), None);
+        assert_eq!(Signal::from_raw(-9), None);
+        assert_eq!(Signal::from_raw(libc::SIGRTMAX() + 1), None);
+        let rt = Signal::from_raw(libc::SIGRTMIN() + 2).unwrap();
+        assert_eq!(rt.to_string(), "SIGRTMIN+2");
+        assert_eq!(format!("{:?}", Signal::SIGKILL), "SIGKILL");
+        assert_eq!(i32::from(Signal::SIGTERM), 15);
     }
 }

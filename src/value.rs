@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::error::Error;
-use crate::error::{LockResult, Result, TryLockResult};
+use crate::error::{CreateError, LockResult, Result, TryLockResult};
 use crate::shm::{Atomic, AtomicNumber, ShmBox, ShmSafe};
 use crate::sync::{Blocking, MappedMutexGuard, Mutex, MutexGuard, forever, lock_mutex};
 use crate::sys::futex::Deadline;
@@ -42,9 +42,9 @@ pub struct Value<T: ShmSafe> {
 
 impl<T: ShmSafe> Value<T> {
     /// `value`, moved into shared memory.
-    pub fn new(value: T) -> Result<Value<T>> {
+    pub fn new(value: T) -> Result<Value<T>, CreateError> {
         Ok(Value {
-            inner: ShmBox::new(Mutex::new(value))?,
+            inner: ShmBox::new(Mutex::new(value)).map_err(CreateError::from_internal)?,
         })
     }
 
@@ -119,9 +119,9 @@ impl<T: ShmSafe> Value<T> {
     /// assert_eq!(a.get() + b.get(), 10);
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn with_lock(value: T, lock: &Lock) -> Result<ValueWithLock<T>> {
+    pub fn with_lock(value: T, lock: &Lock) -> Result<ValueWithLock<T>, CreateError> {
         Ok(ValueWithLock {
-            data: ShmBox::new(value)?,
+            data: ShmBox::new(value).map_err(CreateError::from_internal)?,
             lock: lock.clone(),
         })
     }
@@ -188,9 +188,9 @@ pub struct RawValue<T: Atomic> {
 
 impl<T: Atomic> RawValue<T> {
     /// `value`, moved into shared memory.
-    pub fn new(value: T) -> Result<RawValue<T>> {
+    pub fn new(value: T) -> Result<RawValue<T>, CreateError> {
         Ok(RawValue {
-            inner: ShmBox::new(value)?,
+            inner: ShmBox::new(value).map_err(CreateError::from_internal)?,
         })
     }
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::{PATIENCE, join_ok, serial, spawn, spawn_in};
 use multiproc::connection::pipe_os;
-use multiproc::{Connection, Error, pipe};
+use multiproc::{Connection, RecvError, SendError, pipe};
 
 #[test]
 fn boundaries_and_sizes_across_processes() {
@@ -43,8 +43,11 @@ fn one_way_pipe() {
     let (r, w) = pipe(false).unwrap();
     assert!(r.readable() && !r.writable());
     assert!(w.writable() && !w.readable());
-    assert!(matches!(r.send_bytes(b"x"), Err(Error::BadConnection(_))));
-    assert!(matches!(w.recv_bytes(), Err(Error::BadConnection(_))));
+    assert!(matches!(
+        r.send_bytes(b"x"),
+        Err(SendError::BadConnection(_))
+    ));
+    assert!(matches!(w.recv_bytes(), Err(RecvError::BadConnection(_))));
     multiproc::process::scope(|ps| {
         let mut p = spawn_in(ps, || {
             for i in 0..1000u32 {
@@ -70,8 +73,11 @@ fn end_of_stream_when_every_copy_of_the_peer_is_closed() {
     join_ok(&mut p);
     drop(p);
     assert_eq!(r.recv_bytes().unwrap(), b"last words");
-    assert!(matches!(r.recv_bytes(), Err(Error::Eof)));
-    assert!(matches!(r.recv_bytes(), Err(Error::Eof)), "and it stays so");
+    assert!(matches!(r.recv_bytes(), Err(RecvError::Eof)));
+    assert!(
+        matches!(r.recv_bytes(), Err(RecvError::Eof)),
+        "and it stays so"
+    );
     // A peer process that dies holding the only copy: end of stream too.
     let (a, b) = pipe(true).unwrap();
     let mut q = spawn(move || {
@@ -81,7 +87,7 @@ fn end_of_stream_when_every_copy_of_the_peer_is_closed() {
     q.kill().unwrap();
     q.join().unwrap();
     drop(q);
-    assert!(matches!(a.recv_bytes(), Err(Error::Eof)));
+    assert!(matches!(a.recv_bytes(), Err(RecvError::Eof)));
 }
 
 fn die() {
@@ -113,7 +119,7 @@ fn a_writer_killed_mid_message_gives_a_truncated_error() {
         join_ok(&mut p);
         drop(p);
         match a.recv_bytes() {
-            Err(Error::Truncated { expected, got }) => {
+            Err(RecvError::Truncated { expected, got }) => {
                 assert_eq!((expected, got), (1000, 10), "{kind}");
             }
             other => panic!("{kind}: expected Truncated, got {other:?}"),
@@ -137,13 +143,13 @@ fn a_writer_killed_by_sigkill_mid_message_gives_a_truncated_error() {
     p.join().unwrap();
     drop(p);
     match a.recv_bytes() {
-        Err(Error::Truncated { expected, got }) => {
+        Err(RecvError::Truncated { expected, got }) => {
             assert_eq!(expected, N as u64);
             assert!(got < N as u64 && got > 0, "got {got}");
         }
         other => panic!("expected Truncated, got {other:?}"),
     }
-    assert!(matches!(a.recv_bytes(), Err(Error::Eof)));
+    assert!(matches!(a.recv_bytes(), Err(RecvError::Eof)));
 }
 
 #[test]
@@ -161,7 +167,7 @@ fn oversized(kind: &str, a: Connection, b: Connection) {
     a.send_bytes(&[1u8; 5000]).unwrap();
     a.send_bytes(b"next").unwrap();
     match b.recv_bytes() {
-        Err(Error::MessageTooLarge { size, max }) => assert_eq!((size, max), (5000, 1000)),
+        Err(RecvError::MessageTooLarge { size, max }) => assert_eq!((size, max), (5000, 1000)),
         other => panic!("{kind}: expected MessageTooLarge, got {other:?}"),
     }
     assert_eq!(
@@ -178,10 +184,10 @@ fn oversized(kind: &str, a: Connection, b: Connection) {
     a.__send_raw(&raw).unwrap();
     drop(a);
     assert!(
-        matches!(b.recv_bytes(), Err(Error::MessageTooLarge { .. })),
+        matches!(b.recv_bytes(), Err(RecvError::MessageTooLarge { .. })),
         "{kind}"
     );
-    assert!(matches!(b.recv_bytes(), Err(Error::Eof)), "{kind}");
+    assert!(matches!(b.recv_bytes(), Err(RecvError::Eof)), "{kind}");
 }
 
 #[test]
@@ -193,7 +199,7 @@ fn recv_bytes_into_and_buffer_too_short() {
     assert_eq!(b.recv_bytes_into(&mut buf).unwrap(), 5);
     assert_eq!(&buf[..5], b"short");
     match b.recv_bytes_into(&mut buf) {
-        Err(Error::BufferTooShort(m)) => assert_eq!(m, b"much too long"),
+        Err(RecvError::BufferTooShort(m)) => assert_eq!(m, b"much too long"),
         other => panic!("expected BufferTooShort, got {other:?}"),
     }
 }
@@ -210,7 +216,7 @@ fn writing_to_a_closed_peer_is_an_error_not_a_death() {
     }
     let (r, w) = pipe(false).unwrap();
     drop(r);
-    assert!(matches!(w.send_bytes(b"x"), Err(Error::Os { .. })));
+    assert!(matches!(w.send_bytes(b"x"), Err(SendError::Os { .. })));
 }
 
 #[test]
@@ -288,7 +294,7 @@ fn send_and_recv_values() {
     a.send(&m).unwrap();
     assert_eq!(b.recv::<Msg>().unwrap(), m);
     b.send_bytes(b"\xff\xff").unwrap();
-    assert!(matches!(a.recv::<Msg>(), Err(Error::Codec(_))));
+    assert!(matches!(a.recv::<Msg>(), Err(RecvError::Decode(_))));
 }
 
 /// A python3 peer on an inherited descriptor: the framing is CPython's.
@@ -374,7 +380,7 @@ fn shared_memory_pipe_messages_left_by_a_dead_peer_are_read_before_eof() {
     for i in 0..3u8 {
         assert_eq!(a.recv_bytes().unwrap(), vec![i; 1000 * (i as usize + 1)]);
     }
-    assert!(matches!(a.recv_bytes(), Err(Error::Eof)));
+    assert!(matches!(a.recv_bytes(), Err(RecvError::Eof)));
     assert!(
         a.poll(Some(Duration::ZERO)).unwrap(),
         "end of stream polls ready"
@@ -509,13 +515,13 @@ fn send_handle_passes_a_descriptor_the_peer_did_not_have() {
         let (r, w) = pipe_os(false).unwrap();
         assert!(matches!(
             w.send_handle(std::os::fd::AsFd::as_fd(&r)),
-            Err(Error::BadConnection(_))
+            Err(SendError::BadConnection(_))
         ));
-        assert!(matches!(r.recv_handle(), Err(Error::BadConnection(_))));
+        assert!(matches!(r.recv_handle(), Err(RecvError::BadConnection(_))));
         // The peer closed without sending one: end of stream.
         let (a, b) = pipe(true).unwrap();
         drop(b);
-        assert!(matches!(a.recv_handle(), Err(Error::Eof)));
+        assert!(matches!(a.recv_handle(), Err(RecvError::Eof)));
     })
 }
 
@@ -619,12 +625,12 @@ fn a_forged_huge_header_is_not_allocated_on_its_word() {
                     b.recv_bytes().map(drop)
                 };
                 match r {
-                    Err(Error::Truncated { expected, got })
+                    Err(RecvError::Truncated { expected, got })
                         if (expected, got) == (0xF000_0000, 10) => {}
                     other => return Err(format!("expected Truncated, got {other:?}")),
                 }
                 match b.recv_bytes() {
-                    Err(Error::Eof) => Ok(()),
+                    Err(RecvError::Eof) => Ok(()),
                     other => Err(format!("expected Eof, got {other:?}")),
                 }
             });
@@ -650,10 +656,10 @@ fn an_oversized_message_cut_short_is_too_large_then_end_of_stream() {
         a.__send_raw(&raw).unwrap();
         drop(a);
         match b.recv_bytes() {
-            Err(Error::MessageTooLarge { size, max }) => assert_eq!((size, max), (5000, 1000)),
+            Err(RecvError::MessageTooLarge { size, max }) => assert_eq!((size, max), (5000, 1000)),
             other => panic!("{kind}: expected MessageTooLarge, got {other:?}"),
         }
-        assert!(matches!(b.recv_bytes(), Err(Error::Eof)), "{kind}");
+        assert!(matches!(b.recv_bytes(), Err(RecvError::Eof)), "{kind}");
     }
 }
 
@@ -679,7 +685,7 @@ fn an_oversized_message_whose_body_never_comes_does_not_hang() {
         assert!(
             matches!(
                 first,
-                Err(Error::MessageTooLarge {
+                Err(RecvError::MessageTooLarge {
                     size: 5000,
                     max: 1000
                 })
@@ -688,7 +694,7 @@ fn an_oversized_message_whose_body_never_comes_does_not_hang() {
         );
         // Out of step: refused at once, never read as a header.
         assert!(
-            matches!(second, Err(Error::BadConnection(_))),
+            matches!(second, Err(RecvError::BadConnection(_))),
             "{kind}: {second:?}"
         );
         assert!(
@@ -729,12 +735,15 @@ os.read(fd, 1)
         panic!("the receive never returned");
     };
     match first {
-        Err(Error::MessageTooLarge { size, max }) => {
+        Err(RecvError::MessageTooLarge { size, max }) => {
             assert_eq!((size, max), (0xF000_0000, 1 << 20))
         }
         other => panic!("expected MessageTooLarge, got {other:?}"),
     }
     assert!(took < multiproc::connection::SKIP_IDLE * 3, "{took:?}");
-    assert!(matches!(second, Err(Error::BadConnection(_))), "{second:?}");
+    assert!(
+        matches!(second, Err(RecvError::BadConnection(_))),
+        "{second:?}"
+    );
     assert!(py.wait().unwrap().success());
 }

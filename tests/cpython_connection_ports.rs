@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::{PATIENCE, join_ok, serial, spawn, spawn_in};
-use multiproc::{Address, Client, Connection, Error, Listener, pipe};
+use multiproc::{Address, Client, Connection, Error, Listener, RecvError, SendError, pipe};
 
 /// The short timeout of the CPython suite (its `TIMEOUT1`).
 const TIMEOUT: Duration = Duration::from_millis(100);
@@ -137,7 +137,7 @@ fn connection_test_connection() {
         let mut buffer = [b' '; 40];
         conn.send_bytes(&longmsg).unwrap();
         match conn.recv_bytes_into(&mut buffer) {
-            Err(Error::BufferTooShort(whole)) => assert_eq!(whole, longmsg),
+            Err(RecvError::BufferTooShort(whole)) => assert_eq!(whole, longmsg),
             other => panic!("expected BufferTooShort, got {other:?}"),
         }
         // The connection is still in step after it.
@@ -165,9 +165,9 @@ fn connection_test_connection() {
         conn.send_bytes(SENTINEL).unwrap();
         assert!(conn.readable());
         assert!(conn.writable());
-        assert!(matches!(conn.recv_bytes(), Err(Error::Eof)));
+        assert!(matches!(conn.recv_bytes(), Err(RecvError::Eof)));
         #[cfg(feature = "serde")]
-        assert!(matches!(conn.recv::<()>(), Err(Error::Eof)));
+        assert!(matches!(conn.recv::<()>(), Err(RecvError::Eof)));
         join_ok(&mut p);
     })
 }
@@ -194,16 +194,19 @@ fn connection_test_duplex_false() {
     // Using an end the wrong way is an error (Python: OSError).
     assert!(matches!(
         reader.send_bytes(b"2"),
-        Err(Error::BadConnection(_))
+        Err(SendError::BadConnection(_))
     ));
-    assert!(matches!(writer.recv_bytes(), Err(Error::BadConnection(_))));
+    assert!(matches!(
+        writer.recv_bytes(),
+        Err(RecvError::BadConnection(_))
+    ));
     assert!(matches!(
         writer.recv_bytes_into(&mut [0u8; 8]),
-        Err(Error::BadConnection(_))
+        Err(RecvError::BadConnection(_))
     ));
     assert!(matches!(
         writer.poll(Some(Duration::ZERO)),
-        Err(Error::BadConnection(_))
+        Err(RecvError::BadConnection(_))
     ));
     // The failed calls did not disturb the pipe.
     writer.send_bytes(b"after").unwrap();
@@ -280,8 +283,8 @@ fn connection_test_context() {
     a.close();
     // The peer of a closed end sees end of stream, and poll reports it.
     assert!(b.poll(Some(PATIENCE)).unwrap());
-    assert!(matches!(b.recv_bytes(), Err(Error::Eof)));
-    assert!(matches!(b.recv_bytes(), Err(Error::Eof)));
+    assert!(matches!(b.recv_bytes(), Err(RecvError::Eof)));
+    assert!(matches!(b.recv_bytes(), Err(RecvError::Eof)));
     b.close();
 }
 
@@ -477,7 +480,7 @@ fn listener_client_test_issue14725() {
         join_ok(&mut p);
         let conn = l.accept_timeout(PATIENCE).unwrap();
         assert_eq!(conn.recv_bytes().unwrap(), b"hello");
-        assert!(matches!(conn.recv_bytes(), Err(Error::Eof)));
+        assert!(matches!(conn.recv_bytes(), Err(RecvError::Eof)));
         conn.close();
         l.close();
         remove_socket_file(&addr);
@@ -543,7 +546,7 @@ fn poll_test_strings() {
             assert!(a.poll(Some(PATIENCE)).unwrap());
             assert_eq!(a.recv_bytes().unwrap(), s);
         }
-        assert!(matches!(a.recv_bytes(), Err(Error::Eof)));
+        assert!(matches!(a.recv_bytes(), Err(RecvError::Eof)));
         join_ok(&mut p);
     })
 }
@@ -571,7 +574,7 @@ fn poll_test_boundaries() {
         // Both messages are intact, in order (CPython accepts either).
         assert_eq!(r.recv_bytes().unwrap(), b"first");
         assert_eq!(r.recv_bytes().unwrap(), b"second");
-        assert!(matches!(r.recv_bytes(), Err(Error::Eof)));
+        assert!(matches!(r.recv_bytes(), Err(RecvError::Eof)));
     })
 }
 

@@ -22,11 +22,11 @@ use std::time::{Duration, Instant};
 
 use common::{PATIENCE, eventually, hang, join_ok, serial, spawn, spawn_in};
 use multiproc::process::{Scope, Waitable, wait};
+use multiproc::signal::Signal;
 use multiproc::{
     Array, Event, ExitStatus, Process, RawValue, Semaphore, active_children, current_process,
     parent_alive,
 };
-use nix::sys::signal::Signal;
 
 /// A few bytes sent from a child to its parent through shared memory.
 struct Slot {
@@ -339,7 +339,7 @@ fn test_parent_process() {
         assert!(reported.wait_timeout(PATIENCE));
         assert_eq!(first.load(), 1, "the grandchild saw its parent dead");
         child.terminate().unwrap();
-        assert_eq!(child.join().unwrap().code(), -(Signal::SIGTERM as i32));
+        assert_eq!(child.join().unwrap().code(), -Signal::SIGTERM.as_raw());
         assert!(eventually(PATIENCE, || second.load() != 0));
         assert_eq!(
             second.load(),
@@ -384,14 +384,14 @@ fn kill_process(stop: fn(&mut Process<'static>) -> multiproc::Result<()>) -> i32
 #[test]
 fn test_terminate() {
     let _s = serial();
-    assert_eq!(kill_process(Process::terminate), -(Signal::SIGTERM as i32));
+    assert_eq!(kill_process(Process::terminate), -Signal::SIGTERM.as_raw());
 }
 
 // Ports _TestProcess.test_kill.
 #[test]
 fn test_kill() {
     let _s = serial();
-    assert_eq!(kill_process(Process::kill), -(Signal::SIGKILL as i32));
+    assert_eq!(kill_process(Process::kill), -Signal::SIGKILL.as_raw());
 }
 
 // Ports _TestProcess.test_active_children.
@@ -526,7 +526,7 @@ fn test_many_processes() {
         for p in &mut procs {
             let st = p.join_timeout(PATIENCE).unwrap().expect("the child ended");
             assert_eq!(st, ExitStatus::Signaled(sig));
-            assert_eq!(p.exit_code(), Some(-(sig as i32)));
+            assert_eq!(p.exit_code(), Some(-sig.as_raw()));
         }
     }
 }

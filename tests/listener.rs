@@ -82,7 +82,7 @@ fn round_trip(address: Address) {
     c.send_bytes(&big).unwrap();
     let back = c.recv_bytes().unwrap();
     assert_eq!(back, big.iter().rev().copied().collect::<Vec<u8>>());
-    assert!(matches!(c.recv_bytes(), Err(Error::Eof)));
+    assert!(matches!(c.recv_bytes(), Err(multiproc::RecvError::Eof)));
     join_ok(&mut p);
 }
 

@@ -6,11 +6,11 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{PATIENCE, eventually, hang, join_ok, serial, spawn_in};
+use multiproc::signal::Signal;
 use multiproc::{
     Array, Barrier, Condition, Error, Event, Lock, Process, RLock, RawValue, Semaphore,
     TryLockError, Value,
 };
-use nix::sys::signal::Signal;
 
 /// Kills `p` with SIGKILL and checks that is how it ended. With `reap`
 /// false the child is left a zombie until the caller joins it: the
@@ -18,7 +18,7 @@ use nix::sys::signal::Signal;
 fn kill(p: &mut Process<'_>, reap: bool) {
     p.kill().unwrap();
     if reap {
-        assert_eq!(p.join().unwrap().code(), -(Signal::SIGKILL as i32));
+        assert_eq!(p.join().unwrap().code(), -Signal::SIGKILL.as_raw());
     } else {
         let pid = p.pid().unwrap();
         assert!(eventually(PATIENCE, || {

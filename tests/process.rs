@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use common::{PATIENCE, hang, join_ok, serial, spawn};
+use multiproc::signal::Signal;
 use multiproc::{Error, ExitStatus, Process, Value};
-use nix::sys::signal::Signal;
 
 fn boom() {
     panic!("on purpose");
@@ -48,7 +48,7 @@ fn terminate_and_kill_give_minus_the_signal() {
     assert!(t.join_timeout(Duration::ZERO).unwrap().is_none());
     t.terminate().unwrap();
     k.kill().unwrap();
-    assert_eq!(t.join().unwrap().code(), -(Signal::SIGTERM as i32));
+    assert_eq!(t.join().unwrap().code(), -Signal::SIGTERM.as_raw());
     assert_eq!(k.join().unwrap(), ExitStatus::Signaled(Signal::SIGKILL));
     assert!(!t.is_alive());
     // Once reaped, signalling is a no-op (the pid may be someone else's).

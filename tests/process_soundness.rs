@@ -254,7 +254,9 @@ fn a_child_cannot_start_processes_in_its_parents_scope() {
 /// Python's idiom: start the children, close the parent's write ends,
 /// read from each reader until it reports end of stream. Each child owns
 /// its write end (moved into its closure); the parent must not keep a copy.
-fn readers_see_end_of_stream(pipe: fn(bool) -> multiproc::Result<(Connection, Connection)>) {
+fn readers_see_end_of_stream(
+    pipe: fn(bool) -> Result<(Connection, Connection), multiproc::CreateError>,
+) {
     let _s = serial();
     let mut readers = Vec::new();
     let mut kids = Vec::new();
@@ -277,7 +279,7 @@ fn readers_see_end_of_stream(pipe: fn(bool) -> multiproc::Result<(Connection, Co
         for i in ready.into_iter().rev() {
             match readers[i].recv_bytes() {
                 Ok(b) => got.extend(b),
-                Err(Error::Eof) => {
+                Err(multiproc::RecvError::Eof) => {
                     readers.remove(i);
                 }
                 Err(e) => panic!("{e}"),

@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 
 use common::{PATIENCE, allow, eventually, hang, join_ok, serial, spawn, spawn_in};
 use multiproc::process::wait;
+use multiproc::signal::Signal;
 use multiproc::signal::{StopRequest, ignore_terminate};
 use multiproc::{
     Error, Event, ExitStatus, Process, ProcessGroup, RawValue, active_children, current_process,
     parent_alive,
 };
-use nix::sys::signal::Signal;
 
 /// Whether `pid` is gone or a zombie (dead, perhaps not yet reaped by
 /// whoever adopted it).

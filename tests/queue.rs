@@ -13,7 +13,10 @@ use std::time::{Duration, Instant};
 
 use common::{PATIENCE, eventually, hang, join_ok, serial, spawn_in};
 use multiproc::Event;
-use multiproc::queue::{GetError, JoinableQueue, PutError, Queue, SimpleQueue, TaskDoneError};
+use multiproc::queue::{
+    GetError, GetTimeoutError, JoinableQueue, PutError, PutTimeoutError, Queue, SimpleQueue,
+    TaskDoneError, TryGetError, TryPutError,
+};
 
 const SHORT: Duration = Duration::from_millis(100);
 
@@ -66,7 +69,7 @@ fn two_producers_two_consumers_lose_nothing() {
                     last[who as usize] = Some(i);
                     got.push((who, i));
                 }
-                Err(GetError::Closed) => break,
+                Err(GetTimeoutError::Closed) => break,
                 Err(e) => panic!("{e}"),
             }
         }
@@ -173,26 +176,26 @@ fn timeouts() {
     let q = Queue::<u32>::bounded(1).unwrap();
     // Zero timeouts never block.
     let t = Instant::now();
-    assert_eq!(q.try_get(), Err(GetError::Empty));
-    assert_eq!(q.get_timeout(Duration::ZERO), Err(GetError::Timeout));
+    assert_eq!(q.try_get(), Err(TryGetError::Empty));
+    assert_eq!(q.get_timeout(Duration::ZERO), Err(GetTimeoutError::Timeout));
     assert!(t.elapsed() < Duration::from_secs(1));
     // get_timeout on an empty queue waits at least its timeout.
     let t = Instant::now();
-    assert_eq!(q.get_timeout(SHORT), Err(GetError::Timeout));
+    assert_eq!(q.get_timeout(SHORT), Err(GetTimeoutError::Timeout));
     assert!(t.elapsed() >= SHORT);
     q.put(1).unwrap();
     assert!(q.full());
     let t = Instant::now();
-    assert!(matches!(q.try_put(2), Err(PutError::Full(2))));
+    assert!(matches!(q.try_put(2), Err(TryPutError::Full(2))));
     assert!(matches!(
         q.put_timeout(3, Duration::ZERO),
-        Err(PutError::Timeout(3))
+        Err(PutTimeoutError::Timeout(3))
     ));
     assert!(t.elapsed() < Duration::from_secs(1));
     let t = Instant::now();
     let e = q.put_timeout(4, SHORT).unwrap_err();
     assert!(t.elapsed() >= SHORT);
-    assert!(e.is_full());
+    assert!(matches!(e, PutTimeoutError::Timeout(_)));
     assert_eq!(e.into_inner(), 4);
     assert_eq!(q.get_timeout(SHORT), Ok(1));
     assert!(!q.full());
@@ -206,11 +209,11 @@ fn put_timeout_on_a_full_ring_and_a_huge_item() {
     q.put(vec![2; 900]).unwrap();
     q.put(vec![3; 900]).unwrap();
     q.put(vec![4; 900]).unwrap();
-    assert!(matches!(q.try_put(vec![5; 900]), Err(PutError::Full(_))));
+    assert!(matches!(q.try_put(vec![5; 900]), Err(TryPutError::Full(_))));
     let t = Instant::now();
     assert!(matches!(
         q.put_timeout(vec![6; 900], SHORT),
-        Err(PutError::Timeout(_))
+        Err(PutTimeoutError::Timeout(_))
     ));
     assert!(t.elapsed() >= SHORT);
     assert_eq!(q.try_get().unwrap(), vec![1; 900]);
@@ -219,14 +222,14 @@ fn put_timeout_on_a_full_ring_and_a_huge_item() {
     let big = vec![7u8; 100_000];
     let t = Instant::now();
     match q.put_timeout(big.clone(), SHORT) {
-        Err(PutError::Timeout(v)) => assert_eq!(v, big),
+        Err(PutTimeoutError::Timeout(v)) => assert_eq!(v, big),
         other => panic!("expected a timeout, got {other:?}"),
     }
     assert!(t.elapsed() >= SHORT);
     for i in 2..=4u8 {
         assert_eq!(q.try_get().unwrap(), vec![i; 900]);
     }
-    assert_eq!(q.try_get(), Err(GetError::Empty));
+    assert_eq!(q.try_get(), Err(TryGetError::Empty));
     q.put(vec![8; 10]).unwrap();
     assert_eq!(q.try_get().unwrap(), vec![8; 10]);
     assert_eq!(q.qsize(), 0);
@@ -284,9 +287,9 @@ fn close_hands_items_back_and_wakes_getters() {
             Err(PutError::Closed(s)) => assert_eq!(s, "b"),
             other => panic!("{other:?}"),
         }
-        assert!(matches!(q.try_put("c".into()), Err(PutError::Closed(_))));
-        assert_eq!(q.try_get(), Err(GetError::Closed));
-        assert_eq!(q.get_timeout(SHORT), Err(GetError::Closed));
+        assert!(matches!(q.try_put("c".into()), Err(TryPutError::Closed(_))));
+        assert_eq!(q.try_get(), Err(TryGetError::Closed));
+        assert_eq!(q.get_timeout(SHORT), Err(GetTimeoutError::Closed));
     })
 }
 
@@ -447,7 +450,7 @@ fn producer_killed_holding_the_lock_mid_put() {
         join_ok(&mut c);
         assert_eq!(q.qsize(), 1);
         assert_eq!(q.try_get(), Ok(2));
-        assert_eq!(q.try_get(), Err(GetError::Empty));
+        assert_eq!(q.try_get(), Err(TryGetError::Empty));
     })
 }
 
@@ -605,15 +608,15 @@ fn cpython_test_put() {
         assert_eq!(q.qsize(), MAXSIZE);
         assert!(!q.empty());
         assert!(q.full());
-        assert!(matches!(q.try_put(7), Err(PutError::Full(7))));
+        assert!(matches!(q.try_put(7), Err(TryPutError::Full(7))));
         assert!(matches!(
             q.put_timeout(7, Duration::ZERO),
-            Err(PutError::Timeout(7))
+            Err(PutTimeoutError::Timeout(7))
         ));
         let t = Instant::now();
         assert!(matches!(
             q.put_timeout(7, Duration::from_millis(100)),
-            Err(PutError::Timeout(7))
+            Err(PutTimeoutError::Timeout(7))
         ));
         assert!(t.elapsed() >= Duration::from_millis(100));
         child_can_start.set();
@@ -650,11 +653,11 @@ fn cpython_test_get() {
         assert_eq!(q.get_timeout(Duration::from_millis(10)), Ok(4));
         assert_eq!(q.try_get(), Ok(5));
         assert!(q.empty());
-        assert_eq!(q.try_get(), Err(GetError::Empty));
+        assert_eq!(q.try_get(), Err(TryGetError::Empty));
         let t = Instant::now();
         assert_eq!(
             q.get_timeout(Duration::from_millis(100)),
-            Err(GetError::Timeout)
+            Err(GetTimeoutError::Timeout)
         );
         assert!(t.elapsed() >= Duration::from_millis(100));
         join_ok(&mut p);
@@ -679,7 +682,7 @@ fn cpython_test_fork() {
         join_ok(&mut p);
         let got: Vec<i32> = (0..20).map(|_| q.get_timeout(PATIENCE).unwrap()).collect();
         assert_eq!(got, (0..20).collect::<Vec<_>>());
-        assert_eq!(q.try_get(), Err(GetError::Empty));
+        assert_eq!(q.try_get(), Err(TryGetError::Empty));
     })
 }
 
@@ -738,7 +741,7 @@ fn cpython_test_timeout() {
     let t = Instant::now();
     assert_eq!(
         q.get_timeout(Duration::from_millis(200)),
-        Err(GetError::Timeout)
+        Err(GetTimeoutError::Timeout)
     );
     assert!(t.elapsed() >= Duration::from_millis(200));
 }
@@ -828,7 +831,7 @@ fn get_timeout_returns_mid_item_and_the_next_get_goes_on() {
         watchdog.join().unwrap();
         kill(pid, Signal::SIGCONT).unwrap();
         assert!(
-            matches!(r, Err(GetError::Timeout)),
+            matches!(r, Err(GetTimeoutError::Timeout)),
             "a get mid-item gave {:?} after {took:?}",
             r.as_ref().map(String::len)
         );
@@ -847,5 +850,5 @@ fn get_timeout_returns_mid_item_and_the_next_get_goes_on() {
         join_ok(&mut p);
         assert!(q.empty());
     });
-    assert!(matches!(q.try_get(), Err(GetError::Empty)));
+    assert!(matches!(q.try_get(), Err(TryGetError::Empty)));
 }

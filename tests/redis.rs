@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use common::{PATIENCE, join_ok, serial, spawn_in};
 use multiproc::Process;
-use multiproc::queue::{GetError, PutError};
+use multiproc::queue::{GetError, GetTimeoutError, PutError, TryGetError};
 use multiproc::redis::{LocalServer, RedisQueue};
 
 const SHORT: Duration = Duration::from_millis(200);
@@ -57,14 +57,14 @@ fn put_get_in_one_process() {
     let q = RedisQueue::<String>::open(&s.url(), "basic").unwrap();
     assert_eq!(q.key(), "multiproc:queue:{basic}");
     assert!(q.empty().unwrap());
-    assert_eq!(q.try_get(), Err(GetError::Empty));
+    assert_eq!(q.try_get(), Err(TryGetError::Empty));
     q.put("a".into()).unwrap();
     q.try_put("b".into()).unwrap();
     assert_eq!(q.qsize().unwrap(), 2);
     assert!(!q.empty().unwrap());
     assert_eq!(q.get().unwrap(), "a");
     assert_eq!(q.try_get().unwrap(), "b");
-    assert_eq!(q.get_timeout(Duration::ZERO), Err(GetError::Empty));
+    assert_eq!(q.get_timeout(Duration::ZERO), Err(GetTimeoutError::Timeout));
     // Another handle on the same name sees the same list; another name not.
     let q2 = RedisQueue::<String>::open(&s.url(), "basic").unwrap();
     let other = RedisQueue::<String>::open(&s.url(), "other").unwrap();
@@ -89,7 +89,7 @@ fn get_timeout_on_empty_waits_then_times_out() {
     let s = server();
     let q = RedisQueue::<u32>::open(&s.url(), "empty").unwrap();
     let t = Instant::now();
-    assert_eq!(q.get_timeout(SHORT), Err(GetError::Timeout));
+    assert_eq!(q.get_timeout(SHORT), Err(GetTimeoutError::Timeout));
     assert!(
         t.elapsed() >= SHORT - Duration::from_millis(5),
         "{:?}",
@@ -98,7 +98,7 @@ fn get_timeout_on_empty_waits_then_times_out() {
     // A timeout below the server's resolution still waits, never forever.
     assert_eq!(
         q.get_timeout(Duration::from_micros(10)),
-        Err(GetError::Timeout)
+        Err(GetTimeoutError::Timeout)
     );
     // The connection is still in step after the timeouts.
     q.put(7).unwrap();
@@ -120,7 +120,7 @@ fn one_producer_one_consumer_keeps_order() {
             for i in 0..N {
                 assert_eq!(q.get_timeout(PATIENCE).unwrap(), i);
             }
-            assert_eq!(q.try_get(), Err(GetError::Empty));
+            assert_eq!(q.try_get(), Err(TryGetError::Empty));
         });
         let mut p = spawn_in(ps, || {
             for i in 0..N {
@@ -290,8 +290,8 @@ fn close_refuses_puts_drains_then_wakes_every_getter() {
         join_ok(&mut w2);
         assert!(q.is_closed().unwrap());
         assert_eq!(q.put(3), Err(PutError::Closed(3)));
-        assert_eq!(q.try_get(), Err(GetError::Closed));
-        assert_eq!(q.get_timeout(SHORT), Err(GetError::Closed));
+        assert_eq!(q.try_get(), Err(TryGetError::Closed));
+        assert_eq!(q.get_timeout(SHORT), Err(GetTimeoutError::Closed));
 
         // Items put before the close are still taken, then Closed.
         q.delete().unwrap();
@@ -335,8 +335,8 @@ fn close_whose_wake_up_was_lost_is_still_seen() {
             .query::<()>(&mut raw)
             .unwrap();
         assert!(q.is_closed().unwrap());
-        assert_eq!(q.get_timeout(SHORT), Err(GetError::Closed));
-        assert_eq!(q.try_get(), Err(GetError::Closed));
+        assert_eq!(q.get_timeout(SHORT), Err(GetTimeoutError::Closed));
+        assert_eq!(q.try_get(), Err(TryGetError::Closed));
         assert_eq!(q.put(1), Err(PutError::Closed(1)));
         let st = c.join_timeout(PATIENCE).unwrap();
         assert!(st.is_some_and(|st| st.success()), "child: {st:?}");
@@ -353,7 +353,7 @@ fn delete_drops_the_items() {
     }
     q.delete().unwrap();
     assert_eq!(q.qsize().unwrap(), 0);
-    assert_eq!(q.try_get(), Err(GetError::Empty));
+    assert_eq!(q.try_get(), Err(TryGetError::Empty));
 }
 
 #[test]
@@ -364,7 +364,7 @@ fn undecodable_item_is_a_decode_error() {
     let q = RedisQueue::<String>::open(&s.url(), "decode").unwrap();
     // Encoded as a String: a length, then bytes that are not UTF-8.
     raw.put(vec![0xff, 0xfe]).unwrap();
-    assert!(matches!(q.try_get(), Err(GetError::Decode(_))));
+    assert!(matches!(q.try_get(), Err(TryGetError::Decode(_))));
     q.put("ok".into()).unwrap();
     assert_eq!(q.try_get().unwrap(), "ok");
 }
@@ -387,8 +387,11 @@ fn a_key_of_another_type_is_a_server_error() {
         Err(PutError::Server(1, m)) => assert!(m.contains("WRONGTYPE"), "{m}"),
         other => panic!("expected a server error, got {other:?}"),
     }
-    assert!(matches!(q.try_get(), Err(GetError::Server(_))));
-    assert!(matches!(q.get_timeout(SHORT), Err(GetError::Server(_))));
+    assert!(matches!(q.try_get(), Err(TryGetError::Server(_))));
+    assert!(matches!(
+        q.get_timeout(SHORT),
+        Err(GetTimeoutError::Server(_))
+    ));
     // The error replies left the connection usable.
     q.delete().unwrap();
     q.put(2).unwrap();
@@ -429,8 +432,11 @@ fn server_killed_mid_test_gives_clear_errors_without_hanging() {
             other => panic!("expected a server error, got {other:?}"),
         }
         assert!(matches!(q.get(), Err(GetError::Server(_))));
-        assert!(matches!(q.get_timeout(SHORT), Err(GetError::Server(_))));
-        assert!(matches!(q.try_get(), Err(GetError::Server(_))));
+        assert!(matches!(
+            q.get_timeout(SHORT),
+            Err(GetTimeoutError::Server(_))
+        ));
+        assert!(matches!(q.try_get(), Err(TryGetError::Server(_))));
         assert!(matches!(q.qsize(), Err(GetError::Server(_))));
         assert!(q.close().is_err());
         let e = RedisQueue::<u32>::open(&s.url(), "gone").unwrap_err();
@@ -447,7 +453,7 @@ fn a_restarted_server_is_reconnected_to() {
     q.put(1).unwrap();
     s.kill().unwrap();
     // The pooled connection is dead: the first call fails, and drops it.
-    assert!(matches!(q.try_get(), Err(GetError::Server(_))));
+    assert!(matches!(q.try_get(), Err(TryGetError::Server(_))));
     drop(s);
     let s2 = server();
     let q2 = RedisQueue::<u32>::open(&s2.url(), "restart").unwrap();

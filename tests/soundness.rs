@@ -178,7 +178,7 @@ fn threads_sharing_a_block_copy_whole_words() {
 #[cfg(feature = "serde")]
 #[test]
 fn a_queue_record_length_scribbled_by_another_process_is_refused() {
-    use multiproc::queue::{GetError, PutError};
+    use multiproc::queue::{GetError, PutError, TryGetError};
     let _s = serial();
     let q = Arc::new(multiproc::Queue::<u64>::new().unwrap());
     q.put(7).unwrap();
@@ -189,7 +189,7 @@ fn a_queue_record_length_scribbled_by_another_process_is_refused() {
     join_ok(&mut p);
     // Before the check, the consumer made a 4 GiB buffer and copied that
     // much out of a 1 MiB ring.
-    assert!(matches!(q.try_get(), Err(GetError::Corrupt)));
+    assert!(matches!(q.try_get(), Err(TryGetError::Corrupt)));
     assert!(matches!(q.put(8), Err(PutError::Corrupt(8))));
     assert!(q.is_closed());
     assert!(

@@ -14,6 +14,7 @@
 //! are read and dropped, with an idle deadline ([`SKIP_IDLE`]) that bounds
 //! how long a receive can wait for a body it will not return.
 
+mod error;
 pub(crate) mod frame;
 pub mod listener;
 mod stream;
@@ -26,7 +27,9 @@ use std::time::Duration;
 use nix::errno::Errno;
 use nix::sys::socket::{self, AddressFamily, MsgFlags, SockFlag, SockType};
 
-use crate::error::{Error, Result};
+pub use error::{RecvError, SendError};
+
+use crate::error::{CreateError, Error, Result};
 use crate::process::Waitable;
 
 /// The default largest message a connection accepts: 4 GiB.
@@ -41,8 +44,8 @@ static SPIN: crate::sync::wait::Site = crate::sync::wait::Site::new(Duration::fr
 
 /// How long the body of a message over the maximum may pause (no byte
 /// arriving) while it is skipped. Past it the receive returns
-/// [`Error::MessageTooLarge`] anyway, and the connection is out of step:
-/// every later receive is [`Error::BadConnection`].
+/// [`RecvError::MessageTooLarge`] anyway, and the connection is out of step:
+/// every later receive is [`RecvError::BadConnection`].
 pub const SKIP_IDLE: Duration = Duration::from_secs(2);
 
 /// One end of a pipe: sends and receives whole messages.
@@ -62,7 +65,7 @@ pub const SKIP_IDLE: Duration = Duration::from_secs(2);
 /// b.send_bytes(b"")?; // zero-length messages are messages
 /// assert_eq!(a.recv_bytes()?, b"");
 /// drop(b);
-/// assert!(matches!(a.recv_bytes(), Err(multiproc::Error::Eof)));
+/// assert!(matches!(a.recv_bytes(), Err(multiproc::RecvError::Eof)));
 /// # Ok::<(), multiproc::Error>(())
 /// ```
 #[derive(Debug)]
@@ -98,8 +101,12 @@ pub struct Connection {
 /// Several processes may send on one end (each message goes whole), and
 /// several may receive on one end (each takes whole messages).
 #[doc(alias = "Pipe")]
-pub fn pipe(duplex: bool) -> Result<(Connection, Connection)> {
-    let (mut a, mut b) = pipe_os(true)?;
+pub fn pipe(duplex: bool) -> Result<(Connection, Connection), CreateError> {
+    pipe_any(duplex).map_err(CreateError::from_internal)
+}
+
+fn pipe_any(duplex: bool) -> Result<(Connection, Connection)> {
+    let (mut a, mut b) = pipe_os_any(true)?;
     let (sa, sb) = stream::Stream::pair()?;
     a.stream = Some(sa);
     b.stream = Some(sb);
@@ -114,7 +121,11 @@ pub fn pipe(duplex: bool) -> Result<(Connection, Connection)> {
 /// socketpair when duplex, a kernel pipe otherwise): the kind to hand to a program that is not
 /// multiproc (a Python peer on an inherited descriptor), or to read and
 /// write with plain `read`/`write` on [`as_raw_fd`](AsRawFd::as_raw_fd).
-pub fn pipe_os(duplex: bool) -> Result<(Connection, Connection)> {
+pub fn pipe_os(duplex: bool) -> Result<(Connection, Connection), CreateError> {
+    pipe_os_any(duplex).map_err(CreateError::from_internal)
+}
+
+fn pipe_os_any(duplex: bool) -> Result<(Connection, Connection)> {
     if duplex {
         let (a, b) = socket::socketpair(
             AddressFamily::Unix,
@@ -203,7 +214,11 @@ impl Connection {
     /// SIGPIPE death: sockets are written with `MSG_NOSIGNAL`, and Rust
     /// programs ignore SIGPIPE (a program that restores it should use the
     /// duplex kind).
-    pub fn send_bytes(&self, buf: &[u8]) -> Result<()> {
+    pub fn send_bytes(&self, buf: &[u8]) -> Result<(), SendError> {
+        self.send_bytes_any(buf).map_err(SendError::from_internal)
+    }
+
+    fn send_bytes_any(&self, buf: &[u8]) -> Result<()> {
         if !self.writable {
             return Err(Error::BadConnection("read-only"));
         }
@@ -252,16 +267,20 @@ impl Connection {
 
     /// Receives one message.
     ///
-    /// [`Error::Eof`] once the other end is closed (by every process that
-    /// had it) and no message is left; [`Error::Truncated`] if it closed in
-    /// the middle of a message; [`Error::MessageTooLarge`] for a message
+    /// [`RecvError::Eof`] once the other end is closed (by every process that
+    /// had it) and no message is left; [`RecvError::Truncated`] if it closed in
+    /// the middle of a message; [`RecvError::MessageTooLarge`] for a message
     /// over the maximum (skipped: the next call reads the next message;
     /// if its body stops coming for [`SKIP_IDLE`], the connection is out of
-    /// step and later calls are [`Error::BadConnection`]).
+    /// step and later calls are [`RecvError::BadConnection`]).
     ///
     /// Memory grows with the bytes that arrive, not with the length the
     /// peer announced.
-    pub fn recv_bytes(&self) -> Result<Vec<u8>> {
+    pub fn recv_bytes(&self) -> Result<Vec<u8>, RecvError> {
+        self.recv_bytes_any().map_err(RecvError::from_internal)
+    }
+
+    fn recv_bytes_any(&self) -> Result<Vec<u8>> {
         let _one_reader = self.stream.as_ref().map(|s| s.lock_recv());
         let size = self.recv_header()?;
         self.recv_body(size, Vec::new())
@@ -302,9 +321,14 @@ impl Connection {
     }
 
     /// Receives one message into `buf` and returns its length; a message
-    /// longer than `buf` is [`Error::BufferTooShort`] carrying it (read as
+    /// longer than `buf` is [`RecvError::BufferTooShort`] carrying it (read as
     /// [`recv_bytes`](Self::recv_bytes) does, growing with what arrives).
-    pub fn recv_bytes_into(&self, buf: &mut [u8]) -> Result<usize> {
+    pub fn recv_bytes_into(&self, buf: &mut [u8]) -> Result<usize, RecvError> {
+        self.recv_bytes_into_any(buf)
+            .map_err(RecvError::from_internal)
+    }
+
+    fn recv_bytes_into_any(&self, buf: &mut [u8]) -> Result<usize> {
         let _one_reader = self.stream.as_ref().map(|s| s.lock_recv());
         let size = self.recv_header()?;
         if size > buf.len() as u64 {
@@ -434,7 +458,11 @@ impl Connection {
     /// Whether a message (or end of stream) can be read without waiting,
     /// waiting at most `timeout` for one (`None`: as long as it takes). Never
     /// consumes anything.
-    pub fn poll(&self, timeout: Option<Duration>) -> Result<bool> {
+    pub fn poll(&self, timeout: Option<Duration>) -> Result<bool, RecvError> {
+        self.poll_any(timeout).map_err(RecvError::from_internal)
+    }
+
+    fn poll_any(&self, timeout: Option<Duration>) -> Result<bool> {
         if !self.readable {
             return Err(Error::BadConnection("write-only"));
         }
@@ -454,10 +482,14 @@ impl Connection {
     /// Only connections over a Unix stream socket can (those of [`pipe`],
     /// duplex [`pipe_os`] ends, a Unix-address listener's connections):
     /// others are
-    /// [`Error::BadConnection`]. Handles travel beside the messages, not
+    /// [`SendError::BadConnection`]. Handles travel beside the messages, not
     /// among them: the receiver calls `recv_handle` for each handle sent,
     /// in order, whatever messages it receives meanwhile.
-    pub fn send_handle(&self, fd: BorrowedFd<'_>) -> Result<()> {
+    pub fn send_handle(&self, fd: BorrowedFd<'_>) -> Result<(), SendError> {
+        self.send_handle_any(fd).map_err(SendError::from_internal)
+    }
+
+    fn send_handle_any(&self, fd: BorrowedFd<'_>) -> Result<()> {
         if !self.writable {
             return Err(Error::BadConnection("read-only"));
         }
@@ -486,9 +518,13 @@ impl Connection {
     /// Takes a file descriptor passed by the other end with
     /// [`send_handle`](Self::send_handle) (waiting for it): Python's
     /// `multiprocessing.reduction.recv_handle`. The descriptor is new in
-    /// this process, close-on-exec. [`Error::Eof`] if the other end closed
+    /// this process, close-on-exec. [`RecvError::Eof`] if the other end closed
     /// first.
-    pub fn recv_handle(&self) -> Result<OwnedFd> {
+    pub fn recv_handle(&self) -> Result<OwnedFd, RecvError> {
+        self.recv_handle_any().map_err(RecvError::from_internal)
+    }
+
+    fn recv_handle_any(&self) -> Result<OwnedFd> {
         use std::os::fd::FromRawFd;
         if !self.readable {
             return Err(Error::BadConnection("write-only"));
@@ -547,8 +583,8 @@ impl Connection {
     /// uses, as a writer killed mid-message or a lying peer would leave
     /// them.
     #[doc(hidden)]
-    pub fn __send_raw(&self, raw: &[u8]) -> Result<()> {
-        self.write_all(&[raw])
+    pub fn __send_raw(&self, raw: &[u8]) -> Result<(), SendError> {
+        self.write_all(&[raw]).map_err(SendError::from_internal)
     }
 
     /// Closes this end (dropping it does the same).
@@ -556,16 +592,17 @@ impl Connection {
 
     /// Sends `value` serialized (postcard) as one message.
     #[cfg(feature = "serde")]
-    pub fn send<T: serde::Serialize + ?Sized>(&self, value: &T) -> Result<()> {
-        let bytes = postcard::to_stdvec(value).map_err(|e| Error::Codec(format!("send: {e}")))?;
+    pub fn send<T: serde::Serialize + ?Sized>(&self, value: &T) -> Result<(), SendError> {
+        let bytes =
+            postcard::to_stdvec(value).map_err(|e| SendError::Encode(format!("send: {e}")))?;
         self.send_bytes(&bytes)
     }
 
     /// Receives one message and deserializes it.
     #[cfg(feature = "serde")]
-    pub fn recv<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
+    pub fn recv<T: serde::de::DeserializeOwned>(&self) -> Result<T, RecvError> {
         let bytes = self.recv_bytes()?;
-        postcard::from_bytes(&bytes).map_err(|e| Error::Codec(format!("recv: {e}")))
+        postcard::from_bytes(&bytes).map_err(|e| RecvError::Decode(format!("recv: {e}")))
     }
 }
 
@@ -620,9 +657,9 @@ mod fuzz {
             for _ in 0..bytes.len() + 2 {
                 match b.recv_bytes() {
                     Ok(m) => prop_assert!(m.len() as u64 <= max),
-                    Err(Error::MessageTooLarge { size, max: m }) => prop_assert!(size > m),
-                    Err(Error::Codec(_)) => {}
-                    Err(Error::Eof | Error::Truncated { .. }) => return Ok(()),
+                    Err(RecvError::MessageTooLarge { size, max: m }) => prop_assert!(size > m),
+                    Err(RecvError::Decode(_)) => {}
+                    Err(RecvError::Eof | RecvError::Truncated { .. }) => return Ok(()),
                     Err(e) => prop_assert!(false, "unexpected {e}"),
                 }
             }

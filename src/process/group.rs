@@ -3,7 +3,7 @@
 use std::os::fd::BorrowedFd;
 use std::time::Duration;
 
-use nix::sys::signal::Signal;
+use crate::signal::Signal;
 
 use super::{ExitStatus, Process};
 use crate::error::{Error, Result};

@@ -6,7 +6,7 @@ use std::marker::PhantomData;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::Duration;
 
-use nix::sys::signal::Signal;
+use crate::signal::Signal;
 use nix::unistd::Pid;
 
 use super::report::{Body, ChildResult, REPORT_ERROR, REPORT_PANIC, ReportSlot, unit_body};
@@ -426,7 +426,7 @@ impl<'a, T> Process<'a, T> {
             Err(e) => {
                 // Without a pidfd the child cannot be managed safely: stop
                 // it rather than leak it.
-                let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
                 let _ = sys::reap(pid, true);
                 return Err(e);
             }
@@ -436,7 +436,7 @@ impl<'a, T> Process<'a, T> {
         {
             // The scope could not keep track of it: stop it before the
             // handle could be forgotten.
-            let _ = sys::pidfd_signal(&pidfd, Signal::SIGKILL);
+            let _ = sys::pidfd_signal(&pidfd, nix::sys::signal::Signal::SIGKILL);
             let _ = sys::reap_pidfd(pidfd.as_fd(), true);
             return Err(e);
         }
@@ -664,7 +664,11 @@ impl<'a, T> Process<'a, T> {
     }
 
     /// Sends `sig` to the child (through its pidfd, never to a recycled pid).
+    ///
+    /// A real-time signal (one without a name among [`Signal`]'s
+    /// constants) is refused with [`Error::InvalidArgument`] for now.
     pub fn signal(&mut self, sig: Signal) -> Result<()> {
+        let sig = sendable(sig)?;
         let c = self.child()?;
         if c.status.is_some() {
             return Ok(());
@@ -676,7 +680,10 @@ impl<'a, T> Process<'a, T> {
     /// process it started that stayed in the group. Needs
     /// [`with_new_group`](Process::with_new_group); the group may outlive
     /// the child, so this works after the child ended too.
+    ///
+    /// A real-time signal is refused as by [`signal`](Process::signal).
     pub fn signal_group(&mut self, sig: Signal) -> Result<()> {
+        let sig = sendable(sig)?;
         if !self.new_group {
             return Err(Error::InvalidArgument(
                 "signal_group needs a process started with with_new_group(true)",
@@ -702,7 +709,7 @@ impl<T> Drop for Process<'_, T> {
             && !c.lost
         {
             if self.daemon {
-                let _ = sys::pidfd_signal(&c.pidfd, Signal::SIGKILL);
+                let _ = sys::pidfd_signal(&c.pidfd, nix::sys::signal::Signal::SIGKILL);
             }
             // Drop the report pipe first: a child blocked writing a large
             // report must not wait for a reader that will never come.
@@ -733,4 +740,11 @@ impl<T> fmt::Debug for Process<'_, T> {
             .field("daemon", &self.daemon)
             .finish()
     }
+}
+
+/// `sig` as the system-call layer takes it.
+fn sendable(sig: Signal) -> Result<nix::sys::signal::Signal> {
+    sig.to_nix().ok_or(Error::InvalidArgument(
+        "real-time signals cannot be sent to a process yet",
+    ))
 }

@@ -40,7 +40,7 @@ pub(crate) mod spawn;
 
 use std::fmt;
 
-use nix::sys::signal::Signal;
+use crate::signal::Signal;
 
 use crate::sys::process::Reaped;
 
@@ -76,7 +76,7 @@ impl ExitStatus {
     pub fn code(self) -> i32 {
         match self {
             ExitStatus::Exited(c) => c,
-            ExitStatus::Signaled(s) => -(s as i32),
+            ExitStatus::Signaled(s) => -s.as_raw(),
         }
     }
 
@@ -98,7 +98,7 @@ impl fmt::Display for ExitStatus {
 pub(crate) fn status(r: Reaped) -> ExitStatus {
     match r {
         Reaped::Exited(c) => ExitStatus::Exited(c),
-        Reaped::Signaled(s) => ExitStatus::Signaled(s),
+        Reaped::Signaled(s) => ExitStatus::Signaled(Signal::from_nix(s)),
     }
 }
 

@@ -21,6 +21,28 @@
 //! # Ok::<(), multiproc::Error>(())
 //! ```
 //!
+//! A failed put hands its item back ([`PutError::into_inner`]); in a
+//! function returning [`multiproc::Result`](crate::Result), `?` turns the
+//! queue's errors into [`Error`](crate::Error)s (dropping the item):
+//!
+//! ```
+//! use multiproc::queue::Queue;
+//!
+//! fn relay(from: &Queue<u32>, to: &Queue<u32>) -> multiproc::Result<()> {
+//!     to.put(from.get()? + 1)?;
+//!     Ok(())
+//! }
+//! let (a, b) = (Queue::new()?, Queue::bounded(1)?);
+//! a.put(1)?;
+//! relay(&a, &b)?;
+//! assert_eq!(b.try_get()?, 2);
+//! assert!(matches!(b.try_get(), Err(multiproc::queue::TryGetError::Empty)));
+//! b.try_put(7)?;
+//! let e: multiproc::Error = b.try_put(8).unwrap_err().into();
+//! assert!(matches!(e, multiproc::Error::Full));
+//! # Ok::<(), multiproc::Error>(())
+//! ```
+//!
 //! # Capacity
 //!
 //! A queue holds at most `maxsize` items (0: no limit, as in Python) and at
@@ -66,8 +88,11 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+pub use error::{
+    GetError, GetTimeoutError, PutError, PutTimeoutError, TaskDoneError, TryGetError, TryPutError,
+};
+
 use crate::ring::records as ring;
-pub use error::{GetError, PutError, TaskDoneError};
 use ring::{Core, GetFail, INLINE, PutFail};
 
 use crate::error::Result;
@@ -125,7 +150,10 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         })
     }
 
-    fn put_until(&self, item: T, deadline: Deadline, zero: bool) -> Result<(), PutError<T>> {
+    /// Encodes `item` and puts it, waiting until `deadline` for room; the
+    /// item comes back with why not. A put that waits for ever (`NEVER`)
+    /// never reports `Full`: it tries again.
+    fn put_until(&self, item: T, deadline: Deadline) -> Result<(), (T, PutFailure)> {
         let mut buf = [0u8; INLINE];
         let vec;
         let bytes: &[u8] = match postcard::to_slice(&item, &mut buf) {
@@ -135,68 +163,98 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                     vec = v;
                     &vec
                 }
-                Err(e) => return Err(PutError::Encode(item, e.to_string())),
+                Err(e) => return Err((item, PutFailure::Encode(e.to_string()))),
             },
         };
-        match self.core.put(bytes, deadline) {
-            Ok(()) => Ok(()),
-            Err(PutFail::Closed) if self.core.is_corrupt() => Err(PutError::Corrupt(item)),
-            Err(PutFail::Closed) => Err(PutError::Closed(item)),
-            Err(PutFail::Full) if zero => Err(PutError::Full(item)),
-            Err(PutFail::Full) => Err(PutError::Timeout(item)),
+        loop {
+            return match self.core.put(bytes, deadline) {
+                Ok(()) => Ok(()),
+                Err(PutFail::Closed) if self.core.is_corrupt() => Err((item, PutFailure::Corrupt)),
+                Err(PutFail::Closed) => Err((item, PutFailure::Closed)),
+                Err(PutFail::Full) if deadline.remaining().is_none() => continue,
+                Err(PutFail::Full) => Err((item, PutFailure::Full)),
+            };
         }
     }
 
     /// Puts `item`, waiting as long as it takes for room. Fails only when
     /// the queue is closed (or the item cannot be encoded).
     pub fn put(&self, item: T) -> Result<(), PutError<T>> {
-        self.put_until(item, Deadline::NEVER, false)
+        self.put_until(item, Deadline::NEVER)
+            .map_err(|(t, why)| match why {
+                // Not reported by a put without deadline (see `put_until`).
+                PutFailure::Closed | PutFailure::Full => PutError::Closed(t),
+                PutFailure::Corrupt => PutError::Corrupt(t),
+                PutFailure::Encode(m) => PutError::Encode(t, m),
+            })
     }
 
-    /// Puts `item` if there is room now; [`PutError::Full`] otherwise.
+    /// Puts `item` if there is room now; [`TryPutError::Full`] otherwise.
     #[doc(alias = "put_nowait")]
-    pub fn try_put(&self, item: T) -> Result<(), PutError<T>> {
-        self.put_until(item, Deadline::after(Duration::ZERO), true)
+    pub fn try_put(&self, item: T) -> Result<(), TryPutError<T>> {
+        self.put_until(item, Deadline::after(Duration::ZERO))
+            .map_err(|(t, why)| match why {
+                PutFailure::Full => TryPutError::Full(t),
+                PutFailure::Closed => TryPutError::Closed(t),
+                PutFailure::Corrupt => TryPutError::Corrupt(t),
+                PutFailure::Encode(m) => TryPutError::Encode(t, m),
+            })
     }
 
     /// Puts `item`, waiting at most `timeout` for room;
-    /// [`PutError::Timeout`] after that.
+    /// [`PutTimeoutError::Timeout`] after that. A zero timeout fails with
+    /// `Timeout` where [`try_put`](Queue::try_put) fails with `Full`.
     ///
     /// A large (chunked) item that cannot be sent whole in time is taken
     /// back from the consumers and returned.
     #[doc(alias = "put")]
-    pub fn put_timeout(&self, item: T, timeout: Duration) -> Result<(), PutError<T>> {
-        self.put_until(item, Deadline::after(timeout), false)
+    pub fn put_timeout(&self, item: T, timeout: Duration) -> Result<(), PutTimeoutError<T>> {
+        self.put_until(item, Deadline::after(timeout))
+            .map_err(|(t, why)| match why {
+                PutFailure::Full => PutTimeoutError::Timeout(t),
+                PutFailure::Closed => PutTimeoutError::Closed(t),
+                PutFailure::Corrupt => PutTimeoutError::Corrupt(t),
+                PutFailure::Encode(m) => PutTimeoutError::Encode(t, m),
+            })
     }
 
-    fn get_until(&self, deadline: Deadline, zero: bool) -> Result<T, GetError> {
-        // Matched by reference: moving the payload out would copy it whole.
-        match &self.core.get(deadline) {
-            Ok(p) => {
-                postcard::from_bytes(p.as_slice()).map_err(|e| GetError::Decode(e.to_string()))
-            }
-            Err(GetFail::Closed) if self.core.is_corrupt() => Err(GetError::Corrupt),
-            Err(GetFail::Closed) => Err(GetError::Closed),
-            Err(GetFail::Empty) if zero => Err(GetError::Empty),
-            Err(GetFail::Empty) => Err(GetError::Timeout),
+    /// Takes the oldest item, waiting until `deadline`. `Ok(None)`: none
+    /// came in time (never for `NEVER`: it waits again).
+    fn get_until(&self, deadline: Deadline) -> Result<Option<T>, GetError> {
+        loop {
+            // Matched by reference: moving the payload out would copy it whole.
+            return match &self.core.get(deadline) {
+                Ok(p) => postcard::from_bytes(p.as_slice())
+                    .map(Some)
+                    .map_err(|e| GetError::Decode(e.to_string())),
+                Err(GetFail::Closed) if self.core.is_corrupt() => Err(GetError::Corrupt),
+                Err(GetFail::Closed) => Err(GetError::Closed),
+                Err(GetFail::Empty) if deadline.remaining().is_none() => continue,
+                Err(GetFail::Empty) => Ok(None),
+            };
         }
     }
 
     /// Takes the oldest item, waiting as long as it takes. Fails with
     /// [`GetError::Closed`] once the queue is closed and drained.
     pub fn get(&self) -> Result<T, GetError> {
-        self.get_until(Deadline::NEVER, false)
+        loop {
+            if let Some(item) = self.get_until(Deadline::NEVER)? {
+                return Ok(item);
+            }
+        }
     }
 
-    /// Takes the oldest item if there is one; [`GetError::Empty`]
+    /// Takes the oldest item if there is one; [`TryGetError::Empty`]
     /// otherwise.
     #[doc(alias = "get_nowait")]
-    pub fn try_get(&self) -> Result<T, GetError> {
-        self.get_until(Deadline::after(Duration::ZERO), true)
+    pub fn try_get(&self) -> Result<T, TryGetError> {
+        self.get_until(Deadline::after(Duration::ZERO))?
+            .ok_or(TryGetError::Empty)
     }
 
     /// Takes the oldest item, waiting at most `timeout`;
-    /// [`GetError::Timeout`] after that.
+    /// [`GetTimeoutError::Timeout`] after that.
     ///
     /// It returns by its deadline even in the middle of a large (chunked)
     /// item: what arrived of it is kept in this handle, and the next get
@@ -204,9 +262,18 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// slow item is never received twice nor lost. Until then, the rest of
     /// that item waits in the ring and other consumers wait behind it.
     #[doc(alias = "get")]
-    pub fn get_timeout(&self, timeout: Duration) -> Result<T, GetError> {
-        self.get_until(Deadline::after(timeout), false)
+    pub fn get_timeout(&self, timeout: Duration) -> Result<T, GetTimeoutError> {
+        self.get_until(Deadline::after(timeout))?
+            .ok_or(GetTimeoutError::Timeout)
     }
+}
+
+/// Why [`Queue::put_until`] did not put its item.
+enum PutFailure {
+    Full,
+    Closed,
+    Corrupt,
+    Encode(String),
 }
 
 impl<T> Queue<T> {

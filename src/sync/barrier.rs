@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::wait;
 use crate::deadline::Deadline;
-use crate::error::{Error, Result};
+use crate::error::{CreateError, Error, Result};
 use crate::shm::ShmBox;
 use crate::sys::futex;
 use crate::sys::thread;
@@ -110,16 +110,19 @@ pub struct Barrier {
 
 impl Barrier {
     /// A barrier for `parties` parties (at least 1).
-    pub fn new(parties: u32) -> Result<Barrier> {
+    pub fn new(parties: u32) -> Result<Barrier, CreateError> {
         if parties == 0 {
-            return Err(Error::InvalidArgument("a barrier needs at least one party"));
+            return Err(CreateError::InvalidArgument(
+                "a barrier needs at least one party",
+            ));
         }
         Ok(Barrier {
             inner: ShmBox::new(BarrierState {
                 state: AtomicU64::new(0),
                 seq: AtomicU32::new(0),
                 parties,
-            })?,
+            })
+            .map_err(CreateError::from_internal)?,
             action: None,
             default_timeout: None,
         })
@@ -128,7 +131,10 @@ impl Barrier {
     /// A barrier whose `action` runs once per round, in the last party to
     /// arrive, before the others are released. Each process runs its own copy
     /// of the closure (a fork child inherits it).
-    pub fn with_action(parties: u32, action: impl Fn() + Send + Sync + 'static) -> Result<Barrier> {
+    pub fn with_action(
+        parties: u32,
+        action: impl Fn() + Send + Sync + 'static,
+    ) -> Result<Barrier, CreateError> {
         let mut b = Barrier::new(parties)?;
         b.action = Some(Box::new(action));
         Ok(b)

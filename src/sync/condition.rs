@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use super::raw::RawProcessCondvar;
 use super::{Blocking, Mutex, MutexGuard, forever, lock_mutex};
 use crate::deadline::Deadline;
-use crate::error::{LockResult, Result, TryLockResult};
+use crate::error::{CreateError, LockResult, Result, TryLockResult};
 use crate::shm::ShmBox;
 
 struct CondState {
@@ -59,12 +59,13 @@ pub struct Condition {
 
 impl Condition {
     /// A new condition variable with its own new lock.
-    pub fn new() -> Result<Condition> {
+    pub fn new() -> Result<Condition, CreateError> {
         Ok(Condition {
             inner: ShmBox::new(CondState {
                 lock: Mutex::new(()),
                 cv: lock_api::Condvar::new(),
-            })?,
+            })
+            .map_err(CreateError::from_internal)?,
             lock: None,
         })
     }
@@ -87,7 +88,7 @@ impl Condition {
     /// assert!(r.timed_out());
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn with_lock(lock: &crate::Lock) -> Result<Condition> {
+    pub fn with_lock(lock: &crate::Lock) -> Result<Condition, CreateError> {
         let mut c = Condition::new()?;
         c.lock = Some(lock.clone());
         Ok(c)

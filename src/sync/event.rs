@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::wait;
 use crate::deadline::Deadline;
-use crate::error::Result;
+use crate::error::{CreateError, Result};
 use crate::shm::ShmBox;
 use crate::sys::futex;
 
@@ -38,9 +38,9 @@ pub struct Event {
 
 impl Event {
     /// A new event, not set.
-    pub fn new() -> Result<Event> {
+    pub fn new() -> Result<Event, CreateError> {
         Ok(Event {
-            flag: ShmBox::new(AtomicU32::new(0))?,
+            flag: ShmBox::new(AtomicU32::new(0)).map_err(CreateError::from_internal)?,
         })
     }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::raw::RawProcessMutex;
 use super::{Blocking, Mutex, MutexGuard, acquire_with, forever, lock_mutex};
 use crate::deadline::Deadline;
-use crate::error::{Error, LockResult, Result, TryLockResult};
+use crate::error::{CreateError, Error, LockResult, Result, TryLockResult};
 use crate::shm::ShmBox;
 use crate::sys::thread;
 
@@ -72,9 +72,11 @@ impl Lock {
     }
 
     /// A new, unlocked lock in shared memory.
-    pub fn new() -> Result<Lock> {
+    pub fn new() -> Result<Lock, CreateError> {
         Ok(Lock {
-            inner: std::sync::Arc::new(ShmBox::new(Mutex::new(()))?),
+            inner: std::sync::Arc::new(
+                ShmBox::new(Mutex::new(())).map_err(CreateError::from_internal)?,
+            ),
         })
     }
 
@@ -196,12 +198,13 @@ pub struct RLockGuard<'a> {
 
 impl RLock {
     /// A new, unlocked recursive lock in shared memory.
-    pub fn new() -> Result<RLock> {
+    pub fn new() -> Result<RLock, CreateError> {
         Ok(RLock {
             inner: ShmBox::new(RLockState {
                 mutex: RawProcessMutex::new(),
                 depth: AtomicU32::new(0),
-            })?,
+            })
+            .map_err(CreateError::from_internal)?,
         })
     }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::wait::{self, Site};
 use crate::deadline::Deadline;
-use crate::error::{Error, Result};
+use crate::error::{CreateError, Error, Result};
 use crate::shm::ShmBox;
 use crate::sys::futex;
 
@@ -122,13 +122,13 @@ pub struct Semaphore {
 impl Semaphore {
     /// A semaphore with `value` units, without upper bound (up to
     /// `u32::MAX - 1`).
-    pub fn new(value: u32) -> Result<Semaphore> {
+    pub fn new(value: u32) -> Result<Semaphore, CreateError> {
         Self::with_bound(value, u32::MAX - 1)
     }
 
-    fn with_bound(value: u32, bound: u32) -> Result<Semaphore> {
+    fn with_bound(value: u32, bound: u32) -> Result<Semaphore, CreateError> {
         if value > bound {
-            return Err(Error::InvalidArgument(
+            return Err(CreateError::InvalidArgument(
                 "initial value above the semaphore's bound",
             ));
         }
@@ -137,7 +137,8 @@ impl Semaphore {
                 value: AtomicU32::new(value),
                 sleepers: AtomicU32::new(0),
                 bound,
-            })?,
+            })
+            .map_err(CreateError::from_internal)?,
         })
     }
 
@@ -197,7 +198,7 @@ pub struct BoundedSemaphore {
 
 impl BoundedSemaphore {
     /// A semaphore with `value` units that may never hold more.
-    pub fn new(value: u32) -> Result<BoundedSemaphore> {
+    pub fn new(value: u32) -> Result<BoundedSemaphore, CreateError> {
         Ok(BoundedSemaphore {
             sem: Semaphore::with_bound(value, value)?,
         })

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use multiproc::manager::Manager;
 use multiproc::{
     Address, Client, Connection, Error, Listener, LockError, Pool, Process, Queue, RawArray,
-    RawValue, Value,
+    RawValue, RecvError, Value,
 };
 use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
@@ -201,7 +201,7 @@ fn run_isolated(name: &str, size: Size) -> Report {
         },
         Ok(None) => {
             // Past its bound: the whole tree goes.
-            let _ = child.signal_group(Signal::SIGKILL);
+            let _ = child.signal_group(multiproc::signal::Signal::SIGKILL);
             let _ = child.join_timeout(STUCK);
             failed(format!(
                 "hung: still running after its bound of {} s (killed)",
@@ -805,9 +805,9 @@ const TRANSPORTS: [&str; 3] = ["ring", "socketpair", "os_pipe"];
 /// A (receiving, sending) pair of the named kind.
 fn transport_pair(kind: &str) -> multiproc::Result<(Connection, Connection)> {
     match kind {
-        "ring" => multiproc::pipe(false),
-        "socketpair" => multiproc::connection::pipe_os(true),
-        _ => multiproc::connection::pipe_os(false),
+        "ring" => Ok(multiproc::pipe(false)?),
+        "socketpair" => Ok(multiproc::connection::pipe_os(true)?),
+        _ => Ok(multiproc::connection::pipe_os(false)?),
     }
 }
 
@@ -874,15 +874,15 @@ fn pipe_kill(size: Size) -> Outcome<Report> {
                     ));
                     "message".to_owned()
                 }
-                Err(Error::Truncated { .. }) => "Truncated".to_owned(),
-                Err(Error::Eof) => "Eof".to_owned(),
+                Err(RecvError::Truncated { .. }) => "Truncated".to_owned(),
+                Err(RecvError::Eof) => "Eof".to_owned(),
                 Err(e) => {
                     r.problem(format!("{transport}: unexpected error {e}"));
                     format!("{e}")
                 }
             };
             *kinds.entry(format!("{transport}: {kind}")).or_default() += 1;
-            if !matches!(rx.recv_bytes(), Err(Error::Eof)) {
+            if !matches!(rx.recv_bytes(), Err(RecvError::Eof)) {
                 r.problem(format!("{transport}: no Eof after the cut message"));
             }
         }
@@ -1159,7 +1159,7 @@ fn serve_echo(
                             // A peer gone by now shows as Eof next.
                             let _ = conn.send_bytes(&m);
                         }
-                        Err(e @ Error::MessageTooLarge { .. }) => {
+                        Err(e @ RecvError::MessageTooLarge { .. }) => {
                             seen.push(error_kind(&e));
                         }
                         Err(e) => {
@@ -1174,12 +1174,12 @@ fn serve_echo(
     })
 }
 
-fn error_kind(e: &Error) -> String {
+fn error_kind(e: &RecvError) -> String {
     match e {
-        Error::Eof => "Eof".into(),
-        Error::Truncated { .. } => "Truncated".into(),
-        Error::MessageTooLarge { .. } => "MessageTooLarge".into(),
-        Error::Codec(_) => "Codec".into(),
+        RecvError::Eof => "Eof".into(),
+        RecvError::Truncated { .. } => "Truncated".into(),
+        RecvError::MessageTooLarge { .. } => "MessageTooLarge".into(),
+        RecvError::Decode(_) => "Codec".into(),
         other => format!("other({other})"),
     }
 }
@@ -1614,7 +1614,7 @@ fn recv_all(rx: &Connection) -> Vec<String> {
     while seen.len() < 8 {
         match rx.recv_bytes() {
             Ok(m) => seen.push(format!("msg:{}", m.len())),
-            Err(e @ Error::MessageTooLarge { .. }) => seen.push(error_kind(&e)),
+            Err(e @ RecvError::MessageTooLarge { .. }) => seen.push(error_kind(&e)),
             Err(e) => {
                 seen.push(error_kind(&e));
                 break;

@@ -129,7 +129,7 @@ pub fn transport(name: &str, n: u64, c: u64, procs: u64) -> Outcome {
         "pipe" => {
             let pipes = (0..procs)
                 .map(|_| multiproc::pipe(false))
-                .collect::<multiproc::Result<Vec<_>>>()?;
+                .collect::<Result<Vec<_>, _>>()?;
             let pipes = &pipes;
             run_children(procs, |p| {
                 Ok(pipes[p as usize].1.send_bytes(&share(p).to_le_bytes())?)

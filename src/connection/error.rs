@@ -1,0 +1,170 @@
+//! The errors of a [`Connection`](super::Connection)'s calls: what a send
+//! can meet ([`SendError`]) and what a receive can ([`RecvError`]). Both
+//! convert into [`crate::Error`] variant for variant, so `?` works in a
+//! function returning [`crate::Result`].
+
+use std::io;
+
+use crate::error::Error;
+
+/// Why a message (or a handle) was not sent.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The connection cannot send: it is the read end of a one-way pipe,
+    /// or handles were sent over something other than a Unix socket.
+    #[error("connection is {0}")]
+    BadConnection(&'static str),
+    /// The value could not be encoded (`send`).
+    #[error("codec: {0}")]
+    Encode(String),
+    /// Another process wrote into a shared-memory pipe's ring what no
+    /// writer does; the pipe is unusable.
+    #[error("corrupt shared memory: {0}")]
+    Corrupt(&'static str),
+    /// The system call failed: `EPIPE` when the other end is closed by
+    /// every process that had it.
+    #[error("{call} failed: {source}")]
+    Os {
+        /// The call that failed.
+        call: &'static str,
+        /// The operating system's error, with its errno.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Why no message (or handle) was received.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RecvError {
+    /// The other end was closed (every copy of it) or its process died, at
+    /// a message boundary: no more messages will come.
+    #[error("end of stream: the other end closed the connection")]
+    Eof,
+    /// The other end stopped in the middle of a message: `got` of
+    /// `expected` bytes arrived; the partial message is dropped.
+    #[error("truncated message: {got} of {expected} bytes arrived before the end of stream")]
+    Truncated {
+        /// The length the message announced (header bytes for a cut header).
+        expected: u64,
+        /// How many bytes came.
+        got: u64,
+    },
+    /// A message longer than the connection accepts; its bytes were
+    /// skipped, so the next message can be read.
+    #[error("message of {size} bytes exceeds the maximum of {max}")]
+    MessageTooLarge {
+        /// The announced size.
+        size: u64,
+        /// The connection's maximum.
+        max: u64,
+    },
+    /// `recv_bytes_into` got a message longer than the buffer; the message
+    /// is here (Python's `BufferTooShort`).
+    #[error("buffer too short: the message has {} bytes", .0.len())]
+    BufferTooShort(Vec<u8>),
+    /// The connection cannot receive: the write end of a one-way pipe,
+    /// out of step after a skipped message stopped coming, or a handle
+    /// asked of something other than a Unix socket.
+    #[error("connection is {0}")]
+    BadConnection(&'static str),
+    /// The message could not be decoded (`recv`), or the bytes were not
+    /// what the call expected (a header, a handle).
+    #[error("codec: {0}")]
+    Decode(String),
+    /// Another process wrote into a shared-memory pipe's ring what no
+    /// writer does; nothing was read out of bounds.
+    #[error("corrupt shared memory: {0}")]
+    Corrupt(&'static str),
+    /// The system call failed.
+    #[error("{call} failed: {source}")]
+    Os {
+        /// The call that failed.
+        call: &'static str,
+        /// The operating system's error, with its errno.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl SendError {
+    /// The errno of an [`SendError::Os`] (`EPIPE`: the other end is gone).
+    pub fn raw_os_error(&self) -> Option<i32> {
+        match self {
+            SendError::Os { source, .. } => source.raw_os_error(),
+            _ => None,
+        }
+    }
+
+    /// The send error for what the framing and ring layers (which speak
+    /// [`Error`]) reported. Nothing else reaches a send; were it to, the
+    /// error is kept whole as the source of an `Os` error.
+    pub(crate) fn from_internal(e: Error) -> SendError {
+        match e {
+            Error::BadConnection(m) => SendError::BadConnection(m),
+            Error::Codec(m) => SendError::Encode(m),
+            Error::Corrupt(m) => SendError::Corrupt(m),
+            Error::Os { call, source } => SendError::Os { call, source },
+            other => SendError::Os {
+                call: "send",
+                source: io::Error::other(other),
+            },
+        }
+    }
+}
+
+impl RecvError {
+    /// The errno of an [`RecvError::Os`].
+    pub fn raw_os_error(&self) -> Option<i32> {
+        match self {
+            RecvError::Os { source, .. } => source.raw_os_error(),
+            _ => None,
+        }
+    }
+
+    /// The receive error for what the framing and ring layers reported
+    /// (see [`SendError::from_internal`]).
+    pub(crate) fn from_internal(e: Error) -> RecvError {
+        match e {
+            Error::Eof => RecvError::Eof,
+            Error::Truncated { expected, got } => RecvError::Truncated { expected, got },
+            Error::MessageTooLarge { size, max } => RecvError::MessageTooLarge { size, max },
+            Error::BufferTooShort(m) => RecvError::BufferTooShort(m),
+            Error::BadConnection(m) => RecvError::BadConnection(m),
+            Error::Codec(m) => RecvError::Decode(m),
+            Error::Corrupt(m) => RecvError::Corrupt(m),
+            Error::Os { call, source } => RecvError::Os { call, source },
+            other => RecvError::Os {
+                call: "recv",
+                source: io::Error::other(other),
+            },
+        }
+    }
+}
+
+impl From<SendError> for Error {
+    fn from(e: SendError) -> Error {
+        match e {
+            SendError::BadConnection(m) => Error::BadConnection(m),
+            SendError::Encode(m) => Error::Codec(m),
+            SendError::Corrupt(m) => Error::Corrupt(m),
+            SendError::Os { call, source } => Error::Os { call, source },
+        }
+    }
+}
+
+impl From<RecvError> for Error {
+    fn from(e: RecvError) -> Error {
+        match e {
+            RecvError::Eof => Error::Eof,
+            RecvError::Truncated { expected, got } => Error::Truncated { expected, got },
+            RecvError::MessageTooLarge { size, max } => Error::MessageTooLarge { size, max },
+            RecvError::BufferTooShort(m) => Error::BufferTooShort(m),
+            RecvError::BadConnection(m) => Error::BadConnection(m),
+            RecvError::Decode(m) => Error::Codec(m),
+            RecvError::Corrupt(m) => Error::Corrupt(m),
+            RecvError::Os { call, source } => Error::Os { call, source },
+        }
+    }
+}
