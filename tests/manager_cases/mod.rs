@@ -55,6 +55,7 @@ macro_rules! cases {
             messages_longer_than_the_mailbox_go_over_the_socket,
             the_server_stops_when_the_process_that_started_it_dies,
             timeouts_too_long_to_represent_wait_without_limit,
+            built_in_objects_take_no_method_names,
         }
     };
 }
@@ -961,4 +962,24 @@ pub fn timeouts_too_long_to_represent_wait_without_limit(method: StartMethod) {
     // The server is still there.
     lock.release().unwrap();
     assert!(!lock.is_locked().unwrap());
+}
+
+pub fn built_in_objects_take_no_method_names(method: StartMethod) {
+    let m = start(method);
+    let list = m.list::<u32>().unwrap();
+    list.push(&1).unwrap();
+    // A built-in object answers typed operations only: a method name (what
+    // the server dispatched on before) is refused, and the object and the
+    // connection go on.
+    for name in ["len", "append", "to_vec"] {
+        let e = list.proxy().call::<_, u64>(name, &()).unwrap_err();
+        assert!(is_kind(&e, RemoteErrorKind::UnknownMethod), "{name}: {e}");
+    }
+    let lock = m.lock().unwrap();
+    let e = lock
+        .proxy()
+        .call::<_, bool>("acquire", &(true, None::<u64>));
+    assert!(is_kind(&e.unwrap_err(), RemoteErrorKind::UnknownMethod));
+    assert!(!lock.is_locked().unwrap());
+    assert_eq!(list.to_vec().unwrap(), [1]);
 }

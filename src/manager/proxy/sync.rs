@@ -295,7 +295,7 @@ typed_proxy!(
 
 impl BarrierProxy {
     /// Waits until all parties wait; this caller's arrival index
-    /// (`0..parties`). [`Error::BrokenBarrier`] if the barrier is or
+    /// (`0..parties`). [`Error::BrokenBarrier`](crate::Error::BrokenBarrier) if the barrier is or
     /// becomes broken.
     pub fn wait(&self) -> Result<u32> {
         Ok(self.proxy.op::<_, u64>(&BarrierOp::Wait(None))? as u32)
