@@ -395,6 +395,32 @@ impl From<CreateError> for Error {
     }
 }
 
+/// A lock or semaphore was released more often than it was acquired
+/// ([`Lock::release`](crate::Lock::release) of an unlocked lock, a
+/// semaphore past its bound): Python's `ValueError: semaphore or lock
+/// released too many times`. Nothing changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("released too many times")]
+pub struct ReleasedTooManyTimes;
+
+impl From<ReleasedTooManyTimes> for Error {
+    fn from(_: ReleasedTooManyTimes) -> Error {
+        Error::ReleasedTooManyTimes
+    }
+}
+
+/// [`RLock::release`](crate::RLock::release) by a thread that does not
+/// hold the lock (Python raises `RuntimeError`). Nothing changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("cannot release a lock that this thread does not hold")]
+pub struct NotOwner;
+
+impl From<NotOwner> for Error {
+    fn from(_: NotOwner) -> Error {
+        Error::NotOwner
+    }
+}
+
 /// The lock was acquired, but the process or thread that held it before
 /// died while holding it, so the data it guards may be half-updated.
 ///

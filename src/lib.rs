@@ -114,8 +114,8 @@ pub use array::{Array, RawArray};
 pub use connection::listener::{Address, Client, Listener};
 pub use connection::{Connection, RecvError, SendError, pipe};
 pub use error::{
-    CreateError, Error, LockError, LockResult, OwnerDied, RemoteErrorKind, Result, TryLockError,
-    TryLockResult,
+    CreateError, Error, LockError, LockResult, NotOwner, OwnerDied, ReleasedTooManyTimes,
+    RemoteErrorKind, Result, TryLockError, TryLockResult,
 };
 pub use parent_process::{ParentProcess, parent_process};
 #[cfg(feature = "serde")]

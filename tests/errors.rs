@@ -183,3 +183,17 @@ fn connection_calls_fail_with_their_own_errors() {
     assert!(matches!(r.recv_bytes(), Err(RecvError::Eof)));
     assert!(matches!(echo(&r), Err(Error::Eof)));
 }
+
+#[test]
+fn releases_fail_only_as_they_can() {
+    use multiproc::{NotOwner, RLock, ReleasedTooManyTimes, Semaphore};
+    let l = Lock::new().unwrap();
+    assert_eq!(l.release(), Err(ReleasedTooManyTimes));
+    let r = RLock::new().unwrap();
+    assert_eq!(r.release(), Err(NotOwner));
+    let s = Semaphore::new(0).unwrap();
+    s.release_n(u32::MAX - 1).unwrap();
+    assert_eq!(s.release(), Err(ReleasedTooManyTimes));
+    let up = || -> multiproc::Result<()> { Ok(r.release()?) };
+    assert!(matches!(up(), Err(Error::NotOwner)));
+}
