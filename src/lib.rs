@@ -121,8 +121,8 @@ pub use parent_process::{ParentProcess, parent_process};
 #[cfg(feature = "serde")]
 pub use pool::{AsyncResult, IMap, Pool, PoolBuilder};
 pub use process::{
-    CurrentProcess, ExitStatus, Process, ProcessGroup, StartMethod, active_children,
-    current_process, init, parent_alive, set_start_method, start_method,
+    CurrentProcess, ExitStatus, JoinError, Process, ProcessGroup, StartError, StartMethod,
+    active_children, current_process, init, parent_alive, set_start_method, start_method,
 };
 #[cfg(feature = "serde")]
 pub use queue::{

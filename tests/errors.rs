@@ -197,3 +197,20 @@ fn releases_fail_only_as_they_can() {
     let up = || -> multiproc::Result<()> { Ok(r.release()?) };
     assert!(matches!(up(), Err(Error::NotOwner)));
 }
+
+#[test]
+fn start_and_join_fail_only_as_they_can() {
+    use multiproc::{JoinError, Process};
+    let mut p = Process::new(|| ());
+    let joined: Result<_, JoinError> = p.join();
+    assert!(matches!(joined, Err(JoinError::NotStarted)));
+    assert!(matches!(
+        p.join_timeout(Duration::ZERO),
+        Err(JoinError::NotStarted)
+    ));
+    let run = |p: &mut Process| -> multiproc::Result<()> {
+        p.join()?;
+        Ok(())
+    };
+    assert!(matches!(run(&mut p), Err(Error::NotStarted)));
+}
