@@ -130,7 +130,7 @@ pub use queue::{
     TaskDoneError, TryGetError, TryPutError,
 };
 pub use shareable_list::{ShareableItem, ShareableList};
-pub use shared_memory::SharedMemory;
+pub use shared_memory::{SharedMemory, SharedMemoryError};
 pub use shm::{Atomic, AtomicNumber, ShmSafe};
 pub use sync::barrier::Barrier;
 pub use sync::condition::{Condition, WaitTimeoutResult};

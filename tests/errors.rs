@@ -214,3 +214,19 @@ fn start_and_join_fail_only_as_they_can() {
     };
     assert!(matches!(run(&mut p), Err(Error::NotStarted)));
 }
+
+#[test]
+fn shared_memory_calls_fail_with_their_own_errors() {
+    use multiproc::{SharedMemory, SharedMemoryError};
+    let name = format!("errors_test_{}", std::process::id());
+    let shm = SharedMemory::create(Some(&name), 8).unwrap();
+    assert!(matches!(
+        SharedMemory::create(Some(&name), 8),
+        Err(SharedMemoryError::AlreadyExists { .. })
+    ));
+    shm.unlink().unwrap();
+    let e = shm.unlink().unwrap_err();
+    assert!(matches!(e, SharedMemoryError::NotFound { .. }), "{e:?}");
+    let reopen = || -> multiproc::Result<SharedMemory> { Ok(SharedMemory::open(&name)?) };
+    assert!(matches!(reopen(), Err(Error::NotFound { .. })));
+}
