@@ -1,5 +1,8 @@
-//! The crate's error type and the per-operation errors that hand back what
-//! the caller gave or gained (a lock guard whose previous owner died).
+//! The crate's coarse error type, and the per-call errors of the locks and
+//! of object creation. Other modules define the errors of their own calls
+//! (`queue::PutError<T>`, `connection::RecvError`, `process::StartError`,
+//! `SharedMemoryError`, ...); every per-call error converts into [`Error`],
+//! so `?` works in a function returning [`Result`].
 
 use std::fmt;
 use std::io;
@@ -7,8 +10,17 @@ use std::io;
 /// A result with the crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Everything that can go wrong in multiproc, apart from the per-operation
-/// errors that carry a value back ([`OwnerDied`], [`TryLockError`]).
+/// Everything that can go wrong in multiproc: the coarse error that every
+/// call's own error converts into (with `?` or `into()`).
+///
+/// Calls return the narrowest error that fits them: [`Value::new`]
+/// a [`CreateError`], a lock call a [`LockError`] that carries the guard,
+/// a queue's `try_put` a `TryPutError<T>` that carries the item. Turning
+/// one into an `Error` keeps its kind (the same variant name where one
+/// exists: `Eof`, `Timeout`, `NotFound`, ...) and drops what it carried:
+/// a guard (releasing the lock) or an item.
+///
+/// [`Value::new`]: crate::Value::new
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {

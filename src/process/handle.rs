@@ -9,11 +9,11 @@ use std::time::Duration;
 use crate::signal::Signal;
 use nix::unistd::Pid;
 
-#[cfg(feature = "serde")]
 use super::error::{JoinError, StartError};
 use super::report::{Body, ChildResult, REPORT_ERROR, REPORT_PANIC, ReportSlot, unit_body};
 #[cfg(feature = "serde")]
 use super::report::{REPORT_VALUE, value_body};
+#[cfg(feature = "serde")]
 use super::{Context, StartMethod, current_process, spawn};
 use super::{ExitStatus, identity, scope, status};
 use crate::error::{Error, Result};
