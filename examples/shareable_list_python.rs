@@ -32,5 +32,5 @@ fn main() -> multiproc::Result<()> {
     assert!(status.success(), "python3 failed");
     println!("rust sees {:?}", list.to_vec()?);
     assert_eq!(list.get(0)?, ShareableItem::Int(42));
-    list.shm().unlink()
+    Ok(list.shm().unlink()?)
 }

@@ -1,5 +1,8 @@
-//! The crate's error type and the per-operation errors that hand back what
-//! the caller gave or gained (a lock guard whose previous owner died).
+//! The crate's coarse error type, and the per-call errors of the locks and
+//! of object creation. Other modules define the errors of their own calls
+//! (`queue::PutError<T>`, `connection::RecvError`, `process::StartError`,
+//! `SharedMemoryError`, ...); every per-call error converts into [`Error`],
+//! so `?` works in a function returning [`Result`].
 
 use std::fmt;
 use std::io;
@@ -7,8 +10,17 @@ use std::io;
 /// A result with the crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Everything that can go wrong in multiproc, apart from the per-operation
-/// errors that carry a value back ([`OwnerDied`], [`TryLockError`]).
+/// Everything that can go wrong in multiproc: the coarse error that every
+/// call's own error converts into (with `?` or `into()`).
+///
+/// Calls return the narrowest error that fits them: [`Value::new`]
+/// a [`CreateError`], a lock call a [`LockError`] that carries the guard,
+/// a queue's `try_put` a `TryPutError<T>` that carries the item. Turning
+/// one into an `Error` keeps its kind (the same variant name where one
+/// exists: `Eof`, `Timeout`, `NotFound`, ...) and drops what it carried:
+/// a guard (releasing the lock) or an item.
+///
+/// [`Value::new`]: crate::Value::new
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -392,6 +404,32 @@ impl From<CreateError> for Error {
             CreateError::InvalidSize { size, reason } => Error::InvalidSize { size, reason },
             CreateError::InvalidArgument(m) => Error::InvalidArgument(m),
         }
+    }
+}
+
+/// A lock or semaphore was released more often than it was acquired
+/// ([`Lock::release`](crate::Lock::release) of an unlocked lock, a
+/// semaphore past its bound): Python's `ValueError: semaphore or lock
+/// released too many times`. Nothing changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("released too many times")]
+pub struct ReleasedTooManyTimes;
+
+impl From<ReleasedTooManyTimes> for Error {
+    fn from(_: ReleasedTooManyTimes) -> Error {
+        Error::ReleasedTooManyTimes
+    }
+}
+
+/// [`RLock::release`](crate::RLock::release) by a thread that does not
+/// hold the lock (Python raises `RuntimeError`). Nothing changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("cannot release a lock that this thread does not hold")]
+pub struct NotOwner;
+
+impl From<NotOwner> for Error {
+    fn from(_: NotOwner) -> Error {
+        Error::NotOwner
     }
 }
 

@@ -136,15 +136,15 @@ pub use array::{Array, RawArray};
 pub use connection::listener::{Address, Client, Listener};
 pub use connection::{Connection, RecvError, SendError, pipe};
 pub use error::{
-    CreateError, Error, LockError, LockResult, OwnerDied, RemoteErrorKind, Result, TryLockError,
-    TryLockResult,
+    CreateError, Error, LockError, LockResult, NotOwner, OwnerDied, ReleasedTooManyTimes,
+    RemoteErrorKind, Result, TryLockError, TryLockResult,
 };
 pub use parent_process::{ParentProcess, parent_process};
 #[cfg(feature = "serde")]
 pub use pool::{AsyncResult, IMap, Pool, PoolBuilder};
 pub use process::{
-    CurrentProcess, ExitStatus, Process, ProcessGroup, StartMethod, active_children,
-    current_process, init, parent_alive, set_start_method, start_method,
+    CurrentProcess, ExitStatus, JoinError, Process, ProcessGroup, StartError, StartMethod,
+    active_children, current_process, init, parent_alive, set_start_method, start_method,
 };
 #[cfg(feature = "serde")]
 pub use queue::{
@@ -152,7 +152,7 @@ pub use queue::{
     TaskDoneError, TryGetError, TryPutError,
 };
 pub use shareable_list::{ShareableItem, ShareableList};
-pub use shared_memory::SharedMemory;
+pub use shared_memory::{SharedMemory, SharedMemoryError};
 pub use shm::{Atomic, AtomicNumber, ShmSafe};
 pub use sync::barrier::Barrier;
 pub use sync::condition::{Condition, WaitTimeoutResult};

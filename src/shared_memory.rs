@@ -15,6 +15,96 @@ use nix::sys::mman::{shm_open, shm_unlink};
 use nix::sys::stat::{Mode, fstat};
 
 use crate::error::{Error, Result};
+
+/// Why a named block of shared memory could not be created, opened or
+/// unlinked. Converts into [`Error`] variant for variant.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SharedMemoryError {
+    /// A block was to be created, but one with that name exists.
+    #[error("{name:?} already exists")]
+    AlreadyExists {
+        /// The name.
+        name: String,
+    },
+    /// A block was to be opened or unlinked, but none has that name.
+    #[error("{name:?} not found")]
+    NotFound {
+        /// The name.
+        name: String,
+    },
+    /// A name that cannot be used (empty, too long, or with a `/` or NUL).
+    #[error("invalid name {name:?}: {reason}")]
+    InvalidName {
+        /// The name.
+        name: String,
+        /// Why it was refused.
+        reason: &'static str,
+    },
+    /// A size that cannot be used: zero for a new block, one that does not
+    /// fit the address space, or an existing block that is still empty.
+    #[error("invalid size {size}: {reason}")]
+    InvalidSize {
+        /// The size asked for or found.
+        size: usize,
+        /// Why it was refused.
+        reason: &'static str,
+    },
+    /// Arguments that do not go together (`new(None, false, _)`).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(&'static str),
+    /// A system call failed (`shm_open`, `ftruncate`, `mmap`, ...; `EACCES`
+    /// for a block of another user); `call` names it.
+    #[error("{call} failed: {source}")]
+    Os {
+        /// The call that failed.
+        call: &'static str,
+        /// The operating system's error, with its errno.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl SharedMemoryError {
+    /// The errno of a [`SharedMemoryError::Os`].
+    pub fn raw_os_error(&self) -> Option<i32> {
+        match self {
+            SharedMemoryError::Os { source, .. } => source.raw_os_error(),
+            _ => None,
+        }
+    }
+
+    /// The error for what this module's helpers (which speak [`Error`])
+    /// reported. They report nothing else; were they to, the error is kept
+    /// whole as the source of an `Os` error.
+    fn from_internal(e: Error) -> SharedMemoryError {
+        match e {
+            Error::AlreadyExists { name } => SharedMemoryError::AlreadyExists { name },
+            Error::NotFound { name } => SharedMemoryError::NotFound { name },
+            Error::InvalidName { name, reason } => SharedMemoryError::InvalidName { name, reason },
+            Error::InvalidSize { size, reason } => SharedMemoryError::InvalidSize { size, reason },
+            Error::InvalidArgument(m) => SharedMemoryError::InvalidArgument(m),
+            Error::Os { call, source } => SharedMemoryError::Os { call, source },
+            other => SharedMemoryError::Os {
+                call: "shared memory",
+                source: std::io::Error::other(other),
+            },
+        }
+    }
+}
+
+impl From<SharedMemoryError> for Error {
+    fn from(e: SharedMemoryError) -> Error {
+        match e {
+            SharedMemoryError::AlreadyExists { name } => Error::AlreadyExists { name },
+            SharedMemoryError::NotFound { name } => Error::NotFound { name },
+            SharedMemoryError::InvalidName { name, reason } => Error::InvalidName { name, reason },
+            SharedMemoryError::InvalidSize { size, reason } => Error::InvalidSize { size, reason },
+            SharedMemoryError::InvalidArgument(m) => Error::InvalidArgument(m),
+            SharedMemoryError::Os { call, source } => Error::Os { call, source },
+        }
+    }
+}
 use crate::shm::{AtomicNumber, ShmSafe, copy};
 
 /// The prefix of generated names, as in Python (`_SHM_NAME_PREFIX` without
@@ -122,7 +212,7 @@ const MAX_NAME_LEN: usize = 255;
 ///   unlinked block stays mapped until closed).
 /// - There is no resource tracker: a block this crate creates stays until
 ///   someone unlinks it, even if the creator crashes.
-/// - Names are checked up front ([`Error::InvalidName`]): empty, `.`, `..`,
+/// - Names are checked up front ([`SharedMemoryError::InvalidName`]): empty, `.`, `..`,
 ///   a `/` or NUL anywhere, or over 255 bytes. Python hands them to
 ///   `shm_open`, which fails.
 /// - The file descriptor is closed right after mapping (Python keeps it
@@ -130,7 +220,7 @@ const MAX_NAME_LEN: usize = 255;
 /// - Python's `buf` memoryview is [`read_at`](SharedMemory::read_at) /
 ///   [`write_at`](SharedMemory::write_at) / [`to_vec`](SharedMemory::to_vec),
 ///   [`as_atomics`](SharedMemory::as_atomics), or the `unsafe` views.
-/// - `create(None, ..)` gives up with [`Error::AlreadyExists`] after 100
+/// - `create(None, ..)` gives up with [`SharedMemoryError::AlreadyExists`] after 100
 ///   random names that were all taken; Python keeps trying.
 pub struct SharedMemory {
     /// The whole block, `MAP_SHARED`, readable and writable; unmapped when
@@ -167,32 +257,36 @@ impl SharedMemory {
     ///
     /// # Errors
     ///
-    /// - [`Error::InvalidSize`] if `size` is 0 (Python's `ValueError: 'size'
+    /// - [`SharedMemoryError::InvalidSize`] if `size` is 0 (Python's `ValueError: 'size'
     ///   must be a positive number different from zero`) or too large for a
     ///   file offset.
-    /// - [`Error::InvalidName`] for a name that cannot be used (see
+    /// - [`SharedMemoryError::InvalidName`] for a name that cannot be used (see
     ///   [`open`](SharedMemory::open)).
-    /// - [`Error::AlreadyExists`] if a block of that name exists
+    /// - [`SharedMemoryError::AlreadyExists`] if a block of that name exists
     ///   (Python's `FileExistsError`).
-    /// - [`Error::Os`] for any other failure (permissions, out of memory).
+    /// - [`SharedMemoryError::Os`] for any other failure (permissions, out of memory).
     ///   Nothing is left behind then.
     ///
     /// # Examples
     ///
     /// ```
-    /// use multiproc::{Error, SharedMemory};
+    /// use multiproc::{SharedMemory, SharedMemoryError};
     ///
     /// let name = format!("doc_create_{}", std::process::id());
     /// let shm = SharedMemory::create(Some(&name), 4096)?;
     /// assert_eq!(shm.name(), name);
     /// assert!(matches!(
     ///     SharedMemory::create(Some(&name), 4096),
-    ///     Err(Error::AlreadyExists { .. })
+    ///     Err(SharedMemoryError::AlreadyExists { .. })
     /// ));
     /// shm.unlink()?;
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn create(name: Option<&str>, size: usize) -> Result<SharedMemory> {
+    pub fn create(name: Option<&str>, size: usize) -> Result<SharedMemory, SharedMemoryError> {
+        Self::create_any(name, size).map_err(SharedMemoryError::from_internal)
+    }
+
+    fn create_any(name: Option<&str>, size: usize) -> Result<SharedMemory> {
         if size == 0 {
             return Err(Error::InvalidSize {
                 size,
@@ -239,29 +333,33 @@ impl SharedMemory {
     ///
     /// # Errors
     ///
-    /// - [`Error::NotFound`] if no block has that name (Python's
+    /// - [`SharedMemoryError::NotFound`] if no block has that name (Python's
     ///   `FileNotFoundError`).
-    /// - [`Error::InvalidName`] if `name` is empty, `.` or `..`, contains
+    /// - [`SharedMemoryError::InvalidName`] if `name` is empty, `.` or `..`, contains
     ///   `/` or NUL, or is longer than 255 bytes.
-    /// - [`Error::InvalidSize`] if the block is empty (size 0; Python's
+    /// - [`SharedMemoryError::InvalidSize`] if the block is empty (size 0; Python's
     ///   `ValueError: cannot mmap an empty file`).
-    /// - [`Error::Os`] for any other failure, such as `EACCES` for another
+    /// - [`SharedMemoryError::Os`] for any other failure, such as `EACCES` for another
     ///   user's block.
     ///
     /// # Examples
     ///
     /// ```
-    /// use multiproc::{Error, SharedMemory};
+    /// use multiproc::{SharedMemory, SharedMemoryError};
     ///
     /// let name = format!("doc_open_{}", std::process::id());
     /// let created = SharedMemory::create(Some(&name), 100)?;
     /// let opened = SharedMemory::open(&name)?;
     /// assert_eq!(opened.size(), 100);
     /// created.unlink()?;
-    /// assert!(matches!(SharedMemory::open(&name), Err(Error::NotFound { .. })));
+    /// assert!(matches!(SharedMemory::open(&name), Err(SharedMemoryError::NotFound { .. })));
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn open(name: &str) -> Result<SharedMemory> {
+    pub fn open(name: &str) -> Result<SharedMemory, SharedMemoryError> {
+        Self::open_any(name).map_err(SharedMemoryError::from_internal)
+    }
+
+    fn open_any(name: &str) -> Result<SharedMemory> {
         let name = without_slash(name);
         let path = shm_path(name)?;
         let fd = open_fd(name, &path, false)?;
@@ -288,7 +386,7 @@ impl SharedMemory {
     ///
     /// # Errors
     ///
-    /// Those of `create` and `open`, and [`Error::InvalidArgument`] for
+    /// Those of `create` and `open`, and [`SharedMemoryError::InvalidArgument`] for
     /// `name == None` without `create` (Python's `ValueError: 'name' can
     /// only be None if create=True`).
     ///
@@ -304,11 +402,15 @@ impl SharedMemory {
     /// a.unlink()?;
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn new(name: Option<&str>, create: bool, size: usize) -> Result<SharedMemory> {
+    pub fn new(
+        name: Option<&str>,
+        create: bool,
+        size: usize,
+    ) -> Result<SharedMemory, SharedMemoryError> {
         match (name, create) {
             (name, true) => SharedMemory::create(name, size),
             (Some(name), false) => SharedMemory::open(name),
-            (None, false) => Err(Error::InvalidArgument(
+            (None, false) => Err(SharedMemoryError::InvalidArgument(
                 "'name' can only be None if create=True",
             )),
         }
@@ -324,7 +426,7 @@ impl SharedMemory {
     /// # Errors
     ///
     /// Those of [`create`](SharedMemory::create) and
-    /// [`open`](SharedMemory::open); [`Error::InvalidSize`] if the block
+    /// [`open`](SharedMemory::open); [`SharedMemoryError::InvalidSize`] if the block
     /// another process is creating stays empty for a second (it died
     /// between creating and sizing it).
     ///
@@ -342,20 +444,23 @@ impl SharedMemory {
     /// a.unlink()?;
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn open_or_create(name: &str, size: usize) -> Result<(SharedMemory, bool)> {
+    pub fn open_or_create(
+        name: &str,
+        size: usize,
+    ) -> Result<(SharedMemory, bool), SharedMemoryError> {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
         loop {
             match SharedMemory::create(Some(name), size) {
                 Ok(shm) => return Ok((shm, true)),
-                Err(Error::AlreadyExists { .. }) => {}
+                Err(SharedMemoryError::AlreadyExists { .. }) => {}
                 Err(e) => return Err(e),
             }
             let e = match SharedMemory::open(name) {
                 Ok(shm) => return Ok((shm, false)),
                 // Unlinked in between: try creating again.
-                Err(e @ Error::NotFound { .. }) => e,
+                Err(e @ SharedMemoryError::NotFound { .. }) => e,
                 // Created but not sized yet by its creator: give it a moment.
-                Err(e @ Error::InvalidSize { size: 0, .. }) => {
+                Err(e @ SharedMemoryError::InvalidSize { size: 0, .. }) => {
                     std::thread::sleep(std::time::Duration::from_millis(1));
                     e
                 }
@@ -702,10 +807,10 @@ impl SharedMemory {
     ///
     /// # Errors
     ///
-    /// [`Error::NotFound`] if the name is already gone, for example after a
+    /// [`SharedMemoryError::NotFound`] if the name is already gone, for example after a
     /// second `unlink` (Python's `FileNotFoundError`). If another block was
     /// created under the same name in between, that one is removed.
-    pub fn unlink(&self) -> Result<()> {
+    pub fn unlink(&self) -> Result<(), SharedMemoryError> {
         SharedMemory::unlink_name(&self.name)
     }
 
@@ -714,9 +819,9 @@ impl SharedMemory {
     ///
     /// # Errors
     ///
-    /// [`Error::NotFound`] if no block has that name,
-    /// [`Error::InvalidName`] as for [`open`](SharedMemory::open), and
-    /// [`Error::Os`] otherwise (such as `EACCES`).
+    /// [`SharedMemoryError::NotFound`] if no block has that name,
+    /// [`SharedMemoryError::InvalidName`] as for [`open`](SharedMemory::open), and
+    /// [`SharedMemoryError::Os`] otherwise (such as `EACCES`).
     ///
     /// # Examples
     ///
@@ -730,10 +835,11 @@ impl SharedMemory {
     /// assert!(SharedMemory::unlink_name(&name).is_err());
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn unlink_name(name: &str) -> Result<()> {
+    pub fn unlink_name(name: &str) -> Result<(), SharedMemoryError> {
         let name = without_slash(name);
-        let path = shm_path(name)?;
-        shm_unlink(path.as_c_str()).map_err(|e| shm_error("shm_unlink", name, e))
+        let path = shm_path(name).map_err(SharedMemoryError::from_internal)?;
+        shm_unlink(path.as_c_str())
+            .map_err(|e| SharedMemoryError::from_internal(shm_error("shm_unlink", name, e)))
     }
 
     /// The address of byte `offset` (computed without `unsafe`; in the

@@ -183,3 +183,50 @@ fn connection_calls_fail_with_their_own_errors() {
     assert!(matches!(r.recv_bytes(), Err(RecvError::Eof)));
     assert!(matches!(echo(&r), Err(Error::Eof)));
 }
+
+#[test]
+fn releases_fail_only_as_they_can() {
+    use multiproc::{NotOwner, RLock, ReleasedTooManyTimes, Semaphore};
+    let l = Lock::new().unwrap();
+    assert_eq!(l.release(), Err(ReleasedTooManyTimes));
+    let r = RLock::new().unwrap();
+    assert_eq!(r.release(), Err(NotOwner));
+    let s = Semaphore::new(0).unwrap();
+    s.release_n(u32::MAX - 1).unwrap();
+    assert_eq!(s.release(), Err(ReleasedTooManyTimes));
+    let up = || -> multiproc::Result<()> { Ok(r.release()?) };
+    assert!(matches!(up(), Err(Error::NotOwner)));
+}
+
+#[test]
+fn start_and_join_fail_only_as_they_can() {
+    use multiproc::{JoinError, Process};
+    let mut p = Process::new(|| ());
+    let joined: Result<_, JoinError> = p.join();
+    assert!(matches!(joined, Err(JoinError::NotStarted)));
+    assert!(matches!(
+        p.join_timeout(Duration::ZERO),
+        Err(JoinError::NotStarted)
+    ));
+    let run = |p: &mut Process| -> multiproc::Result<()> {
+        p.join()?;
+        Ok(())
+    };
+    assert!(matches!(run(&mut p), Err(Error::NotStarted)));
+}
+
+#[test]
+fn shared_memory_calls_fail_with_their_own_errors() {
+    use multiproc::{SharedMemory, SharedMemoryError};
+    let name = format!("errors_test_{}", std::process::id());
+    let shm = SharedMemory::create(Some(&name), 8).unwrap();
+    assert!(matches!(
+        SharedMemory::create(Some(&name), 8),
+        Err(SharedMemoryError::AlreadyExists { .. })
+    ));
+    shm.unlink().unwrap();
+    let e = shm.unlink().unwrap_err();
+    assert!(matches!(e, SharedMemoryError::NotFound { .. }), "{e:?}");
+    let reopen = || -> multiproc::Result<SharedMemory> { Ok(SharedMemory::open(&name)?) };
+    assert!(matches!(reopen(), Err(Error::NotFound { .. })));
+}

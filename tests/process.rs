@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::{PATIENCE, hang, join_ok, serial, spawn};
 use multiproc::signal::Signal;
-use multiproc::{Error, ExitStatus, Process, Value};
+use multiproc::{ExitStatus, Process, Value};
 
 fn boom() {
     panic!("on purpose");
@@ -60,11 +60,14 @@ fn start_twice_and_join_before_start_are_errors() {
     let _s = serial();
     // SAFETY: the child does nothing; no lock of another thread is touched.
     let mut p = unsafe { Process::new(|| ()).allow_threads() };
-    assert!(matches!(p.join(), Err(Error::NotStarted)));
+    assert!(matches!(p.join(), Err(multiproc::JoinError::NotStarted)));
     assert_eq!(p.exit_code(), None);
     assert!(!p.is_alive());
     p.start().unwrap();
-    assert!(matches!(p.start(), Err(Error::AlreadyStarted)));
+    assert!(matches!(
+        p.start(),
+        Err(multiproc::StartError::AlreadyStarted)
+    ));
     join_ok(&mut p);
 }
 
@@ -74,7 +77,7 @@ fn forking_from_a_threaded_process_is_refused_without_opt_in() {
     // least two threads.
     let mut p = Process::new(|| ());
     match p.start() {
-        Err(Error::ThreadedFork { threads }) => assert!(threads >= 2),
+        Err(multiproc::StartError::ThreadedFork { threads }) => assert!(threads >= 2),
         other => panic!("expected ThreadedFork, got {other:?}"),
     }
     assert!(p.pid().is_none());

@@ -37,16 +37,16 @@ fn in_child(check: impl FnOnce() -> i32 + 'static) {
 /// reports. 0 if every call answers at once with `ReapedElsewhere`.
 fn check_reaped_elsewhere(p: &mut Process<'static>) -> i32 {
     let t = std::time::Instant::now();
-    if !matches!(p.join(), Err(Error::ReapedElsewhere { .. })) {
+    if !matches!(p.join(), Err(multiproc::JoinError::ReapedElsewhere { .. })) {
         return 10;
     }
     // Asked again: the same answer.
-    if !matches!(p.join(), Err(Error::ReapedElsewhere { .. })) {
+    if !matches!(p.join(), Err(multiproc::JoinError::ReapedElsewhere { .. })) {
         return 11;
     }
     if !matches!(
         p.join_timeout(Duration::from_secs(5)),
-        Err(Error::ReapedElsewhere { .. })
+        Err(multiproc::JoinError::ReapedElsewhere { .. })
     ) {
         return 12;
     }
@@ -242,7 +242,7 @@ fn a_child_cannot_start_processes_in_its_parents_scope() {
         let mut p = allow(s.process(|| {
             let mut q = s.process(|| ());
             match q.start() {
-                Err(Error::InvalidArgument(_)) => 0,
+                Err(multiproc::StartError::InvalidArgument(_)) => 0,
                 _ => 1,
             }
         }));
@@ -403,7 +403,7 @@ fn children_that_end_at_once_with_sigchld_ignored_still_start() {
                 return 2;
             }
             match p.join() {
-                Err(Error::ReapedElsewhere { .. }) => {}
+                Err(multiproc::JoinError::ReapedElsewhere { .. }) => {}
                 Ok(st) if st.success() => {}
                 _ => return 3,
             }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::Ordering;
 
-use multiproc::{Error, Process, SharedMemory};
+use multiproc::{Error, Process, SharedMemory, SharedMemoryError};
 
 /// A name no other test (or test run) uses.
 fn unique(tag: &str) -> String {
@@ -118,7 +118,7 @@ fn python_signature_new() {
     assert_eq!(b.size(), 10);
     assert!(matches!(
         SharedMemory::new(None, false, 10),
-        Err(Error::InvalidArgument(_))
+        Err(SharedMemoryError::InvalidArgument(_))
     ));
     let auto = SharedMemory::new(None, true, 3).unwrap();
     let _c2 = Cleanup(auto.name().to_owned());
@@ -162,15 +162,21 @@ fn unlinked_block_stays_mapped_but_cannot_be_opened() {
     assert_eq!(&buf, b"still here");
 
     match SharedMemory::open(&name) {
-        Err(Error::NotFound { name: n }) => assert_eq!(n, name),
+        Err(SharedMemoryError::NotFound { name: n }) => assert_eq!(n, name),
         other => panic!("open after unlink: {other:?}"),
     }
     // A second unlink is an error, as in Python (FileNotFoundError).
-    assert!(matches!(a.unlink(), Err(Error::NotFound { .. })));
-    assert!(matches!(b.unlink(), Err(Error::NotFound { .. })));
+    assert!(matches!(
+        a.unlink(),
+        Err(SharedMemoryError::NotFound { .. })
+    ));
+    assert!(matches!(
+        b.unlink(),
+        Err(SharedMemoryError::NotFound { .. })
+    ));
     assert!(matches!(
         SharedMemory::unlink_name(&name),
-        Err(Error::NotFound { .. })
+        Err(SharedMemoryError::NotFound { .. })
     ));
 }
 
@@ -206,7 +212,7 @@ fn create_existing_name_is_already_exists() {
     let a = SharedMemory::create(Some(&name), 8).unwrap();
     a.write_at(0, b"original").unwrap();
     match SharedMemory::create(Some(&name), 16) {
-        Err(Error::AlreadyExists { name: n }) => assert_eq!(n, name),
+        Err(SharedMemoryError::AlreadyExists { name: n }) => assert_eq!(n, name),
         other => panic!("second create: {other:?}"),
     }
     // The failed create neither resized nor unlinked the block.
@@ -220,12 +226,12 @@ fn create_existing_name_is_already_exists() {
 fn open_missing_is_not_found() {
     let name = unique("missing");
     match SharedMemory::open(&name) {
-        Err(Error::NotFound { name: n }) => assert_eq!(n, name),
+        Err(SharedMemoryError::NotFound { name: n }) => assert_eq!(n, name),
         other => panic!("open missing: {other:?}"),
     }
     assert!(matches!(
         SharedMemory::unlink_name(&name),
-        Err(Error::NotFound { .. })
+        Err(SharedMemoryError::NotFound { .. })
     ));
 }
 
@@ -239,14 +245,14 @@ fn bad_sizes_are_invalid_size() {
         SharedMemory::new(Some(&name), true, 0),
     ] {
         assert!(
-            matches!(r, Err(Error::InvalidSize { size: 0, .. })),
+            matches!(r, Err(SharedMemoryError::InvalidSize { size: 0, .. })),
             "{r:?}"
         );
     }
     assert!(!dev_shm(&name).exists(), "nothing was created");
     assert!(matches!(
         SharedMemory::create(Some(&name), usize::MAX),
-        Err(Error::InvalidSize { .. })
+        Err(SharedMemoryError::InvalidSize { .. })
     ));
     assert!(!dev_shm(&name).exists());
 }
@@ -260,7 +266,7 @@ fn opening_an_empty_block_is_invalid_size() {
     std::fs::File::create(dev_shm(&name)).unwrap();
     assert!(matches!(
         SharedMemory::open(&name),
-        Err(Error::InvalidSize { size: 0, .. })
+        Err(SharedMemoryError::InvalidSize { size: 0, .. })
     ));
 }
 
@@ -284,7 +290,7 @@ fn bad_names_are_invalid_name() {
             SharedMemory::unlink_name(bad),
         ] {
             match r {
-                Err(Error::InvalidName { name, .. }) => {
+                Err(SharedMemoryError::InvalidName { name, .. }) => {
                     assert_eq!(name, bad.strip_prefix('/').unwrap_or(bad))
                 }
                 other => panic!("name {bad:?}: {other:?}"),
@@ -555,9 +561,12 @@ fn python_unlink_removes_rust_block() {
     python(&["unlink", &name]);
     assert!(matches!(
         SharedMemory::open(&name),
-        Err(Error::NotFound { .. })
+        Err(SharedMemoryError::NotFound { .. })
     ));
-    assert!(matches!(shm.unlink(), Err(Error::NotFound { .. })));
+    assert!(matches!(
+        shm.unlink(),
+        Err(SharedMemoryError::NotFound { .. })
+    ));
 }
 
 /// Why the Python side must unregister: CPython 3.11's resource tracker
@@ -586,7 +595,10 @@ fn python_resource_tracker_unlinks_blocks_it_only_opened() {
     let mut buf = [0u8; 4];
     shm.read_at(0, &mut buf).unwrap();
     assert_eq!(&buf, b"data");
-    assert!(matches!(shm.unlink(), Err(Error::NotFound { .. })));
+    assert!(matches!(
+        shm.unlink(),
+        Err(SharedMemoryError::NotFound { .. })
+    ));
 }
 
 #[test]

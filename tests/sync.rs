@@ -79,7 +79,10 @@ fn lock_acquire_release_across_processes() {
         let mut p = spawn_in(ps, || lock.release());
         join_ok(&mut p);
         assert!(!lock.is_locked());
-        assert!(matches!(lock.release(), Err(Error::ReleasedTooManyTimes)));
+        assert!(matches!(
+            lock.release(),
+            Err(multiproc::ReleasedTooManyTimes)
+        ));
     })
 }
 
@@ -101,7 +104,7 @@ fn rlock_depth_and_ownership_across_processes() {
                 r.lock_timeout(Duration::from_millis(10)),
                 Err(TryLockError::TimedOut)
             ));
-            assert!(matches!(r.release(), Err(Error::NotOwner)));
+            assert!(matches!(r.release(), Err(multiproc::NotOwner)));
         });
         join_ok(&mut p);
         r.release().unwrap();
@@ -110,7 +113,7 @@ fn rlock_depth_and_ownership_across_processes() {
         assert!(r.is_locked());
         drop(g1);
         assert!(!r.is_locked());
-        assert!(matches!(r.release(), Err(Error::NotOwner)));
+        assert!(matches!(r.release(), Err(multiproc::NotOwner)));
         // Now the child may take it.
         let mut p = spawn_in(ps, || {
             let _a = r.lock().unwrap();
@@ -183,12 +186,12 @@ fn semaphore_release_wakes_a_sleeping_process() {
 fn bounded_semaphore_refuses_release_past_bound() {
     let _s = serial();
     let b = BoundedSemaphore::new(2).unwrap();
-    assert!(matches!(b.release(), Err(Error::ReleasedTooManyTimes)));
+    assert!(matches!(b.release(), Err(multiproc::ReleasedTooManyTimes)));
     b.acquire();
     multiproc::process::scope(|ps| {
         let mut p = spawn_in(ps, || {
             b.release().unwrap();
-            assert!(matches!(b.release(), Err(Error::ReleasedTooManyTimes)));
+            assert!(matches!(b.release(), Err(multiproc::ReleasedTooManyTimes)));
         });
         join_ok(&mut p);
         assert_eq!(b.value(), 2);

@@ -439,7 +439,7 @@ impl ManagerBuilder {
         };
         if let Err(e) = process.start() {
             cleanup(&dir);
-            return Err(e);
+            return Err(e.into());
         }
         let mut address = address;
         let mut reported = report.is_none();

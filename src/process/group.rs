@@ -200,7 +200,7 @@ impl<'a> ProcessGroup<'a> {
             .iter_mut()
             .map(|p| {
                 if p.pid().is_some() {
-                    p.join().map(Some)
+                    Ok(p.join().map(Some)?)
                 } else {
                     Ok(None)
                 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 use crate::signal::Signal;
 use nix::unistd::Pid;
 
+use super::error::{JoinError, StartError};
 use super::report::{Body, ChildResult, REPORT_ERROR, REPORT_PANIC, ReportSlot, unit_body};
 #[cfg(feature = "serde")]
 use super::report::{REPORT_VALUE, value_body};
@@ -374,10 +375,14 @@ impl<'a, T> Process<'a, T> {
 
     /// Forks the child, which runs the closure.
     ///
-    /// [`Error::AlreadyStarted`] on a second call; [`Error::ThreadedFork`]
-    /// if other threads run and [`allow_threads`](Process::allow_threads)
-    /// was not given.
-    pub fn start(&mut self) -> Result<()> {
+    /// [`StartError::AlreadyStarted`] on a second call;
+    /// [`StartError::ThreadedFork`] if other threads run and
+    /// [`allow_threads`](Process::allow_threads) was not given.
+    pub fn start(&mut self) -> Result<(), StartError> {
+        self.start_any().map_err(StartError::from_internal)
+    }
+
+    fn start_any(&mut self) -> Result<()> {
         if self.child.is_some() {
             return Err(Error::AlreadyStarted);
         }
@@ -469,20 +474,26 @@ impl<'a, T> Process<'a, T> {
     ///
     /// If someone else reaped the child (a `waitpid(-1)`, `SIGCHLD` set to
     /// `SIG_IGN`, another library's reaper), returns
-    /// [`Error::ReapedElsewhere`] as soon as the child has ended: its status
+    /// [`JoinError::ReapedElsewhere`] as soon as the child has ended: its status
     /// is lost (Python's `exitcode` is `None` then). Children reaped by
     /// [`active_children`](super::active_children) or [`start_reaper`](super::start_reaper) keep their status.
-    pub fn join(&mut self) -> Result<ExitStatus> {
-        match self.wait_until(Deadline::NEVER)? {
-            Some(s) => Ok(s),
-            None => unreachable!("a wait without deadline returns once the child ended"),
+    pub fn join(&mut self) -> Result<ExitStatus, JoinError> {
+        loop {
+            // A wait without deadline returns once the child ended.
+            if let Some(s) = self.join_timeout_any(Deadline::NEVER)? {
+                return Ok(s);
+            }
         }
     }
 
     /// Waits at most `timeout` for the child to end; `None` if it still
     /// runs. A zero timeout never blocks.
-    pub fn join_timeout(&mut self, timeout: Duration) -> Result<Option<ExitStatus>> {
-        self.wait_until(Deadline::after(timeout))
+    pub fn join_timeout(&mut self, timeout: Duration) -> Result<Option<ExitStatus>, JoinError> {
+        self.join_timeout_any(Deadline::after(timeout))
+    }
+
+    fn join_timeout_any(&mut self, deadline: Deadline) -> Result<Option<ExitStatus>, JoinError> {
+        self.wait_until(deadline).map_err(JoinError::from_internal)
     }
 
     fn wait_until(&mut self, deadline: Deadline) -> Result<Option<ExitStatus>> {

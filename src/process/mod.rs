@@ -29,6 +29,7 @@
 #[cfg(feature = "serde")]
 pub(crate) mod code;
 mod context;
+mod error;
 mod fork;
 mod group;
 mod handle;
@@ -45,6 +46,7 @@ use crate::signal::Signal;
 use crate::sys::process::Reaped;
 
 pub use context::{Context, StartMethod, get_context, set_start_method, start_method};
+pub use error::{JoinError, StartError};
 pub use group::{ProcessGroup, Waitable, wait};
 pub use handle::Process;
 pub use identity::{CurrentProcess, active_children, current_process, parent_alive, start_reaper};

@@ -7,7 +7,9 @@ use std::time::Duration;
 use super::raw::RawProcessMutex;
 use super::{Blocking, Mutex, MutexGuard, acquire_with, forever, lock_mutex};
 use crate::deadline::Deadline;
-use crate::error::{CreateError, Error, LockResult, Result, TryLockResult};
+use crate::error::{
+    CreateError, LockResult, NotOwner, ReleasedTooManyTimes, Result, TryLockResult,
+};
 use crate::shm::ShmBox;
 use crate::sys::thread;
 
@@ -117,13 +119,13 @@ impl Lock {
 
     /// Releases a lock taken with [`acquire`](Lock::acquire), by this or any
     /// other process. Releasing an unlocked lock is
-    /// [`Error::ReleasedTooManyTimes`].
+    /// [`ReleasedTooManyTimes`].
     ///
     /// Do not release a lock whose guard is alive somewhere: the guard would
     /// release it once more when it drops.
-    pub fn release(&self) -> Result<()> {
+    pub fn release(&self) -> Result<(), ReleasedTooManyTimes> {
         if !self.raw().is_locked() {
-            return Err(Error::ReleasedTooManyTimes);
+            return Err(ReleasedTooManyTimes);
         }
         // SAFETY: the lock is held; Python's Lock lets any process release
         // it, and the caller has been told not to do so under a live guard.
@@ -174,7 +176,7 @@ unsafe impl crate::ShmSafe for RLockState {}
 /// it is free once released as often as taken.
 ///
 /// The owner is one thread of one process (its kernel thread id); another
-/// thread or process that tries to release it gets [`Error::NotOwner`].
+/// thread or process that tries to release it gets [`NotOwner`].
 // The derived `Deserialize` is sound: the only field is a `ShmBox`, whose
 // own `Deserialize` checks the type, size and alignment of what it adopts;
 // the `unsafe` in this type's methods relies on nothing else.
@@ -252,11 +254,11 @@ impl RLock {
         forever(self.enter(Blocking::Until(Deadline::NEVER)))
     }
 
-    /// Releases one level. [`Error::NotOwner`] if the calling thread does not
+    /// Releases one level. [`NotOwner`] if the calling thread does not
     /// hold the lock (including a release past the last level).
-    pub fn release(&self) -> Result<()> {
+    pub fn release(&self) -> Result<(), NotOwner> {
         if !self.is_owned() {
-            return Err(Error::NotOwner);
+            return Err(NotOwner);
         }
         let d = self.inner.depth.load(Ordering::Relaxed);
         if d <= 1 {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::wait::{self, Site};
 use crate::deadline::Deadline;
-use crate::error::{CreateError, Error, Result};
+use crate::error::{CreateError, ReleasedTooManyTimes, Result};
 use crate::shm::ShmBox;
 use crate::sys::futex;
 
@@ -70,12 +70,12 @@ impl SemState {
         }
     }
 
-    fn up(&self, n: u32) -> Result<()> {
+    fn up(&self, n: u32) -> Result<(), ReleasedTooManyTimes> {
         let mut v = self.value.load(Ordering::Relaxed);
         loop {
             let new = match v.checked_add(n) {
                 Some(new) if new <= self.bound => new,
-                _ => return Err(Error::ReleasedTooManyTimes),
+                _ => return Err(ReleasedTooManyTimes),
             };
             match self
                 .value
@@ -160,12 +160,12 @@ impl Semaphore {
     }
 
     /// Gives one unit back and wakes a waiter.
-    pub fn release(&self) -> Result<()> {
+    pub fn release(&self) -> Result<(), ReleasedTooManyTimes> {
         self.inner.up(1)
     }
 
     /// Gives `n` units back and wakes up to `n` waiters.
-    pub fn release_n(&self, n: u32) -> Result<()> {
+    pub fn release_n(&self, n: u32) -> Result<(), ReleasedTooManyTimes> {
         self.inner.up(n)
     }
 
@@ -186,7 +186,7 @@ impl fmt::Debug for Semaphore {
 
 /// A semaphore whose count may never exceed its initial value, like
 /// Python's `multiprocessing.BoundedSemaphore`: a release past the bound is
-/// [`Error::ReleasedTooManyTimes`] and changes nothing.
+/// [`ReleasedTooManyTimes`] and changes nothing.
 #[cfg_attr(
     feature = "serde",
     derive(serde::Serialize, serde::Deserialize),
@@ -220,7 +220,7 @@ impl BoundedSemaphore {
     }
 
     /// Gives one unit back; an error if that would pass the bound.
-    pub fn release(&self) -> Result<()> {
+    pub fn release(&self) -> Result<(), ReleasedTooManyTimes> {
         self.sem.release()
     }
 
