@@ -51,5 +51,6 @@ fn main() -> multiproc::Result<()> {
             .enumerate()
             .all(|(i, x)| *x == 2.0 * (i as f64 + 0.5))
     );
-    shm.unlink()
+    shm.unlink()?;
+    Ok(())
 }

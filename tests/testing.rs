@@ -43,7 +43,10 @@ fn the_harness_thread_cannot_fork() {
     // The problem the feature solves: here, on the harness's test thread.
     assert!(threads() >= 2);
     let mut p = Process::new(|| ());
-    assert!(matches!(p.start(), Err(Error::ThreadedFork { .. })));
+    assert!(matches!(
+        p.start(),
+        Err(multiproc::StartError::ThreadedFork { .. })
+    ));
 }
 
 #[test]
