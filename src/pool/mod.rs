@@ -114,12 +114,12 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::deadline::Deadline;
 use crate::error::{Error, Result};
 use crate::process::code::CodePtr;
 use crate::process::{ExitStatus, Process, StartMethod};
 use crate::queue::ring::{Core, GetFail, OnWait, Payload};
 use crate::shm::ShmBox;
-use crate::sys::futex::Deadline;
 use worker::{CodeTable, TaskCode, WorkerArgs, WorkerSlot};
 
 /// How often waiting calls look for dead workers.

@@ -6,9 +6,9 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 
 use super::{ExitStatus, Process};
+use crate::deadline::Deadline;
 use crate::error::{Error, Result};
-use crate::sys::futex::Deadline;
-use crate::sys::process as sys;
+use crate::sys::fd as sysfd;
 
 /// Something [`wait`] can wait on: it becomes ready once a file descriptor
 /// is readable (a process's pidfd once it ended; later, a connection with
@@ -54,7 +54,7 @@ pub fn wait(objects: &[&dyn Waitable], timeout: Option<Duration>) -> Result<Vec<
         .collect();
     if !ready.is_empty() {
         // Also report the others that are ready now.
-        let mut now = sys::poll_readable(&fds, Some(Duration::ZERO))?;
+        let mut now = sysfd::poll_readable(&fds, Some(Duration::ZERO))?;
         now.extend(ready);
         now.sort_unstable();
         now.dedup();
@@ -66,7 +66,7 @@ pub fn wait(objects: &[&dyn Waitable], timeout: Option<Duration>) -> Result<Vec<
         }
         return Ok(Vec::new());
     }
-    sys::poll_readable(&fds, timeout)
+    sysfd::poll_readable(&fds, timeout)
 }
 
 /// Processes run as a unit: wait for whichever ends first, stop them all,

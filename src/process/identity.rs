@@ -101,7 +101,7 @@ pub fn current_process() -> CurrentProcess {
 /// on with a weak key would be worse).
 fn new_authkey() -> Arc<[u8]> {
     let mut key = [0u8; 32];
-    let got = sys::random_bytes(&mut key).or_else(|e| {
+    let got = crate::sys::random::fill(&mut key).or_else(|e| {
         use std::io::Read;
         std::fs::File::open("/dev/urandom")
             .and_then(|mut f| f.read_exact(&mut key))

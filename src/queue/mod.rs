@@ -70,8 +70,9 @@ use serde::de::DeserializeOwned;
 pub use error::{GetError, PutError, TaskDoneError};
 use ring::{Core, GetFail, INLINE, PutFail};
 
+use crate::deadline::Deadline;
 use crate::error::Result;
-use crate::sys::futex::{self, Deadline};
+use crate::sys::futex;
 
 /// The default ring size: 1 MiB.
 pub const DEFAULT_CAPACITY: usize = 1 << 20;
