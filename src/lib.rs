@@ -65,8 +65,10 @@ compile_error!("multiproc supports Linux only: it is built on memfd, futex, pidf
 
 mod array;
 pub mod connection;
+mod current_process;
 mod deadline;
 mod error;
+mod exit_status;
 #[cfg(feature = "serde")]
 pub mod manager;
 mod parent_process;
@@ -116,12 +118,13 @@ pub use connection::{Connection, pipe};
 pub use error::{
     Error, LockError, LockResult, OwnerDied, RemoteErrorKind, Result, TryLockError, TryLockResult,
 };
+pub use exit_status::ExitStatus;
 pub use parent_process::{ParentProcess, parent_process};
 #[cfg(feature = "serde")]
 pub use pool::{AsyncResult, IMap, Pool, PoolBuilder};
 pub use process::{
-    CurrentProcess, ExitStatus, Process, ProcessGroup, StartMethod, active_children,
-    current_process, init, parent_alive, set_start_method, start_method,
+    CurrentProcess, Process, ProcessGroup, StartMethod, active_children, current_process, init,
+    parent_alive, set_start_method, start_method,
 };
 #[cfg(feature = "serde")]
 pub use queue::{GetError, JoinableQueue, PutError, Queue, SimpleQueue, TaskDoneError};

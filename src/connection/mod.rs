@@ -17,6 +17,7 @@
 pub(crate) mod frame;
 pub mod listener;
 mod ring;
+mod waitable;
 
 use std::io::IoSlice;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
@@ -26,7 +27,7 @@ use std::time::Duration;
 use nix::errno::Errno;
 
 use crate::error::{Error, Result};
-use crate::process::Waitable;
+pub use waitable::{Waitable, wait};
 
 /// The default largest message a connection accepts: 4 GiB.
 pub const DEFAULT_MAX_MESSAGE: u64 = 4 << 30;

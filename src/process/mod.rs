@@ -38,16 +38,15 @@ mod scope;
 #[cfg(feature = "serde")]
 pub(crate) mod spawn;
 
-use std::fmt;
-
-use nix::sys::signal::Signal;
-
 use crate::sys::process::Reaped;
 
+pub use crate::connection::{Waitable, wait};
+pub use crate::current_process::{CurrentProcess, current_process};
+pub use crate::exit_status::ExitStatus;
 pub use context::{Context, StartMethod, get_context, set_start_method, start_method};
-pub use group::{ProcessGroup, Waitable, wait};
+pub use group::ProcessGroup;
 pub use handle::Process;
-pub use identity::{CurrentProcess, active_children, current_process, parent_alive, start_reaper};
+pub use identity::{active_children, parent_alive, start_reaper};
 pub use report::ChildResult;
 #[cfg(feature = "serde")]
 pub(crate) use report::{REPORT_ERROR, Report, panic_text};
@@ -60,40 +59,6 @@ pub use spawn::init;
 /// method and this does nothing).
 #[cfg(not(feature = "serde"))]
 pub fn init() {}
-
-/// How a child process ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExitStatus {
-    /// It exited with this code.
-    Exited(i32),
-    /// A signal ended it.
-    Signaled(Signal),
-}
-
-impl ExitStatus {
-    /// The exit code as Python's `Process.exitcode` reports it: the code, or
-    /// minus the signal number.
-    pub fn code(self) -> i32 {
-        match self {
-            ExitStatus::Exited(c) => c,
-            ExitStatus::Signaled(s) => -(s as i32),
-        }
-    }
-
-    /// Whether it exited with code 0.
-    pub fn success(self) -> bool {
-        self == ExitStatus::Exited(0)
-    }
-}
-
-impl fmt::Display for ExitStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ExitStatus::Exited(c) => write!(f, "exit code {c}"),
-            ExitStatus::Signaled(s) => write!(f, "killed by {s}"),
-        }
-    }
-}
 
 pub(crate) fn status(r: Reaped) -> ExitStatus {
     match r {

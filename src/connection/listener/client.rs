@@ -35,7 +35,7 @@ impl Client {
     /// Connects with this process's key,
     /// [`current_process().authkey()`](crate::CurrentProcess::authkey).
     pub fn connect_default_key(address: &Address) -> Result<Connection> {
-        let key = crate::process::current_process().authkey().to_vec();
+        let key = crate::current_process::current_process().authkey().to_vec();
         Client::connect(address, Some(&key))
     }
 

@@ -212,7 +212,7 @@ impl Listener {
     /// [`current_process().authkey()`](crate::CurrentProcess::authkey),
     /// which children inherit.
     pub fn bind_default_key(address: &Address) -> Result<Listener> {
-        let key = crate::process::current_process().authkey().to_vec();
+        let key = crate::current_process::current_process().authkey().to_vec();
         Listener::bind(address, Some(&key))
     }
 
