@@ -5,6 +5,7 @@
 //!
 //! Every test is serialized: a child forked by one test inherits the
 //! sockets of the others, which would keep a "dead" listener alive.
+#![allow(clippy::disallowed_methods)] // not library code: raw calls allowed
 
 mod common;
 

@@ -2,6 +2,7 @@
 //! children, custom registered types, connecting by address (Unix and TCP
 //! on loopback), the authentication, object lifetime across processes, and
 //! the faults (server killed, client killed mid-call, garbage frames).
+#![allow(clippy::disallowed_methods)] // not library code: raw calls allowed
 
 mod common;
 

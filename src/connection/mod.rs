@@ -16,6 +16,8 @@
 
 pub(crate) mod frame;
 pub mod listener;
+#[allow(unsafe_code)] // a ring in shared memory
+#[allow(clippy::disallowed_methods)] // raw calls left here (sys::socket has the wrappers)
 mod ring;
 mod waitable;
 

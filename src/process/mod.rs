@@ -26,15 +26,20 @@
 //! `group` (waiting on many, fail-fast groups), `identity`
 //! (`current_process`, the registry of children).
 
+#[allow(unsafe_code)] // function pointers across exec
 #[cfg(feature = "serde")]
 pub(crate) mod code;
 mod context;
+#[allow(unsafe_code)] // fork, the child's raw descriptors
 mod fork;
 mod group;
+#[allow(unsafe_code)] // `Process::allow_threads`
 mod handle;
 mod identity;
+#[allow(unsafe_code)] // the report slot in shared memory
 mod report;
 mod scope;
+#[allow(unsafe_code)] // inherited descriptors, pre_exec
 #[cfg(feature = "serde")]
 pub(crate) mod spawn;
 

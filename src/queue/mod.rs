@@ -57,6 +57,7 @@
 //! notifier one needless wake-up call.
 
 mod error;
+#[allow(unsafe_code)] // a ring in shared memory
 pub(crate) mod ring;
 
 use std::fmt;

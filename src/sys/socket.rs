@@ -81,6 +81,28 @@ pub(crate) fn send(fd: BorrowedFd<'_>, buf: &[u8]) -> nix::Result<usize> {
     nix::sys::socket::send(fd.as_raw_fd(), buf, MsgFlags::MSG_NOSIGNAL)
 }
 
+/// One `send` of `buf` that does not wait (`MSG_DONTWAIT`: `EAGAIN` when
+/// the socket's buffer is full) and never raises `SIGPIPE`.
+// For the pipe's ring (`connection/ring.rs`), whose calls move here.
+#[allow(dead_code)]
+pub(crate) fn send_nowait(fd: BorrowedFd<'_>, buf: &[u8]) -> nix::Result<usize> {
+    let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
+    nix::sys::socket::send(fd.as_raw_fd(), buf, flags)
+}
+
+/// One `recv` into `buf` that does not wait (`MSG_DONTWAIT`: `EAGAIN` when
+/// nothing is there); with `peek`, the bytes stay in the socket
+/// (`MSG_PEEK`).
+// For the pipe's ring (`connection/ring.rs`), whose calls move here.
+#[allow(dead_code)]
+pub(crate) fn recv_nowait(fd: BorrowedFd<'_>, buf: &mut [u8], peek: bool) -> nix::Result<usize> {
+    let mut flags = MsgFlags::MSG_DONTWAIT;
+    if peek {
+        flags |= MsgFlags::MSG_PEEK;
+    }
+    nix::sys::socket::recv(fd.as_raw_fd(), buf, flags)
+}
+
 /// One `sendmsg` of `slices` with `MSG_NOSIGNAL`: how many bytes went.
 pub(crate) fn send_vectored(fd: BorrowedFd<'_>, slices: &[IoSlice<'_>]) -> nix::Result<usize> {
     nix::sys::socket::sendmsg::<()>(fd.as_raw_fd(), slices, &[], MsgFlags::MSG_NOSIGNAL, None)
