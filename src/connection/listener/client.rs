@@ -14,7 +14,8 @@ use nix::sys::socket::UnixAddr;
 #[cfg(doc)]
 use super::Listener;
 use super::auth::{Handshake, Progress, Role};
-use super::{Address, Connection, time_left};
+use super::{Address, Connection};
+use crate::deadline::Deadline;
 use crate::error::{Error, Result};
 use crate::sys::{fd, socket};
 
@@ -68,20 +69,20 @@ fn connect_with(
     timeout: Option<Duration>,
     sha256_only: bool,
 ) -> Result<Connection> {
-    let deadline = timeout.map(|t| Instant::now() + t);
-    let fd = match deadline {
+    let deadline = timeout.map_or(Deadline::NEVER, Deadline::after);
+    let fd = match timeout {
         None => connect_socket(address)?,
-        Some(d) => connect_socket_until(address, d)?,
+        Some(_) => connect_socket_until(address, deadline)?,
     };
     let Some(key) = authkey else {
         return Ok(Connection::from_fd(fd, true, true));
     };
     let mut h = Handshake::new(fd, Role::Client, far_future(), sha256_only)?;
     loop {
-        if deadline.is_some_and(|d| Instant::now() >= d) {
+        if deadline.expired() {
             return Err(Error::Timeout);
         }
-        match fd::poll(&[(h.fd.as_fd(), h.interest())], time_left(deadline)) {
+        match fd::poll(&[(h.fd.as_fd(), h.interest())], deadline.remaining()) {
             Ok(ready) if !ready[0] => continue,
             Ok(_) => {}
             Err(Errno::EINTR) => continue,
@@ -120,8 +121,9 @@ fn connect_socket(address: &Address) -> Result<OwnedFd> {
 /// Connects by `deadline`: [`Error::Timeout`] if the listener's backlog
 /// stays full (a listener that does not accept) or the peer does not
 /// answer until then.
-fn connect_socket_until(address: &Address, deadline: Instant) -> Result<OwnedFd> {
-    let left = || deadline.saturating_duration_since(Instant::now());
+fn connect_socket_until(address: &Address, deadline: Deadline) -> Result<OwnedFd> {
+    // A timeout too long to represent is no limit (`Duration::MAX`).
+    let left = || deadline.remaining().unwrap_or(Duration::MAX);
     let ua = match address {
         Address::Tcp(a) => {
             if left().is_zero() {

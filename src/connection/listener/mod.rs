@@ -43,6 +43,7 @@ pub use client::Client;
 use socket_file::{SocketFile, bind_unix_path};
 
 use super::Connection;
+use crate::deadline::Deadline;
 use crate::error::{Error, Result};
 use crate::sys::fd::{self, Interest};
 
@@ -58,11 +59,6 @@ pub const DEFAULT_MAX_PENDING: usize = 1024;
 fn default_max_pending() -> usize {
     let half = crate::sys::limits::open_files().map_or(u64::MAX, |n| n / 2);
     (DEFAULT_MAX_PENDING as u64).min(half).max(16) as usize
-}
-
-/// The time left until `deadline` (`None`: no deadline), for a poll.
-fn time_left(deadline: Option<Instant>) -> Option<Duration> {
-    deadline.map(|d| d.saturating_duration_since(Instant::now()))
 }
 
 /// The listening socket.
@@ -268,13 +264,13 @@ impl Listener {
     /// handshake deadline is dropped quietly. Handshakes still running when
     /// this returns go on at the next call.
     pub fn accept(&mut self) -> Result<Connection> {
-        self.accept_until(None)
+        self.accept_until(Deadline::NEVER)
     }
 
     /// Like [`accept`](Self::accept), giving up with [`Error::Timeout`]
     /// after `timeout`.
     pub fn accept_timeout(&mut self, timeout: Duration) -> Result<Connection> {
-        self.accept_until(Some(Instant::now() + timeout))
+        self.accept_until(Deadline::after(timeout))
     }
 
     /// Closes the listener (dropping it does the same); connections
@@ -289,7 +285,7 @@ impl Listener {
         })
     }
 
-    fn accept_until(&mut self, deadline: Option<Instant>) -> Result<Connection> {
+    fn accept_until(&mut self, deadline: Deadline) -> Result<Connection> {
         loop {
             let now = Instant::now();
             self.pending.retain(|h| h.deadline > now);
@@ -303,9 +299,9 @@ impl Listener {
                 }
                 let mut wake = deadline;
                 for h in &self.pending {
-                    wake = Some(wake.map_or(h.deadline, |w| w.min(h.deadline)));
+                    wake = wake.min(Deadline::at(h.deadline));
                 }
-                let ready = match fd::poll(&fds, time_left(wake)) {
+                let ready = match fd::poll(&fds, wake.remaining()) {
                     Ok(ready) => ready,
                     Err(Errno::EINTR) => vec![false; fds.len()],
                     Err(e) => return Err(Error::os("poll", e)),
@@ -361,7 +357,7 @@ impl Listener {
                     return r;
                 }
             }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
+            if deadline.expired() {
                 return Err(Error::Timeout);
             }
         }
