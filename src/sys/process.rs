@@ -49,9 +49,10 @@ pub(crate) unsafe fn fork<S: FnOnce(), F: FnOnce() -> i32>(
 ) -> Result<(Pid, Option<OwnedFd>)> {
     // Take the locks a child may need while no other thread of this process
     // holds them, and hold them across the fork: stdout's and stderr's
-    // (printing, and the flush at exit), then the shared heap's. Without
-    // this, a child forked while another thread prints would inherit
-    // stdout's lock held forever and hang at its first print or at exit.
+    // (printing, and the flush at exit), then those registered in `atfork`
+    // (the shared heap's). Without this, a child forked while another
+    // thread prints would inherit stdout's lock held forever and hang at its
+    // first print or at exit.
     // The child is a copy of this thread, so it can release them: Rust's
     // stdio locks are reentrant locks owned by this thread's id, which the
     // child's thread shares.
@@ -60,7 +61,6 @@ pub(crate) unsafe fn fork<S: FnOnce(), F: FnOnce() -> i32>(
     // Flush so that buffered output is not written twice (once per process).
     let _ = out.flush();
     let _ = err.flush();
-    // Then the locks the modules above registered (the shared heap's).
     let hooks = super::atfork::prepare();
     let sigchld = ChildReaping::hold();
     // SAFETY: the caller upholds the multithreading rule above; the child
