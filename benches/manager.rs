@@ -16,6 +16,7 @@
 //! with `cargo bench --all-features --bench manager`; `-- --quick` for
 //! smaller sizes and no criterion part, `-- --workloads-only` for the full
 //! sizes without it.
+#![allow(clippy::disallowed_methods)] // not library code: raw calls allowed
 
 #[path = "support/mod.rs"]
 mod support;

@@ -19,6 +19,7 @@
 //!
 //! Run with `cargo bench --all-features --bench pool`; `-- --quick` for a
 //! short run.
+#![allow(clippy::disallowed_methods)] // not library code: raw calls allowed
 
 #[path = "support/mod.rs"]
 mod support;

@@ -6,11 +6,11 @@ use std::ops::Range;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use crate::deadline::Deadline;
 use crate::error::{CreateError, Error, LockError, LockResult, Result, TryLockResult};
 use crate::shm::heap::{self, Allocation};
 use crate::shm::{Atomic, ShmSafe, assert_no_drop};
 use crate::sync::{Blocking, MappedMutexGuard, Mutex, MutexGuard, forever, lock_mutex};
-use crate::sys::futex::Deadline;
 
 /// Room for `len` elements of `T` after a header of `header` bytes:
 /// (total size, offset of the first element).

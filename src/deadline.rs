@@ -16,6 +16,19 @@ impl Deadline {
         Deadline(Instant::now().checked_add(timeout))
     }
 
+    /// The deadline at `t`.
+    pub(crate) fn at(t: Instant) -> Deadline {
+        Deadline(Some(t))
+    }
+
+    /// The earlier of `self` and `other` ("never" is later than any).
+    pub(crate) fn min(self, other: Deadline) -> Deadline {
+        match (self.0, other.0) {
+            (Some(a), Some(b)) => Deadline(Some(a.min(b))),
+            (a, b) => Deadline(a.or(b)),
+        }
+    }
+
     /// `None` for "never"; `Some(ZERO)` once the deadline has passed.
     pub(crate) fn remaining(&self) -> Option<Duration> {
         self.0.map(|t| t.saturating_duration_since(Instant::now()))
@@ -56,5 +69,11 @@ mod tests {
         assert_eq!(past.slice(Duration::from_secs(1)), Duration::ZERO);
         // Too far to represent: never.
         assert!(Deadline::after(Duration::MAX).remaining().is_none());
+        // The earlier of two; "never" loses to any.
+        let soon = Deadline::at(Instant::now());
+        assert!(soon.min(Deadline::NEVER).expired());
+        assert!(Deadline::NEVER.min(soon).expired());
+        assert!(d.min(soon).expired());
+        assert!(Deadline::NEVER.min(Deadline::NEVER).remaining().is_none());
     }
 }

@@ -56,22 +56,68 @@
 //!
 //! # Safety and `unsafe`
 //!
-//! Raw system calls live in the private `sys` module; placement in shared
-//! memory in `shm`. Types that may live in shared memory implement the
-//! `unsafe` trait [`ShmSafe`].
+//! Raw system calls live in the private `sys` module (clippy's
+//! `disallowed-methods`, in `clippy.toml`, refuses a raw `libc`/`nix` call
+//! anywhere else); placement in shared memory in `shm`. Types that may live
+//! in shared memory implement the `unsafe` trait [`ShmSafe`].
+//!
+//! The crate is `#![deny(unsafe_code)]`; `unsafe` is allowed in these
+//! modules only, each for the reason given:
+//!
+//! | module | why |
+//! |---|---|
+//! | `sys` | the system calls |
+//! | `shm` | placement in shared memory: the heap, copies, atomics, [`ShmSafe`] |
+//! | `sync` | futex locks in shared memory, their guards |
+//! | `value`, `array` | typed views of shared memory |
+//! | `shared_memory` | the public `unsafe` views of a [`SharedMemory`] block |
+//! | `process::{fork, spawn, code, report, handle}` | fork; inherited descriptors and `pre_exec`; functions named across `exec`; the report slot; [`Process::allow_threads`] |
+//! | `connection::ring`, `queue::ring` | a ring in shared memory |
+//! | `pool`, `manager` | forking workers and the server; the worker table; functions named across `exec` |
+//!
+//! # Layers
+//!
+//! Every arrow points down: a module uses only those below it (`error`,
+//! `exit_status` and `deadline` are leaves every layer may use).
+//!
+//! ```text
+//! CLI (src/bin)
+//!  |
+//! pool, manager, redis
+//!  |
+//! queue, process, parent_process
+//!  |
+//! value, array, shared_memory, shareable_list, connection (listener,
+//! ring, wait), signal
+//!  |
+//! current_process (name, pid, authkey)
+//!  |
+//! shm, sync (one layer: sync's locks are placed by shm; shm's mailbox
+//! waits through sync::wait)
+//!  |
+//! sys (a module above that acts around a fork registers in sys::atfork)
+//! ```
+
+#![deny(unsafe_code)]
 
 #[cfg(not(target_os = "linux"))]
 compile_error!("multiproc supports Linux only: it is built on memfd, futex, pidfd and /proc");
 
+#[allow(unsafe_code)] // typed views of shared memory
 mod array;
 pub mod connection;
+mod current_process;
 mod deadline;
 mod error;
+mod exit_status;
 #[cfg(feature = "log")]
 pub mod log;
+#[allow(unsafe_code)] // forking the server, registered functions across exec
+#[allow(clippy::disallowed_methods)] // raw calls left in channel.rs, server.rs, mod.rs (sys has the wrappers)
 #[cfg(feature = "serde")]
 pub mod manager;
 mod parent_process;
+#[allow(unsafe_code)] // forking workers, the worker table, functions across exec
 #[cfg(feature = "serde")]
 pub mod pool;
 pub mod process;
@@ -79,15 +125,22 @@ pub mod process;
 pub mod queue;
 #[cfg(feature = "redis")]
 pub mod redis;
+#[allow(unsafe_code)] // rings in shared memory
 mod ring;
 mod shareable_list;
+#[allow(unsafe_code)] // the public `unsafe` views of a block
 mod shared_memory;
+#[allow(unsafe_code)] // placement in shared memory
 mod shm;
 pub mod signal;
+#[allow(unsafe_code)] // futex locks in shared memory
 pub mod sync;
+#[allow(unsafe_code, clippy::disallowed_methods)] // the system calls
 mod sys;
 #[cfg(feature = "testing")]
+#[allow(unsafe_code)] // a function in .init_array (see the module)
 pub mod testing;
+#[allow(unsafe_code)] // typed views of shared memory
 mod value;
 
 /// The number of CPUs in the system (Python's `multiprocessing.cpu_count()`,
@@ -139,12 +192,13 @@ pub use error::{
     CreateError, Error, LockError, LockResult, NotOwner, OwnerDied, ReleasedTooManyTimes,
     RemoteErrorKind, Result, TryLockError, TryLockResult,
 };
+pub use exit_status::ExitStatus;
 pub use parent_process::{ParentProcess, parent_process};
 #[cfg(feature = "serde")]
 pub use pool::{AsyncResult, IMap, Pool, PoolBuilder};
 pub use process::{
-    CurrentProcess, ExitStatus, JoinError, Process, ProcessGroup, StartError, StartMethod,
-    active_children, current_process, init, parent_alive, set_start_method, start_method,
+    CurrentProcess, JoinError, Process, ProcessGroup, StartError, StartMethod, active_children,
+    current_process, init, parent_alive, set_start_method, start_method,
 };
 #[cfg(feature = "serde")]
 pub use queue::{

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::error::Result;
 use crate::process::{current_process, parent_alive};
+use crate::sys::fd as sysfd;
 use crate::sys::process as sys;
 
 /// The process that started this one with [`Process`](crate::Process)
@@ -49,7 +50,7 @@ impl ParentProcess {
             return Ok(true);
         };
         // A pidfd turns readable when its process ends.
-        Ok(!sys::poll_readable(&[fd.as_fd()], timeout)?.is_empty())
+        Ok(!sysfd::poll_readable(&[fd.as_fd()], timeout)?.is_empty())
     }
 
     /// A pidfd on the parent, or `None` if it has ended already. Checked

@@ -6,13 +6,10 @@ use std::ffi::CString;
 use std::fmt;
 use std::mem::{align_of, size_of};
 use std::ops::Range;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 
 use memmap2::{MmapOptions, MmapRaw};
 use nix::errno::Errno;
-use nix::fcntl::OFlag;
-use nix::sys::mman::{shm_open, shm_unlink};
-use nix::sys::stat::{Mode, fstat};
 
 use crate::error::{Error, Result};
 
@@ -363,10 +360,11 @@ impl SharedMemory {
         let name = without_slash(name);
         let path = shm_path(name)?;
         let fd = open_fd(name, &path, false)?;
-        let stat = fstat(&fd).map_err(|e| Error::os("fstat", e))?;
-        let size = usize::try_from(stat.st_size).map_err(|_| Error::InvalidSize {
-            size: 0,
-            reason: "the block reports a negative or huge size",
+        let size = usize::try_from(crate::sys::fd::file_size(fd.as_fd())?).map_err(|_| {
+            Error::InvalidSize {
+                size: 0,
+                reason: "the block reports a negative or huge size",
+            }
         })?;
         if size == 0 {
             return Err(Error::InvalidSize {
@@ -838,7 +836,7 @@ impl SharedMemory {
     pub fn unlink_name(name: &str) -> Result<(), SharedMemoryError> {
         let name = without_slash(name);
         let path = shm_path(name).map_err(SharedMemoryError::from_internal)?;
-        shm_unlink(path.as_c_str())
+        crate::sys::mem::shm_unlink(path.as_c_str())
             .map_err(|e| SharedMemoryError::from_internal(shm_error("shm_unlink", name, e)))
     }
 
@@ -954,15 +952,7 @@ fn shm_error(call: &'static str, name: &str, e: Errno) -> Error {
 /// `shm_open`s `path` read-write; with `create`, exclusively and new, with
 /// mode `0o600` as Python does.
 fn open_fd(name: &str, path: &CString, create: bool) -> Result<OwnedFd> {
-    let (flags, mode) = if create {
-        (
-            OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_RDWR,
-            Mode::S_IRUSR | Mode::S_IWUSR,
-        )
-    } else {
-        (OFlag::O_RDWR, Mode::empty())
-    };
-    shm_open(path.as_c_str(), flags, mode).map_err(|e| shm_error("shm_open", name, e))
+    crate::sys::mem::shm_open(path.as_c_str(), create).map_err(|e| shm_error("shm_open", name, e))
 }
 
 /// Sizes and maps the freshly created block `fd`; unlinks it again if that
@@ -974,16 +964,14 @@ fn map_new(
     size: usize,
     len: libc::off_t,
 ) -> Result<SharedMemory> {
-    let mapped = nix::unistd::ftruncate(&fd, len)
-        .map_err(|e| Error::os("ftruncate", e))
-        .and_then(|()| map_fd(&fd, size));
+    let mapped = crate::sys::fd::set_len(fd.as_fd(), len).and_then(|()| map_fd(&fd, size));
     match mapped {
         Ok(map) => Ok(SharedMemory {
             map,
             name: name.to_owned(),
         }),
         Err(e) => {
-            let _ = shm_unlink(path.as_c_str());
+            let _ = crate::sys::mem::shm_unlink(path.as_c_str());
             Err(e)
         }
     }
@@ -1002,7 +990,7 @@ fn map_fd(fd: &OwnedFd, size: usize) -> Result<MmapRaw> {
 /// lowercase hex digits.
 fn random_name() -> Result<String> {
     let mut bytes = [0u8; 4];
-    crate::sys::process::random_bytes(&mut bytes)?;
+    crate::sys::random::fill(&mut bytes)?;
     let mut name = String::from(NAME_PREFIX);
     for b in bytes {
         name.push_str(&format!("{b:02x}"));

@@ -116,13 +116,13 @@ pub fn default_terminate() -> Result<()> {
 }
 
 pub(crate) fn set_disposition(sig: nix::sys::signal::Signal, how: SigHandler) -> Result<()> {
-    // SAFETY: SIG_IGN and SIG_DFL install no handler code, so nothing runs
-    // in signal context; replacing a handler signal-hook installed is the
-    // caller's choice and leaves no dangling state (signal-hook's handler
-    // simply stops being called).
-    unsafe { nix::sys::signal::signal(sig, how) }
-        .map(drop)
-        .map_err(|e| Error::os("sigaction", e))
+    match how {
+        SigHandler::SigIgn => crate::sys::process::set_disposition(sig, true),
+        SigHandler::SigDfl => crate::sys::process::set_disposition(sig, false),
+        _ => Err(Error::InvalidArgument(
+            "only SIG_IGN and SIG_DFL are set here",
+        )),
+    }
 }
 
 /// A flag set when the process is asked to stop (SIGTERM, and SIGINT unless

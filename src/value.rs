@@ -4,11 +4,11 @@ use std::fmt;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use crate::deadline::Deadline;
 use crate::error::Error;
 use crate::error::{CreateError, LockResult, Result, TryLockResult};
 use crate::shm::{Atomic, AtomicNumber, ShmBox, ShmSafe};
 use crate::sync::{Blocking, MappedMutexGuard, Mutex, MutexGuard, forever, lock_mutex};
-use crate::sys::futex::Deadline;
 use crate::{Lock, LockGuard};
 
 /// One `T` in shared memory with a process-shared lock, like Python's

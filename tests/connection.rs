@@ -1,6 +1,7 @@
 //! Pipe and Connection across real processes: boundaries, sizes, end of
 //! stream, truncation, oversized messages, polling, waiting, and the wire
 //! format against CPython's `multiprocessing.connection`.
+#![allow(clippy::disallowed_methods)] // not library code: raw calls allowed
 
 mod common;
 

@@ -1,3 +1,5 @@
+#![allow(clippy::disallowed_methods)]
+// not library code: raw calls allowed
 // Behaviours ported from CPython's Lib/test/_test_multiprocessing.py (3.11), classes _TestProcess
 // and _TestSubclassingProcess — © Python Software Foundation, PSF License; rewritten in Rust, no
 // code copied.

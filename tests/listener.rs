@@ -5,6 +5,7 @@
 //!
 //! Every test is serialized: a child forked by one test inherits the
 //! sockets of the others, which would keep a "dead" listener alive.
+#![allow(clippy::disallowed_methods)] // not library code: raw calls allowed
 
 mod common;
 
@@ -713,4 +714,19 @@ fn a_socket_file_is_private_whatever_the_umask() {
         }
     });
     join_ok(&mut p);
+}
+
+/// A timeout too long to add to the clock is no limit, not a panic: before,
+/// `connect_timeout` and `accept_timeout` computed `Instant::now() + t` and
+/// panicked on the overflow.
+#[test]
+fn timeouts_too_long_to_represent_are_no_limit() {
+    let _s = serial();
+    for address in [abstract_name(), Address::parse("tcp:127.0.0.1:0").unwrap()] {
+        let mut l = Listener::bind(&address, None).unwrap();
+        let c = Client::connect_timeout(l.address(), None, Some(Duration::MAX)).unwrap();
+        let s = l.accept_timeout(Duration::MAX).unwrap();
+        c.send_bytes(b"far").unwrap();
+        assert_eq!(s.recv_bytes().unwrap(), b"far");
+    }
 }

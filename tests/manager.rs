@@ -1,6 +1,7 @@
 //! The manager with a forked server: the behaviours of `manager_cases`
 //! (shared with `manager_spawn.rs`), and what does not depend on how the
 //! server started (a frame header's cost, a flood of idle connections).
+#![allow(clippy::disallowed_methods)] // not library code: raw calls allowed
 
 mod common;
 mod manager_cases;

@@ -2,6 +2,7 @@
 //! SIGINT to the server, proxies kept inside managed containers, named
 //! objects fetched by a client that connects by address. Real processes
 //! throughout.
+#![allow(clippy::disallowed_methods)] // not library code: raw calls allowed
 
 mod common;
 

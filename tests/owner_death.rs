@@ -1,5 +1,6 @@
 //! A process SIGKILLed while holding a lock, or while waiting, must not
 //! hang the others. (CPython hangs in each of the waiting cases.)
+#![allow(clippy::disallowed_methods)] // not library code: raw calls allowed
 
 mod common;
 

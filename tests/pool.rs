@@ -2,6 +2,7 @@
 //! of order, chunk sizes, async handles, callbacks, errors in tasks, killed
 //! workers, worker replacement, initializers, and nothing left behind.
 #![cfg(feature = "serde")]
+#![allow(clippy::disallowed_methods)] // not library code: raw calls allowed
 
 mod common;
 mod pool_cases;

@@ -7,6 +7,7 @@
 //!
 //! This binary has its own `main` (libtest-mimic) because
 //! `multiproc::init` must run first when it is started as a worker.
+#![allow(clippy::disallowed_methods)] // not library code: raw calls allowed
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

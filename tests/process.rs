@@ -1,5 +1,6 @@
 //! The small fork-based `Process`: exit codes, panics, joins, signals, and
 //! forking safely while other threads print and allocate.
+#![allow(clippy::disallowed_methods)] // not library code: raw calls allowed
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! `cpu_count`, `process_cpu_count` (against python3's answers, and in a
 //! child whose affinity mask is narrowed) and `parent_process` (in a child
 //! and a grandchild that outlives it).
+#![allow(clippy::disallowed_methods)] // not library code: raw calls allowed
 
 mod common;
 

@@ -3,6 +3,7 @@
 //! at `start`, a child reaped by someone else is reported at once, default
 //! names are numbered as Python numbers them, and closures that never
 //! return are accepted.
+#![allow(clippy::disallowed_methods)] // not library code: raw calls allowed
 
 mod common;
 

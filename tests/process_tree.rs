@@ -1,6 +1,7 @@
 //! Process features beyond Python's: panics and values carried back,
 //! identity, reaping, process groups, death with the parent, deadlines,
 //! fail-fast groups, reparent detection, signals, waiting on many.
+#![allow(clippy::disallowed_methods)] // not library code: raw calls allowed
 
 mod common;
 

@@ -6,6 +6,7 @@
 //! `_TestSimpleQueue` and `_TestJoinableQueue` in CPython's
 //! `Lib/test/_test_multiprocessing.py` (3.11), rewritten for this API.
 #![cfg(feature = "serde")]
+#![allow(clippy::disallowed_methods)] // not library code: raw calls allowed
 
 mod common;
 

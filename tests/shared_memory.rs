@@ -1,5 +1,6 @@
 //! `SharedMemory`: named blocks in one process, across forked processes, and
 //! with CPython's `multiprocessing.shared_memory` (tests/python/shm_peer.py).
+#![allow(clippy::disallowed_methods)] // not library code: raw calls allowed
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

@@ -5,6 +5,7 @@
 //! This binary has its own `main` (libtest-mimic) because `multiproc::init`
 //! must run before anything else when the binary is started as a spawned
 //! child.
+#![allow(clippy::disallowed_methods)] // not library code: raw calls allowed
 
 use std::sync::Arc;
 use std::time::Duration;

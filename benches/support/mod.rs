@@ -2,6 +2,7 @@
 //! without multiproc, in the same kind of memory (a memfd mapped
 //! MAP_SHARED), so each bench can print its ratio to the limit.
 #![allow(dead_code)]
+#![allow(clippy::disallowed_methods)] // not library code: raw calls allowed
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};

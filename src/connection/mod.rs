@@ -17,7 +17,10 @@
 mod error;
 pub(crate) mod frame;
 pub mod listener;
+#[allow(unsafe_code)] // a ring in shared memory
+#[allow(clippy::disallowed_methods)] // raw calls left here (sys::socket has the wrappers)
 mod stream;
+mod waitable;
 
 use std::io::IoSlice;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
@@ -25,12 +28,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use nix::errno::Errno;
-use nix::sys::socket::{self, AddressFamily, MsgFlags, SockFlag, SockType};
 
 pub use error::{RecvError, SendError};
+pub use waitable::{Waitable, wait};
 
 use crate::error::{CreateError, Error, Result};
-use crate::process::Waitable;
 
 /// The default largest message a connection accepts: 4 GiB.
 pub const DEFAULT_MAX_MESSAGE: u64 = 4 << 30;
@@ -127,23 +129,16 @@ pub fn pipe_os(duplex: bool) -> Result<(Connection, Connection), CreateError> {
 
 fn pipe_os_any(duplex: bool) -> Result<(Connection, Connection)> {
     if duplex {
-        let (a, b) = socket::socketpair(
-            AddressFamily::Unix,
-            SockType::Stream,
-            None,
-            SockFlag::SOCK_CLOEXEC,
-        )
-        .map_err(|e| Error::os("socketpair", e))?;
+        let (a, b) = crate::sys::socket::socketpair()?;
         Ok((
             Connection::new(a, true, true, true),
             Connection::new(b, true, true, true),
         ))
     } else {
-        let (r, w) = crate::sys::process::pipe()?;
+        let (r, w) = crate::sys::fd::pipe()?;
         // A bigger pipe buffer (1 MiB, if allowed) lets large messages flow
         // with fewer wakeups; failure is harmless.
-        // SAFETY: F_SETPIPE_SZ on a pipe we own; an integer argument.
-        unsafe { libc::fcntl(w.as_raw_fd(), libc::F_SETPIPE_SZ, 1 << 20) };
+        crate::sys::fd::set_pipe_size(w.as_fd(), 1 << 20);
         Ok((
             Connection::new(r, true, false, false),
             Connection::new(w, false, true, false),
@@ -167,9 +162,7 @@ impl Connection {
     /// A connection over a stream socket or pipe descriptor this process
     /// owns (for instance one inherited by a spawned child).
     pub fn from_fd(fd: OwnedFd, readable: bool, writable: bool) -> Connection {
-        let socket = nix::sys::stat::fstat(fd.as_fd())
-            .map(|st| (st.st_mode & libc::S_IFMT) == libc::S_IFSOCK)
-            .unwrap_or(false);
+        let socket = crate::sys::fd::is_socket(fd.as_fd());
         Connection::new(fd, readable, writable, socket)
     }
 
@@ -240,15 +233,9 @@ impl Connection {
                 .map(IoSlice::new)
                 .collect();
             let r = if self.socket {
-                socket::sendmsg::<()>(
-                    self.fd.as_raw_fd(),
-                    &slices,
-                    &[],
-                    MsgFlags::MSG_NOSIGNAL,
-                    None,
-                )
+                crate::sys::socket::send_vectored(self.fd.as_fd(), &slices)
             } else {
-                nix::sys::uio::writev(&self.fd, &slices)
+                crate::sys::fd::writev(self.fd.as_fd(), &slices)
             };
             let mut n = match r {
                 Ok(n) => n,
@@ -409,7 +396,7 @@ impl Connection {
                 }
             }
             let step = n.min(sink.len() as u64) as usize;
-            match nix::unistd::read(&self.fd, &mut sink[..step]) {
+            match crate::sys::fd::read(self.fd.as_fd(), &mut sink[..step]) {
                 Ok(0) | Err(Errno::ECONNRESET) => return,
                 Ok(got) => n -= got as u64,
                 Err(Errno::EINTR | Errno::EAGAIN) => {}
@@ -428,7 +415,7 @@ impl Connection {
         }
         let mut got = 0;
         while got < buf.len() {
-            match nix::unistd::read(&self.fd, &mut buf[got..]) {
+            match crate::sys::fd::read(self.fd.as_fd(), &mut buf[got..]) {
                 Ok(0) => break,
                 Ok(n) => got += n,
                 Err(Errno::EINTR) => continue,
@@ -452,7 +439,7 @@ impl Connection {
     }
 
     fn ready(&self, timeout: Option<Duration>) -> Result<bool> {
-        Ok(!crate::sys::process::poll_readable(&[self.fd.as_fd()], timeout)?.is_empty())
+        Ok(!crate::sys::fd::poll_readable(&[self.fd.as_fd()], timeout)?.is_empty())
     }
 
     /// Whether a message (or end of stream) can be read without waiting,
@@ -496,22 +483,10 @@ impl Connection {
         if !self.socket {
             return Err(Error::BadConnection("handles need a Unix socket"));
         }
-        let fds = [fd.as_raw_fd()];
-        let cmsg = [socket::ControlMessage::ScmRights(&fds)];
-        let payload = [1u8];
-        let iov = [IoSlice::new(&payload)];
-        loop {
-            match socket::sendmsg::<()>(
-                self.fd.as_raw_fd(),
-                &iov,
-                &cmsg,
-                MsgFlags::MSG_NOSIGNAL,
-                None,
-            ) {
-                Ok(_) => return Ok(()),
-                Err(Errno::EINTR) => continue,
-                Err(e) => return Err(Error::os("sendmsg", e)),
-            }
+        // One byte (Python's payload) carrying the descriptor.
+        match crate::sys::socket::send_with_fd(self.fd.as_fd(), &[1u8], fd) {
+            Ok(_) => Ok(()),
+            Err(e) => Err(Error::os("sendmsg", e)),
         }
     }
 
@@ -525,14 +500,12 @@ impl Connection {
     }
 
     fn recv_handle_any(&self) -> Result<OwnedFd> {
-        use std::os::fd::FromRawFd;
         if !self.readable {
             return Err(Error::BadConnection("write-only"));
         }
         if !self.socket {
             return Err(Error::BadConnection("handles need a Unix socket"));
         }
-        let mut space = nix::cmsg_space!([RawFd; 4]);
         // Bytes before the handle's are a shared-memory pipe's bells (the
         // kernel never merges bytes past the one carrying descriptors);
         // read until the descriptors come.
@@ -540,29 +513,19 @@ impl Connection {
         // A plain socket carries messages too: read the handle's byte only.
         let want = if self.stream.is_some() { buf.len() } else { 1 };
         loop {
-            let mut iov = [std::io::IoSliceMut::new(&mut buf[..want])];
-            let msg = match socket::recvmsg::<()>(
-                self.fd.as_raw_fd(),
-                &mut iov,
-                Some(&mut space),
-                MsgFlags::MSG_CMSG_CLOEXEC,
+            let (bytes, got) = match crate::sys::socket::recv_with_fds_checked(
+                self.fd.as_fd(),
+                &mut buf[..want],
             ) {
                 Ok(m) => m,
                 Err(Errno::EINTR) => continue,
                 Err(Errno::ECONNRESET) => return Err(Error::Eof),
                 Err(e) => return Err(Error::os("recvmsg", e)),
             };
-            if msg.bytes == 0 {
+            if bytes == 0 {
                 return Err(Error::Eof);
             }
-            let mut got: Vec<OwnedFd> = Vec::new();
-            for c in msg.cmsgs().map_err(|e| Error::os("recvmsg", e))? {
-                if let socket::ControlMessageOwned::ScmRights(fds) = c {
-                    // SAFETY: the kernel just installed these descriptors
-                    // in this process for us; nothing else owns them.
-                    got.extend(fds.into_iter().map(|f| unsafe { OwnedFd::from_raw_fd(f) }));
-                }
-            }
+            let mut got = got.map_err(|e| Error::os("recvmsg", e))?;
             if got.len() > 1 {
                 return Err(Error::Codec(format!(
                     "expected one handle, got {}",

@@ -92,7 +92,7 @@ impl Channel {
     /// Sends one whole frame with `fd` attached to its first bytes.
     pub(crate) fn send_with_fd(&self, frame: &[u8], fd: BorrowedFd<'_>) -> Result<()> {
         let n = loop {
-            match crate::sys::process::send_with_fd(self.fd.as_fd(), frame, fd) {
+            match crate::sys::socket::send_with_fd(self.fd.as_fd(), frame, fd) {
                 Ok(n) => break n,
                 Err(Errno::EAGAIN) => wait_writable(&[self.fd.as_fd()])?,
                 Err(e) => return Err(Error::os("sendmsg", e)),
@@ -174,7 +174,7 @@ impl Channel {
                 let to = frame::grow(self.buf.len(), need).max(self.buf.len() + 1);
                 self.buf.resize(to, 0);
             }
-            match crate::sys::process::recv_with_fds(self.fd.as_fd(), &mut self.buf[self.end..]) {
+            match crate::sys::socket::recv_with_fds(self.fd.as_fd(), &mut self.buf[self.end..]) {
                 Ok((0, _)) => return Err(ReadEnd::Closed),
                 Ok((n, fds)) => {
                     self.end += n;

@@ -4,8 +4,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::deadline::Deadline;
 use crate::error::{Error, Result};
-use crate::sys::futex::Deadline;
 
 use super::scheduler::{Callback, Inner, Outcome};
 

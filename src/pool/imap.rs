@@ -9,8 +9,8 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::deadline::Deadline;
 use crate::error::{Error, Result};
-use crate::sys::futex::Deadline;
 
 use super::scheduler::{ChunkOutcome, Inner, State, decode_chunk};
 

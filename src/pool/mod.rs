@@ -114,8 +114,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::deadline::Deadline;
 use crate::error::{Error, Result};
-use crate::sys::futex::Deadline;
 
 pub use async_result::AsyncResult;
 pub use builder::PoolBuilder;

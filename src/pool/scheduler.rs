@@ -11,11 +11,11 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::deadline::Deadline;
 use crate::error::{Error, Result};
 use crate::process::{ExitStatus, Process};
 use crate::ring::records::{Core, GetFail, OnWait, Payload};
 use crate::shm::ShmBox;
-use crate::sys::futex::Deadline;
 
 use super::worker::{self, CodeTable, WorkerArgs, WorkerSlot};
 use super::{SCAN, STARTUP_FAILURES};

@@ -46,11 +46,11 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::deadline::Deadline;
 use crate::error::{Error, Result};
 use crate::process::code::{Code, CodeFn, CodePtr};
 use crate::ring::records::{Core, GetFail, OnWait};
 use crate::shm::transfer::Descriptor;
-use crate::sys::futex::Deadline;
 use crate::sys::mem::WriterMapping;
 
 pub(super) const MSG_RESULT: u8 = 0;

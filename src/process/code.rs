@@ -152,6 +152,7 @@ pub(crate) mod tests {
 
     /// A function of the C library (a shared object), as a Rust function
     /// pointer that must never be called.
+    #[allow(clippy::disallowed_methods)] // test code may call libc
     pub(crate) fn foreign<A, R>() -> fn(A) -> R {
         // SAFETY: dlsym with a NUL-terminated name; the result is checked
         // for null. The pointer is only compared, never called.

@@ -18,6 +18,7 @@ use nix::unistd::Pid;
 use super::report::{REPORT_ERROR, REPORT_VALUE, Report, ReportSlot};
 use super::{Process, identity};
 use crate::error::{Error, Result};
+use crate::sys::fd as sysfd;
 use crate::sys::process as sys;
 use crate::sys::thread;
 
@@ -32,7 +33,7 @@ impl<T> Process<'_, T> {
             return Err(Error::ThreadedFork { threads: n });
         }
         let (report_rd, report_wr) = if self.report_pipe {
-            let (r, w) = sys::pipe()?;
+            let (r, w) = sysfd::pipe()?;
             (Some(r), Some(w))
         } else {
             (None, None)
@@ -63,7 +64,10 @@ impl<T> Process<'_, T> {
             drop(registry_in_child.take());
             // The child never reads its own report.
             if let Some(fd) = rd_raw {
-                let _ = nix::unistd::close(fd);
+                // SAFETY: the child's copy of the report pipe's read end,
+                // owned by `report_rd`, which the child never drops (it
+                // ends with `_exit`) nor uses.
+                unsafe { sysfd::close_raw(fd) };
             }
             if die_with_parent {
                 sys::die_with_parent(parent, Signal::SIGKILL);
@@ -102,8 +106,8 @@ impl<T> Process<'_, T> {
             if !report_slot.put(report.kind, &report.bytes, wr.is_none())
                 && let Some(wr) = wr
             {
-                sys::write_all(wr, &[report.kind]);
-                sys::write_all(wr, &report.bytes);
+                sysfd::write_all(wr, &[report.kind]);
+                sysfd::write_all(wr, &report.bytes);
             }
             report.code
         });

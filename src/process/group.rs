@@ -1,4 +1,5 @@
-//! Waiting on many processes at once, and groups that fail fast.
+//! Groups of processes that fail fast; a process is [`Waitable`] (see
+//! [`wait`]).
 
 use std::os::fd::BorrowedFd;
 use std::time::Duration;
@@ -6,67 +7,14 @@ use std::time::Duration;
 use crate::signal::Signal;
 
 use super::{ExitStatus, Process};
-use crate::error::{Error, Result};
-use crate::sys::futex::Deadline;
-use crate::sys::process as sys;
-
-/// Something [`wait`] can wait on: it becomes ready once a file descriptor
-/// is readable (a process's pidfd once it ended; later, a connection with
-/// data).
-pub trait Waitable {
-    /// The descriptor that becomes readable, or `None` if there is nothing
-    /// to wait for (a process not started).
-    fn ready_fd(&self) -> Option<BorrowedFd<'_>>;
-
-    /// Called by [`wait`] just before it polls the descriptors: returns
-    /// true if the object is ready already although its descriptor may not
-    /// show it, and otherwise arranges for the descriptor to become
-    /// readable once it is ready. A [`Connection`](crate::Connection)
-    /// made by [`pipe`](crate::pipe) carries its bytes in shared memory and
-    /// needs this; descriptor-only objects keep the default (false).
-    fn prepare_wait(&self) -> bool {
-        false
-    }
-}
+use crate::connection::{Waitable, wait};
+use crate::deadline::Deadline;
+use crate::error::Result;
 
 impl<T> Waitable for Process<'_, T> {
     fn ready_fd(&self) -> Option<BorrowedFd<'_>> {
         self.pidfd()
     }
-}
-
-/// Waits until at least one of `objects` is ready, at most `timeout`
-/// (forever on `None`), and returns the indexes of those that are, like
-/// Python's `multiprocessing.connection.wait`. A process is ready once it
-/// ended (it is not reaped: `join` it). An empty list is returned on
-/// timeout. A process never started is [`Error::NotStarted`] (Python raises
-/// too).
-pub fn wait(objects: &[&dyn Waitable], timeout: Option<Duration>) -> Result<Vec<usize>> {
-    let fds = objects
-        .iter()
-        .map(|o| o.ready_fd().ok_or(Error::NotStarted))
-        .collect::<Result<Vec<_>>>()?;
-    let ready: Vec<usize> = objects
-        .iter()
-        .enumerate()
-        .filter(|(_, o)| o.prepare_wait())
-        .map(|(i, _)| i)
-        .collect();
-    if !ready.is_empty() {
-        // Also report the others that are ready now.
-        let mut now = sys::poll_readable(&fds, Some(Duration::ZERO))?;
-        now.extend(ready);
-        now.sort_unstable();
-        now.dedup();
-        return Ok(now);
-    }
-    if fds.is_empty() {
-        if let Some(t) = timeout {
-            std::thread::sleep(t);
-        }
-        return Ok(Vec::new());
-    }
-    sys::poll_readable(&fds, timeout)
 }
 
 /// Processes run as a unit: wait for whichever ends first, stop them all,
@@ -211,7 +159,7 @@ impl<'a> ProcessGroup<'a> {
     /// Starts every process and waits for all of them; as soon as one ends
     /// with anything but exit code 0, stops the others (SIGTERM, then
     /// SIGKILL for any still running after `grace` of one second), joins
-    /// them, and returns [`Error::ChildFailed`] for the first failure.
+    /// them, and returns [`Error::ChildFailed`](crate::Error::ChildFailed) for the first failure.
     pub fn run_fail_fast(&mut self) -> Result<Vec<ExitStatus>> {
         self.run_fail_fast_with_grace(Duration::from_secs(1))
     }

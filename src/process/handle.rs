@@ -16,8 +16,9 @@ use super::report::{REPORT_VALUE, value_body};
 #[cfg(feature = "serde")]
 use super::{Context, StartMethod, current_process, spawn};
 use super::{ExitStatus, identity, scope, status};
+use crate::deadline::Deadline;
 use crate::error::{Error, Result};
-use crate::sys::futex::Deadline;
+use crate::sys::fd as sysfd;
 use crate::sys::process as sys;
 
 /// A child process that runs a closure, like Python's
@@ -431,7 +432,7 @@ impl<'a, T> Process<'a, T> {
             Err(e) => {
                 // Without a pidfd the child cannot be managed safely: stop
                 // it rather than leak it.
-                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+                let _ = sys::kill(pid, nix::sys::signal::Signal::SIGKILL);
                 let _ = sys::reap(pid, true);
                 return Err(e);
             }
@@ -514,7 +515,7 @@ impl<'a, T> Process<'a, T> {
             if let Some(r) = &c.report_fd {
                 fds.push(r.as_fd());
             }
-            let ready = sys::poll_readable(&fds, deadline.remaining())?;
+            let ready = sysfd::poll_readable(&fds, deadline.remaining())?;
             if !ready.is_empty() || deadline.expired() {
                 if let Some(s) = self.poll()? {
                     return Ok(Some(s));
@@ -544,7 +545,7 @@ impl<'a, T> Process<'a, T> {
             });
         }
         if let Some(fd) = &c.report_fd
-            && sys::read_available(fd, &mut c.report)?
+            && sysfd::read_available(fd, &mut c.report)?
         {
             c.report_fd = None;
         }
@@ -590,7 +591,7 @@ impl<'a, T> Process<'a, T> {
             // The report is complete (whatever a grandchild holding the
             // pipe's write end may do): read what is there, without waiting.
             if let Some(fd) = c.report_fd.take() {
-                let _ = sys::read_available(&fd, &mut c.report);
+                let _ = sysfd::read_available(&fd, &mut c.report);
             }
             if let Some(r) = c.slot.as_ref().and_then(|slot| slot.take()) {
                 c.report = r;

@@ -26,30 +26,35 @@
 //! `group` (waiting on many, fail-fast groups), `identity`
 //! (`current_process`, the registry of children).
 
+#[allow(unsafe_code)] // function pointers across exec
 #[cfg(feature = "serde")]
 pub(crate) mod code;
 mod context;
 mod error;
+#[allow(unsafe_code)] // fork, the child's raw descriptors
 mod fork;
 mod group;
+#[allow(unsafe_code)] // `Process::allow_threads`
 mod handle;
 mod identity;
+#[allow(unsafe_code)] // the report slot in shared memory
 mod report;
 mod scope;
+#[allow(unsafe_code)] // inherited descriptors, pre_exec
 #[cfg(feature = "serde")]
 pub(crate) mod spawn;
 
-use std::fmt;
-
 use crate::signal::Signal;
-
 use crate::sys::process::Reaped;
 
+pub use crate::connection::{Waitable, wait};
+pub use crate::current_process::{CurrentProcess, current_process};
+pub use crate::exit_status::ExitStatus;
 pub use context::{Context, StartMethod, get_context, set_start_method, start_method};
 pub use error::{JoinError, StartError};
-pub use group::{ProcessGroup, Waitable, wait};
+pub use group::ProcessGroup;
 pub use handle::Process;
-pub use identity::{CurrentProcess, active_children, current_process, parent_alive, start_reaper};
+pub use identity::{active_children, parent_alive, start_reaper};
 pub use report::ChildResult;
 #[cfg(feature = "serde")]
 pub(crate) use report::{REPORT_ERROR, Report, panic_text};
@@ -62,40 +67,6 @@ pub use spawn::init;
 /// method and this does nothing).
 #[cfg(not(feature = "serde"))]
 pub fn init() {}
-
-/// How a child process ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExitStatus {
-    /// It exited with this code.
-    Exited(i32),
-    /// A signal ended it.
-    Signaled(Signal),
-}
-
-impl ExitStatus {
-    /// The exit code as Python's `Process.exitcode` reports it: the code, or
-    /// minus the signal number.
-    pub fn code(self) -> i32 {
-        match self {
-            ExitStatus::Exited(c) => c,
-            ExitStatus::Signaled(s) => -s.as_raw(),
-        }
-    }
-
-    /// Whether it exited with code 0.
-    pub fn success(self) -> bool {
-        self == ExitStatus::Exited(0)
-    }
-}
-
-impl fmt::Display for ExitStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ExitStatus::Exited(c) => write!(f, "exit code {c}"),
-            ExitStatus::Signaled(s) => write!(f, "killed by {s}"),
-        }
-    }
-}
 
 pub(crate) fn status(r: Reaped) -> ExitStatus {
     match r {

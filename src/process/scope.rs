@@ -16,6 +16,7 @@ use nix::unistd::Pid;
 
 use super::{ChildResult, Process};
 use crate::error::{Error, Result};
+use crate::sys::fd as sysfd;
 use crate::sys::process as sys;
 use crate::sys::thread;
 
@@ -80,7 +81,7 @@ impl ScopeData {
             if sys::reap_pidfd(pidfd.as_fd(), true)
                 .is_err_and(|e| e.raw_os_error() != Some(libc::ECHILD))
             {
-                let _ = sys::poll_readable(&[pidfd.as_fd()], None);
+                let _ = sysfd::poll_readable(&[pidfd.as_fd()], None);
             }
         }
     }

@@ -30,6 +30,7 @@ use super::{REPORT_ERROR, Report};
 use crate::error::{Error, Result};
 use crate::shm::heap::Arena;
 use crate::shm::transfer::{self, Carried};
+use crate::sys::fd as sysfd;
 use crate::sys::mem::SharedMapping;
 use crate::sys::process as sys;
 
@@ -156,7 +157,7 @@ pub(crate) fn start(plan: Plan, opts: Options<'_>) -> Result<(nix::unistd::Pid, 
             "this process was spawned but never called multiproc::init(): call it first in main",
         ));
     }
-    let (report_rd, report_wr) = sys::pipe()?;
+    let (report_rd, report_wr) = sysfd::pipe()?;
     let inherit = crate::shm::heap::for_spawn();
     let arena_fds: Vec<RawFd> = plan
         .carried
@@ -166,7 +167,7 @@ pub(crate) fn start(plan: Plan, opts: Options<'_>) -> Result<(nix::unistd::Pid, 
         .collect();
     let fds: Vec<RawFd> = plan.carried.fds.iter().map(|f| f.as_raw_fd()).collect();
     let mut nonce = [0u8; 16];
-    sys::random_bytes(&mut nonce)?;
+    crate::sys::random::fill(&mut nonce)?;
     let boot = Bootstrap {
         nonce,
         trampoline: plan.trampoline.offset(),
@@ -189,8 +190,7 @@ pub(crate) fn start(plan: Plan, opts: Options<'_>) -> Result<(nix::unistd::Pid, 
             .map(|d| d.as_nanos().min(u64::MAX as u128) as u64),
     };
     let bytes = postcard::to_stdvec(&boot).map_err(|e| Error::Codec(e.to_string()))?;
-    let memfd = nix::sys::memfd::memfd_create(MEMFD_NAME, nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
-        .map_err(|e| Error::os("memfd_create", e))?;
+    let memfd = crate::sys::mem::memfd(MEMFD_NAME)?;
     let mut file = std::fs::File::from(memfd);
     file.write_all(&bytes)
         .and_then(|()| file.rewind())
@@ -211,15 +211,10 @@ pub(crate) fn start(plan: Plan, opts: Options<'_>) -> Result<(nix::unistd::Pid, 
         .stdin(std::process::Stdio::null());
     let hook = move || {
         for &fd in &keep {
-            // SAFETY: clears close-on-exec on a descriptor number; changes
-            // no memory.
-            if unsafe { libc::fcntl(fd, libc::F_SETFD, 0) } != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
+            sysfd::clear_cloexec_raw(fd)?;
         }
-        // SAFETY: setpgid changes no memory.
-        if new_group && unsafe { libc::setpgid(0, 0) } != 0 {
-            return Err(std::io::Error::last_os_error());
+        if new_group {
+            sys::new_group_raw()?;
         }
         Ok(())
     };
@@ -268,7 +263,7 @@ pub fn init() {
     };
     // Not a bootstrap memfd: a variable inherited from an ancestor that
     // started this program some other way. Not ours to adopt.
-    let Some(bytes) = sys::inherited_memfd(fd, MEMFD_NAME) else {
+    let Some(bytes) = sysfd::inherited_memfd(fd, MEMFD_NAME) else {
         return;
     };
     let code = match run_spawned(fd, &bytes, &nonce) {
@@ -338,6 +333,6 @@ fn run_spawned(fd: RawFd, bytes: &[u8], nonce: &str) -> Result<i32> {
     let mut msg = Vec::with_capacity(report.bytes.len() + 1);
     msg.push(report.kind);
     msg.extend_from_slice(&report.bytes);
-    sys::write_all(&report_fd, &msg);
+    sysfd::write_all(&report_fd, &msg);
     Ok(report.code)
 }

@@ -95,8 +95,9 @@ pub use error::{
 use crate::ring::records as ring;
 use ring::{Core, GetFail, INLINE, PutFail};
 
+use crate::deadline::Deadline;
 use crate::error::Result;
-use crate::sys::futex::{self, Deadline};
+use crate::sys::futex;
 
 /// The default ring size: 1 MiB.
 pub const DEFAULT_CAPACITY: usize = 1 << 20;

@@ -83,8 +83,8 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::sys::mem::SharedMapping;
-use crate::sys::process as sysproc;
 use crate::sys::thread;
+use crate::sys::{atfork, fd as sysfd};
 
 /// The largest request served from the shared arenas.
 pub(crate) const SMALL_MAX: usize = 256 * 1024;
@@ -204,8 +204,7 @@ impl Drop for Allocation {
             // process; other processes keep their own mappings).
             return;
         }
-        // Never panic in drop: a poisoned heap lock is still usable.
-        let mut heap = HEAP.lock().unwrap_or_else(|p| p.into_inner());
+        let mut heap = lock_heap();
         heap.free(self.ptr, self.size, &self.arena, self.born);
     }
 }
@@ -267,6 +266,16 @@ struct Heap {
 }
 
 static HEAP: Mutex<Heap> = Mutex::new(Heap::new());
+
+/// The heap, locked. Its fork hook is registered first (once), so that no
+/// fork can run between this lock's first use and the hook's being in
+/// place (see [`atfork`]).
+fn lock_heap() -> MutexGuard<'static, Heap> {
+    static HOOKED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    atfork::register_once(&HOOKED, lock_for_fork);
+    // Never panic (also in drop): a poisoned heap lock is still usable.
+    HEAP.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 fn class_of(size: usize) -> (usize, usize) {
     let slot = size.max(MIN_SLOT).next_power_of_two();
@@ -438,7 +447,7 @@ impl Heap {
             if self.gens.len() >= PRUNE_AT {
                 self.release();
             }
-            let (read, write) = match sysproc::pipe() {
+            let (read, write) = match sysfd::pipe() {
                 Ok((r, w)) => (Some(r), Some(w)),
                 // Leak rather than fail the fork: this generation never ends.
                 Err(_) => (None, None),
@@ -473,7 +482,7 @@ impl Heap {
                 .iter()
                 .filter_map(|&i| self.gens[i].read.as_ref().map(|r| r.as_fd()))
                 .collect();
-            sysproc::hung_up(&fds)
+            sysfd::hung_up(&fds)
         };
         let mut any_ended = false;
         for (&i, &hup) in watched.iter().zip(&ended).rev() {
@@ -501,9 +510,9 @@ impl Heap {
 }
 
 /// The heap, locked across a fork (see [`lock_for_fork`]).
-pub(crate) struct ForkGuard(MutexGuard<'static, Heap>);
+struct ForkGuard(Option<MutexGuard<'static, Heap>>);
 
-impl ForkGuard {
+impl atfork::Held for ForkGuard {
     /// Right after the fork, in the parent (`in_child` false: also when the
     /// fork failed) or in the child: unlocks the heap. In the child, closes
     /// the parent's read ends; the write end of the generation it was
@@ -513,17 +522,20 @@ impl ForkGuard {
     /// The child touches as little memory as it can here: every page it
     /// writes is copied (a fault of a microsecond or more), so it neither
     /// frees nor allocates.
-    pub(crate) fn forked(mut self, in_child: bool) {
+    fn forked(&mut self, in_child: bool) {
+        let Some(mut heap) = self.0.take() else {
+            return;
+        };
         if in_child {
             // The rest of the parent's bookkeeping is forgotten at the
             // child's first use of the heap.
-            self.0.pid = 0;
-            let gens = std::mem::take(&mut self.0.gens);
+            heap.pid = 0;
+            let gens = std::mem::take(&mut heap.gens);
             for g in &gens {
                 if let Some(r) = &g.read {
                     // SAFETY: this process's copy of the read end, owned by
                     // `gens`, which is forgotten below (never dropped).
-                    unsafe { sysproc::close_raw(r.as_raw_fd()) };
+                    unsafe { sysfd::close_raw(r.as_raw_fd()) };
                 }
             }
             // Closed above: the descriptors must not be closed again, and
@@ -533,13 +545,14 @@ impl ForkGuard {
     }
 }
 
-/// Holds the heap's lock across a fork, so that no other thread holds it in
-/// the child's copy of memory, and readies the generation the child joins
-/// (see the module docs). Call [`ForkGuard::forked`] right after the fork.
-pub(crate) fn lock_for_fork() -> ForkGuard {
+/// The heap's fork hook (registered in [`atfork`] by [`lock_heap`]): holds
+/// the heap's lock across a fork, so that no other thread holds it in the
+/// child's copy of memory, and readies the generation the child joins (see
+/// the module docs).
+fn lock_for_fork() -> Box<dyn atfork::Held> {
     let mut heap = HEAP.lock().unwrap_or_else(|p| p.into_inner());
     heap.before_fork();
-    ForkGuard(heap)
+    Box::new(ForkGuard(Some(heap)))
 }
 
 /// What a spawned child must inherit to be covered by the quarantine like a
@@ -569,7 +582,7 @@ impl SpawnInheritance {
 /// [`SpawnInheritance`]).
 #[cfg_attr(not(feature = "serde"), allow(dead_code))]
 pub(crate) fn for_spawn() -> SpawnInheritance {
-    let mut heap = HEAP.lock().unwrap_or_else(|p| p.into_inner());
+    let mut heap = lock_heap();
     heap.before_fork();
     let own = match heap.write.as_ref().map(|w| w.try_clone()) {
         Some(Ok(w)) => Some(w),
@@ -598,7 +611,7 @@ pub(crate) fn for_spawn() -> SpawnInheritance {
 /// in this process owns or closes.
 #[cfg_attr(not(feature = "serde"), allow(dead_code))]
 pub(crate) unsafe fn hold_inherited(fds: &[RawFd]) {
-    let mut heap = HEAP.lock().unwrap_or_else(|p| p.into_inner());
+    let mut heap = lock_heap();
     for &fd in fds {
         // Close-on-exec again, so programs this one execs do not hold them
         // unknowingly (its own spawns pass them on explicitly).
@@ -607,7 +620,7 @@ pub(crate) unsafe fn hold_inherited(fds: &[RawFd]) {
         let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
         // One that cannot be flagged cannot be passed on either (a later
         // spawn would fail to make it inheritable): leave it out.
-        if sysproc::set_cloexec(borrowed) {
+        if sysfd::set_cloexec(borrowed) {
             heap.held.push(fd);
         }
     }
@@ -626,7 +639,7 @@ pub(crate) fn alloc(size: usize, align: usize) -> Result<(Allocation, bool)> {
     if size.max(align) > SMALL_MAX {
         return Ok((block(size, true)?, true));
     }
-    let mut heap = HEAP.lock().unwrap_or_else(|p| p.into_inner());
+    let mut heap = lock_heap();
     heap.alloc(size, align)
 }
 
@@ -699,6 +712,8 @@ mod tests {
     /// Forks a child running `f` (its exit code); the parent's copy of `f`
     /// stays in the returned option, for the test to drop (free) when it
     /// wants.
+    use crate::sys::process as sysproc;
+
     fn fork<F: FnOnce() -> i32>(f: F) -> (nix::unistd::Pid, Option<F>) {
         let mut run = Some(f);
         // SAFETY: the children touch only shared memory, pipes and the heap
@@ -710,7 +725,7 @@ mod tests {
 
     /// Whether `fd` becomes readable (or hung up) within `WAIT`.
     fn ready(fd: &OwnedFd) -> bool {
-        matches!(sysproc::poll_readable(&[fd.as_fd()], Some(WAIT)), Ok(r) if !r.is_empty())
+        matches!(sysfd::poll_readable(&[fd.as_fd()], Some(WAIT)), Ok(r) if !r.is_empty())
     }
 
     /// Waits (at most `WAIT`) for the child `pid` to end; its exit code.
@@ -728,7 +743,7 @@ mod tests {
     }
 
     fn signal(fd: &OwnedFd) {
-        sysproc::write_all(fd, b"x");
+        sysfd::write_all(fd, b"x");
     }
 
     fn addr(a: &Allocation) -> usize {
@@ -755,7 +770,7 @@ mod tests {
         const LEN: usize = 1000;
         let (a, _) = alloc(LEN, 8).unwrap();
         let old = addr(&a);
-        let (go_r, go_w) = sysproc::pipe().unwrap();
+        let (go_r, go_w) = sysfd::pipe().unwrap();
         let (pid, closure) = fork(move || {
             if !ready(&go_r) {
                 return 2;
@@ -787,8 +802,8 @@ mod tests {
         const LEN: usize = 3000;
         let (a, _) = alloc(LEN, 8).unwrap();
         let old = addr(&a);
-        let (go_r, go_w) = sysproc::pipe().unwrap();
-        let (done_r, done_w) = sysproc::pipe().unwrap();
+        let (go_r, go_w) = sysfd::pipe().unwrap();
+        let (done_r, done_w) = sysfd::pipe().unwrap();
         let (pid, closure) = fork(move || {
             let (_grandchild, _) = fork(move || {
                 if !ready(&go_r) {
@@ -823,7 +838,7 @@ mod tests {
         const LEN: usize = 200;
         let (a, _) = alloc(LEN, 8).unwrap();
         let old = addr(&a);
-        let (go_r, go_w) = sysproc::pipe().unwrap();
+        let (go_r, go_w) = sysfd::pipe().unwrap();
         let (pid, closure) = fork(move || {
             let _a = a;
             if ready(&go_r) { 0 } else { 2 }

@@ -247,7 +247,7 @@ mod tests {
         let m = Mailbox::new().unwrap();
         assert!(Mailbox::from_fd(dup(m.fd())).is_ok());
         // The size cannot change under the adopter's feet.
-        assert!(nix::unistd::ftruncate(m.fd(), 0).is_err());
+        assert!(crate::sys::fd::set_len(m.fd(), 0).is_err());
     }
 
     #[test]

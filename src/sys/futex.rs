@@ -72,7 +72,3 @@ pub(crate) fn wake(word: &AtomicU32, n: u32) -> usize {
 pub(crate) fn wake_all(word: &AtomicU32) -> usize {
     wake(word, i32::MAX as u32)
 }
-
-// `Deadline` is time, not futex: it lives in `crate::deadline`; this name
-// stays for the callers not moved yet.
-pub(crate) use crate::deadline::Deadline;

@@ -134,6 +134,34 @@ impl std::fmt::Debug for SharedMapping {
     }
 }
 
+/// A new empty memfd named `name`, close-on-exec (to be written and
+/// handed over, not mapped: see [`SharedMapping`] for that).
+#[cfg(feature = "serde")]
+pub(crate) fn memfd(name: &CStr) -> Result<std::os::fd::OwnedFd> {
+    memfd_create(name, MFdFlags::MFD_CLOEXEC).map_err(|e| Error::os("memfd_create", e))
+}
+
+/// Opens the POSIX shared memory object `path` (`/name`) read-write
+/// (`shm_open`); with `create`, exclusively and new, mode 0600.
+pub(crate) fn shm_open(path: &CStr, create: bool) -> nix::Result<std::os::fd::OwnedFd> {
+    use nix::fcntl::OFlag;
+    use nix::sys::stat::Mode;
+    let (flags, mode) = if create {
+        (
+            OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_RDWR,
+            Mode::S_IRUSR | Mode::S_IWUSR,
+        )
+    } else {
+        (OFlag::O_RDWR, Mode::empty())
+    };
+    nix::sys::mman::shm_open(path, flags, mode)
+}
+
+/// Removes the POSIX shared memory object `path` (`shm_unlink`).
+pub(crate) fn shm_unlink(path: &CStr) -> nix::Result<()> {
+    nix::sys::mman::shm_unlink(path)
+}
+
 /// A new memfd of `len` zero bytes that can be sealed.
 #[cfg(feature = "serde")]
 fn sealable_memfd(name: &CStr, len: usize) -> Result<std::os::fd::OwnedFd> {

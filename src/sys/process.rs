@@ -1,7 +1,7 @@
 //! fork, _exit, waitpid, pidfd and kill.
 
 use std::io::Write;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Duration;
 
@@ -36,8 +36,9 @@ use crate::error::{Error, Result};
 ///
 /// If other threads run, the child gets a copy of every lock they held at
 /// the moment of the fork, held forever: `child` must not take any lock
-/// that another thread might hold. Stdout's, stderr's and this crate's heap
-/// lock are safe (held by this thread across the fork); glibc's allocator
+/// that another thread might hold. Stdout's, stderr's and the locks
+/// registered in [`atfork`](super::atfork) (the crate's heap lock) are safe
+/// (held by this thread across the fork); glibc's allocator
 /// resets its own. With one thread there is no such hazard. Another thread
 /// that reaps any child (`waitpid(-1)`) or changes `SIGCHLD`'s disposition
 /// meanwhile can make the pidfd name another process; with one thread
@@ -48,9 +49,10 @@ pub(crate) unsafe fn fork<S: FnOnce(), F: FnOnce() -> i32>(
 ) -> Result<(Pid, Option<OwnedFd>)> {
     // Take the locks a child may need while no other thread of this process
     // holds them, and hold them across the fork: stdout's and stderr's
-    // (printing, and the flush at exit), then the shared heap's. Without
-    // this, a child forked while another thread prints would inherit
-    // stdout's lock held forever and hang at its first print or at exit.
+    // (printing, and the flush at exit), then those registered in `atfork`
+    // (the shared heap's). Without this, a child forked while another
+    // thread prints would inherit stdout's lock held forever and hang at its
+    // first print or at exit.
     // The child is a copy of this thread, so it can release them: Rust's
     // stdio locks are reentrant locks owned by this thread's id, which the
     // child's thread shares.
@@ -59,12 +61,12 @@ pub(crate) unsafe fn fork<S: FnOnce(), F: FnOnce() -> i32>(
     // Flush so that buffered output is not written twice (once per process).
     let _ = out.flush();
     let _ = err.flush();
-    let heap = crate::shm::heap::lock_for_fork();
+    let hooks = super::atfork::prepare();
     let sigchld = ChildReaping::hold();
     // SAFETY: the caller upholds the multithreading rule above; the child
     // never returns from this function (it ends in `_exit`).
     let forked = unsafe { nix::unistd::fork() };
-    heap.forked(matches!(forked, Ok(nix::unistd::ForkResult::Child)));
+    hooks.forked(matches!(forked, Ok(nix::unistd::ForkResult::Child)));
     let forked = match forked {
         Ok(nix::unistd::ForkResult::Child) => {
             sigchld.restore();
@@ -79,7 +81,7 @@ pub(crate) unsafe fn fork<S: FnOnce(), F: FnOnce() -> i32>(
                     // Without a pidfd the child cannot be managed safely:
                     // stop it rather than leak it (it is still ours to
                     // reap: reaping was held off until now).
-                    let _ = nix::sys::signal::kill(child, Signal::SIGKILL);
+                    let _ = kill(child, Signal::SIGKILL);
                     let _ = reap(child, true);
                     drop(err);
                     drop(out);
@@ -275,124 +277,6 @@ pub(crate) fn pidfd_signal(pidfd: &OwnedFd, sig: Signal) -> Result<()> {
     Ok(())
 }
 
-/// A pipe with both ends close-on-exec: (read, write).
-pub(crate) fn pipe() -> Result<(OwnedFd, OwnedFd)> {
-    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| Error::os("pipe2", e))
-}
-
-/// Writes all of `data` to `fd`, retrying on EINTR; errors are dropped
-/// (the reader may be gone, which is not the writer's problem).
-pub(crate) fn write_all(fd: &OwnedFd, mut data: &[u8]) {
-    while !data.is_empty() {
-        match nix::unistd::write(fd, data) {
-            Ok(0) => return,
-            Ok(n) => data = &data[n..],
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(_) => return,
-        }
-    }
-}
-
-/// Reads what `fd` has without blocking into `buf`; true at end of file.
-pub(crate) fn read_available(fd: &OwnedFd, buf: &mut Vec<u8>) -> Result<bool> {
-    let mut chunk = [0u8; 16 * 1024];
-    loop {
-        let mut fds = [nix::poll::PollFd::new(
-            fd.as_fd(),
-            nix::poll::PollFlags::POLLIN,
-        )];
-        match nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO) {
-            Ok(0) => return Ok(false),
-            Ok(_) => {}
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Err(Error::os("poll", e)),
-        }
-        match nix::unistd::read(fd, &mut chunk) {
-            Ok(0) => return Ok(true),
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Err(Error::os("read", e)),
-        }
-    }
-}
-
-/// Waits until any of `fds` is readable or hung up, at most `timeout`
-/// (forever on `None`); returns which ones are.
-pub(crate) fn poll_readable(
-    fds: &[std::os::fd::BorrowedFd<'_>],
-    timeout: Option<Duration>,
-) -> Result<Vec<usize>> {
-    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-    let deadline = timeout.map(crate::sys::futex::Deadline::after);
-    loop {
-        let ms = match deadline.and_then(|d| d.remaining()) {
-            None => PollTimeout::NONE,
-            Some(left) => PollTimeout::from(
-                u16::try_from(left.as_nanos().div_ceil(1_000_000)).unwrap_or(u16::MAX),
-            ),
-        };
-        let mut pfds: Vec<PollFd<'_>> = fds
-            .iter()
-            .map(|fd| PollFd::new(*fd, PollFlags::POLLIN))
-            .collect();
-        match poll(&mut pfds, ms) {
-            Ok(0) => {
-                if deadline.is_some_and(|d| d.expired()) {
-                    return Ok(Vec::new());
-                }
-            }
-            Ok(_) => {
-                return Ok(pfds
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, p)| p.revents().is_some_and(|r| !r.is_empty()))
-                    .map(|(i, _)| i)
-                    .collect());
-            }
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Err(Error::os("poll", e)),
-        }
-    }
-}
-
-/// Which of `fds` (pipe read ends) are hung up now, every write end
-/// closed; does not wait. On an error none is.
-pub(crate) fn hung_up(fds: &[std::os::fd::BorrowedFd<'_>]) -> Vec<bool> {
-    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-    let mut pfds: Vec<PollFd<'_>> = fds
-        .iter()
-        .map(|fd| PollFd::new(*fd, PollFlags::empty()))
-        .collect();
-    loop {
-        match poll(&mut pfds, PollTimeout::ZERO) {
-            Ok(_) => {
-                return pfds
-                    .iter()
-                    .map(|p| p.revents().is_some_and(|r| r.contains(PollFlags::POLLHUP)))
-                    .collect();
-            }
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(_) => return vec![false; fds.len()],
-        }
-    }
-}
-
-/// Closes the descriptor number `fd`; errors are ignored.
-///
-/// # Safety
-///
-/// The caller owns `fd` (e.g. through an `OwnedFd` it will never drop) and
-/// never uses it again.
-pub(crate) unsafe fn close_raw(fd: std::os::fd::RawFd) {
-    let _ = nix::unistd::close(fd);
-}
-
-/// Marks `fd` close-on-exec; false if that failed.
-pub(crate) fn set_cloexec(fd: std::os::fd::BorrowedFd<'_>) -> bool {
-    use nix::fcntl::{F_SETFD, FdFlag, fcntl};
-    fcntl(fd, F_SETFD(FdFlag::FD_CLOEXEC)).is_ok()
-}
-
 /// In a fork child: be killed with `sig` when the parent (`parent`, the pid
 /// before the fork) dies. If it died already, exits at once (the classic
 /// race: the parent may die between fork and prctl).
@@ -503,6 +387,42 @@ pub(crate) fn kill_after(d: Duration) -> Result<()> {
     Ok(())
 }
 
+/// Sends `sig` to `pid` (`kill`). Prefer [`pidfd_signal`], which cannot
+/// reach a process that reused the pid; this is for a child not reaped yet
+/// (its pid cannot be reused) that has no pidfd.
+pub(crate) fn kill(pid: Pid, sig: Signal) -> Result<()> {
+    nix::sys::signal::kill(pid, sig).map_err(|e| Error::os("kill", e))
+}
+
+/// Sets what `sig` does to this process: `SIG_IGN` or `SIG_DFL` (no
+/// handler code: nothing runs in signal context).
+pub(crate) fn set_disposition(sig: Signal, ignore: bool) -> Result<()> {
+    use nix::sys::signal::SigHandler;
+    let how = if ignore {
+        SigHandler::SigIgn
+    } else {
+        SigHandler::SigDfl
+    };
+    // SAFETY: SIG_IGN and SIG_DFL install no handler code, so nothing runs
+    // in signal context; replacing a handler signal-hook installed is the
+    // caller's choice and leaves no dangling state (signal-hook's handler
+    // simply stops being called).
+    unsafe { nix::sys::signal::signal(sig, how) }
+        .map(drop)
+        .map_err(|e| Error::os("sigaction", e))
+}
+
+/// Puts the calling process in a new process group of its own
+/// (`setpgid(0, 0)`). Async-signal-safe: callable between fork and exec.
+#[cfg(feature = "serde")]
+pub(crate) fn new_group_raw() -> std::io::Result<()> {
+    // SAFETY: setpgid takes integers and changes no memory.
+    if unsafe { libc::setpgid(0, 0) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Puts `pid` (0: the caller) in a new process group of its own.
 pub(crate) fn new_group(pid: Pid) -> Result<()> {
     nix::unistd::setpgid(pid, pid).map_err(|e| Error::os("setpgid", e))
@@ -519,120 +439,4 @@ pub(crate) fn signal_group(pgid: Pid, sig: Signal) -> Result<()> {
 /// The parent's pid.
 pub(crate) fn parent_pid() -> i32 {
     nix::unistd::getppid().as_raw()
-}
-
-/// The contents of descriptor `fd` if it is a memfd named `name` (one this
-/// process inherited under a number it was told), read without taking the
-/// descriptor over; `None` for anything else (closed, another file, a
-/// memfd of another name). The file offset is left alone (`pread`).
-#[cfg(feature = "serde")]
-pub(crate) fn inherited_memfd(fd: std::os::fd::RawFd, name: &std::ffi::CStr) -> Option<Vec<u8>> {
-    const MAX: usize = 1 << 30;
-    if fd < 0 {
-        return None;
-    }
-    let link = std::fs::read_link(format!("/proc/self/fd/{fd}")).ok()?;
-    let want = format!("/memfd:{} (deleted)", name.to_str().ok()?);
-    if link.as_os_str() != want.as_str() {
-        return None;
-    }
-    // SAFETY: fcntl on a descriptor number: at worst EBADF; changes nothing.
-    if unsafe { libc::fcntl(fd, libc::F_GET_SEALS) } < 0 {
-        return None;
-    }
-    let mut out = Vec::new();
-    let mut chunk = vec![0u8; 64 * 1024];
-    loop {
-        // SAFETY: reads at most `chunk.len()` bytes into `chunk`; pread
-        // leaves the descriptor's offset alone, so whoever owns it sees no
-        // change; at worst EBADF.
-        let r = unsafe {
-            libc::pread(
-                fd,
-                chunk.as_mut_ptr().cast(),
-                chunk.len(),
-                out.len() as libc::off_t,
-            )
-        };
-        match r {
-            0 => return Some(out),
-            n if n > 0 && out.len() + (n as usize) <= MAX => {
-                out.extend_from_slice(&chunk[..n as usize]);
-            }
-            n if n < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) => {}
-            _ => return None,
-        }
-    }
-}
-
-/// Fills `buf` with random bytes from the kernel (`getrandom`).
-pub(crate) fn random_bytes(buf: &mut [u8]) -> Result<()> {
-    let mut done = 0;
-    while done < buf.len() {
-        // SAFETY: writes at most `buf.len() - done` bytes into `buf[done..]`.
-        let r = unsafe { libc::getrandom(buf[done..].as_mut_ptr().cast(), buf.len() - done, 0) };
-        if r < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::EINTR) {
-                continue;
-            }
-            return Err(Error::os("getrandom", e));
-        }
-        done += r as usize;
-    }
-    Ok(())
-}
-
-/// Sends `data` on the stream socket `fd` with the descriptor `pass`
-/// attached (SCM_RIGHTS); how many bytes went (the rest is the caller's to
-/// send normally).
-#[cfg(feature = "serde")]
-pub(crate) fn send_with_fd(
-    fd: std::os::fd::BorrowedFd<'_>,
-    data: &[u8],
-    pass: std::os::fd::BorrowedFd<'_>,
-) -> nix::Result<usize> {
-    use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
-    let fds = [pass.as_raw_fd()];
-    let cmsg = [ControlMessage::ScmRights(&fds)];
-    let iov = [std::io::IoSlice::new(data)];
-    loop {
-        match sendmsg::<()>(fd.as_raw_fd(), &iov, &cmsg, MsgFlags::MSG_NOSIGNAL, None) {
-            Err(nix::errno::Errno::EINTR) => continue,
-            r => return r,
-        }
-    }
-}
-
-/// Reads from the stream socket `fd` into `buf` (not waiting: EAGAIN on a
-/// non-blocking socket with nothing to read); the bytes read and any
-/// descriptors that came with them (SCM_RIGHTS, close-on-exec).
-#[cfg(feature = "serde")]
-pub(crate) fn recv_with_fds(
-    fd: std::os::fd::BorrowedFd<'_>,
-    buf: &mut [u8],
-) -> nix::Result<(usize, Vec<OwnedFd>)> {
-    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
-    use std::os::fd::RawFd;
-    let mut iov = [std::io::IoSliceMut::new(buf)];
-    let mut space = nix::cmsg_space!([RawFd; 4]);
-    let msg = recvmsg::<()>(
-        fd.as_raw_fd(),
-        &mut iov,
-        Some(&mut space),
-        MsgFlags::MSG_CMSG_CLOEXEC,
-    )?;
-    let mut fds = Vec::new();
-    if let Ok(cmsgs) = msg.cmsgs() {
-        for c in cmsgs {
-            if let ControlMessageOwned::ScmRights(raw) = c {
-                for r in raw {
-                    // SAFETY: the kernel just installed `r` in this process
-                    // for this message (SCM_RIGHTS); nothing else owns it.
-                    fds.push(unsafe { OwnedFd::from_raw_fd(r) });
-                }
-            }
-        }
-    }
-    Ok((msg.bytes, fds))
 }

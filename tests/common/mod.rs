@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests: forking children from the test
 //! harness's thread, and checking that none is left behind.
 #![allow(dead_code)]
+#![allow(clippy::disallowed_methods)] // not library code: raw calls allowed
 
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;

@@ -8,6 +8,7 @@
 //!
 //! A case is `pub fn name(method: StartMethod)` listed in [`cases!`]; the
 //! runners hold the forking tests' lock around each.
+#![allow(clippy::disallowed_methods)] // not library code: raw calls allowed
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;

@@ -14,6 +14,7 @@
 //! asked), and prints a summary table or the verified JSON lines.
 //! `faults` runs the fault-injection suite (kills, floods, garbage) and
 //! prints what each scenario did and lost.
+#![allow(clippy::disallowed_methods)] // not library code: raw calls allowed
 
 use std::io::{IsTerminal, Write as _};
 use std::path::PathBuf;

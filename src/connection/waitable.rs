@@ -1,0 +1,62 @@
+//! Waiting on many objects at once (Python's
+//! `multiprocessing.connection.wait`): connections, processes, anything
+//! that becomes ready when a descriptor turns readable.
+
+use std::os::fd::BorrowedFd;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::sys::fd as sysfd;
+
+/// Something [`wait`] can wait on: it becomes ready once a file descriptor
+/// is readable (a process's pidfd once it ended; later, a connection with
+/// data).
+pub trait Waitable {
+    /// The descriptor that becomes readable, or `None` if there is nothing
+    /// to wait for (a process not started).
+    fn ready_fd(&self) -> Option<BorrowedFd<'_>>;
+
+    /// Called by [`wait`] just before it polls the descriptors: returns
+    /// true if the object is ready already although its descriptor may not
+    /// show it, and otherwise arranges for the descriptor to become
+    /// readable once it is ready. A [`Connection`](crate::Connection)
+    /// made by [`pipe`](crate::pipe) carries its bytes in shared memory and
+    /// needs this; descriptor-only objects keep the default (false).
+    fn prepare_wait(&self) -> bool {
+        false
+    }
+}
+
+/// Waits until at least one of `objects` is ready, at most `timeout`
+/// (forever on `None`), and returns the indexes of those that are, like
+/// Python's `multiprocessing.connection.wait`. A process is ready once it
+/// ended (it is not reaped: `join` it). An empty list is returned on
+/// timeout. A process never started is [`Error::NotStarted`] (Python raises
+/// too).
+pub fn wait(objects: &[&dyn Waitable], timeout: Option<Duration>) -> Result<Vec<usize>> {
+    let fds = objects
+        .iter()
+        .map(|o| o.ready_fd().ok_or(Error::NotStarted))
+        .collect::<Result<Vec<_>>>()?;
+    let ready: Vec<usize> = objects
+        .iter()
+        .enumerate()
+        .filter(|(_, o)| o.prepare_wait())
+        .map(|(i, _)| i)
+        .collect();
+    if !ready.is_empty() {
+        // Also report the others that are ready now.
+        let mut now = sysfd::poll_readable(&fds, Some(Duration::ZERO))?;
+        now.extend(ready);
+        now.sort_unstable();
+        now.dedup();
+        return Ok(now);
+    }
+    if fds.is_empty() {
+        if let Some(t) = timeout {
+            std::thread::sleep(t);
+        }
+        return Ok(Vec::new());
+    }
+    sysfd::poll_readable(&fds, timeout)
+}
