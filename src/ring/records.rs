@@ -421,6 +421,12 @@ struct Stash(AtomicPtr<Partial>);
 impl Stash {
     /// Takes the kept item, if any.
     fn take(&self) -> Option<Box<Partial>> {
+        // Nearly always empty: a plain load spares every get a
+        // read-modify-write. (A `put` racing with this load is as if it
+        // came just after the swap: the next get takes it.)
+        if self.0.load(Ordering::Relaxed).is_null() {
+            return None;
+        }
         let p = self.0.swap(std::ptr::null_mut(), Ordering::AcqRel);
         // SAFETY: a non-null pointer here always comes from `Box::into_raw`
         // in `put`, and the swap above made this the only owner.
@@ -918,8 +924,25 @@ impl Core {
         // SAFETY: the header's word (see `header_at`); the caller guarantees
         // the record's bytes are free.
         unsafe { self.bytes.store_word(tail as u64, h) };
-        // SAFETY: the payload's bytes follow, free too (the caller's).
-        unsafe { self.write_at(tail.wrapping_add(HDR as u32), payload) };
+        let at = tail.wrapping_add(HDR as u32);
+        if payload.len() <= INLINE {
+            // Whole words, the record's padding included (zeros), as
+            // `read_payload` reads them: no `memcpy` call for a small item.
+            for (i, c) in payload.chunks(8).enumerate() {
+                let mut w = [0u8; 8];
+                w[..c.len()].copy_from_slice(c);
+                // SAFETY: `at` is a multiple of 8, so each word lies within
+                // the record (payload and padding), free space the caller
+                // owns; the mapping lives as long as `self.ring`.
+                unsafe {
+                    self.bytes
+                        .store_word(at as u64 + 8 * i as u64, u64::from_ne_bytes(w))
+                };
+            }
+        } else {
+            // SAFETY: the payload's bytes follow, free too (the caller's).
+            unsafe { self.write_at(at, payload) };
+        }
     }
 
     /// Copies the payload of the record at byte counter `head`.
