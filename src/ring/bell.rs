@@ -162,7 +162,8 @@ pub(crate) fn ring(seq: &AtomicU32) {
 }
 
 /// The handshakes under the model checker (see the module documentation):
-/// `RUSTFLAGS="--cfg loom" cargo test --lib ring::bell --release`.
+/// `RUSTFLAGS="--cfg loom" cargo test --lib --target-dir target/loom ring::bell`
+/// (a target directory of its own: the flag rebuilds every dependency).
 #[cfg(all(test, loom))]
 mod model {
     use super::*;
