@@ -1503,6 +1503,52 @@ mod tests {
     }
 
     #[test]
+    fn counters_wrap_past_two_to_the_32_intact() {
+        // Item and byte counters just short of 2^32 (where the packed
+        // halves wrap): items of every size, small and chunked, go across
+        // the wrap with their count, room and order right.
+        let c = Core::new(0, MIN_CAP, false).unwrap();
+        let s = c.shared();
+        let start = pack(u32::MAX - 5, u32::MAX - 63);
+        for w in [&s.p.tail, &s.p.head_seen, &s.g.head, &s.g.tail_seen] {
+            w.store(start, Ordering::Relaxed);
+        }
+        assert_eq!(c.len(), 0);
+        let d = || Deadline::after(Duration::from_secs(20));
+        for i in 0..12 {
+            c.put(&item(i, 24), d()).unwrap();
+            assert_eq!(c.len(), 1);
+            assert_eq!(c.get(d()).unwrap().as_slice(), item(i, 24));
+        }
+        let (items, bytes) = unpack(s.p.tail.load(Ordering::Relaxed));
+        assert!(items < 100 && bytes < 4096, "both halves wrapped");
+        // Fill the ring across the wrap: room is still counted right.
+        let mut n = 0;
+        while c.put(&item(n, 56), Deadline::after(Duration::ZERO)).is_ok() {
+            n += 1;
+        }
+        assert_eq!(n, MIN_CAP / 64, "a full ring holds cap / record size");
+        assert_eq!(c.len(), n);
+        for i in 0..n {
+            assert_eq!(c.get(d()).unwrap().as_slice(), item(i, 56));
+        }
+        // A chunked item (larger than the ring) across the counters' wrap,
+        // from another thread.
+        for w in [&s.p.tail, &s.p.head_seen, &s.g.head, &s.g.tail_seen] {
+            w.store(start, Ordering::Relaxed);
+        }
+        let c = std::sync::Arc::new(c);
+        let big = item(7, 3 * MIN_CAP + 13);
+        let writer = {
+            let (c, big) = (c.clone(), big.clone());
+            std::thread::spawn(move || c.put(&big, Deadline::after(Duration::from_secs(20))))
+        };
+        assert!(c.get(d()).unwrap().as_slice() == big, "the large item");
+        writer.join().unwrap().unwrap();
+        assert_eq!(c.len(), 0);
+    }
+
+    #[test]
     fn another_thread_goes_on_with_an_item_a_timed_out_get_kept() {
         use std::sync::mpsc::channel;
         let c = std::sync::Arc::new(Core::new(0, MIN_CAP, false).unwrap());
