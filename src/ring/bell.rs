@@ -322,6 +322,41 @@ mod model {
         });
     }
 
+    /// The model has teeth here too: a release made of a load and a store
+    /// (instead of one swap) lets an arm fall between them.
+    #[test]
+    #[should_panic(expected = "a lost wake-up")]
+    fn a_release_without_a_swap_loses_a_wake_up() {
+        const BIT: u32 = 1 << 30;
+        const ME: u32 = 7;
+        loom::model(|| {
+            let r = Arc::new(Ring::default());
+            let p = {
+                let r = r.clone();
+                thread::spawn(move || {
+                    loop {
+                        let w = r.mark.load(Ordering::Relaxed);
+                        if r.mark_cas(w, w | ME) {
+                            break;
+                        }
+                        thread::yield_now();
+                    }
+                    r.counter.store(1, Ordering::Release);
+                    let old = r.mark.load(Ordering::Acquire);
+                    r.mark.store(0, Ordering::Release);
+                    if old & BIT != 0 {
+                        r.ring();
+                    }
+                })
+            };
+            let v = r.seq.load(Ordering::Acquire);
+            arm(&r.mark, BIT);
+            let slept_on = (r.counter.load(Ordering::Acquire) == 0).then_some(v);
+            p.join().unwrap();
+            check(&r, slept_on);
+        });
+    }
+
     impl Ring {
         fn mark_cas(&self, from: u32, to: u32) -> bool {
             self.mark

@@ -102,8 +102,10 @@
 //! bounds and no buffer is made from an unchecked length.
 //!
 //! Nor can such a process make this one's accesses a data race: every
-//! access to ring bytes here is atomic (headers as `AtomicU64`, payloads
-//! through [`shm::copy`](crate::shm::copy)), and no slice is ever made
+//! access to ring bytes here is atomic (headers and small payloads as
+//! `AtomicU64` words, larger payloads through
+//! [`shm::copy`](crate::shm::copy), all by way of [`Bytes`]), and no slice
+//! is ever made
 //! over the ring; a payload is copied out into private memory before
 //! anything reads it. A hostile writer can garble items, nothing more.
 
