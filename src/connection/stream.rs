@@ -343,10 +343,10 @@ impl Stream {
         for part in parts {
             let mut off = 0;
             while off < part.len() {
-                let mut free = CAP - used(tail, head).ok_or_else(corrupt)?;
+                let mut free = ring::free(tail, head, CAP).ok_or_else(corrupt)?;
                 if free == 0 {
                     head = d.head.load(Ordering::Acquire);
-                    free = CAP - used(tail, head).ok_or_else(corrupt)?;
+                    free = ring::free(tail, head, CAP).ok_or_else(corrupt)?;
                 }
                 if free == 0 || unpublished >= PUBLISH {
                     if unpublished > 0 {
