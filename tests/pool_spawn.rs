@@ -138,12 +138,17 @@ fn busy_workers_die_with_a_killed_owner(method: u8, from_other_thread: bool) -> 
 fn main() {
     multiproc::init();
     MARK.store(7, Ordering::Relaxed);
-    let args = Arguments::from_args();
+    let mut args = Arguments::from_args();
+    // Every trial makes children, and the shared cases check that none is
+    // left: one trial at a time unless told otherwise (`cargo test` would
+    // run them on threads of this one process).
+    args.test_threads.get_or_insert(1);
     // The cases shared with `tests/pool.rs`, here with spawn.
     macro_rules! spawn_cases {
         ($($name:ident),* $(,)?) => {
             vec![$(
                 Trial::test(stringify!($name), || {
+                    let _s = common::serial();
                     pool_cases::$name(StartMethod::Spawn);
                     Ok(())
                 }),

@@ -1,6 +1,7 @@
 //! The shared-memory data path of the connections made by [`pipe`](super::pipe): one
-//! byte ring per direction, with the pair's socket kept as a doorbell and
-//! as the witness of the peer's life.
+//! byte ring per direction (the crate's [byte ring](crate::ring): its
+//! arithmetic, copies and wake-up handshakes), with the pair's socket kept
+//! as a doorbell and as the witness of the peer's life.
 //!
 //! # The stream
 //!
@@ -23,14 +24,16 @@
 //! bytes and sees the bell armed disarms it and writes one byte to its own
 //! socket end, which makes the reader's descriptor readable: so `poll`,
 //! [`process::wait`](crate::process::wait) and a sleeping receiver all
-//! wake. (The usual store / fence / load on both sides, so that either the
-//! reader sees the bytes or the writer sees the bell.) Bell bytes carry no
+//! wake. (The flag handshake of [`bell`]: a store, a fence and a load on
+//! both sides, so that either the reader sees the bytes or the writer sees
+//! the mark.) Bell bytes carry no
 //! data; whoever sleeps next drains the leftovers first. A sleeper wakes at
 //! least every [`SLICE`] to look again, so a bell taken by another reader
 //! of the same end costs at most that.
 //!
 //! A writer that finds the ring full sleeps on the futex word `room` (the
-//! reader bumps and wakes it when it frees bytes and someone waits),
+//! reader rings it, [`bell::ring`], when it frees bytes and `tx_waiting`
+//! counts a sleeper: the count handshake of [`bell`]),
 //! checking every [`SLICE`] that the peer is still there.
 //!
 //! # End of stream and dead peers
@@ -340,10 +343,10 @@ impl Stream {
         for part in parts {
             let mut off = 0;
             while off < part.len() {
-                let mut free = CAP - used(tail, head).ok_or_else(corrupt)?;
+                let mut free = ring::free(tail, head, CAP).ok_or_else(corrupt)?;
                 if free == 0 {
                     head = d.head.load(Ordering::Acquire);
-                    free = CAP - used(tail, head).ok_or_else(corrupt)?;
+                    free = ring::free(tail, head, CAP).ok_or_else(corrupt)?;
                 }
                 if free == 0 || unpublished >= PUBLISH {
                     if unpublished > 0 {

@@ -103,6 +103,10 @@
 //! [`Error::PoolTerminated`]. Call [`close`](Pool::close) then
 //! [`join`](Pool::join) to let them finish first.
 
+// The files: `builder` (settings, starting the workers), `submit` (the
+// submit methods), `scheduler` (workers, jobs and the pump that runs the
+// pool), `async_result` and `imap` (the handles), `worker` (the worker's
+// side).
 mod async_result;
 mod builder;
 mod imap;
@@ -133,6 +137,7 @@ const STARTUP_FAILURES: u32 = 3;
 /// How many chunks an `imap` keeps submitted ahead of what it yielded,
 /// per worker.
 const IMAP_AHEAD_PER_WORKER: usize = 64;
+
 /// A pool of worker processes; see the [module documentation](self).
 ///
 /// `Pool` is `Send` and `Sync`: several threads may give it work and wait
@@ -169,9 +174,7 @@ impl Pool {
             .filter_map(|w| w.proc.0.pid())
             .collect()
     }
-}
 
-impl Pool {
     /// Accepts no more work; the workers finish what was queued, then exit
     /// (Python's `close`). An `imap` made before goes on taking its input
     /// until [`join`](Pool::join) (Python's takes all of it at once).

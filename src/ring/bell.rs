@@ -50,6 +50,7 @@ pub(crate) trait Word {
     fn load(&self, o: Ordering) -> u32;
     fn store(&self, v: u32, o: Ordering);
     fn swap(&self, v: u32, o: Ordering) -> u32;
+    #[cfg_attr(not(feature = "serde"), allow(dead_code))]
     fn fetch_or(&self, v: u32, o: Ordering) -> u32;
     fn fetch_add(&self, v: u32, o: Ordering) -> u32;
     fn fetch_sub(&self, v: u32, o: Ordering) -> u32;
@@ -137,6 +138,7 @@ pub(crate) fn sleepers_after<W: Word>(word: &W, mark: Mark) -> bool {
 /// the lock whose word this is to ring `bit`'s bell. The caller then looks
 /// at the state once more.
 #[inline]
+#[cfg_attr(not(feature = "serde"), allow(dead_code))]
 pub(crate) fn arm<W: Word>(lock_word: &W, bit: u32) {
     lock_word.fetch_or(bit, Ordering::AcqRel);
 }
@@ -149,6 +151,7 @@ pub(crate) fn arm<W: Word>(lock_word: &W, bit: u32) {
 /// The calling thread holds the lock (the word names it): releasing a lock
 /// held by another thread breaks that thread's critical section.
 #[inline]
+#[cfg_attr(not(feature = "serde"), allow(dead_code))]
 pub(crate) unsafe fn release<W: Word>(lock_word: &W) -> u32 {
     lock_word.swap(0, Ordering::AcqRel)
 }
@@ -162,7 +165,8 @@ pub(crate) fn ring(seq: &AtomicU32) {
 }
 
 /// The handshakes under the model checker (see the module documentation):
-/// `RUSTFLAGS="--cfg loom" cargo test --lib ring::bell --release`.
+/// `RUSTFLAGS="--cfg loom" cargo test --lib --target-dir target/loom ring::bell`
+/// (a target directory of its own: the flag rebuilds every dependency).
 #[cfg(all(test, loom))]
 mod model {
     use super::*;
@@ -309,6 +313,41 @@ mod model {
                     r.counter.store(1, Ordering::Release);
                     // SAFETY: this thread holds the lock (taken above).
                     if unsafe { release(&r.mark) } & BIT != 0 {
+                        r.ring();
+                    }
+                })
+            };
+            let v = r.seq.load(Ordering::Acquire);
+            arm(&r.mark, BIT);
+            let slept_on = (r.counter.load(Ordering::Acquire) == 0).then_some(v);
+            p.join().unwrap();
+            check(&r, slept_on);
+        });
+    }
+
+    /// The model has teeth here too: a release made of a load and a store
+    /// (instead of one swap) lets an arm fall between them.
+    #[test]
+    #[should_panic(expected = "a lost wake-up")]
+    fn a_release_without_a_swap_loses_a_wake_up() {
+        const BIT: u32 = 1 << 30;
+        const ME: u32 = 7;
+        loom::model(|| {
+            let r = Arc::new(Ring::default());
+            let p = {
+                let r = r.clone();
+                thread::spawn(move || {
+                    loop {
+                        let w = r.mark.load(Ordering::Relaxed);
+                        if r.mark_cas(w, w | ME) {
+                            break;
+                        }
+                        thread::yield_now();
+                    }
+                    r.counter.store(1, Ordering::Release);
+                    let old = r.mark.load(Ordering::Acquire);
+                    r.mark.store(0, Ordering::Release);
+                    if old & BIT != 0 {
                         r.ring();
                     }
                 })

@@ -102,8 +102,10 @@
 //! bounds and no buffer is made from an unchecked length.
 //!
 //! Nor can such a process make this one's accesses a data race: every
-//! access to ring bytes here is atomic (headers as `AtomicU64`, payloads
-//! through [`shm::copy`](crate::shm::copy)), and no slice is ever made
+//! access to ring bytes here is atomic (headers and small payloads as
+//! `AtomicU64` words, larger payloads through
+//! [`shm::copy`](crate::shm::copy), all by way of [`Bytes`]), and no slice
+//! is ever made
 //! over the ring; a payload is copied out into private memory before
 //! anything reads it. A hostile writer can garble items, nothing more.
 
@@ -421,6 +423,12 @@ struct Stash(AtomicPtr<Partial>);
 impl Stash {
     /// Takes the kept item, if any.
     fn take(&self) -> Option<Box<Partial>> {
+        // Nearly always empty: a plain load spares every get a
+        // read-modify-write. (A `put` racing with this load is as if it
+        // came just after the swap: the next get takes it.)
+        if self.0.load(Ordering::Relaxed).is_null() {
+            return None;
+        }
         let p = self.0.swap(std::ptr::null_mut(), Ordering::AcqRel);
         // SAFETY: a non-null pointer here always comes from `Box::into_raw`
         // in `put`, and the swap above made this the only owner.
@@ -918,8 +926,25 @@ impl Core {
         // SAFETY: the header's word (see `header_at`); the caller guarantees
         // the record's bytes are free.
         unsafe { self.bytes.store_word(tail as u64, h) };
-        // SAFETY: the payload's bytes follow, free too (the caller's).
-        unsafe { self.write_at(tail.wrapping_add(HDR as u32), payload) };
+        let at = tail.wrapping_add(HDR as u32);
+        if payload.len() <= INLINE {
+            // Whole words, the record's padding included (zeros), as
+            // `read_payload` reads them: no `memcpy` call for a small item.
+            for (i, c) in payload.chunks(8).enumerate() {
+                let mut w = [0u8; 8];
+                w[..c.len()].copy_from_slice(c);
+                // SAFETY: `at` is a multiple of 8, so each word lies within
+                // the record (payload and padding), free space the caller
+                // owns; the mapping lives as long as `self.ring`.
+                unsafe {
+                    self.bytes
+                        .store_word(at as u64 + 8 * i as u64, u64::from_ne_bytes(w))
+                };
+            }
+        } else {
+            // SAFETY: the payload's bytes follow, free too (the caller's).
+            unsafe { self.write_at(at, payload) };
+        }
     }
 
     /// Copies the payload of the record at byte counter `head`.
@@ -1476,6 +1501,52 @@ mod tests {
             );
         }
         writer.join().unwrap();
+        assert_eq!(c.len(), 0);
+    }
+
+    #[test]
+    fn counters_wrap_past_two_to_the_32_intact() {
+        // Item and byte counters just short of 2^32 (where the packed
+        // halves wrap): items of every size, small and chunked, go across
+        // the wrap with their count, room and order right.
+        let c = Core::new(0, MIN_CAP, false).unwrap();
+        let s = c.shared();
+        let start = pack(u32::MAX - 5, u32::MAX - 63);
+        for w in [&s.p.tail, &s.p.head_seen, &s.g.head, &s.g.tail_seen] {
+            w.store(start, Ordering::Relaxed);
+        }
+        assert_eq!(c.len(), 0);
+        let d = || Deadline::after(Duration::from_secs(20));
+        for i in 0..12 {
+            c.put(&item(i, 24), d()).unwrap();
+            assert_eq!(c.len(), 1);
+            assert_eq!(c.get(d()).unwrap().as_slice(), item(i, 24));
+        }
+        let (items, bytes) = unpack(s.p.tail.load(Ordering::Relaxed));
+        assert!(items < 100 && bytes < 4096, "both halves wrapped");
+        // Fill the ring across the wrap: room is still counted right.
+        let mut n = 0;
+        while c.put(&item(n, 56), Deadline::after(Duration::ZERO)).is_ok() {
+            n += 1;
+        }
+        assert_eq!(n, MIN_CAP / 64, "a full ring holds cap / record size");
+        assert_eq!(c.len(), n);
+        for i in 0..n {
+            assert_eq!(c.get(d()).unwrap().as_slice(), item(i, 56));
+        }
+        // A chunked item (larger than the ring) across the counters' wrap,
+        // from another thread.
+        for w in [&s.p.tail, &s.p.head_seen, &s.g.head, &s.g.tail_seen] {
+            w.store(start, Ordering::Relaxed);
+        }
+        let c = std::sync::Arc::new(c);
+        let big = item(7, 3 * MIN_CAP + 13);
+        let writer = {
+            let (c, big) = (c.clone(), big.clone());
+            std::thread::spawn(move || c.put(&big, Deadline::after(Duration::from_secs(20))))
+        };
+        assert!(c.get(d()).unwrap().as_slice() == big, "the large item");
+        writer.join().unwrap().unwrap();
         assert_eq!(c.len(), 0);
     }
 
