@@ -17,8 +17,7 @@
 //! smaller sizes and no criterion part, `-- --workloads-only` for the full
 //! sizes without it.
 
-#[path = "support/mod.rs"]
-mod support;
+use multiproc_bench_support as support;
 
 use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};

@@ -20,8 +20,7 @@
 //! Run with `cargo bench --all-features --bench pool`; `-- --quick` for a
 //! short run.
 
-#[path = "support/mod.rs"]
-mod support;
+use multiproc_bench_support as support;
 
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, Ordering};
