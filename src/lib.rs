@@ -52,13 +52,23 @@
 //! | `cpu_count()` | [`cpu_count()`], [`process_cpu_count()`] |
 //! | `parent_process()` | [`parent_process()`] (`None` in the main process) |
 //! | `Process(target=f).start()` | [`Process::new(f).start()`](Process::start) |
-//! | `with Pool(4) as p: p.map(f, xs)` | `Pool::new(4)?.map(f, xs)?` (feature `serde`, module `pool`) |
+//! | `with Pool(4) as p: p.map(f, xs)` | `Pool::new(4)?.map(f, xs)?` (feature `pool`, module `pool`) |
 //!
 //! # Safety and `unsafe`
 //!
 //! Raw system calls live in the private `sys` module; placement in shared
 //! memory in `shm`. Types that may live in shared memory implement the
 //! `unsafe` trait [`ShmSafe`].
+//!
+//! # Features
+//!
+//! None by default; the core above needs none. Each feature is named after
+//! what it unlocks: `spawn` (the spawn start method, `Process::with_result`,
+//! `Connection::send`/`recv`: serde), `queue`, `pool`, `listener`
+//! (`Listener`/`Client` and the HMAC handshake), `signals`
+//! (`signal::StopRequest`, `process::start_reaper`), `manager` and `redis`.
+//! On docs.rs each item is marked with the feature it needs.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[cfg(not(target_os = "linux"))]
 compile_error!("multiproc supports Linux only: it is built on memfd, futex, pidfd and /proc");
@@ -67,13 +77,13 @@ mod array;
 pub mod connection;
 mod deadline;
 mod error;
-#[cfg(feature = "serde")]
+#[cfg(feature = "manager")]
 pub mod manager;
 mod parent_process;
-#[cfg(feature = "serde")]
+#[cfg(feature = "pool")]
 pub mod pool;
 pub mod process;
-#[cfg(feature = "serde")]
+#[cfg(feature = "queue")]
 pub mod queue;
 #[cfg(feature = "redis")]
 pub mod redis;
@@ -111,19 +121,20 @@ pub fn process_cpu_count() -> usize {
 #[cfg(feature = "redis")]
 pub use crate::redis::RedisQueue;
 pub use array::{Array, RawArray};
+#[cfg(feature = "listener")]
 pub use connection::listener::{Address, Client, Listener};
 pub use connection::{Connection, pipe};
 pub use error::{
     Error, LockError, LockResult, OwnerDied, RemoteErrorKind, Result, TryLockError, TryLockResult,
 };
 pub use parent_process::{ParentProcess, parent_process};
-#[cfg(feature = "serde")]
+#[cfg(feature = "pool")]
 pub use pool::{AsyncResult, IMap, Pool, PoolBuilder};
 pub use process::{
     CurrentProcess, ExitStatus, Process, ProcessGroup, StartMethod, active_children,
     current_process, init, parent_alive, set_start_method, start_method,
 };
-#[cfg(feature = "serde")]
+#[cfg(feature = "queue")]
 pub use queue::{GetError, JoinableQueue, PutError, Queue, SimpleQueue, TaskDoneError};
 pub use shareable_list::{ShareableItem, ShareableList};
 pub use shared_memory::SharedMemory;

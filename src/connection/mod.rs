@@ -15,6 +15,7 @@
 //! how long a receive can wait for a body it will not return.
 
 pub(crate) mod frame;
+#[cfg(feature = "listener")]
 pub mod listener;
 mod ring;
 
@@ -555,14 +556,14 @@ impl Connection {
     pub fn close(self) {}
 
     /// Sends `value` serialized (postcard) as one message.
-    #[cfg(feature = "serde")]
+    #[cfg(feature = "spawn")]
     pub fn send<T: serde::Serialize + ?Sized>(&self, value: &T) -> Result<()> {
         let bytes = postcard::to_stdvec(value).map_err(|e| Error::Codec(format!("send: {e}")))?;
         self.send_bytes(&bytes)
     }
 
     /// Receives one message and deserializes it.
-    #[cfg(feature = "serde")]
+    #[cfg(feature = "spawn")]
     pub fn recv<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
         let bytes = self.recv_bytes()?;
         postcard::from_bytes(&bytes).map_err(|e| Error::Codec(format!("recv: {e}")))

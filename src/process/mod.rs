@@ -26,7 +26,7 @@
 //! `group` (waiting on many, fail-fast groups), `identity`
 //! (`current_process`, the registry of children).
 
-#[cfg(feature = "serde")]
+#[cfg(feature = "spawn")]
 pub(crate) mod code;
 mod context;
 mod fork;
@@ -35,7 +35,7 @@ mod handle;
 mod identity;
 mod report;
 mod scope;
-#[cfg(feature = "serde")]
+#[cfg(feature = "spawn")]
 pub(crate) mod spawn;
 
 use std::fmt;
@@ -47,18 +47,22 @@ use crate::sys::process::Reaped;
 pub use context::{Context, StartMethod, get_context, set_start_method, start_method};
 pub use group::{ProcessGroup, Waitable, wait};
 pub use handle::Process;
-pub use identity::{CurrentProcess, active_children, current_process, parent_alive, start_reaper};
+#[cfg(feature = "signals")]
+pub use identity::start_reaper;
+pub use identity::{CurrentProcess, active_children, current_process, parent_alive};
 pub use report::ChildResult;
-#[cfg(feature = "serde")]
-pub(crate) use report::{REPORT_ERROR, Report, panic_text};
+#[cfg(feature = "pool")]
+pub(crate) use report::panic_text;
+#[cfg(feature = "spawn")]
+pub(crate) use report::{REPORT_ERROR, Report};
 pub use scope::{Scope, scope};
-#[cfg(feature = "serde")]
+#[cfg(feature = "spawn")]
 pub use spawn::init;
 
 /// Call this first thing in `main` of a program that uses the spawn start
-/// method (it needs the `serde` feature; without it there is no spawn start
+/// method (it needs the `spawn` feature; without it there is no spawn start
 /// method and this does nothing).
-#[cfg(not(feature = "serde"))]
+#[cfg(not(feature = "spawn"))]
 pub fn init() {}
 
 /// How a child process ended.

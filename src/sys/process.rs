@@ -405,12 +405,12 @@ pub(crate) fn die_with_parent(parent: i32, sig: Signal) {
 }
 
 /// The parent process watched by [`die_with_parent_process`].
-#[cfg(feature = "serde")]
+#[cfg(feature = "pool")]
 static WATCHED_PARENT: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
 
 /// The signal [`die_with_parent_process`] has the kernel send: a real-time
 /// signal (`SIGRTMAX - 2`) that nothing else in the crate uses.
-#[cfg(feature = "serde")]
+#[cfg(feature = "pool")]
 fn parent_thread_signal() -> libc::c_int {
     libc::SIGRTMAX() - 2
 }
@@ -420,7 +420,7 @@ fn parent_thread_signal() -> libc::c_int {
 /// was handed to another reaper, so the parent pid changed), SIGKILL this
 /// process. Only async-signal-safe calls: `getppid`, `getpid`, `kill` and
 /// an atomic load.
-#[cfg(feature = "serde")]
+#[cfg(feature = "pool")]
 extern "C" fn on_parent_thread_gone(_: libc::c_int) {
     // SAFETY: getppid has no preconditions.
     let now = unsafe { libc::getppid() };
@@ -442,7 +442,7 @@ extern "C" fn on_parent_thread_gone(_: libc::c_int) {
 /// belongs to another thread of the same parent). If the parent died
 /// before this, exits at once. The child must keep that signal's handler
 /// and leave the signal unblocked.
-#[cfg(feature = "serde")]
+#[cfg(feature = "pool")]
 pub(crate) fn die_with_parent_process(parent: i32) {
     WATCHED_PARENT.store(parent, std::sync::atomic::Ordering::Relaxed);
     let sig = parent_thread_signal();
@@ -525,7 +525,7 @@ pub(crate) fn parent_pid() -> i32 {
 /// process inherited under a number it was told), read without taking the
 /// descriptor over; `None` for anything else (closed, another file, a
 /// memfd of another name). The file offset is left alone (`pread`).
-#[cfg(feature = "serde")]
+#[cfg(feature = "spawn")]
 pub(crate) fn inherited_memfd(fd: std::os::fd::RawFd, name: &std::ffi::CStr) -> Option<Vec<u8>> {
     const MAX: usize = 1 << 30;
     if fd < 0 {
@@ -586,7 +586,7 @@ pub(crate) fn random_bytes(buf: &mut [u8]) -> Result<()> {
 /// Sends `data` on the stream socket `fd` with the descriptor `pass`
 /// attached (SCM_RIGHTS); how many bytes went (the rest is the caller's to
 /// send normally).
-#[cfg(feature = "serde")]
+#[cfg(feature = "manager")]
 pub(crate) fn send_with_fd(
     fd: std::os::fd::BorrowedFd<'_>,
     data: &[u8],
@@ -607,7 +607,7 @@ pub(crate) fn send_with_fd(
 /// Reads from the stream socket `fd` into `buf` (not waiting: EAGAIN on a
 /// non-blocking socket with nothing to read); the bytes read and any
 /// descriptors that came with them (SCM_RIGHTS, close-on-exec).
-#[cfg(feature = "serde")]
+#[cfg(feature = "manager")]
 pub(crate) fn recv_with_fds(
     fd: std::os::fd::BorrowedFd<'_>,
     buf: &mut [u8],
