@@ -18,8 +18,7 @@
 //! sizes without it.
 #![allow(clippy::disallowed_methods)] // not library code: raw calls allowed
 
-#[path = "support/mod.rs"]
-mod support;
+use multiproc_bench_support as support;
 
 use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};

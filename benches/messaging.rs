@@ -18,8 +18,7 @@
 //! Run with `cargo bench --all-features --bench messaging`; a full run
 //! takes a few minutes.
 
-#[path = "support/mod.rs"]
-mod support;
+use multiproc_bench_support as support;
 
 use std::os::fd::OwnedFd;
 use std::sync::atomic::Ordering;

@@ -21,8 +21,7 @@
 //! short run.
 #![allow(clippy::disallowed_methods)] // not library code: raw calls allowed
 
-#[path = "support/mod.rs"]
-mod support;
+use multiproc_bench_support as support;
 
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, Ordering};

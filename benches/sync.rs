@@ -8,8 +8,7 @@
 //! - `array_fill`: two processes fill disjoint halves of an f64 array
 //!   (RawArray, a plain populated memfd mapping).
 
-#[path = "support/mod.rs"]
-mod support;
+use multiproc_bench_support as support;
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};

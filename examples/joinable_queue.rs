@@ -4,7 +4,7 @@
 //! Python docs' example).
 //!
 //! ```text
-//! cargo run --example joinable_queue --features serde
+//! cargo run --example joinable_queue --features queue
 //! ```
 
 use std::time::Duration;

@@ -5,7 +5,7 @@
 //! practice they are other programs, even on other hosts (TCP).
 //!
 //! ```text
-//! cargo run --example manager_by_name --features serde
+//! cargo run --example manager_by_name --features manager
 //! ```
 
 use multiproc::Process;

@@ -3,7 +3,7 @@
 //! typed proxy, and the built-in dict and lock are there too.
 //!
 //! ```text
-//! cargo run --example manager_custom --features serde
+//! cargo run --example manager_custom --features manager
 //! ```
 
 use multiproc::Process;

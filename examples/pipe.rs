@@ -3,7 +3,7 @@
 //! closes its copies of the write ends and reads every pipe to the end.
 //!
 //! ```text
-//! cargo run --example pipe --features serde
+//! cargo run --example pipe --features spawn
 //! ```
 
 use multiproc::{Process, RecvError, pipe};

@@ -3,7 +3,7 @@
 //! as an error naming where it panicked in the worker).
 //!
 //! ```text
-//! cargo run --example pool_callbacks --features serde
+//! cargo run --example pool_callbacks --features pool
 //! ```
 
 use std::sync::{Arc, Mutex};

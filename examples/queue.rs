@@ -3,7 +3,7 @@
 //! worker tells it to stop, and a `SimpleQueue` carries log lines.
 //!
 //! ```text
-//! cargo run --example queue --features serde
+//! cargo run --example queue --features queue
 //! ```
 
 use std::sync::Arc;

@@ -87,7 +87,7 @@ const MUTEX: usize = std::mem::size_of::<Mutex<()>>();
 
 /// The serialized form of an array handle: where it lies, its length, and
 /// the element type it was sent as.
-#[cfg(feature = "serde")]
+#[cfg(feature = "spawn")]
 #[derive(serde::Serialize, serde::Deserialize)]
 struct ArrayWire<A> {
     alloc: A,
@@ -96,7 +96,7 @@ struct ArrayWire<A> {
 }
 
 /// Serializes the array handle `H` of `len` `T`s in `alloc`.
-#[cfg(feature = "serde")]
+#[cfg(feature = "spawn")]
 fn send<T: ShmSafe, H: 'static, S: serde::Serializer>(
     alloc: &Allocation,
     len: usize,
@@ -110,7 +110,7 @@ fn send<T: ShmSafe, H: 'static, S: serde::Serializer>(
 
 /// Reads an array handle `H` of `T`s with `header` bytes before its
 /// elements, checked ([`adopt`]): its allocation, length and data offset.
-#[cfg(feature = "serde")]
+#[cfg(feature = "spawn")]
 fn receive<'de, T: ShmSafe, H: 'static, D: serde::Deserializer<'de>>(
     d: D,
     header: usize,
@@ -124,7 +124,7 @@ fn receive<'de, T: ShmSafe, H: 'static, D: serde::Deserializer<'de>>(
 /// Checks a handle from the wire against `T` and returns its data offset:
 /// the type it was sent as, then `len` elements after `header` bytes
 /// (overflow-checked) within the allocation, aligned for `T` and the lock.
-#[cfg(feature = "serde")]
+#[cfg(feature = "spawn")]
 fn adopt<T: ShmSafe, A: 'static>(w: &ArrayWire<Allocation>, header: usize) -> Result<usize> {
     w.ty.check::<T, A>()?;
     crate::shm::transfer::check_received(&w.alloc, w.ty, w.len as u64)?;
@@ -144,17 +144,17 @@ fn adopt<T: ShmSafe, A: 'static>(w: &ArrayWire<Allocation>, header: usize) -> Re
 }
 
 /// An [`Array`] as it travels: the handle, then the shared lock if any.
-#[cfg(feature = "serde")]
+#[cfg(feature = "spawn")]
 struct WithLock<A>(A);
 
-#[cfg(feature = "serde")]
+#[cfg(feature = "spawn")]
 impl<T: ShmSafe> serde::Serialize for WithLock<&Array<T>> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         send::<T, Array<T>, S>(&self.0.alloc, self.0.len, s)
     }
 }
 
-#[cfg(feature = "serde")]
+#[cfg(feature = "spawn")]
 impl<T: ShmSafe> serde::Serialize for Array<T> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         let r = serde::Serialize::serialize(&(WithLock(self), &self.lock), s)?;
@@ -167,10 +167,10 @@ impl<T: ShmSafe> serde::Serialize for Array<T> {
 }
 
 /// An [`Array`]'s handle as received: allocation, length, data offset.
-#[cfg(feature = "serde")]
+#[cfg(feature = "spawn")]
 type Received<T> = WithLock<(Allocation, usize, usize, PhantomData<T>)>;
 
-#[cfg(feature = "serde")]
+#[cfg(feature = "spawn")]
 impl<'de, T: ShmSafe> serde::Deserialize<'de> for Received<T> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         let (alloc, len, data) = receive::<T, Array<T>, D>(d, MUTEX)?;
@@ -178,7 +178,7 @@ impl<'de, T: ShmSafe> serde::Deserialize<'de> for Received<T> {
     }
 }
 
-#[cfg(feature = "serde")]
+#[cfg(feature = "spawn")]
 impl<'de, T: ShmSafe> serde::Deserialize<'de> for Array<T> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         use serde::Deserialize;
@@ -452,14 +452,14 @@ pub struct RawArray<T: ShmSafe> {
     _marker: PhantomData<T>,
 }
 
-#[cfg(feature = "serde")]
+#[cfg(feature = "spawn")]
 impl<T: ShmSafe> serde::Serialize for RawArray<T> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         send::<T, Self, S>(&self.alloc, self.len, s)
     }
 }
 
-#[cfg(feature = "serde")]
+#[cfg(feature = "spawn")]
 impl<'de, T: ShmSafe> serde::Deserialize<'de> for RawArray<T> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         let (alloc, len, _) = receive::<T, Self, D>(d, 0)?;
@@ -613,7 +613,7 @@ impl<T: Atomic + fmt::Debug> fmt::Debug for RawArray<T> {
     }
 }
 
-#[cfg(all(test, feature = "serde"))]
+#[cfg(all(test, feature = "spawn"))]
 mod tests {
     use super::*;
     use crate::shm::transfer::{self, TypeTag};

@@ -17,11 +17,13 @@ impl Deadline {
     }
 
     /// The deadline at `t`.
+    #[cfg_attr(not(feature = "listener"), allow(dead_code))]
     pub(crate) fn at(t: Instant) -> Deadline {
         Deadline(Some(t))
     }
 
     /// The earlier of `self` and `other` ("never" is later than any).
+    #[cfg_attr(not(feature = "listener"), allow(dead_code))]
     pub(crate) fn min(self, other: Deadline) -> Deadline {
         match (self.0, other.0) {
             (Some(a), Some(b)) => Deadline(Some(a.min(b))),

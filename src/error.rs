@@ -265,7 +265,7 @@ pub enum Error {
 
 /// The kind of an [`Error::Remote`]: what the manager's server reported.
 #[derive(Clone, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "spawn", derive(serde::Serialize, serde::Deserialize))]
 #[non_exhaustive]
 pub enum RemoteErrorKind {
     /// No object with that id lives in the server (freed, or never made).

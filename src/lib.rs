@@ -52,7 +52,7 @@
 //! | `cpu_count()` | [`cpu_count()`], [`process_cpu_count()`] |
 //! | `parent_process()` | [`parent_process()`] (`None` in the main process) |
 //! | `Process(target=f).start()` | [`Process::new(f).start()`](Process::start) |
-//! | `with Pool(4) as p: p.map(f, xs)` | `Pool::new(4)?.map(f, xs)?` (feature `serde`, module `pool`) |
+//! | `with Pool(4) as p: p.map(f, xs)` | `Pool::new(4)?.map(f, xs)?` (feature `pool`, module `pool`) |
 //!
 //! # Safety and `unsafe`
 //!
@@ -81,7 +81,7 @@
 //! `exit_status` and `deadline` are leaves every layer may use).
 //!
 //! ```text
-//! CLI (src/bin)
+//! CLI (the multiproc-cli crate, cli/)
 //!  |
 //! pool, manager, redis
 //!  |
@@ -98,7 +98,20 @@
 //! sys (a module above that acts around a fork registers in sys::atfork)
 //! ```
 
+//!
+//! # Features
+//!
+//! None by default; the core above needs none. Each feature is named after
+//! what it unlocks: `spawn` (the spawn start method, `Process::with_result`,
+//! `Connection::send`/`recv`: serde), `queue`, `pool`, `listener`
+//! (`Listener`/`Client` and the HMAC handshake), `signals`
+//! (`signal::StopRequest`, `process::start_reaper`), `manager`, `redis`,
+//! `log` (the library's records on the `log` facade, `log_to_stderr`) and
+//! `testing` (forking inside `#[test]`). On docs.rs each item is marked with
+//! the feature it needs.
+
 #![deny(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[cfg(not(target_os = "linux"))]
 compile_error!("multiproc supports Linux only: it is built on memfd, futex, pidfd and /proc");
@@ -114,14 +127,14 @@ mod exit_status;
 pub mod log;
 #[allow(unsafe_code)] // forking the server, registered functions across exec
 #[allow(clippy::disallowed_methods)] // raw calls left in channel.rs, server.rs, mod.rs (sys has the wrappers)
-#[cfg(feature = "serde")]
+#[cfg(feature = "manager")]
 pub mod manager;
 mod parent_process;
 #[allow(unsafe_code)] // forking workers, the worker table, functions across exec
-#[cfg(feature = "serde")]
+#[cfg(feature = "pool")]
 pub mod pool;
 pub mod process;
-#[cfg(feature = "serde")]
+#[cfg(feature = "queue")]
 pub mod queue;
 #[cfg(feature = "redis")]
 pub mod redis;
@@ -186,6 +199,7 @@ pub use crate::log::log_to_stderr;
 #[cfg(feature = "redis")]
 pub use crate::redis::RedisQueue;
 pub use array::{Array, RawArray};
+#[cfg(feature = "listener")]
 pub use connection::listener::{Address, Client, Listener};
 pub use connection::{Connection, RecvError, SendError, pipe};
 pub use error::{
@@ -194,13 +208,13 @@ pub use error::{
 };
 pub use exit_status::ExitStatus;
 pub use parent_process::{ParentProcess, parent_process};
-#[cfg(feature = "serde")]
+#[cfg(feature = "pool")]
 pub use pool::{AsyncResult, IMap, Pool, PoolBuilder};
 pub use process::{
     CurrentProcess, JoinError, Process, ProcessGroup, StartError, StartMethod, active_children,
     current_process, init, parent_alive, set_start_method, start_method,
 };
-#[cfg(feature = "serde")]
+#[cfg(feature = "queue")]
 pub use queue::{
     GetError, GetTimeoutError, JoinableQueue, PutError, PutTimeoutError, Queue, SimpleQueue,
     TaskDoneError, TryGetError, TryPutError,

@@ -1,9 +1,13 @@
 //! Signals for a process's own life: ignore SIGTERM, or learn that a stop
 //! was asked for and shut down cleanly, without writing handler code (the
-//! handlers are signal-hook's, which only set a flag).
+//! handlers are signal-hook's, which only set a flag; [`StopRequest`] needs
+//! the `signals` feature).
 
+#[cfg(feature = "signals")]
 use std::sync::Arc;
+#[cfg(feature = "signals")]
 use std::sync::atomic::{AtomicBool, Ordering};
+#[cfg(feature = "signals")]
 use std::time::{Duration, Instant};
 
 use std::fmt;
@@ -138,11 +142,13 @@ pub(crate) fn set_disposition(sig: nix::sys::signal::Signal, how: SigHandler) ->
 /// }
 /// # Ok::<(), multiproc::Error>(())
 /// ```
+#[cfg(feature = "signals")]
 #[derive(Clone, Debug)]
 pub struct StopRequest {
     flag: Arc<AtomicBool>,
 }
 
+#[cfg(feature = "signals")]
 impl StopRequest {
     /// Sets the flag on SIGTERM and SIGINT (those signals then no longer
     /// end the process by themselves).

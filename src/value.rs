@@ -32,7 +32,7 @@ use crate::{Lock, LockGuard};
 /// `get`/`set`/`update` take the lock; there is no unlocked `.value`
 /// attribute. For lock-free access use [`RawValue`] (atomics).
 #[cfg_attr(
-    feature = "serde",
+    feature = "spawn",
     derive(serde::Serialize, serde::Deserialize),
     serde(bound = "")
 )]
@@ -176,9 +176,9 @@ impl<T: ShmSafe + Copy + fmt::Debug> fmt::Debug for Value<T> {
 // The derived `Deserialize` is sound: the only field is a `ShmBox`, whose
 // own `Deserialize` checks the type, size and alignment of what it adopts;
 // the `unsafe` in this type's methods relies on nothing else.
-#[cfg_attr(feature = "serde", allow(clippy::unsafe_derive_deserialize))]
+#[cfg_attr(feature = "spawn", allow(clippy::unsafe_derive_deserialize))]
 #[cfg_attr(
-    feature = "serde",
+    feature = "spawn",
     derive(serde::Serialize, serde::Deserialize),
     serde(bound = "")
 )]
@@ -276,7 +276,7 @@ pub struct ValueWithLock<T: ShmSafe> {
 // By hand rather than derived: the value and its lock are adopted only as
 // the pair this crate sent (`transfer::check_bundle`), so bytes cannot put
 // one value under another's lock.
-#[cfg(feature = "serde")]
+#[cfg(feature = "spawn")]
 impl<T: ShmSafe> serde::Serialize for ValueWithLock<T> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         let r = serde::Serialize::serialize(&(&self.data, &self.lock), s)?;
@@ -285,7 +285,7 @@ impl<T: ShmSafe> serde::Serialize for ValueWithLock<T> {
     }
 }
 
-#[cfg(feature = "serde")]
+#[cfg(feature = "spawn")]
 impl<'de, T: ShmSafe> serde::Deserialize<'de> for ValueWithLock<T> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         let (data, lock): (ShmBox<T>, Lock) = serde::Deserialize::deserialize(d)?;
@@ -430,7 +430,7 @@ impl<T: ShmSafe + Copy + fmt::Debug> fmt::Debug for ValueWithLock<T> {
     }
 }
 
-#[cfg(all(test, feature = "serde"))]
+#[cfg(all(test, feature = "spawn"))]
 mod tests {
     use super::*;
     use crate::shm::transfer;

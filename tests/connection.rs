@@ -277,7 +277,7 @@ fn wait_over_connections_and_processes() {
     })
 }
 
-#[cfg(feature = "serde")]
+#[cfg(feature = "spawn")]
 #[test]
 fn send_and_recv_values() {
     #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]

@@ -103,7 +103,7 @@ fn connection_test_connection() {
 
         assert!(std::os::fd::AsRawFd::as_raw_fd(&conn) >= 0);
 
-        #[cfg(feature = "serde")]
+        #[cfg(feature = "spawn")]
         {
             let seq: (i64, f64, Option<i32>) = (1, 2.25, None);
             conn.send(&seq).unwrap();
@@ -166,7 +166,7 @@ fn connection_test_connection() {
         assert!(conn.readable());
         assert!(conn.writable());
         assert!(matches!(conn.recv_bytes(), Err(RecvError::Eof)));
-        #[cfg(feature = "serde")]
+        #[cfg(feature = "spawn")]
         assert!(matches!(conn.recv::<()>(), Err(RecvError::Eof)));
         join_ok(&mut p);
     })
@@ -182,7 +182,7 @@ fn connection_test_duplex_false() {
     let (reader, writer) = pipe(false).unwrap();
     writer.send_bytes(&1u32.to_be_bytes()).unwrap();
     assert_eq!(reader.recv_bytes().unwrap(), 1u32.to_be_bytes());
-    #[cfg(feature = "serde")]
+    #[cfg(feature = "spawn")]
     {
         writer.send(&1u32).unwrap();
         assert_eq!(reader.recv::<u32>().unwrap(), 1);
@@ -274,7 +274,7 @@ fn connection_test_context() {
         let (a, b) = (&a, &b);
         a.send_bytes(&1729u32.to_be_bytes()).unwrap();
         assert_eq!(b.recv_bytes().unwrap(), 1729u32.to_be_bytes());
-        #[cfg(feature = "serde")]
+        #[cfg(feature = "spawn")]
         {
             a.send(&1729u32).unwrap();
             assert_eq!(b.recv::<u32>().unwrap(), 1729);
@@ -363,7 +363,7 @@ fn listener_test_context() {
         let d = l.accept_timeout(PATIENCE).unwrap();
         c.send_bytes(&1729u32.to_be_bytes()).unwrap();
         assert_eq!(d.recv_bytes().unwrap(), 1729u32.to_be_bytes());
-        #[cfg(feature = "serde")]
+        #[cfg(feature = "spawn")]
         {
             c.send(&1729u32).unwrap();
             assert_eq!(d.recv::<u32>().unwrap(), 1729);

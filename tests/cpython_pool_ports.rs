@@ -13,7 +13,7 @@
 //! that a bug makes a test fail instead of hang. Timings are only checked
 //! from below (a wait lasted at least what it had to), except where the
 //! CPython test itself bounds a duration from above (terminate, join).
-#![cfg(feature = "serde")]
+#![cfg(feature = "pool")]
 
 mod common;
 

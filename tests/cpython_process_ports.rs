@@ -177,7 +177,7 @@ fn test_daemon_argument() {
 
 // Ports _TestProcess.test_args_argument (arguments are captured by the
 // closure; the child sends back what it got).
-#[cfg(feature = "serde")]
+#[cfg(feature = "spawn")]
 #[test]
 fn test_args_argument() {
     fn echo<T>(arg: T) -> T

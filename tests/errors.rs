@@ -81,7 +81,7 @@ fn an_owner_death_becomes_an_error_and_releases_the_lock() {
     assert_eq!(*g, 100);
 }
 
-#[cfg(feature = "serde")]
+#[cfg(feature = "queue")]
 mod queue {
     use multiproc::queue::{JoinableQueue, Queue};
     use multiproc::{Error, GetError, TryPutError};

@@ -1,7 +1,7 @@
 //! The process pool with the fork start method: results in order and out
 //! of order, chunk sizes, async handles, callbacks, errors in tasks, killed
 //! workers, worker replacement, initializers, and nothing left behind.
-#![cfg(feature = "serde")]
+#![cfg(feature = "pool")]
 #![allow(clippy::disallowed_methods)] // not library code: raw calls allowed
 
 mod common;

@@ -227,7 +227,7 @@ fn scoped_processes_keep_the_builder_options_and_return_values() {
         );
         p.start().unwrap();
         join_ok(&mut p);
-        #[cfg(feature = "serde")]
+        #[cfg(feature = "spawn")]
         {
             let mut q = allow(s.process_with_result(|| data.iter().sum::<u64>()));
             q.start().unwrap();

@@ -56,7 +56,7 @@ fn panic_message_reaches_the_parent() {
     assert_eq!(ok.message(), None);
 }
 
-#[cfg(feature = "serde")]
+#[cfg(feature = "spawn")]
 #[test]
 fn children_return_values() {
     let _s = serial();

@@ -5,7 +5,7 @@
 //! The tests marked "CPython" port the behaviours of `_TestQueue`,
 //! `_TestSimpleQueue` and `_TestJoinableQueue` in CPython's
 //! `Lib/test/_test_multiprocessing.py` (3.11), rewritten for this API.
-#![cfg(feature = "serde")]
+#![cfg(feature = "queue")]
 #![allow(clippy::disallowed_methods)] // not library code: raw calls allowed
 
 mod common;

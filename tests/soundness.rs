@@ -175,7 +175,7 @@ fn threads_sharing_a_block_copy_whole_words() {
     writer.join().unwrap();
 }
 
-#[cfg(feature = "serde")]
+#[cfg(feature = "queue")]
 #[test]
 fn a_queue_record_length_scribbled_by_another_process_is_refused() {
     use multiproc::queue::{GetError, PutError, TryGetError};

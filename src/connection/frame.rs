@@ -65,7 +65,7 @@ pub(crate) fn decode_header(buf: &[u8]) -> Result<Option<(usize, u64)>> {
 /// `Ok(None)` if more bytes are needed, an error for a malformed or
 /// oversized length (the connection cannot go on: nothing is allocated for
 /// it).
-#[cfg_attr(not(feature = "serde"), allow(dead_code))]
+#[cfg_attr(not(feature = "manager"), allow(dead_code))]
 pub(crate) fn locate(buf: &[u8], max: usize) -> Result<Option<(usize, usize)>> {
     let Some((header, len)) = decode_header(buf)? else {
         return Ok(None);

@@ -16,6 +16,7 @@
 
 mod error;
 pub(crate) mod frame;
+#[cfg(feature = "listener")]
 pub mod listener;
 #[allow(unsafe_code)] // a ring in shared memory
 #[allow(clippy::disallowed_methods)] // raw calls left here (sys::socket has the wrappers)
@@ -554,7 +555,7 @@ impl Connection {
     pub fn close(self) {}
 
     /// Sends `value` serialized (postcard) as one message.
-    #[cfg(feature = "serde")]
+    #[cfg(feature = "spawn")]
     pub fn send<T: serde::Serialize + ?Sized>(&self, value: &T) -> Result<(), SendError> {
         let bytes =
             postcard::to_stdvec(value).map_err(|e| SendError::Encode(format!("send: {e}")))?;
@@ -562,7 +563,7 @@ impl Connection {
     }
 
     /// Receives one message and deserializes it.
-    #[cfg(feature = "serde")]
+    #[cfg(feature = "spawn")]
     pub fn recv<T: serde::de::DeserializeOwned>(&self) -> Result<T, RecvError> {
         let bytes = self.recv_bytes()?;
         postcard::from_bytes(&bytes).map_err(|e| RecvError::Decode(format!("recv: {e}")))

@@ -5,7 +5,7 @@
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
-#[cfg(feature = "serde")]
+#[cfg(feature = "spawn")]
 use super::Process;
 use crate::error::{Error, Result};
 
@@ -16,7 +16,7 @@ pub enum StartMethod {
     /// in Python before 3.14).
     Fork,
     /// A fresh run of the program (`/proc/self/exe`) that calls the entry
-    /// function: safe from multithreaded parents. Needs the `serde` feature
+    /// function: safe from multithreaded parents. Needs the `spawn` feature
     /// and `init()` first in `main`.
     Spawn,
 }
@@ -106,7 +106,7 @@ impl Context {
     /// args=args)`): the same call runs in a forked child or in a spawned
     /// one. See [`Process::spawn`] for what spawning asks of the program
     /// (`init()` first in `main`).
-    #[cfg(feature = "serde")]
+    #[cfg(feature = "spawn")]
     pub fn process<A, T>(&self, entry: fn(A) -> T, args: A) -> Result<Process<'static, T>>
     where
         A: serde::Serialize + serde::de::DeserializeOwned + 'static,

@@ -11,9 +11,9 @@ use nix::unistd::Pid;
 
 use super::error::{JoinError, StartError};
 use super::report::{Body, ChildResult, REPORT_ERROR, REPORT_PANIC, ReportSlot, unit_body};
-#[cfg(feature = "serde")]
+#[cfg(feature = "spawn")]
 use super::report::{REPORT_VALUE, value_body};
-#[cfg(feature = "serde")]
+#[cfg(feature = "spawn")]
 use super::{Context, StartMethod, current_process, spawn};
 use super::{ExitStatus, identity, scope, status};
 use crate::deadline::Deadline;
@@ -29,7 +29,7 @@ use crate::sys::process as sys;
 /// closure under `catch_unwind` and ends with `_exit`: exit code 0, the
 /// closure's code, or 1 if it panicked, with the panic message sent back to
 /// the parent ([`message`](Process::message)). Stdout and stderr are flushed
-/// before the fork and before the exit. With the `serde` feature a child may
+/// before the fork and before the exit. With the `spawn` feature a child may
 /// also return a value ([`Process::with_result`]).
 ///
 /// # Borrowing, and what keeps it sound
@@ -121,11 +121,11 @@ pub struct Process<'a, T = ()> {
     pub(super) child: Option<Child>,
     /// The spawn start method's plan, for a process made by
     /// [`Process::spawn`].
-    #[cfg(feature = "serde")]
+    #[cfg(feature = "spawn")]
     pub(super) spawn: Option<spawn::Plan>,
     /// A spawned process's arguments, kept until it ends: the shared
     /// objects among them must stay allocated while the child uses them.
-    #[cfg(feature = "serde")]
+    #[cfg(feature = "spawn")]
     pub(super) retained: Option<Box<dyn std::any::Any>>,
     pub(super) _result: PhantomData<fn() -> T>,
 }
@@ -160,7 +160,7 @@ impl Process<'static, ()> {
     }
 }
 
-#[cfg(feature = "serde")]
+#[cfg(feature = "spawn")]
 impl<T: serde::Serialize + serde::de::DeserializeOwned> Process<'static, T> {
     /// A process whose closure returns a value to the parent (sent back
     /// serialized, read with [`result`](Process::result)), which Python's
@@ -248,7 +248,7 @@ impl<T: serde::Serialize + serde::de::DeserializeOwned> Process<'static, T> {
     }
 }
 
-#[cfg(feature = "serde")]
+#[cfg(feature = "spawn")]
 impl<T: serde::de::DeserializeOwned> Process<'_, T> {
     /// Joins the child and returns the value its closure returned, or
     /// [`Error::ChildFailed`] if it did not end well (a panic, an exit code,
@@ -282,9 +282,9 @@ impl<'a, T> Process<'a, T> {
             authkey: None,
             report_pipe: false,
             child: None,
-            #[cfg(feature = "serde")]
+            #[cfg(feature = "spawn")]
             spawn: None,
-            #[cfg(feature = "serde")]
+            #[cfg(feature = "spawn")]
             retained: None,
             _result: PhantomData,
         }
@@ -390,14 +390,14 @@ impl<'a, T> Process<'a, T> {
         if let Some(scope) = self.scope {
             scope.check_owner()?;
         }
-        #[cfg(feature = "serde")]
+        #[cfg(feature = "spawn")]
         if let Some(plan) = self.spawn.take() {
             return self.start_spawned(plan);
         }
         self.start_forked()
     }
 
-    #[cfg(feature = "serde")]
+    #[cfg(feature = "spawn")]
     fn start_spawned(&mut self, plan: spawn::Plan) -> Result<()> {
         let authkey = match &self.authkey {
             Some(k) => k.clone(),
@@ -602,7 +602,7 @@ impl<'a, T> Process<'a, T> {
             }
         }
         self.body = None;
-        #[cfg(feature = "serde")]
+        #[cfg(feature = "spawn")]
         {
             self.retained = None;
         }

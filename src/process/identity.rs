@@ -75,7 +75,7 @@ impl ChildIdentity {
 }
 
 /// In a spawned child: its identity, as its parent chose it.
-#[cfg_attr(not(feature = "serde"), allow(dead_code))]
+#[cfg_attr(not(feature = "spawn"), allow(dead_code))]
 pub(crate) fn install_spawned(name: &str, ident: &str, parent_pid: i32, authkey: &[u8]) {
     *identity() = Some(CurrentProcess {
         name: Arc::from(name),
@@ -157,6 +157,7 @@ pub fn active_children() -> Vec<i32> {
     alive
 }
 
+#[cfg(feature = "signals")]
 /// Starts a background thread that reaps, on every SIGCHLD, the children
 /// this process started through [`Process`](crate::Process) that have
 /// ended, for programs that never join them: no zombie lingers, and a later

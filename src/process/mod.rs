@@ -27,7 +27,7 @@
 //! (`current_process`, the registry of children).
 
 #[allow(unsafe_code)] // function pointers across exec
-#[cfg(feature = "serde")]
+#[cfg(feature = "spawn")]
 pub(crate) mod code;
 mod context;
 mod error;
@@ -41,7 +41,7 @@ mod identity;
 mod report;
 mod scope;
 #[allow(unsafe_code)] // inherited descriptors, pre_exec
-#[cfg(feature = "serde")]
+#[cfg(feature = "spawn")]
 pub(crate) mod spawn;
 
 use crate::signal::Signal;
@@ -54,18 +54,22 @@ pub use context::{Context, StartMethod, get_context, set_start_method, start_met
 pub use error::{JoinError, StartError};
 pub use group::ProcessGroup;
 pub use handle::Process;
-pub use identity::{active_children, parent_alive, start_reaper};
+#[cfg(feature = "signals")]
+pub use identity::start_reaper;
+pub use identity::{active_children, parent_alive};
 pub use report::ChildResult;
-#[cfg(feature = "serde")]
-pub(crate) use report::{REPORT_ERROR, Report, panic_text};
+#[cfg(feature = "pool")]
+pub(crate) use report::panic_text;
+#[cfg(feature = "spawn")]
+pub(crate) use report::{REPORT_ERROR, Report};
 pub use scope::{Scope, scope};
-#[cfg(feature = "serde")]
+#[cfg(feature = "spawn")]
 pub use spawn::init;
 
 /// Call this first thing in `main` of a program that uses the spawn start
-/// method (it needs the `serde` feature; without it there is no spawn start
+/// method (it needs the `spawn` feature; without it there is no spawn start
 /// method and this does nothing).
-#[cfg(not(feature = "serde"))]
+#[cfg(not(feature = "spawn"))]
 pub fn init() {}
 
 pub(crate) fn status(r: Reaped) -> ExitStatus {

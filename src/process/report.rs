@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
     message = "a child process's closure cannot return `{Self}`",
     label = "the closure returns `{Self}`",
     note = "return `()`, an exit code (`i32`) or a `Result<(), E>` whose error is `Display`; \
-            to send a value back, use `Process::with_result` (the `serde` feature)"
+            to send a value back, use `Process::with_result` (the `spawn` feature)"
 )]
 pub trait ChildResult {
     /// The exit code, and a message the parent can read with
@@ -89,7 +89,7 @@ pub(crate) struct Report {
 
 impl Report {
     /// A returned value, serialized; an error report if it cannot be.
-    #[cfg(feature = "serde")]
+    #[cfg(feature = "spawn")]
     pub(crate) fn value<T: serde::Serialize>(value: &T) -> Report {
         match postcard::to_stdvec(value) {
             Ok(bytes) => Report {
@@ -210,7 +210,7 @@ where
 }
 
 /// The body of a process whose closure returns a value for the parent.
-#[cfg(feature = "serde")]
+#[cfg(feature = "spawn")]
 pub(crate) fn value_body<'a, T, F>(body: F) -> Body<'a>
 where
     T: serde::Serialize,

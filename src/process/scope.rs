@@ -184,7 +184,7 @@ impl<'scope> Scope<'scope, '_> {
 
     /// [`Process::with_result`] for a closure that may borrow from outside
     /// the scope.
-    #[cfg(feature = "serde")]
+    #[cfg(feature = "spawn")]
     pub fn process_with_result<T, F>(&'scope self, body: F) -> Process<'scope, T>
     where
         T: serde::Serialize + serde::de::DeserializeOwned,

@@ -268,6 +268,7 @@ widen_get!(GetTimeoutError);
 impl TryGetError {
     /// The error a blocking get reports for this one; `None` for `Empty`
     /// (a blocking get waits instead).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn into_blocking(self) -> Option<GetError> {
         match self {
             TryGetError::Empty => None,

@@ -116,13 +116,13 @@ pub const DEFAULT_CAPACITY: usize = 1 << 20;
 /// See the [module documentation](self) for the layout and for what is
 /// lost when a process is killed.
 #[cfg_attr(
-    feature = "serde",
+    feature = "spawn",
     derive(serde::Serialize, serde::Deserialize),
     serde(bound = "")
 )]
 pub struct Queue<T> {
     core: Core,
-    #[cfg_attr(feature = "serde", serde(skip))]
+    #[cfg_attr(feature = "spawn", serde(skip))]
     _items: PhantomData<fn(T) -> T>,
 }
 
@@ -370,7 +370,7 @@ impl<T> fmt::Debug for Queue<T> {
 /// Its `put` waits when the ring (1 MiB) is full, where Python's would
 /// wait when the pipe is.
 #[cfg_attr(
-    feature = "serde",
+    feature = "spawn",
     derive(serde::Serialize, serde::Deserialize),
     serde(bound = "")
 )]
@@ -431,7 +431,7 @@ impl<T> fmt::Debug for SimpleQueue<T> {
 /// unfinished for ever; so does a producer killed in the instant between
 /// counting its item and committing it. `join_timeout` bounds the wait.
 #[cfg_attr(
-    feature = "serde",
+    feature = "spawn",
     derive(serde::Serialize, serde::Deserialize),
     serde(bound = "")
 )]

@@ -50,7 +50,7 @@ pub(crate) trait Word {
     fn load(&self, o: Ordering) -> u32;
     fn store(&self, v: u32, o: Ordering);
     fn swap(&self, v: u32, o: Ordering) -> u32;
-    #[cfg_attr(not(feature = "serde"), allow(dead_code))]
+    #[cfg_attr(not(feature = "queue"), allow(dead_code))]
     fn fetch_or(&self, v: u32, o: Ordering) -> u32;
     fn fetch_add(&self, v: u32, o: Ordering) -> u32;
     fn fetch_sub(&self, v: u32, o: Ordering) -> u32;
@@ -138,7 +138,7 @@ pub(crate) fn sleepers_after<W: Word>(word: &W, mark: Mark) -> bool {
 /// the lock whose word this is to ring `bit`'s bell. The caller then looks
 /// at the state once more.
 #[inline]
-#[cfg_attr(not(feature = "serde"), allow(dead_code))]
+#[cfg_attr(not(feature = "queue"), allow(dead_code))]
 pub(crate) fn arm<W: Word>(lock_word: &W, bit: u32) {
     lock_word.fetch_or(bit, Ordering::AcqRel);
 }
@@ -151,7 +151,7 @@ pub(crate) fn arm<W: Word>(lock_word: &W, bit: u32) {
 /// The calling thread holds the lock (the word names it): releasing a lock
 /// held by another thread breaks that thread's critical section.
 #[inline]
-#[cfg_attr(not(feature = "serde"), allow(dead_code))]
+#[cfg_attr(not(feature = "queue"), allow(dead_code))]
 pub(crate) unsafe fn release<W: Word>(lock_word: &W) -> u32 {
     lock_word.swap(0, Ordering::AcqRel)
 }

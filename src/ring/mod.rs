@@ -34,7 +34,7 @@
 //! reader's doorbell).
 
 pub(crate) mod bell;
-#[cfg(feature = "serde")]
+#[cfg(feature = "queue")]
 pub(crate) mod records;
 
 use std::ptr::NonNull;
@@ -123,7 +123,7 @@ impl Bytes {
             .then_some(Bytes { base, cap })
     }
 
-    #[cfg_attr(not(feature = "serde"), allow(dead_code))]
+    #[cfg_attr(not(feature = "queue"), allow(dead_code))]
     pub(crate) fn cap(&self) -> usize {
         self.cap
     }
@@ -226,7 +226,7 @@ impl Bytes {
     /// the ring and aligned: `cap` and the start are multiples of 8). What
     /// the caller may do with it is as for the copies: load committed
     /// words, store free ones it owns.
-    #[cfg_attr(not(feature = "serde"), allow(dead_code))]
+    #[cfg_attr(not(feature = "queue"), allow(dead_code))]
     pub(crate) unsafe fn word(&self, pos: u64) -> &AtomicU64 {
         let off = self.offset(pos) & !7;
         // SAFETY: `off + 8 <= cap`, 8-aligned (see `Bytes::new`), mapped
@@ -239,7 +239,7 @@ impl Bytes {
     /// # Safety
     ///
     /// As for [`Bytes::word`].
-    #[cfg_attr(not(feature = "serde"), allow(dead_code))]
+    #[cfg_attr(not(feature = "queue"), allow(dead_code))]
     pub(crate) unsafe fn load_word(&self, pos: u64) -> u64 {
         // SAFETY: forwarded.
         unsafe { self.word(pos) }.load(Ordering::Relaxed)
@@ -250,7 +250,7 @@ impl Bytes {
     /// # Safety
     ///
     /// As for [`Bytes::word`].
-    #[cfg_attr(not(feature = "serde"), allow(dead_code))]
+    #[cfg_attr(not(feature = "queue"), allow(dead_code))]
     pub(crate) unsafe fn store_word(&self, pos: u64, v: u64) {
         // SAFETY: forwarded.
         unsafe { self.word(pos) }.store(v, Ordering::Relaxed)

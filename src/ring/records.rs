@@ -327,8 +327,10 @@ pub(crate) enum OnWait {
     /// Wait here for room (or the deadline).
     Sleep,
     /// Look again at once: the caller did its own waiting.
+    #[cfg_attr(not(feature = "pool"), allow(dead_code))]
     Again,
     /// Give up the item.
+    #[cfg_attr(not(feature = "pool"), allow(dead_code))]
     Stop,
 }
 
@@ -359,6 +361,7 @@ impl Payload {
 
     /// The bytes from `start` on, as a vector: a large payload's own
     /// buffer, moved down in place (no second buffer of its size).
+    #[cfg_attr(not(feature = "pool"), allow(dead_code))]
     pub(crate) fn into_tail(self, start: usize) -> Vec<u8> {
         match self {
             Payload::Inline(b, n) => b[..n].get(start..).unwrap_or_default().to_vec(),
@@ -456,7 +459,7 @@ impl Drop for Stash {
     }
 }
 
-#[cfg(feature = "serde")]
+#[cfg(feature = "spawn")]
 impl serde::Serialize for Core {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
@@ -468,7 +471,7 @@ impl serde::Serialize for Core {
     }
 }
 
-#[cfg(feature = "serde")]
+#[cfg(feature = "spawn")]
 impl<'de> serde::Deserialize<'de> for Core {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         #[derive(serde::Deserialize)]

@@ -112,20 +112,20 @@ pub(crate) struct Arena {
 }
 
 impl Arena {
-    #[cfg_attr(not(feature = "serde"), allow(dead_code))]
+    #[cfg_attr(not(feature = "spawn"), allow(dead_code))]
     pub(crate) fn mapping(&self) -> &SharedMapping {
         &self.map
     }
 
     /// The process whose heap owns the arena.
-    #[cfg_attr(not(feature = "serde"), allow(dead_code))]
+    #[cfg_attr(not(feature = "spawn"), allow(dead_code))]
     pub(crate) fn owner(&self) -> i32 {
         self.owner
     }
 
     /// An arena of another process's heap, mapped again in this one (spawn
     /// start method). This process never frees into it.
-    #[cfg_attr(not(feature = "serde"), allow(dead_code))]
+    #[cfg_attr(not(feature = "spawn"), allow(dead_code))]
     pub(crate) fn adopted(map: SharedMapping, owner: i32) -> Arena {
         Arena { map, owner }
     }
@@ -161,14 +161,14 @@ impl Allocation {
     }
 
     /// The arena, offset and slot size, for re-mapping in another process.
-    #[cfg_attr(not(feature = "serde"), allow(dead_code))]
+    #[cfg_attr(not(feature = "spawn"), allow(dead_code))]
     pub(crate) fn location(&self) -> (&Arc<Arena>, usize, usize) {
         let off = self.ptr.as_ptr() as usize - self.arena.map.as_ptr() as usize;
         (&self.arena, off, self.size)
     }
 
     /// The allocation at `offset` in `arena` (an adopted one), `size` bytes.
-    #[cfg_attr(not(feature = "serde"), allow(dead_code))]
+    #[cfg_attr(not(feature = "spawn"), allow(dead_code))]
     pub(crate) fn adopt(arena: Arc<Arena>, offset: usize, size: usize) -> Result<Allocation> {
         let len = arena.map.len();
         // A large block's `size` is at least SMALL_MAX + 1 but its mapping
@@ -560,7 +560,7 @@ fn lock_for_fork() -> Box<dyn atfork::Held> {
 /// fork (objects made before it wait for the child once freed). Keep it
 /// until the child has started (`exec` done); the descriptors are
 /// close-on-exec, so they must be made inheritable in the child only.
-#[cfg_attr(not(feature = "serde"), allow(dead_code))]
+#[cfg_attr(not(feature = "spawn"), allow(dead_code))]
 pub(crate) struct SpawnInheritance {
     held: Vec<RawFd>,
     /// A copy of the open generation's write end, which the heap may close
@@ -568,7 +568,7 @@ pub(crate) struct SpawnInheritance {
     own: Option<OwnedFd>,
 }
 
-#[cfg_attr(not(feature = "serde"), allow(dead_code))]
+#[cfg_attr(not(feature = "spawn"), allow(dead_code))]
 impl SpawnInheritance {
     /// The descriptors to pass, valid while `self` lives.
     pub(crate) fn fds(&self) -> Vec<RawFd> {
@@ -580,7 +580,7 @@ impl SpawnInheritance {
 
 /// Readies the descriptors a spawned child inherits (see
 /// [`SpawnInheritance`]).
-#[cfg_attr(not(feature = "serde"), allow(dead_code))]
+#[cfg_attr(not(feature = "spawn"), allow(dead_code))]
 pub(crate) fn for_spawn() -> SpawnInheritance {
     let mut heap = lock_heap();
     heap.before_fork();
@@ -609,7 +609,7 @@ pub(crate) fn for_spawn() -> SpawnInheritance {
 ///
 /// `fds` must be descriptors inherited for this purpose that nothing else
 /// in this process owns or closes.
-#[cfg_attr(not(feature = "serde"), allow(dead_code))]
+#[cfg_attr(not(feature = "spawn"), allow(dead_code))]
 pub(crate) unsafe fn hold_inherited(fds: &[RawFd]) {
     let mut heap = lock_heap();
     for &fd in fds {

@@ -2,9 +2,9 @@
 
 pub(crate) mod copy;
 pub(crate) mod heap;
-#[cfg(feature = "serde")]
+#[cfg(feature = "manager")]
 pub(crate) mod mailbox;
-#[cfg(feature = "serde")]
+#[cfg(feature = "spawn")]
 pub(crate) mod transfer;
 
 use std::sync::atomic::{
@@ -147,7 +147,7 @@ impl<T: ShmSafe> ShmBox<T> {
 
 impl<T> ShmBox<T> {
     /// The allocation it lives in.
-    #[cfg(feature = "serde")]
+    #[cfg(feature = "spawn")]
     pub(crate) fn alloc(&self) -> &heap::Allocation {
         &self.alloc
     }
@@ -157,7 +157,7 @@ impl<T> ShmBox<T> {
     }
 }
 
-#[cfg(feature = "serde")]
+#[cfg(feature = "spawn")]
 impl<T: 'static> serde::Serialize for ShmBox<T> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
@@ -169,7 +169,7 @@ impl<T: 'static> serde::Serialize for ShmBox<T> {
     }
 }
 
-#[cfg(feature = "serde")]
+#[cfg(feature = "spawn")]
 impl<'de, T: 'static> serde::Deserialize<'de> for ShmBox<T> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         #[derive(serde::Deserialize)]
@@ -224,7 +224,7 @@ unsafe impl<T: Sync> Sync for ShmBox<T> {}
 mod atomic;
 pub use atomic::{Atomic, AtomicNumber};
 
-#[cfg(all(test, feature = "serde"))]
+#[cfg(all(test, feature = "spawn"))]
 mod tests {
     use super::*;
 

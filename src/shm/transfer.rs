@@ -177,9 +177,11 @@ pub(crate) fn receiving<R>(carried: Carried, f: impl FnOnce() -> R) -> R {
 /// A descriptor that a spawned child inherits when this is among its
 /// arguments (a forked child has it anyway): serialized as its place in
 /// the list handed over, and only while spawn arguments are serialized.
+#[cfg(feature = "pool")]
 #[derive(Clone, Debug)]
 pub(crate) struct Descriptor(pub(crate) Arc<OwnedFd>);
 
+#[cfg(feature = "pool")]
 impl Serialize for Descriptor {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let index = OUTGOING.with(|o| {
@@ -255,6 +257,7 @@ impl TypeTag {
     }
 }
 
+#[cfg(feature = "pool")]
 impl<'de> Deserialize<'de> for Descriptor {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let i = u32::deserialize(d)?;

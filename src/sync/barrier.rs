@@ -93,14 +93,14 @@ type Action = Box<dyn Fn() + Send + Sync>;
 /// # Ok::<(), multiproc::Error>(())
 /// ```
 #[cfg_attr(
-    feature = "serde",
+    feature = "spawn",
     derive(serde::Serialize, serde::Deserialize),
     serde(bound = "")
 )]
 pub struct Barrier {
     inner: ShmBox<BarrierState>,
     /// Each process runs its own copy; a spawned process has none.
-    #[cfg_attr(feature = "serde", serde(skip))]
+    #[cfg_attr(feature = "spawn", serde(skip))]
     action: Option<Action>,
     /// What [`wait`](Barrier::wait) waits at most (Python's `timeout=`
     /// argument of the constructor); a property of this handle, copied to

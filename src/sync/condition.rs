@@ -46,7 +46,7 @@ unsafe impl crate::ShmSafe for CondState {}
 /// # Ok::<(), multiproc::Error>(())
 /// ```
 #[cfg_attr(
-    feature = "serde",
+    feature = "spawn",
     derive(serde::Serialize, serde::Deserialize),
     serde(bound = "")
 )]

@@ -28,7 +28,7 @@ use crate::sys::futex;
 /// # Ok::<(), multiproc::Error>(())
 /// ```
 #[cfg_attr(
-    feature = "serde",
+    feature = "spawn",
     derive(serde::Serialize, serde::Deserialize),
     serde(bound = "")
 )]

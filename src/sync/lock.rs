@@ -52,9 +52,9 @@ pub type LockGuard<'a> = MutexGuard<'a, ()>;
 // The derived `Deserialize` is sound: the only field is a `ShmBox`, whose
 // own `Deserialize` checks the type, size and alignment of what it adopts;
 // the `unsafe` in this type's methods relies on nothing else.
-#[cfg_attr(feature = "serde", allow(clippy::unsafe_derive_deserialize))]
+#[cfg_attr(feature = "spawn", allow(clippy::unsafe_derive_deserialize))]
 #[cfg_attr(
-    feature = "serde",
+    feature = "spawn",
     derive(serde::Serialize, serde::Deserialize),
     serde(bound = "")
 )]
@@ -68,7 +68,7 @@ pub struct Lock {
 
 impl Lock {
     /// The allocation the lock lives in.
-    #[cfg(feature = "serde")]
+    #[cfg(feature = "spawn")]
     pub(crate) fn alloc(&self) -> &crate::shm::heap::Allocation {
         self.inner.alloc()
     }
@@ -180,9 +180,9 @@ unsafe impl crate::ShmSafe for RLockState {}
 // The derived `Deserialize` is sound: the only field is a `ShmBox`, whose
 // own `Deserialize` checks the type, size and alignment of what it adopts;
 // the `unsafe` in this type's methods relies on nothing else.
-#[cfg_attr(feature = "serde", allow(clippy::unsafe_derive_deserialize))]
+#[cfg_attr(feature = "spawn", allow(clippy::unsafe_derive_deserialize))]
 #[cfg_attr(
-    feature = "serde",
+    feature = "spawn",
     derive(serde::Serialize, serde::Deserialize),
     serde(bound = "")
 )]

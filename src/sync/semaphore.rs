@@ -111,7 +111,7 @@ impl SemState {
 /// # Ok::<(), multiproc::Error>(())
 /// ```
 #[cfg_attr(
-    feature = "serde",
+    feature = "spawn",
     derive(serde::Serialize, serde::Deserialize),
     serde(bound = "")
 )]
@@ -188,7 +188,7 @@ impl fmt::Debug for Semaphore {
 /// Python's `multiprocessing.BoundedSemaphore`: a release past the bound is
 /// [`ReleasedTooManyTimes`] and changes nothing.
 #[cfg_attr(
-    feature = "serde",
+    feature = "spawn",
     derive(serde::Serialize, serde::Deserialize),
     serde(bound = "")
 )]

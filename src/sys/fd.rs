@@ -31,6 +31,7 @@ pub(crate) fn set_pipe_size(fd: BorrowedFd<'_>, bytes: i32) -> bool {
 }
 
 /// Turns `O_NONBLOCK` on or off.
+#[cfg_attr(not(feature = "listener"), allow(dead_code))]
 pub(crate) fn set_nonblocking(fd: BorrowedFd<'_>, on: bool) -> Result<()> {
     use nix::fcntl::{FcntlArg, OFlag, fcntl};
     let flags = fcntl(fd, FcntlArg::F_GETFL).map_err(|e| Error::os("fcntl", e))?;
@@ -49,7 +50,7 @@ pub(crate) fn set_cloexec(fd: BorrowedFd<'_>) -> bool {
 /// Clears close-on-exec on the descriptor number `fd`, so a program this
 /// process execs inherits it. Async-signal-safe (one `fcntl`, no
 /// allocation): callable between fork and exec. At worst `EBADF`.
-#[cfg(feature = "serde")]
+#[cfg(feature = "spawn")]
 pub(crate) fn clear_cloexec_raw(fd: RawFd) -> std::io::Result<()> {
     // SAFETY: fcntl(F_SETFD) on a descriptor number takes an integer
     // argument and changes no memory; a bad number is EBADF.
@@ -137,6 +138,7 @@ pub(crate) enum Interest {
     /// Readable (or hung up, or in error).
     Read,
     /// Writable (or hung up, or in error).
+    #[cfg_attr(not(feature = "listener"), allow(dead_code))]
     Write,
 }
 
@@ -233,7 +235,7 @@ pub(crate) fn hung_up(fds: &[BorrowedFd<'_>]) -> Vec<bool> {
 /// process inherited under a number it was told), read without taking the
 /// descriptor over; `None` for anything else (closed, another file, a
 /// memfd of another name). The file offset is left alone (`pread`).
-#[cfg(feature = "serde")]
+#[cfg(feature = "spawn")]
 pub(crate) fn inherited_memfd(fd: RawFd, name: &std::ffi::CStr) -> Option<Vec<u8>> {
     const MAX: usize = 1 << 30;
     if fd < 0 {

@@ -2,6 +2,7 @@
 
 /// The soft limit on open descriptors (`RLIMIT_NOFILE`); `None` if it
 /// cannot be read or is unlimited.
+#[cfg(feature = "listener")]
 pub(crate) fn open_files() -> Option<u64> {
     let mut lim = libc::rlimit {
         rlim_cur: 0,

@@ -7,7 +7,7 @@
 
 use std::ffi::CStr;
 use std::fs::File;
-#[cfg(feature = "serde")]
+#[cfg(feature = "pool")]
 use std::os::fd::AsRawFd;
 use std::os::fd::{AsFd, BorrowedFd};
 
@@ -47,7 +47,7 @@ impl SharedMapping {
     /// (`F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL`): a process it is
     /// handed to can map it without fear of it being truncated under its
     /// feet (which would make its accesses fault with SIGBUS).
-    #[cfg(feature = "serde")]
+    #[cfg(feature = "manager")]
     pub(crate) fn new_sealed(name: &CStr, len: usize) -> Result<SharedMapping> {
         use nix::fcntl::{FcntlArg, SealFlag, fcntl};
         let fd = sealable_memfd(name, len)?;
@@ -58,7 +58,7 @@ impl SharedMapping {
 
     /// Maps the memfd `fd` if its size is sealed against shrinking and it
     /// has at least `min` bytes (see [`new_sealed`](Self::new_sealed)).
-    #[cfg(feature = "serde")]
+    #[cfg(feature = "manager")]
     pub(crate) fn from_sealed_fd(fd: std::os::fd::OwnedFd, min: usize) -> Result<SharedMapping> {
         use nix::fcntl::{FcntlArg, SealFlag, fcntl};
         let seals = fcntl(&fd, FcntlArg::F_GET_SEALS).map_err(|e| Error::os("fcntl", e))?;
@@ -91,7 +91,7 @@ impl SharedMapping {
     /// Maps all of the memfd (or any shared-memory file) `fd`, as a child
     /// started by the spawn start method does with the descriptors its
     /// parent handed over.
-    #[cfg_attr(not(feature = "serde"), allow(dead_code))]
+    #[cfg_attr(not(feature = "spawn"), allow(dead_code))]
     pub(crate) fn from_fd(fd: std::os::fd::OwnedFd) -> Result<SharedMapping> {
         let file = File::from(fd);
         let len = file.metadata().map_err(|e| Error::os("fstat", e))?.len() as usize;
@@ -119,7 +119,7 @@ impl SharedMapping {
     }
 
     /// The memfd behind the mapping, for handing to another process.
-    #[cfg_attr(not(feature = "serde"), allow(dead_code))]
+    #[cfg_attr(not(feature = "spawn"), allow(dead_code))]
     pub(crate) fn fd(&self) -> BorrowedFd<'_> {
         self.file.as_fd()
     }
@@ -136,7 +136,7 @@ impl std::fmt::Debug for SharedMapping {
 
 /// A new empty memfd named `name`, close-on-exec (to be written and
 /// handed over, not mapped: see [`SharedMapping`] for that).
-#[cfg(feature = "serde")]
+#[cfg(feature = "spawn")]
 pub(crate) fn memfd(name: &CStr) -> Result<std::os::fd::OwnedFd> {
     memfd_create(name, MFdFlags::MFD_CLOEXEC).map_err(|e| Error::os("memfd_create", e))
 }
@@ -163,7 +163,7 @@ pub(crate) fn shm_unlink(path: &CStr) -> nix::Result<()> {
 }
 
 /// A new memfd of `len` zero bytes that can be sealed.
-#[cfg(feature = "serde")]
+#[cfg(any(feature = "pool", feature = "manager"))]
 fn sealable_memfd(name: &CStr, len: usize) -> Result<std::os::fd::OwnedFd> {
     let len_off = libc::off_t::try_from(len).map_err(|_| Error::InvalidSize {
         size: len,
@@ -181,10 +181,10 @@ fn sealable_memfd(name: &CStr, len: usize) -> Result<std::os::fd::OwnedFd> {
 /// writable or `write` to it again) and against resizing. Whoever gets the
 /// descriptor, forked or spawned, can map it read-only only
 /// ([`map_read_only`]).
-#[cfg(feature = "serde")]
+#[cfg(feature = "pool")]
 pub(crate) struct WriterMapping(SharedMapping);
 
-#[cfg(feature = "serde")]
+#[cfg(feature = "pool")]
 impl WriterMapping {
     /// A new zero-filled mapping of `len` bytes (a multiple of the page
     /// size, so that no other data shares its pages).
@@ -219,7 +219,7 @@ impl WriterMapping {
 /// A read-only mapping of all of a memfd that was sealed against writing
 /// and resizing ([`WriterMapping`]); refuses any other file, or one of
 /// fewer than `min` bytes.
-#[cfg(feature = "serde")]
+#[cfg(feature = "pool")]
 pub(crate) fn map_read_only(fd: BorrowedFd<'_>, min: usize) -> Result<MmapRaw> {
     use nix::fcntl::{FcntlArg, SealFlag, fcntl};
     let seals = fcntl(fd, FcntlArg::F_GET_SEALS).map_err(|e| Error::os("fcntl", e))?;
@@ -244,7 +244,7 @@ pub(crate) fn map_read_only(fd: BorrowedFd<'_>, min: usize) -> Result<MmapRaw> {
         .map_err(|e| Error::os("mmap", e))
 }
 
-#[cfg(feature = "serde")]
+#[cfg(feature = "spawn")]
 /// Where the main executable (not a shared library) was loaded: its base
 /// address and its executable segments.
 pub(crate) struct MainImage {
@@ -252,7 +252,7 @@ pub(crate) struct MainImage {
     code: Vec<(usize, usize)>,
 }
 
-#[cfg(feature = "serde")]
+#[cfg(feature = "spawn")]
 impl MainImage {
     /// Whether `addr` lies in one of the executable's code segments.
     pub(crate) fn holds(&self, addr: usize) -> bool {
@@ -260,7 +260,7 @@ impl MainImage {
     }
 }
 
-#[cfg(feature = "serde")]
+#[cfg(feature = "spawn")]
 /// The main executable's image, found once with `dl_iterate_phdr` (whose
 /// first object is always the main program).
 pub(crate) fn main_image() -> &'static MainImage {
@@ -280,7 +280,7 @@ pub(crate) fn main_image() -> &'static MainImage {
     })
 }
 
-#[cfg(feature = "serde")]
+#[cfg(feature = "spawn")]
 /// `dl_iterate_phdr` callback: records the first object's executable
 /// `PT_LOAD` segments, then stops the iteration.
 ///
@@ -316,7 +316,7 @@ unsafe extern "C" fn first_object(
     1
 }
 
-#[cfg(feature = "serde")]
+#[cfg(feature = "spawn")]
 /// The file name of the loaded object holding `addr` (`dladdr`), for error
 /// messages.
 pub(crate) fn object_name(addr: usize) -> String {

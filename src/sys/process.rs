@@ -289,12 +289,12 @@ pub(crate) fn die_with_parent(parent: i32, sig: Signal) {
 }
 
 /// The parent process watched by [`die_with_parent_process`].
-#[cfg(feature = "serde")]
+#[cfg(feature = "pool")]
 static WATCHED_PARENT: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
 
 /// The signal [`die_with_parent_process`] has the kernel send: a real-time
 /// signal (`SIGRTMAX - 2`) that nothing else in the crate uses.
-#[cfg(feature = "serde")]
+#[cfg(feature = "pool")]
 fn parent_thread_signal() -> libc::c_int {
     libc::SIGRTMAX() - 2
 }
@@ -304,7 +304,7 @@ fn parent_thread_signal() -> libc::c_int {
 /// was handed to another reaper, so the parent pid changed), SIGKILL this
 /// process. Only async-signal-safe calls: `getppid`, `getpid`, `kill` and
 /// an atomic load.
-#[cfg(feature = "serde")]
+#[cfg(feature = "pool")]
 extern "C" fn on_parent_thread_gone(_: libc::c_int) {
     // SAFETY: getppid has no preconditions.
     let now = unsafe { libc::getppid() };
@@ -326,7 +326,7 @@ extern "C" fn on_parent_thread_gone(_: libc::c_int) {
 /// belongs to another thread of the same parent). If the parent died
 /// before this, exits at once. The child must keep that signal's handler
 /// and leave the signal unblocked.
-#[cfg(feature = "serde")]
+#[cfg(feature = "pool")]
 pub(crate) fn die_with_parent_process(parent: i32) {
     WATCHED_PARENT.store(parent, std::sync::atomic::Ordering::Relaxed);
     let sig = parent_thread_signal();
@@ -414,7 +414,7 @@ pub(crate) fn set_disposition(sig: Signal, ignore: bool) -> Result<()> {
 
 /// Puts the calling process in a new process group of its own
 /// (`setpgid(0, 0)`). Async-signal-safe: callable between fork and exec.
-#[cfg(feature = "serde")]
+#[cfg(feature = "spawn")]
 pub(crate) fn new_group_raw() -> std::io::Result<()> {
     // SAFETY: setpgid takes integers and changes no memory.
     if unsafe { libc::setpgid(0, 0) } != 0 {

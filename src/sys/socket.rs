@@ -29,6 +29,7 @@ pub(crate) fn socketpair() -> Result<(OwnedFd, OwnedFd)> {
 
 /// A new Unix stream socket, close-on-exec and non-blocking, not yet
 /// connected.
+#[cfg_attr(not(feature = "listener"), allow(dead_code))]
 pub(crate) fn unix_stream_nonblocking() -> Result<OwnedFd> {
     nix::sys::socket::socket(
         AddressFamily::Unix,
@@ -40,6 +41,7 @@ pub(crate) fn unix_stream_nonblocking() -> Result<OwnedFd> {
 }
 
 /// One `connect` of the socket `fd` to `addr`.
+#[cfg_attr(not(feature = "listener"), allow(dead_code))]
 pub(crate) fn connect(fd: BorrowedFd<'_>, addr: &UnixAddr) -> nix::Result<()> {
     nix::sys::socket::connect(fd.as_raw_fd(), addr)
 }
@@ -48,6 +50,7 @@ pub(crate) fn connect(fd: BorrowedFd<'_>, addr: &UnixAddr) -> nix::Result<()> {
 /// the mode is set on the socket (`fchmod`) before `bind`, and Linux gives
 /// the file the socket's mode (less the umask), so the file never exists
 /// with a wider one. Not listening yet: see [`listen`].
+#[cfg_attr(not(feature = "listener"), allow(dead_code))]
 pub(crate) fn bind_unix_private(path: &Path) -> std::io::Result<OwnedFd> {
     use nix::sys::stat::{Mode, fchmod};
     let fd = nix::sys::socket::socket(
@@ -62,6 +65,7 @@ pub(crate) fn bind_unix_private(path: &Path) -> std::io::Result<OwnedFd> {
 }
 
 /// Listens on the bound socket `fd`, with the largest backlog allowed.
+#[cfg_attr(not(feature = "listener"), allow(dead_code))]
 pub(crate) fn listen(fd: BorrowedFd<'_>) -> std::io::Result<()> {
     nix::sys::socket::listen(&fd, nix::sys::socket::Backlog::MAXCONN)?;
     Ok(())
@@ -77,6 +81,7 @@ pub(crate) fn shutdown(fd: BorrowedFd<'_>) {
 
 /// One `send` of `buf` with `MSG_NOSIGNAL` (a gone peer is `EPIPE`, never
 /// `SIGPIPE`): how many bytes went.
+#[cfg_attr(not(feature = "listener"), allow(dead_code))]
 pub(crate) fn send(fd: BorrowedFd<'_>, buf: &[u8]) -> nix::Result<usize> {
     nix::sys::socket::send(fd.as_raw_fd(), buf, MsgFlags::MSG_NOSIGNAL)
 }
@@ -168,7 +173,7 @@ pub(crate) fn recv_with_fds_checked(
 /// non-blocking socket with nothing to read); the bytes read and any
 /// descriptors that came with them (SCM_RIGHTS, close-on-exec). Control
 /// data cut short is read as no descriptors.
-#[cfg(feature = "serde")]
+#[cfg(feature = "manager")]
 pub(crate) fn recv_with_fds(
     fd: BorrowedFd<'_>,
     buf: &mut [u8],

@@ -115,7 +115,7 @@ pub(crate) fn thread_count() -> Option<usize> {
 }
 
 /// The CPU the calling thread runs on (`u32::MAX` if unknown).
-#[cfg(feature = "serde")]
+#[cfg(feature = "manager")]
 pub(crate) fn current_cpu() -> u32 {
     // SAFETY: sched_getcpu takes no arguments and only reads the calling
     // thread's state (through the vDSO or rseq).

@@ -163,18 +163,18 @@ pub fn running(pid: i32) -> bool {
 
 /// The counter [`spin_ms`] counts itself in, set in pool workers by
 /// [`note_busy`] (their initializer).
-#[cfg(feature = "serde")]
+#[cfg(feature = "pool")]
 static BUSY: std::sync::OnceLock<std::sync::Arc<multiproc::Value<u64>>> =
     std::sync::OnceLock::new();
 
 /// A pool initializer: keeps the counter [`spin_ms`] counts itself in.
-#[cfg(feature = "serde")]
+#[cfg(feature = "pool")]
 pub fn note_busy(count: std::sync::Arc<multiproc::Value<u64>>) {
     let _ = BUSY.set(count);
 }
 
 /// A pool task: counts itself in, then spins (busy, never asleep) for `ms`.
-#[cfg(feature = "serde")]
+#[cfg(feature = "pool")]
 pub fn spin_ms(ms: u64) -> u64 {
     if let Some(c) = BUSY.get() {
         c.update(|n| *n += 1);

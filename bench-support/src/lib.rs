@@ -1,7 +1,7 @@
-//! Raw baselines for the benches: what the kernel and the hardware give
-//! without multiproc, in the same kind of memory (a memfd mapped
-//! MAP_SHARED), so each bench can print its ratio to the limit.
-#![allow(dead_code)]
+//! Raw baselines for multiproc's benches and for the `multiproc bench`
+//! command: what the kernel and the hardware give without multiproc, in the
+//! same kind of memory (a memfd mapped MAP_SHARED), so each measurement can
+//! print its ratio to the limit.
 #![allow(clippy::disallowed_methods)] // not library code: raw calls allowed
 
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -43,6 +43,7 @@ fn futex(word: &AtomicU32, op: i32, val: u32) {
 pub struct BareFutexLock<'a>(pub &'a AtomicU32);
 
 impl BareFutexLock<'_> {
+    /// Takes the lock, spinning briefly and then sleeping on the futex.
     #[inline]
     pub fn lock(&self) {
         if self
@@ -73,6 +74,7 @@ impl BareFutexLock<'_> {
         }
     }
 
+    /// Releases the lock, waking one sleeper if any.
     #[inline]
     pub fn unlock(&self) {
         if self.0.swap(0, Ordering::Release) == 2 {
@@ -176,12 +178,16 @@ pub const SLOTS: u64 = 1 << 16;
 /// robustness: the floor a queue is compared with.
 #[repr(C)]
 pub struct BareRing {
+    /// The futex lock word of the locked (multi-producer) variant.
     pub lock: AtomicU32,
     _pad: [u8; 60],
+    /// Items taken so far.
     pub head: std::sync::atomic::AtomicU64,
     _pad2: [u8; 56],
+    /// Items put so far.
     pub tail: std::sync::atomic::AtomicU64,
     _pad3: [u8; 56],
+    /// The items, at `index % SLOTS`.
     pub slots: [std::sync::atomic::AtomicU64; SLOTS as usize],
 }
 
@@ -190,10 +196,13 @@ pub struct BareRing {
 pub struct SharedRing(MmapRaw);
 
 impl SharedRing {
+    /// Maps a zeroed (empty) ring.
+    #[allow(clippy::new_without_default)]
     pub fn new() -> SharedRing {
         SharedRing(shared_mapping(std::mem::size_of::<BareRing>(), true))
     }
 
+    /// The ring in the mapping.
     pub fn ring(&self) -> &BareRing {
         // SAFETY: the mapping is zeroed, page-aligned and large enough for
         // a BareRing, which is atomics only (all-zero is valid); the

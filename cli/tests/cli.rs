@@ -4,6 +4,13 @@
 
 use std::process::Command;
 
+/// The repository's root: the workspace that holds this crate (`cli/`).
+fn repository() -> &'static std::path::Path {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("cli/ is inside the repository")
+}
+
 fn multiproc(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_multiproc"))
         .args(args)
@@ -530,7 +537,8 @@ fn plot_path_is_checked_before_the_run() {
 fn python_script_is_not_a_build_machine_path() {
     // No absolute path of the build tree is baked into the binary.
     let exe = std::fs::read(env!("CARGO_BIN_EXE_multiproc")).unwrap();
-    let baked = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/python/workloads.py");
+    let baked = repository().join("benches/python/workloads.py");
+    let baked = baked.to_str().unwrap();
     assert!(
         !exe.windows(baked.len()).any(|w| w == baked.as_bytes()),
         "the binary holds {baked}"
@@ -596,7 +604,7 @@ fn python_script_is_not_a_build_machine_path() {
 
 #[test]
 fn readme_links_only_to_files_in_the_repository() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = repository();
     let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
     let mut links = 0;
     for part in readme.split("](").skip(1) {

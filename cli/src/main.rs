@@ -25,9 +25,9 @@ mod faults;
 mod pi;
 mod plot;
 mod report;
-#[path = "../../../benches/support/mod.rs"]
-mod support;
 mod workloads;
+
+use multiproc_bench_support as support;
 
 use report::Line;
 
