@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 
 use common::{PATIENCE, join_ok, serial, spawn_in};
 use multiproc::Process;
-use multiproc::queue::{GetError, PutError};
-use multiproc::redis::{LocalServer, RedisQueue};
+use multiproc::redis::{
+    LocalServer, RedisGetError as GetError, RedisPutError as PutError, RedisQueue,
+};
 
 const SHORT: Duration = Duration::from_millis(200);
 

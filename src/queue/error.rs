@@ -14,10 +14,6 @@ pub enum PutError<T> {
     Closed(T),
     /// The item could not be encoded; the message says why.
     Encode(T, String),
-    /// The server that keeps the queue ([`RedisQueue`](crate::redis::RedisQueue))
-    /// could not be reached or failed; the message says why. The item may
-    /// or may not be in the queue if the connection broke after it was sent.
-    Server(T, String),
     /// Another process wrote nonsense into the queue's shared memory; the
     /// queue is closed for good (see [`GetError::Corrupt`]).
     Corrupt(T),
@@ -29,7 +25,7 @@ impl<T> PutError<T> {
         match self {
             PutError::Full(t) | PutError::Timeout(t) | PutError::Closed(t) => t,
             PutError::Corrupt(t) => t,
-            PutError::Encode(t, _) | PutError::Server(t, _) => t,
+            PutError::Encode(t, _) => t,
         }
     }
 
@@ -46,7 +42,6 @@ impl<T> fmt::Debug for PutError<T> {
             PutError::Timeout(_) => f.write_str("Timeout(..)"),
             PutError::Closed(_) => f.write_str("Closed(..)"),
             PutError::Encode(_, m) => write!(f, "Encode(.., {m:?})"),
-            PutError::Server(_, m) => write!(f, "Server(.., {m:?})"),
             PutError::Corrupt(_) => f.write_str("Corrupt(..)"),
         }
     }
@@ -59,7 +54,6 @@ impl<T> fmt::Display for PutError<T> {
             PutError::Timeout(_) => f.write_str("timed out waiting for room in the queue"),
             PutError::Closed(_) => f.write_str("the queue is closed"),
             PutError::Encode(_, m) => write!(f, "the item could not be encoded: {m}"),
-            PutError::Server(_, m) => write!(f, "the queue's server failed: {m}"),
             PutError::Corrupt(_) => f.write_str(CORRUPT),
         }
     }
@@ -82,9 +76,6 @@ pub enum GetError {
     Closed,
     /// An item was taken but could not be decoded as `T` (it is lost).
     Decode(String),
-    /// The server that keeps the queue ([`RedisQueue`](crate::redis::RedisQueue))
-    /// could not be reached or failed; the message says why.
-    Server(String),
     /// Another process wrote into the queue's shared memory what no queue
     /// writes there (a record length past the ring, counters that cannot
     /// be): the first process to find it closed the queue for good, and
@@ -99,7 +90,6 @@ impl fmt::Display for GetError {
             GetError::Timeout => f.write_str("timed out waiting for an item"),
             GetError::Closed => f.write_str("the queue is closed and empty"),
             GetError::Decode(m) => write!(f, "an item could not be decoded: {m}"),
-            GetError::Server(m) => write!(f, "the queue's server failed: {m}"),
             GetError::Corrupt => f.write_str(CORRUPT),
         }
     }

@@ -27,7 +27,7 @@
 //! and child never share a socket.
 //!
 //! A connection that fails is dropped, and the call returns
-//! [`GetError::Server`] or [`PutError::Server`] (with the item); the next
+//! [`RedisGetError::Server`] or [`RedisPutError::Server`] (with the item); the next
 //! call connects again. No command is retried: a put whose connection broke
 //! after the command was sent may or may not have been stored.
 //!
@@ -40,9 +40,9 @@
 //!
 //! - [`close`](RedisQueue::close) closes the queue for everyone, as the
 //!   shared-memory queues' `close` does: puts fail with
-//!   [`PutError::Closed`] (the check and the push are one server-side
+//!   [`RedisPutError::Closed`] (the check and the push are one server-side
 //!   script, so no put slips in after the close), and gets fail with
-//!   [`GetError::Closed`] once the items already there are taken, blocked
+//!   [`RedisGetError::Closed`] once the items already there are taken, blocked
 //!   ones included.
 //! - [`delete`](RedisQueue::delete) removes the three keys: the items left
 //!   are dropped and the name is free (and open) again. Use it once no
@@ -97,7 +97,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
-use crate::queue::{GetError, PutError};
+mod error;
+
+pub use error::{RedisGetError, RedisPutError};
 
 /// How long to wait for a TCP connection to the server.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -275,20 +277,20 @@ impl<T> RedisQueue<T> {
     }
 
     /// The number of items in the queue (a snapshot);
-    /// [`GetError::Server`] if the server cannot tell.
+    /// [`RedisGetError::Server`] if the server cannot tell.
     #[doc(alias = "__len__")]
-    pub fn qsize(&self) -> std::result::Result<usize, GetError> {
+    pub fn qsize(&self) -> std::result::Result<usize, RedisGetError> {
         self.with_con(|c| ::redis::cmd("LLEN").arg(&self.items).query::<usize>(c))
-            .map_err(GetError::Server)
+            .map_err(RedisGetError::Server)
     }
 
     /// Whether the queue holds no item (a snapshot).
-    pub fn empty(&self) -> std::result::Result<bool, GetError> {
+    pub fn empty(&self) -> std::result::Result<bool, RedisGetError> {
         Ok(self.qsize()? == 0)
     }
 
     /// Closes the queue for every process: later puts fail with
-    /// [`PutError::Closed`], and gets fail with [`GetError::Closed`] once
+    /// [`RedisPutError::Closed`], and gets fail with [`RedisGetError::Closed`] once
     /// the items already in the queue are taken. Wakes every blocked getter.
     pub fn close(&self) -> Result<()> {
         self.with_con(|c| {
@@ -336,10 +338,10 @@ impl<T: Serialize + DeserializeOwned> RedisQueue<T> {
     /// Puts `item` at the tail. Fails when the queue is closed, the item
     /// cannot be encoded, or the server fails; each error gives the item
     /// back.
-    pub fn put(&self, item: T) -> std::result::Result<(), PutError<T>> {
+    pub fn put(&self, item: T) -> std::result::Result<(), RedisPutError<T>> {
         let bytes = match postcard::to_stdvec(&item) {
             Ok(b) => b,
-            Err(e) => return Err(PutError::Encode(item, e.to_string())),
+            Err(e) => return Err(RedisPutError::Encode(item, e.to_string())),
         };
         let r = self.with_con(|c| {
             ::redis::cmd("EVAL")
@@ -351,26 +353,26 @@ impl<T: Serialize + DeserializeOwned> RedisQueue<T> {
                 .query::<i64>(c)
         });
         match r {
-            Ok(n) if n < 0 => Err(PutError::Closed(item)),
+            Ok(n) if n < 0 => Err(RedisPutError::Closed(item)),
             Ok(_) => Ok(()),
-            Err(m) => Err(PutError::Server(item, m)),
+            Err(m) => Err(RedisPutError::Server(item, m)),
         }
     }
 
     /// Puts `item`: the same as [`put`](Self::put), as the queue is
     /// unbounded and a put never waits for room.
     #[doc(alias = "put_nowait")]
-    pub fn try_put(&self, item: T) -> std::result::Result<(), PutError<T>> {
+    pub fn try_put(&self, item: T) -> std::result::Result<(), RedisPutError<T>> {
         self.put(item)
     }
 
-    fn decode(bytes: &[u8]) -> std::result::Result<T, GetError> {
-        postcard::from_bytes(bytes).map_err(|e| GetError::Decode(e.to_string()))
+    fn decode(bytes: &[u8]) -> std::result::Result<T, RedisGetError> {
+        postcard::from_bytes(bytes).map_err(|e| RedisGetError::Decode(e.to_string()))
     }
 
     /// `BLPOP items wake seconds`: the item, or `None` when
     /// the server's timeout passed; `Closed` when the wake marker came.
-    fn blocking_get(&self, seconds: f64) -> std::result::Result<Option<T>, GetError> {
+    fn blocking_get(&self, seconds: f64) -> std::result::Result<Option<T>, RedisGetError> {
         let r = self.with_con(|c| {
             ::redis::cmd("BLPOP")
                 .arg(&self.items)
@@ -378,7 +380,7 @@ impl<T: Serialize + DeserializeOwned> RedisQueue<T> {
                 .arg(seconds)
                 .query::<Option<(Vec<u8>, Vec<u8>)>>(c)
         });
-        match r.map_err(GetError::Server)? {
+        match r.map_err(RedisGetError::Server)? {
             None => Ok(None),
             Some((key, value)) if key == self.items.as_bytes() => Self::decode(&value).map(Some),
             Some(_) => {
@@ -390,16 +392,16 @@ impl<T: Serialize + DeserializeOwned> RedisQueue<T> {
                         .arg(WAKE_MARKER)
                         .query::<()>(c)
                 })
-                .map_err(GetError::Server)?;
-                Err(GetError::Closed)
+                .map_err(RedisGetError::Server)?;
+                Err(RedisGetError::Closed)
             }
         }
     }
 
     /// Takes the oldest item, waiting as long as it takes. Fails with
-    /// [`GetError::Closed`] once the queue is closed and drained, and with
-    /// [`GetError::Server`] if the server fails or goes away.
-    pub fn get(&self) -> std::result::Result<T, GetError> {
+    /// [`RedisGetError::Closed`] once the queue is closed and drained, and with
+    /// [`RedisGetError::Server`] if the server fails or goes away.
+    pub fn get(&self) -> std::result::Result<T, RedisGetError> {
         loop {
             // Waits in slices, so that a close whose wake-up was lost (see
             // the module documentation) is still seen.
@@ -407,17 +409,17 @@ impl<T: Serialize + DeserializeOwned> RedisQueue<T> {
                 return Ok(item);
             }
             match self.try_get() {
-                Err(GetError::Empty) => continue,
+                Err(RedisGetError::Empty) => continue,
                 other => return other,
             }
         }
     }
 
     /// Takes the oldest item, waiting at most `timeout` (timed by the
-    /// server, at least 1 ms); [`GetError::Timeout`] after that. A zero
+    /// server, at least 1 ms); [`RedisGetError::Timeout`] after that. A zero
     /// timeout is [`try_get`](Self::try_get).
     #[doc(alias = "get")]
-    pub fn get_timeout(&self, timeout: Duration) -> std::result::Result<T, GetError> {
+    pub fn get_timeout(&self, timeout: Duration) -> std::result::Result<T, RedisGetError> {
         if timeout.is_zero() {
             return self.try_get();
         }
@@ -434,16 +436,16 @@ impl<T: Serialize + DeserializeOwned> RedisQueue<T> {
             // if it was closed (and its wake-up lost), an item that came
             // just now, or Timeout.
             None => match self.try_get() {
-                Err(GetError::Empty) => Err(GetError::Timeout),
+                Err(RedisGetError::Empty) => Err(RedisGetError::Timeout),
                 other => other,
             },
         }
     }
 
-    /// Takes the oldest item if there is one; [`GetError::Empty`] (or
-    /// [`GetError::Closed`]) otherwise.
+    /// Takes the oldest item if there is one; [`RedisGetError::Empty`] (or
+    /// [`RedisGetError::Closed`]) otherwise.
     #[doc(alias = "get_nowait")]
-    pub fn try_get(&self) -> std::result::Result<T, GetError> {
+    pub fn try_get(&self) -> std::result::Result<T, RedisGetError> {
         let (item, closed) = self
             .with_con(|c| {
                 ::redis::pipe()
@@ -454,11 +456,11 @@ impl<T: Serialize + DeserializeOwned> RedisQueue<T> {
                     .arg(&self.closed)
                     .query::<(Option<Vec<u8>>, bool)>(c)
             })
-            .map_err(GetError::Server)?;
+            .map_err(RedisGetError::Server)?;
         match item {
             Some(bytes) => Self::decode(&bytes),
-            None if closed => Err(GetError::Closed),
-            None => Err(GetError::Empty),
+            None if closed => Err(RedisGetError::Closed),
+            None => Err(RedisGetError::Empty),
         }
     }
 }
