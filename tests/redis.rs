@@ -493,3 +493,31 @@ fn server_is_stopped_and_reaped_on_drop() {
     // Reaped: not even a zombie is left (Serial checks for children too).
     assert!(common::children().is_empty());
 }
+
+/// A server stopped with SIGSTOP (alive, its socket open, never answering)
+/// used to hang every call for ever; now each fails after the read timeout.
+#[test]
+fn stalled_server_fails_calls_after_the_read_timeout() {
+    let _s = serial();
+    let s = server();
+    let mut q = RedisQueue::<u32>::open(&s.url(), "stalled").unwrap();
+    assert_eq!(q.read_timeout(), Some(Duration::from_secs(30)));
+    q.set_read_timeout(Some(Duration::from_millis(300)));
+    q.put(1).unwrap();
+    let pid = nix::unistd::Pid::from_raw(s.pid().unwrap() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let t0 = Instant::now();
+    let put = q.put(2);
+    let get = q.get_timeout(Duration::from_millis(200));
+    let took = t0.elapsed();
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    match put {
+        Err(PutError::Server(2, m)) => assert!(m.contains("in time"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(get, Err(GetError::Server(_))), "{get:?}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    // Once it runs again, new calls work (the timed-out connections were
+    // dropped, not reused out of step).
+    assert_eq!(q.get_timeout(PATIENCE), Ok(1));
+}

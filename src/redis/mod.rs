@@ -88,21 +88,18 @@ use std::marker::PhantomData;
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use ::redis::ConnectionLike;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
 mod error;
+mod link;
 
 pub use error::{RedisGetError, RedisPutError};
-
-/// How long to wait for a TCP connection to the server.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) use link::Link;
 
 /// Puts `ARGV[1]` at the tail of `KEYS[1]` unless `KEYS[2]` (the closed
 /// flag) exists; the list's new length, or -1 if closed.
@@ -127,20 +124,13 @@ const WAKE_MARKER: &[u8] = b"closed";
 /// [`Process::spawn`](crate::Process::spawn) can receive it as an argument
 /// and connects on first use. (The URL, with any password in it, goes along.)
 pub struct RedisQueue<T> {
-    client: ::redis::Client,
+    link: Link,
     url: String,
     name: String,
     items: String,
     closed: String,
     wake: String,
-    pool: Mutex<Pool>,
     _items: PhantomData<fn(T) -> T>,
-}
-
-/// Idle connections, and the process they were opened in.
-struct Pool {
-    pid: u32,
-    idle: Vec<::redis::Connection>,
 }
 
 impl<T> RedisQueue<T> {
@@ -151,8 +141,8 @@ impl<T> RedisQueue<T> {
     /// server is reported here.
     pub fn open(url: &str, name: &str) -> Result<RedisQueue<T>> {
         let q = Self::open_lazy(url, name)?;
-        let con = q.connect().map_err(Error::Redis)?;
-        q.release(con);
+        let con = q.link.connect().map_err(Error::Redis)?;
+        q.link.release(con);
         Ok(q)
     }
 
@@ -165,20 +155,15 @@ impl<T> RedisQueue<T> {
                 reason: "a queue name must not be empty",
             });
         }
-        let client = ::redis::Client::open(url)
-            .map_err(|e| Error::Redis(format!("invalid server URL {url:?}: {e}")))?;
+        let link = Link::new(url).map_err(Error::Redis)?;
         let items = format!("multiproc:queue:{{{name}}}");
         Ok(RedisQueue {
-            client,
+            link,
             url: url.to_owned(),
             name: name.to_owned(),
             closed: format!("{items}:closed"),
             wake: format!("{items}:wake"),
             items,
-            pool: Mutex::new(Pool {
-                pid: std::process::id(),
-                idle: Vec::new(),
-            }),
             _items: PhantomData,
         })
     }
@@ -199,81 +184,25 @@ impl<T> RedisQueue<T> {
         &self.items
     }
 
-    fn describe(&self, e: &::redis::RedisError) -> String {
-        let addr = self.client.get_connection_info().addr();
-        if e.is_connection_dropped() || e.is_io_error() {
-            format!("lost the connection to the redis server at {addr}: {e}")
-        } else {
-            format!("redis server at {addr}: {e}")
-        }
-    }
-
-    /// A connection made in this process: an idle one, or a new one.
-    fn connect(&self) -> std::result::Result<::redis::Connection, String> {
-        let pid = std::process::id();
-        {
-            let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
-            if pool.pid != pid {
-                // A forked child: the idle connections are the parent's
-                // sockets. Dropping them closes this process's copies only
-                // (nothing is sent), and the parent's stay open.
-                pool.idle.clear();
-                pool.pid = pid;
-            }
-            if let Some(con) = pool.idle.pop() {
-                return Ok(con);
-            }
-        }
-        self.client
-            .get_connection_with_timeout(CONNECT_TIMEOUT)
-            .map_err(|e| {
-                let addr = self.client.get_connection_info().addr();
-                let mut m = format!("cannot connect to the redis server at {addr}: {e}");
-                if e.is_connection_refusal() {
-                    m.push_str(" (is redis-server running there?)");
-                }
-                m
-            })
-    }
-
-    /// Puts a healthy connection back in the pool (if still in the process
-    /// that made it).
-    fn release(&self, con: ::redis::Connection) {
-        let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
-        if pool.pid == std::process::id() {
-            pool.idle.push(con);
-        }
-    }
-
-    /// Runs `f` on a connection of this process, and keeps the connection
-    /// for later calls unless it may be out of step.
     fn with_con<R>(
         &self,
         f: impl FnOnce(&mut ::redis::Connection) -> ::redis::RedisResult<R>,
     ) -> std::result::Result<R, String> {
-        let mut con = self.connect()?;
-        match f(&mut con) {
-            Ok(r) => {
-                self.release(con);
-                Ok(r)
-            }
-            Err(e) => {
-                let m = self.describe(&e);
-                // After an error reply, or a whole reply of an unexpected
-                // type, the connection is in step; after anything else (an
-                // I/O error, a reply cut or garbled) it is dropped.
-                let whole_reply = matches!(
-                    e.kind(),
-                    ::redis::ErrorKind::Server(_)
-                        | ::redis::ErrorKind::Extension
-                        | ::redis::ErrorKind::UnexpectedReturnType
-                );
-                if whole_reply && con.is_open() {
-                    self.release(con);
-                }
-                Err(m)
-            }
-        }
+        self.link.with_con(f)
+    }
+
+    /// Sets how long a call waits for the server's reply (beyond the wait
+    /// a blocking `get` asked for) before it fails with a `Server` error
+    /// naming the timeout: a server that is stalled (stopped, or cut off
+    /// without a reset) no longer hangs a call. 30 s by default; `None`
+    /// waits without limit.
+    pub fn set_read_timeout(&mut self, timeout: Option<Duration>) {
+        self.link.set_read_timeout(timeout);
+    }
+
+    /// The read timeout (see [`set_read_timeout`](Self::set_read_timeout)).
+    pub fn read_timeout(&self) -> Option<Duration> {
+        self.link.read_timeout()
     }
 
     /// The number of items in the queue (a snapshot);
@@ -373,7 +302,8 @@ impl<T: Serialize + DeserializeOwned> RedisQueue<T> {
     /// `BLPOP items wake seconds`: the item, or `None` when
     /// the server's timeout passed; `Closed` when the wake marker came.
     fn blocking_get(&self, seconds: f64) -> std::result::Result<Option<T>, RedisGetError> {
-        let r = self.with_con(|c| {
+        let block = Duration::from_secs_f64(seconds);
+        let r = self.link.with_blocking_con(block, |c| {
             ::redis::cmd("BLPOP")
                 .arg(&self.items)
                 .arg(&self.wake)
@@ -469,16 +399,12 @@ impl<T: Serialize + DeserializeOwned> RedisQueue<T> {
 impl<T> Clone for RedisQueue<T> {
     fn clone(&self) -> Self {
         RedisQueue {
-            client: self.client.clone(),
+            link: self.link.fresh(),
             url: self.url.clone(),
             name: self.name.clone(),
             items: self.items.clone(),
             closed: self.closed.clone(),
             wake: self.wake.clone(),
-            pool: Mutex::new(Pool {
-                pid: std::process::id(),
-                idle: Vec::new(),
-            }),
             _items: PhantomData,
         }
     }
@@ -487,7 +413,7 @@ impl<T> Clone for RedisQueue<T> {
 impl<T> fmt::Debug for RedisQueue<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisQueue")
-            .field("server", &self.client.get_connection_info().addr())
+            .field("server", &self.link.addr())
             .field("key", &self.items)
             .finish_non_exhaustive()
     }
