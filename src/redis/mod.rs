@@ -1,5 +1,5 @@
-//! A queue kept in a Redis server (feature `redis`), so that work can
-//! spread over processes on several machines.
+//! A queue and a pool kept in a Redis server (feature `redis`), so that
+//! work can spread over processes on several machines.
 //!
 //! [`RedisQueue<T>`] has the `put`/`get` API of [`Queue`](crate::Queue):
 //! items are encoded with `postcard`, kept in a Redis list and taken in
@@ -77,6 +77,73 @@
 //! Nothing else is lost, duplicated or reordered; if the server itself dies
 //! without persistence, everything in it is gone.
 //!
+//! # The distributed pool
+//!
+//! [`RedisPool`] has the local [`Pool`](crate::Pool)'s API (`map`, `imap`,
+//! `imap_unordered`, `starmap`, `apply_async` with callbacks, `close`,
+//! `join`) and its tasks live in a Redis stream, run by workers on any
+//! host: the same program calling [`worker`] from `main` (or local worker
+//! processes the pool forks, [`RedisPoolBuilder::local_workers`]).
+//!
+//! ```no_run
+//! use multiproc::redis::{RedisPool, worker};
+//!
+//! fn square(x: u64) -> u64 {
+//!     x * x
+//! }
+//!
+//! fn main() -> multiproc::Result<()> {
+//!     let url = "redis://10.0.0.1:6379/";
+//!     if std::env::args().nth(1).as_deref() == Some("worker") {
+//!         return worker(url, "squares"); // on every other host
+//!     }
+//!     let pool = RedisPool::builder(url, "squares").local_workers(2).build()?;
+//!     assert_eq!(pool.map(square, 0..1000)?[999], 998_001);
+//!     Ok(())
+//! }
+//! ```
+//!
+//! - **Same build, signed tasks.** A task names its function by its
+//!   offset in the executable's code, with the executable's SHA-256 (the
+//!   build identity) and an HMAC under the authkey (`$MULTIPROC_AUTHKEY`,
+//!   the same secret for the pool and every worker; a forked local worker
+//!   shares the pool's own). A worker runs only tasks signed with its key
+//!   and made by its own build; any other fails with an error saying
+//!   which (and the worker stops), so a stale binary never jumps into
+//!   different code and a client of the server without the key cannot
+//!   make a worker run anything. Anyone with the key can run any of the
+//!   program's task functions on the workers: guard it like a password.
+//! - **At-least-once execution, exactly-once results.** A consumer group
+//!   hands each entry (a chunk of items) to one worker. A worker beats
+//!   every quarter of the claim deadline ([`RedisPoolBuilder::claim_after`],
+//!   30 s by default), which also keeps the entry it runs fresh; an entry
+//!   idle past the deadline belonged to a dead worker, and any live
+//!   worker claims it (`XAUTOCLAIM`) and runs it again. Results are stored
+//!   under the entry's id, once (`HSETNX` in a script that also
+//!   acknowledges the entry), so a task that ran twice is reported once;
+//!   once the caller collected a result it deletes the entry, and a late
+//!   duplicate finds it gone.
+//! - **Dead letters.** An entry whose deliveries ended without a result
+//!   [`max_deliveries`](RedisPoolBuilder::max_deliveries) times (3 by
+//!   default: it kills its workers, say) goes to the stream
+//!   `multiproc:pool:{NAME}:dead`, and its tasks fail with an error naming
+//!   the attempts. The workers and the caller both watch for these.
+//! - **Workers** record host, pid and start time with each heartbeat;
+//!   [`RedisPool::workers`] lists those heard from within the deadline.
+//!   [`RedisPool::stop_workers`] stops every worker of the name.
+//! - **A caller restart.** Results stay on the server until the caller
+//!   that submitted them collects them (when the job is complete, or an
+//!   `imap` yields the chunk). [`RedisPool::attach`] then
+//!   [`recover`](RedisPool::recover) collects what a killed caller left,
+//!   waiting for the tasks still running.
+//! - **A server restart** with its data (AOF) loses nothing: workers and
+//!   callers connect again (a worker gives up after a minute without the
+//!   server); a server that lost its data loses the tasks in it.
+//!
+//! Keys: `multiproc:pool:{NAME}:` `tasks` (the stream), `results` (hash
+//! by entry id), `done` (a stream of the ids whose result came), `dead`,
+//! `workers` and `info` (heartbeats), `config`, `stop`, `jobseq`.
+//!
 //! # Starting a server
 //!
 //! [`LocalServer`] starts a private `redis-server` on a free loopback port
@@ -97,9 +164,14 @@ use serde::de::DeserializeOwned;
 use crate::error::{Error, Result};
 mod error;
 mod link;
+mod pool;
+mod task;
+mod worker;
 
 pub use error::{RedisGetError, RedisPutError};
 pub(crate) use link::Link;
+pub use pool::{Recovered, RedisAsyncResult, RedisIMap, RedisPool, RedisPoolBuilder, WorkerInfo};
+pub use worker::{AUTHKEY_ENV, RedisWorker, worker};
 
 /// Puts `ARGV[1]` at the tail of `KEYS[1]` unless `KEYS[2]` (the closed
 /// flag) exists; the list's new length, or -1 if closed.
@@ -454,6 +526,8 @@ pub struct LocalServer {
     port: u16,
     dir: PathBuf,
     owner: u32,
+    program: PathBuf,
+    aof: bool,
 }
 
 impl LocalServer {
@@ -466,11 +540,34 @@ impl LocalServer {
     /// Starts the server program at `program` and waits until it accepts
     /// connections.
     pub fn start_with(program: &Path) -> Result<LocalServer> {
+        Self::start_opts(program, false)
+    }
+
+    /// Starts `redis-server` with its data kept on disk in its directory
+    /// (an append-only file, written at every command: `--appendonly yes
+    /// --appendfsync always`), so that [`restart`](Self::restart) finds it
+    /// again.
+    pub fn start_persistent() -> Result<LocalServer> {
+        Self::start_opts(Path::new("redis-server"), true)
+    }
+
+    /// Kills the server (SIGKILL) and starts it again on the same port and
+    /// directory: a persistent one ([`start_persistent`](Self::start_persistent))
+    /// comes back with its data.
+    pub fn restart(&mut self) -> Result<()> {
+        self.kill()?;
+        let child = Self::spawn_server(&self.program, self.port, &self.dir, self.aof)
+            .map_err(|(e, _)| e)?;
+        self.child = Some(child);
+        self.wait_ready(Duration::from_secs(20)).map_err(|(e, _)| e)
+    }
+
+    fn start_opts(program: &Path, aof: bool) -> Result<LocalServer> {
         // The free port is found by binding port 0 and letting it go, so
         // another program may take it in between: try a few times.
         let mut last = None;
         for _ in 0..5 {
-            match Self::try_start(program) {
+            match Self::try_start(program, aof) {
                 Ok(s) => return Ok(s),
                 Err((e, retry)) => {
                     if !retry {
@@ -483,7 +580,7 @@ impl LocalServer {
         Err(last.unwrap_or_else(|| Error::Redis("redis-server did not start".into())))
     }
 
-    fn try_start(program: &Path) -> std::result::Result<LocalServer, (Error, bool)> {
+    fn try_start(program: &Path, aof: bool) -> std::result::Result<LocalServer, (Error, bool)> {
         static SEQ: AtomicU64 = AtomicU64::new(0);
         let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
             .and_then(|l| l.local_addr())
@@ -495,36 +592,11 @@ impl LocalServer {
             SEQ.fetch_add(1, Ordering::Relaxed)
         ));
         std::fs::create_dir_all(&dir).map_err(|e| (Error::os("mkdir", e), false))?;
-        let log = dir.join("redis.log");
-        // stderr to a file, not a pipe no one reads while the server runs.
-        let stderr =
-            std::fs::File::create(dir.join("stderr")).map_err(|e| (Error::os("open", e), false))?;
-        let spawned = Command::new(program)
-            .arg("--port")
-            .arg(port.to_string())
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .args(["--daemonize", "no", "--logfile"])
-            .arg(&log)
-            .arg("--dir")
-            .arg(&dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn();
-        let child = match spawned {
+        let child = match Self::spawn_server(program, port, &dir, aof) {
             Ok(c) => c,
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&dir);
-                let m = if e.kind() == std::io::ErrorKind::NotFound {
-                    format!(
-                        "{} is not installed (or not on PATH); install it with \
-                         `apt-get install redis-server` (Debian, Ubuntu)",
-                        program.display()
-                    )
-                } else {
-                    format!("cannot run {}: {e}", program.display())
-                };
-                return Err((Error::Redis(m), false));
+                return Err(e);
             }
         };
         let mut server = LocalServer {
@@ -532,11 +604,55 @@ impl LocalServer {
             port,
             dir,
             owner: std::process::id(),
+            program: program.to_owned(),
+            aof,
         };
         match server.wait_ready(Duration::from_secs(20)) {
             Ok(()) => Ok(server),
             Err((e, retry)) => Err((e, retry)),
         }
+    }
+
+    fn spawn_server(
+        program: &Path,
+        port: u16,
+        dir: &Path,
+        aof: bool,
+    ) -> std::result::Result<Child, (Error, bool)> {
+        let log = dir.join("redis.log");
+        // stderr to a file, not a pipe no one reads while the server runs.
+        let stderr =
+            std::fs::File::create(dir.join("stderr")).map_err(|e| (Error::os("open", e), false))?;
+        let persistence: &[&str] = if aof {
+            &["--appendonly", "yes", "--appendfsync", "always"]
+        } else {
+            &["--appendonly", "no"]
+        };
+        let spawned = Command::new(program)
+            .arg("--port")
+            .arg(port.to_string())
+            .args(["--bind", "127.0.0.1", "--save", ""])
+            .args(persistence)
+            .args(["--daemonize", "no", "--logfile"])
+            .arg(&log)
+            .arg("--dir")
+            .arg(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn();
+        spawned.map_err(|e| {
+            let m = if e.kind() == std::io::ErrorKind::NotFound {
+                format!(
+                    "{} is not installed (or not on PATH); install it with \
+                     `apt-get install redis-server` (Debian, Ubuntu)",
+                    program.display()
+                )
+            } else {
+                format!("cannot run {}: {e}", program.display())
+            };
+            (Error::Redis(m), false)
+        })
     }
 
     /// Waits until the server answers PING, or fails if it exits.
