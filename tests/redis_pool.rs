@@ -381,3 +381,57 @@ fn a_worker_with_another_authkey_refuses_tasks_without_running_them() {
     let st = w.join_timeout(PATIENCE).unwrap().expect("the worker exits");
     assert!(!st.success(), "{st:?}");
 }
+
+/// A task signed with the right key but made by another build (its
+/// executable hash differs): the worker fails it with an error naming both
+/// builds and stops, without calling the offsets it names (here: junk that
+/// would crash it).
+#[test]
+fn a_task_from_another_build_is_refused_with_a_clear_error() {
+    use hmac::{Hmac, KeyInit, Mac};
+    let _s = serial();
+    let s = server();
+    let pool = builder(&s.url(), "build").build().unwrap();
+    let mut t = vec![1u8];
+    t.extend_from_slice(&42u64.to_le_bytes()); // job
+    t.extend_from_slice(&0u64.to_le_bytes()); // first
+    t.extend_from_slice(&1u32.to_le_bytes()); // count
+    t.extend_from_slice(&[0xab; 32]); // another build
+    t.extend_from_slice(&16u64.to_le_bytes()); // runner: junk
+    t.extend_from_slice(&16u64.to_le_bytes()); // function: junk
+    let mut mac = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(KEY).unwrap();
+    mac.update(&t);
+    let m = mac.finalize().into_bytes().to_vec();
+    let mut raw = redis::Client::open(s.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let id: String = redis::cmd("XADD")
+        .arg("multiproc:pool:{build}:tasks")
+        .arg("*")
+        .arg("t")
+        .arg(t.as_slice())
+        .arg("m")
+        .arg(m.as_slice())
+        .query(&mut raw)
+        .unwrap();
+    let mut w = remote_worker(&s.url(), "build", KEY);
+    let st = w.join_timeout(PATIENCE).unwrap().expect("the worker stops");
+    assert!(!st.success(), "{st:?}");
+    let result: Vec<u8> = redis::cmd("HGET")
+        .arg("multiproc:pool:{build}:results")
+        .arg(&id)
+        .query(&mut raw)
+        .unwrap();
+    let text = String::from_utf8_lossy(&result);
+    assert!(
+        text.contains("another build") && text.contains("abababab"),
+        "{text}"
+    );
+    // A reattached caller sees it as that task's error.
+    let got = pool.recover::<u64>(Duration::ZERO).unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!((got[0].job, got[0].index), (42, 0));
+    let e = got[0].result.as_ref().unwrap_err().to_string();
+    assert!(e.contains("another build"), "{e}");
+}
