@@ -521,3 +521,57 @@ fn stalled_server_fails_calls_after_the_read_timeout() {
     // dropped, not reused out of step).
     assert_eq!(q.get_timeout(PATIENCE), Ok(1));
 }
+
+#[test]
+fn bounded_queue_refuses_or_waits_for_room() {
+    let _s = serial();
+    let s = server();
+    let q = RedisQueue::<u32>::open(&s.url(), "bounded")
+        .unwrap()
+        .with_maxsize(2);
+    assert_eq!(q.maxsize(), 2);
+    q.put(1).unwrap();
+    q.try_put(2).unwrap();
+    assert_eq!(q.try_put(3), Err(PutError::Full(3)));
+    let t0 = Instant::now();
+    assert_eq!(q.put_timeout(3, SHORT), Err(PutError::Timeout(3)));
+    assert!(t0.elapsed() >= SHORT);
+    // A getter in another process makes room; the waiting put goes in.
+    let url = s.url();
+    let mut p = common::spawn(move || {
+        let q = RedisQueue::<u32>::open(&url, "bounded").unwrap();
+        assert_eq!(q.get_timeout(PATIENCE), Ok(1));
+    });
+    q.put_timeout(3, PATIENCE).unwrap();
+    join_ok(&mut p);
+    assert_eq!(q.qsize().unwrap(), 2);
+    // The bound travels with a handle sent to another process.
+    let copy: RedisQueue<u32> = postcard::from_bytes(&postcard::to_stdvec(&q).unwrap()).unwrap();
+    assert_eq!(copy.maxsize(), 2);
+}
+
+#[test]
+fn joinable_queue_join_waits_for_every_task_done() {
+    use multiproc::redis::JoinableRedisQueue;
+    let _s = serial();
+    let s = server();
+    let q = JoinableRedisQueue::<u32>::open(&s.url(), "joinable").unwrap();
+    assert!(q.task_done().is_err(), "task_done before any put");
+    for i in 0..5 {
+        q.put(i).unwrap();
+    }
+    assert_eq!(q.unfinished().unwrap(), 5);
+    assert!(!q.join_timeout(SHORT).unwrap());
+    let url = s.url();
+    let mut p = common::spawn(move || {
+        let q = JoinableRedisQueue::<u32>::open(&url, "joinable").unwrap();
+        for _ in 0..5 {
+            q.get_timeout(PATIENCE).unwrap();
+            q.task_done().unwrap();
+        }
+    });
+    assert!(q.join_timeout(PATIENCE).unwrap());
+    join_ok(&mut p);
+    assert_eq!(q.unfinished().unwrap(), 0);
+    assert!(q.task_done().is_err());
+}

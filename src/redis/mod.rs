@@ -163,20 +163,33 @@ use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
 mod error;
+mod joinable;
 mod link;
 mod pool;
 mod task;
 mod worker;
 
 pub use error::{RedisGetError, RedisPutError};
+pub use joinable::JoinableRedisQueue;
 pub(crate) use link::Link;
 pub use pool::{Recovered, RedisAsyncResult, RedisIMap, RedisPool, RedisPoolBuilder, WorkerInfo};
 pub use worker::{AUTHKEY_ENV, RedisWorker, worker};
 
 /// Puts `ARGV[1]` at the tail of `KEYS[1]` unless `KEYS[2]` (the closed
 /// flag) exists; the list's new length, or -1 if closed.
+/// With `ARGV[2]` > 0 (maxsize), -2 if the list holds that many already;
+/// with `ARGV[3]` = 1 (a joinable queue), counts the item unfinished in
+/// `KEYS[3]`.
 const PUT_SCRIPT: &str = "if redis.call('EXISTS', KEYS[2]) == 1 then return -1 end \
-                          return redis.call('RPUSH', KEYS[1], ARGV[1])";
+     local max = tonumber(ARGV[2]) \
+     if max > 0 and redis.call('LLEN', KEYS[1]) >= max then return -2 end \
+     local n = redis.call('RPUSH', KEYS[1], ARGV[1]) \
+     if ARGV[3] == '1' then redis.call('INCR', KEYS[3]) end \
+     return n";
+
+/// The longest pause of a put waiting for room (it polls, with pauses
+/// growing from 1 ms to this).
+const ROOM_POLL: Duration = Duration::from_millis(50);
 
 /// How long [`RedisQueue::get`] waits in one `BLPOP` before it looks at
 /// the closed flag.
@@ -188,8 +201,7 @@ const WAKE_MARKER: &[u8] = b"closed";
 /// A multi-producer, multi-consumer FIFO queue kept in a Redis server; see
 /// the [module documentation](self).
 ///
-/// Unbounded (the server's memory is the limit); `put` never waits for
-/// room. Items are encoded with `postcard`, as in [`Queue`](crate::Queue);
+/// Unbounded unless given a [`maxsize`](RedisQueue::with_maxsize). Items are encoded with `postcard`, as in [`Queue`](crate::Queue);
 /// an item of any size the server accepts (512 MB by default) goes through.
 ///
 /// It serializes as its URL and name, so a child started with
@@ -202,6 +214,8 @@ pub struct RedisQueue<T> {
     items: String,
     closed: String,
     wake: String,
+    unfinished: String,
+    maxsize: usize,
     _items: PhantomData<fn(T) -> T>,
 }
 
@@ -235,6 +249,8 @@ impl<T> RedisQueue<T> {
             name: name.to_owned(),
             closed: format!("{items}:closed"),
             wake: format!("{items}:wake"),
+            unfinished: format!("{items}:unfinished"),
+            maxsize: 0,
             items,
             _items: PhantomData,
         })
@@ -250,13 +266,30 @@ impl<T> RedisQueue<T> {
         &self.url
     }
 
+    /// Bounds the queue (this handle's puts) to `maxsize` items, as
+    /// Python's `Queue(maxsize)`: a put waits for room (it polls the
+    /// server, every 1 ms growing to 50 ms), `try_put` fails with
+    /// [`RedisPutError::Full`]. 0 means unbounded (the default). The check
+    /// and the push are one server-side script. Every handle that puts
+    /// should use the same bound; it travels with a handle sent to a
+    /// spawned child.
+    pub fn with_maxsize(mut self, maxsize: usize) -> Self {
+        self.maxsize = maxsize;
+        self
+    }
+
+    /// The bound set by [`with_maxsize`](Self::with_maxsize) (0: none).
+    pub fn maxsize(&self) -> usize {
+        self.maxsize
+    }
+
     /// The key of the Redis list that holds the items:
     /// `multiproc:queue:{NAME}`.
     pub fn key(&self) -> &str {
         &self.items
     }
 
-    fn with_con<R>(
+    pub(crate) fn with_con<R>(
         &self,
         f: impl FnOnce(&mut ::redis::Connection) -> ::redis::RedisResult<R>,
     ) -> std::result::Result<R, String> {
@@ -329,6 +362,7 @@ impl<T> RedisQueue<T> {
                 .arg(&self.items)
                 .arg(&self.closed)
                 .arg(&self.wake)
+                .arg(&self.unfinished)
                 .query::<()>(c)
         })
         .map_err(Error::Redis)
@@ -336,10 +370,12 @@ impl<T> RedisQueue<T> {
 }
 
 impl<T: Serialize + DeserializeOwned> RedisQueue<T> {
-    /// Puts `item` at the tail. Fails when the queue is closed, the item
-    /// cannot be encoded, or the server fails; each error gives the item
-    /// back.
-    pub fn put(&self, item: T) -> std::result::Result<(), RedisPutError<T>> {
+    /// One try at putting `item` (counted unfinished if `joinable`).
+    pub(crate) fn put_once(
+        &self,
+        item: T,
+        joinable: bool,
+    ) -> std::result::Result<(), RedisPutError<T>> {
         let bytes = match postcard::to_stdvec(&item) {
             Ok(b) => b,
             Err(e) => return Err(RedisPutError::Encode(item, e.to_string())),
@@ -347,24 +383,68 @@ impl<T: Serialize + DeserializeOwned> RedisQueue<T> {
         let r = self.with_con(|c| {
             ::redis::cmd("EVAL")
                 .arg(PUT_SCRIPT)
-                .arg(2)
+                .arg(3)
                 .arg(&self.items)
                 .arg(&self.closed)
+                .arg(&self.unfinished)
                 .arg(bytes.as_slice())
+                .arg(self.maxsize)
+                .arg(u8::from(joinable))
                 .query::<i64>(c)
         });
         match r {
+            Ok(-2) => Err(RedisPutError::Full(item)),
             Ok(n) if n < 0 => Err(RedisPutError::Closed(item)),
             Ok(_) => Ok(()),
             Err(m) => Err(RedisPutError::Server(item, m)),
         }
     }
 
-    /// Puts `item`: the same as [`put`](Self::put), as the queue is
-    /// unbounded and a put never waits for room.
+    /// Puts until there is room or `deadline` (None: no limit) passes.
+    pub(crate) fn put_until(
+        &self,
+        mut item: T,
+        deadline: Option<Instant>,
+        joinable: bool,
+    ) -> std::result::Result<(), RedisPutError<T>> {
+        let mut pause = Duration::from_millis(1);
+        loop {
+            match self.put_once(item, joinable) {
+                Err(RedisPutError::Full(back)) => item = back,
+                other => return other,
+            }
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                return Err(RedisPutError::Timeout(item));
+            }
+            let left = deadline.map_or(pause, |d| d - now);
+            std::thread::sleep(pause.min(left));
+            pause = (pause * 2).min(ROOM_POLL);
+        }
+    }
+
+    /// Puts `item` at the tail, waiting for room in a bounded queue
+    /// ([`with_maxsize`](RedisQueue::with_maxsize)). Fails when the queue
+    /// is closed, the item cannot be encoded, or the server fails; each
+    /// error gives the item back.
+    pub fn put(&self, item: T) -> std::result::Result<(), RedisPutError<T>> {
+        self.put_until(item, None, false)
+    }
+
+    /// [`put`](Self::put), waiting at most `timeout` for room;
+    /// [`RedisPutError::Timeout`] then.
+    pub fn put_timeout(
+        &self,
+        item: T,
+        timeout: Duration,
+    ) -> std::result::Result<(), RedisPutError<T>> {
+        self.put_until(item, Some(Instant::now() + timeout), false)
+    }
+
+    /// Puts `item` if there is room now; [`RedisPutError::Full`] if not.
     #[doc(alias = "put_nowait")]
     pub fn try_put(&self, item: T) -> std::result::Result<(), RedisPutError<T>> {
-        self.put(item)
+        self.put_once(item, false)
     }
 
     fn decode(bytes: &[u8]) -> std::result::Result<T, RedisGetError> {
@@ -477,6 +557,8 @@ impl<T> Clone for RedisQueue<T> {
             items: self.items.clone(),
             closed: self.closed.clone(),
             wake: self.wake.clone(),
+            unfinished: self.unfinished.clone(),
+            maxsize: self.maxsize,
             _items: PhantomData,
         }
     }
@@ -495,6 +577,7 @@ impl<T> fmt::Debug for RedisQueue<T> {
 struct Wire {
     url: String,
     name: String,
+    maxsize: usize,
 }
 
 impl<T> Serialize for RedisQueue<T> {
@@ -502,6 +585,7 @@ impl<T> Serialize for RedisQueue<T> {
         Wire {
             url: self.url.clone(),
             name: self.name.clone(),
+            maxsize: self.maxsize,
         }
         .serialize(s)
     }
@@ -510,7 +594,9 @@ impl<T> Serialize for RedisQueue<T> {
 impl<'de, T> serde::Deserialize<'de> for RedisQueue<T> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         let w = Wire::deserialize(d)?;
-        RedisQueue::open_lazy(&w.url, &w.name).map_err(serde::de::Error::custom)
+        RedisQueue::open_lazy(&w.url, &w.name)
+            .map(|q| q.with_maxsize(w.maxsize))
+            .map_err(serde::de::Error::custom)
     }
 }
 

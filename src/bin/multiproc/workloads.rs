@@ -130,6 +130,7 @@ pub fn run(name: &str, size: Size, procs: u64) -> Outcome<Vec<Line>> {
         "pool_map" => pool_map(size),
         "manager_rtt" => manager_rtt(size),
         "manager_append" => manager_append(size),
+        "redis_pool" => crate::workloads_redis::redis_pool(size.quick),
         other => Err(format!("unknown workload {other:?}").into()),
     }
 }
@@ -214,7 +215,7 @@ fn pi_workload(size: Size, procs: u64) -> Vec<Line> {
     // Redis only when a server was given.
     let transports = pi::TRANSPORTS
         .iter()
-        .filter(|t| **t != "redis" || pi::redis_url().is_some());
+        .filter(|t| !t.starts_with("redis") || pi::redis_url().is_some());
     for t in transports {
         lines.extend(best(&|| pi::run(t, n, 10, procs)).lines("multiproc", n, 10, procs));
     }
