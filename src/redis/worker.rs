@@ -24,7 +24,7 @@ pub(crate) const CLAIM_AFTER: Duration = Duration::from_secs(30);
 pub(crate) const MAX_DELIVERIES: u32 = 3;
 /// The longest a worker blocks in one read (it looks at the stop flag
 /// between reads).
-const READ_SLICE: Duration = Duration::from_millis(500);
+const READ_SLICE: Duration = Duration::from_millis(100);
 
 /// The environment variable read for the authkey when none is given.
 pub const AUTHKEY_ENV: &str = "MULTIPROC_AUTHKEY";
@@ -117,6 +117,8 @@ pub struct RedisWorker {
     token: Option<String>,
     /// How long the server may be unreachable before `run` gives up.
     patience: Duration,
+    /// When `run` started (the server's clock, ms).
+    started_ms: std::sync::OnceLock<u64>,
 }
 
 impl RedisWorker {
@@ -128,6 +130,7 @@ impl RedisWorker {
             key: authkey(None),
             token: None,
             patience: Duration::from_secs(60),
+            started_ms: std::sync::OnceLock::new(),
         })
     }
 
@@ -147,6 +150,7 @@ impl RedisWorker {
     pub fn run(self) -> Result<()> {
         let build = task::build_id()?;
         let started_ms = now_ms(&self.link)?;
+        let _ = self.started_ms.set(started_ms);
         let consumer = format!("{}:{}:{}", hostname(), std::process::id(), started_ms);
         ensure_group(&self.link, &self.keys).map_err(Error::Redis)?;
         let mut config = Config::read(&self.link, &self.keys).map_err(Error::Redis)?;
@@ -197,7 +201,14 @@ impl RedisWorker {
         let mut next_claim = Instant::now();
         let mut down_since: Option<(Instant, String)> = None;
         let mut out = Vec::new();
+        let mut next_stop_check = Instant::now();
         while !shared.stop.load(Ordering::SeqCst) {
+            if Instant::now() >= next_stop_check {
+                next_stop_check = Instant::now() + READ_SLICE;
+                if let Ok(true) = self.stopped() {
+                    break;
+                }
+            }
             let mut todo = Vec::new();
             let mut failed = None;
             if Instant::now() >= next_claim {
@@ -271,6 +282,22 @@ impl RedisWorker {
             }
         }
         Ok(())
+    }
+
+    /// Whether the pool stopped this worker (`stop_workers`, or its local
+    /// pool's `join`).
+    fn stopped(&self) -> std::result::Result<bool, String> {
+        let started = self.started_ms.get().copied().unwrap_or(0);
+        let (stop_at, mine): (Option<u64>, bool) = self.link.with_con(|c| {
+            let mut p = ::redis::pipe();
+            p.cmd("GET").arg(&self.keys.stop);
+            match &self.token {
+                Some(t) => p.cmd("EXISTS").arg(self.keys.stop_token(t)),
+                None => p.cmd("EXISTS").arg(&self.keys.stop),
+            };
+            p.query(c)
+        })?;
+        Ok(stop_at.is_some_and(|t| t >= started) || (self.token.is_some() && mine))
     }
 
     /// Runs one entry and stores its result. An error stops the worker
