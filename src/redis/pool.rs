@@ -35,7 +35,10 @@ pub struct RedisPoolBuilder {
 impl RedisPoolBuilder {
     /// Starts `n` worker processes on this machine (forked; they run
     /// [`worker`](super::worker) and stop at [`join`](RedisPool::join) or
-    /// when the pool is dropped). Workers elsewhere may join in any time.
+    /// when the pool is dropped, and die with the pool's process, SIGKILL
+    /// included: the kernel ties that to the thread that called `build`,
+    /// so build from a thread that outlives the pool). Workers elsewhere
+    /// may join in any time.
     pub fn local_workers(mut self, n: usize) -> Self {
         self.local = n;
         self
@@ -136,7 +139,12 @@ impl RedisPoolBuilder {
                     .authkey(&key)
                     .token(token)
                     .run()
-            });
+            })
+            // A local worker dies with the pool's process (killed included:
+            // its entries are then claimed by other workers), and is
+            // killed if its handle is dropped.
+            .with_die_with_parent(true)
+            .with_daemon(true);
             let mut p = if self.allow_threads {
                 // SAFETY: the caller of `allow_threads` vouched for it.
                 unsafe { p.allow_threads() }
@@ -197,6 +205,10 @@ struct Inner {
 ///
 /// It has the local [`Pool`](crate::Pool)'s API: `map`, `imap`,
 /// `imap_unordered`, `apply_async` with callbacks, `close`, `join`.
+/// Results are collected, and callbacks run, inside the calls that wait
+/// (as in the local pool: no thread of its own). It owns its local worker
+/// processes, so it is not `Send`; its handles ([`RedisAsyncResult`],
+/// [`RedisIMap`]) are.
 pub struct RedisPool {
     inner: Arc<Inner>,
     url: String,
@@ -307,7 +319,7 @@ fn parse_result(id: &str, p: &[u8], dead_key: &str) -> Option<(u64, u64, u32, Ch
         )),
         _ => return None,
     };
-    Some((job, first, count.min(1 << 24), o))
+    Some((job, first, count.min(1 << 20), o))
 }
 
 impl Inner {
@@ -1278,4 +1290,12 @@ impl<R> fmt::Debug for RedisIMap<R> {
             .field("job", &self.job)
             .finish_non_exhaustive()
     }
+}
+
+/// Checks the claim of [`RedisPool`]'s documentation: the handles are `Send`.
+#[allow(dead_code)]
+fn handles_are_send() {
+    fn send<T: Send>() {}
+    send::<RedisAsyncResult<u64>>();
+    send::<RedisIMap<u64>>();
 }
