@@ -575,3 +575,36 @@ fn joinable_queue_join_waits_for_every_task_done() {
     assert_eq!(q.unfinished().unwrap(), 0);
     assert!(q.task_done().is_err());
 }
+
+/// A stream queue's item taken by a consumer that died before
+/// acknowledging it is handed out again (at least once); with the list
+/// queue it would be lost.
+#[test]
+fn stream_queue_redelivers_an_item_whose_consumer_died() {
+    use multiproc::redis::RedisStreamQueue;
+    let _s = serial();
+    let s = server();
+    let claim = Duration::from_millis(200);
+    let q = RedisStreamQueue::<u32>::open(&s.url(), "jobs", claim).unwrap();
+    for i in 0..3 {
+        q.put(i).unwrap();
+    }
+    let url = s.url();
+    let mut p = common::spawn(move || {
+        let q = RedisStreamQueue::<u32>::open(&url, "jobs", claim).unwrap();
+        let d = q.get_timeout(PATIENCE).unwrap();
+        assert_eq!(d.item, 0);
+        // Dies without acknowledging it.
+        std::process::exit(0);
+    });
+    join_ok(&mut p);
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        let d = q.get_timeout(PATIENCE).unwrap();
+        got.push(d.item);
+        q.ack(&d).unwrap();
+    }
+    got.sort();
+    assert_eq!(got, vec![0, 1, 2]);
+    assert!(matches!(q.get_timeout(SHORT), Err(GetError::Timeout)));
+}

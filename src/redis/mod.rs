@@ -77,6 +77,11 @@
 //! Nothing else is lost, duplicated or reordered; if the server itself dies
 //! without persistence, everything in it is gone.
 //!
+//! [`JoinableRedisQueue`] adds `task_done`/`join`, and
+//! [`RedisStreamQueue`] is a queue on a stream whose `get` is at least once
+//! (an item whose consumer died before acknowledging it is handed out
+//! again).
+//!
 //! # The distributed pool
 //!
 //! [`RedisPool`] has the local [`Pool`](crate::Pool)'s API (`map`, `imap`,
@@ -166,6 +171,7 @@ mod error;
 mod joinable;
 mod link;
 mod pool;
+mod stream;
 mod task;
 mod worker;
 
@@ -173,6 +179,7 @@ pub use error::{RedisGetError, RedisPutError};
 pub use joinable::JoinableRedisQueue;
 pub(crate) use link::Link;
 pub use pool::{Recovered, RedisAsyncResult, RedisIMap, RedisPool, RedisPoolBuilder, WorkerInfo};
+pub use stream::{Delivery, RedisStreamQueue};
 pub use worker::{AUTHKEY_ENV, RedisWorker, worker};
 
 /// Puts `ARGV[1]` at the tail of `KEYS[1]` unless `KEYS[2]` (the closed
