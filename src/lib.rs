@@ -136,6 +136,7 @@ pub mod pool;
 pub mod process;
 #[cfg(feature = "queue")]
 pub mod queue;
+#[allow(unsafe_code)] // signed tasks naming functions of this build; forking local workers
 #[cfg(feature = "redis")]
 pub mod redis;
 #[allow(unsafe_code)] // rings in shared memory

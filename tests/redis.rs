@@ -6,6 +6,7 @@
 //!
 //! `redis-server` must be installed (`apt-get install redis-server`); the
 //! tests fail, saying so, where it is not.
+#![allow(clippy::disallowed_methods)] // not library code: raw calls allowed
 
 mod common;
 
@@ -15,8 +16,9 @@ use std::time::{Duration, Instant};
 
 use common::{PATIENCE, join_ok, serial, spawn_in};
 use multiproc::Process;
-use multiproc::queue::{GetError, GetTimeoutError, PutError, TryGetError};
-use multiproc::redis::{LocalServer, RedisQueue};
+use multiproc::redis::{
+    LocalServer, RedisGetError as GetError, RedisPutError as PutError, RedisQueue,
+};
 
 const SHORT: Duration = Duration::from_millis(200);
 
@@ -57,14 +59,14 @@ fn put_get_in_one_process() {
     let q = RedisQueue::<String>::open(&s.url(), "basic").unwrap();
     assert_eq!(q.key(), "multiproc:queue:{basic}");
     assert!(q.empty().unwrap());
-    assert_eq!(q.try_get(), Err(TryGetError::Empty));
+    assert_eq!(q.try_get(), Err(GetError::Empty));
     q.put("a".into()).unwrap();
     q.try_put("b".into()).unwrap();
     assert_eq!(q.qsize().unwrap(), 2);
     assert!(!q.empty().unwrap());
     assert_eq!(q.get().unwrap(), "a");
     assert_eq!(q.try_get().unwrap(), "b");
-    assert_eq!(q.get_timeout(Duration::ZERO), Err(GetTimeoutError::Timeout));
+    assert_eq!(q.get_timeout(Duration::ZERO), Err(GetError::Empty));
     // Another handle on the same name sees the same list; another name not.
     let q2 = RedisQueue::<String>::open(&s.url(), "basic").unwrap();
     let other = RedisQueue::<String>::open(&s.url(), "other").unwrap();
@@ -89,7 +91,7 @@ fn get_timeout_on_empty_waits_then_times_out() {
     let s = server();
     let q = RedisQueue::<u32>::open(&s.url(), "empty").unwrap();
     let t = Instant::now();
-    assert_eq!(q.get_timeout(SHORT), Err(GetTimeoutError::Timeout));
+    assert_eq!(q.get_timeout(SHORT), Err(GetError::Timeout));
     assert!(
         t.elapsed() >= SHORT - Duration::from_millis(5),
         "{:?}",
@@ -98,7 +100,7 @@ fn get_timeout_on_empty_waits_then_times_out() {
     // A timeout below the server's resolution still waits, never forever.
     assert_eq!(
         q.get_timeout(Duration::from_micros(10)),
-        Err(GetTimeoutError::Timeout)
+        Err(GetError::Timeout)
     );
     // The connection is still in step after the timeouts.
     q.put(7).unwrap();
@@ -120,7 +122,7 @@ fn one_producer_one_consumer_keeps_order() {
             for i in 0..N {
                 assert_eq!(q.get_timeout(PATIENCE).unwrap(), i);
             }
-            assert_eq!(q.try_get(), Err(TryGetError::Empty));
+            assert_eq!(q.try_get(), Err(GetError::Empty));
         });
         let mut p = spawn_in(ps, || {
             for i in 0..N {
@@ -290,8 +292,8 @@ fn close_refuses_puts_drains_then_wakes_every_getter() {
         join_ok(&mut w2);
         assert!(q.is_closed().unwrap());
         assert_eq!(q.put(3), Err(PutError::Closed(3)));
-        assert_eq!(q.try_get(), Err(TryGetError::Closed));
-        assert_eq!(q.get_timeout(SHORT), Err(GetTimeoutError::Closed));
+        assert_eq!(q.try_get(), Err(GetError::Closed));
+        assert_eq!(q.get_timeout(SHORT), Err(GetError::Closed));
 
         // Items put before the close are still taken, then Closed.
         q.delete().unwrap();
@@ -335,8 +337,8 @@ fn close_whose_wake_up_was_lost_is_still_seen() {
             .query::<()>(&mut raw)
             .unwrap();
         assert!(q.is_closed().unwrap());
-        assert_eq!(q.get_timeout(SHORT), Err(GetTimeoutError::Closed));
-        assert_eq!(q.try_get(), Err(TryGetError::Closed));
+        assert_eq!(q.get_timeout(SHORT), Err(GetError::Closed));
+        assert_eq!(q.try_get(), Err(GetError::Closed));
         assert_eq!(q.put(1), Err(PutError::Closed(1)));
         let st = c.join_timeout(PATIENCE).unwrap();
         assert!(st.is_some_and(|st| st.success()), "child: {st:?}");
@@ -353,7 +355,7 @@ fn delete_drops_the_items() {
     }
     q.delete().unwrap();
     assert_eq!(q.qsize().unwrap(), 0);
-    assert_eq!(q.try_get(), Err(TryGetError::Empty));
+    assert_eq!(q.try_get(), Err(GetError::Empty));
 }
 
 #[test]
@@ -364,7 +366,7 @@ fn undecodable_item_is_a_decode_error() {
     let q = RedisQueue::<String>::open(&s.url(), "decode").unwrap();
     // Encoded as a String: a length, then bytes that are not UTF-8.
     raw.put(vec![0xff, 0xfe]).unwrap();
-    assert!(matches!(q.try_get(), Err(TryGetError::Decode(_))));
+    assert!(matches!(q.try_get(), Err(GetError::Decode(_))));
     q.put("ok".into()).unwrap();
     assert_eq!(q.try_get().unwrap(), "ok");
 }
@@ -387,11 +389,8 @@ fn a_key_of_another_type_is_a_server_error() {
         Err(PutError::Server(1, m)) => assert!(m.contains("WRONGTYPE"), "{m}"),
         other => panic!("expected a server error, got {other:?}"),
     }
-    assert!(matches!(q.try_get(), Err(TryGetError::Server(_))));
-    assert!(matches!(
-        q.get_timeout(SHORT),
-        Err(GetTimeoutError::Server(_))
-    ));
+    assert!(matches!(q.try_get(), Err(GetError::Server(_))));
+    assert!(matches!(q.get_timeout(SHORT), Err(GetError::Server(_))));
     // The error replies left the connection usable.
     q.delete().unwrap();
     q.put(2).unwrap();
@@ -432,11 +431,8 @@ fn server_killed_mid_test_gives_clear_errors_without_hanging() {
             other => panic!("expected a server error, got {other:?}"),
         }
         assert!(matches!(q.get(), Err(GetError::Server(_))));
-        assert!(matches!(
-            q.get_timeout(SHORT),
-            Err(GetTimeoutError::Server(_))
-        ));
-        assert!(matches!(q.try_get(), Err(TryGetError::Server(_))));
+        assert!(matches!(q.get_timeout(SHORT), Err(GetError::Server(_))));
+        assert!(matches!(q.try_get(), Err(GetError::Server(_))));
         assert!(matches!(q.qsize(), Err(GetError::Server(_))));
         assert!(q.close().is_err());
         let e = RedisQueue::<u32>::open(&s.url(), "gone").unwrap_err();
@@ -453,7 +449,7 @@ fn a_restarted_server_is_reconnected_to() {
     q.put(1).unwrap();
     s.kill().unwrap();
     // The pooled connection is dead: the first call fails, and drops it.
-    assert!(matches!(q.try_get(), Err(TryGetError::Server(_))));
+    assert!(matches!(q.try_get(), Err(GetError::Server(_))));
     drop(s);
     let s2 = server();
     let q2 = RedisQueue::<u32>::open(&s2.url(), "restart").unwrap();
@@ -497,4 +493,119 @@ fn server_is_stopped_and_reaped_on_drop() {
     drop(s);
     // Reaped: not even a zombie is left (Serial checks for children too).
     assert!(common::children().is_empty());
+}
+
+/// A server stopped with SIGSTOP (alive, its socket open, never answering)
+/// used to hang every call for ever; now each fails after the read timeout.
+#[test]
+fn stalled_server_fails_calls_after_the_read_timeout() {
+    let _s = serial();
+    let s = server();
+    let mut q = RedisQueue::<u32>::open(&s.url(), "stalled").unwrap();
+    assert_eq!(q.read_timeout(), Some(Duration::from_secs(30)));
+    q.set_read_timeout(Some(Duration::from_millis(300)));
+    q.put(1).unwrap();
+    let pid = nix::unistd::Pid::from_raw(s.pid().unwrap() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let t0 = Instant::now();
+    let put = q.put(2);
+    let get = q.get_timeout(Duration::from_millis(200));
+    let took = t0.elapsed();
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    match put {
+        Err(PutError::Server(2, m)) => assert!(m.contains("in time"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(get, Err(GetError::Server(_))), "{get:?}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    // Once it runs again, new calls work (the timed-out connections were
+    // dropped, not reused out of step).
+    assert_eq!(q.get_timeout(PATIENCE), Ok(1));
+}
+
+#[test]
+fn bounded_queue_refuses_or_waits_for_room() {
+    let _s = serial();
+    let s = server();
+    let q = RedisQueue::<u32>::open(&s.url(), "bounded")
+        .unwrap()
+        .with_maxsize(2);
+    assert_eq!(q.maxsize(), 2);
+    q.put(1).unwrap();
+    q.try_put(2).unwrap();
+    assert_eq!(q.try_put(3), Err(PutError::Full(3)));
+    let t0 = Instant::now();
+    assert_eq!(q.put_timeout(3, SHORT), Err(PutError::Timeout(3)));
+    assert!(t0.elapsed() >= SHORT);
+    // A getter in another process makes room; the waiting put goes in.
+    let url = s.url();
+    let mut p = common::spawn(move || {
+        let q = RedisQueue::<u32>::open(&url, "bounded").unwrap();
+        assert_eq!(q.get_timeout(PATIENCE), Ok(1));
+    });
+    q.put_timeout(3, PATIENCE).unwrap();
+    join_ok(&mut p);
+    assert_eq!(q.qsize().unwrap(), 2);
+    // The bound travels with a handle sent to another process.
+    let copy: RedisQueue<u32> = postcard::from_bytes(&postcard::to_stdvec(&q).unwrap()).unwrap();
+    assert_eq!(copy.maxsize(), 2);
+}
+
+#[test]
+fn joinable_queue_join_waits_for_every_task_done() {
+    use multiproc::redis::JoinableRedisQueue;
+    let _s = serial();
+    let s = server();
+    let q = JoinableRedisQueue::<u32>::open(&s.url(), "joinable").unwrap();
+    assert!(q.task_done().is_err(), "task_done before any put");
+    for i in 0..5 {
+        q.put(i).unwrap();
+    }
+    assert_eq!(q.unfinished().unwrap(), 5);
+    assert!(!q.join_timeout(SHORT).unwrap());
+    let url = s.url();
+    let mut p = common::spawn(move || {
+        let q = JoinableRedisQueue::<u32>::open(&url, "joinable").unwrap();
+        for _ in 0..5 {
+            q.get_timeout(PATIENCE).unwrap();
+            q.task_done().unwrap();
+        }
+    });
+    assert!(q.join_timeout(PATIENCE).unwrap());
+    join_ok(&mut p);
+    assert_eq!(q.unfinished().unwrap(), 0);
+    assert!(q.task_done().is_err());
+}
+
+/// A stream queue's item taken by a consumer that died before
+/// acknowledging it is handed out again (at least once); with the list
+/// queue it would be lost.
+#[test]
+fn stream_queue_redelivers_an_item_whose_consumer_died() {
+    use multiproc::redis::RedisStreamQueue;
+    let _s = serial();
+    let s = server();
+    let claim = Duration::from_millis(200);
+    let q = RedisStreamQueue::<u32>::open(&s.url(), "jobs", claim).unwrap();
+    for i in 0..3 {
+        q.put(i).unwrap();
+    }
+    let url = s.url();
+    let mut p = common::spawn(move || {
+        let q = RedisStreamQueue::<u32>::open(&url, "jobs", claim).unwrap();
+        let d = q.get_timeout(PATIENCE).unwrap();
+        assert_eq!(d.item, 0);
+        // Dies without acknowledging it.
+        std::process::exit(0);
+    });
+    join_ok(&mut p);
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        let d = q.get_timeout(PATIENCE).unwrap();
+        got.push(d.item);
+        q.ack(&d).unwrap();
+    }
+    got.sort();
+    assert_eq!(got, vec![0, 1, 2]);
+    assert!(matches!(q.get_timeout(SHORT), Err(GetError::Timeout)));
 }

@@ -50,6 +50,17 @@ enum Command {
     Bench(BenchArgs),
     /// Kill, flood and garble at bounded sizes; print what was lost.
     Faults(FaultsArgs),
+    /// A worker of a distributed pool (`pi --transport redis_pool` uses the
+    /// pool name multiproc-pi): runs its tasks until the pool stops its
+    /// workers. Needs this very build of multiproc, and the pool's
+    /// MULTIPROC_AUTHKEY.
+    Worker {
+        /// The Redis server, e.g. redis://10.0.0.1:6379/.
+        url: String,
+        /// The pool's name.
+        #[arg(default_value = "multiproc-pi")]
+        name: String,
+    },
     /// A manager server for other processes and hosts.
     Manager {
         #[command(subcommand)]
@@ -381,7 +392,7 @@ fn pi_command(mut args: PiArgs) -> i32 {
     if args.transport.is_empty() {
         args.transport = pi::TRANSPORTS
             .iter()
-            .filter(|t| **t != "redis" || args.redis.is_some())
+            .filter(|t| !t.starts_with("redis") || args.redis.is_some())
             .map(|t| t.to_string())
             .collect();
         if args.redis.is_none() {
@@ -517,9 +528,10 @@ fn bench_command(args: BenchArgs) -> i32 {
         args.workload.clone()
     };
     for w in &chosen {
-        if !workloads::WORKLOADS.contains(&w.as_str()) {
+        // redis_pool runs only when asked for (it installs RQ to compare).
+        if !workloads::WORKLOADS.contains(&w.as_str()) && w != "redis_pool" {
             eprintln!(
-                "multiproc bench: unknown workload {w:?}; choose from {}",
+                "multiproc bench: unknown workload {w:?}; choose from {}, redis_pool",
                 workloads::WORKLOADS.join(", ")
             );
             return 2;
@@ -573,7 +585,7 @@ fn bench_command(args: BenchArgs) -> i32 {
                 ));
             }
         }
-        if let Some(script) = &script {
+        if let Some(script) = script.as_ref().filter(|_| w != "redis_pool") {
             progress.show(&format!("{w} (python3)"));
             lines.extend(python_lines(script, w, args.quick));
         }
@@ -619,6 +631,13 @@ fn main() {
         Command::Pi(args) => pi_command(args),
         Command::Bench(args) => bench_command(args),
         Command::Faults(args) => faults_command(args),
+        Command::Worker { url, name } => match multiproc::redis::worker(&url, &name) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("multiproc worker: {e}");
+                1
+            }
+        },
         Command::Manager {
             command: ManagerCommand::Serve(args),
         } => manager_serve(args),

@@ -12,7 +12,17 @@ use crate::report::{Line, params};
 
 /// Every transport, in the order they are measured.
 pub const TRANSPORTS: &[&str] = &[
-    "seq", "file", "pipe", "value", "array", "queue", "joinable", "manager", "pool", "redis",
+    "seq",
+    "file",
+    "pipe",
+    "value",
+    "array",
+    "queue",
+    "joinable",
+    "manager",
+    "pool",
+    "redis",
+    "redis_pool",
 ];
 
 /// The Redis server of the `redis` transport (`--redis URL` or
@@ -64,12 +74,12 @@ pub fn partial(range: std::ops::Range<u64>) -> f64 {
 }
 
 /// [`partial`] over `start..end`: a plain function for the pool's workers.
-fn partial_of((start, end): (u64, u64)) -> f64 {
+pub fn partial_of((start, end): (u64, u64)) -> f64 {
     partial(start..end)
 }
 
 /// Chunk `i` of `c` over `n` terms.
-fn chunk(i: u64, c: u64, n: u64) -> std::ops::Range<u64> {
+pub fn chunk(i: u64, c: u64, n: u64) -> std::ops::Range<u64> {
     (i * n / c)..((i + 1) * n / c)
 }
 
@@ -261,6 +271,7 @@ pub fn transport(name: &str, n: u64, c: u64, procs: u64) -> Outcome {
             let _ = q.delete();
             sums
         }
+        "redis_pool" => crate::workloads::redis_pool::pi_redis_pool(procs, c, n),
         other => Err(format!("unknown transport {other:?}").into()),
     }
 }

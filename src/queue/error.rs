@@ -30,10 +30,6 @@ pub enum PutError<T> {
     Closed(T),
     /// The item could not be encoded; the message says why.
     Encode(T, String),
-    /// The server that keeps the queue ([`RedisQueue`](crate::redis::RedisQueue))
-    /// could not be reached or failed; the message says why. The item may
-    /// or may not be in the queue if the connection broke after it was sent.
-    Server(T, String),
     /// Another process wrote nonsense into the queue's shared memory; the
     /// queue is closed for good (see [`GetError::Corrupt`]).
     Corrupt(T),
@@ -51,8 +47,6 @@ pub enum TryPutError<T> {
     Closed(T),
     /// The item could not be encoded; the message says why.
     Encode(T, String),
-    /// The queue's server failed (see [`PutError::Server`]).
-    Server(T, String),
     /// The queue's shared memory was corrupted (see [`PutError::Corrupt`]).
     Corrupt(T),
 }
@@ -69,8 +63,6 @@ pub enum PutTimeoutError<T> {
     Closed(T),
     /// The item could not be encoded; the message says why.
     Encode(T, String),
-    /// The queue's server failed (see [`PutError::Server`]).
-    Server(T, String),
     /// The queue's shared memory was corrupted (see [`PutError::Corrupt`]).
     Corrupt(T),
 }
@@ -84,7 +76,7 @@ macro_rules! put_error_common {
                 match self {
                     $($ty::$own(t) => t,)?
                     $ty::Closed(t) | $ty::Corrupt(t) => t,
-                    $ty::Encode(t, _) | $ty::Server(t, _) => t,
+                    $ty::Encode(t, _) => t,
                 }
             }
 
@@ -100,7 +92,6 @@ macro_rules! put_error_common {
                     $($ty::$own(_) => f.write_str(concat!(stringify!($own), "(..)")),)?
                     $ty::Closed(_) => f.write_str("Closed(..)"),
                     $ty::Encode(_, m) => write!(f, "Encode(.., {m:?})"),
-                    $ty::Server(_, m) => write!(f, "Server(.., {m:?})"),
                     $ty::Corrupt(_) => f.write_str("Corrupt(..)"),
                 }
             }
@@ -112,7 +103,6 @@ macro_rules! put_error_common {
                     $($ty::$own(_) => f.write_str($what),)?
                     $ty::Closed(_) => f.write_str(CLOSED),
                     $ty::Encode(_, m) => write!(f, "the item could not be encoded: {m}"),
-                    $ty::Server(_, m) => write!(f, "the queue's server failed: {m}"),
                     $ty::Corrupt(_) => f.write_str(CORRUPT),
                 }
             }
@@ -129,7 +119,6 @@ macro_rules! put_error_common {
                     $ty::Encode(_, m) => {
                         crate::Error::Codec(format!("the item could not be encoded: {m}"))
                     }
-                    $ty::Server(_, m) => crate::Error::Redis(m),
                     $ty::Corrupt(_) => crate::Error::Corrupt(CORRUPT),
                 }
             }
@@ -148,7 +137,6 @@ macro_rules! widen_put {
                 match e {
                     PutError::Closed(t) => $ty::Closed(t),
                     PutError::Encode(t, m) => $ty::Encode(t, m),
-                    PutError::Server(t, m) => $ty::Server(t, m),
                     PutError::Corrupt(t) => $ty::Corrupt(t),
                 }
             }
@@ -169,10 +157,6 @@ pub enum GetError {
     /// An item was taken but could not be decoded as `T` (it is lost).
     #[error("an item could not be decoded: {0}")]
     Decode(String),
-    /// The server that keeps the queue ([`RedisQueue`](crate::redis::RedisQueue))
-    /// could not be reached or failed; the message says why.
-    #[error("the queue's server failed: {0}")]
-    Server(String),
     /// Another process wrote into the queue's shared memory what no queue
     /// writes there (a record length past the ring, counters that cannot
     /// be): the first process to find it closed the queue for good, and
@@ -195,9 +179,6 @@ pub enum TryGetError {
     /// An item was taken but could not be decoded as `T` (it is lost).
     #[error("an item could not be decoded: {0}")]
     Decode(String),
-    /// The queue's server failed (see [`GetError::Server`]).
-    #[error("the queue's server failed: {0}")]
-    Server(String),
     /// The queue's shared memory was corrupted (see [`GetError::Corrupt`]).
     #[error("{CORRUPT}")]
     Corrupt,
@@ -217,9 +198,6 @@ pub enum GetTimeoutError {
     /// An item was taken but could not be decoded as `T` (it is lost).
     #[error("an item could not be decoded: {0}")]
     Decode(String),
-    /// The queue's server failed (see [`GetError::Server`]).
-    #[error("the queue's server failed: {0}")]
-    Server(String),
     /// The queue's shared memory was corrupted (see [`GetError::Corrupt`]).
     #[error("{CORRUPT}")]
     Corrupt,
@@ -235,7 +213,6 @@ macro_rules! get_error_common {
                     $ty::Decode(m) => {
                         crate::Error::Codec(format!("an item could not be decoded: {m}"))
                     }
-                    $ty::Server(m) => crate::Error::Redis(m),
                     $ty::Corrupt => crate::Error::Corrupt(CORRUPT),
                 }
             }
@@ -254,7 +231,6 @@ macro_rules! widen_get {
                 match e {
                     GetError::Closed => $ty::Closed,
                     GetError::Decode(m) => $ty::Decode(m),
-                    GetError::Server(m) => $ty::Server(m),
                     GetError::Corrupt => $ty::Corrupt,
                 }
             }
@@ -264,21 +240,6 @@ macro_rules! widen_get {
 
 widen_get!(TryGetError);
 widen_get!(GetTimeoutError);
-
-impl TryGetError {
-    /// The error a blocking get reports for this one; `None` for `Empty`
-    /// (a blocking get waits instead).
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    pub(crate) fn into_blocking(self) -> Option<GetError> {
-        match self {
-            TryGetError::Empty => None,
-            TryGetError::Closed => Some(GetError::Closed),
-            TryGetError::Decode(m) => Some(GetError::Decode(m)),
-            TryGetError::Server(m) => Some(GetError::Server(m)),
-            TryGetError::Corrupt => Some(GetError::Corrupt),
-        }
-    }
-}
 
 /// [`JoinableQueue::task_done`](super::JoinableQueue::task_done) was called
 /// more times than items were put (Python raises `ValueError`).

@@ -26,6 +26,7 @@ mod manager;
 mod pipe;
 mod pool;
 mod queue;
+pub(crate) mod redis_pool;
 mod spawn;
 
 pub use hogs::Hogs;
@@ -111,6 +112,7 @@ pub fn run(name: &str, size: Size, procs: u64) -> Outcome<Vec<Line>> {
         "pool_map" => pool::pool_map(size),
         "manager_rtt" => manager::manager_rtt(size),
         "manager_append" => manager::manager_append(size),
+        "redis_pool" => redis_pool::redis_pool(size.quick),
         other => Err(format!("unknown workload {other:?}").into()),
     }
 }
@@ -195,7 +197,7 @@ fn pi_workload(size: Size, procs: u64) -> Vec<Line> {
     // Redis only when a server was given.
     let transports = pi::TRANSPORTS
         .iter()
-        .filter(|t| **t != "redis" || pi::redis_url().is_some());
+        .filter(|t| !t.starts_with("redis") || pi::redis_url().is_some());
     for t in transports {
         lines.extend(best(&|| pi::run(t, n, 10, procs)).lines("multiproc", n, 10, procs));
     }

@@ -1,5 +1,5 @@
-//! A queue kept in a Redis server (feature `redis`), so that work can
-//! spread over processes on several machines.
+//! A queue and a pool kept in a Redis server (feature `redis`), so that
+//! work can spread over processes on several machines.
 //!
 //! [`RedisQueue<T>`] has the `put`/`get` API of [`Queue`](crate::Queue):
 //! items are encoded with `postcard`, kept in a Redis list and taken in
@@ -27,7 +27,7 @@
 //! and child never share a socket.
 //!
 //! A connection that fails is dropped, and the call returns
-//! [`GetError::Server`] or [`PutError::Server`] (with the item); the next
+//! [`RedisGetError::Server`] or [`RedisPutError::Server`] (with the item); the next
 //! call connects again. No command is retried: a put whose connection broke
 //! after the command was sent may or may not have been stored.
 //!
@@ -40,9 +40,9 @@
 //!
 //! - [`close`](RedisQueue::close) closes the queue for everyone, as the
 //!   shared-memory queues' `close` does: puts fail with
-//!   [`PutError::Closed`] (the check and the push are one server-side
+//!   [`RedisPutError::Closed`] (the check and the push are one server-side
 //!   script, so no put slips in after the close), and gets fail with
-//!   [`GetError::Closed`] once the items already there are taken, blocked
+//!   [`RedisGetError::Closed`] once the items already there are taken, blocked
 //!   ones included.
 //! - [`delete`](RedisQueue::delete) removes the three keys: the items left
 //!   are dropped and the name is free (and open) again. Use it once no
@@ -77,6 +77,78 @@
 //! Nothing else is lost, duplicated or reordered; if the server itself dies
 //! without persistence, everything in it is gone.
 //!
+//! [`JoinableRedisQueue`] adds `task_done`/`join`, and
+//! [`RedisStreamQueue`] is a queue on a stream whose `get` is at least once
+//! (an item whose consumer died before acknowledging it is handed out
+//! again).
+//!
+//! # The distributed pool
+//!
+//! [`RedisPool`] has the local [`Pool`](crate::Pool)'s API (`map`, `imap`,
+//! `imap_unordered`, `starmap`, `apply_async` with callbacks, `close`,
+//! `join`) and its tasks live in a Redis stream, run by workers on any
+//! host: the same program calling [`worker`] from `main` (or local worker
+//! processes the pool forks, [`RedisPoolBuilder::local_workers`]).
+//!
+//! ```no_run
+//! use multiproc::redis::{RedisPool, worker};
+//!
+//! fn square(x: u64) -> u64 {
+//!     x * x
+//! }
+//!
+//! fn main() -> multiproc::Result<()> {
+//!     let url = "redis://10.0.0.1:6379/";
+//!     if std::env::args().nth(1).as_deref() == Some("worker") {
+//!         return worker(url, "squares"); // on every other host
+//!     }
+//!     let pool = RedisPool::builder(url, "squares").local_workers(2).build()?;
+//!     assert_eq!(pool.map(square, 0..1000)?[999], 998_001);
+//!     Ok(())
+//! }
+//! ```
+//!
+//! - **Same build, signed tasks.** A task names its function by its
+//!   offset in the executable's code, with the executable's SHA-256 (the
+//!   build identity) and an HMAC under the authkey (`$MULTIPROC_AUTHKEY`,
+//!   the same secret for the pool and every worker; a forked local worker
+//!   shares the pool's own). A worker runs only tasks signed with its key
+//!   and made by its own build; any other fails with an error saying
+//!   which (and the worker stops), so a stale binary never jumps into
+//!   different code and a client of the server without the key cannot
+//!   make a worker run anything. Anyone with the key can run any of the
+//!   program's task functions on the workers: guard it like a password.
+//! - **At-least-once execution, exactly-once results.** A consumer group
+//!   hands each entry (a chunk of items) to one worker. A worker beats
+//!   every quarter of the claim deadline ([`RedisPoolBuilder::claim_after`],
+//!   30 s by default), which also keeps the entry it runs fresh; an entry
+//!   idle past the deadline belonged to a dead worker, and any live
+//!   worker claims it (`XAUTOCLAIM`) and runs it again. Results are stored
+//!   under the entry's id, once (`HSETNX` in a script that also
+//!   acknowledges the entry), so a task that ran twice is reported once;
+//!   once the caller collected a result it deletes the entry, and a late
+//!   duplicate finds it gone.
+//! - **Dead letters.** An entry whose deliveries ended without a result
+//!   [`max_deliveries`](RedisPoolBuilder::max_deliveries) times (3 by
+//!   default: it kills its workers, say) goes to the stream
+//!   `multiproc:pool:{NAME}:dead`, and its tasks fail with an error naming
+//!   the attempts. The workers and the caller both watch for these.
+//! - **Workers** record host, pid and start time with each heartbeat;
+//!   [`RedisPool::workers`] lists those heard from within the deadline.
+//!   [`RedisPool::stop_workers`] stops every worker of the name.
+//! - **A caller restart.** Results stay on the server until the caller
+//!   that submitted them collects them (when the job is complete, or an
+//!   `imap` yields the chunk). [`RedisPool::attach`] then
+//!   [`recover`](RedisPool::recover) collects what a killed caller left,
+//!   waiting for the tasks still running.
+//! - **A server restart** with its data (AOF) loses nothing: workers and
+//!   callers connect again (a worker gives up after a minute without the
+//!   server); a server that lost its data loses the tasks in it.
+//!
+//! Keys: `multiproc:pool:{NAME}:` `tasks` (the stream), `results` (hash
+//! by entry id), `done` (a stream of the ids whose result came), `dead`,
+//! `workers` and `info` (heartbeats), `config`, `stop`, `jobseq`.
+//!
 //! # Starting a server
 //!
 //! [`LocalServer`] starts a private `redis-server` on a free loopback port
@@ -88,24 +160,43 @@ use std::marker::PhantomData;
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use ::redis::ConnectionLike;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
-use crate::queue::{GetError, GetTimeoutError, PutError, TryGetError, TryPutError};
+mod error;
+mod joinable;
+mod link;
+mod pool;
+mod stream;
+mod task;
+mod worker;
 
-/// How long to wait for a TCP connection to the server.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub use error::{RedisGetError, RedisPutError};
+pub use joinable::JoinableRedisQueue;
+pub(crate) use link::Link;
+pub use pool::{Recovered, RedisAsyncResult, RedisIMap, RedisPool, RedisPoolBuilder, WorkerInfo};
+pub use stream::{Delivery, RedisStreamQueue};
+pub use worker::{AUTHKEY_ENV, RedisWorker, worker};
 
 /// Puts `ARGV[1]` at the tail of `KEYS[1]` unless `KEYS[2]` (the closed
 /// flag) exists; the list's new length, or -1 if closed.
+/// With `ARGV[2]` > 0 (maxsize), -2 if the list holds that many already;
+/// with `ARGV[3]` = 1 (a joinable queue), counts the item unfinished in
+/// `KEYS[3]`.
 const PUT_SCRIPT: &str = "if redis.call('EXISTS', KEYS[2]) == 1 then return -1 end \
-                          return redis.call('RPUSH', KEYS[1], ARGV[1])";
+     local max = tonumber(ARGV[2]) \
+     if max > 0 and redis.call('LLEN', KEYS[1]) >= max then return -2 end \
+     local n = redis.call('RPUSH', KEYS[1], ARGV[1]) \
+     if ARGV[3] == '1' then redis.call('INCR', KEYS[3]) end \
+     return n";
+
+/// The longest pause of a put waiting for room (it polls, with pauses
+/// growing from 1 ms to this).
+const ROOM_POLL: Duration = Duration::from_millis(50);
 
 /// How long [`RedisQueue::get`] waits in one `BLPOP` before it looks at
 /// the closed flag.
@@ -117,28 +208,22 @@ const WAKE_MARKER: &[u8] = b"closed";
 /// A multi-producer, multi-consumer FIFO queue kept in a Redis server; see
 /// the [module documentation](self).
 ///
-/// Unbounded (the server's memory is the limit); `put` never waits for
-/// room. Items are encoded with `postcard`, as in [`Queue`](crate::Queue);
+/// Unbounded unless given a [`maxsize`](RedisQueue::with_maxsize). Items are encoded with `postcard`, as in [`Queue`](crate::Queue);
 /// an item of any size the server accepts (512 MB by default) goes through.
 ///
 /// It serializes as its URL and name, so a child started with
 /// [`Process::spawn`](crate::Process::spawn) can receive it as an argument
 /// and connects on first use. (The URL, with any password in it, goes along.)
 pub struct RedisQueue<T> {
-    client: ::redis::Client,
+    link: Link,
     url: String,
     name: String,
     items: String,
     closed: String,
     wake: String,
-    pool: Mutex<Pool>,
+    unfinished: String,
+    maxsize: usize,
     _items: PhantomData<fn(T) -> T>,
-}
-
-/// Idle connections, and the process they were opened in.
-struct Pool {
-    pid: u32,
-    idle: Vec<::redis::Connection>,
 }
 
 impl<T> RedisQueue<T> {
@@ -149,8 +234,8 @@ impl<T> RedisQueue<T> {
     /// server is reported here.
     pub fn open(url: &str, name: &str) -> Result<RedisQueue<T>> {
         let q = Self::open_lazy(url, name)?;
-        let con = q.connect().map_err(Error::Redis)?;
-        q.release(con);
+        let con = q.link.connect().map_err(Error::Redis)?;
+        q.link.release(con);
         Ok(q)
     }
 
@@ -163,20 +248,17 @@ impl<T> RedisQueue<T> {
                 reason: "a queue name must not be empty",
             });
         }
-        let client = ::redis::Client::open(url)
-            .map_err(|e| Error::Redis(format!("invalid server URL {url:?}: {e}")))?;
+        let link = Link::new(url).map_err(Error::Redis)?;
         let items = format!("multiproc:queue:{{{name}}}");
         Ok(RedisQueue {
-            client,
+            link,
             url: url.to_owned(),
             name: name.to_owned(),
             closed: format!("{items}:closed"),
             wake: format!("{items}:wake"),
+            unfinished: format!("{items}:unfinished"),
+            maxsize: 0,
             items,
-            pool: Mutex::new(Pool {
-                pid: std::process::id(),
-                idle: Vec::new(),
-            }),
             _items: PhantomData,
         })
     }
@@ -191,104 +273,65 @@ impl<T> RedisQueue<T> {
         &self.url
     }
 
+    /// Bounds the queue (this handle's puts) to `maxsize` items, as
+    /// Python's `Queue(maxsize)`: a put waits for room (it polls the
+    /// server, every 1 ms growing to 50 ms), `try_put` fails with
+    /// [`RedisPutError::Full`]. 0 means unbounded (the default). The check
+    /// and the push are one server-side script. Every handle that puts
+    /// should use the same bound; it travels with a handle sent to a
+    /// spawned child.
+    pub fn with_maxsize(mut self, maxsize: usize) -> Self {
+        self.maxsize = maxsize;
+        self
+    }
+
+    /// The bound set by [`with_maxsize`](Self::with_maxsize) (0: none).
+    pub fn maxsize(&self) -> usize {
+        self.maxsize
+    }
+
     /// The key of the Redis list that holds the items:
     /// `multiproc:queue:{NAME}`.
     pub fn key(&self) -> &str {
         &self.items
     }
 
-    fn describe(&self, e: &::redis::RedisError) -> String {
-        let addr = self.client.get_connection_info().addr();
-        if e.is_connection_dropped() || e.is_io_error() {
-            format!("lost the connection to the redis server at {addr}: {e}")
-        } else {
-            format!("redis server at {addr}: {e}")
-        }
-    }
-
-    /// A connection made in this process: an idle one, or a new one.
-    fn connect(&self) -> std::result::Result<::redis::Connection, String> {
-        let pid = std::process::id();
-        {
-            let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
-            if pool.pid != pid {
-                // A forked child: the idle connections are the parent's
-                // sockets. Dropping them closes this process's copies only
-                // (nothing is sent), and the parent's stay open.
-                pool.idle.clear();
-                pool.pid = pid;
-            }
-            if let Some(con) = pool.idle.pop() {
-                return Ok(con);
-            }
-        }
-        self.client
-            .get_connection_with_timeout(CONNECT_TIMEOUT)
-            .map_err(|e| {
-                let addr = self.client.get_connection_info().addr();
-                let mut m = format!("cannot connect to the redis server at {addr}: {e}");
-                if e.is_connection_refusal() {
-                    m.push_str(" (is redis-server running there?)");
-                }
-                m
-            })
-    }
-
-    /// Puts a healthy connection back in the pool (if still in the process
-    /// that made it).
-    fn release(&self, con: ::redis::Connection) {
-        let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
-        if pool.pid == std::process::id() {
-            pool.idle.push(con);
-        }
-    }
-
-    /// Runs `f` on a connection of this process, and keeps the connection
-    /// for later calls unless it may be out of step.
-    fn with_con<R>(
+    pub(crate) fn with_con<R>(
         &self,
         f: impl FnOnce(&mut ::redis::Connection) -> ::redis::RedisResult<R>,
     ) -> std::result::Result<R, String> {
-        let mut con = self.connect()?;
-        match f(&mut con) {
-            Ok(r) => {
-                self.release(con);
-                Ok(r)
-            }
-            Err(e) => {
-                let m = self.describe(&e);
-                // After an error reply, or a whole reply of an unexpected
-                // type, the connection is in step; after anything else (an
-                // I/O error, a reply cut or garbled) it is dropped.
-                let whole_reply = matches!(
-                    e.kind(),
-                    ::redis::ErrorKind::Server(_)
-                        | ::redis::ErrorKind::Extension
-                        | ::redis::ErrorKind::UnexpectedReturnType
-                );
-                if whole_reply && con.is_open() {
-                    self.release(con);
-                }
-                Err(m)
-            }
-        }
+        self.link.with_con(f)
+    }
+
+    /// Sets how long a call waits for the server's reply (beyond the wait
+    /// a blocking `get` asked for) before it fails with a `Server` error
+    /// naming the timeout: a server that is stalled (stopped, or cut off
+    /// without a reset) no longer hangs a call. 30 s by default; `None`
+    /// waits without limit.
+    pub fn set_read_timeout(&mut self, timeout: Option<Duration>) {
+        self.link.set_read_timeout(timeout);
+    }
+
+    /// The read timeout (see [`set_read_timeout`](Self::set_read_timeout)).
+    pub fn read_timeout(&self) -> Option<Duration> {
+        self.link.read_timeout()
     }
 
     /// The number of items in the queue (a snapshot);
-    /// [`GetError::Server`] if the server cannot tell.
+    /// [`RedisGetError::Server`] if the server cannot tell.
     #[doc(alias = "__len__")]
-    pub fn qsize(&self) -> std::result::Result<usize, GetError> {
+    pub fn qsize(&self) -> std::result::Result<usize, RedisGetError> {
         self.with_con(|c| ::redis::cmd("LLEN").arg(&self.items).query::<usize>(c))
-            .map_err(GetError::Server)
+            .map_err(RedisGetError::Server)
     }
 
     /// Whether the queue holds no item (a snapshot).
-    pub fn empty(&self) -> std::result::Result<bool, GetError> {
+    pub fn empty(&self) -> std::result::Result<bool, RedisGetError> {
         Ok(self.qsize()? == 0)
     }
 
     /// Closes the queue for every process: later puts fail with
-    /// [`PutError::Closed`], and gets fail with [`GetError::Closed`] once
+    /// [`RedisPutError::Closed`], and gets fail with [`RedisGetError::Closed`] once
     /// the items already in the queue are taken. Wakes every blocked getter.
     pub fn close(&self) -> Result<()> {
         self.with_con(|c| {
@@ -326,6 +369,7 @@ impl<T> RedisQueue<T> {
                 .arg(&self.items)
                 .arg(&self.closed)
                 .arg(&self.wake)
+                .arg(&self.unfinished)
                 .query::<()>(c)
         })
         .map_err(Error::Redis)
@@ -333,52 +377,99 @@ impl<T> RedisQueue<T> {
 }
 
 impl<T: Serialize + DeserializeOwned> RedisQueue<T> {
-    /// Puts `item` at the tail. Fails when the queue is closed, the item
-    /// cannot be encoded, or the server fails; each error gives the item
-    /// back.
-    pub fn put(&self, item: T) -> std::result::Result<(), PutError<T>> {
+    /// One try at putting `item` (counted unfinished if `joinable`).
+    pub(crate) fn put_once(
+        &self,
+        item: T,
+        joinable: bool,
+    ) -> std::result::Result<(), RedisPutError<T>> {
         let bytes = match postcard::to_stdvec(&item) {
             Ok(b) => b,
-            Err(e) => return Err(PutError::Encode(item, e.to_string())),
+            Err(e) => return Err(RedisPutError::Encode(item, e.to_string())),
         };
         let r = self.with_con(|c| {
             ::redis::cmd("EVAL")
                 .arg(PUT_SCRIPT)
-                .arg(2)
+                .arg(3)
                 .arg(&self.items)
                 .arg(&self.closed)
+                .arg(&self.unfinished)
                 .arg(bytes.as_slice())
+                .arg(self.maxsize)
+                .arg(u8::from(joinable))
                 .query::<i64>(c)
         });
         match r {
-            Ok(n) if n < 0 => Err(PutError::Closed(item)),
+            Ok(-2) => Err(RedisPutError::Full(item)),
+            Ok(n) if n < 0 => Err(RedisPutError::Closed(item)),
             Ok(_) => Ok(()),
-            Err(m) => Err(PutError::Server(item, m)),
+            Err(m) => Err(RedisPutError::Server(item, m)),
         }
     }
 
-    /// Puts `item`: the same as [`put`](Self::put), as the queue is
-    /// unbounded and a put never waits for room.
-    #[doc(alias = "put_nowait")]
-    pub fn try_put(&self, item: T) -> std::result::Result<(), TryPutError<T>> {
-        self.put(item).map_err(Into::into)
+    /// Puts until there is room or `deadline` (None: no limit) passes.
+    pub(crate) fn put_until(
+        &self,
+        mut item: T,
+        deadline: Option<Instant>,
+        joinable: bool,
+    ) -> std::result::Result<(), RedisPutError<T>> {
+        let mut pause = Duration::from_millis(1);
+        loop {
+            match self.put_once(item, joinable) {
+                Err(RedisPutError::Full(back)) => item = back,
+                other => return other,
+            }
+            let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                return Err(RedisPutError::Timeout(item));
+            }
+            let left = deadline.map_or(pause, |d| d - now);
+            std::thread::sleep(pause.min(left));
+            pause = (pause * 2).min(ROOM_POLL);
+        }
     }
 
-    fn decode(bytes: &[u8]) -> std::result::Result<T, GetError> {
-        postcard::from_bytes(bytes).map_err(|e| GetError::Decode(e.to_string()))
+    /// Puts `item` at the tail, waiting for room in a bounded queue
+    /// ([`with_maxsize`](RedisQueue::with_maxsize)). Fails when the queue
+    /// is closed, the item cannot be encoded, or the server fails; each
+    /// error gives the item back.
+    pub fn put(&self, item: T) -> std::result::Result<(), RedisPutError<T>> {
+        self.put_until(item, None, false)
+    }
+
+    /// [`put`](Self::put), waiting at most `timeout` for room;
+    /// [`RedisPutError::Timeout`] then.
+    pub fn put_timeout(
+        &self,
+        item: T,
+        timeout: Duration,
+    ) -> std::result::Result<(), RedisPutError<T>> {
+        self.put_until(item, Some(Instant::now() + timeout), false)
+    }
+
+    /// Puts `item` if there is room now; [`RedisPutError::Full`] if not.
+    #[doc(alias = "put_nowait")]
+    pub fn try_put(&self, item: T) -> std::result::Result<(), RedisPutError<T>> {
+        self.put_once(item, false)
+    }
+
+    fn decode(bytes: &[u8]) -> std::result::Result<T, RedisGetError> {
+        postcard::from_bytes(bytes).map_err(|e| RedisGetError::Decode(e.to_string()))
     }
 
     /// `BLPOP items wake seconds`: the item, or `None` when
     /// the server's timeout passed; `Closed` when the wake marker came.
-    fn blocking_get(&self, seconds: f64) -> std::result::Result<Option<T>, GetError> {
-        let r = self.with_con(|c| {
+    fn blocking_get(&self, seconds: f64) -> std::result::Result<Option<T>, RedisGetError> {
+        let block = Duration::from_secs_f64(seconds);
+        let r = self.link.with_blocking_con(block, |c| {
             ::redis::cmd("BLPOP")
                 .arg(&self.items)
                 .arg(&self.wake)
                 .arg(seconds)
                 .query::<Option<(Vec<u8>, Vec<u8>)>>(c)
         });
-        match r.map_err(GetError::Server)? {
+        match r.map_err(RedisGetError::Server)? {
             None => Ok(None),
             Some((key, value)) if key == self.items.as_bytes() => Self::decode(&value).map(Some),
             Some(_) => {
@@ -390,16 +481,16 @@ impl<T: Serialize + DeserializeOwned> RedisQueue<T> {
                         .arg(WAKE_MARKER)
                         .query::<()>(c)
                 })
-                .map_err(GetError::Server)?;
-                Err(GetError::Closed)
+                .map_err(RedisGetError::Server)?;
+                Err(RedisGetError::Closed)
             }
         }
     }
 
     /// Takes the oldest item, waiting as long as it takes. Fails with
-    /// [`GetError::Closed`] once the queue is closed and drained, and with
-    /// [`GetError::Server`] if the server fails or goes away.
-    pub fn get(&self) -> std::result::Result<T, GetError> {
+    /// [`RedisGetError::Closed`] once the queue is closed and drained, and with
+    /// [`RedisGetError::Server`] if the server fails or goes away.
+    pub fn get(&self) -> std::result::Result<T, RedisGetError> {
         loop {
             // Waits in slices, so that a close whose wake-up was lost (see
             // the module documentation) is still seen.
@@ -407,32 +498,25 @@ impl<T: Serialize + DeserializeOwned> RedisQueue<T> {
                 return Ok(item);
             }
             match self.try_get() {
-                Ok(item) => return Ok(item),
-                Err(e) => match e.into_blocking() {
-                    Some(e) => return Err(e),
-                    None => continue,
-                },
+                Err(RedisGetError::Empty) => continue,
+                other => return other,
             }
         }
     }
 
     /// Takes the oldest item, waiting at most `timeout` (timed by the
-    /// server, at least 1 ms); [`GetTimeoutError::Timeout`] after that. A zero
-    /// timeout looks once, as [`try_get`](Self::try_get) does, and reports
-    /// no item as `Timeout` (as [`Queue`](crate::queue::Queue) does).
+    /// server, at least 1 ms); [`RedisGetError::Timeout`] after that. A zero
+    /// timeout is [`try_get`](Self::try_get).
     #[doc(alias = "get")]
-    pub fn get_timeout(&self, timeout: Duration) -> std::result::Result<T, GetTimeoutError> {
+    pub fn get_timeout(&self, timeout: Duration) -> std::result::Result<T, RedisGetError> {
         if timeout.is_zero() {
-            return self.try_get().map_err(|e| match e.into_blocking() {
-                Some(e) => e.into(),
-                None => GetTimeoutError::Timeout,
-            });
+            return self.try_get();
         }
         // BLPOP reads its timeout in seconds with millisecond precision;
         // 0 would mean "no limit", and the server refuses timeouts that
         // overflow its clock: past a year, wait for ever.
         if timeout > Duration::from_secs(365 * 24 * 3600) {
-            return self.get().map_err(Into::into);
+            return self.get();
         }
         let seconds = timeout.as_secs_f64().max(0.001);
         match self.blocking_get(seconds)? {
@@ -440,17 +524,17 @@ impl<T: Serialize + DeserializeOwned> RedisQueue<T> {
             // One look at the queue and its closed flag together: Closed
             // if it was closed (and its wake-up lost), an item that came
             // just now, or Timeout.
-            None => self.try_get().map_err(|e| match e.into_blocking() {
-                Some(e) => e.into(),
-                None => GetTimeoutError::Timeout,
-            }),
+            None => match self.try_get() {
+                Err(RedisGetError::Empty) => Err(RedisGetError::Timeout),
+                other => other,
+            },
         }
     }
 
-    /// Takes the oldest item if there is one; [`TryGetError::Empty`] (or
-    /// [`TryGetError::Closed`]) otherwise.
+    /// Takes the oldest item if there is one; [`RedisGetError::Empty`] (or
+    /// [`RedisGetError::Closed`]) otherwise.
     #[doc(alias = "get_nowait")]
-    pub fn try_get(&self) -> std::result::Result<T, TryGetError> {
+    pub fn try_get(&self) -> std::result::Result<T, RedisGetError> {
         let (item, closed) = self
             .with_con(|c| {
                 ::redis::pipe()
@@ -461,11 +545,11 @@ impl<T: Serialize + DeserializeOwned> RedisQueue<T> {
                     .arg(&self.closed)
                     .query::<(Option<Vec<u8>>, bool)>(c)
             })
-            .map_err(TryGetError::Server)?;
+            .map_err(RedisGetError::Server)?;
         match item {
-            Some(bytes) => Ok(Self::decode(&bytes)?),
-            None if closed => Err(TryGetError::Closed),
-            None => Err(TryGetError::Empty),
+            Some(bytes) => Self::decode(&bytes),
+            None if closed => Err(RedisGetError::Closed),
+            None => Err(RedisGetError::Empty),
         }
     }
 }
@@ -474,16 +558,14 @@ impl<T: Serialize + DeserializeOwned> RedisQueue<T> {
 impl<T> Clone for RedisQueue<T> {
     fn clone(&self) -> Self {
         RedisQueue {
-            client: self.client.clone(),
+            link: self.link.fresh(),
             url: self.url.clone(),
             name: self.name.clone(),
             items: self.items.clone(),
             closed: self.closed.clone(),
             wake: self.wake.clone(),
-            pool: Mutex::new(Pool {
-                pid: std::process::id(),
-                idle: Vec::new(),
-            }),
+            unfinished: self.unfinished.clone(),
+            maxsize: self.maxsize,
             _items: PhantomData,
         }
     }
@@ -492,7 +574,7 @@ impl<T> Clone for RedisQueue<T> {
 impl<T> fmt::Debug for RedisQueue<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisQueue")
-            .field("server", &self.client.get_connection_info().addr())
+            .field("server", &self.link.addr())
             .field("key", &self.items)
             .finish_non_exhaustive()
     }
@@ -502,6 +584,7 @@ impl<T> fmt::Debug for RedisQueue<T> {
 struct Wire {
     url: String,
     name: String,
+    maxsize: usize,
 }
 
 impl<T> Serialize for RedisQueue<T> {
@@ -509,6 +592,7 @@ impl<T> Serialize for RedisQueue<T> {
         Wire {
             url: self.url.clone(),
             name: self.name.clone(),
+            maxsize: self.maxsize,
         }
         .serialize(s)
     }
@@ -517,7 +601,9 @@ impl<T> Serialize for RedisQueue<T> {
 impl<'de, T> serde::Deserialize<'de> for RedisQueue<T> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         let w = Wire::deserialize(d)?;
-        RedisQueue::open_lazy(&w.url, &w.name).map_err(serde::de::Error::custom)
+        RedisQueue::open_lazy(&w.url, &w.name)
+            .map(|q| q.with_maxsize(w.maxsize))
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -533,6 +619,8 @@ pub struct LocalServer {
     port: u16,
     dir: PathBuf,
     owner: u32,
+    program: PathBuf,
+    aof: bool,
 }
 
 impl LocalServer {
@@ -545,11 +633,34 @@ impl LocalServer {
     /// Starts the server program at `program` and waits until it accepts
     /// connections.
     pub fn start_with(program: &Path) -> Result<LocalServer> {
+        Self::start_opts(program, false)
+    }
+
+    /// Starts `redis-server` with its data kept on disk in its directory
+    /// (an append-only file, written at every command: `--appendonly yes
+    /// --appendfsync always`), so that [`restart`](Self::restart) finds it
+    /// again.
+    pub fn start_persistent() -> Result<LocalServer> {
+        Self::start_opts(Path::new("redis-server"), true)
+    }
+
+    /// Kills the server (SIGKILL) and starts it again on the same port and
+    /// directory: a persistent one ([`start_persistent`](Self::start_persistent))
+    /// comes back with its data.
+    pub fn restart(&mut self) -> Result<()> {
+        self.kill()?;
+        let child = Self::spawn_server(&self.program, self.port, &self.dir, self.aof)
+            .map_err(|(e, _)| e)?;
+        self.child = Some(child);
+        self.wait_ready(Duration::from_secs(20)).map_err(|(e, _)| e)
+    }
+
+    fn start_opts(program: &Path, aof: bool) -> Result<LocalServer> {
         // The free port is found by binding port 0 and letting it go, so
         // another program may take it in between: try a few times.
         let mut last = None;
         for _ in 0..5 {
-            match Self::try_start(program) {
+            match Self::try_start(program, aof) {
                 Ok(s) => return Ok(s),
                 Err((e, retry)) => {
                     if !retry {
@@ -562,7 +673,7 @@ impl LocalServer {
         Err(last.unwrap_or_else(|| Error::Redis("redis-server did not start".into())))
     }
 
-    fn try_start(program: &Path) -> std::result::Result<LocalServer, (Error, bool)> {
+    fn try_start(program: &Path, aof: bool) -> std::result::Result<LocalServer, (Error, bool)> {
         static SEQ: AtomicU64 = AtomicU64::new(0);
         let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
             .and_then(|l| l.local_addr())
@@ -574,36 +685,11 @@ impl LocalServer {
             SEQ.fetch_add(1, Ordering::Relaxed)
         ));
         std::fs::create_dir_all(&dir).map_err(|e| (Error::os("mkdir", e), false))?;
-        let log = dir.join("redis.log");
-        // stderr to a file, not a pipe no one reads while the server runs.
-        let stderr =
-            std::fs::File::create(dir.join("stderr")).map_err(|e| (Error::os("open", e), false))?;
-        let spawned = Command::new(program)
-            .arg("--port")
-            .arg(port.to_string())
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .args(["--daemonize", "no", "--logfile"])
-            .arg(&log)
-            .arg("--dir")
-            .arg(&dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn();
-        let child = match spawned {
+        let child = match Self::spawn_server(program, port, &dir, aof) {
             Ok(c) => c,
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&dir);
-                let m = if e.kind() == std::io::ErrorKind::NotFound {
-                    format!(
-                        "{} is not installed (or not on PATH); install it with \
-                         `apt-get install redis-server` (Debian, Ubuntu)",
-                        program.display()
-                    )
-                } else {
-                    format!("cannot run {}: {e}", program.display())
-                };
-                return Err((Error::Redis(m), false));
+                return Err(e);
             }
         };
         let mut server = LocalServer {
@@ -611,11 +697,55 @@ impl LocalServer {
             port,
             dir,
             owner: std::process::id(),
+            program: program.to_owned(),
+            aof,
         };
         match server.wait_ready(Duration::from_secs(20)) {
             Ok(()) => Ok(server),
             Err((e, retry)) => Err((e, retry)),
         }
+    }
+
+    fn spawn_server(
+        program: &Path,
+        port: u16,
+        dir: &Path,
+        aof: bool,
+    ) -> std::result::Result<Child, (Error, bool)> {
+        let log = dir.join("redis.log");
+        // stderr to a file, not a pipe no one reads while the server runs.
+        let stderr =
+            std::fs::File::create(dir.join("stderr")).map_err(|e| (Error::os("open", e), false))?;
+        let persistence: &[&str] = if aof {
+            &["--appendonly", "yes", "--appendfsync", "always"]
+        } else {
+            &["--appendonly", "no"]
+        };
+        let spawned = Command::new(program)
+            .arg("--port")
+            .arg(port.to_string())
+            .args(["--bind", "127.0.0.1", "--save", ""])
+            .args(persistence)
+            .args(["--daemonize", "no", "--logfile"])
+            .arg(&log)
+            .arg("--dir")
+            .arg(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn();
+        spawned.map_err(|e| {
+            let m = if e.kind() == std::io::ErrorKind::NotFound {
+                format!(
+                    "{} is not installed (or not on PATH); install it with \
+                     `apt-get install redis-server` (Debian, Ubuntu)",
+                    program.display()
+                )
+            } else {
+                format!("cannot run {}: {e}", program.display())
+            };
+            (Error::Redis(m), false)
+        })
     }
 
     /// Waits until the server answers PING, or fails if it exits.
