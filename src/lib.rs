@@ -63,6 +63,8 @@
 #[cfg(not(target_os = "linux"))]
 compile_error!("multiproc supports Linux only: it is built on memfd, futex, pidfd and /proc");
 
+#[cfg(feature = "tokio")]
+pub mod aio;
 mod array;
 pub mod connection;
 mod deadline;

@@ -16,7 +16,7 @@
 
 pub(crate) mod frame;
 pub mod listener;
-mod ring;
+pub(crate) mod ring;
 
 use std::io::IoSlice;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
@@ -578,6 +578,14 @@ impl AsFd for Connection {
 impl AsRawFd for Connection {
     fn as_raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
+    }
+}
+
+impl Connection {
+    /// aio hook (issue 17): the shared-memory path of a [`pipe`] end.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn stream(&self) -> Option<&ring::Stream> {
+        self.stream.as_ref()
     }
 }
 

@@ -95,7 +95,7 @@ pub const DEFAULT_CAPACITY: usize = 1 << 20;
     serde(bound = "")
 )]
 pub struct Queue<T> {
-    core: Core,
+    pub(crate) core: Core,
     #[cfg_attr(feature = "serde", serde(skip))]
     _items: PhantomData<fn(T) -> T>,
 }
@@ -140,10 +140,18 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         };
         match self.core.put(bytes, deadline) {
             Ok(()) => Ok(()),
-            Err(PutFail::Closed) if self.core.is_corrupt() => Err(PutError::Corrupt(item)),
-            Err(PutFail::Closed) => Err(PutError::Closed(item)),
-            Err(PutFail::Full) if zero => Err(PutError::Full(item)),
-            Err(PutFail::Full) => Err(PutError::Timeout(item)),
+            Err(fail) => Err(self.put_error(item, fail, zero)),
+        }
+    }
+
+    /// The error of a put that failed with `fail` (`zero`: it was not to
+    /// wait). Shared with the async put.
+    pub(crate) fn put_error(&self, item: T, fail: PutFail, zero: bool) -> PutError<T> {
+        match fail {
+            PutFail::Closed if self.core.is_corrupt() => PutError::Corrupt(item),
+            PutFail::Closed => PutError::Closed(item),
+            PutFail::Full if zero => PutError::Full(item),
+            PutFail::Full => PutError::Timeout(item),
         }
     }
 
@@ -170,8 +178,18 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     }
 
     fn get_until(&self, deadline: Deadline, zero: bool) -> Result<T, GetError> {
+        self.get_outcome(&self.core.get(deadline), zero)
+    }
+
+    /// The item or error of a get that ended with `r` (`zero`: it was not
+    /// to wait). Shared with the async get.
+    pub(crate) fn get_outcome(
+        &self,
+        r: &std::result::Result<ring::Payload, GetFail>,
+        zero: bool,
+    ) -> Result<T, GetError> {
         // Matched by reference: moving the payload out would copy it whole.
-        match &self.core.get(deadline) {
+        match r {
             Ok(p) => {
                 postcard::from_bytes(p.as_slice()).map_err(|e| GetError::Decode(e.to_string()))
             }
@@ -368,7 +386,7 @@ impl<T> fmt::Debug for SimpleQueue<T> {
     serde(bound = "")
 )]
 pub struct JoinableQueue<T> {
-    queue: Queue<T>,
+    pub(crate) queue: Queue<T>,
 }
 
 impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {

@@ -169,6 +169,12 @@ impl RawProcessMutex {
         }
     }
 
+    /// aio hook (issue 17): the futex word, for the async lock.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn word(&self) -> &AtomicU32 {
+        &self.word
+    }
+
     /// The owner's thread id, or 0 when unlocked.
     #[inline]
     pub(crate) fn owner(&self) -> u32 {

@@ -3,6 +3,8 @@
 //! wrappers.
 
 pub(crate) mod futex;
+#[cfg(feature = "tokio")]
+pub(crate) mod futex_waitv;
 pub(crate) mod limits;
 pub(crate) mod mem;
 pub(crate) mod process;
