@@ -400,17 +400,13 @@ fn cancelled_gets_and_puts_lose_no_item() {
             if next < N {
                 // A put raced against a very short timer: either it put the
                 // item (Ok) or it was dropped having put nothing.
-                match timeout(Duration::from_micros(50), q.put_async(next)).await {
-                    Ok(r) => {
-                        r.unwrap();
-                        next += 1;
-                    }
-                    Err(_) => {}
+                if let Ok(r) = timeout(Duration::from_micros(50), q.put_async(next)).await {
+                    r.unwrap();
+                    next += 1;
                 }
             }
-            match timeout(Duration::from_micros(50), back.get_async()).await {
-                Ok(v) => got.push(v.unwrap()),
-                Err(_) => {}
+            if let Ok(v) = timeout(Duration::from_micros(50), back.get_async()).await {
+                got.push(v.unwrap());
             }
         }
         got
