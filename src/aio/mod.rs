@@ -145,6 +145,39 @@ pub(crate) async fn readable_any(fds: &[BorrowedFd<'_>]) -> io::Result<()> {
     .await
 }
 
+/// The slices of an async waiter: the blocking form's slice first, then
+/// twice as long after each slice without news, up to [`Backoff::MAX`]. A
+/// thousand idle async waiters thus wake about a thousand times a second
+/// in all, not tens of thousands; a party that dies is noticed within
+/// about a second (a blocking waiter notices within its slice).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Backoff {
+    first: std::time::Duration,
+    now: std::time::Duration,
+}
+
+impl Backoff {
+    pub(crate) const MAX: std::time::Duration = std::time::Duration::from_secs(1);
+
+    pub(crate) fn new(first: std::time::Duration) -> Backoff {
+        Backoff { first, now: first }
+    }
+
+    /// The slice to wait now.
+    pub(crate) fn slice(&self) -> std::time::Duration {
+        self.now
+    }
+
+    /// After a wait that ended as `slept`.
+    pub(crate) fn after(&mut self, slept: reactor::Slept) -> reactor::Slept {
+        self.now = match slept {
+            reactor::Slept::Woken => self.first,
+            reactor::Slept::Slice => (self.now * 2).min(Self::MAX.max(self.first)),
+        };
+        slept
+    }
+}
+
 /// Counts an async waiter in a primitive's count of sleepers (a
 /// semaphore's `sleepers`, a pipe writer's `tx_waiting`) while it waits,
 /// so that the waker wakes the word; uncounts it however the wait ends,

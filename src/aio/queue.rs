@@ -7,7 +7,9 @@
 //! future then arms the same bell a blocking sleeper arms and waits on its
 //! sequence word through the reactor, then tries again. After a slice
 //! without news the next try checks who is alive, as a blocking waiter
-//! does after a slice (a large item's writer or receiver that died).
+//! does after a slice (a large item's writer or receiver that died). The
+//! slices grow from the blocking one (50 ms) to a second while nothing
+//! happens ([`Backoff`]).
 
 #![cfg(feature = "serde")]
 
@@ -17,18 +19,22 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::Backoff;
 use super::reactor::{Slept, wait_word};
 use crate::queue::ring::{Core, Park, PutFail, SLICE};
 use crate::{GetError, JoinableQueue, PutError, Queue};
 
 /// Waits, after a parked try, for the change the try reported; returns
 /// whether a whole slice passed without news.
-async fn wait_parked(core: &Core, getter: bool, park: &Park) -> bool {
+async fn wait_parked(core: &Core, getter: bool, park: &Park, backoff: &mut Backoff) -> bool {
     let Some(at) = park.wait else {
         return false;
     };
     match core.arm_parked(getter, at) {
-        Some((word, v)) => wait_word(word, v, SLICE).await == Slept::Slice,
+        Some((word, v)) => {
+            let slept = wait_word(word, v, backoff.slice()).await;
+            backoff.after(slept) == Slept::Slice
+        }
         None => false,
     }
 }
@@ -49,12 +55,13 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// holding it is noticed within about 40 ms).
     pub async fn get_async(&self) -> Result<T, GetError> {
         let mut park = Park::default();
+        let mut backoff = Backoff::new(SLICE);
         loop {
             let r = self.core.get_parked(&mut park);
             if r.is_ok() || park.wait.is_none() {
                 return self.get_outcome(&r, false);
             }
-            park.suspect = wait_parked(&self.core, true, &park).await;
+            park.suspect = wait_parked(&self.core, true, &park, &mut backoff).await;
         }
     }
 
@@ -79,6 +86,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         };
         let core = &self.core;
         let mut park = Park::default();
+        let mut backoff = Backoff::new(SLICE);
         if bytes.len() > core.chunk_max() {
             if bytes.len() + bytes.len() / 8 + 64 > core.cap() {
                 return Err(PutError::Full(item));
@@ -99,7 +107,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                 }
                 // Wait for the consumers to free room (or for any change).
                 park.wait = Some((core.snapshot(), true));
-                wait_parked(core, false, &park).await;
+                wait_parked(core, false, &park, &mut backoff).await;
             }
         }
         loop {
@@ -110,7 +118,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
                 }
                 Err(_) => {}
             }
-            park.suspect = wait_parked(core, false, &park).await;
+            park.suspect = wait_parked(core, false, &park, &mut backoff).await;
         }
     }
 }
@@ -127,8 +135,10 @@ impl<T> JoinableQueue<T> {
             if v == 0 {
                 return;
             }
-            // `task_done` wakes every sleeper when the count reaches 0.
-            wait_word(w, v, SLICE).await;
+            // `task_done` wakes every sleeper when the count reaches 0; no
+            // liveness to check (a killed worker's task stays unfinished,
+            // as in Python).
+            wait_word(w, v, Backoff::MAX).await;
         }
     }
 }

@@ -5,8 +5,8 @@ use std::fmt;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::Counted;
 use super::reactor::{Slept, wait_word};
+use super::{Backoff, Counted};
 use crate::error::{LockError, LockResult, OwnerDied};
 use crate::sync::raw::{CONTENDED, OWNER_CHECK, RawProcessMutex};
 use crate::sync::semaphore::SemState;
@@ -114,8 +114,11 @@ impl Lock {
     /// that may be held across `.await` (see [`AsyncLockGuard`]): the async
     /// form of [`lock`](Lock::lock).
     ///
-    /// A lock whose owner died holding it is taken over after about 40 ms
-    /// (as by `lock`): [`LockError::OwnerDied`], whose guard holds the lock.
+    /// A lock whose owner died holding it is taken over (as by `lock`):
+    /// [`LockError::OwnerDied`], whose guard holds the lock. The owner's
+    /// liveness is checked after 40 ms, then at intervals doubling up to a
+    /// second while the same owner holds on, so a death is noticed within
+    /// about a second.
     /// Never [`LockError::WouldDeadlock`]: another task of this process may
     /// hold it, and waiting for that one is right.
     ///
@@ -131,6 +134,7 @@ impl Lock {
         // After a wait, take the lock marked contended: others may sleep on
         // it, so the release must wake one (as the blocking path does).
         let mut waited = false;
+        let mut backoff = Backoff::new(OWNER_CHECK);
         loop {
             let w = word.load(Ordering::Relaxed);
             if w & tid_mask == 0 {
@@ -152,7 +156,8 @@ impl Lock {
             }
             waited = true;
             let expected = w | CONTENDED;
-            if wait_word(word, expected, OWNER_CHECK).await == Slept::Slice {
+            let slept = wait_word(word, expected, backoff.slice()).await;
+            if backoff.after(slept) == Slept::Slice {
                 // Held for a whole slice: is the owner still alive?
                 let now = word.load(Ordering::Relaxed);
                 if now & tid_mask == w & tid_mask && !thread::alive(w & tid_mask) {

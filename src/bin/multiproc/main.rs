@@ -27,6 +27,7 @@ mod report;
 #[path = "../../../benches/support/mod.rs"]
 mod support;
 mod workloads;
+mod workloads_async;
 
 use report::Line;
 
