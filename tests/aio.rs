@@ -698,3 +698,77 @@ fn an_async_call_outside_a_runtime_is_an_error_not_a_panic() {
     let (a, _b) = pipe(true).unwrap();
     assert!(a.into_async().is_err());
 }
+
+// ---- Barrier::wait_async ----
+
+#[test]
+fn barrier_wait_async_meets_parties_in_other_processes() {
+    let _s = serial();
+    let b = Arc::new(multiproc::Barrier::new(3).unwrap());
+    let mut kids: Vec<_> = (0..2)
+        .map(|_| {
+            let b = b.clone();
+            spawn(move || match b.wait_timeout(BOUND) {
+                Ok(_) => 0,
+                Err(_) => 1,
+            })
+        })
+        .collect();
+    let mine = rt().block_on(async { bounded(b.wait_async()).await.unwrap() });
+    for k in &mut kids {
+        common::join_ok(k);
+    }
+    assert!(mine < 3);
+    assert!(!b.is_broken());
+}
+
+#[test]
+fn a_dropped_barrier_wait_breaks_the_round_it_joined() {
+    let b = multiproc::Barrier::new(2).unwrap();
+    rt().block_on(async {
+        assert!(
+            timeout(Duration::from_millis(10), b.wait_async())
+                .await
+                .is_err()
+        );
+    });
+    // The party left: the round is broken, not waiting for a ghost.
+    assert!(b.is_broken());
+    b.reset();
+    assert_eq!(b.n_waiting(), 0);
+}
+
+#[test]
+fn barrier_wait_async_breaks_when_the_party_running_the_action_is_killed() {
+    let _s = serial();
+    let in_action = Arc::new(Event::new().unwrap());
+    let go = Arc::new(Event::new().unwrap());
+    let ia = in_action.clone();
+    let b = Arc::new(
+        multiproc::Barrier::with_action(2, move || {
+            ia.set();
+            std::thread::sleep(BOUND);
+        })
+        .unwrap(),
+    );
+    let (b2, g2) = (b.clone(), go.clone());
+    let mut kid = spawn(move || {
+        g2.wait_timeout(BOUND);
+        let _ = b2.wait_timeout(BOUND);
+        0
+    });
+    rt().block_on(async {
+        let wait = b.wait_async();
+        tokio::pin!(wait);
+        // Arrived first (the first poll arrives), so the child trips.
+        assert!(timeout(Duration::from_millis(10), &mut wait).await.is_err());
+        go.set();
+        bounded(in_action.wait_async()).await;
+        kid.kill().unwrap();
+        assert!(matches!(
+            bounded(wait).await,
+            Err(multiproc::Error::BrokenBarrier)
+        ));
+    });
+    kid.join().unwrap();
+}

@@ -11,6 +11,7 @@
 //! | [`Event::wait`](crate::Event::wait) | [`Event::wait_async`](crate::Event::wait_async) | the futex reactor |
 //! | [`Semaphore::acquire`](crate::Semaphore::acquire) | [`Semaphore::acquire_async`](crate::Semaphore::acquire_async) | the futex reactor |
 //! | [`Lock::lock`](crate::Lock::lock) | [`Lock::lock_async`](crate::Lock::lock_async) | the futex reactor |
+//! | [`Barrier::wait`](crate::Barrier::wait) | [`Barrier::wait_async`](crate::Barrier::wait_async) | the futex reactor |
 //!
 //! # The wake-up: a futex reactor
 //!

@@ -1,5 +1,5 @@
-//! Async forms of [`Event`], [`Semaphore`], [`BoundedSemaphore`] and
-//! [`Lock`] (feature `tokio`), on the futex reactor (see [`crate::aio`]).
+//! Async forms of [`Event`], [`Semaphore`], [`BoundedSemaphore`],
+//! [`Lock`] and [`Barrier`] (feature `tokio`), on the futex reactor (see [`crate::aio`]).
 
 use std::fmt;
 use std::sync::atomic::Ordering;
@@ -8,10 +8,11 @@ use std::time::Duration;
 use super::reactor::{Slept, wait_word};
 use super::{Backoff, Counted};
 use crate::error::{LockError, LockResult, OwnerDied};
+use crate::sync::barrier::{Arrive, CHECK};
 use crate::sync::raw::{CONTENDED, OWNER_CHECK, RawProcessMutex};
 use crate::sync::semaphore::SemState;
 use crate::sys::thread;
-use crate::{BoundedSemaphore, Event, Lock, Semaphore};
+use crate::{Barrier, BoundedSemaphore, Event, Lock, Semaphore};
 
 /// An event's waiters need no liveness check: a long slice.
 const EVENT_SLICE: Duration = Duration::from_secs(60);
@@ -69,6 +70,73 @@ impl BoundedSemaphore {
     /// [`Semaphore::acquire_async`].
     pub async fn acquire_async(&self) {
         self.sem.acquire_async().await
+    }
+}
+
+/// A party that arrived and waits for the release; if its future is
+/// dropped first, it leaves the round broken (as a timed-out `wait` does),
+/// so that the others are not released with a party that has gone.
+struct Party<'a> {
+    barrier: &'a Barrier,
+    gen_: u64,
+    done: bool,
+}
+
+impl Drop for Party<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.barrier.leave(self.gen_);
+        }
+    }
+}
+
+impl Barrier {
+    /// Waits for all parties without blocking the thread; returns this
+    /// party's arrival index: the async form of [`wait`](Barrier::wait),
+    /// with its errors. The last party to arrive runs the action (if any)
+    /// on the calling thread, as `wait` does.
+    ///
+    /// Cancellation: a future dropped before this party arrived changes
+    /// nothing. One dropped after it arrived (and before the round was
+    /// released) breaks the round, as a `wait_timeout` that timed out
+    /// does: the other parties get [`Error::BrokenBarrier`](crate::Error::BrokenBarrier)
+    /// rather than a release that counted a party no longer there.
+    pub async fn wait_async(&self) -> crate::Result<u32> {
+        let word = self.seq_word();
+        let (gen_, index) = loop {
+            match self.arrive_step() {
+                Arrive::Done(r) => return r,
+                Arrive::Arrived { gen_, index } => break (gen_, index),
+                Arrive::Wait { seq, s } => {
+                    if wait_word(word, seq, CHECK).await == Slept::Slice {
+                        self.check_tripper(s)?;
+                    }
+                }
+            }
+        };
+        let mut party = Party {
+            barrier: self,
+            gen_,
+            done: false,
+        };
+        let mut backoff = Backoff::new(CHECK);
+        loop {
+            match self.release_step(gen_, index) {
+                Ok(r) => {
+                    party.done = true;
+                    return r;
+                }
+                Err((seq, s)) => {
+                    let slept = wait_word(word, seq, backoff.slice()).await;
+                    if backoff.after(slept) == Slept::Slice
+                        && let Err(e) = self.check_tripper(s)
+                    {
+                        party.done = true;
+                        return Err(e);
+                    }
+                }
+            }
+        }
     }
 }
 
