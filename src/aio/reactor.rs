@@ -274,6 +274,11 @@ impl Shard {
                         Self::fire_pair(&mut st, addr, expected);
                     }
                 }
+                Woke::Changed if self.ctl.load(Ordering::Acquire) != ctl => {
+                    // The control word moved (a registration): rebuild and
+                    // wait again; a registered word that changed too makes
+                    // that wait return at once, and is found then.
+                }
                 Woke::Changed | Woke::Fault => {
                     // Find the words that changed (or cannot be read): a
                     // zero-timeout wait on each alone.
