@@ -772,3 +772,39 @@ fn barrier_wait_async_breaks_when_the_party_running_the_action_is_killed() {
     });
     kid.join().unwrap();
 }
+
+// ---- Fork ----
+
+#[test]
+fn a_fork_child_awaits_with_a_reactor_of_its_own() {
+    let _s = serial();
+    let q: Arc<Queue<u32>> = Arc::new(Queue::new().unwrap());
+    let back: Arc<Queue<u32>> = Arc::new(Queue::new().unwrap());
+    // The parent's reactor runs (and may hold its list's lock) when the
+    // child is forked: the child must not use it.
+    rt().block_on(async {
+        assert!(
+            timeout(Duration::from_millis(5), q.get_async())
+                .await
+                .is_err()
+        );
+    });
+    let (q2, b2) = (q.clone(), back.clone());
+    let mut p = spawn(move || {
+        let rt = rt();
+        rt.block_on(async {
+            for _ in 0..3 {
+                let v = bounded(q2.get_async()).await.unwrap();
+                bounded(b2.put_async(v + 1)).await.unwrap();
+            }
+        });
+        0
+    });
+    rt().block_on(async {
+        for i in 0..3 {
+            bounded(q.put_async(i)).await.unwrap();
+            assert_eq!(bounded(back.get_async()).await.unwrap(), i + 1);
+        }
+    });
+    common::join_ok(&mut p);
+}
