@@ -92,6 +92,21 @@
 //! never touches the parent's state. The runtime itself does not survive a
 //! fork either: build a new one in the child.
 //!
+//! # Runtimes
+//!
+//! The futex waits need nothing from the runtime (the reactor times the
+//! slices and wakes tasks through their `Waker`s), so they work under any
+//! executor. The descriptor waits (a pipe's receive and `poll_async`, a
+//! process's join) use tokio's `AsyncFd`: they need a tokio runtime with
+//! its I/O driver enabled, and fail with an error (not a panic) outside
+//! one.
+//!
+//! # Not covered yet
+//!
+//! The pool's `AsyncResult` (waiting on it also runs the pool's
+//! bookkeeping, in the caller) and the manager's proxies have no async
+//! form yet.
+//!
 //! Without `futex_waitv` (a kernel older than 5.16), the reactor wakes its
 //! waiters every 2 ms to look (a degraded poll, only on such kernels).
 

@@ -404,7 +404,11 @@ impl Future for WordWait<'_> {
 impl Drop for WordWait<'_> {
     fn drop(&mut self) {
         if let Some((cell, shard)) = self.reg.take() {
-            if let Some(shard) = shard {
+            // A fired cell is no longer listed (the reactor unlists it, under
+            // the list's lock, before it fires it).
+            if let Some(shard) = shard
+                && cell.state.load(Ordering::Acquire) == WAITING
+            {
                 shard.deregister(&cell);
             }
             if !self.done && cell.state.load(Ordering::Acquire) == WOKEN {
