@@ -42,7 +42,12 @@ fn register(conn: &Connection) -> Result<AsyncFd<OwnedFd>> {
 
 /// Waits until a message (or the end of stream) can be read from `conn`.
 async fn readable(conn: &Connection, afd: &AsyncFd<OwnedFd>) -> Result<()> {
+    // Bytes already in a pipe's ring: no system call at all.
+    let bytes_there = || conn.stream().is_some_and(|s| s.ready_now());
     loop {
+        if bytes_there() {
+            return Ok(());
+        }
         // A zero-timeout poll also arms a pipe's bell (and drains old bell
         // bytes) before it reports nothing: a message written after it
         // rings the socket.
@@ -50,7 +55,9 @@ async fn readable(conn: &Connection, afd: &AsyncFd<OwnedFd>) -> Result<()> {
             return Ok(());
         }
         let mut ready = afd.readable().await.map_err(|e| io_err("poll", e))?;
-        if conn.poll(Some(Duration::ZERO))? {
+        // Woken by the bell: the bytes are in the ring (the bell byte is
+        // drained by the next wait's poll, before it arms again).
+        if bytes_there() || conn.poll(Some(Duration::ZERO))? {
             return Ok(());
         }
         // Nothing but bells (drained above): wait for the next edge.

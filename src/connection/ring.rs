@@ -597,6 +597,13 @@ impl Stream {
         self.wait_data(sock, deadline) != Woke::TimedOut
     }
 
+    /// aio hook (issue 17; moves with the ring): whether bytes are readable
+    /// now (or the counters are corrupt), looked up without a system call.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn ready_now(&self) -> bool {
+        self.ready()
+    }
+
     /// aio hook (issue 17; moves with the ring): the free bytes of the
     /// sending direction (`None`: corrupt counters), and the futex word a
     /// writer waits on for room with the count of such writers.
