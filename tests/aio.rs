@@ -808,3 +808,32 @@ fn a_fork_child_awaits_with_a_reactor_of_its_own() {
     });
     common::join_ok(&mut p);
 }
+
+// ---- Leaks ----
+
+#[test]
+fn a_leaked_waiter_on_freed_memory_harms_no_other_wait() {
+    rt().block_on(async {
+        for _ in 0..20 {
+            let q: Queue<u32> = Queue::new().unwrap();
+            let mut f = Box::pin(q.get_async());
+            assert!(timeout(Duration::from_millis(1), &mut f).await.is_err());
+            // Registered with the reactor, and never dropped: its word's
+            // memory is freed (and reused) below while still registered.
+            std::mem::forget(f);
+            drop(q);
+        }
+        // Events made now may reuse those words' memory: they still work.
+        let ev = Arc::new(Event::new().unwrap());
+        let e2 = ev.clone();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            e2.set();
+        });
+        bounded(ev.wait_async()).await;
+        t.join().unwrap();
+        let q: Queue<u32> = Queue::new().unwrap();
+        q.put(3).unwrap();
+        assert_eq!(bounded(q.get_async()).await.unwrap(), 3);
+    });
+}
