@@ -46,6 +46,20 @@ async fn settle() {
     tokio::time::sleep(Duration::from_millis(30)).await;
 }
 
+/// This process's threads named as the futex reactor's. (The tests of this
+/// file all hold `serial()`, so under `cargo test` no other test starts
+/// one meanwhile.)
+fn helper_threads() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm"))
+                .is_ok_and(|c| c.trim() == "multiproc-aio")
+        })
+        .count()
+}
+
 // ---- Process::join_async ----
 
 #[test]
@@ -57,14 +71,15 @@ fn join_async_reaps_a_child_without_a_thread() {
         theirs.wait_timeout(BOUND);
         7
     });
-    let threads_before = std::fs::read_dir("/proc/self/task").unwrap().count();
+    let threads_before = helper_threads();
     rt().block_on(async {
         let join = p.join_async();
         tokio::pin!(join);
         // Not ended yet: the join waits.
         assert!(timeout(Duration::from_millis(30), &mut join).await.is_err());
-        // The pidfd wait started no thread.
-        let threads = std::fs::read_dir("/proc/self/task").unwrap().count();
+        // The pidfd wait started no thread (the only thread the async
+        // forms ever start is the futex reactor).
+        let threads = helper_threads();
         assert!(threads <= threads_before, "{threads} > {threads_before}");
         go.set();
         assert_eq!(bounded(join).await.unwrap(), ExitStatus::Exited(7));
@@ -511,6 +526,7 @@ fn get_async_goes_on_after_a_producer_killed_holding_the_lock() {
 
 #[test]
 fn get_async_of_a_closed_queue_fails_at_once() {
+    let _s = serial();
     let q: Queue<u8> = Queue::new().unwrap();
     q.put(1).unwrap();
     q.close();
@@ -695,6 +711,7 @@ fn recv_async_sees_a_killed_writer_as_end_of_stream() {
 
 #[test]
 fn an_async_call_outside_a_runtime_is_an_error_not_a_panic() {
+    let _s = serial();
     let (a, _b) = pipe(true).unwrap();
     assert!(a.into_async().is_err());
 }
@@ -724,6 +741,7 @@ fn barrier_wait_async_meets_parties_in_other_processes() {
 
 #[test]
 fn a_dropped_barrier_wait_breaks_the_round_it_joined() {
+    let _s = serial();
     let b = multiproc::Barrier::new(2).unwrap();
     rt().block_on(async {
         assert!(
@@ -813,6 +831,7 @@ fn a_fork_child_awaits_with_a_reactor_of_its_own() {
 
 #[test]
 fn a_leaked_waiter_on_freed_memory_harms_no_other_wait() {
+    let _s = serial();
     rt().block_on(async {
         for _ in 0..20 {
             let q: Queue<u32> = Queue::new().unwrap();
