@@ -9,7 +9,7 @@ use super::reactor::{Slept, wait_word};
 use super::{Backoff, Counted};
 use crate::error::{LockError, LockResult, OwnerDied};
 use crate::sync::barrier::{Arrive, CHECK};
-use crate::sync::raw::{CONTENDED, OWNER_CHECK, RawProcessMutex};
+use crate::sync::raw::{CONTENDED, OWNER_CHECK, RawProcessMutex, take_over_dead};
 use crate::sync::semaphore::SemState;
 use crate::sys::thread;
 use crate::{Barrier, BoundedSemaphore, Event, Lock, Semaphore};
@@ -225,23 +225,11 @@ impl Lock {
             waited = true;
             let expected = w | CONTENDED;
             let slept = wait_word(word, expected, backoff.slice()).await;
-            if backoff.after(slept) == Slept::Slice {
-                // Held for a whole slice: is the owner still alive?
-                let now = word.load(Ordering::Relaxed);
-                if now & tid_mask == w & tid_mask && !thread::alive(w & tid_mask) {
-                    // Only one compare-and-swap from `now` succeeds.
-                    if word
-                        .compare_exchange(
-                            now,
-                            (now & !tid_mask) | me | CONTENDED,
-                            Ordering::Acquire,
-                            Ordering::Relaxed,
-                        )
-                        .is_ok()
-                    {
-                        return Err(LockError::OwnerDied(OwnerDied::new(guard())));
-                    }
-                }
+            // Held for a whole slice: is the owner still alive?
+            if backoff.after(slept) == Slept::Slice
+                && take_over_dead(word, w, tid_mask, me) == Some(true)
+            {
+                return Err(LockError::OwnerDied(OwnerDied::new(guard())));
             }
         }
     }

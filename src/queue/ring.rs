@@ -847,8 +847,24 @@ impl Core {
         }
         // Arm the bell in both side locks, then look once more: a change
         // released before the arm is seen here, one released after it
-        // rings (see `SideLock`). The sequence is loaded first, so a ring
-        // after the arm is never slept through.
+        // rings (see `SideLock`).
+        let v = self.arm(getter, own_side);
+        if self.snapshot() != snap {
+            return false;
+        }
+        wait::sleep(&bell.word, v, deadline, SLICE) == Slept::Slice
+    }
+
+    /// Arms the getters' (`getter`) or the putters' bell in the other
+    /// side's lock (and in the own side's, if `own_side`), and returns the
+    /// bell's sequence loaded before the arm, so that a ring after the arm
+    /// is never slept through.
+    fn arm(&self, getter: bool, own_side: bool) -> u32 {
+        let bell = if getter {
+            &self.shared.w.not_empty
+        } else {
+            &self.shared.w.not_full
+        };
         let v = bell.word.load(Ordering::Acquire);
         let (p, g) = (&self.shared.p.put_lock, &self.shared.g.get_lock);
         let (bit, other, own) = if getter {
@@ -860,10 +876,7 @@ impl Core {
         if own_side {
             own.arm(bit);
         }
-        if self.snapshot() != snap {
-            return false;
-        }
-        wait::sleep(&bell.word, v, deadline, SLICE) == Slept::Slice
+        v
     }
 
     /// Wakes every sleeper on `bell`: a new sequence, and all of them up
@@ -1077,22 +1090,12 @@ impl Core {
         getter: bool,
         (snap, own_side): (Snap, bool),
     ) -> Option<(&AtomicU32, u32)> {
+        let v = self.arm(getter, own_side);
         let bell = if getter {
             &self.shared.w.not_empty
         } else {
             &self.shared.w.not_full
         };
-        let v = bell.word.load(Ordering::Acquire);
-        let (p, g) = (&self.shared.p.put_lock, &self.shared.g.get_lock);
-        let (bit, other, own) = if getter {
-            (GETTERS, p, g)
-        } else {
-            (PUTTERS, g, p)
-        };
-        other.arm(bit);
-        if own_side {
-            own.arm(bit);
-        }
         (self.snapshot() == snap).then_some((&bell.word, v))
     }
 
