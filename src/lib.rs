@@ -116,6 +116,9 @@
 #[cfg(not(target_os = "linux"))]
 compile_error!("multiproc supports Linux only: it is built on memfd, futex, pidfd and /proc");
 
+#[allow(unsafe_code)] // the futex reactor: words registered with the kernel
+#[cfg(feature = "tokio")]
+pub mod aio;
 #[allow(unsafe_code)] // typed views of shared memory
 mod array;
 pub mod connection;

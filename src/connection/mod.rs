@@ -20,7 +20,7 @@ pub(crate) mod frame;
 pub mod listener;
 #[allow(unsafe_code)] // a ring in shared memory
 #[allow(clippy::disallowed_methods)] // raw calls left here (sys::socket has the wrappers)
-mod stream;
+pub(crate) mod stream;
 mod waitable;
 
 use std::io::IoSlice;
@@ -579,6 +579,14 @@ impl AsFd for Connection {
 impl AsRawFd for Connection {
     fn as_raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
+    }
+}
+
+impl Connection {
+    /// aio hook (issue 17): the shared-memory path of a [`pipe`] end.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn stream(&self) -> Option<&stream::Stream> {
+        self.stream.as_ref()
     }
 }
 

@@ -94,7 +94,7 @@ static READ_SPIN: Site = Site::new(Duration::from_micros(50));
 static ROOM_SPIN: Site = Site::new(Duration::from_micros(50));
 /// The longest single sleep: then the sleeper looks again (and a writer
 /// checks that its peer still exists).
-const SLICE: Duration = Duration::from_millis(50);
+pub(crate) const SLICE: Duration = Duration::from_millis(50);
 /// How often a reader looks at the ring while a passed handle, not yet
 /// received, keeps its socket readable.
 const HANDLE_PENDING: Duration = Duration::from_millis(1);
@@ -590,6 +590,27 @@ impl Stream {
             Some(t) => Deadline::after(t),
         };
         self.wait_data(sock, deadline) != Woke::TimedOut
+    }
+
+    /// aio hook (issue 17; moves with the ring): whether bytes are readable
+    /// now (or the counters are corrupt), looked up without a system call.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn ready_now(&self) -> bool {
+        self.ready()
+    }
+
+    /// aio hook (issue 17; moves with the ring): the free bytes of the
+    /// sending direction (`None`: corrupt counters), and the futex word a
+    /// writer waits on for room with the count of such writers.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn room_async(&self) -> (Option<usize>, &AtomicU32, &AtomicU32) {
+        let d = self.txd();
+        let free = used(
+            d.tail.load(Ordering::Relaxed),
+            d.head.load(Ordering::Acquire),
+        )
+        .map(|u| CAP - u);
+        (free, &d.room, &d.tx_waiting)
     }
 
     /// Before a wait on the socket: arms the bell so that data to come

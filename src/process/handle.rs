@@ -708,6 +708,13 @@ impl<'a, T> Process<'a, T> {
     pub(crate) fn pidfd(&self) -> Option<BorrowedFd<'_>> {
         self.child.as_ref().map(|c| c.pidfd.as_fd())
     }
+
+    /// aio hook (issue 17): the report pipe still being read, if any (the
+    /// async join reads it as it fills, as `join` does).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn report_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.child.as_ref()?.report_fd.as_ref().map(|f| f.as_fd())
+    }
 }
 
 impl<T> Drop for Process<'_, T> {

@@ -121,7 +121,7 @@ pub const DEFAULT_CAPACITY: usize = 1 << 20;
     serde(bound = "")
 )]
 pub struct Queue<T> {
-    core: Core,
+    pub(crate) core: Core,
     #[cfg_attr(feature = "spawn", serde(skip))]
     _items: PhantomData<fn(T) -> T>,
 }
@@ -266,6 +266,34 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     pub fn get_timeout(&self, timeout: Duration) -> Result<T, GetTimeoutError> {
         self.get_until(Deadline::after(timeout))?
             .ok_or(GetTimeoutError::Timeout)
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> Queue<T> {
+    /// The error of a put without deadline that failed with `fail` (a full
+    /// ring is not a failure there). Shared with the async put.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn put_error(&self, item: T, fail: PutFail) -> PutError<T> {
+        match fail {
+            PutFail::Closed if self.core.is_corrupt() => PutError::Corrupt(item),
+            PutFail::Closed | PutFail::Full => PutError::Closed(item),
+        }
+    }
+
+    /// The item or error of a get without deadline that ended with `r`
+    /// (an empty ring is not an outcome there). Shared with the async get.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn get_outcome(
+        &self,
+        r: &std::result::Result<ring::Payload, GetFail>,
+    ) -> Result<T, GetError> {
+        match r {
+            Ok(p) => {
+                postcard::from_bytes(p.as_slice()).map_err(|e| GetError::Decode(e.to_string()))
+            }
+            Err(GetFail::Closed) if self.core.is_corrupt() => Err(GetError::Corrupt),
+            Err(GetFail::Closed) | Err(GetFail::Empty) => Err(GetError::Closed),
+        }
     }
 }
 
@@ -436,7 +464,7 @@ impl<T> fmt::Debug for SimpleQueue<T> {
     serde(bound = "")
 )]
 pub struct JoinableQueue<T> {
-    queue: Queue<T>,
+    pub(crate) queue: Queue<T>,
 }
 
 impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {

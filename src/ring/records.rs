@@ -374,7 +374,26 @@ impl Payload {
 }
 
 /// A snapshot of everything whose change should send a waiter back to look.
-type Snap = (u64, u64, u32, u32, u32);
+pub(crate) type Snap = (u64, u64, u32, u32, u32);
+
+/// aio hook (issue 17; moves with the ring): a get or put that never waits
+/// here but reports what it would have waited for, so that the async forms
+/// ([`crate::aio`]) wait for it without blocking their thread.
+#[cfg(feature = "tokio")]
+#[derive(Debug, Default)]
+pub(crate) struct Park {
+    /// The caller slept a whole slice without news: check who is alive.
+    pub(crate) suspect: bool,
+    /// Set when the call found nothing to do: the state to wait for a
+    /// change of, and whether the change may come from the caller's own
+    /// side (see [`Core::wait`]).
+    pub(crate) wait: Option<(Snap, bool)>,
+}
+
+#[cfg(feature = "tokio")]
+type ParkRef<'a> = Option<&'a mut Park>;
+#[cfg(not(feature = "tokio"))]
+type ParkRef<'a> = Option<&'a mut std::convert::Infallible>;
 
 /// `(count, bytes)` halves of a packed counter.
 fn unpack(v: u64) -> (u32, u32) {
@@ -687,7 +706,7 @@ impl Core {
     }
 
     /// The payload bytes of the largest item sent in one record.
-    fn chunk_max(&self) -> usize {
+    pub(crate) fn chunk_max(&self) -> usize {
         self.bytes.cap() / 4 - HDR as usize
     }
 
@@ -759,7 +778,7 @@ impl Core {
         }
     }
 
-    fn snapshot(&self) -> Snap {
+    pub(crate) fn snapshot(&self) -> Snap {
         let s = self.shared();
         (
             s.g.head.load(Ordering::Acquire),
@@ -842,8 +861,24 @@ impl Core {
         }
         // Arm the bell in both side locks, then look once more: a change
         // released before the arm is seen here, one released after it
-        // rings (see `SideLock`). The sequence is loaded first, so a ring
-        // after the arm is never slept through.
+        // rings (see `SideLock`).
+        let v = self.arm(getter, own_side);
+        if self.snapshot() != snap {
+            return false;
+        }
+        wait::sleep(&bell.word, v, deadline, SLICE) == Slept::Slice
+    }
+
+    /// Arms the getters' (`getter`) or the putters' bell in the other
+    /// side's lock (and in the own side's, if `own_side`), and returns the
+    /// bell's sequence loaded before the arm, so that a ring after the arm
+    /// is never slept through.
+    fn arm(&self, getter: bool, own_side: bool) -> u32 {
+        let bell = if getter {
+            &self.shared.w.not_empty
+        } else {
+            &self.shared.w.not_full
+        };
         let v = bell.word.load(Ordering::Acquire);
         let (p, g) = (&self.shared.p.put_lock, &self.shared.g.get_lock);
         let (bit, other, own) = if getter {
@@ -855,10 +890,7 @@ impl Core {
         if own_side {
             own.arm(bit);
         }
-        if self.snapshot() != snap {
-            return false;
-        }
-        wait::sleep(&bell.word, v, deadline, SLICE) == Slept::Slice
+        v
     }
 
     /// Wakes every sleeper on `bell`: a new sequence, and all of them up
@@ -1009,8 +1041,37 @@ impl Core {
         if bytes.len() > self.chunk_max() {
             self.put_big(bytes, deadline, on_wait)
         } else {
-            self.put_small(bytes, deadline, on_wait)
+            self.put_small(bytes, deadline, on_wait, None)
         }
+    }
+
+    /// aio hook (issue 17): a put of an item of at most
+    /// [`chunk_max`](Core::chunk_max) bytes that never waits for room; where
+    /// it would wait it fills `park.wait` and reports [`PutFail::Full`].
+    #[cfg(feature = "tokio")]
+    pub(crate) fn put_parked(&self, bytes: &[u8], park: &mut Park) -> Result<(), PutFail> {
+        park.wait = None;
+        debug_assert!(bytes.len() <= self.chunk_max());
+        self.put_small(bytes, Deadline::NEVER, &mut || OnWait::Stop, Some(park))
+    }
+
+    /// aio hook (issue 17): arms the bell a getter (`getter`) or a putter
+    /// waits on, as [`Core::wait`] does before it sleeps, and returns the
+    /// word and the value to wait on; `None` if the state is no longer
+    /// `snap` (look again at once).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn arm_parked(
+        &self,
+        getter: bool,
+        (snap, own_side): (Snap, bool),
+    ) -> Option<(&AtomicU32, u32)> {
+        let v = self.arm(getter, own_side);
+        let bell = if getter {
+            &self.shared.w.not_empty
+        } else {
+            &self.shared.w.not_full
+        };
+        (self.snapshot() == snap).then_some((&bell.word, v))
     }
 
     /// Fails at the deadline, or asks `on_wait` what to do while there is
@@ -1045,9 +1106,13 @@ impl Core {
         bytes: &[u8],
         deadline: Deadline,
         on_wait: &mut dyn FnMut() -> OnWait,
+        mut park: ParkRef<'_>,
     ) -> Result<(), PutFail> {
         let s = self.shared();
         let rec = rec_len(bytes.len() as u64);
+        #[cfg(feature = "tokio")]
+        let mut suspect = park.as_ref().is_some_and(|p| p.suspect);
+        #[cfg(not(feature = "tokio"))]
         let mut suspect = false;
         let mut idle = None;
         loop {
@@ -1092,6 +1157,13 @@ impl Core {
             }
             let snap = self.snapshot();
             drop(held);
+            #[cfg(feature = "tokio")]
+            if let Some(p) = park.as_deref_mut() {
+                p.wait = Some((snap, blocked));
+                return Err(PutFail::Full);
+            }
+            #[cfg(not(feature = "tokio"))]
+            let _ = park.as_deref_mut();
             suspect = self.room_wait(snap, deadline, blocked, on_wait, &mut idle)?;
         }
     }
@@ -1214,8 +1286,29 @@ impl Core {
         deadline: Deadline,
         on_take: &mut dyn FnMut(&[u8]),
     ) -> Result<Payload, GetFail> {
+        self.get_inner(deadline, on_take, None)
+    }
+
+    /// aio hook (issue 17): a get that never waits; where it would wait it
+    /// fills `park.wait` and reports [`GetFail::Empty`] (a large item
+    /// received in part is kept in the handle, as at a deadline).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn get_parked(&self, park: &mut Park) -> Result<Payload, GetFail> {
+        park.wait = None;
+        self.get_inner(Deadline::NEVER, &mut |_| {}, Some(park))
+    }
+
+    fn get_inner(
+        &self,
+        deadline: Deadline,
+        on_take: &mut dyn FnMut(&[u8]),
+        mut park: ParkRef<'_>,
+    ) -> Result<Payload, GetFail> {
         let s = self.shared();
         let me = thread::tid();
+        #[cfg(feature = "tokio")]
+        let mut suspect = park.as_ref().is_some_and(|p| p.suspect);
+        #[cfg(not(feature = "tokio"))]
         let mut suspect = false;
         // The large item being received, kept by an earlier get of this
         // process if it reached its deadline in the middle of one.
@@ -1281,6 +1374,13 @@ impl Core {
                 if deadline.expired() {
                     return self.keep(rx);
                 }
+                #[cfg(feature = "tokio")]
+                if let Some(p) = park.as_deref_mut() {
+                    p.wait = Some((snap, rx.is_some()));
+                    return self.keep(rx);
+                }
+                #[cfg(not(feature = "tokio"))]
+                let _ = park.as_deref_mut();
                 suspect = self.wait(&s.w.not_empty, snap, deadline, rx.is_some());
                 continue;
             }
@@ -1369,6 +1469,11 @@ impl Core {
                         let snap = self.snapshot();
                         drop(held);
                         if deadline.expired() {
+                            return Err(GetFail::Empty);
+                        }
+                        #[cfg(feature = "tokio")]
+                        if let Some(p) = park.as_deref_mut() {
+                            p.wait = Some((snap, true));
                             return Err(GetFail::Empty);
                         }
                         suspect = self.wait(&s.w.not_empty, snap, deadline, true);

@@ -28,7 +28,7 @@ const BROKEN: u64 = 1 << 63;
 
 /// How long a waiter sleeps before it checks that the party running the
 /// action is still alive.
-const CHECK: Duration = Duration::from_millis(40);
+pub(crate) const CHECK: Duration = Duration::from_millis(40);
 
 fn generation(s: u64) -> u64 {
     (s >> GEN_SHIFT) & GEN_MASK
@@ -69,6 +69,16 @@ impl BarrierState {
 }
 
 type Action = Box<dyn Fn() + Send + Sync>;
+
+/// What one look of a party that has not arrived found.
+pub(crate) enum Arrive {
+    /// Its outcome: broken, or released by this party as the last one.
+    Done(Result<u32>),
+    /// The round is being released: wait for a change of `seq` from `s`.
+    Wait { seq: u32, s: u64 },
+    /// Arrived in generation `gen_` as `index`: wait for the release.
+    Arrived { gen_: u64, index: u32 },
+}
 
 /// A meeting point for a fixed number of processes, like Python's
 /// `multiprocessing.Barrier`.
@@ -181,20 +191,36 @@ impl Barrier {
     }
 
     fn wait_until(&self, deadline: Deadline) -> Result<u32> {
+        loop {
+            match self.arrive_step() {
+                Arrive::Done(r) => return r,
+                Arrive::Wait { seq, s } => {
+                    // A party beyond `parties` while the round is released:
+                    // wait for the next round.
+                    if !self.sleep(seq, s, deadline)? {
+                        return Err(Error::Timeout);
+                    }
+                }
+                Arrive::Arrived { gen_, index } => {
+                    return self.wait_release(gen_, index, deadline);
+                }
+            }
+        }
+    }
+
+    /// One look of a party that has not arrived yet: arrives (and, as the
+    /// last party, runs the action and releases the round) if it can. The
+    /// blocking and the async waits share it.
+    pub(crate) fn arrive_step(&self) -> Arrive {
         let b = &*self.inner;
         loop {
             let seq = b.seq.load(Ordering::Acquire);
             let s = b.state.load(Ordering::Acquire);
             if s & BROKEN != 0 {
-                return Err(Error::BrokenBarrier);
+                return Arrive::Done(Err(Error::BrokenBarrier));
             }
             if s & TRIPPING != 0 {
-                // A party beyond `parties` while the round is released: wait
-                // for the next round.
-                if !self.sleep(seq, s, deadline)? {
-                    return Err(Error::Timeout);
-                }
-                continue;
+                return Arrive::Wait { seq, s };
             }
             let index = (s & LOW) as u32;
             if index + 1 == b.parties {
@@ -213,7 +239,7 @@ impl Barrier {
                 }
                 b.state.store(next_generation(s), Ordering::Release);
                 b.publish();
-                return Ok(index);
+                return Arrive::Done(Ok(index));
             }
             if b.state
                 .compare_exchange(s, s + 1, Ordering::AcqRel, Ordering::Relaxed)
@@ -221,26 +247,20 @@ impl Barrier {
             {
                 continue;
             }
-            return self.wait_release(generation(s), index, deadline);
+            return Arrive::Arrived {
+                gen_: generation(s),
+                index,
+            };
         }
     }
 
     fn wait_release(&self, gen_: u64, index: u32, deadline: Deadline) -> Result<u32> {
         let b = &*self.inner;
         loop {
-            let seq = b.seq.load(Ordering::Acquire);
-            let s = b.state.load(Ordering::Acquire);
-            if generation(s) != gen_ {
-                let reset = s & RESET != 0 && generation(s) == (gen_ + 1) & GEN_MASK;
-                return if reset {
-                    Err(Error::BrokenBarrier)
-                } else {
-                    Ok(index)
-                };
-            }
-            if s & BROKEN != 0 {
-                return Err(Error::BrokenBarrier);
-            }
+            let (seq, s) = match self.release_step(gen_, index) {
+                Ok(r) => return r,
+                Err(wait) => wait,
+            };
             if !self.sleep(seq, s, deadline)? {
                 // Timed out: break the round for everyone, unless it was just
                 // released or broken (then look again).
@@ -251,6 +271,64 @@ impl Barrier {
         }
     }
 
+    /// One look of a party that arrived in generation `gen_` as `index`:
+    /// its outcome once the round is released or broken, else the sequence
+    /// and state to wait for a change of.
+    pub(crate) fn release_step(
+        &self,
+        gen_: u64,
+        index: u32,
+    ) -> std::result::Result<Result<u32>, (u32, u64)> {
+        let b = &*self.inner;
+        let seq = b.seq.load(Ordering::Acquire);
+        let s = b.state.load(Ordering::Acquire);
+        if generation(s) != gen_ {
+            let reset = s & RESET != 0 && generation(s) == (gen_ + 1) & GEN_MASK;
+            return Ok(if reset {
+                Err(Error::BrokenBarrier)
+            } else {
+                Ok(index)
+            });
+        }
+        if s & BROKEN != 0 {
+            return Ok(Err(Error::BrokenBarrier));
+        }
+        Err((seq, s))
+    }
+
+    /// Breaks the round of generation `gen_` if it is still waiting (a
+    /// party that left it: a timed-out or dropped wait). True if this broke
+    /// it.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn leave(&self, gen_: u64) -> bool {
+        let b = &*self.inner;
+        loop {
+            let s = b.state.load(Ordering::Acquire);
+            if generation(s) != gen_ || s & BROKEN != 0 {
+                return false;
+            }
+            if b.break_from(s) {
+                return true;
+            }
+        }
+    }
+
+    /// aio hook (issue 17): the word waiters sleep on.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn seq_word(&self) -> &AtomicU32 {
+        &self.inner.seq
+    }
+
+    /// After a whole slice without news while the round is `s`: breaks it
+    /// if the party running the action died (then `Err`).
+    pub(crate) fn check_tripper(&self, s: u64) -> Result<()> {
+        let b = &*self.inner;
+        if s & TRIPPING != 0 && !thread::alive((s & LOW) as u32) && b.break_from(s) {
+            return Err(Error::BrokenBarrier);
+        }
+        Ok(())
+    }
+
     /// Sleeps on `seq` for one slice. Returns Ok(false) when the deadline has
     /// passed, Err if the party running the action died.
     fn sleep(&self, seq: u32, s: u64, deadline: Deadline) -> Result<bool> {
@@ -258,12 +336,8 @@ impl Barrier {
         if deadline.expired() {
             return Ok(false);
         }
-        if wait::sleep(&b.seq, seq, deadline, CHECK) == wait::Slept::Slice
-            && s & TRIPPING != 0
-            && !thread::alive((s & LOW) as u32)
-            && b.break_from(s)
-        {
-            return Err(Error::BrokenBarrier);
+        if wait::sleep(&b.seq, seq, deadline, CHECK) == wait::Slept::Slice {
+            self.check_tripper(s)?;
         }
         Ok(true)
     }

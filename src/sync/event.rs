@@ -33,7 +33,7 @@ use crate::sys::futex;
     serde(bound = "")
 )]
 pub struct Event {
-    flag: ShmBox<AtomicU32>,
+    pub(crate) flag: ShmBox<AtomicU32>,
 }
 
 impl Event {

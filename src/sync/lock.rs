@@ -146,7 +146,7 @@ impl Lock {
         &self.inner
     }
 
-    fn raw(&self) -> &RawProcessMutex {
+    pub(crate) fn raw(&self) -> &RawProcessMutex {
         // SAFETY: the raw mutex is only used to acquire and release through
         // the robust paths of this module.
         unsafe { self.inner.raw() }

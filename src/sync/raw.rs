@@ -169,6 +169,12 @@ impl RawProcessMutex {
         }
     }
 
+    /// aio hook (issue 17): the futex word, for the async lock.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn word(&self) -> &AtomicU32 {
+        &self.word
+    }
+
     /// The owner's thread id, or 0 when unlocked.
     #[inline]
     pub(crate) fn owner(&self) -> u32 {
@@ -357,6 +363,28 @@ unsafe impl lock_api::RawCondvarTimed for RawProcessCondvar {
     }
 }
 
+/// After a whole slice with the lock word `w` (owner `w & tid_mask`): if
+/// that owner still holds it and is dead, tries to take the lock over for
+/// `tid` (marked contended). `Some(true)`: taken over; `Some(false)`:
+/// another waiter was first (look again); `None`: the owner lives, or is
+/// another one now. Shared by the blocking and the async lock waits.
+pub(crate) fn take_over_dead(word: &AtomicU32, w: u32, tid_mask: u32, tid: u32) -> Option<bool> {
+    let now = word.load(Ordering::Relaxed);
+    if now & tid_mask != w & tid_mask || thread::alive(w & tid_mask) {
+        return None;
+    }
+    // Only one compare-and-swap from `now` succeeds.
+    Some(
+        word.compare_exchange(
+            now,
+            (now & !tid_mask) | tid | CONTENDED,
+            Ordering::Acquire,
+            Ordering::Relaxed,
+        )
+        .is_ok(),
+    )
+}
+
 /// The robust wait for a futex lock word shared by [`RawProcessMutex`] and
 /// the queues' side locks: the owner's thread id in `tid_mask`, bit 31
 /// ([`CONTENDED`]) set while someone sleeps on the word, and any other bits
@@ -411,21 +439,10 @@ pub(crate) fn robust_acquire(
         let expected = w | CONTENDED;
         if wait::sleep(word, expected, deadline, OWNER_CHECK) != Slept::Woken {
             // The owner held it for a whole slice: is it still alive?
-            let now = word.load(Ordering::Relaxed);
-            if now & tid_mask == w & tid_mask && !thread::alive(w & tid_mask) {
-                // Only one compare-and-swap from `now` succeeds.
-                if word
-                    .compare_exchange(
-                        now,
-                        (now & !tid_mask) | tid | CONTENDED,
-                        Ordering::Acquire,
-                        Ordering::Relaxed,
-                    )
-                    .is_ok()
-                {
-                    return Acquired::OwnerDied;
-                }
-                continue;
+            match take_over_dead(word, w, tid_mask, tid) {
+                Some(true) => return Acquired::OwnerDied,
+                Some(false) => continue,
+                None => {}
             }
             if deadline.expired() {
                 return Acquired::Busy;

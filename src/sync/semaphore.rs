@@ -17,13 +17,13 @@ static SPIN: Site = Site::new(Duration::from_micros(20));
 const SLICE: Duration = Duration::from_secs(1);
 
 #[derive(Debug)]
-struct SemState {
+pub(crate) struct SemState {
     /// The count; waiters sleep on this word while it is 0.
-    value: AtomicU32,
+    pub(crate) value: AtomicU32,
     /// How many may be asleep (a hint that saves a wake call when none are;
     /// a waiter killed while asleep leaves it one too high, which only costs
     /// a needless wake).
-    sleepers: AtomicU32,
+    pub(crate) sleepers: AtomicU32,
     /// The most the count may reach (`u32::MAX`: no bound).
     bound: u32,
 }
@@ -32,7 +32,7 @@ struct SemState {
 unsafe impl crate::ShmSafe for SemState {}
 
 impl SemState {
-    fn try_down(&self) -> bool {
+    pub(crate) fn try_down(&self) -> bool {
         let mut v = self.value.load(Ordering::Relaxed);
         while v > 0 {
             match self
@@ -116,7 +116,7 @@ impl SemState {
     serde(bound = "")
 )]
 pub struct Semaphore {
-    inner: ShmBox<SemState>,
+    pub(crate) inner: ShmBox<SemState>,
 }
 
 impl Semaphore {
@@ -193,7 +193,7 @@ impl fmt::Debug for Semaphore {
     serde(bound = "")
 )]
 pub struct BoundedSemaphore {
-    sem: Semaphore,
+    pub(crate) sem: Semaphore,
 }
 
 impl BoundedSemaphore {

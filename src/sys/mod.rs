@@ -22,6 +22,8 @@
 pub(crate) mod atfork;
 pub(crate) mod fd;
 pub(crate) mod futex;
+#[cfg(feature = "tokio")]
+pub(crate) mod futex_waitv;
 pub(crate) mod limits;
 pub(crate) mod mem;
 pub(crate) mod process;
