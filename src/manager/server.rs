@@ -89,7 +89,12 @@ impl Drop for Held {
 }
 
 impl<'a> Cx<'a> {
-    fn new(caller: u64, session: u64, channel: &'a Channel, server: &'a Server) -> Cx<'a> {
+    pub(super) fn new(
+        caller: u64,
+        session: u64,
+        channel: &'a Channel,
+        server: &'a Server,
+    ) -> Cx<'a> {
         Cx {
             caller,
             session,
@@ -191,6 +196,8 @@ pub(crate) struct Server {
     /// Objects exposed by name (Python's `register(name, callable=...)`):
     /// the id, and the reference the name holds.
     names: Mutex<HashMap<String, (u64, Held)>>,
+    /// CPython clients' state (see `manager::python`).
+    pub(super) python: super::python::State,
 }
 
 impl Server {
@@ -213,7 +220,18 @@ impl Server {
             wake: std::sync::OnceLock::new(),
             me,
             names: Mutex::new(HashMap::new()),
+            python: Default::default(),
         }
+    }
+
+    /// The type id of object `id`, if it lives.
+    pub(super) fn typeid(&self, id: u64) -> Option<String> {
+        self.objects.read().get(&id).map(|e| e.typeid.clone())
+    }
+
+    /// Whether the server is stopping.
+    pub(super) fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Relaxed)
     }
 
     /// Takes one reference to each object of `ids` for something the
@@ -316,7 +334,7 @@ impl Server {
         drop(freed);
     }
 
-    fn join_session(&self, want: Option<u64>) -> u64 {
+    pub(super) fn join_session(&self, want: Option<u64>) -> u64 {
         let mut sessions = self.sessions.lock();
         let id = match want {
             Some(id) if sessions.contains_key(&id) => id,
@@ -417,7 +435,7 @@ impl Server {
         }
     }
 
-    fn call(&self, session: u64, req: &Request<'_>, cx: &Cx<'_>) -> Result<Vec<u8>> {
+    pub(super) fn call(&self, session: u64, req: &Request<'_>, cx: &Cx<'_>) -> Result<Vec<u8>> {
         if req.object == CONTROL {
             return self.control(session, req);
         }
@@ -491,18 +509,24 @@ impl Server {
         let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
         self.conns.lock().insert(conn, channel.as_fd().as_raw_fd());
         let mut channel = channel;
-        if let Some(session) = self.hello(&mut channel) {
-            self.serve_requests(&mut channel, session);
-            self.leave_session(session);
+        let stop = || self.stopping.load(Ordering::Relaxed);
+        if let Ok(range) = channel.recv(Duration::ZERO, Some(WAIT_SLICE), &stop) {
+            let first = channel.bytes(range.clone());
+            if super::python::is_python(first) {
+                // A CPython client (its first frame is a pickle).
+                let first = first.to_vec();
+                super::python::serve(self, &mut channel, first);
+            } else if let Some(session) = self.hello(&mut channel, range) {
+                self.serve_requests(&mut channel, session);
+                self.leave_session(session);
+            }
         }
         // Out of the list before the descriptor closes (with `channel`).
         self.conns.lock().remove(&conn);
     }
 
     /// The first request must be `hello`: it names the session to join.
-    fn hello(&self, channel: &mut Channel) -> Option<u64> {
-        let stop = || self.stopping.load(Ordering::Relaxed);
-        let range = channel.recv(Duration::ZERO, Some(WAIT_SLICE), &stop).ok()?;
+    fn hello(&self, channel: &mut Channel, range: std::ops::Range<usize>) -> Option<u64> {
         let frame = channel.bytes(range);
         let req = decode_request(frame).ok()?;
         if req.object != CONTROL || req.method != "hello" {
@@ -747,10 +771,15 @@ fn unknown_object(id: u64) -> Error {
 /// Binds `address` for a server: SHA-256-only authentication, and a Unix
 /// socket file readable and writable by its owner only (as every
 /// [`Listener`] makes it, from the start: no window with a wider mode).
-pub(crate) fn bind(address: &Address, authkey: &[u8]) -> Result<Listener> {
-    Ok(Listener::bind(address, Some(authkey))?
-        .with_sha256_only()
-        .with_max_message(DEFAULT_MAX_FRAME as u64))
+/// With `legacy_auth`, CPython 3.11's HMAC-MD5 handshake is accepted too.
+pub(crate) fn bind(address: &Address, authkey: &[u8], legacy_auth: bool) -> Result<Listener> {
+    let listener = Listener::bind(address, Some(authkey))?;
+    let listener = if legacy_auth {
+        listener
+    } else {
+        listener.with_sha256_only()
+    };
+    Ok(listener.with_max_message(DEFAULT_MAX_FRAME as u64))
 }
 
 /// Runs a server on `listener` until a shutdown request, `stop` turns

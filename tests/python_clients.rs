@@ -1,0 +1,414 @@
+//! CPython's own manager clients (`SyncManager.connect()`, standard
+//! library only) against a multiproc manager server: every type, the
+//! exceptions Python expects, objects a Rust program exposed by name,
+//! hostile input, concurrent clients. Real python3 processes throughout
+//! (3.11, and 3.12 when pyenv has it).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::serial;
+use multiproc::StartMethod;
+use multiproc::connection::listener::Address;
+use multiproc::manager::{Manager, ManagerBuilder};
+
+const KEY: &[u8] = b"python clients key";
+const SCRIPT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/python/manager_client.py"
+);
+const PY312: &str = "/root/.pyenv/versions/3.12.1/bin/python3";
+
+/// The interpreters: `python3` (3.11 here: the MD5 handshake) and 3.12
+/// (the `{sha256}` one) when pyenv has it.
+fn pythons() -> Vec<&'static str> {
+    let mut v = vec!["python3"];
+    if Path::new(PY312).exists() {
+        v.push(PY312);
+    }
+    v
+}
+
+fn builder() -> ManagerBuilder {
+    // SAFETY: the server child uses its own threads, the allocator and the
+    // standard library only; the harness's threads hold none of their locks
+    // across the fork (forking tests are serialized).
+    unsafe {
+        Manager::builder()
+            .authkey(KEY)
+            .address(Address::parse("tcp:127.0.0.1:0").unwrap())
+            .legacy_auth(true)
+            .start_method(StartMethod::Fork)
+            .allow_threads()
+    }
+}
+
+fn port(m: &Manager) -> u16 {
+    match m.address() {
+        Address::Tcp(a) => a.port(),
+        other => panic!("not TCP: {other}"),
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn run_script(py: &str, port: u16, key: &[u8], scenario: &str) -> Child {
+    Command::new(py)
+        .arg(SCRIPT)
+        .arg("127.0.0.1")
+        .arg(port.to_string())
+        .arg(hex(key))
+        .arg(scenario)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 is needed for the interop tests")
+}
+
+/// Waits for `child` at most `limit` (killed after): its exit status and
+/// output. A hang fails the test instead of hanging it.
+fn finish(mut child: Child, limit: Duration) -> (bool, String, String) {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut out = String::new();
+            let mut err = String::new();
+            child
+                .stdout
+                .take()
+                .unwrap()
+                .read_to_string(&mut out)
+                .unwrap();
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
+            return (status.success(), out, err);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("python did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn assert_ok(child: Child) -> String {
+    let (ok, out, err) = finish(child, Duration::from_secs(90));
+    assert!(ok && out.contains("OK"), "python failed:\n{out}\n{err}");
+    out
+}
+
+#[test]
+fn python_clients_use_every_type() {
+    let _s = serial();
+    let m = builder().start().expect("start");
+    for py in pythons() {
+        assert_ok(run_script(py, port(&m), KEY, "types"));
+    }
+    // Everything the scripts made was released by their decrefs.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while m.object_count().unwrap() > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(m.object_count().unwrap(), 0);
+    m.shutdown().unwrap();
+}
+
+/// Without `legacy_auth`, CPython 3.12 (SHA-256) still connects.
+#[test]
+fn python_312_connects_to_a_sha256_only_server() {
+    if !Path::new(PY312).exists() {
+        return;
+    }
+    let _s = serial();
+    // SAFETY: as in `builder`.
+    let m = unsafe {
+        Manager::builder()
+            .authkey(KEY)
+            .address(Address::parse("tcp:127.0.0.1:0").unwrap())
+            .start_method(StartMethod::Fork)
+            .allow_threads()
+    }
+    .start()
+    .unwrap();
+    let script = format!(
+        "from multiprocessing.managers import SyncManager\n\
+         m = SyncManager(address=('127.0.0.1', {}), authkey=bytes.fromhex('{}'))\n\
+         m.connect(); d = m.dict(); d['k'] = 1; assert d['k'] == 1; print('OK')",
+        port(&m),
+        hex(KEY)
+    );
+    let child = Command::new(PY312)
+        .arg("-c")
+        .arg(&script)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert_ok(child);
+    m.shutdown().unwrap();
+}
+
+#[test]
+fn names_exposed_by_rust_are_reachable_from_python() {
+    let _s = serial();
+    let m = builder().start().unwrap();
+    let q = m.queue::<String>().unwrap();
+    let d = m.dict::<String, u64>().unwrap();
+    let lock = m.lock().unwrap();
+    m.expose("get_queue", &q).unwrap();
+    m.expose("get_dict", &d).unwrap();
+    m.expose("get_lock", &lock).unwrap();
+    let before = m.object_count().unwrap();
+    for py in pythons() {
+        assert_ok(run_script(py, port(&m), KEY, "named"));
+    }
+    // Python's item went into the same dict (its value in pickle form).
+    assert_eq!(d.len().unwrap(), 1);
+    assert_eq!(q.qsize().unwrap(), 0);
+    assert!(!lock.is_locked().unwrap());
+    // Python's references were given back.
+    assert_eq!(m.object_count().unwrap(), before);
+    m.shutdown().unwrap();
+}
+
+/// The handshake a CPython 3.11 client does, then the raw socket.
+fn raw_client(port: u16, key: &[u8]) -> TcpStream {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let read_msg = |s: &mut TcpStream| {
+        let mut h = [0u8; 4];
+        s.read_exact(&mut h).unwrap();
+        let mut b = vec![0; i32::from_be_bytes(h) as usize];
+        s.read_exact(&mut b).unwrap();
+        b
+    };
+    let send_msg = |s: &mut TcpStream, b: &[u8]| {
+        s.write_all(&(b.len() as i32).to_be_bytes()).unwrap();
+        s.write_all(b).unwrap();
+    };
+    use hmac::{KeyInit, Mac};
+    type HS = hmac::Hmac<sha2::Sha256>;
+    let challenge = read_msg(&mut s);
+    let msg = challenge.strip_prefix(b"#CHALLENGE#").unwrap();
+    assert!(msg.starts_with(b"{sha256}"));
+    let mut mac = <HS as KeyInit>::new_from_slice(key).unwrap();
+    mac.update(msg);
+    let mut answer = b"{sha256}".to_vec();
+    answer.extend_from_slice(&mac.finalize().into_bytes());
+    send_msg(&mut s, &answer);
+    assert_eq!(read_msg(&mut s), b"#WELCOME#");
+    // Our challenge to the server.
+    let mine = b"{sha256}0123456789012345678901234567890123456789";
+    let mut full = b"#CHALLENGE#".to_vec();
+    full.extend_from_slice(mine);
+    send_msg(&mut s, &full);
+    let _answer = read_msg(&mut s);
+    send_msg(&mut s, b"#WELCOME#");
+    s
+}
+
+fn read_reply(s: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut h = [0u8; 4];
+    s.read_exact(&mut h).ok()?;
+    let mut b = vec![0; i32::from_be_bytes(h) as usize];
+    s.read_exact(&mut b).ok()?;
+    Some(b)
+}
+
+fn send_frame(s: &mut TcpStream, b: &[u8]) {
+    s.write_all(&(b.len() as i32).to_be_bytes()).unwrap();
+    s.write_all(b).unwrap();
+}
+
+#[test]
+fn hostile_python_peers_are_refused_and_the_server_keeps_serving() {
+    let _s = serial();
+    let m = builder().start().unwrap();
+    let p = port(&m);
+    let marker = std::env::temp_dir().join(format!("multiproc-pickle-ran-{}", std::process::id()));
+    let _ = std::fs::remove_file(&marker);
+    // A wrong key: refused by the handshake.
+    let (ok, _, err) = finish(
+        run_script("python3", p, b"wrong key", "types"),
+        Duration::from_secs(30),
+    );
+    assert!(!ok && err.contains("AuthenticationError"), "{err}");
+    // A pickle that would run code in a Python server: refused, nothing
+    // ran, and a traceback comes back.
+    {
+        let mut s = raw_client(p, KEY);
+        let cmd = format!("touch {}", marker.display());
+        let mut evil = b"\x80\x04(N\x8c\x06create(cos\nsystem\n(".to_vec();
+        evil.push(0x8c);
+        evil.push(cmd.len() as u8);
+        evil.extend_from_slice(cmd.as_bytes());
+        evil.extend_from_slice(b"tRt}t.");
+        send_frame(&mut s, &evil);
+        let r = read_reply(&mut s).expect("a reply");
+        assert!(
+            r.windows(10).any(|w| w == b"#TRACEBACK"),
+            "{:?}",
+            String::from_utf8_lossy(&r)
+        );
+        assert!(String::from_utf8_lossy(&r).contains("never code"));
+        assert!(!marker.exists());
+    }
+    // Malformed pickles on a served connection: each answered with a
+    // traceback (as Python's server does), and the connection goes on.
+    {
+        let mut s = raw_client(p, KEY);
+        send_frame(
+            &mut s,
+            b"\x80\x04(N\x8c\x11accept_connection\x8c\x01x\x85}t.",
+        );
+        assert!(read_reply(&mut s).is_some());
+        for bad in [
+            &b"\x80\x04\x8b\xff\xff\xff\x7f"[..],
+            b"\x80\x04",
+            b"\x80\x04]\x94h\x00a.",
+            b"\x80\x04\x8c\x011\x8c\x03len)}\x94t.",
+            b"\x80\x04(\x8c\x02ff\x8c\x07__len__)}t.",
+        ] {
+            send_frame(&mut s, bad);
+            let r = read_reply(&mut s).expect("a reply");
+            assert!(r.windows(10).any(|w| w == b"#TRACEBACK"));
+        }
+    }
+    // A huge length header: the connection is dropped, nothing allocated.
+    {
+        let mut s = raw_client(p, KEY);
+        s.write_all(&0x7fff_ffffu32.to_be_bytes()).unwrap();
+        s.write_all(b"\x80\x04").unwrap();
+        assert!(read_reply(&mut s).is_none());
+    }
+    // A client that stops mid-frame and goes away.
+    {
+        let mut s = raw_client(p, KEY);
+        s.write_all(&100u32.to_be_bytes()).unwrap();
+        s.write_all(b"\x80\x04(N").unwrap();
+        drop(s);
+    }
+    // A flood of garbage instead of a handshake answer.
+    {
+        let mut s = TcpStream::connect(("127.0.0.1", p)).unwrap();
+        let _ = s.write_all(&[0xff; 4096]);
+    }
+    // Still serving, Python and Rust alike.
+    assert_ok(run_script("python3", p, KEY, "types"));
+    let l = m.list::<u8>().unwrap();
+    l.push(&1).unwrap();
+    assert_eq!(l.to_vec().unwrap(), [1]);
+    m.shutdown().unwrap();
+}
+
+#[test]
+fn eight_concurrent_python_clients_keep_exact_counts() {
+    let _s = serial();
+    let m = builder().start().unwrap();
+    let p = port(&m);
+    let per = 150;
+    let script = format!(
+        r#"
+import sys
+from multiprocessing.managers import BaseManager
+class M(BaseManager): pass
+for n in ("lock", "counter", "queue", "dict"):
+    M.register(n)
+m = M(address=("127.0.0.1", {p}), authkey=bytes.fromhex("{key}"))
+m.connect()
+lock, counter, q, d = m.lock(), m.counter(), m.queue(), m.dict()
+me = int(sys.argv[1])
+for i in range({per}):
+    lock.acquire()
+    counter.set(counter.get() + 1)
+    lock.release()
+    q.put((me, i))
+    d[(me, i)] = i
+print("OK")
+"#,
+        key = hex(KEY)
+    );
+    // Shared objects made by Rust, exposed by name; values stored in
+    // them by Python are pickles.
+    let lock = m.lock().unwrap();
+    let q = m.joinable_queue::<u64>().unwrap();
+    let d = m.dict::<u64, u64>().unwrap();
+    m.expose("lock", &lock).unwrap();
+    m.expose("queue", &q).unwrap();
+    m.expose("dict", &d).unwrap();
+    // The counter starts as a pickled 0, set by a Python client.
+    let counter = m.value(&0u64).unwrap();
+    m.expose("counter", &counter).unwrap();
+    let init = format!(
+        r#"
+from multiprocessing.managers import BaseManager
+class M(BaseManager): pass
+M.register("counter")
+m = M(address=("127.0.0.1", {p}), authkey=bytes.fromhex("{key}"))
+m.connect()
+m.counter().set(0)
+print("OK")
+"#,
+        key = hex(KEY)
+    );
+    let c = Command::new("python3")
+        .arg("-c")
+        .arg(&init)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert_ok(c);
+    let kids: Vec<Child> = (0..8)
+        .map(|i| {
+            Command::new("python3")
+                .arg("-c")
+                .arg(&script)
+                .arg(i.to_string())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for k in kids {
+        assert_ok(k);
+    }
+    assert_eq!(q.qsize().unwrap(), 8 * per);
+    assert_eq!(d.len().unwrap(), 8 * per);
+    // The counter, read back by Python.
+    let check = format!(
+        r#"
+from multiprocessing.managers import BaseManager
+class M(BaseManager): pass
+M.register("counter")
+m = M(address=("127.0.0.1", {p}), authkey=bytes.fromhex("{key}"))
+m.connect()
+assert m.counter().get() == {total}, m.counter().get()
+print("OK")
+"#,
+        key = hex(KEY),
+        total = 8 * per
+    );
+    let c = Command::new("python3")
+        .arg("-c")
+        .arg(&check)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert_ok(c);
+    m.shutdown().unwrap();
+}
