@@ -412,3 +412,184 @@ print("OK")
     assert_ok(c);
     m.shutdown().unwrap();
 }
+
+// ---- Rust proxies speaking Python's protocol -----------------------------
+
+use multiproc::manager::{PyDictProxy, PyQueueProxy, PythonManager};
+use multiproc::{Error, RemoteErrorKind};
+
+/// A python3 `SyncManager` server on a free port: the child and the port.
+fn python_server(py: &str) -> (Child, u16) {
+    let script = format!(
+        r#"
+import sys
+from multiprocessing.managers import SyncManager
+m = SyncManager(address=("127.0.0.1", 0), authkey=bytes.fromhex("{key}"))
+m.start()
+print(m.address[1], flush=True)
+sys.stdin.read()
+"#,
+        key = hex(KEY)
+    );
+    let mut child = Command::new(py)
+        .arg("-c")
+        .arg(&script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = Vec::new();
+    let mut out = child.stdout.take().unwrap();
+    let mut b = [0u8; 1];
+    // Ends at the newline, or at EOF if the server failed to start.
+    while out.read(&mut b).unwrap_or(0) == 1 && b[0] != b'\n' {
+        line.push(b[0]);
+    }
+    let port = String::from_utf8(line)
+        .unwrap()
+        .trim()
+        .parse()
+        .expect("a port");
+    (child, port)
+}
+
+#[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq, Clone)]
+struct Job {
+    id: u32,
+    name: String,
+    weights: Vec<f64>,
+    done: Option<bool>,
+}
+
+#[test]
+fn rust_proxies_on_a_python_syncmanager() {
+    for py in pythons() {
+        let (mut server, p) = python_server(py);
+        let addr = Address::parse(&format!("tcp:127.0.0.1:{p}")).unwrap();
+        let pm = Manager::connect_python(&addr, KEY).unwrap();
+
+        let d: PyDictProxy<String, Job> = pm.dict().unwrap();
+        let job = Job {
+            id: 7,
+            name: "seven".into(),
+            weights: vec![0.5, -1.0],
+            done: None,
+        };
+        d.insert(&"a".into(), &job).unwrap();
+        assert_eq!(d.get(&"a".into()).unwrap(), Some(job.clone()));
+        assert_eq!(d.get(&"zz".into()).unwrap(), None);
+        assert_eq!(d.len().unwrap(), 1);
+        assert!(d.contains_key(&"a".into()).unwrap());
+        assert_eq!(d.keys().unwrap(), ["a"]);
+        assert_eq!(d.items().unwrap(), [("a".to_string(), job.clone())]);
+        assert_eq!(d.remove(&"a".into()).unwrap(), Some(job));
+        assert_eq!(d.remove(&"a".into()).unwrap(), None);
+
+        let l = pm.list::<i64>().unwrap();
+        l.push(&1).unwrap();
+        l.extend(&[2, 3, i64::MIN]).unwrap();
+        l.set(0, &10).unwrap();
+        assert_eq!(l.get(0).unwrap(), 10);
+        assert_eq!(l.to_vec().unwrap(), [10, 2, 3, i64::MIN]);
+        assert_eq!(l.pop().unwrap(), Some(i64::MIN));
+        assert_eq!(l.len().unwrap(), 3);
+        assert!(matches!(
+            l.get(99),
+            Err(Error::Remote {
+                kind: RemoteErrorKind::Index,
+                ..
+            })
+        ));
+
+        let q: PyQueueProxy<(u8, String)> = pm.queue().unwrap();
+        q.put(&(1, "x".into())).unwrap();
+        assert_eq!(q.qsize().unwrap(), 1);
+        assert_eq!(q.get().unwrap(), (1, "x".into()));
+        assert_eq!(q.try_get().unwrap(), None);
+        assert_eq!(q.get_timeout(Duration::from_millis(50)).unwrap(), None);
+
+        let lock = pm.lock().unwrap();
+        lock.acquire().unwrap();
+        assert!(!lock.try_acquire().unwrap());
+        assert!(!lock.acquire_timeout(Duration::from_millis(20)).unwrap());
+        lock.release().unwrap();
+        assert!(matches!(lock.release(), Err(Error::NotOwner)));
+
+        let ev = pm.event().unwrap();
+        assert!(!ev.wait_timeout(Duration::from_millis(20)).unwrap());
+        ev.set().unwrap();
+        assert!(ev.is_set().unwrap());
+        ev.wait().unwrap();
+
+        let v = pm.value(&41u64).unwrap();
+        v.set(&(v.get().unwrap() + 1)).unwrap();
+        assert_eq!(v.get().unwrap(), 42);
+        let big = pm.value(&u64::MAX).unwrap();
+        assert_eq!(big.get().unwrap(), u64::MAX);
+
+        drop((d, l, q, lock, ev, v, big));
+        // End of input: the script ends, and its manager process with it
+        // (killing the script would leave that one behind).
+        drop(server.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while server.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "the python server did not stop");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+#[test]
+fn rust_pushes_and_python_pops_on_one_object() {
+    let _s = serial();
+    let m = builder().start().unwrap();
+    let q = m.queue::<u8>().unwrap();
+    m.expose("jobs", &q).unwrap();
+    let results = m.dict::<u8, u8>().unwrap();
+    m.expose("results", &results).unwrap();
+    let pm = PythonManager::connect(m.address(), KEY).unwrap();
+    let jobs: PyQueueProxy<Job> = pm.get("jobs").unwrap();
+    let out: PyDictProxy<u32, String> = pm.get("results").unwrap();
+    for id in 0..20 {
+        jobs.put(&Job {
+            id,
+            name: format!("job {id}"),
+            weights: vec![id as f64],
+            done: Some(false),
+        })
+        .unwrap();
+    }
+    let script = format!(
+        r#"
+from multiprocessing.managers import BaseManager
+class M(BaseManager): pass
+M.register("jobs"); M.register("results")
+m = M(address=("127.0.0.1", {p}), authkey=bytes.fromhex("{key}"))
+m.connect()
+jobs, results = m.jobs(), m.results()
+for _ in range(20):
+    j = jobs.get(timeout=10)
+    assert j["name"] == "job %d" % j["id"] and j["weights"] == [float(j["id"])], j
+    assert j["done"] is False
+    results[j["id"]] = j["name"].upper()
+print("OK")
+"#,
+        p = port(&m),
+        key = hex(KEY)
+    );
+    for py in pythons().into_iter().take(1) {
+        let c = Command::new(py)
+            .arg("-c")
+            .arg(&script)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        assert_ok(c);
+    }
+    assert_eq!(out.len().unwrap(), 20);
+    assert_eq!(out.get(&7).unwrap().as_deref(), Some("JOB 7"));
+    assert!(jobs.try_get().unwrap().is_none());
+    m.shutdown().unwrap();
+}

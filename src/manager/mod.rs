@@ -118,6 +118,10 @@ pub use proxy::{
     JoinableQueueProxy, ListProxy, LockProxy, NamespaceProxy, Proxy, ProxyGuard, QueueProxy,
     RLockProxy, SemaphoreProxy, Token, TypedProxy, ValueProxy,
 };
+pub use python::{
+    PyDictProxy, PyEventProxy, PyListProxy, PyLockProxy, PyProxy, PyQueueProxy, PyValueProxy,
+    PythonManager,
+};
 pub use shared_memory_manager::{Segments, SegmentsProxy, SharedMemoryManager};
 
 /// How long [`Manager::start`] waits for its server to answer.
@@ -825,6 +829,15 @@ impl Manager {
             authkey: authkey.to_vec(),
             server: None,
         })
+    }
+
+    /// Connects to a manager server through CPython's manager protocol: a
+    /// python3 `SyncManager` (`SyncManager(address=..., authkey=...)`
+    /// started or `serve_forever()`ing), or a multiproc server, whose
+    /// objects Python clients then share with these proxies (values in
+    /// Python's pickle encoding). See [`PythonManager`].
+    pub fn connect_python(address: &Address, authkey: &[u8]) -> Result<PythonManager> {
+        PythonManager::connect(address, authkey)
     }
 
     /// The server's address.

@@ -23,6 +23,7 @@ use clap::{Parser, Subcommand};
 mod faults;
 mod pi;
 mod plot;
+mod python_clients;
 mod report;
 #[path = "../../../benches/support/mod.rs"]
 mod support;

@@ -54,9 +54,15 @@
 //! arbitrary objects. Python's `1 == 1.0 == True` as dict keys are three
 //! keys here (values compare by encoding).
 
+mod client;
 pub(crate) mod pickle;
 mod serve;
+mod value;
 
+pub use client::{
+    PyDictProxy, PyEventProxy, PyListProxy, PyLockProxy, PyProxy, PyQueueProxy, PyValueProxy,
+    PythonManager,
+};
 pub(crate) use serve::serve;
 
 /// A Python client's state in one server: the session its references

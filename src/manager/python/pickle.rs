@@ -84,7 +84,33 @@ enum Builtin {
     CodecsEncode,
     /// `range(...)`: decoded as the list of its integers (bounded).
     Range,
+    /// `list(items)`: how Python's manager sends `dict.keys()` and the
+    /// other dict views.
+    List,
+    /// An exception class of [`EXCEPTIONS`] (replies only): its instance
+    /// is decoded as `{'__exception__': 'module.name', 'args': (...)}`.
+    Exception(usize),
 }
+
+/// The exception classes a reply from a Python server may name.
+pub(crate) const EXCEPTIONS: &[(&str, &str)] = &[
+    ("builtins", "KeyError"),
+    ("builtins", "IndexError"),
+    ("builtins", "ValueError"),
+    ("builtins", "TypeError"),
+    ("builtins", "RuntimeError"),
+    ("builtins", "AttributeError"),
+    ("builtins", "OverflowError"),
+    ("builtins", "NotImplementedError"),
+    ("builtins", "TimeoutError"),
+    ("builtins", "MemoryError"),
+    ("builtins", "AssertionError"),
+    ("builtins", "Exception"),
+    ("queue", "Empty"),
+    ("_queue", "Empty"),
+    ("queue", "Full"),
+    ("threading", "BrokenBarrierError"),
+];
 
 fn builtin(module: &str, name: &str) -> Result<Builtin, PickleError> {
     match (module, name) {
@@ -94,10 +120,19 @@ fn builtin(module: &str, name: &str) -> Result<Builtin, PickleError> {
         ("builtins" | "__builtin__", "bytearray") => Ok(Builtin::ByteArray),
         ("_codecs", "encode") => Ok(Builtin::CodecsEncode),
         ("builtins" | "__builtin__", "range" | "xrange") => Ok(Builtin::Range),
+        ("builtins" | "__builtin__", "list") => Ok(Builtin::List),
         _ => err(format!(
             "{module}.{name} is not a data type this server accepts (pickles are data, never code)"
         )),
     }
+}
+
+/// [`builtin`], or (decoding a reply) one of the [`EXCEPTIONS`].
+fn global_of(module: &str, name: &str, exceptions: bool) -> Result<Builtin, PickleError> {
+    if exceptions && let Some(i) = EXCEPTIONS.iter().position(|e| *e == (module, name)) {
+        return Ok(Builtin::Exception(i));
+    }
+    builtin(module, name)
 }
 
 /// A value under construction: containers live in an arena, so that the
@@ -126,6 +161,8 @@ struct Decoder<'a> {
     arena: Vec<Obj>,
     stack: Vec<Slot>,
     memo: HashMap<u64, usize>,
+    /// Whether exception classes are accepted (a reply's `#ERROR`).
+    exceptions: bool,
 }
 
 impl<'a> Decoder<'a> {
@@ -294,6 +331,16 @@ impl<'a> Decoder<'a> {
             _ => err("a container where a scalar was expected"),
         };
         match (b, args.as_slice()) {
+            (Builtin::Exception(i), _) => {
+                let (module, name) = EXCEPTIONS[i];
+                let tag = self.arena.len();
+                self.arena.push(Obj::Leaf(Py::Str("__exception__".into())));
+                self.arena
+                    .push(Obj::Leaf(Py::Str(format!("{module}.{name}"))));
+                self.arena.push(Obj::Leaf(Py::Str("args".into())));
+                self.arena.push(Obj::Tuple(args.clone()));
+                self.push(Obj::Dict(vec![(tag, tag + 1), (tag + 2, tag + 3)]));
+            }
             (Builtin::Slice, [stop]) => {
                 let stop = leaf(self, *stop)?;
                 self.push_leaf(Py::Slice(Box::new((Py::None, stop, Py::None))));
@@ -352,6 +399,14 @@ impl<'a> Decoder<'a> {
                         .push(Obj::Leaf(Py::Int((start + k * step) as i64)));
                     items.push(self.arena.len() - 1);
                 }
+                self.push(Obj::List(items));
+            }
+            (Builtin::List, []) => self.push(Obj::List(Vec::new())),
+            (Builtin::List, [items]) => {
+                let items = match &self.arena[*items] {
+                    Obj::List(v) | Obj::Tuple(v) | Obj::Set(v) | Obj::FrozenSet(v) => v.clone(),
+                    _ => return err("list() of something that is not a list or tuple"),
+                };
                 self.push(Obj::List(items));
             }
             (Builtin::ByteArray, []) => self.push_leaf(Py::ByteArray(Vec::new())),
@@ -581,13 +636,13 @@ impl<'a> Decoder<'a> {
                 b'c' => {
                     let module = self.line()?;
                     let name = self.line()?;
-                    let b = builtin(module, name)?;
+                    let b = global_of(module, name, self.exceptions)?;
                     self.push(Obj::Global(b));
                 }
                 0x93 => {
                     let name = self.pop()?;
                     let module = self.pop()?;
-                    let b = builtin(self.str_of(module)?, self.str_of(name)?)?;
+                    let b = global_of(self.str_of(module)?, self.str_of(name)?, self.exceptions)?;
                     self.push(Obj::Global(b));
                 }
                 b'R' => self.reduce()?,
@@ -732,15 +787,25 @@ fn int_from_le(b: &[u8]) -> Py {
 
 /// Decodes a whole pickle (protocols 0 to 5) of the data subset.
 pub(crate) fn decode(input: &[u8]) -> Result<Py, PickleError> {
-    let d = Decoder {
+    decode_with(input, false)
+}
+
+/// Decodes a reply from a Python server: the data subset, and instances of
+/// the [`EXCEPTIONS`] classes (as data too: nothing is constructed).
+pub(crate) fn decode_reply(input: &[u8]) -> Result<Py, PickleError> {
+    decode_with(input, true)
+}
+
+fn decode_with(input: &[u8], exceptions: bool) -> Result<Py, PickleError> {
+    Decoder {
         input,
         pos: 0,
         arena: Vec::new(),
         stack: Vec::new(),
         memo: HashMap::new(),
-    };
-    let v = d.run()?;
-    Ok(v)
+        exceptions,
+    }
+    .run()
 }
 
 /// Decodes `count` concatenated canonical fragments (stored items).
@@ -926,7 +991,6 @@ pub(crate) fn fragment(v: &Py) -> Vec<u8> {
 pub(crate) const HEADER: [u8; 2] = [0x80, 4];
 
 /// A whole pickle of `v`.
-#[cfg(test)]
 pub(crate) fn encode(v: &Py) -> Vec<u8> {
     let mut out = HEADER.to_vec();
     encode_into(v, &mut out);
@@ -1132,6 +1196,23 @@ mod tests {
             let e = decode(p).unwrap_err();
             assert!(!e.0.is_empty());
         }
+        // Exceptions only in replies, and as data.
+        let key_error = b"\x80\x04\x8c\x08builtins\x8c\x08KeyError\x93\x8c\x02zz\x85R.";
+        assert!(decode(key_error).is_err());
+        assert_eq!(
+            decode_reply(key_error).unwrap(),
+            Py::Dict(vec![
+                (
+                    Py::Str("__exception__".into()),
+                    Py::Str("builtins.KeyError".into())
+                ),
+                (
+                    Py::Str("args".into()),
+                    Py::Tuple(vec![Py::Str("zz".into())])
+                ),
+            ])
+        );
+        assert!(decode_reply(b"cos\nsystem\n(S'x'\ntR.").is_err());
         // A bare accepted global is not a value either.
         assert!(decode(b"cbuiltins\nslice\n.").is_err());
     }
