@@ -81,6 +81,7 @@ def check_list(m):
     l = m.list(range(5))
     assert len(l) == 5 and l[0] == 0 and l[-1] == 4
     assert l[1:3] == [1, 2] and l[::-1] == [4, 3, 2, 1, 0] and l[:] == [0, 1, 2, 3, 4]
+    assert l[::2**63 - 1] == [0] and l[-2**63:2**63 - 1] == [0, 1, 2, 3, 4]
     assert list(l) == [0, 1, 2, 3, 4]
     raises(IndexError, lambda: l[5])
     raises(IndexError, lambda: l[-6])

@@ -35,6 +35,10 @@ pub(crate) const MAX_INT_BYTES: usize = 1024;
 pub(crate) const MAX_NODES: usize = 1 << 20;
 /// The deepest nesting of containers accepted.
 pub(crate) const MAX_DEPTH: usize = 200;
+/// The most work one decode may do: values made plus references copied
+/// (so that a short pickle that copies a long list many times, through the
+/// memo and `list(...)`, is refused rather than filling the memory).
+const MAX_WORK: usize = 2 * MAX_NODES;
 
 /// A Python value of the data subset.
 #[derive(Clone, Debug, PartialEq)]
@@ -163,6 +167,8 @@ struct Decoder<'a> {
     memo: HashMap<u64, usize>,
     /// Whether exception classes are accepted (a reply's `#ERROR`).
     exceptions: bool,
+    /// References copied so far (see [`MAX_WORK`]).
+    work: usize,
 }
 
 impl<'a> Decoder<'a> {
@@ -208,6 +214,15 @@ impl<'a> Decoder<'a> {
         };
         self.pos += end + 1;
         std::str::from_utf8(&rest[..end]).map_err(|_| PickleError("text line is not UTF-8".into()))
+    }
+
+    /// Counts `n` more units of work; an error past [`MAX_WORK`].
+    fn spend(&mut self, n: usize) -> Result<(), PickleError> {
+        self.work = self.work.saturating_add(n);
+        if self.work.saturating_add(self.arena.len()) > MAX_WORK {
+            return err(format!("a pickle that makes more than {MAX_WORK} values"));
+        }
+        Ok(())
     }
 
     fn push(&mut self, o: Obj) {
@@ -318,13 +333,18 @@ impl<'a> Decoder<'a> {
     }
 
     fn reduce(&mut self) -> Result<(), PickleError> {
-        let args = self.pop()?;
+        let args_at = self.pop()?;
         let f = self.pop()?;
         let Obj::Global(b) = self.arena[f] else {
             return err("REDUCE of something that is not an accepted data type");
         };
-        let Obj::Tuple(args) = self.arena[args].clone() else {
-            return err("REDUCE arguments are not a tuple");
+        let n = match &self.arena[args_at] {
+            Obj::Tuple(a) => a.len(),
+            _ => return err("REDUCE arguments are not a tuple"),
+        };
+        self.spend(n)?;
+        let Obj::Tuple(args) = self.arena[args_at].clone() else {
+            unreachable!("a tuple, checked above")
         };
         let leaf = |d: &Self, i: usize| match &d.arena[i] {
             Obj::Leaf(p) => Ok(p.clone()),
@@ -356,6 +376,11 @@ impl<'a> Decoder<'a> {
             (Builtin::Set, []) => self.push(Obj::Set(Vec::new())),
             (Builtin::FrozenSet, []) => self.push(Obj::FrozenSet(Vec::new())),
             (Builtin::Set | Builtin::FrozenSet, [items]) => {
+                let len = match &self.arena[*items] {
+                    Obj::List(v) | Obj::Tuple(v) | Obj::Set(v) | Obj::FrozenSet(v) => v.len(),
+                    _ => 0,
+                };
+                self.spend(len)?;
                 let items = match &self.arena[*items] {
                     Obj::List(v) | Obj::Tuple(v) | Obj::Set(v) | Obj::FrozenSet(v) => v.clone(),
                     _ => return err("set() of something that is not a list or tuple"),
@@ -393,6 +418,7 @@ impl<'a> Decoder<'a> {
                 if len > MAX_NODES as i128 {
                     return err(format!("a range of more than {MAX_NODES} values"));
                 }
+                self.spend(len as usize)?;
                 let mut items = Vec::with_capacity(len as usize);
                 for k in 0..len {
                     self.arena
@@ -403,6 +429,11 @@ impl<'a> Decoder<'a> {
             }
             (Builtin::List, []) => self.push(Obj::List(Vec::new())),
             (Builtin::List, [items]) => {
+                let len = match &self.arena[*items] {
+                    Obj::List(v) | Obj::Tuple(v) | Obj::Set(v) | Obj::FrozenSet(v) => v.len(),
+                    _ => 0,
+                };
+                self.spend(len)?;
                 let items = match &self.arena[*items] {
                     Obj::List(v) | Obj::Tuple(v) | Obj::Set(v) | Obj::FrozenSet(v) => v.clone(),
                     _ => return err("list() of something that is not a list or tuple"),
@@ -435,6 +466,9 @@ impl<'a> Decoder<'a> {
 
     fn run(mut self) -> Result<Py, PickleError> {
         loop {
+            // Each opcode adds at most a few values: the arena stays
+            // within the work bound.
+            self.spend(0)?;
             let op = self.byte()?;
             match op {
                 0x80 => {
@@ -804,6 +838,7 @@ fn decode_with(input: &[u8], exceptions: bool) -> Result<Py, PickleError> {
         stack: Vec::new(),
         memo: HashMap::new(),
         exceptions,
+        work: 0,
     }
     .run()
 }
@@ -1237,6 +1272,17 @@ mod tests {
                 .0
                 .contains("itself")
         );
+        // list(x) of one long list, again and again through the memo: the
+        // copies are counted.
+        let mut p = vec![0x80, 4, b']', 0x94, b'('];
+        p.extend(std::iter::repeat_n(b'N', 100_000));
+        p.push(b'e');
+        p.extend_from_slice(b"\x8c\x08builtins\x8c\x04list\x93\x94(");
+        for _ in 0..100 {
+            p.extend_from_slice(b"h\x01h\x00\x85R0");
+        }
+        p.extend_from_slice(b"1N.");
+        assert!(decode(&p).unwrap_err().0.contains("more than"));
         // A huge LONG4 length with nothing behind it allocates nothing.
         assert!(decode(b"\x80\x04\x8b\xff\xff\xff\x7f.").is_err());
         assert!(decode(b"\x80\x04\x8e\xff\xff\xff\xff\xff\xff\xff\x7f.").is_err());

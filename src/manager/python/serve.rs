@@ -462,20 +462,27 @@ fn index(i: i64, len: u64, what: &str) -> R<u64> {
     Ok(j as u64)
 }
 
-/// The positions `slice(start, stop, step)` selects in a sequence of `len`.
+/// The positions `slice(start, stop, step)` selects in a sequence of `len`
+/// (Python's rules; computed in `i128`, so no index overflows).
 fn slice_positions(s: &(Py, Py, Py), len: usize) -> R<Vec<usize>> {
-    let opt = |v: &Py| -> R<Option<i64>> {
+    let opt = |v: &Py| -> R<Option<i128>> {
         match v {
             Py::None => Ok(None),
-            v => int(v, "slice indices").map(Some),
+            // Beyond i64 is beyond any length: clamped like a big int.
+            Py::BigInt(b) => Ok(Some(if b.last().is_some_and(|x| x & 0x80 != 0) {
+                i128::from(i64::MIN)
+            } else {
+                i128::from(i64::MAX)
+            })),
+            v => int(v, "slice indices").map(|i| Some(i.into())),
         }
     };
     let step = opt(&s.2)?.unwrap_or(1);
     if step == 0 {
         return Err(value_error("slice step cannot be zero"));
     }
-    let len = len as i64;
-    let clamp = |v: Option<i64>, default: i64, lo: i64, hi: i64| match v {
+    let len = len as i128;
+    let clamp = |v: Option<i128>, default: i128, lo: i128, hi: i128| match v {
         None => default,
         Some(v) if v < 0 => (v + len).max(lo),
         Some(v) => v.min(hi),
@@ -1635,6 +1642,13 @@ fn request(frame: &[u8]) -> R<Call> {
     }
 }
 
+/// Runs a call; a panic in it (a bug) is the caller's traceback, and the
+/// connection and the server go on.
+fn guarded(f: impl FnOnce() -> R<Vec<u8>>) -> R<Vec<u8>> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+        .unwrap_or_else(|_| Err(PyErr::Traceback("the call panicked in the server".into())))
+}
+
 /// Serves a CPython client's connection whose first frame was `first`: one
 /// server function, or (`accept_connection`) method calls until it closes.
 pub(crate) fn serve(server: &Server, channel: &mut Channel, first: Vec<u8>) {
@@ -1657,7 +1671,7 @@ pub(crate) fn serve(server: &Server, channel: &mut Channel, first: Vec<u8>) {
             (Ok(none()), true)
         }
         Ok((_, name, args, kwds)) => (
-            conn.function(channel, &name, args, kwds).map(|v| frag(&v)),
+            guarded(|| conn.function(channel, &name, args, kwds).map(|v| frag(&v))),
             false,
         ),
     };
@@ -1675,7 +1689,7 @@ pub(crate) fn serve(server: &Server, channel: &mut Channel, first: Vec<u8>) {
         // A pickle refused is answered with a traceback, as Python's
         // server does: the framing is intact, so the connection goes on.
         let result = req.and_then(|(id, name, args, kwds)| {
-            ident(&id).and_then(|id| conn.method(channel, id, &name, args, kwds))
+            guarded(|| ident(&id).and_then(|id| conn.method(channel, id, &name, args, kwds)))
         });
         reply(&mut out, result);
         if channel.send(&out).is_err() {
@@ -1684,5 +1698,35 @@ pub(crate) fn serve(server: &Server, channel: &mut Channel, first: Vec<u8>) {
         if out.capacity() > 1 << 20 {
             out = Vec::with_capacity(256);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(a: Py, b: Py, c: Py) -> (Py, Py, Py) {
+        (a, b, c)
+    }
+
+    #[test]
+    fn slices_follow_python() {
+        use Py::{Int, None as N};
+        let at = |x: (Py, Py, Py)| slice_positions(&x, 5).unwrap();
+        assert_eq!(at(s(Int(1), Int(3), N)), [1, 2]);
+        assert_eq!(at(s(N, N, Int(-1))), [4, 3, 2, 1, 0]);
+        assert_eq!(at(s(Int(-2), N, N)), [3, 4]);
+        assert_eq!(at(s(N, N, Int(2))), [0, 2, 4]);
+        assert_eq!(at(s(Int(5), Int(1), Int(-2))), [4, 2]);
+        // Extreme steps and bounds: no overflow (it used to wrap or panic).
+        assert_eq!(at(s(N, N, Int(i64::MAX))), [0]);
+        assert_eq!(at(s(N, N, Int(i64::MIN))), [4]);
+        assert_eq!(at(s(Int(i64::MIN), Int(i64::MAX), N)), [0, 1, 2, 3, 4]);
+        assert_eq!(
+            at(s(Int(i64::MAX), Int(i64::MIN), Int(-1))),
+            [4, 3, 2, 1, 0]
+        );
+        assert!(slice_positions(&s(N, N, Int(0)), 5).is_err());
+        assert!(slice_positions(&s(N, N, N), 0).unwrap().is_empty());
     }
 }
