@@ -81,6 +81,14 @@
 //!   go on the socket, where both ends also spin a few tens of microseconds
 //!   before sleeping in `poll`.
 //!
+//! # Python clients
+//!
+//! CPython's own manager clients (`SyncManager(address=..., authkey=...)`
+//! then `connect()`) use a multiproc server's objects, and
+//! [`Manager::connect_python`] gives Rust proxies on a python3
+//! `SyncManager`'s: the README's "Python clients" section, and
+//! [`PythonManager`]. Pickles are decoded as data only.
+//!
 //! # Your own types
 //!
 //! [`manager_type!`](crate::manager_type) turns a serializable type and a
