@@ -125,6 +125,38 @@ fn python_clients_use_every_type() {
     m.shutdown().unwrap();
 }
 
+/// A started manager's default address, a Unix socket in a private
+/// directory, serves Python clients of the same user too.
+#[test]
+fn python_clients_over_the_default_unix_socket() {
+    let _s = serial();
+    // SAFETY: as in `builder`.
+    let m = unsafe {
+        Manager::builder()
+            .authkey(KEY)
+            .legacy_auth(true)
+            .start_method(StartMethod::Fork)
+            .allow_threads()
+    }
+    .start()
+    .unwrap();
+    let Address::Unix(path) = m.address().clone() else {
+        panic!("not a Unix socket: {}", m.address())
+    };
+    let child = Command::new("python3")
+        .arg(SCRIPT)
+        .arg("unix")
+        .arg(&path)
+        .arg(hex(KEY))
+        .arg("types")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert_ok(child);
+    m.shutdown().unwrap();
+}
+
 /// Without `legacy_auth`, CPython 3.12 (SHA-256) still connects.
 #[test]
 fn python_312_connects_to_a_sha256_only_server() {

@@ -2,6 +2,7 @@
 multiproc manager server (or, for comparison, Python's own SyncManager).
 
 usage: manager_client.py HOST PORT AUTHKEY_HEX [scenario]
+       manager_client.py unix PATH AUTHKEY_HEX [scenario]
 
 Scenarios: `types` (every type, CPython's _TestContainers/_TestQueue/
 _TestLock-style checks), `named` (objects a Rust program exposed),
@@ -345,9 +346,10 @@ def scenario_bench(m, n):
 
 
 def main():
-    host, port, key = sys.argv[1], int(sys.argv[2]), bytes.fromhex(sys.argv[3])
+    host, key = sys.argv[1], bytes.fromhex(sys.argv[3])
     scenario = sys.argv[4] if len(sys.argv) > 4 else "types"
-    address = (host, port) if host != "unix" else sys.argv[2]
+    # HOST "unix": PORT is a Unix socket's path.
+    address = (host, int(sys.argv[2])) if host != "unix" else sys.argv[2]
     if scenario == "types":
         scenario_types(connect(address, key))
     elif scenario == "named":
