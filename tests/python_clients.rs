@@ -23,13 +23,16 @@ const SCRIPT: &str = concat!(
     "/tests/python/manager_client.py"
 );
 const PY312: &str = "/root/.pyenv/versions/3.12.1/bin/python3";
+const PY313: &str = "/root/.pyenv/versions/3.13.0/bin/python3";
 
-/// The interpreters: `python3` (3.11 here: the MD5 handshake) and 3.12
-/// (the `{sha256}` one) when pyenv has it.
+/// The interpreters: `python3` (3.11 here: the MD5 handshake), and 3.12
+/// and 3.13 (the `{sha256}` one) when pyenv has them.
 fn pythons() -> Vec<&'static str> {
     let mut v = vec!["python3"];
-    if Path::new(PY312).exists() {
-        v.push(PY312);
+    for p in [PY312, PY313] {
+        if Path::new(p).exists() {
+            v.push(p);
+        }
     }
     v
 }
