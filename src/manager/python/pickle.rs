@@ -1188,6 +1188,53 @@ mod tests {
         })
     }
 
+    /// Opcodes with their arguments, for [`opcode_soup_never_panics`].
+    const SNIPPETS: &[&[u8]] = &[
+        b"N",
+        b"\x88",
+        b"K\x01",
+        b"M\x00\x01",
+        b"J\xff\xff\xff\xff",
+        b"\x8a\x01\x80",
+        b"G\x3f\xf0\x00\x00\x00\x00\x00\x00",
+        b"\x8c\x01a",
+        b"C\x01b",
+        b"]",
+        b")",
+        b"}",
+        b"(",
+        b"e",
+        b"a",
+        b"l",
+        b"t",
+        b"\x85",
+        b"\x86",
+        b"\x87",
+        b"d",
+        b"s",
+        b"u",
+        b"\x8f",
+        b"\x90",
+        b"\x91",
+        b"\x94",
+        b"q\x00",
+        b"h\x00",
+        b"h\x01",
+        b"h\x02",
+        b"0",
+        b"1",
+        b"2",
+        b"cbuiltins\nlist\n",
+        b"cbuiltins\nset\n",
+        b"cbuiltins\nslice\n",
+        b"cbuiltins\nrange\n",
+        b"\x8c\x08builtins\x8c\x04list\x93",
+        b"R",
+        b"I5\n",
+        b"F1.5\n",
+        b"Vx\n",
+    ];
+
     #[test]
     fn known_cpython_pickles() {
         // pickle.dumps(('x', 'get', (1,), {}), 4)
@@ -1323,6 +1370,21 @@ mod tests {
             let mut with_header = vec![0x80, 4];
             with_header.extend_from_slice(&bytes);
             let _ = decode(&with_header);
+        }
+
+        /// Pickles made of opcodes (rather than of random bytes) reach the
+        /// stack, memo and mark handling; whatever decodes re-encodes to a
+        /// pickle that decodes to the same value.
+        #[test]
+        fn opcode_soup_never_panics(ops in proptest::collection::vec(0usize..SNIPPETS.len(), 0..60)) {
+            let mut p = vec![0x80, 4];
+            for i in ops {
+                p.extend_from_slice(SNIPPETS[i]);
+            }
+            p.push(b'.');
+            if let Ok(v) = decode(&p) {
+                prop_assert_eq!(decode(&encode(&v)).unwrap(), v);
+            }
         }
 
         #[test]
