@@ -62,6 +62,18 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+/// `py -c script args...`, its output captured.
+fn python_c(py: &str, script: &str, args: &[&str]) -> Child {
+    Command::new(py)
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 is needed for the interop tests")
+}
+
 fn run_script(py: &str, port: u16, key: &[u8], scenario: &str) -> Child {
     Command::new(py)
         .arg(SCRIPT)
@@ -184,13 +196,7 @@ fn python_312_connects_to_a_sha256_only_server() {
         port(&m),
         hex(KEY)
     );
-    let child = Command::new(PY312)
-        .arg("-c")
-        .arg(&script)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = python_c(PY312, &script, &[]);
     assert_ok(child);
     m.shutdown().unwrap();
 }
@@ -398,25 +404,10 @@ print("OK")
 "#,
         key = hex(KEY)
     );
-    let c = Command::new("python3")
-        .arg("-c")
-        .arg(&init)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let c = python_c("python3", &init, &[]);
     assert_ok(c);
     let kids: Vec<Child> = (0..8)
-        .map(|i| {
-            Command::new("python3")
-                .arg("-c")
-                .arg(&script)
-                .arg(i.to_string())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
+        .map(|i| python_c("python3", &script, &[&i.to_string()]))
         .collect();
     for k in kids {
         assert_ok(k);
@@ -437,13 +428,7 @@ print("OK")
         key = hex(KEY),
         total = 8 * per
     );
-    let c = Command::new("python3")
-        .arg("-c")
-        .arg(&check)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let c = python_c("python3", &check, &[]);
     assert_ok(c);
     m.shutdown().unwrap();
 }
@@ -614,13 +599,7 @@ print("OK")
         key = hex(KEY)
     );
     for py in pythons().into_iter().take(1) {
-        let c = Command::new(py)
-            .arg("-c")
-            .arg(&script)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let c = python_c(py, &script, &[]);
         assert_ok(c);
     }
     assert_eq!(out.len().unwrap(), 20);
