@@ -606,6 +606,16 @@ impl Conn<'_> {
         self.server.python.typecodes.lock().get(&id).copied()
     }
 
+    /// A call whose result is a `bool`, as Python's.
+    fn bool_call(&self, ch: &Channel, id: u64, method: &str, args: &[u8]) -> R<Vec<u8>> {
+        Ok(bool_frag(decoded(&self.obj(ch, id, method, args)?)?))
+    }
+
+    /// A call whose result is an integer, as Python's.
+    fn int_call(&self, ch: &Channel, id: u64, method: &str, args: &[u8]) -> R<Vec<u8>> {
+        Ok(int_frag(decoded(&self.obj(ch, id, method, args)?)?))
+    }
+
     fn len(&self, ch: &Channel, id: u64) -> R<u64> {
         decoded(&self.obj(ch, id, "len", &[])?)
     }
@@ -1363,11 +1373,11 @@ impl Conn<'_> {
             }
             "qsize" => {
                 take::<0>(name, args, kwds)?;
-                Ok(int_frag(decoded(&self.obj(ch, id, "qsize", &[])?)?))
+                self.int_call(ch, id, "qsize", &[])
             }
             "empty" | "full" => {
                 take::<0>(name, args, kwds)?;
-                Ok(bool_frag(decoded(&self.obj(ch, id, name, &[])?)?))
+                self.bool_call(ch, id, name, &[])
             }
             "task_done" => {
                 take::<0>(name, args, kwds)?;
@@ -1450,7 +1460,7 @@ impl Conn<'_> {
             }
             "locked" => {
                 take::<0>(name, args, kwds)?;
-                Ok(bool_frag(decoded(&self.obj(ch, id, "locked", &[])?)?))
+                self.bool_call(ch, id, "locked", &[])
             }
             "wait" => {
                 let [t] = bind(name, args, kwds, ["timeout"], 0)?;
@@ -1489,16 +1499,11 @@ impl Conn<'_> {
             "wait" => {
                 let [t] = bind(name, args, kwds, ["timeout"], 0)?;
                 let ns = timeout_ns(t.as_ref())?;
-                Ok(bool_frag(decoded(&self.obj(
-                    ch,
-                    id,
-                    "wait",
-                    &enc(&ns).map_err(tb)?,
-                )?)?))
+                self.bool_call(ch, id, "wait", &enc(&ns).map_err(tb)?)
             }
             "is_set" => {
                 take::<0>(name, args, kwds)?;
-                Ok(bool_frag(decoded(&self.obj(ch, id, "is_set", &[])?)?))
+                self.bool_call(ch, id, "is_set", &[])
             }
             _ => {
                 take::<0>(name, args, kwds)?;
@@ -1520,22 +1525,15 @@ impl Conn<'_> {
             "wait" => {
                 let [t] = bind(name, args, kwds, ["timeout"], 0)?;
                 let ns = timeout_ns(t.as_ref())?;
-                Ok(int_frag(decoded(&self.obj(
-                    ch,
-                    id,
-                    "wait",
-                    &enc(&ns).map_err(tb)?,
-                )?)?))
+                self.int_call(ch, id, "wait", &enc(&ns).map_err(tb)?)
             }
             "__getattribute__" => {
                 let [Py::Str(n)] = take(name, args, kwds)? else {
                     return Err(type_error("attribute name must be string"));
                 };
                 match n.as_str() {
-                    "parties" | "n_waiting" => {
-                        Ok(int_frag(decoded(&self.obj(ch, id, &n, &[])?)?))
-                    }
-                    "broken" => Ok(bool_frag(decoded(&self.obj(ch, id, "broken", &[])?)?)),
+                    "parties" | "n_waiting" => self.int_call(ch, id, &n, &[]),
+                    "broken" => self.bool_call(ch, id, "broken", &[]),
                     _ => Err(exc(
                         "builtins",
                         "AttributeError",
