@@ -196,6 +196,8 @@ pub(crate) struct Server {
     /// Objects exposed by name (Python's `register(name, callable=...)`):
     /// the id, and the reference the name holds.
     names: Mutex<HashMap<String, (u64, Held)>>,
+    /// CPython clients' state (see `manager::python`).
+    pub(super) python: super::python::State,
 }
 
 impl Server {
@@ -218,7 +220,18 @@ impl Server {
             wake: std::sync::OnceLock::new(),
             me,
             names: Mutex::new(HashMap::new()),
+            python: Default::default(),
         }
+    }
+
+    /// The type id of object `id`, if it lives.
+    pub(super) fn typeid(&self, id: u64) -> Option<String> {
+        self.objects.read().get(&id).map(|e| e.typeid.clone())
+    }
+
+    /// Whether the server is stopping.
+    pub(super) fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Relaxed)
     }
 
     /// Takes one reference to each object of `ids` for something the
@@ -425,7 +438,7 @@ impl Server {
         }
     }
 
-    fn call(&self, session: u64, req: &Request<'_>, cx: &Cx<'_>) -> Result<Vec<u8>> {
+    pub(super) fn call(&self, session: u64, req: &Request<'_>, cx: &Cx<'_>) -> Result<Vec<u8>> {
         if req.object == CONTROL {
             if req.method.is_some() {
                 return Err(remote(
@@ -507,14 +520,19 @@ impl Server {
         let mut channel = channel;
         let stop = || self.stopping.load(Ordering::Relaxed);
         // The first frame says which protocol the client speaks: this
-        // crate's proxies open with a hello. (Another protocol's client
-        // would be told apart here, on the same frame.)
-        if let Ok(first) = channel.recv(Duration::ZERO, Some(WAIT_SLICE), &stop)
-            && let Some((id, want)) = hello(channel.bytes(first))
-            && let Some(session) = self.welcome(&mut channel, id, want)
-        {
-            self.serve_requests(&mut channel, session);
-            self.leave_session(session);
+        // crate's proxies open with a hello, CPython's manager clients with
+        // a pickle.
+        if let Ok(first) = channel.recv(Duration::ZERO, Some(WAIT_SLICE), &stop) {
+            let bytes = channel.bytes(first);
+            if super::python::is_python(bytes) {
+                let first = bytes.to_vec();
+                super::python::serve(self, &mut channel, first);
+            } else if let Some((id, want)) = hello(bytes)
+                && let Some(session) = self.welcome(&mut channel, id, want)
+            {
+                self.serve_requests(&mut channel, session);
+                self.leave_session(session);
+            }
         }
         // Out of the list before the descriptor closes (with `channel`).
         self.conns.lock().remove(&conn);
@@ -782,10 +800,15 @@ fn unknown_object(id: u64) -> Error {
 /// Binds `address` for a server: SHA-256-only authentication, and a Unix
 /// socket file readable and writable by its owner only (as every
 /// [`Listener`] makes it, from the start: no window with a wider mode).
-pub(crate) fn bind(address: &Address, authkey: &[u8]) -> Result<Listener> {
-    Ok(Listener::bind(address, Some(authkey))?
-        .with_sha256_only()
-        .with_max_message(DEFAULT_MAX_FRAME as u64))
+/// With `legacy_auth`, CPython 3.11's HMAC-MD5 handshake is accepted too.
+pub(crate) fn bind(address: &Address, authkey: &[u8], legacy_auth: bool) -> Result<Listener> {
+    let listener = Listener::bind(address, Some(authkey))?;
+    let listener = if legacy_auth {
+        listener
+    } else {
+        listener.with_sha256_only()
+    };
+    Ok(listener.with_max_message(DEFAULT_MAX_FRAME as u64))
 }
 
 /// Runs a server on `listener` until a shutdown request, `stop` turns

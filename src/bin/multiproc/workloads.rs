@@ -28,6 +28,7 @@ pub const WORKLOADS: &[&str] = &[
     "joinable",
     "manager_rtt",
     "manager_append",
+    "manager_python_rtt",
     "array_fill",
     "spawn",
     "pool_map",
@@ -130,6 +131,7 @@ pub fn run(name: &str, size: Size, procs: u64) -> Outcome<Vec<Line>> {
         "pool_map" => pool_map(size),
         "manager_rtt" => manager_rtt(size),
         "manager_append" => manager_append(size),
+        "manager_python_rtt" => crate::python_clients::manager_python_rtt(size),
         other => Err(format!("unknown workload {other:?}").into()),
     }
 }
