@@ -13,9 +13,10 @@
 //! then decoded once each: a [`ControlOp`] for the server itself, or a call
 //! of an [`Object`] by id, which decodes the typed operation of its kind.
 //! Another client protocol can reuse all of this: accept its connections
-//! where [`run`] hands them to `serve_connection`, and call objects found
-//! with [`Server::object`] through their typed handlers with a [`Cx`] of
-//! its own.
+//! where [`run`] hands them to `serve_connection`, and run typed
+//! operations on objects with [`Server::call_typed`] (the same call path:
+//! sessions, held references, a panic as an error) with a [`Cx`] of its
+//! own.
 
 use std::collections::HashMap;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
@@ -462,20 +463,9 @@ impl Server {
             *cx.holds.borrow_mut() = holds;
             args = inner.0;
         }
-        let result = self.call_object(&object, req, args, cx);
-        // References no item kept are let go now.
-        cx.holds.borrow_mut().clear();
-        let handed = std::mem::take(&mut *cx.handed.borrow_mut());
-        let result = match result {
-            Ok(r) => r,
-            Err(e) => {
-                // Nobody will adopt what a failed call handed over.
-                for id in handed {
-                    self.decref(session, id);
-                }
-                return Err(e);
-            }
-        };
+        let what = req.method.unwrap_or("(an operation)");
+        let result = guarded(what, || object.call_wire(req.method, args, cx));
+        let (result, handed) = self.settle(session, cx, result)?;
         if req.flags & ADOPT != 0 {
             enc(&(handed, Bytes(&result)))
         } else {
@@ -487,28 +477,41 @@ impl Server {
         }
     }
 
-    fn call_object(
+    /// Runs a typed operation on object `id` for a protocol adapter
+    /// (`manager::python`), with the semantics of every call: `run` gets
+    /// the object and the call's context, a panic in it is an error, and
+    /// references handed over by items taken out of a container go back
+    /// (the adapter's clients cannot adopt them).
+    pub(crate) fn call_typed<T>(
         &self,
-        object: &Object,
-        req: &Request<'_>,
-        args: &[u8],
+        session: u64,
+        id: u64,
         cx: &Cx<'_>,
-    ) -> Result<Vec<u8>> {
-        match catch_unwind(AssertUnwindSafe(|| object.call_wire(req.method, args, cx))) {
-            Ok(r) => r,
-            Err(p) => {
-                let msg = p
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| p.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "a panic".into());
-                Err(remote(
-                    RemoteErrorKind::Custom("panic".into()),
-                    format!(
-                        "method {} panicked in the server: {msg}",
-                        req.method.unwrap_or("(an operation)")
-                    ),
-                ))
+        what: &str,
+        run: impl FnOnce(&Object, &Cx<'_>) -> Result<T>,
+    ) -> Result<T> {
+        let object = self.object(id).ok_or_else(|| unknown_object(id))?;
+        let result = guarded(what, || run(&object, cx));
+        let (result, handed) = self.settle(session, cx, result)?;
+        for id in handed {
+            self.decref(session, id);
+        }
+        Ok(result)
+    }
+
+    /// The end of a call: references no item kept are let go, and those
+    /// handed to the caller's session are returned with the result (a
+    /// failed call's are released: nobody will adopt them).
+    fn settle<T>(&self, session: u64, cx: &Cx<'_>, result: Result<T>) -> Result<(T, Vec<u64>)> {
+        cx.holds.borrow_mut().clear();
+        let handed = std::mem::take(&mut *cx.handed.borrow_mut());
+        match result {
+            Ok(r) => Ok((r, handed)),
+            Err(e) => {
+                for id in handed {
+                    self.decref(session, id);
+                }
+                Err(e)
             }
         }
     }
@@ -772,6 +775,25 @@ fn reply_for(id: u64, result: &Result<Vec<u8>>) -> Reply<'_> {
             Ok(v) => Ok(Bytes(v)),
             Err(e) => Err(Fault::from(clone_error(e))),
         },
+    }
+}
+
+/// Runs a call's handler; a panic in it (`what` panicked) is the caller's
+/// error, and the connection and the server go on.
+fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(p) => {
+            let msg = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".into());
+            Err(remote(
+                RemoteErrorKind::Custom("panic".into()),
+                format!("method {what} panicked in the server: {msg}"),
+            ))
+        }
     }
 }
 

@@ -22,9 +22,9 @@
 //!   `incref`, `decref`, `accept_connection`, `dummy`, `number_of_objects`,
 //!   `debug_info` and `shutdown`.
 //! * **Objects.** Python's typeids map onto the server's own objects, and
-//!   each Python method onto the same call a Rust proxy makes (a method
-//!   name and postcard arguments, through the server's one call path): the
-//!   table is [`dispatch`](serve). A Python `dict` *is* the server's dict,
+//!   each Python method onto the typed operation a Rust proxy sends (a
+//!   `DictOp`, `QueueOp`, ..., run through the server's one call path):
+//!   the table is [`dispatch`](serve). A Python `dict` *is* the server's dict,
 //!   so a Rust process that looks it up by name uses the same object. Names
 //!   a Rust program gave with [`Manager::expose`](super::Manager::expose)
 //!   are what `M.register('name'); m.name()` creates in Python.

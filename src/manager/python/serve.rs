@@ -1,10 +1,13 @@
 //! The server side of CPython's manager protocol: one connection of a
 //! Python client, its requests mapped onto the server's objects.
 //!
-//! Every Python method becomes the call a Rust proxy would make (a method
-//! name and postcard arguments) through [`Server::call`]: this file is the
-//! table from Python's names and arguments to those calls, and from their
-//! results and errors back to pickles and Python exceptions.
+//! Every Python method becomes the typed operation a Rust proxy would send
+//! (a `DictOp`, `QueueOp`, ...), run by the object's own handler through
+//! the server's call path ([`Server::call_typed`]: the connection's
+//! session, references handed over, cancellation when the Python peer
+//! goes), with no encoding in between: this file is the table from
+//! Python's names and arguments to those operations, and from their
+//! [`Answer`]s and errors back to pickles and Python exceptions.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -13,7 +16,11 @@ use super::pickle::{self, Py};
 use crate::connection::frame;
 use crate::error::{Error, RemoteErrorKind as K};
 use crate::manager::channel::{Channel, ReadEnd, SPIN};
-use crate::manager::protocol::{Bytes, CONTROL, Request, dec, enc};
+use crate::manager::objects::{
+    Answer, ArrayOp, BarrierOp, BlockingOp, ConditionOp, DictOp, EventOp, ListOp, NamespaceOp,
+    Object, QueueOp, ValueOp,
+};
+use crate::manager::protocol::{Bytes, ControlOp, dec, enc, remote};
 use crate::manager::server::{Cx, Server};
 
 /// How often a waiting connection checks that the server still runs.
@@ -272,8 +279,9 @@ fn int(v: &Py, what: &str) -> R<i64> {
     }
 }
 
-/// Python's timeout (seconds, `None` for none) in nanoseconds.
-fn timeout_ns(v: Option<&Py>) -> R<Option<u64>> {
+/// Python's timeout (seconds, `None` for none), at most `u64::MAX`
+/// nanoseconds.
+fn timeout_of(v: Option<&Py>) -> R<Option<Duration>> {
     let secs = match v {
         None | Some(Py::None) => return Ok(None),
         Some(Py::Float(f)) => *f,
@@ -282,7 +290,9 @@ fn timeout_ns(v: Option<&Py>) -> R<Option<u64>> {
     if secs.is_nan() {
         return Err(value_error("timeout must be a number"));
     }
-    Ok(Some((secs.max(0.0) * 1e9).min(u64::MAX as f64) as u64))
+    Ok(Some(Duration::from_nanos(
+        (secs.max(0.0) * 1e9).min(u64::MAX as f64) as u64,
+    )))
 }
 
 /// The items of an iterable argument (`list(x)` for the data types).
@@ -407,49 +417,39 @@ fn item(b: Vec<u8>) -> R<Vec<u8>> {
     Ok(b)
 }
 
-/// `varint(n)` then `n` concatenated items (a server's list result): the
-/// count and the items' bytes, checked to be fragments.
-fn items_bytes(b: &[u8], per_item: usize) -> R<(usize, &[u8])> {
-    let mut n: u64 = 0;
-    let mut shift = 0;
-    let mut i = 0;
-    loop {
-        let Some(&byte) = b.get(i) else {
-            return Err(PyErr::Traceback("a malformed list result".into()));
-        };
-        i += 1;
-        n |= u64::from(byte & 0x7f) << shift;
-        if byte & 0x80 == 0 {
-            break;
-        }
-        shift += 7;
-        if shift > 63 {
-            return Err(PyErr::Traceback("a malformed list result".into()));
-        }
-    }
-    let n = n as usize;
-    pickle::decode_fragments(&b[i..], n.saturating_mul(per_item))
-        .map_err(|_| PyErr::Traceback(FOREIGN.into()))?;
-    Ok((n, &b[i..]))
+/// The value of one stored item.
+fn value_of(b: &[u8]) -> R<Py> {
+    pickle::decode_fragments(b, 1)
+        .ok()
+        .and_then(|mut v| v.pop())
+        .ok_or_else(|| PyErr::Traceback(FOREIGN.into()))
 }
 
-/// A list fragment of the items in a server's list result.
-fn list_frag(b: &[u8]) -> R<Vec<u8>> {
-    let (n, items) = items_bytes(b, 1)?;
-    let mut out = Vec::with_capacity(items.len() + 3);
+/// A list fragment of stored items, each checked to be a data fragment.
+fn list_frag(items: Vec<Vec<u8>>) -> R<Vec<u8>> {
+    let mut out = Vec::with_capacity(items.iter().map(Vec::len).sum::<usize>() + 3);
     out.push(b']');
-    if n > 0 {
+    if !items.is_empty() {
         out.push(b'(');
-        out.extend_from_slice(items);
+        for i in items {
+            out.extend_from_slice(&item(i)?);
+        }
         out.push(b'e');
     }
     Ok(out)
 }
 
-/// The decoded items of a server's list result.
-fn list_values(b: &[u8], per_item: usize) -> R<Vec<Py>> {
-    let (n, items) = items_bytes(b, per_item)?;
-    pickle::decode_fragments(items, n * per_item).map_err(|_| PyErr::Traceback(FOREIGN.into()))
+/// The values of stored items.
+fn list_values(items: Vec<Vec<u8>>) -> R<Vec<Py>> {
+    items.iter().map(|b| value_of(b)).collect()
+}
+
+/// The keys and values of stored pairs.
+fn pair_values(pairs: Vec<(Vec<u8>, Vec<u8>)>) -> R<Vec<(Py, Py)>> {
+    pairs
+        .iter()
+        .map(|(k, v)| Ok((value_of(k)?, value_of(v)?)))
+        .collect()
 }
 
 /// A normalised index into a sequence of `len` (Python's negative
@@ -555,6 +555,111 @@ fn array_item(typecode: Option<char>, v: Py) -> R<Py> {
     }
 }
 
+/// A typed operation a Python method becomes, run by the handler of the
+/// object's kind (a Python typeid maps onto one kind, so another kind is
+/// an error, not a panic).
+trait Op: Sized {
+    fn run(self, object: &Object, cx: &Cx<'_>) -> Result<Answer, Error>;
+}
+
+fn wrong_kind(o: &Object) -> Error {
+    remote(
+        K::UnknownMethod,
+        format!("a {} does not take this operation", o.kind()),
+    )
+}
+
+macro_rules! op_of {
+    ($($op:ty => $($variant:ident)|+;)*) => {$(
+        impl Op for $op {
+            fn run(self, object: &Object, cx: &Cx<'_>) -> Result<Answer, Error> {
+                match object {
+                    $(Object::$variant(o) => o.call(self, cx),)+
+                    o => Err(wrong_kind(o)),
+                }
+            }
+        }
+    )*};
+}
+
+op_of! {
+    DictOp<'_> => Dict;
+    ListOp<'_> => List;
+    NamespaceOp<'_> => Namespace;
+    ValueOp<'_> => Value;
+    ArrayOp<'_> => Array;
+    QueueOp<'_> => Queue;
+    EventOp => Event;
+    BarrierOp => Barrier;
+    ConditionOp => Condition;
+}
+
+/// A lock operation: on a lock, reentrant lock or semaphore, or on a
+/// condition's own lock.
+impl Op for BlockingOp {
+    fn run(self, object: &Object, cx: &Cx<'_>) -> Result<Answer, Error> {
+        match object {
+            Object::Lock(o) => o.call(self, cx),
+            Object::RLock(o) => o.call(self, cx),
+            Object::Semaphore(o) => o.call(self, cx),
+            Object::Condition(o) => o.call(ConditionOp::Lock(self), cx),
+            o => Err(wrong_kind(o)),
+        }
+    }
+}
+
+fn unexpected(a: &Answer) -> PyErr {
+    PyErr::Traceback(format!("the server gave an unexpected answer: {a:?}"))
+}
+
+/// The flag an operation answers.
+fn flag(a: Answer) -> R<bool> {
+    match a {
+        Answer::Bool(b) => Ok(b),
+        a => Err(unexpected(&a)),
+    }
+}
+
+/// The count an operation answers.
+fn count(a: Answer) -> R<u64> {
+    match a {
+        Answer::Count(n) => Ok(n),
+        a => Err(unexpected(&a)),
+    }
+}
+
+/// The stored item an operation answers, checked to be a data fragment.
+fn one(a: Answer) -> R<Vec<u8>> {
+    match a {
+        Answer::Item(b) => item(b),
+        a => Err(unexpected(&a)),
+    }
+}
+
+/// The stored item, or none, an operation answers.
+fn maybe(a: Answer) -> R<Option<Vec<u8>>> {
+    match a {
+        Answer::MaybeItem(b) => b.map(item).transpose(),
+        a => Err(unexpected(&a)),
+    }
+}
+
+/// The stored items an operation answers.
+fn many(a: Answer) -> R<Vec<Vec<u8>>> {
+    match a {
+        Answer::Items(v) => Ok(v),
+        a => Err(unexpected(&a)),
+    }
+}
+
+/// The key and value pairs an operation answers.
+fn pairs(a: Answer) -> R<Vec<(Vec<u8>, Vec<u8>)>> {
+    match a {
+        Answer::Pairs(v) => Ok(v),
+        a => Err(unexpected(&a)),
+    }
+}
+
 /// One Python connection.
 struct Conn<'s> {
     server: &'s Server,
@@ -566,26 +671,22 @@ struct Conn<'s> {
 }
 
 impl Conn<'_> {
-    /// Runs one call the way a Rust proxy's request would.
-    fn call(&self, ch: &Channel, object: u64, method: &str, args: &[u8]) -> Result<Vec<u8>, Error> {
-        let req = Request {
-            id: 0,
-            object,
-            method,
-            caller: self.caller,
-            flags: 0,
-            args: Bytes(args),
-        };
-        let cx = Cx::new(self.caller, self.session, ch, self.server);
-        self.server.call(self.session, &req, &cx)
+    /// Runs `op` on object `id` through the server's call path, cancelled
+    /// when the Python peer goes (or talks out of turn), as the server's
+    /// own connections are; its errors as Python's.
+    fn obj<O: Op>(&self, ch: &Channel, id: u64, op: O) -> R<Answer> {
+        let gone = || ch.peer_gone_or_talking();
+        let cx = Cx::new(self.caller, self.session, &gone, self.server);
+        let what = std::any::type_name::<O>();
+        self.server
+            .call_typed(self.session, id, &cx, what, |o, cx| op.run(o, cx))
+            .map_err(from_error)
     }
 
-    fn obj(&self, ch: &Channel, object: u64, method: &str, args: &[u8]) -> R<Vec<u8>> {
-        self.call(ch, object, method, args).map_err(from_error)
-    }
-
-    fn control(&self, ch: &Channel, method: &str, args: &[u8]) -> R<Vec<u8>> {
-        self.call(ch, CONTROL, method, args)
+    /// Runs `op` on the server itself for this connection's session.
+    fn control(&self, op: ControlOp<'_>) -> R<Vec<u8>> {
+        self.server
+            .control(self.session, op)
             .map_err(|e| PyErr::Traceback(e.to_string()))
     }
 
@@ -607,50 +708,84 @@ impl Conn<'_> {
     }
 
     /// A call whose result is a `bool`, as Python's.
-    fn bool_call(&self, ch: &Channel, id: u64, method: &str, args: &[u8]) -> R<Vec<u8>> {
-        Ok(bool_frag(decoded(&self.obj(ch, id, method, args)?)?))
+    fn bool_call<O: Op>(&self, ch: &Channel, id: u64, op: O) -> R<Vec<u8>> {
+        Ok(bool_frag(flag(self.obj(ch, id, op)?)?))
     }
 
     /// A call whose result is an integer, as Python's.
-    fn int_call(&self, ch: &Channel, id: u64, method: &str, args: &[u8]) -> R<Vec<u8>> {
-        Ok(int_frag(decoded(&self.obj(ch, id, method, args)?)?))
+    fn int_call<O: Op>(&self, ch: &Channel, id: u64, op: O) -> R<Vec<u8>> {
+        Ok(int_frag(count(self.obj(ch, id, op)?)?))
     }
 
-    fn len(&self, ch: &Channel, id: u64) -> R<u64> {
-        decoded(&self.obj(ch, id, "len", &[])?)
+    /// The length of a dict, list or array.
+    fn len(&mut self, ch: &Channel, id: u64) -> R<u64> {
+        count(match self.kind(id)? {
+            Kind::Dict => self.obj(ch, id, DictOp::Len)?,
+            Kind::List => self.obj(ch, id, ListOp::Len)?,
+            Kind::Array => self.obj(ch, id, ArrayOp::Len)?,
+            k => return Err(PyErr::Traceback(format!("a {k:?} has no length"))),
+        })
+    }
+
+    /// All the items of a list or an array.
+    fn all_items(&mut self, ch: &Channel, id: u64) -> R<Vec<Vec<u8>>> {
+        many(match self.kind(id)? {
+            Kind::List => self.obj(ch, id, ListOp::ToVec)?,
+            Kind::Array => self.obj(ch, id, ArrayOp::ToVec)?,
+            k => return Err(PyErr::Traceback(format!("a {k:?} is no sequence"))),
+        })
+    }
+
+    /// The item at `at` of a list or an array.
+    fn get_at(&mut self, ch: &Channel, id: u64, at: u64) -> R<Vec<u8>> {
+        one(match self.kind(id)? {
+            Kind::List => self.obj(ch, id, ListOp::Get(at))?,
+            Kind::Array => self.obj(ch, id, ArrayOp::Get(at))?,
+            k => return Err(PyErr::Traceback(format!("a {k:?} is no sequence"))),
+        })
+    }
+
+    /// Replaces the item at `at` of a list or an array.
+    fn set_at(&mut self, ch: &Channel, id: u64, at: u64, v: &[u8]) -> R<()> {
+        match self.kind(id)? {
+            Kind::List => self.obj(ch, id, ListOp::Set(at, Bytes(v)))?,
+            Kind::Array => self.obj(ch, id, ArrayOp::Set(at, Bytes(v)))?,
+            k => return Err(PyErr::Traceback(format!("a {k:?} is no sequence"))),
+        };
+        Ok(())
     }
 
     // ------------------------------------------------------------ server functions
 
-    fn function(&mut self, ch: &Channel, name: &str, args: Vec<Py>, kwds: Vec<(Py, Py)>) -> R<Py> {
+    fn function(&mut self, name: &str, args: Vec<Py>, kwds: Vec<(Py, Py)>) -> R<Py> {
         match name {
             "dummy" => Ok(Py::None),
-            "create" => self.create(ch, args, kwds),
+            "create" => self.create(args, kwds),
             "incref" => {
                 let [id] = take("incref", args, kwds)?;
                 let id = ident(&id)?;
-                self.control(ch, "incref", &enc(&id).map_err(tb)?)?;
+                self.control(ControlOp::Incref(id))?;
                 Ok(Py::None)
             }
             "decref" => {
                 let [id] = take("decref", args, kwds)?;
                 let id = ident(&id)?;
-                self.control(ch, "decref", &enc(&id).map_err(tb)?)?;
+                self.control(ControlOp::Decref(id))?;
                 if self.server.typeid(id).is_none() {
                     self.server.python.typecodes.lock().remove(&id);
                 }
                 Ok(Py::None)
             }
             "number_of_objects" => {
-                let n: u64 = decoded(&self.control(ch, "count", &[])?)?;
+                let n: u64 = decoded(&self.control(ControlOp::Count)?)?;
                 Ok(Py::Int(n as i64))
             }
             "debug_info" => {
-                let n: u64 = decoded(&self.control(ch, "count", &[])?)?;
+                let n: u64 = decoded(&self.control(ControlOp::Count)?)?;
                 Ok(Py::Str(format!("multiproc manager server: {n} objects")))
             }
             "shutdown" => {
-                self.control(ch, "shutdown", &[])?;
+                self.control(ControlOp::Shutdown)?;
                 Ok(Py::None)
             }
             other => Err(PyErr::Traceback(format!(
@@ -660,7 +795,7 @@ impl Conn<'_> {
         }
     }
 
-    fn create(&mut self, ch: &Channel, mut args: Vec<Py>, kwds: Vec<(Py, Py)>) -> R<Py> {
+    fn create(&mut self, mut args: Vec<Py>, kwds: Vec<(Py, Py)>) -> R<Py> {
         if args.is_empty() {
             return Err(PyErr::Traceback("create() needs a typeid".into()));
         }
@@ -671,7 +806,7 @@ impl Conn<'_> {
         // the caller takes a reference.
         if args.is_empty()
             && kwds.is_empty()
-            && let Ok(found) = self.call(ch, CONTROL, "lookup", &enc(&typeid).map_err(tb)?)
+            && let Ok(found) = self.control(ControlOp::Lookup(&typeid))
         {
             let (id, ours): (u64, String) = decoded(&found)?;
             return Ok(created(id, Kind::of(&ours)));
@@ -684,8 +819,10 @@ impl Conn<'_> {
         };
         let mut typecode = None;
         let init = self.init(&typeid, args, kwds, &mut typecode)?;
-        let id: u64 =
-            decoded(&self.control(ch, "create", &enc(&(ours, Bytes(&init))).map_err(tb)?)?)?;
+        let id: u64 = decoded(&self.control(ControlOp::Create {
+            typeid: ours,
+            init: Bytes(&init),
+        })?)?;
         if let Some(tc) = typecode {
             self.server.python.typecodes.lock().insert(id, tc);
         }
@@ -840,7 +977,7 @@ impl Conn<'_> {
         if name == "#GETVALUE" {
             return match kind {
                 Kind::Dict => self.dict(ch, id, "copy", args, kwds),
-                Kind::List => self.obj(ch, id, "to_vec", &[]).and_then(|b| list_frag(&b)),
+                Kind::List => self.all_items(ch, id).and_then(list_frag),
                 _ => Err(PyErr::Traceback(
                     "#GETVALUE of this type is not served".into(),
                 )),
@@ -866,11 +1003,11 @@ impl Conn<'_> {
             Kind::Value => match name {
                 "get" => {
                     take::<0>(name, args, kwds)?;
-                    item(self.obj(ch, id, "get", &[])?)
+                    one(self.obj(ch, id, ValueOp::Get)?)
                 }
                 _ => {
                     let [v] = take(name, args, kwds)?;
-                    self.obj(ch, id, "set", &frag(&v))?;
+                    self.obj(ch, id, ValueOp::Set(Bytes(&frag(&v))))?;
                     Ok(none())
                 }
             },
@@ -881,31 +1018,23 @@ impl Conn<'_> {
 
     fn repr(&mut self, ch: &Channel, id: u64, kind: Kind) -> R<String> {
         Ok(match kind {
-            Kind::Dict => {
-                let b = self.obj(ch, id, "items", &[])?;
-                let v = list_values(&b, 2)?;
-                let mut it = v.into_iter();
-                let mut d = Vec::new();
-                while let (Some(k), Some(v)) = (it.next(), it.next()) {
-                    d.push((k, v));
-                }
-                Py::Dict(d).repr()
-            }
-            Kind::List => Py::List(list_values(&self.obj(ch, id, "to_vec", &[])?, 1)?).repr(),
+            Kind::Dict => Py::Dict(pair_values(pairs(self.obj(ch, id, DictOp::Items)?)?)?).repr(),
+            Kind::List => Py::List(list_values(self.all_items(ch, id)?)?).repr(),
             Kind::Namespace => {
-                let names: Vec<String> = decoded(&self.obj(ch, id, "names", &[])?)?;
+                let names = match self.obj(ch, id, NamespaceOp::Names)? {
+                    Answer::Names(n) => n,
+                    a => return Err(unexpected(&a)),
+                };
                 let mut parts = Vec::new();
                 for n in names.iter().filter(|n| !n.starts_with('_')) {
-                    if let Ok(b) = self.obj(ch, id, "get", &enc(n.as_str()).map_err(tb)?) {
-                        let v = pickle::decode_fragments(&b, 1)
-                            .map_err(|_| PyErr::Traceback(FOREIGN.into()))?;
-                        parts.push(format!("{n}={}", v[0].repr()));
+                    if let Ok(b) = self.obj(ch, id, NamespaceOp::Get(n)).and_then(one) {
+                        parts.push(format!("{n}={}", value_of(&b)?.repr()));
                     }
                 }
                 format!("Namespace({})", parts.join(", "))
             }
             Kind::Array => {
-                let v = list_values(&self.obj(ch, id, "to_vec", &[])?, 1)?;
+                let v = list_values(self.all_items(ch, id)?)?;
                 match self.typecode(id) {
                     Some(tc) => format!("array('{tc}', {})", Py::List(v).repr()),
                     None => Py::List(v).repr(),
@@ -926,35 +1055,33 @@ impl Conn<'_> {
         match name {
             "__getitem__" => {
                 let [k] = take(name, args, kwds)?;
-                let r = self.obj(ch, id, "get", &frag(&k))?;
-                match r.split_first() {
-                    Some((1, v)) => item(v.to_vec()),
-                    _ => Err(key_error(k)),
+                match maybe(self.obj(ch, id, DictOp::Get(Bytes(&frag(&k))))?)? {
+                    Some(v) => Ok(v),
+                    None => Err(key_error(k)),
                 }
             }
             "get" => {
                 let [k, d] = bind(name, args, kwds, ["key", "default"], 1)?;
                 let k = k.expect("required");
-                let r = self.obj(ch, id, "get", &frag(&k))?;
-                match r.split_first() {
-                    Some((1, v)) => item(v.to_vec()),
-                    _ => Ok(frag(&d.unwrap_or(Py::None))),
+                match maybe(self.obj(ch, id, DictOp::Get(Bytes(&frag(&k))))?)? {
+                    Some(v) => Ok(v),
+                    None => Ok(frag(&d.unwrap_or(Py::None))),
                 }
             }
             "__setitem__" => {
                 let [k, v] = take(name, args, kwds)?;
                 let (k, v) = (frag(&k), frag(&v));
-                self.obj(ch, id, "insert", &enc(&(Bytes(&k), Bytes(&v))).map_err(tb)?)?;
+                self.obj(ch, id, DictOp::Insert(Bytes(&k), Bytes(&v)))?;
                 Ok(none())
             }
             "__delitem__" | "pop" => {
                 let [k, d] = bind(name, args, kwds, ["key", "default"], 1)?;
                 let k = k.expect("required");
-                let r = self.obj(ch, id, "remove", &frag(&k))?;
-                match (r.split_first(), d) {
-                    (Some((1, _)), _) if name == "__delitem__" => Ok(none()),
-                    (Some((1, v)), _) => item(v.to_vec()),
-                    (_, Some(d)) if name == "pop" => Ok(frag(&d)),
+                let r = self.obj(ch, id, DictOp::Remove(Bytes(&frag(&k))))?;
+                match (maybe(r)?, d) {
+                    (Some(_), _) if name == "__delitem__" => Ok(none()),
+                    (Some(v), _) => Ok(v),
+                    (None, Some(d)) if name == "pop" => Ok(frag(&d)),
                     _ => Err(key_error(k)),
                 }
             }
@@ -963,7 +1090,7 @@ impl Conn<'_> {
                 // The last key, then take it out; another client may take
                 // it first: try again.
                 for _ in 0..1000 {
-                    let keys = list_values(&self.obj(ch, id, "keys", &[])?, 1)?;
+                    let keys = many(self.obj(ch, id, DictOp::Keys)?)?;
                     let Some(k) = keys.last() else {
                         return Err(exc(
                             "builtins",
@@ -971,11 +1098,10 @@ impl Conn<'_> {
                             "popitem(): dictionary is empty",
                         ));
                     };
-                    let kf = frag(k);
-                    let r = self.obj(ch, id, "remove", &kf)?;
-                    if let Some((1, v)) = r.split_first() {
+                    let kf = item(k.clone())?;
+                    if let Some(v) = maybe(self.obj(ch, id, DictOp::Remove(Bytes(&kf)))?)? {
                         let mut out = kf;
-                        out.extend_from_slice(&item(v.to_vec())?);
+                        out.extend_from_slice(&v);
                         out.push(0x86);
                         return Ok(out);
                     }
@@ -984,8 +1110,7 @@ impl Conn<'_> {
             }
             "__contains__" => {
                 let [k] = take(name, args, kwds)?;
-                let b: bool = decoded(&self.obj(ch, id, "contains", &frag(&k))?)?;
-                Ok(bool_frag(b))
+                self.bool_call(ch, id, DictOp::Contains(Bytes(&frag(&k))))
             }
             "__len__" => {
                 take::<0>(name, args, kwds)?;
@@ -993,26 +1118,29 @@ impl Conn<'_> {
             }
             "keys" | "values" => {
                 take::<0>(name, args, kwds)?;
-                list_frag(&self.obj(ch, id, name, &[])?)
+                let op = if name == "keys" {
+                    DictOp::Keys
+                } else {
+                    DictOp::Values
+                };
+                list_frag(many(self.obj(ch, id, op)?)?)
             }
             "items" => {
                 take::<0>(name, args, kwds)?;
-                let v = list_values(&self.obj(ch, id, "items", &[])?, 2)?;
-                let mut it = v.into_iter();
-                let mut out = Vec::new();
-                while let (Some(k), Some(v)) = (it.next(), it.next()) {
-                    out.push(Py::Tuple(vec![k, v]));
-                }
+                let v = pair_values(pairs(self.obj(ch, id, DictOp::Items)?)?)?;
+                let out = v.into_iter().map(|(k, v)| Py::Tuple(vec![k, v])).collect();
                 Ok(frag(&Py::List(out)))
             }
             "copy" => {
                 take::<0>(name, args, kwds)?;
-                let b = self.obj(ch, id, "items", &[])?;
-                let (n, items) = items_bytes(&b, 2)?;
+                let p = pairs(self.obj(ch, id, DictOp::Items)?)?;
                 let mut out = vec![b'}'];
-                if n > 0 {
+                if !p.is_empty() {
                     out.push(b'(');
-                    out.extend_from_slice(items);
+                    for (k, v) in p {
+                        out.extend_from_slice(&item(k)?);
+                        out.extend_from_slice(&item(v)?);
+                    }
                     out.push(b'u');
                 }
                 Ok(out)
@@ -1020,12 +1148,7 @@ impl Conn<'_> {
             "setdefault" => {
                 let [k, d] = bind(name, args, kwds, ["key", "default"], 1)?;
                 let (k, d) = (frag(&k.expect("required")), frag(&d.unwrap_or(Py::None)));
-                item(self.obj(
-                    ch,
-                    id,
-                    "setdefault",
-                    &enc(&(Bytes(&k), Bytes(&d))).map_err(tb)?,
-                )?)
+                one(self.obj(ch, id, DictOp::SetDefault(Bytes(&k), Bytes(&d)))?)
             }
             "update" => {
                 if args.len() > 1 {
@@ -1040,12 +1163,12 @@ impl Conn<'_> {
                     pairs.iter().map(|(k, v)| (frag(k), frag(v))).collect();
                 let b: Vec<(Bytes<'_>, Bytes<'_>)> =
                     f.iter().map(|(k, v)| (Bytes(k), Bytes(v))).collect();
-                self.obj(ch, id, "update", &enc(&b).map_err(tb)?)?;
+                self.obj(ch, id, DictOp::Update(b))?;
                 Ok(none())
             }
             "clear" => {
                 take::<0>(name, args, kwds)?;
-                self.obj(ch, id, "clear", &[])?;
+                self.obj(ch, id, DictOp::Clear)?;
                 Ok(none())
             }
             _ => Err(not_served(name)),
@@ -1077,18 +1200,18 @@ impl Conn<'_> {
                 let [i] = take(name, args, kwds)?;
                 let i = int(&i, "list indices")?;
                 let at = index(i, self.len(ch, id)?, "list assignment")?;
-                self.obj(ch, id, "pop", &enc(&Some(at)).map_err(tb)?)?;
+                self.obj(ch, id, ListOp::Pop(Some(at)))?;
                 Ok(none())
             }
             "append" => {
                 let [v] = take(name, args, kwds)?;
-                self.obj(ch, id, "append", &frag(&v))?;
+                self.obj(ch, id, ListOp::Append(Bytes(&frag(&v))))?;
                 Ok(none())
             }
             "extend" => {
                 let [v] = take(name, args, kwds)?;
-                let init = items_init(&items_of(v)?)?;
-                self.obj(ch, id, "extend", &init)?;
+                let f: Vec<Vec<u8>> = items_of(v)?.iter().map(frag).collect();
+                self.obj(ch, id, ListOp::Extend(f.iter().map(|x| Bytes(x)).collect()))?;
                 Ok(none())
             }
             "insert" => {
@@ -1098,7 +1221,7 @@ impl Conn<'_> {
                     i = (i + self.len(ch, id)? as i64).max(0);
                 }
                 let v = frag(&v);
-                self.obj(ch, id, "insert", &enc(&(i as u64, Bytes(&v))).map_err(tb)?)?;
+                self.obj(ch, id, ListOp::Insert(i as u64, Bytes(&v)))?;
                 Ok(none())
             }
             "pop" => {
@@ -1113,27 +1236,27 @@ impl Conn<'_> {
                         Some(index(i, len, "pop")?)
                     }
                 };
-                match self.obj(ch, id, "pop", &enc(&at).map_err(tb)?) {
+                match self.obj(ch, id, ListOp::Pop(at)) {
                     Err(PyErr::Exc(_, "IndexError", _)) if at.is_none() => {
                         Err(index_error("pop from empty list"))
                     }
-                    r => item(r?),
+                    r => one(r?),
                 }
             }
             "remove" | "index" | "count" | "__contains__" => {
                 let [v] = take(name, args, kwds)?;
-                let method = if name == "__contains__" {
-                    "contains"
-                } else {
-                    name
+                let f = frag(&v);
+                let x = Bytes(&f);
+                let op = match name {
+                    "remove" => ListOp::Remove(x),
+                    "index" => ListOp::Index(x),
+                    "count" => ListOp::Count(x),
+                    _ => ListOp::Contains(x),
                 };
-                match self.obj(ch, id, method, &frag(&v)) {
-                    Ok(b) if name == "remove" => {
-                        let _ = b;
-                        Ok(none())
-                    }
-                    Ok(b) if name == "__contains__" => Ok(bool_frag(decoded(&b)?)),
-                    Ok(b) => Ok(int_frag(decoded(&b)?)),
+                match self.obj(ch, id, op) {
+                    Ok(_) if name == "remove" => Ok(none()),
+                    Ok(a) if name == "__contains__" => Ok(bool_frag(flag(a)?)),
+                    Ok(a) => Ok(int_frag(count(a)?)),
                     Err(PyErr::Exc(_, "ValueError", _)) if name == "index" => Err(value_error(
                         format!("{} is not in list", truncate(v.repr())),
                     )),
@@ -1142,7 +1265,7 @@ impl Conn<'_> {
             }
             "reverse" => {
                 take::<0>(name, args, kwds)?;
-                self.obj(ch, id, "reverse", &[])?;
+                self.obj(ch, id, ListOp::Reverse)?;
                 Ok(none())
             }
             "__add__" => {
@@ -1153,14 +1276,14 @@ impl Conn<'_> {
                         other.type_name()
                     )));
                 };
-                let mut v = list_values(&self.obj(ch, id, "to_vec", &[])?, 1)?;
+                let mut v = list_values(self.all_items(ch, id)?)?;
                 v.extend(other);
                 Ok(frag(&Py::List(v)))
             }
             "__mul__" | "__rmul__" => {
                 let [n] = take(name, args, kwds)?;
                 let n = int(&n, "can't multiply sequence by non-int")?.max(0) as usize;
-                let v = list_values(&self.obj(ch, id, "to_vec", &[])?, 1)?;
+                let v = list_values(self.all_items(ch, id)?)?;
                 if v.len().saturating_mul(n) > pickle::MAX_NODES {
                     return Err(exc("builtins", "MemoryError", "the product is too long"));
                 }
@@ -1185,7 +1308,7 @@ impl Conn<'_> {
     ) -> R<Vec<u8>> {
         match i {
             Py::Slice(s) => {
-                let v = list_values(&self.obj(ch, id, "to_vec", &[])?, 1)?;
+                let v = list_values(self.all_items(ch, id)?)?;
                 let picked: Vec<Py> = slice_positions(&s, v.len())?
                     .into_iter()
                     .map(|p| v[p].clone())
@@ -1210,11 +1333,11 @@ impl Conn<'_> {
                 } else {
                     i as u64
                 };
-                match self.obj(ch, id, "get", &enc(&at).map_err(tb)?) {
+                match self.get_at(ch, id, at) {
                     Err(PyErr::Exc(_, "IndexError", _)) => {
                         Err(index_error(format!("{what} index out of range")))
                     }
-                    r => item(r?),
+                    r => r,
                 }
             }
             other => Err(type_error(format!(
@@ -1241,11 +1364,11 @@ impl Conn<'_> {
             i as u64
         };
         let v = frag(&v);
-        match self.obj(ch, id, "set", &enc(&(at, Bytes(&v))).map_err(tb)?) {
+        match self.set_at(ch, id, at, &v) {
             Err(PyErr::Exc(_, "IndexError", _)) => {
                 Err(index_error(format!("{what} assignment index out of range")))
             }
-            r => r.map(|_| none()),
+            r => r.map(|()| none()),
         }
     }
 
@@ -1295,9 +1418,9 @@ impl Conn<'_> {
                 let [Py::Str(n)] = take(name, args, kwds)? else {
                     return Err(type_error("attribute name must be string"));
                 };
-                match self.obj(ch, id, "get", &enc(n.as_str()).map_err(tb)?) {
+                match self.obj(ch, id, NamespaceOp::Get(&n)) {
                     Err(PyErr::Exc(_, "KeyError", _)) => Err(no_attr(&n)),
-                    r => item(r?),
+                    r => one(r?),
                 }
             }
             "__setattr__" => {
@@ -1305,15 +1428,14 @@ impl Conn<'_> {
                     return Err(type_error("attribute name must be string"));
                 };
                 let v = frag(&v);
-                self.obj(ch, id, "set", &enc(&(n.as_str(), Bytes(&v))).map_err(tb)?)?;
+                self.obj(ch, id, NamespaceOp::Set(&n, Bytes(&v)))?;
                 Ok(none())
             }
             _ => {
                 let [Py::Str(n)] = take(name, args, kwds)? else {
                     return Err(type_error("attribute name must be string"));
                 };
-                let removed: bool =
-                    decoded(&self.obj(ch, id, "remove", &enc(n.as_str()).map_err(tb)?)?)?;
+                let removed = flag(self.obj(ch, id, NamespaceOp::Remove(&n))?)?;
                 if removed {
                     Ok(none())
                 } else {
@@ -1331,7 +1453,7 @@ impl Conn<'_> {
         args: Vec<Py>,
         kwds: Vec<(Py, Py)>,
     ) -> R<Vec<u8>> {
-        let checked = |block: bool, t: Option<Py>| -> R<Option<u64>> {
+        let checked = |block: bool, t: Option<Py>| -> R<Option<Duration>> {
             if block
                 && let Some(Py::Int(i)) = t
                 && i < 0
@@ -1344,7 +1466,7 @@ impl Conn<'_> {
             {
                 return Err(value_error("'timeout' must be a non-negative number"));
             }
-            timeout_ns(t.as_ref())
+            timeout_of(t.as_ref())
         };
         match name {
             "put" | "put_nowait" => {
@@ -1355,9 +1477,17 @@ impl Conn<'_> {
                     let [v] = take(name, args, kwds)?;
                     (v, false, None)
                 };
-                let ns = checked(block, t)?;
+                let timeout = checked(block, t)?;
                 let v = frag(&v);
-                self.obj(ch, id, "put", &enc(&(block, ns, Bytes(&v))).map_err(tb)?)?;
+                self.obj(
+                    ch,
+                    id,
+                    QueueOp::Put {
+                        block,
+                        timeout,
+                        item: Bytes(&v),
+                    },
+                )?;
                 Ok(none())
             }
             "get" | "get_nowait" => {
@@ -1368,25 +1498,30 @@ impl Conn<'_> {
                     take::<0>(name, args, kwds)?;
                     (false, None)
                 };
-                let ns = checked(block, t)?;
-                item(self.obj(ch, id, "get", &enc(&(block, ns)).map_err(tb)?)?)
+                let timeout = checked(block, t)?;
+                one(self.obj(ch, id, QueueOp::Get { block, timeout })?)
             }
             "qsize" => {
                 take::<0>(name, args, kwds)?;
-                self.int_call(ch, id, "qsize", &[])
+                self.int_call(ch, id, QueueOp::Qsize)
             }
             "empty" | "full" => {
                 take::<0>(name, args, kwds)?;
-                self.bool_call(ch, id, name, &[])
+                let op = if name == "empty" {
+                    QueueOp::Empty
+                } else {
+                    QueueOp::Full
+                };
+                self.bool_call(ch, id, op)
             }
             "task_done" => {
                 take::<0>(name, args, kwds)?;
-                self.obj(ch, id, "task_done", &[])?;
+                self.obj(ch, id, QueueOp::TaskDone)?;
                 Ok(none())
             }
             "join" => {
                 take::<0>(name, args, kwds)?;
-                self.obj(ch, id, "join", &enc(&None::<u64>).map_err(tb)?)?;
+                self.obj(ch, id, QueueOp::Join(None))?;
                 Ok(none())
             }
             _ => Err(not_served(name)),
@@ -1434,10 +1569,8 @@ impl Conn<'_> {
                         return Err(value_error("timeout value must be a non-negative number"));
                     }
                 }
-                let ns = timeout_ns(t.as_ref())?;
-                let got: bool =
-                    decoded(&self.obj(ch, id, "acquire", &enc(&(block, ns)).map_err(tb)?)?)?;
-                Ok(bool_frag(got))
+                let timeout = timeout_of(t.as_ref())?;
+                self.bool_call(ch, id, BlockingOp::Acquire { block, timeout })
             }
             "release" if kind == Kind::Semaphore => {
                 let [n] = bind(name, args, kwds, ["n"], 0)?;
@@ -1445,7 +1578,7 @@ impl Conn<'_> {
                 if n < 1 {
                     return Err(value_error("n must be one or more"));
                 }
-                self.obj(ch, id, "release", &enc(&(n as u64)).map_err(tb)?)?;
+                self.obj(ch, id, BlockingOp::Release(n as u64))?;
                 Ok(none())
             }
             "release" => {
@@ -1455,31 +1588,33 @@ impl Conn<'_> {
                 } else {
                     "cannot release un-acquired lock"
                 };
-                self.obj(ch, id, "release", &[]).map_err(unheld(msg))?;
+                self.obj(ch, id, BlockingOp::Release(1))
+                    .map_err(unheld(msg))?;
                 Ok(none())
             }
             "locked" => {
                 take::<0>(name, args, kwds)?;
-                self.bool_call(ch, id, "locked", &[])
+                let free = count(self.obj(ch, id, BlockingOp::Available)?)?;
+                Ok(bool_frag(free == 0))
             }
             "wait" => {
                 let [t] = bind(name, args, kwds, ["timeout"], 0)?;
-                let ns = timeout_ns(t.as_ref())?;
-                let b = self
-                    .obj(ch, id, "wait", &enc(&ns).map_err(tb)?)
+                let timeout = timeout_of(t.as_ref())?;
+                let a = self
+                    .obj(ch, id, ConditionOp::Wait(timeout))
                     .map_err(unheld("cannot wait on un-acquired lock"))?;
-                Ok(bool_frag(decoded(&b)?))
+                Ok(bool_frag(flag(a)?))
             }
             "notify" => {
                 let [n] = bind(name, args, kwds, ["n"], 0)?;
                 let n = n.map(|n| int(&n, "n")).transpose()?.unwrap_or(1).max(0);
-                self.obj(ch, id, "notify", &enc(&(n as u64)).map_err(tb)?)
+                self.obj(ch, id, ConditionOp::Notify(n as u64))
                     .map_err(unheld("cannot notify on un-acquired lock"))?;
                 Ok(none())
             }
             "notify_all" => {
                 take::<0>(name, args, kwds)?;
-                self.obj(ch, id, "notify_all", &[])
+                self.obj(ch, id, ConditionOp::NotifyAll)
                     .map_err(unheld("cannot notify on un-acquired lock"))?;
                 Ok(none())
             }
@@ -1498,16 +1633,21 @@ impl Conn<'_> {
         match name {
             "wait" => {
                 let [t] = bind(name, args, kwds, ["timeout"], 0)?;
-                let ns = timeout_ns(t.as_ref())?;
-                self.bool_call(ch, id, "wait", &enc(&ns).map_err(tb)?)
+                let timeout = timeout_of(t.as_ref())?;
+                self.bool_call(ch, id, EventOp::Wait(timeout))
             }
             "is_set" => {
                 take::<0>(name, args, kwds)?;
-                self.bool_call(ch, id, "is_set", &[])
+                self.bool_call(ch, id, EventOp::IsSet)
             }
             _ => {
                 take::<0>(name, args, kwds)?;
-                self.obj(ch, id, name, &[])?;
+                let op = if name == "set" {
+                    EventOp::Set
+                } else {
+                    EventOp::Clear
+                };
+                self.obj(ch, id, op)?;
                 Ok(none())
             }
         }
@@ -1524,16 +1664,17 @@ impl Conn<'_> {
         match name {
             "wait" => {
                 let [t] = bind(name, args, kwds, ["timeout"], 0)?;
-                let ns = timeout_ns(t.as_ref())?;
-                self.int_call(ch, id, "wait", &enc(&ns).map_err(tb)?)
+                let timeout = timeout_of(t.as_ref())?;
+                self.int_call(ch, id, BarrierOp::Wait(timeout))
             }
             "__getattribute__" => {
                 let [Py::Str(n)] = take(name, args, kwds)? else {
                     return Err(type_error("attribute name must be string"));
                 };
                 match n.as_str() {
-                    "parties" | "n_waiting" => self.int_call(ch, id, &n, &[]),
-                    "broken" => self.bool_call(ch, id, "broken", &[]),
+                    "parties" => self.int_call(ch, id, BarrierOp::Parties),
+                    "n_waiting" => self.int_call(ch, id, BarrierOp::NWaiting),
+                    "broken" => self.bool_call(ch, id, BarrierOp::Broken),
                     _ => Err(exc(
                         "builtins",
                         "AttributeError",
@@ -1543,7 +1684,12 @@ impl Conn<'_> {
             }
             _ => {
                 take::<0>(name, args, kwds)?;
-                self.obj(ch, id, name, &[])?;
+                let op = if name == "abort" {
+                    BarrierOp::Abort
+                } else {
+                    BarrierOp::Reset
+                };
+                self.obj(ch, id, op)?;
                 Ok(none())
             }
         }
@@ -1669,7 +1815,7 @@ pub(crate) fn serve(server: &Server, channel: &mut Channel, first: Vec<u8>) {
             (Ok(none()), true)
         }
         Ok((_, name, args, kwds)) => (
-            guarded(|| conn.function(channel, &name, args, kwds).map(|v| frag(&v))),
+            guarded(|| conn.function(&name, args, kwds).map(|v| frag(&v))),
             false,
         ),
     };
