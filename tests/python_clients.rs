@@ -607,3 +607,55 @@ print("OK")
     assert!(jobs.try_get().unwrap().is_none());
     m.shutdown().unwrap();
 }
+
+/// A Python client that dies while the server runs a blocking call for it
+/// (here a barrier's `wait`) has that call cancelled, as a Rust client's
+/// would be: the serving thread sees the peer gone and gives up the wait,
+/// which breaks the barrier as a timeout does. A wait that stayed would
+/// count a dead process among the barrier's parties for ever.
+#[test]
+fn a_python_client_killed_in_a_blocking_call_has_it_cancelled() {
+    const WAITER: &str = "
+import sys
+from multiprocessing.managers import BaseManager, BarrierProxy
+class M(BaseManager):
+    pass
+M.register('get_barrier', proxytype=BarrierProxy)
+m = M(address=('127.0.0.1', int(sys.argv[1])), authkey=bytes.fromhex(sys.argv[2]))
+m.connect()
+m.get_barrier().wait()
+";
+    let _s = serial();
+    let m = builder().start().unwrap();
+    let barrier = m.barrier(2).unwrap();
+    m.expose("get_barrier", &barrier).unwrap();
+    let port = port(&m).to_string();
+    let key = hex(KEY);
+    for py in pythons() {
+        barrier.reset().unwrap();
+        let mut child = python_c(py, WAITER, &[&port, &key]);
+        // The Python client waits at the barrier (its call runs in the
+        // server).
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while barrier.n_waiting().unwrap() == 0 {
+            if child.try_wait().unwrap().is_some() {
+                let (_, out, err) = finish(child, Duration::from_secs(5));
+                panic!("{py} left before waiting:\n{out}\n{err}");
+            }
+            assert!(Instant::now() < deadline, "{py} never waited");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !barrier.is_broken().unwrap() {
+            assert!(
+                Instant::now() < deadline,
+                "{py}: the dead client's wait was not cancelled"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(barrier.n_waiting().unwrap(), 0);
+    }
+    m.shutdown().unwrap();
+}
