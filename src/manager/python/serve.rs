@@ -609,7 +609,9 @@ impl Op for BlockingOp {
 }
 
 fn unexpected(a: &Answer) -> PyErr {
-    PyErr::Traceback(format!("the server gave an unexpected answer: {a:?}"))
+    PyErr::Traceback(truncate(format!(
+        "the server gave an unexpected answer: {a:?}"
+    )))
 }
 
 /// The flag an operation answers.
