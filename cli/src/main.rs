@@ -84,6 +84,10 @@ struct ServeArgs {
     /// dropped). Clients must present the same key.
     #[arg(long, value_name = "FILE")]
     authkey_file: PathBuf,
+    /// Also accept the HMAC-MD5 handshake of CPython 3.11 and older
+    /// manager clients (3.12 speaks SHA-256).
+    #[arg(long)]
+    legacy_auth: bool,
 }
 
 fn manager_serve(args: ServeArgs) -> i32 {
@@ -115,7 +119,12 @@ fn manager_serve(args: ServeArgs) -> i32 {
         return 2;
     }
     eprintln!("multiproc manager: serving on {}", args.listen);
-    match multiproc::manager::serve(&address, &key) {
+    let served = multiproc::manager::Manager::builder()
+        .address(address)
+        .authkey(key)
+        .legacy_auth(args.legacy_auth)
+        .serve();
+    match served {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("multiproc manager serve: {e}");

@@ -358,6 +358,76 @@ fn manager_serve_for_other_processes_until_shutdown() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// `manager serve --legacy-auth` serves python3.11's own manager clients
+/// (their HMAC-MD5 handshake), standard library only.
+#[test]
+fn manager_serve_serves_python_clients() {
+    use multiproc::Address;
+    use multiproc::manager::Manager;
+    let dir = std::env::temp_dir().join(format!("multiproc-serve-py-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key_file = dir.join("key");
+    std::fs::write(&key_file, "s3cret\n").unwrap();
+    let sock = dir.join("m.sock");
+    let listen = format!("unix:{}", sock.display());
+    let mut server = Command::new(env!("CARGO_BIN_EXE_multiproc"))
+        .args([
+            "manager",
+            "serve",
+            "--legacy-auth",
+            "--listen",
+            &listen,
+            "--authkey-file",
+        ])
+        .arg(&key_file)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let address = Address::parse(&listen).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let m = loop {
+        match Manager::connect(&address, b"s3cret") {
+            Ok(m) => break m,
+            Err(_) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => panic!("cannot connect to the served manager: {e}"),
+        }
+    };
+    let script = format!(
+        "from multiprocessing.managers import SyncManager\n\
+         m = SyncManager(address={:?}, authkey=b's3cret')\n\
+         m.connect()\n\
+         d = m.dict(); d['k'] = [1, 'two']; assert d['k'] == [1, 'two']\n\
+         q = m.Queue(); q.put(3); assert q.get(timeout=5) == 3\n\
+         print('OK')",
+        sock.to_str().unwrap()
+    );
+    let mut py = Command::new("python3")
+        .args(["-c", &script])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 is needed for the interop tests");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while py.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = py.kill();
+            panic!("the python client did not finish");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = py.wait_with_output().unwrap();
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("OK"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    m.shutdown().unwrap();
+    assert!(server.wait().unwrap().success());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn faults_scenarios_print_what_was_lost_and_pass() {
     let out = multiproc(&[

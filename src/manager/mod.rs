@@ -86,6 +86,14 @@
 //!   go on the socket, where both ends also spin a few tens of microseconds
 //!   before sleeping in `poll`.
 //!
+//! # Python clients
+//!
+//! CPython's own manager clients (`SyncManager(address=..., authkey=...)`
+//! then `connect()`) use a multiproc server's objects, and
+//! [`Manager::connect_python`] gives Rust proxies on a python3
+//! `SyncManager`'s: the README's "Python clients" section, and
+//! [`PythonManager`]. Pickles are decoded as data only.
+//!
 //! # Your own types
 //!
 //! [`manager_type!`](crate::manager_type) turns a serializable type and a
@@ -98,6 +106,7 @@ mod client;
 pub(crate) mod objects;
 pub(crate) mod protocol;
 mod proxy;
+mod python;
 pub(crate) mod server;
 mod shared_memory_manager;
 
@@ -121,6 +130,10 @@ pub use proxy::{
     ArrayProxy, BarrierProxy, BoundedSemaphoreProxy, ConditionProxy, DictProxy, EventProxy,
     JoinableQueueProxy, ListProxy, LockProxy, NamespaceProxy, Proxy, ProxyGuard, QueueProxy,
     RLockProxy, SemaphoreProxy, Token, TypedProxy, ValueProxy,
+};
+pub use python::{
+    PyDictProxy, PyEventProxy, PyListProxy, PyLockProxy, PyProxy, PyQueueProxy, PyValueProxy,
+    PythonManager,
 };
 pub use shared_memory_manager::{Segments, SegmentsProxy, SharedMemoryManager};
 
@@ -321,6 +334,7 @@ pub struct ManagerBuilder {
     types: Vec<(String, Registration)>,
     method: Option<StartMethod>,
     allow_threads: bool,
+    legacy_auth: bool,
 }
 
 impl ManagerBuilder {
@@ -348,6 +362,17 @@ impl ManagerBuilder {
     pub fn register<T: Remote>(mut self) -> Self {
         self.types
             .push((T::TYPE_ID.to_string(), constructor_of::<T> as Registration));
+        self
+    }
+
+    /// Also accepts the HMAC-MD5 handshake of CPython 3.11 and older
+    /// clients (default: SHA-256 only, which CPython 3.12 and multiproc's
+    /// own clients speak). The server still sends a `{sha256}` challenge;
+    /// it accepts a bare HMAC-MD5 answer to it, and answers the client's
+    /// old-style challenge, which it only sees after the client proved it
+    /// has the key. See [the Python clients section](crate::manager#python-clients).
+    pub fn legacy_auth(mut self, on: bool) -> Self {
+        self.legacy_auth = on;
         self
     }
 
@@ -422,6 +447,7 @@ impl ManagerBuilder {
             authkey: authkey.clone(),
             types,
             report: report.clone(),
+            legacy_auth: self.legacy_auth,
         };
         let process = Process::call_with(method, server_main, args)?
             .with_name("multiproc-manager")
@@ -521,8 +547,9 @@ impl ManagerBuilder {
     /// (SIGTERM), or from any client that has the key:
     /// `Manager::connect(&address, key)?.shutdown()`.
     pub fn serve(self) -> Result<()> {
+        let legacy = self.legacy_auth;
         let (address, authkey, types) = self.in_process()?;
-        serve_with(&address, &authkey, types, None, &|_| Ok(()))
+        serve_with(&address, &authkey, types, None, legacy, &|_| Ok(()))
     }
 
     /// What a server run in this process needs: the address (which must
@@ -561,6 +588,7 @@ impl ManagerBuilder {
     where
         F: FnOnce(&Manager) -> Result<()> + Send + 'static,
     {
+        let legacy = self.legacy_auth;
         let (address, authkey, types) = self.in_process()?;
         let failed: Arc<parking_lot::Mutex<Option<Error>>> = Arc::default();
         let setup = parking_lot::Mutex::new(Some(setup));
@@ -591,7 +619,7 @@ impl ManagerBuilder {
                 .map(drop)
                 .map_err(|e| Error::os("spawn a thread", e))
         };
-        let r = serve_with(&address, &authkey, types, None, &bound);
+        let r = serve_with(&address, &authkey, types, None, legacy, &bound);
         if let Some(e) = failed.lock().take() {
             return Err(e);
         }
@@ -605,7 +633,7 @@ impl ManagerBuilder {
 /// registered ones). A Unix socket file left at `address` by a server that
 /// died is replaced; one that a live server uses is an error.
 pub fn serve(address: &Address, authkey: &[u8]) -> Result<()> {
-    serve_with(address, authkey, Vec::new(), None, &|_| Ok(()))
+    serve_with(address, authkey, Vec::new(), None, false, &|_| Ok(()))
 }
 
 /// Serves until a shutdown request, SIGTERM or SIGINT (unless ignored), or
@@ -616,9 +644,10 @@ fn serve_with(
     authkey: &[u8],
     types: Vec<(String, Constructor)>,
     parent: Option<i32>,
+    legacy_auth: bool,
     bound: &dyn Fn(&Address) -> Result<()>,
 ) -> Result<()> {
-    let listener = server::bind(address, authkey)?;
+    let listener = server::bind(address, authkey, legacy_auth)?;
     bound(listener.address())?;
     let stop = Arc::new(AtomicBool::new(false));
     let mut ids = Vec::new();
@@ -655,6 +684,8 @@ struct ServerArgs {
     /// Where to report the address bound (a TCP port 0 becomes a real one):
     /// see [`write_report`].
     report: Option<Arc<crate::RawArray<u8>>>,
+    /// [`ManagerBuilder::legacy_auth`].
+    legacy_auth: bool,
 }
 
 /// The room for a reported address: a length byte, then the address.
@@ -717,7 +748,14 @@ fn server_main(args: ServerArgs) -> Option<String> {
             }
             Ok(())
         };
-        let r = serve_with(&address, &args.authkey, types, args.parent, &report);
+        let r = serve_with(
+            &address,
+            &args.authkey,
+            types,
+            args.parent,
+            args.legacy_auth,
+            &report,
+        );
         // The private directory `start` made, now empty (the socket file
         // went with the listener), if the parent died without removing it.
         if let Address::Unix(path) = &address
@@ -806,6 +844,15 @@ impl Manager {
             authkey: authkey.to_vec(),
             server: None,
         })
+    }
+
+    /// Connects to a manager server through CPython's manager protocol: a
+    /// python3 `SyncManager` (`SyncManager(address=..., authkey=...)`
+    /// started or `serve_forever()`ing), or a multiproc server, whose
+    /// objects Python clients then share with these proxies (values in
+    /// Python's pickle encoding). See [`PythonManager`].
+    pub fn connect_python(address: &Address, authkey: &[u8]) -> Result<PythonManager> {
+        PythonManager::connect(address, authkey)
     }
 
     /// The server's address.

@@ -13,9 +13,10 @@
 //! then decoded once each: a [`ControlOp`] for the server itself, or a call
 //! of an [`Object`] by id, which decodes the typed operation of its kind.
 //! Another client protocol can reuse all of this: accept its connections
-//! where [`run`] hands them to `serve_connection`, and call objects found
-//! with [`Server::object`] through their typed handlers with a [`Cx`] of
-//! its own.
+//! where [`run`] hands them to `serve_connection`, and run typed
+//! operations on objects with [`Server::call_typed`] (the same call path:
+//! sessions, held references, a panic as an error) with a [`Cx`] of its
+//! own.
 
 use std::collections::HashMap;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
@@ -196,6 +197,8 @@ pub(crate) struct Server {
     /// Objects exposed by name (Python's `register(name, callable=...)`):
     /// the id, and the reference the name holds.
     names: Mutex<HashMap<String, (u64, Held)>>,
+    /// CPython clients' state (see `manager::python`).
+    pub(super) python: super::python::State,
 }
 
 impl Server {
@@ -218,7 +221,18 @@ impl Server {
             wake: std::sync::OnceLock::new(),
             me,
             names: Mutex::new(HashMap::new()),
+            python: Default::default(),
         }
+    }
+
+    /// The type id of object `id`, if it lives.
+    pub(super) fn typeid(&self, id: u64) -> Option<String> {
+        self.objects.read().get(&id).map(|e| e.typeid.clone())
+    }
+
+    /// Whether the server is stopping.
+    pub(super) fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Relaxed)
     }
 
     /// Takes one reference to each object of `ids` for something the
@@ -425,7 +439,7 @@ impl Server {
         }
     }
 
-    fn call(&self, session: u64, req: &Request<'_>, cx: &Cx<'_>) -> Result<Vec<u8>> {
+    pub(super) fn call(&self, session: u64, req: &Request<'_>, cx: &Cx<'_>) -> Result<Vec<u8>> {
         if req.object == CONTROL {
             if req.method.is_some() {
                 return Err(remote(
@@ -449,20 +463,9 @@ impl Server {
             *cx.holds.borrow_mut() = holds;
             args = inner.0;
         }
-        let result = self.call_object(&object, req, args, cx);
-        // References no item kept are let go now.
-        cx.holds.borrow_mut().clear();
-        let handed = std::mem::take(&mut *cx.handed.borrow_mut());
-        let result = match result {
-            Ok(r) => r,
-            Err(e) => {
-                // Nobody will adopt what a failed call handed over.
-                for id in handed {
-                    self.decref(session, id);
-                }
-                return Err(e);
-            }
-        };
+        let what = req.method.unwrap_or("(an operation)");
+        let result = guarded(what, || object.call_wire(req.method, args, cx));
+        let (result, handed) = self.settle(session, cx, result)?;
         if req.flags & ADOPT != 0 {
             enc(&(handed, Bytes(&result)))
         } else {
@@ -474,28 +477,41 @@ impl Server {
         }
     }
 
-    fn call_object(
+    /// Runs a typed operation on object `id` for a protocol adapter
+    /// (`manager::python`), with the semantics of every call: `run` gets
+    /// the object and the call's context, a panic in it is an error, and
+    /// references handed over by items taken out of a container go back
+    /// (the adapter's clients cannot adopt them).
+    pub(crate) fn call_typed<T>(
         &self,
-        object: &Object,
-        req: &Request<'_>,
-        args: &[u8],
+        session: u64,
+        id: u64,
         cx: &Cx<'_>,
-    ) -> Result<Vec<u8>> {
-        match catch_unwind(AssertUnwindSafe(|| object.call_wire(req.method, args, cx))) {
-            Ok(r) => r,
-            Err(p) => {
-                let msg = p
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| p.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "a panic".into());
-                Err(remote(
-                    RemoteErrorKind::Custom("panic".into()),
-                    format!(
-                        "method {} panicked in the server: {msg}",
-                        req.method.unwrap_or("(an operation)")
-                    ),
-                ))
+        what: &str,
+        run: impl FnOnce(&Object, &Cx<'_>) -> Result<T>,
+    ) -> Result<T> {
+        let object = self.object(id).ok_or_else(|| unknown_object(id))?;
+        let result = guarded(what, || run(&object, cx));
+        let (result, handed) = self.settle(session, cx, result)?;
+        for id in handed {
+            self.decref(session, id);
+        }
+        Ok(result)
+    }
+
+    /// The end of a call: references no item kept are let go, and those
+    /// handed to the caller's session are returned with the result (a
+    /// failed call's are released: nobody will adopt them).
+    fn settle<T>(&self, session: u64, cx: &Cx<'_>, result: Result<T>) -> Result<(T, Vec<u64>)> {
+        cx.holds.borrow_mut().clear();
+        let handed = std::mem::take(&mut *cx.handed.borrow_mut());
+        match result {
+            Ok(r) => Ok((r, handed)),
+            Err(e) => {
+                for id in handed {
+                    self.decref(session, id);
+                }
+                Err(e)
             }
         }
     }
@@ -507,14 +523,19 @@ impl Server {
         let mut channel = channel;
         let stop = || self.stopping.load(Ordering::Relaxed);
         // The first frame says which protocol the client speaks: this
-        // crate's proxies open with a hello. (Another protocol's client
-        // would be told apart here, on the same frame.)
-        if let Ok(first) = channel.recv(Duration::ZERO, Some(WAIT_SLICE), &stop)
-            && let Some((id, want)) = hello(channel.bytes(first))
-            && let Some(session) = self.welcome(&mut channel, id, want)
-        {
-            self.serve_requests(&mut channel, session);
-            self.leave_session(session);
+        // crate's proxies open with a hello, CPython's manager clients with
+        // a pickle.
+        if let Ok(first) = channel.recv(Duration::ZERO, Some(WAIT_SLICE), &stop) {
+            let bytes = channel.bytes(first);
+            if super::python::is_python(bytes) {
+                let first = bytes.to_vec();
+                super::python::serve(self, &mut channel, first);
+            } else if let Some((id, want)) = hello(bytes)
+                && let Some(session) = self.welcome(&mut channel, id, want)
+            {
+                self.serve_requests(&mut channel, session);
+                self.leave_session(session);
+            }
         }
         // Out of the list before the descriptor closes (with `channel`).
         self.conns.lock().remove(&conn);
@@ -757,6 +778,25 @@ fn reply_for(id: u64, result: &Result<Vec<u8>>) -> Reply<'_> {
     }
 }
 
+/// Runs a call's handler; a panic in it (`what` panicked) is the caller's
+/// error, and the connection and the server go on.
+fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(p) => {
+            let msg = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".into());
+            Err(remote(
+                RemoteErrorKind::Custom("panic".into()),
+                format!("method {what} panicked in the server: {msg}"),
+            ))
+        }
+    }
+}
+
 fn clone_error(e: &Error) -> Error {
     match e {
         Error::Remote { kind, message } => Error::Remote {
@@ -782,10 +822,15 @@ fn unknown_object(id: u64) -> Error {
 /// Binds `address` for a server: SHA-256-only authentication, and a Unix
 /// socket file readable and writable by its owner only (as every
 /// [`Listener`] makes it, from the start: no window with a wider mode).
-pub(crate) fn bind(address: &Address, authkey: &[u8]) -> Result<Listener> {
-    Ok(Listener::bind(address, Some(authkey))?
-        .with_sha256_only()
-        .with_max_message(DEFAULT_MAX_FRAME as u64))
+/// With `legacy_auth`, CPython 3.11's HMAC-MD5 handshake is accepted too.
+pub(crate) fn bind(address: &Address, authkey: &[u8], legacy_auth: bool) -> Result<Listener> {
+    let listener = Listener::bind(address, Some(authkey))?;
+    let listener = if legacy_auth {
+        listener
+    } else {
+        listener.with_sha256_only()
+    };
+    Ok(listener.with_max_message(DEFAULT_MAX_FRAME as u64))
 }
 
 /// Runs a server on `listener` until a shutdown request, `stop` turns

@@ -24,6 +24,7 @@ mod asynchronous;
 mod counter;
 mod hogs;
 mod manager;
+mod manager_python;
 mod pipe;
 mod pool;
 mod queue;
@@ -44,6 +45,7 @@ pub const WORKLOADS: &[&str] = &[
     "joinable",
     "manager_rtt",
     "manager_append",
+    "manager_python_rtt",
     "array_fill",
     "spawn",
     "pool_map",
@@ -118,6 +120,7 @@ pub fn run(name: &str, size: Size, procs: u64) -> Outcome<Vec<Line>> {
         "pool_map" => pool::pool_map(size),
         "manager_rtt" => manager::manager_rtt(size),
         "manager_append" => manager::manager_append(size),
+        "manager_python_rtt" => manager_python::manager_python_rtt(size),
         "redis_pool" => redis_pool::redis_pool(size.quick),
         other => asynchronous::run(other, size)
             .unwrap_or_else(|| Err(format!("unknown workload {other:?}").into())),

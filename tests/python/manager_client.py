@@ -1,0 +1,355 @@
+"""A CPython manager client, standard library only: run against a
+multiproc manager server (or, for comparison, Python's own SyncManager).
+
+usage: manager_client.py HOST PORT AUTHKEY_HEX [scenario]
+       manager_client.py unix PATH AUTHKEY_HEX [scenario]
+
+Scenarios: `types` (every type, CPython's _TestContainers/_TestQueue/
+_TestLock-style checks), `named` (objects a Rust program exposed),
+`bench` (per-call time of `d['k'] = i; d['k']`).
+Prints OK and exits 0 when every check passed.
+"""
+
+import array
+import os
+import queue
+import sys
+import threading
+import time
+from multiprocessing.managers import BaseManager, RemoteError, SyncManager
+
+
+# Against Python's own SyncManager (for comparison), set PYTHON_SERVER=1:
+# the few checks of multiproc's refusals are skipped.
+OURS = not os.environ.get("PYTHON_SERVER")
+
+
+def connect(address, key):
+    m = SyncManager(address=address, authkey=key)
+    m.connect()
+    return m
+
+
+def raises(exc, f, *args, **kwds):
+    try:
+        f(*args, **kwds)
+    except exc as e:
+        return e
+    raise AssertionError("%r did not raise %s" % (f, exc.__name__))
+
+
+def check_dict(m):
+    d = m.dict()
+    d["a"] = 1
+    d[2] = "two"
+    d[(1, "x")] = [1.5, None, True, b"\x00\xff"]
+    assert d["a"] == 1 and d[2] == "two"
+    assert d[(1, "x")] == [1.5, None, True, b"\x00\xff"]
+    assert len(d) == 3
+    assert "a" in d and "zz" not in d
+    e = raises(KeyError, lambda: d["zz"])
+    assert e.args == ("zz",), e.args
+    assert d.get("zz") is None and d.get("zz", 5) == 5 and d.get("a") == 1
+    assert d.keys() == ["a", 2, (1, "x")]
+    assert d.values()[0:2] == [1, "two"]
+    assert d.items()[0] == ("a", 1)
+    assert d.copy() == {"a": 1, 2: "two", (1, "x"): [1.5, None, True, b"\x00\xff"]}
+    assert d.pop("a") == 1 and d.pop("a", "gone") == "gone"
+    raises(KeyError, d.pop, "a")
+    del d[2]
+    raises(KeyError, d.__delitem__, 2)
+    assert d.setdefault("s", 10) == 10 and d.setdefault("s", 11) == 10
+    d.update({"u": 1}, v=2)
+    d.update([("w", 3)])
+    assert d["u"] == 1 and d["v"] == 2 and d["w"] == 3
+    assert d.popitem() == ("w", 3)
+    d.clear()
+    assert len(d) == 0
+    raises(KeyError, d.popitem)
+    d2 = m.dict({"x": {"nested": [1, 2, {3, 4}]}}, y=frozenset([1]))
+    assert d2["x"] == {"nested": [1, 2, {3, 4}]}
+    assert d2["y"] == frozenset([1])
+    assert str(d2) == str(d2.copy()), (str(d2), d2.copy())
+    # Equal keys match whatever the client sent: big ints, unicode.
+    d2[2**100] = "big"
+    d2["ünï"] = -(2**70)
+    assert d2[2**100] == "big" and d2["ünï"] == -(2**70)
+    d2[-1] = 0.25
+    assert d2[-1] == 0.25
+
+
+def check_list(m):
+    l = m.list(range(5))
+    assert len(l) == 5 and l[0] == 0 and l[-1] == 4
+    assert l[1:3] == [1, 2] and l[::-1] == [4, 3, 2, 1, 0] and l[:] == [0, 1, 2, 3, 4]
+    assert l[::2**63 - 1] == [0] and l[-2**63:2**63 - 1] == [0, 1, 2, 3, 4]
+    assert list(l) == [0, 1, 2, 3, 4]
+    raises(IndexError, lambda: l[5])
+    raises(IndexError, lambda: l[-6])
+    l.append(5)
+    l.extend([6, 7])
+    l += [8]
+    assert l[-1] == 8 and len(l) == 9
+    l[0] = "zero"
+    l[-1] = "eight"
+    assert l[0] == "zero" and l[8] == "eight"
+    raises(IndexError, l.__setitem__, 9, 0)
+    del l[0]
+    assert l[0] == 1
+    assert l.pop() == "eight" and l.pop(0) == 1
+    l.insert(0, "first")
+    l.insert(-1, "before last")
+    assert l[0] == "first" and l[-2] == "before last"
+    assert l.index(3) == 2 and l.count(3) == 1 and 3 in l and 99 not in l
+    raises(ValueError, l.index, 99)
+    raises(ValueError, l.remove, 99)
+    l.remove(3)
+    assert 3 not in l
+    l.reverse()
+    assert l[-1] == "first"
+    assert l + [1] == l[:] + [1]
+    assert l * 2 == l[:] * 2
+    e = m.list()
+    raises(IndexError, e.pop)
+    assert str(m.list([1, "a"])) == "[1, 'a']"
+
+
+def check_namespace(m):
+    ns = m.Namespace(x=1)
+    ns.y = "two"
+    assert ns.x == 1 and ns.y == "two"
+    raises(AttributeError, lambda: ns.z)
+    del ns.x
+    raises(AttributeError, lambda: ns.x)
+    ns.name = "n"
+    assert str(ns) == "Namespace(name='n', y='two')", str(ns)
+
+
+def check_queue(m):
+    for q in (m.Queue(), m.JoinableQueue()):
+        q.put(1)
+        q.put([2, "x"])
+        assert q.qsize() == 2 and not q.empty()
+        assert q.get() == 1 and q.get(timeout=1) == [2, "x"]
+        assert q.empty()
+        raises(queue.Empty, q.get, False)
+        raises(queue.Empty, q.get_nowait)
+        t = time.monotonic()
+        raises(queue.Empty, q.get, True, 0.1)
+        assert time.monotonic() - t >= 0.09
+        raises(ValueError, q.get, True, -1)
+        q.put_nowait(3)
+        q.get()
+        q.task_done()
+        q.task_done()
+        q.task_done()
+        q.join()
+        raises(ValueError, q.task_done)
+    b = m.Queue(maxsize=2)
+    b.put(1)
+    b.put(2)
+    assert b.full()
+    raises(queue.Full, b.put, 3, False)
+    raises(queue.Full, b.put_nowait, 3)
+    raises(queue.Full, b.put, 3, True, 0.05)
+    # A blocked get is woken by another thread's put.
+    got = []
+    e = m.Queue()
+    t = threading.Thread(target=lambda: got.append(e.get(timeout=10)))
+    t.start()
+    e.put("wake")
+    t.join(10)
+    assert got == ["wake"]
+
+
+def check_locks(m):
+    lock = m.Lock()
+    assert lock.acquire() is True
+    assert lock.acquire(False) is False
+    assert lock.acquire(True, 0.05) is False
+    lock.release()
+    raises(RuntimeError, lock.release)
+    with lock:
+        pass
+    raises(ValueError, lock.acquire, False, 1)
+
+    rlock = m.RLock()
+    assert rlock.acquire() and rlock.acquire()
+    rlock.release()
+    rlock.release()
+    raises(RuntimeError, rlock.release)
+    # Another thread (another connection) cannot take it while held.
+    rlock.acquire()
+    other = []
+    t = threading.Thread(target=lambda: other.append(rlock.acquire(timeout=0.05)))
+    t.start()
+    t.join(10)
+    assert other == [False]
+    errs = []
+
+    def release_elsewhere():
+        try:
+            rlock.release()
+        except RuntimeError as e:
+            errs.append(e)
+
+    t = threading.Thread(target=release_elsewhere)
+    t.start()
+    t.join(10)
+    assert len(errs) == 1
+    rlock.release()
+
+    sem = m.Semaphore(2)
+    assert sem.acquire() and sem.acquire() and not sem.acquire(False)
+    assert sem.acquire(timeout=0.05) is False
+    sem.release()
+    sem.release()
+    sem.release()
+    bsem = m.BoundedSemaphore(1)
+    bsem.acquire()
+    bsem.release()
+    e = raises(ValueError, bsem.release)
+    assert "too many" in str(e)
+
+    cond = m.Condition()
+    raises(RuntimeError, cond.notify)
+    raises(RuntimeError, cond.wait, 0.01)
+    with cond:
+        assert cond.wait(0.05) is False
+        cond.notify()
+        cond.notify_all()
+    state = m.Value("i", 0)
+    woke = []
+
+    def waiter():
+        with cond:
+            woke.append(cond.wait_for(lambda: state.value == 1, 10))
+
+    t = threading.Thread(target=waiter)
+    t.start()
+    while True:
+        # Notify until the waiter is surely waiting and sees the state.
+        with cond:
+            state.value = 1
+            cond.notify_all()
+        t.join(0.05)
+        if not t.is_alive():
+            break
+    assert woke == [True]
+
+    ev = m.Event()
+    assert not ev.is_set() and ev.wait(0.05) is False
+    ev.set()
+    assert ev.is_set() and ev.wait() is True and ev.wait(0) is True
+    ev.clear()
+    assert not ev.is_set()
+
+    bar = m.Barrier(2)
+    assert bar.parties == 2 and bar.n_waiting == 0 and not bar.broken
+    ids = []
+    t = threading.Thread(target=lambda: ids.append(bar.wait(10)))
+    t.start()
+    ids.append(bar.wait(10))
+    t.join(10)
+    assert sorted(ids) == [0, 1]
+    raises(threading.BrokenBarrierError, bar.wait, 0.05)
+    assert bar.broken
+    bar.reset()
+    assert not bar.broken
+    bar.abort()
+    raises(threading.BrokenBarrierError, bar.wait)
+
+
+def check_value_array(m):
+    v = m.Value("i", 7)
+    assert v.value == 7 and v.get() == 7
+    v.value = 8
+    v.set(v.value + 1)
+    assert v.value == 9
+    s = m.Value("c", b"x")
+    assert s.value == b"x"
+    a = m.Array("d", [1.0, 2.0, 3.0])
+    assert len(a) == 3 and a[0] == 1.0 and a[-1] == 3.0
+    a[1] = 5
+    assert a[1] == 5.0 and isinstance(a[1], float)
+    assert a[:] == array.array("d", [1.0, 5.0, 3.0]), a[:]
+    assert list(a) == [1.0, 5.0, 3.0]
+    raises(IndexError, lambda: a[3])
+    raises(TypeError, a.__setitem__, 0, "x")
+    i = m.Array("i", [0, 0, 0])
+    assert list(i) == [0, 0, 0]
+    raises(OverflowError, i.__setitem__, 0, 2**40)
+
+
+def check_errors(m):
+    # Unknown methods, unknown objects, unknown typeids.
+    d = m.dict()
+    raises(RemoteError, d._callmethod, "no_such_method")
+    raises(RemoteError, m._create, "NoSuchType")
+    # A value a Python server could hold but this one refuses (an object
+    # of a class) comes back as an error, and the connection goes on.
+    if OURS:
+        raises(RemoteError, d.__setitem__, "k", threading.Lock)
+    d["k"] = 1
+    assert d["k"] == 1
+    n = m._number_of_objects()
+    assert n >= 1
+
+
+def scenario_types(m):
+    check_dict(m)
+    check_list(m)
+    check_namespace(m)
+    check_queue(m)
+    check_locks(m)
+    check_value_array(m)
+    check_errors(m)
+
+
+def scenario_named(address, key):
+    class M(BaseManager):
+        pass
+
+    M.register("get_queue")
+    M.register("get_dict")
+    M.register("get_lock")
+    m = M(address=address, authkey=key)
+    m.connect()
+    q = m.get_queue()
+    d = m.get_dict()
+    lock = m.get_lock()
+    lock.acquire()
+    d["from python"] = 1
+    lock.release()
+    q.put("hello from python")
+    assert q.get(timeout=10) == "hello from python"
+
+
+def scenario_bench(m, n):
+    d = m.dict()
+    t = time.perf_counter()
+    for i in range(n):
+        d["k"] = i
+        assert d["k"] == i
+    return (time.perf_counter() - t) / n
+
+
+def main():
+    host, key = sys.argv[1], bytes.fromhex(sys.argv[3])
+    scenario = sys.argv[4] if len(sys.argv) > 4 else "types"
+    # HOST "unix": PORT is a Unix socket's path.
+    address = (host, int(sys.argv[2])) if host != "unix" else sys.argv[2]
+    if scenario == "types":
+        scenario_types(connect(address, key))
+    elif scenario == "named":
+        scenario_named(address, key)
+    elif scenario == "bench":
+        n = int(sys.argv[5]) if len(sys.argv) > 5 else 2000
+        print("per_call_us %.3f" % (scenario_bench(connect(address, key), n) * 1e6 / 2))
+    else:
+        raise SystemExit("unknown scenario %r" % scenario)
+    print("OK")
+
+
+if __name__ == "__main__":
+    main()
