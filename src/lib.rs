@@ -72,8 +72,10 @@
 //! | `value`, `array` | typed views of shared memory |
 //! | `shared_memory` | the public `unsafe` views of a [`SharedMemory`] block |
 //! | `process::{fork, spawn, code, report, handle}` | fork; inherited descriptors and `pre_exec`; functions named across `exec`; the report slot; [`Process::allow_threads`] |
-//! | `connection::ring`, `queue::ring` | a ring in shared memory |
-//! | `pool`, `manager` | forking workers and the server; the worker table; functions named across `exec` |
+//! | `ring`, `connection::stream` | rings in shared memory |
+//! | `pool`, `manager`, `redis` | forking workers and the server; the worker table; functions named across `exec` (signed tasks for `redis`) |
+//! | `aio` | the futex reactor: words registered with the kernel |
+//! | `testing` | a function in `.init_array` |
 //!
 //! # Layers
 //!
@@ -129,7 +131,6 @@ mod exit_status;
 #[cfg(feature = "log")]
 pub mod log;
 #[allow(unsafe_code)] // forking the server, registered functions across exec
-#[allow(clippy::disallowed_methods)] // raw calls left in channel.rs, server.rs, mod.rs (sys has the wrappers)
 #[cfg(feature = "manager")]
 pub mod manager;
 mod parent_process;

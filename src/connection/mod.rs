@@ -19,7 +19,6 @@ pub(crate) mod frame;
 #[cfg(feature = "listener")]
 pub mod listener;
 #[allow(unsafe_code)] // a ring in shared memory
-#[allow(clippy::disallowed_methods)] // raw calls left here (sys::socket has the wrappers)
 pub(crate) mod stream;
 mod waitable;
 

@@ -67,14 +67,12 @@
 //! a slice, so a process that writes them behind the protocol's back
 //! garbles the stream but makes no data race here.
 
-use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::fd::BorrowedFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use nix::errno::Errno;
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use nix::sys::socket::{self, MsgFlags};
 
 use crate::deadline::Deadline;
 use crate::error::{Error, Result};
@@ -197,18 +195,7 @@ enum Sink<'a> {
 /// Whether the socket's peer is gone (every copy closed): it polls as hung
 /// up.
 fn peer_gone(sock: BorrowedFd<'_>) -> bool {
-    let mut p = [PollFd::new(sock, PollFlags::empty())];
-    loop {
-        match poll(&mut p, PollTimeout::ZERO) {
-            Ok(_) => {
-                return p[0]
-                    .revents()
-                    .is_some_and(|r| r.intersects(PollFlags::POLLHUP | PollFlags::POLLERR));
-            }
-            Err(Errno::EINTR) => continue,
-            Err(_) => return false,
-        }
-    }
+    crate::sys::fd::hung_up(&[sock])[0]
 }
 
 /// The byte a writer sends to wake a reader. (A handle passed with
@@ -232,8 +219,7 @@ enum Left {
 fn drain_bells(sock: BorrowedFd<'_>) -> Left {
     let mut buf = [0u8; 256];
     loop {
-        let peek = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_PEEK;
-        let n = match socket::recv(sock.as_raw_fd(), &mut buf, peek) {
+        let n = match crate::sys::socket::recv_nowait(sock, &mut buf, true) {
             Ok(0) => return Left::Eof,
             Ok(n) => n,
             Err(Errno::EINTR) => continue,
@@ -246,7 +232,7 @@ fn drain_bells(sock: BorrowedFd<'_>) -> Left {
         }
         // Only bell bytes, which carry no descriptors: a plain read of
         // exactly those takes nothing else.
-        match socket::recv(sock.as_raw_fd(), &mut buf[..bells], MsgFlags::MSG_DONTWAIT) {
+        match crate::sys::socket::recv_nowait(sock, &mut buf[..bells], false) {
             Ok(0) => return Left::Eof,
             Ok(_) | Err(Errno::EINTR) => {}
             Err(Errno::ECONNRESET) => return Left::Eof,
@@ -260,9 +246,8 @@ fn drain_bells(sock: BorrowedFd<'_>) -> Left {
 
 /// Sleeps until `sock` is readable or hung up, at most `timeout`.
 fn sleep_on(sock: BorrowedFd<'_>, timeout: Duration) {
-    let ms = u16::try_from(timeout.as_nanos().div_ceil(1_000_000)).unwrap_or(u16::MAX);
-    let mut p = [PollFd::new(sock, PollFlags::POLLIN)];
-    let _ = poll(&mut p, PollTimeout::from(ms));
+    use crate::sys::fd::{Interest, poll};
+    let _ = poll(&[(sock, Interest::Read)], Some(timeout));
 }
 
 /// Whether a wait for data ended with data or with the peer gone.
@@ -384,11 +369,7 @@ impl Stream {
         if bell::sleepers_after(&d.rx_armed, Mark::Flag) {
             // A full socket buffer already holds bells; a gone peer reads
             // nothing: both failures are harmless.
-            let _ = socket::send(
-                sock.as_raw_fd(),
-                &[BELL],
-                MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
-            );
+            let _ = crate::sys::socket::send_nowait(sock, &[BELL]);
         }
     }
 
@@ -626,19 +607,13 @@ impl Stream {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+    use crate::sys::socket::socketpair;
     use std::os::fd::AsFd;
 
     #[test]
     fn odd_sized_writes_and_reads_cross_the_wrap_point_intact() {
         let (a, b) = Stream::pair().unwrap();
-        let (sa, sb) = socketpair(
-            AddressFamily::Unix,
-            SockType::Stream,
-            None,
-            SockFlag::SOCK_CLOEXEC,
-        )
-        .unwrap();
+        let (sa, sb) = socketpair().unwrap();
         // Over three rings' worth, in pieces of odd sizes (and a few longer
         // than a publish step), so copies start and end at every offset
         // and cross the ring's end.
@@ -690,13 +665,7 @@ mod tests {
     #[test]
     fn corrupt_counters_fail_the_writer_and_end_the_reader() {
         let (a, b) = Stream::pair().unwrap();
-        let (sa, sb) = socketpair(
-            AddressFamily::Unix,
-            SockType::Stream,
-            None,
-            SockFlag::SOCK_CLOEXEC,
-        )
-        .unwrap();
+        let (sa, sb) = socketpair().unwrap();
         a.write(sa.as_fd(), &[b"hello"]).unwrap();
         // Another process moves the head past the tail: before the check,
         // the writer's `CAP - (tail - head)` and the reader's `tail - head`

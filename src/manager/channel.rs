@@ -12,11 +12,10 @@
 //! spins that long once, then sleeps in `poll`.
 
 use std::io::IoSlice;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use nix::sys::socket::{self, MsgFlags};
 
 use crate::connection::frame;
 use crate::deadline::Deadline;
@@ -68,11 +67,7 @@ pub(crate) enum ReadEnd {
 impl Channel {
     pub(crate) fn new(fd: OwnedFd, max: usize) -> Result<Channel> {
         // Reads are non-blocking; waiting is done in poll.
-        use nix::fcntl::{FcntlArg, OFlag, fcntl};
-        let flags = fcntl(fd.as_fd(), FcntlArg::F_GETFL).map_err(|e| Error::os("fcntl", e))?;
-        let mut flags = OFlag::from_bits_retain(flags);
-        flags.insert(OFlag::O_NONBLOCK);
-        fcntl(fd.as_fd(), FcntlArg::F_SETFL(flags)).map_err(|e| Error::os("fcntl", e))?;
+        crate::sys::fd::set_nonblocking(fd.as_fd(), true)?;
         Ok(Channel {
             fd,
             buf: vec![0; frame::FIRST_READ],
@@ -106,13 +101,7 @@ impl Channel {
         let mut off = 0;
         while off < frame.len() {
             let iov = [IoSlice::new(&frame[off..])];
-            match socket::sendmsg::<()>(
-                self.fd.as_raw_fd(),
-                &iov,
-                &[],
-                MsgFlags::MSG_NOSIGNAL,
-                None,
-            ) {
+            match crate::sys::socket::send_vectored(self.fd.as_fd(), &iov) {
                 Ok(n) => off += n,
                 Err(Errno::EINTR) => {}
                 Err(Errno::EAGAIN) => {
@@ -243,25 +232,17 @@ impl AsFd for Channel {
 
 /// Whether `fd` is readable (or closed) within `timeout` (`None`: wait).
 fn readable(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> Result<bool> {
-    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-    let ms = match timeout {
-        None => PollTimeout::NONE,
-        Some(t) => {
-            PollTimeout::try_from(t.as_millis().min(60_000) as i32).unwrap_or(PollTimeout::MAX)
-        }
-    };
-    let mut p = [PollFd::new(fd, PollFlags::POLLIN)];
-    match poll(&mut p, ms) {
-        Ok(n) => Ok(n > 0),
+    use crate::sys::fd::{Interest, poll};
+    match poll(&[(fd, Interest::Read)], timeout) {
+        Ok(ready) => Ok(ready[0]),
         Err(Errno::EINTR) => Ok(false),
         Err(e) => Err(Error::os("poll", e)),
     }
 }
 
 fn wait_writable(fds: &[BorrowedFd<'_>]) -> Result<()> {
-    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-    let mut p = [PollFd::new(fds[0], PollFlags::POLLOUT)];
-    match poll(&mut p, PollTimeout::NONE) {
+    use crate::sys::fd::{Interest, poll};
+    match poll(&[(fds[0], Interest::Write)], None) {
         Ok(_) | Err(Errno::EINTR) => Ok(()),
         Err(e) => Err(Error::os("poll", e)),
     }

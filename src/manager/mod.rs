@@ -664,7 +664,7 @@ fn serve_with(
                 .map_err(|e| Error::os("sigaction", e))?,
         );
     }
-    let orphaned = move || parent.is_some_and(|p| nix::unistd::getppid().as_raw() != p);
+    let orphaned = move || parent.is_some_and(|p| crate::sys::process::parent_pid() != p);
     let r = server::run(listener, types, &stop, &orphaned);
     for id in ids {
         signal_hook::low_level::unregister(id);

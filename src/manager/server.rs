@@ -744,7 +744,9 @@ impl Server {
         for &fd in conns.values() {
             // `fd` is open: a connection's descriptor leaves this list
             // (under this lock) before its thread closes it.
-            let _ = nix::sys::socket::shutdown(fd, nix::sys::socket::Shutdown::Both);
+            // SAFETY: `fd` is open while it is in `conns` (see above, under
+            // this lock); the borrow ends with this statement.
+            crate::sys::socket::shutdown(unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) });
         }
     }
 }

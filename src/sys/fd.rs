@@ -210,8 +210,9 @@ pub(crate) fn poll_readable(
     }
 }
 
-/// Which of `fds` (pipe read ends) are hung up now, every write end
-/// closed; does not wait. On an error none is.
+/// Which of `fds` are hung up now (`POLLHUP`, or `POLLERR`: for a pipe
+/// read end every write end closed, for a socket the peer gone); does not
+/// wait. On an error none is.
 pub(crate) fn hung_up(fds: &[BorrowedFd<'_>]) -> Vec<bool> {
     let mut pfds: Vec<PollFd<'_>> = fds
         .iter()
@@ -222,7 +223,10 @@ pub(crate) fn hung_up(fds: &[BorrowedFd<'_>]) -> Vec<bool> {
             Ok(_) => {
                 return pfds
                     .iter()
-                    .map(|p| p.revents().is_some_and(|r| r.contains(PollFlags::POLLHUP)))
+                    .map(|p| {
+                        p.revents()
+                            .is_some_and(|r| r.intersects(PollFlags::POLLHUP | PollFlags::POLLERR))
+                    })
                     .collect();
             }
             Err(Errno::EINTR) => continue,

@@ -73,8 +73,7 @@ pub(crate) fn listen(fd: BorrowedFd<'_>) -> std::io::Result<()> {
 
 /// Shuts both directions of the socket `fd` down (errors are ignored):
 /// every process's copy of it sees the end of the stream.
-// For the manager's server (`manager/server.rs`), whose call moves here.
-#[allow(dead_code)]
+#[cfg_attr(not(feature = "manager"), allow(dead_code))]
 pub(crate) fn shutdown(fd: BorrowedFd<'_>) {
     let _ = nix::sys::socket::shutdown(fd.as_raw_fd(), nix::sys::socket::Shutdown::Both);
 }
@@ -88,8 +87,6 @@ pub(crate) fn send(fd: BorrowedFd<'_>, buf: &[u8]) -> nix::Result<usize> {
 
 /// One `send` of `buf` that does not wait (`MSG_DONTWAIT`: `EAGAIN` when
 /// the socket's buffer is full) and never raises `SIGPIPE`.
-// For the pipe's ring (`connection/ring.rs`), whose calls move here.
-#[allow(dead_code)]
 pub(crate) fn send_nowait(fd: BorrowedFd<'_>, buf: &[u8]) -> nix::Result<usize> {
     let flags = MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL;
     nix::sys::socket::send(fd.as_raw_fd(), buf, flags)
@@ -98,8 +95,6 @@ pub(crate) fn send_nowait(fd: BorrowedFd<'_>, buf: &[u8]) -> nix::Result<usize> 
 /// One `recv` into `buf` that does not wait (`MSG_DONTWAIT`: `EAGAIN` when
 /// nothing is there); with `peek`, the bytes stay in the socket
 /// (`MSG_PEEK`).
-// For the pipe's ring (`connection/ring.rs`), whose calls move here.
-#[allow(dead_code)]
 pub(crate) fn recv_nowait(fd: BorrowedFd<'_>, buf: &mut [u8], peek: bool) -> nix::Result<usize> {
     let mut flags = MsgFlags::MSG_DONTWAIT;
     if peek {
