@@ -12,7 +12,9 @@
 //! objects) builds the same operations and calls the same handlers: find
 //! an object with `Server::object(id)` and match on [`Object`].
 //!
-//! * [`containers`]: list, dict, namespace, value, array;
+//! * [`containers`]: list, dict, namespace, value, array, and the cursor
+//!   a dict makes for a client's lazy iteration (an object of its own,
+//!   which goes with its last reference like any other);
 //! * [`queues`]: the queue and the joinable queue;
 //! * [`sync`]: one generic blocking object ([`sync::Blocking`]) for the
 //!   lock, reentrant lock, semaphore and the lock of a condition, and the
@@ -34,7 +36,8 @@ use super::server::{Cx, Held};
 use crate::error::{Error, RemoteErrorKind as K, Result};
 
 pub(crate) use containers::{
-    ArrayCells, ArrayOp, Dict, DictOp, List, ListOp, Namespace, NamespaceOp, ValueCell, ValueOp,
+    ArrayCells, ArrayOp, CursorOp, DICT_CURSOR, Dict, DictCursor, DictOp, IterKind, List, ListOp,
+    Namespace, NamespaceOp, ValueCell, ValueOp, sort_order,
 };
 pub(crate) use queues::{Queue, QueueOp};
 pub(crate) use sync::{
@@ -79,6 +82,8 @@ pub(crate) enum Object {
     Event(EventObj),
     /// `"barrier"`.
     Barrier(BarrierObj),
+    /// A cursor over a dict ([`DICT_CURSOR`]), made by `DictOp::Iter`.
+    DictCursor(DictCursor),
     /// A type registered by name.
     Registered(Box<dyn Registered>),
 }
@@ -122,6 +127,7 @@ impl Object {
             Object::Condition(_) => "Condition",
             Object::Event(_) => "Event",
             Object::Barrier(_) => "Barrier",
+            Object::DictCursor(_) => "dict iterator",
             Object::Registered(_) => "registered type",
         }
     }
@@ -166,6 +172,7 @@ impl Object {
             (Object::Condition(o), None) => o.call(d(args)?, cx),
             (Object::Event(o), None) => o.call(d(args)?, cx),
             (Object::Barrier(o), None) => o.call(d(args)?, cx),
+            (Object::DictCursor(o), None) => o.call(d(args)?, cx),
         };
         answer.and_then(Answer::into_wire)
     }
@@ -205,6 +212,8 @@ pub(crate) enum Answer {
     Pairs(Vec<(Vec<u8>, Vec<u8>)>),
     /// Names (`Vec<String>`).
     Names(Vec<String>),
+    /// A version and items (`(u64, Vec<T>)`).
+    Versioned(u64, Vec<Vec<u8>>),
 }
 
 impl Answer {
@@ -222,14 +231,8 @@ impl Answer {
                 out.extend_from_slice(&b);
                 out
             }
-            Answer::Items(items) => {
-                let mut out = Vec::with_capacity(5 + items.iter().map(Vec::len).sum::<usize>());
-                push_len(&mut out, items.len());
-                for i in &items {
-                    out.extend_from_slice(i);
-                }
-                out
-            }
+            Answer::Items(items) => items_wire(Vec::new(), &items),
+            Answer::Versioned(version, items) => items_wire(enc(&version)?, &items),
             Answer::Pairs(pairs) => {
                 let mut out = Vec::new();
                 push_len(&mut out, pairs.len());
@@ -242,6 +245,16 @@ impl Answer {
             Answer::Names(n) => enc(&n)?,
         })
     }
+}
+
+/// `out` followed by the wire form of `items` (a length, then each).
+fn items_wire(mut out: Vec<u8>, items: &[Vec<u8>]) -> Vec<u8> {
+    out.reserve(5 + items.iter().map(Vec::len).sum::<usize>());
+    push_len(&mut out, items.len());
+    for i in items {
+        out.extend_from_slice(i);
+    }
+    out
 }
 
 /// A deadline from a blocking call's `(block, timeout)`: now if it may not
@@ -326,6 +339,11 @@ mod tests {
         assert_eq!(dec::<Vec<(String, u8)>>(&w).unwrap(), [("k".into(), 7)]);
         let w = Answer::Names(vec!["n".into()]).into_wire().unwrap();
         assert_eq!(dec::<Vec<String>>(&w).unwrap(), ["n"]);
+        let w = Answer::Versioned(300, vec![item("a")]).into_wire().unwrap();
+        assert_eq!(
+            dec::<(u64, Vec<String>)>(&w).unwrap(),
+            (300, vec!["a".to_string()])
+        );
     }
 
     #[test]

@@ -436,7 +436,9 @@ mod containers;
 mod queues;
 mod sync;
 
-pub use containers::{ArrayProxy, DictProxy, ListProxy, NamespaceProxy, ValueProxy};
+pub use containers::{
+    ArrayProxy, DictIter, DictProxy, ListIter, ListProxy, NamespaceProxy, ValueProxy,
+};
 pub use queues::{JoinableQueueProxy, QueueProxy};
 pub use sync::{
     BarrierProxy, BoundedSemaphoreProxy, ConditionProxy, EventProxy, LockProxy, ProxyGuard,
