@@ -94,6 +94,24 @@
 //! `SyncManager`'s: the README's "Python clients" section, and
 //! [`PythonManager`]. Pickles are decoded as data only.
 //!
+//! # Beyond calls on one object
+//!
+//! * [`ListProxy::sort`] (and `sort_by`, `sort_by_key`): the server keeps
+//!   items encoded and cannot compare them, so the client sorts a snapshot
+//!   and the server applies the order only if the list has not changed
+//!   since (a compare-and-swap on the list's version), retrying otherwise:
+//!   other clients see the list unsorted or sorted, and nothing added
+//!   meanwhile is lost.
+//! * [`ListProxy::iter`] (`for x in &list`) fetches items in chunks by
+//!   position, as Python's iteration over a managed list goes by index;
+//!   [`DictProxy::iter_items`] and its kin walk a cursor the server keeps
+//!   (an object counted like the others, gone with the iterator or its
+//!   process).
+//! * [`ManagerBuilder::initializer`] runs a function in the server process
+//!   before it serves; with the `pool` feature, `Manager::pool` gives a
+//!   pool held by the server that runs the functions registered with
+//!   `ManagerBuilder::pool_task`.
+//!
 //! # Your own types
 //!
 //! [`manager_type!`](crate::manager_type) turns a serializable type and a
@@ -126,6 +144,8 @@ use client::Session;
 use objects::{Constructor, Object, Registered};
 use protocol::{Bytes, ControlOp, dec, enc};
 
+#[cfg(feature = "pool")]
+pub use proxy::PoolProxy;
 pub use proxy::{
     ArrayProxy, BarrierProxy, BoundedSemaphoreProxy, ConditionProxy, DictIter, DictProxy,
     EventProxy, JoinableQueueProxy, ListIter, ListProxy, LockProxy, NamespaceProxy, Proxy,
@@ -409,6 +429,9 @@ pub struct ManagerBuilder {
     allow_threads: bool,
     legacy_auth: bool,
     init: Option<Init>,
+    /// [`pool_task`](Self::pool_task)s: the registration's and the
+    /// function's offsets, or why one cannot cross.
+    pool_tasks: Vec<Result<(u64, u64)>>,
 }
 
 impl ManagerBuilder {
@@ -476,6 +499,34 @@ impl ManagerBuilder {
         self
     }
 
+    /// Lets clients run `f` on the server's pools ([`Manager::pool`]):
+    /// only the functions registered here can run there. A client names
+    /// a task by its code offset, which the server looks up among these,
+    /// so it never calls an address it read from a client (see the
+    /// `PoolProxy` docs). A function of a shared library makes
+    /// [`start`](Self::start) fail with [`Error::ForeignCode`].
+    #[cfg(feature = "pool")]
+    pub fn pool_task<A, R>(mut self, f: fn(A) -> R) -> Self
+    where
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+    {
+        let registration: objects::pool::TaskRegistration = objects::pool::runner_of::<A, R>;
+        self.pool_tasks.push(
+            CodePtr::new(registration).and_then(|r| Ok((r.offset(), CodePtr::new(f)?.offset()))),
+        );
+        self
+    }
+
+    /// The pool tasks, checked: `start` fails on the first that cannot
+    /// cross.
+    fn checked_pool_tasks(&self) -> Result<Vec<(u64, u64)>> {
+        self.pool_tasks
+            .iter()
+            .map(|t| t.as_ref().map(|t| *t).map_err(clone_setup_error))
+            .collect()
+    }
+
     /// Also accepts the HMAC-MD5 handshake of CPython 3.11 and older
     /// clients (default: SHA-256 only, which CPython 3.12 and multiproc's
     /// own clients speak). The server still sends a `{sha256}` challenge;
@@ -521,6 +572,7 @@ impl ManagerBuilder {
     /// process could not find it); the errors of starting the process and
     /// connecting.
     pub fn start(self) -> Result<Manager> {
+        let pool_tasks = self.checked_pool_tasks()?;
         // Registered types cross to the server as code offsets: functions of
         // the main executable only.
         let types = self
@@ -562,6 +614,7 @@ impl ManagerBuilder {
             }
         };
         let args = ServerArgs {
+            pool_tasks,
             parent: Some(crate::sys::thread::pid()),
             address: address.to_string(),
             authkey: authkey.clone(),
@@ -683,6 +736,10 @@ impl ManagerBuilder {
     /// Runs the initializer (if any) in this process, for a server run
     /// here.
     fn initialize_here(&self) -> Result<()> {
+        let tasks = self.checked_pool_tasks()?;
+        // SAFETY: pairs made by this builder's `pool_task`, in this
+        // process.
+        unsafe { register_pool_tasks(&tasks)? };
         match self
             .init
             .as_ref()
@@ -835,6 +892,40 @@ struct ServerArgs {
     /// [`ManagerBuilder::initializer`]: the trampoline's `CodePtr` offset,
     /// the initializer's, and its encoded arguments.
     init: Option<(u64, u64, Vec<u8>)>,
+    /// [`ManagerBuilder::pool_task`]s: each registration's `CodePtr`
+    /// offset and the task function's.
+    pool_tasks: Vec<(u64, u64)>,
+}
+
+/// Registers pool tasks (registration and function offsets) for this
+/// process's servers.
+///
+/// # Safety
+///
+/// Each pair must come from [`ManagerBuilder::pool_task`] (the offsets of
+/// `runner_of::<A, R>` and of an `fn(A) -> R`, made together), in this
+/// process or in the one that started this server (same executable),
+/// handed over on a channel no other process can write.
+#[cfg(feature = "pool")]
+unsafe fn register_pool_tasks(tasks: &[(u64, u64)]) -> Result<()> {
+    for &(registration, function) in tasks {
+        let code = Code::from_offset(registration)?;
+        // SAFETY: the caller vouches that `registration` is the offset of
+        // a `CodePtr<TaskRegistration>`.
+        let r = unsafe { code.assume::<objects::pool::TaskRegistration>() };
+        objects::pool::register(function, r.get()(()));
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "pool"))]
+/// Without the `pool` feature there are none.
+///
+/// # Safety
+///
+/// None needed: it does nothing.
+unsafe fn register_pool_tasks(_: &[(u64, u64)]) -> Result<()> {
+    Ok(())
 }
 
 /// Why a server process ended before serving, or stopped with an error.
@@ -903,6 +994,10 @@ fn server_main(args: ServerArgs) -> Option<ServerEnd> {
         }
     }
     let run = || -> Result<()> {
+        // SAFETY: the pairs `ManagerBuilder::start` made with `pool_task`
+        // and handed to this process in its arguments (fork memory or the
+        // spawn bootstrap, which no other process can write).
+        unsafe { register_pool_tasks(&args.pool_tasks)? };
         let address = Address::parse(&args.address)?;
         let types = args
             .types
@@ -1186,6 +1281,17 @@ impl Manager {
     /// A barrier for `parties` parties.
     pub fn barrier(&self, parties: u32) -> Result<BarrierProxy> {
         self.make(&enc(&(parties as u64))?)
+    }
+
+    /// A pool of `processes` worker processes (0: one per core) held by
+    /// the server (Python's `manager.Pool()`): any client can run the
+    /// server's registered tasks ([`ManagerBuilder::pool_task`]) on it.
+    /// The workers are spawned by the server, so the program must call
+    /// [`crate::init`] first in `main`. The pool is terminated when its
+    /// last proxy goes (or the server stops).
+    #[cfg(feature = "pool")]
+    pub fn pool(&self, processes: usize) -> Result<PoolProxy> {
+        self.make(&enc(&(processes as u64))?)
     }
 
     /// Makes `proxy`'s object reachable by `name` on this server, for any

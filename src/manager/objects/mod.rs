@@ -26,6 +26,8 @@
 //! them; not floats' NaN or -0.0).
 
 pub(crate) mod containers;
+#[cfg(feature = "pool")]
+pub(crate) mod pool;
 pub(crate) mod queues;
 pub(crate) mod sync;
 
@@ -84,6 +86,9 @@ pub(crate) enum Object {
     Barrier(BarrierObj),
     /// A cursor over a dict ([`DICT_CURSOR`]), made by `DictOp::Iter`.
     DictCursor(DictCursor),
+    /// `"pool"`.
+    #[cfg(feature = "pool")]
+    Pool(pool::PoolObj),
     /// A type registered by name.
     Registered(Box<dyn Registered>),
 }
@@ -108,6 +113,8 @@ pub(crate) fn builtin_types() -> Vec<(&'static str, Constructor)> {
         ("condition", |_| Ok(Object::Condition(ConditionObj::make()))),
         ("event", |_| Ok(Object::Event(EventObj::make()))),
         ("barrier", |i| Ok(Object::Barrier(BarrierObj::make(i)?))),
+        #[cfg(feature = "pool")]
+        ("pool", |i| Ok(Object::Pool(pool::PoolObj::make(i)?))),
     ]
 }
 
@@ -128,6 +135,8 @@ impl Object {
             Object::Event(_) => "Event",
             Object::Barrier(_) => "Barrier",
             Object::DictCursor(_) => "dict iterator",
+            #[cfg(feature = "pool")]
+            Object::Pool(_) => "Pool",
             Object::Registered(_) => "registered type",
         }
     }
@@ -173,6 +182,8 @@ impl Object {
             (Object::Event(o), None) => o.call(d(args)?, cx),
             (Object::Barrier(o), None) => o.call(d(args)?, cx),
             (Object::DictCursor(o), None) => o.call(d(args)?, cx),
+            #[cfg(feature = "pool")]
+            (Object::Pool(o), None) => o.call(d(args)?, cx),
         };
         answer.and_then(Answer::into_wire)
     }
