@@ -139,6 +139,17 @@ fn manager_pool_runs_registered_tasks() -> Result<(), Failed> {
             "a closed pool takes no task",
         )?;
         drop(pool);
+        let e = m.pool(1 << 20).unwrap_err();
+        check(
+            matches!(
+                &e,
+                Error::Remote {
+                    kind: RemoteErrorKind::Value,
+                    ..
+                }
+            ),
+            &format!("a million workers are refused: {e}"),
+        )?;
         m.shutdown()?;
     }
     Ok(())

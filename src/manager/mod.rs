@@ -1288,7 +1288,8 @@ impl Manager {
     /// server's registered tasks ([`ManagerBuilder::pool_task`]) on it.
     /// The workers are spawned by the server, so the program must call
     /// [`crate::init`] first in `main`. The pool is terminated when its
-    /// last proxy goes (or the server stops).
+    /// last proxy goes (or the server stops). More than 1024 processes is
+    /// a [`Value`](crate::RemoteErrorKind::Value) error.
     #[cfg(feature = "pool")]
     pub fn pool(&self, processes: usize) -> Result<PoolProxy> {
         self.make(&enc(&(processes as u64))?)

@@ -93,6 +93,10 @@ pub(crate) enum PoolOp<'a> {
     Join,
 }
 
+/// The most workers a client may ask a server's pool for (a number from
+/// the wire: a typo should not fork-bomb the server's host).
+const MAX_PROCESSES: u64 = 1024;
+
 /// A pool in the server.
 pub(crate) struct PoolObj(Pool);
 
@@ -100,9 +104,15 @@ impl PoolObj {
     /// A pool of the encoded `u64` number of workers (0: one per core).
     pub(crate) fn make(init: &[u8]) -> Result<PoolObj> {
         let n: u64 = dec_args(init)?;
+        if n > MAX_PROCESSES {
+            return Err(remote(
+                K::Value,
+                format!("a manager's pool has at most {MAX_PROCESSES} processes, not {n}"),
+            ));
+        }
         let mut b = Pool::builder().start_method(StartMethod::Spawn);
         if n > 0 {
-            b = b.processes(usize::try_from(n).unwrap_or(usize::MAX));
+            b = b.processes(n as usize);
         }
         Ok(PoolObj(b.build()?))
     }
