@@ -1444,4 +1444,25 @@ mod tests {
             Ok(_) => panic!("a server was started"),
         }
     }
+
+    #[test]
+    fn an_initializer_or_pool_task_from_a_shared_library_is_refused() {
+        let f = crate::process::code::tests::foreign::<(), std::result::Result<(), String>>();
+        match Manager::builder().initializer(f, ()).start() {
+            Err(Error::ForeignCode { object, .. }) => assert!(object.contains("libc"), "{object}"),
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("a server was started"),
+        }
+        #[cfg(feature = "pool")]
+        {
+            let f = crate::process::code::tests::foreign::<u64, u64>();
+            match Manager::builder().pool_task(f).start() {
+                Err(Error::ForeignCode { object, .. }) => {
+                    assert!(object.contains("libc"), "{object}")
+                }
+                Err(e) => panic!("{e}"),
+                Ok(_) => panic!("a server was started"),
+            }
+        }
+    }
 }

@@ -47,6 +47,21 @@ pub fn list_sort_forms(method: StartMethod) {
     let mut all = l.to_vec().unwrap();
     all.sort();
     assert_eq!(all, [1, 3, 3, 5, 7, 9]);
+    // A comparator that changes the list itself (Python's "list modified
+    // during sort"; here it rewrites item 0 with its own value): every
+    // attempt's order is refused, and the sort gives up with a Value error,
+    // the list as it was.
+    let l2 = l.clone();
+    let before = l.to_vec().unwrap();
+    let e = l
+        .sort_by(|a, b| {
+            l2.set(0, &before[0]).unwrap();
+            b.cmp(a)
+        })
+        .unwrap_err();
+    assert!(is_kind(&e, RemoteErrorKind::Value), "{e}");
+    assert!(e.to_string().contains("list modified during sort"), "{e}");
+    assert_eq!(l.to_vec().unwrap(), before);
     // Items that do not decode as the proxy's type: an error, nothing
     // moved.
     let wrong: ListProxy<String> = l.proxy().clone().downcast().unwrap();
