@@ -223,8 +223,9 @@ pub enum Error {
         status: crate::ExitStatus,
     },
     /// A pool worker's initializer failed: the pool stops starting workers
-    /// and fails every task (Python would start new workers forever).
-    #[error("the pool's initializer failed: {0}")]
+    /// and fails every task (Python would start new workers forever). Or a
+    /// manager server's (`ManagerBuilder::initializer`) failed: the server did not start.
+    #[error("initializer failed: {0}")]
     InitializerFailed(String),
     /// Work was given to a pool after `close` or `terminate`.
     #[error("the pool is closed")]

@@ -63,6 +63,98 @@ fn append_from_spawned(args: (ListProxy<String>, TallyProxy)) -> usize {
     tally.add("spawned".into()).unwrap()
 }
 
+// ---- pool tasks (the server's pool spawns its workers: this binary
+// calls `multiproc::init` first) ----
+
+#[cfg(feature = "pool")]
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+#[cfg(feature = "pool")]
+fn cube(x: u64) -> u64 {
+    x * x * x
+}
+
+#[cfg(feature = "pool")]
+fn refuse_three(x: u64) -> u64 {
+    assert_ne!(x, 3, "three is not allowed");
+    x
+}
+
+/// `manager.pool()`: a pool held by the server, used by this process and
+/// a child through proxies; only registered tasks run; a task's panic
+/// comes back as an error; the pool goes with its last proxy.
+#[cfg(feature = "pool")]
+fn manager_pool_runs_registered_tasks() -> Result<(), Failed> {
+    use multiproc::RemoteErrorKind;
+    let _s = common::serial();
+    for method in [StartMethod::Fork, StartMethod::Spawn] {
+        let m = manager_cases::builder(method)
+            .pool_task(square)
+            .pool_task(refuse_three)
+            .start()?;
+        let pool = m.pool(2)?;
+        check(pool.apply(square, &7)? == 49, "apply")?;
+        let xs: Vec<u64> = (0..20).collect();
+        check(
+            pool.map(square, &xs)? == xs.iter().map(|x| x * x).collect::<Vec<_>>(),
+            "map",
+        )?;
+        // From a forked child, through its own connection.
+        let mut kid = {
+            let pool = pool.clone();
+            common::spawn(move || {
+                assert_eq!(pool.map(square, &[2u64, 3]).unwrap(), [4, 9]);
+            })
+        };
+        common::join_ok(&mut kid);
+        // A function the server was not given: refused, nothing runs.
+        let e = pool.apply(cube, &2).unwrap_err();
+        check(
+            matches!(
+                &e,
+                Error::Remote {
+                    kind: RemoteErrorKind::BadArguments,
+                    ..
+                }
+            ),
+            &format!("an unregistered task is refused: {e}"),
+        )?;
+        // A task's panic: an error with its message; the pool goes on.
+        let e = pool.apply(refuse_three, &3).unwrap_err();
+        check(
+            e.to_string().contains("three is not allowed"),
+            &format!("the task's panic comes back: {e}"),
+        )?;
+        check(pool.apply(refuse_three, &4)? == 4, "the pool goes on")?;
+        drop(pool);
+        check(m.object_count()? == 0, "the pool went with its proxy")?;
+        // close and join.
+        let pool = m.pool(1)?;
+        pool.close()?;
+        pool.join()?;
+        check(
+            pool.apply(square, &2).is_err(),
+            "a closed pool takes no task",
+        )?;
+        drop(pool);
+        let e = m.pool(1 << 20).unwrap_err();
+        check(
+            matches!(
+                &e,
+                Error::Remote {
+                    kind: RemoteErrorKind::Value,
+                    ..
+                }
+            ),
+            &format!("a million workers are refused: {e}"),
+        )?;
+        m.shutdown()?;
+    }
+    Ok(())
+}
+
 // ---- tests ----
 
 fn spawned_server_from_a_multithreaded_parent() -> Result<(), Failed> {
@@ -185,5 +277,10 @@ fn main() {
         ),
         Trial::test("explicit_spawn_start_method", explicit_spawn_start_method),
     ]);
+    #[cfg(feature = "pool")]
+    tests.push(Trial::test(
+        "manager_pool_runs_registered_tasks",
+        manager_pool_runs_registered_tasks,
+    ));
     libtest_mimic::run(&args, tests).exit();
 }

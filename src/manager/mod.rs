@@ -94,6 +94,24 @@
 //! `SyncManager`'s: the README's "Python clients" section, and
 //! [`PythonManager`]. Pickles are decoded as data only.
 //!
+//! # Beyond calls on one object
+//!
+//! * [`ListProxy::sort`] (and `sort_by`, `sort_by_key`): the server keeps
+//!   items encoded and cannot compare them, so the client sorts a snapshot
+//!   and the server applies the order only if the list has not changed
+//!   since (a compare-and-swap on the list's version), retrying otherwise:
+//!   other clients see the list unsorted or sorted, and nothing added
+//!   meanwhile is lost.
+//! * [`ListProxy::iter`] (`for x in &list`) fetches items in chunks by
+//!   position, as Python's iteration over a managed list goes by index;
+//!   [`DictProxy::iter_items`] and its kin walk a cursor the server keeps
+//!   (an object counted like the others, gone with the iterator or its
+//!   process).
+//! * [`ManagerBuilder::initializer`] runs a function in the server process
+//!   before it serves; with the `pool` feature, `Manager::pool` gives a
+//!   pool held by the server that runs the functions registered with
+//!   `ManagerBuilder::pool_task`.
+//!
 //! # Your own types
 //!
 //! [`manager_type!`](crate::manager_type) turns a serializable type and a
@@ -126,10 +144,12 @@ use client::Session;
 use objects::{Constructor, Object, Registered};
 use protocol::{Bytes, ControlOp, dec, enc};
 
+#[cfg(feature = "pool")]
+pub use proxy::PoolProxy;
 pub use proxy::{
-    ArrayProxy, BarrierProxy, BoundedSemaphoreProxy, ConditionProxy, DictProxy, EventProxy,
-    JoinableQueueProxy, ListProxy, LockProxy, NamespaceProxy, Proxy, ProxyGuard, QueueProxy,
-    RLockProxy, SemaphoreProxy, Token, TypedProxy, ValueProxy,
+    ArrayProxy, BarrierProxy, BoundedSemaphoreProxy, ConditionProxy, DictIter, DictProxy,
+    EventProxy, JoinableQueueProxy, ListIter, ListProxy, LockProxy, NamespaceProxy, Proxy,
+    ProxyGuard, QueueProxy, RLockProxy, SemaphoreProxy, Token, TypedProxy, ValueProxy,
 };
 pub use python::{
     PyDictProxy, PyEventProxy, PyListProxy, PyLockProxy, PyProxy, PyQueueProxy, PyValueProxy,
@@ -326,6 +346,79 @@ macro_rules! __manager_ret {
     };
 }
 
+/// A server's initializer with its types erased: the trampoline made for
+/// its argument and error types, which runs it given the offset of the
+/// initializer's `CodePtr` and its encoded arguments, and says how it
+/// failed.
+type InitTrampoline = fn((u64, Vec<u8>)) -> Option<String>;
+
+/// What [`ManagerBuilder::initializer`] was given, checked at `start`.
+#[derive(Debug)]
+struct Init {
+    trampoline: InitTrampoline,
+    /// The initializer's offset ([`Error::ForeignCode`] for a function
+    /// of a shared library).
+    function: Result<u64>,
+    /// The encoded arguments.
+    args: Result<Vec<u8>>,
+}
+
+impl Init {
+    /// Runs the initializer in this process: `None`, or how it failed.
+    fn run_here(&self) -> Result<Option<String>> {
+        let function = match &self.function {
+            Ok(f) => *f,
+            Err(e) => return Err(clone_setup_error(e)),
+        };
+        let args = match &self.args {
+            Ok(a) => a.clone(),
+            Err(e) => return Err(clone_setup_error(e)),
+        };
+        Ok((self.trampoline)((function, args)))
+    }
+}
+
+/// The errors an [`Init`] keeps for `start`, again.
+fn clone_setup_error(e: &Error) -> Error {
+    match e {
+        Error::ForeignCode { address, object } => Error::ForeignCode {
+            address: *address,
+            object: object.clone(),
+        },
+        other => Error::Codec(other.to_string()),
+    }
+}
+
+/// Runs a server's initializer of type `fn(J) -> Result<(), E>` at
+/// `function` (an offset) with the encoded `args`: `None`, or what went
+/// wrong (its error, a panic's message and place, or arguments that do not
+/// decode).
+fn run_initializer<J: DeserializeOwned, E: std::fmt::Display>(
+    (function, args): (u64, Vec<u8>),
+) -> Option<String> {
+    let run = || -> std::result::Result<(), String> {
+        // SAFETY: `function` is the offset of a
+        // `CodePtr<fn(J) -> Result<(), E>>` made by
+        // `ManagerBuilder::initializer::<J, E>`, the same instantiation
+        // that chose this trampoline, handed to this process with it in the
+        // server's arguments (fork memory or the spawn bootstrap, which no
+        // other process can write), or kept in this process's builder;
+        // this process runs the same executable image.
+        let f = unsafe {
+            Code::from_offset(function)
+                .map_err(|e| e.to_string())?
+                .assume::<fn(J) -> std::result::Result<(), E>>()
+        };
+        let args: J = protocol::dec_args(&args).map_err(|e| e.to_string())?;
+        f.get()(args).map_err(|e| e.to_string())
+    };
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(run)) {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(e),
+        Err(p) => Some(format!("it panicked: {}", crate::process::panic_text(&*p))),
+    }
+}
+
 /// How a server is started and what it knows.
 #[derive(Debug, Default)]
 pub struct ManagerBuilder {
@@ -335,6 +428,10 @@ pub struct ManagerBuilder {
     method: Option<StartMethod>,
     allow_threads: bool,
     legacy_auth: bool,
+    init: Option<Init>,
+    /// [`pool_task`](Self::pool_task)s: the registration's and the
+    /// function's offsets, or why one cannot cross.
+    pool_tasks: Vec<Result<(u64, u64)>>,
 }
 
 impl ManagerBuilder {
@@ -363,6 +460,71 @@ impl ManagerBuilder {
         self.types
             .push((T::TYPE_ID.to_string(), constructor_of::<T> as Registration));
         self
+    }
+
+    /// Runs `f(args)` in the server process before it serves (Python's
+    /// `SyncManager(initializer=f, initargs=args)`): to set up what the
+    /// server's registered types use (a logger, a global table, a working
+    /// directory). `f` is a plain function of the main executable, so that
+    /// it can cross to a spawned server; `args` travel encoded.
+    ///
+    /// If `f` returns an error or panics, the server exits without
+    /// serving and [`start`](Self::start) (or [`serve`](Self::serve)) fails
+    /// with [`Error::InitializerFailed`] and its text (a panic's message
+    /// and place).
+    ///
+    /// ```no_run
+    /// use multiproc::manager::Manager;
+    ///
+    /// fn init(dir: String) -> std::io::Result<()> {
+    ///     std::env::set_current_dir(dir)
+    /// }
+    ///
+    /// let m = Manager::builder().initializer(init, "/tmp".to_string()).start()?;
+    /// # Ok::<(), multiproc::Error>(())
+    /// ```
+    ///
+    /// A function of a shared library makes `start` fail with
+    /// [`Error::ForeignCode`]. A second call replaces the first.
+    pub fn initializer<J, E>(mut self, f: fn(J) -> std::result::Result<(), E>, args: J) -> Self
+    where
+        J: Serialize + DeserializeOwned + 'static,
+        E: std::fmt::Display + 'static,
+    {
+        self.init = Some(Init {
+            trampoline: run_initializer::<J, E>,
+            function: CodePtr::new(f).map(CodePtr::offset),
+            args: enc(&args),
+        });
+        self
+    }
+
+    /// Lets clients run `f` on the server's pools ([`Manager::pool`]):
+    /// only the functions registered here can run there. A client names
+    /// a task by its code offset, which the server looks up among these,
+    /// so it never calls an address it read from a client (see the
+    /// `PoolProxy` docs). A function of a shared library makes
+    /// [`start`](Self::start) fail with [`Error::ForeignCode`].
+    #[cfg(feature = "pool")]
+    pub fn pool_task<A, R>(mut self, f: fn(A) -> R) -> Self
+    where
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+    {
+        let registration: objects::pool::TaskRegistration = objects::pool::runner_of::<A, R>;
+        self.pool_tasks.push(
+            CodePtr::new(registration).and_then(|r| Ok((r.offset(), CodePtr::new(f)?.offset()))),
+        );
+        self
+    }
+
+    /// The pool tasks, checked: `start` fails on the first that cannot
+    /// cross.
+    fn checked_pool_tasks(&self) -> Result<Vec<(u64, u64)>> {
+        self.pool_tasks
+            .iter()
+            .map(|t| t.as_ref().map(|t| *t).map_err(clone_setup_error))
+            .collect()
     }
 
     /// Also accepts the HMAC-MD5 handshake of CPython 3.11 and older
@@ -410,6 +572,7 @@ impl ManagerBuilder {
     /// process could not find it); the errors of starting the process and
     /// connecting.
     pub fn start(self) -> Result<Manager> {
+        let pool_tasks = self.checked_pool_tasks()?;
         // Registered types cross to the server as code offsets: functions of
         // the main executable only.
         let types = self
@@ -441,13 +604,24 @@ impl ManagerBuilder {
             }
             _ => None,
         };
+        let init = match &self.init {
+            None => None,
+            Some(i) => {
+                let trampoline = CodePtr::new(i.trampoline)?.offset();
+                let function = i.function.as_ref().map_err(clone_setup_error)?;
+                let args = i.args.as_ref().map_err(clone_setup_error)?;
+                Some((trampoline, *function, args.clone()))
+            }
+        };
         let args = ServerArgs {
+            pool_tasks,
             parent: Some(crate::sys::thread::pid()),
             address: address.to_string(),
             authkey: authkey.clone(),
             types,
             report: report.clone(),
             legacy_auth: self.legacy_auth,
+            init,
         };
         let process = Process::call_with(method, server_main, args)?
             .with_name("multiproc-manager")
@@ -499,7 +673,13 @@ impl ManagerBuilder {
                 Err(Error::ServerGone(why)) => {
                     if !process.is_alive() {
                         let msg = match process.result() {
-                            Ok(Some(m)) => m,
+                            Ok(Some(ServerEnd::Initializer(m))) => {
+                                cleanup(&dir);
+                                return Err(Error::InitializerFailed(format!(
+                                    "the manager server's initializer: {m}"
+                                )));
+                            }
+                            Ok(Some(ServerEnd::Failed(m))) => m,
                             Ok(None) => "it exited".into(),
                             Err(e) => e.to_string(),
                         };
@@ -548,8 +728,30 @@ impl ManagerBuilder {
     /// `Manager::connect(&address, key)?.shutdown()`.
     pub fn serve(self) -> Result<()> {
         let legacy = self.legacy_auth;
+        self.initialize_here()?;
         let (address, authkey, types) = self.in_process()?;
         serve_with(&address, &authkey, types, None, legacy, &|_| Ok(()))
+    }
+
+    /// Runs the initializer (if any) in this process, for a server run
+    /// here.
+    fn initialize_here(&self) -> Result<()> {
+        let tasks = self.checked_pool_tasks()?;
+        // SAFETY: pairs made by this builder's `pool_task`, in this
+        // process.
+        unsafe { register_pool_tasks(&tasks)? };
+        match self
+            .init
+            .as_ref()
+            .map(Init::run_here)
+            .transpose()?
+            .flatten()
+        {
+            Some(m) => Err(Error::InitializerFailed(format!(
+                "the manager server's initializer: {m}"
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// What a server run in this process needs: the address (which must
@@ -589,6 +791,7 @@ impl ManagerBuilder {
         F: FnOnce(&Manager) -> Result<()> + Send + 'static,
     {
         let legacy = self.legacy_auth;
+        self.initialize_here()?;
         let (address, authkey, types) = self.in_process()?;
         let failed: Arc<parking_lot::Mutex<Option<Error>>> = Arc::default();
         let setup = parking_lot::Mutex::new(Some(setup));
@@ -686,6 +889,52 @@ struct ServerArgs {
     report: Option<Arc<crate::RawArray<u8>>>,
     /// [`ManagerBuilder::legacy_auth`].
     legacy_auth: bool,
+    /// [`ManagerBuilder::initializer`]: the trampoline's `CodePtr` offset,
+    /// the initializer's, and its encoded arguments.
+    init: Option<(u64, u64, Vec<u8>)>,
+    /// [`ManagerBuilder::pool_task`]s: each registration's `CodePtr`
+    /// offset and the task function's.
+    pool_tasks: Vec<(u64, u64)>,
+}
+
+/// Registers pool tasks (registration and function offsets) for this
+/// process's servers.
+///
+/// # Safety
+///
+/// Each pair must come from [`ManagerBuilder::pool_task`] (the offsets of
+/// `runner_of::<A, R>` and of an `fn(A) -> R`, made together), in this
+/// process or in the one that started this server (same executable),
+/// handed over on a channel no other process can write.
+#[cfg(feature = "pool")]
+unsafe fn register_pool_tasks(tasks: &[(u64, u64)]) -> Result<()> {
+    for &(registration, function) in tasks {
+        let code = Code::from_offset(registration)?;
+        // SAFETY: the caller vouches that `registration` is the offset of
+        // a `CodePtr<TaskRegistration>`.
+        let r = unsafe { code.assume::<objects::pool::TaskRegistration>() };
+        objects::pool::register(function, r.get()(()));
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "pool"))]
+/// Without the `pool` feature there are none.
+///
+/// # Safety
+///
+/// None needed: it does nothing.
+unsafe fn register_pool_tasks(_: &[(u64, u64)]) -> Result<()> {
+    Ok(())
+}
+
+/// Why a server process ended before serving, or stopped with an error.
+#[derive(Serialize, Deserialize, Debug)]
+enum ServerEnd {
+    /// Its initializer failed (the text says how).
+    Initializer(String),
+    /// Anything else.
+    Failed(String),
 }
 
 /// The room for a reported address: a length byte, then the address.
@@ -718,8 +967,37 @@ fn read_report(report: &crate::RawArray<u8>) -> Option<Address> {
 }
 
 /// The server process's entry: `None` after a clean stop, or the error.
-fn server_main(args: ServerArgs) -> Option<String> {
+fn server_main(args: ServerArgs) -> Option<ServerEnd> {
+    // As Python's manager server: Ctrl-C in a terminal signals the whole
+    // foreground group, and the program that started the server may
+    // handle it and go on using its proxies. The server stops on a
+    // shutdown request, SIGTERM, or when that program ends. Ignored from
+    // the start, before the initializer, as Python does.
+    if let Err(e) = crate::signal::set_disposition(
+        nix::sys::signal::Signal::SIGINT,
+        nix::sys::signal::SigHandler::SigIgn,
+    ) {
+        return Some(ServerEnd::Failed(e.to_string()));
+    }
+    if let Some((trampoline, function, init_args)) = args.init.clone() {
+        let code = match Code::from_offset(trampoline) {
+            Ok(c) => c,
+            Err(e) => return Some(ServerEnd::Initializer(e.to_string())),
+        };
+        // SAFETY: the offset of a `CodePtr<InitTrampoline>` made by
+        // `ManagerBuilder::start` and handed to this process in its
+        // arguments (fork memory or the spawn bootstrap, which no other
+        // process can write); this process runs the same executable.
+        let t = unsafe { code.assume::<InitTrampoline>() };
+        if let Some(why) = t.get()((function, init_args)) {
+            return Some(ServerEnd::Initializer(why));
+        }
+    }
     let run = || -> Result<()> {
+        // SAFETY: the pairs `ManagerBuilder::start` made with `pool_task`
+        // and handed to this process in its arguments (fork memory or the
+        // spawn bootstrap, which no other process can write).
+        unsafe { register_pool_tasks(&args.pool_tasks)? };
         let address = Address::parse(&args.address)?;
         let types = args
             .types
@@ -734,14 +1012,6 @@ fn server_main(args: ServerArgs) -> Option<String> {
                 Ok((id.clone(), f.get()(())))
             })
             .collect::<Result<_>>()?;
-        // As Python's manager server: Ctrl-C in a terminal signals the whole
-        // foreground group, and the program that started the server may
-        // handle it and go on using its proxies. The server stops on a
-        // shutdown request, SIGTERM, or when that program ends.
-        crate::signal::set_disposition(
-            nix::sys::signal::Signal::SIGINT,
-            nix::sys::signal::SigHandler::SigIgn,
-        )?;
         let report = |a: &Address| {
             if let Some(r) = &args.report {
                 write_report(r, a);
@@ -768,7 +1038,7 @@ fn server_main(args: ServerArgs) -> Option<String> {
         }
         r
     };
-    run().err().map(|e| e.to_string())
+    run().err().map(|e| ServerEnd::Failed(e.to_string()))
 }
 
 /// A fresh directory only this user can enter, for a server's socket.
@@ -797,7 +1067,7 @@ fn private_dir() -> Result<PathBuf> {
 }
 
 struct ServerHandle {
-    process: Process<'static, Option<String>>,
+    process: Process<'static, Option<ServerEnd>>,
     dir: Option<PathBuf>,
     owner: i32,
 }
@@ -1013,6 +1283,18 @@ impl Manager {
         self.make(&enc(&(parties as u64))?)
     }
 
+    /// A pool of `processes` worker processes (0: one per core) held by
+    /// the server (Python's `manager.Pool()`): any client can run the
+    /// server's registered tasks ([`ManagerBuilder::pool_task`]) on it.
+    /// The workers are spawned by the server, so the program must call
+    /// [`crate::init`] first in `main`. The pool is terminated when its
+    /// last proxy goes (or the server stops). More than 1024 processes is
+    /// a [`Value`](crate::RemoteErrorKind::Value) error.
+    #[cfg(feature = "pool")]
+    pub fn pool(&self, processes: usize) -> Result<PoolProxy> {
+        self.make(&enc(&(processes as u64))?)
+    }
+
     /// Makes `proxy`'s object reachable by `name` on this server, for any
     /// client that connects by address (Python's `BaseManager.register(
     /// name, callable=lambda: obj)` on the server side). The name holds a
@@ -1160,6 +1442,27 @@ mod tests {
             Err(Error::ForeignCode { object, .. }) => assert!(object.contains("libc"), "{object}"),
             Err(e) => panic!("{e}"),
             Ok(_) => panic!("a server was started"),
+        }
+    }
+
+    #[test]
+    fn an_initializer_or_pool_task_from_a_shared_library_is_refused() {
+        let f = crate::process::code::tests::foreign::<(), std::result::Result<(), String>>();
+        match Manager::builder().initializer(f, ()).start() {
+            Err(Error::ForeignCode { object, .. }) => assert!(object.contains("libc"), "{object}"),
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("a server was started"),
+        }
+        #[cfg(feature = "pool")]
+        {
+            let f = crate::process::code::tests::foreign::<u64, u64>();
+            match Manager::builder().pool_task(f).start() {
+                Err(Error::ForeignCode { object, .. }) => {
+                    assert!(object.contains("libc"), "{object}")
+                }
+                Err(e) => panic!("{e}"),
+                Ok(_) => panic!("a server was started"),
+            }
         }
     }
 }

@@ -351,6 +351,7 @@ mod fuzz {
             let _ = dec_args::<ControlOp<'_>>(&bytes);
             let _ = dec_args::<crate::manager::objects::ListOp<'_>>(&bytes);
             let _ = dec_args::<crate::manager::objects::DictOp<'_>>(&bytes);
+            let _ = dec_args::<crate::manager::objects::CursorOp>(&bytes);
             let _ = dec_args::<crate::manager::objects::QueueOp<'_>>(&bytes);
             let _ = dec_args::<crate::manager::objects::ConditionOp>(&bytes);
             let _ = dec_args::<crate::manager::objects::BarrierOp>(&bytes);

@@ -134,6 +134,13 @@ impl<'a> Cx<'a> {
         self.handed.borrow_mut().extend_from_slice(&h.ids);
     }
 
+    /// Registers `object` (made by the call, such as a dict's cursor) as
+    /// a new object of type `typeid`, with one reference for the caller's
+    /// session (as a `Create` gives); its id.
+    pub(crate) fn new_object(&self, object: Object, typeid: &str) -> u64 {
+        self.server.insert(self.session, Arc::new(object), typeid)
+    }
+
     /// Whether the call should stop: the server stops, or the caller closed
     /// its connection (it died or gave up).
     pub(crate) fn cancelled(&self) -> bool {
@@ -263,7 +270,12 @@ impl Server {
                 format!("no type {typeid:?} is registered with this manager"),
             )
         })?;
-        let object = Arc::new(ctor(init)?);
+        Ok(self.insert(session, Arc::new(ctor(init)?), typeid))
+    }
+
+    /// Adds `object` to the registry with one reference, `session`'s; its
+    /// id.
+    fn insert(&self, session: u64, object: Arc<Object>, typeid: &str) -> u64 {
         let id = self.next_object.fetch_add(1, Ordering::Relaxed);
         let mut objects = self.objects.write();
         objects.insert(
@@ -282,7 +294,7 @@ impl Server {
             .refs
             .entry(id)
             .or_default() += 1;
-        Ok(id)
+        id
     }
 
     fn incref(&self, session: u64, id: u64) -> Result<String> {
@@ -786,11 +798,7 @@ fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(r) => r,
         Err(p) => {
-            let msg = p
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| p.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "a panic".into());
+            let msg = crate::process::panic_text(&*p);
             Err(remote(
                 RemoteErrorKind::Custom("panic".into()),
                 format!("method {what} panicked in the server: {msg}"),

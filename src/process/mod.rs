@@ -58,7 +58,7 @@ pub use handle::Process;
 pub use identity::start_reaper;
 pub use identity::{active_children, parent_alive};
 pub use report::ChildResult;
-#[cfg(any(feature = "pool", feature = "redis"))]
+#[cfg(any(feature = "pool", feature = "redis", feature = "manager"))]
 pub(crate) use report::panic_text;
 #[cfg(feature = "spawn")]
 pub(crate) use report::{REPORT_ERROR, Report};

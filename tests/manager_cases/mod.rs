@@ -20,6 +20,9 @@ use multiproc::manager::{DictProxy, ListProxy, Manager, ManagerBuilder, Proxy, T
 use multiproc::{Error, RemoteErrorKind, StartMethod};
 use serde::{Deserialize, Serialize};
 
+mod more;
+pub use more::*;
+
 pub const KEY: &[u8] = b"manager test key";
 
 /// Hands every case's name to `$run!` (which makes one test of each).
@@ -57,6 +60,12 @@ macro_rules! cases {
             the_server_stops_when_the_process_that_started_it_dies,
             timeouts_too_long_to_represent_wait_without_limit,
             built_in_objects_take_no_method_names,
+            list_sort_forms,
+            list_sort_is_atomic_for_other_processes,
+            list_sort_moves_stored_proxies_with_their_references,
+            list_iteration_is_lazy_and_follows_python,
+            dict_iterators_walk_a_server_cursor,
+            server_initializer_runs_in_the_server_before_it_serves,
         }
     };
 }

@@ -12,7 +12,9 @@
 //! objects) builds the same operations and calls the same handlers: find
 //! an object with `Server::object(id)` and match on [`Object`].
 //!
-//! * [`containers`]: list, dict, namespace, value, array;
+//! * [`containers`]: list, dict, namespace, value, array, and the cursor
+//!   a dict makes for a client's lazy iteration (an object of its own,
+//!   which goes with its last reference like any other);
 //! * [`queues`]: the queue and the joinable queue;
 //! * [`sync`]: one generic blocking object ([`sync::Blocking`]) for the
 //!   lock, reentrant lock, semaphore and the lock of a condition, and the
@@ -24,6 +26,8 @@
 //! them; not floats' NaN or -0.0).
 
 pub(crate) mod containers;
+#[cfg(feature = "pool")]
+pub(crate) mod pool;
 pub(crate) mod queues;
 pub(crate) mod sync;
 
@@ -34,7 +38,8 @@ use super::server::{Cx, Held};
 use crate::error::{Error, RemoteErrorKind as K, Result};
 
 pub(crate) use containers::{
-    ArrayCells, ArrayOp, Dict, DictOp, List, ListOp, Namespace, NamespaceOp, ValueCell, ValueOp,
+    ArrayCells, ArrayOp, CursorOp, DICT_CURSOR, Dict, DictCursor, DictOp, IterKind, List, ListOp,
+    Namespace, NamespaceOp, ValueCell, ValueOp, sort_order,
 };
 pub(crate) use queues::{Queue, QueueOp};
 pub(crate) use sync::{
@@ -79,6 +84,11 @@ pub(crate) enum Object {
     Event(EventObj),
     /// `"barrier"`.
     Barrier(BarrierObj),
+    /// A cursor over a dict ([`DICT_CURSOR`]), made by `DictOp::Iter`.
+    DictCursor(DictCursor),
+    /// `"pool"`.
+    #[cfg(feature = "pool")]
+    Pool(pool::PoolObj),
     /// A type registered by name.
     Registered(Box<dyn Registered>),
 }
@@ -103,6 +113,8 @@ pub(crate) fn builtin_types() -> Vec<(&'static str, Constructor)> {
         ("condition", |_| Ok(Object::Condition(ConditionObj::make()))),
         ("event", |_| Ok(Object::Event(EventObj::make()))),
         ("barrier", |i| Ok(Object::Barrier(BarrierObj::make(i)?))),
+        #[cfg(feature = "pool")]
+        ("pool", |i| Ok(Object::Pool(pool::PoolObj::make(i)?))),
     ]
 }
 
@@ -122,6 +134,9 @@ impl Object {
             Object::Condition(_) => "Condition",
             Object::Event(_) => "Event",
             Object::Barrier(_) => "Barrier",
+            Object::DictCursor(_) => "dict iterator",
+            #[cfg(feature = "pool")]
+            Object::Pool(_) => "Pool",
             Object::Registered(_) => "registered type",
         }
     }
@@ -166,6 +181,9 @@ impl Object {
             (Object::Condition(o), None) => o.call(d(args)?, cx),
             (Object::Event(o), None) => o.call(d(args)?, cx),
             (Object::Barrier(o), None) => o.call(d(args)?, cx),
+            (Object::DictCursor(o), None) => o.call(d(args)?, cx),
+            #[cfg(feature = "pool")]
+            (Object::Pool(o), None) => o.call(d(args)?, cx),
         };
         answer.and_then(Answer::into_wire)
     }
@@ -205,6 +223,8 @@ pub(crate) enum Answer {
     Pairs(Vec<(Vec<u8>, Vec<u8>)>),
     /// Names (`Vec<String>`).
     Names(Vec<String>),
+    /// A version and items (`(u64, Vec<T>)`).
+    Versioned(u64, Vec<Vec<u8>>),
 }
 
 impl Answer {
@@ -222,14 +242,8 @@ impl Answer {
                 out.extend_from_slice(&b);
                 out
             }
-            Answer::Items(items) => {
-                let mut out = Vec::with_capacity(5 + items.iter().map(Vec::len).sum::<usize>());
-                push_len(&mut out, items.len());
-                for i in &items {
-                    out.extend_from_slice(i);
-                }
-                out
-            }
+            Answer::Items(items) => items_wire(Vec::new(), &items),
+            Answer::Versioned(version, items) => items_wire(enc(&version)?, &items),
             Answer::Pairs(pairs) => {
                 let mut out = Vec::new();
                 push_len(&mut out, pairs.len());
@@ -242,6 +256,16 @@ impl Answer {
             Answer::Names(n) => enc(&n)?,
         })
     }
+}
+
+/// `out` followed by the wire form of `items` (a length, then each).
+fn items_wire(mut out: Vec<u8>, items: &[Vec<u8>]) -> Vec<u8> {
+    out.reserve(5 + items.iter().map(Vec::len).sum::<usize>());
+    push_len(&mut out, items.len());
+    for i in items {
+        out.extend_from_slice(i);
+    }
+    out
 }
 
 /// A deadline from a blocking call's `(block, timeout)`: now if it may not
@@ -326,6 +350,11 @@ mod tests {
         assert_eq!(dec::<Vec<(String, u8)>>(&w).unwrap(), [("k".into(), 7)]);
         let w = Answer::Names(vec!["n".into()]).into_wire().unwrap();
         assert_eq!(dec::<Vec<String>>(&w).unwrap(), ["n"]);
+        let w = Answer::Versioned(300, vec![item("a")]).into_wire().unwrap();
+        assert_eq!(
+            dec::<(u64, Vec<String>)>(&w).unwrap(),
+            (300, vec!["a".to_string()])
+        );
     }
 
     #[test]

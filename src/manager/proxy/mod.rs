@@ -433,10 +433,16 @@ macro_rules! typed_proxy {
 }
 
 mod containers;
+#[cfg(feature = "pool")]
+mod pool;
 mod queues;
 mod sync;
 
-pub use containers::{ArrayProxy, DictProxy, ListProxy, NamespaceProxy, ValueProxy};
+pub use containers::{
+    ArrayProxy, DictIter, DictProxy, ListIter, ListProxy, NamespaceProxy, ValueProxy,
+};
+#[cfg(feature = "pool")]
+pub use pool::PoolProxy;
 pub use queues::{JoinableQueueProxy, QueueProxy};
 pub use sync::{
     BarrierProxy, BoundedSemaphoreProxy, ConditionProxy, EventProxy, LockProxy, ProxyGuard,
