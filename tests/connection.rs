@@ -220,6 +220,31 @@ fn writing_to_a_closed_peer_is_an_error_not_a_death() {
     assert!(matches!(w.send_bytes(b"x"), Err(SendError::Os { .. })));
 }
 
+/// A writer learns that a reader asleep in `recv` (its bell armed) died
+/// through the bell it sends, without a poll of its own; the next message
+/// (the bell taken back by then) through the poll.
+#[test]
+fn writing_to_a_reader_killed_asleep_is_an_error() {
+    let _s = serial();
+    let (a, b) = pipe(true).unwrap();
+    let (ready_r, ready_w) = pipe(false).unwrap();
+    let mut reader = spawn(move || {
+        ready_w.send_bytes(b"up").unwrap();
+        let _ = b.recv_bytes();
+    });
+    assert_eq!(ready_r.recv_bytes().unwrap(), b"up");
+    // Not needed for the outcome (either way the send fails), only to
+    // make it likely that the reader sleeps with its bell armed.
+    std::thread::sleep(Duration::from_millis(50));
+    reader.kill().unwrap();
+    reader.join().unwrap();
+    drop(reader);
+    for _ in 0..2 {
+        let e = a.send_bytes(b"anyone?").unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EPIPE), "{e}");
+    }
+}
+
 #[test]
 fn poll_never_consumes_and_waits_its_timeout() {
     // End of stream needs every copy of the peer closed: no test may fork

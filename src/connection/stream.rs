@@ -44,7 +44,8 @@
 //! *and* the ring is empty, so bytes written before the close are read
 //! first; a message cut short reads as truncated, as on a socket. A writer
 //! checks for a hung-up peer before every message (`EPIPE`, as a socket
-//! write would give).
+//! write would give): with a poll, or, when the reader sleeps, through the
+//! bell it sends anyway (a send to a socket whose peer is closed fails).
 //!
 //! A process killed holding a direction's `send` lock in the middle of a
 //! message leaves a partial message in the stream, exactly as a partial
@@ -241,6 +242,12 @@ fn drain_bells(sock: BorrowedFd<'_>) -> Left {
         if bells < n {
             return Left::Handle;
         }
+        if n < buf.len() {
+            // Everything there was is drained (one system call less than
+            // looking again): a bell come since only makes the next poll
+            // return at once, and an end of file shows the same way.
+            return Left::Nothing;
+        }
     }
 }
 
@@ -317,10 +324,16 @@ impl Stream {
     /// Writes `parts` into the stream (the caller holds the send lock).
     /// `EPIPE` if the peer is gone before or while waiting for room.
     pub(crate) fn write(&self, sock: BorrowedFd<'_>, parts: &[&[u8]]) -> Result<()> {
-        if peer_gone(sock) {
+        let d = self.txd();
+        // A reader asleep on its socket gets a bell with this message's
+        // first publication (only a writer, holding the send lock as this
+        // one does, takes the flag back), and that send fails with `EPIPE`
+        // if every copy of the peer end is closed: the check then costs no
+        // system call of its own. Otherwise it is a poll.
+        let mut checked = d.rx_armed.load(Ordering::Relaxed) == 0;
+        if checked && peer_gone(sock) {
             return Err(Error::os("send", Errno::EPIPE));
         }
-        let d = self.txd();
         let ring = self.ring(self.tx);
         let mut tail = d.tail.load(Ordering::Relaxed);
         let mut head = d.head.load(Ordering::Acquire);
@@ -335,7 +348,8 @@ impl Stream {
                 }
                 if free == 0 || unpublished >= PUBLISH {
                     if unpublished > 0 {
-                        self.publish(sock, tail);
+                        self.publish(sock, tail)?;
+                        checked = true;
                         unpublished = 0;
                     }
                     if free == 0 {
@@ -356,21 +370,31 @@ impl Stream {
             }
         }
         if unpublished > 0 {
-            self.publish(sock, tail);
+            self.publish(sock, tail)?;
+            checked = true;
+        }
+        if !checked && peer_gone(sock) {
+            // Nothing was published (an empty write): look now.
+            return Err(Error::os("send", Errno::EPIPE));
         }
         Ok(())
     }
 
     /// Publishes the bytes up to `tail` and rings the bell if the reader
-    /// sleeps.
-    fn publish(&self, sock: BorrowedFd<'_>, tail: u64) {
+    /// sleeps; `EPIPE` if that bell finds every copy of the peer end
+    /// closed (the bytes are then lost, as a socket's would be).
+    fn publish(&self, sock: BorrowedFd<'_>, tail: u64) -> Result<()> {
         let d = self.txd();
         d.tail.store(tail, Ordering::Release);
         if bell::sleepers_after(&d.rx_armed, Mark::Flag) {
-            // A full socket buffer already holds bells; a gone peer reads
-            // nothing: both failures are harmless.
-            let _ = crate::sys::socket::send_nowait(sock, &[BELL]);
+            // (A full socket buffer already holds bells: harmless.)
+            if let Err(Errno::EPIPE | Errno::ECONNRESET) =
+                crate::sys::socket::send_nowait(sock, &[BELL])
+            {
+                return Err(Error::os("send", Errno::EPIPE));
+            }
         }
+        Ok(())
     }
 
     /// Waits until the ring has room past `tail`; returns the new head.

@@ -9,7 +9,9 @@
 //! Reading spins briefly before it sleeps: a reply (or the next request)
 //! that comes within [`SPIN`] is picked up without the 20-25 us it costs
 //! to wake a sleeping process on this machine class, and an idle reader
-//! spins that long once, then sleeps in `poll`.
+//! spins that long once, then sleeps in `poll`. When no CPU is to spare
+//! (see [`wait`](crate::sync::wait)), a reader with nothing buffered
+//! polls first and reads once the socket is readable.
 
 use std::io::IoSlice;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -135,7 +137,12 @@ impl Channel {
                 self.buf = vec![0; frame::FIRST_READ];
             }
         }
-        let mut spun = false;
+        // When this wait would not spin (a busy machine), it sleeps in
+        // poll before it reads, which returns at once if bytes are there:
+        // one system call less per frame than a read that finds nothing
+        // first.
+        let mut read_first = self.start < self.end || SPIN_SITE.would_spin(spin);
+        let mut spun = !read_first;
         let mut progress = Instant::now();
         loop {
             match frame::locate(&self.buf[self.start..self.end], self.max) {
@@ -163,7 +170,13 @@ impl Channel {
                 let to = frame::grow(self.buf.len(), need).max(self.buf.len() + 1);
                 self.buf.resize(to, 0);
             }
-            match crate::sys::socket::recv_with_fds(self.fd.as_fd(), &mut self.buf[self.end..]) {
+            let got = if read_first {
+                crate::sys::socket::recv_with_fds(self.fd.as_fd(), &mut self.buf[self.end..])
+            } else {
+                read_first = true;
+                Err(Errno::EAGAIN)
+            };
+            match got {
                 Ok((0, _)) => return Err(ReadEnd::Closed),
                 Ok((n, fds)) => {
                     self.end += n;

@@ -116,6 +116,13 @@ impl Site {
         }
     }
 
+    /// Whether a spin of at most `cap` would spin past its floor now (a
+    /// CPU is to spare): a caller that can arrange its system calls better
+    /// for a wait without spin asks first.
+    pub(crate) fn would_spin(&self, cap: Duration) -> bool {
+        self.max_ns != 0 && !cap.is_zero() && cpu_to_spare()
+    }
+
     /// Spins until `look` returns `Some` (returned) or the spin is over
     /// (`None`: the caller sleeps). The spin is skipped when no CPU is to
     /// spare (but for a lock's floor), and ends at `deadline`.
@@ -155,7 +162,7 @@ impl Site {
             }
             std::hint::spin_loop();
         }
-        if !worth || self.max_ns == 0 || cap.is_zero() || !cpu_to_spare() {
+        if !worth || !self.would_spin(cap) {
             return None;
         }
         let budget = Duration::from_nanos(self.budget() as u64).min(cap);
