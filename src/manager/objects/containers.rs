@@ -151,6 +151,18 @@ impl List {
     }
 }
 
+// ---- For CPython's clients (manager/python/serve.rs) ----
+
+impl List {
+    /// Runs `f` on the items under the list's lock. CPython's `sort`,
+    /// slice assignment and `*=` need the items' values decoded (pickle, a
+    /// format this module does not know) and must not interleave with
+    /// another client's calls.
+    pub(crate) fn edit<T>(&self, f: impl FnOnce(&mut Vec<Item>) -> T) -> T {
+        f(&mut self.0.lock())
+    }
+}
+
 /// An operation on a dict (Python's `DictProxy` methods). Keys and values
 /// are encoded values.
 #[derive(Serialize, Deserialize, Debug, PartialEq, Eq)]
