@@ -10,21 +10,36 @@
 //! [`Answer`]s and errors back to pickles and Python exceptions.
 
 use std::collections::HashMap;
+use std::os::fd::AsFd;
 use std::time::Duration;
 
 use super::pickle::{self, Py};
 use crate::connection::frame;
+use crate::deadline::Deadline;
 use crate::error::{Error, RemoteErrorKind as K};
-use crate::manager::channel::{Channel, ReadEnd, SPIN};
+use crate::manager::channel::{Channel, ReadEnd};
 use crate::manager::objects::{
     Answer, ArrayOp, BarrierOp, BlockingOp, ConditionOp, DictOp, EventOp, Item, ListOp,
     NamespaceOp, Object, QueueOp, ValueOp,
 };
 use crate::manager::protocol::{Bytes, ControlOp, dec, enc, remote};
 use crate::manager::server::{Cx, Server};
+use crate::sync::wait::Site;
 
 /// How often a waiting connection checks that the server still runs.
 const WAIT_SLICE: Duration = Duration::from_millis(100);
+
+/// How long a connection polls for a CPython client's next request before
+/// it sleeps. A Python client takes longer than a Rust one between a reply
+/// and its next request (its own wake-up, then unpickling, the proxy's
+/// Python code and pickling: tens of microseconds), so the channel's own
+/// spin ([`SPIN`](crate::manager::channel::SPIN), sized for Rust clients)
+/// can end just before the request comes, lose, and shrink: every call
+/// then pays for waking the server too, as with Python's own server.
+/// Spinning is skipped when no CPU is to spare, and its budget shrinks
+/// while the client is idle (see [`Site`]).
+const PY_SPIN: Duration = Duration::from_micros(200);
+static PY_SPIN_SITE: Site = Site::new(PY_SPIN);
 
 /// What goes wrong in a call, as Python sees it.
 #[derive(Debug)]
@@ -2238,7 +2253,21 @@ pub(crate) fn serve(server: &Server, channel: &mut Channel, first: Vec<u8>) {
     }
     let stop = || server.stopping();
     loop {
-        let range = match channel.recv(SPIN, Some(WAIT_SLICE), &stop) {
+        // CPython's clients never send a request before the last reply
+        // (nothing is left in the channel's buffer): the next one is on its
+        // way when the socket turns readable. Poll for it a while, else
+        // sleep until it comes (or a slice passes: then the channel's read
+        // checks `stop` and waits on), and read it with one call.
+        let came = PY_SPIN_SITE.spin_within(PY_SPIN, true, Deadline::NEVER, || {
+            channel.peer_gone_or_talking().then_some(())
+        });
+        if came.is_none() {
+            let _ = crate::sys::fd::poll(
+                &[(channel.as_fd(), crate::sys::fd::Interest::Read)],
+                Some(WAIT_SLICE),
+            );
+        }
+        let range = match channel.recv(Duration::ZERO, Some(WAIT_SLICE), &stop) {
             Ok(r) => r,
             Err(ReadEnd::Closed | ReadEnd::Bad(_) | ReadEnd::Os(_) | ReadEnd::Stopped) => return,
         };
