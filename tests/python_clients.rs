@@ -247,6 +247,9 @@ fn python_clients_iterate_sort_and_assign_slices() {
 /// multiproc's refusals aside): the script describes Python's behaviour.
 #[test]
 fn the_more_scenario_holds_against_pythons_own_server() {
+    // Its python3 children would otherwise be seen as left behind by the
+    // serialized tests that run beside it under `cargo test`.
+    let _s = serial();
     for py in pythons() {
         let (mut server, p) = python_server(py);
         let child = Command::new(py)
@@ -548,6 +551,7 @@ struct Job {
 
 #[test]
 fn rust_proxies_on_a_python_syncmanager() {
+    let _s = serial();
     for py in pythons() {
         let (mut server, p) = python_server(py);
         let addr = Address::parse(&format!("tcp:127.0.0.1:{p}")).unwrap();

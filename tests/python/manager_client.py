@@ -216,6 +216,9 @@ def check_list_edits(m):
     assert l[:] == [1, 2, 1, 2, 1, 2]
     l *= 0
     assert l[:] == []
+    # An empty list times a huge count is empty at once (no 2**62 rounds).
+    l *= 2**62
+    assert l[:] == [] and l * 2**62 == [] and 2**62 * l == []
     # An array's slice takes only an array.array: TypeError, as Python's.
     a = m.Array("i", [1, 2, 3])
     raises(TypeError, a.__setitem__, slice(0, 2), [5, 6])

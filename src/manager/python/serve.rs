@@ -1412,8 +1412,9 @@ impl Conn<'_> {
                     if v.len().saturating_mul(n) > pickle::MAX_NODES {
                         return Err(exc("builtins", "MemoryError", "the product is too long"));
                     }
-                    if n == 0 {
+                    if n == 0 || v.is_empty() {
                         v.clear();
+                        return Ok(());
                     }
                     let once = v.len();
                     for _ in 1..n {
@@ -1447,6 +1448,8 @@ impl Conn<'_> {
                 if v.len().saturating_mul(n) > pickle::MAX_NODES {
                     return Err(exc("builtins", "MemoryError", "the product is too long"));
                 }
+                // Nothing to repeat: no loop of `n` rounds (up to 2**63).
+                let n = if v.is_empty() { 0 } else { n };
                 let mut out = Vec::with_capacity(v.len() * n);
                 for _ in 0..n {
                     out.extend(v.iter().cloned());
@@ -2294,6 +2297,58 @@ mod tests {
 
     fn s(a: Py, b: Py, c: Py) -> (Py, Py, Py) {
         (a, b, c)
+    }
+
+    #[test]
+    fn numbers_compare_as_in_python() {
+        use Py::{BigInt, Bool, Float, Int};
+        let big = |v: i128| {
+            let b = v.to_le_bytes();
+            // Minimal two's complement, as the decoder makes it.
+            let mut n = 16;
+            while n > 1
+                && ((b[n - 1] == 0 && b[n - 2] & 0x80 == 0)
+                    || (b[n - 1] == 0xff && b[n - 2] & 0x80 != 0))
+            {
+                n -= 1;
+            }
+            BigInt(b[..n].to_vec())
+        };
+        let lt = |a: &Py, b: &Py| less(a, b).unwrap();
+        assert!(lt(&Int(1), &Float(1.5)) && lt(&Float(0.5), &Bool(true)));
+        assert!(!lt(&Int(1), &Float(1.0)) && !lt(&Float(1.0), &Int(1)));
+        assert!(equal(&Int(1), &Float(1.0)) && equal(&Bool(true), &Int(1)));
+        // 2**63 - 1 rounds up to 2**63 as a float: still below it.
+        assert!(lt(&Int(i64::MAX), &Float(2f64.powi(63))));
+        assert!(!lt(&Float(f64::NAN), &Int(0)) && !lt(&Int(0), &Float(f64::NAN)));
+        let (a, b) = (big(1 << 70), big((1 << 70) + 1));
+        assert!(lt(&a, &b) && !lt(&b, &a) && lt(&Int(i64::MAX), &a));
+        let (c, d) = (big(-(1 << 70)), big(-(1 << 80)));
+        assert!(lt(&d, &c) && lt(&c, &Int(i64::MIN)) && lt(&c, &a));
+        assert!(lt(&big(-(1 << 70) - 5), &big(-(1 << 70) - 4)));
+        assert!(lt(&Float(-1e300), &d) && lt(&a, &Float(1e300)));
+        assert!(less(&Int(1), &Py::Str("a".into())).is_err());
+        assert!(less(&Py::None, &Py::None).is_err());
+    }
+
+    #[test]
+    fn the_merge_sort_is_stable_and_stops_at_a_failure() {
+        let keys = [3, 1, 2, 1, 3, 0];
+        let order = merge_sort(keys.len(), &mut |a, b| Ok(keys[a] < keys[b])).unwrap();
+        assert_eq!(order, [5, 1, 3, 2, 0, 4]);
+        for n in 0..40 {
+            let keys: Vec<u64> = (0..n).map(|i| (i * 7919) % 13).collect();
+            let order = merge_sort(n as usize, &mut |a, b| Ok(keys[a] < keys[b])).unwrap();
+            let mut want: Vec<usize> = (0..n as usize).collect();
+            want.sort_by_key(|&i| keys[i]);
+            assert_eq!(order, want);
+        }
+        let mut calls = 0;
+        let r = merge_sort(10, &mut |_, _| {
+            calls += 1;
+            Err(type_error("no"))
+        });
+        assert!(r.is_err() && calls == 1);
     }
 
     #[test]
