@@ -124,20 +124,26 @@ fn assert_ok(child: Child) -> String {
     out
 }
 
-#[test]
-fn python_clients_use_every_type() {
+/// Runs `scenario` of the script in every interpreter against one server,
+/// then checks that everything the scripts made (iterators included) was
+/// released by their decrefs.
+fn scenario_releases_everything(scenario: &str) {
     let _s = serial();
     let m = builder().start().expect("start");
     for py in pythons() {
-        assert_ok(run_script(py, port(&m), KEY, "types"));
+        assert_ok(run_script(py, port(&m), KEY, scenario));
     }
-    // Everything the scripts made was released by their decrefs.
     let deadline = Instant::now() + Duration::from_secs(10);
     while m.object_count().unwrap() > 0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(m.object_count().unwrap(), 0);
     m.shutdown().unwrap();
+}
+
+#[test]
+fn python_clients_use_every_type() {
+    scenario_releases_everything("types");
 }
 
 /// A started manager's default address, a Unix socket in a private
@@ -229,18 +235,7 @@ fn names_exposed_by_rust_are_reachable_from_python() {
 /// `*=`, and `Pool` refused with `NotImplementedError`.
 #[test]
 fn python_clients_iterate_sort_and_assign_slices() {
-    let _s = serial();
-    let m = builder().start().expect("start");
-    for py in pythons() {
-        assert_ok(run_script(py, port(&m), KEY, "more"));
-    }
-    // The iterators went with their proxies, as everything else.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while m.object_count().unwrap() > 0 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert_eq!(m.object_count().unwrap(), 0);
-    m.shutdown().unwrap();
+    scenario_releases_everything("more");
 }
 
 /// The checks of `more` hold against Python's own server too (those of
