@@ -105,25 +105,6 @@ impl List {
         })))
     }
 
-    /// Sorts the items in place, stably, by `cmp` on their encodings, in
-    /// one step under the list's lock (no other call sees it half sorted):
-    /// for a protocol adapter that can compare its own encodings (Python's
-    /// `list.sort`). If `cmp` fails, the list is left as it was and the
-    /// error returned. `cmp` need not be a total order: every answer gives
-    /// some permutation, nothing panics.
-    #[allow(dead_code)] // for `manager::python`'s `sort`
-    pub(crate) fn sort_encoded(
-        &self,
-        mut cmp: impl FnMut(&[u8], &[u8]) -> Result<std::cmp::Ordering>,
-    ) -> Result<()> {
-        let mut s = self.0.lock();
-        let items = &s.items;
-        let order = sort_order(items.len(), |a, b| cmp(items[a].bytes(), items[b].bytes()))?;
-        s.version = s.version.wrapping_add(1);
-        apply_order(&mut s.items, &order);
-        Ok(())
-    }
-
     /// Runs `op`.
     pub(crate) fn call(&self, op: ListOp<'_>, cx: &Cx<'_>) -> Result<Answer> {
         let mut s = self.0.lock();
@@ -248,7 +229,7 @@ fn checked_order(order: &[u64], len: usize) -> Result<Vec<usize>> {
 
 /// Moves item `order[i]` to position `i` (`order` a permutation of the
 /// positions). The items move, with the references they hold.
-fn apply_order(v: &mut Vec<Item>, order: &[usize]) {
+pub(crate) fn apply_order(v: &mut Vec<Item>, order: &[usize]) {
     let mut old: Vec<Option<Item>> = std::mem::take(v).into_iter().map(Some).collect();
     v.extend(
         order
@@ -260,8 +241,8 @@ fn apply_order(v: &mut Vec<Item>, order: &[usize]) {
 /// The stable sort order of `len` positions by `cmp` (a merge sort): the
 /// positions, smallest first. The first error of `cmp` ends it. Any answers
 /// give a permutation: `cmp` need not be a total order, and nothing panics.
-/// Used by the server ([`List::sort_encoded`]) and by `ListProxy::sort_by`
-/// on decoded items.
+/// Used by `ListProxy::sort_by` on decoded items and by the Python adapter's
+/// `list.sort`.
 pub(crate) fn sort_order<E>(
     len: usize,
     mut cmp: impl FnMut(usize, usize) -> std::result::Result<std::cmp::Ordering, E>,
@@ -295,6 +276,21 @@ pub(crate) fn sort_order<E>(
         width *= 2;
     }
     Ok(a)
+}
+
+// ---- For CPython's clients (manager/python/serve.rs) ----
+
+impl List {
+    /// Runs `f` on the items under the list's lock. CPython's `sort`,
+    /// slice assignment and `*=` need the items' values decoded (pickle, a
+    /// format this module does not know) and must not interleave with
+    /// another client's calls. The version moves on (a Rust client's
+    /// sort in flight starts again).
+    pub(crate) fn edit<T>(&self, f: impl FnOnce(&mut Vec<Item>) -> T) -> T {
+        let mut s = self.0.lock();
+        s.version = s.version.wrapping_add(1);
+        f(&mut s.items)
+    }
 }
 
 /// An operation on a dict (Python's `DictProxy` methods). Keys and values
@@ -712,18 +708,5 @@ mod tests {
             sort_order(5, |_, _| Err::<std::cmp::Ordering, _>("no")),
             Err("no")
         );
-    }
-
-    #[test]
-    fn sort_encoded_sorts_under_the_lock_or_leaves_the_list() {
-        with_cx(|cx| {
-            let l = list_of(&[3, 1, 2]);
-            l.sort_encoded(|a, b| Ok(dec::<u32>(a)?.cmp(&dec::<u32>(b)?)))
-                .unwrap();
-            assert_eq!(contents(&l, cx), [1, 2, 3]);
-            let r = l.sort_encoded(|_, _| Err(crate::Error::InvalidArgument("no")));
-            assert!(r.is_err());
-            assert_eq!(contents(&l, cx), [1, 2, 3]);
-        });
     }
 }

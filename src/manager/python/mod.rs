@@ -48,11 +48,24 @@
 //!   when started with
 //!   [`ManagerBuilder::legacy_auth`](super::ManagerBuilder::legacy_auth).
 //!
-//! Not served: methods that return new proxies (`dict.__iter__`,
-//! `list.__reversed__`, `Pool`), `list.sort`, slice assignment, proxies
-//! stored inside containers (a pickled proxy names a class: refused), and
-//! arbitrary objects. Python's `1 == 1.0 == True` as dict keys are three
-//! keys here (values compare by encoding).
+//! * **Iterators.** A dict's `__iter__` answers `#PROXY` with an
+//!   `Iterator` as Python's server does: a server-side list holding a
+//!   snapshot of the keys, which the client's `IteratorProxy` drains with
+//!   `__next__` (`StopIteration` at the end) and lets go with `decref`.
+//!   A list iterates through `__getitem__` (Python's `ListProxy` has no
+//!   `__iter__`); its `__reversed__` comes back as a local iterator over a
+//!   copy, as with Python's server.
+//! * **Lists** sort (`key=None` only: a key function would be code to run)
+//!   and take slice assignment and deletion, each under the list's lock so
+//!   that no other client's call lands in between. Items compare as in
+//!   Python (numbers by value, `str`, `bytes`, tuples and lists element by
+//!   element); others raise `TypeError` as Python does.
+//!
+//! Not served: `Pool` (a server cannot run the client's functions: a
+//! `NotImplementedError`), proxies stored inside containers (a pickled
+//! proxy names a class: refused), and arbitrary objects. Python's
+//! `1 == 1.0 == True` as dict keys are three keys here (values compare by
+//! encoding).
 
 mod client;
 pub(crate) mod pickle;
@@ -75,6 +88,9 @@ pub(crate) struct State {
     /// by object id: elements are checked against them, and a slice comes
     /// back as an `array.array`.
     typecodes: parking_lot::Mutex<std::collections::HashMap<u64, char>>,
+    /// The lists that are iterators handed to Python clients (a dict's
+    /// `__iter__`): what is left of a snapshot of its keys, last first.
+    iterators: parking_lot::Mutex<std::collections::HashSet<u64>>,
 }
 
 /// Whether a connection's first frame comes from a CPython client.

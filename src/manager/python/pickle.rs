@@ -1006,7 +1006,8 @@ pub(crate) fn encode_int(i: i64, out: &mut Vec<u8>) {
 }
 
 /// `GLOBAL module name` (only in what this server writes: the exception
-/// classes of `#ERROR` replies, `slice`, `array.array`).
+/// classes of `#ERROR` replies, `slice`, `array.array`, `builtins.iter`
+/// and the `Token` of a `#PROXY` reply).
 pub(crate) fn global(out: &mut Vec<u8>, module: &str, name: &str) {
     out.push(b'c');
     out.extend_from_slice(module.as_bytes());

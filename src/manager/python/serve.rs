@@ -10,21 +10,37 @@
 //! [`Answer`]s and errors back to pickles and Python exceptions.
 
 use std::collections::HashMap;
+use std::os::fd::AsFd;
 use std::time::Duration;
 
 use super::pickle::{self, Py};
 use crate::connection::frame;
+use crate::deadline::Deadline;
 use crate::error::{Error, RemoteErrorKind as K};
-use crate::manager::channel::{Channel, ReadEnd, SPIN};
+use crate::manager::channel::{Channel, ReadEnd};
+use crate::manager::objects::containers::{apply_order, sort_order};
 use crate::manager::objects::{
-    Answer, ArrayOp, BarrierOp, BlockingOp, ConditionOp, DictOp, EventOp, ListOp, NamespaceOp,
-    Object, QueueOp, ValueOp,
+    Answer, ArrayOp, BarrierOp, BlockingOp, ConditionOp, DictOp, EventOp, Item, ListOp,
+    NamespaceOp, Object, QueueOp, ValueOp,
 };
 use crate::manager::protocol::{Bytes, ControlOp, dec, enc, remote};
 use crate::manager::server::{Cx, Server};
+use crate::sync::wait::Site;
 
 /// How often a waiting connection checks that the server still runs.
 const WAIT_SLICE: Duration = Duration::from_millis(100);
+
+/// How long a connection polls for a CPython client's next request before
+/// it sleeps. A Python client takes longer than a Rust one between a reply
+/// and its next request (its own wake-up, then unpickling, the proxy's
+/// Python code and pickling: tens of microseconds), so the channel's own
+/// spin ([`SPIN`](crate::manager::channel::SPIN), sized for Rust clients)
+/// can end just before the request comes, lose, and shrink: every call
+/// then pays for waking the server too, as with Python's own server.
+/// Spinning is skipped when no CPU is to spare, and its budget shrinks
+/// while the client is idle (see [`Site`]).
+const PY_SPIN: Duration = Duration::from_micros(200);
+static PY_SPIN_SITE: Site = Site::new(PY_SPIN);
 
 /// What goes wrong in a call, as Python sees it.
 #[derive(Debug)]
@@ -97,6 +113,8 @@ enum Kind {
     Barrier,
     Value,
     Array,
+    /// A dict's keys iterator (a list of what is left, last first).
+    Iterator,
     /// A registered Rust type: not callable from Python.
     Other,
 }
@@ -128,6 +146,7 @@ impl Kind {
                 "__contains__",
                 "__delitem__",
                 "__getitem__",
+                "__iter__",
                 "__len__",
                 "__setitem__",
                 "clear",
@@ -146,8 +165,10 @@ impl Kind {
                 "__contains__",
                 "__delitem__",
                 "__getitem__",
+                "__imul__",
                 "__len__",
                 "__mul__",
+                "__reversed__",
                 "__rmul__",
                 "__setitem__",
                 "append",
@@ -158,6 +179,7 @@ impl Kind {
                 "pop",
                 "remove",
                 "reverse",
+                "sort",
             ],
             Kind::Namespace => &["__getattribute__", "__setattr__", "__delattr__"],
             Kind::Queue => &[
@@ -177,8 +199,28 @@ impl Kind {
             Kind::Barrier => &["__getattribute__", "wait", "abort", "reset"],
             Kind::Value => &["get", "set"],
             Kind::Array => &["__len__", "__getitem__", "__setitem__"],
+            Kind::Iterator => &["__next__", "send", "throw", "close"],
             Kind::Other => &[],
         }
+    }
+
+    /// What `create` answers for an object a Rust program exposed by name,
+    /// which a bare `M.register('name')` makes an `AutoProxy` of: the
+    /// methods that work as plain methods of a class. The attribute hooks
+    /// (`__getattribute__`, `__setattr__`, `__delattr__`) would turn every
+    /// attribute of the proxy itself into a remote call (recursing in
+    /// Python), and `__iter__` needs the `Iterator` typeid registered:
+    /// Python's own server, making an `AutoProxy` of an object's public
+    /// methods, does not offer them either. A `BarrierProxy` or
+    /// `NamespaceProxy` given as `proxytype` still reaches them (the server
+    /// serves what [`exposed`](Self::exposed) lists).
+    fn exposed_by_name(self) -> impl Iterator<Item = &'static str> {
+        self.exposed().iter().copied().filter(|m| {
+            !matches!(
+                *m,
+                "__getattribute__" | "__setattr__" | "__delattr__" | "__iter__"
+            )
+        })
     }
 }
 
@@ -465,6 +507,20 @@ fn index(i: i64, len: u64, what: &str) -> R<u64> {
 /// The positions `slice(start, stop, step)` selects in a sequence of `len`
 /// (Python's rules; computed in `i128`, so no index overflows).
 fn slice_positions(s: &(Py, Py, Py), len: usize) -> R<Vec<usize>> {
+    let (start, stop, step) = slice_bounds(s, len)?;
+    let mut out = Vec::new();
+    let mut i = start;
+    while (step > 0 && i < stop) || (step < 0 && i > stop) {
+        out.push(i as usize);
+        i += step;
+    }
+    Ok(out)
+}
+
+/// `slice(start, stop, step)` over a sequence of `len`, its bounds adjusted
+/// as Python's `slice.indices` does (a start within `0..=len`, or `-1`
+/// going down).
+fn slice_bounds(s: &(Py, Py, Py), len: usize) -> R<(i128, i128, i128)> {
     let opt = |v: &Py| -> R<Option<i128>> {
         match v {
             Py::None => Ok(None),
@@ -487,24 +543,14 @@ fn slice_positions(s: &(Py, Py, Py), len: usize) -> R<Vec<usize>> {
         Some(v) if v < 0 => (v + len).max(lo),
         Some(v) => v.min(hi),
     };
-    let mut out = Vec::new();
-    if step > 0 {
+    Ok(if step > 0 {
         let (start, stop) = (clamp(opt(&s.0)?, 0, 0, len), clamp(opt(&s.1)?, len, 0, len));
-        let mut i = start;
-        while i < stop {
-            out.push(i as usize);
-            i += step;
-        }
+        (start, stop, step)
     } else {
         let start = clamp(opt(&s.0)?, len - 1, -1, len - 1);
         let stop = clamp(opt(&s.1)?, -1, -1, len - 1);
-        let mut i = start;
-        while i > stop {
-            out.push(i as usize);
-            i += step;
-        }
-    }
-    Ok(out)
+        (start, stop, step)
+    })
 }
 
 /// Checks and converts an `array.array(typecode)` element.
@@ -608,6 +654,22 @@ impl Op for BlockingOp {
     }
 }
 
+/// An edit of a list's items that needs their values (Python's `sort`,
+/// slice assignment, `*=`), run under the list's lock.
+struct ListEdit<F>(F);
+
+impl<F: FnOnce(&mut Vec<Item>)> Op for ListEdit<F> {
+    fn run(self, object: &Object, _: &Cx<'_>) -> Result<Answer, Error> {
+        match object {
+            Object::List(l) => {
+                l.edit(self.0);
+                Ok(Answer::Unit)
+            }
+            o => Err(wrong_kind(o)),
+        }
+    }
+}
+
 fn unexpected(a: &Answer) -> PyErr {
     PyErr::Traceback(truncate(format!(
         "the server gave an unexpected answer: {a:?}"
@@ -670,6 +732,9 @@ struct Conn<'s> {
     /// takes: in Python's server, the thread serving the connection).
     caller: u64,
     kinds: HashMap<u64, Kind>,
+    /// How the current call's result goes back: `#RETURN`, or `#PROXY`
+    /// for a new object's `(exposed, token)`.
+    tag: &'static str,
 }
 
 impl Conn<'_> {
@@ -700,13 +765,24 @@ impl Conn<'_> {
             .server
             .typeid(id)
             .ok_or_else(|| PyErr::Traceback(format!("KeyError: no object with ident '{id:x}'")))?;
-        let k = Kind::of(&typeid);
+        let k = if self.server.python.iterators.lock().contains(&id) {
+            Kind::Iterator
+        } else {
+            Kind::of(&typeid)
+        };
         self.kinds.insert(id, k);
         Ok(k)
     }
 
     fn typecode(&self, id: u64) -> Option<char> {
         self.server.python.typecodes.lock().get(&id).copied()
+    }
+
+    /// Runs `f` on the items of list `id`, under its lock.
+    fn edit<T>(&self, ch: &Channel, id: u64, f: impl FnOnce(&mut Vec<Item>) -> R<T>) -> R<T> {
+        let mut out = None;
+        self.obj(ch, id, ListEdit(|v: &mut Vec<Item>| out = Some(f(v))))?;
+        out.unwrap_or_else(|| Err(PyErr::Traceback("the list edit did not run".into())))
     }
 
     /// A call whose result is a `bool`, as Python's.
@@ -775,6 +851,7 @@ impl Conn<'_> {
                 self.control(ControlOp::Decref(id))?;
                 if self.server.typeid(id).is_none() {
                     self.server.python.typecodes.lock().remove(&id);
+                    self.server.python.iterators.lock().remove(&id);
                 }
                 Ok(Py::None)
             }
@@ -811,7 +888,18 @@ impl Conn<'_> {
             && let Ok(found) = self.control(ControlOp::Lookup(&typeid))
         {
             let (id, ours): (u64, String) = decoded(&found)?;
-            return Ok(created(id, Kind::of(&ours)));
+            return Ok(created(id, Kind::of(&ours).exposed_by_name()));
+        }
+        if typeid == "Pool" {
+            return Err(PyErr::Exc(
+                "builtins",
+                "NotImplementedError",
+                vec![Py::Str(
+                    "a multiproc manager does not serve Pool: it cannot run the client's \
+                     Python functions (use multiprocessing.Pool in the client)"
+                        .into(),
+                )],
+            ));
         }
         let Some(ours) = python_type(&typeid) else {
             return Err(PyErr::Traceback(format!(
@@ -828,7 +916,7 @@ impl Conn<'_> {
         if let Some(tc) = typecode {
             self.server.python.typecodes.lock().insert(id, tc);
         }
-        Ok(created(id, Kind::of(ours)))
+        Ok(created(id, Kind::of(ours).exposed().iter().copied()))
     }
 
     /// The server's initial value for a Python `create(typeid, *args, **kwds)`.
@@ -1014,6 +1102,7 @@ impl Conn<'_> {
                 }
             },
             Kind::Array => self.array(ch, id, name, args, kwds),
+            Kind::Iterator => self.iterator(ch, id, name, args, kwds),
             Kind::Other => unreachable!("exposes nothing"),
         }
     }
@@ -1173,6 +1262,22 @@ impl Conn<'_> {
                 self.obj(ch, id, DictOp::Clear)?;
                 Ok(none())
             }
+            "__iter__" => {
+                // As Python's server (`DictProxy._method_to_typeid_`): a
+                // new `Iterator` object, here over a snapshot of the keys.
+                take::<0>(name, args, kwds)?;
+                let mut keys = many(self.obj(ch, id, DictOp::Keys)?)?;
+                keys.reverse();
+                let b: Vec<Bytes<'_>> = keys.iter().map(|k| Bytes(k)).collect();
+                let init = enc(&b).map_err(tb)?;
+                let it: u64 = decoded(&self.control(ControlOp::Create {
+                    typeid: "list",
+                    init: Bytes(&init),
+                })?)?;
+                self.server.python.iterators.lock().insert(it);
+                self.tag = "#PROXY";
+                Ok(proxy_frag(it, "Iterator", Kind::Iterator))
+            }
             _ => Err(not_served(name)),
         }
     }
@@ -1194,12 +1299,15 @@ impl Conn<'_> {
                 let [i] = take(name, args, kwds)?;
                 self.get_index(ch, id, i, "list", None)
             }
-            "__setitem__" => {
-                let [i, v] = take(name, args, kwds)?;
-                self.set_index(ch, id, i, v, "list")
-            }
+            "__setitem__" => match take(name, args, kwds)? {
+                [Py::Slice(s), v] => self.set_slice(ch, id, *s, v),
+                [i, v] => self.set_index(ch, id, i, v, "list"),
+            },
             "__delitem__" => {
                 let [i] = take(name, args, kwds)?;
+                if let Py::Slice(s) = i {
+                    return self.del_slice(ch, id, *s);
+                }
                 let i = int(&i, "list indices")?;
                 let at = index(i, self.len(ch, id)?, "list assignment")?;
                 self.obj(ch, id, ListOp::Pop(Some(at)))?;
@@ -1270,6 +1378,58 @@ impl Conn<'_> {
                 self.obj(ch, id, ListOp::Reverse)?;
                 Ok(none())
             }
+            "sort" => {
+                if !args.is_empty() {
+                    return Err(type_error("sort() takes no positional arguments"));
+                }
+                let [key, reverse] = bind(name, args, kwds, ["key", "reverse"], 0)?;
+                if key.is_some_and(|k| k != Py::None) {
+                    return Err(type_error(
+                        "sort(key=...): a multiproc manager cannot call a key function \
+                         (sort with key=None, or sort a copy in the client)",
+                    ));
+                }
+                let reverse = reverse.is_some_and(|r| r.truthy());
+                self.edit(ch, id, |v| sort_items(v, reverse))?;
+                Ok(none())
+            }
+            "__reversed__" => {
+                // Python's server pickles a `list_reverseiterator`, which
+                // the client unpickles as an iterator of its own: here an
+                // iterator over a reversed copy.
+                take::<0>(name, args, kwds)?;
+                let mut items = self.all_items(ch, id)?;
+                items.reverse();
+                let mut out = Vec::new();
+                pickle::global(&mut out, "builtins", "iter");
+                out.extend_from_slice(&list_frag(items)?);
+                out.extend_from_slice(&[0x85, b'R']);
+                Ok(out)
+            }
+            "__imul__" => {
+                let [n] = take(name, args, kwds)?;
+                let n = int(&n, "can't multiply sequence by non-int")?.max(0) as usize;
+                self.edit(ch, id, |v| {
+                    if v.len().saturating_mul(n) > pickle::MAX_NODES {
+                        return Err(exc("builtins", "MemoryError", "the product is too long"));
+                    }
+                    if n == 0 || v.is_empty() {
+                        v.clear();
+                        return Ok(());
+                    }
+                    let once = v.len();
+                    for _ in 1..n {
+                        for k in 0..once {
+                            let copy = Item::plain(v[k].bytes());
+                            v.push(copy);
+                        }
+                    }
+                    Ok(())
+                })?;
+                // Python's server answers the list itself, which the
+                // client's `ListProxy.__imul__` drops.
+                Ok(none())
+            }
             "__add__" => {
                 let [other] = take(name, args, kwds)?;
                 let Py::List(other) = other else {
@@ -1289,6 +1449,8 @@ impl Conn<'_> {
                 if v.len().saturating_mul(n) > pickle::MAX_NODES {
                     return Err(exc("builtins", "MemoryError", "the product is too long"));
                 }
+                // Nothing to repeat: no loop of `n` rounds (up to 2**63).
+                let n = if v.is_empty() { 0 } else { n };
                 let mut out = Vec::with_capacity(v.len() * n);
                 for _ in 0..n {
                     out.extend(v.iter().cloned());
@@ -1352,7 +1514,14 @@ impl Conn<'_> {
     fn set_index(&mut self, ch: &Channel, id: u64, i: Py, v: Py, what: &str) -> R<Vec<u8>> {
         let i = match i {
             i @ (Py::Int(_) | Py::Bool(_)) => int(&i, "indices")?,
-            Py::Slice(_) => return Err(not_served("slice assignment")),
+            // An array's slice takes an `array.array`, which a client
+            // cannot send here (a pickled class): as Python's error.
+            Py::Slice(_) => {
+                return Err(type_error(format!(
+                    "can only assign array (not \"{}\") to array slice",
+                    v.type_name()
+                )));
+            }
             other => {
                 return Err(type_error(format!(
                     "{what} indices must be integers or slices, not {}",
@@ -1371,6 +1540,85 @@ impl Conn<'_> {
                 Err(index_error(format!("{what} assignment index out of range")))
             }
             r => r.map(|()| none()),
+        }
+    }
+
+    /// `list[a:b:c] = iterable`, under the list's lock.
+    fn set_slice(&mut self, ch: &Channel, id: u64, s: (Py, Py, Py), v: Py) -> R<Vec<u8>> {
+        let items = match v {
+            v @ (Py::List(_)
+            | Py::Tuple(_)
+            | Py::Set(_)
+            | Py::FrozenSet(_)
+            | Py::Dict(_)
+            | Py::Str(_)
+            | Py::Bytes(_)
+            | Py::ByteArray(_)) => items_of(v)?,
+            _ => return Err(type_error("can only assign an iterable")),
+        };
+        let f: Vec<Vec<u8>> = items.iter().map(frag).collect();
+        self.edit(ch, id, |list| {
+            let (start, stop, step) = slice_bounds(&s, list.len())?;
+            if step == 1 {
+                let (start, stop) = (start as usize, stop.max(start) as usize);
+                list.splice(start..stop, f.iter().map(|b| Item::plain(b)));
+                return Ok(());
+            }
+            let at = slice_positions(&s, list.len())?;
+            if at.len() != f.len() {
+                return Err(value_error(format!(
+                    "attempt to assign sequence of size {} to extended slice of size {}",
+                    f.len(),
+                    at.len()
+                )));
+            }
+            for (p, b) in at.into_iter().zip(&f) {
+                list[p] = Item::plain(b);
+            }
+            Ok(())
+        })?;
+        Ok(none())
+    }
+
+    /// `del list[a:b:c]`, under the list's lock.
+    fn del_slice(&mut self, ch: &Channel, id: u64, s: (Py, Py, Py)) -> R<Vec<u8>> {
+        self.edit(ch, id, |list| {
+            let mut gone = vec![false; list.len()];
+            for p in slice_positions(&s, list.len())? {
+                gone[p] = true;
+            }
+            let mut k = 0;
+            list.retain(|_| {
+                k += 1;
+                !gone[k - 1]
+            });
+            Ok(())
+        })?;
+        Ok(none())
+    }
+
+    fn iterator(
+        &mut self,
+        ch: &Channel,
+        id: u64,
+        name: &str,
+        args: Vec<Py>,
+        kwds: Vec<(Py, Py)>,
+    ) -> R<Vec<u8>> {
+        match name {
+            "__next__" => {
+                take::<0>(name, args, kwds)?;
+                match self.obj(ch, id, ListOp::Pop(None)) {
+                    Err(PyErr::Exc(_, "IndexError", _)) => {
+                        Err(PyErr::Exc("builtins", "StopIteration", vec![]))
+                    }
+                    r => one(r?),
+                }
+            }
+            // What Python's server says of a `dict_keyiterator`.
+            _ => Err(PyErr::Traceback(format!(
+                "AttributeError: 'dict_keyiterator' object has no attribute '{name}'"
+            ))),
         }
     }
 
@@ -1698,6 +1946,143 @@ impl Conn<'_> {
     }
 }
 
+/// Sorts stored items by their values with Python's `<` (stable; `reverse`
+/// keeps equal items in their order, as Python's does). A failed comparison
+/// leaves the list as it was.
+fn sort_items(v: &mut Vec<Item>, reverse: bool) -> R<()> {
+    let values = v
+        .iter()
+        .map(|i| value_of(i.bytes()))
+        .collect::<R<Vec<Py>>>()?;
+    // One stable merge sort for the crate (shared with `ListProxy::sort`).
+    let lt = |a: &Py, b: &Py| -> R<std::cmp::Ordering> {
+        Ok(if less(a, b)? {
+            std::cmp::Ordering::Less
+        } else {
+            std::cmp::Ordering::Greater
+        })
+    };
+    let order = sort_order(values.len(), |a, b| {
+        if reverse {
+            lt(&values[b], &values[a])
+        } else {
+            lt(&values[a], &values[b])
+        }
+    })?;
+    apply_order(v, &order);
+    Ok(())
+}
+
+/// A number, as Python compares them.
+enum Num<'a> {
+    Int(i64),
+    /// Outside `i64`: little-endian two's complement.
+    Big(&'a [u8]),
+    Float(f64),
+}
+
+fn num(v: &Py) -> Option<Num<'_>> {
+    Some(match v {
+        Py::Bool(b) => Num::Int((*b).into()),
+        Py::Int(i) => Num::Int(*i),
+        Py::BigInt(b) => Num::Big(b),
+        Py::Float(f) => Num::Float(*f),
+        _ => return None,
+    })
+}
+
+/// A big integer's value as a float (rounded; infinite past `f64`).
+fn big_f64(b: &[u8]) -> f64 {
+    let negative = b.last().is_some_and(|x| x & 0x80 != 0);
+    let mut f = 0.0;
+    for x in b.iter().rev() {
+        let x = if negative { !x } else { *x };
+        f = f * 256.0 + f64::from(x);
+    }
+    if negative { -(f + 1.0) } else { f }
+}
+
+/// Two numbers' order (`None`: unordered, a NaN).
+fn num_cmp(a: &Num<'_>, b: &Num<'_>) -> Option<std::cmp::Ordering> {
+    use std::cmp::Ordering;
+    let negative = |b: &[u8]| b.last().is_some_and(|x| x & 0x80 != 0);
+    match (a, b) {
+        (Num::Int(x), Num::Int(y)) => Some(x.cmp(y)),
+        (Num::Float(x), Num::Float(y)) => x.partial_cmp(y),
+        // Beyond `i64` either way: the big one's sign decides.
+        (Num::Big(x), Num::Int(_)) => Some(if negative(x) {
+            Ordering::Less
+        } else {
+            Ordering::Greater
+        }),
+        (Num::Int(_), Num::Big(_)) => num_cmp(b, a).map(Ordering::reverse),
+        (Num::Big(x), Num::Big(y)) => Some(match (negative(x), negative(y)) {
+            (true, false) => Ordering::Less,
+            (false, true) => Ordering::Greater,
+            // Same sign, minimal encodings: the longer is further from
+            // zero; of the same length, the bytes from the top decide.
+            (n, _) => {
+                let by_len = x.len().cmp(&y.len());
+                let by_len = if n { by_len.reverse() } else { by_len };
+                by_len.then_with(|| x.iter().rev().cmp(y.iter().rev()))
+            }
+        }),
+        (Num::Int(x), Num::Float(y)) => {
+            // Rounding is monotonic, so a strict order of the rounded
+            // integer is the exact one; equal means `y` is integral.
+            let o = (*x as f64).partial_cmp(y)?;
+            Some(if o == Ordering::Equal {
+                i128::from(*x).cmp(&(*y as i128))
+            } else {
+                o
+            })
+        }
+        (Num::Big(x), Num::Float(y)) => big_f64(x).partial_cmp(y),
+        (Num::Float(_), _) => num_cmp(b, a).map(Ordering::reverse),
+    }
+}
+
+/// Python's `a == b` for data values.
+fn equal(a: &Py, b: &Py) -> bool {
+    if let (Some(x), Some(y)) = (num(a), num(b)) {
+        return num_cmp(&x, &y) == Some(std::cmp::Ordering::Equal);
+    }
+    match (a, b) {
+        (Py::List(x), Py::List(y)) | (Py::Tuple(x), Py::Tuple(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(x, y)| equal(x, y))
+        }
+        (Py::Bytes(x) | Py::ByteArray(x), Py::Bytes(y) | Py::ByteArray(y)) => x == y,
+        _ => a == b,
+    }
+}
+
+/// Python's `a < b` for data values; `TypeError` where Python raises it.
+fn less(a: &Py, b: &Py) -> R<bool> {
+    if let (Some(x), Some(y)) = (num(a), num(b)) {
+        return Ok(num_cmp(&x, &y) == Some(std::cmp::Ordering::Less));
+    }
+    match (a, b) {
+        (Py::Str(x), Py::Str(y)) => Ok(x < y),
+        (Py::Bytes(x) | Py::ByteArray(x), Py::Bytes(y) | Py::ByteArray(y)) => Ok(x < y),
+        (Py::List(x), Py::List(y)) | (Py::Tuple(x), Py::Tuple(y)) => {
+            // The first items that differ decide, else the shorter.
+            match x.iter().zip(y).find(|(x, y)| !equal(x, y)) {
+                Some((x, y)) => less(x, y),
+                None => Ok(x.len() < y.len()),
+            }
+        }
+        // Proper subset.
+        (Py::Set(x) | Py::FrozenSet(x), Py::Set(y) | Py::FrozenSet(y)) => {
+            Ok(x.len() < y.len() && x.iter().all(|v| y.iter().any(|w| equal(v, w))))
+        }
+        _ => Err(type_error(format!(
+            "'<' not supported between instances of '{}' and '{}'",
+            a.type_name(),
+            b.type_name()
+        ))),
+    }
+}
+
 fn tb(e: Error) -> PyErr {
     PyErr::Traceback(e.to_string())
 }
@@ -1718,26 +2103,39 @@ fn items_init(items: &[Py]) -> R<Vec<u8>> {
 }
 
 /// `create`'s answer: `(ident, exposed)`.
-fn created(id: u64, kind: Kind) -> Py {
-    Py::Tuple(vec![
-        ident_of(id),
-        Py::Tuple(
-            kind.exposed()
-                .iter()
-                .map(|s| Py::Str((*s).to_string()))
-                .collect(),
-        ),
-    ])
+fn created<'a>(id: u64, exposed: impl Iterator<Item = &'a str>) -> Py {
+    Py::Tuple(vec![ident_of(id), names(exposed)])
 }
 
-/// Appends a whole frame: the length header and `('#...', value)`.
-fn reply(out: &mut Vec<u8>, result: R<Vec<u8>>) {
+/// A tuple of method names.
+fn names<'a>(exposed: impl Iterator<Item = &'a str>) -> Py {
+    Py::Tuple(exposed.map(|s| Py::Str(s.to_string())).collect())
+}
+
+/// `#PROXY`'s value for a new object: `(exposed, Token(typeid, None,
+/// ident))` (the client puts in the address it called).
+fn proxy_frag(id: u64, typeid: &str, kind: Kind) -> Vec<u8> {
+    let mut out = frag(&names(kind.exposed().iter().copied()));
+    // `Token.__new__(Token)`, then `__setstate__((typeid, address, id))`.
+    pickle::global(&mut out, "multiprocessing.managers", "Token");
+    out.extend_from_slice(&[b')', 0x81]);
+    pickle::encode_into(
+        &Py::Tuple(vec![Py::Str(typeid.into()), Py::None, ident_of(id)]),
+        &mut out,
+    );
+    out.extend_from_slice(&[b'b', 0x86]);
+    out
+}
+
+/// Appends a whole frame: the length header and `(tag, value)` (`tag`:
+/// `#RETURN` or `#PROXY`), or the error's.
+fn reply(out: &mut Vec<u8>, tag: &str, result: R<Vec<u8>>) {
     out.clear();
     out.extend_from_slice(&[0; frame::SHORT]);
     out.extend_from_slice(&pickle::HEADER);
     match result {
         Ok(v) => {
-            out.extend_from_slice(&frag(&Py::Str("#RETURN".into())));
+            out.extend_from_slice(&frag(&Py::Str(tag.into())));
             out.extend_from_slice(&v);
         }
         Err(PyErr::Exc(module, name, args)) => {
@@ -1754,7 +2152,11 @@ fn reply(out: &mut Vec<u8>, result: R<Vec<u8>>) {
     out.extend_from_slice(&[0x86, b'.']);
     let len = out.len() - frame::SHORT;
     if len > i32::MAX as usize {
-        reply(out, Err(PyErr::Traceback("the reply is too large".into())));
+        reply(
+            out,
+            tag,
+            Err(PyErr::Traceback("the reply is too large".into())),
+        );
         return;
     }
     out[..frame::SHORT].copy_from_slice(&(len as i32).to_be_bytes());
@@ -1808,6 +2210,7 @@ pub(crate) fn serve(server: &Server, channel: &mut Channel, first: Vec<u8>) {
         session,
         caller: (1 << 63) | n,
         kinds: HashMap::new(),
+        tag: "#RETURN",
     };
     let mut out = Vec::with_capacity(256);
     let (result, serve_more) = match request(&first) {
@@ -1821,23 +2224,38 @@ pub(crate) fn serve(server: &Server, channel: &mut Channel, first: Vec<u8>) {
             false,
         ),
     };
-    reply(&mut out, result);
+    reply(&mut out, "#RETURN", result);
     if channel.send(&out).is_err() || !serve_more {
         return;
     }
     let stop = || server.stopping();
     loop {
-        let range = match channel.recv(SPIN, Some(WAIT_SLICE), &stop) {
+        // CPython's clients never send a request before the last reply
+        // (nothing is left in the channel's buffer): the next one is on its
+        // way when the socket turns readable. Poll for it a while, else
+        // sleep until it comes (or a slice passes: then the channel's read
+        // checks `stop` and waits on), and read it with one call.
+        let came = PY_SPIN_SITE.spin_within(PY_SPIN, true, Deadline::NEVER, || {
+            channel.peer_gone_or_talking().then_some(())
+        });
+        if came.is_none() {
+            let _ = crate::sys::fd::poll(
+                &[(channel.as_fd(), crate::sys::fd::Interest::Read)],
+                Some(WAIT_SLICE),
+            );
+        }
+        let range = match channel.recv(Duration::ZERO, Some(WAIT_SLICE), &stop) {
             Ok(r) => r,
             Err(ReadEnd::Closed | ReadEnd::Bad(_) | ReadEnd::Os(_) | ReadEnd::Stopped) => return,
         };
         let req = request(channel.bytes(range));
         // A pickle refused is answered with a traceback, as Python's
         // server does: the framing is intact, so the connection goes on.
+        conn.tag = "#RETURN";
         let result = req.and_then(|(id, name, args, kwds)| {
             guarded(|| ident(&id).and_then(|id| conn.method(channel, id, &name, args, kwds)))
         });
-        reply(&mut out, result);
+        reply(&mut out, conn.tag, result);
         if channel.send(&out).is_err() {
             return;
         }
@@ -1853,6 +2271,38 @@ mod tests {
 
     fn s(a: Py, b: Py, c: Py) -> (Py, Py, Py) {
         (a, b, c)
+    }
+
+    #[test]
+    fn numbers_compare_as_in_python() {
+        use Py::{BigInt, Bool, Float, Int};
+        let big = |v: i128| {
+            let b = v.to_le_bytes();
+            // Minimal two's complement, as the decoder makes it.
+            let mut n = 16;
+            while n > 1
+                && ((b[n - 1] == 0 && b[n - 2] & 0x80 == 0)
+                    || (b[n - 1] == 0xff && b[n - 2] & 0x80 != 0))
+            {
+                n -= 1;
+            }
+            BigInt(b[..n].to_vec())
+        };
+        let lt = |a: &Py, b: &Py| less(a, b).unwrap();
+        assert!(lt(&Int(1), &Float(1.5)) && lt(&Float(0.5), &Bool(true)));
+        assert!(!lt(&Int(1), &Float(1.0)) && !lt(&Float(1.0), &Int(1)));
+        assert!(equal(&Int(1), &Float(1.0)) && equal(&Bool(true), &Int(1)));
+        // 2**63 - 1 rounds up to 2**63 as a float: still below it.
+        assert!(lt(&Int(i64::MAX), &Float(2f64.powi(63))));
+        assert!(!lt(&Float(f64::NAN), &Int(0)) && !lt(&Int(0), &Float(f64::NAN)));
+        let (a, b) = (big(1 << 70), big((1 << 70) + 1));
+        assert!(lt(&a, &b) && !lt(&b, &a) && lt(&Int(i64::MAX), &a));
+        let (c, d) = (big(-(1 << 70)), big(-(1 << 80)));
+        assert!(lt(&d, &c) && lt(&c, &Int(i64::MIN)) && lt(&c, &a));
+        assert!(lt(&big(-(1 << 70) - 5), &big(-(1 << 70) - 4)));
+        assert!(lt(&Float(-1e300), &d) && lt(&a, &Float(1e300)));
+        assert!(less(&Int(1), &Py::Str("a".into())).is_err());
+        assert!(less(&Py::None, &Py::None).is_err());
     }
 
     #[test]
