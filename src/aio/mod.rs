@@ -12,6 +12,8 @@
 //! | [`Semaphore::acquire`](crate::Semaphore::acquire) | [`Semaphore::acquire_async`](crate::Semaphore::acquire_async) | the futex reactor |
 //! | [`Lock::lock`](crate::Lock::lock) | [`Lock::lock_async`](crate::Lock::lock_async) | the futex reactor |
 //! | [`Barrier::wait`](crate::Barrier::wait) | [`Barrier::wait_async`](crate::Barrier::wait_async) | the futex reactor |
+//! | pool [`AsyncResult::get`](crate::pool::AsyncResult::get), `wait` (feature `pool`) | [`get_async`](crate::pool::AsyncResult::get_async), `wait_async`, `(&result).await`, `result.await` | the futex reactor (the results ring's bell) |
+//! | pool [`IMap::next`](crate::pool::IMap) (feature `pool`) | [`IMap::next_async`](crate::pool::IMap::next_async) | the futex reactor |
 //!
 //! # The wake-up: a futex reactor
 //!
@@ -77,6 +79,14 @@
 //!
 //! # What does block the thread
 //!
+//! An async receive on a [`pipe`](crate::pipe) first spins on the ring as
+//! a blocking receive does (the crate's one wait strategy,
+//! `sync::wait`: at most 50 us, only while a CPU is to spare, shorter
+//! while spins go unrewarded): a quick peer's reply is then taken without
+//! the doorbell, the runtime's epoll and a wake-up, which would cost a
+//! round trip tens of microseconds more. Other tasks of the runtime's
+//! thread wait that long.
+//!
 //! The primitives' own short critical sections are still taken by
 //! blocking: a queue side lock or a pipe's send/receive lock is held by
 //! another process only for one copy (or, if that process died holding
@@ -102,10 +112,6 @@
 //! one.
 //!
 //! # Not covered yet
-//!
-//! The pool's `AsyncResult` (waiting on it also runs the pool's
-//! bookkeeping, in the caller) and the manager's proxies have no async
-//! form yet.
 //!
 //! Without `futex_waitv` (a kernel older than 5.16), the reactor wakes its
 //! waiters every 2 ms to look (a degraded poll, only on such kernels).
