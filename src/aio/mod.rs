@@ -14,6 +14,7 @@
 //! | [`Barrier::wait`](crate::Barrier::wait) | [`Barrier::wait_async`](crate::Barrier::wait_async) | the futex reactor |
 //! | pool [`AsyncResult::get`](crate::pool::AsyncResult::get), `wait` (feature `pool`) | [`get_async`](crate::pool::AsyncResult::get_async), `wait_async`, `(&result).await`, `result.await` | the futex reactor (the results ring's bell) |
 //! | pool [`IMap::next`](crate::pool::IMap) (feature `pool`) | [`IMap::next_async`](crate::pool::IMap::next_async) | the futex reactor |
+//! | every manager proxy method (feature `manager`) | [`proxy_call(\|\| proxy.method(..))`](proxy_call), [`Proxy::call_async`](crate::manager::Proxy::call_async) | the connection's socket (`AsyncFd`) |
 //!
 //! # The wake-up: a futex reactor
 //!
@@ -117,12 +118,16 @@
 //! waiters every 2 ms to look (a degraded poll, only on such kernels).
 
 mod connection;
+#[cfg(feature = "manager")]
+pub(crate) mod manager;
 mod process;
 mod queue;
 pub(crate) mod reactor;
 mod sync;
 
 pub use connection::AsyncConnection;
+#[cfg(feature = "manager")]
+pub use manager::proxy_call;
 pub use sync::AsyncLockGuard;
 
 use std::future::poll_fn;
