@@ -63,20 +63,24 @@ async fn readable(conn: &Connection, afd: &AsyncFd<OwnedFd>) -> Result<()> {
     {
         return Ok(());
     }
-    loop {
-        if bytes_there() {
-            return Ok(());
+    // Drains old bell bytes and arms the bell (a pipe's ring), so that a
+    // message written after it rings the socket; whether one is there
+    // already (or the stream ended). Other connections: a zero-timeout
+    // poll.
+    let arm = || -> Result<bool> {
+        match conn.stream() {
+            Some(s) => Ok(s.arm(conn.as_fd())),
+            None => Ok(conn.poll(Some(Duration::ZERO))?),
         }
-        // A zero-timeout poll also arms a pipe's bell (and drains old bell
-        // bytes) before it reports nothing: a message written after it
-        // rings the socket.
-        if conn.poll(Some(Duration::ZERO))? {
+    };
+    loop {
+        if bytes_there() || arm()? {
             return Ok(());
         }
         let mut ready = afd.readable().await.map_err(|e| io_err("poll", e))?;
         // Woken by the bell: the bytes are in the ring (the bell byte is
-        // drained by the next wait's poll, before it arms again).
-        if bytes_there() || conn.poll(Some(Duration::ZERO))? {
+        // drained by the next wait's arming).
+        if bytes_there() || arm()? {
             return Ok(());
         }
         // Nothing but bells (drained above): wait for the next edge.
