@@ -147,6 +147,26 @@ fn objects_made_in_an_async_call_are_counted_once() {
 }
 
 #[test]
+fn a_closure_whose_calls_drift_between_runs_is_refused() {
+    let _s = serial();
+    let m = builder().start().unwrap();
+    let value = m.value(&0u32).unwrap();
+    rt().block_on(async {
+        // Each run sets another value: the second run's call is not the
+        // first's, so the replay cannot stand for it.
+        let mut n = 0u32;
+        let r = bounded(proxy_call(|| {
+            n += 1;
+            value.set(&n)
+        }))
+        .await;
+        assert!(matches!(r, Err(Error::InvalidArgument(_))), "{r:?}");
+    });
+    // Only the first run's call was sent.
+    assert_eq!(value.get().unwrap(), 1);
+}
+
+#[test]
 fn many_calls_at_once_take_no_thread_each() {
     let _s = serial();
     let m = builder().start().unwrap();

@@ -71,7 +71,7 @@ use crate::error::{Error, Result};
 use crate::manager::Proxy;
 use crate::manager::channel::ReadEnd;
 use crate::manager::client::{Session, encode_call, finish, gone};
-use crate::manager::protocol::{dec, enc};
+use crate::manager::protocol::{CONTROL, dec, enc};
 
 /// A request, as matched between runs.
 #[derive(Clone, PartialEq, Eq)]
@@ -190,9 +190,11 @@ fn deferred() -> Error {
 
 /// Runs `f` once with `answers` (handed back); its result and the
 /// request it recorded.
+/// The answers the run used are marked in `used`.
 fn run_once<R>(
     f: &mut impl FnMut() -> R,
     answers: &mut Vec<(Key, Got)>,
+    used: &mut Vec<bool>,
 ) -> (R, Option<(Key, Arc<Session>)>) {
     let run = Run {
         used: vec![false; answers.len()],
@@ -223,6 +225,7 @@ fn run_once<R>(
         return (r, None);
     };
     *answers = std::mem::take(&mut run.answers);
+    *used = std::mem::take(&mut run.used);
     if run.recorded.is_none() {
         // The last run: its notifications are real.
         for (s, object, method, args) in run.notes.drain(..) {
@@ -238,6 +241,7 @@ async fn send_and_wait(session: &Session, key: &Key) -> Got {
     let mut chan = match session.take_plain() {
         Ok(c) => c,
         Err(Error::Codec(s)) => return Got::Codec(s),
+        Err(Error::ServerGone(s)) => return Got::Gone(s),
         Err(e) => return Got::Gone(e.to_string()),
     };
     let id = session.next_id();
@@ -293,6 +297,9 @@ async fn send_and_wait(session: &Session, key: &Key) -> Got {
     }
 }
 
+/// The most requests one [`proxy_call`] sends.
+const MAX_CALLS: usize = 4096;
+
 /// Runs `f`, a closure making manager proxy calls, with each call awaited
 /// without blocking the thread: the awaitable form of every proxy method.
 ///
@@ -304,20 +311,50 @@ async fn send_and_wait(session: &Session, key: &Key) -> Got {
 /// ```
 ///
 /// `f` may run several times (once more than the calls it makes): it must
-/// do nothing but proxy calls and what follows from their answers. See
-/// [the module documentation](self) for how, and what blocks still.
+/// do nothing but proxy calls and what follows from their answers, and
+/// make the same calls with the same arguments each time, as far as the
+/// answers are the same. A run that makes a call to an object with other
+/// arguments than a call of an earlier run that it no longer makes (an
+/// argument computed from the clock, as
+/// [`ConditionProxy::wait_for`](crate::manager::ConditionProxy::wait_for)
+/// with a timeout computes its waits) fails the future with
+/// [`Error::InvalidArgument`], and so does a closure that would send more
+/// than 4096 requests. See [the module documentation](self) for how, and
+/// what blocks still.
 ///
 /// Cancellation: dropping the future closes the connection of the call it
 /// awaits, whose reply is then never read (no later call can see it); the
 /// call may or may not have run on the server.
-pub async fn proxy_call<R>(mut f: impl FnMut() -> R) -> R {
+pub async fn proxy_call<T>(mut f: impl FnMut() -> Result<T>) -> Result<T> {
     let mut answers: Vec<(Key, Got)> = Vec::new();
+    let mut used = Vec::new();
     loop {
-        let (r, recorded) = run_once(&mut f, &mut answers);
+        let (r, recorded) = run_once(&mut f, &mut answers, &mut used);
         let Some((key, session)) = recorded else {
             return r;
         };
         drop(r);
+        // A call like one of an earlier run that this run did not make,
+        // with other arguments: the closure's calls drift from run to run.
+        // (Not the server's own operations: a proxy attached by an earlier
+        // run's reference no longer makes that run's call.)
+        let drifted = answers.iter().zip(&used).any(|((k, _), &u)| {
+            !u && key.object != CONTROL
+                && k.session == key.session
+                && k.object == key.object
+                && k.method == key.method
+                && k.flags == key.flags
+        });
+        if drifted {
+            return Err(Error::InvalidArgument(
+                "proxy_call: the closure made other calls when run again",
+            ));
+        }
+        if answers.len() >= MAX_CALLS {
+            return Err(Error::InvalidArgument(
+                "proxy_call: the closure makes too many calls",
+            ));
+        }
         let got = send_and_wait(&session, &key).await;
         answers.push((key, got));
     }
