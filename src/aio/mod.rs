@@ -119,7 +119,7 @@
 
 mod connection;
 #[cfg(feature = "manager")]
-pub(crate) mod manager;
+pub mod manager;
 mod process;
 mod queue;
 pub(crate) mod reactor;

@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 
 use super::scheduler::{ChunkOutcome, Inner, State, decode_chunk};
 
-/// The iterator of [`Pool::imap`] and [`Pool::imap_unordered`]: one
+/// The iterator of [`Pool::imap`](super::Pool::imap) and [`Pool::imap_unordered`](super::Pool::imap_unordered): one
 /// `Result` per item. An error found before any task was submitted is its
 /// only item.
 pub struct IMap<'a, A, R> {
