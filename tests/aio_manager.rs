@@ -10,14 +10,13 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::aio::{bounded, rt};
 use common::{join_ok, serial, spawn};
 use multiproc::aio::proxy_call;
 use multiproc::manager::{Manager, ManagerBuilder, TypedProxy};
 use multiproc::{Error, RemoteErrorKind};
 use serde::{Deserialize, Serialize};
 use tokio::time::timeout;
-
-const BOUND: Duration = Duration::from_secs(20);
 
 fn builder() -> ManagerBuilder {
     // SAFETY: the server child uses its own threads, the allocator and the
@@ -28,19 +27,6 @@ fn builder() -> ManagerBuilder {
             .start_method(multiproc::StartMethod::Fork)
             .allow_threads()
     }
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-async fn bounded<F: std::future::IntoFuture>(f: F) -> F::Output {
-    timeout(BOUND, f)
-        .await
-        .expect("an async call was never answered")
 }
 
 fn threads() -> usize {

@@ -9,30 +9,16 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::aio::{bounded, reactor_threads, rt};
 use common::serial;
 use multiproc::Error;
 use multiproc::pool::{Pool, PoolBuilder};
 use tokio::time::timeout;
 
-const BOUND: Duration = Duration::from_secs(20);
-
 fn builder(n: usize) -> PoolBuilder {
     // SAFETY: the tasks touch only their arguments; the harness's other
     // threads hold no lock a worker takes.
     unsafe { Pool::builder().processes(n).allow_threads() }
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-async fn bounded<F: std::future::IntoFuture>(f: F) -> F::Output {
-    timeout(BOUND, f)
-        .await
-        .expect("an async wait was never woken")
 }
 
 fn square(x: u64) -> u64 {
@@ -60,17 +46,6 @@ fn cpu_time() -> Duration {
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
     Duration::from_millis(ticks * 1000 / hz)
-}
-
-fn reactor_threads() -> usize {
-    std::fs::read_dir("/proc/self/task")
-        .unwrap()
-        .flatten()
-        .filter(|t| {
-            std::fs::read_to_string(t.path().join("comm"))
-                .is_ok_and(|c| c.trim() == "multiproc-aio")
-        })
-        .count()
 }
 
 #[test]

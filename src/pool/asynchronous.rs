@@ -198,29 +198,23 @@ impl<'a, T> IntoFuture for &'a AsyncResult<T> {
 /// dropped; its callbacks still run).
 #[must_use = "futures do nothing unless polled"]
 pub struct OwnedResultFuture<T> {
-    wait: Pin<Box<dyn Future<Output = Option<Arc<Outcome>>> + Send>>,
-    decode: fn(&Outcome) -> Result<T>,
+    wait: ResultFuture<'static, T>,
     // Kept for its `Drop` (the pool forgets the job once it is dropped).
-    _handle: AsyncResult<T>,
+    handle: AsyncResult<T>,
 }
 
 impl<T> Future for OwnedResultFuture<T> {
     type Output = Result<T>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T>> {
-        let decode = self.decode;
-        match self.wait.as_mut().poll(cx) {
-            Poll::Ready(Some(o)) => Poll::Ready(decode(&o)),
-            Poll::Ready(None) => Poll::Ready(Err(Error::PoolTerminated)),
-            Poll::Pending => Poll::Pending,
-        }
+        Pin::new(&mut self.wait).poll(cx)
     }
 }
 
 impl<T> std::fmt::Debug for OwnedResultFuture<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OwnedResultFuture")
-            .field("job", &self._handle.job)
+            .field("job", &self.handle.job)
             .finish_non_exhaustive()
     }
 }
@@ -233,9 +227,11 @@ impl<T> IntoFuture for AsyncResult<T> {
     fn into_future(self) -> OwnedResultFuture<T> {
         let (inner, job) = (self.inner.clone(), self.job);
         OwnedResultFuture {
-            wait: Box::pin(async move { inner.wait_job_async(job).await }),
-            decode: self.decode,
-            _handle: self,
+            wait: ResultFuture {
+                wait: Box::pin(async move { inner.wait_job_async(job).await }),
+                decode: self.decode,
+            },
+            handle: self,
         }
     }
 }
