@@ -57,6 +57,22 @@
 //! epoll, with no reactor thread in between. A process is awaited through
 //! its pidfd the same way.
 //!
+//! # The pool and the manager
+//!
+//! A pool's [`AsyncResult`](crate::pool::AsyncResult) and
+//! [`IMap`](crate::pool::IMap) wait as a blocking waiter does (collecting
+//! the results that came, replacing dead workers, running callbacks, on
+//! the polling thread), but park the task on the results ring's bell
+//! through the futex reactor instead of sleeping in the ring: see
+//! `pool::asynchronous`'s notes on [`AsyncResult::get_async`](crate::pool::AsyncResult::get_async).
+//!
+//! A manager proxy's calls are awaited through [`proxy_call`]: it runs the
+//! blocking method with its calls to the server recorded, sends each on a
+//! socket-only connection of the session whose reply it awaits through
+//! tokio, and runs the method again with the replies (see [`manager`]).
+//! A call dropped mid-way closes its connection, so no later call reads
+//! its reply.
+//!
 //! # Dead wakers and liveness
 //!
 //! Every async wait on a futex word is bounded by a *slice*, as the blocking
