@@ -9,10 +9,16 @@
 //! keeps submitting. At the end it awaits the workers' exit through their
 //! pidfds (`join_async`). No thread waits for anything: the queues' futex
 //! words are watched by multiproc's reactor, the pidfds by tokio.
+//!
+//! Then the same work goes through a [`Pool`]: `imap_unordered` streams
+//! the results back with `next_async` as the workers finish them, and a
+//! single `apply_async` result is awaited like any future (the pool's
+//! results ring is watched by the same reactor).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use multiproc::pool::Pool;
 use multiproc::{Process, Queue};
 use serde::{Deserialize, Serialize};
 
@@ -76,6 +82,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         })
         .collect::<multiproc::Result<_>>()?;
 
+    // The pool's workers are forked now too, before any thread exists.
+    let pool = Pool::new(WORKERS as usize)?;
+
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -126,6 +135,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             longest.0,
             longest.1
         );
+
+        // The same through the pool, streamed back in the order they finish.
+        let started = Instant::now();
+        let mut results = pool.imap_unordered(collatz_steps, (0..JOBS).map(|id| 1_000_000 + id * 7919));
+        let (mut count, mut most) = (0, 0);
+        while let Some(steps) = results.next_async().await {
+            count += 1;
+            most = most.max(steps?);
+        }
+        drop(results);
+        let one = pool.apply_async(collatz_steps, 27)?;
+        println!(
+            "pool: {count} results streamed back in {:.1?}, longest {most} steps; 27 takes {} steps",
+            started.elapsed(),
+            one.await?
+        );
+        pool.close();
+        pool.join()?;
         Ok::<_, Box<dyn std::error::Error>>(())
     })
 }

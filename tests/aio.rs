@@ -9,21 +9,12 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::aio::{BOUND, bounded, reactor_threads, rt};
 use common::{serial, spawn};
 use multiproc::process::ExitStatus;
 use multiproc::signal::Signal;
 use multiproc::{BoundedSemaphore, Event, JoinableQueue, Lock, LockError, Queue, Semaphore, pipe};
 use tokio::time::timeout;
-
-/// Far above any healthy wait here: reaching it means a lost wake-up.
-const BOUND: Duration = Duration::from_secs(20);
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 fn rt_multi() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -33,31 +24,11 @@ fn rt_multi() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-async fn bounded<F: std::future::Future>(f: F) -> F::Output {
-    timeout(BOUND, f)
-        .await
-        .expect("an async wait was never woken")
-}
-
 /// Lets the runtime run the other tasks until they are parked in their
 /// waits (a registration is what the tests want to exercise; correctness
 /// does not depend on it).
 async fn settle() {
     tokio::time::sleep(Duration::from_millis(30)).await;
-}
-
-/// This process's threads named as the futex reactor's. (The tests of this
-/// file all hold `serial()`, so under `cargo test` no other test starts
-/// one meanwhile.)
-fn helper_threads() -> usize {
-    std::fs::read_dir("/proc/self/task")
-        .unwrap()
-        .flatten()
-        .filter(|t| {
-            std::fs::read_to_string(t.path().join("comm"))
-                .is_ok_and(|c| c.trim() == "multiproc-aio")
-        })
-        .count()
 }
 
 // ---- Process::join_async ----
@@ -71,7 +42,7 @@ fn join_async_reaps_a_child_without_a_thread() {
         theirs.wait_timeout(BOUND);
         7
     });
-    let threads_before = helper_threads();
+    let threads_before = reactor_threads();
     rt().block_on(async {
         let join = p.join_async();
         tokio::pin!(join);
@@ -79,7 +50,7 @@ fn join_async_reaps_a_child_without_a_thread() {
         assert!(timeout(Duration::from_millis(30), &mut join).await.is_err());
         // The pidfd wait started no thread (the only thread the async
         // forms ever start is the futex reactor).
-        let threads = helper_threads();
+        let threads = reactor_threads();
         assert!(threads <= threads_before, "{threads} > {threads_before}");
         go.set();
         assert_eq!(bounded(join).await.unwrap(), ExitStatus::Exited(7));

@@ -12,6 +12,9 @@
 //! | [`Semaphore::acquire`](crate::Semaphore::acquire) | [`Semaphore::acquire_async`](crate::Semaphore::acquire_async) | the futex reactor |
 //! | [`Lock::lock`](crate::Lock::lock) | [`Lock::lock_async`](crate::Lock::lock_async) | the futex reactor |
 //! | [`Barrier::wait`](crate::Barrier::wait) | [`Barrier::wait_async`](crate::Barrier::wait_async) | the futex reactor |
+//! | pool [`AsyncResult::get`](crate::pool::AsyncResult::get), `wait` (feature `pool`) | [`get_async`](crate::pool::AsyncResult::get_async), `wait_async`, `(&result).await`, `result.await` | the futex reactor (the results ring's bell) |
+//! | pool [`IMap::next`](crate::pool::IMap) (feature `pool`) | [`IMap::next_async`](crate::pool::IMap::next_async) | the futex reactor |
+//! | every manager proxy method (feature `manager`) | [`proxy_call(\|\| proxy.method(..))`](proxy_call), [`Proxy::call_async`](crate::manager::Proxy::call_async) | the connection's socket (`AsyncFd`) |
 //!
 //! # The wake-up: a futex reactor
 //!
@@ -54,6 +57,22 @@
 //! epoll, with no reactor thread in between. A process is awaited through
 //! its pidfd the same way.
 //!
+//! # The pool and the manager
+//!
+//! A pool's [`AsyncResult`](crate::pool::AsyncResult) and
+//! [`IMap`](crate::pool::IMap) wait as a blocking waiter does (collecting
+//! the results that came, replacing dead workers, running callbacks, on
+//! the polling thread), but park the task on the results ring's bell
+//! through the futex reactor instead of sleeping in the ring: see
+//! `pool::asynchronous`'s notes on [`AsyncResult::get_async`](crate::pool::AsyncResult::get_async).
+//!
+//! A manager proxy's calls are awaited through [`proxy_call`]: it runs the
+//! blocking method with its calls to the server recorded, sends each on a
+//! socket-only connection of the session whose reply it awaits through
+//! tokio, and runs the method again with the replies (see [`manager`]).
+//! A call dropped mid-way closes its connection, so no later call reads
+//! its reply.
+//!
 //! # Dead wakers and liveness
 //!
 //! Every async wait on a futex word is bounded by a *slice*, as the blocking
@@ -76,6 +95,14 @@
 //! what a dropped future leaves behind.
 //!
 //! # What does block the thread
+//!
+//! An async receive on a [`pipe`](crate::pipe) first spins on the ring as
+//! a blocking receive does (the crate's one wait strategy,
+//! `sync::wait`: at most 50 us, only while a CPU is to spare, shorter
+//! while spins go unrewarded): a quick peer's reply is then taken without
+//! the doorbell, the runtime's epoll and a wake-up, which would cost a
+//! round trip tens of microseconds more. Other tasks of the runtime's
+//! thread wait that long.
 //!
 //! The primitives' own short critical sections are still taken by
 //! blocking: a queue side lock or a pipe's send/receive lock is held by
@@ -103,20 +130,20 @@
 //!
 //! # Not covered yet
 //!
-//! The pool's `AsyncResult` (waiting on it also runs the pool's
-//! bookkeeping, in the caller) and the manager's proxies have no async
-//! form yet.
-//!
 //! Without `futex_waitv` (a kernel older than 5.16), the reactor wakes its
 //! waiters every 2 ms to look (a degraded poll, only on such kernels).
 
 mod connection;
+#[cfg(feature = "manager")]
+pub mod manager;
 mod process;
 mod queue;
 pub(crate) mod reactor;
 mod sync;
 
 pub use connection::AsyncConnection;
+#[cfg(feature = "manager")]
+pub use manager::proxy_call;
 pub use sync::AsyncLockGuard;
 
 use std::future::poll_fn;

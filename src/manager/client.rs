@@ -29,6 +29,9 @@ pub(crate) struct Session {
     id: u64,
     idle: Mutex<Vec<Conn>>,
     next_request: AtomicU64,
+    /// Socket-only connections of the async calls (`aio::manager`).
+    #[cfg(feature = "tokio")]
+    idle_plain: Mutex<Vec<Channel>>,
 }
 
 struct Conn {
@@ -50,7 +53,7 @@ const MAILBOX_SLICE: Duration = Duration::from_millis(20);
 /// which it does not use: their pid is not its own).
 static SESSIONS: Mutex<Vec<Weak<Session>>> = Mutex::new(Vec::new());
 
-fn gone(e: impl std::fmt::Display) -> Error {
+pub(crate) fn gone(e: impl std::fmt::Display) -> Error {
     Error::ServerGone(e.to_string())
 }
 
@@ -95,7 +98,7 @@ impl Session {
                 .lock()
                 .retain(|w| !std::ptr::eq(w.as_ptr(), Arc::as_ptr(&s)));
         }
-        let (conn, id) = Self::open(address, authkey, None)?;
+        let (conn, id) = Self::open(address, authkey, None, true)?;
         let s = Arc::new(Session {
             pid,
             address: address.clone(),
@@ -103,6 +106,8 @@ impl Session {
             id,
             idle: Mutex::new(vec![conn]),
             next_request: AtomicU64::new(1),
+            #[cfg(feature = "tokio")]
+            idle_plain: Mutex::new(Vec::new()),
         });
         SESSIONS.lock().push(Arc::downgrade(&s));
         Ok(s)
@@ -129,7 +134,7 @@ impl Session {
             return true;
         }
         drop(idle);
-        match Self::open(&self.address, &self.authkey, Some(self.id)) {
+        match Self::open(&self.address, &self.authkey, Some(self.id), true) {
             Ok((conn, _)) => {
                 self.idle.lock().push(conn);
                 true
@@ -143,9 +148,15 @@ impl Session {
         self.pid == crate::sys::thread::pid()
     }
 
-    /// Connects, authenticates and says hello; the connection and the
+    /// Connects, authenticates and says hello (and offers a mailbox if
+    /// `mailbox` and the server is on this host); the connection and the
     /// session id the server gave.
-    fn open(address: &Address, authkey: &[u8], join: Option<u64>) -> Result<(Conn, u64)> {
+    fn open(
+        address: &Address,
+        authkey: &[u8],
+        join: Option<u64>,
+        mailbox: bool,
+    ) -> Result<(Conn, u64)> {
         let c = Client::connect_sha256_only(address, authkey, Some(CONNECT_TIMEOUT))
             .map_err(|e| connect_error(address, e))?;
         let mut conn = Conn {
@@ -158,7 +169,7 @@ impl Session {
         let args = enc(&ControlOp::Hello(join))?;
         let reply = conn.call(0, CONTROL, None, &args, 0)?;
         let id: u64 = dec(&reply)?;
-        if !matches!(address, Address::Tcp(_)) {
+        if mailbox && !matches!(address, Address::Tcp(_)) {
             // Same host: offer a mailbox; a server that refuses it is
             // served over the socket.
             let mailbox = Mailbox::new()?;
@@ -213,6 +224,11 @@ impl Session {
         args: &[u8],
         flags: u8,
     ) -> Result<Vec<u8>> {
+        // Inside an async call's run (`aio::manager`): recorded or replayed.
+        #[cfg(feature = "tokio")]
+        if let Some(r) = crate::aio::manager::intercept(self, object, method, args, flags) {
+            return r;
+        }
         let mut conn = self.take()?;
         let id = self.next_request.fetch_add(1, Ordering::Relaxed);
         let r = conn.call(id, object, method, args, flags);
@@ -224,7 +240,12 @@ impl Session {
     }
 
     /// Sends a call whose reply nobody waits for (a decref from `Drop`).
-    fn notify(&self, object: u64, method: Option<&str>, args: &[u8]) {
+    pub(crate) fn notify(&self, object: u64, method: Option<&str>, args: &[u8]) {
+        // Inside an async call's run: sent only if the run is the last.
+        #[cfg(feature = "tokio")]
+        if crate::aio::manager::defer_notify(self, object, method, args) {
+            return;
+        }
         let Ok(mut conn) = self.take() else {
             return;
         };
@@ -244,9 +265,59 @@ impl Session {
         if let Some(c) = self.idle.lock().pop() {
             return Ok(c);
         }
-        let (conn, _) = Self::open(&self.address, &self.authkey, Some(self.id))?;
+        let (conn, _) = Self::open(&self.address, &self.authkey, Some(self.id), true)?;
         Ok(conn)
     }
+}
+
+/// Hooks of the async calls (`aio::manager`, issue 17): socket-only
+/// connections of the session, kept apart from the blocking calls' so that
+/// a cancelled async call (whose connection is then closed, with its reply
+/// unread) never leaves the session without a connection.
+#[cfg(feature = "tokio")]
+impl Session {
+    /// This session as an `Arc` (it is listed while it lives).
+    pub(crate) fn arc(&self) -> Option<Arc<Session>> {
+        SESSIONS
+            .lock()
+            .iter()
+            .filter_map(Weak::upgrade)
+            .find(|s| std::ptr::eq(Arc::as_ptr(s), self))
+    }
+
+    /// An idle socket-only connection of this session, or a new one
+    /// (connected by blocking, as the blocking calls connect).
+    pub(crate) fn take_plain(&self) -> Result<Channel> {
+        if let Some(c) = self.idle_plain.lock().pop() {
+            return Ok(c);
+        }
+        let (conn, _) = Self::open(&self.address, &self.authkey, Some(self.id), false)?;
+        Ok(conn.channel)
+    }
+
+    /// Gives back a connection whose last reply was read whole.
+    pub(crate) fn put_plain(&self, c: Channel) {
+        self.idle_plain.lock().push(c);
+    }
+
+    /// The id of a new request.
+    pub(crate) fn next_id(&self) -> u64 {
+        self.next_request.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// The frame of a request from the calling thread (async calls).
+#[cfg(feature = "tokio")]
+pub(crate) fn encode_call(
+    id: u64,
+    object: u64,
+    method: Option<&str>,
+    args: &[u8],
+    flags: u8,
+    out: &mut Vec<u8>,
+) -> Result<()> {
+    out.clear();
+    encode_frame(&request(id, object, method, args, flags), out)
 }
 
 impl Conn {
@@ -354,7 +425,7 @@ fn request<'a>(
 }
 
 /// The result a reply to request `id` carries.
-fn finish(id: u64, body: &[u8]) -> Result<Vec<u8>> {
+pub(crate) fn finish(id: u64, body: &[u8]) -> Result<Vec<u8>> {
     let reply = decode_reply(body)?;
     if reply.id != id {
         return Err(Error::Codec(format!(

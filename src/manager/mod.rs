@@ -119,8 +119,8 @@
 //! dispatch) and a typed proxy; register the type with
 //! [`ManagerBuilder::register`] and make objects with [`Manager::create`].
 
-mod channel;
-mod client;
+pub(crate) mod channel;
+pub(crate) mod client;
 pub(crate) mod objects;
 pub(crate) mod protocol;
 mod proxy;

@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 
 use super::scheduler::{Callback, Inner, Outcome};
 
-/// The result of [`Pool::apply_async`] or [`Pool::map_async`] to come
+/// The result of [`Pool::apply_async`](super::Pool::apply_async) or [`Pool::map_async`](super::Pool::map_async) to come
 /// (Python's `AsyncResult`). Waiting on it also runs the pool (see the
 /// [module documentation](super)).
 pub struct AsyncResult<T> {

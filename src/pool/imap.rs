@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 
 use super::scheduler::{ChunkOutcome, Inner, State, decode_chunk};
 
-/// The iterator of [`Pool::imap`] and [`Pool::imap_unordered`]: one
+/// The iterator of [`Pool::imap`](super::Pool::imap) and [`Pool::imap_unordered`](super::Pool::imap_unordered): one
 /// `Result` per item. An error found before any task was submitted is its
 /// only item.
 pub struct IMap<'a, A, R> {
@@ -69,21 +69,43 @@ impl<A: Serialize, R: DeserializeOwned> IMap<'_, A, R> {
     }
 
     fn next_until(&mut self, deadline: Deadline) -> Option<Result<R>> {
+        let mut pump = |inner: &Inner, st: &mut State| {
+            inner.pump(st, deadline);
+            true
+        };
+        loop {
+            if let Step::Ready(r) = self.step(deadline, &mut pump) {
+                return r;
+            }
+        }
+    }
+
+    /// Takes the next result if there is one; while there is none, asks
+    /// `on_empty` (with the state locked) to collect or wait, and looks
+    /// again if it says so, else returns [`Step::Wait`] (the async form
+    /// waits outside the lock).
+    pub(super) fn step(
+        &mut self,
+        deadline: Deadline,
+        on_empty: &mut dyn FnMut(&Inner, &mut State) -> bool,
+    ) -> Step<R> {
         loop {
             if let Some(r) = self.buffered.pop_front() {
-                return Some(r);
+                return Step::Ready(Some(r));
             }
-            let job = self.job?;
+            let Some(job) = self.job else {
+                return Step::Ready(None);
+            };
             let inner = self.inner.clone();
             let mut st = inner.lock();
             self.top_up(&mut st);
             if self.exhausted && self.taken == self.submitted {
                 inner.finish(st);
-                return None;
+                return Step::Ready(None);
             }
             let Some(j) = st.jobs.get_mut(&job) else {
                 inner.finish(st);
-                return None;
+                return Step::Ready(None);
             };
             let next = if self.ordered {
                 let i = self.taken;
@@ -105,15 +127,26 @@ impl<A: Serialize, R: DeserializeOwned> IMap<'_, A, R> {
                 }
                 None if deadline.expired() => {
                     inner.finish(st);
-                    return Some(Err(Error::Timeout));
+                    return Step::Ready(Some(Err(Error::Timeout)));
                 }
                 None => {
-                    inner.pump(&mut st, deadline);
+                    let again = on_empty(&inner, &mut st);
                     inner.finish(st);
+                    if !again {
+                        return Step::Wait;
+                    }
                 }
             }
         }
     }
+}
+
+/// What one [`IMap::step`] found.
+pub(super) enum Step<R> {
+    /// The iterator's next item.
+    Ready(Option<Result<R>>),
+    /// No result yet: wait, then step again.
+    Wait,
 }
 
 impl<A: Serialize, R: DeserializeOwned> Iterator for IMap<'_, A, R> {

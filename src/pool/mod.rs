@@ -108,6 +108,8 @@
 // pool), `async_result` and `imap` (the handles), `worker` (the worker's
 // side).
 mod async_result;
+#[cfg(feature = "tokio")]
+mod asynchronous;
 mod builder;
 mod imap;
 mod scheduler;
@@ -122,6 +124,8 @@ use crate::deadline::Deadline;
 use crate::error::{Error, Result};
 
 pub use async_result::AsyncResult;
+#[cfg(feature = "tokio")]
+pub use asynchronous::{OwnedResultFuture, ResultFuture};
 pub use builder::PoolBuilder;
 pub use imap::IMap;
 use scheduler::Inner;

@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 #![allow(clippy::disallowed_methods)] // not library code: raw calls allowed
 
+pub mod aio;
+
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
