@@ -251,15 +251,15 @@ impl<T: serde::Serialize + serde::de::DeserializeOwned> Process<'static, T> {
 #[cfg(feature = "spawn")]
 impl<T: serde::de::DeserializeOwned> Process<'_, T> {
     /// Joins the child and returns the value its closure returned, or
-    /// [`Error::ChildFailed`] if it did not end well (a panic, an exit code,
-    /// a signal), with its message.
-    pub fn result(&mut self) -> Result<T> {
+    /// [`ResultError::ChildFailed`](super::ResultError::ChildFailed) if it
+    /// did not end well (a panic, an exit code, a signal), with its message.
+    pub fn result(&mut self) -> Result<T, super::ResultError> {
         let status = self.join()?;
-        let c = self.child.as_ref().ok_or(Error::NotStarted)?;
+        let c = self.child.as_ref().ok_or(super::ResultError::NotStarted)?;
         match c.report.split_first() {
             Some((&REPORT_VALUE, bytes)) if status.success() => postcard::from_bytes(bytes)
-                .map_err(|e| Error::Codec(format!("the child's result: {e}"))),
-            _ => Err(self.failure(status)),
+                .map_err(|e| super::ResultError::Codec(format!("the child's result: {e}"))),
+            _ => Err(super::ResultError::from_internal(self.failure(status))),
         }
     }
 }
