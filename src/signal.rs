@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 
 use std::fmt;
 
-use nix::sys::signal::SigHandler;
-
-use crate::error::{Error, Result};
+#[cfg(any(feature = "signals", feature = "manager"))]
+use crate::error::Error;
+use crate::error::Result;
 
 /// A signal, by its Linux number: one of the named constants
 /// ([`Signal::SIGTERM`], [`Signal::SIGKILL`], ...) or any valid number
@@ -111,7 +111,12 @@ pub fn default_terminate() -> Result<()> {
 
 /// Sets `sig` to be ignored or to its default action (the manager server's
 /// SIGINT).
-pub(crate) fn set_disposition(sig: nix::sys::signal::Signal, how: SigHandler) -> Result<()> {
+#[cfg(feature = "manager")]
+pub(crate) fn set_disposition(
+    sig: nix::sys::signal::Signal,
+    how: nix::sys::signal::SigHandler,
+) -> Result<()> {
+    use nix::sys::signal::SigHandler;
     match how {
         SigHandler::SigIgn => crate::sys::process::set_disposition(sig as i32, true),
         SigHandler::SigDfl => crate::sys::process::set_disposition(sig as i32, false),

@@ -212,6 +212,7 @@ impl JoinError {
 impl ResultError {
     /// The result error for what the layers below reported (see
     /// [`StartError::from_internal`]).
+    #[cfg(feature = "spawn")]
     pub(crate) fn from_internal(e: Error) -> ResultError {
         match e {
             Error::NotStarted => ResultError::NotStarted,

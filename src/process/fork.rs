@@ -2,12 +2,21 @@
 //! `Process`'s closure under `catch_unwind`, reports through a shared slot
 //! (or a pipe, for a returned value) and ends with `_exit`.
 //!
-//! Fork hygiene, all kept here: stdout, stderr, this process's identity,
-//! its registry of children and the shared heap are locked across the fork
-//! (so the child never inherits them held by another thread), a fork from
-//! a multithreaded process is refused unless the caller opted in with
-//! `allow_threads`, and the parent drops its copy of the closure right
-//! after the fork.
+//! Fork hygiene, all kept here: stdout, stderr and this process's identity
+//! are locked across the fork, and with other threads (`allow_threads`)
+//! its registry of children and the shared heap too (so the child never
+//! inherits them held by another thread); a fork from a multithreaded
+//! process is refused unless the caller opted in with `allow_threads`, and
+//! the parent drops its copy of the closure right after the fork.
+//!
+//! What a fork costs beyond the kernel's: every private page either
+//! process writes after the fork is a fault (a copy while both live). So
+//! from a process with one thread nothing else is held across the fork
+//! (unlocking would write in both), the child's copy of the heap is reset
+//! lazily rather than in the fork hook, and the shared report slot of an
+//! ended child is reused for the next one (see `report::new_slot`) instead
+//! of being allocated, zeroed and quarantined per start. A plain success
+//! writes nothing to the slot.
 
 use std::os::fd::AsRawFd;
 use std::panic::{AssertUnwindSafe, catch_unwind};
