@@ -133,4 +133,14 @@ mod tests {
         p.forked(false);
         assert!(FINISHED.load(Ordering::SeqCst) > before);
     }
+
+    #[test]
+    fn a_fork_from_one_thread_holds_nothing() {
+        // Whatever hooks this binary registered are asked not to hold, and
+        // the list itself is let go before the fork.
+        let p = prepare(false);
+        assert!(p._list.is_none());
+        assert!(p.held.is_empty());
+        p.forked(false);
+    }
 }
