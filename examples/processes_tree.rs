@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use multiproc::signal::Signal;
-use multiproc::{Array, Error, Event, ExitStatus, Process, ProcessGroup};
+use multiproc::{Array, Event, ExitStatus, GroupError, Process, ProcessGroup};
 
 /// Sleeps until a signal ends the process. (Typed `()`: a closure that only
 /// loops has type `!`, which is not an accepted child result.)
@@ -113,10 +113,11 @@ fn main() -> multiproc::Result<()> {
         .with_daemon(true),
     );
     match group.run_fail_fast() {
-        Err(Error::ChildFailed {
+        Err(GroupError::ChildFailed {
             name,
             status,
             message,
+            ..
         }) => {
             println!("  run_fail_fast: {name:?} failed with {status:?}, message {message:?}");
             if name != "parser" || status != ExitStatus::Exited(1) {
@@ -124,7 +125,7 @@ fn main() -> multiproc::Result<()> {
             }
         }
         Ok(_) => fail("run_fail_fast succeeded"),
-        Err(e) => return Err(e),
+        Err(e) => return Err(e.into()),
     }
     let statuses = group.join_all()?;
     for (p, s) in group.iter_mut().zip(&statuses) {

@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 
 use std::fmt;
 
-use nix::sys::signal::SigHandler;
-
-use crate::error::{Error, Result};
+#[cfg(any(feature = "signals", feature = "manager"))]
+use crate::error::Error;
+use crate::error::Result;
 
 /// A signal, by its Linux number: one of the named constants
 /// ([`Signal::SIGTERM`], [`Signal::SIGKILL`], ...) or any valid number
@@ -70,16 +70,6 @@ impl Signal {
     pub const fn as_raw(self) -> i32 {
         self.0
     }
-
-    /// The same signal as nix names it; `None` for one nix has no name
-    /// for (a real-time signal).
-    pub(crate) fn to_nix(self) -> Option<nix::sys::signal::Signal> {
-        nix::sys::signal::Signal::try_from(self.0).ok()
-    }
-
-    pub(crate) fn from_nix(s: nix::sys::signal::Signal) -> Signal {
-        Signal(s as i32)
-    }
 }
 
 impl From<Signal> for i32 {
@@ -111,18 +101,25 @@ impl fmt::Debug for Signal {
 /// Ignores SIGTERM in the calling process: `terminate()` then does nothing
 /// and only SIGKILL stops it (the classic "child that ignores SIGTERM").
 pub fn ignore_terminate() -> Result<()> {
-    set_disposition(nix::sys::signal::Signal::SIGTERM, SigHandler::SigIgn)
+    crate::sys::process::set_disposition(libc::SIGTERM, true)
 }
 
 /// Restores SIGTERM's default action (the process ends).
 pub fn default_terminate() -> Result<()> {
-    set_disposition(nix::sys::signal::Signal::SIGTERM, SigHandler::SigDfl)
+    crate::sys::process::set_disposition(libc::SIGTERM, false)
 }
 
-pub(crate) fn set_disposition(sig: nix::sys::signal::Signal, how: SigHandler) -> Result<()> {
+/// Sets `sig` to be ignored or to its default action (the manager server's
+/// SIGINT).
+#[cfg(feature = "manager")]
+pub(crate) fn set_disposition(
+    sig: nix::sys::signal::Signal,
+    how: nix::sys::signal::SigHandler,
+) -> Result<()> {
+    use nix::sys::signal::SigHandler;
     match how {
-        SigHandler::SigIgn => crate::sys::process::set_disposition(sig, true),
-        SigHandler::SigDfl => crate::sys::process::set_disposition(sig, false),
+        SigHandler::SigIgn => crate::sys::process::set_disposition(sig as i32, true),
+        SigHandler::SigDfl => crate::sys::process::set_disposition(sig as i32, false),
         _ => Err(Error::InvalidArgument(
             "only SIG_IGN and SIG_DFL are set here",
         )),
@@ -195,10 +192,9 @@ mod tests {
         for n in 1..=libc::SIGRTMAX() {
             let s = Signal::from_raw(n).unwrap();
             assert_eq!(s.as_raw(), n);
-            match (s.name(), s.to_nix()) {
+            match (s.name(), nix::sys::signal::Signal::try_from(n).ok()) {
                 (Some(name), Some(x)) => {
                     assert_eq!(name, x.as_str());
-                    assert_eq!(Signal::from_nix(x), s);
                     assert_eq!(s.to_string(), name);
                 }
                 (None, None) => assert!(n >= libc::SIGRTMIN() || n == 32 || n == 33, "{n}"),

@@ -97,7 +97,7 @@ where
 {
     let mut p = Process::spawn(entry, args)?;
     p.start()?;
-    p.result()
+    Ok(p.result()?)
 }
 
 /// Declares `#[test]` functions whose bodies run in a fresh,

@@ -177,3 +177,55 @@ fn many_start_join_cycles_leave_no_zombies() {
     }
     common::assert_no_children();
 }
+
+/// The `n`th real-time signal.
+fn rt(n: i32) -> Signal {
+    Signal::from_raw(libc::SIGRTMIN() + n).expect("a real-time signal")
+}
+
+#[test]
+fn real_time_signals_reach_the_child_and_its_status() {
+    let _s = serial();
+    // Default action of a real-time signal: the process ends. Sent through
+    // the pidfd, reported as that signal (not an exit code 128 + n).
+    let mut p = spawn(hang);
+    p.signal(rt(3)).unwrap();
+    assert_eq!(p.join().unwrap(), ExitStatus::Signaled(rt(3)));
+    assert_eq!(p.exit_code(), Some(-(libc::SIGRTMIN() + 3)));
+    // Reaped by `active_children` (waitpid by pid), then joined.
+    let mut q = spawn(hang);
+    q.signal(rt(4)).unwrap();
+    let ended = multiproc::process::wait(&[&q], Some(PATIENCE)).unwrap();
+    assert_eq!(ended, vec![0], "the child did not end");
+    assert!(!multiproc::process::active_children().contains(&q.pid().unwrap()));
+    assert_eq!(q.join().unwrap(), ExitStatus::Signaled(rt(4)));
+    // Its process group too.
+    // SAFETY: as in `common::spawn`: the child only sleeps.
+    let mut g = unsafe {
+        Process::new(hang)
+            .with_new_group(true)
+            .with_daemon(true)
+            .allow_threads()
+    };
+    g.start().unwrap();
+    g.signal_group(rt(5)).unwrap();
+    assert_eq!(g.join().unwrap(), ExitStatus::Signaled(rt(5)));
+}
+
+#[cfg(feature = "signals")]
+#[test]
+fn a_child_that_handles_a_real_time_signal_sees_it() {
+    let _s = serial();
+    let ready = std::sync::Arc::new(multiproc::Event::new().unwrap());
+    let mut p = spawn({
+        let ready = ready.clone();
+        move || {
+            let stop = multiproc::signal::StopRequest::on(&[rt(2)]).unwrap();
+            ready.set();
+            if stop.wait_timeout(PATIENCE) { 42 } else { 1 }
+        }
+    });
+    assert!(ready.wait_timeout(PATIENCE), "the child never got ready");
+    p.signal(rt(2)).unwrap();
+    assert_eq!(p.join().unwrap().code(), 42);
+}

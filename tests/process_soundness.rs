@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::{PATIENCE, allow, join_ok, serial, spawn};
 use multiproc::process::{current_process, wait};
-use multiproc::{Connection, Error, Event, ExitStatus, Process, RawValue};
+use multiproc::{Connection, Event, ExitStatus, Process, RawValue};
 
 /// Runs `check` in a child of the test process (so that changing its
 /// SIGCHLD disposition or reaping its children touches nothing of the test
@@ -200,7 +200,7 @@ fn a_scoped_group_runs_borrowing_processes_fail_fast() {
         let err = group.run_fail_fast().unwrap_err();
         assert!(matches!(
             err,
-            Error::ChildFailed {
+            multiproc::GroupError::ChildFailed {
                 status: ExitStatus::Exited(7),
                 ..
             }

@@ -94,7 +94,7 @@ fn children_return_values() {
     }));
     bad.start().unwrap();
     assert!(
-        matches!(bad.result(), Err(Error::ChildFailed { message: Some(m), .. }) if m.contains("42"))
+        matches!(bad.result(), Err(multiproc::ResultError::ChildFailed { message: Some(m), .. }) if m.contains("42"))
     );
 }
 
@@ -262,7 +262,13 @@ fn fail_fast_group_stops_the_rest_when_one_fails() {
         .with_name("failing"),
     ));
     match g.run_fail_fast() {
-        Err(Error::ChildFailed { name, status, .. }) => {
+        Err(multiproc::GroupError::ChildFailed {
+            index,
+            name,
+            status,
+            ..
+        }) => {
+            assert_eq!(index, failing);
             assert_eq!(name, "failing");
             assert_eq!(status, ExitStatus::Exited(3));
         }
@@ -396,4 +402,46 @@ fn the_sigchld_reaper_leaves_no_zombie() {
     for (i, k) in kids.iter_mut().enumerate() {
         assert_eq!(k.join().unwrap().code(), i as i32, "status kept for join");
     }
+}
+
+#[test]
+fn group_and_result_errors_name_the_call_and_convert_into_error() {
+    let _s = serial();
+    // A process that may not fork here (the harness has threads, and it
+    // did not opt in) is named by its index.
+    let mut g = ProcessGroup::new();
+    g.push(allow(Process::new(hang).with_daemon(true)));
+    let refused = g.push(Process::new(|| ()));
+    match g.start() {
+        Err(multiproc::GroupError::Start {
+            index,
+            source: multiproc::StartError::ThreadedFork { .. },
+        }) => assert_eq!(index, refused),
+        other => panic!("expected a start error, got {other:?}"),
+    }
+    g.kill_all().unwrap();
+    let st = g.join_all().unwrap();
+    assert_eq!(
+        st,
+        vec![
+            Some(ExitStatus::Signaled(multiproc::signal::Signal::SIGKILL)),
+            None
+        ]
+    );
+    // `?` still reaches the coarse error.
+    fn coarse(g: &mut ProcessGroup<'_>) -> multiproc::Result<()> {
+        g.start()?;
+        Ok(())
+    }
+    assert!(matches!(coarse(&mut g), Err(Error::ThreadedFork { .. })));
+    // `result` of a process never started.
+    let mut p = Process::with_result(|| 1u32);
+    assert!(matches!(
+        p.result(),
+        Err(multiproc::ResultError::NotStarted)
+    ));
+    fn coarse_result(p: &mut Process<'_, u32>) -> multiproc::Result<u32> {
+        Ok(p.result()?)
+    }
+    assert!(matches!(coarse_result(&mut p), Err(Error::NotStarted)));
 }

@@ -289,7 +289,7 @@ fn panics_and_signals() -> Result<(), Failed> {
     let mut p = Process::spawn(panics, "spawned boom".to_owned()).map_err(|e| e.to_string())?;
     p.start().map_err(|e| e.to_string())?;
     match p.result() {
-        Err(Error::ChildFailed {
+        Err(multiproc::ResultError::ChildFailed {
             status, message, ..
         }) => {
             check(status == ExitStatus::Exited(1), "exit code 1")?;

@@ -1,11 +1,14 @@
 //! The errors of starting and joining a [`Process`](super::Process): what
-//! `start` can meet ([`StartError`]) and what `join` can ([`JoinError`]).
-//! Both convert into [`crate::Error`] variant for variant, so `?` works in
+//! `start` can meet ([`StartError`]), what `join` can ([`JoinError`]), what
+//! `result` can ([`ResultError`]), and what a
+//! [`ProcessGroup`](super::ProcessGroup)'s calls can ([`GroupError`]).
+//! Each converts into [`crate::Error`] variant for variant, so `?` works in
 //! a function returning [`crate::Result`].
 
 use std::io;
 
 use crate::error::Error;
+use crate::exit_status::ExitStatus;
 
 /// Why a child was not started.
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +83,96 @@ pub enum JoinError {
     },
 }
 
+/// Why a child's returned value could not be had
+/// ([`Process::result`](super::Process::result)).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ResultError {
+    /// The process was never started.
+    #[error("process not started")]
+    NotStarted,
+    /// Someone else reaped the child, so neither its status nor its value
+    /// can be known (see [`JoinError::ReapedElsewhere`]).
+    #[error("process {pid} was reaped by someone else: its exit status is unknown")]
+    ReapedElsewhere {
+        /// The child's pid (possibly reused by now).
+        pid: i32,
+    },
+    /// The child did not end well: it panicked, exited with another code
+    /// than 0, or a signal ended it; with the message it reported, if any.
+    #[error("process {name:?} failed ({status}){}", message.as_ref().map(|m| format!(": {m}")).unwrap_or_default())]
+    ChildFailed {
+        /// The process's name.
+        name: String,
+        /// How it ended.
+        status: ExitStatus,
+        /// Its panic message or error text.
+        message: Option<String>,
+    },
+    /// The child ended well but its value could not be decoded.
+    #[error("codec: {0}")]
+    Codec(String),
+    /// A system call failed (`waitid`, `poll`, reading the child's report).
+    #[error("{call} failed: {source}")]
+    Os {
+        /// The call that failed.
+        call: &'static str,
+        /// The operating system's error, with its errno.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Why a [`ProcessGroup`](super::ProcessGroup) call failed; `index` is the
+/// position of the process concerned, as [`push`](super::ProcessGroup::push)
+/// returned it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GroupError {
+    /// Process `index` could not be started.
+    #[error("process {index} of the group was not started: {source}")]
+    Start {
+        /// Which process.
+        index: usize,
+        /// Why.
+        #[source]
+        source: StartError,
+    },
+    /// How process `index` ended could not be learned.
+    #[error("process {index} of the group could not be joined: {source}")]
+    Join {
+        /// Which process.
+        index: usize,
+        /// Why.
+        #[source]
+        source: JoinError,
+    },
+    /// Process `index` ended with anything but exit code 0
+    /// ([`run_fail_fast`](super::ProcessGroup::run_fail_fast)); the others
+    /// were stopped.
+    #[error("process {name:?} failed ({status}){}", message.as_ref().map(|m| format!(": {m}")).unwrap_or_default())]
+    ChildFailed {
+        /// Which process.
+        index: usize,
+        /// The process's name.
+        name: String,
+        /// How it ended.
+        status: ExitStatus,
+        /// Its panic message or error text.
+        message: Option<String>,
+    },
+    /// A system call failed while signalling or waiting for the processes;
+    /// `call` names it.
+    #[error("{call} failed: {source}")]
+    Os {
+        /// The call that failed.
+        call: &'static str,
+        /// The operating system's error, with its errno.
+        #[source]
+        source: io::Error,
+    },
+}
+
 impl StartError {
     /// The start error for what the layers below (which speak [`Error`])
     /// reported. Nothing else reaches a start; were it to, the error is
@@ -112,6 +205,98 @@ impl JoinError {
                 call: "join",
                 source: io::Error::other(other),
             },
+        }
+    }
+}
+
+impl ResultError {
+    /// The result error for what the layers below reported (see
+    /// [`StartError::from_internal`]).
+    #[cfg(feature = "spawn")]
+    pub(crate) fn from_internal(e: Error) -> ResultError {
+        match e {
+            Error::NotStarted => ResultError::NotStarted,
+            Error::ReapedElsewhere { pid } => ResultError::ReapedElsewhere { pid },
+            Error::ChildFailed {
+                name,
+                status,
+                message,
+            } => ResultError::ChildFailed {
+                name,
+                status,
+                message,
+            },
+            Error::Codec(m) => ResultError::Codec(m),
+            Error::Os { call, source } => ResultError::Os { call, source },
+            other => ResultError::Os {
+                call: "result",
+                source: io::Error::other(other),
+            },
+        }
+    }
+}
+
+impl From<JoinError> for ResultError {
+    fn from(e: JoinError) -> ResultError {
+        match e {
+            JoinError::NotStarted => ResultError::NotStarted,
+            JoinError::ReapedElsewhere { pid } => ResultError::ReapedElsewhere { pid },
+            JoinError::Os { call, source } => ResultError::Os { call, source },
+        }
+    }
+}
+
+impl GroupError {
+    /// The group error for what a signal or a wait reported: an `Os`
+    /// error kept as it is, anything else as the source of one named
+    /// `call`.
+    pub(crate) fn os(call: &'static str, e: Error) -> GroupError {
+        match e {
+            Error::Os { call, source } => GroupError::Os { call, source },
+            other => GroupError::Os {
+                call,
+                source: io::Error::other(other),
+            },
+        }
+    }
+}
+
+impl From<ResultError> for Error {
+    fn from(e: ResultError) -> Error {
+        match e {
+            ResultError::NotStarted => Error::NotStarted,
+            ResultError::ReapedElsewhere { pid } => Error::ReapedElsewhere { pid },
+            ResultError::ChildFailed {
+                name,
+                status,
+                message,
+            } => Error::ChildFailed {
+                name,
+                status,
+                message,
+            },
+            ResultError::Codec(m) => Error::Codec(m),
+            ResultError::Os { call, source } => Error::Os { call, source },
+        }
+    }
+}
+
+impl From<GroupError> for Error {
+    fn from(e: GroupError) -> Error {
+        match e {
+            GroupError::Start { source, .. } => source.into(),
+            GroupError::Join { source, .. } => source.into(),
+            GroupError::ChildFailed {
+                name,
+                status,
+                message,
+                ..
+            } => Error::ChildFailed {
+                name,
+                status,
+                message,
+            },
+            GroupError::Os { call, source } => Error::Os { call, source },
         }
     }
 }

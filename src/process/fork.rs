@@ -2,20 +2,28 @@
 //! `Process`'s closure under `catch_unwind`, reports through a shared slot
 //! (or a pipe, for a returned value) and ends with `_exit`.
 //!
-//! Fork hygiene, all kept here: stdout, stderr, this process's identity,
-//! its registry of children and the shared heap are locked across the fork
-//! (so the child never inherits them held by another thread), a fork from
-//! a multithreaded process is refused unless the caller opted in with
-//! `allow_threads`, and the parent drops its copy of the closure right
-//! after the fork.
+//! Fork hygiene, all kept here: stdout, stderr and this process's identity
+//! are locked across the fork, and with other threads (`allow_threads`)
+//! its registry of children and the shared heap too (so the child never
+//! inherits them held by another thread); a fork from a multithreaded
+//! process is refused unless the caller opted in with `allow_threads`, and
+//! the parent drops its copy of the closure right after the fork.
+//!
+//! What a fork costs beyond the kernel's: every private page either
+//! process writes after the fork is a fault (a copy while both live). So
+//! from a process with one thread nothing else is held across the fork
+//! (unlocking would write in both), the child's copy of the heap is reset
+//! lazily rather than in the fork hook, and the shared report slot of an
+//! ended child is reused for the next one (see `report::new_slot`) instead
+//! of being allocated, zeroed and quarantined per start. A plain success
+//! writes nothing to the slot.
 
 use std::os::fd::AsRawFd;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
-use super::report::{REPORT_ERROR, REPORT_VALUE, Report, ReportSlot};
+use super::report::{self, REPORT_ERROR, REPORT_VALUE, Report};
 use super::{Process, identity};
 use crate::error::{Error, Result};
 use crate::sys::fd as sysfd;
@@ -32,13 +40,17 @@ impl<T> Process<'_, T> {
         {
             return Err(Error::ThreadedFork { threads: n });
         }
+        // One thread: no other can hold a lock at the fork, so nothing needs
+        // holding across it (which would cost each process a copied page to
+        // unlock). Unknown counts as several.
+        let alone = threads == Some(1);
         let (report_rd, report_wr) = if self.report_pipe {
             let (r, w) = sysfd::pipe()?;
             (Some(r), Some(w))
         } else {
             (None, None)
         };
-        let slot = crate::shm::ShmBox::new(ReportSlot::empty())?;
+        let slot = report::new_slot()?;
         // Lock order across the fork: stdout and stderr first (the fork
         // takes them again, reentrantly), then this process's identity and
         // registry of children, then the shared heap. A thread that prints
@@ -50,11 +62,12 @@ impl<T> Process<'_, T> {
         let ident =
             identity::ChildIdentity::prepare(&self.name, &self.ident, self.authkey.as_deref());
         let parent = ident.parent_pid();
-        // The registry of children is locked across the fork: no other
-        // thread holds it in the child, and the child is registered before
-        // anyone (the SIGCHLD reaper) can look for it, even if it ends at
-        // once.
-        let mut registry = Some(identity::registry());
+        // With other threads, the registry of children is locked across the
+        // fork: no other thread holds it in the child, and the child is
+        // registered before anyone (the SIGCHLD reaper, a thread) can look
+        // for it, even if it ends at once. Alone, it is taken after the
+        // fork, in the parent only.
+        let mut registry = (!alone).then(identity::registry);
         let registry_in_child = &mut registry;
         let (die_with_parent, new_group, deadline) =
             (self.die_with_parent, self.new_group, self.deadline);
@@ -70,7 +83,7 @@ impl<T> Process<'_, T> {
                 unsafe { sysfd::close_raw(fd) };
             }
             if die_with_parent {
-                sys::die_with_parent(parent, Signal::SIGKILL);
+                sys::die_with_parent(parent, libc::SIGKILL);
             }
             if new_group {
                 let _ = sys::new_group(Pid::from_raw(0));
@@ -112,8 +125,9 @@ impl<T> Process<'_, T> {
             report.code
         });
         // SAFETY: either this process has one thread, or the caller took
-        // responsibility through `allow_threads`.
-        let (pid, pidfd) = unsafe { sys::fork(setup, &mut run)? };
+        // responsibility through `allow_threads`; `alone` only if the count
+        // read above is one, and this thread starts none in between.
+        let (pid, pidfd) = unsafe { sys::fork(alone, setup, &mut run)? };
         // Drop the parent's copy of the closure now, as Python drops its
         // copy of the target: a `Connection` moved into the child is closed
         // here, so the parent can see end of stream. Shared objects the
@@ -129,7 +143,7 @@ impl<T> Process<'_, T> {
             // returns whichever process runs first.
             let _ = sys::new_group(pid);
         }
-        let registry = registry.take().expect("the parent keeps its registry lock");
+        let registry = registry.take().unwrap_or_else(identity::registry);
         drop((stderr, stdout));
         self.adopt_child(pid, pidfd, report_rd, Some(slot), registry)
     }

@@ -6,10 +6,12 @@ use std::time::Duration;
 
 use crate::signal::Signal;
 
+use super::error::GroupError;
 use super::{ExitStatus, Process};
 use crate::connection::{Waitable, wait};
 use crate::deadline::Deadline;
-use crate::error::Result;
+
+type Result<T, E = GroupError> = std::result::Result<T, E>;
 
 impl<T> Waitable for Process<'_, T> {
     fn ready_fd(&self) -> Option<BorrowedFd<'_>> {
@@ -33,7 +35,7 @@ impl<T> Waitable for Process<'_, T> {
 /// # group.push(unsafe { Process::new(|| ()).allow_threads() });
 /// # group.push(unsafe { Process::new(|| 3).allow_threads() });
 /// let err = group.run_fail_fast().unwrap_err();
-/// assert!(matches!(err, multiproc::Error::ChildFailed { .. }));
+/// assert!(matches!(err, multiproc::GroupError::ChildFailed { index: 1, .. }));
 /// ```
 #[derive(Default)]
 pub struct ProcessGroup<'a> {
@@ -77,12 +79,14 @@ impl<'a> ProcessGroup<'a> {
         self.procs.get_mut(i)
     }
 
-    /// Starts every process not started yet. On an error the ones already
-    /// started keep running (`terminate_all` stops them).
+    /// Starts every process not started yet. On an error
+    /// ([`GroupError::Start`], naming the process) the ones already started
+    /// keep running (`terminate_all` stops them).
     pub fn start(&mut self) -> Result<()> {
-        for p in &mut self.procs {
+        for (index, p) in self.procs.iter_mut().enumerate() {
             if p.pid().is_none() {
-                p.start()?;
+                p.start()
+                    .map_err(|source| GroupError::Start { index, source })?;
             }
         }
         Ok(())
@@ -100,7 +104,10 @@ impl<'a> ProcessGroup<'a> {
                     continue;
                 }
                 pending = true;
-                if let Some(s) = p.join_timeout(Duration::ZERO)? {
+                let joined = p
+                    .join_timeout(Duration::ZERO)
+                    .map_err(|source| GroupError::Join { index: i, source })?;
+                if let Some(s) = joined {
                     self.reported[i] = true;
                     return Ok(Some((i, s)));
                 }
@@ -115,7 +122,7 @@ impl<'a> ProcessGroup<'a> {
                 .filter(|(p, r)| !**r && p.pid().is_some())
                 .map(|(p, _)| p as &dyn Waitable)
                 .collect();
-            wait(&objs, deadline.remaining())?;
+            wait(&objs, deadline.remaining()).map_err(|e| GroupError::os("wait", e))?;
         }
     }
 
@@ -135,7 +142,7 @@ impl<'a> ProcessGroup<'a> {
             if p.pid().is_some()
                 && let Err(e) = p.signal(sig)
             {
-                first_err.get_or_insert(e);
+                first_err.get_or_insert(GroupError::os("pidfd_send_signal", e));
             }
         }
         first_err.map_or(Ok(()), Err)
@@ -146,9 +153,12 @@ impl<'a> ProcessGroup<'a> {
     pub fn join_all(&mut self) -> Result<Vec<Option<ExitStatus>>> {
         self.procs
             .iter_mut()
-            .map(|p| {
+            .enumerate()
+            .map(|(index, p)| {
                 if p.pid().is_some() {
-                    Ok(p.join().map(Some)?)
+                    p.join()
+                        .map(Some)
+                        .map_err(|source| GroupError::Join { index, source })
                 } else {
                     Ok(None)
                 }
@@ -159,7 +169,7 @@ impl<'a> ProcessGroup<'a> {
     /// Starts every process and waits for all of them; as soon as one ends
     /// with anything but exit code 0, stops the others (SIGTERM, then
     /// SIGKILL for any still running after `grace` of one second), joins
-    /// them, and returns [`Error::ChildFailed`](crate::Error::ChildFailed) for the first failure.
+    /// them, and returns [`GroupError::ChildFailed`] for the first failure.
     pub fn run_fail_fast(&mut self) -> Result<Vec<ExitStatus>> {
         self.run_fail_fast_with_grace(Duration::from_secs(1))
     }
@@ -173,7 +183,13 @@ impl<'a> ProcessGroup<'a> {
         }
         while let Some((i, s)) = self.wait_any(None)? {
             if !s.success() {
-                let failed = self.procs[i].failure(s);
+                let p = &self.procs[i];
+                let failed = GroupError::ChildFailed {
+                    index: i,
+                    name: p.name().to_owned(),
+                    status: s,
+                    message: p.message(),
+                };
                 self.stop(grace)?;
                 return Err(failed);
             }
@@ -190,12 +206,14 @@ impl<'a> ProcessGroup<'a> {
     fn stop(&mut self, grace: Duration) -> Result<()> {
         self.terminate_all()?;
         let deadline = Deadline::after(grace);
-        for p in &mut self.procs {
+        for (index, p) in self.procs.iter_mut().enumerate() {
             if p.pid().is_some() {
                 let left = deadline.remaining().unwrap_or(Duration::ZERO);
-                if p.join_timeout(left)?.is_none() {
-                    p.kill()?;
-                    p.join()?;
+                let join = |source| GroupError::Join { index, source };
+                if p.join_timeout(left).map_err(join)?.is_none() {
+                    p.kill()
+                        .map_err(|e| GroupError::os("pidfd_send_signal", e))?;
+                    p.join().map_err(join)?;
                 }
             }
         }

@@ -251,15 +251,15 @@ impl<T: serde::Serialize + serde::de::DeserializeOwned> Process<'static, T> {
 #[cfg(feature = "spawn")]
 impl<T: serde::de::DeserializeOwned> Process<'_, T> {
     /// Joins the child and returns the value its closure returned, or
-    /// [`Error::ChildFailed`] if it did not end well (a panic, an exit code,
-    /// a signal), with its message.
-    pub fn result(&mut self) -> Result<T> {
+    /// [`ResultError::ChildFailed`](super::ResultError::ChildFailed) if it
+    /// did not end well (a panic, an exit code, a signal), with its message.
+    pub fn result(&mut self) -> Result<T, super::ResultError> {
         let status = self.join()?;
-        let c = self.child.as_ref().ok_or(Error::NotStarted)?;
+        let c = self.child.as_ref().ok_or(super::ResultError::NotStarted)?;
         match c.report.split_first() {
             Some((&REPORT_VALUE, bytes)) if status.success() => postcard::from_bytes(bytes)
-                .map_err(|e| Error::Codec(format!("the child's result: {e}"))),
-            _ => Err(self.failure(status)),
+                .map_err(|e| super::ResultError::Codec(format!("the child's result: {e}"))),
+            _ => Err(super::ResultError::from_internal(self.failure(status))),
         }
     }
 }
@@ -432,7 +432,7 @@ impl<'a, T> Process<'a, T> {
             Err(e) => {
                 // Without a pidfd the child cannot be managed safely: stop
                 // it rather than leak it.
-                let _ = sys::kill(pid, nix::sys::signal::Signal::SIGKILL);
+                let _ = sys::kill(pid, libc::SIGKILL);
                 let _ = sys::reap(pid, true);
                 return Err(e);
             }
@@ -442,7 +442,7 @@ impl<'a, T> Process<'a, T> {
         {
             // The scope could not keep track of it: stop it before the
             // handle could be forgotten.
-            let _ = sys::pidfd_signal(&pidfd, nix::sys::signal::Signal::SIGKILL);
+            let _ = sys::pidfd_signal(&pidfd, libc::SIGKILL);
             let _ = sys::reap_pidfd(pidfd.as_fd(), true);
             return Err(e);
         }
@@ -593,8 +593,14 @@ impl<'a, T> Process<'a, T> {
             if let Some(fd) = c.report_fd.take() {
                 let _ = sysfd::read_available(&fd, &mut c.report);
             }
-            if let Some(r) = c.slot.as_ref().and_then(|slot| slot.take()) {
-                c.report = r;
+            if let Some(slot) = c.slot.take() {
+                if let Some(r) = slot.take() {
+                    c.report = r;
+                }
+                // Reaped here: nobody writes the slot any more.
+                if !c.lost {
+                    super::report::recycle(slot);
+                }
             }
             identity::registry().remove(c.pid.as_raw());
             if let Some(scope) = self.scope {
@@ -675,17 +681,15 @@ impl<'a, T> Process<'a, T> {
         self.signal(Signal::SIGKILL)
     }
 
-    /// Sends `sig` to the child (through its pidfd, never to a recycled pid).
-    ///
-    /// A real-time signal (one without a name among [`Signal`]'s
-    /// constants) is refused with [`Error::InvalidArgument`] for now.
+    /// Sends `sig` to the child (through its pidfd, never to a recycled
+    /// pid): any signal, real-time ones included
+    /// (`Signal::from_raw(libc::SIGRTMIN() + n)`).
     pub fn signal(&mut self, sig: Signal) -> Result<()> {
-        let sig = sendable(sig)?;
         let c = self.child()?;
         if c.status.is_some() {
             return Ok(());
         }
-        sys::pidfd_signal(&c.pidfd, sig)
+        sys::pidfd_signal(&c.pidfd, sig.as_raw())
     }
 
     /// Sends `sig` to the child's process group: the child and every
@@ -693,16 +697,15 @@ impl<'a, T> Process<'a, T> {
     /// [`with_new_group`](Process::with_new_group); the group may outlive
     /// the child, so this works after the child ended too.
     ///
-    /// A real-time signal is refused as by [`signal`](Process::signal).
+    /// Any signal, as for [`signal`](Process::signal).
     pub fn signal_group(&mut self, sig: Signal) -> Result<()> {
-        let sig = sendable(sig)?;
         if !self.new_group {
             return Err(Error::InvalidArgument(
                 "signal_group needs a process started with with_new_group(true)",
             ));
         }
         let c = self.child()?;
-        sys::signal_group(c.pid, sig)
+        sys::signal_group(c.pid, sig.as_raw())
     }
 
     pub(crate) fn pidfd(&self) -> Option<BorrowedFd<'_>> {
@@ -728,14 +731,18 @@ impl<T> Drop for Process<'_, T> {
             && !c.lost
         {
             if self.daemon {
-                let _ = sys::pidfd_signal(&c.pidfd, nix::sys::signal::Signal::SIGKILL);
+                let _ = sys::pidfd_signal(&c.pidfd, libc::SIGKILL);
             }
             // Drop the report pipe first: a child blocked writing a large
             // report must not wait for a reader that will never come.
             c.report_fd = None;
             // Waits until the child ends; ECHILD at once if it is no longer
             // ours to reap.
-            let _ = sys::reap_pidfd(c.pidfd.as_fd(), true);
+            let reaped = matches!(sys::reap_pidfd(c.pidfd.as_fd(), true), Ok(Some(_)));
+            if reaped && let Some(slot) = c.slot.take() {
+                // Reaped here: nobody writes the slot any more.
+                super::report::recycle(slot);
+            }
             identity::registry().remove(c.pid.as_raw());
             if let Some(scope) = self.scope {
                 scope.ended(c.pid);
@@ -759,11 +766,4 @@ impl<T> fmt::Debug for Process<'_, T> {
             .field("daemon", &self.daemon)
             .finish()
     }
-}
-
-/// `sig` as the system-call layer takes it.
-fn sendable(sig: Signal) -> Result<nix::sys::signal::Signal> {
-    sig.to_nix().ok_or(Error::InvalidArgument(
-        "real-time signals cannot be sent to a process yet",
-    ))
 }

@@ -51,7 +51,7 @@ pub use crate::connection::{Waitable, wait};
 pub use crate::current_process::{CurrentProcess, current_process};
 pub use crate::exit_status::ExitStatus;
 pub use context::{Context, StartMethod, get_context, set_start_method, start_method};
-pub use error::{JoinError, StartError};
+pub use error::{GroupError, JoinError, ResultError, StartError};
 pub use group::ProcessGroup;
 pub use handle::Process;
 #[cfg(feature = "signals")]
@@ -75,7 +75,12 @@ pub fn init() {}
 pub(crate) fn status(r: Reaped) -> ExitStatus {
     match r {
         Reaped::Exited(c) => ExitStatus::Exited(c),
-        Reaped::Signaled(s) => ExitStatus::Signaled(Signal::from_nix(s)),
+        // The kernel reports only valid numbers; were one not, it reads as
+        // the shell shows it, 128 + n.
+        Reaped::Signaled(n) => match Signal::from_raw(n) {
+            Some(s) => ExitStatus::Signaled(s),
+            None => ExitStatus::Exited(128 + n),
+        },
     }
 }
 

@@ -171,6 +171,12 @@ impl ReportSlot {
         true
     }
 
+    /// Empties a slot again, for another child.
+    fn reset(&self) {
+        self.len.store(0, Ordering::Relaxed);
+        self.state.store(SLOT_EMPTY, Ordering::Relaxed);
+    }
+
     /// In the parent, once the child ended: the report, if it is here.
     pub(crate) fn take(&self) -> Option<Vec<u8>> {
         if self.state.load(Ordering::Acquire) != SLOT_HERE {
@@ -180,6 +186,71 @@ impl ReportSlot {
         // SAFETY: the child wrote `len` bytes before its Release store,
         // which the Acquire load above observed; it has ended.
         Some(unsafe { (&*self.data.get())[..len].to_vec() })
+    }
+}
+
+/// How many slots of ended children a process keeps for its next ones.
+const SPARE_SLOTS: usize = 4;
+
+/// Slots of children that ended, kept for the next ones: making a slot
+/// (an allocation, and 4 KiB written) for every start, then freeing it
+/// into the heap's quarantine (it was made before the fork, so it waits
+/// until the child's generation ends), was a good part of a fork's cost.
+/// Stamped with the process it belongs to ([`thread::incarnation`]): a fork
+/// child's copy holds its parent's slots, which the parent hands to its
+/// own children, so a child never takes them (nor frees them: it forgets
+/// them, writing nothing).
+struct Spare {
+    me: u64,
+    slots: [Option<crate::shm::ShmBox<ReportSlot>>; SPARE_SLOTS],
+}
+
+static SPARE: std::sync::Mutex<Spare> = std::sync::Mutex::new(Spare {
+    me: 0,
+    slots: [const { None }; SPARE_SLOTS],
+});
+
+/// The spare slots, if they belong to this process and are free to take
+/// now. Never waits: in a child forked while another thread held the
+/// lock, the lock stays held for good, and slots are then simply made
+/// afresh.
+fn spare() -> Option<std::sync::MutexGuard<'static, Spare>> {
+    let me = crate::sys::thread::incarnation()?;
+    let mut g = match SPARE.try_lock() {
+        Ok(g) => g,
+        Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+        Err(std::sync::TryLockError::WouldBlock) => return None,
+    };
+    if g.me != me {
+        // Inherited: the parent's slots, not ours to use or free.
+        for s in &mut g.slots {
+            std::mem::forget(s.take());
+        }
+        g.me = me;
+    }
+    Some(g)
+}
+
+/// An empty report slot for a child about to be forked: a spare one, or a
+/// new one.
+pub(crate) fn new_slot() -> crate::Result<crate::shm::ShmBox<ReportSlot>> {
+    if let Some(slot) = spare().and_then(|mut g| g.slots.iter_mut().find_map(Option::take)) {
+        slot.reset();
+        return Ok(slot);
+    }
+    crate::shm::ShmBox::new(ReportSlot::empty())
+}
+
+/// Keeps `slot` for a later child. Only for the slot of a child this
+/// process reaped itself (so it has ended) and whose report was read: no
+/// process writes the slot any more. The child's own descendants never do:
+/// each ends in `_exit` within its own fork (or runs another program), and
+/// never returns into the code that writes its parent's report.
+pub(crate) fn recycle(slot: crate::shm::ShmBox<ReportSlot>) {
+    if let Some(mut g) = spare()
+        && let Some(free) = g.slots.iter_mut().find(|s| s.is_none())
+    {
+        *free = Some(slot);
     }
 }
 

@@ -300,7 +300,7 @@ fn run_spawned(fd: RawFd, bytes: &[u8], nonce: &str) -> Result<i32> {
     // SAFETY: the report pipe's write end, inherited for this process alone.
     let report_fd = unsafe { OwnedFd::from_raw_fd(boot.report_fd) };
     if boot.die_with_parent {
-        sys::die_with_parent(boot.parent_pid, nix::sys::signal::Signal::SIGKILL);
+        sys::die_with_parent(boot.parent_pid, libc::SIGKILL);
     }
     if let Some(ns) = boot.deadline_ns {
         sys::kill_after(std::time::Duration::from_nanos(ns))?;

@@ -240,6 +240,11 @@ impl Quarantined {
 struct Heap {
     /// The process this bookkeeping belongs to (0: none yet).
     pid: i32,
+    /// That process as [`incarnation`] tells it (0: none yet): what a
+    /// process compares to learn whether the bookkeeping is its own or was
+    /// inherited by fork. The pid alone could not tell a descendant that
+    /// reused a dead ancestor's pid.
+    me: u64,
     arenas: Vec<Arc<Arena>>,
     /// Bump offset into the last arena.
     bump: usize,
@@ -267,6 +272,14 @@ struct Heap {
 
 static HEAP: Mutex<Heap> = Mutex::new(Heap::new());
 
+/// This process, as the heap's bookkeeping is stamped with: its
+/// [`thread::incarnation`], or its pid alone where that is unknown (then
+/// every fork holds the heap and resets the child's stamp, see
+/// [`lock_for_fork`]).
+fn incarnation() -> u64 {
+    thread::incarnation().unwrap_or(thread::pid() as u32 as u64)
+}
+
 /// The heap, locked. Its fork hook is registered first (once), so that no
 /// fork can run between this lock's first use and the hook's being in
 /// place (see [`atfork`]).
@@ -287,6 +300,7 @@ impl Heap {
     const fn new() -> Heap {
         Heap {
             pid: 0,
+            me: 0,
             arenas: Vec::new(),
             bump: 0,
             free: [const { Vec::new() }; CLASSES],
@@ -303,12 +317,13 @@ impl Heap {
     }
 
     fn reset_if_forked(&mut self) {
-        let pid = thread::pid();
-        if self.pid != pid {
+        let me = incarnation();
+        if self.me != me {
             // A fresh process (or a fork child): the inherited bookkeeping
             // describes the parent's arenas. Forget it; the parent's objects
             // stay mapped through their own handles.
-            self.pid = pid;
+            self.me = me;
+            self.pid = thread::pid();
             self.arenas = Vec::new();
             self.bump = 0;
             for f in &mut self.free {
@@ -406,7 +421,7 @@ impl Heap {
     }
 
     fn free(&mut self, ptr: NonNull<u8>, size: usize, arena: &Arc<Arena>, born: u64) {
-        if self.pid != thread::pid() || !self.arenas.iter().any(|a| Arc::ptr_eq(a, arena)) {
+        if self.me != incarnation() || !self.arenas.iter().any(|a| Arc::ptr_eq(a, arena)) {
             // The parent's object, dropped in a child: the parent still uses
             // the slot. Leave it alone. (Arenas are told apart by identity,
             // not by owner pid: a descendant may get a dead ancestor's pid.)
@@ -517,7 +532,8 @@ impl atfork::Held for ForkGuard {
     /// fork failed) or in the child: unlocks the heap. In the child, closes
     /// the parent's read ends; the write end of the generation it was
     /// forked in stays open for good (it moves to `held` at the child's
-    /// first use of the heap, with the rest of the reset).
+    /// first use of the heap, with the rest of the reset). Only for a fork
+    /// from a process with other threads (see [`lock_for_fork`]).
     ///
     /// The child touches as little memory as it can here: every page it
     /// writes is copied (a fault of a microsecond or more), so it neither
@@ -530,6 +546,7 @@ impl atfork::Held for ForkGuard {
             // The rest of the parent's bookkeeping is forgotten at the
             // child's first use of the heap.
             heap.pid = 0;
+            heap.me = 0;
             let gens = std::mem::take(&mut heap.gens);
             for g in &gens {
                 if let Some(r) = &g.read {
@@ -545,14 +562,28 @@ impl atfork::Held for ForkGuard {
     }
 }
 
-/// The heap's fork hook (registered in [`atfork`] by [`lock_heap`]): holds
-/// the heap's lock across a fork, so that no other thread holds it in the
-/// child's copy of memory, and readies the generation the child joins (see
-/// the module docs).
-fn lock_for_fork() -> Box<dyn atfork::Held> {
+/// The heap's fork hook (registered in [`atfork`] by [`lock_heap`]):
+/// readies the generation the child joins (see the module docs) and, if
+/// other threads may run (`hold`), holds the heap's lock across the fork,
+/// so that no other thread holds it in the child's copy of memory.
+///
+/// From a process with one thread nothing is held and the child's copy of
+/// the heap is left as it is: every page a child writes is copied, a fault
+/// of a microsecond or more. The child recognises the bookkeeping as its
+/// parent's at its first use of the heap (the stamp differs: see
+/// [`incarnation`]) and resets it then, closing the parent's read ends. A
+/// child that never uses the heap keeps those read ends open until it
+/// ends, which delays nothing: a generation ends when its write ends close.
+/// Where the stamp cannot tell a child from its parent (no fork handler),
+/// every fork holds and resets it.
+fn lock_for_fork(hold: bool) -> Option<Box<dyn atfork::Held>> {
     let mut heap = HEAP.lock().unwrap_or_else(|p| p.into_inner());
     heap.before_fork();
-    Box::new(ForkGuard(Some(heap)))
+    if hold || thread::incarnation().is_none() {
+        Some(Box::new(ForkGuard(Some(heap))))
+    } else {
+        None
+    }
 }
 
 /// What a spawned child must inherit to be covered by the quarantine like a
@@ -719,7 +750,9 @@ mod tests {
         // SAFETY: the children touch only shared memory, pipes and the heap
         // (whose lock `fork` holds across the fork); no other lock that a
         // thread of the test harness may hold.
-        let pid = unsafe { sysproc::fork(|| {}, &mut run) }.expect("fork").0;
+        let pid = unsafe { sysproc::fork(false, || {}, &mut run) }
+            .expect("fork")
+            .0;
         (pid, run)
     }
 
@@ -732,7 +765,7 @@ mod tests {
     fn wait_exit(pid: nix::unistd::Pid) -> i32 {
         let pidfd = sysproc::pidfd_open(pid).expect("pidfd");
         if !ready(&pidfd) {
-            let _ = sysproc::pidfd_signal(&pidfd, nix::sys::signal::Signal::SIGKILL);
+            let _ = sysproc::pidfd_signal(&pidfd, libc::SIGKILL);
             let _ = sysproc::reap(pid, true);
             panic!("child {pid} did not end in time");
         }

@@ -10,6 +10,12 @@
 //! the fork is done, so it can never take its lock (after registering)
 //! while a fork that did not prepare it is in flight. A module registers
 //! before the first use of what its hook protects (see the shared heap).
+//!
+//! A fork from a process with one thread holds nothing across the fork
+//! (`prepare(false)`): no other thread can hold a lock at that moment, and
+//! every page written after a fork is copied (a fault in each process), so
+//! the hooks do their work before the fork and leave the child's memory
+//! alone.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
@@ -24,9 +30,11 @@ pub(crate) trait Held {
     fn forked(&mut self, in_child: bool);
 }
 
-/// Called before each fork, in the forking thread: takes what the child
-/// needs held (a lock no other thread may hold at the fork).
-pub(crate) type Prepare = fn() -> Box<dyn Held>;
+/// Called before each fork, in the forking thread: readies the module for
+/// the fork and, if `hold` (other threads may run), takes what the child
+/// needs held (a lock no other thread may hold at the fork) and returns it.
+/// Without `hold` it holds nothing across the fork (and returns `None`).
+pub(crate) type Prepare = fn(hold: bool) -> Option<Box<dyn Held>>;
 
 static HOOKS: Mutex<Vec<Prepare>> = Mutex::new(Vec::new());
 
@@ -53,16 +61,22 @@ pub(crate) fn register_once(done: &'static AtomicBool, prepare: Prepare) {
 
 /// The hooks prepared for one fork; [`Prepared::forked`] finishes them.
 pub(crate) struct Prepared {
-    _list: MutexGuard<'static, Vec<Prepare>>,
+    _list: Option<MutexGuard<'static, Vec<Prepare>>>,
     held: Vec<Box<dyn Held>>,
 }
 
-/// Runs every registered prepare function, in registration order, holding
-/// the registry until [`Prepared::forked`].
-pub(crate) fn prepare() -> Prepared {
+/// Runs every registered prepare function, in registration order. With
+/// `hold` (other threads may run), the registry and what the hooks return
+/// are held until [`Prepared::forked`]; without it (the caller's process
+/// has one thread), nothing is: the hooks ready themselves and let go
+/// before the fork, and nothing is allocated.
+pub(crate) fn prepare(hold: bool) -> Prepared {
     let list = hooks();
-    let held = list.iter().map(|p| p()).collect();
-    Prepared { _list: list, held }
+    let held = list.iter().filter_map(|p| p(hold)).collect();
+    Prepared {
+        _list: hold.then_some(list),
+        held,
+    }
 }
 
 impl Prepared {
@@ -102,21 +116,31 @@ mod tests {
 
     #[test]
     fn hooks_are_prepared_and_finished_in_turn() {
-        fn count() -> Box<dyn Held> {
+        fn count(hold: bool) -> Option<Box<dyn Held>> {
             PREPARED.fetch_add(1, Ordering::SeqCst);
-            Box::new(Count)
+            hold.then(|| Box::new(Count) as Box<dyn Held>)
         }
         static DONE: AtomicBool = AtomicBool::new(false);
         register_once(&DONE, count);
         register_once(&DONE, count);
         assert!(DONE.load(Ordering::SeqCst));
         let before = PREPARED.load(Ordering::SeqCst);
-        let p = prepare();
+        let p = prepare(true);
         assert!(PREPARED.load(Ordering::SeqCst) > before);
         // Registering waits while a fork is prepared: the list is held.
         assert!(HOOKS.try_lock().is_err());
         let before = FINISHED.load(Ordering::SeqCst);
         p.forked(false);
         assert!(FINISHED.load(Ordering::SeqCst) > before);
+    }
+
+    #[test]
+    fn a_fork_from_one_thread_holds_nothing() {
+        // Whatever hooks this binary registered are asked not to hold, and
+        // the list itself is let go before the fork.
+        let p = prepare(false);
+        assert!(p._list.is_none());
+        assert!(p.held.is_empty());
+        p.forked(false);
     }
 }

@@ -1,12 +1,14 @@
 //! fork, _exit, waitpid, pidfd and kill.
+//!
+//! Signals are raw numbers here (`libc::c_int`), checked by [`signal_number`]
+//! before they reach the kernel: every signal from 1 to `SIGRTMAX`,
+//! real-time ones included (nix's `Signal` names only the classic ones).
 
 use std::io::Write;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Duration;
 
-use nix::sys::signal::Signal;
-use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
 use crate::error::{Error, Result};
@@ -32,18 +34,25 @@ use crate::error::{Error, Result};
 /// ends within that window (microseconds) stays a zombie until someone
 /// waits for it, instead of being reaped by the kernel.
 ///
+/// `alone` says the process has one thread (the caller's): then the hooks
+/// registered in [`atfork`](super::atfork) hold nothing across the fork,
+/// sparing both processes the copies of the pages that unlocking would
+/// write (see there).
+///
 /// # Safety
 ///
 /// If other threads run, the child gets a copy of every lock they held at
 /// the moment of the fork, held forever: `child` must not take any lock
 /// that another thread might hold. Stdout's, stderr's and the locks
 /// registered in [`atfork`](super::atfork) (the crate's heap lock) are safe
-/// (held by this thread across the fork); glibc's allocator
+/// (held by this thread across the fork, unless `alone`); glibc's allocator
 /// resets its own. With one thread there is no such hazard. Another thread
 /// that reaps any child (`waitpid(-1)`) or changes `SIGCHLD`'s disposition
 /// meanwhile can make the pidfd name another process; with one thread
-/// there is no such thread.
+/// there is no such thread. `alone` must be true only if the process has no
+/// other thread.
 pub(crate) unsafe fn fork<S: FnOnce(), F: FnOnce() -> i32>(
+    alone: bool,
     setup: S,
     child: &mut Option<F>,
 ) -> Result<(Pid, Option<OwnedFd>)> {
@@ -61,7 +70,7 @@ pub(crate) unsafe fn fork<S: FnOnce(), F: FnOnce() -> i32>(
     // Flush so that buffered output is not written twice (once per process).
     let _ = out.flush();
     let _ = err.flush();
-    let hooks = super::atfork::prepare();
+    let hooks = super::atfork::prepare(!alone);
     let sigchld = ChildReaping::hold();
     // SAFETY: the caller upholds the multithreading rule above; the child
     // never returns from this function (it ends in `_exit`).
@@ -81,7 +90,7 @@ pub(crate) unsafe fn fork<S: FnOnce(), F: FnOnce() -> i32>(
                     // Without a pidfd the child cannot be managed safely:
                     // stop it rather than leak it (it is still ours to
                     // reap: reaping was held off until now).
-                    let _ = kill(child, Signal::SIGKILL);
+                    let _ = kill(child, libc::SIGKILL);
                     let _ = reap(child, true);
                     drop(err);
                     drop(out);
@@ -169,26 +178,48 @@ pub(crate) fn exit(code: i32) -> ! {
 /// How a child ended.
 pub(crate) enum Reaped {
     Exited(i32),
-    Signaled(Signal),
+    /// Killed by this signal (its number, real-time ones included).
+    Signaled(libc::c_int),
+}
+
+/// `sig` if it is a signal number that can be sent or set (1 to
+/// `SIGRTMAX`); [`Error::InvalidArgument`] otherwise (0, the "is it
+/// there" probe of `kill`, is not a signal).
+pub(crate) fn signal_number(sig: libc::c_int) -> Result<libc::c_int> {
+    if (1..=libc::SIGRTMAX()).contains(&sig) {
+        Ok(sig)
+    } else {
+        Err(Error::InvalidArgument(
+            "not a signal number (1 to SIGRTMAX)",
+        ))
+    }
 }
 
 /// Reaps `pid` if it has ended (`block`: wait until it does). `Ok(None)`:
 /// still running.
 pub(crate) fn reap(pid: Pid, block: bool) -> Result<Option<Reaped>> {
-    let flags = if block {
-        None
-    } else {
-        Some(WaitPidFlag::WNOHANG)
-    };
+    let flags = if block { 0 } else { libc::WNOHANG };
     loop {
-        match waitpid(pid, flags) {
-            Ok(WaitStatus::Exited(_, code)) => return Ok(Some(Reaped::Exited(code))),
-            Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(Some(Reaped::Signaled(sig))),
-            Ok(WaitStatus::StillAlive) => return Ok(None),
-            Ok(_) => continue, // stopped/continued: not an end
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Err(Error::os("waitpid", e)),
+        let mut status: libc::c_int = 0;
+        // SAFETY: waitpid writes the status into a valid, owned c_int.
+        let r = unsafe { libc::waitpid(pid.as_raw(), &mut status, flags) };
+        if r < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return Err(Error::os("waitpid", e));
         }
+        if r == 0 {
+            return Ok(None);
+        }
+        if libc::WIFEXITED(status) {
+            return Ok(Some(Reaped::Exited(libc::WEXITSTATUS(status))));
+        }
+        if libc::WIFSIGNALED(status) {
+            return Ok(Some(Reaped::Signaled(libc::WTERMSIG(status))));
+        }
+        // Stopped or continued (not asked for, but harmless): not an end.
     }
 }
 
@@ -232,12 +263,7 @@ pub(crate) fn reap_pidfd(pidfd: BorrowedFd<'_>, block: bool) -> Result<Option<Re
         }
         return Ok(Some(match info.si_code {
             libc::CLD_EXITED => Reaped::Exited(status),
-            _ => match Signal::try_from(status) {
-                Ok(s) => Reaped::Signaled(s),
-                // A signal number nix does not know (a real-time signal):
-                // report it as the shell would, 128 + n.
-                Err(_) => Reaped::Exited(128 + status),
-            },
+            _ => Reaped::Signaled(status),
         }));
     }
 }
@@ -253,15 +279,17 @@ pub(crate) fn pidfd_open(pid: Pid) -> Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
-/// Sends `sig` through the pidfd, so a recycled pid is never signalled.
-pub(crate) fn pidfd_signal(pidfd: &OwnedFd, sig: Signal) -> Result<()> {
+/// Sends `sig` (checked by [`signal_number`]) through the pidfd, so a
+/// recycled pid is never signalled.
+pub(crate) fn pidfd_signal(pidfd: &OwnedFd, sig: libc::c_int) -> Result<()> {
+    let sig = signal_number(sig)?;
     // SAFETY: plain syscall; the descriptor is valid while borrowed, and a
     // null siginfo is allowed.
     let r = unsafe {
         libc::syscall(
             libc::SYS_pidfd_send_signal,
             pidfd.as_raw_fd(),
-            sig as i32,
+            sig,
             std::ptr::null::<libc::siginfo_t>(),
             0,
         )
@@ -280,8 +308,9 @@ pub(crate) fn pidfd_signal(pidfd: &OwnedFd, sig: Signal) -> Result<()> {
 /// In a fork child: be killed with `sig` when the parent (`parent`, the pid
 /// before the fork) dies. If it died already, exits at once (the classic
 /// race: the parent may die between fork and prctl).
-pub(crate) fn die_with_parent(parent: i32, sig: Signal) {
-    // SAFETY: prctl(PR_SET_PDEATHSIG) takes a signal number; no pointers.
+pub(crate) fn die_with_parent(parent: i32, sig: libc::c_int) {
+    // SAFETY: prctl(PR_SET_PDEATHSIG) takes a signal number (an invalid one
+    // is refused with EINVAL, and then this process exits); no pointers.
     let r = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, 0, 0, 0) };
     if r != 0 || nix::unistd::getppid().as_raw() != parent {
         exit(1);
@@ -387,29 +416,36 @@ pub(crate) fn kill_after(d: Duration) -> Result<()> {
     Ok(())
 }
 
-/// Sends `sig` to `pid` (`kill`). Prefer [`pidfd_signal`], which cannot
-/// reach a process that reused the pid; this is for a child not reaped yet
-/// (its pid cannot be reused) that has no pidfd.
-pub(crate) fn kill(pid: Pid, sig: Signal) -> Result<()> {
-    nix::sys::signal::kill(pid, sig).map_err(|e| Error::os("kill", e))
+/// Sends `sig` (checked by [`signal_number`]) to `pid` (`kill`). Prefer
+/// [`pidfd_signal`], which cannot reach a process that reused the pid; this
+/// is for a child not reaped yet (its pid cannot be reused) that has no
+/// pidfd.
+pub(crate) fn kill(pid: Pid, sig: libc::c_int) -> Result<()> {
+    let sig = signal_number(sig)?;
+    // SAFETY: kill takes integers and changes no memory of ours.
+    if unsafe { libc::kill(pid.as_raw(), sig) } != 0 {
+        return Err(Error::last_os("kill"));
+    }
+    Ok(())
 }
 
-/// Sets what `sig` does to this process: `SIG_IGN` or `SIG_DFL` (no
-/// handler code: nothing runs in signal context).
-pub(crate) fn set_disposition(sig: Signal, ignore: bool) -> Result<()> {
-    use nix::sys::signal::SigHandler;
-    let how = if ignore {
-        SigHandler::SigIgn
-    } else {
-        SigHandler::SigDfl
-    };
+/// Sets what `sig` (checked by [`signal_number`]) does to this process:
+/// `SIG_IGN` or `SIG_DFL` (no handler code: nothing runs in signal
+/// context).
+pub(crate) fn set_disposition(sig: libc::c_int, ignore: bool) -> Result<()> {
+    let sig = signal_number(sig)?;
+    // SAFETY: an all-zero `sigaction` is a valid value (no handler, no
+    // flags, an empty mask), completed below.
+    let mut act: libc::sigaction = unsafe { std::mem::zeroed() };
+    act.sa_sigaction = if ignore { libc::SIG_IGN } else { libc::SIG_DFL };
     // SAFETY: SIG_IGN and SIG_DFL install no handler code, so nothing runs
     // in signal context; replacing a handler signal-hook installed is the
     // caller's choice and leaves no dangling state (signal-hook's handler
-    // simply stops being called).
-    unsafe { nix::sys::signal::signal(sig, how) }
-        .map(drop)
-        .map_err(|e| Error::os("sigaction", e))
+    // simply stops being called). The pointers are valid for the call.
+    if unsafe { libc::sigaction(sig, &act, std::ptr::null_mut()) } != 0 {
+        return Err(Error::last_os("sigaction"));
+    }
+    Ok(())
 }
 
 /// Puts the calling process in a new process group of its own
@@ -428,12 +464,19 @@ pub(crate) fn new_group(pid: Pid) -> Result<()> {
     nix::unistd::setpgid(pid, pid).map_err(|e| Error::os("setpgid", e))
 }
 
-/// Sends `sig` to the process group `pgid`.
-pub(crate) fn signal_group(pgid: Pid, sig: Signal) -> Result<()> {
-    match nix::sys::signal::killpg(pgid, sig) {
-        Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
-        Err(e) => Err(Error::os("killpg", e)),
+/// Sends `sig` (checked by [`signal_number`]) to the process group `pgid`;
+/// a group that no longer exists is not an error.
+pub(crate) fn signal_group(pgid: Pid, sig: libc::c_int) -> Result<()> {
+    let sig = signal_number(sig)?;
+    // SAFETY: killpg takes integers and changes no memory of ours.
+    if unsafe { libc::killpg(pgid.as_raw(), sig) } != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::ESRCH) {
+            return Ok(());
+        }
+        return Err(Error::os("killpg", e));
     }
+    Ok(())
 }
 
 /// The parent's pid.

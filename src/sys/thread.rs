@@ -14,6 +14,11 @@ static ATFORK: Once = Once::new();
 /// This process's id, cached (0: not looked up yet). Reset in a fork child.
 static PID: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
 
+/// How many forks separate this process from the program's first process
+/// (one started by `exec`): raised by one in each fork child. Next to
+/// `PID`, which the child writes anyway, so it costs the child no page.
+static DEPTH: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
 /// In a fork child: drops the cached ids (they are the parent's). Run by
 /// `pthread_atfork` after glibc's `fork`, and by `sys::process::fork`
 /// itself after a `clone3`, which runs no fork handlers.
@@ -22,6 +27,7 @@ pub(crate) extern "C" fn after_fork_in_child() {
     // parent's and must be looked up again.
     TID.with(|t| t.set(0));
     PID.store(0, std::sync::atomic::Ordering::Relaxed);
+    DEPTH.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// Registers the fork handler that clears the caches; false if that failed
@@ -72,6 +78,21 @@ pub(crate) fn pid() -> i32 {
         PID.store(p, std::sync::atomic::Ordering::Relaxed);
     }
     p
+}
+
+/// This process among every process that inherited this one's memory:
+/// its id and its fork depth (see `DEPTH`). A descendant never has the
+/// same value as an ancestor, even one whose id it reused after that
+/// ancestor died (its depth is greater), so state stamped with this value
+/// and inherited by fork is recognised as inherited. `None` when the fork
+/// handler that keeps the depth could not be registered: then nothing
+/// inherited can be told apart by this.
+pub(crate) fn incarnation() -> Option<u64> {
+    if !atfork_registered() {
+        return None;
+    }
+    let depth = DEPTH.load(std::sync::atomic::Ordering::Relaxed);
+    Some(u64::from(depth) << 32 | u64::from(pid() as u32))
 }
 
 /// Whether thread `tid` (of any process) is alive: it exists and is not a
