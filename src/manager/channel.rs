@@ -143,6 +143,9 @@ impl Channel {
         // first.
         let mut read_first = self.start < self.end || SPIN_SITE.would_spin(spin);
         let mut spun = !read_first;
+        // Whether this call has read the socket: a `stop` that ends the
+        // wait before any sleep (an async caller's) must not end it unread.
+        let mut tried = false;
         let mut progress = Instant::now();
         loop {
             match frame::locate(&self.buf[self.start..self.end], self.max) {
@@ -171,6 +174,7 @@ impl Channel {
                 self.buf.resize(to, 0);
             }
             let got = if read_first {
+                tried = true;
                 crate::sys::socket::recv_with_fds(self.fd.as_fd(), &mut self.buf[self.end..])
             } else {
                 read_first = true;
@@ -206,6 +210,10 @@ impl Channel {
             let stalled_at = (self.end > 0).then(|| progress + FRAME_IDLE);
             loop {
                 if stop() {
+                    if !tried {
+                        // Read before giving up (the outer loop reads now).
+                        break;
+                    }
                     return Err(ReadEnd::Stopped);
                 }
                 let mut wait = slice;
