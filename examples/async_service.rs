@@ -10,7 +10,6 @@
 //! pidfds (`join_async`). No thread waits for anything: the queues' futex
 //! words are watched by multiproc's reactor, the pidfds by tokio.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use multiproc::{Process, Queue};
@@ -48,8 +47,8 @@ const JOBS: u64 = 2_000;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // `None` tells a worker to stop.
-    let jobs: Arc<Queue<Option<Job>>> = Arc::new(Queue::bounded(16)?);
-    let answers: Arc<Queue<Answer>> = Arc::new(Queue::new()?);
+    let jobs: Queue<Option<Job>> = Queue::bounded(16)?;
+    let answers: Queue<Answer> = Queue::new()?;
 
     // Fork the workers before the runtime exists (a process with threads
     // must opt in to forking).

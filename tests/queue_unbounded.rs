@@ -10,7 +10,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{PATIENCE, hang, serial, spawn_in};
+use common::{PATIENCE, hang, serial, spawn, spawn_in};
 use multiproc::process::Process;
 use multiproc::queue::{GetError, PutError, Queue};
 
@@ -191,4 +191,44 @@ fn a_scribbled_spill_makes_the_queue_fail_cleanly() {
         assert!(matches!(q.get(), Err(GetError::Corrupt)), "{which} {v:#x}");
         assert!(matches!(q.put(1), Err(PutError::Corrupt(1))));
     }
+}
+
+#[test]
+fn clones_are_handles_on_one_queue() {
+    use multiproc::queue::{JoinableQueue, SimpleQueue};
+    let _s = serial();
+    let q = Queue::<u32>::new().unwrap();
+    let sq = SimpleQueue::<u32>::new().unwrap();
+    let jq = JoinableQueue::<u32>::new().unwrap();
+    let mut kids: Vec<Process<'static>> = (0..3)
+        .map(|w| {
+            let (q, sq, jq) = (q.clone(), sq.clone(), jq.clone());
+            spawn(move || {
+                q.put(w).unwrap();
+                sq.put(w + 10).unwrap();
+                jq.put(w + 20).unwrap();
+            })
+        })
+        .collect();
+    for p in &mut kids {
+        join_in_time(p);
+    }
+    let other = q.clone();
+    let mut got: Vec<u32> = (0..3).map(|_| other.try_get().unwrap()).collect();
+    got.sort();
+    assert_eq!(got, [0, 1, 2]);
+    assert!(q.empty());
+    let mut got: Vec<u32> = (0..3).map(|_| sq.get().unwrap()).collect();
+    got.sort();
+    assert_eq!(got, [10, 11, 12]);
+    let jq2 = jq.clone();
+    for _ in 0..3 {
+        jq2.try_get().unwrap();
+        jq.task_done().unwrap();
+    }
+    assert!(jq2.join_timeout(PATIENCE));
+    // The last handle gone, the queue goes with it (nothing to observe
+    // here but that dropping clones in any order is fine).
+    drop(q);
+    assert!(other.empty());
 }

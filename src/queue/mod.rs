@@ -92,6 +92,7 @@ mod error;
 
 use std::fmt;
 use std::marker::PhantomData;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -131,9 +132,23 @@ pub const DEFAULT_CAPACITY: usize = 1 << 20;
     serde(bound = "")
 )]
 pub struct Queue<T> {
-    pub(crate) core: Core,
+    pub(crate) core: Arc<Core>,
     #[cfg_attr(feature = "spawn", serde(skip))]
     _items: PhantomData<fn(T) -> T>,
+}
+
+/// Another handle on the same queue, in this process: as cheap as an
+/// `Arc`'s clone, so one queue can be handed to many children or threads
+/// without wrapping it. (Every handle, cloned or inherited, is the same
+/// queue; clones in one process also share a large item a timed-out get
+/// kept, see [`get_timeout`](Queue::get_timeout).)
+impl<T> Clone for Queue<T> {
+    fn clone(&self) -> Queue<T> {
+        Queue {
+            core: self.core.clone(),
+            _items: PhantomData,
+        }
+    }
 }
 
 impl<T: Serialize + DeserializeOwned> Queue<T> {
@@ -165,7 +180,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             Core::new(maxsize, bytes, joinable)?
         };
         Ok(Queue {
-            core,
+            core: Arc::new(core),
             _items: PhantomData,
         })
     }
@@ -443,6 +458,15 @@ pub struct SimpleQueue<T> {
     queue: Queue<T>,
 }
 
+/// Another handle on the same queue (see [`Queue`'s `Clone`](Queue#impl-Clone-for-Queue<T>)).
+impl<T> Clone for SimpleQueue<T> {
+    fn clone(&self) -> SimpleQueue<T> {
+        SimpleQueue {
+            queue: self.queue.clone(),
+        }
+    }
+}
+
 impl<T: Serialize + DeserializeOwned> SimpleQueue<T> {
     /// An empty queue with a 1 MiB ring.
     pub fn new() -> Result<SimpleQueue<T>> {
@@ -502,6 +526,15 @@ impl<T> fmt::Debug for SimpleQueue<T> {
 )]
 pub struct JoinableQueue<T> {
     pub(crate) queue: Queue<T>,
+}
+
+/// Another handle on the same queue (see [`Queue`'s `Clone`](Queue#impl-Clone-for-Queue<T>)).
+impl<T> Clone for JoinableQueue<T> {
+    fn clone(&self) -> JoinableQueue<T> {
+        JoinableQueue {
+            queue: self.queue.clone(),
+        }
+    }
 }
 
 impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
