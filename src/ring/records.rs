@@ -311,6 +311,9 @@ struct PutSide {
     /// closed`, the bit set by the store that commits a [`BACK`] record
     /// (see [`sp_pack`]).
     sp_tail: AtomicU64,
+    /// `sp_freed` as last loaded by a producer (under `put_lock`), as
+    /// `head_seen` is for the head: an old one only understates the room.
+    freed_seen: AtomicU64,
 }
 
 /// The consumers' side: written by getters, under `get_lock`.
@@ -334,6 +337,10 @@ struct GetSide {
     /// multiple of [`GRAIN`]. Producers write at most a spill's size past
     /// it, so the bytes before it are never being written.
     sp_freed: AtomicU64,
+    /// `sp_tail` as last loaded by a consumer (under `get_lock`), as
+    /// `tail_seen` is for the tail: an old one only understates what is
+    /// committed.
+    sp_tail_seen: AtomicU64,
 }
 
 /// A futex word that waiters sleep on: a sequence number, bumped by
@@ -736,6 +743,7 @@ impl Core {
                 next_id: AtomicU32::new(1),
                 head_seen: AtomicU64::new(0),
                 sp_tail: AtomicU64::new(0),
+                freed_seen: AtomicU64::new(0),
             },
             g: GetSide {
                 get_lock: SideLock::new(),
@@ -745,6 +753,7 @@ impl Core {
                 tail_seen: AtomicU64::new(0),
                 sp_head: AtomicU64::new(0),
                 sp_freed: AtomicU64::new(0),
+                sp_tail_seen: AtomicU64::new(0),
             },
             w: Waits {
                 not_empty: Bell {
@@ -1438,7 +1447,7 @@ impl Core {
         let s = self.shared();
         let (sputs, pos, _) = sp_unpack(st);
         let rec = rec_len(bytes.len() as u64);
-        let Some(used) = self.spill_used(pos) else {
+        let Some(used) = self.spill_used(pos, rec + HDR) else {
             return SpillPut::Corrupt;
         };
         if bytes.len() > SPILL_ITEM_MAX {
@@ -1489,10 +1498,23 @@ impl Core {
     /// The spill bytes from those given back to the spill's tail `pos`
     /// (`put_lock` held): producers write at most a spill's size past the
     /// bytes given back. `None` if that cannot be.
-    fn spill_used(&self, pos: u64) -> Option<u64> {
-        let freed = self.shared.g.sp_freed.load(Ordering::Acquire);
-        let used = sp_dist(pos, freed);
-        (used <= SPILL_CAP as u64 && freed.is_multiple_of(GRAIN)).then_some(used)
+    ///
+    /// The bytes given back as a producer saw them last are used if they
+    /// leave room for `need` more bytes: the consumers' line is loaded
+    /// only when they do not.
+    fn spill_used(&self, pos: u64, need: u64) -> Option<u64> {
+        let s = self.shared();
+        let used = |freed: u64| {
+            let used = sp_dist(pos, freed);
+            (used <= SPILL_CAP as u64 && freed.is_multiple_of(GRAIN)).then_some(used)
+        };
+        let old = used(s.p.freed_seen.load(Ordering::Relaxed));
+        if old.is_some_and(|u| u + need <= SPILL_CAP as u64) {
+            return old;
+        }
+        let freed = s.g.sp_freed.load(Ordering::Acquire);
+        s.p.freed_seen.store(freed, Ordering::Relaxed);
+        used(freed)
     }
 
     fn put_big(
@@ -1529,7 +1551,7 @@ impl Core {
                 // the chunks go in the ring after it.
                 let st = s.p.sp_tail.load(Ordering::Relaxed);
                 let (sputs, pos, back) = sp_unpack(st);
-                let Some(used) = self.spill_used(pos) else {
+                let Some(used) = self.spill_used(pos, HDR) else {
                     self.poison();
                     break Err(PutFail::Closed);
                 };
@@ -1917,9 +1939,14 @@ impl Core {
     ) -> SpillGet {
         let s = self.shared();
         let (gets, pos, _) = sp_unpack(sh);
-        let st = s.p.sp_tail.load(Ordering::Acquire);
-        let (_, end, _) = sp_unpack(st);
-        let avail = sp_dist(end, pos);
+        // Records before the spill tail a consumer saw last are committed:
+        // the producers' line is loaded only past them.
+        let mut avail = sp_dist(sp_unpack(s.g.sp_tail_seen.load(Ordering::Relaxed)).1, pos);
+        if avail == 0 || avail > SPILL_CAP as u64 {
+            let st = s.p.sp_tail.load(Ordering::Acquire);
+            s.g.sp_tail_seen.store(st, Ordering::Relaxed);
+            avail = sp_dist(sp_unpack(st).1, pos);
+        }
         if avail > SPILL_CAP as u64 {
             return SpillGet::Corrupt;
         }
