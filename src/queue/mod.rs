@@ -84,9 +84,13 @@
 //!   task unfinished forever (as in Python; use
 //!   [`join_timeout`](JoinableQueue::join_timeout)).
 //!
-//! Nothing else: no other item is lost, duplicated or reordered. A waiter
+//! Nothing else: no other item is lost, duplicated or reordered, in the
+//! ring or in the spill (a process killed while moving its side between
+//! them leaves a mark the next one of its side finishes from). A waiter
 //! killed while asleep leaves its futex word armed, which costs the next
-//! notifier one needless wake-up call.
+//! notifier one needless wake-up call. A consumer killed after taking
+//! items from the spill but before giving their pages back leaves that
+//! memory (under 1 MiB) to the next consumer to give back.
 
 mod error;
 
