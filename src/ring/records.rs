@@ -294,19 +294,24 @@ impl SideLock {
 #[derive(Debug)]
 #[repr(C, align(64))]
 struct PutSide {
+    // The producers' own line: the locks and what only producers read.
+    // Consumers waiting for items read the tail's line over and over; the
+    // lock's read-modify-writes of every put would miss there.
     put_lock: SideLock,
     big_writer: RawProcessMutex,
+    next_id: AtomicU32,
+    /// The head as last loaded by a producer (under `put_lock`): room
+    /// is checked against it, and the real head (on the consumers' cache
+    /// line) is loaded only when it shows too little.
+    head_seen: AtomicU64,
+    _own_line: [u64; 5],
+    // What the consumers read, from offset 64.
     /// `items put << 32 | bytes written`, both modulo 2^32, so one store
     /// commits a record and counts it.
     tail: AtomicU64,
     /// The thread sending a large item (0: none), and that item's id.
     big_tid: AtomicU32,
     big_id: AtomicU32,
-    next_id: AtomicU32,
-    /// The head as last loaded by a producer (under `put_lock`): room
-    /// is checked against it, and the real head (on the consumers' cache
-    /// line) is loaded only when it shows too little.
-    head_seen: AtomicU64,
     /// The spill's tail: `items put there << 32 | bytes written / 8 << 1 |
     /// closed`, the bit set by the store that commits a [`BACK`] record
     /// (see [`sp_pack`]).
@@ -320,9 +325,8 @@ struct PutSide {
 #[derive(Debug)]
 #[repr(C, align(64))]
 struct GetSide {
+    // The consumers' own line, as for `PutSide`.
     get_lock: SideLock,
-    /// `items taken << 32 | bytes read`, modulo 2^32.
-    head: AtomicU64,
     /// The thread receiving a large item (0: none), and that item's id.
     rx_tid: AtomicU32,
     rx_id: AtomicU32,
@@ -330,6 +334,10 @@ struct GetSide {
     /// before it are taken without loading the real tail (on the
     /// producers' cache line).
     tail_seen: AtomicU64,
+    _own_line: [u64; 5],
+    // What the producers read, from offset 64.
+    /// `items taken << 32 | bytes read`, modulo 2^32.
+    head: AtomicU64,
     /// The spill's head, packed as `sp_tail`; the bit is set by the store
     /// that takes a [`BACK`] record.
     sp_head: AtomicU64,
@@ -383,6 +391,13 @@ pub(crate) struct Shared {
 // SAFETY: atomics, raw mutexes (single atomic words) and plain integers:
 // no pointers, no drop glue, all-zero is valid.
 unsafe impl crate::ShmSafe for Shared {}
+
+// Each side's lock on a cache line of its own, apart from the counter the
+// other side reads.
+const _: () = {
+    assert!(std::mem::offset_of!(PutSide, tail) == 64);
+    assert!(std::mem::offset_of!(GetSide, head) == 64);
+};
 
 /// Why a put did not happen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -742,6 +757,7 @@ impl Core {
                 big_id: AtomicU32::new(0),
                 next_id: AtomicU32::new(1),
                 head_seen: AtomicU64::new(0),
+                _own_line: [0; 5],
                 sp_tail: AtomicU64::new(0),
                 freed_seen: AtomicU64::new(0),
             },
@@ -751,6 +767,7 @@ impl Core {
                 rx_tid: AtomicU32::new(0),
                 rx_id: AtomicU32::new(0),
                 tail_seen: AtomicU64::new(0),
+                _own_line: [0; 5],
                 sp_head: AtomicU64::new(0),
                 sp_freed: AtomicU64::new(0),
                 sp_tail_seen: AtomicU64::new(0),
