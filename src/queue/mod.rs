@@ -46,8 +46,9 @@
 //! # Capacity
 //!
 //! A queue made with [`Queue::new`] or [`Queue::bounded`] has no limit but
-//! `maxsize` (0: none, as in Python): a put never waits for room, so a
-//! child may put any amount and end before anyone gets. Items go to a
+//! `maxsize` (0: none, as in Python): a put never waits for room (beyond
+//! a spin of some microseconds for the ring's), so a child may put any
+//! amount and end before anyone gets. Items go to a
 //! 1 MiB ring while it has room and overflow into a spill (8 GiB of
 //! address space in each process that holds the queue, taking memory only
 //! as far as items fill it, given back as they are taken), in one order.

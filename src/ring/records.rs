@@ -104,7 +104,9 @@
 //! count with the byte counter (in 8-byte units, modulo 2^34) and one flag.
 //!
 //! Items keep one order across both rings. A producer that finds the ring
-//! without room (the ring always keeps 8 bytes for this), or an item too
+//! without room (the ring always keeps 8 bytes for this) after spinning
+//! for it at most [`JUMP_AFTER`] (consumers at work free room in a moment,
+//! and the ring is faster than the spill's fresh pages), or an item too
 //! large for one ring record, writes a [`JUMP`] record and sets [`MODE`] in
 //! `tail`, in the one store that commits the record; from then on items go
 //! to the spill, whole (up to a quarter of it). Every sixteenth spill put
@@ -179,6 +181,9 @@ pub(crate) const SPILL_CAP: usize = 1 << 33;
 const SP_MOD: u64 = 1 << 34;
 /// Consumed spill memory is given back to the kernel in steps of this.
 const GRAIN: u64 = 1 << 20;
+/// How long a put finding the ring full waits for room there before it
+/// goes to the spill.
+const JUMP_AFTER: Duration = Duration::from_micros(50);
 /// The largest payload written whole into the spill.
 const SPILL_ITEM_MAX: usize = SPILL_CAP / 4 - HDR as usize;
 
@@ -1347,6 +1352,8 @@ impl Core {
         #[cfg(not(feature = "tokio"))]
         let mut suspect = false;
         let mut idle = None;
+        // Whether this put waited a moment for room before spilling.
+        let mut spun = false;
         loop {
             if self.is_closed() {
                 return Err(PutFail::Closed);
@@ -1420,6 +1427,17 @@ impl Core {
                 return Ok(());
             }
             if !blocked && self.spill.is_some() && self.count_room(head, tail) {
+                if fits && !spun && park.is_none() && !deadline.expired() {
+                    // A full ring whose consumers are at work has room
+                    // again in a moment, and the ring is faster than the
+                    // spill: spin for it a little first (a put that may
+                    // wait), never sleeping longer than that.
+                    spun = true;
+                    let snap = self.snapshot();
+                    drop(held);
+                    let _ = self.wait(&s.w.not_full, snap, Deadline::after(JUMP_AFTER), false);
+                    continue;
+                }
                 // No room in the ring (or the item is too large for it):
                 // go on in the spill. The ring always keeps room for this
                 // record (see `room`).
