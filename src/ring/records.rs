@@ -1359,35 +1359,27 @@ impl Core {
                 return Err(PutFail::Closed);
             }
             let held = self.lock(&s.p.put_lock, deadline).ok_or(PutFail::Full)?;
-            let mut tail = s.p.tail.load(Ordering::Relaxed);
+            let (tail, in_spill) = self.side(&s.p.tail, &s.p.sp_tail);
             if let Some(sp) = &self.spill
-                && tail & MODE != 0
+                && let Some(st) = in_spill
             {
-                let st = s.p.sp_tail.load(Ordering::Relaxed);
-                if sp_unpack(st).2 {
-                    // A producer died between committing a `BACK` and
-                    // leaving the spill: leave it now.
-                    tail &= !MODE;
-                    s.p.tail.store(tail, Ordering::Release);
-                } else {
-                    match self.spill_put(sp, bytes, tail, st) {
-                        SpillPut::Done => return Ok(()),
-                        SpillPut::Back => continue,
-                        SpillPut::Corrupt => {
-                            self.poison();
-                            return Err(PutFail::Closed);
+                match self.spill_put(sp, bytes, tail, st) {
+                    SpillPut::Done => return Ok(()),
+                    SpillPut::Back => continue,
+                    SpillPut::Corrupt => {
+                        self.poison();
+                        return Err(PutFail::Closed);
+                    }
+                    SpillPut::Wait => {
+                        let snap = self.snapshot();
+                        drop(held);
+                        #[cfg(feature = "tokio")]
+                        if let Some(p) = park.as_deref_mut() {
+                            p.wait = Some((snap, false));
+                            return Err(PutFail::Full);
                         }
-                        SpillPut::Wait => {
-                            let snap = self.snapshot();
-                            drop(held);
-                            #[cfg(feature = "tokio")]
-                            if let Some(p) = park.as_deref_mut() {
-                                p.wait = Some((snap, false));
-                                return Err(PutFail::Full);
-                            }
-                            suspect = self.room_wait(snap, deadline, false, on_wait, &mut idle)?;
-                            continue;
-                        }
+                        suspect = self.room_wait(snap, deadline, false, on_wait, &mut idle)?;
+                        continue;
                     }
                 }
             }
@@ -1473,6 +1465,24 @@ impl Core {
             let _ = park.as_deref_mut();
             suspect = self.room_wait(snap, deadline, blocked, on_wait, &mut idle)?;
         }
+    }
+
+    /// A side's packed counter `word` (the tail or the head, the side's
+    /// lock held) and, if the side is in the spill, its spill counter
+    /// `sp_word`. A side a process left between the two stores of its way
+    /// back (the spill counter's flag set, the mode bit still set) is
+    /// brought back to the ring first.
+    fn side(&self, word: &AtomicU64, sp_word: &AtomicU64) -> (u64, Option<u64>) {
+        let v = word.load(Ordering::Relaxed);
+        if self.spill.is_none() || v & MODE == 0 {
+            return (v, None);
+        }
+        let sv = sp_word.load(Ordering::Relaxed);
+        if sp_unpack(sv).2 {
+            word.store(v & !MODE, Ordering::Release);
+            return (v & !MODE, None);
+        }
+        (v, Some(sv))
     }
 
     /// A put in the spill (`put_lock` held, the producers in the spill,
@@ -1744,45 +1754,37 @@ impl Core {
                     rx = None;
                 }
             }
-            let mut head = s.g.head.load(Ordering::Relaxed);
+            let (head, in_spill) = self.side(&s.g.head, &s.g.sp_head);
             if let Some(sp) = &self.spill
-                && head & MODE != 0
+                && let Some(sh) = in_spill
             {
-                let sh = s.g.sp_head.load(Ordering::Relaxed);
-                if sp_unpack(sh).2 {
-                    // A consumer died between taking a `BACK` and leaving
-                    // the spill: leave it now.
-                    head &= !MODE;
-                    s.g.head.store(head, Ordering::Release);
-                } else {
-                    // A large item cannot go on in the spill.
-                    if rx.is_some() {
-                        self.abandon_rx(&mut rx, me);
+                // A large item cannot go on in the spill.
+                if rx.is_some() {
+                    self.abandon_rx(&mut rx, me);
+                }
+                match self.spill_get(sp, sh, head, on_take) {
+                    SpillGet::Item(p) => return Ok(p),
+                    SpillGet::Back => continue,
+                    SpillGet::Corrupt => {
+                        self.poison();
+                        return Err(GetFail::Closed);
                     }
-                    match self.spill_get(sp, sh, head, on_take) {
-                        SpillGet::Item(p) => return Ok(p),
-                        SpillGet::Back => continue,
-                        SpillGet::Corrupt => {
-                            self.poison();
+                    SpillGet::Empty => {
+                        if self.is_closed() {
                             return Err(GetFail::Closed);
                         }
-                        SpillGet::Empty => {
-                            if self.is_closed() {
-                                return Err(GetFail::Closed);
-                            }
-                            let snap = self.snapshot();
-                            drop(held);
-                            if deadline.expired() {
-                                return self.keep(rx);
-                            }
-                            #[cfg(feature = "tokio")]
-                            if let Some(p) = park.as_deref_mut() {
-                                p.wait = Some((snap, false));
-                                return self.keep(rx);
-                            }
-                            suspect = self.wait(&s.w.not_empty, snap, deadline, false);
-                            continue;
+                        let snap = self.snapshot();
+                        drop(held);
+                        if deadline.expired() {
+                            return self.keep(rx);
                         }
+                        #[cfg(feature = "tokio")]
+                        if let Some(p) = park.as_deref_mut() {
+                            p.wait = Some((snap, false));
+                            return self.keep(rx);
+                        }
+                        suspect = self.wait(&s.w.not_empty, snap, deadline, false);
+                        continue;
                     }
                 }
             }
