@@ -15,7 +15,6 @@
 //! single `apply_async` result is awaited like any future (the pool's
 //! results ring is watched by the same reactor).
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use multiproc::pool::Pool;
@@ -54,8 +53,8 @@ const JOBS: u64 = 2_000;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // `None` tells a worker to stop.
-    let jobs: Arc<Queue<Option<Job>>> = Arc::new(Queue::bounded(16)?);
-    let answers: Arc<Queue<Answer>> = Arc::new(Queue::new()?);
+    let jobs: Queue<Option<Job>> = Queue::bounded(16)?;
+    let answers: Queue<Answer> = Queue::new()?;
 
     // Fork the workers before the runtime exists (a process with threads
     // must opt in to forking).

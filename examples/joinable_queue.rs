@@ -12,7 +12,7 @@ use std::time::Duration;
 use multiproc::{JoinableQueue, Process, Value};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let jobs = std::sync::Arc::new(JoinableQueue::<u64>::new()?);
+    let jobs = JoinableQueue::<u64>::new()?;
     let processed = std::sync::Arc::new(Value::new(0u64)?);
     let sum = std::sync::Arc::new(Value::new(0u64)?);
 

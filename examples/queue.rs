@@ -6,16 +6,15 @@
 //! cargo run --example queue --features queue
 //! ```
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use multiproc::{Process, Queue, SimpleQueue};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    // Handles are shared with `Arc`: each child gets a clone.
-    let tasks: Arc<Queue<Option<u64>>> = Arc::new(Queue::new()?);
-    let results: Arc<Queue<(u64, u64)>> = Arc::new(Queue::new()?);
-    let log: Arc<SimpleQueue<String>> = Arc::new(SimpleQueue::new()?);
+    // Each child gets a clone of the handles (as cheap as an `Arc`'s).
+    let tasks: Queue<Option<u64>> = Queue::new()?;
+    let results: Queue<(u64, u64)> = Queue::new()?;
+    let log: SimpleQueue<String> = SimpleQueue::new()?;
 
     let workers = 3;
     let mut procs: Vec<Process> = (0..workers)
@@ -44,8 +43,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for _ in 0..workers {
         tasks.put(None)?;
     }
-    // Read the results before joining: a child whose puts are not taken
-    // yet may still be writing (as in Python, join after draining).
+    // A put never waits for room, so joining first would do too; reading
+    // first lets the parent work while the children do.
     let mut sum = 0;
     for _ in 0..n {
         let (_, square) = results.get_timeout(Duration::from_secs(10))?;

@@ -73,8 +73,10 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// returns `Ok`; a dropped future drops the item without putting it,
     /// and leaves nothing half-written.
     ///
-    /// An item whose encoding is larger than a quarter of the ring (a
-    /// chunked item) goes in only when the ring can take it whole: the
+    /// A queue with a spill (made by `new` or `bounded`) takes any item up
+    /// to 2 GiB whole. Otherwise (a queue made by `with_capacity`, or a
+    /// larger item) an item whose encoding is larger than a quarter of the
+    /// ring (a chunked item) goes in only when the ring can take it whole: the
     /// future waits until it can, then puts it without waiting. So such an
     /// item larger than the whole ring is refused with
     /// [`TryPutError::Full`] (use `put`, which streams it, on a blocking
@@ -87,7 +89,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         let core = &self.core;
         let mut park = Park::default();
         let mut backoff = Backoff::new(SLICE);
-        if bytes.len() > core.chunk_max() {
+        if bytes.len() > core.whole_max() {
             if bytes.len() + bytes.len() / 8 + 64 > core.cap() {
                 return Err(TryPutError::Full(item));
             }

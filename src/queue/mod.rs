@@ -45,14 +45,25 @@
 //!
 //! # Capacity
 //!
-//! A queue holds at most `maxsize` items (0: no limit, as in Python) and at
-//! most its ring's bytes: 1 MiB by default, [`Queue::with_capacity`] to
-//! choose. Each item takes its encoded size rounded up to 8 bytes, plus 8.
-//! An item whose encoding exceeds a quarter of the ring is sent in chunks
-//! while the receiver gathers them, so items of any size go through, at the
-//! cost of blocking other writers until the whole item is in the ring. The
-//! receiver's buffer grows as chunks arrive, and a get that times out in
-//! the middle of an item keeps what it received for the next get (see
+//! A queue made with [`Queue::new`] or [`Queue::bounded`] has no limit but
+//! `maxsize` (0: none, as in Python): a put never waits for room (beyond
+//! a spin of some microseconds for the ring's), so a child may put any
+//! amount and end before anyone gets. Items go to a
+//! 1 MiB ring while it has room and overflow into a spill (8 GiB of
+//! address space in each process that holds the queue, taking memory only
+//! as far as items fill it, given back as they are taken), in one order.
+//! An item larger than a quarter of the ring goes whole to the spill; one
+//! above 2 GiB is sent in chunks through the ring while the receiver
+//! gathers them.
+//!
+//! [`Queue::with_capacity`] makes a queue held in its ring alone, which
+//! bounds its memory: a put waits for room there. Each item takes its
+//! encoded size rounded up to 8 bytes, plus 8. An item whose encoding
+//! exceeds a quarter of that ring is sent in chunks while the receiver
+//! gathers them, so items of any size go through, at the cost of blocking
+//! other writers until the whole item is in the ring. The receiver's
+//! buffer grows as chunks arrive, and a get that times out in the middle
+//! of an item keeps what it received for the next get (see
 //! [`Queue::get_timeout`]).
 //!
 //! # When a process is killed
@@ -74,14 +85,19 @@
 //!   task unfinished forever (as in Python; use
 //!   [`join_timeout`](JoinableQueue::join_timeout)).
 //!
-//! Nothing else: no other item is lost, duplicated or reordered. A waiter
+//! Nothing else: no other item is lost, duplicated or reordered, in the
+//! ring or in the spill (a process killed while moving its side between
+//! them leaves a mark the next one of its side finishes from). A waiter
 //! killed while asleep leaves its futex word armed, which costs the next
-//! notifier one needless wake-up call.
+//! notifier one needless wake-up call. A consumer killed after taking
+//! items from the spill but before giving their pages back leaves that
+//! memory (under 1 MiB) to the next consumer to give back.
 
 mod error;
 
 use std::fmt;
 use std::marker::PhantomData;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -121,32 +137,55 @@ pub const DEFAULT_CAPACITY: usize = 1 << 20;
     serde(bound = "")
 )]
 pub struct Queue<T> {
-    pub(crate) core: Core,
+    pub(crate) core: Arc<Core>,
     #[cfg_attr(feature = "spawn", serde(skip))]
     _items: PhantomData<fn(T) -> T>,
 }
 
+/// Another handle on the same queue, in this process: as cheap as an
+/// `Arc`'s clone, so one queue can be handed to many children or threads
+/// without wrapping it. (Every handle, cloned or inherited, is the same
+/// queue; clones in one process also share a large item a timed-out get
+/// kept, see [`get_timeout`](Queue::get_timeout).)
+impl<T> Clone for Queue<T> {
+    fn clone(&self) -> Queue<T> {
+        Queue {
+            core: self.core.clone(),
+            _items: PhantomData,
+        }
+    }
+}
+
 impl<T: Serialize + DeserializeOwned> Queue<T> {
-    /// An unbounded queue (`maxsize` 0) with a 1 MiB ring.
+    /// An unbounded queue (`maxsize` 0): Python's `Queue()`. A put never
+    /// waits (see [Capacity](self#capacity)).
     pub fn new() -> Result<Queue<T>> {
-        Self::with_capacity(0, DEFAULT_CAPACITY)
+        Self::bounded(0)
     }
 
-    /// A queue of at most `maxsize` items (0: unbounded), with a 1 MiB
-    /// ring: Python's `Queue(maxsize)`.
+    /// A queue of at most `maxsize` items (0: unbounded): Python's
+    /// `Queue(maxsize)`. A put waits only for the count to fall below
+    /// `maxsize`, whatever the items' sizes.
     pub fn bounded(maxsize: usize) -> Result<Queue<T>> {
-        Self::with_capacity(maxsize, DEFAULT_CAPACITY)
+        Self::make(maxsize, DEFAULT_CAPACITY, false, true)
     }
 
-    /// A queue of at most `maxsize` items (0: unbounded) with a ring of
-    /// `bytes` (rounded up to a power of two, from 4 KiB to 1 GiB).
+    /// A queue of at most `maxsize` items (0: no count limit) held in a
+    /// ring of `bytes` (rounded up to a power of two, from 4 KiB to 1 GiB)
+    /// and nowhere else: a put waits for room in the ring, so the ring's
+    /// size bounds the memory the queue uses.
     pub fn with_capacity(maxsize: usize, bytes: usize) -> Result<Queue<T>> {
-        Self::make(maxsize, bytes, false)
+        Self::make(maxsize, bytes, false, false)
     }
 
-    fn make(maxsize: usize, bytes: usize, joinable: bool) -> Result<Queue<T>> {
+    fn make(maxsize: usize, bytes: usize, joinable: bool, spill: bool) -> Result<Queue<T>> {
+        let core = if spill {
+            Core::new_spilling(maxsize, bytes, joinable)?
+        } else {
+            Core::new(maxsize, bytes, joinable)?
+        };
         Ok(Queue {
-            core: Core::new(maxsize, bytes, joinable)?,
+            core: Arc::new(core),
             _items: PhantomData,
         })
     }
@@ -178,7 +217,9 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         }
     }
 
-    /// Puts `item`, waiting as long as it takes for room. Fails only when
+    /// Puts `item`, waiting as long as it takes for room (only `maxsize`,
+    /// or the ring of a [`with_capacity`](Queue::with_capacity) queue, can
+    /// lack room). Fails only when
     /// the queue is closed (or the item cannot be encoded).
     pub fn put(&self, item: T) -> Result<(), PutError<T>> {
         self.put_until(item, Deadline::NEVER)
@@ -318,7 +359,7 @@ impl<T> Queue<T> {
     }
 
     /// Whether the queue holds `maxsize` items (a snapshot; always false
-    /// for an unbounded queue, which may still lack ring space).
+    /// for an unbounded queue).
     pub fn full(&self) -> bool {
         let max = self.core.maxsize();
         max != 0 && self.qsize() >= max
@@ -329,7 +370,8 @@ impl<T> Queue<T> {
         self.core.maxsize()
     }
 
-    /// The ring's size in bytes.
+    /// The ring's size in bytes (items beyond it overflow into the spill
+    /// of a queue made by [`new`](Queue::new) or [`bounded`](Queue::bounded)).
     pub fn capacity_bytes(&self) -> usize {
         self.core.cap()
     }
@@ -372,6 +414,21 @@ impl<T> Queue<T> {
         self.core.hold_lock_mid_get();
     }
 
+    /// Test hook, not part of the API: whether puts go to the overflow
+    /// spill now.
+    #[doc(hidden)]
+    pub fn __spilling(&self) -> bool {
+        self.core.spilling()
+    }
+
+    /// Test hook, not part of the API: overwrites the spill's tail
+    /// (`which` 0), head (1) or the length of its head record (2) with
+    /// `v`, as a hostile process mapping the queue could.
+    #[doc(hidden)]
+    pub fn __scribble_spill(&self, which: u8, v: u64) -> bool {
+        self.core.scribble_spill(which, v)
+    }
+
     /// Test hook, not part of the API: overwrites the length word of the
     /// record at the head with `len`, as a hostile or buggy process
     /// mapping the queue could. False if the queue is empty.
@@ -395,8 +452,8 @@ impl<T> fmt::Debug for Queue<T> {
 /// A queue without size limit or timeouts, like Python's
 /// `multiprocessing.SimpleQueue`: `put`, `get`, `empty`, `close`.
 ///
-/// Its `put` waits when the ring (1 MiB) is full, where Python's would
-/// wait when the pipe is.
+/// Its `put` never waits: what the 1 MiB ring cannot hold overflows into
+/// the spill (see [Capacity](self#capacity)).
 #[cfg_attr(
     feature = "spawn",
     derive(serde::Serialize, serde::Deserialize),
@@ -404,6 +461,15 @@ impl<T> fmt::Debug for Queue<T> {
 )]
 pub struct SimpleQueue<T> {
     queue: Queue<T>,
+}
+
+/// Another handle on the same queue (see [`Queue`'s `Clone`](Queue#impl-Clone-for-Queue<T>)).
+impl<T> Clone for SimpleQueue<T> {
+    fn clone(&self) -> SimpleQueue<T> {
+        SimpleQueue {
+            queue: self.queue.clone(),
+        }
+    }
 }
 
 impl<T: Serialize + DeserializeOwned> SimpleQueue<T> {
@@ -414,7 +480,7 @@ impl<T: Serialize + DeserializeOwned> SimpleQueue<T> {
         })
     }
 
-    /// Puts `item`, waiting for room if the ring is full.
+    /// Puts `item`; fails only when the queue is closed.
     pub fn put(&self, item: T) -> Result<(), PutError<T>> {
         self.queue.put(item)
     }
@@ -467,21 +533,33 @@ pub struct JoinableQueue<T> {
     pub(crate) queue: Queue<T>,
 }
 
+/// Another handle on the same queue (see [`Queue`'s `Clone`](Queue#impl-Clone-for-Queue<T>)).
+impl<T> Clone for JoinableQueue<T> {
+    fn clone(&self) -> JoinableQueue<T> {
+        JoinableQueue {
+            queue: self.queue.clone(),
+        }
+    }
+}
+
 impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
-    /// An unbounded joinable queue with a 1 MiB ring.
+    /// An unbounded joinable queue (see [Capacity](self#capacity)).
     pub fn new() -> Result<JoinableQueue<T>> {
-        Self::with_capacity(0, DEFAULT_CAPACITY)
+        Self::bounded(0)
     }
 
     /// A joinable queue of at most `maxsize` items (0: unbounded).
     pub fn bounded(maxsize: usize) -> Result<JoinableQueue<T>> {
-        Self::with_capacity(maxsize, DEFAULT_CAPACITY)
+        Ok(JoinableQueue {
+            queue: Queue::make(maxsize, DEFAULT_CAPACITY, true, true)?,
+        })
     }
 
-    /// A joinable queue of at most `maxsize` items with a ring of `bytes`.
+    /// A joinable queue of at most `maxsize` items held in a ring of
+    /// `bytes` alone (see [`Queue::with_capacity`]).
     pub fn with_capacity(maxsize: usize, bytes: usize) -> Result<JoinableQueue<T>> {
         Ok(JoinableQueue {
-            queue: Queue::make(maxsize, bytes, true)?,
+            queue: Queue::make(maxsize, bytes, true, false)?,
         })
     }
 }

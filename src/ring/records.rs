@@ -89,6 +89,38 @@
 //! Liveness is checked (through `/proc`) only after a waiter slept a whole
 //! [`SLICE`] without progress, so a dead party is noticed within about that.
 //!
+//! # Overflow
+//!
+//! A queue made with a spill ([`Core::new_spilling`]: the public queues of
+//! `Queue::new`/`bounded`) never waits for room. The spill is a second
+//! record ring of [`SPILL_CAP`] bytes (8 GiB) in a memfd made with the
+//! queue and mapped by every process that holds it (inherited by fork, its
+//! descriptor passed to spawned children with the ring's), so no segment is
+//! ever handed over later. Its pages exist only where items are: consumers
+//! give the pages they passed back to the kernel in steps of [`GRAIN`]
+//! (`sp_freed`, a hole punched in the memfd), and producers never write
+//! more than a spill's size past `sp_freed`, so a page is never given back
+//! while being written. Its counters (`sp_tail`, `sp_head`) pack an item
+//! count with the byte counter (in 8-byte units, modulo 2^34) and one flag.
+//!
+//! Items keep one order across both rings. A producer that finds the ring
+//! without room (the ring always keeps 8 bytes for this) after spinning
+//! for it at most [`JUMP_AFTER`] (consumers at work free room in a moment,
+//! and the ring is faster than the spill's fresh pages), or an item too
+//! large for one ring record, writes a [`JUMP`] record and sets [`MODE`] in
+//! `tail`, in the one store that commits the record; from then on items go
+//! to the spill, whole (up to a quarter of it). Every sixteenth spill put
+//! looks at the ring, and once half of it is free writes a [`BACK`] record
+//! in the spill, committed with `sp_tail`'s flag set, then clears `MODE`.
+//! A consumer that takes a `JUMP` sets `MODE` in `head` and takes from the
+//! spill; one that takes a `BACK` sets `sp_head`'s flag, then clears
+//! `MODE`. A process killed between the two stores of a way back leaves the
+//! flag set with `MODE`, which the next one of its side finishes; a flag
+//! left set is cleared before the next `JUMP`. So the killed lose what
+//! they lose in the ring, nothing more. Large items sent in chunks (above
+//! a quarter of the spill) still go through the ring: their writer first
+//! brings the producers back from the spill.
+//!
 //! # Untrusted bytes
 //!
 //! Any process that maps the queue can write anything into it. Nothing
@@ -96,7 +128,9 @@
 //! read once, checked against the ring's mapping and kept in the handle
 //! (`Core::bytes`); every head and tail is checked to lie on the 8-byte grid
 //! and at most a ring apart, and every record length to fit in a chunk and
-//! in the committed bytes. A value that fails poisons the queue
+//! in the committed bytes; the same for the spill's counters, which must
+//! lie at most a spill apart, and its records. A value that fails poisons
+//! the queue
 //! (`Core::poison`): it is closed for good and marked corrupt, and the
 //! queue's calls fail with a corruption error; nothing is copied out of
 //! bounds and no buffer is made from an unchecked length.
@@ -129,6 +163,29 @@ const KIND_FIRST: u32 = 1;
 const KIND_CONT: u32 = 2;
 const KIND_LAST: u32 = 3;
 const ID_MASK: u32 = u32::MAX >> 2;
+/// An empty item record with id 1, in the ring: the items after it are in
+/// the spill, up to a [`BACK`] record there (see "Overflow").
+const JUMP: u32 = KIND_ITEM | (1 << 2);
+/// An empty item record with id 2, in the spill: the items after it are in
+/// the ring again, after the [`JUMP`] that led here.
+const BACK: u32 = KIND_ITEM | (2 << 2);
+/// Bit 0 of the packed `tail` (`head`): the producers put (the consumers
+/// take) items in the spill. Byte counters are multiples of 8, so the bit
+/// is free; [`unpack`] masks it.
+const MODE: u64 = 1;
+
+/// The spill's size: address space reserved in every process that maps the
+/// queue, memory used only as far as items fill it.
+pub(crate) const SPILL_CAP: usize = 1 << 33;
+/// Spill byte counters are kept modulo this (31 bits of 8-byte units).
+const SP_MOD: u64 = 1 << 34;
+/// Consumed spill memory is given back to the kernel in steps of this.
+const GRAIN: u64 = 1 << 20;
+/// How long a put finding the ring full waits for room there before it
+/// goes to the spill.
+const JUMP_AFTER: Duration = Duration::from_micros(50);
+/// The largest payload written whole into the spill.
+const SPILL_ITEM_MAX: usize = SPILL_CAP / 4 - HDR as usize;
 
 /// The smallest ring: a 4 KiB page.
 pub(crate) const MIN_CAP: usize = 4096;
@@ -242,28 +299,39 @@ impl SideLock {
 #[derive(Debug)]
 #[repr(C, align(64))]
 struct PutSide {
+    // The producers' own line: the locks and what only producers read.
+    // Consumers waiting for items read the tail's line over and over; the
+    // lock's read-modify-writes of every put would miss there.
     put_lock: SideLock,
     big_writer: RawProcessMutex,
+    next_id: AtomicU32,
+    /// The head as last loaded by a producer (under `put_lock`): room
+    /// is checked against it, and the real head (on the consumers' cache
+    /// line) is loaded only when it shows too little.
+    head_seen: AtomicU64,
+    _own_line: [u64; 5],
+    // What the consumers read, from offset 64.
     /// `items put << 32 | bytes written`, both modulo 2^32, so one store
     /// commits a record and counts it.
     tail: AtomicU64,
     /// The thread sending a large item (0: none), and that item's id.
     big_tid: AtomicU32,
     big_id: AtomicU32,
-    next_id: AtomicU32,
-    /// The head as last loaded by a producer (under `put_lock`): room
-    /// is checked against it, and the real head (on the consumers' cache
-    /// line) is loaded only when it shows too little.
-    head_seen: AtomicU64,
+    /// The spill's tail: `items put there << 32 | bytes written / 8 << 1 |
+    /// closed`, the bit set by the store that commits a [`BACK`] record
+    /// (see [`sp_pack`]).
+    sp_tail: AtomicU64,
+    /// `sp_freed` as last loaded by a producer (under `put_lock`), as
+    /// `head_seen` is for the head: an old one only understates the room.
+    freed_seen: AtomicU64,
 }
 
 /// The consumers' side: written by getters, under `get_lock`.
 #[derive(Debug)]
 #[repr(C, align(64))]
 struct GetSide {
+    // The consumers' own line, as for `PutSide`.
     get_lock: SideLock,
-    /// `items taken << 32 | bytes read`, modulo 2^32.
-    head: AtomicU64,
     /// The thread receiving a large item (0: none), and that item's id.
     rx_tid: AtomicU32,
     rx_id: AtomicU32,
@@ -271,6 +339,21 @@ struct GetSide {
     /// before it are taken without loading the real tail (on the
     /// producers' cache line).
     tail_seen: AtomicU64,
+    _own_line: [u64; 5],
+    // What the producers read, from offset 64.
+    /// `items taken << 32 | bytes read`, modulo 2^32.
+    head: AtomicU64,
+    /// The spill's head, packed as `sp_tail`; the bit is set by the store
+    /// that takes a [`BACK`] record.
+    sp_head: AtomicU64,
+    /// The spill bytes given back to the kernel: a spill byte counter, a
+    /// multiple of [`GRAIN`]. Producers write at most a spill's size past
+    /// it, so the bytes before it are never being written.
+    sp_freed: AtomicU64,
+    /// `sp_tail` as last loaded by a consumer (under `get_lock`), as
+    /// `tail_seen` is for the tail: an old one only understates what is
+    /// committed.
+    sp_tail_seen: AtomicU64,
 }
 
 /// A futex word that waiters sleep on: a sequence number, bumped by
@@ -294,6 +377,8 @@ struct Waits {
     joinable: u32,
     cap: u64,
     maxsize: u64,
+    /// The spill's size ([`SPILL_CAP`]), 0 for a queue without one.
+    spill: u64,
 }
 
 /// The shared header of a queue.
@@ -311,6 +396,13 @@ pub(crate) struct Shared {
 // SAFETY: atomics, raw mutexes (single atomic words) and plain integers:
 // no pointers, no drop glue, all-zero is valid.
 unsafe impl crate::ShmSafe for Shared {}
+
+// Each side's lock on a cache line of its own, apart from the counter the
+// other side reads.
+const _: () = {
+    assert!(std::mem::offset_of!(PutSide, tail) == 64);
+    assert!(std::mem::offset_of!(GetSide, head) == 64);
+};
 
 /// Why a put did not happen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -332,6 +424,30 @@ pub(crate) enum OnWait {
     /// Give up the item.
     #[cfg_attr(not(feature = "pool"), allow(dead_code))]
     Stop,
+}
+
+/// What [`Core::spill_put`] did.
+enum SpillPut {
+    /// The item is in the spill.
+    Done,
+    /// The producers went back to the ring: put there.
+    Back,
+    /// No room (or `maxsize` reached): wait.
+    Wait,
+    /// The spill's counters are impossible.
+    Corrupt,
+}
+
+/// What [`Core::spill_get`] found.
+enum SpillGet {
+    /// An item, taken.
+    Item(Payload),
+    /// The consumers went back to the ring: take from there.
+    Back,
+    /// Nothing in the spill yet.
+    Empty,
+    /// The spill's counters or a record are impossible.
+    Corrupt,
 }
 
 /// Why a get returned nothing.
@@ -373,8 +489,9 @@ impl Payload {
     }
 }
 
-/// A snapshot of everything whose change should send a waiter back to look.
-pub(crate) type Snap = (u64, u64, u32, u32, u32);
+/// A snapshot of everything whose change should send a waiter back to look:
+/// head, tail, `big_tid`, `rx_tid`, `closed`, the spill's head and tail.
+pub(crate) type Snap = (u64, u64, u32, u32, u32, u64, u64);
 
 /// aio hook (issue 17; moves with the ring): a get or put that never waits
 /// here but reports what it would have waited for, so that the async forms
@@ -395,9 +512,24 @@ type ParkRef<'a> = Option<&'a mut Park>;
 #[cfg(not(feature = "tokio"))]
 type ParkRef<'a> = Option<&'a mut std::convert::Infallible>;
 
-/// `(count, bytes)` halves of a packed counter.
+/// `(count, bytes)` halves of a packed counter (without the [`MODE`] bit).
 fn unpack(v: u64) -> (u32, u32) {
-    ((v >> 32) as u32, v as u32)
+    ((v >> 32) as u32, v as u32 & !(MODE as u32))
+}
+
+/// `(count, bytes, flag)` of a packed spill counter: the byte counter
+/// modulo [`SP_MOD`], always a multiple of 8.
+fn sp_unpack(v: u64) -> (u32, u64, bool) {
+    ((v >> 32) as u32, ((v as u32 >> 1) as u64) << 3, v & 1 != 0)
+}
+
+fn sp_pack(count: u32, bytes: u64, flag: bool) -> u64 {
+    ((count as u64) << 32) | (((bytes >> 3) & (u32::MAX >> 1) as u64) << 1) | flag as u64
+}
+
+/// `a - b` for spill byte counters (modulo [`SP_MOD`]).
+fn sp_dist(a: u64, b: u64) -> u64 {
+    a.wrapping_sub(b) & (SP_MOD - 1)
 }
 
 fn pack(count: u32, bytes: u32) -> u64 {
@@ -420,7 +552,21 @@ pub(crate) struct Core {
     /// A large item this process was receiving when a get reached its
     /// deadline, for the next get to go on with (see [`Partial`]).
     stash: Stash,
+    /// The overflow area, for a queue that has one.
+    spill: Option<Spill>,
 }
+
+/// A queue's spill: a mapping of [`SPILL_CAP`] bytes whose pages exist
+/// only where items are (see "Overflow" in the module documentation).
+struct Spill {
+    /// Keeps the mapping alive for `bytes`, and gives consumed pages back.
+    alloc: Allocation,
+    bytes: Bytes,
+}
+
+/// What the serialized spill's allocation is checked to have been sent as.
+#[cfg(feature = "spawn")]
+struct SpillTag;
 
 /// A large item received in part: what a get that reached its deadline in
 /// the middle of the item keeps for the next get of this process.
@@ -481,11 +627,17 @@ impl Drop for Stash {
 #[cfg(feature = "spawn")]
 impl serde::Serialize for Core {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use crate::shm::transfer::{TypeTag, note_sent};
         use serde::ser::SerializeStruct;
-        let mut st = s.serialize_struct("Core", 2)?;
+        let mut st = s.serialize_struct("Core", 3)?;
         st.serialize_field("shared", &self.shared)?;
         st.serialize_field("ring", &self.ring)?;
-        crate::shm::transfer::note_sent(&self.ring, crate::shm::transfer::TypeTag::of::<Core>(), 0);
+        let spill = self.spill.as_ref().map(|sp| &sp.alloc);
+        st.serialize_field("spill", &spill)?;
+        note_sent(&self.ring, TypeTag::of::<Core>(), 0);
+        if let Some(a) = spill {
+            note_sent(a, TypeTag::of::<SpillTag>(), SPILL_CAP as u64);
+        }
         st.end()
     }
 }
@@ -498,15 +650,16 @@ impl<'de> serde::Deserialize<'de> for Core {
         struct Wire {
             shared: ShmBox<Shared>,
             ring: Allocation,
+            spill: Option<Allocation>,
         }
+        use crate::shm::transfer::{TypeTag, check_received};
         let w = Wire::deserialize(d)?;
-        crate::shm::transfer::check_received(
-            &w.ring,
-            crate::shm::transfer::TypeTag::of::<Core>(),
-            0,
-        )
-        .map_err(serde::de::Error::custom)?;
-        Core::adopt(w.shared, w.ring).map_err(serde::de::Error::custom)
+        check_received(&w.ring, TypeTag::of::<Core>(), 0).map_err(serde::de::Error::custom)?;
+        if let Some(a) = &w.spill {
+            check_received(a, TypeTag::of::<SpillTag>(), SPILL_CAP as u64)
+                .map_err(serde::de::Error::custom)?;
+        }
+        Core::adopt(w.shared, w.ring, w.spill).map_err(serde::de::Error::custom)
     }
 }
 
@@ -571,13 +724,27 @@ impl Drop for Core {
 }
 
 impl Core {
+    /// A queue whose ring is all it holds: a put waits for room.
     pub(crate) fn new(maxsize: usize, bytes: usize, joinable: bool) -> Result<Core> {
-        let (shared, ring) = Core::parts(maxsize, bytes, joinable)?;
-        Core::adopt(shared, ring)
+        let (shared, ring) = Core::parts(maxsize, bytes, joinable, false)?;
+        Core::adopt(shared, ring, None)
+    }
+
+    /// A queue whose items overflow into a spill when the ring is full (or
+    /// too small for them): a put never waits for room, only for `maxsize`.
+    pub(crate) fn new_spilling(maxsize: usize, bytes: usize, joinable: bool) -> Result<Core> {
+        let (shared, ring) = Core::parts(maxsize, bytes, joinable, true)?;
+        let spill = heap::alloc_lazy(SPILL_CAP)?;
+        Core::adopt(shared, ring, Some(spill))
     }
 
     /// A new queue's header and ring.
-    fn parts(maxsize: usize, bytes: usize, joinable: bool) -> Result<(ShmBox<Shared>, Allocation)> {
+    fn parts(
+        maxsize: usize,
+        bytes: usize,
+        joinable: bool,
+        spill: bool,
+    ) -> Result<(ShmBox<Shared>, Allocation)> {
         if bytes > MAX_CAP {
             return Err(Error::InvalidSize {
                 size: bytes,
@@ -595,6 +762,9 @@ impl Core {
                 big_id: AtomicU32::new(0),
                 next_id: AtomicU32::new(1),
                 head_seen: AtomicU64::new(0),
+                _own_line: [0; 5],
+                sp_tail: AtomicU64::new(0),
+                freed_seen: AtomicU64::new(0),
             },
             g: GetSide {
                 get_lock: SideLock::new(),
@@ -602,6 +772,10 @@ impl Core {
                 rx_tid: AtomicU32::new(0),
                 rx_id: AtomicU32::new(0),
                 tail_seen: AtomicU64::new(0),
+                _own_line: [0; 5],
+                sp_head: AtomicU64::new(0),
+                sp_freed: AtomicU64::new(0),
+                sp_tail_seen: AtomicU64::new(0),
             },
             w: Waits {
                 not_empty: Bell {
@@ -614,15 +788,16 @@ impl Core {
                 joinable: joinable as u32,
                 cap: cap as u64,
                 maxsize: maxsize as u64,
+                spill: if spill { SPILL_CAP as u64 } else { 0 },
             },
             unfinished: AtomicU32::new(0),
         })?;
         Ok((shared, ring))
     }
 
-    /// A handle on `shared` and `ring`: checks the ring size recorded in
-    /// shared memory against the ring's mapping and keeps it.
-    fn adopt(shared: ShmBox<Shared>, ring: Allocation) -> Result<Core> {
+    /// A handle on `shared`, `ring` and `spill`: checks the sizes recorded
+    /// in shared memory against the mappings and keeps them.
+    fn adopt(shared: ShmBox<Shared>, ring: Allocation, spill: Option<Allocation>) -> Result<Core> {
         let cap = shared.w.cap;
         let bytes = usize::try_from(cap)
             .ok()
@@ -633,11 +808,20 @@ impl Core {
                 "a queue's recorded ring size does not match its ring",
             ));
         };
+        let spill = match (shared.w.spill, spill) {
+            (0, None) => None,
+            (n, Some(alloc)) if n == SPILL_CAP as u64 => match Bytes::new(&alloc, 0, SPILL_CAP) {
+                Some(bytes) => Some(Spill { alloc, bytes }),
+                None => return Err(Error::Corrupt("a queue's spill does not match its mapping")),
+            },
+            _ => return Err(Error::Corrupt("a queue's recorded spill does not match")),
+        };
         Ok(Core {
             shared,
             ring,
             bytes,
             stash: Stash::default(),
+            spill,
         })
     }
 
@@ -660,7 +844,28 @@ impl Core {
         // negative.
         let (gets, _) = unpack(s.g.head.load(Ordering::Acquire));
         let (puts, _) = unpack(s.p.tail.load(Ordering::Acquire));
+        puts.wrapping_sub(gets) as usize + self.spilled()
+    }
+
+    /// Items in the spill (a snapshot; 0 without one).
+    fn spilled(&self) -> usize {
+        if self.spill.is_none() {
+            return 0;
+        }
+        let s = self.shared();
+        let (gets, ..) = sp_unpack(s.g.sp_head.load(Ordering::Acquire));
+        let (puts, ..) = sp_unpack(s.p.sp_tail.load(Ordering::Acquire));
         puts.wrapping_sub(gets) as usize
+    }
+
+    /// The payload bytes of the largest item put in one record: a chunk,
+    /// or for a queue with a spill, a quarter of the spill.
+    pub(crate) fn whole_max(&self) -> usize {
+        if self.spill.is_some() {
+            SPILL_ITEM_MAX
+        } else {
+            self.chunk_max()
+        }
     }
 
     pub(crate) fn is_closed(&self) -> bool {
@@ -712,14 +917,26 @@ impl Core {
 
     /// Whether `rec` more bytes fit, and (if `count` is set) one more item
     /// is within `maxsize`. `head` and `tail` are packed counters.
+    ///
+    /// A queue with a spill keeps the last 8 bytes of its ring for a
+    /// [`JUMP`] record.
     fn room(&self, head: u64, tail: u64, rec: u64, count: bool) -> bool {
-        let w = &self.shared.w;
-        let (gets, hb) = unpack(head);
-        let (puts, tb) = unpack(tail);
+        let (_, hb) = unpack(head);
+        let (_, tb) = unpack(tail);
+        let keep = if self.spill.is_some() { HDR } else { 0 };
         // (An old head may show more used than the ring holds: no room
         // then, and the caller looks at the real head.)
-        ring::free(tb, hb, self.bytes.cap()).is_some_and(|free| free as u64 >= rec)
-            && (!count || w.maxsize == 0 || (puts.wrapping_sub(gets) as u64) < w.maxsize)
+        ring::free(tb, hb, self.bytes.cap()).is_some_and(|free| free as u64 >= rec + keep)
+            && (!count || self.count_room(head, tail))
+    }
+
+    /// Whether one more item is within `maxsize`, the spill's items
+    /// counted too.
+    fn count_room(&self, head: u64, tail: u64) -> bool {
+        let max = self.shared.w.maxsize;
+        let (gets, _) = unpack(head);
+        let (puts, _) = unpack(tail);
+        max == 0 || (puts.wrapping_sub(gets) as u64 + self.spilled() as u64) < max
     }
 
     /// Whether the consumers, moving the head from `seen` to `now`, freed
@@ -729,6 +946,7 @@ impl Core {
         let w = &self.shared.w;
         let (c0, b0) = unpack(seen);
         let (c1, b1) = unpack(now);
+        // (`unpack` leaves the mode bit out.)
         b1.wrapping_sub(b0) as usize >= self.bytes.cap() / 16
             || (w.maxsize != 0 && c1.wrapping_sub(c0) as u64 >= (w.maxsize / 16).max(1))
     }
@@ -786,6 +1004,8 @@ impl Core {
             s.p.big_tid.load(Ordering::Acquire),
             s.g.rx_tid.load(Ordering::Acquire),
             s.w.closed.load(Ordering::Acquire),
+            s.g.sp_head.load(Ordering::Acquire),
+            s.p.sp_tail.load(Ordering::Acquire),
         )
     }
 
@@ -810,7 +1030,11 @@ impl Core {
         // Spin mostly on the counter the other side moves (the tail for a
         // getter, the head for a putter), looking at everything now and then.
         let getter = std::ptr::eq(bell, &self.shared.w.not_empty);
-        let (watch, seen) = if getter {
+        // A consumer in the spill waits for the spill's tail.
+        let in_spill = getter && snap.0 & MODE != 0;
+        let (watch, seen) = if in_spill {
+            (&self.shared.p.sp_tail, snap.6)
+        } else if getter {
             (&self.shared.p.tail, snap.1)
         } else {
             (&self.shared.g.head, snap.0)
@@ -838,7 +1062,9 @@ impl Core {
                 // Anything else that changed (closed, a large writer
                 // or receiver come or gone, the other counter).
                 let mut now = self.snapshot();
-                if getter {
+                if in_spill {
+                    now.6 = seen;
+                } else if getter {
                     now.1 = seen;
                 } else {
                     now.0 = seen;
@@ -899,41 +1125,18 @@ impl Core {
         bell::ring(&bell.word);
     }
 
-    /// Copies `src` into the ring at byte counter `pos`, wrapping.
-    ///
-    /// # Safety
-    ///
-    /// `put_lock` must be held and `[pos, pos + src.len())` must be free
-    /// space (past the tail, before the head plus `cap`).
-    unsafe fn write_at(&self, pos: u32, src: &[u8]) {
-        // SAFETY: the ring's mapping lives as long as `self.ring`; the
-        // range is free space this thread owns (the caller's promise).
-        unsafe { self.bytes.store(pos as u64, src) }
-    }
-
-    /// Copies ring bytes at byte counter `pos` into `dst`, wrapping.
-    ///
-    /// # Safety
-    ///
-    /// Either `get_lock` is held and `[pos, pos + dst.len())` lies between
-    /// the head and a tail loaded with `Acquire` (committed bytes, which no
-    /// writer touches until the head passes them), or `put_lock` is held and
-    /// the range is free space this thread wrote.
-    unsafe fn read_at(&self, pos: u32, dst: &mut [u8]) {
-        // SAFETY: the mapping lives as long as `self.ring`; the range is
-        // committed (the caller's promise).
-        unsafe { self.bytes.load(pos as u64, dst) }
-    }
-
     /// Appends the `len` ring bytes at byte counter `pos` to `buf`, which
     /// grows by that much (no zero-filling: the bytes are copied into its
     /// spare room).
     ///
     /// # Safety
     ///
-    /// As for `read_at`, for `[pos, pos + len)`.
+    /// `get_lock` is held and `[pos, pos + len)` lies between the head and
+    /// a tail loaded with `Acquire` (committed bytes, which no writer
+    /// touches until the head passes them).
     unsafe fn append_at(&self, pos: u32, len: usize, buf: &mut Vec<u8>) {
-        // SAFETY: as in `read_at`.
+        // SAFETY: the mapping lives as long as `self.ring`; the range is
+        // committed (the caller's promise).
         unsafe { self.bytes.append(pos as u64, len, buf) }
     }
 
@@ -941,13 +1144,24 @@ impl Core {
     ///
     /// # Safety
     ///
-    /// As for `read_at`, for the 8 header bytes.
+    /// As for `append_at`, for the 8 header bytes.
     unsafe fn header_at(&self, pos: u32) -> (u32, u32) {
-        // SAFETY: byte counters of records are multiples of 8 (`sane`
-        // checks every counter read from shared memory before it is used),
-        // so the word is the record's header; the mapping lives as long as
-        // `self.ring`, and the caller guarantees the header is committed.
-        let v = unsafe { self.bytes.load_word(pos as u64) };
+        // SAFETY: forwarded; the ring's mapping lives as long as `self.ring`.
+        unsafe { Self::header_in(&self.bytes, pos as u64) }
+    }
+
+    /// The header at byte counter `pos` of `b` (the ring or the spill).
+    ///
+    /// # Safety
+    ///
+    /// `b`'s mapping is alive; `pos` is a multiple of 8 and the header
+    /// there is committed (the consumers' lock is held).
+    unsafe fn header_in(b: &Bytes, pos: u64) -> (u32, u32) {
+        // SAFETY: byte counters of records are multiples of 8 (every
+        // counter read from shared memory is checked before it is used), so
+        // the word is the record's header; the mapping is alive and the
+        // header committed (the caller's promise).
+        let v = unsafe { b.load_word(pos) };
         (v as u32, (v >> 32) as u32)
     }
 
@@ -957,11 +1171,23 @@ impl Core {
     ///
     /// `put_lock` must be held and the record's bytes must be free space.
     unsafe fn write_record(&self, tail: u32, tag: u32, payload: &[u8]) {
+        // SAFETY: forwarded; the ring's mapping lives as long as `self.ring`.
+        unsafe { Self::write_record_in(&self.bytes, tail as u64, tag, payload) }
+    }
+
+    /// Writes a whole record at byte counter `tail` of `b` (the ring or the
+    /// spill; does not publish it).
+    ///
+    /// # Safety
+    ///
+    /// `b`'s mapping is alive, `put_lock` is held, `tail` is a multiple of
+    /// 8 and the record's bytes are free space.
+    unsafe fn write_record_in(b: &Bytes, tail: u64, tag: u32, payload: &[u8]) {
         let h = (payload.len() as u64) | ((tag as u64) << 32);
-        // SAFETY: the header's word (see `header_at`); the caller guarantees
+        // SAFETY: the header's word (see `header_in`); the caller guarantees
         // the record's bytes are free.
-        unsafe { self.bytes.store_word(tail as u64, h) };
-        let at = tail.wrapping_add(HDR as u32);
+        unsafe { b.store_word(tail, h) };
+        let at = tail.wrapping_add(HDR);
         if payload.len() <= INLINE {
             // Whole words, the record's padding included (zeros), as
             // `read_payload` reads them: no `memcpy` call for a small item.
@@ -970,15 +1196,12 @@ impl Core {
                 w[..c.len()].copy_from_slice(c);
                 // SAFETY: `at` is a multiple of 8, so each word lies within
                 // the record (payload and padding), free space the caller
-                // owns; the mapping lives as long as `self.ring`.
-                unsafe {
-                    self.bytes
-                        .store_word(at as u64 + 8 * i as u64, u64::from_ne_bytes(w))
-                };
+                // owns; the mapping is alive (the caller's promise).
+                unsafe { b.store_word(at + 8 * i as u64, u64::from_ne_bytes(w)) };
             }
         } else {
             // SAFETY: the payload's bytes follow, free too (the caller's).
-            unsafe { self.write_at(at, payload) };
+            unsafe { b.store(at, payload) };
         }
     }
 
@@ -990,23 +1213,37 @@ impl Core {
     /// bytes must start at `head`.
     #[inline(always)]
     unsafe fn read_payload(&self, head: u32, len: usize) -> Payload {
-        let at = head.wrapping_add(HDR as u32);
+        // SAFETY: forwarded; the ring's mapping lives as long as `self.ring`.
+        unsafe { Self::read_payload_in(&self.bytes, head as u64, len) }
+    }
+
+    /// Copies the payload of the record at byte counter `head` of `b` (the
+    /// ring or the spill).
+    ///
+    /// # Safety
+    ///
+    /// `b`'s mapping is alive, `get_lock` is held, and a committed record of
+    /// `len` payload bytes (at most `b`'s size) starts at `head`, a
+    /// multiple of 8.
+    #[inline(always)]
+    unsafe fn read_payload_in(b: &Bytes, head: u64, len: usize) -> Payload {
+        let at = head.wrapping_add(HDR);
         if len <= INLINE {
-            let mut b = [0u8; INLINE];
+            let mut out = [0u8; INLINE];
             // Whole words, the record's padding included (`INLINE` is a
             // multiple of 8): no `memcpy` call for a small item.
-            for (i, d) in b.chunks_exact_mut(8).take(len.div_ceil(8)).enumerate() {
+            for (i, d) in out.chunks_exact_mut(8).take(len.div_ceil(8)).enumerate() {
                 // SAFETY: `at` is a multiple of 8, so each word lies within
                 // the committed record (payload and padding) the caller
-                // names; the mapping lives as long as `self.ring`.
-                let w = unsafe { self.bytes.load_word(at as u64 + 8 * i as u64) };
+                // names; the mapping is alive (the caller's promise).
+                let w = unsafe { b.load_word(at + 8 * i as u64) };
                 d.copy_from_slice(&w.to_ne_bytes());
             }
-            Payload::Inline(b, len)
+            Payload::Inline(out, len)
         } else {
             let mut v = vec![0u8; len];
             // SAFETY: forwarded from the caller.
-            unsafe { self.read_at(at, &mut v) };
+            unsafe { b.load(at, &mut v) };
             Payload::Heap(v)
         }
     }
@@ -1038,7 +1275,7 @@ impl Core {
         deadline: Deadline,
         on_wait: &mut dyn FnMut() -> OnWait,
     ) -> Result<(), PutFail> {
-        if bytes.len() > self.chunk_max() {
+        if bytes.len() > self.whole_max() {
             self.put_big(bytes, deadline, on_wait)
         } else {
             self.put_small(bytes, deadline, on_wait, None)
@@ -1051,7 +1288,7 @@ impl Core {
     #[cfg(feature = "tokio")]
     pub(crate) fn put_parked(&self, bytes: &[u8], park: &mut Park) -> Result<(), PutFail> {
         park.wait = None;
-        debug_assert!(bytes.len() <= self.chunk_max());
+        debug_assert!(bytes.len() <= self.whole_max());
         self.put_small(bytes, Deadline::NEVER, &mut || OnWait::Stop, Some(park))
     }
 
@@ -1115,12 +1352,37 @@ impl Core {
         #[cfg(not(feature = "tokio"))]
         let mut suspect = false;
         let mut idle = None;
+        // Whether this put waited a moment for room before spilling.
+        let mut spun = false;
         loop {
             if self.is_closed() {
                 return Err(PutFail::Closed);
             }
             let held = self.lock(&s.p.put_lock, deadline).ok_or(PutFail::Full)?;
-            let tail = s.p.tail.load(Ordering::Relaxed);
+            let (tail, in_spill) = self.side(&s.p.tail, &s.p.sp_tail);
+            if let Some(sp) = &self.spill
+                && let Some(st) = in_spill
+            {
+                match self.spill_put(sp, bytes, tail, st) {
+                    SpillPut::Done => return Ok(()),
+                    SpillPut::Back => continue,
+                    SpillPut::Corrupt => {
+                        self.poison();
+                        return Err(PutFail::Closed);
+                    }
+                    SpillPut::Wait => {
+                        let snap = self.snapshot();
+                        drop(held);
+                        #[cfg(feature = "tokio")]
+                        if let Some(p) = park.as_deref_mut() {
+                            p.wait = Some((snap, false));
+                            return Err(PutFail::Full);
+                        }
+                        suspect = self.room_wait(snap, deadline, false, on_wait, &mut idle)?;
+                        continue;
+                    }
+                }
+            }
             // An old head only understates the room: look at the real one
             // (the consumers' cache line) only when the old one is short.
             let mut head = s.p.head_seen.load(Ordering::Relaxed);
@@ -1143,7 +1405,8 @@ impl Core {
                     blocked = true;
                 }
             }
-            if !blocked && self.room(head, tail, rec, true) {
+            let fits = bytes.len() <= self.chunk_max();
+            if !blocked && fits && self.room(head, tail, rec, true) {
                 let (puts, tb) = unpack(tail);
                 // SAFETY: `put_lock` is held and `room` checked the space.
                 unsafe { self.write_record(tb, tag(KIND_ITEM, 0), bytes) };
@@ -1154,6 +1417,42 @@ impl Core {
                 );
                 drop(held);
                 return Ok(());
+            }
+            if !blocked && self.spill.is_some() && self.count_room(head, tail) {
+                if fits && !spun && park.is_none() && !deadline.expired() {
+                    // A full ring whose consumers are at work has room
+                    // again in a moment, and the ring is faster than the
+                    // spill: spin for it a little first (a put that may
+                    // wait), never sleeping longer than that.
+                    spun = true;
+                    let snap = self.snapshot();
+                    drop(held);
+                    let _ = self.wait(&s.w.not_full, snap, Deadline::after(JUMP_AFTER), false);
+                    continue;
+                }
+                // No room in the ring (or the item is too large for it):
+                // go on in the spill. The ring always keeps room for this
+                // record (see `room`).
+                let (puts, tb) = unpack(tail);
+                if ring::free(tb, unpack(head).1, self.bytes.cap())
+                    .is_some_and(|f| f >= HDR as usize)
+                {
+                    let st = s.p.sp_tail.load(Ordering::Relaxed);
+                    if sp_unpack(st).2 {
+                        // (Before the jump: a producer killed after this
+                        // store still puts in the ring.)
+                        s.p.sp_tail.store(st & !1, Ordering::Relaxed);
+                    }
+                    // SAFETY: `put_lock` is held and the ring has room for
+                    // the header.
+                    unsafe { self.write_record(tb, JUMP, &[]) };
+                    s.p.tail.store(
+                        pack(puts, tb.wrapping_add(HDR as u32)) | MODE,
+                        Ordering::Release,
+                    );
+                    drop(held);
+                    continue;
+                }
             }
             let snap = self.snapshot();
             drop(held);
@@ -1166,6 +1465,101 @@ impl Core {
             let _ = park.as_deref_mut();
             suspect = self.room_wait(snap, deadline, blocked, on_wait, &mut idle)?;
         }
+    }
+
+    /// A side's packed counter `word` (the tail or the head, the side's
+    /// lock held) and, if the side is in the spill, its spill counter
+    /// `sp_word`. A side a process left between the two stores of its way
+    /// back (the spill counter's flag set, the mode bit still set) is
+    /// brought back to the ring first.
+    fn side(&self, word: &AtomicU64, sp_word: &AtomicU64) -> (u64, Option<u64>) {
+        let v = word.load(Ordering::Relaxed);
+        if self.spill.is_none() || v & MODE == 0 {
+            return (v, None);
+        }
+        let sv = sp_word.load(Ordering::Relaxed);
+        if sp_unpack(sv).2 {
+            word.store(v & !MODE, Ordering::Release);
+            return (v & !MODE, None);
+        }
+        (v, Some(sv))
+    }
+
+    /// A put in the spill (`put_lock` held, the producers in the spill,
+    /// `tail` and `st` the packed ring and spill tails). Now and then it
+    /// looks whether the ring has room again and goes back there instead.
+    fn spill_put(&self, sp: &Spill, bytes: &[u8], tail: u64, st: u64) -> SpillPut {
+        let s = self.shared();
+        let (sputs, pos, _) = sp_unpack(st);
+        let rec = rec_len(bytes.len() as u64);
+        let Some(used) = self.spill_used(pos, rec + HDR) else {
+            return SpillPut::Corrupt;
+        };
+        if bytes.len() > SPILL_ITEM_MAX {
+            // (`put_with` sends those in chunks, through the ring.)
+            return SpillPut::Wait;
+        }
+        if sputs.is_multiple_of(16) && bytes.len() <= self.chunk_max() {
+            // Back to the ring once half of it is free: a `BACK` record
+            // ends this stretch of the spill (the consumers come back to
+            // the ring after it), committed with the bit that says so.
+            let head = s.g.head.load(Ordering::Acquire);
+            if self.sane(head, tail) {
+                s.p.head_seen.store(head, Ordering::Relaxed);
+                let (_, hb) = unpack(head);
+                let (_, tb) = unpack(tail);
+                let half = ring::free(tb, hb, self.bytes.cap())
+                    .is_some_and(|f| f >= self.bytes.cap() / 2 && f as u64 >= rec + HDR);
+                if half && used + HDR <= SPILL_CAP as u64 {
+                    // SAFETY: `put_lock` is held; the 8 bytes at `pos` are
+                    // free (checked against the bytes given back just now).
+                    unsafe { Self::write_record_in(&sp.bytes, pos, BACK, &[]) };
+                    s.p.sp_tail
+                        .store(sp_pack(sputs, pos + HDR, true), Ordering::Release);
+                    s.p.tail.store(tail & !MODE, Ordering::Release);
+                    return SpillPut::Back;
+                }
+            }
+        }
+        if s.w.maxsize != 0 && !self.count_room(s.g.head.load(Ordering::Acquire), tail) {
+            return SpillPut::Wait;
+        }
+        // Keep room for a `BACK` record.
+        if used + rec + HDR > SPILL_CAP as u64 {
+            return SpillPut::Wait;
+        }
+        self.count_task();
+        // SAFETY: `put_lock` is held; the record's bytes lie within a
+        // spill's size of the bytes given back, where no consumer reads
+        // (past the spill's tail) and nobody gives memory back.
+        unsafe { Self::write_record_in(&sp.bytes, pos, tag(KIND_ITEM, 0), bytes) };
+        s.p.sp_tail.store(
+            sp_pack(sputs.wrapping_add(1), pos + rec, false),
+            Ordering::Release,
+        );
+        SpillPut::Done
+    }
+
+    /// The spill bytes from those given back to the spill's tail `pos`
+    /// (`put_lock` held): producers write at most a spill's size past the
+    /// bytes given back. `None` if that cannot be.
+    ///
+    /// The bytes given back as a producer saw them last are used if they
+    /// leave room for `need` more bytes: the consumers' line is loaded
+    /// only when they do not.
+    fn spill_used(&self, pos: u64, need: u64) -> Option<u64> {
+        let s = self.shared();
+        let used = |freed: u64| {
+            let used = sp_dist(pos, freed);
+            (used <= SPILL_CAP as u64 && freed.is_multiple_of(GRAIN)).then_some(used)
+        };
+        let old = used(s.p.freed_seen.load(Ordering::Relaxed));
+        if old.is_some_and(|u| u + need <= SPILL_CAP as u64) {
+            return old;
+        }
+        let freed = s.g.sp_freed.load(Ordering::Acquire);
+        s.p.freed_seen.store(freed, Ordering::Relaxed);
+        used(freed)
     }
 
     fn put_big(
@@ -1193,7 +1587,31 @@ impl Core {
             let Some(held) = self.lock(&s.p.put_lock, deadline) else {
                 break Err(PutFail::Full);
             };
-            let tail = s.p.tail.load(Ordering::Relaxed);
+            let mut tail = s.p.tail.load(Ordering::Relaxed);
+            if let Some(sp) = &self.spill
+                && tail & MODE != 0
+            {
+                // The producers put in the spill: end that stretch with a
+                // `BACK` record (or finish a killed producer's), so that
+                // the chunks go in the ring after it.
+                let st = s.p.sp_tail.load(Ordering::Relaxed);
+                let (sputs, pos, back) = sp_unpack(st);
+                let Some(used) = self.spill_used(pos, HDR) else {
+                    self.poison();
+                    break Err(PutFail::Closed);
+                };
+                if !back && used + HDR <= SPILL_CAP as u64 {
+                    // SAFETY: `put_lock` is held; the 8 bytes at `pos` are
+                    // free (within a spill's size of the bytes given back).
+                    unsafe { Self::write_record_in(&sp.bytes, pos, BACK, &[]) };
+                    s.p.sp_tail
+                        .store(sp_pack(sputs, pos + HDR, true), Ordering::Release);
+                }
+                if back || used + HDR <= SPILL_CAP as u64 {
+                    tail &= !MODE;
+                    s.p.tail.store(tail, Ordering::Release);
+                }
+            }
             let head = s.g.head.load(Ordering::Acquire);
             if !self.sane(head, tail) {
                 self.poison();
@@ -1207,7 +1625,9 @@ impl Core {
             // Before the first chunk, `big_tid` may still name a large
             // writer that died (we hold `big_writer`, so it is not sending):
             // it is overwritten below.
-            if self.room(head, tail, rec, !started) {
+            // (Chunks go in the ring only: while the producers put in the
+            // spill, wait for them to come back.)
+            if tail & MODE == 0 && self.room(head, tail, rec, !started) {
                 let kind = match (started, last) {
                     (false, _) => KIND_FIRST,
                     (true, false) => KIND_CONT,
@@ -1334,7 +1754,40 @@ impl Core {
                     rx = None;
                 }
             }
-            let head = s.g.head.load(Ordering::Relaxed);
+            let (head, in_spill) = self.side(&s.g.head, &s.g.sp_head);
+            if let Some(sp) = &self.spill
+                && let Some(sh) = in_spill
+            {
+                // A large item cannot go on in the spill.
+                if rx.is_some() {
+                    self.abandon_rx(&mut rx, me);
+                }
+                match self.spill_get(sp, sh, head, on_take) {
+                    SpillGet::Item(p) => return Ok(p),
+                    SpillGet::Back => continue,
+                    SpillGet::Corrupt => {
+                        self.poison();
+                        return Err(GetFail::Closed);
+                    }
+                    SpillGet::Empty => {
+                        if self.is_closed() {
+                            return Err(GetFail::Closed);
+                        }
+                        let snap = self.snapshot();
+                        drop(held);
+                        if deadline.expired() {
+                            return self.keep(rx);
+                        }
+                        #[cfg(feature = "tokio")]
+                        if let Some(p) = park.as_deref_mut() {
+                            p.wait = Some((snap, false));
+                            return self.keep(rx);
+                        }
+                        suspect = self.wait(&s.w.not_empty, snap, deadline, false);
+                        continue;
+                    }
+                }
+            }
             let (gets, hb) = unpack(head);
             // Records before the tail a consumer saw last are committed:
             // take them without touching the producers' cache line.
@@ -1431,6 +1884,26 @@ impl Core {
                 self.abandon_rx(&mut rx, me);
             }
             match kind {
+                KIND_ITEM if tg == JUMP && len == 0 && self.spill.is_some() => {
+                    // The next items are in the spill.
+                    let sh = s.g.sp_head.load(Ordering::Relaxed);
+                    if sp_unpack(sh).2 {
+                        // (Before the jump: a consumer killed after this
+                        // store still takes from the ring.)
+                        s.g.sp_head.store(sh & !1, Ordering::Relaxed);
+                    }
+                    s.g.head.store(
+                        pack(gets, hb.wrapping_add(HDR as u32)) | MODE,
+                        Ordering::Release,
+                    );
+                    drop(held);
+                    continue;
+                }
+                KIND_ITEM if id != 0 => {
+                    // No producer writes such a record here.
+                    self.poison();
+                    return Err(GetFail::Closed);
+                }
                 KIND_ITEM => {
                     // SAFETY: a committed record starts at head; `get_lock`
                     // is held.
@@ -1492,6 +1965,90 @@ impl Core {
         }
     }
 
+    /// A get in the spill (`get_lock` held, the consumers in the spill, `sh`
+    /// and `head` the packed spill and ring heads).
+    fn spill_get(
+        &self,
+        sp: &Spill,
+        sh: u64,
+        head: u64,
+        on_take: &mut dyn FnMut(&[u8]),
+    ) -> SpillGet {
+        let s = self.shared();
+        let (gets, pos, _) = sp_unpack(sh);
+        // Records before the spill tail a consumer saw last are committed:
+        // the producers' line is loaded only past them.
+        let mut avail = sp_dist(sp_unpack(s.g.sp_tail_seen.load(Ordering::Relaxed)).1, pos);
+        if avail == 0 || avail > SPILL_CAP as u64 {
+            let st = s.p.sp_tail.load(Ordering::Acquire);
+            s.g.sp_tail_seen.store(st, Ordering::Relaxed);
+            avail = sp_dist(sp_unpack(st).1, pos);
+        }
+        if avail > SPILL_CAP as u64 {
+            return SpillGet::Corrupt;
+        }
+        if avail == 0 {
+            return SpillGet::Empty;
+        }
+        // SAFETY: `pos` is a multiple of 8 (see `sp_unpack`) before the
+        // spill's tail loaded with `Acquire`: a committed header; the
+        // spill's mapping lives as long as `self`.
+        let (len, tg) = unsafe { Self::header_in(&sp.bytes, pos) };
+        let rec = rec_len(len as u64);
+        if len as usize > SPILL_ITEM_MAX || rec > avail {
+            return SpillGet::Corrupt;
+        }
+        if tg == tag(KIND_ITEM, 0) {
+            // SAFETY: a committed record of `len` payload bytes (less than
+            // the spill's size) starts at `pos`; `get_lock` is held.
+            let payload = unsafe { Self::read_payload_in(&sp.bytes, pos, len as usize) };
+            on_take(payload.as_slice());
+            s.g.sp_head.store(
+                sp_pack(gets.wrapping_add(1), pos + rec, false),
+                Ordering::Release,
+            );
+            self.give_back(sp, pos + rec);
+            SpillGet::Item(payload)
+        } else if tg == BACK && len == 0 {
+            // The next items are in the ring again. Two stores: one killed
+            // between them is finished by the next consumer (the bit).
+            s.g.sp_head
+                .store(sp_pack(gets, pos + HDR, true), Ordering::Release);
+            s.g.head.store(head & !MODE, Ordering::Release);
+            self.give_back(sp, pos + HDR);
+            SpillGet::Back
+        } else {
+            SpillGet::Corrupt
+        }
+    }
+
+    /// Gives the spill's pages before byte counter `upto` (rounded down to
+    /// a [`GRAIN`]) back to the kernel, from where the last consumer left
+    /// off (`get_lock` held). A failure only keeps memory in use a while
+    /// longer.
+    fn give_back(&self, sp: &Spill, upto: u64) {
+        let s = self.shared();
+        let done = upto & !(GRAIN - 1) & (SP_MOD - 1);
+        let from = s.g.sp_freed.load(Ordering::Relaxed);
+        let n = sp_dist(done, from);
+        if n == 0 || n > SPILL_CAP as u64 || !from.is_multiple_of(GRAIN) {
+            // (Impossible values are refused by the producers, which
+            // poison the queue.)
+            return;
+        }
+        let (arena, at, _) = sp.alloc.location();
+        let map = arena.mapping();
+        let off = sp.bytes.offset(from);
+        let first = (n as usize).min(SPILL_CAP - off);
+        // Best effort: pages not given back stay in use until the spill
+        // comes round to them again (or the queue goes).
+        let _ = map.discard(at + off, first);
+        if first < n as usize {
+            let _ = map.discard(at, n as usize - first);
+        }
+        s.g.sp_freed.store(done, Ordering::Release);
+    }
+
     /// Keeps a large item received in part (if any) for the next get of
     /// this process, and reports that nothing came in time.
     fn keep(&self, rx: Option<Box<Partial>>) -> Result<Payload, GetFail> {
@@ -1551,6 +2108,38 @@ impl Core {
         let word = unsafe { self.bytes.word(unpack(head).1 as u64) };
         let old = word.load(Ordering::Relaxed);
         word.store((old & !0xffff_ffff) | len as u64, Ordering::Release);
+        true
+    }
+
+    /// Test hook: whether the producers put in the spill now.
+    pub(crate) fn spilling(&self) -> bool {
+        self.shared.p.tail.load(Ordering::Acquire) & MODE != 0
+    }
+
+    /// Test hook: overwrites the spill's tail (`which` 0) or head (1), or
+    /// the length word of the record at the spill's head (2), with `v`, as
+    /// any process mapping the queue could. False without a spill (or, for
+    /// 2, with an empty one).
+    pub(crate) fn scribble_spill(&self, which: u8, v: u64) -> bool {
+        let s = self.shared();
+        let Some(sp) = &self.spill else { return false };
+        match which {
+            0 => s.p.sp_tail.store(v, Ordering::Release),
+            1 => s.g.sp_head.store(v, Ordering::Release),
+            _ => {
+                let (_, h, _) = sp_unpack(s.g.sp_head.load(Ordering::Acquire));
+                let (_, t, _) = sp_unpack(s.p.sp_tail.load(Ordering::Acquire));
+                if h == t {
+                    return false;
+                }
+                // SAFETY: `h` is a multiple of 8 (see `sp_unpack`): a word
+                // inside the spill, whose mapping lives as long as `self`;
+                // accessed atomically only.
+                let word = unsafe { sp.bytes.word(h) };
+                let old = word.load(Ordering::Relaxed);
+                word.store((old & !0xffff_ffff) | (v & 0xffff_ffff), Ordering::Release);
+            }
+        }
         true
     }
 
@@ -1760,16 +2349,131 @@ mod tests {
     }
 
     #[test]
+    fn a_full_ring_overflows_into_the_spill_in_order() {
+        // Before the spill, the ring held MIN_CAP / 16 items of 8 bytes and
+        // the next put found it full.
+        let c = Core::new_spilling(0, MIN_CAP, false).unwrap();
+        let z = || Deadline::after(Duration::ZERO);
+        let n = 10 * MIN_CAP / 16;
+        for i in 0..n {
+            c.put(&(i as u64).to_ne_bytes(), z()).unwrap();
+        }
+        assert!(c.spilling());
+        // An item larger than the ring goes whole, after them.
+        let big = item(3, 5 * MIN_CAP + 3);
+        c.put(&big, z()).unwrap();
+        assert_eq!(c.len(), n + 1);
+        // Take some, put more: the producers go back to the ring once it
+        // has room, the consumers follow the same way.
+        let mut next = 0u64;
+        let mut put = n as u64;
+        let mut saw_big = false;
+        for round in 0..6 {
+            for _ in 0..MIN_CAP / 8 {
+                let p = c.get(z()).unwrap();
+                if p.as_slice().len() > 8 {
+                    assert!(p.as_slice() == big.as_slice(), "the large item");
+                    assert!(!saw_big);
+                    saw_big = true;
+                    continue;
+                }
+                assert_eq!(p.as_slice(), next.to_ne_bytes(), "round {round}");
+                next += 1;
+            }
+            for _ in 0..MIN_CAP / 32 {
+                c.put(&put.to_ne_bytes(), z()).unwrap();
+                put += 1;
+            }
+        }
+        while let Ok(p) = c.get(z()) {
+            if p.as_slice().len() > 8 {
+                assert!(!saw_big);
+                saw_big = true;
+                continue;
+            }
+            assert_eq!(p.as_slice(), next.to_ne_bytes());
+            next += 1;
+        }
+        assert!(saw_big);
+        assert_eq!(next, put, "every item, once");
+        assert_eq!(c.len(), 0);
+    }
+
+    #[test]
+    fn a_drained_spill_gives_its_memory_back() {
+        let c = Core::new_spilling(0, MIN_CAP, false).unwrap();
+        let d = || Deadline::after(Duration::ZERO);
+        let chunk = vec![7u8; 64 << 10];
+        // 16 MiB through the spill.
+        for _ in 0..256 {
+            c.put(&chunk, d()).unwrap();
+        }
+        for _ in 0..256 {
+            assert_eq!(c.get(d()).unwrap().as_slice().len(), chunk.len());
+        }
+        let freed = c.shared.g.sp_freed.load(Ordering::Relaxed);
+        assert_eq!(freed, 16 << 20, "every whole grain given back");
+        let sp = c.spill.as_ref().unwrap();
+        // Given back: the pages read as zeros now.
+        let mut b = [1u8; 8];
+        // SAFETY: a test with one thread; the mapping lives with `c`.
+        unsafe { sp.bytes.load(4096, &mut b) };
+        assert_eq!(b, [0; 8]);
+    }
+
+    #[test]
+    fn impossible_spill_counters_or_lengths_poison_the_queue() {
+        let filled = || {
+            let c = Core::new_spilling(0, MIN_CAP, false).unwrap();
+            for i in 0..MIN_CAP / 8 {
+                c.put(&(i as u64).to_ne_bytes(), Deadline::NEVER).unwrap();
+            }
+            // Take the ring's items: the head is at the jump.
+            for _ in 0..MIN_CAP / 16 - 1 {
+                c.get(Deadline::NEVER).unwrap();
+            }
+            assert!(c.spilling());
+            c
+        };
+        let z = || Deadline::after(Duration::ZERO);
+        // A tail more than a spill ahead; a record longer than committed;
+        // a record longer than any item; a head past the tail.
+        for (which, v) in [
+            (0u8, sp_pack(5, SPILL_CAP as u64 + 4096, false)),
+            (2, 4096),
+            (2, u32::MAX as u64),
+            (1, sp_pack(0, 1 << 20, false)),
+        ] {
+            let c = filled();
+            assert!(c.scribble_spill(which, v));
+            let mut r = c.get(z());
+            while r.is_ok() {
+                r = c.get(z());
+            }
+            assert!(matches!(r, Err(GetFail::Closed)), "{which}: {v:#x}");
+            assert!(c.is_corrupt(), "{which}: {v:#x}");
+        }
+        // The producers' side looks too.
+        let c = filled();
+        assert!(c.scribble_spill(0, sp_pack(5, SPILL_CAP as u64 + 4096, false)));
+        assert!(matches!(c.put(b"x", z()), Err(PutFail::Closed)));
+        assert!(c.is_corrupt());
+    }
+
+    #[test]
     fn a_recorded_size_that_does_not_fit_the_ring_is_refused() {
         for bad in [0u64, 4095, 8192, 1 << 40] {
-            let (shared, ring) = Core::parts(0, MIN_CAP, false).unwrap();
+            let (shared, ring) = Core::parts(0, MIN_CAP, false, false).unwrap();
             // SAFETY: `as_ptr` points at the live header, valid for
             // `shared`'s life; only a place is named, no reference made.
             let cap = unsafe { &raw mut (*shared.as_ptr()).w.cap };
             // SAFETY: in the header, aligned; nobody else reads or writes
             // it meanwhile (this is what a hostile process could do).
             unsafe { cap.write(bad) };
-            assert!(matches!(Core::adopt(shared, ring), Err(Error::Corrupt(_))));
+            assert!(matches!(
+                Core::adopt(shared, ring, None),
+                Err(Error::Corrupt(_))
+            ));
         }
     }
 }

@@ -118,6 +118,26 @@ impl SharedMapping {
         self.map.len()
     }
 
+    /// Gives the pages of bytes `[off, off + len)` back to the kernel (a
+    /// hole punched in the memfd, for every process that maps it): they
+    /// read as zeros afterwards and take no memory until written again.
+    #[cfg(feature = "queue")]
+    pub(crate) fn discard(&self, off: usize, len: usize) -> Result<()> {
+        use nix::fcntl::{FallocateFlags, fallocate};
+        let inside = off.checked_add(len).is_some_and(|end| end <= self.len());
+        let (Some(o), Some(l), true) = (
+            libc::off_t::try_from(off).ok(),
+            libc::off_t::try_from(len).ok(),
+            inside,
+        ) else {
+            return Err(Error::InvalidArgument(
+                "a range to discard outside the mapping",
+            ));
+        };
+        let flags = FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE;
+        fallocate(&self.file, flags, o, l).map_err(|e| Error::os("fallocate", e))
+    }
+
     /// The memfd behind the mapping, for handing to another process.
     #[cfg_attr(not(feature = "spawn"), allow(dead_code))]
     pub(crate) fn fd(&self) -> BorrowedFd<'_> {
