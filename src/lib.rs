@@ -108,8 +108,8 @@
 //! `Connection::send`/`recv`: serde), `queue`, `pool`, `listener`
 //! (`Listener`/`Client` and the HMAC handshake), `signals`
 //! (`signal::StopRequest`, `process::start_reaper`), `manager`, `redis`,
-//! `log` (the library's records on the `log` facade, `log_to_stderr`) and
-//! `testing` (forking inside `#[test]`). On docs.rs each item is marked with
+//! `log` (the library's records on the `log` facade, `log_to_stderr`),
+//! `testing` (forking inside `#[test]`) and `derive` (`#[derive(ShmSafe)]`). On docs.rs each item is marked with
 //! the feature it needs.
 
 #![deny(unsafe_code)]
