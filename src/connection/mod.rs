@@ -18,6 +18,7 @@ mod error;
 pub(crate) mod frame;
 #[cfg(feature = "listener")]
 pub mod listener;
+mod pass;
 #[allow(unsafe_code)] // a ring in shared memory
 pub(crate) mod stream;
 mod waitable;

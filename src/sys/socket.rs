@@ -116,7 +116,17 @@ pub(crate) fn send_with_fd(
     data: &[u8],
     pass: BorrowedFd<'_>,
 ) -> nix::Result<usize> {
-    let fds = [pass.as_raw_fd()];
+    send_with_fds(fd, data, &[pass])
+}
+
+/// [`send_with_fd`] with several descriptors (at most four arrive: see
+/// [`recv_with_fds_checked`]), all attached to the first byte of `data`.
+pub(crate) fn send_with_fds(
+    fd: BorrowedFd<'_>,
+    data: &[u8],
+    pass: &[BorrowedFd<'_>],
+) -> nix::Result<usize> {
+    let fds: Vec<RawFd> = pass.iter().map(|p| p.as_raw_fd()).collect();
     let cmsg = [ControlMessage::ScmRights(&fds)];
     let iov = [IoSlice::new(data)];
     loop {
@@ -131,6 +141,21 @@ pub(crate) fn send_with_fd(
             r => return r,
         }
     }
+}
+
+/// What kind of stream socket `fd` is: `Some(true)` for a Unix stream
+/// socket, `Some(false)` for another stream socket (TCP), `None` for
+/// anything else (not a socket, a datagram socket, or not to be told).
+pub(crate) fn stream_socket_kind(fd: BorrowedFd<'_>) -> Option<bool> {
+    use nix::sys::socket::{SockaddrLike, SockaddrStorage, getsockname, getsockopt, sockopt};
+    if !super::fd::is_socket(fd) {
+        return None;
+    }
+    if getsockopt(&fd, sockopt::SockType).ok()? != SockType::Stream {
+        return None;
+    }
+    let addr: SockaddrStorage = getsockname(fd.as_raw_fd()).ok()?;
+    Some(addr.family() == Some(AddressFamily::Unix))
 }
 
 /// One `recvmsg` into `buf` taking up to four descriptors (close-on-exec):
