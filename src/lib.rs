@@ -80,14 +80,14 @@
 //! # Layers
 //!
 //! Every arrow points down: a module uses only those below it (`error`,
-//! `exit_status` and `deadline` are leaves every layer may use).
+//! `exit_status`, `deadline` and `mac` are leaves every layer may use).
 //!
 //! ```text
 //! CLI (the multiproc-cli crate, cli/)
 //!  |
 //! pool, manager, redis
 //!  |
-//! queue, process, parent_process
+//! queue, process, parent_process, task_items (the pools' chunk runner)
 //!  |
 //! value, array, shared_memory, shareable_list, connection (listener,
 //! ring, wait), signal
@@ -130,6 +130,8 @@ mod error;
 mod exit_status;
 #[cfg(feature = "log")]
 pub mod log;
+#[cfg(any(feature = "listener", feature = "redis"))]
+mod mac;
 #[allow(unsafe_code)] // forking the server, registered functions across exec
 #[cfg(feature = "manager")]
 pub mod manager;
@@ -155,6 +157,8 @@ pub mod signal;
 pub mod sync;
 #[allow(unsafe_code, clippy::disallowed_methods)] // the system calls
 mod sys;
+#[cfg(any(feature = "pool", feature = "redis"))]
+mod task_items;
 #[cfg(feature = "testing")]
 #[allow(unsafe_code)] // a function in .init_array (see the module)
 pub mod testing;
