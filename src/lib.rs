@@ -207,7 +207,7 @@ pub(crate) use mp_log;
 pub use crate::log::log_to_stderr;
 #[cfg(feature = "redis")]
 pub use crate::redis::RedisQueue;
-pub use array::{Array, RawArray};
+pub use array::{Array, ArrayError, IndexError, RawArray};
 #[cfg(feature = "listener")]
 pub use connection::listener::{Address, Client, Listener};
 pub use connection::{Connection, RecvError, SendError, pipe};
@@ -228,10 +228,10 @@ pub use queue::{
     GetError, GetTimeoutError, JoinableQueue, PutError, PutTimeoutError, Queue, SimpleQueue,
     TaskDoneError, TryGetError, TryPutError,
 };
-pub use shareable_list::{ShareableItem, ShareableList};
+pub use shareable_list::{ShareableItem, ShareableList, ShareableListError};
 pub use shared_memory::{SharedMemory, SharedMemoryError};
 pub use shm::{Atomic, AtomicNumber, ShmSafe};
-pub use sync::barrier::Barrier;
+pub use sync::barrier::{Barrier, BarrierError};
 pub use sync::condition::{Condition, WaitTimeoutResult};
 pub use sync::event::Event;
 pub use sync::lock::{Lock, LockGuard, RLock, RLockGuard};
