@@ -28,8 +28,6 @@
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
-use nix::errno::Errno;
-
 use super::{Connection, RecvError, SendError, stream};
 use crate::error::{Error, Result};
 
@@ -218,40 +216,16 @@ impl Connection {
         if !self.socket {
             return Err(Error::BadConnection("handles need a Unix socket"));
         }
-        // On a shared-memory pipe only bells (zero bytes) and what carries
-        // descriptors come through the socket: read past the bells. A plain
-        // socket carries messages too: read the record's bytes only.
+        // A plain socket carries messages too: read the record's bytes only.
         let mut buf = [0u8; 256];
         let want = if self.stream.is_some() {
             buf.len()
         } else {
             RECORD
         };
-        loop {
-            let (bytes, got) = match crate::sys::socket::recv_with_fds_checked(
-                self.fd.as_fd(),
-                &mut buf[..want],
-            ) {
-                Ok(m) => m,
-                Err(Errno::EINTR) => continue,
-                Err(Errno::ECONNRESET) => return Err(Error::Eof),
-                Err(e) => return Err(Error::os("recvmsg", e)),
-            };
-            if bytes == 0 {
-                return Err(Error::Eof);
-            }
-            let fds = got.map_err(|_| bad("its descriptors were cut short"))?;
-            let bells = if self.stream.is_some() {
-                buf[..bytes].iter().take_while(|&&b| b == 0).count()
-            } else {
-                0
-            };
-            if bells == bytes && fds.is_empty() {
-                continue; // only bells so far
-            }
-            let rec = decode(&buf[bells..bytes])?;
-            return adopt(rec, fds);
-        }
+        let (record, fds) = self.recv_beside(&mut buf[..want])?;
+        let fds = fds.map_err(|_| bad("its descriptors were cut short"))?;
+        adopt(decode(&buf[record])?, fds)
     }
 }
 
