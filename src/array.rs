@@ -602,11 +602,11 @@ impl<T: ShmSafe> RawArray<T> {
     ///
     /// # Errors
     ///
-    /// [`Error::IndexOutOfBounds`] if `range` does not fit.
+    /// [`IndexError`] (naming the range's end) if `range` does not fit.
     #[allow(clippy::mut_from_ref)]
-    pub unsafe fn slice_mut(&self, range: Range<usize>) -> Result<&mut [T]> {
+    pub unsafe fn slice_mut(&self, range: Range<usize>) -> Result<&mut [T], IndexError> {
         if range.start > range.end || range.end > self.len {
-            return Err(Error::IndexOutOfBounds {
+            return Err(IndexError {
                 index: range.end,
                 len: self.len,
             });

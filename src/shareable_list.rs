@@ -133,7 +133,7 @@ impl ShareableItem {
 /// writers: guard the list with a [`Lock`](crate::Lock) if several
 /// processes write it. A read never sees torn bytes within a byte, but may
 /// see an item half-replaced; an item another process left inconsistent is
-/// [`Error::Corrupt`], never undefined behaviour.
+/// [`ShareableListError::Corrupt`], never undefined behaviour.
 ///
 /// # Examples
 ///

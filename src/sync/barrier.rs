@@ -159,7 +159,7 @@ impl Barrier {
     /// use std::time::Duration;
     /// let b = multiproc::Barrier::new(2)?.with_timeout(Duration::from_millis(20));
     /// // The second party never comes: the barrier breaks after 20 ms.
-    /// assert!(matches!(b.wait(), Err(multiproc::Error::Timeout)));
+    /// assert!(matches!(b.wait(), Err(multiproc::BarrierError::Timeout)));
     /// assert!(b.is_broken());
     /// # Ok::<(), multiproc::Error>(())
     /// ```
