@@ -45,11 +45,69 @@ fn alloc_zeroed<T: ShmSafe>(header: usize, len: usize) -> Result<(Allocation, us
     Ok((alloc, off))
 }
 
-fn check_index(index: usize, len: usize) -> Result<()> {
+fn check_index(index: usize, len: usize) -> Result<(), IndexError> {
     if index < len {
         Ok(())
     } else {
-        Err(Error::IndexOutOfBounds { index, len })
+        Err(IndexError { index, len })
+    }
+}
+
+/// An index (or the end of a range) past the end of a [`RawArray`] or
+/// [`Array`]. Converts into [`Error::IndexOutOfBounds`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("index {index} out of bounds for length {len}")]
+pub struct IndexError {
+    /// The index asked for.
+    pub index: usize,
+    /// The array's length.
+    pub len: usize,
+}
+
+impl From<IndexError> for Error {
+    fn from(e: IndexError) -> Error {
+        Error::IndexOutOfBounds {
+            index: e.index,
+            len: e.len,
+        }
+    }
+}
+
+/// Why [`Array::get`] or [`Array::set`] failed. Converts into [`Error`]
+/// variant for variant, so `?` works in a function returning
+/// [`crate::Result`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ArrayError {
+    /// An index past the end of the array.
+    #[error("index {index} out of bounds for length {len}")]
+    IndexOutOfBounds {
+        /// The index asked for.
+        index: usize,
+        /// The array's length.
+        len: usize,
+    },
+    /// This thread holds the array's lock already (a guard from
+    /// [`Array::lock`] is alive): taking it again would deadlock.
+    #[error("this thread holds the array's lock already")]
+    WouldDeadlock,
+}
+
+impl From<IndexError> for ArrayError {
+    fn from(e: IndexError) -> ArrayError {
+        ArrayError::IndexOutOfBounds {
+            index: e.index,
+            len: e.len,
+        }
+    }
+}
+
+impl From<ArrayError> for Error {
+    fn from(e: ArrayError) -> Error {
+        match e {
+            ArrayError::IndexOutOfBounds { index, len } => Error::IndexOutOfBounds { index, len },
+            ArrayError::WouldDeadlock => Error::WouldDeadlock,
+        }
     }
 }
 
@@ -363,12 +421,12 @@ impl<T: ShmSafe> Array<T> {
     }
 
     /// Runs `f` under the lock, recovering a dead owner's lock;
-    /// [`Error::WouldDeadlock`] if this thread holds it already.
-    fn try_update<R>(&self, f: impl FnOnce(&mut [T]) -> R) -> Result<R> {
+    /// [`ArrayError::WouldDeadlock`] if this thread holds it already.
+    fn try_update<R>(&self, f: impl FnOnce(&mut [T]) -> R) -> Result<R, ArrayError> {
         let mut g = match self.lock() {
             Ok(g) => g,
             Err(LockError::OwnerDied(e)) => e.into_guard(),
-            Err(LockError::WouldDeadlock) => return Err(Error::WouldDeadlock),
+            Err(LockError::WouldDeadlock) => return Err(ArrayError::WouldDeadlock),
         };
         Ok(f(&mut g))
     }
@@ -377,9 +435,9 @@ impl<T: ShmSafe> Array<T> {
     ///
     /// # Errors
     ///
-    /// [`Error::IndexOutOfBounds`] past the end, [`Error::WouldDeadlock`]
-    /// if this thread holds the lock already.
-    pub fn set(&self, index: usize, value: T) -> Result<()> {
+    /// [`ArrayError::IndexOutOfBounds`] past the end,
+    /// [`ArrayError::WouldDeadlock`] if this thread holds the lock already.
+    pub fn set(&self, index: usize, value: T) -> Result<(), ArrayError> {
         check_index(index, self.len)?;
         self.try_update(|s| s[index] = value)
     }
@@ -401,7 +459,7 @@ impl<T: ShmSafe + Copy> Array<T> {
     /// # Errors
     ///
     /// As for [`set`](Array::set).
-    pub fn get(&self, index: usize) -> Result<T> {
+    pub fn get(&self, index: usize) -> Result<T, ArrayError> {
         check_index(index, self.len)?;
         self.try_update(|s| s[index])
     }
@@ -544,11 +602,11 @@ impl<T: ShmSafe> RawArray<T> {
     ///
     /// # Errors
     ///
-    /// [`Error::IndexOutOfBounds`] if `range` does not fit.
+    /// [`IndexError`] (naming the range's end) if `range` does not fit.
     #[allow(clippy::mut_from_ref)]
-    pub unsafe fn slice_mut(&self, range: Range<usize>) -> Result<&mut [T]> {
+    pub unsafe fn slice_mut(&self, range: Range<usize>) -> Result<&mut [T], IndexError> {
         if range.start > range.end || range.end > self.len {
-            return Err(Error::IndexOutOfBounds {
+            return Err(IndexError {
                 index: range.end,
                 len: self.len,
             });
@@ -570,13 +628,21 @@ impl<T: Atomic> RawArray<T> {
     }
 
     /// Reads element `index` (atomically).
-    pub fn get(&self, index: usize) -> Result<T> {
+    ///
+    /// # Errors
+    ///
+    /// [`IndexError`] past the end.
+    pub fn get(&self, index: usize) -> Result<T, IndexError> {
         check_index(index, self.len)?;
         Ok(T::load(&self.as_atomics()[index], Ordering::SeqCst))
     }
 
     /// Writes element `index` (atomically).
-    pub fn set(&self, index: usize, value: T) -> Result<()> {
+    ///
+    /// # Errors
+    ///
+    /// [`IndexError`] past the end.
+    pub fn set(&self, index: usize, value: T) -> Result<(), IndexError> {
         check_index(index, self.len)?;
         T::store(&self.as_atomics()[index], value, Ordering::SeqCst);
         Ok(())
@@ -584,9 +650,14 @@ impl<T: Atomic> RawArray<T> {
 
     /// Writes `value` to every element in `range` (each store atomic and
     /// relaxed: at memory speed, visible to others once they synchronize).
-    pub fn fill(&self, range: Range<usize>, value: T) -> Result<()> {
+    ///
+    /// # Errors
+    ///
+    /// [`IndexError`] (naming the range's end) for a range that does not
+    /// fit.
+    pub fn fill(&self, range: Range<usize>, value: T) -> Result<(), IndexError> {
         if range.start > range.end || range.end > self.len {
-            return Err(Error::IndexOutOfBounds {
+            return Err(IndexError {
                 index: range.end,
                 len: self.len,
             });

@@ -80,14 +80,14 @@
 //! # Layers
 //!
 //! Every arrow points down: a module uses only those below it (`error`,
-//! `exit_status` and `deadline` are leaves every layer may use).
+//! `exit_status`, `deadline` and `mac` are leaves every layer may use).
 //!
 //! ```text
 //! CLI (the multiproc-cli crate, cli/)
 //!  |
 //! pool, manager, redis
 //!  |
-//! queue, process, parent_process
+//! queue, process, parent_process, task_items (the pools' chunk runner)
 //!  |
 //! value, array, shared_memory, shareable_list, connection (listener,
 //! ring, wait), signal
@@ -108,8 +108,8 @@
 //! `Connection::send`/`recv`: serde), `queue`, `pool`, `listener`
 //! (`Listener`/`Client` and the HMAC handshake), `signals`
 //! (`signal::StopRequest`, `process::start_reaper`), `manager`, `redis`,
-//! `log` (the library's records on the `log` facade, `log_to_stderr`) and
-//! `testing` (forking inside `#[test]`). On docs.rs each item is marked with
+//! `log` (the library's records on the `log` facade, `log_to_stderr`),
+//! `testing` (forking inside `#[test]`) and `derive` (`#[derive(ShmSafe)]`). On docs.rs each item is marked with
 //! the feature it needs.
 
 #![deny(unsafe_code)]
@@ -130,6 +130,8 @@ mod error;
 mod exit_status;
 #[cfg(feature = "log")]
 pub mod log;
+#[cfg(any(feature = "listener", feature = "redis"))]
+mod mac;
 #[allow(unsafe_code)] // forking the server, registered functions across exec
 #[cfg(feature = "manager")]
 pub mod manager;
@@ -155,6 +157,8 @@ pub mod signal;
 pub mod sync;
 #[allow(unsafe_code, clippy::disallowed_methods)] // the system calls
 mod sys;
+#[cfg(any(feature = "pool", feature = "redis"))]
+mod task_items;
 #[cfg(feature = "testing")]
 #[allow(unsafe_code)] // a function in .init_array (see the module)
 pub mod testing;
@@ -203,7 +207,7 @@ pub(crate) use mp_log;
 pub use crate::log::log_to_stderr;
 #[cfg(feature = "redis")]
 pub use crate::redis::RedisQueue;
-pub use array::{Array, RawArray};
+pub use array::{Array, ArrayError, IndexError, RawArray};
 #[cfg(feature = "listener")]
 pub use connection::listener::{Address, Client, Listener};
 pub use connection::{Connection, RecvError, SendError, pipe};
@@ -225,10 +229,10 @@ pub use queue::{
     GetError, GetTimeoutError, JoinableQueue, PutError, PutTimeoutError, Queue, SimpleQueue,
     TaskDoneError, TryGetError, TryPutError,
 };
-pub use shareable_list::{ShareableItem, ShareableList};
+pub use shareable_list::{ShareableItem, ShareableList, ShareableListError};
 pub use shared_memory::{SharedMemory, SharedMemoryError};
 pub use shm::{Atomic, AtomicNumber, ShmSafe};
-pub use sync::barrier::Barrier;
+pub use sync::barrier::{Barrier, BarrierError};
 pub use sync::condition::{Condition, WaitTimeoutResult};
 pub use sync::event::Event;
 pub use sync::lock::{Lock, LockGuard, RLock, RLockGuard};

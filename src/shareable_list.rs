@@ -21,12 +21,12 @@
 //! offset, format and code is checked before it is used, reads and writes
 //! go through [`SharedMemory::read_at`]/[`write_at`](SharedMemory::write_at)
 //! (bounds-checked, atomic per byte), and what does not make sense is
-//! [`Error::Corrupt`].
+//! [`ShareableListError::Corrupt`].
 
 use std::fmt;
 
 use crate::error::{Error, Result};
-use crate::shared_memory::SharedMemory;
+use crate::shared_memory::{SharedMemory, SharedMemoryError};
 
 /// One value of a [`ShareableList`]: the types Python's holds.
 #[derive(Clone, Debug, PartialEq)]
@@ -133,7 +133,7 @@ impl ShareableItem {
 /// writers: guard the list with a [`Lock`](crate::Lock) if several
 /// processes write it. A read never sees torn bytes within a byte, but may
 /// see an item half-replaced; an item another process left inconsistent is
-/// [`Error::Corrupt`], never undefined behaviour.
+/// [`ShareableListError::Corrupt`], never undefined behaviour.
 ///
 /// # Examples
 ///
@@ -167,7 +167,7 @@ impl ShareableList {
     /// # Errors
     ///
     /// Those of [`SharedMemory::create`].
-    pub fn create(name: Option<&str>, items: &[ShareableItem]) -> Result<ShareableList> {
+    fn create_any(name: Option<&str>, items: &[ShareableItem]) -> Result<ShareableList> {
         let n = items.len();
         let mut offsets = Vec::with_capacity(n + 1);
         let mut at = 0usize;
@@ -208,7 +208,7 @@ impl ShareableList {
     ///
     /// Those of [`SharedMemory::open`]; [`Error::Corrupt`] if the block
     /// does not hold a list of the size it claims.
-    pub fn open(name: &str) -> Result<ShareableList> {
+    fn open_any(name: &str) -> Result<ShareableList> {
         let shm = SharedMemory::open(name)?;
         let n = read_i64(&shm, 0)?;
         let n = usize::try_from(n).map_err(|_| corrupt("a negative item count"))?;
@@ -291,7 +291,7 @@ impl ShareableList {
     /// [`Error::IndexOutOfBounds`]; [`Error::Corrupt`] if its format and
     /// code do not describe a value (another process wrote garbage), or a
     /// string is not UTF-8.
-    pub fn get(&self, index: usize) -> Result<ShareableItem> {
+    fn get_any(&self, index: usize) -> Result<ShareableItem> {
         self.check(index)?;
         let l = self.layout();
         let at = l.data + self.offsets[index];
@@ -345,10 +345,10 @@ impl ShareableList {
     /// [`Error::IndexOutOfBounds`]; [`Error::InvalidSize`] for a string
     /// longer than the slot (Python's `ValueError: bytes/str item exceeds
     /// available storage`).
-    pub fn set(&self, index: usize, value: impl Into<ShareableItem>) -> Result<()> {
+    fn set_any(&self, index: usize, value: ShareableItem) -> Result<()> {
         self.check(index)?;
         let slot = self.offsets[index + 1] - self.offsets[index];
-        self.store(index, &value.into(), slot)
+        self.store(index, &value, slot)
     }
 
     /// Writes `item` into slot `index` of `slot` bytes: value, format, code.
@@ -396,20 +396,166 @@ impl ShareableList {
         Ok((format, bytes))
     }
 
+    fn to_vec_any(&self) -> Result<Vec<ShareableItem>> {
+        (0..self.len).map(|i| self.get_any(i)).collect()
+    }
+}
+
+/// The public calls: each returns a [`ShareableListError`] (see the
+/// private `*_any` forms above for what each can meet).
+impl ShareableList {
+    /// Makes a new block (named `name`, or a generated `psm_` name) holding
+    /// `items` (Python's `ShareableList(items, name=name)`).
+    ///
+    /// # Errors
+    ///
+    /// [`ShareableListError::SharedMemory`] with those of
+    /// [`SharedMemory::create`]; [`ShareableListError::InvalidSize`] for a
+    /// list too large, or a string too long for an 8-byte format.
+    pub fn create(
+        name: Option<&str>,
+        items: &[ShareableItem],
+    ) -> Result<ShareableList, ShareableListError> {
+        Self::create_any(name, items).map_err(ShareableListError::from_internal)
+    }
+
+    /// Opens the list in the block `name` (Python's
+    /// `ShareableList(name=name)`), made by this crate or by Python.
+    ///
+    /// # Errors
+    ///
+    /// [`ShareableListError::SharedMemory`] with those of
+    /// [`SharedMemory::open`]; [`ShareableListError::Corrupt`] if the block
+    /// does not hold a list of the size it claims.
+    pub fn open(name: &str) -> Result<ShareableList, ShareableListError> {
+        Self::open_any(name).map_err(ShareableListError::from_internal)
+    }
+
+    /// Item `index` (Python's `sl[index]`).
+    ///
+    /// # Errors
+    ///
+    /// [`ShareableListError::IndexOutOfBounds`];
+    /// [`ShareableListError::Corrupt`] if its format and code do not
+    /// describe a value (another process wrote garbage), or a string is not
+    /// UTF-8.
+    pub fn get(&self, index: usize) -> Result<ShareableItem, ShareableListError> {
+        self.get_any(index)
+            .map_err(ShareableListError::from_internal)
+    }
+
+    /// Replaces item `index` (Python's `sl[index] = value`). A string or
+    /// byte string must fit the item's slot.
+    ///
+    /// # Errors
+    ///
+    /// [`ShareableListError::IndexOutOfBounds`];
+    /// [`ShareableListError::InvalidSize`] for a string longer than the
+    /// slot (Python's `ValueError: bytes/str item exceeds available
+    /// storage`); [`ShareableListError::Corrupt`] for a slot table another
+    /// process garbled.
+    pub fn set(
+        &self,
+        index: usize,
+        value: impl Into<ShareableItem>,
+    ) -> Result<(), ShareableListError> {
+        self.set_any(index, value.into())
+            .map_err(ShareableListError::from_internal)
+    }
+
     /// Every item, in order.
-    pub fn to_vec(&self) -> Result<Vec<ShareableItem>> {
-        (0..self.len).map(|i| self.get(i)).collect()
+    ///
+    /// # Errors
+    ///
+    /// As for [`get`](Self::get), for the first item that fails.
+    pub fn to_vec(&self) -> Result<Vec<ShareableItem>, ShareableListError> {
+        self.to_vec_any().map_err(ShareableListError::from_internal)
     }
 
     /// How many items equal `value` (Python's `count`).
-    pub fn count(&self, value: &ShareableItem) -> Result<usize> {
+    ///
+    /// # Errors
+    ///
+    /// As for [`to_vec`](Self::to_vec).
+    pub fn count(&self, value: &ShareableItem) -> Result<usize, ShareableListError> {
         Ok(self.to_vec()?.iter().filter(|v| *v == value).count())
     }
 
     /// The index of the first item equal to `value` (Python's `index`;
     /// `None` where Python raises `ValueError`).
-    pub fn index(&self, value: &ShareableItem) -> Result<Option<usize>> {
+    ///
+    /// # Errors
+    ///
+    /// As for [`to_vec`](Self::to_vec).
+    pub fn index(&self, value: &ShareableItem) -> Result<Option<usize>, ShareableListError> {
         Ok(self.to_vec()?.iter().position(|v| v == value))
+    }
+}
+
+/// Why a [`ShareableList`] call failed. Converts into [`Error`] variant for
+/// variant, so `?` works in a function returning [`crate::Result`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ShareableListError {
+    /// The block could not be made or opened (`create`, `open`).
+    #[error(transparent)]
+    SharedMemory(#[from] SharedMemoryError),
+    /// An index past the end of the list.
+    #[error("index {index} out of bounds for length {len}")]
+    IndexOutOfBounds {
+        /// The index asked for.
+        index: usize,
+        /// The list's length.
+        len: usize,
+    },
+    /// A string or byte string longer than its item's slot, or a list too
+    /// large to lay out.
+    #[error("invalid size {size}: {reason}")]
+    InvalidSize {
+        /// The size asked for.
+        size: usize,
+        /// Why it was refused.
+        reason: &'static str,
+    },
+    /// Another process wrote into the block what no list holds; nothing
+    /// was read or written out of bounds.
+    #[error("corrupt shared memory: {0}")]
+    Corrupt(&'static str),
+}
+
+impl ShareableListError {
+    /// The list error for what the block and layout code (which speak
+    /// [`Error`]) reported: the block's own errors become
+    /// [`SharedMemory`](Self::SharedMemory) again. Nothing else reaches a
+    /// list call; were it to, it reads as a corrupt block rather than a
+    /// panic.
+    fn from_internal(e: Error) -> ShareableListError {
+        use ShareableListError as L;
+        use SharedMemoryError as S;
+        match e {
+            Error::IndexOutOfBounds { index, len } => L::IndexOutOfBounds { index, len },
+            Error::InvalidSize { size, reason } => L::InvalidSize { size, reason },
+            Error::Corrupt(m) => L::Corrupt(m),
+            Error::AlreadyExists { name } => L::SharedMemory(S::AlreadyExists { name }),
+            Error::NotFound { name } => L::SharedMemory(S::NotFound { name }),
+            Error::InvalidName { name, reason } => L::SharedMemory(S::InvalidName { name, reason }),
+            Error::InvalidArgument(m) => L::SharedMemory(S::InvalidArgument(m)),
+            Error::Os { call, source } => L::SharedMemory(S::Os { call, source }),
+            _ => L::Corrupt("an unexpected error in a shareable list's block"),
+        }
+    }
+}
+
+impl From<ShareableListError> for Error {
+    fn from(e: ShareableListError) -> Error {
+        match e {
+            ShareableListError::SharedMemory(e) => e.into(),
+            ShareableListError::IndexOutOfBounds { index, len } => {
+                Error::IndexOutOfBounds { index, len }
+            }
+            ShareableListError::InvalidSize { size, reason } => Error::InvalidSize { size, reason },
+            ShareableListError::Corrupt(m) => Error::Corrupt(m),
+        }
     }
 }
 

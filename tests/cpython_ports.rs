@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use common::{PATIENCE, eventually, join_ok, serial, spawn_in};
 use multiproc::{
-    Array, Barrier, BoundedSemaphore, Condition, Error, Event, Lock, RLock, RawArray, RawValue,
-    Semaphore, TryLockError, Value,
+    Array, Barrier, BarrierError, BoundedSemaphore, Condition, Event, Lock, RLock, RawArray,
+    RawValue, Semaphore, TryLockError, Value,
 };
 
 /// The short timeout of the CPython suite (its `TIMEOUT1`..`TIMEOUT3`).
@@ -529,7 +529,7 @@ fn run_parties(barriers: &[&Barrier], f: impl Fn() + Sync) {
 }
 
 /// A barrier wait that fails instead of hanging if the others never come.
-fn wait(b: &Barrier) -> multiproc::Result<u32> {
+fn wait(b: &Barrier) -> Result<u32, BarrierError> {
     b.wait_timeout(PATIENCE)
 }
 
@@ -621,7 +621,7 @@ fn barrier_test_abort() {
             Ok(_) => {
                 passed.fetch_add(1);
             }
-            Err(Error::BrokenBarrier) => {
+            Err(BarrierError::BrokenBarrier) => {
                 broken.fetch_add(1);
             }
             Err(e) => panic!("second wait: {e}"),
@@ -651,7 +651,7 @@ fn barrier_test_reset() {
                 Ok(_) => {
                     passed.fetch_add(1);
                 }
-                Err(Error::BrokenBarrier) => {
+                Err(BarrierError::BrokenBarrier) => {
                     broken.fetch_add(1);
                 }
                 Err(e) => panic!("second wait: {e}"),
@@ -684,7 +684,7 @@ fn barrier_test_abort_and_reset() {
                 Ok(_) => {
                     passed.fetch_add(1);
                 }
-                Err(Error::BrokenBarrier) => {
+                Err(BarrierError::BrokenBarrier) => {
                     broken.fetch_add(1);
                 }
                 Err(e) => panic!("second wait: {e}"),
@@ -722,11 +722,11 @@ fn barrier_test_timeout() {
         }
         let t = Instant::now();
         match b.wait_timeout(TIMEOUT) {
-            Err(Error::Timeout) => {
+            Err(BarrierError::Timeout) => {
                 assert!(t.elapsed() >= TIMEOUT, "timed out after {:?}", t.elapsed());
                 timed_out.fetch_add(1);
             }
-            Err(Error::BrokenBarrier) => {
+            Err(BarrierError::BrokenBarrier) => {
                 broken.fetch_add(1);
             }
             other => panic!("second wait: {other:?}"),

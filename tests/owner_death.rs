@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use common::{PATIENCE, eventually, hang, join_ok, serial, spawn_in};
 use multiproc::signal::Signal;
 use multiproc::{
-    Array, Barrier, Condition, Error, Event, Lock, Process, RLock, RawValue, Semaphore,
+    Array, Barrier, BarrierError, Condition, Event, Lock, Process, RLock, RawValue, Semaphore,
     TryLockError, Value,
 };
 
@@ -276,7 +276,7 @@ fn barrier_action_runner_killed_breaks_it() {
             kill(&mut runner, true);
             h.join().unwrap()
         });
-        assert!(matches!(waiter, Err(Error::BrokenBarrier)));
+        assert!(matches!(waiter, Err(BarrierError::BrokenBarrier)));
     })
 }
 

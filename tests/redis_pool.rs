@@ -35,6 +35,9 @@ fn add(a: u64, b: u64) -> u64 {
     a + b
 }
 
+/// The line of `fail_on_three`'s panic, which its error names.
+const FAIL_LINE: u32 = line!() + 3;
+
 fn fail_on_three(x: u64) -> u64 {
     assert!(x != 3, "three is not allowed");
     x
@@ -174,6 +177,9 @@ fn the_local_pool_api_through_redis() {
     // Errors per task; callbacks.
     let e = pool.map(fail_on_three, 0..5).unwrap_err();
     assert!(e.to_string().contains("three is not allowed"), "{e}");
+    // Where the worker panicked, as the local pool reports it.
+    let at = format!("(at {}:{FAIL_LINE}:", file!());
+    assert!(e.to_string().contains(&at), "{e}");
     let errs: Vec<bool> = pool.imap(fail_on_three, 0..5).map(|r| r.is_err()).collect();
     assert_eq!(errs, vec![false, false, false, true, false]);
     let seen = Arc::new(Mutex::new(Vec::new()));

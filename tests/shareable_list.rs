@@ -7,7 +7,7 @@ mod common;
 use std::process::Command;
 
 use common::{join_ok, serial, spawn};
-use multiproc::{Error, ShareableItem as I, ShareableList, SharedMemory};
+use multiproc::{Error, ShareableItem as I, ShareableList, ShareableListError, SharedMemory};
 
 fn unique(tag: &str) -> String {
     format!("mpt_sl_{}_{tag}", std::process::id())
@@ -82,7 +82,7 @@ fn a_list_made_by_python_opens_in_rust_and_back() {
     sl.set(7, I::Bytes(b"raw".to_vec())).unwrap();
     assert!(matches!(
         sl.set(3, "far too long for the slot"),
-        Err(Error::InvalidSize { .. })
+        Err(ShareableListError::InvalidSize { .. })
     ));
     let out = python(
         &format!(
@@ -172,7 +172,16 @@ fn a_forked_child_writes_what_the_parent_reads() {
     assert_eq!(sl.get(1).unwrap(), I::Str("child".into()));
     assert_eq!(sl.count(&I::Int(42)).unwrap(), 1);
     assert_eq!(sl.index(&I::Str("child".into())).unwrap(), Some(1));
-    assert!(matches!(sl.get(2), Err(Error::IndexOutOfBounds { .. })));
+    assert!(matches!(
+        sl.get(2),
+        Err(ShareableListError::IndexOutOfBounds { .. })
+    ));
+    // Into the coarse error with `?`, variant for variant.
+    let coarse = || -> multiproc::Result<I> { Ok(sl.get(2)?) };
+    assert!(matches!(
+        coarse(),
+        Err(Error::IndexOutOfBounds { index: 2, .. })
+    ));
     sl.shm().unlink().unwrap();
 }
 
@@ -187,30 +196,30 @@ fn garbage_in_the_block_is_an_error_not_a_crash() {
     raw.write_at(formats + 8, b"99999s\0\0").unwrap();
     assert!(matches!(
         sl.get(1),
-        Err(Error::Corrupt(_)) | Err(Error::IndexOutOfBounds { .. })
+        Err(ShareableListError::Corrupt(_)) | Err(ShareableListError::IndexOutOfBounds { .. })
     ));
     raw.write_at(formats, b"q\0\0\0\0\0\0\0").unwrap();
     raw.write_at(formats + 16, &[1]).unwrap();
-    assert!(matches!(sl.get(0), Err(Error::Corrupt(_))));
+    assert!(matches!(sl.get(0), Err(ShareableListError::Corrupt(_))));
     raw.write_at(formats + 8, b"8s\0\0\0\0\0\0").unwrap();
     raw.write_at(8 * 4 + 8, &[0xff; 8]).unwrap();
-    assert!(matches!(sl.get(1), Err(Error::Corrupt(_))));
+    assert!(matches!(sl.get(1), Err(ShareableListError::Corrupt(_))));
     // A count or offsets past the block: refused at open.
     raw.write_at(0, &i64::MAX.to_ne_bytes()).unwrap();
     assert!(matches!(
         ShareableList::open(sl.name()),
-        Err(Error::Corrupt(_))
+        Err(ShareableListError::Corrupt(_))
     ));
     raw.write_at(0, &2i64.to_ne_bytes()).unwrap();
     raw.write_at(8 * 3, &(1i64 << 40).to_ne_bytes()).unwrap();
     assert!(matches!(
         ShareableList::open(sl.name()),
-        Err(Error::Corrupt(_))
+        Err(ShareableListError::Corrupt(_))
     ));
     raw.write_at(8, &(-8i64).to_ne_bytes()).unwrap();
     assert!(matches!(
         ShareableList::open(sl.name()),
-        Err(Error::Corrupt(_))
+        Err(ShareableListError::Corrupt(_))
     ));
     sl.shm().unlink().unwrap();
 }

@@ -3,7 +3,7 @@
 mod common;
 
 use common::{join_ok, serial, spawn_in};
-use multiproc::{Array, Error, RawArray, RawValue, ShmSafe, Value};
+use multiproc::{Array, ArrayError, Error, RawArray, RawValue, ShmSafe, Value};
 
 #[test]
 fn counter_under_lock_is_exact() {
@@ -126,9 +126,18 @@ fn array_constructors_and_bounds() {
     assert_eq!(b.to_vec(), vec![1.0, 2.0]);
     assert!(matches!(
         b.get(2),
-        Err(Error::IndexOutOfBounds { index: 2, len: 2 })
+        Err(ArrayError::IndexOutOfBounds { index: 2, len: 2 })
     ));
-    assert!(matches!(b.set(5, 0.0), Err(Error::IndexOutOfBounds { .. })));
+    assert!(matches!(
+        b.set(5, 0.0),
+        Err(ArrayError::IndexOutOfBounds { .. })
+    ));
+    // Into the coarse error with `?`, variant for variant.
+    let coarse = || -> multiproc::Result<f64> { Ok(b.get(7)?) };
+    assert!(matches!(
+        coarse(),
+        Err(Error::IndexOutOfBounds { index: 7, len: 2 })
+    ));
     let c = Array::from_fn(5, |i| i as u8 * 2).unwrap();
     assert_eq!(c.to_vec(), vec![0, 2, 4, 6, 8]);
     let e = Array::<u64>::zeroed(0).unwrap();

@@ -9,7 +9,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::{PATIENCE, join_ok, serial, spawn};
-use multiproc::{Array, Error, Lock, LockError, TryLockError, Value};
+use multiproc::{Array, ArrayError, Lock, LockError, TryLockError, Value};
 
 /// Runs `f` on a thread of its own and fails if it does not end within
 /// [`PATIENCE`]: a regression to the old endless wait fails, not hangs.
@@ -70,8 +70,8 @@ fn array_get_and_set_under_own_guard_are_would_deadlock() {
     let r = bounded(|| {
         let a = Array::from_slice(&[1i32, 2, 3]).unwrap();
         let g = a.lock().unwrap();
-        let get = matches!(a.get(0), Err(Error::WouldDeadlock));
-        let set = matches!(a.set(0, 9), Err(Error::WouldDeadlock));
+        let get = matches!(a.get(0), Err(ArrayError::WouldDeadlock));
+        let set = matches!(a.set(0, 9), Err(ArrayError::WouldDeadlock));
         let lock = matches!(a.lock(), Err(LockError::WouldDeadlock));
         drop(g);
         (get, set, lock, a.get(2).unwrap())

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use common::{PATIENCE, eventually, join_ok, serial, spawn_in};
 use multiproc::{
-    Array, Barrier, BoundedSemaphore, Condition, Error, Event, Lock, RLock, RawValue, Semaphore,
-    ShmSafe, TryLockError, Value,
+    Array, Barrier, BarrierError, BoundedSemaphore, Condition, Event, Lock, RLock, RawValue,
+    Semaphore, ShmSafe, TryLockError, Value,
 };
 
 #[test]
@@ -410,7 +410,7 @@ fn barrier_abort_breaks_all_parties() {
         let mut kids: Vec<_> = (0..2)
             .map(|_| {
                 spawn_in(ps, || match b.wait() {
-                    Err(Error::BrokenBarrier) => 0,
+                    Err(BarrierError::BrokenBarrier) => 0,
                     _ => 1,
                 })
             })
@@ -420,7 +420,10 @@ fn barrier_abort_breaks_all_parties() {
         for k in &mut kids {
             join_ok(k);
         }
-        assert!(matches!(b.wait(), Err(Error::BrokenBarrier)));
+        assert!(matches!(b.wait(), Err(BarrierError::BrokenBarrier)));
+        // Into the coarse error with `?`, variant for variant.
+        let coarse = || -> multiproc::Result<u32> { Ok(b.wait()?) };
+        assert!(matches!(coarse(), Err(multiproc::Error::BrokenBarrier)));
         b.reset();
         assert!(!b.is_broken());
         let mut kids: Vec<_> = (0..2)
@@ -439,13 +442,13 @@ fn barrier_timeout_breaks_it_for_the_others() {
     let b = Barrier::new(3).unwrap();
     multiproc::process::scope(|ps| {
         let mut other = spawn_in(ps, || match b.wait() {
-            Err(Error::BrokenBarrier) => 0,
+            Err(BarrierError::BrokenBarrier) => 0,
             _ => 1,
         });
         assert!(eventually(PATIENCE, || b.n_waiting() == 1));
         assert!(matches!(
             b.wait_timeout(Duration::from_millis(20)),
-            Err(Error::Timeout)
+            Err(BarrierError::Timeout)
         ));
         join_ok(&mut other);
         assert!(b.is_broken());
@@ -458,7 +461,7 @@ fn barrier_reset_fails_current_waiters() {
     let b = Barrier::new(2).unwrap();
     multiproc::process::scope(|ps| {
         let mut p = spawn_in(ps, || match b.wait() {
-            Err(Error::BrokenBarrier) => 0,
+            Err(BarrierError::BrokenBarrier) => 0,
             _ => 1,
         });
         assert!(eventually(PATIENCE, || b.n_waiting() == 1));
@@ -514,7 +517,7 @@ fn zero_timeouts_never_block() {
         let b = Barrier::new(2).unwrap();
         assert!(matches!(
             b.wait_timeout(Duration::ZERO),
-            Err(Error::Timeout)
+            Err(BarrierError::Timeout)
         ));
         // Not a timing assertion on speed: a generous bound that only a blocking
         // call (which would wait for `done`, i.e. forever) could exceed.
@@ -539,8 +542,8 @@ fn barrier_default_timeout_breaks_for_every_process() {
         let mut child = spawn_in(s, || {
             // The child's handle is a copy: the default timeout came along.
             let r = match b.wait() {
-                Err(Error::BrokenBarrier) => 1,
-                Err(Error::Timeout) => 2,
+                Err(BarrierError::BrokenBarrier) => 1,
+                Err(BarrierError::Timeout) => 2,
                 _ => 3,
             };
             verdict.set(r);
@@ -549,7 +552,10 @@ fn barrier_default_timeout_breaks_for_every_process() {
         let t = Instant::now();
         let mine = b.wait();
         assert!(
-            matches!(mine, Err(Error::Timeout) | Err(Error::BrokenBarrier)),
+            matches!(
+                mine,
+                Err(BarrierError::Timeout) | Err(BarrierError::BrokenBarrier)
+            ),
             "{mine:?}"
         );
         assert!(t.elapsed() < PATIENCE);

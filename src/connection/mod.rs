@@ -18,6 +18,7 @@ mod error;
 pub(crate) mod frame;
 #[cfg(feature = "listener")]
 pub mod listener;
+mod pass;
 #[allow(unsafe_code)] // a ring in shared memory
 pub(crate) mod stream;
 mod waitable;
@@ -506,17 +507,36 @@ impl Connection {
         if !self.socket {
             return Err(Error::BadConnection("handles need a Unix socket"));
         }
-        // Bytes before the handle's are a shared-memory pipe's bells (the
-        // kernel never merges bytes past the one carrying descriptors);
-        // read until the descriptors come.
-        let mut buf = [0u8; 64];
         // A plain socket carries messages too: read the handle's byte only.
+        let mut buf = [0u8; 64];
         let want = if self.stream.is_some() { buf.len() } else { 1 };
+        let (_, got) = self.recv_beside(&mut buf[..want])?;
+        let mut got = got.map_err(|e| Error::os("recvmsg", e))?;
+        if got.len() > 1 {
+            return Err(Error::Codec(format!(
+                "expected one handle, got {}",
+                got.len()
+            )));
+        }
+        got.pop()
+            .ok_or_else(|| Error::Codec("bytes where a handle was expected".into()))
+    }
+
+    /// Reads what travels on the socket beside the messages (a handle's
+    /// byte, a connection record), with the descriptors riding on it,
+    /// waiting for it: the range of `buf` it fills, past a shared-memory
+    /// pipe's bells (zero bytes, read and dropped: the kernel never merges
+    /// bytes past the one carrying descriptors), and the descriptors (`Err`
+    /// if they were cut short). `Eof` if the other end closed first. On a
+    /// plain socket, which carries messages too, `buf` must be exactly the
+    /// length expected.
+    fn recv_beside(
+        &self,
+        buf: &mut [u8],
+    ) -> Result<(std::ops::Range<usize>, nix::Result<Vec<OwnedFd>>)> {
         loop {
-            let (bytes, got) = match crate::sys::socket::recv_with_fds_checked(
-                self.fd.as_fd(),
-                &mut buf[..want],
-            ) {
+            let (bytes, got) = match crate::sys::socket::recv_with_fds_checked(self.fd.as_fd(), buf)
+            {
                 Ok(m) => m,
                 Err(Errno::EINTR) => continue,
                 Err(Errno::ECONNRESET) => return Err(Error::Eof),
@@ -525,19 +545,15 @@ impl Connection {
             if bytes == 0 {
                 return Err(Error::Eof);
             }
-            let mut got = got.map_err(|e| Error::os("recvmsg", e))?;
-            if got.len() > 1 {
-                return Err(Error::Codec(format!(
-                    "expected one handle, got {}",
-                    got.len()
-                )));
+            let bells = if self.stream.is_some() {
+                buf[..bytes].iter().take_while(|&&b| b == 0).count()
+            } else {
+                0
+            };
+            if bells == bytes && got.as_ref().is_ok_and(Vec::is_empty) {
+                continue; // only bells so far
             }
-            if let Some(fd) = got.pop() {
-                return Ok(fd);
-            }
-            if self.stream.is_none() {
-                return Err(Error::Codec("bytes where a handle was expected".into()));
-            }
+            return Ok((bells..bytes, got));
         }
     }
 

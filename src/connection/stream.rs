@@ -289,6 +289,32 @@ impl Stream {
         ))
     }
 
+    /// The end whose sending direction is `tx` (0 or 1) of a channel made
+    /// by another process's [`pair`](Self::pair) and received as its memfd
+    /// `fd`: its size must be sealed and hold both rings and the header
+    /// (the bytes themselves are untrusted anyway: see the module docs).
+    pub(crate) fn adopt(fd: std::os::fd::OwnedFd, tx: usize) -> Result<Stream> {
+        if tx > 1 {
+            return Err(Error::InvalidArgument("a pipe has two directions"));
+        }
+        let map = heap::adopt_block(fd, 2 * CAP + std::mem::size_of::<Shared>())?;
+        let ring = |d: usize| {
+            Bytes::new(&map, d * CAP, CAP)
+                .ok_or(Error::Corrupt("a pipe's mapping is smaller than its rings"))
+        };
+        let rings = [ring(0)?, ring(1)?];
+        Ok(Stream {
+            ch: Arc::new(Channel { map, rings }),
+            tx,
+        })
+    }
+
+    /// The channel's memfd and this end's sending direction: what
+    /// [`adopt`](Self::adopt) takes in another process.
+    pub(crate) fn handover(&self) -> (BorrowedFd<'_>, usize) {
+        (self.ch.map.location().0.mapping().fd(), self.tx)
+    }
+
     fn dir(&self, d: usize) -> &Dir {
         let at = self.ch.map.ptr().as_ptr().wrapping_add(2 * CAP);
         // SAFETY: the mapping holds a `Shared` at `2 * CAP` (page aligned,

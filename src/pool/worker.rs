@@ -28,17 +28,10 @@
 //!   panicked, and it exits.
 //!
 //! A panic in a task (or the initializer) is caught and its text sent to
-//! the parent: the message, where it panicked (`file:line:column`, from
-//! the worker's panic hook), and the worker's backtrace when
-//! `RUST_LIB_BACKTRACE` or `RUST_BACKTRACE` is set and not `0` (read at
-//! each panic). Such a panic is not also printed to the worker's stderr:
-//! the caller has all of it in its error. A panic on another thread of a
-//! worker goes to the panic hook the worker had before.
+//! the parent, with where it panicked and a backtrace if asked (the
+//! runner shared with the Redis workers, `crate::task_items`).
 
-use std::cell::{Cell, RefCell};
-use std::fmt::Write as _;
 use std::io::Write;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -52,6 +45,7 @@ use crate::process::code::{Code, CodeFn, CodePtr};
 use crate::ring::records::{Core, GetFail, OnWait};
 use crate::shm::transfer::Descriptor;
 use crate::sys::mem::WriterMapping;
+use crate::task_items::{ItemTags, caught, install_panic_hook, push_text, run_items};
 
 pub(super) const MSG_RESULT: u8 = 0;
 pub(super) const MSG_RETIRED: u8 = 1;
@@ -269,104 +263,13 @@ impl CodeView {
     }
 }
 
-/// Appends `s` as a postcard string.
-fn push_text(out: &mut Vec<u8>, s: &str) {
-    // Writing to a Vec cannot fail, and a str always encodes.
-    let _ = postcard::to_io(s, &mut *out);
-}
-
-thread_local! {
-    /// This thread runs a task or the initializer: a panic is caught and
-    /// reported to the parent.
-    static REPORTED: Cell<bool> = const { Cell::new(false) };
-    /// Where the last reported panic happened (and its backtrace).
-    static PANIC_SITE: RefCell<Option<String>> = const { RefCell::new(None) };
-}
-
-/// Whether the environment asks for backtraces, as std reads it:
-/// `RUST_LIB_BACKTRACE` first, then `RUST_BACKTRACE`; `0` means no.
-fn backtrace_wanted() -> bool {
-    let v = std::env::var_os("RUST_LIB_BACKTRACE").or_else(|| std::env::var_os("RUST_BACKTRACE"));
-    v.is_some_and(|v| v != "0")
-}
-
-/// Installs the worker's panic hook: a panic on a thread running a task
-/// (see [`caught`]) has its location, and a backtrace if asked, noted for
-/// the report and is not printed; any other goes to the previous hook.
-fn install_panic_hook() {
-    let previous = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        if !REPORTED.try_with(Cell::get).unwrap_or(false) {
-            return previous(info);
-        }
-        let mut site = String::new();
-        if let Some(l) = info.location() {
-            let _ = write!(site, " (at {}:{}:{})", l.file(), l.line(), l.column());
-        }
-        if backtrace_wanted() {
-            let bt = std::backtrace::Backtrace::force_capture();
-            let _ = write!(site, "\nworker backtrace:\n{bt}");
-        }
-        let _ = PANIC_SITE.try_with(|s| *s.borrow_mut() = Some(site));
-    }));
-}
-
-/// Runs `f`, catching a panic: its text is the message, where it
-/// happened, and the backtrace if asked (see [`install_panic_hook`]).
-fn caught<T>(f: impl FnOnce() -> T) -> std::result::Result<T, String> {
-    PANIC_SITE.set(None);
-    REPORTED.set(true);
-    let r = catch_unwind(AssertUnwindSafe(f));
-    REPORTED.set(false);
-    r.map_err(|p| {
-        let mut text = crate::process::panic_text(&*p);
-        if let Some(site) = PANIC_SITE.take() {
-            text.push_str(&site);
-        }
-        text
-    })
-}
-
-/// Runs the items of one chunk through `call`.
-fn run_items<A: DeserializeOwned, R: Serialize>(
-    count: u32,
-    mut input: &[u8],
-    out: &mut Vec<u8>,
-    call: impl Fn(A) -> R,
-) {
-    for i in 0..count {
-        let a: A = match postcard::take_from_bytes(input) {
-            Ok((a, rest)) => {
-                input = rest;
-                a
-            }
-            Err(e) => {
-                // The rest of the chunk cannot be found either.
-                let msg = format!("the task's argument could not be decoded: {e}");
-                for _ in i..count {
-                    out.push(ITEM_DECODE);
-                    push_text(out, &msg);
-                }
-                return;
-            }
-        };
-        match caught(|| call(a)) {
-            Ok(r) => {
-                let mark = out.len();
-                out.push(ITEM_OK);
-                if let Err(e) = postcard::to_io(&r, &mut *out) {
-                    out.truncate(mark);
-                    out.push(ITEM_ENCODE);
-                    push_text(out, &format!("the result could not be serialized: {e}"));
-                }
-            }
-            Err(text) => {
-                out.push(ITEM_PANIC);
-                push_text(out, &text);
-            }
-        }
-    }
-}
+/// The tags of this pool's result items.
+const TAGS: ItemTags = ItemTags {
+    ok: ITEM_OK,
+    panic: ITEM_PANIC,
+    encode: ITEM_ENCODE,
+    decode: ITEM_DECODE,
+};
 
 /// The runner for `fn(A) -> R`.
 fn run_chunk1<A: DeserializeOwned, R: Serialize>(
@@ -379,7 +282,7 @@ fn run_chunk1<A: DeserializeOwned, R: Serialize>(
     // which `code1` made from a `CodePtr<fn(A) -> R>` and this runner
     // instantiated for the same A and R (see `CodeView::get`).
     let f = unsafe { entry.assume::<fn(A) -> R>() }.get();
-    run_items(count, input, out, f)
+    run_items(&TAGS, count, input, out, f)
 }
 
 /// The runner for `fn(A, B) -> R` (starmap).
@@ -391,7 +294,7 @@ fn run_chunk2<A: DeserializeOwned, B: DeserializeOwned, R: Serialize>(
 ) {
     // SAFETY: as in `run_chunk1`, from `code2`, for an `fn(A, B) -> R`.
     let f = unsafe { entry.assume::<fn(A, B) -> R>() }.get();
-    run_items(count, input, out, |(a, b): (A, B)| f(a, b))
+    run_items(&TAGS, count, input, out, |(a, b): (A, B)| f(a, b))
 }
 
 fn read_u64(b: &[u8], at: usize) -> u64 {

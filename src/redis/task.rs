@@ -35,12 +35,13 @@
 
 use std::sync::OnceLock;
 
-use hmac::{Hmac, KeyInit, Mac};
+use hmac::Hmac;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
 use crate::process::code::{Code, CodeFn, CodePtr};
+use crate::task_items::{ItemTags, run_items};
 
 pub(crate) const VERSION: u8 = 1;
 /// Bytes before a task's arguments.
@@ -132,18 +133,12 @@ pub(crate) fn build_hex(id: &[u8]) -> String {
 
 /// HMAC-SHA256 of `msg` under `key`.
 pub(crate) fn sign(key: &[u8], msg: &[u8]) -> Vec<u8> {
-    let mut m =
-        <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes any key length");
-    m.update(msg);
-    m.finalize().into_bytes().to_vec()
+    crate::mac::tag::<Hmac<sha2::Sha256>>(key, msg)
 }
 
 /// Whether `tag` is the HMAC-SHA256 of `msg` under `key` (constant time).
 pub(crate) fn verify(key: &[u8], msg: &[u8], tag: &[u8]) -> bool {
-    let mut m =
-        <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes any key length");
-    m.update(msg);
-    m.verify_slice(tag).is_ok()
+    crate::mac::verify::<Hmac<sha2::Sha256>>(key, msg, tag)
 }
 
 /// A chunk runner: decodes `count` arguments from `input`, calls the
@@ -281,50 +276,13 @@ pub(crate) fn result_head(out: &mut Vec<u8>, kind: u8, job: u64, first: u64, cou
     out.extend_from_slice(&count.to_le_bytes());
 }
 
-/// Appends `s` as a postcard string.
-fn push_text(out: &mut Vec<u8>, s: &str) {
-    // Writing to a Vec cannot fail, and a str always encodes.
-    let _ = postcard::to_io(s, &mut *out);
-}
-
-fn run_items<A: DeserializeOwned, R: Serialize>(
-    count: u32,
-    mut input: &[u8],
-    out: &mut Vec<u8>,
-    call: impl Fn(A) -> R,
-) {
-    for i in 0..count {
-        let a: A = match postcard::take_from_bytes(input) {
-            Ok((a, rest)) => {
-                input = rest;
-                a
-            }
-            Err(e) => {
-                let msg = format!("the task's argument could not be decoded: {e}");
-                for _ in i..count {
-                    out.push(ITEM_ERR);
-                    push_text(out, &msg);
-                }
-                return;
-            }
-        };
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| call(a))) {
-            Ok(r) => {
-                let mark = out.len();
-                out.push(ITEM_OK);
-                if let Err(e) = postcard::to_io(&r, &mut *out) {
-                    out.truncate(mark);
-                    out.push(ITEM_ERR);
-                    push_text(out, &format!("the result could not be serialized: {e}"));
-                }
-            }
-            Err(p) => {
-                out.push(ITEM_ERR);
-                push_text(out, &crate::process::panic_text(&*p));
-            }
-        }
-    }
-}
+/// The tags of a Redis result's items: every failure is an error item.
+const TAGS: ItemTags = ItemTags {
+    ok: ITEM_OK,
+    panic: ITEM_ERR,
+    encode: ITEM_ERR,
+    decode: ITEM_ERR,
+};
 
 /// The runner for `fn(A) -> R`.
 fn run1<A: DeserializeOwned, R: Serialize>(
@@ -338,7 +296,7 @@ fn run1<A: DeserializeOwned, R: Serialize>(
     // `CodePtr<fn(A) -> R>` and this runner instantiated for the same A
     // and R.
     let f = unsafe { entry.assume::<fn(A) -> R>() }.get();
-    run_items(count, input, out, f)
+    run_items(&TAGS, count, input, out, f)
 }
 
 /// The runner for `fn(A, B) -> R`.
@@ -350,7 +308,7 @@ fn run2<A: DeserializeOwned, B: DeserializeOwned, R: Serialize>(
 ) {
     // SAFETY: as in `run1`, from `TaskCode::new2`, for an `fn(A, B) -> R`.
     let f = unsafe { entry.assume::<fn(A, B) -> R>() }.get();
-    run_items(count, input, out, |(a, b): (A, B)| f(a, b))
+    run_items(&TAGS, count, input, out, |(a, b): (A, B)| f(a, b))
 }
 
 /// Stores a chunk's result under its entry id, once: nothing if the entry

@@ -148,6 +148,8 @@ impl RedisWorker {
 
     /// Runs tasks until stopped; see [`worker`].
     pub fn run(self) -> Result<()> {
+        // A task's panic reaches the caller with where it happened.
+        crate::task_items::install_panic_hook();
         let build = task::build_id()?;
         let started_ms = now_ms(&self.link)?;
         let _ = self.started_ms.set(started_ms);

@@ -112,7 +112,6 @@ pub(crate) struct Arena {
 }
 
 impl Arena {
-    #[cfg_attr(not(feature = "spawn"), allow(dead_code))]
     pub(crate) fn mapping(&self) -> &SharedMapping {
         &self.map
     }
@@ -125,7 +124,6 @@ impl Arena {
 
     /// An arena of another process's heap, mapped again in this one (spawn
     /// start method). This process never frees into it.
-    #[cfg_attr(not(feature = "spawn"), allow(dead_code))]
     pub(crate) fn adopted(map: SharedMapping, owner: i32) -> Arena {
         Arena { map, owner }
     }
@@ -161,14 +159,12 @@ impl Allocation {
     }
 
     /// The arena, offset and slot size, for re-mapping in another process.
-    #[cfg_attr(not(feature = "spawn"), allow(dead_code))]
     pub(crate) fn location(&self) -> (&Arc<Arena>, usize, usize) {
         let off = self.ptr.as_ptr() as usize - self.arena.map.as_ptr() as usize;
         (&self.arena, off, self.size)
     }
 
     /// The allocation at `offset` in `arena` (an adopted one), `size` bytes.
-    #[cfg_attr(not(feature = "spawn"), allow(dead_code))]
     pub(crate) fn adopt(arena: Arc<Arena>, offset: usize, size: usize) -> Result<Allocation> {
         let len = arena.map.len();
         // A large block's `size` is at least SMALL_MAX + 1 but its mapping
@@ -678,16 +674,37 @@ pub(crate) fn alloc(size: usize, align: usize) -> Result<(Allocation, bool)> {
 /// faulted in on first touch rather than now: for large buffers that may
 /// never be used whole (a pipe's rings), where populating would make
 /// creating them cost milliseconds.
+///
+/// Its size is sealed (neither shrinking nor growing), so that the memfd
+/// can be handed to a process that did not make it (a pipe end passed with
+/// [`Connection::send_connection`](crate::Connection::send_connection)),
+/// which checks the seal before mapping it: nobody can then truncate it
+/// under that process's feet.
 pub(crate) fn alloc_lazy(size: usize) -> Result<Allocation> {
-    block(size.max(SMALL_MAX + 1), false)
+    let map = SharedMapping::new_sealed(BLOCK_NAME, size.max(SMALL_MAX + 1))?;
+    Ok(own_block(map))
+}
+
+/// Another process's lazy block ([`alloc_lazy`]), received as a memfd
+/// whose size is sealed and at least `min` bytes: mapped here as a block of
+/// its own, unmapped when the last handle goes.
+pub(crate) fn adopt_block(fd: OwnedFd, min: usize) -> Result<Allocation> {
+    let map = SharedMapping::from_sealed_fd(fd, min)?;
+    let size = map.len().max(SMALL_MAX + 1);
+    let arena = Arc::new(Arena::adopted(map, 0));
+    Allocation::adopt(arena, 0, size)
 }
 
 /// A mapping of its own for a large block.
 fn block(size: usize, populate: bool) -> Result<Allocation> {
-    let map = SharedMapping::new(BLOCK_NAME, size, populate)?;
+    Ok(own_block(SharedMapping::new(BLOCK_NAME, size, populate)?))
+}
+
+/// The allocation of a whole mapping made by this process.
+fn own_block(map: SharedMapping) -> Allocation {
     let ptr = NonNull::new(map.as_ptr()).expect("mmap never returns null");
     let len = map.len();
-    Ok(Allocation {
+    Allocation {
         ptr,
         size: len.max(SMALL_MAX + 1),
         arena: Arc::new(Arena {
@@ -696,7 +713,7 @@ fn block(size: usize, populate: bool) -> Result<Allocation> {
         }),
         born: 0,
         owned: true,
-    })
+    }
 }
 
 #[cfg(test)]

@@ -53,7 +53,35 @@ use std::sync::atomic::{
 /// // no pointers, no drop glue, all-zero is a valid `Point`.
 /// unsafe impl ShmSafe for Point {}
 /// ```
+///
+/// With the `derive` feature, `#[derive(ShmSafe)]` writes that impl without
+/// `unsafe` in the user's code, after checking at compile time what the
+/// type's definition decides: a struct (not an enum or union),
+/// `#[repr(C)]` or `#[repr(transparent)]` and not packed, every field
+/// `ShmSafe`, no `Drop` impl, no lifetime parameters (type parameters get
+/// the bound `ShmSafe`):
+///
+#[cfg_attr(feature = "derive", doc = "```")]
+#[cfg_attr(not(feature = "derive"), doc = "```ignore")]
+/// use multiproc::{Array, ShmSafe};
+///
+/// #[repr(C)]
+/// #[derive(ShmSafe, Clone, Copy, Default)]
+/// struct Particle<T> {
+///     position: [T; 3],
+///     hits: u32,
+/// }
+///
+/// let particles = Array::<Particle<f64>>::zeroed(16)?;
+/// particles.lock()?[0].hits += 1;
+/// # Ok::<(), multiproc::Error>(())
+/// ```
 pub unsafe trait ShmSafe: Sized + Send + 'static {}
+
+/// `#[derive(ShmSafe)]` (feature `derive`).
+#[cfg(feature = "derive")]
+#[cfg_attr(docsrs, doc(cfg(feature = "derive")))]
+pub use multiproc_derive::ShmSafe;
 
 macro_rules! shm_safe {
     ($($t:ty),* $(,)?) => {

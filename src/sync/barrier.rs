@@ -159,7 +159,7 @@ impl Barrier {
     /// use std::time::Duration;
     /// let b = multiproc::Barrier::new(2)?.with_timeout(Duration::from_millis(20));
     /// // The second party never comes: the barrier breaks after 20 ms.
-    /// assert!(matches!(b.wait(), Err(multiproc::Error::Timeout)));
+    /// assert!(matches!(b.wait(), Err(multiproc::BarrierError::Timeout)));
     /// assert!(b.is_broken());
     /// # Ok::<(), multiproc::Error>(())
     /// ```
@@ -176,18 +176,33 @@ impl Barrier {
     /// Waits for all parties (at most the [default
     /// timeout](Barrier::with_timeout), if set); returns this party's
     /// arrival index.
-    pub fn wait(&self) -> Result<u32> {
+    ///
+    /// # Errors
+    ///
+    /// As for [`wait_timeout`](Self::wait_timeout) (a timeout only with a
+    /// default timeout set).
+    pub fn wait(&self) -> Result<u32, BarrierError> {
         match self.default_timeout {
             Some(t) => self.wait_timeout(t),
-            None => self.wait_until(Deadline::NEVER),
+            None => self
+                .wait_until(Deadline::NEVER)
+                .map_err(BarrierError::from_internal),
         }
     }
 
     /// Waits at most `timeout`. On timeout the barrier breaks (as in
-    /// Python): this party gets [`Error::Timeout`], the others
-    /// [`Error::BrokenBarrier`].
-    pub fn wait_timeout(&self, timeout: Duration) -> Result<u32> {
+    /// Python): this party gets [`BarrierError::Timeout`], the others
+    /// [`BarrierError::BrokenBarrier`].
+    ///
+    /// # Errors
+    ///
+    /// [`BarrierError::BrokenBarrier`] if the barrier is broken (aborted,
+    /// reset while this party waited, another party timed out, or the
+    /// party running the action panicked or died);
+    /// [`BarrierError::Timeout`] if this party's wait timed out.
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<u32, BarrierError> {
         self.wait_until(Deadline::after(timeout))
+            .map_err(BarrierError::from_internal)
     }
 
     fn wait_until(&self, deadline: Deadline) -> Result<u32> {
@@ -399,5 +414,41 @@ impl fmt::Debug for Barrier {
             .field("n_waiting", &self.n_waiting())
             .field("broken", &self.is_broken())
             .finish()
+    }
+}
+
+/// Why [`Barrier::wait`] failed (Python's `BrokenBarrierError`, told
+/// apart from this party's own timeout). Converts into [`Error`] variant
+/// for variant, so `?` works in a function returning [`crate::Result`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BarrierError {
+    /// The barrier is broken: aborted, reset while this party waited,
+    /// another party timed out, or the party running the action panicked
+    /// or died. Every `wait` fails so until [`Barrier::reset`].
+    #[error("barrier is broken")]
+    BrokenBarrier,
+    /// This party's wait timed out (and broke the barrier for the others).
+    #[error("timed out")]
+    Timeout,
+}
+
+impl BarrierError {
+    /// The barrier error for what the waits (which speak [`Error`], shared
+    /// with the async waits) reported: they report only these two.
+    fn from_internal(e: Error) -> BarrierError {
+        match e {
+            Error::Timeout => BarrierError::Timeout,
+            _ => BarrierError::BrokenBarrier,
+        }
+    }
+}
+
+impl From<BarrierError> for Error {
+    fn from(e: BarrierError) -> Error {
+        match e {
+            BarrierError::BrokenBarrier => Error::BrokenBarrier,
+            BarrierError::Timeout => Error::Timeout,
+        }
     }
 }

@@ -77,6 +77,13 @@ pub(crate) fn is_socket(fd: BorrowedFd<'_>) -> bool {
         .unwrap_or(false)
 }
 
+/// Whether `fd` is a pipe or FIFO (`fstat`); false if that cannot be told.
+pub(crate) fn is_fifo(fd: BorrowedFd<'_>) -> bool {
+    nix::sys::stat::fstat(fd)
+        .map(|st| (st.st_mode & libc::S_IFMT) == libc::S_IFIFO)
+        .unwrap_or(false)
+}
+
 /// The size in bytes of the file `fd` (`fstat`'s `st_size`).
 pub(crate) fn file_size(fd: BorrowedFd<'_>) -> Result<i64> {
     nix::sys::stat::fstat(fd)

@@ -47,7 +47,6 @@ impl SharedMapping {
     /// (`F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL`): a process it is
     /// handed to can map it without fear of it being truncated under its
     /// feet (which would make its accesses fault with SIGBUS).
-    #[cfg(feature = "manager")]
     pub(crate) fn new_sealed(name: &CStr, len: usize) -> Result<SharedMapping> {
         use nix::fcntl::{FcntlArg, SealFlag, fcntl};
         let fd = sealable_memfd(name, len)?;
@@ -57,8 +56,8 @@ impl SharedMapping {
     }
 
     /// Maps the memfd `fd` if its size is sealed against shrinking and it
-    /// has at least `min` bytes (see [`new_sealed`](Self::new_sealed)).
-    #[cfg(feature = "manager")]
+    /// has at least `min` bytes (see [`new_sealed`](Self::new_sealed)). A
+    /// descriptor that is not a memfd (it has no seals) is refused too.
     pub(crate) fn from_sealed_fd(fd: std::os::fd::OwnedFd, min: usize) -> Result<SharedMapping> {
         use nix::fcntl::{FcntlArg, SealFlag, fcntl};
         let seals = fcntl(&fd, FcntlArg::F_GET_SEALS).map_err(|e| Error::os("fcntl", e))?;
@@ -91,7 +90,6 @@ impl SharedMapping {
     /// Maps all of the memfd (or any shared-memory file) `fd`, as a child
     /// started by the spawn start method does with the descriptors its
     /// parent handed over.
-    #[cfg_attr(not(feature = "spawn"), allow(dead_code))]
     pub(crate) fn from_fd(fd: std::os::fd::OwnedFd) -> Result<SharedMapping> {
         let file = File::from(fd);
         let len = file.metadata().map_err(|e| Error::os("fstat", e))?.len() as usize;
@@ -139,7 +137,6 @@ impl SharedMapping {
     }
 
     /// The memfd behind the mapping, for handing to another process.
-    #[cfg_attr(not(feature = "spawn"), allow(dead_code))]
     pub(crate) fn fd(&self) -> BorrowedFd<'_> {
         self.file.as_fd()
     }
@@ -183,7 +180,6 @@ pub(crate) fn shm_unlink(path: &CStr) -> nix::Result<()> {
 }
 
 /// A new memfd of `len` zero bytes that can be sealed.
-#[cfg(any(feature = "pool", feature = "manager"))]
 fn sealable_memfd(name: &CStr, len: usize) -> Result<std::os::fd::OwnedFd> {
     let len_off = libc::off_t::try_from(len).map_err(|_| Error::InvalidSize {
         size: len,

@@ -116,7 +116,17 @@ pub(crate) fn send_with_fd(
     data: &[u8],
     pass: BorrowedFd<'_>,
 ) -> nix::Result<usize> {
-    let fds = [pass.as_raw_fd()];
+    send_with_fds(fd, data, &[pass])
+}
+
+/// [`send_with_fd`] with several descriptors, all attached to the first
+/// byte of `data`.
+pub(crate) fn send_with_fds(
+    fd: BorrowedFd<'_>,
+    data: &[u8],
+    pass: &[BorrowedFd<'_>],
+) -> nix::Result<usize> {
+    let fds: Vec<RawFd> = pass.iter().map(|p| p.as_raw_fd()).collect();
     let cmsg = [ControlMessage::ScmRights(&fds)];
     let iov = [IoSlice::new(data)];
     loop {
@@ -133,16 +143,39 @@ pub(crate) fn send_with_fd(
     }
 }
 
-/// One `recvmsg` into `buf` taking up to four descriptors (close-on-exec):
-/// the bytes read, and the descriptors, or `Err` with the errno `nix`
-/// reports when the control data was cut short (`MSG_CTRUNC`: the bytes
-/// were read, the descriptors are not to be trusted).
+/// What kind of stream socket `fd` is: `Some(true)` for a Unix stream
+/// socket, `Some(false)` for another stream socket (TCP), `None` for
+/// anything else (not a socket, a datagram socket, or not to be told).
+pub(crate) fn stream_socket_kind(fd: BorrowedFd<'_>) -> Option<bool> {
+    use nix::sys::socket::{SockaddrLike, SockaddrStorage, getsockname, getsockopt, sockopt};
+    if !super::fd::is_socket(fd) {
+        return None;
+    }
+    if getsockopt(&fd, sockopt::SockType).ok()? != SockType::Stream {
+        return None;
+    }
+    let addr: SockaddrStorage = getsockname(fd.as_raw_fd()).ok()?;
+    Some(addr.family() == Some(AddressFamily::Unix))
+}
+
+/// The most descriptors one `sendmsg` can pass (the kernel's
+/// `SCM_MAX_FD`): room for that many means the descriptors of a message are
+/// never cut short, so none is installed here without being owned (and
+/// closed when not wanted).
+const SCM_MAX_FD: usize = 253;
+
+/// One `recvmsg` into `buf` taking the descriptors that come with the
+/// bytes (close-on-exec; a stream socket's read stops after the bytes that
+/// carry them, so they are one message's, at most [`SCM_MAX_FD`]): the
+/// bytes read, and the descriptors, or `Err` with the errno `nix` reports
+/// when the control data was cut short anyway (`MSG_CTRUNC`: the bytes were
+/// read, the descriptors are not to be trusted).
 pub(crate) fn recv_with_fds_checked(
     fd: BorrowedFd<'_>,
     buf: &mut [u8],
 ) -> nix::Result<(usize, nix::Result<Vec<OwnedFd>>)> {
     let mut iov = [IoSliceMut::new(buf)];
-    let mut space = nix::cmsg_space!([RawFd; 4]);
+    let mut space = nix::cmsg_space!([RawFd; SCM_MAX_FD]);
     let msg = nix::sys::socket::recvmsg::<()>(
         fd.as_raw_fd(),
         &mut iov,

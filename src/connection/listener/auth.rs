@@ -5,10 +5,11 @@
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::Instant;
 
-use hmac::{Hmac, KeyInit, Mac};
+use hmac::Hmac;
 use nix::errno::Errno;
 
 use crate::error::{Error, Result};
+use crate::mac;
 use crate::sys::fd::{self, Interest};
 
 const CHALLENGE: &[u8] = b"#CHALLENGE#";
@@ -56,29 +57,19 @@ impl Digest {
     }
 
     fn mac(self, key: &[u8], msg: &[u8]) -> Vec<u8> {
-        fn run<M: Mac + KeyInit>(key: &[u8], msg: &[u8]) -> Vec<u8> {
-            let mut m = <M as KeyInit>::new_from_slice(key).expect("HMAC takes any key length");
-            m.update(msg);
-            m.finalize().into_bytes().to_vec()
-        }
         match self {
-            Digest::Md5 => run::<Hmac<md5::Md5>>(key, msg),
-            Digest::Sha256 => run::<Hmac<sha2::Sha256>>(key, msg),
-            Digest::Sha384 => run::<Hmac<sha2::Sha384>>(key, msg),
+            Digest::Md5 => mac::tag::<Hmac<md5::Md5>>(key, msg),
+            Digest::Sha256 => mac::tag::<Hmac<sha2::Sha256>>(key, msg),
+            Digest::Sha384 => mac::tag::<Hmac<sha2::Sha384>>(key, msg),
         }
     }
 
     /// Whether `tag` is the HMAC of `msg`, compared in constant time.
     fn verify(self, key: &[u8], msg: &[u8], tag: &[u8]) -> bool {
-        fn run<M: Mac + KeyInit>(key: &[u8], msg: &[u8], tag: &[u8]) -> bool {
-            let mut m = <M as KeyInit>::new_from_slice(key).expect("HMAC takes any key length");
-            m.update(msg);
-            m.verify_slice(tag).is_ok()
-        }
         match self {
-            Digest::Md5 => run::<Hmac<md5::Md5>>(key, msg, tag),
-            Digest::Sha256 => run::<Hmac<sha2::Sha256>>(key, msg, tag),
-            Digest::Sha384 => run::<Hmac<sha2::Sha384>>(key, msg, tag),
+            Digest::Md5 => mac::verify::<Hmac<md5::Md5>>(key, msg, tag),
+            Digest::Sha256 => mac::verify::<Hmac<sha2::Sha256>>(key, msg, tag),
+            Digest::Sha384 => mac::verify::<Hmac<sha2::Sha384>>(key, msg, tag),
         }
     }
 }
