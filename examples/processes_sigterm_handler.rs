@@ -25,7 +25,7 @@ fn main() -> multiproc::Result<()> {
     // Shared with the child: made before the fork.
     let ready = Event::new()?;
     let units = RawValue::new(0u64)?;
-    let cleaned_up = RawValue::new(false)?;
+    let cleaned_up = RawValue::new(0u8)?;
 
     multiproc::process::scope(|ps| {
         let mut child = ps
@@ -51,7 +51,7 @@ fn main() -> multiproc::Result<()> {
                     "  child: stop requested after {} units; cleaning up",
                     units.load()
                 );
-                cleaned_up.store(true);
+                cleaned_up.store(1);
                 STOPPED_CLEANLY
             })
             .with_name("worker")
@@ -79,7 +79,7 @@ fn main() -> multiproc::Result<()> {
         if status.code() != STOPPED_CLEANLY {
             fail("expected the child's clean-shutdown exit code");
         }
-        if !cleaned_up.load() {
+        if cleaned_up.load() == 0 {
             fail("the child did not clean up");
         }
         println!("parent: the child stopped cleanly");

@@ -708,9 +708,9 @@ mod tests {
         let a = Array::from_slice(&[1u64, 2, 3]).unwrap();
         let b: Array<u64> = resend(&a).unwrap();
         assert_eq!(b.to_vec(), [1, 2, 3]);
-        let r = RawArray::from_slice(&[true, false]).unwrap();
-        let s: RawArray<bool> = resend(&r).unwrap();
-        assert_eq!(s.to_vec(), [true, false]);
+        let r = RawArray::from_slice(&[-1i8, 0]).unwrap();
+        let s: RawArray<i8> = resend(&r).unwrap();
+        assert_eq!(s.to_vec(), [-1, 0]);
         let v = Value::new(7u8).unwrap();
         let w: Value<u8> = resend(&v).unwrap();
         assert_eq!(w.get(), 7);
@@ -719,22 +719,22 @@ mod tests {
     #[test]
     fn a_handle_read_back_as_another_type_is_refused() {
         // Before the type tag these were adopted: 100 `u8`s read as 100
-        // `u64`s reach 800 bytes of a 128-byte slot; a `u8` of 2 read as
-        // a `bool` is an invalid value.
+        // `u64`s reach 800 bytes of a 128-byte slot; a `u8` of 200 read as
+        // an `i8` is another number.
         let a = Array::from_slice(&[2u8; 100]).unwrap();
         refused(resend::<_, Array<u64>>(&a));
-        refused(resend::<_, Array<bool>>(&a));
+        refused(resend::<_, Array<i8>>(&a));
         // Same element type, other container: a `RawArray` would read the
         // `Array`'s lock word as elements.
         refused(resend::<_, RawArray<u8>>(&a));
         let r = RawArray::from_slice(&[2u8; 100]).unwrap();
-        refused(resend::<_, RawArray<bool>>(&r));
+        refused(resend::<_, RawArray<i8>>(&r));
         refused(resend::<_, RawArray<u32>>(&r));
         let v = Value::new(2u8).unwrap();
-        refused(resend::<_, Value<bool>>(&v));
+        refused(resend::<_, Value<i8>>(&v));
         refused(resend::<_, Value<[u64; 64]>>(&v));
         let rv = RawValue::new(2u8).unwrap();
-        refused(resend::<_, RawValue<bool>>(&rv));
+        refused(resend::<_, RawValue<i8>>(&rv));
     }
 
     #[test]

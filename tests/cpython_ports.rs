@@ -395,7 +395,7 @@ fn condition_test_waitfor_timeout() {
     let _s = serial();
     let cond = Condition::new().unwrap();
     let state = Value::new(0i32).unwrap();
-    let success = RawValue::new(false).unwrap();
+    let success = RawValue::new(0u8).unwrap();
     let started = Semaphore::new(0).unwrap();
 
     multiproc::process::scope(|ps| {
@@ -406,7 +406,7 @@ fn condition_test_waitfor_timeout() {
             let r = cond.wait_while_timeout(&mut g, TIMEOUT, |v| *v != 4);
             let elapsed = t.elapsed();
             if r.timed_out() && elapsed >= TIMEOUT {
-                success.store(true);
+                success.store(1);
             }
         });
         assert!(started.acquire_timeout(PATIENCE));
@@ -418,7 +418,7 @@ fn condition_test_waitfor_timeout() {
             cond.notify_one();
         }
         join_ok(&mut p);
-        assert!(success.load());
+        assert!(success.load() != 0);
     })
 }
 

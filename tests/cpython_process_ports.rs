@@ -640,7 +640,7 @@ struct Channel {
     text: Slot,
     request: Semaphore,
     reply: Semaphore,
-    stop: RawValue<bool>,
+    stop: RawValue<u8>,
 }
 
 impl<'a> UpperCaser<'a> {
@@ -649,7 +649,7 @@ impl<'a> UpperCaser<'a> {
         let process = unsafe {
             ps.process(move || {
                 loop {
-                    if !chan.request.acquire_timeout(PATIENCE) || chan.stop.load() {
+                    if !chan.request.acquire_timeout(PATIENCE) || chan.stop.load() != 0 {
                         break;
                     }
                     let s = chan.text.get_string();
@@ -671,7 +671,7 @@ impl<'a> UpperCaser<'a> {
     }
 
     fn stop(&self) {
-        self.chan.stop.store(true);
+        self.chan.stop.store(1);
         self.chan.request.release().unwrap();
     }
 }
@@ -684,7 +684,7 @@ fn test_subclassing() {
         text: Slot::new(),
         request: Semaphore::new(0).unwrap(),
         reply: Semaphore::new(0).unwrap(),
-        stop: RawValue::new(false).unwrap(),
+        stop: RawValue::new(0u8).unwrap(),
     };
     multiproc::process::scope(|ps| {
         let mut uppercaser = UpperCaser::new(ps, &chan);

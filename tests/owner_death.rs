@@ -204,12 +204,12 @@ fn event_waiter_killed_does_not_block_set() {
 fn condition_waiter_killed_does_not_block_notify() {
     let _s = serial();
     let cond = Condition::new().unwrap();
-    let flag = Value::new(false).unwrap();
+    let flag = Value::new(0u8).unwrap();
     let waiting = RawValue::new(0u32).unwrap();
     let waiter = || {
         let mut g = flag.lock().unwrap();
         waiting.fetch_add(1);
-        cond.wait_while(&mut g, |f| !*f);
+        cond.wait_while(&mut g, |f| *f == 0);
     };
     multiproc::process::scope(|ps| {
         let mut victim = spawn_in(ps, waiter);
@@ -218,16 +218,16 @@ fn condition_waiter_killed_does_not_block_notify() {
         // Both are asleep once they have released the lock.
         drop(flag.lock().unwrap());
         kill(&mut victim, true);
-        flag.set(true);
+        flag.set(1);
         cond.notify_all();
         assert!(survivor.join_timeout(PATIENCE).unwrap().is_some());
         join_ok(&mut survivor);
         // One notify after a death still reaches a live waiter.
-        flag.set(false);
+        flag.set(0);
         let mut late = spawn_in(ps, waiter);
         assert!(eventually(PATIENCE, || waiting.load() == 3));
         drop(flag.lock().unwrap());
-        flag.set(true);
+        flag.set(1);
         cond.notify_one();
         assert!(late.join_timeout(PATIENCE).unwrap().is_some());
     })
@@ -260,10 +260,10 @@ fn barrier_action_runner_killed_breaks_it() {
         hang();
     })
     .unwrap();
-    let parent_waits = RawValue::new(false).unwrap();
+    let parent_waits = RawValue::new(0u8).unwrap();
     multiproc::process::scope(|ps| {
         let mut runner = spawn_in(ps, || {
-            while !parent_waits.load() {
+            while parent_waits.load() == 0 {
                 std::thread::sleep(Duration::from_millis(1));
             }
             let _ = b.wait();
@@ -271,7 +271,7 @@ fn barrier_action_runner_killed_breaks_it() {
         let waiter = std::thread::scope(|s| {
             let h = s.spawn(|| b.wait_timeout(PATIENCE));
             assert!(eventually(PATIENCE, || b.n_waiting() == 1));
-            parent_waits.store(true);
+            parent_waits.store(1);
             assert!(started.wait_timeout(PATIENCE));
             kill(&mut runner, true);
             h.join().unwrap()

@@ -105,32 +105,32 @@ fn identity_and_authkey() {
     assert_eq!(me.name(), "MainProcess");
     assert_eq!(me.pid(), std::process::id() as i32);
     assert_eq!(me.authkey().len(), 32);
-    let seen_ok = RawValue::new(false).unwrap();
-    let custom = RawValue::new(false).unwrap();
+    let seen_ok = RawValue::new(0u8).unwrap();
+    let custom = RawValue::new(0u8).unwrap();
     multiproc::process::scope(|ps| {
         let mut p = allow(
             ps.process(|| {
                 let c = current_process();
-                seen_ok.store(
+                seen_ok.store(u8::from(
                     c.name() == "worker-7"
                         && c.pid() == std::process::id() as i32
                         && c.parent_pid() == me.pid()
                         && c.authkey() == me.authkey()
                         && parent_alive(),
-                );
+                ));
             })
             .with_name("worker-7"),
         );
         p.start().unwrap();
         join_ok(&mut p);
-        assert!(seen_ok.load(), "the child saw the wrong identity");
+        assert!(seen_ok.load() != 0, "the child saw the wrong identity");
         let mut q = allow(
-            ps.process(|| custom.store(current_process().authkey() == b"sesame"))
+            ps.process(|| custom.store(u8::from(current_process().authkey() == b"sesame")))
                 .with_authkey(&b"sesame"[..]),
         );
         q.start().unwrap();
         join_ok(&mut q);
-        assert!(custom.load());
+        assert!(custom.load() != 0);
         // The parent's own identity did not change.
         assert_eq!(current_process().name(), "MainProcess");
     })
@@ -289,7 +289,7 @@ fn fail_fast_group_stops_the_rest_when_one_fails() {
 #[test]
 fn a_child_learns_that_its_parent_is_gone() {
     let _s = serial();
-    let noticed = RawValue::new(false).unwrap();
+    let noticed = RawValue::new(0u8).unwrap();
     let started = Event::new().unwrap();
     multiproc::process::scope(|ps| {
         let mut middle = spawn_in(ps, || {
@@ -300,7 +300,7 @@ fn a_child_learns_that_its_parent_is_gone() {
                     while parent_alive() {
                         std::thread::sleep(Duration::from_millis(2));
                     }
-                    noticed.store(true);
+                    noticed.store(1);
                 });
                 c.start().unwrap();
                 hang();
@@ -310,7 +310,7 @@ fn a_child_learns_that_its_parent_is_gone() {
         assert!(started.wait_timeout(PATIENCE));
         middle.kill().unwrap();
         middle.join().unwrap();
-        assert!(eventually(PATIENCE, || noticed.load()));
+        assert!(eventually(PATIENCE, || noticed.load() != 0));
     })
 }
 

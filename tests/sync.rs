@@ -16,7 +16,7 @@ fn lock_excludes_other_processes() {
     let _s = serial();
     let lock = Lock::new().unwrap();
     let inside = RawValue::new(0u32).unwrap();
-    let overlap = RawValue::new(false).unwrap();
+    let overlap = RawValue::new(0u8).unwrap();
     multiproc::process::scope(|ps| {
         let mut kids: Vec<_> = (0..3)
             .map(|_| {
@@ -24,7 +24,7 @@ fn lock_excludes_other_processes() {
                     for _ in 0..2000 {
                         let _g = lock.lock().unwrap();
                         if inside.fetch_add(1) != 0 {
-                            overlap.store(true);
+                            overlap.store(1);
                         }
                         std::hint::spin_loop();
                         inside.fetch_sub(1);
@@ -36,7 +36,7 @@ fn lock_excludes_other_processes() {
             join_ok(k);
         }
         assert!(
-            !overlap.load(),
+            overlap.load() == 0,
             "two processes were inside the lock at once"
         );
     })
@@ -309,7 +309,7 @@ fn condition_timed_out_waiter_does_not_swallow_notify() {
     let _s = serial();
     let cond = Condition::new().unwrap();
     let state = Value::new(0u32).unwrap();
-    let asleep = RawValue::new(false).unwrap();
+    let asleep = RawValue::new(0u8).unwrap();
     // A waiter in another process times out first.
     multiproc::process::scope(|ps| {
         let mut early = spawn_in(ps, || {
@@ -321,10 +321,10 @@ fn condition_timed_out_waiter_does_not_swallow_notify() {
         // A second waiter then sleeps; one notify must reach it.
         let mut late = spawn_in(ps, || {
             let mut g = state.lock().unwrap();
-            asleep.store(true);
+            asleep.store(1);
             cond.wait_while(&mut g, |s| *s == 0);
         });
-        assert!(eventually(PATIENCE, || asleep.load()));
+        assert!(eventually(PATIENCE, || asleep.load() != 0));
         {
             let mut g = state.lock().unwrap();
             *g = 1;

@@ -11,7 +11,7 @@
 //!   in every process and program that maps it; `#[repr(packed)]` is
 //!   refused (its fields, atomics among them, could not be used in place);
 //! - every field's type implements `ShmSafe` (so it is plain data without
-//!   pointers or drop glue, valid when all bytes are zero: a struct of such
+//!   pointers or drop glue, valid for every bit pattern: a struct of such
 //!   fields is too, whatever its padding holds);
 //! - the type does not implement `Drop`;
 //! - it has no lifetime parameters (shared memory outlives every borrow);
@@ -108,7 +108,7 @@ fn expand(input: DeriveInput) -> syn::Result<TokenStream2> {
             return Err(Error::new(
                 u.union_token.span,
                 "#[derive(ShmSafe)] supports structs only: a union's fields are not proven \
-                 to share one valid all-zero value (write the `unsafe impl` by hand if you \
+                 valid for every bit pattern (write the `unsafe impl` by hand if you \
                  can argue it)",
             ));
         }

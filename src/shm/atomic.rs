@@ -2,8 +2,8 @@
 //! [`RawValue`](crate::RawValue) and [`RawArray`](crate::RawArray).
 
 use std::sync::atomic::{
-    AtomicBool, AtomicI8, AtomicI16, AtomicI32, AtomicI64, AtomicIsize, AtomicU8, AtomicU16,
-    AtomicU32, AtomicU64, AtomicUsize, Ordering,
+    AtomicI8, AtomicI16, AtomicI32, AtomicI64, AtomicIsize, AtomicU8, AtomicU16, AtomicU32,
+    AtomicU64, AtomicUsize, Ordering,
 };
 
 mod private {
@@ -11,7 +11,9 @@ mod private {
 }
 
 /// A primitive with an atomic twin of the same size and alignment: integers,
-/// `bool`, `f32` and `f64` (the floats through their bits).
+/// `f32` and `f64` (the floats through their bits). Not `bool`: a byte
+/// another process wrote could be an invalid one (use a `u8`, or an
+/// [`Event`](crate::Event) for a flag).
 ///
 /// Implemented by the crate only (sealed).
 pub trait Atomic: super::ShmSafe + Copy + private::Sealed {
@@ -77,28 +79,6 @@ atomic_int!(
     u8 => AtomicU8, u16 => AtomicU16, u32 => AtomicU32, u64 => AtomicU64, usize => AtomicUsize,
     i8 => AtomicI8, i16 => AtomicI16, i32 => AtomicI32, i64 => AtomicI64, isize => AtomicIsize,
 );
-
-impl private::Sealed for bool {}
-impl Atomic for bool {
-    type Repr = AtomicBool;
-    unsafe fn as_atomic<'a>(ptr: *mut Self) -> &'a AtomicBool {
-        // SAFETY: bool and AtomicBool share size and alignment; validity and
-        // atomic-only access are the caller's.
-        unsafe { AtomicBool::from_ptr(ptr) }
-    }
-    fn load(a: &AtomicBool, o: Ordering) -> Self {
-        a.load(o)
-    }
-    fn store(a: &AtomicBool, v: Self, o: Ordering) {
-        a.store(v, o)
-    }
-    fn swap(a: &AtomicBool, v: Self, o: Ordering) -> Self {
-        a.swap(v, o)
-    }
-    fn compare_exchange(a: &AtomicBool, c: Self, n: Self) -> Result<Self, Self> {
-        a.compare_exchange(c, n, Ordering::SeqCst, Ordering::SeqCst)
-    }
-}
 
 macro_rules! atomic_float {
     ($($t:ty => $a:ty, $bits:ty),* $(,)?) => {$(

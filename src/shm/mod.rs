@@ -8,8 +8,8 @@ pub(crate) mod mailbox;
 pub(crate) mod transfer;
 
 use std::sync::atomic::{
-    AtomicBool, AtomicI8, AtomicI16, AtomicI32, AtomicI64, AtomicIsize, AtomicU8, AtomicU16,
-    AtomicU32, AtomicU64, AtomicUsize,
+    AtomicI8, AtomicI16, AtomicI32, AtomicI64, AtomicIsize, AtomicU8, AtomicU16, AtomicU32,
+    AtomicU64, AtomicUsize,
 };
 
 /// Types that may be placed in memory shared between processes.
@@ -26,13 +26,19 @@ use std::sync::atomic::{
 ///   handles of any kind;
 /// - **without drop glue**: no `Drop` impl anywhere inside (nobody would run
 ///   it, or everybody would);
-/// - **valid when all bytes are zero** (shared memory starts zeroed, and
+/// - **valid for every bit pattern**: any process that maps the memory can
+///   write any bytes into it (a bug, a hostile process, a crash mid-write),
+///   and a value read back must still be a valid `Self`. So `bool`, `char`,
+///   enums, references and `NonZero*` do not qualify (a stray `2` in a
+///   `bool` is undefined behaviour); store a `u8` or `u32` and convert.
+///   All-zero bytes are one such pattern (shared memory starts zeroed, and
 ///   `Array::zeroed` relies on it);
 /// - of a layout that is the same in every process using it, which holds for
 ///   one binary; for data exchanged with other programs use `#[repr(C)]`.
 ///
-/// Integers, floats, `bool`, `char`, the atomics and arrays of them qualify
-/// and are implemented here.
+/// Integers, floats, the integer atomics and arrays of them qualify and are
+/// implemented here. `bool`, `char` and `AtomicBool` are not: each has byte
+/// patterns that are not a valid value.
 ///
 /// # Examples
 ///
@@ -86,8 +92,8 @@ pub use multiproc_derive::ShmSafe;
 macro_rules! shm_safe {
     ($($t:ty),* $(,)?) => {
         $(
-            // SAFETY: a primitive or atomic: plain bytes, no drop glue, and
-            // all-zero is a valid value.
+            // SAFETY: an integer, float or integer atomic (or `()`): plain
+            // bytes, no drop glue, and every bit pattern is a valid value.
             unsafe impl ShmSafe for $t {}
         )*
     };
@@ -108,10 +114,7 @@ shm_safe!(
     isize,
     f32,
     f64,
-    bool,
-    char,
     (),
-    AtomicBool,
     AtomicU8,
     AtomicU16,
     AtomicU32,
@@ -124,8 +127,8 @@ shm_safe!(
     AtomicIsize,
 );
 
-// SAFETY: an array of plain data is plain data; all-zero elements make an
-// all-zero array valid.
+// SAFETY: an array of plain data is plain data; elements valid for every
+// bit pattern make an array valid for every bit pattern.
 unsafe impl<T: ShmSafe, const N: usize> ShmSafe for [T; N] {}
 
 /// How many bytes from `alloc.ptr()` belong to the allocation and are
@@ -260,7 +263,7 @@ mod tests {
     fn a_box_too_small_or_mistyped_is_refused() {
         let b = ShmBox::new(7u8).unwrap();
         // A right-looking tag on a 16-byte slot, too small for 512 bytes,
-        // and a `u8` read back as a `bool`: before the check both were
+        // and a `u8` read back as an `i8`: before the check both were
         // adopted.
         #[derive(serde::Serialize)]
         struct Wire<'a> {
@@ -276,7 +279,7 @@ mod tests {
         assert!(r.is_err());
         let (bytes, arenas) = transfer::collecting(|| postcard::to_stdvec(&b).unwrap());
         let r = transfer::receiving(arenas.clone(), || {
-            postcard::from_bytes::<ShmBox<bool>>(&bytes)
+            postcard::from_bytes::<ShmBox<i8>>(&bytes)
         });
         assert!(r.is_err());
         let back = transfer::receiving(arenas, || postcard::from_bytes::<ShmBox<u8>>(&bytes));

@@ -210,7 +210,7 @@ impl Serialize for Descriptor {
 /// process running one binary, as spawned children do). A handle is
 /// adopted only as the type it was sent as, so a forged or mistyped handle
 /// (an `Array<u8>` read back as an `Array<u64>`, a `Value<u8>` as a
-/// `Value<bool>`) is refused instead of reaching bytes it does not own or
+/// `Value<i8>`) is refused instead of reaching bytes it does not own or
 /// making invalid values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub(crate) struct TypeTag {

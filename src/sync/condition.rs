@@ -35,13 +35,13 @@ unsafe impl crate::ShmSafe for CondState {}
 ///
 /// ```
 /// use std::time::Duration;
-/// let ready = multiproc::Value::new(false)?;
+/// let ready = multiproc::Value::new(0u8)?;
 /// let cond = multiproc::Condition::new()?;
 /// let mut guard = ready.lock().unwrap();
-/// *guard = true;
+/// *guard = 1;
 /// cond.notify_all();
-/// // A waiter with a guard of `ready` would now see `true`:
-/// let r = cond.wait_while_timeout(&mut guard, Duration::ZERO, |ready| !*ready);
+/// // A waiter with a guard of `ready` would now see 1:
+/// let r = cond.wait_while_timeout(&mut guard, Duration::ZERO, |ready| *ready == 0);
 /// assert!(!r.timed_out());
 /// # Ok::<(), multiproc::Error>(())
 /// ```
