@@ -259,6 +259,8 @@ fn a_hostile_peer_gets_a_clear_error_and_its_descriptors_closed() {
 
 #[test]
 fn a_passed_end_keeps_working_beside_its_original() {
+    // Serialised: the hostile-peer test counts this process's descriptors.
+    let _s = serial();
     // In one process: the original and the received copy of one end both
     // send; the peer sees both, in order.
     let (carrier_a, carrier_b) = pipe(true).unwrap();
