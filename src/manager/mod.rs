@@ -429,8 +429,8 @@ pub struct ManagerBuilder {
     allow_threads: bool,
     legacy_auth: bool,
     init: Option<Init>,
-    /// [`pool_task`](Self::pool_task)s: the registration's and the
-    /// function's offsets, or why one cannot cross.
+    /// [`pool_task`](Self::pool_task)s: the registration's offset and the
+    /// task's key, or why one cannot cross.
     pool_tasks: Vec<Result<(u64, u64)>>,
 }
 
@@ -500,21 +500,28 @@ impl ManagerBuilder {
     }
 
     /// Lets clients run `f` on the server's pools ([`Manager::pool`]):
-    /// only the functions registered here can run there. A client names
-    /// a task by its code offset, which the server looks up among these,
-    /// so it never calls an address it read from a client (see the
-    /// `PoolProxy` docs). A function of a shared library makes
-    /// [`start`](Self::start) fail with [`Error::ForeignCode`].
+    /// only the functions registered here can run there. `f` is a function
+    /// item or a closure that captures nothing (a function pointer or a
+    /// capturing closure does not compile); a client names it by a key of
+    /// its type, which the server looks up among these, so it never calls
+    /// anything a client names (see the `PoolProxy` docs).
     #[cfg(feature = "pool")]
-    pub fn pool_task<A, R>(mut self, f: fn(A) -> R) -> Self
+    pub fn pool_task<F, A, R>(mut self, f: F) -> Self
     where
+        F: Fn(A) -> R + Copy + Send + Sync + 'static,
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
-        let registration: objects::pool::TaskRegistration = objects::pool::runner_of::<A, R>;
-        self.pool_tasks.push(
-            CodePtr::new(registration).and_then(|r| Ok((r.offset(), CodePtr::new(f)?.offset()))),
-        );
+        const {
+            assert!(
+                std::mem::size_of::<F>() == 0,
+                "a pool task captures nothing"
+            )
+        };
+        let _ = f;
+        let registration: objects::pool::TaskRegistration = objects::pool::runner_of::<F, A, R>;
+        self.pool_tasks
+            .push(CodePtr::new(registration).map(|r| (r.offset(), objects::pool::task_key::<F>())));
         self
     }
 
@@ -893,27 +900,27 @@ struct ServerArgs {
     /// the initializer's, and its encoded arguments.
     init: Option<(u64, u64, Vec<u8>)>,
     /// [`ManagerBuilder::pool_task`]s: each registration's `CodePtr`
-    /// offset and the task function's.
+    /// offset and the task's key.
     pool_tasks: Vec<(u64, u64)>,
 }
 
-/// Registers pool tasks (registration and function offsets) for this
+/// Registers pool tasks (registration offset and task key) for this
 /// process's servers.
 ///
 /// # Safety
 ///
-/// Each pair must come from [`ManagerBuilder::pool_task`] (the offsets of
-/// `runner_of::<A, R>` and of an `fn(A) -> R`, made together), in this
+/// Each pair must come from [`ManagerBuilder::pool_task`] (the offset of
+/// `runner_of::<F, A, R>` and the key of `F`, made together), in this
 /// process or in the one that started this server (same executable),
 /// handed over on a channel no other process can write.
 #[cfg(feature = "pool")]
 unsafe fn register_pool_tasks(tasks: &[(u64, u64)]) -> Result<()> {
-    for &(registration, function) in tasks {
+    for &(registration, key) in tasks {
         let code = Code::from_offset(registration)?;
         // SAFETY: the caller vouches that `registration` is the offset of
         // a `CodePtr<TaskRegistration>`.
         let r = unsafe { code.assume::<objects::pool::TaskRegistration>() };
-        objects::pool::register(function, r.get()(()));
+        objects::pool::register(key, r.get()(()));
     }
     Ok(())
 }
@@ -1446,23 +1453,15 @@ mod tests {
     }
 
     #[test]
-    fn an_initializer_or_pool_task_from_a_shared_library_is_refused() {
+    fn an_initializer_from_a_shared_library_is_refused() {
         let f = crate::process::code::tests::foreign::<(), std::result::Result<(), String>>();
         match Manager::builder().initializer(f, ()).start() {
             Err(Error::ForeignCode { object, .. }) => assert!(object.contains("libc"), "{object}"),
             Err(e) => panic!("{e}"),
             Ok(_) => panic!("a server was started"),
         }
-        #[cfg(feature = "pool")]
-        {
-            let f = crate::process::code::tests::foreign::<u64, u64>();
-            match Manager::builder().pool_task(f).start() {
-                Err(Error::ForeignCode { object, .. }) => {
-                    assert!(object.contains("libc"), "{object}")
-                }
-                Err(e) => panic!("{e}"),
-                Ok(_) => panic!("a server was started"),
-            }
-        }
+        // A pool task from a shared library cannot even be named:
+        // `pool_task` takes zero-sized function types only, never a
+        // pointer, and the server calls it through its type.
     }
 }

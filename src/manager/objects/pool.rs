@@ -1,13 +1,16 @@
 //! A pool of worker processes held by the server (Python's
 //! `SyncManager.Pool`), used by clients through a `PoolProxy`.
 //!
-//! Tasks are plain functions of the main executable, as for
-//! [`Pool`](crate::pool::Pool), and a client names one by its code offset.
-//! The server never calls an offset it reads from a client: it looks the
-//! offset up in the table of the functions registered with
+//! Tasks are functions (fn items or closures that capture nothing), and a
+//! client names one by its [`task_key`]: a hash of the function's own
+//! type, the same in every process running one executable. Not by its code
+//! address: in an optimised build a small function can have a copy per
+//! codegen unit, so two places in one program can see two addresses for
+//! one function. The server never calls anything a client names: it looks
+//! the key up in the table of the tasks registered with
 //! `ManagerBuilder::pool_task` before it started ([`register`]), which
 //! reached it through its own arguments (fork memory or the spawn
-//! bootstrap). An offset that is not in the table is refused. Arguments and
+//! bootstrap). A key that is not in the table is refused. Arguments and
 //! results travel encoded and are decoded by serde only.
 //!
 //! The server has a thread per connection, so its pool spawns its workers
@@ -25,65 +28,88 @@ use crate::manager::protocol::{Bytes, dec_args, enc, remote};
 use crate::manager::server::Cx;
 use crate::pool::Pool;
 use crate::process::StartMethod;
-use crate::process::code::Code;
 
-/// Runs the task at a function offset over encoded arguments on a pool:
-/// the encoded results, in order.
-pub(crate) type TaskRunner = fn(&Pool, u64, &[Bytes<'_>]) -> Result<Vec<Vec<u8>>>;
+/// Runs one registered task over encoded arguments on a pool: the encoded
+/// results, in order.
+pub(crate) type TaskRunner = fn(&Pool, &[Bytes<'_>]) -> Result<Vec<Vec<u8>>>;
 
 /// What crosses to the server for a task function: a function of the main
 /// executable that gives the runner made for the task's types.
 pub(crate) type TaskRegistration = fn(()) -> TaskRunner;
 
-/// The runner of a task of type `fn(A) -> R` (a [`TaskRegistration`]).
-pub(crate) fn runner_of<A, R>((): ()) -> TaskRunner
+/// The key a task `F` is named by: a hash of its type's `TypeId`, with the
+/// fixed keys of `DefaultHasher::new()` (the same in every process running
+/// one executable; another build's keys simply miss the table).
+pub(crate) fn task_key<F: 'static>() -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    std::any::TypeId::of::<F>().hash(&mut h);
+    h.finish()
+}
+
+/// The runner of the task `F` (a [`TaskRegistration`]).
+pub(crate) fn runner_of<F, A, R>((): ()) -> TaskRunner
 where
+    F: Fn(A) -> R + Copy + Send + Sync + 'static,
     A: Serialize + DeserializeOwned + 'static,
     R: Serialize + DeserializeOwned + 'static,
 {
-    run_task::<A, R>
+    run_task::<F, A, R>
 }
 
-fn run_task<A, R>(pool: &Pool, function: u64, args: &[Bytes<'_>]) -> Result<Vec<Vec<u8>>>
+fn run_task<F, A, R>(pool: &Pool, args: &[Bytes<'_>]) -> Result<Vec<Vec<u8>>>
 where
+    F: Fn(A) -> R + Copy + Send + Sync + 'static,
     A: Serialize + DeserializeOwned + 'static,
     R: Serialize + DeserializeOwned + 'static,
 {
     let items: Vec<A> = args.iter().map(|b| dec_args(b.0)).collect::<Result<_>>()?;
-    let code = Code::from_offset(function)?;
-    // SAFETY: `function` is a key of the task table, whose every entry
-    // pairs the offset of a `CodePtr<fn(A) -> R>` made by
-    // `ManagerBuilder::pool_task::<A, R>` with the registration of this
-    // very runner (`runner_of::<A, R>`), made in the same call ([`register`]
-    // is given both from the server's arguments, which no other process can
-    // write, or from this process's builder); this process runs the same
-    // executable image.
-    let f = unsafe { code.assume::<fn(A) -> R>() }.get();
-    pool.map(f, items)?.iter().map(enc).collect()
+    pool.map(call_task::<F, A, R>, items)?
+        .iter()
+        .map(enc)
+        .collect()
 }
 
-/// The task functions this process's servers run: function offset and
-/// runner. One table per process: an offset names one function, whose
-/// runner is the one made for its types, whichever builder registered it.
+/// Calls the task `F`, a zero-sized function type (an fn item or a closure
+/// that captures nothing), on `a`: a plain function the pool's workers can
+/// be handed.
+fn call_task<F, A, R>(a: A) -> R
+where
+    F: Fn(A) -> R + Copy + Send + Sync + 'static,
+{
+    const { assert!(std::mem::size_of::<F>() == 0) };
+    // SAFETY: `F` is zero-sized (checked at compile time above), so a value
+    // has no bytes that could be invalid. This function is instantiated
+    // only through `runner_of::<F, ..>`, which only
+    // `ManagerBuilder::pool_task(f: F)` names, so a value of `F` existed in
+    // the program that registered it; `F: Copy`, so making one here is a
+    // copy of that value, not a forgery of one nobody was given.
+    let f: F = unsafe { std::mem::zeroed() };
+    f(a)
+}
+
+/// The tasks this process's servers run: key and runner. One table per
+/// process: a key names one function type, whose runner is the one made
+/// for it, whichever builder registered it.
 static TASKS: Mutex<Option<HashMap<u64, TaskRunner>>> = Mutex::new(None);
 
-/// Registers the task at `function` (an offset) with its runner.
-pub(crate) fn register(function: u64, runner: TaskRunner) {
+/// Registers the task of key `key` ([`task_key`]) with its runner.
+pub(crate) fn register(key: u64, runner: TaskRunner) {
     TASKS
         .lock()
         .get_or_insert_with(HashMap::new)
-        .insert(function, runner);
+        .insert(key, runner);
 }
 
-fn runner(function: u64) -> Option<TaskRunner> {
-    TASKS.lock().as_ref()?.get(&function).copied()
+fn runner(key: u64) -> Option<TaskRunner> {
+    TASKS.lock().as_ref()?.get(&key).copied()
 }
 
 /// An operation on a pool.
 #[derive(Serialize, Deserialize, Debug, PartialEq, Eq)]
 pub(crate) enum PoolOp<'a> {
-    /// Runs the task at a function offset (a registered one) on each
-    /// argument. Answer: the results, in order.
+    /// Runs the task of a key (a registered one, see [`task_key`]) on
+    /// each argument. Answer: the results, in order.
     Map(u64, #[serde(borrow)] Vec<Bytes<'a>>),
     /// Accepts no more tasks. Answer: unit.
     Close,
@@ -128,7 +154,7 @@ impl PoolObj {
                          ManagerBuilder::pool_task",
                     )
                 })?;
-                Answer::Items(run(&self.0, function, &args)?)
+                Answer::Items(run(&self.0, &args)?)
             }
             PoolOp::Close => {
                 self.0.close();

@@ -9,7 +9,6 @@ use super::{Proxy, TypedProxy};
 use crate::error::{Error, Result};
 use crate::manager::objects::pool::PoolOp;
 use crate::manager::protocol::{Bytes, enc};
-use crate::process::code::CodePtr;
 
 typed_proxy!(
     /// A pool of worker processes held by a manager's server (Python's
@@ -17,8 +16,9 @@ typed_proxy!(
     ///
     /// A task is a function registered with the server before it started
     /// ([`ManagerBuilder::pool_task`](crate::manager::ManagerBuilder::pool_task)).
-    /// The call names it by its offset in the program's code (the same in
-    /// every process running this executable); the server runs only the
+    /// The call names it by a key of its type (the same in every process
+    /// running this executable; not its code address, which an optimised
+    /// build may give one function several of); the server runs only the
     /// functions in its own table, so a client cannot make it jump
     /// anywhere else. Any other function is a
     /// [`BadArguments`](crate::RemoteErrorKind::BadArguments) error. A
@@ -30,8 +30,9 @@ typed_proxy!(
 impl PoolProxy {
     /// Runs `f(arg)` on a worker and returns its result (Python's
     /// `apply`).
-    pub fn apply<A, R>(&self, f: fn(A) -> R, arg: &A) -> Result<R>
+    pub fn apply<F, A, R>(&self, f: F, arg: &A) -> Result<R>
     where
+        F: Fn(A) -> R + Copy + Send + Sync + 'static,
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
@@ -42,16 +43,14 @@ impl PoolProxy {
 
     /// Runs `f` on each of `items` across the workers; the results in
     /// order (Python's `map`).
-    pub fn map<'a, A, R>(
-        &self,
-        f: fn(A) -> R,
-        items: impl IntoIterator<Item = &'a A>,
-    ) -> Result<Vec<R>>
+    pub fn map<'a, F, A, R>(&self, f: F, items: impl IntoIterator<Item = &'a A>) -> Result<Vec<R>>
     where
+        F: Fn(A) -> R + Copy + Send + Sync + 'static,
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
-        let function = CodePtr::new(f)?.offset();
+        let _ = f;
+        let function = crate::manager::objects::pool::task_key::<F>();
         let args: Vec<Vec<u8>> = items.into_iter().map(enc).collect::<Result<_>>()?;
         let b: Vec<Bytes<'_>> = args.iter().map(|x| Bytes(x)).collect();
         self.proxy.op(&PoolOp::Map(function, b))
