@@ -51,7 +51,8 @@ fn main() -> multiproc::Result<()> {
             let ns: Vec<u64> = (1..=20).filter(|n| n % 2 == half).collect();
             let steps = pool.map(collatz_steps, &ns)?;
             let pairs: Vec<(u64, u64)> = ns.into_iter().zip(steps).collect();
-            results.extend(&pairs)
+            results.extend(&pairs)?;
+            Ok(())
         });
         p.start()?;
         children.push(p);

@@ -220,9 +220,9 @@ pub use parent_process::{ParentProcess, parent_process};
 #[cfg(feature = "pool")]
 pub use pool::{AsyncResult, IMap, Pool, PoolBuilder};
 pub use process::{
-    CurrentProcess, GroupError, JoinError, Process, ProcessGroup, ResultError, StartError,
-    StartMethod, active_children, current_process, init, parent_alive, set_start_method,
-    start_method,
+    CurrentProcess, GroupError, JoinError, JoinOkError, Process, ProcessGroup, ResultError,
+    SignalError, StartError, StartMethod, active_children, current_process, init, parent_alive,
+    set_start_method, start_method,
 };
 #[cfg(feature = "queue")]
 pub use queue::{

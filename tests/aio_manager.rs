@@ -12,9 +12,10 @@ use std::time::{Duration, Instant};
 
 use common::aio::{bounded, rt};
 use common::{join_ok, serial, spawn};
+use multiproc::RemoteErrorKind;
 use multiproc::aio::proxy_call;
+use multiproc::manager::ProxyError;
 use multiproc::manager::{Manager, ManagerBuilder, TypedProxy};
-use multiproc::{Error, RemoteErrorKind};
 use serde::{Deserialize, Serialize};
 use tokio::time::timeout;
 
@@ -73,7 +74,7 @@ fn proxy_methods_are_awaited_with_their_answers_and_errors() {
         assert!(
             matches!(
                 e,
-                Error::Remote {
+                ProxyError::Remote {
                     kind: RemoteErrorKind::Index,
                     ..
                 }
@@ -146,7 +147,7 @@ fn a_closure_whose_calls_drift_between_runs_is_refused() {
             value.set(&n)
         }))
         .await;
-        assert!(matches!(r, Err(Error::InvalidArgument(_))), "{r:?}");
+        assert!(matches!(r, Err(ProxyError::InvalidArgument(_))), "{r:?}");
     });
     // Only the first run's call was sent.
     assert_eq!(value.get().unwrap(), 1);
@@ -238,11 +239,11 @@ fn an_async_call_to_a_killed_server_fails_promptly() {
         )
         .unwrap();
         let (r, _) = bounded(pending).await.unwrap();
-        assert!(matches!(r, Err(Error::ServerGone(_))), "{r:?}");
+        assert!(matches!(r, Err(ProxyError::ServerGone(_))), "{r:?}");
         // A new call fails at once too.
         let t = Instant::now();
         let r = bounded(proxy_call(|| list.len())).await;
-        assert!(matches!(r, Err(Error::ServerGone(_))), "{r:?}");
+        assert!(matches!(r, Err(ProxyError::ServerGone(_))), "{r:?}");
         assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
     });
 }

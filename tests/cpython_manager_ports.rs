@@ -14,8 +14,9 @@ use std::time::{Duration, Instant};
 
 use common::{join_ok, serial, spawn};
 use multiproc::connection::listener::Address;
+use multiproc::manager::{ConnectError, ProxyError};
 use multiproc::manager::{DictProxy, ListProxy, Manager, ManagerBuilder, Proxy, TypedProxy};
-use multiproc::{Error, RemoteErrorKind, StartMethod};
+use multiproc::{RemoteErrorKind, StartMethod};
 use serde::{Deserialize, Serialize};
 
 const KEY: &[u8] = b"cpython ports";
@@ -35,13 +36,6 @@ fn builder() -> ManagerBuilder {
 
 fn start() -> Manager {
     builder().start().expect("start a manager")
-}
-
-fn kind(e: &Error) -> Option<&RemoteErrorKind> {
-    match e {
-        Error::Remote { kind, .. } => Some(kind),
-        _ => None,
-    }
 }
 
 fn temp_sock(tag: &str) -> (std::path::PathBuf, Address) {
@@ -120,7 +114,7 @@ fn mymanager_test_mymanager_and_context() {
         drop(m);
         assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
         // The proxy outlived its server: a clear error, no hang.
-        assert!(matches!(foo.f(), Err(Error::ServerGone(_))));
+        assert!(matches!(foo.f(), Err(ProxyError::ServerGone(_))));
     }
 }
 
@@ -134,12 +128,12 @@ fn mymanager_test_exposed_methods() {
     let foo: FooProxy = m.create(&Foo).unwrap();
     let e = foo.g().unwrap_err();
     assert!(
-        matches!(kind(&e), Some(RemoteErrorKind::Custom(k)) if k == "panic"),
+        matches!(e.kind(), Some(RemoteErrorKind::Custom(k)) if k == "panic"),
         "{e}"
     );
     assert!(e.to_string().contains("g() raises on purpose"), "{e}");
     let e = foo.proxy().call::<_, String>("h", &()).unwrap_err();
-    assert_eq!(kind(&e), Some(&RemoteErrorKind::UnknownMethod));
+    assert_eq!(e.kind(), Some(&RemoteErrorKind::UnknownMethod));
     assert_eq!(foo.f().unwrap(), "f()");
 }
 
@@ -178,7 +172,7 @@ fn remote_test_remote() {
     drop(other);
     assert!(matches!(
         Manager::connect(m.address(), b"wrong"),
-        Err(Error::AuthenticationFailed(_))
+        Err(ConnectError::AuthenticationFailed(_))
     ));
 }
 
@@ -203,7 +197,7 @@ fn containers_test_list() {
     let c = m.list_from(&b.slice(..2).unwrap()).unwrap();
     assert_eq!(c.to_vec().unwrap(), [0, 1]);
     let e = a.index(&100).unwrap_err();
-    assert_eq!(kind(&e), Some(&RemoteErrorKind::Value));
+    assert_eq!(e.kind(), Some(&RemoteErrorKind::Value));
     a.remove(&0).unwrap();
     assert_eq!(a.get(0).unwrap(), 1);
     let mut kid = {
@@ -341,7 +335,7 @@ fn containers_test_namespace() {
     assert_eq!(n.names().unwrap(), ["_hidden", "age", "job", "name"]);
     assert!(n.remove("job").unwrap());
     let e = n.get::<String>("job").unwrap_err();
-    assert_eq!(kind(&e), Some(&RemoteErrorKind::Key));
+    assert_eq!(e.kind(), Some(&RemoteErrorKind::Key));
     assert_eq!(n.get::<u8>("age").unwrap(), 7);
 }
 
@@ -444,7 +438,7 @@ fn lock_test_lock() {
     assert!(lock.try_acquire().unwrap());
     assert!(!lock.try_acquire().unwrap());
     lock.release().unwrap();
-    assert!(matches!(lock.release(), Err(Error::NotOwner)));
+    assert!(matches!(lock.release(), Err(ProxyError::NotOwner)));
 }
 
 // Ports _TestLock.test_rlock (manager variant).
@@ -459,7 +453,7 @@ fn lock_test_rlock() {
     for _ in 0..3 {
         lock.release().unwrap();
     }
-    assert!(matches!(lock.release(), Err(Error::NotOwner)));
+    assert!(matches!(lock.release(), Err(ProxyError::NotOwner)));
 }
 
 // Ports _TestLock.test_lock_context (manager variant): the guard releases.

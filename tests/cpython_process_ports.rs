@@ -353,7 +353,7 @@ fn test_parent_process() {
 
 /// CPython's `_kill_process`: a sleeping child is stopped by `stop`; returns
 /// its exit code.
-fn kill_process(stop: fn(&mut Process<'static>) -> multiproc::Result<()>) -> i32 {
+fn kill_process(stop: fn(&mut Process<'static>) -> Result<(), multiproc::SignalError>) -> i32 {
     let mut p = spawn(hang);
     let pid = p.pid().unwrap();
     assert!(p.is_alive());
@@ -515,7 +515,7 @@ fn test_many_processes() {
     for (sig, stop) in [
         (
             Signal::SIGTERM,
-            Process::terminate as fn(&mut Process<'static>) -> multiproc::Result<()>,
+            Process::terminate as fn(&mut Process<'static>) -> Result<(), multiproc::SignalError>,
         ),
         (Signal::SIGKILL, Process::kill),
     ] {

@@ -137,7 +137,7 @@ fn signals_are_the_crates_own_type() {
     let rt = Signal::from_raw(40).unwrap();
     let mut p = Process::new(|| ());
     let e = p.signal(rt).unwrap_err();
-    assert!(matches!(e, Error::NotStarted), "{e:?}");
+    assert!(matches!(e, multiproc::SignalError::NotStarted), "{e:?}");
 }
 
 #[test]

@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 
 use common::{join_ok, serial, spawn, spawn_in};
 use multiproc::connection::listener::Address;
+use multiproc::manager::ProxyError;
 use multiproc::manager::{DictProxy, ListProxy, Manager, ManagerBuilder, QueueProxy};
-use multiproc::{Error, RemoteErrorKind, StartMethod};
+use multiproc::{RemoteErrorKind, StartMethod};
 
 const KEY: &[u8] = b"manager parity key";
 
@@ -95,7 +96,7 @@ fn a_started_server_ignores_sigint_like_pythons() {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         match l.len() {
-            Err(Error::ServerGone(_)) => break,
+            Err(ProxyError::ServerGone(_)) => break,
             Ok(_) => {}
             Err(e) => panic!("{e}"),
         }
@@ -226,14 +227,14 @@ fn a_client_connecting_by_address_fetches_named_objects() {
         results.insert(&job, &(job.len() as u64)).unwrap();
         // A wrong kind is a clear error, and a missing name too.
         match c.get::<ListProxy<String>>("jobs") {
-            Err(Error::Remote {
+            Err(ProxyError::Remote {
                 kind: RemoteErrorKind::BadArguments,
                 message,
             }) => assert!(message.contains("\"queue\", not a \"list\""), "{message}"),
             other => panic!("{other:?}"),
         }
         match c.get::<QueueProxy<String>>("nothing") {
-            Err(Error::Remote {
+            Err(ProxyError::Remote {
                 kind: RemoteErrorKind::Key,
                 ..
             }) => {}
@@ -258,7 +259,7 @@ fn a_client_connecting_by_address_fetches_named_objects() {
     let foreign = other.list::<u8>().unwrap();
     assert!(matches!(
         m.expose("foreign", &foreign),
-        Err(Error::InvalidArgument(_))
+        Err(ProxyError::InvalidArgument(_))
     ));
     drop(foreign);
     other.shutdown().unwrap();
@@ -279,7 +280,7 @@ fn a_standalone_server_exposes_what_its_setup_made() {
             .serve_with_setup(|m| {
                 let q = m.queue::<u64>()?;
                 q.put(&41)?;
-                m.expose("numbers", &q)
+                Ok(m.expose("numbers", &q)?)
             })
             .unwrap();
     });

@@ -16,8 +16,9 @@ mod manager_cases;
 
 use libtest_mimic::{Arguments, Failed, Trial};
 use multiproc::connection::listener::Address;
+use multiproc::manager::{ConnectError, ProxyError};
 use multiproc::manager::{ListProxy, Manager};
-use multiproc::{Error, Process, StartMethod};
+use multiproc::{Process, StartMethod};
 use serde::{Deserialize, Serialize};
 
 fn check(cond: bool, what: &str) -> Result<(), Failed> {
@@ -114,7 +115,7 @@ fn manager_pool_runs_registered_tasks() -> Result<(), Failed> {
         check(
             matches!(
                 &e,
-                Error::Remote {
+                ProxyError::Remote {
                     kind: RemoteErrorKind::BadArguments,
                     ..
                 }
@@ -153,7 +154,7 @@ fn manager_pool_runs_registered_tasks() -> Result<(), Failed> {
         check(
             matches!(
                 &e,
-                Error::Remote {
+                ProxyError::Remote {
                     kind: RemoteErrorKind::Value,
                     ..
                 }
@@ -213,7 +214,7 @@ fn standalone_serve_reached_by_address() -> Result<(), Failed> {
     let m = loop {
         match Manager::connect(&address, &key) {
             Ok(m) => break m,
-            Err(Error::ServerGone(_)) if server.is_alive() => {
+            Err(ConnectError::ServerGone(_)) if server.is_alive() => {
                 std::thread::sleep(Duration::from_millis(5))
             }
             Err(e) => return Err(e.to_string().into()),
@@ -221,7 +222,7 @@ fn standalone_serve_reached_by_address() -> Result<(), Failed> {
     };
     let wrong = Manager::connect(&address, b"wrong");
     check(
-        matches!(wrong, Err(Error::AuthenticationFailed(_))),
+        matches!(wrong, Err(ConnectError::AuthenticationFailed(_))),
         "a wrong key is refused",
     )?;
     let d = m.dict::<u32, u32>()?;
@@ -234,7 +235,7 @@ fn standalone_serve_reached_by_address() -> Result<(), Failed> {
         "serve returned Ok on SIGTERM",
     )?;
     check(
-        matches!(d.get(&1), Err(Error::ServerGone(_))),
+        matches!(d.get(&1), Err(ProxyError::ServerGone(_))),
         "calls fail once the server is gone",
     )?;
     drop(d);

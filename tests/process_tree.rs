@@ -39,7 +39,7 @@ fn panic_message_reaches_the_parent() {
     assert!(p.panicked());
     assert_eq!(p.message().as_deref(), Some("the answer is 42"));
     match p.join_ok() {
-        Err(Error::ChildFailed {
+        Err(multiproc::JoinOkError::ChildFailed {
             status, message, ..
         }) => {
             assert_eq!(status, ExitStatus::Exited(1));
@@ -223,7 +223,7 @@ fn a_group_is_signalled_as_a_whole() {
         let mut plain = spawn_in(ps, || ());
         assert!(matches!(
             plain.signal_group(Signal::SIGTERM),
-            Err(Error::InvalidArgument(_))
+            Err(multiproc::SignalError::NoGroup)
         ));
         join_ok(&mut plain);
     })

@@ -1462,7 +1462,7 @@ fn garbage(size: Size) -> Outcome<Report> {
     }
     // Another client process still gets served.
     let list2 = list.clone();
-    let mut other = Process::new(move || -> multiproc::Result<()> { list2.push(&7) })
+    let mut other = Process::new(move || -> multiproc::Result<()> { Ok(list2.push(&7)?) })
         .with_die_with_parent(true);
     other.start()?;
     if !matches!(other.join_timeout(STUCK), Ok(Some(s)) if s.success()) {

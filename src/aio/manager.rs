@@ -68,10 +68,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, Result};
-use crate::manager::Proxy;
 use crate::manager::channel::ReadEnd;
 use crate::manager::client::{Session, encode_call, finish, gone};
 use crate::manager::protocol::{CONTROL, dec, enc};
+use crate::manager::{Proxy, ProxyError};
 
 /// A request, as matched between runs.
 #[derive(Clone, PartialEq, Eq)]
@@ -318,14 +318,17 @@ const MAX_CALLS: usize = 4096;
 /// argument computed from the clock, as
 /// [`ConditionProxy::wait_for`](crate::manager::ConditionProxy::wait_for)
 /// with a timeout computes its waits) fails the future with
-/// [`Error::InvalidArgument`], and so does a closure that would send more
+/// [`ProxyError::InvalidArgument`] (turned into the closure's error type),
+/// and so does a closure that would send more
 /// than 4096 requests. See [the module documentation](self) for how, and
 /// what blocks still.
 ///
 /// Cancellation: dropping the future closes the connection of the call it
 /// awaits, whose reply is then never read (no later call can see it); the
 /// call may or may not have run on the server.
-pub async fn proxy_call<T>(mut f: impl FnMut() -> Result<T>) -> Result<T> {
+pub async fn proxy_call<T, E: From<ProxyError>>(
+    mut f: impl FnMut() -> Result<T, E>,
+) -> Result<T, E> {
     let mut answers: Vec<(Key, Got)> = Vec::new();
     let mut used = Vec::new();
     loop {
@@ -346,14 +349,16 @@ pub async fn proxy_call<T>(mut f: impl FnMut() -> Result<T>) -> Result<T> {
                 && k.flags == key.flags
         });
         if drifted {
-            return Err(Error::InvalidArgument(
+            return Err(ProxyError::InvalidArgument(
                 "proxy_call: the closure made other calls when run again",
-            ));
+            )
+            .into());
         }
         if answers.len() >= MAX_CALLS {
-            return Err(Error::InvalidArgument(
+            return Err(ProxyError::InvalidArgument(
                 "proxy_call: the closure makes too many calls",
-            ));
+            )
+            .into());
         }
         let got = send_and_wait(&session, &key).await;
         answers.push((key, got));
@@ -366,9 +371,9 @@ impl Proxy {
         &self,
         method: &str,
         args: &A,
-    ) -> Result<R> {
-        let args = enc(args)?;
+    ) -> Result<R, ProxyError> {
+        let args = enc(args).map_err(ProxyError::from_internal)?;
         let raw = proxy_call(|| self.call_raw(method, &args)).await?;
-        dec(&raw)
+        dec(&raw).map_err(ProxyError::from_internal)
     }
 }

@@ -121,6 +121,7 @@
 
 pub(crate) mod channel;
 pub(crate) mod client;
+mod error;
 pub(crate) mod objects;
 pub(crate) mod protocol;
 mod proxy;
@@ -144,6 +145,7 @@ use client::Session;
 use objects::{Constructor, Object, Registered};
 use protocol::{Bytes, ControlOp, dec, enc};
 
+pub use error::{ConnectError, ProxyError};
 #[cfg(feature = "pool")]
 pub use proxy::PoolProxy;
 pub use proxy::{
@@ -230,7 +232,8 @@ pub mod __private {
 /// Each listed method must exist on the type with the same signature;
 /// arguments and results must be serializable. The proxy gets one method
 /// per entry, taking the arguments by value and returning
-/// `multiproc::Result<R>`. Only the listed methods can be called remotely.
+/// `Result<R, multiproc::manager::ProxyError>`. Only the listed methods can
+/// be called remotely.
 ///
 /// ```no_run
 /// use multiproc::manager::Manager;
@@ -306,7 +309,7 @@ macro_rules! manager_type {
                 #[doc = concat!("Calls `", stringify!($method), "` on the object in the server.")]
                 $(#[$mm])*
                 #[allow(clippy::unused_unit)]
-                pub fn $method(&self $(, $arg: $argty)*) -> $crate::Result<$crate::__manager_ret!($($ret)?)> {
+                pub fn $method(&self $(, $arg: $argty)*) -> ::std::result::Result<$crate::__manager_ret!($($ret)?), $crate::manager::ProxyError> {
                     self.0.call(stringify!($method), &($($arg,)*))
                 }
             )*
@@ -574,11 +577,18 @@ impl ManagerBuilder {
     /// that started it is dropped or [shut down](Manager::shutdown), on
     /// SIGTERM, or when the process that started it ends.
     ///
-    /// Errors: [`Error::ForeignCode`] if a registered type's code lives in
-    /// a shared library rather than the main executable (the server
-    /// process could not find it); the errors of starting the process and
-    /// connecting.
-    pub fn start(self) -> Result<Manager> {
+    /// Errors: [`ConnectError::ForeignCode`] if a registered type's code
+    /// lives in a shared library rather than the main executable (the
+    /// server process could not find it); [`ConnectError::Start`] (or
+    /// [`ConnectError::Os`] naming the failed call) if the server process
+    /// could not be started,
+    /// [`ConnectError::InitializerFailed`] if its initializer failed,
+    /// [`ConnectError::ServerGone`] if it ended or did not answer in time.
+    pub fn start(self) -> Result<Manager, ConnectError> {
+        self.start_any().map_err(ConnectError::from_internal)
+    }
+
+    fn start_any(self) -> Result<Manager> {
         let pool_tasks = self.checked_pool_tasks()?;
         // Registered types cross to the server as code offsets: functions of
         // the main executable only.
@@ -810,13 +820,15 @@ impl ManagerBuilder {
             std::thread::Builder::new()
                 .name("mp-manager-setup".into())
                 .spawn(move || {
-                    let r = Manager::connect(&at, &key).and_then(|m| {
-                        let r = f(&m);
-                        if r.is_err() {
-                            let _ = m.session().and_then(|s| s.control(&ControlOp::Shutdown));
-                        }
-                        r
-                    });
+                    let r = Manager::connect(&at, &key)
+                        .map_err(Error::from)
+                        .and_then(|m| {
+                            let r = f(&m);
+                            if r.is_err() {
+                                let _ = m.control_raw(&ControlOp::Shutdown);
+                            }
+                            r
+                        });
                     if let Err(e) = r {
                         *failed.lock() = Some(e);
                         // The server may be waiting for a connection: one
@@ -1103,7 +1115,7 @@ impl std::fmt::Debug for Manager {
 impl Manager {
     /// Starts a server process with the built-in types and connects to it
     /// (see [`ManagerBuilder`] for the options).
-    pub fn start() -> Result<Manager> {
+    pub fn start() -> Result<Manager, ConnectError> {
         Manager::builder().start()
     }
 
@@ -1113,8 +1125,11 @@ impl Manager {
     }
 
     /// Connects to a running server (Python's `BaseManager.connect`).
-    pub fn connect(address: &Address, authkey: &[u8]) -> Result<Manager> {
-        let session = Session::get(address, authkey)?;
+    ///
+    /// [`ConnectError::ServerGone`] if no server answers there,
+    /// [`ConnectError::AuthenticationFailed`] if it refuses the key.
+    pub fn connect(address: &Address, authkey: &[u8]) -> Result<Manager, ConnectError> {
+        let session = Session::get(address, authkey).map_err(ConnectError::from_internal)?;
         Ok(Manager {
             session: parking_lot::Mutex::new(session),
             address: address.clone(),
@@ -1143,20 +1158,36 @@ impl Manager {
     }
 
     /// This process's session (a new one after a fork).
-    fn session(&self) -> Result<Arc<Session>> {
+    fn session(&self) -> Result<Arc<Session>, ProxyError> {
         let mut s = self.session.lock();
         if !s.is_current() {
-            *s = Session::get(&self.address, &self.authkey)?;
+            *s = Session::get(&self.address, &self.authkey).map_err(ProxyError::from_internal)?;
         }
         Ok(s.clone())
     }
 
-    fn make<P: TypedProxy>(&self, init: &[u8]) -> Result<P> {
+    /// Runs an operation on the server itself; its encoded answer.
+    fn control_raw(&self, op: &ControlOp<'_>) -> Result<Vec<u8>, ProxyError> {
+        self.session()?
+            .control(op)
+            .map_err(ProxyError::from_internal)
+    }
+
+    /// Runs an operation on the server itself; its answer.
+    fn control<R: DeserializeOwned>(&self, op: &ControlOp<'_>) -> Result<R, ProxyError> {
+        proxy::dec(&self.control_raw(op)?)
+    }
+
+    fn make<P: TypedProxy>(&self, init: &[u8]) -> Result<P, ProxyError> {
         let session = self.session()?;
-        let id: u64 = dec(&session.control(&ControlOp::Create {
-            typeid: P::TYPE_ID,
-            init: Bytes(init),
-        })?)?;
+        let id: u64 = proxy::dec(
+            &session
+                .control(&ControlOp::Create {
+                    typeid: P::TYPE_ID,
+                    init: Bytes(init),
+                })
+                .map_err(ProxyError::from_internal)?,
+        )?;
         Ok(P::from_proxy_unchecked(Proxy::created(
             session,
             id,
@@ -1165,18 +1196,21 @@ impl Manager {
     }
 
     /// Makes an object of a registered type, starting as `value`.
-    pub fn create<T: Remote>(&self, value: &T) -> Result<T::Proxy> {
-        self.make(&enc(value)?)
+    pub fn create<T: Remote>(&self, value: &T) -> Result<T::Proxy, ProxyError> {
+        self.make(&proxy::enc(value)?)
     }
 
     /// An empty list.
-    pub fn list<T: Serialize + DeserializeOwned>(&self) -> Result<ListProxy<T>> {
-        self.make(&enc(&Vec::<Bytes<'_>>::new())?)
+    pub fn list<T: Serialize + DeserializeOwned>(&self) -> Result<ListProxy<T>, ProxyError> {
+        self.make(&proxy::enc(&Vec::<Bytes<'_>>::new())?)
     }
 
     /// A list holding `items`. Proxies among them keep their objects
     /// alive while the list holds them (see [`ListProxy`]).
-    pub fn list_from<T: Serialize + DeserializeOwned>(&self, items: &[T]) -> Result<ListProxy<T>> {
+    pub fn list_from<T: Serialize + DeserializeOwned>(
+        &self,
+        items: &[T],
+    ) -> Result<ListProxy<T>, ProxyError> {
         let list = self.list()?;
         if !items.is_empty() {
             list.extend(items)?;
@@ -1185,21 +1219,24 @@ impl Manager {
     }
 
     /// An empty dict.
-    pub fn dict<K, V>(&self) -> Result<DictProxy<K, V>>
+    pub fn dict<K, V>(&self) -> Result<DictProxy<K, V>, ProxyError>
     where
         K: Serialize + DeserializeOwned,
         V: Serialize + DeserializeOwned,
     {
-        self.make(&enc(&Vec::<(Bytes<'_>, Bytes<'_>)>::new())?)
+        self.make(&proxy::enc(&Vec::<(Bytes<'_>, Bytes<'_>)>::new())?)
     }
 
     /// An empty namespace.
-    pub fn namespace(&self) -> Result<NamespaceProxy> {
-        self.make(&enc(&Vec::<(String, Bytes<'_>)>::new())?)
+    pub fn namespace(&self) -> Result<NamespaceProxy, ProxyError> {
+        self.make(&proxy::enc(&Vec::<(String, Bytes<'_>)>::new())?)
     }
 
     /// A value. A proxy in it keeps its object alive while it is there.
-    pub fn value<T: Serialize + DeserializeOwned>(&self, value: &T) -> Result<ValueProxy<T>> {
+    pub fn value<T: Serialize + DeserializeOwned>(
+        &self,
+        value: &T,
+    ) -> Result<ValueProxy<T>, ProxyError> {
         let (bytes, proxies) = proxy::enc_noting(value, &self.address)?;
         let v: ValueProxy<T> = self.make(&bytes)?;
         if proxies {
@@ -1211,7 +1248,10 @@ impl Manager {
 
     /// A fixed-length array holding `items`. Proxies among them keep their
     /// objects alive while the array holds them.
-    pub fn array<T: Serialize + DeserializeOwned>(&self, items: &[T]) -> Result<ArrayProxy<T>> {
+    pub fn array<T: Serialize + DeserializeOwned>(
+        &self,
+        items: &[T],
+    ) -> Result<ArrayProxy<T>, ProxyError> {
         let mut v = Vec::with_capacity(items.len());
         let mut with_proxies = Vec::new();
         for (i, item) in items.iter().enumerate() {
@@ -1222,7 +1262,7 @@ impl Manager {
             v.push(bytes);
         }
         let b: Vec<Bytes<'_>> = v.iter().map(|x| Bytes(x)).collect();
-        let a: ArrayProxy<T> = self.make(&enc(&b)?)?;
+        let a: ArrayProxy<T> = self.make(&proxy::enc(&b)?)?;
         for i in with_proxies {
             a.set(i, &items[i])?;
         }
@@ -1230,64 +1270,66 @@ impl Manager {
     }
 
     /// An unbounded queue.
-    pub fn queue<T: Serialize + DeserializeOwned>(&self) -> Result<QueueProxy<T>> {
-        self.make(&enc(&0u64)?)
+    pub fn queue<T: Serialize + DeserializeOwned>(&self) -> Result<QueueProxy<T>, ProxyError> {
+        self.make(&proxy::enc(&0u64)?)
     }
 
     /// A queue of at most `maxsize` items (`0`: unbounded).
     pub fn queue_bounded<T: Serialize + DeserializeOwned>(
         &self,
         maxsize: usize,
-    ) -> Result<QueueProxy<T>> {
-        self.make(&enc(&(maxsize as u64))?)
+    ) -> Result<QueueProxy<T>, ProxyError> {
+        self.make(&proxy::enc(&(maxsize as u64))?)
     }
 
     /// An unbounded joinable queue.
-    pub fn joinable_queue<T: Serialize + DeserializeOwned>(&self) -> Result<JoinableQueueProxy<T>> {
-        self.make(&enc(&0u64)?)
+    pub fn joinable_queue<T: Serialize + DeserializeOwned>(
+        &self,
+    ) -> Result<JoinableQueueProxy<T>, ProxyError> {
+        self.make(&proxy::enc(&0u64)?)
     }
 
     /// A joinable queue of at most `maxsize` items (`0`: unbounded).
     pub fn joinable_queue_bounded<T: Serialize + DeserializeOwned>(
         &self,
         maxsize: usize,
-    ) -> Result<JoinableQueueProxy<T>> {
-        self.make(&enc(&(maxsize as u64))?)
+    ) -> Result<JoinableQueueProxy<T>, ProxyError> {
+        self.make(&proxy::enc(&(maxsize as u64))?)
     }
 
     /// A lock.
-    pub fn lock(&self) -> Result<LockProxy> {
+    pub fn lock(&self) -> Result<LockProxy, ProxyError> {
         self.make(&[])
     }
 
     /// A reentrant lock.
-    pub fn rlock(&self) -> Result<RLockProxy> {
+    pub fn rlock(&self) -> Result<RLockProxy, ProxyError> {
         self.make(&[])
     }
 
     /// A semaphore with `value` units.
-    pub fn semaphore(&self, value: u32) -> Result<SemaphoreProxy> {
-        self.make(&enc(&(value as u64, false))?)
+    pub fn semaphore(&self, value: u32) -> Result<SemaphoreProxy, ProxyError> {
+        self.make(&proxy::enc(&(value as u64, false))?)
     }
 
     /// A semaphore that refuses to be released past `value` units.
-    pub fn bounded_semaphore(&self, value: u32) -> Result<BoundedSemaphoreProxy> {
-        self.make(&enc(&(value as u64, true))?)
+    pub fn bounded_semaphore(&self, value: u32) -> Result<BoundedSemaphoreProxy, ProxyError> {
+        self.make(&proxy::enc(&(value as u64, true))?)
     }
 
     /// A condition variable with its own reentrant lock.
-    pub fn condition(&self) -> Result<ConditionProxy> {
+    pub fn condition(&self) -> Result<ConditionProxy, ProxyError> {
         self.make(&[])
     }
 
     /// An event.
-    pub fn event(&self) -> Result<EventProxy> {
+    pub fn event(&self) -> Result<EventProxy, ProxyError> {
         self.make(&[])
     }
 
     /// A barrier for `parties` parties.
-    pub fn barrier(&self, parties: u32) -> Result<BarrierProxy> {
-        self.make(&enc(&(parties as u64))?)
+    pub fn barrier(&self, parties: u32) -> Result<BarrierProxy, ProxyError> {
+        self.make(&proxy::enc(&(parties as u64))?)
     }
 
     /// A pool of `processes` worker processes (0: one per core) held by
@@ -1298,8 +1340,8 @@ impl Manager {
     /// last proxy goes (or the server stops). More than 1024 processes is
     /// a [`Value`](crate::RemoteErrorKind::Value) error.
     #[cfg(feature = "pool")]
-    pub fn pool(&self, processes: usize) -> Result<PoolProxy> {
-        self.make(&enc(&(processes as u64))?)
+    pub fn pool(&self, processes: usize) -> Result<PoolProxy, ProxyError> {
+        self.make(&proxy::enc(&(processes as u64))?)
     }
 
     /// Makes `proxy`'s object reachable by `name` on this server, for any
@@ -1334,22 +1376,21 @@ impl Manager {
     /// jobs.put(&"work".to_string())?;
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn expose<P: TypedProxy>(&self, name: &str, proxy: &P) -> Result<()> {
+    pub fn expose<P: TypedProxy>(&self, name: &str, proxy: &P) -> Result<(), ProxyError> {
         let token = proxy.proxy().token();
         if token.address != self.address {
-            return Err(Error::InvalidArgument(
+            return Err(ProxyError::InvalidArgument(
                 "the proxy's object lives in another manager's server",
             ));
         }
-        self.session()?
-            .control(&ControlOp::Expose { name, id: token.id })
+        self.control_raw(&ControlOp::Expose { name, id: token.id })
             .map(drop)
     }
 
     /// Removes the name `name`; whether it was there. Its object is freed
     /// if nothing else refers to it.
-    pub fn unexpose(&self, name: &str) -> Result<bool> {
-        dec(&self.session()?.control(&ControlOp::Unexpose(name))?)
+    pub fn unexpose(&self, name: &str) -> Result<bool, ProxyError> {
+        self.control(&ControlOp::Unexpose(name))
     }
 
     /// The object exposed as `name` (see [`expose`](Self::expose)), as a
@@ -1365,13 +1406,17 @@ impl Manager {
     /// A [`Key`](crate::RemoteErrorKind::Key) error if nothing is exposed
     /// as `name`; a [`BadArguments`](crate::RemoteErrorKind::BadArguments)
     /// error naming both kinds if the object is not a `P`.
-    pub fn get<P: TypedProxy>(&self, name: &str) -> Result<P> {
+    pub fn get<P: TypedProxy>(&self, name: &str) -> Result<P, ProxyError> {
         let session = self.session()?;
-        let (id, typeid): (u64, String) = dec(&session.control(&ControlOp::Lookup(name))?)?;
+        let (id, typeid): (u64, String) = proxy::dec(
+            &session
+                .control(&ControlOp::Lookup(name))
+                .map_err(ProxyError::from_internal)?,
+        )?;
         // The reference is this session's now: a proxy owns it, typed or not.
         let proxy = Proxy::created(session, id, &typeid);
         if typeid != P::TYPE_ID {
-            return Err(Error::Remote {
+            return Err(ProxyError::Remote {
                 kind: crate::RemoteErrorKind::BadArguments,
                 message: format!(
                     "the object exposed as {name:?} is a {typeid:?}, not a {:?}",
@@ -1383,28 +1428,25 @@ impl Manager {
     }
 
     /// The names objects are exposed under, sorted.
-    pub fn exposed(&self) -> Result<Vec<String>> {
-        dec(&self.session()?.control(&ControlOp::Names)?)
+    pub fn exposed(&self) -> Result<Vec<String>, ProxyError> {
+        self.control(&ControlOp::Names)
     }
 
     /// How many objects the server holds (Python's
     /// `_number_of_objects`): for checking that objects are freed.
-    pub fn object_count(&self) -> Result<usize> {
-        Ok(dec::<u64>(&self.session()?.control(&ControlOp::Count)?)? as usize)
+    pub fn object_count(&self) -> Result<usize, ProxyError> {
+        Ok(self.control::<u64>(&ControlOp::Count)? as usize)
     }
 
     /// Asks the server to stop (any connected client may), and, if this
     /// process started it, waits for it to exit (killing it after a few
     /// seconds) and removes its private directory.
-    pub fn shutdown(mut self) -> Result<()> {
+    pub fn shutdown(mut self) -> Result<(), ProxyError> {
         self.stop()
     }
 
-    fn stop(&mut self) -> Result<()> {
-        let asked = match self.session() {
-            Ok(s) => s.control(&ControlOp::Shutdown).map(drop),
-            Err(e) => Err(e),
-        };
+    fn stop(&mut self) -> Result<(), ProxyError> {
+        let asked = self.control_raw(&ControlOp::Shutdown).map(drop);
         let Some(mut h) = self.server.take() else {
             return asked;
         };
@@ -1417,7 +1459,7 @@ impl Manager {
             let _ = std::fs::remove_dir_all(d);
         }
         match asked {
-            Err(Error::ServerGone(_)) | Ok(()) => Ok(()),
+            Err(ProxyError::ServerGone(_)) | Ok(()) => Ok(()),
             Err(e) => Err(e),
         }
     }
@@ -1446,7 +1488,9 @@ mod tests {
         let f = crate::process::code::tests::foreign::<(), Constructor>();
         b.types.push(("plugin".to_owned(), f));
         match b.start() {
-            Err(Error::ForeignCode { object, .. }) => assert!(object.contains("libc"), "{object}"),
+            Err(ConnectError::ForeignCode { object, .. }) => {
+                assert!(object.contains("libc"), "{object}")
+            }
             Err(e) => panic!("{e}"),
             Ok(_) => panic!("a server was started"),
         }
@@ -1456,7 +1500,9 @@ mod tests {
     fn an_initializer_from_a_shared_library_is_refused() {
         let f = crate::process::code::tests::foreign::<(), std::result::Result<(), String>>();
         match Manager::builder().initializer(f, ()).start() {
-            Err(Error::ForeignCode { object, .. }) => assert!(object.contains("libc"), "{object}"),
+            Err(ConnectError::ForeignCode { object, .. }) => {
+                assert!(object.contains("libc"), "{object}")
+            }
             Err(e) => panic!("{e}"),
             Ok(_) => panic!("a server was started"),
         }

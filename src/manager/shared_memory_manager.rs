@@ -106,7 +106,7 @@ impl SharedMemoryManager {
         let shm = SharedMemory::create(None, size)?;
         if let Err(e) = self.segments().add(shm.name().to_owned()) {
             let _ = shm.unlink();
-            return Err(e);
+            return Err(e.into());
         }
         Ok(shm)
     }
@@ -117,13 +117,13 @@ impl SharedMemoryManager {
         let list = ShareableList::create(None, items)?;
         if let Err(e) = self.segments().add(list.name().to_owned()) {
             let _ = list.shm().unlink();
-            return Err(e);
+            return Err(e.into());
         }
         Ok(list)
     }
 
     /// The names of the blocks recorded so far.
-    pub fn names(&self) -> Result<Vec<String>> {
+    pub fn names(&self) -> Result<Vec<String>, super::ProxyError> {
         self.segments().names()
     }
 
@@ -139,11 +139,11 @@ impl SharedMemoryManager {
 
     fn stop(&mut self) -> Result<()> {
         let unlinked = match self.segments.take() {
-            Some(s) => s.unlink_all().map(drop),
+            Some(s) => s.unlink_all().map(drop).map_err(crate::Error::from),
             None => Ok(()),
         };
         let stopped = match self.manager.take() {
-            Some(m) => m.shutdown(),
+            Some(m) => m.shutdown().map_err(crate::Error::from),
             None => Ok(()),
         };
         unlinked.and(stopped)

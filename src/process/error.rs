@@ -1,7 +1,9 @@
-//! The errors of starting and joining a [`Process`](super::Process): what
-//! `start` can meet ([`StartError`]), what `join` can ([`JoinError`]), what
-//! `result` can ([`ResultError`]), and what a
-//! [`ProcessGroup`](super::ProcessGroup)'s calls can ([`GroupError`]).
+//! The errors of starting, joining and signalling a
+//! [`Process`](super::Process): what `start` can meet ([`StartError`]), what
+//! `join` can ([`JoinError`]), what `join_ok` can ([`JoinOkError`]), what
+//! `result` can ([`ResultError`]), what `signal`, `terminate` and `kill` can
+//! ([`SignalError`]), and what a [`ProcessGroup`](super::ProcessGroup)'s
+//! calls can ([`GroupError`]).
 //! Each converts into [`crate::Error`] variant for variant, so `?` works in
 //! a function returning [`crate::Result`].
 
@@ -73,6 +75,80 @@ pub enum JoinError {
         pid: i32,
     },
     /// A system call failed (`waitid`, `poll`, reading the child's report).
+    #[error("{call} failed: {source}")]
+    Os {
+        /// The call that failed.
+        call: &'static str,
+        /// The operating system's error, with its errno.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Why [`Process::join_ok`](super::Process::join_ok) did not return `Ok`:
+/// the child's end could not be learned, or it did not end well.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum JoinOkError {
+    /// The process was never started.
+    #[error("process not started")]
+    NotStarted,
+    /// Someone else reaped the child, so how it ended is unknown (see
+    /// [`JoinError::ReapedElsewhere`]).
+    #[error("process {pid} was reaped by someone else: its exit status is unknown")]
+    ReapedElsewhere {
+        /// The child's pid (possibly reused by now).
+        pid: i32,
+    },
+    /// The child did not end well: it panicked, exited with another code
+    /// than 0, or a signal ended it; with the message it reported, if any.
+    #[error("process {name:?} failed ({status}){}", message.as_ref().map(|m| format!(": {m}")).unwrap_or_default())]
+    ChildFailed {
+        /// The process's name.
+        name: String,
+        /// How it ended.
+        status: ExitStatus,
+        /// Its panic message or error text.
+        message: Option<String>,
+    },
+    /// A system call failed (`waitid`, `poll`, reading the child's report).
+    #[error("{call} failed: {source}")]
+    Os {
+        /// The call that failed.
+        call: &'static str,
+        /// The operating system's error, with its errno.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Why a signal was not sent ([`Process::signal`](super::Process::signal),
+/// [`terminate`](super::Process::terminate), [`kill`](super::Process::kill),
+/// [`signal_group`](super::Process::signal_group)).
+///
+/// A child this handle reaped is no error: signalling it does nothing (its
+/// pid may belong to another process by then).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SignalError {
+    /// The process was never started.
+    #[error("process not started")]
+    NotStarted,
+    /// The child ended and someone else reaped it (a `waitpid(-1)`,
+    /// `SIGCHLD` set to `SIG_IGN`, another library's reaper): there is no
+    /// process left to signal, and how it ended is unknown.
+    #[error("process {pid} was reaped by someone else: there is nothing to signal")]
+    ReapedElsewhere {
+        /// The child's pid (possibly reused by now).
+        pid: i32,
+    },
+    /// [`signal_group`](super::Process::signal_group) on a process not
+    /// started in a group of its own
+    /// ([`with_new_group`](super::Process::with_new_group)).
+    #[error("signal_group needs a process started with with_new_group(true)")]
+    NoGroup,
+    /// A system call failed (`pidfd_send_signal`, `killpg`); `call` names
+    /// it (`EPERM`: not allowed to signal that process).
     #[error("{call} failed: {source}")]
     Os {
         /// The call that failed.
@@ -161,8 +237,20 @@ pub enum GroupError {
         /// Its panic message or error text.
         message: Option<String>,
     },
-    /// A system call failed while signalling or waiting for the processes;
-    /// `call` names it.
+    /// Process `index` could not be signalled
+    /// ([`terminate_all`](super::ProcessGroup::terminate_all),
+    /// [`kill_all`](super::ProcessGroup::kill_all), or the stop of
+    /// [`run_fail_fast`](super::ProcessGroup::run_fail_fast)).
+    #[error("process {index} of the group could not be signalled: {source}")]
+    Signal {
+        /// Which process.
+        index: usize,
+        /// Why.
+        #[source]
+        source: SignalError,
+    },
+    /// A system call failed while waiting for the processes; `call` names
+    /// it.
     #[error("{call} failed: {source}")]
     Os {
         /// The call that failed.
@@ -296,6 +384,7 @@ impl From<GroupError> for Error {
                 status,
                 message,
             },
+            GroupError::Signal { source, .. } => source.into(),
             GroupError::Os { call, source } => Error::Os { call, source },
         }
     }
@@ -320,6 +409,65 @@ impl From<JoinError> for Error {
             JoinError::NotStarted => Error::NotStarted,
             JoinError::ReapedElsewhere { pid } => Error::ReapedElsewhere { pid },
             JoinError::Os { call, source } => Error::Os { call, source },
+        }
+    }
+}
+
+impl SignalError {
+    /// The signal error for what the layers below reported (see
+    /// [`StartError::from_internal`]).
+    pub(crate) fn from_internal(e: Error) -> SignalError {
+        match e {
+            Error::NotStarted => SignalError::NotStarted,
+            Error::ReapedElsewhere { pid } => SignalError::ReapedElsewhere { pid },
+            Error::Os { call, source } => SignalError::Os { call, source },
+            other => SignalError::Os {
+                call: "signal",
+                source: io::Error::other(other),
+            },
+        }
+    }
+}
+
+impl From<JoinError> for JoinOkError {
+    fn from(e: JoinError) -> JoinOkError {
+        match e {
+            JoinError::NotStarted => JoinOkError::NotStarted,
+            JoinError::ReapedElsewhere { pid } => JoinOkError::ReapedElsewhere { pid },
+            JoinError::Os { call, source } => JoinOkError::Os { call, source },
+        }
+    }
+}
+
+impl From<JoinOkError> for Error {
+    fn from(e: JoinOkError) -> Error {
+        match e {
+            JoinOkError::NotStarted => Error::NotStarted,
+            JoinOkError::ReapedElsewhere { pid } => Error::ReapedElsewhere { pid },
+            JoinOkError::ChildFailed {
+                name,
+                status,
+                message,
+            } => Error::ChildFailed {
+                name,
+                status,
+                message,
+            },
+            JoinOkError::Os { call, source } => Error::Os { call, source },
+        }
+    }
+}
+
+impl From<SignalError> for Error {
+    /// The same kind; [`SignalError::NoGroup`] as [`Error::InvalidArgument`].
+    fn from(e: SignalError) -> Error {
+        match e {
+            SignalError::NotStarted => Error::NotStarted,
+            SignalError::ReapedElsewhere { pid } => Error::ReapedElsewhere { pid },
+            SignalError::NoGroup => Error::InvalidArgument(
+                "signal_group needs a process started with with_new_group(true)",
+            ),
+            SignalError::Os { call, source } => Error::Os { call, source },
         }
     }
 }

@@ -138,11 +138,11 @@ impl<'a> ProcessGroup<'a> {
 
     fn signal_all(&mut self, sig: Signal) -> Result<()> {
         let mut first_err = None;
-        for p in &mut self.procs {
+        for (index, p) in self.procs.iter_mut().enumerate() {
             if p.pid().is_some()
-                && let Err(e) = p.signal(sig)
+                && let Err(source) = p.signal(sig)
             {
-                first_err.get_or_insert(GroupError::os("pidfd_send_signal", e));
+                first_err.get_or_insert(GroupError::Signal { index, source });
             }
         }
         first_err.map_or(Ok(()), Err)
@@ -212,7 +212,7 @@ impl<'a> ProcessGroup<'a> {
                 let join = |source| GroupError::Join { index, source };
                 if p.join_timeout(left).map_err(join)?.is_none() {
                     p.kill()
-                        .map_err(|e| GroupError::os("pidfd_send_signal", e))?;
+                        .map_err(|source| GroupError::Signal { index, source })?;
                     p.join().map_err(join)?;
                 }
             }

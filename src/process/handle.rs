@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::signal::Signal;
 use nix::unistd::Pid;
 
-use super::error::{JoinError, StartError};
+use super::error::{JoinError, JoinOkError, SignalError, StartError};
 use super::report::{Body, ChildResult, REPORT_ERROR, REPORT_PANIC, ReportSlot, unit_body};
 #[cfg(feature = "spawn")]
 use super::report::{REPORT_VALUE, value_body};
@@ -94,7 +94,8 @@ use crate::sys::process as sys;
 ///     let mut p = s.process(|| counter.update(|c| *c += 1));
 /// #   let mut p = unsafe { p.allow_threads() }; // doctests run on a thread
 ///     p.start()?;
-///     p.join_ok()
+///     p.join_ok()?;
+///     Ok::<(), multiproc::Error>(())
 /// })?;
 /// assert_eq!(counter.get(), 1);
 /// # Ok::<(), multiproc::Error>(())
@@ -651,6 +652,7 @@ impl<'a, T> Process<'a, T> {
             .is_some_and(|c| c.status.is_some() && c.report.first() == Some(&REPORT_PANIC))
     }
 
+    #[cfg(feature = "spawn")]
     pub(super) fn failure(&self, status: ExitStatus) -> Error {
         Error::ChildFailed {
             name: self.name.clone(),
@@ -660,52 +662,75 @@ impl<'a, T> Process<'a, T> {
     }
 
     /// Joins the child and turns anything but exit code 0 into
-    /// [`Error::ChildFailed`] with the child's message.
-    pub fn join_ok(&mut self) -> Result<()> {
+    /// [`JoinOkError::ChildFailed`] with the child's message.
+    pub fn join_ok(&mut self) -> Result<(), JoinOkError> {
         let s = self.join()?;
         if s.success() {
             Ok(())
         } else {
-            Err(self.failure(s))
+            Err(JoinOkError::ChildFailed {
+                name: self.name.clone(),
+                status: s,
+                message: self.message(),
+            })
         }
     }
 
-    /// Sends SIGTERM. Does nothing once the child has been reaped: the pid
-    /// may belong to another process by then.
-    pub fn terminate(&mut self) -> Result<()> {
+    /// Sends SIGTERM (see [`signal`](Process::signal)).
+    pub fn terminate(&mut self) -> Result<(), SignalError> {
         self.signal(Signal::SIGTERM)
     }
 
-    /// Sends SIGKILL. Does nothing once the child has been reaped.
-    pub fn kill(&mut self) -> Result<()> {
+    /// Sends SIGKILL (see [`signal`](Process::signal)).
+    pub fn kill(&mut self) -> Result<(), SignalError> {
         self.signal(Signal::SIGKILL)
     }
 
     /// Sends `sig` to the child (through its pidfd, never to a recycled
     /// pid): any signal, real-time ones included
     /// (`Signal::from_raw(libc::SIGRTMIN() + n)`).
-    pub fn signal(&mut self, sig: Signal) -> Result<()> {
-        let c = self.child()?;
+    ///
+    /// Does nothing once this handle has reaped the child (the pid may
+    /// belong to another process by then). [`SignalError::NotStarted`]
+    /// before `start`; [`SignalError::ReapedElsewhere`] once someone else
+    /// reaped it, so there is no child left to signal.
+    pub fn signal(&mut self, sig: Signal) -> Result<(), SignalError> {
+        let c = self.child.as_mut().ok_or(SignalError::NotStarted)?;
         if c.status.is_some() {
             return Ok(());
         }
-        sys::pidfd_signal(&c.pidfd, sig.as_raw())
+        if c.lost {
+            return Err(SignalError::ReapedElsewhere {
+                pid: c.pid.as_raw(),
+            });
+        }
+        match sys::pidfd_signal(&c.pidfd, sig.as_raw()) {
+            // The process is gone for good (a zombie still takes signals):
+            // reaped here meanwhile (another thread's `active_children`
+            // keeps its status), or elsewhere.
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => match self.poll() {
+                Ok(Some(_)) => Ok(()),
+                Ok(None) => Err(SignalError::from_internal(e)),
+                Err(e) => Err(SignalError::from_internal(e)),
+            },
+            r => r.map_err(SignalError::from_internal),
+        }
     }
 
     /// Sends `sig` to the child's process group: the child and every
     /// process it started that stayed in the group. Needs
-    /// [`with_new_group`](Process::with_new_group); the group may outlive
-    /// the child, so this works after the child ended too.
+    /// [`with_new_group`](Process::with_new_group) (else
+    /// [`SignalError::NoGroup`]); the group may outlive the child, so this
+    /// works after the child ended too, and does nothing once the group is
+    /// empty.
     ///
     /// Any signal, as for [`signal`](Process::signal).
-    pub fn signal_group(&mut self, sig: Signal) -> Result<()> {
+    pub fn signal_group(&mut self, sig: Signal) -> Result<(), SignalError> {
         if !self.new_group {
-            return Err(Error::InvalidArgument(
-                "signal_group needs a process started with with_new_group(true)",
-            ));
+            return Err(SignalError::NoGroup);
         }
-        let c = self.child()?;
-        sys::signal_group(c.pid, sig.as_raw())
+        let c = self.child.as_ref().ok_or(SignalError::NotStarted)?;
+        sys::signal_group(c.pid, sig.as_raw()).map_err(SignalError::from_internal)
     }
 
     pub(crate) fn pidfd(&self) -> Option<BorrowedFd<'_>> {

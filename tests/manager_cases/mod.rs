@@ -16,8 +16,9 @@ use std::time::{Duration, Instant};
 
 use super::common::{join_ok, spawn};
 use multiproc::connection::listener::{Address, Client};
+use multiproc::manager::{ConnectError, ProxyError};
 use multiproc::manager::{DictProxy, ListProxy, Manager, ManagerBuilder, Proxy, Token, TypedProxy};
-use multiproc::{Error, RemoteErrorKind, StartMethod};
+use multiproc::{RemoteErrorKind, StartMethod};
 use serde::{Deserialize, Serialize};
 
 mod more;
@@ -91,8 +92,8 @@ pub fn start(method: StartMethod) -> Manager {
     builder(method).start().expect("start a manager")
 }
 
-pub fn is_kind(e: &Error, kind: RemoteErrorKind) -> bool {
-    matches!(e, Error::Remote { kind: k, .. } if *k == kind)
+pub fn is_kind(e: &ProxyError, kind: RemoteErrorKind) -> bool {
+    matches!(e, ProxyError::Remote { kind: k, .. } if *k == kind)
 }
 
 pub fn list_and_dict_shared_by_children(method: StartMethod) {
@@ -310,7 +311,7 @@ pub fn lock_serializes_children_and_blocks_nobody_else(method: StartMethod) {
     });
     assert!(lock.is_locked().unwrap());
     lock.release().unwrap();
-    assert!(matches!(lock.release(), Err(Error::NotOwner)));
+    assert!(matches!(lock.release(), Err(ProxyError::NotOwner)));
 }
 
 pub fn rlock_is_owned_by_one_process(method: StartMethod) {
@@ -322,7 +323,7 @@ pub fn rlock_is_owned_by_one_process(method: StartMethod) {
         let r = r.clone();
         spawn(move || {
             assert!(!r.try_acquire().unwrap());
-            assert!(matches!(r.release(), Err(Error::NotOwner)));
+            assert!(matches!(r.release(), Err(ProxyError::NotOwner)));
         })
     };
     join_ok(&mut kid);
@@ -359,7 +360,7 @@ pub fn semaphores(method: StartMethod) {
     let b = m.bounded_semaphore(1).unwrap();
     b.acquire().unwrap();
     b.release().unwrap();
-    assert!(matches!(b.release(), Err(Error::ReleasedTooManyTimes)));
+    assert!(matches!(b.release(), Err(ProxyError::ReleasedTooManyTimes)));
 }
 
 pub fn event_and_condition_wake_other_processes(method: StartMethod) {
@@ -390,7 +391,7 @@ pub fn event_and_condition_wake_other_processes(method: StartMethod) {
     cond.acquire().unwrap();
     assert!(!cond.wait_timeout(Duration::from_millis(30)).unwrap());
     cond.release().unwrap();
-    assert!(matches!(cond.notify(1), Err(Error::NotOwner)));
+    assert!(matches!(cond.notify(1), Err(ProxyError::NotOwner)));
     ev.clear().unwrap();
     assert!(!ev.is_set().unwrap());
 }
@@ -418,13 +419,13 @@ pub fn barrier_across_processes(method: StartMethod) {
     // A timeout breaks it; reset mends it.
     assert!(matches!(
         b.wait_timeout(Duration::from_millis(30)),
-        Err(Error::BrokenBarrier)
+        Err(ProxyError::BrokenBarrier)
     ));
     assert!(b.is_broken().unwrap());
     b.reset().unwrap();
     assert!(!b.is_broken().unwrap());
     b.abort().unwrap();
-    assert!(matches!(b.wait(), Err(Error::BrokenBarrier)));
+    assert!(matches!(b.wait(), Err(ProxyError::BrokenBarrier)));
 }
 
 #[derive(Serialize, Deserialize, Debug)]
@@ -582,7 +583,7 @@ pub fn wrong_authkey_is_rejected_and_the_server_goes_on(method: StartMethod) {
     let m = start(method);
     let list = m.list::<u8>().unwrap();
     let e = Manager::connect(m.address(), b"not the key").unwrap_err();
-    assert!(matches!(e, Error::AuthenticationFailed(_)), "{e}");
+    assert!(matches!(e, ConnectError::AuthenticationFailed(_)), "{e}");
     // A plain Client with the right key but an MD5-only view is refused
     // too: the manager wants HMAC-SHA256 both ways. Our Client prefers
     // SHA-256, so it gets in and can talk the framing.
@@ -741,13 +742,13 @@ pub fn killed_server_fails_calls_promptly(method: StartMethod) {
         )
         .unwrap();
         let (r, _) = pending.join().unwrap();
-        assert!(matches!(r, Err(Error::ServerGone(_))), "{r:?}");
+        assert!(matches!(r, Err(ProxyError::ServerGone(_))), "{r:?}");
     });
     // ... and every later one.
     let t = Instant::now();
     for _ in 0..3 {
         let e = list.push(&1).unwrap_err();
-        assert!(matches!(e, Error::ServerGone(_)), "{e}");
+        assert!(matches!(e, ProxyError::ServerGone(_)), "{e}");
     }
     assert!(t.elapsed() < Duration::from_secs(2));
     let _ = &mut m;
@@ -775,7 +776,7 @@ pub fn connecting_to_a_dead_server_fails_at_once_despite_a_cached_session(method
     .unwrap();
     let t = Instant::now();
     match Manager::connect(&address, KEY) {
-        Err(Error::ServerGone(_)) => {}
+        Err(ConnectError::ServerGone(_)) => {}
         Err(e) => panic!("expected ServerGone, got {e}"),
         Ok(_) => panic!("connected to a dead server"),
     }
@@ -900,7 +901,7 @@ pub fn a_stale_socket_file_is_replaced(method: StartMethod) {
         .address(Address::Unix(path.clone()))
         .start()
         .unwrap_err();
-    assert!(matches!(e, Error::ServerGone(_)), "{e}");
+    assert!(matches!(e, ConnectError::ServerGone(_)), "{e}");
     m.shutdown().unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -6,8 +6,9 @@ use std::time::{Duration, Instant};
 
 use super::{builder, is_kind, start, wait_for};
 use crate::common::{join_ok, spawn};
+use multiproc::manager::ConnectError;
 use multiproc::manager::{ListProxy, TypedProxy};
-use multiproc::{Error, RemoteErrorKind, StartMethod};
+use multiproc::{RemoteErrorKind, StartMethod};
 use serde::{Deserialize, Serialize};
 
 pub fn list_sort_forms(method: StartMethod) {
@@ -334,7 +335,7 @@ pub fn server_initializer_runs_in_the_server_before_it_serves(method: StartMetho
         .start()
         .unwrap_err();
     assert!(
-        matches!(&e, Error::InitializerFailed(m) if m.contains("refused: no")),
+        matches!(&e, ConnectError::InitializerFailed(m) if m.contains("refused: no")),
         "{e}"
     );
     // A panic: its message.
@@ -343,7 +344,7 @@ pub fn server_initializer_runs_in_the_server_before_it_serves(method: StartMetho
         .start()
         .unwrap_err();
     assert!(
-        matches!(&e, Error::InitializerFailed(m) if m.contains("the initializer exploded")),
+        matches!(&e, ConnectError::InitializerFailed(m) if m.contains("the initializer exploded")),
         "{e}"
     );
 }

@@ -6,12 +6,13 @@ use std::ops::{Bound, RangeBounds};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::Result;
+use super::enc;
 use super::{Items, Proxy, TypedProxy};
-use crate::error::Result;
 use crate::manager::objects::{
     ArrayOp, CursorOp, DICT_CURSOR, DictOp, IterKind, ListOp, NamespaceOp, ValueOp, sort_order,
 };
-use crate::manager::protocol::{Bytes, enc};
+use crate::manager::protocol::Bytes;
 
 fn range(r: impl RangeBounds<usize>) -> (u64, u64) {
     let start = match r.start_bound() {
@@ -233,7 +234,7 @@ impl<T: Serialize + DeserializeOwned> ListProxy<T> {
                 return Ok(());
             }
         }
-        Err(crate::Error::Remote {
+        Err(super::ProxyError::Remote {
             kind: crate::RemoteErrorKind::Value,
             message: format!(
                 "list modified during sort: other clients changed it during each of \
@@ -444,8 +445,10 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> DictProxy
 
     fn cursor<X>(&self, kind: IterKind) -> Result<DictIter<X>> {
         let session = self.proxy.session()?;
-        let reply = session.call(self.proxy.token().id, None, &enc(&DictOp::Iter(kind))?)?;
-        let id: u64 = crate::manager::protocol::dec(&reply)?;
+        let reply = session
+            .call(self.proxy.token().id, None, &enc(&DictOp::Iter(kind))?)
+            .map_err(super::ProxyError::from_internal)?;
+        let id: u64 = super::dec(&reply)?;
         Ok(DictIter {
             cursor: Proxy::created(session, id, DICT_CURSOR),
             chunk: CHUNK as u64,

@@ -13,9 +13,23 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::client::Session;
-use super::protocol::{ADOPT, Bytes, ControlOp, HOLDS, dec, enc};
+use super::error::ProxyError;
+use super::protocol::{ADOPT, Bytes, ControlOp, HOLDS};
 use crate::connection::listener::Address;
-use crate::error::{Error, RemoteErrorKind, Result};
+use crate::error::RemoteErrorKind;
+
+/// The result of a proxy call.
+type Result<T, E = ProxyError> = std::result::Result<T, E>;
+
+/// Encodes a value with postcard ([`ProxyError::Codec`] if it cannot be).
+pub(crate) fn enc<T: Serialize + ?Sized>(v: &T) -> Result<Vec<u8>> {
+    super::protocol::enc(v).map_err(ProxyError::from_internal)
+}
+
+/// Decodes an answer ([`ProxyError::Codec`] if it does not decode as `T`).
+pub(crate) fn dec<T: DeserializeOwned>(b: &[u8]) -> Result<T> {
+    super::protocol::dec(b).map_err(ProxyError::from_internal)
+}
 
 /// What names a managed object: the server's address, the object's id
 /// there, and its type id. Enough to rebuild a proxy in any process that
@@ -151,7 +165,12 @@ impl Proxy {
     }
 
     /// Connects in this process (if not yet) and takes a reference there.
-    fn session(&self) -> Result<Arc<Session>> {
+    pub(crate) fn session(&self) -> Result<Arc<Session>> {
+        self.attach().map_err(ProxyError::from_internal)
+    }
+
+    fn attach(&self) -> crate::Result<Arc<Session>> {
+        use super::protocol::dec;
         let mut a = self.inner.attached.lock();
         if let Some(s) = &*a
             && s.is_current()
@@ -172,7 +191,7 @@ impl Proxy {
         let typeid: String = dec(&s.control(&ControlOp::Incref(id))?)?;
         if typeid != self.inner.token.typeid {
             s.notify_control(&ControlOp::Decref(id));
-            return Err(Error::Remote {
+            return Err(crate::Error::Remote {
                 kind: RemoteErrorKind::BadArguments,
                 message: format!(
                     "object {id} is a {typeid:?}, not a {:?}",
@@ -194,6 +213,7 @@ impl Proxy {
     pub fn call_raw(&self, method: &str, args: &[u8]) -> Result<Vec<u8>> {
         self.session()?
             .call(self.inner.token.id, Some(method), args)
+            .map_err(ProxyError::from_internal)
     }
 
     /// Calls the method `method` of a registered type's object with `args`
@@ -211,15 +231,19 @@ impl Proxy {
     /// as `R`.
     pub(crate) fn op<O: Serialize, R: DeserializeOwned>(&self, op: &O) -> Result<R> {
         let args = enc(op)?;
-        dec(&self.session()?.call(self.inner.token.id, None, &args)?)
+        dec(&self.raw_op(&args)?)
+    }
+
+    /// Runs an encoded typed operation; its encoded answer.
+    pub(crate) fn raw_op(&self, args: &[u8]) -> Result<Vec<u8>> {
+        self.session()?
+            .call(self.inner.token.id, None, args)
+            .map_err(ProxyError::from_internal)
     }
 
     /// [`op`](Self::op) for an operation answering nothing.
     pub(crate) fn op_unit<O: Serialize>(&self, op: &O) -> Result<()> {
-        let args = enc(op)?;
-        self.session()?
-            .call(self.inner.token.id, None, &args)
-            .map(drop)
+        self.raw_op(&enc(op)?).map(drop)
     }
 }
 
@@ -341,12 +365,14 @@ impl Proxy {
         } else {
             args
         };
-        let reply = session.call_flags(self.inner.token.id, None, args, flags)?;
+        let reply = session
+            .call_flags(self.inner.token.id, None, args, flags)
+            .map_err(ProxyError::from_internal)?;
         if !adopt {
             return dec(&reply);
         }
         let (handed, body): (Vec<u64>, Bytes<'_>) =
-            postcard::from_bytes(&reply).map_err(|e| Error::Codec(format!("decode: {e}")))?;
+            postcard::from_bytes(&reply).map_err(|e| ProxyError::Codec(format!("decode: {e}")))?;
         if handed.is_empty() {
             return dec(body.0);
         }
@@ -377,7 +403,7 @@ impl Proxy {
     /// This proxy as a typed one, if its type id is `P`'s.
     pub fn downcast<P: TypedProxy>(self) -> Result<P> {
         if self.inner.token.typeid != P::TYPE_ID {
-            return Err(Error::InvalidArgument(
+            return Err(ProxyError::InvalidArgument(
                 "the proxy's type id is not the typed proxy's",
             ));
         }

@@ -5,10 +5,12 @@ use std::fmt;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::Result;
+use super::enc;
 use super::{Proxy, TypedProxy};
-use crate::error::{Error, Result};
+use crate::manager::ProxyError;
 use crate::manager::objects::pool::PoolOp;
-use crate::manager::protocol::{Bytes, enc};
+use crate::manager::protocol::Bytes;
 
 typed_proxy!(
     /// A pool of worker processes held by a manager's server (Python's
@@ -38,7 +40,7 @@ impl PoolProxy {
     {
         self.map(f, [arg])?
             .pop()
-            .ok_or(Error::Codec("the pool answered no result".into()))
+            .ok_or(ProxyError::Codec("the pool answered no result".into()))
     }
 
     /// Runs `f` on each of `items` across the workers; the results in

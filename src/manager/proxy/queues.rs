@@ -6,8 +6,10 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::Result;
 use super::{Items, Proxy, TypedProxy};
-use crate::error::{Error, RemoteErrorKind, Result};
+use crate::error::RemoteErrorKind;
+use crate::manager::ProxyError;
 use crate::manager::objects::QueueOp;
 use crate::manager::protocol::Bytes;
 
@@ -24,8 +26,8 @@ typed_proxy!(
 );
 
 /// Whether `e` is the server's "empty"/"full" answer.
-fn is_kind(e: &Error, kind: RemoteErrorKind) -> bool {
-    matches!(e, Error::Remote { kind: k, .. } if *k == kind)
+fn is_kind(e: &ProxyError, kind: RemoteErrorKind) -> bool {
+    matches!(e, ProxyError::Remote { kind: k, .. } if *k == kind)
 }
 
 macro_rules! queue_methods {
@@ -77,7 +79,7 @@ macro_rules! queue_methods {
             /// server and holds up no other caller.
             pub fn get(&self) -> Result<T> {
                 self.get_with(true, None)?
-                    .ok_or_else(|| Error::Codec("a blocking get came back empty".into()))
+                    .ok_or_else(|| ProxyError::Codec("a blocking get came back empty".into()))
             }
 
             /// Takes the next item if there is one now.

@@ -9,8 +9,8 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::Result;
 use super::{Proxy, TypedProxy};
-use crate::error::Result;
 use crate::manager::objects::{BarrierOp, BlockingOp, ConditionOp, EventOp};
 
 /// How an object takes the blocking operations.
