@@ -280,7 +280,8 @@ pub(crate) fn pidfd_open(pid: Pid) -> Result<OwnedFd> {
 }
 
 /// Sends `sig` (checked by [`signal_number`]) through the pidfd, so a
-/// recycled pid is never signalled.
+/// recycled pid is never signalled. An `Os` error with `ESRCH` once the
+/// process is gone for good (reaped; a zombie still takes signals).
 pub(crate) fn pidfd_signal(pidfd: &OwnedFd, sig: libc::c_int) -> Result<()> {
     let sig = signal_number(sig)?;
     // SAFETY: plain syscall; the descriptor is valid while borrowed, and a
@@ -295,12 +296,7 @@ pub(crate) fn pidfd_signal(pidfd: &OwnedFd, sig: libc::c_int) -> Result<()> {
         )
     };
     if r < 0 {
-        let e = std::io::Error::last_os_error();
-        // ESRCH: it has already ended; nothing to signal.
-        if e.raw_os_error() == Some(libc::ESRCH) {
-            return Ok(());
-        }
-        return Err(Error::os("pidfd_send_signal", e));
+        return Err(Error::last_os("pidfd_send_signal"));
     }
     Ok(())
 }

@@ -1,0 +1,227 @@
+//! Issue 12, process and manager part: each call fails with an error that
+//! lists only what can happen to it, a user can `match` on it, and `?`
+//! still turns it into `multiproc::Error`. Real processes, bounded waits.
+#![allow(clippy::disallowed_methods)] // not library code: raw calls allowed
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{PATIENCE, allow, eventually, serial, spawn};
+use multiproc::connection::listener::Address;
+use multiproc::manager::{ConnectError, Manager, ManagerBuilder, ProxyError};
+use multiproc::process::wait;
+use multiproc::signal::Signal;
+use multiproc::{
+    Error, ExitStatus, JoinOkError, Process, RemoteErrorKind, SignalError, StartMethod,
+};
+
+const KEY: &[u8] = b"call errors";
+
+/// Runs `check` in a child of the test process (so that reaping its
+/// children behind their handles' backs touches nothing of the harness),
+/// killed after a deadline: a check that hangs fails instead. `check`
+/// returns 0 when all is well, another code to say what went wrong.
+fn in_child(check: impl FnOnce() -> i32 + 'static) {
+    let mut p = allow(
+        Process::new(check)
+            .with_deadline(Duration::from_secs(10))
+            .with_daemon(true),
+    );
+    p.start().unwrap();
+    let st = p.join_timeout(PATIENCE).unwrap();
+    assert_eq!(
+        st,
+        Some(ExitStatus::Exited(0)),
+        "the check failed (-9: it hung until its deadline); {:?}",
+        p.message()
+    );
+}
+
+#[test]
+fn signalling_a_child_reaped_elsewhere_says_so() {
+    let _s = serial();
+    in_child(|| {
+        let mut p = Process::new(|| ());
+        if p.start().is_err() {
+            return 2;
+        }
+        // Wait until it has ended, then reap it behind the handle's back.
+        if wait(&[&p], Some(Duration::from_secs(5)))
+            .map(|r| r.len())
+            .ok()
+            != Some(1)
+        {
+            return 3;
+        }
+        // SAFETY: a plain waitpid with a null status pointer.
+        if unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) } <= 0 {
+            return 4;
+        }
+        // Before: an `Os` error (ESRCH) from pidfd_send_signal, which said
+        // nothing of what happened.
+        let pid = p.pid().unwrap();
+        match p.kill() {
+            Err(SignalError::ReapedElsewhere { pid: q }) if q == pid => {}
+            r => {
+                eprintln!("kill after reaped elsewhere: {r:?}");
+                return 5;
+            }
+        }
+        // Asked again (the handle knows by now): the same answer.
+        if !matches!(p.terminate(), Err(SignalError::ReapedElsewhere { .. })) {
+            return 6;
+        }
+        // Into the coarse error, the same kind.
+        let e: Error = p.signal(Signal::SIGUSR1).unwrap_err().into();
+        if !matches!(e, Error::ReapedElsewhere { .. }) {
+            return 7;
+        }
+        0
+    });
+}
+
+/// What a user writes: `?` on every process call in a function returning
+/// `multiproc::Result`.
+fn run_and_stop(p: &mut Process<'static>) -> multiproc::Result<()> {
+    p.kill()?;
+    p.join_ok()?;
+    Ok(())
+}
+
+#[test]
+fn process_calls_fail_only_as_they_can() {
+    let _s = serial();
+    // Before start.
+    let mut idle = Process::new(|| ());
+    assert!(matches!(
+        idle.signal(Signal::SIGTERM),
+        Err(SignalError::NotStarted)
+    ));
+    assert!(matches!(idle.join_ok(), Err(JoinOkError::NotStarted)));
+
+    // A child that exits with code 3: join_ok says how, with its name.
+    let mut p = spawn(|| 3);
+    match p.join_ok() {
+        Err(JoinOkError::ChildFailed { name, status, .. }) => {
+            assert_eq!(status, ExitStatus::Exited(3));
+            assert_eq!(name, p.name());
+        }
+        other => panic!("expected ChildFailed, got {other:?}"),
+    }
+    // Reaped by this handle: signalling it does nothing.
+    p.kill().unwrap();
+    p.terminate().unwrap();
+    // Not in a group of its own.
+    assert!(matches!(
+        p.signal_group(Signal::SIGTERM),
+        Err(SignalError::NoGroup)
+    ));
+
+    // Through `?`: a killed child is a failed one.
+    let mut h = spawn(common::hang);
+    match run_and_stop(&mut h) {
+        Err(Error::ChildFailed { status, .. }) => {
+            assert_eq!(status, ExitStatus::Signaled(Signal::SIGKILL))
+        }
+        other => panic!("expected ChildFailed, got {other:?}"),
+    }
+}
+
+fn builder() -> ManagerBuilder {
+    // SAFETY: the server child uses its own threads, the allocator and the
+    // standard library only; the harness's threads hold none of their
+    // locks across the fork (forking tests are serialized).
+    unsafe {
+        Manager::builder()
+            .authkey(KEY)
+            .start_method(StartMethod::Fork)
+            .allow_threads()
+    }
+}
+
+/// What a user writes: a missing field is an answer, anything else an error.
+fn field_or_default(ns: &multiproc::manager::NamespaceProxy, name: &str) -> multiproc::Result<u32> {
+    match ns.get::<u32>(name) {
+        Ok(v) => Ok(v),
+        Err(ProxyError::Remote {
+            kind: RemoteErrorKind::Key,
+            ..
+        }) => Ok(0),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[test]
+fn proxy_calls_report_the_servers_kind_and_a_gone_server() {
+    let _s = serial();
+    let m = builder().start().unwrap();
+    let ns = m.namespace().unwrap();
+    ns.set("here", &7u32).unwrap();
+    assert_eq!(field_or_default(&ns, "here").unwrap(), 7);
+    assert_eq!(field_or_default(&ns, "missing").unwrap(), 0);
+    let e = ns.get::<u32>("missing").unwrap_err();
+    assert_eq!(e.kind(), Some(&RemoteErrorKind::Key), "{e}");
+
+    let list = m.list_from(&[1u32, 2]).unwrap();
+    let e = list.get(5).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ProxyError::Remote {
+                kind: RemoteErrorKind::Index,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let e = list.remove(&9).unwrap_err();
+    assert_eq!(e.kind(), Some(&RemoteErrorKind::Value), "{e}");
+
+    let lock = m.lock().unwrap();
+    assert!(matches!(lock.release(), Err(ProxyError::NotOwner)));
+    let b = m.barrier(2).unwrap();
+    assert!(matches!(
+        b.wait_timeout(Duration::from_millis(10)),
+        Err(ProxyError::BrokenBarrier)
+    ));
+
+    // The server killed: every call fails at once with ServerGone.
+    let pid = m.server_pid().unwrap();
+    // SAFETY: kill takes integers; the pid is our unreaped child's.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    assert!(eventually(PATIENCE, || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| s.contains(") Z "))
+    }));
+    let t = Instant::now();
+    let e = list.len().unwrap_err();
+    assert!(e.is_server_gone(), "{e}");
+    assert!(matches!(
+        field_or_default(&ns, "here"),
+        Err(Error::ServerGone(_))
+    ));
+    assert!(matches!(m.list::<u8>(), Err(ProxyError::ServerGone(_))));
+    assert!(t.elapsed() < Duration::from_secs(5));
+    drop(m);
+}
+
+#[test]
+fn connecting_fails_with_its_own_errors() {
+    let _s = serial();
+    let m = builder().start().unwrap();
+    match Manager::connect(m.address(), b"not the key") {
+        Err(ConnectError::AuthenticationFailed(_)) => {}
+        other => panic!("expected AuthenticationFailed, got {other:?}"),
+    }
+    // Nobody at this address.
+    let dir = std::env::temp_dir().join(format!("mp-call-errors-{}", std::process::id()));
+    let nobody = Address::Unix(dir.join("none.sock"));
+    match Manager::connect(&nobody, KEY) {
+        Err(ConnectError::ServerGone(_)) => {}
+        other => panic!("expected ServerGone, got {other:?}"),
+    }
+    // `?` into the coarse error keeps the kind.
+    let coarse = || -> multiproc::Result<Manager> { Ok(Manager::connect(&nobody, KEY)?) };
+    assert!(matches!(coarse(), Err(Error::ServerGone(_))));
+    m.shutdown().unwrap();
+}
