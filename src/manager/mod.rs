@@ -58,8 +58,10 @@
 //!   (4-byte big-endian length, or the long form) of postcard-encoded
 //!   `{id, object, caller, flags, method, args}` requests and `{id,
 //!   result}` replies; errors travel as a kind and a message and come back
-//!   as [`Error::Remote`] (or as the crate's own `Timeout`,
-//!   `BrokenBarrier`, `NotOwner`, `ReleasedTooManyTimes`). A built-in
+//!   as [`ProxyError::Remote`] (or as [`ProxyError::Timeout`],
+//!   `BrokenBarrier`, `NotOwner`, `ReleasedTooManyTimes`). Every proxy
+//!   call returns a [`ProxyError`], connecting a [`ConnectError`]; both
+//!   convert into [`Error`] with `?`. A built-in
 //!   object is called with a typed operation of its kind (a list takes a
 //!   list operation, decoded once by the server), a registered type by
 //!   method name, and only the methods its type dispatches. Proxies and
@@ -458,7 +460,7 @@ impl ManagerBuilder {
     /// A type id registered twice: the last registration wins. Its code
     /// must be in the main executable, not a shared library (a plugin):
     /// [`start`](Self::start) refuses it otherwise with
-    /// [`Error::ForeignCode`].
+    /// [`ConnectError::ForeignCode`].
     pub fn register<T: Remote>(mut self) -> Self {
         self.types
             .push((T::TYPE_ID.to_string(), constructor_of::<T> as Registration));
@@ -472,8 +474,9 @@ impl ManagerBuilder {
     /// it can cross to a spawned server; `args` travel encoded.
     ///
     /// If `f` returns an error or panics, the server exits without
-    /// serving and [`start`](Self::start) (or [`serve`](Self::serve)) fails
-    /// with [`Error::InitializerFailed`] and its text (a panic's message
+    /// serving and [`start`](Self::start) fails with
+    /// [`ConnectError::InitializerFailed`] (or [`serve`](Self::serve) with
+    /// [`Error::InitializerFailed`]) and its text (a panic's message
     /// and place).
     ///
     /// ```no_run
@@ -488,7 +491,7 @@ impl ManagerBuilder {
     /// ```
     ///
     /// A function of a shared library makes `start` fail with
-    /// [`Error::ForeignCode`]. A second call replaces the first.
+    /// [`ConnectError::ForeignCode`]. A second call replaces the first.
     pub fn initializer<J, E>(mut self, f: fn(J) -> std::result::Result<(), E>, args: J) -> Self
     where
         J: Serialize + DeserializeOwned + 'static,
@@ -1353,7 +1356,7 @@ impl Manager {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidArgument`] if the proxy belongs to another server;
+    /// [`ProxyError::InvalidArgument`] if the proxy belongs to another server;
     /// an [`UnknownObject`](crate::RemoteErrorKind::UnknownObject) error if
     /// its object is gone.
     ///

@@ -207,7 +207,7 @@ impl<T: Serialize + DeserializeOwned> ListProxy<T> {
     /// A [`Value`](crate::RemoteErrorKind::Value) error ("list modified
     /// during sort", as Python's) if other clients changed the list during
     /// each of 64 attempts; the list is then as they left it. The errors of
-    /// the calls, and [`Error::Codec`](crate::Error::Codec) if an item does
+    /// the calls, and [`ProxyError::Codec`](crate::manager::ProxyError::Codec) if an item does
     /// not decode as `T`.
     pub fn sort_by(&self, mut compare: impl FnMut(&T, &T) -> std::cmp::Ordering) -> Result<()> {
         self.sort_with(|items| {

@@ -25,7 +25,7 @@ typed_proxy!(
     /// anywhere else. Any other function is a
     /// [`BadArguments`](crate::RemoteErrorKind::BadArguments) error. A
     /// task's failure (a panic, a worker killed) comes back as an
-    /// [`Error::Remote`] whose message is the pool's error.
+    /// [`ProxyError::Remote`] whose message is the pool's error.
     PoolProxy, "pool"
 );
 

@@ -126,7 +126,7 @@ impl<T: Serialize + DeserializeOwned> JoinableQueueProxy<T> {
     }
 
     /// Like [`join`](Self::join), for at most `timeout`
-    /// ([`Error::Timeout`] then).
+    /// ([`ProxyError::Timeout`] then).
     pub fn join_timeout(&self, timeout: Duration) -> Result<()> {
         self.proxy.op_unit(&QueueOp::Join(Some(timeout)))
     }

@@ -116,7 +116,7 @@ macro_rules! lock_methods {
         acquire_methods!($name, $via);
 
         impl $name {
-            /// Releases ([`Error::NotOwner`](crate::Error::NotOwner) if not
+            /// Releases ([`ProxyError::NotOwner`](crate::manager::ProxyError::NotOwner) if not
             /// held, or, for a reentrant lock, held by another thread or
             /// process).
             pub fn release(&self) -> Result<()> {
@@ -235,7 +235,7 @@ acquire_methods!(SemaphoreProxy, Via::Direct);
 
 impl SemaphoreProxy {
     /// Gives one unit back
-    /// ([`Error::ReleasedTooManyTimes`](crate::Error::ReleasedTooManyTimes)
+    /// ([`ProxyError::ReleasedTooManyTimes`](crate::manager::ProxyError::ReleasedTooManyTimes)
     /// past a bounded semaphore's bound).
     pub fn release(&self) -> Result<()> {
         self.release_n(1)
@@ -295,7 +295,7 @@ typed_proxy!(
 
 impl BarrierProxy {
     /// Waits until all parties wait; this caller's arrival index
-    /// (`0..parties`). [`Error::BrokenBarrier`](crate::Error::BrokenBarrier) if the barrier is or
+    /// (`0..parties`). [`ProxyError::BrokenBarrier`](crate::manager::ProxyError::BrokenBarrier) if the barrier is or
     /// becomes broken.
     pub fn wait(&self) -> Result<u32> {
         Ok(self.proxy.op::<_, u64>(&BarrierOp::Wait(None))? as u32)
