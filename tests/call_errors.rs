@@ -81,6 +81,39 @@ fn signalling_a_child_reaped_elsewhere_says_so() {
     });
 }
 
+#[test]
+fn a_group_names_the_process_it_could_not_signal() {
+    let _s = serial();
+    in_child(|| {
+        let mut g = multiproc::ProcessGroup::new();
+        g.push(Process::new(|| ()));
+        if g.start().is_err() {
+            return 2;
+        }
+        let ended = g
+            .get_mut(0)
+            .map(|p| wait(&[&*p], Some(Duration::from_secs(5))));
+        if !matches!(ended, Some(Ok(r)) if r.len() == 1) {
+            return 3;
+        }
+        // SAFETY: a plain waitpid with a null status pointer.
+        if unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) } <= 0 {
+            return 4;
+        }
+        // Before: Ok, as if the signal had gone.
+        match g.terminate_all() {
+            Err(multiproc::GroupError::Signal {
+                index: 0,
+                source: SignalError::ReapedElsewhere { .. },
+            }) => 0,
+            r => {
+                eprintln!("terminate_all after a reap elsewhere: {r:?}");
+                5
+            }
+        }
+    });
+}
+
 /// What a user writes: `?` on every process call in a function returning
 /// `multiproc::Result`.
 fn run_and_stop(p: &mut Process<'static>) -> multiproc::Result<()> {

@@ -803,7 +803,7 @@ impl ManagerBuilder {
     /// Manager::builder()
     ///     .address(Address::parse("tcp:0.0.0.0:50000")?)
     ///     .authkey(b"abracadabra".to_vec())
-    ///     .serve_with_setup(|m| m.expose("jobs", &m.queue::<String>()?))?;
+    ///     .serve_with_setup(|m| Ok(m.expose("jobs", &m.queue::<String>()?)?))?;
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     pub fn serve_with_setup<F>(self, setup: F) -> Result<()>

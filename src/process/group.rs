@@ -126,12 +126,16 @@ impl<'a> ProcessGroup<'a> {
         }
     }
 
-    /// Sends SIGTERM to every process still running.
+    /// Sends SIGTERM to every process still running. Each started process
+    /// is tried; the first failure is returned as [`GroupError::Signal`]
+    /// with its index (a process someone else reaped:
+    /// [`SignalError::ReapedElsewhere`](super::SignalError::ReapedElsewhere)).
     pub fn terminate_all(&mut self) -> Result<()> {
         self.signal_all(Signal::SIGTERM)
     }
 
-    /// Sends SIGKILL to every process still running.
+    /// Sends SIGKILL to every process still running (see
+    /// [`terminate_all`](ProcessGroup::terminate_all)).
     pub fn kill_all(&mut self) -> Result<()> {
         self.signal_all(Signal::SIGKILL)
     }
