@@ -88,9 +88,6 @@ pub(crate) struct State {
     /// by object id: elements are checked against them, and a slice comes
     /// back as an `array.array`.
     typecodes: parking_lot::Mutex<std::collections::HashMap<u64, char>>,
-    /// The lists that are iterators handed to Python clients (a dict's
-    /// `__iter__`): what is left of a snapshot of its keys, last first.
-    iterators: parking_lot::Mutex<std::collections::HashSet<u64>>,
 }
 
 /// Whether a connection's first frame comes from a CPython client.

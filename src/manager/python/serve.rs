@@ -20,8 +20,8 @@ use crate::error::{Error, RemoteErrorKind as K};
 use crate::manager::channel::{Channel, ReadEnd};
 use crate::manager::objects::containers::{apply_order, sort_order};
 use crate::manager::objects::{
-    Answer, ArrayOp, BarrierOp, BlockingOp, ConditionOp, DictOp, EventOp, Item, ListOp,
-    NamespaceOp, Object, QueueOp, ValueOp,
+    Answer, ArrayOp, BarrierOp, BlockingOp, ConditionOp, CursorOp, DICT_CURSOR, DictOp, EventOp,
+    Item, IterKind, ListOp, NamespaceOp, Object, QueueOp, ValueOp,
 };
 use crate::manager::protocol::{Bytes, ControlOp, dec, enc, remote};
 use crate::manager::server::{Cx, Server};
@@ -88,6 +88,7 @@ fn from_error(e: Error) -> PyErr {
             K::Full => PyErr::Exc("queue", "Full", vec![]),
             K::BadArguments => type_error(message),
             K::UnknownMethod => exc("builtins", "AttributeError", message),
+            K::Custom(name) if name == "RuntimeError" => runtime_error(message),
             _ => PyErr::Traceback(format!("{kind}: {message}")),
         },
         Error::BrokenBarrier => PyErr::Exc("threading", "BrokenBarrierError", vec![]),
@@ -113,7 +114,7 @@ enum Kind {
     Barrier,
     Value,
     Array,
-    /// A dict's keys iterator (a list of what is left, last first).
+    /// A dict's keys iterator (a cursor over the dict).
     Iterator,
     /// A registered Rust type: not callable from Python.
     Other,
@@ -134,6 +135,7 @@ impl Kind {
             "barrier" => Kind::Barrier,
             "value" => Kind::Value,
             "array" => Kind::Array,
+            DICT_CURSOR => Kind::Iterator,
             _ => Kind::Other,
         }
     }
@@ -209,18 +211,18 @@ impl Kind {
     /// methods that work as plain methods of a class. The attribute hooks
     /// (`__getattribute__`, `__setattr__`, `__delattr__`) would turn every
     /// attribute of the proxy itself into a remote call (recursing in
-    /// Python), and `__iter__` needs the `Iterator` typeid registered:
-    /// Python's own server, making an `AutoProxy` of an object's public
-    /// methods, does not offer them either. A `BarrierProxy` or
-    /// `NamespaceProxy` given as `proxytype` still reaches them (the server
-    /// serves what [`exposed`](Self::exposed) lists).
+    /// Python). A dict keeps `__iter__`, as an object Python's server
+    /// registered with `proxytype=DictProxy` does: it iterates when the
+    /// client's manager class knows the `Iterator` typeid (a
+    /// `SyncManager`'s), and raises `KeyError: 'Iterator'` otherwise, as
+    /// with Python's server. A `BarrierProxy` or `NamespaceProxy` given as
+    /// `proxytype` still reaches the hooks (the server serves what
+    /// [`exposed`](Self::exposed) lists).
     fn exposed_by_name(self) -> impl Iterator<Item = &'static str> {
-        self.exposed().iter().copied().filter(|m| {
-            !matches!(
-                *m,
-                "__getattribute__" | "__setattr__" | "__delattr__" | "__iter__"
-            )
-        })
+        self.exposed()
+            .iter()
+            .copied()
+            .filter(|m| !matches!(*m, "__getattribute__" | "__setattr__" | "__delattr__"))
     }
 }
 
@@ -638,6 +640,7 @@ op_of! {
     EventOp => Event;
     BarrierOp => Barrier;
     ConditionOp => Condition;
+    CursorOp => DictCursor;
 }
 
 /// A lock operation: on a lock, reentrant lock or semaphore, or on a
@@ -765,11 +768,7 @@ impl Conn<'_> {
             .server
             .typeid(id)
             .ok_or_else(|| PyErr::Traceback(format!("KeyError: no object with ident '{id:x}'")))?;
-        let k = if self.server.python.iterators.lock().contains(&id) {
-            Kind::Iterator
-        } else {
-            Kind::of(&typeid)
-        };
+        let k = Kind::of(&typeid);
         self.kinds.insert(id, k);
         Ok(k)
     }
@@ -851,7 +850,6 @@ impl Conn<'_> {
                 self.control(ControlOp::Decref(id))?;
                 if self.server.typeid(id).is_none() {
                     self.server.python.typecodes.lock().remove(&id);
-                    self.server.python.iterators.lock().remove(&id);
                 }
                 Ok(Py::None)
             }
@@ -1264,17 +1262,10 @@ impl Conn<'_> {
             }
             "__iter__" => {
                 // As Python's server (`DictProxy._method_to_typeid_`): a
-                // new `Iterator` object, here over a snapshot of the keys.
+                // new `Iterator` object, here the dict's own cursor, which
+                // fails as Python's iterator does when keys come or go.
                 take::<0>(name, args, kwds)?;
-                let mut keys = many(self.obj(ch, id, DictOp::Keys)?)?;
-                keys.reverse();
-                let b: Vec<Bytes<'_>> = keys.iter().map(|k| Bytes(k)).collect();
-                let init = enc(&b).map_err(tb)?;
-                let it: u64 = decoded(&self.control(ControlOp::Create {
-                    typeid: "list",
-                    init: Bytes(&init),
-                })?)?;
-                self.server.python.iterators.lock().insert(it);
+                let it = count(self.obj(ch, id, DictOp::Iter(IterKind::Keys))?)?;
                 self.tag = "#PROXY";
                 Ok(proxy_frag(it, "Iterator", Kind::Iterator))
             }
@@ -1608,11 +1599,11 @@ impl Conn<'_> {
         match name {
             "__next__" => {
                 take::<0>(name, args, kwds)?;
-                match self.obj(ch, id, ListOp::Pop(None)) {
-                    Err(PyErr::Exc(_, "IndexError", _)) => {
-                        Err(PyErr::Exc("builtins", "StopIteration", vec![]))
-                    }
-                    r => one(r?),
+                // One key at a time: a change of the dict's size between
+                // two calls is seen at the second, as in Python.
+                match many(self.obj(ch, id, CursorOp::Next(1))?)?.pop() {
+                    Some(k) => item(k),
+                    None => Err(PyErr::Exc("builtins", "StopIteration", vec![])),
                 }
             }
             // What Python's server says of a `dict_keyiterator`.
