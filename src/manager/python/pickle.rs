@@ -159,12 +159,58 @@ enum Slot {
     Obj(usize),
 }
 
+/// The memo: an object (its index in the arena) by key. CPython's picklers
+/// number the memo from 0, so small keys live in a vector, others in a map.
+#[derive(Default)]
+struct Memo {
+    /// By key below [`Memo::DENSE`]; `usize::MAX`: not set.
+    dense: Vec<usize>,
+    sparse: HashMap<u64, usize>,
+    /// The number of keys set (`MEMOIZE` uses it as the next key).
+    len: usize,
+}
+
+impl Memo {
+    /// Keys below this go in the vector (at most 32 KiB of it).
+    const DENSE: u64 = 4096;
+
+    fn insert(&mut self, key: u64, at: usize) {
+        if key < Self::DENSE {
+            let k = key as usize;
+            if self.dense.len() <= k {
+                self.dense.resize(k + 1, usize::MAX);
+            }
+            if self.dense[k] == usize::MAX {
+                self.len += 1;
+            }
+            self.dense[k] = at;
+        } else if self.sparse.insert(key, at).is_none() {
+            self.len += 1;
+        }
+    }
+
+    fn get(&self, key: u64) -> Option<usize> {
+        if key < Self::DENSE {
+            self.dense
+                .get(key as usize)
+                .copied()
+                .filter(|&at| at != usize::MAX)
+        } else {
+            self.sparse.get(&key).copied()
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+}
+
 struct Decoder<'a> {
     input: &'a [u8],
     pos: usize,
     arena: Vec<Obj>,
     stack: Vec<Slot>,
-    memo: HashMap<u64, usize>,
+    memo: Memo,
     /// Whether exception classes are accepted (a reply's `#ERROR`).
     exceptions: bool,
     /// References copied so far (see [`MAX_WORK`]).
@@ -273,7 +319,7 @@ impl<'a> Decoder<'a> {
     }
 
     fn memo_get(&mut self, key: u64) -> Result<(), PickleError> {
-        let Some(&i) = self.memo.get(&key) else {
+        let Some(i) = self.memo.get(key) else {
             return err(format!("memo key {key} was never set"));
         };
         self.stack.push(Slot::Obj(i));
@@ -836,7 +882,7 @@ fn decode_with(input: &[u8], exceptions: bool) -> Result<Py, PickleError> {
         pos: 0,
         arena: Vec::new(),
         stack: Vec::new(),
-        memo: HashMap::new(),
+        memo: Memo::default(),
         exceptions,
         work: 0,
     }

@@ -10,7 +10,6 @@
 //! [`Answer`]s and errors back to pickles and Python exceptions.
 
 use std::collections::HashMap;
-use std::os::fd::AsFd;
 use std::time::Duration;
 
 use super::pickle::{self, Py};
@@ -2221,21 +2220,20 @@ pub(crate) fn serve(server: &Server, channel: &mut Channel, first: Vec<u8>) {
     }
     let stop = || server.stopping();
     loop {
-        // CPython's clients never send a request before the last reply
-        // (nothing is left in the channel's buffer): the next one is on its
-        // way when the socket turns readable. Poll for it a while, else
-        // sleep until it comes (or a slice passes: then the channel's read
-        // checks `stop` and waits on), and read it with one call.
-        let came = PY_SPIN_SITE.spin_within(PY_SPIN, true, Deadline::NEVER, || {
-            channel.peer_gone_or_talking().then_some(())
+        // CPython's clients never send a request before the last reply:
+        // the next one is on its way. Try to read it for a while (each try
+        // is one read, and the one that finds it takes the frame: no poll
+        // in between), else sleep in the channel's read until it comes (a
+        // poll, then a read), waking every slice to check `stop`.
+        let spun = PY_SPIN_SITE.spin_within(PY_SPIN, true, Deadline::NEVER, || {
+            match channel.recv(Duration::ZERO, None, &|| true) {
+                Err(ReadEnd::Stopped) => None,
+                r => Some(r),
+            }
         });
-        if came.is_none() {
-            let _ = crate::sys::fd::poll(
-                &[(channel.as_fd(), crate::sys::fd::Interest::Read)],
-                Some(WAIT_SLICE),
-            );
-        }
-        let range = match channel.recv(Duration::ZERO, Some(WAIT_SLICE), &stop) {
+        let range = match spun
+            .unwrap_or_else(|| channel.recv(Duration::ZERO, Some(WAIT_SLICE), &stop))
+        {
             Ok(r) => r,
             Err(ReadEnd::Closed | ReadEnd::Bad(_) | ReadEnd::Os(_) | ReadEnd::Stopped) => return,
         };
