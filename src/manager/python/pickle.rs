@@ -901,6 +901,19 @@ pub(crate) fn decode_fragments(input: &[u8], count: usize) -> Result<Vec<Py>, Pi
     }
 }
 
+/// Whether `b` is the canonical fragment of one `None`, bool, small int,
+/// float or short str: a single opcode that [`decode_fragments`] accepts
+/// as one value. A quick check that spares the whole decoder for the
+/// commonest stored values; `false` says nothing (decode to know).
+pub(crate) fn is_plain_leaf(b: &[u8]) -> bool {
+    match b {
+        [b'N' | 0x88 | 0x89] | [b'K', _] | [b'M', _, _] | [b'J', _, _, _, _] => true,
+        [b'G', rest @ ..] => rest.len() == 8,
+        [0x8c, n, s @ ..] => s.len() == usize::from(*n) && std::str::from_utf8(s).is_ok(),
+        _ => false,
+    }
+}
+
 // ------------------------------------------------------------------ encode
 
 /// Appends the canonical fragment of `v` (no header, no `STOP`).
@@ -924,20 +937,7 @@ pub(crate) fn encode_into(v: &Py, out: &mut Vec<u8>) {
             out.push(b'G');
             out.extend_from_slice(&f.to_be_bytes());
         }
-        Py::Str(s) => {
-            let n = s.len();
-            if n < 256 {
-                out.push(0x8c);
-                out.push(n as u8);
-            } else if n <= u32::MAX as usize {
-                out.push(b'X');
-                out.extend_from_slice(&(n as u32).to_le_bytes());
-            } else {
-                out.push(0x8d);
-                out.extend_from_slice(&(n as u64).to_le_bytes());
-            }
-            out.extend_from_slice(s.as_bytes());
-        }
+        Py::Str(s) => str_into(s, out),
         Py::Bytes(b) => {
             let n = b.len();
             if n < 256 {
@@ -1022,6 +1022,22 @@ fn sorted_fragments(items: &[Py]) -> Vec<u8> {
 }
 
 /// CPython's own integer opcodes: the shortest that holds the value.
+/// Appends the canonical fragment of a str.
+pub(crate) fn str_into(s: &str, out: &mut Vec<u8>) {
+    let n = s.len();
+    if n < 256 {
+        out.push(0x8c);
+        out.push(n as u8);
+    } else if n <= u32::MAX as usize {
+        out.push(b'X');
+        out.extend_from_slice(&(n as u32).to_le_bytes());
+    } else {
+        out.push(0x8d);
+        out.extend_from_slice(&(n as u64).to_le_bytes());
+    }
+    out.extend_from_slice(s.as_bytes());
+}
+
 pub(crate) fn encode_int(i: i64, out: &mut Vec<u8>) {
     if (0..=0xff).contains(&i) {
         out.push(b'K');
@@ -1409,6 +1425,23 @@ mod tests {
         fn fragments_concatenate(items in proptest::collection::vec(value(), 0..6)) {
             let cat: Vec<u8> = items.iter().flat_map(fragment).collect();
             prop_assert_eq!(decode_fragments(&cat, items.len()).unwrap(), items);
+        }
+
+        /// The quick check never accepts what the decoder refuses.
+        #[test]
+        fn a_plain_leaf_decodes_as_one_value(bytes in proptest::collection::vec(any::<u8>(), 0..12)) {
+            if is_plain_leaf(&bytes) {
+                prop_assert!(decode_fragments(&bytes, 1).is_ok(), "{:?}", bytes);
+            }
+        }
+
+        #[test]
+        fn leaves_are_plain(v in value()) {
+            let f = fragment(&v);
+            let leaf = matches!(v, Py::None | Py::Bool(_) | Py::Float(_))
+                || matches!(&v, Py::Int(i) if i32::try_from(*i).is_ok())
+                || matches!(&v, Py::Str(s) if s.len() < 256);
+            prop_assert_eq!(is_plain_leaf(&f), leaf, "{:?}", f);
         }
 
         #[test]

@@ -456,7 +456,9 @@ const FOREIGN: &str = "a value stored by a client that does not use the pickle e
 
 /// One stored item, checked to be a data fragment before it goes out.
 fn item(b: Vec<u8>) -> R<Vec<u8>> {
-    pickle::decode_fragments(&b, 1).map_err(|_| PyErr::Traceback(FOREIGN.into()))?;
+    if !pickle::is_plain_leaf(&b) {
+        pickle::decode_fragments(&b, 1).map_err(|_| PyErr::Traceback(FOREIGN.into()))?;
+    }
     Ok(b)
 }
 
@@ -2125,17 +2127,17 @@ fn reply(out: &mut Vec<u8>, tag: &str, result: R<Vec<u8>>) {
     out.extend_from_slice(&pickle::HEADER);
     match result {
         Ok(v) => {
-            out.extend_from_slice(&frag(&Py::Str(tag.into())));
+            pickle::str_into(tag, out);
             out.extend_from_slice(&v);
         }
         Err(PyErr::Exc(module, name, args)) => {
-            out.extend_from_slice(&frag(&Py::Str("#ERROR".into())));
+            pickle::str_into("#ERROR", out);
             pickle::global(out, module, name);
             pickle::encode_into(&Py::Tuple(args), out);
             out.push(b'R');
         }
         Err(PyErr::Traceback(text)) => {
-            out.extend_from_slice(&frag(&Py::Str("#TRACEBACK".into())));
+            pickle::str_into("#TRACEBACK", out);
             pickle::encode_into(&Py::Str(text), out);
         }
     }
