@@ -938,20 +938,8 @@ pub(crate) fn encode_into(v: &Py, out: &mut Vec<u8>) {
             out.extend_from_slice(&f.to_be_bytes());
         }
         Py::Str(s) => str_into(s, out),
-        Py::Bytes(b) => {
-            let n = b.len();
-            if n < 256 {
-                out.push(b'C');
-                out.push(n as u8);
-            } else if n <= u32::MAX as usize {
-                out.push(b'B');
-                out.extend_from_slice(&(n as u32).to_le_bytes());
-            } else {
-                out.push(0x8e);
-                out.extend_from_slice(&(n as u64).to_le_bytes());
-            }
-            out.extend_from_slice(b);
-        }
+        // SHORT_BINBYTES, BINBYTES, BINBYTES8.
+        Py::Bytes(b) => sized_into(b, [b'C', b'B', 0x8e], out),
         Py::ByteArray(b) => {
             out.push(0x96);
             out.extend_from_slice(&(b.len() as u64).to_le_bytes());
@@ -1024,18 +1012,25 @@ fn sorted_fragments(items: &[Py]) -> Vec<u8> {
 /// CPython's own integer opcodes: the shortest that holds the value.
 /// Appends the canonical fragment of a str.
 pub(crate) fn str_into(s: &str, out: &mut Vec<u8>) {
-    let n = s.len();
+    // SHORT_BINUNICODE, BINUNICODE, BINUNICODE8.
+    sized_into(s.as_bytes(), [0x8c, b'X', 0x8d], out);
+}
+
+/// Appends `b` behind the shortest of `ops` (a one-byte, four-byte and
+/// eight-byte length) that holds its length.
+fn sized_into(b: &[u8], ops: [u8; 3], out: &mut Vec<u8>) {
+    let n = b.len();
     if n < 256 {
-        out.push(0x8c);
+        out.push(ops[0]);
         out.push(n as u8);
     } else if n <= u32::MAX as usize {
-        out.push(b'X');
+        out.push(ops[1]);
         out.extend_from_slice(&(n as u32).to_le_bytes());
     } else {
-        out.push(0x8d);
+        out.push(ops[2]);
         out.extend_from_slice(&(n as u64).to_le_bytes());
     }
-    out.extend_from_slice(s.as_bytes());
+    out.extend_from_slice(b);
 }
 
 pub(crate) fn encode_int(i: i64, out: &mut Vec<u8>) {
