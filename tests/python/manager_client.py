@@ -129,13 +129,34 @@ def check_iterators(m):
     assert list(d) == ["a", "b", 3] and sorted(k for k in d if k != 3) == ["a", "b"]
     assert dict(zip(d, d.values())) == {"a": 1, "b": 2, 3: "c"}
     assert list(m.dict()) == []
-    if OURS:
-        # A snapshot of the keys: changing the dict does not change it
-        # (Python's iterator raises RuntimeError then).
-        it = iter(d)
-        d["new"] = 0
-        assert list(it) == ["a", "b", 3]
-        del it
+    # As Python's own iterator: a key added or removed makes the next call
+    # raise RuntimeError, and every call after it; a value changed is
+    # fine; once it raised StopIteration it stays exhausted.
+    it = iter(d)
+    assert next(it) == "a"
+    d["new"] = 0
+    e = raises(RuntimeError, next, it)
+    assert "changed size during iteration" in str(e), e
+    raises(RuntimeError, next, it)
+    del d["new"]
+    raises(RuntimeError, next, it)
+    it = iter(d)
+    assert next(it) == "a"
+    d["a"] = 5
+    assert next(it) == "b"
+    del d["b"]
+    raises(RuntimeError, list, it)
+    d["b"] = 2
+    it = iter(d)
+    assert list(it) == ["a", 3, "b"]
+    d["new"] = 0
+    raises(StopIteration, next, it)
+    # Every key given but the end not yet told: a change still counts.
+    it = iter(d)
+    assert [next(it) for _ in range(4)] == ["a", 3, "b", "new"]
+    del d["new"]
+    raises(RuntimeError, next, it)
+    del it, e
     # Each iterator is let go with its proxy (some are in reference cycles
     # through the tracebacks `raises` caught). Python's own server was
     # seen to keep one object more here: checked on ours only.
@@ -477,6 +498,24 @@ def scenario_named(address, key):
     lock.release()
     q.put("hello from python")
     assert q.get(timeout=10) == "hello from python"
+    # An exposed dict offers `__iter__`, as Python's server does for a
+    # dict registered with `proxytype=DictProxy`: it iterates through an
+    # `Iterator` proxy where the manager class knows that typeid (a
+    # SyncManager's; a bare BaseManager raises KeyError: 'Iterator').
+    assert "__iter__" in d._exposed_, d._exposed_
+
+    class S(SyncManager):
+        pass
+
+    S.register("get_dict")
+    s = S(address=address, authkey=key)
+    s.connect()
+    sd = s.get_dict()
+    assert type(sd).__name__ == "AutoProxy[get_dict]", type(sd)
+    assert list(sd) == ["from python"], list(sd)
+    assert [k for k in sd] == ["from python"] and len(sd) == 1
+    del sd
+    gc.collect()
 
 
 def scenario_bench(m, n):

@@ -434,8 +434,8 @@ impl Dict {
 pub(crate) struct DictCursor {
     dict: Arc<Mutex<DictState>>,
     kind: IterKind,
-    /// The next position, and the dict's key-set version when the cursor
-    /// was made.
+    /// The next position (`usize::MAX` once it answered its end), and the
+    /// dict's key-set version when the cursor was made.
     state: Mutex<(usize, u64)>,
 }
 
@@ -447,6 +447,7 @@ pub(crate) enum CursorOp {
     /// `Custom("RuntimeError")` error if keys were added or removed since
     /// the cursor was made (Python's "dictionary changed size during
     /// iteration"; changing the value of a key is fine, as in Python).
+    /// Once it has answered its end it answers nothing ever after.
     Next(u64),
 }
 
@@ -455,6 +456,14 @@ impl DictCursor {
     pub(crate) fn call(&self, op: CursorOp, _cx: &Cx<'_>) -> Result<Answer> {
         let CursorOp::Next(max) = op;
         let mut state = self.state.lock();
+        if state.0 == usize::MAX {
+            // It answered its end: it stays there, whatever happens to the
+            // dict since (as Python's iterator, once exhausted).
+            return Ok(match self.kind {
+                IterKind::Keys | IterKind::Values => Answer::Items(Vec::new()),
+                IterKind::Items => Answer::Pairs(Vec::new()),
+            });
+        }
         let d = self.dict.lock();
         if d.keys_version != state.1 {
             return Err(remote(
@@ -466,7 +475,8 @@ impl DictCursor {
         let end = start
             .saturating_add(usize::try_from(max).unwrap_or(usize::MAX).max(1))
             .min(d.map.len());
-        state.0 = end;
+        // An empty answer is the end (`usize::MAX`: no dict is that long).
+        state.0 = if start == end { usize::MAX } else { end };
         let range = d
             .map
             .get_range(start..end)

@@ -49,9 +49,11 @@
 //!   [`ManagerBuilder::legacy_auth`](super::ManagerBuilder::legacy_auth).
 //!
 //! * **Iterators.** A dict's `__iter__` answers `#PROXY` with an
-//!   `Iterator` as Python's server does: a server-side list holding a
-//!   snapshot of the keys, which the client's `IteratorProxy` drains with
-//!   `__next__` (`StopIteration` at the end) and lets go with `decref`.
+//!   `Iterator` as Python's server does: the dict's own cursor (the one a
+//!   Rust proxy's `iter` walks), which the client's `IteratorProxy` drains
+//!   one key per `__next__` (`StopIteration` at the end, for good) and
+//!   lets go with `decref`. Keys added or removed meanwhile make the next
+//!   call raise `RuntimeError`, as Python's iterator does.
 //!   A list iterates through `__getitem__` (Python's `ListProxy` has no
 //!   `__iter__`); its `__reversed__` comes back as a local iterator over a
 //!   copy, as with Python's server.
@@ -88,9 +90,6 @@ pub(crate) struct State {
     /// by object id: elements are checked against them, and a slice comes
     /// back as an `array.array`.
     typecodes: parking_lot::Mutex<std::collections::HashMap<u64, char>>,
-    /// The lists that are iterators handed to Python clients (a dict's
-    /// `__iter__`): what is left of a snapshot of its keys, last first.
-    iterators: parking_lot::Mutex<std::collections::HashSet<u64>>,
 }
 
 /// Whether a connection's first frame comes from a CPython client.

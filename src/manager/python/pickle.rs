@@ -159,12 +159,58 @@ enum Slot {
     Obj(usize),
 }
 
+/// The memo: an object (its index in the arena) by key. CPython's picklers
+/// number the memo from 0, so small keys live in a vector, others in a map.
+#[derive(Default)]
+struct Memo {
+    /// By key below [`Memo::DENSE`]; `usize::MAX`: not set.
+    dense: Vec<usize>,
+    sparse: HashMap<u64, usize>,
+    /// The number of keys set (`MEMOIZE` uses it as the next key).
+    len: usize,
+}
+
+impl Memo {
+    /// Keys below this go in the vector (at most 32 KiB of it).
+    const DENSE: u64 = 4096;
+
+    fn insert(&mut self, key: u64, at: usize) {
+        if key < Self::DENSE {
+            let k = key as usize;
+            if self.dense.len() <= k {
+                self.dense.resize(k + 1, usize::MAX);
+            }
+            if self.dense[k] == usize::MAX {
+                self.len += 1;
+            }
+            self.dense[k] = at;
+        } else if self.sparse.insert(key, at).is_none() {
+            self.len += 1;
+        }
+    }
+
+    fn get(&self, key: u64) -> Option<usize> {
+        if key < Self::DENSE {
+            self.dense
+                .get(key as usize)
+                .copied()
+                .filter(|&at| at != usize::MAX)
+        } else {
+            self.sparse.get(&key).copied()
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+}
+
 struct Decoder<'a> {
     input: &'a [u8],
     pos: usize,
     arena: Vec<Obj>,
     stack: Vec<Slot>,
-    memo: HashMap<u64, usize>,
+    memo: Memo,
     /// Whether exception classes are accepted (a reply's `#ERROR`).
     exceptions: bool,
     /// References copied so far (see [`MAX_WORK`]).
@@ -273,7 +319,7 @@ impl<'a> Decoder<'a> {
     }
 
     fn memo_get(&mut self, key: u64) -> Result<(), PickleError> {
-        let Some(&i) = self.memo.get(&key) else {
+        let Some(i) = self.memo.get(key) else {
             return err(format!("memo key {key} was never set"));
         };
         self.stack.push(Slot::Obj(i));
@@ -836,7 +882,7 @@ fn decode_with(input: &[u8], exceptions: bool) -> Result<Py, PickleError> {
         pos: 0,
         arena: Vec::new(),
         stack: Vec::new(),
-        memo: HashMap::new(),
+        memo: Memo::default(),
         exceptions,
         work: 0,
     }
@@ -852,6 +898,19 @@ pub(crate) fn decode_fragments(input: &[u8], count: usize) -> Result<Vec<Py>, Pi
     match decode(&whole)? {
         Py::List(v) if v.len() == count => Ok(v),
         _ => err("stored values are not the expected pickle fragments"),
+    }
+}
+
+/// Whether `b` is the canonical fragment of one `None`, bool, small int,
+/// float or short str: a single opcode that [`decode_fragments`] accepts
+/// as one value. A quick check that spares the whole decoder for the
+/// commonest stored values; `false` says nothing (decode to know).
+pub(crate) fn is_plain_leaf(b: &[u8]) -> bool {
+    match b {
+        [b'N' | 0x88 | 0x89] | [b'K', _] | [b'M', _, _] | [b'J', _, _, _, _] => true,
+        [b'G', rest @ ..] => rest.len() == 8,
+        [0x8c, n, s @ ..] => s.len() == usize::from(*n) && std::str::from_utf8(s).is_ok(),
+        _ => false,
     }
 }
 
@@ -878,34 +937,9 @@ pub(crate) fn encode_into(v: &Py, out: &mut Vec<u8>) {
             out.push(b'G');
             out.extend_from_slice(&f.to_be_bytes());
         }
-        Py::Str(s) => {
-            let n = s.len();
-            if n < 256 {
-                out.push(0x8c);
-                out.push(n as u8);
-            } else if n <= u32::MAX as usize {
-                out.push(b'X');
-                out.extend_from_slice(&(n as u32).to_le_bytes());
-            } else {
-                out.push(0x8d);
-                out.extend_from_slice(&(n as u64).to_le_bytes());
-            }
-            out.extend_from_slice(s.as_bytes());
-        }
-        Py::Bytes(b) => {
-            let n = b.len();
-            if n < 256 {
-                out.push(b'C');
-                out.push(n as u8);
-            } else if n <= u32::MAX as usize {
-                out.push(b'B');
-                out.extend_from_slice(&(n as u32).to_le_bytes());
-            } else {
-                out.push(0x8e);
-                out.extend_from_slice(&(n as u64).to_le_bytes());
-            }
-            out.extend_from_slice(b);
-        }
+        Py::Str(s) => str_into(s, out),
+        // SHORT_BINBYTES, BINBYTES, BINBYTES8.
+        Py::Bytes(b) => sized_into(b, [b'C', b'B', 0x8e], out),
         Py::ByteArray(b) => {
             out.push(0x96);
             out.extend_from_slice(&(b.len() as u64).to_le_bytes());
@@ -976,6 +1010,29 @@ fn sorted_fragments(items: &[Py]) -> Vec<u8> {
 }
 
 /// CPython's own integer opcodes: the shortest that holds the value.
+/// Appends the canonical fragment of a str.
+pub(crate) fn str_into(s: &str, out: &mut Vec<u8>) {
+    // SHORT_BINUNICODE, BINUNICODE, BINUNICODE8.
+    sized_into(s.as_bytes(), [0x8c, b'X', 0x8d], out);
+}
+
+/// Appends `b` behind the shortest of `ops` (a one-byte, four-byte and
+/// eight-byte length) that holds its length.
+fn sized_into(b: &[u8], ops: [u8; 3], out: &mut Vec<u8>) {
+    let n = b.len();
+    if n < 256 {
+        out.push(ops[0]);
+        out.push(n as u8);
+    } else if n <= u32::MAX as usize {
+        out.push(ops[1]);
+        out.extend_from_slice(&(n as u32).to_le_bytes());
+    } else {
+        out.push(ops[2]);
+        out.extend_from_slice(&(n as u64).to_le_bytes());
+    }
+    out.extend_from_slice(b);
+}
+
 pub(crate) fn encode_int(i: i64, out: &mut Vec<u8>) {
     if (0..=0xff).contains(&i) {
         out.push(b'K');
@@ -1363,6 +1420,23 @@ mod tests {
         fn fragments_concatenate(items in proptest::collection::vec(value(), 0..6)) {
             let cat: Vec<u8> = items.iter().flat_map(fragment).collect();
             prop_assert_eq!(decode_fragments(&cat, items.len()).unwrap(), items);
+        }
+
+        /// The quick check never accepts what the decoder refuses.
+        #[test]
+        fn a_plain_leaf_decodes_as_one_value(bytes in proptest::collection::vec(any::<u8>(), 0..12)) {
+            if is_plain_leaf(&bytes) {
+                prop_assert!(decode_fragments(&bytes, 1).is_ok(), "{:?}", bytes);
+            }
+        }
+
+        #[test]
+        fn leaves_are_plain(v in value()) {
+            let f = fragment(&v);
+            let leaf = matches!(v, Py::None | Py::Bool(_) | Py::Float(_))
+                || matches!(&v, Py::Int(i) if i32::try_from(*i).is_ok())
+                || matches!(&v, Py::Str(s) if s.len() < 256);
+            prop_assert_eq!(is_plain_leaf(&f), leaf, "{:?}", f);
         }
 
         #[test]

@@ -10,7 +10,6 @@
 //! [`Answer`]s and errors back to pickles and Python exceptions.
 
 use std::collections::HashMap;
-use std::os::fd::AsFd;
 use std::time::Duration;
 
 use super::pickle::{self, Py};
@@ -20,8 +19,8 @@ use crate::error::{Error, RemoteErrorKind as K};
 use crate::manager::channel::{Channel, ReadEnd};
 use crate::manager::objects::containers::{apply_order, sort_order};
 use crate::manager::objects::{
-    Answer, ArrayOp, BarrierOp, BlockingOp, ConditionOp, DictOp, EventOp, Item, ListOp,
-    NamespaceOp, Object, QueueOp, ValueOp,
+    Answer, ArrayOp, BarrierOp, BlockingOp, ConditionOp, CursorOp, DICT_CURSOR, DictOp, EventOp,
+    Item, IterKind, ListOp, NamespaceOp, Object, QueueOp, ValueOp,
 };
 use crate::manager::protocol::{Bytes, ControlOp, dec, enc, remote};
 use crate::manager::server::{Cx, Server};
@@ -88,6 +87,7 @@ fn from_error(e: Error) -> PyErr {
             K::Full => PyErr::Exc("queue", "Full", vec![]),
             K::BadArguments => type_error(message),
             K::UnknownMethod => exc("builtins", "AttributeError", message),
+            K::Custom(name) if name == "RuntimeError" => runtime_error(message),
             _ => PyErr::Traceback(format!("{kind}: {message}")),
         },
         Error::BrokenBarrier => PyErr::Exc("threading", "BrokenBarrierError", vec![]),
@@ -113,7 +113,7 @@ enum Kind {
     Barrier,
     Value,
     Array,
-    /// A dict's keys iterator (a list of what is left, last first).
+    /// A dict's keys iterator (a cursor over the dict).
     Iterator,
     /// A registered Rust type: not callable from Python.
     Other,
@@ -134,6 +134,7 @@ impl Kind {
             "barrier" => Kind::Barrier,
             "value" => Kind::Value,
             "array" => Kind::Array,
+            DICT_CURSOR => Kind::Iterator,
             _ => Kind::Other,
         }
     }
@@ -209,18 +210,18 @@ impl Kind {
     /// methods that work as plain methods of a class. The attribute hooks
     /// (`__getattribute__`, `__setattr__`, `__delattr__`) would turn every
     /// attribute of the proxy itself into a remote call (recursing in
-    /// Python), and `__iter__` needs the `Iterator` typeid registered:
-    /// Python's own server, making an `AutoProxy` of an object's public
-    /// methods, does not offer them either. A `BarrierProxy` or
-    /// `NamespaceProxy` given as `proxytype` still reaches them (the server
-    /// serves what [`exposed`](Self::exposed) lists).
+    /// Python). A dict keeps `__iter__`, as an object Python's server
+    /// registered with `proxytype=DictProxy` does: it iterates when the
+    /// client's manager class knows the `Iterator` typeid (a
+    /// `SyncManager`'s), and raises `KeyError: 'Iterator'` otherwise, as
+    /// with Python's server. A `BarrierProxy` or `NamespaceProxy` given as
+    /// `proxytype` still reaches the hooks (the server serves what
+    /// [`exposed`](Self::exposed) lists).
     fn exposed_by_name(self) -> impl Iterator<Item = &'static str> {
-        self.exposed().iter().copied().filter(|m| {
-            !matches!(
-                *m,
-                "__getattribute__" | "__setattr__" | "__delattr__" | "__iter__"
-            )
-        })
+        self.exposed()
+            .iter()
+            .copied()
+            .filter(|m| !matches!(*m, "__getattribute__" | "__setattr__" | "__delattr__"))
     }
 }
 
@@ -455,7 +456,9 @@ const FOREIGN: &str = "a value stored by a client that does not use the pickle e
 
 /// One stored item, checked to be a data fragment before it goes out.
 fn item(b: Vec<u8>) -> R<Vec<u8>> {
-    pickle::decode_fragments(&b, 1).map_err(|_| PyErr::Traceback(FOREIGN.into()))?;
+    if !pickle::is_plain_leaf(&b) {
+        pickle::decode_fragments(&b, 1).map_err(|_| PyErr::Traceback(FOREIGN.into()))?;
+    }
     Ok(b)
 }
 
@@ -638,6 +641,7 @@ op_of! {
     EventOp => Event;
     BarrierOp => Barrier;
     ConditionOp => Condition;
+    CursorOp => DictCursor;
 }
 
 /// A lock operation: on a lock, reentrant lock or semaphore, or on a
@@ -765,11 +769,7 @@ impl Conn<'_> {
             .server
             .typeid(id)
             .ok_or_else(|| PyErr::Traceback(format!("KeyError: no object with ident '{id:x}'")))?;
-        let k = if self.server.python.iterators.lock().contains(&id) {
-            Kind::Iterator
-        } else {
-            Kind::of(&typeid)
-        };
+        let k = Kind::of(&typeid);
         self.kinds.insert(id, k);
         Ok(k)
     }
@@ -851,7 +851,6 @@ impl Conn<'_> {
                 self.control(ControlOp::Decref(id))?;
                 if self.server.typeid(id).is_none() {
                     self.server.python.typecodes.lock().remove(&id);
-                    self.server.python.iterators.lock().remove(&id);
                 }
                 Ok(Py::None)
             }
@@ -1264,17 +1263,10 @@ impl Conn<'_> {
             }
             "__iter__" => {
                 // As Python's server (`DictProxy._method_to_typeid_`): a
-                // new `Iterator` object, here over a snapshot of the keys.
+                // new `Iterator` object, here the dict's own cursor, which
+                // fails as Python's iterator does when keys come or go.
                 take::<0>(name, args, kwds)?;
-                let mut keys = many(self.obj(ch, id, DictOp::Keys)?)?;
-                keys.reverse();
-                let b: Vec<Bytes<'_>> = keys.iter().map(|k| Bytes(k)).collect();
-                let init = enc(&b).map_err(tb)?;
-                let it: u64 = decoded(&self.control(ControlOp::Create {
-                    typeid: "list",
-                    init: Bytes(&init),
-                })?)?;
-                self.server.python.iterators.lock().insert(it);
+                let it = count(self.obj(ch, id, DictOp::Iter(IterKind::Keys))?)?;
                 self.tag = "#PROXY";
                 Ok(proxy_frag(it, "Iterator", Kind::Iterator))
             }
@@ -1608,11 +1600,11 @@ impl Conn<'_> {
         match name {
             "__next__" => {
                 take::<0>(name, args, kwds)?;
-                match self.obj(ch, id, ListOp::Pop(None)) {
-                    Err(PyErr::Exc(_, "IndexError", _)) => {
-                        Err(PyErr::Exc("builtins", "StopIteration", vec![]))
-                    }
-                    r => one(r?),
+                // One key at a time: a change of the dict's size between
+                // two calls is seen at the second, as in Python.
+                match many(self.obj(ch, id, CursorOp::Next(1))?)?.pop() {
+                    Some(k) => item(k),
+                    None => Err(PyErr::Exc("builtins", "StopIteration", vec![])),
                 }
             }
             // What Python's server says of a `dict_keyiterator`.
@@ -2135,17 +2127,17 @@ fn reply(out: &mut Vec<u8>, tag: &str, result: R<Vec<u8>>) {
     out.extend_from_slice(&pickle::HEADER);
     match result {
         Ok(v) => {
-            out.extend_from_slice(&frag(&Py::Str(tag.into())));
+            pickle::str_into(tag, out);
             out.extend_from_slice(&v);
         }
         Err(PyErr::Exc(module, name, args)) => {
-            out.extend_from_slice(&frag(&Py::Str("#ERROR".into())));
+            pickle::str_into("#ERROR", out);
             pickle::global(out, module, name);
             pickle::encode_into(&Py::Tuple(args), out);
             out.push(b'R');
         }
         Err(PyErr::Traceback(text)) => {
-            out.extend_from_slice(&frag(&Py::Str("#TRACEBACK".into())));
+            pickle::str_into("#TRACEBACK", out);
             pickle::encode_into(&Py::Str(text), out);
         }
     }
@@ -2230,21 +2222,20 @@ pub(crate) fn serve(server: &Server, channel: &mut Channel, first: Vec<u8>) {
     }
     let stop = || server.stopping();
     loop {
-        // CPython's clients never send a request before the last reply
-        // (nothing is left in the channel's buffer): the next one is on its
-        // way when the socket turns readable. Poll for it a while, else
-        // sleep until it comes (or a slice passes: then the channel's read
-        // checks `stop` and waits on), and read it with one call.
-        let came = PY_SPIN_SITE.spin_within(PY_SPIN, true, Deadline::NEVER, || {
-            channel.peer_gone_or_talking().then_some(())
+        // CPython's clients never send a request before the last reply:
+        // the next one is on its way. Try to read it for a while (each try
+        // is one read, and the one that finds it takes the frame: no poll
+        // in between), else sleep in the channel's read until it comes (a
+        // poll, then a read), waking every slice to check `stop`.
+        let spun = PY_SPIN_SITE.spin_within(PY_SPIN, true, Deadline::NEVER, || {
+            match channel.recv(Duration::ZERO, None, &|| true) {
+                Err(ReadEnd::Stopped) => None,
+                r => Some(r),
+            }
         });
-        if came.is_none() {
-            let _ = crate::sys::fd::poll(
-                &[(channel.as_fd(), crate::sys::fd::Interest::Read)],
-                Some(WAIT_SLICE),
-            );
-        }
-        let range = match channel.recv(Duration::ZERO, Some(WAIT_SLICE), &stop) {
+        let range = match spun
+            .unwrap_or_else(|| channel.recv(Duration::ZERO, Some(WAIT_SLICE), &stop))
+        {
             Ok(r) => r,
             Err(ReadEnd::Closed | ReadEnd::Bad(_) | ReadEnd::Os(_) | ReadEnd::Stopped) => return,
         };
