@@ -263,10 +263,11 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// Takes the oldest item, waiting until `deadline`. `Ok(None)`: none
     /// came in time (never for `NEVER`: it waits again).
     fn get_until(&self, deadline: Deadline) -> Result<Option<T>, GetError> {
+        // A small item is left here by the ring's copy and decoded in place.
+        let mut buf = [0u8; INLINE];
         loop {
-            // Matched by reference: moving the payload out would copy it whole.
-            return match &self.core.get(deadline) {
-                Ok(p) => postcard::from_bytes(p.as_slice())
+            return match &self.core.get_into(deadline, &mut buf) {
+                Ok(got) => postcard::from_bytes(got.bytes(&buf))
                     .map(Some)
                     .map_err(|e| GetError::Decode(e.to_string())),
                 Err(GetFail::Closed) if self.core.is_corrupt() => Err(GetError::Corrupt),
