@@ -217,7 +217,7 @@ fn rec_len(len: u64) -> u64 {
 /// register (a copy into an 8-byte array took a `memcpy` call for the last,
 /// short piece, and then a stalled load of the array).
 #[inline(always)]
-fn word_of(c: &[u8]) -> u64 {
+pub(crate) fn word_of(c: &[u8]) -> u64 {
     if let Ok(w) = <[u8; 8]>::try_from(c) {
         return u64::from_ne_bytes(w);
     }
