@@ -512,6 +512,7 @@ impl Got {
 }
 
 impl Payload {
+    #[cfg_attr(not(any(feature = "pool", feature = "tokio")), allow(dead_code))]
     pub(crate) fn as_slice(&self) -> &[u8] {
         match self {
             Payload::Inline(b, n) => &b[..*n],
@@ -1734,6 +1735,7 @@ impl Core {
     /// get of this process (from any thread) goes on from there, so a slow
     /// large item is never started over.
     #[inline]
+    #[cfg_attr(not(feature = "pool"), allow(dead_code))]
     pub(crate) fn get(&self, deadline: Deadline) -> Result<Payload, GetFail> {
         self.get_noting(deadline, &mut |_| {})
     }
