@@ -196,8 +196,12 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     fn put_until(&self, item: T, deadline: Deadline) -> Result<(), (T, PutFailure)> {
         let mut buf = [0u8; INLINE];
         let vec;
-        let bytes: &[u8] = match postcard::to_slice(&item, &mut buf) {
-            Ok(b) => b,
+        let small = Small {
+            buf: &mut buf,
+            len: 0,
+        };
+        let bytes: &[u8] = match postcard::serialize_with_flavor(&item, small) {
+            Ok(n) => &buf[..n],
             Err(_) => match postcard::to_stdvec(&item) {
                 Ok(v) => {
                     vec = v;
@@ -263,10 +267,11 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// Takes the oldest item, waiting until `deadline`. `Ok(None)`: none
     /// came in time (never for `NEVER`: it waits again).
     fn get_until(&self, deadline: Deadline) -> Result<Option<T>, GetError> {
+        // A small item is left here by the ring's copy and decoded in place.
+        let mut buf = [0u8; INLINE];
         loop {
-            // Matched by reference: moving the payload out would copy it whole.
-            return match &self.core.get(deadline) {
-                Ok(p) => postcard::from_bytes(p.as_slice())
+            return match &self.core.get_into(deadline, &mut buf) {
+                Ok(got) => postcard::from_bytes(got.bytes(&buf))
                     .map(Some)
                     .map_err(|e| GetError::Decode(e.to_string())),
                 Err(GetFail::Closed) if self.core.is_corrupt() => Err(GetError::Corrupt),
@@ -335,6 +340,55 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
             Err(GetFail::Closed) if self.core.is_corrupt() => Err(GetError::Corrupt),
             Err(GetFail::Closed) | Err(GetFail::Empty) => Err(GetError::Closed),
         }
+    }
+}
+
+/// Where postcard encodes an item of at most [`INLINE`] bytes (a larger
+/// one fails here and is encoded into a vector). Its short pieces (a
+/// varint, a tag) go in as one 8-byte store each: postcard's own slice
+/// output made a `memcpy` call for each, a tenth of a small put's time.
+struct Small<'a> {
+    buf: &'a mut [u8; INLINE],
+    len: usize,
+}
+
+impl postcard::ser_flavors::Flavor for Small<'_> {
+    /// The encoded length.
+    type Output = usize;
+
+    #[inline]
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        let full = || postcard::Error::SerializeBufferFull;
+        let end = self.len.checked_add(data.len()).ok_or_else(full)?;
+        if data.len() <= 8
+            && let Some(at) = self.buf.get_mut(self.len..self.len + 8)
+        {
+            // The 8 bytes from `len`, the piece then zeros: bytes past
+            // `end` are written over by the next piece, or not encoded.
+            at.copy_from_slice(&ring::word_of(data).to_ne_bytes());
+        } else {
+            self.buf
+                .get_mut(self.len..end)
+                .ok_or_else(full)?
+                .copy_from_slice(data);
+        }
+        self.len = end;
+        Ok(())
+    }
+
+    #[inline]
+    fn try_push(&mut self, b: u8) -> postcard::Result<()> {
+        let at = self
+            .buf
+            .get_mut(self.len)
+            .ok_or(postcard::Error::SerializeBufferFull)?;
+        *at = b;
+        self.len += 1;
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<usize> {
+        Ok(self.len)
     }
 }
 
@@ -629,5 +683,46 @@ impl<T> fmt::Debug for JoinableQueue<T> {
             .field("qsize", &self.qsize())
             .field("unfinished", &self.unfinished_tasks())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `Small` made of `v`, or `None` where it refused (too long).
+    fn small<T: Serialize>(v: &T) -> Option<Vec<u8>> {
+        let mut buf = [0xEEu8; INLINE];
+        let n = postcard::serialize_with_flavor(
+            v,
+            Small {
+                buf: &mut buf,
+                len: 0,
+            },
+        )
+        .ok()?;
+        Some(buf[..n].to_vec())
+    }
+
+    #[test]
+    fn small_encodes_as_postcard_does_up_to_the_inline_limit() {
+        // Pieces of every length around the 8-byte stores and the buffer's
+        // end: strings of 0 to 140 bytes behind a varying prefix, varints
+        // of every width.
+        for pre in [0u64, 1, 300, u64::MAX] {
+            for len in 0..=140 {
+                let v = (pre, "x".repeat(len), len as u8);
+                let want = postcard::to_stdvec(&v).unwrap();
+                match small(&v) {
+                    Some(got) => assert_eq!(got, want, "prefix {pre}, {len} bytes"),
+                    None => assert!(want.len() > INLINE, "refused {} bytes", want.len()),
+                }
+            }
+        }
+        for v in [0u64, 127, 128, 1 << 35, u64::MAX] {
+            assert_eq!(small(&v).unwrap(), postcard::to_stdvec(&v).unwrap());
+        }
+        let exact = vec![7u8; INLINE - 1];
+        assert_eq!(small(&exact).unwrap(), postcard::to_stdvec(&exact).unwrap());
     }
 }

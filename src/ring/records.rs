@@ -212,6 +212,25 @@ fn rec_len(len: u64) -> u64 {
     HDR + len.next_multiple_of(8)
 }
 
+/// The ring word holding `c` (at most 8 bytes) then zeros, as
+/// `u64::from_ne_bytes` of the zero-padded bytes would make it: built in a
+/// register (a copy into an 8-byte array took a `memcpy` call for the last,
+/// short piece, and then a stalled load of the array).
+#[inline(always)]
+pub(crate) fn word_of(c: &[u8]) -> u64 {
+    if let Ok(w) = <[u8; 8]>::try_from(c) {
+        return u64::from_ne_bytes(w);
+    }
+    let le = c
+        .iter()
+        .take(8)
+        .enumerate()
+        .fold(0u64, |w, (j, &b)| w | (b as u64) << (8 * j));
+    // (`le` is `from_le_bytes` of the padded bytes; `from_le` turns it
+    // into `from_ne_bytes` of them on either byte order.)
+    u64::from_le(le)
+}
+
 fn tag(kind: u32, id: u32) -> u32 {
     kind | ((id & ID_MASK) << 2)
 }
@@ -441,7 +460,7 @@ enum SpillPut {
 /// What [`Core::spill_get`] found.
 enum SpillGet {
     /// An item, taken.
-    Item(Payload),
+    Item(Got),
     /// The consumers went back to the ring: take from there.
     Back,
     /// Nothing in the spill yet.
@@ -467,7 +486,33 @@ pub(crate) enum Payload {
 
 pub(crate) const INLINE: usize = 128;
 
+/// Where a get left its item: a small payload's length in the caller's
+/// buffer (see [`Core::get_into`]), or a large payload's own buffer.
+pub(crate) enum Got {
+    Inline(usize),
+    Heap(Vec<u8>),
+}
+
+impl Got {
+    /// The payload, given the buffer the get wrote small ones to.
+    pub(crate) fn bytes<'a>(&'a self, buf: &'a [u8; INLINE]) -> &'a [u8] {
+        match self {
+            // (`n <= INLINE`, as `read_payload_in` sets it.)
+            Got::Inline(n) => &buf[..(*n).min(INLINE)],
+            Got::Heap(v) => v,
+        }
+    }
+
+    fn into_payload(self, buf: [u8; INLINE]) -> Payload {
+        match self {
+            Got::Inline(n) => Payload::Inline(buf, n),
+            Got::Heap(v) => Payload::Heap(v),
+        }
+    }
+}
+
 impl Payload {
+    #[cfg_attr(not(any(feature = "pool", feature = "tokio")), allow(dead_code))]
     pub(crate) fn as_slice(&self) -> &[u8] {
         match self {
             Payload::Inline(b, n) => &b[..*n],
@@ -1192,12 +1237,10 @@ impl Core {
             // Whole words, the record's padding included (zeros), as
             // `read_payload` reads them: no `memcpy` call for a small item.
             for (i, c) in payload.chunks(8).enumerate() {
-                let mut w = [0u8; 8];
-                w[..c.len()].copy_from_slice(c);
                 // SAFETY: `at` is a multiple of 8, so each word lies within
                 // the record (payload and padding), free space the caller
                 // owns; the mapping is alive (the caller's promise).
-                unsafe { b.store_word(at + 8 * i as u64, u64::from_ne_bytes(w)) };
+                unsafe { b.store_word(at + 8 * i as u64, word_of(c)) };
             }
         } else {
             // SAFETY: the payload's bytes follow, free too (the caller's).
@@ -1212,13 +1255,15 @@ impl Core {
     /// `get_lock` must be held and a committed record of `len` payload
     /// bytes must start at `head`.
     #[inline(always)]
-    unsafe fn read_payload(&self, head: u32, len: usize) -> Payload {
+    unsafe fn read_payload(&self, head: u32, len: usize, out: &mut [u8; INLINE]) -> Got {
         // SAFETY: forwarded; the ring's mapping lives as long as `self.ring`.
-        unsafe { Self::read_payload_in(&self.bytes, head as u64, len) }
+        unsafe { Self::read_payload_in(&self.bytes, head as u64, len, out) }
     }
 
     /// Copies the payload of the record at byte counter `head` of `b` (the
-    /// ring or the spill).
+    /// ring or the spill): a small one into `out` (where the caller reads
+    /// it, so it is not moved again on its way out), a large one into a
+    /// buffer of its own.
     ///
     /// # Safety
     ///
@@ -1226,10 +1271,9 @@ impl Core {
     /// `len` payload bytes (at most `b`'s size) starts at `head`, a
     /// multiple of 8.
     #[inline(always)]
-    unsafe fn read_payload_in(b: &Bytes, head: u64, len: usize) -> Payload {
+    unsafe fn read_payload_in(b: &Bytes, head: u64, len: usize, out: &mut [u8; INLINE]) -> Got {
         let at = head.wrapping_add(HDR);
         if len <= INLINE {
-            let mut out = [0u8; INLINE];
             // Whole words, the record's padding included (`INLINE` is a
             // multiple of 8): no `memcpy` call for a small item.
             for (i, d) in out.chunks_exact_mut(8).take(len.div_ceil(8)).enumerate() {
@@ -1239,12 +1283,12 @@ impl Core {
                 let w = unsafe { b.load_word(at + 8 * i as u64) };
                 d.copy_from_slice(&w.to_ne_bytes());
             }
-            Payload::Inline(out, len)
+            Got::Inline(len)
         } else {
             let mut v = vec![0u8; len];
             // SAFETY: forwarded from the caller.
             unsafe { b.load(at, &mut v) };
-            Payload::Heap(v)
+            Got::Heap(v)
         }
     }
 
@@ -1691,8 +1735,21 @@ impl Core {
     /// get of this process (from any thread) goes on from there, so a slow
     /// large item is never started over.
     #[inline]
+    #[cfg_attr(not(feature = "pool"), allow(dead_code))]
     pub(crate) fn get(&self, deadline: Deadline) -> Result<Payload, GetFail> {
         self.get_noting(deadline, &mut |_| {})
+    }
+
+    /// [`get`](Core::get), leaving a small payload in `buf` (read it with
+    /// [`Got::bytes`]): the queue's own gets, which decode it from there,
+    /// so the payload is copied once, out of the ring.
+    #[inline]
+    pub(crate) fn get_into(
+        &self,
+        deadline: Deadline,
+        buf: &mut [u8; INLINE],
+    ) -> Result<Got, GetFail> {
+        self.get_inner(deadline, &mut |_| {}, None, buf)
     }
 
     /// [`get`](Core::get), calling `on_take` with the item's first bytes
@@ -1706,7 +1763,9 @@ impl Core {
         deadline: Deadline,
         on_take: &mut dyn FnMut(&[u8]),
     ) -> Result<Payload, GetFail> {
-        self.get_inner(deadline, on_take, None)
+        let mut buf = [0u8; INLINE];
+        let got = self.get_inner(deadline, on_take, None, &mut buf)?;
+        Ok(got.into_payload(buf))
     }
 
     /// aio hook (issue 17): a get that never waits; where it would wait it
@@ -1715,7 +1774,9 @@ impl Core {
     #[cfg(feature = "tokio")]
     pub(crate) fn get_parked(&self, park: &mut Park) -> Result<Payload, GetFail> {
         park.wait = None;
-        self.get_inner(Deadline::NEVER, &mut |_| {}, Some(park))
+        let mut buf = [0u8; INLINE];
+        let got = self.get_inner(Deadline::NEVER, &mut |_| {}, Some(park), &mut buf)?;
+        Ok(got.into_payload(buf))
     }
 
     fn get_inner(
@@ -1723,7 +1784,8 @@ impl Core {
         deadline: Deadline,
         on_take: &mut dyn FnMut(&[u8]),
         mut park: ParkRef<'_>,
-    ) -> Result<Payload, GetFail> {
+        buf: &mut [u8; INLINE],
+    ) -> Result<Got, GetFail> {
         let s = self.shared();
         let me = thread::tid();
         #[cfg(feature = "tokio")]
@@ -1762,7 +1824,7 @@ impl Core {
                 if rx.is_some() {
                     self.abandon_rx(&mut rx, me);
                 }
-                match self.spill_get(sp, sh, head, on_take) {
+                match self.spill_get(sp, sh, head, on_take, buf) {
                     SpillGet::Item(p) => return Ok(p),
                     SpillGet::Back => continue,
                     SpillGet::Corrupt => {
@@ -1874,7 +1936,7 @@ impl Core {
                     drop(held);
                     if last {
                         let p = rx.take().expect("receiving");
-                        return Ok(Payload::Heap(p.buf));
+                        return Ok(Got::Heap(p.buf));
                     }
                     suspect = false;
                     continue;
@@ -1907,11 +1969,11 @@ impl Core {
                 KIND_ITEM => {
                     // SAFETY: a committed record starts at head; `get_lock`
                     // is held.
-                    let payload = unsafe { self.read_payload(hb, len as usize) };
-                    on_take(payload.as_slice());
+                    let got = unsafe { self.read_payload(hb, len as usize, buf) };
+                    on_take(got.bytes(buf));
                     s.g.head.store(next(true), Ordering::Release);
                     drop(held);
-                    return Ok(payload);
+                    return Ok(got);
                 }
                 KIND_FIRST => {
                     let mut buf = Vec::new();
@@ -1973,6 +2035,7 @@ impl Core {
         sh: u64,
         head: u64,
         on_take: &mut dyn FnMut(&[u8]),
+        buf: &mut [u8; INLINE],
     ) -> SpillGet {
         let s = self.shared();
         let (gets, pos, _) = sp_unpack(sh);
@@ -2001,14 +2064,14 @@ impl Core {
         if tg == tag(KIND_ITEM, 0) {
             // SAFETY: a committed record of `len` payload bytes (less than
             // the spill's size) starts at `pos`; `get_lock` is held.
-            let payload = unsafe { Self::read_payload_in(&sp.bytes, pos, len as usize) };
-            on_take(payload.as_slice());
+            let got = unsafe { Self::read_payload_in(&sp.bytes, pos, len as usize, buf) };
+            on_take(got.bytes(buf));
             s.g.sp_head.store(
                 sp_pack(gets.wrapping_add(1), pos + rec, false),
                 Ordering::Release,
             );
             self.give_back(sp, pos + rec);
-            SpillGet::Item(payload)
+            SpillGet::Item(got)
         } else if tg == BACK && len == 0 {
             // The next items are in the ring again. Two stores: one killed
             // between them is finished by the next consumer (the bit).
@@ -2051,7 +2114,7 @@ impl Core {
 
     /// Keeps a large item received in part (if any) for the next get of
     /// this process, and reports that nothing came in time.
-    fn keep(&self, rx: Option<Box<Partial>>) -> Result<Payload, GetFail> {
+    fn keep(&self, rx: Option<Box<Partial>>) -> Result<Got, GetFail> {
         if let Some(p) = rx {
             self.stash.put(p);
         }
@@ -2175,6 +2238,42 @@ mod tests {
             33 => MIN_CAP - 3,
             _ => (i * 37 + i * i) % 301,
         }
+    }
+
+    #[test]
+    fn a_short_piece_becomes_the_word_of_its_zero_padded_bytes() {
+        let bytes: Vec<u8> = (1..=8).map(|b| b * 0x11).collect();
+        for n in 0..=8 {
+            let mut padded = [0u8; 8];
+            padded[..n].copy_from_slice(&bytes[..n]);
+            assert_eq!(
+                word_of(&bytes[..n]),
+                u64::from_ne_bytes(padded),
+                "{n} bytes"
+            );
+        }
+    }
+
+    #[test]
+    fn get_into_leaves_every_small_size_in_a_reused_buffer_intact() {
+        // Every length up to a little past the inline limit, in a ring
+        // small enough that records cross its end, through one buffer that
+        // still holds the previous (longer or shorter) item's bytes.
+        let c = Core::new(0, MIN_CAP, false).unwrap();
+        let mut buf = [0xA5u8; INLINE];
+        for round in 0..40 {
+            for len in 0..=INLINE + 9 {
+                let want = item(round * 1000 + len, len);
+                c.put(&want, Deadline::NEVER).unwrap();
+                let got = c.get_into(Deadline::NEVER, &mut buf).ok().unwrap();
+                assert_eq!(got.bytes(&buf), &want[..], "round {round}, {len} bytes");
+                assert_eq!(matches!(got, Got::Inline(_)), len <= INLINE);
+            }
+        }
+        assert!(matches!(
+            c.get_into(Deadline::after(Duration::ZERO), &mut buf),
+            Err(GetFail::Empty)
+        ));
     }
 
     #[test]
