@@ -4,10 +4,9 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::deadline::Deadline;
-use crate::error::{Error, Result};
-
+use super::TaskError;
 use super::scheduler::{Callback, Inner, Outcome};
+use crate::deadline::Deadline;
 
 /// The result of [`Pool::apply_async`](super::Pool::apply_async) or [`Pool::map_async`](super::Pool::map_async) to come
 /// (Python's `AsyncResult`). Waiting on it also runs the pool (see the
@@ -15,27 +14,28 @@ use super::scheduler::{Callback, Inner, Outcome};
 pub struct AsyncResult<T> {
     pub(super) inner: Arc<Inner>,
     pub(super) job: u32,
-    pub(super) decode: fn(&Outcome) -> Result<T>,
+    pub(super) decode: fn(&Outcome) -> Result<T, TaskError>,
 }
 
 impl<T> AsyncResult<T> {
     /// Waits for the result. A failed task gives its error:
-    /// [`Error::TaskFailed`] (a panic, a result that could not be encoded),
-    /// [`Error::WorkerDied`], [`Error::PoolTerminated`],
-    /// [`Error::InitializerFailed`].
-    pub fn get(&self) -> Result<T> {
+    /// [`TaskError::TaskFailed`] (a panic, a result that could not be
+    /// encoded), [`TaskError::WorkerDied`], [`TaskError::PoolTerminated`],
+    /// [`TaskError::InitializerFailed`], [`TaskError::PoolClosed`] (work
+    /// left over when the pool was closed), [`TaskError::Codec`].
+    pub fn get(&self) -> Result<T, TaskError> {
         match self.inner.wait_job(self.job, Deadline::NEVER) {
             Some(o) => (self.decode)(&o),
-            None => Err(Error::PoolTerminated),
+            None => Err(TaskError::PoolTerminated),
         }
     }
 
     /// [`get`](AsyncResult::get), waiting at most `timeout`; then
-    /// [`Error::Timeout`] (the result may still come: call again).
-    pub fn get_timeout(&self, timeout: Duration) -> Result<T> {
+    /// [`TaskError::Timeout`] (the result may still come: call again).
+    pub fn get_timeout(&self, timeout: Duration) -> Result<T, TaskError> {
         match self.inner.wait_job(self.job, Deadline::after(timeout)) {
             Some(o) => (self.decode)(&o),
-            None => Err(Error::Timeout),
+            None => Err(TaskError::Timeout),
         }
     }
 
@@ -105,7 +105,7 @@ impl<T: 'static> AsyncResult<T> {
 
     /// Calls `f` with the error once the result is there, if it is one
     /// (Python's `error_callback`): see [`callback`](AsyncResult::callback).
-    pub fn error_callback(self, f: impl FnOnce(&Error) + Send + 'static) -> Self {
+    pub fn error_callback(self, f: impl FnOnce(&TaskError) + Send + 'static) -> Self {
         let decode = self.decode;
         self.on_done(Box::new(move |o| {
             if let Err(e) = decode(o) {

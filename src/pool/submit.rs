@@ -7,11 +7,11 @@ use std::collections::VecDeque;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 use super::scheduler::{Outcome, decode_all, decode_one, default_chunksize};
 use super::worker::{self, TaskCode};
-use super::{AsyncResult, IMAP_AHEAD_PER_WORKER, IMap, Pool};
+use super::{AsyncResult, IMAP_AHEAD_PER_WORKER, IMap, Pool, TaskError};
 
 impl Pool {
     fn start_map<X: Serialize, T>(
@@ -19,11 +19,11 @@ impl Pool {
         code: Result<TaskCode>,
         items: Vec<X>,
         chunksize: Option<usize>,
-        decode: fn(&Outcome) -> Result<T>,
-    ) -> Result<AsyncResult<T>> {
+        decode: fn(&Outcome) -> Result<T, TaskError>,
+    ) -> Result<AsyncResult<T>, TaskError> {
         let inner = &self.inner;
         let cs = match chunksize {
-            Some(0) => return Err(Error::InvalidArgument("chunksize must be at least 1")),
+            Some(0) => return Err(TaskError::InvalidArgument("chunksize must be at least 1")),
             Some(c) => c,
             None => default_chunksize(items.len(), inner.processes),
         };
@@ -31,7 +31,10 @@ impl Pool {
         if let Some(e) = inner.refusal(&st) {
             return Err(e);
         }
-        let function = st.table.index(code?)?;
+        let function = st
+            .table
+            .index(code.map_err(TaskError::from_internal)?)
+            .map_err(TaskError::from_internal)?;
         let job = inner.new_job(&mut st, false);
         let mut buf = Vec::with_capacity(64);
         let mut items = items.into_iter().peekable();
@@ -48,10 +51,10 @@ impl Pool {
     }
 
     /// Runs `f(arg)` in a worker and waits for its result (Python's
-    /// `apply`). A panic in `f` is [`Error::TaskFailed`] with its message
+    /// `apply`). A panic in `f` is [`TaskError::TaskFailed`] with its message
     /// and location (and the worker's backtrace when `RUST_BACKTRACE` is
     /// set); the worker does not also print it.
-    pub fn apply<A, R>(&self, f: fn(A) -> R, arg: A) -> Result<R>
+    pub fn apply<A, R>(&self, f: fn(A) -> R, arg: A) -> Result<R, TaskError>
     where
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
@@ -62,7 +65,7 @@ impl Pool {
     /// Queues `f(arg)` and returns a handle to its result (Python's
     /// `apply_async`); add callbacks with [`AsyncResult::callback`] and
     /// [`AsyncResult::error_callback`].
-    pub fn apply_async<A, R>(&self, f: fn(A) -> R, arg: A) -> Result<AsyncResult<R>>
+    pub fn apply_async<A, R>(&self, f: fn(A) -> R, arg: A) -> Result<AsyncResult<R>, TaskError>
     where
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
@@ -74,7 +77,11 @@ impl Pool {
     /// `f` over every item, results in order (Python's `map`), in chunks of
     /// the default size (`len / (4 * processes)` rounded up). The first
     /// failed task's error is returned.
-    pub fn map<A, R>(&self, f: fn(A) -> R, items: impl IntoIterator<Item = A>) -> Result<Vec<R>>
+    pub fn map<A, R>(
+        &self,
+        f: fn(A) -> R,
+        items: impl IntoIterator<Item = A>,
+    ) -> Result<Vec<R>, TaskError>
     where
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
@@ -88,7 +95,7 @@ impl Pool {
         f: fn(A) -> R,
         items: impl IntoIterator<Item = A>,
         chunksize: usize,
-    ) -> Result<Vec<R>>
+    ) -> Result<Vec<R>, TaskError>
     where
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
@@ -101,7 +108,7 @@ impl Pool {
         &self,
         f: fn(A) -> R,
         items: impl IntoIterator<Item = A>,
-    ) -> Result<AsyncResult<Vec<R>>>
+    ) -> Result<AsyncResult<Vec<R>>, TaskError>
     where
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
@@ -116,7 +123,7 @@ impl Pool {
         f: fn(A) -> R,
         items: impl IntoIterator<Item = A>,
         chunksize: usize,
-    ) -> Result<AsyncResult<Vec<R>>>
+    ) -> Result<AsyncResult<Vec<R>>, TaskError>
     where
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
@@ -136,7 +143,7 @@ impl Pool {
         &self,
         f: fn(A, B) -> R,
         items: impl IntoIterator<Item = (A, B)>,
-    ) -> Result<Vec<R>>
+    ) -> Result<Vec<R>, TaskError>
     where
         A: Serialize + DeserializeOwned + 'static,
         B: Serialize + DeserializeOwned + 'static,
@@ -152,7 +159,7 @@ impl Pool {
         f: fn(A, B) -> R,
         items: impl IntoIterator<Item = (A, B)>,
         chunksize: Option<usize>,
-    ) -> Result<AsyncResult<Vec<R>>>
+    ) -> Result<AsyncResult<Vec<R>>, TaskError>
     where
         A: Serialize + DeserializeOwned + 'static,
         B: Serialize + DeserializeOwned + 'static,
@@ -195,14 +202,14 @@ impl Pool {
         };
         let started = (|| {
             if chunksize == 0 {
-                return Err(Error::InvalidArgument("chunksize must be at least 1"));
+                return Err(TaskError::InvalidArgument("chunksize must be at least 1"));
             }
-            let code = worker::code1(f)?;
+            let code = worker::code1(f).map_err(TaskError::from_internal)?;
             let mut st = inner.lock();
             if let Some(e) = inner.refusal(&st) {
                 return Err(e);
             }
-            let function = st.table.index(code)?;
+            let function = st.table.index(code).map_err(TaskError::from_internal)?;
             Ok((inner.new_job(&mut st, true), function))
         })();
         match started {
@@ -223,7 +230,7 @@ impl Pool {
     /// consumed, a bounded number of chunks ahead.
     ///
     /// Errors come per item: a task's panic is that item's
-    /// [`Error::TaskFailed`]. An error found before any task is submitted
+    /// [`TaskError::TaskFailed`]. An error found before any task is submitted
     /// (the pool is closed, `f` is not in the main executable, a chunk size
     /// of 0) is the first and only item, so `for r in pool.imap(..)` always
     /// sees it. [`IMap::next_timeout`] waits a bounded time for the next
