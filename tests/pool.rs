@@ -745,3 +745,103 @@ fn a_task_panic_names_its_file_and_line_and_is_not_printed_by_the_worker() {
         assert!(!printed.contains("gave up"), "{printed}");
     }
 }
+
+/// Tasks used from this module and from the child below: in an optimised
+/// build each codegen unit may have its own copy of a small function.
+mod elsewhere {
+    pub fn triple(x: u64) -> u64 {
+        x * 3
+    }
+
+    pub fn never_registered(x: u64) -> u64 {
+        x + 1
+    }
+}
+
+#[test]
+fn a_forked_child_gives_the_pool_functions_its_owner_registered() {
+    let _s = common::serial();
+    let pool = builder(2).build().unwrap();
+    assert_eq!(pool.map(elsewhere::triple, 0..4).unwrap(), vec![0, 3, 6, 9]);
+    let starred = |a: u64, b: u64| a * b;
+    assert_eq!(pool.starmap(starred, [(2, 3)]).unwrap(), vec![6]);
+    let p = &pool;
+    multiproc::process::scope(|ps| {
+        let mut child = common::spawn_in(ps, move || {
+            // The same function (and closure), known by their types: run.
+            let got = p.map_chunked(elsewhere::triple, 0..4, 1);
+            assert_eq!(got.unwrap(), vec![0, 3, 6, 9]);
+            assert_eq!(p.starmap(starred, [(4, 5)]).unwrap(), vec![20]);
+            // A new one: only the pool's owner writes its code table.
+            match p.apply(elsewhere::never_registered, 1) {
+                Err(TaskError::InvalidArgument(m)) => {
+                    assert!(m.contains("only the process that made a pool"), "{m}")
+                }
+                other => panic!("{other:?}"),
+            }
+        });
+        let st = child.join_timeout(common::PATIENCE).unwrap();
+        assert!(st.is_some_and(|s| s.success()), "{st:?}");
+    });
+    // The owner's pool goes on, and may register new functions.
+    assert_eq!(pool.apply(elsewhere::never_registered, 1).unwrap(), 2);
+    pool.close();
+    pool.join().unwrap();
+}
+
+#[test]
+fn tasks_are_functions_fn_pointers_or_closures_that_capture_nothing() {
+    let _s = common::serial();
+    let pool = builder(1).build().unwrap();
+    assert_eq!(pool.map(|x: u64| x + 1, 0..3).unwrap(), vec![1, 2, 3]);
+    let f: fn(u64) -> u64 = square;
+    assert_eq!(pool.map(f, 0..3).unwrap(), vec![0, 1, 4]);
+    let g: fn(u64, u64) -> u64 = add;
+    assert_eq!(pool.starmap(g, [(1, 2)]).unwrap(), vec![3]);
+    let r = pool.apply_async(|s: String| s.len(), "four".to_owned());
+    assert_eq!(r.unwrap().get().unwrap(), 4);
+    // A closure that captures something cannot cross: refused, whatever
+    // the form.
+    let k = 5u64;
+    let adds_k = move |x: u64| x + k;
+    assert!(matches!(
+        pool.map(adds_k, 0..3),
+        Err(TaskError::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        pool.apply_async(adds_k, 1).map(|_| ()),
+        Err(TaskError::InvalidArgument(_))
+    ));
+    let mut it = pool.imap(adds_k, 0..3);
+    assert!(matches!(
+        it.next(),
+        Some(Err(TaskError::InvalidArgument(_)))
+    ));
+    assert!(it.next().is_none());
+    assert_eq!(pool.map(square, [3]).unwrap(), vec![9]);
+}
+
+#[test]
+fn pool_errors_convert_into_the_crate_error_with_question_mark() {
+    let _s = common::serial();
+    fn run(x: u64) -> multiproc::Result<u64> {
+        let pool = builder(1).build()?;
+        let r = pool.apply(fails_on_3, x)?;
+        pool.close();
+        pool.join()?;
+        Ok(r)
+    }
+    assert_eq!(run(2).unwrap(), 2);
+    match run(3) {
+        Err(multiproc::Error::TaskFailed(m)) => assert!(m.contains("three"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    fn refused() -> multiproc::Result<()> {
+        builder(0).build()?;
+        Ok(())
+    }
+    assert!(matches!(
+        refused(),
+        Err(multiproc::Error::InvalidArgument(_))
+    ));
+}

@@ -26,18 +26,26 @@
 //!
 //! # Tasks
 //!
-//! A task is a plain function, `fn(A) -> R` (or `fn(A, B) -> R` for
-//! `starmap`), with arguments and results that serde can encode (postcard,
-//! as elsewhere in the crate). The functions must be the program's own:
-//! a function of a shared library (a plugin, a `cdylib`, a
-//! `-C prefer-dynamic` build) is refused with [`TaskError::ForeignCode`], since
-//! a worker could not find it. The parent registers each function in a
-//! table that only it can write, and the task ring names functions by
-//! their index in that table, so a worker never calls an address read from
-//! memory another process could write (a process forked from the pool's
-//! owner can still give it functions the owner registered, but no new
-//! ones). Shared objects for the workers (a [`Lock`](crate::Lock),
-//! a [`Value`](crate::Value)) are given to the
+//! A task is a function of one argument (of two for `starmap`): a
+//! function item such as `square`, a closure that captures nothing such
+//! as `|x: u64| x + 1`, or an `fn(A) -> R` pointer; its arguments and
+//! results are encoded by serde (postcard, as elsewhere in the crate). A
+//! closure that captures something cannot cross to a worker and is
+//! refused with [`TaskError::InvalidArgument`]. The functions must be the
+//! program's own: a function of a shared library (a plugin, a `cdylib`, a
+//! `-C prefer-dynamic` build) is refused with [`TaskError::ForeignCode`],
+//! since a worker could not find it. The parent registers each function
+//! in a table that only it can write, and the task ring names functions
+//! by their index in that table, so a worker never calls an address read
+//! from memory another process could write. A process forked from the
+//! pool's owner can still give it functions the owner registered, but no
+//! new ones. The table knows a function item or closure by its type (the
+//! same in every process of the program), and an `fn` pointer by its
+//! address: in an optimised build a small function can have one copy per
+//! codegen unit, so a forked child handing over a pointer may name
+//! another copy than the owner registered, and be refused; hand over the
+//! function item itself. Shared objects for the workers (a
+//! [`Lock`](crate::Lock), a [`Value`](crate::Value)) are given to the
 //! [initializer](PoolBuilder::initializer), as Python requires for pool
 //! workers.
 //!
