@@ -7,6 +7,7 @@ use std::time::Duration;
 use super::TaskError;
 use super::scheduler::{Callback, Inner, Outcome};
 use crate::deadline::Deadline;
+use crate::task_items::{ResultHandle, keep_or_run};
 
 /// The result of [`Pool::apply_async`](super::Pool::apply_async) or [`Pool::map_async`](super::Pool::map_async) to come
 /// (Python's `AsyncResult`). Waiting on it also runs the pool (see the
@@ -68,26 +69,30 @@ impl<T> AsyncResult<T> {
     }
 }
 
-impl<T: 'static> AsyncResult<T> {
-    fn on_done(self, cb: Callback) -> Self {
+impl<T: 'static> ResultHandle for AsyncResult<T> {
+    type Outcome = Outcome;
+    type Value = T;
+    type Error = TaskError;
+
+    fn decoder(&self) -> fn(&Outcome) -> Result<T, TaskError> {
+        self.decode
+    }
+
+    fn on_done(&self, cb: Callback) {
         let mut st = self.inner.lock();
-        let done = st.jobs.get(&self.job).and_then(|j| j.completed.clone());
-        let now = match done {
-            Some(o) => Some((cb, o)),
-            None => {
-                if let Some(j) = st.jobs.get_mut(&self.job) {
-                    j.callbacks.push(cb);
-                }
-                None
-            }
+        let now = match st.jobs.get_mut(&self.job) {
+            Some(j) => keep_or_run(&j.completed, &mut j.callbacks, cb),
+            // The job is gone: nothing will complete it.
+            None => None,
         };
         drop(st);
         if let Some((cb, o)) = now {
             cb(&o);
         }
-        self
     }
+}
 
+impl<T: 'static> AsyncResult<T> {
     /// Calls `f` with the result once it is there, if it is not an error
     /// (Python's `callback`), in the thread whose pool call collects it, or
     /// at once if it is already there. It runs even if this handle was
@@ -95,23 +100,13 @@ impl<T: 'static> AsyncResult<T> {
     /// panics, the panic surfaces in that call, after the other callbacks
     /// ran.
     pub fn callback(self, f: impl FnOnce(&T) + Send + 'static) -> Self {
-        let decode = self.decode;
-        self.on_done(Box::new(move |o| {
-            if let Ok(v) = decode(o) {
-                f(&v)
-            }
-        }))
+        self.add_callback(f)
     }
 
     /// Calls `f` with the error once the result is there, if it is one
     /// (Python's `error_callback`): see [`callback`](AsyncResult::callback).
     pub fn error_callback(self, f: impl FnOnce(&TaskError) + Send + 'static) -> Self {
-        let decode = self.decode;
-        self.on_done(Box::new(move |o| {
-            if let Err(e) = decode(o) {
-                f(&e)
-            }
-        }))
+        self.add_error_callback(f)
     }
 }
 

@@ -79,7 +79,7 @@ pub(super) enum ChunkOutcome {
     Failed(Failure),
 }
 
-pub(super) struct Chunk {
+pub(crate) struct Chunk {
     pub(super) count: u32,
     pub(super) outcome: Option<ChunkOutcome>,
 }
@@ -87,7 +87,7 @@ pub(super) struct Chunk {
 /// Every chunk of a finished job, in order: what handles decode.
 pub(super) type Outcome = Vec<Chunk>;
 
-pub(super) type Callback = Box<dyn FnOnce(&Outcome) + Send>;
+pub(super) type Callback = crate::task_items::Callback<Outcome>;
 
 pub(super) struct Job {
     pub(super) chunks: Vec<Chunk>,

@@ -15,6 +15,7 @@ use super::worker::{self, Config, RedisWorker};
 use super::{Link, RedisTaskError};
 use crate::error::{Error, Result};
 use crate::process::Process;
+use crate::task_items::{ResultHandle, keep_or_run};
 
 /// The longest one wait on the server lasts while a call waits for
 /// results (callbacks and the janitor run between waits).
@@ -170,7 +171,7 @@ struct Chunk {
 /// Every chunk of a finished job, in order.
 type Outcome = Vec<(u32, ChunkOutcome)>;
 
-type Callback = Box<dyn FnOnce(&Outcome) + Send>;
+type Callback = crate::task_items::Callback<Outcome>;
 
 struct Job {
     chunks: Vec<Chunk>,
@@ -1164,45 +1165,39 @@ impl<T> RedisAsyncResult<T> {
     }
 }
 
-impl<T: 'static> RedisAsyncResult<T> {
-    fn on_done(self, cb: Callback) -> Self {
+impl<T: 'static> ResultHandle for RedisAsyncResult<T> {
+    type Outcome = Outcome;
+    type Value = T;
+    type Error = RedisTaskError;
+
+    fn decoder(&self) -> fn(&Outcome) -> Result<T, RedisTaskError> {
+        self.decode
+    }
+
+    fn on_done(&self, cb: Callback) {
         let mut st = self.inner.lock();
-        let done = st.jobs.get(&self.job).and_then(|j| j.completed.clone());
-        let now = match done {
-            Some(o) => Some((cb, o)),
-            None => {
-                if let Some(j) = st.jobs.get_mut(&self.job) {
-                    j.callbacks.push(cb);
-                }
-                None
-            }
+        let now = match st.jobs.get_mut(&self.job) {
+            Some(j) => keep_or_run(&j.completed, &mut j.callbacks, cb),
+            // The job is gone: nothing will complete it.
+            None => None,
         };
         drop(st);
         if let Some((cb, o)) = now {
             cb(&o);
         }
-        self
     }
+}
 
+impl<T: 'static> RedisAsyncResult<T> {
     /// Calls `f` with the result once it is there and not an error, in the
     /// thread whose pool call collects it.
     pub fn callback(self, f: impl FnOnce(&T) + Send + 'static) -> Self {
-        let decode = self.decode;
-        self.on_done(Box::new(move |o| {
-            if let Ok(v) = decode(o) {
-                f(&v)
-            }
-        }))
+        self.add_callback(f)
     }
 
     /// Calls `f` with the error once the result is there, if it is one.
     pub fn error_callback(self, f: impl FnOnce(&RedisTaskError) + Send + 'static) -> Self {
-        let decode = self.decode;
-        self.on_done(Box::new(move |o| {
-            if let Err(e) = decode(o) {
-                f(&e)
-            }
-        }))
+        self.add_error_callback(f)
     }
 }
 
