@@ -128,8 +128,11 @@ pub enum TaskError {
         /// The file of the object it lives in.
         object: String,
     },
-    /// The work cannot be given as asked (a chunk size of 0, more task
-    /// functions than the pool's table holds, ...); the text says why.
+    /// The work cannot be given as asked: a chunk size of 0, a closure
+    /// that captures something (it cannot cross to a worker), a function
+    /// the pool's owner never registered given by another process (one it
+    /// forked), more task functions than the pool's table holds; the text
+    /// says which.
     #[error("invalid argument: {0}")]
     InvalidArgument(&'static str),
 }
