@@ -112,7 +112,7 @@
 //! `imap`) fail with a [`RedisTaskError`]: the task panicked or was
 //! dead-lettered (`TaskFailed`), the server failed while the work was
 //! given (`Server`), a timeout, a closed handle. `?` turns it into
-//! [`Error`](crate::Error). Building, joining and the other calls of the
+//! [`Error`]. Building, joining and the other calls of the
 //! pool return the crate's `Error`.
 //!
 //! - **Same build, signed tasks.** A task names its function by its
