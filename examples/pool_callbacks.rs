@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use multiproc::Pool;
+use multiproc::pool::TaskError;
 
 fn square(x: u64) -> u64 {
     x * x
@@ -26,11 +27,12 @@ fn main() -> multiproc::Result<()> {
 
     let mut unordered: Vec<u64> = pool
         .imap_unordered(square, 0..10)
-        .collect::<multiproc::Result<_>>()?;
+        .collect::<Result<_, TaskError>>()?;
     unordered.sort();
     println!("imap_unordered, sorted: {unordered:?}");
 
-    // Callbacks run in the caller's process, on a thread of the pool's.
+    // Callbacks run in the caller's process, in the thread whose call on
+    // the pool collects the result.
     let roots = Arc::new(Mutex::new(Vec::new()));
     let failures = Arc::new(Mutex::new(Vec::new()));
     let mut pending = Vec::new();
@@ -40,8 +42,11 @@ fn main() -> multiproc::Result<()> {
             pool.apply_async(checked_root, x)?
                 .callback(move |r| roots.lock().unwrap().push(*r))
                 .error_callback(move |e| {
-                    let first_line = e.to_string().lines().next().unwrap_or("").to_string();
-                    failures.lock().unwrap().push(first_line)
+                    // A panic in the task: its message and where it was.
+                    if let TaskError::TaskFailed(text) = e {
+                        let first_line = text.lines().next().unwrap_or("").to_string();
+                        failures.lock().unwrap().push(first_line)
+                    }
                 }),
         );
     }

@@ -1,6 +1,8 @@
 //! Running one chunk of serialized task items, for the two pools: the
 //! local [`Pool`](crate::Pool)'s workers and the distributed pool's Redis
-//! workers ([`RedisWorker`](crate::redis::RedisWorker)).
+//! workers ([`RedisWorker`](crate::redis::RedisWorker)); and what the two
+//! pools' result handles share ([`ResultHandle`]: callbacks on a job's
+//! outcome).
 //!
 //! A chunk is `count` postcard-encoded arguments one after the other; its
 //! result is one tagged item per argument, each a tag byte then the
@@ -18,6 +20,7 @@
 use std::cell::{Cell, RefCell};
 use std::fmt::Write as _;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -136,6 +139,73 @@ pub(crate) fn run_items<A: DeserializeOwned, R: Serialize>(
                 out.push(tags.panic);
                 push_text(out, &text);
             }
+        }
+    }
+}
+
+/// A function to call with a job's outcome `O` once the job completes.
+pub(crate) type Callback<O> = Box<dyn FnOnce(&O) + Send>;
+
+/// How a result handle turns its job's outcome `O` into its result.
+pub(crate) type Decode<O, V, E> = fn(&O) -> Result<V, E>;
+
+/// A result handle of either pool (the local pool's `AsyncResult`, the
+/// Redis pool's `RedisAsyncResult`): a job whose outcome comes later, and
+/// how the handle decodes it. Each pool keeps its jobs its own way; the
+/// callbacks are built once, here.
+pub(crate) trait ResultHandle: Sized {
+    /// The job's outcome, as the pool keeps it.
+    type Outcome: 'static;
+    /// What the handle's `get` returns.
+    type Value: 'static;
+    /// What the handle's `get` fails with.
+    type Error: 'static;
+
+    /// How this handle decodes its job's outcome.
+    fn decoder(&self) -> Decode<Self::Outcome, Self::Value, Self::Error>;
+
+    /// Calls `cb` with the job's outcome: now, if the job completed, else
+    /// when it does (kept in the job's books, as [`keep_or_run`] does).
+    fn on_done(&self, cb: Callback<Self::Outcome>);
+
+    /// Calls `f` with the decoded value once the job completes, if it
+    /// decodes to one.
+    fn add_callback(self, f: impl FnOnce(&Self::Value) + Send + 'static) -> Self {
+        let decode = self.decoder();
+        self.on_done(Box::new(move |o| {
+            if let Ok(v) = decode(o) {
+                f(&v)
+            }
+        }));
+        self
+    }
+
+    /// Calls `f` with the error once the job completes, if it decodes to
+    /// one.
+    fn add_error_callback(self, f: impl FnOnce(&Self::Error) + Send + 'static) -> Self {
+        let decode = self.decoder();
+        self.on_done(Box::new(move |o| {
+            if let Err(e) = decode(o) {
+                f(&e)
+            }
+        }));
+        self
+    }
+}
+
+/// A callback for a job (its outcome if it completed, the list of
+/// callbacks to run when it does): keeps `cb` in the list, or hands it
+/// back with the outcome, to run once the pool's lock is released.
+pub(crate) fn keep_or_run<O>(
+    completed: &Option<Arc<O>>,
+    callbacks: &mut Vec<Callback<O>>,
+    cb: Callback<O>,
+) -> Option<(Callback<O>, Arc<O>)> {
+    match completed {
+        Some(o) => Some((cb, o.clone())),
+        None => {
+            callbacks.push(cb);
+            None
         }
     }
 }

@@ -11,8 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::aio::{bounded, reactor_threads, rt};
 use common::serial;
-use multiproc::Error;
-use multiproc::pool::{Pool, PoolBuilder};
+use multiproc::pool::{Pool, PoolBuilder, TaskError};
 use tokio::time::timeout;
 
 fn builder(n: usize) -> PoolBuilder {
@@ -65,7 +64,7 @@ fn async_results_are_awaited_borrowed_and_owned() {
         let bad = pool.apply_async(fails_on_3, 3).unwrap();
         let err = bounded(bad).await.unwrap_err();
         assert!(
-            matches!(err, Error::TaskFailed(ref m) if m.contains("three")),
+            matches!(err, TaskError::TaskFailed(ref m) if m.contains("three")),
             "{err}"
         );
     });
@@ -165,7 +164,7 @@ fn an_awaited_result_of_a_killed_worker_is_its_error() {
         }
         let t = Instant::now();
         let err = bounded(&r).await.unwrap_err();
-        assert!(matches!(err, Error::WorkerDied { .. }), "{err}");
+        assert!(matches!(err, TaskError::WorkerDied { .. }), "{err}");
         assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
         // The pool replaced the worker.
         assert_eq!(

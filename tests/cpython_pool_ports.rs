@@ -21,8 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{PATIENCE, serial};
-use multiproc::Error;
-use multiproc::pool::{Pool, PoolBuilder};
+use multiproc::pool::{Pool, PoolBuilder, PoolError, TaskError};
 
 /// CPython's `TIMEOUT1`-like short wait.
 const TIMEOUT: Duration = Duration::from_millis(100);
@@ -193,7 +192,7 @@ fn pool_test_map_unplicklable() {
     let _s = serial();
     let p = pool(2).build().unwrap();
     let err = p.map(takes_unpicklable, vec![Unpicklable]).unwrap_err();
-    assert!(matches!(err, Error::Codec(_)), "{err}");
+    assert!(matches!(err, TaskError::Codec(_)), "{err}");
     assert_eq!(p.apply(sqr, 2).unwrap(), 4);
 }
 
@@ -239,7 +238,7 @@ fn pool_test_async_timeout() {
     let p = pool(2).build().unwrap();
     let r = p.apply_async(sqr_wait, (6, 1000)).unwrap();
     let t = Instant::now();
-    assert!(matches!(r.get_timeout(TIMEOUT), Err(Error::Timeout)));
+    assert!(matches!(r.get_timeout(TIMEOUT), Err(TaskError::Timeout)));
     assert!(t.elapsed() >= TIMEOUT);
 }
 
@@ -282,7 +281,10 @@ fn pool_test_imap_unordered() {
 #[test]
 fn pool_test_make_pool() {
     let _s = serial();
-    assert!(matches!(pool(0).build(), Err(Error::InvalidArgument(_))));
+    assert!(matches!(
+        pool(0).build(),
+        Err(PoolError::InvalidArgument(_))
+    ));
     let p = pool(3).build().unwrap();
     assert_eq!(p.processes(), 3);
     assert_eq!(p.pids().len(), 3);
@@ -333,8 +335,8 @@ fn pool_test_context() {
     common::assert_no_children();
     let p = pool(2).build().unwrap();
     p.terminate();
-    assert!(matches!(p.apply(sqr, 1), Err(Error::PoolClosed)));
-    assert!(matches!(p.map(sqr, 0..3), Err(Error::PoolClosed)));
+    assert!(matches!(p.apply(sqr, 1), Err(TaskError::PoolClosed)));
+    assert!(matches!(p.map(sqr, 0..3), Err(TaskError::PoolClosed)));
 }
 
 // Ports _TestPool.test_traceback and test_wrapped_exception: the task's
@@ -344,11 +346,11 @@ fn pool_test_traceback() {
     let _s = serial();
     let p = pool(1).build().unwrap();
     match p.apply(raising, ()) {
-        Err(Error::TaskFailed(m)) => assert!(m.contains("KeyError: key"), "{m}"),
+        Err(TaskError::TaskFailed(m)) => assert!(m.contains("KeyError: key"), "{m}"),
         other => panic!("{other:?}"),
     }
     let err = p.apply_async(raising, ()).unwrap().get().unwrap_err();
-    assert!(matches!(err, Error::TaskFailed(ref m) if m.contains("KeyError")));
+    assert!(matches!(err, TaskError::TaskFailed(ref m) if m.contains("KeyError")));
 }
 
 // Ports _TestPool.test_map_no_failfast: a map whose tasks fail (with a
@@ -358,7 +360,7 @@ fn pool_test_map_no_failfast() {
     let _s = serial();
     let p = pool(2).build().unwrap();
     let err = p.map(raise_large, vec![0, 1]).unwrap_err();
-    assert!(matches!(err, Error::TaskFailed(ref m) if m.contains("ValueError")));
+    assert!(matches!(err, TaskError::TaskFailed(ref m) if m.contains("ValueError")));
     std::thread::sleep(Duration::from_millis(500));
     let t = Instant::now();
     p.close();
@@ -381,7 +383,7 @@ fn worker_errors_test_async_error_callback() {
         .apply_async(raising, ())
         .unwrap()
         .error_callback(move |e| *s2.lock().unwrap() = Some(e.to_string()));
-    assert!(matches!(r.get(), Err(Error::TaskFailed(_))));
+    assert!(matches!(r.get(), Err(TaskError::TaskFailed(_))));
     let seen = scratch.lock().unwrap().clone().expect("error callback ran");
     assert!(seen.contains("KeyError"), "{seen}");
     p.close();
@@ -405,7 +407,7 @@ fn worker_errors_test_unpickleable_result() {
             .error_callback(move |e| *s2.lock().unwrap() = Some(e.to_string()));
         let err = r.get().unwrap_err();
         assert!(
-            matches!(err, Error::TaskFailed(ref m) if m.contains("could not be serialized")),
+            matches!(err, TaskError::TaskFailed(ref m) if m.contains("could not be serialized")),
             "{err}"
         );
         assert!(scratch.lock().unwrap().is_some());
@@ -467,7 +469,7 @@ fn worker_lifetime_test_pool_worker_lifetime_early_close() {
 fn worker_lifetime_test_pool_maxtasksperchild_invalid() {
     assert!(matches!(
         pool(3).max_tasks_per_child(0).build(),
-        Err(Error::InvalidArgument(_))
+        Err(PoolError::InvalidArgument(_))
     ));
 }
 

@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{note_busy, running, spin_ms};
-use multiproc::pool::{Pool, PoolBuilder};
-use multiproc::{Error, StartMethod, Value};
+use multiproc::pool::{Pool, PoolBuilder, PoolError, TaskError};
+use multiproc::{StartMethod, Value};
 
 /// A builder whose workers may be forked from the test harness's threads.
 fn builder(n: usize) -> PoolBuilder {
@@ -143,7 +143,7 @@ fn async_handles_wait_time_out_and_report_success() {
     let t = Instant::now();
     assert!(matches!(
         slow.get_timeout(Duration::from_millis(50)),
-        Err(Error::Timeout)
+        Err(TaskError::Timeout)
     ));
     assert!(t.elapsed() < Duration::from_millis(250));
     assert!(!slow.wait_timeout(Duration::from_millis(10)));
@@ -248,7 +248,7 @@ fn a_panicking_task_fails_alone() {
     for (i, r) in results.iter().enumerate() {
         match r {
             Ok(v) => assert_eq!(*v, i as u64),
-            Err(Error::TaskFailed(m)) => {
+            Err(TaskError::TaskFailed(m)) => {
                 assert_eq!(i, 3);
                 assert!(m.contains("three is not allowed"), "{m}");
             }
@@ -259,7 +259,7 @@ fn a_panicking_task_fails_alone() {
     // map gives the first error.
     let err = pool.map_chunked(fails_on_3, 0..6, 2).unwrap_err();
     assert!(
-        matches!(err, Error::TaskFailed(ref m) if m.contains("three")),
+        matches!(err, TaskError::TaskFailed(ref m) if m.contains("three")),
         "{err}"
     );
     // The workers survived.
@@ -274,7 +274,7 @@ fn an_unserializable_result_fails_its_task_only() {
     let pids = pool.pids();
     let err = pool.apply(unserializable, ()).unwrap_err();
     assert!(
-        matches!(err, Error::TaskFailed(ref m) if m.contains("could not be serialized")),
+        matches!(err, TaskError::TaskFailed(ref m) if m.contains("could not be serialized")),
         "{err}"
     );
     assert_eq!(pool.apply(square, 5).unwrap(), 25);
@@ -297,7 +297,7 @@ fn a_worker_killed_from_outside_fails_its_task_instead_of_hanging() {
     }
     let t = Instant::now();
     let err = r.get_timeout(common::PATIENCE).unwrap_err();
-    assert!(matches!(err, Error::WorkerDied { .. }), "{err}");
+    assert!(matches!(err, TaskError::WorkerDied { .. }), "{err}");
     assert!(t.elapsed() < Duration::from_secs(5));
     assert_eq!(pool.apply(square, 6).unwrap(), 36);
     assert_eq!(pool.pids().len(), 2);
@@ -307,10 +307,10 @@ fn a_worker_killed_from_outside_fails_its_task_instead_of_hanging() {
 fn close_then_join_finishes_the_work_and_leaves_nothing() {
     let _s = common::serial();
     let pool = builder(2).build().unwrap();
-    assert!(matches!(pool.join(), Err(Error::InvalidArgument(_))));
+    assert!(matches!(pool.join(), Err(PoolError::InvalidArgument(_))));
     let r = pool.map_async_chunked(sleep_ms, vec![10; 20], 1).unwrap();
     pool.close();
-    assert!(matches!(pool.apply(square, 1), Err(Error::PoolClosed)));
+    assert!(matches!(pool.apply(square, 1), Err(TaskError::PoolClosed)));
     pool.join().unwrap();
     assert!(r.ready());
     assert_eq!(r.get().unwrap(), vec![10; 20]);
@@ -331,7 +331,7 @@ fn an_imap_made_before_close_still_runs_until_join() {
     pool.join().unwrap();
     let rest: Vec<_> = left_over.collect();
     assert_eq!(rest.len(), 2000);
-    assert!(rest.iter().any(|r| matches!(r, Err(Error::PoolClosed))));
+    assert!(rest.iter().any(|r| matches!(r, Err(TaskError::PoolClosed))));
     assert!(pool.pids().is_empty());
 }
 
@@ -344,7 +344,7 @@ fn dropping_the_pool_terminates_it() {
         pool.apply_async(sleep_ms, 60_000).unwrap()
     };
     assert!(common::children().is_empty());
-    assert!(matches!(r.get(), Err(Error::PoolTerminated)));
+    assert!(matches!(r.get(), Err(TaskError::PoolTerminated)));
 }
 
 fn byte_sum(v: Vec<u8>) -> u64 {
@@ -411,7 +411,10 @@ fn workers_exit_when_the_parent_dies() {
 
 #[test]
 fn zero_processes_is_refused() {
-    assert!(matches!(builder(0).build(), Err(Error::InvalidArgument(_))));
+    assert!(matches!(
+        builder(0).build(),
+        Err(PoolError::InvalidArgument(_))
+    ));
 }
 
 #[test]
@@ -490,7 +493,7 @@ fn a_result_of_a_hundred_rings_streams_through_under_load() {
     let t = Instant::now();
     let got = match early {
         Ok(s) => s,
-        Err(Error::Timeout) => r
+        Err(TaskError::Timeout) => r
             .get_timeout(Duration::from_secs(8))
             .unwrap_or_else(|e| panic!("{e} after {:?}", t.elapsed())),
         Err(e) => panic!("{e}"),
@@ -592,7 +595,7 @@ fn get_timeout_returns_by_its_deadline_while_a_stalled_worker_sends_a_large_resu
     watchdog.join().unwrap();
     kill(worker, Signal::SIGCONT).unwrap();
     assert!(
-        matches!(early, Err(Error::Timeout)),
+        matches!(early, Err(TaskError::Timeout)),
         "gave {:?} after {took:?}",
         early.as_ref().map(String::len)
     );
@@ -616,12 +619,12 @@ fn imap_errors_before_any_task_are_its_only_item() {
     }
     assert_eq!(seen.len(), 1);
     assert!(
-        matches!(seen[0], Err(Error::InvalidArgument(_))),
+        matches!(seen[0], Err(TaskError::InvalidArgument(_))),
         "{seen:?}"
     );
     pool.close();
     // A closed pool: the same for every form.
-    let errs: Vec<Vec<multiproc::Result<u64>>> = vec![
+    let errs: Vec<Vec<Result<u64, TaskError>>> = vec![
         pool.imap(square, 0..3).collect(),
         pool.imap_chunked(square, 0..3, 2).collect(),
         pool.imap_unordered(square, 0..3).collect(),
@@ -629,7 +632,7 @@ fn imap_errors_before_any_task_are_its_only_item() {
     ];
     for e in &errs {
         assert_eq!(e.len(), 1, "{e:?}");
-        assert!(matches!(e[0], Err(Error::PoolClosed)), "{e:?}");
+        assert!(matches!(e[0], Err(TaskError::PoolClosed)), "{e:?}");
     }
     pool.join().unwrap();
 }
@@ -649,7 +652,7 @@ fn imap_next_timeout_times_out_and_the_iterator_goes_on() {
         assert!(
             matches!(
                 it.next_timeout(Duration::from_millis(50)),
-                Some(Err(Error::Timeout))
+                Some(Err(TaskError::Timeout))
             ),
             "ordered {ordered}"
         );
@@ -660,7 +663,7 @@ fn imap_next_timeout_times_out_and_the_iterator_goes_on() {
         );
         assert!(matches!(
             it.next_timeout(Duration::ZERO),
-            Some(Err(Error::Timeout))
+            Some(Err(TaskError::Timeout))
         ));
         // Still usable: the late result, then the next, then the end.
         assert_eq!(
@@ -679,7 +682,7 @@ fn imap_next_timeout_times_out_and_the_iterator_goes_on() {
     let mut it = pool.imap(square, 0..3);
     assert!(matches!(
         it.next_timeout(Duration::ZERO),
-        Some(Err(Error::PoolClosed))
+        Some(Err(TaskError::PoolClosed))
     ));
     assert!(it.next_timeout(Duration::ZERO).is_none());
     pool.join().unwrap();
@@ -726,12 +729,12 @@ fn a_task_panic_names_its_file_and_line_and_is_not_printed_by_the_worker() {
         };
         let items: Vec<_> = pool.imap(panics_on_1, 0..3).collect();
         match &items[1] {
-            Err(Error::TaskFailed(m)) => check(m),
+            Err(TaskError::TaskFailed(m)) => check(m),
             other => panic!("{other:?}"),
         }
         assert_eq!(items[2].as_ref().unwrap(), &2);
         match pool.apply(panics_on_1, 1) {
-            Err(e @ Error::TaskFailed(_)) => check(&e.to_string()),
+            Err(e @ TaskError::TaskFailed(_)) => check(&e.to_string()),
             other => panic!("{other:?}"),
         }
         pool.close();
@@ -741,4 +744,104 @@ fn a_task_panic_names_its_file_and_line_and_is_not_printed_by_the_worker() {
         let _ = std::fs::remove_file(&path);
         assert!(!printed.contains("gave up"), "{printed}");
     }
+}
+
+/// Tasks used from this module and from the child below: in an optimised
+/// build each codegen unit may have its own copy of a small function.
+mod elsewhere {
+    pub fn triple(x: u64) -> u64 {
+        x * 3
+    }
+
+    pub fn never_registered(x: u64) -> u64 {
+        x + 1
+    }
+}
+
+#[test]
+fn a_forked_child_gives_the_pool_functions_its_owner_registered() {
+    let _s = common::serial();
+    let pool = builder(2).build().unwrap();
+    assert_eq!(pool.map(elsewhere::triple, 0..4).unwrap(), vec![0, 3, 6, 9]);
+    let starred = |a: u64, b: u64| a * b;
+    assert_eq!(pool.starmap(starred, [(2, 3)]).unwrap(), vec![6]);
+    let p = &pool;
+    multiproc::process::scope(|ps| {
+        let mut child = common::spawn_in(ps, move || {
+            // The same function (and closure), known by their types: run.
+            let got = p.map_chunked(elsewhere::triple, 0..4, 1);
+            assert_eq!(got.unwrap(), vec![0, 3, 6, 9]);
+            assert_eq!(p.starmap(starred, [(4, 5)]).unwrap(), vec![20]);
+            // A new one: only the pool's owner writes its code table.
+            match p.apply(elsewhere::never_registered, 1) {
+                Err(TaskError::InvalidArgument(m)) => {
+                    assert!(m.contains("only the process that made a pool"), "{m}")
+                }
+                other => panic!("{other:?}"),
+            }
+        });
+        let st = child.join_timeout(common::PATIENCE).unwrap();
+        assert!(st.is_some_and(|s| s.success()), "{st:?}");
+    });
+    // The owner's pool goes on, and may register new functions.
+    assert_eq!(pool.apply(elsewhere::never_registered, 1).unwrap(), 2);
+    pool.close();
+    pool.join().unwrap();
+}
+
+#[test]
+fn tasks_are_functions_fn_pointers_or_closures_that_capture_nothing() {
+    let _s = common::serial();
+    let pool = builder(1).build().unwrap();
+    assert_eq!(pool.map(|x: u64| x + 1, 0..3).unwrap(), vec![1, 2, 3]);
+    let f: fn(u64) -> u64 = square;
+    assert_eq!(pool.map(f, 0..3).unwrap(), vec![0, 1, 4]);
+    let g: fn(u64, u64) -> u64 = add;
+    assert_eq!(pool.starmap(g, [(1, 2)]).unwrap(), vec![3]);
+    let r = pool.apply_async(|s: String| s.len(), "four".to_owned());
+    assert_eq!(r.unwrap().get().unwrap(), 4);
+    // A closure that captures something cannot cross: refused, whatever
+    // the form.
+    let k = 5u64;
+    let adds_k = move |x: u64| x + k;
+    assert!(matches!(
+        pool.map(adds_k, 0..3),
+        Err(TaskError::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        pool.apply_async(adds_k, 1).map(|_| ()),
+        Err(TaskError::InvalidArgument(_))
+    ));
+    let mut it = pool.imap(adds_k, 0..3);
+    assert!(matches!(
+        it.next(),
+        Some(Err(TaskError::InvalidArgument(_)))
+    ));
+    assert!(it.next().is_none());
+    assert_eq!(pool.map(square, [3]).unwrap(), vec![9]);
+}
+
+#[test]
+fn pool_errors_convert_into_the_crate_error_with_question_mark() {
+    let _s = common::serial();
+    fn run(x: u64) -> multiproc::Result<u64> {
+        let pool = builder(1).build()?;
+        let r = pool.apply(fails_on_3, x)?;
+        pool.close();
+        pool.join()?;
+        Ok(r)
+    }
+    assert_eq!(run(2).unwrap(), 2);
+    match run(3) {
+        Err(multiproc::Error::TaskFailed(m)) => assert!(m.contains("three"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    fn refused() -> multiproc::Result<()> {
+        builder(0).build()?;
+        Ok(())
+    }
+    assert!(matches!(
+        refused(),
+        Err(multiproc::Error::InvalidArgument(_))
+    ));
 }

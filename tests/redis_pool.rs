@@ -17,8 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{PATIENCE, serial, spawn};
-use multiproc::Error;
-use multiproc::redis::{LocalServer, RedisPool, RedisWorker};
+use multiproc::redis::{LocalServer, RedisPool, RedisTaskError, RedisWorker};
 
 const KEY: &[u8] = b"test secret";
 const LONG: Duration = Duration::from_secs(60);
@@ -193,7 +192,10 @@ fn the_local_pool_api_through_redis() {
         .unwrap()
         .error_callback(move |e| b.lock().unwrap().push(format!("err {e}")));
     assert_eq!(r.get_timeout(PATIENCE).unwrap(), 25);
-    assert!(r2.get_timeout(PATIENCE).is_err());
+    match r2.get_timeout(PATIENCE) {
+        Err(RedisTaskError::TaskFailed(m)) => assert!(m.contains("three"), "{m}"),
+        other => panic!("{other:?}"),
+    }
     let seen = seen.lock().unwrap().clone();
     assert!(seen.contains(&"ok 25".to_owned()), "{seen:?}");
     assert!(seen.iter().any(|m| m.contains("three")), "{seen:?}");
@@ -201,7 +203,7 @@ fn the_local_pool_api_through_redis() {
     pool.close();
     assert!(matches!(
         pool.apply_async(square, 1),
-        Err(Error::PoolClosed)
+        Err(RedisTaskError::PoolClosed)
     ));
     pool.join_timeout(Some(PATIENCE)).unwrap();
     assert!(pool.local_pids().is_empty());

@@ -22,9 +22,10 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use multiproc::manager::Manager;
+use multiproc::pool::TaskError;
 use multiproc::{
-    Address, Client, Connection, Error, Listener, LockError, Pool, Process, Queue, RawArray,
-    RawValue, RecvError, Value,
+    Address, Client, Connection, Listener, LockError, Pool, Process, Queue, RawArray, RawValue,
+    RecvError, Value,
 };
 use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
@@ -939,8 +940,8 @@ fn pool_kill(size: Size) -> Outcome<Report> {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL)?;
         r.faults += 1;
         match victim.get_timeout(STUCK) {
-            Err(Error::WorkerDied { .. }) => detect.push(ms(t0.elapsed())),
-            Err(Error::Timeout) => r.problem("the killed task's result never came (5 s)"),
+            Err(TaskError::WorkerDied { .. }) => detect.push(ms(t0.elapsed())),
+            Err(TaskError::Timeout) => r.problem("the killed task's result never came (5 s)"),
             other => r.problem(format!("the killed task gave {other:?}, not WorkerDied")),
         }
         for (x, t) in tasks.into_iter().enumerate() {

@@ -4,10 +4,10 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::deadline::Deadline;
-use crate::error::{Error, Result};
-
+use super::TaskError;
 use super::scheduler::{Callback, Inner, Outcome};
+use crate::deadline::Deadline;
+use crate::task_items::{ResultHandle, keep_or_run};
 
 /// The result of [`Pool::apply_async`](super::Pool::apply_async) or [`Pool::map_async`](super::Pool::map_async) to come
 /// (Python's `AsyncResult`). Waiting on it also runs the pool (see the
@@ -15,27 +15,28 @@ use super::scheduler::{Callback, Inner, Outcome};
 pub struct AsyncResult<T> {
     pub(super) inner: Arc<Inner>,
     pub(super) job: u32,
-    pub(super) decode: fn(&Outcome) -> Result<T>,
+    pub(super) decode: fn(&Outcome) -> Result<T, TaskError>,
 }
 
 impl<T> AsyncResult<T> {
     /// Waits for the result. A failed task gives its error:
-    /// [`Error::TaskFailed`] (a panic, a result that could not be encoded),
-    /// [`Error::WorkerDied`], [`Error::PoolTerminated`],
-    /// [`Error::InitializerFailed`].
-    pub fn get(&self) -> Result<T> {
+    /// [`TaskError::TaskFailed`] (a panic, a result that could not be
+    /// encoded), [`TaskError::WorkerDied`], [`TaskError::PoolTerminated`],
+    /// [`TaskError::InitializerFailed`], [`TaskError::PoolClosed`] (work
+    /// left over when the pool was closed), [`TaskError::Codec`].
+    pub fn get(&self) -> Result<T, TaskError> {
         match self.inner.wait_job(self.job, Deadline::NEVER) {
             Some(o) => (self.decode)(&o),
-            None => Err(Error::PoolTerminated),
+            None => Err(TaskError::PoolTerminated),
         }
     }
 
     /// [`get`](AsyncResult::get), waiting at most `timeout`; then
-    /// [`Error::Timeout`] (the result may still come: call again).
-    pub fn get_timeout(&self, timeout: Duration) -> Result<T> {
+    /// [`TaskError::Timeout`] (the result may still come: call again).
+    pub fn get_timeout(&self, timeout: Duration) -> Result<T, TaskError> {
         match self.inner.wait_job(self.job, Deadline::after(timeout)) {
             Some(o) => (self.decode)(&o),
-            None => Err(Error::Timeout),
+            None => Err(TaskError::Timeout),
         }
     }
 
@@ -68,26 +69,30 @@ impl<T> AsyncResult<T> {
     }
 }
 
-impl<T: 'static> AsyncResult<T> {
-    fn on_done(self, cb: Callback) -> Self {
+impl<T: 'static> ResultHandle for AsyncResult<T> {
+    type Outcome = Outcome;
+    type Value = T;
+    type Error = TaskError;
+
+    fn decoder(&self) -> fn(&Outcome) -> Result<T, TaskError> {
+        self.decode
+    }
+
+    fn on_done(&self, cb: Callback) {
         let mut st = self.inner.lock();
-        let done = st.jobs.get(&self.job).and_then(|j| j.completed.clone());
-        let now = match done {
-            Some(o) => Some((cb, o)),
-            None => {
-                if let Some(j) = st.jobs.get_mut(&self.job) {
-                    j.callbacks.push(cb);
-                }
-                None
-            }
+        let now = match st.jobs.get_mut(&self.job) {
+            Some(j) => keep_or_run(&j.completed, &mut j.callbacks, cb),
+            // The job is gone: nothing will complete it.
+            None => None,
         };
         drop(st);
         if let Some((cb, o)) = now {
             cb(&o);
         }
-        self
     }
+}
 
+impl<T: 'static> AsyncResult<T> {
     /// Calls `f` with the result once it is there, if it is not an error
     /// (Python's `callback`), in the thread whose pool call collects it, or
     /// at once if it is already there. It runs even if this handle was
@@ -95,23 +100,13 @@ impl<T: 'static> AsyncResult<T> {
     /// panics, the panic surfaces in that call, after the other callbacks
     /// ran.
     pub fn callback(self, f: impl FnOnce(&T) + Send + 'static) -> Self {
-        let decode = self.decode;
-        self.on_done(Box::new(move |o| {
-            if let Ok(v) = decode(o) {
-                f(&v)
-            }
-        }))
+        self.add_callback(f)
     }
 
     /// Calls `f` with the error once the result is there, if it is one
     /// (Python's `error_callback`): see [`callback`](AsyncResult::callback).
-    pub fn error_callback(self, f: impl FnOnce(&Error) + Send + 'static) -> Self {
-        let decode = self.decode;
-        self.on_done(Box::new(move |o| {
-            if let Err(e) = decode(o) {
-                f(&e)
-            }
-        }))
+    pub fn error_callback(self, f: impl FnOnce(&TaskError) + Send + 'static) -> Self {
+        self.add_error_callback(f)
     }
 }
 

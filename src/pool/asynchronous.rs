@@ -30,11 +30,10 @@ use serde::de::DeserializeOwned;
 
 use super::imap::Step;
 use super::scheduler::{Inner, Outcome, State};
-use super::{AsyncResult, IMap, SCAN};
+use super::{AsyncResult, IMap, SCAN, TaskError};
 use crate::aio::Backoff;
 use crate::aio::reactor::{Slept, wait_word};
 use crate::deadline::Deadline;
-use crate::error::{Error, Result};
 use crate::ring::records::{Park, Snap};
 
 /// What collecting without waiting found.
@@ -131,17 +130,17 @@ impl Inner {
 #[must_use = "futures do nothing unless polled"]
 pub struct ResultFuture<'a, T> {
     wait: Pin<Box<dyn Future<Output = Option<Arc<Outcome>>> + Send + 'a>>,
-    decode: fn(&Outcome) -> Result<T>,
+    decode: fn(&Outcome) -> Result<T, TaskError>,
 }
 
 impl<T> Future for ResultFuture<'_, T> {
-    type Output = Result<T>;
+    type Output = Result<T, TaskError>;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T>> {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T, TaskError>> {
         let decode = self.decode;
         match self.wait.as_mut().poll(cx) {
             Poll::Ready(Some(o)) => Poll::Ready(decode(&o)),
-            Poll::Ready(None) => Poll::Ready(Err(Error::PoolTerminated)),
+            Poll::Ready(None) => Poll::Ready(Err(TaskError::PoolTerminated)),
             Poll::Pending => Poll::Pending,
         }
     }
@@ -183,7 +182,7 @@ impl<T> AsyncResult<T> {
 }
 
 impl<'a, T> IntoFuture for &'a AsyncResult<T> {
-    type Output = Result<T>;
+    type Output = Result<T, TaskError>;
     type IntoFuture = ResultFuture<'a, T>;
 
     /// `(&result).await`: see [`AsyncResult::get_async`].
@@ -204,9 +203,9 @@ pub struct OwnedResultFuture<T> {
 }
 
 impl<T> Future for OwnedResultFuture<T> {
-    type Output = Result<T>;
+    type Output = Result<T, TaskError>;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T>> {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T, TaskError>> {
         Pin::new(&mut self.wait).poll(cx)
     }
 }
@@ -220,7 +219,7 @@ impl<T> std::fmt::Debug for OwnedResultFuture<T> {
 }
 
 impl<T> IntoFuture for AsyncResult<T> {
-    type Output = Result<T>;
+    type Output = Result<T, TaskError>;
     type IntoFuture = OwnedResultFuture<T>;
 
     /// `result.await`: see [`OwnedResultFuture`].
@@ -250,7 +249,7 @@ impl<A: Serialize, R: DeserializeOwned> IMap<'_, A, R> {
     /// iterator, whose input need not be `Send`: await it on the thread
     /// that made it (a current-thread runtime, a `LocalSet`) unless the
     /// input is.
-    pub async fn next_async(&mut self) -> Option<Result<R>> {
+    pub async fn next_async(&mut self) -> Option<Result<R, TaskError>> {
         let mut backoff = Backoff::new(SCAN);
         let mut suspect = false;
         loop {

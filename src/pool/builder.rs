@@ -14,7 +14,7 @@ use crate::ring::records::Core;
 
 use super::scheduler::{Inner, Starter, State, WorkerProc};
 use super::worker::{self, CodeTable, WorkerArgs};
-use super::{Pool, RING_BYTES, SCAN};
+use super::{Pool, PoolError, RING_BYTES, SCAN};
 
 /// Settings for a [`Pool`]: `Pool::builder().processes(4).build()`.
 #[must_use]
@@ -96,7 +96,7 @@ impl<I> PoolBuilder<I> {
     /// `initializer` and `initargs`); each worker gets a clone of `args`.
     /// Hand shared objects to the workers this way, usually as
     /// `Arc<Value<T>>` and the like. An initializer that panics makes the
-    /// pool fail every task with [`Error::InitializerFailed`] and start no
+    /// pool fail every task with [`TaskError::InitializerFailed`](super::TaskError::InitializerFailed) and start no
     /// more workers. `f` must be a function of the main executable
     /// ([`build`](PoolBuilder::build) refuses one from a shared library).
     pub fn initializer<J>(self, f: fn(J), args: J) -> PoolBuilder<J>
@@ -120,14 +120,18 @@ where
 {
     /// Starts the workers.
     ///
-    /// Errors: [`Error::InvalidArgument`] for zero processes or a zero
+    /// Errors: [`PoolError::InvalidArgument`] for zero processes or a zero
     /// `max_tasks_per_child`;
-    /// [`Error::ThreadedFork`] when forking from a multithreaded process
-    /// without [`allow_threads`](PoolBuilder::allow_threads);
-    /// [`Error::ForeignCode`] for an initializer that is not in the main
-    /// executable; the error of a worker that could not be started (the
-    /// others are stopped).
-    pub fn build(self) -> Result<Pool> {
+    /// [`PoolError::ThreadedFork`] when forking from a multithreaded
+    /// process without [`allow_threads`](PoolBuilder::allow_threads);
+    /// [`PoolError::ForeignCode`] for an initializer that is not in the
+    /// main executable; the error of a worker that could not be started
+    /// (the others are stopped).
+    pub fn build(self) -> Result<Pool, PoolError> {
+        self.start().map_err(PoolError::from_internal)
+    }
+
+    fn start(self) -> Result<Pool> {
         let processes = match self.processes {
             Some(0) => {
                 return Err(Error::InvalidArgument("a pool needs at least one process"));

@@ -9,10 +9,9 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::deadline::Deadline;
-use crate::error::{Error, Result};
-
+use super::TaskError;
 use super::scheduler::{ChunkOutcome, Inner, State, decode_chunk};
+use crate::deadline::Deadline;
 
 /// The iterator of [`Pool::imap`](super::Pool::imap) and [`Pool::imap_unordered`](super::Pool::imap_unordered): one
 /// `Result` per item. An error found before any task was submitted is its
@@ -29,7 +28,7 @@ pub struct IMap<'a, A, R> {
     pub(super) submitted: usize,
     pub(super) taken: usize,
     pub(super) exhausted: bool,
-    pub(super) buffered: VecDeque<Result<R>>,
+    pub(super) buffered: VecDeque<Result<R, TaskError>>,
     pub(super) buf: Vec<u8>,
 }
 
@@ -56,7 +55,7 @@ impl<A: Serialize, R: DeserializeOwned> IMap<'_, A, R> {
     }
 
     /// The next result, waiting at most `timeout` for it (Python's
-    /// `it.next(timeout)`): `Some(Err(Error::Timeout))` if none came in
+    /// `it.next(timeout)`): `Some(Err(TaskError::Timeout))` if none came in
     /// time. The iterator is still usable after a timeout: the result that
     /// was late comes from a later call. `None` when every result was
     /// yielded.
@@ -64,11 +63,11 @@ impl<A: Serialize, R: DeserializeOwned> IMap<'_, A, R> {
     /// The timeout bounds the wait for results; handing the next input
     /// items to the workers (a bounded number of chunks ahead) may also
     /// wait for room in the task ring, as [`next`](Iterator::next) does.
-    pub fn next_timeout(&mut self, timeout: Duration) -> Option<Result<R>> {
+    pub fn next_timeout(&mut self, timeout: Duration) -> Option<Result<R, TaskError>> {
         self.next_until(Deadline::after(timeout))
     }
 
-    fn next_until(&mut self, deadline: Deadline) -> Option<Result<R>> {
+    fn next_until(&mut self, deadline: Deadline) -> Option<Result<R, TaskError>> {
         let mut pump = |inner: &Inner, st: &mut State| {
             inner.pump(st, deadline);
             true
@@ -127,7 +126,7 @@ impl<A: Serialize, R: DeserializeOwned> IMap<'_, A, R> {
                 }
                 None if deadline.expired() => {
                     inner.finish(st);
-                    return Step::Ready(Some(Err(Error::Timeout)));
+                    return Step::Ready(Some(Err(TaskError::Timeout)));
                 }
                 None => {
                     let again = on_empty(&inner, &mut st);
@@ -144,15 +143,15 @@ impl<A: Serialize, R: DeserializeOwned> IMap<'_, A, R> {
 /// What one [`IMap::step`] found.
 pub(super) enum Step<R> {
     /// The iterator's next item.
-    Ready(Option<Result<R>>),
+    Ready(Option<Result<R, TaskError>>),
     /// No result yet: wait, then step again.
     Wait,
 }
 
 impl<A: Serialize, R: DeserializeOwned> Iterator for IMap<'_, A, R> {
-    type Item = Result<R>;
+    type Item = Result<R, TaskError>;
 
-    fn next(&mut self) -> Option<Result<R>> {
+    fn next(&mut self) -> Option<Result<R, TaskError>> {
         self.next_until(Deadline::NEVER)
     }
 }

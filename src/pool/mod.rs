@@ -26,24 +26,38 @@
 //!
 //! # Tasks
 //!
-//! A task is a plain function, `fn(A) -> R` (or `fn(A, B) -> R` for
-//! `starmap`), with arguments and results that serde can encode (postcard,
-//! as elsewhere in the crate). The functions must be the program's own:
-//! a function of a shared library (a plugin, a `cdylib`, a
-//! `-C prefer-dynamic` build) is refused with [`Error::ForeignCode`], since
-//! a worker could not find it. The parent registers each function in a
-//! table that only it can write, and the task ring names functions by
-//! their index in that table, so a worker never calls an address read from
-//! memory another process could write (a process forked from the pool's
-//! owner can still give it functions the owner registered, but no new
-//! ones). Shared objects for the workers (a [`Lock`](crate::Lock),
-//! a [`Value`](crate::Value)) are given to the
+//! A task is a function of one argument (of two for `starmap`): a
+//! function item such as `square`, a closure that captures nothing such
+//! as `|x: u64| x + 1`, or an `fn(A) -> R` pointer; its arguments and
+//! results are encoded by serde (postcard, as elsewhere in the crate). A
+//! closure that captures something cannot cross to a worker and is
+//! refused with [`TaskError::InvalidArgument`]. The functions must be the
+//! program's own: a function of a shared library (a plugin, a `cdylib`, a
+//! `-C prefer-dynamic` build) is refused with [`TaskError::ForeignCode`],
+//! since a worker could not find it. The parent registers each function
+//! in a table that only it can write, and the task ring names functions
+//! by their index in that table, so a worker never calls an address read
+//! from memory another process could write. A process forked from the
+//! pool's owner can still give it functions the owner registered, but no
+//! new ones. The table knows a function item or closure by its type (the
+//! same in every process of the program), and an `fn` pointer by its
+//! address: in an optimised build a small function can have one copy per
+//! codegen unit, so a forked child handing over a pointer may name
+//! another copy than the owner registered, and be refused; hand over the
+//! function item itself. Shared objects for the workers (a
+//! [`Lock`](crate::Lock), a [`Value`](crate::Value)) are given to the
 //! [initializer](PoolBuilder::initializer), as Python requires for pool
 //! workers.
 //!
 //! # Errors in tasks
 //!
-//! A task that panics fails alone, with [`Error::TaskFailed`]: its text is
+//! Building and joining a pool can fail with a [`PoolError`]; giving it
+//! work and waiting for results, with a [`TaskError`], which says what
+//! became of the task (it panicked, its worker died, the pool was closed
+//! or terminated, ...). Both convert into the crate's [`Error`](crate::Error),
+//! so `?` works in a function returning [`multiproc::Result`](crate::Result).
+//!
+//! A task that panics fails alone, with [`TaskError::TaskFailed`]: its text is
 //! the panic's message and where it panicked in the worker, like
 //! `three is not allowed (at src/main.rs:12:9)`, followed by the worker's
 //! backtrace when `RUST_BACKTRACE` (or `RUST_LIB_BACKTRACE`) is set and not
@@ -65,7 +79,7 @@
 //! before the chunk leaves the ring, so a worker killed at any moment is
 //! either still without the chunk (which stays in the ring for another) or
 //! has its slot naming it. The parent then fails that chunk's tasks with
-//! [`Error::WorkerDied`] and starts a new worker.
+//! [`TaskError::WorkerDied`] and starts a new worker.
 //!
 //! # Supervision: no threads
 //!
@@ -100,7 +114,7 @@
 //!
 //! Dropping the pool terminates it, like leaving Python's `with Pool()`
 //! block: the workers are killed and reaped, unfinished tasks fail with
-//! [`Error::PoolTerminated`]. Call [`close`](Pool::close) then
+//! [`TaskError::PoolTerminated`]. Call [`close`](Pool::close) then
 //! [`join`](Pool::join) to let them finish first.
 
 // The files: `builder` (settings, starting the workers), `submit` (the
@@ -111,6 +125,7 @@ mod async_result;
 #[cfg(feature = "tokio")]
 mod asynchronous;
 mod builder;
+mod error;
 mod imap;
 mod scheduler;
 mod submit;
@@ -121,12 +136,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::deadline::Deadline;
-use crate::error::{Error, Result};
 
 pub use async_result::AsyncResult;
 #[cfg(feature = "tokio")]
 pub use asynchronous::{OwnedResultFuture, ResultFuture};
 pub use builder::PoolBuilder;
+pub use error::{PoolError, TaskError};
 pub use imap::IMap;
 use scheduler::Inner;
 
@@ -153,7 +168,7 @@ pub struct Pool {
 impl Pool {
     /// A pool of `processes` workers with the default settings (the start
     /// method in force, no initializer). Use [`Pool::builder`] for more.
-    pub fn new(processes: usize) -> Result<Pool> {
+    pub fn new(processes: usize) -> Result<Pool, PoolError> {
         Pool::builder().processes(processes).build()
     }
 
@@ -190,7 +205,7 @@ impl Pool {
     }
 
     /// Stops the workers at once (SIGKILL) and reaps them; unfinished tasks
-    /// fail with [`Error::PoolTerminated`] (Python's `terminate`). Results
+    /// fail with [`TaskError::PoolTerminated`] (Python's `terminate`). Results
     /// already sent are kept.
     pub fn terminate(&self) {
         if let Some(p) = self.inner.terminate() {
@@ -200,15 +215,15 @@ impl Pool {
 
     /// Waits for the workers to finish the queued work and exit, after
     /// [`close`](Pool::close) or [`terminate`](Pool::terminate) (Python's
-    /// `join`); [`Error::InvalidArgument`] if neither was called. Workers
+    /// `join`); [`PoolError::InvalidArgument`] if neither was called. Workers
     /// that die meanwhile are replaced while work remains, and every result
     /// is collected, so handles have their results afterwards. An `imap`
-    /// with input not yet taken gets [`Error::PoolClosed`] for the rest.
-    pub fn join(&self) -> Result<()> {
+    /// with input not yet taken gets [`TaskError::PoolClosed`] for the rest.
+    pub fn join(&self) -> Result<(), PoolError> {
         loop {
             let mut st = self.inner.lock();
             if !st.closed {
-                return Err(Error::InvalidArgument(
+                return Err(PoolError::InvalidArgument(
                     "join a pool only after close or terminate",
                 ));
             }
@@ -316,7 +331,7 @@ mod tests {
             decode: decode_all::<u32>,
         };
         match forged.get_timeout(Duration::from_secs(10)) {
-            Err(Error::TaskFailed(m)) => assert!(m.contains("never registered"), "{m}"),
+            Err(TaskError::TaskFailed(m)) => assert!(m.contains("never registered"), "{m}"),
             other => panic!("{other:?}"),
         }
         // The worker lived through it and still runs what was registered.
@@ -328,10 +343,19 @@ mod tests {
     fn shared_library_functions_are_refused() {
         let pool = pool();
         let f = crate::process::code::tests::foreign::<u32, u32>();
-        assert!(matches!(pool.map(f, [1]), Err(Error::ForeignCode { .. })));
-        assert!(matches!(pool.apply(f, 1), Err(Error::ForeignCode { .. })));
+        assert!(matches!(
+            pool.map(f, [1]),
+            Err(TaskError::ForeignCode { .. })
+        ));
+        assert!(matches!(
+            pool.apply(f, 1),
+            Err(TaskError::ForeignCode { .. })
+        ));
         let mut it = pool.imap(f, [1]);
-        assert!(matches!(it.next(), Some(Err(Error::ForeignCode { .. }))));
+        assert!(matches!(
+            it.next(),
+            Some(Err(TaskError::ForeignCode { .. }))
+        ));
         assert!(it.next().is_none());
         assert_eq!(pool.map(double, [4]).unwrap(), vec![8]);
         let init = crate::process::code::tests::foreign::<(), ()>();
@@ -339,7 +363,7 @@ mod tests {
         let b = unsafe { Pool::builder().processes(1).allow_threads() }.initializer(init, ());
         assert!(matches!(
             b.build().map(|_| ()),
-            Err(Error::ForeignCode { .. })
+            Err(PoolError::ForeignCode { .. })
         ));
     }
 }

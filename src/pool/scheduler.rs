@@ -12,11 +12,12 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::deadline::Deadline;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::process::{ExitStatus, Process};
 use crate::ring::records::{Core, GetFail, OnWait, Payload};
 use crate::shm::ShmBox;
 
+use super::TaskError;
 use super::worker::{self, CodeTable, WorkerArgs, WorkerSlot};
 use super::{SCAN, STARTUP_FAILURES};
 
@@ -47,7 +48,7 @@ pub(super) struct Worker {
     pub(super) retiring: bool,
 }
 
-/// Why a chunk has no result (cloneable, unlike [`Error`]).
+/// Why a chunk has no result (cloneable, unlike [`TaskError`]).
 #[derive(Clone, Debug)]
 pub(super) enum Failure {
     Died { pid: i32, status: ExitStatus },
@@ -58,16 +59,16 @@ pub(super) enum Failure {
 }
 
 impl Failure {
-    pub(super) fn to_error(&self) -> Error {
+    pub(super) fn to_error(&self) -> TaskError {
         match self {
-            Failure::Died { pid, status } => Error::WorkerDied {
+            Failure::Died { pid, status } => TaskError::WorkerDied {
                 pid: *pid,
                 status: *status,
             },
-            Failure::Init(m) => Error::InitializerFailed(m.clone()),
-            Failure::Terminated => Error::PoolTerminated,
-            Failure::Closed => Error::PoolClosed,
-            Failure::Codec(m) => Error::Codec(m.clone()),
+            Failure::Init(m) => TaskError::InitializerFailed(m.clone()),
+            Failure::Terminated => TaskError::PoolTerminated,
+            Failure::Closed => TaskError::PoolClosed,
+            Failure::Codec(m) => TaskError::Codec(m.clone()),
         }
     }
 }
@@ -78,7 +79,7 @@ pub(super) enum ChunkOutcome {
     Failed(Failure),
 }
 
-pub(super) struct Chunk {
+pub(crate) struct Chunk {
     pub(super) count: u32,
     pub(super) outcome: Option<ChunkOutcome>,
 }
@@ -86,7 +87,7 @@ pub(super) struct Chunk {
 /// Every chunk of a finished job, in order: what handles decode.
 pub(super) type Outcome = Vec<Chunk>;
 
-pub(super) type Callback = Box<dyn FnOnce(&Outcome) + Send>;
+pub(super) type Callback = crate::task_items::Callback<Outcome>;
 
 pub(super) struct Job {
     pub(super) chunks: Vec<Chunk>,
@@ -190,11 +191,11 @@ impl Inner {
     }
 
     /// Why new work is refused, if it is.
-    pub(super) fn refusal(&self, st: &State) -> Option<Error> {
+    pub(super) fn refusal(&self, st: &State) -> Option<TaskError> {
         if let Some(m) = &st.broken {
-            Some(Error::InitializerFailed(m.clone()))
+            Some(TaskError::InitializerFailed(m.clone()))
         } else if st.closed || st.terminated {
-            Some(Error::PoolClosed)
+            Some(TaskError::PoolClosed)
         } else {
             None
         }
@@ -582,13 +583,16 @@ pub(super) fn position(st: &State, serial: u64) -> Option<usize> {
 }
 
 /// Decodes one chunk's items into `out`.
-pub(super) fn decode_chunk<R: DeserializeOwned>(c: &Chunk, out: &mut impl Extend<Result<R>>) {
+pub(super) fn decode_chunk<R: DeserializeOwned>(
+    c: &Chunk,
+    out: &mut impl Extend<Result<R, TaskError>>,
+) {
     match &c.outcome {
         Some(ChunkOutcome::Done(bytes)) => {
             let mut rest: &[u8] = bytes;
             for _ in 0..c.count {
                 let Some((&tag, tail)) = rest.split_first() else {
-                    out.extend(Some(Err(Error::Codec("a result is missing".into()))));
+                    out.extend(Some(Err(TaskError::Codec("a result is missing".into()))));
                     continue;
                 };
                 let item = if tag == worker::ITEM_OK {
@@ -597,17 +601,17 @@ pub(super) fn decode_chunk<R: DeserializeOwned>(c: &Chunk, out: &mut impl Extend
                             rest = t;
                             r
                         })
-                        .map_err(|e| Error::Codec(format!("a task's result: {e}")))
+                        .map_err(|e| TaskError::Codec(format!("a task's result: {e}")))
                 } else {
                     match postcard::take_from_bytes::<String>(tail) {
                         Ok((m, t)) => {
                             rest = t;
                             Err(match tag {
-                                worker::ITEM_DECODE => Error::Codec(m),
-                                _ => Error::TaskFailed(m),
+                                worker::ITEM_DECODE => TaskError::Codec(m),
+                                _ => TaskError::TaskFailed(m),
                             })
                         }
-                        Err(e) => Err(Error::Codec(format!("a task's error: {e}"))),
+                        Err(e) => Err(TaskError::Codec(format!("a task's error: {e}"))),
                     }
                 };
                 out.extend(Some(item));
@@ -616,22 +620,22 @@ pub(super) fn decode_chunk<R: DeserializeOwned>(c: &Chunk, out: &mut impl Extend
         Some(ChunkOutcome::Failed(f)) => {
             out.extend((0..c.count).map(|_| Err(f.to_error())));
         }
-        None => out.extend((0..c.count).map(|_| Err(Error::PoolTerminated))),
+        None => out.extend((0..c.count).map(|_| Err(TaskError::PoolTerminated))),
     }
 }
 
-pub(super) fn decode_all<R: DeserializeOwned>(o: &Outcome) -> Result<Vec<R>> {
-    let mut items: Vec<Result<R>> = Vec::new();
+pub(super) fn decode_all<R: DeserializeOwned>(o: &Outcome) -> Result<Vec<R>, TaskError> {
+    let mut items: Vec<Result<R, TaskError>> = Vec::new();
     for c in o {
         decode_chunk(c, &mut items);
     }
     items.into_iter().collect()
 }
 
-pub(super) fn decode_one<R: DeserializeOwned>(o: &Outcome) -> Result<R> {
+pub(super) fn decode_one<R: DeserializeOwned>(o: &Outcome) -> Result<R, TaskError> {
     decode_all::<R>(o)?
         .pop()
-        .ok_or_else(|| Error::Codec("a task's result is missing".into()))
+        .ok_or_else(|| TaskError::Codec("a task's result is missing".into()))
 }
 
 /// Python's default chunk size for `map`: `len / (4 * workers)`, rounded

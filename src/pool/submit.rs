@@ -7,11 +7,11 @@ use std::collections::VecDeque;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 use super::scheduler::{Outcome, decode_all, decode_one, default_chunksize};
 use super::worker::{self, TaskCode};
-use super::{AsyncResult, IMAP_AHEAD_PER_WORKER, IMap, Pool};
+use super::{AsyncResult, IMAP_AHEAD_PER_WORKER, IMap, Pool, TaskError};
 
 impl Pool {
     fn start_map<X: Serialize, T>(
@@ -19,11 +19,11 @@ impl Pool {
         code: Result<TaskCode>,
         items: Vec<X>,
         chunksize: Option<usize>,
-        decode: fn(&Outcome) -> Result<T>,
-    ) -> Result<AsyncResult<T>> {
+        decode: fn(&Outcome) -> Result<T, TaskError>,
+    ) -> Result<AsyncResult<T>, TaskError> {
         let inner = &self.inner;
         let cs = match chunksize {
-            Some(0) => return Err(Error::InvalidArgument("chunksize must be at least 1")),
+            Some(0) => return Err(TaskError::InvalidArgument("chunksize must be at least 1")),
             Some(c) => c,
             None => default_chunksize(items.len(), inner.processes),
         };
@@ -31,7 +31,10 @@ impl Pool {
         if let Some(e) = inner.refusal(&st) {
             return Err(e);
         }
-        let function = st.table.index(code?)?;
+        let function = st
+            .table
+            .index(code.map_err(TaskError::from_internal)?)
+            .map_err(TaskError::from_internal)?;
         let job = inner.new_job(&mut st, false);
         let mut buf = Vec::with_capacity(64);
         let mut items = items.into_iter().peekable();
@@ -48,11 +51,14 @@ impl Pool {
     }
 
     /// Runs `f(arg)` in a worker and waits for its result (Python's
-    /// `apply`). A panic in `f` is [`Error::TaskFailed`] with its message
+    /// `apply`). `f` is a function, a closure that captures nothing, or an
+    /// `fn` pointer (see [Tasks](super#tasks)); the other submit methods
+    /// take the same. A panic in `f` is [`TaskError::TaskFailed`] with its message
     /// and location (and the worker's backtrace when `RUST_BACKTRACE` is
     /// set); the worker does not also print it.
-    pub fn apply<A, R>(&self, f: fn(A) -> R, arg: A) -> Result<R>
+    pub fn apply<F, A, R>(&self, f: F, arg: A) -> Result<R, TaskError>
     where
+        F: Fn(A) -> R + Copy + 'static,
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
@@ -62,8 +68,9 @@ impl Pool {
     /// Queues `f(arg)` and returns a handle to its result (Python's
     /// `apply_async`); add callbacks with [`AsyncResult::callback`] and
     /// [`AsyncResult::error_callback`].
-    pub fn apply_async<A, R>(&self, f: fn(A) -> R, arg: A) -> Result<AsyncResult<R>>
+    pub fn apply_async<F, A, R>(&self, f: F, arg: A) -> Result<AsyncResult<R>, TaskError>
     where
+        F: Fn(A) -> R + Copy + 'static,
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
@@ -74,8 +81,13 @@ impl Pool {
     /// `f` over every item, results in order (Python's `map`), in chunks of
     /// the default size (`len / (4 * processes)` rounded up). The first
     /// failed task's error is returned.
-    pub fn map<A, R>(&self, f: fn(A) -> R, items: impl IntoIterator<Item = A>) -> Result<Vec<R>>
+    pub fn map<F, A, R>(
+        &self,
+        f: F,
+        items: impl IntoIterator<Item = A>,
+    ) -> Result<Vec<R>, TaskError>
     where
+        F: Fn(A) -> R + Copy + 'static,
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
@@ -83,13 +95,14 @@ impl Pool {
     }
 
     /// [`map`](Pool::map) with chunks of `chunksize` items.
-    pub fn map_chunked<A, R>(
+    pub fn map_chunked<F, A, R>(
         &self,
-        f: fn(A) -> R,
+        f: F,
         items: impl IntoIterator<Item = A>,
         chunksize: usize,
-    ) -> Result<Vec<R>>
+    ) -> Result<Vec<R>, TaskError>
     where
+        F: Fn(A) -> R + Copy + 'static,
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
@@ -97,12 +110,13 @@ impl Pool {
     }
 
     /// [`map`](Pool::map) without waiting: a handle to the list of results.
-    pub fn map_async<A, R>(
+    pub fn map_async<F, A, R>(
         &self,
-        f: fn(A) -> R,
+        f: F,
         items: impl IntoIterator<Item = A>,
-    ) -> Result<AsyncResult<Vec<R>>>
+    ) -> Result<AsyncResult<Vec<R>>, TaskError>
     where
+        F: Fn(A) -> R + Copy + 'static,
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
@@ -111,13 +125,14 @@ impl Pool {
     }
 
     /// [`map_async`](Pool::map_async) with chunks of `chunksize` items.
-    pub fn map_async_chunked<A, R>(
+    pub fn map_async_chunked<F, A, R>(
         &self,
-        f: fn(A) -> R,
+        f: F,
         items: impl IntoIterator<Item = A>,
         chunksize: usize,
-    ) -> Result<AsyncResult<Vec<R>>>
+    ) -> Result<AsyncResult<Vec<R>>, TaskError>
     where
+        F: Fn(A) -> R + Copy + 'static,
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
@@ -132,12 +147,13 @@ impl Pool {
 
     /// `f(a, b)` for every pair, results in order (Python's `starmap`).
     /// For more arguments, use [`map`](Pool::map) with a tuple.
-    pub fn starmap<A, B, R>(
+    pub fn starmap<F, A, B, R>(
         &self,
-        f: fn(A, B) -> R,
+        f: F,
         items: impl IntoIterator<Item = (A, B)>,
-    ) -> Result<Vec<R>>
+    ) -> Result<Vec<R>, TaskError>
     where
+        F: Fn(A, B) -> R + Copy + 'static,
         A: Serialize + DeserializeOwned + 'static,
         B: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
@@ -147,13 +163,14 @@ impl Pool {
 
     /// [`starmap`](Pool::starmap) without waiting, with chunks of
     /// `chunksize` items (`None`: the default size).
-    pub fn starmap_async<A, B, R>(
+    pub fn starmap_async<F, A, B, R>(
         &self,
-        f: fn(A, B) -> R,
+        f: F,
         items: impl IntoIterator<Item = (A, B)>,
         chunksize: Option<usize>,
-    ) -> Result<AsyncResult<Vec<R>>>
+    ) -> Result<AsyncResult<Vec<R>>, TaskError>
     where
+        F: Fn(A, B) -> R + Copy + 'static,
         A: Serialize + DeserializeOwned + 'static,
         B: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
@@ -167,14 +184,15 @@ impl Pool {
         )
     }
 
-    fn start_imap<'a, A, R>(
+    fn start_imap<'a, F, A, R>(
         &self,
-        f: fn(A) -> R,
+        f: F,
         items: impl IntoIterator<Item = A> + 'a,
         chunksize: usize,
         ordered: bool,
     ) -> IMap<'a, A, R>
     where
+        F: Fn(A) -> R + Copy + 'static,
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
@@ -195,14 +213,14 @@ impl Pool {
         };
         let started = (|| {
             if chunksize == 0 {
-                return Err(Error::InvalidArgument("chunksize must be at least 1"));
+                return Err(TaskError::InvalidArgument("chunksize must be at least 1"));
             }
-            let code = worker::code1(f)?;
+            let code = worker::code1(f).map_err(TaskError::from_internal)?;
             let mut st = inner.lock();
             if let Some(e) = inner.refusal(&st) {
                 return Err(e);
             }
-            let function = st.table.index(code)?;
+            let function = st.table.index(code).map_err(TaskError::from_internal)?;
             Ok((inner.new_job(&mut st, true), function))
         })();
         match started {
@@ -223,17 +241,14 @@ impl Pool {
     /// consumed, a bounded number of chunks ahead.
     ///
     /// Errors come per item: a task's panic is that item's
-    /// [`Error::TaskFailed`]. An error found before any task is submitted
+    /// [`TaskError::TaskFailed`]. An error found before any task is submitted
     /// (the pool is closed, `f` is not in the main executable, a chunk size
     /// of 0) is the first and only item, so `for r in pool.imap(..)` always
     /// sees it. [`IMap::next_timeout`] waits a bounded time for the next
     /// result (Python's `it.next(timeout)`).
-    pub fn imap<'a, A, R>(
-        &self,
-        f: fn(A) -> R,
-        items: impl IntoIterator<Item = A> + 'a,
-    ) -> IMap<'a, A, R>
+    pub fn imap<'a, F, A, R>(&self, f: F, items: impl IntoIterator<Item = A> + 'a) -> IMap<'a, A, R>
     where
+        F: Fn(A) -> R + Copy + 'static,
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
@@ -241,13 +256,14 @@ impl Pool {
     }
 
     /// [`imap`](Pool::imap) with chunks of `chunksize` items.
-    pub fn imap_chunked<'a, A, R>(
+    pub fn imap_chunked<'a, F, A, R>(
         &self,
-        f: fn(A) -> R,
+        f: F,
         items: impl IntoIterator<Item = A> + 'a,
         chunksize: usize,
     ) -> IMap<'a, A, R>
     where
+        F: Fn(A) -> R + Copy + 'static,
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
@@ -256,12 +272,13 @@ impl Pool {
 
     /// Like [`imap`](Pool::imap), but results come in the order they are
     /// finished (Python's `imap_unordered`).
-    pub fn imap_unordered<'a, A, R>(
+    pub fn imap_unordered<'a, F, A, R>(
         &self,
-        f: fn(A) -> R,
+        f: F,
         items: impl IntoIterator<Item = A> + 'a,
     ) -> IMap<'a, A, R>
     where
+        F: Fn(A) -> R + Copy + 'static,
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
@@ -270,13 +287,14 @@ impl Pool {
 
     /// [`imap_unordered`](Pool::imap_unordered) with chunks of `chunksize`
     /// items (each chunk's results stay together, in order).
-    pub fn imap_unordered_chunked<'a, A, R>(
+    pub fn imap_unordered_chunked<'a, F, A, R>(
         &self,
-        f: fn(A) -> R,
+        f: F,
         items: impl IntoIterator<Item = A> + 'a,
         chunksize: usize,
     ) -> IMap<'a, A, R>
     where
+        F: Fn(A) -> R + Copy + 'static,
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {

@@ -120,26 +120,90 @@ pub(super) type Runner = fn(Code, u32, &[u8], &mut Vec<u8>);
 // SAFETY: a function pointer type.
 unsafe impl CodeFn for Runner {}
 
-/// What a task runs: the runner for its types, and its function.
-pub(super) type TaskCode = (CodePtr<Runner>, Code);
-
-/// The code of a task `f: fn(A) -> R`; [`Error::ForeignCode`] if `f` is not
-/// in the main executable.
-pub(super) fn code1<A: DeserializeOwned, R: Serialize>(f: fn(A) -> R) -> Result<TaskCode> {
-    Ok((
-        CodePtr::new(run_chunk1::<A, R> as Runner)?,
-        CodePtr::new(f)?.erase(),
-    ))
+/// How the code table knows a task.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(super) enum TaskKey {
+    /// A task given as a zero-sized function type (an fn item, or a
+    /// closure that captures nothing): the `TypeId` of that type with the
+    /// task's signature. Not its code address: in an optimised build a
+    /// small function can have a copy per codegen unit, so a process forked
+    /// from the pool's owner could see another address for a function the
+    /// owner registered. A `TypeId` is the same wherever the process looks.
+    Type(std::any::TypeId),
+    /// A task given as an `fn` pointer: the offsets of its runner and of
+    /// the function.
+    Code(u64, u64),
 }
 
-/// The code of a task `f: fn(A, B) -> R` (starmap).
-pub(super) fn code2<A: DeserializeOwned, B: DeserializeOwned, R: Serialize>(
-    f: fn(A, B) -> R,
-) -> Result<TaskCode> {
-    Ok((
-        CodePtr::new(run_chunk2::<A, B, R> as Runner)?,
-        CodePtr::new(f)?.erase(),
-    ))
+/// What a task runs: its key, the runner for its types, and its function
+/// (for a [`TaskKey::Type`], the runner again: the runner makes the
+/// function itself).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct TaskCode {
+    key: TaskKey,
+    runner: CodePtr<Runner>,
+    entry: Code,
+}
+
+impl TaskCode {
+    /// The task `f` of type `F`, whose calls `run` makes on the items of a
+    /// chunk: keyed by `F` (with the signature `S`) when `F` is zero-sized,
+    /// else by address when `F` is the function pointer type `P`; refused
+    /// otherwise (a closure that captures something).
+    fn new<F: Copy + 'static, S: 'static, P: CodeFn + 'static>(
+        f: F,
+        typed: Runner,
+        by_address: Runner,
+    ) -> Result<TaskCode> {
+        if std::mem::size_of::<F>() == 0 {
+            let runner = CodePtr::new(typed)?;
+            return Ok(TaskCode {
+                key: TaskKey::Type(std::any::TypeId::of::<(F, S)>()),
+                runner,
+                entry: runner.erase(),
+            });
+        }
+        match (&f as &dyn std::any::Any).downcast_ref::<P>() {
+            Some(&p) => {
+                let runner = CodePtr::new(by_address)?;
+                let entry = CodePtr::new(p)?.erase();
+                Ok(TaskCode {
+                    key: TaskKey::Code(runner.offset(), entry.offset()),
+                    runner,
+                    entry,
+                })
+            }
+            None => Err(Error::InvalidArgument(
+                "a pool task is a function, or a closure that captures nothing",
+            )),
+        }
+    }
+}
+
+/// The code of a task `f: F` where `F: Fn(A) -> R` (see [`TaskCode::new`]);
+/// [`Error::ForeignCode`] if it is not in the main executable.
+pub(super) fn code1<F, A, R>(f: F) -> Result<TaskCode>
+where
+    F: Fn(A) -> R + Copy + 'static,
+    A: DeserializeOwned + 'static,
+    R: Serialize + 'static,
+{
+    TaskCode::new::<F, fn(A) -> R, fn(A) -> R>(f, run_typed1::<F, A, R>, run_chunk1::<A, R>)
+}
+
+/// The code of a task `f: F` where `F: Fn(A, B) -> R` (starmap).
+pub(super) fn code2<F, A, B, R>(f: F) -> Result<TaskCode>
+where
+    F: Fn(A, B) -> R + Copy + 'static,
+    A: DeserializeOwned + 'static,
+    B: DeserializeOwned + 'static,
+    R: Serialize + 'static,
+{
+    TaskCode::new::<F, fn(A, B) -> R, fn(A, B) -> R>(
+        f,
+        run_typed2::<F, A, B, R>,
+        run_chunk2::<A, B, R>,
+    )
 }
 
 /// The parent's side of the code table: the only writer.
@@ -150,7 +214,7 @@ pub(super) struct CodeTable {
     /// mapping (forks do not inherit it).
     owner: i32,
     len: u32,
-    known: std::collections::HashMap<(u64, u64), u32>,
+    known: std::collections::HashMap<TaskKey, u32>,
 }
 
 /// The word at byte `at` of a table mapping.
@@ -196,7 +260,7 @@ impl CodeTable {
 
     /// The index of `code` in the table, adding it if new.
     pub(super) fn index(&mut self, code: TaskCode) -> Result<u32> {
-        let key = (code.0.offset(), code.1.offset());
+        let key = code.key;
         if let Some(&i) = self.known.get(&key) {
             return Ok(i);
         }
@@ -213,8 +277,9 @@ impl CodeTable {
         }
         let at = TABLE_HEAD + i * TABLE_ENTRY;
         // Writable in this process: its owner (checked above).
-        self.word(at).store(key.0, Ordering::Relaxed);
-        self.word(at + 8).store(key.1, Ordering::Relaxed);
+        self.word(at).store(code.runner.offset(), Ordering::Relaxed);
+        self.word(at + 8)
+            .store(code.entry.offset(), Ordering::Relaxed);
         // Publishes the entry to workers that load the count (Acquire).
         self.word(0).store(i as u64 + 1, Ordering::Release);
         self.len += 1;
@@ -258,7 +323,9 @@ impl CodeView {
         // SAFETY: only the pool's parent writes the table (see the module
         // documentation), and it wrote entry `i` (below the count it
         // published) from a `CodePtr<Runner>` and the function that runner
-        // expects; this process runs the parent's executable image.
+        // expects (or, for a runner of a typed task, which ignores it, the
+        // runner again: see `TaskCode`); this process runs the parent's
+        // executable image.
         Some((unsafe { runner.assume::<Runner>() }, entry))
     }
 }
@@ -295,6 +362,63 @@ fn run_chunk2<A: DeserializeOwned, B: DeserializeOwned, R: Serialize>(
     // SAFETY: as in `run_chunk1`, from `code2`, for an `fn(A, B) -> R`.
     let f = unsafe { entry.assume::<fn(A, B) -> R>() }.get();
     run_items(&TAGS, count, input, out, |(a, b): (A, B)| f(a, b))
+}
+
+/// A value of the task type `F`, which is zero-sized (else `None`).
+///
+/// # Safety
+///
+/// A value of `F` must exist or have existed in this program (in this
+/// process, or in the one that made this process by fork or spawn). As
+/// `F: Copy`, the value made here is then a copy of that one, which anyone
+/// holding it could make.
+unsafe fn conjure<F: Copy>() -> Option<F> {
+    if std::mem::size_of::<F>() != 0 {
+        return None;
+    }
+    // SAFETY: `F` is zero-sized, so a value has no bytes that could be
+    // invalid; the caller vouches that values of `F` are made (so it is
+    // inhabited) and may be copied (`F: Copy`).
+    Some(unsafe { std::mem::zeroed() })
+}
+
+/// Fails the `count` items of a chunk that cannot run with `msg`.
+fn fail_items(count: u32, out: &mut Vec<u8>, msg: &str) {
+    for _ in 0..count.min(1 << 16) {
+        out.push(ITEM_CODE);
+        push_text(out, msg);
+    }
+}
+
+/// The runner of a typed task `F: Fn(A) -> R` (see [`TaskKey::Type`]).
+fn run_typed1<F, A, R>(_entry: Code, count: u32, input: &[u8], out: &mut Vec<u8>)
+where
+    F: Fn(A) -> R + Copy + 'static,
+    A: DeserializeOwned,
+    R: Serialize,
+{
+    // SAFETY: this runner is named only by a code table entry, which the
+    // pool's parent wrote in `CodeTable::index` from `code1(f)` with a
+    // value `f: F` in hand (and the entry's key is `F`'s own type).
+    match unsafe { conjure::<F>() } {
+        Some(f) => run_items(&TAGS, count, input, out, f),
+        None => fail_items(count, out, "the task's function type is not zero-sized"),
+    }
+}
+
+/// The runner of a typed task `F: Fn(A, B) -> R` (starmap).
+fn run_typed2<F, A, B, R>(_entry: Code, count: u32, input: &[u8], out: &mut Vec<u8>)
+where
+    F: Fn(A, B) -> R + Copy + 'static,
+    A: DeserializeOwned,
+    B: DeserializeOwned,
+    R: Serialize,
+{
+    // SAFETY: as in `run_typed1`, from `code2(f)` with `f: F` in hand.
+    match unsafe { conjure::<F>() } {
+        Some(f) => run_items(&TAGS, count, input, out, |(a, b): (A, B)| f(a, b)),
+        None => fail_items(count, out, "the task's function type is not zero-sized"),
+    }
 }
 
 fn read_u64(b: &[u8], at: usize) -> u64 {
@@ -437,10 +561,7 @@ pub(super) fn worker_main<I: Serialize + DeserializeOwned>(args: WorkerArgs<I>) 
                         let msg = format!(
                             "the task names function #{function}, which the pool never registered"
                         );
-                        for _ in 0..count.min(1 << 16) {
-                            out.push(ITEM_CODE);
-                            push_text(&mut out, &msg);
-                        }
+                        fail_items(count, &mut out, &msg);
                     }
                 }
             }

@@ -97,3 +97,88 @@ impl fmt::Display for RedisGetError {
 }
 
 impl std::error::Error for RedisGetError {}
+
+/// Why a task of a [`RedisPool`](super::RedisPool) gave no result, or work
+/// was not taken: the error of its submit calls (`apply_async`,
+/// `map_async`, ...), of its waiting calls (`apply`, `map`,
+/// [`RedisAsyncResult::get`](super::RedisAsyncResult::get)) and of each
+/// item of a [`RedisIMap`](super::RedisIMap).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RedisTaskError {
+    /// The task panicked in its worker (its message, where, and the
+    /// worker's backtrace when asked), its result could not be encoded,
+    /// its chunk was refused by the worker (another build, a bad
+    /// signature), or its entry was delivered the most times allowed
+    /// without a result (each of its workers died) and moved to the
+    /// dead-letter stream: the text says which.
+    #[error("task failed: {0}")]
+    TaskFailed(String),
+    /// Work was given through a handle that was closed or terminated.
+    #[error("the pool is closed")]
+    PoolClosed,
+    /// The handle was terminated, or its job forgotten, before the result
+    /// came.
+    #[error("the pool was terminated before the task finished")]
+    PoolTerminated,
+    /// No result came within the timeout (`get_timeout`, `next_timeout`);
+    /// it may still come.
+    #[error("timed out")]
+    Timeout,
+    /// An argument could not be encoded, or a result decoded.
+    #[error("codec: {0}")]
+    Codec(String),
+    /// The task function lives in a shared library, not in the main
+    /// executable (see [`Error::ForeignCode`](crate::Error::ForeignCode)).
+    #[error(
+        "the function at {address:#x} is in {object}, not in the main executable: only the program's own functions can run in another process"
+    )]
+    ForeignCode {
+        /// The function's address in this process.
+        address: usize,
+        /// The file of the object it lives in.
+        object: String,
+    },
+    /// The work cannot be given as asked (a chunk size of 0); the text
+    /// says why.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(&'static str),
+    /// The server could not be reached or failed while the work was given
+    /// (or this program's build could not be identified); the message says
+    /// which server and why. Waiting calls pass over a failed server and
+    /// try again until their deadline.
+    #[error("redis: {0}")]
+    Server(String),
+}
+
+impl RedisTaskError {
+    /// The task error for what the layers below (which speak
+    /// [`crate::Error`]) reported; anything without a variant here is kept
+    /// as a `Server` error's text.
+    pub(crate) fn from_internal(e: crate::Error) -> RedisTaskError {
+        use crate::Error as E;
+        match e {
+            E::ForeignCode { address, object } => RedisTaskError::ForeignCode { address, object },
+            E::InvalidArgument(m) => RedisTaskError::InvalidArgument(m),
+            E::Codec(m) => RedisTaskError::Codec(m),
+            E::Redis(m) => RedisTaskError::Server(m),
+            other => RedisTaskError::Server(other.to_string()),
+        }
+    }
+}
+
+impl From<RedisTaskError> for crate::Error {
+    fn from(e: RedisTaskError) -> crate::Error {
+        use crate::Error as E;
+        match e {
+            RedisTaskError::TaskFailed(m) => E::TaskFailed(m),
+            RedisTaskError::PoolClosed => E::PoolClosed,
+            RedisTaskError::PoolTerminated => E::PoolTerminated,
+            RedisTaskError::Timeout => E::Timeout,
+            RedisTaskError::Codec(m) => E::Codec(m),
+            RedisTaskError::ForeignCode { address, object } => E::ForeignCode { address, object },
+            RedisTaskError::InvalidArgument(m) => E::InvalidArgument(m),
+            RedisTaskError::Server(m) => E::Redis(m),
+        }
+    }
+}

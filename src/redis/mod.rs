@@ -108,6 +108,13 @@
 //! }
 //! ```
 //!
+//! Its tasks' calls (`apply`, `map`, the handles' `get`, each item of an
+//! `imap`) fail with a [`RedisTaskError`]: the task panicked or was
+//! dead-lettered (`TaskFailed`), the server failed while the work was
+//! given (`Server`), a timeout, a closed handle. `?` turns it into
+//! [`Error`]. Building, joining and the other calls of the
+//! pool return the crate's `Error`.
+//!
 //! - **Same build, signed tasks.** A task names its function by its
 //!   offset in the executable's code, with the executable's SHA-256 (the
 //!   build identity) and an HMAC under the authkey (`$MULTIPROC_AUTHKEY`,
@@ -175,7 +182,7 @@ mod stream;
 mod task;
 mod worker;
 
-pub use error::{RedisGetError, RedisPutError};
+pub use error::{RedisGetError, RedisPutError, RedisTaskError};
 pub use joinable::JoinableRedisQueue;
 pub(crate) use link::Link;
 pub use pool::{Recovered, RedisAsyncResult, RedisIMap, RedisPool, RedisPoolBuilder, WorkerInfo};

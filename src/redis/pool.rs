@@ -10,11 +10,12 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::Link;
 use super::task::{self, Keys, TaskCode};
 use super::worker::{self, Config, RedisWorker};
+use super::{Link, RedisTaskError};
 use crate::error::{Error, Result};
 use crate::process::Process;
+use crate::task_items::{ResultHandle, keep_or_run};
 
 /// The longest one wait on the server lasts while a call waits for
 /// results (callbacks and the janitor run between waits).
@@ -170,7 +171,7 @@ struct Chunk {
 /// Every chunk of a finished job, in order.
 type Outcome = Vec<(u32, ChunkOutcome)>;
 
-type Callback = Box<dyn FnOnce(&Outcome) + Send>;
+type Callback = crate::task_items::Callback<Outcome>;
 
 struct Job {
     chunks: Vec<Chunk>,
@@ -241,7 +242,7 @@ pub struct Recovered<R> {
     /// The item's index in its job.
     pub index: u64,
     /// The task's result.
-    pub result: Result<R>,
+    pub result: Result<R, RedisTaskError>,
 }
 
 fn last_id(link: &Link, key: &str) -> std::result::Result<String, String> {
@@ -261,9 +262,13 @@ fn last_id(link: &Link, key: &str) -> std::result::Result<String, String> {
 }
 
 /// Decodes the items of a chunk.
-fn decode_items<R: DeserializeOwned>(count: u32, o: &ChunkOutcome, out: &mut Vec<Result<R>>) {
+fn decode_items<R: DeserializeOwned>(
+    count: u32,
+    o: &ChunkOutcome,
+    out: &mut Vec<Result<R, RedisTaskError>>,
+) {
     match o {
-        Err(m) => out.extend((0..count).map(|_| Err(Error::TaskFailed(m.clone())))),
+        Err(m) => out.extend((0..count).map(|_| Err(RedisTaskError::TaskFailed(m.clone())))),
         Ok(bytes) => {
             let mut rest = bytes.as_slice();
             for _ in 0..count {
@@ -273,22 +278,26 @@ fn decode_items<R: DeserializeOwned>(count: u32, o: &ChunkOutcome, out: &mut Vec
                             rest = tail;
                             Ok(v)
                         }
-                        Err(e) => Err(Error::Codec(format!("a result could not be decoded: {e}"))),
+                        Err(e) => Err(RedisTaskError::Codec(format!(
+                            "a result could not be decoded: {e}"
+                        ))),
                     },
                     Some((&task::ITEM_ERR, tail)) => {
                         match postcard::take_from_bytes::<String>(tail) {
                             Ok((m, tail)) => {
                                 rest = tail;
-                                Err(Error::TaskFailed(m))
+                                Err(RedisTaskError::TaskFailed(m))
                             }
-                            Err(e) => {
-                                Err(Error::Codec(format!("a result could not be decoded: {e}")))
-                            }
+                            Err(e) => Err(RedisTaskError::Codec(format!(
+                                "a result could not be decoded: {e}"
+                            ))),
                         }
                     }
-                    _ => Err(Error::Codec("a result is missing or malformed".into())),
+                    _ => Err(RedisTaskError::Codec(
+                        "a result is missing or malformed".into(),
+                    )),
                 };
-                let bad = matches!(item, Err(Error::Codec(_)));
+                let bad = matches!(item, Err(RedisTaskError::Codec(_)));
                 out.push(item);
                 if bad {
                     // The rest cannot be found.
@@ -524,18 +533,18 @@ impl Inner {
         items: Vec<A>,
         chunksize: usize,
         streaming: bool,
-    ) -> Result<u64> {
-        let build = task::build_id()?;
+    ) -> Result<u64, RedisTaskError> {
+        let build = task::build_id().map_err(RedisTaskError::from_internal)?;
         {
             let st = self.lock();
             if st.closed || st.terminated {
-                return Err(Error::PoolClosed);
+                return Err(RedisTaskError::PoolClosed);
             }
         }
         let job: u64 = self
             .link
             .with_con(|c| ::redis::cmd("INCR").arg(&self.keys.jobseq).query(c))
-            .map_err(Error::Redis)?;
+            .map_err(RedisTaskError::Server)?;
         let mut bodies = Vec::new();
         let mut counts = Vec::new();
         let mut first = 0u64;
@@ -546,7 +555,7 @@ impl Inner {
             let chunk: Vec<A> = it.by_ref().take(n).collect();
             task::task_head(&mut t, job, first, chunk.len() as u32, &build, code);
             for a in &chunk {
-                postcard::to_io(a, &mut t).map_err(|e| Error::Codec(e.to_string()))?;
+                postcard::to_io(a, &mut t).map_err(|e| RedisTaskError::Codec(e.to_string()))?;
             }
             let m = task::sign(&self.key, &t);
             counts.push(chunk.len() as u32);
@@ -569,7 +578,7 @@ impl Inner {
                 }
                 p.query(c)
             })
-            .map_err(Error::Redis)?;
+            .map_err(RedisTaskError::Server)?;
         let chunks = ids
             .iter()
             .zip(&counts)
@@ -701,7 +710,7 @@ impl RedisPool {
     }
 
     /// Runs `f(arg)` in a worker and waits for its result.
-    pub fn apply<A, R>(&self, f: fn(A) -> R, arg: A) -> Result<R>
+    pub fn apply<A, R>(&self, f: fn(A) -> R, arg: A) -> Result<R, RedisTaskError>
     where
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
@@ -710,16 +719,29 @@ impl RedisPool {
     }
 
     /// Queues `f(arg)`; a handle to its result, with callbacks.
-    pub fn apply_async<A, R>(&self, f: fn(A) -> R, arg: A) -> Result<RedisAsyncResult<R>>
+    pub fn apply_async<A, R>(
+        &self,
+        f: fn(A) -> R,
+        arg: A,
+    ) -> Result<RedisAsyncResult<R>, RedisTaskError>
     where
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
-        let job = self.inner.submit(TaskCode::new(f)?, vec![arg], 1, false)?;
+        let job = self.inner.submit(
+            TaskCode::new(f).map_err(RedisTaskError::from_internal)?,
+            vec![arg],
+            1,
+            false,
+        )?;
         Ok(self.handle(job, decode_one::<R>))
     }
 
-    fn handle<T>(&self, job: u64, decode: fn(&Outcome) -> Result<T>) -> RedisAsyncResult<T> {
+    fn handle<T>(
+        &self,
+        job: u64,
+        decode: fn(&Outcome) -> Result<T, RedisTaskError>,
+    ) -> RedisAsyncResult<T> {
         RedisAsyncResult {
             inner: self.inner.clone(),
             job,
@@ -729,7 +751,11 @@ impl RedisPool {
 
     /// `f` over every item, results in order; the first failed task's
     /// error is returned. Chunks of `len / (4 * live workers)` rounded up.
-    pub fn map<A, R>(&self, f: fn(A) -> R, items: impl IntoIterator<Item = A>) -> Result<Vec<R>>
+    pub fn map<A, R>(
+        &self,
+        f: fn(A) -> R,
+        items: impl IntoIterator<Item = A>,
+    ) -> Result<Vec<R>, RedisTaskError>
     where
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
@@ -743,7 +769,7 @@ impl RedisPool {
         f: fn(A) -> R,
         items: impl IntoIterator<Item = A>,
         chunksize: usize,
-    ) -> Result<Vec<R>>
+    ) -> Result<Vec<R>, RedisTaskError>
     where
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
@@ -756,7 +782,7 @@ impl RedisPool {
         &self,
         f: fn(A) -> R,
         items: impl IntoIterator<Item = A>,
-    ) -> Result<RedisAsyncResult<Vec<R>>>
+    ) -> Result<RedisAsyncResult<Vec<R>>, RedisTaskError>
     where
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
@@ -772,16 +798,18 @@ impl RedisPool {
         f: fn(A) -> R,
         items: impl IntoIterator<Item = A>,
         chunksize: usize,
-    ) -> Result<RedisAsyncResult<Vec<R>>>
+    ) -> Result<RedisAsyncResult<Vec<R>>, RedisTaskError>
     where
         A: Serialize + DeserializeOwned + 'static,
         R: Serialize + DeserializeOwned + 'static,
     {
         if chunksize == 0 {
-            return Err(Error::InvalidArgument("chunksize must be at least 1"));
+            return Err(RedisTaskError::InvalidArgument(
+                "chunksize must be at least 1",
+            ));
         }
         let job = self.inner.submit(
-            TaskCode::new(f)?,
+            TaskCode::new(f).map_err(RedisTaskError::from_internal)?,
             items.into_iter().collect(),
             chunksize,
             false,
@@ -794,7 +822,7 @@ impl RedisPool {
         &self,
         f: fn(A, B) -> R,
         items: impl IntoIterator<Item = (A, B)>,
-    ) -> Result<Vec<R>>
+    ) -> Result<Vec<R>, RedisTaskError>
     where
         A: Serialize + DeserializeOwned + 'static,
         B: Serialize + DeserializeOwned + 'static,
@@ -802,7 +830,12 @@ impl RedisPool {
     {
         let items: Vec<(A, B)> = items.into_iter().collect();
         let cs = self.default_chunksize(items.len());
-        let job = self.inner.submit(TaskCode::new2(f)?, items, cs, false)?;
+        let job = self.inner.submit(
+            TaskCode::new2(f).map_err(RedisTaskError::from_internal)?,
+            items,
+            cs,
+            false,
+        )?;
         self.handle(job, decode_all::<R>).get()
     }
 
@@ -826,10 +859,12 @@ impl RedisPool {
         };
         let started = (|| {
             if chunksize == 0 {
-                return Err(Error::InvalidArgument("chunksize must be at least 1"));
+                return Err(RedisTaskError::InvalidArgument(
+                    "chunksize must be at least 1",
+                ));
             }
             self.inner.submit(
-                TaskCode::new(f)?,
+                TaskCode::new(f).map_err(RedisTaskError::from_internal)?,
                 items.into_iter().collect(),
                 chunksize,
                 true,
@@ -1072,7 +1107,7 @@ impl fmt::Debug for RedisPool {
     }
 }
 
-fn decode_all<R: DeserializeOwned>(o: &Outcome) -> Result<Vec<R>> {
+fn decode_all<R: DeserializeOwned>(o: &Outcome) -> Result<Vec<R>, RedisTaskError> {
     let mut items = Vec::new();
     for (count, c) in o {
         decode_items::<R>(*count, c, &mut items);
@@ -1080,11 +1115,11 @@ fn decode_all<R: DeserializeOwned>(o: &Outcome) -> Result<Vec<R>> {
     items.into_iter().collect()
 }
 
-fn decode_one<R: DeserializeOwned>(o: &Outcome) -> Result<R> {
+fn decode_one<R: DeserializeOwned>(o: &Outcome) -> Result<R, RedisTaskError> {
     decode_all::<R>(o)?
         .into_iter()
         .next()
-        .ok_or_else(|| Error::Codec("no result".into()))
+        .ok_or_else(|| RedisTaskError::Codec("no result".into()))
 }
 
 /// The result to come of [`RedisPool::apply_async`] or
@@ -1093,7 +1128,7 @@ fn decode_one<R: DeserializeOwned>(o: &Outcome) -> Result<R> {
 pub struct RedisAsyncResult<T> {
     inner: Arc<Inner>,
     job: u64,
-    decode: fn(&Outcome) -> Result<T>,
+    decode: fn(&Outcome) -> Result<T, RedisTaskError>,
 }
 
 impl<T> RedisAsyncResult<T> {
@@ -1103,22 +1138,22 @@ impl<T> RedisAsyncResult<T> {
     }
 
     /// Waits for the result.
-    pub fn get(&self) -> Result<T> {
+    pub fn get(&self) -> Result<T, RedisTaskError> {
         match self.inner.wait_job(self.job, None) {
             Some(o) => (self.decode)(&o),
-            None => Err(Error::PoolTerminated),
+            None => Err(RedisTaskError::PoolTerminated),
         }
     }
 
-    /// [`get`](Self::get), waiting at most `timeout`; [`Error::Timeout`]
-    /// then.
-    pub fn get_timeout(&self, timeout: Duration) -> Result<T> {
+    /// [`get`](Self::get), waiting at most `timeout`;
+    /// [`RedisTaskError::Timeout`] then.
+    pub fn get_timeout(&self, timeout: Duration) -> Result<T, RedisTaskError> {
         match self
             .inner
             .wait_job(self.job, Some(Instant::now() + timeout))
         {
             Some(o) => (self.decode)(&o),
-            None => Err(Error::Timeout),
+            None => Err(RedisTaskError::Timeout),
         }
     }
 
@@ -1130,45 +1165,39 @@ impl<T> RedisAsyncResult<T> {
     }
 }
 
-impl<T: 'static> RedisAsyncResult<T> {
-    fn on_done(self, cb: Callback) -> Self {
+impl<T: 'static> ResultHandle for RedisAsyncResult<T> {
+    type Outcome = Outcome;
+    type Value = T;
+    type Error = RedisTaskError;
+
+    fn decoder(&self) -> fn(&Outcome) -> Result<T, RedisTaskError> {
+        self.decode
+    }
+
+    fn on_done(&self, cb: Callback) {
         let mut st = self.inner.lock();
-        let done = st.jobs.get(&self.job).and_then(|j| j.completed.clone());
-        let now = match done {
-            Some(o) => Some((cb, o)),
-            None => {
-                if let Some(j) = st.jobs.get_mut(&self.job) {
-                    j.callbacks.push(cb);
-                }
-                None
-            }
+        let now = match st.jobs.get_mut(&self.job) {
+            Some(j) => keep_or_run(&j.completed, &mut j.callbacks, cb),
+            // The job is gone: nothing will complete it.
+            None => None,
         };
         drop(st);
         if let Some((cb, o)) = now {
             cb(&o);
         }
-        self
     }
+}
 
+impl<T: 'static> RedisAsyncResult<T> {
     /// Calls `f` with the result once it is there and not an error, in the
     /// thread whose pool call collects it.
     pub fn callback(self, f: impl FnOnce(&T) + Send + 'static) -> Self {
-        let decode = self.decode;
-        self.on_done(Box::new(move |o| {
-            if let Ok(v) = decode(o) {
-                f(&v)
-            }
-        }))
+        self.add_callback(f)
     }
 
     /// Calls `f` with the error once the result is there, if it is one.
-    pub fn error_callback(self, f: impl FnOnce(&Error) + Send + 'static) -> Self {
-        let decode = self.decode;
-        self.on_done(Box::new(move |o| {
-            if let Err(e) = decode(o) {
-                f(&e)
-            }
-        }))
+    pub fn error_callback(self, f: impl FnOnce(&RedisTaskError) + Send + 'static) -> Self {
+        self.add_error_callback(f)
     }
 }
 
@@ -1200,13 +1229,13 @@ pub struct RedisIMap<R> {
     ordered: bool,
     /// Ordered: the next chunk to yield.
     next: usize,
-    buffered: VecDeque<Result<R>>,
+    buffered: VecDeque<Result<R, RedisTaskError>>,
 }
 
 impl<R: DeserializeOwned> RedisIMap<R> {
     /// The next result, waiting at most `timeout` (`None` for no limit);
-    /// `Some(Err(Error::Timeout))` if none came in time.
-    pub fn next_timeout(&mut self, timeout: Option<Duration>) -> Option<Result<R>> {
+    /// `Some(Err(RedisTaskError::Timeout))` if none came in time.
+    pub fn next_timeout(&mut self, timeout: Option<Duration>) -> Option<Result<R, RedisTaskError>> {
         let deadline = timeout.map(|t| Instant::now() + t);
         loop {
             if let Some(r) = self.buffered.pop_front() {
@@ -1251,7 +1280,7 @@ impl<R: DeserializeOwned> RedisIMap<R> {
                 Some(d) => {
                     let left = d.saturating_duration_since(Instant::now());
                     if left.is_zero() {
-                        return Some(Err(Error::Timeout));
+                        return Some(Err(RedisTaskError::Timeout));
                     }
                     left.min(PUMP_SLICE)
                 }
@@ -1264,9 +1293,9 @@ impl<R: DeserializeOwned> RedisIMap<R> {
 }
 
 impl<R: DeserializeOwned> Iterator for RedisIMap<R> {
-    type Item = Result<R>;
+    type Item = Result<R, RedisTaskError>;
 
-    fn next(&mut self) -> Option<Result<R>> {
+    fn next(&mut self) -> Option<Result<R, RedisTaskError>> {
         self.next_timeout(None)
     }
 }

@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use multiproc::pool::{Pool, PoolBuilder};
-use multiproc::{Error, Lock, StartMethod, Value};
+use multiproc::pool::{Pool, PoolBuilder, TaskError};
+use multiproc::{Lock, StartMethod, Value};
 
 /// Calls `$m!` with the name of every case: the one list both binaries
 /// run.
@@ -141,7 +141,7 @@ pub fn map_returns_results_in_order_for_every_chunk_size(m: StartMethod) {
     );
     assert!(matches!(
         pool.map_chunked(square, 0..3, 0),
-        Err(Error::InvalidArgument(_))
+        Err(TaskError::InvalidArgument(_))
     ));
     // Both workers took part.
     let pids: HashSet<i32> = pool
@@ -183,13 +183,13 @@ pub fn a_worker_killed_mid_task_fails_that_task_and_is_replaced(m: StartMethod) 
     let pool = builder(m, 2).build().unwrap();
     let before = pool.pids();
     let err = pool.map_chunked(kill_self_on_5, 0..10, 1).unwrap_err();
-    assert!(matches!(err, Error::WorkerDied { .. }), "{err}");
+    assert!(matches!(err, TaskError::WorkerDied { .. }), "{err}");
     // Item by item: only item 5 failed.
     let items: Vec<_> = pool.imap(kill_self_on_5, 0..10).collect();
     for (i, r) in items.iter().enumerate() {
         if i == 5 {
             match r {
-                Err(Error::WorkerDied { status, .. }) => {
+                Err(TaskError::WorkerDied { status, .. }) => {
                     assert_eq!(status.code(), -9);
                 }
                 other => panic!("item 5: {other:?}"),
@@ -204,7 +204,7 @@ pub fn a_worker_killed_mid_task_fails_that_task_and_is_replaced(m: StartMethod) 
     assert_eq!(pool.map(square, 0..5).unwrap(), vec![0, 1, 4, 9, 16]);
     // A panic is an error of its task only, and says where it happened.
     match pool.apply(panics, 4) {
-        Err(Error::TaskFailed(msg)) => {
+        Err(TaskError::TaskFailed(msg)) => {
             assert!(msg.contains("task 4 panicked"), "{msg}");
             let at = format!("(at {}:{PANIC_LINE}:", file!());
             assert!(msg.contains(&at), "{msg}");
@@ -259,20 +259,20 @@ pub fn a_failing_initializer_is_reported_not_retried(m: StartMethod) {
         Ok(v) => panic!("got {v}"),
     };
     assert!(
-        matches!(err, Error::InitializerFailed(ref m) if m.contains("the initializer broke")),
+        matches!(err, TaskError::InitializerFailed(ref m) if m.contains("the initializer broke")),
         "{err}"
     );
     // Where, in the worker.
     let at = format!("(at {}:", file!());
     assert!(
-        matches!(err, Error::InitializerFailed(ref m) if m.contains(&at)),
+        matches!(err, TaskError::InitializerFailed(ref m) if m.contains(&at)),
         "{err}"
     );
     assert!(t.elapsed() < Duration::from_secs(5));
     // Later work is refused at once, and no worker is left.
     assert!(matches!(
         pool.apply(square, 3),
-        Err(Error::InitializerFailed(_))
+        Err(TaskError::InitializerFailed(_))
     ));
     assert!(pool.pids().is_empty());
     // No new worker was started after the failure: each of the two ran the
@@ -289,9 +289,9 @@ pub fn terminate_with_queued_work_returns_promptly(m: StartMethod) {
     let t = Instant::now();
     pool.terminate();
     assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
-    assert!(matches!(r.get(), Err(Error::PoolTerminated)));
+    assert!(matches!(r.get(), Err(TaskError::PoolTerminated)));
     assert!(pool.pids().is_empty());
-    assert!(matches!(pool.apply(square, 1), Err(Error::PoolClosed)));
+    assert!(matches!(pool.apply(square, 1), Err(TaskError::PoolClosed)));
     pool.join().unwrap();
     assert!(crate::common::children().is_empty());
 }

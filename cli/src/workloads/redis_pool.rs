@@ -89,7 +89,7 @@ pub fn redis_pool(quick: bool) -> Outcome<Vec<Line>> {
         let start = Instant::now();
         let handles = (0..t)
             .map(|x| pool.apply_async(inc, x))
-            .collect::<multiproc::Result<Vec<_>>>()?;
+            .collect::<Result<Vec<_>, _>>()?;
         let mut sum = 0;
         for h in &handles {
             sum += h.get_timeout(Duration::from_secs(120))?;
