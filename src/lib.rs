@@ -73,7 +73,7 @@
 //! | `shared_memory` | the public `unsafe` views of a [`SharedMemory`] block |
 //! | `process::{fork, spawn, code, report, handle}` | fork; inherited descriptors and `pre_exec`; functions named across `exec`; the report slot; [`Process::allow_threads`] |
 //! | `ring`, `connection::stream` | rings in shared memory |
-//! | `pool`, `manager`, `redis` | forking workers and the server; the worker table; functions named across `exec` (signed tasks for `redis`) |
+//! | `pool`, `manager`, `redis` | forking workers and the server; the worker table; functions named across `exec` (signed tasks for `redis`); a task of a zero-sized function type made again from its type (`pool`, `manager`) |
 //! | `aio` | the futex reactor: words registered with the kernel |
 //! | `testing` | a function in `.init_array` |
 //!
@@ -136,7 +136,7 @@ mod mac;
 #[cfg(feature = "manager")]
 pub mod manager;
 mod parent_process;
-#[allow(unsafe_code)] // forking workers, the worker table, functions across exec
+#[allow(unsafe_code)] // forking workers, the worker table, functions across exec, typed tasks
 #[cfg(feature = "pool")]
 pub mod pool;
 pub mod process;
