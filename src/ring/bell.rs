@@ -157,11 +157,12 @@ pub(crate) unsafe fn release<W: Word>(lock_word: &W) -> u32 {
 }
 
 /// Rings a bell: a new value of the sequence word `seq`, and every thread
-/// sleeping on it woken. Every wake-up of a ring's sleepers on a futex goes
-/// through here.
-pub(crate) fn ring(seq: &AtomicU32) {
+/// sleeping on it woken; returns how many were (the pipe's writer takes
+/// none for a hint that its sleeping reader may be dead). Every wake-up of
+/// a ring's sleepers on a futex goes through here.
+pub(crate) fn ring(seq: &AtomicU32) -> usize {
     seq.fetch_add(1, Ordering::AcqRel);
-    futex::wake_all(seq);
+    futex::wake_all(seq)
 }
 
 /// The handshakes under the model checker (see the module documentation):
