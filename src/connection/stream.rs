@@ -17,19 +17,33 @@
 //! message, readers the `recv` lock, so messages never interleave even when
 //! several processes share an end.
 //!
-//! # Sleeping and the doorbell
+//! # Sleeping and the doorbells
 //!
-//! A reader that finds nothing spins for a while ([`SPIN`]), then arms
-//! `rx_armed` and sleeps in `poll` on its socket. A writer that published
-//! bytes and sees the bell armed disarms it and writes one byte to its own
-//! socket end, which makes the reader's descriptor readable: so `poll`,
-//! [`process::wait`](crate::process::wait) and a sleeping receiver all
-//! wake. (The flag handshake of [`bell`]: a store, a fence and a load on
-//! both sides, so that either the reader sees the bytes or the writer sees
-//! the mark.) Bell bytes carry no
-//! data; whoever sleeps next drains the leftovers first. A sleeper wakes at
-//! least every [`SLICE`] to look again, so a bell taken by another reader
-//! of the same end costs at most that.
+//! A reader that finds nothing spins for a while ([`READ_SPIN`]: only
+//! while a CPU is to spare, see [`wait`]), then sleeps in two stages:
+//!
+//! 1. **A futex nap** of at most [`NAP`]: it sets `rx_sleep` and sleeps on
+//!    the sequence word `data`. A writer that published bytes and finds
+//!    the flag takes it back, bumps `data` and wakes it ([`bell::ring`]).
+//!    That is one system call for the writer and one for the reader per
+//!    message that finds the reader asleep, as a socket's write and
+//!    blocking read; the old socket doorbell cost up to four (a send, a
+//!    `poll`, and a peek and a read to drain the bell byte).
+//! 2. **The socket**, for longer waits (and for waits from outside a
+//!    receive: [`arm`](Stream::arm) for [`process::wait`](crate::process::wait)
+//!    and the async receive): the waiter drains old bell bytes, sets
+//!    `rx_armed` and sleeps in `poll` on its socket; a writer that finds
+//!    that flag writes one byte (a bell) to its own socket end, which makes
+//!    the waiter's descriptor readable. A sleeper wakes at least every
+//!    [`SLICE`] to look again, so a bell taken by another reader of the
+//!    same end costs at most that.
+//!
+//! Both flags follow the flag handshake of [`bell`] (a store, a fence and
+//! a load on both sides, so that either the reader sees the bytes or the
+//! writer sees the flag; the loom model covers one publication ringing
+//! both kinds of sleepers), and only writers, under the send lock, take
+//! them back. A reader that set `rx_sleep` and then found bytes leaves it
+//! set: the next publication makes one needless wake.
 //!
 //! A writer that finds the ring full sleeps on the futex word `room` (the
 //! reader rings it, [`bell::ring`], when it frees bytes and `tx_waiting`
@@ -42,10 +56,29 @@
 //! process that had it died): the socket reads as end of file and polls as
 //! hung up. A reader reports end of stream only when the socket says so
 //! *and* the ring is empty, so bytes written before the close are read
-//! first; a message cut short reads as truncated, as on a socket. A writer
-//! checks for a hung-up peer before every message (`EPIPE`, as a socket
-//! write would give): with a poll, or, when the reader sleeps, through the
-//! bell it sends anyway (a send to a socket whose peer is closed fails).
+//! first; a message cut short reads as truncated, as on a socket.
+//!
+//! The futex nap must not sleep through the peer's end. A dropped end
+//! (its descriptor closed first) bumps the channel's `hangups` count and
+//! then rings `data` and `room` of the other side unconditionally; a
+//! sleeper about to sleep asks the kernel (a `poll`) only when `hangups`
+//! moved since it last found its peer alive (the loom model "a close is
+//! never slept through"). A peer that died, or exited with its end still
+//! open, bumps nothing: its reader learns it when its nap ends, within
+//! [`NAP`], and its writers at their next wait for room.
+//!
+//! A writer must fail with `EPIPE` once every reader copy is closed, as a
+//! socket write would, without a system call per message while the reader
+//! is there. Before a message it asks the kernel unless the reader proves
+//! itself: `rx_busy` set (a reader holds the `recv` lock, so an end is
+//! open), or a sleeping reader's flag set (the publication's wake counts
+//! the woken sleepers; none woken, and the writer asks the kernel; a
+//! socket bell's send fails by itself). Once found closed, the direction
+//! fails at once for good in this process (a socket never un-hangs). A
+//! reader killed inside a receive but not asleep leaves `rx_busy` set, so
+//! its writers learn of it only when the ring is full and a wait for room
+//! ends its slice: at most a ring's worth of bytes is written into the
+//! void, as into a dead peer's socket buffer, and nothing hangs.
 //!
 //! A process killed holding a direction's `send` lock in the middle of a
 //! message leaves a partial message in the stream, exactly as a partial
