@@ -622,6 +622,11 @@ impl Stream {
         )
     }
 
+    /// Bytes readable now (0 if the counters are corrupt).
+    pub(crate) fn available_now(&self) -> usize {
+        self.available().unwrap_or(0)
+    }
+
     /// Whether a reader should stop waiting: bytes are there, or the
     /// counters are corrupt (the stream reads as ended then).
     fn ready(&self) -> bool {
