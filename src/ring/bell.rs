@@ -29,7 +29,9 @@
 //!
 //! The sleep itself is a futex wait on a sequence word ([`ring`] bumps it
 //! and wakes every sleeper: the one place where a ring's sleepers are
-//! woken) or, for the pipe's reader, a `poll` on its socket. A sleeper loads
+//! woken) or, for a pipe reader's longer waits and waits from outside a
+//! receive, a `poll` on its socket (each kind of pipe sleeper has its own
+//! flag, and one publication looks at both). A sleeper loads
 //! the sequence *before* it registers, so a ring after the registration
 //! always changes the word it sleeps on. A sleeper killed while registered
 //! leaves its mark set, which costs the next publisher one needless ring.
