@@ -773,3 +773,47 @@ os.read(fd, 1)
     );
     assert!(py.wait().unwrap().success());
 }
+
+/// Whether bytes wait on `conn`'s own descriptor (for a shared-memory pipe:
+/// bell bytes, which carry no data), looked at without consuming them.
+fn bells_pending(conn: &Connection) -> bool {
+    use std::os::fd::AsFd;
+    let mut fds = [nix::poll::PollFd::new(
+        conn.as_fd(),
+        nix::poll::PollFlags::POLLIN,
+    )];
+    nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO).unwrap() > 0
+}
+
+/// A receiver asleep in `recv` is woken through shared memory (a futex
+/// word), not through its socket: the old doorbell wrote a byte to the
+/// socket for each message that found the receiver asleep (and the receiver
+/// drained it with one or two `recvfrom` before its next sleep). Every
+/// message here finds the receiver asleep (its spin is far shorter than the
+/// gap); a bell still rings for a sleep longer than the futex nap, which
+/// only an overloaded machine makes of these gaps.
+#[test]
+fn shared_memory_pipe_receiver_asleep_is_woken_without_socket_bells() {
+    let _s = serial();
+    const N: u64 = 100;
+    let (a, b) = pipe(true).unwrap();
+    let mut p = spawn(move || {
+        for i in 0..N {
+            std::thread::sleep(Duration::from_micros(300));
+            b.send_bytes(&i.to_le_bytes()).unwrap();
+        }
+        // Wait for the receiver's word before closing (a close would
+        // make the socket readable).
+        let _ = b.recv_bytes();
+    });
+    let t = Instant::now();
+    let mut bells = 0;
+    for i in 0..N {
+        assert_eq!(a.recv_bytes().unwrap(), i.to_le_bytes());
+        bells += bells_pending(&a) as u64;
+    }
+    a.send_bytes(b"done").unwrap();
+    join_ok(&mut p);
+    assert!(t.elapsed() < PATIENCE);
+    assert!(bells < N / 3, "{bells} of {N} messages rang the socket");
+}

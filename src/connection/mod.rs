@@ -288,7 +288,12 @@ impl Connection {
         let size_us = usize::try_from(size).map_err(|_| too_large())?;
         let mut got = buf.len();
         while got < size_us {
-            let step = frame::grow(got, size) - got;
+            let mut step = frame::grow(got, size) - got;
+            if let Some(s) = &self.stream {
+                // Bytes already in the ring have arrived: room for them all
+                // at once (no regrowth, no copy of what was read).
+                step = step.max(s.available_now().min(size_us - got));
+            }
             buf.try_reserve_exact(step).map_err(|_| too_large())?;
             let n = match &self.stream {
                 // Copied straight from the ring, no zeroing first.

@@ -17,19 +17,33 @@
 //! message, readers the `recv` lock, so messages never interleave even when
 //! several processes share an end.
 //!
-//! # Sleeping and the doorbell
+//! # Sleeping and the doorbells
 //!
-//! A reader that finds nothing spins for a while ([`SPIN`]), then arms
-//! `rx_armed` and sleeps in `poll` on its socket. A writer that published
-//! bytes and sees the bell armed disarms it and writes one byte to its own
-//! socket end, which makes the reader's descriptor readable: so `poll`,
-//! [`process::wait`](crate::process::wait) and a sleeping receiver all
-//! wake. (The flag handshake of [`bell`]: a store, a fence and a load on
-//! both sides, so that either the reader sees the bytes or the writer sees
-//! the mark.) Bell bytes carry no
-//! data; whoever sleeps next drains the leftovers first. A sleeper wakes at
-//! least every [`SLICE`] to look again, so a bell taken by another reader
-//! of the same end costs at most that.
+//! A reader that finds nothing spins for a while ([`READ_SPIN`]: only
+//! while a CPU is to spare, see [`wait`]), then sleeps in two stages:
+//!
+//! 1. **A futex nap** of at most [`NAP`]: it sets `rx_sleep` and sleeps on
+//!    the sequence word `data`. A writer that published bytes and finds
+//!    the flag takes it back, bumps `data` and wakes it ([`bell::ring`]).
+//!    That is one system call for the writer and one for the reader per
+//!    message that finds the reader asleep, as a socket's write and
+//!    blocking read; the old socket doorbell cost up to four (a send, a
+//!    `poll`, and a peek and a read to drain the bell byte).
+//! 2. **The socket**, for longer waits (and for waits from outside a
+//!    receive: [`arm`](Stream::arm) for [`process::wait`](crate::process::wait)
+//!    and the async receive): the waiter drains old bell bytes, sets
+//!    `rx_armed` and sleeps in `poll` on its socket; a writer that finds
+//!    that flag writes one byte (a bell) to its own socket end, which makes
+//!    the waiter's descriptor readable. A sleeper wakes at least every
+//!    [`SLICE`] to look again, so a bell taken by another reader of the
+//!    same end costs at most that.
+//!
+//! Both flags follow the flag handshake of [`bell`] (a store, a fence and
+//! a load on both sides, so that either the reader sees the bytes or the
+//! writer sees the flag; the loom model covers one publication ringing
+//! both kinds of sleepers), and only writers, under the send lock, take
+//! them back. A reader that set `rx_sleep` and then found bytes leaves it
+//! set: the next publication makes one needless wake.
 //!
 //! A writer that finds the ring full sleeps on the futex word `room` (the
 //! reader rings it, [`bell::ring`], when it frees bytes and `tx_waiting`
@@ -42,10 +56,29 @@
 //! process that had it died): the socket reads as end of file and polls as
 //! hung up. A reader reports end of stream only when the socket says so
 //! *and* the ring is empty, so bytes written before the close are read
-//! first; a message cut short reads as truncated, as on a socket. A writer
-//! checks for a hung-up peer before every message (`EPIPE`, as a socket
-//! write would give): with a poll, or, when the reader sleeps, through the
-//! bell it sends anyway (a send to a socket whose peer is closed fails).
+//! first; a message cut short reads as truncated, as on a socket.
+//!
+//! The futex nap must not sleep through the peer's end. A dropped end
+//! (its descriptor closed first) bumps the channel's `hangups` count and
+//! then rings `data` and `room` of the other side unconditionally; a
+//! sleeper about to sleep asks the kernel (a `poll`) only when `hangups`
+//! moved since it last found its peer alive (the loom model "a close is
+//! never slept through"). A peer that died, or exited with its end still
+//! open, bumps nothing: its reader learns it when its nap ends, within
+//! [`NAP`], and its writers at their next wait for room.
+//!
+//! A writer must fail with `EPIPE` once every reader copy is closed, as a
+//! socket write would, without a system call per message while the reader
+//! is there. Before a message it asks the kernel unless the reader proves
+//! itself: `rx_busy` set (a reader holds the `recv` lock, so an end is
+//! open), or a sleeping reader's flag set (the publication's wake counts
+//! the woken sleepers; none woken, and the writer asks the kernel; a
+//! socket bell's send fails by itself). Once found closed, the direction
+//! fails at once for good in this process (a socket never un-hangs). A
+//! reader killed inside a receive but not asleep leaves `rx_busy` set, so
+//! its writers learn of it only when the ring is full and a wait for room
+//! ends its slice: at most a ring's worth of bytes is written into the
+//! void, as into a dead peer's socket buffer, and nothing hangs.
 //!
 //! A process killed holding a direction's `send` lock in the middle of a
 //! message leaves a partial message in the stream, exactly as a partial
@@ -70,7 +103,7 @@
 
 use std::os::fd::BorrowedFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use nix::errno::Errno;
@@ -97,6 +130,9 @@ pub(crate) const SLICE: Duration = Duration::from_millis(50);
 /// How often a reader looks at the ring while a passed handle, not yet
 /// received, keeps its socket readable.
 const HANDLE_PENDING: Duration = Duration::from_millis(1);
+/// The longest a reader sleeps on the futex word before it sleeps on the
+/// socket instead (and so learns of a peer that died with its end open).
+const NAP: Duration = Duration::from_millis(5);
 
 /// One direction's shared state: writers' line, readers' line, bells.
 #[derive(Debug)]
@@ -107,9 +143,18 @@ struct Dir {
     _p1: [u8; 48],
     recv: RawProcessMutex,
     head: AtomicU64,
-    _p2: [u8; 48],
-    /// Set by a reader about to sleep on its socket.
+    /// 1 while a reader holds `recv` (in a receive): a live reader, so a
+    /// writer need not ask the kernel whether the peer end is closed. (A
+    /// reader killed in a receive leaves it set: see the module docs.)
+    rx_busy: AtomicU32,
+    _p2: [u8; 44],
+    /// Set by a waiter about to sleep on the socket (`poll`, `arm`).
     rx_armed: AtomicU32,
+    /// Set by a reader about to sleep on the futex word `data`.
+    rx_sleep: AtomicU32,
+    /// Bumped (and woken) by a writer that published while `rx_sleep` was
+    /// set, and by a closing end.
+    data: AtomicU32,
     /// Bumped by a reader that freed room while a writer waits.
     room: AtomicU32,
     /// Writers asleep on `room`.
@@ -120,6 +165,10 @@ struct Dir {
 #[repr(C)]
 struct Shared {
     dirs: [Dir; 2],
+    /// Bumped by every end dropped (after its descriptor is closed): a
+    /// side about to sleep asks the kernel whether its peer is gone only
+    /// when this moved since it last asked.
+    hangups: AtomicU32,
 }
 
 // SAFETY: atomics, raw mutexes (single atomic words) and padding bytes: no
@@ -136,15 +185,25 @@ struct Channel {
     /// Direction 0's ring and direction 1's, checked against the mapping
     /// once.
     rings: [Bytes; 2],
+    /// Per direction, process-local: this process found every reader end
+    /// closed (the socket hung up, which is for good): its writers fail at
+    /// once from then on.
+    readers_gone: [AtomicBool; 2],
 }
 
 /// One end's view of a shared-memory channel: it sends on one direction
 /// and receives on the other.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct Stream {
     ch: Arc<Channel>,
     tx: usize,
+    /// [`Shared::hangups`] when this end last found its peer alive, plus
+    /// [`SEEN`] (0: never looked).
+    seen: AtomicU64,
 }
+
+/// Marks [`Stream::seen`] as set.
+const SEEN: u64 = 1 << 32;
 
 /// How many bytes lie between `head` and `tail` (read from shared memory),
 /// or `None` if that is more than the ring holds: the counters are corrupt.
@@ -181,6 +240,41 @@ fn lock(m: &RawProcessMutex) -> Held<'_> {
         Acquired::Busy => unreachable!("a wait without deadline ends holding the lock"),
     }
     Held(m)
+}
+
+/// The receive lock held, with the reader marked busy; both undone on drop.
+pub(crate) struct Reading<'a> {
+    busy: &'a AtomicU32,
+    _held: Held<'a>,
+}
+
+impl Drop for Reading<'_> {
+    fn drop(&mut self) {
+        // Before the lock is released (fields drop after this).
+        self.busy.store(0, Ordering::Relaxed);
+    }
+}
+
+impl Channel {
+    fn new(map: Allocation, rings: [Bytes; 2]) -> Channel {
+        Channel {
+            map,
+            rings,
+            readers_gone: [AtomicBool::new(false), AtomicBool::new(false)],
+        }
+    }
+}
+
+impl Drop for Stream {
+    /// Tells sleepers of the other end that an end was dropped: they look
+    /// whether it was the last copy. (The connection closes its socket
+    /// first: its descriptor is declared before its stream.)
+    fn drop(&mut self) {
+        let shared = self.shared();
+        shared.hangups.fetch_add(1, Ordering::SeqCst);
+        bell::ring(&self.txd().data);
+        bell::ring(&self.rxd().room);
+    }
 }
 
 /// Where [`read_with`](Stream::read_with) puts the bytes it consumes.
@@ -279,14 +373,8 @@ impl Stream {
                 .ok_or(Error::Corrupt("a pipe's mapping is smaller than its rings"))
         };
         let rings = [ring(0)?, ring(1)?];
-        let ch = Arc::new(Channel { map, rings });
-        Ok((
-            Stream {
-                ch: ch.clone(),
-                tx: 0,
-            },
-            Stream { ch, tx: 1 },
-        ))
+        let ch = Arc::new(Channel::new(map, rings));
+        Ok((Stream::new(ch.clone(), 0), Stream::new(ch, 1)))
     }
 
     /// The end whose sending direction is `tx` (0 or 1) of a channel made
@@ -303,10 +391,7 @@ impl Stream {
                 .ok_or(Error::Corrupt("a pipe's mapping is smaller than its rings"))
         };
         let rings = [ring(0)?, ring(1)?];
-        Ok(Stream {
-            ch: Arc::new(Channel { map, rings }),
-            tx,
-        })
+        Ok(Stream::new(Arc::new(Channel::new(map, rings)), tx))
     }
 
     /// The channel's memfd and this end's sending direction: what
@@ -315,14 +400,49 @@ impl Stream {
         (self.ch.map.location().0.mapping().fd(), self.tx)
     }
 
-    fn dir(&self, d: usize) -> &Dir {
+    fn new(ch: Arc<Channel>, tx: usize) -> Stream {
+        Stream {
+            ch,
+            tx,
+            seen: AtomicU64::new(0),
+        }
+    }
+
+    fn shared(&self) -> &Shared {
         let at = self.ch.map.ptr().as_ptr().wrapping_add(2 * CAP);
         // SAFETY: the mapping holds a `Shared` at `2 * CAP` (page aligned,
         // so aligned for it), zeroed when made, which is a valid value
         // (atomics and padding); it lives as long as `self.ch`, and is only
         // ever reached through shared references and atomics.
-        let shared = unsafe { &*at.cast::<Shared>() };
-        &shared.dirs[d]
+        unsafe { &*at.cast::<Shared>() }
+    }
+
+    fn dir(&self, d: usize) -> &Dir {
+        &self.shared().dirs[d]
+    }
+
+    /// Whether the peer end is gone, asking the kernel (a `poll`) only if
+    /// an end of this channel was dropped since this end last found its
+    /// peer alive (or it never looked): the hint for a side about to
+    /// sleep. A peer that died or exited without dropping its end is not
+    /// hinted: its sleeper finds out when its futex sleep ends ([`NAP`]).
+    fn peer_gone_hinted(&self, sock: BorrowedFd<'_>) -> bool {
+        let h = SEEN | self.shared().hangups.load(Ordering::SeqCst) as u64;
+        if self.seen.load(Ordering::Relaxed) == h {
+            return false;
+        }
+        let gone = peer_gone(sock);
+        if !gone {
+            self.seen.store(h, Ordering::Relaxed);
+        }
+        gone
+    }
+
+    /// A writer's verdict: the reader end is gone (`EPIPE`), remembered for
+    /// good (a socket never un-hangs).
+    fn readers_gone(&self) -> Error {
+        self.ch.readers_gone[self.tx].store(true, Ordering::Relaxed);
+        Error::os("send", Errno::EPIPE)
     }
 
     fn txd(&self) -> &Dir {
@@ -342,24 +462,38 @@ impl Stream {
         lock(&self.txd().send)
     }
 
-    /// Takes this end's receive lock for one message.
-    pub(crate) fn lock_recv(&self) -> Held<'_> {
-        lock(&self.rxd().recv)
+    /// Takes this end's receive lock for one message, marked busy (see
+    /// [`Dir::rx_busy`]) until the guard drops.
+    pub(crate) fn lock_recv(&self) -> Reading<'_> {
+        let d = self.rxd();
+        let held = lock(&d.recv);
+        d.rx_busy.store(1, Ordering::Relaxed);
+        Reading {
+            busy: &d.rx_busy,
+            _held: held,
+        }
     }
 
     /// Writes `parts` into the stream (the caller holds the send lock).
     /// `EPIPE` if the peer is gone before or while waiting for room.
     pub(crate) fn write(&self, sock: BorrowedFd<'_>, parts: &[&[u8]]) -> Result<()> {
         let d = self.txd();
-        // A reader asleep on its socket gets a bell with this message's
-        // first publication (only a writer, holding the send lock as this
-        // one does, takes the flag back), and that send fails with `EPIPE`
-        // if every copy of the peer end is closed: the check then costs no
-        // system call of its own. Otherwise it is a poll.
-        let mut checked = d.rx_armed.load(Ordering::Relaxed) == 0;
-        if checked && peer_gone(sock) {
+        if self.ch.readers_gone[self.tx].load(Ordering::Relaxed) {
             return Err(Error::os("send", Errno::EPIPE));
         }
+        // Is the reader end still open? A reader in a receive proves it
+        // without a system call; so does a reader asleep that this
+        // message's publication wakes (the wake counts it, see `publish`).
+        // Otherwise: a poll.
+        let busy = d.rx_busy.load(Ordering::Relaxed) != 0;
+        let flagged =
+            d.rx_armed.load(Ordering::Relaxed) != 0 || d.rx_sleep.load(Ordering::Relaxed) != 0;
+        if !busy && !flagged && peer_gone(sock) {
+            return Err(self.readers_gone());
+        }
+        // Flagged only: the first publication checks (only writers, which
+        // hold the send lock as this one does, take the flags back).
+        let mut checked = busy || !flagged;
         let ring = self.ring(self.tx);
         let mut tail = d.tail.load(Ordering::Relaxed);
         let mut head = d.head.load(Ordering::Acquire);
@@ -401,23 +535,34 @@ impl Stream {
         }
         if !checked && peer_gone(sock) {
             // Nothing was published (an empty write): look now.
-            return Err(Error::os("send", Errno::EPIPE));
+            return Err(self.readers_gone());
         }
         Ok(())
     }
 
-    /// Publishes the bytes up to `tail` and rings the bell if the reader
-    /// sleeps; `EPIPE` if that bell finds every copy of the peer end
-    /// closed (the bytes are then lost, as a socket's would be).
+    /// Publishes the bytes up to `tail` and rings the bells of sleeping
+    /// readers; `EPIPE` if that finds every copy of the peer end closed
+    /// (the bytes are then lost, as a socket's would be).
     fn publish(&self, sock: BorrowedFd<'_>, tail: u64) -> Result<()> {
         let d = self.txd();
         d.tail.store(tail, Ordering::Release);
-        if bell::sleepers_after(&d.rx_armed, Mark::Flag) {
-            // (A full socket buffer already holds bells: harmless.)
+        let futex = bell::sleepers_after(&d.rx_sleep, Mark::Flag);
+        // (The second fence orders nothing new; it keeps the flag
+        // handshake whole for this word too.)
+        let socket = bell::sleepers_after(&d.rx_armed, Mark::Flag);
+        // A reader that set the flag and is asleep in the futex wait is
+        // woken and counted; none woken means it did not reach the wait yet,
+        // woke already, or died there: then ask the kernel.
+        if futex && bell::ring(&d.data) == 0 && !socket && peer_gone(sock) {
+            return Err(self.readers_gone());
+        }
+        if socket {
+            // (A full socket buffer already holds bells: harmless.) The send
+            // fails if every copy of the peer end is closed.
             if let Err(Errno::EPIPE | Errno::ECONNRESET) =
                 crate::sys::socket::send_nowait(sock, &[BELL])
             {
-                return Err(Error::os("send", Errno::EPIPE));
+                return Err(self.readers_gone());
             }
         }
         Ok(())
@@ -447,8 +592,14 @@ impl Stream {
             if !full(h)? {
                 return Ok(h);
             }
-            if timed_out && peer_gone(sock) {
-                return Err(Error::os("send", Errno::EPIPE));
+            // A slice without room, or an end dropped (which rings `room`).
+            let gone = if timed_out {
+                peer_gone(sock)
+            } else {
+                self.peer_gone_hinted(sock)
+            };
+            if gone {
+                return Err(self.readers_gone());
             }
         }
     }
@@ -471,13 +622,19 @@ impl Stream {
         )
     }
 
+    /// Bytes readable now (0 if the counters are corrupt).
+    pub(crate) fn available_now(&self) -> usize {
+        self.available().unwrap_or(0)
+    }
+
     /// Whether a reader should stop waiting: bytes are there, or the
     /// counters are corrupt (the stream reads as ended then).
     fn ready(&self) -> bool {
         self.available() != Some(0)
     }
 
-    /// Waits for bytes (or the peer's end) until `deadline`.
+    /// Waits for bytes (or the peer's end) until `deadline`: a spin, then
+    /// a futex sleep of at most [`NAP`], then sleeps on the socket.
     fn wait_data(&self, sock: BorrowedFd<'_>, deadline: Deadline) -> Woke {
         let d = self.rxd();
         if READ_SPIN
@@ -485,6 +642,34 @@ impl Stream {
             .is_some()
         {
             return Woke::Data;
+        }
+        // The futex sleep: the writer's wake is one system call, this
+        // sleep another, as a socket's write and blocking read. Only a
+        // dropped end is hinted here; a peer that died or exited with its
+        // end open shows when the nap ends and the socket is looked at.
+        let nap = Deadline::after(NAP);
+        loop {
+            if deadline.expired() {
+                // (A zero-timeout poll: no flag that would cost the next
+                // publication a needless wake.)
+                break;
+            }
+            let seq = d.data.load(Ordering::SeqCst);
+            bell::register(&d.rx_sleep, Mark::Flag);
+            if self.ready() {
+                return Woke::Data;
+            }
+            if self.peer_gone_hinted(sock) {
+                return if self.ready() { Woke::Data } else { Woke::Eof };
+            }
+            let until = deadline.min(nap);
+            match wait::sleep(&d.data, seq, until, NAP) {
+                Slept::Woken => {}
+                Slept::Slice | Slept::Expired => break,
+            }
+            if self.ready() {
+                return Woke::Data;
+            }
         }
         loop {
             let left = drain_bells(sock);

@@ -29,7 +29,9 @@
 //!
 //! The sleep itself is a futex wait on a sequence word ([`ring`] bumps it
 //! and wakes every sleeper: the one place where a ring's sleepers are
-//! woken) or, for the pipe's reader, a `poll` on its socket. A sleeper loads
+//! woken) or, for a pipe reader's longer waits and waits from outside a
+//! receive, a `poll` on its socket (each kind of pipe sleeper has its own
+//! flag, and one publication looks at both). A sleeper loads
 //! the sequence *before* it registers, so a ring after the registration
 //! always changes the word it sleeps on. A sleeper killed while registered
 //! leaves its mark set, which costs the next publisher one needless ring.
@@ -157,11 +159,12 @@ pub(crate) unsafe fn release<W: Word>(lock_word: &W) -> u32 {
 }
 
 /// Rings a bell: a new value of the sequence word `seq`, and every thread
-/// sleeping on it woken. Every wake-up of a ring's sleepers on a futex goes
-/// through here.
-pub(crate) fn ring(seq: &AtomicU32) {
+/// sleeping on it woken; returns how many were (the pipe's writer takes
+/// none for a hint that its sleeping reader may be dead). Every wake-up of
+/// a ring's sleepers on a futex goes through here.
+pub(crate) fn ring(seq: &AtomicU32) -> usize {
     seq.fetch_add(1, Ordering::AcqRel);
-    futex::wake_all(seq);
+    futex::wake_all(seq)
 }
 
 /// The handshakes under the model checker (see the module documentation):
@@ -287,6 +290,73 @@ mod model {
                 }
             }
             p.join().unwrap();
+        });
+    }
+
+    /// The pipe's reader has two kinds of sleepers, each with its flag (a
+    /// futex sleeper in a receive, a waiter on the socket): one
+    /// publication looks at both, and neither is lost.
+    #[test]
+    fn both_kinds_of_flag_sleepers_are_rung_by_one_publication() {
+        loom::model(|| {
+            let futex = Arc::new(Ring::default());
+            let socket = Arc::new(Ring::default());
+            let p = {
+                let (f, s) = (futex.clone(), socket.clone());
+                thread::spawn(move || {
+                    f.counter.store(1, Ordering::Release);
+                    let ring_f = sleepers_after(&f.mark, Mark::Flag);
+                    let ring_s = sleepers_after(&s.mark, Mark::Flag);
+                    if ring_f {
+                        f.ring();
+                    }
+                    if ring_s {
+                        s.ring();
+                    }
+                })
+            };
+            let w = {
+                let (f, s) = (futex.clone(), socket.clone());
+                thread::spawn(move || {
+                    let v = s.seq.load(Ordering::Acquire);
+                    register(&s.mark, Mark::Flag);
+                    let slept_on = (f.counter.load(Ordering::Acquire) == 0).then_some(v);
+                    (slept_on, s)
+                })
+            };
+            let v = futex.seq.load(Ordering::Acquire);
+            register(&futex.mark, Mark::Flag);
+            let slept_on = (futex.counter.load(Ordering::Acquire) == 0).then_some(v);
+            p.join().unwrap();
+            let (their_sleep, s) = w.join().unwrap();
+            check(&futex, slept_on);
+            check(&s, their_sleep);
+        });
+    }
+
+    /// A closing end bumps the shared count of hang-ups, then rings the
+    /// sequence word unconditionally; a sleeper loads the sequence, then
+    /// looks at the count (and at the data): it never sleeps through a
+    /// close it did not see.
+    #[test]
+    fn a_close_is_never_slept_through() {
+        loom::model(|| {
+            let r = Arc::new(Ring::default());
+            let hangups = Arc::new(AtomicU64::new(0));
+            let c = {
+                let (r, h) = (r.clone(), hangups.clone());
+                thread::spawn(move || {
+                    h.fetch_add(1, Ordering::SeqCst);
+                    r.ring();
+                })
+            };
+            let v = r.seq.load(Ordering::SeqCst);
+            register(&r.mark, Mark::Flag);
+            let quiet =
+                hangups.load(Ordering::SeqCst) == 0 && r.counter.load(Ordering::Acquire) == 0;
+            let slept_on = quiet.then_some(v);
+            c.join().unwrap();
+            check(&r, slept_on);
         });
     }
 

@@ -30,8 +30,8 @@
 //!
 //! Users: [`records`] (the queue: records of encoded items, robust locks
 //! per side, large items in chunks) and the pipe's stream
-//! (`connection/stream.rs`: a plain byte stream with a socket as the
-//! reader's doorbell).
+//! (`connection/stream.rs`: a plain byte stream whose reader naps on a
+//! futex word, then sleeps on the pair's socket).
 
 pub(crate) mod bell;
 #[cfg(feature = "queue")]
