@@ -30,7 +30,8 @@
 //!
 //!    Locks also spin a short fixed number of pauses whatever the load
 //!    ([`Site::locks`]): the owner of a lock is usually running its short
-//!    critical section, as in a plain futex mutex. That spin backs off:
+//!    critical section, as in a plain futex mutex. The raw mutex's spin
+//!    ([`Site::locks_backing_off`]) backs off:
 //!    the pauses between two looks at the word double (1, 2, 4, ... up to
 //!    64), so a waiter pulls the lock's cache line away from a running
 //!    owner a handful of times rather than on every pause, and an owner
@@ -71,6 +72,8 @@ pub(crate) struct Site {
     max_ns: u32,
     /// Pauses spun whatever the load (locks: see [`Site::locks`]).
     floor: u32,
+    /// Whether the floor spin backs off (see [`Site::locks_backing_off`]).
+    backoff: bool,
     /// The current budget, in nanoseconds (0: not set yet, use the max).
     budget_ns: AtomicU32,
 }
@@ -78,18 +81,24 @@ pub(crate) struct Site {
 impl Site {
     /// A site spinning at most `max` while a CPU is to spare.
     pub(crate) const fn new(max: Duration) -> Site {
-        Site::with_floor(max, 0)
+        Site::with_floor(max, 0, false)
     }
 
     /// A site for a lock: at most `max` while a CPU is to spare, and at
     /// least `floor` pauses (a few dozen nanoseconds each) whatever the
     /// load, as a plain futex mutex does before it sleeps, looking at the
-    /// word after 1, 2, 4, ... pauses (backing off; see the module docs).
+    /// word after each pause.
     pub(crate) const fn locks(max: Duration, floor: u32) -> Site {
-        Site::with_floor(max, floor)
+        Site::with_floor(max, floor, false)
     }
 
-    const fn with_floor(max: Duration, floor: u32) -> Site {
+    /// [`Site::locks`], looking at the word after 1, 2, 4, ... pauses
+    /// (backing off, see the module docs) rather than after each.
+    pub(crate) const fn locks_backing_off(max: Duration, floor: u32) -> Site {
+        Site::with_floor(max, floor, true)
+    }
+
+    const fn with_floor(max: Duration, floor: u32, backoff: bool) -> Site {
         let ns = max.as_nanos();
         Site {
             max_ns: if ns > u32::MAX as u128 {
@@ -98,6 +107,7 @@ impl Site {
                 ns as u32
             },
             floor,
+            backoff,
             budget_ns: AtomicU32::new(0),
         }
     }
@@ -167,10 +177,10 @@ impl Site {
         deadline: Deadline,
         mut look: impl FnMut() -> Option<T>,
     ) -> Option<T> {
-        // The floor, with backoff: the pauses between two looks double
-        // (up to MAX_STEP), so waiters take the contended line away from
-        // the owner rarely, and a thread that releases and takes the lock
-        // again keeps running (see `Site::locks`).
+        // The floor; backing off, the pauses between two looks double (up
+        // to MAX_STEP), so waiters take the contended line away from the
+        // owner rarely, and a thread that releases and takes the lock
+        // again keeps running (see the module docs).
         let (mut spent, mut step) = (0u32, 1u32);
         while spent < self.floor {
             if let Some(t) = look() {
@@ -180,7 +190,9 @@ impl Site {
                 std::hint::spin_loop();
             }
             spent += step;
-            step = (step * 2).min(MAX_STEP);
+            if self.backoff {
+                step = (step * 2).min(MAX_STEP);
+            }
         }
         if self.floor != 0
             && let Some(t) = look()
@@ -343,7 +355,7 @@ mod tests {
         assert_eq!(
             SITE.spin_until(Deadline::NEVER, || {
                 k += 1;
-                (k == 5).then_some(7)
+                (k == 10).then_some(7)
             }),
             Some(7)
         );
@@ -354,7 +366,7 @@ mod tests {
     /// takes its cache line away from the running owner).
     #[test]
     fn a_lock_floor_backs_off() {
-        static SITE: Site = Site::locks(Duration::ZERO, 200);
+        static SITE: Site = Site::locks_backing_off(Duration::ZERO, 200);
         let mut looks = 0;
         assert_eq!(
             SITE.spin_until(Deadline::NEVER, || {
