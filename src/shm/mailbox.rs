@@ -26,10 +26,6 @@ use crate::sys::thread;
 static SPIN: Site = Site::new(Duration::from_secs(1));
 use crate::sys::mem::SharedMapping;
 
-/// The first sleep of a wait, after which `stop` is asked (see
-/// [`Mailbox::wait`]).
-const FIRST_SLICE: Duration = Duration::from_millis(2);
-
 /// The largest message a slot holds; longer ones go over the socket.
 pub(crate) const SLOT: usize = 60 * 1024;
 /// The length word's value for "this message travels on the socket".
@@ -158,8 +154,8 @@ impl Mailbox {
 
     /// Waits until `slot`'s sequence is `seq`: spins for at most `spin`
     /// (see [`wait`]: not at all when no CPU is to spare), then
-    /// sleeps on the futex, first for at most [`FIRST_SLICE`] and then in
-    /// `slice`s, asking `stop` after each sleep that did not bring it.
+    /// sleeps on the futex in `slice`s, asking `stop` before the first and
+    /// after each.
     pub(crate) fn wait(
         &self,
         slot: Slot,
@@ -182,23 +178,25 @@ impl Mailbox {
         if let Some(n) = SPIN.spin_within(spin, elsewhere, Deadline::NEVER, || arrived(side)) {
             return Arrival::Message(n);
         }
-        // The first sleep is short, and `stop` is asked after it: a peer
-        // that is gone already (a server that exited) is seen within
-        // FIRST_SLICE, not a whole slice later, while a message that comes
-        // within it (nearly every one) costs no question at all (`stop` is
-        // a `poll` for the manager: asking it before every sleep was a
-        // third system call per wait, where a blocking socket makes two).
-        let mut this_slice = slice.min(FIRST_SLICE);
+        let mut asked = false;
         loop {
             let cur = side.seq.load(Ordering::SeqCst);
             if cur == seq {
                 return Arrival::Message(side.len.load(Ordering::Relaxed));
             }
+            if !asked {
+                // Ask once before the first sleep too: a peer that is gone
+                // already (a server that exited) is seen now, not a whole
+                // slice later.
+                asked = true;
+                if stop() {
+                    return arrived(side).map_or(Arrival::Stopped, Arrival::Message);
+                }
+            }
             side.sleeping.store(1, Ordering::SeqCst);
             if side.seq.load(Ordering::SeqCst) == cur {
-                wait::sleep(&side.seq, cur, Deadline::NEVER, this_slice);
+                wait::sleep(&side.seq, cur, Deadline::NEVER, slice);
             }
-            this_slice = slice;
             side.sleeping.store(0, Ordering::SeqCst);
             if let Some(n) = arrived(side) {
                 return Arrival::Message(n);
@@ -250,55 +248,6 @@ mod tests {
         assert!(Mailbox::from_fd(dup(m.fd())).is_ok());
         // The size cannot change under the adopter's feet.
         assert!(crate::sys::fd::set_len(m.fd(), 0).is_err());
-    }
-
-    /// A wait that sleeps and is woken by its message does not ask `stop`
-    /// (for the manager a `poll`, a third system call per wait): the old
-    /// code asked before every first sleep, so once per round here.
-    #[test]
-    fn a_message_that_wakes_a_sleeper_costs_no_question() {
-        const ROUNDS: u32 = 200;
-        let a = Mailbox::new().unwrap();
-        let b = Mailbox::from_fd(dup(a.fd())).unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        let late = || std::time::Instant::now() > deadline;
-        // The rounds the reader has finished.
-        let done = AtomicU32::new(0);
-        let mut asked = 0u32;
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                let side = b.side(Slot::Request);
-                for seq in 1..=ROUNDS {
-                    // Post once the reader of this round sleeps (or is
-                    // about to).
-                    while done.load(Ordering::SeqCst) + 1 != seq
-                        || side.sleeping.load(Ordering::SeqCst) == 0
-                    {
-                        if late() {
-                            return;
-                        }
-                        std::hint::spin_loop();
-                    }
-                    b.post(Slot::Request, seq, Some(b"x"));
-                }
-            });
-            for seq in 1..=ROUNDS {
-                let got = a.wait(
-                    Slot::Request,
-                    seq,
-                    Duration::ZERO,
-                    Duration::from_millis(100),
-                    &mut || {
-                        asked += 1;
-                        late()
-                    },
-                );
-                done.store(seq, Ordering::SeqCst);
-                assert_eq!(got, Arrival::Message(1), "round {seq}");
-            }
-        });
-        // Only a wake-up later than FIRST_SLICE (a very busy machine) asks.
-        assert!(asked < ROUNDS / 2, "asked {asked} times in {ROUNDS} waits");
     }
 
     #[test]
