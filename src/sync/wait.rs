@@ -36,10 +36,13 @@
 //!    64), so a waiter pulls the lock's cache line away from a running
 //!    owner a handful of times rather than on every pause, and an owner
 //!    that releases and takes the lock again in a loop keeps it (and its
-//!    cache line) for longer streaks: beside busy processes, a contended
-//!    `Value` counter went from a median 0.92x of a bare futex lock (which
-//!    looks on every pause) to 1.13x (`multiproc bench --hogs 2
-//!    --workload counter`, four alternating runs each).
+//!    cache line) for longer streaks. Beside busy processes, a contended
+//!    `Value` counter measured a median 1.01x of a bare futex lock (which
+//!    looks on every pause) over 13 runs, against 0.92x over 12 runs
+//!    without the backoff (`multiproc bench --hogs 2 --workload counter`,
+//!    2026-12-06, load average 8-15 from other builds); single runs
+//!    ranged 0.71-1.24x either way, so the gain is within this machine's
+//!    noise. It does not slow an uncontended lock (no look fails there).
 //!
 //! 2. **Sleep** ([`sleep`]): a futex wait on the shared word (or, for the
 //!    pipe and the manager channel, a `poll` on a socket), bounded by the
