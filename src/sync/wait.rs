@@ -91,6 +91,7 @@ impl Site {
     /// least `floor` pauses (a few dozen nanoseconds each) whatever the
     /// load, as a plain futex mutex does before it sleeps, looking at the
     /// word after each pause.
+    #[cfg_attr(not(feature = "queue"), allow(dead_code))] // the queues' side locks
     pub(crate) const fn locks(max: Duration, floor: u32) -> Site {
         Site::with_floor(max, floor, false)
     }
