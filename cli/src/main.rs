@@ -619,7 +619,7 @@ fn bench_command(args: BenchArgs) -> i32 {
         };
         let busy = hogs.map_or(String::new(), |n| format!(", beside {n} busy processes"));
         println!(
-            "multiproc bench ({sizes}, {procs} processes for pi{busy}; best of the repetitions)"
+            "multiproc bench ({sizes}, {procs} processes for pi{busy}; best of the repetitions; counter: median of interleaved rounds)"
         );
         print!("{}", report::table(&lines));
     }

@@ -47,10 +47,12 @@ pub(crate) const OWNER_CHECK: Duration = Duration::from_millis(40);
 
 /// How a waiter for a held lock spins before sleeping (see [`wait`]): a
 /// fixed 100 pauses whatever the load, as a plain futex mutex does (the
-/// owner is most likely running its short critical section), and no
+/// owner is most likely running its short critical section), looking at
+/// the word after 1, 2, 4, ... pauses rather than after each, and no
 /// more: the load check and a longer spin cost the contended counter more
-/// than they saved. The queues' side locks wait the same way.
-pub(crate) static LOCK_SPIN: Site = Site::locks(Duration::ZERO, 100);
+/// than they saved. The queues' side locks wait the same way once their
+/// own short spin (a look after each pause) failed.
+pub(crate) static LOCK_SPIN: Site = Site::locks_backing_off(Duration::ZERO, 100);
 
 /// How an acquisition went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,5 +1,17 @@
 //! `counter`: a shared `Value` incremented under its lock by P processes,
 //! beside a bare futex mutex in the same kind of memory.
+//!
+//! The three variants run in interleaved rounds (each round runs each
+//! once, in a rotating order), and each reports the *median* of its rounds.
+//! A contended lock with a few-nanosecond critical section is very
+//! sensitive to where the scheduler puts its workers: two workers on two
+//! CPUs bounce the lock's cache line on every increment (about 50 ns each),
+//! while two workers time-sharing one CPU (beside busy processes, say)
+//! each run a whole time slice uncontended (a few ns each). One run can
+//! thus be 5x faster than the next with the same code, and measuring one
+//! variant's repetitions before the other's compared the luck of two
+//! stretches of time. Interleaving gives both the same stretches; the
+//! median keeps one lucky round from deciding.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
@@ -11,36 +23,24 @@ use crate::pi::Outcome;
 use crate::report::{Line, params};
 use crate::support::{BareFutexLock, shared_mapping};
 
+/// Rounds of the full size (each runs every variant once).
+const ROUNDS: usize = 9;
+
+/// The median of `times` (sorted in place).
+fn median(times: &mut [Duration]) -> Duration {
+    times.sort_unstable();
+    times[times.len() / 2]
+}
+
 pub(super) fn counter(size: Size) -> Outcome<Vec<Line>> {
     let p = workers();
     // The same increments in all whatever the workers (P = 2: K each).
     let k: u64 = size.pick(1_000_000, 100_000) * P as u64 / p as u64;
     let want = k * p as u64;
-    let params = params!["P" => p, "K" => k];
-    let mut lines = Vec::new();
+    let rounds = size.pick(ROUNDS, 3);
+    let params = params!["P" => p, "K" => k, "rounds" => rounds];
 
     let v = Value::new(0u64)?;
-    let (mut best, mut ok) = (Duration::MAX, String::from("ok"));
-    for _ in 0..size.reps {
-        v.set(0);
-        best = best.min(run_forked(p, |_| {
-            for _ in 0..k {
-                v.update(|c| *c += 1);
-            }
-        })?);
-        keep(&mut ok, check_eq(v.get(), want));
-    }
-    let ns = best.as_nanos() as f64 / want as f64;
-    lines.push(Line::new(
-        "multiproc",
-        "counter",
-        "Value_lock",
-        &params,
-        "ns_per_increment",
-        ns,
-        &ok,
-    ));
-
     let map = shared_mapping(4096, true);
     // SAFETY: a page-aligned, zeroed 4096-byte shared mapping that outlives
     // its users: the lock word at 0, aligned.
@@ -48,49 +48,82 @@ pub(super) fn counter(size: Size) -> Outcome<Vec<Line>> {
     // SAFETY: as above: the counter at 8, aligned.
     let count = unsafe { AtomicU64::from_ptr(map.as_mut_ptr().wrapping_add(8).cast()) };
     let lock = BareFutexLock(word);
-    let (mut best, mut ok) = (Duration::MAX, String::from("ok"));
-    for _ in 0..size.reps {
-        count.store(0, Ordering::Relaxed);
-        best = best.min(run_forked(p, |_| {
-            for _ in 0..k {
-                lock.lock();
-                count.store(count.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-                lock.unlock();
-            }
-        })?);
-        keep(&mut ok, check_eq(count.load(Ordering::Relaxed), want));
-    }
-    let ns = best.as_nanos() as f64 / want as f64;
-    lines.push(Line::new(
-        "raw",
-        "counter",
-        "bare_futex_lock",
-        &params,
-        "ns_per_increment",
-        ns,
-        &ok,
-    ));
-
     let raw = RawValue::new(0u64)?;
-    let (mut best, mut ok) = (Duration::MAX, String::from("ok"));
-    for _ in 0..size.reps {
-        raw.store(0);
-        best = best.min(run_forked(p, |_| {
-            for _ in 0..k {
-                raw.fetch_add(1);
+
+    // One run of variant `i`: its time and its check.
+    let run = |i: usize| -> Outcome<(Duration, String)> {
+        Ok(match i {
+            0 => {
+                v.set(0);
+                let t = run_forked(p, |_| {
+                    for _ in 0..k {
+                        v.update(|c| *c += 1);
+                    }
+                })?;
+                (t, check_eq(v.get(), want))
             }
-        })?);
-        keep(&mut ok, check_eq(raw.load(), want));
+            1 => {
+                count.store(0, Ordering::Relaxed);
+                let t = run_forked(p, |_| {
+                    for _ in 0..k {
+                        lock.lock();
+                        count.store(count.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+                        lock.unlock();
+                    }
+                })?;
+                (t, check_eq(count.load(Ordering::Relaxed), want))
+            }
+            _ => {
+                raw.store(0);
+                let t = run_forked(p, |_| {
+                    for _ in 0..k {
+                        raw.fetch_add(1);
+                    }
+                })?;
+                (t, check_eq(raw.load(), want))
+            }
+        })
+    };
+    let mut times: [Vec<Duration>; 3] = Default::default();
+    let mut oks: [String; 3] = std::array::from_fn(|_| String::from("ok"));
+    for r in 0..rounds {
+        for j in 0..3 {
+            let i = (r + j) % 3;
+            let (t, ok) = run(i)?;
+            times[i].push(t);
+            keep(&mut oks[i], ok);
+        }
     }
-    let ns = best.as_nanos() as f64 / want as f64;
-    lines.push(Line::new(
-        "multiproc",
-        "counter",
-        "RawValue_fetch_add",
-        &params,
-        "ns_per_increment",
-        ns,
-        &ok,
-    ));
-    Ok(lines)
+    let ns = |i: usize, times: &mut [Vec<Duration>; 3]| {
+        median(&mut times[i]).as_nanos() as f64 / want as f64
+    };
+    Ok(vec![
+        Line::new(
+            "multiproc",
+            "counter",
+            "Value_lock",
+            &params,
+            "ns_per_increment",
+            ns(0, &mut times),
+            &oks[0],
+        ),
+        Line::new(
+            "raw",
+            "counter",
+            "bare_futex_lock",
+            &params,
+            "ns_per_increment",
+            ns(1, &mut times),
+            &oks[1],
+        ),
+        Line::new(
+            "multiproc",
+            "counter",
+            "RawValue_fetch_add",
+            &params,
+            "ns_per_increment",
+            ns(2, &mut times),
+            &oks[2],
+        ),
+    ])
 }
