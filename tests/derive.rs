@@ -111,6 +111,10 @@ fn derived_structs_are_shared_with_a_child() {
 
 #[test]
 fn derive_refuses_what_it_cannot_prove() {
+    // trybuild's cargo is a child of this process: under plain `cargo
+    // test` (tests of one binary are threads of one process) the forking
+    // test above would count it as a child left behind.
+    let _s = serial();
     let t = trybuild::TestCases::new();
     t.compile_fail("tests/ui_derive/*.rs");
 }
