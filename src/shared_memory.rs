@@ -186,7 +186,8 @@ const MAX_NAME_LEN: usize = 255;
 /// synchronisation this process can see. The safe accessors are made for
 /// that: [`read_at`](SharedMemory::read_at) and
 /// [`write_at`](SharedMemory::write_at) copy bytes with relaxed atomic
-/// word and byte operations, never through references (as Python's
+/// word and byte operations (long copies on x86-64: the processor's string
+/// copy, which moves each byte whole), never through references (as Python's
 /// `memoryview` slicing copies), so threads sharing a handle never race; a
 /// copy that overlaps a concurrent write may get part old, part new bytes
 /// (each byte whole).

@@ -9,6 +9,12 @@
 //! the shared address is word-aligned, single bytes at the ragged ends.
 //! Relaxed word loads and stores compile to plain moves, so a copy runs at
 //! several GB/s; it is not vectorised, which is the price of soundness.
+//! On x86-64, copies of [`STRING_MIN`] bytes or more are one `rep movsb`
+//! instead (the processor's string copy, which moves whole cache lines):
+//! an `asm!` block is opaque to the compiler, and its effect is exactly
+//! that of a loop of relaxed single-byte atomic moves (each byte moved
+//! whole, in no promised order), which Rust code could write; so it races
+//! with nothing the word loop would not race with.
 //!
 //! A copy that overlaps a concurrent write may see part old, part new
 //! bytes (each word or byte is whole). Rust's memory model does not
@@ -22,6 +28,38 @@ use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
 const WORD: usize = size_of::<usize>();
+
+/// From this many bytes on, x86-64 copies use the string copy (see the
+/// module docs); below it the word loop's start-up is cheaper.
+pub(crate) const STRING_MIN: usize = 1024;
+
+/// Copies `len` bytes from `src` to `dst` with one `rep movsb`.
+///
+/// # Safety
+///
+/// `src..src + len` valid for reads, `dst..dst + len` valid for writes,
+/// disjoint; every concurrent access to the shared one of them, from this
+/// process, atomic (the same promises as the word loops' callers make).
+#[cfg(target_arch = "x86_64")]
+#[inline]
+unsafe fn string_copy(src: *const u8, dst: *mut u8, len: usize) {
+    // SAFETY: the caller's promises make every byte move in bounds and
+    // disjoint. The block's effect is a loop of relaxed byte-wide atomic
+    // loads from `src` and stores to `dst` (x86-64 moves each byte whole),
+    // which is what the word loops do at a finer grain, so it adds no data
+    // race. `rep movsb` reads rcx, rsi and rdi (all clobbered, declared),
+    // uses the direction flag that Rust keeps clear at an `asm!` entry, and
+    // changes no flags nor the stack.
+    unsafe {
+        std::arch::asm!(
+            "rep movsb",
+            inout("rcx") len => _,
+            inout("rsi") src => _,
+            inout("rdi") dst => _,
+            options(nostack, preserves_flags)
+        );
+    }
+}
 
 /// How many bytes from `addr` lead up to the next word boundary, at most
 /// `len`.
@@ -77,6 +115,12 @@ pub(crate) unsafe fn load_uninit(src: *const u8, dst: &mut [MaybeUninit<u8>]) {
 /// disjoint from it.
 #[inline]
 unsafe fn load_raw(src: *const u8, dst: *mut u8, len: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if len >= STRING_MIN {
+        // SAFETY: the caller's promises are `string_copy`'s.
+        unsafe { string_copy(src, dst, len) };
+        return;
+    }
     // Every load below reads an address in `src..src + len`, readable (the
     // caller's promise); words only at word-aligned addresses (the head
     // brings `src + at` to a boundary, and `at` moves on by whole words),
@@ -147,6 +191,13 @@ pub(crate) unsafe fn store(data: &[u8], dst: *mut u8) {
         unsafe { std::ptr::copy(src, dst, len) };
         return;
     }
+    #[cfg(target_arch = "x86_64")]
+    if len >= STRING_MIN {
+        // SAFETY: `data` is private memory of `len` bytes, disjoint from
+        // `dst` (checked above); the rest is the caller's promise.
+        unsafe { string_copy(src, dst, len) };
+        return;
+    }
     // Every load below reads `data` (in bounds: `at < len` or
     // `at + WORD <= len`), unaligned where need be; every store goes to
     // `dst..dst + len`, writable (the caller's promise), words only at
@@ -204,11 +255,21 @@ mod tests {
 
     #[test]
     fn copies_every_offset_and_length() {
-        let shared: Vec<u8> = (0..160u8).collect();
+        copies_at_lengths(0..100, 160);
+    }
+
+    #[test]
+    fn long_copies_take_the_string_copy_at_every_offset() {
+        copies_at_lengths(STRING_MIN - 9..STRING_MIN + 9, STRING_MIN + 40);
+        copies_at_lengths([3 * STRING_MIN + 5].into_iter(), 3 * STRING_MIN + 40);
+    }
+
+    fn copies_at_lengths(lens: impl Iterator<Item = usize> + Clone, size: usize) {
+        let shared: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
         for off in 0..WORD + 1 {
-            for len in 0..100 {
+            for len in lens.clone() {
                 let mut out = vec![0xAA; len];
-                // SAFETY: `shared` holds 160 bytes, `off + len < 160`; no
+                // SAFETY: `shared` holds `size` bytes, `off + len < size`; no
                 // other thread touches it.
                 unsafe { load(shared[off..].as_ptr(), &mut out) };
                 assert_eq!(out, &shared[off..off + len]);
@@ -225,8 +286,8 @@ mod tests {
                 unsafe { spare.set_len(len) };
                 assert_eq!(spare, &shared[off..off + len]);
 
-                let mut target = [0u8; 160];
-                let data: Vec<u8> = (100..100 + len as u8).collect();
+                let mut target = vec![0u8; size];
+                let data: Vec<u8> = (0..len).map(|i| (i % 241) as u8 + 7).collect();
                 // SAFETY: as above, for writes.
                 unsafe { store(&data, target[off..].as_mut_ptr()) };
                 assert_eq!(&target[off..off + len], &data[..]);
