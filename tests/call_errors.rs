@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{PATIENCE, allow, eventually, serial, spawn};
+use common::{PATIENCE, allow, eventually, reap_behind_its_back, serial, spawn};
 use multiproc::connection::listener::Address;
 use multiproc::manager::{ConnectError, Manager, ManagerBuilder, ProxyError};
 use multiproc::process::wait;
@@ -46,20 +46,12 @@ fn signalling_a_child_reaped_elsewhere_says_so() {
         if p.start().is_err() {
             return 2;
         }
-        // Wait until it has ended, then reap it behind the handle's back.
-        if wait(&[&p], Some(Duration::from_secs(5)))
-            .map(|r| r.len())
-            .ok()
-            != Some(1)
-        {
-            return 3;
+        if let Err(code) = reap_behind_its_back(&p) {
+            return code;
         }
-        // SAFETY: a plain waitpid with a null status pointer.
-        if unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) } <= 0 {
-            return 4;
-        }
-        // Before: an `Os` error (ESRCH) from pidfd_send_signal, which said
-        // nothing of what happened.
+        // Before: `Ok(())` (the ESRCH of pidfd_send_signal was taken for
+        // "already ended, nothing to do"), which said nothing of what
+        // happened.
         let pid = p.pid().unwrap();
         match p.kill() {
             Err(SignalError::ReapedElsewhere { pid: q }) if q == pid => {}

@@ -9,7 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{PATIENCE, allow, join_ok, serial, spawn};
+use common::{PATIENCE, allow, join_ok, reap_behind_its_back, serial, spawn};
 use multiproc::process::{current_process, wait};
 use multiproc::{Connection, Event, ExitStatus, Process, RawValue};
 
@@ -71,17 +71,8 @@ fn join_after_a_waitpid_minus_one_elsewhere_returns_at_once() {
         if p.start().is_err() {
             return 2;
         }
-        // Wait until it has ended, then reap it behind the Process's back.
-        if wait(&[&p], Some(Duration::from_secs(5)))
-            .map(|r| r.len())
-            .ok()
-            != Some(1)
-        {
-            return 3;
-        }
-        // SAFETY: a plain waitpid with a null status pointer.
-        if unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) } <= 0 {
-            return 4;
+        if let Err(code) = reap_behind_its_back(&p) {
+            return code;
         }
         let code = check_reaped_elsewhere(&mut p);
         drop(p); // must not hang either

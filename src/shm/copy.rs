@@ -31,7 +31,7 @@ const WORD: usize = size_of::<usize>();
 
 /// From this many bytes on, x86-64 copies use the string copy (see the
 /// module docs); below it the word loop's start-up is cheaper.
-pub(crate) const STRING_MIN: usize = 1024;
+const STRING_MIN: usize = 1024;
 
 /// Copies `len` bytes from `src` to `dst` with one `rep movsb`.
 ///

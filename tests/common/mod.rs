@@ -187,3 +187,21 @@ pub fn spin_ms(ms: u64) -> u64 {
     }
     ms
 }
+
+/// Waits (at most 5 s) until the started `p` has ended, then reaps it
+/// behind its handle's back with a `waitpid(-1)`, as another library's
+/// reaper would. `Err` carries a child exit code naming the step that
+/// failed (3: it did not end, 4: nothing was reaped).
+pub fn reap_behind_its_back<T>(p: &Process<'_, T>) -> Result<(), i32> {
+    let ended = multiproc::process::wait(&[p], Some(Duration::from_secs(5)))
+        .map(|r| r.len())
+        .ok();
+    if ended != Some(1) {
+        return Err(3);
+    }
+    // SAFETY: a plain waitpid with a null status pointer.
+    if unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) } <= 0 {
+        return Err(4);
+    }
+    Ok(())
+}
