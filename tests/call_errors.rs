@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{PATIENCE, allow, eventually, reap_behind_its_back, serial, spawn};
+use common::{PATIENCE, eventually, in_child, reap_behind_its_back, serial, spawn};
 use multiproc::connection::listener::Address;
 use multiproc::manager::{ConnectError, Manager, ManagerBuilder, ProxyError};
 use multiproc::process::wait;
@@ -17,26 +17,6 @@ use multiproc::{
 };
 
 const KEY: &[u8] = b"call errors";
-
-/// Runs `check` in a child of the test process (so that reaping its
-/// children behind their handles' backs touches nothing of the harness),
-/// killed after a deadline: a check that hangs fails instead. `check`
-/// returns 0 when all is well, another code to say what went wrong.
-fn in_child(check: impl FnOnce() -> i32 + 'static) {
-    let mut p = allow(
-        Process::new(check)
-            .with_deadline(Duration::from_secs(10))
-            .with_daemon(true),
-    );
-    p.start().unwrap();
-    let st = p.join_timeout(PATIENCE).unwrap();
-    assert_eq!(
-        st,
-        Some(ExitStatus::Exited(0)),
-        "the check failed (-9: it hung until its deadline); {:?}",
-        p.message()
-    );
-}
 
 #[test]
 fn signalling_a_child_reaped_elsewhere_says_so() {

@@ -9,30 +9,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{PATIENCE, allow, join_ok, reap_behind_its_back, serial, spawn};
+use common::{PATIENCE, allow, in_child, join_ok, reap_behind_its_back, serial, spawn};
 use multiproc::process::{current_process, wait};
 use multiproc::{Connection, Event, ExitStatus, Process, RawValue};
-
-/// Runs `check` in a child of the test process (so that changing its
-/// SIGCHLD disposition or reaping its children touches nothing of the test
-/// harness) under a deadline: a `check` that hangs or spins is killed and
-/// the test fails instead of hanging. `check` returns 0 when all is well,
-/// another code to say what went wrong.
-fn in_child(check: impl FnOnce() -> i32 + 'static) {
-    let mut p = allow(
-        Process::new(check)
-            .with_deadline(Duration::from_secs(10))
-            .with_daemon(true),
-    );
-    p.start().unwrap();
-    let st = p.join_timeout(PATIENCE).unwrap();
-    assert_eq!(
-        st,
-        Some(ExitStatus::Exited(0)),
-        "the check failed (-9: it hung until its deadline); {:?}",
-        p.message()
-    );
-}
 
 /// In a child made by `in_child`: what a `Process` reaped by someone else
 /// reports. 0 if every call answers at once with `ReapedElsewhere`.

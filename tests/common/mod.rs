@@ -205,3 +205,24 @@ pub fn reap_behind_its_back<T>(p: &Process<'_, T>) -> Result<(), i32> {
     }
     Ok(())
 }
+
+/// Runs `check` in a child of the test process (so that changing its
+/// SIGCHLD disposition or reaping its children behind their handles' backs
+/// touches nothing of the test harness) under a 10 s deadline: a `check`
+/// that hangs or spins is killed and the test fails instead of hanging.
+/// `check` returns 0 when all is well, another code to say what went wrong.
+pub fn in_child(check: impl FnOnce() -> i32 + 'static) {
+    let mut p = allow(
+        Process::new(check)
+            .with_deadline(Duration::from_secs(10))
+            .with_daemon(true),
+    );
+    p.start().unwrap();
+    let st = p.join_timeout(PATIENCE).unwrap();
+    assert_eq!(
+        st,
+        Some(multiproc::ExitStatus::Exited(0)),
+        "the check failed (-9: it hung until its deadline); {:?}",
+        p.message()
+    );
+}
