@@ -374,6 +374,21 @@ fn pairs_of(v: Py) -> R<Vec<(Py, Py)>> {
     }
 }
 
+/// The pickled `(key, value)` pairs that `dict(...)` or `d.update(...)`
+/// (`method`) takes, as Python's: at most one mapping or sequence of pairs,
+/// then the keywords.
+fn dict_args(method: &str, args: Vec<Py>, kwds: Vec<(Py, Py)>) -> R<Vec<(Vec<u8>, Vec<u8>)>> {
+    if args.len() > 1 {
+        return Err(type_error(format!("{method} expected at most 1 argument")));
+    }
+    let mut pairs = match args.into_iter().next() {
+        Some(v) => pairs_of(v)?,
+        None => Vec::new(),
+    };
+    pairs.extend(kwds);
+    Ok(pairs.iter().map(|(k, v)| (frag(k), frag(v))).collect())
+}
+
 /// Binds positional and keyword arguments to the parameters `names`.
 fn bind<const N: usize>(
     method: &str,
@@ -741,6 +756,14 @@ struct Conn<'s> {
     tag: &'static str,
 }
 
+/// A method call on one object: its name and the arguments the Python
+/// client sent, as each kind's dispatcher (`Conn::dict`, ...) takes them.
+struct MethodCall<'a> {
+    name: &'a str,
+    args: Vec<Py>,
+    kwds: Vec<(Py, Py)>,
+}
+
 impl Conn<'_> {
     /// Runs `op` on object `id` through the server's call path, cancelled
     /// when the Python peer goes (or talks out of turn), as the server's
@@ -788,6 +811,12 @@ impl Conn<'_> {
     /// A call whose result is a `bool`, as Python's.
     fn bool_call<O: Op>(&self, ch: &Channel, id: u64, op: O) -> R<Vec<u8>> {
         Ok(bool_frag(flag(self.obj(ch, id, op)?)?))
+    }
+
+    /// A call whose result is `None`, as Python's.
+    fn none_call<O: Op>(&self, ch: &Channel, id: u64, op: O) -> R<Vec<u8>> {
+        self.obj(ch, id, op)?;
+        Ok(none())
     }
 
     /// A call whose result is an integer, as Python's.
@@ -936,16 +965,7 @@ impl Conn<'_> {
         let init = (|| -> R<Vec<u8>> {
             match typeid {
                 "dict" => {
-                    if args.len() > 1 {
-                        return Err(type_error("dict expected at most 1 argument"));
-                    }
-                    let mut pairs = match args.into_iter().next() {
-                        Some(v) => pairs_of(v)?,
-                        None => Vec::new(),
-                    };
-                    pairs.extend(kwds);
-                    let f: Vec<(Vec<u8>, Vec<u8>)> =
-                        pairs.iter().map(|(k, v)| (frag(k), frag(v))).collect();
+                    let f = dict_args("dict", args, kwds)?;
                     let b: Vec<(Bytes<'_>, Bytes<'_>)> =
                         f.iter().map(|(k, v)| (Bytes(k), Bytes(v))).collect();
                     enc(&b).map_err(tb)
@@ -1065,7 +1085,14 @@ impl Conn<'_> {
         }
         if name == "#GETVALUE" {
             return match kind {
-                Kind::Dict => self.dict(ch, id, "copy", args, kwds),
+                Kind::Dict => {
+                    let call = MethodCall {
+                        name: "copy",
+                        args,
+                        kwds,
+                    };
+                    self.dict(ch, id, call)
+                }
                 Kind::List => self.all_items(ch, id).and_then(list_frag),
                 _ => Err(PyErr::Traceback(
                     "#GETVALUE of this type is not served".into(),
@@ -1079,29 +1106,32 @@ impl Conn<'_> {
                 "AttributeError: method {name:?} of {kind:?} object is not in exposed"
             )));
         }
+        let call = MethodCall { name, args, kwds };
         match kind {
-            Kind::Dict => self.dict(ch, id, name, args, kwds),
-            Kind::List => self.list(ch, id, name, args, kwds),
-            Kind::Namespace => self.namespace(ch, id, name, args, kwds),
-            Kind::Queue => self.queue(ch, id, name, args, kwds),
+            Kind::Dict => self.dict(ch, id, call),
+            Kind::List => self.list(ch, id, call),
+            Kind::Namespace => self.namespace(ch, id, call),
+            Kind::Queue => self.queue(ch, id, call),
             Kind::Lock | Kind::RLock | Kind::Semaphore | Kind::Condition => {
-                self.lock(ch, id, kind, name, args, kwds)
+                self.lock(ch, id, kind, call)
             }
-            Kind::Event => self.event(ch, id, name, args, kwds),
-            Kind::Barrier => self.barrier(ch, id, name, args, kwds),
-            Kind::Value => match name {
-                "get" => {
-                    take::<0>(name, args, kwds)?;
-                    one(self.obj(ch, id, ValueOp::Get)?)
+            Kind::Event => self.event(ch, id, call),
+            Kind::Barrier => self.barrier(ch, id, call),
+            Kind::Value => {
+                let MethodCall { name, args, kwds } = call;
+                match name {
+                    "get" => {
+                        take::<0>(name, args, kwds)?;
+                        one(self.obj(ch, id, ValueOp::Get)?)
+                    }
+                    _ => {
+                        let [v] = take(name, args, kwds)?;
+                        self.none_call(ch, id, ValueOp::Set(Bytes(&frag(&v))))
+                    }
                 }
-                _ => {
-                    let [v] = take(name, args, kwds)?;
-                    self.obj(ch, id, ValueOp::Set(Bytes(&frag(&v))))?;
-                    Ok(none())
-                }
-            },
-            Kind::Array => self.array(ch, id, name, args, kwds),
-            Kind::Iterator => self.iterator(ch, id, name, args, kwds),
+            }
+            Kind::Array => self.array(ch, id, call),
+            Kind::Iterator => self.iterator(ch, id, call),
             Kind::Other => unreachable!("exposes nothing"),
         }
     }
@@ -1134,14 +1164,8 @@ impl Conn<'_> {
         })
     }
 
-    fn dict(
-        &mut self,
-        ch: &Channel,
-        id: u64,
-        name: &str,
-        args: Vec<Py>,
-        kwds: Vec<(Py, Py)>,
-    ) -> R<Vec<u8>> {
+    fn dict(&mut self, ch: &Channel, id: u64, call: MethodCall<'_>) -> R<Vec<u8>> {
+        let MethodCall { name, args, kwds } = call;
         match name {
             "__getitem__" => {
                 let [k] = take(name, args, kwds)?;
@@ -1161,8 +1185,7 @@ impl Conn<'_> {
             "__setitem__" => {
                 let [k, v] = take(name, args, kwds)?;
                 let (k, v) = (frag(&k), frag(&v));
-                self.obj(ch, id, DictOp::Insert(Bytes(&k), Bytes(&v)))?;
-                Ok(none())
+                self.none_call(ch, id, DictOp::Insert(Bytes(&k), Bytes(&v)))
             }
             "__delitem__" | "pop" => {
                 let [k, d] = bind(name, args, kwds, ["key", "default"], 1)?;
@@ -1241,25 +1264,14 @@ impl Conn<'_> {
                 one(self.obj(ch, id, DictOp::SetDefault(Bytes(&k), Bytes(&d)))?)
             }
             "update" => {
-                if args.len() > 1 {
-                    return Err(type_error("update expected at most 1 argument"));
-                }
-                let mut pairs = match args.into_iter().next() {
-                    Some(v) => pairs_of(v)?,
-                    None => Vec::new(),
-                };
-                pairs.extend(kwds);
-                let f: Vec<(Vec<u8>, Vec<u8>)> =
-                    pairs.iter().map(|(k, v)| (frag(k), frag(v))).collect();
+                let f = dict_args("update", args, kwds)?;
                 let b: Vec<(Bytes<'_>, Bytes<'_>)> =
                     f.iter().map(|(k, v)| (Bytes(k), Bytes(v))).collect();
-                self.obj(ch, id, DictOp::Update(b))?;
-                Ok(none())
+                self.none_call(ch, id, DictOp::Update(b))
             }
             "clear" => {
                 take::<0>(name, args, kwds)?;
-                self.obj(ch, id, DictOp::Clear)?;
-                Ok(none())
+                self.none_call(ch, id, DictOp::Clear)
             }
             "__iter__" => {
                 // As Python's server (`DictProxy._method_to_typeid_`): a
@@ -1274,14 +1286,8 @@ impl Conn<'_> {
         }
     }
 
-    fn list(
-        &mut self,
-        ch: &Channel,
-        id: u64,
-        name: &str,
-        args: Vec<Py>,
-        kwds: Vec<(Py, Py)>,
-    ) -> R<Vec<u8>> {
+    fn list(&mut self, ch: &Channel, id: u64, call: MethodCall<'_>) -> R<Vec<u8>> {
+        let MethodCall { name, args, kwds } = call;
         match name {
             "__len__" => {
                 take::<0>(name, args, kwds)?;
@@ -1302,19 +1308,16 @@ impl Conn<'_> {
                 }
                 let i = int(&i, "list indices")?;
                 let at = index(i, self.len(ch, id)?, "list assignment")?;
-                self.obj(ch, id, ListOp::Pop(Some(at)))?;
-                Ok(none())
+                self.none_call(ch, id, ListOp::Pop(Some(at)))
             }
             "append" => {
                 let [v] = take(name, args, kwds)?;
-                self.obj(ch, id, ListOp::Append(Bytes(&frag(&v))))?;
-                Ok(none())
+                self.none_call(ch, id, ListOp::Append(Bytes(&frag(&v))))
             }
             "extend" => {
                 let [v] = take(name, args, kwds)?;
                 let f: Vec<Vec<u8>> = items_of(v)?.iter().map(frag).collect();
-                self.obj(ch, id, ListOp::Extend(f.iter().map(|x| Bytes(x)).collect()))?;
-                Ok(none())
+                self.none_call(ch, id, ListOp::Extend(f.iter().map(|x| Bytes(x)).collect()))
             }
             "insert" => {
                 let [i, v] = take(name, args, kwds)?;
@@ -1323,8 +1326,7 @@ impl Conn<'_> {
                     i = (i + self.len(ch, id)? as i64).max(0);
                 }
                 let v = frag(&v);
-                self.obj(ch, id, ListOp::Insert(i as u64, Bytes(&v)))?;
-                Ok(none())
+                self.none_call(ch, id, ListOp::Insert(i as u64, Bytes(&v)))
             }
             "pop" => {
                 let [i] = bind(name, args, kwds, ["index"], 0)?;
@@ -1367,8 +1369,7 @@ impl Conn<'_> {
             }
             "reverse" => {
                 take::<0>(name, args, kwds)?;
-                self.obj(ch, id, ListOp::Reverse)?;
-                Ok(none())
+                self.none_call(ch, id, ListOp::Reverse)
             }
             "sort" => {
                 if !args.is_empty() {
@@ -1589,14 +1590,8 @@ impl Conn<'_> {
         Ok(none())
     }
 
-    fn iterator(
-        &mut self,
-        ch: &Channel,
-        id: u64,
-        name: &str,
-        args: Vec<Py>,
-        kwds: Vec<(Py, Py)>,
-    ) -> R<Vec<u8>> {
+    fn iterator(&mut self, ch: &Channel, id: u64, call: MethodCall<'_>) -> R<Vec<u8>> {
+        let MethodCall { name, args, kwds } = call;
         match name {
             "__next__" => {
                 take::<0>(name, args, kwds)?;
@@ -1614,14 +1609,8 @@ impl Conn<'_> {
         }
     }
 
-    fn array(
-        &mut self,
-        ch: &Channel,
-        id: u64,
-        name: &str,
-        args: Vec<Py>,
-        kwds: Vec<(Py, Py)>,
-    ) -> R<Vec<u8>> {
+    fn array(&mut self, ch: &Channel, id: u64, call: MethodCall<'_>) -> R<Vec<u8>> {
+        let MethodCall { name, args, kwds } = call;
         let tc = self.typecode(id);
         match name {
             "__len__" => {
@@ -1640,14 +1629,8 @@ impl Conn<'_> {
         }
     }
 
-    fn namespace(
-        &mut self,
-        ch: &Channel,
-        id: u64,
-        name: &str,
-        args: Vec<Py>,
-        kwds: Vec<(Py, Py)>,
-    ) -> R<Vec<u8>> {
+    fn namespace(&mut self, ch: &Channel, id: u64, call: MethodCall<'_>) -> R<Vec<u8>> {
+        let MethodCall { name, args, kwds } = call;
         let no_attr = |n: &str| {
             exc(
                 "builtins",
@@ -1670,8 +1653,7 @@ impl Conn<'_> {
                     return Err(type_error("attribute name must be string"));
                 };
                 let v = frag(&v);
-                self.obj(ch, id, NamespaceOp::Set(&n, Bytes(&v)))?;
-                Ok(none())
+                self.none_call(ch, id, NamespaceOp::Set(&n, Bytes(&v)))
             }
             _ => {
                 let [Py::Str(n)] = take(name, args, kwds)? else {
@@ -1687,14 +1669,8 @@ impl Conn<'_> {
         }
     }
 
-    fn queue(
-        &mut self,
-        ch: &Channel,
-        id: u64,
-        name: &str,
-        args: Vec<Py>,
-        kwds: Vec<(Py, Py)>,
-    ) -> R<Vec<u8>> {
+    fn queue(&mut self, ch: &Channel, id: u64, call: MethodCall<'_>) -> R<Vec<u8>> {
+        let MethodCall { name, args, kwds } = call;
         let checked = |block: bool, t: Option<Py>| -> R<Option<Duration>> {
             if block
                 && let Some(Py::Int(i)) = t
@@ -1721,7 +1697,7 @@ impl Conn<'_> {
                 };
                 let timeout = checked(block, t)?;
                 let v = frag(&v);
-                self.obj(
+                self.none_call(
                     ch,
                     id,
                     QueueOp::Put {
@@ -1729,8 +1705,7 @@ impl Conn<'_> {
                         timeout,
                         item: Bytes(&v),
                     },
-                )?;
-                Ok(none())
+                )
             }
             "get" | "get_nowait" => {
                 let (block, t) = if name == "get" {
@@ -1758,27 +1733,18 @@ impl Conn<'_> {
             }
             "task_done" => {
                 take::<0>(name, args, kwds)?;
-                self.obj(ch, id, QueueOp::TaskDone)?;
-                Ok(none())
+                self.none_call(ch, id, QueueOp::TaskDone)
             }
             "join" => {
                 take::<0>(name, args, kwds)?;
-                self.obj(ch, id, QueueOp::Join(None))?;
-                Ok(none())
+                self.none_call(ch, id, QueueOp::Join(None))
             }
             _ => Err(not_served(name)),
         }
     }
 
-    fn lock(
-        &mut self,
-        ch: &Channel,
-        id: u64,
-        kind: Kind,
-        name: &str,
-        args: Vec<Py>,
-        kwds: Vec<(Py, Py)>,
-    ) -> R<Vec<u8>> {
+    fn lock(&mut self, ch: &Channel, id: u64, kind: Kind, call: MethodCall<'_>) -> R<Vec<u8>> {
+        let MethodCall { name, args, kwds } = call;
         let unheld = |what: &'static str| {
             move |e: PyErr| match e {
                 PyErr::Exc(_, "RuntimeError", _) => runtime_error(what.to_string()),
@@ -1820,8 +1786,7 @@ impl Conn<'_> {
                 if n < 1 {
                     return Err(value_error("n must be one or more"));
                 }
-                self.obj(ch, id, BlockingOp::Release(n as u64))?;
-                Ok(none())
+                self.none_call(ch, id, BlockingOp::Release(n as u64))
             }
             "release" => {
                 take::<0>(name, args, kwds)?;
@@ -1864,14 +1829,8 @@ impl Conn<'_> {
         }
     }
 
-    fn event(
-        &mut self,
-        ch: &Channel,
-        id: u64,
-        name: &str,
-        args: Vec<Py>,
-        kwds: Vec<(Py, Py)>,
-    ) -> R<Vec<u8>> {
+    fn event(&mut self, ch: &Channel, id: u64, call: MethodCall<'_>) -> R<Vec<u8>> {
+        let MethodCall { name, args, kwds } = call;
         match name {
             "wait" => {
                 let [t] = bind(name, args, kwds, ["timeout"], 0)?;
@@ -1889,20 +1848,13 @@ impl Conn<'_> {
                 } else {
                     EventOp::Clear
                 };
-                self.obj(ch, id, op)?;
-                Ok(none())
+                self.none_call(ch, id, op)
             }
         }
     }
 
-    fn barrier(
-        &mut self,
-        ch: &Channel,
-        id: u64,
-        name: &str,
-        args: Vec<Py>,
-        kwds: Vec<(Py, Py)>,
-    ) -> R<Vec<u8>> {
+    fn barrier(&mut self, ch: &Channel, id: u64, call: MethodCall<'_>) -> R<Vec<u8>> {
+        let MethodCall { name, args, kwds } = call;
         match name {
             "wait" => {
                 let [t] = bind(name, args, kwds, ["timeout"], 0)?;
@@ -1931,8 +1883,7 @@ impl Conn<'_> {
                 } else {
                     BarrierOp::Reset
                 };
-                self.obj(ch, id, op)?;
-                Ok(none())
+                self.none_call(ch, id, op)
             }
         }
     }
