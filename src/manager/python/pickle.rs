@@ -263,6 +263,21 @@ impl<'a> Decoder<'a> {
     }
 
     /// Counts `n` more units of work; an error past [`MAX_WORK`].
+    /// The items of the argument at `at` of `set(x)`, `frozenset(x)` or
+    /// `list(x)` (`what`): a list, tuple or set, its length paid for in the
+    /// work budget before it is copied.
+    fn items_arg(&mut self, at: usize, what: &str) -> Result<Vec<usize>, PickleError> {
+        let len = match &self.arena[at] {
+            Obj::List(v) | Obj::Tuple(v) | Obj::Set(v) | Obj::FrozenSet(v) => v.len(),
+            _ => 0,
+        };
+        self.spend(len)?;
+        match &self.arena[at] {
+            Obj::List(v) | Obj::Tuple(v) | Obj::Set(v) | Obj::FrozenSet(v) => Ok(v.clone()),
+            _ => err(format!("{what}() of something that is not a list or tuple")),
+        }
+    }
+
     fn spend(&mut self, n: usize) -> Result<(), PickleError> {
         self.work = self.work.saturating_add(n);
         if self.work.saturating_add(self.arena.len()) > MAX_WORK {
@@ -310,6 +325,19 @@ impl<'a> Decoder<'a> {
             .collect();
         self.stack.truncate(m);
         Ok(items)
+    }
+
+    /// The memo index after a PUT or GET (`what`) opcode `op`: a decimal
+    /// line (`p`, `g`), one byte (`q`, `h`) or a 4-byte count (`r`, `j`).
+    fn memo_index(&mut self, op: u8, what: &str) -> Result<u64, PickleError> {
+        match op {
+            b'p' | b'g' => self
+                .line()?
+                .parse()
+                .map_err(|_| PickleError(format!("malformed {what}"))),
+            b'q' | b'h' => Ok(self.byte()?.into()),
+            _ => Ok(self.u32()?.into()),
+        }
     }
 
     fn memo_put(&mut self, key: u64) -> Result<(), PickleError> {
@@ -422,15 +450,7 @@ impl<'a> Decoder<'a> {
             (Builtin::Set, []) => self.push(Obj::Set(Vec::new())),
             (Builtin::FrozenSet, []) => self.push(Obj::FrozenSet(Vec::new())),
             (Builtin::Set | Builtin::FrozenSet, [items]) => {
-                let len = match &self.arena[*items] {
-                    Obj::List(v) | Obj::Tuple(v) | Obj::Set(v) | Obj::FrozenSet(v) => v.len(),
-                    _ => 0,
-                };
-                self.spend(len)?;
-                let items = match &self.arena[*items] {
-                    Obj::List(v) | Obj::Tuple(v) | Obj::Set(v) | Obj::FrozenSet(v) => v.clone(),
-                    _ => return err("set() of something that is not a list or tuple"),
-                };
+                let items = self.items_arg(*items, "set")?;
                 self.push(if b == Builtin::Set {
                     Obj::Set(items)
                 } else {
@@ -475,15 +495,7 @@ impl<'a> Decoder<'a> {
             }
             (Builtin::List, []) => self.push(Obj::List(Vec::new())),
             (Builtin::List, [items]) => {
-                let len = match &self.arena[*items] {
-                    Obj::List(v) | Obj::Tuple(v) | Obj::Set(v) | Obj::FrozenSet(v) => v.len(),
-                    _ => 0,
-                };
-                self.spend(len)?;
-                let items = match &self.arena[*items] {
-                    Obj::List(v) | Obj::Tuple(v) | Obj::Set(v) | Obj::FrozenSet(v) => v.clone(),
-                    _ => return err("list() of something that is not a list or tuple"),
-                };
+                let items = self.items_arg(*items, "list")?;
                 self.push(Obj::List(items));
             }
             (Builtin::ByteArray, []) => self.push_leaf(Py::ByteArray(Vec::new())),
@@ -683,35 +695,17 @@ impl<'a> Decoder<'a> {
                     let items = self.pop_mark()?;
                     self.push(Obj::FrozenSet(items));
                 }
-                b'p' => {
-                    let s = self.line()?;
-                    let k = s.parse().map_err(|_| PickleError("malformed PUT".into()))?;
+                b'p' | b'q' | b'r' => {
+                    let k = self.memo_index(op, "PUT")?;
                     self.memo_put(k)?;
-                }
-                b'q' => {
-                    let k = self.byte()?;
-                    self.memo_put(k.into())?;
-                }
-                b'r' => {
-                    let k = self.u32()?;
-                    self.memo_put(k.into())?;
                 }
                 0x94 => {
                     let k = self.memo.len() as u64;
                     self.memo_put(k)?;
                 }
-                b'g' => {
-                    let s = self.line()?;
-                    let k = s.parse().map_err(|_| PickleError("malformed GET".into()))?;
+                b'g' | b'h' | b'j' => {
+                    let k = self.memo_index(op, "GET")?;
                     self.memo_get(k)?;
-                }
-                b'h' => {
-                    let k = self.byte()?;
-                    self.memo_get(k.into())?;
-                }
-                b'j' => {
-                    let k = self.u32()?;
-                    self.memo_get(k.into())?;
                 }
                 b'c' => {
                     let module = self.line()?;
@@ -1318,6 +1312,26 @@ mod tests {
         ));
         assert_eq!(decode(b"I-1\n.").unwrap(), Py::Int(-1));
         assert_eq!(decode(b"\x80\x02\x8a\x01\xff.").unwrap(), Py::Int(-1));
+    }
+
+    #[test]
+    fn memo_in_every_form() {
+        let one = || Py::List(vec![Py::Int(1)]);
+        // a = [1]; pickle.dumps([a, a], 0): PUT and GET as text lines.
+        let p = b"(lp0\n(lp1\nI1\naag1\na.";
+        assert_eq!(decode(p).unwrap(), Py::List(vec![one(), one()]));
+        // The same in protocol 1: BINPUT and BINGET (one byte).
+        let p = b"]q\x00(]q\x01K\x01ah\x01e.";
+        assert_eq!(decode(p).unwrap(), Py::List(vec![one(), one()]));
+        // LONG_BINPUT and LONG_BINGET (4 bytes): [7, 7] through slot 261.
+        let p = b"(K\x07r\x05\x01\x00\x00j\x05\x01\x00\x00l.";
+        assert_eq!(decode(p).unwrap(), Py::List(vec![Py::Int(7), Py::Int(7)]));
+        for (p, what) in [
+            (&b"I1\np1x\n."[..], "malformed PUT"),
+            (b"I1\np1\ng1x\n.", "malformed GET"),
+        ] {
+            assert!(decode(p).unwrap_err().0.contains(what), "{p:?}");
+        }
     }
 
     #[test]

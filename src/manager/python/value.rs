@@ -265,49 +265,29 @@ impl Seq {
     }
 }
 
-impl ser::SerializeSeq for Seq {
-    type Ok = Py;
-    type Error = ValueError;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), ValueError> {
-        self.push(v)
-    }
-    fn end(self) -> Result<Py, ValueError> {
-        Ok(self.done())
-    }
+/// The four serde sequence forms are one `Seq`: each element is pushed, and
+/// the end makes the list (or tuple).
+macro_rules! seq_forms {
+    ($($form:ident :: $element:ident),*) => {$(
+        impl ser::$form for Seq {
+            type Ok = Py;
+            type Error = ValueError;
+            fn $element<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), ValueError> {
+                self.push(v)
+            }
+            fn end(self) -> Result<Py, ValueError> {
+                Ok(self.done())
+            }
+        }
+    )*};
 }
 
-impl ser::SerializeTuple for Seq {
-    type Ok = Py;
-    type Error = ValueError;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), ValueError> {
-        self.push(v)
-    }
-    fn end(self) -> Result<Py, ValueError> {
-        Ok(self.done())
-    }
-}
-
-impl ser::SerializeTupleStruct for Seq {
-    type Ok = Py;
-    type Error = ValueError;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), ValueError> {
-        self.push(v)
-    }
-    fn end(self) -> Result<Py, ValueError> {
-        Ok(self.done())
-    }
-}
-
-impl ser::SerializeTupleVariant for Seq {
-    type Ok = Py;
-    type Error = ValueError;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, v: &T) -> Result<(), ValueError> {
-        self.push(v)
-    }
-    fn end(self) -> Result<Py, ValueError> {
-        Ok(self.done())
-    }
-}
+seq_forms!(
+    SerializeSeq::serialize_element,
+    SerializeTuple::serialize_element,
+    SerializeTupleStruct::serialize_field,
+    SerializeTupleVariant::serialize_field
+);
 
 impl Map {
     fn done(self) -> Py {
@@ -335,37 +315,28 @@ impl ser::SerializeMap for Map {
     }
 }
 
-impl ser::SerializeStruct for Map {
-    type Ok = Py;
-    type Error = ValueError;
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        name: &'static str,
-        v: &T,
-    ) -> Result<(), ValueError> {
-        self.items.push((Py::Str(name.into()), v.serialize(ToPy)?));
-        Ok(())
-    }
-    fn end(self) -> Result<Py, ValueError> {
-        Ok(self.done())
-    }
+/// A struct (or struct variant) is a dict keyed by its field names.
+macro_rules! struct_forms {
+    ($($form:ident),*) => {$(
+        impl ser::$form for Map {
+            type Ok = Py;
+            type Error = ValueError;
+            fn serialize_field<T: Serialize + ?Sized>(
+                &mut self,
+                name: &'static str,
+                v: &T,
+            ) -> Result<(), ValueError> {
+                self.items.push((Py::Str(name.into()), v.serialize(ToPy)?));
+                Ok(())
+            }
+            fn end(self) -> Result<Py, ValueError> {
+                Ok(self.done())
+            }
+        }
+    )*};
 }
 
-impl ser::SerializeStructVariant for Map {
-    type Ok = Py;
-    type Error = ValueError;
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        name: &'static str,
-        v: &T,
-    ) -> Result<(), ValueError> {
-        self.items.push((Py::Str(name.into()), v.serialize(ToPy)?));
-        Ok(())
-    }
-    fn end(self) -> Result<Py, ValueError> {
-        Ok(self.done())
-    }
-}
+struct_forms!(SerializeStruct, SerializeStructVariant);
 
 // ------------------------------------------------------------------ from Python
 
