@@ -99,35 +99,26 @@ trait Sem {
     fn value(&self) -> u32;
 }
 
-impl Sem for Semaphore {
-    fn acquire(&self) {
-        Semaphore::acquire(self)
-    }
-    fn try_acquire(&self) -> bool {
-        Semaphore::try_acquire(self)
-    }
-    fn release(&self) -> multiproc::Result<()> {
-        Ok(Semaphore::release(self)?)
-    }
-    fn value(&self) -> u32 {
-        Semaphore::value(self)
-    }
+macro_rules! impl_sem {
+    ($($t:ident),*) => {$(
+        impl Sem for $t {
+            fn acquire(&self) {
+                $t::acquire(self)
+            }
+            fn try_acquire(&self) -> bool {
+                $t::try_acquire(self)
+            }
+            fn release(&self) -> multiproc::Result<()> {
+                Ok($t::release(self)?)
+            }
+            fn value(&self) -> u32 {
+                $t::value(self)
+            }
+        }
+    )*};
 }
 
-impl Sem for BoundedSemaphore {
-    fn acquire(&self) {
-        BoundedSemaphore::acquire(self)
-    }
-    fn try_acquire(&self) -> bool {
-        BoundedSemaphore::try_acquire(self)
-    }
-    fn release(&self) -> multiproc::Result<()> {
-        Ok(BoundedSemaphore::release(self)?)
-    }
-    fn value(&self) -> u32 {
-        BoundedSemaphore::value(self)
-    }
-}
+impl_sem!(Semaphore, BoundedSemaphore);
 
 /// Takes a semaphore of 2 down to 0 and back up, checking the count at each
 /// step and that a non-blocking acquire at 0 fails without changing it.
@@ -512,6 +503,47 @@ impl Drop for AbortOnPanic<'_> {
     }
 }
 
+/// What the parties of a broken barrier saw, in shared memory: second
+/// waits that passed or failed with `BrokenBarrier`, and the parties that
+/// came through the barrier once it was usable again.
+struct Tally {
+    passed: RawValue<u32>,
+    broken: RawValue<u32>,
+    again: RawValue<u32>,
+}
+
+impl Tally {
+    fn new() -> Tally {
+        let zero = || RawValue::new(0u32).unwrap();
+        Tally {
+            passed: zero(),
+            broken: zero(),
+            again: zero(),
+        }
+    }
+
+    /// A party's second wait on `b`, which another party breaks.
+    fn second_wait(&self, b: &Barrier) {
+        match wait(b) {
+            Ok(_) => {
+                self.passed.fetch_add(1);
+            }
+            Err(BarrierError::BrokenBarrier) => {
+                self.broken.fetch_add(1);
+            }
+            Err(e) => panic!("second wait: {e}"),
+        }
+    }
+
+    /// Every party but the breaker saw its second wait fail, and all `N`
+    /// came through afterwards.
+    fn check(&self) {
+        assert_eq!(self.passed.load(), 0);
+        assert_eq!(self.broken.load(), N - 1);
+        assert_eq!(self.again.load(), N);
+    }
+}
+
 /// Runs `f` in `N - 1` child processes and in this one (CPython's
 /// `run_threads` with the processes flavour), then joins the children. The
 /// caller holds `serial()`.
@@ -638,31 +670,19 @@ fn barrier_test_abort() {
 fn barrier_test_reset() {
     let _s = serial();
     let b = Barrier::new(N).unwrap();
-    let passed = RawValue::new(0u32).unwrap();
-    let broken = RawValue::new(0u32).unwrap();
-    let again = RawValue::new(0u32).unwrap();
+    let tally = Tally::new();
     run_parties(&[&b], || {
         let i = wait(&b).unwrap();
         if i == N / 2 {
             assert!(eventually(PATIENCE, || b.n_waiting() >= N - 1));
             b.reset();
         } else {
-            match wait(&b) {
-                Ok(_) => {
-                    passed.fetch_add(1);
-                }
-                Err(BarrierError::BrokenBarrier) => {
-                    broken.fetch_add(1);
-                }
-                Err(e) => panic!("second wait: {e}"),
-            }
+            tally.second_wait(&b);
         }
         wait(&b).unwrap();
-        again.fetch_add(1);
+        tally.again.fetch_add(1);
     });
-    assert_eq!(passed.load(), 0);
-    assert_eq!(broken.load(), N - 1);
-    assert_eq!(again.load(), N);
+    tally.check();
 }
 
 // Ports _TestBarrier.test_abort_and_reset: a broken barrier is usable again
@@ -672,23 +692,13 @@ fn barrier_test_abort_and_reset() {
     let _s = serial();
     let b = Barrier::new(N).unwrap();
     let b2 = Barrier::new(N).unwrap();
-    let passed = RawValue::new(0u32).unwrap();
-    let broken = RawValue::new(0u32).unwrap();
-    let again = RawValue::new(0u32).unwrap();
+    let tally = Tally::new();
     run_parties(&[&b, &b2], || {
         let i = wait(&b).unwrap();
         if i == N / 2 {
             b.abort();
         } else {
-            match wait(&b) {
-                Ok(_) => {
-                    passed.fetch_add(1);
-                }
-                Err(BarrierError::BrokenBarrier) => {
-                    broken.fetch_add(1);
-                }
-                Err(e) => panic!("second wait: {e}"),
-            }
+            tally.second_wait(&b);
         }
         // Everyone has left `b` before the reset, and nobody enters it
         // again before the reset is done.
@@ -697,11 +707,9 @@ fn barrier_test_abort_and_reset() {
         }
         wait(&b2).unwrap();
         wait(&b).unwrap();
-        again.fetch_add(1);
+        tally.again.fetch_add(1);
     });
-    assert_eq!(passed.load(), 0);
-    assert_eq!(broken.load(), N - 1);
-    assert_eq!(again.load(), N);
+    tally.check();
 }
 
 // Ports _TestBarrier.test_timeout: one party is late, a timed wait of the
@@ -786,71 +794,46 @@ fn barrier_test_thousand() {
 // ---------------------------------------------------------------------------
 
 // Ports _TestValue.test_value with CPython's typecodes i, d, h, q and c as
-// i32, f64, i16, i64 and u8: a child's stores are seen by the parent.
-#[test]
-fn value_test_value() {
-    let _s = serial();
-    let i = Value::new(4343i32).unwrap();
-    let d = Value::new(3.625f64).unwrap();
-    let h = Value::new(-232i16).unwrap();
-    let q = Value::new(1i64 << 33).unwrap();
-    let c = Value::new(b'x').unwrap();
-    assert_eq!(i.get(), 4343);
-    assert_eq!(d.get(), 3.625);
-    assert_eq!(h.get(), -232);
-    assert_eq!(q.get(), 1 << 33);
-    assert_eq!(c.get(), b'x');
+// i32, f64, i16, i64 and u8: a child's stores are seen by the parent; and
+// _TestValue.test_rawvalue, the same with RawValue (`load`/`store`).
+macro_rules! value_test {
+    ($name:ident, $ty:ident, $get:ident, $set:ident) => {
+        #[test]
+        fn $name() {
+            let _s = serial();
+            let i = $ty::new(4343i32).unwrap();
+            let d = $ty::new(3.625f64).unwrap();
+            let h = $ty::new(-232i16).unwrap();
+            let q = $ty::new(1i64 << 33).unwrap();
+            let c = $ty::new(b'x').unwrap();
+            assert_eq!(i.$get(), 4343);
+            assert_eq!(d.$get(), 3.625);
+            assert_eq!(h.$get(), -232);
+            assert_eq!(q.$get(), 1 << 33);
+            assert_eq!(c.$get(), b'x');
 
-    multiproc::process::scope(|ps| {
-        let mut p = spawn_in(ps, || {
-            i.set(24234);
-            d.set(-4.25);
-            h.set(234);
-            q.set(1 << 34);
-            c.set(b'y');
-        });
-        join_ok(&mut p);
+            multiproc::process::scope(|ps| {
+                let mut p = spawn_in(ps, || {
+                    i.$set(24234);
+                    d.$set(-4.25);
+                    h.$set(234);
+                    q.$set(1 << 34);
+                    c.$set(b'y');
+                });
+                join_ok(&mut p);
 
-        assert_eq!(i.get(), 24234);
-        assert_eq!(d.get(), -4.25);
-        assert_eq!(h.get(), 234);
-        assert_eq!(q.get(), 1 << 34);
-        assert_eq!(c.get(), b'y');
-    })
+                assert_eq!(i.$get(), 24234);
+                assert_eq!(d.$get(), -4.25);
+                assert_eq!(h.$get(), 234);
+                assert_eq!(q.$get(), 1 << 34);
+                assert_eq!(c.$get(), b'y');
+            })
+        }
+    };
 }
 
-// Ports _TestValue.test_rawvalue (the same with RawValue).
-#[test]
-fn value_test_rawvalue() {
-    let _s = serial();
-    let i = RawValue::new(4343i32).unwrap();
-    let d = RawValue::new(3.625f64).unwrap();
-    let h = RawValue::new(-232i16).unwrap();
-    let q = RawValue::new(1i64 << 33).unwrap();
-    let c = RawValue::new(b'x').unwrap();
-    assert_eq!(i.load(), 4343);
-    assert_eq!(d.load(), 3.625);
-    assert_eq!(h.load(), -232);
-    assert_eq!(q.load(), 1 << 33);
-    assert_eq!(c.load(), b'x');
-
-    multiproc::process::scope(|ps| {
-        let mut p = spawn_in(ps, || {
-            i.store(24234);
-            d.store(-4.25);
-            h.store(234);
-            q.store(1 << 34);
-            c.store(b'y');
-        });
-        join_ok(&mut p);
-
-        assert_eq!(i.load(), 24234);
-        assert_eq!(d.load(), -4.25);
-        assert_eq!(h.load(), 234);
-        assert_eq!(q.load(), 1 << 34);
-        assert_eq!(c.load(), b'y');
-    })
-}
+value_test!(value_test_value, Value, get, set);
+value_test!(value_test_rawvalue, RawValue, load, store);
 
 // ---------------------------------------------------------------------------
 // Array and RawArray
