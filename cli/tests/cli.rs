@@ -19,15 +19,21 @@ fn multiproc(args: &[&str]) -> std::process::Output {
         .expect("run multiproc")
 }
 
-#[test]
-fn pi_json_lines_for_every_transport_are_verified() {
-    let out = multiproc(&["pi", "--n", "2000000", "--chunks", "40", "--json"]);
+/// Runs `multiproc` with `args`, which must succeed (else the test fails
+/// with its stderr), and returns what it printed.
+fn stdout_of(args: &[&str]) -> String {
+    let out = multiproc(args);
     assert!(
         out.status.success(),
-        "{}",
+        "multiproc {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let text = String::from_utf8(out.stdout).unwrap();
+    String::from_utf8(out.stdout).expect("multiproc prints UTF-8")
+}
+
+#[test]
+fn pi_json_lines_for_every_transport_are_verified() {
+    let text = stdout_of(&["pi", "--n", "2000000", "--chunks", "40", "--json"]);
     let lines: Vec<&str> = text.lines().collect();
     let transports = [
         "seq",
@@ -107,19 +113,13 @@ fn bad_arguments_are_refused_clearly() {
 
 #[test]
 fn bench_json_prints_verified_lines_with_their_baselines() {
-    let out = multiproc(&[
+    let text = stdout_of(&[
         "bench",
         "--workload",
         "counter,queue_1p1c",
         "--quick",
         "--json",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
     for (imp, workload, variant, metric) in [
         ("multiproc", "counter", "Value_lock", "ns_per_increment"),
         ("raw", "counter", "bare_futex_lock", "ns_per_increment"),
@@ -153,13 +153,7 @@ fn bench_json_prints_verified_lines_with_their_baselines() {
 
 #[test]
 fn bench_table_and_bad_workload() {
-    let out = multiproc(&["bench", "--workload", "pipe_rtt", "--quick"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
+    let text = stdout_of(&["bench", "--workload", "pipe_rtt", "--quick"]);
     let row = text
         .lines()
         .find(|l| l.starts_with("pipe_rtt"))
@@ -175,7 +169,7 @@ fn bench_table_and_bad_workload() {
 
 #[test]
 fn bench_hogs_and_procs_reach_the_workloads() {
-    let out = multiproc(&[
+    let text = stdout_of(&[
         "bench",
         "--hogs",
         "1",
@@ -185,14 +179,8 @@ fn bench_hogs_and_procs_reach_the_workloads() {
         "counter,queue_2p2c",
         "--quick",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("beside 1 busy processes"), "{text}");
-    let out = multiproc(&[
+    let text = stdout_of(&[
         "bench",
         "--hogs",
         "--procs",
@@ -202,12 +190,6 @@ fn bench_hogs_and_procs_reach_the_workloads() {
         "--quick",
         "--json",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
     // Six workers for the counter, three producers and three consumers.
     let counter = text
         .lines()
@@ -226,7 +208,7 @@ fn pi_plot_draws_one_bar_per_transport() {
     let dir = std::env::temp_dir().join(format!("multiproc-plot-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let svg = dir.join("pi.svg");
-    let out = multiproc(&[
+    stdout_of(&[
         "pi",
         "--n",
         "100000",
@@ -235,11 +217,6 @@ fn pi_plot_draws_one_bar_per_transport() {
         "--plot",
         svg.to_str().unwrap(),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let text = std::fs::read_to_string(&svg).unwrap();
     assert!(text.starts_with("<svg") && text.trim_end().ends_with("</svg>"));
     for t in ["seq", "array", "queue"] {
@@ -250,7 +227,7 @@ fn pi_plot_draws_one_bar_per_transport() {
     }
     assert_eq!(text.matches("<rect x=").count(), 3, "{text}");
     let png = dir.join("pi.png");
-    let out = multiproc(&[
+    stdout_of(&[
         "pi",
         "--n",
         "100000",
@@ -259,11 +236,6 @@ fn pi_plot_draws_one_bar_per_transport() {
         "--plot",
         png.to_str().unwrap(),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let bytes = std::fs::read(&png).unwrap();
     assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n") && bytes.len() > 1000);
     let bad = multiproc(&[
@@ -282,15 +254,9 @@ fn pi_redis_transport_through_a_real_server() {
     // Needs redis-server (CI installs it; `apt-get install redis-server`).
     let server = multiproc::redis::LocalServer::start().expect("start redis-server");
     let url = server.url();
-    let out = multiproc(&[
+    let text = stdout_of(&[
         "pi", "--n", "1000000", "--chunks", "20", "--redis", &url, "--json",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
     let l = text
         .lines()
         .find(|l| l.contains("\"variant\": \"fork_redis\"") && l.contains("\"metric\": \"pi\""))
@@ -306,35 +272,66 @@ fn pi_redis_transport_through_a_real_server() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--redis URL"));
 }
 
-#[test]
-fn manager_serve_for_other_processes_until_shutdown() {
-    use multiproc::Address;
+/// A `multiproc manager serve` run and a manager connected to it.
+struct Served {
+    /// A fresh directory holding the key file and the socket `m.sock`.
+    dir: std::path::PathBuf,
+    /// The `--listen` address.
+    listen: String,
+    address: multiproc::Address,
+    server: std::process::Child,
+    m: multiproc::manager::Manager,
+}
+
+/// Starts `multiproc manager serve` on a socket in a fresh directory named
+/// `tag` (plus this process's id), with `extra` arguments and the key
+/// `s3cret` in a key file, and connects to it within 20 seconds.
+fn serve(tag: &str, extra: &[&str]) -> Served {
     use multiproc::manager::Manager;
-    let dir = std::env::temp_dir().join(format!("multiproc-serve-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("{tag}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let key_file = dir.join("key");
     std::fs::write(&key_file, "s3cret\n").unwrap();
-    let sock = dir.join("m.sock");
-    let listen = format!("unix:{}", sock.display());
-    let mut server = Command::new(env!("CARGO_BIN_EXE_multiproc"))
-        .args(["manager", "serve", "--listen", &listen, "--authkey-file"])
+    let listen = format!("unix:{}", dir.join("m.sock").display());
+    let server = Command::new(env!("CARGO_BIN_EXE_multiproc"))
+        .args(["manager", "serve"])
+        .args(extra)
+        .args(["--listen", &listen, "--authkey-file"])
         .arg(&key_file)
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let address = Address::parse(&listen).unwrap();
+    let address = multiproc::Address::parse(&listen).unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     let m = loop {
         // The trailing newline of the key file is not part of the key.
         match Manager::connect(&address, b"s3cret") {
             Ok(m) => break m,
-            Err(e) if std::time::Instant::now() < deadline => {
-                let _ = e;
+            Err(_) if std::time::Instant::now() < deadline => {
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
             Err(e) => panic!("cannot connect to the served manager: {e}"),
         }
     };
+    Served {
+        dir,
+        listen,
+        address,
+        server,
+        m,
+    }
+}
+
+#[test]
+fn manager_serve_for_other_processes_until_shutdown() {
+    use multiproc::manager::Manager;
+    let Served {
+        dir,
+        listen,
+        address,
+        mut server,
+        m,
+    } = serve("multiproc-serve", &[]);
     let list = m.list::<u64>().unwrap();
     list.push(&7).unwrap();
     list.push(&8).unwrap();
@@ -362,38 +359,10 @@ fn manager_serve_for_other_processes_until_shutdown() {
 /// (their HMAC-MD5 handshake), standard library only.
 #[test]
 fn manager_serve_serves_python_clients() {
-    use multiproc::Address;
-    use multiproc::manager::Manager;
-    let dir = std::env::temp_dir().join(format!("multiproc-serve-py-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let key_file = dir.join("key");
-    std::fs::write(&key_file, "s3cret\n").unwrap();
+    let Served {
+        dir, mut server, m, ..
+    } = serve("multiproc-serve-py", &["--legacy-auth"]);
     let sock = dir.join("m.sock");
-    let listen = format!("unix:{}", sock.display());
-    let mut server = Command::new(env!("CARGO_BIN_EXE_multiproc"))
-        .args([
-            "manager",
-            "serve",
-            "--legacy-auth",
-            "--listen",
-            &listen,
-            "--authkey-file",
-        ])
-        .arg(&key_file)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let address = Address::parse(&listen).unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    let m = loop {
-        match Manager::connect(&address, b"s3cret") {
-            Ok(m) => break m,
-            Err(_) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            Err(e) => panic!("cannot connect to the served manager: {e}"),
-        }
-    };
     let script = format!(
         "from multiprocessing.managers import SyncManager\n\
          m = SyncManager(address={:?}, authkey=b's3cret')\n\
@@ -403,21 +372,13 @@ fn manager_serve_serves_python_clients() {
          print('OK')",
         sock.to_str().unwrap()
     );
-    let mut py = Command::new("python3")
+    let py = Command::new("python3")
         .args(["-c", &script])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("python3 is needed for the interop tests");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while py.try_wait().unwrap().is_none() {
-        if std::time::Instant::now() > deadline {
-            let _ = py.kill();
-            panic!("the python client did not finish");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    let out = py.wait_with_output().unwrap();
+    let out = output_within(py, std::time::Duration::from_secs(60), "the python client");
     assert!(
         out.status.success() && String::from_utf8_lossy(&out.stdout).contains("OK"),
         "{}",
@@ -477,19 +438,29 @@ fn faults_scenarios_print_what_was_lost_and_pass() {
 /// Runs `multiproc` with a bound: a run that should have been refused at
 /// once but goes on computing is killed and fails the test.
 fn multiproc_bounded(args: &[&str], bound: std::time::Duration) -> std::process::Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_multiproc"))
+    let child = Command::new(env!("CARGO_BIN_EXE_multiproc"))
         .args(args)
         .env_remove("REDIS_URL")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("run multiproc");
+    output_within(child, bound, &format!("multiproc {args:?}"))
+}
+
+/// The output of `child` (`what`), which must end within `bound`: else it
+/// is killed and the test fails.
+fn output_within(
+    mut child: std::process::Child,
+    bound: std::time::Duration,
+    what: &str,
+) -> std::process::Output {
     let start = std::time::Instant::now();
     while child.try_wait().unwrap().is_none() {
         if start.elapsed() > bound {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("multiproc {args:?} still running after {bound:?}");
+            panic!("{what} still running after {bound:?}");
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
@@ -548,23 +519,14 @@ fn table_chart_and_json_use_the_same_transport_names() {
         assert!(seconds > 0.0, "{row}");
     }
     // The long names are accepted on the command line too.
-    let out = multiproc(&["pi", "--n", "2000", "--transport", "fork_pipe,fork_file"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    stdout_of(&["pi", "--n", "2000", "--transport", "fork_pipe,fork_file"]);
 }
 
 #[test]
 fn skipping_redis_is_announced_with_how_to_enable_it() {
     let out = multiproc(&["pi", "--n", "1e4"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
     assert!(err.contains("fork_redis skipped"), "{err}");
     assert!(
         err.contains("--redis") && err.contains("REDIS_URL"),
