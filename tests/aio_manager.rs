@@ -11,24 +11,15 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::aio::{bounded, rt};
-use common::{join_ok, serial, spawn};
+use common::{join_ok, manager_builder, serial, spawn};
 use multiproc::RemoteErrorKind;
 use multiproc::aio::proxy_call;
 use multiproc::manager::ProxyError;
-use multiproc::manager::{Manager, ManagerBuilder, TypedProxy};
+use multiproc::manager::TypedProxy;
 use serde::{Deserialize, Serialize};
 use tokio::time::timeout;
 
-fn builder() -> ManagerBuilder {
-    // SAFETY: the server child uses its own threads, the allocator and the
-    // standard library only; forking tests are serialized.
-    unsafe {
-        Manager::builder()
-            .authkey(b"aio manager tests")
-            .start_method(multiproc::StartMethod::Fork)
-            .allow_threads()
-    }
-}
+const KEY: &[u8] = b"aio manager tests";
 
 fn threads() -> usize {
     std::fs::read_dir("/proc/self/task").unwrap().count()
@@ -60,7 +51,7 @@ multiproc::manager_type! {
 #[test]
 fn proxy_methods_are_awaited_with_their_answers_and_errors() {
     let _s = serial();
-    let m = builder().register::<Account>().start().unwrap();
+    let m = manager_builder(KEY).register::<Account>().start().unwrap();
     let list = m.list_from(&[1u32, 2, 3]).unwrap();
     let dict = m.dict::<String, u32>().unwrap();
     let value = m.value(&5u64).unwrap();
@@ -114,7 +105,7 @@ fn proxy_methods_are_awaited_with_their_answers_and_errors() {
 #[test]
 fn objects_made_in_an_async_call_are_counted_once() {
     let _s = serial();
-    let m = builder().start().unwrap();
+    let m = manager_builder(KEY).start().unwrap();
     assert_eq!(m.object_count().unwrap(), 0);
     let l = rt().block_on(async {
         bounded(proxy_call(|| -> multiproc::Result<_> {
@@ -136,7 +127,7 @@ fn objects_made_in_an_async_call_are_counted_once() {
 #[test]
 fn a_closure_whose_calls_drift_between_runs_is_refused() {
     let _s = serial();
-    let m = builder().start().unwrap();
+    let m = manager_builder(KEY).start().unwrap();
     let value = m.value(&0u32).unwrap();
     rt().block_on(async {
         // Each run sets another value: the second run's call is not the
@@ -156,7 +147,7 @@ fn a_closure_whose_calls_drift_between_runs_is_refused() {
 #[test]
 fn many_calls_at_once_take_no_thread_each() {
     let _s = serial();
-    let m = builder().start().unwrap();
+    let m = manager_builder(KEY).start().unwrap();
     let ev = m.event().unwrap();
     let before = threads();
     let rt = rt();
@@ -190,7 +181,7 @@ fn many_calls_at_once_take_no_thread_each() {
 #[test]
 fn a_call_dropped_mid_way_leaves_no_stale_reply_for_the_next() {
     let _s = serial();
-    let m = builder().start().unwrap();
+    let m = manager_builder(KEY).start().unwrap();
     let ev = m.event().unwrap();
     let value = m.value(&1u32).unwrap();
     rt().block_on(async {
@@ -220,7 +211,7 @@ fn a_call_dropped_mid_way_leaves_no_stale_reply_for_the_next() {
 #[test]
 fn an_async_call_to_a_killed_server_fails_promptly() {
     let _s = serial();
-    let m = builder().start().unwrap();
+    let m = manager_builder(KEY).start().unwrap();
     let q = m.queue::<u32>().unwrap();
     let list = m.list::<u32>().unwrap();
     let pid = m.server_pid().unwrap();

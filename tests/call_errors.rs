@@ -7,14 +7,14 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{PATIENCE, eventually, in_child, reap_behind_its_back, serial, spawn};
+use common::{
+    PATIENCE, eventually, in_child, manager_builder, reap_behind_its_back, serial, spawn,
+};
 use multiproc::connection::listener::Address;
-use multiproc::manager::{ConnectError, Manager, ManagerBuilder, ProxyError};
+use multiproc::manager::{ConnectError, Manager, ProxyError};
 use multiproc::process::wait;
 use multiproc::signal::Signal;
-use multiproc::{
-    Error, ExitStatus, JoinOkError, Process, RemoteErrorKind, SignalError, StartMethod,
-};
+use multiproc::{Error, ExitStatus, JoinOkError, Process, RemoteErrorKind, SignalError};
 
 const KEY: &[u8] = b"call errors";
 
@@ -133,18 +133,6 @@ fn process_calls_fail_only_as_they_can() {
     }
 }
 
-fn builder() -> ManagerBuilder {
-    // SAFETY: the server child uses its own threads, the allocator and the
-    // standard library only; the harness's threads hold none of their
-    // locks across the fork (forking tests are serialized).
-    unsafe {
-        Manager::builder()
-            .authkey(KEY)
-            .start_method(StartMethod::Fork)
-            .allow_threads()
-    }
-}
-
 /// What a user writes: a missing field is an answer, anything else an error.
 fn field_or_default(ns: &multiproc::manager::NamespaceProxy, name: &str) -> multiproc::Result<u32> {
     match ns.get::<u32>(name) {
@@ -160,7 +148,7 @@ fn field_or_default(ns: &multiproc::manager::NamespaceProxy, name: &str) -> mult
 #[test]
 fn proxy_calls_report_the_servers_kind_and_a_gone_server() {
     let _s = serial();
-    let m = builder().start().unwrap();
+    let m = manager_builder(KEY).start().unwrap();
     let ns = m.namespace().unwrap();
     ns.set("here", &7u32).unwrap();
     assert_eq!(field_or_default(&ns, "here").unwrap(), 7);
@@ -213,7 +201,7 @@ fn proxy_calls_report_the_servers_kind_and_a_gone_server() {
 #[test]
 fn connecting_fails_with_its_own_errors() {
     let _s = serial();
-    let m = builder().start().unwrap();
+    let m = manager_builder(KEY).start().unwrap();
     match Manager::connect(m.address(), b"not the key") {
         Err(ConnectError::AuthenticationFailed(_)) => {}
         other => panic!("expected AuthenticationFailed, got {other:?}"),

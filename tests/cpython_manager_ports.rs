@@ -12,30 +12,19 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{join_ok, serial, spawn};
+use common::{join_ok, manager_builder, serial, spawn};
+use multiproc::RemoteErrorKind;
 use multiproc::connection::listener::Address;
 use multiproc::manager::{ConnectError, ProxyError};
-use multiproc::manager::{DictProxy, ListProxy, Manager, ManagerBuilder, Proxy, TypedProxy};
-use multiproc::{RemoteErrorKind, StartMethod};
+use multiproc::manager::{DictProxy, ListProxy, Manager, Proxy, TypedProxy};
 use serde::{Deserialize, Serialize};
 
 const KEY: &[u8] = b"cpython ports";
 /// CPython's short timeouts (TIMEOUT1..3).
 const TIMEOUT: Duration = Duration::from_millis(100);
 
-fn builder() -> ManagerBuilder {
-    // SAFETY: the server child uses its own threads, the allocator and the
-    // standard library only; forking tests are serialized.
-    unsafe {
-        Manager::builder()
-            .authkey(KEY)
-            .start_method(StartMethod::Fork)
-            .allow_threads()
-    }
-}
-
 fn start() -> Manager {
-    builder().start().expect("start a manager")
+    manager_builder(KEY).start().expect("start a manager")
 }
 
 fn temp_sock(tag: &str) -> (std::path::PathBuf, Address) {
@@ -54,7 +43,10 @@ fn restart_test_rapid_restart() {
     let _s = serial();
     let (dir, address) = temp_sock("restart");
     for round in 0..3u32 {
-        let m = builder().address(address.clone()).start().unwrap();
+        let m = manager_builder(KEY)
+            .address(address.clone())
+            .start()
+            .unwrap();
         let q = m.queue::<u32>().unwrap();
         let mut kid = {
             let q = q.clone();
@@ -100,14 +92,14 @@ multiproc::manager_type! {
 #[test]
 fn mymanager_test_mymanager_and_context() {
     let _s = serial();
-    let m = builder().register::<Foo>().start().unwrap();
+    let m = manager_builder(KEY).register::<Foo>().start().unwrap();
     let pid = m.server_pid().unwrap();
     let foo: FooProxy = m.create(&Foo).unwrap();
     assert_eq!(foo.f().unwrap(), "f()");
     m.shutdown().unwrap();
     assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
     {
-        let m = builder().register::<Foo>().start().unwrap();
+        let m = manager_builder(KEY).register::<Foo>().start().unwrap();
         let pid = m.server_pid().unwrap();
         let foo: FooProxy = m.create(&Foo).unwrap();
         assert_eq!(foo.f().unwrap(), "f()");
@@ -124,7 +116,7 @@ fn mymanager_test_mymanager_and_context() {
 #[test]
 fn mymanager_test_exposed_methods() {
     let _s = serial();
-    let m = builder().register::<Foo>().start().unwrap();
+    let m = manager_builder(KEY).register::<Foo>().start().unwrap();
     let foo: FooProxy = m.create(&Foo).unwrap();
     let e = foo.g().unwrap_err();
     assert!(
@@ -149,7 +141,10 @@ fn remote_test_remote() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap()
     };
-    let m = builder().address(Address::Tcp(port)).start().unwrap();
+    let m = manager_builder(KEY)
+        .address(Address::Tcp(port))
+        .start()
+        .unwrap();
     let q = m.queue::<(String, Vec<u32>, f64)>().unwrap();
     let token = q.proxy().token().clone();
     let address = m.address().clone();

@@ -8,36 +8,24 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{join_ok, serial, spawn, spawn_in};
+use common::{join_ok, manager_builder, serial, spawn, spawn_in};
 use multiproc::connection::listener::Address;
 use multiproc::manager::ProxyError;
-use multiproc::manager::{DictProxy, ListProxy, Manager, ManagerBuilder, QueueProxy};
+use multiproc::manager::{DictProxy, ListProxy, Manager, QueueProxy};
 use multiproc::{RemoteErrorKind, StartMethod};
 
 const KEY: &[u8] = b"manager parity key";
 
 /// A builder that forks its server from the (multithreaded) test harness.
-fn builder() -> ManagerBuilder {
-    // SAFETY: the server child uses its own threads, the allocator and the
-    // standard library only; the harness's threads hold none of their locks
-    // across the fork (forking tests are serialized).
-    unsafe {
-        Manager::builder()
-            .authkey(KEY)
-            .start_method(StartMethod::Fork)
-            .allow_threads()
-    }
-}
-
 fn start() -> Manager {
-    builder().start().expect("start a manager")
+    manager_builder(KEY).start().expect("start a manager")
 }
 
 #[test]
 fn tcp_port_zero_binds_a_free_port_and_reports_it() {
     let _s = serial();
     let t0 = Instant::now();
-    let m = builder()
+    let m = manager_builder(KEY)
         .address(Address::parse("tcp:127.0.0.1:0").unwrap())
         .start()
         .expect("start on port 0");
@@ -206,7 +194,7 @@ fn proxies_stored_by_a_child_that_exited_stay_usable() {
 #[test]
 fn a_client_connecting_by_address_fetches_named_objects() {
     let _s = serial();
-    let m = builder()
+    let m = manager_builder(KEY)
         .address(Address::parse("tcp:127.0.0.1:0").unwrap())
         .start()
         .unwrap();

@@ -165,6 +165,32 @@ pub fn running(pid: i32) -> bool {
 
 /// The counter [`spin_ms`] counts itself in, set in pool workers by
 /// [`note_busy`] (their initializer).
+/// `b` with its server started by `method`: forked from this multithreaded
+/// test process (the tests opt in), or spawned.
+#[cfg(feature = "manager")]
+pub fn manager_with_method(
+    b: multiproc::manager::ManagerBuilder,
+    method: multiproc::StartMethod,
+) -> multiproc::manager::ManagerBuilder {
+    match method {
+        // SAFETY: the server child uses its own threads, the allocator and
+        // the standard library only; the harness's threads hold none of
+        // their locks across the fork (forking tests are serialized).
+        multiproc::StartMethod::Fork => unsafe { b.start_method(method).allow_threads() },
+        _ => b.start_method(method),
+    }
+}
+
+/// A manager builder with the key `key` whose server is forked from this
+/// test process.
+#[cfg(feature = "manager")]
+pub fn manager_builder(key: &[u8]) -> multiproc::manager::ManagerBuilder {
+    manager_with_method(
+        multiproc::manager::Manager::builder().authkey(key),
+        multiproc::StartMethod::Fork,
+    )
+}
+
 #[cfg(feature = "pool")]
 static BUSY: std::sync::OnceLock<std::sync::Arc<multiproc::Value<u64>>> =
     std::sync::OnceLock::new();

@@ -14,7 +14,7 @@ use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-use super::common::{join_ok, spawn};
+use super::common::{join_ok, manager_with_method, spawn};
 use multiproc::connection::listener::{Address, Client};
 use multiproc::manager::{ConnectError, ProxyError};
 use multiproc::manager::{DictProxy, ListProxy, Manager, ManagerBuilder, Proxy, Token, TypedProxy};
@@ -71,21 +71,9 @@ macro_rules! cases {
     };
 }
 
-/// `b` starting its server with `method`: forked from this multithreaded
-/// test process, or spawned.
-pub fn with_method(b: ManagerBuilder, method: StartMethod) -> ManagerBuilder {
-    match method {
-        // SAFETY: the server child uses its own threads, the allocator and
-        // the standard library only; the harness's threads hold none of
-        // their locks across the fork (forking tests are serialized).
-        StartMethod::Fork => unsafe { b.start_method(method).allow_threads() },
-        _ => b.start_method(method),
-    }
-}
-
 /// A builder with the tests' key whose server starts with `method`.
 pub fn builder(method: StartMethod) -> ManagerBuilder {
-    with_method(Manager::builder().authkey(KEY), method)
+    manager_with_method(Manager::builder().authkey(KEY), method)
 }
 
 pub fn start(method: StartMethod) -> Manager {
@@ -540,7 +528,9 @@ pub fn proxies_travel_through_a_connection(method: StartMethod) {
     // The receiving process connects with its own authkey, so the
     // manager uses this process's key (which children inherit).
     // SAFETY: as in `builder`.
-    let m2 = with_method(Manager::builder(), method).start().unwrap();
+    let m2 = manager_with_method(Manager::builder(), method)
+        .start()
+        .unwrap();
     let list2 = m2.list::<String>().unwrap();
     let (a, b) = multiproc::pipe(true).unwrap();
     let mut kid = spawn(move || {
