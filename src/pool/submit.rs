@@ -3,17 +3,42 @@
 //! task ring.
 
 use std::collections::VecDeque;
+use std::sync::MutexGuard;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::Result;
 
-use super::scheduler::{Outcome, decode_all, decode_one, default_chunksize};
+use super::scheduler::{Outcome, State, decode_all, decode_one, default_chunksize};
 use super::worker::{self, TaskCode};
 use super::{AsyncResult, IMAP_AHEAD_PER_WORKER, IMap, Pool, TaskError};
 
+/// A chunk size, which must be at least 1.
+fn nonzero(chunksize: usize) -> Result<usize, TaskError> {
+    match chunksize {
+        0 => Err(TaskError::InvalidArgument("chunksize must be at least 1")),
+        c => Ok(c),
+    }
+}
+
 impl Pool {
+    /// Locks the pool's state for a new job, refused if the pool is closed,
+    /// terminated or broken; then `code`'s index in the code table, with
+    /// the state still locked.
+    fn admit(&self, code: Result<TaskCode>) -> Result<(MutexGuard<'_, State>, u32), TaskError> {
+        let inner = &self.inner;
+        let mut st = inner.lock();
+        if let Some(e) = inner.refusal(&st) {
+            return Err(e);
+        }
+        let function = st
+            .table
+            .index(code.map_err(TaskError::from_internal)?)
+            .map_err(TaskError::from_internal)?;
+        Ok((st, function))
+    }
+
     fn start_map<X: Serialize, T>(
         &self,
         code: Result<TaskCode>,
@@ -23,18 +48,10 @@ impl Pool {
     ) -> Result<AsyncResult<T>, TaskError> {
         let inner = &self.inner;
         let cs = match chunksize {
-            Some(0) => return Err(TaskError::InvalidArgument("chunksize must be at least 1")),
-            Some(c) => c,
+            Some(c) => nonzero(c)?,
             None => default_chunksize(items.len(), inner.processes),
         };
-        let mut st = inner.lock();
-        if let Some(e) = inner.refusal(&st) {
-            return Err(e);
-        }
-        let function = st
-            .table
-            .index(code.map_err(TaskError::from_internal)?)
-            .map_err(TaskError::from_internal)?;
+        let (mut st, function) = self.admit(code)?;
         let job = inner.new_job(&mut st, false);
         let mut buf = Vec::with_capacity(64);
         let mut items = items.into_iter().peekable();
@@ -212,15 +229,11 @@ impl Pool {
             buf: Vec::new(),
         };
         let started = (|| {
-            if chunksize == 0 {
-                return Err(TaskError::InvalidArgument("chunksize must be at least 1"));
-            }
+            nonzero(chunksize)?;
+            // A function the pool cannot run is refused before the pool's
+            // state is looked at.
             let code = worker::code1(f).map_err(TaskError::from_internal)?;
-            let mut st = inner.lock();
-            if let Some(e) = inner.refusal(&st) {
-                return Err(e);
-            }
-            let function = st.table.index(code).map_err(TaskError::from_internal)?;
+            let (mut st, function) = self.admit(Ok(code))?;
             Ok((inner.new_job(&mut st, true), function))
         })();
         match started {
