@@ -360,19 +360,18 @@ impl Heap {
             self.release();
             reused = self.free[class].pop();
         }
+        let born = self.epoch;
+        let slot_at = |ptr, arena| Allocation {
+            ptr,
+            size: slot,
+            arena,
+            born,
+            owned: true,
+        };
         if let Some(addr) = reused {
             let arena = self.arena_of(addr);
             let ptr = NonNull::new(addr as *mut u8).expect("free list holds non-null addresses");
-            return Ok((
-                Allocation {
-                    ptr,
-                    size: slot,
-                    arena,
-                    born: self.epoch,
-                    owned: true,
-                },
-                false,
-            ));
+            return Ok((slot_at(ptr, arena), false));
         }
         let slot_align = slot.min(MAX_ALIGN);
         let mut start = self.bump.next_multiple_of(slot_align);
@@ -393,16 +392,7 @@ impl Heap {
         // SAFETY: `start + slot <= ARENA_SIZE`, the mapping's length.
         let ptr = unsafe { arena.map.as_ptr().add(start) };
         let ptr = NonNull::new(ptr).expect("mmap never returns null");
-        Ok((
-            Allocation {
-                ptr,
-                size: slot,
-                arena,
-                born: self.epoch,
-                owned: true,
-            },
-            true,
-        ))
+        Ok((slot_at(ptr, arena), true))
     }
 
     fn arena_of(&self, addr: usize) -> Arc<Arena> {
@@ -811,6 +801,25 @@ mod tests {
         bytes.iter().all(|&b| b == byte)
     }
 
+    /// Eight new allocations of `len` bytes, each filled with `byte`.
+    fn filled(len: usize, byte: u8) -> Vec<Allocation> {
+        let fresh: Vec<Allocation> = (0..8).map(|_| alloc(len, 8).unwrap().0).collect();
+        for f in &fresh {
+            fill(f, len, byte);
+        }
+        fresh
+    }
+
+    /// None of `fresh` (from [`filled`]) is the slot at `old` that `who`
+    /// still used, and `who` wrote into none of them.
+    #[track_caller]
+    fn untouched(fresh: &[Allocation], old: usize, len: usize, byte: u8, who: &str) {
+        for f in fresh {
+            assert_ne!(addr(f), old, "the {who}'s slot was reused");
+            assert!(all(f, len, byte), "the {who} wrote into a new object");
+        }
+    }
+
     /// The parent frees its handle of a slot that a running child still
     /// uses: the next allocations of that size must not get the slot, or
     /// the child's writes would land in them.
@@ -832,16 +841,10 @@ mod tests {
         // Free the parent's handle (it lives in the parent's copy of the
         // closure).
         drop(closure);
-        let fresh: Vec<Allocation> = (0..8).map(|_| alloc(LEN, 8).unwrap().0).collect();
-        for f in &fresh {
-            fill(f, LEN, 0x11);
-        }
+        let fresh = filled(LEN, 0x11);
         signal(&go_w);
         assert_eq!(wait_exit(pid), 0);
-        for f in &fresh {
-            assert_ne!(addr(f), old, "the child's slot was reused");
-            assert!(all(f, LEN, 0x11), "the child wrote into a new object");
-        }
+        untouched(&fresh, old, LEN, 0x11, "child");
     }
 
     /// As above, but the one still using the slot is a grandchild whose
@@ -868,16 +871,10 @@ mod tests {
         });
         drop(closure);
         assert_eq!(wait_exit(pid), 0);
-        let fresh: Vec<Allocation> = (0..8).map(|_| alloc(LEN, 8).unwrap().0).collect();
-        for f in &fresh {
-            fill(f, LEN, 0x22);
-        }
+        let fresh = filled(LEN, 0x22);
         signal(&go_w);
         assert!(ready(&done_r), "the grandchild did not write in time");
-        for f in &fresh {
-            assert_ne!(addr(f), old, "the grandchild's slot was reused");
-            assert!(all(f, LEN, 0x22), "the grandchild wrote into a new object");
-        }
+        untouched(&fresh, old, LEN, 0x22, "grandchild");
     }
 
     /// Once the children that could use a slot have ended (reaped or not),
