@@ -67,6 +67,51 @@ fn head_len(addr: usize, len: usize) -> usize {
     (addr.next_multiple_of(WORD) - addr).min(len)
 }
 
+/// The walk both word loops take over `len` bytes whose shared side starts
+/// at address `shared`: `byte(at)` for single bytes up to the shared side's
+/// first word boundary, then whole words, each read by `get(at)` and
+/// written by `put(at, w)` (four reads before their four writes while four
+/// words last), then single bytes again. It promises its callers that
+/// every offset it passes is in bounds (`at < len` to `byte`,
+/// `at + WORD <= len` to `get` and `put`), and that `shared + at` is
+/// word-aligned for every offset passed to `get` and `put` (the head
+/// brings it to a boundary, and `at` moves on by whole words).
+#[inline(always)]
+fn walk(
+    shared: usize,
+    len: usize,
+    mut byte: impl FnMut(usize),
+    get: impl Fn(usize) -> usize,
+    put: impl Fn(usize, usize),
+) {
+    let head = head_len(shared, len);
+    for at in 0..head {
+        byte(at);
+    }
+    let mut at = head;
+    while len - at >= 4 * WORD {
+        let (a, b, c, d) = (
+            get(at),
+            get(at + WORD),
+            get(at + 2 * WORD),
+            get(at + 3 * WORD),
+        );
+        put(at, a);
+        put(at + WORD, b);
+        put(at + 2 * WORD, c);
+        put(at + 3 * WORD, d);
+        at += 4 * WORD;
+    }
+    while len - at >= WORD {
+        put(at, get(at));
+        at += WORD;
+    }
+    while at < len {
+        byte(at);
+        at += 1;
+    }
+}
+
 /// Copies `dst.len()` bytes from the shared bytes at `src` into `dst`,
 /// reading the shared side only atomically.
 ///
@@ -122,11 +167,11 @@ unsafe fn load_raw(src: *const u8, dst: *mut u8, len: usize) {
         return;
     }
     // Every load below reads an address in `src..src + len`, readable (the
-    // caller's promise); words only at word-aligned addresses (the head
-    // brings `src + at` to a boundary, and `at` moves on by whole words),
-    // bytes are always aligned; every concurrent access is atomic (the
-    // caller's promise). Every store goes to `dst..dst + len`, valid and
-    // private (the caller's promise), unaligned where need be.
+    // caller's promise); words only at word-aligned addresses (`walk`'s
+    // promise, with `src` the shared side), bytes are always aligned; every
+    // concurrent access is atomic (the caller's promise). Every store goes
+    // to `dst..dst + len`, valid and private (the caller's promise),
+    // unaligned where need be.
     let word = |at: usize| {
         let p = src.wrapping_add(at).cast::<usize>().cast_mut();
         // SAFETY: see above.
@@ -144,32 +189,7 @@ unsafe fn load_raw(src: *const u8, dst: *mut u8, len: usize) {
         // SAFETY: see above.
         unsafe { dst.wrapping_add(at).write(b) }
     };
-    let head = head_len(src as usize, len);
-    for at in 0..head {
-        put_byte(at, byte(at));
-    }
-    let mut at = head;
-    while len - at >= 4 * WORD {
-        let (a, b, c, d) = (
-            word(at),
-            word(at + WORD),
-            word(at + 2 * WORD),
-            word(at + 3 * WORD),
-        );
-        put(at, a);
-        put(at + WORD, b);
-        put(at + 2 * WORD, c);
-        put(at + 3 * WORD, d);
-        at += 4 * WORD;
-    }
-    while len - at >= WORD {
-        put(at, word(at));
-        at += WORD;
-    }
-    while at < len {
-        put_byte(at, byte(at));
-        at += 1;
-    }
+    walk(src as usize, len, |at| put_byte(at, byte(at)), word, put);
 }
 
 /// Copies `data` into the shared bytes at `dst`, writing the shared side
@@ -198,11 +218,11 @@ pub(crate) unsafe fn store(data: &[u8], dst: *mut u8) {
         unsafe { string_copy(src, dst, len) };
         return;
     }
-    // Every load below reads `data` (in bounds: `at < len` or
-    // `at + WORD <= len`), unaligned where need be; every store goes to
-    // `dst..dst + len`, writable (the caller's promise), words only at
-    // word-aligned addresses (the head brings `dst + at` to a boundary);
-    // every concurrent access to them is atomic (the caller's promise).
+    // Every load below reads `data` (in bounds: `walk`'s promise),
+    // unaligned where need be; every store goes to `dst..dst + len`,
+    // writable (the caller's promise), words only at word-aligned addresses
+    // (`walk`'s promise, with `dst` the shared side); every concurrent
+    // access to them is atomic (the caller's promise).
     let get = |at: usize| {
         // SAFETY: see above.
         unsafe { src.wrapping_add(at).cast::<usize>().read_unaligned() }
@@ -216,32 +236,7 @@ pub(crate) unsafe fn store(data: &[u8], dst: *mut u8) {
         // SAFETY: see above.
         unsafe { AtomicU8::from_ptr(dst.wrapping_add(at)) }.store(data[at], Ordering::Relaxed)
     };
-    let head = head_len(dst as usize, len);
-    for at in 0..head {
-        byte(at);
-    }
-    let mut at = head;
-    while len - at >= 4 * WORD {
-        let (a, b, c, d) = (
-            get(at),
-            get(at + WORD),
-            get(at + 2 * WORD),
-            get(at + 3 * WORD),
-        );
-        word(at, a);
-        word(at + WORD, b);
-        word(at + 2 * WORD, c);
-        word(at + 3 * WORD, d);
-        at += 4 * WORD;
-    }
-    while len - at >= WORD {
-        word(at, get(at));
-        at += WORD;
-    }
-    while at < len {
-        byte(at);
-        at += 1;
-    }
+    walk(dst as usize, len, byte, get, word);
 }
 
 /// Whether `[a, a + len)` and `[b, b + len)` share a byte.
