@@ -24,7 +24,8 @@ use std::os::fd::OwnedFd;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::measurement::WallTime;
+use criterion::{BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main};
 use multiproc::connection::Connection;
 use multiproc::process::Scope;
 use multiproc::queue::Queue;
@@ -52,66 +53,84 @@ fn fork<'s>(ps: &'s Scope<'s, '_>, body: impl FnOnce() + 's) -> Process<'s> {
     p
 }
 
+/// Times `parent` while a forked child runs `child`, then checks that the
+/// child succeeded.
+fn timed_beside(child: impl FnOnce(), parent: impl FnOnce()) -> Duration {
+    multiproc::process::scope(|ps| {
+        let mut child = fork(ps, child);
+        let t = Instant::now();
+        parent();
+        let t = t.elapsed();
+        assert!(child.join().unwrap().success());
+        t
+    })
+}
+
+/// Benches `run` (timing `iters` messages over a pair of connections) in
+/// `g` over `pipe(true)`, then over the OS-only `pipe_os(true)`.
+fn both_pipes(
+    g: &mut BenchmarkGroup<'_, WallTime>,
+    run: fn(&Connection, &Connection, u64) -> Duration,
+) {
+    let (a, b) = multiproc::pipe(true).unwrap();
+    g.bench_function("multiproc_pipe", |bch| {
+        bch.iter_custom(|iters| run(&a, &b, iters))
+    });
+    drop((a, b));
+    let (a, b) = multiproc::connection::pipe_os(true).unwrap();
+    g.bench_function("multiproc_pipe_os", |bch| {
+        bch.iter_custom(|iters| run(&a, &b, iters))
+    });
+}
+
 /// Times `iters` round trips of 64 bytes over a pair of connections.
 fn rtt_connections(a: &Connection, b: &Connection, iters: u64) -> Duration {
     let msg = [7u8; 64];
-    multiproc::process::scope(|ps| {
-        let mut child = fork(ps, move || {
+    let mut buf = [0u8; 64];
+    let t = timed_beside(
+        move || {
             let mut buf = [0u8; 64];
             for _ in 0..iters {
                 let n = b.recv_bytes_into(&mut buf).unwrap();
                 b.send_bytes(&buf[..n]).unwrap();
             }
-        });
-        let mut buf = [0u8; 64];
-        let t = Instant::now();
-        for _ in 0..iters {
-            a.send_bytes(&msg).unwrap();
-            assert_eq!(a.recv_bytes_into(&mut buf).unwrap(), 64);
-        }
-        let t = t.elapsed();
-        assert!(child.join().unwrap().success());
-        assert_eq!(buf, msg);
-        t
-    })
+        },
+        || {
+            for _ in 0..iters {
+                a.send_bytes(&msg).unwrap();
+                assert_eq!(a.recv_bytes_into(&mut buf).unwrap(), 64);
+            }
+        },
+    );
+    assert_eq!(buf, msg);
+    t
 }
 
 fn pipe_rtt(c: &mut Criterion) {
     let mut g = c.benchmark_group("pipe_rtt");
     g.measurement_time(Duration::from_secs(4)).sample_size(10);
-    let (a, b) = multiproc::pipe(true).unwrap();
-    g.bench_function("multiproc_pipe", |bch| {
-        bch.iter_custom(|iters| rtt_connections(&a, &b, iters))
-    });
-    drop((a, b));
-    let (a, b) = multiproc::connection::pipe_os(true).unwrap();
-    g.bench_function("multiproc_pipe_os", |bch| {
-        bch.iter_custom(|iters| rtt_connections(&a, &b, iters))
-    });
-    drop((a, b));
+    both_pipes(&mut g, rtt_connections);
     let (x, y) = bare_socketpair();
     g.bench_function("bare_socketpair", |bch| {
         bch.iter_custom(|iters| {
             let y = &y;
-            multiproc::process::scope(|ps| {
-                let mut child = fork(ps, move || {
+            timed_beside(
+                move || {
                     let mut buf = [0u8; 64];
                     for _ in 0..iters {
                         read_full(y, &mut buf);
                         write_full(y, &buf);
                     }
-                });
-                let msg = [7u8; 64];
-                let mut buf = [0u8; 64];
-                let t = Instant::now();
-                for _ in 0..iters {
-                    write_full(&x, &msg);
-                    read_full(&x, &mut buf);
-                }
-                let t = t.elapsed();
-                assert!(child.join().unwrap().success());
-                t
-            })
+                },
+                || {
+                    let msg = [7u8; 64];
+                    let mut buf = [0u8; 64];
+                    for _ in 0..iters {
+                        write_full(&x, &msg);
+                        read_full(&x, &mut buf);
+                    }
+                },
+            )
         })
     });
     g.finish();
@@ -120,73 +139,59 @@ fn pipe_rtt(c: &mut Criterion) {
 const MSG: usize = 1 << 20;
 
 fn bw_connections(a: &Connection, b: &Connection, iters: u64) -> Duration {
-    multiproc::process::scope(|ps| {
-        let mut child = fork(ps, move || {
-            let mut msg = vec![5u8; MSG];
+    let mut bytes = 0;
+    let t = timed_beside(
+        move || marked_messages(iters, |msg| b.send_bytes(msg).unwrap()),
+        || {
             for i in 0..iters {
-                // Each message marked at both ends, so stale bytes would show.
-                msg[..8].copy_from_slice(&i.to_le_bytes());
-                msg[MSG - 1] = i as u8;
-                b.send_bytes(&msg).unwrap();
+                let m = a.recv_bytes().unwrap();
+                bytes += m.len();
+                check_marks(&m, i);
             }
-        });
-        let t = Instant::now();
-        let mut bytes = 0;
-        for i in 0..iters {
-            let m = a.recv_bytes().unwrap();
-            bytes += m.len();
-            assert_eq!(
-                (&m[..8], m[MSG / 2], m[MSG - 1]),
-                (&i.to_le_bytes()[..], 5, i as u8)
-            );
-        }
-        let t = t.elapsed();
-        assert!(child.join().unwrap().success());
-        assert_eq!(bytes as u64, iters * MSG as u64);
-        t
-    })
+        },
+    );
+    assert_eq!(bytes as u64, iters * MSG as u64);
+    t
+}
+
+/// Sends `iters` messages of `MSG` bytes of 5 through `send`, each marked
+/// with its number at both ends, so that stale bytes would show.
+fn marked_messages(iters: u64, mut send: impl FnMut(&[u8])) {
+    let mut msg = vec![5u8; MSG];
+    for i in 0..iters {
+        msg[..8].copy_from_slice(&i.to_le_bytes());
+        msg[MSG - 1] = i as u8;
+        send(&msg);
+    }
+}
+
+/// Checks that `m` is message `i` of [`marked_messages`].
+fn check_marks(m: &[u8], i: u64) {
+    assert_eq!(
+        (&m[..8], m[MSG / 2], m[MSG - 1]),
+        (&i.to_le_bytes()[..], 5, i as u8)
+    );
 }
 
 fn pipe_bw(c: &mut Criterion) {
     let mut g = c.benchmark_group("pipe_bw");
     g.measurement_time(Duration::from_secs(5)).sample_size(10);
     g.throughput(Throughput::Bytes(MSG as u64));
-    let (a, b) = multiproc::pipe(true).unwrap();
-    g.bench_function("multiproc_pipe", |bch| {
-        bch.iter_custom(|iters| bw_connections(&a, &b, iters))
-    });
-    drop((a, b));
-    let (a, b) = multiproc::connection::pipe_os(true).unwrap();
-    g.bench_function("multiproc_pipe_os", |bch| {
-        bch.iter_custom(|iters| bw_connections(&a, &b, iters))
-    });
-    drop((a, b));
+    both_pipes(&mut g, bw_connections);
     let (x, y) = bare_socketpair();
     g.bench_function("bare_socketpair", |bch| {
         bch.iter_custom(|iters| {
             let y = &y;
-            multiproc::process::scope(|ps| {
-                let mut child = fork(ps, move || {
-                    let mut msg = vec![5u8; MSG];
+            let mut buf = vec![0u8; MSG];
+            timed_beside(
+                move || marked_messages(iters, |msg| write_full(y, msg)),
+                || {
                     for i in 0..iters {
-                        msg[..8].copy_from_slice(&i.to_le_bytes());
-                        msg[MSG - 1] = i as u8;
-                        write_full(y, &msg);
+                        read_full(&x, &mut buf);
+                        check_marks(&buf, i);
                     }
-                });
-                let mut buf = vec![0u8; MSG];
-                let t = Instant::now();
-                for i in 0..iters {
-                    read_full(&x, &mut buf);
-                    assert_eq!(
-                        (&buf[..8], buf[MSG / 2], buf[MSG - 1]),
-                        (&i.to_le_bytes()[..], 5, i as u8)
-                    );
-                }
-                let t = t.elapsed();
-                assert!(child.join().unwrap().success());
-                t
-            })
+                },
+            )
         })
     });
     g.finish();

@@ -47,6 +47,20 @@ fn lock_unlock(c: &mut Criterion) {
 
 const P: usize = 2;
 
+/// Times `iters` increments in all, made by `P` forked workers calling
+/// `bump` their share of times; `total()` must then be the count made (the
+/// time is scaled to exactly `iters`).
+fn count_forked(iters: u64, bump: impl Fn() + Sync, total: impl Fn() -> u64) -> Duration {
+    let per = iters.div_ceil(P as u64);
+    let t = run_forked(P, |_| {
+        for _ in 0..per {
+            bump();
+        }
+    });
+    assert_eq!(total(), per * P as u64);
+    t.mul_f64(iters as f64 / (per * P as u64) as f64)
+}
+
 fn counter(c: &mut Criterion) {
     let mut g = c.benchmark_group("counter");
     g.measurement_time(Duration::from_secs(4)).sample_size(10);
@@ -55,14 +69,7 @@ fn counter(c: &mut Criterion) {
     g.bench_function("multiproc_Value", |b| {
         b.iter_custom(|iters| {
             v.set(0);
-            let per = iters.div_ceil(P as u64);
-            let t = run_forked(P, |_| {
-                for _ in 0..per {
-                    *v.lock().unwrap() += 1;
-                }
-            });
-            assert_eq!(v.get(), per * P as u64);
-            t.mul_f64(iters as f64 / (per * P as u64) as f64)
+            count_forked(iters, || *v.lock().unwrap() += 1, || v.get())
         })
     });
     let map = shared_mapping(4096, true);
@@ -74,36 +81,57 @@ fn counter(c: &mut Criterion) {
     g.bench_function("bare_futex", |b| {
         b.iter_custom(|iters| {
             count.store(0, Ordering::Relaxed);
-            let per = iters.div_ceil(P as u64);
             let lock = BareFutexLock(word);
-            let t = run_forked(P, |_| {
-                for _ in 0..per {
+            count_forked(
+                iters,
+                || {
                     lock.lock();
                     // A plain read-modify-write under the lock, as the Value
                     // does (relaxed atomics compile to plain moves).
                     count.store(count.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
                     lock.unlock();
-                }
-            });
-            assert_eq!(count.load(Ordering::Relaxed), per * P as u64);
-            t.mul_f64(iters as f64 / (per * P as u64) as f64)
+                },
+                || count.load(Ordering::Relaxed),
+            )
         })
     });
     let raw = RawValue::new(0u64).unwrap();
     g.bench_function("atomic_fetch_add", |b| {
         b.iter_custom(|iters| {
             raw.store(0);
-            let per = iters.div_ceil(P as u64);
-            let t = run_forked(P, |_| {
-                for _ in 0..per {
+            count_forked(
+                iters,
+                || {
                     raw.fetch_add(1);
-                }
-            });
-            assert_eq!(raw.load(), per * P as u64);
-            t.mul_f64(iters as f64 / (per * P as u64) as f64)
+                },
+                || raw.load(),
+            )
         })
     });
     g.finish();
+}
+
+/// The sum of `run`'s times over `iters` targets: each made afresh by
+/// `make` (and dropped after its run), or `kept` each time.
+fn over_targets<T>(
+    iters: u64,
+    fresh: bool,
+    kept: &T,
+    make: impl Fn() -> T,
+    run: impl Fn(&T) -> Duration,
+) -> Duration {
+    let mut total = Duration::ZERO;
+    for _ in 0..iters {
+        let made;
+        let target = if fresh {
+            made = make();
+            &made
+        } else {
+            kept
+        };
+        total += run(target);
+    }
+    total
 }
 
 fn array_fill(c: &mut Criterion) {
@@ -119,23 +147,21 @@ fn array_fill(c: &mut Criterion) {
             &fresh,
             |b, &fresh| {
                 b.iter_custom(|iters| {
-                    let mut total = Duration::ZERO;
-                    for _ in 0..iters {
-                        let made;
-                        let a = if fresh {
-                            made = RawArray::<f64>::zeroed(N).unwrap();
-                            &made
-                        } else {
-                            &kept
-                        };
-                        total += run_forked(P, |i| {
-                            // SAFETY: each child fills its own half only.
-                            let s = unsafe { a.slice_mut(i * N / P..(i + 1) * N / P) }.unwrap();
-                            s.fill(1.5);
-                        });
-                        assert_eq!(a.get(N - 1).unwrap(), 1.5);
-                    }
-                    total
+                    over_targets(
+                        iters,
+                        fresh,
+                        &kept,
+                        || RawArray::<f64>::zeroed(N).unwrap(),
+                        |a| {
+                            let t = run_forked(P, |i| {
+                                // SAFETY: each child fills its own half only.
+                                let s = unsafe { a.slice_mut(i * N / P..(i + 1) * N / P) }.unwrap();
+                                s.fill(1.5);
+                            });
+                            assert_eq!(a.get(N - 1).unwrap(), 1.5);
+                            t
+                        },
+                    )
                 })
             },
         );
@@ -145,29 +171,26 @@ fn array_fill(c: &mut Criterion) {
             &fresh,
             |b, &fresh| {
                 b.iter_custom(|iters| {
-                    let mut total = Duration::ZERO;
-                    for _ in 0..iters {
-                        let made;
-                        let m = if fresh {
-                            made = shared_mapping(N * 8, true);
-                            &made
-                        } else {
-                            &kept_map
-                        };
-                        let base = m.as_mut_ptr() as usize;
-                        total += run_forked(P, |i| {
-                            // SAFETY: each child fills its own half of the
-                            // mapping, which outlives the children.
-                            let s = unsafe {
-                                std::slice::from_raw_parts_mut(
-                                    (base as *mut f64).wrapping_add(i * N / P),
-                                    N / P,
-                                )
-                            };
-                            s.fill(1.5);
-                        });
-                    }
-                    total
+                    over_targets(
+                        iters,
+                        fresh,
+                        &kept_map,
+                        || shared_mapping(N * 8, true),
+                        |m| {
+                            let base = m.as_mut_ptr() as usize;
+                            run_forked(P, |i| {
+                                // SAFETY: each child fills its own half of
+                                // the mapping, which outlives the children.
+                                let s = unsafe {
+                                    std::slice::from_raw_parts_mut(
+                                        (base as *mut f64).wrapping_add(i * N / P),
+                                        N / P,
+                                    )
+                                };
+                                s.fill(1.5);
+                            })
+                        },
+                    )
                 })
             },
         );
