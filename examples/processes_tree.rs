@@ -91,6 +91,34 @@ fn leader(
     }
 }
 
+/// Starts a [`leader`] (a daemon, set up further by `setup`) whose
+/// grandchildren die with it if `die_with_parent`; returns it once it has
+/// started them, with their pids.
+fn start_leader(
+    setup: impl FnOnce(Process<'static>) -> Process<'static>,
+    die_with_parent: bool,
+) -> multiproc::Result<(Process<'static>, Vec<i32>)> {
+    let pids = Arc::new(Array::<i32>::zeroed(2)?);
+    let ready = Arc::new(Event::new()?);
+    let lead = Process::new(leader(pids.clone(), ready.clone(), die_with_parent))
+        .with_name("leader")
+        .with_daemon(true);
+    let mut lead = setup(lead);
+    lead.start()?;
+    if !ready.wait_timeout(Duration::from_secs(5)) {
+        fail("the leader did not start its children");
+    }
+    Ok((lead, pids.to_vec()))
+}
+
+/// Prints this process's children and fails if there are any.
+fn no_children_left() {
+    println!("  children left: {:?}", my_children());
+    if !my_children().is_empty() {
+        fail("children left behind");
+    }
+}
+
 fn main() -> multiproc::Result<()> {
     // Part 1: fail fast.
     println!("part 1: ProcessGroup::run_fail_fast with one failing worker");
@@ -136,24 +164,11 @@ fn main() -> multiproc::Result<()> {
             fail("a worker was not stopped by SIGTERM");
         }
     }
-    println!("  children left: {:?}", my_children());
-    if !my_children().is_empty() {
-        fail("children left behind");
-    }
+    no_children_left();
 
     // Part 2: a process group signalled as a whole.
     println!("part 2: with_new_group + signal_group");
-    let pids = Arc::new(Array::<i32>::zeroed(2)?);
-    let ready = Arc::new(Event::new()?);
-    let mut lead = Process::new(leader(pids.clone(), ready.clone(), false))
-        .with_name("leader")
-        .with_new_group(true)
-        .with_daemon(true);
-    lead.start()?;
-    if !ready.wait_timeout(Duration::from_secs(5)) {
-        fail("the leader did not start its children");
-    }
-    let grandchildren = pids.to_vec();
+    let (mut lead, grandchildren) = start_leader(|p| p.with_new_group(true), false)?;
     println!(
         "  leader {} (its own group) started grandchildren {grandchildren:?}",
         lead.pid().unwrap_or(0)
@@ -168,23 +183,11 @@ fn main() -> multiproc::Result<()> {
         fail("a grandchild survived the group's SIGTERM");
     }
     println!("  grandchildren {grandchildren:?} ended too");
-    println!("  children left: {:?}", my_children());
-    if !my_children().is_empty() {
-        fail("children left behind");
-    }
+    no_children_left();
 
     // Part 3: grandchildren that die with their parent.
     println!("part 3: with_die_with_parent");
-    let pids = Arc::new(Array::<i32>::zeroed(2)?);
-    let ready = Arc::new(Event::new()?);
-    let mut lead = Process::new(leader(pids.clone(), ready.clone(), true))
-        .with_name("leader")
-        .with_daemon(true);
-    lead.start()?;
-    if !ready.wait_timeout(Duration::from_secs(5)) {
-        fail("the leader did not start its children");
-    }
-    let grandchildren = pids.to_vec();
+    let (mut lead, grandchildren) = start_leader(|p| p, true)?;
     println!(
         "  leader {} started grandchildren {grandchildren:?}",
         lead.pid().unwrap_or(0)
@@ -196,9 +199,6 @@ fn main() -> multiproc::Result<()> {
         fail("a grandchild outlived its parent");
     }
     println!("  grandchildren {grandchildren:?} died with it");
-    println!("  children left: {:?}", my_children());
-    if !my_children().is_empty() {
-        fail("children left behind");
-    }
+    no_children_left();
     Ok(())
 }
