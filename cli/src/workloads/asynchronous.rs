@@ -17,7 +17,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::pi::Outcome;
 use crate::report::{Line, params};
-use crate::workloads::Size;
+use crate::workloads::pipe::blocking_rtt;
+use crate::workloads::{Size, keep};
 
 /// Runs one of the async workloads (listed in `workloads::WORKLOADS`);
 /// `None` for another name.
@@ -34,12 +35,6 @@ fn rt() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-}
-
-fn keep(ok: &mut String, check: String) {
-    if ok == "ok" {
-        *ok = check;
-    }
 }
 
 fn rounds(size: Size) -> usize {
@@ -94,23 +89,7 @@ fn async_pipe_rtt(size: Size) -> Outcome<Vec<Line>> {
         t_async = t_async.min(t);
         p.join_ok()?;
 
-        let (a, b) = multiproc::pipe(true)?;
-        let mut p = multiproc::Process::new(move || -> multiproc::Result<()> {
-            for _ in 0..r {
-                b.send_bytes(&b.recv_bytes()?)?;
-            }
-            Ok(())
-        });
-        p.start()?;
-        let t = Instant::now();
-        for _ in 0..r {
-            a.send_bytes(&MSG)?;
-            if a.recv_bytes()? != MSG {
-                keep(&mut ok, "a reply differs from the message".into());
-            }
-        }
-        t_block = t_block.min(t.elapsed());
-        p.join_ok()?;
+        t_block = t_block.min(blocking_rtt(r, &MSG, &mut ok)?);
 
         t_unix = t_unix.min(tokio_rtt_once(r, &mut ok_unix)?);
     }

@@ -8,6 +8,32 @@ use crate::pi::Outcome;
 use crate::report::{Line, params};
 use crate::support::{read_full, socketpair, write_full};
 
+/// The time of `r` round trips of `msg` over a new duplex pipe, blocking,
+/// to a child that sends each message back; a reply that differs is noted
+/// in `ok`.
+pub(super) fn blocking_rtt(r: usize, msg: &[u8], ok: &mut String) -> multiproc::Result<Duration> {
+    let (a, b) = multiproc::pipe(true)?;
+    multiproc::process::scope(|ps| {
+        let mut p = ps.process(move || -> multiproc::Result<()> {
+            for _ in 0..r {
+                b.send_bytes(&b.recv_bytes()?)?;
+            }
+            Ok(())
+        });
+        p.start()?;
+        let t = Instant::now();
+        for _ in 0..r {
+            a.send_bytes(msg)?;
+            if a.recv_bytes()? != msg {
+                keep(ok, "a reply differs from the message".into());
+            }
+        }
+        let t = t.elapsed();
+        p.join_ok()?;
+        Ok(t)
+    })
+}
+
 pub(super) fn pipe_rtt(size: Size) -> Outcome<Vec<Line>> {
     let r: usize = size.pick(100_000, 5_000);
     let params = params!["R" => r, "bytes" => 64];
@@ -16,23 +42,7 @@ pub(super) fn pipe_rtt(size: Size) -> Outcome<Vec<Line>> {
     let msg = [7u8; 64];
     multiproc::process::scope(|ps| {
         for _ in 0..size.reps {
-            let (a, b) = multiproc::pipe(true)?;
-            let mut p = ps.process(move || -> multiproc::Result<()> {
-                for _ in 0..r {
-                    b.send_bytes(&b.recv_bytes()?)?;
-                }
-                Ok(())
-            });
-            p.start()?;
-            let t = Instant::now();
-            for _ in 0..r {
-                a.send_bytes(&msg)?;
-                if a.recv_bytes()? != msg {
-                    keep(&mut ok, "a reply differs from the message".into());
-                }
-            }
-            t_mp = t_mp.min(t.elapsed());
-            p.join_ok()?;
+            t_mp = t_mp.min(blocking_rtt(r, &msg, &mut ok)?);
 
             let (x, y) = socketpair()?;
             let mut q = ps.process(move || -> nix::Result<()> {
