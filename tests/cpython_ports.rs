@@ -213,6 +213,23 @@ fn reaches_and_stays(sem: &Semaphore, n: u32) {
     assert_eq!(sem.value(), n);
 }
 
+/// Runs `sleeper` in `n` child processes and in `n` threads, and `body` on
+/// this thread meanwhile; then joins the children.
+fn beside_sleepers(n: usize, sleeper: impl Fn() + Copy + Send, body: impl FnOnce()) {
+    multiproc::process::scope(|ps| {
+        let mut kids: Vec<_> = (0..n).map(|_| spawn_in(ps, sleeper)).collect();
+        thread::scope(|s| {
+            for _ in 0..n {
+                s.spawn(sleeper);
+            }
+            body();
+        });
+        for k in &mut kids {
+            join_ok(k);
+        }
+    })
+}
+
 // Ports _TestCondition.test_notify: one child process and one thread wait;
 // each notify wakes exactly one of them.
 #[test]
@@ -223,25 +240,20 @@ fn condition_test_notify() {
     let woken = Semaphore::new(0).unwrap();
     let sleeper = || cond_sleeper(&cond, &sleeping, &woken, PATIENCE);
 
-    multiproc::process::scope(|ps| {
-        let mut p = spawn_in(ps, sleeper);
-        thread::scope(|s| {
-            s.spawn(sleeper);
-            take(&sleeping, 2);
+    beside_sleepers(1, sleeper, || {
+        take(&sleeping, 2);
 
-            // Nobody wakes on its own.
-            thread::sleep(DELTA);
-            assert_eq!(woken.value(), 0);
+        // Nobody wakes on its own.
+        thread::sleep(DELTA);
+        assert_eq!(woken.value(), 0);
 
-            for n in 1..=2 {
-                {
-                    let _g = cond.lock().unwrap();
-                    cond.notify_one();
-                }
-                reaches_and_stays(&woken, n);
+        for n in 1..=2 {
+            {
+                let _g = cond.lock().unwrap();
+                cond.notify_one();
             }
-        });
-        join_ok(&mut p);
+            reaches_and_stays(&woken, n);
+        }
     })
 }
 
@@ -256,39 +268,23 @@ fn condition_test_notify_all() {
 
     // Three processes and three threads whose waits time out.
     let timing_out = || cond_sleeper(&cond, &sleeping, &woken, TIMEOUT);
-    multiproc::process::scope(|ps| {
-        let mut kids: Vec<_> = (0..3).map(|_| spawn_in(ps, timing_out)).collect();
-        thread::scope(|s| {
-            for _ in 0..3 {
-                s.spawn(timing_out);
-            }
-            take(&sleeping, 6);
-            take(&woken, 6);
-            assert_eq!(woken.value(), 0);
-        });
-        for k in &mut kids {
-            join_ok(k);
-        }
+    beside_sleepers(3, timing_out, || {
+        take(&sleeping, 6);
+        take(&woken, 6);
+        assert_eq!(woken.value(), 0);
+    });
 
-        // Three processes and three threads that wait until notified.
-        let patient = || cond_sleeper(&cond, &sleeping, &woken, PATIENCE);
-        let mut kids: Vec<_> = (0..3).map(|_| spawn_in(ps, patient)).collect();
-        thread::scope(|s| {
-            for _ in 0..3 {
-                s.spawn(patient);
-            }
-            take(&sleeping, 6);
-            thread::sleep(DELTA);
-            assert_eq!(woken.value(), 0);
-            {
-                let _g = cond.lock().unwrap();
-                cond.notify_all();
-            }
-            reaches_and_stays(&woken, 6);
-        });
-        for k in &mut kids {
-            join_ok(k);
+    // Three processes and three threads that wait until notified.
+    let patient = || cond_sleeper(&cond, &sleeping, &woken, PATIENCE);
+    beside_sleepers(3, patient, || {
+        take(&sleeping, 6);
+        thread::sleep(DELTA);
+        assert_eq!(woken.value(), 0);
+        {
+            let _g = cond.lock().unwrap();
+            cond.notify_all();
         }
+        reaches_and_stays(&woken, 6);
     })
 }
 
@@ -302,31 +298,22 @@ fn condition_test_notify_n() {
     let woken = Semaphore::new(0).unwrap();
     let sleeper = || cond_sleeper(&cond, &sleeping, &woken, PATIENCE);
 
-    multiproc::process::scope(|ps| {
-        let mut kids: Vec<_> = (0..3).map(|_| spawn_in(ps, sleeper)).collect();
-        thread::scope(|s| {
-            for _ in 0..3 {
-                s.spawn(sleeper);
-            }
-            take(&sleeping, 6);
-            thread::sleep(DELTA);
-            assert_eq!(woken.value(), 0);
+    beside_sleepers(3, sleeper, || {
+        take(&sleeping, 6);
+        thread::sleep(DELTA);
+        assert_eq!(woken.value(), 0);
 
-            let notify = |n| {
-                let _g = cond.lock().unwrap();
-                cond.notify(n);
-            };
-            notify(2);
-            reaches_and_stays(&woken, 2);
-            notify(4);
-            reaches_and_stays(&woken, 6);
-            // Nobody is left to wake.
-            notify(3);
-            assert_eq!(woken.value(), 6);
-        });
-        for k in &mut kids {
-            join_ok(k);
-        }
+        let notify = |n| {
+            let _g = cond.lock().unwrap();
+            cond.notify(n);
+        };
+        notify(2);
+        reaches_and_stays(&woken, 2);
+        notify(4);
+        reaches_and_stays(&woken, 6);
+        // Nobody is left to wake.
+        notify(3);
+        assert_eq!(woken.value(), 6);
     })
 }
 

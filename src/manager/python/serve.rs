@@ -389,6 +389,12 @@ fn dict_args(method: &str, args: Vec<Py>, kwds: Vec<(Py, Py)>) -> R<Vec<(Vec<u8>
     Ok(pairs.iter().map(|(k, v)| (frag(k), frag(v))).collect())
 }
 
+/// The one optional `timeout` argument of a `wait(timeout=None)`.
+fn timeout_arg(method: &str, args: Vec<Py>, kwds: Vec<(Py, Py)>) -> R<Option<Duration>> {
+    let [t] = bind(method, args, kwds, ["timeout"], 0)?;
+    timeout_of(t.as_ref())
+}
+
 /// Binds positional and keyword arguments to the parameters `names`.
 fn bind<const N: usize>(
     method: &str,
@@ -1805,8 +1811,7 @@ impl Conn<'_> {
                 Ok(bool_frag(free == 0))
             }
             "wait" => {
-                let [t] = bind(name, args, kwds, ["timeout"], 0)?;
-                let timeout = timeout_of(t.as_ref())?;
+                let timeout = timeout_arg(name, args, kwds)?;
                 let a = self
                     .obj(ch, id, ConditionOp::Wait(timeout))
                     .map_err(unheld("cannot wait on un-acquired lock"))?;
@@ -1833,8 +1838,7 @@ impl Conn<'_> {
         let MethodCall { name, args, kwds } = call;
         match name {
             "wait" => {
-                let [t] = bind(name, args, kwds, ["timeout"], 0)?;
-                let timeout = timeout_of(t.as_ref())?;
+                let timeout = timeout_arg(name, args, kwds)?;
                 self.bool_call(ch, id, EventOp::Wait(timeout))
             }
             "is_set" => {
@@ -1857,8 +1861,7 @@ impl Conn<'_> {
         let MethodCall { name, args, kwds } = call;
         match name {
             "wait" => {
-                let [t] = bind(name, args, kwds, ["timeout"], 0)?;
-                let timeout = timeout_of(t.as_ref())?;
+                let timeout = timeout_arg(name, args, kwds)?;
                 self.int_call(ch, id, BarrierOp::Wait(timeout))
             }
             "__getattribute__" => {
