@@ -244,3 +244,173 @@ pub use value::{RawValue, Value, ValueWithLock};
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
+
+/// The Rust column of the README's table "What is here", cell by cell, so
+/// that every call it shows compiles (the table's cells are code too).
+///
+/// ```rust,no_run
+/// # #![allow(unused)]
+/// use std::time::Duration;
+/// use multiproc::manager::{Manager, QueueProxy, SharedMemoryManager};
+/// use multiproc::pool::TaskError;
+/// use multiproc::*;
+///
+/// fn f(x: u64) -> u64 { x }
+/// fn pred(x: &mut u64) -> bool { *x > 0 }
+/// # #[derive(Default, serde::Serialize, serde::Deserialize)]
+/// # struct Counter(u64);
+/// # multiproc::manager_type! {
+/// #     pub proxy CounterProxy for Counter as "Counter" {
+/// #         fn add(&mut self, k: u64) -> u64;
+/// #     }
+/// # }
+/// # impl Counter { fn add(&mut self, k: u64) -> u64 { self.0 += k; self.0 } }
+///
+/// fn table() -> multiproc::Result<()> {
+///     let (n, t, x, name, url) = (4usize, Duration::from_secs(1), 1u64, "/shm-name", "redis://h/");
+///     let k: &[u8] = b"key";
+///     let address = Address::parse("unix:/tmp/s")?;
+///     // Value, RawValue, Array, RawArray
+///     let v = Value::new(0.0f64)?;
+///     let v = Value::new(0u64)?;
+///     *v.lock()? += 1;
+///     v.update(|x| *x += 1);
+///     v.set(v.get());
+///     let r = RawValue::new(0i32)?;
+///     r.set(r.get());
+///     r.swap(1);
+///     r.fetch_add(1);
+///     let a = Array::<i32>::zeroed(10)?;
+///     let a = Array::from_slice(&[1.0, 2.0])?;
+///     let a = RawArray::<f64>::zeroed(n)?;
+///     a.set(0, a.get(0)?)?;
+///     // Locks, semaphores, conditions, events, barriers
+///     let (l, rl) = (Lock::new()?, RLock::new()?);
+///     let g = l.lock_timeout(t);
+///     drop(g);
+///     let (s, b) = (Semaphore::new(2)?, BoundedSemaphore::new(2)?);
+///     let (a, b) = (Value::with_lock(0i32, &l)?, Value::with_lock(0i32, &l)?);
+///     let arr = Array::<f64>::zeroed_with_lock(n, &l)?;
+///     let c = Condition::with_lock(&l)?;
+///     {
+///         let mut g = l.lock()?;
+///         a.set_with(&mut g, 1)?;
+///         b.get_with(&mut g)?;
+///     }
+///     let cond = Condition::new()?;
+///     let c = Value::new(0u64)?;
+///     let mut guard = c.lock()?;
+///     cond.wait_while_timeout(&mut guard, t, |x| !pred(x));
+///     drop(guard);
+///     let e = Event::new()?;
+///     let action = || {};
+///     let bar = Barrier::with_action(2, action)?.with_timeout(t);
+///     // Shared memory
+///     let shm = SharedMemory::create(Some(name), n)?;
+///     let shm = SharedMemory::open(name)?;
+///     let sl = ShareableList::create(Some(name), &[1i64.into(), 2.5.into(), "a".into()])?;
+///     let sl = ShareableList::open(name)?;
+///     let items: Vec<ShareableItem> = vec![1i64.into()];
+///     let smm = SharedMemoryManager::start()?;
+///     smm.shared_memory(n)?;
+///     smm.shareable_list(&items)?;
+///     let (shm, created) = SharedMemory::open_or_create(name, n)?;
+///     // Processes
+///     let mut p = Process::new(|| {});
+///     p.start()?;
+///     p.join()?;
+///     process::scope(|s| Ok::<_, multiproc::Error>(s.spawn(|| {})?.join()?))?;
+///     (p.exit_code(), p.is_alive());
+///     p.terminate()?;
+///     p.kill()?;
+///     p.join_timeout(t)?;
+///     let p = Process::new(|| {}).with_daemon(true).with_name("name");
+///     multiproc::init();
+///     let mut p = Process::spawn(f, x)?;
+///     set_start_method(StartMethod::Spawn);
+///     let mut p = Process::call(f, x)?;
+///     let me = current_process();
+///     (me.name(), me.pid(), me.authkey());
+///     if let Some(pp) = multiproc::parent_process() {
+///         (pp.pid(), pp.is_alive());
+///         pp.join_timeout(Some(t))?;
+///     }
+///     (multiproc::cpu_count(), multiproc::process_cpu_count());
+///     multiproc::log_to_stderr(::log::Level::Info); // `log` is the crate here
+///     let pids: Vec<i32> = active_children();
+///     // Connections
+///     let (a, b) = multiproc::pipe(true)?;
+///     let conn = a;
+///     multiproc::process::wait(&[&p, &conn], Some(t))?;
+///     conn.send_bytes(b"b")?;
+///     conn.recv_bytes()?;
+///     conn.poll(Some(t))?;
+///     let value = 1u64;
+///     conn.send(&value)?;
+///     conn.recv::<u64>()?;
+///     let mut l = Listener::bind(&Address::parse("unix:/tmp/s")?, Some(k))?;
+///     let c = l.accept()?;
+///     let c = Client::connect(&address, Some(k))?;
+///     let file = std::fs::File::open("/dev/null").unwrap();
+///     let fd = std::os::fd::AsFd::as_fd(&file);
+///     conn.send_handle(fd)?;
+///     let fd = conn.recv_handle()?;
+///     conn.send_connection(&b)?;
+///     let other = conn.recv_connection()?;
+///     // Queues
+///     let q = Queue::bounded(n)?;
+///     q.put(x)?;
+///     let y: u64 = q.get_timeout(t)?;
+///     q.try_put(x)?;
+///     let q = JoinableQueue::<u64>::new()?;
+///     q.task_done()?;
+///     q.join();
+///     // Pool
+///     let xs = vec![1u64, 2];
+///     let p = Pool::new(4)?;
+///     p.map(f, xs.clone())?;
+///     let cb = |r: &u64| {};
+///     p.apply_async(f, x)?.callback(cb).get_timeout(t)?;
+///     let chunksize = 2;
+///     let mut it = p.imap_chunked(f, xs.clone(), chunksize);
+///     let it2 = p.imap_unordered(f, xs.clone());
+///     if let Some(Err(TaskError::Timeout)) = it.next_timeout(t) {}
+///     let e: TaskError = TaskError::PoolClosed;
+///     matches!(e, TaskError::TaskFailed { .. } | TaskError::WorkerDied { .. } | TaskError::PoolTerminated);
+///     let lock = Lock::new()?;
+///     let init = |_l: Lock| {};
+///     let p = Pool::builder().initializer(init, lock).max_tasks_per_child(10).build()?;
+///     // Manager
+///     let m = Manager::start()?;
+///     let list = m.list::<u64>()?;
+///     let dict = m.dict::<String, u64>()?;
+///     let ns = m.namespace()?;
+///     let mq = m.queue::<u64>()?;
+///     let ml = m.lock()?;
+///     let key = k;
+///     let client = Manager::connect(&address, key)?;
+///     let m2 = Manager::builder().address(Address::parse("tcp:127.0.0.1:0")?).start()?;
+///     m2.address();
+///     m.expose("jobs", &mq)?;
+///     let jobs = client.get::<QueueProxy<u64>>("jobs")?;
+///     let builder = Manager::builder();
+///     builder.serve_with_setup(|m| Ok(m.expose("jobs", &m.queue::<u64>()?)?))?;
+///     let outer = m.list::<multiproc::manager::ListProxy<u64>>()?;
+///     outer.push(&m.list::<u64>()?)?;
+///     let b = Manager::builder().register::<Counter>();
+///     // Redis
+///     let rq = RedisQueue::<u64>::open(url, name)?;
+///     let _ = rq.put(x);
+///     let _ = rq.get();
+///     let _ = rq.get_timeout(t);
+///     Ok(())
+/// }
+/// ```
+#[cfg(all(
+    doctest,
+    feature = "manager",
+    feature = "pool",
+    feature = "redis",
+    feature = "log"
+))]
+pub struct ReadmeTable;
