@@ -206,6 +206,7 @@ unsafe impl lock_api::RawMutex for RawProcessMutex {
     const INIT: Self = RawProcessMutex::new();
     type Guard = GuardNoSend;
 
+    #[inline]
     fn lock(&self) -> GuardNoSend {
         // An owner's death cannot be reported through this trait; the lock
         // is acquired either way.
@@ -221,10 +222,12 @@ unsafe impl lock_api::RawMutex for RawProcessMutex {
         }
     }
 
+    #[inline]
     fn try_lock(&self) -> Option<GuardNoSend> {
         self.try_acquire().then(GuardNoSend::new)
     }
 
+    #[inline]
     unsafe fn unlock(&self, _guard: GuardNoSend) {
         // SAFETY: the caller passes the guard of a held acquisition.
         unsafe { self.release() }
