@@ -80,6 +80,7 @@ impl<T: ShmSafe> Value<T> {
     /// holds for [`get`](Value::get) and [`set`](Value::set); `lock` reports
     /// it as an error instead.
     #[track_caller]
+    #[inline]
     pub fn update<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
         // A `match`, not a closure, so that a panic names the caller.
         let mut g = match self.lock() {
@@ -350,6 +351,7 @@ impl<T: ShmSafe> ValueWithLock<T> {
     ///
     /// If this thread holds the lock already, as for [`Value::update`].
     #[track_caller]
+    #[inline]
     pub fn update<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
         let mut g = match self.lock() {
             Ok(g) => g,

@@ -194,7 +194,7 @@ fn bench_hogs_and_procs_reach_the_workloads() {
     let counter = text
         .lines()
         .filter(|l| l.contains(r#""workload": "counter""#));
-    assert!(counter.clone().count() == 3, "{text}");
+    assert!(counter.clone().count() == 5, "{text}");
     assert!(counter.clone().all(|l| l.contains(r#""P": 6"#)), "{text}");
     let queue = text
         .lines()

@@ -88,12 +88,14 @@ impl Lock {
     }
 
     /// Waits for the lock and returns its guard.
+    #[inline]
     #[doc(alias = "acquire")]
     pub fn lock(&self) -> LockResult<LockGuard<'_>> {
         forever(lock_mutex(&self.inner, Blocking::Until(Deadline::NEVER)))
     }
 
     /// Takes the lock if it is free, without waiting.
+    #[inline]
     pub fn try_lock(&self) -> TryLockResult<LockGuard<'_>> {
         lock_mutex(&self.inner, Blocking::No)
     }
@@ -104,6 +106,7 @@ impl Lock {
     }
 
     /// Acquires the lock without a guard; pair with [`release`](Lock::release).
+    #[inline]
     pub fn acquire(&self) -> LockResult<()> {
         forever(acquire_with(
             self.raw(),
@@ -123,6 +126,7 @@ impl Lock {
     ///
     /// Do not release a lock whose guard is alive somewhere: the guard would
     /// release it once more when it drops.
+    #[inline]
     pub fn release(&self) -> Result<(), ReleasedTooManyTimes> {
         if !self.raw().is_locked() {
             return Err(ReleasedTooManyTimes);
@@ -146,6 +150,7 @@ impl Lock {
         &self.inner
     }
 
+    #[inline]
     pub(crate) fn raw(&self) -> &RawProcessMutex {
         // SAFETY: the raw mutex is only used to acquire and release through
         // the robust paths of this module.

@@ -5,7 +5,13 @@
 //! when someone may be sleeping on it. The fast paths are one compare-and-swap
 //! to lock and one swap to unlock, as in Rust std's futex mutex
 //! (`library/std/src/sys/sync/mutex/futex.rs`), whose three-state design this
-//! follows with the owner id in place of the "locked" state.
+//! follows with the owner id in place of the "locked" state. Those fast
+//! paths are `#[inline]` all the way up (`acquire`, `release`, the
+//! `lock_api` impl, [`Lock`](crate::Lock)'s and
+//! [`Value::update`](crate::Value::update)'s), so that they compile into the
+//! caller's loop: called out of line from another crate, an uncontended
+//! `Value::update` cost 14.3 ns of CPU against a bare futex lock's 12.4 ns
+//! (`multiproc bench --workload counter --procs 1`), inlined 12.2 ns.
 //!
 //! Keeping the owner's id in the word is what makes the lock robust: a
 //! waiter sleeps in slices of [`OWNER_CHECK`], and after each slice checks
@@ -206,6 +212,7 @@ unsafe impl lock_api::RawMutex for RawProcessMutex {
     const INIT: Self = RawProcessMutex::new();
     type Guard = GuardNoSend;
 
+    #[inline]
     fn lock(&self) -> GuardNoSend {
         // An owner's death cannot be reported through this trait; the lock
         // is acquired either way.
@@ -221,10 +228,12 @@ unsafe impl lock_api::RawMutex for RawProcessMutex {
         }
     }
 
+    #[inline]
     fn try_lock(&self) -> Option<GuardNoSend> {
         self.try_acquire().then(GuardNoSend::new)
     }
 
+    #[inline]
     unsafe fn unlock(&self, _guard: GuardNoSend) {
         // SAFETY: the caller passes the guard of a held acquisition.
         unsafe { self.release() }

@@ -12,6 +12,14 @@
 //! variant's repetitions before the other's compared the luck of two
 //! stretches of time. Interleaving gives both the same stretches; the
 //! median keeps one lucky round from deciding.
+//!
+//! Each locked variant also reports the CPU time its workers used per
+//! increment (`ns_cpu_per_inc`, from the kernel's account of the
+//! reaped workers). Beside busy processes the wall time mostly says how
+//! much of the CPUs the scheduler gave the two workers in that round; the
+//! CPU time says what the lock itself cost, whatever the share. (Measured
+//! beside 2 hogs, 2026-12-06: about 12.5 ns for either lock, the same as
+//! one worker alone, so the two workers seldom ran at the same time there.)
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
@@ -50,9 +58,11 @@ pub(super) fn counter(size: Size) -> Outcome<Vec<Line>> {
     let lock = BareFutexLock(word);
     let raw = RawValue::new(0u64)?;
 
-    // One run of variant `i`: its time and its check.
-    let run = |i: usize| -> Outcome<(Duration, String)> {
-        Ok(match i {
+    // One run of variant `i`: its wall time, its workers' CPU time and its
+    // check.
+    let run = |i: usize| -> Outcome<(Duration, Duration, String)> {
+        let cpu = children_cpu();
+        let (t, ok) = match i {
             0 => {
                 v.set(0);
                 let t = run_forked(p, |_| {
@@ -82,15 +92,18 @@ pub(super) fn counter(size: Size) -> Outcome<Vec<Line>> {
                 })?;
                 (t, check_eq(raw.load(), want))
             }
-        })
+        };
+        Ok((t, children_cpu().saturating_sub(cpu), ok))
     };
     let mut times: [Vec<Duration>; 3] = Default::default();
+    let mut cpus: [Vec<Duration>; 3] = Default::default();
     let mut oks: [String; 3] = std::array::from_fn(|_| String::from("ok"));
     for r in 0..rounds {
         for j in 0..3 {
             let i = (r + j) % 3;
-            let (t, ok) = run(i)?;
+            let (t, cpu, ok) = run(i)?;
             times[i].push(t);
+            cpus[i].push(cpu);
             keep(&mut oks[i], ok);
         }
     }
@@ -125,5 +138,35 @@ pub(super) fn counter(size: Size) -> Outcome<Vec<Line>> {
             ns(2, &mut times),
             &oks[2],
         ),
+        Line::new(
+            "multiproc",
+            "counter",
+            "Value_lock",
+            &params,
+            "ns_cpu_per_inc",
+            ns(0, &mut cpus),
+            &oks[0],
+        ),
+        Line::new(
+            "raw",
+            "counter",
+            "bare_futex_lock",
+            &params,
+            "ns_cpu_per_inc",
+            ns(1, &mut cpus),
+            &oks[1],
+        ),
     ])
+}
+
+/// The CPU time (user and system) of this process's reaped children so
+/// far (zero if the kernel will not say).
+fn children_cpu() -> Duration {
+    use nix::sys::resource::{UsageWho, getrusage};
+    getrusage(UsageWho::RUSAGE_CHILDREN).map_or(Duration::ZERO, |u| {
+        let tv = |t: nix::sys::time::TimeVal| {
+            Duration::new(t.tv_sec().max(0) as u64, t.tv_usec().max(0) as u32 * 1000)
+        };
+        tv(u.user_time()) + tv(u.system_time())
+    })
 }
