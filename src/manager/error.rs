@@ -247,3 +247,64 @@ impl From<ConnectError> for Error {
         }
     }
 }
+
+// The errors of a manager queue's calls that do not wait, or wait for a
+// while: each adds its one outcome to what any proxy call can meet. The
+// proxy's puts borrow the item, so a put that fails leaves it with the
+// caller.
+macro_rules! queue_proxy_error {
+    ($(#[$doc:meta])* $name:ident: $(#[$own_doc:meta])* $own:ident => $msg:literal, $coarse:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, thiserror::Error)]
+        #[non_exhaustive]
+        pub enum $name {
+            $(#[$own_doc])*
+            #[error($msg)]
+            $own,
+            /// The call failed as any proxy call can (the server gone, the
+            /// item not encodable, ...).
+            #[error(transparent)]
+            Proxy(#[from] ProxyError),
+        }
+
+        impl From<$name> for Error {
+            #[doc = concat!("[`Error::", stringify!($coarse), "`], or the proxy error's kind.")]
+            fn from(e: $name) -> Error {
+                match e {
+                    $name::$own => Error::$coarse,
+                    $name::Proxy(e) => e.into(),
+                }
+            }
+        }
+    };
+}
+
+queue_proxy_error!(
+    /// Why a manager queue's `try_put` did not put the item.
+    TryPutProxyError:
+    /// No room now (Python's `put_nowait` raising `queue.Full`).
+    Full => "the queue is full", Full
+);
+
+queue_proxy_error!(
+    /// Why a manager queue's `put_timeout` did not put the item.
+    PutTimeoutProxyError:
+    /// No room before the timeout (Python's `put(timeout=...)` raising
+    /// `queue.Full`).
+    Timeout => "timed out waiting for room in the queue", Timeout
+);
+
+queue_proxy_error!(
+    /// Why a manager queue's `try_get` returned no item.
+    TryGetProxyError:
+    /// No item now (Python's `get_nowait` raising `queue.Empty`).
+    Empty => "the queue is empty", Empty
+);
+
+queue_proxy_error!(
+    /// Why a manager queue's `get_timeout` returned no item.
+    GetTimeoutProxyError:
+    /// No item came before the timeout (Python's `get(timeout=...)`
+    /// raising `queue.Empty`).
+    Timeout => "timed out waiting for an item", Timeout
+);

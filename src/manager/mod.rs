@@ -147,7 +147,10 @@ use client::Session;
 use objects::{Constructor, Object, Registered};
 use protocol::{Bytes, ControlOp, dec, enc};
 
-pub use error::{ConnectError, ProxyError};
+pub use error::{
+    ConnectError, GetTimeoutProxyError, ProxyError, PutTimeoutProxyError, TryGetProxyError,
+    TryPutProxyError,
+};
 #[cfg(feature = "pool")]
 pub use proxy::PoolProxy;
 pub use proxy::{
