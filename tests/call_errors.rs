@@ -230,3 +230,38 @@ fn connecting_fails_with_its_own_errors() {
     assert!(matches!(coarse(), Err(Error::ServerGone(_))));
     m.shutdown().unwrap();
 }
+
+/// A `SharedMemoryManager` whose server was killed: making a block fails
+/// with `SegmentError::Manager` (the server gone; the block it made is
+/// unlinked again). A size of 0 fails before the server is asked, as the
+/// block's own error.
+#[test]
+fn a_shared_memory_managers_blocks_fail_with_their_own_errors() {
+    use multiproc::manager::{SegmentError, SharedMemoryManager};
+    let _s = serial();
+    let smm = SharedMemoryManager::start_with(builder()).unwrap();
+    assert!(matches!(
+        smm.shared_memory(0),
+        Err(SegmentError::SharedMemory(
+            multiproc::SharedMemoryError::InvalidSize { .. }
+        ))
+    ));
+    let pid = smm.manager().server_pid().unwrap();
+    // SAFETY: kill takes integers; the pid is our unreaped child's.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    assert!(eventually(PATIENCE, || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| s.contains(") Z "))
+    }));
+    match smm.shared_memory(64) {
+        Err(SegmentError::Manager(e)) => assert!(e.is_server_gone(), "{e}"),
+        other => panic!("expected the manager's error, got {other:?}"),
+    }
+    match smm.shareable_list(&[1i64.into()]) {
+        Err(e @ SegmentError::Manager(_)) => {
+            let e: Error = e.into();
+            assert!(matches!(e, Error::ServerGone(_)), "{e:?}");
+        }
+        other => panic!("expected the manager's error, got {other:?}"),
+    }
+    assert!(matches!(smm.shutdown(), Err(ProxyError::ServerGone(_))));
+}

@@ -162,7 +162,7 @@ pub use python::{
     PyDictProxy, PyEventProxy, PyListProxy, PyLockProxy, PyProxy, PyQueueProxy, PyValueProxy,
     PythonManager,
 };
-pub use shared_memory_manager::{Segments, SegmentsProxy, SharedMemoryManager};
+pub use shared_memory_manager::{SegmentError, Segments, SegmentsProxy, SharedMemoryManager};
 
 /// How long [`Manager::start`] waits for its server to answer.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
