@@ -1149,7 +1149,10 @@ impl Manager {
     /// started or `serve_forever()`ing), or a multiproc server, whose
     /// objects Python clients then share with these proxies (values in
     /// Python's pickle encoding). See [`PythonManager`].
-    pub fn connect_python(address: &Address, authkey: &[u8]) -> Result<PythonManager> {
+    pub fn connect_python(
+        address: &Address,
+        authkey: &[u8],
+    ) -> Result<PythonManager, ConnectError> {
         PythonManager::connect(address, authkey)
     }
 
