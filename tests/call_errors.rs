@@ -265,3 +265,55 @@ fn a_shared_memory_managers_blocks_fail_with_their_own_errors() {
     }
     assert!(matches!(smm.shutdown(), Err(ProxyError::ServerGone(_))));
 }
+
+/// A server run here: its setup's failure comes back as
+/// `ServeError::Setup` with the proxy error (the server stopped), an
+/// address a live listener holds as `ServeError::Os` with `EADDRINUSE`,
+/// and a missing address as `InvalidArgument`. Each turns into
+/// `multiproc::Error` with its kind.
+#[test]
+fn serving_here_fails_with_its_own_errors() {
+    use multiproc::manager::{QueueProxy, ServeError};
+    let _s = serial();
+    in_child(|| {
+        let dir = std::env::temp_dir().join(format!("mp-serve-err-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let address = Address::Unix(dir.join("s.sock"));
+        let r = Manager::builder()
+            .address(address)
+            .authkey(KEY)
+            .serve_with_setup(|m| {
+                let q: QueueProxy<u8> = m.get("never exposed")?;
+                q.put(&1)
+            });
+        let _ = std::fs::remove_dir_all(&dir);
+        match r {
+            Err(ServeError::Setup(ProxyError::Remote { .. })) => {}
+            other => {
+                eprintln!("setup that fails: {other:?}");
+                return 2;
+            }
+        }
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let at = Address::parse(&format!("tcp:{}", taken.local_addr().unwrap())).unwrap();
+        match multiproc::manager::serve(&at, KEY) {
+            Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE) => {
+                let e: Error = e.into();
+                if e.raw_os_error() != Some(libc::EADDRINUSE) {
+                    return 3;
+                }
+            }
+            other => {
+                eprintln!("serve on a taken address: {other:?}");
+                return 4;
+            }
+        }
+        match Manager::builder().serve() {
+            Err(ServeError::InvalidArgument(_)) => 0,
+            other => {
+                eprintln!("serve without an address: {other:?}");
+                5
+            }
+        }
+    });
+}

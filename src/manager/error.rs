@@ -308,3 +308,85 @@ queue_proxy_error!(
     /// raising `queue.Empty`).
     Timeout => "timed out waiting for an item", Timeout
 );
+
+/// Why a server run in this process ([`ManagerBuilder::serve`](super::ManagerBuilder::serve),
+/// [`serve_with_setup`](super::ManagerBuilder::serve_with_setup),
+/// [`serve`](super::serve)) did not start or stopped with an error. A
+/// server stopped by a shutdown request, SIGTERM or SIGINT returns `Ok`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// The options cannot be used (no address given, a pool task not
+    /// registered); the text says why.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(&'static str),
+    /// The server's initializer
+    /// ([`ManagerBuilder::initializer`](super::ManagerBuilder::initializer))
+    /// failed: the server did not serve.
+    #[error("initializer failed: {0}")]
+    InitializerFailed(String),
+    /// A registered type's or task's function lives in a shared library,
+    /// not in the main executable (see [`Error::ForeignCode`]).
+    #[error(
+        "the function at {address:#x} is in {object}, not in the main executable: only the program's own functions can run in another process"
+    )]
+    ForeignCode {
+        /// The function's address in this process.
+        address: usize,
+        /// The file of the object it lives in.
+        object: String,
+    },
+    /// `serve_with_setup`'s setup failed: its error; the server stopped.
+    #[error("the server's setup failed: {0}")]
+    Setup(#[source] ProxyError),
+    /// A system call failed: listening on the address (`EADDRINUSE` when
+    /// a live server has it), a thread, the signal handlers; `call` names
+    /// it.
+    #[error("{call} failed: {source}")]
+    Os {
+        /// The call that failed.
+        call: &'static str,
+        /// The operating system's error, with its errno.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl ServeError {
+    /// The errno of a [`ServeError::Os`] (`EADDRINUSE`: the address is
+    /// taken).
+    pub fn raw_os_error(&self) -> Option<i32> {
+        match self {
+            ServeError::Os { source, .. } => source.raw_os_error(),
+            _ => None,
+        }
+    }
+
+    /// The serve error for what the server's layers (which speak
+    /// [`Error`]) reported; anything without a variant here is kept whole
+    /// as the source of an `Os` error.
+    pub(crate) fn from_internal(e: Error) -> ServeError {
+        match e {
+            Error::InvalidArgument(m) => ServeError::InvalidArgument(m),
+            Error::InitializerFailed(m) => ServeError::InitializerFailed(m),
+            Error::ForeignCode { address, object } => ServeError::ForeignCode { address, object },
+            Error::Os { call, source } => ServeError::Os { call, source },
+            other => ServeError::Os {
+                call: "serve",
+                source: io::Error::other(other),
+            },
+        }
+    }
+}
+
+impl From<ServeError> for Error {
+    fn from(e: ServeError) -> Error {
+        match e {
+            ServeError::InvalidArgument(m) => Error::InvalidArgument(m),
+            ServeError::InitializerFailed(m) => Error::InitializerFailed(m),
+            ServeError::ForeignCode { address, object } => Error::ForeignCode { address, object },
+            ServeError::Setup(e) => e.into(),
+            ServeError::Os { call, source } => Error::Os { call, source },
+        }
+    }
+}
