@@ -6,7 +6,7 @@
 
 use std::io;
 
-use crate::error::{Error, RemoteErrorKind};
+use crate::error::{Error, RemoteErrorKind, map_variants};
 use crate::process::StartError;
 
 /// Why a [`Manager`](super::Manager) could not be had: connecting to a
@@ -160,22 +160,14 @@ impl ProxyError {
     /// reported. Nothing else reaches a proxy call; were it to, the error
     /// is kept whole as the source of an `Os` error rather than lost.
     pub(crate) fn from_internal(e: Error) -> ProxyError {
-        match e {
-            Error::ServerGone(m) => ProxyError::ServerGone(m),
-            Error::Remote { kind, message } => ProxyError::Remote { kind, message },
-            Error::Timeout => ProxyError::Timeout,
-            Error::BrokenBarrier => ProxyError::BrokenBarrier,
-            Error::NotOwner => ProxyError::NotOwner,
-            Error::ReleasedTooManyTimes => ProxyError::ReleasedTooManyTimes,
-            Error::Codec(m) => ProxyError::Codec(m),
-            Error::InvalidArgument(m) => ProxyError::InvalidArgument(m),
-            Error::AuthenticationFailed(m) => ProxyError::AuthenticationFailed(m),
-            Error::Os { call, source } => ProxyError::Os { call, source },
-            other => ProxyError::Os {
-                call: "manager call",
-                source: io::Error::other(other),
-            },
-        }
+        map_variants!(e, Error => ProxyError {
+            ServerGone(m), Remote { kind, message }, Timeout, BrokenBarrier, NotOwner,
+            ReleasedTooManyTimes, Codec(m), InvalidArgument(m), AuthenticationFailed(m),
+            Os { call, source },
+        }, other => ProxyError::Os {
+            call: "manager call",
+            source: io::Error::other(other),
+        })
     }
 }
 
@@ -183,24 +175,18 @@ impl ConnectError {
     /// The connect error for what the layers below reported (see
     /// [`ProxyError::from_internal`]).
     pub(crate) fn from_internal(e: Error) -> ConnectError {
-        match e {
-            Error::ServerGone(m) => ConnectError::ServerGone(m),
-            Error::AuthenticationFailed(m) => ConnectError::AuthenticationFailed(m),
-            Error::BadConnection(m) => ConnectError::Protocol(m.to_string()),
-            Error::Codec(m) => ConnectError::Protocol(m),
-            Error::Remote { kind, message } => ConnectError::Protocol(format!("{kind}: {message}")),
-            Error::InitializerFailed(m) => ConnectError::InitializerFailed(m),
-            Error::ForeignCode { address, object } => ConnectError::ForeignCode { address, object },
-            Error::InvalidArgument(m) => ConnectError::InvalidArgument(m),
-            Error::Os { call, source } => ConnectError::Os { call, source },
-            e @ (Error::ThreadedFork { .. } | Error::AlreadyStarted) => {
-                ConnectError::Start(StartError::from_internal(e))
-            }
-            other => ConnectError::Os {
-                call: "connect",
-                source: io::Error::other(other),
-            },
+        map_variants!(e, Error => ConnectError {
+            ServerGone(m), AuthenticationFailed(m), Codec(m) as Protocol, InitializerFailed(m),
+            ForeignCode { address, object }, InvalidArgument(m), Os { call, source },
+        }, Error::BadConnection(m) => ConnectError::Protocol(m.to_string()),
+        Error::Remote { kind, message } => ConnectError::Protocol(format!("{kind}: {message}")),
+        e @ (Error::ThreadedFork { .. } | Error::AlreadyStarted) => {
+            ConnectError::Start(StartError::from_internal(e))
         }
+        other => ConnectError::Os {
+            call: "connect",
+            source: io::Error::other(other),
+        })
     }
 }
 
@@ -217,34 +203,21 @@ impl From<StartError> for ConnectError {
 
 impl From<ProxyError> for Error {
     fn from(e: ProxyError) -> Error {
-        match e {
-            ProxyError::ServerGone(m) => Error::ServerGone(m),
-            ProxyError::Remote { kind, message } => Error::Remote { kind, message },
-            ProxyError::Timeout => Error::Timeout,
-            ProxyError::BrokenBarrier => Error::BrokenBarrier,
-            ProxyError::NotOwner => Error::NotOwner,
-            ProxyError::ReleasedTooManyTimes => Error::ReleasedTooManyTimes,
-            ProxyError::Codec(m) => Error::Codec(m),
-            ProxyError::InvalidArgument(m) => Error::InvalidArgument(m),
-            ProxyError::AuthenticationFailed(m) => Error::AuthenticationFailed(m),
-            ProxyError::Os { call, source } => Error::Os { call, source },
-        }
+        map_variants!(e, ProxyError => Error {
+            ServerGone(m), Remote { kind, message }, Timeout, BrokenBarrier, NotOwner,
+            ReleasedTooManyTimes, Codec(m), InvalidArgument(m), AuthenticationFailed(m),
+            Os { call, source },
+        })
     }
 }
 
 impl From<ConnectError> for Error {
     /// The same kind; [`ConnectError::Protocol`] as [`Error::Codec`].
     fn from(e: ConnectError) -> Error {
-        match e {
-            ConnectError::ServerGone(m) => Error::ServerGone(m),
-            ConnectError::AuthenticationFailed(m) => Error::AuthenticationFailed(m),
-            ConnectError::Protocol(m) => Error::Codec(m),
-            ConnectError::Start(e) => e.into(),
-            ConnectError::InitializerFailed(m) => Error::InitializerFailed(m),
-            ConnectError::ForeignCode { address, object } => Error::ForeignCode { address, object },
-            ConnectError::InvalidArgument(m) => Error::InvalidArgument(m),
-            ConnectError::Os { call, source } => Error::Os { call, source },
-        }
+        map_variants!(e, ConnectError => Error {
+            ServerGone(m), AuthenticationFailed(m), Protocol(m) as Codec, InitializerFailed(m),
+            ForeignCode { address, object }, InvalidArgument(m), Os { call, source },
+        }, ConnectError::Start(e) => e.into())
     }
 }
 
@@ -366,27 +339,21 @@ impl ServeError {
     /// [`Error`]) reported; anything without a variant here is kept whole
     /// as the source of an `Os` error.
     pub(crate) fn from_internal(e: Error) -> ServeError {
-        match e {
-            Error::InvalidArgument(m) => ServeError::InvalidArgument(m),
-            Error::InitializerFailed(m) => ServeError::InitializerFailed(m),
-            Error::ForeignCode { address, object } => ServeError::ForeignCode { address, object },
-            Error::Os { call, source } => ServeError::Os { call, source },
-            other => ServeError::Os {
-                call: "serve",
-                source: io::Error::other(other),
-            },
-        }
+        map_variants!(e, Error => ServeError {
+            InvalidArgument(m), InitializerFailed(m), ForeignCode { address, object },
+            Os { call, source },
+        }, other => ServeError::Os {
+            call: "serve",
+            source: io::Error::other(other),
+        })
     }
 }
 
 impl From<ServeError> for Error {
     fn from(e: ServeError) -> Error {
-        match e {
-            ServeError::InvalidArgument(m) => Error::InvalidArgument(m),
-            ServeError::InitializerFailed(m) => Error::InitializerFailed(m),
-            ServeError::ForeignCode { address, object } => Error::ForeignCode { address, object },
-            ServeError::Setup(e) => e.into(),
-            ServeError::Os { call, source } => Error::Os { call, source },
-        }
+        map_variants!(e, ServeError => Error {
+            InvalidArgument(m), InitializerFailed(m), ForeignCode { address, object },
+            Os { call, source },
+        }, ServeError::Setup(e) => e.into())
     }
 }

@@ -9,6 +9,8 @@
 use std::fmt;
 use std::io;
 
+use crate::error::map_variants;
+
 /// Why a call of the Redis side that is not a queue's put or get, nor a
 /// pool task's, failed: opening or closing a queue, `task_done` and
 /// `join`, building, joining or steering a [`RedisPool`](super::RedisPool),
@@ -153,16 +155,12 @@ impl From<RedisError> for crate::Error {
     /// `TaskDone`, `Os`, ...); a server's failure as [`crate::Error::Redis`]
     /// with the message.
     fn from(e: RedisError) -> crate::Error {
-        use crate::Error as E;
-        match e {
-            RedisError::InvalidName { name, reason } => E::InvalidName { name, reason },
-            RedisError::InvalidArgument(m) => E::InvalidArgument(m),
-            RedisError::Timeout => E::Timeout,
-            RedisError::TaskDone => E::TaskDone,
-            RedisError::LocalWorker(e) => *e,
-            RedisError::Os { call, source } => E::Os { call, source },
-            other => E::Redis(other.to_string()),
-        }
+        use crate::Error;
+        map_variants!(e, RedisError => Error {
+            InvalidName { name, reason }, InvalidArgument(m), Timeout, TaskDone,
+            Os { call, source },
+        }, RedisError::LocalWorker(e) => *e,
+        other => Error::Redis(other.to_string()))
     }
 }
 
@@ -366,29 +364,19 @@ impl RedisTaskError {
     /// [`crate::Error`]) reported; anything without a variant here is kept
     /// as a `Server` error's text.
     pub(crate) fn from_internal(e: crate::Error) -> RedisTaskError {
-        use crate::Error as E;
-        match e {
-            E::ForeignCode { address, object } => RedisTaskError::ForeignCode { address, object },
-            E::InvalidArgument(m) => RedisTaskError::InvalidArgument(m),
-            E::Codec(m) => RedisTaskError::Codec(m),
-            E::Redis(m) => RedisTaskError::Server(m),
-            other => RedisTaskError::Server(other.to_string()),
-        }
+        use crate::Error;
+        map_variants!(e, Error => RedisTaskError {
+            ForeignCode { address, object }, InvalidArgument(m), Codec(m), Redis(m) as Server,
+        }, other => RedisTaskError::Server(other.to_string()))
     }
 }
 
 impl From<RedisTaskError> for crate::Error {
     fn from(e: RedisTaskError) -> crate::Error {
-        use crate::Error as E;
-        match e {
-            RedisTaskError::TaskFailed(m) => E::TaskFailed(m),
-            RedisTaskError::PoolClosed => E::PoolClosed,
-            RedisTaskError::PoolTerminated => E::PoolTerminated,
-            RedisTaskError::Timeout => E::Timeout,
-            RedisTaskError::Codec(m) => E::Codec(m),
-            RedisTaskError::ForeignCode { address, object } => E::ForeignCode { address, object },
-            RedisTaskError::InvalidArgument(m) => E::InvalidArgument(m),
-            RedisTaskError::Server(m) => E::Redis(m),
-        }
+        use crate::Error;
+        map_variants!(e, RedisTaskError => Error {
+            TaskFailed(m), PoolClosed, PoolTerminated, Timeout, Codec(m),
+            ForeignCode { address, object }, InvalidArgument(m), Server(m) as Redis,
+        })
     }
 }
