@@ -14,7 +14,7 @@ use std::io;
 /// the rest. The one home of the per-call errors' variant-for-variant
 /// conversions (into [`Error`], and `from_internal` out of it).
 ///
-/// ```ignore
+/// ```text
 /// map_variants!(e, SendError => Error {
 ///     BadConnection(m), Encode(m) as Codec, Os { call, source },
 /// })
