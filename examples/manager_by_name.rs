@@ -10,7 +10,7 @@
 
 use multiproc::Process;
 use multiproc::connection::listener::Address;
-use multiproc::manager::{DictProxy, Manager, QueueProxy};
+use multiproc::manager::{DictProxy, GetTimeoutProxyError, Manager, QueueProxy};
 
 fn main() -> multiproc::Result<()> {
     let key = b"abracadabra".to_vec();
@@ -32,10 +32,14 @@ fn main() -> multiproc::Result<()> {
                 let m = Manager::connect(&address, &key)?;
                 let jobs: QueueProxy<u64> = m.get("jobs")?;
                 let results: DictProxy<u64, u64> = m.get("results")?;
-                while let Some(n) = jobs.get_timeout(std::time::Duration::from_millis(200))? {
+                loop {
+                    let n = match jobs.get_timeout(std::time::Duration::from_millis(200)) {
+                        Ok(n) => n,
+                        Err(GetTimeoutProxyError::Timeout) => return Ok(()),
+                        Err(e) => return Err(e.into()),
+                    };
                     results.insert(&n, &(n * n))?;
                 }
-                Ok(())
             })
         })
         .collect();

@@ -7,6 +7,38 @@
 use std::fmt;
 use std::io;
 
+/// Converts between two error enums whose variants of the same meaning
+/// carry the same fields: each listed variant of `$src` becomes the variant
+/// of `$dst` of the same name (or the one named after `as`) with its
+/// fields moved over; arms after the list (`, pattern => value, ...`) take
+/// the rest. The one home of the per-call errors' variant-for-variant
+/// conversions (into [`Error`], and `from_internal` out of it).
+///
+/// ```text
+/// map_variants!(e, SendError => Error {
+///     BadConnection(m), Encode(m) as Codec, Os { call, source },
+/// })
+/// ```
+macro_rules! map_variants {
+    ($e:expr, $src:ident => $dst:ident {
+        $( $v:ident $( ( $($t:ident),* ) )? $( { $($f:ident),* } )? $( as $w:ident )? ),* $(,)?
+    } $(, $($arm:tt)*)?) => {
+        match $e {
+            $(
+                $src::$v $( ( $($t),* ) )? $( { $($f),* } )? =>
+                    $crate::error::map_variants!(
+                        @arm $dst [$($w)? $v] $( ( $($t),* ) )? $( { $($f),* } )?
+                    ),
+            )*
+            $($($arm)*)?
+        }
+    };
+    (@arm $dst:ident [$w:ident $($_v:ident)?] ( $($t:ident),* )) => { $dst::$w( $($t),* ) };
+    (@arm $dst:ident [$w:ident $($_v:ident)?] { $($f:ident),* }) => { $dst::$w { $($f),* } };
+    (@arm $dst:ident [$w:ident $($_v:ident)?]) => { $dst::$w };
+}
+pub(crate) use map_variants;
+
 /// A result with the crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -386,25 +418,20 @@ impl CreateError {
     /// It reports nothing else; were it to, the error is kept whole as the
     /// source of an `Os` error rather than lost.
     pub(crate) fn from_internal(e: Error) -> CreateError {
-        match e {
-            Error::Os { call, source } => CreateError::Os { call, source },
-            Error::InvalidSize { size, reason } => CreateError::InvalidSize { size, reason },
-            Error::InvalidArgument(m) => CreateError::InvalidArgument(m),
-            other => CreateError::Os {
-                call: "shared memory allocation",
-                source: io::Error::other(other),
-            },
-        }
+        map_variants!(e, Error => CreateError {
+            Os { call, source }, InvalidSize { size, reason }, InvalidArgument(m),
+        }, other => CreateError::Os {
+            call: "shared memory allocation",
+            source: io::Error::other(other),
+        })
     }
 }
 
 impl From<CreateError> for Error {
     fn from(e: CreateError) -> Error {
-        match e {
-            CreateError::Os { call, source } => Error::Os { call, source },
-            CreateError::InvalidSize { size, reason } => Error::InvalidSize { size, reason },
-            CreateError::InvalidArgument(m) => Error::InvalidArgument(m),
-        }
+        map_variants!(e, CreateError => Error {
+            Os { call, source }, InvalidSize { size, reason }, InvalidArgument(m),
+        })
     }
 }
 

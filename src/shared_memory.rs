@@ -11,7 +11,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use memmap2::{MmapOptions, MmapRaw};
 use nix::errno::Errno;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, map_variants};
 
 /// Why a named block of shared memory could not be created, opened or
 /// unlinked. Converts into [`Error`] variant for variant.
@@ -75,31 +75,22 @@ impl SharedMemoryError {
     /// reported. They report nothing else; were they to, the error is kept
     /// whole as the source of an `Os` error.
     fn from_internal(e: Error) -> SharedMemoryError {
-        match e {
-            Error::AlreadyExists { name } => SharedMemoryError::AlreadyExists { name },
-            Error::NotFound { name } => SharedMemoryError::NotFound { name },
-            Error::InvalidName { name, reason } => SharedMemoryError::InvalidName { name, reason },
-            Error::InvalidSize { size, reason } => SharedMemoryError::InvalidSize { size, reason },
-            Error::InvalidArgument(m) => SharedMemoryError::InvalidArgument(m),
-            Error::Os { call, source } => SharedMemoryError::Os { call, source },
-            other => SharedMemoryError::Os {
-                call: "shared memory",
-                source: std::io::Error::other(other),
-            },
-        }
+        map_variants!(e, Error => SharedMemoryError {
+            AlreadyExists { name }, NotFound { name }, InvalidName { name, reason },
+            InvalidSize { size, reason }, InvalidArgument(m), Os { call, source },
+        }, other => SharedMemoryError::Os {
+            call: "shared memory",
+            source: std::io::Error::other(other),
+        })
     }
 }
 
 impl From<SharedMemoryError> for Error {
     fn from(e: SharedMemoryError) -> Error {
-        match e {
-            SharedMemoryError::AlreadyExists { name } => Error::AlreadyExists { name },
-            SharedMemoryError::NotFound { name } => Error::NotFound { name },
-            SharedMemoryError::InvalidName { name, reason } => Error::InvalidName { name, reason },
-            SharedMemoryError::InvalidSize { size, reason } => Error::InvalidSize { size, reason },
-            SharedMemoryError::InvalidArgument(m) => Error::InvalidArgument(m),
-            SharedMemoryError::Os { call, source } => Error::Os { call, source },
-        }
+        map_variants!(e, SharedMemoryError => Error {
+            AlreadyExists { name }, NotFound { name }, InvalidName { name, reason },
+            InvalidSize { size, reason }, InvalidArgument(m), Os { call, source },
+        })
     }
 }
 use crate::shm::{AtomicNumber, ShmSafe, copy};

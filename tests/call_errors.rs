@@ -218,3 +218,90 @@ fn connecting_fails_with_its_own_errors() {
     assert!(matches!(coarse(), Err(Error::ServerGone(_))));
     m.shutdown().unwrap();
 }
+
+/// A `SharedMemoryManager` whose server was killed: making a block fails
+/// with `SegmentError::Manager` (the server gone; the block it made is
+/// unlinked again). A size of 0 fails before the server is asked, as the
+/// block's own error.
+#[test]
+fn a_shared_memory_managers_blocks_fail_with_their_own_errors() {
+    use multiproc::manager::{SegmentError, SharedMemoryManager};
+    let _s = serial();
+    let smm = SharedMemoryManager::start_with(builder()).unwrap();
+    assert!(matches!(
+        smm.shared_memory(0),
+        Err(SegmentError::SharedMemory(
+            multiproc::SharedMemoryError::InvalidSize { .. }
+        ))
+    ));
+    let pid = smm.manager().server_pid().unwrap();
+    // SAFETY: kill takes integers; the pid is our unreaped child's.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    assert!(eventually(PATIENCE, || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| s.contains(") Z "))
+    }));
+    match smm.shared_memory(64) {
+        Err(SegmentError::Manager(e)) => assert!(e.is_server_gone(), "{e}"),
+        other => panic!("expected the manager's error, got {other:?}"),
+    }
+    match smm.shareable_list(&[1i64.into()]) {
+        Err(e @ SegmentError::Manager(_)) => {
+            let e: Error = e.into();
+            assert!(matches!(e, Error::ServerGone(_)), "{e:?}");
+        }
+        other => panic!("expected the manager's error, got {other:?}"),
+    }
+    assert!(matches!(smm.shutdown(), Err(ProxyError::ServerGone(_))));
+}
+
+/// A server run here: its setup's failure comes back as
+/// `ServeError::Setup` with the proxy error (the server stopped), an
+/// address a live listener holds as `ServeError::Os` with `EADDRINUSE`,
+/// and a missing address as `InvalidArgument`. Each turns into
+/// `multiproc::Error` with its kind.
+#[test]
+fn serving_here_fails_with_its_own_errors() {
+    use multiproc::manager::{QueueProxy, ServeError};
+    let _s = serial();
+    in_child(|| {
+        let dir = std::env::temp_dir().join(format!("mp-serve-err-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let address = Address::Unix(dir.join("s.sock"));
+        let r = Manager::builder()
+            .address(address)
+            .authkey(KEY)
+            .serve_with_setup(|m| {
+                let q: QueueProxy<u8> = m.get("never exposed")?;
+                q.put(&1)
+            });
+        let _ = std::fs::remove_dir_all(&dir);
+        match r {
+            Err(ServeError::Setup(ProxyError::Remote { .. })) => {}
+            other => {
+                eprintln!("setup that fails: {other:?}");
+                return 2;
+            }
+        }
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let at = Address::parse(&format!("tcp:{}", taken.local_addr().unwrap())).unwrap();
+        match multiproc::manager::serve(&at, KEY) {
+            Err(e) if e.raw_os_error() == Some(libc::EADDRINUSE) => {
+                let e: Error = e.into();
+                if e.raw_os_error() != Some(libc::EADDRINUSE) {
+                    return 3;
+                }
+            }
+            other => {
+                eprintln!("serve on a taken address: {other:?}");
+                return 4;
+            }
+        }
+        match Manager::builder().serve() {
+            Err(ServeError::InvalidArgument(_)) => 0,
+            other => {
+                eprintln!("serve without an address: {other:?}");
+                5
+            }
+        }
+    });
+}

@@ -15,7 +15,10 @@ use std::time::{Duration, Instant};
 use common::{join_ok, manager_builder, serial, spawn};
 use multiproc::RemoteErrorKind;
 use multiproc::connection::listener::Address;
-use multiproc::manager::{ConnectError, ProxyError};
+use multiproc::manager::{
+    ConnectError, GetTimeoutProxyError, ProxyError, PutTimeoutProxyError, TryGetProxyError,
+    TryPutProxyError,
+};
 use multiproc::manager::{DictProxy, ListProxy, Manager, Proxy, TypedProxy};
 use serde::{Deserialize, Serialize};
 
@@ -346,13 +349,21 @@ fn queue_test_put() {
     let q = m.queue_bounded::<u32>(6).unwrap();
     assert!(q.is_empty().unwrap());
     for i in 0..6 {
-        assert!(q.try_put(&i).unwrap());
+        q.try_put(&i).unwrap();
     }
     assert!(q.is_full().unwrap());
     assert_eq!(q.qsize().unwrap(), 6);
-    assert!(!q.try_put(&7).unwrap());
+    // Full and a put's timeout are errors of their own; the item stays
+    // with the caller (the proxy borrows it).
+    let seven = 7;
+    assert!(matches!(q.try_put(&seven), Err(TryPutProxyError::Full)));
     let t = Instant::now();
-    assert!(!q.put_timeout(&7, TIMEOUT).unwrap());
+    assert!(matches!(
+        q.put_timeout(&seven, TIMEOUT),
+        Err(PutTimeoutProxyError::Timeout)
+    ));
+    let e: multiproc::Error = q.try_put(&seven).unwrap_err().into();
+    assert!(matches!(e, multiproc::Error::Full), "{e:?}");
     assert!(t.elapsed() >= TIMEOUT - Duration::from_millis(5));
     let mut kid = {
         let q = q.clone();
@@ -373,9 +384,14 @@ fn queue_test_get_and_timeout() {
     let _s = serial();
     let m = start();
     let q = m.queue::<u32>().unwrap();
-    assert_eq!(q.try_get().unwrap(), None);
+    assert!(matches!(q.try_get(), Err(TryGetProxyError::Empty)));
     let t = Instant::now();
-    assert_eq!(q.get_timeout(TIMEOUT).unwrap(), None);
+    assert!(matches!(
+        q.get_timeout(TIMEOUT),
+        Err(GetTimeoutProxyError::Timeout)
+    ));
+    let e: multiproc::Error = q.try_get().unwrap_err().into();
+    assert!(matches!(e, multiproc::Error::Empty), "{e:?}");
     assert!(t.elapsed() >= TIMEOUT - Duration::from_millis(5));
     let mut kid = {
         let q = q.clone();

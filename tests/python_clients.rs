@@ -497,8 +497,11 @@ print("OK")
 
 // ---- Rust proxies speaking Python's protocol -----------------------------
 
-use multiproc::manager::{PyDictProxy, PyQueueProxy, PythonManager};
-use multiproc::{Error, RemoteErrorKind};
+use multiproc::RemoteErrorKind;
+use multiproc::manager::{
+    ConnectError, GetTimeoutProxyError, ProxyError, PyDictProxy, PyQueueProxy, PythonManager,
+    TryGetProxyError,
+};
 
 /// A python3 `SyncManager` server on a free port: the child and the port.
 fn python_server(py: &str) -> (Child, u16) {
@@ -579,7 +582,7 @@ fn rust_proxies_on_a_python_syncmanager() {
         assert_eq!(l.len().unwrap(), 3);
         assert!(matches!(
             l.get(99),
-            Err(Error::Remote {
+            Err(ProxyError::Remote {
                 kind: RemoteErrorKind::Index,
                 ..
             })
@@ -589,15 +592,18 @@ fn rust_proxies_on_a_python_syncmanager() {
         q.put(&(1, "x".into())).unwrap();
         assert_eq!(q.qsize().unwrap(), 1);
         assert_eq!(q.get().unwrap(), (1, "x".into()));
-        assert_eq!(q.try_get().unwrap(), None);
-        assert_eq!(q.get_timeout(Duration::from_millis(50)).unwrap(), None);
+        assert!(matches!(q.try_get(), Err(TryGetProxyError::Empty)));
+        assert!(matches!(
+            q.get_timeout(Duration::from_millis(50)),
+            Err(GetTimeoutProxyError::Timeout)
+        ));
 
         let lock = pm.lock().unwrap();
         lock.acquire().unwrap();
         assert!(!lock.try_acquire().unwrap());
         assert!(!lock.acquire_timeout(Duration::from_millis(20)).unwrap());
         lock.release().unwrap();
-        assert!(matches!(lock.release(), Err(Error::NotOwner)));
+        assert!(matches!(lock.release(), Err(ProxyError::NotOwner)));
 
         let ev = pm.event().unwrap();
         assert!(!ev.wait_timeout(Duration::from_millis(20)).unwrap());
@@ -621,6 +627,54 @@ fn rust_proxies_on_a_python_syncmanager() {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+/// A python3 manager that went away: every call of a Rust proxy fails at
+/// once with `ServerGone` (before: an `Os` or `Eof` error of the
+/// connection, in the crate's coarse `Error`), and connecting again with
+/// `ConnectError::ServerGone`. `?` still turns them into `multiproc::Error`.
+#[test]
+fn a_dead_python_manager_is_server_gone() {
+    let _s = serial();
+    let Some(py) = pythons().into_iter().next() else {
+        panic!("no python3 found");
+    };
+    let (mut server, p) = python_server(py);
+    let addr = Address::parse(&format!("tcp:127.0.0.1:{p}")).unwrap();
+    let pm = PythonManager::connect(&addr, KEY).unwrap();
+    let q: PyQueueProxy<u32> = pm.queue().unwrap();
+    q.put(&1).unwrap();
+    // End of input: the script ends, and its manager with it.
+    drop(server.stdin.take());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while server.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the python server did not stop");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Its manager process may outlive the script for a moment.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", p)).is_ok() {
+        assert!(Instant::now() < deadline, "the python manager did not stop");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let t = Instant::now();
+    match q.qsize() {
+        Err(e @ ProxyError::ServerGone(_)) => {
+            let e: multiproc::Error = e.into();
+            assert!(matches!(e, multiproc::Error::ServerGone(_)), "{e:?}");
+        }
+        other => panic!("expected ServerGone, got {other:?}"),
+    }
+    assert!(matches!(
+        q.try_get(),
+        Err(TryGetProxyError::Proxy(ProxyError::ServerGone(_)))
+    ));
+    assert!(matches!(pm.list::<u8>(), Err(ProxyError::ServerGone(_))));
+    assert!(matches!(
+        PythonManager::connect(&addr, KEY),
+        Err(ConnectError::ServerGone(_))
+    ));
+    assert!(t.elapsed() < Duration::from_secs(5));
 }
 
 #[test]
@@ -667,7 +721,7 @@ print("OK")
     }
     assert_eq!(out.len().unwrap(), 20);
     assert_eq!(out.get(&7).unwrap().as_deref(), Some("JOB 7"));
-    assert!(jobs.try_get().unwrap().is_none());
+    assert!(matches!(jobs.try_get(), Err(TryGetProxyError::Empty)));
     m.shutdown().unwrap();
 }
 

@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 use common::{PATIENCE, join_ok, serial, spawn_in};
 use multiproc::Process;
 use multiproc::redis::{
-    LocalServer, RedisGetError as GetError, RedisPutError as PutError, RedisQueue,
+    JoinableRedisQueue, LocalServer, RedisError, RedisGetError as GetError, RedisPool,
+    RedisPutError as PutError, RedisQueue, RedisStreamQueue,
 };
 
 const SHORT: Duration = Duration::from_millis(200);
@@ -38,6 +39,7 @@ fn missing_server_program_says_how_to_install_it() {
     let e = LocalServer::start_with(Path::new("/nonexistent/redis-server")).unwrap_err();
     let m = e.to_string();
     assert!(m.contains("apt-get install redis-server"), "{m}");
+    assert!(matches!(e, RedisError::Start(_)), "{e:?}");
 }
 
 #[test]
@@ -45,6 +47,7 @@ fn server_program_that_exits_is_reported() {
     let _s = serial();
     // `false` takes the server's arguments and exits at once with 1.
     let e = LocalServer::start_with(Path::new("false")).unwrap_err();
+    assert!(matches!(e, RedisError::Start(_)), "{e:?}");
     let m = e.to_string();
     assert!(
         m.contains("exited") && m.contains("before accepting"),
@@ -79,10 +82,15 @@ fn put_get_in_one_process() {
 fn bad_name_and_url_are_refused() {
     assert!(matches!(
         RedisQueue::<u8>::open("redis://127.0.0.1:1/", ""),
-        Err(multiproc::Error::InvalidName { .. })
+        Err(RedisError::InvalidName { .. })
     ));
     let e = RedisQueue::<u8>::open("http://example/", "q").unwrap_err();
-    assert!(matches!(e, multiproc::Error::Redis(_)), "{e:?}");
+    assert!(matches!(e, RedisError::InvalidUrl(_)), "{e:?}");
+    // Turned into the crate's error, each keeps its kind.
+    let e: multiproc::Error = RedisQueue::<u8>::open("redis://127.0.0.1:1/", "")
+        .unwrap_err()
+        .into();
+    assert!(matches!(e, multiproc::Error::InvalidName { .. }), "{e:?}");
 }
 
 #[test]
@@ -434,9 +442,16 @@ fn server_killed_mid_test_gives_clear_errors_without_hanging() {
         assert!(matches!(q.get_timeout(SHORT), Err(GetError::Server(_))));
         assert!(matches!(q.try_get(), Err(GetError::Server(_))));
         assert!(matches!(q.qsize(), Err(GetError::Server(_))));
-        assert!(q.close().is_err());
+        assert!(matches!(q.close(), Err(RedisError::Unreachable(_))));
+        assert!(matches!(q.is_closed(), Err(RedisError::Unreachable(_))));
+        assert!(matches!(q.delete(), Err(RedisError::Unreachable(_))));
         let e = RedisQueue::<u32>::open(&s.url(), "gone").unwrap_err();
         assert!(e.to_string().contains("redis-server running"), "{e}");
+        assert!(e.is_unreachable(), "{e:?}");
+        let e = RedisStreamQueue::<u32>::open(&s.url(), "gone", SHORT).unwrap_err();
+        assert!(e.is_unreachable(), "{e:?}");
+        let e = RedisPool::new(&s.url(), "gone").unwrap_err();
+        assert!(e.is_unreachable(), "{e:?}");
         assert!(t.elapsed() < PATIENCE);
     })
 }
@@ -557,7 +572,10 @@ fn joinable_queue_join_waits_for_every_task_done() {
     let _s = serial();
     let s = server();
     let q = JoinableRedisQueue::<u32>::open(&s.url(), "joinable").unwrap();
-    assert!(q.task_done().is_err(), "task_done before any put");
+    assert!(
+        matches!(q.task_done(), Err(RedisError::TaskDone)),
+        "task_done before any put"
+    );
     for i in 0..5 {
         q.put(i).unwrap();
     }
@@ -574,7 +592,79 @@ fn joinable_queue_join_waits_for_every_task_done() {
     assert!(q.join_timeout(PATIENCE).unwrap());
     join_ok(&mut p);
     assert_eq!(q.unfinished().unwrap(), 0);
-    assert!(q.task_done().is_err());
+    assert!(matches!(q.task_done(), Err(RedisError::TaskDone)));
+}
+
+/// Keys of a name hold other data (here: strings and a list where a
+/// stream, a counter and the pool's stream belong): each call that meets
+/// one says so with `WrongType`, and changes nothing.
+#[test]
+fn a_name_taken_by_other_data_is_a_wrong_type_error() {
+    let _s = serial();
+    let s = server();
+    let mut raw = redis::Client::open(s.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    for (cmd, key) in [
+        ("SET", "multiproc:stream:{taken}"),
+        ("RPUSH", "multiproc:queue:{taken}:unfinished"),
+        ("SET", "multiproc:pool:{taken}:tasks"),
+    ] {
+        redis::cmd(cmd)
+            .arg(key)
+            .arg("other data")
+            .query::<()>(&mut raw)
+            .unwrap();
+    }
+    let e = RedisStreamQueue::<u32>::open(&s.url(), "taken", SHORT).unwrap_err();
+    assert!(matches!(e, RedisError::WrongType(_)), "{e:?}");
+    let q = JoinableRedisQueue::<u32>::open(&s.url(), "taken").unwrap();
+    assert!(
+        matches!(q.unfinished(), Err(RedisError::WrongType(_))),
+        "{:?}",
+        q.unfinished()
+    );
+    assert!(matches!(q.task_done(), Err(RedisError::WrongType(_))));
+    assert!(matches!(q.join(), Err(RedisError::WrongType(_))));
+    let e = RedisPool::new(&s.url(), "taken").unwrap_err();
+    assert!(matches!(e, RedisError::WrongType(_)), "{e:?}");
+    // Nothing was changed.
+    let v: String = redis::cmd("GET")
+        .arg("multiproc:stream:{taken}")
+        .query(&mut raw)
+        .unwrap();
+    assert_eq!(v, "other data");
+}
+
+/// Every Redis call's error converts into `multiproc::Error`, so `?` works
+/// in a function returning `multiproc::Result` (a put's and a get's did
+/// not: that did not compile), keeping the kind.
+#[test]
+fn question_mark_works_in_a_multiproc_result_fn() {
+    fn round_trip(url: &str) -> multiproc::Result<u32> {
+        let q = JoinableRedisQueue::<u32>::open(url, "qm")?;
+        q.put(7)?;
+        let v = q.get_timeout(PATIENCE)?;
+        q.task_done()?;
+        q.join()?;
+        q.queue().close()?;
+        q.try_get()?;
+        Ok(v)
+    }
+    let _s = serial();
+    let s = server();
+    match round_trip(&s.url()) {
+        Err(multiproc::Error::Closed) => {}
+        other => panic!("expected Closed from the last get, got {other:?}"),
+    }
+    let q = RedisQueue::<u32>::open(&s.url(), "qm2").unwrap();
+    let e: multiproc::Error = q.try_get().unwrap_err().into();
+    assert!(matches!(e, multiproc::Error::Empty), "{e:?}");
+    let q = q.with_maxsize(1);
+    q.put(1).unwrap();
+    let e: multiproc::Error = q.try_put(2).unwrap_err().into();
+    assert!(matches!(e, multiproc::Error::Full), "{e:?}");
 }
 
 /// A stream queue's item taken by a consumer that died before

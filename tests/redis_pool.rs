@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{PATIENCE, serial, spawn};
-use multiproc::redis::{LocalServer, RedisPool, RedisTaskError, RedisWorker};
+use multiproc::redis::{LocalServer, RedisError, RedisPool, RedisTaskError, RedisWorker};
 
 const KEY: &[u8] = b"test secret";
 const LONG: Duration = Duration::from_secs(60);
@@ -132,7 +132,9 @@ fn builder(url: &str, name: &str) -> multiproc::redis::RedisPoolBuilder {
 /// A worker process (the same test binary, forked), as on another host.
 fn remote_worker(url: &str, name: &str, key: &'static [u8]) -> multiproc::Process<'static> {
     let (url, name) = (url.to_owned(), name.to_owned());
-    spawn(move || -> multiproc::Result<()> { RedisWorker::new(&url, &name)?.authkey(key).run() })
+    spawn(move || -> multiproc::Result<()> {
+        Ok(RedisWorker::new(&url, &name)?.authkey(key).run()?)
+    })
 }
 
 fn wait_workers(pool: &RedisPool, n: usize) {
@@ -375,7 +377,18 @@ fn a_worker_with_another_authkey_refuses_tasks_without_running_them() {
     let _s = serial();
     let s = server();
     let pool = builder(&s.url(), "key").build().unwrap();
-    let mut w = remote_worker(&s.url(), "key", b"another secret");
+    let url = s.url();
+    // The worker ends with `TaskRefused`, naming the signature.
+    let mut w = spawn(move || {
+        match RedisWorker::new(&url, "key")
+            .unwrap()
+            .authkey(b"another secret")
+            .run()
+        {
+            Err(RedisError::TaskRefused(m)) => assert!(m.contains("signature"), "{m}"),
+            other => panic!("expected TaskRefused, got {other:?}"),
+        }
+    });
     let e = pool
         .apply_async(square, 3)
         .unwrap()
@@ -388,7 +401,7 @@ fn a_worker_with_another_authkey_refuses_tasks_without_running_them() {
     );
     // The worker stopped rather than fail every task.
     let st = w.join_timeout(PATIENCE).unwrap().expect("the worker exits");
-    assert!(!st.success(), "{st:?}");
+    assert!(st.success(), "{st:?}");
 }
 
 /// A task signed with the right key but made by another build (its

@@ -5,7 +5,7 @@
 
 use std::io;
 
-use crate::error::Error;
+use crate::error::{Error, map_variants};
 
 /// Why a message (or a handle) was not sent.
 #[derive(Debug, thiserror::Error)]
@@ -101,16 +101,12 @@ impl SendError {
     /// [`Error`]) reported. Nothing else reaches a send; were it to, the
     /// error is kept whole as the source of an `Os` error.
     pub(crate) fn from_internal(e: Error) -> SendError {
-        match e {
-            Error::BadConnection(m) => SendError::BadConnection(m),
-            Error::Codec(m) => SendError::Encode(m),
-            Error::Corrupt(m) => SendError::Corrupt(m),
-            Error::Os { call, source } => SendError::Os { call, source },
-            other => SendError::Os {
-                call: "send",
-                source: io::Error::other(other),
-            },
-        }
+        map_variants!(e, Error => SendError {
+            BadConnection(m), Codec(m) as Encode, Corrupt(m), Os { call, source },
+        }, other => SendError::Os {
+            call: "send",
+            source: io::Error::other(other),
+        })
     }
 }
 
@@ -126,45 +122,29 @@ impl RecvError {
     /// The receive error for what the framing and ring layers reported
     /// (see [`SendError::from_internal`]).
     pub(crate) fn from_internal(e: Error) -> RecvError {
-        match e {
-            Error::Eof => RecvError::Eof,
-            Error::Truncated { expected, got } => RecvError::Truncated { expected, got },
-            Error::MessageTooLarge { size, max } => RecvError::MessageTooLarge { size, max },
-            Error::BufferTooShort(m) => RecvError::BufferTooShort(m),
-            Error::BadConnection(m) => RecvError::BadConnection(m),
-            Error::Codec(m) => RecvError::Decode(m),
-            Error::Corrupt(m) => RecvError::Corrupt(m),
-            Error::Os { call, source } => RecvError::Os { call, source },
-            other => RecvError::Os {
-                call: "recv",
-                source: io::Error::other(other),
-            },
-        }
+        map_variants!(e, Error => RecvError {
+            Eof, Truncated { expected, got }, MessageTooLarge { size, max }, BufferTooShort(m),
+            BadConnection(m), Codec(m) as Decode, Corrupt(m), Os { call, source },
+        }, other => RecvError::Os {
+            call: "recv",
+            source: io::Error::other(other),
+        })
     }
 }
 
 impl From<SendError> for Error {
     fn from(e: SendError) -> Error {
-        match e {
-            SendError::BadConnection(m) => Error::BadConnection(m),
-            SendError::Encode(m) => Error::Codec(m),
-            SendError::Corrupt(m) => Error::Corrupt(m),
-            SendError::Os { call, source } => Error::Os { call, source },
-        }
+        map_variants!(e, SendError => Error {
+            BadConnection(m), Encode(m) as Codec, Corrupt(m), Os { call, source },
+        })
     }
 }
 
 impl From<RecvError> for Error {
     fn from(e: RecvError) -> Error {
-        match e {
-            RecvError::Eof => Error::Eof,
-            RecvError::Truncated { expected, got } => Error::Truncated { expected, got },
-            RecvError::MessageTooLarge { size, max } => Error::MessageTooLarge { size, max },
-            RecvError::BufferTooShort(m) => Error::BufferTooShort(m),
-            RecvError::BadConnection(m) => Error::BadConnection(m),
-            RecvError::Decode(m) => Error::Codec(m),
-            RecvError::Corrupt(m) => Error::Corrupt(m),
-            RecvError::Os { call, source } => Error::Os { call, source },
-        }
+        map_variants!(e, RecvError => Error {
+            Eof, Truncated { expected, got }, MessageTooLarge { size, max }, BufferTooShort(m),
+            BadConnection(m), Decode(m) as Codec, Corrupt(m), Os { call, source },
+        })
     }
 }

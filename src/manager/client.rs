@@ -58,7 +58,7 @@ pub(crate) fn gone(e: impl std::fmt::Display) -> Error {
 }
 
 /// Maps a failure to reach the server to [`Error::ServerGone`].
-fn connect_error(address: &Address, e: Error) -> Error {
+pub(crate) fn connect_error(address: &Address, e: Error) -> Error {
     match e {
         Error::Os { call, source } => gone(format!("{call} {address}: {source}")),
         Error::Eof | Error::Truncated { .. } => gone(format!(

@@ -6,7 +6,7 @@
 
 use std::io;
 
-use crate::error::{Error, RemoteErrorKind};
+use crate::error::{Error, RemoteErrorKind, map_variants};
 use crate::process::StartError;
 
 /// Why a [`Manager`](super::Manager) could not be had: connecting to a
@@ -160,22 +160,14 @@ impl ProxyError {
     /// reported. Nothing else reaches a proxy call; were it to, the error
     /// is kept whole as the source of an `Os` error rather than lost.
     pub(crate) fn from_internal(e: Error) -> ProxyError {
-        match e {
-            Error::ServerGone(m) => ProxyError::ServerGone(m),
-            Error::Remote { kind, message } => ProxyError::Remote { kind, message },
-            Error::Timeout => ProxyError::Timeout,
-            Error::BrokenBarrier => ProxyError::BrokenBarrier,
-            Error::NotOwner => ProxyError::NotOwner,
-            Error::ReleasedTooManyTimes => ProxyError::ReleasedTooManyTimes,
-            Error::Codec(m) => ProxyError::Codec(m),
-            Error::InvalidArgument(m) => ProxyError::InvalidArgument(m),
-            Error::AuthenticationFailed(m) => ProxyError::AuthenticationFailed(m),
-            Error::Os { call, source } => ProxyError::Os { call, source },
-            other => ProxyError::Os {
-                call: "manager call",
-                source: io::Error::other(other),
-            },
-        }
+        map_variants!(e, Error => ProxyError {
+            ServerGone(m), Remote { kind, message }, Timeout, BrokenBarrier, NotOwner,
+            ReleasedTooManyTimes, Codec(m), InvalidArgument(m), AuthenticationFailed(m),
+            Os { call, source },
+        }, other => ProxyError::Os {
+            call: "manager call",
+            source: io::Error::other(other),
+        })
     }
 }
 
@@ -183,24 +175,18 @@ impl ConnectError {
     /// The connect error for what the layers below reported (see
     /// [`ProxyError::from_internal`]).
     pub(crate) fn from_internal(e: Error) -> ConnectError {
-        match e {
-            Error::ServerGone(m) => ConnectError::ServerGone(m),
-            Error::AuthenticationFailed(m) => ConnectError::AuthenticationFailed(m),
-            Error::BadConnection(m) => ConnectError::Protocol(m.to_string()),
-            Error::Codec(m) => ConnectError::Protocol(m),
-            Error::Remote { kind, message } => ConnectError::Protocol(format!("{kind}: {message}")),
-            Error::InitializerFailed(m) => ConnectError::InitializerFailed(m),
-            Error::ForeignCode { address, object } => ConnectError::ForeignCode { address, object },
-            Error::InvalidArgument(m) => ConnectError::InvalidArgument(m),
-            Error::Os { call, source } => ConnectError::Os { call, source },
-            e @ (Error::ThreadedFork { .. } | Error::AlreadyStarted) => {
-                ConnectError::Start(StartError::from_internal(e))
-            }
-            other => ConnectError::Os {
-                call: "connect",
-                source: io::Error::other(other),
-            },
+        map_variants!(e, Error => ConnectError {
+            ServerGone(m), AuthenticationFailed(m), Codec(m) as Protocol, InitializerFailed(m),
+            ForeignCode { address, object }, InvalidArgument(m), Os { call, source },
+        }, Error::BadConnection(m) => ConnectError::Protocol(m.to_string()),
+        Error::Remote { kind, message } => ConnectError::Protocol(format!("{kind}: {message}")),
+        e @ (Error::ThreadedFork { .. } | Error::AlreadyStarted) => {
+            ConnectError::Start(StartError::from_internal(e))
         }
+        other => ConnectError::Os {
+            call: "connect",
+            source: io::Error::other(other),
+        })
     }
 }
 
@@ -217,33 +203,157 @@ impl From<StartError> for ConnectError {
 
 impl From<ProxyError> for Error {
     fn from(e: ProxyError) -> Error {
-        match e {
-            ProxyError::ServerGone(m) => Error::ServerGone(m),
-            ProxyError::Remote { kind, message } => Error::Remote { kind, message },
-            ProxyError::Timeout => Error::Timeout,
-            ProxyError::BrokenBarrier => Error::BrokenBarrier,
-            ProxyError::NotOwner => Error::NotOwner,
-            ProxyError::ReleasedTooManyTimes => Error::ReleasedTooManyTimes,
-            ProxyError::Codec(m) => Error::Codec(m),
-            ProxyError::InvalidArgument(m) => Error::InvalidArgument(m),
-            ProxyError::AuthenticationFailed(m) => Error::AuthenticationFailed(m),
-            ProxyError::Os { call, source } => Error::Os { call, source },
-        }
+        map_variants!(e, ProxyError => Error {
+            ServerGone(m), Remote { kind, message }, Timeout, BrokenBarrier, NotOwner,
+            ReleasedTooManyTimes, Codec(m), InvalidArgument(m), AuthenticationFailed(m),
+            Os { call, source },
+        })
     }
 }
 
 impl From<ConnectError> for Error {
     /// The same kind; [`ConnectError::Protocol`] as [`Error::Codec`].
     fn from(e: ConnectError) -> Error {
-        match e {
-            ConnectError::ServerGone(m) => Error::ServerGone(m),
-            ConnectError::AuthenticationFailed(m) => Error::AuthenticationFailed(m),
-            ConnectError::Protocol(m) => Error::Codec(m),
-            ConnectError::Start(e) => e.into(),
-            ConnectError::InitializerFailed(m) => Error::InitializerFailed(m),
-            ConnectError::ForeignCode { address, object } => Error::ForeignCode { address, object },
-            ConnectError::InvalidArgument(m) => Error::InvalidArgument(m),
-            ConnectError::Os { call, source } => Error::Os { call, source },
+        map_variants!(e, ConnectError => Error {
+            ServerGone(m), AuthenticationFailed(m), Protocol(m) as Codec, InitializerFailed(m),
+            ForeignCode { address, object }, InvalidArgument(m), Os { call, source },
+        }, ConnectError::Start(e) => e.into())
+    }
+}
+
+// The errors of a manager queue's calls that do not wait, or wait for a
+// while: each adds its one outcome to what any proxy call can meet. The
+// proxy's puts borrow the item, so a put that fails leaves it with the
+// caller.
+macro_rules! queue_proxy_error {
+    ($(#[$doc:meta])* $name:ident: $(#[$own_doc:meta])* $own:ident => $msg:literal, $coarse:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, thiserror::Error)]
+        #[non_exhaustive]
+        pub enum $name {
+            $(#[$own_doc])*
+            #[error($msg)]
+            $own,
+            /// The call failed as any proxy call can (the server gone, the
+            /// item not encodable, ...).
+            #[error(transparent)]
+            Proxy(#[from] ProxyError),
         }
+
+        impl From<$name> for Error {
+            #[doc = concat!("[`Error::", stringify!($coarse), "`], or the proxy error's kind.")]
+            fn from(e: $name) -> Error {
+                match e {
+                    $name::$own => Error::$coarse,
+                    $name::Proxy(e) => e.into(),
+                }
+            }
+        }
+    };
+}
+
+queue_proxy_error!(
+    /// Why a manager queue's `try_put` did not put the item.
+    TryPutProxyError:
+    /// No room now (Python's `put_nowait` raising `queue.Full`).
+    Full => "the queue is full", Full
+);
+
+queue_proxy_error!(
+    /// Why a manager queue's `put_timeout` did not put the item.
+    PutTimeoutProxyError:
+    /// No room before the timeout (Python's `put(timeout=...)` raising
+    /// `queue.Full`).
+    Timeout => "timed out waiting for room in the queue", Timeout
+);
+
+queue_proxy_error!(
+    /// Why a manager queue's `try_get` returned no item.
+    TryGetProxyError:
+    /// No item now (Python's `get_nowait` raising `queue.Empty`).
+    Empty => "the queue is empty", Empty
+);
+
+queue_proxy_error!(
+    /// Why a manager queue's `get_timeout` returned no item.
+    GetTimeoutProxyError:
+    /// No item came before the timeout (Python's `get(timeout=...)`
+    /// raising `queue.Empty`).
+    Timeout => "timed out waiting for an item", Timeout
+);
+
+/// Why a server run in this process ([`ManagerBuilder::serve`](super::ManagerBuilder::serve),
+/// [`serve_with_setup`](super::ManagerBuilder::serve_with_setup),
+/// [`serve`](super::serve)) did not start or stopped with an error. A
+/// server stopped by a shutdown request, SIGTERM or SIGINT returns `Ok`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// The options cannot be used (no address given, a pool task not
+    /// registered); the text says why.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(&'static str),
+    /// The server's initializer
+    /// ([`ManagerBuilder::initializer`](super::ManagerBuilder::initializer))
+    /// failed: the server did not serve.
+    #[error("initializer failed: {0}")]
+    InitializerFailed(String),
+    /// A registered type's or task's function lives in a shared library,
+    /// not in the main executable (see [`Error::ForeignCode`]).
+    #[error(
+        "the function at {address:#x} is in {object}, not in the main executable: only the program's own functions can run in another process"
+    )]
+    ForeignCode {
+        /// The function's address in this process.
+        address: usize,
+        /// The file of the object it lives in.
+        object: String,
+    },
+    /// `serve_with_setup`'s setup failed: its error; the server stopped.
+    #[error("the server's setup failed: {0}")]
+    Setup(#[source] ProxyError),
+    /// A system call failed: listening on the address (`EADDRINUSE` when
+    /// a live server has it), a thread, the signal handlers; `call` names
+    /// it.
+    #[error("{call} failed: {source}")]
+    Os {
+        /// The call that failed.
+        call: &'static str,
+        /// The operating system's error, with its errno.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl ServeError {
+    /// The errno of a [`ServeError::Os`] (`EADDRINUSE`: the address is
+    /// taken).
+    pub fn raw_os_error(&self) -> Option<i32> {
+        match self {
+            ServeError::Os { source, .. } => source.raw_os_error(),
+            _ => None,
+        }
+    }
+
+    /// The serve error for what the server's layers (which speak
+    /// [`Error`]) reported; anything without a variant here is kept whole
+    /// as the source of an `Os` error.
+    pub(crate) fn from_internal(e: Error) -> ServeError {
+        map_variants!(e, Error => ServeError {
+            InvalidArgument(m), InitializerFailed(m), ForeignCode { address, object },
+            Os { call, source },
+        }, other => ServeError::Os {
+            call: "serve",
+            source: io::Error::other(other),
+        })
+    }
+}
+
+impl From<ServeError> for Error {
+    fn from(e: ServeError) -> Error {
+        map_variants!(e, ServeError => Error {
+            InvalidArgument(m), InitializerFailed(m), ForeignCode { address, object },
+            Os { call, source },
+        }, ServeError::Setup(e) => e.into())
     }
 }

@@ -147,7 +147,10 @@ use client::Session;
 use objects::{Constructor, Object, Registered};
 use protocol::{Bytes, ControlOp, dec, enc};
 
-pub use error::{ConnectError, ProxyError};
+pub use error::{
+    ConnectError, GetTimeoutProxyError, ProxyError, PutTimeoutProxyError, ServeError,
+    TryGetProxyError, TryPutProxyError,
+};
 #[cfg(feature = "pool")]
 pub use proxy::PoolProxy;
 pub use proxy::{
@@ -159,7 +162,7 @@ pub use python::{
     PyDictProxy, PyEventProxy, PyListProxy, PyLockProxy, PyProxy, PyQueueProxy, PyValueProxy,
     PythonManager,
 };
-pub use shared_memory_manager::{Segments, SegmentsProxy, SharedMemoryManager};
+pub use shared_memory_manager::{SegmentError, Segments, SegmentsProxy, SharedMemoryManager};
 
 /// How long [`Manager::start`] waits for its server to answer.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
@@ -746,11 +749,12 @@ impl ManagerBuilder {
     /// Python's `serve_forever` stops on `KeyboardInterrupt`), `kill PID`
     /// (SIGTERM), or from any client that has the key:
     /// `Manager::connect(&address, key)?.shutdown()`.
-    pub fn serve(self) -> Result<()> {
+    pub fn serve(self) -> Result<(), ServeError> {
         let legacy = self.legacy_auth;
-        self.initialize_here()?;
-        let (address, authkey, types) = self.in_process()?;
+        self.initialize_here().map_err(ServeError::from_internal)?;
+        let (address, authkey, types) = self.in_process().map_err(ServeError::from_internal)?;
         serve_with(&address, &authkey, types, None, legacy, &|_| Ok(()))
+            .map_err(ServeError::from_internal)
     }
 
     /// Runs the initializer (if any) in this process, for a server run
@@ -794,7 +798,7 @@ impl ManagerBuilder {
     /// make the objects clients will find by name
     /// ([`Manager::expose`]); Python's `register('get_queue', callable=
     /// lambda: q)` before `serve_forever()`. If `setup` fails, the server
-    /// stops and this returns its error.
+    /// stops and this returns its error ([`ServeError::Setup`]).
     ///
     /// ```no_run
     /// use multiproc::manager::Manager;
@@ -803,17 +807,17 @@ impl ManagerBuilder {
     /// Manager::builder()
     ///     .address(Address::parse("tcp:0.0.0.0:50000")?)
     ///     .authkey(b"abracadabra".to_vec())
-    ///     .serve_with_setup(|m| Ok(m.expose("jobs", &m.queue::<String>()?)?))?;
+    ///     .serve_with_setup(|m| m.expose("jobs", &m.queue::<String>()?))?;
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn serve_with_setup<F>(self, setup: F) -> Result<()>
+    pub fn serve_with_setup<F>(self, setup: F) -> Result<(), ServeError>
     where
-        F: FnOnce(&Manager) -> Result<()> + Send + 'static,
+        F: FnOnce(&Manager) -> Result<(), ProxyError> + Send + 'static,
     {
         let legacy = self.legacy_auth;
-        self.initialize_here()?;
-        let (address, authkey, types) = self.in_process()?;
-        let failed: Arc<parking_lot::Mutex<Option<Error>>> = Arc::default();
+        self.initialize_here().map_err(ServeError::from_internal)?;
+        let (address, authkey, types) = self.in_process().map_err(ServeError::from_internal)?;
+        let failed: Arc<parking_lot::Mutex<Option<ServeError>>> = Arc::default();
         let setup = parking_lot::Mutex::new(Some(setup));
         let bound = |at: &Address| {
             let Some(f) = setup.lock().take() else {
@@ -824,9 +828,9 @@ impl ManagerBuilder {
                 .name("mp-manager-setup".into())
                 .spawn(move || {
                     let r = Manager::connect(&at, &key)
-                        .map_err(Error::from)
+                        .map_err(|e| ServeError::from_internal(e.into()))
                         .and_then(|m| {
-                            let r = f(&m);
+                            let r = f(&m).map_err(ServeError::Setup);
                             if r.is_err() {
                                 let _ = m.control_raw(&ControlOp::Shutdown);
                             }
@@ -848,7 +852,7 @@ impl ManagerBuilder {
         if let Some(e) = failed.lock().take() {
             return Err(e);
         }
-        r
+        r.map_err(ServeError::from_internal)
     }
 }
 
@@ -857,8 +861,9 @@ impl ManagerBuilder {
 /// SIGINT; the built-in types only (see [`ManagerBuilder::serve`] for
 /// registered ones). A Unix socket file left at `address` by a server that
 /// died is replaced; one that a live server uses is an error.
-pub fn serve(address: &Address, authkey: &[u8]) -> Result<()> {
+pub fn serve(address: &Address, authkey: &[u8]) -> Result<(), ServeError> {
     serve_with(address, authkey, Vec::new(), None, false, &|_| Ok(()))
+        .map_err(ServeError::from_internal)
 }
 
 /// Serves until a shutdown request, SIGTERM or SIGINT (unless ignored), or
@@ -1146,7 +1151,10 @@ impl Manager {
     /// started or `serve_forever()`ing), or a multiproc server, whose
     /// objects Python clients then share with these proxies (values in
     /// Python's pickle encoding). See [`PythonManager`].
-    pub fn connect_python(address: &Address, authkey: &[u8]) -> Result<PythonManager> {
+    pub fn connect_python(
+        address: &Address,
+        authkey: &[u8],
+    ) -> Result<PythonManager, ConnectError> {
         PythonManager::connect(address, authkey)
     }
 

@@ -4,9 +4,50 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Manager, ManagerBuilder};
-use crate::error::Result;
-use crate::{ShareableItem, ShareableList, SharedMemory};
+use super::{ConnectError, Manager, ManagerBuilder, ProxyError};
+use crate::shared_memory::SharedMemoryError;
+use crate::{ShareableItem, ShareableList, ShareableListError, SharedMemory};
+
+/// Why [`SharedMemoryManager::shared_memory`] or
+/// [`shareable_list`](SharedMemoryManager::shareable_list) gave no block:
+/// it could not be made, or the manager could not record it (then it was
+/// unlinked again, so nothing is left behind). Converts into
+/// [`crate::Error`] with the inner error's kind.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SegmentError {
+    /// The block could not be made (`shared_memory`).
+    #[error(transparent)]
+    SharedMemory(#[from] SharedMemoryError),
+    /// The list could not be made (`shareable_list`).
+    #[error(transparent)]
+    ShareableList(#[from] ShareableListError),
+    /// The block was made but the manager did not record it (its server
+    /// is gone, say); the block was unlinked.
+    #[error("the manager did not record the block: {0}")]
+    Manager(#[source] ProxyError),
+}
+
+impl From<SegmentError> for crate::Error {
+    fn from(e: SegmentError) -> crate::Error {
+        match e {
+            SegmentError::SharedMemory(e) => e.into(),
+            SegmentError::ShareableList(e) => e.into(),
+            SegmentError::Manager(e) => e.into(),
+        }
+    }
+}
+
+/// The connect error for the first call to a server just started (making
+/// the list of blocks): the server gone, or a refusal of the protocol.
+fn first_call_failed(e: ProxyError) -> ConnectError {
+    match e {
+        ProxyError::ServerGone(m) => ConnectError::ServerGone(m),
+        ProxyError::AuthenticationFailed(m) => ConnectError::AuthenticationFailed(m),
+        ProxyError::Os { call, source } => ConnectError::Os { call, source },
+        other => ConnectError::Protocol(other.to_string()),
+    }
+}
 
 /// The block names a [`SharedMemoryManager`]'s server keeps; dropping it
 /// (in the server) unlinks them.
@@ -80,15 +121,17 @@ pub struct SharedMemoryManager {
 
 impl SharedMemoryManager {
     /// Starts its server ([`Manager::start`]'s defaults).
-    pub fn start() -> Result<SharedMemoryManager> {
+    pub fn start() -> Result<SharedMemoryManager, ConnectError> {
         SharedMemoryManager::start_with(Manager::builder())
     }
 
     /// Starts its server from `builder` (an address, a key, a start
     /// method...).
-    pub fn start_with(builder: ManagerBuilder) -> Result<SharedMemoryManager> {
+    pub fn start_with(builder: ManagerBuilder) -> Result<SharedMemoryManager, ConnectError> {
         let manager = builder.register::<Segments>().start()?;
-        let segments = manager.create(&Segments::default())?;
+        let segments = manager
+            .create(&Segments::default())
+            .map_err(first_call_failed)?;
         Ok(SharedMemoryManager {
             segments: Some(segments),
             manager: Some(manager),
@@ -102,28 +145,28 @@ impl SharedMemoryManager {
 
     /// A new block of `size` bytes with a generated name, recorded for
     /// unlinking (Python's `smm.SharedMemory(size)`).
-    pub fn shared_memory(&self, size: usize) -> Result<SharedMemory> {
+    pub fn shared_memory(&self, size: usize) -> Result<SharedMemory, SegmentError> {
         let shm = SharedMemory::create(None, size)?;
         if let Err(e) = self.segments().add(shm.name().to_owned()) {
             let _ = shm.unlink();
-            return Err(e.into());
+            return Err(SegmentError::Manager(e));
         }
         Ok(shm)
     }
 
     /// A new [`ShareableList`] holding `items`, recorded for unlinking
     /// (Python's `smm.ShareableList(items)`).
-    pub fn shareable_list(&self, items: &[ShareableItem]) -> Result<ShareableList> {
+    pub fn shareable_list(&self, items: &[ShareableItem]) -> Result<ShareableList, SegmentError> {
         let list = ShareableList::create(None, items)?;
         if let Err(e) = self.segments().add(list.name().to_owned()) {
             let _ = list.shm().unlink();
-            return Err(e.into());
+            return Err(SegmentError::Manager(e));
         }
         Ok(list)
     }
 
     /// The names of the blocks recorded so far.
-    pub fn names(&self) -> Result<Vec<String>, super::ProxyError> {
+    pub fn names(&self) -> Result<Vec<String>, ProxyError> {
         self.segments().names()
     }
 
@@ -133,17 +176,17 @@ impl SharedMemoryManager {
     }
 
     /// Unlinks every recorded block and stops the server.
-    pub fn shutdown(mut self) -> Result<()> {
+    pub fn shutdown(mut self) -> Result<(), ProxyError> {
         self.stop()
     }
 
-    fn stop(&mut self) -> Result<()> {
+    fn stop(&mut self) -> Result<(), ProxyError> {
         let unlinked = match self.segments.take() {
-            Some(s) => s.unlink_all().map(drop).map_err(crate::Error::from),
+            Some(s) => s.unlink_all().map(drop),
             None => Ok(()),
         };
         let stopped = match self.manager.take() {
-            Some(m) => m.shutdown().map_err(crate::Error::from),
+            Some(m) => m.shutdown(),
             None => Ok(()),
         };
         unlinked.and(stopped)

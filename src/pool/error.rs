@@ -6,7 +6,7 @@
 
 use std::io;
 
-use crate::error::Error;
+use crate::error::{Error, map_variants};
 use crate::exit_status::ExitStatus;
 
 /// Why a pool was not built ([`PoolBuilder::build`](super::PoolBuilder::build),
@@ -142,18 +142,14 @@ impl PoolError {
     /// reported. Anything without a variant here is kept whole as the
     /// source of an `Os` error.
     pub(crate) fn from_internal(e: Error) -> PoolError {
-        match e {
-            Error::InvalidArgument(m) => PoolError::InvalidArgument(m),
-            Error::InvalidSize { reason, .. } => PoolError::InvalidArgument(reason),
-            Error::ThreadedFork { threads } => PoolError::ThreadedFork { threads },
-            Error::ForeignCode { address, object } => PoolError::ForeignCode { address, object },
-            Error::Codec(m) => PoolError::Codec(m),
-            Error::Os { call, source } => PoolError::Os { call, source },
-            other => PoolError::Os {
-                call: "pool",
-                source: io::Error::other(other),
-            },
-        }
+        map_variants!(e, Error => PoolError {
+            InvalidArgument(m), ThreadedFork { threads }, ForeignCode { address, object },
+            Codec(m), Os { call, source },
+        }, Error::InvalidSize { reason, .. } => PoolError::InvalidArgument(reason),
+        other => PoolError::Os {
+            call: "pool",
+            source: io::Error::other(other),
+        })
     }
 }
 
@@ -168,39 +164,27 @@ impl TaskError {
     /// the main executable). Anything else is kept as a `Codec` error's
     /// text (nothing else reaches a submit).
     pub(crate) fn from_internal(e: Error) -> TaskError {
-        match e {
-            Error::ForeignCode { address, object } => TaskError::ForeignCode { address, object },
-            Error::InvalidArgument(m) => TaskError::InvalidArgument(m),
-            Error::Codec(m) => TaskError::Codec(m),
-            other => TaskError::Codec(other.to_string()),
-        }
+        map_variants!(e, Error => TaskError {
+            ForeignCode { address, object }, InvalidArgument(m), Codec(m),
+        }, other => TaskError::Codec(other.to_string()))
     }
 }
 
 impl From<PoolError> for Error {
     fn from(e: PoolError) -> Error {
-        match e {
-            PoolError::InvalidArgument(m) => Error::InvalidArgument(m),
-            PoolError::ThreadedFork { threads } => Error::ThreadedFork { threads },
-            PoolError::ForeignCode { address, object } => Error::ForeignCode { address, object },
-            PoolError::Codec(m) => Error::Codec(m),
-            PoolError::Os { call, source } => Error::Os { call, source },
-        }
+        map_variants!(e, PoolError => Error {
+            InvalidArgument(m), ThreadedFork { threads }, ForeignCode { address, object },
+            Codec(m), Os { call, source },
+        })
     }
 }
 
 impl From<TaskError> for Error {
     fn from(e: TaskError) -> Error {
-        match e {
-            TaskError::TaskFailed(m) => Error::TaskFailed(m),
-            TaskError::WorkerDied { pid, status } => Error::WorkerDied { pid, status },
-            TaskError::InitializerFailed(m) => Error::InitializerFailed(m),
-            TaskError::PoolClosed => Error::PoolClosed,
-            TaskError::PoolTerminated => Error::PoolTerminated,
-            TaskError::Timeout => Error::Timeout,
-            TaskError::Codec(m) => Error::Codec(m),
-            TaskError::ForeignCode { address, object } => Error::ForeignCode { address, object },
-            TaskError::InvalidArgument(m) => Error::InvalidArgument(m),
-        }
+        map_variants!(e, TaskError => Error {
+            TaskFailed(m), WorkerDied { pid, status }, InitializerFailed(m), PoolClosed,
+            PoolTerminated, Timeout, Codec(m), ForeignCode { address, object },
+            InvalidArgument(m),
+        })
     }
 }

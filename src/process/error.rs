@@ -9,7 +9,7 @@
 
 use std::io;
 
-use crate::error::Error;
+use crate::error::{Error, map_variants};
 use crate::exit_status::ExitStatus;
 
 /// Why a child was not started.
@@ -266,18 +266,13 @@ impl StartError {
     /// reported. Nothing else reaches a start; were it to, the error is
     /// kept whole as the source of an `Os` error.
     pub(crate) fn from_internal(e: Error) -> StartError {
-        match e {
-            Error::AlreadyStarted => StartError::AlreadyStarted,
-            Error::ThreadedFork { threads } => StartError::ThreadedFork { threads },
-            Error::ForeignCode { address, object } => StartError::ForeignCode { address, object },
-            Error::Codec(m) => StartError::Codec(m),
-            Error::InvalidArgument(m) => StartError::InvalidArgument(m),
-            Error::Os { call, source } => StartError::Os { call, source },
-            other => StartError::Os {
-                call: "start",
-                source: io::Error::other(other),
-            },
-        }
+        map_variants!(e, Error => StartError {
+            AlreadyStarted, ThreadedFork { threads }, ForeignCode { address, object }, Codec(m),
+            InvalidArgument(m), Os { call, source },
+        }, other => StartError::Os {
+            call: "start",
+            source: io::Error::other(other),
+        })
     }
 }
 
@@ -285,15 +280,12 @@ impl JoinError {
     /// The join error for what the layers below reported (see
     /// [`StartError::from_internal`]).
     pub(crate) fn from_internal(e: Error) -> JoinError {
-        match e {
-            Error::NotStarted => JoinError::NotStarted,
-            Error::ReapedElsewhere { pid } => JoinError::ReapedElsewhere { pid },
-            Error::Os { call, source } => JoinError::Os { call, source },
-            other => JoinError::Os {
-                call: "join",
-                source: io::Error::other(other),
-            },
-        }
+        map_variants!(e, Error => JoinError {
+            NotStarted, ReapedElsewhere { pid }, Os { call, source },
+        }, other => JoinError::Os {
+            call: "join",
+            source: io::Error::other(other),
+        })
     }
 }
 
@@ -302,35 +294,21 @@ impl ResultError {
     /// [`StartError::from_internal`]).
     #[cfg(feature = "spawn")]
     pub(crate) fn from_internal(e: Error) -> ResultError {
-        match e {
-            Error::NotStarted => ResultError::NotStarted,
-            Error::ReapedElsewhere { pid } => ResultError::ReapedElsewhere { pid },
-            Error::ChildFailed {
-                name,
-                status,
-                message,
-            } => ResultError::ChildFailed {
-                name,
-                status,
-                message,
-            },
-            Error::Codec(m) => ResultError::Codec(m),
-            Error::Os { call, source } => ResultError::Os { call, source },
-            other => ResultError::Os {
-                call: "result",
-                source: io::Error::other(other),
-            },
-        }
+        map_variants!(e, Error => ResultError {
+            NotStarted, ReapedElsewhere { pid }, ChildFailed { name, status, message }, Codec(m),
+            Os { call, source },
+        }, other => ResultError::Os {
+            call: "result",
+            source: io::Error::other(other),
+        })
     }
 }
 
 impl From<JoinError> for ResultError {
     fn from(e: JoinError) -> ResultError {
-        match e {
-            JoinError::NotStarted => ResultError::NotStarted,
-            JoinError::ReapedElsewhere { pid } => ResultError::ReapedElsewhere { pid },
-            JoinError::Os { call, source } => ResultError::Os { call, source },
-        }
+        map_variants!(e, JoinError => ResultError {
+            NotStarted, ReapedElsewhere { pid }, Os { call, source },
+        })
     }
 }
 
@@ -351,21 +329,10 @@ impl GroupError {
 
 impl From<ResultError> for Error {
     fn from(e: ResultError) -> Error {
-        match e {
-            ResultError::NotStarted => Error::NotStarted,
-            ResultError::ReapedElsewhere { pid } => Error::ReapedElsewhere { pid },
-            ResultError::ChildFailed {
-                name,
-                status,
-                message,
-            } => Error::ChildFailed {
-                name,
-                status,
-                message,
-            },
-            ResultError::Codec(m) => Error::Codec(m),
-            ResultError::Os { call, source } => Error::Os { call, source },
-        }
+        map_variants!(e, ResultError => Error {
+            NotStarted, ReapedElsewhere { pid }, ChildFailed { name, status, message }, Codec(m),
+            Os { call, source },
+        })
     }
 }
 
@@ -392,24 +359,18 @@ impl From<GroupError> for Error {
 
 impl From<StartError> for Error {
     fn from(e: StartError) -> Error {
-        match e {
-            StartError::AlreadyStarted => Error::AlreadyStarted,
-            StartError::ThreadedFork { threads } => Error::ThreadedFork { threads },
-            StartError::ForeignCode { address, object } => Error::ForeignCode { address, object },
-            StartError::Codec(m) => Error::Codec(m),
-            StartError::InvalidArgument(m) => Error::InvalidArgument(m),
-            StartError::Os { call, source } => Error::Os { call, source },
-        }
+        map_variants!(e, StartError => Error {
+            AlreadyStarted, ThreadedFork { threads }, ForeignCode { address, object }, Codec(m),
+            InvalidArgument(m), Os { call, source },
+        })
     }
 }
 
 impl From<JoinError> for Error {
     fn from(e: JoinError) -> Error {
-        match e {
-            JoinError::NotStarted => Error::NotStarted,
-            JoinError::ReapedElsewhere { pid } => Error::ReapedElsewhere { pid },
-            JoinError::Os { call, source } => Error::Os { call, source },
-        }
+        map_variants!(e, JoinError => Error {
+            NotStarted, ReapedElsewhere { pid }, Os { call, source },
+        })
     }
 }
 
@@ -417,57 +378,39 @@ impl SignalError {
     /// The signal error for what the layers below reported (see
     /// [`StartError::from_internal`]).
     pub(crate) fn from_internal(e: Error) -> SignalError {
-        match e {
-            Error::NotStarted => SignalError::NotStarted,
-            Error::ReapedElsewhere { pid } => SignalError::ReapedElsewhere { pid },
-            Error::Os { call, source } => SignalError::Os { call, source },
-            other => SignalError::Os {
-                call: "signal",
-                source: io::Error::other(other),
-            },
-        }
+        map_variants!(e, Error => SignalError {
+            NotStarted, ReapedElsewhere { pid }, Os { call, source },
+        }, other => SignalError::Os {
+            call: "signal",
+            source: io::Error::other(other),
+        })
     }
 }
 
 impl From<JoinError> for JoinOkError {
     fn from(e: JoinError) -> JoinOkError {
-        match e {
-            JoinError::NotStarted => JoinOkError::NotStarted,
-            JoinError::ReapedElsewhere { pid } => JoinOkError::ReapedElsewhere { pid },
-            JoinError::Os { call, source } => JoinOkError::Os { call, source },
-        }
+        map_variants!(e, JoinError => JoinOkError {
+            NotStarted, ReapedElsewhere { pid }, Os { call, source },
+        })
     }
 }
 
 impl From<JoinOkError> for Error {
     fn from(e: JoinOkError) -> Error {
-        match e {
-            JoinOkError::NotStarted => Error::NotStarted,
-            JoinOkError::ReapedElsewhere { pid } => Error::ReapedElsewhere { pid },
-            JoinOkError::ChildFailed {
-                name,
-                status,
-                message,
-            } => Error::ChildFailed {
-                name,
-                status,
-                message,
-            },
-            JoinOkError::Os { call, source } => Error::Os { call, source },
-        }
+        map_variants!(e, JoinOkError => Error {
+            NotStarted, ReapedElsewhere { pid }, ChildFailed { name, status, message },
+            Os { call, source },
+        })
     }
 }
 
 impl From<SignalError> for Error {
     /// The same kind; [`SignalError::NoGroup`] as [`Error::InvalidArgument`].
     fn from(e: SignalError) -> Error {
-        match e {
-            SignalError::NotStarted => Error::NotStarted,
-            SignalError::ReapedElsewhere { pid } => Error::ReapedElsewhere { pid },
-            SignalError::NoGroup => Error::InvalidArgument(
-                "signal_group needs a process started with with_new_group(true)",
-            ),
-            SignalError::Os { call, source } => Error::Os { call, source },
-        }
+        map_variants!(e, SignalError => Error {
+            NotStarted, ReapedElsewhere { pid }, Os { call, source },
+        }, SignalError::NoGroup => Error::InvalidArgument(
+            "signal_group needs a process started with with_new_group(true)",
+        ))
     }
 }

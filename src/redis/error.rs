@@ -1,8 +1,187 @@
-//! The errors of [`RedisQueue`](super::RedisQueue): those of the
-//! shared-memory queues, plus a server that failed. A failed put hands its
-//! item back.
+//! The errors of the Redis side: a queue's put ([`RedisPutError`], which
+//! hands its item back) and get ([`RedisGetError`]), a pool's tasks
+//! ([`RedisTaskError`]), and everything else ([`RedisError`]: opening,
+//! closing and deleting queues, joining, building and steering a pool,
+//! running a worker, a [`LocalServer`](super::LocalServer)). Each converts
+//! into [`crate::Error`], so `?` works in a function returning
+//! [`crate::Result`].
 
 use std::fmt;
+use std::io;
+
+use crate::error::map_variants;
+
+/// Why a call of the Redis side that is not a queue's put or get, nor a
+/// pool task's, failed: opening or closing a queue, `task_done` and
+/// `join`, building, joining or steering a [`RedisPool`](super::RedisPool),
+/// running a worker, starting or stopping a
+/// [`LocalServer`](super::LocalServer).
+///
+/// Match on it to tell a server that is gone from one that refused what
+/// it was asked:
+///
+/// ```no_run
+/// use multiproc::redis::{RedisError, RedisStreamQueue};
+/// use std::time::Duration;
+///
+/// match RedisStreamQueue::<u32>::open("redis://127.0.0.1:6379/", "jobs", Duration::from_secs(30)) {
+///     Ok(q) => drop(q),
+///     Err(RedisError::Unreachable(why)) => eprintln!("no server: {why}"),
+///     Err(RedisError::WrongType(why)) => eprintln!("the name is taken by other data: {why}"),
+///     Err(e) => return Err(e.into()),
+/// }
+/// # Ok::<(), multiproc::Error>(())
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RedisError {
+    /// The server could not be reached, the connection to it broke, or it
+    /// did not answer within the read timeout (stalled); the message says
+    /// which server and why. The next call connects again.
+    #[error("redis server unreachable: {0}")]
+    Unreachable(String),
+    /// A key the call uses holds another type of value (Redis's
+    /// `WRONGTYPE`): other data, or another kind of multiproc object,
+    /// uses the name. Nothing was changed.
+    #[error("redis key of the wrong type: {0}")]
+    WrongType(String),
+    /// The server refused the command (an error reply: out of memory,
+    /// read-only replica, no permission, ...); the message is the
+    /// server's.
+    #[error("redis: {0}")]
+    Server(String),
+    /// A reply, or an entry kept on the server, is not what this crate
+    /// writes there (another program changed the keys, or the server is
+    /// not a Redis server).
+    #[error("redis protocol: {0}")]
+    Protocol(String),
+    /// The URL cannot be parsed as a Redis server's.
+    #[error("invalid redis URL: {0}")]
+    InvalidUrl(String),
+    /// A queue or pool name that cannot be used (empty).
+    #[error("invalid name {name:?}: {reason}")]
+    InvalidName {
+        /// The name.
+        name: String,
+        /// Why it was refused.
+        reason: &'static str,
+    },
+    /// The call cannot be made now (`join` of a pool that was not
+    /// closed); the text says why.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(&'static str),
+    /// The timeout passed first ([`RedisPool::join_timeout`](super::RedisPool::join_timeout)).
+    #[error("timed out")]
+    Timeout,
+    /// [`task_done`](super::JoinableRedisQueue::task_done) was called more
+    /// times than items were put (Python raises `ValueError`). The count
+    /// stays at 0.
+    #[error("task_done() called more times than items were put")]
+    TaskDone,
+    /// A worker took a task it must not run (made by another build of the
+    /// program, or signed with another authkey): the task fails with this
+    /// text, and the worker stopped.
+    #[error("{0}")]
+    TaskRefused(String),
+    /// `redis-server` could not be started, or did not accept connections
+    /// in time ([`LocalServer`](super::LocalServer)); the message says why
+    /// (not installed, exited, port taken).
+    #[error("redis-server not started: {0}")]
+    Start(String),
+    /// A local worker process of a pool could not be started, stopped or
+    /// reaped.
+    #[error("local worker: {0}")]
+    LocalWorker(#[source] Box<crate::Error>),
+    /// A system call failed in this process; `call` names it.
+    #[error("{call} failed: {source}")]
+    Os {
+        /// The call that failed.
+        call: &'static str,
+        /// The operating system's error, with its errno.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl RedisError {
+    /// Whether the server could not be reached or the connection broke
+    /// ([`RedisError::Unreachable`]).
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, RedisError::Unreachable(_))
+    }
+
+    /// The error of a command that failed on `addr`: a broken or stalled
+    /// connection, a key of the wrong type, a reply of another shape, or
+    /// the server's refusal.
+    pub(crate) fn of_command(addr: &str, e: &::redis::RedisError) -> RedisError {
+        if e.is_timeout() {
+            RedisError::Unreachable(format!(
+                "the redis server at {addr} did not answer in time (stalled?): {e}"
+            ))
+        } else if e.is_connection_dropped() || e.is_io_error() {
+            RedisError::Unreachable(format!(
+                "lost the connection to the redis server at {addr}: {e}"
+            ))
+        } else if e.code() == Some("WRONGTYPE") || e.to_string().contains("WRONGTYPE") {
+            // (A script's failed call keeps the code in its text.)
+            RedisError::WrongType(format!("redis server at {addr}: {e}"))
+        } else if matches!(
+            e.kind(),
+            ::redis::ErrorKind::UnexpectedReturnType | ::redis::ErrorKind::Parse
+        ) {
+            RedisError::Protocol(format!("redis server at {addr}: {e}"))
+        } else {
+            RedisError::Server(format!("redis server at {addr}: {e}"))
+        }
+    }
+
+    /// Whether the server's reply named `code` (`BUSYGROUP`, `NOGROUP`).
+    pub(crate) fn names(&self, code: &str) -> bool {
+        match self {
+            RedisError::Server(m) | RedisError::WrongType(m) | RedisError::Protocol(m) => {
+                m.contains(code)
+            }
+            _ => false,
+        }
+    }
+
+    pub(crate) fn local_worker(e: impl Into<crate::Error>) -> RedisError {
+        RedisError::LocalWorker(Box::new(e.into()))
+    }
+}
+
+impl From<RedisError> for crate::Error {
+    /// The same kind where `Error` has it (`InvalidName`, `Timeout`,
+    /// `TaskDone`, `Os`, ...); a server's failure as [`crate::Error::Redis`]
+    /// with the message.
+    fn from(e: RedisError) -> crate::Error {
+        use crate::Error;
+        map_variants!(e, RedisError => Error {
+            InvalidName { name, reason }, InvalidArgument(m), Timeout, TaskDone,
+            Os { call, source },
+        }, RedisError::LocalWorker(e) => *e,
+        other => Error::Redis(other.to_string()))
+    }
+}
+
+impl From<RedisError> for RedisGetError {
+    /// A get that met a failing server: [`RedisGetError::Server`] with the
+    /// message.
+    fn from(e: RedisError) -> RedisGetError {
+        RedisGetError::Server(e.to_string())
+    }
+}
+
+impl From<RedisError> for RedisTaskError {
+    /// [`RedisTaskError::Server`] with the message (the waiting calls pass
+    /// over a failed server until their deadline).
+    fn from(e: RedisError) -> RedisTaskError {
+        match e {
+            RedisError::InvalidArgument(m) => RedisTaskError::InvalidArgument(m),
+            other => RedisTaskError::Server(other.to_string()),
+        }
+    }
+}
 
 /// Why [`RedisQueue::put`](super::RedisQueue::put) and its variants did
 /// not store the item; every variant gives the item back.
@@ -65,6 +244,21 @@ impl<T> fmt::Display for RedisPutError<T> {
 
 impl<T> std::error::Error for RedisPutError<T> {}
 
+impl<T> From<RedisPutError<T>> for crate::Error {
+    /// The same kind (`Full`, `Timeout`, `Closed`, `Codec`, `Redis`); the
+    /// item is dropped.
+    fn from(e: RedisPutError<T>) -> crate::Error {
+        use crate::Error as E;
+        match e {
+            RedisPutError::Full(_) => E::Full,
+            RedisPutError::Timeout(_) => E::Timeout,
+            RedisPutError::Closed(_) => E::Closed,
+            RedisPutError::Encode(_, m) => E::Codec(m),
+            RedisPutError::Server(_, m) => E::Redis(m),
+        }
+    }
+}
+
 /// Why [`RedisQueue::get`](super::RedisQueue::get) and its variants
 /// returned no item.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,6 +291,20 @@ impl fmt::Display for RedisGetError {
 }
 
 impl std::error::Error for RedisGetError {}
+
+impl From<RedisGetError> for crate::Error {
+    /// The same kind (`Empty`, `Timeout`, `Closed`, `Codec`, `Redis`).
+    fn from(e: RedisGetError) -> crate::Error {
+        use crate::Error as E;
+        match e {
+            RedisGetError::Empty => E::Empty,
+            RedisGetError::Timeout => E::Timeout,
+            RedisGetError::Closed => E::Closed,
+            RedisGetError::Decode(m) => E::Codec(m),
+            RedisGetError::Server(m) => E::Redis(m),
+        }
+    }
+}
 
 /// Why a task of a [`RedisPool`](super::RedisPool) gave no result, or work
 /// was not taken: the error of its submit calls (`apply_async`,
@@ -156,29 +364,19 @@ impl RedisTaskError {
     /// [`crate::Error`]) reported; anything without a variant here is kept
     /// as a `Server` error's text.
     pub(crate) fn from_internal(e: crate::Error) -> RedisTaskError {
-        use crate::Error as E;
-        match e {
-            E::ForeignCode { address, object } => RedisTaskError::ForeignCode { address, object },
-            E::InvalidArgument(m) => RedisTaskError::InvalidArgument(m),
-            E::Codec(m) => RedisTaskError::Codec(m),
-            E::Redis(m) => RedisTaskError::Server(m),
-            other => RedisTaskError::Server(other.to_string()),
-        }
+        use crate::Error;
+        map_variants!(e, Error => RedisTaskError {
+            ForeignCode { address, object }, InvalidArgument(m), Codec(m), Redis(m) as Server,
+        }, other => RedisTaskError::Server(other.to_string()))
     }
 }
 
 impl From<RedisTaskError> for crate::Error {
     fn from(e: RedisTaskError) -> crate::Error {
-        use crate::Error as E;
-        match e {
-            RedisTaskError::TaskFailed(m) => E::TaskFailed(m),
-            RedisTaskError::PoolClosed => E::PoolClosed,
-            RedisTaskError::PoolTerminated => E::PoolTerminated,
-            RedisTaskError::Timeout => E::Timeout,
-            RedisTaskError::Codec(m) => E::Codec(m),
-            RedisTaskError::ForeignCode { address, object } => E::ForeignCode { address, object },
-            RedisTaskError::InvalidArgument(m) => E::InvalidArgument(m),
-            RedisTaskError::Server(m) => E::Redis(m),
-        }
+        use crate::Error;
+        map_variants!(e, RedisTaskError => Error {
+            TaskFailed(m), PoolClosed, PoolTerminated, Timeout, Codec(m),
+            ForeignCode { address, object }, InvalidArgument(m), Server(m) as Redis,
+        })
     }
 }

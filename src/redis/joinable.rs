@@ -6,8 +6,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{RedisGetError, RedisPutError, RedisQueue};
-use crate::error::{Error, Result};
+use super::{RedisError, RedisGetError, RedisPutError, RedisQueue};
 
 /// Takes one from the unfinished count unless it is 0 already (-1 then).
 const DONE_SCRIPT: &str = "local n = tonumber(redis.call('GET', KEYS[1]) or '0') \
@@ -33,7 +32,7 @@ pub struct JoinableRedisQueue<T> {
 impl<T> JoinableRedisQueue<T> {
     /// Opens the joinable queue `name` on the server at `url`; see
     /// [`RedisQueue::open`].
-    pub fn open(url: &str, name: &str) -> Result<JoinableRedisQueue<T>> {
+    pub fn open(url: &str, name: &str) -> Result<JoinableRedisQueue<T>, RedisError> {
         Ok(JoinableRedisQueue {
             q: RedisQueue::open(url, name)?,
         })
@@ -52,7 +51,7 @@ impl<T> JoinableRedisQueue<T> {
     }
 
     /// The number of items put and not yet marked done.
-    pub fn unfinished(&self) -> Result<u64> {
+    pub fn unfinished(&self) -> Result<u64, RedisError> {
         self.q
             .with_con(|c| {
                 ::redis::cmd("GET")
@@ -60,43 +59,37 @@ impl<T> JoinableRedisQueue<T> {
                     .query::<Option<i64>>(c)
             })
             .map(|n| n.unwrap_or(0).max(0) as u64)
-            .map_err(Error::Redis)
     }
 
     /// Marks one item taken with `get` as processed;
-    /// [`Error::InvalidArgument`] if called more times than items were put
+    /// [`RedisError::TaskDone`] if called more times than items were put
     /// (Python raises `ValueError`).
-    pub fn task_done(&self) -> Result<()> {
-        let n = self
-            .q
-            .with_con(|c| {
-                ::redis::cmd("EVAL")
-                    .arg(DONE_SCRIPT)
-                    .arg(1)
-                    .arg(&self.q.unfinished)
-                    .query::<i64>(c)
-            })
-            .map_err(Error::Redis)?;
+    pub fn task_done(&self) -> Result<(), RedisError> {
+        let n = self.q.with_con(|c| {
+            ::redis::cmd("EVAL")
+                .arg(DONE_SCRIPT)
+                .arg(1)
+                .arg(&self.q.unfinished)
+                .query::<i64>(c)
+        })?;
         if n < 0 {
-            return Err(Error::InvalidArgument(
-                "task_done() called more times than items were put",
-            ));
+            return Err(RedisError::TaskDone);
         }
         Ok(())
     }
 
     /// Waits until every item put was marked done.
-    pub fn join(&self) -> Result<()> {
+    pub fn join(&self) -> Result<(), RedisError> {
         self.join_until(None).map(|_| ())
     }
 
     /// [`join`](Self::join), waiting at most `timeout`; whether the count
     /// reached 0.
-    pub fn join_timeout(&self, timeout: Duration) -> Result<bool> {
+    pub fn join_timeout(&self, timeout: Duration) -> Result<bool, RedisError> {
         self.join_until(Some(Instant::now() + timeout))
     }
 
-    fn join_until(&self, deadline: Option<Instant>) -> Result<bool> {
+    fn join_until(&self, deadline: Option<Instant>) -> Result<bool, RedisError> {
         let mut pause = Duration::from_millis(1);
         loop {
             if self.unfinished()? == 0 {
@@ -115,36 +108,32 @@ impl<T> JoinableRedisQueue<T> {
 
 impl<T: Serialize + DeserializeOwned> JoinableRedisQueue<T> {
     /// Puts `item`, counted unfinished; see [`RedisQueue::put`].
-    pub fn put(&self, item: T) -> std::result::Result<(), RedisPutError<T>> {
+    pub fn put(&self, item: T) -> Result<(), RedisPutError<T>> {
         self.q.put_until(item, None, true)
     }
 
     /// Puts `item` if there is room now; see [`RedisQueue::try_put`].
-    pub fn try_put(&self, item: T) -> std::result::Result<(), RedisPutError<T>> {
+    pub fn try_put(&self, item: T) -> Result<(), RedisPutError<T>> {
         self.q.put_once(item, true)
     }
 
     /// Puts `item`, waiting at most `timeout` for room.
-    pub fn put_timeout(
-        &self,
-        item: T,
-        timeout: Duration,
-    ) -> std::result::Result<(), RedisPutError<T>> {
+    pub fn put_timeout(&self, item: T, timeout: Duration) -> Result<(), RedisPutError<T>> {
         self.q.put_until(item, Some(Instant::now() + timeout), true)
     }
 
     /// Takes the oldest item; see [`RedisQueue::get`].
-    pub fn get(&self) -> std::result::Result<T, RedisGetError> {
+    pub fn get(&self) -> Result<T, RedisGetError> {
         self.q.get()
     }
 
     /// Takes the oldest item, waiting at most `timeout`.
-    pub fn get_timeout(&self, timeout: Duration) -> std::result::Result<T, RedisGetError> {
+    pub fn get_timeout(&self, timeout: Duration) -> Result<T, RedisGetError> {
         self.q.get_timeout(timeout)
     }
 
     /// Takes the oldest item if there is one.
-    pub fn try_get(&self) -> std::result::Result<T, RedisGetError> {
+    pub fn try_get(&self) -> Result<T, RedisGetError> {
         self.q.try_get()
     }
 }

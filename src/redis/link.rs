@@ -4,6 +4,8 @@
 
 use std::sync::Mutex;
 
+use super::RedisError;
+
 use ::redis::ConnectionLike;
 use std::time::Duration;
 
@@ -31,9 +33,9 @@ struct Idle {
 
 impl Link {
     /// A link to the server at `url`; nothing is connected yet.
-    pub(crate) fn new(url: &str) -> std::result::Result<Link, String> {
-        let client =
-            ::redis::Client::open(url).map_err(|e| format!("invalid server URL {url:?}: {e}"))?;
+    pub(crate) fn new(url: &str) -> std::result::Result<Link, RedisError> {
+        let client = ::redis::Client::open(url)
+            .map_err(|e| RedisError::InvalidUrl(format!("{url:?}: {e}")))?;
         Ok(Link {
             client,
             read_timeout: Some(READ_TIMEOUT),
@@ -77,20 +79,13 @@ impl Link {
         self.client.get_connection_info().addr().to_string()
     }
 
-    /// A message for a failed command.
-    pub(crate) fn describe(&self, e: &::redis::RedisError) -> String {
-        let addr = self.addr();
-        if e.is_timeout() {
-            format!("the redis server at {addr} did not answer in time (stalled?): {e}")
-        } else if e.is_connection_dropped() || e.is_io_error() {
-            format!("lost the connection to the redis server at {addr}: {e}")
-        } else {
-            format!("redis server at {addr}: {e}")
-        }
+    /// The error of a failed command.
+    pub(crate) fn describe(&self, e: &::redis::RedisError) -> RedisError {
+        RedisError::of_command(&self.addr(), e)
     }
 
     /// A connection made in this process: an idle one, or a new one.
-    pub(crate) fn connect(&self) -> std::result::Result<::redis::Connection, String> {
+    pub(crate) fn connect(&self) -> std::result::Result<::redis::Connection, RedisError> {
         let pid = std::process::id();
         {
             let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
@@ -114,11 +109,16 @@ impl Link {
                     .map_or(CONNECT_TIMEOUT, |t| t.min(CONNECT_TIMEOUT)),
             )
             .map_err(|e| {
+                if !(e.is_io_error() || e.is_timeout() || e.is_connection_refusal()) {
+                    // The server answered the handshake with a refusal (a
+                    // wrong password, say).
+                    return self.describe(&e);
+                }
                 let mut m = format!("cannot connect to the redis server at {}: {e}", self.addr());
                 if e.is_connection_refusal() {
                     m.push_str(" (is redis-server running there?)");
                 }
-                m
+                RedisError::Unreachable(m)
             })?;
         con.set_read_timeout(self.read_timeout)
             .map_err(|e| self.describe(&e))?;
@@ -139,7 +139,7 @@ impl Link {
     pub(crate) fn with_con<R>(
         &self,
         f: impl FnOnce(&mut ::redis::Connection) -> ::redis::RedisResult<R>,
-    ) -> std::result::Result<R, String> {
+    ) -> std::result::Result<R, RedisError> {
         self.with_blocking_con(Duration::ZERO, f)
     }
 
@@ -150,7 +150,7 @@ impl Link {
         &self,
         block: Duration,
         f: impl FnOnce(&mut ::redis::Connection) -> ::redis::RedisResult<R>,
-    ) -> std::result::Result<R, String> {
+    ) -> std::result::Result<R, RedisError> {
         let mut con = self.connect()?;
         let longer = !block.is_zero() && self.read_timeout.is_some();
         if longer {

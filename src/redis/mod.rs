@@ -100,7 +100,7 @@
 //! fn main() -> multiproc::Result<()> {
 //!     let url = "redis://10.0.0.1:6379/";
 //!     if std::env::args().nth(1).as_deref() == Some("worker") {
-//!         return worker(url, "squares"); // on every other host
+//!         return Ok(worker(url, "squares")?); // on every other host
 //!     }
 //!     let pool = RedisPool::builder(url, "squares").local_workers(2).build()?;
 //!     assert_eq!(pool.map(square, 0..1000)?[999], 998_001);
@@ -111,9 +111,11 @@
 //! Its tasks' calls (`apply`, `map`, the handles' `get`, each item of an
 //! `imap`) fail with a [`RedisTaskError`]: the task panicked or was
 //! dead-lettered (`TaskFailed`), the server failed while the work was
-//! given (`Server`), a timeout, a closed handle. `?` turns it into
-//! [`Error`]. Building, joining and the other calls of the
-//! pool return the crate's `Error`.
+//! given (`Server`), a timeout, a closed handle. Building, joining and
+//! the other calls of the pool (and of the queues, the workers and
+//! [`LocalServer`]) return a [`RedisError`]: the server unreachable, a
+//! key of the wrong type, a refusal, a timeout, ... `?` turns any of them
+//! into [`crate::Error`].
 //!
 //! - **Same build, signed tasks.** A task names its function by its
 //!   offset in the executable's code, with the executable's SHA-256 (the
@@ -173,7 +175,6 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::error::{Error, Result};
 mod error;
 mod joinable;
 mod link;
@@ -182,7 +183,7 @@ mod stream;
 mod task;
 mod worker;
 
-pub use error::{RedisGetError, RedisPutError, RedisTaskError};
+pub use error::{RedisError, RedisGetError, RedisPutError, RedisTaskError};
 pub use joinable::JoinableRedisQueue;
 pub(crate) use link::Link;
 pub use pool::{Recovered, RedisAsyncResult, RedisIMap, RedisPool, RedisPoolBuilder, WorkerInfo};
@@ -239,23 +240,23 @@ impl<T> RedisQueue<T> {
     /// `redis+unix:///path/to/socket`). The queue exists as soon as anyone
     /// puts to it; opening connects once, so that a wrong URL or an absent
     /// server is reported here.
-    pub fn open(url: &str, name: &str) -> Result<RedisQueue<T>> {
+    pub fn open(url: &str, name: &str) -> Result<RedisQueue<T>, RedisError> {
         let q = Self::open_lazy(url, name)?;
-        let con = q.link.connect().map_err(Error::Redis)?;
+        let con = q.link.connect()?;
         q.link.release(con);
         Ok(q)
     }
 
     /// Like [`open`](Self::open), without connecting: the first call
     /// connects.
-    pub fn open_lazy(url: &str, name: &str) -> Result<RedisQueue<T>> {
+    pub fn open_lazy(url: &str, name: &str) -> Result<RedisQueue<T>, RedisError> {
         if name.is_empty() {
-            return Err(Error::InvalidName {
+            return Err(RedisError::InvalidName {
                 name: name.to_owned(),
                 reason: "a queue name must not be empty",
             });
         }
-        let link = Link::new(url).map_err(Error::Redis)?;
+        let link = Link::new(url)?;
         let items = format!("multiproc:queue:{{{name}}}");
         Ok(RedisQueue {
             link,
@@ -306,7 +307,7 @@ impl<T> RedisQueue<T> {
     pub(crate) fn with_con<R>(
         &self,
         f: impl FnOnce(&mut ::redis::Connection) -> ::redis::RedisResult<R>,
-    ) -> std::result::Result<R, String> {
+    ) -> Result<R, RedisError> {
         self.link.with_con(f)
     }
 
@@ -327,20 +328,20 @@ impl<T> RedisQueue<T> {
     /// The number of items in the queue (a snapshot);
     /// [`RedisGetError::Server`] if the server cannot tell.
     #[doc(alias = "__len__")]
-    pub fn qsize(&self) -> std::result::Result<usize, RedisGetError> {
+    pub fn qsize(&self) -> Result<usize, RedisGetError> {
         self.with_con(|c| ::redis::cmd("LLEN").arg(&self.items).query::<usize>(c))
-            .map_err(RedisGetError::Server)
+            .map_err(RedisGetError::from)
     }
 
     /// Whether the queue holds no item (a snapshot).
-    pub fn empty(&self) -> std::result::Result<bool, RedisGetError> {
+    pub fn empty(&self) -> Result<bool, RedisGetError> {
         Ok(self.qsize()? == 0)
     }
 
     /// Closes the queue for every process: later puts fail with
     /// [`RedisPutError::Closed`], and gets fail with [`RedisGetError::Closed`] once
     /// the items already in the queue are taken. Wakes every blocked getter.
-    pub fn close(&self) -> Result<()> {
+    pub fn close(&self) -> Result<(), RedisError> {
         self.with_con(|c| {
             ::redis::pipe()
                 .atomic()
@@ -357,20 +358,18 @@ impl<T> RedisQueue<T> {
                 .ignore()
                 .query::<()>(c)
         })
-        .map_err(Error::Redis)
     }
 
     /// Whether [`close`](Self::close) was called (and no
     /// [`delete`](Self::delete) since).
-    pub fn is_closed(&self) -> Result<bool> {
+    pub fn is_closed(&self) -> Result<bool, RedisError> {
         self.with_con(|c| ::redis::cmd("EXISTS").arg(&self.closed).query::<bool>(c))
-            .map_err(Error::Redis)
     }
 
     /// Removes the queue from the server: its items (dropped) and its
     /// closed state. The name can be used again at once; see the
     /// [module documentation](self#keys-close-and-delete).
-    pub fn delete(&self) -> Result<()> {
+    pub fn delete(&self) -> Result<(), RedisError> {
         self.with_con(|c| {
             ::redis::cmd("DEL")
                 .arg(&self.items)
@@ -379,17 +378,12 @@ impl<T> RedisQueue<T> {
                 .arg(&self.unfinished)
                 .query::<()>(c)
         })
-        .map_err(Error::Redis)
     }
 }
 
 impl<T: Serialize + DeserializeOwned> RedisQueue<T> {
     /// One try at putting `item` (counted unfinished if `joinable`).
-    pub(crate) fn put_once(
-        &self,
-        item: T,
-        joinable: bool,
-    ) -> std::result::Result<(), RedisPutError<T>> {
+    pub(crate) fn put_once(&self, item: T, joinable: bool) -> Result<(), RedisPutError<T>> {
         let bytes = match postcard::to_stdvec(&item) {
             Ok(b) => b,
             Err(e) => return Err(RedisPutError::Encode(item, e.to_string())),
@@ -410,7 +404,7 @@ impl<T: Serialize + DeserializeOwned> RedisQueue<T> {
             Ok(-2) => Err(RedisPutError::Full(item)),
             Ok(n) if n < 0 => Err(RedisPutError::Closed(item)),
             Ok(_) => Ok(()),
-            Err(m) => Err(RedisPutError::Server(item, m)),
+            Err(e) => Err(RedisPutError::Server(item, e.to_string())),
         }
     }
 
@@ -420,7 +414,7 @@ impl<T: Serialize + DeserializeOwned> RedisQueue<T> {
         mut item: T,
         deadline: Option<Instant>,
         joinable: bool,
-    ) -> std::result::Result<(), RedisPutError<T>> {
+    ) -> Result<(), RedisPutError<T>> {
         let mut pause = Duration::from_millis(1);
         loop {
             match self.put_once(item, joinable) {
@@ -441,33 +435,29 @@ impl<T: Serialize + DeserializeOwned> RedisQueue<T> {
     /// ([`with_maxsize`](RedisQueue::with_maxsize)). Fails when the queue
     /// is closed, the item cannot be encoded, or the server fails; each
     /// error gives the item back.
-    pub fn put(&self, item: T) -> std::result::Result<(), RedisPutError<T>> {
+    pub fn put(&self, item: T) -> Result<(), RedisPutError<T>> {
         self.put_until(item, None, false)
     }
 
     /// [`put`](Self::put), waiting at most `timeout` for room;
     /// [`RedisPutError::Timeout`] then.
-    pub fn put_timeout(
-        &self,
-        item: T,
-        timeout: Duration,
-    ) -> std::result::Result<(), RedisPutError<T>> {
+    pub fn put_timeout(&self, item: T, timeout: Duration) -> Result<(), RedisPutError<T>> {
         self.put_until(item, Some(Instant::now() + timeout), false)
     }
 
     /// Puts `item` if there is room now; [`RedisPutError::Full`] if not.
     #[doc(alias = "put_nowait")]
-    pub fn try_put(&self, item: T) -> std::result::Result<(), RedisPutError<T>> {
+    pub fn try_put(&self, item: T) -> Result<(), RedisPutError<T>> {
         self.put_once(item, false)
     }
 
-    fn decode(bytes: &[u8]) -> std::result::Result<T, RedisGetError> {
+    fn decode(bytes: &[u8]) -> Result<T, RedisGetError> {
         postcard::from_bytes(bytes).map_err(|e| RedisGetError::Decode(e.to_string()))
     }
 
     /// `BLPOP items wake seconds`: the item, or `None` when
     /// the server's timeout passed; `Closed` when the wake marker came.
-    fn blocking_get(&self, seconds: f64) -> std::result::Result<Option<T>, RedisGetError> {
+    fn blocking_get(&self, seconds: f64) -> Result<Option<T>, RedisGetError> {
         let block = Duration::from_secs_f64(seconds);
         let r = self.link.with_blocking_con(block, |c| {
             ::redis::cmd("BLPOP")
@@ -476,7 +466,7 @@ impl<T: Serialize + DeserializeOwned> RedisQueue<T> {
                 .arg(seconds)
                 .query::<Option<(Vec<u8>, Vec<u8>)>>(c)
         });
-        match r.map_err(RedisGetError::Server)? {
+        match r? {
             None => Ok(None),
             Some((key, value)) if key == self.items.as_bytes() => Self::decode(&value).map(Some),
             Some(_) => {
@@ -488,7 +478,7 @@ impl<T: Serialize + DeserializeOwned> RedisQueue<T> {
                         .arg(WAKE_MARKER)
                         .query::<()>(c)
                 })
-                .map_err(RedisGetError::Server)?;
+                .map_err(RedisGetError::from)?;
                 Err(RedisGetError::Closed)
             }
         }
@@ -497,7 +487,7 @@ impl<T: Serialize + DeserializeOwned> RedisQueue<T> {
     /// Takes the oldest item, waiting as long as it takes. Fails with
     /// [`RedisGetError::Closed`] once the queue is closed and drained, and with
     /// [`RedisGetError::Server`] if the server fails or goes away.
-    pub fn get(&self) -> std::result::Result<T, RedisGetError> {
+    pub fn get(&self) -> Result<T, RedisGetError> {
         loop {
             // Waits in slices, so that a close whose wake-up was lost (see
             // the module documentation) is still seen.
@@ -515,7 +505,7 @@ impl<T: Serialize + DeserializeOwned> RedisQueue<T> {
     /// server, at least 1 ms); [`RedisGetError::Timeout`] after that. A zero
     /// timeout is [`try_get`](Self::try_get).
     #[doc(alias = "get")]
-    pub fn get_timeout(&self, timeout: Duration) -> std::result::Result<T, RedisGetError> {
+    pub fn get_timeout(&self, timeout: Duration) -> Result<T, RedisGetError> {
         if timeout.is_zero() {
             return self.try_get();
         }
@@ -541,7 +531,7 @@ impl<T: Serialize + DeserializeOwned> RedisQueue<T> {
     /// Takes the oldest item if there is one; [`RedisGetError::Empty`] (or
     /// [`RedisGetError::Closed`]) otherwise.
     #[doc(alias = "get_nowait")]
-    pub fn try_get(&self) -> std::result::Result<T, RedisGetError> {
+    pub fn try_get(&self) -> Result<T, RedisGetError> {
         let (item, closed) = self
             .with_con(|c| {
                 ::redis::pipe()
@@ -552,7 +542,7 @@ impl<T: Serialize + DeserializeOwned> RedisQueue<T> {
                     .arg(&self.closed)
                     .query::<(Option<Vec<u8>>, bool)>(c)
             })
-            .map_err(RedisGetError::Server)?;
+            .map_err(RedisGetError::from)?;
         match item {
             Some(bytes) => Self::decode(&bytes),
             None if closed => Err(RedisGetError::Closed),
@@ -595,7 +585,7 @@ struct Wire {
 }
 
 impl<T> Serialize for RedisQueue<T> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         Wire {
             url: self.url.clone(),
             name: self.name.clone(),
@@ -606,7 +596,7 @@ impl<T> Serialize for RedisQueue<T> {
 }
 
 impl<'de, T> serde::Deserialize<'de> for RedisQueue<T> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let w = Wire::deserialize(d)?;
         RedisQueue::open_lazy(&w.url, &w.name)
             .map(|q| q.with_maxsize(w.maxsize))
@@ -633,13 +623,13 @@ pub struct LocalServer {
 impl LocalServer {
     /// Starts `redis-server` (found on `PATH`) and waits until it accepts
     /// connections.
-    pub fn start() -> Result<LocalServer> {
+    pub fn start() -> Result<LocalServer, RedisError> {
         Self::start_with(Path::new("redis-server"))
     }
 
     /// Starts the server program at `program` and waits until it accepts
     /// connections.
-    pub fn start_with(program: &Path) -> Result<LocalServer> {
+    pub fn start_with(program: &Path) -> Result<LocalServer, RedisError> {
         Self::start_opts(program, false)
     }
 
@@ -647,14 +637,14 @@ impl LocalServer {
     /// (an append-only file, written at every command: `--appendonly yes
     /// --appendfsync always`), so that [`restart`](Self::restart) finds it
     /// again.
-    pub fn start_persistent() -> Result<LocalServer> {
+    pub fn start_persistent() -> Result<LocalServer, RedisError> {
         Self::start_opts(Path::new("redis-server"), true)
     }
 
     /// Kills the server (SIGKILL) and starts it again on the same port and
     /// directory: a persistent one ([`start_persistent`](Self::start_persistent))
     /// comes back with its data.
-    pub fn restart(&mut self) -> Result<()> {
+    pub fn restart(&mut self) -> Result<(), RedisError> {
         self.kill()?;
         let child = Self::spawn_server(&self.program, self.port, &self.dir, self.aof)
             .map_err(|(e, _)| e)?;
@@ -662,7 +652,7 @@ impl LocalServer {
         self.wait_ready(Duration::from_secs(20)).map_err(|(e, _)| e)
     }
 
-    fn start_opts(program: &Path, aof: bool) -> Result<LocalServer> {
+    fn start_opts(program: &Path, aof: bool) -> Result<LocalServer, RedisError> {
         // The free port is found by binding port 0 and letting it go, so
         // another program may take it in between: try a few times.
         let mut last = None;
@@ -677,21 +667,21 @@ impl LocalServer {
                 }
             }
         }
-        Err(last.unwrap_or_else(|| Error::Redis("redis-server did not start".into())))
+        Err(last.unwrap_or_else(|| RedisError::Start("redis-server did not start".into())))
     }
 
-    fn try_start(program: &Path, aof: bool) -> std::result::Result<LocalServer, (Error, bool)> {
+    fn try_start(program: &Path, aof: bool) -> Result<LocalServer, (RedisError, bool)> {
         static SEQ: AtomicU64 = AtomicU64::new(0);
         let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
             .and_then(|l| l.local_addr())
-            .map_err(|e| (Error::os("bind", e), false))?
+            .map_err(|e| (os("bind", e), false))?
             .port();
         let dir = std::env::temp_dir().join(format!(
             "multiproc-redis-{}-{}",
             std::process::id(),
             SEQ.fetch_add(1, Ordering::Relaxed)
         ));
-        std::fs::create_dir_all(&dir).map_err(|e| (Error::os("mkdir", e), false))?;
+        std::fs::create_dir_all(&dir).map_err(|e| (os("mkdir", e), false))?;
         let child = match Self::spawn_server(program, port, &dir, aof) {
             Ok(c) => c,
             Err(e) => {
@@ -718,11 +708,11 @@ impl LocalServer {
         port: u16,
         dir: &Path,
         aof: bool,
-    ) -> std::result::Result<Child, (Error, bool)> {
+    ) -> Result<Child, (RedisError, bool)> {
         let log = dir.join("redis.log");
         // stderr to a file, not a pipe no one reads while the server runs.
         let stderr =
-            std::fs::File::create(dir.join("stderr")).map_err(|e| (Error::os("open", e), false))?;
+            std::fs::File::create(dir.join("stderr")).map_err(|e| (os("open", e), false))?;
         let persistence: &[&str] = if aof {
             &["--appendonly", "yes", "--appendfsync", "always"]
         } else {
@@ -751,15 +741,15 @@ impl LocalServer {
             } else {
                 format!("cannot run {}: {e}", program.display())
             };
-            (Error::Redis(m), false)
+            (RedisError::Start(m), false)
         })
     }
 
     /// Waits until the server answers PING, or fails if it exits.
-    fn wait_ready(&mut self, limit: Duration) -> std::result::Result<(), (Error, bool)> {
+    fn wait_ready(&mut self, limit: Duration) -> Result<(), (RedisError, bool)> {
         let start = Instant::now();
         let client = ::redis::Client::open(self.url().as_str())
-            .map_err(|e| (Error::Redis(e.to_string()), false))?;
+            .map_err(|e| (RedisError::InvalidUrl(e.to_string()), false))?;
         loop {
             let ready = client
                 .get_connection_with_timeout(Duration::from_secs(1))
@@ -768,7 +758,7 @@ impl LocalServer {
                 return Ok(());
             }
             let Some(child) = self.child.as_mut() else {
-                return Err((Error::Redis("redis-server was stopped".into()), false));
+                return Err((RedisError::Start("redis-server was stopped".into()), false));
             };
             if let Ok(Some(status)) = child.try_wait() {
                 let err = std::fs::read_to_string(self.dir.join("stderr")).unwrap_or_default();
@@ -782,11 +772,11 @@ impl LocalServer {
                     tail.into_iter().rev().collect::<Vec<_>>().join(" / ")
                 );
                 self.child = None;
-                return Err((Error::Redis(m), in_use));
+                return Err((RedisError::Start(m), in_use));
             }
             if start.elapsed() > limit {
                 return Err((
-                    Error::Redis(format!(
+                    RedisError::Start(format!(
                         "redis-server on port {} did not accept connections within {limit:?}",
                         self.port
                     )),
@@ -814,17 +804,22 @@ impl LocalServer {
 
     /// Kills the server (`SIGKILL`) and reaps it now; its clients see their
     /// connections closed. Does nothing if it was already stopped.
-    pub fn kill(&mut self) -> Result<()> {
+    pub fn kill(&mut self) -> Result<(), RedisError> {
         if let Some(mut child) = self.child.take() {
             if self.owner != std::process::id() {
                 // A forked copy: the server is the parent's to stop.
                 return Ok(());
             }
-            child.kill().map_err(|e| Error::os("kill", e))?;
-            child.wait().map_err(|e| Error::os("waitpid", e))?;
+            child.kill().map_err(|e| os("kill", e))?;
+            child.wait().map_err(|e| os("waitpid", e))?;
         }
         Ok(())
     }
+}
+
+/// The error of a failed system call of this process.
+fn os(call: &'static str, source: std::io::Error) -> RedisError {
+    RedisError::Os { call, source }
 }
 
 impl Drop for LocalServer {

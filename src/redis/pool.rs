@@ -12,8 +12,7 @@ use serde::de::DeserializeOwned;
 
 use super::task::{self, Keys, TaskCode};
 use super::worker::{self, Config, RedisWorker};
-use super::{Link, RedisTaskError};
-use crate::error::{Error, Result};
+use super::{Link, RedisError, RedisTaskError};
 use crate::process::Process;
 use crate::task_items::{ResultHandle, keep_or_run};
 
@@ -87,12 +86,12 @@ impl RedisPoolBuilder {
 
     /// Connects, records the settings on the server, starts the local
     /// workers.
-    pub fn build(self) -> Result<RedisPool> {
-        let link = Link::new(&self.url).map_err(Error::Redis)?;
+    pub fn build(self) -> Result<RedisPool, RedisError> {
+        let link = Link::new(&self.url)?;
         let keys = Keys::new(&self.name)?;
         let key = worker::authkey(self.key.as_deref());
         task::build_id()?;
-        worker::ensure_group(&link, &keys).map_err(Error::Redis)?;
+        worker::ensure_group(&link, &keys)?;
         if self.claim_after.is_some() || self.max_deliveries.is_some() {
             link.with_con(|c| {
                 let mut cmd = ::redis::cmd("HSET");
@@ -104,10 +103,9 @@ impl RedisPoolBuilder {
                     cmd.arg("max_deliveries").arg(n);
                 }
                 cmd.query::<()>(c)
-            })
-            .map_err(Error::Redis)?;
+            })?;
         }
-        let last_done = last_id(&link, &keys.done).map_err(Error::Redis)?;
+        let last_done = last_id(&link, &keys.done)?;
         let token = format!("{}-{}", std::process::id(), worker::now_ms(&link)?);
         let inner = Arc::new(Inner {
             link,
@@ -135,11 +133,11 @@ impl RedisPoolBuilder {
             let name = self.name.clone();
             let key = pool.inner.key.clone();
             let token = pool.token.clone();
-            let p = Process::new(move || -> Result<()> {
-                RedisWorker::new(&url, &name)?
+            let p = Process::new(move || -> crate::Result<()> {
+                Ok(RedisWorker::new(&url, &name)?
                     .authkey(&key)
                     .token(token)
-                    .run()
+                    .run()?)
             })
             // A local worker dies with the pool's process (killed included:
             // its entries are then claimed by other workers), and is
@@ -152,7 +150,7 @@ impl RedisPoolBuilder {
             } else {
                 p
             };
-            p.start()?;
+            p.start().map_err(RedisError::local_worker)?;
             pool.locals.push(p);
         }
         Ok(pool)
@@ -160,7 +158,7 @@ impl RedisPoolBuilder {
 }
 
 /// Why a chunk has no items.
-type ChunkOutcome = std::result::Result<Vec<u8>, String>;
+type ChunkOutcome = Result<Vec<u8>, String>;
 
 struct Chunk {
     id: String,
@@ -245,7 +243,7 @@ pub struct Recovered<R> {
     pub result: Result<R, RedisTaskError>,
 }
 
-fn last_id(link: &Link, key: &str) -> std::result::Result<String, String> {
+fn last_id(link: &Link, key: &str) -> Result<String, RedisError> {
     let v = link.with_con(|c| {
         ::redis::cmd("XREVRANGE")
             .arg(key)
@@ -534,7 +532,7 @@ impl Inner {
         chunksize: usize,
         streaming: bool,
     ) -> Result<u64, RedisTaskError> {
-        let build = task::build_id().map_err(RedisTaskError::from_internal)?;
+        let build = task::build_id()?;
         {
             let st = self.lock();
             if st.closed || st.terminated {
@@ -543,8 +541,7 @@ impl Inner {
         }
         let job: u64 = self
             .link
-            .with_con(|c| ::redis::cmd("INCR").arg(&self.keys.jobseq).query(c))
-            .map_err(RedisTaskError::Server)?;
+            .with_con(|c| ::redis::cmd("INCR").arg(&self.keys.jobseq).query(c))?;
         let mut bodies = Vec::new();
         let mut counts = Vec::new();
         let mut first = 0u64;
@@ -563,22 +560,19 @@ impl Inner {
             bodies.push((t, m));
         }
         let mut st = self.lock();
-        let ids: Vec<String> = self
-            .link
-            .with_con(|c| {
-                let mut p = ::redis::pipe();
-                for (t, m) in &bodies {
-                    p.cmd("XADD")
-                        .arg(&self.keys.tasks)
-                        .arg("*")
-                        .arg("t")
-                        .arg(t.as_slice())
-                        .arg("m")
-                        .arg(m.as_slice());
-                }
-                p.query(c)
-            })
-            .map_err(RedisTaskError::Server)?;
+        let ids: Vec<String> = self.link.with_con(|c| {
+            let mut p = ::redis::pipe();
+            for (t, m) in &bodies {
+                p.cmd("XADD")
+                    .arg(&self.keys.tasks)
+                    .arg("*")
+                    .arg("t")
+                    .arg(t.as_slice())
+                    .arg("m")
+                    .arg(m.as_slice());
+            }
+            p.query(c)
+        })?;
         let chunks = ids
             .iter()
             .zip(&counts)
@@ -626,14 +620,14 @@ impl RedisPool {
     }
 
     /// A pool named `name` on the server at `url`, without local workers.
-    pub fn new(url: &str, name: &str) -> Result<RedisPool> {
+    pub fn new(url: &str, name: &str) -> Result<RedisPool, RedisError> {
         Self::builder(url, name).build()
     }
 
     /// Opens the pool `name` again after its caller ended (killed, say):
     /// [`recover`](Self::recover) then gets the results its tasks left,
     /// and new work can be given. Workers keep running what was queued.
-    pub fn attach(url: &str, name: &str) -> Result<RedisPool> {
+    pub fn attach(url: &str, name: &str) -> Result<RedisPool, RedisError> {
         Self::new(url, name)
     }
 
@@ -649,35 +643,29 @@ impl RedisPool {
 
     /// The live workers: those whose last heartbeat is within the claim
     /// deadline (by the server's clock).
-    pub fn workers(&self) -> Result<Vec<WorkerInfo>> {
+    pub fn workers(&self) -> Result<Vec<WorkerInfo>, RedisError> {
         let inner = &self.inner;
-        let config = Config::read(&inner.link, &inner.keys).map_err(Error::Redis)?;
+        let config = Config::read(&inner.link, &inner.keys)?;
         let now = worker::now_ms(&inner.link)?;
         let since = now.saturating_sub(config.claim_after.as_millis() as u64);
-        let live: Vec<(String, u64)> = inner
-            .link
-            .with_con(|c| {
-                ::redis::cmd("ZRANGEBYSCORE")
-                    .arg(&inner.keys.workers)
-                    .arg(since)
-                    .arg("+inf")
-                    .arg("WITHSCORES")
-                    .query(c)
-            })
-            .map_err(Error::Redis)?;
+        let live: Vec<(String, u64)> = inner.link.with_con(|c| {
+            ::redis::cmd("ZRANGEBYSCORE")
+                .arg(&inner.keys.workers)
+                .arg(since)
+                .arg("+inf")
+                .arg("WITHSCORES")
+                .query(c)
+        })?;
         if live.is_empty() {
             return Ok(Vec::new());
         }
         let ids: Vec<&String> = live.iter().map(|(id, _)| id).collect();
-        let infos: Vec<Option<String>> = inner
-            .link
-            .with_con(|c| {
-                ::redis::cmd("HMGET")
-                    .arg(&inner.keys.info)
-                    .arg(&ids)
-                    .query(c)
-            })
-            .map_err(Error::Redis)?;
+        let infos: Vec<Option<String>> = inner.link.with_con(|c| {
+            ::redis::cmd("HMGET")
+                .arg(&inner.keys.info)
+                .arg(&ids)
+                .query(c)
+        })?;
         Ok(live
             .iter()
             .zip(infos)
@@ -937,19 +925,19 @@ impl RedisPool {
     /// After [`close`](Self::close): waits until every job given through
     /// this handle has its results (workers that die meanwhile have their
     /// entries run again by others), then stops the local workers.
-    /// [`Error::InvalidArgument`] if the pool is not closed.
-    pub fn join(&mut self) -> Result<()> {
+    /// [`RedisError::InvalidArgument`] if the pool is not closed.
+    pub fn join(&mut self) -> Result<(), RedisError> {
         self.join_timeout(None)
     }
 
     /// [`join`](Self::join), waiting at most `timeout` for the results
-    /// ([`Error::Timeout`] then, the local workers left running).
-    pub fn join_timeout(&mut self, timeout: Option<Duration>) -> Result<()> {
+    /// ([`RedisError::Timeout`] then, the local workers left running).
+    pub fn join_timeout(&mut self, timeout: Option<Duration>) -> Result<(), RedisError> {
         let deadline = timeout.map(|t| Instant::now() + t);
         loop {
             let mut st = self.inner.lock();
             if !st.closed {
-                return Err(Error::InvalidArgument("join a pool only after close"));
+                return Err(RedisError::InvalidArgument("join a pool only after close"));
             }
             let pending = st
                 .jobs
@@ -963,7 +951,7 @@ impl RedisPool {
                 Some(d) => {
                     let left = d.saturating_duration_since(Instant::now());
                     if left.is_zero() {
-                        return Err(Error::Timeout);
+                        return Err(RedisError::Timeout);
                     }
                     left.min(PUMP_SLICE)
                 }
@@ -975,7 +963,7 @@ impl RedisPool {
         self.stop_locals()
     }
 
-    fn stop_locals(&mut self) -> Result<()> {
+    fn stop_locals(&mut self) -> Result<(), RedisError> {
         if self.locals.is_empty() {
             return Ok(());
         }
@@ -994,9 +982,10 @@ impl RedisPool {
         });
         let patience = config.beat() * 2 + Duration::from_secs(5);
         for mut p in self.locals.drain(..) {
-            if p.join_timeout(patience)?.is_none() {
-                p.kill()?;
-                p.join()?;
+            let ended = p.join_timeout(patience).map_err(RedisError::local_worker)?;
+            if ended.is_none() {
+                p.kill().map_err(RedisError::local_worker)?;
+                p.join().map_err(RedisError::local_worker)?;
             }
         }
         Ok(())
@@ -1004,8 +993,8 @@ impl RedisPool {
 
     /// Kills the local workers at once (their entries are run again by
     /// other workers after the claim deadline); handles of unfinished jobs
-    /// fail with [`Error::PoolTerminated`].
-    pub fn terminate(&mut self) -> Result<()> {
+    /// fail with [`RedisTaskError::PoolTerminated`].
+    pub fn terminate(&mut self) -> Result<(), RedisError> {
         {
             let mut st = self.inner.lock();
             st.closed = true;
@@ -1013,24 +1002,21 @@ impl RedisPool {
         }
         for mut p in self.locals.drain(..) {
             let _ = p.kill();
-            p.join()?;
+            p.join().map_err(RedisError::local_worker)?;
         }
         Ok(())
     }
 
     /// Stops every worker of this pool name (on any host) that started
     /// before now: each finishes the task it runs and exits.
-    pub fn stop_workers(&self) -> Result<()> {
+    pub fn stop_workers(&self) -> Result<(), RedisError> {
         let now = worker::now_ms(&self.inner.link)?;
-        self.inner
-            .link
-            .with_con(|c| {
-                ::redis::cmd("SET")
-                    .arg(&self.inner.keys.stop)
-                    .arg(now)
-                    .query::<()>(c)
-            })
-            .map_err(Error::Redis)
+        self.inner.link.with_con(|c| {
+            ::redis::cmd("SET")
+                .arg(&self.inner.keys.stop)
+                .arg(now)
+                .query::<()>(c)
+        })
     }
 
     /// Collects the results left on the server by earlier callers of this
@@ -1038,15 +1024,17 @@ impl RedisPool {
     /// for the tasks still queued or running; returns what it found
     /// (compare with what was submitted). Each result is removed as it is
     /// returned. Use it once no other caller of the name is running.
-    pub fn recover<R: DeserializeOwned>(&self, timeout: Duration) -> Result<Vec<Recovered<R>>> {
+    pub fn recover<R: DeserializeOwned>(
+        &self,
+        timeout: Duration,
+    ) -> Result<Vec<Recovered<R>>, RedisError> {
         let inner = &self.inner;
         let deadline = Instant::now() + timeout;
         let mut found = Vec::new();
         loop {
             let all: Vec<(String, Vec<u8>)> = inner
                 .link
-                .with_con(|c| ::redis::cmd("HGETALL").arg(&inner.keys.results).query(c))
-                .map_err(Error::Redis)?;
+                .with_con(|c| ::redis::cmd("HGETALL").arg(&inner.keys.results).query(c))?;
             let mine = {
                 let st = inner.lock();
                 st.entries.clone()
@@ -1072,8 +1060,7 @@ impl RedisPool {
             inner.forget(&ids);
             let left: usize = inner
                 .link
-                .with_con(|c| ::redis::cmd("XLEN").arg(&inner.keys.tasks).query(c))
-                .map_err(Error::Redis)?;
+                .with_con(|c| ::redis::cmd("XLEN").arg(&inner.keys.tasks).query(c))?;
             let ours = inner.lock().entries.len();
             if left <= ours || Instant::now() >= deadline {
                 return Ok(found);

@@ -9,8 +9,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::task;
-use super::{Link, RedisGetError, RedisPutError};
-use crate::error::{Error, Result};
+use super::{Link, RedisError, RedisGetError, RedisPutError};
 
 /// A FIFO queue on a Redis stream (`multiproc:stream:{NAME}`) read through
 /// a consumer group: [`get_timeout`](Self::get_timeout) hands out a
@@ -43,14 +42,18 @@ impl<T> RedisStreamQueue<T> {
     /// Opens the stream queue `name` on the server at `url` (creating its
     /// stream and group). Items not acknowledged within `claim_after` are
     /// handed out again.
-    pub fn open(url: &str, name: &str, claim_after: Duration) -> Result<RedisStreamQueue<T>> {
+    pub fn open(
+        url: &str,
+        name: &str,
+        claim_after: Duration,
+    ) -> Result<RedisStreamQueue<T>, RedisError> {
         if name.is_empty() {
-            return Err(Error::InvalidName {
+            return Err(RedisError::InvalidName {
                 name: name.to_owned(),
                 reason: "a queue name must not be empty",
             });
         }
-        let link = Link::new(url).map_err(Error::Redis)?;
+        let link = Link::new(url)?;
         let stream = format!("multiproc:stream:{{{name}}}");
         let r = link.with_con(|c| {
             ::redis::cmd("XGROUP")
@@ -61,10 +64,10 @@ impl<T> RedisStreamQueue<T> {
                 .arg("MKSTREAM")
                 .query::<()>(c)
         });
-        if let Err(m) = r
-            && !m.contains("BUSYGROUP")
+        if let Err(e) = r
+            && !e.names("BUSYGROUP")
         {
-            return Err(Error::Redis(m));
+            return Err(e);
         }
         let consumer = format!(
             "{}:{}:{}",
@@ -84,28 +87,26 @@ impl<T> RedisStreamQueue<T> {
     }
 
     /// Acknowledges (and removes) a delivered item.
-    pub fn ack(&self, d: &Delivery<T>) -> Result<()> {
-        self.link
-            .with_con(|c| {
-                ::redis::pipe()
-                    .cmd("XACK")
-                    .arg(&self.stream)
-                    .arg(GROUP)
-                    .arg(&d.id)
-                    .ignore()
-                    .cmd("XDEL")
-                    .arg(&self.stream)
-                    .arg(&d.id)
-                    .ignore()
-                    .query::<()>(c)
-            })
-            .map_err(Error::Redis)
+    pub fn ack(&self, d: &Delivery<T>) -> Result<(), RedisError> {
+        self.link.with_con(|c| {
+            ::redis::pipe()
+                .cmd("XACK")
+                .arg(&self.stream)
+                .arg(GROUP)
+                .arg(&d.id)
+                .ignore()
+                .cmd("XDEL")
+                .arg(&self.stream)
+                .arg(&d.id)
+                .ignore()
+                .query::<()>(c)
+        })
     }
 }
 
 impl<T: Serialize + DeserializeOwned> RedisStreamQueue<T> {
     /// Appends `item`.
-    pub fn put(&self, item: T) -> std::result::Result<(), RedisPutError<T>> {
+    pub fn put(&self, item: T) -> Result<(), RedisPutError<T>> {
         let bytes = match postcard::to_stdvec(&item) {
             Ok(b) => b,
             Err(e) => return Err(RedisPutError::Encode(item, e.to_string())),
@@ -120,14 +121,11 @@ impl<T: Serialize + DeserializeOwned> RedisStreamQueue<T> {
         });
         match r {
             Ok(_) => Ok(()),
-            Err(m) => Err(RedisPutError::Server(item, m)),
+            Err(e) => Err(RedisPutError::Server(item, e.to_string())),
         }
     }
 
-    fn deliver(
-        &self,
-        entries: Vec<task::Entry>,
-    ) -> Option<std::result::Result<Delivery<T>, RedisGetError>> {
+    fn deliver(&self, entries: Vec<task::Entry>) -> Option<Result<Delivery<T>, RedisGetError>> {
         let (id, fields) = entries.into_iter().next()?;
         Some(match postcard::from_bytes(task::field(&fields, b"v")) {
             Ok(item) => Ok(Delivery { id, item }),
@@ -148,10 +146,7 @@ impl<T: Serialize + DeserializeOwned> RedisStreamQueue<T> {
     /// The oldest item abandoned by a consumer (unacknowledged past the
     /// claim deadline), else the next new one, waiting at most `timeout`;
     /// [`RedisGetError::Timeout`] then.
-    pub fn get_timeout(
-        &self,
-        timeout: Duration,
-    ) -> std::result::Result<Delivery<T>, RedisGetError> {
+    pub fn get_timeout(&self, timeout: Duration) -> Result<Delivery<T>, RedisGetError> {
         let deadline = std::time::Instant::now() + timeout;
         loop {
             if let Some(d) = self.claim()? {
@@ -178,7 +173,7 @@ impl<T: Serialize + DeserializeOwned> RedisStreamQueue<T> {
                         .arg(">")
                         .query::<::redis::Value>(c)
                 })
-                .map_err(RedisGetError::Server)?;
+                .map_err(RedisGetError::from)?;
             if let Some(d) = self.deliver(task::xread_entries(v)) {
                 return d;
             }
@@ -190,10 +185,7 @@ impl<T: Serialize + DeserializeOwned> RedisStreamQueue<T> {
 
     /// The oldest abandoned item, claimed for this consumer.
     #[allow(clippy::type_complexity)]
-    fn claim(
-        &self,
-    ) -> std::result::Result<Option<std::result::Result<Delivery<T>, RedisGetError>>, RedisGetError>
-    {
+    fn claim(&self) -> Result<Option<Result<Delivery<T>, RedisGetError>>, RedisGetError> {
         let claimed = self
             .link
             .with_con(|c| {
@@ -207,7 +199,7 @@ impl<T: Serialize + DeserializeOwned> RedisStreamQueue<T> {
                     .arg(1)
                     .query::<::redis::Value>(c)
             })
-            .map_err(RedisGetError::Server)?;
+            .map_err(RedisGetError::from)?;
         let claimed = match claimed {
             ::redis::Value::Array(mut a) if a.len() >= 2 => task::entries(a.swap_remove(1)),
             _ => Vec::new(),

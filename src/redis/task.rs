@@ -39,7 +39,8 @@ use hmac::Hmac;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::error::{Error, Result};
+use super::RedisError;
+use crate::error::Result;
 use crate::process::code::{Code, CodeFn, CodePtr};
 use crate::task_items::{ItemTags, run_items};
 
@@ -74,9 +75,9 @@ pub(crate) struct Keys {
 }
 
 impl Keys {
-    pub(crate) fn new(name: &str) -> Result<Keys> {
+    pub(crate) fn new(name: &str) -> Result<Keys, RedisError> {
         if name.is_empty() {
-            return Err(Error::InvalidName {
+            return Err(RedisError::InvalidName {
                 name: name.to_owned(),
                 reason: "a pool name must not be empty",
             });
@@ -102,13 +103,20 @@ impl Keys {
 }
 
 /// The SHA-256 of this process's executable (`/proc/self/exe`), read once.
-pub(crate) fn build_id() -> Result<[u8; 32]> {
-    static ID: OnceLock<std::result::Result<[u8; 32], String>> = OnceLock::new();
+pub(crate) fn build_id() -> Result<[u8; 32], RedisError> {
+    // The failure is kept as its kind and text (an `io::Error` is not
+    // `Clone`).
+    static ID: OnceLock<std::result::Result<[u8; 32], (std::io::ErrorKind, String)>> =
+        OnceLock::new();
     ID.get_or_init(|| {
         use sha2::Digest;
         use std::io::Read;
-        let mut f = std::fs::File::open("/proc/self/exe")
-            .map_err(|e| format!("cannot read /proc/self/exe to identify the build: {e}"))?;
+        let mut f = std::fs::File::open("/proc/self/exe").map_err(|e| {
+            (
+                e.kind(),
+                format!("cannot read /proc/self/exe to identify the build: {e}"),
+            )
+        })?;
         let mut h = sha2::Sha256::new();
         let mut buf = vec![0u8; 1 << 16];
         loop {
@@ -116,14 +124,17 @@ pub(crate) fn build_id() -> Result<[u8; 32]> {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(format!("cannot read /proc/self/exe: {e}")),
+                Err(e) => return Err((e.kind(), format!("cannot read /proc/self/exe: {e}"))),
             };
             h.update(&buf[..n]);
         }
         Ok(h.finalize().into())
     })
     .clone()
-    .map_err(Error::Redis)
+    .map_err(|(kind, m)| RedisError::Os {
+        call: "read",
+        source: std::io::Error::new(kind, m),
+    })
 }
 
 /// A short printable form of a build id.
@@ -156,7 +167,7 @@ pub(crate) struct TaskCode {
 }
 
 impl TaskCode {
-    /// The code of `f: fn(A) -> R`; [`Error::ForeignCode`] if it is not in
+    /// The code of `f: fn(A) -> R`; [`crate::Error::ForeignCode`] if it is not in
     /// the main executable.
     pub(crate) fn new<A: DeserializeOwned, R: Serialize>(f: fn(A) -> R) -> Result<TaskCode> {
         Ok(TaskCode {

@@ -14,9 +14,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::Link;
 use super::task::{self, Keys, Refusal};
-use crate::error::{Error, Result};
+use super::{Link, RedisError};
 
 /// The claim deadline when the pool set none.
 pub(crate) const CLAIM_AFTER: Duration = Duration::from_secs(30);
@@ -57,7 +56,7 @@ pub(crate) struct Config {
 }
 
 impl Config {
-    pub(crate) fn read(link: &Link, keys: &Keys) -> std::result::Result<Config, String> {
+    pub(crate) fn read(link: &Link, keys: &Keys) -> Result<Config, RedisError> {
         let (c, m): (Option<u64>, Option<u32>) = link.with_con(|c| {
             ::redis::cmd("HMGET")
                 .arg(&keys.config)
@@ -78,7 +77,7 @@ impl Config {
 }
 
 /// Creates the consumer group (and the stream) unless it exists.
-pub(crate) fn ensure_group(link: &Link, keys: &Keys) -> std::result::Result<(), String> {
+pub(crate) fn ensure_group(link: &Link, keys: &Keys) -> Result<(), RedisError> {
     let r = link.with_con(|c| {
         ::redis::cmd("XGROUP")
             .arg("CREATE")
@@ -89,7 +88,7 @@ pub(crate) fn ensure_group(link: &Link, keys: &Keys) -> std::result::Result<(), 
             .query::<()>(c)
     });
     match r {
-        Err(m) if !m.contains("BUSYGROUP") => Err(m),
+        Err(e) if !e.names("BUSYGROUP") => Err(e),
         _ => Ok(()),
     }
 }
@@ -105,7 +104,7 @@ pub(crate) fn ensure_group(link: &Link, keys: &Keys) -> std::result::Result<(), 
 /// does not match the authkey: that task fails with an error saying so
 /// (the caller sees it), and the worker stops rather than fail every task
 /// it takes.
-pub fn worker(url: &str, name: &str) -> Result<()> {
+pub fn worker(url: &str, name: &str) -> Result<(), RedisError> {
     RedisWorker::new(url, name)?.run()
 }
 
@@ -123,9 +122,9 @@ pub struct RedisWorker {
 
 impl RedisWorker {
     /// A worker of the pool `name` on the server at `url`.
-    pub fn new(url: &str, name: &str) -> Result<RedisWorker> {
+    pub fn new(url: &str, name: &str) -> Result<RedisWorker, RedisError> {
         Ok(RedisWorker {
-            link: Link::new(url).map_err(Error::Redis)?,
+            link: Link::new(url)?,
             keys: Keys::new(name)?,
             key: authkey(None),
             token: None,
@@ -147,15 +146,15 @@ impl RedisWorker {
     }
 
     /// Runs tasks until stopped; see [`worker`].
-    pub fn run(self) -> Result<()> {
+    pub fn run(self) -> Result<(), RedisError> {
         // A task's panic reaches the caller with where it happened.
         crate::task_items::install_panic_hook();
         let build = task::build_id()?;
         let started_ms = now_ms(&self.link)?;
         let _ = self.started_ms.set(started_ms);
         let consumer = format!("{}:{}:{}", hostname(), std::process::id(), started_ms);
-        ensure_group(&self.link, &self.keys).map_err(Error::Redis)?;
-        let mut config = Config::read(&self.link, &self.keys).map_err(Error::Redis)?;
+        ensure_group(&self.link, &self.keys)?;
+        let mut config = Config::read(&self.link, &self.keys)?;
         let shared = Arc::new(Shared {
             stop: AtomicBool::new(false),
             running: Mutex::new(None),
@@ -172,7 +171,10 @@ impl RedisWorker {
                 .spawn(move || {
                     beat_loop(&link, &keys, &consumer, &info, started_ms, token, &shared)
                 })
-                .map_err(|e| Error::os("pthread_create", e))?
+                .map_err(|source| RedisError::Os {
+                    call: "pthread_create",
+                    source,
+                })?
         };
         let r = self.serve(&build, &consumer, &mut config, &shared);
         shared.stop.store(true, Ordering::SeqCst);
@@ -198,10 +200,10 @@ impl RedisWorker {
         consumer: &str,
         config: &mut Config,
         shared: &Shared,
-    ) -> Result<()> {
+    ) -> Result<(), RedisError> {
         let claim = task::claim_script();
         let mut next_claim = Instant::now();
-        let mut down_since: Option<(Instant, String)> = None;
+        let mut down_since: Option<Instant> = None;
         let mut out = Vec::new();
         let mut next_stop_check = Instant::now();
         while !shared.stop.load(Ordering::SeqCst) {
@@ -258,19 +260,16 @@ impl RedisWorker {
                     Ok(v) => todo.extend(task::xread_entries(v)),
                     // The group is gone (the server lost its data, or the
                     // pool's keys were deleted): make it again.
-                    Err(m) if m.contains("NOGROUP") => {
+                    Err(e) if e.names("NOGROUP") => {
                         let _ = ensure_group(&self.link, &self.keys);
                     }
                     Err(m) => failed = Some(m),
                 }
             }
-            if let Some(m) = failed {
-                let since = down_since.get_or_insert_with(|| (Instant::now(), m.clone()));
-                if since.0.elapsed() > self.patience {
-                    return Err(Error::Redis(format!(
-                        "the worker gives up: the server failed for {:?}: {m}",
-                        self.patience
-                    )));
+            if let Some(e) = failed {
+                let since = *down_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > self.patience {
+                    return Err(gave_up(self.patience, e));
                 }
                 std::thread::sleep(Duration::from_millis(100));
                 continue;
@@ -288,7 +287,7 @@ impl RedisWorker {
 
     /// Whether the pool stopped this worker (`stop_workers`, or its local
     /// pool's `join`).
-    fn stopped(&self) -> std::result::Result<bool, String> {
+    fn stopped(&self) -> Result<bool, RedisError> {
         let started = self.started_ms.get().copied().unwrap_or(0);
         let (stop_at, mine): (Option<u64>, bool) = self.link.with_con(|c| {
             let mut p = ::redis::pipe();
@@ -310,7 +309,7 @@ impl RedisWorker {
         id: &str,
         fields: &[(Vec<u8>, Vec<u8>)],
         out: &mut Vec<u8>,
-    ) -> Result<()> {
+    ) -> Result<(), RedisError> {
         let t = task::field(fields, b"t");
         let m = task::field(fields, b"m");
         out.clear();
@@ -352,14 +351,14 @@ impl RedisWorker {
         }
         self.store(id, out)?;
         match fatal {
-            Some(m) => Err(Error::Redis(m)),
+            Some(m) => Err(RedisError::TaskRefused(m)),
             None => Ok(()),
         }
     }
 
     /// Stores a result, trying again while the server is away (the task
     /// is not run again for that).
-    fn store(&self, id: &str, payload: &[u8]) -> Result<()> {
+    fn store(&self, id: &str, payload: &[u8]) -> Result<(), RedisError> {
         let start = Instant::now();
         loop {
             let r = self.link.with_con(|c| {
@@ -376,7 +375,7 @@ impl RedisWorker {
             });
             match r {
                 Ok(_) => return Ok(()),
-                Err(m) if start.elapsed() > self.patience => return Err(Error::Redis(m)),
+                Err(e) if start.elapsed() > self.patience => return Err(gave_up(self.patience, e)),
                 Err(_) => std::thread::sleep(Duration::from_millis(100)),
             }
         }
@@ -390,9 +389,20 @@ struct Shared {
     running: Mutex<Option<String>>,
 }
 
-pub(crate) fn now_ms(link: &Link) -> Result<u64> {
+/// The error of a worker that gave up on a server failing for `patience`:
+/// the last failure, saying so.
+fn gave_up(patience: Duration, e: RedisError) -> RedisError {
+    let m = format!("the worker gives up: the server failed for {patience:?}: {e}");
+    match e {
+        RedisError::Unreachable(_) => RedisError::Unreachable(m),
+        RedisError::WrongType(_) => RedisError::WrongType(m),
+        RedisError::Protocol(_) => RedisError::Protocol(m),
+        _ => RedisError::Server(m),
+    }
+}
+
+pub(crate) fn now_ms(link: &Link) -> Result<u64, RedisError> {
     link.with_con(|c| ::redis::cmd("EVAL").arg(task::NOW).arg(0).query::<u64>(c))
-        .map_err(Error::Redis)
 }
 
 fn beat_loop(

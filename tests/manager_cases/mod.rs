@@ -16,7 +16,10 @@ use std::time::{Duration, Instant};
 
 use super::common::{join_ok, manager_with_method, spawn};
 use multiproc::connection::listener::{Address, Client};
-use multiproc::manager::{ConnectError, ProxyError};
+use multiproc::manager::{
+    ConnectError, GetTimeoutProxyError, ProxyError, PutTimeoutProxyError, TryGetProxyError,
+    TryPutProxyError,
+};
 use multiproc::manager::{DictProxy, ListProxy, Manager, ManagerBuilder, Proxy, Token, TypedProxy};
 use multiproc::{RemoteErrorKind, StartMethod};
 use serde::{Deserialize, Serialize};
@@ -222,17 +225,30 @@ pub fn queue_between_processes(method: StartMethod) {
     let got: Vec<u32> = (0..100).map(|_| q.get().unwrap()).collect();
     assert_eq!(got, (0..100).collect::<Vec<_>>());
     join_ok(&mut producer);
-    assert_eq!(q.try_get().unwrap(), None);
+    assert!(matches!(q.try_get(), Err(TryGetProxyError::Empty)));
     let t = Instant::now();
-    assert_eq!(q.get_timeout(Duration::from_millis(100)).unwrap(), None);
+    assert_eq!(or_timeout(q.get_timeout(Duration::from_millis(100))), None);
     assert!(t.elapsed() >= Duration::from_millis(90));
     for i in 0..3 {
-        assert!(q.try_put(&i).unwrap());
+        q.try_put(&i).unwrap();
     }
     assert!(q.is_full().unwrap());
-    assert!(!q.try_put(&9).unwrap());
-    assert!(!q.put_timeout(&9, Duration::from_millis(50)).unwrap());
+    assert!(matches!(q.try_put(&9), Err(TryPutProxyError::Full)));
+    assert!(matches!(
+        q.put_timeout(&9, Duration::from_millis(50)),
+        Err(PutTimeoutProxyError::Timeout)
+    ));
     assert_eq!(q.qsize().unwrap(), 3);
+}
+
+/// A timed get's item, or `None` when it timed out (any other error fails
+/// the test).
+fn or_timeout<T>(r: Result<T, GetTimeoutProxyError>) -> Option<T> {
+    match r {
+        Ok(v) => Some(v),
+        Err(GetTimeoutProxyError::Timeout) => None,
+        Err(e) => panic!("get_timeout: {e}"),
+    }
 }
 
 pub fn joinable_queue_join_waits_for_task_done(method: StartMethod) {
@@ -246,7 +262,7 @@ pub fn joinable_queue_join_waits_for_task_done(method: StartMethod) {
         .map(|_| {
             let (q, results) = (q.clone(), results.clone());
             spawn(move || {
-                while let Some(i) = q.get_timeout(Duration::from_millis(300)).unwrap() {
+                while let Some(i) = or_timeout(q.get_timeout(Duration::from_millis(300))) {
                     results.push(&(i * i)).unwrap();
                     q.task_done().unwrap();
                 }
@@ -859,7 +875,7 @@ pub fn threads_of_one_process_share_a_manager(method: StartMethod) {
     std::thread::scope(|s| {
         for _ in 0..4 {
             s.spawn(|| {
-                while let Some(v) = q.get_timeout(Duration::from_millis(200)).unwrap() {
+                while let Some(v) = or_timeout(q.get_timeout(Duration::from_millis(200))) {
                     out.push(&v).unwrap();
                 }
             });
@@ -954,7 +970,7 @@ pub fn timeouts_too_long_to_represent_wait_without_limit(method: StartMethod) {
     assert!(lock.acquire_timeout(Duration::MAX).unwrap());
     let q = m.queue::<u8>().unwrap();
     q.put(&1).unwrap();
-    assert_eq!(q.get_timeout(Duration::MAX).unwrap(), Some(1));
+    assert_eq!(q.get_timeout(Duration::MAX).unwrap(), 1);
     let sem = m.semaphore(1).unwrap();
     assert!(sem.acquire_timeout(Duration::MAX).unwrap());
     let e = m.event().unwrap();

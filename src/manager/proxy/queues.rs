@@ -9,9 +9,11 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use super::Result;
 use super::{Items, Proxy, TypedProxy};
 use crate::error::RemoteErrorKind;
-use crate::manager::ProxyError;
 use crate::manager::objects::QueueOp;
 use crate::manager::protocol::Bytes;
+use crate::manager::{
+    GetTimeoutProxyError, ProxyError, PutTimeoutProxyError, TryGetProxyError, TryPutProxyError,
+};
 
 typed_proxy!(
     /// A FIFO queue held by a manager (Python's `manager.Queue()`).
@@ -65,14 +67,28 @@ macro_rules! queue_methods {
                 self.put_with(true, None, item).map(drop)
             }
 
-            /// Puts `item` if there is room now; whether it did.
-            pub fn try_put(&self, item: &T) -> Result<bool> {
-                self.put_with(false, None, item)
+            /// Puts `item` if there is room now;
+            /// [`TryPutProxyError::Full`] if not (the item stays with the
+            /// caller: the proxy borrows it).
+            #[doc(alias = "put_nowait")]
+            pub fn try_put(&self, item: &T) -> std::result::Result<(), TryPutProxyError> {
+                match self.put_with(false, None, item)? {
+                    true => Ok(()),
+                    false => Err(TryPutProxyError::Full),
+                }
             }
 
-            /// Puts `item`, waiting at most `timeout` for room; whether it did.
-            pub fn put_timeout(&self, item: &T, timeout: Duration) -> Result<bool> {
-                self.put_with(true, Some(timeout), item)
+            /// Puts `item`, waiting at most `timeout` for room;
+            /// [`PutTimeoutProxyError::Timeout`] then.
+            pub fn put_timeout(
+                &self,
+                item: &T,
+                timeout: Duration,
+            ) -> std::result::Result<(), PutTimeoutProxyError> {
+                match self.put_with(true, Some(timeout), item)? {
+                    true => Ok(()),
+                    false => Err(PutTimeoutProxyError::Timeout),
+                }
             }
 
             /// Takes the next item, waiting for one. The wait runs in the
@@ -82,14 +98,21 @@ macro_rules! queue_methods {
                     .ok_or_else(|| ProxyError::Codec("a blocking get came back empty".into()))
             }
 
-            /// Takes the next item if there is one now.
-            pub fn try_get(&self) -> Result<Option<T>> {
-                self.get_with(false, None)
+            /// Takes the next item if there is one now;
+            /// [`TryGetProxyError::Empty`] if not.
+            #[doc(alias = "get_nowait")]
+            pub fn try_get(&self) -> std::result::Result<T, TryGetProxyError> {
+                self.get_with(false, None)?.ok_or(TryGetProxyError::Empty)
             }
 
-            /// Takes the next item, waiting at most `timeout`.
-            pub fn get_timeout(&self, timeout: Duration) -> Result<Option<T>> {
-                self.get_with(true, Some(timeout))
+            /// Takes the next item, waiting at most `timeout`;
+            /// [`GetTimeoutProxyError::Timeout`] if none came.
+            pub fn get_timeout(
+                &self,
+                timeout: Duration,
+            ) -> std::result::Result<T, GetTimeoutProxyError> {
+                self.get_with(true, Some(timeout))?
+                    .ok_or(GetTimeoutProxyError::Timeout)
             }
 
             /// The number of items.

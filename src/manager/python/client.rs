@@ -17,7 +17,13 @@ use super::pickle::{self, Py};
 use super::value::{from_py, to_py};
 use crate::connection::Connection;
 use crate::connection::listener::{Address, Client};
-use crate::error::{Error, RemoteErrorKind as Kind, Result};
+use crate::error::{Error, RemoteErrorKind as Kind};
+use crate::manager::client::{connect_error, gone};
+use crate::manager::{ConnectError, GetTimeoutProxyError, ProxyError, TryGetProxyError};
+
+/// The result of a proxy call: [`ProxyError`] unless said otherwise (the
+/// layer below speaks [`Error`], mapped at the proxies' edge).
+type Result<T, E = ProxyError> = std::result::Result<T, E>;
 
 /// The longest reply read from a Python server.
 const MAX_REPLY: u64 = 64 << 20;
@@ -103,14 +109,37 @@ fn codec(e: pickle::PickleError) -> Error {
     Error::Codec(e.to_string())
 }
 
+/// A value in Python's form, as a proxy call's argument.
+fn enc<T: Serialize + ?Sized>(v: &T) -> Result<Py> {
+    to_py(v).map_err(ProxyError::from_internal)
+}
+
+/// A reply as `T`.
+fn dec<T: DeserializeOwned>(v: Py) -> Result<T> {
+    from_py(v).map_err(ProxyError::from_internal)
+}
+
 impl Inner {
-    fn connect(&self) -> Result<Connection> {
-        Ok(Client::connect(&self.address, Some(&self.authkey))?.with_max_message(MAX_REPLY))
+    fn connect(&self) -> Result<Connection, Error> {
+        Client::connect(&self.address, Some(&self.authkey))
+            .map(|c| c.with_max_message(MAX_REPLY))
+            .map_err(|e| connect_error(&self.address, e))
+    }
+
+    /// A broken connection (a send or receive that failed, the server's
+    /// end closed) as the server being gone.
+    fn lost(&self, e: Error) -> Error {
+        match e {
+            Error::Os { .. } | Error::Eof | Error::Truncated { .. } => {
+                gone(format!("lost the connection to {}: {e}", self.address))
+            }
+            other => other,
+        }
     }
 
     /// One request and its reply on `conn`: the `#RETURN` value or the
     /// error.
-    fn exchange(conn: &Connection, ident: Py, method: &str, args: Vec<Py>) -> Result<Py> {
+    fn exchange(conn: &Connection, ident: Py, method: &str, args: Vec<Py>) -> Result<Py, Error> {
         let req = Py::Tuple(vec![
             ident,
             Py::Str(method.into()),
@@ -146,13 +175,13 @@ impl Inner {
 
     /// A server function (`create`, `incref`, `decref`, ...) on a
     /// connection of its own.
-    fn function(&self, name: &str, args: Vec<Py>) -> Result<Py> {
+    fn function(&self, name: &str, args: Vec<Py>) -> Result<Py, Error> {
         let conn = self.connect()?;
-        Inner::exchange(&conn, Py::None, name, args)
+        Inner::exchange(&conn, Py::None, name, args).map_err(|e| self.lost(e))
     }
 
     /// A method call on object `ident`, on this thread's connection.
-    fn call(&self, ident: &Py, method: &str, args: Vec<Py>) -> Result<Py> {
+    fn call(&self, ident: &Py, method: &str, args: Vec<Py>) -> Result<Py, Error> {
         let me = std::thread::current().id();
         let pid = std::process::id();
         let taken = {
@@ -168,16 +197,14 @@ impl Inner {
             None => {
                 let c = self.connect()?;
                 let name = format!("multiproc-{pid}|{me:?}");
-                Inner::exchange(&c, Py::None, "accept_connection", vec![Py::Str(name)])?;
+                Inner::exchange(&c, Py::None, "accept_connection", vec![Py::Str(name)])
+                    .map_err(|e| self.lost(e))?;
                 c
             }
         };
-        let r = Inner::exchange(&conn, ident.clone(), method, args);
+        let r = Inner::exchange(&conn, ident.clone(), method, args).map_err(|e| self.lost(e));
         // A connection out of step (a transport error) is not kept.
-        if !matches!(
-            r,
-            Err(Error::Os { .. } | Error::Eof | Error::Codec(_) | Error::Truncated { .. })
-        ) {
+        if !matches!(r, Err(Error::ServerGone(_) | Error::Codec(_))) {
             self.conns.lock().1.insert(me, conn);
         }
         r
@@ -206,11 +233,14 @@ struct Remote(Arc<Handle>);
 
 impl Remote {
     fn call(&self, method: &str, args: Vec<Py>) -> Result<Py> {
-        self.0.manager.call(&self.0.ident, method, args)
+        self.0
+            .manager
+            .call(&self.0.ident, method, args)
+            .map_err(ProxyError::from_internal)
     }
 
     fn call_as<T: DeserializeOwned>(&self, method: &str, args: Vec<Py>) -> Result<T> {
-        from_py(self.call(method, args)?)
+        dec(self.call(method, args)?)
     }
 
     fn unit(&self, method: &str, args: Vec<Py>) -> Result<()> {
@@ -223,20 +253,23 @@ fn secs(d: Duration) -> Py {
     Py::Float(d.as_secs_f64())
 }
 
-fn is_kind(e: &Error, kind: Kind) -> bool {
-    matches!(e, Error::Remote { kind: k, .. } if *k == kind)
+fn is_kind(e: &ProxyError, kind: Kind) -> bool {
+    e.kind() == Some(&kind)
 }
 
 impl PythonManager {
     /// Connects to the manager server at `address` (checked with the
-    /// `dummy` call Python's `connect()` makes).
-    pub fn connect(address: &Address, authkey: &[u8]) -> Result<PythonManager> {
+    /// `dummy` call Python's `connect()` makes):
+    /// [`ConnectError::ServerGone`] if none answers there.
+    pub fn connect(address: &Address, authkey: &[u8]) -> Result<PythonManager, ConnectError> {
         let inner = Arc::new(Inner {
             address: address.clone(),
             authkey: authkey.to_vec(),
             conns: Mutex::new((std::process::id(), HashMap::new())),
         });
-        inner.function("dummy", Vec::new())?;
+        inner
+            .function("dummy", Vec::new())
+            .map_err(ConnectError::from_internal)?;
         Ok(PythonManager { inner })
     }
 
@@ -248,10 +281,17 @@ impl PythonManager {
     /// Makes an object of `typeid` (Python's `create`): our reference.
     fn create(&self, typeid: &str, mut args: Vec<Py>) -> Result<Remote> {
         args.insert(0, Py::Str(typeid.into()));
-        let r = self.inner.function("create", args)?;
+        let r = self
+            .inner
+            .function("create", args)
+            .map_err(ProxyError::from_internal)?;
         let ident = match r {
             Py::Tuple(t) if t.len() == 2 => t.into_iter().next().expect("2"),
-            _ => return Err(Error::Codec("create returned no (ident, exposed)".into())),
+            _ => {
+                return Err(ProxyError::Codec(
+                    "create returned no (ident, exposed)".into(),
+                ));
+            }
         };
         Ok(Remote(Arc::new(Handle {
             manager: self.inner.clone(),
@@ -291,7 +331,7 @@ impl PythonManager {
     /// integer, `'d'` for a float, `'O'` otherwise: Python's manager
     /// `Value` keeps the typecode only for show).
     pub fn value<T: Serialize + DeserializeOwned>(&self, value: &T) -> Result<PyValueProxy<T>> {
-        let v = to_py(value)?;
+        let v = enc(value)?;
         let tc = match v {
             Py::Int(_) | Py::BigInt(_) | Py::Bool(_) => "i",
             Py::Float(_) => "d",
@@ -347,13 +387,13 @@ impl<K, V> Clone for PyDictProxy<K, V> {
 impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> PyDictProxy<K, V> {
     /// `d[key] = value`.
     pub fn insert(&self, key: &K, value: &V) -> Result<()> {
-        self.0.unit("__setitem__", vec![to_py(key)?, to_py(value)?])
+        self.0.unit("__setitem__", vec![enc(key)?, enc(value)?])
     }
 
     /// `d[key]`, or `None` if the key is not there.
     pub fn get(&self, key: &K) -> Result<Option<V>> {
-        match self.0.call("__getitem__", vec![to_py(key)?]) {
-            Ok(v) => Ok(Some(from_py(v)?)),
+        match self.0.call("__getitem__", vec![enc(key)?]) {
+            Ok(v) => Ok(Some(dec(v)?)),
             Err(e) if is_kind(&e, Kind::Key) => Ok(None),
             Err(e) => Err(e),
         }
@@ -361,8 +401,8 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> PyDictPro
 
     /// `d.pop(key)`, or `None` if the key is not there.
     pub fn remove(&self, key: &K) -> Result<Option<V>> {
-        match self.0.call("pop", vec![to_py(key)?]) {
-            Ok(v) => Ok(Some(from_py(v)?)),
+        match self.0.call("pop", vec![enc(key)?]) {
+            Ok(v) => Ok(Some(dec(v)?)),
             Err(e) if is_kind(&e, Kind::Key) => Ok(None),
             Err(e) => Err(e),
         }
@@ -370,7 +410,7 @@ impl<K: Serialize + DeserializeOwned, V: Serialize + DeserializeOwned> PyDictPro
 
     /// `key in d`.
     pub fn contains_key(&self, key: &K) -> Result<bool> {
-        self.0.call_as("__contains__", vec![to_py(key)?])
+        self.0.call_as("__contains__", vec![enc(key)?])
     }
 
     /// `len(d)`.
@@ -412,13 +452,13 @@ impl<T> Clone for PyListProxy<T> {
 impl<T: Serialize + DeserializeOwned> PyListProxy<T> {
     /// `l.append(item)`.
     pub fn push(&self, item: &T) -> Result<()> {
-        self.0.unit("append", vec![to_py(item)?])
+        self.0.unit("append", vec![enc(item)?])
     }
 
     /// `l.pop()`, or `None` if it is empty.
     pub fn pop(&self) -> Result<Option<T>> {
         match self.0.call("pop", Vec::new()) {
-            Ok(v) => Ok(Some(from_py(v)?)),
+            Ok(v) => Ok(Some(dec(v)?)),
             Err(e) if is_kind(&e, Kind::Index) => Ok(None),
             Err(e) => Err(e),
         }
@@ -432,7 +472,7 @@ impl<T: Serialize + DeserializeOwned> PyListProxy<T> {
     /// `l[index] = item`.
     pub fn set(&self, index: usize, item: &T) -> Result<()> {
         self.0
-            .unit("__setitem__", vec![Py::Int(index as i64), to_py(item)?])
+            .unit("__setitem__", vec![Py::Int(index as i64), enc(item)?])
     }
 
     /// `len(l)`.
@@ -447,7 +487,7 @@ impl<T: Serialize + DeserializeOwned> PyListProxy<T> {
 
     /// `l.extend(items)`.
     pub fn extend(&self, items: &[T]) -> Result<()> {
-        self.0.unit("extend", vec![to_py(items)?])
+        self.0.unit("extend", vec![enc(items)?])
     }
 
     /// A copy of the items (`l[:]`).
@@ -472,7 +512,7 @@ impl<T> Clone for PyQueueProxy<T> {
 impl<T: Serialize + DeserializeOwned> PyQueueProxy<T> {
     /// `q.put(item)`.
     pub fn put(&self, item: &T) -> Result<()> {
-        self.0.unit("put", vec![to_py(item)?])
+        self.0.unit("put", vec![enc(item)?])
     }
 
     /// `q.get()`: waits for an item.
@@ -480,21 +520,22 @@ impl<T: Serialize + DeserializeOwned> PyQueueProxy<T> {
         self.0.call_as("get", Vec::new())
     }
 
-    /// `q.get(True, timeout)`: `None` if none came in time.
-    pub fn get_timeout(&self, timeout: Duration) -> Result<Option<T>> {
+    /// `q.get(True, timeout)`: [`GetTimeoutProxyError::Timeout`] if none
+    /// came in time (Python raises `queue.Empty`).
+    pub fn get_timeout(&self, timeout: Duration) -> Result<T, GetTimeoutProxyError> {
         match self.0.call("get", vec![Py::Bool(true), secs(timeout)]) {
-            Ok(v) => Ok(Some(from_py(v)?)),
-            Err(e) if is_kind(&e, Kind::Empty) => Ok(None),
-            Err(e) => Err(e),
+            Ok(v) => Ok(dec(v)?),
+            Err(e) if is_kind(&e, Kind::Empty) => Err(GetTimeoutProxyError::Timeout),
+            Err(e) => Err(e.into()),
         }
     }
 
-    /// `q.get_nowait()`: `None` if it is empty.
-    pub fn try_get(&self) -> Result<Option<T>> {
+    /// `q.get_nowait()`: [`TryGetProxyError::Empty`] if it is empty.
+    pub fn try_get(&self) -> Result<T, TryGetProxyError> {
         match self.0.call("get_nowait", Vec::new()) {
-            Ok(v) => Ok(Some(from_py(v)?)),
-            Err(e) if is_kind(&e, Kind::Empty) => Ok(None),
-            Err(e) => Err(e),
+            Ok(v) => Ok(dec(v)?),
+            Err(e) if is_kind(&e, Kind::Empty) => Err(TryGetProxyError::Empty),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -541,7 +582,7 @@ impl PyLockProxy {
             .call_as("acquire", vec![Py::Bool(true), secs(timeout)])
     }
 
-    /// `lock.release()` ([`Error::NotOwner`] if it is not held).
+    /// `lock.release()` ([`ProxyError::NotOwner`] if it is not held).
     pub fn release(&self) -> Result<()> {
         self.0.unit("release", Vec::new())
     }
@@ -597,7 +638,7 @@ impl<T: Serialize + DeserializeOwned> PyValueProxy<T> {
 
     /// `v.value = value`.
     pub fn set(&self, value: &T) -> Result<()> {
-        self.0.unit("set", vec![to_py(value)?])
+        self.0.unit("set", vec![enc(value)?])
     }
 }
 py_proxy!(PyValueProxy<T>);
