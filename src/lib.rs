@@ -394,15 +394,15 @@ pub struct ReadmeDoctests;
 ///     m.expose("jobs", &mq)?;
 ///     let jobs = client.get::<QueueProxy<u64>>("jobs")?;
 ///     let builder = Manager::builder();
-///     builder.serve_with_setup(|m| Ok(m.expose("jobs", &m.queue::<u64>()?)?))?;
+///     builder.serve_with_setup(|m| m.expose("jobs", &m.queue::<u64>()?))?;
 ///     let outer = m.list::<multiproc::manager::ListProxy<u64>>()?;
 ///     outer.push(&m.list::<u64>()?)?;
 ///     let b = Manager::builder().register::<Counter>();
 ///     // Redis
 ///     let rq = RedisQueue::<u64>::open(url, name)?;
-///     let _ = rq.put(x);
-///     let _ = rq.get();
-///     let _ = rq.get_timeout(t);
+///     rq.put(x)?;
+///     let _: u64 = rq.get()?;
+///     let _: u64 = rq.get_timeout(t)?;
 ///     Ok(())
 /// }
 /// ```

@@ -227,7 +227,7 @@ fn connecting_fails_with_its_own_errors() {
 fn a_shared_memory_managers_blocks_fail_with_their_own_errors() {
     use multiproc::manager::{SegmentError, SharedMemoryManager};
     let _s = serial();
-    let smm = SharedMemoryManager::start_with(builder()).unwrap();
+    let smm = SharedMemoryManager::start_with(manager_builder(KEY)).unwrap();
     assert!(matches!(
         smm.shared_memory(0),
         Err(SegmentError::SharedMemory(
