@@ -138,11 +138,12 @@ pub(crate) fn sleepers_after<W: Word>(word: &W, mark: Mark) -> bool {
 
 /// A sleeper's half of the lock-word handshake: asks the next releaser of
 /// the lock whose word this is to ring `bit`'s bell. The caller then looks
-/// at the state once more.
+/// at the state once more. Returns the word as it was (a biased lock's
+/// waiter then needs a barrier, see [`bias`](super::bias)).
 #[inline]
 #[cfg_attr(not(feature = "queue"), allow(dead_code))]
-pub(crate) fn arm<W: Word>(lock_word: &W, bit: u32) {
-    lock_word.fetch_or(bit, Ordering::AcqRel);
+pub(crate) fn arm<W: Word>(lock_word: &W, bit: u32) -> u32 {
+    lock_word.fetch_or(bit, Ordering::AcqRel)
 }
 
 /// The releaser's half: releases the lock (the word becomes 0) and returns
