@@ -25,7 +25,9 @@
 //!   if the swap comes first, the sleeper's `fetch_or` (Acquire) reads from
 //!   it (Release), so the published counter is visible to its next look. No
 //!   fence at all on the publisher's path. The queue uses this (its side
-//!   locks).
+//!   locks; when a side lock is kept biased, the owner releases nothing and
+//!   a barrier on the sleeper's side takes the swap's place, see
+//!   `ring::bias`).
 //!
 //! The sleep itself is a futex wait on a sequence word ([`ring`] bumps it
 //! and wakes every sleeper: the one place where a ring's sleepers are

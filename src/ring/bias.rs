@@ -556,4 +556,51 @@ mod model {
             }
         });
     }
+
+    /// A thread that read the word as biased to itself long ago (`Y`, on
+    /// slot `slot`) stores `busy = 1`, sees it lost the bias, and stores 0,
+    /// while `X`, the owner now, works and `R` revokes it.
+    fn a_stale_owner_writes(slot: usize) {
+        const Y: u32 = 7;
+        loom::model(move || {
+            let l = biased_to_x();
+            let y = {
+                let l = l.clone();
+                thread::spawn(move || {
+                    let busy = &l.slots[slot].busy;
+                    busy.store(1, Ordering::Relaxed);
+                    LoomU32::light();
+                    assert_ne!(l.word.load(Ordering::Acquire) & !BELLS, Y | BIASED);
+                    leave(&l.word, busy);
+                })
+            };
+            let o = {
+                let l = l.clone();
+                thread::spawn(move || {
+                    if enter(&l.word, &l.slots, X) {
+                        l.data.with_mut(|d| unsafe { *d += 1 });
+                        exit(&l.word, &l.slots);
+                    }
+                })
+            };
+            revoke(&l);
+            l.data.with_mut(|d| unsafe { *d += 10 });
+            o.join().unwrap();
+            y.join().unwrap();
+        });
+    }
+
+    /// A stale owner writes only its own slot: harmless.
+    #[test]
+    fn a_stale_owner_on_its_own_slot_changes_nothing() {
+        a_stale_owner_writes(1);
+    }
+
+    /// The model has teeth: a stale owner's 0 in the owner's flag (one
+    /// flag per lock) hides the owner's operation from the revoker.
+    #[test]
+    #[should_panic(expected = "Causality violation")]
+    fn one_flag_per_lock_lets_a_stale_owner_break_exclusion() {
+        a_stale_owner_writes(0);
+    }
 }

@@ -32,6 +32,16 @@
 //! consumer. The next locker, told by the robust mutex that the owner died
 //! (within about 40 ms), has nothing to mend.
 //!
+//! A thread that keeps taking its side's lock alone (the common case of
+//! one producer and one consumer) keeps it *biased* between operations,
+//! and enters and leaves with plain loads and stores, with no locked
+//! instruction or fence; another thread (or process) that wants the lock
+//! revokes the bias first, with a `membarrier` system call. The argument
+//! (mutual exclusion, no lost wake-up, dead owners) is in [`bias`]'s
+//! documentation. What a killed process leaves is the same either way: a
+//! biased owner killed inside an operation is taken over as a dead
+//! holder is.
+//!
 //! Each side also keeps, under its lock, the other side's counter as it
 //! last loaded it (`head_seen`, `tail_seen`): an old head only understates
 //! the free room and an old tail only the committed records, so either is
@@ -254,6 +264,13 @@ fn tag(kind: u32, id: u32) -> u32 {
 /// visible to the waiter's next look, and it does not sleep. The waiter
 /// loads the bell's sequence before arming, so a ring after the arm always
 /// changes the word the waiter sleeps on.
+///
+/// A thread that released the lock [`BIAS_AFTER`] times in a row keeps it
+/// biased (see [`bias`]): its operations then release nothing, and a
+/// waiter that finds the word biased follows its arm with a barrier that
+/// the owner's exit pairs with. Anyone else taking the lock revokes the
+/// bias, and it is not taken again for [`COOL_DOWN`] releases, so sides
+/// shared by several threads stay ordinary locks.
 #[derive(Debug)]
 #[repr(C)]
 struct SideLock {
