@@ -460,6 +460,15 @@ impl<T> Queue<T> {
         }
     }
 
+    /// Test hook, not part of the API: whether the producers' lock
+    /// (`getters` false) or the consumers' is kept biased to the calling
+    /// thread now (a thread that keeps taking a side's lock alone keeps it
+    /// between calls).
+    #[doc(hidden)]
+    pub fn __biased_to_me(&self, getters: bool) -> bool {
+        self.core.biased_to_me(getters)
+    }
+
     /// Test hook, not part of the API: takes the consumers' lock and keeps
     /// it without taking anything, as a consumer killed in the middle of a
     /// get would. The caller is expected to be killed next.

@@ -25,7 +25,9 @@
 //!   if the swap comes first, the sleeper's `fetch_or` (Acquire) reads from
 //!   it (Release), so the published counter is visible to its next look. No
 //!   fence at all on the publisher's path. The queue uses this (its side
-//!   locks).
+//!   locks; when a side lock is kept biased, the owner releases nothing and
+//!   a barrier on the sleeper's side takes the swap's place, see
+//!   `ring::bias`).
 //!
 //! The sleep itself is a futex wait on a sequence word ([`ring`] bumps it
 //! and wakes every sleeper: the one place where a ring's sleepers are
@@ -138,11 +140,12 @@ pub(crate) fn sleepers_after<W: Word>(word: &W, mark: Mark) -> bool {
 
 /// A sleeper's half of the lock-word handshake: asks the next releaser of
 /// the lock whose word this is to ring `bit`'s bell. The caller then looks
-/// at the state once more.
+/// at the state once more. Returns the word as it was (a biased lock's
+/// waiter then needs a barrier, see [`bias`](super::bias)).
 #[inline]
 #[cfg_attr(not(feature = "queue"), allow(dead_code))]
-pub(crate) fn arm<W: Word>(lock_word: &W, bit: u32) {
-    lock_word.fetch_or(bit, Ordering::AcqRel);
+pub(crate) fn arm<W: Word>(lock_word: &W, bit: u32) -> u32 {
+    lock_word.fetch_or(bit, Ordering::AcqRel)
 }
 
 /// The releaser's half: releases the lock (the word becomes 0) and returns

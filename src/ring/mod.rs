@@ -35,6 +35,8 @@
 
 pub(crate) mod bell;
 #[cfg(feature = "queue")]
+pub(crate) mod bias;
+#[cfg(feature = "queue")]
 pub(crate) mod records;
 
 use std::ptr::NonNull;

@@ -32,6 +32,16 @@
 //! consumer. The next locker, told by the robust mutex that the owner died
 //! (within about 40 ms), has nothing to mend.
 //!
+//! A thread that keeps taking its side's lock alone (the common case of
+//! one producer and one consumer) keeps it *biased* between operations,
+//! and enters and leaves with plain loads and stores, with no locked
+//! instruction or fence; another thread (or process) that wants the lock
+//! revokes the bias first, with a `membarrier` system call. The argument
+//! (mutual exclusion, no lost wake-up, dead owners) is in [`bias`]'s
+//! documentation. What a killed process leaves is the same either way: a
+//! biased owner killed inside an operation is taken over as a dead
+//! holder is.
+//!
 //! Each side also keeps, under its lock, the other side's counter as it
 //! last loaded it (`head_seen`, `tail_seen`): an old head only understates
 //! the free room and an old tail only the committed records, so either is
@@ -148,7 +158,7 @@ use std::time::Duration;
 
 use crate::deadline::Deadline;
 use crate::error::{Error, Result};
-use crate::ring::{self, Bytes, bell};
+use crate::ring::{self, Bytes, bell, bias};
 use crate::shm::ShmBox;
 use crate::shm::heap::{self, Allocation};
 use crate::sync::raw::{self, Acquired, RawProcessMutex};
@@ -254,10 +264,26 @@ fn tag(kind: u32, id: u32) -> u32 {
 /// visible to the waiter's next look, and it does not sleep. The waiter
 /// loads the bell's sequence before arming, so a ring after the arm always
 /// changes the word the waiter sleeps on.
+///
+/// A thread that released the lock [`BIAS_AFTER`] times in a row keeps it
+/// biased (see [`bias`]): its operations then release nothing, and a
+/// waiter that finds the word biased follows its arm with a barrier that
+/// the owner's exit pairs with. Anyone else taking the lock revokes the
+/// bias, and it is not taken again for [`COOL_DOWN`] releases, so sides
+/// shared by several threads stay ordinary locks.
 #[derive(Debug)]
-#[repr(transparent)]
+#[repr(C)]
 struct SideLock {
     word: AtomicU32,
+    /// The threads that may hold the lock biased, each with the flag that
+    /// says it is inside an operation (see [`bias`]).
+    slots: [bias::Slot<AtomicU32>; bias::SLOTS],
+    /// The thread that last released the lock the ordinary way, and how
+    /// many times in a row it did without meeting anyone (as an `i32`;
+    /// negative for a while after a revocation). Hints only: a garbled
+    /// value only biases the lock sooner or later.
+    last: AtomicU32,
+    streak: AtomicU32,
 }
 
 /// Someone sleeps on the lock word itself, waiting for the lock (bit 31,
@@ -267,13 +293,34 @@ const CONTENDED: u32 = raw::CONTENDED;
 const GETTERS: u32 = 1 << 30;
 /// A putter waits for a change: ring `not_full` at the next release.
 const PUTTERS: u32 = 1 << 29;
-/// The owner's thread id (Linux thread ids stay below 2^22).
+/// Anything but a free lock's bits: the owner's thread id, and the bias
+/// bits (see [`bias`]).
 const TID: u32 = PUTTERS - 1;
+const _: () = assert!(GETTERS | PUTTERS == bias::BELLS && CONTENDED == bias::CONTENDED);
+
+/// A thread that released a side lock this many times in a row without
+/// meeting anyone keeps it biased (see [`bias`]).
+const BIAS_AFTER: i32 = 64;
+/// After a revocation the lock is not biased again before this many more
+/// ordinary releases in a row by one thread: sides shared by several
+/// threads do not pay a revocation (a system call) per item.
+const COOL_DOWN: i32 = 4096;
+/// A thread waiting for an ordinary hold looks this often whether the lock
+/// became biased meanwhile (its owner never releases it then).
+const BIAS_LOOK: Duration = Duration::from_millis(10);
 
 impl SideLock {
     const fn new() -> SideLock {
         SideLock {
             word: AtomicU32::new(0),
+            slots: [const {
+                bias::Slot {
+                    owner: AtomicU32::new(0),
+                    busy: AtomicU32::new(0),
+                }
+            }; bias::SLOTS],
+            last: AtomicU32::new(0),
+            streak: AtomicU32::new(0),
         }
     }
 
@@ -287,19 +334,136 @@ impl SideLock {
                 .is_ok()
     }
 
-    /// Takes the lock, waiting at most until `deadline`; an owner found
-    /// dead is taken over (`OwnerDied`).
-    fn acquire(&self, deadline: Deadline) -> Acquired {
-        raw::robust_acquire(&self.word, TID, thread::tid(), &raw::LOCK_SPIN, deadline)
+    /// Takes the lock, waiting at most until `deadline`: revokes a bias
+    /// held by another thread, turns its own into an ordinary hold, and
+    /// takes over an owner found dead (`OwnerDied`). `Clean` or
+    /// `OwnerDied` leave an ordinary hold of `me`.
+    fn acquire(&self, me: u32, deadline: Deadline) -> Acquired {
+        loop {
+            let w = self.word.load(Ordering::Relaxed);
+            if w & bias::BIASED != 0 {
+                if w & bias::OWNER == me {
+                    if bias::unbias_own(&self.word, me) {
+                        self.cool_down();
+                        return Acquired::Clean;
+                    }
+                    continue;
+                }
+                match self.revoke(w, me, deadline) {
+                    Some(a) => {
+                        self.cool_down();
+                        return a;
+                    }
+                    None if deadline.expired() => return Acquired::Busy,
+                    None => continue,
+                }
+            }
+            let look = deadline.min(Deadline::after(BIAS_LOOK));
+            match raw::robust_acquire(&self.word, bias::OWNER, me, &raw::LOCK_SPIN, look) {
+                Acquired::Busy | Acquired::WouldDeadlock => {
+                    if deadline.expired() {
+                        return Acquired::Busy;
+                    }
+                }
+                a => {
+                    // Taken over from a dead owner that held the lock
+                    // biased (or from stray bits): an ordinary hold now.
+                    let stray = bias::BIASED | bias::REVOKE | bias::SLOT;
+                    if self.word.load(Ordering::Relaxed) & stray != 0 {
+                        self.word.fetch_and(!stray, Ordering::Relaxed);
+                    }
+                    return a;
+                }
+            }
+        }
+    }
+
+    /// Takes the lock from the thread it is biased to (`w` as loaded):
+    /// marks it revoked, waits for the owner's operation in progress, or
+    /// for its death. `None` if the word changed (look again) or the
+    /// deadline passed.
+    #[cold]
+    fn revoke(&self, w: u32, me: u32, deadline: Deadline) -> Option<Acquired> {
+        let owner = w & bias::OWNER;
+        let fenced = match bias::mark(&self.word, w) {
+            bias::Marked::Changed => return None,
+            bias::Marked::Yes => true,
+            bias::Marked::NoBarrier => false,
+        };
+        let busy = bias::busy_of(&self.slots, w);
+        let idle = || (busy.load(Ordering::Acquire) == 0).then_some(());
+        if fenced && LOCK_SPIN.spin_until(deadline, idle).is_some() {
+            return bias::take(&self.word, w, me).then_some(Acquired::Clean);
+        }
+        let mut slices = 0u32;
+        loop {
+            let b = busy.load(Ordering::Acquire);
+            if b == 0 && fenced {
+                return bias::take(&self.word, w, me).then_some(Acquired::Clean);
+            }
+            if !bias::still_revoked(&self.word, w) {
+                return None;
+            }
+            if slices > 0 && !thread::alive(owner) {
+                // Dead inside an operation (or before a barrier could
+                // order it): what it did is whole or not at all, as for
+                // any dead holder.
+                return bias::take(&self.word, w, me).then_some(Acquired::OwnerDied);
+            }
+            if deadline.expired() {
+                return None;
+            }
+            if b == 0 {
+                // (No barrier: only the owner's death lets this one in.)
+                std::thread::sleep(deadline.slice(Duration::from_millis(1)));
+                slices += 1;
+            } else if wait::sleep(busy, b, deadline, raw::OWNER_CHECK) == Slept::Slice {
+                slices += 1;
+            }
+        }
+    }
+
+    /// No bias for a while (a revocation happened).
+    fn cool_down(&self) {
+        self.streak
+            .store(COOL_DOWN.wrapping_neg() as u32, Ordering::Relaxed);
+    }
+
+    /// Counts an ordinary release by `me`; true once `me` released it
+    /// [`BIAS_AFTER`] times in a row (the lock held).
+    fn streak(&self, me: u32) -> bool {
+        let mut s = self.streak.load(Ordering::Relaxed) as i32;
+        if self.last.load(Ordering::Relaxed) != me {
+            self.last.store(me, Ordering::Relaxed);
+            s = s.min(0);
+        }
+        if s >= BIAS_AFTER {
+            return true;
+        }
+        self.streak
+            .store(s.wrapping_add(1) as u32, Ordering::Relaxed);
+        false
     }
 
     /// Releases the lock; returns the bell bits it found (cleared now), for
-    /// the caller to ring.
+    /// the caller to ring. Keeps it biased to `me` after a streak.
     ///
     /// # Safety
     ///
-    /// The calling thread must hold the lock.
-    unsafe fn release(&self) -> u32 {
+    /// The calling thread (`me`) must hold the lock the ordinary way.
+    unsafe fn release(&self, me: u32) -> u32 {
+        if self.streak(me) {
+            match bias::claim(&self.slots, me, thread::alive) {
+                Some(slot) if crate::sys::membarrier::register() => {
+                    if let Some(armed) = bias::release_biased(&self.word, &self.slots, slot, me) {
+                        return armed;
+                    }
+                }
+                // Every slot taken by a live thread (or no barrier): not
+                // again for a while.
+                _ => self.cool_down(),
+            }
+        }
         // SAFETY: the caller holds the lock.
         let old = unsafe { bell::release(&self.word) };
         if old & CONTENDED != 0 {
@@ -308,9 +472,11 @@ impl SideLock {
         old & (GETTERS | PUTTERS)
     }
 
-    /// Asks the next releaser to ring `bit`'s bell.
-    fn arm(&self, bit: u32) {
-        bell::arm(&self.word, bit);
+    /// Asks the next releaser to ring `bit`'s bell. False if the lock is
+    /// biased and the barrier that needs could not be issued: the caller
+    /// must not sleep long then.
+    fn arm(&self, bit: u32) -> bool {
+        bias::after_arm::<AtomicU32>(bell::arm(&self.word, bit))
     }
 }
 
@@ -328,7 +494,6 @@ struct PutSide {
     /// is checked against it, and the real head (on the consumers' cache
     /// line) is loaded only when it shows too little.
     head_seen: AtomicU64,
-    _own_line: [u64; 5],
     // What the consumers read, from offset 64.
     /// `items put << 32 | bytes written`, both modulo 2^32, so one store
     /// commits a record and counts it.
@@ -358,7 +523,6 @@ struct GetSide {
     /// before it are taken without loading the real tail (on the
     /// producers' cache line).
     tail_seen: AtomicU64,
-    _own_line: [u64; 5],
     // What the producers read, from offset 64.
     /// `items taken << 32 | bytes read`, modulo 2^32.
     head: AtomicU64,
@@ -725,22 +889,48 @@ impl Drop for HeldRaw<'_> {
 }
 
 /// A side lock, held. Releases on drop and rings the bells it finds armed.
+///
+/// Two words (passed in registers): a `Held` built in memory piecewise and
+/// read back whole stalls that load until every older store, the last
+/// operation's publication included, left the store buffer, which costs
+/// what the fence the bias saves would.
 struct Held<'a> {
-    m: &'a SideLock,
     core: &'a Core,
+    /// [`HELD_GET`] (the consumers' lock, else the producers'), and
+    /// [`HELD_BIASED`] (entered on the lock's bias, see [`bias`]: left
+    /// with plain stores).
+    how: u8,
+}
+
+const HELD_GET: u8 = 1;
+const HELD_BIASED: u8 = 2;
+
+impl Held<'_> {
+    #[inline(always)]
+    fn lock(&self) -> &SideLock {
+        let s = &self.core.shared;
+        if self.how & HELD_GET != 0 {
+            &s.g.get_lock
+        } else {
+            &s.p.put_lock
+        }
+    }
 }
 
 impl Drop for Held<'_> {
+    #[inline(always)]
     fn drop(&mut self) {
-        // SAFETY: a `Held` exists only after a successful acquisition of `m`
-        // by this thread, and is dropped once.
-        let armed = unsafe { self.m.release() };
-        let w = &self.core.shared.w;
-        if armed & GETTERS != 0 {
-            Core::ring(&w.not_empty);
-        }
-        if armed & PUTTERS != 0 {
-            Core::ring(&w.not_full);
+        let m = self.lock();
+        let armed = if self.how & HELD_BIASED != 0 {
+            bias::exit(&m.word, &m.slots)
+        } else {
+            // SAFETY: an unbiased `Held` exists only after a successful
+            // ordinary acquisition of `m` by this thread, and is dropped
+            // once.
+            unsafe { m.release(thread::tid()) }
+        };
+        if armed != 0 {
+            self.core.ring_armed(armed);
         }
     }
 }
@@ -807,7 +997,6 @@ impl Core {
                 big_id: AtomicU32::new(0),
                 next_id: AtomicU32::new(1),
                 head_seen: AtomicU64::new(0),
-                _own_line: [0; 5],
                 sp_tail: AtomicU64::new(0),
                 freed_seen: AtomicU64::new(0),
             },
@@ -817,7 +1006,6 @@ impl Core {
                 rx_tid: AtomicU32::new(0),
                 rx_id: AtomicU32::new(0),
                 tail_seen: AtomicU64::new(0),
-                _own_line: [0; 5],
                 sp_head: AtomicU64::new(0),
                 sp_freed: AtomicU64::new(0),
                 sp_tail_seen: AtomicU64::new(0),
@@ -996,27 +1184,74 @@ impl Core {
             || (w.maxsize != 0 && c1.wrapping_sub(c0) as u64 >= (w.maxsize / 16).max(1))
     }
 
-    /// Takes a side lock: a short spin, then the lock's own wait.
+    /// Takes a side lock: on its bias (plain loads and stores, see
+    /// [`bias`]), or a short spin, then the lock's own wait.
+    ///
+    /// Inlined, for the reason given at [`Held`].
+    #[inline(always)]
     fn lock<'a>(&'a self, m: &'a SideLock, deadline: Deadline) -> Option<Held<'a>> {
-        let tid = thread::tid();
-        if LOCK_SPIN
-            .spin_until(deadline, || m.try_acquire(tid).then_some(()))
-            .is_some()
-        {
-            return Some(Held { m, core: self });
+        let me = thread::tid();
+        let get = if std::ptr::eq(m, &self.shared.g.get_lock) {
+            HELD_GET
+        } else {
+            0
+        };
+        if bias::enter(&m.word, &m.slots, me) {
+            return Some(Held {
+                core: self,
+                how: get | HELD_BIASED,
+            });
         }
-        match m.acquire(Self::lock_deadline(deadline)) {
-            Acquired::Clean => Some(Held { m, core: self }),
+        self.lock_slow(m, get, me, deadline)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn lock_slow<'a>(
+        &'a self,
+        m: &'a SideLock,
+        get: u8,
+        me: u32,
+        deadline: Deadline,
+    ) -> Option<Held<'a>> {
+        let held = || Held {
+            core: self,
+            how: get,
+        };
+        let spun = LOCK_SPIN.spin_until(deadline, || {
+            if m.word.load(Ordering::Relaxed) & bias::BIASED != 0 {
+                // Biased: its owner keeps it; only a revocation helps.
+                return Some(false);
+            }
+            m.try_acquire(me).then_some(true)
+        });
+        if spun == Some(true) {
+            return Some(held());
+        }
+        match m.acquire(me, Self::lock_deadline(deadline)) {
+            Acquired::Clean => Some(held()),
             Acquired::OwnerDied => {
                 // Nothing to mend: every change became visible in one store
                 // (see the module documentation). Others may have slept
                 // through the death; wake them to look again.
                 self.wake_everyone();
-                Some(Held { m, core: self })
+                Some(held())
             }
-            // (`robust_acquire`, behind the side locks, never reports
-            // `WouldDeadlock`: only `RawProcessMutex` looks for its own id.)
+            // (`SideLock::acquire` never reports `WouldDeadlock`: only
+            // `RawProcessMutex` looks for its own id.)
             Acquired::Busy | Acquired::WouldDeadlock => None,
+        }
+    }
+
+    /// Rings the bells whose bits a release found armed.
+    #[cold]
+    fn ring_armed(&self, armed: u32) {
+        let w = &self.shared.w;
+        if armed & GETTERS != 0 {
+            Core::ring(&w.not_empty);
+        }
+        if armed & PUTTERS != 0 {
+            Core::ring(&w.not_full);
         }
     }
 
@@ -1133,8 +1368,12 @@ impl Core {
         // Arm the bell in both side locks, then look once more: a change
         // released before the arm is seen here, one released after it
         // rings (see `SideLock`).
-        let v = self.arm(getter, own_side);
+        let (v, fenced) = self.arm(getter, own_side);
         if self.snapshot() != snap {
+            return false;
+        }
+        if !fenced {
+            let _ = wait::sleep(&bell.word, v, deadline, Duration::from_millis(1));
             return false;
         }
         wait::sleep(&bell.word, v, deadline, SLICE) == Slept::Slice
@@ -1143,8 +1382,9 @@ impl Core {
     /// Arms the getters' (`getter`) or the putters' bell in the other
     /// side's lock (and in the own side's, if `own_side`), and returns the
     /// bell's sequence loaded before the arm, so that a ring after the arm
-    /// is never slept through.
-    fn arm(&self, getter: bool, own_side: bool) -> u32 {
+    /// is never slept through, and false if a side lock is biased and the
+    /// barrier it needs failed (see [`bias`]): a short sleep only, then.
+    fn arm(&self, getter: bool, own_side: bool) -> (u32, bool) {
         let bell = if getter {
             &self.shared.w.not_empty
         } else {
@@ -1157,11 +1397,11 @@ impl Core {
         } else {
             (PUTTERS, g, p)
         };
-        other.arm(bit);
+        let mut fenced = other.arm(bit);
         if own_side {
-            own.arm(bit);
+            fenced &= own.arm(bit);
         }
-        v
+        (v, fenced)
     }
 
     /// Wakes every sleeper on `bell`: a new sequence, and all of them up
@@ -1346,7 +1586,10 @@ impl Core {
         getter: bool,
         (snap, own_side): (Snap, bool),
     ) -> Option<(&AtomicU32, u32)> {
-        let v = self.arm(getter, own_side);
+        let (v, fenced) = self.arm(getter, own_side);
+        if !fenced {
+            return None;
+        }
         let bell = if getter {
             &self.shared.w.not_empty
         } else {
@@ -2204,6 +2447,18 @@ impl Core {
             }
         }
         true
+    }
+
+    /// Test hook: whether the producers' lock (`getters` false) or the
+    /// consumers' is biased to the calling thread now (see [`bias`]).
+    pub(crate) fn biased_to_me(&self, getters: bool) -> bool {
+        let m = if getters {
+            &self.shared.g.get_lock
+        } else {
+            &self.shared.p.put_lock
+        };
+        m.word.load(Ordering::Relaxed) & (bias::OWNER | bias::BIASED)
+            == thread::tid() | bias::BIASED
     }
 
     /// Test hook: takes `get_lock` and keeps it: what a consumer killed

@@ -10,6 +10,7 @@
 //! | [`futex`] | wait and wake on a shared word |
 //! | [`limits`] | CPUs online and allowed, the descriptor limit |
 //! | [`mem`] | memfds and their shared mappings, POSIX shared memory objects |
+//! | [`membarrier`] | a barrier on every running thread of registered processes (asymmetric fences) |
 //! | [`process`] | fork, exit, reaping (waitpid, pidfd), signals to processes |
 //! | [`random`] | `getrandom` |
 //! | [`socket`] | socketpairs, sends without SIGPIPE, SCM_RIGHTS, private Unix listeners |
@@ -26,6 +27,8 @@ pub(crate) mod futex;
 pub(crate) mod futex_waitv;
 pub(crate) mod limits;
 pub(crate) mod mem;
+#[cfg(feature = "queue")]
+pub(crate) mod membarrier;
 pub(crate) mod process;
 pub(crate) mod random;
 pub(crate) mod socket;
