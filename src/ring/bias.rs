@@ -491,6 +491,8 @@ mod model {
                 thread::spawn(move || {
                     for _ in 0..2 {
                         if enter(&l.word, &l.slots, X) {
+                            // SAFETY: loom checks the claim under test: the owner is alone
+                            // inside `enter`..`exit` (a race is reported, not undefined).
                             l.data.with_mut(|d| unsafe { *d += 1 });
                             exit(&l.word, &l.slots);
                         }
@@ -498,6 +500,8 @@ mod model {
                 })
             };
             revoke(&l);
+            // SAFETY: loom checks the claim under test: the revoker holds the
+            // lock now (a race with the owner is reported, not undefined).
             l.data.with_mut(|d| unsafe { *d += 10 });
             o.join().unwrap();
         });
@@ -578,12 +582,16 @@ mod model {
                 let l = l.clone();
                 thread::spawn(move || {
                     if enter(&l.word, &l.slots, X) {
+                        // SAFETY: loom checks the claim under test: the owner is alone
+                        // inside `enter`..`exit` (a race is reported, not undefined).
                         l.data.with_mut(|d| unsafe { *d += 1 });
                         exit(&l.word, &l.slots);
                     }
                 })
             };
             revoke(&l);
+            // SAFETY: loom checks the claim under test: the revoker holds the
+            // lock now (a race with the owner is reported, not undefined).
             l.data.with_mut(|d| unsafe { *d += 10 });
             o.join().unwrap();
             y.join().unwrap();
