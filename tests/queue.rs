@@ -853,3 +853,31 @@ fn get_timeout_returns_mid_item_and_the_next_get_goes_on() {
     });
     assert!(matches!(q.try_get(), Err(TryGetError::Empty)));
 }
+
+/// A ring over 1 GiB is refused with a creation error a caller can match
+/// (the size it asked for), for every constructor that takes a size; `?`
+/// still turns it into the crate's `Error`.
+#[test]
+fn a_ring_too_large_is_an_invalid_size() {
+    let too_big = (1 << 30) + 1;
+    match Queue::<u8>::with_capacity(0, too_big) {
+        Err(multiproc::CreateError::InvalidSize { size, .. }) => assert_eq!(size, too_big),
+        other => panic!("expected InvalidSize, got {other:?}"),
+    }
+    match JoinableQueue::<u8>::with_capacity(3, too_big) {
+        Err(multiproc::CreateError::InvalidSize { size, .. }) => assert_eq!(size, too_big),
+        other => panic!("expected InvalidSize, got {other:?}"),
+    }
+    fn coarse() -> multiproc::Result<Queue<u8>> {
+        Ok(Queue::with_capacity(0, (1 << 30) + 1)?)
+    }
+    assert!(matches!(
+        coarse(),
+        Err(multiproc::Error::InvalidSize { .. })
+    ));
+    // The ordinary constructors succeed.
+    let _ = (
+        Queue::<u8>::new().unwrap(),
+        SimpleQueue::<u8>::new().unwrap(),
+    );
+}

@@ -112,7 +112,7 @@ use crate::ring::records as ring;
 use ring::{Core, GetFail, INLINE, PutFail};
 
 use crate::deadline::Deadline;
-use crate::error::Result;
+use crate::error::{CreateError, Result};
 use crate::sys::futex;
 
 /// The default ring size: 1 MiB.
@@ -159,14 +159,14 @@ impl<T> Clone for Queue<T> {
 impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// An unbounded queue (`maxsize` 0): Python's `Queue()`. A put never
     /// waits (see [Capacity](self#capacity)).
-    pub fn new() -> Result<Queue<T>> {
+    pub fn new() -> Result<Queue<T>, CreateError> {
         Self::bounded(0)
     }
 
     /// A queue of at most `maxsize` items (0: unbounded): Python's
     /// `Queue(maxsize)`. A put waits only for the count to fall below
     /// `maxsize`, whatever the items' sizes.
-    pub fn bounded(maxsize: usize) -> Result<Queue<T>> {
+    pub fn bounded(maxsize: usize) -> Result<Queue<T>, CreateError> {
         Self::make(maxsize, DEFAULT_CAPACITY, false, true)
     }
 
@@ -174,16 +174,26 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     /// ring of `bytes` (rounded up to a power of two, from 4 KiB to 1 GiB)
     /// and nowhere else: a put waits for room in the ring, so the ring's
     /// size bounds the memory the queue uses.
-    pub fn with_capacity(maxsize: usize, bytes: usize) -> Result<Queue<T>> {
+    ///
+    /// Fails with [`CreateError::InvalidSize`] for a ring over 1 GiB, and
+    /// with [`CreateError::Os`] when the shared memory cannot be had (as
+    /// every queue constructor may).
+    pub fn with_capacity(maxsize: usize, bytes: usize) -> Result<Queue<T>, CreateError> {
         Self::make(maxsize, bytes, false, false)
     }
 
-    fn make(maxsize: usize, bytes: usize, joinable: bool, spill: bool) -> Result<Queue<T>> {
+    fn make(
+        maxsize: usize,
+        bytes: usize,
+        joinable: bool,
+        spill: bool,
+    ) -> Result<Queue<T>, CreateError> {
         let core = if spill {
-            Core::new_spilling(maxsize, bytes, joinable)?
+            Core::new_spilling(maxsize, bytes, joinable)
         } else {
-            Core::new(maxsize, bytes, joinable)?
-        };
+            Core::new(maxsize, bytes, joinable)
+        }
+        .map_err(CreateError::from_internal)?;
         Ok(Queue {
             core: Arc::new(core),
             _items: PhantomData,
@@ -537,7 +547,7 @@ impl<T> Clone for SimpleQueue<T> {
 
 impl<T: Serialize + DeserializeOwned> SimpleQueue<T> {
     /// An empty queue with a 1 MiB ring.
-    pub fn new() -> Result<SimpleQueue<T>> {
+    pub fn new() -> Result<SimpleQueue<T>, CreateError> {
         Ok(SimpleQueue {
             queue: Queue::new()?,
         })
@@ -607,12 +617,12 @@ impl<T> Clone for JoinableQueue<T> {
 
 impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
     /// An unbounded joinable queue (see [Capacity](self#capacity)).
-    pub fn new() -> Result<JoinableQueue<T>> {
+    pub fn new() -> Result<JoinableQueue<T>, CreateError> {
         Self::bounded(0)
     }
 
     /// A joinable queue of at most `maxsize` items (0: unbounded).
-    pub fn bounded(maxsize: usize) -> Result<JoinableQueue<T>> {
+    pub fn bounded(maxsize: usize) -> Result<JoinableQueue<T>, CreateError> {
         Ok(JoinableQueue {
             queue: Queue::make(maxsize, DEFAULT_CAPACITY, true, true)?,
         })
@@ -620,7 +630,7 @@ impl<T: Serialize + DeserializeOwned> JoinableQueue<T> {
 
     /// A joinable queue of at most `maxsize` items held in a ring of
     /// `bytes` alone (see [`Queue::with_capacity`]).
-    pub fn with_capacity(maxsize: usize, bytes: usize) -> Result<JoinableQueue<T>> {
+    pub fn with_capacity(maxsize: usize, bytes: usize) -> Result<JoinableQueue<T>, CreateError> {
         Ok(JoinableQueue {
             queue: Queue::make(maxsize, bytes, true, false)?,
         })

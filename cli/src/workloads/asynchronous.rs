@@ -215,7 +215,7 @@ fn async_get_idle(size: Size) -> Outcome<Vec<Line>> {
     let queues: std::sync::Arc<Vec<Queue<u32>>> = std::sync::Arc::new(
         (0..QUEUES)
             .map(|_| Queue::new())
-            .collect::<multiproc::Result<_>>()?,
+            .collect::<Result<_, multiproc::CreateError>>()?,
     );
     let go = std::sync::Arc::new(Event::new()?);
     // The producers are forked before the runtime and the reactor exist.
