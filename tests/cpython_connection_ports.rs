@@ -17,6 +17,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::{PATIENCE, join_ok, serial, spawn, spawn_in};
+use multiproc::connection::listener::{AcceptError, BindError, ConnectError};
 use multiproc::{Address, Client, Connection, Error, Listener, RecvError, SendError, pipe};
 
 /// The short timeout of the CPython suite (its `TIMEOUT1`).
@@ -300,7 +301,7 @@ fn listener_test_multiple_bind() {
     for addr in families("multiple_bind") {
         let l = Listener::bind(&addr, None).unwrap();
         match Listener::bind(l.address(), None) {
-            Err(Error::Os { source, .. }) => {
+            Err(BindError::InUse { source, .. }) => {
                 assert_eq!(source.kind(), io::ErrorKind::AddrInUse, "{addr}")
             }
             other => panic!("second bind of {addr}: expected EADDRINUSE, got {other:?}"),
@@ -451,13 +452,13 @@ fn listener_client_test_listener_client_authkey() {
         let mut p = spawn({
             let bound = bound.clone();
             move || match Client::connect(&bound, Some(b"wrong")) {
-                Err(Error::AuthenticationFailed(_)) => 0,
+                Err(ConnectError::AuthenticationFailed(_)) => 0,
                 _ => 3,
             }
         });
         assert!(matches!(
             l.accept_timeout(PATIENCE),
-            Err(Error::AuthenticationFailed(_))
+            Err(AcceptError::AuthenticationFailed(_))
         ));
         join_ok(&mut p);
         drop(p);

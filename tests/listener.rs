@@ -18,7 +18,9 @@ use std::time::Duration;
 
 use common::{PATIENCE, join_ok, serial, spawn, spawn_in};
 use multiproc::Error;
-use multiproc::connection::listener::{Address, Client, Listener};
+use multiproc::connection::listener::{
+    AcceptError, Address, AddressError, BindError, Client, ConnectError, Listener,
+};
 
 const KEY: &[u8] = b"the right key";
 const WRONG: &[u8] = b"the wrong key";
@@ -59,10 +61,6 @@ fn abstract_name() -> Address {
         )
         .into_bytes(),
     )
-}
-
-fn is_auth_error(e: &Error) -> bool {
-    matches!(e, Error::AuthenticationFailed(_))
 }
 
 /// A forked child connects with `key`, sends a greeting, echoes one message
@@ -151,13 +149,19 @@ fn wrong_key_fails_on_both_ends_and_listener_goes_on() {
     let addr = l.address().clone();
     let mut p = spawn(move || {
         let e = Client::connect(&addr, Some(WRONG)).unwrap_err();
-        assert!(is_auth_error(&e), "client: {e}");
+        assert!(
+            matches!(e, ConnectError::AuthenticationFailed(_)),
+            "client: {e}"
+        );
         // A good client after the bad one is still served.
         let c = Client::connect(&addr, Some(KEY)).unwrap();
         c.send_bytes(b"good").unwrap();
     });
     let e = l.accept_timeout(PATIENCE).unwrap_err();
-    assert!(is_auth_error(&e), "listener: {e}");
+    assert!(
+        matches!(e, AcceptError::AuthenticationFailed(_)),
+        "listener: {e}"
+    );
     let c = l.accept_timeout(PATIENCE).unwrap();
     assert_eq!(c.recv_bytes().unwrap(), b"good");
     join_ok(&mut p);
@@ -178,7 +182,7 @@ fn key_against_no_key_is_not_a_message() {
         let server_side = l.accept_timeout(PATIENCE).unwrap();
         (h.join().unwrap(), server_side)
     });
-    assert!(matches!(r, Err(Error::Timeout)), "{r:?}");
+    assert!(matches!(r, Err(ConnectError::Timeout)), "{r:?}");
 }
 
 #[test]
@@ -212,7 +216,7 @@ fn handshake_deadline_drops_silent_client() {
     let mut silent = UnixStream::connect(dir.sock()).unwrap();
     silent.set_read_timeout(Some(PATIENCE)).unwrap();
     let r = l.accept_timeout(Duration::from_millis(300));
-    assert!(matches!(r, Err(Error::Timeout)), "{r:?}");
+    assert!(matches!(r, Err(AcceptError::Timeout)), "{r:?}");
     // The silent client got a challenge, then the connection was closed.
     let mut got = Vec::new();
     silent.read_to_end(&mut got).unwrap();
@@ -409,7 +413,10 @@ fn python_client_wrong_key() {
         let mut l = Listener::bind(&abstract_name(), Some(KEY)).unwrap();
         let mut child = python_client(&py, l.address(), WRONG);
         let e = l.accept_timeout(PATIENCE).unwrap_err();
-        assert!(is_auth_error(&e), "{py}: {e}");
+        assert!(
+            matches!(e, AcceptError::AuthenticationFailed(_)),
+            "{py}: {e}"
+        );
         let mut out = String::new();
         child
             .stdout
@@ -495,7 +502,10 @@ fn our_client_python_listener_wrong_key() {
         let (mut child, mut out, line) =
             python_listener(&py, &format!("{:?}", dir.sock().to_str().unwrap()), KEY);
         let e = Client::connect(&Address::Unix(line.into()), Some(WRONG)).unwrap_err();
-        assert!(is_auth_error(&e), "{py}: {e}");
+        assert!(
+            matches!(e, ConnectError::AuthenticationFailed(_)),
+            "{py}: {e}"
+        );
         let mut rest = String::new();
         out.read_to_string(&mut rest).unwrap();
         assert_eq!(child.wait().unwrap().code(), Some(3), "{py}: {rest}");
@@ -512,7 +522,7 @@ fn connect_timeout_against_a_listener_that_never_accepts() {
     let l = Listener::bind(&Address::Unix(dir.sock()), Some(KEY)).unwrap();
     let t = std::time::Instant::now();
     let r = Client::connect_timeout(l.address(), Some(KEY), Some(Duration::from_millis(200)));
-    assert!(matches!(r, Err(Error::Timeout)), "{r:?}");
+    assert!(matches!(r, Err(ConnectError::Timeout)), "{r:?}");
     assert!(t.elapsed() >= Duration::from_millis(200) && t.elapsed() < PATIENCE);
     drop(l);
 
@@ -567,7 +577,7 @@ fn connect_timeout_against_a_listener_that_never_accepts() {
             key,
             Some(Duration::from_millis(150)),
         );
-        assert!(matches!(r, Err(Error::Timeout)), "{r:?}");
+        assert!(matches!(r, Err(ConnectError::Timeout)), "{r:?}");
         assert!(t.elapsed() >= Duration::from_millis(150) && t.elapsed() < PATIENCE);
     }
     // Room again: the same call connects (no key, so no handshake).
@@ -729,4 +739,67 @@ fn timeouts_too_long_to_represent_are_no_limit() {
         c.send_bytes(b"far").unwrap();
         assert_eq!(s.recv_bytes().unwrap(), b"far");
     }
+}
+
+/// A string that is no address is an `AddressError` a caller can match
+/// (and `?` makes it the crate's `InvalidArgument`).
+#[test]
+fn bad_address_strings_are_address_errors() {
+    assert!(matches!(
+        Address::parse("unix:"),
+        Err(AddressError::EmptyPath)
+    ));
+    match Address::parse("no address at all") {
+        Err(AddressError::Invalid { address, .. }) => assert_eq!(address, "no address at all"),
+        other => panic!("expected Invalid, got {other:?}"),
+    }
+    assert!(matches!(
+        "tcp:127.0.0.1:notaport".parse::<Address>(),
+        Err(AddressError::Invalid { .. })
+    ));
+    fn coarse() -> multiproc::Result<Address> {
+        Ok(Address::parse("unix:")?)
+    }
+    assert!(matches!(coarse(), Err(Error::InvalidArgument(_))));
+}
+
+/// Binding where a live listener listens is `BindError::InUse`, for a
+/// Unix path, an abstract name and a TCP port; `?` keeps the errno.
+#[test]
+fn binding_an_address_in_use_is_in_use() {
+    let dir = TempDir::new();
+    for address in [
+        Address::Unix(dir.sock()),
+        abstract_name(),
+        Address::parse("tcp:127.0.0.1:0").unwrap(),
+    ] {
+        let l = Listener::bind(&address, None).unwrap();
+        match Listener::bind(l.address(), None) {
+            Err(BindError::InUse { address, source }) => {
+                assert_eq!(&address, l.address());
+                assert_eq!(source.raw_os_error(), Some(libc::EADDRINUSE));
+            }
+            other => panic!("{address}: expected InUse, got {other:?}"),
+        }
+        let e: Error = Listener::bind(l.address(), None).unwrap_err().into();
+        assert_eq!(e.raw_os_error(), Some(libc::EADDRINUSE));
+    }
+    // An address this host does not have is Invalid, not in use.
+    let foreign = Address::parse("tcp:192.0.2.1:0").unwrap();
+    assert!(
+        matches!(
+            Listener::bind(&foreign, None),
+            Err(BindError::Invalid { .. })
+        ),
+        "binding 192.0.2.1 should fail with EADDRNOTAVAIL"
+    );
+}
+
+/// Nobody listening is `ConnectError::Os` with the errno a caller checks.
+#[test]
+fn connecting_to_nobody_is_os_with_the_errno() {
+    let dir = TempDir::new();
+    let e = Client::connect(&Address::Unix(dir.sock()), Some(KEY)).unwrap_err();
+    assert!(matches!(e, ConnectError::Os { .. }), "{e:?}");
+    assert_eq!(e.raw_os_error(), Some(libc::ENOENT));
 }

@@ -158,7 +158,7 @@ impl Session {
         mailbox: bool,
     ) -> Result<(Conn, u64)> {
         let c = Client::connect_sha256_only(address, authkey, Some(CONNECT_TIMEOUT))
-            .map_err(|e| connect_error(address, e))?;
+            .map_err(|e| connect_error(address, e.into()))?;
         let mut conn = Conn {
             channel: Channel::new(c.into_fd()?, DEFAULT_MAX_FRAME)?,
             out: Vec::with_capacity(256),

@@ -33,7 +33,7 @@ use super::protocol::{
     ADOPT, Bytes, CONTROL, ControlOp, DEFAULT_MAX_FRAME, Fault, HOLDS, NO_REPLY, Reply, Request,
     dec_args, decode_request, enc, encode_body, encode_frame, remote,
 };
-use crate::connection::listener::{Address, Listener};
+use crate::connection::listener::{AcceptError, Address, Listener};
 use crate::error::{Error, RemoteErrorKind, Result};
 use crate::shm::mailbox::{Arrival, Mailbox, ON_SOCKET, SLOT, Slot};
 
@@ -873,8 +873,8 @@ pub(crate) fn run(
                     std::thread::sleep(Duration::from_millis(10));
                 }
             }
-            Err(Error::Timeout | Error::AuthenticationFailed(_)) => {}
-            Err(Error::Os { source, .. })
+            Err(AcceptError::Timeout | AcceptError::AuthenticationFailed(_)) => {}
+            Err(AcceptError::Os { source, .. })
                 if matches!(
                     source.raw_os_error(),
                     Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM | libc::EINTR)
@@ -882,8 +882,7 @@ pub(crate) fn run(
             {
                 std::thread::sleep(Duration::from_millis(10));
             }
-            Err(Error::Os { .. }) => {}
-            Err(e) => break Err(e),
+            Err(AcceptError::Os { .. }) => {}
         }
     };
     server.stop_all();

@@ -6,9 +6,9 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+use super::AddressError;
 #[cfg(doc)]
 use super::{Client, Listener};
-use crate::error::{Error, Result};
 
 /// Where a [`Listener`] listens and a [`Client`] connects.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -28,10 +28,10 @@ impl Address {
     /// resolved; the first address found is used), a bare path starting with
     /// `/` or `.`, a bare name starting with NUL (abstract, as Python writes
     /// it), or a bare `HOST:PORT`.
-    pub fn parse(s: &str) -> Result<Address> {
+    pub fn parse(s: &str) -> Result<Address, AddressError> {
         if let Some(p) = s.strip_prefix("unix:") {
             if p.is_empty() {
-                return Err(Error::InvalidArgument("empty Unix socket path"));
+                return Err(AddressError::EmptyPath);
             }
             Ok(Address::Unix(PathBuf::from(p)))
         } else if let Some(n) = s.strip_prefix("abstract:") {
@@ -42,20 +42,25 @@ impl Address {
             Ok(Address::Unix(PathBuf::from(s)))
         } else {
             let hp = s.strip_prefix("tcp:").unwrap_or(s);
-            let mut addrs = hp.to_socket_addrs().map_err(|_| {
-                Error::InvalidArgument("not an address: expected unix:, abstract: or tcp:HOST:PORT")
-            })?;
+            let mut addrs = hp
+                .to_socket_addrs()
+                .map_err(|source| AddressError::Invalid {
+                    address: s.to_owned(),
+                    source,
+                })?;
             addrs
                 .next()
                 .map(Address::Tcp)
-                .ok_or(Error::InvalidArgument("host name resolved to no address"))
+                .ok_or_else(|| AddressError::NoAddress {
+                    address: s.to_owned(),
+                })
         }
     }
 }
 
 impl FromStr for Address {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Address> {
+    type Err = AddressError;
+    fn from_str(s: &str) -> Result<Address, AddressError> {
         Address::parse(s)
     }
 }

@@ -14,7 +14,7 @@ use nix::sys::socket::UnixAddr;
 #[cfg(doc)]
 use super::Listener;
 use super::auth::{Handshake, Progress, Role};
-use super::{Address, Connection};
+use super::{Address, ConnectError, Connection};
 use crate::deadline::Deadline;
 use crate::error::{Error, Result};
 use crate::sys::{fd, socket};
@@ -29,25 +29,25 @@ impl Client {
     /// Connects to `address`. With `authkey` the handshake is run (the
     /// listener must have the same key); it waits as long as the listener
     /// takes to call `accept`.
-    pub fn connect(address: &Address, authkey: Option<&[u8]>) -> Result<Connection> {
+    pub fn connect(address: &Address, authkey: Option<&[u8]>) -> Result<Connection, ConnectError> {
         Client::connect_timeout(address, authkey, None)
     }
 
     /// Connects with this process's key,
     /// [`current_process().authkey()`](crate::CurrentProcess::authkey).
-    pub fn connect_default_key(address: &Address) -> Result<Connection> {
+    pub fn connect_default_key(address: &Address) -> Result<Connection, ConnectError> {
         let key = crate::current_process::current_process().authkey().to_vec();
         Client::connect(address, Some(&key))
     }
 
     /// Like [`connect`](Self::connect), giving up on the handshake with
-    /// [`Error::Timeout`] after `timeout` (`None`: no limit).
+    /// [`ConnectError::Timeout`] after `timeout` (`None`: no limit).
     pub fn connect_timeout(
         address: &Address,
         authkey: Option<&[u8]>,
         timeout: Option<Duration>,
-    ) -> Result<Connection> {
-        connect_with(address, authkey, timeout, false)
+    ) -> Result<Connection, ConnectError> {
+        connect_with(address, authkey, timeout, false).map_err(ConnectError::from_internal)
     }
 
     /// Like [`connect_timeout`](Self::connect_timeout), but the handshake is
@@ -58,8 +58,8 @@ impl Client {
         address: &Address,
         authkey: &[u8],
         timeout: Option<Duration>,
-    ) -> Result<Connection> {
-        connect_with(address, Some(authkey), timeout, true)
+    ) -> Result<Connection, ConnectError> {
+        connect_with(address, Some(authkey), timeout, true).map_err(ConnectError::from_internal)
     }
 }
 

@@ -2,6 +2,13 @@
 //! inherit a pipe from each other, over a Unix socket (a path or a Linux
 //! abstract name) or TCP, like Python's `multiprocessing.connection`.
 //!
+//! Each call has its own error: [`Address::parse`] an [`AddressError`],
+//! [`Listener::bind`] a [`BindError`] (`InUse` for an address another
+//! listener holds), [`Listener::accept`] an [`AcceptError`] and
+//! [`Client::connect`] a [`ConnectError`] (`AuthenticationFailed` for a
+//! wrong key, `Timeout`, `PeerGone`); all convert into
+//! [`Error`] for `?`.
+//!
 //! With an authentication key, both ends prove that they know it before any
 //! message passes: each side sends the other a random challenge and checks
 //! its HMAC of it. The exchange is CPython's, so a multiproc listener
@@ -25,6 +32,7 @@
 mod address;
 mod auth;
 mod client;
+mod error;
 mod socket_file;
 
 use std::io;
@@ -40,6 +48,7 @@ use nix::errno::Errno;
 pub use address::Address;
 use auth::{Handshake, Progress, Role, is_auth_error};
 pub use client::Client;
+pub use error::{AcceptError, AddressError, BindError, ConnectError};
 use socket_file::{SocketFile, bind_unix_path};
 
 use super::Connection;
@@ -159,9 +168,13 @@ impl Listener {
     /// A Unix socket file is created mode 0600 (only its owner may connect),
     /// whatever the umask, never wider even for a moment. One left behind
     /// by a process that died is replaced; one that a live listener still
-    /// serves is `EADDRINUSE`. (An abstract name has no file and no mode:
+    /// serves is [`BindError::InUse`]. (An abstract name has no file and no mode:
     /// any local process may connect to it, which is what the key is for.)
-    pub fn bind(address: &Address, authkey: Option<&[u8]>) -> Result<Listener> {
+    pub fn bind(address: &Address, authkey: Option<&[u8]>) -> Result<Listener, BindError> {
+        Listener::bind_inner(address, authkey).map_err(|e| BindError::from_internal(address, e))
+    }
+
+    fn bind_inner(address: &Address, authkey: Option<&[u8]>) -> Result<Listener> {
         let (socket, address, file) = match address {
             Address::Unix(path) => {
                 let l = bind_unix_path(path)?;
@@ -207,7 +220,7 @@ impl Listener {
     /// Binds `address` with this process's key,
     /// [`current_process().authkey()`](crate::CurrentProcess::authkey),
     /// which children inherit.
-    pub fn bind_default_key(address: &Address) -> Result<Listener> {
+    pub fn bind_default_key(address: &Address) -> Result<Listener, BindError> {
         let key = crate::current_process::current_process().authkey().to_vec();
         Listener::bind(address, Some(&key))
     }
@@ -258,19 +271,21 @@ impl Listener {
     /// has a key.
     ///
     /// A peer that fails the check (a wrong key: it was sent `#FAILURE#`,
-    /// or it rejected our answer) makes this return an authentication error,
-    /// as Python's `AuthenticationError`; call `accept` again to go on. A
+    /// or it rejected our answer) makes this return
+    /// [`AcceptError::AuthenticationFailed`], as Python's `AuthenticationError`; call `accept` again to go on. A
     /// peer that hangs up, breaks the protocol's framing or misses the
     /// handshake deadline is dropped quietly. Handshakes still running when
     /// this returns go on at the next call.
-    pub fn accept(&mut self) -> Result<Connection> {
+    pub fn accept(&mut self) -> Result<Connection, AcceptError> {
         self.accept_until(Deadline::NEVER)
+            .map_err(AcceptError::from_internal)
     }
 
-    /// Like [`accept`](Self::accept), giving up with [`Error::Timeout`]
+    /// Like [`accept`](Self::accept), giving up with [`AcceptError::Timeout`]
     /// after `timeout`.
-    pub fn accept_timeout(&mut self, timeout: Duration) -> Result<Connection> {
+    pub fn accept_timeout(&mut self, timeout: Duration) -> Result<Connection, AcceptError> {
         self.accept_until(Deadline::after(timeout))
+            .map_err(AcceptError::from_internal)
     }
 
     /// Closes the listener (dropping it does the same); connections

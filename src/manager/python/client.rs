@@ -123,7 +123,7 @@ impl Inner {
     fn connect(&self) -> Result<Connection, Error> {
         Client::connect(&self.address, Some(&self.authkey))
             .map(|c| c.with_max_message(MAX_REPLY))
-            .map_err(|e| connect_error(&self.address, e))
+            .map_err(|e| connect_error(&self.address, e.into()))
     }
 
     /// A broken connection (a send or receive that failed, the server's
