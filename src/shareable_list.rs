@@ -372,7 +372,7 @@ impl ShareableList {
         f[..format.len()].copy_from_slice(&format);
         self.shm.write_at(l.formats + 8 * index, &f)?;
         self.shm.write_at(l.codes + index, &[item.code()])?;
-        self.shm.write_at(at, &bytes)
+        Ok(self.shm.write_at(at, &bytes)?)
     }
 
     /// The format and NUL-padded bytes of a string in a slot of `slot`

@@ -14,7 +14,9 @@ use nix::errno::Errno;
 use crate::error::{Error, Result, map_variants};
 
 /// Why a named block of shared memory could not be created, opened or
-/// unlinked. Converts into [`Error`] variant for variant.
+/// unlinked, or a range of it read, written or viewed. Converts into
+/// [`Error`] variant for variant ([`OutOfRange`](Self::OutOfRange) as
+/// [`Error::IndexOutOfBounds`]).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SharedMemoryError {
@@ -47,9 +49,22 @@ pub enum SharedMemoryError {
         /// Why it was refused.
         reason: &'static str,
     },
-    /// Arguments that do not go together (`new(None, false, _)`).
+    /// Arguments that do not go together (`new(None, false, _)`), or a
+    /// typed view the block cannot give (a zero-sized or misaligned type).
     #[error("invalid argument: {0}")]
     InvalidArgument(&'static str),
+    /// A read, write or slice of bytes `start..end` of a block of `size`
+    /// bytes: past its end (or `end` before `start`). Nothing was read or
+    /// written. (`end` saturates at `usize::MAX`.)
+    #[error("range {start}..{end} out of bounds for a block of {size} bytes")]
+    OutOfRange {
+        /// The range's first byte.
+        start: usize,
+        /// One past its last byte.
+        end: usize,
+        /// The block's size.
+        size: usize,
+    },
     /// A system call failed (`shm_open`, `ftruncate`, `mmap`, ...; `EACCES`
     /// for a block of another user); `call` names it.
     #[error("{call} failed: {source}")]
@@ -90,7 +105,14 @@ impl From<SharedMemoryError> for Error {
         map_variants!(e, SharedMemoryError => Error {
             AlreadyExists { name }, NotFound { name }, InvalidName { name, reason },
             InvalidSize { size, reason }, InvalidArgument(m), Os { call, source },
-        })
+        },
+            // The index is the first byte past the end that the range
+            // would touch (its start, for one that ends before it starts).
+            SharedMemoryError::OutOfRange { start, end, size } => Error::IndexOutOfBounds {
+                index: if start > end { start } else { start.max(size) },
+                len: size,
+            },
+        )
     }
 }
 use crate::shm::{AtomicNumber, ShmSafe, copy};
@@ -544,13 +566,13 @@ impl SharedMemory {
     ///
     /// # Errors
     ///
-    /// [`Error::IndexOutOfBounds`] if `range` does not fit in the block.
+    /// [`SharedMemoryError::OutOfRange`] if `range` does not fit in the block.
     ///
     /// # Safety
     ///
     /// As for [`as_slice`](SharedMemory::as_slice), for these bytes only:
     /// nobody may write them while the slice lives.
-    pub unsafe fn slice(&self, range: Range<usize>) -> Result<&[u8]> {
+    pub unsafe fn slice(&self, range: Range<usize>) -> Result<&[u8], SharedMemoryError> {
         let len = self.check_slice_range(&range)?;
         // SAFETY: `range` lies in the mapping (checked), which lives as long
         // as `self`; the absence of writers is the caller's promise.
@@ -562,7 +584,7 @@ impl SharedMemory {
     ///
     /// # Errors
     ///
-    /// [`Error::IndexOutOfBounds`] if `range` does not fit in the block.
+    /// [`SharedMemoryError::OutOfRange`] if `range` does not fit in the block.
     ///
     /// # Safety
     ///
@@ -584,7 +606,7 @@ impl SharedMemory {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     #[allow(clippy::mut_from_ref)] // the memory is shared, not owned by `self`
-    pub unsafe fn slice_mut(&self, range: Range<usize>) -> Result<&mut [u8]> {
+    pub unsafe fn slice_mut(&self, range: Range<usize>) -> Result<&mut [u8], SharedMemoryError> {
         let len = self.check_slice_range(&range)?;
         // SAFETY: `range` lies in the mapping (checked), which lives as long
         // as `self`; exclusive access to it is the caller's promise.
@@ -600,7 +622,7 @@ impl SharedMemory {
     ///
     /// # Errors
     ///
-    /// [`Error::IndexOutOfBounds`] if the range does not fit in the block;
+    /// [`SharedMemoryError::OutOfRange`] if the range does not fit in the block;
     /// `index` is the first byte that would be read past the end.
     ///
     /// # Examples
@@ -615,7 +637,7 @@ impl SharedMemory {
     /// shm.unlink()?;
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn read_at(&self, offset: usize, buf: &mut [u8]) -> Result<()> {
+    pub fn read_at(&self, offset: usize, buf: &mut [u8]) -> Result<(), SharedMemoryError> {
         self.check_range(offset, buf.len())?;
         // SAFETY: `offset..offset + buf.len()` lies in the mapping (checked
         // above), which stays mapped while `self` lives. Every safe access
@@ -633,7 +655,7 @@ impl SharedMemory {
     ///
     /// # Errors
     ///
-    /// [`Error::IndexOutOfBounds`] if the range does not fit in the block;
+    /// [`SharedMemoryError::OutOfRange`] if the range does not fit in the block;
     /// nothing is written then.
     ///
     /// # Examples
@@ -646,7 +668,7 @@ impl SharedMemory {
     /// shm.unlink()?;
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn write_at(&self, offset: usize, data: &[u8]) -> Result<()> {
+    pub fn write_at(&self, offset: usize, data: &[u8]) -> Result<(), SharedMemoryError> {
         self.check_range(offset, data.len())?;
         // SAFETY: as in `read_at`: the range is in the live, writable
         // mapping, and every safe access to it in this process is atomic.
@@ -666,10 +688,10 @@ impl SharedMemory {
     ///
     /// # Errors
     ///
-    /// - [`Error::InvalidArgument`] if `T` is zero-sized or the block is
+    /// - [`SharedMemoryError::InvalidArgument`] if `T` is zero-sized or the block is
     ///   not aligned for `T` (it is page-aligned, so this takes an alignment
     ///   over 4096).
-    /// - [`Error::InvalidSize`] if the size is not a multiple of
+    /// - [`SharedMemoryError::InvalidSize`] if the size is not a multiple of
     ///   `size_of::<T>()` (Python: "length is not a multiple of itemsize").
     ///
     /// # Safety
@@ -696,7 +718,7 @@ impl SharedMemory {
     /// shm.unlink()?;
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub unsafe fn as_typed<T: ShmSafe>(&self) -> Result<&[T]> {
+    pub unsafe fn as_typed<T: ShmSafe>(&self) -> Result<&[T], SharedMemoryError> {
         let len = self.typed_len::<T>()?;
         // SAFETY: the mapping holds `len * size_of::<T>()` bytes, aligned for
         // T (checked by `typed_len`), valid while `self` lives; that they are
@@ -729,7 +751,7 @@ impl SharedMemory {
     /// # Ok::<(), multiproc::Error>(())
     /// ```
     #[allow(clippy::mut_from_ref)] // the memory is shared, not owned by `self`
-    pub unsafe fn as_typed_mut<T: ShmSafe>(&self) -> Result<&mut [T]> {
+    pub unsafe fn as_typed_mut<T: ShmSafe>(&self) -> Result<&mut [T], SharedMemoryError> {
         let len = self.typed_len::<T>()?;
         // SAFETY: as in `as_typed`, with exclusive access for the slice's
         // life promised by the caller.
@@ -748,7 +770,7 @@ impl SharedMemory {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidSize`] if the size is not a multiple of
+    /// [`SharedMemoryError::InvalidSize`] if the size is not a multiple of
     /// `size_of::<T>()`.
     ///
     /// # Examples
@@ -764,7 +786,7 @@ impl SharedMemory {
     /// shm.unlink()?;
     /// # Ok::<(), multiproc::Error>(())
     /// ```
-    pub fn as_atomics<T: AtomicNumber>(&self) -> Result<&[T::Repr]> {
+    pub fn as_atomics<T: AtomicNumber>(&self) -> Result<&[T::Repr], SharedMemoryError> {
         const {
             assert!(
                 size_of::<T>() == size_of::<T::Repr>() && align_of::<T>() == align_of::<T::Repr>()
@@ -839,25 +861,26 @@ impl SharedMemory {
     }
 
     /// Checks that `len` bytes from `offset` lie in the block.
-    fn check_range(&self, offset: usize, len: usize) -> Result<()> {
+    fn check_range(&self, offset: usize, len: usize) -> Result<(), SharedMemoryError> {
         let size = self.size();
         if offset <= size && len <= size - offset {
             Ok(())
         } else {
-            // The first byte past the end that the range would touch.
-            Err(Error::IndexOutOfBounds {
-                index: offset.max(size),
-                len: size,
+            Err(SharedMemoryError::OutOfRange {
+                start: offset,
+                end: offset.saturating_add(len),
+                size,
             })
         }
     }
 
     /// Checks that `range` lies in the block; returns its length.
-    fn check_slice_range(&self, range: &Range<usize>) -> Result<usize> {
+    fn check_slice_range(&self, range: &Range<usize>) -> Result<usize, SharedMemoryError> {
         if range.start > range.end {
-            return Err(Error::IndexOutOfBounds {
-                index: range.start,
-                len: self.size(),
+            return Err(SharedMemoryError::OutOfRange {
+                start: range.start,
+                end: range.end,
+                size: self.size(),
             });
         }
         let len = range.end - range.start;
@@ -866,21 +889,21 @@ impl SharedMemory {
     }
 
     /// How many `T`s the block holds, after checking size and alignment.
-    fn typed_len<T>(&self) -> Result<usize> {
+    fn typed_len<T>(&self) -> Result<usize, SharedMemoryError> {
         let elem = size_of::<T>();
         if elem == 0 {
-            return Err(Error::InvalidArgument(
+            return Err(SharedMemoryError::InvalidArgument(
                 "a zero-sized type cannot view shared memory",
             ));
         }
         if !self.as_ptr().cast::<T>().is_aligned() {
-            return Err(Error::InvalidArgument(
+            return Err(SharedMemoryError::InvalidArgument(
                 "the block is not aligned for the element type",
             ));
         }
         let size = self.size();
         if !size.is_multiple_of(elem) {
-            return Err(Error::InvalidSize {
+            return Err(SharedMemoryError::InvalidSize {
                 size,
                 reason: "not a multiple of the element size",
             });

@@ -317,29 +317,49 @@ fn read_and_write_are_bounds_checked() {
     shm.write_at(0, &[1; 10]).unwrap();
 
     match shm.write_at(8, &[9, 9, 9]) {
-        Err(Error::IndexOutOfBounds { index, len }) => assert_eq!((index, len), (10, 10)),
+        Err(SharedMemoryError::OutOfRange { start, end, size }) => {
+            assert_eq!((start, end, size), (8, 11, 10))
+        }
         other => panic!("write past the end: {other:?}"),
     }
+    // `?` makes it the coarse index error, naming the first byte past the end.
+    let coarse: Error = shm.write_at(8, &[9, 9, 9]).unwrap_err().into();
+    assert!(
+        matches!(coarse, Error::IndexOutOfBounds { index: 10, len: 10 }),
+        "{coarse:?}"
+    );
     assert_eq!(shm.to_vec(), [1; 10], "a refused write writes nothing");
 
     let mut buf = [0u8; 3];
     assert!(matches!(
         shm.read_at(8, &mut buf),
-        Err(Error::IndexOutOfBounds { index: 10, len: 10 })
+        Err(SharedMemoryError::OutOfRange {
+            start: 8,
+            end: 11,
+            size: 10
+        })
     ));
     assert!(matches!(
         shm.read_at(usize::MAX, &mut buf),
-        Err(Error::IndexOutOfBounds { .. })
+        Err(SharedMemoryError::OutOfRange {
+            start: usize::MAX,
+            end: usize::MAX,
+            size: 10
+        })
     ));
     assert!(matches!(
         shm.write_at(usize::MAX - 1, &[0; 5]),
-        Err(Error::IndexOutOfBounds { .. })
+        Err(SharedMemoryError::OutOfRange { .. })
     ));
     // Empty ranges: fine up to the end, like slicing.
     shm.read_at(10, &mut []).unwrap();
     assert!(matches!(
         shm.read_at(11, &mut []),
-        Err(Error::IndexOutOfBounds { index: 11, len: 10 })
+        Err(SharedMemoryError::OutOfRange {
+            start: 11,
+            end: 11,
+            size: 10
+        })
     ));
     shm.read_at(7, &mut buf).unwrap();
     assert_eq!(buf, [1, 1, 1]);
@@ -349,8 +369,15 @@ fn read_and_write_are_bounds_checked() {
     assert!(unsafe { shm.slice(5..11) }.is_err());
     #[allow(clippy::reversed_empty_ranges)]
     let reversed = 6..5;
-    // SAFETY: as above.
-    assert!(unsafe { shm.slice(reversed) }.is_err());
+    assert!(matches!(
+        // SAFETY: as above.
+        unsafe { shm.slice(reversed) },
+        Err(SharedMemoryError::OutOfRange {
+            start: 6,
+            end: 5,
+            size: 10
+        })
+    ));
     // SAFETY: as above.
     assert_eq!(unsafe { shm.slice(8..10) }.unwrap(), &[1, 1]);
     // SAFETY: as above.
@@ -380,12 +407,12 @@ fn typed_views_check_size_and_alignment() {
     assert!(matches!(
         // SAFETY: as above.
         unsafe { shm.as_typed::<[u8; 3]>() },
-        Err(Error::InvalidSize { size: 16, .. })
+        Err(SharedMemoryError::InvalidSize { size: 16, .. })
     ));
     assert!(matches!(
         // SAFETY: as above.
         unsafe { shm.as_typed::<()>() },
-        Err(Error::InvalidArgument(_))
+        Err(SharedMemoryError::InvalidArgument(_))
     ));
     let mut buf = [0u8; 4];
     shm.read_at(4, &mut buf).unwrap();
@@ -400,7 +427,7 @@ fn typed_views_check_size_and_alignment() {
     let _c2 = Cleanup(odd.name().to_owned());
     assert!(matches!(
         odd.as_atomics::<u32>(),
-        Err(Error::InvalidSize { size: 10, .. })
+        Err(SharedMemoryError::InvalidSize { size: 10, .. })
     ));
     assert_eq!(odd.as_atomics::<u16>().unwrap().len(), 5);
     odd.unlink().unwrap();
