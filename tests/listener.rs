@@ -803,3 +803,18 @@ fn connecting_to_nobody_is_os_with_the_errno() {
     assert!(matches!(e, ConnectError::Os { .. }), "{e:?}");
     assert_eq!(e.raw_os_error(), Some(libc::ENOENT));
 }
+
+/// A listener that hangs up in the middle of the handshake is
+/// `ConnectError::PeerGone` (and `Error::Eof` once converted).
+#[test]
+fn a_listener_that_hangs_up_mid_handshake_is_peer_gone() {
+    let _s = serial();
+    let dir = TempDir::new();
+    let raw = StdUnixListener::bind(dir.sock()).unwrap();
+    let closer = std::thread::spawn(move || drop(raw.accept()));
+    let e =
+        Client::connect_timeout(&Address::Unix(dir.sock()), Some(KEY), Some(PATIENCE)).unwrap_err();
+    closer.join().unwrap();
+    assert!(matches!(e, ConnectError::PeerGone), "{e:?}");
+    assert!(matches!(Error::from(e), Error::Eof));
+}
