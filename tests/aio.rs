@@ -639,11 +639,12 @@ fn send_async_waits_for_room_and_fails_once_the_reader_is_killed() {
         std::thread::sleep(BOUND);
         0
     });
-    let big = vec![1u8; 300 << 10];
+    // (A pipe's ring holds 256 KiB per direction.)
+    let big = vec![1u8; 80 << 10];
     rt().block_on(async {
         bounded(a.send_bytes_async(b"one")).await.unwrap();
         assert!(started.wait_timeout(BOUND));
-        // Fill the 1 MiB ring: the fourth 300 KiB message finds no room.
+        // Fill the ring: the fourth 80 KiB message finds no room.
         for _ in 0..3 {
             bounded(a.send_bytes_async(&big)).await.unwrap();
         }

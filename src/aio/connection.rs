@@ -167,7 +167,7 @@ impl Connection {
     /// a future dropped while waiting has read nothing (bell bytes aside).
     ///
     /// Once the first bytes of a message are there, the message is read as
-    /// `recv_bytes` reads it: one longer than the ring (1 MiB) is read while
+    /// `recv_bytes` reads it: one longer than the ring (256 KiB) is read while
     /// the writer writes the rest, on the calling thread. With several
     /// receivers on one end, another may take the message first; this call
     /// then waits on the calling thread as `recv_bytes` does. Give each end
@@ -184,7 +184,7 @@ impl Connection {
     /// Cancellation: the message is written only in the step that returns;
     /// a future dropped while waiting for room has written nothing.
     ///
-    /// A message longer than the ring (1 MiB) streams through it as the
+    /// A message longer than the ring (256 KiB) streams through it as the
     /// reader takes it, on the calling thread; so does any message on a
     /// [`pipe_os`](crate::connection::pipe_os) connection whose socket
     /// buffer is full.
