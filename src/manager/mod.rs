@@ -827,22 +827,23 @@ impl ManagerBuilder {
             std::thread::Builder::new()
                 .name("mp-manager-setup".into())
                 .spawn(move || {
-                    let r = Manager::connect(&at, &key)
-                        .map_err(|e| ServeError::from_internal(e.into()))
-                        .and_then(|m| {
-                            let r = f(&m).map_err(ServeError::Setup);
-                            if r.is_err() {
+                    // The failure is recorded before the server is asked
+                    // to stop: the serving thread looks at it once the
+                    // server stopped, and must not find it missing.
+                    match Manager::connect(&at, &key) {
+                        Err(e) => *failed.lock() = Some(ServeError::from_internal(e.into())),
+                        Ok(m) => match f(&m) {
+                            Ok(()) => return,
+                            Err(e) => {
+                                *failed.lock() = Some(ServeError::Setup(e));
                                 let _ = m.control_raw(&ControlOp::Shutdown);
                             }
-                            r
-                        });
-                    if let Err(e) = r {
-                        *failed.lock() = Some(e);
-                        // The server may be waiting for a connection: one
-                        // more stop request that cannot be missed.
-                        if let Ok(m) = Manager::connect(&at, &key) {
-                            let _ = m.shutdown();
-                        }
+                        },
+                    }
+                    // The server may be waiting for a connection: one more
+                    // stop request that cannot be missed.
+                    if let Ok(m) = Manager::connect(&at, &key) {
+                        let _ = m.shutdown();
                     }
                 })
                 .map(drop)

@@ -625,6 +625,9 @@ impl Server {
             let gone = || channel.peer_gone_or_talking();
             let cx = Cx::new(req.caller, session, &gone, self);
             let result = self.call(session, &req, &cx);
+            if self.failed_stopping(&result) {
+                return;
+            }
             if req.flags & NO_REPLY != 0 {
                 continue;
             }
@@ -724,6 +727,9 @@ impl Server {
             // Every call is answered here, even a NO_REPLY one: the client
             // may not write the request slot again before that.
             let result = self.call(session, &req, &cx);
+            if self.failed_stopping(&result) {
+                return;
+            }
             let reply = reply_for(req.id, &result);
             if encode_body(&reply, &mut out).is_err() {
                 return;
@@ -746,6 +752,17 @@ impl Server {
             }
             expect = expect.wrapping_add(1);
         }
+    }
+
+    /// Whether a call failed while the server stops: it may have found its
+    /// object already dropped ([`run`] drops them all once stopping), and
+    /// its client must learn that the server went away (its socket is shut
+    /// down), not that the object is unknown. The connection then ends
+    /// without a reply. (`stopping` is set before the objects are taken,
+    /// under the lock a call's lookup also takes, so a lookup that missed
+    /// them sees it set.)
+    fn failed_stopping(&self, result: &Result<Vec<u8>>) -> bool {
+        result.is_err() && self.stopping.load(Ordering::SeqCst)
     }
 
     /// Asks every connection thread to end (their sockets are shut down,
