@@ -480,38 +480,36 @@ mod model {
         }
     }
 
-    /// A biased owner's operations and a revoker never overlap, and each
-    /// sees the other's writes.
-    #[test]
-    fn a_revoker_never_overlaps_the_biased_owner() {
-        loom::model(|| {
-            let l = biased_to_x();
-            let o = {
-                let l = l.clone();
-                thread::spawn(move || {
-                    for _ in 0..2 {
-                        if enter(&l.word, &l.slots, X) {
-                            // SAFETY: loom checks the claim under test: the owner is alone
-                            // inside `enter`..`exit` (a race is reported, not undefined).
-                            l.data.with_mut(|d| unsafe { *d += 1 });
-                            exit(&l.word, &l.slots);
-                        }
-                    }
-                })
-            };
-            revoke(&l);
-            // SAFETY: loom checks the claim under test: the revoker holds the
-            // lock now (a race with the owner is reported, not undefined).
-            l.data.with_mut(|d| unsafe { *d += 10 });
-            o.join().unwrap();
-        });
+    /// The biased owner `X`, on a thread of its own: `times` operations,
+    /// each writing the guarded data inside `enter`..`exit`.
+    fn owner_writes(l: &Arc<Lock>, times: usize) -> thread::JoinHandle<()> {
+        let l = l.clone();
+        thread::spawn(move || {
+            for _ in 0..times {
+                if enter(&l.word, &l.slots, X) {
+                    // SAFETY: loom checks the claim under test: the owner
+                    // is alone inside `enter`..`exit` (a race is reported,
+                    // not undefined).
+                    l.data.with_mut(|d| unsafe { *d += 1 });
+                    exit(&l.word, &l.slots);
+                }
+            }
+        })
     }
 
-    /// A waiter arming its bell in a biased word, then the barrier, then
-    /// its last look: never sleeps through the owner's publication.
-    #[test]
-    fn a_waiter_on_a_biased_owner_is_always_rung() {
-        loom::model(|| {
+    /// The revoker `R`: takes the lock over, then writes the guarded data.
+    fn revoke_and_write(l: &Lock) {
+        revoke(l);
+        // SAFETY: loom checks the claim under test: the revoker holds the
+        // lock now (a race with the owner is reported, not undefined).
+        l.data.with_mut(|d| unsafe { *d += 10 });
+    }
+
+    /// The owner publishes once while a waiter arms its bell, issues the
+    /// barrier (`barrier`) or not, and looks: panics "a lost wake-up" if
+    /// the waiter would sleep through the publication.
+    fn waiter_beside_the_owner(barrier: bool) {
+        loom::model(move || {
             let l = biased_to_x();
             let o = {
                 let l = l.clone();
@@ -525,7 +523,9 @@ mod model {
             };
             let v = l.seq.load(Ordering::Acquire);
             let old = crate::ring::bell::arm(&l.word, GETTERS);
-            assert!(after_arm::<LoomU32>(old));
+            if barrier {
+                assert!(after_arm::<LoomU32>(old));
+            }
             let slept_on = (l.tail.load(Ordering::Acquire) == 0).then_some(v);
             o.join().unwrap();
             if let Some(v) = slept_on {
@@ -534,31 +534,31 @@ mod model {
         });
     }
 
+    /// A biased owner's operations and a revoker never overlap, and each
+    /// sees the other's writes.
+    #[test]
+    fn a_revoker_never_overlaps_the_biased_owner() {
+        loom::model(|| {
+            let l = biased_to_x();
+            let o = owner_writes(&l, 2);
+            revoke_and_write(&l);
+            o.join().unwrap();
+        });
+    }
+
+    /// A waiter arming its bell in a biased word, then the barrier, then
+    /// its last look: never sleeps through the owner's publication.
+    #[test]
+    fn a_waiter_on_a_biased_owner_is_always_rung() {
+        waiter_beside_the_owner(true);
+    }
+
     /// The model has teeth: a waiter that skips the barrier loses a
     /// wake-up in some execution.
     #[test]
     #[should_panic(expected = "a lost wake-up")]
     fn without_the_barrier_a_wake_up_is_lost() {
-        loom::model(|| {
-            let l = biased_to_x();
-            let o = {
-                let l = l.clone();
-                thread::spawn(move || {
-                    assert!(enter(&l.word, &l.slots, X));
-                    l.tail.store(1, Ordering::Release);
-                    if exit(&l.word, &l.slots) & GETTERS != 0 {
-                        l.seq.fetch_add(1, Ordering::AcqRel);
-                    }
-                })
-            };
-            let v = l.seq.load(Ordering::Acquire);
-            l.word.fetch_or(GETTERS, Ordering::AcqRel);
-            let slept_on = (l.tail.load(Ordering::Acquire) == 0).then_some(v);
-            o.join().unwrap();
-            if let Some(v) = slept_on {
-                assert_ne!(l.seq.load(Ordering::Acquire), v, "a lost wake-up");
-            }
-        });
+        waiter_beside_the_owner(false);
     }
 
     /// A thread that read the word as biased to itself long ago (`Y`, on
@@ -578,21 +578,8 @@ mod model {
                     leave(&l.word, busy);
                 })
             };
-            let o = {
-                let l = l.clone();
-                thread::spawn(move || {
-                    if enter(&l.word, &l.slots, X) {
-                        // SAFETY: loom checks the claim under test: the owner is alone
-                        // inside `enter`..`exit` (a race is reported, not undefined).
-                        l.data.with_mut(|d| unsafe { *d += 1 });
-                        exit(&l.word, &l.slots);
-                    }
-                })
-            };
-            revoke(&l);
-            // SAFETY: loom checks the claim under test: the revoker holds the
-            // lock now (a race with the owner is reported, not undefined).
-            l.data.with_mut(|d| unsafe { *d += 10 });
+            let o = owner_writes(&l, 1);
+            revoke_and_write(&l);
             o.join().unwrap();
             y.join().unwrap();
         });
