@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{PATIENCE, serial, spawn};
+use common::{PATIENCE, eventually, serial, spawn};
 use multiproc::redis::{LocalServer, RedisError, RedisPool, RedisTaskError, RedisWorker};
 
 const KEY: &[u8] = b"test secret";
@@ -302,7 +302,9 @@ fn a_killed_caller_reattaches_and_recovers_every_result() {
         Ok(())
     });
     d.wait_starts(2);
-    assert!(d.0.join("submitted").exists());
+    // (Workers may start the first tasks before the caller, back from the
+    // submit, writes its mark: wait for it, within the bound.)
+    assert!(eventually(PATIENCE, || d.0.join("submitted").exists()));
     caller.kill().unwrap();
     let _ = caller.join();
     d.release();
