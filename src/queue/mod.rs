@@ -206,11 +206,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     fn put_until(&self, item: T, deadline: Deadline) -> Result<(), (T, PutFailure)> {
         let mut buf = [0u8; INLINE];
         let vec;
-        let small = Small {
-            buf: &mut buf,
-            len: 0,
-        };
-        let bytes: &[u8] = match postcard::serialize_with_flavor(&item, small) {
+        let bytes: &[u8] = match Small::encode(&item, &mut buf) {
             Ok(n) => &buf[..n],
             Err(_) => match postcard::to_stdvec(&item) {
                 Ok(v) => {
@@ -281,7 +277,7 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
         let mut buf = [0u8; INLINE];
         loop {
             return match &self.core.get_into(deadline, &mut buf) {
-                Ok(got) => postcard::from_bytes(got.bytes(&buf))
+                Ok(got) => decode(got.bytes(&buf))
                     .map(Some)
                     .map_err(|e| GetError::Decode(e.to_string())),
                 Err(GetFail::Closed) if self.core.is_corrupt() => Err(GetError::Corrupt),
@@ -360,6 +356,26 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
 struct Small<'a> {
     buf: &'a mut [u8; INLINE],
     len: usize,
+}
+
+impl Small<'_> {
+    /// What `postcard::serialize_with_flavor` does with a `Small`, written
+    /// out so that it inlines into the put (the call was a tenth of a small
+    /// put's time): `item`'s encoding in `buf`, and its length.
+    #[inline(always)]
+    fn encode<T: Serialize + ?Sized>(item: &T, buf: &mut [u8; INLINE]) -> postcard::Result<usize> {
+        let mut ser = postcard::Serializer {
+            output: Small { buf, len: 0 },
+        };
+        item.serialize(&mut ser)?;
+        Ok(ser.output.len)
+    }
+}
+
+/// `postcard::from_bytes`, written out so that it inlines into the get.
+#[inline(always)]
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> postcard::Result<T> {
+    T::deserialize(&mut postcard::Deserializer::from_bytes(bytes))
 }
 
 impl postcard::ser_flavors::Flavor for Small<'_> {
@@ -712,14 +728,7 @@ mod tests {
     /// What `Small` made of `v`, or `None` where it refused (too long).
     fn small<T: Serialize>(v: &T) -> Option<Vec<u8>> {
         let mut buf = [0xEEu8; INLINE];
-        let n = postcard::serialize_with_flavor(
-            v,
-            Small {
-                buf: &mut buf,
-                len: 0,
-            },
-        )
-        .ok()?;
+        let n = Small::encode(v, &mut buf).ok()?;
         Some(buf[..n].to_vec())
     }
 

@@ -229,6 +229,7 @@ impl Bytes {
     /// the caller may do with it is as for the copies: load committed
     /// words, store free ones it owns.
     #[cfg_attr(not(feature = "queue"), allow(dead_code))]
+    #[inline]
     pub(crate) unsafe fn word(&self, pos: u64) -> &AtomicU64 {
         let off = self.offset(pos) & !7;
         // SAFETY: `off + 8 <= cap`, 8-aligned (see `Bytes::new`), mapped
@@ -242,6 +243,7 @@ impl Bytes {
     ///
     /// As for [`Bytes::word`].
     #[cfg_attr(not(feature = "queue"), allow(dead_code))]
+    #[inline]
     pub(crate) unsafe fn load_word(&self, pos: u64) -> u64 {
         // SAFETY: forwarded.
         unsafe { self.word(pos) }.load(Ordering::Relaxed)
@@ -253,6 +255,7 @@ impl Bytes {
     ///
     /// As for [`Bytes::word`].
     #[cfg_attr(not(feature = "queue"), allow(dead_code))]
+    #[inline]
     pub(crate) unsafe fn store_word(&self, pos: u64, v: u64) {
         // SAFETY: forwarded.
         unsafe { self.word(pos) }.store(v, Ordering::Relaxed)

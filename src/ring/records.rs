@@ -798,12 +798,18 @@ struct Partial {
 struct Stash(AtomicPtr<Partial>);
 
 impl Stash {
+    /// Whether nothing is kept (a plain load: see `take`).
+    #[inline(always)]
+    fn is_empty(&self) -> bool {
+        self.0.load(Ordering::Relaxed).is_null()
+    }
+
     /// Takes the kept item, if any.
     fn take(&self) -> Option<Box<Partial>> {
         // Nearly always empty: a plain load spares every get a
         // read-modify-write. (A `put` racing with this load is as if it
         // came just after the swap: the next get takes it.)
-        if self.0.load(Ordering::Relaxed).is_null() {
+        if self.is_empty() {
             return None;
         }
         let p = self.0.swap(std::ptr::null_mut(), Ordering::AcqRel);
@@ -1441,6 +1447,7 @@ impl Core {
     ///
     /// `b`'s mapping is alive; `pos` is a multiple of 8 and the header
     /// there is committed (the consumers' lock is held).
+    #[inline(always)]
     unsafe fn header_in(b: &Bytes, pos: u64) -> (u32, u32) {
         // SAFETY: byte counters of records are multiples of 8 (every
         // counter read from shared memory is checked before it is used), so
@@ -1468,23 +1475,38 @@ impl Core {
     /// `b`'s mapping is alive, `put_lock` is held, `tail` is a multiple of
     /// 8 and the record's bytes are free space.
     unsafe fn write_record_in(b: &Bytes, tail: u64, tag: u32, payload: &[u8]) {
+        if payload.len() <= INLINE {
+            // SAFETY: forwarded (the caller's promises), the payload small.
+            unsafe { Self::write_small_in(b, tail, tag, payload) };
+            return;
+        }
+        // SAFETY: the header's word (see `header_in`); the caller guarantees
+        // the record's bytes are free.
+        unsafe { b.store_word(tail, (payload.len() as u64) | ((tag as u64) << 32)) };
+        // SAFETY: the payload's bytes follow, free too (the caller's).
+        unsafe { b.store(tail.wrapping_add(HDR), payload) };
+    }
+
+    /// [`write_record_in`](Core::write_record_in) for a payload of at most
+    /// [`INLINE`] bytes: whole words, the record's padding included (zeros),
+    /// as `read_payload` reads them, so no `memcpy` call.
+    ///
+    /// # Safety
+    ///
+    /// As for `write_record_in`, and `payload.len() <= INLINE`.
+    #[inline(always)]
+    unsafe fn write_small_in(b: &Bytes, tail: u64, tag: u32, payload: &[u8]) {
         let h = (payload.len() as u64) | ((tag as u64) << 32);
         // SAFETY: the header's word (see `header_in`); the caller guarantees
         // the record's bytes are free.
         unsafe { b.store_word(tail, h) };
         let at = tail.wrapping_add(HDR);
-        if payload.len() <= INLINE {
-            // Whole words, the record's padding included (zeros), as
-            // `read_payload` reads them: no `memcpy` call for a small item.
-            for (i, c) in payload.chunks(8).enumerate() {
-                // SAFETY: `at` is a multiple of 8, so each word lies within
-                // the record (payload and padding), free space the caller
-                // owns; the mapping is alive (the caller's promise).
-                unsafe { b.store_word(at + 8 * i as u64, word_of(c)) };
-            }
-        } else {
-            // SAFETY: the payload's bytes follow, free too (the caller's).
-            unsafe { b.store(at, payload) };
+        for (i, c) in payload.chunks(8).enumerate() {
+            // SAFETY: `at` is a multiple of 8 (as `tail` is, the caller's
+            // promise), so each word lies within the record (payload and
+            // padding), free space the caller owns; the mapping is alive
+            // (the caller's promise).
+            unsafe { b.store_word(at + 8 * i as u64, word_of(c)) };
         }
     }
 
@@ -1544,7 +1566,61 @@ impl Core {
     /// Puts one encoded item, waiting until `deadline` for room.
     #[inline]
     pub(crate) fn put(&self, bytes: &[u8], deadline: Deadline) -> Result<(), PutFail> {
+        if self.put_fast(bytes) {
+            return Ok(());
+        }
         self.put_with(bytes, deadline, &mut || OnWait::Sleep)
+    }
+
+    /// The common put, in one run of loads and stores without calls: a
+    /// small item, the producers' lock held on its bias by this thread, the
+    /// ring (not the spill) with room by the head seen last or the real
+    /// one, no large item being written. `false`: nothing was written (and
+    /// nothing changed but the lock's enter and exit); the general path,
+    /// [`put_small`](Core::put_small), then handles the case, the errors
+    /// and the waits. What it writes, it writes as `put_small` does: one
+    /// record, then the tail in one store (the commit).
+    #[inline(always)]
+    fn put_fast(&self, bytes: &[u8]) -> bool {
+        if bytes.len() > INLINE || bytes.len() > self.chunk_max() || self.is_closed() {
+            return false;
+        }
+        let s = self.shared();
+        let m = &s.p.put_lock;
+        if !bias::enter(&m.word, &m.slots, thread::tid()) {
+            return false;
+        }
+        let held = Held {
+            core: self,
+            how: HELD_BIASED,
+        };
+        let tail = s.p.tail.load(Ordering::Relaxed);
+        let rec = rec_len(bytes.len() as u64);
+        let fits = |head| self.sane(head, tail) && self.room(head, tail, rec, true);
+        // (In the spill, `MODE` is set: the general path goes on there.)
+        let mut ok = tail & MODE == 0 && s.p.big_tid.load(Ordering::Relaxed) == 0;
+        if ok && !fits(s.p.head_seen.load(Ordering::Relaxed)) {
+            let head = s.g.head.load(Ordering::Acquire);
+            ok = fits(head);
+            if ok {
+                s.p.head_seen.store(head, Ordering::Relaxed);
+            }
+        }
+        if ok {
+            let (puts, tb) = unpack(tail);
+            // SAFETY: the ring's mapping lives as long as `self`;
+            // `put_lock` is held (on its bias, entered above); `tb` is on
+            // the 8-byte grid (`sane`) and `room` checked the record's
+            // space against a sane head; the item is at most `INLINE` bytes.
+            unsafe { Self::write_small_in(&self.bytes, tb as u64, tag(KIND_ITEM, 0), bytes) };
+            self.count_task();
+            s.p.tail.store(
+                pack(puts.wrapping_add(1), tb.wrapping_add(rec as u32)),
+                Ordering::Release,
+            );
+        }
+        drop(held);
+        ok
     }
 
     /// [`put`](Core::put), asking `on_wait` what to do each time there is
@@ -1992,7 +2068,71 @@ impl Core {
         deadline: Deadline,
         buf: &mut [u8; INLINE],
     ) -> Result<Got, GetFail> {
+        if let Some(got) = self.get_fast(buf) {
+            return Ok(got);
+        }
         self.get_inner(deadline, &mut |_| {}, None, buf)
+    }
+
+    /// The common get, in one run of loads and stores without calls: the
+    /// consumers' lock held on its bias by this thread, no large item kept
+    /// by this handle, the ring (not the spill) with a whole small item at
+    /// the head. `None`: nothing was taken (the tail a consumer saw last
+    /// may be brought up to date, as any get does); the general path,
+    /// [`get_inner`](Core::get_inner), then handles the case, the errors
+    /// and the waits. What it takes, it takes as `get_inner` does: the
+    /// payload copied out, then the head in one store (the commit).
+    #[inline(always)]
+    fn get_fast(&self, buf: &mut [u8; INLINE]) -> Option<Got> {
+        let s = self.shared();
+        if !self.stash.is_empty() {
+            return None;
+        }
+        let m = &s.g.get_lock;
+        if !bias::enter(&m.word, &m.slots, thread::tid()) {
+            return None;
+        }
+        let held = Held {
+            core: self,
+            how: HELD_GET | HELD_BIASED,
+        };
+        let head = s.g.head.load(Ordering::Relaxed);
+        let (gets, hb) = unpack(head);
+        let mut tail = s.g.tail_seen.load(Ordering::Relaxed);
+        if unpack(tail).1 == hb {
+            tail = s.p.tail.load(Ordering::Acquire);
+            s.g.tail_seen.store(tail, Ordering::Relaxed);
+        }
+        let tb = unpack(tail).1;
+        // (In the spill, `MODE` is set: the general path goes on there.)
+        let mut got = None;
+        if head & MODE == 0 && hb != tb && self.sane(head, tail) {
+            // SAFETY: the ring's mapping lives as long as `self`; head !=
+            // tail, both sane (the tail loaded with Acquire, now or by the
+            // consumer that stored `tail_seen`), so a committed record
+            // starts at head; `get_lock` is held (on its bias).
+            let (len, tg) = unsafe { Self::header_in(&self.bytes, hb as u64) };
+            let rec = rec_len(len as u64);
+            // Only a whole small item; anything else (or a length no
+            // producer writes) goes the general way.
+            if tg == tag(KIND_ITEM, 0)
+                && len as usize <= INLINE
+                && len as usize <= self.chunk_max()
+                && rec <= tb.wrapping_sub(hb) as u64
+            {
+                // SAFETY: as above, and the record of `len` payload bytes
+                // lies within the committed bytes (checked just above).
+                got = Some(unsafe {
+                    Self::read_payload_in(&self.bytes, hb as u64, len as usize, buf)
+                });
+                s.g.head.store(
+                    pack(gets.wrapping_add(1), hb.wrapping_add(rec as u32)),
+                    Ordering::Release,
+                );
+            }
+        }
+        drop(held);
+        got
     }
 
     /// [`get`](Core::get), calling `on_take` with the item's first bytes
@@ -2647,6 +2787,117 @@ mod tests {
         }
         assert_eq!(writer.join().unwrap(), Ok(()));
         assert_eq!(c.len(), 0);
+    }
+
+    /// A ring whose two locks are biased to this thread (so puts and gets
+    /// take the fast paths), holding `items` items of 5 bytes.
+    fn biased_with(items: usize) -> Core {
+        let c = Core::new(0, MIN_CAP, false).unwrap();
+        let mut buf = [0u8; INLINE];
+        for i in 0..2 * BIAS_AFTER as usize {
+            c.put(&[i as u8; 5], Deadline::NEVER).unwrap();
+            let got = c.get_into(Deadline::NEVER, &mut buf).unwrap();
+            assert_eq!(got.bytes(&buf), &[i as u8; 5]);
+        }
+        assert!(c.biased_to_me(false) && c.biased_to_me(true));
+        for _ in 0..items {
+            c.put(b"hello", Deadline::NEVER).unwrap();
+        }
+        c
+    }
+
+    #[test]
+    fn the_fast_paths_keep_order_wrap_around_and_fall_back_when_full() {
+        // A 4 KiB ring: 16-byte records wrap it many times; with no
+        // consumer the 256th put finds it full and reports it (the general
+        // path, which knows deadlines), and the fast get then takes all.
+        let c = biased_with(0);
+        let mut buf = [0u8; INLINE];
+        for round in 0..40u32 {
+            let mut n = 0u32;
+            while c
+                .put(
+                    &(round * 1000 + n).to_le_bytes(),
+                    Deadline::after(Duration::ZERO),
+                )
+                .is_ok()
+            {
+                n += 1;
+            }
+            assert_eq!(
+                n as usize,
+                MIN_CAP / 16,
+                "a full ring holds 16-byte records end to end"
+            );
+            for k in 0..n {
+                let got = c
+                    .get_into(Deadline::after(Duration::ZERO), &mut buf)
+                    .unwrap();
+                assert_eq!(got.bytes(&buf), (round * 1000 + k).to_le_bytes());
+            }
+            assert!(matches!(
+                c.get_into(Deadline::after(Duration::ZERO), &mut buf),
+                Err(GetFail::Empty)
+            ));
+        }
+        assert!(c.biased_to_me(false) && c.biased_to_me(true));
+    }
+
+    #[test]
+    fn the_fast_get_leaves_scribbled_records_to_the_checks() {
+        // Each scribble on a ring whose locks are biased (the fast paths
+        // look first): a length past the ring, one past the committed
+        // bytes, counters off the grid. Each poisons the queue as the
+        // general path does; none is read past.
+        for case in 0..3 {
+            let c = biased_with(1);
+            let mut buf = [0u8; INLINE];
+            match case {
+                0 => assert!(c.scribble_head_len(u32::MAX - 7)),
+                1 => assert!(c.scribble_head_len(64)),
+                _ => c.shared.p.tail.store(pack(1, 3), Ordering::Release),
+            }
+            c.shared.g.tail_seen.store(0, Ordering::Release);
+            assert!(
+                matches!(
+                    c.get_into(Deadline::after(Duration::ZERO), &mut buf),
+                    Err(GetFail::Closed)
+                ),
+                "case {case}"
+            );
+            assert!(c.is_corrupt(), "case {case}");
+            assert!(matches!(
+                c.put(b"x", Deadline::after(Duration::ZERO)),
+                Err(PutFail::Closed)
+            ));
+        }
+    }
+
+    #[test]
+    fn the_fast_put_leaves_a_scribbled_head_to_the_checks() {
+        // The consumers' head off the grid, or a ring ahead of the tail:
+        // the fast put finds its old head short and the real one insane,
+        // writes nothing, and the general path poisons the queue.
+        for head in [pack(0, 3), pack(0, 2 * MIN_CAP as u32)] {
+            let c = biased_with(0);
+            // A head seen last that shows the ring full, so the real one is read.
+            let tail = c.shared.p.tail.load(Ordering::Relaxed);
+            c.shared
+                .p
+                .head_seen
+                .store(tail.wrapping_sub(MIN_CAP as u64), Ordering::Relaxed);
+            c.shared.g.head.store(head, Ordering::Release);
+            assert!(matches!(
+                c.put(b"x", Deadline::after(Duration::ZERO)),
+                Err(PutFail::Closed)
+            ));
+            assert!(c.is_corrupt());
+            assert_eq!(
+                c.shared.p.tail.load(Ordering::Relaxed),
+                tail,
+                "nothing was written"
+            );
+        }
     }
 
     #[test]
