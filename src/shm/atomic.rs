@@ -52,20 +52,27 @@ macro_rules! atomic_int {
         impl private::Sealed for $t {}
         impl Atomic for $t {
             type Repr = $a;
+            #[inline]
             unsafe fn as_atomic<'a>(ptr: *mut Self) -> &'a $a {
                 // SAFETY: same size and alignment (checked below at compile
                 // time); validity and atomic-only access are the caller's.
                 unsafe { <$a>::from_ptr(ptr) }
             }
+            #[inline]
             fn load(a: &$a, o: Ordering) -> Self { a.load(o) }
+            #[inline]
             fn store(a: &$a, v: Self, o: Ordering) { a.store(v, o) }
+            #[inline]
             fn swap(a: &$a, v: Self, o: Ordering) -> Self { a.swap(v, o) }
+            #[inline]
             fn compare_exchange(a: &$a, c: Self, n: Self) -> Result<Self, Self> {
                 a.compare_exchange(c, n, Ordering::SeqCst, Ordering::SeqCst)
             }
         }
         impl AtomicNumber for $t {
+            #[inline]
             fn fetch_add(a: &$a, v: Self, o: Ordering) -> Self { a.fetch_add(v, o) }
+            #[inline]
             fn fetch_sub(a: &$a, v: Self, o: Ordering) -> Self { a.fetch_sub(v, o) }
         }
         const _: () = assert!(
@@ -85,16 +92,21 @@ macro_rules! atomic_float {
         impl private::Sealed for $t {}
         impl Atomic for $t {
             type Repr = $a;
+            #[inline]
             unsafe fn as_atomic<'a>(ptr: *mut Self) -> &'a $a {
                 // SAFETY: the float and its bits' atomic share size and
                 // alignment (checked below); validity and atomic-only access
                 // are the caller's.
                 unsafe { <$a>::from_ptr(ptr.cast::<$bits>()) }
             }
+            #[inline]
             fn load(a: &$a, o: Ordering) -> Self { <$t>::from_bits(a.load(o)) }
+            #[inline]
             fn store(a: &$a, v: Self, o: Ordering) { a.store(v.to_bits(), o) }
+            #[inline]
             fn swap(a: &$a, v: Self, o: Ordering) -> Self { <$t>::from_bits(a.swap(v.to_bits(), o)) }
             /// Compares bit patterns (so `-0.0 != 0.0` and a NaN matches itself).
+            #[inline]
             fn compare_exchange(a: &$a, c: Self, n: Self) -> Result<Self, Self> {
                 a.compare_exchange(c.to_bits(), n.to_bits(), Ordering::SeqCst, Ordering::SeqCst)
                     .map(<$t>::from_bits)
@@ -102,6 +114,7 @@ macro_rules! atomic_float {
             }
         }
         impl AtomicNumber for $t {
+            #[inline]
             fn fetch_add(a: &$a, v: Self, o: Ordering) -> Self {
                 let mut cur = a.load(Ordering::Relaxed);
                 loop {
@@ -112,6 +125,7 @@ macro_rules! atomic_float {
                     }
                 }
             }
+            #[inline]
             fn fetch_sub(a: &$a, v: Self, o: Ordering) -> Self {
                 Self::fetch_add(a, -v, o)
             }
