@@ -52,8 +52,8 @@
 //! [`Process::spawn`]: crate::Process::spawn
 //! [`Error::ThreadedFork`]: crate::Error::ThreadedFork
 
-use crate::error::Result;
-use crate::process::Process;
+use crate::error::Error;
+use crate::process::{Process, ResultError, StartError};
 
 /// Runs the spawn bootstrap before `main`, as [`init`](crate::init) would
 /// first thing in it (see the [module docs](self)).
@@ -87,17 +87,46 @@ static SPAWNED_BEFORE_MAIN: extern "C" fn() = spawned_before_main;
 ///
 /// # Errors
 ///
-/// The errors of [`Process::spawn`] and [`Process::result`]: a child that
-/// panicked or failed gives [`Error::ChildFailed`](crate::Error::ChildFailed)
-/// with its status and message.
-pub fn isolated<A, R>(entry: fn(A) -> R, args: A) -> Result<R>
+/// [`IsolatedError::Start`] with the error of [`Process::spawn`] and
+/// [`Process::start`] (a function of a shared library:
+/// [`StartError::ForeignCode`]); [`IsolatedError::Result`] with that of
+/// [`Process::result`]: a child that panicked or failed gives
+/// [`ResultError::ChildFailed`] with its status and message.
+pub fn isolated<A, R>(entry: fn(A) -> R, args: A) -> Result<R, IsolatedError>
 where
     A: serde::Serialize + serde::de::DeserializeOwned + 'static,
     R: serde::Serialize + serde::de::DeserializeOwned + 'static,
 {
-    let mut p = Process::spawn(entry, args)?;
-    p.start()?;
-    Ok(p.result()?)
+    let mut p = Process::spawn(entry, args)
+        .map_err(|e| IsolatedError::Start(StartError::from_internal(e)))?;
+    p.start().map_err(IsolatedError::Start)?;
+    p.result().map_err(IsolatedError::Result)
+}
+
+/// Why [`isolated`] did not return the entry's result: the child was not
+/// started, or it did not end well (or its result could not be had). Both
+/// display as the error inside.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum IsolatedError {
+    /// The child could not be started.
+    #[error(transparent)]
+    Start(StartError),
+    /// The child's result could not be had: it panicked or failed
+    /// ([`ResultError::ChildFailed`]), or its value did not decode.
+    #[error(transparent)]
+    Result(ResultError),
+}
+
+impl From<IsolatedError> for Error {
+    /// The error inside, as an [`Error`] (`ChildFailed` for a failed
+    /// child, as before).
+    fn from(e: IsolatedError) -> Error {
+        match e {
+            IsolatedError::Start(e) => e.into(),
+            IsolatedError::Result(e) => e.into(),
+        }
+    }
 }
 
 /// Declares `#[test]` functions whose bodies run in a fresh,

@@ -1,7 +1,9 @@
 //! The errors of a [`Connection`](super::Connection)'s calls: what a send
-//! can meet ([`SendError`]) and what a receive can ([`RecvError`]). Both
-//! convert into [`crate::Error`] variant for variant, so `?` works in a
-//! function returning [`crate::Result`].
+//! can meet ([`SendError`]), what a receive can ([`RecvError`]), what
+//! [`into_fd`](super::Connection::into_fd) can ([`IntoFdError`]); and what
+//! [`wait`](super::wait) can ([`WaitError`]). Each converts into
+//! [`crate::Error`] variant for variant, so `?` works in a function
+//! returning [`crate::Result`].
 
 use std::io;
 

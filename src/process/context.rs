@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicU8, Ordering};
 
 #[cfg(feature = "spawn")]
 use super::Process;
-use crate::error::{Error, Result};
+use super::error::UnknownStartMethod;
+use crate::error::Result;
 
 /// How a child process is started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,7 +41,8 @@ impl StartMethod {
 ///
 /// let ctx = get_context("spawn")?;
 /// assert_eq!(ctx.start_method(), StartMethod::Spawn);
-/// assert!(get_context("forkserver").is_err());
+/// let e = get_context("forkserver").unwrap_err();
+/// assert_eq!(e.name, "forkserver");
 /// # Ok::<(), multiproc::Error>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,13 +52,17 @@ pub struct Context {
 
 /// The context for the start method named `method` (`"fork"` or
 /// `"spawn"`; Python's `forkserver` is not available).
-pub fn get_context(method: &str) -> Result<Context> {
+///
+/// # Errors
+///
+/// [`UnknownStartMethod`] for any other name (Python raises `ValueError`).
+pub fn get_context(method: &str) -> Result<Context, UnknownStartMethod> {
     match method {
         "fork" => Ok(Context::new(StartMethod::Fork)),
         "spawn" => Ok(Context::new(StartMethod::Spawn)),
-        _ => Err(Error::InvalidArgument(
-            "unknown start method: use \"fork\" or \"spawn\"",
-        )),
+        _ => Err(UnknownStartMethod {
+            name: method.to_owned(),
+        }),
     }
 }
 

@@ -51,7 +51,9 @@ pub use crate::connection::{Waitable, wait};
 pub use crate::current_process::{CurrentProcess, current_process};
 pub use crate::exit_status::ExitStatus;
 pub use context::{Context, StartMethod, get_context, set_start_method, start_method};
-pub use error::{GroupError, JoinError, JoinOkError, ResultError, SignalError, StartError};
+pub use error::{
+    GroupError, JoinError, JoinOkError, ResultError, SignalError, StartError, UnknownStartMethod,
+};
 pub use group::ProcessGroup;
 pub use handle::Process;
 #[cfg(feature = "signals")]
