@@ -89,7 +89,7 @@ static SPAWNED_BEFORE_MAIN: extern "C" fn() = spawned_before_main;
 ///
 /// [`IsolatedError::Start`] with the error of [`Process::spawn`] and
 /// [`Process::start`] (a function of a shared library:
-/// [`StartError::ForeignCode`]); [`IsolatedError::Result`] with that of
+/// [`StartError::ForeignCode`]); [`IsolatedError::Child`] with that of
 /// [`Process::result`]: a child that panicked or failed gives
 /// [`ResultError::ChildFailed`] with its status and message.
 pub fn isolated<A, R>(entry: fn(A) -> R, args: A) -> Result<R, IsolatedError>
@@ -97,10 +97,9 @@ where
     A: serde::Serialize + serde::de::DeserializeOwned + 'static,
     R: serde::Serialize + serde::de::DeserializeOwned + 'static,
 {
-    let mut p = Process::spawn(entry, args)
-        .map_err(|e| IsolatedError::Start(StartError::from_internal(e)))?;
+    let mut p = Process::spawn(entry, args).map_err(IsolatedError::Start)?;
     p.start().map_err(IsolatedError::Start)?;
-    p.result().map_err(IsolatedError::Result)
+    p.result().map_err(IsolatedError::Child)
 }
 
 /// Why [`isolated`] did not return the entry's result: the child was not
@@ -115,7 +114,7 @@ pub enum IsolatedError {
     /// The child's result could not be had: it panicked or failed
     /// ([`ResultError::ChildFailed`]), or its value did not decode.
     #[error(transparent)]
-    Result(ResultError),
+    Child(ResultError),
 }
 
 impl From<IsolatedError> for Error {
@@ -124,7 +123,7 @@ impl From<IsolatedError> for Error {
     fn from(e: IsolatedError) -> Error {
         match e {
             IsolatedError::Start(e) => e.into(),
-            IsolatedError::Result(e) => e.into(),
+            IsolatedError::Child(e) => e.into(),
         }
     }
 }

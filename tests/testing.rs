@@ -74,7 +74,7 @@ fn a_failing_body_is_an_error_with_its_message() {
     assert!(
         matches!(
             e,
-            multiproc::testing::IsolatedError::Result(
+            multiproc::testing::IsolatedError::Child(
                 multiproc::process::ResultError::ChildFailed { .. }
             )
         ),

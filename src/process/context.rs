@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicU8, Ordering};
 
 #[cfg(feature = "spawn")]
 use super::Process;
+#[cfg(feature = "spawn")]
+use super::error::StartError;
 use super::error::UnknownStartMethod;
 use crate::error::Result;
 
@@ -113,7 +115,11 @@ impl Context {
     /// one. See [`Process::spawn`] for what spawning asks of the program
     /// (`init()` first in `main`).
     #[cfg(feature = "spawn")]
-    pub fn process<A, T>(&self, entry: fn(A) -> T, args: A) -> Result<Process<'static, T>>
+    pub fn process<A, T>(
+        &self,
+        entry: fn(A) -> T,
+        args: A,
+    ) -> Result<Process<'static, T>, StartError>
     where
         A: serde::Serialize + serde::de::DeserializeOwned + 'static,
         T: serde::Serialize + serde::de::DeserializeOwned + 'static,
