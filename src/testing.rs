@@ -82,7 +82,7 @@ static SPAWNED_BEFORE_MAIN: extern "C" fn() = spawned_before_main;
 ///
 /// Inside the child, `Process::start` forks freely (one thread). `entry`
 /// must be a function of the program itself, not of a shared library
-/// ([`Error::ForeignCode`](crate::Error::ForeignCode)); arguments and result
+/// ([`Error::ForeignCode`]); arguments and result
 /// are serde values, as for [`Process::spawn`].
 ///
 /// # Errors
