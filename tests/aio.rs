@@ -737,6 +737,7 @@ fn poll_once<F: std::future::Future>(f: F) -> F::Output {
 
 #[test]
 fn async_connection_calls_fail_with_the_errors_of_their_blocking_twins() {
+    let _s = serial();
     let (r, w) = pipe(false).unwrap();
     // Sent as a u8, received as a String: a decode failure either way.
     w.send(&7u8).unwrap();

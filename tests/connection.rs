@@ -833,6 +833,7 @@ fn shared_memory_pipe_receiver_asleep_is_woken_without_socket_bells() {
 
 #[test]
 fn into_fd_of_a_shared_memory_pipe_end_gives_the_connection_back() {
+    let _s = serial();
     let (a, b) = pipe(true).unwrap();
     let e = a.into_fd().unwrap_err();
     assert!(e.to_string().contains("shared memory"), "{e}");
