@@ -332,7 +332,7 @@ fn wait_on_several_processes() {
         let unstarted = ps.process(|| ());
         assert!(matches!(
             wait(&[&a, &unstarted], Some(Duration::ZERO)),
-            Err(multiproc::connection::WaitError::NotStarted { index: 1 })
+            Err(multiproc::process::WaitError::NotStarted { index: 1 })
         ));
         join_ok(&mut b);
         a.kill().unwrap();

@@ -47,7 +47,7 @@ pub(crate) mod spawn;
 use crate::signal::Signal;
 use crate::sys::process::Reaped;
 
-pub use crate::connection::{Waitable, wait};
+pub use crate::connection::{WaitError, Waitable, wait};
 pub use crate::current_process::{CurrentProcess, current_process};
 pub use crate::exit_status::ExitStatus;
 pub use context::{Context, StartMethod, get_context, set_start_method, start_method};
