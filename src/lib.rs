@@ -238,7 +238,7 @@ pub use sync::event::Event;
 pub use sync::lock::{Lock, LockGuard, RLock, RLockGuard};
 pub use sync::raw::{RawProcessCondvar, RawProcessMutex};
 pub use sync::semaphore::{BoundedSemaphore, Semaphore};
-pub use value::{RawValue, Value, ValueWithLock};
+pub use value::{RawValue, Value, ValueWithLock, WrongGuard};
 
 // The README's Rust examples run as doctests (`cargo test --doc`).
 #[cfg(doctest)]

@@ -5,6 +5,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::time::Duration;
 
 use crate::error::Result;
+use crate::process::JoinError;
 use crate::process::{current_process, parent_alive};
 use crate::sys::fd as sysfd;
 use crate::sys::process as sys;
@@ -45,12 +46,19 @@ impl ParentProcess {
 
     /// Waits until the parent has ended, at most `timeout` (for ever on
     /// `None`); whether it has.
-    pub fn join_timeout(&self, timeout: Option<Duration>) -> Result<bool> {
-        let Some(fd) = self.pidfd()? else {
+    ///
+    /// # Errors
+    ///
+    /// [`JoinError::Os`] if `pidfd_open` or `poll` fails (the other
+    /// variants are a child's, never the parent's).
+    pub fn join_timeout(&self, timeout: Option<Duration>) -> Result<bool, JoinError> {
+        let Some(fd) = self.pidfd().map_err(JoinError::from_internal)? else {
             return Ok(true);
         };
         // A pidfd turns readable when its process ends.
-        Ok(!sysfd::poll_readable(&[fd.as_fd()], timeout)?.is_empty())
+        let ready =
+            sysfd::poll_readable(&[fd.as_fd()], timeout).map_err(JoinError::from_internal)?;
+        Ok(!ready.is_empty())
     }
 
     /// A pidfd on the parent, or `None` if it has ended already. Checked

@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 
 use std::fmt;
 
-#[cfg(any(feature = "signals", feature = "manager"))]
-use crate::error::Error;
+#[cfg(feature = "manager")]
 use crate::error::Result;
+use crate::error::{Error, map_variants};
 
 /// A signal, by its Linux number: one of the named constants
 /// ([`Signal::SIGTERM`], [`Signal::SIGKILL`], ...) or any valid number
@@ -98,15 +98,71 @@ impl fmt::Debug for Signal {
     }
 }
 
+/// Why a signal's handling was not changed ([`ignore_terminate`],
+/// [`default_terminate`], `StopRequest::on`), or the reaper that runs on
+/// SIGCHLD not started (`process::start_reaper`).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HandlerError {
+    /// A signal that cannot be caught with a flag: SIGKILL and SIGSTOP
+    /// (no process can catch them), SIGILL, SIGFPE and SIGSEGV (a program
+    /// fault: returning from a handler runs the faulting instruction
+    /// again). Nothing was installed.
+    #[error(
+        "{signal} cannot be caught with a flag (refused: SIGKILL, SIGSTOP, SIGILL, SIGFPE, SIGSEGV)"
+    )]
+    Refused {
+        /// The signal asked for.
+        signal: Signal,
+    },
+    /// A system call failed (`sigaction`, or starting the reaper's thread).
+    #[error("{call} failed: {source}")]
+    Os {
+        /// The call that failed.
+        call: &'static str,
+        /// The operating system's error, with its errno.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl HandlerError {
+    /// The errno of a [`HandlerError::Os`].
+    pub fn raw_os_error(&self) -> Option<i32> {
+        match self {
+            HandlerError::Os { source, .. } => source.raw_os_error(),
+            HandlerError::Refused { .. } => None,
+        }
+    }
+
+    /// The handler error for what the system layer (which speaks
+    /// [`Error`]) reported: a failed system call. Nothing else; were it
+    /// to, the error is kept whole as the source of an `Os` error.
+    pub(crate) fn from_internal(e: Error) -> HandlerError {
+        map_variants!(e, Error => HandlerError { Os { call, source } },
+            other => HandlerError::Os { call: "sigaction", source: std::io::Error::other(other) })
+    }
+}
+
+impl From<HandlerError> for Error {
+    /// [`Error::Os`], or [`Error::InvalidArgument`] for a refused signal.
+    fn from(e: HandlerError) -> Error {
+        map_variants!(e, HandlerError => Error { Os { call, source } },
+        HandlerError::Refused { .. } => Error::InvalidArgument(
+            "a signal that cannot be caught with a flag (SIGKILL, SIGSTOP, SIGILL, SIGFPE, SIGSEGV)"
+        ))
+    }
+}
+
 /// Ignores SIGTERM in the calling process: `terminate()` then does nothing
 /// and only SIGKILL stops it (the classic "child that ignores SIGTERM").
-pub fn ignore_terminate() -> Result<()> {
-    crate::sys::process::set_disposition(libc::SIGTERM, true)
+pub fn ignore_terminate() -> Result<(), HandlerError> {
+    crate::sys::process::set_disposition(libc::SIGTERM, true).map_err(HandlerError::from_internal)
 }
 
 /// Restores SIGTERM's default action (the process ends).
-pub fn default_terminate() -> Result<()> {
-    crate::sys::process::set_disposition(libc::SIGTERM, false)
+pub fn default_terminate() -> Result<(), HandlerError> {
+    crate::sys::process::set_disposition(libc::SIGTERM, false).map_err(HandlerError::from_internal)
 }
 
 /// Sets `sig` to be ignored or to its default action (the manager server's
@@ -149,16 +205,34 @@ pub struct StopRequest {
 impl StopRequest {
     /// Sets the flag on SIGTERM and SIGINT (those signals then no longer
     /// end the process by themselves).
-    pub fn install() -> Result<StopRequest> {
+    pub fn install() -> Result<StopRequest, HandlerError> {
         Self::on(&[Signal::SIGTERM, Signal::SIGINT])
     }
 
-    /// Sets the flag on each of `signals` (not SIGKILL or SIGSTOP).
-    pub fn on(signals: &[Signal]) -> Result<StopRequest> {
+    /// Sets the flag on each of `signals`.
+    ///
+    /// # Errors
+    ///
+    /// [`HandlerError::Refused`] for SIGKILL, SIGSTOP, SIGILL, SIGFPE or
+    /// SIGSEGV (checked before any handler is installed);
+    /// [`HandlerError::Os`] if `sigaction` fails (the signals before it
+    /// keep their new handler).
+    pub fn on(signals: &[Signal]) -> Result<StopRequest, HandlerError> {
+        // signal-hook panics on these; refuse them first, all of them.
+        if let Some(&signal) = signals
+            .iter()
+            .find(|s| signal_hook::consts::FORBIDDEN.contains(&s.as_raw()))
+        {
+            return Err(HandlerError::Refused { signal });
+        }
         let flag = Arc::new(AtomicBool::new(false));
         for &s in signals {
-            signal_hook::flag::register(s.as_raw(), flag.clone())
-                .map_err(|e| Error::os("sigaction", e))?;
+            signal_hook::flag::register(s.as_raw(), flag.clone()).map_err(|source| {
+                HandlerError::Os {
+                    call: "sigaction",
+                    source,
+                }
+            })?;
         }
         Ok(StopRequest { flag })
     }

@@ -52,8 +52,8 @@
 //! [`Process::spawn`]: crate::Process::spawn
 //! [`Error::ThreadedFork`]: crate::Error::ThreadedFork
 
-use crate::error::Result;
-use crate::process::Process;
+use crate::error::Error;
+use crate::process::{Process, ResultError, StartError};
 
 /// Runs the spawn bootstrap before `main`, as [`init`](crate::init) would
 /// first thing in it (see the [module docs](self)).
@@ -82,22 +82,50 @@ static SPAWNED_BEFORE_MAIN: extern "C" fn() = spawned_before_main;
 ///
 /// Inside the child, `Process::start` forks freely (one thread). `entry`
 /// must be a function of the program itself, not of a shared library
-/// ([`Error::ForeignCode`](crate::Error::ForeignCode)); arguments and result
+/// ([`Error::ForeignCode`]); arguments and result
 /// are serde values, as for [`Process::spawn`].
 ///
 /// # Errors
 ///
-/// The errors of [`Process::spawn`] and [`Process::result`]: a child that
-/// panicked or failed gives [`Error::ChildFailed`](crate::Error::ChildFailed)
-/// with its status and message.
-pub fn isolated<A, R>(entry: fn(A) -> R, args: A) -> Result<R>
+/// [`IsolatedError::Start`] with the error of [`Process::spawn`] and
+/// [`Process::start`] (a function of a shared library:
+/// [`StartError::ForeignCode`]); [`IsolatedError::Child`] with that of
+/// [`Process::result`]: a child that panicked or failed gives
+/// [`ResultError::ChildFailed`] with its status and message.
+pub fn isolated<A, R>(entry: fn(A) -> R, args: A) -> Result<R, IsolatedError>
 where
     A: serde::Serialize + serde::de::DeserializeOwned + 'static,
     R: serde::Serialize + serde::de::DeserializeOwned + 'static,
 {
-    let mut p = Process::spawn(entry, args)?;
-    p.start()?;
-    Ok(p.result()?)
+    let mut p = Process::spawn(entry, args).map_err(IsolatedError::Start)?;
+    p.start().map_err(IsolatedError::Start)?;
+    p.result().map_err(IsolatedError::Child)
+}
+
+/// Why [`isolated`] did not return the entry's result: the child was not
+/// started, or it did not end well (or its result could not be had). Both
+/// display as the error inside.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum IsolatedError {
+    /// The child could not be started.
+    #[error(transparent)]
+    Start(StartError),
+    /// The child's result could not be had: it panicked or failed
+    /// ([`ResultError::ChildFailed`]), or its value did not decode.
+    #[error(transparent)]
+    Child(ResultError),
+}
+
+impl From<IsolatedError> for Error {
+    /// The error inside, as an [`Error`] (`ChildFailed` for a failed
+    /// child, as before).
+    fn from(e: IsolatedError) -> Error {
+        match e {
+            IsolatedError::Start(e) => e.into(),
+            IsolatedError::Child(e) => e.into(),
+        }
+    }
 }
 
 /// Declares `#[test]` functions whose bodies run in a fresh,

@@ -261,6 +261,20 @@ impl<T: Atomic + fmt::Debug> fmt::Debug for RawValue<T> {
     }
 }
 
+/// [`ValueWithLock::get_with`] or [`set_with`](ValueWithLock::set_with)
+/// was given a guard of another lock than the one the value is under:
+/// nothing was read or written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the guard is not of the lock this value is under")]
+pub struct WrongGuard;
+
+impl From<WrongGuard> for Error {
+    /// [`Error::InvalidArgument`], with the same text.
+    fn from(_: WrongGuard) -> Error {
+        Error::InvalidArgument("the guard is not of the lock this value is under")
+    }
+}
+
 /// One `T` in shared memory under a [`Lock`] it shares with others, made
 /// by [`Value::with_lock`] (Python's `Value(typecode, value, lock=L)`).
 ///
@@ -372,13 +386,11 @@ impl<T: ShmSafe> ValueWithLock<T> {
     }
 
     /// Checks that `guard` holds this value's lock.
-    fn check(&self, guard: &LockGuard<'_>) -> Result<()> {
+    fn check(&self, guard: &LockGuard<'_>) -> Result<(), WrongGuard> {
         if self.lock.owns(guard) {
             Ok(())
         } else {
-            Err(Error::InvalidArgument(
-                "the guard is not of the lock this value is under",
-            ))
+            Err(WrongGuard)
         }
     }
 
@@ -387,8 +399,9 @@ impl<T: ShmSafe> ValueWithLock<T> {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidArgument`] if `guard` is not of this value's lock.
-    pub fn set_with(&self, guard: &mut LockGuard<'_>, value: T) -> Result<()> {
+    /// [`WrongGuard`] if `guard` is not of this value's lock (nothing is
+    /// stored).
+    pub fn set_with(&self, guard: &mut LockGuard<'_>, value: T) -> Result<(), WrongGuard> {
         self.check(guard)?;
         // SAFETY: the guard (exclusively borrowed: no other thread can use
         // it meanwhile) shows the lock is held by this thread; no reference
@@ -415,8 +428,8 @@ impl<T: ShmSafe + Copy> ValueWithLock<T> {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidArgument`] if `guard` is not of this value's lock.
-    pub fn get_with(&self, guard: &mut LockGuard<'_>) -> Result<T> {
+    /// [`WrongGuard`] if `guard` is not of this value's lock.
+    pub fn get_with(&self, guard: &mut LockGuard<'_>) -> Result<T, WrongGuard> {
         self.check(guard)?;
         // SAFETY: as in `set_with`.
         Ok(unsafe { *self.data.as_ptr() })

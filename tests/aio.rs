@@ -589,7 +589,7 @@ fn connection_recv_and_send_async_talk_to_a_child() {
         // The end of stream, once the child is gone.
         assert!(matches!(
             bounded(a.recv_bytes()).await,
-            Err(multiproc::Error::Eof)
+            Err(multiproc::RecvError::Eof)
         ));
     });
     common::join_ok(&mut p);
@@ -676,7 +676,10 @@ fn recv_async_sees_a_killed_writer_as_end_of_stream() {
         tokio::pin!(recv);
         assert!(timeout(Duration::from_millis(20), &mut recv).await.is_err());
         p.kill().unwrap();
-        assert!(matches!(bounded(recv).await, Err(multiproc::Error::Eof)));
+        assert!(matches!(
+            bounded(recv).await,
+            Err(multiproc::RecvError::Eof)
+        ));
     });
     p.join().unwrap();
 }
@@ -685,7 +688,98 @@ fn recv_async_sees_a_killed_writer_as_end_of_stream() {
 fn an_async_call_outside_a_runtime_is_an_error_not_a_panic() {
     let _s = serial();
     let (a, _b) = pipe(true).unwrap();
-    assert!(a.into_async().is_err());
+    // A call that waits on the descriptor: the receive's own `Os` error.
+    let r = poll_once(a.recv_bytes_async());
+    assert!(
+        matches!(
+            r,
+            Err(multiproc::RecvError::Os {
+                call: "register",
+                ..
+            })
+        ),
+        "{r:?}"
+    );
+    // `into_async` names the missing runtime, and `?` still makes it an
+    // `Error` (the `Os` it was).
+    let e = a.into_async().unwrap_err();
+    assert!(
+        matches!(e, multiproc::aio::IntoAsyncError::NoRuntime),
+        "{e:?}"
+    );
+    let coarse: multiproc::Error = e.into();
+    assert!(
+        matches!(
+            coarse,
+            multiproc::Error::Os {
+                call: "register",
+                ..
+            }
+        ),
+        "{coarse:?}"
+    );
+    assert!(
+        coarse.to_string().contains("needs a tokio runtime"),
+        "{coarse}"
+    );
+}
+
+/// Polls `f` on this thread, outside any tokio runtime (the call under
+/// test fails before it waits, so one poll decides).
+fn poll_once<F: std::future::Future>(f: F) -> F::Output {
+    let mut f = std::pin::pin!(f);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match f.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(v) => v,
+        std::task::Poll::Pending => panic!("the call waited outside a runtime"),
+    }
+}
+
+#[test]
+fn async_connection_calls_fail_with_the_errors_of_their_blocking_twins() {
+    let _s = serial();
+    let (r, w) = pipe(false).unwrap();
+    // Sent as a u8, received as a String: a decode failure either way.
+    w.send(&7u8).unwrap();
+    w.send(&7u8).unwrap();
+    let sync_decode = r.recv::<String>().unwrap_err();
+    let sync_recv_on_writer = w.recv_bytes().unwrap_err();
+    let sync_send_on_reader = r.send_bytes(b"x").unwrap_err();
+    rt().block_on(async {
+        let async_decode = bounded(r.recv_async::<String>()).await.unwrap_err();
+        assert!(
+            matches!(
+                (&sync_decode, &async_decode),
+                (multiproc::RecvError::Decode(a), multiproc::RecvError::Decode(b)) if a == b
+            ),
+            "{sync_decode:?} / {async_decode:?}"
+        );
+        let e = bounded(w.recv_bytes_async()).await.unwrap_err();
+        assert!(
+            matches!(
+                (&sync_recv_on_writer, &e),
+                (multiproc::RecvError::BadConnection(a), multiproc::RecvError::BadConnection(b)) if a == b
+            ),
+            "{sync_recv_on_writer:?} / {e:?}"
+        );
+        let e = bounded(w.poll_async()).await.unwrap_err();
+        assert!(matches!(e, multiproc::RecvError::BadConnection(_)), "{e:?}");
+        let e = bounded(r.send_bytes_async(b"x")).await.unwrap_err();
+        assert!(
+            matches!(
+                (&sync_send_on_reader, &e),
+                (multiproc::SendError::BadConnection(a), multiproc::SendError::BadConnection(b)) if a == b
+            ),
+            "{sync_send_on_reader:?} / {e:?}"
+        );
+        // The registered form: the same.
+        let w = w.into_async().unwrap();
+        let e = bounded(w.recv_bytes()).await.unwrap_err();
+        assert!(matches!(e, multiproc::RecvError::BadConnection(_)), "{e:?}");
+        let r = r.into_async().unwrap();
+        let e = bounded(r.send(&1u8)).await.unwrap_err();
+        assert!(matches!(e, multiproc::SendError::BadConnection(_)), "{e:?}");
+    });
 }
 
 // ---- Barrier::wait_async ----
@@ -757,7 +851,7 @@ fn barrier_wait_async_breaks_when_the_party_running_the_action_is_killed() {
         kid.kill().unwrap();
         assert!(matches!(
             bounded(wait).await,
-            Err(multiproc::Error::BrokenBarrier)
+            Err(multiproc::BarrierError::BrokenBarrier)
         ));
     });
     kid.join().unwrap();

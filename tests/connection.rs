@@ -830,3 +830,24 @@ fn shared_memory_pipe_receiver_asleep_is_woken_without_socket_bells() {
     assert!(t.elapsed() < PATIENCE);
     assert!(bells < N / 3, "{bells} of {N} messages rang the socket");
 }
+
+#[test]
+fn into_fd_of_a_shared_memory_pipe_end_gives_the_connection_back() {
+    let _s = serial();
+    let (a, b) = pipe(true).unwrap();
+    let e = a.into_fd().unwrap_err();
+    assert!(e.to_string().contains("shared memory"), "{e}");
+    // Refused, not lost: the end still talks to its peer.
+    let a = e.into_connection();
+    a.send_bytes(b"still here").unwrap();
+    assert_eq!(b.recv_bytes().unwrap(), b"still here");
+    // `?` in a `multiproc::Result` function: the coarse error it was.
+    let coarse: multiproc::Error = b.into_fd().unwrap_err().into();
+    assert!(
+        matches!(coarse, multiproc::Error::BadConnection(m) if m.contains("shared memory")),
+        "{coarse:?}"
+    );
+    // A socket-backed end gives its descriptor.
+    let (c, _d) = pipe_os(true).unwrap();
+    assert!(c.into_fd().is_ok());
+}

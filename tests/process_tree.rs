@@ -332,7 +332,7 @@ fn wait_on_several_processes() {
         let unstarted = ps.process(|| ());
         assert!(matches!(
             wait(&[&a, &unstarted], Some(Duration::ZERO)),
-            Err(Error::NotStarted)
+            Err(multiproc::process::WaitError::NotStarted { index: 1 })
         ));
         join_ok(&mut b);
         a.kill().unwrap();
@@ -385,6 +385,59 @@ fn a_stop_request_ends_the_work_cleanly() {
         p.terminate().unwrap();
         assert_eq!(p.join().unwrap(), ExitStatus::Exited(5));
     })
+}
+
+#[test]
+fn a_stop_request_on_a_signal_that_cannot_be_caught_is_refused_not_a_panic() {
+    let _s = serial();
+    // In a child: were a handler installed, this process keeps it.
+    common::in_child(|| {
+        for sig in [
+            Signal::SIGKILL,
+            Signal::SIGSTOP,
+            Signal::SIGILL,
+            Signal::SIGFPE,
+            Signal::SIGSEGV,
+        ] {
+            // Listed after a catchable signal: checked before any install.
+            match std::panic::catch_unwind(|| StopRequest::on(&[Signal::SIGUSR1, sig])) {
+                Ok(Err(multiproc::signal::HandlerError::Refused { signal })) if signal == sig => {}
+                Ok(other) => {
+                    eprintln!("{sig}: {other:?}");
+                    return 1;
+                }
+                Err(_) => {
+                    eprintln!("{sig}: panicked");
+                    return 2;
+                }
+            }
+        }
+        // Nothing was installed for SIGUSR1: its default action ends us.
+        let mut old = std::mem::MaybeUninit::<libc::sigaction>::zeroed();
+        // SAFETY: a query (no new action); `old` is valid for the write.
+        if unsafe { libc::sigaction(libc::SIGUSR1, std::ptr::null(), old.as_mut_ptr()) } != 0 {
+            return 3;
+        }
+        // SAFETY: written by the successful call above.
+        if unsafe { old.assume_init() }.sa_sigaction != libc::SIG_DFL {
+            return 4;
+        }
+        // `?` in a `multiproc::Result` function: an invalid argument.
+        let coarse: Error = StopRequest::on(&[Signal::SIGKILL]).unwrap_err().into();
+        if !matches!(coarse, Error::InvalidArgument(_)) {
+            return 5;
+        }
+        0
+    });
+}
+
+#[test]
+fn an_unknown_start_method_is_named_in_its_error() {
+    let e = multiproc::process::get_context("forkserver").unwrap_err();
+    assert_eq!(e.name, "forkserver");
+    assert!(e.to_string().contains("\"forkserver\""), "{e}");
+    let coarse: Error = e.into();
+    assert!(matches!(coarse, Error::InvalidArgument(_)), "{coarse:?}");
 }
 
 #[test]

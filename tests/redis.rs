@@ -380,7 +380,7 @@ fn undecodable_item_is_a_decode_error() {
 }
 
 #[test]
-fn a_key_of_another_type_is_a_server_error() {
+fn a_key_of_another_type_is_a_wrong_type_error() {
     let _s = serial();
     let s = server();
     let q = RedisQueue::<u32>::open(&s.url(), "wrongtype").unwrap();
@@ -394,15 +394,57 @@ fn a_key_of_another_type_is_a_server_error() {
         .query::<()>(&mut raw)
         .unwrap();
     match q.put(1) {
-        Err(PutError::Server(1, m)) => assert!(m.contains("WRONGTYPE"), "{m}"),
-        other => panic!("expected a server error, got {other:?}"),
+        Err(PutError::WrongType(1, m)) => assert!(m.contains("WRONGTYPE"), "{m}"),
+        other => panic!("expected a wrong-type error, got {other:?}"),
     }
-    assert!(matches!(q.try_get(), Err(GetError::Server(_))));
-    assert!(matches!(q.get_timeout(SHORT), Err(GetError::Server(_))));
+    for get in [q.try_get(), q.get_timeout(SHORT)] {
+        assert!(matches!(get, Err(GetError::WrongType(_))), "{get:?}");
+    }
+    assert!(matches!(q.qsize(), Err(GetError::WrongType(_))));
+    // `?` in a `multiproc::Result` function: a `Redis` error that names
+    // Redis once.
+    let e: multiproc::Error = q.put(1).unwrap_err().into();
+    let text = e.to_string();
+    assert!(matches!(e, multiproc::Error::Redis(_)), "{e:?}");
+    assert!(text.starts_with("redis: key of the wrong type: "), "{text}");
     // The error replies left the connection usable.
     q.delete().unwrap();
     q.put(2).unwrap();
     assert_eq!(q.try_get(), Ok(2));
+
+    // A stream queue whose stream was replaced by other data.
+    let sq = RedisStreamQueue::<u32>::open(&s.url(), "wrongtype", SHORT).unwrap();
+    let stream = "multiproc:stream:{wrongtype}";
+    redis::cmd("DEL").arg(stream).query::<()>(&mut raw).unwrap();
+    redis::cmd("SET")
+        .arg(stream)
+        .arg("a string")
+        .query::<()>(&mut raw)
+        .unwrap();
+    match sq.put(3) {
+        Err(PutError::WrongType(3, m)) => assert!(m.contains("WRONGTYPE"), "{m}"),
+        other => panic!("expected a wrong-type error, got {other:?}"),
+    }
+    let get = sq.get_timeout(SHORT);
+    assert!(matches!(get, Err(GetError::WrongType(_))), "{get:?}");
+}
+
+/// A `RedisError` turned into `multiproc::Error` says "redis" once (it
+/// said `redis: redis server unreachable: ...`).
+#[test]
+fn a_redis_error_made_coarse_names_redis_once() {
+    // Nothing listens on port 1.
+    let e = RedisQueue::<u32>::open("redis://127.0.0.1:1/", "nobody").unwrap_err();
+    assert!(e.is_unreachable(), "{e:?}");
+    let coarse: multiproc::Error = e.into();
+    let text = coarse.to_string();
+    assert!(matches!(coarse, multiproc::Error::Redis(_)), "{coarse:?}");
+    assert!(text.starts_with("redis: server unreachable: "), "{text}");
+    assert!(!text.contains("redis: redis"), "{text}");
+    let e: multiproc::Error = RedisError::Server("redis server at x: ERR no".into()).into();
+    assert_eq!(e.to_string(), "redis: redis server at x: ERR no");
+    let e: multiproc::Error = RedisError::Protocol("a reply of no shape".into()).into();
+    assert_eq!(e.to_string(), "redis: protocol: a reply of no shape");
 }
 
 #[test]

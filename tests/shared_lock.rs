@@ -58,8 +58,16 @@ fn values_and_an_array_under_one_lock_stay_consistent_across_processes() {
     // A guard of another lock is refused.
     let other = Lock::new().unwrap();
     let mut og = other.lock().unwrap();
-    assert!(a.get_with(&mut og).is_err());
-    assert!(a.set_with(&mut og, 5).is_err());
+    assert_eq!(a.get_with(&mut og), Err(multiproc::WrongGuard));
+    assert_eq!(a.set_with(&mut og, 5), Err(multiproc::WrongGuard));
+    drop(og);
+    assert_eq!(a.get(), 900);
+    // `?` in a `multiproc::Result` function: the coarse error it was.
+    let coarse: multiproc::Error = multiproc::WrongGuard.into();
+    assert!(
+        matches!(coarse, multiproc::Error::InvalidArgument(m) if m.contains("not of the lock")),
+        "{coarse:?}"
+    );
 }
 
 #[test]

@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use libtest_mimic::{Arguments, Failed, Trial};
-use multiproc::{Array, Error, Event, ExitStatus, Lock, Process, RawValue, Value, current_process};
+use multiproc::{
+    Array, Event, ExitStatus, Lock, Process, RawValue, StartError, Value, current_process,
+};
 
 fn check(cond: bool, what: &str) -> Result<(), Failed> {
     if cond { Ok(()) } else { Err(what.into()) }
@@ -159,7 +161,7 @@ fn a_stray_bootstrap_variable_is_ignored() -> Result<(), Failed> {
 
 fn a_shared_library_function_is_refused() -> Result<(), Failed> {
     match Process::spawn(foreign(), 1) {
-        Err(Error::ForeignCode { object, .. }) => {
+        Err(StartError::ForeignCode { object, .. }) => {
             check(object.contains("libc"), &format!("the object: {object}"))
         }
         Err(e) => Err(e.to_string().into()),

@@ -71,8 +71,21 @@ fn fails(n: u32) {
 fn a_failing_body_is_an_error_with_its_message() {
     let e = multiproc::testing::isolated(fails, 7).unwrap_err();
     let text = e.to_string();
-    assert!(matches!(e, Error::ChildFailed { .. }), "{e:?}");
+    assert!(
+        matches!(
+            e,
+            multiproc::testing::IsolatedError::Child(
+                multiproc::process::ResultError::ChildFailed { .. }
+            )
+        ),
+        "{e:?}"
+    );
     assert!(text.contains("the body saw 7"), "{text}");
+    // `?` in a `multiproc::Result` function: the coarse error it was, with
+    // the same text.
+    let coarse: Error = e.into();
+    assert!(matches!(coarse, Error::ChildFailed { .. }), "{coarse:?}");
+    assert_eq!(coarse.to_string(), text);
 }
 
 multiproc::isolated_test! {

@@ -14,7 +14,6 @@
 //! runtime for each call (a `dup` and two `epoll_ctl`); an
 //! [`AsyncConnection`] registers it once, for hot loops.
 
-use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{Ordering, fence};
 use std::time::Duration;
@@ -22,11 +21,12 @@ use std::time::Duration;
 use tokio::io::unix::AsyncFd;
 
 use super::Counted;
+use super::error::IntoAsyncError;
 use super::reactor::{Slept, wait_word};
 use crate::connection::frame;
 use crate::connection::stream::{self as ring, CAP};
+use crate::connection::{RecvError, SendError};
 use crate::deadline::Deadline;
-use crate::error::{Error, Result};
 use crate::sync::wait::Site;
 use crate::{Connection, sys};
 
@@ -38,20 +38,29 @@ use crate::{Connection, sys};
 /// wake-up of this thread, which is what a round trip costs otherwise.
 static RECV_SPIN: Site = Site::new(Duration::from_micros(50));
 
-fn io_err(what: &'static str, e: io::Error) -> Error {
-    Error::os(what, e)
-}
-
-fn register(conn: &Connection) -> Result<AsyncFd<OwnedFd>> {
+/// Registers a duplicate of `conn`'s descriptor with the current tokio
+/// runtime: the one step that can fail before an async call waits.
+fn register(conn: &Connection) -> Result<AsyncFd<OwnedFd>, IntoAsyncError> {
     let fd = conn
         .as_fd()
         .try_clone_to_owned()
-        .map_err(|e| io_err("dup", e))?;
-    super::register_readable(fd).map_err(|e| io_err("register", e))
+        .map_err(|source| IntoAsyncError::Os {
+            call: "dup",
+            source,
+        })?;
+    super::register_readable(fd)
+}
+
+/// [`register`] for a receiving call: its failures are a receive's `Os`.
+fn register_recv(conn: &Connection) -> Result<AsyncFd<OwnedFd>, RecvError> {
+    register(conn).map_err(|e| {
+        let (call, source) = e.into_os();
+        RecvError::Os { call, source }
+    })
 }
 
 /// Waits until a message (or the end of stream) can be read from `conn`.
-async fn readable(conn: &Connection, afd: &AsyncFd<OwnedFd>) -> Result<()> {
+async fn readable(conn: &Connection, afd: &AsyncFd<OwnedFd>) -> Result<(), RecvError> {
     // Bytes already in a pipe's ring: no system call at all.
     let bytes_there = || conn.stream().is_some_and(|s| s.ready_now());
     // A pipe's peer that answers quickly: spin as a blocking receiver
@@ -67,17 +76,20 @@ async fn readable(conn: &Connection, afd: &AsyncFd<OwnedFd>) -> Result<()> {
     // message written after it rings the socket; whether one is there
     // already (or the stream ended). Other connections: a zero-timeout
     // poll.
-    let arm = || -> Result<bool> {
+    let arm = || -> Result<bool, RecvError> {
         match conn.stream() {
             Some(s) => Ok(s.arm(conn.as_fd())),
-            None => Ok(conn.poll(Some(Duration::ZERO))?),
+            None => conn.poll(Some(Duration::ZERO)),
         }
     };
     loop {
         if bytes_there() || arm()? {
             return Ok(());
         }
-        let mut ready = afd.readable().await.map_err(|e| io_err("poll", e))?;
+        let mut ready = afd.readable().await.map_err(|source| RecvError::Os {
+            call: "poll",
+            source,
+        })?;
         // Woken by the bell: the bytes are in the ring (the bell byte is
         // drained by the next wait's arming).
         if bytes_there() || arm()? {
@@ -91,7 +103,7 @@ async fn readable(conn: &Connection, afd: &AsyncFd<OwnedFd>) -> Result<()> {
 /// Waits until `stream`'s sending direction has room for `need` bytes (or
 /// the counters are corrupt, or `need` exceeds the ring: then the blocking
 /// send reports or streams), or the peer is gone.
-async fn room(conn: &Connection, stream: &ring::Stream, need: usize) -> Result<()> {
+async fn room(conn: &Connection, stream: &ring::Stream, need: usize) -> Result<(), SendError> {
     if need > CAP {
         return Ok(());
     }
@@ -112,13 +124,16 @@ async fn room(conn: &Connection, stream: &ring::Stream, need: usize) -> Result<(
             && wait_word(word, seq, ring::SLICE).await == Slept::Slice
             && sys::fd::hung_up(&[conn.as_fd()])[0]
         {
-            return Err(Error::os("send", nix::errno::Errno::EPIPE));
+            return Err(SendError::Os {
+                call: "send",
+                source: nix::errno::Errno::EPIPE.into(),
+            });
         }
         drop(counted);
     }
 }
 
-async fn send_bytes(conn: &Connection, buf: &[u8]) -> Result<()> {
+async fn send_bytes(conn: &Connection, buf: &[u8]) -> Result<(), SendError> {
     if let Some(s) = conn.stream()
         && conn.writable()
     {
@@ -126,25 +141,25 @@ async fn send_bytes(conn: &Connection, buf: &[u8]) -> Result<()> {
         let need = frame::encode_header(buf.len() as u64, &mut header) + buf.len();
         room(conn, s, need).await?;
     }
-    Ok(conn.send_bytes(buf)?)
+    conn.send_bytes(buf)
 }
 
-async fn recv_bytes(conn: &Connection, afd: &AsyncFd<OwnedFd>) -> Result<Vec<u8>> {
+async fn recv_bytes(conn: &Connection, afd: &AsyncFd<OwnedFd>) -> Result<Vec<u8>, RecvError> {
     if !conn.readable() {
-        return Err(Error::BadConnection("write-only"));
+        return Err(RecvError::BadConnection("write-only"));
     }
     readable(conn, afd).await?;
-    Ok(conn.recv_bytes()?)
+    conn.recv_bytes()
 }
 
 #[cfg(feature = "spawn")]
-fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T> {
-    postcard::from_bytes(bytes).map_err(|e| Error::Codec(format!("recv: {e}")))
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, RecvError> {
+    postcard::from_bytes(bytes).map_err(|e| RecvError::Decode(format!("recv: {e}")))
 }
 
 #[cfg(feature = "spawn")]
-fn encode<T: serde::Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
-    postcard::to_stdvec(value).map_err(|e| Error::Codec(format!("send: {e}")))
+fn encode<T: serde::Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, SendError> {
+    postcard::to_stdvec(value).map_err(|e| SendError::Encode(format!("send: {e}")))
 }
 
 impl Connection {
@@ -152,11 +167,11 @@ impl Connection {
     /// stream) can be read: the async form of [`poll`](Connection::poll)
     /// without a timeout (wrap it in `tokio::time::timeout` for one).
     /// Consumes nothing but bell bytes; cancellation changes nothing.
-    pub async fn poll_async(&self) -> Result<()> {
+    pub async fn poll_async(&self) -> Result<(), RecvError> {
         if !self.readable() {
-            return Err(Error::BadConnection("write-only"));
+            return Err(RecvError::BadConnection("write-only"));
         }
-        readable(self, &register(self)?).await
+        readable(self, &register_recv(self)?).await
     }
 
     /// Receives one message without blocking the thread while none is
@@ -172,8 +187,8 @@ impl Connection {
     /// receivers on one end, another may take the message first; this call
     /// then waits on the calling thread as `recv_bytes` does. Give each end
     /// one receiving task.
-    pub async fn recv_bytes_async(&self) -> Result<Vec<u8>> {
-        recv_bytes(self, &register(self)?).await
+    pub async fn recv_bytes_async(&self) -> Result<Vec<u8>, RecvError> {
+        recv_bytes(self, &register_recv(self)?).await
     }
 
     /// Sends `buf` as one message, waiting without blocking the thread for
@@ -188,28 +203,32 @@ impl Connection {
     /// reader takes it, on the calling thread; so does any message on a
     /// [`pipe_os`](crate::connection::pipe_os) connection whose socket
     /// buffer is full.
-    pub async fn send_bytes_async(&self, buf: &[u8]) -> Result<()> {
+    pub async fn send_bytes_async(&self, buf: &[u8]) -> Result<(), SendError> {
         send_bytes(self, buf).await
     }
 
     /// [`recv_bytes_async`](Connection::recv_bytes_async), deserialized as
     /// [`recv`](Connection::recv) does.
     #[cfg(feature = "spawn")]
-    pub async fn recv_async<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
+    pub async fn recv_async<T: serde::de::DeserializeOwned>(&self) -> Result<T, RecvError> {
         decode(&self.recv_bytes_async().await?)
     }
 
     /// [`send_bytes_async`](Connection::send_bytes_async) of `value`
     /// serialized as [`send`](Connection::send) does.
     #[cfg(feature = "spawn")]
-    pub async fn send_async<T: serde::Serialize + ?Sized>(&self, value: &T) -> Result<()> {
+    pub async fn send_async<T: serde::Serialize + ?Sized>(
+        &self,
+        value: &T,
+    ) -> Result<(), SendError> {
         self.send_bytes_async(&encode(value)?).await
     }
 
     /// This connection with its descriptor registered once with the
     /// current tokio runtime, for many async calls in a row. Must be called
-    /// inside a runtime.
-    pub fn into_async(self) -> Result<AsyncConnection> {
+    /// inside a runtime ([`IntoAsyncError::NoRuntime`] otherwise); the
+    /// connection is closed on error.
+    pub fn into_async(self) -> Result<AsyncConnection, IntoAsyncError> {
         let afd = register(&self)?;
         Ok(AsyncConnection { conn: self, afd })
     }
@@ -226,32 +245,32 @@ pub struct AsyncConnection {
 
 impl AsyncConnection {
     /// See [`Connection::poll_async`].
-    pub async fn poll(&self) -> Result<()> {
+    pub async fn poll(&self) -> Result<(), RecvError> {
         if !self.conn.readable() {
-            return Err(Error::BadConnection("write-only"));
+            return Err(RecvError::BadConnection("write-only"));
         }
         readable(&self.conn, &self.afd).await
     }
 
     /// See [`Connection::recv_bytes_async`].
-    pub async fn recv_bytes(&self) -> Result<Vec<u8>> {
+    pub async fn recv_bytes(&self) -> Result<Vec<u8>, RecvError> {
         recv_bytes(&self.conn, &self.afd).await
     }
 
     /// See [`Connection::send_bytes_async`].
-    pub async fn send_bytes(&self, buf: &[u8]) -> Result<()> {
+    pub async fn send_bytes(&self, buf: &[u8]) -> Result<(), SendError> {
         send_bytes(&self.conn, buf).await
     }
 
     /// See [`Connection::recv_async`].
     #[cfg(feature = "spawn")]
-    pub async fn recv<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
+    pub async fn recv<T: serde::de::DeserializeOwned>(&self) -> Result<T, RecvError> {
         decode(&self.recv_bytes().await?)
     }
 
     /// See [`Connection::send_async`].
     #[cfg(feature = "spawn")]
-    pub async fn send<T: serde::Serialize + ?Sized>(&self, value: &T) -> Result<()> {
+    pub async fn send<T: serde::Serialize + ?Sized>(&self, value: &T) -> Result<(), SendError> {
         self.send_bytes(&encode(value)?).await
     }
 

@@ -263,7 +263,7 @@ async fn send_and_wait(session: &Session, key: &Key) -> Got {
         .as_fd()
         .try_clone_to_owned()
         .map_err(|e| Error::os("dup", e))
-        .and_then(|fd| super::register_readable(fd).map_err(|e| Error::os("register", e)))
+        .and_then(|fd| super::register_readable(fd).map_err(Error::from))
     {
         Ok(a) => a,
         Err(e) => return Got::Gone(e.to_string()),

@@ -134,6 +134,7 @@
 //! waiters every 2 ms to look (a degraded poll, only on such kernels).
 
 mod connection;
+mod error;
 #[cfg(feature = "manager")]
 pub mod manager;
 mod process;
@@ -142,6 +143,7 @@ pub(crate) mod reactor;
 mod sync;
 
 pub use connection::AsyncConnection;
+pub use error::IntoAsyncError;
 #[cfg(feature = "manager")]
 pub use manager::proxy_call;
 pub use sync::AsyncLockGuard;
@@ -156,17 +158,18 @@ use tokio::io::unix::AsyncFd;
 
 /// Registers `fd` with the current tokio runtime for readability; an
 /// error (not a panic) outside a runtime.
-pub(crate) fn register_readable(fd: OwnedFd) -> io::Result<AsyncFd<OwnedFd>> {
+pub(crate) fn register_readable(fd: OwnedFd) -> Result<AsyncFd<OwnedFd>, IntoAsyncError> {
     if tokio::runtime::Handle::try_current().is_err() {
-        return Err(io::Error::other(
-            "an async call of multiproc needs a tokio runtime",
-        ));
+        return Err(IntoAsyncError::NoRuntime);
     }
     // SAFETY: an `OwnedFd` is an open descriptor, owned (so closed only by
     // its drop, after the `AsyncFd` lets it go), whose `as_raw_fd` is
     // always that same number.
     let r = unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) };
-    r.map_err(|e| e.into())
+    r.map_err(|e| IntoAsyncError::Os {
+        call: "register",
+        source: e.into(),
+    })
 }
 
 /// Waits until one of `fds` is readable (or hung up). Registers duplicates
@@ -175,7 +178,7 @@ pub(crate) fn register_readable(fd: OwnedFd) -> io::Result<AsyncFd<OwnedFd>> {
 pub(crate) async fn readable_any(fds: &[BorrowedFd<'_>]) -> io::Result<()> {
     let mut afds = Vec::with_capacity(fds.len());
     for fd in fds {
-        afds.push(register_readable(fd.try_clone_to_owned()?)?);
+        afds.push(register_readable(fd.try_clone_to_owned()?).map_err(|e| e.into_os().1)?);
     }
     poll_fn(|cx| {
         for a in &afds {

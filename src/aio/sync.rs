@@ -12,7 +12,7 @@ use crate::sync::barrier::{Arrive, CHECK};
 use crate::sync::raw::{CONTENDED, OWNER_CHECK, RawProcessMutex, take_over_dead};
 use crate::sync::semaphore::SemState;
 use crate::sys::thread;
-use crate::{Barrier, BoundedSemaphore, Event, Lock, Semaphore};
+use crate::{Barrier, BarrierError, BoundedSemaphore, Event, Lock, Semaphore};
 
 /// An event's waiters need no liveness check: a long slice.
 const EVENT_SLICE: Duration = Duration::from_secs(60);
@@ -99,9 +99,15 @@ impl Barrier {
     /// Cancellation: a future dropped before this party arrived changes
     /// nothing. One dropped after it arrived (and before the round was
     /// released) breaks the round, as a `wait_timeout` that timed out
-    /// does: the other parties get [`Error::BrokenBarrier`](crate::Error::BrokenBarrier)
+    /// does: the other parties get [`BarrierError::BrokenBarrier`]
     /// rather than a release that counted a party no longer there.
-    pub async fn wait_async(&self) -> crate::Result<u32> {
+    pub async fn wait_async(&self) -> Result<u32, BarrierError> {
+        self.wait_async_any()
+            .await
+            .map_err(BarrierError::from_internal)
+    }
+
+    async fn wait_async_any(&self) -> crate::Result<u32> {
         let word = self.seq_word();
         let (gen_, index) = loop {
             match self.arrive_step() {

@@ -1,7 +1,9 @@
 //! The errors of a [`Connection`](super::Connection)'s calls: what a send
-//! can meet ([`SendError`]) and what a receive can ([`RecvError`]). Both
-//! convert into [`crate::Error`] variant for variant, so `?` works in a
-//! function returning [`crate::Result`].
+//! can meet ([`SendError`]), what a receive can ([`RecvError`]), what
+//! [`into_fd`](super::Connection::into_fd) can ([`IntoFdError`]); and what
+//! [`wait`](super::wait) can ([`WaitError`]). Each converts into
+//! [`crate::Error`] variant for variant, so `?` works in a function
+//! returning [`crate::Result`].
 
 use std::io;
 
@@ -146,5 +148,66 @@ impl From<RecvError> for Error {
             Eof, Truncated { expected, got }, MessageTooLarge { size, max }, BufferTooShort(m),
             BadConnection(m), Decode(m) as Codec, Corrupt(m), Os { call, source },
         })
+    }
+}
+
+/// Why [`wait`](super::wait) did not wait.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WaitError {
+    /// `objects[index]` has nothing to wait for: a process never started
+    /// (Python raises too).
+    #[error("object {index} has nothing to wait for: process not started")]
+    NotStarted {
+        /// Its index in the list given to `wait`.
+        index: usize,
+    },
+    /// The system call failed.
+    #[error("{call} failed: {source}")]
+    Os {
+        /// The call that failed.
+        call: &'static str,
+        /// The operating system's error, with its errno.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl WaitError {
+    /// The errno of a [`WaitError::Os`].
+    pub fn raw_os_error(&self) -> Option<i32> {
+        match self {
+            WaitError::Os { source, .. } => source.raw_os_error(),
+            WaitError::NotStarted { .. } => None,
+        }
+    }
+}
+
+impl From<WaitError> for Error {
+    /// [`Error::NotStarted`] (without the index) or [`Error::Os`].
+    fn from(e: WaitError) -> Error {
+        map_variants!(e, WaitError => Error { Os { call, source } },
+            WaitError::NotStarted { .. } => Error::NotStarted)
+    }
+}
+
+/// [`Connection::into_fd`](super::Connection::into_fd) of an end of a
+/// shared-memory [`pipe`](super::pipe): its descriptor is only a doorbell,
+/// the bytes are not in it. The connection is here, unharmed.
+#[derive(Debug, thiserror::Error)]
+#[error("connection is backed by shared memory: its descriptor carries no data")]
+pub struct IntoFdError(pub(super) super::Connection);
+
+impl IntoFdError {
+    /// The connection, still usable through its own calls.
+    pub fn into_connection(self) -> super::Connection {
+        self.0
+    }
+}
+
+impl From<IntoFdError> for Error {
+    /// [`Error::BadConnection`]; the connection is dropped (closed).
+    fn from(_: IntoFdError) -> Error {
+        Error::BadConnection("backed by shared memory: its descriptor carries no data")
     }
 }

@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use nix::errno::Errno;
 
-pub use error::{RecvError, SendError};
+pub use error::{IntoFdError, RecvError, SendError, WaitError};
 pub use waitable::{Waitable, wait};
 
 use crate::error::{CreateError, Error, Result};
@@ -169,13 +169,12 @@ impl Connection {
 
     /// The descriptor, taken out of the connection (which is consumed):
     /// the socket of a listener connection or of a [`pipe_os`] end. An end
-    /// of a shared-memory [`pipe`] is refused ([`Error::BadConnection`]):
-    /// its descriptor is only a doorbell, the bytes are not in it.
-    pub fn into_fd(self) -> Result<OwnedFd> {
+    /// of a shared-memory [`pipe`] is refused ([`IntoFdError`], which
+    /// gives the connection back): its descriptor is only a doorbell, the
+    /// bytes are not in it.
+    pub fn into_fd(self) -> Result<OwnedFd, IntoFdError> {
         if self.stream.is_some() {
-            return Err(Error::BadConnection(
-                "backed by shared memory: its descriptor carries no data",
-            ));
+            return Err(IntoFdError(self));
         }
         Ok(self.fd)
     }

@@ -5,7 +5,8 @@
 use std::os::fd::BorrowedFd;
 use std::time::Duration;
 
-use crate::error::{Error, Result};
+use super::WaitError;
+use crate::error::{Error, map_variants};
 use crate::sys::fd as sysfd;
 
 /// Something [`wait`] can wait on: it becomes ready once a file descriptor
@@ -31,13 +32,14 @@ pub trait Waitable {
 /// (forever on `None`), and returns the indexes of those that are, like
 /// Python's `multiprocessing.connection.wait`. A process is ready once it
 /// ended (it is not reaped: `join` it). An empty list is returned on
-/// timeout. A process never started is [`Error::NotStarted`] (Python raises
-/// too).
-pub fn wait(objects: &[&dyn Waitable], timeout: Option<Duration>) -> Result<Vec<usize>> {
+/// timeout. A process never started is [`WaitError::NotStarted`] (Python
+/// raises too).
+pub fn wait(objects: &[&dyn Waitable], timeout: Option<Duration>) -> Result<Vec<usize>, WaitError> {
     let fds = objects
         .iter()
-        .map(|o| o.ready_fd().ok_or(Error::NotStarted))
-        .collect::<Result<Vec<_>>>()?;
+        .enumerate()
+        .map(|(index, o)| o.ready_fd().ok_or(WaitError::NotStarted { index }))
+        .collect::<Result<Vec<_>, _>>()?;
     let ready: Vec<usize> = objects
         .iter()
         .enumerate()
@@ -46,7 +48,7 @@ pub fn wait(objects: &[&dyn Waitable], timeout: Option<Duration>) -> Result<Vec<
         .collect();
     if !ready.is_empty() {
         // Also report the others that are ready now.
-        let mut now = sysfd::poll_readable(&fds, Some(Duration::ZERO))?;
+        let mut now = sysfd::poll_readable(&fds, Some(Duration::ZERO)).map_err(wait_error)?;
         now.extend(ready);
         now.sort_unstable();
         now.dedup();
@@ -58,5 +60,13 @@ pub fn wait(objects: &[&dyn Waitable], timeout: Option<Duration>) -> Result<Vec<
         }
         return Ok(Vec::new());
     }
-    sysfd::poll_readable(&fds, timeout)
+    sysfd::poll_readable(&fds, timeout).map_err(wait_error)
+}
+
+/// The wait error for what `poll_readable` (which speaks [`Error`])
+/// reported: a failed `poll`. Nothing else; were it to, the error is kept
+/// whole as the source of an `Os` error.
+fn wait_error(e: Error) -> WaitError {
+    map_variants!(e, Error => WaitError { Os { call, source } },
+        other => WaitError::Os { call: "poll", source: std::io::Error::other(other) })
 }

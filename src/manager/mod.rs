@@ -211,14 +211,19 @@ fn construct<T: Remote>(init: &[u8]) -> Result<Object> {
 pub mod __private {
     pub use serde;
 
-    /// Decodes a method's argument tuple.
-    pub fn decode_args<T: serde::de::DeserializeOwned>(args: &[u8]) -> crate::Result<T> {
-        super::protocol::dec_args(args)
+    /// Decodes a method's argument tuple: a failure is
+    /// [`ProxyError::Remote`](crate::manager::ProxyError::Remote) of kind
+    /// `BadArguments` (what the caller's proxy gets back).
+    pub fn decode_args<T: serde::de::DeserializeOwned>(
+        args: &[u8],
+    ) -> Result<T, crate::manager::ProxyError> {
+        super::protocol::dec_args(args).map_err(crate::manager::ProxyError::from_internal)
     }
 
-    /// Encodes a method's result.
-    pub fn encode<T: serde::Serialize>(v: &T) -> crate::Result<Vec<u8>> {
-        super::protocol::enc(v)
+    /// Encodes a method's result: a failure is
+    /// [`ProxyError::Codec`](crate::manager::ProxyError::Codec).
+    pub fn encode<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, crate::manager::ProxyError> {
+        super::protocol::enc(v).map_err(crate::manager::ProxyError::from_internal)
     }
 
     /// The error for a method the type does not have.
@@ -332,7 +337,7 @@ macro_rules! manager_type {
                                 $crate::manager::__private::decode_args(args)?;
                             #[allow(clippy::let_unit_value)]
                             let r = self.$method($($arg),*);
-                            $crate::manager::__private::encode(&r)
+                            ::std::result::Result::Ok($crate::manager::__private::encode(&r)?)
                         }
                     )*
                     m => Err($crate::manager::__private::unknown_method($typeid, m)),

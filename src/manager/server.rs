@@ -878,7 +878,11 @@ pub(crate) fn run(
             Ok(conn) => {
                 let s = server.clone();
                 let max = s.max_frame;
-                let Ok(channel) = conn.into_fd().and_then(|fd| Channel::new(fd, max)) else {
+                let Ok(channel) = conn
+                    .into_fd()
+                    .map_err(Error::from)
+                    .and_then(|fd| Channel::new(fd, max))
+                else {
                     continue;
                 };
                 let spawned = std::thread::Builder::new()

@@ -7,7 +7,10 @@ use std::sync::atomic::{AtomicU8, Ordering};
 
 #[cfg(feature = "spawn")]
 use super::Process;
-use crate::error::{Error, Result};
+#[cfg(feature = "spawn")]
+use super::error::StartError;
+use super::error::UnknownStartMethod;
+use crate::error::Result;
 
 /// How a child process is started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,7 +43,8 @@ impl StartMethod {
 ///
 /// let ctx = get_context("spawn")?;
 /// assert_eq!(ctx.start_method(), StartMethod::Spawn);
-/// assert!(get_context("forkserver").is_err());
+/// let e = get_context("forkserver").unwrap_err();
+/// assert_eq!(e.name, "forkserver");
 /// # Ok::<(), multiproc::Error>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,13 +54,17 @@ pub struct Context {
 
 /// The context for the start method named `method` (`"fork"` or
 /// `"spawn"`; Python's `forkserver` is not available).
-pub fn get_context(method: &str) -> Result<Context> {
+///
+/// # Errors
+///
+/// [`UnknownStartMethod`] for any other name (Python raises `ValueError`).
+pub fn get_context(method: &str) -> Result<Context, UnknownStartMethod> {
     match method {
         "fork" => Ok(Context::new(StartMethod::Fork)),
         "spawn" => Ok(Context::new(StartMethod::Spawn)),
-        _ => Err(Error::InvalidArgument(
-            "unknown start method: use \"fork\" or \"spawn\"",
-        )),
+        _ => Err(UnknownStartMethod {
+            name: method.to_owned(),
+        }),
     }
 }
 
@@ -107,7 +115,11 @@ impl Context {
     /// one. See [`Process::spawn`] for what spawning asks of the program
     /// (`init()` first in `main`).
     #[cfg(feature = "spawn")]
-    pub fn process<A, T>(&self, entry: fn(A) -> T, args: A) -> Result<Process<'static, T>>
+    pub fn process<A, T>(
+        &self,
+        entry: fn(A) -> T,
+        args: A,
+    ) -> Result<Process<'static, T>, StartError>
     where
         A: serde::Serialize + serde::de::DeserializeOwned + 'static,
         T: serde::Serialize + serde::de::DeserializeOwned + 'static,

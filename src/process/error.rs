@@ -2,8 +2,9 @@
 //! [`Process`](super::Process): what `start` can meet ([`StartError`]), what
 //! `join` can ([`JoinError`]), what `join_ok` can ([`JoinOkError`]), what
 //! `result` can ([`ResultError`]), what `signal`, `terminate` and `kill` can
-//! ([`SignalError`]), and what a [`ProcessGroup`](super::ProcessGroup)'s
-//! calls can ([`GroupError`]).
+//! ([`SignalError`]), what a [`ProcessGroup`](super::ProcessGroup)'s
+//! calls can ([`GroupError`]), and [`get_context`](super::get_context)'s
+//! ([`UnknownStartMethod`]).
 //! Each converts into [`crate::Error`] variant for variant, so `?` works in
 //! a function returning [`crate::Result`].
 
@@ -412,5 +413,22 @@ impl From<SignalError> for Error {
         }, SignalError::NoGroup => Error::InvalidArgument(
             "signal_group needs a process started with with_new_group(true)",
         ))
+    }
+}
+
+/// [`get_context`](super::get_context) was given a name that is not a
+/// start method: only `"fork"` and `"spawn"` are (Python's `forkserver` is
+/// not available).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown start method {name:?}: use \"fork\" or \"spawn\"")]
+pub struct UnknownStartMethod {
+    /// The name given.
+    pub name: String,
+}
+
+impl From<UnknownStartMethod> for Error {
+    /// [`Error::InvalidArgument`] (without the name).
+    fn from(_: UnknownStartMethod) -> Error {
+        Error::InvalidArgument("unknown start method: use \"fork\" or \"spawn\"")
     }
 }

@@ -122,7 +122,7 @@ impl<'a> ProcessGroup<'a> {
                 .filter(|(p, r)| !**r && p.pid().is_some())
                 .map(|(p, _)| p as &dyn Waitable)
                 .collect();
-            wait(&objs, deadline.remaining()).map_err(|e| GroupError::os("wait", e))?;
+            wait(&objs, deadline.remaining()).map_err(|e| GroupError::os("wait", e.into()))?;
         }
     }
 

@@ -208,12 +208,12 @@ impl<T: serde::Serialize + serde::de::DeserializeOwned> Process<'static, T> {
     ///     Ok(())
     /// }
     /// ```
-    pub fn spawn<A>(entry: fn(A) -> T, args: A) -> Result<Process<'static, T>>
+    pub fn spawn<A>(entry: fn(A) -> T, args: A) -> Result<Process<'static, T>, StartError>
     where
         A: serde::Serialize + serde::de::DeserializeOwned + 'static,
         T: 'static,
     {
-        let plan = spawn::Plan::new(entry, &args)?;
+        let plan = spawn::Plan::new(entry, &args).map_err(StartError::from_internal)?;
         let mut p = Process::from_body(None, None);
         p.spawn = Some(plan);
         p.retained = Some(Box::new(args));
@@ -226,7 +226,7 @@ impl<T: serde::Serialize + serde::de::DeserializeOwned> Process<'static, T> {
     /// or in a spawned one, as Python's `Process(target=f, args=a)` does
     /// under either start method. See [`Process::spawn`] for what spawning
     /// asks of the program (`init()` first in `main`).
-    pub fn call<A>(entry: fn(A) -> T, args: A) -> Result<Process<'static, T>>
+    pub fn call<A>(entry: fn(A) -> T, args: A) -> Result<Process<'static, T>, StartError>
     where
         A: serde::Serialize + serde::de::DeserializeOwned + 'static,
         T: 'static,
@@ -240,7 +240,7 @@ impl<T: serde::Serialize + serde::de::DeserializeOwned> Process<'static, T> {
         method: StartMethod,
         entry: fn(A) -> T,
         args: A,
-    ) -> Result<Process<'static, T>>
+    ) -> Result<Process<'static, T>, StartError>
     where
         A: serde::Serialize + serde::de::DeserializeOwned + 'static,
         T: 'static,

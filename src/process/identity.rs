@@ -168,12 +168,23 @@ pub fn active_children() -> Vec<i32> {
 /// The thread makes this process multithreaded: later fork-started
 /// children need [`Process::allow_threads`](crate::Process::allow_threads)
 /// (spawn-started ones do not).
-pub fn start_reaper() -> crate::Result<()> {
-    static STARTED: std::sync::OnceLock<std::result::Result<(), String>> =
+///
+/// # Errors
+///
+/// [`HandlerError::Os`](crate::signal::HandlerError::Os): `sigaction` for
+/// SIGCHLD failed, or the thread could not be started (`"thread spawn"`,
+/// `EAGAIN`). A failure is kept: later calls return it again.
+pub fn start_reaper() -> Result<(), crate::signal::HandlerError> {
+    /// A failed start, kept for later calls: the call, its errno (if it
+    /// had one) and its text.
+    type Failed = (&'static str, Option<i32>, String);
+    static STARTED: std::sync::OnceLock<std::result::Result<(), Failed>> =
         std::sync::OnceLock::new();
+    let failed =
+        |call: &'static str| move |e: std::io::Error| (call, e.raw_os_error(), e.to_string());
     let r = STARTED.get_or_init(|| {
         let mut signals =
-            signal_hook::iterator::Signals::new([libc::SIGCHLD]).map_err(|e| e.to_string())?;
+            signal_hook::iterator::Signals::new([libc::SIGCHLD]).map_err(failed("sigaction"))?;
         std::thread::Builder::new()
             .name("multiproc-reaper".into())
             .spawn(move || {
@@ -182,10 +193,14 @@ pub fn start_reaper() -> crate::Result<()> {
                 }
             })
             .map(drop)
-            .map_err(|e| e.to_string())
+            .map_err(failed("thread spawn"))
     });
-    r.clone().map_err(|e| crate::Error::Os {
-        call: "start_reaper",
-        source: std::io::Error::other(e),
-    })
+    r.clone()
+        .map_err(|(call, errno, text)| crate::signal::HandlerError::Os {
+            call,
+            source: match errno {
+                Some(n) => std::io::Error::from_raw_os_error(n),
+                None => std::io::Error::other(text),
+            },
+        })
 }

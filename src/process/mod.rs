@@ -47,11 +47,13 @@ pub(crate) mod spawn;
 use crate::signal::Signal;
 use crate::sys::process::Reaped;
 
-pub use crate::connection::{Waitable, wait};
+pub use crate::connection::{WaitError, Waitable, wait};
 pub use crate::current_process::{CurrentProcess, current_process};
 pub use crate::exit_status::ExitStatus;
 pub use context::{Context, StartMethod, get_context, set_start_method, start_method};
-pub use error::{GroupError, JoinError, JoinOkError, ResultError, SignalError, StartError};
+pub use error::{
+    GroupError, JoinError, JoinOkError, ResultError, SignalError, StartError, UnknownStartMethod,
+};
 pub use group::ProcessGroup;
 pub use handle::Process;
 #[cfg(feature = "signals")]

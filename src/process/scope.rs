@@ -14,7 +14,7 @@ use std::sync::Mutex;
 
 use nix::unistd::Pid;
 
-use super::{ChildResult, Process};
+use super::{ChildResult, Process, StartError};
 use crate::error::{Error, Result};
 use crate::sys::fd as sysfd;
 use crate::sys::process as sys;
@@ -172,7 +172,7 @@ impl<'scope> Scope<'scope, '_> {
 
     /// Starts a process running `body` at once (see [`Scope::process`] to
     /// configure it first).
-    pub fn spawn<F, R>(&'scope self, body: F) -> Result<Process<'scope, ()>>
+    pub fn spawn<F, R>(&'scope self, body: F) -> Result<Process<'scope, ()>, StartError>
     where
         F: FnOnce() -> R + 'scope,
         R: ChildResult,

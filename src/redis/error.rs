@@ -145,6 +145,22 @@ impl RedisError {
         }
     }
 
+    /// The text of this error where a lead of its own follows one that
+    /// says "redis" already ([`crate::Error::Redis`]'s `redis: `,
+    /// [`RedisTaskError::Server`]'s, the put and get errors' `Server`):
+    /// its display without its own "redis" lead, so that the text names
+    /// Redis once.
+    pub(crate) fn detail(&self) -> String {
+        match self {
+            RedisError::Unreachable(m) => format!("server unreachable: {m}"),
+            RedisError::WrongType(m) => format!("key of the wrong type: {m}"),
+            RedisError::Server(m) => m.clone(),
+            RedisError::Protocol(m) => format!("protocol: {m}"),
+            RedisError::InvalidUrl(m) => format!("invalid URL: {m}"),
+            other => other.to_string(),
+        }
+    }
+
     pub(crate) fn local_worker(e: impl Into<crate::Error>) -> RedisError {
         RedisError::LocalWorker(Box::new(e.into()))
     }
@@ -153,22 +169,26 @@ impl RedisError {
 impl From<RedisError> for crate::Error {
     /// The same kind where `Error` has it (`InvalidName`, `Timeout`,
     /// `TaskDone`, `Os`, ...); a server's failure as [`crate::Error::Redis`]
-    /// with the message.
+    /// with the message (which names Redis once: `redis: server
+    /// unreachable: ...`).
     fn from(e: RedisError) -> crate::Error {
         use crate::Error;
         map_variants!(e, RedisError => Error {
             InvalidName { name, reason }, InvalidArgument(m), Timeout, TaskDone,
             Os { call, source },
         }, RedisError::LocalWorker(e) => *e,
-        other => Error::Redis(other.to_string()))
+        other => Error::Redis(other.detail()))
     }
 }
 
 impl From<RedisError> for RedisGetError {
-    /// A get that met a failing server: [`RedisGetError::Server`] with the
-    /// message.
+    /// A get that met a key of another type: [`RedisGetError::WrongType`];
+    /// a failing server: [`RedisGetError::Server`] with the message.
     fn from(e: RedisError) -> RedisGetError {
-        RedisGetError::Server(e.to_string())
+        match e {
+            RedisError::WrongType(m) => RedisGetError::WrongType(m),
+            other => RedisGetError::Server(other.detail()),
+        }
     }
 }
 
@@ -178,7 +198,7 @@ impl From<RedisError> for RedisTaskError {
     fn from(e: RedisError) -> RedisTaskError {
         match e {
             RedisError::InvalidArgument(m) => RedisTaskError::InvalidArgument(m),
-            other => RedisTaskError::Server(other.to_string()),
+            other => RedisTaskError::Server(other.detail()),
         }
     }
 }
@@ -197,6 +217,10 @@ pub enum RedisPutError<T> {
     Closed(T),
     /// The item could not be encoded; the message says why.
     Encode(T, String),
+    /// A key of the queue holds another type of value (Redis's
+    /// `WRONGTYPE`): other data, or another kind of multiproc object, uses
+    /// the queue's name. Nothing was stored; the message says which server.
+    WrongType(T, String),
     /// The server could not be reached or failed; the message says which
     /// server and why. The item may or may not be in the queue if the
     /// connection broke after it was sent.
@@ -208,7 +232,18 @@ impl<T> RedisPutError<T> {
     pub fn into_inner(self) -> T {
         match self {
             RedisPutError::Full(t) | RedisPutError::Timeout(t) | RedisPutError::Closed(t) => t,
-            RedisPutError::Encode(t, _) | RedisPutError::Server(t, _) => t,
+            RedisPutError::Encode(t, _)
+            | RedisPutError::WrongType(t, _)
+            | RedisPutError::Server(t, _) => t,
+        }
+    }
+
+    /// The put error of `item` for a command that failed with `e`: a key of
+    /// another type, or a failing server.
+    pub(crate) fn of_command(item: T, e: RedisError) -> RedisPutError<T> {
+        match e {
+            RedisError::WrongType(m) => RedisPutError::WrongType(item, m),
+            other => RedisPutError::Server(item, other.detail()),
         }
     }
 
@@ -225,6 +260,7 @@ impl<T> fmt::Debug for RedisPutError<T> {
             RedisPutError::Timeout(_) => f.write_str("Timeout(..)"),
             RedisPutError::Closed(_) => f.write_str("Closed(..)"),
             RedisPutError::Encode(_, m) => write!(f, "Encode(.., {m:?})"),
+            RedisPutError::WrongType(_, m) => write!(f, "WrongType(.., {m:?})"),
             RedisPutError::Server(_, m) => write!(f, "Server(.., {m:?})"),
         }
     }
@@ -237,6 +273,9 @@ impl<T> fmt::Display for RedisPutError<T> {
             RedisPutError::Timeout(_) => f.write_str("timed out waiting for room in the queue"),
             RedisPutError::Closed(_) => f.write_str("the queue is closed"),
             RedisPutError::Encode(_, m) => write!(f, "the item could not be encoded: {m}"),
+            RedisPutError::WrongType(_, m) => {
+                write!(f, "a key of the queue holds another type of value: {m}")
+            }
             RedisPutError::Server(_, m) => write!(f, "the queue's server failed: {m}"),
         }
     }
@@ -254,6 +293,7 @@ impl<T> From<RedisPutError<T>> for crate::Error {
             RedisPutError::Timeout(_) => E::Timeout,
             RedisPutError::Closed(_) => E::Closed,
             RedisPutError::Encode(_, m) => E::Codec(m),
+            RedisPutError::WrongType(_, m) => E::Redis(wrong_type(&m)),
             RedisPutError::Server(_, m) => E::Redis(m),
         }
     }
@@ -273,6 +313,10 @@ pub enum RedisGetError {
     Closed,
     /// An item was taken but could not be decoded as `T` (it is lost).
     Decode(String),
+    /// A key of the queue holds another type of value (Redis's
+    /// `WRONGTYPE`): other data, or another kind of multiproc object, uses
+    /// the queue's name. Nothing was taken; the message says which server.
+    WrongType(String),
     /// The server could not be reached or failed (or did not answer within
     /// the read timeout); the message says which server and why.
     Server(String),
@@ -285,6 +329,9 @@ impl fmt::Display for RedisGetError {
             RedisGetError::Timeout => f.write_str("timed out waiting for an item"),
             RedisGetError::Closed => f.write_str("the queue is closed and empty"),
             RedisGetError::Decode(m) => write!(f, "an item could not be decoded: {m}"),
+            RedisGetError::WrongType(m) => {
+                write!(f, "a key of the queue holds another type of value: {m}")
+            }
             RedisGetError::Server(m) => write!(f, "the queue's server failed: {m}"),
         }
     }
@@ -293,7 +340,8 @@ impl fmt::Display for RedisGetError {
 impl std::error::Error for RedisGetError {}
 
 impl From<RedisGetError> for crate::Error {
-    /// The same kind (`Empty`, `Timeout`, `Closed`, `Codec`, `Redis`).
+    /// The same kind (`Empty`, `Timeout`, `Closed`, `Codec`, `Redis`; a
+    /// key of the wrong type as `Redis`).
     fn from(e: RedisGetError) -> crate::Error {
         use crate::Error as E;
         match e {
@@ -301,9 +349,16 @@ impl From<RedisGetError> for crate::Error {
             RedisGetError::Timeout => E::Timeout,
             RedisGetError::Closed => E::Closed,
             RedisGetError::Decode(m) => E::Codec(m),
+            RedisGetError::WrongType(m) => E::Redis(wrong_type(&m)),
             RedisGetError::Server(m) => E::Redis(m),
         }
     }
+}
+
+/// The text of a put's or get's `WrongType` in an [`crate::Error::Redis`],
+/// as [`RedisError::detail`] writes a [`RedisError::WrongType`].
+fn wrong_type(m: &str) -> String {
+    RedisError::WrongType(m.to_owned()).detail()
 }
 
 /// Why a task of a [`RedisPool`](super::RedisPool) gave no result, or work

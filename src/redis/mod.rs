@@ -404,7 +404,7 @@ impl<T: Serialize + DeserializeOwned> RedisQueue<T> {
             Ok(-2) => Err(RedisPutError::Full(item)),
             Ok(n) if n < 0 => Err(RedisPutError::Closed(item)),
             Ok(_) => Ok(()),
-            Err(e) => Err(RedisPutError::Server(item, e.to_string())),
+            Err(e) => Err(RedisPutError::of_command(item, e)),
         }
     }
 

@@ -121,7 +121,7 @@ impl<T: Serialize + DeserializeOwned> RedisStreamQueue<T> {
         });
         match r {
             Ok(_) => Ok(()),
-            Err(e) => Err(RedisPutError::Server(item, e.to_string())),
+            Err(e) => Err(RedisPutError::of_command(item, e)),
         }
     }
 

@@ -436,7 +436,7 @@ pub enum BarrierError {
 impl BarrierError {
     /// The barrier error for what the waits (which speak [`Error`], shared
     /// with the async waits) reported: they report only these two.
-    fn from_internal(e: Error) -> BarrierError {
+    pub(crate) fn from_internal(e: Error) -> BarrierError {
         match e {
             Error::Timeout => BarrierError::Timeout,
             _ => BarrierError::BrokenBarrier,
