@@ -109,7 +109,7 @@ pub use error::{
 };
 
 use crate::ring::records as ring;
-use ring::{Core, GetFail, INLINE, PutFail};
+use ring::{Core, GetFail, INLINE, Inline, PutFail};
 
 use crate::deadline::Deadline;
 use crate::error::{CreateError, Result};
@@ -206,18 +206,22 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     fn put_until(&self, item: T, deadline: Deadline) -> Result<(), (T, PutFailure)> {
         let mut buf = [0u8; INLINE];
         let vec;
-        let bytes: &[u8] = match Small::encode(&item, &mut buf) {
-            Ok(n) => &buf[..n],
+        let (small, large): (_, &[u8]) = match Small::encode(&item, &mut buf) {
+            Ok(len) => (Some(Inline { buf: &buf, len }), &[]),
             Err(_) => match postcard::to_stdvec(&item) {
                 Ok(v) => {
                     vec = v;
-                    &vec
+                    (None, &vec)
                 }
                 Err(e) => return Err((item, PutFailure::Encode(e.to_string()))),
             },
         };
         loop {
-            return match self.core.put(bytes, deadline) {
+            let put = match small {
+                Some(s) => self.core.put_inline(s, deadline),
+                None => self.core.put(large, deadline),
+            };
+            return match put {
                 Ok(()) => Ok(()),
                 Err(PutFail::Closed) if self.core.is_corrupt() => Err((item, PutFailure::Corrupt)),
                 Err(PutFail::Closed) => Err((item, PutFailure::Closed)),

@@ -222,6 +222,28 @@ fn rec_len(len: u64) -> u64 {
     HDR + len.next_multiple_of(8)
 }
 
+/// A small item for [`Core::put_inline`]: its `len` bytes at the start of
+/// `buf` (the queue's encoding buffer). The rest of `buf` is never read as
+/// the item: its first bytes fill the record's padding.
+#[derive(Clone, Copy)]
+pub(crate) struct Inline<'a> {
+    pub(crate) buf: &'a [u8; INLINE],
+    pub(crate) len: usize,
+}
+
+impl Inline<'_> {
+    /// `buf` as ring words, in order (no byte-by-byte assembly: `buf` is
+    /// whole words long).
+    #[inline(always)]
+    fn words(self) -> impl Iterator<Item = u64> {
+        self.buf
+            .as_chunks::<8>()
+            .0
+            .iter()
+            .map(|w| u64::from_ne_bytes(*w))
+    }
+}
+
 /// The ring word holding `c` (at most 8 bytes) then zeros, as
 /// `u64::from_ne_bytes` of the zero-padded bytes would make it: built in a
 /// register (a copy into an 8-byte array took a `memcpy` call for the last,
@@ -1476,8 +1498,9 @@ impl Core {
     /// 8 and the record's bytes are free space.
     unsafe fn write_record_in(b: &Bytes, tail: u64, tag: u32, payload: &[u8]) {
         if payload.len() <= INLINE {
+            let words = payload.chunks(8).map(word_of);
             // SAFETY: forwarded (the caller's promises), the payload small.
-            unsafe { Self::write_small_in(b, tail, tag, payload) };
+            unsafe { Self::write_small_in(b, tail, tag, payload.len(), words) };
             return;
         }
         // SAFETY: the header's word (see `header_in`); the caller guarantees
@@ -1487,26 +1510,35 @@ impl Core {
         unsafe { b.store(tail.wrapping_add(HDR), payload) };
     }
 
-    /// [`write_record_in`](Core::write_record_in) for a payload of at most
-    /// [`INLINE`] bytes: whole words, the record's padding included (zeros),
-    /// as `read_payload` reads them, so no `memcpy` call.
+    /// [`write_record_in`](Core::write_record_in) for a payload of `len`
+    /// bytes, at most [`INLINE`], given as its words (`len` bytes then any
+    /// padding, in ring order): whole-word stores, as `read_payload` reads
+    /// them, so no `memcpy` call. At most the record's words are taken
+    /// from `words`, whatever it holds.
     ///
     /// # Safety
     ///
-    /// As for `write_record_in`, and `payload.len() <= INLINE`.
+    /// As for `write_record_in` (for a record of `len` payload bytes), and
+    /// `len <= INLINE`.
     #[inline(always)]
-    unsafe fn write_small_in(b: &Bytes, tail: u64, tag: u32, payload: &[u8]) {
-        let h = (payload.len() as u64) | ((tag as u64) << 32);
+    unsafe fn write_small_in(
+        b: &Bytes,
+        tail: u64,
+        tag: u32,
+        len: usize,
+        words: impl Iterator<Item = u64>,
+    ) {
+        let h = (len as u64) | ((tag as u64) << 32);
         // SAFETY: the header's word (see `header_in`); the caller guarantees
         // the record's bytes are free.
         unsafe { b.store_word(tail, h) };
         let at = tail.wrapping_add(HDR);
-        for (i, c) in payload.chunks(8).enumerate() {
+        for (i, w) in words.take(len.div_ceil(8)).enumerate() {
             // SAFETY: `at` is a multiple of 8 (as `tail` is, the caller's
-            // promise), so each word lies within the record (payload and
-            // padding), free space the caller owns; the mapping is alive
-            // (the caller's promise).
-            unsafe { b.store_word(at + 8 * i as u64, word_of(c)) };
+            // promise) and `i` below `len.div_ceil(8)`, so each word lies
+            // within the record (payload and padding), free space the
+            // caller owns; the mapping is alive (the caller's promise).
+            unsafe { b.store_word(at + 8 * i as u64, w) };
         }
     }
 
@@ -1566,10 +1598,17 @@ impl Core {
     /// Puts one encoded item, waiting until `deadline` for room.
     #[inline]
     pub(crate) fn put(&self, bytes: &[u8], deadline: Deadline) -> Result<(), PutFail> {
-        if self.put_fast(bytes) {
+        self.put_with(bytes, deadline, &mut || OnWait::Sleep)
+    }
+
+    /// [`put`](Core::put) of the item `item.buf[..item.len]`, trying the
+    /// fast path first (see [`put_fast`](Core::put_fast)).
+    #[inline]
+    pub(crate) fn put_inline(&self, item: Inline<'_>, deadline: Deadline) -> Result<(), PutFail> {
+        if item.len <= INLINE && self.put_fast(item) {
             return Ok(());
         }
-        self.put_with(bytes, deadline, &mut || OnWait::Sleep)
+        self.put(&item.buf[..item.len.min(INLINE)], deadline)
     }
 
     /// The common put, in one run of loads and stores without calls: a
@@ -1580,9 +1619,13 @@ impl Core {
     /// [`put_small`](Core::put_small), then handles the case, the errors
     /// and the waits. What it writes, it writes as `put_small` does: one
     /// record, then the tail in one store (the commit).
+    ///
+    /// The payload goes in as whole words of `item.buf`: the bytes past
+    /// `item.len` fill the record's padding, which no reader looks at.
     #[inline(always)]
-    fn put_fast(&self, bytes: &[u8]) -> bool {
-        if bytes.len() > INLINE || bytes.len() > self.chunk_max() || self.is_closed() {
+    fn put_fast(&self, item: Inline<'_>) -> bool {
+        let len = item.len;
+        if len > INLINE || len > self.chunk_max() || self.is_closed() {
             return false;
         }
         let s = self.shared();
@@ -1595,7 +1638,7 @@ impl Core {
             how: HELD_BIASED,
         };
         let tail = s.p.tail.load(Ordering::Relaxed);
-        let rec = rec_len(bytes.len() as u64);
+        let rec = rec_len(len as u64);
         let fits = |head| self.sane(head, tail) && self.room(head, tail, rec, true);
         // (In the spill, `MODE` is set: the general path goes on there.)
         let mut ok = tail & MODE == 0 && s.p.big_tid.load(Ordering::Relaxed) == 0;
@@ -1611,8 +1654,10 @@ impl Core {
             // SAFETY: the ring's mapping lives as long as `self`;
             // `put_lock` is held (on its bias, entered above); `tb` is on
             // the 8-byte grid (`sane`) and `room` checked the record's
-            // space against a sane head; the item is at most `INLINE` bytes.
-            unsafe { Self::write_small_in(&self.bytes, tb as u64, tag(KIND_ITEM, 0), bytes) };
+            // space against a sane head; `len` is at most `INLINE`.
+            unsafe {
+                Self::write_small_in(&self.bytes, tb as u64, tag(KIND_ITEM, 0), len, item.words())
+            };
             self.count_task();
             s.p.tail.store(
                 pack(puts.wrapping_add(1), tb.wrapping_add(rec as u32)),
@@ -2789,19 +2834,33 @@ mod tests {
         assert_eq!(c.len(), 0);
     }
 
+    /// `put_inline` of `bytes`, from a buffer whose bytes past them are
+    /// not zero: they must never show as part of the item.
+    fn put_in(c: &Core, bytes: &[u8], deadline: Deadline) -> Result<(), PutFail> {
+        let mut buf = [0xABu8; INLINE];
+        buf[..bytes.len()].copy_from_slice(bytes);
+        c.put_inline(
+            Inline {
+                buf: &buf,
+                len: bytes.len(),
+            },
+            deadline,
+        )
+    }
+
     /// A ring whose two locks are biased to this thread (so puts and gets
     /// take the fast paths), holding `items` items of 5 bytes.
     fn biased_with(items: usize) -> Core {
         let c = Core::new(0, MIN_CAP, false).unwrap();
         let mut buf = [0u8; INLINE];
         for i in 0..2 * BIAS_AFTER as usize {
-            c.put(&[i as u8; 5], Deadline::NEVER).unwrap();
+            put_in(&c, &[i as u8; 5], Deadline::NEVER).unwrap();
             let got = c.get_into(Deadline::NEVER, &mut buf).unwrap();
             assert_eq!(got.bytes(&buf), &[i as u8; 5]);
         }
         assert!(c.biased_to_me(false) && c.biased_to_me(true));
         for _ in 0..items {
-            c.put(b"hello", Deadline::NEVER).unwrap();
+            put_in(&c, b"hello", Deadline::NEVER).unwrap();
         }
         c
     }
@@ -2815,12 +2874,12 @@ mod tests {
         let mut buf = [0u8; INLINE];
         for round in 0..40u32 {
             let mut n = 0u32;
-            while c
-                .put(
-                    &(round * 1000 + n).to_le_bytes(),
-                    Deadline::after(Duration::ZERO),
-                )
-                .is_ok()
+            while put_in(
+                &c,
+                &(round * 1000 + n).to_le_bytes(),
+                Deadline::after(Duration::ZERO),
+            )
+            .is_ok()
             {
                 n += 1;
             }
@@ -2888,7 +2947,7 @@ mod tests {
                 .store(tail.wrapping_sub(MIN_CAP as u64), Ordering::Relaxed);
             c.shared.g.head.store(head, Ordering::Release);
             assert!(matches!(
-                c.put(b"x", Deadline::after(Duration::ZERO)),
+                put_in(&c, b"x", Deadline::after(Duration::ZERO)),
                 Err(PutFail::Closed)
             ));
             assert!(c.is_corrupt());
