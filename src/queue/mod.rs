@@ -206,9 +206,10 @@ impl<T: Serialize + DeserializeOwned> Queue<T> {
     fn put_until(&self, item: T, deadline: Deadline) -> Result<(), (T, PutFailure)> {
         let mut buf = [0u8; INLINE];
         let vec;
-        let (small, large): (_, &[u8]) = match Small::encode(&item, &mut buf) {
-            Ok(len) => (Some(Inline { buf: &buf, len }), &[]),
-            Err(_) => match postcard::to_stdvec(&item) {
+        let small = Small::encode(&item, &mut buf).ok();
+        let (small, large): (_, &[u8]) = match small.and_then(|len| Inline::new(&buf, len)) {
+            Some(s) => (Some(s), &[]),
+            None => match postcard::to_stdvec(&item) {
                 Ok(v) => {
                     vec = v;
                     (None, &vec)

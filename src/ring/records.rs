@@ -227,11 +227,25 @@ fn rec_len(len: u64) -> u64 {
 /// the item: its first bytes fill the record's padding.
 #[derive(Clone, Copy)]
 pub(crate) struct Inline<'a> {
-    pub(crate) buf: &'a [u8; INLINE],
-    pub(crate) len: usize,
+    buf: &'a [u8; INLINE],
+    /// At most `INLINE` (see `new`).
+    len: usize,
 }
 
-impl Inline<'_> {
+impl<'a> Inline<'a> {
+    /// The item of the first `len` bytes of `buf`; `None` if `len` is
+    /// more than `buf` holds.
+    #[inline(always)]
+    pub(crate) fn new(buf: &'a [u8; INLINE], len: usize) -> Option<Inline<'a>> {
+        (len <= INLINE).then_some(Inline { buf, len })
+    }
+
+    /// The item's bytes.
+    #[inline(always)]
+    fn bytes(self) -> &'a [u8] {
+        &self.buf[..self.len]
+    }
+
     /// `buf` as ring words, in order (no byte-by-byte assembly: `buf` is
     /// whole words long).
     #[inline(always)]
@@ -1605,10 +1619,10 @@ impl Core {
     /// fast path first (see [`put_fast`](Core::put_fast)).
     #[inline]
     pub(crate) fn put_inline(&self, item: Inline<'_>, deadline: Deadline) -> Result<(), PutFail> {
-        if item.len <= INLINE && self.put_fast(item) {
+        if self.put_fast(item) {
             return Ok(());
         }
-        self.put(&item.buf[..item.len.min(INLINE)], deadline)
+        self.put(item.bytes(), deadline)
     }
 
     /// The common put, in one run of loads and stores without calls: a
@@ -2113,8 +2127,27 @@ impl Core {
         deadline: Deadline,
         buf: &mut [u8; INLINE],
     ) -> Result<Got, GetFail> {
-        if let Some(got) = self.get_fast(buf) {
-            return Ok(got);
+        let empty_at = match self.get_fast(buf) {
+            Ok(got) => return Ok(got),
+            Err(empty_at) => empty_at,
+        };
+        // Found empty (and nothing else unusual): wait for the tail to
+        // move, looking every few pauses as `wait` does, and take the item
+        // the fast way; the general path does the rest (and the sleep).
+        if let Some(tail) = empty_at
+            && !deadline.expired()
+        {
+            let p = &self.shared.p.tail;
+            let mut i = 0u32;
+            let moved = SPIN.spin_until(deadline, || {
+                i = i.wrapping_add(1);
+                (i.is_multiple_of(LOOK_EVERY) && p.load(Ordering::Relaxed) != tail).then_some(())
+            });
+            if moved.is_some()
+                && let Ok(got) = self.get_fast(buf)
+            {
+                return Ok(got);
+            }
         }
         self.get_inner(deadline, &mut |_| {}, None, buf)
     }
@@ -2122,20 +2155,21 @@ impl Core {
     /// The common get, in one run of loads and stores without calls: the
     /// consumers' lock held on its bias by this thread, no large item kept
     /// by this handle, the ring (not the spill) with a whole small item at
-    /// the head. `None`: nothing was taken (the tail a consumer saw last
-    /// may be brought up to date, as any get does); the general path,
+    /// the head. `Err`: nothing was taken (the tail a consumer saw last
+    /// may be brought up to date, as any get does), with the tail if the
+    /// ring was found empty and nothing else unusual; the general path,
     /// [`get_inner`](Core::get_inner), then handles the case, the errors
     /// and the waits. What it takes, it takes as `get_inner` does: the
     /// payload copied out, then the head in one store (the commit).
     #[inline(always)]
-    fn get_fast(&self, buf: &mut [u8; INLINE]) -> Option<Got> {
+    fn get_fast(&self, buf: &mut [u8; INLINE]) -> Result<Got, Option<u64>> {
         let s = self.shared();
         if !self.stash.is_empty() {
-            return None;
+            return Err(None);
         }
         let m = &s.g.get_lock;
         if !bias::enter(&m.word, &m.slots, thread::tid()) {
-            return None;
+            return Err(None);
         }
         let held = Held {
             core: self,
@@ -2150,8 +2184,10 @@ impl Core {
         }
         let tb = unpack(tail).1;
         // (In the spill, `MODE` is set: the general path goes on there.)
-        let mut got = None;
-        if head & MODE == 0 && hb != tb && self.sane(head, tail) {
+        let mut got = Err(None);
+        if head & MODE == 0 && hb == tb && self.sane(head, tail) {
+            got = Err(Some(tail));
+        } else if head & MODE == 0 && hb != tb && self.sane(head, tail) {
             // SAFETY: the ring's mapping lives as long as `self`; head !=
             // tail, both sane (the tail loaded with Acquire, now or by the
             // consumer that stored `tail_seen`), so a committed record
@@ -2167,9 +2203,8 @@ impl Core {
             {
                 // SAFETY: as above, and the record of `len` payload bytes
                 // lies within the committed bytes (checked just above).
-                got = Some(unsafe {
-                    Self::read_payload_in(&self.bytes, hb as u64, len as usize, buf)
-                });
+                got =
+                    Ok(unsafe { Self::read_payload_in(&self.bytes, hb as u64, len as usize, buf) });
                 s.g.head.store(
                     pack(gets.wrapping_add(1), hb.wrapping_add(rec as u32)),
                     Ordering::Release,
@@ -2839,13 +2874,7 @@ mod tests {
     fn put_in(c: &Core, bytes: &[u8], deadline: Deadline) -> Result<(), PutFail> {
         let mut buf = [0xABu8; INLINE];
         buf[..bytes.len()].copy_from_slice(bytes);
-        c.put_inline(
-            Inline {
-                buf: &buf,
-                len: bytes.len(),
-            },
-            deadline,
-        )
+        c.put_inline(Inline::new(&buf, bytes.len()).unwrap(), deadline)
     }
 
     /// A ring whose two locks are biased to this thread (so puts and gets
