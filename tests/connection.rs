@@ -509,6 +509,55 @@ fn shared_memory_pipe_poll_wakes_on_data_from_another_process() {
     })
 }
 
+/// The event-loop pattern the `Connection` docs give for a shared-memory
+/// pipe: a `poll` with a zero timeout that finds nothing arms the
+/// descriptor, so the caller's own `poll(2)` on it (as an epoll or mio loop
+/// would do) wakes when the next message comes; a wake-up without a message
+/// (an old bell) only sends the loop round again.
+#[test]
+fn shared_memory_pipe_descriptor_wakes_an_outside_poll_once_armed() {
+    use std::os::fd::AsFd;
+    let _s = serial();
+    const N: u8 = 20;
+    let (a, b) = pipe(true).unwrap();
+    let (go_a, go_b) = pipe(true).unwrap();
+    multiproc::process::scope(|ps| {
+        let mut p = spawn_in(ps, move || {
+            for i in 0..N {
+                // One message per round, sent once the parent is about to
+                // sleep in its own poll.
+                assert_eq!(go_b.recv_bytes().unwrap(), [i]);
+                std::thread::sleep(Duration::from_millis(2));
+                b.send_bytes(&[i]).unwrap();
+            }
+        });
+        let t = Instant::now();
+        for i in 0..N {
+            go_a.send_bytes(&[i]).unwrap();
+            loop {
+                // `poll(0)`: true if a message is there; false arms the bell.
+                if a.poll(Some(Duration::ZERO)).unwrap() {
+                    break;
+                }
+                assert!(t.elapsed() < PATIENCE, "round {i}: no message");
+                let mut fds = [nix::poll::PollFd::new(
+                    a.as_fd(),
+                    nix::poll::PollFlags::POLLIN,
+                )];
+                // Bounded, so a missing bell fails the test, not hangs it.
+                let n = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(5000u16)).unwrap();
+                assert!(
+                    n > 0,
+                    "round {i}: the armed descriptor never polled readable"
+                );
+            }
+            assert_eq!(a.recv_bytes().unwrap(), [i]);
+        }
+        assert!(t.elapsed() < PATIENCE);
+        join_ok(&mut p);
+    })
+}
+
 #[test]
 fn send_handle_passes_a_descriptor_the_peer_did_not_have() {
     let _s = serial();

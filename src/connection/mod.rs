@@ -55,9 +55,16 @@ pub const SKIP_IDLE: Duration = Duration::from_secs(2);
 ///
 /// The descriptor behind [`as_raw_fd`](AsRawFd::as_raw_fd) carries the
 /// messages themselves for [`pipe_os`] ends, [`Connection::from_fd`] and
-/// listener connections; for [`pipe`] ends it is only the doorbell (it
-/// polls readable when a message or the end of stream is there, and passes
-/// handles), the bytes being in shared memory.
+/// listener connections; for [`pipe`] ends it is only the doorbell (and
+/// passes handles), the bytes being in shared memory. A writer rings that
+/// bell only for a reader that asked for it, so to wait for a [`pipe`] end
+/// in your own event loop (epoll, mio, `poll(2)`), call
+/// [`poll`](Connection::poll) with a zero timeout first: `true`, a message
+/// (or the end of stream) is there; `false` armed the bell, and the
+/// descriptor polls readable once the next message comes. It may also poll
+/// readable with no message (a bell left from an earlier wait): call
+/// `poll(Some(Duration::ZERO))` again on every wake-up and go back to
+/// waiting while it says `false`.
 ///
 /// # Examples
 ///
