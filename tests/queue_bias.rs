@@ -114,6 +114,47 @@ fn a_producer_killed_holding_the_bias_is_taken_over() {
     }
 }
 
+/// The consumers' side: a consumer that took `STREAK` items alone (its
+/// gets then go the fast way, on the bias) is killed holding the bias,
+/// inside a get (the lock taken, nothing taken yet) or between gets. The
+/// next consumer takes the lock over within its timeout and gets every
+/// item the killed one had not taken, in order: nothing lost, nothing
+/// twice.
+#[test]
+fn a_consumer_killed_holding_the_bias_is_taken_over() {
+    let _s = serial();
+    for mid_get in [true, false] {
+        let q = Queue::<u64>::new().unwrap();
+        for i in 0..2 * STREAK {
+            q.put(i).unwrap();
+        }
+        let ready = Event::new().unwrap();
+        multiproc::process::scope(|ps| {
+            let mut p = spawn_in(ps, || {
+                for i in 0..STREAK {
+                    assert_eq!(q.get_timeout(PATIENCE), Ok(i));
+                }
+                assert!(
+                    !membarrier() || q.__biased_to_me(true),
+                    "a lone consumer's lock is kept biased"
+                );
+                if mid_get {
+                    q.__hold_lock_mid_get();
+                }
+                ready.set();
+                hang();
+            });
+            assert!(ready.wait_timeout(PATIENCE));
+            p.kill().unwrap();
+            p.join().unwrap();
+        });
+        let t = Instant::now();
+        let want: Vec<u64> = (STREAK..2 * STREAK).collect();
+        drain(&q, &want);
+        assert!(t.elapsed() < PATIENCE);
+    }
+}
+
 /// A consumer asleep on an empty queue while the producer puts on its
 /// biased lock (plain stores only): the consumer's arm in the biased word
 /// (then a barrier) makes the producer ring. A lost wake-up would cost the
