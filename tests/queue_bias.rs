@@ -83,6 +83,22 @@ fn a_forked_producer_takes_over_its_parents_biased_lock() {
     drain(&q, &want);
 }
 
+/// Runs `work` in a child, then SIGKILLs the child where `work` left it
+/// (holding whatever it holds) and reaps it.
+fn killed_after(work: impl FnOnce() + Send) {
+    let ready = Event::new().unwrap();
+    multiproc::process::scope(|ps| {
+        let mut p = spawn_in(ps, || {
+            work();
+            ready.set();
+            hang();
+        });
+        assert!(ready.wait_timeout(PATIENCE), "the child did not get ready");
+        p.kill().unwrap();
+        p.join().unwrap();
+    });
+}
+
 /// A producer killed with the bias held, inside a put (its record written,
 /// not published) or between puts: the next producer takes the lock over
 /// within its timeout, and the killed one loses only the unpublished item.
@@ -91,23 +107,15 @@ fn a_producer_killed_holding_the_bias_is_taken_over() {
     let _s = serial();
     for mid_put in [true, false] {
         let q = Queue::<u64>::new().unwrap();
-        let ready = Event::new().unwrap();
-        multiproc::process::scope(|ps| {
-            let mut p = spawn_in(ps, || {
-                bias_puts(&q);
-                if mid_put {
-                    assert!(q.__hold_lock_mid_put(&666));
-                }
-                ready.set();
-                hang();
-            });
-            assert!(ready.wait_timeout(PATIENCE));
-            p.kill().unwrap();
-            p.join().unwrap();
-            let t = Instant::now();
-            q.put_timeout(1000, PATIENCE).unwrap();
-            assert!(t.elapsed() < PATIENCE);
+        killed_after(|| {
+            bias_puts(&q);
+            if mid_put {
+                assert!(q.__hold_lock_mid_put(&666));
+            }
         });
+        let t = Instant::now();
+        q.put_timeout(1000, PATIENCE).unwrap();
+        assert!(t.elapsed() < PATIENCE);
         let mut want: Vec<u64> = (0..STREAK).collect();
         want.push(1000);
         drain(&q, &want);
@@ -128,25 +136,17 @@ fn a_consumer_killed_holding_the_bias_is_taken_over() {
         for i in 0..2 * STREAK {
             q.put(i).unwrap();
         }
-        let ready = Event::new().unwrap();
-        multiproc::process::scope(|ps| {
-            let mut p = spawn_in(ps, || {
-                for i in 0..STREAK {
-                    assert_eq!(q.get_timeout(PATIENCE), Ok(i));
-                }
-                assert!(
-                    !membarrier() || q.__biased_to_me(true),
-                    "a lone consumer's lock is kept biased"
-                );
-                if mid_get {
-                    q.__hold_lock_mid_get();
-                }
-                ready.set();
-                hang();
-            });
-            assert!(ready.wait_timeout(PATIENCE));
-            p.kill().unwrap();
-            p.join().unwrap();
+        killed_after(|| {
+            for i in 0..STREAK {
+                assert_eq!(q.get_timeout(PATIENCE), Ok(i));
+            }
+            assert!(
+                !membarrier() || q.__biased_to_me(true),
+                "a lone consumer's lock is kept biased"
+            );
+            if mid_get {
+                q.__hold_lock_mid_get();
+            }
         });
         let t = Instant::now();
         let want: Vec<u64> = (STREAK..2 * STREAK).collect();

@@ -1609,6 +1609,18 @@ impl Core {
         }
     }
 
+    /// Commits a whole item's record of `rec` bytes, written at byte
+    /// counter `tb` of the ring (the producers' lock held, the tail's count
+    /// `puts`): counts its task, then publishes it in one store.
+    #[inline(always)]
+    fn commit_item(&self, puts: u32, tb: u32, rec: u64) {
+        self.count_task();
+        self.shared.p.tail.store(
+            pack(puts.wrapping_add(1), tb.wrapping_add(rec as u32)),
+            Ordering::Release,
+        );
+    }
+
     /// Puts one encoded item, waiting until `deadline` for room.
     #[inline]
     pub(crate) fn put(&self, bytes: &[u8], deadline: Deadline) -> Result<(), PutFail> {
@@ -1672,11 +1684,7 @@ impl Core {
             unsafe {
                 Self::write_small_in(&self.bytes, tb as u64, tag(KIND_ITEM, 0), len, item.words())
             };
-            self.count_task();
-            s.p.tail.store(
-                pack(puts.wrapping_add(1), tb.wrapping_add(rec as u32)),
-                Ordering::Release,
-            );
+            self.commit_item(puts, tb, rec);
         }
         drop(held);
         ok
@@ -1832,11 +1840,7 @@ impl Core {
                 let (puts, tb) = unpack(tail);
                 // SAFETY: `put_lock` is held and `room` checked the space.
                 unsafe { self.write_record(tb, tag(KIND_ITEM, 0), bytes) };
-                self.count_task();
-                s.p.tail.store(
-                    pack(puts.wrapping_add(1), tb.wrapping_add(rec as u32)),
-                    Ordering::Release,
-                );
+                self.commit_item(puts, tb, rec);
                 drop(held);
                 return Ok(());
             }
@@ -2185,9 +2189,11 @@ impl Core {
         let tb = unpack(tail).1;
         // (In the spill, `MODE` is set: the general path goes on there.)
         let mut got = Err(None);
-        if head & MODE == 0 && hb == tb && self.sane(head, tail) {
+        if head & MODE != 0 || !self.sane(head, tail) {
+            // The general path: the spill, or counters to report.
+        } else if hb == tb {
             got = Err(Some(tail));
-        } else if head & MODE == 0 && hb != tb && self.sane(head, tail) {
+        } else {
             // SAFETY: the ring's mapping lives as long as `self`; head !=
             // tail, both sane (the tail loaded with Acquire, now or by the
             // consumer that stored `tail_seen`), so a committed record

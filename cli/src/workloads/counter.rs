@@ -110,53 +110,30 @@ pub(super) fn counter(size: Size) -> Outcome<Vec<Line>> {
     let ns = |i: usize, times: &mut [Vec<Duration>; 3]| {
         median(&mut times[i]).as_nanos() as f64 / want as f64
     };
-    Ok(vec![
-        Line::new(
-            "multiproc",
-            "counter",
-            "Value_lock",
-            &params,
-            "ns_per_increment",
-            ns(0, &mut times),
-            &oks[0],
-        ),
-        Line::new(
-            "raw",
-            "counter",
-            "bare_futex_lock",
-            &params,
-            "ns_per_increment",
-            ns(1, &mut times),
-            &oks[1],
-        ),
-        Line::new(
-            "multiproc",
-            "counter",
-            "RawValue_fetch_add",
-            &params,
-            "ns_per_increment",
-            ns(2, &mut times),
-            &oks[2],
-        ),
-        Line::new(
-            "multiproc",
-            "counter",
-            "Value_lock",
-            &params,
-            "ns_cpu_per_inc",
-            ns(0, &mut cpus),
-            &oks[0],
-        ),
-        Line::new(
-            "raw",
-            "counter",
-            "bare_futex_lock",
-            &params,
-            "ns_cpu_per_inc",
-            ns(1, &mut cpus),
-            &oks[1],
-        ),
-    ])
+    // Wall time per increment for the three, CPU time for the two locks.
+    let variants = [
+        ("multiproc", "Value_lock"),
+        ("raw", "bare_futex_lock"),
+        ("multiproc", "RawValue_fetch_add"),
+    ];
+    let mut lines = Vec::with_capacity(5);
+    for (metric, samples, n) in [
+        ("ns_per_increment", &mut times, 3),
+        ("ns_cpu_per_inc", &mut cpus, 2),
+    ] {
+        for (i, (who, variant)) in variants.iter().enumerate().take(n) {
+            lines.push(Line::new(
+                who,
+                "counter",
+                variant,
+                &params,
+                metric,
+                ns(i, samples),
+                &oks[i],
+            ));
+        }
+    }
+    Ok(lines)
 }
 
 /// The CPU time (user and system) of this process's reaped children so
